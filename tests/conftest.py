@@ -1,0 +1,36 @@
+"""Test set-up: Triton's interpreter on machines without CUDA, markers, shared helpers.
+
+``TRITON_INTERPRET`` is read when a kernel is decorated, so it is set here, before anything
+imports ``triton_kernels``.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Every output a kernel writes is NaN-filled first, so an unwritten element fails the comparison.
+os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
+
+import pytest
+
+HAS_CUDA = torch.cuda.is_available()
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_interp = pytest.mark.skip(reason="needs CUDA or TRITON_INTERPRET=1")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
+        if "interpret" in item.keywords and not (HAS_CUDA or INTERPRET):
+            item.add_marker(skip_interp)
+
+
+@pytest.fixture
+def triton_device() -> str:
+    """Where Triton kernels run in this test session: the GPU, else the CPU interpreter."""
+    return "cuda" if HAS_CUDA else "cpu"

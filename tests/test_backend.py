@@ -1,0 +1,95 @@
+"""Backend selection: names, env var, context manager, and refusing impossible launches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import torchconv_ext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRITON_INTERPRET", "TORCHCONV_EXT_BACKEND")
+    }
+    full_env.update(env, PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_set_and_use_backend():
+    assert torchconv_ext.get_backend() == "auto"
+    with torchconv_ext.use_backend("torch"):
+        assert torchconv_ext.get_backend() == "torch"
+        with torchconv_ext.use_backend("triton"):
+            assert torchconv_ext.get_backend() == "triton"
+        assert torchconv_ext.get_backend() == "torch"
+    assert torchconv_ext.get_backend() == "auto"
+    torchconv_ext.set_backend("torch")
+    try:
+        assert torchconv_ext.get_backend() == "torch"
+    finally:
+        torchconv_ext.set_backend("auto")
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match="'auto', 'triton', 'torch'"):
+        torchconv_ext.set_backend("cudnn")
+    with pytest.raises(ValueError, match="expected one of"), torchconv_ext.use_backend("nope"):
+        pass
+
+
+def test_env_var_selects_backend():
+    r = _run(
+        "import torchconv_ext; print(torchconv_ext.get_backend())", TORCHCONV_EXT_BACKEND="torch"
+    )
+    assert r.stdout.strip() == "torch", r.stderr
+    r = _run("import torchconv_ext", TORCHCONV_EXT_BACKEND="fast")
+    assert r.returncode != 0 and "expected one of" in r.stderr
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error():
+    code = (
+        "import torch, torchconv_ext\n"
+        "with torchconv_ext.use_backend('triton'):\n"
+        "    torchconv_ext.functional.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2))\n"
+    )
+    r = _run(code)
+    assert r.returncode != 0 and "TRITON_INTERPRET=1" in r.stderr, r.stderr
+
+
+def test_imports_and_falls_back_without_triton():
+    code = (
+        "import sys, torch\n"
+        "sys.modules['triton'] = None  # as if triton were not installed\n"
+        "import torchconv_ext\n"
+        "x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 2)\n"
+        "y = torchconv_ext.functional.conv1d(x, w)\n"
+        "assert torch.equal(y, torch.nn.functional.conv1d(x, w))\n"
+        "print('ok')\n"
+    )
+    r = _run(code)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_auto_uses_fallback_on_cpu(monkeypatch):
+    """Under 'auto' a CPU tensor never reaches a Triton launch."""
+    import triton_kernels
+
+    def boom(*args, **kwargs):
+        raise AssertionError("Triton launched for a CPU tensor under 'auto'")
+
+    monkeypatch.setattr(triton_kernels, "conv_forward", boom)
+    x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 2)
+    torch.testing.assert_close(
+        torchconv_ext.functional.conv1d(x, w), torch.nn.functional.conv1d(x, w)
+    )

@@ -1,0 +1,106 @@
+"""GPU-only convolution checks: reduced precision, real layer shapes, > 2**31 elements."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv_ext
+from torchconv_ext import functional as TF
+
+pytestmark = pytest.mark.gpu
+
+LAYERS = [  # (N, C_in, H, W, C_out, k, stride, padding, groups): real layers at small batch
+    (8, 3, 224, 224, 64, 11, 4, 2, 1),  # AlexNet conv1
+    (8, 64, 56, 56, 64, 3, 1, 1, 1),  # VGG-16 / ResNet-50 3×3
+    (8, 256, 56, 56, 64, 1, 1, 0, 1),  # ResNet-50 1×1
+    (8, 144, 56, 56, 144, 3, 2, 1, 144),  # MobileNetV2 depthwise
+]
+
+
+def _relative_check(ours, ref_lowp, ref64, slack=2.0, atol=1e-3):
+    """Our error vs float64 is at most ``slack`` × torch's own error in the same dtype (+ atol)."""
+    ours_err = (ours.double() - ref64).abs().max().item()
+    torch_err = (ref_lowp.double() - ref64).abs().max().item()
+    assert ours_err <= slack * torch_err + atol * ref64.abs().max().item(), (ours_err, torch_err)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reduced_precision_forward_backward(layer, dtype, channels_last):
+    n, ci, h, w, co, k, s, p, g = layer
+    torch.manual_seed(0)
+    x64 = torch.randn(n, ci, h, w, device="cuda", dtype=torch.float64)
+    w64 = (
+        torch.randn(co, ci // g, k, k, device="cuda", dtype=torch.float64)
+        / (ci // g * k * k) ** 0.5
+    )
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x64.to(dtype).contiguous(memory_format=fmt).requires_grad_()
+    wt = w64.to(dtype).requires_grad_()
+    y = TF.conv2d(x, wt, None, s, p, 1, g)
+    y_torch = F.conv2d(x, wt, None, s, p, 1, g)
+    x_ref, w_ref = x.detach().double().requires_grad_(), wt.detach().double().requires_grad_()
+    y64 = F.conv2d(x_ref, w_ref, None, s, p, 1, g)
+    _relative_check(y, y_torch, y64)
+    assert y.stride() == y_torch.stride()
+    gy = torch.randn_like(y64)
+    ours = torch.autograd.grad(y, (x, wt), gy.to(dtype))
+    theirs = torch.autograd.grad(y_torch, (x, wt), gy.to(dtype))
+    ref = torch.autograd.grad(y64, (x_ref, w_ref), gy)
+    for a, b, c in zip(ours, theirs, ref):
+        _relative_check(a, b, c)
+
+
+def test_fp32_follows_tf32_switch():
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 32, 32, device="cuda")
+    w = torch.randn(64, 64, 3, 3, device="cuda")
+    y64 = F.conv2d(x.double(), w.double(), padding=1)
+    flag = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        exact = (TF.conv2d(x, w, padding=1).double() - y64).abs().max().item()
+        torch.backends.cudnn.allow_tf32 = True
+        tf32 = (TF.conv2d(x, w, padding=1).double() - y64).abs().max().item()
+    finally:
+        torch.backends.cudnn.allow_tf32 = flag
+    assert exact < 1e-3 < tf32
+
+
+def test_3d_and_transposed_large():
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 32, 64, 64, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(32, 32, 3, 3, 3, device="cuda", dtype=torch.bfloat16) / 30
+    _relative_check(
+        TF.conv3d(x, w, padding=1),
+        F.conv3d(x, w, padding=1),
+        F.conv3d(x.double(), w.double(), padding=1),
+    )
+    wt = torch.randn(32, 16, 2, 2, 2, device="cuda", dtype=torch.bfloat16)
+    _relative_check(
+        TF.conv_transpose3d(x, wt, stride=2),
+        F.conv_transpose3d(x, wt, stride=2),
+        F.conv_transpose3d(x.double(), wt.double(), stride=2),
+    )
+
+
+def test_more_than_2_pow_31_elements():
+    """Offsets past 2**31 need 64-bit index math: compare the far end of a huge tensor."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    x = torch.randn(1, 1, 2**16, 2**15 + 8, device="cuda", dtype=torch.float16)  # > 2**31 elements
+    w = torch.randn(2, 1, 3, 3, device="cuda", dtype=torch.float16)
+    with torchconv_ext.use_backend("triton"):
+        y = TF.conv2d(x, w, padding=1)
+    tail = x[..., -64:, :]
+    y_tail = F.conv2d(tail.double(), w.double(), padding=1)
+    torch.testing.assert_close(
+        y[..., -63:-1, :].double(), y_tail[..., 1:-1, :], atol=2e-2, rtol=2e-2
+    )
+    del y
+    gx = torch.autograd.grad(TF.conv2d(x.requires_grad_(), w, padding=1).sum(), x)[0]
+    assert torch.isfinite(gx[..., -8:, -8:]).all()

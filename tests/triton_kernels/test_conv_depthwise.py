@@ -1,0 +1,300 @@
+"""Depthwise convolution launchers vs torch's grouped convolution in float64.
+
+Runs the Triton kernels directly (CUDA, or the CPU interpreter set up by tests/conftest.py). Every
+output is NaN-filled before the launch, so an element the kernel fails to write fails the check.
+Shapes are tiny on purpose: the interpreter is slow.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triton_kernels import conv_depthwise as dw
+
+pytestmark = pytest.mark.interpret
+
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    # One fp16 rounding of an fp32 accumulator is ≤ 2^-11 relative; fp16 accumulation would fail.
+    torch.float16: dict(rtol=1e-3, atol=1e-3),
+}
+
+
+class Case(NamedTuple):
+    spatial: tuple[int, ...]
+    channels: int
+    mult: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    pad_after: tuple[int, ...]
+    dilation: tuple[int, ...]
+    batch: int = 2
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(
+            (s + pb + pa - d * (k - 1) - 1) // st + 1
+            for s, k, st, pb, pa, d in zip(
+                self.spatial, self.kernel, self.stride, self.pad_before, self.pad_after,
+                self.dilation, strict=True,
+            )
+        )
+
+    def conv_kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.pad_before, dilation=self.dilation)
+
+
+CASES = {
+    "1d": Case((9,), 3, 1, (3,), (1,), (1,), (1,), (1,)),
+    "1d_mult2_asym": Case((10,), 3, 2, (3,), (2,), (2,), (1,), (2,)),
+    "2d": Case((6, 7), 3, 1, (3, 3), (1, 2), (1, 1), (1, 0), (1, 1)),
+    "2d_mult2_asym": Case((5, 6), 2, 2, (3, 2), (2, 1), (1, 0), (2, 1), (2, 1)),
+    "3d": Case((2, 3, 4), 2, 1, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), batch=1),
+    "3d_mult2_asym": Case(
+        (4, 4, 5), 2, 2, (2, 3, 3), (1, 2, 2), (0, 1, 2), (1, 0, 1), (1, 1, 2), batch=1
+    ),
+}
+# Stride larger than the (dilated) kernel: some inputs feed no output and get a zero gradient.
+GAP_CASES = {
+    "1d_gap": Case((11,), 2, 1, (2,), (3,), (1,), (0,), (1,)),
+    "2d_gap_mult2": Case((7, 8), 2, 2, (2, 1), (3, 4), (0, 1), (1, 0), (1, 1)),
+}
+LAYOUTS = ("channels_last", "strided")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _conv_ref(x, w, b, case: Case, pad_mode: str):
+    """torch's grouped convolution on an explicitly padded input (handles every mode/asymmetry)."""
+    pads = []
+    for pb, pa in zip(reversed(case.pad_before), reversed(case.pad_after), strict=True):
+        pads += [pb, pa]
+    xp = F.pad(x, pads, mode="constant" if pad_mode == "zeros" else pad_mode)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[x.dim() - 3]
+    return conv(xp, w, b, stride=case.stride, dilation=case.dilation, groups=x.shape[1])
+
+
+def _relayout(t: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(view, base)``: ``t``'s values in the given memory layout; ``base`` owns the storage.
+
+    "strided" interleaves a NaN sentinel after every element (all strides doubled), so a write
+    outside the view shows up in ``base[..., 1]``.
+    """
+    if layout == "contiguous":
+        v = t.contiguous()
+        return v, v
+    if layout == "channels_last":
+        nd = t.dim()
+        v = t.permute(0, *range(2, nd), 1).contiguous().permute(0, nd - 1, *range(1, nd - 1))
+        assert v.shape[1] == 1 or (v.stride(1) == 1 and not v.is_contiguous())
+        return v, v
+    assert layout == "strided"
+    base = torch.full((*t.shape, 2), float("nan"), dtype=t.dtype, device=t.device)
+    base[..., 0] = t
+    return base[..., 0], base
+
+
+def _poisoned(shape, dtype, device, layout="contiguous"):
+    return _relayout(torch.full(shape, float("nan"), dtype=dtype, device=device), layout)
+
+
+def _check_untouched(base: torch.Tensor, layout: str):
+    if layout == "strided":
+        assert base[..., 1].isnan().all(), "kernel wrote outside the output view"
+
+
+def _inputs(case: Case, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c, co = case.channels, case.channels * case.mult
+    x = torch.randn(case.batch, c, *case.spatial, generator=g, dtype=torch.float64)
+    w = torch.randn(co, 1, *case.kernel, generator=g, dtype=torch.float64)
+    b = torch.randn(co, generator=g, dtype=torch.float64)
+    go = torch.randn(case.batch, co, *case.out_spatial, generator=g, dtype=torch.float64)
+    return [t.to(dtype=dtype, device=device) for t in (x, w, b, go)]
+
+
+def _assert_close(actual, expected, dtype):
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), **TOL[dtype])
+
+
+def _run_forward(case, pad_mode, dtype, device, layout="contiguous", bias=True):
+    x, w, b, _ = _inputs(case, dtype, device)
+    x, _ = _relayout(x, layout)
+    w, _ = _relayout(w, layout)
+    b = _relayout(b.unsqueeze(0), "strided")[0][0] if layout == "strided" else b
+    out, base = _poisoned((case.batch, w.shape[0], *case.out_spatial), dtype, device, layout)
+    dw.depthwise_conv_forward(x, w, b if bias else None, out, pad_mode=pad_mode,
+                              **case.conv_kwargs())
+    _check_untouched(base, layout)
+    ref = _conv_ref(x.double(), w.double(), b.double() if bias else None, case, pad_mode)
+    _assert_close(out, ref, dtype)
+
+
+def _grads_ref(x, w, go, case: Case, pad_mode: str):
+    x = x.double().requires_grad_()
+    w = w.double().requires_grad_()
+    out = _conv_ref(x, w, None, case, pad_mode)
+    return torch.autograd.grad(out, (x, w), go.double())
+
+
+def _run_backward_input(case, dtype, device, layout="contiguous"):
+    x, w, _, go = _inputs(case, dtype, device)
+    go, _ = _relayout(go, layout)
+    w, _ = _relayout(w, layout)
+    gi, base = _poisoned(x.shape, dtype, device, layout)
+    dw.depthwise_conv_backward_input(go, w, gi, **case.conv_kwargs())
+    _check_untouched(base, layout)
+    _assert_close(gi, _grads_ref(x, w, go, case, "zeros")[0], dtype)
+
+
+def _run_backward_weight(case, pad_mode, dtype, device, layout="contiguous"):
+    x, w, _, go = _inputs(case, dtype, device)
+    x, _ = _relayout(x, layout)
+    go, _ = _relayout(go, layout)
+    gw, base = _poisoned(w.shape, dtype, device, layout)
+    dw.depthwise_conv_backward_weight(x, go, gw, pad_mode=pad_mode, **case.conv_kwargs())
+    _check_untouched(base, layout)
+    _assert_close(gw, _grads_ref(x, w, go, case, pad_mode)[1], dtype)
+    return gw
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize("name", CASES)
+def test_forward(name, pad_mode, triton_device):
+    _run_forward(CASES[name], pad_mode, torch.float64, triton_device)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", CASES)
+def test_forward_layouts_no_bias(name, layout, triton_device):
+    pad_mode = "reflect" if layout == "strided" else "zeros"
+    _run_forward(CASES[name], pad_mode, torch.float64, triton_device, layout, bias=False)
+
+
+@pytest.mark.parametrize("layout", ("contiguous", "channels_last"))
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_forward_low_precision(dtype, layout, triton_device):
+    _run_forward(CASES["2d_mult2_asym"], "circular", dtype, triton_device, layout)
+
+
+# ------------------------------------------------------------------------------------------------
+# Grad input
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*CASES, *GAP_CASES])
+def test_backward_input(name, triton_device):
+    _run_backward_input({**CASES, **GAP_CASES}[name], torch.float64, triton_device)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["2d_gap_mult2", "3d_mult2_asym"])
+def test_backward_input_layouts(name, layout, triton_device):
+    _run_backward_input({**CASES, **GAP_CASES}[name], torch.float64, triton_device, layout)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_backward_input_low_precision(dtype, triton_device):
+    _run_backward_input(CASES["2d_mult2_asym"], dtype, triton_device, "channels_last")
+
+
+def test_backward_input_gap_gets_zeros(triton_device):
+    # With stride 3 > kernel 2 every third input column feeds no output: exact zeros, not NaN.
+    case = GAP_CASES["1d_gap"]
+    _, w, _, go = _inputs(case, torch.float64, triton_device)
+    gi, _ = _poisoned((case.batch, case.channels, *case.spatial), torch.float64, triton_device)
+    dw.depthwise_conv_backward_input(go, w, gi, **case.conv_kwargs())
+    assert (gi[..., 1::3] == 0).all() and not gi.isnan().any()
+
+
+# ------------------------------------------------------------------------------------------------
+# Grad weight
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize("name", CASES)
+def test_backward_weight(name, pad_mode, triton_device):
+    _run_backward_weight(CASES[name], pad_mode, torch.float64, triton_device)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["2d_mult2_asym", "3d_mult2_asym"])
+def test_backward_weight_layouts(name, layout, triton_device):
+    _run_backward_weight(CASES[name], "replicate", torch.float64, triton_device, layout)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_backward_weight_low_precision(dtype, triton_device):
+    _run_backward_weight(CASES["2d_mult2_asym"], "reflect", dtype, triton_device, "channels_last")
+
+
+@pytest.mark.parametrize("want_split", (False, True))
+def test_backward_weight_split_paths(want_split, triton_device):
+    # One split writes grad_w directly; several go through the fp32 workspace + torch sum.
+    case = Case((40,), 4, 1, (3,), (1,), (1,), (1,), (1,), batch=2 if want_split else 1)
+    if not want_split:
+        case = case._replace(spatial=(8,))
+    m = case.batch * case.out_spatial[0]
+    split, _ = dw.backward_weight_split(m, case.channels * case.mult, 3)
+    assert (split > 1) == want_split
+    for dtype in (torch.float64, torch.float16):
+        _run_backward_weight(case, "zeros", dtype, triton_device)
+
+
+def test_backward_weight_bitwise_deterministic(triton_device):
+    case = Case((40,), 4, 2, (3,), (2,), (1,), (2,), (1,))
+    m = case.batch * case.out_spatial[0]
+    assert dw.backward_weight_split(m, case.channels * case.mult, 3)[0] > 1
+    first = _run_backward_weight(case, "circular", torch.float32, triton_device)
+    again = _run_backward_weight(case, "circular", torch.float32, triton_device)
+    assert torch.equal(first, again)
+
+
+def test_backward_weight_empty_batch_gives_zeros(triton_device):
+    case = CASES["2d"]._replace(batch=0)
+    x, w, _, go = _inputs(case, torch.float64, triton_device)
+    gw, _ = _poisoned(w.shape, torch.float64, triton_device)
+    dw.depthwise_conv_backward_weight(x, go, gw, pad_mode="zeros", **case.conv_kwargs())
+    assert (gw == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Offsets and argument checks
+# ------------------------------------------------------------------------------------------------
+
+
+def test_int64_offsets_path(monkeypatch, triton_device):
+    # Tensors past 2**31 elements do not fit here; force the int64 variant on a small problem.
+    monkeypatch.setattr(dw, "needs_int64", lambda *tensors: True)
+    case = CASES["3d_mult2_asym"]
+    _run_forward(case, "reflect", torch.float64, triton_device, "channels_last")
+    _run_backward_input(case, torch.float64, triton_device)
+    _run_backward_weight(case, "circular", torch.float64, triton_device)
+
+
+def test_bad_shapes_raise(triton_device):
+    x = torch.randn(1, 3, 5, device=triton_device)
+    w = torch.randn(4, 1, 3, device=triton_device)  # 4 output channels: not a multiple of 3
+    out = torch.empty(1, 4, 3, device=triton_device)
+    with pytest.raises(ValueError):
+        dw.depthwise_conv_forward(x, w, None, out, stride=(1,), padding=(0,), dilation=(1,),
+                                  pad_mode="zeros")
+    with pytest.raises(ValueError):
+        dw.depthwise_conv_forward(x, w[:3], None, out[:, :3], stride=(1, 1), padding=(0,),
+                                  dilation=(1,), pad_mode="zeros")

@@ -1,0 +1,299 @@
+"""Implicit-GEMM convolution launchers vs torch's convolution in float64.
+
+The reference pads explicitly with ``F.pad`` (any mode, asymmetric) and convolves with padding 0;
+gradients come from ``torch.autograd.grad`` of that reference. Every output is NaN-filled before
+the launch, so an element the kernel fails to write fails the comparison. Shapes are tiny: under
+``TRITON_INTERPRET=1`` each launch runs on the CPU interpreter.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triton_kernels import conv_gemm
+from triton_kernels.conv_gemm import (
+    gemm_conv_backward_input,
+    gemm_conv_backward_weight,
+    gemm_conv_forward,
+)
+
+pytestmark = pytest.mark.interpret
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+              "circular": "circular"}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)  # grad_out tensors come from the global generator
+
+
+def _reference(x, w, b, *, stride, pads, dilation, groups, pad_mode):
+    """torch's convolution of the explicitly padded input; ``pads`` = ((before, after), ...)."""
+    flat = [p for pair in reversed(pads) for p in pair]  # F.pad lists the last dim first
+    xp = F.pad(x, flat, mode=_TORCH_PAD[pad_mode])
+    return _CONV[len(pads)](xp, w, b, stride=stride, dilation=dilation, groups=groups)
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values in another memory layout (a view for 'strided')."""
+    if layout == "contig":
+        return t.contiguous()
+    if layout == "channels_last":  # channels fastest, for any rank
+        return t.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided":  # every other element of a buffer with dims 0 and 1 swapped
+        shape = (t.shape[1], t.shape[0], *t.shape[2:-1], 2 * t.shape[-1])
+        big = torch.full(shape, float("nan"), dtype=t.dtype, device=t.device)
+        view = big.transpose(0, 1)[..., ::2]
+        view.copy_(t)
+        return view
+    raise ValueError(layout)
+
+
+def _poisoned(shape, dtype, device, layout) -> torch.Tensor:
+    out = _layout(torch.empty(shape, dtype=dtype, device=device), layout)
+    return out.fill_(float("nan"))
+
+
+def _make(x_shape, c_out, kernel, groups, dtype, bias=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    w = torch.randn((c_out, x_shape[1] // groups, *kernel), generator=g, dtype=torch.float64)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    cast = lambda t: None if t is None else t.to(dtype)
+    return cast(x), cast(w), cast(b)
+
+
+def _geometry(stride, pads, dilation, groups):
+    return dict(stride=stride, padding=tuple(p[0] for p in pads), dilation=dilation, groups=groups)
+
+
+def _check(ours: torch.Tensor, ref64: torch.Tensor, torch_lowp: torch.Tensor | None = None):
+    """fp64/fp32: close to the fp64 reference. fp16: error at most 2× torch's own fp16 error."""
+    ours = ours.cpu()
+    if ours.dtype == torch.float64:
+        torch.testing.assert_close(ours, ref64, rtol=1e-10, atol=1e-10)
+    elif ours.dtype == torch.float32:
+        torch.testing.assert_close(ours.double(), ref64, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch_lowp is not None and not ours.isnan().any()
+        err = (ours.double() - ref64).abs().max().item()
+        torch_err = (torch_lowp.double() - ref64).abs().max().item()
+        atol = 2.0**-11 * ref64.abs().max().item()
+        assert err <= 2 * torch_err + atol, (err, torch_err, atol)
+
+
+# x shape, C_out, kernel, stride, pads ((before, after) per dim), dilation, groups, pad_mode,
+# bias, layout (of x, w, out).
+CONV_ARGS = "x_shape,c_out,kernel,stride,pads,dilation,groups,pad_mode,bias,layout"
+CONV_CASES = [
+    pytest.param((2, 3, 9), 5, (3,), (2,), ((1, 2),), (1,), 1, "zeros", True, "contig",
+                 id="1d-rgb-asym"),
+    pytest.param((1, 20, 8), 6, (3,), (1,), ((2, 1),), (2,), 1, "reflect", False,
+                 "channels_last", id="1d-c20-reflect-dil"),
+    pytest.param((2, 1, 6, 5), 4, (3, 2), (2, 1), ((1, 1), (2, 0)), (1, 1), 1, "replicate",
+                 True, "channels_last", id="2d-c1-replicate"),
+    pytest.param((1, 20, 5, 6), 20, (3, 3), (1, 2), ((1, 1), (1, 2)), (1, 2), 1, "circular",
+                 True, "strided", id="2d-c20-circular"),
+    pytest.param((2, 4, 5, 5), 6, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, "zeros", True,
+                 "contig", id="2d-groups2"),
+    pytest.param((1, 4, 6, 6), 8, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 4, "reflect", True,
+                 "channels_last", id="2d-depthwise"),
+    pytest.param((1, 3, 4, 5, 4), 4, (2, 3, 2), (1, 2, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 1),
+                 1, "zeros", True, "channels_last", id="3d-rgb"),
+    pytest.param((2, 2, 3, 4, 4), 4, (2, 2, 3), (2, 1, 1), ((1, 1), (0, 1), (1, 1)), (1, 2, 1),
+                 2, "replicate", False, "strided", id="3d-groups2-replicate"),
+    pytest.param((1, 18, 3, 3, 4), 3, (1, 2, 2), (1, 1, 2), ((0, 0), (1, 1), (1, 0)), (1, 1, 1),
+                 1, "circular", True, "contig", id="3d-c18-circular"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(CONV_ARGS, CONV_CASES)
+def test_forward(triton_device, x_shape, c_out, kernel, stride, pads, dilation, groups, pad_mode,
+                 bias, layout):  # fmt: skip
+    x, w, b = _make(x_shape, c_out, kernel, groups, torch.float64, bias)
+    ref = _reference(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                     pad_mode=pad_mode)  # fmt: skip
+    out = _poisoned(ref.shape, torch.float64, triton_device, layout)
+    if b is not None and layout == "strided":  # a strided bias too
+        b = torch.stack([b, torch.full_like(b, float("nan"))], 1)[:, 0]
+    gemm_conv_forward(
+        _layout(x.to(triton_device), layout), _layout(w.to(triton_device), layout),
+        None if b is None else b.to(triton_device), out,
+        **_geometry(stride, pads, dilation, groups), pad_mode=pad_mode, allow_tf32=False,
+    )  # fmt: skip
+    _check(out, ref)
+
+
+@pytest.mark.parametrize(CONV_ARGS, CONV_CASES)
+def test_backward_weight(triton_device, x_shape, c_out, kernel, stride, pads, dilation, groups,
+                         pad_mode, bias, layout):  # fmt: skip
+    x, w, _ = _make(x_shape, c_out, kernel, groups, torch.float64)
+    w.requires_grad_()
+    ref_out = _reference(x, w, None, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                         pad_mode=pad_mode)  # fmt: skip
+    grad_out = torch.randn_like(ref_out)
+    (ref,) = torch.autograd.grad(ref_out, w, grad_out)
+    grad_w = _poisoned(w.shape, torch.float64, triton_device, layout)
+    gemm_conv_backward_weight(
+        _layout(x.to(triton_device), layout), _layout(grad_out.to(triton_device), layout), grad_w,
+        **_geometry(stride, pads, dilation, groups), pad_mode=pad_mode, allow_tf32=False,
+    )  # fmt: skip
+    _check(grad_w, ref)
+
+
+# Zero padding only (other modes are folded by the caller); asymmetric padding shows up as the
+# grad_out size. x shape, C_out, kernel, stride, pads, dilation, groups, layout.
+BWD_INPUT_ARGS = "x_shape,c_out,kernel,stride,pads,dilation,groups,layout"
+BWD_INPUT_CASES = [
+    # stride > kernel: inputs no tap reaches, and a phase with no taps at all
+    pytest.param((2, 3, 10), 4, (2,), (3,), ((0, 0),), (1,), 1, "contig",
+                 id="1d-stride-gt-kernel"),
+    # gcd(stride, dilation) = 2: tap step 2, odd phases get no taps
+    pytest.param((1, 2, 11), 3, (3,), (4,), ((2, 1),), (2,), 1, "channels_last",
+                 id="1d-stride4-dil2"),
+    pytest.param((2, 4, 7, 6), 6, (3, 2), (2, 3), ((1, 2), (0, 1)), (2, 1), 2, "channels_last",
+                 id="2d-asym-groups2"),
+    pytest.param((1, 6, 5, 5), 20, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, "strided",
+                 id="2d-cout20"),
+    pytest.param((1, 4, 5, 6), 4, (3, 3), (1, 2), ((1, 1), (1, 1)), (1, 1), 4, "contig",
+                 id="2d-depthwise"),
+    # depth 1 < stride 2: an empty phase
+    pytest.param((1, 2, 1, 5, 3), 3, (1, 2, 2), (2, 2, 3), ((0, 0), (0, 0), (0, 0)), (1, 1, 1),
+                 1, "channels_last", id="3d-size-lt-stride"),
+    pytest.param((2, 3, 4, 4, 5), 5, (2, 2, 3), (1, 2, 2), ((0, 1), (1, 0), (1, 1)), (2, 1, 1),
+                 1, "strided", id="3d-general"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(BWD_INPUT_ARGS, BWD_INPUT_CASES)
+def test_backward_input(triton_device, x_shape, c_out, kernel, stride, pads, dilation, groups,
+                        layout):  # fmt: skip
+    x, w, _ = _make(x_shape, c_out, kernel, groups, torch.float64)
+    x.requires_grad_()
+    ref_out = _reference(x, w, None, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                         pad_mode="zeros")  # fmt: skip
+    grad_out = torch.randn_like(ref_out)
+    (ref,) = torch.autograd.grad(ref_out, x, grad_out)
+    grad_in = _poisoned(x.shape, torch.float64, triton_device, layout)
+    gemm_conv_backward_input(
+        _layout(grad_out.to(triton_device), layout), _layout(w.to(triton_device), layout),
+        grad_in, **_geometry(stride, pads, dilation, groups), allow_tf32=False,
+    )  # fmt: skip
+    _check(grad_in, ref)
+
+
+# --- fp32 / fp16 ---------------------------------------------------------------------------
+
+# (x shape, C_out, kernel, stride, pads, dilation, groups, pad_mode): flattened-K and tap paths.
+_LOWP_CASES = {
+    "flat": ((2, 3, 6, 5), 4, (3, 2), (2, 1), ((1, 1), (2, 0)), (1, 1), 1, "reflect"),
+    "tap": ((1, 20, 5, 6), 18, (3, 3), (1, 2), ((1, 1), (1, 2)), (1, 2), 1, "zeros"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", sorted(_LOWP_CASES))
+def test_low_precision(triton_device, dtype, case):
+    """All three launchers in fp32 (IEEE dot) and fp16 (fp32 accumulation) vs fp64."""
+    x_shape, c_out, kernel, stride, pads, dilation, groups, pad_mode = _LOWP_CASES[case]
+    x, w, b = _make(x_shape, c_out, kernel, groups, dtype, bias=True)
+    geo = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+
+    def reference(dt, mode):
+        xr, wr = (t.to(dt).requires_grad_() for t in (x, w))
+        out = _reference(xr, wr, b.to(dt), pad_mode=mode, **geo)
+        return out, xr, wr
+
+    ref_out, _, ref_w = reference(torch.float64, pad_mode)
+    grad_out = torch.randn_like(ref_out).to(dtype)
+    ref_gw = torch.autograd.grad(ref_out, ref_w, grad_out.double())[0]
+    zero_out, zx, _ = reference(torch.float64, "zeros")
+    ref_gx = torch.autograd.grad(zero_out, zx, grad_out.double())[0]
+    lowp = [None] * 3
+    if dtype == torch.float16:  # torch's own fp16 error sets the bar
+        lo_out, _, lo_w = reference(dtype, pad_mode)
+        lo_gw = torch.autograd.grad(lo_out, lo_w, grad_out)[0]
+        lo_zero, lo_x, _ = reference(dtype, "zeros")
+        lo_gx = torch.autograd.grad(lo_zero, lo_x, grad_out)[0]
+        lowp = [lo_out.detach(), lo_gx, lo_gw]
+
+    dev = lambda t: t.to(triton_device)
+    kw = dict(**_geometry(stride, pads, dilation, groups), allow_tf32=False)
+    out = _poisoned(ref_out.shape, dtype, triton_device, "channels_last")
+    gemm_conv_forward(dev(x), dev(w), dev(b), out, pad_mode=pad_mode, **kw)
+    _check(out, ref_out.detach(), lowp[0])
+    grad_in = _poisoned(x.shape, dtype, triton_device, "contig")
+    gemm_conv_backward_input(dev(grad_out), dev(w), grad_in, **kw)
+    _check(grad_in, ref_gx, lowp[1])
+    grad_w = _poisoned(w.shape, dtype, triton_device, "contig")
+    gemm_conv_backward_weight(dev(x), dev(grad_out), grad_w, pad_mode=pad_mode, **kw)
+    _check(grad_w, ref_gw, lowp[2])
+
+
+# --- split-K, determinism, int64 indexing --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.float16], ids=["fp64", "fp32", "fp16"]
+)
+def test_backward_weight_split_k_is_deterministic(triton_device, dtype, monkeypatch):
+    """Split-K through the workspace: correct, and two runs are bitwise equal."""
+    monkeypatch.setattr(conv_gemm, "_SPLIT_MIN_POSITIONS", 8)
+    x_shape, c_out, kernel, stride, pads, dilation = (2, 3, 6, 5), 5, (3, 3), (1, 1), \
+        ((1, 1), (1, 1)), (1, 1)  # fmt: skip
+    x, w, _ = _make(x_shape, c_out, kernel, 1, dtype)
+    positions = x_shape[0] * x_shape[2] * x_shape[3]
+    assert conv_gemm._choose_split(1, positions) > 1  # the workspace path really runs
+
+    xr, wr = x.double(), w.double().requires_grad_()
+    ref_out = _reference(xr, wr, None, stride=stride, pads=pads, dilation=dilation, groups=1,
+                         pad_mode="replicate")  # fmt: skip
+    grad_out = torch.randn_like(ref_out).to(dtype)
+    (ref,) = torch.autograd.grad(ref_out, wr, grad_out.double())
+    lowp = None
+    if dtype == torch.float16:
+        wl = w.clone().requires_grad_()
+        lo = _reference(x, wl, None, stride=stride, pads=pads, dilation=dilation, groups=1,
+                        pad_mode="replicate")  # fmt: skip
+        lowp = torch.autograd.grad(lo, wl, grad_out)[0]
+
+    results = []
+    for _ in range(2):
+        grad_w = _poisoned(w.shape, dtype, triton_device, "contig")
+        gemm_conv_backward_weight(
+            x.to(triton_device), grad_out.to(triton_device), grad_w,
+            **_geometry(stride, pads, dilation, 1), pad_mode="replicate", allow_tf32=False,
+        )  # fmt: skip
+        results.append(grad_w)
+    _check(results[0], ref, lowp)
+    assert torch.equal(results[0], results[1])
+
+
+def test_int64_indexing_path(triton_device, monkeypatch):
+    """The int64 offset variant (chosen for > 2**31-element tensors), forced on a small case."""
+    monkeypatch.setattr(conv_gemm, "needs_int64", lambda *tensors: True)
+    x_shape, c_out, kernel, stride, pads, dilation, groups = (1, 18, 4, 5), 3, (3, 2), (2, 1), \
+        ((1, 2), (1, 0)), (1, 2), 1  # fmt: skip
+    x, w, b = _make(x_shape, c_out, kernel, groups, torch.float64, bias=True)
+    x.requires_grad_()
+    w.requires_grad_()
+    geo = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    ref_out = _reference(x, w, b, pad_mode="zeros", **geo)
+    grad_out = torch.randn_like(ref_out)
+    ref_gx, ref_gw = torch.autograd.grad(ref_out, (x, w), grad_out)
+    dev = lambda t: t.detach().to(triton_device)
+    kw = dict(**_geometry(stride, pads, dilation, groups), allow_tf32=False)
+
+    out = _poisoned(ref_out.shape, torch.float64, triton_device, "channels_last")
+    gemm_conv_forward(dev(x), dev(w), dev(b), out, pad_mode="zeros", **kw)
+    _check(out, ref_out.detach())
+    grad_in = _poisoned(x.shape, torch.float64, triton_device, "strided")
+    gemm_conv_backward_input(dev(grad_out), dev(w), grad_in, **kw)
+    _check(grad_in, ref_gx)
+    grad_w = _poisoned(w.shape, torch.float64, triton_device, "contig")
+    gemm_conv_backward_weight(dev(x), dev(grad_out), grad_w, pad_mode="zeros", **kw)
+    _check(grad_w, ref_gw)

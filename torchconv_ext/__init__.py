@@ -1,0 +1,23 @@
+"""torchconv_ext: Triton kernels for convolutional-network layers as differentiable PyTorch ops.
+
+* :mod:`torchconv_ext.functional` — drop-in ``torch.nn.functional`` ops;
+* :mod:`torchconv_ext.nn` — drop-in ``torch.nn`` layers;
+* :func:`convert_model` — swap the supported layers of an existing model;
+* :func:`set_backend` / :func:`use_backend` — ``"auto"``, ``"triton"`` or ``"torch"``.
+"""
+
+from . import _ops, functional, nn
+from ._backend import BACKENDS, get_backend, set_backend, use_backend
+from .convert import convert_model
+
+__all__ = [
+    "BACKENDS",
+    "_ops",
+    "convert_model",
+    "functional",
+    "get_backend",
+    "nn",
+    "set_backend",
+    "use_backend",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""``torch.autograd.Function``s: the differentiable entry points over the registered ops."""

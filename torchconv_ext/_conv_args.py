@@ -1,0 +1,310 @@
+"""Argument checking and output-size arithmetic for convolution, shared by every path.
+
+The functional API calls :func:`conv_geometry` once per call; the registered ops, their fake
+(meta) implementations and both backends then work from the normalised :class:`ConvGeometry`,
+so the rules for ``padding='same'``, padding modes and output sizes exist in one place only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
+
+IntOrTuple = int | Sequence[int]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Normalised convolution arguments, one entry per spatial dimension.
+
+    ``padding`` is applied before (front/top/left) and ``padding_end`` after each dimension;
+    they differ only for TensorFlow-style ``'same'`` padding with an odd total.
+    """
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    padding_end: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+
+    @property
+    def symmetric_zero_padding(self) -> bool:
+        """Whether ATen's own ``padding`` argument can express this padding."""
+        return self.padding_mode == "zeros" and self.padding == self.padding_end
+
+
+def expand_param(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
+    """An int, or a sequence of ``ndim`` ints, as a tuple of ``ndim`` ints (torch's rule)."""
+    if isinstance(value, int | torch.SymInt):
+        return (value,) * ndim
+    values = tuple(value)
+    if len(values) == 1:
+        return values * ndim
+    if len(values) != ndim or not all(isinstance(v, int | torch.SymInt) for v in values):
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of {ndim} values to match "
+            f"the convolution dimensions, but got {name}={list(values)}"
+        )
+    return values
+
+
+def conv_output_size(
+    size: int, kernel: int, stride: int, padding: int, padding_end: int, dilation: int
+) -> int:
+    """Output length of one spatial dimension."""
+    return (size + padding + padding_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``'same'``: output ``ceil(size/stride)``, the odd padding pixel at the end.
+
+    With stride 1 this is exactly torch's ``'same'``.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def check_same_device_dtype(name: str, input: torch.Tensor, **others: torch.Tensor | None) -> None:
+    """Refuse operands on different devices or of different dtypes (torch's messages)."""
+    for label, t in others.items():
+        if t is None:
+            continue
+        if t.device != input.device:
+            raise RuntimeError(
+                f"{name}: expected input and {label} on the same device, but got input on "
+                f"{input.device} and {label} on {t.device}"
+            )
+        if t.dtype != input.dtype:
+            raise RuntimeError(
+                f"{name}: input type ({input.dtype}) and {label} type ({t.dtype}) should be the same"
+            )
+
+
+def check_padding_mode(padding_mode: str) -> None:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"padding_mode must be one of {set(PADDING_MODES)}, but got padding_mode={padding_mode!r}"
+        )
+
+
+def _check_common(
+    name: str,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    weight_layout: str,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Checks shared by convolution and transposed convolution; returns (stride, dilation)."""
+    ndim = input.dim() - 2
+    if weight.dim() != ndim + 2:
+        raise RuntimeError(
+            f"{name}: expected weight of {ndim + 2} dims {weight_layout}, but got weight of size "
+            f"{list(weight.shape)}"
+        )
+    check_same_device_dtype(name, input, weight=weight, bias=bias)
+    if not input.is_floating_point():
+        raise RuntimeError(f"{name}: expected a floating-point input, but got {input.dtype}")
+    stride_t = expand_param(stride, ndim, "stride")
+    dilation_t = expand_param(dilation, ndim, "dilation")
+    if any(s <= 0 for s in stride_t):
+        raise RuntimeError(
+            f"{name}: non-positive stride is not supported, but got stride={list(stride_t)}"
+        )
+    if any(d <= 0 for d in dilation_t):
+        raise RuntimeError(
+            f"{name}: dilation should be greater than zero, but got {list(dilation_t)}"
+        )
+    if groups <= 0:
+        raise RuntimeError(f"{name}: non-positive groups is not supported, but got groups={groups}")
+    return stride_t, dilation_t
+
+
+def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> None:
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != c_out):
+        raise RuntimeError(
+            f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+            f"{c_out} elements, but got bias of size {list(bias.shape)} instead"
+        )
+
+
+def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ...]:
+    values = expand_param(padding, ndim, "padding")
+    if any(p < 0 for p in values):
+        raise RuntimeError(
+            f"{name}: negative padding is not supported, but got padding={list(values)}"
+        )
+    return values
+
+
+def _bad_padding_string(padding: str) -> ValueError:
+    return ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+
+
+def conv_geometry(
+    name: str,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> ConvGeometry:
+    """Validate the arguments of a (batched) convolution and normalise them.
+
+    ``input`` is ``(N, C_in, *spatial)``, ``weight`` ``(C_out, C_in/groups, *kernel)``. Raises
+    torch's exception types with messages that name the argument and the expected form.
+    """
+    ndim = input.dim() - 2
+    stride_t, dilation_t = _check_common(
+        name, input, weight, bias, stride, dilation, groups, "(C_out, C_in/groups, *kernel)"
+    )
+    check_padding_mode(padding_mode)
+    c_out, c_in = weight.shape[0], input.shape[1]
+    if c_out % groups != 0:
+        raise RuntimeError(
+            f"{name}: given groups={groups}, expected weight to be divisible by {groups} at "
+            f"dimension 0, but got weight of size {list(weight.shape)}"
+        )
+    if c_in != weight.shape[1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected "
+            f"input{list(input.shape)} to have {weight.shape[1] * groups} channels, but got "
+            f"{c_in} channels instead"
+        )
+    _check_bias(weight, bias, c_out)
+
+    sizes, kernel = input.shape[2:], weight.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            before = end = (0,) * ndim
+        elif padding == "same":
+            pairs = [same_padding(*a) for a in zip(sizes, kernel, stride_t, dilation_t)]
+            before, end = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        else:
+            raise _bad_padding_string(padding)
+    else:
+        before = end = _numeric_padding(name, padding, ndim)
+
+    check_mode_padding(padding_mode, sizes, before, end, input.shape)
+    padded = [s + b + e for s, b, e in zip(sizes, before, end)]
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation_t)]
+    if any(p < k for p, k in zip(padded, span)):
+        raise RuntimeError(
+            f"{name}: calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+            f"Kernel size: ({' x '.join(map(str, span))}). Kernel size can't be greater than actual "
+            "input size"
+        )
+    return ConvGeometry(stride_t, before, end, dilation_t, groups, padding_mode)
+
+
+def conv_transpose_geometry(
+    name: str,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> tuple[ConvGeometry, list[int]]:
+    """Validate a (batched) transposed convolution; return its adjoint convolution's geometry
+    and the output's spatial size.
+
+    A transposed convolution is the input-gradient of the convolution that maps its output back
+    to its input, so it is described by that convolution's geometry: ``padding`` cropped at the
+    start and ``padding_end`` at the end of the full result (a negative ``padding_end`` extends
+    it). ``'same'`` (beyond torch) gives ``output = input·stride`` with the crop split evenly, the
+    odd pixel at the end; ``'valid'`` crops nothing.
+    """
+    ndim = input.dim() - 2
+    stride_t, dilation_t = _check_common(
+        name, input, weight, bias, stride, dilation, groups, "(C_in, C_out/groups, *kernel)"
+    )
+    c_in = input.shape[1]
+    if c_in % groups != 0:
+        raise RuntimeError(
+            f"{name}: given groups={groups}, expected input channels {c_in} to be divisible by "
+            f"{groups}, for input of size {list(input.shape)}"
+        )
+    if weight.shape[0] != c_in:
+        raise RuntimeError(
+            f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+            f"{list(input.shape)} to have {weight.shape[0]} channels, but got {c_in} channels instead"
+        )
+    _check_bias(weight, bias, weight.shape[1] * groups)
+
+    out_pad = expand_param(output_padding, ndim, "output_padding")
+    sizes, kernel = input.shape[2:], weight.shape[2:]
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation_t)]
+    full = [(i - 1) * s + k for i, s, k in zip(sizes, stride_t, span)]
+    if isinstance(padding, str):
+        if any(out_pad):
+            raise ValueError(f"{name}: output_padding cannot be combined with padding={padding!r}")
+        if padding == "valid":
+            before = end = (0,) * ndim
+        elif padding == "same":
+            crop = [k - s for k, s in zip(span, stride_t)]
+            before = tuple(max(c, 0) // 2 for c in crop)
+            end = tuple(c - b for c, b in zip(crop, before))
+        else:
+            raise _bad_padding_string(padding)
+    else:
+        before = _numeric_padding(name, padding, ndim)
+        if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(out_pad, stride_t, dilation_t)):
+            raise RuntimeError(
+                f"{name}: output padding must be non-negative and smaller than either stride or "
+                f"dilation, but got output_padding={list(out_pad)}, stride={list(stride_t)}, "
+                f"dilation={list(dilation_t)}"
+            )
+        end = tuple(p - op for p, op in zip(before, out_pad))
+    out = [f - b - e for f, b, e in zip(full, before, end)]
+    if any(o <= 0 for o in out):
+        raise RuntimeError(
+            f"{name}: given input size {list(sizes)}, the calculated output size {out} is too "
+            "small: reduce padding"
+        )
+    return ConvGeometry(stride_t, before, end, dilation_t, groups, "zeros"), out
+
+
+def check_mode_padding(
+    padding_mode: str,
+    sizes: Sequence[int],
+    before: Sequence[int],
+    end: Sequence[int],
+    input_shape: Sequence[int],
+) -> None:
+    """Reflect padding must be smaller than the input, circular padding at most its size."""
+    for dim, (size, b, e) in enumerate(zip(sizes, before, end)):
+        if padding_mode == "reflect" and max(b, e) >= size:
+            raise RuntimeError(
+                f"padding_mode='reflect': padding ({b}, {e}) should be less than the input size "
+                f"{size} at spatial dimension {dim} of input {list(input_shape)}"
+            )
+        if padding_mode == "circular" and max(b, e) > size:
+            raise RuntimeError(
+                f"padding_mode='circular': padding ({b}, {e}) wraps around more than once at "
+                f"spatial dimension {dim} of input {list(input_shape)} (size {size})"
+            )
+
+
+def conv_output_shape(input: torch.Tensor, weight: torch.Tensor, g: ConvGeometry) -> list[int]:
+    """``[N, C_out, *out_spatial]`` of a batched convolution."""
+    spatial = [
+        conv_output_size(s, k, st, p, pe, d)
+        for s, k, st, p, pe, d in zip(
+            input.shape[2:], weight.shape[2:], g.stride, g.padding, g.padding_end, g.dilation
+        )
+    ]
+    return [input.shape[0], weight.shape[0], *spatial]

@@ -1,0 +1,98 @@
+"""Convolution on ATen: symmetric zero padding goes straight to ``aten.convolution`` (so the
+fallback is exactly as fast as torch); other padding is made explicit with ``F.pad`` first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .._conv_args import ConvGeometry
+from .._padding import fold_padding_grad, pad_input
+
+aten = torch.ops.aten
+
+
+def _padded(input: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    if g.symmetric_zero_padding:
+        return input
+    return pad_input(input, g.padding, g.padding_end, g.padding_mode)
+
+
+def _aten_padding(g: ConvGeometry) -> list[int]:
+    return list(g.padding) if g.symmetric_zero_padding else [0] * len(g.stride)
+
+
+def conv_forward(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
+) -> torch.Tensor:
+    zeros = [0] * len(g.stride)
+    return aten.convolution(
+        _padded(input, g),
+        weight,
+        bias,
+        g.stride,
+        _aten_padding(g),
+        g.dilation,
+        False,
+        zeros,
+        g.groups,
+    )
+
+
+def conv_backward_input(
+    grad_output: torch.Tensor, weight: torch.Tensor, input_shape: Sequence[int], g: ConvGeometry
+) -> torch.Tensor:
+    """Gradient of the input, as ATen computes it: a transposed convolution of ``grad_output``.
+
+    Also serves transposed convolution, whose output is this "input" (then ``padding_end`` may
+    differ from ``padding``, or even be negative: an extension of the full result).
+    """
+    sizes = input_shape[2:]
+    spans = [
+        (o - 1) * s + d * (k - 1) + 1
+        for o, s, d, k in zip(grad_output.shape[2:], g.stride, g.dilation, weight.shape[2:])
+    ]
+    # ATen's transposed convolution crops `padding` from both ends and appends `output_padding`.
+    output_padding = [size + 2 * p - span for size, p, span in zip(sizes, g.padding, spans)]
+    if g.padding_mode == "zeros" and all(
+        0 <= op < max(s, d) for op, s, d in zip(output_padding, g.stride, g.dilation)
+    ):
+        return aten.convolution(
+            grad_output,
+            weight,
+            None,
+            g.stride,
+            g.padding,
+            g.dilation,
+            True,
+            output_padding,
+            g.groups,
+        )
+    # Otherwise: the gradient of the padded input (no cropping), folded onto the input.
+    padded = [size + b + e for size, b, e in zip(sizes, g.padding, g.padding_end)]
+    zeros = [0] * len(g.stride)
+    output_padding = [p - span for p, span in zip(padded, spans)]
+    grad = aten.convolution(
+        grad_output, weight, None, g.stride, zeros, g.dilation, True, output_padding, g.groups
+    )
+    return fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
+
+
+def conv_backward_weight(
+    grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, g: ConvGeometry
+) -> torch.Tensor:
+    zeros = [0] * len(g.stride)
+    return aten.convolution_backward(
+        grad_output,
+        _padded(input, g),
+        weight,
+        None,
+        g.stride,
+        _aten_padding(g),
+        g.dilation,
+        False,
+        zeros,
+        g.groups,
+        [False, True, False],
+    )[1]

@@ -1,0 +1,4 @@
+"""Registered ``torch.ops.torchconv_ext.*`` primitives (forward and backward of each op)."""
+
+from . import conv  # noqa: F401  (registers the ops)
+from . import conv_transpose as _conv_transpose  # noqa: F401  (registers the ops)

@@ -1,0 +1,105 @@
+"""``conv1d`` / ``conv2d`` / ``conv3d``: torch's signatures, plus ``padding_mode`` and
+TensorFlow-style ``padding='same'`` with any stride."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._autograd.conv import ConvFunction
+from .._conv_args import IntOrTuple, conv_geometry
+from ._common import autocast_cast, check_rank
+
+
+def _conv(
+    name: str,
+    spatial_dims: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> Tensor:
+    batched = check_rank(name, input, spatial_dims)
+    if not batched:
+        input = input.unsqueeze(0)
+    input, weight, bias = autocast_cast(input, weight, bias)
+    g = conv_geometry(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    out = ConvFunction.apply(
+        input,
+        weight,
+        bias,
+        g.stride,
+        g.padding,
+        g.padding_end,
+        g.dilation,
+        g.groups,
+        g.padding_mode,
+    )
+    return out if batched else out.squeeze(0)
+
+
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """1-D convolution over ``(N, C_in, L)`` or ``(C_in, L)``; see :func:`conv2d`."""
+    return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """2-D convolution, as :func:`torch.nn.functional.conv2d`, with two extensions.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_out, C_in/groups, kH, kW)``.
+        bias: ``(C_out,)`` or ``None``.
+        stride, dilation: an int or one int per spatial dim, all positive.
+        padding: an int / tuple (zero-or-mode padding on both sides), ``'valid'`` (none) or
+            ``'same'``. Unlike torch, ``'same'`` also works with stride > 1, following
+            TensorFlow: output ``ceil(in/stride)``, the odd padding pixel at the end.
+        groups: the number of blocked connections; ``groups == C_in`` is depthwise.
+        padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'`` (as in
+            ``nn.Conv2d``); on the Triton backend it is index arithmetic, not a padded copy.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` (or unbatched), channels-last when an operand is.
+    """
+    return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """3-D convolution over ``(N, C_in, D, H, W)`` or ``(C_in, D, H, W)``; see :func:`conv2d`."""
+    return _conv("conv3d", 3, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+__all__ = ["conv1d", "conv2d", "conv3d"]

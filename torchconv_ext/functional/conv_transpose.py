@@ -1,0 +1,133 @@
+"""``conv_transpose1d`` / ``2d`` / ``3d``: torch's signatures, plus ``padding='same'`` and
+``padding='valid'``, which torch does not accept for transposed convolution."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._autograd.conv import ConvTransposeFunction
+from .._conv_args import IntOrTuple, conv_transpose_geometry
+from ._common import autocast_cast, check_rank
+
+
+def _conv_transpose(
+    name: str,
+    spatial_dims: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> Tensor:
+    batched = check_rank(name, input, spatial_dims)
+    if not batched:
+        input = input.unsqueeze(0)
+    input, weight, bias = autocast_cast(input, weight, bias)
+    g, out_size = conv_transpose_geometry(
+        name, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    out = ConvTransposeFunction.apply(
+        input, weight, bias, g.stride, g.padding, g.padding_end, g.dilation, g.groups, out_size
+    )
+    return out if batched else out.squeeze(0)
+
+
+def conv_transpose1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """1-D transposed convolution over ``(N, C_in, L)`` or ``(C_in, L)``; see
+    :func:`conv_transpose2d`."""
+    return _conv_transpose(
+        "conv_transpose1d",
+        1,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+    )
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """2-D transposed convolution, as :func:`torch.nn.functional.conv_transpose2d`.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_in, C_out/groups, kH, kW)``.
+        bias: ``(C_out,)`` or ``None``.
+        stride, dilation: an int or one int per spatial dim, all positive.
+        padding: an int / tuple (``dilation·(k−1) − padding`` zero-padding of the input, i.e.
+            cropped from each side of the full output), or — beyond torch — ``'valid'`` (crop
+            nothing: output ``(in−1)·stride + dilation·(k−1) + 1``) or ``'same'`` (output
+            ``in·stride``; the crop split evenly, the odd pixel at the end; when the stride
+            exceeds the kernel span the output is extended at the end instead).
+        output_padding: extra size added to one side of the output (numeric padding only);
+            each entry smaller than the stride or the dilation.
+        groups: the number of blocked connections; ``groups == C_in`` is depthwise.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` (or unbatched), channels-last when an operand is.
+    """
+    return _conv_transpose(
+        "conv_transpose2d",
+        2,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+    )
+
+
+def conv_transpose3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> Tensor:
+    """3-D transposed convolution over ``(N, C_in, D, H, W)`` or ``(C_in, D, H, W)``; see
+    :func:`conv_transpose2d`."""
+    return _conv_transpose(
+        "conv_transpose3d",
+        3,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+    )
+
+
+__all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]

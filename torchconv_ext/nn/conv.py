@@ -1,0 +1,66 @@
+"""``Conv1d`` / ``Conv2d`` / ``Conv3d``: torch's modules running our convolution.
+
+Same constructor, parameter names and ``state_dict`` as ``torch.nn``; ``padding_mode`` is
+applied by our kernel, and ``padding='same'`` is accepted with stride > 1 (TensorFlow's rule).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .. import functional as F
+from ._base import DropIn, extend_constructor
+
+
+def _same_with_stride(cls: type, arguments: dict) -> dict:
+    """torch refuses ``padding='same'`` with stride > 1; ours follows TensorFlow's rule."""
+    stride = arguments.get("stride", 1)
+    if arguments.get("padding") != "same" or stride in (1, (1,) * cls._ndim):
+        return {}
+    arguments["stride"] = 1
+    return {"stride": (stride,) * cls._ndim if isinstance(stride, int) else tuple(stride)}
+
+
+class _ConvMixin(DropIn):
+    _functional = None  # set per class: our conv1d / conv2d / conv3d
+    _ndim: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        extend_constructor(cls, _same_with_stride)
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return type(self)._functional(
+            input,
+            weight,
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            padding_mode=self.padding_mode,
+        )
+
+
+class Conv1d(_ConvMixin, nn.Conv1d):
+    """Drop-in :class:`torch.nn.Conv1d` running :func:`torchconv_ext.functional.conv1d`."""
+
+    replaces = nn.Conv1d
+    _ndim = 1
+    _functional = staticmethod(F.conv1d)
+
+
+class Conv2d(_ConvMixin, nn.Conv2d):
+    """Drop-in :class:`torch.nn.Conv2d` running :func:`torchconv_ext.functional.conv2d`."""
+
+    replaces = nn.Conv2d
+    _ndim = 2
+    _functional = staticmethod(F.conv2d)
+
+
+class Conv3d(_ConvMixin, nn.Conv3d):
+    """Drop-in :class:`torch.nn.Conv3d` running :func:`torchconv_ext.functional.conv3d`."""
+
+    replaces = nn.Conv3d
+    _ndim = 3
+    _functional = staticmethod(F.conv3d)

@@ -1,0 +1,10 @@
+"""Triton kernels and their launchers for convolutional-network layers.
+
+Imports torch (tensors) and triton only. Launchers take preallocated outputs and write every
+element; set ``TRITON_INTERPRET=1`` before importing this package to run them on CPU tensors.
+"""
+
+from ._common import INTERPRET
+from .conv import conv_backward_input, conv_backward_weight, conv_forward
+
+__all__ = ["INTERPRET", "conv_backward_input", "conv_backward_weight", "conv_forward"]

@@ -1,0 +1,461 @@
+"""Direct depthwise convolution kernels (groups == C_in, C_out = C_in × multiplier).
+
+A depthwise convolution has one input channel per group, so an implicit GEMM would waste almost
+all of each tensor-core tile. These kernels are direct instead: every program owns a tile of
+``BLOCK_P`` flattened (batch, position) indices × ``BLOCK_C`` channels and loops over the taps,
+with fp32 accumulation (fp64 for fp64 tensors).
+
+One code path serves 1-, 2- and 3-d convolutions: tensors are viewed as ``(N, C, D, H, W)``
+(``as_5d``) and every size and stride is a runtime argument. Padding modes are index arithmetic
+in the loads (``map_padded``), never a padded copy.
+
+Tile orientation. The 2-d tile is ``[BLOCK_P, BLOCK_C]`` when channels are the fastest-varying
+dim of the main input (channels_last) and ``[BLOCK_C, BLOCK_P]`` otherwise (``C_INNER``), so the
+innermost tile axis — the one adjacent threads walk — is the contiguous one in memory in both
+layouts. Everything else is written with broadcast index tensors, so the kernels' bodies do not
+depend on the orientation.
+
+Output channel ``co`` reads input channel ``co // multiplier``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, PAD_MODES, as_5d, check_device, needs_int64, spatial3
+from ._indexing import map_padded
+
+# --------------------------------------------------------------------------------------------
+# Tile sizes
+# --------------------------------------------------------------------------------------------
+
+
+def _tile_configs() -> list[triton.Config]:
+    if INTERPRET:
+        # One small config: tests stay fast, and tiny shapes still span several tiles.
+        return [triton.Config({"BLOCK_P": 32, "BLOCK_C": 4}, num_warps=1)]
+    # Channels-inner tiles want a wide BLOCK_C (vector loads along C), positions-inner tiles a
+    # wide BLOCK_P; the tuner picks per shape. 4 warps only (8-warp tap loops have miscompiled).
+    sizes = ((32, 64), (64, 32), (64, 64), (128, 32), (32, 128), (128, 64), (256, 16))
+    return [triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=4) for p, c in sizes]
+
+
+_TUNE_KEY = ["M", "CO", "KD", "KH", "KW", "SD", "SH", "SW", "C_INNER", "PAD_MODE"]
+_TUNE_KEY_BWD_INPUT = ["M", "C", "MULT", "KD", "KH", "KW", "SD", "SH", "SW", "C_INNER"]
+
+# Grad-weight tiles and split targets are fixed (not tuned): they set the reduction order, which
+# must depend on the shapes only so results are bitwise repeatable across runs and processes.
+if INTERPRET:
+    _BW_BLOCK_P, _BW_BLOCK_C, _BW_WARPS = 32, 4, 1
+    _BW_TARGET_PROGRAMS, _BW_MIN_BLOCKS_PER_SPLIT = 16, 1
+else:
+    _BW_BLOCK_P, _BW_BLOCK_C, _BW_WARPS = 64, 64, 4
+    _BW_TARGET_PROGRAMS, _BW_MIN_BLOCKS_PER_SPLIT = 1024, 4
+
+
+# --------------------------------------------------------------------------------------------
+# Shared device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _block_start(pid, BLOCK: tl.constexpr, USE_INT64: tl.constexpr):
+    """First index of block ``pid`` (int64 when asked: ``pid·BLOCK`` itself may overflow)."""
+    if USE_INT64:
+        pid = pid.to(tl.int64)
+    return pid * BLOCK
+
+
+@triton.jit
+def _tile(p_start, c_start, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+          C_INNER: tl.constexpr, USE_INT64: tl.constexpr):
+    """Index tensors ``(p, c)`` of one tile, shaped to broadcast into the tile's 2-d shape.
+
+    ``p`` indexes flattened (batch, position), ``c`` channels; the innermost tile axis is the
+    channel axis when ``C_INNER``. With ``USE_INT64`` every offset derived from them is int64.
+    """
+    p = tl.arange(0, BLOCK_P)
+    c = tl.arange(0, BLOCK_C)
+    if USE_INT64:
+        p = p.to(tl.int64) + p_start.to(tl.int64)
+        c = c.to(tl.int64) + c_start.to(tl.int64)
+    else:
+        p = p + p_start
+        c = c + c_start
+    if C_INNER:
+        p2 = p[:, None]
+        c2 = c[None, :]
+    else:
+        p2 = p[None, :]
+        c2 = c[:, None]
+    return p2, c2
+
+
+@triton.jit
+def _zeros_tile(BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, C_INNER: tl.constexpr,
+                ACC: tl.constexpr):
+    """Accumulator for one tile, in the orientation ``_tile`` uses."""
+    return tl.zeros([BLOCK_P, BLOCK_C] if C_INNER else [BLOCK_C, BLOCK_P], ACC)
+
+
+@triton.jit
+def _unflatten(p, S0, S1, S2):
+    """Split a flattened ``(n, i0, i1, i2)`` index over sizes ``(·, S0, S1, S2)``."""
+    i2 = p % S2
+    t = p // S2
+    i1 = t % S1
+    t = t // S1
+    i0 = t % S0
+    n = t // S0
+    return n, i0, i1, i2
+
+
+@triton.jit
+def _input_coord(o, k, size, stride, pad, dil, PAD_MODE: tl.constexpr):
+    """Input coordinate read by output ``o`` at tap ``k``, mapped through the padding mode.
+
+    Returns ``(index, in_bounds)``; for zero padding, out-of-range reads must be masked.
+    """
+    return map_padded(o * stride - pad + k * dil, size, PAD_MODE)
+
+
+@triton.jit
+def _output_coord(i, k, osize, stride, pad, dil):
+    """Output coordinate whose tap ``k`` reads input ``i`` (zero padding): ``(o, valid)``.
+
+    ``o = (i + pad - k·dil) / stride`` when that is a non-negative integer below ``osize``.
+    """
+    t = i + pad - k * dil
+    o = t // stride
+    return o, (t >= 0) & (o * stride == t) & (o < osize)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.autotune(configs=_tile_configs(), key=_TUNE_KEY)
+@triton.jit
+def _dw_forward_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    M, CO, MULT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    sw_c, sw_d, sw_h, sw_w,
+    sb,
+    so_n, so_c, so_d, so_h, so_w,
+    PAD_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # Tile: BLOCK_P flattened output positions (over N·OD·OH·OW) × BLOCK_C output channels.
+    p, co = _tile(_block_start(tl.program_id(0), BLOCK_P, USE_INT64), tl.program_id(1) * BLOCK_C,
+                  BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p_ok = p < M
+    c_ok = co < CO
+    n, od, oh, ow = _unflatten(p, OD, OH, OW)
+    x_base = n * sx_n + (co // MULT) * sx_c
+    w_base = co * sw_c
+
+    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    # Per-dimension index maps are hoisted out of the inner loops.
+    for kd in range(KD):
+        idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
+        x_d = x_base + idx_d * sx_d
+        for kh in range(KH):
+            idx_h, ok_h = _input_coord(oh, kh, H, SH, PH, DH, PAD_MODE)
+            x_dh = x_d + idx_h * sx_h
+            ok_dh = p_ok & ok_d & ok_h
+            for kw in range(KW):
+                idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
+                xv = tl.load(x_ptr + (x_dh + idx_w * sx_w), mask=(ok_dh & ok_w) & c_ok, other=0.0)
+                wv = tl.load(w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok,
+                             other=0.0)
+                acc += xv.to(ACC) * wv.to(ACC)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC)
+
+    o_off = n * so_n + co * so_c + od * so_d + oh * so_h + ow * so_w
+    tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=p_ok & c_ok)
+
+
+@triton.autotune(configs=_tile_configs(), key=_TUNE_KEY_BWD_INPUT)
+@triton.jit
+def _dw_backward_input_kernel(
+    go_ptr, w_ptr, gi_ptr,
+    M, C, MULT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    sg_n, sg_c, sg_d, sg_h, sg_w,
+    sw_c, sw_d, sw_h, sw_w,
+    si_n, si_c, si_d, si_h, si_w,
+    C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
+    # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
+    # the grad_out elements whose window covered it. Zero padding only.
+    p, ci = _tile(_block_start(tl.program_id(0), BLOCK_P, USE_INT64), tl.program_id(1) * BLOCK_C,
+                  BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p_ok = p < M
+    c_ok = ci < C
+    n, i_d, i_h, i_w = _unflatten(p, D, H, W)
+
+    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    for j in range(MULT):
+        co = ci * MULT + j
+        g_base = n * sg_n + co * sg_c
+        w_base = co * sw_c
+        for kd in range(KD):
+            o_d, ok_d = _output_coord(i_d, kd, OD, SD, PD, DD)
+            g_d = g_base + o_d * sg_d
+            for kh in range(KH):
+                o_h, ok_h = _output_coord(i_h, kh, OH, SH, PH, DH)
+                g_dh = g_d + o_h * sg_h
+                ok_dh = p_ok & ok_d & ok_h
+                for kw in range(KW):
+                    o_w, ok_w = _output_coord(i_w, kw, OW, SW, PW, DW)
+                    gv = tl.load(go_ptr + (g_dh + o_w * sg_w), mask=(ok_dh & ok_w) & c_ok,
+                                 other=0.0)
+                    wv = tl.load(w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w),
+                                 mask=c_ok, other=0.0)
+                    acc += gv.to(ACC) * wv.to(ACC)
+
+    i_off = n * si_n + ci * si_c + i_d * si_d + i_h * si_h + i_w * si_w
+    tl.store(gi_ptr + i_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
+
+
+@triton.jit
+def _dw_backward_weight_kernel(
+    x_ptr, go_ptr, ws_ptr,
+    M, CO, MULT, CHUNK,
+    D, H, W, OD, OH, OW, KH, KW,
+    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    sg_n, sg_c, sg_d, sg_h, sg_w,
+    ss_s, ss_c, ss_d, ss_h, ss_w,
+    PAD_MODE: tl.constexpr, C_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # Program (channel block, tap, split): reduces grad_out · x over the split's CHUNK of the
+    # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics).
+    pid_c = tl.program_id(0)
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    if USE_INT64:
+        split = split.to(tl.int64)
+    c1 = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # channel offsets stay small (< C·mult)
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    m_lo = split * CHUNK
+
+    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    for m0 in range(0, CHUNK, BLOCK_P):
+        p, co = _tile(m_lo + m0, pid_c * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+        p_ok = p < M
+        c_ok = co < CO
+        n, od, oh, ow = _unflatten(p, OD, OH, OW)
+        idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
+        idx_h, ok_h = _input_coord(oh, kh, H, SH, PH, DH, PAD_MODE)
+        idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
+        g_off = n * sg_n + co * sg_c + od * sg_d + oh * sg_h + ow * sg_w
+        x_off = n * sx_n + (co // MULT) * sx_c + idx_d * sx_d + idx_h * sx_h + idx_w * sx_w
+        gv = tl.load(go_ptr + g_off, mask=p_ok & c_ok, other=0.0)
+        xv = tl.load(x_ptr + x_off, mask=(p_ok & ok_d & ok_h & ok_w) & c_ok, other=0.0)
+        acc += gv.to(ACC) * xv.to(ACC)
+
+    part = tl.sum(acc, axis=0 if C_INNER else 1)  # reduce over the position axis
+    s_off = split * ss_s + c1 * ss_c + kd * ss_d + kh * ss_h + kw * ss_w
+    tl.store(ws_ptr + s_off, part.to(ws_ptr.dtype.element_ty), mask=c1 < CO)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _acc_dtype(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype]:
+    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
+
+
+def _channels_inner(t5: torch.Tensor) -> bool:
+    """Whether channels are the fastest-varying dim of a 5-d view (channels_last-like)."""
+    if t5.shape[1] <= 1:
+        return False
+    spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:], strict=True) if s > 1]
+    return not spatial or t5.stride(1) < min(spatial)
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, params: Sequence[Sequence[int]]):
+    """Shapes shared by the three launchers: x (N, C, *S), w (C·mult, 1, *K), y (N, C·mult, *O)."""
+    nd = x.dim() - 2
+    if not 1 <= nd <= 3 or w.dim() != nd + 2 or y.dim() != nd + 2:
+        raise ValueError("depthwise conv: expected (N, C, *S) tensors with 1 to 3 spatial dims")
+    c, co = x.shape[1], w.shape[0]
+    if c == 0 or w.shape[1] != 1 or co % c != 0 or y.shape[:2] != (x.shape[0], co):
+        raise ValueError(
+            f"depthwise conv: bad shapes x {tuple(x.shape)}, w {tuple(w.shape)}, "
+            f"out {tuple(y.shape)}"
+        )
+    if any(len(v) != nd for v in params):
+        raise ValueError("depthwise conv: stride/padding/dilation need one value per spatial dim")
+
+
+def _conv_args(stride, padding, dilation) -> tuple[int, ...]:
+    return (*spatial3(stride, 1), *spatial3(padding, 0), *spatial3(dilation, 1))
+
+
+def depthwise_conv_forward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    *,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    pad_mode: str,
+) -> None:
+    """Depthwise convolution ``out = conv(x, w, groups=C) + bias``, written into ``out``.
+
+    x: (N, C, *S) with 1–3 spatial dims; w: (C·mult, 1, *K); bias: (C·mult,) or None;
+    out: (N, C·mult, *O), preallocated, every element written. Any strides everywhere.
+    ``padding`` is the padding before each spatial dim; the padding after is whatever ``O``
+    implies, so asymmetric padding works. ``pad_mode``: zeros | reflect | replicate | circular.
+    """
+    check_device(x, w, bias, out)
+    _check(x, w, out, (stride, padding, dilation))
+    if out.numel() == 0:
+        return
+    x5, w5, o5 = as_5d(x), as_5d(w), as_5d(out)
+    n, c = x5.shape[:2]
+    co = w5.shape[0]
+    m = n * o5.shape[2] * o5.shape[3] * o5.shape[4]
+    acc, _ = _acc_dtype(out.dtype)
+    has_bias = bias is not None
+    b = bias if has_bias else w5  # dummy pointer, never read
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(co, meta["BLOCK_C"]))
+    _dw_forward_kernel[grid](
+        x5, w5, b, o5,
+        m, co, co // c,
+        *x5.shape[2:], *o5.shape[2:], *w5.shape[2:],
+        *_conv_args(stride, padding, dilation),
+        *x5.stride(),
+        w5.stride(0), *w5.stride()[2:],
+        bias.stride(0) if has_bias else 0,
+        *o5.stride(),
+        PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, C_INNER=_channels_inner(x5),
+        USE_INT64=needs_int64(x, w, bias, out), ACC=acc,
+    )
+
+
+def depthwise_conv_backward_input(
+    grad_out: torch.Tensor,
+    w: torch.Tensor,
+    grad_in: torch.Tensor,
+    *,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> None:
+    """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``.
+
+    grad_out: (N, C·mult, *O); w: (C·mult, 1, *K); grad_in: (N, C, *I), preallocated, every
+    element written (zeros where no window reaches). Any strides. Deterministic gather: each
+    input element sums the grad_out elements whose windows covered it; no atomics.
+    """
+    check_device(grad_out, w, grad_in)
+    _check(grad_in, w, grad_out, (stride, padding, dilation))
+    if grad_in.numel() == 0:
+        return
+    g5, w5, i5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
+    n, c = i5.shape[:2]
+    co = w5.shape[0]
+    m = n * i5.shape[2] * i5.shape[3] * i5.shape[4]
+    acc, _ = _acc_dtype(grad_in.dtype)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
+    _dw_backward_input_kernel[grid](
+        g5, w5, i5,
+        m, c, co // c,
+        *i5.shape[2:], *g5.shape[2:], *w5.shape[2:],
+        *_conv_args(stride, padding, dilation),
+        *g5.stride(),
+        w5.stride(0), *w5.stride()[2:],
+        *i5.stride(),
+        C_INNER=_channels_inner(g5), USE_INT64=needs_int64(grad_out, w, grad_in), ACC=acc,
+    )
+
+
+def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
+    """``(split, chunk)`` of the grad-weight reduction over ``m`` = N·output positions.
+
+    Chosen from the shapes only, so the summation order — and the result, bitwise — repeats.
+    The split fills the device when ``channel blocks × taps`` alone gives too few programs.
+    """
+    tiles = triton.cdiv(co, _BW_BLOCK_C) * taps
+    blocks = triton.cdiv(m, _BW_BLOCK_P)
+    split = max(1, min(triton.cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT,
+                       65535))
+    chunk = triton.cdiv(blocks, split) * _BW_BLOCK_P
+    return triton.cdiv(m, chunk), chunk
+
+
+def depthwise_conv_backward_weight(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    grad_w: torch.Tensor,
+    *,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    pad_mode: str,
+) -> None:
+    """Gradient of a depthwise convolution w.r.t. its weight, written to ``grad_w``.
+
+    x: (N, C, *S); grad_out: (N, C·mult, *O); grad_w: (C·mult, 1, *K), preallocated, any
+    strides. x is read through ``pad_mode`` as in the forward. A reduction over N × output
+    positions per (channel, tap); when split for parallelism, fp32 (fp64) partials go to a
+    workspace summed with ``torch.sum`` — deterministic, no atomics, split chosen from shapes.
+    """
+    check_device(x, grad_out, grad_w)
+    _check(x, grad_w, grad_out, (stride, padding, dilation))
+    if grad_w.numel() == 0:
+        return
+    x5, g5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
+    n, c = x5.shape[:2]
+    co = gw5.shape[0]
+    kd, kh, kw = gw5.shape[2:]
+    m = n * g5.shape[2] * g5.shape[3] * g5.shape[4]
+    if m == 0:
+        grad_w.zero_()
+        return
+    acc, acc_torch = _acc_dtype(grad_w.dtype)
+    split, chunk = backward_weight_split(m, co, kd * kh * kw)
+    # One split writes straight into grad_w (its strides, one rounding); several write fp32/fp64
+    # partials of shape (split, C·mult, KD, KH, KW) that torch sums in a fixed order.
+    if split == 1:
+        ws, ws_strides = gw5, (0, gw5.stride(0), *gw5.stride()[2:])
+    else:
+        ws = torch.empty((split, co, kd, kh, kw), device=x.device, dtype=acc_torch)
+        ws_strides = ws.stride()
+    _dw_backward_weight_kernel[(triton.cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
+        x5, g5, ws,
+        m, co, co // c, chunk,
+        *x5.shape[2:], *g5.shape[2:], kh, kw,
+        *_conv_args(stride, padding, dilation),
+        *x5.stride(),
+        *g5.stride(),
+        *ws_strides,
+        PAD_MODE=PAD_MODES[pad_mode], C_INNER=_channels_inner(x5),
+        USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC=acc,
+        BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
+    )
+    if split > 1:
+        gw5[:, 0].copy_(ws.sum(0))

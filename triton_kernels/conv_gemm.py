@@ -1,0 +1,586 @@
+"""Implicit-GEMM convolution on tensor cores (``tl.dot``): forward, grad-input, grad-weight.
+
+One code path serves 1-d, 2-d and 3-d convolutions: every tensor is viewed as ``(N, C, D, H, W)``
+(``as_5d``; unit leading spatial dims for 1-d/2-d) and read through its strides, so
+channels_last and other non-contiguous layouts need no copy. Nothing is materialised: no im2col
+matrix, no padded input, no zero-inserted gradient.
+
+The three GEMMs (per group; groups are a grid axis):
+
+* forward      rows = N·output positions, cols = C_out/groups, reduction = (taps, C_in/groups);
+* grad-input   per stride phase: rows = N·input positions of that phase, cols = C_in/groups,
+               reduction = (taps reaching that phase, C_out/groups);
+* grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·output positions,
+               split-K into a workspace when the grid alone cannot fill the GPU.
+
+A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
+channel count is below 16 (RGB stems, grouped convs), taps and channels are flattened into one
+axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import (
+    INTERPRET,
+    PAD_MODES,
+    as_5d,
+    check_device,
+    dot_precision,
+    needs_int64,
+    spatial3,
+)
+from ._indexing import map_padded
+
+__all__ = ["gemm_conv_backward_input", "gemm_conv_backward_weight", "gemm_conv_forward"]
+
+# --------------------------------------------------------------------------------------------
+# Autotuning
+# --------------------------------------------------------------------------------------------
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps): candidates for H100-class GPUs; the
+# autotuner picks per shape (keys below).
+_TAP_CONFIGS = [
+    (128, 128, 32, 3, 8),
+    (128, 128, 64, 3, 8),
+    (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4),
+    (128, 64, 64, 3, 4),
+    (64, 64, 64, 4, 4),
+    (64, 64, 32, 4, 4),
+]
+# Flattened (taps × channels) reduction: never 8 warps (known Triton miscompile with this loop
+# shape). Small channel counts usually mean small groups, hence one narrow-N config.
+_FLAT_CONFIGS = [
+    (128, 64, 32, 3, 4),
+    (64, 64, 32, 4, 4),
+    (128, 128, 32, 3, 4),
+    (64, 128, 32, 4, 4),
+    (128, 64, 64, 3, 4),
+    (128, 32, 32, 4, 4),
+]
+
+
+def _configs(table: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
+    if INTERPRET:  # the CPU interpreter: one small config, no benchmarking
+        table = [(16, 16, 16, 1, 4)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=s, num_warps=w)
+        for bm, bn, bk, s, w in table
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _wide(i, USE_INT64: tl.constexpr):
+    """Index type for address arithmetic: int64 when some tensor of the launch needs it."""
+    if USE_INT64:
+        i = i.to(tl.int64)
+    return i
+
+
+@triton.jit
+def _decode_rows(m, D, H, W):
+    """Split a flat index over an ``(N, D, H, W)`` grid (W fastest) into ``(n, d, h, w)``."""
+    w = m % W
+    t = m // W
+    h = t % H
+    t = t // H
+    return t // D, t % D, h, w
+
+
+@triton.jit
+def _k_step(step, C, c_blocks, n_taps, TH, TW, BLOCK: tl.constexpr, FLAT: tl.constexpr):
+    """One BLOCK-wide step along a (taps, channels) axis, channels fastest.
+
+    Returns ``(tap_d, tap_h, tap_w, channel, valid)`` for taps laid out on a ``(·, TH, TW)`` grid.
+    Tap mode: each step is one tap (scalars) × a block of channels, so addressing stays cheap.
+    FLAT mode: the block runs across taps × channels, so a channel count < 16 still fills a
+    ≥ 16-wide ``tl.dot`` operand; the taps are then vectors as well.
+    """
+    if FLAT:
+        k = step * BLOCK + tl.arange(0, BLOCK)
+        tap = k // C
+        c = k - tap * C
+        ok = k < n_taps * C
+    else:
+        tap = step // c_blocks
+        c = (step - tap * c_blocks) * BLOCK + tl.arange(0, BLOCK)
+        ok = c < C
+    tw = tap % TW
+    t = tap // TW
+    return t // TH, t % TH, tw, c, ok
+
+
+@triton.jit
+def _gather5(
+    ptr, n, c, zd, zh, zw, od, oh, ow, mask,
+    s_n, s_c, s_d, s_h, s_w, D, H, W,
+    PAD_MODE: tl.constexpr, USE_INT64: tl.constexpr,
+):  # fmt: skip
+    """Load ``t[n, c, zd + od, zh + oh, zw + ow]`` of a 5-d tensor, coordinates padding-mapped.
+
+    The pieces broadcast to the tile: per-row pieces are ``(R, 1)``, per-column pieces ``(C,)``
+    or scalars. Coordinates outside ``[0, size)`` read 0 (zeros) or their mapped source.
+    """
+    i_d, ok_d = map_padded(zd + od, D, PAD_MODE)
+    i_h, ok_h = map_padded(zh + oh, H, PAD_MODE)
+    i_w, ok_w = map_padded(zw + ow, W, PAD_MODE)
+    offs = n * s_n + _wide(c, USE_INT64) * s_c + i_d * s_d + i_h * s_h + i_w * s_w
+    return tl.load(ptr + offs, mask=mask & ok_d & ok_h & ok_w, other=0.0)
+
+
+@triton.jit
+def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
+    """Taps of one dim that reach the input positions ``i = phase + j*STRIDE``.
+
+    Tap k reaches ``i = o*STRIDE - PAD + k*DIL`` iff ``k*DIL ≡ phase + PAD (mod STRIDE)``; the
+    solutions are ``k0 + t*TAP_STEP`` (``TAP_STEP = STRIDE / gcd(STRIDE, DIL)``). Returns
+    ``(k0, count in [0, K), q0)`` with ``o = j + q0 - t*(DIL / gcd)`` for the t-th tap.
+    """
+    r = (phase + PAD) % STRIDE
+    k0 = phase * 0 + K  # "none" (a tensor, so the loop-carried type is stable)
+    for k in range(0, TAP_STEP):  # period TAP_STEP ≤ STRIDE: at most one solution in here
+        k0 = tl.where((k * DIL) % STRIDE == r, k, k0)
+    count = (K - k0 + TAP_STEP - 1) // TAP_STEP  # 0 when k0 ≥ K (then K - k0 > -TAP_STEP)
+    q0 = (phase + PAD - k0 * DIL) // STRIDE  # exact division whenever count > 0
+    return k0, count, q0
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    M, C_IN, C_OUT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    sw_o, sw_i, sw_d, sw_h, sw_w,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
+    s_b,
+    HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
+    USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """y[n, g·C_OUT + co, o] = Σ_{tap, ci} x[n, g·C_IN + ci, o·s - p + tap·d] · w[co, ci, tap].
+
+    Grid: (row tiles over N·output positions, C_OUT tiles, groups). C_IN/C_OUT are per group.
+    """
+    g = tl.program_id(2)
+    rows = _wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    n, od, oh, ow = _decode_rows(rows, OD, OH, OW)
+    co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    co_ok = co < C_OUT
+    co_off = _wide(g * C_OUT + co, USE_INT64)
+
+    # Input coordinates of tap 0 per output row; a tap adds tap·dilation.
+    n_r = n[:, None]
+    zd = (od * STR_D - PAD_D)[:, None]
+    zh = (oh * STR_H - PAD_H)[:, None]
+    zw = (ow * STR_W - PAD_W)[:, None]
+    row_mask = row_ok[:, None]
+    w_col = co_off * sw_o
+
+    n_taps = KD * KH * KW
+    c_blocks = tl.cdiv(C_IN, BLOCK_K)
+    n_steps = tl.cdiv(n_taps * C_IN, BLOCK_K) if FLAT_K else n_taps * c_blocks
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for step in range(0, n_steps):
+        td, th, tw, ci, k_ok = _k_step(step, C_IN, c_blocks, n_taps, KH, KW, BLOCK_K, FLAT_K)
+        a = _gather5(
+            x_ptr, n_r, g * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
+            row_mask & k_ok[None, :],
+            sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
+        )  # fmt: skip
+        w_row = _wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
+        b = tl.load(
+            w_ptr + w_row[:, None] + w_col[None, :],
+            mask=k_ok[:, None] & co_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + co_off * s_b, mask=co_ok, other=0.0)
+        acc += bias.to(ACC_DTYPE)[None, :]
+    y_row = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
+    tl.store(
+        y_ptr + y_row[:, None] + (co_off * sy_c)[None, :],
+        acc.to(y_ptr.dtype.element_ty),
+        mask=row_mask & co_ok[None, :],
+    )
+
+
+@triton.jit
+def _conv_bwd_input_kernel(
+    go_ptr, w_ptr, gi_ptr,
+    N, C_IN, C_OUT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
+    sg_n, sg_c, sg_d, sg_h, sg_w,
+    sw_o, sw_i, sw_d, sw_h, sw_w,
+    si_n, si_c, si_d, si_h, si_w,
+    FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """grad_in of a zero-padded convolution, one stride phase per program.
+
+    Input positions ``i ≡ phase (mod stride)`` (per dim) are reached by the taps
+    ``k0 + t·TSTEP`` only, at output ``o = j + q0 - t·OSTEP``: a dense GEMM with rows = N·(phase
+    positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros.
+    Grid: (row tiles of the largest phase, C_IN tiles, groups · phases).
+    """
+    n_phases = STR_D * STR_H * STR_W
+    g = tl.program_id(2) // n_phases
+    phase = tl.program_id(2) % n_phases
+    ph_w = phase % STR_W
+    ph_h = (phase // STR_W) % STR_H
+    ph_d = phase // (STR_W * STR_H)
+    k0_d, nt_d, q0_d = _phase_taps(ph_d, STR_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h = _phase_taps(ph_h, STR_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w = _phase_taps(ph_w, STR_W, PAD_W, DIL_W, KW, TSTEP_W)
+
+    # Input positions of this phase: i = ph + j·stride, j < J.
+    J_D = (D - ph_d + STR_D - 1) // STR_D
+    J_H = (H - ph_h + STR_H - 1) // STR_H
+    J_W = (W - ph_w + STR_W - 1) // STR_W
+    rows = _wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N * J_D * J_H * J_W
+    # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
+    n, jd, jh, jw = _decode_rows(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
+    ci = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < C_IN
+    ci_off = _wide(g * C_IN + ci, USE_INT64)
+
+    n_r = n[:, None]
+    zd = (jd + q0_d)[:, None]
+    zh = (jh + q0_h)[:, None]
+    zw = (jw + q0_w)[:, None]
+    row_mask = row_ok[:, None]
+    w_col = _wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
+
+    n_taps = nt_d * nt_h * nt_w
+    c_blocks = tl.cdiv(C_OUT, BLOCK_K)
+    n_steps = tl.cdiv(n_taps * C_OUT, BLOCK_K) if FLAT_K else n_taps * c_blocks
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for step in range(0, n_steps):
+        td, th, tw, co, k_ok = _k_step(step, C_OUT, c_blocks, n_taps, nt_h, nt_w, BLOCK_K, FLAT_K)
+        co_g = g * C_OUT + co
+        a = _gather5(
+            go_ptr, n_r, co_g, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
+            row_mask & k_ok[None, :],
+            sg_n, sg_c, sg_d, sg_h, sg_w, OD, OH, OW, 0, USE_INT64,
+        )  # fmt: skip
+        w_row = (
+            _wide(co_g, USE_INT64) * sw_o
+            + (k0_d + td * TSTEP_D) * sw_d
+            + (k0_h + th * TSTEP_H) * sw_h
+            + (k0_w + tw * TSTEP_W) * sw_w
+        )
+        b = tl.load(
+            w_ptr + w_row[:, None] + w_col[None, :],
+            mask=k_ok[:, None] & ci_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+    gi_row = n * si_n + (ph_d + jd * STR_D) * si_d + (ph_h + jh * STR_H) * si_h
+    gi_row += (ph_w + jw * STR_W) * si_w
+    tl.store(
+        gi_ptr + gi_row[:, None] + (ci_off * si_c)[None, :],
+        acc.to(gi_ptr.dtype.element_ty),
+        mask=row_mask & ci_ok[None, :],
+    )
+
+
+@triton.jit
+def _conv_bwd_weight_kernel(
+    x_ptr, go_ptr, gw_ptr,
+    P, P_SPLIT, N_SPLIT, C_IN, C_OUT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    sg_n, sg_c, sg_d, sg_h, sg_w,
+    sw_s, sw_o, sw_i, sw_d, sw_h, sw_w,
+    PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """gw[split, g·C_OUT + co, ci, tap] = Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
+
+    Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``.
+    Grid: (C_OUT tiles, column tiles, groups · N_SPLIT). Each program writes its own slot: no
+    atomics, so the result is bitwise repeatable.
+    """
+    g = tl.program_id(2) // N_SPLIT
+    split = tl.program_id(2) % N_SPLIT
+    co = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    co_ok = co < C_OUT
+    co_off = _wide(g * C_OUT + co, USE_INT64)
+    n_taps = KD * KH * KW
+    td, th, tw, ci, col_ok = _k_step(
+        tl.program_id(1), C_IN, tl.cdiv(C_IN, BLOCK_N), n_taps, KH, KW, BLOCK_N, FLAT_K
+    )
+    ci_g = g * C_IN + ci
+    go_row = (co_off * sg_c)[:, None]
+
+    start = _wide(split, USE_INT64) * P_SPLIT
+    end = tl.minimum(start + P_SPLIT, P)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for p0 in range(start, end, BLOCK_K):
+        pos = p0 + tl.arange(0, BLOCK_K)
+        pos_ok = pos < end
+        n, od, oh, ow = _decode_rows(pos, OD, OH, OW)
+        go_col = n * sg_n + od * sg_d + oh * sg_h + ow * sg_w
+        a = tl.load(
+            go_ptr + go_row + go_col[None, :],
+            mask=co_ok[:, None] & pos_ok[None, :],
+            other=0.0,
+        )
+        b = _gather5(
+            x_ptr, n[:, None], ci_g,
+            (od * STR_D - PAD_D)[:, None], (oh * STR_H - PAD_H)[:, None],
+            (ow * STR_W - PAD_W)[:, None],
+            td * DIL_D, th * DIL_H, tw * DIL_W,
+            pos_ok[:, None] & col_ok[None, :],
+            sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
+        )  # fmt: skip
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+    w_col = _wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
+    w_row = _wide(split, USE_INT64) * sw_s + co_off * sw_o
+    tl.store(
+        gw_ptr + w_row[:, None] + w_col[None, :],
+        acc.to(gw_ptr.dtype.element_ty),
+        mask=co_ok[:, None] & col_ok[None, :],
+    )
+
+
+# One jit body, two tuners: the flattened-K variant gets its own (4-warp) config list.
+_KEYS_FWD = ["M", "C_IN", "C_OUT", "KD", "KH", "KW"]
+_KEYS_BWD_INPUT = ["N", "D", "H", "W", "C_IN", "C_OUT", "KD", "KH", "KW"]
+_KEYS_BWD_WEIGHT = ["P_SPLIT", "N_SPLIT", "C_IN", "C_OUT", "KD", "KH", "KW"]
+_fwd_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_FWD)(_conv_fwd_kernel)
+_fwd_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_FWD)(_conv_fwd_kernel)
+_bwd_input_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_BWD_INPUT)(
+    _conv_bwd_input_kernel
+)
+_bwd_input_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_BWD_INPUT)(
+    _conv_bwd_input_kernel
+)
+_bwd_weight_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_BWD_WEIGHT)(
+    _conv_bwd_weight_kernel
+)
+_bwd_weight_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_BWD_WEIGHT)(
+    _conv_bwd_weight_kernel
+)
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+#: Channels per group below which taps × channels form one flattened reduction axis.
+_FLAT_BELOW = 16
+
+# Split-K for grad-weight: aim for about two waves of programs on an H100 (132 SMs), but keep
+# at least _SPLIT_MIN_POSITIONS reduction positions per split (shapes only → deterministic).
+_SPLIT_TARGET_PROGRAMS = 264
+_SPLIT_MIN_POSITIONS = 512
+_SPLIT_MAX = 64
+_NOMINAL_TILE = 64
+
+
+def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _geometry(stride, padding, dilation) -> tuple[int, ...]:
+    """(STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W) as the kernels take them."""
+    return spatial3(stride, 1) + spatial3(padding, 0) + spatial3(dilation, 1)
+
+
+def _choose_split(tiles: int, positions: int) -> int:
+    """Number of grad-weight reduction splits, from shapes only (so runs are bitwise equal)."""
+    if tiles >= _SPLIT_TARGET_PROGRAMS:
+        return 1
+    split = min(triton.cdiv(_SPLIT_TARGET_PROGRAMS, tiles), positions // _SPLIT_MIN_POSITIONS)
+    return max(1, min(split, _SPLIT_MAX))
+
+
+def gemm_conv_forward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    *,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    pad_mode: str,
+    allow_tf32: bool,
+) -> None:
+    """Convolution forward into the preallocated ``out`` (N, C_out, *O); writes every element.
+
+    ``x`` (N, C_in, *S) and ``w`` (C_out, C_in/groups, *K) with 1–3 spatial dims and any strides.
+    ``padding`` is the padding before each spatial dim; the padding after is implied by ``out``'s
+    size. Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
+    'circular'), applied inside the loads.
+    """
+    check_device(x, w, bias, out)
+    x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
+    n_batch, c_out = y5.shape[0], y5.shape[1]
+    cg_in, cg_out = x5.shape[1] // groups, c_out // groups
+    m = n_batch * y5.shape[2] * y5.shape[3] * y5.shape[4]
+    if m == 0 or c_out == 0:
+        return
+    flat = cg_in < _FLAT_BELOW
+    kernel = _fwd_flat if flat else _fwd_tap
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(cg_out, meta["BLOCK_N"]), groups)
+
+    kernel[grid](
+        x5, w5, w5 if bias is None else bias, y5,
+        m, cg_in, cg_out,
+        *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
+        *_geometry(stride, padding, dilation),
+        *x5.stride(), *w5.stride(), *y5.stride(),
+        0 if bias is None else bias.stride(0),
+        HAS_BIAS=bias is not None,
+        PAD_MODE=PAD_MODES[pad_mode],
+        FLAT_K=flat,
+        USE_INT64=needs_int64(x, w, bias, out),
+        PRECISION=dot_precision(x.dtype, allow_tf32),
+        ACC_DTYPE=_acc_dtype(x.dtype),
+    )  # fmt: skip
+
+
+def gemm_conv_backward_input(
+    grad_out: torch.Tensor,
+    w: torch.Tensor,
+    grad_in: torch.Tensor,
+    *,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    allow_tf32: bool,
+) -> None:
+    """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I).
+
+    Writes every element (zeros where no tap reaches). The input is split into prod(stride)
+    phases (a grid axis); each is a dense implicit GEMM over only the taps that reach it.
+    """
+    check_device(grad_out, w, grad_in)
+    go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
+    n_batch, c_in = gi5.shape[:2]
+    cg_in, cg_out = c_in // groups, w5.shape[0] // groups
+    if gi5.numel() == 0:
+        return
+    strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
+    gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
+    tap_steps = [s // g for s, g in zip(strides, gcds, strict=True)]
+    out_steps = [d // g for d, g in zip(dilations, gcds, strict=True)]
+    # Phase 0 is the largest along every dim: it sets the row extent of the grid.
+    m_max = n_batch * math.prod(
+        triton.cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True)
+    )
+    flat = cg_out < _FLAT_BELOW
+    kernel = _bwd_input_flat if flat else _bwd_input_tap
+
+    def grid(meta):
+        return (
+            triton.cdiv(m_max, meta["BLOCK_M"]),
+            triton.cdiv(cg_in, meta["BLOCK_N"]),
+            groups * math.prod(strides),
+        )
+
+    kernel[grid](
+        go5, w5, gi5,
+        n_batch, cg_in, cg_out,
+        *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
+        *_geometry(stride, padding, dilation),
+        *tap_steps, *out_steps,
+        *go5.stride(), *w5.stride(), *gi5.stride(),
+        FLAT_K=flat,
+        USE_INT64=needs_int64(grad_out, w, grad_in),
+        PRECISION=dot_precision(grad_out.dtype, allow_tf32),
+        ACC_DTYPE=_acc_dtype(grad_out.dtype),
+    )  # fmt: skip
+
+
+def gemm_conv_backward_weight(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    grad_w: torch.Tensor,
+    *,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    pad_mode: str,
+    allow_tf32: bool,
+) -> None:
+    """Gradient of the convolution w.r.t. its weight, into ``grad_w`` (C_out, C_in/groups, *K).
+
+    Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
+    grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
+    written to an fp32 (fp64) workspace and summed with ``torch.sum``; no atomics.
+    """
+    check_device(x, grad_out, grad_w)
+    x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
+    c_out, cg_in = gw5.shape[0], gw5.shape[1]
+    cg_out = c_out // groups
+    if gw5.numel() == 0:
+        return
+    positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
+    n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
+    tiles = triton.cdiv(cg_out, _NOMINAL_TILE) * triton.cdiv(n_taps * cg_in, _NOMINAL_TILE) * groups
+    n_split = _choose_split(tiles, positions)
+    if n_split == 1:
+        target, split_stride = gw5, 0
+    else:
+        acc_dtype = torch.float64 if grad_w.dtype == torch.float64 else torch.float32
+        target = torch.empty((n_split, *gw5.shape), dtype=acc_dtype, device=grad_w.device)
+        split_stride = target.stride(0)
+    flat = cg_in < _FLAT_BELOW
+    kernel = _bwd_weight_flat if flat else _bwd_weight_tap
+
+    def grid(meta):
+        if flat:
+            cols = triton.cdiv(n_taps * cg_in, meta["BLOCK_N"])
+        else:
+            cols = n_taps * triton.cdiv(cg_in, meta["BLOCK_N"])
+        return (triton.cdiv(cg_out, meta["BLOCK_M"]), cols, groups * n_split)
+
+    kernel[grid](
+        x5, go5, target,
+        positions, triton.cdiv(positions, n_split), n_split, cg_in, cg_out,
+        *x5.shape[2:], *go5.shape[2:], *gw5.shape[2:],
+        *_geometry(stride, padding, dilation),
+        *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
+        PAD_MODE=PAD_MODES[pad_mode],
+        FLAT_K=flat,
+        USE_INT64=needs_int64(x, grad_out, grad_w, None if n_split == 1 else target),
+        PRECISION=dot_precision(x.dtype, allow_tf32),
+        ACC_DTYPE=_acc_dtype(x.dtype),
+    )  # fmt: skip
+    if n_split > 1:
+        gw5.copy_(target.sum(0))
