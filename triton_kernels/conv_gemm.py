@@ -384,12 +384,15 @@ _bwd_input_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_BWD_INPUT)(
 _bwd_input_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_BWD_INPUT)(
     _conv_bwd_input_kernel
 )
-_bwd_weight_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_BWD_WEIGHT)(
-    _conv_bwd_weight_kernel
-)
-_bwd_weight_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_BWD_WEIGHT)(
-    _conv_bwd_weight_kernel
-)
+# Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the autotuner may only pick
+# tilings that keep the summation order, and results stay bitwise equal across processes.
+_WEIGHT_BLOCK_K = 32
+_bwd_weight_tap = triton.autotune(
+    _configs([c for c in _TAP_CONFIGS if c[2] == _WEIGHT_BLOCK_K]), key=_KEYS_BWD_WEIGHT
+)(_conv_bwd_weight_kernel)
+_bwd_weight_flat = triton.autotune(
+    _configs([c for c in _FLAT_CONFIGS if c[2] == _WEIGHT_BLOCK_K]), key=_KEYS_BWD_WEIGHT
+)(_conv_bwd_weight_kernel)
 
 # --------------------------------------------------------------------------------------------
 # Launchers
