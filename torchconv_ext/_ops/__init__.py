@@ -2,3 +2,4 @@
 
 from . import conv  # noqa: F401  (registers the ops)
 from . import conv_transpose as _conv_transpose  # noqa: F401  (registers the ops)
+from . import pool as _pool  # noqa: F401  (registers the ops)

@@ -1,0 +1,346 @@
+"""Pooling: torch's ``max_pool*``, ``avg_pool*``, ``adaptive_*_pool*`` with their exact
+signatures and results, plus TensorFlow-style ``padding='same'``/``'valid'``, spatial pyramid
+pooling and global pooling.
+
+One generic implementation per kind serves 1-, 2- and 3-d pooling; the public functions are thin
+wrappers. Integer tensors (which have no gradients, and no Triton kernel) go to torch's own op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._autograd.pool import AdaptivePoolFunction, PoolFunction, PyramidPoolFunction
+from .._pool_args import (
+    IntOrTuple,
+    adaptive_output_size,
+    check_levels,
+    check_mode,
+    pool_geometry,
+    pyramid_input_check,
+)
+from ._common import check_rank
+
+
+def _unbatch(t: Tensor) -> Tensor:
+    # torch pools an unbatched input as a (C, *spatial) tensor, whose outputs are contiguous.
+    return t.squeeze(0).contiguous()
+
+
+def _check_floating(name: str, input: Tensor) -> None:
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{name}: not implemented for {input.dtype} (floating point only)")
+
+
+def _documented(template: str, **fields):
+    """Give a per-rank wrapper its docstring from the template shared by the three ranks."""
+
+    def wrap(fn):
+        fn.__doc__ = template.format(**fields)
+        return fn
+
+    return wrap
+
+
+def _max_pool(
+    name: str,
+    nd: int,
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    ceil_mode: bool,
+    return_indices: bool,
+):
+    if not input.is_floating_point():
+        return getattr(F, name)(input, kernel_size, stride, padding, dilation,
+                                ceil_mode=ceil_mode, return_indices=return_indices)
+    batched = check_rank(name, input, nd)
+    x = input if batched else input.unsqueeze(0)
+    g = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
+    out, idx = PoolFunction.apply(x, "max", *g.as_args())
+    if not batched:
+        out, idx = _unbatch(out), _unbatch(idx)
+    return (out, idx) if return_indices else out
+
+
+def _avg_pool(
+    name: str,
+    nd: int,
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: str | IntOrTuple,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> Tensor:
+    if not input.is_floating_point():
+        extra = () if nd == 1 else (divisor_override,)
+        return getattr(F, name)(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                *extra)
+    batched = check_rank(name, input, nd)
+    x = input if batched else input.unsqueeze(0)
+    g = pool_geometry(name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                      divisor_override)
+    out, _ = PoolFunction.apply(x, "avg", *g.as_args())
+    return out if batched else _unbatch(out)
+
+
+def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
+    if not input.is_floating_point():
+        args = (input, output_size) + ((return_indices,) if mode == "max" else ())
+        return getattr(F, name)(*args)
+    batched = check_rank(name, input, nd)
+    x = input if batched else input.unsqueeze(0)
+    size = adaptive_output_size(name, x, output_size)
+    out, idx = AdaptivePoolFunction.apply(x, mode, size)
+    if not batched:
+        out, idx = _unbatch(out), (_unbatch(idx) if mode == "max" else idx)
+    return (out, idx) if return_indices else out
+
+
+# --------------------------------------------------------------------------------------------
+# Max pooling
+# --------------------------------------------------------------------------------------------
+
+_MAX_DOC = """{d}-D max pooling, as :func:`torch.nn.functional.max_pool{d}d`.
+
+    Args:
+        input: ``(N, C, {s})`` or unbatched ``(C, {s})``; any strides (channels-last too).
+        kernel_size, stride, dilation: an int or {d} ints (``stride`` defaults to the kernel).
+        padding: an int or {d} ints (at most half the kernel; padded positions never win), or —
+            beyond torch — ``'valid'`` (none) or ``'same'`` (TensorFlow's rule: output
+            ``ceil(size/stride)``, the odd padding element at the end, any padding amount).
+        ceil_mode: round the output size up; a last window starting in the right padding is
+            dropped.
+        return_indices: also return the int64 flat index of each maximum in its input plane.
+
+    NaN propagates (its index points at the NaN); ties keep the first maximum's index.
+    """
+
+
+@_documented(_MAX_DOC, d=1, s="L")
+def max_pool1d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    return _max_pool("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+@_documented(_MAX_DOC, d=2, s="H, W")
+def max_pool2d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    return _max_pool("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+@_documented(_MAX_DOC, d=3, s="D, H, W")
+def max_pool3d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    return _max_pool("max_pool3d", 3, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+# --------------------------------------------------------------------------------------------
+# Average pooling
+# --------------------------------------------------------------------------------------------
+
+_AVG_DOC = """{d}-D average pooling, as :func:`torch.nn.functional.avg_pool{d}d`.
+
+    Args:
+        input: ``(N, C, {s})`` or unbatched ``(C, {s})``; any strides (channels-last too).
+        kernel_size, stride: an int or {d} ints (``stride`` defaults to the kernel).
+        padding: an int or {d} ints (at most half the kernel), or — beyond torch — ``'valid'``
+            or ``'same'`` (TensorFlow's rule, see :func:`max_pool2d`); with ``'same'`` padded
+            positions are never counted, whatever ``count_include_pad`` says.
+        ceil_mode: round the output size up (a last window starting in the right padding is
+            dropped).
+        count_include_pad: count zero padding in the divisor (the last window clipped to the
+            padded input).
+        divisor_override: divide every window sum by this instead (non-zero).
+    """
+
+
+@_documented(_AVG_DOC, d=1, s="L")
+def avg_pool1d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+@_documented(_AVG_DOC, d=2, s="H, W")
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+@_documented(_AVG_DOC, d=3, s="D, H, W")
+def avg_pool3d(
+    input: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: str | IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive pooling
+# --------------------------------------------------------------------------------------------
+
+_ADAPTIVE_DOC = """{d}-D adaptive {kind} pooling, as :func:`torch.nn.functional.adaptive_{k}_pool{d}d`.
+
+    Output ``o`` pools the input range ``[floor(o·In/Out), ceil((o+1)·In/Out))`` of each dim.
+
+    Args:
+        input: ``(N, C, {s})`` or unbatched ``(C, {s})``; any strides.
+        output_size: an int or {d} ints (``None`` keeps that input size).{extra}
+    """
+
+_INDICES_DOC = "\n        return_indices: also return the int64 flat index of each maximum."
+
+
+@_documented(_ADAPTIVE_DOC, d=1, s="L", kind="max", k="max", extra=_INDICES_DOC)
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_pool("adaptive_max_pool1d", 1, "max", input, output_size, return_indices)
+
+
+@_documented(_ADAPTIVE_DOC, d=2, s="H, W", kind="max", k="max", extra=_INDICES_DOC)
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_pool("adaptive_max_pool2d", 2, "max", input, output_size, return_indices)
+
+
+@_documented(_ADAPTIVE_DOC, d=3, s="D, H, W", kind="max", k="max", extra=_INDICES_DOC)
+def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_pool("adaptive_max_pool3d", 3, "max", input, output_size, return_indices)
+
+
+@_documented(_ADAPTIVE_DOC, d=1, s="L", kind="average", k="avg", extra="")
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_pool("adaptive_avg_pool1d", 1, "avg", input, output_size, False)
+
+
+@_documented(_ADAPTIVE_DOC, d=2, s="H, W", kind="average", k="avg", extra="")
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_pool("adaptive_avg_pool2d", 2, "avg", input, output_size, False)
+
+
+@_documented(_ADAPTIVE_DOC, d=3, s="D, H, W", kind="average", k="avg", extra="")
+def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_pool("adaptive_avg_pool3d", 3, "avg", input, output_size, False)
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond torch: pyramid and global pooling
+# --------------------------------------------------------------------------------------------
+
+
+def spatial_pyramid_pool(input: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max") -> Tensor:
+    """Spatial pyramid pooling: a fixed-length vector from an input of any spatial size.
+
+    Each level ``l`` pools the input adaptively to ``l`` bins per spatial dimension; the levels
+    are flattened and concatenated in order, i.e. the result equals
+    ``torch.cat([adaptive_{mode}_pool(input, l).flatten(1) for l in levels], 1)`` — computed by
+    one kernel launch for all levels (and one for the gradient).
+
+    Args:
+        input: ``(N, C, *spatial)`` with 1, 2 or 3 spatial dims; any strides.
+        levels: bins per dimension of each level, positive ints (e.g. ``(1, 2, 4)``).
+        mode: ``'max'`` or ``'avg'``.
+
+    Returns:
+        ``(N, C · Σ l**d)`` for ``d`` spatial dims, contiguous.
+    """
+    name = "spatial_pyramid_pool"
+    pyramid_input_check(name, input)
+    check_mode(name, mode)
+    _check_floating(name, input)
+    out, _ = PyramidPoolFunction.apply(input, mode, list(check_levels(levels)))
+    return out
+
+
+def _global_pool(name: str, mode: str, input: Tensor) -> Tensor:
+    pyramid_input_check(name, input)
+    _check_floating(name, input)
+    out, _ = AdaptivePoolFunction.apply(input, mode, [1] * (input.dim() - 2))
+    return out.flatten(1)
+
+
+def global_avg_pool(input: Tensor) -> Tensor:
+    """Mean over all spatial positions: ``(N, C, *spatial)`` → ``(N, C)``, 1–3 spatial dims.
+
+    A single-pass reduction (equal to ``adaptive_avg_pool(input, 1).flatten(1)``).
+    """
+    return _global_pool("global_avg_pool", "avg", input)
+
+
+def global_max_pool(input: Tensor) -> Tensor:
+    """Maximum over all spatial positions: ``(N, C, *spatial)`` → ``(N, C)``, 1–3 spatial dims.
+
+    A single-pass reduction (equal to ``adaptive_max_pool(input, 1).flatten(1)``; NaN
+    propagates, the gradient goes to the first maximum).
+    """
+    return _global_pool("global_max_pool", "max", input)
+
+
+__all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "spatial_pyramid_pool",
+]

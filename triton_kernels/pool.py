@@ -1,0 +1,357 @@
+"""Pooling launchers: windowed max / average reductions and their gather-form backward.
+
+The device code is in :mod:`triton_kernels.pool_kernels`; this module holds the launchers and
+the design:
+
+One windowed-reduction kernel serves every pooling with windows — max and average, fixed
+windows (``max_pool``/``avg_pool``: start ``o·stride - pad``, ``kernel`` taps ``dilation``
+apart), adaptive windows (``[floor(o·In/Out), ceil((o+1)·In/Out))``) and pyramid pooling (adaptive
+windows for several output sizes at once, one level per ``program_id(2)``, so all levels take
+one launch). The window kind, the reduction and the layout are ``constexpr`` switches of that
+one kernel; everything else (sizes, strides, windows) is a runtime argument.
+
+Every tensor is viewed as ``(N, C, D, H, W)`` through its strides (``as_5d``), so 1-, 2- and 3-d
+pooling share the code and any input layout is read in place (channels-last input is never
+copied). A program owns a tile of ``BLOCK_P`` flattened (batch, position) indices ×
+``BLOCK_C`` channels; the innermost tile axis is the one contiguous in memory (channels for
+channels-last tensors, positions otherwise), see ``_tile``. Each output element scans its window
+in row-major order exactly as ATen does, so the results do not depend on the tiling:
+
+* max: a value wins when it is greater than the best so far or NaN — the first maximum keeps
+  its index on ties, the last NaN of a window wins, and an all ``-inf`` window points at its
+  first in-range element. Padded positions are never read, so they never win.
+* average: fp32 (fp64) sum divided by ATen's divisor: ``divisor_override``, else the window
+  clipped to the padded input (``count_include_pad``) or to the input.
+
+The backward is a gather: every input element sums, over the outputs whose window covers it
+(for max: whose index points at it), in output order — deterministic, no atomics.
+
+Global pooling (adaptive pooling to one element per plane) is a single-pass reduction with its
+own kernel that vectorises along the window instead of across outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, as_5d, check_device, needs_int64, spatial3
+from .pool_kernels import global_pool_kernel, pool_bwd_kernel, pool_fwd_kernel
+
+MODES: dict[str, int] = {"max": 0, "avg": 1}
+_FIXED, _ADAPTIVE, _PYRAMID = 0, 1, 2
+_INT32_LIMIT = 2**31
+
+
+# --------------------------------------------------------------------------------------------
+# Launch helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _channels_inner(t5: torch.Tensor) -> bool:
+    """Whether channels are the fastest-varying dim of a 5-d view (channels_last-like)."""
+    if t5.shape[1] <= 1:
+        return False
+    spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:]) if s > 1]
+    return not spatial or t5.stride(1) < min(spatial)
+
+
+def _tiles(c_inner: bool, channels: int) -> tuple[int, int, int]:
+    """``(BLOCK_P, BLOCK_C, num_warps)`` of the windowed kernels.
+
+    Results do not depend on the tiling (each element's scan is sequential), so this is a
+    speed choice only: wide channel blocks when channels are contiguous, long position blocks
+    otherwise. Small under the interpreter, where tiny test shapes still span several tiles.
+    """
+    if INTERPRET:
+        return 64, 4, 1  # the interpreter's cost is per program and op, not per element
+    # Channel blocks go on grid axis 1, which holds at most 65535 programs.
+    at_least = triton.next_power_of_2(triton.cdiv(channels, 65535))
+    if c_inner:
+        bc = max(min(64, triton.next_power_of_2(channels)), at_least)
+        return max(16, 1024 // bc), bc, 4
+    return max(16, 256 // at_least), at_least, 4
+
+
+def _global_tiles(c_inner: bool, channels: int, window: int) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_C, num_warps)`` of the global reduction."""
+    if INTERPRET:
+        return 16, 4, 1
+    if c_inner:
+        bc = min(128, triton.next_power_of_2(channels))
+        return max(1, 2048 // bc), bc, 4
+    br = min(1024, triton.next_power_of_2(window))
+    return br, max(1, 2048 // br), 4
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_tensor(levels: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Pyramid levels on the device, uploaded once per (levels, device)."""
+    return torch.tensor(levels, dtype=torch.int32, device=device)
+
+
+def _use_int64(*tensors: torch.Tensor | None, products: Sequence[int] = ()) -> bool:
+    """int64 offsets when a tensor spans 2**31 elements or a window product could overflow."""
+    return needs_int64(*tensors) or any(v >= _INT32_LIMIT for v in products)
+
+
+def _strides5(t: torch.Tensor | None) -> tuple[int, ...]:
+    return tuple(as_5d(t).stride()) if t is not None else (0,) * 5
+
+
+def _check_rank(x: torch.Tensor, *others: torch.Tensor) -> None:
+    if not 3 <= x.dim() <= 5 or any(o.dim() != x.dim() for o in others):
+        raise ValueError("pooling: expected (N, C, *spatial) tensors with 1 to 3 spatial dims")
+
+
+def _geometry_args(kernel, stride, padding, padding_end, dilation) -> tuple[int, ...]:
+    return (*spatial3(kernel, 1), *spatial3(stride, 1), *spatial3(padding, 0),
+            *spatial3(padding_end, 0), *spatial3(dilation, 1))
+
+
+_ADAPTIVE_GEOMETRY = (1,) * 6 + (0,) * 6 + (1,) * 3
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_strides,
+                    geometry, divisor, include_pad, levels=None):
+    x5 = as_5d(x)
+    n, c = x5.shape[:2]
+    c_inner = _channels_inner(x5)
+    bp, bc, warps = _tiles(c_inner, c)
+    m = n * out5_shape[0] * out5_shape[1] * out5_shape[2]
+    lv = _levels_tensor(tuple(levels), x.device) if levels is not None else x5
+    is_max = MODES[mode] == 0
+    grid = (triton.cdiv(m, bp), triton.cdiv(c, bc), len(levels) if levels is not None else 1)
+    products = [s * o for s, o in zip(x5.shape[2:], out5_shape)]
+    pool_fwd_kernel[grid](
+        x5, out, indices if is_max else out, lv,
+        n, c, *x5.shape[2:], *out5_shape, *geometry, divisor,
+        *x5.stride(), *out_strides, *idx_strides,
+        MODE=MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
+        C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
+        ACC=_acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
+    )
+
+
+def pool_forward(
+    x: torch.Tensor,
+    out: torch.Tensor,
+    indices: torch.Tensor | None,
+    *,
+    mode: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    padding_end: Sequence[int],
+    dilation: Sequence[int],
+    count_include_pad: bool = True,
+    divisor_override: int = 0,
+) -> None:
+    """Fixed-window max / average pooling of ``x`` written into ``out`` (and ``indices``).
+
+    x: (N, C, *S), 1–3 spatial dims, any strides; out: (N, C, *O) preallocated (its size sets
+    the number of windows, so ``ceil_mode`` is the caller's output size); indices: int64 like
+    ``out`` for max (flat index into each input plane), ignored for avg. ``padding`` /
+    ``padding_end`` pad before / after each dim (never read); ``count_include_pad`` and
+    ``divisor_override`` (0 = none) set the average's divisor as ATen does.
+    """
+    check_device(x, out, indices)
+    _check_rank(x, out)
+    if out.numel() == 0:
+        return
+    o5 = as_5d(out)
+    _launch_forward(
+        x, o5, as_5d(indices) if indices is not None else None, mode, _FIXED,
+        tuple(o5.shape[2:]), o5.stride(), _strides5(indices),
+        _geometry_args(kernel, stride, padding, padding_end, dilation),
+        int(divisor_override), bool(count_include_pad),
+    )
+
+
+def adaptive_pool_forward(
+    x: torch.Tensor, out: torch.Tensor, indices: torch.Tensor | None, *, mode: str
+) -> None:
+    """Adaptive max / average pooling of ``x`` to ``out``'s spatial size (indices for max).
+
+    Output ``o`` pools ``[floor(o·In/Out), ceil((o+1)·In/Out))`` along each dim. An output of one
+    element per plane is a global pooling and runs the single-pass reduction.
+    """
+    check_device(x, out, indices)
+    _check_rank(x, out)
+    if out.numel() == 0:
+        return
+    if all(s == 1 for s in out.shape[2:]):
+        _global_forward(x, out.flatten(2)[..., 0], indices.flatten(2)[..., 0]
+                        if indices is not None else None, mode)
+        return
+    o5 = as_5d(out)
+    _launch_forward(
+        x, o5, as_5d(indices) if indices is not None else None, mode, _ADAPTIVE,
+        tuple(o5.shape[2:]), o5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
+    )
+
+
+def pyramid_pool_forward(
+    x: torch.Tensor,
+    out: torch.Tensor,
+    indices: torch.Tensor | None,
+    *,
+    mode: str,
+    levels: Sequence[int],
+) -> None:
+    """Spatial pyramid pooling in one launch: ``out`` (N, C·Σ l**nd) holds, level by level, the
+    adaptive pooling of ``x`` to ``(l, …, l)`` flattened as ``(C, l, …, l)`` (``indices`` alike
+    for max). ``torch.cat([adaptive_pool(x, l).flatten(1) for l in levels], 1)``'s layout."""
+    check_device(x, out, indices)
+    _check_rank(x)
+    nd = x.dim() - 2
+    if out.dim() != 2 or out.shape[1] != x.shape[1] * sum(lv**nd for lv in levels):
+        raise ValueError(f"pyramid pooling: out must be (N, C·Σ l**{nd}), got {tuple(out.shape)}")
+    if out.numel() == 0:
+        return
+    top = max(levels)
+    o_sizes = (top if nd == 3 else 1, top if nd >= 2 else 1, top)
+    si = (indices.stride(0), 0, 0, 0, indices.stride(1)) if indices is not None else (0,) * 5
+    _launch_forward(
+        x, out, indices, mode, _PYRAMID, o_sizes, (out.stride(0), 0, 0, 0, out.stride(1)), si,
+        _ADAPTIVE_GEOMETRY, 0, False, levels=levels,
+    )
+
+
+def _global_forward(x: torch.Tensor, out: torch.Tensor, indices: torch.Tensor | None,
+                    mode: str) -> None:
+    """out (N, C) = max / mean of each plane of x; indices (N, C) the flat argmax."""
+    x5 = as_5d(x)
+    n, c, d, h, w = x5.shape
+    flat = _flat_spatial(x5)
+    if flat is not None:  # collapsing the spatial dims saves the per-element index split
+        x5, (d, h, w) = flat, (1, 1, d * h * w)
+    c_inner = _channels_inner(x5)
+    br, bc, warps = _global_tiles(c_inner, c, d * h * w)
+    is_max = MODES[mode] == 0
+    idx = indices if is_max else out
+    global_pool_kernel[(n * triton.cdiv(c, bc),)](
+        x5, out, idx,
+        c, d * h * w, h, w,
+        *x5.stride(), *out.stride(), *idx.stride(),
+        MODE=MODES[mode], C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices),
+        ACC=_acc_dtype(x.dtype), BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
+    )
+
+
+def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
+    """``x5`` as ``(N, C, 1, 1, D·H·W)`` when the spatial dims collapse to one stride."""
+    n, c, d, h, w = x5.shape
+    try:
+        return x5.view(n, c, 1, 1, d * h * w)
+    except RuntimeError:
+        return None
+
+
+def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_strides,
+                     idx_strides, geometry, divisor, include_pad, levels=None):
+    gi5 = as_5d(grad_in)
+    n, c = gi5.shape[:2]
+    c_inner = _channels_inner(gi5)
+    bp, bc, warps = _tiles(c_inner, c)
+    m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
+    lv = _levels_tensor(tuple(levels), grad_in.device) if levels is not None else gi5
+    is_max = MODES[mode] == 0
+    products = [s * o for s, o in zip(gi5.shape[2:], out5_shape)]
+    grid = (triton.cdiv(m, bp), triton.cdiv(c, bc))
+    pool_bwd_kernel[grid](
+        grad_out, indices if is_max else grad_out, gi5, lv,
+        n, c, len(levels) if levels is not None else 1,
+        *gi5.shape[2:], *out5_shape, *geometry, divisor,
+        *go_strides, *idx_strides, *gi5.stride(),
+        MODE=MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
+        C_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
+        ACC=_acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
+    )
+
+
+def pool_backward(
+    grad_out: torch.Tensor,
+    indices: torch.Tensor | None,
+    grad_in: torch.Tensor,
+    *,
+    mode: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    padding_end: Sequence[int],
+    dilation: Sequence[int],
+    count_include_pad: bool = True,
+    divisor_override: int = 0,
+) -> None:
+    """Gradient of :func:`pool_forward` w.r.t. its input, written to ``grad_in`` (every element).
+
+    Gather form: each input element sums the grad_out elements of the windows covering it
+    (max: those whose index is that element), in output order — deterministic, no atomics.
+    """
+    check_device(grad_out, indices, grad_in)
+    _check_rank(grad_in, grad_out)
+    if grad_in.numel() == 0:
+        return
+    g5 = as_5d(grad_out)
+    _launch_backward(
+        g5, as_5d(indices) if indices is not None else None, grad_in, mode, _FIXED,
+        tuple(g5.shape[2:]), g5.stride(), _strides5(indices),
+        _geometry_args(kernel, stride, padding, padding_end, dilation),
+        int(divisor_override), bool(count_include_pad),
+    )
+
+
+def adaptive_pool_backward(
+    grad_out: torch.Tensor, indices: torch.Tensor | None, grad_in: torch.Tensor, *, mode: str
+) -> None:
+    """Gradient of :func:`adaptive_pool_forward` w.r.t. its input, written to ``grad_in``."""
+    check_device(grad_out, indices, grad_in)
+    _check_rank(grad_in, grad_out)
+    if grad_in.numel() == 0:
+        return
+    if grad_out.numel() == 0:
+        grad_in.zero_()
+        return
+    g5 = as_5d(grad_out)
+    _launch_backward(
+        g5, as_5d(indices) if indices is not None else None, grad_in, mode, _ADAPTIVE,
+        tuple(g5.shape[2:]), g5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
+    )
+
+
+def pyramid_pool_backward(
+    grad_out: torch.Tensor,
+    indices: torch.Tensor | None,
+    grad_in: torch.Tensor,
+    *,
+    mode: str,
+    levels: Sequence[int],
+) -> None:
+    """Gradient of :func:`pyramid_pool_forward` w.r.t. its input (all levels, one launch)."""
+    check_device(grad_out, indices, grad_in)
+    _check_rank(grad_in)
+    if grad_in.numel() == 0:
+        return
+    nd = grad_in.dim() - 2
+    top = max(levels)
+    o_sizes = (top if nd == 3 else 1, top if nd >= 2 else 1, top)
+    si = (indices.stride(0), 0, 0, 0, indices.stride(1)) if indices is not None else (0,) * 5
+    _launch_backward(
+        grad_out, indices, grad_in, mode, _PYRAMID, o_sizes,
+        (grad_out.stride(0), 0, 0, 0, grad_out.stride(1)), si, _ADAPTIVE_GEOMETRY, 0, False,
+        levels=levels,
+    )
