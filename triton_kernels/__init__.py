@@ -14,8 +14,10 @@ from .pool import (
     pyramid_pool_backward,
     pyramid_pool_forward,
 )
+from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
 __all__ = ["INTERPRET", "conv_backward_input", "conv_backward_weight", "conv_forward"]
+__all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]
 __all__ += [
     "adaptive_pool_backward",
     "adaptive_pool_forward",

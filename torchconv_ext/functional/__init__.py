@@ -19,9 +19,11 @@ from .pool import (
     max_pool3d,
     spatial_pyramid_pool,
 )
+from .upsample import interpolate, upsample_nearest
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
 __all__ += ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+__all__ += ["interpolate", "upsample_nearest"]
 __all__ += [
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",

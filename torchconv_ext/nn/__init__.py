@@ -19,9 +19,11 @@ from .pool import (
     MaxPool3d,
     SpatialPyramidPool,
 )
+from .upsample import Upsample, UpsamplingNearest2d
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 __all__ += ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
+__all__ += ["Upsample", "UpsamplingNearest2d"]
 __all__ += [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",

@@ -1,0 +1,412 @@
+"""Nearest-neighbour upsampling kernels: forward copy and gather backward, 1-d to 3-d.
+
+Every tensor is viewed as ``(N, C, D, H, W)`` (``as_5d``) and read through its strides, so one
+kernel serves the three ranks and any input layout. A program owns a 2-d tile of ``BLOCK_R`` rows
+× ``BLOCK_I`` inner positions of the tensor it writes, in that tensor's memory order:
+
+* NCDHW-like output: rows are flattened ``(n, c, d, h)``, the inner axis is ``w``;
+* channels-last output: rows are flattened ``(n, d, h, w)``, the inner axis is ``c``.
+
+Coordinates are decomposed once per row and once per column (never per element), and adjacent
+lanes write adjacent addresses, so stores coalesce and vectorise.
+
+Source index (the caller passes the float32 ``scale`` per dim, ATen's ``compute_scales_value``):
+``nearest`` reads ``min(floor(o * scale), in - 1)``, ``nearest-exact`` reads
+``min(floor((o + 0.5) * scale), in - 1)``, in float32 arithmetic exactly as ATen's CUDA kernels
+compute it (exact for spatial sizes below 2**24, where float32 holds every coordinate).
+
+Backward is a gather, not a scatter: each input element sums the contiguous range of output
+positions that copied it, ``[first(i), first(i + 1))`` per dim, where ``first(i)`` is the first
+output coordinate whose source index is ``>= i`` (an estimate ``ceil(i / scale)`` corrected
+against the forward rule itself, so the ranges are exactly the forward's preimages). No atomics:
+the summation order is fixed, so results are bitwise repeatable.
+
+Integer-scale fast path: when every dim's output is ``k`` times its input with ``k`` a power of
+two (1, 2, 4, 8, 16) and the float32 scale exactly ``1/k``, the source index is ``o >> log2(k)``
+in both modes. The forward then walks the *input*: each tile is read
+once and written as ``k_d × k_h × k_w`` blocks — along ``w`` by interleaving the tile with
+itself (full-width, vectorised stores), along the other dims by repeated stores.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, as_5d, check_device, needs_int64
+
+# Tile shapes follow from the problem's shape (no autotuning): a memory-bound copy gains little
+# from tuning, and no call pays for a tuning sweep. (The backward's summation order does not
+# depend on the tile: each element sums its own range, in order.)
+if INTERPRET:
+    _FWD_TILE, _BWD_TILE, _MAX_INNER, _WARPS = 128, 128, 16, 1
+else:
+    _FWD_TILE, _BWD_TILE, _MAX_INNER, _WARPS = 2048, 1024, 256, 4
+
+#: Integer factors served by the fast path (interleaving doubles a tile's width per step).
+FAST_FACTORS: tuple[int, ...] = (1, 2, 4, 8, 16)
+
+# --------------------------------------------------------------------------------------------
+# Device functions
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile_indices(BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr, USE_INT64: tl.constexpr):
+    """Row indices ``[BLOCK_R, 1]`` and inner indices ``[1, BLOCK_I]`` of this program's tile."""
+    r = tl.arange(0, BLOCK_R)
+    k = tl.arange(0, BLOCK_I)
+    if USE_INT64:
+        r = r.to(tl.int64) + tl.program_id(0).to(tl.int64) * BLOCK_R
+        k = k.to(tl.int64) + tl.program_id(1).to(tl.int64) * BLOCK_I
+    else:
+        r = r + tl.program_id(0) * BLOCK_R
+        k = k + tl.program_id(1) * BLOCK_I
+    return r[:, None], k[None, :]
+
+
+@triton.jit
+def _tile_coords(r, k, C, S0, S1, S2, CHANNELS_LAST: tl.constexpr):
+    """``(n, c, i0, i1, i2)`` of a tile over a ``(N, C, S0, S1, S2)`` tensor (see module doc).
+
+    Each coordinate broadcasts to the tile: row-derived ones are ``[BLOCK_R, 1]``, the inner one
+    ``[1, BLOCK_I]``.
+    """
+    if CHANNELS_LAST:
+        i2 = r % S2
+        t = r // S2
+        i1 = t % S1
+        t = t // S1
+        i0 = t % S0
+        n = t // S0
+        c = k
+    else:
+        i1 = r % S1
+        t = r // S1
+        i0 = t % S0
+        t = t // S0
+        c = t % C
+        n = t // C
+        i2 = k
+    return n, c, i0, i1, i2
+
+
+@triton.jit
+def _src_unclamped(o, scale, EXACT: tl.constexpr):
+    """``floor(o * scale)`` (``floor((o + 0.5) * scale)`` if EXACT) in float32, for ``o >= 0``."""
+    f = o.to(tl.float32)
+    if EXACT:
+        f = f + 0.5
+    # The product is non-negative, so truncation is the floor.
+    return (f * scale).to(o.dtype)
+
+
+@triton.jit
+def _src_index(o, in_size, scale, EXACT: tl.constexpr):
+    """Input coordinate that output coordinate ``o`` copies."""
+    return tl.minimum(_src_unclamped(o, scale, EXACT), in_size - 1)
+
+
+@triton.jit
+def _first_dst(i, in_size, out_size, scale, EXACT: tl.constexpr):
+    """First output coordinate whose source index is ``>= i`` (``out_size`` if none).
+
+    The float32 estimate ``ceil(i / scale)`` is within one of the answer; two correction steps
+    each way against the forward rule make it exact (the forward index is monotonic).
+    """
+    f = i.to(tl.float32) / scale
+    if EXACT:
+        f = f - 0.5
+    # (``out_size * 1.0``: sizes equal to 1 arrive as constexpr ints.)
+    f = tl.minimum(tl.maximum(tl.ceil(f), 0.0), out_size * 1.0)
+    d = f.to(i.dtype)
+    for _ in tl.static_range(2):
+        prev = d - 1
+        d = tl.where((d > 0) & (_src_unclamped(prev, scale, EXACT) >= i), prev, d)
+    for _ in tl.static_range(2):
+        d = tl.where((d < out_size) & (_src_unclamped(d, scale, EXACT) < i), d + 1, d)
+    return tl.where(i >= in_size, out_size, d)
+
+
+@triton.jit
+def _dst_range(i, in_size, out_size, scale, K, EXACT: tl.constexpr, INT_SCALE: tl.constexpr):
+    """``[lo, hi)``: the output coordinates that copied input coordinate ``i``."""
+    if INT_SCALE:
+        lo = i * K
+        hi = lo + K
+    else:
+        lo = _first_dst(i, in_size, out_size, scale, EXACT)
+        hi = _first_dst(i + 1, in_size, out_size, scale, EXACT)
+    return lo, hi
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _nearest_fwd_kernel(
+    x_ptr, out_ptr,
+    R, INNER, C, D, H, W, OD, OH, OW,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    so_n, so_c, so_d, so_h, so_w,
+    scale_d, scale_h, scale_w,
+    CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    # Tile over the output; every output element copies one input element.
+    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    mask = (r < R) & (k < INNER)
+    n, c, od, oh, ow = _tile_coords(r, k, C, OD, OH, OW, CHANNELS_LAST)
+    i_d = _src_index(od, D, scale_d, EXACT)
+    i_h = _src_index(oh, H, scale_h, EXACT)
+    i_w = _src_index(ow, W, scale_w, EXACT)
+    x_off = n * sx_n + c * sx_c + i_d * sx_d + i_h * sx_h + i_w * sx_w
+    o_off = n * so_n + c * so_c + od * so_d + oh * so_h + ow * so_w
+    tl.store(out_ptr + o_off, tl.load(x_ptr + x_off, mask=mask), mask=mask)
+
+
+@triton.jit
+def _nearest_fwd_int_kernel(
+    x_ptr, out_ptr,
+    R, INNER, C, D, H, W,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    so_n, so_c, so_d, so_h, so_w,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    # Tile over the *input*: each element is read once and written as a KD×KH×KW block.
+    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    row_ok = r < R
+    mask = row_ok & (k < INNER)
+    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
+    x = tl.load(x_ptr + (n * sx_n + c * sx_c + i_d * sx_d + i_h * sx_h + i_w * sx_w), mask=mask)
+    if CHANNELS_LAST:
+        # Inner axis = channels: each output pixel of the block is one contiguous store.
+        base = n * so_n + c * so_c
+        for jd in tl.static_range(KD):
+            for jh in tl.static_range(KH):
+                for jw in tl.static_range(KW):
+                    off = base + (i_d * KD + jd) * so_d + (i_h * KH + jh) * so_h
+                    tl.store(out_ptr + (off + (i_w * KW + jw) * so_w), x, mask=mask)
+    else:
+        # Inner axis = w: repeat each element KW times along the row by interleaving the tile
+        # with itself (KW is a power of two), so every output row segment is one full-width
+        # contiguous store.
+        if KW >= 2:
+            x = tl.interleave(x, x)
+        if KW >= 4:
+            x = tl.interleave(x, x)
+        if KW >= 8:
+            x = tl.interleave(x, x)
+        if KW >= 16:
+            x = tl.interleave(x, x)
+        ow = tl.program_id(1) * (BLOCK_I * KW) + tl.arange(0, BLOCK_I * KW)[None, :]
+        if USE_INT64:
+            ow = ow.to(tl.int64)
+        out_mask = row_ok & (ow < INNER * KW)
+        base = n * so_n + c * so_c + ow * so_w
+        for jd in tl.static_range(KD):
+            for jh in tl.static_range(KH):
+                off = base + (i_d * KD + jd) * so_d + (i_h * KH + jh) * so_h
+                tl.store(out_ptr + off, x, mask=out_mask)
+
+
+@triton.jit
+def _nearest_bwd_kernel(
+    go_ptr, gi_ptr,
+    R, INNER, C, D, H, W, OD, OH, OW,
+    sg_n, sg_c, sg_d, sg_h, sg_w,
+    si_n, si_c, si_d, si_h, si_w,
+    scale_d, scale_h, scale_w,
+    KD, KH, KW,
+    CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, INT_SCALE: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    # Tile over grad_input. KD/KH/KW: the largest number of outputs one input feeds per dim
+    # (exactly the factor on the integer fast path).
+    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    mask = (r < R) & (k < INNER)
+    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
+    d_lo, d_hi = _dst_range(i_d, D, OD, scale_d, KD, EXACT, INT_SCALE)
+    h_lo, h_hi = _dst_range(i_h, H, OH, scale_h, KH, EXACT, INT_SCALE)
+    w_lo, w_hi = _dst_range(i_w, W, OW, scale_w, KW, EXACT, INT_SCALE)
+    base = n * sg_n + c * sg_c
+
+    acc = tl.zeros([BLOCK_R, BLOCK_I], ACC)
+    # Fixed order (d, then h, then w ascending): bitwise repeatable, no atomics.
+    for kd in range(KD):
+        od = d_lo + kd
+        ok_d = mask & (od < d_hi)
+        for kh in range(KH):
+            oh = h_lo + kh
+            ok_dh = ok_d & (oh < h_hi)
+            off_dh = base + od * sg_d + oh * sg_h
+            for kw in range(KW):
+                ow = w_lo + kw
+                ok = ok_dh & (ow < w_hi)
+                acc += tl.load(go_ptr + (off_dh + ow * sg_w), mask=ok, other=0.0).to(ACC)
+
+    gi_off = n * si_n + c * si_c + i_d * si_d + i_h * si_h + i_w * si_w
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _channels_inner(t5: torch.Tensor) -> bool:
+    """Whether channels are the innermost (unit-stride) dim of ``t5`` rather than ``w``."""
+    return t5.stride(1) == 1 and t5.stride(4) != 1 and t5.shape[1] > 1
+
+
+def _rows_inner(shape5: Sequence[int], channels_inner: bool) -> tuple[int, int]:
+    """(rows, inner size) of a ``(N, C, S0, S1, S2)`` tensor walked in the tile order."""
+    n, c, s0, s1, s2 = shape5
+    return (n * s0 * s1 * s2, c) if channels_inner else (n * c * s0 * s1, s2)
+
+
+def _blocks(rows: int, inner: int, tile: int, max_inner: int | None = None) -> tuple[int, int]:
+    block_i = min(triton.next_power_of_2(inner), max_inner or _MAX_INNER)
+    block_r = max(1, min(triton.next_power_of_2(rows), tile // block_i))
+    return block_r, block_i
+
+
+def fast_factors(
+    input_size: Sequence[int], output_size: Sequence[int], scales: Sequence[float]
+) -> tuple[int, ...] | None:
+    """Per-dim integer factors when the integer fast path gives exactly the general rule.
+
+    ``out == k·in`` with ``k`` a power of two and the float32 scale exactly ``1/k``: then
+    ``floor(o / k)`` and ``floor((o + 0.5) / k)`` are both ``o >> log2(k)``.
+    """
+    factors = []
+    for i, o, s in zip(input_size, output_size, scales):
+        k = o // i
+        if k not in FAST_FACTORS or o != k * i or s != 1.0 / k:
+            return None
+        factors.append(k)
+    return tuple(factors)
+
+
+@functools.lru_cache(maxsize=4096)
+def max_fan_in(in_size: int, out_size: int, scale: float, exact: bool) -> int:
+    """The most output positions that copy one input position along a dim (float32 rule)."""
+    o = torch.arange(out_size, dtype=torch.int64).to(torch.float32)
+    if exact:
+        o = o + 0.5
+    src = torch.floor(o * scale).to(torch.int64).clamp_(max=in_size - 1)
+    return int(torch.bincount(src, minlength=in_size).max())
+
+
+def _check(small: torch.Tensor, big: torch.Tensor, scales: Sequence[float]) -> None:
+    if small.dim() not in (3, 4, 5) or big.dim() != small.dim():
+        raise ValueError("nearest upsampling launchers take (N, C, *spatial) tensors of one rank")
+    if small.shape[:2] != big.shape[:2] or len(scales) != small.dim() - 2:
+        raise ValueError(
+            f"nearest upsampling: shapes {list(small.shape)} / {list(big.shape)} and "
+            f"{len(scales)} scales do not match"
+        )
+    if small.dtype != big.dtype:
+        raise ValueError(f"nearest upsampling: dtypes {small.dtype} and {big.dtype} differ")
+
+
+def upsample_nearest_forward(
+    x: torch.Tensor, out: torch.Tensor, scales: Sequence[float], *, exact: bool
+) -> None:
+    """Write nearest upsampling of ``x`` into ``out``.
+
+    x: ``(N, C, *S)`` with 1–3 spatial dims, any strides; out: ``(N, C, *O)``, preallocated, any
+    strides (dense NCDHW or channels-last is fastest), every element written. ``scales``: the
+    float32 output→input factor per spatial dim (ATen's ``compute_scales_value<float>``).
+    """
+    check_device(x, out)
+    _check(x, out, scales)
+    if out.numel() == 0:
+        return
+    x5, o5 = as_5d(x), as_5d(out)
+    in3, out3 = x5.shape[2:], o5.shape[2:]
+    scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
+    ch_inner = _channels_inner(o5)
+    use_int64 = needs_int64(x, out)
+    factors = fast_factors(in3, out3, scale3)
+    if factors is not None:
+        # Walk the input, in the output's memory order.
+        rows, inner = _rows_inner(x5.shape, ch_inner)
+        kd, kh, kw = factors
+        # Along w the stored tile is kw times wider than the loaded one.
+        widen = 1 if ch_inner else kw
+        block_r, block_i = _blocks(rows, inner, _FWD_TILE // widen, max(1, _MAX_INNER // widen))
+        grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+        _nearest_fwd_int_kernel[grid](
+            x5, o5, rows, inner, x5.shape[1], *in3,
+            *x5.stride(), *o5.stride(),
+            KD=kd, KH=kh, KW=kw,
+            CHANNELS_LAST=ch_inner, USE_INT64=use_int64,
+            BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
+        )
+        return
+    rows, inner = _rows_inner(o5.shape, ch_inner)
+    block_r, block_i = _blocks(rows, inner, _FWD_TILE)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+    _nearest_fwd_kernel[grid](
+        x5, o5, rows, inner, x5.shape[1], *in3, *out3,
+        *x5.stride(), *o5.stride(), *scale3,
+        CHANNELS_LAST=ch_inner, EXACT=exact, USE_INT64=use_int64,
+        BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
+    )
+
+
+def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def upsample_nearest_backward(
+    grad_out: torch.Tensor, grad_in: torch.Tensor, scales: Sequence[float], *, exact: bool
+) -> None:
+    """Gradient of :func:`upsample_nearest_forward` with respect to its input, into ``grad_in``.
+
+    grad_out: ``(N, C, *O)``, any strides; grad_in: ``(N, C, *S)``, preallocated, any strides,
+    every element written (zero where no output copied it). Deterministic: a gather in a fixed
+    order, accumulated in float32 (float64 for float64 tensors).
+    """
+    check_device(grad_out, grad_in)
+    _check(grad_in, grad_out, scales)
+    if grad_in.numel() == 0:
+        return
+    g5, i5 = as_5d(grad_out), as_5d(grad_in)
+    in3, out3 = i5.shape[2:], g5.shape[2:]
+    scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
+    factors = fast_factors(in3, out3, scale3)
+    if factors is None:
+        fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
+    else:
+        fan_in = factors
+    ch_inner = _channels_inner(i5)
+    rows, inner = _rows_inner(i5.shape, ch_inner)
+    block_r, block_i = _blocks(rows, inner, _BWD_TILE)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+    _nearest_bwd_kernel[grid](
+        g5, i5, rows, inner, i5.shape[1], *in3, *out3,
+        *g5.stride(), *i5.stride(), *scale3, *fan_in,
+        CHANNELS_LAST=ch_inner, EXACT=exact, INT_SCALE=factors is not None,
+        USE_INT64=needs_int64(grad_out, grad_in), ACC=_acc_dtype(grad_in.dtype),
+        BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
+    )
+
+
+__all__ = [
+    "FAST_FACTORS",
+    "fast_factors",
+    "max_fan_in",
+    "upsample_nearest_backward",
+    "upsample_nearest_forward",
+]
