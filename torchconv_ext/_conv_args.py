@@ -145,8 +145,9 @@ def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ..
     return values
 
 
-def _bad_padding_string(padding: str) -> ValueError:
-    return ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+def _bad_padding_string(padding: str) -> RuntimeError:
+    # torch.nn.functional raises RuntimeError here (torch.nn's constructors a ValueError).
+    return RuntimeError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
 
 
 def conv_geometry(

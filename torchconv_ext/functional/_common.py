@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._backend import use_triton
+
 
 def check_rank(name: str, input: torch.Tensor, spatial_dims: int) -> bool:
     """Check ``input`` is ``(C, *spatial)`` or ``(N, C, *spatial)``; return whether batched."""
@@ -26,3 +28,10 @@ def autocast_cast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, .
         t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
         for t in tensors
     )
+
+
+def runs_natively(input: torch.Tensor) -> bool:
+    """Whether ``input`` goes to the fallback, which — for arguments torch itself accepts — is
+    torch's own op, called directly: torch's speed (no per-call overhead of our op layer, which
+    small layers on a CPU would feel), torch's autograd and torch's error messages."""
+    return isinstance(input, torch.Tensor) and not use_triton(input)

@@ -3,11 +3,22 @@ TensorFlow-style ``padding='same'`` with any stride."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._autograd.conv import ConvFunction
 from .._conv_args import IntOrTuple, conv_geometry
-from ._common import autocast_cast, check_rank
+from ._common import autocast_cast, check_rank, runs_natively
+
+TORCH_CONV = {
+    1: torch.nn.functional.conv1d,
+    2: torch.nn.functional.conv2d,
+    3: torch.nn.functional.conv3d,
+}
+
+
+def _unit(stride: IntOrTuple) -> bool:
+    return all(s == 1 for s in ((stride,) if isinstance(stride, int) else stride))
 
 
 def _conv(
@@ -22,6 +33,9 @@ def _conv(
     groups: int,
     padding_mode: str,
 ) -> Tensor:
+    torch_accepts = padding_mode == "zeros" and (padding != "same" or _unit(stride))
+    if torch_accepts and runs_natively(input):
+        return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
     batched = check_rank(name, input, spatial_dims)
     if not batched:
         input = input.unsqueeze(0)

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._autograd.conv import ConvTransposeFunction
 from .._conv_args import IntOrTuple, conv_transpose_geometry
-from ._common import autocast_cast, check_rank
+from ._common import autocast_cast, check_rank, runs_natively
+
+F = torch.nn.functional
+TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _conv_transpose(
@@ -22,6 +26,10 @@ def _conv_transpose(
     groups: int,
     dilation: IntOrTuple,
 ) -> Tensor:
+    if not isinstance(padding, str) and runs_natively(input):
+        return TORCH_CONV_TRANSPOSE[spatial_dims](
+            input, weight, bias, stride, padding, output_padding, groups, dilation
+        )
     batched = check_rank(name, input, spatial_dims)
     if not batched:
         input = input.unsqueeze(0)

@@ -3,7 +3,8 @@ signatures and results, plus TensorFlow-style ``padding='same'``/``'valid'``, sp
 pooling and global pooling.
 
 One generic implementation per kind serves 1-, 2- and 3-d pooling; the public functions are thin
-wrappers. Integer tensors (which have no gradients, and no Triton kernel) go to torch's own op.
+wrappers. Integer tensors (which have no gradients, and no Triton kernel) go to torch's own op,
+and so do calls on the fallback that torch itself accepts (see ``runs_natively``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .._pool_args import (
     pool_geometry,
     pyramid_input_check,
 )
-from ._common import check_rank
+from ._common import check_rank, runs_natively
 
 
 def _unbatch(t: Tensor) -> Tensor:
@@ -56,7 +57,7 @@ def _max_pool(
     ceil_mode: bool,
     return_indices: bool,
 ):
-    if not input.is_floating_point():
+    if not input.is_floating_point() or (not isinstance(padding, str) and runs_natively(input)):
         return getattr(F, name)(input, kernel_size, stride, padding, dilation,
                                 ceil_mode=ceil_mode, return_indices=return_indices)
     batched = check_rank(name, input, nd)
@@ -79,7 +80,8 @@ def _avg_pool(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> Tensor:
-    if not input.is_floating_point():
+    torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
+    if not input.is_floating_point() or (torch_accepts and runs_natively(input)):
         extra = () if nd == 1 else (divisor_override,)
         return getattr(F, name)(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                 *extra)
