@@ -237,3 +237,17 @@ def test_torch_compile_fullgraph_matches_eager():
     (gx_e,) = torch.autograd.grad(y_e.sum(), x)
     torch.testing.assert_close(y_c, y_e)
     torch.testing.assert_close(gx_c, gx_e)
+
+
+def test_flops_counted_on_meta_device():
+    """Lightning's measure_flops builds the model on the meta device: our ops must run there."""
+    with torch.device("meta"):
+        ours = tnn.Conv2d(3, 4, 3, stride=2, padding="same", padding_mode="reflect")
+        ref = nn.Conv2d(3, 4, 3, stride=1, padding="same")
+        x = torch.randn(2, 3, 8, 8)
+    with FlopCounterMode(display=False) as counter:
+        y = ours(x)
+    assert y.device.type == "meta" and y.shape == (2, 4, 4, 4)
+    with FlopCounterMode(display=False) as reference:
+        ref(x)
+    assert counter.get_total_flops() == reference.get_total_flops() // 4  # a quarter of the outputs

@@ -19,9 +19,9 @@ def check_rank(name: str, input: torch.Tensor, spatial_dims: int) -> bool:
 
 def autocast_cast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """Cast floating operands to the autocast dtype where torch's convolution would be cast."""
-    first = tensors[0]
-    device = first.device.type
-    if not torch.is_autocast_enabled(device):
+    device = tensors[0].device.type
+    # Devices without autocast (meta, used to count FLOPs without running) have nothing to cast.
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
         return tensors
     dtype = torch.get_autocast_dtype(device)
     return tuple(
