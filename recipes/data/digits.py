@@ -1,0 +1,97 @@
+"""scikit-learn's handwritten digits: 1,797 real 8×8 greyscale images of 0–9, shipped with the
+package (nothing is downloaded), upsampled on the device to the network's input size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from kornia import augmentation as K
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import TensorDataset
+
+import torchconv_ext
+
+from .base import ImageDataModule
+
+
+def split_digits(
+    val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed stratified split: ``{"train"|"val"|"test": (images (N,1,8,8) in [0,1], labels)}``."""
+    digits = load_digits()
+    images = digits.images.astype("float32") / 16.0  # pixel values are 0..16
+    labels = digits.target
+    rest_x, test_x, rest_y, test_y = train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
+    )
+    train_x, val_x, train_y, val_y = train_test_split(
+        rest_x, rest_y, test_size=val_fraction / (1 - test_fraction), stratify=rest_y,
+        random_state=seed,
+    )
+    return {
+        name: (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).long())
+        for name, x, y in (("train", train_x, train_y), ("val", val_x, val_y), ("test", test_x, test_y))
+    }
+
+
+class DigitsDataModule(ImageDataModule):
+    """The digits, split once (stratified, ``split_seed``) into train/val/test.
+
+    Args:
+        batch_size: training batch size (``eval_batch_size`` for val/test/predict, default same).
+        image_size: network input side, a multiple of 8; the 8×8 images are upsampled with
+            :func:`torchconv_ext.functional.interpolate` (nearest) on the device.
+        val_fraction, test_fraction: shares of the 1,797 images held out.
+        split_seed: seed of the split (independent of the training seed).
+        crop_padding: training augmentation: random crop of ``image_size`` after zero padding by
+            this many pixels (0 disables). No flips: a mirrored digit is another glyph.
+        mean, std: normalisation; default: the training split's pixel mean and std.
+    """
+
+    num_classes = 10
+    in_channels = 1
+    class_names = tuple(str(d) for d in range(10))
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        image_size: int = 32,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        crop_padding: int = 4,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        if image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (the digits are 8×8), got {image_size}")
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ValueError(
+                f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got "
+                f"{val_fraction} and {test_fraction}"
+            )
+        self.splits = split_digits(val_fraction, test_fraction, split_seed)
+        train_x = self.splits["train"][0]
+        super().__init__(
+            batch_size, num_workers,
+            mean=[float(train_x.mean())] if mean is None else mean,
+            std=[float(train_x.std())] if std is None else std,
+            eval_batch_size=eval_batch_size,
+        )
+        self.scale = image_size // 8
+        if crop_padding:
+            self.train_augment = K.RandomCrop((image_size, image_size), padding=crop_padding)
+
+    def setup(self, stage: str) -> None:
+        self.train_set, self.val_set, self.test_set = (
+            TensorDataset(*self.splits[name]) for name in ("train", "val", "test")
+        )
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1:
+            return images
+        return torchconv_ext.functional.interpolate(images, scale_factor=self.scale, mode="nearest")

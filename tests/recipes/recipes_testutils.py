@@ -1,0 +1,166 @@
+"""Shared by the recipe tests: data sets written in the real formats, a CLI runner, a DDP probe."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import sys
+import tarfile
+from pathlib import Path
+from unittest import mock
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "recipes" / "configs"
+DIGITS = CONFIGS / "vgg11_digits.yaml"
+
+
+def run_cli(*args: str, tmp_path: Path, callbacks=()):
+    """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``."""
+    from recipes.cli import RecipeCLI
+
+    argv = [*args, "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
+            "false", "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    kwargs = {"trainer_defaults": {"callbacks": list(callbacks)}} if callbacks else {}
+    with mock.patch.object(sys, "argv", ["python -m recipes"]):  # not pytest's arguments
+        return RecipeCLI(args=argv, **kwargs)
+
+
+# --- CIFAR, as the python-pickle release lays it out -------------------------------------------
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes what Python 2's cPickle wrote for the release: every string (``str`` was bytes)
+    as a BINSTRING opcode, numpy arrays through ``numpy.core.multiarray._reconstruct``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj: bytes) -> None:
+        n = len(obj)
+        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
+        self.write(head + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+    def save_str(self, obj: str) -> None:  # Python 2's ``str`` was bytes
+        self.save_bytes(obj.encode("latin-1"))
+
+    dispatch[str] = save_str
+
+    def save_global(self, obj, name=None) -> None:
+        module = getattr(obj, "__module__", "")
+        if module.startswith("numpy._core"):
+            name = name or obj.__name__
+            self.write(pickle.GLOBAL + f"numpy.core.{module[len('numpy._core.'):]}\n{name}\n".encode())
+            self.memoize(obj)
+        else:
+            super().save_global(obj, name)
+
+    dispatch[type(len)] = save_global  # _reconstruct is a builtin function
+
+
+def _py2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def _batch(rng: np.random.Generator, n: int, num_classes: int, labels_key: bytes) -> dict:
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    return {
+        b"batch_label": b"generated batch",
+        labels_key: labels.tolist(),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+
+
+def write_cifar(root: Path, variant: str, per_batch: int) -> dict[str, Path]:
+    """A CIFAR-``variant`` release with ``per_batch`` images per batch file, both as the
+    ``.tar.gz`` and as the extracted folder under ``root``; returns their paths and the
+    batches (for content checks)."""
+    rng = np.random.default_rng(0)
+    if variant == "cifar10":
+        folder, archive = "cifar-10-batches-py", "cifar-10-python.tar.gz"
+        files = {f"data_batch_{i}": _batch(rng, per_batch, 10, b"labels") for i in range(1, 6)}
+        files["test_batch"] = _batch(rng, per_batch, 10, b"labels")
+        files["batches.meta"] = {
+            b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer",
+                                                  "dog", "frog", "horse", "ship", "truck")],
+            b"num_cases_per_batch": per_batch, b"num_vis": 3072,
+        }
+    else:
+        folder, archive = "cifar-100-python", "cifar-100-python.tar.gz"
+        files = {"train": _batch(rng, per_batch, 100, b"fine_labels"),
+                 "test": _batch(rng, per_batch, 100, b"fine_labels")}
+        for b in files.values():
+            b[b"coarse_labels"] = [y // 5 for y in b[b"fine_labels"]]
+        files["meta"] = {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                         b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
+    extracted = root / "extracted" / folder
+    extracted.mkdir(parents=True)
+    (extracted / "readme.html").write_text("<html></html>")
+    for name, obj in files.items():
+        (extracted / name).write_bytes(_py2_pickle(obj))
+    tar_path = root / "archive" / archive
+    tar_path.parent.mkdir()
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(extracted, arcname=folder)
+    return {"folder": extracted, "archive": tar_path, "batches": files}
+
+
+# --- a class-per-folder image tree ------------------------------------------------------------
+
+CLASSES = ("bird", "cat", "dog")
+
+
+def write_image(path: Path, size: tuple[int, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def write_image_tree(root: Path, per_class: int = 4) -> Path:
+    """``root/{train,val}/<class>/`` with JPEG and PNG images of assorted sizes."""
+    seed = 0
+    for split in ("train", "val"):
+        for c in CLASSES:
+            for i in range(per_class):
+                seed += 1
+                ext = ".jpg" if i % 2 else ".png"
+                write_image(root / split / c / f"{i}{ext}", (40 + 7 * i, 72 - 5 * i), seed)
+    return root
+
+
+def truncated(path: Path) -> None:
+    """Cut an image file in half (its header stays readable)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+class DumpWeights(L.Callback):
+    """Saves, per rank, the parameters at the start and end of training and a fingerprint of
+    every batch the rank trained on (importable by the worker processes DDP launches)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+        self.batches: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append(float(batch[0].double().sum()))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        end = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+        torch.save({"start": self.start, "end": end, "batches": self.batches,
+                    "world_size": trainer.world_size}, self.path / f"rank{trainer.global_rank}.pt")
