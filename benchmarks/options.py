@@ -1,0 +1,39 @@
+"""Settings of one benchmark run, handed to every suite's ``run_case``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .providers import default_providers
+
+#: Benchmark dtypes by command-line name.
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "fp64": torch.float64,
+}
+
+#: Forward, backward (given the forward's graph) and both in one call.
+DIRECTIONS: tuple[str, ...] = ("fwd", "bwd", "both")
+
+
+@dataclass
+class RunOptions:
+    """What to run: device, providers, directions; ``quick`` is a smoke test, not a measurement."""
+
+    device: str = "cpu"
+    quick: bool = False
+    providers: list[str] = field(default_factory=list)
+    directions: tuple[str, ...] = DIRECTIONS
+    batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            self.providers = default_providers(self.device)
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.startswith("cuda")

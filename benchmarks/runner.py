@@ -1,0 +1,108 @@
+"""Runs suites: measures the device peaks, checks and times each case, writes result files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import suites as suite_registry
+from .options import RunOptions
+from .providers import PROVIDERS, ours_backend
+from .results import environment, finalize, summarize, write
+from .timing import measure_peak
+
+
+def _ms(r: dict[str, Any] | None) -> str:
+    return f"{r['ms']:9.3f}" if r and r.get("status", "ok") == "ok" and r.get("ms") else "        -"
+
+
+def format_record(rec: dict[str, Any]) -> str:
+    """One console line: case, direction, status, times, our throughput and the speedup."""
+    provs = rec.get("providers", {})
+    times = " ".join(f"{p}={_ms(r).strip()}" for p, r in provs.items())
+    best = min((r for p, r in provs.items() if p.startswith("ours") and r.get("ms")),
+               key=lambda r: r["ms"], default=None)
+    thru = ""
+    if best and best.get("tflops"):
+        thru = f" {best['tflops']:.3g} TFLOP/s"
+    elif best and best.get("gbps"):
+        thru = f" {best['gbps']:.3g} GB/s"
+    sp = f" speedup {rec['speedup']:.2f}x" if rec.get("speedup") else ""
+    note = ""
+    if rec["status"] != "ok":
+        note = " " + ((rec.get("check") or {}).get("message") or rec.get("error") or "")
+    return f"  {rec['name']:<36} {rec['direction']:<4} {rec['status']:<8} {times}{thru}{sp}{note}"
+
+
+def run(
+    suite_names: Sequence[str],
+    dtypes: Sequence[str],
+    options: RunOptions,
+    out_root: Path,
+    *,
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Path]]:
+    """Run ``suite_names`` in each of ``dtypes``; return the paths written per (suite, dtype)."""
+    import torchconv_ext
+
+    if options.gpu:
+        torch.backends.cudnn.benchmark = True
+    env = environment(options.device)
+    log(f"device {env['device_name']} ({env['device']}), torch {env['torch']}, triton "
+        f"{env['triton']}, cuda {env['cuda']}, driver {env['driver']}, git {env['git_sha'][:12]}")
+    peak = measure_peak(options.device, quick=options.quick).to_dict()
+    log(f"measured peak: {peak['matmul_tflops']:.4g} TFLOP/s ({peak['matmul_dtype']} matmul), "
+        f"{peak['copy_gbps']:.4g} GB/s (copy, read + write)")
+    written: list[dict[str, Path]] = []
+    with torchconv_ext.use_backend(ours_backend(options.device)):
+        for name in suite_names:
+            suite = suite_registry.get(name)
+            reason = suite.unavailable()
+            if reason:
+                log(f"[{name}] not available: {reason}")
+                continue
+            cases = suite.cases(options)
+            for dtype in dtypes:
+                log(f"[{name} {dtype}] {len(cases)} cases")
+                records = []
+                for case in cases:
+                    for rec in suite.run_case(case, dtype, options):
+                        records.append(finalize(rec, peak))
+                        log(format_record(rec))
+                doc = {
+                    "suite": name,
+                    "description": suite.description,
+                    "dtype": dtype,
+                    "quick": options.quick,
+                    **env,
+                    "timer": suite.timer(options),
+                    "batch_policy": suite.batch_policy(options),
+                    "ours_backend": ours_backend(options.device),
+                    "peak": peak,
+                    "providers": [
+                        {"name": p, "label": PROVIDERS[p].label if p in PROVIDERS else p}
+                        for p in options.providers
+                    ],
+                    "directions": list(options.directions),
+                    "records": records,
+                    "summary": summarize(records),
+                }
+                paths = write(doc, out_root)
+                if report:
+                    from .report import write_report
+
+                    write_report(doc, paths, log=log)
+                g = doc["summary"]["geomean_speedup"]
+                log(f"[{name} {dtype}] geomean speedup "
+                    + ", ".join(f"{d} {v:.3f}x" for d, v in g.items() if v)
+                    + f" -> {paths['json']}")
+                written.append(paths)
+    if report and written:
+        from .report import write_index
+
+        write_index(out_root)
+    return written
