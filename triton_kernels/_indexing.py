@@ -1,12 +1,70 @@
-"""Index arithmetic shared by the kernels: padding modes applied to source coordinates.
+"""Index arithmetic shared by the kernels: int64 widening, tile indices, flat-index splits and
+padding modes applied to source coordinates.
 
 A padded input is never materialised: a kernel computes the unpadded coordinate ``i`` it would
 read (possibly outside ``[0, size)``) and maps it here, so reflect / replicate / circular padding
 cost a few integer ops per load instead of a padded copy.
+
+Tiles are 2-d, ``BLOCK_P`` flattened positions × ``BLOCK_C`` channels, shaped ``[BLOCK_P,
+BLOCK_C]`` when channels are innermost (``C_INNER``) and ``[BLOCK_C, BLOCK_P]`` otherwise.
 """
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def wide(i, USE_INT64: tl.constexpr):
+    """``i`` as int64 when ``USE_INT64`` (some tensor of the launch needs 64-bit offsets)."""
+    if USE_INT64:
+        i = i.to(tl.int64)
+    return i
+
+
+@triton.jit
+def tile_indices(
+    p_start, c_start, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    C_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+):  # fmt: skip
+    """Index tensors ``(p, c)`` of one tile, shaped to broadcast into the tile's 2-d shape.
+
+    ``p`` indexes flattened positions from ``p_start``, ``c`` channels from ``c_start``; the
+    innermost tile axis is the channel axis when ``C_INNER``. Both are int64 with ``USE_INT64``.
+    """
+    p = tl.arange(0, BLOCK_P)
+    c = tl.arange(0, BLOCK_C)
+    if USE_INT64:
+        p = p.to(tl.int64) + p_start.to(tl.int64)
+        c = c.to(tl.int64) + c_start.to(tl.int64)
+    else:
+        p = p + p_start
+        c = c + c_start
+    if C_INNER:
+        return p[:, None], c[None, :]
+    else:
+        return p[None, :], c[:, None]
+
+
+@triton.jit
+def full_tile(
+    value, dtype: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, C_INNER: tl.constexpr
+):
+    """A tile-shaped tensor filled with ``value``, in ``tile_indices``' orientation."""
+    if C_INNER:
+        t = tl.full([BLOCK_P, BLOCK_C], value, dtype)
+    else:
+        t = tl.full([BLOCK_C, BLOCK_P], value, dtype)
+    return t
+
+
+@triton.jit
+def unflatten(p, S0, S1, S2):
+    """Split a flat index over sizes ``(·, S0, S1, S2)`` (``S2`` fastest) into ``(n, i0, i1, i2)``."""
+    i2 = p % S2
+    t = p // S2
+    i1 = t % S1
+    t = t // S1
+    return t // S0, t % S0, i1, i2
 
 
 @triton.jit

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, PAD_MODES, as_5d, check_device, needs_int64, spatial3
-from ._indexing import map_padded
+from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 
 # --------------------------------------------------------------------------------------------
 # Tile sizes
@@ -58,60 +58,8 @@ else:
 
 
 # --------------------------------------------------------------------------------------------
-# Shared device helpers
+# Device helpers
 # --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _block_start(pid, BLOCK: tl.constexpr, USE_INT64: tl.constexpr):
-    """First index of block ``pid`` (int64 when asked: ``pid·BLOCK`` itself may overflow)."""
-    if USE_INT64:
-        pid = pid.to(tl.int64)
-    return pid * BLOCK
-
-
-@triton.jit
-def _tile(p_start, c_start, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-          C_INNER: tl.constexpr, USE_INT64: tl.constexpr):
-    """Index tensors ``(p, c)`` of one tile, shaped to broadcast into the tile's 2-d shape.
-
-    ``p`` indexes flattened (batch, position), ``c`` channels; the innermost tile axis is the
-    channel axis when ``C_INNER``. With ``USE_INT64`` every offset derived from them is int64.
-    """
-    p = tl.arange(0, BLOCK_P)
-    c = tl.arange(0, BLOCK_C)
-    if USE_INT64:
-        p = p.to(tl.int64) + p_start.to(tl.int64)
-        c = c.to(tl.int64) + c_start.to(tl.int64)
-    else:
-        p = p + p_start
-        c = c + c_start
-    if C_INNER:
-        p2 = p[:, None]
-        c2 = c[None, :]
-    else:
-        p2 = p[None, :]
-        c2 = c[:, None]
-    return p2, c2
-
-
-@triton.jit
-def _zeros_tile(BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, C_INNER: tl.constexpr,
-                ACC: tl.constexpr):
-    """Accumulator for one tile, in the orientation ``_tile`` uses."""
-    return tl.zeros([BLOCK_P, BLOCK_C] if C_INNER else [BLOCK_C, BLOCK_P], ACC)
-
-
-@triton.jit
-def _unflatten(p, S0, S1, S2):
-    """Split a flattened ``(n, i0, i1, i2)`` index over sizes ``(·, S0, S1, S2)``."""
-    i2 = p % S2
-    t = p // S2
-    i1 = t % S1
-    t = t // S1
-    i0 = t % S0
-    n = t // S0
-    return n, i0, i1, i2
 
 
 @triton.jit
@@ -153,17 +101,17 @@ def _dw_forward_kernel(
     PAD_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr,
     USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Tile: BLOCK_P flattened output positions (over N·OD·OH·OW) × BLOCK_C output channels.
-    p, co = _tile(_block_start(tl.program_id(0), BLOCK_P, USE_INT64), tl.program_id(1) * BLOCK_C,
-                  BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
+    p, co = tile_indices(p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
     p_ok = p < M
     c_ok = co < CO
-    n, od, oh, ow = _unflatten(p, OD, OH, OW)
+    n, od, oh, ow = unflatten(p, OD, OH, OW)
     x_base = n * sx_n + (co // MULT) * sx_c
     w_base = co * sw_c
 
-    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
     # Per-dimension index maps are hoisted out of the inner loops.
     for kd in range(KD):
         idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
@@ -175,8 +123,9 @@ def _dw_forward_kernel(
             for kw in range(KW):
                 idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
                 xv = tl.load(x_ptr + (x_dh + idx_w * sx_w), mask=(ok_dh & ok_w) & c_ok, other=0.0)
-                wv = tl.load(w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok,
-                             other=0.0)
+                wv = tl.load(
+                    w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
+                )
                 acc += xv.to(ACC) * wv.to(ACC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC)
@@ -197,17 +146,17 @@ def _dw_backward_input_kernel(
     si_n, si_c, si_d, si_h, si_w,
     C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
     # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
     # the grad_out elements whose window covered it. Zero padding only.
-    p, ci = _tile(_block_start(tl.program_id(0), BLOCK_P, USE_INT64), tl.program_id(1) * BLOCK_C,
-                  BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
+    p, ci = tile_indices(p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
     p_ok = p < M
     c_ok = ci < C
-    n, i_d, i_h, i_w = _unflatten(p, D, H, W)
+    n, i_d, i_h, i_w = unflatten(p, D, H, W)
 
-    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
     for j in range(MULT):
         co = ci * MULT + j
         g_base = n * sg_n + co * sg_c
@@ -221,10 +170,12 @@ def _dw_backward_input_kernel(
                 ok_dh = p_ok & ok_d & ok_h
                 for kw in range(KW):
                     o_w, ok_w = _output_coord(i_w, kw, OW, SW, PW, DW)
-                    gv = tl.load(go_ptr + (g_dh + o_w * sg_w), mask=(ok_dh & ok_w) & c_ok,
-                                 other=0.0)
-                    wv = tl.load(w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w),
-                                 mask=c_ok, other=0.0)
+                    gv = tl.load(
+                        go_ptr + (g_dh + o_w * sg_w), mask=(ok_dh & ok_w) & c_ok, other=0.0
+                    )
+                    wv = tl.load(
+                        w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
+                    )
                     acc += gv.to(ACC) * wv.to(ACC)
 
     i_off = n * si_n + ci * si_c + i_d * si_d + i_h * si_h + i_w * si_w
@@ -242,26 +193,24 @@ def _dw_backward_weight_kernel(
     ss_s, ss_c, ss_d, ss_h, ss_w,
     PAD_MODE: tl.constexpr, C_INNER: tl.constexpr, USE_INT64: tl.constexpr,
     ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Program (channel block, tap, split): reduces grad_out · x over the split's CHUNK of the
     # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics).
     pid_c = tl.program_id(0)
     tap = tl.program_id(1)
-    split = tl.program_id(2)
-    if USE_INT64:
-        split = split.to(tl.int64)
+    split = wide(tl.program_id(2), USE_INT64)
     c1 = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # channel offsets stay small (< C·mult)
     kw = tap % KW
     kh = (tap // KW) % KH
     kd = tap // (KW * KH)
     m_lo = split * CHUNK
 
-    acc = _zeros_tile(BLOCK_P, BLOCK_C, C_INNER, ACC)
+    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
     for m0 in range(0, CHUNK, BLOCK_P):
-        p, co = _tile(m_lo + m0, pid_c * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+        p, co = tile_indices(m_lo + m0, pid_c * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
         p_ok = p < M
         c_ok = co < CO
-        n, od, oh, ow = _unflatten(p, OD, OH, OW)
+        n, od, oh, ow = unflatten(p, OD, OH, OW)
         idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
         idx_h, ok_h = _input_coord(oh, kh, H, SH, PH, DH, PAD_MODE)
         idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
@@ -353,7 +302,7 @@ def depthwise_conv_forward(
         *o5.stride(),
         PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, C_INNER=_channels_inner(x5),
         USE_INT64=needs_int64(x, w, bias, out), ACC=acc,
-    )
+    )  # fmt: skip
 
 
 def depthwise_conv_backward_input(
@@ -390,7 +339,7 @@ def depthwise_conv_backward_input(
         w5.stride(0), *w5.stride()[2:],
         *i5.stride(),
         C_INNER=_channels_inner(g5), USE_INT64=needs_int64(grad_out, w, grad_in), ACC=acc,
-    )
+    )  # fmt: skip
 
 
 def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
@@ -401,8 +350,9 @@ def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
     """
     tiles = triton.cdiv(co, _BW_BLOCK_C) * taps
     blocks = triton.cdiv(m, _BW_BLOCK_P)
-    split = max(1, min(triton.cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT,
-                       65535))
+    split = max(
+        1, min(triton.cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535)
+    )
     chunk = triton.cdiv(blocks, split) * _BW_BLOCK_P
     return triton.cdiv(m, chunk), chunk
 
@@ -456,6 +406,6 @@ def depthwise_conv_backward_weight(
         PAD_MODE=PAD_MODES[pad_mode], C_INNER=_channels_inner(x5),
         USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC=acc,
         BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
-    )
+    )  # fmt: skip
     if split > 1:
         gw5[:, 0].copy_(ws.sum(0))

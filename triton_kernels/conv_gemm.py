@@ -35,7 +35,7 @@ from ._common import (
     needs_int64,
     spatial3,
 )
-from ._indexing import map_padded
+from ._indexing import map_padded, unflatten, wide
 
 __all__ = ["gemm_conv_backward_input", "gemm_conv_backward_weight", "gemm_conv_forward"]
 
@@ -76,26 +76,8 @@ def _configs(table: list[tuple[int, int, int, int, int]]) -> list[triton.Config]
 
 
 # --------------------------------------------------------------------------------------------
-# Shared device helpers
+# Device helpers
 # --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _wide(i, USE_INT64: tl.constexpr):
-    """Index type for address arithmetic: int64 when some tensor of the launch needs it."""
-    if USE_INT64:
-        i = i.to(tl.int64)
-    return i
-
-
-@triton.jit
-def _decode_rows(m, D, H, W):
-    """Split a flat index over an ``(N, D, H, W)`` grid (W fastest) into ``(n, d, h, w)``."""
-    w = m % W
-    t = m // W
-    h = t % H
-    t = t // H
-    return t // D, t % D, h, w
 
 
 @triton.jit
@@ -135,7 +117,7 @@ def _gather5(
     i_d, ok_d = map_padded(zd + od, D, PAD_MODE)
     i_h, ok_h = map_padded(zh + oh, H, PAD_MODE)
     i_w, ok_w = map_padded(zw + ow, W, PAD_MODE)
-    offs = n * s_n + _wide(c, USE_INT64) * s_c + i_d * s_d + i_h * s_h + i_w * s_w
+    offs = n * s_n + wide(c, USE_INT64) * s_c + i_d * s_d + i_h * s_h + i_w * s_w
     return tl.load(ptr + offs, mask=mask & ok_d & ok_h & ok_w, other=0.0)
 
 
@@ -180,12 +162,12 @@ def _conv_fwd_kernel(
     Grid: (row tiles over N·output positions, C_OUT tiles, groups). C_IN/C_OUT are per group.
     """
     g = tl.program_id(2)
-    rows = _wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
-    n, od, oh, ow = _decode_rows(rows, OD, OH, OW)
+    n, od, oh, ow = unflatten(rows, OD, OH, OW)
     co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT
-    co_off = _wide(g * C_OUT + co, USE_INT64)
+    co_off = wide(g * C_OUT + co, USE_INT64)
 
     # Input coordinates of tap 0 per output row; a tap adds tap·dilation.
     n_r = n[:, None]
@@ -206,7 +188,7 @@ def _conv_fwd_kernel(
             row_mask & k_ok[None, :],
             sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
         )  # fmt: skip
-        w_row = _wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
+        w_row = wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
         b = tl.load(
             w_ptr + w_row[:, None] + w_col[None, :],
             mask=k_ok[:, None] & co_ok[None, :],
@@ -260,20 +242,20 @@ def _conv_bwd_input_kernel(
     J_D = (D - ph_d + STR_D - 1) // STR_D
     J_H = (H - ph_h + STR_H - 1) // STR_H
     J_W = (W - ph_w + STR_W - 1) // STR_W
-    rows = _wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N * J_D * J_H * J_W
     # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
-    n, jd, jh, jw = _decode_rows(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
+    n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
     ci = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN
-    ci_off = _wide(g * C_IN + ci, USE_INT64)
+    ci_off = wide(g * C_IN + ci, USE_INT64)
 
     n_r = n[:, None]
     zd = (jd + q0_d)[:, None]
     zh = (jh + q0_h)[:, None]
     zw = (jw + q0_w)[:, None]
     row_mask = row_ok[:, None]
-    w_col = _wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
+    w_col = wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
 
     n_taps = nt_d * nt_h * nt_w
     c_blocks = tl.cdiv(C_OUT, BLOCK_K)
@@ -288,7 +270,7 @@ def _conv_bwd_input_kernel(
             sg_n, sg_c, sg_d, sg_h, sg_w, OD, OH, OW, 0, USE_INT64,
         )  # fmt: skip
         w_row = (
-            _wide(co_g, USE_INT64) * sw_o
+            wide(co_g, USE_INT64) * sw_o
             + (k0_d + td * TSTEP_D) * sw_d
             + (k0_h + th * TSTEP_H) * sw_h
             + (k0_w + tw * TSTEP_W) * sw_w
@@ -332,7 +314,7 @@ def _conv_bwd_weight_kernel(
     split = tl.program_id(2) % N_SPLIT
     co = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     co_ok = co < C_OUT
-    co_off = _wide(g * C_OUT + co, USE_INT64)
+    co_off = wide(g * C_OUT + co, USE_INT64)
     n_taps = KD * KH * KW
     td, th, tw, ci, col_ok = _k_step(
         tl.program_id(1), C_IN, tl.cdiv(C_IN, BLOCK_N), n_taps, KH, KW, BLOCK_N, FLAT_K
@@ -340,13 +322,13 @@ def _conv_bwd_weight_kernel(
     ci_g = g * C_IN + ci
     go_row = (co_off * sg_c)[:, None]
 
-    start = _wide(split, USE_INT64) * P_SPLIT
+    start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for p0 in range(start, end, BLOCK_K):
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
-        n, od, oh, ow = _decode_rows(pos, OD, OH, OW)
+        n, od, oh, ow = unflatten(pos, OD, OH, OW)
         go_col = n * sg_n + od * sg_d + oh * sg_h + ow * sg_w
         a = tl.load(
             go_ptr + go_row + go_col[None, :],
@@ -363,8 +345,8 @@ def _conv_bwd_weight_kernel(
         )  # fmt: skip
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    w_col = _wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
-    w_row = _wide(split, USE_INT64) * sw_s + co_off * sw_o
+    w_col = wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
+    w_row = wide(split, USE_INT64) * sw_s + co_off * sw_o
     tl.store(
         gw_ptr + w_row[:, None] + w_col[None, :],
         acc.to(gw_ptr.dtype.element_ty),

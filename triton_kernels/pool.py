@@ -113,8 +113,13 @@ def _check_rank(x: torch.Tensor, *others: torch.Tensor) -> None:
 
 
 def _geometry_args(kernel, stride, padding, padding_end, dilation) -> tuple[int, ...]:
-    return (*spatial3(kernel, 1), *spatial3(stride, 1), *spatial3(padding, 0),
-            *spatial3(padding_end, 0), *spatial3(dilation, 1))
+    return (
+        *spatial3(kernel, 1),
+        *spatial3(stride, 1),
+        *spatial3(padding, 0),
+        *spatial3(padding_end, 0),
+        *spatial3(dilation, 1),
+    )
 
 
 _ADAPTIVE_GEOMETRY = (1,) * 6 + (0,) * 6 + (1,) * 3
@@ -126,7 +131,7 @@ _ADAPTIVE_GEOMETRY = (1,) * 6 + (0,) * 6 + (1,) * 3
 
 
 def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_strides,
-                    geometry, divisor, include_pad, levels=None):
+                    geometry, divisor, include_pad, levels=None):  # fmt: skip
     x5 = as_5d(x)
     n, c = x5.shape[:2]
     c_inner = _channels_inner(x5)
@@ -143,7 +148,7 @@ def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_
         MODE=MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
         C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
         ACC=_acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )
+    )  # fmt: skip
 
 
 def pool_forward(
@@ -178,7 +183,7 @@ def pool_forward(
         tuple(o5.shape[2:]), o5.stride(), _strides5(indices),
         _geometry_args(kernel, stride, padding, padding_end, dilation),
         int(divisor_override), bool(count_include_pad),
-    )
+    )  # fmt: skip
 
 
 def adaptive_pool_forward(
@@ -194,14 +199,18 @@ def adaptive_pool_forward(
     if out.numel() == 0:
         return
     if all(s == 1 for s in out.shape[2:]):
-        _global_forward(x, out.flatten(2)[..., 0], indices.flatten(2)[..., 0]
-                        if indices is not None else None, mode)
+        _global_forward(
+            x,
+            out.flatten(2)[..., 0],
+            indices.flatten(2)[..., 0] if indices is not None else None,
+            mode,
+        )
         return
     o5 = as_5d(out)
     _launch_forward(
         x, o5, as_5d(indices) if indices is not None else None, mode, _ADAPTIVE,
         tuple(o5.shape[2:]), o5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
-    )
+    )  # fmt: skip
 
 
 def pyramid_pool_forward(
@@ -228,11 +237,12 @@ def pyramid_pool_forward(
     _launch_forward(
         x, out, indices, mode, _PYRAMID, o_sizes, (out.stride(0), 0, 0, 0, out.stride(1)), si,
         _ADAPTIVE_GEOMETRY, 0, False, levels=levels,
-    )
+    )  # fmt: skip
 
 
-def _global_forward(x: torch.Tensor, out: torch.Tensor, indices: torch.Tensor | None,
-                    mode: str) -> None:
+def _global_forward(
+    x: torch.Tensor, out: torch.Tensor, indices: torch.Tensor | None, mode: str
+) -> None:
     """out (N, C) = max / mean of each plane of x; indices (N, C) the flat argmax."""
     x5 = as_5d(x)
     n, c, d, h, w = x5.shape
@@ -249,7 +259,7 @@ def _global_forward(x: torch.Tensor, out: torch.Tensor, indices: torch.Tensor | 
         *x5.stride(), *out.stride(), *idx.stride(),
         MODE=MODES[mode], C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices),
         ACC=_acc_dtype(x.dtype), BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
-    )
+    )  # fmt: skip
 
 
 def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
@@ -262,7 +272,7 @@ def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
 
 
 def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_strides,
-                     idx_strides, geometry, divisor, include_pad, levels=None):
+                     idx_strides, geometry, divisor, include_pad, levels=None):  # fmt: skip
     gi5 = as_5d(grad_in)
     n, c = gi5.shape[:2]
     c_inner = _channels_inner(gi5)
@@ -280,7 +290,7 @@ def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_st
         MODE=MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
         C_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
         ACC=_acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )
+    )  # fmt: skip
 
 
 def pool_backward(
@@ -312,7 +322,7 @@ def pool_backward(
         tuple(g5.shape[2:]), g5.stride(), _strides5(indices),
         _geometry_args(kernel, stride, padding, padding_end, dilation),
         int(divisor_override), bool(count_include_pad),
-    )
+    )  # fmt: skip
 
 
 def adaptive_pool_backward(
@@ -330,7 +340,7 @@ def adaptive_pool_backward(
     _launch_backward(
         g5, as_5d(indices) if indices is not None else None, grad_in, mode, _ADAPTIVE,
         tuple(g5.shape[2:]), g5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
-    )
+    )  # fmt: skip
 
 
 def pyramid_pool_backward(
@@ -354,4 +364,4 @@ def pyramid_pool_backward(
         grad_out, indices, grad_in, mode, _PYRAMID, o_sizes,
         (grad_out.stride(0), 0, 0, 0, grad_out.stride(1)), si, _ADAPTIVE_GEOMETRY, 0, False,
         levels=levels,
-    )
+    )  # fmt: skip

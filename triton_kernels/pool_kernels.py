@@ -10,53 +10,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._indexing import full_tile, tile_indices, unflatten, wide
+
 # --------------------------------------------------------------------------------------------
 # Device helpers
 # --------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _tile(p_start, c_start, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-          C_INNER: tl.constexpr, USE_INT64: tl.constexpr):
-    """Broadcastable index tensors ``(p, c)`` of one tile; channels innermost when ``C_INNER``."""
-    p = tl.arange(0, BLOCK_P)
-    c = tl.arange(0, BLOCK_C)
-    if USE_INT64:
-        p = p.to(tl.int64) + p_start.to(tl.int64)
-        c = c.to(tl.int64) + c_start.to(tl.int64)
-    else:
-        p = p + p_start
-        c = c + c_start
-    if C_INNER:
-        return p[:, None], c[None, :]
-    else:
-        return p[None, :], c[:, None]
-
-
-@triton.jit
-def _full_tile(value, dtype: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-               C_INNER: tl.constexpr):
-    """A tile-shaped tensor filled with ``value``, in ``_tile``'s orientation."""
-    if C_INNER:
-        t = tl.full([BLOCK_P, BLOCK_C], value, dtype)
-    else:
-        t = tl.full([BLOCK_C, BLOCK_P], value, dtype)
-    return t
-
-
-@triton.jit
-def _unflatten(p, S0, S1, S2):
-    """Split a flattened ``(n, i0, i1, i2)`` index over sizes ``(·, S0, S1, S2)``."""
-    i2 = p % S2
-    t = p // S2
-    i1 = t % S1
-    t = t // S1
-    return t // S0, t % S0, i1, i2
-
-
-@triton.jit
-def _window(o, size, osize, k, stride, pad, pad_end, WINDOW: tl.constexpr,
-            INCLUDE_PAD: tl.constexpr):
+def _window(
+    o, size, osize, k, stride, pad, pad_end, WINDOW: tl.constexpr, INCLUDE_PAD: tl.constexpr
+):
     """Output ``o``'s window along one dim: ``(first tap, taps, averaging count)``.
 
     Fixed windows start at ``o·stride - pad`` (taps may fall in the padding); the count is the
@@ -163,7 +127,7 @@ def pool_fwd_kernel(
     MODE: tl.constexpr, WINDOW: tl.constexpr, ND: tl.constexpr, INCLUDE_PAD: tl.constexpr,
     C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Output geometry of this program: the arguments, or pyramid level program_id(2), which
     # pools to (l, ..., l) and writes its (C, l, ..., l) block after the previous levels'
     # blocks of each row (strides: so_n per row, so_w per feature; si_* likewise).
@@ -175,13 +139,12 @@ def pool_fwd_kernel(
         o_d = level if ND == 3 else level * 0 + 1
         before = _level_offset(lv_ptr, lvl, ND) * C
         bins = o_d * o_h * o_w
-        if USE_INT64:
-            before = before.to(tl.int64)
+        before = wide(before, USE_INT64)
         o_base = before * so_w
         i_base = before * si_w
         so_c_, so_d_, so_h_, so_w_ = bins * so_w, o_h * o_w * so_w, o_w * so_w, so_w
         si_c_, si_d_, si_h_, si_w_ = bins * si_w, o_h * o_w * si_w, o_w * si_w, si_w
-        if tl.program_id(0) * BLOCK_P >= N * bins:
+        if wide(tl.program_id(0), USE_INT64) * BLOCK_P >= N * bins:
             return  # the grid is sized for the largest level
     else:
         o_d, o_h, o_w = OD, OH, OW
@@ -190,22 +153,29 @@ def pool_fwd_kernel(
         so_c_, so_d_, so_h_, so_w_ = so_c, so_d, so_h, so_w
         si_c_, si_d_, si_h_, si_w_ = si_c, si_d, si_h, si_w
 
-    p, c = _tile(tl.program_id(0) * BLOCK_P, tl.program_id(1) * BLOCK_C,
-                 BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p, c = tile_indices(
+        wide(tl.program_id(0), USE_INT64) * BLOCK_P,
+        tl.program_id(1) * BLOCK_C,
+        BLOCK_P,
+        BLOCK_C,
+        C_INNER,
+        USE_INT64,
+    )
     ok_pc = (p < N * o_d * o_h * o_w) & (c < C)
-    n, od, oh, ow = _unflatten(p, o_d, o_h, o_w)
+    n, od, oh, ow = unflatten(p, o_d, o_h, o_w)
     start_d, taps_d, cnt_d = _window(od, D, o_d, KD, SD, PD, QD, WINDOW, INCLUDE_PAD)
     start_h, taps_h, cnt_h = _window(oh, H, o_h, KH, SH, PH, QH, WINDOW, INCLUDE_PAD)
     start_w, taps_w, cnt_w = _window(ow, W, o_w, KW, SW, PW, QW, WINDOW, INCLUDE_PAD)
     x_base = n * sx_n + c * sx_c
 
     if MODE == 0:
-        best = _full_tile(float("-inf"), ACC, BLOCK_P, BLOCK_C, C_INNER)
-        first = (_first_in_range(start_d, DD) * H + _first_in_range(start_h, DH)) * W \
-            + _first_in_range(start_w, DW)
-        arg = _full_tile(0, tl.int64, BLOCK_P, BLOCK_C, C_INNER) + first.to(tl.int64)
+        best = full_tile(float("-inf"), ACC, BLOCK_P, BLOCK_C, C_INNER)
+        first = (
+            _first_in_range(start_d, DD) * H + _first_in_range(start_h, DH)
+        ) * W + _first_in_range(start_w, DW)
+        arg = full_tile(0, tl.int64, BLOCK_P, BLOCK_C, C_INNER) + first.to(tl.int64)
     else:
-        acc = _full_tile(0.0, ACC, BLOCK_P, BLOCK_C, C_INNER)
+        acc = full_tile(0.0, ACC, BLOCK_P, BLOCK_C, C_INNER)
 
     # Row-major window scan (ATen's order); per-dim index maps are hoisted out of inner loops.
     for td in range(_tap_bound(D, o_d, KD, WINDOW)):
@@ -254,16 +224,22 @@ def pool_bwd_kernel(
     MODE: tl.constexpr, WINDOW: tl.constexpr, ND: tl.constexpr, INCLUDE_PAD: tl.constexpr,
     C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Gather: tile = BLOCK_P flattened input positions (over N·D·H·W) × BLOCK_C channels; each
     # element sums grad_out over the outputs covering it (max: whose index is this element),
     # level after level for pyramid pooling, in output order.
-    p, c = _tile(tl.program_id(0) * BLOCK_P, tl.program_id(1) * BLOCK_C,
-                 BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p, c = tile_indices(
+        wide(tl.program_id(0), USE_INT64) * BLOCK_P,
+        tl.program_id(1) * BLOCK_C,
+        BLOCK_P,
+        BLOCK_C,
+        C_INNER,
+        USE_INT64,
+    )
     ok_pc = (p < N * D * H * W) & (c < C)
-    n, i_d, i_h, i_w = _unflatten(p, D, H, W)
+    n, i_d, i_h, i_w = unflatten(p, D, H, W)
     here = ((i_d * H + i_h) * W + i_w).to(tl.int64)
-    acc = _full_tile(0.0, ACC, BLOCK_P, BLOCK_C, C_INNER)
+    acc = full_tile(0.0, ACC, BLOCK_P, BLOCK_C, C_INNER)
 
     for lvl in range(NUM_LEVELS):
         if WINDOW == 2:
@@ -273,8 +249,7 @@ def pool_bwd_kernel(
             o_d = level if ND == 3 else level * 0 + 1
             before = _level_offset(lv_ptr, lvl, ND) * C
             bins = o_d * o_h * o_w
-            if USE_INT64:
-                before = before.to(tl.int64)
+            before = wide(before, USE_INT64)
             g_base = before * sg_w
             i_base = before * si_w
             sg_c_, sg_d_, sg_h_, sg_w_ = bins * sg_w, o_h * o_w * sg_w, o_w * sg_w, sg_w
@@ -312,8 +287,11 @@ def pool_bwd_kernel(
                         ok = ok & ((i_w + PW - ow * SW) % DW == 0)
                     g_ptrs = go_ptr + (g_nc + od * sg_d_ + oh * sg_h_ + ow * sg_w_)
                     if MODE == 0:
-                        j = tl.load(idx_ptr + (i_nc + od * si_d_ + oh * si_h_ + ow * si_w_),
-                                    mask=ok, other=-1)
+                        j = tl.load(
+                            idx_ptr + (i_nc + od * si_d_ + oh * si_h_ + ow * si_w_),
+                            mask=ok,
+                            other=-1,
+                        )
                         acc += tl.load(g_ptrs, mask=ok & (j == here), other=0.0).to(ACC)
                     else:
                         g = tl.load(g_ptrs, mask=ok, other=0.0).to(ACC)
@@ -321,8 +299,9 @@ def pool_bwd_kernel(
                         div = cnt_d * cnt_h * cnt_w
                         if WINDOW == 0:
                             div = tl.where(DIVISOR != 0, DIVISOR, div)
-                        acc += tl.where(ok & (div != 0), g / tl.where(div != 0, div, 1).to(ACC),
-                                        0.0)
+                        acc += tl.where(
+                            ok & (div != 0), g / tl.where(div != 0, div, 1).to(ACC), 0.0
+                        )
 
     x_off = n * sx_n + c * sx_c + i_d * sx_d + i_h * sx_h + i_w * sx_w
     tl.store(gi_ptr + x_off, acc.to(gi_ptr.dtype.element_ty), mask=ok_pc)
@@ -336,7 +315,7 @@ def global_pool_kernel(
     so_n, so_c, si_n, si_c,
     MODE: tl.constexpr, C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-):
+):  # fmt: skip
     # Program = (image, channel block); tile = BLOCK_R window positions × BLOCK_C channels,
     # positions innermost unless channels are contiguous. Each lane scans its positions in
     # order (r, r + BLOCK_R, ...); the lanes are then combined with ATen's sequential rule.
@@ -344,17 +323,16 @@ def global_pool_kernel(
     pid = tl.program_id(0)
     n = pid // n_cb
     c_start = (pid % n_cb) * BLOCK_C
-    r0, c = _tile(c_start * 0, c_start, BLOCK_R, BLOCK_C, C_INNER, USE_INT64)
+    r0, c = tile_indices(c_start * 0, c_start, BLOCK_R, BLOCK_C, C_INNER, USE_INT64)
     c_ok = c < C
-    if USE_INT64:
-        n = n.to(tl.int64)
+    n = wide(n, USE_INT64)
     x_nc = n * sx_n + c * sx_c
 
     if MODE == 0:
-        best = _full_tile(float("-inf"), ACC, BLOCK_R, BLOCK_C, C_INNER)
-        arg = _full_tile(0, tl.int64, BLOCK_R, BLOCK_C, C_INNER) + r0.to(tl.int64)
+        best = full_tile(float("-inf"), ACC, BLOCK_R, BLOCK_C, C_INNER)
+        arg = full_tile(0, tl.int64, BLOCK_R, BLOCK_C, C_INNER) + r0.to(tl.int64)
     else:
-        acc = _full_tile(0.0, ACC, BLOCK_R, BLOCK_C, C_INNER)
+        acc = full_tile(0.0, ACC, BLOCK_R, BLOCK_C, C_INNER)
     for start in range(0, R, BLOCK_R):
         r = r0 + start
         ok = (r < R) & c_ok
@@ -371,9 +349,7 @@ def global_pool_kernel(
             acc += tl.load(ptrs, mask=ok, other=0.0).to(ACC)
 
     AX: tl.constexpr = 0 if C_INNER else 1
-    c1 = c_start + tl.arange(0, BLOCK_C)
-    if USE_INT64:
-        c1 = c1.to(tl.int64)
+    c1 = wide(c_start + tl.arange(0, BLOCK_C), USE_INT64)
     if MODE == 0:
         # Sequential semantics across lanes: the last NaN if any, else the first maximum.
         nan = best != best
@@ -384,11 +360,8 @@ def global_pool_kernel(
         first = tl.min(tl.where(clean == top_b, arg, 2**62), axis=AX)
         has_nan = nan_arg >= 0
         val = tl.where(has_nan, float("nan"), top)
-        tl.store(out_ptr + (n * so_n + c1 * so_c), val.to(out_ptr.dtype.element_ty),
-                 mask=c1 < C)
-        tl.store(idx_ptr + (n * si_n + c1 * si_c), tl.where(has_nan, nan_arg, first),
-                 mask=c1 < C)
+        tl.store(out_ptr + (n * so_n + c1 * so_c), val.to(out_ptr.dtype.element_ty), mask=c1 < C)
+        tl.store(idx_ptr + (n * si_n + c1 * si_c), tl.where(has_nan, nan_arg, first), mask=c1 < C)
     else:
         mean = tl.sum(acc, axis=AX) / R
-        tl.store(out_ptr + (n * so_n + c1 * so_c), mean.to(out_ptr.dtype.element_ty),
-                 mask=c1 < C)
+        tl.store(out_ptr + (n * so_n + c1 * so_c), mean.to(out_ptr.dtype.element_ty), mask=c1 < C)

@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, as_5d, check_device, needs_int64
+from ._indexing import tile_indices, unflatten, wide
 
 # Tile shapes follow from the problem's shape (no autotuning): a memory-bound copy gains little
 # from tuning, and no call pays for a tuning sweep. (The backward's summation order does not
@@ -56,17 +57,11 @@ FAST_FACTORS: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 
 @triton.jit
-def _tile_indices(BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr, USE_INT64: tl.constexpr):
+def _program_tile(BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr, USE_INT64: tl.constexpr):
     """Row indices ``[BLOCK_R, 1]`` and inner indices ``[1, BLOCK_I]`` of this program's tile."""
-    r = tl.arange(0, BLOCK_R)
-    k = tl.arange(0, BLOCK_I)
-    if USE_INT64:
-        r = r.to(tl.int64) + tl.program_id(0).to(tl.int64) * BLOCK_R
-        k = k.to(tl.int64) + tl.program_id(1).to(tl.int64) * BLOCK_I
-    else:
-        r = r + tl.program_id(0) * BLOCK_R
-        k = k + tl.program_id(1) * BLOCK_I
-    return r[:, None], k[None, :]
+    r_start = wide(tl.program_id(0), USE_INT64) * BLOCK_R
+    k_start = wide(tl.program_id(1), USE_INT64) * BLOCK_I
+    return tile_indices(r_start, k_start, BLOCK_R, BLOCK_I, True, USE_INT64)
 
 
 @triton.jit
@@ -77,20 +72,10 @@ def _tile_coords(r, k, C, S0, S1, S2, CHANNELS_LAST: tl.constexpr):
     ``[1, BLOCK_I]``.
     """
     if CHANNELS_LAST:
-        i2 = r % S2
-        t = r // S2
-        i1 = t % S1
-        t = t // S1
-        i0 = t % S0
-        n = t // S0
+        n, i0, i1, i2 = unflatten(r, S0, S1, S2)
         c = k
     else:
-        i1 = r % S1
-        t = r // S1
-        i0 = t % S0
-        t = t // S0
-        c = t % C
-        n = t // C
+        n, c, i0, i1 = unflatten(r, C, S0, S1)
         i2 = k
     return n, c, i0, i1, i2
 
@@ -158,9 +143,9 @@ def _nearest_fwd_kernel(
     scale_d, scale_h, scale_w,
     CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
-):
+):  # fmt: skip
     # Tile over the output; every output element copies one input element.
-    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     mask = (r < R) & (k < INNER)
     n, c, od, oh, ow = _tile_coords(r, k, C, OD, OH, OW, CHANNELS_LAST)
     i_d = _src_index(od, D, scale_d, EXACT)
@@ -180,9 +165,9 @@ def _nearest_fwd_int_kernel(
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
-):
+):  # fmt: skip
     # Tile over the *input*: each element is read once and written as a KD×KH×KW block.
-    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     row_ok = r < R
     mask = row_ok & (k < INNER)
     n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
@@ -207,9 +192,9 @@ def _nearest_fwd_int_kernel(
             x = tl.interleave(x, x)
         if KW >= 16:
             x = tl.interleave(x, x)
-        ow = tl.program_id(1) * (BLOCK_I * KW) + tl.arange(0, BLOCK_I * KW)[None, :]
-        if USE_INT64:
-            ow = ow.to(tl.int64)
+        ow = wide(
+            tl.program_id(1) * (BLOCK_I * KW) + tl.arange(0, BLOCK_I * KW)[None, :], USE_INT64
+        )
         out_mask = row_ok & (ow < INNER * KW)
         base = n * so_n + c * so_c + ow * so_w
         for jd in tl.static_range(KD):
@@ -229,10 +214,10 @@ def _nearest_bwd_kernel(
     CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, INT_SCALE: tl.constexpr,
     USE_INT64: tl.constexpr, ACC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
-):
+):  # fmt: skip
     # Tile over grad_input. KD/KH/KW: the largest number of outputs one input feeds per dim
     # (exactly the factor on the integer fast path).
-    r, k = _tile_indices(BLOCK_R, BLOCK_I, USE_INT64)
+    r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     mask = (r < R) & (k < INNER)
     n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
     d_lo, d_hi = _dst_range(i_d, D, OD, scale_d, KD, EXACT, INT_SCALE)
@@ -352,7 +337,7 @@ def upsample_nearest_forward(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_LAST=ch_inner, USE_INT64=use_int64,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-        )
+        )  # fmt: skip
         return
     rows, inner = _rows_inner(o5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _FWD_TILE)
@@ -362,7 +347,7 @@ def upsample_nearest_forward(
         *x5.stride(), *o5.stride(), *scale3,
         CHANNELS_LAST=ch_inner, EXACT=exact, USE_INT64=use_int64,
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )
+    )  # fmt: skip
 
 
 def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
@@ -400,7 +385,7 @@ def upsample_nearest_backward(
         CHANNELS_LAST=ch_inner, EXACT=exact, INT_SCALE=factors is not None,
         USE_INT64=needs_int64(grad_out, grad_in), ACC=_acc_dtype(grad_in.dtype),
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )
+    )  # fmt: skip
 
 
 __all__ = [
