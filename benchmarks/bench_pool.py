@@ -11,39 +11,23 @@ GPU timings use ``triton.testing.do_bench`` (median, 20th/80th percentiles); CPU
 CPU ratio measures our dispatch overhead, not a kernel). GB/s counts the bytes an ideal kernel
 moves: every input read once and every output written once (indices included).
 
-Run: ``python benchmarks/bench_pool.py [--quick] [--dtype float32] [--device cuda|cpu]``;
-results go to ``benchmarks/results/<device>/pool-<dtype>.json``. :func:`cases` and
-:func:`run_case` are the pieces a harness needs.
+Run: ``python -m benchmarks pool [--quick] [--dtype fp32|fp16|bf16] [--device cuda|cpu]``
+(or ``python -m benchmarks.bench_pool``); results go to ``benchmarks/results/<device>/``.
+:func:`cases` and :func:`run_case` are what the harness calls.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import platform
-import re
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    # Run as a script: import from the repository root, and not from this folder, whose
-    # profile.py would shadow the standard library's.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(REPO_ROOT))
+import torchconv_ext
+from torchconv_ext import functional as TF
 
-import torchconv_ext  # noqa: E402
-from torchconv_ext import functional as TF  # noqa: E402
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
 CPU_THREADS = 1
@@ -180,76 +164,20 @@ def _backward_call(fn: Callable, x: torch.Tensor, gy: torch.Tensor) -> Callable[
     return lambda: torch.autograd.grad(y, x, gy, retain_graph=True)
 
 
-def _device_name(device: str) -> str:
+def timer(device: str) -> str:
+    """How this module times its cases on ``device`` (recorded in the result files)."""
     if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Where the numbers come from."""
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return dict(
-        device=device, device_name=_device_name(device), torch=torch.__version__,
-        triton=triton_version, cuda=torch.version.cuda, git_sha=_git_sha(),
-        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        timer=("triton.testing.do_bench (median, p20, p80)" if device.startswith("cuda") else
-               f"torch.utils.benchmark.Timer.blocked_autorange (median, p20, p80; {CPU_THREADS} thread)"),
-    )
-
-
-def _print_table(records: list[dict[str, Any]]) -> None:
-    head = f"{'case':22s} {'layout':13s} {'dir':3s} {'ours ms':>9s} {'torch ms':>9s} " \
-           f"{'ours GB/s':>9s} {'torch GB/s':>10s} {'ratio':>6s}"
-    print(head)
-    print("-" * len(head))
-    for r in records:
-        if r["check"] != "ok":
-            print(f"{r['name']:22s} {r['layout']:13s} CHECK FAILED ({r['check']})")
-            continue
-        for d in ("fwd", "bwd"):
-            o, t = r[d]["ours"], r[d]["torch"]
-            print(f"{r['name']:22s} {r['layout']:13s} {d:3s} {o['ms']:9.3f} {t['ms']:9.3f} "
-                  f"{o['gbps']:9.1f} {t['gbps']:10.1f} {r[d]['ratio']:6.2f}")
+        return "triton.testing.do_bench (median, p20, p80; L2 flushed)"
+    return f"torch.utils.benchmark.Timer.blocked_autorange (median, p20, p80; {CPU_THREADS} thread)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: batch 1, few samples")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
-    args = parser.parse_args(argv)
+    """``python -m benchmarks.bench_pool``: the ``pool`` suite through the main CLI (options,
+    result files and reports are the harness's)."""
+    from .__main__ import main as cli
 
-    env = environment(args.device)
-    records = [run_case(case, DTYPES[args.dtype], args.device) for case in cases(args.quick)]
-    _print_table(records)
-    folder = Path(args.out) / _slug(env["device_name"] if args.device.startswith("cuda") else "cpu")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"pool-{args.dtype}.json"
-    doc = dict(suite="pool", dtype=args.dtype, quick=args.quick, **env, records=records)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {path}")
-    return 0 if all(r["check"] == "ok" for r in records) else 1
+    return cli(["pool", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -13,38 +13,22 @@ kernel moves (input read once, output written once; for backward grad_output rea
 grad_input written once); ``pct_peak`` relates it to a device copy (``y.copy_(x)``) timed in the
 same run. ``ratio`` is torch's time over ours (> 1: ours is faster).
 
-Run: ``python benchmarks/bench_upsample.py [--quick] [--dtype float32] [--device cuda|cpu]``;
-results go to ``benchmarks/results/<device>/upsample-<dtype>.json``. :func:`cases` and
-:func:`run_case` are the pieces a harness needs.
+Run: ``python -m benchmarks upsample [--quick] [--dtype fp32|fp16|bf16] [--device cuda|cpu]``
+(or ``python -m benchmarks.bench_upsample``); results go to ``benchmarks/results/<device>/``.
+:func:`cases` and :func:`run_case` are what the harness calls.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import platform
-import re
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    # Run as a script: import from the repository root, not from this folder (its profile.py
-    # would shadow the standard library's).
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(REPO_ROOT))
+from torchconv_ext import functional as TF
 
-from torchconv_ext import functional as TF  # noqa: E402
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
 CPU_THREADS = 1
@@ -177,100 +161,20 @@ def run_case(case: dict[str, Any], dtype: torch.dtype, device: str) -> dict[str,
     return record
 
 
-def _device_name(device: str) -> str:
+def timer(device: str) -> str:
+    """How this module times its cases on ``device`` (recorded in the result files)."""
     if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", name.lower())).strip("-")
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Where the numbers come from."""
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    name = _device_name(device)
-    return dict(
-        device=_slug(name) if device.startswith("cuda") else "cpu-" + _slug(name),
-        device_name=name, torch=torch.__version__, triton=triton_version,
-        cuda=torch.version.cuda if device.startswith("cuda") else None, git_sha=_git_sha(),
-        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        timer=("triton.testing.do_bench (median, p20, p80; L2 flushed)"
-               if device.startswith("cuda") else
-               f"torch.utils.benchmark.Timer.blocked_autorange (median, p20, p80; "
-               f"{CPU_THREADS} thread)"),
-        ours=("Triton kernels" if device.startswith("cuda") else
-              "the ATen fallback (the same kernels as torch) behind our op registration"),
-    )
-
-
-def _print_table(records: list[dict[str, Any]], peak: float) -> None:
-    head = (f"{'case':12s} {'layout':13s} {'dir':3s} {'ours ms':>9s} {'torch ms':>9s} "
-            f"{'ours GB/s':>9s} {'torch GB/s':>10s} {'% peak':>6s} {'ratio':>6s}")
-    print(head)
-    print("-" * len(head))
-    for r in records:
-        if r["check"] != "ok":
-            print(f"{r['name']:12s} {r['layout']:13s} CHECK FAILED ({r['check']})")
-            continue
-        for d in ("fwd", "bwd"):
-            o, t = r[d]["ours"], r[d]["torch"]
-            print(f"{r['name']:12s} {r['layout']:13s} {d:3s} {o['ms']:9.3f} {t['ms']:9.3f} "
-                  f"{o['gbps']:9.1f} {t['gbps']:10.1f} {100 * o['gbps'] / peak:6.1f} "
-                  f"{r[d]['ratio']:6.2f}")
+        return "triton.testing.do_bench (median, p20, p80; L2 flushed)"
+    return f"torch.utils.benchmark.Timer.blocked_autorange (median, p20, p80; {CPU_THREADS} thread)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: batch 1, few cases")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
-    args = parser.parse_args(argv)
-    if not args.device.startswith("cuda"):
-        torch.set_num_threads(CPU_THREADS)
+    """``python -m benchmarks.bench_upsample``: the ``upsample`` suite through the main CLI (options,
+    result files and reports are the harness's)."""
+    from .__main__ import main as cli
 
-    env = environment(args.device)
-    dtype = DTYPES[args.dtype]
-    peak = peak_copy_gbps(args.device, dtype, args.quick)
-    records = [run_case(case, dtype, args.device) for case in cases(args.quick)]
-    for r in records:
-        for d in ("fwd", "bwd"):
-            if d in r:
-                r[d]["pct_peak"] = 100 * r[d]["ours"]["gbps"] / peak
-    _print_table(records, peak)
-    print(f"device copy: {peak:.1f} GB/s")
-    folder = Path(args.out) / env["device"]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"upsample-{args.dtype}.json"
-    doc = dict(suite="upsample", dtype=args.dtype, quick=args.quick, **env,
-               peak_copy_gbps=peak, records=records)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {path}")
-    return 0 if all(r["check"] == "ok" for r in records) else 1
+    return cli(["upsample", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

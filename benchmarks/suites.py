@@ -97,12 +97,10 @@ class ModuleSuite(Suite):
         return out
 
     def timer(self, options: RunOptions) -> str:
-        # the module times its cases itself; its environment() says how, where it has one
+        # the module times its cases itself; its timer() says how, where it has one
         where = self.module.replace(".", "/") + ".py"
-        try:
-            how = self._module().environment(options.device)["timer"]
-        except Exception:
-            how = "its own timer"
+        describe = getattr(self._module(), "timer", None)
+        how = describe(options.device) if callable(describe) else "its own timer"
         return f"{how} (in {where})"
 
     def batch_policy(self, options: RunOptions) -> str:

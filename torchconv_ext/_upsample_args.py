@@ -70,6 +70,10 @@ def _is_scale(x: object) -> bool:
 
 def _checked_int64(value: float) -> int:
     """ATen's ``checked_convert<int64_t>(double)``: truncate, refusing NaN, inf and overflow."""
+    # Under torch.compile a scale can be a symbolic float, which cannot be tested eagerly; the
+    # sizes it yields are checked (positive) like any other.
+    if torch.compiler.is_compiling():
+        return int(value)
     if not math.isfinite(value) or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise RuntimeError("value cannot be converted to type int64_t without overflow")
     return int(value)
