@@ -20,25 +20,56 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Time torchconv_ext against torch on real layer shapes and write results.",
     )
-    p.add_argument("suites", nargs="*", metavar="suite",
-                   help=f"suites to run (default: all): {', '.join(SUITES)}")
-    p.add_argument("--dtype", default=None, choices=[*DTYPES, "all"],
-                   help="dtype(s); 'all' is fp32, fp16 and bf16 (default: all on GPU, fp32 on CPU)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: two small cases per suite, few samples (numbers mean nothing)")
-    p.add_argument("--device", default=None,
-                   help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR,
-                   help="results root; files go to OUT/<device>/<suite>-<dtype>.* "
-                        "(--quick: OUT/<device>/quick/)")
-    p.add_argument("--providers", nargs="+", default=None, choices=list(PROVIDERS),
-                   help="providers to time (default: all on GPU, torch and ours on CPU)")
-    p.add_argument("--direction", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS),
-                   help="directions to time (default: fwd bwd both)")
-    p.add_argument("--batch", type=int, default=None,
-                   help="batch size for every convolution layer instead of the default")
-    p.add_argument("--no-report", action="store_true",
-                   help="write JSON and CSV only (no Markdown table, no plots)")
+    p.add_argument(
+        "suites",
+        nargs="*",
+        metavar="suite",
+        help=f"suites to run (default: all): {', '.join(SUITES)}",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=[*DTYPES, "all"],
+        help="dtype(s); 'all' is fp32, fp16 and bf16 (default: all on GPU, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: two small cases per suite, few samples (numbers mean nothing)",
+    )
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help="results root; files go to OUT/<device>/<suite>-<dtype>.* "
+        "(--quick: OUT/<device>/quick/)",
+    )
+    p.add_argument(
+        "--providers",
+        nargs="+",
+        default=None,
+        choices=list(PROVIDERS),
+        help="providers to time (default: all on GPU, torch and ours on CPU)",
+    )
+    p.add_argument(
+        "--direction",
+        nargs="+",
+        default=list(DIRECTIONS),
+        choices=list(DIRECTIONS),
+        help="directions to time (default: fwd bwd both)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="batch size for every convolution layer instead of the default",
+    )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write JSON and CSV only (no Markdown table, no plots)",
+    )
     p.add_argument("--list", action="store_true", help="list suites and their cases, then exit")
     return p
 
@@ -56,14 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = args.dtype or ("all" if gpu else "fp32")
     dtypes = ["fp32", "fp16", "bf16"] if dtype == "all" else [dtype]
     options = RunOptions(
-        device=device, quick=args.quick, providers=args.providers or [],
-        directions=tuple(args.direction), batch=args.batch,
+        device=device,
+        quick=args.quick,
+        providers=args.providers or [],
+        directions=tuple(args.direction),
+        batch=args.batch,
     )
     if args.list:
         for name in names:
             suite = SUITES[name]
             reason = suite.unavailable()
-            print(f"{name}: {suite.description}" + (f" (not available: {reason})" if reason else ""))
+            print(
+                f"{name}: {suite.description}" + (f" (not available: {reason})" if reason else "")
+            )
             if not reason:
                 for case in suite.cases(options):
                     print(f"  {case['name']:<36} {case.get('shape', '')}")

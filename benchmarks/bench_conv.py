@@ -101,8 +101,10 @@ def functions(layer: ConvLayer) -> tuple[ConvFn, ConvFn]:
 
     name = op_name(layer)
     kw: dict[str, Any] = dict(
-        stride=layer.arg("stride"), padding=layer.arg("padding"),
-        dilation=layer.arg("dilation"), groups=layer.groups,
+        stride=layer.arg("stride"),
+        padding=layer.arg("padding"),
+        dilation=layer.arg("dilation"),
+        groups=layer.groups,
     )
     if layer.transposed:
         kw["output_padding"] = layer.arg("output_padding")
@@ -175,8 +177,13 @@ def _run(fn: ConvFn, tensors: Tensors, grads: bool) -> list[torch.Tensor | None]
 
 
 def check_case(
-    layer: ConvLayer, base: Tensors, ours_fn: ConvFn, torch_fn: ConvFn,
-    ours_providers: Sequence[Provider], dtype: torch.dtype, grads: bool,
+    layer: ConvLayer,
+    base: Tensors,
+    ours_fn: ConvFn,
+    torch_fn: ConvFn,
+    ours_providers: Sequence[Provider],
+    dtype: torch.dtype,
+    grads: bool,
 ) -> dict[str, dict[str, Any]]:
     """Compare each of our providers with torch; ``{"fwd": ..., "bwd": ...}`` check results."""
     ref_base = tuple(t.to(torch.float64) if t is not None else None for t in base)
@@ -192,15 +199,21 @@ def check_case(
                 continue
             res = compare(ours[sl], theirs[sl], ref[sl], dtype, names[sl]).to_dict()
             res["message"] = f"{provider.name}: {res['message']}" if res["message"] else ""
-            if part not in out or (out[part]["ok"] and not res["ok"]) or (
-                res["ok"] == out[part]["ok"] and res["max_err"] > out[part]["max_err"]
+            if (
+                part not in out
+                or (out[part]["ok"] and not res["ok"])
+                or (res["ok"] == out[part]["ok"] and res["max_err"] > out[part]["max_err"])
             ):
                 out[part] = res
     return out
 
 
 def time_provider(
-    fn: ConvFn, layer: ConvLayer, base: Tensors, provider: Provider, direction: str,
+    fn: ConvFn,
+    layer: ConvLayer,
+    base: Tensors,
+    provider: Provider,
+    direction: str,
     options: RunOptions,
 ) -> dict[str, Any]:
     """Time one provider on one direction; an exception is recorded, not raised."""
@@ -215,7 +228,10 @@ def time_provider(
         call()  # warm-up: compilation, autotuning and cudnn.benchmark's search happen here
         timing = bench(call, options.device, quick=options.quick)
         return {
-            "status": "ok", "ms": timing.ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
+            "status": "ok",
+            "ms": timing.ms,
+            "p20_ms": timing.p20_ms,
+            "p80_ms": timing.p80_ms,
             "rotating_inputs": k,
             "peak_mem_mb": peak_memory_mb(call, options.device),
         }
@@ -266,14 +282,20 @@ def run_case(
         )
     except Exception as e:
         for r in records:
-            r.update(status="error", error=f"check raised {type(e).__name__}: {str(e).strip()[:300]}")
+            r.update(
+                status="error", error=f"check raised {type(e).__name__}: {str(e).strip()[:300]}"
+            )
         return records
     compiled: ConvFn | None = None
     for rec in records:
         parts = {"fwd": ["fwd"], "bwd": ["bwd"], "both": ["fwd", "bwd"]}[rec["direction"]]
         failed = [checks[p] for p in parts if p in checks and not checks[p]["ok"]]
-        rec["check"] = failed[0] if failed else max(
-            (checks[p] for p in parts if p in checks), key=lambda c: c["max_err"], default=None
+        rec["check"] = (
+            failed[0]
+            if failed
+            else max(
+                (checks[p] for p in parts if p in checks), key=lambda c: c["max_err"], default=None
+            )
         )
         if failed:
             rec["status"] = "mismatch"
@@ -296,7 +318,11 @@ def run_case(
 
 
 def profile_calls(
-    case: dict[str, Any], dtype: str, device: str, *, providers: Sequence[str] = ("torch", "ours"),
+    case: dict[str, Any],
+    dtype: str,
+    device: str,
+    *,
+    providers: Sequence[str] = ("torch", "ours"),
     direction: str = "both",
 ) -> dict[str, Callable[[], Any]]:
     """Per provider, a callable running ``direction`` once with each pass in a
@@ -311,7 +337,13 @@ def profile_calls(
         provider = PROVIDERS[name]
         if provider.channels_last and memory_format(layer.dims) is None:
             continue
-        fn = compile_max_autotune(torch_fn) if provider.compiled else ours_fn if provider.ours else torch_fn
+        fn = (
+            compile_max_autotune(torch_fn)
+            if provider.compiled
+            else ours_fn
+            if provider.ours
+            else torch_fn
+        )
         x, w, b, gy = prepared(base, layer, provider.channels_last)
         inputs = _grad_inputs(x, w, b)
         y_kept = fn(x, w, b) if direction == "bwd" else None

@@ -28,23 +28,52 @@ import torch.nn.functional as F
 import torchconv_ext
 from torchconv_ext import functional as TF
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 CPU_THREADS = 1
 QUANTILES = (0.5, 0.2, 0.8)
 
 # name, network layer, op, input (N, C, H, W) at training batch, op arguments
 _LAYERS: list[tuple[str, str, str, tuple[int, int, int, int], dict[str, Any]]] = [
-    ("alexnet_pool1", "AlexNet pool1: 3×3/2 overlapping max", "max_pool2d", (128, 64, 55, 55),
-     dict(kernel_size=3, stride=2)),
-    ("vgg16_pool2", "VGG-16 pool2: 2×2/2 max", "max_pool2d", (64, 128, 112, 112),
-     dict(kernel_size=2, stride=2)),
-    ("resnet_stem_pool", "ResNet stem: 3×3/2 max, padding 1", "max_pool2d", (128, 64, 112, 112),
-     dict(kernel_size=3, stride=2, padding=1)),
-    ("resnet50_head_gap", "ResNet-50 head: global average pool", "global_avg_pool",
-     (128, 2048, 7, 7), {}),
-    ("vgg16_conv5_spp", "VGG-16 conv5: pyramid max pool, levels 1, 2, 4", "spatial_pyramid_pool",
-     (64, 512, 14, 14), dict(levels=(1, 2, 4), mode="max")),
+    (
+        "alexnet_pool1",
+        "AlexNet pool1: 3×3/2 overlapping max",
+        "max_pool2d",
+        (128, 64, 55, 55),
+        dict(kernel_size=3, stride=2),
+    ),
+    (
+        "vgg16_pool2",
+        "VGG-16 pool2: 2×2/2 max",
+        "max_pool2d",
+        (64, 128, 112, 112),
+        dict(kernel_size=2, stride=2),
+    ),
+    (
+        "resnet_stem_pool",
+        "ResNet stem: 3×3/2 max, padding 1",
+        "max_pool2d",
+        (128, 64, 112, 112),
+        dict(kernel_size=3, stride=2, padding=1),
+    ),
+    (
+        "resnet50_head_gap",
+        "ResNet-50 head: global average pool",
+        "global_avg_pool",
+        (128, 2048, 7, 7),
+        {},
+    ),
+    (
+        "vgg16_conv5_spp",
+        "VGG-16 conv5: pyramid max pool, levels 1, 2, 4",
+        "spatial_pyramid_pool",
+        (64, 512, 14, 14),
+        dict(levels=(1, 2, 4), mode="max"),
+    ),
 ]
 CPU_BATCH = 4
 QUICK_BATCH = 1
@@ -59,8 +88,18 @@ def cases(quick: bool) -> list[dict[str, Any]]:
     out = []
     for name, what, op, shape, args in _LAYERS:
         for layout in ("contiguous", "channels_last"):
-            out.append(dict(name=name, layer=what, op=op, shape=shape, args=args, layout=layout,
-                            batch=QUICK_BATCH if quick else None, quick=quick))
+            out.append(
+                dict(
+                    name=name,
+                    layer=what,
+                    op=op,
+                    shape=shape,
+                    args=args,
+                    layout=layout,
+                    batch=QUICK_BATCH if quick else None,
+                    quick=quick,
+                )
+            )
     return out
 
 
@@ -135,8 +174,13 @@ def run_case(case: dict[str, Any], dtype: torch.dtype, device: str) -> dict[str,
         y_ours = ours(x)
     y_ref = theirs(x)
     record: dict[str, Any] = dict(
-        name=case["name"], layer=case["layer"], op=case["op"], layout=case["layout"],
-        shape=[batch, c, h, w], full_shape=list(case["shape"]), dtype=str(dtype).removeprefix("torch."),
+        name=case["name"],
+        layer=case["layer"],
+        op=case["op"],
+        layout=case["layout"],
+        shape=[batch, c, h, w],
+        full_shape=list(case["shape"]),
+        dtype=str(dtype).removeprefix("torch."),
         check=_check(y_ours.detach(), y_ref.detach(), case["op"]),
     )
     if record["check"] != "ok":
@@ -145,7 +189,7 @@ def run_case(case: dict[str, Any], dtype: torch.dtype, device: str) -> dict[str,
     gy = torch.randn_like(y_ref)
     record["bytes"] = dict(fwd=fwd_bytes, bwd=bwd_bytes)
     for direction, nbytes, make in (
-        ("fwd", fwd_bytes, lambda f: (lambda: f(x))),
+        ("fwd", fwd_bytes, lambda f: lambda: f(x)),
         ("bwd", bwd_bytes, lambda f: _backward_call(f, x, gy)),
     ):
         result = {}

@@ -29,35 +29,94 @@ import torch.nn.functional as F
 
 from torchconv_ext import functional as TF
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 CPU_THREADS = 1
 QUANTILES = (0.5, 0.2, 0.8)
 
 # name, what it is, input (N, C, *spatial) at a training batch, layout, interpolate arguments
 _CASES: list[tuple[str, str, tuple[int, ...], str, dict[str, Any]]] = [
-    ("unet2d_up4", "U-Net decoder ×2, 1024 ch 32² → 64²", (8, 1024, 32, 32), "contiguous",
-     dict(scale_factor=2)),
-    ("unet2d_up3", "U-Net decoder ×2, 512 ch 64² → 128²", (8, 512, 64, 64), "contiguous",
-     dict(scale_factor=2)),
-    ("unet2d_up2", "U-Net decoder ×2, 256 ch 128² → 256²", (8, 256, 128, 128), "contiguous",
-     dict(scale_factor=2)),
-    ("unet2d_up1", "U-Net decoder ×2, 128 ch 256² → 512²", (8, 128, 256, 256), "contiguous",
-     dict(scale_factor=2)),
-    ("unet3d_up3", "3-D U-Net decoder ×2, 256 ch 16³ → 32³", (2, 256, 16, 16, 16), "contiguous",
-     dict(scale_factor=2)),
-    ("unet3d_up2", "3-D U-Net decoder ×2, 128 ch 32³ → 64³", (2, 128, 32, 32, 32), "contiguous",
-     dict(scale_factor=2)),
-    ("unet3d_up1", "3-D U-Net decoder ×2, 64 ch 64³ → 128³", (2, 64, 64, 64, 64), "contiguous",
-     dict(scale_factor=2)),
-    ("fpn_p5_p4", "FPN top-down ×2, 256 ch 25×34 → 50×68", (8, 256, 25, 34), "channels_last",
-     dict(scale_factor=2)),
-    ("fpn_p4_p3", "FPN top-down ×2, 256 ch 50×68 → 100×136", (8, 256, 50, 68), "channels_last",
-     dict(scale_factor=2)),
-    ("fpn_p3_p2", "FPN top-down ×2, 256 ch 100×136 → 200×272", (8, 256, 100, 136),
-     "channels_last", dict(scale_factor=2)),
-    ("resize_1_5", "resize ×1.5 (generic path), 256 ch 64² → 96²", (8, 256, 64, 64), "contiguous",
-     dict(scale_factor=1.5)),
+    (
+        "unet2d_up4",
+        "U-Net decoder ×2, 1024 ch 32² → 64²",
+        (8, 1024, 32, 32),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet2d_up3",
+        "U-Net decoder ×2, 512 ch 64² → 128²",
+        (8, 512, 64, 64),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet2d_up2",
+        "U-Net decoder ×2, 256 ch 128² → 256²",
+        (8, 256, 128, 128),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet2d_up1",
+        "U-Net decoder ×2, 128 ch 256² → 512²",
+        (8, 128, 256, 256),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet3d_up3",
+        "3-D U-Net decoder ×2, 256 ch 16³ → 32³",
+        (2, 256, 16, 16, 16),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet3d_up2",
+        "3-D U-Net decoder ×2, 128 ch 32³ → 64³",
+        (2, 128, 32, 32, 32),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "unet3d_up1",
+        "3-D U-Net decoder ×2, 64 ch 64³ → 128³",
+        (2, 64, 64, 64, 64),
+        "contiguous",
+        dict(scale_factor=2),
+    ),
+    (
+        "fpn_p5_p4",
+        "FPN top-down ×2, 256 ch 25×34 → 50×68",
+        (8, 256, 25, 34),
+        "channels_last",
+        dict(scale_factor=2),
+    ),
+    (
+        "fpn_p4_p3",
+        "FPN top-down ×2, 256 ch 50×68 → 100×136",
+        (8, 256, 50, 68),
+        "channels_last",
+        dict(scale_factor=2),
+    ),
+    (
+        "fpn_p3_p2",
+        "FPN top-down ×2, 256 ch 100×136 → 200×272",
+        (8, 256, 100, 136),
+        "channels_last",
+        dict(scale_factor=2),
+    ),
+    (
+        "resize_1_5",
+        "resize ×1.5 (generic path), 256 ch 64² → 96²",
+        (8, 256, 64, 64),
+        "contiguous",
+        dict(scale_factor=1.5),
+    ),
 ]
 _QUICK = ("unet2d_up3", "unet3d_up2", "fpn_p4_p3", "resize_1_5")
 
@@ -69,8 +128,17 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         if quick and name not in _QUICK:
             continue
         shape = (1, *shape[1:]) if quick else shape
-        out.append(dict(name=name, layer=layer, shape=list(shape), layout=layout,
-                        mode="nearest", kwargs=kwargs, quick=quick))
+        out.append(
+            dict(
+                name=name,
+                layer=layer,
+                shape=list(shape),
+                layout=layout,
+                mode="nearest",
+                kwargs=kwargs,
+                quick=quick,
+            )
+        )
     return out
 
 
@@ -98,8 +166,9 @@ def _timer(fn: Callable[[], Any], device: str, quick: bool) -> dict[str, float]:
 def _input(case: dict[str, Any], dtype: torch.dtype, device: str) -> torch.Tensor:
     x = torch.randn(case["shape"], dtype=dtype, device=device)
     if case["layout"] == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else
-                         torch.channels_last_3d)
+        x = x.contiguous(
+            memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        )
     return x
 
 
@@ -144,6 +213,7 @@ def run_case(case: dict[str, Any], dtype: torch.dtype, device: str) -> dict[str,
         timings = {}
         for provider, fn in (("ours", TF.interpolate), ("torch", F.interpolate)):
             if direction == "fwd":
+
                 def call(fn=fn):
                     return fn(x, **kw)
             else:
@@ -153,6 +223,7 @@ def run_case(case: dict[str, Any], dtype: torch.dtype, device: str) -> dict[str,
 
                 def call(out=out, xg=xg, go=go):
                     return torch.autograd.grad(out, xg, go, retain_graph=True)
+
             t = _timer(call, device, quick)
             t["gbps"] = moved / (t["ms"] * 1e-3) / 1e9
             timings[provider] = t

@@ -54,7 +54,9 @@ def compare(
         if o is None and r is None:
             continue
         if o is None or r is None:
-            return CheckResult(False, float("inf"), 0.0, 0.0, f"{name}: ours is {o!r}, torch's is not")
+            return CheckResult(
+                False, float("inf"), 0.0, 0.0, f"{name}: ours is {o!r}, torch's is not"
+            )
         if o.shape != r.shape:
             return CheckResult(
                 False, float("inf"), 0.0, 0.0, f"{name}: shape {tuple(o.shape)} != {tuple(r.shape)}"
@@ -71,7 +73,10 @@ def compare(
         except AssertionError:
             bad = int(((o64 - r).abs() > tol).sum() + o64.isnan().sum())
             return CheckResult(
-                False, err, torch_err, tol,
+                False,
+                err,
+                torch_err,
+                tol,
                 f"{name}: max |ours - fp64 reference| = {err:.3g} > tolerance {tol:.3g} "
                 f"(torch's own error {torch_err:.3g}; {bad} of {r.numel()} elements off)",
             )

@@ -56,7 +56,11 @@ def find_case(suite: Suite, name: str, options: RunOptions) -> dict[str, Any]:
 
 
 def make_calls(
-    suite: Suite, case: dict[str, Any], dtype: str, options: RunOptions, providers: Sequence[str],
+    suite: Suite,
+    case: dict[str, Any],
+    dtype: str,
+    options: RunOptions,
+    providers: Sequence[str],
     direction: str,
 ) -> dict[str, Callable[[], Any]]:
     """Per provider, a callable that runs the case once (passes in ``record_function`` ranges).
@@ -65,8 +69,9 @@ def make_calls(
     offer ``profile_calls(case, dtype, device)``; otherwise its whole ``run_case`` is profiled.
     """
     if isinstance(suite, ConvSuite):
-        return bench_conv.profile_calls(case, dtype, options.device, providers=providers,
-                                        direction=direction)
+        return bench_conv.profile_calls(
+            case, dtype, options.device, providers=providers, direction=direction
+        )
     mod = importlib.import_module(getattr(suite, "module", ""))
     if callable(getattr(mod, "profile_calls", None)):
         return dict(mod.profile_calls(case, dtype, options.device))
@@ -112,13 +117,21 @@ def kernel_rows(prof: torch.profiler.profile, gpu: bool) -> list[dict[str, Any]]
                 continue
             total = e.self_cpu_time_total
         if total > 0:
-            rows.append({"name": e.key, "count": e.count, "total_us": total,
-                         "avg_us": total / max(e.count, 1)})
+            rows.append(
+                {
+                    "name": e.key,
+                    "count": e.count,
+                    "total_us": total,
+                    "avg_us": total / max(e.count, 1),
+                }
+            )
     rows.sort(key=lambda r: -r["total_us"])
     return rows
 
 
-def print_kernel_table(provider: str, rows: list[dict[str, Any]], gpu: bool, limit: int = 15) -> None:
+def print_kernel_table(
+    provider: str, rows: list[dict[str, Any]], gpu: bool, limit: int = 15
+) -> None:
     what = "GPU kernels, by device time" if gpu else "CPU ops, by self CPU time (no GPU here)"
     print(f"\n{provider}: {what}")
     print(f"  {'name':<70} {'calls':>6} {'total us':>11} {'avg us':>10}")
@@ -153,7 +166,10 @@ def triton_objects() -> tuple[list[tuple[str, Any]], str | None]:
             continue
         for attr, obj in vars(mod).items():
             # listed where defined, not where imported
-            if isinstance(obj, (Autotuner, JITFunction, KernelInterface)) and _origin(obj) == modname:
+            if (
+                isinstance(obj, (Autotuner, JITFunction, KernelInterface))
+                and _origin(obj) == modname
+            ):
                 found.append((f"{modname}.{attr}", obj))
     return found, ("; ".join(problems) or None)
 
@@ -182,12 +198,18 @@ def autotune_choices(objects: list[tuple[str, Any]]) -> list[dict[str, Any]]:
         for key, config in cache.items():
             key = tuple(key) if isinstance(key, tuple) else (key,)
             named = dict(zip(keys, key))
-            extra = [str(k) for k in key[len(keys):]]  # dtypes of the arguments
+            extra = [str(k) for k in key[len(keys) :]]  # dtypes of the arguments
             rows.append({"kernel": name, "key": named, "dtypes": extra, "config": str(config)})
         best = getattr(obj, "best_config", None)
         if best is not None and not cache:
-            rows.append({"kernel": name, "key": {"last launch": "(single config, not cached)"},
-                         "dtypes": [], "config": str(best)})
+            rows.append(
+                {
+                    "kernel": name,
+                    "key": {"last launch": "(single config, not cached)"},
+                    "dtypes": [],
+                    "config": str(best),
+                }
+            )
     return rows
 
 
@@ -241,18 +263,28 @@ def print_triton_report(gpu: bool) -> list[dict[str, Any]]:
         key = ", ".join(f"{k}={v}" for k, v in c["key"].items())
         print(f"  {c['kernel']} [{key}] {' '.join(c['dtypes'])}\n      -> {c['config']}")
     if not choices:
-        print("  (no autotuned kernel ran in this process" + (
-            ": ours ran the CPU fallback, the Triton kernels run on a GPU)" if not gpu else ")"))
+        print(
+            "  (no autotuned kernel ran in this process"
+            + (": ours ran the CPU fallback, the Triton kernels run on a GPU)" if not gpu else ")")
+        )
     kernels = compiled_kernels(objects) if objects else []
     print("\ncompiled kernels: registers / spills / shared memory")
     print(f"  {'kernel':<56} {'regs':>5} {'spills':>6} {'shared B':>9} {'warps':>5} {'stages':>6}")
     for k in kernels:
-        print(f"  {k['name'] or k['kernel']:<56} {_s(k['n_regs']):>5} {_s(k['n_spills']):>6} "
-              f"{_s(k['shared']):>9} {_s(k['num_warps']):>5} {_s(k['num_stages']):>6}")
+        print(
+            f"  {k['name'] or k['kernel']:<56} {_s(k['n_regs']):>5} {_s(k['n_spills']):>6} "
+            f"{_s(k['shared']):>9} {_s(k['num_warps']):>5} {_s(k['num_stages']):>6}"
+        )
     if not kernels:
-        print("  (no compiled kernel: " + ("none was launched)" if gpu else
-              "Triton compiles for a GPU; on a CPU the fallback runs, so registers, spills and "
-              "shared memory cannot be shown)"))
+        print(
+            "  (no compiled kernel: "
+            + (
+                "none was launched)"
+                if gpu
+                else "Triton compiles for a GPU; on a CPU the fallback runs, so registers, spills and "
+                "shared memory cannot be shown)"
+            )
+        )
     return kernels
 
 
@@ -267,10 +299,29 @@ def ncu_command(args: argparse.Namespace, kernel: str | None, out_dir: Path) -> 
     cmd = ["ncu", "--target-processes", "all", "--nvtx", "--nvtx-include", f"{NVTX_RANGE}/"]
     if kernel:
         cmd += ["--kernel-name-base", "function", "--kernel-name", f"regex:^{kernel}"]
-    cmd += ["--launch-count", "1", "--set", "full", "--import-source", "yes", "-f",
-            "-o", str(out_dir / stem), sys.executable, "-m", "benchmarks.profile", args.suite,
-            args.case, "--dtype", args.dtype, "--direction", args.direction, "--device", "cuda",
-            "--ncu-run"]
+    cmd += [
+        "--launch-count",
+        "1",
+        "--set",
+        "full",
+        "--import-source",
+        "yes",
+        "-f",
+        "-o",
+        str(out_dir / stem),
+        sys.executable,
+        "-m",
+        "benchmarks.profile",
+        args.suite,
+        args.case,
+        "--dtype",
+        args.dtype,
+        "--direction",
+        args.direction,
+        "--device",
+        "cuda",
+        "--ncu-run",
+    ]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
     return shlex.join(cmd)
@@ -288,26 +339,43 @@ def ncu_run(calls: dict[str, Callable[[], Any]]) -> None:
 
 # --- entry point -----------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile",
-                                description="Profile one benchmark case (trace, kernels, ncu).")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile",
+        description="Profile one benchmark case (trace, kernels, ncu).",
+    )
     p.add_argument("suite", choices=list(SUITES))
-    p.add_argument("case", help="case name (or a unique part of it); see python -m benchmarks --list")
-    p.add_argument("--dtype", default=None, choices=list(DTYPES),
-                   help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument(
+        "case", help="case name (or a unique part of it); see python -m benchmarks --list"
+    )
+    p.add_argument(
+        "--dtype", default=None, choices=list(DTYPES), help="default: bf16 on GPU, fp32 on CPU"
+    )
     p.add_argument("--direction", default="both", choices=list(DIRECTIONS))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--providers", nargs="+", default=None, choices=list(PROVIDERS),
-                   help="default: torch and ours (plus torch_cl and ours_cl on GPU)")
+    p.add_argument(
+        "--providers",
+        nargs="+",
+        default=None,
+        choices=list(PROVIDERS),
+        help="default: torch and ours (plus torch_cl and ours_cl on GPU)",
+    )
     p.add_argument("--iters", type=int, default=3, help="profiled rounds per provider")
     p.add_argument("--batch", type=int, default=None, help="batch size instead of the default")
     p.add_argument("--quick", action="store_true", help="the --quick (tiny) size of the case")
     p.add_argument("--out", type=Path, default=PROFILES_DIR, help="where the trace goes")
-    p.add_argument("--backend", default=None, choices=["auto", "triton", "torch"],
-                   help="torchconv_ext backend for ours (default: triton on GPU, torch on CPU; "
-                        "triton on CPU runs the kernels in Triton's interpreter: slow, minutes "
-                        "even at --quick sizes)")
-    p.add_argument("--ncu-run", action="store_true",
-                   help="no profiler: warm up, then run ours once in an NVTX range (for ncu)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "triton", "torch"],
+        help="torchconv_ext backend for ours (default: triton on GPU, torch on CPU; "
+        "triton on CPU runs the kernels in Triton's interpreter: slow, minutes "
+        "even at --quick sizes)",
+    )
+    p.add_argument(
+        "--ncu-run",
+        action="store_true",
+        help="no profiler: warm up, then run ours once in an NVTX range (for ncu)",
+    )
     return p
 
 
@@ -329,11 +397,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason:
         print(f"{args.suite}: not available: {reason}")
         return 2
-    providers = args.providers or (["torch", "torch_cl", "ours", "ours_cl"] if gpu else ["torch", "ours"])
+    providers = args.providers or (
+        ["torch", "torch_cl", "ours", "ours_cl"] if gpu else ["torch", "ours"]
+    )
     if args.ncu_run:
         providers = ["ours"]
-    options = RunOptions(device=device, quick=args.quick, providers=providers, batch=args.batch,
-                         directions=(args.direction,))
+    options = RunOptions(
+        device=device,
+        quick=args.quick,
+        providers=providers,
+        batch=args.batch,
+        directions=(args.direction,),
+    )
     case = find_case(suite, args.case, options)
     args.case = case["name"]
     if gpu:
@@ -346,12 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ncu_run:
             ncu_run(calls)
             return 0
-        print(f"{args.suite} / {args.case} ({case.get('shape', '')}), {args.dtype}, "
-              f"{args.direction}, {device}; ours = torchconv_ext backend {backend!r}")
+        print(
+            f"{args.suite} / {args.case} ({case.get('shape', '')}), {args.dtype}, "
+            f"{args.direction}, {device}; ours = torchconv_ext backend {backend!r}"
+        )
         if not gpu and backend != "triton":
-            print("CPU run: ours is the torch fallback. GPU kernel times, the autotuner's choices, "
-                  "registers/spills/shared memory and ncu need a CUDA GPU; shown: the trace and "
-                  "the CPU op tables.")
+            print(
+                "CPU run: ours is the torch fallback. GPU kernel times, the autotuner's choices, "
+                "registers/spills/shared memory and ncu need a CUDA GPU; shown: the trace and "
+                "the CPU op tables."
+            )
         for call in calls.values():  # warm-up: compilation, autotuning, cudnn's algorithm search
             call()
         _sync(gpu)
@@ -372,12 +451,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours_names = {k["name"] for k in kernels if k.get("name")}
     heaviest = next((r["name"] for r in ours_rows if r["name"] in ours_names), None)
     heaviest = heaviest or (ours_rows[0]["name"] if gpu and ours_rows else None)
-    print("\nncu: profile one of our kernels for this case (after warm-up, inside the NVTX range "
-          f"{NVTX_RANGE!r}):")
+    print(
+        "\nncu: profile one of our kernels for this case (after warm-up, inside the NVTX range "
+        f"{NVTX_RANGE!r}):"
+    )
     print("  " + ncu_command(args, heaviest, args.out))
     if not heaviest:
-        print("  (which kernel runs is known from a GPU run's kernel table; without "
-              "--kernel-name, ncu takes the first kernel ours launches in the range)")
+        print(
+            "  (which kernel runs is known from a GPU run's kernel table; without "
+            "--kernel-name, ncu takes the first kernel ours launches in the range)"
+        )
     if not gpu:
         print("  ncu needs an NVIDIA GPU: run this command on a CUDA machine.")
     return 0

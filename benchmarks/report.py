@@ -27,8 +27,11 @@ def _num(v: float | None, fmt: str = ".3g") -> str:
 
 
 def _best(rec: dict[str, Any], pick: Callable[[str], bool]) -> dict[str, Any] | None:
-    timed = [r for p, r in rec.get("providers", {}).items()
-             if pick(p) and r.get("status", "ok") == "ok" and r.get("ms")]
+    timed = [
+        r
+        for p, r in rec.get("providers", {}).items()
+        if pick(p) and r.get("status", "ok") == "ok" and r.get("ms")
+    ]
     return min(timed, key=lambda r: r["ms"], default=None)
 
 
@@ -50,9 +53,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"- device `{doc['device']}`; CUDA {doc.get('cuda') or '–'}, driver "
         f"{doc.get('driver') or '–'}; torch {doc['torch']}, triton {doc.get('triton') or '–'}",
-        f"- commit `{doc['git_sha']}`" + (" + local changes" if doc.get("git_dirty") else "")
-        + f", {doc['date']}" + (" — **--quick smoke run: times mean "
-                                                          "nothing**" if doc.get("quick") else ""),
+        f"- commit `{doc['git_sha']}`"
+        + (" + local changes" if doc.get("git_dirty") else "")
+        + f", {doc['date']}"
+        + (" — **--quick smoke run: times mean nothing**" if doc.get("quick") else ""),
         f"- timer: {doc['timer']}",
         f"- sizes: {doc['batch_policy']}",
         f"- ours = torchconv_ext backend `{doc.get('ours_backend', '?')}`",
@@ -79,9 +83,13 @@ def markdown(doc: dict[str, Any]) -> str:
         if rec["status"] != "ok":
             check += ": " + ((rec.get("check") or {}).get("message") or rec.get("error") or "")
         cells = [
-            f"`{rec['name']}`", rec["direction"], rec.get("shape") or "",
-            *(_cell(provd.get(p)) for p in provs), *t,
-            f"**{rec['speedup']:.2f}×**" if rec.get("speedup") else "–", check.replace("|", "/"),
+            f"`{rec['name']}`",
+            rec["direction"],
+            rec.get("shape") or "",
+            *(_cell(provd.get(p)) for p in provs),
+            *t,
+            f"**{rec['speedup']:.2f}×**" if rec.get("speedup") else "–",
+            check.replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -111,8 +119,11 @@ def plot_speedup(doc: dict[str, Any], path: Path) -> None:
     recs = [r for r in doc["records"] if r.get("speedup")]
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.22 * max(1, len(recs))))
     labels = [f"{r['name']} {r['direction']}" for r in recs]
-    ax.barh(range(len(recs)), [r["speedup"] for r in recs],
-            color=[DIRECTION_COLORS.get(r["direction"], "gray") for r in recs])
+    ax.barh(
+        range(len(recs)),
+        [r["speedup"] for r in recs],
+        color=[DIRECTION_COLORS.get(r["direction"], "gray") for r in recs],
+    )
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
     ax.set_yticks(range(len(recs)), labels, fontsize=7)
@@ -148,10 +159,14 @@ def plot_roofline(doc: dict[str, Any], path: Path) -> None:
         if ai_all and peak.get("matmul_tflops") and peak.get("copy_gbps"):
             lo, hi = min(ai_all) / 2, max(ai_all) * 2
             xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
-            ax.plot(xs, [min(peak["matmul_tflops"], x * peak["copy_gbps"] / 1e3) for x in xs],
-                    color="black", linewidth=1,
-                    label=f"roof: {peak['matmul_tflops']:.3g} TFLOP/s {peak['matmul_dtype']} "
-                          f"matmul, {peak['copy_gbps']:.3g} GB/s copy")
+            ax.plot(
+                xs,
+                [min(peak["matmul_tflops"], x * peak["copy_gbps"] / 1e3) for x in xs],
+                color="black",
+                linewidth=1,
+                label=f"roof: {peak['matmul_tflops']:.3g} TFLOP/s {peak['matmul_dtype']} "
+                f"matmul, {peak['copy_gbps']:.3g} GB/s copy",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("arithmetic intensity (FLOP / byte)")
@@ -162,8 +177,12 @@ def plot_roofline(doc: dict[str, Any], path: Path) -> None:
             ys = [(_best(r, pick) or {}).get("gbps") or math.nan for r in recs]
             ax.scatter(xs, ys, label=label, marker=m, s=18)
         if peak.get("copy_gbps"):
-            ax.axhline(peak["copy_gbps"], color="black", linewidth=1,
-                       label=f"copy {peak['copy_gbps']:.3g} GB/s")
+            ax.axhline(
+                peak["copy_gbps"],
+                color="black",
+                linewidth=1,
+                label=f"copy {peak['copy_gbps']:.3g} GB/s",
+            )
         ax.set_xticks(xs, [f"{r['name']} {r['direction']}" for r in recs], rotation=90, fontsize=6)
         ax.set_ylabel("GB/s (bytes read + written)")
     ax.legend(fontsize=7)
@@ -183,8 +202,9 @@ def write_report(
     try:
         plot_speedup(doc, out["speedup_png"])
         plot_roofline(doc, out["roofline_png"])
-        text += (f"\n![speedup]({out['speedup_png'].name})\n\n"
-                 f"![roofline]({out['roofline_png'].name})\n")
+        text += (
+            f"\n![speedup]({out['speedup_png'].name})\n\n![roofline]({out['roofline_png'].name})\n"
+        )
     except ImportError:
         log("matplotlib is not installed (pip install -e .[bench]): tables only, no plots")
     out["md"].write_text(text)
@@ -219,7 +239,8 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
             f"| {doc['device_name']} | [{doc['suite']}]({rel}) | {doc['dtype']} | "
             + " | ".join(_num(g.get(d), ".3f") for d in ("fwd", "bwd", "both", "all"))
             + f" | {counts.get('ok', 0)}/{sum(counts.values())} | `{doc['git_sha'][:12]}`"
-            + ("+" if doc.get("git_dirty") else "") + " | "
+            + ("+" if doc.get("git_dirty") else "")
+            + " | "
             f"{doc['date'][:10]} |"
         )
     lines.append("")
@@ -230,10 +251,17 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report",
-                                description="Regenerate tables and plots from result JSON files.")
-    p.add_argument("root", nargs="?", type=Path, default=RESULTS_DIR,
-                   help="results root (default: benchmarks/results)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Regenerate tables and plots from result JSON files.",
+    )
+    p.add_argument(
+        "root",
+        nargs="?",
+        type=Path,
+        default=RESULTS_DIR,
+        help="results root (default: benchmarks/results)",
+    )
     args = p.parse_args(argv)
     for js in sorted(args.root.glob("*/*.json")) + sorted(args.root.glob("*/quick/*.json")):
         doc = load(js)

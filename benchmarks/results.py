@@ -30,15 +30,59 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Keys every result document carries at its top level.
 REQUIRED_KEYS: tuple[str, ...] = (
-    "suite", "dtype", "device", "device_name", "torch", "triton", "cuda", "driver",
-    "git_sha", "date", "timer", "batch_policy", "quick", "peak", "providers", "records", "summary",
+    "suite",
+    "dtype",
+    "device",
+    "device_name",
+    "torch",
+    "triton",
+    "cuda",
+    "driver",
+    "git_sha",
+    "date",
+    "timer",
+    "batch_policy",
+    "quick",
+    "peak",
+    "providers",
+    "records",
+    "summary",
 )
 
 CSV_FIELDS: tuple[str, ...] = (
-    "suite", "dtype", "name", "net", "layer", "direction", "shape", "full_shape", "status",
-    "provider", "provider_status", "ms", "p20_ms", "p80_ms", "tflops", "gbps", "pct_peak_flops",
-    "pct_peak_bw", "peak_mem_mb", "ratio", "speedup", "flops", "bytes", "check",
-    "device", "device_name", "cuda", "driver", "torch", "triton", "git_sha", "date", "quick",
+    "suite",
+    "dtype",
+    "name",
+    "net",
+    "layer",
+    "direction",
+    "shape",
+    "full_shape",
+    "status",
+    "provider",
+    "provider_status",
+    "ms",
+    "p20_ms",
+    "p80_ms",
+    "tflops",
+    "gbps",
+    "pct_peak_flops",
+    "pct_peak_bw",
+    "peak_mem_mb",
+    "ratio",
+    "speedup",
+    "flops",
+    "bytes",
+    "check",
+    "device",
+    "device_name",
+    "cuda",
+    "driver",
+    "torch",
+    "triton",
+    "git_sha",
+    "date",
+    "quick",
 )
 
 
@@ -58,7 +102,10 @@ def git_dirty() -> bool | None:
     """Whether the working tree differs from ``HEAD`` (the SHA then does not pin the code)."""
     try:
         out = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
+            ["git", "status", "--porcelain"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
             timeout=20,
         )
     except (OSError, subprocess.SubprocessError):
@@ -81,11 +128,15 @@ def _driver_version() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return (
+        out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    )
 
 
 def slug(text: str) -> str:
@@ -138,7 +189,9 @@ def environment(device: str) -> dict[str, Any]:
             device_name=_cpu_name(),
             device_info={"cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         )
-    env["device"] = slug(env["device_name"]) if device.startswith("cuda") else "cpu-" + slug(env["device_name"])
+    env["device"] = (
+        slug(env["device_name"]) if device.startswith("cuda") else "cpu-" + slug(env["device_name"])
+    )
     return env
 
 
@@ -162,7 +215,9 @@ def finalize(record: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, A
             r["gbps"] = nbytes / (ms * 1e-3) / 1e9
             if peak and peak.get("copy_gbps"):
                 r["pct_peak_bw"] = 100 * r["gbps"] / peak["copy_gbps"]
-    timed = {p: r["ms"] for p, r in providers.items() if r.get("status", "ok") == "ok" and r.get("ms")}
+    timed = {
+        p: r["ms"] for p, r in providers.items() if r.get("status", "ok") == "ok" and r.get("ms")
+    }
     ours = min((ms for p, ms in timed.items() if is_ours(p)), default=None)
     base = min((ms for p, ms in timed.items() if is_baseline(p)), default=None)
     record["ratio"] = {p: ms / ours for p, ms in timed.items() if ours and not is_ours(p)}
@@ -215,21 +270,66 @@ def _fmt(v: Any) -> Any:
 
 def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (record, provider); records without timings get one row of their own."""
-    meta = {k: doc.get(k) for k in ("suite", "dtype", "device", "device_name", "cuda", "driver",
-                                    "torch", "triton", "git_sha", "date", "quick")}
+    meta = {
+        k: doc.get(k)
+        for k in (
+            "suite",
+            "dtype",
+            "device",
+            "device_name",
+            "cuda",
+            "driver",
+            "torch",
+            "triton",
+            "git_sha",
+            "date",
+            "quick",
+        )
+    }
     rows = []
     for rec in doc["records"]:
-        base = {**meta, **{k: rec.get(k) for k in ("name", "net", "layer", "direction", "shape",
-                                                   "full_shape", "status", "speedup", "flops",
-                                                   "bytes", "check")}}
+        base = {
+            **meta,
+            **{
+                k: rec.get(k)
+                for k in (
+                    "name",
+                    "net",
+                    "layer",
+                    "direction",
+                    "shape",
+                    "full_shape",
+                    "status",
+                    "speedup",
+                    "flops",
+                    "bytes",
+                    "check",
+                )
+            },
+        }
         provs = rec.get("providers") or {"": {"status": "not timed"}}
         for p, r in provs.items():
-            rows.append({
-                **base, "provider": p, "provider_status": r.get("status", "ok"),
-                **{k: r.get(k) for k in ("ms", "p20_ms", "p80_ms", "tflops", "gbps",
-                                         "pct_peak_flops", "pct_peak_bw", "peak_mem_mb")},
-                "ratio": rec.get("ratio", {}).get(p),
-            })
+            rows.append(
+                {
+                    **base,
+                    "provider": p,
+                    "provider_status": r.get("status", "ok"),
+                    **{
+                        k: r.get(k)
+                        for k in (
+                            "ms",
+                            "p20_ms",
+                            "p80_ms",
+                            "tflops",
+                            "gbps",
+                            "pct_peak_flops",
+                            "pct_peak_bw",
+                            "peak_mem_mb",
+                        )
+                    },
+                    "ratio": rec.get("ratio", {}).get(p),
+                }
+            )
     return rows
 
 

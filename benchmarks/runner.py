@@ -23,8 +23,11 @@ def format_record(rec: dict[str, Any]) -> str:
     """One console line: case, direction, status, times, our throughput and the speedup."""
     provs = rec.get("providers", {})
     times = " ".join(f"{p}={_ms(r).strip()}" for p, r in provs.items())
-    best = min((r for p, r in provs.items() if p.startswith("ours") and r.get("ms")),
-               key=lambda r: r["ms"], default=None)
+    best = min(
+        (r for p, r in provs.items() if p.startswith("ours") and r.get("ms")),
+        key=lambda r: r["ms"],
+        default=None,
+    )
     thru = ""
     if best and best.get("tflops"):
         thru = f" {best['tflops']:.3g} TFLOP/s"
@@ -52,11 +55,15 @@ def run(
     if options.gpu:
         torch.backends.cudnn.benchmark = True
     env = environment(options.device)
-    log(f"device {env['device_name']} ({env['device']}), torch {env['torch']}, triton "
-        f"{env['triton']}, cuda {env['cuda']}, driver {env['driver']}, git {env['git_sha'][:12]}")
+    log(
+        f"device {env['device_name']} ({env['device']}), torch {env['torch']}, triton "
+        f"{env['triton']}, cuda {env['cuda']}, driver {env['driver']}, git {env['git_sha'][:12]}"
+    )
     peak = measure_peak(options.device, quick=options.quick).to_dict()
-    log(f"measured peak: {peak['matmul_tflops']:.4g} TFLOP/s ({peak['matmul_dtype']} matmul), "
-        f"{peak['copy_gbps']:.4g} GB/s (copy, read + write)")
+    log(
+        f"measured peak: {peak['matmul_tflops']:.4g} TFLOP/s ({peak['matmul_dtype']} matmul), "
+        f"{peak['copy_gbps']:.4g} GB/s (copy, read + write)"
+    )
     written: list[dict[str, Path]] = []
     with torchconv_ext.use_backend(ours_backend(options.device)):
         for name in suite_names:
@@ -97,9 +104,11 @@ def run(
 
                     write_report(doc, paths, log=log)
                 g = doc["summary"]["geomean_speedup"]
-                log(f"[{name} {dtype}] geomean speedup "
+                log(
+                    f"[{name} {dtype}] geomean speedup "
                     + ", ".join(f"{d} {v:.3f}x" for d, v in g.items() if v)
-                    + f" -> {paths['json']}")
+                    + f" -> {paths['json']}"
+                )
                 written.append(paths)
     if report and written:
         from .report import write_index

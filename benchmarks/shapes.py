@@ -92,15 +92,33 @@ class ConvLayer:
         """
         taps = math.prod(self.arg("kernel"))
         if self.transposed:  # every input element meets C_out/groups × taps weights
-            fwd = 2 * self.batch * self.c_in * math.prod(self.size) * (self.c_out // self.groups) * taps
+            fwd = (
+                2
+                * self.batch
+                * self.c_in
+                * math.prod(self.size)
+                * (self.c_out // self.groups)
+                * taps
+            )
         else:
-            fwd = 2 * self.batch * self.c_out * math.prod(self.out_size) * (self.c_in // self.groups) * taps
+            fwd = (
+                2
+                * self.batch
+                * self.c_out
+                * math.prod(self.out_size)
+                * (self.c_in // self.groups)
+                * taps
+            )
         bwd = fwd * (2 if self.input_grad else 1)
         return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
 
     def bytes(self, direction: str, element_size: int) -> int:
         """Bytes read + written by ``direction``, each tensor counted once per pass."""
-        x, w, y = math.prod(self.input_shape), math.prod(self.weight_shape), math.prod(self.output_shape)
+        x, w, y = (
+            math.prod(self.input_shape),
+            math.prod(self.weight_shape),
+            math.prod(self.output_shape),
+        )
         b = self.c_out if self.bias else 0
         fwd = x + w + b + y
         # reads grad_out, input, weight; writes grad_weight, grad_bias and maybe grad_input
@@ -124,7 +142,9 @@ class ConvLayer:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["size"] = list(self.size)
-        d.update(name=self.name, dims=self.dims, out_size=list(self.out_size), shape=self.shape_str())
+        d.update(
+            name=self.name, dims=self.dims, out_size=list(self.out_size), shape=self.shape_str()
+        )
         return d
 
     @classmethod
@@ -204,6 +224,7 @@ RESNET50 = [
     _c("ResNet-50", "layer4.conv3", 64, 512, 2048, (7, 7), 1, **_R),
 ]
 
+
 # --- depthwise: MobileNetV2 (torchvision) at 224×224, batch 128 ------------------------------
 def _dw(layer: str, c: int, size: int, s: int) -> ConvLayer:
     return _c("MobileNetV2", layer, 128, c, c, (size, size), 3, s, 1, groups=c, bias=False)
@@ -220,6 +241,7 @@ MOBILENETV2 = [
     _dw("features.14.dw", 576, 14, 2),
     _dw("features.15.dw", 960, 7, 1),
 ]
+
 
 # --- 3-D: a 3D U-Net (nnU-Net-style full-resolution net: 128³ patches, batch 2) ---------------
 def _u3(layer: str, c_in: int, c_out: int, size: int, s: int = 1, **kw) -> ConvLayer:

@@ -33,7 +33,9 @@ class Suite:
     def cases(self, options: RunOptions) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def run_case(self, case: dict[str, Any], dtype: str, options: RunOptions) -> list[dict[str, Any]]:
+    def run_case(
+        self, case: dict[str, Any], dtype: str, options: RunOptions
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def batch_policy(self, options: RunOptions) -> str:
@@ -54,7 +56,9 @@ class ConvSuite(Suite):
     def cases(self, options: RunOptions) -> list[dict[str, Any]]:
         return bench_conv.cases(self.name, options.quick, options)
 
-    def run_case(self, case: dict[str, Any], dtype: str, options: RunOptions) -> list[dict[str, Any]]:
+    def run_case(
+        self, case: dict[str, Any], dtype: str, options: RunOptions
+    ) -> list[dict[str, Any]]:
         return bench_conv.run_case(case, dtype, options.device, options)
 
     def batch_policy(self, options: RunOptions) -> str:
@@ -85,8 +89,10 @@ class ModuleSuite(Suite):
         return None
 
     def cases(self, options: RunOptions) -> list[dict[str, Any]]:
-        out = [dict(c) if isinstance(c, dict) else {"value": c}
-               for c in self._module().cases(options.quick)]
+        out = [
+            dict(c) if isinstance(c, dict) else {"value": c}
+            for c in self._module().cases(options.quick)
+        ]
         counts: dict[str, int] = {}
         for i, case in enumerate(out):
             case.setdefault("name", f"{self.name}.{i}")
@@ -105,15 +111,24 @@ class ModuleSuite(Suite):
 
     def batch_policy(self, options: RunOptions) -> str:
         where = self.module.replace(".", "/") + ".py"
-        return (f"chosen by {where}'s cases(quick={options.quick}) and run_case: each record's "
-                "'shape' is what ran, 'full_shape' (where given) the layer at training size")
+        return (
+            f"chosen by {where}'s cases(quick={options.quick}) and run_case: each record's "
+            "'shape' is what ran, 'full_shape' (where given) the layer at training size"
+        )
 
-    def run_case(self, case: dict[str, Any], dtype: str, options: RunOptions) -> list[dict[str, Any]]:
+    def run_case(
+        self, case: dict[str, Any], dtype: str, options: RunOptions
+    ) -> list[dict[str, Any]]:
         try:
             result = self._module().run_case(case, DTYPES[dtype], options.device)
         except Exception as e:
-            return [_base_record(self.name, case, {"status": "error",
-                                                  "error": f"{type(e).__name__}: {str(e)[:300]}"})]
+            return [
+                _base_record(
+                    self.name,
+                    case,
+                    {"status": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"},
+                )
+            ]
         if isinstance(result, dict) and isinstance(result.get("records"), list):
             result = result["records"]
         items = result if isinstance(result, list) else [result]
@@ -192,17 +207,24 @@ def normalize_record(suite: str, case: dict[str, Any], item: Any) -> list[dict[s
     """
     if not isinstance(item, dict):
         item = {"status": "error", "error": f"run_case returned {type(item).__name__}, not a dict"}
-    provs = next((item[k] for k in ("providers", "results", "timings") if isinstance(item.get(k), dict)), None)
+    provs = next(
+        (item[k] for k in ("providers", "results", "timings") if isinstance(item.get(k), dict)),
+        None,
+    )
     nested = [d for d in DIRECTIONS if isinstance(item.get(d), dict)]
     if provs is None and nested:
         out = []
         for d in nested:
             sub = {k: v for k, v in item.items() if k not in DIRECTIONS}
-            sub.update(direction=d, bytes=_per_direction(item.get("bytes"), d),
-                       flops=_per_direction(item.get("flops"), d))
+            sub.update(
+                direction=d,
+                bytes=_per_direction(item.get("bytes"), d),
+                flops=_per_direction(item.get("flops"), d),
+            )
             rec = _base_record(suite, case, sub)
-            rec["providers"] = {str(p): _provider_entry(v) for p, v in item[d].items()
-                                if isinstance(v, dict)}  # not the scalars (ratio, % peak)
+            rec["providers"] = {
+                str(p): _provider_entry(v) for p, v in item[d].items() if isinstance(v, dict)
+            }  # not the scalars (ratio, % peak)
             out.append(rec)
         return out
     rec = _base_record(suite, case, item)
@@ -217,10 +239,16 @@ SUITES: dict[str, Suite] = {
     "transposed": ConvSuite("transposed", "transposed convolutions: U-Net and DCGAN decoders"),
     "depthwise": ConvSuite("depthwise", "depthwise 3x3 convolutions: MobileNetV2"),
     "conv3d": ConvSuite("conv3d", "3-D convolutions: a 3D U-Net"),
-    "pool": ModuleSuite("pool", "pooling: AlexNet, VGG-16, ResNet max pools, global average "
-                        "and pyramid pooling", module="benchmarks.bench_pool"),
-    "upsample": ModuleSuite("upsample", "nearest upsampling: U-Net, 3D U-Net and FPN decoders",
-                            module="benchmarks.bench_upsample"),
+    "pool": ModuleSuite(
+        "pool",
+        "pooling: AlexNet, VGG-16, ResNet max pools, global average and pyramid pooling",
+        module="benchmarks.bench_pool",
+    ),
+    "upsample": ModuleSuite(
+        "upsample",
+        "nearest upsampling: U-Net, 3D U-Net and FPN decoders",
+        module="benchmarks.bench_upsample",
+    ),
 }
 
 
@@ -230,4 +258,3 @@ def get(name: str) -> Suite:
         return SUITES[name]
     except KeyError:
         raise KeyError(f"unknown suite {name!r}: expected one of {', '.join(SUITES)}") from None
-

@@ -66,13 +66,18 @@ def bench(fn: Callable[[], Any], device: str, *, quick: bool = False) -> Timing:
     # a multi-threaded op competing for busy cores gives times that swing by 10x.
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=CPU_THREADS)
     # The better of two measurements: a load spike from elsewhere spoils at most one of them.
-    runs = [timer.blocked_autorange(min_run_time=0.1) for _ in range(2)] if not quick else [
-        timer.blocked_autorange(min_run_time=0.002)
-    ]
+    runs = (
+        [timer.blocked_autorange(min_run_time=0.1) for _ in range(2)]
+        if not quick
+        else [timer.blocked_autorange(min_run_time=0.002)]
+    )
     m = min(runs, key=lambda r: r.median)
     times = sorted(m.times)
     return Timing(
-        m.median * 1e3, _quantile(times, 0.2) * 1e3, _quantile(times, 0.8) * 1e3, method_name(device)
+        m.median * 1e3,
+        _quantile(times, 0.2) * 1e3,
+        _quantile(times, 0.8) * 1e3,
+        method_name(device),
     )
 
 
@@ -143,9 +148,17 @@ def measure_peak(device: str, *, quick: bool = False) -> DevicePeak:
     """
     gpu = device.startswith("cuda")
     if gpu:
-        size, dtype, copy_elems = (1024 if quick else 8192), torch.bfloat16, (2**22 if quick else 2**28)
+        size, dtype, copy_elems = (
+            (1024 if quick else 8192),
+            torch.bfloat16,
+            (2**22 if quick else 2**28),
+        )
     else:
-        size, dtype, copy_elems = (128 if quick else 1024), torch.float32, (2**16 if quick else 2**24)
+        size, dtype, copy_elems = (
+            (128 if quick else 1024),
+            torch.float32,
+            (2**16 if quick else 2**24),
+        )
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     mm = bench(lambda: torch.mm(a, b), device, quick=quick)

@@ -52,7 +52,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     remote URLs (``s3://`` …) keep Lightning's transactional upload."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike,
+        storage_options: Any | None = None,
     ) -> None:
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)

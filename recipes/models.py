@@ -68,14 +68,36 @@ def _vgg(*stages: tuple[int, int]) -> tuple[Conv | Pool, ...]:
 # The 32×32 variant keeps that structure with 5×5 stride-1 stem and padded pooling: 32→16→8→4.
 ARCHS: dict[str, Arch] = {
     "alexnet": Arch(
-        (Conv(96, 11, 4, 2), LRN(), Pool(3, 2), Conv(256, 5, 1, 2, groups=2), LRN(), Pool(3, 2),
-         Conv(384), Conv(384, groups=2), Conv(256, groups=2), Pool(3, 2)),
-        pool_size=6, hidden=4096,
+        (
+            Conv(96, 11, 4, 2),
+            LRN(),
+            Pool(3, 2),
+            Conv(256, 5, 1, 2, groups=2),
+            LRN(),
+            Pool(3, 2),
+            Conv(384),
+            Conv(384, groups=2),
+            Conv(256, groups=2),
+            Pool(3, 2),
+        ),
+        pool_size=6,
+        hidden=4096,
     ),
     "alexnet32": Arch(
-        (Conv(96, 5, 1, 2), LRN(), Pool(3, 2, 1), Conv(256, 5, 1, 2, groups=2), LRN(),
-         Pool(3, 2, 1), Conv(384), Conv(384, groups=2), Conv(256, groups=2), Pool(3, 2, 1)),
-        pool_size=4, hidden=1024,
+        (
+            Conv(96, 5, 1, 2),
+            LRN(),
+            Pool(3, 2, 1),
+            Conv(256, 5, 1, 2, groups=2),
+            LRN(),
+            Pool(3, 2, 1),
+            Conv(384),
+            Conv(384, groups=2),
+            Conv(256, groups=2),
+            Pool(3, 2, 1),
+        ),
+        pool_size=4,
+        hidden=1024,
     ),
     "vgg11": Arch(_vgg((64, 1), (128, 1), (256, 2), (512, 2), (512, 2)), 7, 4096),
     "vgg13": Arch(_vgg((64, 2), (128, 2), (256, 2), (512, 2), (512, 2)), 7, 4096),
@@ -158,8 +180,15 @@ def build_model(
         if isinstance(layer, Conv):
             out = max(multiple, round(layer.out * width / multiple) * multiple)
             layers.append(
-                nn.Conv2d(channels, out, layer.kernel, layer.stride, layer.padding,
-                          groups=layer.groups, bias=not batch_norm)
+                nn.Conv2d(
+                    channels,
+                    out,
+                    layer.kernel,
+                    layer.stride,
+                    layer.padding,
+                    groups=layer.groups,
+                    bias=not batch_norm,
+                )
             )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out))
@@ -174,9 +203,15 @@ def build_model(
     width_fc = spec.hidden if hidden is None else hidden
     flat = channels * side * side
     if width_fc:
-        head = [nn.Linear(flat, width_fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(width_fc, width_fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(width_fc, num_classes)]
+        head = [
+            nn.Linear(flat, width_fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(width_fc, width_fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(width_fc, num_classes),
+        ]
     else:
         head = [nn.Linear(flat, num_classes)]
     model = ConvNet(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(side), nn.Sequential(*head))

@@ -57,8 +57,15 @@ class ImageClassifier(L.LightningModule):
         # hyper-parameters lets `--model.backend` choose the layers when loading one.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "backend"])
         self.net = build_model(
-            arch, num_classes, in_channels=in_channels, batch_norm=batch_norm, width=width,
-            pool_size=pool_size, hidden=hidden, dropout=dropout, backend=backend,
+            arch,
+            num_classes,
+            in_channels=in_channels,
+            batch_norm=batch_norm,
+            width=width,
+            pool_size=pool_size,
+            hidden=hidden,
+            dropout=dropout,
+            backend=backend,
         )
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer = optimizer
@@ -79,8 +86,9 @@ class ImageClassifier(L.LightningModule):
         loss = self.loss(logits, labels)
         metrics.update(logits, labels)
         training = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=training, on_epoch=True, prog_bar=True,
-                 sync_dist=True)
+        self.log(
+            f"{stage}_loss", loss, on_step=training, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not training)
         return loss
 
@@ -116,4 +124,7 @@ class ImageClassifier(L.LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -82,7 +82,10 @@ def reference_pool(
         pads = [(pads, pads)] * nd
     elif isinstance(pads[0], int):
         pads = [(p, p) for p in pads]
-    outs = [out_size(*a, ceil_mode) for a in zip(sizes, k, s, [p[0] for p in pads], [p[1] for p in pads], d)]
+    outs = [
+        out_size(*a, ceil_mode)
+        for a in zip(sizes, k, s, [p[0] for p in pads], [p[1] for p in pads], d)
+    ]
     out = x.new_zeros((*x.shape[:2], *outs))
     idx = torch.zeros(out.shape, dtype=torch.int64) if mode == "max" else None
     plane_strides = [math.prod(sizes[i + 1 :]) for i in range(nd)]
@@ -100,14 +103,19 @@ def reference_pool(
             if coords:
                 best, arg = _scan_max(values, flat)
             else:  # an empty window (impossible with valid torch arguments)
-                best, arg = x.new_full(x.shape[:2], float("-inf")), torch.zeros(x.shape[:2], dtype=torch.int64)
+                best, arg = (
+                    x.new_full(x.shape[:2], float("-inf")),
+                    torch.zeros(x.shape[:2], dtype=torch.int64),
+                )
             out[where], idx[where] = best, arg
             continue
         total = sum(values) if values else x.new_zeros(x.shape[:2])
         if divisor_override:
             div = divisor_override
         elif count_include_pad:
-            div = math.prod(min(st + ki, size + p[1]) - st for st, ki, size, p in zip(starts, k, sizes, pads))
+            div = math.prod(
+                min(st + ki, size + p[1]) - st for st, ki, size, p in zip(starts, k, sizes, pads)
+            )
         else:
             div = len(coords)
         out[where] = total / div if div else 0.0
@@ -128,7 +136,9 @@ def reference_adaptive(x: torch.Tensor, mode: str, output_size):
     idx = torch.zeros(out.shape, dtype=torch.int64) if mode == "max" else None
     plane_strides = [math.prod(sizes[i + 1 :]) for i in range(nd)]
     for o in itertools.product(*[range(v) for v in outs]):
-        coords = list(itertools.product(*[adaptive_window(oi, s, os) for oi, s, os in zip(o, sizes, outs)]))
+        coords = list(
+            itertools.product(*[adaptive_window(oi, s, os) for oi, s, os in zip(o, sizes, outs)])
+        )
         values = [x[(slice(None), slice(None), *c)] for c in coords]
         where = (slice(None), slice(None), *o)
         if mode == "max":

@@ -42,8 +42,10 @@ def quick_run(tmp_path_factory):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert cli_main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
-    written = [results.paths(out, js.parent.parent.name, *js.stem.split("-", 1), quick=True)
-               for js in sorted(out.glob("*/quick/*.json"))]
+    written = [
+        results.paths(out, js.parent.parent.name, *js.stem.split("-", 1), quick=True)
+        for js in sorted(out.glob("*/quick/*.json"))
+    ]
     return out, written, stdout.getvalue().splitlines()
 
 
@@ -85,7 +87,9 @@ def test_quick_results_have_required_fields(quick_run):
                 assert {"ms", "p20_ms", "p80_ms"} <= set(prov)
             assert rec["speedup"] is not None
         conv = doc["suite"] in shapes.SUITE_LAYERS
-        assert set(doc["summary"]["geomean_speedup"]) >= ({"fwd", "bwd", "both"} if conv else set()) | {"all"}
+        assert set(doc["summary"]["geomean_speedup"]) >= (
+            {"fwd", "bwd", "both"} if conv else set()
+        ) | {"all"}
 
 
 def test_quick_csv_has_one_row_per_timing(quick_run):
@@ -183,8 +187,10 @@ def test_backward_only_mismatch_still_times_forward(monkeypatch):
 
     monkeypatch.setattr(bench_conv, "functions", wrong_grad)
     case = bench_conv.cases("depthwise", quick=True)[0]
-    recs = {r["direction"]: r for r in bench_conv.run_case(
-        case, "fp32", "cpu", RunOptions(device="cpu", quick=True))}
+    recs = {
+        r["direction"]: r
+        for r in bench_conv.run_case(case, "fp32", "cpu", RunOptions(device="cpu", quick=True))
+    }
     assert recs["fwd"]["status"] == "ok" and set(recs["fwd"]["providers"]) == {"torch", "ours"}
     assert recs["bwd"]["status"] == recs["both"]["status"] == "mismatch"
     assert "grad_" in recs["bwd"]["check"]["message"]
@@ -192,22 +198,30 @@ def test_backward_only_mismatch_still_times_forward(monkeypatch):
 
 @pytest.mark.parametrize("suite", ["conv", "conv3d"])
 def test_channels_last_providers_are_checked_and_timed(suite):
-    options = RunOptions(device="cpu", quick=True, providers=["torch", "torch_cl", "ours", "ours_cl"],
-                         directions=("both",))
+    options = RunOptions(
+        device="cpu",
+        quick=True,
+        providers=["torch", "torch_cl", "ours", "ours_cl"],
+        directions=("both",),
+    )
     [rec] = bench_conv.run_case(bench_conv.cases(suite, True)[0], "fp32", "cpu", options)
     assert rec["status"] == "ok" and rec["check"]["status"] == "ok"
-    assert {p: r["status"] for p, r in rec["providers"].items()} == dict.fromkeys(options.providers, "ok")
+    assert {p: r["status"] for p, r in rec["providers"].items()} == dict.fromkeys(
+        options.providers, "ok"
+    )
 
 
 def test_compile_failure_is_reported_not_fatal(monkeypatch):
     def broken_compile(fn):
         def run(*args):
             raise RuntimeError("inductor could not compile")
+
         return run
 
     monkeypatch.setattr(bench_conv, "compile_max_autotune", broken_compile)
-    options = RunOptions(device="cpu", quick=True, providers=["torch", "compile", "ours"],
-                         directions=("fwd",))
+    options = RunOptions(
+        device="cpu", quick=True, providers=["torch", "compile", "ours"], directions=("fwd",)
+    )
     [rec] = bench_conv.run_case(bench_conv.cases("depthwise", True)[0], "fp32", "cpu", options)
     assert rec["status"] == "ok"
     assert rec["providers"]["compile"]["status"] == "error"
@@ -217,8 +231,12 @@ def test_compile_failure_is_reported_not_fatal(monkeypatch):
 
 # --- shapes: sizes and FLOPs agree with torch -------------------------------------------------
 def _meta_conv(layer, x, w, b):
-    kw = dict(stride=layer.arg("stride"), padding=layer.arg("padding"),
-              dilation=layer.arg("dilation"), groups=layer.groups)
+    kw = dict(
+        stride=layer.arg("stride"),
+        padding=layer.arg("padding"),
+        dilation=layer.arg("dilation"),
+        groups=layer.groups,
+    )
     if layer.transposed:
         kw["output_padding"] = layer.arg("output_padding")
     return getattr(F, bench_conv.op_name(layer))(x, w, b, **kw)
@@ -253,8 +271,12 @@ def test_scaled_layers_stay_valid(budget):
     for layer in ALL_LAYERS:
         s = shapes.scaled(layer, 1, budget)
         assert s.batch == 1 and all(o >= 1 for o in s.out_size)
-        assert (s.c_in, s.c_out, s.kernel, s.stride) == (layer.c_in, layer.c_out, layer.kernel,
-                                                          layer.stride)
+        assert (s.c_in, s.c_out, s.kernel, s.stride) == (
+            layer.c_in,
+            layer.c_out,
+            layer.kernel,
+            layer.stride,
+        )
         if budget is not None and s.flops("fwd") > budget:
             assert shapes.scaled(s, 1, budget) == s  # already at the smallest valid size
 
@@ -285,10 +307,17 @@ def test_rotating_cycles_through_calls():
 
 
 def test_finalize_derives_ratios_and_speedup():
-    rec = {"flops": 2e9, "bytes": 1e9, "providers": {
-        "torch": {"status": "ok", "ms": 4.0}, "torch_cl": {"status": "ok", "ms": 2.0},
-        "compile": {"status": "error", "error": "x"}, "ours": {"status": "ok", "ms": 3.0},
-        "ours_cl": {"status": "ok", "ms": 1.0}}}
+    rec = {
+        "flops": 2e9,
+        "bytes": 1e9,
+        "providers": {
+            "torch": {"status": "ok", "ms": 4.0},
+            "torch_cl": {"status": "ok", "ms": 2.0},
+            "compile": {"status": "error", "error": "x"},
+            "ours": {"status": "ok", "ms": 3.0},
+            "ours_cl": {"status": "ok", "ms": 1.0},
+        },
+    }
     results.finalize(rec, {"matmul_tflops": 4.0, "copy_gbps": 2000.0})
     assert rec["speedup"] == pytest.approx(2.0)  # best torch 2 ms / best ours 1 ms
     assert rec["ratio"] == pytest.approx({"torch": 4.0, "torch_cl": 2.0})
@@ -302,8 +331,8 @@ def test_finalize_derives_ratios_and_speedup():
 def test_module_suite_adapts_external_records(monkeypatch, tmp_path):
     fake = types.ModuleType("benchmarks._fake_suite")
     fake.cases = lambda quick: [
-        {"name": "maxpool.a", "shape": "1x2x4x4 k2"},                  # one record
-        {"k": 3},                                                      # a list of records
+        {"name": "maxpool.a", "shape": "1x2x4x4 k2"},  # one record
+        {"k": 3},  # a list of records
         {"name": "gap", "shape": (2, 8, 7, 7), "layout": "contiguous"},  # per-direction dicts
         {"name": "gap", "shape": (2, 8, 7, 7), "layout": "channels_last"},
     ]
@@ -312,32 +341,53 @@ def test_module_suite_adapts_external_records(monkeypatch, tmp_path):
     def run_case(case, dtype, device):
         seen_dtypes.append(dtype)
         if "k" in case:
-            return [{"direction": d, "bytes": 1000,
-                     "results": {"torch": 2.0, "ours": {"median_ms": 1.0}}} for d in ("fwd", "bwd")]
+            return [
+                {
+                    "direction": d,
+                    "bytes": 1000,
+                    "results": {"torch": 2.0, "ours": {"median_ms": 1.0}},
+                }
+                for d in ("fwd", "bwd")
+            ]
         if "layout" in case:  # (named gap.contiguous / gap.channels_last by now)
             if case["layout"] == "channels_last":
                 return dict(case, check="forward differs from torch")  # not timed
             t = lambda ms: {"ms": ms, "p20_ms": ms, "p80_ms": ms, "gbps": 1.0}
-            return dict(case, check="ok", bytes={"fwd": 800, "bwd": 1600},
-                        fwd={"ours": t(1.0), "torch": t(3.0), "ratio": 3.0},
-                        bwd={"ours": t(2.0), "torch": t(2.0), "ratio": 1.0})
-        return {"direction": "fwd", "bytes": 4000,
-                "providers": {"torch": {"ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1},
-                              "ours": {"ms": 2.0, "p20_ms": 1.9, "p80_ms": 2.1}}}
+            return dict(
+                case,
+                check="ok",
+                bytes={"fwd": 800, "bwd": 1600},
+                fwd={"ours": t(1.0), "torch": t(3.0), "ratio": 3.0},
+                bwd={"ours": t(2.0), "torch": t(2.0), "ratio": 1.0},
+            )
+        return {
+            "direction": "fwd",
+            "bytes": 4000,
+            "providers": {
+                "torch": {"ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1},
+                "ours": {"ms": 2.0, "p20_ms": 1.9, "p80_ms": 2.1},
+            },
+        }
 
     fake.run_case = run_case
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     suite = suites.ModuleSuite("pool", "pooling", module=fake.__name__)
     monkeypatch.setitem(suites.SUITES, "pool", suite)
     assert suite.unavailable() is None
-    [p] = runner.run(["pool"], ["bf16"], RunOptions(device="cpu", quick=True), tmp_path,
-                     log=lambda s: None)
+    [p] = runner.run(
+        ["pool"], ["bf16"], RunOptions(device="cpu", quick=True), tmp_path, log=lambda s: None
+    )
     assert set(seen_dtypes) == {torch.bfloat16}
     doc = json.loads(p["json"].read_text())
     recs = {(r["name"], r["direction"]): r for r in doc["records"]}
-    assert list(recs) == [("maxpool.a", "fwd"), ("pool.1", "fwd"), ("pool.1", "bwd"),
-                          ("gap.contiguous", "fwd"), ("gap.contiguous", "bwd"),
-                          ("gap.channels_last", "all")]
+    assert list(recs) == [
+        ("maxpool.a", "fwd"),
+        ("pool.1", "fwd"),
+        ("pool.1", "bwd"),
+        ("gap.contiguous", "fwd"),
+        ("gap.contiguous", "bwd"),
+        ("gap.channels_last", "all"),
+    ]
     assert recs["maxpool.a", "fwd"]["speedup"] == pytest.approx(0.5)
     assert recs["maxpool.a", "fwd"]["providers"]["ours"]["gbps"] > 0
     assert recs["pool.1", "bwd"]["speedup"] == pytest.approx(2.0)
@@ -354,10 +404,16 @@ def test_module_suite_adapts_external_records(monkeypatch, tmp_path):
 
 
 def test_module_suite_missing_or_broken_is_reported(monkeypatch):
-    assert "does not exist yet" in suites.ModuleSuite("x", "", module="benchmarks.no_such").unavailable()
+    assert (
+        "does not exist yet"
+        in suites.ModuleSuite("x", "", module="benchmarks.no_such").unavailable()
+    )
     broken = types.ModuleType("benchmarks._broken_suite")
     monkeypatch.setitem(sys.modules, broken.__name__, broken)
-    assert "has no cases or run_case" in suites.ModuleSuite("x", "", module=broken.__name__).unavailable()
+    assert (
+        "has no cases or run_case"
+        in suites.ModuleSuite("x", "", module=broken.__name__).unavailable()
+    )
 
 
 def test_transposed_suite_defined_and_clean_when_missing(tmp_path):
@@ -368,8 +424,16 @@ def test_transposed_suite_defined_and_clean_when_missing(tmp_path):
     assert (reason is None) == hasattr(f, "conv_transpose2d")
     if reason is not None:
         assert "conv_transpose2d" in reason
-        assert runner.run(["transposed"], ["fp32"], RunOptions(device="cpu", quick=True), tmp_path,
-                          log=lambda s: None) == []
+        assert (
+            runner.run(
+                ["transposed"],
+                ["fp32"],
+                RunOptions(device="cpu", quick=True),
+                tmp_path,
+                log=lambda s: None,
+            )
+            == []
+        )
 
 
 # --- report and profile -----------------------------------------------------------------------
@@ -390,8 +454,19 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
 
 
 def test_profile_entry_point_on_cpu(tmp_path, capsys):
-    rc = profile.main(["conv", "resnet50.layer4.conv3", "--quick", "--iters", "1",
-                       "--device", "cpu", "--out", str(tmp_path)])
+    rc = profile.main(
+        [
+            "conv",
+            "resnet50.layer4.conv3",
+            "--quick",
+            "--iters",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "CPU run" in out and "need a CUDA GPU" in out  # says what it cannot show

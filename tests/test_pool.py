@@ -37,14 +37,29 @@ OURS = {
 }
 
 
-def _torch_avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-                      count_include_pad=True, divisor_override=None):
+def _torch_avg_pool1d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """torch's avg_pool1d, which is avg_pool2d of (N, C, 1, L), with divisor_override too."""
+
     def two(v):
         return None if v is None else (1, v if isinstance(v, int) else v[0])
 
-    out = F.avg_pool2d(x.unsqueeze(-2), two(kernel_size), two(stride), (0, two(padding)[1]),
-                       ceil_mode, count_include_pad, divisor_override)
+    out = F.avg_pool2d(
+        x.unsqueeze(-2),
+        two(kernel_size),
+        two(stride),
+        (0, two(padding)[1]),
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
     return out.squeeze(-2)
 
 
@@ -84,13 +99,17 @@ def check_case(mode, nd, kwargs, layout, backend, dtype=torch.float64, x=None):
         x_sem = x.detach().contiguous().requires_grad_()
         want_sem = ref_fn(x_sem, **kwargs, **extra)
     if mode == "max":
-        torch.testing.assert_close(got[1], want_sem[1], rtol=0, atol=0, msg=lambda m: f"{msg} indices: {m}")
+        torch.testing.assert_close(
+            got[1], want_sem[1], rtol=0, atol=0, msg=lambda m: f"{msg} indices: {m}"
+        )
 
     gy = torch.randn(want[0].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     (g_want,) = torch.autograd.grad(want_sem[0], x_sem, gy.to(dtype), retain_graph=True)
     with torchconv_ext.use_backend(backend):
         (g_got,) = torch.autograd.grad(got[0], x, gy.to(dtype))
-    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{msg} grad: {m}")
+    torch.testing.assert_close(
+        g_got, g_want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{msg} grad: {m}"
+    )
     (g_layout,) = torch.autograd.grad(want[0], x, gy.to(dtype))
     assert significant_strides(g_got) == significant_strides(g_layout), f"{msg} grad strides"
     return True
@@ -99,7 +118,9 @@ def check_case(mode, nd, kwargs, layout, backend, dtype=torch.float64, x=None):
 def grid(mode: str):
     """The brute-force grid: scalar arguments of every combination, then mixed per-dim ones."""
     dilations = (1, 2) if mode == "max" else (1,)
-    for k, s, p, d, ceil in itertools.product((1, 2, 3), (1, 2, 3), (0, 1), dilations, (False, True)):
+    for k, s, p, d, ceil in itertools.product(
+        (1, 2, 3), (1, 2, 3), (0, 1), dilations, (False, True)
+    ):
         if p > k // 2:
             continue
         base = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil)
@@ -136,7 +157,11 @@ TRITON_CASES = [
     ("max", 2, dict(kernel_size=2, stride=2)),
     ("max", 2, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ("max", 2, dict(kernel_size=3, stride=1, padding=1, dilation=2)),
-    ("max", 2, dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(2, 1), ceil_mode=True)),
+    (
+        "max",
+        2,
+        dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(2, 1), ceil_mode=True),
+    ),
     ("max", 2, dict(kernel_size=3, stride=3, ceil_mode=True)),
     ("max", 2, dict(kernel_size=1, stride=2)),
     ("max", 1, dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)),
@@ -291,9 +316,15 @@ def test_ceil_mode_and_divisor_rules_by_hand(backend):
         over = TF.avg_pool1d(x, 3, 2, 1, ceil_mode=True, divisor_override=4)
         # A window that would start in the right padding is dropped: 3 outputs, not 4.
         dropped = TF.max_pool1d(x[..., :5], 2, 2, 1, ceil_mode=True, return_indices=True)
-    torch.testing.assert_close(incl[0, 0], torch.tensor([1 / 3, 6 / 3, 12 / 3, 5 / 2], dtype=torch.float64))
-    torch.testing.assert_close(excl[0, 0], torch.tensor([1 / 2, 6 / 3, 12 / 3, 5 / 1], dtype=torch.float64))
-    torch.testing.assert_close(over[0, 0], torch.tensor([1 / 4, 6 / 4, 12 / 4, 5 / 4], dtype=torch.float64))
+    torch.testing.assert_close(
+        incl[0, 0], torch.tensor([1 / 3, 6 / 3, 12 / 3, 5 / 2], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        excl[0, 0], torch.tensor([1 / 2, 6 / 3, 12 / 3, 5 / 1], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        over[0, 0], torch.tensor([1 / 4, 6 / 4, 12 / 4, 5 / 4], dtype=torch.float64)
+    )
     assert dropped[0].tolist() == [[[0.0, 2.0, 4.0]]] and dropped[1].tolist() == [[[0, 2, 4]]]
 
 
@@ -301,7 +332,9 @@ def test_ceil_mode_and_divisor_rules_by_hand(backend):
 def geometries(draw):
     k = draw(st.integers(1, 4))
     kwargs = dict(
-        kernel_size=k, stride=draw(st.integers(1, 4)), padding=draw(st.integers(0, k // 2)),
+        kernel_size=k,
+        stride=draw(st.integers(1, 4)),
+        padding=draw(st.integers(0, k // 2)),
         ceil_mode=draw(st.booleans()),
     )
     mode = draw(st.sampled_from(["max", "avg"]))

@@ -36,7 +36,9 @@ OUTPUT_SIZES = {
 
 
 def _exact(got, want, msg):
-    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{msg}: {m}")
+    torch.testing.assert_close(
+        got, want, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{msg}: {m}"
+    )
 
 
 def check_adaptive(mode, nd, size, layout, backend, x=None):
@@ -61,7 +63,9 @@ def check_adaptive(mode, nd, size, layout, backend, x=None):
         assert torch.equal(g_got, torch.zeros_like(x))
         return
     (g_want,) = torch.autograd.grad(want[0], x, gy)
-    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{msg} grad: {m}")
+    torch.testing.assert_close(
+        g_got, g_want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{msg} grad: {m}"
+    )
     assert significant_strides(g_got) == significant_strides(g_want), msg + " grad strides"
 
 
@@ -99,8 +103,10 @@ def test_reference_adaptive_agrees_with_torch():
     for nd in (1, 2, 3):
         x = special_batch(nd)
         for size in OUTPUT_SIZES[nd]:
-            full = tuple(s if o is None else o for o, s in zip(
-                (size,) * nd if not isinstance(size, tuple) else size, x.shape[2:]))
+            full = tuple(
+                s if o is None else o
+                for o, s in zip((size,) * nd if not isinstance(size, tuple) else size, x.shape[2:])
+            )
             if 0 in full:
                 continue
             for mode in ("max", "avg"):
@@ -122,7 +128,9 @@ def pyramid_definition(x, levels, mode):
     nd = x.dim() - 2
     pooled = [TORCH[mode][nd](x, level, *([True] if mode == "max" else [])) for level in levels]
     if mode == "max":
-        return torch.cat([p[0].flatten(1) for p in pooled], 1), torch.cat([p[1].flatten(1) for p in pooled], 1)
+        return torch.cat([p[0].flatten(1) for p in pooled], 1), torch.cat(
+            [p[1].flatten(1) for p in pooled], 1
+        )
     return torch.cat([p.flatten(1) for p in pooled], 1), None
 
 

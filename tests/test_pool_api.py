@@ -26,24 +26,67 @@ BAD_LIKE_TORCH = [
     (lambda: TF.avg_pool2d(X, 3, 1, 2), lambda: F.avg_pool2d(X, 3, 1, 2), "at most half of kernel"),
     (lambda: TF.max_pool1d(X[0], 3, 1, 2), lambda: F.max_pool1d(X[0], 3, 1, 2), "at most half"),
     (lambda: TF.max_pool2d(X, -1), lambda: F.max_pool2d(X, -1), "kernel_size must be greater"),
-    (lambda: TF.avg_pool3d(X[None], 2, 0), lambda: F.avg_pool3d(X[None], 2, 0), "stride must be greater"),
+    (
+        lambda: TF.avg_pool3d(X[None], 2, 0),
+        lambda: F.avg_pool3d(X[None], 2, 0),
+        "stride must be greater",
+    ),
     (lambda: TF.max_pool2d(X, 2, 2, -1), lambda: F.max_pool2d(X, 2, 2, -1), "non-negative"),
-    (lambda: TF.max_pool2d(X, 2, 2, 0, 0), lambda: F.max_pool2d(X, 2, 2, 0, 0), "dilation must be greater"),
+    (
+        lambda: TF.max_pool2d(X, 2, 2, 0, 0),
+        lambda: F.max_pool2d(X, 2, 2, 0, 0),
+        "dilation must be greater",
+    ),
     (lambda: TF.max_pool2d(X, 7), lambda: F.max_pool2d(X, 7), "too small"),
     (lambda: TF.avg_pool1d(X[0], 7), lambda: F.avg_pool1d(X[0], 7), "too small"),
-    (lambda: TF.max_pool3d(X[None], 3, 1, 0, 4), lambda: F.max_pool3d(X[None], 3, 1, 0, 4), "too small"),
+    (
+        lambda: TF.max_pool3d(X[None], 3, 1, 0, 4),
+        lambda: F.max_pool3d(X[None], 3, 1, 0, 4),
+        "too small",
+    ),
     (lambda: TF.max_pool2d(X, (2, 2, 2)), lambda: F.max_pool2d(X, (2, 2, 2)), "kernel_size must"),
     (lambda: TF.avg_pool2d(X, 2, (1, 1, 1)), lambda: F.avg_pool2d(X, 2, (1, 1, 1)), "stride must"),
-    (lambda: TF.max_pool2d(torch.randn(6, 6), 2), lambda: F.max_pool2d(torch.randn(6, 6), 2), "Expected 3D"),
-    (lambda: TF.max_pool1d(torch.randn(6), 2), lambda: F.max_pool1d(torch.randn(6), 2), "Expected 2D"),
+    (
+        lambda: TF.max_pool2d(torch.randn(6, 6), 2),
+        lambda: F.max_pool2d(torch.randn(6, 6), 2),
+        "Expected 3D",
+    ),
+    (
+        lambda: TF.max_pool1d(torch.randn(6), 2),
+        lambda: F.max_pool1d(torch.randn(6), 2),
+        "Expected 2D",
+    ),
     (lambda: TF.avg_pool3d(X[0], 2), lambda: F.avg_pool3d(X[0], 2), "Expected 4D"),
-    (lambda: TF.avg_pool2d(X, 2, divisor_override=0), lambda: F.avg_pool2d(X, 2, divisor_override=0), "divisor"),
-    (lambda: TF.max_pool2d(torch.randn(2, 0, 6, 6), 2), lambda: F.max_pool2d(torch.randn(2, 0, 6, 6), 2), "non-zero"),
-    (lambda: TF.adaptive_avg_pool2d(X, (-1, 2)), lambda: F.adaptive_avg_pool2d(X, (-1, 2)), "greater than or equal to 0"),
-    (lambda: TF.adaptive_max_pool2d(torch.randn(2, 3, 0, 6), 2),
-     lambda: F.adaptive_max_pool2d(torch.randn(2, 3, 0, 6), 2), "non-zero"),
-    (lambda: TF.adaptive_avg_pool2d(X, (2, 2, 2)), lambda: F.adaptive_avg_pool2d(X, (2, 2, 2)), "output_size must"),
-    (lambda: TF.adaptive_max_pool3d(X[0], 2), lambda: F.adaptive_max_pool3d(X[0], 2), "Expected 4D"),
+    (
+        lambda: TF.avg_pool2d(X, 2, divisor_override=0),
+        lambda: F.avg_pool2d(X, 2, divisor_override=0),
+        "divisor",
+    ),
+    (
+        lambda: TF.max_pool2d(torch.randn(2, 0, 6, 6), 2),
+        lambda: F.max_pool2d(torch.randn(2, 0, 6, 6), 2),
+        "non-zero",
+    ),
+    (
+        lambda: TF.adaptive_avg_pool2d(X, (-1, 2)),
+        lambda: F.adaptive_avg_pool2d(X, (-1, 2)),
+        "greater than or equal to 0",
+    ),
+    (
+        lambda: TF.adaptive_max_pool2d(torch.randn(2, 3, 0, 6), 2),
+        lambda: F.adaptive_max_pool2d(torch.randn(2, 3, 0, 6), 2),
+        "non-zero",
+    ),
+    (
+        lambda: TF.adaptive_avg_pool2d(X, (2, 2, 2)),
+        lambda: F.adaptive_avg_pool2d(X, (2, 2, 2)),
+        "output_size must",
+    ),
+    (
+        lambda: TF.adaptive_max_pool3d(X[0], 2),
+        lambda: F.adaptive_max_pool3d(X[0], 2),
+        "Expected 4D",
+    ),
 ]
 
 BAD_BEYOND_TORCH = [
@@ -69,7 +112,10 @@ def test_bad_arguments_raise_like_torch(case, backend):
     ours, theirs, fragment = BAD_LIKE_TORCH[case]
     with pytest.raises(Exception) as want:
         theirs()
-    with torchconv_ext.use_backend(backend), pytest.raises(want.type, match=fragment if backend == "triton" else None):
+    with (
+        torchconv_ext.use_backend(backend),
+        pytest.raises(want.type, match=fragment if backend == "triton" else None),
+    ):
         ours()
 
 
@@ -100,7 +146,9 @@ def test_unbatched_and_empty_batch(backend):
         ours, theirs = pick(TF), pick(F)
         nd = int(theirs.__name__.rstrip("d")[-1])
         unbatched = special_batch(nd)[0].requires_grad_()
-        transposed = unbatched.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+        transposed = (
+            unbatched.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+        )
         for x in (unbatched, transposed, special_batch(nd)[:0].requires_grad_()):
             with torchconv_ext.use_backend(backend):
                 got = ours(x, *args)
@@ -139,20 +187,29 @@ TORCH_MODULES = [
 def test_convert_model_swaps_each_pooling_layer(i):
     module, nd = TORCH_MODULES[i]
     ours = torchconv_ext.convert_model(module)
-    assert type(ours).__name__ == type(module).__name__ and type(ours).__module__ == TN.pool.__name__
+    assert (
+        type(ours).__name__ == type(module).__name__ and type(ours).__module__ == TN.pool.__name__
+    )
     assert isinstance(ours, type(module)) and type(ours).replaces is type(module)
     assert repr(ours) == repr(module) and ours.state_dict().keys() == module.state_dict().keys()
     x = special_batch(nd)
     got, want = ours(x), module(x)
-    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+    for g, w in zip(
+        got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)
+    ):
         torch.testing.assert_close(g, w, equal_nan=True)
 
 
 def test_modules_constructed_directly_and_in_a_model():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2, ceil_mode=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
     )
     converted = torchconv_ext.convert_model(model)
     assert [type(m).__module__ for m in converted[2:5]] == [TN.pool.__name__] * 3
@@ -172,7 +229,9 @@ def test_new_modules():
     assert spp.output_features(3) == 3 * 21 == spp(x).shape[1]
     torch.testing.assert_close(spp(x), TF.spatial_pyramid_pool(x, (1, 2, 4), "avg"), equal_nan=True)
     torch.testing.assert_close(TN.GlobalAvgPool()(x), x.mean((2, 3)), equal_nan=True)
-    torch.testing.assert_close(TN.GlobalMaxPool()(x), F.adaptive_max_pool2d(x, 1).flatten(1), equal_nan=True)
+    torch.testing.assert_close(
+        TN.GlobalMaxPool()(x), F.adaptive_max_pool2d(x, 1).flatten(1), equal_nan=True
+    )
     assert list(spp.parameters()) == [] and spp.state_dict() == {}
 
 
@@ -183,14 +242,18 @@ def test_new_modules():
 
 def _op_samples(layout):
     x = in_layout(torch.randn(2, 3, 5, 6, dtype=torch.float64), layout)
-    geo = (["max", [3, 2], [2, 1], [1, 0], [1, 1], [1, 2], True, True, 0],
-           ["avg", [3, 2], [2, 1], [1, 0], [1, 1], [1, 1], True, False, 0])
+    geo = (
+        ["max", [3, 2], [2, 1], [1, 0], [1, 1], [1, 2], True, True, 0],
+        ["avg", [3, 2], [2, 1], [1, 0], [1, 1], [1, 1], True, False, 0],
+    )
     return x, geo
 
 
 def _opcheck_all(backend, layout, modes=("max", "avg"), test_utils=None):
     ops = torch.ops.torchconv_ext
-    check = lambda op, args: torch.library.opcheck(op, args, **({"test_utils": test_utils} if test_utils else {}))
+    check = lambda op, args: torch.library.opcheck(
+        op, args, **({"test_utils": test_utils} if test_utils else {})
+    )
     x, geos = _op_samples(layout)
     with torchconv_ext.use_backend(backend):
         for geo in (g for g in geos if g[0] in modes):
@@ -221,7 +284,10 @@ def test_opcheck_triton():
 def _distinct(shape, layout="contiguous"):
     """Well-separated values, so finite differences never swap a maximum."""
     n = torch.Size(shape).numel()
-    x = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(torch.float64).view(shape) / n
+    x = (
+        torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(torch.float64).view(shape)
+        / n
+    )
     return in_layout(x, layout).requires_grad_()
 
 
@@ -262,8 +328,10 @@ def test_torch_compile_fullgraph_matches_eager():
     torch.manual_seed(0)
     model = torchconv_ext.convert_model(
         nn.Sequential(
-            nn.MaxPool2d(3, 2, 1, ceil_mode=True), nn.AvgPool2d(2, 1, padding=1, count_include_pad=False),
-            nn.AdaptiveMaxPool2d((3, 2)), TN.SpatialPyramidPool((1, 2), "avg"),
+            nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+            nn.AvgPool2d(2, 1, padding=1, count_include_pad=False),
+            nn.AdaptiveMaxPool2d((3, 2)),
+            TN.SpatialPyramidPool((1, 2), "avg"),
         )
     )
     x = torch.randn(2, 3, 9, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -285,9 +353,12 @@ def _backward_twice(x, backend):
     grads = []
     for _ in range(2):
         with torchconv_ext.use_backend(backend):
-            y = (TF.max_pool2d(x, 3, 1, 1).sum() + TF.avg_pool2d(x, 3, 2, 1, ceil_mode=True).sum()
-                 + TF.spatial_pyramid_pool(x, (1, 2, 3), "avg").sum()
-                 + TF.adaptive_max_pool2d(x, (4, 3)).sum())
+            y = (
+                TF.max_pool2d(x, 3, 1, 1).sum()
+                + TF.avg_pool2d(x, 3, 2, 1, ceil_mode=True).sum()
+                + TF.spatial_pyramid_pool(x, (1, 2, 3), "avg").sum()
+                + TF.adaptive_max_pool2d(x, (4, 3)).sum()
+            )
             grads.append(torch.autograd.grad(y, x)[0])
     return grads
 
@@ -327,22 +398,34 @@ def test_gpu_matches_torch(dtype, layout):
     tol = dict(rtol=GPU_TOL[dtype], atol=GPU_TOL[dtype], equal_nan=True)
     pyramid = (1, 2, 4)
     cases = [  # (ours, torch) on a tensor
-        (lambda t: TF.max_pool2d(t, 3, 2, ceil_mode=True, return_indices=True),
-         lambda t: F.max_pool2d(t, 3, 2, ceil_mode=True, return_indices=True)),
-        (lambda t: TF.max_pool2d(t, 2, 2, return_indices=True),
-         lambda t: F.max_pool2d(t, 2, 2, return_indices=True)),
-        (lambda t: TF.adaptive_max_pool2d(t, (6, 7), return_indices=True),
-         lambda t: F.adaptive_max_pool2d(t, (6, 7), return_indices=True)),
-        (lambda t: TF.avg_pool2d(t, 3, 2, 1, count_include_pad=False),
-         lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
+        (
+            lambda t: TF.max_pool2d(t, 3, 2, ceil_mode=True, return_indices=True),
+            lambda t: F.max_pool2d(t, 3, 2, ceil_mode=True, return_indices=True),
+        ),
+        (
+            lambda t: TF.max_pool2d(t, 2, 2, return_indices=True),
+            lambda t: F.max_pool2d(t, 2, 2, return_indices=True),
+        ),
+        (
+            lambda t: TF.adaptive_max_pool2d(t, (6, 7), return_indices=True),
+            lambda t: F.adaptive_max_pool2d(t, (6, 7), return_indices=True),
+        ),
+        (
+            lambda t: TF.avg_pool2d(t, 3, 2, 1, count_include_pad=False),
+            lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False),
+        ),
         (lambda t: TF.adaptive_avg_pool2d(t, 7), lambda t: F.adaptive_avg_pool2d(t, 7)),
         (lambda t: TF.adaptive_avg_pool2d(t, 1), lambda t: F.adaptive_avg_pool2d(t, 1)),
-        (lambda t: TF.spatial_pyramid_pool(t, pyramid),
-         lambda t: torch.cat([F.adaptive_max_pool2d(t, lv).flatten(1) for lv in pyramid], 1)),
+        (
+            lambda t: TF.spatial_pyramid_pool(t, pyramid),
+            lambda t: torch.cat([F.adaptive_max_pool2d(t, lv).flatten(1) for lv in pyramid], 1),
+        ),
     ]
     for ours, theirs in cases:
         got, want, layout_ref = ours(x), theirs(x64), theirs(x)
-        got, want, layout_ref = (v if isinstance(v, tuple) else (v,) for v in (got, want, layout_ref))
+        got, want, layout_ref = (
+            v if isinstance(v, tuple) else (v,) for v in (got, want, layout_ref)
+        )
         if len(want) == 2:  # max: a copy of an input element and its index, exactly
             torch.testing.assert_close(got[0].double(), want[0], rtol=0, atol=0, equal_nan=True)
             assert torch.equal(got[1], want[1])
@@ -378,9 +461,9 @@ def test_gpu_beyond_int32_offsets():
         pytest.skip("needs 12 GiB of free GPU memory")
     x = torch.randn(1, 2, 2**30 + 7, device="cuda", dtype=torch.float16)
     y, idx = TF.max_pool1d(x, 4, 4, return_indices=True)
-    tail = x[..., -(2**12 + 3):]
+    tail = x[..., -(2**12 + 3) :]
     want, want_idx = F.max_pool1d(tail[..., 3:], 4, 4, return_indices=True)
-    assert torch.equal(y[..., -want.shape[-1]:], want)
-    assert torch.equal(idx[..., -want.shape[-1]:] - (x.shape[-1] - tail.shape[-1] + 3), want_idx)
+    assert torch.equal(y[..., -want.shape[-1] :], want)
+    assert torch.equal(idx[..., -want.shape[-1] :] - (x.shape[-1] - tail.shape[-1] + 3), want_idx)
     g = torch.autograd.grad(TF.avg_pool1d(x.requires_grad_(), 2).float().sum(), x)[0]
     assert g.dtype == torch.float16 and bool((g[..., -4:] == 0.5).all())

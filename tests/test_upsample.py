@@ -25,16 +25,38 @@ SIZES = {1: (7,), 2: (5, 4), 3: (3, 4, 2)}
 
 # Size / scale forms: (kwargs for interpolate) per rank.
 GEOMETRIES = {
-    1: [dict(scale_factor=2), dict(scale_factor=3.0), dict(scale_factor=0.5), dict(size=11),
-        dict(size=7), dict(size=3), dict(scale_factor=1.7), dict(scale_factor=2.05),
-        dict(scale_factor=1.7, recompute_scale_factor=True), dict(scale_factor=(0.3,)),
-        dict(size=[14])],
-    2: [dict(scale_factor=2), dict(scale_factor=(2, 3)), dict(scale_factor=(0.5, 1.5)),
-        dict(size=(9, 7)), dict(size=3), dict(size=(5, 4)), dict(scale_factor=(1.05, 2.05)),
-        dict(scale_factor=2.6, recompute_scale_factor=True), dict(scale_factor=(3.0000001, 1))],
-    3: [dict(scale_factor=2), dict(scale_factor=(1, 2, 3)), dict(size=(5, 3, 4)),
-        dict(scale_factor=(0.7, 1.3, 2.5)), dict(scale_factor=1.5, recompute_scale_factor=True),
-        dict(size=2)],
+    1: [
+        dict(scale_factor=2),
+        dict(scale_factor=3.0),
+        dict(scale_factor=0.5),
+        dict(size=11),
+        dict(size=7),
+        dict(size=3),
+        dict(scale_factor=1.7),
+        dict(scale_factor=2.05),
+        dict(scale_factor=1.7, recompute_scale_factor=True),
+        dict(scale_factor=(0.3,)),
+        dict(size=[14]),
+    ],
+    2: [
+        dict(scale_factor=2),
+        dict(scale_factor=(2, 3)),
+        dict(scale_factor=(0.5, 1.5)),
+        dict(size=(9, 7)),
+        dict(size=3),
+        dict(size=(5, 4)),
+        dict(scale_factor=(1.05, 2.05)),
+        dict(scale_factor=2.6, recompute_scale_factor=True),
+        dict(scale_factor=(3.0000001, 1)),
+    ],
+    3: [
+        dict(scale_factor=2),
+        dict(scale_factor=(1, 2, 3)),
+        dict(size=(5, 3, 4)),
+        dict(scale_factor=(0.7, 1.3, 2.5)),
+        dict(scale_factor=1.5, recompute_scale_factor=True),
+        dict(size=2),
+    ],
 }
 
 
@@ -65,8 +87,9 @@ def test_fallback_dtypes(dtype):
     for nd in (1, 2, 3):
         x = (torch.rand((2, 3, *SIZES[nd])) * 200).to(dtype)
         for mode, kwargs in itertools.product(MODES, GEOMETRIES[nd][:4]):
-            assert torch.equal(TF.interpolate(x, mode=mode, **kwargs),
-                               F.interpolate(x, mode=mode, **kwargs))
+            assert torch.equal(
+                TF.interpolate(x, mode=mode, **kwargs), F.interpolate(x, mode=mode, **kwargs)
+            )
 
 
 def test_upsample_nearest_matches_torch():
@@ -77,13 +100,16 @@ def test_upsample_nearest_matches_torch():
         assert torch.equal(TF.upsample_nearest(x, **kwargs), expected)
 
 
-@pytest.mark.parametrize("mode,nd,kwargs", [
-    ("linear", 1, dict(scale_factor=2.5, align_corners=True)),
-    ("bilinear", 2, dict(size=(7, 9))),
-    ("bicubic", 2, dict(scale_factor=1.5, antialias=True)),
-    ("area", 2, dict(scale_factor=0.5)),
-    ("trilinear", 3, dict(scale_factor=(1, 2, 0.5), recompute_scale_factor=True)),
-])
+@pytest.mark.parametrize(
+    "mode,nd,kwargs",
+    [
+        ("linear", 1, dict(scale_factor=2.5, align_corners=True)),
+        ("bilinear", 2, dict(size=(7, 9))),
+        ("bicubic", 2, dict(scale_factor=1.5, antialias=True)),
+        ("area", 2, dict(scale_factor=0.5)),
+        ("trilinear", 3, dict(scale_factor=(1, 2, 0.5), recompute_scale_factor=True)),
+    ],
+)
 def test_other_modes_are_torchs(mode, nd, kwargs):
     x = torch.randn((2, 3, *SIZES[nd]), dtype=torch.float64, requires_grad=True)
     ours = TF.interpolate(x, mode=mode, **kwargs)
@@ -96,8 +122,9 @@ def test_other_modes_are_torchs(mode, nd, kwargs):
 def test_round_option_on_fallback(recompute):
     """'round' only changes the output size; the index rule stays torch's."""
     x = torch.randn(2, 3, 5, 3, dtype=torch.float64)
-    ours = TF.interpolate(x, scale_factor=(1.5, 0.5), recompute_scale_factor=recompute,
-                          output_size_rounding="round")
+    ours = TF.interpolate(
+        x, scale_factor=(1.5, 0.5), recompute_scale_factor=recompute, output_size_rounding="round"
+    )
     assert ours.shape[2:] == (8, 2)  # round(7.5) = 8, round(1.5) = 2
     if recompute:
         expected = F.interpolate(x, size=(8, 2))
@@ -122,8 +149,7 @@ def test_backward_is_deterministic_under_deterministic_algorithms():
     go = torch.randn(2, 3, 11, 13)
     torch.use_deterministic_algorithms(True)
     try:
-        grads = [torch.autograd.grad(TF.interpolate(x, size=(11, 13)), x, go)[0]
-                 for _ in range(2)]
+        grads = [torch.autograd.grad(TF.interpolate(x, size=(11, 13)), x, go)[0] for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(grads[0], grads[1])
@@ -135,9 +161,12 @@ def test_backward_is_deterministic_under_deterministic_algorithms():
 
 
 def test_upsample_module_is_a_drop_in():
-    for kwargs in (dict(scale_factor=2), dict(size=(3, 9), mode="nearest-exact"),
-                   dict(scale_factor=1.5, mode="bilinear", align_corners=False),
-                   dict(scale_factor=(2, 1), recompute_scale_factor=True)):
+    for kwargs in (
+        dict(scale_factor=2),
+        dict(size=(3, 9), mode="nearest-exact"),
+        dict(scale_factor=1.5, mode="bilinear", align_corners=False),
+        dict(scale_factor=(2, 1), recompute_scale_factor=True),
+    ):
         ours, theirs = torchconv_ext.nn.Upsample(**kwargs), nn.Upsample(**kwargs)
         assert isinstance(ours, nn.Upsample)
         assert repr(ours).replace("torchconv_ext.", "") == repr(theirs)
@@ -160,8 +189,13 @@ def test_convert_model_swaps_nearest_upsampling_only():
     )
     converted = torchconv_ext.convert_model(model)
     kinds = [type(m) for m in converted]
-    assert kinds == [torchconv_ext.nn.Upsample, torchconv_ext.nn.Upsample, nn.Upsample,
-                     torchconv_ext.nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d]
+    assert kinds == [
+        torchconv_ext.nn.Upsample,
+        torchconv_ext.nn.Upsample,
+        nn.Upsample,
+        torchconv_ext.nn.UpsamplingNearest2d,
+        nn.UpsamplingBilinear2d,
+    ]
     assert all(type(m) is type(o) for m, o in zip(model, [*model]))  # original untouched
     x = torch.randn(1, 2, 3, 3)
     assert torch.equal(converted(x), model(x))
@@ -175,10 +209,18 @@ def test_convert_model_swaps_nearest_upsampling_only():
 
 # Every op and mode, 1-d to 3-d, scale factors and sizes, three layouts (opcheck is slow: few).
 OPCHECK_CASES = [
-    (torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
-     [8, 7], [2.0, 1.5], False),
-    (torch.randn(1, 2, 3, 4, 2, dtype=torch.float64).transpose(2, 4), [4, 6, 5], [0.0, 0.0, 0.0],
-     True),
+    (
+        torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
+        [8, 7],
+        [2.0, 1.5],
+        False,
+    ),
+    (
+        torch.randn(1, 2, 3, 4, 2, dtype=torch.float64).transpose(2, 4),
+        [4, 6, 5],
+        [0.0, 0.0, 0.0],
+        True,
+    ),
     (torch.randn(2, 3, 5, dtype=torch.float64), [11], [0.0], False),
 ]
 
@@ -200,7 +242,8 @@ def test_opcheck_fallback():
 def compile_check(backend: str, compiler: str) -> None:
     """A small decoder block under ``torch.compile(fullgraph=True)``: same values and grads."""
     model = nn.Sequential(
-        torchconv_ext.nn.Upsample(scale_factor=2), nn.ReLU(),
+        torchconv_ext.nn.Upsample(scale_factor=2),
+        nn.ReLU(),
         torchconv_ext.nn.Upsample(size=(7, 5), mode="nearest-exact"),
     )
     compiled = torch.compile(model, fullgraph=True, backend=compiler)

@@ -31,18 +31,30 @@ BAD = [
     ("nan scale", X2, dict(scale_factor=float("nan")), True),
     ("inf scale", X2, dict(scale_factor=float("inf")), True),
     ("huge scale", X2, dict(scale_factor=1e30), True),
-    ("nan scale recomputed", X1, dict(scale_factor=float("nan"), recompute_scale_factor=True),
-     False),
-    ("inf scale recomputed", X1, dict(scale_factor=float("inf"), recompute_scale_factor=True),
-     False),
+    (
+        "nan scale recomputed",
+        X1,
+        dict(scale_factor=float("nan"), recompute_scale_factor=True),
+        False,
+    ),
+    (
+        "inf scale recomputed",
+        X1,
+        dict(scale_factor=float("inf"), recompute_scale_factor=True),
+        False,
+    ),
     ("scale length", X2, dict(scale_factor=(2, 2, 2)), True),
     ("size length", X2, dict(size=(2, 2, 2)), True),
     ("float size in tuple", X2, dict(size=(2.0, 2)), True),
     ("float size", X2, dict(size=2.5), False),
     ("tensor scale", X2, dict(scale_factor=torch.tensor(2.0)), False),
     ("align_corners", X2, dict(scale_factor=2, align_corners=False), True),
-    ("align_corners exact", X2, dict(scale_factor=2, align_corners=True, mode="nearest-exact"),
-     True),
+    (
+        "align_corners exact",
+        X2,
+        dict(scale_factor=2, align_corners=True, mode="nearest-exact"),
+        True,
+    ),
     ("antialias", X2, dict(scale_factor=2, antialias=True), True),
     ("recompute with size", X2, dict(size=3, recompute_scale_factor=True), True),
     ("rank 2", torch.randn(2, 3), dict(scale_factor=2), True),
@@ -84,8 +96,13 @@ def test_bad_input_messages_name_the_problem():
 
 def test_accepted_size_and_scale_types():
     """Integer tensors / NumPy integers as sizes, ints as scale factors, as torch accepts."""
-    for kwargs in (dict(size=torch.tensor(3)), dict(size=np.int64(3)), dict(size=[3, 5]),
-                   dict(scale_factor=[2, 1]), dict(scale_factor=(1.5, 0.5))):
+    for kwargs in (
+        dict(size=torch.tensor(3)),
+        dict(size=np.int64(3)),
+        dict(size=[3, 5]),
+        dict(scale_factor=[2, 1]),
+        dict(scale_factor=(1.5, 0.5)),
+    ):
         assert torch.equal(TF.interpolate(X2, **kwargs), F.interpolate(X2, **kwargs)), kwargs
 
 
@@ -119,7 +136,8 @@ def test_source_scales_are_atens_float32_values():
     assert source_scales([10], [20], [2.05]) == (float(f32(1.0 / 2.05)),)
     assert source_scales([7], [3], [0.0]) == (float(f32(7) / f32(3)),)
     assert source_scales([3, 5], [7, 9], [0.0, 1.9]) == (
-        float(f32(3) / f32(7)), float(f32(1.0 / 1.9)),
+        float(f32(3) / f32(7)),
+        float(f32(1.0 / 1.9)),
     )
 
 
@@ -129,15 +147,21 @@ ODD_LAYOUTS = [
     ("C=1 channels_last", torch.randn(2, 1, 4, 5).contiguous(memory_format=torch.channels_last)),
     ("HW=1 channels_last", torch.randn(2, 3, 1, 1).contiguous(memory_format=torch.channels_last)),
     ("N=1 channels_last", torch.randn(1, 3, 4, 5).contiguous(memory_format=torch.channels_last)),
-    ("sliced channels_last",
-     torch.randn(2, 6, 8, 5).contiguous(memory_format=torch.channels_last)[:, :3, ::2]),
+    (
+        "sliced channels_last",
+        torch.randn(2, 6, 8, 5).contiguous(memory_format=torch.channels_last)[:, :3, ::2],
+    ),
     ("transposed", torch.randn(2, 3, 4, 5).transpose(2, 3)),
     ("NHWC permute", torch.randn(2, 4, 5, 3).permute(0, 3, 1, 2)),
     ("expanded", torch.randn(1, 3, 1, 5).expand(2, 3, 4, 5)),
-    ("channels_last_3d",
-     torch.randn(2, 3, 4, 5, 3).contiguous(memory_format=torch.channels_last_3d)),
-    ("C=1 channels_last_3d",
-     torch.randn(2, 1, 2, 3, 4).contiguous(memory_format=torch.channels_last_3d)),
+    (
+        "channels_last_3d",
+        torch.randn(2, 3, 4, 5, 3).contiguous(memory_format=torch.channels_last_3d),
+    ),
+    (
+        "C=1 channels_last_3d",
+        torch.randn(2, 1, 2, 3, 4).contiguous(memory_format=torch.channels_last_3d),
+    ),
     ("1d transposed", torch.randn(2, 4, 3).transpose(1, 2)),
 ]
 

@@ -62,8 +62,9 @@ def layout(x: torch.Tensor, name: str) -> torch.Tensor:
         return x.contiguous(memory_format=_CHANNELS_LAST[x.dim()])
     if name == "strided":
         perm = list(reversed(range(x.dim())))
-        big = torch.zeros([2 * s + 1 for s in x.permute(perm).shape], dtype=x.dtype,
-                          device=x.device)
+        big = torch.zeros(
+            [2 * s + 1 for s in x.permute(perm).shape], dtype=x.dtype, device=x.device
+        )
         view = big[tuple(slice(1, None, 2) for _ in range(x.dim()))].permute(perm)
         view.copy_(x)
         return view
@@ -81,11 +82,14 @@ def random_geometries(count: int, seed: int, max_size: int = 40):
         n = rng.choice([rng.randint(1, 12), rng.randint(1, max_size)])
         exact = rng.random() < 0.5
         if rng.random() < 0.5:
-            s = rng.choice([
-                rng.uniform(0.1, 6.0), round(rng.uniform(0.1, 5.0), 2),
-                rng.randint(1, 5) + rng.choice([0.0, 1e-7, -1e-7, 0.05, -0.05]),
-                1 / rng.randint(1, 7),
-            ])
+            s = rng.choice(
+                [
+                    rng.uniform(0.1, 6.0),
+                    round(rng.uniform(0.1, 5.0), 2),
+                    rng.randint(1, 5) + rng.choice([0.0, 1e-7, -1e-7, 0.05, -0.05]),
+                    1 / rng.randint(1, 7),
+                ]
+            )
             o = int(n * s)
             if o < 1:
                 continue

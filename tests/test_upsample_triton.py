@@ -45,8 +45,9 @@ def run(x, backend="triton", **kwargs):
 def check_against_reference(x, mode="nearest", **kwargs):
     """Forward bitwise and backward (float64) vs the reference; output strides vs torch's."""
     _, y, go, g = run(x, mode=mode, **kwargs)
-    out_size, scales = torch_geometry(x, kwargs.get("size"), kwargs.get("scale_factor"),
-                                      kwargs.get("recompute_scale_factor"))
+    out_size, scales = torch_geometry(
+        x, kwargs.get("size"), kwargs.get("scale_factor"), kwargs.get("recompute_scale_factor")
+    )
     xr = x.detach().requires_grad_()
     expected = reference(xr, out_size, scales, MODES[mode])
     assert torch.equal(y, expected), (x.shape, kwargs, mode)
@@ -77,8 +78,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape,lay,kwargs", CASES, ids=[f"{len(c[0]) - 2}d-{c[1]}-{i}"
-                                                          for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "shape,lay,kwargs", CASES, ids=[f"{len(c[0]) - 2}d-{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_triton_matches_reference(shape, lay, kwargs):
     x = layout(torch.randn(shape, dtype=torch.float64), lay)
     for mode in MODES:
@@ -130,7 +132,8 @@ def test_int64_offsets(monkeypatch):
     monkeypatch.setattr(kernels, "needs_int64", lambda *tensors: True)
     check_against_reference(torch.randn(2, 3, 5, 4, dtype=torch.float64), scale_factor=2)
     check_against_reference(
-        layout(torch.randn(2, 3, 5, 4, dtype=torch.float64), "channels_last"), "nearest-exact",
+        layout(torch.randn(2, 3, 5, 4, dtype=torch.float64), "channels_last"),
+        "nearest-exact",
         size=(7, 9),
     )
 
@@ -139,8 +142,10 @@ def test_int64_offsets(monkeypatch):
 def test_other_dtypes(dtype):
     """Values are copies in every dtype; gradients accumulate in float32 (atol vs float64)."""
     base = torch.rand(2, 4, 5, 3) * 100
-    for lay, kwargs in (("contiguous", dict(scale_factor=2)),
-                        ("channels_last", dict(scale_factor=(1.5, 2.5)))):
+    for lay, kwargs in (
+        ("contiguous", dict(scale_factor=2)),
+        ("channels_last", dict(scale_factor=(1.5, 2.5))),
+    ):
         x = layout(base.to(dtype), lay)
         if dtype == torch.uint8:
             with torchconv_ext.use_backend("triton"):
@@ -162,8 +167,9 @@ def test_backward_is_bitwise_repeatable_and_deterministic():
     torch.use_deterministic_algorithms(True)
     try:
         with torchconv_ext.use_backend("triton"):
-            grads = [torch.autograd.grad(TF.interpolate(x, size=(16, 13)), x, go)[0]
-                     for _ in range(3)]
+            grads = [
+                torch.autograd.grad(TF.interpolate(x, size=(16, 13)), x, go)[0] for _ in range(3)
+            ]
     finally:
         torch.use_deterministic_algorithms(False)
     assert all(torch.equal(grads[0], g) for g in grads[1:])

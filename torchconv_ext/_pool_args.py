@@ -51,8 +51,14 @@ class PoolGeometry:
     def as_args(self) -> tuple:
         """The geometry as the registered ops' arguments (lists, bools and an int)."""
         return (
-            list(self.kernel), list(self.stride), list(self.padding), list(self.padding_end),
-            list(self.dilation), self.ceil_mode, self.count_include_pad, self.divisor_override,
+            list(self.kernel),
+            list(self.stride),
+            list(self.padding),
+            list(self.padding_end),
+            list(self.dilation),
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
         )
 
 
@@ -92,7 +98,9 @@ def _is_int(v) -> bool:
     return isinstance(v, int | torch.SymInt) and not isinstance(v, bool)
 
 
-def _expand(name: str, arg: str, value, ndim: int, *, allow_empty: bool = False) -> tuple[int, ...] | None:
+def _expand(
+    name: str, arg: str, value, ndim: int, *, allow_empty: bool = False
+) -> tuple[int, ...] | None:
     """An int or a sequence of 1 or ``ndim`` ints as ``ndim`` ints (torch's rule for pooling)."""
     if _is_int(value):
         return (value,) * ndim
@@ -146,7 +154,9 @@ def pool_geometry(
     if any(s <= 0 for s in stride_t):
         raise RuntimeError(f"{name}: stride must be greater than zero, but got {list(stride_t)}")
     if any(d <= 0 for d in dilation_t):
-        raise RuntimeError(f"{name}: dilation must be greater than zero, but got {list(dilation_t)}")
+        raise RuntimeError(
+            f"{name}: dilation must be greater than zero, but got {list(dilation_t)}"
+        )
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError(f"{name}: divisor must be not zero (divisor_override=0)")
 
@@ -173,8 +183,14 @@ def pool_geometry(
             )
 
     g = PoolGeometry(
-        tuple(kernel), tuple(stride_t), tuple(before), tuple(end), tuple(dilation_t),
-        bool(ceil_mode), bool(count_include_pad), int(divisor_override or 0),
+        tuple(kernel),
+        tuple(stride_t),
+        tuple(before),
+        tuple(end),
+        tuple(dilation_t),
+        bool(ceil_mode),
+        bool(count_include_pad),
+        int(divisor_override or 0),
     )
     out = pool_output_shape(input.shape, g)[2:]
     if any(o < 1 for o in out):
@@ -227,7 +243,9 @@ def check_levels(levels) -> tuple[int, ...]:
     if _is_int(levels):
         levels = (levels,)
     if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
-        raise ValueError(f"levels must be a non-empty sequence of positive ints, but got {levels!r}")
+        raise ValueError(
+            f"levels must be a non-empty sequence of positive ints, but got {levels!r}"
+        )
     if not all(_is_int(v) for v in levels):
         raise TypeError(f"levels must hold ints, but got {levels!r}")
     if any(v <= 0 for v in levels):

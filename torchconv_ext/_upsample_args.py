@@ -33,7 +33,11 @@ NEAREST_MODES: tuple[str, ...] = ("nearest", "nearest-exact")
 ROUNDINGS: tuple[str, ...] = ("floor", "round")
 # The dtypes ATen's nearest upsampling kernels accept.
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.uint8,
 )
 _INT64_MAX = 2**63 - 1
 _DIM_NAMES = ("D", "H", "W")
@@ -80,7 +84,7 @@ def _checked_int64(value: float) -> int:
 
 
 def _sizes_message(sizes: Sequence[int]) -> str:
-    names = _DIM_NAMES[3 - len(sizes):]
+    names = _DIM_NAMES[3 - len(sizes) :]
     return ", ".join(f"{n}: {s}" for n, s in zip(names, sizes))
 
 
@@ -110,9 +114,7 @@ def check_dtype(input: torch.Tensor, exact: bool) -> None:
         )
 
 
-def _output_size_from_scale(
-    size: int, scale: float, recompute: bool, rounding: str
-) -> int:
+def _output_size_from_scale(size: int, scale: float, recompute: bool, rounding: str) -> int:
     product = size * scale
     # Torch truncates: in Python (int(), which raises ValueError / OverflowError for NaN / inf)
     # when it recomputes the scale, in C++ (RuntimeError) otherwise.
@@ -141,7 +143,9 @@ def upsample_geometry(
     ``RuntimeError`` for non-positive output sizes or an empty input.
     """
     if mode not in NEAREST_MODES:
-        raise ValueError(f"nearest upsampling expects mode 'nearest' or 'nearest-exact', got {mode!r}")
+        raise ValueError(
+            f"nearest upsampling expects mode 'nearest' or 'nearest-exact', got {mode!r}"
+        )
     if output_size_rounding not in ROUNDINGS:
         raise ValueError(
             f"output_size_rounding must be 'floor' or 'round', got {output_size_rounding!r}"

@@ -47,22 +47,34 @@ class TrainingCurves(LogDirCallback):
         # Epochs without validation (check_val_every_n_epoch > 1) get NaN, not stale values.
         val, self._val = self._val or dict.fromkeys(VAL, math.nan), {}
         self.history.append(
-            {"epoch": float(trainer.current_epoch), "lr": self._lr, **self._read(trainer, TRAIN), **val}
+            {
+                "epoch": float(trainer.current_epoch),
+                "lr": self._lr,
+                **self._read(trainer, TRAIN),
+                **val,
+            }
         )
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.history:
             return
-        panels = {title: names for title, names in PANELS.items()
-                  if any(not math.isnan(r[n]) for r in self.history for n in names)}
+        panels = {
+            title: names
+            for title, names in PANELS.items()
+            if any(not math.isnan(r[n]) for r in self.history for n in names)
+        }
         fig = Figure(figsize=(4.5 * (len(panels) + 1), 4), layout="constrained")
         axes = fig.subplots(1, len(panels) + 1, squeeze=False)[0]
         epochs = [r["epoch"] for r in self.history]
         for ax, (title, names) in zip(axes, panels.items()):
             for name in names:
-                ax.plot(epochs, [r[name] for r in self.history], marker=".",
-                        label=name.removesuffix("_epoch"))
+                ax.plot(
+                    epochs,
+                    [r[name] for r in self.history],
+                    marker=".",
+                    label=name.removesuffix("_epoch"),
+                )
             ax.set(title=title, xlabel="epoch")
             ax.grid(alpha=0.3)
             ax.legend()

@@ -69,6 +69,8 @@ class FilterGrid(LogDirCallback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(
-                    "first_layer_filters", grid, trainer.current_epoch,
+                    "first_layer_filters",
+                    grid,
+                    trainer.current_epoch,
                     dataformats="HW" if grid.ndim == 2 else "HWC",
                 )

@@ -35,6 +35,7 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
             f.write("index,label,pred,confidence\n")
             for preds, indices in zip(predictions, batch_indices):
                 for out, idx in zip(preds, indices):
-                    rows = zip(idx, out["label"].tolist(), out["pred"].tolist(),
-                               out["confidence"].tolist())
+                    rows = zip(
+                        idx, out["label"].tolist(), out["pred"].tolist(), out["confidence"].tolist()
+                    )
                     f.writelines(f"{i},{y},{p},{c:.6f}\n" for i, y, p, c in rows)

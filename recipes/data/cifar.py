@@ -37,13 +37,22 @@ class _Release:
 
 RELEASES = {
     "cifar10": _Release(
-        "cifar-10-python.tar.gz", "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta",
-        "label_names", "labels",
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        "label_names",
+        "labels",
     ),
     "cifar100": _Release(
-        "cifar-100-python.tar.gz", "cifar-100-python", ("train",), "test", "meta",
-        "fine_label_names", "fine_labels",
+        "cifar-100-python.tar.gz",
+        "cifar-100-python",
+        ("train",),
+        "test",
+        "meta",
+        "fine_label_names",
+        "fine_labels",
     ),
 }
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -52,10 +61,14 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 class _ArraysOnly(pickle.Unpickler):
     """The CIFAR pickles hold dicts of lists, bytes and numpy arrays; refuse anything else."""
 
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-    })
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -97,7 +110,9 @@ def read_release(path: Path, variant: str) -> dict[str, tuple[np.ndarray, np.nda
         for name in wanted:
             file = path / name
             if not file.is_file():
-                raise FileNotFoundError(f"{file} is missing: {path} is not a complete {rel.folder}/")
+                raise FileNotFoundError(
+                    f"{file} is missing: {path} is not a complete {rel.folder}/"
+                )
             raw[name] = file.read_bytes()
     else:
         try:

@@ -27,12 +27,19 @@ def split_digits(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
     train_x, val_x, train_y, val_y = train_test_split(
-        rest_x, rest_y, test_size=val_fraction / (1 - test_fraction), stratify=rest_y,
+        rest_x,
+        rest_y,
+        test_size=val_fraction / (1 - test_fraction),
+        stratify=rest_y,
         random_state=seed,
     )
     return {
         name: (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).long())
-        for name, x, y in (("train", train_x, train_y), ("val", val_x, val_y), ("test", test_x, test_y))
+        for name, x, y in (
+            ("train", train_x, train_y),
+            ("val", val_x, val_y),
+            ("test", test_x, test_y),
+        )
     }
 
 
@@ -68,8 +75,12 @@ class DigitsDataModule(ImageDataModule):
         eval_batch_size: int | None = None,
     ) -> None:
         if image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (the digits are 8×8), got {image_size}")
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ValueError(
+                f"image_size must be a multiple of 8 (the digits are 8×8), got {image_size}"
+            )
+        if not (
+            0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1
+        ):
             raise ValueError(
                 f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got "
                 f"{val_fraction} and {test_fraction}"
@@ -77,7 +88,8 @@ class DigitsDataModule(ImageDataModule):
         self.splits = split_digits(val_fraction, test_fraction, split_seed)
         train_x = self.splits["train"][0]
         super().__init__(
-            batch_size, num_workers,
+            batch_size,
+            num_workers,
             mean=[float(train_x.mean())] if mean is None else mean,
             std=[float(train_x.std())] if std is None else std,
             eval_batch_size=eval_batch_size,

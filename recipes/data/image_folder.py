@@ -159,7 +159,8 @@ class ImageFolderDataModule(ImageDataModule):
     def _scan(self) -> dict[str, list[tuple[Path, int]]]:
         if not self.samples:
             self.samples = {
-                split: list_images(self.root / d, self.class_names) for split, d in self.dirs.items()
+                split: list_images(self.root / d, self.class_names)
+                for split, d in self.dirs.items()
             }
         return self.samples
 

@@ -24,15 +24,26 @@ def run_cli(*args: str, tmp_path: Path, callbacks=()):
     """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``."""
     from recipes.cli import RecipeCLI
 
-    argv = [*args, "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
-            "false", "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    argv = [
+        *args,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+    ]
     kwargs = {"trainer_defaults": {"callbacks": list(callbacks)}} if callbacks else {}
     with mock.patch.object(sys, "argv", ["python -m recipes"]):  # not pytest's arguments
         return RecipeCLI(args=argv, **kwargs)
 
 
 # --- CIFAR, as the python-pickle release lays it out -------------------------------------------
+
 
 class _Py2Pickler(pickle._Pickler):
     """Writes what Python 2's cPickle wrote for the release: every string (``str`` was bytes)
@@ -42,7 +53,11 @@ class _Py2Pickler(pickle._Pickler):
 
     def save_bytes(self, obj: bytes) -> None:
         n = len(obj)
-        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
+        head = (
+            pickle.SHORT_BINSTRING + bytes([n])
+            if n < 256
+            else pickle.BINSTRING + struct.pack("<i", n)
+        )
         self.write(head + obj)
         self.memoize(obj)
 
@@ -57,7 +72,9 @@ class _Py2Pickler(pickle._Pickler):
         module = getattr(obj, "__module__", "")
         if module.startswith("numpy._core"):
             name = name or obj.__name__
-            self.write(pickle.GLOBAL + f"numpy.core.{module[len('numpy._core.'):]}\n{name}\n".encode())
+            self.write(
+                pickle.GLOBAL + f"numpy.core.{module[len('numpy._core.') :]}\n{name}\n".encode()
+            )
             self.memoize(obj)
         else:
             super().save_global(obj, name)
@@ -92,18 +109,36 @@ def write_cifar(root: Path, variant: str, per_batch: int) -> dict[str, Path]:
         files = {f"data_batch_{i}": _batch(rng, per_batch, 10, b"labels") for i in range(1, 6)}
         files["test_batch"] = _batch(rng, per_batch, 10, b"labels")
         files["batches.meta"] = {
-            b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer",
-                                                  "dog", "frog", "horse", "ship", "truck")],
-            b"num_cases_per_batch": per_batch, b"num_vis": 3072,
+            b"label_names": [
+                n.encode()
+                for n in (
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                )
+            ],
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
         }
     else:
         folder, archive = "cifar-100-python", "cifar-100-python.tar.gz"
-        files = {"train": _batch(rng, per_batch, 100, b"fine_labels"),
-                 "test": _batch(rng, per_batch, 100, b"fine_labels")}
+        files = {
+            "train": _batch(rng, per_batch, 100, b"fine_labels"),
+            "test": _batch(rng, per_batch, 100, b"fine_labels"),
+        }
         for b in files.values():
             b[b"coarse_labels"] = [y // 5 for y in b[b"fine_labels"]]
-        files["meta"] = {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                         b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
+        files["meta"] = {
+            b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+        }
     extracted = root / "extracted" / folder
     extracted.mkdir(parents=True)
     (extracted / "readme.html").write_text("<html></html>")
@@ -162,5 +197,12 @@ class DumpWeights(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         end = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
-        torch.save({"start": self.start, "end": end, "batches": self.batches,
-                    "world_size": trainer.world_size}, self.path / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {
+                "start": self.start,
+                "end": end,
+                "batches": self.batches,
+                "world_size": trainer.world_size,
+            },
+            self.path / f"rank{trainer.global_rank}.pt",
+        )

@@ -26,16 +26,21 @@ def _first_batch(loader):
 
 # --- digits --------------------------------------------------------------------------------------
 
+
 def test_digits_split_is_fixed_stratified_and_disjoint():
     dm = DigitsDataModule()
     dm.setup("fit")
-    sizes = {name: len(s) for name, s in
-             (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))}
+    sizes = {
+        name: len(s)
+        for name, s in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))
+    }
     assert sum(sizes.values()) == 1797
     assert sizes["val"] == pytest.approx(0.15 * 1797, abs=1)
     assert sizes["test"] == pytest.approx(0.15 * 1797, abs=1)
-    rows = {name: {tuple(x.flatten().tolist()) for x, _ in s}
-            for name, s in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))}
+    rows = {
+        name: {tuple(x.flatten().tolist()) for x, _ in s}
+        for name, s in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))
+    }
     assert not rows["val"] & rows["test"]  # load_digits has a few duplicate images,
     assert len(rows["train"] & rows["val"]) < 5  # so allow a handful across train/val
     for s in (dm.train_set, dm.val_set, dm.test_set):  # every class in proportion (±1)
@@ -73,28 +78,38 @@ def test_digits_training_batches_are_randomly_shifted():
     torch.manual_seed(0)
     train_x, _ = _attach(dm, training=True).on_after_batch_transfer(raw, 0)
     mean, std = dm.normalize.flags["mean"], dm.normalize.flags["std"]
-    eval_px, train_px = (t * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1) for t in (eval_x, train_x))
+    eval_px, train_px = (
+        t * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1) for t in (eval_x, train_x)
+    )
     padded = torch.nn.functional.pad(eval_px, (4, 4, 4, 4))
     offsets = []
     for i in range(len(raw[0])):  # each image is a 32×32 window of the zero-padded original
-        found = [(dy, dx) for dy in range(9) for dx in range(9)
-                 if torch.allclose(train_px[i], padded[i, :, dy:dy + 32, dx:dx + 32], atol=1e-5)]
+        found = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.allclose(train_px[i], padded[i, :, dy : dy + 32, dx : dx + 32], atol=1e-5)
+        ]
         assert found, f"training image {i} is not a shifted copy"
         offsets.append(found[0])
     assert len(set(offsets)) > 4  # drawn per image
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"image_size": 30}, "multiple of 8"),
-    ({"val_fraction": 0.6, "test_fraction": 0.5}, "sum below 1"),
-    ({"batch_size": 0}, "batch_size must be positive"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"image_size": 30}, "multiple of 8"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "sum below 1"),
+        ({"batch_size": 0}, "batch_size must be positive"),
+    ],
+)
 def test_digits_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DigitsDataModule(**kwargs)
 
 
 # --- CIFAR ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("where", ["archive", "folder", "archive_parent", "folder_parent"])
 def test_cifar10_reads_every_layout(cifar10, where):
@@ -113,7 +128,9 @@ def test_cifar10_reads_every_layout(cifar10, where):
     assert images[3, 0, 0, 1] == row[1] and images[3, 1, 0, 0] == row[1024]
     assert images[3, 2, 31, 31] == row[3071] and images[3, 0, 1, 0] == row[32]
     # Training and validation are the five training batches, split with every class present.
-    train_rows = np.concatenate([cifar10["batches"][f"data_batch_{i}"][b"data"] for i in range(1, 6)])
+    train_rows = np.concatenate(
+        [cifar10["batches"][f"data_batch_{i}"][b"data"] for i in range(1, 6)]
+    )
     ours = torch.cat([dm.train_set.tensors[0], dm.val_set.tensors[0]]).reshape(-1, 3072)
     assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, train_rows))
     assert set(dm.val_set.tensors[1].tolist()) == set(range(10))
@@ -126,7 +143,8 @@ def test_cifar100_fine_labels(cifar100):
     assert len(dm.train_set) == 200 and len(dm.val_set) == 100
     assert dm.test_set.tensors[1].tolist() == cifar100["batches"]["test"][b"fine_labels"]
     x, y = _attach(dm, training=True).on_after_batch_transfer(
-        _first_batch(dm.train_dataloader()), 0)
+        _first_batch(dm.train_dataloader()), 0
+    )
     assert x.dtype == torch.float32 and x.shape == (128, 3, 32, 32) and y.max() < 100
 
 
@@ -165,9 +183,11 @@ def test_cifar_damaged_files_fail_clearly(cifar10, tmp_path):
 
 # --- image folders -------------------------------------------------------------------------------
 
+
 def test_image_folder_loads_every_class(image_tree):
-    dm = ImageFolderDataModule(str(image_tree), batch_size=4, image_size=24, load_size=32,
-                               num_workers=0)
+    dm = ImageFolderDataModule(
+        str(image_tree), batch_size=4, image_size=24, load_size=32, num_workers=0
+    )
     assert dm.class_names == list(CLASSES) and dm.num_classes == 3
     dm.prepare_data()
     dm.setup("fit")
@@ -217,13 +237,17 @@ def test_image_folder_undecodable_file_names_itself(image_tree):
 
 
 def test_image_folder_wrong_layouts(tmp_path, image_tree):
-    with pytest.raises(FileNotFoundError, match=r"does not exist: data.root must hold train/<class>"):
+    with pytest.raises(
+        FileNotFoundError, match=r"does not exist: data.root must hold train/<class>"
+    ):
         ImageFolderDataModule(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="images/validation' does not exist"):
         ImageFolderDataModule(str(image_tree), val_dir="validation")
     write_image(image_tree / "val" / "zebra" / "0.png", (8, 8), 0)
     dm = ImageFolderDataModule(str(image_tree))
-    with pytest.raises(ValueError, match=r"class folders that the training folder lacks: \['zebra'\]"):
+    with pytest.raises(
+        ValueError, match=r"class folders that the training folder lacks: \['zebra'\]"
+    ):
         dm.setup("fit")
     (image_tree / "empty" / "train" / "a").mkdir(parents=True)
     (image_tree / "empty" / "val" / "a").mkdir(parents=True)

@@ -14,14 +14,35 @@ from recipes_testutils import DIGITS, REPO
 def test_two_process_ddp_keeps_replicas_identical(tmp_path):
     """``python -m recipes fit`` as a user types it; Lightning starts the second process by
     running the same command line again."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "recipes", "fit", "--config", str(DIGITS),
-           "--model.width", "0.0625", "--trainer.accelerator", "cpu",
-           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.fast_dev_run", "2",
-           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
-           "--trainer.callbacks+=recipes_testutils.DumpWeights",
-           f"--trainer.callbacks.path={tmp_path}"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipes",
+        "fit",
+        "--config",
+        str(DIGITS),
+        "--model.width",
+        "0.0625",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.fast_dev_run",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks+=recipes_testutils.DumpWeights",
+        f"--trainer.callbacks.path={tmp_path}",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

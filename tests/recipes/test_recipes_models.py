@@ -13,10 +13,14 @@ from recipes.models import ARCHS, build_model
 # Parameter counts of the reference networks at 1000 classes: torchvision's vgg*/vgg*_bn, and
 # the 2012 two-GPU AlexNet (Krizhevsky et al.; Caffe's bvlc_alexnet).
 REFERENCE_PARAMS = {
-    ("vgg11", False): 132_863_336, ("vgg11", True): 132_868_840,
-    ("vgg13", False): 133_047_848, ("vgg13", True): 133_053_736,
-    ("vgg16", False): 138_357_544, ("vgg16", True): 138_365_992,
-    ("vgg19", False): 143_667_240, ("vgg19", True): 143_678_248,
+    ("vgg11", False): 132_863_336,
+    ("vgg11", True): 132_868_840,
+    ("vgg13", False): 133_047_848,
+    ("vgg13", True): 133_053_736,
+    ("vgg16", False): 138_357_544,
+    ("vgg16", True): 138_365_992,
+    ("vgg19", False): 143_667_240,
+    ("vgg19", True): 143_678_248,
     ("alexnet", False): 60_965_224,
 }
 
@@ -44,9 +48,15 @@ def test_alexnet_2012_layout():
     assert [(p.kernel_size, p.stride) for p in pools] == [(3, 2)] * 3  # overlapping pooling
 
 
-@pytest.mark.parametrize(("arch", "size", "features_side"), [
-    ("alexnet", 224, 6), ("alexnet32", 32, 4), ("vgg11", 32, 1), ("vgg19", 64, 2),
-])
+@pytest.mark.parametrize(
+    ("arch", "size", "features_side"),
+    [
+        ("alexnet", 224, 6),
+        ("alexnet32", 32, 4),
+        ("vgg11", 32, 1),
+        ("vgg19", 64, 2),
+    ],
+)
 def test_forward_shapes(arch, size, features_side):
     model = build_model(arch, 7, in_channels=1, width=1 / 16, hidden=16)
     x = torch.randn(2, 1, size, size)
@@ -57,9 +67,14 @@ def test_forward_shapes(arch, size, features_side):
 def test_state_dict_keys_follow_torchvision():
     model = build_model("vgg11", 10, batch_norm=True, width=1 / 16)
     keys = list(model.state_dict())
-    assert keys[:6] == ["features.0.weight", "features.1.weight", "features.1.bias",
-                        "features.1.running_mean", "features.1.running_var",
-                        "features.1.num_batches_tracked"]
+    assert keys[:6] == [
+        "features.0.weight",
+        "features.1.weight",
+        "features.1.bias",
+        "features.1.running_mean",
+        "features.1.running_var",
+        "features.1.num_batches_tracked",
+    ]
     assert keys[-2:] == ["classifier.6.weight", "classifier.6.bias"]
 
 
@@ -91,11 +106,20 @@ def test_width_multiplier_and_groups():
     assert [c.out_channels for c in convs] == [10, 26, 38, 38, 26]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"arch": "vgg12"}, r"unknown model 'vgg12': expected one of 'alexnet', 'alexnet32', 'vgg11'"),
-    ({"backend": "cudnn"}, r"unknown backend 'cudnn': expected one of 'torchconv_ext', 'torch'"),
-    ({"width": 0}, r"width must be positive"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"arch": "vgg12"},
+            r"unknown model 'vgg12': expected one of 'alexnet', 'alexnet32', 'vgg11'",
+        ),
+        (
+            {"backend": "cudnn"},
+            r"unknown backend 'cudnn': expected one of 'torchconv_ext', 'torch'",
+        ),
+        ({"width": 0}, r"width must be positive"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(**{"arch": "vgg11", "num_classes": 10, **kwargs})
@@ -104,8 +128,9 @@ def test_bad_arguments(kwargs, match):
 def test_flops_of_both_layer_sets_match():
     torch.manual_seed(0)
     ours = build_model("vgg11", 10, in_channels=1, width=1 / 8, pool_size=1, hidden=0)
-    theirs = build_model("vgg11", 10, in_channels=1, width=1 / 8, pool_size=1, hidden=0,
-                         backend="torch")
+    theirs = build_model(
+        "vgg11", 10, in_channels=1, width=1 / 8, pool_size=1, hidden=0, backend="torch"
+    )
     x = torch.randn(1, 1, 32, 32)
     fwd = count_flops(ours, x, backward=False)
     train = count_flops(ours, x, backward=True)

@@ -30,8 +30,11 @@ class OpDtypes(TorchDispatchMode):
 
 def _output_dtypes(model: nn.Module) -> tuple[list, list]:
     seen: list[tuple[str, torch.dtype]] = []
-    handles = [m.register_forward_hook(lambda m, i, o, n=n: seen.append((n, o.dtype)))
-               for n, m in model.named_modules() if not list(m.children())]
+    handles = [
+        m.register_forward_hook(lambda m, i, o, n=n: seen.append((n, o.dtype)))
+        for n, m in model.named_modules()
+        if not list(m.children())
+    ]
     return seen, handles
 
 
@@ -79,7 +82,9 @@ def test_autocast_bf16_reaches_our_registered_convolution():
         out.float().sum().backward()
     names = [n for n, _ in ops.calls]
     assert {"conv_fwd", "conv_bwd_input", "conv_bwd_weight"} <= set(names)
-    assert all(dtypes == {torch.bfloat16} for n, dtypes in ops.calls if n.startswith("conv")), ops.calls
+    assert all(dtypes == {torch.bfloat16} for n, dtypes in ops.calls if n.startswith("conv")), (
+        ops.calls
+    )
     grads = [t.grad.clone() for t in (x, w, b)]
     for t in (x, w, b):
         t.grad = None
@@ -100,15 +105,28 @@ class ConvDtypes(L.Callback):
         self.seen = []
         for m in pl_module.modules():
             if isinstance(m, torchconv_ext.nn.Conv2d):
-                m.register_forward_hook(lambda m, i, o: self.seen.append(
-                    (i[0].dtype, o.dtype, torch.is_autocast_enabled("cpu"))))
+                m.register_forward_hook(
+                    lambda m, i, o: self.seen.append(
+                        (i[0].dtype, o.dtype, torch.is_autocast_enabled("cpu"))
+                    )
+                )
 
 
 def test_fit_with_bf16_mixed_precision(tmp_path):
     probe = ConvDtypes()
-    cli = run_cli("fit", "--config", str(DIGITS), "--model.width", "0.0625",
-                  "--trainer.precision", "bf16-mixed", "--trainer.fast_dev_run", "1",
-                  tmp_path=tmp_path, callbacks=[probe])
+    cli = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        "--model.width",
+        "0.0625",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.fast_dev_run",
+        "1",
+        tmp_path=tmp_path,
+        callbacks=[probe],
+    )
     assert cli.trainer.precision == "bf16-mixed"
     steps = [s for s in probe.seen if s[2]]  # the training and validation steps run under autocast
     assert len(steps) == 2 * 8  # 8 convolutions, one training and one validation batch

@@ -15,8 +15,14 @@ from recipes_testutils import DIGITS, run_cli
 
 from recipes.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 
-SHORT = ("--model.width", "0.0625", "--trainer.limit_train_batches", "3",
-         "--trainer.limit_val_batches", "0.5")
+SHORT = (
+    "--model.width",
+    "0.0625",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "0.5",
+)
 
 
 class Probe(L.Callback):
@@ -33,21 +39,34 @@ def _last(cli) -> Path:
 
 
 def test_resume_continues_epochs_and_optimizer_state(tmp_path):
-    first = run_cli("fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "2",
-                    tmp_path=tmp_path)
+    first = run_cli(
+        "fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "2", tmp_path=tmp_path
+    )
     last = _last(first)
     saved = torch.load(last, weights_only=False)
     assert (saved["epoch"], saved["global_step"]) == (1, 6)
 
     probe = Probe()
-    resumed = run_cli("fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "3",
-                      "--ckpt_path", str(last), tmp_path=tmp_path, callbacks=[probe])
+    resumed = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *SHORT,
+        "--trainer.max_epochs",
+        "3",
+        "--ckpt_path",
+        str(last),
+        tmp_path=tmp_path,
+        callbacks=[probe],
+    )
     assert (probe.epoch, probe.step) == (2, 6)  # continues after the saved epoch
     saved_opt = saved["optimizer_states"][0]
     assert probe.optimizer["param_groups"] == saved_opt["param_groups"]
     assert probe.optimizer["state"].keys() == saved_opt["state"].keys() != set()
     for key, state in saved_opt["state"].items():  # SGD momentum buffers, exactly
-        assert torch.equal(probe.optimizer["state"][key]["momentum_buffer"], state["momentum_buffer"])
+        assert torch.equal(
+            probe.optimizer["state"][key]["momentum_buffer"], state["momentum_buffer"]
+        )
     assert probe.scheduler == saved["lr_schedulers"][0] and probe.scheduler["last_epoch"] == 2
     assert (resumed.trainer.current_epoch, resumed.trainer.global_step) == (3, 9)
     curves = next(c for c in resumed.trainer.callbacks if type(c).__name__ == "TrainingCurves")
@@ -55,13 +74,30 @@ def test_resume_continues_epochs_and_optimizer_state(tmp_path):
 
 
 def test_checkpoints_are_written_by_the_atomic_io(tmp_path):
-    cli = run_cli("fit", "--config", str(DIGITS), "--model.width", "0.0625",
-                  "--trainer.fast_dev_run", "1", tmp_path=tmp_path)
+    cli = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        "--model.width",
+        "0.0625",
+        "--trainer.fast_dev_run",
+        "1",
+        tmp_path=tmp_path,
+    )
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
     # A checkpoint IO the config names is kept.
-    cli = run_cli("fit", "--config", str(DIGITS), "--model.width", "0.0625",
-                  "--trainer.fast_dev_run", "1", "--trainer.plugins",
-                  "lightning.pytorch.plugins.io.TorchCheckpointIO", tmp_path=tmp_path)
+    cli = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        "--model.width",
+        "0.0625",
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.plugins",
+        "lightning.pytorch.plugins.io.TorchCheckpointIO",
+        tmp_path=tmp_path,
+    )
     assert type(cli.trainer.strategy.checkpoint_io) is TorchCheckpointIO
 
 
@@ -106,8 +142,15 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
     sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
     try:
         with pytest.raises(SystemExit):
-            run_cli("fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "3",
-                    tmp_path=tmp_path)
+            run_cli(
+                "fit",
+                "--config",
+                str(DIGITS),
+                *SHORT,
+                "--trainer.max_epochs",
+                "3",
+                tmp_path=tmp_path,
+            )
     finally:
         signal.signal(signal.SIGINT, sigint)
     monkeypatch.undo()
@@ -116,6 +159,15 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
     assert names[-1] == "last.ckpt" and len(names) == 2, names  # no partial or temporary file
     for path in folder.iterdir():
         assert torch.load(path, weights_only=False)["epoch"] == 0
-    resumed = run_cli("fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "2",
-                      "--ckpt_path", str(folder / "last.ckpt"), tmp_path=tmp_path)
+    resumed = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *SHORT,
+        "--trainer.max_epochs",
+        "2",
+        "--ckpt_path",
+        str(folder / "last.ckpt"),
+        tmp_path=tmp_path,
+    )
     assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 6

@@ -42,8 +42,13 @@ class Case(NamedTuple):
         return tuple(
             (s + pb + pa - d * (k - 1) - 1) // st + 1
             for s, k, st, pb, pa, d in zip(
-                self.spatial, self.kernel, self.stride, self.pad_before, self.pad_after,
-                self.dilation, strict=True,
+                self.spatial,
+                self.kernel,
+                self.stride,
+                self.pad_before,
+                self.pad_after,
+                self.dilation,
+                strict=True,
             )
         )
 
@@ -133,8 +138,9 @@ def _run_forward(case, pad_mode, dtype, device, layout="contiguous", bias=True):
     w, _ = _relayout(w, layout)
     b = _relayout(b.unsqueeze(0), "strided")[0][0] if layout == "strided" else b
     out, base = _poisoned((case.batch, w.shape[0], *case.out_spatial), dtype, device, layout)
-    dw.depthwise_conv_forward(x, w, b if bias else None, out, pad_mode=pad_mode,
-                              **case.conv_kwargs())
+    dw.depthwise_conv_forward(
+        x, w, b if bias else None, out, pad_mode=pad_mode, **case.conv_kwargs()
+    )
     _check_untouched(base, layout)
     ref = _conv_ref(x.double(), w.double(), b.double() if bias else None, case, pad_mode)
     _assert_close(out, ref, dtype)
@@ -293,8 +299,10 @@ def test_bad_shapes_raise(triton_device):
     w = torch.randn(4, 1, 3, device=triton_device)  # 4 output channels: not a multiple of 3
     out = torch.empty(1, 4, 3, device=triton_device)
     with pytest.raises(ValueError):
-        dw.depthwise_conv_forward(x, w, None, out, stride=(1,), padding=(0,), dilation=(1,),
-                                  pad_mode="zeros")
+        dw.depthwise_conv_forward(
+            x, w, None, out, stride=(1,), padding=(0,), dilation=(1,), pad_mode="zeros"
+        )
     with pytest.raises(ValueError):
-        dw.depthwise_conv_forward(x, w[:3], None, out[:, :3], stride=(1, 1), padding=(0,),
-                                  dilation=(1,), pad_mode="zeros")
+        dw.depthwise_conv_forward(
+            x, w[:3], None, out[:, :3], stride=(1, 1), padding=(0,), dilation=(1,), pad_mode="zeros"
+        )

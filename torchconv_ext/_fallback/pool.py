@@ -41,8 +41,14 @@ def _lift_geometry(g: PoolGeometry) -> PoolGeometry:
     if len(g.kernel) != 1:
         return g
     return PoolGeometry(
-        (1, *g.kernel), (1, *g.stride), (0, *g.padding), (0, *g.padding_end), (1, *g.dilation),
-        g.ceil_mode, g.count_include_pad, g.divisor_override,
+        (1, *g.kernel),
+        (1, *g.stride),
+        (0, *g.padding),
+        (0, *g.padding_end),
+        (1, *g.dilation),
+        g.ceil_mode,
+        g.count_include_pad,
+        g.divisor_override,
     )
 
 
@@ -123,7 +129,9 @@ def _first_in_range(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> tor
     return _per_dim_outer(firsts, torch.add)
 
 
-def _unpad_indices(idx: torch.Tensor, sizes: Sequence[int], pads: Sequence[tuple[int, int]]) -> torch.Tensor:
+def _unpad_indices(
+    idx: torch.Tensor, sizes: Sequence[int], pads: Sequence[tuple[int, int]]
+) -> torch.Tensor:
     """Flat indices into the padded plane → flat indices into the unpadded plane."""
     padded = [s + b + e for s, (b, e) in zip(sizes, pads)]
     rest, flat = idx, torch.zeros_like(idx)
@@ -157,8 +165,12 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
         o = pool_output_shape(x.shape, g)[2:]
         pads = _explicit_pads(x, g, o)
         raw, idx = _MAX_POOL[nd](
-            _pad(x, pads, float("-inf")), list(g.kernel), list(g.stride), [0] * nd,
-            list(g.dilation), False,
+            _pad(x, pads, float("-inf")),
+            list(g.kernel),
+            list(g.stride),
+            [0] * nd,
+            list(g.dilation),
+            False,
         )
         out, idx = _crop(raw, o), _unpad_indices(_crop(idx, o), x.shape[2:], pads)
         idx = torch.where(out == float("-inf"), _first_in_range(x, g, o), idx)
@@ -170,7 +182,12 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     nd = x.dim() - 2
     if g.symmetric:
         out = _AVG_POOL[nd](
-            x, list(g.kernel), list(g.stride), list(g.padding), g.ceil_mode, g.count_include_pad,
+            x,
+            list(g.kernel),
+            list(g.stride),
+            list(g.padding),
+            g.ceil_mode,
+            g.count_include_pad,
             g.divisor_override or None,
         )
     else:  # window sums over zero padding, then ATen's divisor made explicit
@@ -187,8 +204,14 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
     nd = x.dim() - 2
     if g.symmetric:
         grad = _AVG_POOL_BWD[nd](
-            grad_out, x, list(g.kernel), list(g.stride), list(g.padding), g.ceil_mode,
-            g.count_include_pad, g.divisor_override or None,
+            grad_out,
+            x,
+            list(g.kernel),
+            list(g.stride),
+            list(g.padding),
+            g.ceil_mode,
+            g.count_include_pad,
+            g.divisor_override or None,
         )
         return _drop(grad, was_1d)
     o = list(grad_out.shape[2:])
@@ -196,7 +219,9 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
     padded = [s + b + e for s, (b, e) in zip(x.shape[2:], pads)]
     acc = _acc_dtype(x.dtype)
     scaled = grad_out.to(acc) / _divisors(x, g, o).to(acc)
-    full = [(p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, g.kernel, g.stride, g.dilation)]
+    full = [
+        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, g.kernel, g.stride, g.dilation)
+    ]
     scaled = _pad(scaled, [(0, f - oo) for f, oo in zip(full, o)], 0.0)
     xp = x.new_empty([*x.shape[:2], *padded], dtype=acc)
     gp = _AVG_POOL_BWD[nd](scaled, xp, list(g.kernel), list(g.stride), [0] * nd, False, True, 1)
@@ -213,13 +238,21 @@ def max_pool_backward(
         return scatter_backward(grad_out, x, idx)
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     grad = _MAX_POOL_BWD[x.dim() - 2](
-        _lift(grad_out), x, list(g.kernel), list(g.stride), list(g.padding), list(g.dilation),
-        g.ceil_mode, _lift(idx),
+        _lift(grad_out),
+        x,
+        list(g.kernel),
+        list(g.stride),
+        list(g.padding),
+        list(g.dilation),
+        g.ceil_mode,
+        _lift(idx),
     )
     return _drop(grad, was_1d)
 
 
-def adaptive_max_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def adaptive_max_pool_backward(
+    grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
     if grad_out.numel() == 0:  # ATen refuses empty outputs; nothing flows back
         return torch.zeros_like(x, dtype=grad_out.dtype)
     was_1d, x = x.dim() == 3, _lift(x)
@@ -266,7 +299,9 @@ def adaptive_avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor) -> torch
     return _drop(_ADAPTIVE_AVG_BWD[x.dim() - 2](grad_out.contiguous(), x), was_1d)
 
 
-def _level_blocks(t: torch.Tensor, channels: int, levels: Sequence[int], nd: int) -> list[torch.Tensor]:
+def _level_blocks(
+    t: torch.Tensor, channels: int, levels: Sequence[int], nd: int
+) -> list[torch.Tensor]:
     """Split an ``(N, C·Σ l**nd)`` pyramid tensor into its ``(N, C, l, …, l)`` levels."""
     sizes = [channels * level**nd for level in levels]
     return [
@@ -287,7 +322,11 @@ def pyramid_pool(
 
 
 def pyramid_pool_backward(
-    grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None, mode: str, levels: Sequence[int]
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    idx: torch.Tensor | None,
+    mode: str,
+    levels: Sequence[int],
 ) -> torch.Tensor:
     nd, c = x.dim() - 2, x.shape[1]
     grads = _level_blocks(grad_out, c, levels, nd)

@@ -26,18 +26,29 @@ from .._pool_args import (
 )
 
 
-def _geometry(kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad,
-              divisor_override) -> PoolGeometry:
+def _geometry(
+    kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad, divisor_override
+) -> PoolGeometry:
     return PoolGeometry(
-        tuple(kernel), tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation),
-        ceil_mode, count_include_pad, divisor_override,
+        tuple(kernel),
+        tuple(stride),
+        tuple(padding),
+        tuple(padding_end),
+        tuple(dilation),
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
     )
 
 
 def _kernel_args(g: PoolGeometry) -> dict:
     return dict(
-        kernel=g.kernel, stride=g.stride, padding=g.padding, padding_end=g.padding_end,
-        dilation=g.dilation, count_include_pad=g.count_include_pad,
+        kernel=g.kernel,
+        stride=g.stride,
+        padding=g.padding,
+        padding_end=g.padding_end,
+        dilation=g.dilation,
+        count_include_pad=g.count_include_pad,
         divisor_override=g.divisor_override,
     )
 
@@ -79,8 +90,16 @@ def pool_fwd(
     divisor_override: int,
 ) -> tuple[Tensor, Tensor]:
     """Max / average pooling of a batched N-d input with per-side padding."""
-    g = _geometry(kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad,
-                  divisor_override)
+    g = _geometry(
+        kernel,
+        stride,
+        padding,
+        padding_end,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
     cl = output_channels_last(mode, input)
     if not use_triton(input):
         if mode == "max":
@@ -89,16 +108,35 @@ def pool_fwd(
     import triton_kernels
 
     out, idx = _outputs(pool_output_shape(input.shape, g), input, mode, cl, poison=True)
-    triton_kernels.pool_forward(input, out, idx if mode == "max" else None, mode=mode,
-                                **_kernel_args(g))
+    triton_kernels.pool_forward(
+        input, out, idx if mode == "max" else None, mode=mode, **_kernel_args(g)
+    )
     return out, idx
 
 
 @pool_fwd.register_fake
-def _(input, mode, kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad,
-      divisor_override):
-    g = _geometry(kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad,
-                  divisor_override)
+def _(
+    input,
+    mode,
+    kernel,
+    stride,
+    padding,
+    padding_end,
+    dilation,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+):
+    g = _geometry(
+        kernel,
+        stride,
+        padding,
+        padding_end,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
     cl = output_channels_last(mode, input)
     return _outputs(pool_output_shape(input.shape, g), input, mode, cl, poison=False)
 
@@ -119,8 +157,16 @@ def pool_bwd(
     divisor_override: int,
 ) -> Tensor:
     """Gradient of ``pool_fwd`` w.r.t. ``input`` (only its shape and layout are read)."""
-    g = _geometry(kernel, stride, padding, padding_end, dilation, ceil_mode, count_include_pad,
-                  divisor_override)
+    g = _geometry(
+        kernel,
+        stride,
+        padding,
+        padding_end,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
     cl = grad_channels_last(mode, input, grad_output.shape[2:])
     if not use_triton(grad_output):
         if mode == "max":
@@ -131,14 +177,17 @@ def pool_bwd(
     import triton_kernels
 
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.pool_backward(grad_output, indices if mode == "max" else None, grad,
-                                 mode=mode, **_kernel_args(g))
+    triton_kernels.pool_backward(
+        grad_output, indices if mode == "max" else None, grad, mode=mode, **_kernel_args(g)
+    )
     return grad
 
 
 @pool_bwd.register_fake
 def _(grad_output, input, indices, mode, *args):
-    return empty_in_layout(input.shape, grad_output, grad_channels_last(mode, input, grad_output.shape[2:]))
+    return empty_in_layout(
+        input.shape, grad_output, grad_channels_last(mode, input, grad_output.shape[2:])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +227,9 @@ def adaptive_pool_bwd(grad_output: Tensor, input: Tensor, indices: Tensor, mode:
     import triton_kernels
 
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.adaptive_pool_backward(grad_output, indices if mode == "max" else None, grad,
-                                          mode=mode)
+    triton_kernels.adaptive_pool_backward(
+        grad_output, indices if mode == "max" else None, grad, mode=mode
+    )
     return grad
 
 
@@ -207,8 +257,9 @@ def pyramid_pool_fwd(input: Tensor, mode: str, levels: list[int]) -> tuple[Tenso
     import triton_kernels
 
     out, idx = _outputs(_pyramid_shape(input, levels), input, mode, False, poison=True)
-    triton_kernels.pyramid_pool_forward(input, out, idx if mode == "max" else None, mode=mode,
-                                        levels=levels)
+    triton_kernels.pyramid_pool_forward(
+        input, out, idx if mode == "max" else None, mode=mode, levels=levels
+    )
     return out, idx
 
 
@@ -229,11 +280,14 @@ def pyramid_pool_bwd(
     import triton_kernels
 
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.pyramid_pool_backward(grad_output, indices if mode == "max" else None, grad,
-                                         mode=mode, levels=levels)
+    triton_kernels.pyramid_pool_backward(
+        grad_output, indices if mode == "max" else None, grad, mode=mode, levels=levels
+    )
     return grad
 
 
 @pyramid_pool_bwd.register_fake
 def _(grad_output, input, indices, mode, levels):
-    return empty_in_layout(input.shape, grad_output, output_channels_last("adaptive_" + mode, input))
+    return empty_in_layout(
+        input.shape, grad_output, output_channels_last("adaptive_" + mode, input)
+    )

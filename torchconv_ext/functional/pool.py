@@ -33,7 +33,9 @@ def _unbatch(t: Tensor) -> Tensor:
 
 def _check_floating(name: str, input: Tensor) -> None:
     if not input.is_floating_point():
-        raise NotImplementedError(f"{name}: not implemented for {input.dtype} (floating point only)")
+        raise NotImplementedError(
+            f"{name}: not implemented for {input.dtype} (floating point only)"
+        )
 
 
 def _documented(template: str, **fields):
@@ -58,8 +60,15 @@ def _max_pool(
     return_indices: bool,
 ):
     if not input.is_floating_point() or (not isinstance(padding, str) and runs_natively(input)):
-        return getattr(F, name)(input, kernel_size, stride, padding, dilation,
-                                ceil_mode=ceil_mode, return_indices=return_indices)
+        return getattr(F, name)(
+            input,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode=ceil_mode,
+            return_indices=return_indices,
+        )
     batched = check_rank(name, input, nd)
     x = input if batched else input.unsqueeze(0)
     g = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -83,12 +92,14 @@ def _avg_pool(
     torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
     if not input.is_floating_point() or (torch_accepts and runs_natively(input)):
         extra = () if nd == 1 else (divisor_override,)
-        return getattr(F, name)(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                *extra)
+        return getattr(F, name)(
+            input, kernel_size, stride, padding, ceil_mode, count_include_pad, *extra
+        )
     batched = check_rank(name, input, nd)
     x = input if batched else input.unsqueeze(0)
-    g = pool_geometry(name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
-                      divisor_override)
+    g = pool_geometry(
+        name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
     out, _ = PoolFunction.apply(x, "avg", *g.as_args())
     return out if batched else _unbatch(out)
 
@@ -136,8 +147,9 @@ def max_pool1d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ):
-    return _max_pool("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
 @_documented(_MAX_DOC, d=2, s="H, W")
@@ -150,8 +162,9 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ):
-    return _max_pool("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
 @_documented(_MAX_DOC, d=3, s="D, H, W")
@@ -164,8 +177,9 @@ def max_pool3d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ):
-    return _max_pool("max_pool3d", 3, input, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool3d", 3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +212,17 @@ def avg_pool1d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Tensor:
-    return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override)
+    return _avg_pool(
+        "avg_pool1d",
+        1,
+        input,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 @_documented(_AVG_DOC, d=2, s="H, W")
@@ -212,8 +235,17 @@ def avg_pool2d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Tensor:
-    return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override)
+    return _avg_pool(
+        "avg_pool2d",
+        2,
+        input,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 @_documented(_AVG_DOC, d=3, s="D, H, W")
@@ -226,8 +258,17 @@ def avg_pool3d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Tensor:
-    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override)
+    return _avg_pool(
+        "avg_pool3d",
+        3,
+        input,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +322,9 @@ def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def spatial_pyramid_pool(input: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max") -> Tensor:
+def spatial_pyramid_pool(
+    input: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max"
+) -> Tensor:
     """Spatial pyramid pooling: a fixed-length vector from an input of any spatial size.
 
     Each level ``l`` pools the input adaptively to ``l`` bins per spatial dimension; the levels

@@ -74,7 +74,13 @@ def interpolate(
             input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
         )
     g = upsample_geometry(
-        input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias,
+        input,
+        size,
+        scale_factor,
+        mode,
+        align_corners,
+        recompute_scale_factor,
+        antialias,
         output_size_rounding,
     )
     return UpsampleNearestFunction.apply(input, g.output_size, g.scales, g.exact)

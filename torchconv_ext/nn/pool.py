@@ -22,8 +22,13 @@ class _MaxPool(DropIn):
 
     def forward(self, input: Tensor):
         return type(self)._functional(
-            input, self.kernel_size, self.stride, self.padding, self.dilation,
-            ceil_mode=self.ceil_mode, return_indices=self.return_indices,
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
         )
 
 
@@ -32,8 +37,13 @@ class _AvgPool(DropIn):
 
     def forward(self, input: Tensor) -> Tensor:
         return type(self)._functional(
-            input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-            self.count_include_pad, getattr(self, "divisor_override", None),
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            getattr(self, "divisor_override", None),
         )
 
 
@@ -78,8 +88,9 @@ class AvgPool1d(_AvgPool, nn.AvgPool1d):
     replaces = nn.AvgPool1d
     _functional = staticmethod(F.avg_pool1d)
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True) -> None:
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+    ) -> None:
         # torch turns every padding into a tuple here, so 'same' / 'valid' are kept aside.
         text = isinstance(padding, str)
         super().__init__(kernel_size, stride, 0 if text else padding, ceil_mode, count_include_pad)
