@@ -13,7 +13,8 @@ from test_upsample_reference import layout
 
 import torchconv_ext
 from torchconv_ext import functional as TF
-from torchconv_ext._upsample_args import output_memory_format, source_scales, upsample_geometry
+from torchconv_ext._memory import upsample_output_format as output_memory_format
+from torchconv_ext._upsample_args import source_scales, upsample_geometry
 
 X1, X2, X3 = torch.randn(1, 2, 4), torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4, 4)
 

@@ -12,7 +12,6 @@ from .convert import convert_model
 
 __all__ = [
     "BACKENDS",
-    "_ops",
     "convert_model",
     "functional",
     "get_backend",

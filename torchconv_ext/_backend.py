@@ -53,6 +53,27 @@ def use_backend(name: str) -> Iterator[None]:
         _current = previous
 
 
+_kernels = None
+
+
+def kernels():
+    """The ``triton_kernels`` package (our launchers), imported on first use so that
+    ``torchconv_ext`` imports where Triton is absent."""
+    global _kernels
+    if _kernels is None:
+        import triton_kernels
+
+        if not getattr(triton_kernels, "IS_TORCHCONV_EXT_KERNELS", False):
+            raise ImportError(
+                f"the module 'triton_kernels' found at {getattr(triton_kernels, '__file__', '?')} "
+                "is not torchconv_ext's kernel package but another package of the same name "
+                "(Triton's 'triton-kernels' distribution, used by vLLM, installs it): uninstall "
+                "one of the two, or put torchconv_ext's first on sys.path"
+            )
+        _kernels = triton_kernels
+    return _kernels
+
+
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported here."""
     try:
@@ -79,9 +100,7 @@ def use_triton(t: torch.Tensor) -> bool:
     if t.is_cuda:
         return True
     if t.device.type == "cpu":
-        from triton_kernels import INTERPRET
-
-        if not INTERPRET:
+        if not kernels().INTERPRET:
             raise RuntimeError(
                 "torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter: set "
                 "TRITON_INTERPRET=1 before importing torchconv_ext, or use backend 'auto'/'torch'"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
+from ._args import IntOrTuple, expand, string_padding
 
-IntOrTuple = int | Sequence[int]
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,13 @@ class ConvGeometry:
 
 
 def expand_param(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
-    """An int, or a sequence of ``ndim`` ints, as a tuple of ``ndim`` ints (torch's rule)."""
-    if isinstance(value, int | torch.SymInt):
-        return (value,) * ndim
-    values = tuple(value)
-    if len(values) == 1:
-        return values * ndim
-    if len(values) != ndim or not all(isinstance(v, int | torch.SymInt) for v in values):
+    """An int, or a sequence of 1 or ``ndim`` ints, as a tuple of ``ndim`` ints (torch's rule)."""
+    values = expand(value, ndim)
+    if values is None:
+        shown = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
         raise RuntimeError(
             f"expected {name} to be a single integer value or a list of {ndim} values to match "
-            f"the convolution dimensions, but got {name}={list(values)}"
+            f"the convolution dimensions, but got {name}={shown}"
         )
     return values
 
@@ -58,16 +55,6 @@ def conv_output_size(
 ) -> int:
     """Output length of one spatial dimension."""
     return (size + padding + padding_end - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's ``'same'``: output ``ceil(size/stride)``, the odd padding pixel at the end.
-
-    With stride 1 this is exactly torch's ``'same'``.
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
 
 
 def check_same_device_dtype(name: str, input: torch.Tensor, **others: torch.Tensor | None) -> None:
@@ -145,11 +132,6 @@ def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ..
     return values
 
 
-def _bad_padding_string(padding: str) -> RuntimeError:
-    # torch.nn.functional raises RuntimeError here (torch.nn's constructors a ValueError).
-    return RuntimeError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
-
-
 def conv_geometry(
     name: str,
     input: torch.Tensor,
@@ -187,13 +169,10 @@ def conv_geometry(
 
     sizes, kernel = input.shape[2:], weight.shape[2:]
     if isinstance(padding, str):
-        if padding == "valid":
-            before = end = (0,) * ndim
-        elif padding == "same":
-            pairs = [same_padding(*a) for a in zip(sizes, kernel, stride_t, dilation_t)]
-            before, end = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
-        else:
-            raise _bad_padding_string(padding)
+        # torch.nn.functional raises RuntimeError here (torch.nn's constructors a ValueError).
+        before, end = string_padding(
+            name, padding, sizes, kernel, stride_t, dilation_t, error=RuntimeError
+        )
     else:
         before = end = _numeric_padding(name, padding, ndim)
 
@@ -260,7 +239,7 @@ def conv_transpose_geometry(
             before = tuple(max(c, 0) // 2 for c in crop)
             end = tuple(c - b for c, b in zip(crop, before))
         else:
-            raise _bad_padding_string(padding)
+            string_padding(name, padding, sizes, kernel, stride_t, dilation_t, error=RuntimeError)
     else:
         before = _numeric_padding(name, padding, ndim)
         if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(out_pad, stride_t, dilation_t)):

@@ -1,8 +1,14 @@
-"""Output allocation: ATen's memory-format rule, and NaN poisoning for tests."""
+"""Memory formats: which layout torch returns for each op, and output allocation.
+
+Every rule for "which memory format does torch give this result" lives here, one section per
+op family, so the fallback, the Triton path and the fake implementations agree by construction.
+Outputs are allocated here too, NaN-poisoned when tests ask for it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -10,20 +16,45 @@ import torch
 _POISON = os.environ.get("TORCHCONV_EXT_POISON", "0") == "1"
 
 
-def _channels_last_format(dim: int) -> torch.memory_format | None:
+# --------------------------------------------------------------------------------------------
+# Layout tests and allocation
+# --------------------------------------------------------------------------------------------
+
+
+def channels_last_format(dim: int) -> torch.memory_format | None:
+    """The channels-last memory format of a ``dim``-d tensor (``None`` below 4 or above 5)."""
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dim)
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
     """True when ``t`` is laid out channels-last and not (also) plain contiguous."""
-    fmt = _channels_last_format(t.dim())
+    fmt = channels_last_format(t.dim())
     return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
 
 
-def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
-    """ATen's rule for convolution-like ops: channels-last if any operand is channels-last."""
-    fmt = _channels_last_format(tensors[0].dim())
-    if fmt is not None and any(is_channels_last(t) for t in tensors):
+def strides_like_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    """ATen's ``is_channels_last_strides_{2d,3d}``: ``(N, C, *spatial)`` strides in NHWC order,
+    the test behind ``Tensor.suggest_memory_format()``."""
+    if strides[1] == 0:
+        return False
+    lowest = 0
+    for d in [1, *range(len(sizes) - 1, 1, -1), 0]:  # C, then W, H(, D), then N
+        if sizes[d] == 0 or strides[d] < lowest:
+            return False
+        if d == 0 and lowest == strides[1]:
+            return False  # ambiguous (N,1,1,1)-like strides default to contiguous
+        lowest = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return True
+
+
+def suggested_format(t: torch.Tensor) -> torch.memory_format:
+    """ATen's ``Tensor.suggest_memory_format()``."""
+    fmt = channels_last_format(t.dim())
+    if (
+        fmt is not None
+        and t.layout == torch.strided
+        and strides_like_channels_last(t.shape, t.stride())
+    ):
         return fmt
     return torch.contiguous_format
 
@@ -41,3 +72,112 @@ def new_output(
     if _POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)
     return out
+
+
+def empty_in_layout(
+    shape: Sequence[int],
+    like: torch.Tensor,
+    channels_last: bool,
+    dtype: torch.dtype | None = None,
+    poison: bool = False,
+) -> torch.Tensor:
+    """An uninitialised ``(N, C, *spatial)`` tensor with channels fastest (``channels_last``,
+    any rank) or contiguous; NaN/-1 filled when ``poison`` and tests turn poisoning on."""
+    shape = list(shape)
+    dtype = dtype or like.dtype
+    if not channels_last:
+        return (
+            new_output(shape, like, dtype=dtype) if poison else like.new_empty(shape, dtype=dtype)
+        )
+    flipped = [shape[0], *shape[2:], shape[1]]
+    out = new_output(flipped, like, dtype=dtype) if poison else like.new_empty(flipped, dtype=dtype)
+    return out.movedim(-1, 1)
+
+
+def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
+    if _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
+        return t
+    return empty_in_layout(t.shape, t, channels_last).copy_(t)
+
+
+def _layout_strides(shape: Sequence[int], channels_last: bool) -> list[int]:
+    """The strides :func:`empty_in_layout` gives a tensor of ``shape``."""
+    order = [0, *range(2, len(shape)), 1] if channels_last else list(range(len(shape)))
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def _same_significant_strides(t: torch.Tensor, strides: Sequence[int]) -> bool:
+    """Equal strides on every dimension longer than 1 (what layout comparisons look at)."""
+    return t.numel() == 0 or all(s <= 1 or x == y for s, x, y in zip(t.shape, t.stride(), strides))
+
+
+# --------------------------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------------------------
+
+
+def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
+    """ATen's rule for convolution-like ops: channels-last if any operand is channels-last."""
+    fmt = channels_last_format(tensors[0].dim())
+    if fmt is not None and any(is_channels_last(t) for t in tensors):
+        return fmt
+    return torch.contiguous_format
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling (what torch's kernels return)
+# --------------------------------------------------------------------------------------------
+
+
+def pool_input_channels_last(input: torch.Tensor) -> bool:
+    """Whether torch treats a batched pooling input as channels-last.
+
+    1-d pooling runs as 2-d pooling of ``input.unsqueeze(-2)`` in ATen, so a 1-d input counts as
+    channels-last when that view does.
+    """
+    sizes, strides = list(input.shape), list(input.stride())
+    if input.dim() == 3:
+        sizes.insert(2, 1)
+        strides.insert(2, strides[2] * sizes[3])
+    return len(sizes) in (4, 5) and strides_like_channels_last(sizes, strides)
+
+
+def pool_output_channels_last(kind: str, input: torch.Tensor) -> bool:
+    """Whether torch's ``kind`` pooling (max, avg, adaptive_max, adaptive_avg) returns a
+    channels-last output (and indices) for ``input``: 3-d pooling keeps channels-last only for
+    max pooling; 1-d and 2-d pooling keep it for every kind."""
+    if input.dim() == 5 and kind != "max":
+        return False
+    return pool_input_channels_last(input)
+
+
+def pool_grad_channels_last(kind: str, input: torch.Tensor, output_size: Sequence[int]) -> bool:
+    """Whether torch's gradient of ``kind`` pooling w.r.t. ``input`` is channels-last.
+
+    Adaptive average pooling to one element per plane is a mean in ATen, whose gradient is
+    contiguous.
+    """
+    if kind == "adaptive_avg" and all(s == 1 for s in output_size):
+        return False
+    return pool_output_channels_last(kind, input)
+
+
+# --------------------------------------------------------------------------------------------
+# Nearest upsampling
+# --------------------------------------------------------------------------------------------
+
+
+def upsample_output_format(input: torch.Tensor) -> torch.memory_format:
+    """The forward's output layout: ATen's ``input.suggest_memory_format()``."""
+    return suggested_format(input)
+
+
+def upsample_grad_format(grad_output: torch.Tensor) -> torch.memory_format:
+    """The layout of ATen's upsampling gradients: the 2-d backward follows ``grad_output``'s
+    suggested format, the 1-d and 3-d ones are always contiguous."""
+    return suggested_format(grad_output) if grad_output.dim() == 4 else torch.contiguous_format

@@ -1,10 +1,10 @@
-"""Argument checking, output sizes and output memory formats for pooling, shared by every path.
+"""Argument checking and output sizes for pooling, shared by every path.
 
 The functional API validates and normalises its arguments here once per call; the registered
 ops, their fake implementations, the fallback and the Triton launchers then work from the
 normalised :class:`PoolGeometry` (fixed windows), output sizes (adaptive windows) or levels
-(pyramid pooling). The formulas are ATen's (``pooling_output_shape_pad_lr`` and friends), and
-the memory-format rules are what torch's CPU kernels return.
+(pyramid pooling). The formulas are ATen's (``pooling_output_shape_pad_lr`` and friends); the
+output memory formats are in ``_memory``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._memory import new_output
-
-IntOrTuple = int | Sequence[int]
+from ._args import IntOrTuple, expand, is_int, string_padding
 
 MODES: tuple[str, ...] = ("max", "avg")
 
@@ -87,32 +85,20 @@ def pool_output_shape(input_shape: Sequence[int], g: PoolGeometry) -> list[int]:
     return [input_shape[0], input_shape[1], *spatial]
 
 
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's ``'same'``: output ``ceil(size/stride)``, the odd padding element at the end."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int | torch.SymInt) and not isinstance(v, bool)
-
-
 def _expand(
     name: str, arg: str, value, ndim: int, *, allow_empty: bool = False
 ) -> tuple[int, ...] | None:
-    """An int or a sequence of 1 or ``ndim`` ints as ``ndim`` ints (torch's rule for pooling)."""
-    if _is_int(value):
-        return (value,) * ndim
-    values = tuple(value) if isinstance(value, Sequence) else None
-    if values is not None and allow_empty and len(values) == 0:
+    """An int or a sequence of 1 or ``ndim`` ints as ``ndim`` ints (torch's rule for pooling);
+    ``None`` for an empty sequence when ``allow_empty``."""
+    if allow_empty and isinstance(value, Sequence) and len(value) == 0:
         return None
-    if values is None or len(values) not in (1, ndim) or not all(_is_int(v) for v in values):
+    values = expand(value, ndim)
+    if values is None:
         what = "either be omitted, a single int" if allow_empty else "either be a single int"
         raise RuntimeError(
             f"{name}: {arg} must {what}, or a tuple of {ndim} ints, but got {arg}={value!r}"
         )
-    return values * ndim if len(values) == 1 else values
+    return values
 
 
 def _check_input(name: str, input: torch.Tensor) -> None:
@@ -162,16 +148,11 @@ def pool_geometry(
 
     sizes = tuple(input.shape[2:])
     if isinstance(padding, str):
-        if padding == "valid":
-            before = end = (0,) * ndim
-        elif padding == "same":
-            pairs = [same_padding(*a) for a in zip(sizes, kernel, stride_t, dilation_t)]
-            before, end = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        before, end = string_padding(
+            name, padding, sizes, kernel, stride_t, dilation_t, error=ValueError
+        )
+        if padding == "same":
             count_include_pad = False  # TensorFlow's rule: padding is never part of a window
-        else:
-            raise ValueError(
-                f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
-            )
     else:
         before = end = _expand(name, "padding", padding, ndim)
         if any(p < 0 for p in before):
@@ -216,7 +197,7 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
     """Validate an adaptive pooling's ``output_size`` (``None`` entries keep the input size)."""
     ndim = input.dim() - 2
     _check_input(name, input)
-    if output_size is None or _is_int(output_size):
+    if output_size is None or is_int(output_size):
         values = (output_size,) * ndim
     else:
         values = tuple(output_size)
@@ -228,7 +209,7 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
                 f"got output_size={output_size!r}"
             )
     out = [s if v is None else v for v, s in zip(values, input.shape[2:])]
-    if not all(_is_int(v) for v in out):
+    if not all(is_int(v) for v in out):
         raise RuntimeError(f"{name}: output_size must hold ints or None, but got {output_size!r}")
     if any(v < 0 for v in out):
         raise RuntimeError(
@@ -240,13 +221,13 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
 def check_levels(levels) -> tuple[int, ...]:
     """Pyramid levels: a non-empty sequence of positive ints (level ``l`` pools to ``l`` bins
     per spatial dimension)."""
-    if _is_int(levels):
+    if is_int(levels):
         levels = (levels,)
     if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
         raise ValueError(
             f"levels must be a non-empty sequence of positive ints, but got {levels!r}"
         )
-    if not all(_is_int(v) for v in levels):
+    if not all(is_int(v) for v in levels):
         raise TypeError(f"levels must hold ints, but got {levels!r}")
     if any(v <= 0 for v in levels):
         raise ValueError(f"levels must be positive, but got {list(levels)}")
@@ -273,98 +254,6 @@ def pyramid_input_check(name: str, input: torch.Tensor) -> None:
     _check_input(name, input)
 
 
-# --------------------------------------------------------------------------------------------
-# Output memory formats (what torch's kernels return)
-# --------------------------------------------------------------------------------------------
-
-
-def _strides_like_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
-    """ATen's ``is_channels_last_strides_{2d_s4,3d_s5}`` (``suggest_memory_format``'s test)."""
-    order = [1, *range(len(sizes) - 1, 1, -1), 0]
-    if strides[1] == 0:
-        return False
-    low = 0
-    for d in order:
-        if sizes[d] == 0 or strides[d] < low:
-            return False
-        if d == 0 and low == strides[1]:
-            return False  # ambiguous (N,1,1,1)-like cases default to contiguous
-        low = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
-    return True
-
-
-def input_channels_last(input: torch.Tensor) -> bool:
-    """Whether torch treats a batched pooling input as channels-last.
-
-    1-d pooling runs as 2-d pooling of ``input.unsqueeze(-2)`` in ATen, so a 1-d input counts as
-    channels-last when that view does.
-    """
-    sizes, strides = list(input.shape), list(input.stride())
-    if input.dim() == 3:
-        sizes.insert(2, 1)
-        strides.insert(2, strides[2] * sizes[3])
-    return len(sizes) in (4, 5) and _strides_like_channels_last(sizes, strides)
-
-
-def output_channels_last(kind: str, input: torch.Tensor) -> bool:
-    """Whether torch's ``kind`` pooling (max, avg, adaptive_max, adaptive_avg) returns a
-    channels-last output (and indices) for ``input``: 3-d pooling keeps channels-last only for
-    max pooling; 1-d and 2-d pooling keep it for every kind."""
-    if input.dim() == 5 and kind != "max":
-        return False
-    return input_channels_last(input)
-
-
-def grad_channels_last(kind: str, input: torch.Tensor, output_size: Sequence[int]) -> bool:
-    """Whether torch's gradient of ``kind`` pooling w.r.t. ``input`` is channels-last.
-
-    Adaptive average pooling to one element per plane is a mean in ATen, whose gradient is
-    contiguous.
-    """
-    if kind == "adaptive_avg" and all(s == 1 for s in output_size):
-        return False
-    return output_channels_last(kind, input)
-
-
-def empty_in_layout(
-    shape: Sequence[int],
-    like: torch.Tensor,
-    channels_last: bool,
-    dtype: torch.dtype | None = None,
-    poison: bool = False,
-) -> torch.Tensor:
-    """An uninitialised ``(N, C, *spatial)`` tensor, channels-last (channels fastest) or
-    contiguous; NaN/-1 filled when ``poison`` and tests turn poisoning on."""
-    shape = list(shape)
-    alloc = new_output if poison else (lambda s, t, dtype=None: t.new_empty(s, dtype=dtype))
-    if not channels_last:
-        return alloc(shape, like, dtype=dtype or like.dtype)
-    flipped = alloc([shape[0], *shape[2:], shape[1]], like, dtype=dtype or like.dtype)
-    return flipped.movedim(-1, 1)
-
-
-def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
-    if _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
-        return t
-    return empty_in_layout(t.shape, t, channels_last).copy_(t)
-
-
-def _layout_strides(shape: Sequence[int], channels_last: bool) -> list[int]:
-    """The strides :func:`empty_in_layout` gives a tensor of ``shape``."""
-    order = [0, *range(2, len(shape)), 1] if channels_last else list(range(len(shape)))
-    strides, step = [0] * len(shape), 1
-    for d in reversed(order):
-        strides[d] = step
-        step *= shape[d]
-    return strides
-
-
-def _same_significant_strides(t: torch.Tensor, strides: Sequence[int]) -> bool:
-    """Equal strides on every dimension longer than 1 (what layout comparisons look at)."""
-    return t.numel() == 0 or all(s <= 1 or x == y for s, x, y in zip(t.shape, t.stride(), strides))
-
-
 __all__ = [
     "MODES",
     "IntOrTuple",
@@ -373,15 +262,9 @@ __all__ = [
     "adaptive_window",
     "check_levels",
     "check_mode",
-    "empty_in_layout",
-    "grad_channels_last",
-    "input_channels_last",
-    "output_channels_last",
     "pool_geometry",
     "pool_output_shape",
     "pool_output_size",
     "pyramid_features",
     "pyramid_input_check",
-    "same_padding",
-    "to_layout",
 ]

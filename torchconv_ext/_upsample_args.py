@@ -10,8 +10,7 @@ fake implementations:
 * :func:`source_scales` gives the float32 factor that maps output to input coordinates, exactly as
   ATen's ``compute_scales_value<float>`` does: ``float(1.0 / scale_factor)`` when a scale factor
   is used, else ``float(in) / out``;
-* :func:`output_memory_format` is ATen's ``Tensor.suggest_memory_format()``, the forward's output
-  layout; :func:`grad_input_memory_format` the backward's.
+* the output layouts are ``_memory.upsample_output_format`` / ``upsample_grad_format``.
 
 The source index of output coordinate ``o`` is then ``min(floor(o * scale), in - 1)`` for
 ``'nearest'`` and ``min(floor((o + 0.5) * scale), in - 1)`` for ``'nearest-exact'``, with the
@@ -238,36 +237,6 @@ def source_scales(
         _float32(1.0 / s) if s > 0 else _float32(_float32(i) / _float32(o))
         for i, o, s in zip(input_size, output_size, scales)
     )
-
-
-def _strides_like_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
-    """ATen's ``is_channels_last_strides_{2d,3d}``: (N, C, *spatial) strides in NHWC order."""
-    if strides[1] == 0:
-        return False
-    order = [1, *range(len(sizes) - 1, 1, -1), 0]  # C, then W, H(, D), then N
-    lowest = 0
-    for d in order:
-        if sizes[d] == 0 or strides[d] < lowest:
-            return False
-        # Ambiguous N111-like strides default to the contiguous layout.
-        if d == 0 and lowest == strides[1]:
-            return False
-        lowest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
-    return True
-
-
-def output_memory_format(t: torch.Tensor) -> torch.memory_format:
-    """ATen's ``Tensor.suggest_memory_format()``, the layout upsampling gives its outputs."""
-    strided = t.layout == torch.strided and t.dim() in (4, 5)
-    if strided and _strides_like_channels_last(t.shape, t.stride()):
-        return torch.channels_last if t.dim() == 4 else torch.channels_last_3d
-    return torch.contiguous_format
-
-
-def grad_input_memory_format(grad_output: torch.Tensor) -> torch.memory_format:
-    """The layout of ATen's upsampling gradients: the 2-d backward follows ``grad_output``'s
-    suggested format, the 1-d and 3-d ones are always contiguous."""
-    return output_memory_format(grad_output) if grad_output.dim() == 4 else torch.contiguous_format
 
 
 def output_shape(input_shape: Sequence[int], output_size: Sequence[int]) -> list[int]:

@@ -1,9 +1,48 @@
-"""Triton kernels and their launchers for convolutional-network layers.
+"""Triton kernels and their launchers for convolutional-network layers (torchconv_ext's).
 
-Imports torch (tensors) and triton only. Launchers take preallocated outputs and write every
-element; set ``TRITON_INTERPRET=1`` before importing this package to run them on CPU tensors.
+Imports torch (tensors) and triton only — never ``torch.nn``, ``torch.autograd`` or
+``torchconv_ext``. Set ``TRITON_INTERPRET=1`` before importing this package to run the kernels on
+CPU tensors (Triton's interpreter).
+
+The launcher contract, for every function exported here:
+
+* Arguments are validated upstream (by ``torchconv_ext``): launchers trust shapes, dtypes and
+  geometry, and check only that the launch can run on these tensors' device.
+* Outputs are preallocated by the caller, in the layout the caller wants, and the launcher
+  writes every element of them (tests poison outputs with NaN to prove it).
+* ``padding`` is the padding before each spatial dim; the padding after is implied by the
+  output's size (so TensorFlow-style asymmetric ``'same'`` needs nothing more).
+* Tensors are read through their strides (any layout, no copies); 1–3 spatial dims.
+* Convolution grad-input kernels see zero padding only: for the other padding modes the caller
+  asks for the gradient of the padded input (``padding`` 0) and folds it back onto its sources
+  (``torchconv_ext._padding.fold_padding_grad``).
+
+The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
+vLLM); the two cannot be installed side by side, and importing either one when the other is
+installed fails with a message naming both.
 """
 
+from __future__ import annotations
+
+import importlib.metadata as _metadata
+
+
+def _refuse_if_shadowed() -> None:
+    try:
+        other = _metadata.distribution("triton-kernels")
+    except _metadata.PackageNotFoundError:
+        return
+    raise ImportError(
+        f"two packages named 'triton_kernels' are installed: torchconv_ext's kernel package "
+        f"({__file__}) and Triton's 'triton-kernels' distribution (version {other.version}, "
+        "used by vLLM). They share one import name and cannot be used together: uninstall "
+        "'triton-kernels', or use torchconv_ext in an environment without it"
+    )
+
+
+_refuse_if_shadowed()
+
+# ruff: noqa: E402  (the guard above runs before anything else is imported)
 from ._common import INTERPRET
 from .conv import conv_backward_input, conv_backward_weight, conv_forward
 from .pool import (
@@ -16,7 +55,22 @@ from .pool import (
 )
 from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
-__all__ = ["INTERPRET", "conv_backward_input", "conv_backward_weight", "conv_forward"]
+#: Marks this package as torchconv_ext's (Triton's ``triton-kernels`` has the same name).
+IS_TORCHCONV_EXT_KERNELS = True
+
+
+def __getattr__(name: str):
+    # Code written for Triton's ``triton-kernels`` that imports this package by mistake gets a
+    # message that says why, not a bare AttributeError.
+    raise AttributeError(
+        f"module 'triton_kernels' has no attribute {name!r}: this 'triton_kernels' is "
+        "torchconv_ext's kernel package, not Triton's 'triton-kernels' distribution (used by "
+        "vLLM), which installs the same top-level name"
+    )
+
+
+__all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS"]
+__all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]
 __all__ += [
     "adaptive_pool_backward",

@@ -1,8 +1,30 @@
-"""Helpers shared by every launcher: N-d → 5-d views, int64 choice, dot precision.
+"""What every kernel file shares: the vocabulary, the constexpr codes and the launch helpers.
 
-Every kernel in this package works on 5-d tensors ``(N, C, D, H, W)``; 1-d and 2-d problems are
-viewed as 3-d ones with unit leading spatial sizes (a view, never a copy), so one kernel serves
-all three ranks.
+Every kernel works on 5-d tensors ``(N, C, D, H, W)``: 1-d and 2-d problems are viewed as 3-d
+ones with unit leading spatial sizes (``as_5d``: a view, never a copy), so one kernel serves all
+three ranks.
+
+Vocabulary (one spelling everywhere in ``triton_kernels``):
+
+* Tensors by role, as pointers and stride prefixes: input ``x_ptr`` / ``sx_``, weight ``w_ptr`` /
+  ``sw_``, bias ``b_ptr`` / ``sb``, output ``y_ptr`` / ``sy_``, grad_out ``go_ptr`` / ``sgo_``,
+  grad_in ``gi_ptr`` / ``sgi_``, grad_weight ``gw_ptr`` / ``sgw_``, indices ``idx_ptr`` / ``sidx_``,
+  workspace ``ws_ptr`` / ``sws_``. Stride suffixes name the dim of the 5-d view: ``_n, _c, _d,
+  _h, _w`` (a weight's are ``_o, _i, _d, _h, _w``).
+* Sizes: ``N``; channels ``C`` (``C_IN`` / ``C_OUT`` per group for convolutions); input spatial
+  ``D, H, W``; output spatial ``OD, OH, OW``; window ``KD, KH, KW``.
+* Geometry: ``STRIDE_D``, ``PAD_D`` (padding before), ``PAD_END_D`` (after, where a kernel needs
+  it), ``DIL_D``, and the same for ``_H`` / ``_W``. Python launchers spell the per-dim tuples
+  ``stride``, ``padding``, ``padding_end``, ``dilation`` and ``kernel_size``; ``kernel`` always
+  means a Triton kernel, ``group`` a convolution group, ``geom`` a geometry, ``grad_*`` a
+  gradient.
+* Flags: ``CHANNELS_INNER`` (channels are the fastest-varying dim of the tile and of memory),
+  ``USE_INT64`` (offsets need 64 bits), ``ACC_DTYPE`` (the accumulator's dtype; the accumulator
+  is ``acc``), ``PAD_MODE`` / ``MODE`` / ``WINDOW`` (the codes below, never bare numbers).
+* Kernel names: ``_<family>_<fwd|bwd_input|bwd_weight>_kernel``.
+
+Launcher contract (see the package docstring): arguments are validated upstream, outputs are
+preallocated and every element is written.
 """
 
 from __future__ import annotations
@@ -11,14 +33,36 @@ import os
 from collections.abc import Sequence
 
 import torch
+import triton.language as tl
 
 #: True when the kernels were decorated under Triton's CPU interpreter.
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-#: Padding modes, as the integer codes the kernels take as a ``constexpr``.
-PAD_MODES: dict[str, int] = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+#: Offsets at or past this many elements need 64-bit arithmetic.
+INT32_LIMIT = 2**31
 
-_INT32_LIMIT = 2**31
+# constexpr codes: padding modes (how a coordinate outside the input is read) ...
+PAD_ZEROS = tl.constexpr(0)
+PAD_REFLECT = tl.constexpr(1)
+PAD_REPLICATE = tl.constexpr(2)
+PAD_CIRCULAR = tl.constexpr(3)
+# ... the reduction of a pooling window ...
+MAX = tl.constexpr(0)
+AVG = tl.constexpr(1)
+# ... and how pooling windows are laid out.
+FIXED = tl.constexpr(0)  # kernel_size / stride / padding / dilation
+ADAPTIVE = tl.constexpr(1)  # output_size bins
+PYRAMID = tl.constexpr(2)  # one adaptive grid per pyramid level, concatenated
+
+#: Padding-mode names (as the ops take them) to the codes launchers pass as ``PAD_MODE``.
+PAD_MODES: dict[str, int] = {
+    "zeros": PAD_ZEROS.value,
+    "reflect": PAD_REFLECT.value,
+    "replicate": PAD_REPLICATE.value,
+    "circular": PAD_CIRCULAR.value,
+}
+#: Pooling reductions by name, as launchers pass them as ``MODE``.
+POOL_MODES: dict[str, int] = {"max": MAX.value, "avg": AVG.value}
 
 
 def as_5d(t: torch.Tensor) -> torch.Tensor:
@@ -34,15 +78,40 @@ def spatial3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
     return (fill,) * (3 - len(values)) + values
 
 
+def pack_geometry(*params: tuple[Sequence[int], int]) -> tuple[int, ...]:
+    """Per-dim parameters as the kernels take them, each ``(values, fill)`` padded to ``(D, H,
+    W)`` with ``fill`` (1 for sizes, strides and dilations, 0 for paddings), concatenated."""
+    return tuple(v for values, fill in params for v in spatial3(values, fill))
+
+
 def needs_int64(*tensors: torch.Tensor | None) -> bool:
     """Whether any tensor can be addressed past 2**31 elements (then offsets must be int64)."""
     for t in tensors:
         if t is None:
             continue
         span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
-        if max(span, t.numel()) >= _INT32_LIMIT:
+        if max(span, t.numel()) >= INT32_LIMIT:
             return True
     return False
+
+
+def acc_dtype(dtype: torch.dtype) -> tl.dtype:
+    """The accumulator of a reduction over ``dtype`` values: fp64 for fp64, else fp32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    """:func:`acc_dtype` as a torch dtype (for workspaces)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def channels_inner(t5: torch.Tensor) -> bool:
+    """Whether channels are the fastest-varying dim of a 5-d view (channels-last-like): then
+    kernels tile channels innermost, so loads along channels are contiguous."""
+    if t5.shape[1] <= 1:
+        return False
+    spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:]) if s > 1]
+    return not spatial or t5.stride(1) < min(spatial)
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._pool_args import PoolGeometry, input_channels_last, pool_output_shape
+from .._memory import pool_input_channels_last
+from .._pool_args import PoolGeometry, pool_output_shape
 
 aten = torch.ops.aten
 
@@ -156,7 +157,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
         out, idx = _MAX_POOL[nd](
             x, list(g.kernel), list(g.stride), list(g.padding), list(g.dilation), g.ceil_mode
         )
-        if nd == 3 and input_channels_last(x):
+        if nd == 3 and pool_input_channels_last(x):
             # ATen's channels-last 3-d kernel drops the depth term of an all -inf window's
             # index; its contiguous kernels (and ours) point at the first in-range element.
             o = pool_output_shape(x.shape, g)[2:]

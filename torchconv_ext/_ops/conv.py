@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-from .._backend import use_triton
+from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
 from .._memory import new_output, suggest_memory_format
@@ -54,13 +54,9 @@ def conv_forward(
     fmt = fmt or suggest_memory_format(input, weight)
     if not use_triton(input):
         return fallback.conv_forward(input, weight, bias, g).contiguous(memory_format=fmt)
-    import triton_kernels
-
     out = new_output(conv_output_shape(input, weight, g), input, fmt)
     if out.numel():
-        triton_kernels.conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g)
-        )
+        kernels().conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
     return out
 
 
@@ -75,12 +71,10 @@ def conv_input_grad(
     if not use_triton(grad_output):
         grad = fallback.conv_backward_input(grad_output, weight, input_shape, g)
         return grad.contiguous(memory_format=fmt)
-    import triton_kernels
-
     if g.padding_mode == "zeros":
         grad = new_output(input_shape, grad_output, fmt)
         if grad.numel():
-            triton_kernels.conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
+            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
         return grad
     # Other modes: the gradient of the virtually padded input, folded onto its sources.
     padded = list(input_shape[:2]) + [
@@ -89,7 +83,7 @@ def conv_input_grad(
     grad = new_output(padded, grad_output, fmt)
     if grad.numel():
         zero = (0,) * len(g.stride)
-        triton_kernels.conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
+        kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
     folded = fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
     return folded.contiguous(memory_format=fmt)
 
@@ -101,12 +95,10 @@ def conv_weight_grad(
     if not use_triton(grad_output):
         grad = fallback.conv_backward_weight(grad_output, input, weight, g)
         return grad.contiguous(memory_format=fmt)
-    import triton_kernels
-
     grad = new_output(weight.shape, weight, fmt)
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_()
-    triton_kernels.conv_backward_weight(
+    kernels().conv_backward_weight(
         input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g)
     )
     return grad

@@ -13,17 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._backend import use_triton
+from .._backend import kernels, use_triton
 from .._fallback import pool as fallback
-from .._pool_args import (
-    PoolGeometry,
+from .._memory import (
     empty_in_layout,
-    grad_channels_last,
-    output_channels_last,
-    pool_output_shape,
-    pyramid_features,
+    pool_grad_channels_last,
+    pool_output_channels_last,
     to_layout,
 )
+from .._pool_args import PoolGeometry, pool_output_shape, pyramid_features
 
 
 def _geometry(
@@ -100,17 +98,13 @@ def pool_fwd(
         count_include_pad,
         divisor_override,
     )
-    cl = output_channels_last(mode, input)
+    cl = pool_output_channels_last(mode, input)
     if not use_triton(input):
         if mode == "max":
             return _finish(*fallback.max_pool(input, g), input, cl)
         return _finish(fallback.avg_pool(input, g), None, input, cl)
-    import triton_kernels
-
     out, idx = _outputs(pool_output_shape(input.shape, g), input, mode, cl, poison=True)
-    triton_kernels.pool_forward(
-        input, out, idx if mode == "max" else None, mode=mode, **_kernel_args(g)
-    )
+    kernels().pool_forward(input, out, idx if mode == "max" else None, mode=mode, **_kernel_args(g))
     return out, idx
 
 
@@ -137,7 +131,7 @@ def _(
         count_include_pad,
         divisor_override,
     )
-    cl = output_channels_last(mode, input)
+    cl = pool_output_channels_last(mode, input)
     return _outputs(pool_output_shape(input.shape, g), input, mode, cl, poison=False)
 
 
@@ -167,17 +161,15 @@ def pool_bwd(
         count_include_pad,
         divisor_override,
     )
-    cl = grad_channels_last(mode, input, grad_output.shape[2:])
+    cl = pool_grad_channels_last(mode, input, grad_output.shape[2:])
     if not use_triton(grad_output):
         if mode == "max":
             grad = fallback.max_pool_backward(grad_output, input, indices, g)
         else:
             grad = fallback.avg_pool_backward(grad_output, input, g)
         return to_layout(grad, cl)
-    import triton_kernels
-
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.pool_backward(
+    kernels().pool_backward(
         grad_output, indices if mode == "max" else None, grad, mode=mode, **_kernel_args(g)
     )
     return grad
@@ -186,7 +178,7 @@ def pool_bwd(
 @pool_bwd.register_fake
 def _(grad_output, input, indices, mode, *args):
     return empty_in_layout(
-        input.shape, grad_output, grad_channels_last(mode, input, grad_output.shape[2:])
+        input.shape, grad_output, pool_grad_channels_last(mode, input, grad_output.shape[2:])
     )
 
 
@@ -198,36 +190,32 @@ def _(grad_output, input, indices, mode, *args):
 @torch.library.custom_op("torchconv_ext::adaptive_pool_fwd", mutates_args=())
 def adaptive_pool_fwd(input: Tensor, mode: str, output_size: list[int]) -> tuple[Tensor, Tensor]:
     """Adaptive max / average pooling of a batched N-d input to ``output_size``."""
-    cl = output_channels_last("adaptive_" + mode, input)
+    cl = pool_output_channels_last("adaptive_" + mode, input)
     if not use_triton(input):
         return _finish(*fallback.adaptive_pool(input, mode, output_size), input, cl)
-    import triton_kernels
-
     out, idx = _outputs([*input.shape[:2], *output_size], input, mode, cl, poison=True)
-    triton_kernels.adaptive_pool_forward(input, out, idx if mode == "max" else None, mode=mode)
+    kernels().adaptive_pool_forward(input, out, idx if mode == "max" else None, mode=mode)
     return out, idx
 
 
 @adaptive_pool_fwd.register_fake
 def _(input, mode, output_size):
-    cl = output_channels_last("adaptive_" + mode, input)
+    cl = pool_output_channels_last("adaptive_" + mode, input)
     return _outputs([*input.shape[:2], *output_size], input, mode, cl, poison=False)
 
 
 @torch.library.custom_op("torchconv_ext::adaptive_pool_bwd", mutates_args=())
 def adaptive_pool_bwd(grad_output: Tensor, input: Tensor, indices: Tensor, mode: str) -> Tensor:
     """Gradient of ``adaptive_pool_fwd`` w.r.t. ``input`` (only its shape and layout are read)."""
-    cl = grad_channels_last("adaptive_" + mode, input, grad_output.shape[2:])
+    cl = pool_grad_channels_last("adaptive_" + mode, input, grad_output.shape[2:])
     if not use_triton(grad_output):
         if mode == "max":
             grad = fallback.adaptive_max_pool_backward(grad_output, input, indices)
         else:
             grad = fallback.adaptive_avg_pool_backward(grad_output, input)
         return to_layout(grad, cl)
-    import triton_kernels
-
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.adaptive_pool_backward(
+    kernels().adaptive_pool_backward(
         grad_output, indices if mode == "max" else None, grad, mode=mode
     )
     return grad
@@ -235,7 +223,7 @@ def adaptive_pool_bwd(grad_output: Tensor, input: Tensor, indices: Tensor, mode:
 
 @adaptive_pool_bwd.register_fake
 def _(grad_output, input, indices, mode):
-    cl = grad_channels_last("adaptive_" + mode, input, grad_output.shape[2:])
+    cl = pool_grad_channels_last("adaptive_" + mode, input, grad_output.shape[2:])
     return empty_in_layout(input.shape, grad_output, cl)
 
 
@@ -254,10 +242,8 @@ def pyramid_pool_fwd(input: Tensor, mode: str, levels: list[int]) -> tuple[Tenso
     if not use_triton(input):
         out, idx = fallback.pyramid_pool(input, mode, levels)
         return out.contiguous(), (idx.contiguous() if idx is not None else _no_indices(input))
-    import triton_kernels
-
     out, idx = _outputs(_pyramid_shape(input, levels), input, mode, False, poison=True)
-    triton_kernels.pyramid_pool_forward(
+    kernels().pyramid_pool_forward(
         input, out, idx if mode == "max" else None, mode=mode, levels=levels
     )
     return out, idx
@@ -273,14 +259,12 @@ def pyramid_pool_bwd(
     grad_output: Tensor, input: Tensor, indices: Tensor, mode: str, levels: list[int]
 ) -> Tensor:
     """Gradient of ``pyramid_pool_fwd`` w.r.t. ``input`` (every level, one kernel launch)."""
-    cl = output_channels_last("adaptive_" + mode, input)
+    cl = pool_output_channels_last("adaptive_" + mode, input)
     if not use_triton(grad_output):
         grad = fallback.pyramid_pool_backward(grad_output, input, indices, mode, levels)
         return to_layout(grad, cl)
-    import triton_kernels
-
     grad = empty_in_layout(input.shape, grad_output, cl, poison=True)
-    triton_kernels.pyramid_pool_backward(
+    kernels().pyramid_pool_backward(
         grad_output, indices if mode == "max" else None, grad, mode=mode, levels=levels
     )
     return grad
@@ -289,5 +273,5 @@ def pyramid_pool_bwd(
 @pyramid_pool_bwd.register_fake
 def _(grad_output, input, indices, mode, levels):
     return empty_in_layout(
-        input.shape, grad_output, output_channels_last("adaptive_" + mode, input)
+        input.shape, grad_output, pool_output_channels_last("adaptive_" + mode, input)
     )

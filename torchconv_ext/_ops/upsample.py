@@ -12,13 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._backend import use_triton
+from .._backend import kernels, use_triton
 from .._fallback import upsample as fallback
-from .._memory import new_output
+from .._memory import new_output, upsample_grad_format, upsample_output_format
 from .._upsample_args import (
     check_sizes,
-    grad_input_memory_format,
-    output_memory_format,
     output_shape,
     source_scales,
 )
@@ -29,25 +27,23 @@ def upsample_nearest_fwd(
     input: Tensor, output_size: list[int], scales: list[float], exact: bool
 ) -> Tensor:
     """Nearest upsampling of ``(N, C, *spatial)`` ``input`` to ``output_size``."""
-    fmt = output_memory_format(input)
+    fmt = upsample_output_format(input)
     if not use_triton(input):
         return fallback.nearest_forward(input, output_size, scales, exact).contiguous(
             memory_format=fmt
         )
-    import triton_kernels
-
     check_sizes(input.shape, output_size)  # what ATen checks on the fallback path
     out = new_output(output_shape(input.shape, output_size), input, fmt)
     if out.numel():
         scale = source_scales(input.shape[2:], output_size, scales)
-        triton_kernels.upsample_nearest_forward(input, out, scale, exact=exact)
+        kernels().upsample_nearest_forward(input, out, scale, exact=exact)
     return out
 
 
 @upsample_nearest_fwd.register_fake
 def _(input, output_size, scales, exact):
     out = input.new_empty(output_shape(input.shape, output_size))
-    return out.contiguous(memory_format=output_memory_format(input))
+    return out.contiguous(memory_format=upsample_output_format(input))
 
 
 @torch.library.custom_op("torchconv_ext::upsample_nearest_bwd", mutates_args=())
@@ -55,25 +51,23 @@ def upsample_nearest_bwd(
     grad_output: Tensor, input_size: list[int], scales: list[float], exact: bool
 ) -> Tensor:
     """Gradient of ``upsample_nearest_fwd`` for an input of shape ``input_size``."""
-    fmt = grad_input_memory_format(grad_output)
+    fmt = upsample_grad_format(grad_output)
     if not use_triton(grad_output):
         return fallback.nearest_backward(grad_output, input_size, scales, exact).contiguous(
             memory_format=fmt
         )
-    import triton_kernels
-
     check_sizes(input_size, grad_output.shape[2:])
     grad = new_output(input_size, grad_output, fmt)
     if grad.numel():
         scale = source_scales(input_size[2:], grad_output.shape[2:], scales)
-        triton_kernels.upsample_nearest_backward(grad_output, grad, scale, exact=exact)
+        kernels().upsample_nearest_backward(grad_output, grad, scale, exact=exact)
     return grad
 
 
 @upsample_nearest_bwd.register_fake
 def _(grad_output, input_size, scales, exact):
     grad = grad_output.new_empty(input_size)
-    return grad.contiguous(memory_format=grad_input_memory_format(grad_output))
+    return grad.contiguous(memory_format=upsample_grad_format(grad_output))
 
 
 # Gradients of the primitives themselves (the public entry point is the autograd Function in

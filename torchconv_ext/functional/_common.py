@@ -1,4 +1,5 @@
-"""Pieces every functional op shares: unbatched inputs, autocast, rank checks."""
+"""Pieces every functional op shares: the call's opening (rank, unbatched inputs, autocast) and
+the choice to hand a call to torch's own op."""
 
 from __future__ import annotations
 
@@ -30,8 +31,30 @@ def autocast_cast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, .
     )
 
 
-def runs_natively(input: torch.Tensor) -> bool:
-    """Whether ``input`` goes to the fallback, which — for arguments torch itself accepts — is
-    torch's own op, called directly: torch's speed (no per-call overhead of our op layer, which
-    small layers on a CPU would feel), torch's autograd and torch's error messages."""
+def open_call(
+    name: str,
+    spatial_dims: int,
+    input: torch.Tensor,
+    *operands: torch.Tensor | None,
+    autocast: bool = False,
+) -> tuple:
+    """The opening of every functional op: check the rank, view an unbatched ``(C, *spatial)``
+    input as a batch of one, and — for ops autocast casts (convolutions) — cast the floating
+    operands to the autocast dtype.
+
+    Returns ``(batched, input, *operands)``; the op squeezes the batch off its result when
+    ``batched`` is false.
+    """
+    batched = check_rank(name, input, spatial_dims)
+    if not batched:
+        input = input.unsqueeze(0)
+    if autocast:
+        input, *operands = autocast_cast(input, *operands)
+    return (batched, input, *operands)
+
+
+def calls_torch_op(input: torch.Tensor) -> bool:
+    """Whether a call on ``input`` goes to torch's own op: true on the fallback (backend
+    ``"torch"``, or ``"auto"`` off CUDA), where — for arguments torch itself accepts — the
+    fallback *is* torch's op, called directly: torch's speed, autograd and error messages."""
     return isinstance(input, torch.Tensor) and not use_triton(input)

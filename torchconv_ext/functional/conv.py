@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._args import IntOrTuple
 from .._autograd.conv import ConvFunction
-from .._conv_args import IntOrTuple, conv_geometry
-from ._common import autocast_cast, check_rank, runs_natively
+from .._conv_args import conv_geometry
+from ._common import autocast_cast, calls_torch_op, check_rank
 
 TORCH_CONV = {
     1: torch.nn.functional.conv1d,
@@ -34,7 +35,7 @@ def _conv(
     padding_mode: str,
 ) -> Tensor:
     torch_accepts = padding_mode == "zeros" and (padding != "same" or _unit(stride))
-    if torch_accepts and runs_natively(input):
+    if torch_accepts and calls_torch_op(input):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
     batched = check_rank(name, input, spatial_dims)
     if not batched:

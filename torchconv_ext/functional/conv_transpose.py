@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._args import IntOrTuple
 from .._autograd.conv import ConvTransposeFunction
-from .._conv_args import IntOrTuple, conv_transpose_geometry
-from ._common import autocast_cast, check_rank, runs_natively
+from .._conv_args import conv_transpose_geometry
+from ._common import autocast_cast, calls_torch_op, check_rank
 
 F = torch.nn.functional
 TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -26,7 +27,7 @@ def _conv_transpose(
     groups: int,
     dilation: IntOrTuple,
 ) -> Tensor:
-    if not isinstance(padding, str) and runs_natively(input):
+    if not isinstance(padding, str) and calls_torch_op(input):
         return TORCH_CONV_TRANSPOSE[spatial_dims](
             input, weight, bias, stride, padding, output_padding, groups, dilation
         )

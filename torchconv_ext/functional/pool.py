@@ -4,7 +4,7 @@ pooling and global pooling.
 
 One generic implementation per kind serves 1-, 2- and 3-d pooling; the public functions are thin
 wrappers. Integer tensors (which have no gradients, and no Triton kernel) go to torch's own op,
-and so do calls on the fallback that torch itself accepts (see ``runs_natively``).
+and so do calls on the fallback that torch itself accepts (see ``calls_torch_op``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._args import IntOrTuple
 from .._autograd.pool import AdaptivePoolFunction, PoolFunction, PyramidPoolFunction
 from .._pool_args import (
-    IntOrTuple,
     adaptive_output_size,
     check_levels,
     check_mode,
     pool_geometry,
     pyramid_input_check,
 )
-from ._common import check_rank, runs_natively
+from ._common import calls_torch_op, check_rank
 
 
 def _unbatch(t: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ def _max_pool(
     ceil_mode: bool,
     return_indices: bool,
 ):
-    if not input.is_floating_point() or (not isinstance(padding, str) and runs_natively(input)):
+    if not input.is_floating_point() or (not isinstance(padding, str) and calls_torch_op(input)):
         return getattr(F, name)(
             input,
             kernel_size,
@@ -90,7 +90,7 @@ def _avg_pool(
     divisor_override: int | None,
 ) -> Tensor:
     torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
-    if not input.is_floating_point() or (torch_accepts and runs_natively(input)):
+    if not input.is_floating_point() or (torch_accepts and calls_torch_op(input)):
         extra = () if nd == 1 else (divisor_override,)
         return getattr(F, name)(
             input, kernel_size, stride, padding, ceil_mode, count_include_pad, *extra
@@ -351,7 +351,7 @@ def spatial_pyramid_pool(
 def _global_pool(name: str, mode: str, input: Tensor) -> Tensor:
     pyramid_input_check(name, input)
     _check_floating(name, input)
-    if runs_natively(input):  # the fallback: torch's adaptive pooling to one bin
+    if calls_torch_op(input):  # the fallback: torch's adaptive pooling to one bin
         return getattr(F, f"adaptive_{mode}_pool{input.dim() - 2}d")(input, 1).flatten(1)
     out, _ = AdaptivePoolFunction.apply(input, mode, [1] * (input.dim() - 2))
     return out.flatten(1)

@@ -1,0 +1,108 @@
+"""The op layer's one autograd pattern (``_ops._primitive.Primitive``), on a toy bilinear op.
+
+Every op family builds on it, so its entry points are checked here once: eager calls, the
+registered op, gradients to second order, torch.func transforms, compile, opcheck and dispatch
+modes.
+"""
+
+import pytest
+import torch
+import torch.func as tf
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from torchconv_ext._ops._primitive import EagerFunction, Primitive
+
+
+def _impl(x: Tensor, w: Tensor, k: int) -> Tensor:
+    return x * w * k
+
+
+def _fake(x, w, k):
+    return torch.empty_like(x)
+
+
+def _setup(ctx, inputs, output):
+    x, w, k = inputs
+    ctx.save_for_backward(x, w)
+    ctx.k = k
+
+
+def _backward(ctx, grad):
+    x, w = ctx.saved_tensors
+    grad_x = SCALE(grad, w, ctx.k) if ctx.needs_input_grad[0] else None
+    grad_w = SCALE(grad, x, ctx.k).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w, None
+
+
+def _jvp(ctx, tangent_x, tangent_w, _):
+    x, w, k = ctx.primals
+    parts = []
+    if tangent_x is not None:
+        parts.append(SCALE(tangent_x, w, k))
+    if tangent_w is not None:
+        parts.append(SCALE(x, tangent_w, k))
+    return sum(parts[1:], parts[0])
+
+
+SCALE = Primitive(
+    "test_toy_scale", _impl, fake=_fake, setup_context=_setup, backward=_backward, jvp=_jvp
+)
+OP = torch.ops.torchconv_ext.test_toy_scale
+
+
+def _inputs():
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    return x, w
+
+
+@pytest.mark.parametrize("entry", [SCALE, OP], ids=["primitive", "registered_op"])
+def test_gradients_to_second_order(entry):
+    x, w = _inputs()
+    assert torch.autograd.gradcheck(lambda a, b: entry(a, b, 3), (x, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: entry(a, b, 3), (x, w))
+
+
+def test_eager_calls_skip_autograd_when_no_gradient_is_wanted(monkeypatch):
+    calls = []
+    monkeypatch.setattr(EagerFunction, "forward", lambda *a: calls.append(a) or _impl(*a[1:]))
+    x, w = _inputs()
+    SCALE(x.detach(), w.detach(), 2)
+    with torch.no_grad():
+        SCALE(x, w, 2)
+    assert calls == []
+    SCALE(x, w, 2)
+    assert len(calls) == 1
+
+
+def test_torch_func_transforms():
+    xs = torch.randn(4, 3, dtype=torch.float64)
+    w = torch.randn(3, dtype=torch.float64)
+    torch.testing.assert_close(tf.vmap(lambda a: SCALE(a, w, 2))(xs), xs * w * 2)
+    per_sample = tf.vmap(tf.grad(lambda a: SCALE(a, w, 2).sum()))(xs)
+    torch.testing.assert_close(per_sample, (w * 2).expand(4, 3))
+    ones = torch.ones(3, dtype=torch.float64)
+    _, tangent = tf.jvp(lambda a: SCALE(a, w, 2), (xs[0],), (ones,))
+    torch.testing.assert_close(tangent, w * 2)
+    torch.testing.assert_close(tf.jacfwd(lambda a: SCALE(a, w, 2))(xs[0]), torch.diag(w * 2))
+    torch.testing.assert_close(tf.jacrev(lambda a: SCALE(a, w, 2))(xs[0]), torch.diag(w * 2))
+
+
+def test_tracing_uses_the_registered_op():
+    x, w = _inputs()
+    compiled = torch.compile(lambda a, b: SCALE(a, b, 2), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, w), x * w * 2)
+    torch.library.opcheck(OP.default, (x, w, 3))
+    seen = []
+
+    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        SCALE(x, w, 3)
+    assert OP.default in seen
+    with FlopCounterMode(display=False):
+        SCALE(x, w, 3)

@@ -1,0 +1,72 @@
+"""Argument forms every op family shares: ints-or-tuples and TensorFlow-style padding strings.
+
+The family modules (``_conv_args``, ``_pool_args``, ``_upsample_args``) check their own
+arguments with their own messages; the shapes of those arguments are read here, once.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+#: An int, or one int per spatial dimension.
+IntOrTuple = int | Sequence[int]
+
+PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
+
+
+def is_int(value: object) -> bool:
+    """Python, NumPy and symbolic integers (not bools), as torch's int arguments accept them."""
+    return isinstance(value, numbers.Integral | torch.SymInt) and not isinstance(value, bool)
+
+
+def expand(value: object, ndim: int) -> tuple[int, ...] | None:
+    """``value`` — an int, or a sequence of 1 or ``ndim`` ints — as ``ndim`` ints.
+
+    Returns ``None`` for any other form, so each caller raises its own family's error.
+    """
+    if is_int(value):
+        return (_plain(value),) * ndim
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return None
+    values = tuple(value)
+    if len(values) not in (1, ndim) or not all(is_int(v) for v in values):
+        return None
+    values = tuple(_plain(v) for v in values)
+    return values * ndim if len(values) == 1 else values
+
+
+def _plain(v):
+    """A NumPy integer as a Python int (symbolic ints stay symbolic)."""
+    return v if isinstance(v, int | torch.SymInt) else int(v)
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``'same'``: output ``ceil(size/stride)``, the odd padding element at the end.
+
+    With stride 1 this is exactly torch's ``'same'``.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def string_padding(
+    name: str,
+    padding: str,
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    error: type[Exception],
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(before, after)`` per spatial dim for ``'valid'`` or ``'same'``; ``error`` otherwise."""
+    if padding == "valid":
+        zeros = (0,) * len(sizes)
+        return zeros, zeros
+    if padding == "same":
+        pairs = [same_padding(*a) for a in zip(sizes, kernel, stride, dilation)]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+    raise error(f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")

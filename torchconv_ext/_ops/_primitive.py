@@ -1,0 +1,160 @@
+"""The one autograd pattern of every op family: :class:`Primitive`.
+
+A primitive is one computation — a convolution, a pooling forward, the gradient of either — with
+
+* ``impl``: the computation itself, on the backend in force (Triton kernels or the fallback);
+* ``fake``: its sizes, dtype and strides, for tracing;
+* its derivatives, written with other primitives so that they are differentiable in turn, to any
+  order: ``setup_context`` and ``backward`` (reverse mode), ``jvp`` (forward mode) and ``vmap``
+  (batching; a loop over the batch when a primitive has no rule of its own).
+
+Each primitive is registered as ``torch.ops.torchconv_ext.<name>``, a ``torch.library`` custom op
+with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``torch.compile``,
+``torch.export``, fake tensors and dispatch modes such as ``FlopCounterMode`` see. Calling the
+primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
+directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
+every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
+
+The derivative functions have ``torch.library.register_autograd``'s signatures, and they run
+under both entry points: ``setup_context(ctx, inputs, output)`` saves what ``backward(ctx,
+*grads)`` needs (reading ``ctx.needs_input_grad``, one flag per input) and returns one gradient
+per input; ``jvp(ctx, *tangents)`` reads the primal inputs from ``ctx.primals``; ``vmap(info,
+in_dims, *args)`` returns ``(output, out_dims)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def tracing(args: tuple) -> bool:
+    """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
+    mode (fake tensors, export, ``FlopCounterMode``) or with tensor subclasses."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return True
+    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
+
+
+def _forward_mode_active() -> bool:
+    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+
+
+def _wants_graph(args: tuple) -> bool:
+    """Whether autograd must record this call (else the implementation runs bare)."""
+    if _forward_mode_active():
+        return True
+    return torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+    )
+
+
+class Primitive:
+    """One differentiable computation, registered as ``torch.ops.torchconv_ext.<name>``.
+
+    Args:
+        name: the op's name in the ``torchconv_ext`` namespace.
+        impl: the computation; its type annotations give the op's schema.
+        fake: sizes, dtype and strides of ``impl``'s result, for tracing.
+        setup_context, backward: reverse mode, as ``torch.library.register_autograd`` takes them.
+        jvp: forward mode, ``jvp(ctx, *tangents)`` (the primal inputs are ``ctx.primals``).
+        vmap: batching rule, as ``torch.library.register_vmap`` takes it (default: a loop).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        impl: Callable[..., Any],
+        *,
+        fake: Callable[..., Any],
+        setup_context: Callable[..., None],
+        backward: Callable[..., tuple],
+        jvp: Callable[..., Any] | None = None,
+        vmap: Callable[..., tuple] | None = None,
+    ) -> None:
+        self.name = name
+        self.impl = impl
+        self.setup_context = setup_context
+        self.backward = backward
+        self.jvp = jvp
+        self.vmap = vmap or self._vmap_by_loop
+        self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
+        self.op.register_fake(fake)
+        self.op.register_autograd(self._op_backward, setup_context=setup_context)
+        torch.library.register_vmap(self.op, self.vmap)
+
+    def __repr__(self) -> str:
+        return f"Primitive(torchconv_ext::{self.name})"
+
+    def __call__(self, *args: Any) -> Any:
+        if tracing(args):
+            return self.op(*args)
+        if _wants_graph(args):
+            return EagerFunction.apply(self, *args)
+        return self.impl(*args)
+
+    def _op_backward(self, ctx, *grads):
+        return self.backward(ctx, *grads)
+
+    def _vmap_by_loop(self, info, in_dims: tuple, *args: Any) -> tuple:
+        """The batching rule of last resort: one call per batch element, results stacked."""
+        size = info.batch_size
+        results = []
+        for i in range(size):
+            sliced = [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
+            results.append(self(*sliced))
+        if isinstance(results[0], tuple):
+            stacked = tuple(torch.stack(parts) for parts in zip(*results))
+            return stacked, (0,) * len(stacked)
+        return torch.stack(results), 0
+
+
+class EagerFunction(torch.autograd.Function):
+    """The eager entry point of every :class:`Primitive`: ``EagerFunction.apply(prim, *args)``.
+
+    Derivatives are the primitive's own; the primitive rides along as the first input (it gets
+    no gradient), so one explicit class serves every op.
+    """
+
+    @staticmethod
+    def forward(prim: Primitive, *args: Any) -> Any:
+        return prim.impl(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Any) -> None:
+        prim, *args = inputs
+        ctx.prim = prim
+        # The primitive's derivatives index inputs without the leading primitive.
+        ctx.needs_input_grad = ctx.needs_input_grad[1:]
+        if isinstance(output, tuple):
+            ctx.mark_non_differentiable(*(o for o in output if not o.is_floating_point()))
+        if _forward_mode_active():
+            ctx.primals = tuple(args)
+        prim.setup_context(ctx, tuple(args), output)
+
+    @staticmethod
+    def backward(ctx, *grads: Any) -> tuple:
+        return (None, *ctx.prim.backward(ctx, *grads))
+
+    @staticmethod
+    def jvp(ctx, _prim_tangent: None, *tangents: Any) -> Any:
+        if ctx.prim.jvp is None:
+            raise RuntimeError(f"{ctx.prim!r} has no forward-mode derivative")
+        return ctx.prim.jvp(ctx, *tangents)
+
+    @staticmethod
+    def vmap(info, in_dims: tuple, prim: Primitive, *args: Any) -> tuple:
+        return prim.vmap(info, in_dims[1:], *args)
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        # torch's apply binds the arguments to forward's signature on every call (tens of µs);
+        # our calls are positional and complete, so outside functorch transforms skip that.
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(*args)
