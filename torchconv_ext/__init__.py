@@ -6,7 +6,11 @@
 * :func:`set_backend` / :func:`use_backend` — ``"auto"``, ``"triton"`` or ``"torch"``.
 """
 
-from . import _ops, functional, nn
+from . import (
+    _ops,  # noqa: F401  (registers torch.ops.torchconv_ext.*)
+    functional,
+    nn,
+)
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .convert import convert_model
 
