@@ -53,8 +53,61 @@ def test_env_var_selects_backend():
         "import torchconv_ext; print(torchconv_ext.get_backend())", TORCHCONV_EXT_BACKEND="torch"
     )
     assert r.stdout.strip() == "torch", r.stderr
-    r = _run("import torchconv_ext", TORCHCONV_EXT_BACKEND="fast")
-    assert r.returncode != 0 and "expected one of" in r.stderr
+    r = _run(
+        "import torchconv_ext; print(torchconv_ext.get_backend())", TORCHCONV_EXT_BACKEND="Triton"
+    )
+    assert r.stdout.strip() == "triton", r.stderr
+
+
+def test_bad_env_var_is_reported_at_first_use_not_at_import():
+    code = (
+        "import torch, torchconv_ext\n"
+        "print('imported')\n"
+        "torchconv_ext.functional.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2))\n"
+    )
+    r = _run(code, TORCHCONV_EXT_BACKEND="fast")
+    assert r.stdout.strip() == "imported", r.stderr
+    assert r.returncode != 0
+    assert "TORCHCONV_EXT_BACKEND='fast'" in r.stderr and "'auto', 'triton', 'torch'" in r.stderr
+
+
+def test_backend_names_are_case_insensitive():
+    with torchconv_ext.use_backend("Torch"):
+        assert torchconv_ext.get_backend() == "torch"
+    torchconv_ext.set_backend(" AUTO ")
+    assert torchconv_ext.get_backend() == "auto"
+
+
+@pytest.mark.interpret
+def test_switching_backend_inside_compiled_code(monkeypatch):
+    """Honoured between graphs (the Triton launcher runs); under fullgraph=True an error that
+    names the switch."""
+    import torch.nn.functional as F
+
+    import triton_kernels
+    from torchconv_ext import functional as TF
+
+    launches = []
+    launcher = triton_kernels.conv_forward
+    monkeypatch.setattr(
+        triton_kernels, "conv_forward", lambda *a, **k: launches.append(1) or launcher(*a, **k)
+    )
+    x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 2)
+
+    def step(x):
+        with torchconv_ext.use_backend("triton"):
+            return TF.conv1d(x, w, padding="same", padding_mode="reflect")
+
+    torch._dynamo.reset()
+    with torchconv_ext.use_backend("torch"):
+        got = torch.compile(step, backend="eager")(x)
+        assert torchconv_ext.get_backend() == "torch"
+    torch.testing.assert_close(got, F.conv1d(F.pad(x, (0, 1), mode="reflect"), w))
+    assert launches == [1]
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="set_backend / use_backend"):
+        torch.compile(step, backend="eager", fullgraph=True)(x)
+    torch._dynamo.reset()
 
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_error():

@@ -1,18 +1,19 @@
-"""Backend selection: which implementation a registered op runs.
+"""Backend selection: which implementation an op runs.
 
 * ``"auto"`` (default): Triton kernels for CUDA tensors, the ATen fallback for anything else;
 * ``"triton"``: always Triton; CPU tensors then need ``TRITON_INTERPRET=1`` (set before import);
 * ``"torch"``: the ATen fallback everywhere.
 
-The choice is read when an op runs (not when it is traced), so it also holds inside
-``torch.compile``-d graphs.
+Names are case-insensitive. The environment variable ``TORCHCONV_EXT_BACKEND`` gives the initial
+choice; it is read, and a bad value reported, at first use rather than at import. The choice is
+read when an op runs, so it also holds inside ``torch.compile``-d graphs; switching it *inside* a
+compiled function runs the switch outside the graph (a graph break), and under
+``fullgraph=True`` that is an error naming the switch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 
 import torch
 
@@ -21,36 +22,68 @@ _ENV_VAR = "TORCHCONV_EXT_BACKEND"
 
 
 def _validated(name: str) -> str:
-    if name not in BACKENDS:
+    normal = name.strip().lower() if isinstance(name, str) else name
+    if normal not in BACKENDS:
         raise ValueError(
-            f"unknown torchconv_ext backend {name!r}: expected one of {', '.join(map(repr, BACKENDS))}"
+            f"unknown torchconv_ext backend {name!r}: expected one of "
+            f"{', '.join(map(repr, BACKENDS))} (case-insensitive)"
         )
-    return name
+    return normal
 
 
-_current: str = _validated(os.environ.get(_ENV_VAR, "auto").strip().lower() or "auto")
+_current: str | None = None  # None: not chosen yet, the environment variable decides
 
 
 def get_backend() -> str:
     """The backend in force: ``"auto"``, ``"triton"`` or ``"torch"``."""
+    global _current
+    if _current is None:
+        value = os.environ.get(_ENV_VAR, "").strip() or "auto"
+        try:
+            _current = _validated(value)
+        except ValueError:
+            raise ValueError(
+                f"environment variable {_ENV_VAR}={value!r} is not a torchconv_ext backend: "
+                f"expected one of {', '.join(map(repr, BACKENDS))} (case-insensitive)"
+            ) from None
     return _current
+
+
+def _set(name: str) -> None:
+    global _current
+    _current = name
+
+
+# Inside torch.compile the switch must run eagerly (the ops read the backend when they run).
+_switch = torch.compiler.disable(
+    _set,
+    reason="torchconv_ext.set_backend / use_backend switch the backend, which compiled code "
+    "cannot record: choose the backend outside the compiled function, or compile without "
+    "fullgraph=True so the switch runs between graphs",
+)
 
 
 def set_backend(name: str) -> None:
     """Choose the backend for every op from now on (see the module docstring for the names)."""
-    global _current
-    _current = _validated(name)
+    _switch(_validated(name))
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Context manager: run the enclosed code with backend ``name``, then restore the previous."""
-    global _current
-    previous, _current = _current, _validated(name)
-    try:
-        yield
-    finally:
-        _current = previous
+class use_backend:  # a context manager, named like a function as torch names its own
+    """Context manager: run the enclosed code with backend ``name``, then restore the previous.
+
+    ``with torchconv_ext.use_backend("torch"): ...``
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = _validated(name)
+        self._previous: str | None = None
+
+    def __enter__(self) -> None:
+        self._previous = get_backend()
+        _switch(self._name)
+
+    def __exit__(self, *exc_info) -> None:
+        _switch(self._previous)
 
 
 _kernels = None
@@ -89,9 +122,10 @@ def use_triton(t: torch.Tensor) -> bool:
     Raises ``RuntimeError`` when the backend demands Triton where it cannot run, instead of
     letting a launch fail deep inside Triton.
     """
-    if _current == "torch":
+    backend = _current or get_backend()
+    if backend == "torch":
         return False
-    if _current == "auto":
+    if backend == "auto":
         return t.is_cuda and triton_available()
     if not triton_available():
         raise RuntimeError(
