@@ -12,11 +12,13 @@ from . import (
     nn,
 )
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
-from .convert import convert_model
+from .convert import ConversionReport, convert_model, convert_model_with_report
 
 __all__ = [
     "BACKENDS",
+    "ConversionReport",
     "convert_model",
+    "convert_model_with_report",
     "functional",
     "get_backend",
     "nn",

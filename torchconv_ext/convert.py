@@ -1,15 +1,62 @@
-"""``convert_model``: swap every supported ``torch.nn`` layer of a model for ours."""
+"""``convert_model``: swap every supported ``torch.nn`` layer of a model for ours.
+
+A layer is converted by switching its class, so its parameters, buffers, hooks, device, dtype and
+train/eval mode stay exactly as they are. Three kinds of layers convert:
+
+* an instance of exactly a torch class we replace (``nn.Conv2d`` → ``torchconv_ext.nn.Conv2d``);
+* an instance of a subclass of one that changes no computation (e.g. only ``__init__``): it gets
+  a class deriving from both ours and its own, so ``isinstance`` with its class still holds;
+* either of these under ``torch.nn.utils.parametrize`` (``parametrizations.weight_norm``,
+  ``spectral_norm``): the parametrized class is rebuilt over ours, keeping the parametrizations,
+  ``state_dict`` keys and outputs.
+
+Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
+alone, and every layer left is reported with the reason.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import dataclass, field
 
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
 from .nn._base import DropIn
 
+# Methods through which a torch layer computes: a subclass overriding one computes differently.
+_COMPUTING_METHODS = ("forward", "_conv_forward", "_output_padding")
 
+
+@dataclass(frozen=True)
+class ConversionEntry:
+    """One layer of the model: its name, its class before and after, and why it was left."""
+
+    name: str
+    before: str
+    after: str | None
+    reason: str = ""
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_model` converted and what it left (torch layers of the kinds we
+    replace only; other modules are never touched and not listed)."""
+
+    converted: list[ConversionEntry] = field(default_factory=list)
+    left: list[ConversionEntry] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"converted {len(self.converted)} layer(s), left {len(self.left)}"]
+        lines += [f"  {e.name or '(model)'}: {e.before} -> {e.after}" for e in self.converted]
+        lines += [f"  left {e.name or '(model)'}: {e.before} ({e.reason})" for e in self.left]
+        return "\n".join(lines)
+
+
+@functools.cache
 def _replacements() -> dict[type[nn.Module], type[DropIn]]:
     classes = (getattr(our_nn, name) for name in our_nn.__all__)
     return {
@@ -17,20 +64,127 @@ def _replacements() -> dict[type[nn.Module], type[DropIn]]:
     }
 
 
-def convert_model(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+def _torch_base(cls: type) -> type | None:
+    """The torch class we replace that ``cls`` is (or derives from), if any."""
+    table = _replacements()
+    return next((c for c in cls.__mro__ if c in table), None)
+
+
+def _overridden(cls: type, base: type) -> list[str]:
+    """Computing methods that a class between ``cls`` and ``base`` defines."""
+    between = cls.__mro__[: cls.__mro__.index(base)]
+    return [m for m in _COMPUTING_METHODS if any(m in c.__dict__ for c in between)]
+
+
+# The classes built here, for describing them.
+_SUBCLASSES: dict[type, tuple[type, type]] = {}
+_PARAMETRIZED: set[type] = set()
+
+
+@functools.cache
+def _over_subclass(ours: type, theirs: type) -> type:
+    """A class running our computation that still is a ``theirs`` (their other methods stay)."""
+    converted = type(theirs.__name__, (ours, theirs), {"__module__": theirs.__module__})
+    converted.__init__ = theirs.__init__  # constructing one anew takes their arguments
+    _SUBCLASSES[converted] = (ours, theirs)
+    return converted
+
+
+@functools.cache
+def _over_parametrized(parametrized: type, converted_base: type) -> type:
+    """torch's ``Parametrized<Class>`` rebuilt over ``converted_base``: same properties and
+    (de)serialisation guards, our computation underneath."""
+    injected = {
+        k: v for k, v in parametrized.__dict__.items() if k not in ("__dict__", "__weakref__")
+    }
+    converted = type(f"Parametrized{converted_base.__name__}", (converted_base,), injected)
+    _PARAMETRIZED.add(converted)
+    return converted
+
+
+def _target(module: nn.Module) -> tuple[type | None, str]:
+    """The class ``module`` converts to, or ``None`` and why not (``""``: not a layer we
+    replace)."""
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        inner = cls.__bases__[0]
+        base = _torch_base(inner)
+        if base is None or issubclass(inner, DropIn):
+            return None, ""
+        target, reason = _class_target(inner, base, module)
+        return (_over_parametrized(cls, target) if target else None), reason
+    base = _torch_base(cls)
+    if base is None or issubclass(cls, DropIn):
+        return None, ""
+    return _class_target(cls, base, module)
+
+
+def _class_target(cls: type, base: type, module: nn.Module) -> tuple[type | None, str]:
+    ours = _replacements()[base]
+    if not ours.accepts(module):
+        return None, ours.refusal(module) or f"{ours.__qualname__} does not take this layer"
+    if cls is base:
+        return ours, ""
+    overridden = _overridden(cls, base)
+    if overridden:
+        return None, f"its class overrides {', '.join(overridden)}"
+    return _over_subclass(ours, cls), ""
+
+
+def _deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copies models using the old ``torch.nn.utils.weight_norm``,
+    whose computed weights are not graph leaves (the hook recomputes them every forward)."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                weight = getattr(module, hook.name)
+                memo[id(weight)] = weight.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def _describe(cls: type) -> str:
+    """A class as a reader knows it: ``torch.nn.Conv2d``, ``torchconv_ext.nn.Conv2d``,
+    ``mymodels.MyConv`` or ``… (parametrized)``."""
+    if parametrize.is_parametrized.__module__ == cls.__module__ or cls in _PARAMETRIZED:
+        return f"{_describe(cls.__bases__[0])} (parametrized)"
+    if cls in _SUBCLASSES:
+        ours, theirs = _SUBCLASSES[cls]
+        return f"{_describe(ours)} as {_describe(theirs)}"
+    module = cls.__module__
+    for package in ("torch.nn", "torchconv_ext.nn"):
+        if module.startswith(package + "."):
+            module = package
+    return f"{module}.{cls.__qualname__}"
+
+
+def convert_model_with_report(
+    model: nn.Module, *, inplace: bool = False
+) -> tuple[nn.Module, ConversionReport]:
+    """:func:`convert_model`, also returning the :class:`ConversionReport`."""
+    if not inplace:
+        model = _deepcopy(model)
+    report = ConversionReport()
+    for name, module in model.named_modules():
+        target, reason = _target(module)
+        before = _describe(type(module))
+        if target is not None:
+            module.__class__ = target
+            report.converted.append(ConversionEntry(name, before, _describe(target)))
+        elif reason:
+            report.left.append(ConversionEntry(name, before, None, reason))
+    return model, report
+
+
+def convert_model(model: nn.Module, *, inplace: bool = False, verbose: bool = False) -> nn.Module:
     """Return ``model`` with every supported ``torch.nn`` layer replaced by ours.
 
-    A layer is converted when its type is exactly a torch class we replace (a user subclass may
-    override ``forward``, so it is left alone). Conversion switches the layer's class, so its
-    parameters, buffers, hooks, device, dtype and train/eval mode stay as they are; everything
-    else in the model is untouched. With ``inplace=False`` (default) a deep copy is converted
-    and ``model`` itself is not changed.
+    See the module docstring for what converts (exact torch layers, subclasses that change no
+    computation, parametrized layers) and what is left. With ``inplace=False`` (default) a deep
+    copy is converted and ``model`` itself is not changed. ``verbose=True`` prints what was
+    converted and what was left, and why (:func:`convert_model_with_report` returns it).
     """
-    if not inplace:
-        model = copy.deepcopy(model)
-    table = _replacements()
-    for module in model.modules():
-        ours = table.get(type(module))
-        if ours is not None and ours.accepts(module):
-            module.__class__ = ours
+    model, report = convert_model_with_report(model, inplace=inplace)
+    if verbose:
+        print(report)
     return model

@@ -22,8 +22,13 @@ class DropIn:
 
     @classmethod
     def accepts(cls, module: nn.Module) -> bool:
-        """Whether ``module`` (an instance of exactly ``replaces``) can be converted."""
-        return True
+        """Whether ``module`` (an instance of ``replaces``) can be converted."""
+        return not cls.refusal(module)
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> str:
+        """Why ``module`` is not converted (``""`` when it is)."""
+        return ""
 
 
 Arguments = dict[str, Any]
