@@ -13,10 +13,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from test_upsample_reference import layout
 from torch import nn
 
 import torchconv_ext
+from tests.test_upsample_reference import layout
 from torchconv_ext import functional as TF
 
 LAYOUTS = ("contiguous", "channels_last", "strided", "expanded")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from pool_reference import in_layout, significant_strides, single_thread, special_batch  # noqa: F401
 from torch import nn
 
 import torchconv_ext
+from tests.references.pool import in_layout, significant_strides, single_thread, special_batch  # noqa: F401
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as TN
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_upsample import compile_check, opcheck_all
-from test_upsample_reference import (
+
+import torchconv_ext
+import triton_kernels.upsample as kernels
+from tests.test_upsample_functional import compile_check, opcheck_all
+from tests.test_upsample_reference import (
     layout,
     random_geometries,
     reference,
     torch_geometry,
     torch_index,
 )
-
-import torchconv_ext
-import triton_kernels.upsample as kernels
 from torchconv_ext import functional as TF
 
 pytestmark = pytest.mark.interpret

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from pool_reference import (  # noqa: F401  (single_thread: an autouse fixture)
+
+import torchconv_ext
+from tests.references.pool import (  # noqa: F401  (single_thread: an autouse fixture)
     LAYOUTS,
     in_layout,
     reference_adaptive,
@@ -14,8 +16,6 @@ from pool_reference import (  # noqa: F401  (single_thread: an autouse fixture)
     single_thread,
     special_batch,
 )
-
-import torchconv_ext
 from torchconv_ext import functional as TF
 
 TORCH = {

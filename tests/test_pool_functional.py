@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pool_reference import (  # noqa: F401  (single_thread: an autouse fixture)
+
+import torchconv_ext
+from tests.references.pool import (  # noqa: F401  (single_thread: an autouse fixture)
     LAYOUTS,
     SIZES,
     in_layout,
@@ -27,8 +29,6 @@ from pool_reference import (  # noqa: F401  (single_thread: an autouse fixture)
     special_batch,
     tf_same_pads,
 )
-
-import torchconv_ext
 from torchconv_ext import functional as TF
 
 OURS = {
