@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv_ext
-from tests.test_upsample_reference import layout
+from tests.references.upsample import layout
 from torchconv_ext import functional as TF
 from torchconv_ext._upsample_args import output_memory_format, source_scales, upsample_geometry
 
