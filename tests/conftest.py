@@ -1,4 +1,8 @@
-"""Test set-up: Triton's interpreter on machines without CUDA, markers, shared helpers.
+"""Test set-up: Triton's interpreter on machines without CUDA, markers, shared fixtures.
+
+GPU policy: tests that need CUDA live in ``tests/gpu/`` only, one module per family, each marked
+``pytestmark = pytest.mark.gpu``; without CUDA they are skipped here. Every other test runs on
+the CPU: the fallback, and the Triton kernels under the interpreter (marker ``interpret``).
 
 ``TRITON_INTERPRET`` is read when a kernel is decorated, so it is set here, before anything
 imports ``triton_kernels``.
@@ -34,3 +38,14 @@ def pytest_collection_modifyitems(config, items):
 def triton_device() -> str:
     """Where Triton kernels run in this test session: the GPU, else the CPU interpreter."""
     return "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Pooling tests use tiny tensors, where ATen's thread pool costs more than the work (tens
+    of times more on a busy machine): run them single-threaded, then restore. Pooling modules
+    request it for all their tests with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

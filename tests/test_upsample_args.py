@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_upsample_reference import layout
 
 import torchconv_ext
+from tests.references.upsample import layout
 from torchconv_ext import functional as TF
 from torchconv_ext._memory import upsample_output_format as output_memory_format
 from torchconv_ext._upsample_args import source_scales, upsample_geometry

@@ -17,19 +17,19 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pool_reference import (  # noqa: F401  (single_thread: an autouse fixture)
+
+import torchconv_ext
+from tests.references.pool import (
     LAYOUTS,
-    SIZES,
     in_layout,
     reference_pool,
     significant_strides,
-    single_thread,
     special_batch,
     tf_same_pads,
 )
-
-import torchconv_ext
 from torchconv_ext import functional as TF
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 OURS = {
     "max": {1: TF.max_pool1d, 2: TF.max_pool2d, 3: TF.max_pool3d},

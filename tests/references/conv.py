@@ -1,10 +1,13 @@
-"""Independent float64 references for convolution tests (torch's own ops only)."""
+"""Independent float64 references for convolution tests (torch's own ops only), and the small
+CNN the module and registration tests convert."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 F_PAD_MODE = {
@@ -41,3 +44,26 @@ def reference_conv(x, w, b, stride, padding, dilation, groups, padding_mode="zer
     if any(flat):
         x = F.pad(x, flat, mode=F_PAD_MODE[padding_mode])
     return TORCH_CONV[nd](x, w, b, stride, 0, dilation, groups)
+
+
+class SmallCNN(nn.Module):
+    """Every torch conv flavour a model mixes (1-d and 2-d, grouped, 1×1, strided, circular
+    padding) beside layers convert_model must leave alone (BatchNorm, Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)])
+        self.heads = nn.ModuleDict(
+            {"a": nn.Sequential(nn.Conv2d(8, 4, 3, stride=2, padding_mode="circular", padding=1))}
+        )
+        self.seq1d = nn.Conv1d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = torch.relu(b(x))
+        x = self.heads["a"](x)
+        x = self.seq1d(x.flatten(2)).mean(-1)
+        return self.fc(x)

@@ -1,4 +1,5 @@
-"""Transposed convolution, both backends, against torch in float64; API and registration."""
+"""Transposed convolution numerics, both backends, against torch in float64: forward and every
+gradient, layouts, unbatched and empty inputs, gradcheck, random geometries."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import torchconv_ext
 from torchconv_ext import functional as TF
-from torchconv_ext import nn as tnn
 
 OURS = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
 TORCH = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -187,129 +186,3 @@ def test_property_fallback(c):
 @given(_config)
 def test_property_triton(c):
     check(_random_case(c), "triton")
-
-
-BAD = {
-    "output_padding": (
-        lambda: TF.conv_transpose2d(
-            torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3), stride=2, output_padding=2
-        ),
-        RuntimeError,
-        "output padding",
-    ),
-    "groups": (
-        lambda: TF.conv_transpose2d(torch.randn(1, 3, 3, 3), torch.randn(3, 2, 3, 3), groups=2),
-        RuntimeError,
-        "divisible",
-    ),
-    "channels": (
-        lambda: TF.conv_transpose2d(torch.randn(1, 3, 3, 3), torch.randn(4, 2, 3, 3)),
-        RuntimeError,
-        "channels",
-    ),
-    "rank": (
-        lambda: TF.conv_transpose2d(torch.randn(3, 3), torch.randn(3, 2, 3, 3)),
-        RuntimeError,
-        "Expected 3D",
-    ),
-    "weight rank": (
-        lambda: TF.conv_transpose2d(torch.randn(1, 3, 3, 3), torch.randn(3, 2, 3)),
-        RuntimeError,
-        "weight",
-    ),
-    "too small": (
-        lambda: TF.conv_transpose1d(torch.randn(1, 2, 1), torch.randn(2, 2, 1), padding=1),
-        RuntimeError,
-        "too small",
-    ),
-    "same+output_padding": (
-        lambda: TF.conv_transpose1d(
-            torch.randn(1, 2, 3), torch.randn(2, 2, 3), stride=2, padding="same", output_padding=1
-        ),
-        ValueError,
-        "output_padding",
-    ),
-    "output_size": (
-        lambda: tnn.ConvTranspose2d(2, 2, 3, stride=2)(
-            torch.randn(1, 2, 4, 4), output_size=[20, 20]
-        ),
-        ValueError,
-        "output size",
-    ),
-    "mode": (
-        lambda: tnn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")(torch.randn(1, 2, 4, 4)),
-        ValueError,
-        "zeros",
-    ),
-}
-
-
-@pytest.mark.parametrize("name", BAD)
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
-def test_bad_input(name, backend):
-    """Our checks name the argument (Triton path); on the fallback torch's own op checks the
-    arguments torch accepts, raising the same exception type."""
-    fn, exc, fragment = BAD[name]
-    with (
-        torchconv_ext.use_backend(backend),
-        pytest.raises(exc, match=fragment if backend == "triton" else None),
-    ):
-        fn()
-
-
-def test_nn_module_output_size_and_convert():
-    torch.manual_seed(0)
-    ref = nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1)
-    model = torchconv_ext.convert_model(nn.Sequential(ref))
-    assert type(model[0]) is tnn.ConvTranspose2d and isinstance(model[0], nn.ConvTranspose2d)
-    x = torch.randn(1, 4, 5, 6)
-    for size in (None, [10, 12], [11, 13]):
-        torch.testing.assert_close(model[0](x, output_size=size), ref(x, output_size=size))
-    same = tnn.ConvTranspose3d(2, 2, 3, stride=2, padding="same")
-    assert same(torch.randn(1, 2, 2, 3, 4)).shape == (1, 2, 4, 6, 8)
-    assert tnn.ConvTranspose1d(2, 2, 3, stride=2, padding="valid")(torch.randn(2, 5)).shape == (
-        2,
-        11,
-    )
-
-
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
-def test_opcheck(backend):
-    ops = torch.ops.torchconv_ext
-    x, w, b = _inputs(CASES[6])
-    args = ([2, 2], [1, 1], [1, 0], [2, 1], 2, [9, 7])
-    with torchconv_ext.use_backend(backend):
-        y = ops.conv_transpose_fwd(x, w, b, *args)
-        assert y.shape == (1, 4, 9, 7)
-        gy = torch.randn_like(y)
-        torch.library.opcheck(ops.conv_transpose_fwd, (x, w, b, *args))
-        torch.library.opcheck(ops.conv_transpose_bwd_input, (gy, x.detach(), w.detach(), *args))
-        torch.library.opcheck(ops.conv_transpose_bwd_weight, (gy, x.detach(), w.detach(), *args))
-
-
-def test_flops_and_compile_of_a_decoder():
-    from torch.utils.flop_counter import FlopCounterMode
-
-    torch.manual_seed(0)
-    decoder = nn.Sequential(
-        nn.ConvTranspose2d(8, 4, 2, stride=2),
-        nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1),
-    )
-    ours = torchconv_ext.convert_model(decoder)
-    x = torch.randn(2, 8, 4, 4, requires_grad=True)
-    counts = []
-    for m in (decoder, ours):
-        with FlopCounterMode(display=False) as counter:
-            m(x).sum().backward()
-        counts.append(counter.get_total_flops())
-    assert counts[0] == counts[1] > 0
-    compiled = torch.compile(ours, fullgraph=True)
-    y = compiled(x)
-    (gx,) = torch.autograd.grad(y.square().sum(), x)
-    y_e = ours(x)
-    (gx_e,) = torch.autograd.grad(y_e.square().sum(), x)
-    torch.testing.assert_close(y, y_e)
-    torch.testing.assert_close(gx, gx_e)

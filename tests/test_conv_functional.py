@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conv_reference import reference_conv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import torchconv_ext
+from tests.references.conv import reference_conv
 from torchconv_ext import functional as TF
 
 CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}

@@ -1,4 +1,5 @@
-"""Independent pooling references, written from the definitions with loops over output windows.
+"""Independent pooling references, written from the definitions with loops over output windows;
+the inputs and layouts the pooling tests share.
 
 Only for tiny tensors. Each window is scanned in row-major order with torch's documented rules:
 max takes a value that is greater than the best so far or NaN (first maximum on ties, NaN
@@ -12,18 +13,10 @@ from __future__ import annotations
 import itertools
 import math
 
-import pytest
 import torch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Pooling tests use tiny tensors, where ATen's thread pool costs more than the work (tens
-    of times more on a busy machine): run them single-threaded, then restore."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+import torchconv_ext
+from torchconv_ext import functional as TF
 
 
 def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -183,3 +176,21 @@ def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
 def significant_strides(t: torch.Tensor) -> list[int]:
     """The strides layout comparisons look at: those of dims longer than 1 (none if empty)."""
     return [st for s, st in zip(t.shape, t.stride()) if s > 1] if t.numel() else []
+
+
+# Our ops, run the same way by several test modules
+
+
+def backward_twice(x, backend):
+    """The input gradient of a sum of poolings (fixed, pyramid, adaptive), computed twice."""
+    grads = []
+    for _ in range(2):
+        with torchconv_ext.use_backend(backend):
+            y = (
+                TF.max_pool2d(x, 3, 1, 1).sum()
+                + TF.avg_pool2d(x, 3, 2, 1, ceil_mode=True).sum()
+                + TF.spatial_pyramid_pool(x, (1, 2, 3), "avg").sum()
+                + TF.adaptive_max_pool2d(x, (4, 3)).sum()
+            )
+            grads.append(torch.autograd.grad(y, x)[0])
+    return grads

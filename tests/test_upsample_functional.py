@@ -1,9 +1,10 @@
-"""Nearest upsampling on the fallback backend vs torch (a wide grid), the drop-in modules and
-``convert_model``, the non-nearest modes, and the op-level checks (opcheck, compile).
+"""Nearest upsampling through ``interpolate`` on both backends.
 
 The fallback runs ATen's own kernels, so every result (values, strides, gradients) must equal
-torch's exactly; the grid checks that our argument handling feeds them the right sizes and scales
-for every rank, layout, mode, dtype and size/scale form.
+torch's exactly; a wide grid checks that our argument handling feeds them the right sizes and
+scales for every rank, layout, mode, dtype and size/scale form. The Triton kernels (interpreter on
+CPU) are compared with ``references.upsample``: torch's index rule, forward bitwise, backward in
+float64. Also the non-nearest modes (torch's), the 'round' option, gradcheck and determinism.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from test_upsample_reference import layout
-from torch import nn
 
 import torchconv_ext
+from tests.references.upsample import (
+    MODES,
+    check_against_reference,
+    layout,
+    reference,
+    run,
+    torch_geometry,
+)
 from torchconv_ext import functional as TF
 
 LAYOUTS = ("contiguous", "channels_last", "strided", "expanded")
-MODES = ("nearest", "nearest-exact")
 SIZES = {1: (7,), 2: (5, 4), 3: (3, 4, 2)}
 
 # Size / scale forms: (kwargs for interpolate) per rank.
@@ -156,107 +162,98 @@ def test_backward_is_deterministic_under_deterministic_algorithms():
 
 
 # ---------------------------------------------------------------------------------------------
-# Modules and model conversion
+# The Triton kernels vs the reference
 # ---------------------------------------------------------------------------------------------
 
-
-def test_upsample_module_is_a_drop_in():
-    for kwargs in (
-        dict(scale_factor=2),
-        dict(size=(3, 9), mode="nearest-exact"),
-        dict(scale_factor=1.5, mode="bilinear", align_corners=False),
-        dict(scale_factor=(2, 1), recompute_scale_factor=True),
-    ):
-        ours, theirs = torchconv_ext.nn.Upsample(**kwargs), nn.Upsample(**kwargs)
-        assert isinstance(ours, nn.Upsample)
-        assert repr(ours).replace("torchconv_ext.", "") == repr(theirs)
-        assert vars(ours).keys() == vars(theirs).keys() and ours.state_dict() == {}
-        x = torch.randn(2, 3, 5, 4)
-        assert torch.equal(ours(x), theirs(x))
-    n2d = torchconv_ext.nn.UpsamplingNearest2d(scale_factor=3)
-    assert isinstance(n2d, nn.UpsamplingNearest2d)
-    x = torch.randn(1, 2, 3, 4)
-    assert torch.equal(n2d(x), nn.UpsamplingNearest2d(scale_factor=3)(x))
-
-
-def test_convert_model_swaps_nearest_upsampling_only():
-    model = nn.Sequential(
-        nn.Upsample(scale_factor=2),
-        nn.Upsample(size=(8, 8), mode="nearest-exact"),
-        nn.Upsample(scale_factor=2, mode="bilinear"),
-        nn.UpsamplingNearest2d(scale_factor=2),
-        nn.UpsamplingBilinear2d(scale_factor=2),
-    )
-    converted = torchconv_ext.convert_model(model)
-    kinds = [type(m) for m in converted]
-    assert kinds == [
-        torchconv_ext.nn.Upsample,
-        torchconv_ext.nn.Upsample,
-        nn.Upsample,
-        torchconv_ext.nn.UpsamplingNearest2d,
-        nn.UpsamplingBilinear2d,
-    ]
-    assert all(type(m) is type(o) for m, o in zip(model, [*model]))  # original untouched
-    x = torch.randn(1, 2, 3, 3)
-    assert torch.equal(converted(x), model(x))
-    torchconv_ext.convert_model(model, inplace=True)
-    assert type(model[0]) is torchconv_ext.nn.Upsample
-
-
-# ---------------------------------------------------------------------------------------------
-# Op-level checks
-# ---------------------------------------------------------------------------------------------
-
-# Every op and mode, 1-d to 3-d, scale factors and sizes, three layouts (opcheck is slow: few).
-OPCHECK_CASES = [
-    (
-        torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
-        [8, 7],
-        [2.0, 1.5],
-        False,
-    ),
-    (
-        torch.randn(1, 2, 3, 4, 2, dtype=torch.float64).transpose(2, 4),
-        [4, 6, 5],
-        [0.0, 0.0, 0.0],
-        True,
-    ),
-    (torch.randn(2, 3, 5, dtype=torch.float64), [11], [0.0], False),
+# One case per line: rank × layout × geometry (generic and integer fast path, up and down),
+# each in both modes. Sizes span several tiles of the interpreter's 16-wide × 8-row blocks.
+CASES = [
+    ((2, 3, 9), "contiguous", dict(scale_factor=2)),
+    ((2, 3, 9), "channels_last", dict(size=20)),
+    ((1, 2, 13), "strided", dict(scale_factor=1.7)),
+    ((2, 2, 11), "expanded", dict(scale_factor=0.45)),
+    ((2, 3, 5, 4), "contiguous", dict(scale_factor=(2, 4))),
+    ((2, 5, 3, 4), "channels_last", dict(scale_factor=2)),
+    ((1, 3, 5, 6), "channels_last", dict(size=(7, 11))),
+    ((2, 3, 6, 5), "strided", dict(scale_factor=(1.05, 2.05))),
+    ((2, 2, 7, 5), "expanded", dict(size=(3, 9))),
+    ((1, 2, 10, 7), "contiguous", dict(scale_factor=(0.5, 2.6), recompute_scale_factor=True)),
+    ((1, 3, 2, 3, 4), "contiguous", dict(scale_factor=(2, 1, 2))),
+    ((1, 4, 2, 2, 3), "channels_last", dict(scale_factor=2)),
+    ((1, 2, 3, 4, 2), "channels_last", dict(size=(5, 3, 4))),
+    ((2, 2, 3, 2, 4), "strided", dict(scale_factor=(1.5, 2.5, 0.7))),
 ]
 
 
-def opcheck_all(backend: str) -> None:
-    ops = torch.ops.torchconv_ext
-    with torchconv_ext.use_backend(backend):
-        for x, out_size, scales, exact in OPCHECK_CASES:
-            x = x.detach().requires_grad_()
-            torch.library.opcheck(ops.upsample_nearest_fwd, (x, out_size, scales, exact))
-            go = torch.randn([*x.shape[:2], *out_size], dtype=x.dtype, requires_grad=True)
-            torch.library.opcheck(ops.upsample_nearest_bwd, (go, list(x.shape), scales, exact))
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "shape,lay,kwargs", CASES, ids=[f"{len(c[0]) - 2}d-{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_triton_matches_reference(shape, lay, kwargs):
+    x = layout(torch.randn(shape, dtype=torch.float64), lay)
+    for mode in MODES:
+        check_against_reference(x, mode, **kwargs)
 
 
-def test_opcheck_fallback():
-    opcheck_all("torch")
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.uint8])
+def test_other_dtypes(dtype):
+    """Values are copies in every dtype; gradients accumulate in float32 (atol vs float64)."""
+    base = torch.rand(2, 4, 5, 3) * 100
+    for lay, kwargs in (
+        ("contiguous", dict(scale_factor=2)),
+        ("channels_last", dict(scale_factor=(1.5, 2.5))),
+    ):
+        x = layout(base.to(dtype), lay)
+        if dtype == torch.uint8:
+            with torchconv_ext.use_backend("triton"):
+                y = TF.interpolate(x, **kwargs)
+            assert torch.equal(y, reference(x, *torch_geometry(x, **kwargs), False))
+            continue
+        _, y, go, g = run(x, **kwargs)
+        xr = x.double().requires_grad_()
+        expected = reference(xr, *torch_geometry(x, **kwargs), False)
+        assert torch.equal(y, expected.to(dtype))
+        (g_ref,) = torch.autograd.grad(expected, xr, go.double())
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        torch.testing.assert_close(g.double(), g_ref, rtol=tol, atol=tol)
 
 
-def compile_check(backend: str, compiler: str) -> None:
-    """A small decoder block under ``torch.compile(fullgraph=True)``: same values and grads."""
-    model = nn.Sequential(
-        torchconv_ext.nn.Upsample(scale_factor=2),
-        nn.ReLU(),
-        torchconv_ext.nn.Upsample(size=(7, 5), mode="nearest-exact"),
-    )
-    compiled = torch.compile(model, fullgraph=True, backend=compiler)
-    x = torch.randn(2, 3, 4, 3).contiguous(memory_format=torch.channels_last)
-    with torchconv_ext.use_backend(backend):
-        xs = [x.clone().requires_grad_() for _ in range(2)]
-        out = compiled(xs[0])
-        expected = model(xs[1])
-        out.square().sum().backward()
-        expected.square().sum().backward()
-    assert torch.equal(out, expected) and out.stride() == expected.stride()
-    assert torch.equal(xs[0].grad, xs[1].grad)
+@pytest.mark.interpret
+def test_backward_is_bitwise_repeatable_and_deterministic():
+    x = layout(torch.randn(2, 3, 7, 6), "channels_last").requires_grad_()
+    go = torch.randn(2, 3, 16, 13)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torchconv_ext.use_backend("triton"):
+            grads = [
+                torch.autograd.grad(TF.interpolate(x, size=(16, 13)), x, go)[0] for _ in range(3)
+            ]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
-def test_compile_fullgraph_fallback():
-    compile_check("torch", "inductor")
+@pytest.mark.interpret
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_gradcheck(nd):
+    shape = {1: (1, 2, 4), 2: (1, 2, 3, 4), 3: (1, 1, 2, 3, 2)}[nd]
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    size = {1: (9,), 2: (5, 7), 3: (3, 5, 4)}[nd]
+    # fast_mode: random projections instead of the full Jacobian (every interpreter launch costs).
+    with torchconv_ext.use_backend("triton"):
+        for mode in MODES:
+            f = lambda t, mode=mode: TF.interpolate(t, size=size, mode=mode)
+            assert torch.autograd.gradcheck(f, (x,), fast_mode=True)
+        assert torch.autograd.gradgradcheck(
+            lambda t: TF.interpolate(t, scale_factor=2.5), (x,), fast_mode=True
+        )
+
+
+@pytest.mark.interpret
+def test_round_option_on_triton():
+    x = torch.randn(2, 3, 5, 3, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"):
+        ours = TF.interpolate(x, scale_factor=(1.5, 0.5), output_size_rounding="round")
+    assert ours.shape[2:] == (8, 2)
+    assert torch.equal(ours, reference(x, (8, 2), (1.5, 0.5), False))

@@ -1,0 +1,76 @@
+"""Convolution modules: drop-in ``torch.nn`` subclasses, and ``convert_model`` on a small CNN
+(identical outputs and gradients, hooks, parameters and subclasses kept)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import torchconv_ext
+from tests.references.conv import SmallCNN
+from torchconv_ext import nn as tnn
+
+
+def test_nn_modules_are_drop_in():
+    torch.manual_seed(0)
+    ref = nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3, padding_mode="reflect")
+    ours = tnn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3, padding_mode="reflect")
+    assert isinstance(ours, nn.Conv2d)
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(ours(x), ref(x))
+    # TensorFlow 'same' with stride, refused by torch, accepted by ours.
+    same = tnn.Conv1d(2, 2, 4, stride=3, padding="same")
+    assert same(torch.randn(1, 2, 10)).shape == (1, 2, 4)
+    with pytest.raises(ValueError):
+        nn.Conv1d(2, 2, 4, stride=3, padding="same")
+    assert tnn.Conv3d(2, 3, 3)(torch.randn(1, 2, 4, 4, 4)).shape == (1, 3, 2, 2, 2)
+
+
+def _grads(model, x):
+    model.zero_grad()
+    out = model(x)
+    out.square().sum().backward()
+    return out, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_convert_model_identical_outputs_and_grads(backend):
+    torch.manual_seed(0)
+    model = SmallCNN().double().eval()
+    calls = []
+    model.stem[0].register_forward_hook(lambda m, i, o: calls.append(1))
+    converted = torchconv_ext.convert_model(model)
+    assert converted is not model and type(model.stem[0]) is nn.Conv2d  # original untouched
+    assert type(converted.stem[0]) is tnn.Conv2d and type(converted.seq1d) is tnn.Conv1d
+    assert type(converted.blocks[0]) is tnn.Conv2d and type(converted.heads["a"][0]) is tnn.Conv2d
+    assert type(converted.fc) is nn.Linear and not converted.training
+    assert list(converted.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    out_ref, g_ref = _grads(model, x)
+    with torchconv_ext.use_backend(backend):
+        out, g = _grads(converted, x)
+    assert len(calls) == 2  # the hook travelled with the layer
+    # The fallback runs ATen's own kernels: bitwise-equal outputs; gradients differ at most by
+    # the summation order of the bias gradient. Triton: float64 round-off only.
+    tol = dict(atol=0, rtol=0) if backend == "torch" else dict(atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(out, out_ref, **tol)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=max(tol["atol"], 1e-15), rtol=max(tol["rtol"], 1e-12))
+
+
+def test_convert_model_inplace_keeps_parameters_and_subclasses():
+    class MyConv(nn.Conv2d):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(3, 3, 3), MyConv(3, 3, 3)).train()
+    weight = model[0].weight
+    out = torchconv_ext.convert_model(model, inplace=True)
+    assert out is model and model[0].weight is weight and model.training
+    assert type(model[0]) is tnn.Conv2d
+    assert isinstance(model[1], MyConv) and isinstance(model[1], tnn.Conv2d)
+    assert type(torchconv_ext.convert_model(copy.deepcopy(model))[0]) is tnn.Conv2d

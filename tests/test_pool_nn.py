@@ -1,0 +1,85 @@
+"""Pooling modules: ``convert_model`` swaps each torch pooling layer, modules in a model,
+TensorFlow-style padding, and our own modules (pyramid, global)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torchconv_ext
+from tests.references.pool import special_batch
+from torchconv_ext import functional as TF
+from torchconv_ext import nn as TN
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TORCH_MODULES = [
+    (nn.MaxPool1d(3, 2, 1), 1),
+    (nn.MaxPool2d(3, 2, 1, ceil_mode=True), 2),
+    (nn.MaxPool2d(2, return_indices=True), 2),
+    (nn.MaxPool3d(2, dilation=(1, 2, 1)), 3),
+    (nn.AvgPool1d(3, 2, 1, count_include_pad=False), 1),
+    (nn.AvgPool2d(3, 2, 1, ceil_mode=True), 2),
+    (nn.AvgPool2d(2, divisor_override=3), 2),
+    (nn.AvgPool3d(2, ceil_mode=True), 3),
+    (nn.AdaptiveAvgPool1d(3), 1),
+    (nn.AdaptiveAvgPool2d((2, None)), 2),
+    (nn.AdaptiveAvgPool3d(2), 3),
+    (nn.AdaptiveMaxPool1d(3, return_indices=True), 1),
+    (nn.AdaptiveMaxPool2d(4), 2),
+    (nn.AdaptiveMaxPool3d((1, 2, 3)), 3),
+]
+
+
+@pytest.mark.parametrize("i", range(len(TORCH_MODULES)))
+def test_convert_model_swaps_each_pooling_layer(i):
+    module, nd = TORCH_MODULES[i]
+    ours = torchconv_ext.convert_model(module)
+    assert (
+        type(ours).__name__ == type(module).__name__ and type(ours).__module__ == TN.pool.__name__
+    )
+    assert isinstance(ours, type(module)) and type(ours).replaces is type(module)
+    assert repr(ours) == repr(module) and ours.state_dict().keys() == module.state_dict().keys()
+    x = special_batch(nd)
+    got, want = ours(x), module(x)
+    for g, w in zip(
+        got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)
+    ):
+        torch.testing.assert_close(g, w, equal_nan=True)
+
+
+def test_modules_constructed_directly_and_in_a_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    converted = torchconv_ext.convert_model(model)
+    assert [type(m).__module__ for m in converted[2:5]] == [TN.pool.__name__] * 3
+    assert type(model[2]) is nn.MaxPool2d  # the original is left alone
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(converted(x), model(x))
+    # TensorFlow-style padding through the modules
+    assert TN.MaxPool2d(3, 2, padding="same")(x).shape == (2, 3, 5, 5)
+    assert TN.AvgPool1d(4, 3, padding="same")(x[:, :, 0]).shape == (2, 3, 3)
+    assert TN.AvgPool3d(2, padding="valid")(x[None]).shape == (1, 2, 1, 4, 4)
+
+
+def test_new_modules():
+    x = special_batch(2)
+    spp = TN.SpatialPyramidPool((1, 2, 4), mode="avg")
+    assert "levels=(1, 2, 4), mode='avg'" in repr(spp)
+    assert spp.output_features(3) == 3 * 21 == spp(x).shape[1]
+    torch.testing.assert_close(spp(x), TF.spatial_pyramid_pool(x, (1, 2, 4), "avg"), equal_nan=True)
+    torch.testing.assert_close(TN.GlobalAvgPool()(x), x.mean((2, 3)), equal_nan=True)
+    torch.testing.assert_close(
+        TN.GlobalMaxPool()(x), F.adaptive_max_pool2d(x, 1).flatten(1), equal_nan=True
+    )
+    assert list(spp.parameters()) == [] and spp.state_dict() == {}

@@ -1,0 +1,66 @@
+"""Nearest upsampling Triton launches (interpreter on CPU): the index rule over many
+geometries, the power-of-two fast path against the generic one, and the int64-offset path,
+compared with ``references.upsample``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchconv_ext
+import triton_kernels.upsample as kernels
+from tests.references.upsample import check_against_reference, layout, random_geometries, run
+from torchconv_ext import functional as TF
+
+pytestmark = pytest.mark.interpret
+
+
+def test_index_rule_over_many_geometries(monkeypatch):
+    """Hundreds of (size, scale, mode) combinations on 1-d tensors, in one tile each (a wide
+    tile keeps the interpreter fast): forward indices and backward ranges are torch's."""
+    monkeypatch.setattr(kernels, "_MAX_INNER", 8192)
+    monkeypatch.setattr(kernels, "_FWD_TILE", 8192)
+    monkeypatch.setattr(kernels, "_BWD_TILE", 8192)
+    for n, o, s, exact in random_geometries(120, seed=7, max_size=3000):
+        x = torch.arange(n, dtype=torch.float64).view(1, 1, n)
+        mode = "nearest-exact" if exact else "nearest"
+        kwargs = dict(scale_factor=s) if s > 0 else dict(size=o)
+        check_against_reference(x, mode, **kwargs)
+
+
+def test_fast_path_equals_generic_path(monkeypatch):
+    x = layout(torch.randn(2, 3, 3, 5, 4, dtype=torch.float64), "strided")
+    out_size, scales = (6, 10, 16), (2.0, 2.0, 4.0)
+    assert kernels.fast_factors(x.shape[2:], out_size, (0.5, 0.5, 0.25)) == (2, 2, 4)
+    fast = run(x, scale_factor=scales)
+    monkeypatch.setattr(kernels, "fast_factors", lambda *args: None)
+    generic = run(x, scale_factor=scales)
+    assert torch.equal(fast[1], generic[1])
+    torch.manual_seed(0)
+    go = torch.randn(fast[1].shape, dtype=x.dtype)
+    grads = []
+    for fn in (lambda *a: (2, 2, 4), lambda *a: None):
+        monkeypatch.setattr(kernels, "fast_factors", fn)
+        xi = x.detach().requires_grad_()
+        with torchconv_ext.use_backend("triton"):
+            grads.append(torch.autograd.grad(TF.interpolate(xi, scale_factor=scales), xi, go)[0])
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_fast_path_only_for_exact_power_of_two_factors():
+    assert kernels.fast_factors((4, 5), (8, 5), (0.5, 1.0)) == (2, 1)
+    assert kernels.fast_factors((4,), (16,), (0.25,)) == (4,)
+    assert kernels.fast_factors((4,), (12,), (1 / 3,)) is None  # not a power of two
+    assert kernels.fast_factors((10,), (20,), (0.48780488,)) is None  # scale_factor 2.05
+    assert kernels.fast_factors((10,), (10,), (0.95238096,)) is None  # scale_factor 1.05
+
+
+def test_int64_offsets(monkeypatch):
+    """The int64 path (chosen for tensors past 2**31 elements) gives the same results."""
+    monkeypatch.setattr(kernels, "needs_int64", lambda *tensors: True)
+    check_against_reference(torch.randn(2, 3, 5, 4, dtype=torch.float64), scale_factor=2)
+    check_against_reference(
+        layout(torch.randn(2, 3, 5, 4, dtype=torch.float64), "channels_last"),
+        "nearest-exact",
+        size=(7, 9),
+    )
