@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._args import is_int
+
 NEAREST_MODES: tuple[str, ...] = ("nearest", "nearest-exact")
 ROUNDINGS: tuple[str, ...] = ("floor", "round")
 # The dtypes ATen's nearest upsampling kernels accept.
@@ -52,6 +54,17 @@ class UpsampleGeometry:
     #: ``True`` for ``'nearest-exact'``.
     exact: bool
 
+    def as_args(self) -> tuple[list[int], list[float], bool]:
+        """The geometry as ``upsample_nearest_fwd``'s arguments after the input."""
+        return list(self.output_size), list(self.scales), self.exact
+
+    @classmethod
+    def from_args(
+        cls, output_size: Sequence[int], scales: Sequence[float], exact: bool
+    ) -> UpsampleGeometry:
+        """The geometry from the registered ops' arguments (the inverse of :meth:`as_args`)."""
+        return cls(tuple(output_size), tuple(scales), exact)
+
 
 def op_name(spatial_dims: int, exact: bool) -> str:
     """ATen's name for the op, used in error messages."""
@@ -60,11 +73,14 @@ def op_name(spatial_dims: int, exact: bool) -> str:
 
 def _is_integer(x: object) -> bool:
     """``torch.nn.functional``'s rule: Python / NumPy integers and integer tensors (not bools)."""
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, (numbers.Integral, torch.SymInt)):
+    if is_int(x):
         return True
     return isinstance(x, torch.Tensor) and not x.is_floating_point() and x.dtype != torch.bool
+
+
+def _as_size(x: object) -> int | torch.SymInt:
+    """A size argument as an int; a symbolic size stays symbolic (never specialised)."""
+    return x if isinstance(x, (int, torch.SymInt)) else int(x)
 
 
 def _is_scale(x: object) -> bool:
@@ -73,10 +89,6 @@ def _is_scale(x: object) -> bool:
 
 def _checked_int64(value: float) -> int:
     """ATen's ``checked_convert<int64_t>(double)``: truncate, refusing NaN, inf and overflow."""
-    # Under torch.compile a scale can be a symbolic float, which cannot be tested eagerly; the
-    # sizes it yields are checked (positive) like any other.
-    if torch.compiler.is_compiling():
-        return int(value)
     if not math.isfinite(value) or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise RuntimeError("value cannot be converted to type int64_t without overflow")
     return int(value)
@@ -115,6 +127,11 @@ def check_dtype(input: torch.Tensor, exact: bool) -> None:
 
 def _output_size_from_scale(size: int, scale: float, recompute: bool, rounding: str) -> int:
     product = size * scale
+    if torch.compiler.is_compiling():
+        # Traced sizes (and scales) can be symbolic: they must stay symbolic (no int(), which
+        # would specialise them), and cannot be tested here; the sizes they yield are checked
+        # like any other.
+        return round(product) if rounding == "round" else torch.sym_int(product)
     # Torch truncates: in Python (int(), which raises ValueError / OverflowError for NaN / inf)
     # when it recomputes the scale, in C++ (RuntimeError) otherwise.
     truncated = int(product) if recompute else _checked_int64(product)
@@ -176,7 +193,7 @@ def upsample_geometry(
                 "expected size to be one of int or Tuple[int] or Tuple[int, int] or "
                 f"Tuple[int, int, int], but got size with types {[type(s) for s in sizes]}"
             )
-        output_size = [int(s) for s in sizes]
+        output_size = [_as_size(s) for s in sizes]
     else:
         if isinstance(scale_factor, (list, tuple)):
             if len(scale_factor) != dim:
@@ -240,5 +257,5 @@ def source_scales(
 
 
 def output_shape(input_shape: Sequence[int], output_size: Sequence[int]) -> list[int]:
-    """``(N, C, *output_size)``."""
-    return [int(input_shape[0]), int(input_shape[1]), *(int(s) for s in output_size)]
+    """``(N, C, *output_size)`` (symbolic sizes stay symbolic)."""
+    return [input_shape[0], input_shape[1], *output_size]

@@ -5,10 +5,13 @@ kernel serves the three ranks and any input layout. A program owns a 2-d tile of
 × ``BLOCK_I`` inner positions of the tensor it writes, in that tensor's memory order:
 
 * NCDHW-like output: rows are flattened ``(n, c, d, h)``, the inner axis is ``w``;
-* channels-last output: rows are flattened ``(n, d, h, w)``, the inner axis is ``c``.
+* channels fastest (``CHANNELS_INNER``, ``_common.channels_inner``, e.g. channels-last): rows
+  are flattened ``(n, d, h, w)``, the inner axis is ``c``.
 
 Coordinates are decomposed once per row and once per column (never per element), and adjacent
-lanes write adjacent addresses, so stores coalesce and vectorise.
+lanes write adjacent addresses of a dense output, so stores coalesce and vectorise.
+``CHANNELS_INNER`` needs channels to vary fastest, not a unit channel stride: every access goes
+through the strides, so the tile order is only a matter of speed, never of results.
 
 Source index (the caller passes the float32 ``scale`` per dim, ATen's ``compute_scales_value``):
 ``nearest`` reads ``min(floor(o * scale), in - 1)``, ``nearest-exact`` reads
@@ -37,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, as_5d, check_device, needs_int64
+from ._common import INTERPRET, acc_dtype, as_5d, channels_inner, check_device, needs_int64
 from ._indexing import tile_indices, unflatten, wide
 
 # Tile shapes follow from the problem's shape (no autotuning): a memory-bound copy gains little
@@ -65,13 +68,13 @@ def _program_tile(BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr, USE_INT64: tl.co
 
 
 @triton.jit
-def _tile_coords(r, k, C, S0, S1, S2, CHANNELS_LAST: tl.constexpr):
+def _tile_coords(r, k, C, S0, S1, S2, CHANNELS_INNER: tl.constexpr):
     """``(n, c, i0, i1, i2)`` of a tile over a ``(N, C, S0, S1, S2)`` tensor (see module doc).
 
     Each coordinate broadcasts to the tile: row-derived ones are ``[BLOCK_R, 1]``, the inner one
     ``[1, BLOCK_I]``.
     """
-    if CHANNELS_LAST:
+    if CHANNELS_INNER:
         n, i0, i1, i2 = unflatten(r, S0, S1, S2)
         c = k
     else:
@@ -135,51 +138,53 @@ def _dst_range(i, in_size, out_size, scale, K, EXACT: tl.constexpr, INT_SCALE: t
 
 
 @triton.jit
-def _nearest_fwd_kernel(
-    x_ptr, out_ptr,
+def _upsample_fwd_kernel(
+    x_ptr, y_ptr,
     R, INNER, C, D, H, W, OD, OH, OW,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    so_n, so_c, so_d, so_h, so_w,
-    scale_d, scale_h, scale_w,
-    CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, USE_INT64: tl.constexpr,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
+    SCALE_D, SCALE_H, SCALE_W,
+    CHANNELS_INNER: tl.constexpr, EXACT: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     # Tile over the output; every output element copies one input element.
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     mask = (r < R) & (k < INNER)
-    n, c, od, oh, ow = _tile_coords(r, k, C, OD, OH, OW, CHANNELS_LAST)
-    i_d = _src_index(od, D, scale_d, EXACT)
-    i_h = _src_index(oh, H, scale_h, EXACT)
-    i_w = _src_index(ow, W, scale_w, EXACT)
+    n, c, od, oh, ow = _tile_coords(r, k, C, OD, OH, OW, CHANNELS_INNER)
+    i_d = _src_index(od, D, SCALE_D, EXACT)
+    i_h = _src_index(oh, H, SCALE_H, EXACT)
+    i_w = _src_index(ow, W, SCALE_W, EXACT)
     x_off = n * sx_n + c * sx_c + i_d * sx_d + i_h * sx_h + i_w * sx_w
-    o_off = n * so_n + c * so_c + od * so_d + oh * so_h + ow * so_w
-    tl.store(out_ptr + o_off, tl.load(x_ptr + x_off, mask=mask), mask=mask)
+    y_off = n * sy_n + c * sy_c + od * sy_d + oh * sy_h + ow * sy_w
+    tl.store(y_ptr + y_off, tl.load(x_ptr + x_off, mask=mask), mask=mask)
 
 
 @triton.jit
-def _nearest_fwd_int_kernel(
-    x_ptr, out_ptr,
+def _upsample_int_fwd_kernel(
+    x_ptr, y_ptr,
     R, INNER, C, D, H, W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    so_n, so_c, so_d, so_h, so_w,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, USE_INT64: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    # Tile over the *input*: each element is read once and written as a KD×KH×KW block.
+    # Tile over the *input*: each element is read once and written as a KD×KH×KW block (the
+    # integer factors per dim).
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     row_ok = r < R
     mask = row_ok & (k < INNER)
-    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
+    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_INNER)
     x = tl.load(x_ptr + (n * sx_n + c * sx_c + i_d * sx_d + i_h * sx_h + i_w * sx_w), mask=mask)
-    if CHANNELS_LAST:
-        # Inner axis = channels: each output pixel of the block is one contiguous store.
-        base = n * so_n + c * so_c
+    if CHANNELS_INNER:
+        # Inner axis = channels: each output pixel of the block is one store across the tile's
+        # channels.
+        base = n * sy_n + c * sy_c
         for jd in tl.static_range(KD):
             for jh in tl.static_range(KH):
                 for jw in tl.static_range(KW):
-                    off = base + (i_d * KD + jd) * so_d + (i_h * KH + jh) * so_h
-                    tl.store(out_ptr + (off + (i_w * KW + jw) * so_w), x, mask=mask)
+                    off = base + (i_d * KD + jd) * sy_d + (i_h * KH + jh) * sy_h
+                    tl.store(y_ptr + (off + (i_w * KW + jw) * sy_w), x, mask=mask)
     else:
         # Inner axis = w: repeat each element KW times along the row by interleaving the tile
         # with itself (KW is a power of two), so every output row segment is one full-width
@@ -196,36 +201,36 @@ def _nearest_fwd_int_kernel(
             tl.program_id(1) * (BLOCK_I * KW) + tl.arange(0, BLOCK_I * KW)[None, :], USE_INT64
         )
         out_mask = row_ok & (ow < INNER * KW)
-        base = n * so_n + c * so_c + ow * so_w
+        base = n * sy_n + c * sy_c + ow * sy_w
         for jd in tl.static_range(KD):
             for jh in tl.static_range(KH):
-                off = base + (i_d * KD + jd) * so_d + (i_h * KH + jh) * so_h
-                tl.store(out_ptr + off, x, mask=out_mask)
+                off = base + (i_d * KD + jd) * sy_d + (i_h * KH + jh) * sy_h
+                tl.store(y_ptr + off, x, mask=out_mask)
 
 
 @triton.jit
-def _nearest_bwd_kernel(
+def _upsample_bwd_input_kernel(
     go_ptr, gi_ptr,
     R, INNER, C, D, H, W, OD, OH, OW,
-    sg_n, sg_c, sg_d, sg_h, sg_w,
-    si_n, si_c, si_d, si_h, si_w,
-    scale_d, scale_h, scale_w,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
+    SCALE_D, SCALE_H, SCALE_W,
     KD, KH, KW,
-    CHANNELS_LAST: tl.constexpr, EXACT: tl.constexpr, INT_SCALE: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, EXACT: tl.constexpr, INT_SCALE: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     # Tile over grad_input. KD/KH/KW: the largest number of outputs one input feeds per dim
     # (exactly the factor on the integer fast path).
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     mask = (r < R) & (k < INNER)
-    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_LAST)
-    d_lo, d_hi = _dst_range(i_d, D, OD, scale_d, KD, EXACT, INT_SCALE)
-    h_lo, h_hi = _dst_range(i_h, H, OH, scale_h, KH, EXACT, INT_SCALE)
-    w_lo, w_hi = _dst_range(i_w, W, OW, scale_w, KW, EXACT, INT_SCALE)
-    base = n * sg_n + c * sg_c
+    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_INNER)
+    d_lo, d_hi = _dst_range(i_d, D, OD, SCALE_D, KD, EXACT, INT_SCALE)
+    h_lo, h_hi = _dst_range(i_h, H, OH, SCALE_H, KH, EXACT, INT_SCALE)
+    w_lo, w_hi = _dst_range(i_w, W, OW, SCALE_W, KW, EXACT, INT_SCALE)
+    base = n * sgo_n + c * sgo_c
 
-    acc = tl.zeros([BLOCK_R, BLOCK_I], ACC)
+    acc = tl.zeros([BLOCK_R, BLOCK_I], ACC_DTYPE)
     # Fixed order (d, then h, then w ascending): bitwise repeatable, no atomics.
     for kd in range(KD):
         od = d_lo + kd
@@ -233,13 +238,13 @@ def _nearest_bwd_kernel(
         for kh in range(KH):
             oh = h_lo + kh
             ok_dh = ok_d & (oh < h_hi)
-            off_dh = base + od * sg_d + oh * sg_h
+            off_dh = base + od * sgo_d + oh * sgo_h
             for kw in range(KW):
                 ow = w_lo + kw
                 ok = ok_dh & (ow < w_hi)
-                acc += tl.load(go_ptr + (off_dh + ow * sg_w), mask=ok, other=0.0).to(ACC)
+                acc += tl.load(go_ptr + (off_dh + ow * sgo_w), mask=ok, other=0.0).to(ACC_DTYPE)
 
-    gi_off = n * si_n + c * si_c + i_d * si_d + i_h * si_h + i_w * si_w
+    gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=mask)
 
 
@@ -248,15 +253,10 @@ def _nearest_bwd_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _channels_inner(t5: torch.Tensor) -> bool:
-    """Whether channels are the innermost (unit-stride) dim of ``t5`` rather than ``w``."""
-    return t5.stride(1) == 1 and t5.stride(4) != 1 and t5.shape[1] > 1
-
-
-def _rows_inner(shape5: Sequence[int], channels_inner: bool) -> tuple[int, int]:
+def _rows_inner(shape5: Sequence[int], ch_inner: bool) -> tuple[int, int]:
     """(rows, inner size) of a ``(N, C, S0, S1, S2)`` tensor walked in the tile order."""
     n, c, s0, s1, s2 = shape5
-    return (n * s0 * s1 * s2, c) if channels_inner else (n * c * s0 * s1, s2)
+    return (n * s0 * s1 * s2, c) if ch_inner else (n * c * s0 * s1, s2)
 
 
 def _blocks(rows: int, inner: int, tile: int, max_inner: int | None = None) -> tuple[int, int]:
@@ -317,10 +317,10 @@ def upsample_nearest_forward(
     _check(x, out, scales)
     if out.numel() == 0:
         return
-    x5, o5 = as_5d(x), as_5d(out)
-    in3, out3 = x5.shape[2:], o5.shape[2:]
+    x5, y5 = as_5d(x), as_5d(out)
+    in3, out3 = x5.shape[2:], y5.shape[2:]
     scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
-    ch_inner = _channels_inner(o5)
+    ch_inner = channels_inner(y5)
     use_int64 = needs_int64(x, out)
     factors = fast_factors(in3, out3, scale3)
     if factors is not None:
@@ -331,27 +331,23 @@ def upsample_nearest_forward(
         widen = 1 if ch_inner else kw
         block_r, block_i = _blocks(rows, inner, _FWD_TILE // widen, max(1, _MAX_INNER // widen))
         grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-        _nearest_fwd_int_kernel[grid](
-            x5, o5, rows, inner, x5.shape[1], *in3,
-            *x5.stride(), *o5.stride(),
+        _upsample_int_fwd_kernel[grid](
+            x5, y5, rows, inner, x5.shape[1], *in3,
+            *x5.stride(), *y5.stride(),
             KD=kd, KH=kh, KW=kw,
-            CHANNELS_LAST=ch_inner, USE_INT64=use_int64,
+            CHANNELS_INNER=ch_inner, USE_INT64=use_int64,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
         )  # fmt: skip
         return
-    rows, inner = _rows_inner(o5.shape, ch_inner)
+    rows, inner = _rows_inner(y5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _FWD_TILE)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _nearest_fwd_kernel[grid](
-        x5, o5, rows, inner, x5.shape[1], *in3, *out3,
-        *x5.stride(), *o5.stride(), *scale3,
-        CHANNELS_LAST=ch_inner, EXACT=exact, USE_INT64=use_int64,
+    _upsample_fwd_kernel[grid](
+        x5, y5, rows, inner, x5.shape[1], *in3, *out3,
+        *x5.stride(), *y5.stride(), *scale3,
+        CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
     )  # fmt: skip
-
-
-def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def upsample_nearest_backward(
@@ -367,23 +363,23 @@ def upsample_nearest_backward(
     _check(grad_in, grad_out, scales)
     if grad_in.numel() == 0:
         return
-    g5, i5 = as_5d(grad_out), as_5d(grad_in)
-    in3, out3 = i5.shape[2:], g5.shape[2:]
+    go5, gi5 = as_5d(grad_out), as_5d(grad_in)
+    in3, out3 = gi5.shape[2:], go5.shape[2:]
     scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
     factors = fast_factors(in3, out3, scale3)
     if factors is None:
         fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
     else:
         fan_in = factors
-    ch_inner = _channels_inner(i5)
-    rows, inner = _rows_inner(i5.shape, ch_inner)
+    ch_inner = channels_inner(gi5)
+    rows, inner = _rows_inner(gi5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _BWD_TILE)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _nearest_bwd_kernel[grid](
-        g5, i5, rows, inner, i5.shape[1], *in3, *out3,
-        *g5.stride(), *i5.stride(), *scale3, *fan_in,
-        CHANNELS_LAST=ch_inner, EXACT=exact, INT_SCALE=factors is not None,
-        USE_INT64=needs_int64(grad_out, grad_in), ACC=_acc_dtype(grad_in.dtype),
+    _upsample_bwd_input_kernel[grid](
+        go5, gi5, rows, inner, gi5.shape[1], *in3, *out3,
+        *go5.stride(), *gi5.stride(), *scale3, *fan_in,
+        CHANNELS_INNER=ch_inner, EXACT=exact, INT_SCALE=factors is not None,
+        USE_INT64=needs_int64(grad_out, grad_in), ACC_DTYPE=acc_dtype(grad_in.dtype),
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
     )  # fmt: skip
 

@@ -1,5 +1,12 @@
 """``interpolate`` and ``upsample_nearest``: torch's signatures; the nearest modes run our kernels,
-every other mode is :func:`torch.nn.functional.interpolate` itself."""
+every other mode is :func:`torch.nn.functional.interpolate` itself. On the fallback
+(``calls_torch_op``) the nearest modes with torch's own arguments call ATen's op directly, on the
+geometry checked here.
+
+``open_call`` does not apply: ``interpolate`` has no unbatched form (a ``(C, L)`` tensor is not a
+1-d input), and torch refuses a wrong rank only after checking the other arguments, with a
+``NotImplementedError`` (``upsample_geometry`` keeps that order).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._autograd.upsample import UpsampleNearestFunction
+from .._fallback import upsample as fallback
+from .._ops.upsample import upsample_nearest_fwd
 from .._upsample_args import NEAREST_MODES, upsample_geometry
+from ._common import calls_torch_op
 
 Size = int | Sequence[int]
 Scale = float | Sequence[float]
@@ -73,7 +82,7 @@ def interpolate(
         return torch.nn.functional.interpolate(
             input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
         )
-    g = upsample_geometry(
+    geom = upsample_geometry(
         input,
         size,
         scale_factor,
@@ -83,7 +92,12 @@ def interpolate(
         antialias,
         output_size_rounding,
     )
-    return UpsampleNearestFunction.apply(input, g.output_size, g.scales, g.exact)
+    if output_size_rounding == "floor" and calls_torch_op(input):
+        # Torch's own op on the checked geometry (our messages name the argument where torch's
+        # do not): torch's speed and autograd. Not for our 'round' sizes, which torch's
+        # decompositions under torch.compile would index past the input (they do not clamp).
+        return fallback.nearest_forward(input, *geom.as_args())
+    return upsample_nearest_fwd(input, *geom.as_args())
 
 
 def upsample_nearest(
