@@ -80,6 +80,7 @@ def test_torch_func_transforms():
     xs = torch.randn(4, 3, dtype=torch.float64)
     w = torch.randn(3, dtype=torch.float64)
     torch.testing.assert_close(tf.vmap(lambda a: SCALE(a, w, 2))(xs), xs * w * 2)
+    torch.testing.assert_close(tf.vmap(lambda a: OP(a, w, 2))(xs), xs * w * 2)
     per_sample = tf.vmap(tf.grad(lambda a: SCALE(a, w, 2).sum()))(xs)
     torch.testing.assert_close(per_sample, (w * 2).expand(4, 3))
     ones = torch.ones(3, dtype=torch.float64)

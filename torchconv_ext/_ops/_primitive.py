@@ -15,6 +15,9 @@ primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the 
 directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
 every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
 
+Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
+not on the raw registered ops: ``torch.library`` custom ops have no forward-mode rule.
+
 The derivative functions have ``torch.library.register_autograd``'s signatures, and they run
 under both entry points: ``setup_context(ctx, inputs, output)`` saves what ``backward(ctx,
 *grads)`` needs (reading ``ctx.needs_input_grad``, one flag per input) and returns one gradient
@@ -24,6 +27,7 @@ in_dims, *args)`` returns ``(output, out_dims)``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +36,18 @@ from torch.autograd import forward_ad
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
+# Set while a registered op's batching rule runs: functorch still looks active there, but the
+# primitives that rule calls must stay registered ops (the eager Function would re-enter vmap).
+_in_op_rule = threading.local()
+
 
 def tracing(args: tuple) -> bool:
     """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
-    mode (fake tensors, export, ``FlopCounterMode``) or with tensor subclasses."""
+    mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or inside a
+    registered op's batching rule."""
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return True
+    if getattr(_in_op_rule, "active", False):
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
 
@@ -86,7 +97,7 @@ class Primitive:
         self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
         self.op.register_fake(fake)
         self.op.register_autograd(self._op_backward, setup_context=setup_context)
-        torch.library.register_vmap(self.op, self.vmap)
+        torch.library.register_vmap(self.op, self._op_vmap)
 
     def __repr__(self) -> str:
         return f"Primitive(torchconv_ext::{self.name})"
@@ -100,6 +111,14 @@ class Primitive:
 
     def _op_backward(self, ctx, *grads):
         return self.backward(ctx, *grads)
+
+    def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
+        previous = getattr(_in_op_rule, "active", False)
+        _in_op_rule.active = True
+        try:
+            return self.vmap(info, in_dims, *args)
+        finally:
+            _in_op_rule.active = previous
 
     def _vmap_by_loop(self, info, in_dims: tuple, *args: Any) -> tuple:
         """The batching rule of last resort: one call per batch element, results stacked."""
