@@ -49,18 +49,18 @@ def get_backend() -> str:
     return _current
 
 
-def _set(name: str) -> None:
+def _switch(name: str) -> None:
+    # Compiled code cannot record the switch (ops read the backend when they run): refuse it
+    # while tracing. Without fullgraph=True, torch.compile then runs this part eagerly, where the
+    # switch works; with fullgraph=True this error is what the user sees.
+    if torch.compiler.is_compiling():
+        raise RuntimeError(
+            "torchconv_ext.set_backend / use_backend switch the backend, which compiled code "
+            "cannot record: choose the backend outside the compiled function, or compile "
+            "without fullgraph=True so the switch runs eagerly"
+        )
     global _current
     _current = name
-
-
-# Inside torch.compile the switch must run eagerly (the ops read the backend when they run).
-_switch = torch.compiler.disable(
-    _set,
-    reason="torchconv_ext.set_backend / use_backend switch the backend, which compiled code "
-    "cannot record: choose the backend outside the compiled function, or compile without "
-    "fullgraph=True so the switch runs between graphs",
-)
 
 
 def set_backend(name: str) -> None:
