@@ -108,6 +108,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def verdict(s: dict[str, Any]) -> str:
     counts = f"{s['pass']} passed, {s['fail']} failed, {s['not_run']} not run, {s['skip']} skipped"
     hint = " -- out of time: raise --budget, or use --quick" if s["not_run"] else ""
+    if not s["pass"] and not s["fail"] and not s["not_run"]:
+        hint = " -- nothing was checked"
     return f"{'PASSED' if s['passed'] else 'FAILED'}: {counts} ({s['rows']} checks){hint}"
 
 

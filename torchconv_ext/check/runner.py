@@ -21,7 +21,7 @@ from . import evaluate, large, observe, sweep, tuners
 from .cases import Case
 from .device import BrokenDevice, device, healthy
 from .problems import build
-from .results import from_error, from_parts
+from .results import SKIP, from_error, from_parts, row
 
 
 class Sink(Protocol):
@@ -72,6 +72,8 @@ def run_case(case: Case, sink: Sink) -> None:
             sink.row(run_default(case))
     except BrokenDevice:
         raise
+    except evaluate.TorchCannot as error:
+        sink.row(row(case, SKIP, str(error)[:400]))
     except Exception as error:
         sink.row(from_error(case, error))
     if not healthy():
