@@ -7,9 +7,10 @@ with every autotune config of the conv GEMM kernels forced alone and one case pe
 
 Files, one job each: ``cases`` (what runs), ``problems`` (inputs and the two ops),
 ``evaluate`` (running and comparing one problem), ``compare`` (the pass rule), ``observe``
-(proof that our kernels ran), ``tuners`` (forcing autotune configs), ``sweep`` / ``large`` (the
-per-config and >2**31 cases), ``runner`` (one case in a process), ``workers`` (parallel
-processes, time limits), ``report`` / ``environment`` (the output), ``cli`` (the command).
+(proof that our kernels ran), ``tuners`` (forcing autotune configs), ``device`` (where it
+runs, and whether the device still works), ``sweep`` / ``large`` (the per-config and >2**31
+cases), ``runner`` (one case in a process), ``workers`` (parallel processes, time limits),
+``results`` / ``report`` / ``environment`` (the output), ``cli`` (the command).
 """
 
 from .cli import main

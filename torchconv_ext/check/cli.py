@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import environment, report
 from .cases import INTERPRETER_SKIPS, Case, plan, select
 from .compare import ATOL, SLACK
+from .device import device, interpreter
 from .results import FAIL, FAILING, SKIP, row
 from .workers import run_cases
 
@@ -110,8 +109,8 @@ def main(argv: list[str] | None = None, *, reexec: bool = False) -> int:
     """Run the check; 0 when everything passed, 1 when anything failed or did not run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    cuda = torch.cuda.is_available()
-    if not cuda and not environment.interpreter_on():
+    cuda = device() == "cuda"
+    if not cuda and not interpreter():
         if reexec:
             _reexec_with_interpreter(argv)
         print(

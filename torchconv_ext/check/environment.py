@@ -13,16 +13,14 @@ from typing import Any
 
 import torch
 
+from .device import device, interpreter
+
 INTERPRETER = "cpu-interpreter"
 GPU = "cuda"
 
 
 def mode() -> str:
-    return GPU if torch.cuda.is_available() else INTERPRETER
-
-
-def interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return GPU if device() == "cuda" else INTERPRETER
 
 
 def _version(package: str) -> str:
@@ -77,5 +75,5 @@ def describe() -> dict[str, Any]:
         "git_dirty": dirty,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "triton_interpret": interpreter_on(),
+        "triton_interpret": interpreter(),
     }
