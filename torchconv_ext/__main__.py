@@ -1,11 +1,15 @@
-"""``python -m torchconv_ext``: convert a small CNN, run it through our kernels, compare with torch.
+"""``python -m torchconv_ext``: a small demo (the default), or ``check``.
 
-On a machine without CUDA, run it as ``TRITON_INTERPRET=1 python -m torchconv_ext`` to execute the
-Triton kernels on the CPU (slowly, under Triton's interpreter); otherwise the CPU fallback runs.
+* ``demo``: convert a small CNN, run it through our kernels, compare with torch. On a machine
+  without CUDA, run it as ``TRITON_INTERPRET=1 python -m torchconv_ext`` to execute the Triton
+  kernels on the CPU (slowly, under Triton's interpreter); otherwise the CPU fallback runs.
+* ``check``: check every kernel on this device against torch (``python -m torchconv_ext check
+  --help``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -30,7 +34,7 @@ def small_cnn() -> nn.Module:
     )
 
 
-def main() -> int:
+def demo() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     runs_triton = device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
     backend = "triton" if runs_triton else "torch"
@@ -58,6 +62,33 @@ def main() -> int:
     ok = worst < 1e-9
     print("outputs and gradients match torch" if ok else "MISMATCH")
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m torchconv_ext",
+        description="torchconv_ext: Triton kernels for CNN layers as PyTorch ops.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{demo,check}")
+    commands.add_parser(
+        "demo",
+        help="(default) convert a small CNN, run it through our kernels and compare with torch",
+        description="Convert a small CNN, run it through our kernels and compare with torch. "
+        "Without CUDA, set TRITON_INTERPRET=1 to run the Triton kernels on the CPU (else the "
+        "CPU fallback runs).",
+    )
+    # The check parses its own options (and answers its own --help).
+    commands.add_parser(
+        "check", help="check every kernel on this device against torch", add_help=False
+    )
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "check":
+        from .check.cli import main as check
+
+        return check(rest, reexec=True)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return demo()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""``python -m torchconv_ext check``: its logic end to end on a few tiny cases (on the CPU under
+Triton's interpreter, or on a GPU), and that it fails when it must — a wrong kernel result, a
+silent fallback to torch, a crashing or hanging worker, an exhausted time budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv_ext
+from torchconv_ext.check import cli, large, workers
+from torchconv_ext.check.cases import Case
+from torchconv_ext.check.results import FAIL, NOT_RUN, PASS, row
+
+pytestmark = pytest.mark.interpret
+
+POOL = "resnet50.maxpool max_pool2d 3x3 s2 p1 | fp32 | nchw"
+UPSAMPLE = "unet decoder nearest x2 256x28x28 | fp16 | channels_last"
+SWEEP = "conv-config | grouped 3x3 g8 64->64 28x28 forward | fp32"
+
+
+def run_check(tmp_path, *only: str, extra: tuple[str, ...] = ()) -> tuple[int, dict]:
+    out = tmp_path / "check.json"
+    argv = ["--workers", "0", "--out", str(out), *extra]
+    for name in only:
+        argv += ["--only", name]
+    code = cli.main(argv)
+    return code, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["demo", "--help"]])
+def test_help(argv, capsys):
+    from torchconv_ext.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m torchconv_ext" in out
+    if argv[0] == "check":
+        assert all(flag in out for flag in ("--out", "--quick", "--only", "--workers", "--budget"))
+
+
+def test_check_passes_end_to_end_and_reports(tmp_path, capsys):
+    code, doc = run_check(tmp_path, POOL, UPSAMPLE, SWEEP)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for key in ("device", "torch", "triton", "cuda", "git_sha", "date", "summary", "cases"):
+        assert key in doc
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", doc["git_sha"])
+    assert doc["torch"] == torch.__version__
+    assert doc["summary"]["passed"] and doc["summary"]["fail"] == 0
+    rows = doc["cases"]
+    assert {r["case"].split(" | ")[1] for r in rows} == {
+        "resnet50.maxpool max_pool2d 3x3 s2 p1",
+        "unet decoder nearest x2 256x28x28",
+        "grouped 3x3 g8 64->64 28x28 forward",
+    }
+    for r in rows:
+        assert r["status"] == PASS
+        assert r["parts"] and all(p["ok"] for p in r["parts"])
+        compared = [p for p in r["parts"] if "ours_err" in p]
+        assert compared and all(p["ours_err"] <= p["allowed"] for p in compared)
+    default = [r for r in rows if r["kind"] == "default"]
+    for r in default:  # forward and backward both ran our kernels
+        assert r["launches"]["forward"]["launches"] > 0
+        assert r["launches"]["backward"]["launches"] > 0
+        assert {p["part"] for p in r["parts"]} >= {"output", "grad_input"}
+    (swept,) = [r for r in rows if r["kind"] == "sweep"]
+    assert swept["tuner"] in swept["tuners_found"] and "warps=" in swept["config"]
+    assert "family" in out and "PASSED" in out
+    if not torch.cuda.is_available():
+        assert "INTERPRETER" in out and "NOT A GPU CHECK" in out
+
+
+def _corrupt_what_launchers_write(monkeypatch) -> list[int]:
+    """Every public launcher of triton_kernels adds 1 to the floating tensors it wrote (found by
+    comparing its arguments before and after). Returns the count of corrupted tensors per call."""
+    import triton_kernels
+
+    corrupted: list[int] = []
+
+    def corrupting(launcher):
+        def call(*args, **kwargs):
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            before = [t.clone() for t in tensors]
+            result = launcher(*args, **kwargs)
+            written = [
+                t
+                for t, b in zip(tensors, before)
+                if t.is_floating_point() and not torch.equal(t.nan_to_num(), b.nan_to_num())
+            ]
+            for t in written:
+                t.add_(1)
+            corrupted.append(len(written))
+            return result
+
+        return call
+
+    for name in triton_kernels.__all__:
+        launcher = getattr(triton_kernels, name)
+        if callable(launcher):
+            monkeypatch.setattr(triton_kernels, name, corrupting(launcher))
+    return corrupted
+
+
+def test_wrong_kernel_result_fails_naming_the_case(tmp_path, capsys, monkeypatch):
+    corrupted = _corrupt_what_launchers_write(monkeypatch)
+    code, doc = run_check(tmp_path, POOL)
+    out = capsys.readouterr().out
+    assert corrupted and all(corrupted), "the planted corruption never ran"
+    assert code == 1
+    (r,) = doc["cases"]
+    assert r["status"] == FAIL and "output: error" in r["reason"]
+    assert not doc["summary"]["passed"]
+    assert f"FAIL: {r['id']}" in out and "FAILED" in out
+
+
+def test_silent_fallback_to_torch_is_not_a_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchconv_ext.functional, "max_pool2d", F.max_pool2d)
+    code, doc = run_check(tmp_path, POOL)
+    assert code == 1
+    (r,) = doc["cases"]
+    assert r["status"] == FAIL and "ran our kernels" in r["reason"]
+    # The values themselves match (they are torch's): only the launch count catches it.
+    assert all(p["ok"] for p in r["parts"] if "ours_err" in p)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        dict(op="max_pool2d", shape=(3, 4, 7, 7), kwargs=dict(kernel_size=3, stride=2, padding=1)),
+        dict(op="conv", dims=2, n=3, c_in=16, size=5, c_out=16, kernel=3, stride=1, padding=1,
+             dilation=1, groups=1, bias=False, transposed=False),
+    ],
+    ids=["pool", "conv"],
+)  # fmt: skip
+def test_large_case_logic_on_a_small_tensor(spec, triton_device):
+    # The >2^31 cases' checks (the last sample against torch, the rest written and zero where
+    # the output gradient is) on a tensor small enough for the interpreter.
+    case = Case("conv", "small", "fp32", "nchw", "large", spec)
+    r = large.check(case, 1, triton_device)
+    assert r["status"] == PASS, r["reason"]
+    names = {p["part"] for p in r["parts"]}
+    assert {"output", "grad_input", "grad_input is zero before the last sample"} <= names
+
+
+def test_exhausted_budget_is_not_run_and_fails(tmp_path):
+    code, doc = run_check(tmp_path, POOL, extra=("--budget", "0"))
+    assert code == 1
+    (r,) = doc["cases"]
+    assert r["status"] == NOT_RUN and "budget" in r["reason"]
+    # A pool of workers whose deadline has passed reports every case the same way.
+    case = Case("fake", "late", "fp32", "nchw", "default")
+    rows = workers.run_cases([case], workers=2, deadline=time.time(), case_timeout=10)
+    assert [r["status"] for r in rows] == [NOT_RUN]
+
+
+# A stand-in runner for the worker processes below (they import this module by name): a case
+# named "hang" never returns; a sweep case kills its process on its second config.
+
+
+def prepare() -> dict:
+    return {}
+
+
+def run_case(case: Case, sink) -> None:
+    if case.name == "hang":
+        time.sleep(600)
+    if case.kind == "sweep":
+        for k in range(case.spec.get("first_config", 0), 3):
+            sink.progress(k, f"config {k}")
+            if k == 1:
+                os._exit(4)
+            sink.row(row(case, PASS, id=f"{case.id} #{k}", config_index=k))
+        return
+    sink.row(row(case, PASS))
+
+
+def test_worker_pool_survives_a_crash_and_a_hang():
+    # Longest first: the sweep, whose crash needs a fresh worker, starts at once; the hang last.
+    cases = [
+        Case("fake", "sweep", "fp32", "nchw", "sweep", cost=20.0),
+        Case("fake", "a", "fp32", "nchw", "default"),
+        Case("fake", "b", "fp32", "nchw", "default"),
+        Case("fake", "hang", "fp32", "nchw", "default", cost=0.5),
+    ]
+    rows = workers.run_cases(
+        cases, workers=2, deadline=time.time() + 240, case_timeout=4, runner=__name__
+    )
+    status = {r["id"]: (r["status"], r["reason"]) for r in rows}
+    assert status["fake | a | fp32 | nchw"][0] == PASS
+    assert status["fake | b | fp32 | nchw"][0] == PASS
+    hang = status["fake | hang | fp32 | nchw"]
+    assert hang[0] == FAIL and "timeout" in hang[1]
+    sweep = "fake | sweep | fp32 | nchw"
+    assert status[f"{sweep} #0"][0] == PASS
+    died = status[f"{sweep} | config 2: config 1"]
+    assert died[0] == FAIL and "exit code 4" in died[1]
+    assert status[f"{sweep} #2"][0] == PASS  # resumed after the config that crashed
+    assert len(rows) == 6

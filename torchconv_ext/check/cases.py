@@ -1,0 +1,256 @@
+"""What the check runs: every case as plain data (picklable, JSON-able), and the plan.
+
+A case is one op at one layer shape in one dtype and one memory layout. Its ``spec`` says what
+to build (see ``problems.py``); its ``kind`` says how to run it (see ``runner.py``):
+
+* ``default``   forward and backward vs torch, conv GEMM tuners pinned to one config each;
+* ``autotuned`` the same with the tuners left alone, as users run them;
+* ``sweep``     one GEMM direction of one layer, every autotune config of its tuner forced alone;
+* ``large``     a tensor past 2**31 elements (the int64 offset path), a slice compared.
+
+Shapes are real layers (ResNet-50, VGG-16, ResNeXt, MobileNetV2, a 3-D U-Net, a decoder);
+without CUDA every case runs at its ``tiny`` shape under Triton's interpreter instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+#: Labels of the numeric settings checked: torch dtype names, and "tf32" for float32 with
+#: ``torch.backends.cudnn.allow_tf32`` on ("fp32" runs it off).
+CONV_DTYPES = ("bf16", "fp16", "tf32", "fp32", "fp64")
+DTYPES = ("bf16", "fp16", "fp32", "fp64")
+LAYOUTS = ("nchw", "channels_last")
+
+#: Settings the interpreter cannot check, and why (said in the report's header).
+INTERPRETER_SKIPS = {
+    "bf16": "Triton's interpreter cannot compute bfloat16 (numpy has no such type)",
+    "tf32": "TF32 is a GPU tensor-core mode; on the CPU float32 is exact",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One check. ``cost`` is a rough guess of GPU seconds including compilation, used only to
+    start the long cases first."""
+
+    family: str
+    name: str
+    dtype: str
+    layout: str
+    kind: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    cost: float = 2.0
+    skip: str = ""  # non-empty: reported as skipped, with this reason, and not run
+
+    @property
+    def id(self) -> str:
+        return f"{self.family} | {self.name} | {self.dtype} | {self.layout}"
+
+    @property
+    def group(self) -> str:
+        """Cases of one group launch the same kernels: one worker runs them in a row."""
+        return f"{self.family} {self.dtype} {self.layout}"
+
+
+# --------------------------------------------------------------------------------------------
+# Layer tables. ``tiny`` replaces fields for the interpreter; ``quick`` marks the --quick set.
+# --------------------------------------------------------------------------------------------
+
+
+def _conv(name, dims, n, c_in, size, c_out, kernel, quick=False, tiny=None, **geometry):
+    spec = dict(op="conv", dims=dims, n=n, c_in=c_in, size=size, c_out=c_out, kernel=kernel)
+    spec.update(stride=1, padding=0, dilation=1, groups=1, bias=False, transposed=False)
+    spec.update(geometry)
+    return dict(name=name, spec=spec, tiny=tiny or {}, quick=quick)
+
+
+# Convolutions through the implicit GEMM (>= 16 channels per group: "tap" loop; fewer: the
+# flattened taps x channels loop).
+GEMM_LAYERS = [
+    _conv("resnet50.layer2.0.conv2 3x3 s2 128->128 56x56", 2, 8, 128, 56, 128, 3,
+          stride=2, padding=1, quick=True, tiny=dict(c_in=16, c_out=16, size=6)),
+    _conv("resnet50.layer1.0.conv1 1x1 256->64 56x56", 2, 8, 256, 56, 64, 1,
+          tiny=dict(c_in=16, c_out=16, size=5)),
+    _conv("vgg16.conv3_2 3x3 256->256 56x56 +bias", 2, 2, 256, 56, 256, 3, padding=1,
+          bias=True, tiny=dict(c_in=16, c_out=16, size=5)),
+    _conv("resnet50.conv1 stem 7x7 s2 3->64 224x224", 2, 4, 3, 224, 64, 7, stride=2,
+          padding=3, quick=True, tiny=dict(c_out=16, size=6)),
+    _conv("resnext50.layer2 3x3 g32 256->256 28x28", 2, 8, 256, 28, 256, 3, padding=1,
+          groups=32, tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+    _conv("deeplabv3 3x3 dilation 2 256->256 28x28", 2, 4, 256, 28, 256, 3, padding=2,
+          dilation=2, tiny=dict(c_in=16, c_out=16, size=6)),
+    _conv("unet3d 3x3x3 32->64 16^3 +bias", 3, 2, 32, 16, 64, 3, padding=1, bias=True,
+          quick=True, tiny=dict(c_in=16, c_out=16, size=4)),
+]  # fmt: skip
+
+DEPTHWISE_LAYERS = [
+    _conv("mobilenetv2.features.3 dw 3x3 144 56x56", 2, 8, 144, 56, 144, 3, padding=1,
+          groups=144, quick=True, tiny=dict(c_in=8, c_out=8, size=5, groups=8)),
+    _conv("mobilenetv2.features.4 dw 3x3 s2 144 56x56", 2, 8, 144, 56, 144, 3, stride=2,
+          padding=1, groups=144, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
+]  # fmt: skip
+
+TRANSPOSED_LAYERS = [
+    _conv("unet decoder up-conv 2x2 s2 256->128 28x28 +bias", 2, 8, 256, 28, 128, 2, stride=2,
+          bias=True, transposed=True, quick=True, tiny=dict(c_in=16, c_out=16, size=4)),
+    _conv("dcgan up-conv 4x4 s2 p1 128->64 32x32", 2, 8, 128, 32, 64, 4, stride=2, padding=1,
+          transposed=True, tiny=dict(c_in=16, c_out=16, size=4)),
+]  # fmt: skip
+
+# The per-config sweep: every GEMM direction on a tap layer, a flat one (the RGB stem: flat
+# forward and grad-weight, tap grad-input) and a grouped one (flat everywhere).
+SWEEP_LAYERS = [
+    _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
+          tiny=dict(c_in=16, c_out=16, size=5)),
+    _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
+          tiny=dict(c_out=16, size=6)),
+    _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
+          tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+]  # fmt: skip
+SWEEP_DIRECTIONS = ("forward", "grad_input", "grad_weight")
+# (dtype, layout) of the sweep: every compute path (bf16/fp16 tensor cores, TF32, exact fp32)
+# and both layouts. fp64 is left out: its biggest tiles do not fit in shared memory, and the
+# autotuner discards them (it runs on the pinned and autotuned paths instead).
+SWEEP_SETTINGS = [("bf16", "channels_last"), ("fp16", "nchw"), ("tf32", "channels_last"),
+                  ("fp32", "nchw")]  # fmt: skip
+SWEEP_SETTINGS_QUICK = [("bf16", "channels_last"), ("tf32", "nchw")]
+SWEEP_SETTINGS_INTERPRETER = [("fp32", "channels_last"), ("fp16", "nchw")]
+
+# Autotuned as users run it: the tuner benchmarks every config and keeps the fastest.
+AUTOTUNED = [  # (GEMM_LAYERS index, dtype, layout)
+    (0, "bf16", "channels_last"),
+    (0, "tf32", "channels_last"),
+    (0, "fp16", "nchw"),
+    (3, "bf16", "channels_last"),
+]
+AUTOTUNED_QUICK = AUTOTUNED[:1]
+
+
+def _pool(name, op, shape, tiny_shape, quick=False, **kwargs):
+    spec = dict(op=op, shape=shape, kwargs=kwargs)
+    return dict(name=name, spec=spec, tiny=dict(shape=tiny_shape), quick=quick)
+
+
+POOL_OPS = [
+    _pool("resnet50.maxpool max_pool2d 3x3 s2 p1", "max_pool2d", (8, 64, 112, 112),
+          (1, 4, 7, 7), quick=True, kernel_size=3, stride=2, padding=1),
+    _pool("avg_pool2d 3x3 s2 p1 ceil count_include_pad=False", "avg_pool2d", (8, 64, 56, 56),
+          (1, 4, 6, 6), quick=True, kernel_size=3, stride=2, padding=1, ceil_mode=True,
+          count_include_pad=False),
+    _pool("alexnet.avgpool adaptive_avg_pool2d 13x13->6", "adaptive_avg_pool2d",
+          (16, 256, 13, 13), (1, 4, 7, 7), quick=True, output_size=6),
+    _pool("adaptive_max_pool2d 13x13->5", "adaptive_max_pool2d", (16, 256, 13, 13),
+          (1, 4, 7, 7), output_size=5),
+    _pool("resnet50 global_avg_pool 2048x7x7", "global_avg_pool", (16, 2048, 7, 7),
+          (1, 4, 5, 5), quick=True),
+    _pool("vgg global_max_pool 512x14x14", "global_max_pool", (16, 512, 14, 14),
+          (1, 4, 5, 5)),
+    _pool("sppnet spatial_pyramid_pool (1,2,4) 256x13x13", "spatial_pyramid_pool",
+          (8, 256, 13, 13), (1, 4, 7, 7), quick=True, levels=(1, 2, 4), mode="max"),
+    _pool("unet3d max_pool3d 2x2x2 s2", "max_pool3d", (2, 32, 32, 32, 32), (1, 4, 4, 4, 4),
+          kernel_size=2, stride=2),
+    _pool("avg_pool3d 3x3x3 s2 p1", "avg_pool3d", (2, 32, 32, 32, 32), (1, 4, 5, 5, 5),
+          kernel_size=3, stride=2, padding=1),
+]  # fmt: skip
+
+UPSAMPLE_OPS = [
+    _pool("unet decoder nearest x2 256x28x28", "interpolate", (8, 256, 28, 28), (1, 4, 4, 4),
+          quick=True, scale_factor=2, mode="nearest"),
+    _pool("nearest x1.5 64x28x28", "interpolate", (8, 64, 28, 28), (1, 4, 5, 5),
+          scale_factor=1.5, mode="nearest"),
+    _pool("nearest-exact x1.5 64x28x28", "interpolate", (8, 64, 28, 28), (1, 4, 5, 5),
+          quick=True, scale_factor=1.5, mode="nearest-exact"),
+    _pool("nearest-exact size 28x28->45x37", "interpolate", (8, 64, 28, 28), (1, 4, 5, 5),
+          size=(45, 37), mode="nearest-exact"),
+    _pool("unet3d nearest x2 32x16^3", "interpolate", (2, 32, 16, 16, 16), (1, 4, 3, 3, 3),
+          scale_factor=2, mode="nearest"),
+]  # fmt: skip
+
+# Past 2**31 elements, bf16 NCHW; the last sample starts at offset 2**31. ``need_gib`` is the
+# free GPU memory asked for before starting (about twice what the case allocates).
+LARGE = [
+    dict(family="conv", name="conv2d 3x3 16->16 on 2049x16x256x256 (>2^31 elements)",
+         spec=dict(op="conv", dims=2, n=2049, c_in=16, size=256, c_out=16, kernel=3,
+                   stride=1, padding=1, dilation=1, groups=1, bias=False, transposed=False,
+                   need_gib=36)),
+    dict(family="pool", name="max_pool2d 3x3 s2 p1 on 2049x16x256x256 (>2^31 elements)",
+         spec=dict(op="max_pool2d", shape=(2049, 16, 256, 256), need_gib=32,
+                   kwargs=dict(kernel_size=3, stride=2, padding=1))),
+    dict(family="upsample", name="nearest x2 513x16x256x256 -> 2^31+ elements",
+         spec=dict(op="interpolate", shape=(513, 16, 256, 256), need_gib=22,
+                   kwargs=dict(scale_factor=2, mode="nearest"))),
+]  # fmt: skip
+
+# Rough GPU seconds per case, compilation included (only orders the work).
+_COST = dict(default_conv=5.0, default=2.0, autotuned=40.0, sweep=15.0, large=30.0)
+
+
+def _shape(entry: dict, tiny: bool) -> dict:
+    if not tiny:
+        return dict(entry["spec"])
+    batch = {"n": 1} if "n" in entry["spec"] else {}  # pooling's tiny shapes hold their batch
+    return {**entry["spec"], **batch, **entry["tiny"]}
+
+
+def plan(*, cuda: bool, quick: bool) -> list[Case]:
+    """Every case for this device: realistic shapes on CUDA, tiny ones under the interpreter."""
+    tiny = not cuda
+
+    def wanted(entries):
+        return [e for e in entries if e["quick"] or not quick]
+
+    def settings(dtypes):
+        kept = [d for d in dtypes if not tiny or d not in INTERPRETER_SKIPS]
+        return [(d, layout) for d in kept for layout in LAYOUTS]
+
+    cases: list[Case] = []
+    conv_families = [("conv", GEMM_LAYERS), ("conv-dw", DEPTHWISE_LAYERS),
+                     ("conv-T", TRANSPOSED_LAYERS)]  # fmt: skip
+    for family, layers in conv_families:
+        # Depthwise kernels are direct (no tensor cores): TF32 changes nothing there.
+        dtypes = DTYPES if family == "conv-dw" else CONV_DTYPES
+        for entry in wanted(layers):
+            for dtype, layout in settings(dtypes):
+                cases.append(Case(family, entry["name"], dtype, layout, "default",
+                                  _shape(entry, tiny), _COST["default_conv"]))  # fmt: skip
+    for family, ops in (("pool", POOL_OPS), ("upsample", UPSAMPLE_OPS)):
+        for entry in wanted(ops):
+            for dtype, layout in settings(DTYPES):
+                cases.append(Case(family, entry["name"], dtype, layout, "default",
+                                  _shape(entry, tiny), _COST["default"]))  # fmt: skip
+
+    if cuda:
+        for index, dtype, layout in AUTOTUNED_QUICK if quick else AUTOTUNED:
+            entry = GEMM_LAYERS[index]
+            cases.append(Case("conv-autotuned", entry["name"], dtype, layout, "autotuned",
+                              _shape(entry, tiny), _COST["autotuned"]))  # fmt: skip
+
+    sweep_settings = (SWEEP_SETTINGS_INTERPRETER if tiny
+                      else SWEEP_SETTINGS_QUICK if quick else SWEEP_SETTINGS)  # fmt: skip
+    for entry in SWEEP_LAYERS:
+        for direction in SWEEP_DIRECTIONS:
+            for dtype, layout in sweep_settings:
+                spec = {**_shape(entry, tiny), "direction": direction}
+                cases.append(Case("conv-config", f"{entry['name']} {direction}", dtype, layout,
+                                  "sweep", spec, _COST["sweep"]))  # fmt: skip
+
+    for entry in LARGE:
+        skip = "" if cuda else "needs a CUDA GPU (the interpreter would take hours)"
+        cases.append(Case(f"{entry['family']} >2^31", entry["name"], "bf16", "nchw", "large",
+                          dict(entry["spec"]), _COST["large"], skip))  # fmt: skip
+    return cases
+
+
+def select(cases: list[Case], only: list[str] | None) -> list[Case]:
+    """The cases whose id contains any of ``only`` (case-insensitive); all when none given."""
+    if not only:
+        return cases
+    needles = [s.lower() for s in only]
+    return [c for c in cases if any(n in c.id.lower() for n in needles)]
+
+
+def resumed(case: Case, first_config: int) -> Case:
+    """A sweep case that starts at config ``first_config`` (after a crash in an earlier one)."""
+    return replace(case, spec={**case.spec, "first_config": first_config})

@@ -1,0 +1,92 @@
+"""From a case's ``spec`` to runnable code: the inputs, our op and torch's op.
+
+Ours is always reached through ``torchconv_ext.functional``, looked up when it is called (so a
+replaced function is what runs); torch's is ``torch.nn.functional`` (or, for the ops torch lacks,
+the torch expression they equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import torchconv_ext
+
+
+@dataclass
+class Problem:
+    """``inputs`` in call order (float64 values); ``grads`` names the inputs whose gradients are
+    checked."""
+
+    inputs: dict[str, Tensor]
+    ours: Callable[..., Tensor]
+    theirs: Callable[..., Tensor]
+    grads: tuple[str, ...]
+
+
+def _ours(name: str) -> Callable[..., Any]:
+    return lambda *args, **kwargs: getattr(torchconv_ext.functional, name)(*args, **kwargs)
+
+
+def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """``(ours, theirs)`` of a spec, each called with the inputs in :func:`input_shapes` order."""
+    op = spec["op"]
+    if op == "conv":
+        name = f"conv_transpose{spec['dims']}d" if spec["transposed"] else f"conv{spec['dims']}d"
+        geometry = dict(stride=spec["stride"], padding=spec["padding"], groups=spec["groups"],
+                        dilation=spec["dilation"])  # fmt: skip
+        ours, theirs = _ours(name), getattr(F, name)
+        return (
+            lambda x, w, b=None: ours(x, w, b, **geometry),
+            lambda x, w, b=None: theirs(x, w, b, **geometry),
+        )
+    kwargs = spec.get("kwargs", {})
+    if op in ("global_avg_pool", "global_max_pool"):
+        mode = op.split("_")[1]
+        return _ours(op), lambda x: _adaptive(mode, x, 1).flatten(1)
+    if op == "spatial_pyramid_pool":
+        levels, mode = tuple(kwargs["levels"]), kwargs["mode"]
+        return (
+            lambda x: _ours(op)(x, levels=levels, mode=mode),
+            lambda x: torch.cat([_adaptive(mode, x, lv).flatten(1) for lv in levels], 1),
+        )
+    ours = _ours(op)
+    return lambda x: ours(x, **kwargs), lambda x: getattr(F, op)(x, **kwargs)
+
+
+def _adaptive(mode: str, x: Tensor, size: int) -> Tensor:
+    return getattr(F, f"adaptive_{mode}_pool{x.dim() - 2}d")(x, size)
+
+
+def input_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The inputs' names and shapes, in call order."""
+    if spec["op"] != "conv":
+        return {"input": tuple(spec["shape"])}
+    dims, groups, k = spec["dims"], spec["groups"], spec["kernel"]
+    c_in, c_out = spec["c_in"], spec["c_out"]
+    weight = (c_in, c_out // groups) if spec["transposed"] else (c_out, c_in // groups)
+    shapes = {
+        "input": (spec["n"], c_in) + (spec["size"],) * dims,
+        "weight": weight + (k,) * dims,
+    }
+    if spec["bias"]:
+        shapes["bias"] = (c_out,)
+    return shapes
+
+
+def build(spec: dict[str, Any], device: str, seed: int) -> Problem:
+    """Random float64 inputs on ``device`` (weights scaled so that outputs stay O(1))."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    inputs = {}
+    for name, shape in input_shapes(spec).items():
+        t = torch.randn(shape, generator=gen, device=device, dtype=torch.float64)
+        if name == "weight":
+            t /= t[0].numel() ** 0.5
+        inputs[name] = t
+    ours, theirs = functions(spec)
+    return Problem(inputs, ours, theirs, grads=tuple(inputs))
