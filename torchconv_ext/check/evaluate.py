@@ -110,6 +110,8 @@ def reference(
             raise TorchCannot(f"torch's own op does not run this case here: {error}") from error
         upcast = {k: v.double() for k, v in lowp.items()}  # keeps the layout
         expected, _ = _forward_backward(problem.theirs, upcast, grads, gy)
+    if problem.layout_as_on_cuda and not next(iter(lowp.values())).is_cuda:
+        theirs = {k: to_layout(v, layout) for k, v in theirs.items()}
     return Reference(setting, lowp, gy, expected, theirs)
 
 

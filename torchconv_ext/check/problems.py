@@ -27,6 +27,10 @@ class Problem:
     ours: Callable[..., Tensor]
     theirs: Callable[..., Tensor]
     grads: tuple[str, ...]
+    #: Results take the case's layout whatever the device: convolutions follow the rule torch
+    #: applies on CUDA (cuDNN: channels-last operands give channels-last results), which torch's
+    #: CPU convolutions do not always follow (oneDNN returns some 3-d results contiguous).
+    layout_as_on_cuda: bool = False
 
 
 def _ours(name: str) -> Callable[..., Any]:
@@ -89,4 +93,4 @@ def build(spec: dict[str, Any], device: str, seed: int) -> Problem:
             t /= t[0].numel() ** 0.5
         inputs[name] = t
     ours, theirs = functions(spec)
-    return Problem(inputs, ours, theirs, grads=tuple(inputs))
+    return Problem(inputs, ours, theirs, tuple(inputs), layout_as_on_cuda=spec["op"] == "conv")
