@@ -41,7 +41,7 @@ def _geometry(
 
 def _kernel_args(g: PoolGeometry) -> dict:
     return dict(
-        kernel=g.kernel,
+        kernel_size=g.kernel,
         stride=g.stride,
         padding=g.padding,
         padding_end=g.padding_end,
