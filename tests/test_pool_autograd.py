@@ -16,7 +16,6 @@ import torchconv_ext
 from torchconv_ext import functional as TF
 
 OPS = torch.ops.torchconv_ext
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
 
 
 def distinct(*shape: int, seed: int = 0, layout: str = "contiguous") -> torch.Tensor:
@@ -197,11 +196,14 @@ def test_double_backward_matches_torch():
         torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12, msg=name)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", list(PAIRS))
+# Every case on the fallback, one per kernel path on the Triton kernels.
+PENALTY_CASES = [(kind, "torch") for kind in PAIRS] + [
+    pytest.param(kind, "triton", marks=pytest.mark.interpret) for kind in TRITON_KINDS
+]
+
+
+@pytest.mark.parametrize(("kind", "backend"), PENALTY_CASES)
 def test_gradient_penalty_reaches_later_layers(kind, backend):
-    if backend == "triton" and kind not in TRITON_KINDS:
-        pytest.skip("the same kernels as another case (the interpreter is slow)")
     """penalty = ||d out / d x||² with a layer after the pooling (a 1x1 convolution, or a linear
     layer on pooled vectors) and a linear layer after that: its gradient w.r.t. both layers'
     weights equals torch's."""
