@@ -88,17 +88,6 @@ def test_gradcheck(backend):
             assert torch.autograd.gradcheck(fn, (inp,), fast_mode=fast)
 
 
-@pytest.mark.interpret
-def test_double_backward_is_refused_on_triton():
-    """Our pooling backward is not itself differentiable: a clear error, not a wrong result.
-    (On the fallback, torch's own op runs and supports it.)"""
-    x = _distinct((1, 1, 4, 4))
-    with torchconv_ext.use_backend("triton"):
-        (g,) = torch.autograd.grad(TF.max_pool2d(x, 2).sum(), x, create_graph=True)
-        with pytest.raises(RuntimeError):
-            g.sum().backward()
-
-
 def test_torch_compile_fullgraph_matches_eager():
     torch.manual_seed(0)
     model = torchconv_ext.convert_model(

@@ -10,7 +10,7 @@ output memory formats are in ``_memory``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -32,7 +32,7 @@ class PoolGeometry:
     TensorFlow-style ``'same'`` padding with an odd total. ``divisor_override`` is 0 for "none".
     """
 
-    kernel: tuple[int, ...]
+    kernel_size: tuple[int, ...]
     stride: tuple[int, ...]
     padding: tuple[int, ...]
     padding_end: tuple[int, ...]
@@ -47,17 +47,17 @@ class PoolGeometry:
         return self.padding == self.padding_end
 
     def as_args(self) -> tuple:
-        """The geometry as the registered ops' arguments (lists, bools and an int)."""
-        return (
-            list(self.kernel),
-            list(self.stride),
-            list(self.padding),
-            list(self.padding_end),
-            list(self.dilation),
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
+        """The geometry as the registered ops' trailing arguments, in field order (per-dim
+        tuples as lists, as op schemas take them)."""
+        return tuple(
+            list(v) if isinstance(v, tuple) else v
+            for v in (getattr(self, f.name) for f in fields(self))
         )
+
+    @classmethod
+    def from_args(cls, *args) -> PoolGeometry:
+        """The inverse of :meth:`as_args`: a geometry from the registered ops' arguments."""
+        return cls(*(tuple(v) if isinstance(v, list | tuple) else v for v in args))
 
 
 def pool_output_size(
@@ -79,7 +79,7 @@ def pool_output_shape(input_shape: Sequence[int], g: PoolGeometry) -> list[int]:
     spatial = [
         pool_output_size(s, k, st, p, pe, d, g.ceil_mode)
         for s, k, st, p, pe, d in zip(
-            input_shape[2:], g.kernel, g.stride, g.padding, g.padding_end, g.dilation
+            input_shape[2:], g.kernel_size, g.stride, g.padding, g.padding_end, g.dilation
         )
     ]
     return [input_shape[0], input_shape[1], *spatial]
@@ -164,14 +164,14 @@ def pool_geometry(
             )
 
     g = PoolGeometry(
-        tuple(kernel),
-        tuple(stride_t),
-        tuple(before),
-        tuple(end),
-        tuple(dilation_t),
-        bool(ceil_mode),
-        bool(count_include_pad),
-        int(divisor_override or 0),
+        kernel_size=tuple(kernel),
+        stride=tuple(stride_t),
+        padding=tuple(before),
+        padding_end=tuple(end),
+        dilation=tuple(dilation_t),
+        ceil_mode=bool(ceil_mode),
+        count_include_pad=bool(count_include_pad),
+        divisor_override=int(divisor_override or 0),
     )
     out = pool_output_shape(input.shape, g)[2:]
     if any(o < 1 for o in out):

@@ -4,17 +4,18 @@ The device code is in :mod:`triton_kernels.pool_kernels`; this module holds the 
 the design:
 
 One windowed-reduction kernel serves every pooling with windows — max and average, fixed
-windows (``max_pool``/``avg_pool``: start ``o·stride - pad``, ``kernel`` taps ``dilation``
+windows (``max_pool``/``avg_pool``: start ``o·stride - pad``, ``kernel_size`` taps ``dilation``
 apart), adaptive windows (``[floor(o·In/Out), ceil((o+1)·In/Out))``) and pyramid pooling (adaptive
 windows for several output sizes at once, one level per ``program_id(2)``, so all levels take
-one launch). The window kind, the reduction and the layout are ``constexpr`` switches of that
+one launch). The window kind (``WINDOW``: ``FIXED``, ``ADAPTIVE``, ``PYRAMID``), the reduction
+(``MODE``: ``MAX``, ``AVG``) and the layout (``CHANNELS_INNER``) are ``constexpr`` switches of that
 one kernel; everything else (sizes, strides, windows) is a runtime argument.
 
 Every tensor is viewed as ``(N, C, D, H, W)`` through its strides (``as_5d``), so 1-, 2- and 3-d
 pooling share the code and any input layout is read in place (channels-last input is never
 copied). A program owns a tile of ``BLOCK_P`` flattened (batch, position) indices ×
 ``BLOCK_C`` channels; the innermost tile axis is the one contiguous in memory (channels for
-channels-last tensors, positions otherwise), see ``_tile``. Each output element scans its window
+channels-last tensors, positions otherwise), see ``_tiles``. Each output element scans its window
 in row-major order exactly as ATen does, so the results do not depend on the tiling:
 
 * max: a value wins when it is greater than the best so far or NaN — the first maximum keeps
@@ -37,31 +38,27 @@ from collections.abc import Sequence
 
 import torch
 import triton
-import triton.language as tl
 
-from ._common import INTERPRET, as_5d, check_device, needs_int64, spatial3
-from .pool_kernels import global_pool_kernel, pool_bwd_kernel, pool_fwd_kernel
-
-MODES: dict[str, int] = {"max": 0, "avg": 1}
-_FIXED, _ADAPTIVE, _PYRAMID = 0, 1, 2
-_INT32_LIMIT = 2**31
-
+from ._common import (
+    ADAPTIVE,
+    FIXED,
+    INT32_LIMIT,
+    INTERPRET,
+    MAX,
+    POOL_MODES,
+    PYRAMID,
+    acc_dtype,
+    as_5d,
+    channels_inner,
+    check_device,
+    needs_int64,
+    pack_geometry,
+)
+from .pool_kernels import _global_pool_fwd_kernel, _pool_bwd_input_kernel, _pool_fwd_kernel
 
 # --------------------------------------------------------------------------------------------
 # Launch helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _channels_inner(t5: torch.Tensor) -> bool:
-    """Whether channels are the fastest-varying dim of a 5-d view (channels_last-like)."""
-    if t5.shape[1] <= 1:
-        return False
-    spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:]) if s > 1]
-    return not spatial or t5.stride(1) < min(spatial)
 
 
 def _tiles(c_inner: bool, channels: int) -> tuple[int, int, int]:
@@ -100,11 +97,23 @@ def _levels_tensor(levels: tuple[int, ...], device: torch.device) -> torch.Tenso
 
 def _use_int64(*tensors: torch.Tensor | None, products: Sequence[int] = ()) -> bool:
     """int64 offsets when a tensor spans 2**31 elements or a window product could overflow."""
-    return needs_int64(*tensors) or any(v >= _INT32_LIMIT for v in products)
+    return needs_int64(*tensors) or any(v >= INT32_LIMIT for v in products)
 
 
 def _strides5(t: torch.Tensor | None) -> tuple[int, ...]:
     return tuple(as_5d(t).stride()) if t is not None else (0,) * 5
+
+
+def _pyramid_grid(levels: Sequence[int], nd: int) -> tuple[int, int, int]:
+    """The largest level's output grid (the kernels size their grid for it)."""
+    top = max(levels)
+    return (top if nd == 3 else 1, top if nd >= 2 else 1, top)
+
+
+def _pyramid_strides(t: torch.Tensor | None) -> tuple[int, ...]:
+    """Strides of an ``(N, C·Σ l**nd)`` pyramid tensor as the kernels take them: per row and per
+    feature (the kernels derive each level's channel and position strides from the latter)."""
+    return (t.stride(0), 0, 0, 0, t.stride(1)) if t is not None else (0,) * 5
 
 
 def _check_rank(x: torch.Tensor, *others: torch.Tensor) -> None:
@@ -112,17 +121,15 @@ def _check_rank(x: torch.Tensor, *others: torch.Tensor) -> None:
         raise ValueError("pooling: expected (N, C, *spatial) tensors with 1 to 3 spatial dims")
 
 
-def _geometry_args(kernel, stride, padding, padding_end, dilation) -> tuple[int, ...]:
-    return (
-        *spatial3(kernel, 1),
-        *spatial3(stride, 1),
-        *spatial3(padding, 0),
-        *spatial3(padding_end, 0),
-        *spatial3(dilation, 1),
+def _fixed_geometry(kernel_size, stride, padding, padding_end, dilation) -> tuple[int, ...]:
+    """A fixed window's geometry as the kernels take it (``KD, KH, KW, STRIDE_D, …, DIL_W``)."""
+    return pack_geometry(
+        (kernel_size, 1), (stride, 1), (padding, 0), (padding_end, 0), (dilation, 1)
     )
 
 
-_ADAPTIVE_GEOMETRY = (1,) * 6 + (0,) * 6 + (1,) * 3
+#: Adaptive and pyramid windows come from the sizes; their geometry arguments are unused.
+_NO_GEOMETRY = _fixed_geometry((), (), (), (), ())
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,20 +141,21 @@ def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_
                     geometry, divisor, include_pad, levels=None):  # fmt: skip
     x5 = as_5d(x)
     n, c = x5.shape[:2]
-    c_inner = _channels_inner(x5)
+    c_inner = channels_inner(x5)
     bp, bc, warps = _tiles(c_inner, c)
     m = n * out5_shape[0] * out5_shape[1] * out5_shape[2]
-    lv = _levels_tensor(tuple(levels), x.device) if levels is not None else x5
-    is_max = MODES[mode] == 0
+    # Without levels any tensor fills the unused pointer argument.
+    levels_arg = _levels_tensor(tuple(levels), x.device) if levels is not None else x5
+    is_max = POOL_MODES[mode] == MAX.value
     grid = (triton.cdiv(m, bp), triton.cdiv(c, bc), len(levels) if levels is not None else 1)
     products = [s * o for s, o in zip(x5.shape[2:], out5_shape)]
-    pool_fwd_kernel[grid](
-        x5, out, indices if is_max else out, lv,
+    _pool_fwd_kernel[grid](
+        x5, out, indices if is_max else out, levels_arg,
         n, c, *x5.shape[2:], *out5_shape, *geometry, divisor,
         *x5.stride(), *out_strides, *idx_strides,
-        MODE=MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
-        C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
-        ACC=_acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
+        MODE=POOL_MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
+        CHANNELS_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
+        ACC_DTYPE=acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
     )  # fmt: skip
 
 
@@ -157,7 +165,7 @@ def pool_forward(
     indices: torch.Tensor | None,
     *,
     mode: str,
-    kernel: Sequence[int],
+    kernel_size: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
     padding_end: Sequence[int],
@@ -177,11 +185,11 @@ def pool_forward(
     _check_rank(x, out)
     if out.numel() == 0:
         return
-    o5 = as_5d(out)
+    y5 = as_5d(out)
     _launch_forward(
-        x, o5, as_5d(indices) if indices is not None else None, mode, _FIXED,
-        tuple(o5.shape[2:]), o5.stride(), _strides5(indices),
-        _geometry_args(kernel, stride, padding, padding_end, dilation),
+        x, y5, as_5d(indices) if indices is not None else None, mode, FIXED.value,
+        tuple(y5.shape[2:]), y5.stride(), _strides5(indices),
+        _fixed_geometry(kernel_size, stride, padding, padding_end, dilation),
         int(divisor_override), bool(count_include_pad),
     )  # fmt: skip
 
@@ -206,10 +214,10 @@ def adaptive_pool_forward(
             mode,
         )
         return
-    o5 = as_5d(out)
+    y5 = as_5d(out)
     _launch_forward(
-        x, o5, as_5d(indices) if indices is not None else None, mode, _ADAPTIVE,
-        tuple(o5.shape[2:]), o5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
+        x, y5, as_5d(indices) if indices is not None else None, mode, ADAPTIVE.value,
+        tuple(y5.shape[2:]), y5.stride(), _strides5(indices), _NO_GEOMETRY, 0, False,
     )  # fmt: skip
 
 
@@ -227,16 +235,13 @@ def pyramid_pool_forward(
     check_device(x, out, indices)
     _check_rank(x)
     nd = x.dim() - 2
-    if out.dim() != 2 or out.shape[1] != x.shape[1] * sum(lv**nd for lv in levels):
+    if out.dim() != 2 or out.shape[1] != x.shape[1] * sum(level**nd for level in levels):
         raise ValueError(f"pyramid pooling: out must be (N, C·Σ l**{nd}), got {tuple(out.shape)}")
     if out.numel() == 0:
         return
-    top = max(levels)
-    o_sizes = (top if nd == 3 else 1, top if nd >= 2 else 1, top)
-    si = (indices.stride(0), 0, 0, 0, indices.stride(1)) if indices is not None else (0,) * 5
     _launch_forward(
-        x, out, indices, mode, _PYRAMID, o_sizes, (out.stride(0), 0, 0, 0, out.stride(1)), si,
-        _ADAPTIVE_GEOMETRY, 0, False, levels=levels,
+        x, out, indices, mode, PYRAMID.value, _pyramid_grid(levels, nd), _pyramid_strides(out),
+        _pyramid_strides(indices), _NO_GEOMETRY, 0, False, levels=levels,
     )  # fmt: skip
 
 
@@ -249,16 +254,16 @@ def _global_forward(
     flat = _flat_spatial(x5)
     if flat is not None:  # collapsing the spatial dims saves the per-element index split
         x5, (d, h, w) = flat, (1, 1, d * h * w)
-    c_inner = _channels_inner(x5)
+    c_inner = channels_inner(x5)
     br, bc, warps = _global_tiles(c_inner, c, d * h * w)
-    is_max = MODES[mode] == 0
+    is_max = POOL_MODES[mode] == MAX.value
     idx = indices if is_max else out
-    global_pool_kernel[(n * triton.cdiv(c, bc),)](
+    _global_pool_fwd_kernel[(n * triton.cdiv(c, bc),)](
         x5, out, idx,
         c, d * h * w, h, w,
         *x5.stride(), *out.stride(), *idx.stride(),
-        MODE=MODES[mode], C_INNER=c_inner, USE_INT64=_use_int64(x, out, indices),
-        ACC=_acc_dtype(x.dtype), BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
+        MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, USE_INT64=_use_int64(x, out, indices),
+        ACC_DTYPE=acc_dtype(x.dtype), BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
     )  # fmt: skip
 
 
@@ -275,21 +280,21 @@ def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_st
                      idx_strides, geometry, divisor, include_pad, levels=None):  # fmt: skip
     gi5 = as_5d(grad_in)
     n, c = gi5.shape[:2]
-    c_inner = _channels_inner(gi5)
+    c_inner = channels_inner(gi5)
     bp, bc, warps = _tiles(c_inner, c)
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
-    lv = _levels_tensor(tuple(levels), grad_in.device) if levels is not None else gi5
-    is_max = MODES[mode] == 0
+    levels_arg = _levels_tensor(tuple(levels), grad_in.device) if levels is not None else gi5
+    is_max = POOL_MODES[mode] == MAX.value
     products = [s * o for s, o in zip(gi5.shape[2:], out5_shape)]
     grid = (triton.cdiv(m, bp), triton.cdiv(c, bc))
-    pool_bwd_kernel[grid](
-        grad_out, indices if is_max else grad_out, gi5, lv,
+    _pool_bwd_input_kernel[grid](
+        grad_out, indices if is_max else grad_out, gi5, levels_arg,
         n, c, len(levels) if levels is not None else 1,
         *gi5.shape[2:], *out5_shape, *geometry, divisor,
         *go_strides, *idx_strides, *gi5.stride(),
-        MODE=MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
-        C_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
-        ACC=_acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
+        MODE=POOL_MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
+        CHANNELS_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
+        ACC_DTYPE=acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
     )  # fmt: skip
 
 
@@ -299,7 +304,7 @@ def pool_backward(
     grad_in: torch.Tensor,
     *,
     mode: str,
-    kernel: Sequence[int],
+    kernel_size: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
     padding_end: Sequence[int],
@@ -316,11 +321,11 @@ def pool_backward(
     _check_rank(grad_in, grad_out)
     if grad_in.numel() == 0:
         return
-    g5 = as_5d(grad_out)
+    go5 = as_5d(grad_out)
     _launch_backward(
-        g5, as_5d(indices) if indices is not None else None, grad_in, mode, _FIXED,
-        tuple(g5.shape[2:]), g5.stride(), _strides5(indices),
-        _geometry_args(kernel, stride, padding, padding_end, dilation),
+        go5, as_5d(indices) if indices is not None else None, grad_in, mode, FIXED.value,
+        tuple(go5.shape[2:]), go5.stride(), _strides5(indices),
+        _fixed_geometry(kernel_size, stride, padding, padding_end, dilation),
         int(divisor_override), bool(count_include_pad),
     )  # fmt: skip
 
@@ -336,10 +341,10 @@ def adaptive_pool_backward(
     if grad_out.numel() == 0:
         grad_in.zero_()
         return
-    g5 = as_5d(grad_out)
+    go5 = as_5d(grad_out)
     _launch_backward(
-        g5, as_5d(indices) if indices is not None else None, grad_in, mode, _ADAPTIVE,
-        tuple(g5.shape[2:]), g5.stride(), _strides5(indices), _ADAPTIVE_GEOMETRY, 0, False,
+        go5, as_5d(indices) if indices is not None else None, grad_in, mode, ADAPTIVE.value,
+        tuple(go5.shape[2:]), go5.stride(), _strides5(indices), _NO_GEOMETRY, 0, False,
     )  # fmt: skip
 
 
@@ -357,11 +362,8 @@ def pyramid_pool_backward(
     if grad_in.numel() == 0:
         return
     nd = grad_in.dim() - 2
-    top = max(levels)
-    o_sizes = (top if nd == 3 else 1, top if nd >= 2 else 1, top)
-    si = (indices.stride(0), 0, 0, 0, indices.stride(1)) if indices is not None else (0,) * 5
     _launch_backward(
-        grad_out, indices, grad_in, mode, _PYRAMID, o_sizes,
-        (grad_out.stride(0), 0, 0, 0, grad_out.stride(1)), si, _ADAPTIVE_GEOMETRY, 0, False,
+        grad_out, indices, grad_in, mode, PYRAMID.value, _pyramid_grid(levels, nd),
+        _pyramid_strides(grad_out), _pyramid_strides(indices), _NO_GEOMETRY, 0, False,
         levels=levels,
     )  # fmt: skip

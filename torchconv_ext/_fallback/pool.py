@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +40,15 @@ def _lift(t: torch.Tensor) -> torch.Tensor:
 
 
 def _lift_geometry(g: PoolGeometry) -> PoolGeometry:
-    if len(g.kernel) != 1:
+    if len(g.kernel_size) != 1:
         return g
-    return PoolGeometry(
-        (1, *g.kernel),
-        (1, *g.stride),
-        (0, *g.padding),
-        (0, *g.padding_end),
-        (1, *g.dilation),
-        g.ceil_mode,
-        g.count_include_pad,
-        g.divisor_override,
+    return replace(
+        g,
+        kernel_size=(1, *g.kernel_size),
+        stride=(1, *g.stride),
+        padding=(0, *g.padding),
+        padding_end=(0, *g.padding_end),
+        dilation=(1, *g.dilation),
     )
 
 
@@ -73,7 +72,7 @@ def _explicit_pads(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> list
     """
     pads = []
     for size, k, s, p, pe, d, o in zip(
-        x.shape[2:], g.kernel, g.stride, g.padding, g.padding_end, g.dilation, out
+        x.shape[2:], g.kernel_size, g.stride, g.padding, g.padding_end, g.dilation, out
     ):
         need = (o - 1) * s + d * (k - 1) + 1
         pads.append((p, max(pe, need - size - p)))
@@ -107,7 +106,9 @@ def _divisors(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> torch.Ten
     if g.divisor_override:
         return torch.full(list(out), g.divisor_override, dtype=torch.float64, device=x.device)
     counts = []
-    for size, k, s, p, pe, o in zip(x.shape[2:], g.kernel, g.stride, g.padding, g.padding_end, out):
+    for size, k, s, p, pe, o in zip(
+        x.shape[2:], g.kernel_size, g.stride, g.padding, g.padding_end, out
+    ):
         start = torch.arange(o, device=x.device) * s - p
         if g.count_include_pad:  # clipped to the padded input
             counts.append((start + k).clamp(max=size + pe) - start)
@@ -155,7 +156,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
     nd = x.dim() - 2
     if g.symmetric:
         out, idx = _MAX_POOL[nd](
-            x, list(g.kernel), list(g.stride), list(g.padding), list(g.dilation), g.ceil_mode
+            x, list(g.kernel_size), list(g.stride), list(g.padding), list(g.dilation), g.ceil_mode
         )
         if nd == 3 and pool_input_channels_last(x):
             # ATen's channels-last 3-d kernel drops the depth term of an all -inf window's
@@ -167,7 +168,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
         pads = _explicit_pads(x, g, o)
         raw, idx = _MAX_POOL[nd](
             _pad(x, pads, float("-inf")),
-            list(g.kernel),
+            list(g.kernel_size),
             list(g.stride),
             [0] * nd,
             list(g.dilation),
@@ -184,7 +185,7 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     if g.symmetric:
         out = _AVG_POOL[nd](
             x,
-            list(g.kernel),
+            list(g.kernel_size),
             list(g.stride),
             list(g.padding),
             g.ceil_mode,
@@ -195,7 +196,9 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
         o = pool_output_shape(x.shape, g)[2:]
         pads = _explicit_pads(x, g, o)
         xp = _pad(x.to(_acc_dtype(x.dtype)), pads, 0.0)
-        sums = _crop(_AVG_POOL[nd](xp, list(g.kernel), list(g.stride), [0] * nd, False, True, 1), o)
+        sums = _crop(
+            _AVG_POOL[nd](xp, list(g.kernel_size), list(g.stride), [0] * nd, False, True, 1), o
+        )
         out = (sums / _divisors(x, g, o).to(sums.dtype)).to(x.dtype)
     return _drop(out, was_1d)
 
@@ -207,7 +210,7 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
         grad = _AVG_POOL_BWD[nd](
             grad_out,
             x,
-            list(g.kernel),
+            list(g.kernel_size),
             list(g.stride),
             list(g.padding),
             g.ceil_mode,
@@ -221,11 +224,14 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
     acc = _acc_dtype(x.dtype)
     scaled = grad_out.to(acc) / _divisors(x, g, o).to(acc)
     full = [
-        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, g.kernel, g.stride, g.dilation)
+        (p - d * (k - 1) - 1) // s + 1
+        for p, k, s, d in zip(padded, g.kernel_size, g.stride, g.dilation)
     ]
     scaled = _pad(scaled, [(0, f - oo) for f, oo in zip(full, o)], 0.0)
     xp = x.new_empty([*x.shape[:2], *padded], dtype=acc)
-    gp = _AVG_POOL_BWD[nd](scaled, xp, list(g.kernel), list(g.stride), [0] * nd, False, True, 1)
+    gp = _AVG_POOL_BWD[nd](
+        scaled, xp, list(g.kernel_size), list(g.stride), [0] * nd, False, True, 1
+    )
     for i, (b, _) in enumerate(pads):
         gp = gp.narrow(2 + i, b, x.shape[2 + i])
     return _drop(gp.to(x.dtype), was_1d)
@@ -241,7 +247,7 @@ def max_pool_backward(
     grad = _MAX_POOL_BWD[x.dim() - 2](
         _lift(grad_out),
         x,
-        list(g.kernel),
+        list(g.kernel_size),
         list(g.stride),
         list(g.padding),
         list(g.dilation),

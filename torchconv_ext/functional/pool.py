@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._args import IntOrTuple
-from .._autograd.pool import AdaptivePoolFunction, PoolFunction, PyramidPoolFunction
+from .._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 from .._pool_args import (
     adaptive_output_size,
     check_levels,
@@ -23,7 +23,7 @@ from .._pool_args import (
     pool_geometry,
     pyramid_input_check,
 )
-from ._common import calls_torch_op, check_rank
+from ._common import calls_torch_op, open_call
 
 
 def _unbatch(t: Tensor) -> Tensor:
@@ -69,10 +69,9 @@ def _max_pool(
             ceil_mode=ceil_mode,
             return_indices=return_indices,
         )
-    batched = check_rank(name, input, nd)
-    x = input if batched else input.unsqueeze(0)
-    g = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
-    out, idx = PoolFunction.apply(x, "max", *g.as_args())
+    batched, x = open_call(name, nd, input)
+    geom = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
+    out, idx = pool_fwd(x, "max", *geom.as_args())
     if not batched:
         out, idx = _unbatch(out), _unbatch(idx)
     return (out, idx) if return_indices else out
@@ -95,12 +94,11 @@ def _avg_pool(
         return getattr(F, name)(
             input, kernel_size, stride, padding, ceil_mode, count_include_pad, *extra
         )
-    batched = check_rank(name, input, nd)
-    x = input if batched else input.unsqueeze(0)
-    g = pool_geometry(
+    batched, x = open_call(name, nd, input)
+    geom = pool_geometry(
         name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
     )
-    out, _ = PoolFunction.apply(x, "avg", *g.as_args())
+    out, _ = pool_fwd(x, "avg", *geom.as_args())
     return out if batched else _unbatch(out)
 
 
@@ -108,10 +106,8 @@ def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, re
     if not input.is_floating_point():
         args = (input, output_size) + ((return_indices,) if mode == "max" else ())
         return getattr(F, name)(*args)
-    batched = check_rank(name, input, nd)
-    x = input if batched else input.unsqueeze(0)
-    size = adaptive_output_size(name, x, output_size)
-    out, idx = AdaptivePoolFunction.apply(x, mode, size)
+    batched, x = open_call(name, nd, input)
+    out, idx = adaptive_pool_fwd(x, mode, adaptive_output_size(name, x, output_size))
     if not batched:
         out, idx = _unbatch(out), (_unbatch(idx) if mode == "max" else idx)
     return (out, idx) if return_indices else out
@@ -344,7 +340,7 @@ def spatial_pyramid_pool(
     pyramid_input_check(name, input)
     check_mode(name, mode)
     _check_floating(name, input)
-    out, _ = PyramidPoolFunction.apply(input, mode, list(check_levels(levels)))
+    out, _ = pyramid_pool_fwd(input, mode, list(check_levels(levels)))
     return out
 
 
@@ -353,7 +349,7 @@ def _global_pool(name: str, mode: str, input: Tensor) -> Tensor:
     _check_floating(name, input)
     if calls_torch_op(input):  # the fallback: torch's adaptive pooling to one bin
         return getattr(F, f"adaptive_{mode}_pool{input.dim() - 2}d")(input, 1).flatten(1)
-    out, _ = AdaptivePoolFunction.apply(input, mode, [1] * (input.dim() - 2))
+    out, _ = adaptive_pool_fwd(input, mode, [1] * (input.dim() - 2))
     return out.flatten(1)
 
 
