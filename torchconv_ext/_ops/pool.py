@@ -292,16 +292,6 @@ def _fold(t: Tensor, bdim: int, channels_ok: bool) -> tuple[Tensor, Callable, in
     return t.flatten(0, 1), lambda r: r.unflatten(0, (size, n)), 0
 
 
-def _in_batching_rule(prim: Primitive, *args):
-    """``prim(*args)`` from a batching rule. Under ``torch.library.register_vmap`` (a vmapped
-    call of the registered op) the rule runs with the vmap transform still active and only its
-    batching key excluded, where an ``autograd.Function`` cannot run: there, the registered op
-    (with its registered autograd) computes it."""
-    if torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.FuncTorchBatched):
-        return prim.op(*args)
-    return prim(*args)
-
-
 class _Pooling:
     """One kind of pooling — fixed, adaptive or pyramid windows — as its forward and backward
     :class:`Primitive`, with the derivatives every kind shares.
@@ -372,7 +362,7 @@ class _Pooling:
 
     def _fwd_vmap(self, info, in_dims: tuple, input: Tensor, *params) -> tuple:
         folded, unfold, dim = _fold(input, in_dims[0], channels_ok=not self.pyramid)
-        out, idx = _in_batching_rule(self.fwd, folded, *params)
+        out, idx = self.fwd(folded, *params)
         if params[0] == "max":
             return (unfold(out), unfold(idx)), (dim, dim)
         return (unfold(out), idx), (dim, None)
@@ -415,7 +405,7 @@ class _Pooling:
         else:  # only its shape and layout are read: no copies of it
             shape = [size * input.shape[0], *input.shape[1:]]
             input = empty_in_layout(shape, input, pool_input_channels_last(input))
-        grad = _in_batching_rule(self.bwd, grad_output, input, indices, *params)
+        grad = self.bwd(grad_output, input, indices, *params)
         return grad.unflatten(0, (size, grad.shape[0] // size)), 0
 
 
