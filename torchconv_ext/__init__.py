@@ -9,6 +9,7 @@
 from . import (
     _ops,  # noqa: F401  (registers torch.ops.torchconv_ext.*)
     functional,
+    init,
     nn,
 )
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
@@ -21,6 +22,7 @@ __all__ = [
     "convert_model_with_report",
     "functional",
     "get_backend",
+    "init",
     "nn",
     "set_backend",
     "use_backend",
