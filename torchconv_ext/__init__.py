@@ -14,6 +14,7 @@ from . import (
 )
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .convert import ConversionReport, convert_model, convert_model_with_report
+from .summary import summary
 
 __all__ = [
     "BACKENDS",
@@ -25,6 +26,7 @@ __all__ = [
     "init",
     "nn",
     "set_backend",
+    "summary",
     "use_backend",
 ]
 __version__ = "0.1.0"
