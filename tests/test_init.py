@@ -398,6 +398,8 @@ def test_kmeans_is_deterministic(digits):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(200)), 64)
     first, second = run(loader, seed=3, init="random"), run(loader, seed=3, init="random")
     assert torch.equal(first[0], second[0])
+    pixels = (x * 16).round()  # integer images (uint8) give what their float values give
+    assert torch.equal(run(pixels.to(torch.uint8), seed=1)[0], run(pixels, seed=1)[0])
 
 
 def test_kmeans_groups_use_their_own_channels(digits):

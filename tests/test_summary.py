@@ -338,7 +338,9 @@ def test_many_layer_geometries_pass_the_cross_check():
             tnn.Conv2d(1, 1, k, stride=s, padding="same", dilation=d),
             nn.MaxPool2d(k, s, p, d, ceil_mode=ceil),
             tnn.MaxPool2d(k, s, p, d, ceil_mode=ceil),
+            tnn.MaxPool2d(k, s, "same", d, ceil_mode=ceil),
             tnn.AvgPool2d(k, s, p, ceil_mode=ceil),
+            tnn.AvgPool2d(k, s, "same", ceil_mode=ceil),
             tnn.ConvTranspose2d(1, 1, k, stride=s, padding=p, dilation=d),
         ):
             run(nn.Sequential(layer), (1, 1, 17, 12))

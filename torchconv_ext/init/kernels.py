@@ -182,8 +182,8 @@ def difference_(
     r"""Change detection along spatial axis ``dim``: the notes' ``K = (-1, 0, +1)``, i.e.
     ``f' ≈ z_{t+1} - z_{t-1}``, at the centre of the other axes.
 
-    ``dim=-1`` is the last spatial axis (width). Needs odd kernel sizes of at least 3 along
-    ``dim``; the taps beyond the centre three are zero.
+    ``dim=-1`` is the last spatial axis (width). Needs an odd kernel size on every axis (a
+    centre tap), at least 3 along ``dim``; the taps beyond the centre three are zero.
     """
 
     def build(size):

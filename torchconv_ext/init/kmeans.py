@@ -91,7 +91,7 @@ def kmeans_(
                     "the work runs on the data's device"
                 )
             sample = _Reservoir(max_patches, generator)
-        sample.add(_windows(x.to(device, _F64), conv.kernel_size, conv.dilation))
+        sample.add(_windows(x.to(device), conv.kernel_size, conv.dilation))
     if sample is None:
         raise ValueError(f"{name}: data yielded no batches")
     patches = sample.patches  # (M, C_in, taps)
@@ -231,7 +231,7 @@ class _Reservoir:
             old, new = chosen[chosen < kept], chosen[chosen >= kept] - kept
         image, position = new // per_image, new % per_image
         coords = torch.unravel_index(position, positions)
-        patches = windows[(image, slice(None), *coords)].flatten(2)  # (m, C, taps)
+        patches = windows[(image, slice(None), *coords)].flatten(2).to(_F64)  # (m, C, taps)
         if self.patches is not None:
             kept_patches = self.patches if old is None else self.patches[old]
             kept_keys = self.keys if old is None else self.keys[old]
