@@ -9,10 +9,12 @@
 from . import (
     _ops,  # noqa: F401  (registers torch.ops.torchconv_ext.*)
     functional,
+    init,
     nn,
 )
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .convert import ConversionReport, convert_model, convert_model_with_report
+from .summary import summary
 
 __all__ = [
     "BACKENDS",
@@ -21,8 +23,10 @@ __all__ = [
     "convert_model_with_report",
     "functional",
     "get_backend",
+    "init",
     "nn",
     "set_backend",
+    "summary",
     "use_backend",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,229 @@
+"""``summary``: per-layer output sizes, parameters, FLOPs, activation memory and receptive fields.
+
+The model runs once, by default on the meta device (shapes only, no compute, no memory), with
+forward hooks on every module. See :func:`summary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import _table
+from ._trace import LayerSummary, Tracer, tensors
+from .effective import EffectiveField, effective_field, final_map_call
+from .fields import Field
+
+__all__ = ["EffectiveField", "Field", "LayerSummary", "ModelSummary", "summary"]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What :func:`summary` measured: one :class:`LayerSummary` per listed layer call, in
+    execution order, and the model's totals.
+
+    ``params``: the model's parameters (each counted once); ``flops``: the whole forward as
+    ``FlopCounterMode`` counts it; ``activation_bytes``: the bytes of every leaf layer's outputs
+    (what a training step may keep for backward, at most); ``field``: the receptive field of
+    the model's output; ``effective``: the measured effective receptive field (when asked).
+    """
+
+    layers: list[LayerSummary]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] | None
+    params: int
+    trainable_params: int
+    flops: int
+    activation_bytes: int
+    field: Field | None
+    effective: EffectiveField | None = None
+
+    def __str__(self) -> str:
+        header = [
+            "Layer (type)",
+            "Output shape",
+            "Params",
+            "FLOPs",
+            "Output",
+            "RF",
+            "Jump",
+            "Start",
+        ]
+        rows = [
+            [
+                "  " * max(layer.depth - 1, 0) + f"{layer.name or '(model)'} ({layer.type})",
+                str(list(layer.output_shape)) if layer.output_shape is not None else "–",
+                _table.count(layer.params),
+                _table.metric(layer.flops),
+                _table.size_in_bytes(layer.output_bytes),
+                *_table.field_columns(layer.field),
+            ]
+            for layer in self.layers
+        ]
+        right = [False, False, True, True, True, True, True, True]
+        lines = [
+            _table.table(header, rows, right),
+            f"Input {list(self.input_shape)} -> output "
+            f"{list(self.output_shape) if self.output_shape is not None else '–'}",
+            f"Params: {_table.count(self.params)} ({_table.count(self.trainable_params)} "
+            f"trainable)   FLOPs: {_table.metric(self.flops)}   "
+            f"Activations: {_table.size_in_bytes(self.activation_bytes)}",
+        ]
+        if self.field is not None:
+            size, jump, start = _table.field_columns(self.field)
+            lines.append(f"Receptive field of the output: {size} (jump {jump}, start {start})")
+        if self.effective is not None:
+            e = self.effective
+            lines.append(
+                f"Effective receptive field of {e.layer}'s centre unit: {_table.axes(e.size)} "
+                f"(gradient ≥ {e.threshold:g} of its peak; theoretical "
+                f"{_table.field_columns(e.field)[0]})"
+            )
+        return "\n".join(lines)
+
+
+def summary(
+    model: nn.Module,
+    input_size: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "meta",
+    depth: int | None = None,
+    effective: bool = False,
+    threshold: float = 0.05,
+    seed: int = 0,
+    verbose: bool = True,
+) -> ModelSummary:
+    r"""Run ``model`` once and summarise it layer by layer; print the table when ``verbose``.
+
+    Per listed layer call (in execution order): the output shape; the parameters (for a
+    convolution the notes' ``F·F·D1·K + K``: ``K`` filters of ``F×F`` over ``D1`` input channels
+    (``D1/groups`` when grouped), plus ``K`` biases); the FLOPs
+    (``torch.utils.flop_counter.FlopCounterMode``, which counts our convolutions like
+    ``aten.convolution``; 2 per multiply-add); the bytes of its outputs; and its output's
+    receptive field — size ``r``, jump ``j`` and start (centre of the first unit's field) per
+    spatial axis, by the recurrences in :mod:`torchconv_ext.summary.fields`.
+
+    For convolution, transposed convolution, pooling and interpolation layers the output size is
+    also computed from the notes' formula ``(W − F + 2P)/S + 1`` (with dilation, ``ceil_mode``,
+    TensorFlow-style ``'same'`` and the transposed form) and checked against the size the layer
+    returned: a mismatch raises ``RuntimeError``.
+
+    Receptive fields follow the tensors through the forward, so any model works: layers that
+    keep their input's shape (ReLU, batch norm, dropout…) pass the field through; a tensor
+    computed from several (a residual sum, a concatenation) gets the union of their fields;
+    global pooling and a fully-connected layer on a flattened map cover the whole map; any other
+    layer that changes the shape makes the field unknown (shown ``?``). Convolutions called
+    through ``torch.nn.functional`` inside a ``forward`` (not as layers) are not seen: the field
+    passes through them.
+
+    Args:
+        model: any ``nn.Module`` taking one tensor (torch's layers and ``torchconv_ext.nn``'s).
+        input_size: the full input shape, batch included: ``(N, C, *spatial)``; the receptive
+            field is over the ``spatial`` axes.
+        dtype: of the input and of the floating-point parameters and buffers (as if
+            ``model.to(dtype)``).
+        device: where the summary run happens. ``"meta"`` (default): shapes only, nothing is
+            computed or allocated. Any other device runs the model for real on a random input,
+            with copies of its parameters and buffers there (the model is not changed).
+        depth: list the leaf layers down to this nesting depth and the modules at exactly this
+            depth (with their sublayers' totals); ``None`` (default) lists every leaf layer.
+        effective: also measure the effective receptive field (Luo et al., 2016) of the centre
+            unit of the final feature map — the output of the module (the model included) that
+            returned last a map shaped like the input, larger than 1×1: a residual block's sum,
+            not its last convolution. Real compute, forward and backward, on the model's own
+            device and weights (see :mod:`torchconv_ext.summary.effective`).
+        threshold: the effective field's size counts pixels whose normalised gradient is at
+            least this (default 0.05).
+        seed: of the random inputs of real runs.
+        verbose: print the table.
+    """
+    shape = _check_input_size(input_size)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"summary: dtype must be a floating-point torch.dtype, but got {dtype!r}")
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
+        raise ValueError(f"summary: depth must be a non-negative int or None, but got {depth!r}")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0 < threshold <= 1
+    ):
+        raise ValueError(f"summary: threshold must be in (0, 1], but got {threshold!r}")
+    device = torch.device(device)
+
+    state = _state_on(model, device, dtype)
+    if device.type == "meta":
+        x = torch.empty(shape, dtype=dtype, device=device)
+    else:
+        generator = torch.Generator(device).manual_seed(seed)
+        x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    counter = FlopCounterMode(display=False)
+    tracer = Tracer(model, depth, counter)
+    tracer.mode.assign([x], Field.of_input(shape[2:]))
+    try:
+        with torch.no_grad(), tracer.hooks(), counter, tracer.mode:
+            output = torch.func.functional_call(model, state, (x,))
+    except Exception as error:
+        if device.type != "meta" or (isinstance(error, RuntimeError) and "summary:" in str(error)):
+            raise
+        raise RuntimeError(
+            f"summary: running the model on the meta device failed ({error}); pass "
+            "device='cpu' to run it for real"
+        ) from error
+
+    outputs = tensors(output)
+    result = ModelSummary(
+        layers=tracer.layers,
+        input_shape=shape,
+        output_shape=tuple(outputs[0].shape) if outputs else None,
+        params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        flops=counter.get_total_flops(),
+        activation_bytes=tracer.leaf_output_bytes,
+        field=tracer.mode.field(outputs[0]) if outputs else None,
+        effective=_effective(model, shape, tracer, threshold, seed) if effective else None,
+    )
+    if verbose:
+        print(result)
+    return result
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    ok = isinstance(input_size, Sequence | torch.Size) and len(input_size) >= 2
+    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
+    if not ok:
+        raise ValueError(
+            "summary: input_size must be the full input shape (N, C, *spatial) of positive ints, "
+            f"but got {input_size!r}"
+        )
+    return tuple(input_size)
+
+
+def _state_on(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict:
+    """The model's parameters and buffers on ``device`` (floating ones in ``dtype``): empty on
+    the meta device, copies elsewhere (a forward may update buffers, e.g. batch norm's)."""
+
+    def moved(t: torch.Tensor) -> torch.Tensor:
+        kind = dtype if t.is_floating_point() else t.dtype
+        if device.type == "meta":
+            return torch.empty_like(t, device=device, dtype=kind)
+        return t.detach().to(device=device, dtype=kind, copy=True)
+
+    state = {n: moved(p) for n, p in model.named_parameters()}
+    state.update({n: moved(b) for n, b in model.named_buffers()})
+    return state
+
+
+def _effective(model, shape, tracer: Tracer, threshold: float, seed: int) -> EffectiveField:
+    call = final_map_call(tracer.calls, len(shape))
+    if call is None:
+        raise ValueError(
+            "summary: effective=True needs a layer whose output is a map shaped like the input "
+            f"(N, C, *spatial) with more than one unit, and no layer of this model returns one "
+            f"for input {list(shape)}"
+        )
+    return effective_field(model, shape, call, threshold, seed)

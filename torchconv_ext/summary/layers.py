@@ -1,0 +1,207 @@
+"""What each kind of layer does to the spatial size and to the receptive field.
+
+:func:`layer_step` knows torch's convolution, transposed convolution, pooling (fixed, adaptive,
+global, pyramid), interpolation, ``Flatten`` and ``Linear`` layers (and so ours, which subclass
+them or are ours); it returns ``None`` for any other layer, which :func:`generic_step` treats
+as leaving the field alone when it keeps its input's shape (activations, normalisation,
+dropout) and as unknown otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
+
+from .. import nn as our_nn
+from .fields import (
+    Field,
+    adaptive_field,
+    resize_field,
+    same_padding,
+    transposed_field,
+    transposed_output,
+    union,
+    whole_field,
+    window_field,
+    window_output,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A layer's effect: its output's spatial size by the formulas (``None``: not checked) and
+    its output's receptive field (``None``: unknown)."""
+
+    expected: tuple[int, ...] | None
+    field: Field | None
+
+
+_SPATIAL_DIMS: dict[type, int] = {
+    nn.MaxPool1d: 1,
+    nn.MaxPool2d: 2,
+    nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1,
+    nn.AvgPool2d: 2,
+    nn.AvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1,
+    nn.AdaptiveMaxPool2d: 2,
+    nn.AdaptiveMaxPool3d: 3,
+    nn.AdaptiveAvgPool1d: 1,
+    nn.AdaptiveAvgPool2d: 2,
+    nn.AdaptiveAvgPool3d: 3,
+}
+
+#: Input neighbours an interpolation reads per axis.
+_INTERPOLATION_TAPS = {
+    "nearest": 1,
+    "nearest-exact": 1,
+    "linear": 2,
+    "bilinear": 2,
+    "trilinear": 2,
+    "bicubic": 4,
+}
+
+_WHOLE_INPUT = (our_nn.GlobalAvgPool, our_nn.GlobalMaxPool, our_nn.SpatialPyramidPool)
+
+
+def _tuple(value, n: int) -> tuple:
+    """A layer attribute (a value, or a sequence of 1 or ``n``) as ``n`` values."""
+    if not isinstance(value, Sequence):
+        return (value,) * n
+    values = tuple(value)
+    return values * n if len(values) == 1 else values
+
+
+def _fits(field: Field | None, n: int) -> bool:
+    return field is not None and field.ndim == n
+
+
+def _spatial_dims(module: nn.Module) -> int | None:
+    return next((n for cls, n in _SPATIAL_DIMS.items() if isinstance(module, cls)), None)
+
+
+def _window(
+    field: Field | None,
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding,
+    dilation: Sequence[int],
+    ceil_mode: bool = False,
+) -> Step:
+    """A convolution or pooling window; ``padding`` an int tuple, ``'same'`` or ``'valid'``."""
+    n = len(kernel)
+    if padding == "same":
+        pairs = [same_padding(*a) for a in zip(sizes, kernel, stride, dilation)]
+        before, after = [p[0] for p in pairs], [p[1] for p in pairs]
+    elif padding == "valid":
+        before = after = [0] * n
+    else:
+        before = after = _tuple(padding, n)
+    out = tuple(
+        window_output(*a, ceil_mode=ceil_mode)
+        for a in zip(sizes, kernel, stride, before, after, dilation)
+    )
+    if not _fits(field, n):
+        return Step(out, None)
+    return Step(out, window_field(field, kernel, stride, before, dilation, out))
+
+
+def _conv(m: _ConvNd, x: Tensor, field: Field | None, explicit_size: bool) -> Step:
+    n = len(m.kernel_size)
+    sizes = tuple(x.shape[-n:])
+    if not m.transposed:
+        return _window(field, sizes, m.kernel_size, m.stride, m.padding, m.dilation)
+    out = tuple(
+        transposed_output(*a)
+        for a in zip(sizes, m.kernel_size, m.stride, m.padding, m.output_padding, m.dilation)
+    )
+    expected = None if explicit_size else out
+    if not _fits(field, n):
+        return Step(expected, None)
+    return Step(
+        expected, transposed_field(field, m.kernel_size, m.stride, m.padding, m.dilation, out)
+    )
+
+
+def _pool(m: nn.Module, x: Tensor, field: Field | None) -> Step:
+    n = _spatial_dims(m)
+    sizes = tuple(x.shape[-n:])
+    kernel = _tuple(m.kernel_size, n)
+    stride = _tuple(m.stride if m.stride is not None else m.kernel_size, n)
+    dilation = _tuple(getattr(m, "dilation", 1), n)
+    padding = m.padding if isinstance(m.padding, str) else _tuple(m.padding, n)
+    return _window(field, sizes, kernel, stride, padding, dilation, m.ceil_mode)
+
+
+def _adaptive(m: nn.Module, x: Tensor, field: Field | None) -> Step:
+    n = _spatial_dims(m)
+    sizes = tuple(x.shape[-n:])
+    out = tuple(s if o is None else o for o, s in zip(_tuple(m.output_size, n), sizes))
+    if not _fits(field, n) or any(o == 0 for o in out):
+        return Step(out, None)
+    return Step(out, adaptive_field(field, sizes, out))
+
+
+def _interpolation(m: nn.Upsample, x: Tensor, field: Field | None) -> Step:
+    n = x.dim() - 2
+    sizes = tuple(x.shape[-n:])
+    if m.size is not None:
+        out = _tuple(m.size, n)
+    else:
+        out = tuple(int(s * f) for s, f in zip(sizes, _tuple(m.scale_factor, n)))
+    taps = _INTERPOLATION_TAPS.get(m.mode)
+    if not _fits(field, n) or taps is None:
+        return Step(out, None)
+    return Step(out, resize_field(field, sizes, out, taps))
+
+
+def _whole(field: Field | None) -> Step:
+    if field is None:
+        return Step(None, None)
+    covered = whole_field(field)
+    return Step(None, Field(covered.size, covered.jump, covered.start, (1,) * field.ndim))
+
+
+def layer_step(
+    module: nn.Module, x: Tensor, field: Field | None, explicit_size: bool = False
+) -> Step | None:
+    """``module``'s effect on its input ``x`` whose field is ``field``; ``None`` if unknown.
+
+    ``explicit_size``: the call passed an output size (a transposed convolution's
+    ``output_size``), so its size is not predicted.
+    """
+    if isinstance(module, _ConvNd):
+        return _conv(module, x, field, explicit_size)
+    if isinstance(module, nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd):
+        return _pool(module, x, field)
+    if isinstance(
+        module, nn.modules.pooling._AdaptiveAvgPoolNd | nn.modules.pooling._AdaptiveMaxPoolNd
+    ):
+        return _adaptive(module, x, field)
+    if isinstance(module, nn.Upsample):
+        return _interpolation(module, x, field)
+    if isinstance(module, _WHOLE_INPUT):
+        return _whole(field)
+    if isinstance(module, nn.Linear) and x.dim() == 2:
+        return _whole(field)  # a fully-connected layer on a flattened map sees all of it
+    if isinstance(module, nn.Flatten | nn.Linear):
+        return Step(None, field)
+    return None
+
+
+def generic_step(x: Tensor, output: Tensor, fields: Sequence[Field | None]) -> Step:
+    """Any other layer, given the fields of its traced inputs (``x`` the first input): their
+    union when the output keeps ``x``'s shape (activations, normalisation, dropout), else
+    unknown."""
+    if output.shape != x.shape or any(f is None for f in fields):
+        return Step(None, None)
+    return Step(None, _union(fields))
+
+
+def _union(fields: Sequence[Field]) -> Field | None:
+    """:func:`union`, or unknown when the fields do not have the same number of axes."""
+    return union(fields) if len({f.ndim for f in fields}) == 1 else None
