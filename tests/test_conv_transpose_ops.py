@@ -21,14 +21,15 @@ def _sample_op_args():
 def test_opcheck(backend):
     ops = torch.ops.torchconv_ext
     x, w, b = _sample_op_args()
-    args = ([2, 2], [1, 1], [1, 0], [2, 1], 2, [9, 7])
+    geo = ([2, 2], [1, 1], [1, 0], [2, 1], 2, "zeros")
     with torchconv_ext.use_backend(backend):
-        y = ops.conv_transpose_fwd(x, w, b, *args)
+        # The transposed convolution and its gradients are the convolution primitives.
+        y = ops.conv_bwd_input(x, w, b, [9, 7], False, *geo)
         assert y.shape == (1, 4, 9, 7)
         gy = torch.randn_like(y)
-        torch.library.opcheck(ops.conv_transpose_fwd, (x, w, b, *args))
-        torch.library.opcheck(ops.conv_transpose_bwd_input, (gy, x.detach(), w.detach(), *args))
-        torch.library.opcheck(ops.conv_transpose_bwd_weight, (gy, x.detach(), w.detach(), *args))
+        torch.library.opcheck(ops.conv_bwd_input, (x, w, b, [9, 7], False, *geo))
+        torch.library.opcheck(ops.conv_fwd, (gy, w.detach(), None, *geo))
+        torch.library.opcheck(ops.conv_bwd_weight, (x.detach(), gy, [3, 2], False, *geo))
 
 
 def test_flops_and_compile_of_a_decoder():

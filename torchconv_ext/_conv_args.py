@@ -1,14 +1,17 @@
 """Argument checking and output-size arithmetic for convolution, shared by every path.
 
-The functional API calls :func:`conv_geometry` once per call; the registered ops, their fake
-(meta) implementations and both backends then work from the normalised :class:`ConvGeometry`,
-so the rules for ``padding='same'``, padding modes and output sizes exist in one place only.
+The functional API calls :func:`conv_geometry` (or :func:`conv_transpose_geometry`) once per
+call; the primitives take the normalised :class:`ConvGeometry` as arguments (``as_args`` /
+``from_args``), and their fakes and both backends work from it, so the rules for
+``padding='same'``, padding modes and output sizes exist in one place only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,6 +39,30 @@ class ConvGeometry:
     def symmetric_zero_padding(self) -> bool:
         """Whether ATen's own ``padding`` argument can express this padding."""
         return self.padding_mode == "zeros" and self.padding == self.padding_end
+
+    def as_args(self) -> tuple:
+        """The geometry as the convolution primitives take it: their trailing positional
+        arguments (the one place they are spelled out is the primitives' schemas)."""
+        return (
+            self.stride,
+            self.padding,
+            self.padding_end,
+            self.dilation,
+            self.groups,
+            self.padding_mode,
+        )
+
+    @classmethod
+    def from_args(cls, *args: Any) -> ConvGeometry:
+        """Inverse of :meth:`as_args` (a registered op passes lists where it has tuples)."""
+        stride, padding, padding_end, dilation, groups, padding_mode = args
+        return cls(
+            tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation), groups, padding_mode
+        )
+
+    def with_groups(self, groups: int) -> ConvGeometry:
+        """The same geometry with another group count (batching rules fold a batch into it)."""
+        return dataclasses.replace(self, groups=groups)
 
 
 def expand_param(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
@@ -102,11 +129,11 @@ def _check_common(
         raise RuntimeError(f"{name}: expected a floating-point input, but got {input.dtype}")
     stride_t = expand_param(stride, ndim, "stride")
     dilation_t = expand_param(dilation, ndim, "dilation")
-    if any(s <= 0 for s in stride_t):
+    if min(stride_t) <= 0:
         raise RuntimeError(
             f"{name}: non-positive stride is not supported, but got stride={list(stride_t)}"
         )
-    if any(d <= 0 for d in dilation_t):
+    if min(dilation_t) <= 0:
         raise RuntimeError(
             f"{name}: dilation should be greater than zero, but got {list(dilation_t)}"
         )
@@ -125,7 +152,7 @@ def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> 
 
 def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ...]:
     values = expand_param(padding, ndim, "padding")
-    if any(p < 0 for p in values):
+    if min(values) < 0:
         raise RuntimeError(
             f"{name}: negative padding is not supported, but got padding={list(values)}"
         )
@@ -266,6 +293,8 @@ def check_mode_padding(
     input_shape: Sequence[int],
 ) -> None:
     """Reflect padding must be smaller than the input, circular padding at most its size."""
+    if padding_mode not in ("reflect", "circular"):
+        return
     for dim, (size, b, e) in enumerate(zip(sizes, before, end)):
         if padding_mode == "reflect" and max(b, e) >= size:
             raise RuntimeError(

@@ -6,11 +6,14 @@ read (possibly outside ``[0, size)``) and maps it here, so reflect / replicate /
 cost a few integer ops per load instead of a padded copy.
 
 Tiles are 2-d, ``BLOCK_P`` flattened positions × ``BLOCK_C`` channels, shaped ``[BLOCK_P,
-BLOCK_C]`` when channels are innermost (``C_INNER``) and ``[BLOCK_C, BLOCK_P]`` otherwise.
+BLOCK_C]`` when channels are innermost (``CHANNELS_INNER``) and ``[BLOCK_C, BLOCK_P]``
+otherwise.
 """
 
 import triton
 import triton.language as tl
+
+from ._common import PAD_REFLECT, PAD_REPLICATE, PAD_ZEROS
 
 
 @triton.jit
@@ -24,12 +27,13 @@ def wide(i, USE_INT64: tl.constexpr):
 @triton.jit
 def tile_indices(
     p_start, c_start, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-    C_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
 ):  # fmt: skip
     """Index tensors ``(p, c)`` of one tile, shaped to broadcast into the tile's 2-d shape.
 
     ``p`` indexes flattened positions from ``p_start``, ``c`` channels from ``c_start``; the
-    innermost tile axis is the channel axis when ``C_INNER``. Both are int64 with ``USE_INT64``.
+    innermost tile axis is the channel axis when ``CHANNELS_INNER``. Both are int64 with
+    ``USE_INT64``.
     """
     p = tl.arange(0, BLOCK_P)
     c = tl.arange(0, BLOCK_C)
@@ -39,7 +43,7 @@ def tile_indices(
     else:
         p = p + p_start
         c = c + c_start
-    if C_INNER:
+    if CHANNELS_INNER:
         return p[:, None], c[None, :]
     else:
         return p[None, :], c[:, None]
@@ -47,10 +51,11 @@ def tile_indices(
 
 @triton.jit
 def full_tile(
-    value, dtype: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, C_INNER: tl.constexpr
-):
+    value, dtype: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr,
+):  # fmt: skip
     """A tile-shaped tensor filled with ``value``, in ``tile_indices``' orientation."""
-    if C_INNER:
+    if CHANNELS_INNER:
         t = tl.full([BLOCK_P, BLOCK_C], value, dtype)
     else:
         t = tl.full([BLOCK_C, BLOCK_P], value, dtype)
@@ -71,21 +76,22 @@ def unflatten(p, S0, S1, S2):
 def map_padded(i, size, PAD_MODE: tl.constexpr):
     """Map coordinate ``i`` of the padded input to ``(source index, in_bounds)``.
 
-    PAD_MODE: 0 zeros (out-of-range reads are masked), 1 reflect (edge not repeated),
-    2 replicate (clamp), 3 circular (wrap). Modes 1 and 3 assume the padding is smaller than
-    ``size`` (reflect) or not larger than it (circular), which the argument checks guarantee.
+    ``PAD_MODE``: ``PAD_ZEROS`` (out-of-range reads are masked), ``PAD_REFLECT`` (edge not
+    repeated), ``PAD_REPLICATE`` (clamp) or ``PAD_CIRCULAR`` (wrap). Reflect and circular assume
+    the padding is smaller than ``size`` (reflect) or not larger than it (circular), which the
+    argument checks guarantee.
     """
-    if PAD_MODE == 0:
+    if PAD_MODE == PAD_ZEROS:
         src = i
         ok = (i >= 0) & (i < size)
-    elif PAD_MODE == 1:
+    elif PAD_MODE == PAD_REFLECT:
         src = tl.where(i < 0, -i, i)
         src = tl.where(src >= size, 2 * (size - 1) - src, src)
         ok = src == src
-    elif PAD_MODE == 2:
+    elif PAD_MODE == PAD_REPLICATE:
         src = tl.minimum(tl.maximum(i, 0), size - 1)
         ok = src == src
-    else:
+    else:  # PAD_CIRCULAR
         src = tl.where(i < 0, i + size, i)
         src = tl.where(src >= size, src - size, src)
         ok = src == src

@@ -10,9 +10,9 @@ One code path serves 1-, 2- and 3-d convolutions: tensors are viewed as ``(N, C,
 in the loads (``map_padded``), never a padded copy.
 
 Tile orientation. The 2-d tile is ``[BLOCK_P, BLOCK_C]`` when channels are the fastest-varying
-dim of the main input (channels_last) and ``[BLOCK_C, BLOCK_P]`` otherwise (``C_INNER``), so the
-innermost tile axis — the one adjacent threads walk — is the contiguous one in memory in both
-layouts. Everything else is written with broadcast index tensors, so the kernels' bodies do not
+dim of the main input (channels_last, ``CHANNELS_INNER``) and ``[BLOCK_C, BLOCK_P]`` otherwise,
+so the innermost tile axis — the one adjacent threads walk — is the contiguous one in memory in
+both layouts. Everything else is written with broadcast index tensors, so the kernels' bodies do not
 depend on the orientation.
 
 Output channel ``co`` reads input channel ``co // multiplier``.
@@ -26,7 +26,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, PAD_MODES, as_5d, check_device, needs_int64, spatial3
+from ._common import (
+    INTERPRET,
+    PAD_MODES,
+    acc_dtype,
+    acc_torch_dtype,
+    as_5d,
+    channels_inner,
+    check_device,
+    needs_int64,
+    pack_geometry,
+)
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 
 # --------------------------------------------------------------------------------------------
@@ -44,8 +54,10 @@ def _tile_configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=4) for p, c in sizes]
 
 
-_TUNE_KEY = ["M", "CO", "KD", "KH", "KW", "SD", "SH", "SW", "C_INNER", "PAD_MODE"]
-_TUNE_KEY_BWD_INPUT = ["M", "C", "MULT", "KD", "KH", "KW", "SD", "SH", "SW", "C_INNER"]
+_TUNE_KEY = ["M", "C_OUT", "KD", "KH", "KW", "STRIDE_D", "STRIDE_H", "STRIDE_W"]
+_TUNE_KEY += ["CHANNELS_INNER", "PAD_MODE"]
+_TUNE_KEY_BWD_INPUT = ["M", "C", "MULT", "KD", "KH", "KW", "STRIDE_D", "STRIDE_H", "STRIDE_W"]
+_TUNE_KEY_BWD_INPUT += ["CHANNELS_INNER"]
 
 # Grad-weight tiles and split targets are fixed (not tuned): they set the reduction order, which
 # must depend on the shapes only so results are bitwise repeatable across runs and processes.
@@ -89,110 +101,114 @@ def _output_coord(i, k, osize, stride, pad, dil):
 
 @triton.autotune(configs=_tile_configs(), key=_TUNE_KEY)
 @triton.jit
-def _dw_forward_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr,
-    M, CO, MULT,
+def _conv_depthwise_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    M, C_OUT, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
-    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    sw_c, sw_d, sw_h, sw_w,
+    sw_o, sw_d, sw_h, sw_w,
     sb,
-    so_n, so_c, so_d, so_h, so_w,
-    PAD_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, C_INNER: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
+    PAD_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Tile: BLOCK_P flattened output positions (over N·OD·OH·OW) × BLOCK_C output channels.
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
-    p, co = tile_indices(p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p, co = tile_indices(
+        p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
+    )
     p_ok = p < M
-    c_ok = co < CO
+    c_ok = co < C_OUT
     n, od, oh, ow = unflatten(p, OD, OH, OW)
     x_base = n * sx_n + (co // MULT) * sx_c
-    w_base = co * sw_c
+    w_base = co * sw_o
 
-    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
+    acc = full_tile(0, ACC_DTYPE, BLOCK_P, BLOCK_C, CHANNELS_INNER)
     # Per-dimension index maps are hoisted out of the inner loops.
     for kd in range(KD):
-        idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
+        idx_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_MODE)
         x_d = x_base + idx_d * sx_d
         for kh in range(KH):
-            idx_h, ok_h = _input_coord(oh, kh, H, SH, PH, DH, PAD_MODE)
+            idx_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_MODE)
             x_dh = x_d + idx_h * sx_h
             ok_dh = p_ok & ok_d & ok_h
             for kw in range(KW):
-                idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
+                idx_w, ok_w = _input_coord(ow, kw, W, STRIDE_W, PAD_W, DIL_W, PAD_MODE)
                 xv = tl.load(x_ptr + (x_dh + idx_w * sx_w), mask=(ok_dh & ok_w) & c_ok, other=0.0)
                 wv = tl.load(
                     w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
                 )
-                acc += xv.to(ACC) * wv.to(ACC)
+                acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC)
+        acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
 
-    o_off = n * so_n + co * so_c + od * so_d + oh * so_h + ow * so_w
-    tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=p_ok & c_ok)
+    y_off = n * sy_n + co * sy_c + od * sy_d + oh * sy_h + ow * sy_w
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
 @triton.autotune(configs=_tile_configs(), key=_TUNE_KEY_BWD_INPUT)
 @triton.jit
-def _dw_backward_input_kernel(
+def _conv_depthwise_bwd_input_kernel(
     go_ptr, w_ptr, gi_ptr,
     M, C, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
-    SD, SH, SW, PD, PH, PW, DD, DH, DW,
-    sg_n, sg_c, sg_d, sg_h, sg_w,
-    sw_c, sw_d, sw_h, sw_w,
-    si_n, si_c, si_d, si_h, si_w,
-    C_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC: tl.constexpr,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
+    sw_o, sw_d, sw_h, sw_w,
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
+    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
     # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
     # the grad_out elements whose window covered it. Zero padding only.
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
-    p, ci = tile_indices(p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+    p, ci = tile_indices(
+        p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
+    )
     p_ok = p < M
     c_ok = ci < C
     n, i_d, i_h, i_w = unflatten(p, D, H, W)
 
-    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
+    acc = full_tile(0, ACC_DTYPE, BLOCK_P, BLOCK_C, CHANNELS_INNER)
     for j in range(MULT):
         co = ci * MULT + j
-        g_base = n * sg_n + co * sg_c
-        w_base = co * sw_c
+        go_base = n * sgo_n + co * sgo_c
+        w_base = co * sw_o
         for kd in range(KD):
-            o_d, ok_d = _output_coord(i_d, kd, OD, SD, PD, DD)
-            g_d = g_base + o_d * sg_d
+            o_d, ok_d = _output_coord(i_d, kd, OD, STRIDE_D, PAD_D, DIL_D)
+            go_d = go_base + o_d * sgo_d
             for kh in range(KH):
-                o_h, ok_h = _output_coord(i_h, kh, OH, SH, PH, DH)
-                g_dh = g_d + o_h * sg_h
+                o_h, ok_h = _output_coord(i_h, kh, OH, STRIDE_H, PAD_H, DIL_H)
+                go_dh = go_d + o_h * sgo_h
                 ok_dh = p_ok & ok_d & ok_h
                 for kw in range(KW):
-                    o_w, ok_w = _output_coord(i_w, kw, OW, SW, PW, DW)
+                    o_w, ok_w = _output_coord(i_w, kw, OW, STRIDE_W, PAD_W, DIL_W)
                     gv = tl.load(
-                        go_ptr + (g_dh + o_w * sg_w), mask=(ok_dh & ok_w) & c_ok, other=0.0
+                        go_ptr + (go_dh + o_w * sgo_w), mask=(ok_dh & ok_w) & c_ok, other=0.0
                     )
                     wv = tl.load(
                         w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
                     )
-                    acc += gv.to(ACC) * wv.to(ACC)
+                    acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
 
-    i_off = n * si_n + ci * si_c + i_d * si_d + i_h * si_h + i_w * si_w
-    tl.store(gi_ptr + i_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
+    gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
 @triton.jit
-def _dw_backward_weight_kernel(
-    x_ptr, go_ptr, ws_ptr,
-    M, CO, MULT, CHUNK,
+def _conv_depthwise_bwd_weight_kernel(
+    x_ptr, go_ptr, gw_ptr,
+    M, C_OUT, MULT, CHUNK,
     D, H, W, OD, OH, OW, KH, KW,
-    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    sg_n, sg_c, sg_d, sg_h, sg_w,
-    ss_s, ss_c, ss_d, ss_h, ss_w,
-    PAD_MODE: tl.constexpr, C_INNER: tl.constexpr, USE_INT64: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
+    sgw_split, sgw_o, sgw_d, sgw_h, sgw_w,
+    PAD_MODE: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Program (channel block, tap, split): reduces grad_out · x over the split's CHUNK of the
     # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics).
@@ -205,41 +221,31 @@ def _dw_backward_weight_kernel(
     kd = tap // (KW * KH)
     m_lo = split * CHUNK
 
-    acc = full_tile(0, ACC, BLOCK_P, BLOCK_C, C_INNER)
+    acc = full_tile(0, ACC_DTYPE, BLOCK_P, BLOCK_C, CHANNELS_INNER)
     for m0 in range(0, CHUNK, BLOCK_P):
-        p, co = tile_indices(m_lo + m0, pid_c * BLOCK_C, BLOCK_P, BLOCK_C, C_INNER, USE_INT64)
+        p, co = tile_indices(
+            m_lo + m0, pid_c * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
+        )
         p_ok = p < M
-        c_ok = co < CO
+        c_ok = co < C_OUT
         n, od, oh, ow = unflatten(p, OD, OH, OW)
-        idx_d, ok_d = _input_coord(od, kd, D, SD, PD, DD, PAD_MODE)
-        idx_h, ok_h = _input_coord(oh, kh, H, SH, PH, DH, PAD_MODE)
-        idx_w, ok_w = _input_coord(ow, kw, W, SW, PW, DW, PAD_MODE)
-        g_off = n * sg_n + co * sg_c + od * sg_d + oh * sg_h + ow * sg_w
+        idx_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_MODE)
+        idx_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_MODE)
+        idx_w, ok_w = _input_coord(ow, kw, W, STRIDE_W, PAD_W, DIL_W, PAD_MODE)
+        go_off = n * sgo_n + co * sgo_c + od * sgo_d + oh * sgo_h + ow * sgo_w
         x_off = n * sx_n + (co // MULT) * sx_c + idx_d * sx_d + idx_h * sx_h + idx_w * sx_w
-        gv = tl.load(go_ptr + g_off, mask=p_ok & c_ok, other=0.0)
+        gv = tl.load(go_ptr + go_off, mask=p_ok & c_ok, other=0.0)
         xv = tl.load(x_ptr + x_off, mask=(p_ok & ok_d & ok_h & ok_w) & c_ok, other=0.0)
-        acc += gv.to(ACC) * xv.to(ACC)
+        acc += gv.to(ACC_DTYPE) * xv.to(ACC_DTYPE)
 
-    part = tl.sum(acc, axis=0 if C_INNER else 1)  # reduce over the position axis
-    s_off = split * ss_s + c1 * ss_c + kd * ss_d + kh * ss_h + kw * ss_w
-    tl.store(ws_ptr + s_off, part.to(ws_ptr.dtype.element_ty), mask=c1 < CO)
+    part = tl.sum(acc, axis=0 if CHANNELS_INNER else 1)  # reduce over the position axis
+    gw_off = split * sgw_split + c1 * sgw_o + kd * sgw_d + kh * sgw_h + kw * sgw_w
+    tl.store(gw_ptr + gw_off, part.to(gw_ptr.dtype.element_ty), mask=c1 < C_OUT)
 
 
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-
-
-def _acc_dtype(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype]:
-    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
-
-
-def _channels_inner(t5: torch.Tensor) -> bool:
-    """Whether channels are the fastest-varying dim of a 5-d view (channels_last-like)."""
-    if t5.shape[1] <= 1:
-        return False
-    spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:], strict=True) if s > 1]
-    return not spatial or t5.stride(1) < min(spatial)
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, params: Sequence[Sequence[int]]):
@@ -255,10 +261,6 @@ def _check(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, params: Sequence[S
         )
     if any(len(v) != nd for v in params):
         raise ValueError("depthwise conv: stride/padding/dilation need one value per spatial dim")
-
-
-def _conv_args(stride, padding, dilation) -> tuple[int, ...]:
-    return (*spatial3(stride, 1), *spatial3(padding, 0), *spatial3(dilation, 1))
 
 
 def depthwise_conv_forward(
@@ -283,25 +285,24 @@ def depthwise_conv_forward(
     _check(x, w, out, (stride, padding, dilation))
     if out.numel() == 0:
         return
-    x5, w5, o5 = as_5d(x), as_5d(w), as_5d(out)
+    x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     n, c = x5.shape[:2]
     co = w5.shape[0]
-    m = n * o5.shape[2] * o5.shape[3] * o5.shape[4]
-    acc, _ = _acc_dtype(out.dtype)
+    m = n * y5.shape[2] * y5.shape[3] * y5.shape[4]
     has_bias = bias is not None
     b = bias if has_bias else w5  # dummy pointer, never read
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(co, meta["BLOCK_C"]))
-    _dw_forward_kernel[grid](
-        x5, w5, b, o5,
+    _conv_depthwise_fwd_kernel[grid](
+        x5, w5, b, y5,
         m, co, co // c,
-        *x5.shape[2:], *o5.shape[2:], *w5.shape[2:],
-        *_conv_args(stride, padding, dilation),
+        *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *x5.stride(),
         w5.stride(0), *w5.stride()[2:],
         bias.stride(0) if has_bias else 0,
-        *o5.stride(),
-        PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, C_INNER=_channels_inner(x5),
-        USE_INT64=needs_int64(x, w, bias, out), ACC=acc,
+        *y5.stride(),
+        PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, CHANNELS_INNER=channels_inner(x5),
+        USE_INT64=needs_int64(x, w, bias, out), ACC_DTYPE=acc_dtype(out.dtype),
     )  # fmt: skip
 
 
@@ -324,21 +325,21 @@ def depthwise_conv_backward_input(
     _check(grad_in, w, grad_out, (stride, padding, dilation))
     if grad_in.numel() == 0:
         return
-    g5, w5, i5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
-    n, c = i5.shape[:2]
+    go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
+    n, c = gi5.shape[:2]
     co = w5.shape[0]
-    m = n * i5.shape[2] * i5.shape[3] * i5.shape[4]
-    acc, _ = _acc_dtype(grad_in.dtype)
+    m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
-    _dw_backward_input_kernel[grid](
-        g5, w5, i5,
+    _conv_depthwise_bwd_input_kernel[grid](
+        go5, w5, gi5,
         m, c, co // c,
-        *i5.shape[2:], *g5.shape[2:], *w5.shape[2:],
-        *_conv_args(stride, padding, dilation),
-        *g5.stride(),
+        *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
+        *go5.stride(),
         w5.stride(0), *w5.stride()[2:],
-        *i5.stride(),
-        C_INNER=_channels_inner(g5), USE_INT64=needs_int64(grad_out, w, grad_in), ACC=acc,
+        *gi5.stride(),
+        CHANNELS_INNER=channels_inner(go5), USE_INT64=needs_int64(grad_out, w, grad_in),
+        ACC_DTYPE=acc_dtype(grad_in.dtype),
     )  # fmt: skip
 
 
@@ -378,33 +379,34 @@ def depthwise_conv_backward_weight(
     _check(x, grad_w, grad_out, (stride, padding, dilation))
     if grad_w.numel() == 0:
         return
-    x5, g5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
+    x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
     n, c = x5.shape[:2]
     co = gw5.shape[0]
     kd, kh, kw = gw5.shape[2:]
-    m = n * g5.shape[2] * g5.shape[3] * g5.shape[4]
+    m = n * go5.shape[2] * go5.shape[3] * go5.shape[4]
     if m == 0:
         grad_w.zero_()
         return
-    acc, acc_torch = _acc_dtype(grad_w.dtype)
     split, chunk = backward_weight_split(m, co, kd * kh * kw)
     # One split writes straight into grad_w (its strides, one rounding); several write fp32/fp64
     # partials of shape (split, C·mult, KD, KH, KW) that torch sums in a fixed order.
     if split == 1:
         ws, ws_strides = gw5, (0, gw5.stride(0), *gw5.stride()[2:])
     else:
-        ws = torch.empty((split, co, kd, kh, kw), device=x.device, dtype=acc_torch)
+        ws = torch.empty(
+            (split, co, kd, kh, kw), device=x.device, dtype=acc_torch_dtype(grad_w.dtype)
+        )
         ws_strides = ws.stride()
-    _dw_backward_weight_kernel[(triton.cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
-        x5, g5, ws,
+    _conv_depthwise_bwd_weight_kernel[(triton.cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
+        x5, go5, ws,
         m, co, co // c, chunk,
-        *x5.shape[2:], *g5.shape[2:], kh, kw,
-        *_conv_args(stride, padding, dilation),
+        *x5.shape[2:], *go5.shape[2:], kh, kw,
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *x5.stride(),
-        *g5.stride(),
+        *go5.stride(),
         *ws_strides,
-        PAD_MODE=PAD_MODES[pad_mode], C_INNER=_channels_inner(x5),
-        USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC=acc,
+        PAD_MODE=PAD_MODES[pad_mode], CHANNELS_INNER=channels_inner(x5),
+        USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC_DTYPE=acc_dtype(grad_w.dtype),
         BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
     )  # fmt: skip
     if split > 1:

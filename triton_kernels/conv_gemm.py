@@ -29,10 +29,14 @@ import triton.language as tl
 from ._common import (
     INTERPRET,
     PAD_MODES,
+    PAD_ZEROS,
+    acc_dtype,
+    acc_torch_dtype,
     as_5d,
     check_device,
     dot_precision,
     needs_int64,
+    pack_geometry,
     spatial3,
 )
 from ._indexing import map_padded, unflatten, wide
@@ -148,32 +152,33 @@ def _conv_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     M, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
-    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sw_o, sw_i, sw_d, sw_h, sw_w,
     sy_n, sy_c, sy_d, sy_h, sy_w,
-    s_b,
+    sb,
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """y[n, g·C_OUT + co, o] = Σ_{tap, ci} x[n, g·C_IN + ci, o·s - p + tap·d] · w[co, ci, tap].
+    """y[n, group·C_OUT + co, o] =
+    Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap].
 
     Grid: (row tiles over N·output positions, C_OUT tiles, groups). C_IN/C_OUT are per group.
     """
-    g = tl.program_id(2)
+    group = tl.program_id(2)
     rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     n, od, oh, ow = unflatten(rows, OD, OH, OW)
     co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT
-    co_off = wide(g * C_OUT + co, USE_INT64)
+    co_off = wide(group * C_OUT + co, USE_INT64)
 
     # Input coordinates of tap 0 per output row; a tap adds tap·dilation.
     n_r = n[:, None]
-    zd = (od * STR_D - PAD_D)[:, None]
-    zh = (oh * STR_H - PAD_H)[:, None]
-    zw = (ow * STR_W - PAD_W)[:, None]
+    zd = (od * STRIDE_D - PAD_D)[:, None]
+    zh = (oh * STRIDE_H - PAD_H)[:, None]
+    zw = (ow * STRIDE_W - PAD_W)[:, None]
     row_mask = row_ok[:, None]
     w_col = co_off * sw_o
 
@@ -184,7 +189,7 @@ def _conv_fwd_kernel(
     for step in range(0, n_steps):
         td, th, tw, ci, k_ok = _k_step(step, C_IN, c_blocks, n_taps, KH, KW, BLOCK_K, FLAT_K)
         a = _gather5(
-            x_ptr, n_r, g * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
+            x_ptr, n_r, group * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
             row_mask & k_ok[None, :],
             sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
         )  # fmt: skip
@@ -197,7 +202,7 @@ def _conv_fwd_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        bias = tl.load(b_ptr + co_off * s_b, mask=co_ok, other=0.0)
+        bias = tl.load(b_ptr + co_off * sb, mask=co_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
     y_row = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     tl.store(
@@ -212,11 +217,11 @@ def _conv_bwd_input_kernel(
     go_ptr, w_ptr, gi_ptr,
     N, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
-    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
-    sg_n, sg_c, sg_d, sg_h, sg_w,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_o, sw_i, sw_d, sw_h, sw_w,
-    si_n, si_c, si_d, si_h, si_w,
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -228,27 +233,27 @@ def _conv_bwd_input_kernel(
     positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros.
     Grid: (row tiles of the largest phase, C_IN tiles, groups · phases).
     """
-    n_phases = STR_D * STR_H * STR_W
-    g = tl.program_id(2) // n_phases
+    n_phases = STRIDE_D * STRIDE_H * STRIDE_W
+    group = tl.program_id(2) // n_phases
     phase = tl.program_id(2) % n_phases
-    ph_w = phase % STR_W
-    ph_h = (phase // STR_W) % STR_H
-    ph_d = phase // (STR_W * STR_H)
-    k0_d, nt_d, q0_d = _phase_taps(ph_d, STR_D, PAD_D, DIL_D, KD, TSTEP_D)
-    k0_h, nt_h, q0_h = _phase_taps(ph_h, STR_H, PAD_H, DIL_H, KH, TSTEP_H)
-    k0_w, nt_w, q0_w = _phase_taps(ph_w, STR_W, PAD_W, DIL_W, KW, TSTEP_W)
+    ph_w = phase % STRIDE_W
+    ph_h = (phase // STRIDE_W) % STRIDE_H
+    ph_d = phase // (STRIDE_W * STRIDE_H)
+    k0_d, nt_d, q0_d = _phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h = _phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w = _phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
 
     # Input positions of this phase: i = ph + j·stride, j < J.
-    J_D = (D - ph_d + STR_D - 1) // STR_D
-    J_H = (H - ph_h + STR_H - 1) // STR_H
-    J_W = (W - ph_w + STR_W - 1) // STR_W
+    J_D = (D - ph_d + STRIDE_D - 1) // STRIDE_D
+    J_H = (H - ph_h + STRIDE_H - 1) // STRIDE_H
+    J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
     rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N * J_D * J_H * J_W
     # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
     n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
     ci = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN
-    ci_off = wide(g * C_IN + ci, USE_INT64)
+    ci_off = wide(group * C_IN + ci, USE_INT64)
 
     n_r = n[:, None]
     zd = (jd + q0_d)[:, None]
@@ -263,14 +268,14 @@ def _conv_bwd_input_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for step in range(0, n_steps):
         td, th, tw, co, k_ok = _k_step(step, C_OUT, c_blocks, n_taps, nt_h, nt_w, BLOCK_K, FLAT_K)
-        co_g = g * C_OUT + co
+        co_group = group * C_OUT + co
         a = _gather5(
-            go_ptr, n_r, co_g, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
+            go_ptr, n_r, co_group, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
             row_mask & k_ok[None, :],
-            sg_n, sg_c, sg_d, sg_h, sg_w, OD, OH, OW, 0, USE_INT64,
+            sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, OD, OH, OW, PAD_ZEROS, USE_INT64,
         )  # fmt: skip
         w_row = (
-            wide(co_g, USE_INT64) * sw_o
+            wide(co_group, USE_INT64) * sw_o
             + (k0_d + td * TSTEP_D) * sw_d
             + (k0_h + th * TSTEP_H) * sw_h
             + (k0_w + tw * TSTEP_W) * sw_w
@@ -282,10 +287,10 @@ def _conv_bwd_input_kernel(
         )
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    gi_row = n * si_n + (ph_d + jd * STR_D) * si_d + (ph_h + jh * STR_H) * si_h
-    gi_row += (ph_w + jw * STR_W) * si_w
+    gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
+    gi_row += (ph_w + jw * STRIDE_W) * sgi_w
     tl.store(
-        gi_ptr + gi_row[:, None] + (ci_off * si_c)[None, :],
+        gi_ptr + gi_row[:, None] + (ci_off * sgi_c)[None, :],
         acc.to(gi_ptr.dtype.element_ty),
         mask=row_mask & ci_ok[None, :],
     )
@@ -296,31 +301,35 @@ def _conv_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
     P, P_SPLIT, N_SPLIT, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
-    STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    sg_n, sg_c, sg_d, sg_h, sg_w,
-    sw_s, sw_o, sw_i, sw_d, sw_h, sw_w,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
+    sgw_split, sgw_o, sgw_i, sgw_d, sgw_h, sgw_w,
     PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """gw[split, g·C_OUT + co, ci, tap] = Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
+    """gw[split, group·C_OUT + co, ci, tap] =
+    Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
+
+    ``gw`` is the weight gradient itself (``N_SPLIT`` 1, ``sgw_split`` 0) or a workspace of one
+    partial weight gradient per split.
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``.
     Grid: (C_OUT tiles, column tiles, groups · N_SPLIT). Each program writes its own slot: no
     atomics, so the result is bitwise repeatable.
     """
-    g = tl.program_id(2) // N_SPLIT
+    group = tl.program_id(2) // N_SPLIT
     split = tl.program_id(2) % N_SPLIT
     co = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     co_ok = co < C_OUT
-    co_off = wide(g * C_OUT + co, USE_INT64)
+    co_off = wide(group * C_OUT + co, USE_INT64)
     n_taps = KD * KH * KW
     td, th, tw, ci, col_ok = _k_step(
         tl.program_id(1), C_IN, tl.cdiv(C_IN, BLOCK_N), n_taps, KH, KW, BLOCK_N, FLAT_K
     )
-    ci_g = g * C_IN + ci
-    go_row = (co_off * sg_c)[:, None]
+    ci_group = group * C_IN + ci
+    go_row = (co_off * sgo_c)[:, None]
 
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
@@ -329,26 +338,26 @@ def _conv_bwd_weight_kernel(
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
         n, od, oh, ow = unflatten(pos, OD, OH, OW)
-        go_col = n * sg_n + od * sg_d + oh * sg_h + ow * sg_w
+        go_col = n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
         a = tl.load(
             go_ptr + go_row + go_col[None, :],
             mask=co_ok[:, None] & pos_ok[None, :],
             other=0.0,
         )
         b = _gather5(
-            x_ptr, n[:, None], ci_g,
-            (od * STR_D - PAD_D)[:, None], (oh * STR_H - PAD_H)[:, None],
-            (ow * STR_W - PAD_W)[:, None],
+            x_ptr, n[:, None], ci_group,
+            (od * STRIDE_D - PAD_D)[:, None], (oh * STRIDE_H - PAD_H)[:, None],
+            (ow * STRIDE_W - PAD_W)[:, None],
             td * DIL_D, th * DIL_H, tw * DIL_W,
             pos_ok[:, None] & col_ok[None, :],
             sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
         )  # fmt: skip
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    w_col = wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
-    w_row = wide(split, USE_INT64) * sw_s + co_off * sw_o
+    gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
+    gw_row = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
     tl.store(
-        gw_ptr + w_row[:, None] + w_col[None, :],
+        gw_ptr + gw_row[:, None] + gw_col[None, :],
         acc.to(gw_ptr.dtype.element_ty),
         mask=co_ok[:, None] & col_ok[None, :],
     )
@@ -389,15 +398,6 @@ _SPLIT_TARGET_PROGRAMS = 264
 _SPLIT_MIN_POSITIONS = 512
 _SPLIT_MAX = 64
 _NOMINAL_TILE = 64
-
-
-def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _geometry(stride, padding, dilation) -> tuple[int, ...]:
-    """(STR_D, STR_H, STR_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W) as the kernels take them."""
-    return spatial3(stride, 1) + spatial3(padding, 0) + spatial3(dilation, 1)
 
 
 def _choose_split(tiles: int, positions: int) -> int:
@@ -445,7 +445,7 @@ def gemm_conv_forward(
         x5, w5, w5 if bias is None else bias, y5,
         m, cg_in, cg_out,
         *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
-        *_geometry(stride, padding, dilation),
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *x5.stride(), *w5.stride(), *y5.stride(),
         0 if bias is None else bias.stride(0),
         HAS_BIAS=bias is not None,
@@ -453,7 +453,7 @@ def gemm_conv_forward(
         FLAT_K=flat,
         USE_INT64=needs_int64(x, w, bias, out),
         PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=_acc_dtype(x.dtype),
+        ACC_DTYPE=acc_dtype(x.dtype),
     )  # fmt: skip
 
 
@@ -481,8 +481,8 @@ def gemm_conv_backward_input(
         return
     strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
     gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
-    tap_steps = [s // g for s, g in zip(strides, gcds, strict=True)]
-    out_steps = [d // g for d, g in zip(dilations, gcds, strict=True)]
+    tap_steps = [s // gcd for s, gcd in zip(strides, gcds, strict=True)]
+    out_steps = [d // gcd for d, gcd in zip(dilations, gcds, strict=True)]
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
     m_max = n_batch * math.prod(
         triton.cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True)
@@ -501,13 +501,13 @@ def gemm_conv_backward_input(
         go5, w5, gi5,
         n_batch, cg_in, cg_out,
         *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
-        *_geometry(stride, padding, dilation),
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *tap_steps, *out_steps,
         *go5.stride(), *w5.stride(), *gi5.stride(),
         FLAT_K=flat,
         USE_INT64=needs_int64(grad_out, w, grad_in),
         PRECISION=dot_precision(grad_out.dtype, allow_tf32),
-        ACC_DTYPE=_acc_dtype(grad_out.dtype),
+        ACC_DTYPE=acc_dtype(grad_out.dtype),
     )  # fmt: skip
 
 
@@ -542,8 +542,9 @@ def gemm_conv_backward_weight(
     if n_split == 1:
         target, split_stride = gw5, 0
     else:
-        acc_dtype = torch.float64 if grad_w.dtype == torch.float64 else torch.float32
-        target = torch.empty((n_split, *gw5.shape), dtype=acc_dtype, device=grad_w.device)
+        target = torch.empty(
+            (n_split, *gw5.shape), dtype=acc_torch_dtype(grad_w.dtype), device=grad_w.device
+        )
         split_stride = target.stride(0)
     flat = cg_in < _FLAT_BELOW
     kernel = _bwd_weight_flat if flat else _bwd_weight_tap
@@ -559,13 +560,13 @@ def gemm_conv_backward_weight(
         x5, go5, target,
         positions, triton.cdiv(positions, n_split), n_split, cg_in, cg_out,
         *x5.shape[2:], *go5.shape[2:], *gw5.shape[2:],
-        *_geometry(stride, padding, dilation),
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
         PAD_MODE=PAD_MODES[pad_mode],
         FLAT_K=flat,
         USE_INT64=needs_int64(x, grad_out, grad_w, None if n_split == 1 else target),
         PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=_acc_dtype(x.dtype),
+        ACC_DTYPE=acc_dtype(x.dtype),
     )  # fmt: skip
     if n_split > 1:
         gw5.copy_(target.sum(0))

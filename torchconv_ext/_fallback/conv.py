@@ -1,5 +1,8 @@
 """Convolution on ATen: symmetric zero padding goes straight to ``aten.convolution`` (so the
-fallback is exactly as fast as torch); other padding is made explicit with ``F.pad`` first."""
+fallback is exactly as fast as torch); other padding is made explicit with ``F.pad`` first.
+
+``torch.convolution`` is ``aten.convolution`` through torch's C++ argument parser, several times
+cheaper to call than ``torch.ops.aten.convolution``."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from .._conv_args import ConvGeometry
+from .._memory import empty_in_layout
 from .._padding import fold_padding_grad, pad_input
 
 aten = torch.ops.aten
@@ -27,7 +31,7 @@ def conv_forward(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
 ) -> torch.Tensor:
     zeros = [0] * len(g.stride)
-    return aten.convolution(
+    return torch.convolution(
         _padded(input, g),
         weight,
         bias,
@@ -41,9 +45,14 @@ def conv_forward(
 
 
 def conv_backward_input(
-    grad_output: torch.Tensor, weight: torch.Tensor, input_shape: Sequence[int], g: ConvGeometry
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_shape: Sequence[int],
+    g: ConvGeometry,
 ) -> torch.Tensor:
-    """Gradient of the input, as ATen computes it: a transposed convolution of ``grad_output``.
+    """Gradient of the input, as ATen computes it: a transposed convolution of ``grad_output``,
+    plus ``bias`` per channel when given.
 
     Also serves transposed convolution, whose output is this "input" (then ``padding_end`` may
     differ from ``padding``, or even be negative: an extension of the full result).
@@ -58,10 +67,10 @@ def conv_backward_input(
     if g.padding_mode == "zeros" and all(
         0 <= op < max(s, d) for op, s, d in zip(output_padding, g.stride, g.dilation)
     ):
-        return aten.convolution(
+        return torch.convolution(
             grad_output,
             weight,
-            None,
+            bias,
             g.stride,
             g.padding,
             g.dilation,
@@ -73,15 +82,23 @@ def conv_backward_input(
     padded = [size + b + e for size, b, e in zip(sizes, g.padding, g.padding_end)]
     zeros = [0] * len(g.stride)
     output_padding = [p - span for p, span in zip(padded, spans)]
-    grad = aten.convolution(
+    grad = torch.convolution(
         grad_output, weight, None, g.stride, zeros, g.dilation, True, output_padding, g.groups
     )
-    return fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
+    grad = fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
+    return grad if bias is None else grad + bias.view(-1, *[1] * len(sizes))
 
 
 def conv_backward_weight(
-    grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, g: ConvGeometry
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight_shape: Sequence[int],
+    channels_last: bool,
+    g: ConvGeometry,
 ) -> torch.Tensor:
+    """Gradient of the weight of shape ``weight_shape``; ATen reads its layout from the weight,
+    so an empty one in the layout wanted stands in for it."""
+    weight = empty_in_layout(weight_shape, input, channels_last)
     zeros = [0] * len(g.stride)
     return aten.convolution_backward(
         grad_output,

@@ -1,6 +1,5 @@
 """Registered ``torch.ops.torchconv_ext.*`` primitives (forward and backward of each op)."""
 
-from . import conv  # noqa: F401  (registers the ops)
-from . import conv_transpose as _conv_transpose  # noqa: F401  (registers the ops)
+from . import conv as _conv  # noqa: F401  (registers the ops)
 from . import pool as _pool  # noqa: F401  (registers the ops)
 from . import upsample as _upsample  # noqa: F401  (registers the ops)

@@ -1,33 +1,55 @@
-"""``torchconv_ext::conv_fwd`` / ``conv_bwd_input`` / ``conv_bwd_weight``.
+"""Convolution primitives: ``torchconv_ext::conv_fwd``, ``conv_bwd_input``, ``conv_bwd_weight``.
 
-Each primitive is a ``torch.library.custom_op`` whose implementation picks, per call, the
-Triton kernels or the ATen fallback (see ``_backend``); a fake implementation gives sizes, dtype
-and strides for tracing, and FLOP formulas let ``FlopCounterMode`` count our convolutions exactly
-as it counts ``aten.convolution``.
+A convolution ``y = conv(x, w) + b`` is bilinear in ``(x, w)``. Its three primitives are the
+convolution and its two adjoints, and each one's derivatives are the other two, so gradients of
+any order stay on these three ops (``g`` is the incoming gradient)::
+
+    primitive                 derivative in its first operand   in its second operand
+    conv_fwd(x, w)            conv_bwd_input(g, w)              conv_bwd_weight(g, x)
+    conv_bwd_input(gy, w)     conv_fwd(g, w)                    conv_bwd_weight(gy, g)
+    conv_bwd_weight(gy, x)    conv_fwd(x, g)                    conv_bwd_input(gy, g)
+
+All three take the same geometry (:class:`ConvGeometry`, as trailing arguments): a convolution
+with a padding mode is a zero-padded convolution of the padded input, ``conv_zeros(pad(x))``,
+whose adjoint ``pad^T conv_zeros^T`` has that same convolution as its adjoint again, so the
+table holds for every padding mode and for TensorFlow-style asymmetric padding.
+
+``conv_bwd_input`` takes a bias too: a transposed convolution *is* the input gradient of a
+convolution (the adjoint one, see ``conv_transpose_geometry``), so its forward is
+``conv_bwd_input`` with its bias, and its gradients are ``conv_fwd`` and ``conv_bwd_weight``.
+FlopCounterMode counts them exactly as ATen counts ``aten.convolution`` (transposed or not) and
+its backward: the formulas coincide (see the bottom of this file).
+
+Sizes travel as ``SymInt[]``: ``conv_bwd_input`` takes the spatial size of its result (the
+convolution's input), ``conv_bwd_weight`` the kernel size; batch and channel counts come from
+the operands, which is what lets the batching rules fold a vmapped dim into them. Those two
+also take their result's layout (``channels_last``): their operands do not determine it.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch._C._functorch import is_batchedtensor
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
-from .._memory import new_output, suggest_memory_format
+from .._memory import empty_in_layout, suggest_memory_format, to_layout
 from .._padding import fold_padding_grad
+from ._primitive import Primitive
 
 
-def _geometry(stride, padding, padding_end, dilation, groups, padding_mode) -> ConvGeometry:
-    return ConvGeometry(
-        tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation), groups, padding_mode
-    )
-
-
-def _tf32() -> bool:
-    """fp32 convolutions use TF32 exactly when torch lets cuDNN use it."""
-    return torch.backends.cudnn.allow_tf32
+def results_channels_last(*operands: Tensor) -> bool:
+    """ATen's layout rule for a convolution's results: channels-last when an operand is
+    (``_memory.suggest_memory_format``). Inside ``vmap`` a batched tensor cannot tell its
+    layout, so there it counts as contiguous (only the physical tensors' layout matters)."""
+    if torch._C._are_functorch_transforms_active():
+        operands = tuple(t for t in operands if not is_batchedtensor(t))
+        if not operands:
+            return False
+    return suggest_memory_format(*operands) is not torch.contiguous_format
 
 
 def _kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dict:
@@ -36,66 +58,130 @@ def _kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dic
         padding=g.padding if padding is None else padding,
         dilation=g.dilation,
         groups=g.groups,
-        allow_tf32=_tf32(),
+        # fp32 convolutions use TF32 exactly when torch lets cuDNN use it.
+        allow_tf32=torch.backends.cudnn.allow_tf32,
     )
 
 
-# --- implementations shared by convolution and transposed convolution -------------------
+def _channel_sum(t: Tensor) -> Tensor:
+    """The gradient of a per-channel bias: ``t`` summed over every dim but the channels."""
+    return t.sum([0, *range(2, t.dim())])
 
 
-def conv_forward(
+def _bias_view(bias: Tensor, spatial_dims: int) -> Tensor:
+    return bias.view(-1, *[1] * spatial_dims)
+
+
+def _sum(parts: list[Tensor]) -> Tensor | None:
+    """The tangent of a bilinear op from its (zero to two) parts."""
+    return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Implementations and fakes
+# --------------------------------------------------------------------------------------------
+
+
+def _fwd_impl(
     input: Tensor,
     weight: Tensor,
     bias: Tensor | None,
-    g: ConvGeometry,
-    fmt: torch.memory_format | None = None,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
 ) -> Tensor:
-    """Convolution on the backend in force, in ATen's output memory format (or ``fmt``)."""
-    fmt = fmt or suggest_memory_format(input, weight)
+    """Batched N-d convolution with per-side padding and a padding mode, in ATen's layout."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    layout = results_channels_last(input, weight)
     if not use_triton(input):
-        return fallback.conv_forward(input, weight, bias, g).contiguous(memory_format=fmt)
-    out = new_output(conv_output_shape(input, weight, g), input, fmt)
+        return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
     if out.numel():
         kernels().conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
     return out
 
 
-def conv_input_grad(
+def _fwd_fake(input, weight, bias, *geometry):
+    shape = conv_output_shape(input, weight, ConvGeometry.from_args(*geometry))
+    return empty_in_layout(shape, input, results_channels_last(input, weight))
+
+
+def _input_shape(grad_output: Tensor, weight: Tensor, input_size, groups: int) -> list:
+    return [grad_output.shape[0], weight.shape[1] * groups, *input_size]
+
+
+def _bwd_input_impl(
     grad_output: Tensor,
     weight: Tensor,
-    input_shape: list[int],
-    fmt: torch.memory_format,
-    g: ConvGeometry,
+    bias: Tensor | None,
+    input_size: list[int],
+    channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
 ) -> Tensor:
-    """Gradient of a convolution's input of shape ``input_shape`` (a transposed convolution)."""
+    """The input gradient of ``conv_fwd`` for an input of spatial size ``input_size``, plus
+    ``bias`` per channel: a transposed convolution of ``grad_output``."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    shape = _input_shape(grad_output, weight, input_size, groups)
     if not use_triton(grad_output):
-        grad = fallback.conv_backward_input(grad_output, weight, input_shape, g)
-        return grad.contiguous(memory_format=fmt)
+        grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
+        return to_layout(grad, channels_last)
     if g.padding_mode == "zeros":
-        grad = new_output(input_shape, grad_output, fmt)
+        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
         if grad.numel():
             kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
-        return grad
-    # Other modes: the gradient of the virtually padded input, folded onto its sources.
-    padded = list(input_shape[:2]) + [
-        s + b + e for s, b, e in zip(input_shape[2:], g.padding, g.padding_end)
-    ]
-    grad = new_output(padded, grad_output, fmt)
-    if grad.numel():
-        zero = (0,) * len(g.stride)
-        kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
-    folded = fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
-    return folded.contiguous(memory_format=fmt)
+    else:
+        # The kernels see zero padding only: the gradient of the virtually padded input,
+        # folded onto its sources.
+        padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
+        grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
+        if grad.numel():
+            zero = (0,) * len(g.stride)
+            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
+        grad = to_layout(
+            fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
+        )
+    if bias is not None:
+        grad += _bias_view(bias, len(input_size))
+    return grad
 
 
-def conv_weight_grad(
-    grad_output: Tensor, input: Tensor, weight: Tensor, fmt: torch.memory_format, g: ConvGeometry
+def _bwd_input_fake(grad_output, weight, bias, input_size, channels_last, *geometry):
+    groups = ConvGeometry.from_args(*geometry).groups
+    shape = _input_shape(grad_output, weight, input_size, groups)
+    return empty_in_layout(shape, grad_output, channels_last)
+
+
+def _weight_shape(grad_output: Tensor, input: Tensor, kernel_size, groups: int) -> list:
+    return [grad_output.shape[1], input.shape[1] // groups, *kernel_size]
+
+
+def _bwd_weight_impl(
+    grad_output: Tensor,
+    input: Tensor,
+    kernel_size: list[int],
+    channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
 ) -> Tensor:
-    """Gradient of a convolution's weight (``weight`` gives the shape only)."""
+    """The weight gradient of ``conv_fwd`` for a kernel of spatial size ``kernel_size``."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    shape = _weight_shape(grad_output, input, kernel_size, groups)
     if not use_triton(grad_output):
-        grad = fallback.conv_backward_weight(grad_output, input, weight, g)
-        return grad.contiguous(memory_format=fmt)
-    grad = new_output(weight.shape, weight, fmt)
+        grad = fallback.conv_backward_weight(grad_output, input, shape, channels_last, g)
+        return to_layout(grad, channels_last)
+    grad = empty_in_layout(shape, input, channels_last, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_()
     kernels().conv_backward_weight(
@@ -104,104 +190,281 @@ def conv_weight_grad(
     return grad
 
 
-# --- registered primitives ------------------------------------------------------------------
-
-
-@torch.library.custom_op("torchconv_ext::conv_fwd", mutates_args=())
-def conv_fwd(
-    input: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    padding_end: list[int],
-    dilation: list[int],
-    groups: int,
-    padding_mode: str,
-) -> Tensor:
-    """Batched N-d convolution with per-side padding and a padding mode."""
-    g = _geometry(stride, padding, padding_end, dilation, groups, padding_mode)
-    return conv_forward(input, weight, bias, g)
-
-
-@conv_fwd.register_fake
-def _(input, weight, bias, stride, padding, padding_end, dilation, groups, padding_mode):
-    g = _geometry(stride, padding, padding_end, dilation, groups, padding_mode)
-    fmt = suggest_memory_format(input, weight)
-    return input.new_empty(conv_output_shape(input, weight, g)).contiguous(memory_format=fmt)
-
-
-@torch.library.custom_op("torchconv_ext::conv_bwd_input", mutates_args=())
-def conv_bwd_input(
-    grad_output: Tensor,
-    input: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    padding_end: list[int],
-    dilation: list[int],
-    groups: int,
-    padding_mode: str,
-) -> Tensor:
-    """Gradient of ``conv_fwd`` with respect to ``input`` (only its shape is read)."""
-    g = _geometry(stride, padding, padding_end, dilation, groups, padding_mode)
-    fmt = suggest_memory_format(input, weight)
-    return conv_input_grad(grad_output, weight, list(input.shape), fmt, g)
-
-
-@conv_bwd_input.register_fake
-def _(grad_output, input, weight, stride, padding, padding_end, dilation, groups, padding_mode):
-    return input.new_empty(input.shape).contiguous(
-        memory_format=suggest_memory_format(input, weight)
+def _bwd_weight_fake(grad_output, input, kernel_size, channels_last, *geometry):
+    groups = ConvGeometry.from_args(*geometry).groups
+    return empty_in_layout(
+        _weight_shape(grad_output, input, kernel_size, groups), input, channels_last
     )
 
 
-@torch.library.custom_op("torchconv_ext::conv_bwd_weight", mutates_args=())
-def conv_bwd_weight(
-    grad_output: Tensor,
-    input: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    padding_end: list[int],
-    dilation: list[int],
-    groups: int,
-    padding_mode: str,
-) -> Tensor:
-    """Gradient of ``conv_fwd`` with respect to ``weight`` (only its shape is read)."""
-    g = _geometry(stride, padding, padding_end, dilation, groups, padding_mode)
-    return conv_weight_grad(grad_output, input, weight, suggest_memory_format(input, weight), g)
+# --------------------------------------------------------------------------------------------
+# Reverse mode (the table in the module docstring)
+# --------------------------------------------------------------------------------------------
 
 
-@conv_bwd_weight.register_fake
-def _(grad_output, input, weight, stride, padding, padding_end, dilation, groups, padding_mode):
-    return weight.new_empty(weight.shape).contiguous(
-        memory_format=suggest_memory_format(input, weight)
+def _fwd_setup(ctx, inputs, output):
+    input, weight, _, *geometry = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.geometry = geometry
+
+
+def _fwd_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    layout = results_channels_last(input, weight) if need_input or need_weight else False
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        size = list(input.shape[2:])
+        grad_input = conv_bwd_input(grad, weight, None, size, layout, *ctx.geometry)
+    if need_weight:
+        kernel = list(weight.shape[2:])
+        grad_weight = conv_bwd_weight(grad, input, kernel, layout, *ctx.geometry)
+    if need_bias:
+        grad_bias = _channel_sum(grad)
+    return grad_input, grad_weight, grad_bias, *[None] * len(ctx.geometry)
+
+
+def _bwd_input_setup(ctx, inputs, output):
+    grad_output, weight, _, _, _, *geometry = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.geometry = geometry
+
+
+def _bwd_input_backward(ctx, grad):
+    grad_output, weight = ctx.saved_tensors
+    need_grad_output, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_grad_output = grad_weight = grad_bias = None
+    if need_grad_output:
+        grad_grad_output = conv_fwd(grad, weight, None, *ctx.geometry)
+    if need_weight:
+        kernel = list(weight.shape[2:])
+        layout = results_channels_last(grad_output, weight)
+        grad_weight = conv_bwd_weight(grad_output, grad, kernel, layout, *ctx.geometry)
+    if need_bias:
+        grad_bias = _channel_sum(grad)
+    return grad_grad_output, grad_weight, grad_bias, None, None, *[None] * len(ctx.geometry)
+
+
+def _bwd_weight_setup(ctx, inputs, output):
+    grad_output, input, _, _, *geometry = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.geometry = geometry
+
+
+def _bwd_weight_backward(ctx, grad):
+    grad_output, input = ctx.saved_tensors
+    need_grad_output, need_input = ctx.needs_input_grad[:2]
+    grad_grad_output = grad_input = None
+    if need_grad_output:
+        grad_grad_output = conv_fwd(input, grad, None, *ctx.geometry)
+    if need_input:
+        size = list(input.shape[2:])
+        layout = results_channels_last(input, grad)
+        grad_input = conv_bwd_input(grad_output, grad, None, size, layout, *ctx.geometry)
+    return grad_grad_output, grad_input, None, None, *[None] * len(ctx.geometry)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward mode: a bilinear op's tangent is op(tangent_a, b) + op(a, tangent_b)
+# --------------------------------------------------------------------------------------------
+
+
+def _fwd_jvp(ctx, t_input, t_weight, t_bias, *_):
+    input, weight, _, *geometry = ctx.primals
+    parts = []
+    if t_input is not None:
+        parts.append(conv_fwd(t_input, weight, t_bias, *geometry))
+        t_bias = None
+    if t_weight is not None or t_bias is not None:
+        t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
+        parts.append(conv_fwd(input, t_weight, t_bias, *geometry))
+    return _sum(parts)
+
+
+def _bwd_input_jvp(ctx, t_grad_output, t_weight, t_bias, *_):
+    grad_output, weight, _, size, layout, *geometry = ctx.primals
+    parts = []
+    if t_grad_output is not None:
+        parts.append(conv_bwd_input(t_grad_output, weight, t_bias, size, layout, *geometry))
+        t_bias = None
+    if t_weight is not None or t_bias is not None:
+        t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
+        parts.append(conv_bwd_input(grad_output, t_weight, t_bias, size, layout, *geometry))
+    return _sum(parts)
+
+
+def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
+    grad_output, input, kernel, layout, *geometry = ctx.primals
+    parts = []
+    if t_grad_output is not None:
+        parts.append(conv_bwd_weight(t_grad_output, input, kernel, layout, *geometry))
+    if t_input is not None:
+        parts.append(conv_bwd_weight(grad_output, t_input, kernel, layout, *geometry))
+    return _sum(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Batching rules: fold the vmapped dim into the batch, the channels or the groups
+# --------------------------------------------------------------------------------------------
+#
+# ``_fold(t, bdim, dim, groups)`` merges the batch dim ``bdim`` (size B) of a physical tensor
+# into its logical dim ``dim``, group by group: the merged dim lists, for each of ``groups``
+# blocks, the B copies of that block. With ``groups=1`` the batch is simply outermost, which
+# folds a batch into N, or into the groups of a convolution (B·groups groups); with the
+# convolution's own ``groups`` it folds the batch into each group's channels instead.
+# ``_unfold`` is the inverse. Where only one operand is batched, the other needs no copy.
+
+
+def _fold(t: Tensor | None, bdim: int | None, dim: int, groups: int = 1) -> Tensor | None:
+    if t is None:
+        return None
+    t = t.movedim(bdim, dim)
+    t = t.unflatten(dim + 1, (groups, t.shape[dim + 1] // groups))  # [.., B, groups, C/groups, ..]
+    return t.transpose(dim, dim + 1).flatten(dim, dim + 2)
+
+
+def _unfold(t: Tensor, dim: int, size: int, groups: int = 1) -> Tensor:
+    t = t.unflatten(dim, (groups, size, t.shape[dim] // (groups * size)))
+    return t.transpose(dim, dim + 1).flatten(dim + 1, dim + 2)  # [.., B, groups · C/groups, ..]
+
+
+def _batched(t: Tensor | None, bdim: int | None, size: int) -> tuple[Tensor | None, int]:
+    """``t`` with a batch dim (expanded when it has none) and where it is."""
+    if t is None or bdim is not None:
+        return t, bdim
+    return t.expand(size, *t.shape), 0
+
+
+def _fwd_vmap(info, in_dims, input, weight, bias, *geometry):
+    size, g = info.batch_size, ConvGeometry.from_args(*geometry)
+    d_input, d_weight, d_bias = in_dims[:3]
+    if d_weight is None and d_bias is None:  # a batch of inputs: fold it into N
+        out = conv_fwd(_fold(input, d_input, 0), weight, bias, *geometry)
+        return _unfold(out, 0, size), 0
+    weight, d_weight = _batched(weight, d_weight, size)
+    bias, d_bias = _batched(bias, d_bias, size)
+    if d_input is None:  # a batch of weights: fold it into each group's output channels
+        weight, bias = _fold(weight, d_weight, 0, g.groups), _fold(bias, d_bias, 0, g.groups)
+        out = conv_fwd(input, weight, bias, *geometry)
+        return _unfold(out, 1, size, g.groups), 1
+    # Both: one group per (batch element, group).
+    out = conv_fwd(
+        _fold(input, d_input, 1),
+        _fold(weight, d_weight, 0),
+        _fold(bias, d_bias, 0),
+        *g.with_groups(g.groups * size).as_args(),
     )
+    return _unfold(out, 1, size), 1
 
 
-# FLOPs: the same formulas torch uses for aten.convolution / aten.convolution_backward.
-@register_flop_formula(torch.ops.torchconv_ext.conv_fwd)
-def _conv_fwd_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+def _bwd_input_vmap(info, in_dims, grad_output, weight, bias, input_size, layout, *geometry):
+    size, g = info.batch_size, ConvGeometry.from_args(*geometry)
+    d_grad_output, d_weight, d_bias = in_dims[:3]
+    if d_weight is None and d_bias is None:  # fold into N
+        grad = conv_bwd_input(
+            _fold(grad_output, d_grad_output, 0), weight, bias, input_size, layout, *geometry
+        )
+        return _unfold(grad, 0, size), 0
+    weight, d_weight = _batched(weight, d_weight, size)
+    bias, d_bias = _batched(bias, d_bias, size)
+    if d_grad_output is None:
+        # A batch of weights: fold it into each group's result channels (the weight's dim 1).
+        weight, bias = _fold(weight, d_weight, 1), _fold(bias, d_bias, 0, g.groups)
+        grad = conv_bwd_input(grad_output, weight, bias, input_size, layout, *geometry)
+        return _unfold(grad, 1, size, g.groups), 1
+    grad = conv_bwd_input(
+        _fold(grad_output, d_grad_output, 1),
+        _fold(weight, d_weight, 0),
+        _fold(bias, d_bias, 0),
+        input_size,
+        layout,
+        *g.with_groups(g.groups * size).as_args(),
+    )
+    return _unfold(grad, 1, size), 1
+
+
+def _bwd_weight_vmap(info, in_dims, grad_output, input, kernel_size, layout, *geometry):
+    size, g = info.batch_size, ConvGeometry.from_args(*geometry)
+    d_grad_output, d_input = in_dims[:2]
+    if d_input is None:  # fold into each group's output channels
+        grad_output = _fold(grad_output, d_grad_output, 1, g.groups)
+        grad = conv_bwd_weight(grad_output, input, kernel_size, layout, *geometry)
+        return _unfold(grad, 0, size, g.groups), 0
+    if d_grad_output is None:  # fold into each group's input channels (the weight's dim 1)
+        input = _fold(input, d_input, 1, g.groups)
+        grad = conv_bwd_weight(grad_output, input, kernel_size, layout, *geometry)
+        return _unfold(grad, 1, size), 1
+    # Both (per-sample gradients): one group per (batch element, group).
+    grad = conv_bwd_weight(
+        _fold(grad_output, d_grad_output, 1),
+        _fold(input, d_input, 1),
+        kernel_size,
+        layout,
+        *g.with_groups(g.groups * size).as_args(),
+    )
+    return _unfold(grad, 0, size), 0
+
+
+# --------------------------------------------------------------------------------------------
+# The primitives
+# --------------------------------------------------------------------------------------------
+
+conv_fwd = Primitive(
+    "conv_fwd",
+    _fwd_impl,
+    fake=_fwd_fake,
+    setup_context=_fwd_setup,
+    backward=_fwd_backward,
+    jvp=_fwd_jvp,
+    vmap=_fwd_vmap,
+)
+conv_bwd_input = Primitive(
+    "conv_bwd_input",
+    _bwd_input_impl,
+    fake=_bwd_input_fake,
+    setup_context=_bwd_input_setup,
+    backward=_bwd_input_backward,
+    jvp=_bwd_input_jvp,
+    vmap=_bwd_input_vmap,
+)
+conv_bwd_weight = Primitive(
+    "conv_bwd_weight",
+    _bwd_weight_impl,
+    fake=_bwd_weight_fake,
+    setup_context=_bwd_weight_setup,
+    backward=_bwd_weight_backward,
+    jvp=_bwd_weight_jvp,
+    vmap=_bwd_weight_vmap,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs, as torch counts aten.convolution and aten.convolution_backward
+# --------------------------------------------------------------------------------------------
+# A transposed convolution's forward, input gradient and weight gradient are conv_bwd_input,
+# conv_fwd and conv_bwd_weight (with input and grad_output swapped), and ATen's formulas for
+# them are exactly the ones below, so one formula per primitive counts both.
 
 
 def _channels_first(shape) -> list[int]:
     return [shape[1], shape[0], *shape[2:]]
 
 
+@register_flop_formula(torch.ops.torchconv_ext.conv_fwd)
+def _fwd_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(input_shape, weight_shape, out_shape, transposed=False)
+
+
 @register_flop_formula(torch.ops.torchconv_ext.conv_bwd_input)
-def _conv_bwd_input_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    # As torch counts aten.convolution_backward: grad_input is a transposed convolution.
-    return conv_flop_count(grad_out_shape, w_shape, out_shape, transposed=True)
+def _bwd_input_flop(grad_output_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(grad_output_shape, weight_shape, out_shape, transposed=True)
 
 
 @register_flop_formula(torch.ops.torchconv_ext.conv_bwd_weight)
-def _conv_bwd_weight_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    # As torch counts aten.convolution_backward: a convolution of input by grad_output.
+def _bwd_weight_flop(grad_output_shape, input_shape, *args, out_shape=None, **kwargs) -> int:
     return conv_flop_count(
-        _channels_first(x_shape),
-        _channels_first(grad_out_shape),
+        _channels_first(input_shape),
+        _channels_first(grad_output_shape),
         _channels_first(out_shape),
         transposed=False,
     )

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 
 from .._args import IntOrTuple
-from .._autograd.conv import ConvFunction
 from .._conv_args import conv_geometry
-from ._common import autocast_cast, calls_torch_op, check_rank
+from .._ops.conv import conv_fwd
+from ._common import calls_torch_op, open_call
 
 TORCH_CONV = {
     1: torch.nn.functional.conv1d,
@@ -37,22 +37,9 @@ def _conv(
     torch_accepts = padding_mode == "zeros" and (padding != "same" or _unit(stride))
     if torch_accepts and calls_torch_op(input):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
-    batched = check_rank(name, input, spatial_dims)
-    if not batched:
-        input = input.unsqueeze(0)
-    input, weight, bias = autocast_cast(input, weight, bias)
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, autocast=True)
     g = conv_geometry(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    out = ConvFunction.apply(
-        input,
-        weight,
-        bias,
-        g.stride,
-        g.padding,
-        g.padding_end,
-        g.dilation,
-        g.groups,
-        g.padding_mode,
-    )
+    out = conv_fwd(input, weight, bias, *g.as_args())
     return out if batched else out.squeeze(0)
 
 

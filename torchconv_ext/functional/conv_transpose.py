@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 
 from .._args import IntOrTuple
-from .._autograd.conv import ConvTransposeFunction
 from .._conv_args import conv_transpose_geometry
-from ._common import autocast_cast, calls_torch_op, check_rank
+from .._ops.conv import conv_bwd_input, results_channels_last
+from ._common import calls_torch_op, open_call
 
 F = torch.nn.functional
 TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -31,16 +31,13 @@ def _conv_transpose(
         return TORCH_CONV_TRANSPOSE[spatial_dims](
             input, weight, bias, stride, padding, output_padding, groups, dilation
         )
-    batched = check_rank(name, input, spatial_dims)
-    if not batched:
-        input = input.unsqueeze(0)
-    input, weight, bias = autocast_cast(input, weight, bias)
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, autocast=True)
     g, out_size = conv_transpose_geometry(
         name, input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    out = ConvTransposeFunction.apply(
-        input, weight, bias, g.stride, g.padding, g.padding_end, g.dilation, g.groups, out_size
-    )
+    # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
+    layout = results_channels_last(input, weight)
+    out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
     return out if batched else out.squeeze(0)
 
 

@@ -1,1 +1,0 @@
-"""``torch.autograd.Function``s: the differentiable entry points over the registered ops."""
