@@ -10,7 +10,7 @@ import torch
 
 from . import suites as suite_registry
 from .options import RunOptions
-from .providers import PROVIDERS, ours_backend
+from .providers import label, ours_backend
 from .results import environment, finalize, summarize, write
 from .timing import measure_peak
 
@@ -90,8 +90,9 @@ def run(
                     "batch_policy": suite.batch_policy(options),
                     "ours_backend": ours_backend(options.device),
                     "peak": peak,
+                    "compile_mode": options.compile_mode,
                     "providers": [
-                        {"name": p, "label": PROVIDERS[p].label if p in PROVIDERS else p}
+                        {"name": p, "label": label(p, options.compile_mode)}
                         for p in options.providers
                     ],
                     "directions": list(options.directions),
