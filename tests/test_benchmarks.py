@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 import types
@@ -121,7 +122,7 @@ def test_quick_run_writes_report(quick_run):
     _, written, _ = quick_run
     for p in written:
         text = p["md"].read_text()
-        assert "| layer | dir | shape |" in text and "speedup" in text
+        assert "| layer | dir | shape |" in text and "torch/ours" in text
         doc = json.loads(p["json"].read_text())
         assert text.count("\n| `") == len(doc["records"])
         try:
@@ -129,6 +130,17 @@ def test_quick_run_writes_report(quick_run):
         except ImportError:
             continue
         assert p["speedup_png"].stat().st_size > 0 and p["roofline_png"].stat().st_size > 0
+
+
+def test_cpu_and_quick_runs_say_they_are_sanity_checks(quick_run):
+    _, written, lines = quick_run
+    assert any(line.startswith("SANITY CHECK, NOT A MEASUREMENT:") for line in lines)
+    assert not [line for line in lines if "speedup" in line]  # torch against itself
+    assert any(" torch/ours " in line for line in lines)
+    for p in written:
+        text = p["md"].read_text()
+        assert "smoke test" in text and "| torch/ours |" in text
+        assert not re.search(r"speedup(?!\.png)", text)  # only in the chart's file name
 
 
 def test_cli_lists_and_rejects_unknown_suites(capsys):
@@ -400,6 +412,66 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote" in printed and f"skipped {foreign}" in printed
     assert "pool-float32" not in index
+
+
+def _gpu_doc(speedups: list[float], flops: bool = True) -> dict:
+    records = []
+    for i, sp in enumerate(speedups):
+        rec = {
+            "name": f"net.layer{i}",
+            "direction": ("fwd", "bwd", "both")[i % 3],
+            "status": "ok",
+            "flops": 2e12 * (i + 1) if flops else None,
+            "bytes": 1e10,
+            "providers": {
+                "torch": {"status": "ok", "ms": 10.0 * sp},
+                "ours_cl": {"status": "ok", "ms": 10.0},
+            },
+        }
+        records.append(results.finalize(rec, {"matmul_tflops": 800.0, "copy_gbps": 4000.0}))
+    peak = {"matmul_tflops": 800.0, "copy_gbps": 4000.0, "matmul_dtype": "bfloat16"}
+    return {
+        "suite": "conv",
+        "dtype": "bf16",
+        "device": "nvidia-h200",
+        "device_name": "NVIDIA H200",
+        "quick": False,
+        "ours_backend": "triton",
+        "peak": peak,
+        "records": records,
+        "summary": results.summarize(records),
+    }
+
+
+def test_speedup_bars_start_at_one_with_plain_ticks():
+    pytest.importorskip("matplotlib")
+    fig = report.speedup_figure(_gpu_doc([0.5, 1.0, 2.5, 1.3]))
+    ax = fig.axes[0]
+    bars = [(b.get_x(), b.get_x() + b.get_width()) for b in ax.patches if b.get_height() < 1]
+    assert bars == pytest.approx([(1, 0.5), (1, 1.0), (1, 2.5), (1, 1.3)])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "1×" in labels and "2×" in labels and "0.5×" in labels
+    assert all(re.fullmatch(r"[0-9.]+×", t) for t in labels)  # no 10^x, no 9.8e-01
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] < 0.5 and ax.get_xlim()[1] > 2.5
+    title = ax.get_title()
+    assert "speedup of ours" in title and "SANITY" not in title
+    sanity = report.speedup_figure({**_gpu_doc([1.2]), "device": "cpu-x", "ours_backend": "torch"})
+    assert "SANITY CHECK" in sanity.axes[0].get_title()
+    assert "speedup" not in sanity.axes[0].get_title()
+
+
+def test_roofline_labels_every_point():
+    pytest.importorskip("matplotlib")
+    doc = _gpu_doc([0.5, 1.0, 2.5, 1.3])
+    ax, key = report.roofline_figure(doc).axes
+    numbers = [t.get_text() for t in ax.texts if t.get_text().isdigit()]
+    assert numbers == ["1", "2", "3", "4"]
+    assert key.texts[0].get_text().splitlines()[2].split() == ["3", "net.layer2", "both"]
+    assert any("800 TFLOP/s" in t.get_text() for t in ax.texts)
+    assert any("4000 GB/s" in t.get_text() for t in ax.texts)
+    memory = report.roofline_figure(_gpu_doc([1.5, 0.8], flops=False)).axes[0]
+    names = [t.get_text() for t in memory.get_yticklabels()]
+    assert names == ["net.layer0 fwd", "net.layer1 bwd"]
 
 
 def test_profile_entry_point_on_cpu(tmp_path, capsys):
