@@ -1,4 +1,5 @@
-"""The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``.
+"""The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``
+and of ``python -m benchmarks overhead`` (:mod:`benchmarks.overhead`).
 
 Kept apart from ``__main__`` so that the single-suite entry points (``python -m
 benchmarks.bench_conv`` etc.) can call it without importing the package's main module.
@@ -85,6 +86,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["overhead"]:
+        from .overhead import main as overhead
+
+        return overhead(argv[1:])
     args = parser().parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
