@@ -80,11 +80,16 @@ def _pool_functions(layer: PoolLayer, ours_f: Any) -> tuple[Op, Op]:
     return (lambda x: ours_op(x, **kw)), (lambda x: torch_op(x, **kw))
 
 
-def make_workload(layer: Layer, dtype: torch.dtype, device: str, seed: int = 0) -> Workload:
-    """Random operands for ``layer`` (conv weights scaled by 1/sqrt(fan-in) so outputs stay O(1))."""
+def make_workload(
+    layer: Layer, dtype: torch.dtype, device: str, seed: int = 0, *, random: bool = True
+) -> Workload:
+    """Random operands for ``layer`` (conv weights scaled by 1/sqrt(fan-in) so outputs stay
+    O(1)); ``random=False`` leaves them uninitialised (for runs that never read the values)."""
     g = torch.Generator(device=device).manual_seed(seed)
 
     def randn(shape: Sequence[int], scale: float = 1.0) -> torch.Tensor:
+        if not random:
+            return torch.empty(tuple(shape), device=device, dtype=dtype)
         t = torch.randn(tuple(shape), generator=g, device=device, dtype=torch.float32)
         return (t * scale).to(dtype)
 
