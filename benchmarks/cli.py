@@ -1,5 +1,6 @@
 """The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``
-and of ``python -m benchmarks overhead`` (:mod:`benchmarks.overhead`).
+(``--budget SECONDS``: :mod:`benchmarks.budget`) and of ``python -m benchmarks overhead``
+(:mod:`benchmarks.overhead`).
 
 Kept apart from ``__main__`` so that the single-suite entry points (``python -m
 benchmarks.bench_conv`` etc.) can call it without importing the package's main module.
@@ -8,12 +9,14 @@ benchmarks.bench_conv`` etc.) can call it without importing the package's main m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from .budget import BUDGET_DIRECTIONS
 from .options import DIRECTIONS, DTYPES, RunOptions
 from .providers import COMPILE_MODES, PROVIDERS
 from .results import RESULTS_DIR
@@ -60,9 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--direction",
         nargs="+",
-        default=list(DIRECTIONS),
+        default=None,
         choices=list(DIRECTIONS),
-        help="directions to time (default: fwd bwd both)",
+        help="directions to time (default: fwd bwd both; with --budget: fwd both)",
     )
     p.add_argument(
         "--batch",
@@ -77,9 +80,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compile-mode",
-        default="max-autotune",
+        default=None,
         choices=list(COMPILE_MODES),
-        help="torch.compile mode of the 'compile' provider (default: max-autotune)",
+        help="torch.compile mode of the 'compile' provider (default: max-autotune; with "
+        "--budget: default)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a time-boxed run: key layers first, bf16, fwd and fwd+bwd, ours also from a "
+        "CUDA graph (see benchmarks/budget.py); stops cleanly when the time is spent",
     )
     p.add_argument("--list", action="store_true", help="list suites and their cases, then exit")
     return p
@@ -100,15 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error(f"unknown suite(s) {', '.join(unknown)}: choose from {', '.join(SUITES)}")
     names = args.suites or list(SUITES)
     gpu = device.startswith("cuda")
-    dtype = args.dtype or ("all" if gpu else "fp32")
+    budget = args.budget is not None
+    if budget and (args.budget <= 0 or args.dtype == "all"):
+        parser().error("--budget takes a positive number of seconds and one --dtype")
+    dtype = args.dtype or (("bf16" if budget else "all") if gpu else "fp32")
     dtypes = ["fp32", "fp16", "bf16"] if dtype == "all" else [dtype]
+    default_directions = BUDGET_DIRECTIONS if budget else DIRECTIONS
     options = RunOptions(
         device=device,
         quick=args.quick,
         providers=args.providers or [],
-        directions=tuple(args.direction),
+        directions=tuple(args.direction or default_directions),
         batch=args.batch,
-        compile_mode=args.compile_mode,
+        compile_mode=args.compile_mode or ("default" if budget else "max-autotune"),
+        graph=budget and gpu,
     )
     if args.list:
         for name in names:
@@ -120,6 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not reason:
                 for case in suite.cases(options):
                     print(f"  {case['name']:<36} {case.get('shape', '')}")
+        return 0
+    if budget:
+        from .budget import Budget, run_budget
+
+        if gpu:  # inductor compiles in this process, so the budget's hard stop can end it
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+        clock = Budget(args.budget)
+        run_budget(names, dtype, options, args.out, clock, report=not args.no_report)
         return 0
     from .runner import run
 

@@ -17,7 +17,7 @@ from .check import compare, layout_mismatch
 from .options import DTYPES, RunOptions
 from .providers import PROVIDERS, Provider, compiled
 from .shapes import Layer
-from .timing import bench, peak_memory_mb, rotating, rotation_count
+from .timing import bench, graph_timing, peak_memory_mb, rotating, rotation_count
 from .workload import Op, Workload, make_call, make_workload, prepared, run_once
 
 #: Which checked parts a direction's timing depends on.
@@ -32,7 +32,9 @@ def check_case(
     wl: Workload, ours_providers: Sequence[Provider], dtype: torch.dtype, grads: bool
 ) -> dict[str, dict[str, Any]]:
     """Compare each of our providers with torch: ``{"fwd": result, "bwd": result}``, the worst
-    result over the providers for each part."""
+    result over the providers for each part (nothing to compare without one of ours)."""
+    if not ours_providers:
+        return {}
     ref = run_once(wl.torch, *prepared(wl, False, dtype=torch.float64), grads)
     theirs_by_layout = {}
     names = ["output", *(f"grad_{n}" for n in wl.names)]
@@ -65,7 +67,11 @@ def check_case(
 def time_provider(
     fn: Op, wl: Workload, provider: Provider, direction: str, options: RunOptions
 ) -> dict[str, Any]:
-    """Time one provider on one direction; an exception is recorded, not raised."""
+    """Time one provider on one direction; an exception is recorded, not raised.
+
+    With ``options.graph`` (GPU runs), our providers are also replayed in a CUDA graph: the gap
+    to the same calls issued eagerly is their host overhead per call.
+    """
     try:
         working_set = wl.layer.bytes(direction, wl.operands[0].element_size())
         k = rotation_count(working_set, options.device)
@@ -76,7 +82,7 @@ def time_provider(
         call = rotating(calls)
         call()  # warm-up: compilation, autotuning and cudnn.benchmark's search happen here
         timing = bench(call, options.device, quick=options.quick)
-        return {
+        entry: dict[str, Any] = {
             "status": "ok",
             "ms": timing.ms,
             "p20_ms": timing.p20_ms,
@@ -86,6 +92,12 @@ def time_provider(
         }
     except Exception as e:  # a provider that fails is reported, the run goes on
         return {"status": "error", "error": _error(e)}
+    if options.graph and provider.ours and options.gpu:
+        try:
+            entry.update(graph_timing(call, timing.ms, quick=options.quick))
+        except Exception as e:  # no graph for this case: the eager time stands
+            entry["graph_error"] = _error(e)
+    return entry
 
 
 def new_record(case: dict[str, Any], layer: Layer, direction: str, element_size: int) -> dict:
@@ -114,15 +126,20 @@ def run_case(
     *,
     providers: Sequence[str] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    sink: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Check, then time, one case: one record per direction of ``options.directions``.
 
     ``providers`` narrows ``options.providers``; ``stop()`` is asked before each timing, and
     once it says so the remaining timings are recorded as ``skipped`` (a time budget ran out).
+    The records go to ``sink`` as soon as they exist and fill in as timings finish, so a caller
+    interrupted mid-case still holds what was measured.
     """
     layer = Layer.from_dict(case)
     tdtype = DTYPES[dtype]
     records = [new_record(case, layer, d, tdtype.itemsize) for d in options.directions]
+    if sink is not None:
+        sink.extend(records)
     names = [p for p in options.providers if providers is None or p in providers]
     chosen = [PROVIDERS[p] for p in names if p in PROVIDERS]
     if layer.dims == 1:  # no channels-last layout for 1-d tensors

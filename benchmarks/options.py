@@ -30,6 +30,8 @@ class RunOptions:
     directions: tuple[str, ...] = DIRECTIONS
     batch: int | None = None
     compile_mode: str = "max-autotune"
+    #: GPU runs: also replay ours in a CUDA graph (host overhead per call)
+    graph: bool = False
 
     def __post_init__(self) -> None:
         if not self.providers:

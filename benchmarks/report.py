@@ -369,16 +369,25 @@ def _roofline_points(ax: Any, key: Any, recs: list[dict[str, Any]], peak: dict) 
 
 
 def write_report(
-    doc: dict[str, Any], out: dict[str, Path] | None = None, *, log: Callable[[str], None] = print
+    doc: dict[str, Any],
+    out: dict[str, Path] | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    plots: bool = True,
 ) -> dict[str, Path]:
-    """Write the Markdown table and, when matplotlib is installed, the two plots."""
+    """Write the Markdown table and, with ``plots`` and matplotlib installed, the two plots."""
     out = out or paths(RESULTS_DIR, doc["device"], doc["suite"], doc["dtype"], doc["quick"])
     out["md"].parent.mkdir(parents=True, exist_ok=True)
     text = markdown(doc)
     try:
-        plot_speedup(doc, out["speedup_png"])
-        plot_roofline(doc, out["roofline_png"])
-        text += f"\n![time ratio per layer]({out['speedup_png'].name})\n\n![roofline]({out['roofline_png'].name})\n"
+        if plots:
+            plot_speedup(doc, out["speedup_png"])
+            plot_roofline(doc, out["roofline_png"])
+        if out["speedup_png"].exists() and out["roofline_png"].exists():
+            text += (
+                f"\n![time ratio per layer]({out['speedup_png'].name})\n\n"
+                f"![roofline]({out['roofline_png'].name})\n"
+            )
     except ImportError:
         log("matplotlib is not installed (pip install -e .[bench]): tables only, no plots")
     out["md"].write_text(text)

@@ -18,14 +18,16 @@ from .timing import measure_peak
 
 
 def _ms(r: dict[str, Any] | None) -> str:
-    return f"{r['ms']:9.3f}" if r and r.get("status", "ok") == "ok" and r.get("ms") else "        -"
+    if r and r.get("status", "ok") == "ok" and r.get("ms"):
+        return f"{r['ms']:.3f}"
+    return (r or {}).get("status") or "-"
 
 
 def format_record(rec: dict[str, Any], sanity: bool = False) -> str:
     """One console line: case, direction, status, times, our throughput and the speedup
     (``torch/ours`` in a sanity check, where it is no speedup)."""
     provs = rec.get("providers", {})
-    times = " ".join(f"{p}={_ms(r).strip()}" for p, r in provs.items())
+    times = " ".join(f"{p}={_ms(r)}" for p, r in provs.items())
     best = min(
         (r for p, r in provs.items() if p.startswith("ours") and r.get("ms")),
         key=lambda r: r["ms"],
@@ -38,6 +40,8 @@ def format_record(rec: dict[str, Any], sanity: bool = False) -> str:
         thru = f" {best['gbps']:.3g} GB/s"
     ratio = "torch/ours" if sanity else "speedup"
     sp = f" {ratio} {rec['speedup']:.2f}x" if rec.get("speedup") else ""
+    if best and best.get("graph_ms"):
+        thru += f" (graph {best['graph_ms']:.3f} ms, host {best['host_overhead_us']:.1f} us/call)"
     note = ""
     if rec["status"] != "ok":
         note = " " + ((rec.get("check") or {}).get("message") or rec.get("error") or "")
@@ -104,14 +108,19 @@ def make_doc(
 
 
 def write_doc(
-    doc: dict[str, Any], out_root: Path, *, report: bool, log: Callable[[str], None] = print
+    doc: dict[str, Any],
+    out_root: Path,
+    *,
+    report: bool,
+    plots: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Write a document's JSON and CSV and, with ``report``, its table and plots."""
+    """Write a document's JSON and CSV and, with ``report``, its table (and ``plots``)."""
     paths = write(doc, out_root)
     if report:
         from .report import write_report
 
-        write_report(doc, paths, log=log)
+        write_report(doc, paths, log=log, plots=plots)
     return paths
 
 
