@@ -76,12 +76,18 @@ def require_compiled_kernels() -> None:
     os.environ.pop("TORCHCONV_EXT_POISON", None)
 
 
-class PointerArg:
+def _mock_tensor() -> type:
+    from triton.runtime.jit import MockTensor  # Triton's own stand-in for warmup's tensors
+
+    return MockTensor
+
+
+class PointerArg(_mock_tensor()):  # type: ignore[misc]
     """A captured tensor argument: what Triton's binder reads of a tensor — its dtype and the
     alignment of its address — without holding on to the tensor's memory."""
 
     def __init__(self, t: torch.Tensor) -> None:
-        self.dtype = t.dtype
+        super().__init__(t.dtype, list(t.shape))
         self._ptr = t.data_ptr() % 1024 or 1024  # keeps the alignment Triton specialises on
 
     def data_ptr(self) -> int:
