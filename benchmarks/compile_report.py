@@ -175,21 +175,35 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups())))
 
 
-def ptxas_spills(ptx: str, arch: str) -> dict[str, int]:
-    """Spill store/load bytes from ``ptxas -v`` (run only where a stack frame suggests any)."""
-    tool = _tool("ptxas")
-    if tool is None:
-        return {}
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.ptx"
-        src.write_text(ptx)
-        out = subprocess.run(
-            [tool, "-v", f"--gpu-name={arch}", str(src), "-o", str(Path(d) / "k.o")],
-            capture_output=True,
-            text=True,
-        )
-    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out.stderr + out.stdout)
-    return {"spill_stores": int(m.group(1)), "spill_loads": int(m.group(2))} if m else {}
+def ptxas_spills(compiled: Any) -> dict[str, int | None]:
+    """Spill store/load bytes from Triton's own ``ptxas`` step, rerun with its log on.
+
+    Triton's compiler backend turns the kernel's PTX into a cubin again with the same ptxas
+    and options (``TRITON_DUMP_PTXAS_LOG`` makes it print ``ptxas -v``); run only where the
+    binary has a stack frame or local memory, the traces a spill leaves. ``None``: unknown.
+    """
+    from triton.compiler.compiler import make_backend
+
+    meta = compiled.metadata
+    log = io.StringIO()
+    old = os.environ.get("TRITON_DUMP_PTXAS_LOG")
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    try:
+        backend = make_backend(meta.target)
+        options = backend.parse_options(dict(meta._asdict()))
+        with contextlib.redirect_stdout(log):
+            backend.make_cubin(compiled.asm["ptx"], {}, options, meta.target.arch)
+    except Exception:
+        return {"spill_stores": None, "spill_loads": None}
+    finally:
+        if old is None:
+            os.environ.pop("TRITON_DUMP_PTXAS_LOG", None)
+        else:
+            os.environ["TRITON_DUMP_PTXAS_LOG"] = old
+    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log.getvalue())
+    if not m:
+        return {"spill_stores": None, "spill_loads": None}
+    return {"spill_stores": int(m.group(1)), "spill_loads": int(m.group(2))}
 
 
 def _widths(ptx: str, op: str) -> dict[int, int]:
@@ -253,9 +267,8 @@ def compile_job(index: int) -> dict[str, Any]:
             **resource_usage(compiled.asm["cubin"]),
             **ptx_features(compiled.asm["ptx"]),
         }
-        if out.get("stack", 0) or out.get("local", 0):
-            arch = f"sm_{meta.target.arch}{'a' if meta.target.arch >= 90 else ''}"
-            out.update(ptxas_spills(compiled.asm["ptx"], arch))
+        if out.get("stack", 0) or out.get("local", 0) or "stack" not in out:
+            out.update(ptxas_spills(compiled))
         else:  # nothing on the stack or in local memory: nothing spilled
             out.update(spill_stores=0, spill_loads=0)
         return out
@@ -340,7 +353,9 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
             row["errors"].append(res.get("error", "not compiled"))
             continue
         for k in ("regs", "stack", "local", "spill_stores", "spill_loads", "shared"):
-            if res.get(k) is not None:
+            if res.get(k) is None:
+                row[f"{k}_unknown"] = True
+            else:
                 row[k] = max(row.get(k, 0), res[k])
         for k in ("wgmma", "mma_sync", "tma"):
             row[k] = max(row.get(k, 0), res.get(k, 0))
@@ -352,6 +367,13 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
         row["compile_s"] = round(row.get("compile_s", 0) + res["compile_s"], 2)
         row["shared_fits"] = row["shared"] <= limit
     return list(out.values())
+
+
+def spill_bytes(row: dict[str, Any]) -> int | None:
+    """Spill stores + loads of a row, ``None`` when ptxas did not say for every variant."""
+    if row.get("spill_stores_unknown") or row.get("spill_loads_unknown"):
+        return None
+    return row.get("spill_stores", 0) + row.get("spill_loads", 0)
 
 
 def _sizes(hist: dict[Any, int] | None) -> str:
@@ -368,7 +390,7 @@ def table(rows_: list[dict[str, Any]], limit: int) -> list[str]:
     lines = [head, "|" + "---|" * 16]
     for r in rows_:
         ok = r["status"] == "ok"
-        spills = r.get("spill_stores", 0) + r.get("spill_loads", 0) if ok else None
+        spills = spill_bytes(r) if ok else None
         shared = f"{r['shared']}" + ("" if r["shared_fits"] else f" > {limit}") if ok else "–"
         cells = [
             f"`{r['variant']}`",
@@ -376,7 +398,7 @@ def table(rows_: list[dict[str, Any]], limit: int) -> list[str]:
             r["dtype"],
             r["layout"],
             str(r.get("regs", "?")) if ok else "–",
-            "–" if spills is None else str(spills),
+            "?" if spills is None else str(spills),
             str(r.get("stack", "?")) if ok else "–",
             shared,
             str(r.get("wgmma", 0)) if ok else "–",
@@ -403,11 +425,11 @@ def markdown(doc: dict[str, Any]) -> str:
         + f", {doc['date']}",
         f"- suites {', '.join(doc['suites'])}; dtypes {', '.join(doc['dtypes'])}; layouts "
         f"{', '.join(LAYOUT_NAMES[x] for x in doc['layouts'])}; configs: {doc['configs']}",
-        f"- {doc['launches']} launches captured, {len(doc['jobs'])} compiles in "
-        f"{doc['elapsed_s']:.0f} s with {doc['processes']} processes",
+        f"- {doc['launches']} launches captured; {doc['compiles']} kernel variants compiled (or "
+        f"found in Triton's cache) in {doc['elapsed_s']:.0f} s with {doc['processes']} processes",
         f"- shared memory limit per block: {limit} B; `spills B` = spill stores + loads from "
-        "ptxas (0 when the binary has no stack frame and no local memory); `stack B` = stack "
-        "frame; cp.async / ld.global / st.global: bytes per access × count in the PTX; "
+        "ptxas (0 when the binary has no stack frame and no local memory; `?`: ptxas did not "
+        "say); `stack B` = stack frame; cp.async / ld.global / st.global: bytes per access × count in the PTX; "
         "`specs`: Triton specialisations folded into the row (worst case shown); `(pruned)`: a "
         "config the kernel's own pruning drops for these launches",
         "",
@@ -558,18 +580,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
         "processes": args.jobs,
         "launches": launches,
         "elapsed_s": time.perf_counter() - t0,
-        "jobs": [
-            {
-                "kernel": j.launch.name,
-                "variant": variant_text(j.launch),
-                "config": config_text(j.config),
-                "dtype": j.dtype,
-                "layout": LAYOUT_NAMES[j.layout],
-                "cases": j.cases,
-                **r,
-            }
-            for j, r in zip(jobs, results)
-        ],
+        "compiles": len(jobs),
         "rows": rows(jobs, results, limit),
     }
 

@@ -52,6 +52,51 @@ def test_ptx_features_are_read():
     assert f["st_global_bytes"] == {8: 1, 4: 1}
 
 
+SPILLING_KERNEL = """
+import json
+import triton
+import triton.language as tl
+from triton.runtime.jit import MockTensor
+
+from benchmarks import compile_report as cr
+from benchmarks.standin import require_compiled_kernels, stand_in_gpu
+
+require_compiled_kernels()
+import torch
+
+
+@triton.jit
+def square(x, y, B: tl.constexpr):
+    i = tl.arange(0, B)
+    a = tl.load(x + i[:, None] * B + i[None, :])
+    tl.store(y + i[:, None] * B + i[None, :], tl.dot(a, a))
+
+
+with stand_in_gpu("sm_90", mode="capture"):
+    t = MockTensor(torch.float16)
+    # a 128 x 128 fp32 accumulator in one warp: 512 values per thread, twice the register file
+    k = square.warmup(t, t, B=128, num_warps=1, grid=(1,))
+    print(json.dumps({**cr.resource_usage(k.asm["cubin"]), **cr.ptxas_spills(k)}))
+"""
+
+
+def test_spills_are_read_from_ptxas(tmp_path):
+    script = tmp_path / "spill.py"
+    script.write_text(SPILLING_KERNEL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["regs"] > 0 and got["stack"] > 0
+    assert got["spill_stores"] > 0 and got["spill_loads"] > 0
+    row = {"spill_stores": got["spill_stores"], "spill_loads": got["spill_loads"]}
+    assert cr.spill_bytes(row) == got["spill_stores"] + got["spill_loads"]
+    assert cr.spill_bytes({**row, "spill_stores_unknown": True}) is None
+
+
 def _launch(kernel, *args, **kwargs):
     return Launch(kernel, args, kwargs)
 
@@ -104,8 +149,10 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
         if r["status"] != "ok":
             failures.append(f"{what}: does not compile: {r['errors']}")
             continue
-        spills = r["spill_stores"] + r["spill_loads"]
-        if spills:
+        spills = cr.spill_bytes(r)
+        if spills is None:
+            failures.append(f"{what}: ptxas did not report its spills")
+        elif spills:
             failures.append(f"{what}: spills {spills} bytes")
         if r["shared"] > SM90_SHARED_BYTES:
             failures.append(f"{what}: needs {r['shared']} B of shared memory > 227 KiB")
