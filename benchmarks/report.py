@@ -430,6 +430,14 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
             + " | "
             f"{doc['date'][:10]} |"
         )
+    others = [
+        (f"host overhead per call ({js.stem})", js) for js in sorted(root.glob("*/overhead*.json"))
+    ] + [(f"compile report for {js.stem}", js) for js in sorted(root.glob("compile-report/*.json"))]
+    others = [(what, js) for what, js in others if js.with_suffix(".md").exists()]
+    if others:
+        lines += ["", "Without a GPU (see `benchmarks/README.md`):", ""]
+        for what, js in others:
+            lines.append(f"- [{what}]({js.with_suffix('.md').relative_to(root).as_posix()})")
     lines.append("")
     root.mkdir(parents=True, exist_ok=True)
     index = root / "README.md"

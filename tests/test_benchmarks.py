@@ -412,6 +412,13 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote" in printed and f"skipped {foreign}" in printed
     assert "pool-float32" not in index
+    for name in (f"{doc['device']}/overhead-before", "compile-report/sm_90"):  # listed apart
+        (tmp_path / f"{name}.json").parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.json").write_text("{}")
+        (tmp_path / f"{name}.md").write_text("#")
+    index = report.write_index(tmp_path).read_text()
+    assert f"({doc['device']}/overhead-before.md)" in index
+    assert "[compile report for sm_90](compile-report/sm_90.md)" in index
 
 
 def _gpu_doc(speedups: list[float], flops: bool = True) -> dict:

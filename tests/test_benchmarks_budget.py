@@ -153,6 +153,8 @@ def test_a_failing_case_is_recorded_and_the_run_goes_on(monkeypatch, tmp_path, n
     broken = [r for r in doc["records"] if r["name"] == "resnet50.maxpool"]
     assert {r["status"] for r in broken} == {"error"} and "illegal memory" in broken[0]["error"]
     assert [c[1] for c in calls].count("resnet50.maxpool") == 1  # not timed again
+    merged = [r for r in doc["records"] if r["name"] == "vgg16.pool2"]
+    assert [set(r["providers"]) for r in merged] == [{"torch", "ours", "compile"}] * 2
 
 
 def test_stop_skips_the_remaining_timings_of_a_case():
