@@ -539,3 +539,19 @@ def test_layout_check_flags_an_output_in_the_wrong_memory_format():
     assert "channels_last" in check.layout_mismatch(theirs.contiguous(), theirs)
     assert "contiguous" in check.layout_mismatch(theirs, theirs.contiguous())
     assert check.layout_mismatch(torch.randn(2, 3), torch.randn(2, 3)) == ""
+
+
+def test_git_dirty_ignores_the_runs_own_output(monkeypatch, tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    (tmp_path / "benchmarks" / "results" / "gpu").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "gpu" / "conv-bf16.json").write_text("{}")
+    assert results.git_dirty() is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_dirty() is True
