@@ -74,8 +74,8 @@ def square(x, y, B: tl.constexpr):
 
 with stand_in_gpu("sm_90", mode="capture"):
     t = MockTensor(torch.float16)
-    # a 128 x 128 fp32 accumulator in one warp: 512 values per thread, twice the register file
-    k = square.warmup(t, t, B=128, num_warps=1, grid=(1,))
+    # a 128 x 128 fp32 accumulator in two warps: 256 values per thread, over the 255 registers
+    k = square.warmup(t, t, B=128, num_warps=2, grid=(1,))
     print(json.dumps({**cr.resource_usage(k.asm["cubin"]), **cr.ptxas_spills(k)}))
 """
 
