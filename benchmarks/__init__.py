@@ -8,6 +8,6 @@ Entry points:
   kernel table, the autotuner's choices and the compiled kernels' resources;
 * ``python -m benchmarks.report [DIR]`` — regenerate tables and plots from result files.
 
-A suite module exposes ``cases(quick: bool) -> list[dict]`` and
-``run_case(case, dtype, device) -> dict``; see ``benchmarks/README.md`` for the record format.
+Every suite is a list of real layers (``shapes.py``), checked and timed alike (``measure.py``);
+see ``benchmarks/README.md`` for adding one and for the record format.
 """

@@ -83,3 +83,17 @@ def compare(
         if err > worst.max_err or worst.tol == 0.0:
             worst = CheckResult(True, err, torch_err, tol)
     return worst
+
+
+def layout_mismatch(ours: torch.Tensor, theirs: torch.Tensor) -> str:
+    """Why ``ours`` is not in torch's output memory format (``""`` when it is)."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    fmt = formats.get(theirs.dim())
+    if fmt is None:
+        return ""
+    want = theirs.is_contiguous(memory_format=fmt) and not theirs.is_contiguous()
+    got = ours.is_contiguous(memory_format=fmt) and not ours.is_contiguous()
+    if want == got:
+        return ""
+    name = "channels_last" if want else "contiguous"
+    return f"torch returns a {name} tensor, ours has strides {tuple(ours.stride())}"

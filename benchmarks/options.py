@@ -1,4 +1,4 @@
-"""Settings of one benchmark run, handed to every suite's ``run_case``."""
+"""Settings of one benchmark run, handed to every suite."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .providers import default_providers
+from .providers import COMPILE_MODES, default_providers
 
 #: Benchmark dtypes by command-line name.
 DTYPES: dict[str, torch.dtype] = {
@@ -29,10 +29,17 @@ class RunOptions:
     providers: list[str] = field(default_factory=list)
     directions: tuple[str, ...] = DIRECTIONS
     batch: int | None = None
+    compile_mode: str = "max-autotune"
+    #: GPU runs: also replay ours in a CUDA graph (host overhead per call)
+    graph: bool = False
 
     def __post_init__(self) -> None:
         if not self.providers:
             self.providers = default_providers(self.device)
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"
+            )
 
     @property
     def gpu(self) -> bool:

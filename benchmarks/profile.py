@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from . import bench_conv
+from .measure import profile_calls as case_calls
 from .options import DIRECTIONS, DTYPES, RunOptions
 from .providers import PROVIDERS, ours_backend
-from .suites import SUITES, ConvSuite, Suite
+from .suites import SUITES, Suite
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NVTX_RANGE = "ncu:ours"
@@ -40,10 +40,7 @@ NVTX_RANGE = "ncu:ours"
 # --- finding the case ------------------------------------------------------------------------
 def find_case(suite: Suite, name: str, options: RunOptions) -> dict[str, Any]:
     """The case called ``name`` (exact, else the one case whose name contains it)."""
-    if isinstance(suite, ConvSuite):  # any layer, also at --quick size
-        cases = bench_conv.cases(suite.name, options.quick, options, every_layer=True)
-    else:
-        cases = suite.cases(options)
+    cases = suite.cases(options, every_layer=True)  # any layer, also at --quick size
     exact = [c for c in cases if c["name"] == name]
     if exact:
         return exact[0]
@@ -53,29 +50,6 @@ def find_case(suite: Suite, name: str, options: RunOptions) -> dict[str, Any]:
     names = ", ".join(c["name"] for c in (partial or cases))
     what = "matches several cases" if partial else "matches no case"
     raise SystemExit(f"{suite.name}: {name!r} {what}; choose one of: {names}")
-
-
-def make_calls(
-    suite: Suite,
-    case: dict[str, Any],
-    dtype: str,
-    options: RunOptions,
-    providers: Sequence[str],
-    direction: str,
-) -> dict[str, Callable[[], Any]]:
-    """Per provider, a callable that runs the case once (passes in ``record_function`` ranges).
-
-    Convolution suites build them from :mod:`benchmarks.bench_conv`; another suite's module may
-    offer ``profile_calls(case, dtype, device)``; otherwise its whole ``run_case`` is profiled.
-    """
-    if isinstance(suite, ConvSuite):
-        return bench_conv.profile_calls(
-            case, dtype, options.device, providers=providers, direction=direction
-        )
-    mod = importlib.import_module(getattr(suite, "module", ""))
-    if callable(getattr(mod, "profile_calls", None)):
-        return dict(mod.profile_calls(case, dtype, options.device))
-    return {"run_case": lambda: suite.run_case(case, dtype, options)}
 
 
 # --- profiler --------------------------------------------------------------------------------
@@ -417,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torchconv_ext
 
     with torchconv_ext.use_backend(backend):
-        calls = make_calls(suite, case, args.dtype, options, providers, args.direction)
+        calls = case_calls(case, args.dtype, options, providers=providers, direction=args.direction)
         if args.ncu_run:
             ncu_run(calls)
             return 0

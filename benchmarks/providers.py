@@ -2,8 +2,8 @@
 
 * ``torch`` / ``torch_cl``: torch's own op (cuDNN on GPUs with ``cudnn.benchmark=True``, oneDNN
   or ATen on CPUs) on NCHW and channels-last tensors;
-* ``compile``: ``torch.compile(mode="max-autotune")`` of torch's op (GPU runs; a failure to
-  compile is recorded for that provider, never fatal);
+* ``compile``: ``torch.compile`` of torch's op, in the run's compile mode (``max-autotune`` by
+  default; GPU runs; a failure to compile is recorded for that provider, never fatal);
 * ``ours`` / ``ours_cl``: torchconv_ext — its Triton kernels on GPUs, its fallback on CPUs.
 """
 
@@ -31,7 +31,7 @@ PROVIDERS: dict[str, Provider] = {
     for p in (
         Provider("torch", "torch NCHW", ours=False),
         Provider("torch_cl", "torch channels_last", ours=False, channels_last=True),
-        Provider("compile", 'torch.compile(mode="max-autotune")', ours=False, compiled=True),
+        Provider("compile", "torch.compile", ours=False, compiled=True),
         Provider("ours", "torchconv_ext NCHW", ours=True),
         Provider("ours_cl", "torchconv_ext channels_last", ours=True, channels_last=True),
     )
@@ -68,7 +68,19 @@ def memory_format(dims: int) -> torch.memory_format | None:
     return {2: torch.channels_last, 3: torch.channels_last_3d}.get(dims)
 
 
-def compile_max_autotune(fn: Callable) -> Callable:
-    """``torch.compile(fn, mode="max-autotune")`` with a fresh cache, one static shape per case."""
+#: ``torch.compile`` modes a run can time (``--compile-mode``).
+COMPILE_MODES: tuple[str, ...] = ("max-autotune", "default")
+
+
+def label(name: str, compile_mode: str) -> str:
+    """A provider's label in result files; the compiled one names its mode."""
+    if name not in PROVIDERS:
+        return name
+    p = PROVIDERS[name]
+    return f'{p.label}(mode="{compile_mode}")' if p.compiled else p.label
+
+
+def compiled(fn: Callable, mode: str) -> Callable:
+    """``torch.compile(fn, mode=mode)`` with a fresh cache, one static shape per case."""
     torch._dynamo.reset()
-    return torch.compile(fn, mode="max-autotune", dynamic=False)
+    return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)

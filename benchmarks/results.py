@@ -99,10 +99,15 @@ def git_sha() -> str:
 
 
 def git_dirty() -> bool | None:
-    """Whether the working tree differs from ``HEAD`` (the SHA then does not pin the code)."""
+    """Whether the working tree differs from ``HEAD`` (the SHA then does not pin the code).
+
+    Result files and profiler traces (``benchmarks/results``, ``benchmarks/profiles``) do not
+    count: a run writing its own output does not make the code it measured dirty.
+    """
+    outputs = [":(exclude)benchmarks/results", ":(exclude)benchmarks/profiles"]
     try:
         out = subprocess.run(
-            ["git", "status", "--porcelain"],
+            ["git", "status", "--porcelain", "--", ".", *outputs],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

@@ -1,19 +1,25 @@
-"""Real layer shapes, kept as data: the convolutions of networks people train.
+"""Real layer shapes, kept as data: the layers of networks people train.
 
-Batch sizes are per-GPU training batches; the CPU runs shrink them (see :func:`scaled`). Every
-layer records whether its input needs a gradient: a network's first layer does not, so its
-backward computes the weight gradient only, as in training.
+Three kinds of layer share one interface (:class:`Layer`): convolutions (:class:`ConvLayer`,
+compute-bound: FLOPs), pooling (:class:`PoolLayer`) and nearest upsampling
+(:class:`UpsampleLayer`), both memory-bound (bytes). Batch sizes are per-GPU training batches; the
+CPU and ``--quick`` runs shrink them (:func:`scaled`). Every layer records whether its input needs
+a gradient: a network's first layer does not, so its backward computes the weight gradient only,
+as in training.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 #: Command-line names of networks whose plain slug would be awkward.
 NET_KEYS: dict[str, str] = {"3D U-Net": "unet3d", "VGG-16": "vgg16", "ResNet-50": "resnet50"}
+
+#: Byte counts of the pooling ops that save int64 indices for the backward.
+INDEX_BYTES = 8
 
 
 def _tuple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
@@ -21,24 +27,22 @@ def _tuple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class ConvLayer:
-    """One convolution (or transposed convolution) layer at its training batch size."""
+class Layer:
+    """One layer at its training batch: ``batch × c_in × size`` in, see the subclasses for the rest.
+
+    ``work()`` is what :func:`scaled` keeps under a budget: forward FLOPs for compute-bound
+    layers, forward bytes (at 4 bytes per element) for memory-bound ones.
+    """
 
     net: str
     layer: str
     batch: int
     c_in: int
-    c_out: int
     size: tuple[int, ...]
-    kernel: int | tuple[int, ...]
-    stride: int | tuple[int, ...] = 1
-    padding: int | tuple[int, ...] = 0
-    dilation: int | tuple[int, ...] = 1
-    groups: int = 1
-    bias: bool = True
-    transposed: bool = False
-    output_padding: int | tuple[int, ...] = 0
-    input_grad: bool = True
+    input_grad: bool = field(default=True, kw_only=True)
+
+    KIND: ClassVar[str] = ""
+    COMPUTE_BOUND: ClassVar[bool] = False
 
     @property
     def dims(self) -> int:
@@ -49,6 +53,79 @@ class ConvLayer:
         """``net.layer`` in lower case, as typed on the command line (``resnet50.layer3.conv2``)."""
         key = NET_KEYS.get(self.net) or re.sub(r"[^a-z0-9]", "", self.net.lower())
         return f"{key}.{self.layer}"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.c_in, *self.size)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def flops(self, direction: str) -> int | None:
+        """FLOPs (2 per multiply-add) of ``direction``; ``None`` for memory-bound layers."""
+        return None
+
+    def bytes(self, direction: str, element_size: int) -> int:
+        """Bytes read + written by ``direction``, each tensor counted once per pass."""
+        raise NotImplementedError
+
+    def work(self) -> float:
+        """The forward's cost that :func:`scaled` keeps under a budget."""
+        return self.flops("fwd") if self.COMPUTE_BOUND else self.bytes("fwd", 4)
+
+    def min_size(self) -> tuple[int, ...]:
+        """The smallest input extent per dim that keeps a valid output (of at least 2 positions)."""
+        return (1,) * self.dims
+
+    def shape_str(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d.update(
+            kind=self.KIND,
+            name=self.name,
+            dims=self.dims,
+            out_shape=list(self.output_shape),
+            shape=self.shape_str(),
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layer:
+        """The layer a :meth:`to_dict` (or a case dict) describes."""
+        kind = LAYER_KINDS[d.get("kind", "conv")] if cls is Layer else cls
+        values = {f.name: d[f.name] for f in fields(kind) if f.name in d}
+        for key, v in values.items():
+            if isinstance(v, list):
+                values[key] = tuple(v)
+        return kind(**values)
+
+
+# --- convolution -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvLayer(Layer):
+    """One convolution (or transposed convolution) layer at its training batch size."""
+
+    c_out: int
+    kernel: int | tuple[int, ...]
+    stride: int | tuple[int, ...] = 1
+    padding: int | tuple[int, ...] = 0
+    dilation: int | tuple[int, ...] = 1
+    groups: int = 1
+    bias: bool = True
+    transposed: bool = False
+    output_padding: int | tuple[int, ...] = 0
+
+    KIND: ClassVar[str] = "conv"
+    COMPUTE_BOUND: ClassVar[bool] = True
+
+    @property
+    def op(self) -> str:
+        """``conv2d``, ``conv_transpose3d``, …: the functional op this layer runs."""
+        return f"conv{'_transpose' if self.transposed else ''}{self.dims}d"
 
     def arg(self, field: str) -> tuple[int, ...]:
         """``kernel``/``stride``/``padding``/``dilation``/``output_padding`` as one int per dim."""
@@ -75,10 +152,6 @@ class ConvLayer:
         return (self.c_out, self.c_in // self.groups, *self.arg("kernel"))
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.c_in, *self.size)
-
-    @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.batch, self.c_out, *self.out_size)
 
@@ -92,28 +165,15 @@ class ConvLayer:
         """
         taps = math.prod(self.arg("kernel"))
         if self.transposed:  # every input element meets C_out/groups × taps weights
-            fwd = (
-                2
-                * self.batch
-                * self.c_in
-                * math.prod(self.size)
-                * (self.c_out // self.groups)
-                * taps
-            )
+            positions, reduction = math.prod(self.size), self.c_out // self.groups
+            fwd = 2 * self.batch * self.c_in * positions * reduction * taps
         else:
-            fwd = (
-                2
-                * self.batch
-                * self.c_out
-                * math.prod(self.out_size)
-                * (self.c_in // self.groups)
-                * taps
-            )
+            positions, reduction = math.prod(self.out_size), self.c_in // self.groups
+            fwd = 2 * self.batch * self.c_out * positions * reduction * taps
         bwd = fwd * (2 if self.input_grad else 1)
         return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
 
     def bytes(self, direction: str, element_size: int) -> int:
-        """Bytes read + written by ``direction``, each tensor counted once per pass."""
         x, w, y = (
             math.prod(self.input_shape),
             math.prod(self.weight_shape),
@@ -124,6 +184,12 @@ class ConvLayer:
         # reads grad_out, input, weight; writes grad_weight, grad_bias and maybe grad_input
         bwd = y + x + w + w + b + (x if self.input_grad else 0)
         return element_size * {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
+
+    def min_size(self) -> tuple[int, ...]:
+        if self.transposed:
+            return (1,) * self.dims
+        k, s, p, d = (self.arg(f) for f in ("kernel", "stride", "padding", "dilation"))
+        return tuple(max(1, d_ * (k_ - 1) + 1 - 2 * p_ + s_) for k_, s_, p_, d_ in zip(k, s, p, d))
 
     def shape_str(self) -> str:
         """A compact description: ``64x256x56x56 k3 s2 p1 g1 -> 128``."""
@@ -139,41 +205,104 @@ class ConvLayer:
             parts.append("T")
         return " ".join(parts) + f" -> {self.c_out}"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["size"] = list(self.size)
-        d.update(
-            name=self.name, dims=self.dims, out_size=list(self.out_size), shape=self.shape_str()
+
+# --- pooling ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolLayer(Layer):
+    """A pooling layer: ``op`` is a functional op of torchconv_ext (``max_pool2d``,
+    ``avg_pool2d``, ``global_avg_pool``, ``spatial_pyramid_pool``)."""
+
+    op: str
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    levels: tuple[int, ...] = ()
+    mode: str = "max"
+
+    KIND: ClassVar[str] = "pool"
+
+    @property
+    def saves_indices(self) -> bool:
+        """Max pooling keeps an int64 index per output for the backward."""
+        return self.op.startswith("max") or (
+            self.op == "spatial_pyramid_pool" and self.mode == "max"
         )
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ConvLayer:
-        fields = {f: d[f] for f in cls.__dataclass_fields__ if f in d}
-        for f in ("size", "kernel", "stride", "padding", "dilation", "output_padding"):
-            if isinstance(fields.get(f), list):
-                fields[f] = tuple(fields[f])
-        return cls(**fields)
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        if self.op == "global_avg_pool":
+            return (self.batch, self.c_in)
+        if self.op == "spatial_pyramid_pool":
+            return (self.batch, self.c_in * sum(lv**self.dims for lv in self.levels))
+        k, s, p = self.kernel, self.stride, self.padding
+        return (self.batch, self.c_in, *((i + 2 * p - k) // s + 1 for i in self.size))
+
+    def bytes(self, direction: str, element_size: int) -> int:
+        x, y = math.prod(self.input_shape), math.prod(self.output_shape)
+        per_out = element_size + (INDEX_BYTES if self.saves_indices else 0)
+        fwd = x * element_size + y * per_out
+        bwd = y * per_out + x * element_size  # grad_out (+ indices) read, grad_in written
+        return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
+
+    def min_size(self) -> tuple[int, ...]:
+        if self.op == "global_avg_pool":
+            return (1,) * self.dims
+        if self.op == "spatial_pyramid_pool":
+            return (max(self.levels),) * self.dims
+        return (max(1, self.kernel + self.stride - 2 * self.padding),) * self.dims
+
+    def shape_str(self) -> str:
+        """``64x64x112x112 max k3 s2 p1``, ``64x512x14x14 pyramid max 1,2,4``, …"""
+        parts = ["x".join(map(str, self.input_shape))]
+        if self.op == "spatial_pyramid_pool":
+            parts += [f"pyramid {self.mode}", ",".join(map(str, self.levels))]
+        elif self.op == "global_avg_pool":
+            parts.append("global avg")
+        else:
+            parts += [self.op.split("_")[0], f"k{self.kernel}", f"s{self.stride}"]
+            if self.padding:
+                parts.append(f"p{self.padding}")
+        return " ".join(parts)
 
 
-def _min_size(layer: ConvLayer) -> tuple[int, ...]:
-    """The smallest input extent per dim that keeps a valid output of at least 2 positions."""
-    if layer.transposed:
-        return (1,) * layer.dims
-    k, s, p, d = (layer.arg(f) for f in ("kernel", "stride", "padding", "dilation"))
-    return tuple(max(1, d_ * (k_ - 1) + 1 - 2 * p_ + s_) for k_, s_, p_, d_ in zip(k, s, p, d))
+# --- nearest upsampling ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpsampleLayer(Layer):
+    """Nearest upsampling by ``scale`` in every spatial dim (``interpolate(mode="nearest")``)."""
+
+    scale: float = 2.0
+
+    KIND: ClassVar[str] = "upsample"
+
+    @property
+    def op(self) -> str:
+        return "interpolate"
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.c_in, *(math.floor(i * self.scale) for i in self.size))
+
+    def bytes(self, direction: str, element_size: int) -> int:
+        moved = (math.prod(self.input_shape) + math.prod(self.output_shape)) * element_size
+        return {"fwd": moved, "bwd": moved, "both": 2 * moved}[direction]
+
+    def shape_str(self) -> str:
+        return "x".join(map(str, self.input_shape)) + f" nearest x{self.scale:g}"
 
 
-def scaled(layer: ConvLayer, batch: int, max_fwd_flops: float | None) -> ConvLayer:
-    """``layer`` at batch ``batch``, its spatial extent halved until the forward fits a budget.
+LAYER_KINDS: dict[str, type[Layer]] = {k.KIND: k for k in (ConvLayer, PoolLayer, UpsampleLayer)}
+
+
+def scaled(layer: Layer, batch: int, max_work: float | None) -> Layer:
+    """``layer`` at batch ``batch``, its spatial extent halved until its work fits a budget.
 
     Channels, kernel, stride and padding stay: the layer keeps its character, only smaller.
     """
     out = replace(layer, batch=batch)
-    if max_fwd_flops is None:
+    if max_work is None:
         return out
-    floor = _min_size(out)
-    while out.flops("fwd") > max_fwd_flops:
+    floor = out.min_size()
+    while out.work() > max_work:
         size = tuple(max(f, i // 2) for i, f in zip(out.size, floor))
         if size == out.size:
             break
@@ -181,8 +310,8 @@ def scaled(layer: ConvLayer, batch: int, max_fwd_flops: float | None) -> ConvLay
     return out
 
 
-def _c(net, layer, batch, c_in, c_out, size, k, s=1, p=0, **kw) -> ConvLayer:
-    return ConvLayer(net, layer, batch, c_in, c_out, size, k, s, p, **kw)
+def _c(net, layer, batch, c_in, c_out, size, k, s=1, p=0, input_grad=True, **kw) -> ConvLayer:
+    return ConvLayer(net, layer, batch, c_in, size, c_out, k, s, p, input_grad=input_grad, **kw)
 
 
 # --- dense 2-D convolutions ------------------------------------------------------------------
@@ -281,10 +410,40 @@ UNET3D_DECODER = [
     _c("3D U-Net", "dec1.up", 2, 64, 32, (64, 64, 64), 2, 2, transposed=True),
 ]
 
-#: The layers of each convolution suite.
-SUITE_LAYERS: dict[str, list[ConvLayer]] = {
+
+# --- pooling: AlexNet, VGG-16, ResNet-50 (batches as their convolutions) ---------------------
+POOLS = [
+    PoolLayer("AlexNet", "pool1", 128, 64, (55, 55), "max_pool2d", 3, 2),
+    PoolLayer("VGG-16", "pool2", 64, 128, (112, 112), "max_pool2d", 2, 2),
+    PoolLayer("ResNet-50", "maxpool", 64, 64, (112, 112), "max_pool2d", 3, 2, 1),
+    PoolLayer("ResNet-50", "avgpool", 64, 2048, (7, 7), "global_avg_pool"),
+    # pyramid pooling (SPP-net) of a VGG-16 conv5 map: levels 1, 2, 4
+    PoolLayer("VGG-16", "conv5.spp", 64, 512, (14, 14), "spatial_pyramid_pool", levels=(1, 2, 4)),
+]
+
+# --- nearest ×2 upsampling: U-Net and 3D U-Net decoders, an FPN top-down path ----------------
+UPSAMPLES = [
+    UpsampleLayer("U-Net", "up4", 8, 1024, (32, 32)),
+    UpsampleLayer("U-Net", "up3", 8, 512, (64, 64)),
+    UpsampleLayer("U-Net", "up2", 8, 256, (128, 128)),
+    UpsampleLayer("U-Net", "up1", 8, 128, (256, 256)),
+    UpsampleLayer("3D U-Net", "up3", 2, 256, (16, 16, 16)),
+    UpsampleLayer("3D U-Net", "up2", 2, 128, (32, 32, 32)),
+    UpsampleLayer("3D U-Net", "up1", 2, 64, (64, 64, 64)),
+    # Mask R-CNN's FPN on an 800×1088 image, batch 8
+    UpsampleLayer("FPN", "p5_p4", 8, 256, (25, 34)),
+    UpsampleLayer("FPN", "p4_p3", 8, 256, (50, 68)),
+    UpsampleLayer("FPN", "p3_p2", 8, 256, (100, 136)),
+    # a non-integer factor: the generic (not the fast integer) path
+    UpsampleLayer("Resize", "x1.5", 8, 256, (64, 64), scale=1.5),
+]
+
+#: The layers of each suite.
+SUITE_LAYERS: dict[str, list[Layer]] = {
     "conv": ALEXNET + VGG16 + RESNET50,
     "depthwise": MOBILENETV2,
     "conv3d": UNET3D,
     "transposed": UNET_DECODER + DCGAN_DECODER + UNET3D_DECODER,
+    "pool": POOLS,
+    "upsample": UPSAMPLES,
 }

@@ -10,6 +10,9 @@ import contextlib
 import csv
 import io
 import json
+import math
+import re
+import subprocess
 import sys
 import types
 
@@ -20,7 +23,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import (
     bench_conv,
+    bench_pool,
+    bench_upsample,
     check,
+    cli,
+    measure,
     profile,
     report,
     results,
@@ -28,11 +35,18 @@ from benchmarks import (
     shapes,
     suites,
     timing,
+    workload,
 )
-from benchmarks.__main__ import main as cli_main
+from benchmarks.cli import main as cli_main
 from benchmarks.options import RunOptions
 
 ALL_LAYERS = [layer for layers in shapes.SUITE_LAYERS.values() for layer in layers]
+CONV_LAYERS = [layer for layer in ALL_LAYERS if isinstance(layer, shapes.ConvLayer)]
+QUICK = RunOptions(device="cpu", quick=True)
+
+
+def quick_case(suite: str, index: int = 0) -> dict:
+    return suites.SUITES[suite].cases(QUICK)[index]
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +89,20 @@ def test_quick_results_have_required_fields(quick_run):
         assert doc["git_sha"] == "unknown" or len(doc["git_sha"]) == 40
         assert doc["peak"]["matmul_tflops"] > 0 and doc["peak"]["copy_gbps"] > 0
         assert doc["records"], p["json"]
+        conv = doc["suite"] in ("conv", "depthwise", "conv3d", "transposed")
         for rec in doc["records"]:
             assert rec["direction"] in ("fwd", "bwd", "both")
             assert rec["status"] == "ok", rec
-            if doc["suite"] in shapes.SUITE_LAYERS:
-                assert rec["check"]["status"] == "ok"
-                assert set(rec["providers"]) == {"torch", "ours"}
-                assert rec["flops"] > 0 and rec["bytes"] > 0
+            assert rec["check"]["status"] == "ok"
+            assert set(rec["providers"]) == {"torch", "ours"}
+            assert rec["bytes"] > 0
+            assert (rec["flops"] or 0) > 0 if conv else rec["flops"] is None
             for prov in rec["providers"].values():
                 assert prov["status"] == "ok"
                 assert {"ms", "p20_ms", "p80_ms"} <= set(prov)
+                assert prov["tflops" if conv else "gbps"] > 0
             assert rec["speedup"] is not None
-        conv = doc["suite"] in shapes.SUITE_LAYERS
-        assert set(doc["summary"]["geomean_speedup"]) >= (
-            {"fwd", "bwd", "both"} if conv else set()
-        ) | {"all"}
+        assert set(doc["summary"]["geomean_speedup"]) == {"fwd", "bwd", "both", "all"}
 
 
 def test_quick_csv_has_one_row_per_timing(quick_run):
@@ -109,7 +122,7 @@ def test_quick_run_writes_report(quick_run):
     _, written, _ = quick_run
     for p in written:
         text = p["md"].read_text()
-        assert "| layer | dir | shape |" in text and "speedup" in text
+        assert "| layer | dir | shape |" in text and "torch/ours" in text
         doc = json.loads(p["json"].read_text())
         assert text.count("\n| `") == len(doc["records"])
         try:
@@ -117,6 +130,17 @@ def test_quick_run_writes_report(quick_run):
         except ImportError:
             continue
         assert p["speedup_png"].stat().st_size > 0 and p["roofline_png"].stat().st_size > 0
+
+
+def test_cpu_and_quick_runs_say_they_are_sanity_checks(quick_run):
+    _, written, lines = quick_run
+    assert any(line.startswith("SANITY CHECK, NOT A MEASUREMENT:") for line in lines)
+    assert not [line for line in lines if "speedup" in line]  # torch against itself
+    assert any(" torch/ours " in line for line in lines)
+    for p in written:
+        text = p["md"].read_text()
+        assert "smoke test" in text and "| torch/ours |" in text
+        assert not re.search(r"speedup(?!\.png)", text)  # only in the chart's file name
 
 
 def test_cli_lists_and_rejects_unknown_suites(capsys):
@@ -149,20 +173,20 @@ def test_compare_allows_low_precision_rounding():
         assert check.compare([ours], [theirs], [ref], dtype).ok
 
 
-def test_mismatch_marks_case_failed_and_untimed(monkeypatch):
-    real = bench_conv.functions
+@pytest.mark.parametrize("suite", ["conv", "pool", "upsample"])
+def test_mismatch_marks_case_failed_and_untimed(monkeypatch, suite):
+    real = workload.functions
 
     def off_by_a_bit(layer):
         ours, theirs = real(layer)
-        return (lambda x, w, b: ours(x, w, b) * 1.01), theirs
+        return (lambda *args: ours(*args) * 1.01), theirs
 
     def no_timing(*args, **kwargs):
         raise AssertionError("a mismatching case must not be timed")
 
-    monkeypatch.setattr(bench_conv, "functions", off_by_a_bit)
-    monkeypatch.setattr(bench_conv, "bench", no_timing)
-    case = bench_conv.cases("conv", quick=True)[0]
-    recs = bench_conv.run_case(case, "fp32", "cpu", RunOptions(device="cpu", quick=True))
+    monkeypatch.setattr(workload, "functions", off_by_a_bit)
+    monkeypatch.setattr(measure, "bench", no_timing)
+    recs = suites.SUITES[suite].run_case(quick_case(suite), "fp32", QUICK)
     assert [r["direction"] for r in recs] == ["fwd", "bwd", "both"]
     for rec in recs:
         assert rec["status"] == "mismatch" and rec["providers"] == {}
@@ -170,7 +194,7 @@ def test_mismatch_marks_case_failed_and_untimed(monkeypatch):
 
 
 def test_backward_only_mismatch_still_times_forward(monkeypatch):
-    real = bench_conv.functions
+    real = workload.functions
 
     class ScaleGrad(torch.autograd.Function):
         @staticmethod
@@ -185,18 +209,14 @@ def test_backward_only_mismatch_still_times_forward(monkeypatch):
         ours, theirs = real(layer)
         return (lambda x, w, b: ScaleGrad.apply(ours(x, w, b))), theirs
 
-    monkeypatch.setattr(bench_conv, "functions", wrong_grad)
-    case = bench_conv.cases("depthwise", quick=True)[0]
-    recs = {
-        r["direction"]: r
-        for r in bench_conv.run_case(case, "fp32", "cpu", RunOptions(device="cpu", quick=True))
-    }
+    monkeypatch.setattr(workload, "functions", wrong_grad)
+    recs = {r["direction"]: r for r in measure.run_case(quick_case("depthwise"), "fp32", QUICK)}
     assert recs["fwd"]["status"] == "ok" and set(recs["fwd"]["providers"]) == {"torch", "ours"}
     assert recs["bwd"]["status"] == recs["both"]["status"] == "mismatch"
     assert "grad_" in recs["bwd"]["check"]["message"]
 
 
-@pytest.mark.parametrize("suite", ["conv", "conv3d"])
+@pytest.mark.parametrize("suite", ["conv", "conv3d", "pool", "upsample"])
 def test_channels_last_providers_are_checked_and_timed(suite):
     options = RunOptions(
         device="cpu",
@@ -204,7 +224,7 @@ def test_channels_last_providers_are_checked_and_timed(suite):
         providers=["torch", "torch_cl", "ours", "ours_cl"],
         directions=("both",),
     )
-    [rec] = bench_conv.run_case(bench_conv.cases(suite, True)[0], "fp32", "cpu", options)
+    [rec] = measure.run_case(quick_case(suite), "fp32", options)
     assert rec["status"] == "ok" and rec["check"]["status"] == "ok"
     assert {p: r["status"] for p, r in rec["providers"].items()} == dict.fromkeys(
         options.providers, "ok"
@@ -212,17 +232,26 @@ def test_channels_last_providers_are_checked_and_timed(suite):
 
 
 def test_compile_failure_is_reported_not_fatal(monkeypatch):
-    def broken_compile(fn):
+    modes = []
+
+    def broken_compile(fn, mode):
+        modes.append(mode)
+
         def run(*args):
             raise RuntimeError("inductor could not compile")
 
         return run
 
-    monkeypatch.setattr(bench_conv, "compile_max_autotune", broken_compile)
+    monkeypatch.setattr(measure, "compiled", broken_compile)
     options = RunOptions(
-        device="cpu", quick=True, providers=["torch", "compile", "ours"], directions=("fwd",)
+        device="cpu",
+        quick=True,
+        providers=["torch", "compile", "ours"],
+        directions=("fwd",),
+        compile_mode="default",
     )
-    [rec] = bench_conv.run_case(bench_conv.cases("depthwise", True)[0], "fp32", "cpu", options)
+    [rec] = measure.run_case(quick_case("depthwise"), "fp32", options)
+    assert modes == ["default"]
     assert rec["status"] == "ok"
     assert rec["providers"]["compile"]["status"] == "error"
     assert "inductor could not compile" in rec["providers"]["compile"]["error"]
@@ -239,10 +268,10 @@ def _meta_conv(layer, x, w, b):
     )
     if layer.transposed:
         kw["output_padding"] = layer.arg("output_padding")
-    return getattr(F, bench_conv.op_name(layer))(x, w, b, **kw)
+    return getattr(F, layer.op)(x, w, b, **kw)
 
 
-@pytest.mark.parametrize("layer", ALL_LAYERS, ids=lambda layer: layer.name)
+@pytest.mark.parametrize("layer", CONV_LAYERS, ids=lambda layer: layer.name)
 def test_layer_shapes_and_flops_match_torch(layer):
     small = shapes.scaled(layer, 2, None)
     x = torch.empty(small.input_shape, device="meta", requires_grad=small.input_grad)
@@ -270,14 +299,9 @@ def test_layer_shapes_and_flops_match_torch(layer):
 def test_scaled_layers_stay_valid(budget):
     for layer in ALL_LAYERS:
         s = shapes.scaled(layer, 1, budget)
-        assert s.batch == 1 and all(o >= 1 for o in s.out_size)
-        assert (s.c_in, s.c_out, s.kernel, s.stride) == (
-            layer.c_in,
-            layer.c_out,
-            layer.kernel,
-            layer.stride,
-        )
-        if budget is not None and s.flops("fwd") > budget:
+        assert s.batch == 1 and all(o >= 1 for o in s.output_shape)
+        assert shapes.replace(s, batch=layer.batch, size=layer.size) == layer  # only smaller
+        if budget is not None and s.work() > budget:
             assert shapes.scaled(s, 1, budget) == s  # already at the smallest valid size
 
 
@@ -286,7 +310,7 @@ def test_case_names_are_unique_and_round_trip():
         names = [layer.name for layer in layers]
         assert len(set(names)) == len(names), name
         for layer in layers:
-            assert shapes.ConvLayer.from_dict(json.loads(json.dumps(layer.to_dict()))) == layer
+            assert shapes.Layer.from_dict(json.loads(json.dumps(layer.to_dict()))) == layer
 
 
 # --- timing helpers ---------------------------------------------------------------------------
@@ -327,113 +351,50 @@ def test_finalize_derives_ratios_and_speedup():
     assert results.geomean([2.0, 8.0]) == pytest.approx(4.0)
 
 
-# --- suites from other modules (pool, upsample) ----------------------------------------------
-def test_module_suite_adapts_external_records(monkeypatch, tmp_path):
-    fake = types.ModuleType("benchmarks._fake_suite")
-    fake.cases = lambda quick: [
-        {"name": "maxpool.a", "shape": "1x2x4x4 k2"},  # one record
-        {"k": 3},  # a list of records
-        {"name": "gap", "shape": (2, 8, 7, 7), "layout": "contiguous"},  # per-direction dicts
-        {"name": "gap", "shape": (2, 8, 7, 7), "layout": "channels_last"},
-    ]
-    seen_dtypes = []
-
-    def run_case(case, dtype, device):
-        seen_dtypes.append(dtype)
-        if "k" in case:
-            return [
-                {
-                    "direction": d,
-                    "bytes": 1000,
-                    "results": {"torch": 2.0, "ours": {"median_ms": 1.0}},
-                }
-                for d in ("fwd", "bwd")
-            ]
-        if "layout" in case:  # (named gap.contiguous / gap.channels_last by now)
-            if case["layout"] == "channels_last":
-                return dict(case, check="forward differs from torch")  # not timed
-            t = lambda ms: {"ms": ms, "p20_ms": ms, "p80_ms": ms, "gbps": 1.0}
-            return dict(
-                case,
-                check="ok",
-                bytes={"fwd": 800, "bwd": 1600},
-                fwd={"ours": t(1.0), "torch": t(3.0), "ratio": 3.0},
-                bwd={"ours": t(2.0), "torch": t(2.0), "ratio": 1.0},
-            )
-        return {
-            "direction": "fwd",
-            "bytes": 4000,
-            "providers": {
-                "torch": {"ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1},
-                "ours": {"ms": 2.0, "p20_ms": 1.9, "p80_ms": 2.1},
-            },
-        }
-
-    fake.run_case = run_case
-    monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    suite = suites.ModuleSuite("pool", "pooling", module=fake.__name__)
-    monkeypatch.setitem(suites.SUITES, "pool", suite)
-    assert suite.unavailable() is None
-    [p] = runner.run(
-        ["pool"], ["bf16"], RunOptions(device="cpu", quick=True), tmp_path, log=lambda s: None
-    )
-    assert set(seen_dtypes) == {torch.bfloat16}
-    doc = json.loads(p["json"].read_text())
-    recs = {(r["name"], r["direction"]): r for r in doc["records"]}
-    assert list(recs) == [
-        ("maxpool.a", "fwd"),
-        ("pool.1", "fwd"),
-        ("pool.1", "bwd"),
-        ("gap.contiguous", "fwd"),
-        ("gap.contiguous", "bwd"),
-        ("gap.channels_last", "all"),
-    ]
-    assert recs["maxpool.a", "fwd"]["speedup"] == pytest.approx(0.5)
-    assert recs["maxpool.a", "fwd"]["providers"]["ours"]["gbps"] > 0
-    assert recs["pool.1", "bwd"]["speedup"] == pytest.approx(2.0)
-    assert recs["pool.1", "bwd"]["shape"] == "k=3"
-    gap = recs["gap.contiguous", "fwd"]
-    assert gap["speedup"] == pytest.approx(3.0) and gap["bytes"] == 800
-    assert set(gap["providers"]) == {"ours", "torch"}  # the ratio scalar is not a provider
-    assert gap["shape"] == "2x8x7x7" and gap["check"]["status"] == "ok"
-    assert recs["gap.contiguous", "bwd"]["bytes"] == 1600
-    failed = recs["gap.channels_last", "all"]
-    assert failed["status"] == "mismatch" and failed["providers"] == {}
-    assert failed["check"]["message"] == "forward differs from torch"
-    assert "ours GB/s" in p["md"].read_text()
+# --- one suite protocol ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "layer", [x for x in ALL_LAYERS if not isinstance(x, shapes.ConvLayer)], ids=lambda x: x.name
+)
+def test_memory_bound_layer_shapes_match_torch(layer):
+    small = shapes.replace(layer, batch=2)
+    x = torch.empty(small.input_shape, device="meta")
+    _, theirs = workload.functions(small)
+    assert tuple(theirs(x).shape) == small.output_shape
+    assert small.flops("fwd") is None and small.bytes("fwd", 4) > 0
+    assert small.bytes("both", 2) == small.bytes("fwd", 2) + small.bytes("bwd", 2)
+    index = 8 if small.op.startswith("max") or small.op == "spatial_pyramid_pool" else 0
+    moved = (x.numel() + math.prod(small.output_shape)) * 4 + index * math.prod(small.output_shape)
+    assert small.bytes("fwd", 4) == moved
 
 
-def test_module_suite_missing_or_broken_is_reported(monkeypatch):
-    assert (
-        "does not exist yet"
-        in suites.ModuleSuite("x", "", module="benchmarks.no_such").unavailable()
-    )
-    broken = types.ModuleType("benchmarks._broken_suite")
-    monkeypatch.setitem(sys.modules, broken.__name__, broken)
-    assert (
-        "has no cases or run_case"
-        in suites.ModuleSuite("x", "", module=broken.__name__).unavailable()
-    )
+def test_every_suite_is_a_list_of_layers_run_alike():
+    for name, suite in suites.SUITES.items():
+        assert suite.layers == shapes.SUITE_LAYERS[name]
+        assert suite.key_layers(), name  # a budget run's first pass has something to time
+        assert all(layer in suite.layers for layer in suite.key_layers())
+        for case in suite.cases(QUICK):
+            assert case["suite"] == name and shapes.Layer.from_dict(case).name == case["name"]
 
 
-def test_transposed_suite_defined_and_clean_when_missing(tmp_path):
-    suite = suites.SUITES["transposed"]
-    import torchconv_ext.functional as f
+def test_suite_entry_points_use_the_cli_without_import_cycle(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(argv) or 0)
+    assert bench_conv.main(["--quick"]) == 0
+    assert bench_pool.main([]) == bench_upsample.main(["upsample", "--list"]) == 0
+    assert seen == [["conv", "depthwise", "conv3d", "--quick"], ["pool"], ["upsample", "--list"]]
+    # importing a suite entry point must not import the package's __main__ (no cycle)
+    code = "import sys, benchmarks.bench_conv; sys.exit('benchmarks.__main__' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=results.REPO_ROOT).returncode == 0
 
-    reason = suite.unavailable()
-    assert (reason is None) == hasattr(f, "conv_transpose2d")
-    if reason is not None:
-        assert "conv_transpose2d" in reason
-        assert (
-            runner.run(
-                ["transposed"],
-                ["fp32"],
-                RunOptions(device="cpu", quick=True),
-                tmp_path,
-                log=lambda s: None,
-            )
-            == []
-        )
+
+def test_suite_with_missing_op_is_reported_and_skipped(monkeypatch, tmp_path):
+    assert suites.SUITES["transposed"].unavailable() is None
+    monkeypatch.setattr(suites, "required_ops", lambda layer: {"conv_transpose9d"})
+    reason = suites.SUITES["transposed"].unavailable()
+    assert reason == "torchconv_ext.functional has no conv_transpose9d yet"
+    lines: list[str] = []
+    assert runner.run(["transposed"], ["fp32"], QUICK, tmp_path, log=lines.append) == []
+    assert f"[transposed] not available: {reason}" in lines
 
 
 # --- report and profile -----------------------------------------------------------------------
@@ -451,6 +412,73 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote" in printed and f"skipped {foreign}" in printed
     assert "pool-float32" not in index
+    for name in (f"{doc['device']}/overhead-before", "compile-report/sm_90"):  # listed apart
+        (tmp_path / f"{name}.json").parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.json").write_text("{}")
+        (tmp_path / f"{name}.md").write_text("#")
+    index = report.write_index(tmp_path).read_text()
+    assert f"({doc['device']}/overhead-before.md)" in index
+    assert "[compile report for sm_90](compile-report/sm_90.md)" in index
+
+
+def _gpu_doc(speedups: list[float], flops: bool = True) -> dict:
+    records = []
+    for i, sp in enumerate(speedups):
+        rec = {
+            "name": f"net.layer{i}",
+            "direction": ("fwd", "bwd", "both")[i % 3],
+            "status": "ok",
+            "flops": 2e12 * (i + 1) if flops else None,
+            "bytes": 1e10,
+            "providers": {
+                "torch": {"status": "ok", "ms": 10.0 * sp},
+                "ours_cl": {"status": "ok", "ms": 10.0},
+            },
+        }
+        records.append(results.finalize(rec, {"matmul_tflops": 800.0, "copy_gbps": 4000.0}))
+    peak = {"matmul_tflops": 800.0, "copy_gbps": 4000.0, "matmul_dtype": "bfloat16"}
+    return {
+        "suite": "conv",
+        "dtype": "bf16",
+        "device": "nvidia-h200",
+        "device_name": "NVIDIA H200",
+        "quick": False,
+        "ours_backend": "triton",
+        "peak": peak,
+        "records": records,
+        "summary": results.summarize(records),
+    }
+
+
+def test_speedup_bars_start_at_one_with_plain_ticks():
+    pytest.importorskip("matplotlib")
+    fig = report.speedup_figure(_gpu_doc([0.5, 1.0, 2.5, 1.3]))
+    ax = fig.axes[0]
+    bars = [(b.get_x(), b.get_x() + b.get_width()) for b in ax.patches if b.get_height() < 1]
+    assert bars == pytest.approx([(1, 0.5), (1, 1.0), (1, 2.5), (1, 1.3)])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "1×" in labels and "2×" in labels and "0.5×" in labels
+    assert all(re.fullmatch(r"[0-9.]+×", t) for t in labels)  # no 10^x, no 9.8e-01
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] < 0.5 and ax.get_xlim()[1] > 2.5
+    title = ax.get_title()
+    assert "speedup of ours" in title and "SANITY" not in title
+    sanity = report.speedup_figure({**_gpu_doc([1.2]), "device": "cpu-x", "ours_backend": "torch"})
+    assert "SANITY CHECK" in sanity.axes[0].get_title()
+    assert "speedup" not in sanity.axes[0].get_title()
+
+
+def test_roofline_labels_every_point():
+    pytest.importorskip("matplotlib")
+    doc = _gpu_doc([0.5, 1.0, 2.5, 1.3])
+    ax, key = report.roofline_figure(doc).axes
+    numbers = [t.get_text() for t in ax.texts if t.get_text().isdigit()]
+    assert numbers == ["1", "2", "3", "4"]
+    assert key.texts[0].get_text().splitlines()[2].split() == ["3", "net.layer2", "both"]
+    assert any("800 TFLOP/s" in t.get_text() for t in ax.texts)
+    assert any("4000 GB/s" in t.get_text() for t in ax.texts)
+    memory = report.roofline_figure(_gpu_doc([1.5, 0.8], flops=False)).axes[0]
+    names = [t.get_text() for t in memory.get_yticklabels()]
+    assert names == ["net.layer0 fwd", "net.layer1 bwd"]
 
 
 def test_profile_entry_point_on_cpu(tmp_path, capsys):
@@ -503,3 +531,27 @@ def test_compiled_kernel_resources_are_read():
     tuner = types.SimpleNamespace(fn=jit)
     [row] = profile.compiled_kernels([("triton_kernels.x.k", tuner)])
     assert (row["n_regs"], row["n_spills"], row["shared"], row["num_warps"]) == (96, 0, 4096, 4)
+
+
+def test_layout_check_flags_an_output_in_the_wrong_memory_format():
+    theirs = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    assert check.layout_mismatch(theirs.clone(), theirs) == ""
+    assert "channels_last" in check.layout_mismatch(theirs.contiguous(), theirs)
+    assert "contiguous" in check.layout_mismatch(theirs, theirs.contiguous())
+    assert check.layout_mismatch(torch.randn(2, 3), torch.randn(2, 3)) == ""
+
+
+def test_git_dirty_ignores_the_runs_own_output(monkeypatch, tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    (tmp_path / "benchmarks" / "results" / "gpu").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "gpu" / "conv-bf16.json").write_text("{}")
+    assert results.git_dirty() is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_dirty() is True

@@ -1,0 +1,610 @@
+"""``python -m benchmarks.compile_report``: the GPU code of the benchmarks, without a GPU.
+
+1. **Capture.** Every benchmark case (a suite's layers at their training size) runs ours —
+   forward and backward, NCHW and channels_last, in each ``--dtype`` — on uninitialised CPU
+   tensors under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="capture"``): every kernel
+   launch is recorded at Triton's level (``Autotuner`` / ``Heuristics`` / ``JITFunction``) and
+   not run.
+2. **Compile.** Each recorded launch is compiled for the target (``--target``, ``sm_90`` by
+   default) with Triton's own compiler, once for *every* autotune config of its kernel, through
+   ``warmup`` — Triton's real specialisation path — in ``--jobs`` processes.
+3. **Read.** From each binary: registers per thread, stack frame and spills (``cuobjdump
+   -res-usage``; ``ptxas -v`` for the exact spill bytes when there is a stack frame), shared
+   memory (Triton's metadata, against the target's limit); from its PTX: ``wgmma``, ``mma.sync``,
+   ``cp.async`` copy sizes, TMA (``cp.async.bulk.tensor``) and the widths of global loads and
+   stores.
+
+Rows are kernel (with its variant constexprs) × config × dtype × layout; launches that Triton
+specialises differently (say, a size divisible by 16 or not) are compiled apart and folded into
+their row as its worst case (most registers, spills, shared memory). Written to
+``benchmarks/results/compile-report/<target>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .standin import SM90_SHARED_BYTES, PointerArg, parse_target
+
+#: Layouts of a case, by the name used in rows.
+LAYOUTS = {"nchw": False, "cl": True}
+LAYOUT_NAMES = {"nchw": "NCHW", "cl": "channels_last"}
+SHARED_LIMIT = {90: SM90_SHARED_BYTES, 100: SM90_SHARED_BYTES, 80: 166912}
+
+
+@dataclass
+class Job:
+    """One compile: a captured launch with one config (``None``: a kernel without autotuning)."""
+
+    launch: Any  # standin.Launch
+    config: Any
+    config_index: int | None
+    cases: list[str] = field(default_factory=list)
+    dtype: str = ""
+    layout: str = ""
+    pruned: bool = False
+    key: tuple = ()
+
+
+# --- capture ---------------------------------------------------------------------------------
+def capture_case(layer: Any, dtype: Any, channels_last: bool, state: Any) -> list[Any]:
+    """The launches ours makes for one layer's forward and backward (stand-in capture mode)."""
+    import torch
+
+    from .workload import grad_operands, make_workload, prepared
+
+    wl = make_workload(layer, dtype, "cpu", random=False)
+    operands, gy = prepared(wl, channels_last)
+    first = len(state.launches)
+    y = wl.ours(*operands)
+    inputs = grad_operands(operands)
+    if inputs:
+        torch.autograd.grad(y, inputs, gy)
+    return state.launches[first:]
+
+
+def _spec(v: Any) -> Any:
+    """What Triton specialises an argument on (a superset: never merges what it tells apart)."""
+    if isinstance(v, PointerArg):
+        return ("ptr", str(v.dtype), v.data_ptr() % 16 == 0)
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return ("int", v == 1, v % 16 == 0, -(2**31) <= v < 2**31)
+    if isinstance(v, float):
+        return "float"
+    return repr(v)
+
+
+def constexprs(launch: Any) -> dict[str, Any]:
+    """The launch's keyword arguments: the kernel's variant constexprs (``FLAT_K``, …)."""
+    return {k: v for k, v in launch.kwargs.items() if not isinstance(v, PointerArg)}
+
+
+def first_dtype(launch: Any) -> str:
+    ptr = next((a for a in launch.args if isinstance(a, PointerArg)), None)
+    return str(ptr.dtype).removeprefix("torch.") if ptr else "?"
+
+
+def plan(
+    captured: list[tuple[str, str, Any]], configs: str, known: Sequence[Job] = ()
+) -> list[Job]:
+    """One job per (specialisation, config), each listing the cases that launch it; none for
+    what ``known`` jobs compile already."""
+    jobs: dict[tuple, Job] = {}
+    seen = {job.key for job in known}
+    for case, layout, launch in captured:
+        kernel = launch.kernel
+        cands = list(getattr(kernel, "configs", None) or [None])
+        kept = _kept_configs(launch, cands)
+        if configs == "first":
+            cands = cands[:1]
+        spec = (
+            id(kernel),
+            tuple(map(_spec, launch.args)),
+            tuple(sorted((k, _spec(v)) for k, v in launch.kwargs.items())),
+            layout,
+        )
+        for i, cfg in enumerate(cands):
+            key = (spec, i)
+            if key in seen:
+                continue
+            if key not in jobs:
+                jobs[key] = Job(
+                    launch,
+                    cfg,
+                    None if cfg is None else i,
+                    dtype=first_dtype(launch),
+                    layout=layout,
+                    pruned=cfg is not None and kept is not None and cfg not in kept,
+                    key=key,
+                )
+            if case not in jobs[key].cases:
+                jobs[key].cases.append(case)
+    return list(jobs.values())
+
+
+def _kept_configs(launch: Any, configs: list[Any]) -> list[Any] | None:
+    """The configs the kernel's own pruning keeps for this launch (``None``: unknown)."""
+    prune = getattr(launch.kernel, "prune_configs", None)
+    if prune is None or configs == [None]:
+        return None
+    try:
+        launch.kernel.nargs = dict(zip(launch.kernel.arg_names, launch.args))
+        return list(prune(dict(launch.kwargs)))
+    except Exception:
+        return None
+    finally:
+        launch.kernel.nargs = None
+
+
+# --- compile and read ------------------------------------------------------------------------
+def _tool(name: str) -> str | None:
+    import triton
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    return str(path) if path.exists() else None
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers, stack frame, static shared and local memory of a cubin (``cuobjdump``)."""
+    tool = _tool("cuobjdump")
+    if tool is None:
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    if not m:
+        return {}
+    return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups())))
+
+
+def ptxas_spills(compiled: Any) -> dict[str, int | None]:
+    """Spill store/load bytes from Triton's own ``ptxas`` step, rerun with its log on.
+
+    Triton's compiler backend turns the kernel's PTX into a cubin again with the same ptxas
+    and options (``TRITON_DUMP_PTXAS_LOG`` makes it print ``ptxas -v``); run only where the
+    binary has a stack frame or local memory, the traces a spill leaves. ``None``: unknown.
+    """
+    from triton.compiler.compiler import make_backend
+
+    meta = compiled.metadata
+    log = io.StringIO()
+    old = os.environ.get("TRITON_DUMP_PTXAS_LOG")
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    try:
+        backend = make_backend(meta.target)
+        options = backend.parse_options(dict(meta._asdict()))
+        with contextlib.redirect_stdout(log):
+            backend.make_cubin(compiled.asm["ptx"], {}, options, meta.target.arch)
+    except Exception:
+        return {"spill_stores": None, "spill_loads": None}
+    finally:
+        if old is None:
+            os.environ.pop("TRITON_DUMP_PTXAS_LOG", None)
+        else:
+            os.environ["TRITON_DUMP_PTXAS_LOG"] = old
+    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log.getvalue())
+    if not m:
+        return {"spill_stores": None, "spill_loads": None}
+    return {"spill_stores": int(m.group(1)), "spill_loads": int(m.group(2))}
+
+
+def _widths(ptx: str, op: str) -> dict[int, int]:
+    """Histogram ``{bytes per access: count}`` of ``ld.global`` / ``st.global``."""
+    hist: dict[int, int] = {}
+    for token in re.findall(rf"\b{op}\.global[.\w:]*", ptx):
+        vec = re.search(r"\.v(\d)\b", token)
+        bits = re.search(r"\.[bfsu](\d+)$", token)
+        if not bits:
+            continue
+        size = (int(vec.group(1)) if vec else 1) * int(bits.group(1)) // 8
+        hist[size] = hist.get(size, 0) + 1
+    return dict(sorted(hist.items(), reverse=True))
+
+
+def ptx_features(ptx: str) -> dict[str, Any]:
+    """Matrix instructions, async copies and memory access widths in a kernel's PTX."""
+    sizes: dict[int, int] = {}
+    for s in re.findall(
+        r"cp\.async\.c[ag]\.shared\.global[.\w:]*\s+\[[^\]]+\],\s*\[[^\]]+\],\s*(0x[0-9a-fA-F]+|\d+)",
+        ptx,
+    ):
+        sizes[int(s, 0)] = sizes.get(int(s, 0), 0) + 1
+    return {
+        "wgmma": len(re.findall(r"\bwgmma\.mma_async", ptx)),
+        "mma_sync": len(re.findall(r"\bmma\.sync", ptx)),
+        "cp_async_bytes": dict(sorted(sizes.items(), reverse=True)),
+        "tma": len(re.findall(r"\bcp\.async\.bulk\.tensor", ptx)),
+        "ld_global_bytes": _widths(ptx, "ld"),
+        "st_global_bytes": _widths(ptx, "st"),
+    }
+
+
+JOBS: list[Job] = []
+
+
+def compile_job(index: int) -> dict[str, Any]:
+    """Compile ``JOBS[index]`` through ``warmup`` and read its resources (runs in a worker)."""
+    job = JOBS[index]
+    launch = job.launch
+    kernel = launch.kernel
+    target = getattr(kernel, "fn", kernel) if job.config is not None else kernel
+    kwargs = dict(launch.kwargs)
+    if job.config is not None:
+        kwargs.update(job.config.all_kwargs())
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            compiled = target.warmup(*launch.args, grid=(1,), **kwargs)
+        if isinstance(compiled, list):  # an Autotuner's warmup: one kernel per config
+            compiled = compiled[0]
+        meta = compiled.metadata
+        out: dict[str, Any] = {
+            "status": "ok",
+            "compile_s": round(time.perf_counter() - t0, 2),
+            "name": meta.name,
+            "hash": getattr(meta, "hash", None),
+            "num_warps": meta.num_warps,
+            "num_stages": meta.num_stages,
+            "shared": meta.shared,
+            **resource_usage(compiled.asm["cubin"]),
+            **ptx_features(compiled.asm["ptx"]),
+        }
+        if out.get("stack", 0) or out.get("local", 0) or "stack" not in out:
+            out.update(ptxas_spills(compiled))
+        else:  # nothing on the stack or in local memory: nothing spilled
+            out.update(spill_stores=0, spill_loads=0)
+        return out
+    except Exception as e:
+        return {"status": "error", "error": f"{type(e).__name__}: {str(e).strip()[-800:]}"}
+
+
+def compile_all(jobs: list[Job], processes: int, log: Callable[[str], None]) -> list[dict]:
+    """Compile every job, in ``processes`` forked workers (they share the Triton cache)."""
+    global JOBS
+    JOBS = jobs
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    done = 0
+    t0 = time.perf_counter()
+    if processes <= 1:
+        mapped = ((i, compile_job(i)) for i in range(len(jobs)))
+        pool = None
+    else:
+        pool = multiprocessing.get_context("fork").Pool(processes)
+        mapped = pool.imap_unordered(_indexed, range(len(jobs)))
+    try:
+        for i, res in mapped:
+            results[i] = res
+            done += 1
+            if done % 10 == 0 or done == len(jobs):
+                log(f"  compiled {done}/{len(jobs)} ({time.perf_counter() - t0:.0f} s)")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return results
+
+
+def _indexed(i: int) -> tuple[int, dict[str, Any]]:
+    return i, compile_job(i)
+
+
+# --- rows ------------------------------------------------------------------------------------
+def config_text(cfg: Any) -> str:
+    """``BLOCK_M=128 BLOCK_N=128 BLOCK_K=32 w8 s3`` (``fixed`` for a kernel without configs)."""
+    if cfg is None:
+        return "fixed"
+    blocks = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items())
+    return f"{blocks} w{cfg.num_warps} s{cfg.num_stages}".strip()
+
+
+def variant_text(launch: Any) -> str:
+    """The kernel name with its variant constexprs: ``_conv_fwd_kernel[FLAT_K=0,HAS_BIAS=1]``."""
+
+    def short(v: Any) -> str:
+        return str(int(v)) if isinstance(v, bool) else str(v).removeprefix("torch.")
+
+    consts = constexprs(launch)
+    inner = ",".join(f"{k}={short(v)}" for k, v in sorted(consts.items()))
+    return f"{launch.name}[{inner}]" if inner else launch.name
+
+
+def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any]]:
+    """One row per kernel variant × config × dtype × layout, its specialisations folded."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for job, res in zip(jobs, results):
+        key = (variant_text(job.launch), config_text(job.config), job.dtype, job.layout)
+        row = out.setdefault(
+            key,
+            {
+                "kernel": job.launch.name,
+                "variant": key[0],
+                "config": key[1],
+                "dtype": job.dtype,
+                "layout": LAYOUT_NAMES[job.layout],
+                "pruned": job.pruned,
+                "specialisations": 0,
+                "cases": [],
+                "status": "ok",
+                "errors": [],
+            },
+        )
+        row["specialisations"] += 1
+        row["cases"] += [c for c in job.cases if c not in row["cases"]]
+        if res.get("status") != "ok":
+            row["status"] = "error"
+            row["errors"].append(res.get("error", "not compiled"))
+            continue
+        for k in ("regs", "stack", "local", "spill_stores", "spill_loads", "shared"):
+            if res.get(k) is None:
+                row[f"{k}_unknown"] = True
+            else:
+                row[k] = max(row.get(k, 0), res[k])
+        for k in ("wgmma", "mma_sync", "tma"):
+            row[k] = max(row.get(k, 0), res.get(k, 0))
+        for k in ("cp_async_bytes", "ld_global_bytes", "st_global_bytes"):
+            merged = row.setdefault(k, {})
+            for size, n in res.get(k, {}).items():
+                merged[size] = merged.get(size, 0) + n
+        row["num_warps"], row["num_stages"] = res["num_warps"], res["num_stages"]
+        row["compile_s"] = round(row.get("compile_s", 0) + res["compile_s"], 2)
+        row["shared_fits"] = row["shared"] <= limit
+    return list(out.values())
+
+
+def spill_bytes(row: dict[str, Any]) -> int | None:
+    """Spill stores + loads of a row, ``None`` when ptxas did not say for every variant."""
+    if row.get("spill_stores_unknown") or row.get("spill_loads_unknown"):
+        return None
+    return row.get("spill_stores", 0) + row.get("spill_loads", 0)
+
+
+def _sizes(hist: dict[Any, int] | None) -> str:
+    if not hist:
+        return "–"
+    return " ".join(f"{size}B×{n}" for size, n in sorted(hist.items(), key=lambda kv: -int(kv[0])))
+
+
+def table(rows_: list[dict[str, Any]], limit: int) -> list[str]:
+    head = (
+        "| kernel | config | dtype | layout | regs | spills B | stack B | shared B | wgmma | "
+        "mma.sync | cp.async | TMA | ld.global | st.global | specs | status |"
+    )
+    lines = [head, "|" + "---|" * 16]
+    for r in rows_:
+        ok = r["status"] == "ok"
+        spills = spill_bytes(r) if ok else None
+        shared = f"{r['shared']}" + ("" if r["shared_fits"] else f" > {limit}") if ok else "–"
+        cells = [
+            f"`{r['variant']}`",
+            r["config"] + (" (pruned)" if r["pruned"] else ""),
+            r["dtype"],
+            r["layout"],
+            str(r.get("regs", "?")) if ok else "–",
+            "?" if spills is None else str(spills),
+            str(r.get("stack", "?")) if ok else "–",
+            shared,
+            str(r.get("wgmma", 0)) if ok else "–",
+            str(r.get("mma_sync", 0)) if ok else "–",
+            _sizes(r.get("cp_async_bytes")) if ok else "–",
+            str(r.get("tma", 0)) if ok else "–",
+            _sizes(r.get("ld_global_bytes")) if ok else "–",
+            _sizes(r.get("st_global_bytes")) if ok else "–",
+            str(r["specialisations"]),
+            "ok" if ok else "ERROR: " + "; ".join(r["errors"])[:200].replace("|", "/"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    limit = doc["shared_limit"]
+    lines = [
+        f"# Compile report · {doc['target']} · triton {doc['triton']}",
+        "",
+        f"- compiled without a GPU by `python -m benchmarks.compile_report` on {doc['host']}; "
+        f"torch {doc['torch']}, triton {doc['triton']}; commit `{doc['git_sha']}`"
+        + (" + local changes" if doc.get("git_dirty") else "")
+        + f", {doc['date']}",
+        f"- suites {', '.join(doc['suites'])}; dtypes {', '.join(doc['dtypes'])}; layouts "
+        f"{', '.join(LAYOUT_NAMES[x] for x in doc['layouts'])}; configs: {doc['configs']}",
+        f"- {doc['launches']} launches captured; {doc['compiles']} kernel variants compiled (or "
+        f"found in Triton's cache) in {doc['elapsed_s']:.0f} s with {doc['processes']} processes",
+        f"- shared memory limit per block: {limit} B; `spills B` = spill stores + loads from "
+        "ptxas (0 when the binary has no stack frame and no local memory; `?`: ptxas did not "
+        "say); `stack B` = stack frame; cp.async / ld.global / st.global: bytes per access × count in the PTX; "
+        "`specs`: Triton specialisations folded into the row (worst case shown); `(pruned)`: a "
+        "config the kernel's own pruning drops for these launches",
+        "",
+        *table(doc["rows"], limit),
+        "",
+        "Cases per row are in the JSON (`rows[].cases`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def parser() -> argparse.ArgumentParser:
+    from .results import RESULTS_DIR
+    from .suites import SUITES
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.compile_report",
+        description="Compile every kernel variant the benchmarks launch for a GPU target, "
+        "without a GPU, and report registers, spills, shared memory and instructions.",
+    )
+    p.add_argument("--target", default="sm_90", help="GPU target (default sm_90)")
+    p.add_argument("--suite", nargs="+", default=list(SUITES), choices=list(SUITES))
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        help="only these layers: suite:name (exact) or a fragment of a layer's name",
+    )
+    p.add_argument("--dtype", nargs="+", default=["bf16"], choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--layout", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    p.add_argument(
+        "--configs",
+        default="all",
+        choices=["all", "first"],
+        help="every autotune config (default) or only each kernel's first",
+    )
+    p.add_argument("--jobs", type=int, default=default_jobs(), help="compile processes")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "compile-report")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON here instead")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument(
+        "--ahead",
+        action="store_true",
+        help="compile ahead for a budget run: two waves, JSON only (see benchmarks/budget.py)",
+    )
+    p.add_argument("--first-wave", type=int, default=0, help="--ahead: layers in the first wave")
+    return p
+
+
+def select_layers(args: argparse.Namespace) -> list[tuple[Any, Any]]:
+    """``(suite, layer)`` pairs: ``--layers`` entries ``suite:name`` (exact, in that order) or
+    name fragments (every layer of ``--suite`` whose name has one); all without ``--layers``."""
+    from .suites import SUITES
+
+    chosen = [SUITES[n] for n in args.suite]
+    if not args.layers:
+        return [(s, layer) for s in chosen for layer in s.layers]
+    out: list[tuple[Any, Any]] = []
+    for entry in args.layers:
+        if ":" in entry:
+            suite, name = entry.split(":", 1)
+            found = [(SUITES[suite], x) for x in SUITES[suite].layers if x.name == name]
+        else:
+            found = [(s, x) for s in chosen for x in s.layers if entry in x.name]
+        out += [f for f in found if f not in out]
+    return out
+
+
+def capture(
+    pairs: list[tuple[Any, Any]], args: argparse.Namespace, state: Any, log: Callable[[str], None]
+) -> list[tuple[str, str, Any]]:
+    """``(case label, layout, launch)`` for every launch of the layers' benchmark cases."""
+    from .options import DTYPES, RunOptions
+
+    gpu_sizes = RunOptions(device="cuda")  # the training batch, as a GPU run times it
+    captured: list[tuple[str, str, Any]] = []
+    for suite, layer in pairs:
+        big = type(layer).from_dict(suite.case(layer, gpu_sizes))
+        for dtype in args.dtype:
+            for layout in args.layout:
+                label = f"{suite.name}:{layer.name}"
+                try:
+                    got = capture_case(big, DTYPES[dtype], LAYOUTS[layout], state)
+                except Exception as e:
+                    log(f"  {label} {dtype} {layout}: capture failed: {e!r}"[:300])
+                    continue
+                captured += [(label, layout, launch) for launch in got]
+    return captured
+
+
+def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Capture, compile and tabulate (see the module docstring); return the document.
+
+    With ``args.ahead`` (a budget run compiling its kernels ahead) the layers come in two
+    waves, the first ``--first-wave`` of them and then the rest, each captured and compiled
+    before the next; ``wave N compiled`` is printed after each.
+    """
+    import torch
+    import triton
+
+    import torchconv_ext
+
+    from .results import _cpu_name, git_dirty, git_sha
+    from .standin import stand_in_gpu
+
+    capability = parse_target(args.target)
+    limit = SHARED_LIMIT.get(capability, SM90_SHARED_BYTES)
+    t0 = time.perf_counter()
+    pairs = select_layers(args)
+    waves = [pairs[: args.first_wave], pairs[args.first_wave :]] if args.ahead else [pairs]
+    jobs: list[Job] = []
+    results: list[dict[str, Any]] = []
+    launches = 0
+    stand_in = stand_in_gpu(args.target, mode="capture")
+    with stand_in as state, torchconv_ext.use_backend("triton"):
+        for n, wave in enumerate(w for w in waves if w):
+            captured = capture(wave, args, state, log)
+            launches += len(captured)
+            new = plan(captured, args.configs, known=jobs)
+            log(
+                f"captured {len(captured)} launches of {len(wave)} layers; compiling "
+                f"{len(new)} kernel variants for {args.target} with {args.jobs} processes"
+            )
+            results += compile_all(new, args.jobs, log)
+            jobs += new
+            log(f"wave {n + 1} compiled ({time.perf_counter() - t0:.0f} s)")
+    return {
+        "target": args.target,
+        "capability": capability,
+        "shared_limit": limit,
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "host": f"{_cpu_name()} ({os.cpu_count()} cores)",
+        "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "suites": list(args.suite),
+        "dtypes": list(args.dtype),
+        "layouts": list(args.layout),
+        "configs": args.configs,
+        "processes": args.jobs,
+        "launches": launches,
+        "elapsed_s": time.perf_counter() - t0,
+        "compiles": len(jobs),
+        "rows": rows(jobs, results, limit),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .standin import require_compiled_kernels
+
+    args = parser().parse_args(argv)
+    require_compiled_kernels()
+    doc = build(args)
+    if args.ahead:  # the budget run reads the log; the JSON says what was compiled
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        return 0
+    print("\n".join(table(doc["rows"], doc["shared_limit"])))
+    if not args.no_write:
+        js = args.json or args.out / f"{doc['target']}.json"
+        js.parent.mkdir(parents=True, exist_ok=True)
+        js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        js.with_suffix(".md").write_text(markdown(doc))
+        print(f"wrote {js} and {js.with_suffix('.md')}")
+    failed = [r for r in doc["rows"] if r["status"] != "ok"]
+    return 1 if failed or not doc["rows"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

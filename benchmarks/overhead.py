@@ -1,0 +1,486 @@
+"""``python -m benchmarks overhead``: the host time of one call of ours, measured without a GPU.
+
+Each call of the public functional API (``conv2d`` forward and forward+backward,
+``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, ``interpolate``)
+runs on tiny CPU tensors under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="launch"``):
+backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
+``TRITON_INTERPRET``. Everything up to the C launch runs — functional, autograd, op dispatch,
+our launcher, Triton's autotuner and argument binder — and the final launcher only counts.
+
+The breakdown comes from timing the same call with progressively deeper layers replaced by
+no-ops, all at Triton's level or through public names:
+
+* ``binder``     Triton's ``JITFunction.run``: argument binding and specialisation, kernel-cache
+                 lookup, grid, and the (stubbed) launcher call = total − (JIT run stubbed);
+* ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` around it = (JIT stubbed) −
+                 (autotuner stubbed too);
+* ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
+                 (autotuner stubbed) − (launchers stubbed too);
+* ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
+                 dispatch mode), each timed alone with the launchers stubbed: dispatcher and op
+                 body (output allocation, backend choice);
+* ``autograd``   graph recording — and for forward+backward, the engine and the backward
+                 formulas — = (launchers stubbed) − (the forward under ``torch.no_grad``) −
+                 (the backward's ops);
+* ``functional`` the rest: (the forward under ``torch.no_grad``, launchers stubbed) − (the
+                 forward's ops): argument parsing and ``autograd.Function.apply``.
+
+A layer the call does not go through (no registered op on the eager path, a launcher bound
+before it could be stubbed) reads 0 and is named in the notes. Beside ours, ATen's own
+per-call time of the same call on the same tiny tensors, and the ratio.
+
+Statistic: every variant is timed in ``--rounds`` interleaved rounds (so a load spike from the
+machine's other users hits all variants alike); a round takes ``--blocks`` blocks of ``n`` calls
+(``n`` sized to about ``--block-ms`` per block, garbage collection off) and keeps the median
+per-call time of its blocks; the result is the minimum over rounds of those medians. Times are
+this thread's CPU time (``time.thread_time``), so time the scheduler hands to the machine's
+other users is not counted; what load still adds (caches, memory bandwidth) only ever adds, so
+the minimum of medians is the least disturbed estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .standin import plain_tensors, require_compiled_kernels
+
+#: Targets the project works towards, host µs per call.
+TARGETS_US: dict[tuple[str, str], float] = {
+    ("conv2d", "fwd"): 25.0,
+    ("conv2d", "fwd+bwd"): 75.0,
+    ("conv_transpose2d", "fwd"): 25.0,
+    ("conv_transpose2d", "fwd+bwd"): 75.0,
+    ("max_pool2d", "fwd"): 15.0,
+    ("avg_pool2d", "fwd"): 15.0,
+    ("adaptive_avg_pool2d", "fwd"): 15.0,
+    ("interpolate", "fwd"): 15.0,
+}
+DIRECTIONS = ("fwd", "fwd+bwd")
+LAYERS = ("functional", "autograd", "op", "launcher", "tuner", "binder")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One public call on tiny tensors: operand shapes and keyword arguments."""
+
+    op: str
+    shapes: tuple[tuple[int, ...], ...]
+    kwargs: dict[str, Any]
+
+    def operands(self) -> list[Any]:
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(s, generator=g).requires_grad_() for s in self.shapes]
+
+
+CALLS: tuple[Call, ...] = (
+    Call("conv2d", ((1, 4, 6, 6), (4, 4, 3, 3), (4,)), {"padding": 1}),
+    Call("conv_transpose2d", ((1, 4, 6, 6), (4, 4, 2, 2), (4,)), {"stride": 2}),
+    Call("max_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+    Call("avg_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+    Call("adaptive_avg_pool2d", ((1, 4, 6, 6),), {"output_size": 1}),
+    Call("interpolate", ((1, 4, 6, 6),), {"scale_factor": 2, "mode": "nearest"}),
+)
+
+
+# --- timing ----------------------------------------------------------------------------------
+#: The clock: this thread's CPU time, so that time the scheduler gives the machine's other
+#: processes is not counted (the measured path is single-threaded Python and C++; on an idle
+#: machine it equals wall time).
+CLOCK: Callable[[], float] = time.thread_time
+
+
+def per_call_us(fn: Callable[[], Any], n: int) -> float:
+    """Mean time of one call over a block of ``n`` calls, garbage collection off."""
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = CLOCK()
+        for _ in range(n):
+            fn()
+        return (CLOCK() - t0) / n * 1e6
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def calls_per_block(fn: Callable[[], Any], block_ms: float) -> int:
+    """How many calls fill about ``block_ms`` milliseconds."""
+    us = min(per_call_us(fn, 3) for _ in range(3))
+    return max(5, int(block_ms * 1e3 / max(us, 0.1)))
+
+
+def min_of_medians(
+    variants: dict[str, tuple[Callable[[], Any], Callable[[], Any]]],
+    *,
+    rounds: int,
+    blocks: int,
+    block_ms: float,
+) -> dict[str, dict[str, Any]]:
+    """Time each variant ``(setup context factory, call)`` in interleaved rounds.
+
+    Returns, per variant, ``us`` (the minimum over rounds of each round's median block) and the
+    round medians themselves.
+    """
+    sizes: dict[str, int] = {}
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (context, fn) in variants.items():
+            with context():
+                if name not in sizes:
+                    fn()
+                    sizes[name] = calls_per_block(fn, block_ms)
+                medians[name].append(
+                    statistics.median(per_call_us(fn, sizes[name]) for _ in range(blocks))
+                )
+    return {
+        name: {"us": min(ms), "round_medians_us": ms, "calls_per_block": sizes[name]}
+        for name, ms in medians.items()
+    }
+
+
+# --- the layers, stubbed ---------------------------------------------------------------------
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _stubbed(owner: Any, names: Sequence[str], counter: dict[str, int] | None = None) -> Iterator:
+    """Replace ``owner.<name>`` by a no-op (counting its calls) for the duration."""
+    saved = {n: vars(owner)[n] for n in names if n in vars(owner)}
+
+    def make(name: str) -> Callable[..., None]:
+        def stub(*args: Any, **kwargs: Any) -> None:
+            if counter is not None:
+                counter[name] = counter.get(name, 0) + 1
+
+        return stub
+
+    for n in saved:
+        setattr(owner, n, make(n))
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            setattr(owner, n, v)
+
+
+def launcher_names() -> list[str]:
+    """The public launchers of ``triton_kernels`` (its ``__all__`` minus plain values)."""
+    import triton_kernels
+
+    return [n for n in triton_kernels.__all__ if callable(getattr(triton_kernels, n, None))]
+
+
+@contextlib.contextmanager
+def stubbed_below(layer: str, counter: dict[str, int] | None = None) -> Iterator[None]:
+    """Stub every layer from the binder up to ``layer`` (``binder``, ``tuner``, ``launcher``)."""
+    from triton.runtime.autotuner import Autotuner, Heuristics
+    from triton.runtime.jit import JITFunction
+
+    import triton_kernels
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_stubbed(JITFunction, ["run"]))
+        if layer in ("tuner", "launcher"):
+            stack.enter_context(_stubbed(Autotuner, ["run"]))
+            stack.enter_context(_stubbed(Heuristics, ["run"]))
+        if layer == "launcher":
+            stack.enter_context(_stubbed(triton_kernels, launcher_names(), counter))
+        yield
+
+
+def registered_ops(fn: Callable[[], Any]) -> list[tuple[Any, tuple, dict]]:
+    """The ``torch.ops.torchconv_ext`` calls ``fn()`` makes: ``(op, args, kwargs)``, args
+    detached (each is later timed alone, outside autograd)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[tuple[Any, tuple, dict]] = []
+
+    def detach(v: Any) -> Any:
+        return v.detach() if isinstance(v, torch.Tensor) else v
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "namespace", "") == "torchconv_ext":
+                seen.append(
+                    (func, tuple(map(detach, args)), {k: detach(v) for k, v in kwargs.items()})
+                )
+            return func(*args, **kwargs)
+
+    with Recorder():
+        fn()
+    return seen
+
+
+# --- one call --------------------------------------------------------------------------------
+def _call_fns(call: Call, direction: str, ours: bool) -> tuple[Callable, Callable]:
+    """``(forward, run)``: the forward alone and the timed call of ``direction``."""
+    import torch
+    import torch.nn.functional as F
+
+    import torchconv_ext.functional as TF
+
+    op = getattr(TF if ours else F, call.op)
+    operands = call.operands()
+    forward = lambda: op(*operands, **call.kwargs)
+    if direction == "fwd":
+        return forward, forward
+    gy = torch.randn_like(forward().detach())
+    return forward, lambda: torch.autograd.grad(forward(), operands, gy)
+
+
+def measure_call(call: Call, direction: str, args: argparse.Namespace, state: Any) -> dict:
+    """Total, breakdown and ATen time of one call in one direction (see the module docstring)."""
+    import torch
+
+    forward, run = _call_fns(call, direction, ours=True)
+    before = state.launched
+    run()  # compiles on first use (real sm_90 code), tunes on the stand-in
+    launches = state.launched - before
+    counter: dict[str, int] = {}
+    with stubbed_below("launcher", counter):
+        run()
+    with stubbed_below("launcher"):
+        ops = registered_ops(run)  # the forward's ops come first
+        n_fwd_ops = len(registered_ops(forward))
+
+    def no_grad_forward() -> Any:
+        with torch.no_grad():
+            return forward()
+
+    variants: dict[str, tuple[Callable, Callable]] = {
+        "total": (_nothing, run),
+        "no_binder": (lambda: stubbed_below("binder"), run),
+        "no_tuner": (lambda: stubbed_below("tuner"), run),
+        "no_launcher": (lambda: stubbed_below("launcher"), run),
+        "no_grad_forward": (lambda: stubbed_below("launcher"), no_grad_forward),
+    }
+    for i, (op, op_args, op_kwargs) in enumerate(ops):
+        variants[f"op{i}"] = (
+            lambda: stubbed_below("launcher"),
+            lambda op=op, a=op_args, k=op_kwargs: op(*a, **k),
+        )
+    _, aten_run = _call_fns(call, direction, ours=False)
+    variants["aten"] = (plain_tensors, aten_run)
+    t = min_of_medians(variants, rounds=args.rounds, blocks=args.blocks, block_ms=args.block_ms)
+    us = {k: v["us"] for k, v in t.items()}
+    op_fwd = sum(us[f"op{i}"] for i in range(n_fwd_ops))
+    op_all = sum(us[f"op{i}"] for i in range(len(ops)))
+    breakdown = {
+        "functional": us["no_grad_forward"] - op_fwd,
+        "autograd": us["no_launcher"] - us["no_grad_forward"] - (op_all - op_fwd),
+        "op": op_all,
+        "launcher": us["no_tuner"] - us["no_launcher"],
+        "tuner": us["no_binder"] - us["no_tuner"],
+        "binder": us["total"] - us["no_binder"],
+    }
+    notes = []
+    if not ops:
+        notes.append("no registered op on the eager path: its time is in 'functional'")
+    if not counter:
+        notes.append("no launcher could be stubbed (bound before the call): in 'op'")
+    if launches == 0:
+        notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
+    target = TARGETS_US.get((call.op, direction))
+    return {
+        "call": call.op,
+        "direction": direction,
+        "shapes": [list(s) for s in call.shapes],
+        "kwargs": call.kwargs,
+        "host_us": us["total"],
+        "target_us": target,
+        "meets_target": None if target is None else us["total"] <= target,
+        "aten_us": us["aten"],
+        "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
+        "breakdown_us": breakdown,
+        "launches_per_call": launches,
+        "registered_ops": [str(op) for op, _, _ in ops],
+        "launchers_called": sorted(counter),
+        "timings": t,
+        "notes": notes,
+    }
+
+
+# --- report ----------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """CPU model, cores, versions, commit and load: where and with what the numbers came."""
+    import torch
+    import triton
+
+    from .results import _cpu_name, git_dirty, git_sha
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _f(v: float | None, fmt: str = ".1f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def row_text(r: dict[str, Any]) -> str:
+    """One console/Markdown row: call, host µs against its target, ATen, ratio, breakdown."""
+    target = r["target_us"]
+    verdict = "–" if target is None else ("ok" if r["meets_target"] else "OVER")
+    parts = [
+        f"{r['call']} {r['direction']}",
+        _f(r["host_us"]),
+        f"≤ {target:g} {verdict}" if target else "–",
+        _f(r["aten_us"]),
+        _f(r["ratio_to_aten"], ".1f") + "×" if r["ratio_to_aten"] else "–",
+        *(_f(r["breakdown_us"][k]) for k in LAYERS),
+        str(r["launches_per_call"]),
+    ]
+    return "| " + " | ".join(parts) + " |"
+
+
+HEADER = (
+    "| call | host µs | target | ATen µs | ours/ATen | "
+    + " | ".join(LAYERS)
+    + " | launches |\n|"
+    + "---|" * (6 + len(LAYERS))
+)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        f"# Host overhead per call — {doc['tag'] or 'current'} · {m['cpu']}",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average "
+        f"{', '.join(f'{x:.2f}' for x in m['loadavg'] or [])} at the start",
+        f"- torch {m['torch']}, triton {m['triton']}, python {m['python']}; commit "
+        f"`{m['git_sha']}`" + (" + local changes" if m["git_dirty"] else "") + f", {m['date']}",
+        f"- stand-in GPU target {doc['target']}: {doc['method']['stand_in']}",
+        f"- statistic: {doc['method']['statistic']}",
+        f"- autotuner: {doc['method']['tuner']}",
+        "- breakdown (µs, per call): functional, autograd, op = registered ops, launcher = our "
+        "launchers, tuner = Triton's autotuner, binder = Triton's JIT run (see "
+        "`benchmarks/overhead.py`); noise can make a small part negative",
+        "",
+        HEADER,
+        *(row_text(r) for r in doc["rows"]),
+        "",
+    ]
+    notes = [f"- {r['call']} {r['direction']}: {n}" for r in doc["rows"] for n in r["notes"]]
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    return "\n".join(lines)
+
+
+def out_paths(out: Path, tag: str | None) -> dict[str, Path]:
+    from .results import environment
+
+    folder = Path(out) / environment("cpu")["device"]
+    stem = "overhead" + (f"-{tag}" if tag else "")
+    return {"json": folder / f"{stem}.json", "md": folder / f"{stem}.md"}
+
+
+def parser() -> argparse.ArgumentParser:
+    from .results import RESULTS_DIR
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks overhead",
+        description="Host time of one call of ours up to the kernel launch, on a stand-in GPU.",
+    )
+    p.add_argument("--only", nargs="+", default=None, help="calls to measure (default: all)")
+    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--blocks", type=int, default=7, help="blocks per round (default 7)")
+    p.add_argument("--block-ms", type=float, default=5.0, help="length of a block (default 5 ms)")
+    p.add_argument("--target", default="sm_90", help="stand-in GPU target (default sm_90)")
+    p.add_argument("--tag", default=None, help="file name tag: overhead-<tag>.{json,md}")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    require_compiled_kernels()
+    import torch
+
+    import torchconv_ext
+
+    from .standin import stand_in_gpu
+
+    calls = [c for c in CALLS if not args.only or c.op in args.only]
+    torch.set_num_threads(1)
+    doc: dict[str, Any] = {
+        "tag": args.tag,
+        "target": args.target,
+        "machine": machine(),
+        "method": {
+            "stand_in": "CPU tensors, backend 'triton', no TRITON_INTERPRET; Triton compiles "
+            "real code for the target and only its final launcher (C argument packing and "
+            "cuLaunchKernel) is a counting stub, so that part of a GPU launch is not included",
+            "statistic": f"minimum over {args.rounds} interleaved rounds of the median of "
+            f"{args.blocks} blocks of about {args.block_ms:g} ms each, in this thread's CPU time "
+            "(time.thread_time: time given to other processes is not counted), garbage "
+            "collection off, one torch thread",
+            "tuner": "the autotuner's benchmark step returns a config's position as its time, so "
+            "the first config after the kernel's pruning wins; the winner is cached per key and "
+            "the timed calls take the cached path, as on a GPU",
+        },
+        "rows": [],
+    }
+    print(
+        f"host overhead per call on {doc['machine']['cpu']} ({doc['machine']['cores']} cores), "
+        f"stand-in {args.target}, torch {doc['machine']['torch']}, triton "
+        f"{doc['machine']['triton']}"
+    )
+    print(HEADER)
+    with stand_in_gpu(args.target, mode="launch") as state, torchconv_ext.use_backend("triton"):
+        for call in calls:
+            for direction in DIRECTIONS:
+                try:
+                    row = measure_call(call, direction, args, state)
+                except Exception as e:  # one call that fails is reported, the others go on
+                    print(f"| {call.op} {direction} | error: {type(e).__name__}: {e} |")
+                    continue
+                doc["rows"].append(row)
+                print(row_text(row), flush=True)
+    print(f"statistic: {doc['method']['statistic']}")
+    for r in doc["rows"]:
+        for n in r["notes"]:
+            print(f"note: {r['call']} {r['direction']}: {n}")
+    if not args.no_write:
+        paths = out_paths(args.out, args.tag)
+        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        paths["md"].write_text(markdown(doc))
+        print(f"wrote {paths['json']} and {paths['md']}")
+    return 0 if doc["rows"] else 1

@@ -1,0 +1,165 @@
+"""What one case runs: its operands and the two implementations, ours and torch's.
+
+Every suite's layer (:mod:`benchmarks.shapes`) becomes a :class:`Workload`: the functional op of
+``torchconv_ext.functional`` and of ``torch.nn.functional`` bound to the layer's arguments, and
+random operands in the benchmarked dtype. The measuring code (:mod:`benchmarks.measure`), the
+budget run, the profiler and the compile report all build their calls from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .providers import memory_format
+from .shapes import ConvLayer, Layer, PoolLayer, UpsampleLayer
+
+Operands = tuple[torch.Tensor | None, ...]
+Op = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Workload:
+    """One layer in one dtype on one device: operands, gradient, and the two implementations."""
+
+    layer: Layer
+    ours: Op
+    torch: Op
+    operands: Operands  # contiguous, in the benchmarked dtype; None for an absent bias
+    grad_output: torch.Tensor
+    names: tuple[str, ...]  # of the operands, for messages ("input", "weight", "bias")
+
+
+def required_ops(layer: Layer) -> set[str]:
+    """The ``torchconv_ext.functional`` names a layer's "ours" calls."""
+    return {layer.op}
+
+
+def functions(layer: Layer) -> tuple[Op, Op]:
+    """``(ours, torch)``: the layer's op from torchconv_ext.functional and torch.nn.functional."""
+    import torchconv_ext.functional as ours_f
+
+    if isinstance(layer, ConvLayer):
+        kw: dict[str, Any] = dict(
+            stride=layer.arg("stride"),
+            padding=layer.arg("padding"),
+            dilation=layer.arg("dilation"),
+            groups=layer.groups,
+        )
+        if layer.transposed:
+            kw["output_padding"] = layer.arg("output_padding")
+        ours_op, torch_op = getattr(ours_f, layer.op), getattr(F, layer.op)
+        return (lambda x, w, b: ours_op(x, w, b, **kw)), (lambda x, w, b: torch_op(x, w, b, **kw))
+    if isinstance(layer, PoolLayer):
+        return _pool_functions(layer, ours_f)
+    if isinstance(layer, UpsampleLayer):
+        kw = dict(scale_factor=layer.scale, mode="nearest")
+        return (lambda x: ours_f.interpolate(x, **kw)), (lambda x: F.interpolate(x, **kw))
+    raise TypeError(f"no functions for a {type(layer).__name__}")
+
+
+def _pool_functions(layer: PoolLayer, ours_f: Any) -> tuple[Op, Op]:
+    if layer.op == "global_avg_pool":
+        adaptive = getattr(F, f"adaptive_avg_pool{layer.dims}d")
+        return ours_f.global_avg_pool, lambda x: adaptive(x, 1).flatten(1)
+    if layer.op == "spatial_pyramid_pool":
+        adaptive = getattr(F, f"adaptive_{layer.mode}_pool{layer.dims}d")
+        levels, mode = layer.levels, layer.mode
+
+        def torch_pyramid(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([adaptive(x, level).flatten(1) for level in levels], 1)
+
+        return (lambda x: ours_f.spatial_pyramid_pool(x, levels, mode)), torch_pyramid
+    kw = dict(kernel_size=layer.kernel, stride=layer.stride, padding=layer.padding)
+    ours_op, torch_op = getattr(ours_f, layer.op), getattr(F, layer.op)
+    return (lambda x: ours_op(x, **kw)), (lambda x: torch_op(x, **kw))
+
+
+def make_workload(
+    layer: Layer, dtype: torch.dtype, device: str, seed: int = 0, *, random: bool = True
+) -> Workload:
+    """Random operands for ``layer`` (conv weights scaled by 1/sqrt(fan-in) so outputs stay
+    O(1)); ``random=False`` leaves them uninitialised (for runs that never read the values)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(shape: Sequence[int], scale: float = 1.0) -> torch.Tensor:
+        if not random:
+            return torch.empty(tuple(shape), device=device, dtype=dtype)
+        t = torch.randn(tuple(shape), generator=g, device=device, dtype=torch.float32)
+        return (t * scale).to(dtype)
+
+    ours, theirs = functions(layer)
+    x = randn(layer.input_shape)
+    if isinstance(layer, ConvLayer):
+        fan_in = math.prod(layer.weight_shape[1:])
+        if layer.transposed:  # weight is (C_in, C_out/groups, k...): an output sums C_in/groups
+            fan_in = layer.c_in // layer.groups * math.prod(layer.arg("kernel"))
+        w = randn(layer.weight_shape, 1 / math.sqrt(fan_in))
+        b = randn((layer.c_out,)) if layer.bias else None
+        operands, names = (x, w, b), ("input", "weight", "bias")
+    else:
+        operands, names = (x,), ("input",)
+    return Workload(layer, ours, theirs, operands, randn(layer.output_shape), names)
+
+
+def needs_grad(layer: Layer, operands: Operands) -> tuple[bool, ...]:
+    """Which operands take a gradient in training: weights and biases always, the input unless
+    the layer is its network's first."""
+    return tuple(t is not None and (i > 0 or layer.input_grad) for i, t in enumerate(operands))
+
+
+def prepared(
+    wl: Workload, channels_last: bool, *, copy: bool = False, dtype: torch.dtype | None = None
+) -> tuple[Operands, torch.Tensor]:
+    """Leaf operands and grad_output for one provider: its layout, ``requires_grad`` as in
+    training; ``copy`` gives fresh storage (distinct inputs), ``dtype`` a cast (the reference)."""
+    layer = wl.layer
+    fmt = (memory_format(layer.dims) if channels_last else None) or torch.contiguous_format
+
+    def leaf(t: torch.Tensor | None, grad: bool) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if dtype is not None:
+            t = t.to(dtype)
+        f = fmt if t.dim() == layer.dims + 2 else torch.contiguous_format  # not a bias
+        t = t.clone(memory_format=f) if copy else t.contiguous(memory_format=f)
+        return t.detach().requires_grad_(grad)
+
+    grads = needs_grad(layer, wl.operands)
+    operands = tuple(leaf(t, g) for t, g in zip(wl.operands, grads))
+    return operands, leaf(wl.grad_output, False)
+
+
+def grad_operands(operands: Operands) -> tuple[torch.Tensor, ...]:
+    return tuple(t for t in operands if t is not None and t.requires_grad)
+
+
+def make_call(fn: Op, operands: Operands, gy: torch.Tensor, direction: str) -> Callable[[], Any]:
+    """A zero-argument callable running ``direction`` of ``fn`` on ``operands``.
+
+    ``fwd`` runs with autograd recording, as a training forward does; ``bwd`` differentiates a
+    graph built once (``retain_graph``); ``both`` does forward and backward in each call.
+    """
+    inputs = grad_operands(operands)
+    if direction == "fwd":
+        return lambda: fn(*operands)
+    if direction == "bwd":
+        y = fn(*operands)
+        return lambda: torch.autograd.grad(y, inputs, gy, retain_graph=True)
+    if direction == "both":
+        return lambda: torch.autograd.grad(fn(*operands), inputs, gy)
+    raise ValueError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
+
+
+def run_once(fn: Op, operands: Operands, gy: torch.Tensor, grads: bool) -> list:
+    """``[output, grad of each operand (None where it takes none)]`` — or just ``[output]``."""
+    y = fn(*operands)
+    if not grads:
+        return [y]
+    got = iter(torch.autograd.grad(y, grad_operands(operands), gy))
+    return [y] + [next(got) if t is not None and t.requires_grad else None for t in operands]

@@ -1,0 +1,195 @@
+"""``python -m benchmarks --budget``: the plan's order, the time budget and partial writes, on a
+CPU with a fake clock (the GPU path itself needs a GPU; nothing here asserts a speed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from benchmarks import budget as budget_mod
+from benchmarks import cli, measure, runner, suites
+from benchmarks.budget import Budget, BudgetExceeded, hard_stop, plan, run_budget
+from benchmarks.options import RunOptions
+from benchmarks.shapes import Layer
+from benchmarks.timing import DevicePeak
+
+CPU = RunOptions(device="cpu", directions=("fwd", "both"), providers=["torch", "compile", "ours"])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def no_peak(monkeypatch):
+    peak = DevicePeak(1.0, "float32", 8, 10.0, 1024)
+    monkeypatch.setattr(runner, "measure_peak", lambda device, quick=False: peak)
+
+
+def fake_run_case(clock: FakeClock, seconds: float, calls: list, on_call=None):
+    """A stand-in for measure.run_case: costs ``seconds`` on the fake clock, times nothing."""
+
+    def run_case(case, dtype, options, *, providers=None, stop=lambda: False, sink=None):
+        calls.append((case["suite"], case["name"], tuple(providers)))
+        layer = Layer.from_dict(case)
+        records = [measure.new_record(case, layer, d, 4) for d in options.directions]
+        sink.extend(records)
+        if on_call:
+            on_call(len(calls), records)
+        clock.now += seconds
+        for rec in records:
+            for p in providers:
+                rec["providers"][p] = {"status": "ok", "ms": 1.0 + len(calls)}
+        return records
+
+    return run_case
+
+
+def read(out, suite):
+    [path] = out.glob(f"*/{suite}-fp32.json")
+    return json.loads(path.read_text())
+
+
+def test_plan_puts_every_suite_key_layers_first():
+    tasks = plan(list(suites.SUITES), CPU)
+    first = [t for t in tasks if t.step == 1]
+    assert [t.suite.name for t in first] == ["conv", "conv", *list(suites.SUITES)[1:]]
+    assert tasks[: len(first)] == first
+    for t in first:
+        assert t.case["name"] in t.suite.key and t.providers == ["torch", "compile", "ours"]
+    rest = [t for t in tasks if t.step == 2]
+    assert all("compile" not in t.providers for t in rest)
+    assert [t.suite.name for t in rest[:6]] == list(suites.SUITES)  # one suite after another
+    compiled = [t for t in tasks if t.step == 3]
+    assert [t.case["name"] for t in compiled] == [t.case["name"] for t in rest]
+    assert {t.case["name"] for t in tasks} == {
+        layer.name for s in suites.SUITES.values() for layer in s.layers
+    }
+
+
+def test_budget_stops_cleanly_and_records_what_it_did(monkeypatch, tmp_path, no_peak):
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 10.0, calls))
+    budget = Budget(60, clock=clock, reserve=0)
+    run_budget(["conv", "pool"], "fp32", CPU, tmp_path, budget, log=lambda s: None)
+    assert len(calls) == 6  # 10 fake seconds each, 60 to spend
+    assert calls[:3] == [
+        ("conv", "resnet50.layer3.conv1", ("torch", "compile", "ours")),
+        ("conv", "resnet50.layer3.conv2", ("torch", "compile", "ours")),
+        ("pool", "resnet50.maxpool", ("torch", "compile", "ours")),
+    ]
+    assert calls[3][2] == ("torch", "ours")  # then the other layers, without compile
+    conv = read(tmp_path, "conv")
+    info = conv["budget"]
+    assert info["seconds"] == 60 and info["elapsed_s"] == 60
+    assert info["state"] == "stopped" and info["stopped_early"]
+    assert info["tasks_done"] == 6 and info["tasks_left"] == len(info["not_run"]) > 0
+    assert {r["name"] for r in conv["records"]} == {c[1] for c in calls if c[0] == "conv"}
+    assert all(r["speedup"] for r in conv["records"])
+    assert (tmp_path / conv["device"] / "conv-fp32.md").read_text().count("\n| `") == len(
+        conv["records"]
+    )
+
+
+def test_results_are_written_after_every_task(monkeypatch, tmp_path, no_peak):
+    clock, calls, seen = FakeClock(), [], []
+
+    def look(n, records):
+        if n == 3:  # what is on disk when the third task starts
+            seen.append(read(tmp_path, "conv"))
+        if n == 4:
+            raise SystemExit("the machine went away")  # no chance to write anything more
+
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls, look))
+    with pytest.raises(SystemExit):
+        run_budget(["conv", "pool"], "fp32", CPU, tmp_path, Budget(600, clock=clock), log=print)
+    [before] = seen
+    assert before["budget"]["state"] == "running" and before["budget"]["tasks_done"] == 2
+    assert {r["name"] for r in before["records"]} == {
+        "resnet50.layer3.conv2",
+        "resnet50.layer3.conv1",
+    }
+    after = read(tmp_path, "pool")  # the third task's file survives the crash of the fourth
+    assert [r["name"] for r in after["records"]] == ["resnet50.maxpool"] * 2
+    assert after["budget"]["state"] == "running"
+
+
+def test_hard_stop_keeps_the_timings_of_the_interrupted_case(monkeypatch, tmp_path, no_peak):
+    clock, calls = FakeClock(), []
+
+    def ring(n, records):
+        if n == 2:
+            records[0]["providers"]["torch"] = {"status": "ok", "ms": 2.0}
+            raise BudgetExceeded("time budget of 600 s and 30 s grace spent")
+
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls, ring))
+    run_budget(["conv"], "fp32", CPU, tmp_path, Budget(600, clock=clock), log=lambda s: None)
+    doc = read(tmp_path, "conv")
+    assert len(calls) == 2 and doc["budget"]["state"] == "stopped"
+    assert doc["budget"]["stop_reason"].startswith("time budget of 600 s")
+    partial = [r for r in doc["records"] if r["name"] == "resnet50.layer3.conv2"]
+    assert set(partial[0]["providers"]) == {"torch"}
+    assert partial[0]["providers"]["torch"]["ms"] == 2.0 and partial[1]["providers"] == {}
+    assert doc["budget"]["tasks_done"] == 1
+
+
+def test_a_failing_case_is_recorded_and_the_run_goes_on(monkeypatch, tmp_path, no_peak):
+    clock, calls = FakeClock(), []
+
+    def boom(n, records):
+        if n == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls, boom))
+    run_budget(["pool"], "fp32", CPU, tmp_path, Budget(600, clock=clock), log=lambda s: None)
+    doc = read(tmp_path, "pool")
+    assert doc["budget"]["state"] == "finished" and len(calls) == 5 + 4  # step 2 and 3
+    broken = [r for r in doc["records"] if r["name"] == "resnet50.maxpool"]
+    assert {r["status"] for r in broken} == {"error"} and "illegal memory" in broken[0]["error"]
+    assert [c[1] for c in calls].count("resnet50.maxpool") == 1  # not timed again
+    merged = [r for r in doc["records"] if r["name"] == "vgg16.pool2"]
+    assert [set(r["providers"]) for r in merged] == [{"torch", "ours", "compile"}] * 2
+
+
+def test_stop_skips_the_remaining_timings_of_a_case():
+    case = suites.SUITES["pool"].cases(RunOptions(device="cpu", quick=True))[0]
+    answers = iter([False, True, True, True])
+    recs = measure.run_case(
+        case,
+        "fp32",
+        RunOptions(device="cpu", quick=True, directions=("fwd", "both")),
+        stop=lambda: next(answers),
+    )
+    assert recs[0]["providers"]["torch"]["status"] == "ok"
+    skipped = [recs[0]["providers"]["ours"], *recs[1]["providers"].values()]
+    assert {p["status"] for p in skipped} == {"skipped"}
+
+
+def test_hard_stop_ends_a_timing_that_overruns():
+    budget = Budget(0.2, reserve=0)
+    t0 = time.monotonic()
+    with pytest.raises(BudgetExceeded), hard_stop(budget, grace=0.1):
+        while time.monotonic() - t0 < 5:
+            sum(range(1000))
+    assert time.monotonic() - t0 < 2
+
+
+def test_budget_option_chooses_the_budget_defaults(monkeypatch):
+    seen = {}
+
+    def fake(names, dtype, options, out, clock, report=True):
+        seen.update(names=names, dtype=dtype, options=options, seconds=clock.seconds)
+
+    monkeypatch.setattr(budget_mod, "run_budget", fake)
+    assert cli.main(["--budget", "300", "--device", "cpu", "pool"]) == 0
+    assert seen["names"] == ["pool"] and seen["dtype"] == "fp32" and seen["seconds"] == 300
+    assert seen["options"].directions == ("fwd", "both")
+    assert seen["options"].compile_mode == "default" and not seen["options"].graph
+    with pytest.raises(SystemExit):
+        cli.main(["--budget", "300", "--dtype", "all", "--device", "cpu"])

@@ -1,0 +1,166 @@
+"""``python -m benchmarks.compile_report``: what it reads out of PTX, and — compiled for sm_90
+with the installed Triton, no GPU — the key kernel variants the benchmarks launch.
+
+The compile runs in a subprocess (this test session imported the kernels under Triton's
+interpreter) with a fresh Triton cache, so every variant is really compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+from benchmarks import compile_report as cr
+from benchmarks.standin import SM90_SHARED_BYTES, Launch, PointerArg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (suite:layer) of the key variants: 3×3 and 1×1 convolution (forward, grad-input,
+#: grad-weight), depthwise, max pooling and ×2 nearest upsampling, channels_last, bf16.
+KEY_LAYERS = (
+    "conv:resnet50.layer3.conv2",
+    "conv:resnet50.layer3.conv1",
+    "depthwise:mobilenetv2.features.3.dw",
+    "pool:resnet50.maxpool",
+    "upsample:unet.up3",
+)
+CONVOLUTIONS = KEY_LAYERS[:2]
+
+PTX = """
+    cp.async.cg.shared.global [ %r1 + 0 ], [ %rd4 + 0 ], 0x10, %r2;
+    cp.async.cg.shared.global.L2::128B [ %r3 + 0 ], [ %rd5 + 0 ], 16, %r4;
+    cp.async.ca.shared.global [ %r3 + 0 ], [ %rd5 + 0 ], 4, %r4;
+    wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%f1}, %rd1, %rd2, 1, 1, 1, 0, 1;
+    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1}, {%r1}, {%r2}, {%f2};
+    ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
+    @%p1 ld.global.L1::evict_last.b16 { %rs1 }, [ %rd2 + 0 ];
+    st.global.v2.b32 [ %rd3 + 0 ], { %r5, %r6 };
+    st.global.b32 [ %rd3 + 0 ], { %r5 };
+    cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r1], [%rd1, {%r2, %r3}], [%r4];
+"""
+
+
+def test_ptx_features_are_read():
+    f = cr.ptx_features(PTX)
+    assert f["wgmma"] == 1 and f["mma_sync"] == 1 and f["tma"] == 1
+    assert f["cp_async_bytes"] == {16: 2, 4: 1}
+    assert f["ld_global_bytes"] == {16: 1, 2: 1}
+    assert f["st_global_bytes"] == {8: 1, 4: 1}
+
+
+SPILLING_KERNEL = """
+import json
+import triton
+import triton.language as tl
+from triton.runtime.jit import MockTensor
+
+from benchmarks import compile_report as cr
+from benchmarks.standin import require_compiled_kernels, stand_in_gpu
+
+require_compiled_kernels()
+import torch
+
+
+@triton.jit
+def square(x, y, B: tl.constexpr):
+    i = tl.arange(0, B)
+    a = tl.load(x + i[:, None] * B + i[None, :])
+    tl.store(y + i[:, None] * B + i[None, :], tl.dot(a, a))
+
+
+with stand_in_gpu("sm_90", mode="capture"):
+    t = MockTensor(torch.float16)
+    # a 128 x 128 fp32 accumulator in two warps: 256 values per thread, over the 255 registers
+    k = square.warmup(t, t, B=128, num_warps=2, grid=(1,))
+    print(json.dumps({**cr.resource_usage(k.asm["cubin"]), **cr.ptxas_spills(k)}))
+"""
+
+
+def test_spills_are_read_from_ptxas(tmp_path):
+    script = tmp_path / "spill.py"
+    script.write_text(SPILLING_KERNEL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["regs"] > 0 and got["stack"] > 0
+    assert got["spill_stores"] > 0 and got["spill_loads"] > 0
+    row = {"spill_stores": got["spill_stores"], "spill_loads": got["spill_loads"]}
+    assert cr.spill_bytes(row) == got["spill_stores"] + got["spill_loads"]
+    assert cr.spill_bytes({**row, "spill_stores_unknown": True}) is None
+
+
+def _launch(kernel, *args, **kwargs):
+    return Launch(kernel, args, kwargs)
+
+
+def test_plan_compiles_each_specialisation_and_config_once():
+    import torch
+
+    cfgs = [types.SimpleNamespace(kwargs={"B": 64}, num_warps=4, num_stages=3) for _ in range(3)]
+    tuner = types.SimpleNamespace(fn=types.SimpleNamespace(__name__="k"), configs=cfgs)
+    x = PointerArg(torch.empty(8, dtype=torch.bfloat16))
+    a = _launch(tuner, x, 32, 7, FLAT=False)
+    b = _launch(tuner, x, 64, 9, FLAT=False)  # specialised alike: 32/64 divisible by 16, 7/9 not
+    c = _launch(tuner, x, 33, 7, FLAT=False)  # 33 is not divisible by 16: compiled apart
+    d = _launch(tuner, x, 32, 7, FLAT=True)  # another variant
+    jobs = cr.plan(
+        [("s:l1", "cl", a), ("s:l2", "cl", b), ("s:l3", "cl", c), ("s:l4", "cl", d)], "all"
+    )
+    assert len(jobs) == 3 * 3
+    assert jobs[0].cases == ["s:l1", "s:l2"] and jobs[0].dtype == "bfloat16"
+    assert [j.config_index for j in jobs[:3]] == [0, 1, 2]
+    assert len(cr.plan([("s:l1", "cl", a)], "first")) == 1
+    assert cr.plan([("s:l1", "cl", a)], "all", known=jobs) == []
+    assert cr.plan([("s:l1", "nchw", a)], "all", known=jobs) != []  # another layout
+
+
+def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
+    """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
+    and the bf16 convolutions on channels_last tensors use wgmma fed by 16-byte cp.async."""
+    report = tmp_path / "sm_90.json"
+    cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90"]
+    cmd += ["--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS]
+    cmd += ["--dtype", "bf16", "--layout", "cl", "--configs", "first", "--json", str(report)]
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
+    env.pop("TRITON_INTERPRET", None)
+    env.pop("TORCHCONV_EXT_POISON", None)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert report.exists(), out.stdout + out.stderr
+    doc = json.loads(report.read_text())
+    assert (report.with_suffix(".md")).exists()
+    rows = doc["rows"]
+    for case in KEY_LAYERS:
+        assert any(case in r["cases"] for r in rows), f"{case}: no kernel captured"
+    for case in CONVOLUTIONS:  # forward, grad-input and grad-weight
+        assert len({r["kernel"] for r in rows if case in r["cases"]}) == 3, case
+    failures = []
+    for r in rows:
+        what = (
+            f"{r['variant']} [{r['config']}] {r['dtype']} {r['layout']} ({', '.join(r['cases'])})"
+        )
+        if r["status"] != "ok":
+            failures.append(f"{what}: does not compile: {r['errors']}")
+            continue
+        spills = cr.spill_bytes(r)
+        if spills is None:
+            failures.append(f"{what}: ptxas did not report its spills")
+        elif spills:
+            failures.append(f"{what}: spills {spills} bytes")
+        if r["shared"] > SM90_SHARED_BYTES:
+            failures.append(f"{what}: needs {r['shared']} B of shared memory > 227 KiB")
+        if any(c in CONVOLUTIONS for c in r["cases"]):
+            if not r["wgmma"]:
+                failures.append(f"{what}: no wgmma (mma.sync: {r['mma_sync']})")
+            sizes = {int(k) for k in r["cp_async_bytes"]}
+            if sizes != {16}:
+                failures.append(f"{what}: cp.async sizes {sorted(sizes) or 'none'}, not 16 B")
+    assert not failures, "\n".join(failures)
+    assert out.returncode == 0, out.stdout + out.stderr
