@@ -147,12 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notes", default="")
     args = parser.parse_args(argv)
     extra = [part for option in args.extra for part in option.split("=", 1)]
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "recipes", "torchconv_ext")
+    code = ("recipes/*.py", "recipes/**/*.py", "recipes/configs", "torchconv_ext", "triton_kernels")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *code)
     result = {
         "what": "python -m recipes fit as a user runs it, timed from start to exit, then "
         "python -m recipes test on the best checkpoint",
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_tree_clean": not dirty,
+        "git_code_unchanged": not dirty,  # no uncommitted change to what the run executes
         "date": date.today().isoformat(),
         "machine": machine(),
         "runs": [],
