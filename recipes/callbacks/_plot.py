@@ -57,6 +57,12 @@ def publish(
     return path
 
 
+def when(trainer: L.Trainer) -> str:
+    """``", epoch N"`` while fitting; nothing for ``validate``/``test`` (which do not restore the
+    epoch count of the checkpoint they evaluate)."""
+    return f", epoch {trainer.current_epoch}" if trainer.state.fn == "fit" else ""
+
+
 def display_images(images: torch.Tensor, datamodule) -> np.ndarray:
     """Network inputs (N, C, H, W) as RGB pixels (N, H, W, 3) in [0, 1]: the data module's
     normalisation undone (else each image stretched to its own range); grey repeated to RGB."""

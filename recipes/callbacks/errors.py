@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 
 from ._log_dir import LogDirCallback
-from ._plot import DPI, FONT, display_images, publish, tile_figure
+from ._plot import DPI, FONT, display_images, publish, tile_figure, when
 
 
 def confusion_figure(counts: np.ndarray, names: list[str], title: str) -> Figure:
@@ -147,8 +147,8 @@ class ErrorAnalysis(LogDirCallback):
         accuracy = np.trace(counts) / max(total, 1)
         what = {"val": "validation", "test": "test"}[stage]
         step = trainer.current_epoch if stage == "val" else 0
-        when = f", epoch {trainer.current_epoch}" if trainer.state.fn == "fit" else ""
-        title = f"Confusion matrix, {what} set ({total} images, accuracy {accuracy:.2%}){when}"
+        when_ = when(trainer)
+        title = f"Confusion matrix, {what} set ({total} images, accuracy {accuracy:.2%}){when_}"
         fig = confusion_figure(counts, names, title)
         publish(
             trainer,
@@ -169,7 +169,7 @@ class ErrorAnalysis(LogDirCallback):
             ]
             title = (
                 f"Worst mistakes, {what} set: the {len(order)} of {wrong} wrong predictions made "
-                f"with the highest confidence{when}\ntrue class → predicted class, confidence"
+                f"with the highest confidence{when_}\ntrue class → predicted class, confidence"
             )
             fig = tile_figure(
                 tiles,
@@ -183,7 +183,7 @@ class ErrorAnalysis(LogDirCallback):
             fig.text(
                 0.5,
                 0.5,
-                f"No mistakes on the {total} {what} images{when}",
+                f"No mistakes on the {total} {what} images{when_}",
                 ha="center",
                 va="center",
                 fontsize=FONT + 2,

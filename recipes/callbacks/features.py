@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ._layers import Field, default_layer, layer_output, receptive_field
 from ._log_dir import LogDirCallback
-from ._plot import display_images, diverging, publish, sequential, tile_figure
+from ._plot import display_images, diverging, publish, sequential, tile_figure, when
 
 
 def _network(pl_module: L.LightningModule) -> torch.nn.Module:
@@ -99,7 +99,7 @@ class FeatureMaps(_LayerCallback):
         h, w = maps.shape[-2:]
         title = (
             f"Feature maps of {layer} ({maps.shape[1]} channels, {h}×{w}) for {len(x)} "
-            f"validation images, epoch {trainer.current_epoch}\n"
+            f"validation images{when(trainer)}\n"
             f"the {len(top)} channels most active on them; each map on its own scale "
             "(black 0 … yellow max; blue < 0 < red if signed)"
         )
@@ -221,7 +221,7 @@ class TopPatches(_LayerCallback):
         f = self._field
         title = (
             f"Validation patches that activate each channel of {layer} most "
-            f"(receptive field {f.size}×{f.size} px), epoch {trainer.current_epoch}\n"
+            f"(receptive field {f.size}×{f.size} px){when(trainer)}\n"
             "one patch per image, strongest first; the number: the activation"
         )
         fig = tile_figure(

@@ -49,7 +49,7 @@ def filter_tiles(weight: torch.Tensor) -> tuple[list[np.ndarray], list[float], b
 def filter_figure(weight: torch.Tensor, name: str, epoch: int | None = None) -> Figure:
     tiles, scales, rgb = filter_tiles(weight)
     n, c, kh, kw = weight.shape
-    cols = min(16, math.ceil(math.sqrt(n * 1.5)))
+    cols = min(16, math.ceil(math.sqrt(n * 2)))
     when = f", epoch {epoch}" if epoch is not None else ""
     if rgb:
         how = "RGB; mid-grey = 0, each filter scaled to its own max |w| (the number under it)"

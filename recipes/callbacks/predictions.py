@@ -28,9 +28,11 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
         self.filename = filename
         self.grid = grid
         self._shown: list[tuple[np.ndarray, int, int, float, str]] = []
+        self._counted = 0
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._shown = []
+        self._counted = 0
 
     def on_predict_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
@@ -41,7 +43,7 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
             return
         images = batch[0][:room]
         pixels = display_images(images, trainer.datamodule)
-        indices = (trainer.predict_loop.current_batch_indices or [])[:room]
+        indices = self._batch_indices(trainer, dataloader_idx, len(batch[0]))[:room]
         paths = self._paths(trainer)
         for i, image in enumerate(pixels):
             index = indices[i] if i < len(indices) else -1
@@ -55,6 +57,16 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
                     Path(path).name if path else "",
                 )
             )
+
+    def _batch_indices(self, trainer, dataloader_idx: int, size: int) -> list[int]:
+        """Dataset indices of the batch just predicted (Lightning records them for writers that
+        write at the end of the epoch; else, the loader being sequential, count them)."""
+        seen = getattr(trainer.predict_loop, "epoch_batch_indices", None)
+        if seen and len(seen) > dataloader_idx and seen[dataloader_idx]:
+            return list(seen[dataloader_idx][-1])
+        start = self._counted
+        self._counted += size
+        return list(range(start, start + size))
 
     @staticmethod
     def _paths(trainer) -> list[str] | None:
@@ -101,7 +113,8 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
             tiles.append(image)
             text = f"{names[pred]} {confidence:.0%}"
             if file:
-                text = f"{file[:14]}\n{text}"
+                stem = Path(file).stem
+                text = f"{stem if len(stem) <= 16 else stem[:7] + '…' + stem[-8:]}\n{text}"
             elif label >= 0 and label != pred:
                 text += f"\n(true {names[label]})"
             labels.append(text)
@@ -112,7 +125,8 @@ class PredictionWriter(LogDirCallback, BasePredictionWriter):
             "them\npredicted class and its probability (red: differs from the label)"
         )
         cols = min(8, math.ceil(math.sqrt(len(tiles) * 2)))
+        tile_px = 96 if any(s[4] for s in self._shown) else 72  # (room for the file names)
         fig = tile_figure(
-            tiles, cols=cols, title=title, labels=labels, label_colors=colours, tile_px=72
+            tiles, cols=cols, title=title, labels=labels, label_colors=colours, tile_px=tile_px
         )
         publish(trainer, fig, self.log_dir, "predictions.png", "predictions", 0)

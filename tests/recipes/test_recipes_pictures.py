@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from recipes._checks import find_recipe_error
-from recipes.callbacks import ErrorAnalysis, TopPatches
+from recipes.callbacks import ErrorAnalysis, PredictionWriter, TopPatches
 from recipes.callbacks._layers import Field, default_layer, layer_output, receptive_field
 from recipes.callbacks.filters import filter_figure, filter_tiles
 from recipes.data.digits import digit_from_image
@@ -177,6 +177,8 @@ def test_predict_on_a_folder_of_your_own_images(tmp_path, capsys):
         "more/digit_4.png",
     ]
     assert all(r["label"] == "" and r["class"] == r["pred"] for r in rows)
+    writer = next(c for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
+    assert [shown[4] for shown in writer._shown] == [Path(n).name for n in names]  # captions
     assert Image.open(out_dir / "predictions.png").size[0] >= 500
     assert "predictions.csv, " not in capsys.readouterr().out  # one CSV: no per-rank files
     with pytest.raises(ValueError) as info:
