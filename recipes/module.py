@@ -242,7 +242,11 @@ class ImageClassifier(L.LightningModule):
         params = inspect.signature(cls).parameters if cls is not None else {}
         length_arg = next((a for a in RUN_LENGTH_ARGS if a in params), None)
         max_steps = self.max_steps if self.max_steps is not None else self.trainer.max_steps
-        by_step = length_arg == "total_steps" or (max_steps is not None and max_steps > 0)
+        # A schedule sized to the run steps per optimizer step when the run is counted in steps
+        # (OneCycleLR always is); any other schedule steps per epoch, as its options mean.
+        by_step = length_arg == "total_steps" or (
+            length_arg is not None and max_steps is not None and max_steps > 0
+        )
         kwargs = {}
         if length_arg is not None:
             if by_step:

@@ -110,6 +110,8 @@ def test_schedules_without_a_length_are_left_alone(tmp_path):
         "2",
         "--trainer.max_epochs",
         "3",
+        "--trainer.max_steps",  # (counted in steps, a StepLR still steps per epoch)
+        "6",
         "--model.lr_scheduler",
         "torch.optim.lr_scheduler.StepLR",
         "--model.lr_scheduler.step_size",
