@@ -1,32 +1,132 @@
-"""``python -m recipes {fit,validate,test,predict} --config recipes/configs/<name>.yaml``."""
+"""``python -m recipes {fit,validate,test,predict} [--config recipes/configs/<name>.yaml]``."""
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
 
+import torch
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+
+from ._checks import DataNotFoundError, find_recipe_error
+from .callbacks.summary import RunSummary, display_path
 from .checkpoint_io import AtomicCheckpointIO
 from .data import ImageDataModule
+from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "vgg11_digits.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def shipped_configs() -> dict[str, str]:
+    """``{config name: its first comment line}`` for every YAML file in ``recipes/configs``."""
+    configs = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "# ")
+        configs[path.stem] = first.lstrip("# ").strip()
+    return configs
+
+
+def _configs_help() -> str:
+    configs = shipped_configs()
+    width = max(map(len, configs)) + 2
+    lines = [
+        f"Shipped configs (--config recipes/configs/<name>.yaml; without --config: "
+        f"{DEFAULT_CONFIG.stem}):"
+    ]
+    lines += [f"  {name:<{width}}{about}" for name, about in configs.items()]
+    return "\n".join(lines)
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept (the list of configs)."""
+
+
+def with_default_config(args: list[str]) -> tuple[list[str], bool]:
+    """``args`` with ``--config <the built-in default>`` after the subcommand when no config is
+    given; and whether it was added."""
+    index = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if index is None or args[index] not in SUBCOMMANDS:
+        return args, False
+    if any(a in ("-c", "--config") or a.startswith("--config=") for a in args):
+        return args, False
+    return [*args[: index + 1], "--config", display_path(DEFAULT_CONFIG), *args[index + 1 :]], True
+
+
+def run_folder_of(ckpt_path: str | Path) -> Path | None:
+    """The run folder (``<save_dir>/<name>/<version>``) a checkpoint was written in, if it lies
+    in one's ``checkpoints/`` folder."""
+    path = Path(ckpt_path)
+    if path.parent.name == "checkpoints" and len(path.parents) >= 4:
+        return path.parent.parent
+    return None
+
+
+class _KeepingSaveConfig(SaveConfigCallback):
+    """Saves the run's configuration as ``config.yaml`` in the run folder; a resumed run that
+    finds one there writes ``config_1.yaml``, ``config_2.yaml`` … instead of replacing it."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved and self.save_to_log_dir:
+            folder = Path(trainer.log_dir)  # (collective: every process reads it)
+            name = self.config_filename
+            if trainer.is_global_zero:
+                stem, k = Path(name).stem, 0
+                while (folder / name).exists():
+                    k += 1
+                    name = f"{stem}_{k}.yaml"
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
 
 
 class RecipeCLI(LightningCLI):
     """LightningCLI for :class:`ImageClassifier` on any :class:`ImageDataModule`.
 
-    The data module's class count and image channels are passed to the model, and checkpoints
-    are written atomically (:class:`AtomicCheckpointIO`) unless the config names another
-    checkpoint IO plugin.
+    - Without ``--config``, a subcommand runs the built-in default
+      (``recipes/configs/vgg11_digits.yaml``); ``--help`` lists the shipped configs.
+    - The data module's class count, image channels and image size are passed to the model;
+      ``trainer.max_epochs`` and ``trainer.max_steps`` size the model's LR schedule.
+    - ``fit --ckpt_path <run>/checkpoints/last.ckpt`` continues in the run's own folder:
+      ``metrics.csv`` goes on (rows the interrupted run logged after the checkpoint are set aside
+      in ``metrics_before_resume_<k>.csv``), the checkpoint callbacks keep tracking the best.
+    - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless the config names
+      another checkpoint IO plugin; every command ends with a :class:`RunSummary`.
     """
 
-    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+    def __init__(self, args: list[str] | dict | None = None, run: bool = True, **kwargs) -> None:
+        from_argv = args is None
+        if from_argv:
+            args = sys.argv[1:]
+        self.default_config_used = False
+        if isinstance(args, list):
+            args, self.default_config_used = with_default_config(list(args))
+            if from_argv:  # (DDP's launcher starts the other processes with sys.argv)
+                sys.argv[1:] = args
+        self.command = list(args) if isinstance(args, list) else None
+        help_text = _configs_help()
+        parser_kwargs = {
+            "prog": "python -m recipes",
+            "description": help_text,
+            "formatter_class": _HelpFormatter,
+            **{c: {"epilog": help_text, "formatter_class": _HelpFormatter} for c in SUBCOMMANDS},
+        }
         super().__init__(
             ImageClassifier,
             ImageDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "python -m recipes"},
-            args=args,
+            save_config_callback=_KeepingSaveConfig,
+            parser_kwargs=parser_kwargs,
+            args=None if from_argv else args,
             run=run,
             **kwargs,
         )
@@ -34,6 +134,50 @@ class RecipeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+        parser.link_arguments("trainer.max_epochs", "model.max_epochs", apply_on="parse")
+        parser.link_arguments("trainer.max_steps", "model.max_steps", apply_on="parse")
+
+    # --- before anything is built: the checkpoint, and which folder the run writes to ----------
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt_path = config.get("ckpt_path")
+        self.resume_folder: Path | None = None
+        self.resume_at: tuple[float, float] | None = None  # the checkpoint's (epoch, step)
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            if not Path(ckpt_path).is_file():
+                raise DataNotFoundError(
+                    f"checkpoint {ckpt_path!r} not found: a run keeps its checkpoints in "
+                    "<run folder>/checkpoints/ (last.ckpt after every epoch, best-….ckpt)"
+                )
+            if self.subcommand == "fit":
+                self._continue_run_folder(config, Path(ckpt_path))
+
+    def _continue_run_folder(self, config, ckpt_path: Path) -> None:
+        """Point the logger at the checkpoint's run folder, so the resumed run goes on there."""
+        folder = run_folder_of(ckpt_path)
+        logger = config["trainer"].get("logger")
+        init = getattr(logger, "init_args", None)
+        if (
+            folder is None
+            or init is None
+            or not all(k in init for k in ("save_dir", "name", "version"))
+        ):
+            return
+        init["save_dir"] = str(folder.parent.parent)
+        init["name"] = folder.parent.name
+        init["version"] = folder.name
+        self.resume_folder = folder
+        try:
+            saved = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
+            self.resume_at = (float(saved["epoch"]), float(saved["global_step"]))
+        except Exception:  # not readable without unpickling code: keep every row
+            self.resume_at = (math.inf, math.inf)
+        # ModelCheckpoint warns about its own, non-empty folder; here that folder is expected.
+        warnings.filterwarnings(
+            "ignore", message=r"Checkpoint directory .* exists and is not empty"
+        )
 
     def instantiate_trainer(self, **kwargs):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -41,9 +185,39 @@ class RecipeCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        logger = config["trainer"].get("logger")
+        for one in logger if isinstance(logger, (list, tuple)) else [logger]:
+            if type(one) is CSVLogger:  # Lightning's would delete an existing metrics.csv
+                one.__class__ = ResumableCSVLogger
+            if isinstance(one, ResumableCSVLogger) and self.subcommand == "fit":
+                one.keep_until = self.resume_at if self.resume_folder else None
+        callbacks = config["trainer"].get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        kwargs["callbacks"] = [*callbacks, RunSummary(self.command)]
+        trainer = super().instantiate_trainer(**kwargs)
+        self._print_start()
+        return trainer
+
+    @rank_zero_only
+    def _print_start(self) -> None:
+        if self.default_config_used:
+            print(f"No --config given: running the built-in default {display_path(DEFAULT_CONFIG)}")
+        if self.resume_folder is not None:
+            print(f"Resuming in {display_path(self.resume_folder)}")
+        report = getattr(self.model, "conversion_report", None)
+        if report is not None:
+            print(report.format())
 
 
-def main(args=None, run: bool = True) -> RecipeCLI:
-    """Run the CLI (``args``: the command line, default ``sys.argv[1:]``)."""
-    return RecipeCLI(args=args, run=run)
+def main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
+    """Run the CLI (``args``: the command line, default ``sys.argv[1:]``). A mistake in the
+    command line, the config or the data ends the process with a short message instead of a
+    traceback."""
+    try:
+        return RecipeCLI(args=args, run=run)
+    except Exception as e:
+        error = find_recipe_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

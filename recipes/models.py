@@ -10,16 +10,19 @@ layer torchconv_ext supports runs our kernels and the rest stays as it is.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 import torchconv_ext
 
-from ._checks import check_choice
+from ._checks import RecipeValueError, check_choice
 
 BACKENDS = ("torchconv_ext", "torch")
 
@@ -171,7 +174,7 @@ def build_model(
     spec = ARCHS[check_choice("model", arch, ARCHS)]
     check_choice("backend", backend, BACKENDS)
     if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+        raise RecipeValueError(f"width must be positive, got {width}")
     multiple = math.lcm(*(layer.groups for layer in spec.features if isinstance(layer, Conv)))
 
     layers: list[nn.Module] = []
@@ -218,4 +221,81 @@ def build_model(
     _init_weights(model)
     if backend == "torchconv_ext":
         torchconv_ext.convert_model(model, inplace=True)
+    return model
+
+
+def import_builder(path: str) -> Callable[..., nn.Module]:
+    """The class or builder function at ``path`` (``package.module.Name`` or
+    ``package.module:name``), imported; a readable error if it cannot be."""
+    module_name, sep, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not sep or not module_name or not attr:
+        raise RecipeValueError(
+            f"unknown model {path!r}: expected one of {', '.join(map(repr, ARCHS))}, or the import "
+            "path of an nn.Module class or of a function that builds one (torch.hub style), such "
+            "as 'recipes.resnet.resnet8'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RecipeValueError(f"cannot import {module_name!r} for model {path!r}: {e}") from e
+    try:
+        builder = getattr(module, attr)
+    except AttributeError as e:
+        raise RecipeValueError(f"module {module_name!r} has no {attr!r} (model {path!r})") from e
+    if not callable(builder):
+        raise RecipeValueError(f"model {path!r} is not a class or a function")
+    return builder
+
+
+def _accepts(builder: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def _accepts_kwargs(builder: Callable) -> bool:
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def build_imported(
+    path: str, num_classes: int, in_channels: int, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """Build the model at the import path ``path`` (see :func:`import_builder`) with
+    ``kwargs``, passing ``num_classes`` and ``in_channels`` (or timm's ``in_chans``) when it takes
+    them, and check that its first convolution and last linear layer fit the data."""
+    builder = import_builder(path)
+    kwargs = dict(kwargs or {})
+    if _accepts(builder, "num_classes") or _accepts_kwargs(builder):
+        kwargs.setdefault("num_classes", num_classes)
+    for name in ("in_channels", "in_chans"):
+        if _accepts(builder, name):
+            kwargs.setdefault(name, in_channels)
+            break
+    try:
+        model = builder(**kwargs)
+    except TypeError as e:
+        raise RecipeValueError(f"cannot build model {path!r} with {kwargs}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise RecipeValueError(
+            f"model {path!r} returned a {type(model).__name__}, not an nn.Module"
+        )
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if convs and convs[0].in_channels != in_channels:
+        raise RecipeValueError(
+            f"the first convolution of {path!r} takes {convs[0].in_channels} channels but the "
+            f"images have {in_channels}: give the builder's channel argument in --model.arch_kwargs"
+        )
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears and linears[-1].out_features != num_classes:
+        raise RecipeValueError(
+            f"the last linear layer of {path!r} has {linears[-1].out_features} outputs but the data "
+            f"has {num_classes} classes: give the builder's class-count argument in "
+            "--model.arch_kwargs"
+        )
     return model

@@ -1,8 +1,11 @@
 """Callbacks of the recipes, and the batch-size function ``ThroughputMonitor`` needs."""
 
 from .curves import TrainingCurves
+from .errors import ErrorAnalysis
+from .features import FeatureMaps, TopPatches
 from .filters import FilterGrid
 from .predictions import PredictionWriter
+from .summary import RunSummary
 
 
 def batch_size(batch) -> int:
@@ -10,4 +13,13 @@ def batch_size(batch) -> int:
     return len(batch[0])
 
 
-__all__ = ["FilterGrid", "PredictionWriter", "TrainingCurves", "batch_size"]
+__all__ = [
+    "ErrorAnalysis",
+    "FeatureMaps",
+    "FilterGrid",
+    "PredictionWriter",
+    "RunSummary",
+    "TopPatches",
+    "TrainingCurves",
+    "batch_size",
+]

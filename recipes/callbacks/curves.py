@@ -1,4 +1,4 @@
-"""Plot the training curves (loss, accuracy, learning rate per epoch) when training ends."""
+"""Plot the training curves (loss, accuracy, learning rate per epoch) after every epoch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._log_dir import LogDirCallback
+from ._plot import publish
 
 PANELS = {
     "loss": ("train_loss_epoch", "val_loss"),
@@ -20,9 +22,10 @@ TRAIN, VAL = zip(*PANELS.values())
 
 
 class TrainingCurves(LogDirCallback):
-    """Records the epoch metrics and the learning rate, and writes ``<log dir>/<filename>`` at
-    the end of ``fit``. The history is part of the checkpoint, so a resumed run plots every
-    epoch, not only those after the resume.
+    """Records the epoch metrics and the learning rate, and writes ``<run folder>/<filename>``
+    after every training epoch (so after its validation): a run can be watched while it trains.
+    The history is part of the checkpoint, so a resumed run plots every epoch, not only those
+    after the resume.
     """
 
     def __init__(self, filename: str = "training_curves.png") -> None:
@@ -54,18 +57,18 @@ class TrainingCurves(LogDirCallback):
                 **val,
             }
         )
+        self._plot(trainer)
 
     @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.history:
-            return
+    def _plot(self, trainer: L.Trainer) -> None:
         panels = {
             title: names
             for title, names in PANELS.items()
             if any(not math.isnan(r[n]) for r in self.history for n in names)
         }
-        fig = Figure(figsize=(4.5 * (len(panels) + 1), 4), layout="constrained")
+        fig = Figure(figsize=(4 * (len(panels) + 1), 3.4), dpi=100)
         axes = fig.subplots(1, len(panels) + 1, squeeze=False)[0]
+        fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.84, wspace=0.28)
         epochs = [r["epoch"] for r in self.history]
         for ax, (title, names) in zip(axes, panels.items()):
             for name in names:
@@ -76,14 +79,15 @@ class TrainingCurves(LogDirCallback):
                     label=name.removesuffix("_epoch"),
                 )
             ax.set(title=title, xlabel="epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
         axes[-1].plot(epochs, [r["lr"] for r in self.history], marker=".")
         axes[-1].set(title="learning rate", xlabel="epoch")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[-1].grid(alpha=0.3)
-        folder = self.log_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / self.filename, dpi=100)
+        fig.suptitle(f"Training curves, epochs 0–{int(epochs[-1])}", fontsize=10)
+        publish(trainer, fig, self.log_dir, self.filename, "training_curves", int(epochs[-1]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

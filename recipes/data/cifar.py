@@ -20,8 +20,9 @@ from kornia import augmentation as K
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from .._checks import check_choice
+from .._checks import DataNotFoundError, RecipeValueError, check_choice
 from .base import ImageDataModule
+from .image_folder import load_image
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _load(raw: bytes, where: str) -> dict[str, object]:
     try:
         batch = _ArraysOnly(io.BytesIO(raw), encoding="bytes").load()
     except Exception as e:
-        raise ValueError(f"{where} is not a CIFAR python-pickle batch: {e}") from e
+        raise RecipeValueError(f"{where} is not a CIFAR python-pickle batch: {e}") from e
     # The release was pickled by Python 2: keys (and label names) come back as bytes.
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
@@ -94,7 +95,7 @@ def find_release(root: str | Path, variant: str) -> Path:
             return candidate
         if candidate.is_dir() and (candidate / rel.test).is_file():
             return candidate
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"{variant.upper()} not found at {str(root)!r}. Download {rel.archive} (the 'python "
         f"version') from {URL} and point data.root at the archive, at its extracted folder "
         f"{rel.folder}/, or at the directory holding either (e.g. data/{rel.archive})."
@@ -110,7 +111,7 @@ def read_release(path: Path, variant: str) -> dict[str, tuple[np.ndarray, np.nda
         for name in wanted:
             file = path / name
             if not file.is_file():
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"{file} is missing: {path} is not a complete {rel.folder}/"
                 )
             raw[name] = file.read_bytes()
@@ -122,10 +123,10 @@ def read_release(path: Path, variant: str) -> dict[str, tuple[np.ndarray, np.nda
                     if member.isfile() and name in wanted:
                         raw[name] = tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise ValueError(f"{path} is not a readable .tar.gz archive: {e}") from e
+            raise RecipeValueError(f"{path} is not a readable .tar.gz archive: {e}") from e
         missing = [n for n in wanted if n not in raw]
         if missing:
-            raise FileNotFoundError(f"{path} lacks {', '.join(missing)}: is it {rel.archive}?")
+            raise DataNotFoundError(f"{path} lacks {', '.join(missing)}: is it {rel.archive}?")
 
     def arrays(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         batches = [_load(raw[n], f"{path}:{n}") for n in names]
@@ -149,9 +150,12 @@ class CIFARDataModule(ImageDataModule):
         crop_padding: random 32×32 crop after zero padding by this many pixels (0: none).
         hflip: random horizontal flips.
         mean, std: normalisation (default: the CIFAR-10 training set's per-channel statistics).
+        predict_dir: a folder of your own images for ``predict`` (any size: the shorter side is
+            scaled to 32 and the centre square kept); default: the test set.
     """
 
     in_channels = 3
+    image_size = 32
 
     def __init__(
         self,
@@ -166,8 +170,9 @@ class CIFARDataModule(ImageDataModule):
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, eval_batch_size)
+        super().__init__(batch_size, num_workers, mean, std, eval_batch_size, predict_dir)
         self.variant = variant
         self.path = find_release(root, variant)  # fail at construction, before any training
         self.num_classes = 10 if variant == "cifar10" else 100
@@ -195,3 +200,6 @@ class CIFARDataModule(ImageDataModule):
             TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
             for x, y in ((train_x, train_y), (val_x, val_y), data["test"])
         )
+
+    def load_user_image(self, path: Path) -> torch.Tensor:
+        return load_image(path, 32)

@@ -4,16 +4,46 @@ package (nothing is downloaded), upsampled on the device to the network's input 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from kornia import augmentation as K
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 import torchconv_ext
 
+from .._checks import RecipeValueError
 from .base import ImageDataModule
+
+
+def digit_from_image(image: Image.Image) -> torch.Tensor:
+    """A photo or scan of one handwritten digit as the data set stores its digits: float
+    (1, 8, 8) in [0, 1], ink bright on a dark background, the digit filling the square.
+
+    The image is converted to grey, inverted when its border is light (dark ink on paper), less the
+    background level, cropped to the ink's bounding box, padded to a square (the data set's
+    digits fill their box) and reduced to 8×8 by averaging (as the data set was made from 32×32
+    bitmaps); the brightest cell becomes 1.
+    """
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 0.5:  # a light background: dark ink on paper
+        grey, border = 1 - grey, 1 - border
+    grey = (grey - np.median(border)).clip(0, None)
+    ink = grey > 0.25 * grey.max() if grey.max() > 0 else np.ones_like(grey, dtype=bool)
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    grey = grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(grey.shape)
+    square = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - grey.shape[0]) // 2, (side - grey.shape[1]) // 2
+    square[top : top + grey.shape[0], left : left + grey.shape[1]] = grey
+    small = Image.fromarray(square).resize((8, 8), Image.Resampling.BOX)
+    cells = torch.from_numpy(np.asarray(small, dtype=np.float32).copy())
+    return (cells / cells.max().clamp_min(1e-6)).unsqueeze(0)
 
 
 def split_digits(
@@ -55,6 +85,8 @@ class DigitsDataModule(ImageDataModule):
         crop_padding: training augmentation: random crop of ``image_size`` after zero padding by
             this many pixels (0 disables). No flips: a mirrored digit is another glyph.
         mean, std: normalisation; default: the training split's pixel mean and std.
+        predict_dir: a folder of your own digit images for ``predict`` (photos or scans of one
+            digit each, any size; see :func:`digit_from_image`); default: the test split.
     """
 
     num_classes = 10
@@ -73,15 +105,16 @@ class DigitsDataModule(ImageDataModule):
         std: Sequence[float] | None = None,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
         if image_size % 8:
-            raise ValueError(
+            raise RecipeValueError(
                 f"image_size must be a multiple of 8 (the digits are 8×8), got {image_size}"
             )
         if not (
             0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1
         ):
-            raise ValueError(
+            raise RecipeValueError(
                 f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got "
                 f"{val_fraction} and {test_fraction}"
             )
@@ -93,7 +126,9 @@ class DigitsDataModule(ImageDataModule):
             mean=[float(train_x.mean())] if mean is None else mean,
             std=[float(train_x.std())] if std is None else std,
             eval_batch_size=eval_batch_size,
+            predict_dir=predict_dir,
         )
+        self.image_size = image_size
         self.scale = image_size // 8
         if crop_padding:
             self.train_augment = K.RandomCrop((image_size, image_size), padding=crop_padding)
@@ -102,6 +137,10 @@ class DigitsDataModule(ImageDataModule):
         self.train_set, self.val_set, self.test_set = (
             TensorDataset(*self.splits[name]) for name in ("train", "val", "test")
         )
+
+    def load_user_image(self, path: Path) -> torch.Tensor:
+        with Image.open(path) as image:
+            return digit_from_image(image)
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         if self.scale == 1:

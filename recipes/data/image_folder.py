@@ -19,9 +19,11 @@ from kornia import augmentation as K
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .base import ImageDataModule
+from .._checks import DataNotFoundError, RecipeValueError
+from .base import EXTENSIONS, ImageDataModule
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+IMAGENETTE_URL = "https://github.com/fastai/imagenette"
+IMAGENET_URL = "https://image-net.org/download.php"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -35,7 +37,9 @@ def list_images(folder: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
     index = {name: i for i, name in enumerate(classes)}
     extra = sorted(set(_classes(folder)) - set(index))
     if extra:
-        raise ValueError(f"{folder} has class folders that the training folder lacks: {extra}")
+        raise RecipeValueError(
+            f"{folder} has class folders that the training folder lacks: {extra}"
+        )
     samples = [
         (path, label)
         for name, label in index.items()
@@ -44,7 +48,7 @@ def list_images(folder: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
         if path.suffix.lower() in EXTENSIONS and path.is_file()
     ]
     if not samples:
-        raise FileNotFoundError(f"no image files ({', '.join(EXTENSIONS)}) under {folder}/<class>/")
+        raise DataNotFoundError(f"no image files ({', '.join(EXTENSIONS)}) under {folder}/<class>/")
     return samples
 
 
@@ -64,7 +68,11 @@ def check_images(samples: Sequence[tuple[Path, int]], threads: int = 16) -> None
     if bad:
         shown = "\n  ".join(bad[:10])
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ValueError(f"{len(bad)} corrupt or unreadable image file(s):\n  {shown}{more}")
+        raise RecipeValueError(f"{len(bad)} corrupt or unreadable image file(s):\n  {shown}{more}")
+
+
+class RecipeDecodeError(RecipeValueError, OSError):
+    """An image file that cannot be decoded."""
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -79,7 +87,7 @@ def load_image(path: Path, size: int) -> torch.Tensor:
             img = img.crop((left, top, left + size, top + size))
             array = np.asarray(img, dtype=np.uint8)
     except Exception as e:
-        raise OSError(f"cannot decode image file {path}: {e}") from e
+        raise RecipeDecodeError(f"cannot decode image file {path}: {e}") from e
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -111,6 +119,8 @@ class ImageFolderDataModule(ImageDataModule):
         verify_images: open every image once before training (on one process per node) so a
             corrupt file fails the run at start, not hours in.
         mean, std: normalisation (default: ImageNet's).
+        predict_dir: a folder of your own images for ``predict`` (decoded like ``val_dir``'s);
+            default: the test (or validation) folder.
     """
 
     in_channels = 3
@@ -131,23 +141,29 @@ class ImageFolderDataModule(ImageDataModule):
         std: Sequence[float] = IMAGENET_STD,
         num_workers: int = 4,
         eval_batch_size: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, eval_batch_size)
+        super().__init__(batch_size, num_workers, mean, std, eval_batch_size, predict_dir)
         if image_size > load_size:
-            raise ValueError(f"image_size ({image_size}) must not exceed load_size ({load_size})")
+            raise RecipeValueError(
+                f"image_size ({image_size}) must not exceed load_size ({load_size})"
+            )
         self.root = Path(root).expanduser()
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir or val_dir}
         for name in self.dirs.values():
             if not (self.root / name).is_dir():
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"image folder {str(self.root / name)!r} does not exist: data.root must hold "
-                    f"{train_dir}/<class>/<image> and {val_dir}/<class>/<image> (ImageNet/Imagenette layout)"
+                    f"{train_dir}/<class>/<image> and {val_dir}/<class>/<image> (ImageNet/Imagenette "
+                    f"layout). Imagenette: extract imagenette2-320.tgz from {IMAGENETTE_URL}; "
+                    f"ImageNet: {IMAGENET_URL}"
                 )
         self.class_names = _classes(self.root / train_dir)
         if not self.class_names:
-            raise FileNotFoundError(f"no class folders in {self.root / train_dir}")
+            raise DataNotFoundError(f"no class folders in {self.root / train_dir}")
         self.num_classes = len(self.class_names)
         self.load_size = load_size
+        self.image_size = image_size
         self.verify_images = verify_images
         self.samples: dict[str, list[tuple[Path, int]]] = {}
         augment = [K.RandomResizedCrop((image_size, image_size), scale=scale)]
@@ -175,3 +191,6 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_set, self.val_set, self.test_set = (
             ImageFiles(samples[split], self.load_size) for split in ("train", "val", "test")
         )
+
+    def load_user_image(self, path: Path) -> torch.Tensor:
+        return load_image(path, self.load_size)

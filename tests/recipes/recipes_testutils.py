@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import sys
@@ -13,6 +14,8 @@ from unittest import mock
 import lightning as L
 import numpy as np
 import torch
+import yaml
+from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,10 +23,32 @@ CONFIGS = REPO / "recipes" / "configs"
 DIGITS = CONFIGS / "vgg11_digits.yaml"
 
 
-def run_cli(*args: str, tmp_path: Path, callbacks=()):
-    """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``."""
+# The callbacks that draw pictures: most tests leave them out (drawing costs more than the
+# tiny runs); the tests of the pictures keep them.
+PICTURE_CALLBACKS = {
+    f"recipes.callbacks.{name}"
+    for name in ("FilterGrid", "TrainingCurves", "FeatureMaps", "TopPatches", "ErrorAnalysis")
+}
+
+
+def _without_pictures(args: tuple[str, ...]) -> list[str]:
+    """``--trainer.callbacks`` with the config's callbacks less the picture ones."""
+    path = Path(args[args.index("--config") + 1]) if "--config" in args else None
+    if path is None or not path.is_file():
+        return []
+    config = yaml.safe_load(path.read_text())
+    kept = [c for c in config["trainer"]["callbacks"] if c["class_path"] not in PICTURE_CALLBACKS]
+    return [f"--trainer.callbacks={json.dumps(kept)}"]
+
+
+def run_cli(*args: str, tmp_path: Path, callbacks=(), pictures: bool = False):
+    """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``;
+    without the picture callbacks unless ``pictures``."""
     from recipes.cli import RecipeCLI
 
+    if not pictures:  # (right after the config, so the test's own callback options still apply)
+        at = args.index("--config") + 2 if "--config" in args else len(args)
+        args = (*args[:at], *_without_pictures(args), *args[at:])
     argv = [
         *args,
         "--trainer.enable_progress_bar",
@@ -206,3 +231,55 @@ class DumpWeights(L.Callback):
             },
             self.path / f"rank{trainer.global_rank}.pt",
         )
+
+
+# --- what a run writes, and callbacks the tests use ---------------------------------------------
+
+# The pictures every fit writes into its run folder (besides filters/epoch_NNN.png).
+PICTURES = (
+    "training_curves.png",
+    "feature_maps.png",
+    "top_patches.png",
+    "confusion_matrix_val.png",
+    "worst_mistakes_val.png",
+)
+
+
+class Started(L.Callback):
+    """Records whether training got as far as its first step."""
+
+    started = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        Started.started = self.started = True
+
+
+class _ImageExperiment:
+    def __init__(self) -> None:
+        self.images: list[tuple[str, np.ndarray, int]] = []
+
+    def add_image(self, tag, image, step, dataformats="CHW") -> None:
+        assert dataformats == "HWC"
+        self.images.append((tag, image, step))
+
+
+class ImageLogger(CSVLogger):
+    """A CSV logger whose experiment also takes images, as TensorBoard's does."""
+
+    def __init__(self, save_dir: str = "runs", name: str = "images", version=None) -> None:
+        super().__init__(save_dir, name, version)
+        self.image_experiment = _ImageExperiment()
+
+    @property
+    def experiment(self):
+        writer = super().experiment
+        writer.images = self.image_experiment.images
+        writer.add_image = self.image_experiment.add_image
+        return writer
+
+
+def kwargs_builder(**kwargs):
+    """A builder in torchvision's style: its keyword arguments go on to the model class."""
+    from recipes.resnet import ResNet
+
+    return ResNet(8, width=4, **kwargs)

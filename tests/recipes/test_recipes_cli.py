@@ -5,26 +5,20 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import lightning as L
+import numpy as np
 import pytest
 import torch
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from PIL import Image
-from recipes_testutils import CONFIGS, DIGITS, run_cli, truncated
+from recipes_testutils import CONFIGS, DIGITS, PICTURES, Started, run_cli, truncated
 
 import torchconv_ext
+from recipes._checks import find_recipe_error
+from recipes.callbacks.summary import display_path
+from recipes.cli import main, with_default_config
 from recipes.flops import count_flops
 
 TINY = ("--model.width", "0.0625")
-
-
-class Started(L.Callback):
-    """Records whether training got as far as its first step."""
-
-    def __init__(self) -> None:
-        self.started = False
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.started = True
 
 
 def test_print_config(tmp_path, capsys):
@@ -34,6 +28,7 @@ def test_print_config(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "class_path: recipes.data.DigitsDataModule" in out
     assert "arch: vgg11" in out and "backend: torchconv_ext" in out
+    assert "CosineAnnealingLR" in out and "T_max" not in out  # the run's length sets it
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
@@ -42,10 +37,18 @@ def test_subcommands_fast_dev_run(subcommand, tmp_path):
         subcommand, "--config", str(DIGITS), *TINY, "--trainer.fast_dev_run", "1", tmp_path=tmp_path
     )
     assert cli.trainer.state.finished
+    if subcommand == "fit":
+        # ``example_input_array`` comes from the data (1×32×32 digits), so Lightning's model
+        # summary counts the FLOPs of our layers instead of showing 0.
+        assert tuple(cli.model.example_input_array.shape) == (1, 1, 32, 32)
+        flops = count_flops(cli.model.net, cli.model.example_input_array, backward=False)
+        assert ModelSummary(cli.model).total_flops == flops > 0
     if subcommand in ("fit", "validate"):
         assert 0 <= float(cli.trainer.callback_metrics["val_acc"]) <= 1
     if subcommand == "test":
-        assert {"test_acc", "test_acc_top5", "test_loss"} <= set(cli.trainer.callback_metrics)
+        metrics = set(cli.trainer.callback_metrics)
+        assert {"test_acc", "test_loss"} <= metrics
+        assert not any("top5" in m for m in metrics)  # 10 classes: top-5 would say little
 
 
 CONFIG_DATA = {
@@ -55,6 +58,7 @@ CONFIG_DATA = {
     "alexnet_imagefolder": ("image_tree", []),
     "vgg16_bn_imagefolder": ("image_tree", []),
     "vgg11_digits": (None, []),
+    "resnet8_digits": (None, []),
 }
 
 
@@ -66,13 +70,16 @@ def test_every_config_is_covered():
 def test_every_config_trains(name, request, tmp_path):
     """Each shipped config, at 1/16 width on generated data, runs a fast_dev_run as written."""
     fixture, extra = CONFIG_DATA[name]
+    size = (
+        ["--model.arch_kwargs", "{width: 4}"]
+        if name.startswith("resnet")
+        else [*TINY, "--model.hidden", "16"]
+    )
     args = [
         "fit",
         "--config",
         str(CONFIGS / f"{name}.yaml"),
-        *TINY,
-        "--model.hidden",
-        "16",
+        *size,
         "--trainer.fast_dev_run",
         "1",
         *extra,
@@ -93,7 +100,9 @@ def test_every_config_trains(name, request, tmp_path):
         ]
     elif fixture:
         args += ["--data.init_args.root", str(request.getfixturevalue(fixture)["archive"])]
-    cli = run_cli(*args, tmp_path=tmp_path)
+    # (the pictures of RGB images and of an image folder, here; of the digits, elsewhere)
+    pictures = name in ("alexnet32_cifar10", "vgg16_bn_imagefolder")
+    cli = run_cli(*args, tmp_path=tmp_path, pictures=pictures)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
@@ -102,7 +111,7 @@ def _metrics(log_dir):
         return list(csv.DictReader(f))
 
 
-def test_fit_writes_what_users_look_at(tmp_path):
+def test_fit_writes_what_users_look_at(tmp_path, capsys):
     cli = run_cli(
         "fit",
         "--config",
@@ -117,25 +126,19 @@ def test_fit_writes_what_users_look_at(tmp_path):
         "--trainer.log_every_n_steps",
         "1",
         tmp_path=tmp_path,
+        pictures=True,
     )
     log_dir = Path(cli.trainer.log_dir)
-    # first-layer filters per epoch: 4 greyscale 3×3 filters → a 2×2 grid at zoom 16
-    for epoch in (0, 1):
-        grid = Image.open(log_dir / "filters" / f"epoch_{epoch:03d}.png")
-        assert grid.mode == "L" and grid.size == (2 * (3 * 16 + 1) + 1,) * 2
-    assert Image.open(log_dir / "training_curves.png").size[0] > 1000
+    for epoch in (0, 1):  # first-layer filters, one picture per epoch
+        assert Image.open(log_dir / "filters" / f"epoch_{epoch:03d}.png").mode == "RGB"
+    for name in PICTURES:
+        assert Image.open(log_dir / name).size[0] >= 500, name
     ckpts = sorted(p.name for p in (log_dir / "checkpoints").iterdir())
     assert ckpts[-1] == "last.ckpt" and ckpts[0].startswith("best-epoch=")
     rows = _metrics(log_dir)
     columns = set(rows[0])
-    assert {
-        "train_loss_step",
-        "train_loss_epoch",
-        "train_acc",
-        "val_acc",
-        "val_acc_top5",
-        "lr-SGD",
-    } <= columns
+    assert {"train_loss_step", "train_loss_epoch", "train_acc", "val_acc", "lr-SGD"} <= columns
+    assert not any("top5" in c for c in columns)
     flops = [
         float(r["train/device/flops_per_sec"]) for r in rows if r["train/device/flops_per_sec"]
     ]
@@ -153,8 +156,18 @@ def test_fit_writes_what_users_look_at(tmp_path):
     ].history
     assert [r["epoch"] for r in curves] == [0, 1] and curves[0]["lr"] == 0.05
     assert [r["val_acc"] for r in curves] == [float(r["val_acc"]) for r in rows if r["val_acc"]]
-
+    # the summary says where everything went and how to go on
+    out = capsys.readouterr().out
+    assert "── fit finished" in out and f"run folder       {log_dir}" in out
     best = next((log_dir / "checkpoints").glob("best-*.ckpt"))
+    assert (
+        f"best val_acc     {float(cli.trainer.checkpoint_callback.best_model_score):.4f}: {best}"
+        in out
+    )
+    assert f"last checkpoint  {log_dir}/checkpoints/last.ckpt" in out
+    assert "confusion_matrix_val.png" in out and "filters/ (2 images)" in out
+    assert f"--ckpt_path {log_dir}/checkpoints/last.ckpt" in out
+
     pred = run_cli(
         "predict", "--config", str(DIGITS), *TINY, "--ckpt_path", str(best), tmp_path=tmp_path
     )
@@ -163,6 +176,11 @@ def test_fit_writes_what_users_look_at(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 270 and sorted(int(r["index"]) for r in rows) == list(range(270))
     assert all(0 <= int(r["pred"]) < 10 and 0 < float(r["confidence"]) <= 1 for r in rows)
+    assert all(r["class"] == r["pred"] and r["path"] == "" and r["label"] != "" for r in rows)
+    assert Image.open(pred_dir / "predictions.png").size[0] >= 500
+    out = capsys.readouterr().out
+    assert "── predict finished" in out and "predictions.csv" in out and "predictions.png" in out
+    assert f"resume training  python -m recipes fit --config {DIGITS}" in out
     # a checkpoint of our layers loads into torch's: same keys, and here the same numerics
     validated = run_cli(
         "validate",
@@ -179,9 +197,13 @@ def test_fit_writes_what_users_look_at(tmp_path):
     saved = torch.load(best, weights_only=False)["callbacks"]
     score = next(v["best_model_score"] for k, v in saved.items() if "'monitor': 'val_acc'" in k)
     assert float(validated.trainer.callback_metrics["val_acc"]) == pytest.approx(float(score))
+    out = capsys.readouterr().out
+    assert "── validate finished" in out and "val_acc" in out
+    assert "torchconv_ext conversion: none (backend 'torch')" in out
 
 
-def test_tensorboard_logger_gets_the_filter_grid(tmp_path):
+def test_pictures_reach_tensorboard_style_loggers(tmp_path):
+    """Every picture also goes to a logger whose experiment takes images (TensorBoard's API)."""
     cli = run_cli(
         "fit",
         "--config",
@@ -190,16 +212,50 @@ def test_tensorboard_logger_gets_the_filter_grid(tmp_path):
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",
-        "1",
+        "2",  # (an int: "1" would parse as the float 1.0, the whole epoch)
         "--trainer.limit_val_batches",
+        "2",
+        "--trainer.logger",
+        "recipes_testutils.ImageLogger",
+        tmp_path=tmp_path,
+        pictures=True,
+    )
+    logger = cli.trainer.logger
+    tags = {tag for tag, _, _ in logger.experiment.images}
+    assert tags == {
+        "first_layer_filters",
+        "training_curves",
+        "feature_maps",
+        "top_patches",
+        "confusion_matrix/val",
+        "worst_mistakes/val",
+    }
+    for _, image, step in logger.experiment.images:
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and step == 0
+
+
+def test_tensorboard_logger_gets_the_pictures(tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard is the opt-in extra [tensorboard]")
+    cli = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *TINY,
+        "--trainer.max_epochs",
         "1",
+        "--trainer.limit_train_batches",
+        "2",  # (an int: "1" would parse as the float 1.0, the whole epoch)
+        "--trainer.limit_val_batches",
+        "2",
         "--trainer.logger",
         "lightning.pytorch.loggers.TensorBoardLogger",
         tmp_path=tmp_path,
+        pictures=True,
     )
     log_dir = Path(cli.trainer.log_dir)
-    assert list(log_dir.glob("events.out.tfevents.*"))
-    assert (log_dir / "filters" / "epoch_000.png").is_file()
+    events = list(log_dir.glob("events.out.tfevents.*"))
+    assert events and (log_dir / "filters" / "epoch_000.png").is_file()
+    assert b"first_layer_filters" in events[0].read_bytes()
 
 
 # --- failing early, with a message ------------------------------------------------------------
@@ -208,10 +264,6 @@ def test_tensorboard_logger_gets_the_filter_grid(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (
-            ["--model.arch", "vgg12"],
-            "Expected a typing.Literal['alexnet', 'alexnet32', 'vgg11', 'vgg13', 'vgg16', 'vgg19']. Got value: vgg12",
-        ),
         (
             ["--model.backend", "cudnn"],
             "Expected a typing.Literal['torchconv_ext', 'torch']. Got value: cudnn",
@@ -222,6 +274,7 @@ def test_tensorboard_logger_gets_the_filter_grid(tmp_path):
         ),
         (["--model.widht", "0.5"], "unrecognized arguments: --model.widht 0.5"),
         (["--trainer.max_epochs", "ten"], 'Parser key "trainer.max_epochs"'),
+        (["--model.lr_scheduler.T_max", "5"], "T_max"),
     ],
 )
 def test_bad_command_lines_are_refused_while_parsing(args, message, tmp_path, capsys):
@@ -242,10 +295,51 @@ def test_bad_config_file_is_refused(tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
 
 
+def _main_error(capsys, *args: str) -> str:
+    """Run ``python -m recipes <args>`` as the console does; return what it printed on stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    assert info.value.code == 1
+    return capsys.readouterr().err
+
+
+def test_missing_data_is_one_short_error(tmp_path, capsys):
+    """A wrong data path stops before training with one short message that says where to get
+    the files, not a chained traceback."""
+    Started.started = False
+    err = _main_error(
+        capsys,
+        "fit",
+        "--config",
+        str(CONFIGS / "alexnet32_cifar10.yaml"),
+        "--data.init_args.root",
+        str(tmp_path / "nowhere"),
+        "--trainer.callbacks+=recipes_testutils.Started",
+    )
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: CIFAR10 not found at '{tmp_path / 'nowhere'}'")
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in err
+    assert not Started.started
+    err = _main_error(
+        capsys,
+        "fit",
+        "--config",
+        str(CONFIGS / "vgg16_bn_imagefolder.yaml"),
+        "--data.init_args.root",
+        str(tmp_path / "nowhere"),
+    )
+    assert err.count("\n") == 1 and "https://github.com/fastai/imagenette" in err
+    err = _main_error(capsys, "test", "--ckpt_path", str(tmp_path / "gone.ckpt"))
+    assert err.count("\n") == 1 and "gone.ckpt' not found" in err
+    err = _main_error(capsys, "fit", "--model.arch", "vgg12", "--trainer.fast_dev_run", "1")
+    assert err.count("\n") == 1
+    assert "unknown model 'vgg12': expected one of 'alexnet', 'alexnet32', 'vgg11'" in err
+
+
 def test_wrong_data_path_fails_before_training(tmp_path):
+    """Called from Python, the error keeps its type (FileNotFoundError) and cause chain."""
     started = Started()
-    # (jsonargparse reports the data module's FileNotFoundError inside its own ValueError)
-    with pytest.raises(ValueError, match=r"nowhere'\. Download cifar-10-python\.tar\.gz"):
+    with pytest.raises(ValueError) as info:
         run_cli(
             "fit",
             "--config",
@@ -255,6 +349,7 @@ def test_wrong_data_path_fails_before_training(tmp_path):
             tmp_path=tmp_path,
             callbacks=[started],
         )
+    assert isinstance(find_recipe_error(info.value), FileNotFoundError)
     assert not started.started
 
 
@@ -275,3 +370,34 @@ def test_corrupt_image_fails_before_training(image_tree, tmp_path):
             callbacks=[started],
         )
     assert not started.started
+
+
+# --- defaults and help --------------------------------------------------------------------------
+
+
+def test_fit_without_config_runs_the_builtin_default(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--print_config"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: recipes.data.DigitsDataModule" in out and "arch: vgg11" in out
+    assert with_default_config(["fit", "--trainer.max_epochs", "3"]) == (
+        ["fit", "--config", display_path(DIGITS), "--trainer.max_epochs", "3"],
+        True,
+    )
+    assert with_default_config(["fit", "--config=x.yaml"]) == (["fit", "--config=x.yaml"], False)
+    assert with_default_config(["--help"]) == (["--help"], False)
+
+
+def test_help_lists_the_shipped_configs(capsys):
+    for args in (["--help"], ["fit", "--help"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        out = capsys.readouterr().out
+        assert (
+            "Shipped configs (--config recipes/configs/<name>.yaml; without --config: vgg11_digits)"
+            in out
+        )
+        for path in CONFIGS.glob("*.yaml"):
+            assert f"  {path.stem} " in out
+        assert "  vgg11_digits          The built-in default: VGG-11-BN at 1/8 width" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import signal
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from recipes_testutils import DIGITS, run_cli
 
+from recipes.callbacks import TrainingCurves
 from recipes.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 
 SHORT = (
@@ -38,27 +40,41 @@ def _last(cli) -> Path:
     return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
 
-def test_resume_continues_epochs_and_optimizer_state(tmp_path):
-    first = run_cli(
-        "fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "2", tmp_path=tmp_path
-    )
-    last = _last(first)
-    saved = torch.load(last, weights_only=False)
-    assert (saved["epoch"], saved["global_step"]) == (1, 6)
+def _metrics(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv") as f:
+        return list(csv.DictReader(f))
 
-    probe = Probe()
-    resumed = run_cli(
+
+def test_resume_continues_epochs_and_optimizer_state(tmp_path, capsys):
+    first = run_cli(
         "fit",
         "--config",
         str(DIGITS),
         *SHORT,
         "--trainer.max_epochs",
-        "3",
-        "--ckpt_path",
-        str(last),
+        "2",
         tmp_path=tmp_path,
-        callbacks=[probe],
+        callbacks=[TrainingCurves()],
     )
+    last = _last(first)
+    saved = torch.load(last, weights_only=True)  # (plain data only: the RNG states too)
+    assert (saved["epoch"], saved["global_step"]) == (1, 6)
+    assert set(saved["rng_states"]) >= {"torch", "numpy", "python"}
+
+    probe = Probe()
+    with pytest.warns(UserWarning, match=r"sized for T_max=2; this run's length is 3"):
+        resumed = run_cli(
+            "fit",
+            "--config",
+            str(DIGITS),
+            *SHORT,
+            "--trainer.max_epochs",
+            "3",
+            "--ckpt_path",
+            str(last),
+            tmp_path=tmp_path,
+            callbacks=[probe, TrainingCurves()],
+        )
     assert (probe.epoch, probe.step) == (2, 6)  # continues after the saved epoch
     saved_opt = saved["optimizer_states"][0]
     assert probe.optimizer["param_groups"] == saved_opt["param_groups"]
@@ -71,6 +87,23 @@ def test_resume_continues_epochs_and_optimizer_state(tmp_path):
     assert (resumed.trainer.current_epoch, resumed.trainer.global_step) == (3, 9)
     curves = next(c for c in resumed.trainer.callbacks if type(c).__name__ == "TrainingCurves")
     assert [r["epoch"] for r in curves.history] == [0, 1, 2]  # the plot keeps the first run
+    # the same run folder: metrics go on, the best checkpoint is still tracked, nothing replaced
+    folder = Path(first.trainer.log_dir)
+    assert Path(resumed.trainer.log_dir) == folder
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["version_0"]
+    epochs = {int(float(r["epoch"])) for r in _metrics(folder) if r["val_acc"]}
+    assert epochs == {0, 1, 2}
+    assert (folder / "config.yaml").is_file() and (folder / "config_1.yaml").is_file()
+    assert "ckpt_path: null" in (folder / "config.yaml").read_text()
+    best = [p.name for p in (folder / "checkpoints").glob("best-*.ckpt")]
+    val_acc = {
+        int(float(r["epoch"])): float(r["val_acc"]) for r in _metrics(folder) if r["val_acc"]
+    }
+    top = max(val_acc.values())
+    assert best == [
+        f"best-epoch={min(e for e, v in val_acc.items() if v == top):03d}-val_acc={top:.4f}.ckpt"
+    ]
+    assert f"Resuming in {folder}" in capsys.readouterr().out
 
 
 def test_checkpoints_are_written_by_the_atomic_io(tmp_path):
@@ -171,3 +204,4 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
         tmp_path=tmp_path,
     )
     assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 6
+    assert Path(resumed.trainer.log_dir) == folder.parent

@@ -1,0 +1,120 @@
+"""The default recipe gives the same numbers every time on a machine, and an interrupted run,
+resumed, ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from recipes_testutils import DIGITS, run_cli
+
+# 3 epochs of 3 batches, every training step logged: a short run of the default recipe.
+SHORT = (
+    "--model.width",
+    "0.0625",
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "0.5",
+    "--trainer.log_every_n_steps",
+    "1",
+)
+# What the recipe computes (the throughput columns are timings, and differ from run to run).
+COLUMNS = (
+    "epoch",
+    "step",
+    "train_loss_step",
+    "train_loss_epoch",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr-SGD",
+)
+
+
+def _metrics(folder: Path) -> list[tuple[str, ...]]:
+    with open(folder / "metrics.csv") as f:
+        rows = [tuple(r.get(c, "") for c in COLUMNS) for r in csv.DictReader(f)]
+    return sorted(r for r in rows if any(r[2:]))
+
+
+def _weights(cli) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+
+class Interrupt(L.Callback):
+    """Ctrl+C at a given batch of a given epoch."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.at = (epoch, batch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    # One thread, as every test here runs (conftest.py): the thread count changes the order of
+    # oneDNN's sums, and so the last bits of every number.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cli = run_cli("fit", "--config", str(DIGITS), *SHORT, tmp_path=tmp_path_factory.mktemp("a"))
+    finally:
+        torch.set_num_threads(threads)
+    return Path(cli.trainer.log_dir), _weights(cli)
+
+
+def test_two_runs_give_identical_metrics(uninterrupted, tmp_path):
+    folder, weights = uninterrupted
+    again = run_cli("fit", "--config", str(DIGITS), *SHORT, tmp_path=tmp_path)
+    assert torch.are_deterministic_algorithms_enabled()  # (deterministic: warn in the config)
+    rows = _metrics(folder)
+    assert len(rows) > 9 and rows == _metrics(Path(again.trainer.log_dir))
+    assert all(torch.equal(weights[k], v) for k, v in _weights(again).items())
+
+
+def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(uninterrupted, tmp_path, capsys):
+    folder, weights = uninterrupted
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(
+                "fit",
+                "--config",
+                str(DIGITS),
+                *SHORT,
+                tmp_path=tmp_path,
+                callbacks=[Interrupt(epoch=2, batch=2)],  # after epoch 1's checkpoint
+            )
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    out = capsys.readouterr().out
+    run = tmp_path / "vgg11_digits" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    assert "── fit interrupted at epoch 2, step 8" in out
+    assert f"last checkpoint  {last}" in out
+    # the summary's command resumes the run
+    command = next(ln for ln in out.splitlines() if "resume with" in ln)
+    args = shlex.split(command.split("resume with", 1)[1])
+    assert args[:4] == ["python", "-m", "recipes", "fit"] and args[-2:] == [
+        "--ckpt_path",
+        str(last),
+    ]
+    resumed = run_cli(*args[3:], tmp_path=tmp_path)
+    assert Path(resumed.trainer.log_dir) == run
+    assert _metrics(run) == _metrics(folder)  # the same numbers, row for row
+    assert all(torch.equal(weights[k], v) for k, v in _weights(resumed).items())
+    # the interrupted epoch's rows were logged again; the file as it was is kept beside
+    backup = run / "metrics_before_resume_1.csv"
+    assert backup.is_file()
+    with open(backup) as f:
+        assert any(r["epoch"] == "2" for r in csv.DictReader(f))
