@@ -19,7 +19,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from ._checks import RecipeValueError
-from .conversion import ConversionReport, convert_with_report
+from .conversion import ConversionSummary, convert_with_report
 from .flops import count_flops
 from .models import ARCHS, ArchName, BackendName, build_imported, build_model
 
@@ -100,7 +100,7 @@ class ImageClassifier(L.LightningModule):
         num_classes, in_channels, image_size: set from the data module by the CLI
             (``image_size`` gives ``example_input_array``, so the model summary counts FLOPs).
         backend: ``"torchconv_ext"`` converts the network to our layers with
-            :func:`torchconv_ext.convert_model` (``conversion_report`` says what was converted,
+            :func:`torchconv_ext.convert_model` (``conversion_report`` (a :class:`recipes.conversion.ConversionSummary`) says what was converted,
             what was left and why); ``"torch"`` keeps ``torch.nn``'s. The network, its
             initialisation and its ``state_dict`` are the same either way.
         label_smoothing: of the cross-entropy loss.
@@ -171,7 +171,7 @@ class ImageClassifier(L.LightningModule):
         if backend == "torchconv_ext":
             self.conversion_report = convert_with_report(net)
         else:
-            self.conversion_report = ConversionReport(skipped=f"backend {backend!r}")
+            self.conversion_report = ConversionSummary(skipped=f"backend {backend!r}")
         self.net = net
         if image_size:
             self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)

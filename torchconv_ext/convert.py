@@ -29,6 +29,12 @@ from .nn._base import DropIn
 
 # Methods through which a torch layer computes: a subclass overriding one computes differently.
 _COMPUTING_METHODS = ("forward", "_conv_forward", "_output_padding")
+# torch.nn's modules of the layer kinds we replace: their other layers are reported as left.
+_TORCH_LAYER_MODULES = (
+    "torch.nn.modules.conv",
+    "torch.nn.modules.pooling",
+    "torch.nn.modules.upsampling",
+)
 
 
 @dataclass(frozen=True)
@@ -43,14 +49,19 @@ class ConversionEntry:
 
 @dataclass
 class ConversionReport:
-    """What :func:`convert_model` converted and what it left (torch layers of the kinds we
-    replace only; other modules are never touched and not listed)."""
+    """What :func:`convert_model` did to the model's convolution, pooling and upsampling layers:
+    ``converted`` to ours, ``already`` ours, or ``left`` on torch with the reason. Other modules
+    are never touched and not listed."""
 
     converted: list[ConversionEntry] = field(default_factory=list)
+    already: list[ConversionEntry] = field(default_factory=list)
     left: list[ConversionEntry] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"converted {len(self.converted)} layer(s), left {len(self.left)}"]
+        lines = [
+            f"converted {len(self.converted)} layer(s), left {len(self.left)}"
+            + (f", {len(self.already)} already torchconv_ext's" if self.already else "")
+        ]
         lines += [f"  {e.name or '(model)'}: {e.before} -> {e.after}" for e in self.converted]
         lines += [f"  left {e.name or '(model)'}: {e.before} ({e.reason})" for e in self.left]
         return "\n".join(lines)
@@ -102,9 +113,14 @@ def _over_parametrized(parametrized: type, converted_base: type) -> type:
     return converted
 
 
+def _torch_layer(cls: type) -> type | None:
+    """The torch.nn convolution, pooling or upsampling class ``cls`` is or derives from."""
+    return next((c for c in cls.__mro__ if c.__module__ in _TORCH_LAYER_MODULES), None)
+
+
 def _target(module: nn.Module) -> tuple[type | None, str]:
-    """The class ``module`` converts to, or ``None`` and why not (``""``: not a layer we
-    replace)."""
+    """The class ``module`` converts to, or ``None`` and why not (``""``: not a layer of the
+    kinds we replace, or ours already)."""
     cls = type(module)
     if parametrize.is_parametrized(module):
         inner = cls.__bases__[0]
@@ -114,8 +130,11 @@ def _target(module: nn.Module) -> tuple[type | None, str]:
         target, reason = _class_target(inner, base, module)
         return (_over_parametrized(cls, target) if target else None), reason
     base = _torch_base(cls)
-    if base is None or issubclass(cls, DropIn):
+    if issubclass(cls, DropIn):
         return None, ""
+    if base is None:
+        layer = _torch_layer(cls)
+        return None, (f"torchconv_ext has no {layer.__name__}" if layer is not None else "")
     return _class_target(cls, base, module)
 
 
@@ -173,6 +192,8 @@ def convert_model_with_report(
             report.converted.append(ConversionEntry(name, before, _describe(target)))
         elif reason:
             report.left.append(ConversionEntry(name, before, None, reason))
+        elif isinstance(module, DropIn):
+            report.already.append(ConversionEntry(name, before, before))
     return model, report
 
 

@@ -18,7 +18,14 @@ FAST = ("--trainer.fast_dev_run", "1")
 
 
 class MyConv(nn.Conv2d):
-    """A user's subclass: its forward may differ from torch's, so it is left alone."""
+    """A user's subclass that changes no computation: converted, and still a MyConv."""
+
+
+class ScaledConv(nn.Conv2d):
+    """A user's subclass with its own forward: left alone."""
+
+    def forward(self, x):
+        return super().forward(x) * 2
 
 
 class Mixed(nn.Module):
@@ -26,6 +33,7 @@ class Mixed(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.custom = MyConv(4, 4, 3, padding=1)
+        self.scaled = ScaledConv(4, 4, 1)
         self.pool = nn.MaxPool2d(2)
         self.lp = nn.LPPool2d(2, 2)
         self.smooth = nn.Upsample(scale_factor=2, mode="bilinear")
@@ -36,24 +44,26 @@ class Mixed(nn.Module):
 
 def test_conversion_report_says_what_was_left_and_why():
     model = Mixed()
-    report = convert_with_report(model)
-    assert report.converted == [("conv", "Conv2d"), ("pool", "MaxPool2d"), ("sharp", "Upsample")]
-    assert report.already == [("ours", "AvgPool2d")]
-    left = {name: (cls, reason) for name, cls, reason in report.left}
-    assert left.keys() == {"custom", "lp", "smooth"}
-    assert left["custom"][0] == "MyConv" and "a subclass of nn.Conv2d" in left["custom"][1]
-    assert left["lp"] == ("LPPool2d", "torchconv_ext has no LPPool2d")
-    assert left["smooth"][1] == "mode='bilinear': torchconv_ext upsamples in nearest modes only"
+    summary = convert_with_report(model)
+    report = summary.report
+    assert [e.name for e in report.converted] == ["conv", "custom", "pool", "sharp"]
+    assert [e.name for e in report.already] == ["ours"]
+    left = {e.name: (e.before, e.reason) for e in report.left}
+    assert left.keys() == {"scaled", "lp", "smooth"}
+    assert "overrides forward" in left["scaled"][1]
+    assert left["lp"] == ("torch.nn.LPPool2d", "torchconv_ext has no LPPool2d")
+    assert left["smooth"][1] == "mode='bilinear': torchconv_ext replaces nearest upsampling only"
     # the report matches what convert_model did
-    assert type(model.conv) is torchconv_ext.nn.Conv2d and type(model.custom) is MyConv
+    assert type(model.conv) is torchconv_ext.nn.Conv2d and type(model.scaled) is ScaledConv
+    assert isinstance(model.custom, MyConv) and isinstance(model.custom, torchconv_ext.nn.Conv2d)
     assert type(model.smooth) is nn.Upsample and type(model.sharp) is torchconv_ext.nn.Upsample
-    text = report.format()
+    text = summary.format()
     assert text.splitlines()[0] == (
-        "torchconv_ext conversion: 4 layers run torchconv_ext's kernels, "
+        "torchconv_ext conversion: 5 layers run torchconv_ext's kernels, "
         "3 convolution/pooling/upsampling layers left on torch.nn"
     )
-    assert "  converted: Conv2d ×1, MaxPool2d ×1, Upsample ×1" in text
-    assert "  left: lp (LPPool2d): torchconv_ext has no LPPool2d" in text
+    assert "  converted: torch.nn.Conv2d ×1, " in text
+    assert "  left: lp (torch.nn.LPPool2d): torchconv_ext has no LPPool2d" in text
 
 
 def test_any_model_by_import_path_is_converted(tmp_path, capsys):
@@ -74,7 +84,7 @@ def test_any_model_by_import_path_is_converted(tmp_path, capsys):
     assert type(net.pool) is torchconv_ext.nn.AdaptiveAvgPool2d
     out = capsys.readouterr().out
     assert "torchconv_ext conversion: 10 layers run torchconv_ext's kernels, 0 " in out
-    assert "converted: Conv2d ×9, AdaptiveAvgPool2d ×1" in out
+    assert "converted: torch.nn.Conv2d ×9, torch.nn.AdaptiveAvgPool2d ×1" in out
     assert cli.trainer.state.finished
 
 

@@ -20,9 +20,12 @@ class Upsample(DropIn, nn.Upsample):
     replaces = nn.Upsample
 
     @classmethod
-    def accepts(cls, module: nn.Module) -> bool:
+    def refusal(cls, module: nn.Module) -> str:
         """Only nearest modes are converted: the others would run torch's code anyway."""
-        return getattr(module, "mode", None) in NEAREST_MODES
+        mode = getattr(module, "mode", None)
+        if mode in NEAREST_MODES:
+            return ""
+        return f"mode={mode!r}: torchconv_ext replaces nearest upsampling only"
 
     def forward(self, input: Tensor) -> Tensor:
         return F.interpolate(
