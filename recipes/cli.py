@@ -15,6 +15,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+import torchconv_ext
+
 from ._checks import DataNotFoundError, find_recipe_error
 from .callbacks.summary import RunSummary, display_path
 from .checkpoint_io import AtomicCheckpointIO
@@ -207,6 +209,10 @@ class RecipeCLI(LightningCLI):
         report = getattr(self.model, "conversion_report", None)
         if report is not None:
             print(report.format())
+        example = getattr(self.model, "example_input_array", None)
+        if isinstance(example, torch.Tensor):
+            # Shapes, parameters, FLOPs and receptive fields of the network, on the meta device.
+            torchconv_ext.summary(self.model.net, tuple(example.shape))
 
 
 def main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:

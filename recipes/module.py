@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import numpy as np
@@ -18,10 +18,19 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+import torchconv_ext.init
+
 from ._checks import RecipeValueError
 from .conversion import ConversionSummary, convert_with_report
 from .flops import count_flops
 from .models import ARCHS, ArchName, BackendName, build_imported, build_model
+
+#: How the network's convolutions start: ``default`` (the network's own initialisation), ``kaiming``
+#: (He normal, fan-out), ``kmeans`` (the first convolution's kernels: k-means centroids of whitened
+#: patches of training images, torchconv_ext.init.kmeans_; the rest as ``default``).
+InitName = Literal["default", "kaiming", "kmeans"]
+# Training images the k-means initialisation draws patches from.
+KMEANS_IMAGES = 512
 
 # Top-5 accuracy is reported where five guesses are a small share of the classes.
 TOP5_MIN_CLASSES = 20
@@ -103,6 +112,9 @@ class ImageClassifier(L.LightningModule):
             :func:`torchconv_ext.convert_model` (``conversion_report`` (a :class:`recipes.conversion.ConversionSummary`) says what was converted,
             what was left and why); ``"torch"`` keeps ``torch.nn``'s. The network, its
             initialisation and its ``state_dict`` are the same either way.
+        init: how the convolutions start (``default``, ``kaiming`` or ``kmeans``; see
+            ``InitName``). ``kmeans`` runs when training starts, on the training data, seeded;
+            a resumed run keeps its checkpoint's weights.
         label_smoothing: of the cross-entropy loss.
         optimizer: a callable taking the parameters (the CLI's ``class_path``/``init_args``).
         lr_scheduler: see :class:`LRSchedulerFactory`; ``None``: constant learning rate.
@@ -128,6 +140,7 @@ class ImageClassifier(L.LightningModule):
         hidden: int | None = None,
         dropout: float | None = None,
         backend: BackendName = "torchconv_ext",
+        init: InitName = "default",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerFactory | None = None,
@@ -172,6 +185,11 @@ class ImageClassifier(L.LightningModule):
             self.conversion_report = convert_with_report(net)
         else:
             self.conversion_report = ConversionSummary(skipped=f"backend {backend!r}")
+        if init == "kaiming":
+            for m in net.modules():
+                if isinstance(m, nn.modules.conv._ConvNd):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.init = init
         self.net = net
         if image_size:
             self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
@@ -189,6 +207,15 @@ class ImageClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        # Before a checkpoint is restored: a resumed run gets its checkpoint's weights back.
+        if stage == "fit" and self.init == "kmeans":
+            data = self.trainer.datamodule
+            first = next(m for m in self.net.modules() if isinstance(m, nn.modules.conv._ConvNd))
+            loader = torch.utils.data.DataLoader(data.train_set, batch_size=KMEANS_IMAGES)
+            images = next(iter(loader))[0]  # the first images, in order: no random draw
+            torchconv_ext.init.kmeans_(first, data.network_inputs(images), seed=0)
 
     def _step(self, batch, metrics: MetricCollection, stage: str) -> tuple[torch.Tensor, ...]:
         images, labels = batch

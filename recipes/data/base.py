@@ -144,13 +144,18 @@ class ImageDataModule(L.LightningDataModule):
         std = images.new_tensor(self.std).view(1, -1, 1, 1)
         return (images * std + mean).clamp_(0, 1)
 
+    def network_inputs(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Stored images as the network sees them: scaled, resized, augmented when ``train``,
+        normalised."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        images = self.resize(images)
+        images = (self.train_augment if train else self.eval_augment)(images)
+        return self.normalize(images)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # a network input already (example_input_array)
             return batch
         images, labels = batch
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255)
-        images = self.resize(images)
         training = self.trainer is not None and self.trainer.training
-        images = (self.train_augment if training else self.eval_augment)(images)
-        return self.normalize(images), labels
+        return self.network_inputs(images, training), labels
