@@ -2,6 +2,7 @@
 
 from .conv import conv1d, conv2d, conv3d
 from .conv_transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .maxout import maxout
 from .pool import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -24,6 +25,7 @@ from .upsample import interpolate, upsample_nearest
 __all__ = ["conv1d", "conv2d", "conv3d"]
 __all__ += ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 __all__ += ["interpolate", "upsample_nearest"]
+__all__ += ["maxout"]
 __all__ += [
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
