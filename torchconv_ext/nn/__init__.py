@@ -2,6 +2,15 @@
 
 from .conv import Conv1d, Conv2d, Conv3d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .local import (
+    LocallyConnected1d,
+    LocallyConnected2d,
+    LocallyConnected3d,
+    TiledConv1d,
+    TiledConv2d,
+    TiledConv3d,
+)
+from .maxout import Maxout, MaxoutConv1d, MaxoutConv2d, MaxoutConv3d
 from .pool import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
@@ -24,6 +33,9 @@ from .upsample import Upsample, UpsamplingNearest2d
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 __all__ += ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 __all__ += ["Upsample", "UpsamplingNearest2d"]
+__all__ += ["LocallyConnected1d", "LocallyConnected2d", "LocallyConnected3d"]
+__all__ += ["TiledConv1d", "TiledConv2d", "TiledConv3d"]
+__all__ += ["Maxout", "MaxoutConv1d", "MaxoutConv2d", "MaxoutConv3d"]
 __all__ += [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
