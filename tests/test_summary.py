@@ -565,3 +565,18 @@ def test_model_that_fails_on_meta_says_so():
     with pytest.raises(RuntimeError, match="device='cpu'"):
         run(Item(), (1, 1, 4))
     assert run(Item(), (1, 1, 4), device="cpu").output_shape == (1, 1, 4)
+
+
+def test_locally_connected_tiled_and_maxout_layers_have_convolution_fields():
+    from torchconv_ext import nn as tnn
+
+    net = nn.Sequential(
+        tnn.LocallyConnected2d(3, 8, 3, input_size=(8, 8), padding=1),
+        nn.ReLU(),
+        tnn.TiledConv2d(8, 8, 3, tiles=2, stride=2),
+        tnn.Maxout(2),
+    )
+    s = torchconv_ext.summary(net, (2, 3, 8, 8), verbose=False)
+    fields = [layer.field for layer in s.layers]
+    assert [f.size for f in fields] == [(3.0, 3.0), (3.0, 3.0), (5.0, 5.0), (5.0, 5.0)]
+    assert fields[-1].jump == (2.0, 2.0)

@@ -2,7 +2,7 @@
 
 :func:`layer_step` knows torch's convolution, transposed convolution, pooling (fixed, adaptive,
 global, pyramid), interpolation, ``Flatten`` and ``Linear`` layers (and so ours, which subclass
-them or are ours); it returns ``None`` for any other layer, which :func:`generic_step` treats
+them or are ours), our locally connected and tiled convolutions and maxout; it returns ``None`` for any other layer, which :func:`generic_step` treats
 as leaving the field alone when it keeps its input's shape (activations, normalisation,
 dropout) and as unknown otherwise.
 """
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from .. import nn as our_nn
+from ..nn.local import _MultiKernelConv
 from .fields import (
     Field,
     adaptive_field,
@@ -176,6 +177,12 @@ def layer_step(
     """
     if isinstance(module, _ConvNd):
         return _conv(module, x, field, explicit_size)
+    if isinstance(module, _MultiKernelConv):  # locally connected / tiled: a convolution's window
+        n = len(module.kernel_size)
+        sizes = tuple(x.shape[-n:])
+        return _window(
+            field, sizes, module.kernel_size, module.stride, module.padding, module.dilation
+        )
     if isinstance(module, nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd):
         return _pool(module, x, field)
     if isinstance(
@@ -186,6 +193,8 @@ def layer_step(
         return _interpolation(module, x, field)
     if isinstance(module, _WHOLE_INPUT):
         return _whole(field)
+    if isinstance(module, our_nn.Maxout) and module.dim in (1, 1 - x.dim()):
+        return Step(None, field)  # a max across channels: each output sees what its inputs saw
     if isinstance(module, nn.Linear) and x.dim() == 2:
         return _whole(field)  # a fully-connected layer on a flattened map sees all of it
     if isinstance(module, nn.Flatten | nn.Linear):
