@@ -151,19 +151,21 @@ def _conv_depthwise_fwd_kernel(
 @triton.autotune(configs=_tile_configs(), key=_TUNE_KEY_BWD_INPUT)
 @triton.jit
 def _conv_depthwise_bwd_input_kernel(
-    go_ptr, w_ptr, gi_ptr,
+    go_ptr, w_ptr, b_ptr, gi_ptr,
     M, C, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_o, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
-    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    sb,
+    HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
     # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
-    # the grad_out elements whose window covered it. Zero padding only.
+    # the grad_out elements whose window covered it. Zero padding only. With HAS_BIAS, plus a
+    # transposed convolution's bias per input channel.
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
     p, ci = tile_indices(
         p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
@@ -193,6 +195,8 @@ def _conv_depthwise_bwd_input_kernel(
                         w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
                     )
                     acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + ci * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
 
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
@@ -314,14 +318,16 @@ def depthwise_conv_backward_input(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``.
+    """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``,
+    plus ``bias`` (C,) per channel when given (a transposed convolution's).
 
     grad_out: (N, C·mult, *O); w: (C·mult, 1, *K); grad_in: (N, C, *I), preallocated, every
-    element written (zeros where no window reaches). Any strides. Deterministic gather: each
-    input element sums the grad_out elements whose windows covered it; no atomics.
+    element written (zeros, or the bias, where no window reaches). Any strides. Deterministic
+    gather: each input element sums the grad_out elements whose windows covered it; no atomics.
     """
-    check_device(grad_out, w, grad_in)
+    check_device(grad_out, w, grad_in, bias)
     _check(grad_in, w, grad_out, (stride, padding, dilation))
     if grad_in.numel() == 0:
         return
@@ -331,15 +337,16 @@ def depthwise_conv_backward_input(
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
     _conv_depthwise_bwd_input_kernel[grid](
-        go5, w5, gi5,
+        go5, w5, w5 if bias is None else bias, gi5,
         m, c, co // c,
         *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
         *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
         *go5.stride(),
         w5.stride(0), *w5.stride()[2:],
         *gi5.stride(),
-        CHANNELS_INNER=channels_inner(go5), USE_INT64=needs_int64(grad_out, w, grad_in),
-        ACC_DTYPE=acc_dtype(grad_in.dtype),
+        0 if bias is None else bias.stride(0),
+        HAS_BIAS=bias is not None, CHANNELS_INNER=channels_inner(go5),
+        USE_INT64=needs_int64(grad_out, w, grad_in), ACC_DTYPE=acc_dtype(grad_in.dtype),
     )  # fmt: skip
 
 
