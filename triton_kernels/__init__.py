@@ -44,7 +44,7 @@ _refuse_if_shadowed()
 
 # ruff: noqa: E402  (the guard above runs before anything else is imported)
 from ._common import INTERPRET
-from .conv import conv_backward_input, conv_backward_weight, conv_forward
+from .conv import conv_backward_input, conv_backward_weight, conv_forward, prefers_channels_last
 from .pool import (
     adaptive_pool_backward,
     adaptive_pool_forward,
@@ -70,7 +70,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS"]
-__all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward"]
+__all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]
 __all__ += [
     "adaptive_pool_backward",

@@ -24,6 +24,10 @@ Sizes travel as ``SymInt[]``: ``conv_bwd_input`` takes the spatial size of its r
 convolution's input), ``conv_bwd_weight`` the kernel size; batch and channel counts come from
 the operands, which is what lets the batching rules fold a vmapped dim into them. Those two
 also take their result's layout (``channels_last``): their operands do not determine it.
+
+On the Triton path, convolutions that run on tensor cores get their operands channels-last
+(activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
+caller's layout; results keep the layout torch returns.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
 from .._memory import empty_in_layout, suggest_memory_format, to_layout
 from .._padding import fold_padding_grad
+from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive
 
 
@@ -100,7 +105,10 @@ def _fwd_impl(
         return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
     out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
     if out.numel():
-        kernels().conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
+        k = kernels()
+        if k.prefers_channels_last(input.shape[1], g.groups):
+            input, weight = channels_last_activation(input), packed_weight(weight)
+        k.conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
     return out
 
 
@@ -133,21 +141,24 @@ def _bwd_input_impl(
     if not use_triton(grad_output):
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
+    k = kernels()
+    if k.prefers_channels_last(shape[1], g.groups):
+        grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
     if g.padding_mode == "zeros":
+        # A transposed convolution: its bias is added in the kernel.
         grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
         if grad.numel():
-            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
-    else:
-        # The kernels see zero padding only: the gradient of the virtually padded input,
-        # folded onto its sources.
-        padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-        grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
-        if grad.numel():
-            zero = (0,) * len(g.stride)
-            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
-        grad = to_layout(
-            fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
-        )
+            k.conv_backward_input(grad_output, weight, grad, bias=bias, **_kernel_args(g))
+        return grad
+    # The kernels see zero padding only: the gradient of the virtually padded input, folded
+    # onto its sources (so the bias comes after the fold).
+    padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
+    grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
+    if grad.numel():
+        k.conv_backward_input(grad_output, weight, grad, **_kernel_args(g, (0,) * len(g.stride)))
+    grad = to_layout(
+        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
+    )
     if bias is not None:
         grad += _bias_view(bias, len(input_size))
     return grad
@@ -184,9 +195,10 @@ def _bwd_weight_impl(
     grad = empty_in_layout(shape, input, channels_last, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_()
-    kernels().conv_backward_weight(
-        input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g)
-    )
+    k = kernels()
+    if k.prefers_channels_last(input.shape[1], g.groups):
+        grad_output, input = channels_last_activation(grad_output), channels_last_activation(input)
+    k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g))
     return grad
 
 
