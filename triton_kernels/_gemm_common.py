@@ -8,6 +8,9 @@ that shape at 8 warps (triton-lang/triton#1254), and PyTorch Inductor caps its c
 templates at 4 warps for the same reason (pytorch/pytorch#173068); lift the cap only with a GPU
 check that proves every such config against a float64 reference. The plain GEMM loop of 1×1
 convolutions is the shape Triton's own matmuls run at 8 warps.
+
+A table's first row is the one launched untuned (while a CUDA graph is being captured), so it is
+a mid-sized tile that fits the register file on every kernel.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ GROUP_M = 8
 TAP_LOOP_MAX_WARPS = 4
 
 TAP_TABLE = [
+    (128, 64, 64, 3, 4),
     (128, 128, 64, 3, 4),
     (128, 128, 32, 4, 4),
-    (128, 64, 64, 3, 4),
     (64, 128, 64, 3, 4),
     (128, 64, 32, 4, 4),
     (64, 128, 32, 4, 4),
@@ -121,11 +124,9 @@ def choose_split(tiles: int, positions: int) -> int:
 
 
 def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
-    """``n_split`` partial weight gradients in fp32 (fp64), laid out like ``grad_w`` (channels
-    innermost when it is), so the kernels' stores along channels stay contiguous."""
-    shape = (n_split, *grad_w.shape)
+    """``n_split`` partial weight gradients in fp32 (fp64), channels innermost (the kernels'
+    stores along channels stay contiguous whatever ``grad_w``'s layout; the sum of the
+    partials is copied into it)."""
     dtype = acc_torch_dtype(grad_w.dtype)
-    if grad_w.dim() > 2 and grad_w.stride(1) == 1 and grad_w.shape[1] > 1:
-        inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
-        return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)
-    return torch.empty(shape, dtype=dtype, device=grad_w.device)
+    inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
+    return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)

@@ -27,7 +27,9 @@ also take their result's layout (``channels_last``): their operands do not deter
 
 On the Triton path, convolutions that run on tensor cores get their operands channels-last
 (activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
-caller's layout; results keep the layout torch returns.
+caller's layout, and write activations (forward, input gradient) channels-last too: a tile's
+rows are flattened positions, so an NCHW store would scatter 2-byte writes across channels
+planes. Results are then converted, in one pass, to the layout torch returns.
 """
 
 from __future__ import annotations
@@ -103,13 +105,14 @@ def _fwd_impl(
     layout = results_channels_last(input, weight)
     if not use_triton(input):
         return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
+    k = kernels()
+    gemm = k.prefers_channels_last(input.shape[1], g.groups)
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
     if out.numel():
-        k = kernels()
-        if k.prefers_channels_last(input.shape[1], g.groups):
+        if gemm:
             input, weight = channels_last_activation(input), packed_weight(weight)
         k.conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
-    return out
+    return to_layout(out, layout)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -142,18 +145,19 @@ def _bwd_input_impl(
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
     k = kernels()
-    if k.prefers_channels_last(shape[1], g.groups):
+    gemm = k.prefers_channels_last(shape[1], g.groups)
+    if gemm:
         grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel.
-        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
+        grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **_kernel_args(g))
-        return grad
+        return to_layout(grad, channels_last)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-    grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
+    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
     if grad.numel():
         k.conv_backward_input(grad_output, weight, grad, **_kernel_args(g, (0,) * len(g.stride)))
     grad = to_layout(
