@@ -20,7 +20,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from triton_kernels import _gemm_common, _tuning, conv_1x1, conv_gemm
+from triton_kernels import _gemm_common, _tuning, conv_1x1, conv_depthwise, conv_gemm
 from triton_kernels._tuning import Config, Resources, Tuner, bucket, cache_dir, prune
 
 CONFIGS = [
@@ -324,9 +324,10 @@ def test_tap_and_flattened_loops_never_get_8_warps():
     offer one: a wrong config would be picked silently, and persisted."""
     for table in (_gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE):
         assert max(row[4] for row in table) <= _gemm_common.TAP_LOOP_MAX_WARPS == 4
-    for tuners in (conv_gemm._FWD, conv_gemm._BWD_INPUT, conv_gemm._BWD_WEIGHT):
-        for tuner in tuners.values():
-            assert all(c.num_warps <= 4 for c in tuner.configs), tuner.name
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._BWD_INPUT.values()]
+    tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_depthwise._FWD, conv_depthwise._BWD_INPUT]
+    for tuner in tuners:
+        assert all(c.num_warps <= 4 for c in tuner.configs), tuner.name
 
 
 def test_grad_weight_candidates_share_one_reduction_chunk():
@@ -353,6 +354,8 @@ def test_interpreter_holds_one_small_config_per_tuner():
     tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_1x1._GEMM, conv_1x1._BWD_WEIGHT]
     for tuner in tuners:
         assert len(tuner.configs) == 1 and tuner.configs[0]["BLOCK_M"] == 16
+    for tuner in (conv_depthwise._FWD, conv_depthwise._BWD_INPUT):
+        assert len(tuner.configs) == 1
 
 
 def test_bucket_is_the_next_power_of_two():
