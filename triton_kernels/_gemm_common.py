@@ -16,9 +16,8 @@ a mid-sized tile that fits the register file on every kernel.
 from __future__ import annotations
 
 import torch
-import triton
 
-from ._common import INTERPRET, acc_torch_dtype
+from ._common import INTERPRET, acc_torch_dtype, cdiv
 from ._tuning import Config
 
 #: Row tiles that sweep the column tiles together (``_indexing.grouped_tile``).
@@ -119,7 +118,7 @@ def choose_split(tiles: int, positions: int) -> int:
     """Number of grad-weight reduction splits, from shapes only (so runs are bitwise equal)."""
     if tiles >= SPLIT_TARGET_PROGRAMS:
         return 1
-    split = min(triton.cdiv(SPLIT_TARGET_PROGRAMS, tiles), positions // SPLIT_MIN_POSITIONS)
+    split = min(cdiv(SPLIT_TARGET_PROGRAMS, tiles), positions // SPLIT_MIN_POSITIONS)
     return max(1, min(split, SPLIT_MAX))
 
 

@@ -286,7 +286,7 @@ class Tuner:
 def bucket(n: int) -> int:
     """A size as tuning keys hold it: the next power of two (so every batch size does not
     re-tune)."""
-    return triton.next_power_of_2(max(int(n), 1))
+    return 1 << (max(int(n), 1) - 1).bit_length()
 
 
 _NAMES: dict[torch.device, str] = {}

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import acc_dtype, as_5d, check_device, dot_precision, needs_int64
+from ._common import acc_dtype, as_5d, cdiv, check_device, dot_precision, needs_int64
 from ._gemm_common import (
     GEMM_TABLE,
     GEMM_WEIGHT_TABLE,
@@ -236,7 +236,7 @@ def _launch_gemm(a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32
            n, bucket(m), flat_rows, use_int64, precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        return flat_grid(triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]), groups)
+        return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
 
     _GEMM.launch(
         key,
@@ -315,20 +315,18 @@ def conv1x1_backward_weight(
     cg_out = c_out // groups
     p = go5.shape[2] * go5.shape[3] * go5.shape[4]
     m = go5.shape[0] * p
-    tiles = triton.cdiv(cg_out, NOMINAL_TILE) * triton.cdiv(cg_in, NOMINAL_TILE) * groups
+    tiles = cdiv(cg_out, NOMINAL_TILE) * cdiv(cg_in, NOMINAL_TILE) * groups
     n_split = choose_split(tiles, m)
     target = gw5 if n_split == 1 else split_workspace(gw5, n_split)
     split_stride = 0 if n_split == 1 else target.stride(0)
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
-    p_split = triton.cdiv(m, n_split)
+    p_split = cdiv(m, n_split)
     key = (x.dtype, (go5.stride(1) == 1, x5.stride(1) == 1, gw5.stride(1) == 1), groups, cg_in,
            cg_out, bucket(p_split), n_split, flat_rows, use_int64, precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        return flat_grid(
-            triton.cdiv(cg_out, c["BLOCK_M"]), triton.cdiv(cg_in, c["BLOCK_N"]), groups * n_split
-        )
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
 
     _BWD_WEIGHT.launch(
         key,

@@ -32,6 +32,7 @@ from ._common import (
     acc_dtype,
     acc_torch_dtype,
     as_5d,
+    cdiv,
     channels_inner,
     check_device,
     needs_int64,
@@ -299,7 +300,7 @@ def depthwise_conv_forward(
            geometry[6:], co, co // c, bucket(m), use_int64)  # fmt: skip
     _FWD.launch(
         key,
-        lambda cfg: (triton.cdiv(m, cfg["BLOCK_P"]), triton.cdiv(co, cfg["BLOCK_C"])),
+        lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(co, cfg["BLOCK_C"])),
         (
             x5, w5, b, y5,
             m, co, co // c,
@@ -348,7 +349,7 @@ def depthwise_conv_backward_input(
            geometry[6:], c, co // c, bucket(m), use_int64)  # fmt: skip
     _BWD_INPUT.launch(
         key,
-        lambda cfg: (triton.cdiv(m, cfg["BLOCK_P"]), triton.cdiv(c, cfg["BLOCK_C"])),
+        lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
         (
             go5, w5, w5 if bias is None else bias, gi5,
             m, c, co // c,
@@ -372,13 +373,11 @@ def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
     Chosen from the shapes only, so the summation order — and the result, bitwise — repeats.
     The split fills the device when ``channel blocks × taps`` alone gives too few programs.
     """
-    tiles = triton.cdiv(co, _BW_BLOCK_C) * taps
-    blocks = triton.cdiv(m, _BW_BLOCK_P)
-    split = max(
-        1, min(triton.cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535)
-    )
-    chunk = triton.cdiv(blocks, split) * _BW_BLOCK_P
-    return triton.cdiv(m, chunk), chunk
+    tiles = cdiv(co, _BW_BLOCK_C) * taps
+    blocks = cdiv(m, _BW_BLOCK_P)
+    split = max(1, min(cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535))
+    chunk = cdiv(blocks, split) * _BW_BLOCK_P
+    return cdiv(m, chunk), chunk
 
 
 def depthwise_conv_backward_weight(
@@ -420,7 +419,7 @@ def depthwise_conv_backward_weight(
             (split, co, kd, kh, kw), device=x.device, dtype=acc_torch_dtype(grad_w.dtype)
         )
         ws_strides = ws.stride()
-    _conv_depthwise_bwd_weight_kernel[(triton.cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
+    _conv_depthwise_bwd_weight_kernel[(cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
         x5, go5, ws,
         m, co, co // c, chunk,
         *x5.shape[2:], *go5.shape[2:], kh, kw,

@@ -31,6 +31,7 @@ from ._common import (
     PAD_ZEROS,
     acc_dtype,
     as_5d,
+    cdiv,
     check_device,
     dot_precision,
     needs_int64,
@@ -426,7 +427,7 @@ def gemm_conv_forward(
            geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        return flat_grid(triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(cg_out, c["BLOCK_N"]), groups)
+        return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
 
     _FWD[flat].launch(
         key,
@@ -476,9 +477,7 @@ def gemm_conv_backward_input(
     tap_steps = [s // gcd for s, gcd in zip(strides, gcds, strict=True)]
     out_steps = [d // gcd for d, gcd in zip(dilations, gcds, strict=True)]
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
-    m_max = n_batch * math.prod(
-        triton.cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True)
-    )
+    m_max = n_batch * math.prod(cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True))
     flat = cg_out < _FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(grad_out, w, grad_in)
@@ -488,9 +487,7 @@ def gemm_conv_backward_input(
            geometry[6:], groups, cg_in, cg_out, bucket(m_max), use_int64, precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        return flat_grid(
-            triton.cdiv(m_max, c["BLOCK_M"]), triton.cdiv(cg_in, c["BLOCK_N"]), batches
-        )
+        return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
 
     _BWD_INPUT[flat].launch(
         key,
@@ -536,7 +533,7 @@ def gemm_conv_backward_weight(
         return
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
-    tiles = triton.cdiv(cg_out, NOMINAL_TILE) * triton.cdiv(n_taps * cg_in, NOMINAL_TILE) * groups
+    tiles = cdiv(cg_out, NOMINAL_TILE) * cdiv(n_taps * cg_in, NOMINAL_TILE) * groups
     n_split = choose_split(tiles, positions)
     target = gw5 if n_split == 1 else split_workspace(gw5, n_split)
     split_stride = 0 if n_split == 1 else target.stride(0)
@@ -544,17 +541,15 @@ def gemm_conv_backward_weight(
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
-    p_split = triton.cdiv(positions, n_split)
+    p_split = cdiv(positions, n_split)
     key = (x.dtype, _layout_class(x5, go5, gw5), pad_mode, tuple(gw5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, bucket(p_split), n_split, use_int64,
            precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        if flat:
-            cols = triton.cdiv(n_taps * cg_in, c["BLOCK_N"])
-        else:
-            cols = n_taps * triton.cdiv(cg_in, c["BLOCK_N"])
-        return flat_grid(triton.cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
+        # Column tiles: flattened taps × channels, or per tap a run of channel blocks.
+        cols = cdiv(n_taps * cg_in, c["BLOCK_N"]) if flat else n_taps * cdiv(cg_in, c["BLOCK_N"])
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
 
     _BWD_WEIGHT[flat].launch(
         key,

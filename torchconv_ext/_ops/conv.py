@@ -112,7 +112,7 @@ def _fwd_impl(
         if gemm:
             input, weight = channels_last_activation(input), packed_weight(weight)
         k.conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
-    return to_layout(out, layout)
+    return out if layout or not gemm else to_layout(out, False)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -153,7 +153,7 @@ def _bwd_input_impl(
         grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **_kernel_args(g))
-        return to_layout(grad, channels_last)
+        return grad if channels_last or not gemm else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
