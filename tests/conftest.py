@@ -9,6 +9,7 @@ imports ``triton_kernels``.
 """
 
 import os
+import tempfile
 
 import torch
 
@@ -17,6 +18,10 @@ if not torch.cuda.is_available():
 
 # Every output a kernel writes is NaN-filled first, so an unwritten element fails the comparison.
 os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
+
+# Tuned launch configs persist in a per-user cache: tests write theirs to a fresh directory,
+# never to the user's (``triton_kernels._tuning``).
+os.environ["TORCHCONV_EXT_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchconv_ext-test-cache-")
 
 import pytest
 

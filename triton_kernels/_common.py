@@ -65,6 +65,11 @@ PAD_MODES: dict[str, int] = {
 POOL_MODES: dict[str, int] = {"max": MAX.value, "avg": AVG.value}
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` in plain Python (``triton.cdiv`` is a slower constexpr function)."""
+    return -(-a // b)
+
+
 def as_5d(t: torch.Tensor) -> torch.Tensor:
     """View an ``(N, C, *spatial)`` tensor with 1–3 spatial dims as ``(N, C, D, H, W)``."""
     while t.dim() < 5:
@@ -89,6 +94,8 @@ def needs_int64(*tensors: torch.Tensor | None) -> bool:
     for t in tensors:
         if t is None:
             continue
+        if t.untyped_storage().nbytes() < INT32_LIMIT:
+            continue  # every offset lies inside a storage of fewer than 2**31 elements
         span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
         if max(span, t.numel()) >= INT32_LIMIT:
             return True

@@ -96,3 +96,23 @@ def map_padded(i, size, PAD_MODE: tl.constexpr):
         src = tl.where(src >= size, src - size, src)
         ok = src == src
     return src, ok
+
+
+@triton.jit
+def grouped_tile(pid, TILES_M, TILES_N, GROUP_M: tl.constexpr):
+    """``(batch, tile_m, tile_n)`` of program ``pid`` of a 1-d GEMM grid.
+
+    The grid holds ``batches × TILES_M × TILES_N`` programs (a batch is a convolution group, a
+    stride phase or a reduction split), batch-major. Inside a batch, runs of ``GROUP_M`` row
+    tiles sweep the column tiles together, so the rows and columns they share are re-read from
+    L2 instead of memory. One grid axis holds 2**31 - 1 programs, so the 65535-program limit of
+    axes 1 and 2 never binds.
+    """
+    per_batch = TILES_M * TILES_N
+    batch = pid // per_batch
+    t = pid - batch * per_batch
+    per_group = GROUP_M * TILES_N
+    first_m = (t // per_group) * GROUP_M
+    rows = tl.minimum(TILES_M - first_m, GROUP_M)
+    in_group = t - (t // per_group) * per_group
+    return batch, first_m + in_group % rows, in_group // rows

@@ -1,4 +1,4 @@
-"""Convolution launchers: choose the direct depthwise kernels or the implicit GEMM."""
+"""Convolution launchers: choose the direct depthwise kernels, the 1×1 GEMM or the implicit GEMM."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .conv_1x1 import conv1x1_backward_input, conv1x1_backward_weight, conv1x1_forward, is_pointwise
 from .conv_depthwise import (
     depthwise_conv_backward_input,
     depthwise_conv_backward_weight,
@@ -17,6 +18,14 @@ from .conv_gemm import gemm_conv_backward_input, gemm_conv_backward_weight, gemm
 def _is_depthwise(c_in: int, groups: int) -> bool:
     # One input channel per group: a GEMM would waste almost all of each tensor-core tile.
     return groups > 1 and groups == c_in
+
+
+def prefers_channels_last(c_in: int, groups: int) -> bool:
+    """Whether a convolution with ``c_in`` input channels in ``groups`` runs on tensor-core
+    GEMMs, which load channels-inner operands (channels-last activations, weights with the input
+    channel innermost) as 16-byte vectors and any other layout element by element. Callers that
+    own a layout convert to it; the depthwise kernels read either layout at full width."""
+    return not _is_depthwise(c_in, groups)
 
 
 def conv_forward(
@@ -37,7 +46,10 @@ def conv_forward(
         depthwise_conv_forward(
             x, w, bias, out, stride=stride, padding=padding, dilation=dilation, pad_mode=pad_mode
         )
-    else:
+    elif not (
+        is_pointwise(w.shape[2:], stride, padding)
+        and conv1x1_forward(x, w, bias, out, groups=groups, allow_tf32=allow_tf32)
+    ):
         gemm_conv_forward(
             x,
             w,
@@ -62,13 +74,20 @@ def conv_backward_input(
     dilation: Sequence[int],
     groups: int,
     allow_tf32: bool,
+    bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``."""
+    """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``,
+    plus ``bias`` per channel when given (a transposed convolution's, added in the kernel)."""
     if _is_depthwise(grad_in.shape[1], groups):
         depthwise_conv_backward_input(
-            grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation
+            grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, bias=bias
         )
-    else:
+    elif not (
+        is_pointwise(w.shape[2:], stride, padding)
+        and conv1x1_backward_input(
+            grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, bias=bias
+        )
+    ):
         gemm_conv_backward_input(
             grad_out,
             w,
@@ -78,6 +97,7 @@ def conv_backward_input(
             dilation=dilation,
             groups=groups,
             allow_tf32=allow_tf32,
+            bias=bias,
         )
 
 
@@ -104,7 +124,10 @@ def conv_backward_weight(
             dilation=dilation,
             pad_mode=pad_mode,
         )
-    else:
+    elif not (
+        is_pointwise(grad_w.shape[2:], stride, padding)
+        and conv1x1_backward_weight(x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32)
+    ):
         gemm_conv_backward_weight(
             x,
             grad_out,

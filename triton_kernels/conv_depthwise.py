@@ -32,32 +32,30 @@ from ._common import (
     acc_dtype,
     acc_torch_dtype,
     as_5d,
+    cdiv,
     channels_inner,
     check_device,
     needs_int64,
     pack_geometry,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
+from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
 # Tile sizes
 # --------------------------------------------------------------------------------------------
 
 
-def _tile_configs() -> list[triton.Config]:
+def _tile_configs() -> list[Config]:
     if INTERPRET:
         # One small config: tests stay fast, and tiny shapes still span several tiles.
-        return [triton.Config({"BLOCK_P": 32, "BLOCK_C": 4}, num_warps=1)]
+        return [Config.of(1, 3, BLOCK_P=32, BLOCK_C=4)]
     # Channels-inner tiles want a wide BLOCK_C (vector loads along C), positions-inner tiles a
-    # wide BLOCK_P; the tuner picks per shape. 4 warps only (8-warp tap loops have miscompiled).
-    sizes = ((32, 64), (64, 32), (64, 64), (128, 32), (32, 128), (128, 64), (256, 16))
-    return [triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=4) for p, c in sizes]
+    # wide BLOCK_P; the tuner picks per key (layout and geometry included). 4 warps only
+    # (8-warp tap loops have miscompiled).
+    sizes = ((64, 64), (32, 64), (64, 32), (128, 32), (32, 128), (128, 64), (256, 16))
+    return [Config.of(4, 3, BLOCK_P=p, BLOCK_C=c) for p, c in sizes]
 
-
-_TUNE_KEY = ["M", "C_OUT", "KD", "KH", "KW", "STRIDE_D", "STRIDE_H", "STRIDE_W"]
-_TUNE_KEY += ["CHANNELS_INNER", "PAD_MODE"]
-_TUNE_KEY_BWD_INPUT = ["M", "C", "MULT", "KD", "KH", "KW", "STRIDE_D", "STRIDE_H", "STRIDE_W"]
-_TUNE_KEY_BWD_INPUT += ["CHANNELS_INNER"]
 
 # Grad-weight tiles and split targets are fixed (not tuned): they set the reduction order, which
 # must depend on the shapes only so results are bitwise repeatable across runs and processes.
@@ -99,7 +97,6 @@ def _output_coord(i, k, osize, stride, pad, dil):
 # --------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_tile_configs(), key=_TUNE_KEY)
 @triton.jit
 def _conv_depthwise_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -148,22 +145,23 @@ def _conv_depthwise_fwd_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
-@triton.autotune(configs=_tile_configs(), key=_TUNE_KEY_BWD_INPUT)
 @triton.jit
 def _conv_depthwise_bwd_input_kernel(
-    go_ptr, w_ptr, gi_ptr,
+    go_ptr, w_ptr, b_ptr, gi_ptr,
     M, C, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_o, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
-    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    sb,
+    HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
     # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
-    # the grad_out elements whose window covered it. Zero padding only.
+    # the grad_out elements whose window covered it. Zero padding only. With HAS_BIAS, plus a
+    # transposed convolution's bias per input channel.
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
     p, ci = tile_indices(
         p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
@@ -193,6 +191,8 @@ def _conv_depthwise_bwd_input_kernel(
                         w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
                     )
                     acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + ci * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
 
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
@@ -243,6 +243,9 @@ def _conv_depthwise_bwd_weight_kernel(
     tl.store(gw_ptr + gw_off, part.to(gw_ptr.dtype.element_ty), mask=c1 < C_OUT)
 
 
+_FWD = Tuner("conv_depthwise_fwd", _conv_depthwise_fwd_kernel, _tile_configs())
+_BWD_INPUT = Tuner("conv_depthwise_bwd_input", _conv_depthwise_bwd_input_kernel, _tile_configs())
+
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
@@ -291,18 +294,27 @@ def depthwise_conv_forward(
     m = n * y5.shape[2] * y5.shape[3] * y5.shape[4]
     has_bias = bias is not None
     b = bias if has_bias else w5  # dummy pointer, never read
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(co, meta["BLOCK_C"]))
-    _conv_depthwise_fwd_kernel[grid](
-        x5, w5, b, y5,
-        m, co, co // c,
-        *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *x5.stride(),
-        w5.stride(0), *w5.stride()[2:],
-        bias.stride(0) if has_bias else 0,
-        *y5.stride(),
-        PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, CHANNELS_INNER=channels_inner(x5),
-        USE_INT64=needs_int64(x, w, bias, out), ACC_DTYPE=acc_dtype(out.dtype),
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    c_inner, use_int64 = channels_inner(x5), needs_int64(x, w, bias, out)
+    key = (x.dtype, (c_inner, y5.stride(1) == 1), pad_mode, tuple(w5.shape[2:]), geometry[:3],
+           geometry[6:], co, co // c, bucket(m), use_int64)  # fmt: skip
+    _FWD.launch(
+        key,
+        lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(co, cfg["BLOCK_C"])),
+        (
+            x5, w5, b, y5,
+            m, co, co // c,
+            *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
+            *geometry,
+            *x5.stride(),
+            w5.stride(0), *w5.stride()[2:],
+            bias.stride(0) if has_bias else 0,
+            *y5.stride(),
+        ),
+        dict(
+            PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, CHANNELS_INNER=c_inner,
+            USE_INT64=use_int64, ACC_DTYPE=acc_dtype(out.dtype),
+        ),
     )  # fmt: skip
 
 
@@ -314,14 +326,16 @@ def depthwise_conv_backward_input(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``.
+    """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``,
+    plus ``bias`` (C,) per channel when given (a transposed convolution's).
 
     grad_out: (N, C·mult, *O); w: (C·mult, 1, *K); grad_in: (N, C, *I), preallocated, every
-    element written (zeros where no window reaches). Any strides. Deterministic gather: each
-    input element sums the grad_out elements whose windows covered it; no atomics.
+    element written (zeros, or the bias, where no window reaches). Any strides. Deterministic
+    gather: each input element sums the grad_out elements whose windows covered it; no atomics.
     """
-    check_device(grad_out, w, grad_in)
+    check_device(grad_out, w, grad_in, bias)
     _check(grad_in, w, grad_out, (stride, padding, dilation))
     if grad_in.numel() == 0:
         return
@@ -329,17 +343,27 @@ def depthwise_conv_backward_input(
     n, c = gi5.shape[:2]
     co = w5.shape[0]
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
-    _conv_depthwise_bwd_input_kernel[grid](
-        go5, w5, gi5,
-        m, c, co // c,
-        *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *go5.stride(),
-        w5.stride(0), *w5.stride()[2:],
-        *gi5.stride(),
-        CHANNELS_INNER=channels_inner(go5), USE_INT64=needs_int64(grad_out, w, grad_in),
-        ACC_DTYPE=acc_dtype(grad_in.dtype),
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
+    key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],
+           geometry[6:], c, co // c, bucket(m), use_int64)  # fmt: skip
+    _BWD_INPUT.launch(
+        key,
+        lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
+        (
+            go5, w5, w5 if bias is None else bias, gi5,
+            m, c, co // c,
+            *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
+            *geometry,
+            *go5.stride(),
+            w5.stride(0), *w5.stride()[2:],
+            *gi5.stride(),
+            0 if bias is None else bias.stride(0),
+        ),
+        dict(
+            HAS_BIAS=bias is not None, CHANNELS_INNER=c_inner, USE_INT64=use_int64,
+            ACC_DTYPE=acc_dtype(grad_in.dtype),
+        ),
     )  # fmt: skip
 
 
@@ -349,13 +373,11 @@ def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
     Chosen from the shapes only, so the summation order — and the result, bitwise — repeats.
     The split fills the device when ``channel blocks × taps`` alone gives too few programs.
     """
-    tiles = triton.cdiv(co, _BW_BLOCK_C) * taps
-    blocks = triton.cdiv(m, _BW_BLOCK_P)
-    split = max(
-        1, min(triton.cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535)
-    )
-    chunk = triton.cdiv(blocks, split) * _BW_BLOCK_P
-    return triton.cdiv(m, chunk), chunk
+    tiles = cdiv(co, _BW_BLOCK_C) * taps
+    blocks = cdiv(m, _BW_BLOCK_P)
+    split = max(1, min(cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535))
+    chunk = cdiv(blocks, split) * _BW_BLOCK_P
+    return cdiv(m, chunk), chunk
 
 
 def depthwise_conv_backward_weight(
@@ -397,7 +419,7 @@ def depthwise_conv_backward_weight(
             (split, co, kd, kh, kw), device=x.device, dtype=acc_torch_dtype(grad_w.dtype)
         )
         ws_strides = ws.stride()
-    _conv_depthwise_bwd_weight_kernel[(triton.cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
+    _conv_depthwise_bwd_weight_kernel[(cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
         x5, go5, ws,
         m, co, co // c, chunk,
         *x5.shape[2:], *go5.shape[2:], kh, kw,

@@ -27,57 +27,33 @@ import triton
 import triton.language as tl
 
 from ._common import (
-    INTERPRET,
     PAD_MODES,
     PAD_ZEROS,
     acc_dtype,
-    acc_torch_dtype,
     as_5d,
+    cdiv,
     check_device,
     dot_precision,
     needs_int64,
     pack_geometry,
     spatial3,
 )
-from ._indexing import map_padded, unflatten, wide
+from ._gemm_common import (
+    FLAT_TABLE,
+    GROUP_M,
+    NOMINAL_TILE,
+    TAP_TABLE,
+    WEIGHT_BLOCK_K,
+    choose_split,
+    configs,
+    flat_grid,
+    shared_estimate,
+    split_workspace,
+)
+from ._indexing import grouped_tile, map_padded, unflatten, wide
+from ._tuning import Config, Tuner, bucket
 
 __all__ = ["gemm_conv_backward_input", "gemm_conv_backward_weight", "gemm_conv_forward"]
-
-# --------------------------------------------------------------------------------------------
-# Autotuning
-# --------------------------------------------------------------------------------------------
-
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps): candidates for H100-class GPUs; the
-# autotuner picks per shape (keys below).
-_TAP_CONFIGS = [
-    (128, 128, 32, 3, 8),
-    (128, 128, 64, 3, 8),
-    (128, 64, 32, 4, 4),
-    (64, 128, 32, 4, 4),
-    (128, 64, 64, 3, 4),
-    (64, 64, 64, 4, 4),
-    (64, 64, 32, 4, 4),
-]
-# Flattened (taps × channels) reduction: never 8 warps (known Triton miscompile with this loop
-# shape). Small channel counts usually mean small groups, hence one narrow-N config.
-_FLAT_CONFIGS = [
-    (128, 64, 32, 3, 4),
-    (64, 64, 32, 4, 4),
-    (128, 128, 32, 3, 4),
-    (64, 128, 32, 4, 4),
-    (128, 64, 64, 3, 4),
-    (128, 32, 32, 4, 4),
-]
-
-
-def _configs(table: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
-    if INTERPRET:  # the CPU interpreter: one small config, no benchmarking
-        table = [(16, 16, 16, 1, 4)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=s, num_warps=w)
-        for bm, bn, bk, s, w in table
-    ]
-
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -160,17 +136,21 @@ def _conv_fwd_kernel(
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] =
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap].
 
-    Grid: (row tiles over N·output positions, C_OUT tiles, groups). C_IN/C_OUT are per group.
+    Grid: groups × row tiles (over N·output positions) × C_OUT tiles, flat (``grouped_tile``).
+    C_IN/C_OUT are per group.
     """
-    group = tl.program_id(2)
-    rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    group, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
+    )
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     n, od, oh, ow = unflatten(rows, OD, OH, OW)
-    co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    co = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT
     co_off = wide(group * C_OUT + co, USE_INT64)
 
@@ -214,28 +194,34 @@ def _conv_fwd_kernel(
 
 @triton.jit
 def _conv_bwd_input_kernel(
-    go_ptr, w_ptr, gi_ptr,
-    N, C_IN, C_OUT,
+    go_ptr, w_ptr, b_ptr, gi_ptr,
+    N, M_MAX, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_o, sw_i, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
-    FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
+    sb,
+    HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one stride phase per program.
 
     Input positions ``i ≡ phase (mod stride)`` (per dim) are reached by the taps
     ``k0 + t·TSTEP`` only, at output ``o = j + q0 - t·OSTEP``: a dense GEMM with rows = N·(phase
-    positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros.
-    Grid: (row tiles of the largest phase, C_IN tiles, groups · phases).
+    positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros
+    (plus the bias: a transposed convolution's, per ``group·C_IN + ci``, when ``HAS_BIAS``).
+    Grid: groups · phases × row tiles (of the largest phase, ``M_MAX`` rows) × C_IN tiles, flat.
     """
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
-    group = tl.program_id(2) // n_phases
-    phase = tl.program_id(2) % n_phases
+    batch, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
+    )
+    group = batch // n_phases
+    phase = batch % n_phases
     ph_w = phase % STRIDE_W
     ph_h = (phase // STRIDE_W) % STRIDE_H
     ph_d = phase // (STRIDE_W * STRIDE_H)
@@ -247,11 +233,11 @@ def _conv_bwd_input_kernel(
     J_D = (D - ph_d + STRIDE_D - 1) // STRIDE_D
     J_H = (H - ph_h + STRIDE_H - 1) // STRIDE_H
     J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
-    rows = wide(tl.program_id(0), USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N * J_D * J_H * J_W
     # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
     n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
-    ci = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN
     ci_off = wide(group * C_IN + ci, USE_INT64)
 
@@ -287,6 +273,9 @@ def _conv_bwd_input_kernel(
         )
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
+        acc += bias.to(ACC_DTYPE)[None, :]
     gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
     gi_row += (ph_w + jw * STRIDE_W) * sgi_w
     tl.store(
@@ -308,6 +297,7 @@ def _conv_bwd_weight_kernel(
     PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
     Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
@@ -316,18 +306,19 @@ def _conv_bwd_weight_kernel(
     partial weight gradient per split.
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``.
-    Grid: (C_OUT tiles, column tiles, groups · N_SPLIT). Each program writes its own slot: no
-    atomics, so the result is bitwise repeatable.
+    Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
+    slot: no atomics, so the result is bitwise repeatable.
     """
-    group = tl.program_id(2) // N_SPLIT
-    split = tl.program_id(2) % N_SPLIT
-    co = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n_taps = KD * KH * KW
+    c_blocks = tl.cdiv(C_IN, BLOCK_N)
+    n_cols = tl.cdiv(n_taps * C_IN, BLOCK_N) if FLAT_K else n_taps * c_blocks
+    batch, tile_m, tile_n = grouped_tile(tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), n_cols, GROUP_M)
+    group = batch // N_SPLIT
+    split = batch % N_SPLIT
+    co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     co_ok = co < C_OUT
     co_off = wide(group * C_OUT + co, USE_INT64)
-    n_taps = KD * KH * KW
-    td, th, tw, ci, col_ok = _k_step(
-        tl.program_id(1), C_IN, tl.cdiv(C_IN, BLOCK_N), n_taps, KH, KW, BLOCK_N, FLAT_K
-    )
+    td, th, tw, ci, col_ok = _k_step(tile_n, C_IN, c_blocks, n_taps, KH, KW, BLOCK_N, FLAT_K)
     ci_group = group * C_IN + ci
     go_row = (co_off * sgo_c)[:, None]
 
@@ -363,27 +354,29 @@ def _conv_bwd_weight_kernel(
     )
 
 
-# One jit body, two tuners: the flattened-K variant gets its own (4-warp) config list.
-_KEYS_FWD = ["M", "C_IN", "C_OUT", "KD", "KH", "KW"]
-_KEYS_BWD_INPUT = ["N", "D", "H", "W", "C_IN", "C_OUT", "KD", "KH", "KW"]
-_KEYS_BWD_WEIGHT = ["P_SPLIT", "N_SPLIT", "C_IN", "C_OUT", "KD", "KH", "KW"]
-_fwd_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_FWD)(_conv_fwd_kernel)
-_fwd_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_FWD)(_conv_fwd_kernel)
-_bwd_input_tap = triton.autotune(_configs(_TAP_CONFIGS), key=_KEYS_BWD_INPUT)(
-    _conv_bwd_input_kernel
-)
-_bwd_input_flat = triton.autotune(_configs(_FLAT_CONFIGS), key=_KEYS_BWD_INPUT)(
-    _conv_bwd_input_kernel
-)
-# Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the autotuner may only pick
-# tilings that keep the summation order, and results stay bitwise equal across processes.
-_WEIGHT_BLOCK_K = 32
-_bwd_weight_tap = triton.autotune(
-    _configs([c for c in _TAP_CONFIGS if c[2] == _WEIGHT_BLOCK_K]), key=_KEYS_BWD_WEIGHT
-)(_conv_bwd_weight_kernel)
-_bwd_weight_flat = triton.autotune(
-    _configs([c for c in _FLAT_CONFIGS if c[2] == _WEIGHT_BLOCK_K]), key=_KEYS_BWD_WEIGHT
-)(_conv_bwd_weight_kernel)
+# --------------------------------------------------------------------------------------------
+# Tuners: one per kernel and loop shape (tap or flattened), each with its own candidates
+# --------------------------------------------------------------------------------------------
+
+
+def _tuners(name: str, kernel, block_k: int | None = None) -> dict[bool, Tuner]:
+    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop."""
+    return {
+        flat: Tuner(
+            f"{name}_{'flat' if flat else 'tap'}",
+            kernel,
+            configs(FLAT_TABLE if flat else TAP_TABLE, block_k),
+            shared_estimate,
+        )
+        for flat in (False, True)
+    }
+
+
+_FWD = _tuners("conv_fwd", _conv_fwd_kernel)
+_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel)
+# Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
+# that keep the summation order.
+_BWD_WEIGHT = _tuners("conv_bwd_weight", _conv_bwd_weight_kernel, WEIGHT_BLOCK_K)
 
 # --------------------------------------------------------------------------------------------
 # Launchers
@@ -392,20 +385,10 @@ _bwd_weight_flat = triton.autotune(
 #: Channels per group below which taps × channels form one flattened reduction axis.
 _FLAT_BELOW = 16
 
-# Split-K for grad-weight: aim for about two waves of programs on an H100 (132 SMs), but keep
-# at least _SPLIT_MIN_POSITIONS reduction positions per split (shapes only → deterministic).
-_SPLIT_TARGET_PROGRAMS = 264
-_SPLIT_MIN_POSITIONS = 512
-_SPLIT_MAX = 64
-_NOMINAL_TILE = 64
 
-
-def _choose_split(tiles: int, positions: int) -> int:
-    """Number of grad-weight reduction splits, from shapes only (so runs are bitwise equal)."""
-    if tiles >= _SPLIT_TARGET_PROGRAMS:
-        return 1
-    split = min(triton.cdiv(_SPLIT_TARGET_PROGRAMS, tiles), positions // _SPLIT_MIN_POSITIONS)
-    return max(1, min(split, _SPLIT_MAX))
+def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
+    """Which operands have unit channel stride (dim 1): what decides the loads' widths."""
+    return tuple(t.stride(1) == 1 for t in tensors)
 
 
 def gemm_conv_forward(
@@ -423,9 +406,10 @@ def gemm_conv_forward(
 ) -> None:
     """Convolution forward into the preallocated ``out`` (N, C_out, *O); writes every element.
 
-    ``x`` (N, C_in, *S) and ``w`` (C_out, C_in/groups, *K) with 1–3 spatial dims and any strides.
-    ``padding`` is the padding before each spatial dim; the padding after is implied by ``out``'s
-    size. Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
+    ``x`` (N, C_in, *S) and ``w`` (C_out, C_in/groups, *K) with 1–3 spatial dims and any strides
+    (channels-inner operands load as 16-byte vectors, others element by element). ``padding`` is
+    the padding before each spatial dim; the padding after is implied by ``out``'s size.
+    Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
     'circular'), applied inside the loads.
     """
     check_device(x, w, bias, out)
@@ -436,24 +420,31 @@ def gemm_conv_forward(
     if m == 0 or c_out == 0:
         return
     flat = cg_in < _FLAT_BELOW
-    kernel = _fwd_flat if flat else _fwd_tap
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(x, w, bias, out)
+    precision = dot_precision(x.dtype, allow_tf32)
+    key = (x.dtype, _layout_class(x5, w5, y5), pad_mode, tuple(w5.shape[2:]), geometry[:3],
+           geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision)  # fmt: skip
 
-    def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(cg_out, meta["BLOCK_N"]), groups)
+    def grid(c: Config) -> tuple[int]:
+        return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
 
-    kernel[grid](
-        x5, w5, w5 if bias is None else bias, y5,
-        m, cg_in, cg_out,
-        *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *x5.stride(), *w5.stride(), *y5.stride(),
-        0 if bias is None else bias.stride(0),
-        HAS_BIAS=bias is not None,
-        PAD_MODE=PAD_MODES[pad_mode],
-        FLAT_K=flat,
-        USE_INT64=needs_int64(x, w, bias, out),
-        PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(x.dtype),
+    _FWD[flat].launch(
+        key,
+        grid,
+        (
+            x5, w5, w5 if bias is None else bias, y5,
+            m, cg_in, cg_out,
+            *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
+            *geometry,
+            *x5.stride(), *w5.stride(), *y5.stride(),
+            0 if bias is None else bias.stride(0),
+        ),
+        dict(
+            HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
+            USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
+            GROUP_M=GROUP_M,
+        ),
     )  # fmt: skip
 
 
@@ -467,13 +458,15 @@ def gemm_conv_backward_input(
     dilation: tuple[int, ...],
     groups: int,
     allow_tf32: bool,
+    bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I).
+    """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I),
+    plus ``bias`` (C_in,) per channel when given: a transposed convolution with its bias.
 
-    Writes every element (zeros where no tap reaches). The input is split into prod(stride)
-    phases (a grid axis); each is a dense implicit GEMM over only the taps that reach it.
+    Writes every element (zeros, or the bias, where no tap reaches). The input is split into
+    prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it.
     """
-    check_device(grad_out, w, grad_in)
+    check_device(grad_out, w, grad_in, bias)
     go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
     n_batch, c_in = gi5.shape[:2]
     cg_in, cg_out = c_in // groups, w5.shape[0] // groups
@@ -484,30 +477,33 @@ def gemm_conv_backward_input(
     tap_steps = [s // gcd for s, gcd in zip(strides, gcds, strict=True)]
     out_steps = [d // gcd for d, gcd in zip(dilations, gcds, strict=True)]
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
-    m_max = n_batch * math.prod(
-        triton.cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True)
-    )
+    m_max = n_batch * math.prod(cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True))
     flat = cg_out < _FLAT_BELOW
-    kernel = _bwd_input_flat if flat else _bwd_input_tap
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(grad_out, w, grad_in)
+    precision = dot_precision(grad_out.dtype, allow_tf32)
+    batches = groups * math.prod(strides)
+    key = (grad_out.dtype, _layout_class(go5, w5, gi5), tuple(w5.shape[2:]), geometry[:3],
+           geometry[6:], groups, cg_in, cg_out, bucket(m_max), use_int64, precision)  # fmt: skip
 
-    def grid(meta):
-        return (
-            triton.cdiv(m_max, meta["BLOCK_M"]),
-            triton.cdiv(cg_in, meta["BLOCK_N"]),
-            groups * math.prod(strides),
-        )
+    def grid(c: Config) -> tuple[int]:
+        return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
 
-    kernel[grid](
-        go5, w5, gi5,
-        n_batch, cg_in, cg_out,
-        *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *tap_steps, *out_steps,
-        *go5.stride(), *w5.stride(), *gi5.stride(),
-        FLAT_K=flat,
-        USE_INT64=needs_int64(grad_out, w, grad_in),
-        PRECISION=dot_precision(grad_out.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(grad_out.dtype),
+    _BWD_INPUT[flat].launch(
+        key,
+        grid,
+        (
+            go5, w5, w5 if bias is None else bias, gi5,
+            n_batch, m_max, cg_in, cg_out,
+            *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
+            *geometry, *tap_steps, *out_steps,
+            *go5.stride(), *w5.stride(), *gi5.stride(),
+            0 if bias is None else bias.stride(0),
+        ),
+        dict(
+            HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
+            ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
+        ),
     )  # fmt: skip
 
 
@@ -537,36 +533,38 @@ def gemm_conv_backward_weight(
         return
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
-    tiles = triton.cdiv(cg_out, _NOMINAL_TILE) * triton.cdiv(n_taps * cg_in, _NOMINAL_TILE) * groups
-    n_split = _choose_split(tiles, positions)
-    if n_split == 1:
-        target, split_stride = gw5, 0
-    else:
-        target = torch.empty(
-            (n_split, *gw5.shape), dtype=acc_torch_dtype(grad_w.dtype), device=grad_w.device
-        )
-        split_stride = target.stride(0)
+    tiles = cdiv(cg_out, NOMINAL_TILE) * cdiv(n_taps * cg_in, NOMINAL_TILE) * groups
+    n_split = choose_split(tiles, positions)
+    target = gw5 if n_split == 1 else split_workspace(gw5, n_split)
+    split_stride = 0 if n_split == 1 else target.stride(0)
     flat = cg_in < _FLAT_BELOW
-    kernel = _bwd_weight_flat if flat else _bwd_weight_tap
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
+    precision = dot_precision(x.dtype, allow_tf32)
+    p_split = cdiv(positions, n_split)
+    key = (x.dtype, _layout_class(x5, go5, gw5), pad_mode, tuple(gw5.shape[2:]), geometry[:3],
+           geometry[6:], groups, cg_in, cg_out, bucket(p_split), n_split, use_int64,
+           precision)  # fmt: skip
 
-    def grid(meta):
-        if flat:
-            cols = triton.cdiv(n_taps * cg_in, meta["BLOCK_N"])
-        else:
-            cols = n_taps * triton.cdiv(cg_in, meta["BLOCK_N"])
-        return (triton.cdiv(cg_out, meta["BLOCK_M"]), cols, groups * n_split)
+    def grid(c: Config) -> tuple[int]:
+        # Column tiles: flattened taps × channels, or per tap a run of channel blocks.
+        cols = cdiv(n_taps * cg_in, c["BLOCK_N"]) if flat else n_taps * cdiv(cg_in, c["BLOCK_N"])
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
 
-    kernel[grid](
-        x5, go5, target,
-        positions, triton.cdiv(positions, n_split), n_split, cg_in, cg_out,
-        *x5.shape[2:], *go5.shape[2:], *gw5.shape[2:],
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
-        PAD_MODE=PAD_MODES[pad_mode],
-        FLAT_K=flat,
-        USE_INT64=needs_int64(x, grad_out, grad_w, None if n_split == 1 else target),
-        PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(x.dtype),
+    _BWD_WEIGHT[flat].launch(
+        key,
+        grid,
+        (
+            x5, go5, target,
+            positions, p_split, n_split, cg_in, cg_out,
+            *x5.shape[2:], *go5.shape[2:], *gw5.shape[2:],
+            *geometry,
+            *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
+        ),
+        dict(
+            PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
+            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
+        ),
     )  # fmt: skip
     if n_split > 1:
         gw5.copy_(target.sum(0))

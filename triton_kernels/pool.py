@@ -262,8 +262,9 @@ def _global_forward(
         x5, out, idx,
         c, d * h * w, h, w,
         *x5.stride(), *out.stride(), *idx.stride(),
-        MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, USE_INT64=_use_int64(x, out, indices),
-        ACC_DTYPE=acc_dtype(x.dtype), BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
+        MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, FLAT=flat is not None,
+        USE_INT64=_use_int64(x, out, indices), ACC_DTYPE=acc_dtype(x.dtype),
+        BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
     )  # fmt: skip
 
 

@@ -336,12 +336,15 @@ def _global_pool_fwd_kernel(
     C, R, H, W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sy_n, sy_c, sidx_n, sidx_c,
-    MODE: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    MODE: tl.constexpr, CHANNELS_INNER: tl.constexpr, FLAT: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Program = (image, channel block); tile = BLOCK_R window positions × BLOCK_C channels,
     # positions innermost unless channels are contiguous. Each lane scans its positions in
     # order (r, r + BLOCK_R, ...); the lanes are then combined with ATen's sequential rule.
+    # FLAT: the spatial dims collapse into one stride (sx_w), so a position's offset is r·sx_w
+    # and loads along positions stay visibly contiguous (vectorised where planes are aligned).
     n_cb = tl.cdiv(C, BLOCK_C)
     pid = tl.program_id(0)
     n = pid // n_cb
@@ -359,10 +362,13 @@ def _global_pool_fwd_kernel(
     for start in range(0, R, BLOCK_R):
         r = r0 + start
         ok = (r < R) & c_ok
-        i_w = r % W
-        i_h = (r // W) % H
-        i_d = r // (W * H)
-        ptrs = x_ptr + (x_nc + i_d * sx_d + i_h * sx_h + i_w * sx_w)
+        if FLAT:
+            ptrs = x_ptr + (x_nc + r * sx_w)
+        else:
+            i_w = r % W
+            i_h = (r // W) % H
+            i_d = r // (W * H)
+            ptrs = x_ptr + (x_nc + i_d * sx_d + i_h * sx_h + i_w * sx_w)
         if MODE == MAX:
             v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC_DTYPE)
             win = ok & ((v > best) | (v != v))

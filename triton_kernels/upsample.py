@@ -28,7 +28,10 @@ Integer-scale fast path: when every dim's output is ``k`` times its input with `
 two (1, 2, 4, 8, 16) and the float32 scale exactly ``1/k``, the source index is ``o >> log2(k)``
 in both modes. The forward then walks the *input*: each tile is read
 once and written as ``k_d × k_h × k_w`` blocks — along ``w`` by interleaving the tile with
-itself (full-width, vectorised stores), along the other dims by repeated stores.
+itself (full-width, vectorised stores), along the other dims by repeated stores. The backward
+sums each block in the generic kernel's order; along ``w`` (factor 2 or 4, NCHW-like tiles) it
+loads the block's output row segment whole (contiguous, vectorised loads instead of strided
+ones) and splits it in registers.
 """
 
 from __future__ import annotations
@@ -121,15 +124,12 @@ def _first_dst(i, in_size, out_size, scale, EXACT: tl.constexpr):
 
 
 @triton.jit
-def _dst_range(i, in_size, out_size, scale, K, EXACT: tl.constexpr, INT_SCALE: tl.constexpr):
+def _dst_range(i, in_size, out_size, scale, EXACT: tl.constexpr):
     """``[lo, hi)``: the output coordinates that copied input coordinate ``i``."""
-    if INT_SCALE:
-        lo = i * K
-        hi = lo + K
-    else:
-        lo = _first_dst(i, in_size, out_size, scale, EXACT)
-        hi = _first_dst(i + 1, in_size, out_size, scale, EXACT)
-    return lo, hi
+    return (
+        _first_dst(i, in_size, out_size, scale, EXACT),
+        _first_dst(i + 1, in_size, out_size, scale, EXACT),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,18 +216,17 @@ def _upsample_bwd_input_kernel(
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     SCALE_D, SCALE_H, SCALE_W,
     KD, KH, KW,
-    CHANNELS_INNER: tl.constexpr, EXACT: tl.constexpr, INT_SCALE: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, EXACT: tl.constexpr,
     USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    # Tile over grad_input. KD/KH/KW: the largest number of outputs one input feeds per dim
-    # (exactly the factor on the integer fast path).
+    # Tile over grad_input. KD/KH/KW: the largest number of outputs one input feeds per dim.
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     mask = (r < R) & (k < INNER)
     n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_INNER)
-    d_lo, d_hi = _dst_range(i_d, D, OD, SCALE_D, KD, EXACT, INT_SCALE)
-    h_lo, h_hi = _dst_range(i_h, H, OH, SCALE_H, KH, EXACT, INT_SCALE)
-    w_lo, w_hi = _dst_range(i_w, W, OW, SCALE_W, KW, EXACT, INT_SCALE)
+    d_lo, d_hi = _dst_range(i_d, D, OD, SCALE_D, EXACT)
+    h_lo, h_hi = _dst_range(i_h, H, OH, SCALE_H, EXACT)
+    w_lo, w_hi = _dst_range(i_w, W, OW, SCALE_W, EXACT)
     base = n * sgo_n + c * sgo_c
 
     acc = tl.zeros([BLOCK_R, BLOCK_I], ACC_DTYPE)
@@ -244,6 +243,67 @@ def _upsample_bwd_input_kernel(
                 ok = ok_dh & (ow < w_hi)
                 acc += tl.load(go_ptr + (off_dh + ow * sgo_w), mask=ok, other=0.0).to(ACC_DTYPE)
 
+    gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _add_in_order(acc, v, KW: tl.constexpr):
+    """``acc + v[..., 0] + v[..., 1] + …`` for ``v`` shaped ``[R, I·KW]`` whose inner axis
+    interleaves the KW (2 or 4) outputs of each input column: ``tl.split`` takes them apart
+    without a strided load, and the additions keep the generic kernel's order (bitwise equal)."""
+    if KW == 2:
+        even, odd = tl.split(tl.reshape(v, [v.shape[0], v.shape[1] // 2, 2]))
+        acc += even
+        acc += odd
+    else:  # 4: split by the low bit of the output column, then by the high bit
+        low0, low1 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1] // 4, 2, 2]))
+        w0, w2 = tl.split(low0)
+        w1, w3 = tl.split(low1)
+        acc += w0
+        acc += w1
+        acc += w2
+        acc += w3
+    return acc
+
+
+@triton.jit
+def _upsample_int_bwd_kernel(
+    go_ptr, gi_ptr,
+    R, INNER, C, D, H, W,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):  # fmt: skip
+    # Integer factors: each grad_input element sums its KD×KH×KW block of grad_out in (d, h, w)
+    # order, as the generic kernel does. Along w (NCHW-like tiles, KW 2 or 4) the block's row
+    # segment is loaded whole (contiguous, vectorised) and taken apart in registers.
+    r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
+    row_ok = r < R
+    mask = row_ok & (k < INNER)
+    n, c, i_d, i_h, i_w = _tile_coords(r, k, C, D, H, W, CHANNELS_INNER)
+    acc = tl.zeros([BLOCK_R, BLOCK_I], ACC_DTYPE)
+    if (not CHANNELS_INNER) and (KW == 2 or KW == 4):
+        ow = wide(
+            tl.program_id(1) * (BLOCK_I * KW) + tl.arange(0, BLOCK_I * KW)[None, :], USE_INT64
+        )
+        row_mask = row_ok & (ow < INNER * KW)
+        base = n * sgo_n + c * sgo_c + ow * sgo_w
+        for jd in tl.static_range(KD):
+            for jh in tl.static_range(KH):
+                off = base + (i_d * KD + jd) * sgo_d + (i_h * KH + jh) * sgo_h
+                v = tl.load(go_ptr + off, mask=row_mask, other=0.0).to(ACC_DTYPE)
+                acc = _add_in_order(acc, v, KW)
+    else:
+        base = n * sgo_n + c * sgo_c
+        for jd in tl.static_range(KD):
+            for jh in tl.static_range(KH):
+                off_dh = base + (i_d * KD + jd) * sgo_d + (i_h * KH + jh) * sgo_h
+                for jw in tl.static_range(KW):
+                    off = off_dh + (i_w * KW + jw) * sgo_w
+                    acc += tl.load(go_ptr + off, mask=mask, other=0.0).to(ACC_DTYPE)
     gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=mask)
 
@@ -367,19 +427,32 @@ def upsample_nearest_backward(
     in3, out3 = gi5.shape[2:], go5.shape[2:]
     scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
     factors = fast_factors(in3, out3, scale3)
-    if factors is None:
-        fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
-    else:
-        fan_in = factors
     ch_inner = channels_inner(gi5)
+    use_int64 = needs_int64(grad_out, grad_in)
+    if factors is not None:
+        rows, inner = _rows_inner(gi5.shape, ch_inner)
+        kd, kh, kw = factors
+        # Along w each loaded row segment is kw times wider than the tile.
+        widen = kw if not ch_inner and kw in (2, 4) else 1
+        block_r, block_i = _blocks(rows, inner, _BWD_TILE // widen, max(1, _MAX_INNER // widen))
+        grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+        _upsample_int_bwd_kernel[grid](
+            go5, gi5, rows, inner, gi5.shape[1], *in3,
+            *go5.stride(), *gi5.stride(),
+            KD=kd, KH=kh, KW=kw,
+            CHANNELS_INNER=ch_inner, USE_INT64=use_int64, ACC_DTYPE=acc_dtype(grad_in.dtype),
+            BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
+        )  # fmt: skip
+        return
+    fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
     rows, inner = _rows_inner(gi5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _BWD_TILE)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
     _upsample_bwd_input_kernel[grid](
         go5, gi5, rows, inner, gi5.shape[1], *in3, *out3,
         *go5.stride(), *gi5.stride(), *scale3, *fan_in,
-        CHANNELS_INNER=ch_inner, EXACT=exact, INT_SCALE=factors is not None,
-        USE_INT64=needs_int64(grad_out, grad_in), ACC_DTYPE=acc_dtype(grad_in.dtype),
+        CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
+        ACC_DTYPE=acc_dtype(grad_in.dtype),
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
     )  # fmt: skip
 

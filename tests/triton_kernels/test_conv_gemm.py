@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triton_kernels import conv_gemm
+from triton_kernels import _gemm_common, conv_gemm
 from triton_kernels.conv_gemm import (
     gemm_conv_backward_input,
     gemm_conv_backward_weight,
@@ -237,17 +237,19 @@ def test_low_precision(triton_device, dtype, case):
 # --- split-K, determinism, int64 indexing --------------------------------------------------
 
 
+@pytest.mark.parametrize("layout", ["contig", "channels_last"])
 @pytest.mark.parametrize(
     "dtype", [torch.float64, torch.float32, torch.float16], ids=["fp64", "fp32", "fp16"]
 )
-def test_backward_weight_split_k_is_deterministic(triton_device, dtype, monkeypatch):
-    """Split-K through the workspace: correct, and two runs are bitwise equal."""
-    monkeypatch.setattr(conv_gemm, "_SPLIT_MIN_POSITIONS", 8)
+def test_backward_weight_split_k_is_deterministic(triton_device, dtype, layout, monkeypatch):
+    """Split-K through the workspace (laid out like the weight gradient): correct, and two runs
+    are bitwise equal."""
+    monkeypatch.setattr(_gemm_common, "SPLIT_MIN_POSITIONS", 8)
     x_shape, c_out, kernel, stride, pads, dilation = (2, 3, 6, 5), 5, (3, 3), (1, 1), \
         ((1, 1), (1, 1)), (1, 1)  # fmt: skip
     x, w, _ = _make(x_shape, c_out, kernel, 1, dtype)
     positions = x_shape[0] * x_shape[2] * x_shape[3]
-    assert conv_gemm._choose_split(1, positions) > 1  # the workspace path really runs
+    assert _gemm_common.choose_split(1, positions) > 1  # the workspace path really runs
 
     xr, wr = x.double(), w.double().requires_grad_()
     ref_out = _reference(xr, wr, None, stride=stride, pads=pads, dilation=dilation, groups=1,
@@ -263,10 +265,11 @@ def test_backward_weight_split_k_is_deterministic(triton_device, dtype, monkeypa
 
     results = []
     for _ in range(2):
-        grad_w = _poisoned(w.shape, dtype, triton_device, "contig")
+        grad_w = _poisoned(w.shape, dtype, triton_device, layout)
         gemm_conv_backward_weight(
-            x.to(triton_device), grad_out.to(triton_device), grad_w,
-            **_geometry(stride, pads, dilation, 1), pad_mode="replicate", allow_tf32=False,
+            _layout(x.to(triton_device), layout), _layout(grad_out.to(triton_device), layout),
+            grad_w, **_geometry(stride, pads, dilation, 1), pad_mode="replicate",
+            allow_tf32=False,
         )  # fmt: skip
         results.append(grad_w)
     _check(results[0], ref, lowp)

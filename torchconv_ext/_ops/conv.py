@@ -24,6 +24,12 @@ Sizes travel as ``SymInt[]``: ``conv_bwd_input`` takes the spatial size of its r
 convolution's input), ``conv_bwd_weight`` the kernel size; batch and channel counts come from
 the operands, which is what lets the batching rules fold a vmapped dim into them. Those two
 also take their result's layout (``channels_last``): their operands do not determine it.
+
+On the Triton path, convolutions that run on tensor cores get their operands channels-last
+(activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
+caller's layout, and write activations (forward, input gradient) channels-last too: a tile's
+rows are flattened positions, so an NCHW store would scatter 2-byte writes across channels
+planes. Results are then converted, in one pass, to the layout torch returns.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
 from .._memory import empty_in_layout, suggest_memory_format, to_layout
 from .._padding import fold_padding_grad
+from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive
 
 
@@ -98,10 +105,14 @@ def _fwd_impl(
     layout = results_channels_last(input, weight)
     if not use_triton(input):
         return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
+    k = kernels()
+    gemm = k.prefers_channels_last(input.shape[1], g.groups)
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
     if out.numel():
-        kernels().conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
-    return out
+        if gemm:
+            input, weight = channels_last_activation(input), packed_weight(weight)
+        k.conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
+    return out if layout or not gemm else to_layout(out, False)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -133,21 +144,25 @@ def _bwd_input_impl(
     if not use_triton(grad_output):
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
+    k = kernels()
+    gemm = k.prefers_channels_last(shape[1], g.groups)
+    if gemm:
+        grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
     if g.padding_mode == "zeros":
-        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
+        # A transposed convolution: its bias is added in the kernel.
+        grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
         if grad.numel():
-            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
-    else:
-        # The kernels see zero padding only: the gradient of the virtually padded input,
-        # folded onto its sources.
-        padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-        grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
-        if grad.numel():
-            zero = (0,) * len(g.stride)
-            kernels().conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
-        grad = to_layout(
-            fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
-        )
+            k.conv_backward_input(grad_output, weight, grad, bias=bias, **_kernel_args(g))
+        return grad if channels_last or not gemm else to_layout(grad, False)
+    # The kernels see zero padding only: the gradient of the virtually padded input, folded
+    # onto its sources (so the bias comes after the fold).
+    padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
+    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
+    if grad.numel():
+        k.conv_backward_input(grad_output, weight, grad, **_kernel_args(g, (0,) * len(g.stride)))
+    grad = to_layout(
+        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
+    )
     if bias is not None:
         grad += _bias_view(bias, len(input_size))
     return grad
@@ -184,9 +199,10 @@ def _bwd_weight_impl(
     grad = empty_in_layout(shape, input, channels_last, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_()
-    kernels().conv_backward_weight(
-        input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g)
-    )
+    k = kernels()
+    if k.prefers_channels_last(input.shape[1], g.groups):
+        grad_output, input = channels_last_activation(grad_output), channels_last_activation(input)
+    k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g))
     return grad
 
 

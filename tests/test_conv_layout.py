@@ -1,0 +1,262 @@
+"""Layouts on the Triton path: NCHW operands reach the tensor-core kernels channels-last,
+parameters are repacked once per version, and results keep torch's layout.
+
+A spy on the kernel launchers records the layout of the operands each launch received; values
+are compared with torch in float64, forward, backward and double backward (the three
+convolution primitives are each other's derivatives, so gradgradcheck runs every converted
+path).
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv_ext
+from torchconv_ext import functional as TF
+from torchconv_ext._backend import kernels
+from torchconv_ext._ops import _layout
+
+pytestmark = pytest.mark.interpret
+
+_LAUNCHERS = ("conv_forward", "conv_backward_input", "conv_backward_weight")
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """``(launcher, operands channels-last?, operands' data pointers)`` of every convolution
+    launch in the test."""
+    k = kernels()
+    calls = []
+    for name in _LAUNCHERS:
+        original = getattr(k, name)
+
+        def spy(*args, _orig=original, _name=name, **kwargs):
+            operands = args[:2]
+            calls.append(
+                (
+                    _name,
+                    tuple(_layout.is_channels_last(a) for a in operands),
+                    tuple(a.data_ptr() for a in operands),
+                )
+            )
+            return _orig(*args, **kwargs)
+
+        monkeypatch.setattr(k, name, spy)
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    _layout.clear_weight_cache()
+    yield
+    _layout.clear_weight_cache()
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def _conv_both(x, w, b, **kw):
+    """Ours on the Triton backend and torch, forward and both gradients, in float64."""
+    nd = x.dim() - 2
+    conv = {1: (TF.conv1d, F.conv1d), 2: (TF.conv2d, F.conv2d), 3: (TF.conv3d, F.conv3d)}[nd]
+    results = []
+    for fn, backend in ((conv[0], "triton"), (conv[1], "torch")):
+        xs, ws = x.detach().requires_grad_(), w.detach().requires_grad_()
+        with torchconv_ext.use_backend(backend):
+            y = fn(xs, ws, b, **kw)
+            gy = torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape).sin()
+            grads = torch.autograd.grad(y, (xs, ws), gy)
+        results.append((y, *grads))
+    return results
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw,x_cl,w_cl",
+    [
+        ((1, 17, 4, 3), (5, 17, 3, 3), dict(padding=1), False, False),
+        ((2, 17, 3, 4), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
+        ((1, 16, 5, 4), (6, 16, 3, 3), dict(stride=2), True, False),  # CL input, NCHW weight
+        ((1, 4, 9), (6, 2, 3), dict(groups=2, padding=2, dilation=2), False, False),  # 1-d
+        ((1, 3, 3, 4, 5), (5, 3, 2, 2, 2), dict(padding=1), False, False),  # 3-d, RGB-like
+    ],
+    ids=["nchw-3x3", "nchw-1x1", "cl-input-nchw-weight", "1d-groups", "3d"],
+)
+def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
+    launches, x_shape, w_shape, kw, x_cl, w_cl
+):
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64)
+    x, w = (_cl(x) if x_cl else x), (_cl(w) if w_cl else w)
+    b = torch.randn(w_shape[0], dtype=torch.float64)
+    ours, theirs = _conv_both(x, w, b, **kw)
+    for a, r in zip(ours, theirs):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    if x.dim() in (4, 5):  # torch's layout rule (for 1-d there is no channels-last format)
+        assert ours[0].stride() == theirs[0].stride()
+        assert ours[1].stride() == theirs[1].stride() and ours[2].stride() == theirs[2].stride()
+    assert sorted(name for name, *_ in launches) == sorted(_LAUNCHERS)
+    assert all(layouts == (True, True) for _, layouts, _ in launches), launches
+
+
+def test_depthwise_operands_are_read_as_given(launches):
+    """The depthwise kernels read NCHW directly: no conversion pass."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 6, 5, dtype=torch.float64)
+    w = torch.randn(8, 1, 3, 3, dtype=torch.float64)
+    ours, theirs = _conv_both(x, w, None, padding=1, groups=4)
+    for a, r in zip(ours, theirs):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    ptrs = {name: p for name, _, p in launches}
+    assert ptrs["conv_forward"] == (x.data_ptr(), w.data_ptr())  # read in place, not copied
+    assert ptrs["conv_backward_input"][1] == w.data_ptr()
+    assert ptrs["conv_backward_weight"][0] == x.data_ptr()
+
+
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_transposed_convolution_with_bias_from_nchw(launches, kernel):
+    torch.manual_seed(0)
+    y = torch.randn(2, 20, 3, 4, dtype=torch.float64)
+    w = torch.randn(20, 6, kernel, kernel, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    stride = 2 if kernel == 3 else 1
+    with torchconv_ext.use_backend("triton"):
+        ours = TF.conv_transpose2d(y, w, b, stride=stride, padding=kernel // 2)
+    ref = F.conv_transpose2d(y, w, b, stride=stride, padding=kernel // 2)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert ours.stride() == ref.stride()
+    assert [call[:2] for call in launches] == [("conv_backward_input", (True, True))]
+
+
+@pytest.mark.parametrize("kernel", [2, 1])
+def test_gradgradcheck_through_the_converted_paths(kernel):
+    """NCHW input and weight, both backends: the second derivatives run all three primitives
+    on converted operands."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 16, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, b):
+        return TF.conv2d(x, w, b, padding=kernel // 2)
+
+    for backend in ("torch", "triton"):
+        with torchconv_ext.use_backend(backend):
+            assert torch.autograd.gradcheck(fn, (x, w, b), fast_mode=True)
+            assert torch.autograd.gradgradcheck(fn, (x, w, b), fast_mode=True)
+
+
+# --- the weight cache -------------------------------------------------------------------------
+
+
+def _param(*shape: int) -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.randn(*shape, dtype=torch.float64))
+
+
+def test_a_parameter_is_repacked_once_per_version():
+    torch.manual_seed(0)
+    w = _param(6, 4, 3, 3)
+    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        for _ in range(3):
+            y = TF.conv2d(x, w, padding=1)
+        assert _layout.weight_cache_info()["packs"] == 1  # inference: packed once
+        torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+        w.mul_(-2.0)  # an in-place update: a new version
+        y = TF.conv2d(x, w, padding=1)
+    assert _layout.weight_cache_info()["packs"] == 2
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+def test_training_repacks_each_weight_once_per_optimizer_step():
+    """Forward and input gradient share one repack per step; the optimizer's in-place update
+    makes the next step repack, and the trained weights match torch's exactly (float64)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    target = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    models = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(1)
+        conv1 = torchconv_ext.nn.Conv2d(4, 16, 3, padding=1).double()
+        conv2 = torchconv_ext.nn.Conv2d(16, 4, 1).double()
+        opt = torch.optim.SGD([*conv1.parameters(), *conv2.parameters()], lr=0.1, momentum=0.9)
+        with torchconv_ext.use_backend(backend):
+            for step in range(3):
+                xs = x.clone().requires_grad_()  # the input gradient runs too
+                loss = F.mse_loss(conv2(torch.tanh(conv1(xs))), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if backend == "triton":  # conv2's 1×1 weight is channels-last already
+                    assert _layout.weight_cache_info()["packs"] == step + 1
+        models.append((conv1, conv2))
+    for ours, ref in zip(models[0], models[1]):
+        torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-10, atol=1e-12)
+
+
+def test_a_new_weight_at_a_freed_weights_address_is_not_served_stale():
+    """The entry dies with its weight's storage: a new parameter of the same shape, possibly at
+    the same address and with the same version, is packed afresh."""
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        for _ in range(5):
+            w = _param(6, 4, 3, 3)
+            y = TF.conv2d(x, w, padding=1)
+            torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+            assert _layout.weight_cache_info()["entries"] == 1
+            del w
+            gc.collect()
+            assert _layout.weight_cache_info()["entries"] == 0
+
+
+def test_plain_tensors_are_never_cached():
+    """Writes through ``.data`` (as gradcheck perturbs its inputs) bypass the version counter,
+    so only parameters are cached: a plain weight written that way is read afresh."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        TF.conv2d(x, w, padding=1)
+        w.data.mul_(3.0)
+        y = TF.conv2d(x, w, padding=1)
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+    assert _layout.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 2}
+
+
+def test_clear_weight_cache_after_a_write_through_data():
+    w = _param(6, 4, 3, 3)
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        TF.conv2d(x, w, padding=1)
+        w.data.mul_(3.0)  # invisible to the version counter: the documented escape hatch
+        _layout.clear_weight_cache()
+        y = TF.conv2d(x, w, padding=1)
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+def test_cache_is_bounded_and_can_be_switched_off(monkeypatch):
+    monkeypatch.setattr(_layout, "CAPACITY", 2)
+    weights = [_param(4, 4, 2, 2) for _ in range(3)]
+    x = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        for w in weights:
+            TF.conv2d(x, w)
+        assert _layout.weight_cache_info() == {"entries": 2, "hits": 0, "packs": 3}
+        TF.conv2d(x, weights[-1])  # the most recent one is still there
+        assert _layout.weight_cache_info() == {"entries": 2, "hits": 1, "packs": 3}
+        monkeypatch.setenv("TORCHCONV_EXT_WEIGHT_CACHE", "0")
+        _layout.clear_weight_cache()
+        TF.conv2d(x, weights[-1])
+        TF.conv2d(x, weights[-1])
+    assert _layout.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 2}
+
+
+def test_channels_last_weights_need_no_repack():
+    w = torch.nn.Parameter(_cl(torch.randn(6, 20, 3, 3, dtype=torch.float64)))
+    assert _layout.packed_weight(w) is w
+    assert _layout.weight_cache_info()["entries"] == 0

@@ -1,0 +1,402 @@
+"""Launch-config tuning: keys, pruning, the per-user disk cache and the config tables' rules.
+
+The tuner's benchmark and compile steps need a GPU; here they are replaced by fakes (a kernel
+that records its launches, timings and register counts chosen by the test), so everything
+around them — which configs are timed, what is stored, what a new process reads back — is
+checked on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+
+from triton_kernels import _gemm_common, _tuning, conv_1x1, conv_depthwise, conv_gemm
+from triton_kernels._tuning import Config, Resources, Tuner, bucket, cache_dir, prune
+
+CONFIGS = [
+    Config.of(4, 3, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64),
+    Config.of(4, 4, BLOCK_M=128, BLOCK_N=64, BLOCK_K=32),
+    Config.of(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
+]
+
+
+class FakeKernel:
+    """Stands for a ``@triton.jit`` function: records every launch's grid and block sizes."""
+
+    cache_key = "fake-kernel-source"
+    last_kwargs: ClassVar[dict] = {}
+
+    def __init__(self):
+        self.launches = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            FakeKernel.last_kwargs = kwargs
+            self.launches.append((grid, kwargs["BLOCK_M"], kwargs["num_warps"]))
+
+        return launch
+
+
+def _config_of(kwargs: dict) -> Config:
+    return next(c for c in CONFIGS if all(kwargs[k] == v for k, v in c.kwargs.items()))
+
+
+class FakeGPU:
+    """The device side of a tuning: timings and compiled resources per config, as the test says;
+    counts what was compiled and timed."""
+
+    def __init__(self, monkeypatch, times, resources=None, shared_limit=232448):
+        self.times, self.resources = times, resources or {}
+        self.compiled, self.timed = [], []
+        monkeypatch.setattr(
+            _tuning, "_device_properties", lambda device: {"max_shared_mem": shared_limit}
+        )
+        monkeypatch.setattr(Tuner, "_compile", self._compile)
+        monkeypatch.setattr(_tuning.triton.testing, "do_bench", self._bench)
+
+    def _compile(self, config, grid, args, constexprs):
+        self.compiled.append(config)
+        return self.resources.get(config, Resources(128, 0, 0))
+
+    def _bench(self, fn, **kwargs):
+        fn()  # launches the fake kernel once with the config being timed
+        config = _config_of(FakeKernel.last_kwargs)
+        self.timed.append(config)
+        return self.times[CONFIGS.index(config)]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh cache directory (tests never write to the user's)."""
+    monkeypatch.setenv(_tuning.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _tuner(kernel=None, configs=CONFIGS):
+    return Tuner("fake_gemm", kernel or FakeKernel(), list(configs), _gemm_common.shared_estimate)
+
+
+def _launch(tuner, key=("bf16", 4096)):
+    x = torch.empty(4, dtype=torch.bfloat16)
+    tuner.launch(key, lambda c: (7,), (x,), {"FLAG": True})
+
+
+# --- the disk cache ---------------------------------------------------------------------------
+
+
+def test_cache_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv(_tuning.CACHE_DIR_ENV, str(tmp_path / "explicit"))
+    assert cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv(_tuning.CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "torchconv_ext"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "torchconv_ext"
+
+
+def test_the_test_session_never_uses_the_home_cache():
+    assert (
+        Path(os.environ[_tuning.CACHE_DIR_ENV]).resolve()
+        != (Path.home() / ".cache" / "torchconv_ext").resolve()
+    )
+
+
+def test_winner_is_benchmarked_once_then_stored_and_reused(cache, monkeypatch):
+    gpu = FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
+    kernel = FakeKernel()
+    tuner = _tuner(kernel)
+    _launch(tuner)
+    assert gpu.timed == CONFIGS  # every survivor timed once
+    assert (
+        kernel.launches[-1] == ((7,), 128, 4) and _config_of(FakeKernel.last_kwargs) == CONFIGS[1]
+    )
+    (path,) = (cache / "autotune").iterdir()
+    record = json.loads(path.read_text())
+    assert record["config"] == CONFIGS[1].to_json()
+    assert record["device"] == "cpu-interpreter" and record["key"] == ["bf16", 4096]
+
+    # The same process: from memory, no file read, nothing timed.
+    gpu.timed.clear()
+    path.unlink()
+    _launch(tuner)
+    assert gpu.timed == [] and not path.exists()
+
+
+def test_new_tuner_reads_the_disk_without_benchmarking(cache, monkeypatch):
+    gpu = FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
+    _launch(_tuner())
+    gpu.timed.clear()
+    gpu.compiled.clear()
+    kernel = FakeKernel()
+    _launch(_tuner(kernel))  # a fresh tuner: what a new process has
+    assert gpu.timed == [] and gpu.compiled == []
+    assert kernel.launches == [((7,), CONFIGS[1]["BLOCK_M"], 4)]
+
+
+def test_new_process_reuses_the_stored_config(cache):
+    """A real second process: it finds the file, so its tuner never benchmarks (its benchmark
+    function raises)."""
+    tuner = _tuner()
+    key = ("bf16", 4096)
+    tuner.store("cpu-interpreter", key, CONFIGS[2])
+    script = f"""
+import torch
+from triton_kernels import _gemm_common, _tuning
+from tests.test_tuning import CONFIGS, FakeKernel
+
+def refuse(*args, **kwargs):
+    raise AssertionError("benchmarked although the cache holds the key")
+
+_tuning.Tuner._benchmark = refuse
+kernel = FakeKernel()
+tuner = _tuning.Tuner("fake_gemm", kernel, list(CONFIGS), _gemm_common.shared_estimate)
+tuner.launch({key!r}, lambda c: (7,), (torch.empty(4, dtype=torch.bfloat16),), {{}})
+assert kernel.launches == [((7,), {CONFIGS[2]["BLOCK_M"]}, 4)], kernel.launches
+print("reused")
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reused" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "",
+        json.dumps({"format": 1}),
+        "[1, 2]",
+    ],
+    ids=["corrupt", "empty", "incomplete", "not-a-record"],
+)
+def test_bad_file_is_ignored_with_a_warning_and_replaced(cache, monkeypatch, content):
+    gpu = FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
+    tuner = _tuner()
+    path = tuner.path("cpu-interpreter", ("bf16", 4096))
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.warns(UserWarning, match="ignoring invalid autotune cache file"):
+        _launch(tuner)
+    assert gpu.timed == CONFIGS  # tuned afresh
+    assert json.loads(path.read_text())["config"] == CONFIGS[1].to_json()
+
+
+def test_file_for_another_key_or_a_dropped_config_is_ignored(cache, monkeypatch):
+    FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
+    tuner = _tuner()
+    key = ("bf16", 4096)
+    path = tuner.path("cpu-interpreter", key)
+    path.parent.mkdir(parents=True)
+    record = {**tuner._identity("cpu-interpreter", ("fp16", 4096)), "config": CONFIGS[0].to_json()}
+    path.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="another kernel, device or key"):
+        assert tuner.load("cpu-interpreter", key) is None
+    # A config no longer among the candidates (an 8-warp tap config of an older version, say).
+    old = Config.of(8, 3, BLOCK_M=128, BLOCK_N=128, BLOCK_K=32)
+    path.write_text(
+        json.dumps({**tuner._identity("cpu-interpreter", key), "config": old.to_json()})
+    )
+    with pytest.warns(UserWarning, match="not a candidate"):
+        assert tuner.load("cpu-interpreter", key) is None
+
+
+def test_unwritable_cache_warns_and_still_launches(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(_tuning.CACHE_DIR_ENV, str(blocker))
+    FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
+    kernel = FakeKernel()
+    with pytest.warns(UserWarning, match="could not write the autotune cache"):
+        _launch(_tuner(kernel))
+    assert kernel.launches[-1][1] == CONFIGS[1]["BLOCK_M"]
+
+
+def test_concurrent_writers_leave_whole_files(cache):
+    """Many threads storing the same and different keys at once: every file reads back whole
+    (the writes replace files atomically) and no temporary file is left behind."""
+    tuner = _tuner()
+    errors = []
+
+    def write(i):
+        try:
+            for j in range(20):
+                tuner.store("gpu", ("key", j % 3), CONFIGS[(i + j) % 3])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    files = sorted((cache / "autotune").iterdir())
+    assert len(files) == 3 and all(f.suffix == ".json" for f in files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for j in range(3):
+            assert tuner.load("gpu", ("key", j)) in CONFIGS
+
+
+def test_key_names_device_triton_version_and_kernel_source(cache):
+    tuner = _tuner()
+    paths = {
+        tuner.path("NVIDIA H200", ("k",)),
+        tuner.path("NVIDIA H100 80GB HBM3", ("k",)),
+        tuner.path("NVIDIA H200", ("k2",)),
+    }
+    other_source = _tuner()
+    other_source._source = "0" * 16
+    paths.add(other_source.path("NVIDIA H200", ("k",)))
+    assert len(paths) == 4
+    ident = tuner._identity("NVIDIA H200", ("k",))
+    assert ident["triton"] == _tuning.triton.__version__ and ident["source"]
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+
+def test_prune_drops_spilling_capped_and_oversized_configs():
+    a, b, c = CONFIGS
+    limit = 200_000
+    resources = {
+        a: Resources(255, 0, 100_000),  # at the register cap
+        b: Resources(200, 64, 100_000),  # spills
+        c: Resources(168, 0, 100_000),
+    }
+    assert prune(CONFIGS, resources, limit) == [c]
+    resources[c] = Resources(168, 0, 300_000)  # too much shared memory
+    # Nothing runs well: keep the one that spills least among those that fit at all.
+    assert prune(CONFIGS, resources, limit) == [a]
+    assert prune(CONFIGS, {a: None, b: None, c: None}, limit) == [a]  # none compiled
+
+
+def test_pruned_configs_are_never_timed(cache, monkeypatch):
+    a, b, c = CONFIGS
+    gpu = FakeGPU(
+        monkeypatch,
+        times=[1.0, 2.0, 3.0],  # the fastest one spills
+        resources={a: Resources(255, 128, 98304), b: Resources(154, 0, 49152)},
+    )
+    kernel = FakeKernel()
+    _launch(_tuner(kernel))
+    assert a not in gpu.timed and gpu.timed == [b, c]
+    assert kernel.launches[-1][1] == b["BLOCK_M"]
+
+
+def test_shared_memory_estimate_skips_compiling_configs_that_cannot_fit(cache, monkeypatch):
+    a, b, c = CONFIGS  # a: 3 stages × (128·64 + 64·128) × 2 bytes = 96 KiB
+    assert _gemm_common.shared_estimate(a, 2) == 98304
+    gpu = FakeGPU(monkeypatch, times=[1.0, 2.0, 3.0], shared_limit=64 * 1024)
+    _launch(_tuner())
+    assert a not in gpu.compiled and a not in gpu.timed
+
+
+def test_one_candidate_is_launched_without_tuning(cache, monkeypatch):
+    gpu = FakeGPU(monkeypatch, times=[1.0])
+    kernel = FakeKernel()
+    _launch(_tuner(kernel, CONFIGS[:1]))
+    assert gpu.compiled == gpu.timed == [] and not cache.exists()
+    assert kernel.launches == [((7,), CONFIGS[0]["BLOCK_M"], 4)]
+
+
+# --- the tables -------------------------------------------------------------------------------
+
+
+def test_tap_and_flattened_loops_never_get_8_warps():
+    """Triton has silently miscompiled ``tl.dot`` loops shaped like the implicit GEMM's tap
+    loop and its flattened (taps × channels) loop at 8 warps (triton-lang/triton#1254); PyTorch
+    Inductor caps its convolution templates at 4 warps for this reason (pytorch#173068). Until a
+    GPU check proves such configs against a float64 reference, no tuner of those loops may
+    offer one: a wrong config would be picked silently, and persisted."""
+    for table in (_gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE):
+        assert max(row[4] for row in table) <= _gemm_common.TAP_LOOP_MAX_WARPS == 4
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._BWD_INPUT.values()]
+    tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_depthwise._FWD, conv_depthwise._BWD_INPUT]
+    for tuner in tuners:
+        assert all(c.num_warps <= 4 for c in tuner.configs), tuner.name
+
+
+def test_grad_weight_candidates_share_one_reduction_chunk():
+    """Every grad-weight config sums positions in the same chunks: whichever config is picked
+    (per process or per device), results are bitwise the same."""
+    for tuner in (*conv_gemm._BWD_WEIGHT.values(), conv_1x1._BWD_WEIGHT):
+        assert {c["BLOCK_K"] for c in tuner.configs} == {
+            16 if _tuning_interpreted() else _gemm_common.WEIGHT_BLOCK_K
+        }
+    assert {row[2] for row in _gemm_common.GEMM_WEIGHT_TABLE} == {_gemm_common.WEIGHT_BLOCK_K}
+
+
+def _tuning_interpreted() -> bool:
+    from triton_kernels import INTERPRET
+
+    return INTERPRET
+
+
+@pytest.mark.interpret
+def test_interpreter_holds_one_small_config_per_tuner():
+    if not _tuning_interpreted():
+        pytest.skip("only under TRITON_INTERPRET=1")
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._BWD_INPUT.values()]
+    tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_1x1._GEMM, conv_1x1._BWD_WEIGHT]
+    for tuner in tuners:
+        assert len(tuner.configs) == 1 and tuner.configs[0]["BLOCK_M"] == 16
+    for tuner in (conv_depthwise._FWD, conv_depthwise._BWD_INPUT):
+        assert len(tuner.configs) == 1
+
+
+def test_bucket_is_the_next_power_of_two():
+    assert [bucket(n) for n in (1, 2, 3, 100, 128, 129, 12544)] == [1, 2, 4, 128, 128, 256, 16384]
+
+
+# --- keys as the launchers build them ----------------------------------------------------------
+
+
+def _captured_keys(monkeypatch, launch):
+    keys = []
+    monkeypatch.setattr(Tuner, "launch", lambda self, key, grid, args, c: keys.append(key))
+    launch()
+    return keys
+
+
+@pytest.mark.parametrize("direction", ["fwd", "bwd_input", "bwd_weight"])
+def test_keys_carry_layout_and_geometry_and_bucket_the_rows(monkeypatch, direction):
+    def keys_for(batch, channels_last, stride=1, kernel=3):
+        x = torch.empty(batch, 32, 10, 10)
+        w = torch.empty(32, 32, kernel, kernel)
+        out_size = (10 + 2 - kernel) // stride + 1
+        y = torch.empty(batch, 32, out_size, out_size)
+        if channels_last:
+            x, w, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, y))
+        geo = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=1)
+        if direction == "fwd":
+            run = lambda: conv_gemm.gemm_conv_forward(
+                x, w, None, y, pad_mode="zeros", allow_tf32=False, **geo
+            )
+        elif direction == "bwd_input":
+            run = lambda: conv_gemm.gemm_conv_backward_input(y, w, x, allow_tf32=False, **geo)
+        else:
+            run = lambda: conv_gemm.gemm_conv_backward_weight(
+                x, y, w, pad_mode="zeros", allow_tf32=False, **geo
+            )
+        return _captured_keys(monkeypatch, run)[0]
+
+    base = keys_for(9, False)
+    assert keys_for(10, False) == base  # 900 and 1000 rows share the bucket of 1024
+    assert keys_for(9, True) != base  # layout
+    assert keys_for(9, False, stride=2) != base  # geometry
+    assert keys_for(9, False, kernel=1) != base
+    assert keys_for(40, False) != base  # another bucket

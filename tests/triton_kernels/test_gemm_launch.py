@@ -1,0 +1,183 @@
+"""The GEMM kernels' launch side: every candidate config computes the right result, and grids
+of any size fit one axis.
+
+Under the interpreter each tuner holds one small config; here each GPU candidate is forced in
+turn, so whichever config a GPU's tuner keeps after pruning is known to be correct (masks,
+partial tiles and the grouped tile order at every block shape), in float64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+import triton_kernels as K
+from tests.triton_kernels.test_conv_gemm import _check, _layout, _poisoned
+from triton_kernels import _gemm_common, conv_1x1, conv_gemm
+from triton_kernels._indexing import grouped_tile
+from triton_kernels._tuning import Config, Tuner
+
+pytestmark = pytest.mark.interpret
+
+
+def _candidates(table, block_k=None):
+    return [
+        pytest.param(Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), id=f"{bm}x{bn}x{bk}")
+        for bm, bn, bk, s, w in table
+        if block_k is None or bk == block_k
+    ]
+
+
+def _inputs(x_shape, c_out, kernel, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    w = torch.randn((c_out, x_shape[1], *kernel), generator=g, dtype=torch.float64)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64)
+    return x, w, b
+
+
+def _run_all_three(x, w, b, *, stride, padding):
+    """Forward, input gradient (with a transposed-convolution bias) and weight gradient through
+    the dispatching launchers, each against torch."""
+    nd = x.dim() - 2
+    geo = dict(stride=stride, padding=padding, dilation=(1,) * nd, groups=1, allow_tf32=False)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = conv(xr, wr, b, stride=stride, padding=padding)
+    gy = torch.randn_like(ref)
+    ref_gx, ref_gw = torch.autograd.grad(ref, (xr, wr), gy)
+    bias_in = torch.randn(x.shape[1], dtype=torch.float64)
+
+    out = _poisoned(ref.shape, torch.float64, "cpu", "channels_last")
+    K.conv_forward(_layout(x, "channels_last"), _layout(w, "channels_last"), b, out,
+                   pad_mode="zeros", **geo)  # fmt: skip
+    _check(out, ref.detach())
+    grad_in = _poisoned(x.shape, torch.float64, "cpu", "contig")
+    K.conv_backward_input(_layout(gy, "channels_last"), _layout(w, "channels_last"), grad_in,
+                          bias=bias_in, **geo)  # fmt: skip
+    _check(grad_in, ref_gx + bias_in.view(-1, *[1] * nd))
+    grad_w = _poisoned(w.shape, torch.float64, "cpu", "channels_last")
+    K.conv_backward_weight(_layout(x, "channels_last"), _layout(gy, "channels_last"), grad_w,
+                           pad_mode="zeros", **geo)  # fmt: skip
+    _check(grad_w, ref_gw)
+
+
+def _force(monkeypatch, tuners, config):
+    for tuner in tuners:
+        monkeypatch.setattr(tuner, "configs", [config])
+
+
+@pytest.mark.parametrize("config", _candidates(_gemm_common.TAP_TABLE))
+def test_every_tap_loop_config(monkeypatch, config):
+    _force(monkeypatch, [conv_gemm._FWD[False], conv_gemm._BWD_INPUT[False]], config)
+    weight_config = Config.of(
+        config.num_warps, config.num_stages, BLOCK_M=config["BLOCK_M"],
+        BLOCK_N=config["BLOCK_N"], BLOCK_K=_gemm_common.WEIGHT_BLOCK_K,
+    )  # fmt: skip
+    _force(monkeypatch, [conv_gemm._BWD_WEIGHT[False]], weight_config)
+    x, w, b = _inputs((2, 20, 9, 7), 18, (3, 3))
+    _run_all_three(x, w, b, stride=(2, 1), padding=(1, 1))
+
+
+@pytest.mark.parametrize("config", _candidates(_gemm_common.FLAT_TABLE))
+def test_every_flattened_loop_config(monkeypatch, config):
+    _force(monkeypatch, [conv_gemm._FWD[True], conv_gemm._BWD_INPUT[True]], config)
+    weight_config = Config.of(
+        config.num_warps, config.num_stages, BLOCK_M=config["BLOCK_M"],
+        BLOCK_N=config["BLOCK_N"], BLOCK_K=_gemm_common.WEIGHT_BLOCK_K,
+    )  # fmt: skip
+    _force(monkeypatch, [conv_gemm._BWD_WEIGHT[True]], weight_config)
+    x, w, b = _inputs((2, 3, 9, 8), 5, (3, 3))
+    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0))
+
+
+@pytest.mark.parametrize(
+    "config,weight_config",
+    [
+        pytest.param(c.values[0], w.values[0], id=f"{c.id}+{w.id}")
+        for c, w in zip(
+            _candidates(_gemm_common.GEMM_TABLE), _candidates(_gemm_common.GEMM_WEIGHT_TABLE)
+        )
+    ],
+)
+def test_every_pointwise_gemm_config(monkeypatch, config, weight_config):
+    _force(monkeypatch, [conv_1x1._GEMM], config)
+    _force(monkeypatch, [conv_1x1._BWD_WEIGHT], weight_config)
+    x, w, b = _inputs((3, 20, 9, 11), 18, (1, 1))  # 297 rows: partial tiles of every BLOCK_M
+    _run_all_three(x, w, b, stride=(1, 1), padding=(0, 0))
+
+
+# --- grids ------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile_order_kernel(out_ptr, TILES_M, TILES_N, GROUP_M: tl.constexpr):
+    batch, tile_m, tile_n = grouped_tile(tl.program_id(0), TILES_M, TILES_N, GROUP_M)
+    pid = tl.program_id(0)
+    tl.store(out_ptr + 3 * pid, batch)
+    tl.store(out_ptr + 3 * pid + 1, tile_m)
+    tl.store(out_ptr + 3 * pid + 2, tile_n)
+
+
+@pytest.mark.parametrize(
+    "tiles_m,tiles_n,batches,group_m", [(5, 3, 4, 2), (8, 1, 1, 8), (3, 7, 2, 8)]
+)
+def test_grouped_tile_order_visits_every_tile_once(tiles_m, tiles_n, batches, group_m):
+    (programs,) = _gemm_common.flat_grid(tiles_m, tiles_n, batches)
+    out = torch.full((programs, 3), -1, dtype=torch.int32)
+    _tile_order_kernel[(programs,)](out, tiles_m, tiles_n, GROUP_M=group_m)
+    seen = {tuple(row) for row in out.tolist()}
+    expected = {(b, m, n) for b in range(batches) for m in range(tiles_m) for n in range(tiles_n)}
+    assert seen == expected and len(seen) == programs
+    # Within a batch, consecutive programs walk GROUP_M row tiles before the next column.
+    first = out[: min(group_m, tiles_m), :]
+    assert first[:, 2].eq(0).all() and first[:, 1].tolist() == list(range(len(first)))
+
+
+def test_flat_grid_holds_what_axes_1_and_2_cannot():
+    assert _gemm_common.flat_grid(3, 2, 70_000) == (420_000,)
+    with pytest.raises(ValueError, match="too large for one launch"):
+        _gemm_common.flat_grid(2**16, 2**8, 2**8)
+
+
+def _grids(monkeypatch, launch):
+    """The grids the launchers ask for, for the tuner's own config (nothing is launched)."""
+    grids = []
+
+    def capture(self, key, grid, args, constexprs):
+        grids.append((self.name, grid(self.configs[0])))
+
+    monkeypatch.setattr(Tuner, "launch", capture)
+    launch()
+    return grids
+
+
+def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
+    """70 000 groups (or 20 000 groups × 4 stride phases) on tensors of a few elements each:
+    every launcher's grid is one axis holding all of them."""
+    groups = 70_000
+    x = torch.empty(1, 2 * groups, 1, 3)
+    w = torch.empty(groups, 2, 1, 2)
+    y = torch.empty(1, groups, 1, 2)
+    geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=groups, allow_tf32=False)
+    grids = _grids(monkeypatch, lambda: K.conv_forward(x, w, None, y, pad_mode="zeros", **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_input(y, w, x, **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_weight(x, y, w, pad_mode="zeros", **geo))
+    w1 = torch.empty(groups, 2, 1, 1)
+    grids += _grids(
+        monkeypatch, lambda: K.conv_forward(x, w1, None, x[:, :groups], pad_mode="zeros", **geo)
+    )
+    phases = dict(geo, stride=(2, 2), groups=20_000)
+    xp, wp = torch.empty(1, 40_000, 2, 2), torch.empty(20_000, 2, 1, 1)
+    grids += _grids(monkeypatch, lambda: K.conv_backward_input(x[:, :20_000, :, :1], wp, xp,
+                                                                **phases))  # fmt: skip
+    names = [name for name, _ in grids]
+    assert names == ["conv_fwd_flat", "conv_bwd_input_flat", "conv_bwd_weight_flat", "conv1x1",
+                     "conv_bwd_input_flat"]  # fmt: skip
+    for name, grid in grids:
+        assert len(grid) == 1, name
+    assert grids[-1][1][0] >= 20_000 * 4
+    assert all(grid[0] >= groups for _, grid in grids[:-1])

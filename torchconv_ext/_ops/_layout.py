@@ -1,0 +1,125 @@
+"""Operands in the layout the tensor-core kernels load fastest: channels innermost.
+
+The implicit-GEMM kernels read channels-inner operands with 16-byte vector loads (``cp.async``)
+straight into tensor-core tiles; any other layout (torch's default NCHW above all) falls back to
+one scalar load per element. So, on the Triton path:
+
+* activations (input, grad_output) are converted to channels-last with one copy when they are not
+  already (:func:`channels_last_activation`), and
+* weights are repacked channels-last (:func:`packed_weight`), and a module's weights — its
+  ``nn.Parameter`` objects — once per version: the repacked copy is cached by data pointer,
+  shape, strides, dtype and device, valid while the same storage is alive and its version
+  counter (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
+  optimizer step, ``load_state_dict``, ``torch.no_grad()`` updates) has not moved. Training then
+  repacks each weight once per optimizer step, inference never, and a write makes the next
+  call repack instead of reading a stale copy.
+
+Results keep the layout torch would return (the kernels store into it directly).
+
+Only parameters are cached because only writes that bump the version counter can be seen:
+writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its inputs that way, so
+plain tensors — functional weights, gradients — are repacked on every call). Code that writes
+parameters past their version counter (``p.data.add_(...)``; collectives filling a parameter's
+storage in place, as FSDP's all-gathers do) must call :func:`clear_weight_cache` after such
+writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` to repack on every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import weakref
+from collections import OrderedDict
+
+import torch
+
+from .._memory import to_layout
+
+#: Most weights the cache holds (least recently used first out).
+CAPACITY = 256
+
+_CL_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+_entries: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
+_lock = threading.RLock()
+_stats = {"hits": 0, "packs": 0}
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is dense with channels (dim 1) innermost, for any rank."""
+    fmt = _CL_FORMATS.get(t.dim())
+    if fmt is not None:
+        return t.is_contiguous(memory_format=fmt)
+    return to_layout(t, True) is t
+
+
+def channels_last_activation(t: torch.Tensor) -> torch.Tensor:
+    """``t`` channels-last: itself when it already is, else a copy (one pass)."""
+    if is_channels_last(t):
+        return t
+    return to_layout(t, True)
+
+
+def _enabled() -> bool:
+    return os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor:
+    _stats["packs"] += 1
+    with torch.no_grad():
+        return to_layout(w, True)
+
+
+def packed_weight(w: torch.Tensor) -> torch.Tensor:
+    """``w`` channels-last; a parameter is repacked at most once per version (module doc)."""
+    if is_channels_last(w):
+        return w
+    # A graph being captured must record the repack itself: a cached copy would be replayed
+    # stale after the weight changes.
+    if (
+        not isinstance(w, torch.nn.Parameter)
+        or not _enabled()
+        or (w.is_cuda and torch.cuda.is_current_stream_capturing())
+    ):
+        return _pack(w)
+    key = (w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
+    storage = w.untyped_storage()
+    version = w._version
+    entry = _entries.get(key)
+    if entry is not None and entry[0]() is storage and entry[1] == version:
+        _stats["hits"] += 1
+        with _lock:
+            if key in _entries:
+                _entries.move_to_end(key)
+        return entry[2]
+    packed = _pack(w)
+    # The entry dies with the weight's storage (so a new tensor at the same address never
+    # finds it, and the packed copy is freed with the weight).
+    ref = weakref.ref(storage, functools.partial(_forget, key))
+    with _lock:
+        _entries[key] = (ref, version, packed)
+        _entries.move_to_end(key)
+        while len(_entries) > CAPACITY:
+            _entries.popitem(last=False)
+    return packed
+
+
+def _forget(key: tuple, ref: weakref.ref) -> None:
+    # A weakref callback: it may run inside any code of this thread, so it takes no lock.
+    entry = _entries.get(key)
+    if entry is not None and entry[0] is ref:
+        _entries.pop(key, None)
+
+
+def clear_weight_cache() -> None:
+    """Forget every repacked weight (after writes the version counter cannot see) and reset
+    the counters of :func:`weight_cache_info`."""
+    with _lock:
+        _entries.clear()
+        _stats.update(hits=0, packs=0)
+
+
+def weight_cache_info() -> dict[str, int]:
+    """``{"entries", "hits", "packs"}``: the cache's size, its hits and all repacks so far."""
+    return {"entries": len(_entries), **_stats}

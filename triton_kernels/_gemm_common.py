@@ -1,0 +1,131 @@
+"""What the tensor-core convolution GEMMs share: candidate configs, the 1-d grid, split-K.
+
+Candidate configs are ``(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps)`` rows for
+H100-class GPUs; the tuners (``_tuning``) prune those that spill or overflow shared memory and
+time the rest once per key. Two loop shapes get 4 warps at most: the tap loop and the flattened
+(taps × channels) loop of the implicit GEMMs. Triton has silently miscompiled ``tl.dot`` loops of
+that shape at 8 warps (triton-lang/triton#1254), and PyTorch Inductor caps its convolution
+templates at 4 warps for the same reason (pytorch/pytorch#173068); lift the cap only with a GPU
+check that proves every such config against a float64 reference. The plain GEMM loop of 1×1
+convolutions is the shape Triton's own matmuls run at 8 warps.
+
+A table's first row is the one launched untuned (while a CUDA graph is being captured), so it is
+a mid-sized tile that fits the register file on every kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import INTERPRET, acc_torch_dtype, cdiv
+from ._tuning import Config
+
+#: Row tiles that sweep the column tiles together (``_indexing.grouped_tile``).
+GROUP_M = 8
+
+#: Most warps any config of a tap or flattened loop may use (see the module docstring).
+TAP_LOOP_MAX_WARPS = 4
+
+TAP_TABLE = [
+    (128, 64, 64, 3, 4),
+    (128, 128, 64, 3, 4),
+    (128, 128, 32, 4, 4),
+    (64, 128, 64, 3, 4),
+    (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 64, 64, 4, 4),
+    (64, 64, 32, 4, 4),
+]
+# Channel counts below 16 (RGB stems, small groups) usually come with small groups: one narrow-N
+# config.
+FLAT_TABLE = [
+    (128, 64, 32, 3, 4),
+    (64, 64, 32, 4, 4),
+    (128, 128, 32, 3, 4),
+    (64, 128, 32, 4, 4),
+    (128, 64, 64, 3, 4),
+    (128, 32, 32, 4, 4),
+]
+GEMM_TABLE = [
+    (128, 256, 64, 3, 8),
+    (256, 128, 64, 3, 8),
+    (128, 128, 64, 4, 4),
+    (128, 128, 32, 4, 4),
+    (128, 64, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+]
+
+#: Grad-weight's reduction chunk: fixed, so every config sums in the same order and results are
+#: bitwise repeatable whichever config a tuner picks.
+WEIGHT_BLOCK_K = 32
+# The plain GEMM's grad-weight candidates (its table re-chunked to WEIGHT_BLOCK_K).
+GEMM_WEIGHT_TABLE = [
+    (128, 256, 32, 4, 8),
+    (256, 128, 32, 4, 8),
+    (128, 128, 32, 4, 4),
+    (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 64, 32, 4, 4),
+]
+
+#: The CPU interpreter's one config: tests stay fast, and tiny shapes still span several tiles.
+_INTERPRET_ROW = (16, 16, 16, 1, 4)
+
+
+def configs(
+    table: list[tuple[int, int, int, int, int]], block_k: int | None = None
+) -> list[Config]:
+    """A table's rows as tuner configs (rows with another BLOCK_K dropped when ``block_k``)."""
+    if INTERPRET:
+        table = [_INTERPRET_ROW]
+    return [
+        Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        for bm, bn, bk, s, w in table
+        if block_k is None or bk == block_k or INTERPRET
+    ]
+
+
+def shared_estimate(config: Config, element_size: int) -> int:
+    """Shared memory of a pipelined tile loop: one A and one B tile per stage."""
+    a_b = config["BLOCK_M"] * config["BLOCK_K"] + config["BLOCK_K"] * config["BLOCK_N"]
+    return config.num_stages * a_b * element_size
+
+
+#: Programs one grid axis holds (axis 0; axes 1 and 2 hold 65535).
+MAX_PROGRAMS = 2**31 - 1
+
+
+def flat_grid(tiles_m: int, tiles_n: int, batches: int) -> tuple[int]:
+    """The 1-d grid of ``batches × tiles_m × tiles_n`` programs (``grouped_tile`` splits it)."""
+    programs = tiles_m * tiles_n * batches
+    if programs > MAX_PROGRAMS:
+        raise ValueError(
+            f"convolution too large for one launch: {programs} tiles (at most {MAX_PROGRAMS})"
+        )
+    return (programs,)
+
+
+# Split-K for grad-weight: aim for about two waves of programs on an H100 (132 SMs), but keep at
+# least SPLIT_MIN_POSITIONS reduction positions per split (shapes only -> deterministic).
+SPLIT_TARGET_PROGRAMS = 264
+SPLIT_MIN_POSITIONS = 512
+SPLIT_MAX = 64
+NOMINAL_TILE = 64
+
+
+def choose_split(tiles: int, positions: int) -> int:
+    """Number of grad-weight reduction splits, from shapes only (so runs are bitwise equal)."""
+    if tiles >= SPLIT_TARGET_PROGRAMS:
+        return 1
+    split = min(cdiv(SPLIT_TARGET_PROGRAMS, tiles), positions // SPLIT_MIN_POSITIONS)
+    return max(1, min(split, SPLIT_MAX))
+
+
+def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
+    """``n_split`` partial weight gradients in fp32 (fp64), channels innermost (the kernels'
+    stores along channels stay contiguous whatever ``grad_w``'s layout; the sum of the
+    partials is copied into it)."""
+    dtype = acc_torch_dtype(grad_w.dtype)
+    inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
+    return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)

@@ -1,0 +1,311 @@
+"""Launch configurations chosen per problem, pruned before benchmarking, remembered on disk.
+
+A :class:`Tuner` serves one kernel variant. For a key (dtype, layout class, geometry and
+bucketed sizes, built by the launcher) it finds the launch config in
+
+1. this process's memory (the only lookup most calls make);
+2. the per-user cache on disk (:func:`cache_dir`), one small JSON file per key, named by device,
+   Triton version, kernel source and key, so a new process reuses the winners without
+   benchmarking;
+3. a benchmark of the candidates that survive pruning — first a shared-memory estimate (no
+   compile), then the compiled kernel's registers, spills and shared memory (:func:`prune`) —
+   whose winner is then written to disk.
+
+Files are written atomically (a temporary file, then ``os.replace``); an unreadable or foreign
+file is ignored with a warning and replaced after re-tuning, so corrupt or concurrent files never
+crash a launch. Under Triton's interpreter a tuner holds one small config: nothing is compiled,
+benchmarked or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton
+import triton.testing
+from triton.runtime.errors import OutOfResources
+
+#: Environment variable naming the cache directory (else ``$XDG_CACHE_HOME/torchconv_ext``, else
+#: ``~/.cache/torchconv_ext``).
+CACHE_DIR_ENV = "TORCHCONV_EXT_CACHE_DIR"
+#: Bumped when the file format changes (older files are then ignored).
+FILE_FORMAT = 1
+#: Registers a thread can hold on NVIDIA GPUs: a kernel at the cap is (or is about to be)
+#: spilling to local memory.
+REGISTER_CAP = 255
+
+
+def cache_dir() -> Path:
+    """Where tuned configs persist (read at every use, so tests can point it elsewhere)."""
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "torchconv_ext"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One launch config: the kernel's block-size constexprs, warps and pipeline stages."""
+
+    meta: tuple[tuple[str, int], ...]
+    num_warps: int
+    num_stages: int
+    kwargs: dict[str, int] = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        launch = dict(self.meta, num_warps=self.num_warps, num_stages=self.num_stages)
+        object.__setattr__(self, "kwargs", launch)
+
+    @classmethod
+    def of(cls, num_warps: int, num_stages: int, **meta: int) -> Config:
+        return cls(tuple(sorted(meta.items())), num_warps, num_stages)
+
+    def __getitem__(self, name: str) -> int:
+        return self.kwargs[name]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"meta": dict(self.meta), "num_warps": self.num_warps, "num_stages": self.num_stages}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Config:
+        return cls.of(int(data["num_warps"]), int(data["num_stages"]), **data["meta"])
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the compiler gave one config: registers per thread, spilled bytes, shared memory."""
+
+    registers: int
+    spills: int
+    shared: int
+
+
+def prune(
+    configs: Sequence[Config], resources: dict[Config, Resources | None], shared_limit: int
+) -> list[Config]:
+    """The configs that can run well: compiled (``resources`` not ``None``), no spills, below
+    the register cap, and within the device's shared memory per block. Never empty: when
+    nothing survives, the config that spills least (then uses fewest registers) is kept."""
+    fine = [
+        c
+        for c in configs
+        if (r := resources.get(c)) is not None
+        and r.spills == 0
+        and r.registers < REGISTER_CAP
+        and r.shared <= shared_limit
+    ]
+    if fine:
+        return fine
+    compiled = [c for c in configs if resources.get(c) is not None]
+    fitting = [c for c in compiled if resources[c].shared <= shared_limit] or compiled
+    if not fitting:
+        return list(configs[:1])
+    return [min(fitting, key=lambda c: (resources[c].spills, resources[c].registers))]
+
+
+def _key_json(key: tuple) -> list:
+    """The key as it reads back from JSON (dtypes and other objects as strings)."""
+    return json.loads(json.dumps(list(key), default=str))
+
+
+@dataclass
+class Tuner:
+    """Chooses and launches one kernel variant's config per key (see the module docstring).
+
+    Args:
+        name: the variant's name (in file names and messages).
+        kernel: the ``@triton.jit`` function.
+        configs: the candidates, best guess first. With a single candidate nothing is
+            compiled ahead, benchmarked or stored (the kernel files give the interpreter one).
+        shared_estimate: ``(config, element_size) -> bytes`` of shared memory, to skip configs
+            that cannot fit before compiling them.
+    """
+
+    name: str
+    kernel: Any
+    configs: list[Config]
+    shared_estimate: Callable[[Config, int], int] | None = None
+    #: How long each candidate is timed (ms): ``triton.testing.do_bench``'s warm-up and repeat.
+    bench_ms: tuple[int, int] = (5, 25)
+    _chosen: dict = field(default_factory=dict, repr=False)
+    _source: str | None = field(default=None, repr=False)
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def launch(
+        self,
+        key: tuple,
+        grid: Callable[[Config], tuple[int, ...]],
+        args: tuple,
+        constexprs: dict[str, Any],
+    ) -> None:
+        """Launch ``kernel[grid(config)](*args, **constexprs, **config)`` with the key's config.
+
+        ``key`` must determine everything the config's speed depends on except the device,
+        which is added here (the device of ``args[0]``).
+        """
+        device = args[0].device
+        config = self._chosen.get((device, key))
+        if config is None:
+            config = self._choose(device, key, grid, args, constexprs)
+        self.kernel[grid(config)](*args, **constexprs, **config.kwargs)
+
+    # -- misses ------------------------------------------------------------------------------
+
+    def _choose(self, device, key, grid, args, constexprs) -> Config:
+        if len(self.configs) == 1:
+            config = self.configs[0]
+        elif device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            # Benchmarking would break the graph being captured: run the first guess now and
+            # leave the choice to a later uncaptured call.
+            return self.configs[0]
+        else:
+            name = device_name(device)
+            config = self.load(name, key)
+            if config is None:
+                config = self._benchmark(device, grid, args, constexprs)
+                self.store(name, key, config)
+        self._chosen[(device, key)] = config
+        return config
+
+    def _benchmark(self, device, grid, args, constexprs) -> Config:
+        props = _device_properties(device)
+        limit = props["max_shared_mem"]
+        elem = next(a.element_size() for a in args if isinstance(a, torch.Tensor))
+        fits = [
+            c
+            for c in self.configs
+            if self.shared_estimate is None or self.shared_estimate(c, elem) <= limit
+        ]
+        resources = {c: self._compile(c, grid, args, constexprs) for c in fits}
+        survivors = prune(fits or self.configs[-1:], resources, limit)
+        if len(survivors) == 1:
+            return survivors[0]
+        timings = {}
+        for c in survivors:
+            try:
+                timings[c] = triton.testing.do_bench(
+                    lambda c=c: self.kernel[grid(c)](*args, **constexprs, **c.kwargs),
+                    warmup=self.bench_ms[0],
+                    rep=self.bench_ms[1],
+                    return_mode="median",
+                )
+            except OutOfResources:
+                continue
+        return min(timings, key=timings.get) if timings else survivors[0]
+
+    def _compile(self, config, grid, args, constexprs) -> Resources | None:
+        """Compile one config (no launch) and read what it uses; ``None`` if it cannot load."""
+        try:
+            compiled = self.kernel.warmup(*args, grid=grid(config), **constexprs, **config.kwargs)
+            compiled._init_handles()
+        except OutOfResources:
+            return None
+        return Resources(compiled.n_regs, compiled.n_spills, compiled.metadata.shared)
+
+    # -- the disk cache ----------------------------------------------------------------------
+
+    def source_hash(self) -> str:
+        """A hash of the kernel's source (Triton's, with its dependencies, where it has one), so
+        that a changed kernel is tuned afresh."""
+        if self._source is None:
+            try:
+                text = self.kernel.cache_key
+            except AttributeError:  # the interpreter's functions have no cache key
+                text = inspect.getsource(getattr(self.kernel, "fn", self.kernel))
+            self._source = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._source
+
+    def _identity(self, device: str, key: tuple) -> dict[str, Any]:
+        return {
+            "format": FILE_FORMAT,
+            "device": device,
+            "triton": triton.__version__,
+            "kernel": self.name,
+            "source": self.source_hash(),
+            "key": _key_json(key),
+        }
+
+    def path(self, device: str, key: tuple) -> Path:
+        """The file holding ``key``'s config on ``device`` (a device name)."""
+        ident = json.dumps(self._identity(device, key), sort_keys=True)
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+        return cache_dir() / "autotune" / f"{self.name}-{digest}.json"
+
+    def load(self, device: str, key: tuple) -> Config | None:
+        """The stored config of ``key``, or ``None`` (absent; unreadable or foreign: warned)."""
+        path = self.path(device, key)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            warnings.warn(f"ignoring unreadable autotune cache file {path}: {e}", stacklevel=3)
+            return None
+        try:
+            record = json.loads(text)
+            if any(record.get(k) != v for k, v in self._identity(device, key).items()):
+                raise ValueError("it was written for another kernel, device or key")
+            config = Config.from_json(record["config"])
+            if config not in self.configs:
+                raise ValueError(f"{config} is not a candidate of {self.name}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            warnings.warn(f"ignoring invalid autotune cache file {path}: {e}", stacklevel=3)
+            return None
+        return config
+
+    def store(self, device: str, key: tuple, config: Config) -> None:
+        """Write ``key``'s config atomically; a cache that cannot be written is only warned of."""
+        path = self.path(device, key)
+        record = {**self._identity(device, key), "config": config.to_json()}
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f, indent=1)
+            os.replace(tmp, path)
+        except OSError as e:
+            warnings.warn(f"could not write the autotune cache file {path}: {e}", stacklevel=3)
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def bucket(n: int) -> int:
+    """A size as tuning keys hold it: the next power of two (so every batch size does not
+    re-tune)."""
+    return 1 << (max(int(n), 1) - 1).bit_length()
+
+
+_NAMES: dict[torch.device, str] = {}
+
+
+def device_name(device: torch.device) -> str:
+    """The device's name as the disk cache keys it."""
+    name = _NAMES.get(device)
+    if name is None:
+        if device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+        else:
+            name = f"{device.type}-interpreter"
+        _NAMES[device] = name
+    return name
+
+
+def _device_properties(device: torch.device) -> dict[str, int]:
+    from triton.runtime import driver
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return driver.active.utils.get_device_properties(index)

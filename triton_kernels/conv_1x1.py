@@ -1,0 +1,347 @@
+"""1×1 stride-1 convolutions as plain GEMMs: no tap loop, no padding masks, no index splits.
+
+A 1×1 convolution with stride 1 and no padding maps each position to itself, so with positions
+as rows (``n`` and the flattened spatial index ``p``) and channels as columns every operand is a
+plain strided matrix, per group:
+
+* forward        y[(n, p), co] = Σ_ci x[(n, p), ci] · w[co, ci]   (+ bias[co])
+* grad-input     gi[(n, p), ci] = Σ_co go[(n, p), co] · w[co, ci]  (+ bias[ci]: a transposed
+                 convolution's, fused)
+* grad-weight    gw[co, ci] = Σ_(n, p) go[(n, p), co] · x[(n, p), ci]   (split-K, deterministic)
+
+The first two are one kernel (``_conv1x1_kernel``: A rows are positions); grad-weight reduces
+over positions (``_conv1x1_bwd_weight_kernel``). A position's offset is ``n·s_n + p·s_p``, so this
+path serves every tensor whose spatial dims collapse into one stride (contiguous, channels-last
+and their batch-sliced views); when ``s_n == P·s_p`` for every operand (``FLAT_ROWS``) the
+position index is not even split. The launchers return ``False`` for anything else (the caller
+then runs the implicit GEMM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import acc_dtype, as_5d, cdiv, check_device, dot_precision, needs_int64
+from ._gemm_common import (
+    GEMM_TABLE,
+    GEMM_WEIGHT_TABLE,
+    GROUP_M,
+    NOMINAL_TILE,
+    WEIGHT_BLOCK_K,
+    choose_split,
+    configs,
+    flat_grid,
+    shared_estimate,
+    split_workspace,
+)
+from ._indexing import grouped_tile, wide
+from ._tuning import Config, Tuner, bucket
+
+__all__ = [
+    "conv1x1_backward_input",
+    "conv1x1_backward_weight",
+    "conv1x1_forward",
+    "is_pointwise",
+]
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _position_offset(i, P, s_n, s_p, FLAT_ROWS: tl.constexpr):
+    """Offset of flat position ``i`` over ``N·P``: ``(i // P)·s_n + (i % P)·s_p``."""
+    return i * s_p if FLAT_ROWS else (i // P) * s_n + (i % P) * s_p
+
+
+@triton.jit
+def _conv1x1_kernel(
+    a_ptr, b_ptr, bias_ptr, c_ptr,
+    M, N, K, P,
+    sa_n, sa_p, sa_k, sb_k, sb_n, sc_n, sc_p, sc_c, sbias,
+    ga, gb,
+    HAS_BIAS: tl.constexpr, FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """c[m, group·N + j] = Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]).
+
+    Rows ``m`` run over ``M = batch·P`` positions; ``a`` and ``c`` columns are channels (strides
+    ``sa_k``, ``sc_c``); ``b`` is the weight as a (K × N) matrix per group (offset ``ga`` /
+    ``gb`` elements per group for ``a`` / ``b``). Grid: groups × row tiles × column tiles, flat.
+    """
+    group, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M
+    )
+    group = wide(group, USE_INT64)
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < N
+    ks = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + group * ga + _position_offset(rows, P, sa_n, sa_p, FLAT_ROWS)[:, None]
+    a_ptrs += wide(ks, USE_INT64)[None, :] * sa_k
+    b_ptrs = b_ptr + group * gb + wide(ks, USE_INT64)[:, None] * sb_k
+    b_ptrs += wide(cols, USE_INT64)[None, :] * sb_n
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = ks < K - k0
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        a_ptrs += BLOCK_K * sa_k
+        b_ptrs += BLOCK_K * sb_k
+
+    c_cols = wide(group * N + cols, USE_INT64)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c_cols * sbias, mask=col_ok, other=0.0).to(ACC_DTYPE)[None, :]
+    c_rows = _position_offset(rows, P, sc_n, sc_p, FLAT_ROWS)
+    tl.store(
+        c_ptr + c_rows[:, None] + (c_cols * sc_c)[None, :],
+        acc.to(c_ptr.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
+def _conv1x1_bwd_weight_kernel(
+    go_ptr, x_ptr, gw_ptr,
+    M, P_SPLIT, N_SPLIT, C_IN, C_OUT, P,
+    sgo_n, sgo_p, sgo_c, sx_n, sx_p, sx_c, sgw_split, sgw_o, sgw_i,
+    FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """gw[split, group·C_OUT + co, ci] = Σ_{positions of split} go[·, group·C_OUT + co] ·
+    x[·, group·C_IN + ci], the positions ``[split·P_SPLIT, …)`` of ``M = batch·P``.
+
+    Grid: groups · N_SPLIT × C_OUT tiles × C_IN tiles, flat. The reduction runs in BLOCK_K
+    chunks from the split's start whatever the tiling, and every program writes its own slot:
+    no atomics, bitwise repeatable.
+    """
+    batch, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
+    )
+    group = batch // N_SPLIT
+    split = batch % N_SPLIT
+    co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    co_ok = co < C_OUT
+    ci_ok = ci < C_IN
+    co_off = wide(group * C_OUT + co, USE_INT64)
+    ci_off = wide(group * C_IN + ci, USE_INT64)
+    go_col = (co_off * sgo_c)[:, None]
+    x_col = (ci_off * sx_c)[None, :]
+
+    start = wide(split, USE_INT64) * P_SPLIT
+    end = tl.minimum(start + P_SPLIT, M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for p0 in range(start, end, BLOCK_K):
+        pos = p0 + tl.arange(0, BLOCK_K)
+        pos_ok = pos < end
+        a = tl.load(
+            go_ptr + go_col + _position_offset(pos, P, sgo_n, sgo_p, FLAT_ROWS)[None, :],
+            mask=co_ok[:, None] & pos_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            x_ptr + _position_offset(pos, P, sx_n, sx_p, FLAT_ROWS)[:, None] + x_col,
+            mask=pos_ok[:, None] & ci_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+    gw_rows = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
+    tl.store(
+        gw_ptr + gw_rows[:, None] + (wide(ci, USE_INT64) * sgw_i)[None, :],
+        acc.to(gw_ptr.dtype.element_ty),
+        mask=co_ok[:, None] & ci_ok[None, :],
+    )
+
+
+_GEMM = Tuner("conv1x1", _conv1x1_kernel, configs(GEMM_TABLE), shared_estimate)
+_BWD_WEIGHT = Tuner(
+    "conv1x1_bwd_weight",
+    _conv1x1_bwd_weight_kernel,
+    configs(GEMM_WEIGHT_TABLE, WEIGHT_BLOCK_K),
+    shared_estimate,
+)
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def is_pointwise(kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> bool:
+    """Whether a convolution is 1×1 with stride 1 and no padding (each position maps to itself;
+    the padding after is then 0 as well, since output and input sizes agree)."""
+    return all(k == 1 for k in kernel_size) and all(s == 1 for s in stride) and not any(padding)
+
+
+def _positions(t5: torch.Tensor) -> tuple[int, int] | None:
+    """``(s_n, s_p)``: the strides of the batch and of a flat spatial position of a 5-d view,
+    or ``None`` when its spatial dims do not collapse into one stride."""
+    s_p = span = None
+    for size, st in zip(reversed(t5.shape[2:]), reversed(t5.stride()[2:])):
+        if size == 1:
+            continue
+        if s_p is None:
+            s_p, span = st, st * size
+        elif st != span:
+            return None
+        else:
+            span *= size
+    s_n = t5.stride(0)
+    if s_p is None:  # one position per image: the batch is the only row index
+        s_p = s_n
+    if t5.shape[0] == 1:  # one image: its stride is never used, so make the rows flat
+        s_n = s_p * t5.shape[2] * t5.shape[3] * t5.shape[4]
+    return s_n, s_p
+
+
+def _rows(*tensors: torch.Tensor) -> tuple[list[tuple[int, int]], bool] | None:
+    """Position strides of every operand whose rows are positions, and whether rows are flat
+    (``s_n == P·s_p`` for all of them); ``None`` if some operand's positions do not collapse."""
+    if any(t.shape[2:] != tensors[0].shape[2:] for t in tensors):
+        return None  # padding after the input (a transposed convolution's crop or extension)
+    found = [_positions(t) for t in tensors]
+    if any(f is None for f in found):
+        return None
+    p = tensors[0].shape[2] * tensors[0].shape[3] * tensors[0].shape[4]
+    return found, all(s_n == p * s_p for s_n, s_p in found)
+
+
+def _launch_gemm(a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32: bool) -> bool:
+    rows = _rows(a5, c5)
+    if rows is None:
+        return False
+    ((sa_n, sa_p), (sc_n, sc_p)), flat_rows = rows
+    n_batch, p = c5.shape[0], c5.shape[2] * c5.shape[3] * c5.shape[4]
+    m, k, n = n_batch * p, a5.shape[1] // groups, c5.shape[1] // groups
+    sw_o, sw_i = w5.stride(0), w5.stride(1)
+    # Forward: b[k=ci, j=co] with group offset C_out/groups rows of w. Grad-input: b[k=co, j=ci].
+    sb_k, sb_n = (sw_o, sw_i) if transpose_w else (sw_i, sw_o)
+    g_rows = (k if transpose_w else n) * sw_o
+    use_int64 = needs_int64(a5, w5, bias, c5)
+    precision = dot_precision(a5.dtype, allow_tf32)
+    key = (a5.dtype, (a5.stride(1) == 1, sb_n == 1, c5.stride(1) == 1), transpose_w, groups, k,
+           n, bucket(m), flat_rows, use_int64, precision)  # fmt: skip
+
+    def grid(c: Config) -> tuple[int]:
+        return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
+
+    _GEMM.launch(
+        key,
+        grid,
+        (
+            a5, w5, w5 if bias is None else bias, c5,
+            m, n, k, p,
+            sa_n, sa_p, a5.stride(1), sb_k, sb_n, sc_n, sc_p, c5.stride(1),
+            0 if bias is None else bias.stride(0),
+            k * a5.stride(1), g_rows,
+        ),
+        dict(
+            HAS_BIAS=bias is not None, FLAT_ROWS=flat_rows, USE_INT64=use_int64,
+            PRECISION=precision, ACC_DTYPE=acc_dtype(a5.dtype), GROUP_M=GROUP_M,
+        ),
+    )  # fmt: skip
+    return True
+
+
+def conv1x1_forward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    *,
+    groups: int,
+    allow_tf32: bool,
+) -> bool:
+    """``out = conv1x1(x, w) + bias`` for a pointwise convolution (:func:`is_pointwise`).
+
+    Returns ``False``, launching nothing, when an operand's spatial dims do not collapse into
+    one stride (then the implicit GEMM serves it)."""
+    check_device(x, w, bias, out)
+    return _launch_gemm(
+        as_5d(x), as_5d(w), bias, as_5d(out),
+        transpose_w=False, groups=groups, allow_tf32=allow_tf32,
+    )  # fmt: skip
+
+
+def conv1x1_backward_input(
+    grad_out: torch.Tensor,
+    w: torch.Tensor,
+    grad_in: torch.Tensor,
+    *,
+    groups: int,
+    allow_tf32: bool,
+    bias: torch.Tensor | None = None,
+) -> bool:
+    """``grad_in = conv1x1ᵀ(grad_out, w) + bias`` (a pointwise transposed convolution); ``False``
+    as in :func:`conv1x1_forward`."""
+    check_device(grad_out, w, grad_in, bias)
+    return _launch_gemm(
+        as_5d(grad_out), as_5d(w), bias, as_5d(grad_in),
+        transpose_w=True, groups=groups, allow_tf32=allow_tf32,
+    )  # fmt: skip
+
+
+def conv1x1_backward_weight(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    grad_w: torch.Tensor,
+    *,
+    groups: int,
+    allow_tf32: bool,
+) -> bool:
+    """``grad_w = Σ_positions grad_out ⊗ x`` per group, split into a deterministic number of
+    slices when the weight alone is too small to fill the GPU; ``False`` as in
+    :func:`conv1x1_forward`."""
+    check_device(x, grad_out, grad_w)
+    x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
+    rows = _rows(go5, x5)
+    if rows is None:
+        return False
+    ((sgo_n, sgo_p), (sx_n, sx_p)), flat_rows = rows
+    c_out, cg_in = gw5.shape[0], gw5.shape[1]
+    cg_out = c_out // groups
+    p = go5.shape[2] * go5.shape[3] * go5.shape[4]
+    m = go5.shape[0] * p
+    tiles = cdiv(cg_out, NOMINAL_TILE) * cdiv(cg_in, NOMINAL_TILE) * groups
+    n_split = choose_split(tiles, m)
+    target = gw5 if n_split == 1 else split_workspace(gw5, n_split)
+    split_stride = 0 if n_split == 1 else target.stride(0)
+    use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
+    precision = dot_precision(x.dtype, allow_tf32)
+    p_split = cdiv(m, n_split)
+    key = (x.dtype, (go5.stride(1) == 1, x5.stride(1) == 1, gw5.stride(1) == 1), groups, cg_in,
+           cg_out, bucket(p_split), n_split, flat_rows, use_int64, precision)  # fmt: skip
+
+    def grid(c: Config) -> tuple[int]:
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
+
+    _BWD_WEIGHT.launch(
+        key,
+        grid,
+        (
+            go5, x5, target,
+            m, p_split, n_split, cg_in, cg_out, p,
+            sgo_n, sgo_p, go5.stride(1), sx_n, sx_p, x5.stride(1),
+            split_stride, target.stride(-5), target.stride(-4),
+        ),
+        dict(
+            FLAT_ROWS=flat_rows, USE_INT64=use_int64, PRECISION=precision,
+            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
+        ),
+    )  # fmt: skip
+    if n_split > 1:
+        gw5.copy_(target.sum(0))
+    return True
