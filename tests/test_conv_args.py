@@ -57,14 +57,12 @@ BAD = {
     "bias dtype": (lambda: TF.conv2d(X, W, torch.randn(4).double()), RuntimeError, "bias type"),
     "bias shape": (lambda: TF.conv2d(X, W, torch.randn(5)), RuntimeError, "bias"),
     "device": (lambda: TF.conv2d(X, W.to("meta")), RuntimeError, "same device"),
-    "integer input": (lambda: TF.conv2d(X.long(), W.long()), RuntimeError, "floating"),
     "module mode": (lambda: tnn.Conv2d(3, 4, 3, padding_mode="mirror"), ValueError, "padding_mode"),
 }
 
 
-# torch's own CPU op (the fallback) accepts a meta weight beside a CPU input and integer
-# tensors; ours refuses them (so does torch on CUDA for integers).
-_OURS_ONLY = {"device", "integer input"}
+# torch's own CPU op (the fallback) accepts a meta weight beside a CPU input; ours refuses it.
+_OURS_ONLY = {"device"}
 _BAD_CASES = [pytest.param(n, "triton", marks=pytest.mark.interpret, id=f"triton-{n}") for n in BAD]
 _BAD_CASES += [pytest.param(n, "torch", id=f"torch-{n}") for n in BAD if n not in _OURS_ONLY]
 
