@@ -68,8 +68,10 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     ``torch.compile(dynamic=True)``) gives symbolic padding: no branch on it, so no guard.
     """
     span = (kernel - 1) * dilation + 1
-    total = (-(-size // stride) - 1) * stride + span - size
-    if stride > span:  # only then can the total be negative (else it is at least span - stride)
+    # (ceil(size / stride) - 1) * stride + span - size, in a form whose range is plain to see
+    # for a symbolic size: between span - stride and span - 1.
+    total = span - stride + (-size) % stride
+    if stride > span:  # only then can the total be negative
         total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
