@@ -60,6 +60,11 @@ class ConvGeometry:
             tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation), groups, padding_mode
         )
 
+    def unpadded(self) -> ConvGeometry:
+        """The same convolution of an input padded beforehand (no padding of its own)."""
+        zeros = (0,) * len(self.stride)
+        return dataclasses.replace(self, padding=zeros, padding_end=zeros, padding_mode="zeros")
+
     def with_groups(self, groups: int) -> ConvGeometry:
         """The same geometry with another group count (batching rules fold a batch into it)."""
         return dataclasses.replace(self, groups=groups)

@@ -10,7 +10,15 @@ from .._args import IntOrTuple, expand
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_fwd
-from ._common import KERNEL_DTYPES, conv_dtype, open_call, overridable, runs_kernels
+from .._padding import pad_input
+from ._common import (
+    KERNEL_DTYPES,
+    cast_operands,
+    conv_dtype,
+    open_call,
+    overridable,
+    runs_kernels,
+)
 
 TORCH_CONV = {
     1: torch.nn.functional.conv1d,
@@ -47,12 +55,17 @@ def _conv(
         spatial_dims, stride, padding, padding_mode
     ):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, cast=cast)
-    g = conv_geometry(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias)
+    x, weight, bias = cast_operands(cast, input, weight, bias)
+    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if x is not input and g.padding_mode != "zeros":
+        # nn.ConvNd pads before autocast casts: the padding's gradient sums in the input's dtype.
+        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
+        g = g.unpadded()
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
-        out = conv_fwd(input, weight, bias, *g.as_args())
+        out = conv_fwd(x, weight, bias, *g.as_args())
     else:  # other dtypes (complex, integers) and empty channels: as torch computes them
-        out = fallback.conv_by_torch(input, weight, bias, g)
+        out = fallback.conv_by_torch(x, weight, bias, g)
     return out if batched else out.squeeze(0)
 
 

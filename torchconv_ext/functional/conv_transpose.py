@@ -29,7 +29,7 @@ def _conv_transpose(
     dilation: IntOrTuple,
 ) -> Tensor:
     cast, dtype = conv_dtype(input)
-    if not isinstance(padding, str) and not runs_kernels("conv", input, dtype):
+    if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
         return TORCH_CONV_TRANSPOSE[spatial_dims](
             input, weight, bias, stride, padding, output_padding, groups, dilation
         )
