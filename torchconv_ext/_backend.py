@@ -142,31 +142,42 @@ def use_triton(
 
     Raises ``RuntimeError`` when the backend demands Triton where it cannot run, instead of
     letting a launch fail deep inside Triton — and, given the op's ``family`` (and the ``dtype``
-    it will compute in, ``t``'s by default), where Triton's CPU interpreter would compute it
-    wrongly (:data:`INTERPRETER_REFUSES`).
+    it will compute in, ``t``'s by default), where Triton's interpreter would compute it wrongly
+    (:data:`INTERPRETER_REFUSES`).
     """
     backend = _current or get_backend()
     if backend == "torch":
         return False
     if backend == "auto":
-        return t.is_cuda and triton_available()
+        runs = t.is_cuda and triton_available()
+    else:
+        _check_triton_runs(t)
+        runs = True
+    if runs and family is not None and _interpreted(t):
+        check_interpreter(family, t.dtype if dtype is None else dtype)
+    return runs
+
+
+def _check_triton_runs(t: torch.Tensor) -> None:
+    """Refuse backend ``"triton"`` where its kernels cannot run on ``t``."""
     if not triton_available():
         raise RuntimeError(
             "torchconv_ext backend 'triton' needs the triton package, which is not installed"
         )
-    if t.is_cuda:
-        return True
-    if t.device.type == "cpu":
-        # Not while compiling: that would import the kernels inside the traced code and guard
-        # on it (a recompile); the registered op checks again when it runs.
-        if not torch.compiler.is_compiling() and not kernels().INTERPRET:
-            raise RuntimeError(
-                "torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter: set "
-                "TRITON_INTERPRET=1 before importing torchconv_ext, or use backend 'auto'/'torch'"
-            )
-        if family is not None:
-            check_interpreter(family, t.dtype if dtype is None else dtype)
-        return True
-    raise RuntimeError(
-        f"torchconv_ext backend 'triton' supports CUDA and CPU tensors, not {t.device.type!r}"
-    )
+    if t.device.type not in ("cuda", "cpu"):
+        raise RuntimeError(
+            f"torchconv_ext backend 'triton' supports CUDA and CPU tensors, not {t.device.type!r}"
+        )
+    # Not while compiling: that would import the kernels inside the traced code and guard on it
+    # (a recompile); the registered op checks again when it runs.
+    if not t.is_cuda and not torch.compiler.is_compiling() and not kernels().INTERPRET:
+        raise RuntimeError(
+            "torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter: set "
+            "TRITON_INTERPRET=1 before importing torchconv_ext, or use backend 'auto'/'torch'"
+        )
+
+
+def _interpreted(t: torch.Tensor) -> bool:
+    """Whether the kernels run on ``t`` in Triton's interpreter: always on the CPU; on CUDA
+    under ``TRITON_INTERPRET=1`` (asked outside compiled code only, see above)."""
+    return not t.is_cuda or (not torch.compiler.is_compiling() and kernels().INTERPRET)

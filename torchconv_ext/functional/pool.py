@@ -141,7 +141,7 @@ def _avg_pool(
 
 def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
     cast, dtype = autocast_dtype(name, input)
-    # Our op on the fallback too (its output_size checks name the problem where torch's do not).
+    # Floating-point inputs take our op on the fallback too (whose computation is ATen's op).
     if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=False):
         args = (input, output_size) + ((return_indices,) if mode == "max" else ())
         return getattr(F, name)(*args)
