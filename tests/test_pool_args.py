@@ -3,6 +3,7 @@ the problem, integer, unbatched and empty inputs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -164,3 +165,84 @@ def test_unbatched_and_empty_batch(backend):
             with torchconv_ext.use_backend(backend):
                 (g,) = torch.autograd.grad(got, x, gy)
             torch.testing.assert_close(g, torch.autograd.grad(want, x, gy)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Argument forms torch takes: NumPy integers, and TypeError for anything but ints
+# --------------------------------------------------------------------------------------------
+
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
+n1, n2 = np.int32(1), np.int64(2)
+
+# (ours, torch's equivalent)
+NUMPY = {
+    "max": (
+        lambda x: TF.max_pool2d(x, (n2, n2), n1, n1, (n1, n1), return_indices=True),
+        lambda x: F.max_pool2d(x, 2, 1, 1, 1, return_indices=True),
+    ),
+    "max same": (
+        lambda x: TF.max_pool2d(x, n2, n2, "same"),
+        lambda x: F.max_pool2d(F.pad(x, [0, 0, 0, 1], value=float("-inf")), 2, 2),
+    ),
+    "avg": (
+        lambda x: TF.avg_pool2d(x, n2, n1, n1, divisor_override=n2),
+        lambda x: F.avg_pool2d(x, 2, 1, 1, divisor_override=2),
+    ),
+    "avg 1d": (lambda x: TF.avg_pool1d(x[0], n2, n1, n1), lambda x: F.avg_pool1d(x[0], 2, 1, 1)),
+    "adaptive": (
+        lambda x: TF.adaptive_max_pool2d(x, (n2, n1)),
+        lambda x: F.adaptive_max_pool2d(x, (2, 1)),
+    ),
+    "pyramid": (
+        lambda x: TF.spatial_pyramid_pool(x, (n1, n2), "avg"),
+        lambda x: torch.cat([F.adaptive_avg_pool2d(x, s).flatten(1) for s in (1, 2)], 1),
+    ),
+    "module": (lambda x: TN.MaxPool2d(n2, n1, n1)(x), lambda x: F.max_pool2d(x, 2, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NUMPY)
+def test_numpy_integers_accepted(name, backend):
+    ours, theirs = NUMPY[name]
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    with torchconv_ext.use_backend(backend):
+        got = ours(x)
+    torch.testing.assert_close(got, theirs(x))
+
+
+NOT_INTS = [
+    lambda f, **kw: f.max_pool2d(X, 2.0, **kw),
+    lambda f, **kw: f.max_pool2d(X, 2, (1, 1.0), **kw),
+    lambda f, **kw: f.max_pool2d(X, 2, 1, dilation=1.0, **kw),
+    lambda f, **kw: f.avg_pool2d(X, 2, 1.0, **kw),
+    lambda f, **kw: f.avg_pool2d(X, 2, divisor_override=2.0, **kw),
+    lambda f, **kw: f.avg_pool1d(X[0], True, **kw),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", range(len(NOT_INTS)))
+def test_non_integers_raise_type_error_like_torch(case, backend):
+    call = NOT_INTS[case]
+    with pytest.raises(TypeError):
+        call(F)
+    for kw in ({}, {"padding": "same"}):  # torch's arguments, and ours beyond torch
+        with torchconv_ext.use_backend(backend), pytest.raises(TypeError):
+            call(TF, **kw)
+    with pytest.raises(TypeError):
+        F.adaptive_max_pool2d(X, (2.0, 2))
+    with torchconv_ext.use_backend(backend), pytest.raises(TypeError):
+        TF.adaptive_max_pool2d(X, (2.0, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_strings_for_integer_inputs(backend):
+    """'valid' is torch's padding 0; our 'same' computes floating point only."""
+    x = torch.randint(0, 9, (2, 3, 6, 5))
+    with torchconv_ext.use_backend(backend):
+        assert torch.equal(TF.max_pool2d(x, 2, 1, "valid"), F.max_pool2d(x, 2, 1))
+        with pytest.raises(NotImplementedError, match="floating-point"):
+            TF.max_pool2d(x, 2, 1, "same")
+        with pytest.raises(ValueError, match="invalid padding string"):
+            TF.avg_pool2d(x, 2, 1, "full")

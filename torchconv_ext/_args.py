@@ -38,6 +38,24 @@ def expand(value: object, ndim: int) -> tuple[int, ...] | None:
     return values * ndim if len(values) == 1 else values
 
 
+def is_ints(value: object) -> bool:
+    """Whether ``value`` is an int or a sequence of ints, of any length: what torch's argument
+    parser takes for an int-tuple argument (any other form is a ``TypeError`` there)."""
+    if is_int(value):
+        return True
+    return (
+        isinstance(value, Sequence) and not isinstance(value, str) and all(is_int(v) for v in value)
+    )
+
+
+def plain_int(name: str, value: object) -> int:
+    """An int argument (Python, NumPy or symbolic) as torch takes it; ``TypeError`` otherwise,
+    as torch's argument parser raises."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int, but got {name}={value!r}")
+    return _plain(value)
+
+
 def _plain(v):
     """A NumPy integer as a Python int (symbolic ints stay symbolic)."""
     return v if isinstance(v, int | torch.SymInt) else int(v)
@@ -46,10 +64,15 @@ def _plain(v):
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """TensorFlow's ``'same'``: output ``ceil(size/stride)``, the odd padding element at the end.
 
-    With stride 1 this is exactly torch's ``'same'``.
+    With stride 1 this is exactly torch's ``'same'``. A symbolic ``size`` (``torch.export``,
+    ``torch.compile(dynamic=True)``) gives symbolic padding: no branch on it, so no guard.
     """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    span = (kernel - 1) * dilation + 1
+    # (ceil(size / stride) - 1) * stride + span - size, in a form whose range is plain to see
+    # for a symbolic size: between span - stride and span - 1.
+    total = span - stride + (-size) % stride
+    if stride > span:  # only then can the total be negative
+        total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 

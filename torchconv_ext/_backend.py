@@ -116,30 +116,68 @@ def triton_available() -> bool:
     return True
 
 
-def use_triton(t: torch.Tensor) -> bool:
+#: The (op family, dtype) pairs Triton's CPU interpreter computes wrongly, found by test
+#: (``tests/test_interpreter_dtypes.py`` runs every family in every dtype against torch): the
+#: interpreter has no bfloat16 matrix product (``tl.dot`` on bfloat16 tiles gives values around
+#: 1e10), and the convolution kernels are matrix products. The same kernels are right on a GPU.
+INTERPRETER_REFUSES: frozenset[tuple[str, torch.dtype]] = frozenset({("conv", torch.bfloat16)})
+
+
+def check_interpreter(family: str, dtype: torch.dtype) -> None:
+    """Refuse a ``family`` op (``"conv"``, ``"pool"``, ``"upsample"``) in a dtype the interpreter
+    cannot compute, rather than return wrong numbers."""
+    if (family, dtype) in INTERPRETER_REFUSES:
+        raise RuntimeError(
+            f"torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter "
+            f"(TRITON_INTERPRET=1), which cannot compute {family} in {dtype}: its results would "
+            "be wrong. Use another dtype (float16, float32 and float64 work), CUDA tensors, or "
+            "backend 'auto'/'torch'"
+        )
+
+
+def use_triton(
+    t: torch.Tensor, family: str | None = None, dtype: torch.dtype | None = None
+) -> bool:
     """Whether an op on tensor ``t`` runs the Triton kernels under the current backend.
 
     Raises ``RuntimeError`` when the backend demands Triton where it cannot run, instead of
-    letting a launch fail deep inside Triton.
+    letting a launch fail deep inside Triton — and, given the op's ``family`` (and the ``dtype``
+    it will compute in, ``t``'s by default), where Triton's interpreter would compute it wrongly
+    (:data:`INTERPRETER_REFUSES`).
     """
     backend = _current or get_backend()
     if backend == "torch":
         return False
     if backend == "auto":
-        return t.is_cuda and triton_available()
+        runs = t.is_cuda and triton_available()
+    else:
+        _check_triton_runs(t)
+        runs = True
+    if runs and family is not None and _interpreted(t):
+        check_interpreter(family, t.dtype if dtype is None else dtype)
+    return runs
+
+
+def _check_triton_runs(t: torch.Tensor) -> None:
+    """Refuse backend ``"triton"`` where its kernels cannot run on ``t``."""
     if not triton_available():
         raise RuntimeError(
             "torchconv_ext backend 'triton' needs the triton package, which is not installed"
         )
-    if t.is_cuda:
-        return True
-    if t.device.type == "cpu":
-        if not kernels().INTERPRET:
-            raise RuntimeError(
-                "torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter: set "
-                "TRITON_INTERPRET=1 before importing torchconv_ext, or use backend 'auto'/'torch'"
-            )
-        return True
-    raise RuntimeError(
-        f"torchconv_ext backend 'triton' supports CUDA and CPU tensors, not {t.device.type!r}"
-    )
+    if t.device.type not in ("cuda", "cpu"):
+        raise RuntimeError(
+            f"torchconv_ext backend 'triton' supports CUDA and CPU tensors, not {t.device.type!r}"
+        )
+    # Not while compiling: that would import the kernels inside the traced code and guard on it
+    # (a recompile); the registered op checks again when it runs.
+    if not t.is_cuda and not torch.compiler.is_compiling() and not kernels().INTERPRET:
+        raise RuntimeError(
+            "torchconv_ext backend 'triton' on CPU tensors runs Triton's interpreter: set "
+            "TRITON_INTERPRET=1 before importing torchconv_ext, or use backend 'auto'/'torch'"
+        )
+
+
+def _interpreted(t: torch.Tensor) -> bool:
+    """Whether the kernels run on ``t`` in Triton's interpreter: always on the CPU; on CUDA
+    under ``TRITON_INTERPRET=1`` (asked outside compiled code only, see above)."""
+    return not t.is_cuda or (not torch.compiler.is_compiling() and kernels().INTERPRET)

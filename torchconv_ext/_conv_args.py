@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._args import IntOrTuple, expand, string_padding
+from ._args import IntOrTuple, expand, is_ints, plain_int, string_padding
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
@@ -60,15 +60,23 @@ class ConvGeometry:
             tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation), groups, padding_mode
         )
 
+    def unpadded(self) -> ConvGeometry:
+        """The same convolution of an input padded beforehand (no padding of its own)."""
+        zeros = (0,) * len(self.stride)
+        return dataclasses.replace(self, padding=zeros, padding_end=zeros, padding_mode="zeros")
+
     def with_groups(self, groups: int) -> ConvGeometry:
         """The same geometry with another group count (batching rules fold a batch into it)."""
         return dataclasses.replace(self, groups=groups)
 
 
 def expand_param(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
-    """An int, or a sequence of 1 or ``ndim`` ints, as a tuple of ``ndim`` ints (torch's rule)."""
+    """An int, or a sequence of 1 or ``ndim`` ints, as a tuple of ``ndim`` ints (torch's rule:
+    ``TypeError`` for anything but ints, ``RuntimeError`` for a wrong count)."""
     values = expand(value, ndim)
     if values is None:
+        if not is_ints(value):
+            raise TypeError(f"{name} must be an int or a tuple of ints, but got {name}={value!r}")
         shown = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
         raise RuntimeError(
             f"expected {name} to be a single integer value or a list of {ndim} values to match "
@@ -116,17 +124,27 @@ def _check_common(
     dilation: IntOrTuple,
     groups: int,
     weight_layout: str,
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Checks shared by convolution and transposed convolution; returns (stride, dilation)."""
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Checks shared by convolution and transposed convolution; returns (stride, dilation,
+    groups) as plain ints."""
     ndim = input.dim() - 2
     if weight.dim() != ndim + 2:
         raise RuntimeError(
             f"{name}: expected weight of {ndim + 2} dims {weight_layout}, but got weight of size "
             f"{list(weight.shape)}"
         )
+    groups = plain_int("groups", groups)
+    if weight.shape[0] == 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least 1 at dimension 0, but got "
+            f"weight of size {list(weight.shape)} instead"
+        )
+    if any(k == 0 for k in weight.shape[2:]):
+        raise RuntimeError(
+            f"{name}: kernel size should be greater than zero, but got weight of size "
+            f"{list(weight.shape)}"
+        )
     check_same_device_dtype(name, input, weight=weight, bias=bias)
-    if not input.is_floating_point():
-        raise RuntimeError(f"{name}: expected a floating-point input, but got {input.dtype}")
     stride_t = expand_param(stride, ndim, "stride")
     dilation_t = expand_param(dilation, ndim, "dilation")
     if min(stride_t) <= 0:
@@ -139,7 +157,7 @@ def _check_common(
         )
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, but got groups={groups}")
-    return stride_t, dilation_t
+    return stride_t, dilation_t, groups
 
 
 def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> None:
@@ -176,7 +194,7 @@ def conv_geometry(
     torch's exception types with messages that name the argument and the expected form.
     """
     ndim = input.dim() - 2
-    stride_t, dilation_t = _check_common(
+    stride_t, dilation_t, groups = _check_common(
         name, input, weight, bias, stride, dilation, groups, "(C_out, C_in/groups, *kernel)"
     )
     check_padding_mode(padding_mode)
@@ -236,9 +254,13 @@ def conv_transpose_geometry(
     odd pixel at the end; ``'valid'`` crops nothing.
     """
     ndim = input.dim() - 2
-    stride_t, dilation_t = _check_common(
+    stride_t, dilation_t, groups = _check_common(
         name, input, weight, bias, stride, dilation, groups, "(C_in, C_out/groups, *kernel)"
     )
+    if weight.shape[1] == 0:
+        raise RuntimeError(
+            f"{name}: non-empty weight expected, but got weight of size {list(weight.shape)}"
+        )
     c_in = input.shape[1]
     if c_in % groups != 0:
         raise RuntimeError(

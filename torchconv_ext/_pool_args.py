@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ._args import IntOrTuple, expand, is_int, string_padding
+from ._args import IntOrTuple, expand, is_int, is_ints, plain_int, string_padding
 
 MODES: tuple[str, ...] = ("max", "avg")
 
@@ -88,12 +88,15 @@ def pool_output_shape(input_shape: Sequence[int], g: PoolGeometry) -> list[int]:
 def _expand(
     name: str, arg: str, value, ndim: int, *, allow_empty: bool = False
 ) -> tuple[int, ...] | None:
-    """An int or a sequence of 1 or ``ndim`` ints as ``ndim`` ints (torch's rule for pooling);
-    ``None`` for an empty sequence when ``allow_empty``."""
+    """An int or a sequence of 1 or ``ndim`` ints as ``ndim`` ints (torch's rule for pooling:
+    ``TypeError`` for anything but ints, ``RuntimeError`` for a wrong count); ``None`` for an
+    empty sequence when ``allow_empty``."""
     if allow_empty and isinstance(value, Sequence) and len(value) == 0:
         return None
     values = expand(value, ndim)
     if values is None:
+        if not is_ints(value):
+            raise TypeError(f"{name}: {arg} must be an int or a tuple of ints, but got {value!r}")
         what = "either be omitted, a single int" if allow_empty else "either be a single int"
         raise RuntimeError(
             f"{name}: {arg} must {what}, or a tuple of {ndim} ints, but got {arg}={value!r}"
@@ -143,7 +146,9 @@ def pool_geometry(
         raise RuntimeError(
             f"{name}: dilation must be greater than zero, but got {list(dilation_t)}"
         )
-    if divisor_override is not None and divisor_override == 0:
+    if divisor_override is not None:
+        divisor_override = plain_int("divisor_override", divisor_override)
+    if divisor_override == 0:
         raise RuntimeError(f"{name}: divisor must be not zero (divisor_override=0)")
 
     sizes = tuple(input.shape[2:])
@@ -210,7 +215,8 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
             )
     out = [s if v is None else v for v, s in zip(values, input.shape[2:])]
     if not all(is_int(v) for v in out):
-        raise RuntimeError(f"{name}: output_size must hold ints or None, but got {output_size!r}")
+        raise TypeError(f"{name}: output_size must hold ints or None, but got {output_size!r}")
+    out = [plain_int("output_size", v) for v in out]
     if any(v < 0 for v in out):
         raise RuntimeError(
             f"{name}: elements of output_size must be greater than or equal to 0, but got {out}"

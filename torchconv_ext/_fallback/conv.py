@@ -2,19 +2,29 @@
 fallback is exactly as fast as torch); other padding is made explicit with ``F.pad`` first.
 
 ``torch.convolution`` is ``aten.convolution`` through torch's C++ argument parser, several times
-cheaper to call than ``torch.ops.aten.convolution``."""
+cheaper to call than ``torch.ops.aten.convolution``.
+
+:func:`conv_by_torch` and :func:`conv_transpose_by_torch` compute a whole (transposed)
+convolution with torch's differentiable functional ops instead, for what the primitives do not
+take: dtypes other than real floating point (complex, integers) and empty channel dims, which
+torch's convolution computes in its own way (complex by its own rules of differentiation).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .._conv_args import ConvGeometry
 from .._memory import empty_in_layout
 from .._padding import fold_padding_grad, pad_input
+from . import without_autocast
 
 aten = torch.ops.aten
+_TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _padded(input: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
@@ -27,6 +37,7 @@ def _aten_padding(g: ConvGeometry) -> list[int]:
     return list(g.padding) if g.symmetric_zero_padding else [0] * len(g.stride)
 
 
+@without_autocast
 def conv_forward(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
 ) -> torch.Tensor:
@@ -44,6 +55,7 @@ def conv_forward(
     )
 
 
+@without_autocast
 def conv_backward_input(
     grad_output: torch.Tensor,
     weight: torch.Tensor,
@@ -89,6 +101,7 @@ def conv_backward_input(
     return grad if bias is None else grad + bias.view(-1, *[1] * len(sizes))
 
 
+@without_autocast
 def conv_backward_weight(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -113,3 +126,25 @@ def conv_backward_weight(
         g.groups,
         [False, True, False],
     )[1]
+
+
+@without_autocast
+def conv_by_torch(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
+) -> torch.Tensor:
+    """``nn.ConvNd``'s own recipe: ``F.pad`` with the padding mode, then ``F.convNd``."""
+    padded = pad_input(input, g.padding, g.padding_end, g.padding_mode)
+    return _TORCH_CONV[len(g.stride)](padded, weight, bias, g.stride, 0, g.dilation, g.groups)
+
+
+@without_autocast
+def conv_transpose_by_torch(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
+) -> torch.Tensor:
+    """A transposed convolution of adjoint geometry ``g``: torch's full transposed convolution,
+    cropped by ``g.padding`` / ``g.padding_end`` (a negative ``padding_end`` extends it)."""
+    nd = len(g.stride)
+    full = _TORCH_CONV_TRANSPOSE[nd](input, weight, None, g.stride, 0, 0, g.groups, g.dilation)
+    crop = [-p for b, e in zip(reversed(g.padding), reversed(g.padding_end)) for p in (b, e)]
+    out = F.pad(full, crop)
+    return out if bias is None else out + bias.view(-1, *[1] * nd)

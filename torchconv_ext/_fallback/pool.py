@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .._memory import pool_input_channels_last
 from .._pool_args import PoolGeometry, pool_output_shape
+from . import without_autocast
 
 aten = torch.ops.aten
 
@@ -151,6 +152,7 @@ def _unpad_indices(
 # --------------------------------------------------------------------------------------------
 
 
+@without_autocast
 def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     nd = x.dim() - 2
@@ -179,6 +181,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
     return _drop(out, was_1d), _drop(idx, was_1d)
 
 
+@without_autocast
 def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     nd = x.dim() - 2
@@ -203,6 +206,7 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     return _drop(out, was_1d)
 
 
+@without_autocast
 def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     was_1d, x, g, grad_out = x.dim() == 3, _lift(x), _lift_geometry(g), _lift(grad_out)
     nd = x.dim() - 2
@@ -237,6 +241,7 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
     return _drop(gp.to(x.dtype), was_1d)
 
 
+@without_autocast
 def max_pool_backward(
     grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, g: PoolGeometry
 ) -> torch.Tensor:
@@ -257,6 +262,7 @@ def max_pool_backward(
     return _drop(grad, was_1d)
 
 
+@without_autocast
 def adaptive_max_pool_backward(
     grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor
 ) -> torch.Tensor:
@@ -284,6 +290,7 @@ def scatter_backward(grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor)
 # --------------------------------------------------------------------------------------------
 
 
+@without_autocast
 def adaptive_pool(
     x: torch.Tensor, mode: str, output_size: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -296,6 +303,7 @@ def adaptive_pool(
     return _drop(_ADAPTIVE_AVG[nd](x, size), was_1d), None
 
 
+@without_autocast
 def adaptive_avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if grad_out.numel() == 0:  # ATen refuses empty outputs; nothing flows back
         return torch.zeros_like(x, dtype=grad_out.dtype)
@@ -317,6 +325,7 @@ def _level_blocks(
     ]
 
 
+@without_autocast
 def pyramid_pool(
     x: torch.Tensor, mode: str, levels: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -328,6 +337,7 @@ def pyramid_pool(
     return out, idx
 
 
+@without_autocast
 def pyramid_pool_backward(
     grad_out: torch.Tensor,
     x: torch.Tensor,

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import without_autocast
+
 aten = torch.ops.aten
 
 _FORWARD = {
@@ -39,6 +41,7 @@ def _aten_scales(scales: Sequence[float]) -> list[float | None]:
     return [s if s > 0 else None for s in scales]
 
 
+@without_autocast
 def nearest_forward(
     input: torch.Tensor, output_size: Sequence[int], scales: Sequence[float], exact: bool
 ) -> torch.Tensor:
@@ -46,6 +49,7 @@ def nearest_forward(
     return op(input, list(output_size), *_aten_scales(scales))
 
 
+@without_autocast
 def nearest_backward(
     grad_output: torch.Tensor,
     input_size: Sequence[int],

@@ -1,11 +1,85 @@
-"""Pieces every functional op shares: the call's opening (rank, unbatched inputs, autocast) and
-the choice to hand a call to torch's own op."""
+"""Pieces every functional op shares: ``__torch_function__`` handling, the choice between our
+kernels and torch's own op, and the call's opening (rank, unbatched inputs, autocast)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
+from torch.overrides import handle_torch_function, has_torch_function
 
 from .._backend import use_triton
+from . import _autocast
+
+FLOATS: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: The dtypes our kernels compute, per op family. Torch's own ops compute every other dtype
+#: (integers, bool, complex, ...), on every backend, so those behave exactly as in torch.
+KERNEL_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
+    "conv": FLOATS,
+    "pool": FLOATS,
+    "upsample": (*FLOATS, torch.uint8),
+}
+
+Op = TypeVar("Op", bound=Callable)
+
+
+def overridable(op: Op) -> Op:
+    """Give a public op ``__torch_function__`` handling, as ``torch.nn.functional``'s ops have.
+
+    When an argument defines ``__torch_function__`` — an ``torch.fx`` proxy, a tensor subclass —
+    the call goes to it with ``op`` itself as the function, so ``torch.fx.symbolic_trace``
+    records one ``call_function`` to our op instead of tracing into its argument checks, and
+    subclasses see our op as they see torch's. Plain tensors pay one C-level test.
+    """
+
+    @functools.wraps(op)
+    def public(*args, **kwargs):
+        if has_torch_function(args) or (kwargs and has_torch_function(tuple(kwargs.values()))):
+            relevant = (*args, *kwargs.values())
+            return handle_torch_function(public, relevant, *args, **kwargs)
+        return op(*args, **kwargs)
+
+    return public
+
+
+def runs_kernels(family: str, input: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether our Triton kernels compute a ``family`` op (``"conv"``, ``"pool"``,
+    ``"upsample"``) on ``input`` in ``dtype``: the backend chooses them for ``input``'s device
+    and they compute ``dtype``.
+
+    Otherwise the call goes to torch's own op where torch accepts its arguments (the fallback
+    *is* torch's op then: torch's speed, autograd and error messages). Raises where the backend
+    demands Triton but Triton's CPU interpreter would compute ``dtype`` wrongly.
+    """
+    if not isinstance(input, torch.Tensor):
+        return False  # torch's op gives the error
+    return dtype in KERNEL_DTYPES[family] and use_triton(input, family, dtype)
+
+
+def conv_dtype(input: torch.Tensor) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """``(cast, dtype)``: the dtype autocast casts a convolution's operands to (``None``: no
+    cast), and the dtype the convolution of ``input`` then computes in."""
+    if not isinstance(input, torch.Tensor):
+        return None, None  # torch's op gives the error
+    cast = _autocast.conv_dtype(input)
+    return cast, _autocast.dtype_after(cast, input)
+
+
+def autocast_dtype(op: str, input: torch.Tensor) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """``(cast, dtype)`` for pooling or upsampling as torch's ATen op ``op``: the dtype autocast
+    casts the input to (``None``: no cast), and the dtype the op then computes in."""
+    if not isinstance(input, torch.Tensor):
+        return None, None  # torch's op gives the error
+    cast = _autocast.torch_op_dtype(op, input)
+    return cast, cast or input.dtype
+
+
+def cast_operands(dtype: torch.dtype | None, *tensors: torch.Tensor | None) -> tuple:
+    """``tensors`` cast as autocast casts them to ``dtype`` (unchanged for ``None``)."""
+    return _autocast.cast(dtype, *tensors)
 
 
 def check_rank(name: str, input: torch.Tensor, spatial_dims: int) -> bool:
@@ -18,29 +92,16 @@ def check_rank(name: str, input: torch.Tensor, spatial_dims: int) -> bool:
     return input.dim() == spatial_dims + 2
 
 
-def autocast_cast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Cast floating operands to the autocast dtype where torch's convolution would be cast."""
-    device = tensors[0].device.type
-    # Devices without autocast (meta, used to count FLOPs without running) have nothing to cast.
-    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
-        return tensors
-    dtype = torch.get_autocast_dtype(device)
-    return tuple(
-        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
-        for t in tensors
-    )
-
-
 def open_call(
     name: str,
     spatial_dims: int,
     input: torch.Tensor,
     *operands: torch.Tensor | None,
-    autocast: bool = False,
+    cast: torch.dtype | None = None,
 ) -> tuple:
-    """The opening of every functional op: check the rank, view an unbatched ``(C, *spatial)``
-    input as a batch of one, and — for ops autocast casts (convolutions) — cast the floating
-    operands to the autocast dtype.
+    """The opening of every functional op on our path: check the rank, view an unbatched
+    ``(C, *spatial)`` input as a batch of one, and cast the floating operands as autocast does
+    (to ``cast``, see ``_autocast``).
 
     Returns ``(batched, input, *operands)``; the op squeezes the batch off its result when
     ``batched`` is false.
@@ -48,13 +109,5 @@ def open_call(
     batched = check_rank(name, input, spatial_dims)
     if not batched:
         input = input.unsqueeze(0)
-    if autocast:
-        input, *operands = autocast_cast(input, *operands)
+    input, *operands = cast_operands(cast, input, *operands)
     return (batched, input, *operands)
-
-
-def calls_torch_op(input: torch.Tensor) -> bool:
-    """Whether a call on ``input`` goes to torch's own op: true on the fallback (backend
-    ``"torch"``, or ``"auto"`` off CUDA), where — for arguments torch itself accepts — the
-    fallback *is* torch's op, called directly: torch's speed, autograd and error messages."""
-    return isinstance(input, torch.Tensor) and not use_triton(input)

@@ -6,10 +6,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._args import IntOrTuple
+from .._args import IntOrTuple, expand
 from .._conv_args import conv_geometry
+from .._fallback import conv as fallback
 from .._ops.conv import conv_fwd
-from ._common import calls_torch_op, open_call
+from .._padding import pad_input
+from ._common import (
+    KERNEL_DTYPES,
+    cast_operands,
+    conv_dtype,
+    open_call,
+    overridable,
+    runs_kernels,
+)
 
 TORCH_CONV = {
     1: torch.nn.functional.conv1d,
@@ -18,8 +27,15 @@ TORCH_CONV = {
 }
 
 
-def _unit(stride: IntOrTuple) -> bool:
-    return all(s == 1 for s in ((stride,) if isinstance(stride, int) else stride))
+def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode: str) -> bool:
+    """Whether torch's ``conv*d`` takes these arguments (or refuses them itself: a malformed
+    stride reaches torch, whose error is the one to give)."""
+    if padding_mode != "zeros":
+        return False
+    if not (isinstance(padding, str) and padding == "same"):
+        return True
+    strides = expand(stride, spatial_dims)
+    return strides is None or all(s == 1 for s in strides)
 
 
 def _conv(
@@ -34,15 +50,26 @@ def _conv(
     groups: int,
     padding_mode: str,
 ) -> Tensor:
-    torch_accepts = padding_mode == "zeros" and (padding != "same" or _unit(stride))
-    if torch_accepts and calls_torch_op(input):
+    cast, dtype = conv_dtype(input)
+    if not runs_kernels("conv", input, dtype) and _torch_accepts(
+        spatial_dims, stride, padding, padding_mode
+    ):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, autocast=True)
-    g = conv_geometry(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    out = conv_fwd(input, weight, bias, *g.as_args())
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias)
+    x, weight, bias = cast_operands(cast, input, weight, bias)
+    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if x is not input and g.padding_mode != "zeros":
+        # nn.ConvNd pads before autocast casts: the padding's gradient sums in the input's dtype.
+        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
+        g = g.unpadded()
+    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
+        out = conv_fwd(x, weight, bias, *g.as_args())
+    else:  # other dtypes (complex, integers) and empty channels: as torch computes them
+        out = fallback.conv_by_torch(x, weight, bias, g)
     return out if batched else out.squeeze(0)
 
 
+@overridable
 def conv1d(
     input: Tensor,
     weight: Tensor,
@@ -58,6 +85,7 @@ def conv1d(
     return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
+@overridable
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -83,12 +111,17 @@ def conv2d(
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'`` (as in
             ``nn.Conv2d``); on the Triton backend it is index arithmetic, not a padded copy.
 
+    Under autocast the operands are cast as torch casts a convolution's. Dtypes the kernels
+    do not compute (complex, integers) run torch's own ops on every backend, so they behave as
+    in torch.
+
     Returns:
         ``(N, C_out, H_out, W_out)`` (or unbatched), channels-last when an operand is.
     """
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
+@overridable
 def conv3d(
     input: Tensor,
     weight: Tensor,

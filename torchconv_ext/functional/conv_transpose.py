@@ -8,8 +8,9 @@ from torch import Tensor
 
 from .._args import IntOrTuple
 from .._conv_args import conv_transpose_geometry
+from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
-from ._common import calls_torch_op, open_call
+from ._common import KERNEL_DTYPES, conv_dtype, open_call, overridable, runs_kernels
 
 F = torch.nn.functional
 TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -27,20 +28,25 @@ def _conv_transpose(
     groups: int,
     dilation: IntOrTuple,
 ) -> Tensor:
-    if not isinstance(padding, str) and calls_torch_op(input):
+    cast, dtype = conv_dtype(input)
+    if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
         return TORCH_CONV_TRANSPOSE[spatial_dims](
             input, weight, bias, stride, padding, output_padding, groups, dilation
         )
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, autocast=True)
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, cast=cast)
     g, out_size = conv_transpose_geometry(
         name, input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
-    layout = results_channels_last(input, weight)
-    out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
+    if dtype in KERNEL_DTYPES["conv"]:
+        # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
+        layout = results_channels_last(input, weight)
+        out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
+    else:  # other dtypes (complex, integers): as torch computes them
+        out = fallback.conv_transpose_by_torch(input, weight, bias, g)
     return out if batched else out.squeeze(0)
 
 
+@overridable
 def conv_transpose1d(
     input: Tensor,
     weight: Tensor,
@@ -67,6 +73,7 @@ def conv_transpose1d(
     )
 
 
+@overridable
 def conv_transpose2d(
     input: Tensor,
     weight: Tensor,
@@ -110,6 +117,7 @@ def conv_transpose2d(
     )
 
 
+@overridable
 def conv_transpose3d(
     input: Tensor,
     weight: Tensor,

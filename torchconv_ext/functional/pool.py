@@ -3,14 +3,16 @@ signatures and results, plus TensorFlow-style ``padding='same'``/``'valid'``, sp
 pooling and global pooling.
 
 One generic implementation per kind serves 1-, 2- and 3-d pooling; the public functions are thin
-wrappers. Integer tensors (which have no gradients, and no Triton kernel) go to torch's own op,
-and so do calls on the fallback that torch itself accepts (see ``calls_torch_op``).
+wrappers. Dtypes our kernels do not compute (integers, ...) go to torch's own op, and so do
+calls on the fallback that torch itself accepts (see ``runs_kernels``). Under autocast the input
+gets the dtype torch's op would give it (``_autocast``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -23,7 +25,14 @@ from .._pool_args import (
     pool_geometry,
     pyramid_input_check,
 )
-from ._common import calls_torch_op, open_call
+from ._common import (
+    KERNEL_DTYPES,
+    autocast_dtype,
+    cast_operands,
+    open_call,
+    overridable,
+    runs_kernels,
+)
 
 
 def _unbatch(t: Tensor) -> Tensor:
@@ -32,10 +41,29 @@ def _unbatch(t: Tensor) -> Tensor:
 
 
 def _check_floating(name: str, input: Tensor) -> None:
-    if not input.is_floating_point():
+    if input.dtype not in KERNEL_DTYPES["pool"]:
         raise NotImplementedError(
             f"{name}: not implemented for {input.dtype} (floating point only)"
         )
+
+
+def _to_torch(kernels: bool, dtype: torch.dtype | None, torch_accepts: bool) -> bool:
+    """Whether a call goes to torch's own op: when our kernels do not run it and torch takes its
+    arguments, and always for dtypes only torch computes."""
+    return not kernels and (torch_accepts or dtype not in KERNEL_DTYPES["pool"])
+
+
+def _torch_padding(name: str, padding: str | IntOrTuple, dtype: torch.dtype) -> IntOrTuple:
+    """``padding`` as torch's pooling takes it, for a dtype only torch's op computes."""
+    if not isinstance(padding, str) or padding == "valid":
+        return 0 if isinstance(padding, str) else padding
+    if padding == "same":
+        raise NotImplementedError(
+            f"{name}: padding='same' is implemented for floating-point inputs, not {dtype}"
+        )
+    raise ValueError(
+        f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
+    )
 
 
 def _documented(template: str, **fields):
@@ -59,17 +87,19 @@ def _max_pool(
     ceil_mode: bool,
     return_indices: bool,
 ):
-    if not input.is_floating_point() or (not isinstance(padding, str) and calls_torch_op(input)):
+    cast, dtype = autocast_dtype(f"{name}_with_indices" if return_indices else name, input)
+    kernels = runs_kernels("pool", input, dtype)
+    if _to_torch(kernels, dtype, torch_accepts=not isinstance(padding, str)):
         return getattr(F, name)(
             input,
             kernel_size,
             stride,
-            padding,
+            _torch_padding(name, padding, dtype),
             dilation,
             ceil_mode=ceil_mode,
             return_indices=return_indices,
         )
-    batched, x = open_call(name, nd, input)
+    batched, x = open_call(name, nd, input, cast=cast)
     geom = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
     out, idx = pool_fwd(x, "max", *geom.as_args())
     if not batched:
@@ -88,13 +118,20 @@ def _avg_pool(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> Tensor:
+    cast, dtype = autocast_dtype(name, input)
+    kernels = runs_kernels("pool", input, dtype)
     torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
-    if not input.is_floating_point() or (torch_accepts and calls_torch_op(input)):
+    if _to_torch(kernels, dtype, torch_accepts):
+        if nd == 1 and divisor_override is not None:
+            raise NotImplementedError(
+                f"{name}: divisor_override is implemented for floating-point inputs, not {dtype}"
+            )
         extra = () if nd == 1 else (divisor_override,)
+        padding = _torch_padding(name, padding, dtype)
         return getattr(F, name)(
             input, kernel_size, stride, padding, ceil_mode, count_include_pad, *extra
         )
-    batched, x = open_call(name, nd, input)
+    batched, x = open_call(name, nd, input, cast=cast)
     geom = pool_geometry(
         name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
     )
@@ -103,10 +140,12 @@ def _avg_pool(
 
 
 def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
-    if not input.is_floating_point():
+    cast, dtype = autocast_dtype(name, input)
+    # Floating-point inputs take our op on the fallback too (whose computation is ATen's op).
+    if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=False):
         args = (input, output_size) + ((return_indices,) if mode == "max" else ())
         return getattr(F, name)(*args)
-    batched, x = open_call(name, nd, input)
+    batched, x = open_call(name, nd, input, cast=cast)
     out, idx = adaptive_pool_fwd(x, mode, adaptive_output_size(name, x, output_size))
     if not batched:
         out, idx = _unbatch(out), (_unbatch(idx) if mode == "max" else idx)
@@ -134,6 +173,7 @@ _MAX_DOC = """{d}-D max pooling, as :func:`torch.nn.functional.max_pool{d}d`.
 
 
 @_documented(_MAX_DOC, d=1, s="L")
+@overridable
 def max_pool1d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -149,6 +189,7 @@ def max_pool1d(
 
 
 @_documented(_MAX_DOC, d=2, s="H, W")
+@overridable
 def max_pool2d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -164,6 +205,7 @@ def max_pool2d(
 
 
 @_documented(_MAX_DOC, d=3, s="D, H, W")
+@overridable
 def max_pool3d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -199,6 +241,7 @@ _AVG_DOC = """{d}-D average pooling, as :func:`torch.nn.functional.avg_pool{d}d`
 
 
 @_documented(_AVG_DOC, d=1, s="L")
+@overridable
 def avg_pool1d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -222,6 +265,7 @@ def avg_pool1d(
 
 
 @_documented(_AVG_DOC, d=2, s="H, W")
+@overridable
 def avg_pool2d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -245,6 +289,7 @@ def avg_pool2d(
 
 
 @_documented(_AVG_DOC, d=3, s="D, H, W")
+@overridable
 def avg_pool3d(
     input: Tensor,
     kernel_size: IntOrTuple,
@@ -284,31 +329,37 @@ _INDICES_DOC = "\n        return_indices: also return the int64 flat index of ea
 
 
 @_documented(_ADAPTIVE_DOC, d=1, s="L", kind="max", k="max", extra=_INDICES_DOC)
+@overridable
 def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_pool("adaptive_max_pool1d", 1, "max", input, output_size, return_indices)
 
 
 @_documented(_ADAPTIVE_DOC, d=2, s="H, W", kind="max", k="max", extra=_INDICES_DOC)
+@overridable
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_pool("adaptive_max_pool2d", 2, "max", input, output_size, return_indices)
 
 
 @_documented(_ADAPTIVE_DOC, d=3, s="D, H, W", kind="max", k="max", extra=_INDICES_DOC)
+@overridable
 def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_pool("adaptive_max_pool3d", 3, "max", input, output_size, return_indices)
 
 
 @_documented(_ADAPTIVE_DOC, d=1, s="L", kind="average", k="avg", extra="")
+@overridable
 def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
     return _adaptive_pool("adaptive_avg_pool1d", 1, "avg", input, output_size, False)
 
 
 @_documented(_ADAPTIVE_DOC, d=2, s="H, W", kind="average", k="avg", extra="")
+@overridable
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     return _adaptive_pool("adaptive_avg_pool2d", 2, "avg", input, output_size, False)
 
 
 @_documented(_ADAPTIVE_DOC, d=3, s="D, H, W", kind="average", k="avg", extra="")
+@overridable
 def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
     return _adaptive_pool("adaptive_avg_pool3d", 3, "avg", input, output_size, False)
 
@@ -318,6 +369,7 @@ def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+@overridable
 def spatial_pyramid_pool(
     input: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max"
 ) -> Tensor:
@@ -334,25 +386,36 @@ def spatial_pyramid_pool(
         mode: ``'max'`` or ``'avg'``.
 
     Returns:
-        ``(N, C · Σ l**d)`` for ``d`` spatial dims, contiguous.
+        ``(N, C · Σ l**d)`` for ``d`` spatial dims, contiguous; under autocast in the dtype
+        torch's adaptive pooling gives.
     """
     name = "spatial_pyramid_pool"
     pyramid_input_check(name, input)
     check_mode(name, mode)
     _check_floating(name, input)
-    out, _ = pyramid_pool_fwd(input, mode, list(check_levels(levels)))
+    x, _ = _as_adaptive(mode, input)
+    out, _ = pyramid_pool_fwd(x, mode, list(check_levels(levels)))
     return out
+
+
+def _as_adaptive(mode: str, input: Tensor) -> tuple[Tensor, bool]:
+    """Pyramid and global pooling are adaptive pooling: ``input`` in the dtype autocast gives
+    torch's adaptive pooling, and whether our kernels compute it."""
+    cast, dtype = autocast_dtype(f"adaptive_{mode}_pool{input.dim() - 2}d", input)
+    return cast_operands(cast, input)[0], runs_kernels("pool", input, dtype)
 
 
 def _global_pool(name: str, mode: str, input: Tensor) -> Tensor:
     pyramid_input_check(name, input)
     _check_floating(name, input)
-    if calls_torch_op(input):  # the fallback: torch's adaptive pooling to one bin
+    x, kernels = _as_adaptive(mode, input)
+    if not kernels:  # the fallback: torch's adaptive pooling to one bin (and its autocast)
         return getattr(F, f"adaptive_{mode}_pool{input.dim() - 2}d")(input, 1).flatten(1)
-    out, _ = adaptive_pool_fwd(input, mode, [1] * (input.dim() - 2))
+    out, _ = adaptive_pool_fwd(x, mode, [1] * (input.dim() - 2))
     return out.flatten(1)
 
 
+@overridable
 def global_avg_pool(input: Tensor) -> Tensor:
     """Mean over all spatial positions: ``(N, C, *spatial)`` → ``(N, C)``, 1–3 spatial dims.
 
@@ -361,6 +424,7 @@ def global_avg_pool(input: Tensor) -> Tensor:
     return _global_pool("global_avg_pool", "avg", input)
 
 
+@overridable
 def global_max_pool(input: Tensor) -> Tensor:
     """Maximum over all spatial positions: ``(N, C, *spatial)`` → ``(N, C)``, 1–3 spatial dims.
 

@@ -17,13 +17,14 @@ from torch import Tensor
 
 from .._fallback import upsample as fallback
 from .._ops.upsample import upsample_nearest_fwd
-from .._upsample_args import NEAREST_MODES, upsample_geometry
-from ._common import calls_torch_op
+from .._upsample_args import NEAREST_MODES, op_name, upsample_geometry
+from ._common import autocast_dtype, cast_operands, overridable, runs_kernels
 
 Size = int | Sequence[int]
 Scale = float | Sequence[float]
 
 
+@overridable
 def interpolate(
     input: Tensor,
     size: Size | None = None,
@@ -64,7 +65,8 @@ def interpolate(
             ``1 / scale_factor`` (or ``in / out`` with ``recompute_scale_factor=True``).
 
     Returns:
-        The resized tensor, ``(N, C, *output_size)``.
+        The resized tensor, ``(N, C, *output_size)``; under autocast in the dtype torch's
+        nearest upsampling gives on that device (float32 for CUDA autocast).
 
     Nearest rule: output coordinate ``o`` copies input ``min(floor(o * s), in - 1)``
     (``'nearest'``) or ``min(floor((o + 0.5) * s), in - 1)`` (``'nearest-exact'``), where ``s``
@@ -92,7 +94,10 @@ def interpolate(
         antialias,
         output_size_rounding,
     )
-    if output_size_rounding == "floor" and calls_torch_op(input):
+    cast, dtype = autocast_dtype(op_name(input.dim() - 2, geom.exact), input)
+    kernels = runs_kernels("upsample", input, dtype)
+    (input,) = cast_operands(cast, input)
+    if output_size_rounding == "floor" and not kernels:
         # Torch's own op on the checked geometry (our messages name the argument where torch's
         # do not): torch's speed and autograd. Not for our 'round' sizes, which torch's
         # decompositions under torch.compile would index past the input (they do not clamp).
@@ -100,6 +105,7 @@ def interpolate(
     return upsample_nearest_fwd(input, *geom.as_args())
 
 
+@overridable
 def upsample_nearest(
     input: Tensor,
     size: Size | None = None,

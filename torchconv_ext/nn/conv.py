@@ -9,16 +9,20 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import functional as F
+from .._args import expand
 from ._base import DropIn, extend_constructor
 
 
 def _same_with_stride(cls: type, arguments: dict) -> dict:
     """torch refuses ``padding='same'`` with stride > 1; ours follows TensorFlow's rule."""
-    stride = arguments.get("stride", 1)
-    if arguments.get("padding") != "same" or stride in (1, (1,) * cls._ndim):
+    padding = arguments.get("padding")
+    strides = expand(arguments.get("stride", 1), cls._ndim)
+    if not (isinstance(padding, str) and padding == "same") or strides is None:
+        return {}  # torch's constructor takes (or refuses) these itself
+    if all(s == 1 for s in strides):
         return {}
     arguments["stride"] = 1
-    return {"stride": (stride,) * cls._ndim if isinstance(stride, int) else tuple(stride)}
+    return {"stride": strides}
 
 
 class _ConvMixin(DropIn):

@@ -7,10 +7,54 @@ output_size=None)`` honours ``output_size`` like torch. Beyond torch, ``padding=
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
+from torch.overrides import handle_torch_function, has_torch_function
 
 from .. import functional as F
 from ._base import DropIn, extend_constructor
+
+
+def output_padding_for(
+    input: Tensor,
+    output_size: Sequence[int] | None,
+    output_padding: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    kernel_size: Sequence[int],
+    num_spatial_dims: int,
+    dilation: Sequence[int],
+) -> Sequence[int]:
+    """The ``output_padding`` that makes a transposed convolution's output ``output_size``
+    (the layer's own ``output_padding`` without one), with torch's checks and messages
+    (``_ConvTransposeNd._output_padding``).
+
+    A function of its own with ``__torch_function__`` handling, so that ``torch.fx`` records
+    one call to it — with the sizes as they come, e.g. a traced ``skip.size()`` — rather than
+    tracing into size comparisons it cannot decide.
+    """
+    sizes = output_size if isinstance(output_size, list | tuple) else ()
+    relevant = (input, output_size, *sizes)
+    if has_torch_function(relevant):
+        return handle_torch_function(
+            output_padding_for,
+            relevant,
+            input,
+            output_size,
+            output_padding,
+            stride,
+            padding,
+            kernel_size,
+            num_spatial_dims,
+            dilation,
+        )
+    if output_size is None:
+        return output_padding
+    # torch's method reads nothing from the layer when given an output size.
+    return nn.ConvTranspose1d._output_padding(
+        None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
+    )
 
 
 def _padding_string(cls: type, arguments: dict) -> dict:
@@ -41,9 +85,10 @@ class _ConvTransposeMixin(DropIn):
                 )
             output_padding = 0
         else:
-            output_padding = self._output_padding(
+            output_padding = output_padding_for(
                 input,
                 output_size,
+                self.output_padding,
                 self.stride,
                 self.padding,
                 self.kernel_size,

@@ -1,0 +1,162 @@
+"""``torch.export`` with dynamic batch and spatial sizes, and ``torch.compile(dynamic=True)``
+without a recompile per shape, on both backends.
+
+Each rank's layers run side by side in one module (one export per rank keeps this quick). The
+exported program then runs at other sizes and must give what torch's own layers give there (for
+the layers torch lacks — TensorFlow-style ``'same'``, pyramid and global pooling — what our
+eager layers give, which their own tests hold against torch). A shape computation that called
+``int()`` on a symbolic size, or branched on one, would fail the export or fix the size.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch.export import Dim
+
+import torchconv_ext
+from torchconv_ext import nn as tnn
+
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
+
+
+def _torch_layers(nd: int) -> list[nn.Module]:
+    """Every torch layer we convert, in rank ``nd``, with arguments that exercise the shape
+    code (padding modes, 'same', dilation, output_padding, divisor_override, indices)."""
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
+    transposed = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[nd]
+    max_pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[nd]
+    avg_pool = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}[nd]
+    adaptive_max = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}
+    adaptive_avg = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+    modes = {1: "reflect", 2: "circular", 3: "replicate"}
+    layers = [
+        conv(2, 2, 2, padding=1, padding_mode=modes[nd]),
+        conv(2, 2, 3, padding="same", dilation=nd % 2 + 1),
+        transposed(2, 2, 2, stride=2, padding=1, output_padding=1),
+        max_pool(2, 1, 1, return_indices=nd < 3),
+        avg_pool(2, 2, 1, count_include_pad=nd == 1),
+        adaptive_max[nd](2),
+        adaptive_avg[nd](3),
+        nn.Upsample(scale_factor=2, mode="nearest-exact" if nd == 2 else "nearest"),
+    ]
+    if nd == 2:
+        layers += [
+            nn.Conv2d(2, 2, 3, stride=2, dilation=2, padding=2),
+            nn.AvgPool2d(3, 2, 1, divisor_override=2),
+            nn.Upsample(size=(5, 7)),
+        ]
+    return layers
+
+
+def _our_layers() -> list[nn.Module]:
+    """Layers torch has no counterpart of (2-d)."""
+    return [
+        tnn.Conv2d(2, 2, 3, stride=2, padding="same", padding_mode="reflect"),
+        tnn.ConvTranspose2d(2, 2, 3, stride=2, padding="same"),
+        tnn.MaxPool2d(3, 2, padding="same"),
+        tnn.AvgPool2d(2, 2, padding="same"),
+        tnn.SpatialPyramidPool((1, 2), "avg"),
+        tnn.GlobalMaxPool(),
+    ]
+
+
+class _SideBySide(nn.Module):
+    """Every layer applied to the same input; all outputs, flattened into one tuple."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        outputs = []
+        for layer in self.layers:
+            y = layer(x)
+            outputs += list(y) if isinstance(y, tuple) else [y]
+        return tuple(outputs)
+
+
+# The smallest spatial size exported. Torch decides from a size's range alone whether an output
+# size can be 1 (a guard otherwise): for a stride-2 'same' output, ceil(size / 2), only from 4 on.
+_MIN_SIZE = {1: 4, 2: 4, 3: 3}
+
+
+def _dynamic(nd: int) -> dict:
+    dims = {0: Dim("batch", min=2, max=16)}
+    dims.update({2 + i: Dim(f"size{i}", min=_MIN_SIZE[nd], max=16) for i in range(nd)})
+    return dims
+
+
+def _assert_all_close(got: tuple, want: tuple) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        torch.testing.assert_close(g, w)
+
+
+def _sizes(nd: int) -> list[tuple[int, ...]]:
+    """The example input's size, then another one (tiny: the interpreter runs them)."""
+    low = _MIN_SIZE[nd]
+    return [(2, 2, *(low, low + 1, low + 2)[:nd]), (3, 2, *(low + 1, low, low)[:nd])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_export_with_dynamic_batch_and_sizes(nd, backend):
+    torch.manual_seed(nd)
+    theirs = _SideBySide(_torch_layers(nd)).double()
+    ours = torchconv_ext.convert_model(theirs)
+    if nd == 2:  # layers only we have, against our eager layers on the fallback
+        ours.layers.extend(_our_layers())
+        ours.double()
+    inputs = [torch.randn(size, dtype=torch.float64) for size in _sizes(nd)]
+    with torchconv_ext.use_backend(backend):
+        program = torch.export.export(ours, (inputs[0],), dynamic_shapes=(_dynamic(nd),))
+        runs = [program.module()(x) for x in inputs[1:]]
+    n_torch = len(theirs(inputs[0]))
+    for x, got in zip(inputs[1:], runs):
+        _assert_all_close(got[:n_torch], theirs(x))
+        with torchconv_ext.use_backend("torch"):
+            _assert_all_close(got[n_torch:], ours(x)[n_torch:])
+
+
+def test_export_ceil_mode_like_torch():
+    """Torch's ceil_mode output size branches on the size (so does ours, the same rule): both
+    export with a dynamic batch, neither with a dynamic spatial size."""
+    theirs = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    ours = torchconv_ext.convert_model(theirs)
+    x = torch.randn(2, 2, 6, 5)
+    for layer in (theirs, ours):
+        program = torch.export.export(layer, (x,), dynamic_shapes=({0: Dim("batch", min=2)},))
+        y = torch.randn(5, 2, 6, 5)
+        torch.testing.assert_close(program.module()(y), theirs(y))
+        with pytest.raises(torch._dynamo.exc.UserError, match="Constraints violated"):
+            torch.export.export(layer, (x,), dynamic_shapes=(_dynamic(2),))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_dynamic_does_not_recompile_per_shape(backend):
+    model = torchconv_ext.convert_model(
+        nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+            tnn.Conv2d(3, 2, 3, stride=2, padding="same"),
+            tnn.MaxPool2d(2, 1, padding="same"),
+            nn.ConvTranspose2d(2, 2, 2, stride=2),
+            nn.AvgPool2d(2, 1, 1, count_include_pad=False),
+            nn.Upsample(scale_factor=1.5),
+            nn.AdaptiveMaxPool2d((3, 2)),
+        )
+    )
+    counter = CompileCounterWithBackend("eager")
+    compiled = torch.compile(model, backend=counter, dynamic=True, fullgraph=True)
+    with torchconv_ext.use_backend(backend):
+        # Sizes unlike each other and the channel counts in the first call: torch gives equal
+        # sizes one symbol, and a size equal to a fixed channel count is fixed with it. The
+        # second call would recompile if the first had fixed a size.
+        results = [(x, compiled(x)) for x in map(torch.randn, [(4, 2, 5, 6), (5, 2, 7, 4)])]
+    assert counter.frame_count == 1
+    for x, got in results:
+        with torchconv_ext.use_backend("torch"):
+            torch.testing.assert_close(got, model(x))
