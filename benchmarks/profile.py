@@ -127,6 +127,7 @@ def triton_objects() -> tuple[list[tuple[str, Any]], str | None]:
         from triton.runtime.jit import JITFunction, KernelInterface
 
         import triton_kernels
+        from triton_kernels._tuning import Tuner
     except Exception as e:
         return [], f"triton_kernels cannot be imported: {type(e).__name__}: {e}"
     found: list[tuple[str, Any]] = []
@@ -139,6 +140,10 @@ def triton_objects() -> tuple[list[tuple[str, Any]], str | None]:
             problems.append(f"{modname}: {type(e).__name__}: {e}")
             continue
         for attr, obj in vars(mod).items():
+            # a kernel's tuners: one, or one per variant in a dict
+            for tuner in _tuners(obj, Tuner):
+                if _origin(tuner) == modname:
+                    found.append((f"{modname}.{tuner.name}", tuner))
             # listed where defined, not where imported
             if (
                 isinstance(obj, (Autotuner, JITFunction, KernelInterface))
@@ -148,8 +153,18 @@ def triton_objects() -> tuple[list[tuple[str, Any]], str | None]:
     return found, ("; ".join(problems) or None)
 
 
+def _tuners(obj: Any, tuner_type: type) -> list[Any]:
+    """The :class:`triton_kernels._tuning.Tuner` objects ``obj`` is or holds (as dict values)."""
+    if isinstance(obj, tuner_type):
+        return [obj]
+    if isinstance(obj, dict):
+        return [v for v in obj.values() if isinstance(v, tuner_type)]
+    return []
+
+
 def _origin(obj: Any) -> str | None:
-    """The module defining a (possibly autotuned, possibly interpreted) kernel."""
+    """The module defining a (possibly tuned, autotuned or interpreted) kernel."""
+    obj = _jit_fn(obj)
     while hasattr(obj, "fn"):
         obj = obj.fn
     return getattr(obj, "__module__", None)
@@ -165,6 +180,18 @@ def autotune_choices(objects: list[tuple[str, Any]]) -> list[dict[str, Any]]:
 
     rows = []
     for name, obj in objects:
+        chosen = getattr(obj, "_chosen", None)  # our Tuner: one config per (device, key)
+        if isinstance(chosen, dict):
+            for (device, key), config in list(chosen.items()):
+                rows.append(
+                    {
+                        "kernel": name,
+                        "key": {"key": key},
+                        "dtypes": [str(device)],
+                        "config": str(config),
+                    }
+                )
+            continue
         if not isinstance(obj, Autotuner):
             continue
         keys = list(getattr(obj, "keys", []) or [])
@@ -188,6 +215,8 @@ def autotune_choices(objects: list[tuple[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _jit_fn(obj: Any) -> Any:
+    if hasattr(obj, "_chosen"):  # our Tuner
+        obj = obj.kernel
     while hasattr(obj, "fn") and not hasattr(obj, "device_caches"):
         obj = obj.fn
     return obj

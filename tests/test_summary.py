@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import torchconv_ext
 from torchconv_ext import init
 from torchconv_ext import nn as tnn
+from torchconv_ext._args import same_padding
 from torchconv_ext.summary import fields, layers, summary
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -300,9 +301,7 @@ def test_window_formula_against_torch_conv_and_pool():
             same = torchconv_ext.functional.conv1d(
                 x, meta((1, 1, k)), stride=s, padding="same", dilation=d
             )
-            assert same.shape[-1] == fields.window_output(
-                n, k, s, *fields.same_padding(n, k, s, d), d
-            )
+            assert same.shape[-1] == fields.window_output(n, k, s, *same_padding(n, k, s, d), d)
             assert same.shape[-1] == -(-n // s)
     assert checked > 400
 

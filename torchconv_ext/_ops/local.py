@@ -114,7 +114,7 @@ def _fwd_impl(
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
     layout = input_channels_last(input)
     shape = _output_shape(input, weight, g)
-    if not use_triton(input):
+    if not use_triton(input, "conv"):
         return to_layout(fallback.local_forward(input, weight, bias, shape[2:], g), layout)
     out = empty_in_layout(shape, input, layout, poison=True)
     if out.numel():
@@ -144,7 +144,7 @@ def _bwd_input_impl(
     """The input gradient of ``local_conv_fwd`` for an input of spatial size ``input_size``."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
     shape = _input_shape(grad_output, weight, input_size, groups)
-    if not use_triton(grad_output):
+    if not use_triton(grad_output, "conv"):
         grad = fallback.local_backward_input(grad_output, weight, shape, g)
         return to_layout(grad, channels_last)
     if g.padding_mode == "zeros":
@@ -183,7 +183,7 @@ def _bwd_weight_impl(
 ) -> Tensor:
     """The weight gradient of ``local_conv_fwd`` for ``tiles`` kernels of size ``kernel_size``."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    if not use_triton(grad_output):
+    if not use_triton(grad_output, "conv"):
         return fallback.local_backward_weight(grad_output, input, tiles, kernel_size, g)
     shape = _weight_shape(grad_output, input, tiles, kernel_size, groups)
     grad = empty_in_layout(shape, input, False, poison=True)

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._args import IntOrTuple
 from .._local_args import local_geometry
 from .._ops.local import local_conv_fwd
-from ._common import open_call
+from ._common import conv_dtype, open_call
 
 
 def _local(
@@ -34,7 +34,8 @@ def _local(
     groups: int,
     padding_mode: str,
 ) -> Tensor:
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, autocast=True)
+    cast, _ = conv_dtype(input)  # autocast casts the operands as it casts a convolution's
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, cast=cast)
     g = local_geometry(
         name, input, weight, bias, stride, padding, dilation, groups, padding_mode, tiled=tiled
     )

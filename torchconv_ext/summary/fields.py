@@ -70,13 +70,6 @@ def window_output(
     return out
 
 
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow's ``'same'`` (torch's too, for stride 1): ``(before, after)`` padding."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def transposed_output(
     size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int = 1
 ) -> int:

@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from .. import nn as our_nn
+from .._args import same_padding
 from ..nn.local import _MultiKernelConv
 from .fields import (
     Field,
     adaptive_field,
     resize_field,
-    same_padding,
     transposed_field,
     transposed_output,
     union,
