@@ -41,8 +41,14 @@ from typing import Any
 from .standin import SM90_SHARED_BYTES, PointerArg, parse_target
 
 #: Layouts of a case, by the name used in rows.
-LAYOUTS = {"nchw": False, "cl": True}
-LAYOUT_NAMES = {"nchw": "NCHW", "cl": "channels_last"}
+#: Layouts of the captured cases: everything NCHW, everything channels-last, or a
+#: channels-last activation with the parameters left NCHW (an unconverted model's weights).
+LAYOUTS = {"nchw": "nchw", "cl": "cl", "cl-input": "cl-input"}
+LAYOUT_NAMES = {
+    "nchw": "NCHW",
+    "cl": "channels_last",
+    "cl-input": "channels_last input, NCHW weight",
+}
 SHARED_LIMIT = {90: SM90_SHARED_BYTES, 100: SM90_SHARED_BYTES, 80: 166912}
 
 
@@ -61,14 +67,21 @@ class Job:
 
 
 # --- capture ---------------------------------------------------------------------------------
-def capture_case(layer: Any, dtype: Any, channels_last: bool, state: Any) -> list[Any]:
+def capture_case(layer: Any, dtype: Any, layout: str, state: Any) -> list[Any]:
     """The launches ours makes for one layer's forward and backward (stand-in capture mode)."""
     import torch
 
     from .workload import grad_operands, make_workload, prepared
 
     wl = make_workload(layer, dtype, "cpu", random=False)
-    operands, gy = prepared(wl, channels_last)
+    operands, gy = prepared(wl, layout != "nchw")
+    if layout == "cl-input":  # the parameters back in NCHW
+        params = [None if t is None else t.detach().contiguous() for t in operands[1:]]
+        grads = [t is not None and t.requires_grad for t in operands[1:]]
+        operands = (
+            operands[0],
+            *(t if t is None else t.requires_grad_(g) for t, g in zip(params, grads)),
+        )
     first = len(state.launches)
     y = wl.ours(*operands)
     inputs = grad_operands(operands)

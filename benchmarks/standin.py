@@ -12,8 +12,8 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
   public surfaces, and no private name of it is patched;
 * what reaches the GPU is replaced, at Triton's level only:
 
-  - ``mode="capture"``: every kernel launch (``Autotuner.run``, ``Heuristics.run``,
-    ``JITFunction.run``) is recorded as a :class:`Launch` and not compiled or run; the compile
+  - ``mode="capture"``: every kernel launch (``Tuner.launch`` of our own tuner,
+    ``Autotuner.run``, ``Heuristics.run``, ``JITFunction.run``) is recorded as a :class:`Launch` and not compiled or run; the compile
     report then compiles each record per autotune config through ``warmup``;
   - ``mode="launch"``: launches go all the way through Triton (autotuner key and cache,
     argument binder, kernel cache, compiling on first use) and only the final launcher — the
@@ -35,7 +35,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -106,13 +106,45 @@ class Launch:
     """One captured kernel launch: the outermost Triton kernel object and its arguments
     (tensors as :class:`PointerArg`, the grid dropped: enough to compile, not to run)."""
 
-    kernel: Any  # an Autotuner, Heuristics or JITFunction
+    kernel: Any  # an Autotuner, Heuristics, JITFunction or one of our tuners (_TunedKernel)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
     @property
     def name(self) -> str:
         return kernel_name(self.kernel)
+
+
+class _TunedConfig:
+    """One of our ``Tuner``'s configs as the compile report reads Triton's ``Config``."""
+
+    def __init__(self, config: Any) -> None:
+        self.kwargs = dict(config.meta)
+        self.num_warps = config.num_warps
+        self.num_stages = config.num_stages
+        self._all = dict(config.kwargs)
+
+    def all_kwargs(self) -> dict[str, Any]:
+        return dict(self._all)
+
+
+class _TunedKernel:
+    """A ``triton_kernels._tuning.Tuner`` as a captured kernel: its jit function (``fn``) and
+    every candidate config, as an ``Autotuner`` shows them."""
+
+    _views: ClassVar[dict[int, _TunedKernel]] = {}
+
+    def __init__(self, tuner: Any) -> None:
+        self.fn = tuner.kernel
+        self.configs = [_TunedConfig(c) for c in tuner.configs]
+
+    @classmethod
+    def of(cls, tuner: Any) -> _TunedKernel:
+        """One view per tuner, so that launches of one kernel are recognised as such."""
+        view = cls._views.get(id(tuner))
+        if view is None or view.fn is not tuner.kernel:
+            view = cls._views[id(tuner)] = cls(tuner)
+        return view
 
 
 def _captured(kernel: Any, args: tuple, kwargs: dict) -> Launch:
@@ -289,7 +321,13 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
             state.launches.append(_captured(self, args, kwargs))
             return None
 
+        def capture_tuned(self: Any, key: tuple, grid: Any, args: tuple, constexprs: dict) -> None:
+            state.launches.append(_captured(_TunedKernel.of(self), args, constexprs))
+
+        from triton_kernels._tuning import Tuner
+
         patches += [
+            _attribute(Tuner, "launch", capture_tuned),
             _attribute(Autotuner, "run", capture),
             _attribute(Heuristics, "run", capture),
             _attribute(JITFunction, "run", capture_jit),

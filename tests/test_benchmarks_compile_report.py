@@ -28,7 +28,12 @@ KEY_LAYERS = (
     "pool:resnet50.maxpool",
     "upsample:unet.up3",
 )
-CONVOLUTIONS = KEY_LAYERS[:2]
+#: The kernels of each convolution's forward, grad-input and grad-weight: a 1×1 convolution's
+#: forward and grad-input are one plain GEMM kernel (the weight read transposed).
+CONVOLUTIONS = {
+    KEY_LAYERS[0]: {"_conv_fwd_kernel", "_conv_bwd_input_kernel", "_conv_bwd_weight_kernel"},
+    KEY_LAYERS[1]: {"_conv1x1_kernel", "_conv1x1_bwd_weight_kernel"},
+}
 
 PTX = """
     cp.async.cg.shared.global [ %r1 + 0 ], [ %rd4 + 0 ], 0x10, %r2;
@@ -124,11 +129,13 @@ def test_plan_compiles_each_specialisation_and_config_once():
 
 def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
-    and the bf16 convolutions on channels_last tensors use wgmma fed by 16-byte cp.async."""
+    and the bf16 convolutions use wgmma fed by 16-byte cp.async, whatever the caller's layout:
+    channels-last, NCHW, or a channels-last input with an NCHW weight."""
     report = tmp_path / "sm_90.json"
     cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90"]
     cmd += ["--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS]
-    cmd += ["--dtype", "bf16", "--layout", "cl", "--configs", "first", "--json", str(report)]
+    cmd += ["--dtype", "bf16", "--layout", "cl", "nchw", "cl-input", "--configs", "first"]
+    cmd += ["--json", str(report)]
     env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
     env.pop("TRITON_INTERPRET", None)
     env.pop("TORCHCONV_EXT_POISON", None)
@@ -139,8 +146,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     rows = doc["rows"]
     for case in KEY_LAYERS:
         assert any(case in r["cases"] for r in rows), f"{case}: no kernel captured"
-    for case in CONVOLUTIONS:  # forward, grad-input and grad-weight
-        assert len({r["kernel"] for r in rows if case in r["cases"]}) == 3, case
+    for case, kernels in CONVOLUTIONS.items():  # forward, grad-input and grad-weight
+        assert {r["kernel"] for r in rows if case in r["cases"]} == kernels, case
     failures = []
     for r in rows:
         what = (
