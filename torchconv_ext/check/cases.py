@@ -100,8 +100,10 @@ TRANSPOSED_LAYERS = [
 ]  # fmt: skip
 
 # The per-config sweep: every GEMM direction on a tap layer, a flat one (the RGB stem: flat
-# forward and grad-weight, tap grad-input) and a grouped one (flat everywhere).
+# forward and grad-weight, tap grad-input), a grouped one (flat everywhere) and a 1x1 one (the
+# plain GEMM kernels: forward and grad-input share one).
 SWEEP_LAYERS = [
+    _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, tiny=dict(c_in=16, c_out=16, size=5)),
     _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
           tiny=dict(c_in=16, c_out=16, size=5)),
     _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,

@@ -7,7 +7,7 @@ made inside a :func:`window` that counts
   interpreter's ``InterpretedFunction.run``, wrapped at class level);
 * calls of the public launchers (``triton_kernels.__all__``), the way ``torchconv_ext`` reaches
   the kernels;
-* which ``triton.runtime.autotuner.Autotuner`` objects ran (to find the tuner of a call).
+* which tuners (``triton_kernels._tuning.Tuner``) launched (to find the tuner of a call).
 
 The wrappers are installed while at least one window is open (or for good in a worker
 process, see :func:`install`) and only count; they change nothing that runs.
@@ -95,10 +95,10 @@ def _targets() -> list[tuple[Any, str, Any]]:
     """(owner, attribute, wrapper factory) of everything wrapped."""
     import importlib
 
-    from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
-    targets = [(JITFunction, "run", _wrap_launch), (Autotuner, "run", _wrap_tuner)]
+    tuning = importlib.import_module(f"{KERNEL_PACKAGE}._tuning")
+    targets = [(JITFunction, "run", _wrap_launch), (tuning.Tuner, "launch", _wrap_tuner)]
     try:
         from triton.runtime.interpreter import InterpretedFunction
 

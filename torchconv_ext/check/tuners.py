@@ -1,9 +1,10 @@
-"""The conv GEMM autotuners, found by introspection, and forcing their configs.
+"""The conv GEMM tuners, found by introspection, and forcing their configs.
 
-Every ``triton.runtime.autotuner.Autotuner`` in the namespace of ``triton_kernels.conv_gemm`` is
-a conv GEMM tuner, whatever its name. A tuner is forced to one config by setting its
-``configs`` to ``[cfg]`` (Triton then skips tuning) and clearing its ``cache``; :func:`forced`
-restores both afterwards.
+Every ``triton_kernels._tuning.Tuner`` in the namespace of the GEMM kernel modules (the implicit
+GEMM and the 1×1 GEMM) is a conv GEMM tuner, alone or in a dict of variants. A tuner is forced to
+one config by setting its ``configs`` to ``[cfg]`` (a tuner with one candidate neither
+benchmarks nor reads its disk cache) and clearing its chosen configs; :func:`forced` restores
+both afterwards.
 """
 
 from __future__ import annotations
@@ -13,23 +14,26 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-GEMM_MODULE = "triton_kernels.conv_gemm"
+GEMM_MODULES = ("triton_kernels.conv_gemm", "triton_kernels.conv_1x1")
 
 # Each tuner's own config list, as first seen (before any forcing), by id of the tuner.
 _original: dict[int, list[Any]] = {}
 
 
 def discover() -> dict[str, Any]:
-    """``{attribute name: tuner}`` of every conv GEMM tuner (one name per tuner object)."""
-    from triton.runtime.autotuner import Autotuner
+    """``{tuner name: tuner}`` of every conv GEMM tuner."""
+    from triton_kernels._tuning import Tuner
 
-    module = importlib.import_module(GEMM_MODULE)
     found: dict[str, Any] = {}
-    for name in sorted(vars(module)):
-        obj = getattr(module, name)
-        if isinstance(obj, Autotuner) and all(obj is not t for t in found.values()):
-            found[name] = obj
-            _original.setdefault(id(obj), list(obj.configs))
+    for module_name in GEMM_MODULES:
+        module = importlib.import_module(module_name)
+        for attr in sorted(vars(module)):
+            obj = getattr(module, attr)
+            held = obj.values() if isinstance(obj, dict) else [obj]
+            for tuner in held:
+                if isinstance(tuner, Tuner) and all(tuner is not t for t in found.values()):
+                    found[tuner.name] = tuner
+                    _original.setdefault(id(tuner), list(tuner.configs))
     return found
 
 
@@ -45,8 +49,8 @@ def pin_config(tuner: Any) -> Any:
 
     def footprint(cfg):
         tile = 1
-        for v in cfg.kwargs.values():
-            tile *= v if isinstance(v, int) else 1
+        for _, v in cfg.meta:
+            tile *= v
         return (cfg.num_stages * tile, cfg.num_warps)
 
     return min(configs(tuner), key=footprint)
@@ -54,24 +58,22 @@ def pin_config(tuner: Any) -> Any:
 
 def describe(cfg: Any) -> str:
     """``BLOCK_M=128 BLOCK_N=64 BLOCK_K=32 warps=4 stages=3`` (whatever the parameters)."""
-    parts = [f"{k}={v}" for k, v in cfg.kwargs.items()]
+    parts = [f"{k}={v}" for k, v in cfg.meta]
     parts += [f"warps={cfg.num_warps}", f"stages={cfg.num_stages}"]
-    if getattr(cfg, "num_ctas", 1) != 1:
-        parts.append(f"ctas={cfg.num_ctas}")
     return " ".join(parts)
 
 
 @contextlib.contextmanager
 def forced(tuners: dict[str, Any], choice: dict[str, Any] | None = None) -> Iterator[None]:
     """Every tuner runs one config: ``choice[name]`` where given, else its :func:`pin_config`."""
-    saved = [(t, t.configs, dict(t.cache)) for t in tuners.values()]
+    saved = [(t, t.configs, dict(t._chosen)) for t in tuners.values()]
     try:
         for name, t in tuners.items():
             t.configs = [(choice or {}).get(name) or pin_config(t)]
-            t.cache.clear()
+            t._chosen.clear()
         yield
     finally:
-        for t, cfgs, cache in saved:
+        for t, cfgs, chosen in saved:
             t.configs = cfgs
-            t.cache.clear()
-            t.cache.update(cache)
+            t._chosen.clear()
+            t._chosen.update(chosen)
