@@ -132,13 +132,17 @@ def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
 
 
 def _vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *geometry):
-    if all(d is None for d in in_dims[1:]):  # a batch of inputs: fold it into N
-        out = conv_act_fwd(_fold(input, in_dims[0], 0), weight, bias, act_weight, kind, alpha,
+    tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
+    if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
+        out = conv_act_fwd(_fold(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
                            *geometry)  # fmt: skip
         return _unfold(out, 0, info.batch_size), 0
-    return conv_act_fwd._vmap_by_loop(
-        info, in_dims, input, weight, bias, act_weight, kind, alpha, *geometry
-    )
+    # Batched parameters: one call per batch element (the geometry is never batched).
+    results = []
+    for i in range(info.batch_size):
+        sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
+        results.append(conv_act_fwd(*sliced, kind, alpha, *geometry))
+    return torch.stack(results), 0
 
 
 conv_act_fwd = Primitive(
