@@ -123,7 +123,7 @@ def fuse_sequentials(model: nn.Module) -> list[FusionEntry]:
         names = list(seq._modules)
         i = 0
         while i < len(names):
-            conv = seq._modules[names[i]]
+            conv_name, conv = names[i], seq._modules[names[i]]
             i += 1
             if not _is_fusable_conv(conv):
                 continue
@@ -148,5 +148,5 @@ def fuse_sequentials(model: nn.Module) -> list[FusionEntry]:
                     seq._modules[names[i]] = nn.Identity()
                     i += 1
             if fused:
-                entries.append(FusionEntry(path.format(names[i - len(fused) - 1]), tuple(fused)))
+                entries.append(FusionEntry(path.format(conv_name), tuple(fused)))
     return entries
