@@ -132,7 +132,7 @@ def check_channels(act: Activation, out_channels: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _per_channel(weight: Tensor, z: Tensor) -> Tensor:
+def per_channel(weight: Tensor, z: Tensor) -> Tensor:
     """The PReLU weight broadcastable against ``z`` (one value, or one per channel)."""
     weight = weight.to(z.dtype)
     return weight.view(-1, *[1] * (z.dim() - 2)) if weight.numel() > 1 else weight.reshape(())
@@ -170,7 +170,7 @@ def derivative(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Ten
     if kind == "leaky_relu":
         return _where_positive(z, alpha)
     if kind == "prelu":
-        return _where_positive(z, _per_channel(weight, z))
+        return _where_positive(z, per_channel(weight, z))
     if kind == "elu":
         return _where_positive(z, alpha * torch.exp(z))
     if kind == "gelu":

@@ -127,7 +127,7 @@ def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
     t_z = _conv._fwd_jvp(primals, t_input, t_weight, t_bias)
     out = torch.zeros_like(z) if t_z is None else t_z * act.derivative(z, kind, alpha, act_weight)
     if t_act_weight is not None:
-        out = out + torch.where(z > 0, z.new_zeros(()), z) * act._per_channel(t_act_weight, z)
+        out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
     return out
 
 
