@@ -118,6 +118,9 @@ class ConvLayer(Layer):
     bias: bool = True
     transposed: bool = False
     output_padding: int | tuple[int, ...] = 0
+    #: An activation after the bias (``torch.nn.functional``'s name): ours fuses it into the
+    #: convolution (``activation=``), torch runs it after cuDNN's convolution.
+    activation: str | None = None
 
     KIND: ClassVar[str] = "conv"
     COMPUTE_BOUND: ClassVar[bool] = True
@@ -203,6 +206,8 @@ class ConvLayer(Layer):
             parts.append(f"g{self.groups}")
         if self.transposed:
             parts.append("T")
+        if self.activation:
+            return " ".join(parts) + f" -> {self.c_out} +{self.activation}"
         return " ".join(parts) + f" -> {self.c_out}"
 
 
@@ -354,6 +359,14 @@ RESNET50 = [
 ]
 
 
+# --- fused epilogues: convolution + bias + ReLU, ours in one kernel, torch's conv then relu ---
+FUSED = [
+    _c("AlexNet", "conv3+relu", 128, 192, 384, (13, 13), 3, 1, 1, activation="relu"),
+    _c("VGG-16", "conv3_2+relu", 64, 256, 256, (56, 56), 3, 1, 1, activation="relu"),
+    _c("ResNet-50", "layer3.conv1+relu", 64, 1024, 256, (14, 14), 1, activation="relu"),
+]
+
+
 # --- depthwise: MobileNetV2 (torchvision) at 224×224, batch 128 ------------------------------
 def _dw(layer: str, c: int, size: int, s: int) -> ConvLayer:
     return _c("MobileNetV2", layer, 128, c, c, (size, size), 3, s, 1, groups=c, bias=False)
@@ -443,6 +456,7 @@ SUITE_LAYERS: dict[str, list[Layer]] = {
     "conv": ALEXNET + VGG16 + RESNET50,
     "depthwise": MOBILENETV2,
     "conv3d": UNET3D,
+    "fused": FUSED,
     "transposed": UNET_DECODER + DCGAN_DECODER + UNET3D_DECODER,
     "pool": POOLS,
     "upsample": UPSAMPLES,

@@ -137,6 +137,12 @@ SUITES: dict[str, Suite] = {
         ),
         Suite("conv3d", "3-D convolutions: a 3D U-Net", key=("unet3d.enc3.conv2",)),
         Suite(
+            "fused",
+            "convolution + bias + ReLU fused in the epilogue, against cuDNN's convolution then "
+            "torch.relu: AlexNet, VGG-16, ResNet-50 (3x3, 1x1)",
+            key=("vgg16.conv3_2+relu",),
+        ),
+        Suite(
             "pool",
             "pooling: AlexNet, VGG-16, ResNet-50 max pools, global average and pyramid pooling",
             key=("resnet50.maxpool",),

@@ -54,6 +54,8 @@ def functions(layer: Layer) -> tuple[Op, Op]:
         if layer.transposed:
             kw["output_padding"] = layer.arg("output_padding")
         ours_op, torch_op = getattr(ours_f, layer.op), getattr(F, layer.op)
+        if layer.activation:
+            return _activated(ours_op, torch_op, layer.activation, kw)
         return (lambda x, w, b: ours_op(x, w, b, **kw)), (lambda x, w, b: torch_op(x, w, b, **kw))
     if isinstance(layer, PoolLayer):
         return _pool_functions(layer, ours_f)
@@ -61,6 +63,16 @@ def functions(layer: Layer) -> tuple[Op, Op]:
         kw = dict(scale_factor=layer.scale, mode="nearest")
         return (lambda x: ours_f.interpolate(x, **kw)), (lambda x: F.interpolate(x, **kw))
     raise TypeError(f"no functions for a {type(layer).__name__}")
+
+
+def _activated(ours_op: Op, torch_op: Op, activation: str, kw: dict[str, Any]) -> tuple[Op, Op]:
+    """Ours with the activation fused (``activation=``); torch's convolution, then its
+    activation."""
+    act = getattr(F, activation)
+    return (
+        lambda x, w, b: ours_op(x, w, b, activation=activation, **kw),
+        lambda x, w, b: act(torch_op(x, w, b, **kw)),
+    )
 
 
 def _pool_functions(layer: PoolLayer, ours_f: Any) -> tuple[Op, Op]:

@@ -89,7 +89,7 @@ def test_quick_results_have_required_fields(quick_run):
         assert doc["git_sha"] == "unknown" or len(doc["git_sha"]) == 40
         assert doc["peak"]["matmul_tflops"] > 0 and doc["peak"]["copy_gbps"] > 0
         assert doc["records"], p["json"]
-        conv = doc["suite"] in ("conv", "depthwise", "conv3d", "transposed")
+        conv = doc["suite"] in ("conv", "depthwise", "conv3d", "transposed", "fused")
         for rec in doc["records"]:
             assert rec["direction"] in ("fwd", "bwd", "both")
             assert rec["status"] == "ok", rec
@@ -381,7 +381,11 @@ def test_suite_entry_points_use_the_cli_without_import_cycle(monkeypatch):
     monkeypatch.setattr(cli, "main", lambda argv: seen.append(argv) or 0)
     assert bench_conv.main(["--quick"]) == 0
     assert bench_pool.main([]) == bench_upsample.main(["upsample", "--list"]) == 0
-    assert seen == [["conv", "depthwise", "conv3d", "--quick"], ["pool"], ["upsample", "--list"]]
+    assert seen == [
+        ["conv", "depthwise", "conv3d", "fused", "--quick"],
+        ["pool"],
+        ["upsample", "--list"],
+    ]
     # importing a suite entry point must not import the package's __main__ (no cycle)
     code = "import sys, benchmarks.bench_conv; sys.exit('benchmarks.__main__' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=results.REPO_ROOT).returncode == 0

@@ -12,6 +12,9 @@ train/eval mode stay exactly as they are. Three kinds of layers convert:
 
 Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
 alone, and every layer left is reported with the reason.
+
+With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
+the activation that follow them in an ``nn.Sequential`` (``_fuse`` says which structures).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
+from ._fuse import FusionEntry, fuse_sequentials
 from .nn._base import DropIn
 
 # Methods through which a torch layer computes: a subclass overriding one computes differently.
@@ -56,6 +60,9 @@ class ConversionReport:
     converted: list[ConversionEntry] = field(default_factory=list)
     already: list[ConversionEntry] = field(default_factory=list)
     left: list[ConversionEntry] = field(default_factory=list)
+    #: With ``fuse=True``: each convolution and what was fused into it, then every module that
+    #: followed a convolution and was not fused (with the reason).
+    fused: list[FusionEntry] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -64,6 +71,12 @@ class ConversionReport:
         ]
         lines += [f"  {e.name or '(model)'}: {e.before} -> {e.after}" for e in self.converted]
         lines += [f"  left {e.name or '(model)'}: {e.before} ({e.reason})" for e in self.left]
+        for e in self.fused:
+            if e.reason:
+                lines.append(f"  not fused {e.name}: {e.reason}")
+            else:
+                into = ", ".join(f"{name} ({kind})" for name, kind in e.fused)
+                lines.append(f"  fused into {e.name}: {into}")
         return "\n".join(lines)
 
 
@@ -178,7 +191,7 @@ def _describe(cls: type) -> str:
 
 
 def convert_model_with_report(
-    model: nn.Module, *, inplace: bool = False
+    model: nn.Module, *, inplace: bool = False, fuse: bool = False
 ) -> tuple[nn.Module, ConversionReport]:
     """:func:`convert_model`, also returning the :class:`ConversionReport`."""
     if not inplace:
@@ -194,18 +207,29 @@ def convert_model_with_report(
             report.left.append(ConversionEntry(name, before, None, reason))
         elif isinstance(module, DropIn):
             report.already.append(ConversionEntry(name, before, before))
+    if fuse:
+        report.fused = fuse_sequentials(model)
     return model, report
 
 
-def convert_model(model: nn.Module, *, inplace: bool = False, verbose: bool = False) -> nn.Module:
+def convert_model(
+    model: nn.Module, *, inplace: bool = False, verbose: bool = False, fuse: bool = False
+) -> nn.Module:
     """Return ``model`` with every supported ``torch.nn`` layer replaced by ours.
 
     See the module docstring for what converts (exact torch layers, subclasses that change no
     computation, parametrized layers) and what is left. With ``inplace=False`` (default) a deep
     copy is converted and ``model`` itself is not changed. ``verbose=True`` prints what was
     converted and what was left, and why (:func:`convert_model_with_report` returns it).
+
+    ``fuse=True`` (default ``False``) also folds every eval-mode ``BatchNorm{1,2,3}d`` that
+    directly follows a convolution in an ``nn.Sequential`` into the convolution's weight and
+    bias, and fuses a following ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
+    ``SiLU`` into the convolution's epilogue (``activation=``); the absorbed modules become
+    ``nn.Identity``. The result computes what ``model`` computes in eval mode (training-mode
+    batch norm is never folded); it is meant for inference (see ``torchconv_ext._fuse``).
     """
-    model, report = convert_model_with_report(model, inplace=inplace)
+    model, report = convert_model_with_report(model, inplace=inplace, fuse=fuse)
     if verbose:
         print(report)
     return model

@@ -20,7 +20,10 @@ Vocabulary (one spelling everywhere in ``triton_kernels``):
   gradient.
 * Flags: ``CHANNELS_INNER`` (channels are the fastest-varying dim of the tile and of memory),
   ``USE_INT64`` (offsets need 64 bits), ``ACC_DTYPE`` (the accumulator's dtype; the accumulator
-  is ``acc``), ``PAD_MODE`` / ``MODE`` / ``WINDOW`` (the codes below, never bare numbers).
+  is ``acc``), ``PAD_MODE`` / ``MODE`` / ``WINDOW`` / ``ACT`` (the codes below, never bare
+  numbers).
+* Epilogue activation (``_activation``): its parameter tensor ``aw_ptr`` / ``saw`` (a PReLU
+  weight, per channel or one shared: stride 0), its scalar ``ACT_ALPHA`` / ``ACT_ALPHA_LO``.
 * Kernel names: ``_<family>_<fwd|bwd_input|bwd_weight>_kernel``.
 
 Launcher contract (see the package docstring): arguments are validated upstream, outputs are
@@ -53,6 +56,15 @@ AVG = tl.constexpr(1)
 FIXED = tl.constexpr(0)  # kernel_size / stride / padding / dilation
 ADAPTIVE = tl.constexpr(1)  # output_size bins
 PYRAMID = tl.constexpr(2)  # one adaptive grid per pyramid level, concatenated
+# ... and the activation a convolution's epilogue applies after the bias.
+ACT_NONE = tl.constexpr(0)
+ACT_RELU = tl.constexpr(1)
+ACT_LEAKY_RELU = tl.constexpr(2)  # slope ACT_ALPHA below zero
+ACT_PRELU = tl.constexpr(3)  # slope aw_ptr[channel · saw] below zero
+ACT_ELU = tl.constexpr(4)  # ACT_ALPHA · (exp(z) - 1) below zero
+ACT_GELU = tl.constexpr(5)  # exact (erf)
+ACT_GELU_TANH = tl.constexpr(6)  # tanh approximation
+ACT_SILU = tl.constexpr(7)
 
 #: Padding-mode names (as the ops take them) to the codes launchers pass as ``PAD_MODE``.
 PAD_MODES: dict[str, int] = {
@@ -63,6 +75,17 @@ PAD_MODES: dict[str, int] = {
 }
 #: Pooling reductions by name, as launchers pass them as ``MODE``.
 POOL_MODES: dict[str, int] = {"max": MAX.value, "avg": AVG.value}
+#: Epilogue activations by name (``None``: none), as launchers pass them as ``ACT``.
+ACTIVATIONS: dict[str | None, int] = {
+    None: ACT_NONE.value,
+    "relu": ACT_RELU.value,
+    "leaky_relu": ACT_LEAKY_RELU.value,
+    "prelu": ACT_PRELU.value,
+    "elu": ACT_ELU.value,
+    "gelu": ACT_GELU.value,
+    "gelu_tanh": ACT_GELU_TANH.value,
+    "silu": ACT_SILU.value,
+}
 
 
 def cdiv(a: int, b: int) -> int:

@@ -40,15 +40,24 @@ def conv_forward(
     groups: int,
     pad_mode: str,
     allow_tf32: bool,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> None:
-    """``out = conv(x, w) + bias``; ``padding`` is the padding before each spatial dim."""
+    """``out = act(conv(x, w) + bias)``; ``padding`` is the padding before each spatial dim.
+
+    ``activation`` (``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``,
+    ``'gelu_tanh'``, ``'silu'``) runs in every kernel's epilogue; ``alpha`` is the leaky slope or
+    ELU alpha, ``act_weight`` the PReLU weight (one per output channel, or one)."""
+    epilogue = dict(activation=activation, alpha=alpha, act_weight=act_weight)
     if _is_depthwise(x.shape[1], groups):
         depthwise_conv_forward(
-            x, w, bias, out, stride=stride, padding=padding, dilation=dilation, pad_mode=pad_mode
-        )
+            x, w, bias, out, stride=stride, padding=padding, dilation=dilation, pad_mode=pad_mode,
+            **epilogue,
+        )  # fmt: skip
     elif not (
         is_pointwise(w.shape[2:], stride, padding)
-        and conv1x1_forward(x, w, bias, out, groups=groups, allow_tf32=allow_tf32)
+        and conv1x1_forward(x, w, bias, out, groups=groups, allow_tf32=allow_tf32, **epilogue)
     ):
         gemm_conv_forward(
             x,
@@ -61,6 +70,7 @@ def conv_forward(
             groups=groups,
             pad_mode=pad_mode,
             allow_tf32=allow_tf32,
+            **epilogue,
         )
 
 

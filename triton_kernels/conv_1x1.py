@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import acc_dtype, as_5d, cdiv, check_device, dot_precision, needs_int64
 from ._gemm_common import (
     GEMM_TABLE,
@@ -65,12 +66,15 @@ def _conv1x1_kernel(
     M, N, K, P,
     sa_n, sa_p, sa_k, sb_k, sb_n, sc_n, sc_p, sc_c, sbias,
     ga, gb,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     HAS_BIAS: tl.constexpr, FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    ACT: tl.constexpr,
 ):  # fmt: skip
-    """c[m, group·N + j] = Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]).
+    """c[m, group·N + j] = act(Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]))
+    (``act``: the forward's epilogue activation, ``ACT_NONE`` for grad-input).
 
     Rows ``m`` run over ``M = batch·P`` positions; ``a`` and ``c`` columns are channels (strides
     ``sa_k``, ``sc_c``); ``b`` is the weight as a (K × N) matrix per group (offset ``ga`` /
@@ -102,6 +106,9 @@ def _conv1x1_kernel(
     c_cols = wide(group * N + cols, USE_INT64)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + c_cols * sbias, mask=col_ok, other=0.0).to(ACC_DTYPE)[None, :]
+    acc = activate(
+        acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
+    )
     c_rows = _position_offset(rows, P, sc_n, sc_p, FLAT_ROWS)
     tl.store(
         c_ptr + c_rows[:, None] + (c_cols * sc_c)[None, :],
@@ -219,7 +226,13 @@ def _rows(*tensors: torch.Tensor) -> tuple[list[tuple[int, int]], bool] | None:
     return found, all(s_n == p * s_p for s_n, s_p in found)
 
 
-def _launch_gemm(a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32: bool) -> bool:
+# The forward's epilogue, ``(activation, alpha, act_weight)`` (see ``_activation``): none.
+_NO_EPILOGUE = (None, 0.0, None)
+
+
+def _launch_gemm(
+    a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32: bool, epilogue=_NO_EPILOGUE
+) -> bool:
     rows = _rows(a5, c5)
     if rows is None:
         return False
@@ -233,7 +246,7 @@ def _launch_gemm(a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32
     use_int64 = needs_int64(a5, w5, bias, c5)
     precision = dot_precision(a5.dtype, allow_tf32)
     key = (a5.dtype, (a5.stride(1) == 1, sb_n == 1, c5.stride(1) == 1), transpose_w, groups, k,
-           n, bucket(m), flat_rows, use_int64, precision)  # fmt: skip
+           n, bucket(m), flat_rows, use_int64, precision, epilogue[0])  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
@@ -247,10 +260,12 @@ def _launch_gemm(a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32
             sa_n, sa_p, a5.stride(1), sb_k, sb_n, sc_n, sc_p, c5.stride(1),
             0 if bias is None else bias.stride(0),
             k * a5.stride(1), g_rows,
+            *epilogue_args(*epilogue, w5),
         ),
         dict(
             HAS_BIAS=bias is not None, FLAT_ROWS=flat_rows, USE_INT64=use_int64,
             PRECISION=precision, ACC_DTYPE=acc_dtype(a5.dtype), GROUP_M=GROUP_M,
+            ACT=ACTIVATIONS[epilogue[0]],
         ),
     )  # fmt: skip
     return True
@@ -264,15 +279,20 @@ def conv1x1_forward(
     *,
     groups: int,
     allow_tf32: bool,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> bool:
-    """``out = conv1x1(x, w) + bias`` for a pointwise convolution (:func:`is_pointwise`).
+    """``out = act(conv1x1(x, w) + bias)`` for a pointwise convolution (:func:`is_pointwise`;
+    ``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``).
 
     Returns ``False``, launching nothing, when an operand's spatial dims do not collapse into
     one stride (then the implicit GEMM serves it)."""
-    check_device(x, w, bias, out)
+    check_device(x, w, bias, out, act_weight)
     return _launch_gemm(
         as_5d(x), as_5d(w), bias, as_5d(out),
         transpose_w=False, groups=groups, allow_tf32=allow_tf32,
+        epilogue=(activation, alpha, act_weight),
     )  # fmt: skip
 
 

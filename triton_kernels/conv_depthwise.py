@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import (
     INTERPRET,
     PAD_MODES,
@@ -107,9 +108,11 @@ def _conv_depthwise_fwd_kernel(
     sw_o, sw_d, sw_h, sw_w,
     sb,
     sy_n, sy_c, sy_d, sy_h, sy_w,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     PAD_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
     USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACT: tl.constexpr,
 ):  # fmt: skip
     # Tile: BLOCK_P flattened output positions (over N·OD·OH·OW) × BLOCK_C output channels.
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
@@ -140,6 +143,7 @@ def _conv_depthwise_fwd_kernel(
                 acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
+    acc = activate(acc, aw_ptr, co * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
 
     y_off = n * sy_n + co * sy_c + od * sy_d + oh * sy_h + ow * sy_w
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok & c_ok)
@@ -276,15 +280,19 @@ def depthwise_conv_forward(
     padding: Sequence[int],
     dilation: Sequence[int],
     pad_mode: str,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> None:
-    """Depthwise convolution ``out = conv(x, w, groups=C) + bias``, written into ``out``.
+    """Depthwise convolution ``out = act(conv(x, w, groups=C) + bias)``, written into ``out``
+    (``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``).
 
     x: (N, C, *S) with 1–3 spatial dims; w: (C·mult, 1, *K); bias: (C·mult,) or None;
     out: (N, C·mult, *O), preallocated, every element written. Any strides everywhere.
     ``padding`` is the padding before each spatial dim; the padding after is whatever ``O``
     implies, so asymmetric padding works. ``pad_mode``: zeros | reflect | replicate | circular.
     """
-    check_device(x, w, bias, out)
+    check_device(x, w, bias, out, act_weight)
     _check(x, w, out, (stride, padding, dilation))
     if out.numel() == 0:
         return
@@ -297,7 +305,7 @@ def depthwise_conv_forward(
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     c_inner, use_int64 = channels_inner(x5), needs_int64(x, w, bias, out)
     key = (x.dtype, (c_inner, y5.stride(1) == 1), pad_mode, tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], co, co // c, bucket(m), use_int64)  # fmt: skip
+           geometry[6:], co, co // c, bucket(m), use_int64, activation)  # fmt: skip
     _FWD.launch(
         key,
         lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(co, cfg["BLOCK_C"])),
@@ -310,10 +318,11 @@ def depthwise_conv_forward(
             w5.stride(0), *w5.stride()[2:],
             bias.stride(0) if has_bias else 0,
             *y5.stride(),
+            *epilogue_args(activation, alpha, act_weight, w5),
         ),
         dict(
             PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, CHANNELS_INNER=c_inner,
-            USE_INT64=use_int64, ACC_DTYPE=acc_dtype(out.dtype),
+            USE_INT64=use_int64, ACC_DTYPE=acc_dtype(out.dtype), ACT=ACTIVATIONS[activation],
         ),
     )  # fmt: skip
 

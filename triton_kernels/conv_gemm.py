@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import (
     PAD_MODES,
     PAD_ZEROS,
@@ -133,13 +134,15 @@ def _conv_fwd_kernel(
     sw_o, sw_i, sw_d, sw_h, sw_w,
     sy_n, sy_c, sy_d, sy_h, sy_w,
     sb,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    ACT: tl.constexpr,
 ):  # fmt: skip
-    """y[n, group·C_OUT + co, o] =
-    Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap].
+    """y[n, group·C_OUT + co, o] = act(bias[co] +
+    Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
 
     Grid: groups × row tiles (over N·output positions) × C_OUT tiles, flat (``grouped_tile``).
     C_IN/C_OUT are per group.
@@ -184,6 +187,9 @@ def _conv_fwd_kernel(
     if HAS_BIAS:
         bias = tl.load(b_ptr + co_off * sb, mask=co_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
+    acc = activate(
+        acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
+    )
     y_row = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     tl.store(
         y_ptr + y_row[:, None] + (co_off * sy_c)[None, :],
@@ -403,6 +409,9 @@ def gemm_conv_forward(
     groups: int,
     pad_mode: str,
     allow_tf32: bool,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> None:
     """Convolution forward into the preallocated ``out`` (N, C_out, *O); writes every element.
 
@@ -410,9 +419,10 @@ def gemm_conv_forward(
     (channels-inner operands load as 16-byte vectors, others element by element). ``padding`` is
     the padding before each spatial dim; the padding after is implied by ``out``'s size.
     Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
-    'circular'), applied inside the loads.
+    'circular'), applied inside the loads. ``activation`` (an ``ACTIVATIONS`` name; ``alpha``,
+    ``act_weight``: its parameters, see ``_activation``) is applied after the bias, in the epilogue.
     """
-    check_device(x, w, bias, out)
+    check_device(x, w, bias, out, act_weight)
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     n_batch, c_out = y5.shape[0], y5.shape[1]
     cg_in, cg_out = x5.shape[1] // groups, c_out // groups
@@ -424,7 +434,8 @@ def gemm_conv_forward(
     use_int64 = needs_int64(x, w, bias, out)
     precision = dot_precision(x.dtype, allow_tf32)
     key = (x.dtype, _layout_class(x5, w5, y5), pad_mode, tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision)  # fmt: skip
+           geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision,
+           activation)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
@@ -439,11 +450,12 @@ def gemm_conv_forward(
             *geometry,
             *x5.stride(), *w5.stride(), *y5.stride(),
             0 if bias is None else bias.stride(0),
+            *epilogue_args(activation, alpha, act_weight, w5),
         ),
         dict(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
-            GROUP_M=GROUP_M,
+            GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation],
         ),
     )  # fmt: skip
 

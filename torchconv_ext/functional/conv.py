@@ -1,15 +1,19 @@
-"""``conv1d`` / ``conv2d`` / ``conv3d``: torch's signatures, plus ``padding_mode`` and
-TensorFlow-style ``padding='same'`` with any stride."""
+"""``conv1d`` / ``conv2d`` / ``conv3d``: torch's signatures, plus ``padding_mode``,
+TensorFlow-style ``padding='same'`` with any stride, and a fused ``activation``."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
+from .. import _activation
 from .._args import IntOrTuple, expand
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_fwd
+from .._ops.conv_act import conv_act_fwd
 from .._padding import pad_input
 from ._common import (
     KERNEL_DTYPES,
@@ -69,6 +73,73 @@ def _conv(
     return out if batched else out.squeeze(0)
 
 
+def _conv_act(
+    name: str,
+    spatial_dims: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+    activation: str | None,
+    activation_args: Mapping[str, object] | None,
+) -> Tensor:
+    """:func:`_conv` followed by an activation: fused into the kernels' epilogue on the Triton
+    path (``conv_act_fwd``), torch's activation after torch's convolution elsewhere."""
+    act = _activation.parse_activation(activation, activation_args)
+    if act is None:  # activation_args={} alone
+        return _conv(name, spatial_dims, input, weight, bias, stride, padding, dilation, groups,
+                     padding_mode)  # fmt: skip
+    if isinstance(weight, Tensor) and weight.dim() > 0:
+        _activation.check_channels(act, weight.shape[0])
+    cast, dtype = conv_dtype(input)
+    if not runs_kernels("conv", input, dtype) and _torch_accepts(
+        spatial_dims, stride, padding, padding_mode
+    ):
+        z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
+        batched = z.dim() == spatial_dims + 2
+        y = _activation.apply(z if batched else z.unsqueeze(0), act.kind, act.alpha, act.weight)
+        return y if batched else y.squeeze(0)
+    batched, input, weight, bias, act_weight = open_call(
+        name, spatial_dims, input, weight, bias, act.weight
+    )
+    x, weight, bias, act_weight = cast_operands(cast, input, weight, bias, act_weight)
+    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if x is not input and g.padding_mode != "zeros":
+        # As in _conv: padding before the autocast cast.
+        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
+        g = g.unpadded()
+    if act_weight is not None and act_weight.dtype != x.dtype:
+        act_weight = act_weight.to(x.dtype)
+    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
+        out = conv_act_fwd(x, weight, bias, act_weight, act.kind, act.alpha, *g.as_args())
+    else:  # other dtypes and empty channels: torch's convolution, then torch's activation
+        z = fallback.conv_by_torch(x, weight, bias, g)
+        out = _activation.apply(z, act.kind, act.alpha, act_weight)
+    return out if batched else out.squeeze(0)
+
+
+_ACTIVATION_DOC = """
+    Fused activation (our extension; keyword-only, default ``None``: none):
+
+    Args:
+        activation: ``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``
+            or ``'silu'``: applied to the result, bias included, as the ``torch.nn.functional``
+            function of that name. On the Triton backend it runs in the convolution kernel's
+            epilogue (no second pass over the output); elsewhere torch's activation follows
+            torch's convolution. Differentiable to any order (the backward recomputes the
+            pre-activation, except for ReLU and non-negative leaky ReLU).
+        activation_args: that function's keyword arguments, as a dict: ``negative_slope``
+            (``'leaky_relu'``, default 0.01), ``alpha`` (``'elu'``, default 1.0),
+            ``approximate`` (``'gelu'``: ``'none'`` or ``'tanh'``), ``weight`` (``'prelu'``,
+            required: a tensor of 1 or ``C_out`` values, differentiable, applied per output
+            channel also for unbatched inputs).
+"""
+
+
 @overridable
 def conv1d(
     input: Tensor,
@@ -80,8 +151,15 @@ def conv1d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    activation_args: Mapping[str, object] | None = None,
 ) -> Tensor:
     """1-D convolution over ``(N, C_in, L)`` or ``(C_in, L)``; see :func:`conv2d`."""
+    if activation is not None or activation_args is not None:
+        return _conv_act(
+            "conv1d", 1, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+            activation, activation_args,
+        )  # fmt: skip
     return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
@@ -96,6 +174,8 @@ def conv2d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    activation_args: Mapping[str, object] | None = None,
 ) -> Tensor:
     """2-D convolution, as :func:`torch.nn.functional.conv2d`, with two extensions.
 
@@ -118,6 +198,11 @@ def conv2d(
     Returns:
         ``(N, C_out, H_out, W_out)`` (or unbatched), channels-last when an operand is.
     """
+    if activation is not None or activation_args is not None:
+        return _conv_act(
+            "conv2d", 2, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+            activation, activation_args,
+        )  # fmt: skip
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
@@ -132,9 +217,19 @@ def conv3d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    activation_args: Mapping[str, object] | None = None,
 ) -> Tensor:
     """3-D convolution over ``(N, C_in, D, H, W)`` or ``(C_in, D, H, W)``; see :func:`conv2d`."""
+    if activation is not None or activation_args is not None:
+        return _conv_act(
+            "conv3d", 3, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+            activation, activation_args,
+        )  # fmt: skip
     return _conv("conv3d", 3, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
+
+
+conv2d.__doc__ += _ACTIVATION_DOC

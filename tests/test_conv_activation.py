@@ -1,0 +1,381 @@
+"""Convolutions with a fused activation (``activation=`` / ``activation_args=``) against torch's
+convolution followed by torch's activation, in float64, on both backends.
+
+On the Triton backend the activation runs in the kernels' epilogue: the implicit GEMM (3×3),
+the 1×1 GEMM and the depthwise kernel are each covered, NCHW and channels-last, with and without
+bias. Derivatives go through ``conv_act_fwd``'s backward (first and second order against torch,
+gradcheck / gradgradcheck of the registered op), and ``jvp``, ``vmap``, opcheck and
+``torch.compile`` see the op as they see ``conv_fwd``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchconv_ext
+from torchconv_ext import functional as TF
+
+OPS = torch.ops.torchconv_ext
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
+TRITON = [pytest.param("triton", marks=pytest.mark.interpret)]
+
+# name -> (activation, activation_args builder from C_out, torch's activation of (z, args)).
+ACTIVATIONS = {
+    "relu": ("relu", lambda c: None, lambda z, a: F.relu(z)),
+    "leaky_relu": ("leaky_relu", lambda c: None, lambda z, a: F.leaky_relu(z)),
+    "leaky_relu-negative": (
+        "leaky_relu",
+        lambda c: {"negative_slope": -0.3},
+        lambda z, a: F.leaky_relu(z, -0.3),
+    ),
+    "prelu-channels": (
+        "prelu",
+        lambda c: {"weight": _leaf(c).abs() * 0.5},
+        lambda z, a: F.prelu(z, a["weight"]),
+    ),
+    "prelu-one": ("prelu", lambda c: {"weight": _leaf(1)}, lambda z, a: F.prelu(z, a["weight"])),
+    "elu": ("elu", lambda c: {"alpha": 0.7}, lambda z, a: F.elu(z, 0.7)),
+    "gelu": ("gelu", lambda c: None, lambda z, a: F.gelu(z)),
+    "gelu-tanh": (
+        "gelu",
+        lambda c: {"approximate": "tanh"},
+        lambda z, a: F.gelu(z, approximate="tanh"),
+    ),
+    "silu": ("silu", lambda c: None, lambda z, a: F.silu(z)),
+}
+
+# name -> (input shape, weight shape, conv kwargs): the kernel each runs on the Triton path.
+KINDS = {
+    "3x3": ((2, 3, 5, 4), (4, 3, 3, 3), dict(padding=1)),  # implicit GEMM
+    "1x1": ((2, 3, 4, 3), (5, 3, 1, 1), {}),  # 1×1 GEMM
+    "depthwise": ((2, 3, 5, 4), (6, 1, 3, 3), dict(padding=1, stride=(2, 1), groups=3)),
+}
+
+
+def _leaf(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, dtype=torch.float64).requires_grad_()
+
+
+def _case(kind: str, activation: str, bias: bool, channels_last: bool):
+    torch.manual_seed(0)
+    x_shape, w_shape, kwargs = KINDS[kind]
+    x = torch.randn(*x_shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w, b = _leaf(*w_shape), (_leaf(w_shape[0]) if bias else None)
+    name, make_args, reference = ACTIVATIONS[activation]
+    args = make_args(w_shape[0])
+    if args and "weight" in args:
+        args["weight"] = args["weight"].detach().requires_grad_()
+    ours = dict(kwargs, activation=name, activation_args=args)
+    return x, w, b, ours, kwargs, args, reference
+
+
+def _inputs(x, w, b, args) -> list[torch.Tensor]:
+    leaves = [x, w] + ([b] if b is not None else [])
+    return leaves + ([args["weight"]] if args and "weight" in args else [])
+
+
+# Every activation on every kernel; layout and bias vary together (NCHW with bias,
+# channels-last without), so each of the four appears with every kernel and activation.
+_FORWARD_CASES = [
+    pytest.param(
+        kind, act, bias, cl, backend, id=f"{kind}-{act}-{'cl' if cl else 'nchw'}-{backend}"
+    )
+    for kind in KINDS
+    for act in ACTIVATIONS
+    for bias, cl in ((True, False), (False, True))
+    for backend in ("torch", "triton")
+]
+
+
+@pytest.mark.parametrize(
+    "kind,activation,bias,channels_last,backend",
+    [
+        pytest.param(*p.values, marks=pytest.mark.interpret, id=p.id) if p.values[-1] == "triton"
+        else p
+        for p in _FORWARD_CASES
+    ],
+)  # fmt: skip
+def test_forward_and_gradients_match_torch(kind, activation, bias, channels_last, backend):
+    x, w, b, ours, kwargs, args, reference = _case(kind, activation, bias, channels_last)
+    with torchconv_ext.use_backend(backend):
+        y = TF.conv2d(x, w, b, **ours)
+    expected = reference(F.conv2d(x, w, b, **kwargs), args)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    leaves = _inputs(x, w, b, args)
+    gy = torch.randn_like(y)
+    with torchconv_ext.use_backend(backend):
+        got = torch.autograd.grad(y, leaves, gy)
+    want = torch.autograd.grad(expected, leaves, gy)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+# --- the registered op: gradcheck, gradgradcheck, opcheck -------------------------------------
+
+# Tiny geometries (stride, padding, padding_end, dilation, groups, padding_mode) per kernel.
+_RAW = {
+    "3x3": ((1, 2, 4, 3), (3, 2, 2, 2), ([1, 1], [1, 0], [0, 1], [1, 1], 1, "reflect")),
+    "1x1": ((1, 3, 3, 2), (2, 3, 1, 1), ([1, 1], [0, 0], [0, 0], [1, 1], 1, "zeros")),
+    "depthwise": ((1, 2, 4, 3), (4, 1, 2, 2), ([2, 1], [1, 0], [1, 1], [1, 1], 2, "zeros")),
+}
+
+
+def _raw_args(kind: str, activation: str, bias: bool = True) -> tuple:
+    torch.manual_seed(1)
+    x_shape, w_shape, geometry = _RAW[kind]
+    name, make_args, _ = ACTIVATIONS[activation]
+    act = torchconv_ext._activation.parse_activation(name, make_args(w_shape[0]))
+    weight = act.weight.detach().requires_grad_() if act.weight is not None else None
+    b = _leaf(w_shape[0]) if bias else None
+    return (_leaf(*x_shape), _leaf(*w_shape), b, weight, act.kind, act.alpha, *geometry)
+
+
+def _check_twice(args: tuple) -> None:
+    tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+    def call(*t):
+        full = list(args)
+        for i, v in zip(tensors, t, strict=True):
+            full[i] = v
+        return OPS.conv_act_fwd(*full)
+
+    inputs = [args[i] for i in tensors]
+    # fast_mode: random projections of the Jacobians, a few calls rather than one per element.
+    assert torch.autograd.gradcheck(call, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(call, inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_raw_op_gradcheck_and_gradgradcheck(activation):
+    """Every activation, differentiable twice through the registered op (3×3, padding mode).
+    The derivative formulas are torch ops on both backends: the fallback checks them all."""
+    with torchconv_ext.use_backend("torch"):
+        _check_twice(_raw_args("3x3", activation))
+
+
+# The interpreter (slow per launch) checks each kernel's epilogue against the derivatives: the
+# output-read derivative (ReLU), a recomputed one, and the PReLU weight's gradient.
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "kind,activation,bias",
+    [("3x3", "gelu-tanh", True), ("1x1", "prelu-one", False), ("depthwise", "relu", True),
+     ("depthwise", "prelu-channels", False)],
+)  # fmt: skip
+def test_raw_op_gradcheck_triton(kind, activation, bias):
+    with torchconv_ext.use_backend("triton"):
+        _check_twice(_raw_args(kind, activation, bias))
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu-channels", "gelu-tanh"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck(activation, backend):
+    for layout in (torch.contiguous_format, torch.channels_last):
+        args = list(_raw_args("3x3", activation))
+        args[0] = args[0].detach().contiguous(memory_format=layout).requires_grad_()
+        with torchconv_ext.use_backend(backend):
+            torch.library.opcheck(OPS.conv_act_fwd, tuple(args))
+
+
+# --- second order, forward mode, vmap, compile, FLOPs against torch ---------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu-channels", "gelu"])
+@pytest.mark.parametrize("backend", TRITON)
+def test_double_backward_matches_torch(activation, backend):
+    """A gradient penalty: the second derivative of the functional against torch's."""
+    x, w, b, ours, kwargs, args, reference = _case("3x3", activation, True, False)
+    leaves = _inputs(x, w, b, args)
+
+    def penalty(y):
+        grads = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
+        return sum(g.pow(2).sum() for g in grads)
+
+    with torchconv_ext.use_backend(backend):
+        got = torch.autograd.grad(penalty(TF.conv2d(x, w, b, **ours)), leaves, allow_unused=True)
+    want = torch.autograd.grad(
+        penalty(reference(F.conv2d(x, w, b, **kwargs), args)), leaves, allow_unused=True
+    )
+    for g, e in zip(got, want, strict=True):
+        if e is None:  # ReLU's bias: no second-order path in torch either
+            assert g is None or not g.any()
+        else:
+            torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["prelu-channels", "silu"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jvp_matches_torch(activation, backend):
+    x, w, b, ours, kwargs, args, reference = _case("3x3", activation, True, False)
+    leaves = _inputs(x, w, b, args)
+    tangents = tuple(torch.randn_like(t) for t in leaves)
+
+    def fn(conv, act):
+        def call(*t):
+            a = dict(args or {}, weight=t[3]) if len(t) == 4 else args
+            return act(conv(*t[:3], a), a)
+
+        return call
+
+    def ours_conv(x, w, b, a):
+        return TF.conv2d(x, w, b, padding_mode="circular", **dict(ours, activation_args=a))
+
+    def torch_conv(x, w, b, a):
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), w, b)
+
+    with torchconv_ext.use_backend(backend):
+        _, got = torch.func.jvp(fn(ours_conv, lambda y, a: y), tuple(leaves), tangents)
+    _, want = torch.func.jvp(fn(torch_conv, reference), tuple(leaves), tangents)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_matches_torch(backend):
+    """A batch of inputs folds into N; a batch of PReLU weights runs one call per weight."""
+    torch.manual_seed(0)
+    xs = torch.randn(3, 2, 3, 4, 4, dtype=torch.float64)
+    w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    slopes = torch.rand(3, 4, dtype=torch.float64)
+
+    def ours(x, slope):
+        return TF.conv2d(x, w, b, padding_mode="replicate", padding=1, activation="prelu",
+                         activation_args={"weight": slope})  # fmt: skip
+
+    def theirs(x, slope):
+        return F.prelu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w, b), slope)
+
+    with torchconv_ext.use_backend(backend):
+        got_x = torch.func.vmap(ours, (0, None))(xs, slopes[0])
+        got_both = torch.func.vmap(ours)(xs, slopes)
+    torch.testing.assert_close(got_x, torch.func.vmap(theirs, (0, None))(xs, slopes[0]))
+    torch.testing.assert_close(got_both, torch.func.vmap(theirs)(xs, slopes))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 3, 6, 5), torch.randn(4, 3, 3, 3), torch.randn(4)
+
+    def fn(x):
+        return TF.conv2d(x, w, b, padding=1, padding_mode="reflect", activation="gelu")
+
+    eager = fn(x)
+    torch.testing.assert_close(torch.compile(fn, fullgraph=True, backend="eager")(x), eager)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_flop_counter_counts_the_convolution(backend):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w, b = torch.randn(2, 3, 6, 5), torch.randn(4, 3, 3, 3), torch.randn(4)
+    counts = []
+    for act in (None, "relu"):
+        with FlopCounterMode(display=False) as counter, torchconv_ext.use_backend(backend):
+            TF.conv2d(x, w, b, padding_mode="reflect", padding=1, activation=act)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+# --- other ranks, padding, unbatched inputs, dtypes -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv1d_and_conv3d(dims, backend):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *[4] * dims, dtype=torch.float64)
+    w = torch.randn(4, 3, *[3] * dims, dtype=torch.float64)
+    b = torch.randn(4, dtype=torch.float64)
+    ours = {1: TF.conv1d, 3: TF.conv3d}[dims]
+    theirs = {1: F.conv1d, 3: F.conv3d}[dims]
+    with torchconv_ext.use_backend(backend):
+        y = ours(
+            x, w, b, padding=1, activation="leaky_relu", activation_args={"negative_slope": 0.2}
+        )
+    torch.testing.assert_close(y, F.leaky_relu(theirs(x, w, b, padding=1), 0.2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_modes_and_same_with_stride(backend):
+    torch.manual_seed(0)
+    x, w = (
+        torch.randn(1, 3, 5, 6, dtype=torch.float64),
+        torch.randn(4, 3, 3, 3, dtype=torch.float64),
+    )
+    with torchconv_ext.use_backend(backend):
+        got = TF.conv2d(x, w, None, padding=1, padding_mode="reflect", activation="silu")
+        same = TF.conv2d(x, w, None, stride=2, padding="same", activation="elu")
+        plain = TF.conv2d(x, w, None, stride=2, padding="same")
+    expected = F.silu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w))
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(same, F.elu(plain))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbatched_prelu_is_per_output_channel(backend):
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    slope = torch.rand(4, dtype=torch.float64)
+    with torchconv_ext.use_backend(backend):
+        y = TF.conv2d(x, w, activation="prelu", activation_args={"weight": slope})
+        y_reflect = TF.conv2d(
+            x, w, padding=1, padding_mode="reflect", activation="prelu",
+            activation_args={"weight": slope},
+        )  # fmt: skip
+    z = F.conv2d(x.unsqueeze(0), w)
+    torch.testing.assert_close(y, F.prelu(z, slope).squeeze(0))
+    z = F.conv2d(F.pad(x.unsqueeze(0), (1, 1, 1, 1), mode="reflect"), w)
+    torch.testing.assert_close(y_reflect, F.prelu(z, slope).squeeze(0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_and_default_activation_unchanged(backend):
+    """fp32 matches torch; ``activation=None`` is today's convolution, bit for bit."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 3, 6, 5), torch.randn(4, 3, 3, 3), torch.randn(4)
+    with torchconv_ext.use_backend(backend):
+        fused = TF.conv2d(x, w, b, padding=1, activation="relu")
+        plain = TF.conv2d(x, w, b, padding=1)
+        default = TF.conv2d(x, w, b, padding=1, activation=None, activation_args=None)
+    torch.testing.assert_close(fused, F.relu(F.conv2d(x, w, b, padding=1)))
+    assert torch.equal(default, plain)
+
+
+def test_complex_dtype_runs_torch_ops():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.complex64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.complex64)
+    got = TF.conv2d(x, w, padding=1, padding_mode="reflect", activation="silu")
+    torch.testing.assert_close(got, F.silu(F.conv2d(F.pad(x, (1,) * 4, mode="reflect"), w)))
+
+
+# --- bad arguments ----------------------------------------------------------------------------
+
+_X, _W = torch.randn(1, 3, 4, 4), torch.randn(4, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "activation,activation_args,error,match",
+    [
+        ("tanh", None, ValueError, r"activation must be None or one of .*'relu'"),
+        ("ReLU", None, ValueError, "got 'ReLU'"),
+        (1, None, TypeError, "activation must be None or one of"),
+        (None, {"alpha": 1.0}, TypeError, "activation_args given without an activation"),
+        ("relu", {"negative_slope": 0.1}, TypeError, "'relu' takes no arguments"),
+        ("elu", {"negative_slope": 0.1}, TypeError, "'elu' takes 'alpha', got unexpected"),
+        ("elu", [("alpha", 1.0)], TypeError, "activation_args must be a dict"),
+        ("leaky_relu", {"negative_slope": "0.1"}, TypeError, r"\['negative_slope'\].*real number"),
+        ("gelu", {"approximate": "fast"}, ValueError, "'none' or 'tanh', got 'fast'"),
+        ("prelu", None, TypeError, "'prelu' needs activation_args"),
+        ("prelu", {"weight": 0.25}, TypeError, "must be a Tensor"),
+        ("prelu", {"weight": torch.ones(2, 2)}, ValueError, "0-d or 1-d"),
+        ("prelu", {"weight": torch.ones(3)}, ValueError, "1 or out_channels=4 values, got 3"),
+    ],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_arguments(activation, activation_args, error, match, backend):
+    with torchconv_ext.use_backend(backend), pytest.raises(error, match=match):
+        TF.conv2d(_X, _W, activation=activation, activation_args=activation_args)

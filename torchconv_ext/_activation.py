@@ -1,0 +1,204 @@
+"""The activation a convolution applies to its result: ``activation=`` / ``activation_args=``
+of the functional convolutions and the convolution modules.
+
+An activation is named as ``torch.nn.functional`` names it and takes the keyword arguments that
+function takes (:data:`ACTIVATION_ARGS`). :func:`parse_activation` checks both and returns an
+:class:`Activation`, whose ``kind`` is what the ops and kernels take (``'gelu'`` with
+``approximate='tanh'`` is the kind ``'gelu_tanh'``). The formulas here are torch ops: the
+fallback's activation and every activation's derivative, differentiable in turn (so the fused
+convolution has derivatives of any order).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Each activation's keyword arguments (as ``torch.nn.functional`` takes them) and defaults;
+#: ``None``: required.
+ACTIVATION_ARGS: dict[str, dict[str, object]] = {
+    "relu": {},
+    "leaky_relu": {"negative_slope": 0.01},
+    "prelu": {"weight": None},
+    "elu": {"alpha": 1.0},
+    "gelu": {"approximate": "none"},
+    "silu": {},
+}
+#: The kinds the ops and kernels take.
+KINDS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "gelu_tanh", "silu")
+
+_NAMES = ", ".join(["None", *map(repr, ACTIVATION_ARGS)])
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """A checked activation: its ``kind`` (one of :data:`KINDS`), the scalar ``alpha`` (leaky
+    slope or ELU alpha, else 0) and the PReLU ``weight`` (else ``None``)."""
+
+    kind: str
+    alpha: float = 0.0
+    weight: Tensor | None = None
+
+
+def _number(activation: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"activation_args[{name!r}] of {activation!r} must be a real number, "
+            f"got {type(value).__name__}"
+        )
+    return float(value)
+
+
+def parse_activation(
+    activation: str | None, activation_args: Mapping[str, object] | None
+) -> Activation | None:
+    """Check ``activation`` (``None`` or a name in :data:`ACTIVATION_ARGS`) and its keyword
+    arguments; ``None`` when there is no activation. Raises ``TypeError`` / ``ValueError`` that
+    name the argument and what it takes."""
+    if activation is None:
+        if activation_args:
+            raise TypeError("activation_args given without an activation (activation=None)")
+        return None
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be None or one of {_NAMES}, got {type(activation).__name__}"
+        )
+    if activation not in ACTIVATION_ARGS:
+        raise ValueError(f"activation must be None or one of {_NAMES}, got {activation!r}")
+    if activation_args is None:
+        activation_args = {}
+    if not isinstance(activation_args, Mapping):
+        raise TypeError(
+            "activation_args must be a dict of the activation's keyword arguments or None, "
+            f"got {type(activation_args).__name__}"
+        )
+    allowed = ACTIVATION_ARGS[activation]
+    unexpected = sorted(map(str, set(activation_args) - set(allowed)))
+    if unexpected:
+        takes = ", ".join(map(repr, allowed)) or "no arguments"
+        raise TypeError(
+            f"activation_args: {activation!r} takes {takes}, got unexpected {', '.join(unexpected)}"
+        )
+    args = {**allowed, **activation_args}
+    if activation == "leaky_relu":
+        return Activation(
+            "leaky_relu", _number(activation, "negative_slope", args["negative_slope"])
+        )
+    if activation == "elu":
+        return Activation("elu", _number(activation, "alpha", args["alpha"]))
+    if activation == "gelu":
+        approximate = args["approximate"]
+        if approximate not in ("none", "tanh"):
+            raise ValueError(
+                f"activation_args['approximate'] of 'gelu' must be 'none' or 'tanh', "
+                f"got {approximate!r}"
+            )
+        return Activation("gelu" if approximate == "none" else "gelu_tanh")
+    if activation == "prelu":
+        weight = args["weight"]
+        if weight is None:
+            raise TypeError("activation 'prelu' needs activation_args={'weight': tensor}")
+        if not isinstance(weight, Tensor):
+            raise TypeError(
+                f"activation_args['weight'] of 'prelu' must be a Tensor, got {type(weight).__name__}"
+            )
+        if weight.dim() > 1 or not weight.is_floating_point():
+            raise ValueError(
+                "activation_args['weight'] of 'prelu' must be a floating-point tensor of one "
+                f"value or one per output channel (0-d or 1-d), got {weight.dtype} of shape "
+                f"{list(weight.shape)}"
+            )
+        return Activation("prelu", weight=weight.reshape(-1))
+    return Activation(activation)
+
+
+def check_channels(act: Activation, out_channels: int) -> None:
+    """A PReLU weight holds one value, or one per output channel."""
+    if act.weight is not None and act.weight.numel() not in (1, out_channels):
+        raise ValueError(
+            f"activation_args['weight'] of 'prelu' must hold 1 or out_channels={out_channels} "
+            f"values, got {act.weight.numel()}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Formulas, on a batched (N, C, *spatial) tensor
+# --------------------------------------------------------------------------------------------
+
+
+def per_channel(weight: Tensor, z: Tensor) -> Tensor:
+    """The PReLU weight broadcastable against ``z`` (one value, or one per channel)."""
+    weight = weight.to(z.dtype)
+    return weight.view(-1, *[1] * (z.dim() - 2)) if weight.numel() > 1 else weight.reshape(())
+
+
+def apply(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
+    """``act(z)`` with torch's functional ops."""
+    if kind == "relu":
+        return F.relu(z)
+    if kind == "leaky_relu":
+        return F.leaky_relu(z, alpha)
+    if kind == "prelu":
+        return F.prelu(z, weight.to(z.dtype))
+    if kind == "elu":
+        return F.elu(z, alpha)
+    if kind in ("gelu", "gelu_tanh"):
+        return F.gelu(z, approximate="none" if kind == "gelu" else "tanh")
+    if kind == "silu":
+        return F.silu(z)
+    raise ValueError(f"unknown activation kind {kind!r}")
+
+
+def _where_positive(z: Tensor, slope: Tensor | float) -> Tensor:
+    """1 where ``z > 0``, else ``slope`` (in ``z``'s dtype: a Python float would make fp32)."""
+    if not isinstance(slope, Tensor):
+        slope = z.new_full((), slope)
+    return torch.where(z > 0, z.new_ones(()), slope)
+
+
+def derivative(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
+    """``act'(z)``, as torch's backward formulas compute it (at 0: the negative side's), with
+    differentiable torch ops."""
+    if kind == "relu":
+        return (z > 0).to(z.dtype)
+    if kind == "leaky_relu":
+        return _where_positive(z, alpha)
+    if kind == "prelu":
+        return _where_positive(z, per_channel(weight, z))
+    if kind == "elu":
+        return _where_positive(z, alpha * torch.exp(z))
+    if kind == "gelu":
+        cdf = 0.5 * (1 + torch.erf(z * math.sqrt(0.5)))
+        return cdf + z * torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
+    if kind == "gelu_tanh":
+        beta, kappa = math.sqrt(2 / math.pi), 0.044715
+        t = torch.tanh(beta * (z + kappa * z * z * z))
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * beta * (1 + 3 * kappa * z * z)
+    if kind == "silu":
+        s = torch.sigmoid(z)
+        return s * (1 + z * (1 - s))
+    raise ValueError(f"unknown activation kind {kind!r}")
+
+
+def from_output(kind: str, alpha: float) -> bool:
+    """Whether ``act'`` can be read off the activation's output (its sign is ``z``'s, and the
+    derivative is constant on each side): ReLU, and leaky ReLU with a slope ≥ 0."""
+    return kind == "relu" or (kind == "leaky_relu" and alpha >= 0)
+
+
+def derivative_from_output(y: Tensor, kind: str, alpha: float) -> Tensor:
+    """``act'(z)`` from ``y = act(z)``, for the kinds :func:`from_output` accepts."""
+    return _where_positive(y, 0.0 if kind == "relu" else alpha)
+
+
+def prelu_weight_grad(grad: Tensor, z: Tensor, weight: Tensor) -> Tensor:
+    """The PReLU weight's gradient: ``grad · z`` summed where ``z ≤ 0``, per channel or all."""
+    t = grad * torch.where(z > 0, z.new_zeros(()), z)
+    total = t.sum() if weight.numel() == 1 else t.sum([0, *range(2, t.dim())])
+    return total.reshape(weight.shape).to(weight.dtype)

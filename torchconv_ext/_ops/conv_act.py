@@ -1,0 +1,162 @@
+"""The activated convolution: ``torchconv_ext::conv_act_fwd``, ``act(conv(x, w) + b)``.
+
+On the Triton path the activation runs in the convolution kernels' epilogue (one pass over the
+output, no pre-activation tensor); the fallback is ATen's convolution, then torch's activation.
+``kind`` and ``alpha`` are the activation's (``_activation``), ``act_weight`` the PReLU weight
+(``None`` for the other kinds); the geometry is ``conv_fwd``'s.
+
+Derivatives go through the convolution's own primitives: with ``z`` the pre-activation,
+``∂y = act'(z) · ∂z``, and ``z``'s gradients are ``conv_fwd``'s (``conv_bwd_input``,
+``conv_bwd_weight``, a channel sum). ``z`` itself is **recomputed** in the backward with
+``conv_fwd``, not saved: saving it would make every forward — inference included, where fusing
+pays most — write a second output as large as the first, and expose it in the op's schema. The
+recomputation costs one forward convolution per backward, and it is differentiable, so
+derivatives of any order come out right. ReLU and leaky ReLU with a slope ≥ 0 need no ``z`` at
+all: their derivative is read off the saved output (its sign is ``z``'s).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import conv_flop_count, register_flop_formula
+
+from .. import _activation as act
+from .._backend import kernels, use_triton
+from .._conv_args import ConvGeometry, conv_output_shape
+from .._fallback import conv as fallback
+from .._memory import empty_in_layout, to_layout
+from . import conv as _conv
+from ._layout import channels_last_activation, packed_weight
+from ._primitive import Primitive
+from .conv import _fold, _fwd_fake, _unfold, conv_fwd, results_channels_last
+
+
+def _impl(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act_weight: Tensor | None,
+    kind: str,
+    alpha: float,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> Tensor:
+    """``act(conv_fwd(input, weight, bias, ...))`` in ATen's layout."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    layout = results_channels_last(input, weight)
+    if not use_triton(input):
+        z = fallback.conv_forward(input, weight, bias, g)
+        return to_layout(act.apply(z, kind, alpha, act_weight), layout)
+    # conv_fwd's Triton path, with the activation handed to the kernels' epilogue.
+    k = kernels()
+    gemm = k.prefers_channels_last(input.shape[1], g.groups)
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
+    if out.numel():
+        if gemm:
+            input, weight = channels_last_activation(input), packed_weight(weight)
+        k.conv_forward(
+            input,
+            weight,
+            bias,
+            out,
+            pad_mode=g.padding_mode,
+            activation=kind,
+            alpha=alpha,
+            act_weight=act_weight,
+            **_conv._kernel_args(g),
+        )
+    return out if layout or not gemm else to_layout(out, False)
+
+
+def _fake(input, weight, bias, act_weight, kind, alpha, *geometry):
+    return _fwd_fake(input, weight, bias, *geometry)
+
+
+# --------------------------------------------------------------------------------------------
+# Derivatives
+# --------------------------------------------------------------------------------------------
+
+
+def _setup(ctx, inputs, output):
+    input, weight, bias, act_weight, kind, alpha, *geometry = inputs
+    ctx.kind, ctx.alpha, ctx.geometry = kind, alpha, geometry
+    ctx.from_output = act.from_output(kind, alpha)
+    if ctx.from_output:
+        ctx.save_for_backward(input, weight, output)
+    else:
+        ctx.save_for_backward(input, weight, bias, act_weight)
+
+
+def _conv_grads(input, weight, needs, geometry, grad_z) -> tuple:
+    """``conv_fwd``'s gradients of input, weight and bias for the gradient ``grad_z`` of its
+    result: its own backward, on a context holding what that reads."""
+    ctx = SimpleNamespace(saved_tensors=(input, weight), needs_input_grad=needs, geometry=geometry)
+    return _conv._fwd_backward(ctx, grad_z)[:3]
+
+
+def _backward(ctx, grad):
+    needs = ctx.needs_input_grad
+    z = act_weight = None
+    if ctx.from_output:
+        input, weight, output = ctx.saved_tensors
+        slope = act.derivative_from_output(output, ctx.kind, ctx.alpha)
+    else:
+        input, weight, bias, act_weight = ctx.saved_tensors
+        z = conv_fwd(input, weight, bias, *ctx.geometry)  # recomputed: see the module docstring
+        slope = act.derivative(z, ctx.kind, ctx.alpha, act_weight)
+    grads = (None, None, None)
+    if any(needs[:3]):
+        grads = _conv_grads(input, weight, needs[:3], ctx.geometry, grad * slope)
+    grad_act_weight = None
+    if needs[3]:
+        grad_act_weight = act.prelu_weight_grad(grad, z, act_weight)
+    return *grads, grad_act_weight, None, None, *[None] * len(ctx.geometry)
+
+
+def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
+    input, weight, bias, act_weight, kind, alpha, *geometry = ctx.primals
+    z = conv_fwd(input, weight, bias, *geometry)
+    primals = SimpleNamespace(primals=(input, weight, bias, *geometry))
+    t_z = _conv._fwd_jvp(primals, t_input, t_weight, t_bias)
+    out = torch.zeros_like(z) if t_z is None else t_z * act.derivative(z, kind, alpha, act_weight)
+    if t_act_weight is not None:
+        out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
+    return out
+
+
+def _vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *geometry):
+    tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
+    if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
+        out = conv_act_fwd(_fold(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
+                           *geometry)  # fmt: skip
+        return _unfold(out, 0, info.batch_size), 0
+    # Batched parameters: one call per batch element (the geometry is never batched).
+    results = []
+    for i in range(info.batch_size):
+        sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
+        results.append(conv_act_fwd(*sliced, kind, alpha, *geometry))
+    return torch.stack(results), 0
+
+
+conv_act_fwd = Primitive(
+    "conv_act_fwd",
+    _impl,
+    fake=_fake,
+    setup_context=_setup,
+    backward=_backward,
+    jvp=_jvp,
+    vmap=_vmap,
+)
+
+
+@register_flop_formula(torch.ops.torchconv_ext.conv_act_fwd)
+def _flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    # As torch counts a convolution followed by an activation (activations count 0).
+    return conv_flop_count(input_shape, weight_shape, out_shape, transposed=False)

@@ -1,0 +1,88 @@
+"""The activation a convolution's epilogue applies to its accumulator, after the bias.
+
+Kernels that take one call :func:`activate` on the finished accumulator just before the store,
+with ``ACT`` one of the ``ACT_*`` codes of ``_common`` (``ACT_NONE`` compiles to nothing, so an
+unactivated convolution runs exactly the code it ran before). Launchers pass the activation's
+runtime arguments with :func:`epilogue_args`. The formulas are torch's (``torch.nn.functional``),
+evaluated in the accumulator's dtype; ELU's ``exp(z) - 1`` has no ``expm1`` in Triton, which
+costs relative (not absolute) accuracy only for ``z`` near 0.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import (
+    ACT_ELU,
+    ACT_GELU,
+    ACT_GELU_TANH,
+    ACT_LEAKY_RELU,
+    ACT_PRELU,
+    ACT_RELU,
+    ACT_SILU,
+    ACTIVATIONS,
+)
+
+__all__ = ["ACTIVATIONS", "activate", "epilogue_args"]
+
+_SQRT1_2 = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+@triton.jit
+def _times_alpha(v, ACT_ALPHA, ACT_ALPHA_LO):
+    # Two products, so each fp32 half promotes to v's dtype before they are summed.
+    return v * ACT_ALPHA + v * ACT_ALPHA_LO
+
+
+@triton.jit
+def activate(z, aw_ptr, aw_offs, aw_mask, ACT_ALPHA, ACT_ALPHA_LO, ACT: tl.constexpr):
+    """``act(z)``, elementwise in ``z``'s dtype. ``aw_offs`` / ``aw_mask`` (broadcast to ``z``)
+    address each element's PReLU weight; ``ACT_ALPHA + ACT_ALPHA_LO`` is the leaky slope or the
+    ELU alpha (two fp32 scalars, so fp64 kernels get the fp64 value: Triton passes floats as
+    fp32). NaN stays NaN, as in torch."""
+    if ACT == ACT_RELU:
+        z = tl.where(z < 0, 0.0, z)
+    elif ACT == ACT_LEAKY_RELU:
+        z = tl.where(z > 0, z, _times_alpha(z, ACT_ALPHA, ACT_ALPHA_LO))
+    elif ACT == ACT_PRELU:
+        slope = tl.load(aw_ptr + aw_offs, mask=aw_mask, other=0.0).to(z.dtype)
+        z = tl.where(z > 0, z, z * slope)
+    elif ACT == ACT_ELU:
+        z = tl.where(z > 0, z, _times_alpha(tl.exp(z) - 1.0, ACT_ALPHA, ACT_ALPHA_LO))
+    elif ACT == ACT_GELU:
+        z = 0.5 * z * (1.0 + tl.erf(z * _SQRT1_2))
+    elif ACT == ACT_GELU_TANH:
+        # 0.5·(1 + tanh(u)) = sigmoid(2u): torch's tanh formula without tanh.
+        u = _SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)
+        z = z * tl.sigmoid(2.0 * u)
+    elif ACT == ACT_SILU:
+        z = z * tl.sigmoid(z)
+    return z
+
+
+def _split_float(value: float) -> tuple[float, float]:
+    """``(hi, lo)``: ``hi`` is ``value`` rounded to fp32 and ``hi + lo == value`` to ~48 bits."""
+    try:
+        hi = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond fp32's range: the kernel sees ±inf either way
+        return value, 0.0
+    return hi, value - hi
+
+
+def epilogue_args(
+    activation: str | None, alpha: float, weight: torch.Tensor | None, dummy: torch.Tensor
+) -> tuple:
+    """The runtime arguments ``(aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO)`` of an epilogue:
+    ``weight`` is the PReLU weight (one per channel, or one for all: stride 0), ``alpha`` the
+    leaky slope or ELU alpha; ``dummy`` stands in for an absent weight (never read)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown epilogue activation {activation!r}")
+    hi, lo = _split_float(float(alpha))
+    if weight is None:
+        return dummy, 0, hi, lo
+    return weight, (0 if weight.numel() == 1 else weight.stride(0)), hi, lo
