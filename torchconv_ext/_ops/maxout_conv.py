@@ -139,7 +139,9 @@ def _vmap(info, in_dims, input, weight, bias, pieces, *geometry):
     # Batched parameters: one call per batch element (the geometry is never batched).
     results = []
     for i in range(info.batch_size):
-        sliced = [t if d is None else t.select(d, i) for t, d in zip((input, weight, bias), in_dims)]
+        sliced = [
+            t if d is None else t.select(d, i) for t, d in zip((input, weight, bias), in_dims)
+        ]
         results.append(maxout_conv_fwd(*sliced, pieces, *geometry))
     out, winner = (torch.stack(parts) for parts in zip(*results))
     return (out, winner), (0, 0)
