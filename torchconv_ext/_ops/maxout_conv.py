@@ -66,6 +66,9 @@ def _impl(
         out, winner = maxout_fallback.maxout_forward(z, pieces, 1)
         return to_layout(out, layout), to_layout(winner, layout)
     k = kernels()
+    if pieces == 1:  # the convolution itself; every winner is piece 0
+        out = _conv._fwd_impl(input, weight, bias, *geometry)
+        return out, empty_in_layout(out.shape, out, layout, torch.int64).zero_()
     if not k.prefers_channels_last(input.shape[1], g.groups):
         # Depthwise: the direct kernel has no maxout epilogue; the wide result is written.
         return _maxout._fwd_impl(_conv._fwd_impl(input, weight, bias, *geometry), pieces, 1)
