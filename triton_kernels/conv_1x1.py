@@ -31,6 +31,7 @@ from ._gemm_common import (
     GEMM_TABLE,
     GEMM_WEIGHT_TABLE,
     GROUP_M,
+    MAXOUT_GEMM_TABLE,
     NOMINAL_TILE,
     WEIGHT_BLOCK_K,
     choose_split,
@@ -207,6 +208,8 @@ def _conv1x1_bwd_weight_kernel(
 
 
 _GEMM = Tuner("conv1x1", _conv1x1_kernel, configs(GEMM_TABLE), shared_estimate)
+# The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
+_GEMM_MAXOUT = Tuner("conv1x1_maxout", _conv1x1_kernel, configs(MAXOUT_GEMM_TABLE), shared_estimate)
 _BWD_WEIGHT = Tuner(
     "conv1x1_bwd_weight",
     _conv1x1_bwd_weight_kernel,
@@ -284,7 +287,7 @@ def _launch_gemm(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
 
-    _GEMM.launch(
+    (_GEMM if pieces == 1 else _GEMM_MAXOUT).launch(
         key,
         grid,
         (

@@ -42,6 +42,8 @@ from ._common import (
 from ._gemm_common import (
     FLAT_TABLE,
     GROUP_M,
+    MAXOUT_FLAT_TABLE,
+    MAXOUT_TAP_TABLE,
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
@@ -405,13 +407,16 @@ def _conv_bwd_weight_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _tuners(name: str, kernel, block_k: int | None = None) -> dict[bool, Tuner]:
-    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop."""
+def _tuners(
+    name: str, kernel, block_k: int | None = None, tables=(TAP_TABLE, FLAT_TABLE)
+) -> dict[bool, Tuner]:
+    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop (``tables``: their
+    candidates)."""
     return {
         flat: Tuner(
             f"{name}_{'flat' if flat else 'tap'}",
             kernel,
-            configs(FLAT_TABLE if flat else TAP_TABLE, block_k),
+            configs(tables[flat], block_k),
             shared_estimate,
         )
         for flat in (False, True)
@@ -419,6 +424,10 @@ def _tuners(name: str, kernel, block_k: int | None = None) -> dict[bool, Tuner]:
 
 
 _FWD = _tuners("conv_fwd", _conv_fwd_kernel)
+# The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
+_FWD_MAXOUT = _tuners(
+    "conv_fwd_maxout", _conv_fwd_kernel, tables=(MAXOUT_TAP_TABLE, MAXOUT_FLAT_TABLE)
+)
 _BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel)
 # Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
 # that keep the summation order.
@@ -487,7 +496,7 @@ def gemm_conv_forward(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
 
-    _FWD[flat].launch(
+    (_FWD if pieces == 1 else _FWD_MAXOUT)[flat].launch(
         key,
         grid,
         (
