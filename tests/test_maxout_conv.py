@@ -159,6 +159,26 @@ def test_ties_keep_the_first_piece_and_the_first_nan_wins(kind, backend):
     torch.testing.assert_close(out[:, 2], z[:, 2] + 1e3)
 
 
+@pytest.mark.parametrize("kind", ["3x3", "1x1"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pieces_compare_in_the_output_dtype(kind, backend):
+    """In float16, piece 1 exceeds piece 0 by 2^-12 before rounding, nothing after: a tie in the
+    stored convolution, so piece 0 wins, as the maxout of torch's float16 convolution has it."""
+    padding = 1 if kind == "3x3" else 0
+    x = torch.zeros(1, 2, 3, 3, dtype=torch.float16)
+    x[:, :, 1, 1] = 1.0
+    w = torch.zeros(2, 2, 2 * padding + 1, 2 * padding + 1, dtype=torch.float16)
+    w[:, 0, padding, padding] = 1.0
+    b = torch.tensor([0.0, 2.0**-12], dtype=torch.float16)
+    with torchconv_ext.use_backend(backend):
+        out, winner = OPS.maxout_conv_fwd(x, w, b, 2, *_geometry(dict(padding=padding)))
+    z = F.conv2d(x.double(), w.double(), b.double(), padding=padding).half()
+    expected, expected_winner = reference_maxout(z, 2)
+    assert z[0, 1, 1, 1] == z[0, 0, 1, 1] == 1.0 and expected_winner[0, 0, 1, 1] == 0
+    assert torch.equal(winner, expected_winner)
+    assert torch.equal(out, expected)
+
+
 # --- the registered op: gradcheck, gradgradcheck, opcheck -------------------------------------
 
 # Tiny operands (input, weight) and geometry per kernel.

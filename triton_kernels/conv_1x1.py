@@ -117,6 +117,9 @@ def _conv1x1_kernel(
                 row_ok, col_ok, ks, K, sa_k, sb_k,
                 HAS_BIAS, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
             )  # fmt: skip
+            # Compared as stored (rounded to the output's dtype), as a maxout of the stored
+            # convolution compares: ties there keep the first piece here too.
+            z = z.to(c_ptr.dtype.element_ty).to(ACC_DTYPE)
             acc, won = running_max(acc, won, z, k)
     acc = activate(
         acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT

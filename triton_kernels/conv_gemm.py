@@ -191,7 +191,8 @@ def _conv_fwd_kernel(
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
     per piece, a running max in registers — and ``win[n, group·C_OUT + co, o]`` (int64, ``y``'s
-    strides) gets the winning ``k``: ties keep the first piece, a NaN wins (the first NaN).
+    strides) gets the winning ``k``: pieces compare in ``y``'s dtype (as a maxout of the stored
+    convolution does), ties keep the first piece, a NaN wins (the first NaN).
     """
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
@@ -229,6 +230,9 @@ def _conv_fwd_kernel(
                 HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
                 BLOCK_M, BLOCK_N, BLOCK_K,
             )  # fmt: skip
+            # Compared as stored (rounded to the output's dtype), as a maxout of the stored
+            # convolution compares: ties there keep the first piece here too.
+            z = z.to(y_ptr.dtype.element_ty).to(ACC_DTYPE)
             acc, won = running_max(acc, won, z, k)
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
