@@ -56,6 +56,26 @@ GEMM_TABLE = [
     (64, 64, 64, 4, 4),
 ]
 
+# The fused maxout's forward candidates (``PIECES`` > 1): its running max and winner hold two more
+# accumulator-sized tiles in registers, so tiles are at most half the size (64×64 fp32 values
+# per 4 warps); the first rows compile without spills on sm_90 (benchmarks.compile_report).
+MAXOUT_TAP_TABLE = [
+    (64, 64, 32, 4, 4),
+    (64, 64, 64, 4, 4),
+    (128, 32, 32, 4, 4),
+    (128, 32, 64, 3, 4),
+]
+MAXOUT_FLAT_TABLE = [
+    (128, 32, 32, 4, 4),
+    (64, 32, 32, 4, 4),
+]
+MAXOUT_GEMM_TABLE = [
+    (128, 64, 64, 3, 8),
+    (64, 128, 64, 3, 8),
+    (64, 64, 64, 4, 4),
+    (128, 32, 64, 4, 4),
+]
+
 #: Grad-weight's reduction chunk: fixed, so every config sums in the same order and results are
 #: bitwise repeatable whichever config a tuner picks.
 WEIGHT_BLOCK_K = 32

@@ -43,13 +43,27 @@ def conv_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pieces: int = 1,
+    winner: torch.Tensor | None = None,
 ) -> None:
     """``out = act(conv(x, w) + bias)``; ``padding`` is the padding before each spatial dim.
 
     ``activation`` (``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``,
     ``'gelu_tanh'``, ``'silu'``) runs in every kernel's epilogue; ``alpha`` is the leaky slope or
-    ELU alpha, ``act_weight`` the PReLU weight (one per output channel, or one)."""
+    ELU alpha, ``act_weight`` the PReLU weight (one per output channel, or one).
+
+    ``pieces`` > 1 fuses a maxout into the GEMM kernels' epilogue: ``w`` has ``C_out·pieces``
+    rows, ``out`` (C_out channels) gets the max over rows ``c·pieces + k`` and ``winner`` (int64,
+    ``out``'s shape and strides) the winning ``k``; no activation then. Depthwise convolutions
+    (:func:`prefers_channels_last` false) have no fused maxout: run them, then the maxout."""
     epilogue = dict(activation=activation, alpha=alpha, act_weight=act_weight)
+    if pieces != 1:
+        if _is_depthwise(x.shape[1], groups):
+            raise ValueError(
+                "conv_forward: a depthwise convolution has no fused maxout (pieces="
+                f"{pieces}); run the convolution, then maxout_forward"
+            )
+        epilogue.update(pieces=pieces, winner=winner)
     if _is_depthwise(x.shape[1], groups):
         depthwise_conv_forward(
             x, w, bias, out, stride=stride, padding=padding, dilation=dilation, pad_mode=pad_mode,

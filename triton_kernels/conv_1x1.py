@@ -31,6 +31,7 @@ from ._gemm_common import (
     GEMM_TABLE,
     GEMM_WEIGHT_TABLE,
     GROUP_M,
+    MAXOUT_GEMM_TABLE,
     NOMINAL_TILE,
     WEIGHT_BLOCK_K,
     choose_split,
@@ -41,6 +42,7 @@ from ._gemm_common import (
 )
 from ._indexing import grouped_tile, wide
 from ._tuning import Config, Tuner, bucket
+from .maxout import maxout_epilogue, running_max
 
 __all__ = [
     "conv1x1_backward_input",
@@ -67,11 +69,12 @@ def _conv1x1_kernel(
     sa_n, sa_p, sa_k, sb_k, sb_n, sc_n, sc_p, sc_c, sbias,
     ga, gb,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+    win_ptr,
     HAS_BIAS: tl.constexpr, FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
-    ACT: tl.constexpr,
+    ACT: tl.constexpr, PIECES: tl.constexpr,
 ):  # fmt: skip
     """c[m, group·N + j] = act(Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]))
     (``act``: the forward's epilogue activation, ``ACT_NONE`` for grad-input).
@@ -79,6 +82,10 @@ def _conv1x1_kernel(
     Rows ``m`` run over ``M = batch·P`` positions; ``a`` and ``c`` columns are channels (strides
     ``sa_k``, ``sc_c``); ``b`` is the weight as a (K × N) matrix per group (offset ``ga`` /
     ``gb`` elements per group for ``a`` / ``b``). Grid: groups × row tiles × column tiles, flat.
+
+    Maxout (forward only, ``PIECES`` > 1, ``ACT`` none): column ``j`` is a unit, the max over
+    ``k < PIECES`` of the GEMM with ``b``'s column (and bias) ``j·PIECES + k`` — one GEMM per
+    piece, a running max in registers — and ``win`` (int64, ``c``'s offsets) the winning ``k``.
     """
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M
@@ -92,8 +99,47 @@ def _conv1x1_kernel(
     a_ptrs = a_ptr + group * ga + _position_offset(rows, P, sa_n, sa_p, FLAT_ROWS)[:, None]
     a_ptrs += wide(ks, USE_INT64)[None, :] * sa_k
     b_ptrs = b_ptr + group * gb + wide(ks, USE_INT64)[:, None] * sb_k
-    b_ptrs += wide(cols, USE_INT64)[None, :] * sb_n
 
+    c_cols = wide(group * N + cols, USE_INT64)
+    if PIECES == 1:
+        acc = _gemm_tile(
+            a_ptrs, b_ptrs + wide(cols, USE_INT64)[None, :] * sb_n, bias_ptr + c_cols * sbias,
+            row_ok, col_ok, ks, K, sa_k, sb_k,
+            HAS_BIAS, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+    else:
+        acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
+        won = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k in range(0, PIECES):
+            z = _gemm_tile(
+                a_ptrs, b_ptrs + wide(cols * PIECES + k, USE_INT64)[None, :] * sb_n,
+                bias_ptr + (c_cols * PIECES + k) * sbias,
+                row_ok, col_ok, ks, K, sa_k, sb_k,
+                HAS_BIAS, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+            # Compared as stored (rounded to the output's dtype), as a maxout of the stored
+            # convolution compares: ties there keep the first piece here too.
+            z = z.to(c_ptr.dtype.element_ty).to(ACC_DTYPE)
+            acc, won = running_max(acc, won, z, k)
+    acc = activate(
+        acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
+    )
+    c_rows = _position_offset(rows, P, sc_n, sc_p, FLAT_ROWS)
+    c_offs = c_rows[:, None] + (c_cols * sc_c)[None, :]
+    c_mask = row_ok[:, None] & col_ok[None, :]
+    tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+    if PIECES > 1:
+        tl.store(win_ptr + c_offs, won.to(tl.int64), mask=c_mask)
+
+
+@triton.jit
+def _gemm_tile(
+    a_ptrs, b_ptrs, bias_ptrs, row_ok, col_ok, ks, K, sa_k, sb_k,
+    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """``a @ b`` over the whole reduction for one tile (``a_ptrs``, ``b_ptrs``: its first
+    ``BLOCK_K`` slice), plus the bias at ``bias_ptrs`` (one per column) when ``HAS_BIAS``."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k0 in range(0, K, BLOCK_K):
         k_ok = ks < K - k0
@@ -102,19 +148,9 @@ def _conv1x1_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         a_ptrs += BLOCK_K * sa_k
         b_ptrs += BLOCK_K * sb_k
-
-    c_cols = wide(group * N + cols, USE_INT64)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + c_cols * sbias, mask=col_ok, other=0.0).to(ACC_DTYPE)[None, :]
-    acc = activate(
-        acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
-    )
-    c_rows = _position_offset(rows, P, sc_n, sc_p, FLAT_ROWS)
-    tl.store(
-        c_ptr + c_rows[:, None] + (c_cols * sc_c)[None, :],
-        acc.to(c_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+        acc += tl.load(bias_ptrs, mask=col_ok, other=0.0).to(ACC_DTYPE)[None, :]
+    return acc
 
 
 @triton.jit
@@ -175,6 +211,8 @@ def _conv1x1_bwd_weight_kernel(
 
 
 _GEMM = Tuner("conv1x1", _conv1x1_kernel, configs(GEMM_TABLE), shared_estimate)
+# The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
+_GEMM_MAXOUT = Tuner("conv1x1_maxout", _conv1x1_kernel, configs(MAXOUT_GEMM_TABLE), shared_estimate)
 _BWD_WEIGHT = Tuner(
     "conv1x1_bwd_weight",
     _conv1x1_bwd_weight_kernel,
@@ -231,8 +269,9 @@ _NO_EPILOGUE = (None, 0.0, None)
 
 
 def _launch_gemm(
-    a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32: bool, epilogue=_NO_EPILOGUE
-) -> bool:
+    a5, w5, bias, c5, *, transpose_w: bool, groups: int, allow_tf32: bool, epilogue=_NO_EPILOGUE,
+    pieces: int = 1, win5=None,
+) -> bool:  # fmt: skip
     rows = _rows(a5, c5)
     if rows is None:
         return False
@@ -242,16 +281,16 @@ def _launch_gemm(
     sw_o, sw_i = w5.stride(0), w5.stride(1)
     # Forward: b[k=ci, j=co] with group offset C_out/groups rows of w. Grad-input: b[k=co, j=ci].
     sb_k, sb_n = (sw_o, sw_i) if transpose_w else (sw_i, sw_o)
-    g_rows = (k if transpose_w else n) * sw_o
+    g_rows = (k if transpose_w else n * pieces) * sw_o
     use_int64 = needs_int64(a5, w5, bias, c5)
     precision = dot_precision(a5.dtype, allow_tf32)
     key = (a5.dtype, (a5.stride(1) == 1, sb_n == 1, c5.stride(1) == 1), transpose_w, groups, k,
-           n, bucket(m), flat_rows, use_int64, precision, epilogue[0])  # fmt: skip
+           n, bucket(m), flat_rows, use_int64, precision, epilogue[0], pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
 
-    _GEMM.launch(
+    (_GEMM if pieces == 1 else _GEMM_MAXOUT).launch(
         key,
         grid,
         (
@@ -261,11 +300,12 @@ def _launch_gemm(
             0 if bias is None else bias.stride(0),
             k * a5.stride(1), g_rows,
             *epilogue_args(*epilogue, w5),
+            c5 if win5 is None else win5,
         ),
         dict(
             HAS_BIAS=bias is not None, FLAT_ROWS=flat_rows, USE_INT64=use_int64,
             PRECISION=precision, ACC_DTYPE=acc_dtype(a5.dtype), GROUP_M=GROUP_M,
-            ACT=ACTIVATIONS[epilogue[0]],
+            ACT=ACTIVATIONS[epilogue[0]], PIECES=pieces,
         ),
     )  # fmt: skip
     return True
@@ -282,17 +322,22 @@ def conv1x1_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pieces: int = 1,
+    winner: torch.Tensor | None = None,
 ) -> bool:
     """``out = act(conv1x1(x, w) + bias)`` for a pointwise convolution (:func:`is_pointwise`;
-    ``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``).
+    ``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``). With
+    ``pieces`` > 1, a fused maxout as in ``conv_gemm.gemm_conv_forward`` (``winner``: int64,
+    ``out``'s shape and strides).
 
     Returns ``False``, launching nothing, when an operand's spatial dims do not collapse into
     one stride (then the implicit GEMM serves it)."""
-    check_device(x, w, bias, out, act_weight)
+    check_device(x, w, bias, out, act_weight, winner)
+    win = maxout_epilogue(pieces, winner, out, activation)
     return _launch_gemm(
         as_5d(x), as_5d(w), bias, as_5d(out),
         transpose_w=False, groups=groups, allow_tf32=allow_tf32,
-        epilogue=(activation, alpha, act_weight),
+        epilogue=(activation, alpha, act_weight), pieces=pieces, win5=as_5d(win),
     )  # fmt: skip
 
 

@@ -42,6 +42,8 @@ from ._common import (
 from ._gemm_common import (
     FLAT_TABLE,
     GROUP_M,
+    MAXOUT_FLAT_TABLE,
+    MAXOUT_TAP_TABLE,
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
@@ -53,6 +55,7 @@ from ._gemm_common import (
 )
 from ._indexing import grouped_tile, map_padded, unflatten, wide
 from ._tuning import Config, Tuner, bucket
+from .maxout import maxout_epilogue, running_max
 
 __all__ = ["gemm_conv_backward_input", "gemm_conv_backward_weight", "gemm_conv_forward"]
 
@@ -119,52 +122,18 @@ def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
     return k0, count, q0
 
 
-# --------------------------------------------------------------------------------------------
-# Kernels
-# --------------------------------------------------------------------------------------------
-
-
 @triton.jit
-def _conv_fwd_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
-    M, C_IN, C_OUT,
-    D, H, W, OD, OH, OW, KD, KH, KW,
-    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
-    sx_n, sx_c, sx_d, sx_h, sx_w,
-    sw_o, sw_i, sw_d, sw_h, sw_w,
-    sy_n, sy_c, sy_d, sy_h, sy_w,
-    sb,
-    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+def _fwd_tile(
+    x_ptr, w_ptr, b_ptr, wco, co_ok, n_r, group, zd, zh, zw, row_mask,
+    C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
-    ACT: tl.constexpr,
 ):  # fmt: skip
-    """y[n, group·C_OUT + co, o] = act(bias[co] +
-    Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
-
-    Grid: groups × row tiles (over N·output positions) × C_OUT tiles, flat (``grouped_tile``).
-    C_IN/C_OUT are per group.
-    """
-    group, tile_m, tile_n = grouped_tile(
-        tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
-    )
-    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
-    n, od, oh, ow = unflatten(rows, OD, OH, OW)
-    co = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    co_ok = co < C_OUT
-    co_off = wide(group * C_OUT + co, USE_INT64)
-
-    # Input coordinates of tap 0 per output row; a tap adds tap·dilation.
-    n_r = n[:, None]
-    zd = (od * STRIDE_D - PAD_D)[:, None]
-    zh = (oh * STRIDE_H - PAD_H)[:, None]
-    zw = (ow * STRIDE_W - PAD_W)[:, None]
-    row_mask = row_ok[:, None]
-    w_col = co_off * sw_o
-
+    """The forward's accumulator for one row tile against the weight rows ``wco`` (one per
+    column): the (taps, channels) reduction, plus ``bias[wco]`` when ``HAS_BIAS``."""
+    w_col = wco * sw_o
     n_taps = KD * KH * KW
     c_blocks = tl.cdiv(C_IN, BLOCK_K)
     n_steps = tl.cdiv(n_taps * C_IN, BLOCK_K) if FLAT_K else n_taps * c_blocks
@@ -185,17 +154,94 @@ def _conv_fwd_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        bias = tl.load(b_ptr + co_off * sb, mask=co_ok, other=0.0)
+        bias = tl.load(b_ptr + wco * sb, mask=co_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
+    return acc
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    M, C_IN, C_OUT,
+    D, H, W, OD, OH, OW, KD, KH, KW,
+    STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    sw_o, sw_i, sw_d, sw_h, sw_w,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
+    sb,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+    win_ptr,
+    HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
+    USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    ACT: tl.constexpr, PIECES: tl.constexpr,
+):  # fmt: skip
+    """y[n, group·C_OUT + co, o] = act(bias[co] +
+    Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
+
+    Grid: groups × row tiles (over N·output positions) × C_OUT tiles, flat (``grouped_tile``).
+    C_IN/C_OUT are per group.
+
+    Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
+    ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
+    per piece, a running max in registers — and ``win[n, group·C_OUT + co, o]`` (int64, ``y``'s
+    strides) gets the winning ``k``: pieces compare in ``y``'s dtype (as a maxout of the stored
+    convolution does), ties keep the first piece, a NaN wins (the first NaN).
+    """
+    group, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
+    )
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    n, od, oh, ow = unflatten(rows, OD, OH, OW)
+    co = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    co_ok = co < C_OUT
+    co_off = wide(group * C_OUT + co, USE_INT64)
+
+    # Input coordinates of tap 0 per output row; a tap adds tap·dilation.
+    n_r = n[:, None]
+    zd = (od * STRIDE_D - PAD_D)[:, None]
+    zh = (oh * STRIDE_H - PAD_H)[:, None]
+    zw = (ow * STRIDE_W - PAD_W)[:, None]
+    row_mask = row_ok[:, None]
+
+    if PIECES == 1:
+        acc = _fwd_tile(
+            x_ptr, w_ptr, b_ptr, co_off, co_ok, n_r, group, zd, zh, zw, row_mask,
+            C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+            sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
+            HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
+            BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+    else:
+        acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
+        won = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k in range(0, PIECES):
+            z = _fwd_tile(
+                x_ptr, w_ptr, b_ptr, co_off * PIECES + k, co_ok, n_r, group, zd, zh, zw,
+                row_mask, C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+                sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
+                HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
+                BLOCK_M, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+            # Compared as stored (rounded to the output's dtype), as a maxout of the stored
+            # convolution compares: ties there keep the first piece here too.
+            z = z.to(y_ptr.dtype.element_ty).to(ACC_DTYPE)
+            acc, won = running_max(acc, won, z, k)
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )
     y_row = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
-    tl.store(
-        y_ptr + y_row[:, None] + (co_off * sy_c)[None, :],
-        acc.to(y_ptr.dtype.element_ty),
-        mask=row_mask & co_ok[None, :],
-    )
+    y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_mask & co_ok[None, :])
+    if PIECES > 1:
+        tl.store(win_ptr + y_offs, won.to(tl.int64), mask=row_mask & co_ok[None, :])
 
 
 @triton.jit
@@ -365,13 +411,16 @@ def _conv_bwd_weight_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _tuners(name: str, kernel, block_k: int | None = None) -> dict[bool, Tuner]:
-    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop."""
+def _tuners(
+    name: str, kernel, block_k: int | None = None, tables=(TAP_TABLE, FLAT_TABLE)
+) -> dict[bool, Tuner]:
+    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop (``tables``: their
+    candidates)."""
     return {
         flat: Tuner(
             f"{name}_{'flat' if flat else 'tap'}",
             kernel,
-            configs(FLAT_TABLE if flat else TAP_TABLE, block_k),
+            configs(tables[flat], block_k),
             shared_estimate,
         )
         for flat in (False, True)
@@ -379,6 +428,10 @@ def _tuners(name: str, kernel, block_k: int | None = None) -> dict[bool, Tuner]:
 
 
 _FWD = _tuners("conv_fwd", _conv_fwd_kernel)
+# The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
+_FWD_MAXOUT = _tuners(
+    "conv_fwd_maxout", _conv_fwd_kernel, tables=(MAXOUT_TAP_TABLE, MAXOUT_FLAT_TABLE)
+)
 _BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel)
 # Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
 # that keep the summation order.
@@ -412,6 +465,8 @@ def gemm_conv_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pieces: int = 1,
+    winner: torch.Tensor | None = None,
 ) -> None:
     """Convolution forward into the preallocated ``out`` (N, C_out, *O); writes every element.
 
@@ -421,8 +476,13 @@ def gemm_conv_forward(
     Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
     'circular'), applied inside the loads. ``activation`` (an ``ACTIVATIONS`` name; ``alpha``,
     ``act_weight``: its parameters, see ``_activation``) is applied after the bias, in the epilogue.
+
+    Fused maxout (``pieces`` > 1): ``w`` has ``C_out·pieces`` rows, ``out`` gets the max over
+    each unit's pieces (rows ``c·pieces + k``) and ``winner`` (int64, ``out``'s shape and
+    strides) the winning ``k``; the ``C_out·pieces`` channels are never written.
     """
-    check_device(x, w, bias, out, act_weight)
+    check_device(x, w, bias, out, act_weight, winner)
+    win = maxout_epilogue(pieces, winner, out, activation)
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     n_batch, c_out = y5.shape[0], y5.shape[1]
     cg_in, cg_out = x5.shape[1] // groups, c_out // groups
@@ -435,12 +495,12 @@ def gemm_conv_forward(
     precision = dot_precision(x.dtype, allow_tf32)
     key = (x.dtype, _layout_class(x5, w5, y5), pad_mode, tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision,
-           activation)  # fmt: skip
+           activation, pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
 
-    _FWD[flat].launch(
+    (_FWD if pieces == 1 else _FWD_MAXOUT)[flat].launch(
         key,
         grid,
         (
@@ -451,11 +511,12 @@ def gemm_conv_forward(
             *x5.stride(), *w5.stride(), *y5.stride(),
             0 if bias is None else bias.stride(0),
             *epilogue_args(activation, alpha, act_weight, w5),
+            as_5d(win),
         ),
         dict(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
-            GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation],
+            GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
         ),
     )  # fmt: skip
 

@@ -41,6 +41,16 @@ def _tile_coords(C, B, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 
 
 @triton.jit
+def running_max(best, best_k, v, k):
+    """One step of maxout's comparison: ``(best, best_k)`` after piece ``k`` with values ``v``.
+    ``v`` replaces ``best`` when greater, or when it is the first NaN (a NaN wins; ties keep the
+    first piece), so a running max from ``-inf`` and piece 0 gives ATen's max and argmax. Also the
+    epilogue of the convolution kernels' fused maxout."""
+    take = (v > best) | ((v != v) & (best == best))
+    return tl.where(take, v, best), tl.where(take, k, best_k)
+
+
+@triton.jit
 def _maxout_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
     A, C_OUT, B, PIECES,
@@ -60,9 +70,7 @@ def _maxout_fwd_kernel(
     best_k = tl.zeros(best.shape, dtype=tl.int64)
     for k in range(1, PIECES):
         v = tl.load(x + k * sx_c, mask=mask, other=0.0).to(ACC_DTYPE)
-        take = (v > best) | ((v != v) & (best == best))  # greater, or the first NaN
-        best = tl.where(take, v, best)
-        best_k = tl.where(take, k, best_k)
+        best, best_k = running_max(best, best_k, v, k)
     tl.store(y_ptr + a * sy_a + c * sy_c + b * sy_b, best.to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(idx_ptr + a * sidx_a + c * sidx_c + b * sidx_b, best_k, mask=mask)
 
@@ -86,6 +94,34 @@ def _maxout_bwd_kernel(
         other=0.0,
     )
     tl.store(gi_ptr + a * sgi_a + c * sgi_c + b * sgi_b, g, mask=mask)
+
+
+def maxout_epilogue(
+    pieces: int, winner: torch.Tensor | None, out: torch.Tensor, activation: str | None
+) -> torch.Tensor:
+    """Check the fused maxout arguments of a convolution launcher and return the winner tensor
+    the kernel gets (``out`` stands in, never written, when ``pieces`` is 1): ``winner`` is
+    int64 with ``out``'s shape and strides exactly when ``pieces`` > 1, and the two epilogues
+    do not combine (a maxout over activated pieces is not what a maxout layer computes)."""
+    if pieces < 1:
+        raise ValueError(f"maxout epilogue: pieces must be positive, got {pieces}")
+    if pieces == 1:
+        if winner is not None:
+            raise ValueError("maxout epilogue: winner is given but pieces is 1")
+        return out
+    if activation is not None:
+        raise ValueError(
+            f"maxout epilogue: pieces={pieces} and activation={activation!r} do not combine"
+        )
+    if winner is None:
+        raise ValueError(f"maxout epilogue: pieces={pieces} needs a winner tensor")
+    if (winner.dtype, winner.shape, winner.stride()) != (torch.int64, out.shape, out.stride()):
+        raise ValueError(
+            "maxout epilogue: winner must be int64 with the output's shape and strides, got "
+            f"{winner.dtype} {list(winner.shape)} strides {winner.stride()} for an output "
+            f"{list(out.shape)} strides {out.stride()}"
+        )
+    return winner
 
 
 def _launch(kernel, written: torch.Tensor, *tensors: torch.Tensor, pieces: int, **flags) -> None:

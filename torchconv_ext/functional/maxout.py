@@ -1,11 +1,20 @@
-"""``maxout`` (beyond torch): the max over groups of ``pieces`` consecutive channels."""
+"""``maxout`` (beyond torch): the max over groups of ``pieces`` consecutive channels; and the
+maxout convolution behind ``nn.MaxoutConv*d`` (:func:`maxout_conv`)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from .._maxout_args import maxout_dim
+from .._args import IntOrTuple
+from .._conv_args import conv_geometry
+from .._fallback import conv as conv_fallback
+from .._maxout_args import check_pieces, maxout_dim
+from .._ops.conv import conv_fwd
 from .._ops.maxout import maxout_fwd
+from .._ops.maxout_conv import maxout_conv_fwd
+from .._padding import pad_input
+from ._common import KERNEL_DTYPES, cast_operands, conv_dtype, open_call, runs_kernels
+from .conv import TORCH_CONV, _torch_accepts
 
 
 def maxout(input: Tensor, pieces: int, dim: int = 1) -> Tensor:
@@ -26,6 +35,54 @@ def maxout(input: Tensor, pieces: int, dim: int = 1) -> Tensor:
     """
     pieces, dim = maxout_dim("maxout", input, pieces, dim)
     return maxout_fwd(input, pieces, dim)[0]
+
+
+def maxout_conv(
+    name: str,
+    spatial_dims: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    pieces: int,
+    stride: IntOrTuple = 1,
+    padding: str | IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """``maxout(conv{spatial_dims}d(input, weight, bias, ...), pieces)`` over the channels: the
+    computation of ``nn.MaxoutConv*d`` (``name`` names it in errors).
+
+    ``weight`` has ``C_out·pieces`` output channels; the result has ``C_out``, each the max of
+    the convolution's channels ``c·pieces + k``, exactly as the two ops in sequence compute it
+    (same values, gradients, layout and errors). On the Triton backend the max is taken in the
+    convolution kernel's epilogue, so the ``C_out·pieces`` channels are never written — except
+    for depthwise convolutions, and where a unit's pieces would span two groups (then the
+    convolution and the maxout run one after the other). Elsewhere torch's convolution runs, then
+    :func:`maxout`.
+    """
+    pieces = check_pieces(name, pieces, RuntimeError)
+    cast, dtype = conv_dtype(input)
+    if not runs_kernels("conv", input, dtype) and _torch_accepts(
+        spatial_dims, stride, padding, padding_mode
+    ):
+        z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
+        return maxout(z, pieces, dim=-(spatial_dims + 1))
+    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias)
+    x, weight, bias = cast_operands(cast, input, weight, bias)
+    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if x is not input and g.padding_mode != "zeros":
+        # nn.ConvNd pads before autocast casts (as functional.conv2d does).
+        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
+        g = g.unpadded()
+    kernel_dtype = dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0
+    if kernel_dtype and (weight.shape[0] // g.groups) % pieces == 0:
+        out = maxout_conv_fwd(x, weight, bias, pieces, *g.as_args())[0]
+    else:  # the two ops in sequence (maxout's own checks give its errors)
+        args = (x, weight, bias, *g.as_args())
+        z = conv_fwd(*args) if kernel_dtype else conv_fallback.conv_by_torch(x, weight, bias, g)
+        out = maxout(z, pieces, 1)
+    return out if batched else out.squeeze(0)
 
 
 __all__ = ["maxout"]

@@ -1,9 +1,9 @@
 """Maxout layers (beyond torch): ``Maxout`` and ``MaxoutConv{1,2,3}d``.
 
-``MaxoutConv*d`` is, for now, the plain composition of a convolution with ``out_channels ·
-pieces`` output channels and a maxout over them (two ops, the convolution's output written in
-between); taking the max in the convolution's epilogue instead is later work, which will keep
-this API and parameters.
+``MaxoutConv*d`` is a convolution with ``out_channels · pieces`` output channels (the child
+``conv``) and a maxout over them, computed as one op: on the Triton backend the max is taken in
+the convolution kernel's epilogue, so the ``out_channels · pieces`` channels are never written
+(``functional.maxout.maxout_conv``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .. import functional as F
 from .._args import IntOrTuple
 from .._maxout_args import check_pieces
+from ..functional.maxout import maxout_conv
 from .conv import Conv1d, Conv2d, Conv3d
 
 
@@ -67,8 +68,15 @@ class _MaxoutConvNd(nn.Module):
         )  # fmt: skip
 
     def forward(self, input: Tensor) -> Tensor:
-        # The channel dim counted from the end serves batched and unbatched inputs alike.
-        return F.maxout(self.conv(input), self.pieces, dim=-(self._ndim + 1))
+        conv = self.conv
+        if conv.activation is not None or conv._forward_hooks or conv._forward_pre_hooks:
+            # The child's own forward must run (its activation, its hooks): the composition.
+            # The channel dim counted from the end serves batched and unbatched inputs alike.
+            return F.maxout(conv(input), self.pieces, dim=-(self._ndim + 1))
+        return maxout_conv(
+            type(self).__name__, self._ndim, input, conv.weight, conv.bias, self.pieces,
+            conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, pieces={self.pieces}"
