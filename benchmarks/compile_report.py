@@ -103,6 +103,11 @@ def _spec(v: Any) -> Any:
     return repr(v)
 
 
+def _constexpr_spec(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments are constexprs: each value is a variant of its own (pointers aside)."""
+    return {k: _spec(v) if isinstance(v, PointerArg) else repr(v) for k, v in kwargs.items()}
+
+
 def constexprs(launch: Any) -> dict[str, Any]:
     """The launch's keyword arguments: the kernel's variant constexprs (``FLAT_K``, …)."""
     return {k: v for k, v in launch.kwargs.items() if not isinstance(v, PointerArg)}
@@ -129,7 +134,7 @@ def plan(
         spec = (
             id(kernel),
             tuple(map(_spec, launch.args)),
-            tuple(sorted((k, _spec(v)) for k, v in launch.kwargs.items())),
+            tuple(sorted(_constexpr_spec(launch.kwargs).items())),
             layout,
         )
         for i, cfg in enumerate(cands):
