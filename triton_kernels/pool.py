@@ -54,6 +54,7 @@ from ._common import (
     needs_int64,
     pack_geometry,
 )
+from ._plan import launch
 from .pool_kernels import _global_pool_fwd_kernel, _pool_bwd_input_kernel, _pool_fwd_kernel
 
 # --------------------------------------------------------------------------------------------
@@ -149,14 +150,15 @@ def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_
     is_max = POOL_MODES[mode] == MAX.value
     grid = (triton.cdiv(m, bp), triton.cdiv(c, bc), len(levels) if levels is not None else 1)
     products = [s * o for s, o in zip(x5.shape[2:], out5_shape)]
-    _pool_fwd_kernel[grid](
+    launch(_pool_fwd_kernel, grid, (
         x5, out, indices if is_max else out, levels_arg,
         n, c, *x5.shape[2:], *out5_shape, *geometry, divisor,
         *x5.stride(), *out_strides, *idx_strides,
+    ), dict(
         MODE=POOL_MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
         CHANNELS_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
         ACC_DTYPE=acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def pool_forward(
@@ -258,14 +260,15 @@ def _global_forward(
     br, bc, warps = _global_tiles(c_inner, c, d * h * w)
     is_max = POOL_MODES[mode] == MAX.value
     idx = indices if is_max else out
-    _global_pool_fwd_kernel[(n * triton.cdiv(c, bc),)](
+    launch(_global_pool_fwd_kernel, (n * triton.cdiv(c, bc),), (
         x5, out, idx,
         c, d * h * w, h, w,
         *x5.stride(), *out.stride(), *idx.stride(),
+    ), dict(
         MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, FLAT=flat is not None,
         USE_INT64=_use_int64(x, out, indices), ACC_DTYPE=acc_dtype(x.dtype),
         BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
@@ -288,15 +291,16 @@ def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_st
     is_max = POOL_MODES[mode] == MAX.value
     products = [s * o for s, o in zip(gi5.shape[2:], out5_shape)]
     grid = (triton.cdiv(m, bp), triton.cdiv(c, bc))
-    _pool_bwd_input_kernel[grid](
+    launch(_pool_bwd_input_kernel, grid, (
         grad_out, indices if is_max else grad_out, gi5, levels_arg,
         n, c, len(levels) if levels is not None else 1,
         *gi5.shape[2:], *out5_shape, *geometry, divisor,
         *go_strides, *idx_strides, *gi5.stride(),
+    ), dict(
         MODE=POOL_MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
         CHANNELS_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
         ACC_DTYPE=acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def pool_backward(

@@ -45,6 +45,7 @@ import triton.language as tl
 
 from ._common import INTERPRET, acc_dtype, as_5d, channels_inner, check_device, needs_int64
 from ._indexing import tile_indices, unflatten, wide
+from ._plan import launch
 
 # Tile shapes follow from the problem's shape (no autotuning): a memory-bound copy gains little
 # from tuning, and no call pays for a tuning sweep. (The backward's summation order does not
@@ -391,23 +392,25 @@ def upsample_nearest_forward(
         widen = 1 if ch_inner else kw
         block_r, block_i = _blocks(rows, inner, _FWD_TILE // widen, max(1, _MAX_INNER // widen))
         grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-        _upsample_int_fwd_kernel[grid](
+        launch(_upsample_int_fwd_kernel, grid, (
             x5, y5, rows, inner, x5.shape[1], *in3,
             *x5.stride(), *y5.stride(),
+        ), dict(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_INNER=ch_inner, USE_INT64=use_int64,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-        )  # fmt: skip
+        ))  # fmt: skip
         return
     rows, inner = _rows_inner(y5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _FWD_TILE)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _upsample_fwd_kernel[grid](
+    launch(_upsample_fwd_kernel, grid, (
         x5, y5, rows, inner, x5.shape[1], *in3, *out3,
         *x5.stride(), *y5.stride(), *scale3,
+    ), dict(
         CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def upsample_nearest_backward(
@@ -436,25 +439,27 @@ def upsample_nearest_backward(
         widen = kw if not ch_inner and kw in (2, 4) else 1
         block_r, block_i = _blocks(rows, inner, _BWD_TILE // widen, max(1, _MAX_INNER // widen))
         grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-        _upsample_int_bwd_kernel[grid](
+        launch(_upsample_int_bwd_kernel, grid, (
             go5, gi5, rows, inner, gi5.shape[1], *in3,
             *go5.stride(), *gi5.stride(),
+        ), dict(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_INNER=ch_inner, USE_INT64=use_int64, ACC_DTYPE=acc_dtype(grad_in.dtype),
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-        )  # fmt: skip
+        ))  # fmt: skip
         return
     fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
     rows, inner = _rows_inner(gi5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _BWD_TILE)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _upsample_bwd_input_kernel[grid](
+    launch(_upsample_bwd_input_kernel, grid, (
         go5, gi5, rows, inner, gi5.shape[1], *in3, *out3,
         *go5.stride(), *gi5.stride(), *scale3, *fan_in,
+    ), dict(
         CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
         ACC_DTYPE=acc_dtype(grad_in.dtype),
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 __all__ = [
