@@ -21,9 +21,12 @@ _POISON = os.environ.get("TORCHCONV_EXT_POISON", "0") == "1"
 # --------------------------------------------------------------------------------------------
 
 
+_CL_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def channels_last_format(dim: int) -> torch.memory_format | None:
     """The channels-last memory format of a ``dim``-d tensor (``None`` below 4 or above 5)."""
-    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dim)
+    return _CL_FORMATS.get(dim)
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
@@ -96,6 +99,10 @@ def empty_in_layout(
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
+    # torch's own contiguity test is the same rule (sizes of 1 ignored), in C: try it first
+    fmt = _CL_FORMATS.get(t.dim()) if channels_last else torch.contiguous_format
+    if fmt is not None and t.is_contiguous(memory_format=fmt):
+        return t
     if _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
         return t
     return empty_in_layout(t.shape, t, channels_last).copy_(t)

@@ -10,11 +10,11 @@ output memory formats are in ``_memory``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from ._args import IntOrTuple, expand, is_int, is_ints, plain_int, string_padding
+from ._args import IntOrTuple, expand, is_int, is_ints, memoized, plain_int, string_padding
 
 MODES: tuple[str, ...] = ("max", "avg")
 
@@ -49,9 +49,15 @@ class PoolGeometry:
     def as_args(self) -> tuple:
         """The geometry as the registered ops' trailing arguments, in field order (per-dim
         tuples as lists, as op schemas take them)."""
-        return tuple(
-            list(v) if isinstance(v, tuple) else v
-            for v in (getattr(self, f.name) for f in fields(self))
+        return (
+            list(self.kernel_size),
+            list(self.stride),
+            list(self.padding),
+            list(self.padding_end),
+            list(self.dilation),
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
         )
 
     @classmethod
@@ -113,6 +119,7 @@ def _check_input(name: str, input: torch.Tensor) -> None:
         )
 
 
+@memoized
 def pool_geometry(
     name: str,
     input: torch.Tensor,

@@ -70,6 +70,12 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def next_power_of_2(n: int) -> int:
+    """The least power of two ``>= n`` (``n >= 1``), as ``triton.next_power_of_2`` in plain
+    Python."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 def as_5d(t: torch.Tensor) -> torch.Tensor:
     """View an ``(N, C, *spatial)`` tensor with 1–3 spatial dims as ``(N, C, D, H, W)``."""
     while t.dim() < 5:

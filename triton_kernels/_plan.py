@@ -18,8 +18,8 @@ differently never meets another call's plan:
 
 What is read at each call, as Triton reads it: the current stream, the launch hooks
 (``knobs.runtime.launch_enter_hook`` / ``launch_exit_hook``, with the kernel's launch
-metadata), and the globals the kernel was compiled against (a change sends the call back to
-Triton, which reports it). Kernels with pre-run hooks, callable grids, tensor subclasses or
+metadata), and the globals the kernel was compiled against (one rebound sends the call back
+to Triton, which compares values and reports a change). Kernels with pre-run hooks, callable grids, tensor subclasses or
 anything unhashable are never planned; under Triton's interpreter (``kernel[grid]`` there *is*
 the interpreter) nothing is, and ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns plans off. Any error on
 the planned path drops the plan and repeats the launch through ``kernel[grid]``.
@@ -61,9 +61,8 @@ class Plan:
 
     def run(self, device: int, grid: tuple, args: tuple) -> None:
         """Launch as ``JITFunction.run`` does once it holds the compiled kernel."""
-        missing = object()
-        for name, (value, namespace) in self.globals:
-            if namespace.get(name, missing) != value:
+        for name, namespace, value in self.globals:
+            if namespace.get(name) is not value:
                 raise _Stale
         kernel = self.compiled
         stream = driver.active.get_current_stream(device)
@@ -156,7 +155,12 @@ def _remember(key: tuple, kernel: Any, compiled: Any, args: tuple, kwargs: dict)
             return
     if len(_plans) >= CAPACITY:
         _plans.clear()
-    used = tuple((name, entry) for (name, _), entry in kernel.used_global_vals.items())
+    # the globals' objects as they are now (Triton compared their values when it launched):
+    # a global rebound since sends the call back to Triton
+    used = tuple(
+        (name, namespace, namespace.get(name))
+        for (name, _), (_, namespace) in kernel.used_global_vals.items()
+    )
     _plans[key] = Plan(compiled, tuple(tail), used)
 
 
