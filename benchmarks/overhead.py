@@ -8,12 +8,18 @@ backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
 our launcher, Triton's autotuner and argument binder — and the final launcher only counts.
 
 The breakdown comes from timing the same call with progressively deeper layers replaced by
-no-ops, all at Triton's level or through public names:
+no-ops, at Triton's level, through public names, or at the two classes of ``triton_kernels``
+that stand between its launchers and Triton (its tuner and its launch plans):
 
-* ``binder``     Triton's ``JITFunction.run``: argument binding and specialisation, kernel-cache
-                 lookup, grid, and the (stubbed) launcher call = total − (JIT run stubbed);
-* ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` around it = (JIT stubbed) −
-                 (autotuner stubbed too);
+* ``binder``     Triton's ``JITFunction.run`` (argument binding and specialisation, kernel-cache
+                 lookup, grid, and the stubbed launcher call) where a launch goes through it,
+                 and ``triton_kernels._plan.Plan.run`` where a launch plan replaces it (the
+                 current stream, the launch metadata and hooks, and the stubbed launcher call)
+                 = total − (both stubbed);
+* ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` and ``triton_kernels``' own
+                 ``Tuner.launch`` (config lookup, grid, and the launch plan's lookup) =
+                 (binder stubbed) − (tuners stubbed too); launchers that launch without a
+                 tuner look their plan up in ``launcher``;
 * ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
                  (autotuner stubbed) − (launchers stubbed too);
 * ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
@@ -196,12 +202,16 @@ def stubbed_below(layer: str, counter: dict[str, int] | None = None) -> Iterator
     from triton.runtime.jit import JITFunction
 
     import triton_kernels
+    from triton_kernels._plan import Plan
+    from triton_kernels._tuning import Tuner
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_stubbed(JITFunction, ["run"]))
+        stack.enter_context(_stubbed(Plan, ["run"]))
         if layer in ("tuner", "launcher"):
             stack.enter_context(_stubbed(Autotuner, ["run"]))
             stack.enter_context(_stubbed(Heuristics, ["run"]))
+            stack.enter_context(_stubbed(Tuner, ["launch"]))
         if layer == "launcher":
             stack.enter_context(_stubbed(triton_kernels, launcher_names(), counter))
         yield
@@ -389,7 +399,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- statistic: {doc['method']['statistic']}",
         f"- autotuner: {doc['method']['tuner']}",
         "- breakdown (µs, per call): functional, autograd, op = registered ops, launcher = our "
-        "launchers, tuner = Triton's autotuner, binder = Triton's JIT run (see "
+        "launchers, tuner = Triton's autotuner and ours (config and launch-plan lookup), "
+        "binder = Triton's JIT run or the launch plan's direct call (see "
         "`benchmarks/overhead.py`); noise can make a small part negative",
         "",
         HEADER,
@@ -451,9 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.blocks} blocks of about {args.block_ms:g} ms each, in this thread's CPU time "
             "(time.thread_time: time given to other processes is not counted), garbage "
             "collection off, one torch thread",
-            "tuner": "the autotuner's benchmark step returns a config's position as its time, so "
-            "the first config after the kernel's pruning wins; the winner is cached per key and "
-            "the timed calls take the cached path, as on a GPU",
+            "tuner": "the autotuner's benchmark step returns a config's position as its time (and "
+            "triton.testing.do_bench, which torchconv_ext's tuner uses, one time for every "
+            "config), so the first config after the kernel's pruning wins; the winner is cached "
+            "per key and the timed calls take the cached path (and the launch plan made on the "
+            "first call), as on a GPU",
         },
         "rows": [],
     }
