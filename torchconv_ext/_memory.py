@@ -99,11 +99,15 @@ def empty_in_layout(
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
-    # torch's own contiguity test is the same rule (sizes of 1 ignored), in C: try it first
-    fmt = _CL_FORMATS.get(t.dim()) if channels_last else torch.contiguous_format
-    if fmt is not None and t.is_contiguous(memory_format=fmt):
-        return t
-    if _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
+    # torch's own contiguity test is the same rule (sizes of 1 ignored, empty tensors pass),
+    # in C, and its copy gives empty_in_layout's strides for the contiguous layout
+    if not channels_last:
+        return t.contiguous()
+    fmt = _CL_FORMATS.get(t.dim())
+    if fmt is not None:
+        if t.is_contiguous(memory_format=fmt):
+            return t
+    elif _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
         return t
     return empty_in_layout(t.shape, t, channels_last).copy_(t)
 

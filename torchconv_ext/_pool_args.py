@@ -63,7 +63,11 @@ class PoolGeometry:
     @classmethod
     def from_args(cls, *args) -> PoolGeometry:
         """The inverse of :meth:`as_args`: a geometry from the registered ops' arguments."""
-        return cls(*(tuple(v) if isinstance(v, list | tuple) else v for v in args))
+        kernel_size, stride, padding, padding_end, dilation, *flags = args
+        return cls(
+            tuple(kernel_size), tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation),
+            *flags,
+        )  # fmt: skip
 
 
 def pool_output_size(

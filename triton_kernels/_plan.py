@@ -41,10 +41,11 @@ ENABLED: bool = not INTERPRET and os.environ.get("TORCHCONV_EXT_LAUNCH_PLANS", "
 #: Plans kept before the table is cleared (a plan is per problem, so this bounds memory only).
 CAPACITY = 4096
 
-_T = torch.Tensor
 #: Tensor types planned (subclasses may mean anything to Triton: never planned).
 _TENSORS = (torch.Tensor, torch.nn.Parameter)
 _plans: dict[tuple, Plan] = {}
+#: Which arguments are tensors, per tuple of argument types.
+_tensor_positions: dict[tuple, tuple[int, ...]] = {}
 _stats = {"planned": 0, "unplanned": 0}
 
 
@@ -52,9 +53,10 @@ class Plan:
     """One compiled kernel and the constant tail of its arguments (keywords and defaults, in
     signature order after the positional ones)."""
 
-    __slots__ = ("compiled", "globals", "tail")
+    __slots__ = ("compiled", "globals", "kernel", "tail")
 
-    def __init__(self, compiled: Any, tail: tuple, used_globals: tuple) -> None:
+    def __init__(self, kernel: Any, compiled: Any, tail: tuple, used_globals: tuple) -> None:
+        self.kernel = kernel
         self.compiled = compiled
         self.tail = tail
         self.globals = used_globals
@@ -81,25 +83,23 @@ class _Stale(Exception):
 
 
 def _key(kernel: Any, device: int, args: tuple, kwargs: dict) -> tuple:
-    # (ints first: most arguments are sizes and strides)
-    values = tuple(
-        [
-            a
-            if a.__class__ is int
-            else (a.dtype, not a.data_ptr() & 15)
-            if isinstance(a, _T)
-            else a
-            for a in args
-        ]
-    )
+    types = tuple(map(type, args))
+    tensors = _tensor_positions.get(types)
+    if tensors is None:
+        tensors = tuple(i for i, t in enumerate(types) if issubclass(t, torch.Tensor))
+        _tensor_positions[types] = tensors
+    values = list(args)
+    for i in tensors:
+        a = args[i]
+        values[i] = (a.dtype, not a.data_ptr() & 15)
     return (
-        kernel,
+        id(kernel),  # the kernel's own hash is Python code; the plan checks it is the same one
         device,
         knobs.runtime.debug,
         knobs.compilation.instrumentation_mode,
         getattr(knobs.compilation, "fpsan_homomorphic_casts", None),  # triton >= 3.9
-        tuple(map(type, args)),
-        values,
+        types,
+        tuple(values),
         tuple(kwargs.items()),
         tuple(map(type, kwargs.values())),
     )
@@ -123,7 +123,7 @@ def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, An
         device = driver.active.get_current_device()
         key = _key(kernel, device, args, kwargs)
         plan = _plans.get(key)
-        if plan is not None:
+        if plan is not None and plan.kernel is kernel:
             plan.run(device, grid, args)
             _stats["planned"] += 1
             return
@@ -161,7 +161,7 @@ def _remember(key: tuple, kernel: Any, compiled: Any, args: tuple, kwargs: dict)
         (name, namespace, namespace.get(name))
         for (name, _), (_, namespace) in kernel.used_global_vals.items()
     )
-    _plans[key] = Plan(compiled, tuple(tail), used)
+    _plans[key] = Plan(kernel, compiled, tuple(tail), used)
 
 
 #: Argument types a plan takes by value (besides tensors).
