@@ -21,6 +21,8 @@ PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
 
 def is_int(value: object) -> bool:
     """Python, NumPy and symbolic integers (not bools), as torch's int arguments accept them."""
+    if type(value) is int:
+        return True  # the common case, without the slower ABC check below
     return isinstance(value, numbers.Integral | torch.SymInt) and not isinstance(value, bool)
 
 
@@ -29,6 +31,8 @@ def expand(value: object, ndim: int) -> tuple[int, ...] | None:
 
     Returns ``None`` for any other form, so each caller raises its own family's error.
     """
+    if type(value) is int:
+        return (value,) * ndim
     if is_int(value):
         return (_plain(value),) * ndim
     if not isinstance(value, Sequence) or isinstance(value, str):

@@ -211,6 +211,11 @@ def adaptive_window(i: int, in_size: int, out_size: int) -> tuple[int, int]:
 
 def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[int]:
     """Validate an adaptive pooling's ``output_size`` (``None`` entries keep the input size)."""
+    return list(_adaptive_output_size(name, input, output_size))
+
+
+@memoized
+def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[int, ...]:
     ndim = input.dim() - 2
     _check_input(name, input)
     if output_size is None or is_int(output_size):
@@ -232,7 +237,7 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
         raise RuntimeError(
             f"{name}: elements of output_size must be greater than or equal to 0, but got {out}"
         )
-    return out
+    return tuple(out)
 
 
 def check_levels(levels) -> tuple[int, ...]:

@@ -103,9 +103,20 @@ class Primitive:
         return f"Primitive(torchconv_ext::{self.name})"
 
     def __call__(self, *args: Any) -> Any:
-        if tracing(args):
+        # tracing(args) and _wants_graph(args) in one pass over the arguments (the hot path)
+        if (
+            torch.compiler.is_compiling()
+            or torch._C._len_torch_dispatch_stack()
+            or getattr(_in_op_rule, "active", False)
+        ):
             return self.op(*args)
-        if _wants_graph(args):
+        grad = False
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if type(a) not in _PLAIN_TENSORS:
+                    return self.op(*args)
+                grad = grad or a.requires_grad
+        if (grad and torch.is_grad_enabled()) or _forward_mode_active():
             return EagerFunction.apply(self, *args)
         return self.impl(*args)
 
