@@ -18,11 +18,15 @@ differently never meets another call's plan:
 
 What is read at each call, as Triton reads it: the current stream, the launch hooks
 (``knobs.runtime.launch_enter_hook`` / ``launch_exit_hook``, with the kernel's launch
-metadata), and the globals the kernel was compiled against (one rebound sends the call back
-to Triton, which compares values and reports a change). Kernels with pre-run hooks, callable grids, tensor subclasses or
-anything unhashable are never planned; under Triton's interpreter (``kernel[grid]`` there *is*
-the interpreter) nothing is, and ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns plans off. Any error on
-the planned path drops the plan and repeats the launch through ``kernel[grid]``.
+metadata), and the globals the kernel was compiled against (one rebound since sends the call
+back to Triton, which compares values and reports a change).
+
+Kernels with pre-run hooks, callable grids, tensor subclasses or unhashable arguments are never
+planned; under Triton's interpreter (``kernel[grid]`` there *is* the interpreter) nothing is,
+and ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns plans off. A plan that cannot prepare its launch is
+dropped and the launch goes through ``kernel[grid]``; what the launcher itself raises reaches
+the caller as it would from Triton's path (the kernel may have been launched by then, so it is
+never launched twice).
 """
 
 from __future__ import annotations
@@ -62,24 +66,31 @@ class Plan:
         self.globals = used_globals
 
     def run(self, device: int, grid: tuple, args: tuple) -> None:
-        """Launch as ``JITFunction.run`` does once it holds the compiled kernel."""
-        for name, namespace, value in self.globals:
-            if namespace.get(name) is not value:
-                raise _Stale
+        """Launch as ``JITFunction.run`` does once it holds the compiled kernel. Raises
+        :class:`Unplanned` when the launch cannot be prepared (nothing was launched then);
+        what the launcher itself raises goes to the caller, as from Triton's path."""
         kernel = self.compiled
-        stream = driver.active.get_current_stream(device)
-        full = (*args, *self.tail)
-        n = len(grid)
-        metadata = kernel.launch_metadata(grid, stream, *full)
-        kernel.run(
-            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
-            stream, kernel.function, kernel.packed_metadata, metadata,
+        try:
+            for name, namespace, value in self.globals:
+                if namespace.get(name) is not value:
+                    raise Unplanned("a global the kernel uses was rebound")
+            stream = driver.active.get_current_stream(device)
+            full = (*args, *self.tail)
+            n = len(grid)
+            g1, g2 = (grid[1] if n > 1 else 1), (grid[2] if n > 2 else 1)
+            metadata = kernel.launch_metadata(grid, stream, *full)
+            run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
+        except Exception as e:
+            raise Unplanned(str(e)) from e
+        run(
+            grid[0], g1, g2, stream, function, packed, metadata,
             knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *full,
         )  # fmt: skip
 
 
-class _Stale(Exception):
-    """A global the kernel was compiled against has changed: Triton's path reports it."""
+class Unplanned(Exception):
+    """A plan that cannot launch (a global rebound, anything unexpected): Triton's own path
+    launches instead."""
 
 
 def _key(kernel: Any, device: int, args: tuple, kwargs: dict) -> tuple:
@@ -113,24 +124,26 @@ def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, An
     """
     if (
         not ENABLED
+        or callable(grid)
         or kernel.pre_run_hooks
         or getattr(knobs.runtime, "add_stages_inspection_hook", None) is not None
     ):
         kernel[grid](*args, **kwargs)
         return
-    key = plan = None
     try:
         device = driver.active.get_current_device()
         key = _key(kernel, device, args, kwargs)
         plan = _plans.get(key)
-        if plan is not None and plan.kernel is kernel:
+    except Exception:  # unhashable or unexpected arguments: Triton's own path decides
+        key = plan = None
+    if plan is not None and plan.kernel is kernel:
+        try:
             plan.run(device, grid, args)
+        except Unplanned:
+            _plans.pop(key, None)
+        else:
             _stats["planned"] += 1
             return
-    except Exception:  # anything unexpected: Triton's own path decides (and reports)
-        if plan is not None:
-            _plans.pop(key, None)
-        key = None
     compiled = kernel[grid](*args, **kwargs)
     _stats["unplanned"] += 1
     if key is not None and compiled is not None:
