@@ -23,8 +23,9 @@ that stand between its launchers and Triton (its tuner and its launch plans):
 * ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
                  (autotuner stubbed) − (launchers stubbed too);
 * ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
-                 dispatch mode), each timed alone with the launchers stubbed: dispatcher and op
-                 body (output allocation, backend choice);
+                 dispatch mode), each body timed alone with the launchers stubbed, as the eager
+                 path runs it: the primitive's implementation (output allocation, layout
+                 conversions, backend choice) without the dispatcher, which eager calls skip;
 * ``autograd``   graph recording — and for forward+backward, the engine and the backward
                  formulas — = (launchers stubbed) − (the forward under ``torch.no_grad``) −
                  (the backward's ops);
@@ -242,6 +243,15 @@ def registered_ops(fn: Callable[[], Any]) -> list[tuple[Any, tuple, dict]]:
     return seen
 
 
+def op_body(op: Any) -> Callable[..., Any]:
+    """What the eager path runs of a registered op: its primitive's implementation (the op
+    itself, dispatcher included, where no primitive is known by its name)."""
+    from torchconv_ext._ops._primitive import PRIMITIVES
+
+    prim = PRIMITIVES.get(op.name().split("::")[-1].split(".")[0])
+    return prim.impl if prim is not None else op
+
+
 # --- one call --------------------------------------------------------------------------------
 def _call_fns(call: Call, direction: str, ours: bool) -> tuple[Callable, Callable]:
     """``(forward, run)``: the forward alone and the timed call of ``direction``."""
@@ -286,9 +296,10 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         "no_grad_forward": (lambda: stubbed_below("launcher"), no_grad_forward),
     }
     for i, (op, op_args, op_kwargs) in enumerate(ops):
+        body = op_body(op)
         variants[f"op{i}"] = (
             lambda: stubbed_below("launcher"),
-            lambda op=op, a=op_args, k=op_kwargs: op(*a, **k),
+            lambda body=body, a=op_args, k=op_kwargs: body(*a, **k),
         )
     _, aten_run = _call_fns(call, direction, ours=False)
     variants["aten"] = (plain_tensors, aten_run)
@@ -398,7 +409,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- stand-in GPU target {doc['target']}: {doc['method']['stand_in']}",
         f"- statistic: {doc['method']['statistic']}",
         f"- autotuner: {doc['method']['tuner']}",
-        "- breakdown (µs, per call): functional, autograd, op = registered ops, launcher = our "
+        "- breakdown (µs, per call): functional, autograd, op = registered ops' bodies as eager "
+        "calls run them (no dispatcher), launcher = our "
         "launchers, tuner = Triton's autotuner and ours (config and launch-plan lookup), "
         "binder = Triton's JIT run or the launch plan's direct call (see "
         "`benchmarks/overhead.py`); noise can make a small part negative",

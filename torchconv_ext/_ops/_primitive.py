@@ -41,6 +41,10 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 _in_op_rule = threading.local()
 
 
+#: Every primitive by its op name (what ``torch.ops.torchconv_ext.<name>`` calls).
+PRIMITIVES: dict[str, Primitive] = {}
+
+
 def tracing(args: tuple) -> bool:
     """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
     mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or inside a
@@ -89,6 +93,7 @@ class Primitive:
         vmap: Callable[..., tuple] | None = None,
     ) -> None:
         self.name = name
+        PRIMITIVES[name] = self
         self.impl = impl
         self.setup_context = setup_context
         self.backward = backward
