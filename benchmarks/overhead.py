@@ -190,10 +190,16 @@ def _stubbed(owner: Any, names: Sequence[str], counter: dict[str, int] | None = 
 
 
 def launcher_names() -> list[str]:
-    """The public launchers of ``triton_kernels`` (its ``__all__`` minus plain values)."""
+    """The public launchers of ``triton_kernels``: the functions of its ``__all__`` that launch
+    (``*_forward`` / ``*_backward*``), not plain values or the predicates the ops consult
+    (``prefers_channels_last``: stubbing it would skip the op's layout conversions)."""
     import triton_kernels
 
-    return [n for n in triton_kernels.__all__ if callable(getattr(triton_kernels, n, None))]
+    return [
+        n
+        for n in triton_kernels.__all__
+        if callable(getattr(triton_kernels, n, None)) and ("forward" in n or "backward" in n)
+    ]
 
 
 @contextlib.contextmanager
