@@ -8,17 +8,24 @@ backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
 our launcher, Triton's autotuner and argument binder — and the final launcher only counts.
 
 The breakdown comes from timing the same call with progressively deeper layers replaced by
-no-ops, all at Triton's level or through public names:
+no-ops, at Triton's level, through public names, or at the two classes of ``triton_kernels``
+that stand between its launchers and Triton (its tuner and its launch plans):
 
-* ``binder``     Triton's ``JITFunction.run``: argument binding and specialisation, kernel-cache
-                 lookup, grid, and the (stubbed) launcher call = total − (JIT run stubbed);
-* ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` around it = (JIT stubbed) −
-                 (autotuner stubbed too);
+* ``binder``     Triton's ``JITFunction.run`` (argument binding and specialisation, kernel-cache
+                 lookup, grid, and the stubbed launcher call) where a launch goes through it,
+                 and ``triton_kernels._plan.Plan.run`` where a launch plan replaces it (the
+                 current stream, the launch metadata and hooks, and the stubbed launcher call)
+                 = total − (both stubbed);
+* ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` and ``triton_kernels``' own
+                 ``Tuner.launch`` (config lookup, grid, and the launch plan's lookup) =
+                 (binder stubbed) − (tuners stubbed too); launchers that launch without a
+                 tuner look their plan up in ``launcher``;
 * ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
                  (autotuner stubbed) − (launchers stubbed too);
 * ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
-                 dispatch mode), each timed alone with the launchers stubbed: dispatcher and op
-                 body (output allocation, backend choice);
+                 dispatch mode), each body timed alone with the launchers stubbed, as the eager
+                 path runs it: the primitive's implementation (output allocation, layout
+                 conversions, backend choice) without the dispatcher, which eager calls skip;
 * ``autograd``   graph recording — and for forward+backward, the engine and the backward
                  formulas — = (launchers stubbed) − (the forward under ``torch.no_grad``) −
                  (the backward's ops);
@@ -183,10 +190,16 @@ def _stubbed(owner: Any, names: Sequence[str], counter: dict[str, int] | None = 
 
 
 def launcher_names() -> list[str]:
-    """The public launchers of ``triton_kernels`` (its ``__all__`` minus plain values)."""
+    """The public launchers of ``triton_kernels``: the functions of its ``__all__`` that launch
+    (``*_forward`` / ``*_backward*``), not plain values or the predicates the ops consult
+    (``prefers_channels_last``: stubbing it would skip the op's layout conversions)."""
     import triton_kernels
 
-    return [n for n in triton_kernels.__all__ if callable(getattr(triton_kernels, n, None))]
+    return [
+        n
+        for n in triton_kernels.__all__
+        if callable(getattr(triton_kernels, n, None)) and ("forward" in n or "backward" in n)
+    ]
 
 
 @contextlib.contextmanager
@@ -196,12 +209,16 @@ def stubbed_below(layer: str, counter: dict[str, int] | None = None) -> Iterator
     from triton.runtime.jit import JITFunction
 
     import triton_kernels
+    from triton_kernels._plan import Plan
+    from triton_kernels._tuning import Tuner
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_stubbed(JITFunction, ["run"]))
+        stack.enter_context(_stubbed(Plan, ["run"]))
         if layer in ("tuner", "launcher"):
             stack.enter_context(_stubbed(Autotuner, ["run"]))
             stack.enter_context(_stubbed(Heuristics, ["run"]))
+            stack.enter_context(_stubbed(Tuner, ["launch"]))
         if layer == "launcher":
             stack.enter_context(_stubbed(triton_kernels, launcher_names(), counter))
         yield
@@ -230,6 +247,15 @@ def registered_ops(fn: Callable[[], Any]) -> list[tuple[Any, tuple, dict]]:
     with Recorder():
         fn()
     return seen
+
+
+def op_body(op: Any) -> Callable[..., Any]:
+    """What the eager path runs of a registered op: its primitive's implementation (the op
+    itself, dispatcher included, where no primitive is known by its name)."""
+    from torchconv_ext._ops._primitive import PRIMITIVES
+
+    prim = PRIMITIVES.get(op.name().split("::")[-1].split(".")[0])
+    return prim.impl if prim is not None else op
 
 
 # --- one call --------------------------------------------------------------------------------
@@ -276,9 +302,10 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         "no_grad_forward": (lambda: stubbed_below("launcher"), no_grad_forward),
     }
     for i, (op, op_args, op_kwargs) in enumerate(ops):
+        body = op_body(op)
         variants[f"op{i}"] = (
             lambda: stubbed_below("launcher"),
-            lambda op=op, a=op_args, k=op_kwargs: op(*a, **k),
+            lambda body=body, a=op_args, k=op_kwargs: body(*a, **k),
         )
     _, aten_run = _call_fns(call, direction, ours=False)
     variants["aten"] = (plain_tensors, aten_run)
@@ -388,8 +415,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- stand-in GPU target {doc['target']}: {doc['method']['stand_in']}",
         f"- statistic: {doc['method']['statistic']}",
         f"- autotuner: {doc['method']['tuner']}",
-        "- breakdown (µs, per call): functional, autograd, op = registered ops, launcher = our "
-        "launchers, tuner = Triton's autotuner, binder = Triton's JIT run (see "
+        "- breakdown (µs, per call): functional, autograd, op = registered ops' bodies as eager "
+        "calls run them (no dispatcher), launcher = our "
+        "launchers, tuner = Triton's autotuner and ours (config and launch-plan lookup), "
+        "binder = Triton's JIT run or the launch plan's direct call (see "
         "`benchmarks/overhead.py`); noise can make a small part negative",
         "",
         HEADER,
@@ -451,9 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.blocks} blocks of about {args.block_ms:g} ms each, in this thread's CPU time "
             "(time.thread_time: time given to other processes is not counted), garbage "
             "collection off, one torch thread",
-            "tuner": "the autotuner's benchmark step returns a config's position as its time, so "
-            "the first config after the kernel's pruning wins; the winner is cached per key and "
-            "the timed calls take the cached path, as on a GPU",
+            "tuner": "the autotuner's benchmark step returns a config's position as its time (and "
+            "triton.testing.do_bench, which torchconv_ext's tuner uses, one time for every "
+            "config), so the first config after the kernel's pruning wins; the winner is cached "
+            "per key and the timed calls take the cached path (and the launch plan made on the "
+            "first call), as on a GPU",
         },
         "rows": [],
     }

@@ -20,7 +20,9 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
     object that packs the arguments in C and calls ``cuLaunchKernel`` — is a stub that counts.
     Configs cannot be benchmarked without a GPU, so the autotuner's benchmark step returns a
     fixed time per config, rising with its position: the first config (after the kernel's own
-    pruning) wins and is cached per tuning key exactly as a measured winner would be.
+    pruning) wins and is cached per tuning key exactly as a measured winner would be. The
+    same holds for torchconv_ext's own tuner (``triton.testing.do_bench`` returns one time for
+    every config), whose winners go to a temporary cache directory, not the user's.
 
 Kernels are decorated when ``triton_kernels`` is imported, so that import must happen without
 ``TRITON_INTERPRET=1``: :func:`require_compiled_kernels` checks it. Both tools run in a process
@@ -33,6 +35,7 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -284,6 +287,25 @@ def plain_tensors() -> Iterator[None]:
         yield
 
 
+def _constant_bench(fn: Any, *args: Any, **kwargs: Any) -> float:
+    """``triton.testing.do_bench`` on the stand-in (torchconv_ext's tuner times candidates with
+    it): every config takes as long, so the first candidate after pruning wins."""
+    return 1.0
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def _ranked_bench(self: Any, *args: Any, config: Any, **meta: Any) -> list[float]:
     """The autotuner's benchmark step on the stand-in: a config's position as its time."""
     rank = float(self.configs.index(config)) if config in self.configs else 0.0
@@ -332,9 +354,16 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
             _attribute(Heuristics, "run", capture),
             _attribute(JITFunction, "run", capture_jit),
         ]
-    elif hasattr(Autotuner, "_bench"):
-        patches.append(_attribute(Autotuner, "_bench", _ranked_bench))
+    else:
+        import triton.testing
+
+        if hasattr(Autotuner, "_bench"):
+            patches.append(_attribute(Autotuner, "_bench", _ranked_bench))
+        patches.append(_attribute(triton.testing, "do_bench", _constant_bench))
     with contextlib.ExitStack() as stack:
+        # tuned winners of the stand-in are not real ones: keep them out of the user's cache
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="standin-tuning-"))
+        stack.enter_context(_environ("TORCHCONV_EXT_CACHE_DIR", tmp))
         for p in patches:
             stack.enter_context(p)
         try:

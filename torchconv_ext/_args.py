@@ -6,8 +6,10 @@ arguments with their own messages; the shapes of those arguments are read here, 
 
 from __future__ import annotations
 
+import functools
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -19,6 +21,8 @@ PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
 
 def is_int(value: object) -> bool:
     """Python, NumPy and symbolic integers (not bools), as torch's int arguments accept them."""
+    if type(value) is int:
+        return True  # the common case, without the slower ABC check below
     return isinstance(value, numbers.Integral | torch.SymInt) and not isinstance(value, bool)
 
 
@@ -27,6 +31,8 @@ def expand(value: object, ndim: int) -> tuple[int, ...] | None:
 
     Returns ``None`` for any other form, so each caller raises its own family's error.
     """
+    if type(value) is int:
+        return (value,) * ndim
     if is_int(value):
         return (_plain(value),) * ndim
     if not isinstance(value, Sequence) or isinstance(value, str):
@@ -93,3 +99,62 @@ def string_padding(
         pairs = [same_padding(*a) for a in zip(sizes, kernel, stride, dilation)]
         return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
     raise error(f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+
+
+# --------------------------------------------------------------------------------------------
+# Validated arguments, remembered
+# --------------------------------------------------------------------------------------------
+
+#: Validated argument tuples each checker remembers (its table is cleared when full).
+MEMO_CAPACITY = 1024
+
+_PLAIN_SCALARS = (int, str, float, type(None))
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+Check = TypeVar("Check", bound=Callable)
+
+
+def _memo_key(args: tuple) -> tuple | None:
+    """``args`` as a key that tells apart everything a checker can read of them — a tensor's
+    type, shape, dtype and device; a value's type and value — or ``None`` when one is not plain
+    (NumPy or symbolic ints, tensor subclasses, other objects: those are checked every time)."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t in _PLAIN_TENSORS:
+            key.append((t, a.shape, a.dtype, a.device))
+        elif t in _PLAIN_SCALARS or t is bool:
+            key.append((t, a))
+        elif (t is tuple or t is list) and all(type(v) is int for v in a):
+            key.append((t, *a))
+        else:
+            return None
+    return tuple(key)
+
+
+def memoized(check: Check) -> Check:
+    """Remember a pure argument checker's result per plain argument tuple (positional only).
+
+    ``check`` must read nothing but its arguments — of tensors only their type, shape, dtype
+    and device — and return an immutable value; calls that raise are not remembered (they raise
+    again), and nothing is remembered while ``torch.compile`` traces (sizes may be symbolic).
+    """
+    table: dict[tuple, object] = {}
+
+    @functools.wraps(check)
+    def checked(*args, **kwargs):
+        if kwargs or torch.compiler.is_compiling():
+            return check(*args, **kwargs)
+        key = _memo_key(args)
+        if key is None:
+            return check(*args)
+        value = table.get(key)
+        if value is None:
+            value = check(*args)
+            if len(table) >= MEMO_CAPACITY:
+                table.clear()
+            table[key] = value
+        return value
+
+    checked.cache_clear = table.clear  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]

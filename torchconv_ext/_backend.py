@@ -14,6 +14,7 @@ compiled function runs the switch outside the graph (a graph break), and under
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -109,6 +110,8 @@ def kernels():
 
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported here."""
+    if sys.modules.get("triton") is not None:
+        return True  # imported already (an import would only look it up there)
     try:
         import triton  # noqa: F401
     except ImportError:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._args import IntOrTuple, expand, is_ints, plain_int, string_padding
+from ._args import IntOrTuple, expand, is_ints, memoized, plain_int, string_padding
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
@@ -177,6 +177,7 @@ def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ..
     return values
 
 
+@memoized
 def conv_geometry(
     name: str,
     input: torch.Tensor,
@@ -245,6 +246,26 @@ def conv_transpose_geometry(
     dilation: IntOrTuple,
 ) -> tuple[ConvGeometry, list[int]]:
     """Validate a (batched) transposed convolution; return its adjoint convolution's geometry
+    and the output's spatial size (see :func:`_transpose_geometry`)."""
+    g, out = _transpose_geometry(
+        name, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    return g, list(out)
+
+
+@memoized
+def _transpose_geometry(
+    name: str,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> tuple[ConvGeometry, tuple[int, ...]]:
+    """Validate a (batched) transposed convolution; return its adjoint convolution's geometry
     and the output's spatial size.
 
     A transposed convolution is the input-gradient of the convolution that maps its output back
@@ -304,7 +325,7 @@ def conv_transpose_geometry(
             f"{name}: given input size {list(sizes)}, the calculated output size {out} is too "
             "small: reduce padding"
         )
-    return ConvGeometry(stride_t, before, end, dilation_t, groups, "zeros"), out
+    return ConvGeometry(stride_t, before, end, dilation_t, groups, "zeros"), tuple(out)
 
 
 def check_mode_padding(

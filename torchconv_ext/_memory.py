@@ -21,9 +21,12 @@ _POISON = os.environ.get("TORCHCONV_EXT_POISON", "0") == "1"
 # --------------------------------------------------------------------------------------------
 
 
+_CL_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def channels_last_format(dim: int) -> torch.memory_format | None:
     """The channels-last memory format of a ``dim``-d tensor (``None`` below 4 or above 5)."""
-    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dim)
+    return _CL_FORMATS.get(dim)
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
@@ -96,7 +99,15 @@ def empty_in_layout(
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
-    if _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
+    # torch's own contiguity test is the same rule (sizes of 1 ignored, empty tensors pass),
+    # in C, and its copy gives empty_in_layout's strides for the contiguous layout
+    if not channels_last:
+        return t.contiguous()
+    fmt = _CL_FORMATS.get(t.dim())
+    if fmt is not None:
+        if t.is_contiguous(memory_format=fmt):
+            return t
+    elif _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
         return t
     return empty_in_layout(t.shape, t, channels_last).copy_(t)
 

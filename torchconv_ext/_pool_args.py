@@ -10,11 +10,11 @@ output memory formats are in ``_memory``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from ._args import IntOrTuple, expand, is_int, is_ints, plain_int, string_padding
+from ._args import IntOrTuple, expand, is_int, is_ints, memoized, plain_int, string_padding
 
 MODES: tuple[str, ...] = ("max", "avg")
 
@@ -49,15 +49,25 @@ class PoolGeometry:
     def as_args(self) -> tuple:
         """The geometry as the registered ops' trailing arguments, in field order (per-dim
         tuples as lists, as op schemas take them)."""
-        return tuple(
-            list(v) if isinstance(v, tuple) else v
-            for v in (getattr(self, f.name) for f in fields(self))
+        return (
+            list(self.kernel_size),
+            list(self.stride),
+            list(self.padding),
+            list(self.padding_end),
+            list(self.dilation),
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
         )
 
     @classmethod
     def from_args(cls, *args) -> PoolGeometry:
         """The inverse of :meth:`as_args`: a geometry from the registered ops' arguments."""
-        return cls(*(tuple(v) if isinstance(v, list | tuple) else v for v in args))
+        kernel_size, stride, padding, padding_end, dilation, *flags = args
+        return cls(
+            tuple(kernel_size), tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation),
+            *flags,
+        )  # fmt: skip
 
 
 def pool_output_size(
@@ -113,6 +123,7 @@ def _check_input(name: str, input: torch.Tensor) -> None:
         )
 
 
+@memoized
 def pool_geometry(
     name: str,
     input: torch.Tensor,
@@ -200,6 +211,11 @@ def adaptive_window(i: int, in_size: int, out_size: int) -> tuple[int, int]:
 
 def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[int]:
     """Validate an adaptive pooling's ``output_size`` (``None`` entries keep the input size)."""
+    return list(_adaptive_output_size(name, input, output_size))
+
+
+@memoized
+def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[int, ...]:
     ndim = input.dim() - 2
     _check_input(name, input)
     if output_size is None or is_int(output_size):
@@ -221,7 +237,7 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
         raise RuntimeError(
             f"{name}: elements of output_size must be greater than or equal to 0, but got {out}"
         )
-    return out
+    return tuple(out)
 
 
 def check_levels(levels) -> tuple[int, ...]:

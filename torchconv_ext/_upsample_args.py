@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._args import is_int
+from ._args import is_int, memoized
 
 NEAREST_MODES: tuple[str, ...] = ("nearest", "nearest-exact")
 ROUNDINGS: tuple[str, ...] = ("floor", "round")
@@ -141,6 +141,7 @@ def _output_size_from_scale(size: int, scale: float, recompute: bool, rounding: 
     return truncated
 
 
+@memoized
 def upsample_geometry(
     input: torch.Tensor,
     size: int | Sequence[int] | None,

@@ -93,6 +93,12 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def next_power_of_2(n: int) -> int:
+    """The least power of two ``>= n`` (``n >= 1``), as ``triton.next_power_of_2`` in plain
+    Python."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 def as_5d(t: torch.Tensor) -> torch.Tensor:
     """View an ``(N, C, *spatial)`` tensor with 1–3 spatial dims as ``(N, C, D, H, W)``."""
     while t.dim() < 5:
@@ -102,14 +108,17 @@ def as_5d(t: torch.Tensor) -> torch.Tensor:
 
 def spatial3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
     """Left-pad per-dimension parameters to three entries (depth, height, width)."""
-    values = tuple(int(v) for v in values)
+    values = tuple(map(int, values))
     return (fill,) * (3 - len(values)) + values
 
 
 def pack_geometry(*params: tuple[Sequence[int], int]) -> tuple[int, ...]:
     """Per-dim parameters as the kernels take them, each ``(values, fill)`` padded to ``(D, H,
     W)`` with ``fill`` (1 for sizes, strides and dilations, 0 for paddings), concatenated."""
-    return tuple(v for values, fill in params for v in spatial3(values, fill))
+    packed: tuple[int, ...] = ()
+    for values, fill in params:
+        packed += spatial3(values, fill)
+    return packed
 
 
 def needs_int64(*tensors: torch.Tensor | None) -> bool:

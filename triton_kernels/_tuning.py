@@ -35,6 +35,8 @@ import triton
 import triton.testing
 from triton.runtime.errors import OutOfResources
 
+from ._plan import launch
+
 #: Environment variable naming the cache directory (else ``$XDG_CACHE_HOME/torchconv_ext``, else
 #: ``~/.cache/torchconv_ext``).
 CACHE_DIR_ENV = "TORCHCONV_EXT_CACHE_DIR"
@@ -160,7 +162,7 @@ class Tuner:
         config = self._chosen.get((device, key))
         if config is None:
             config = self._choose(device, key, grid, args, constexprs)
-        self.kernel[grid(config)](*args, **constexprs, **config.kwargs)
+        launch(self.kernel, grid(config), args, {**constexprs, **config.kwargs})
 
     # -- misses ------------------------------------------------------------------------------
 
@@ -307,5 +309,6 @@ def device_name(device: torch.device) -> str:
 def _device_properties(device: torch.device) -> dict[str, int]:
     from triton.runtime import driver
 
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    # the driver's current device (torch's on a GPU; a stand-in driver has its own)
+    index = device.index if device.index is not None else driver.active.get_current_device()
     return driver.active.utils.get_device_properties(index)

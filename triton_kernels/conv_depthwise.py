@@ -40,6 +40,7 @@ from ._common import (
     pack_geometry,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
+from ._plan import launch
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def depthwise_conv_backward_weight(
             (split, co, kd, kh, kw), device=x.device, dtype=acc_torch_dtype(grad_w.dtype)
         )
         ws_strides = ws.stride()
-    _conv_depthwise_bwd_weight_kernel[(cdiv(co, _BW_BLOCK_C), kd * kh * kw, split)](
+    launch(_conv_depthwise_bwd_weight_kernel, (cdiv(co, _BW_BLOCK_C), kd * kh * kw, split), (
         x5, go5, ws,
         m, co, co // c, chunk,
         *x5.shape[2:], *go5.shape[2:], kh, kw,
@@ -436,9 +437,10 @@ def depthwise_conv_backward_weight(
         *x5.stride(),
         *go5.stride(),
         *ws_strides,
+    ), dict(
         PAD_MODE=PAD_MODES[pad_mode], CHANNELS_INNER=channels_inner(x5),
         USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC_DTYPE=acc_dtype(grad_w.dtype),
         BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
-    )  # fmt: skip
+    ))  # fmt: skip
     if split > 1:
         gw5[:, 0].copy_(ws.sum(0))

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, acc_dtype, check_device, needs_int64
+from ._common import INTERPRET, acc_dtype, cdiv, check_device, needs_int64, next_power_of_2
 from ._indexing import wide
 
 # Fixed tiles (no autotuning): a memory-bound pass gains little from tuning.
@@ -129,10 +129,10 @@ def _launch(kernel, written: torch.Tensor, *tensors: torch.Tensor, pieces: int, 
     a, c, b = written.shape
     channels_inner = b == 1 or (c > 1 and written.stride(1) < written.stride(2))
     inner = c if channels_inner else b
-    block_i = min(triton.next_power_of_2(inner), _MAX_INNER)
+    block_i = min(next_power_of_2(inner), _MAX_INNER)
     block_r = max(_TILE // block_i, 1)
     rows = a * (b if channels_inner else c)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+    grid = (cdiv(rows, block_r), cdiv(inner, block_i))
     kernel[grid](
         *tensors, a, c, b, pieces,
         *(s for t in tensors for s in t.stride()),

@@ -37,7 +37,6 @@ import functools
 from collections.abc import Sequence
 
 import torch
-import triton
 
 from ._common import (
     ADAPTIVE,
@@ -49,11 +48,14 @@ from ._common import (
     PYRAMID,
     acc_dtype,
     as_5d,
+    cdiv,
     channels_inner,
     check_device,
     needs_int64,
+    next_power_of_2,
     pack_geometry,
 )
+from ._plan import launch
 from .pool_kernels import _global_pool_fwd_kernel, _pool_bwd_input_kernel, _pool_fwd_kernel
 
 # --------------------------------------------------------------------------------------------
@@ -71,9 +73,9 @@ def _tiles(c_inner: bool, channels: int) -> tuple[int, int, int]:
     if INTERPRET:
         return 64, 4, 1  # the interpreter's cost is per program and op, not per element
     # Channel blocks go on grid axis 1, which holds at most 65535 programs.
-    at_least = triton.next_power_of_2(triton.cdiv(channels, 65535))
+    at_least = next_power_of_2(cdiv(channels, 65535))
     if c_inner:
-        bc = max(min(64, triton.next_power_of_2(channels)), at_least)
+        bc = max(min(64, next_power_of_2(channels)), at_least)
         return max(16, 1024 // bc), bc, 4
     return max(16, 256 // at_least), at_least, 4
 
@@ -83,9 +85,9 @@ def _global_tiles(c_inner: bool, channels: int, window: int) -> tuple[int, int, 
     if INTERPRET:
         return 16, 4, 1
     if c_inner:
-        bc = min(128, triton.next_power_of_2(channels))
+        bc = min(128, next_power_of_2(channels))
         return max(1, 2048 // bc), bc, 4
-    br = min(1024, triton.next_power_of_2(window))
+    br = min(1024, next_power_of_2(window))
     return br, max(1, 2048 // br), 4
 
 
@@ -147,16 +149,17 @@ def _launch_forward(x, out, indices, mode, window, out5_shape, out_strides, idx_
     # Without levels any tensor fills the unused pointer argument.
     levels_arg = _levels_tensor(tuple(levels), x.device) if levels is not None else x5
     is_max = POOL_MODES[mode] == MAX.value
-    grid = (triton.cdiv(m, bp), triton.cdiv(c, bc), len(levels) if levels is not None else 1)
+    grid = (cdiv(m, bp), cdiv(c, bc), len(levels) if levels is not None else 1)
     products = [s * o for s, o in zip(x5.shape[2:], out5_shape)]
-    _pool_fwd_kernel[grid](
+    launch(_pool_fwd_kernel, grid, (
         x5, out, indices if is_max else out, levels_arg,
         n, c, *x5.shape[2:], *out5_shape, *geometry, divisor,
         *x5.stride(), *out_strides, *idx_strides,
+    ), dict(
         MODE=POOL_MODES[mode], WINDOW=window, ND=x.dim() - 2, INCLUDE_PAD=include_pad,
         CHANNELS_INNER=c_inner, USE_INT64=_use_int64(x, out, indices, products=products),
         ACC_DTYPE=acc_dtype(x.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def pool_forward(
@@ -258,14 +261,15 @@ def _global_forward(
     br, bc, warps = _global_tiles(c_inner, c, d * h * w)
     is_max = POOL_MODES[mode] == MAX.value
     idx = indices if is_max else out
-    _global_pool_fwd_kernel[(n * triton.cdiv(c, bc),)](
+    launch(_global_pool_fwd_kernel, (n * cdiv(c, bc),), (
         x5, out, idx,
         c, d * h * w, h, w,
         *x5.stride(), *out.stride(), *idx.stride(),
+    ), dict(
         MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, FLAT=flat is not None,
         USE_INT64=_use_int64(x, out, indices), ACC_DTYPE=acc_dtype(x.dtype),
         BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
@@ -287,16 +291,17 @@ def _launch_backward(grad_out, indices, grad_in, mode, window, out5_shape, go_st
     levels_arg = _levels_tensor(tuple(levels), grad_in.device) if levels is not None else gi5
     is_max = POOL_MODES[mode] == MAX.value
     products = [s * o for s, o in zip(gi5.shape[2:], out5_shape)]
-    grid = (triton.cdiv(m, bp), triton.cdiv(c, bc))
-    _pool_bwd_input_kernel[grid](
+    grid = (cdiv(m, bp), cdiv(c, bc))
+    launch(_pool_bwd_input_kernel, grid, (
         grad_out, indices if is_max else grad_out, gi5, levels_arg,
         n, c, len(levels) if levels is not None else 1,
         *gi5.shape[2:], *out5_shape, *geometry, divisor,
         *go_strides, *idx_strides, *gi5.stride(),
+    ), dict(
         MODE=POOL_MODES[mode], WINDOW=window, ND=grad_in.dim() - 2, INCLUDE_PAD=include_pad,
         CHANNELS_INNER=c_inner, USE_INT64=_use_int64(grad_out, indices, grad_in, products=products),
         ACC_DTYPE=acc_dtype(grad_in.dtype), BLOCK_P=bp, BLOCK_C=bc, num_warps=warps,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def pool_backward(

@@ -43,8 +43,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, acc_dtype, as_5d, channels_inner, check_device, needs_int64
+from ._common import (
+    INTERPRET,
+    acc_dtype,
+    as_5d,
+    cdiv,
+    channels_inner,
+    check_device,
+    needs_int64,
+    next_power_of_2,
+)
 from ._indexing import tile_indices, unflatten, wide
+from ._plan import launch
 
 # Tile shapes follow from the problem's shape (no autotuning): a memory-bound copy gains little
 # from tuning, and no call pays for a tuning sweep. (The backward's summation order does not
@@ -320,8 +330,8 @@ def _rows_inner(shape5: Sequence[int], ch_inner: bool) -> tuple[int, int]:
 
 
 def _blocks(rows: int, inner: int, tile: int, max_inner: int | None = None) -> tuple[int, int]:
-    block_i = min(triton.next_power_of_2(inner), max_inner or _MAX_INNER)
-    block_r = max(1, min(triton.next_power_of_2(rows), tile // block_i))
+    block_i = min(next_power_of_2(inner), max_inner or _MAX_INNER)
+    block_r = max(1, min(next_power_of_2(rows), tile // block_i))
     return block_r, block_i
 
 
@@ -390,24 +400,26 @@ def upsample_nearest_forward(
         # Along w the stored tile is kw times wider than the loaded one.
         widen = 1 if ch_inner else kw
         block_r, block_i = _blocks(rows, inner, _FWD_TILE // widen, max(1, _MAX_INNER // widen))
-        grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-        _upsample_int_fwd_kernel[grid](
+        grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+        launch(_upsample_int_fwd_kernel, grid, (
             x5, y5, rows, inner, x5.shape[1], *in3,
             *x5.stride(), *y5.stride(),
+        ), dict(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_INNER=ch_inner, USE_INT64=use_int64,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-        )  # fmt: skip
+        ))  # fmt: skip
         return
     rows, inner = _rows_inner(y5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _FWD_TILE)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _upsample_fwd_kernel[grid](
+    grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+    launch(_upsample_fwd_kernel, grid, (
         x5, y5, rows, inner, x5.shape[1], *in3, *out3,
         *x5.stride(), *y5.stride(), *scale3,
+    ), dict(
         CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def upsample_nearest_backward(
@@ -435,26 +447,28 @@ def upsample_nearest_backward(
         # Along w each loaded row segment is kw times wider than the tile.
         widen = kw if not ch_inner and kw in (2, 4) else 1
         block_r, block_i = _blocks(rows, inner, _BWD_TILE // widen, max(1, _MAX_INNER // widen))
-        grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-        _upsample_int_bwd_kernel[grid](
+        grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+        launch(_upsample_int_bwd_kernel, grid, (
             go5, gi5, rows, inner, gi5.shape[1], *in3,
             *go5.stride(), *gi5.stride(),
+        ), dict(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_INNER=ch_inner, USE_INT64=use_int64, ACC_DTYPE=acc_dtype(grad_in.dtype),
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-        )  # fmt: skip
+        ))  # fmt: skip
         return
     fan_in = tuple(max_fan_in(i, o, s, exact) for i, o, s in zip(in3, out3, scale3))
     rows, inner = _rows_inner(gi5.shape, ch_inner)
     block_r, block_i = _blocks(rows, inner, _BWD_TILE)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _upsample_bwd_input_kernel[grid](
+    grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+    launch(_upsample_bwd_input_kernel, grid, (
         go5, gi5, rows, inner, gi5.shape[1], *in3, *out3,
         *go5.stride(), *gi5.stride(), *scale3, *fan_in,
+    ), dict(
         CHANNELS_INNER=ch_inner, EXACT=exact, USE_INT64=use_int64,
         ACC_DTYPE=acc_dtype(grad_in.dtype),
         BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 __all__ = [

@@ -41,6 +41,10 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 _in_op_rule = threading.local()
 
 
+#: Every primitive by its op name (what ``torch.ops.torchconv_ext.<name>`` calls).
+PRIMITIVES: dict[str, Primitive] = {}
+
+
 def tracing(args: tuple) -> bool:
     """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
     mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or inside a
@@ -89,6 +93,7 @@ class Primitive:
         vmap: Callable[..., tuple] | None = None,
     ) -> None:
         self.name = name
+        PRIMITIVES[name] = self
         self.impl = impl
         self.setup_context = setup_context
         self.backward = backward
@@ -103,9 +108,20 @@ class Primitive:
         return f"Primitive(torchconv_ext::{self.name})"
 
     def __call__(self, *args: Any) -> Any:
-        if tracing(args):
+        # tracing(args) and _wants_graph(args) in one pass over the arguments (the hot path)
+        if (
+            torch.compiler.is_compiling()
+            or torch._C._len_torch_dispatch_stack()
+            or getattr(_in_op_rule, "active", False)
+        ):
             return self.op(*args)
-        if _wants_graph(args):
+        grad = False
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if type(a) not in _PLAIN_TENSORS:
+                    return self.op(*args)
+                grad = grad or a.requires_grad
+        if (grad and torch.is_grad_enabled()) or _forward_mode_active():
             return EagerFunction.apply(self, *args)
         return self.impl(*args)
 

@@ -1,0 +1,224 @@
+"""Launch plans on the stand-in GPU (run by ``tests/test_launch_plan.py`` in a process of its
+own: the kernels must be compiled ones, not the interpreter's).
+
+Every kernel launch reaches the stand-in's launcher, replaced here by one that records what it
+is given: grid, stream, compiled function, launch metadata, hooks and the kernel's arguments.
+A planned launch must hand it exactly what Triton's own ``JITFunction.run`` hands it, and a
+change in anything Triton specialises on must miss the plan. Prints ``OK <checks>`` at the end;
+any failed check raises.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks.standin import require_compiled_kernels, stand_in_gpu
+
+require_compiled_kernels()
+
+# ruff: noqa: E402  (the kernels are imported after the check above)
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+from triton.runtime import driver
+
+import torchconv_ext
+import torchconv_ext.functional as TF
+from triton_kernels import _plan
+
+RECORDED: list[tuple] = []
+
+
+class RecordingLauncher:
+    """The stand-in's final launcher, recording its arguments instead of launching."""
+
+    def __init__(self, src, metadata) -> None:
+        pass
+
+    def __call__(self, *args) -> None:
+        RECORDED.append(args)
+
+
+def normal(v):
+    """What a launcher argument means to a launch: a tensor's dtype, address alignment and
+    layout (outputs are new tensors on every call); launch metadata by its contents."""
+    if isinstance(v, torch.Tensor):
+        return ("tensor", v.dtype, v.data_ptr() % 16, tuple(v.shape), v.stride())
+    if hasattr(v, "data") and type(v).__name__ == "LazyDict":
+        return ("metadata", dict(v.data))
+    return v
+
+
+def recorded(fn) -> list[tuple]:
+    RECORDED.clear()
+    fn()
+    return [tuple(map(normal, r)) for r in RECORDED]
+
+
+def _grad_call(op, shapes, **kwargs):
+    g = torch.Generator().manual_seed(0)
+    operands = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+
+    def run():
+        out = op(*operands, **kwargs)
+        torch.autograd.grad(out, operands, torch.ones_like(out))
+
+    return run
+
+
+#: One forward+backward per launcher family: implicit GEMM, 1x1 GEMM, depthwise (its weight
+#: gradient launches directly), transposed, windowed, global and adaptive pooling, upsampling.
+FAMILIES = {
+    "conv gemm": _grad_call(TF.conv2d, [(1, 4, 6, 6), (4, 4, 3, 3), (4,)], padding=1),
+    "conv 1x1": _grad_call(TF.conv2d, [(1, 32, 4, 4), (16, 32, 1, 1)]),
+    "conv depthwise": _grad_call(TF.conv2d, [(1, 4, 6, 6), (4, 1, 3, 3)], groups=4, padding=1),
+    "conv transpose": _grad_call(TF.conv_transpose2d, [(1, 4, 5, 5), (4, 4, 2, 2)], stride=2),
+    "max pool": _grad_call(TF.max_pool2d, [(1, 4, 6, 6)], kernel_size=3, stride=2, padding=1),
+    "avg pool": _grad_call(TF.avg_pool2d, [(1, 4, 6, 6)], kernel_size=2),
+    "global pool": _grad_call(TF.adaptive_avg_pool2d, [(1, 4, 6, 6)], output_size=1),
+    "adaptive pool": _grad_call(TF.adaptive_max_pool2d, [(1, 4, 6, 6)], output_size=4),
+    "upsample": _grad_call(TF.interpolate, [(1, 4, 3, 3)], scale_factor=2, mode="nearest"),
+    "upsample fractional": _grad_call(TF.interpolate, [(1, 4, 3, 3)], size=(5, 7)),
+}
+
+
+@triton.jit
+def _scale_kernel(x_ptr, y_ptr, n, a, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + i, tl.load(x_ptr + i, mask=i < n) * a, mask=i < n)
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise AssertionError(what)
+
+
+def check_families() -> int:
+    for name, run in FAMILIES.items():
+        _plan.ENABLED = False
+        unplanned = recorded(run)
+        _plan.ENABLED = True
+        _plan.clear_plans()
+        first = recorded(run)  # makes the plans
+        before = _plan.plan_info()
+        planned = recorded(run)
+        after = _plan.plan_info()
+        check(len(unplanned) > 0, f"{name}: no launch reached the launcher")
+        check(first == unplanned, f"{name}: the launch that makes a plan differs")
+        check(planned == unplanned, f"{name}: planned launches differ:\n{planned}\n{unplanned}")
+        check(
+            after["planned"] - before["planned"] == len(planned)
+            and after["unplanned"] == before["unplanned"],
+            f"{name}: not every launch of the repeated call was planned ({before} -> {after})",
+        )
+    return len(FAMILIES)
+
+
+def launch_scale(x, y, n, a=2.0) -> tuple:
+    """One launch of the test kernel through the plans; the launcher's arguments as given."""
+    RECORDED.clear()
+    _plan.launch(_scale_kernel, (triton.cdiv(max(n, 1), 64),), (x, y, n, a), {"BLOCK": 64})
+    [args] = RECORDED
+    return args
+
+
+def compiled_of(x, y, n) -> str:
+    """The hash of the compiled kernel the plan of these arguments holds."""
+    key = _plan._key(
+        _scale_kernel, driver.active.get_current_device(), (x, y, n, 2.0), {"BLOCK": 64}
+    )
+    return _plan._plans[key].compiled.hash
+
+
+def check_specialisation() -> int:
+    """A plan misses when Triton would specialise differently, and the variant it then makes
+    is Triton's own (a kernel compiled for that specialisation)."""
+    _plan.ENABLED = True
+    _plan.clear_plans()
+    x, y = torch.randn(64), torch.empty(64)
+    first = launch_scale(x, y, 40)
+    again = launch_scale(x, y, 40)
+    check(first[9:] == again[9:] and again[9] is x and again[10] is y, "same arguments")
+    check(
+        tuple(map(normal, first[:9])) == tuple(map(normal, again[:9])),
+        "same grid, stream, function, metadata and hooks",
+    )
+    check(_plan.plan_info()["planned"] == 1, "a repeated launch is planned")
+    variants = {
+        "a misaligned pointer": (x[1:], y, 40),
+        "an int equal to 1": (x, y, 1),
+        "an int divisible by 16": (x, y, 48),
+        "an int beyond int32": (x, y, 2**31),
+        "another dtype": (x.double(), y.double(), 40),
+    }
+    seen = {compiled_of(x, y, 40)}
+    for what, args in variants.items():
+        info = _plan.plan_info()
+        launch_scale(*args)
+        check(_plan.plan_info()["unplanned"] == info["unplanned"] + 1, f"{what} must miss")
+        compiled = compiled_of(*args)
+        check(compiled not in seen, f"{what}: Triton compiled no variant of its own")
+        seen.add(compiled)
+        info = _plan.plan_info()
+        launch_scale(*args)
+        check(_plan.plan_info()["planned"] == info["planned"] + 1, f"{what}: then planned")
+    return len(variants)
+
+
+def check_call_time_state() -> int:
+    """The stream, hooks and metadata are read at each call, as Triton reads them."""
+    x, y = torch.randn(64), torch.empty(64)
+    launch_scale(x, y, 40)
+    streams = iter(range(100, 200))
+    original = driver.active.get_current_stream
+    driver.active.get_current_stream = lambda device=None: next(streams)
+    try:
+        args = launch_scale(x, y, 40)
+        check(args[3] == 100, "the current stream at call time")
+    finally:
+        driver.active.get_current_stream = original
+    calls = []
+    hook = calls.append
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        info = _plan.plan_info()
+        args = launch_scale(x, y, 40)
+        check(_plan.plan_info()["planned"] == info["planned"] + 1, "planned with a hook set")
+        check(args[7] is knobs.runtime.launch_enter_hook, "the enter hook as Triton passes it")
+        check(args[6].data["name"] == "_scale_kernel", "launch metadata for the hook")
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    return 3
+
+
+def check_fallback() -> int:
+    """A plan that fails is dropped and the launch goes through Triton."""
+    x, y = torch.randn(64), torch.empty(64)
+    expected = launch_scale(x, y, 40)
+    for plan in _plan._plans.values():
+        plan.compiled = None  # anything: the planned call raises
+    info = _plan.plan_info()
+    got = launch_scale(x, y, 40)
+    check(
+        tuple(map(normal, got)) == tuple(map(normal, expected)), "the fallback launches as Triton"
+    )
+    check(_plan.plan_info()["unplanned"] == info["unplanned"] + 1, "through Triton")
+    again = launch_scale(x, y, 40)
+    check(tuple(map(normal, again)) == tuple(map(normal, expected)), "and plans again")
+    return 1
+
+
+def main() -> int:
+    with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
+        driver.active.launcher_cls = RecordingLauncher
+        n = check_specialisation()
+        n += check_call_time_state()
+        n += check_fallback()
+        n += check_families()
+    print(f"OK {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

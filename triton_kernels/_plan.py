@@ -1,0 +1,192 @@
+"""Launch plans: a compiled kernel called directly, skipping Triton's argument binder.
+
+``kernel[grid](*args, **kwargs)`` costs tens of µs of Python on every call: Triton binds the
+arguments to the signature, specialises each one (a pointer's 16-byte alignment; an int's
+value 1, divisibility by 16 and 32/64-bit range; dtypes), builds a cache key from that and looks
+the compiled kernel up. For one launcher called again with the same problem all of that comes
+out the same, so :func:`launch` remembers, per *plan key*, the compiled kernel the first launch
+returned, and later calls hand the arguments to its launcher the way ``JITFunction.run`` does.
+
+The plan key is finer than Triton's specialisation, so a call that Triton would compile
+differently never meets another call's plan:
+
+* each tensor by its dtype and whether its address is a multiple of 16;
+* every other argument by its type and its value (so an int's size class, divisibility and
+  ``== 1`` are covered), and every keyword (constexprs, ``num_warps``...) likewise;
+* the current device, and the knobs that enter Triton's own cache key (``debug``,
+  instrumentation).
+
+What is read at each call, as Triton reads it: the current stream, the launch hooks
+(``knobs.runtime.launch_enter_hook`` / ``launch_exit_hook``, with the kernel's launch
+metadata), and the globals the kernel was compiled against (one rebound since sends the call
+back to Triton, which compares values and reports a change).
+
+Kernels with pre-run hooks, callable grids, tensor subclasses or unhashable arguments are never
+planned; under Triton's interpreter (``kernel[grid]`` there *is* the interpreter) nothing is,
+and ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns plans off. A plan that cannot prepare its launch is
+dropped and the launch goes through ``kernel[grid]``; what the launcher itself raises reaches
+the caller as it would from Triton's path (the kernel may have been launched by then, so it is
+never launched twice).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from triton import knobs
+from triton.runtime import driver
+
+from ._common import INTERPRET
+
+#: Whether launches are planned (never under the interpreter).
+ENABLED: bool = not INTERPRET and os.environ.get("TORCHCONV_EXT_LAUNCH_PLANS", "1") != "0"
+#: Plans kept before the table is cleared (a plan is per problem, so this bounds memory only).
+CAPACITY = 4096
+
+#: Tensor types planned (subclasses may mean anything to Triton: never planned).
+_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_plans: dict[tuple, Plan] = {}
+#: Which arguments are tensors, per tuple of argument types.
+_tensor_positions: dict[tuple, tuple[int, ...]] = {}
+_stats = {"planned": 0, "unplanned": 0}
+
+
+class Plan:
+    """One compiled kernel and the constant tail of its arguments (keywords and defaults, in
+    signature order after the positional ones)."""
+
+    __slots__ = ("compiled", "globals", "kernel", "tail")
+
+    def __init__(self, kernel: Any, compiled: Any, tail: tuple, used_globals: tuple) -> None:
+        self.kernel = kernel
+        self.compiled = compiled
+        self.tail = tail
+        self.globals = used_globals
+
+    def run(self, device: int, grid: tuple, args: tuple) -> None:
+        """Launch as ``JITFunction.run`` does once it holds the compiled kernel. Raises
+        :class:`Unplanned` when the launch cannot be prepared (nothing was launched then);
+        what the launcher itself raises goes to the caller, as from Triton's path."""
+        kernel = self.compiled
+        try:
+            for name, namespace, value in self.globals:
+                if namespace.get(name) is not value:
+                    raise Unplanned("a global the kernel uses was rebound")
+            stream = driver.active.get_current_stream(device)
+            full = (*args, *self.tail)
+            n = len(grid)
+            g1, g2 = (grid[1] if n > 1 else 1), (grid[2] if n > 2 else 1)
+            metadata = kernel.launch_metadata(grid, stream, *full)
+            run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
+        except Exception as e:
+            raise Unplanned(str(e)) from e
+        run(
+            grid[0], g1, g2, stream, function, packed, metadata,
+            knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *full,
+        )  # fmt: skip
+
+
+class Unplanned(Exception):
+    """A plan that cannot launch (a global rebound, anything unexpected): Triton's own path
+    launches instead."""
+
+
+def _key(kernel: Any, device: int, args: tuple, kwargs: dict) -> tuple:
+    types = tuple(map(type, args))
+    tensors = _tensor_positions.get(types)
+    if tensors is None:
+        tensors = tuple(i for i, t in enumerate(types) if issubclass(t, torch.Tensor))
+        _tensor_positions[types] = tensors
+    values = list(args)
+    for i in tensors:
+        a = args[i]
+        values[i] = (a.dtype, not a.data_ptr() & 15)
+    return (
+        id(kernel),  # the kernel's own hash is Python code; the plan checks it is the same one
+        device,
+        knobs.runtime.debug,
+        knobs.compilation.instrumentation_mode,
+        getattr(knobs.compilation, "fpsan_homomorphic_casts", None),  # triton >= 3.9
+        types,
+        tuple(values),
+        tuple(kwargs.items()),
+        tuple(map(type, kwargs.values())),
+    )
+
+
+def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any]) -> None:
+    """``kernel[grid](*args, **kwargs)``, through a plan once one exists (module docstring).
+
+    ``args`` are the kernel's leading parameters, in order; ``kwargs`` the rest (constexprs)
+    and launch options (``num_warps``, ``num_stages``).
+    """
+    if (
+        not ENABLED
+        or callable(grid)
+        or kernel.pre_run_hooks
+        or getattr(knobs.runtime, "add_stages_inspection_hook", None) is not None
+    ):
+        kernel[grid](*args, **kwargs)
+        return
+    try:
+        device = driver.active.get_current_device()
+        key = _key(kernel, device, args, kwargs)
+        plan = _plans.get(key)
+    except Exception:  # unhashable or unexpected arguments: Triton's own path decides
+        key = plan = None
+    if plan is not None and plan.kernel is kernel:
+        try:
+            plan.run(device, grid, args)
+        except Unplanned:
+            _plans.pop(key, None)
+        else:
+            _stats["planned"] += 1
+            return
+    compiled = kernel[grid](*args, **kwargs)
+    _stats["unplanned"] += 1
+    if key is not None and compiled is not None:
+        _remember(key, kernel, compiled, args, kwargs)
+
+
+def _remember(key: tuple, kernel: Any, compiled: Any, args: tuple, kwargs: dict) -> None:
+    """Plan ``key`` when every argument is plain (tensors of torch's own types, hashable
+    values) and the keywords name exactly the parameters after the positional ones."""
+    if any(isinstance(a, torch.Tensor) and type(a) not in _TENSORS for a in args):
+        return
+    if any(type(a) not in _PLAIN for a in args if not isinstance(a, torch.Tensor)):
+        return
+    params = list(kernel.signature.parameters.values())
+    tail = []
+    for p in params[len(args) :]:
+        if p.name in kwargs:
+            tail.append(kwargs[p.name])
+        elif p.default is not p.empty:
+            tail.append(p.default)
+        else:
+            return
+    if len(_plans) >= CAPACITY:
+        _plans.clear()
+    # the globals' objects as they are now (Triton compared their values when it launched):
+    # a global rebound since sends the call back to Triton
+    used = tuple(
+        (name, namespace, namespace.get(name))
+        for (name, _), (_, namespace) in kernel.used_global_vals.items()
+    )
+    _plans[key] = Plan(kernel, compiled, tuple(tail), used)
+
+
+#: Argument types a plan takes by value (besides tensors).
+_PLAIN = (int, float, bool, type(None))
+
+
+def clear_plans() -> None:
+    """Forget every plan (the next launch of each problem goes through Triton again)."""
+    _plans.clear()
+    _stats.update(planned=0, unplanned=0)
+
+
+def plan_info() -> dict[str, int]:
+    """``{"plans", "planned", "unplanned"}``: plans held, and launches each way so far."""
+    return {"plans": len(_plans), **_stats}
