@@ -95,6 +95,7 @@ class Primitive:
         self.name = name
         PRIMITIVES[name] = self
         self.impl = impl
+        self.fake = fake
         self.setup_context = setup_context
         self.backward = backward
         self.jvp = jvp

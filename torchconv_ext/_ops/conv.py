@@ -59,7 +59,7 @@ def results_channels_last(*operands: Tensor) -> bool:
     return suggest_memory_format(*operands) is not torch.contiguous_format
 
 
-def _kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dict:
+def kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dict:
     return dict(
         stride=g.stride,
         padding=g.padding if padding is None else padding,
@@ -105,13 +105,25 @@ def _fwd_impl(
     layout = results_channels_last(input, weight)
     if not use_triton(input):
         return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
+    return triton_forward(input, weight, bias, g, layout)
+
+
+def triton_forward(
+    input: Tensor, weight: Tensor, bias: Tensor | None, g: ConvGeometry, layout: bool, **epilogue
+) -> Tensor:
+    """The Triton path of the forward, result in ``layout`` (channels-last or not); ``epilogue``
+    goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``)."""
     k = kernels()
     gemm = k.prefers_channels_last(input.shape[1], g.groups)
+    # The GEMM kernels read channels-last operands and store rows of channels: a channels-last
+    # result, converted once at the end when torch's would be contiguous.
     out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
     if out.numel():
         if gemm:
             input, weight = channels_last_activation(input), packed_weight(weight)
-        k.conv_forward(input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g))
+        k.conv_forward(
+            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
+        )
     return out if layout or not gemm else to_layout(out, False)
 
 
@@ -152,14 +164,14 @@ def _bwd_input_impl(
         # A transposed convolution: its bias is added in the kernel.
         grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
         if grad.numel():
-            k.conv_backward_input(grad_output, weight, grad, bias=bias, **_kernel_args(g))
+            k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
         return grad if channels_last or not gemm else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
     grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
     if grad.numel():
-        k.conv_backward_input(grad_output, weight, grad, **_kernel_args(g, (0,) * len(g.stride)))
+        k.conv_backward_input(grad_output, weight, grad, **kernel_args(g, (0,) * len(g.stride)))
     grad = to_layout(
         fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
     )
@@ -202,7 +214,7 @@ def _bwd_weight_impl(
     k = kernels()
     if k.prefers_channels_last(input.shape[1], g.groups):
         grad_output, input = channels_last_activation(grad_output), channels_last_activation(input)
-    k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g))
+    k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **kernel_args(g))
     return grad
 
 
@@ -226,18 +238,26 @@ def _fwd_setup(ctx, inputs, output):
 
 def _fwd_backward(ctx, grad):
     input, weight = ctx.saved_tensors
-    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    return forward_grads(input, weight, ctx.needs_input_grad[:3], ctx.geometry, grad)
+
+
+def forward_grads(
+    input: Tensor, weight: Tensor, needs: tuple[bool, ...], geometry: list, grad: Tensor
+) -> tuple:
+    """The gradients of ``conv_fwd``'s input, weight and bias (``None`` where ``needs`` says
+    no) for the gradient ``grad`` of its result; the fused convolutions reuse it."""
+    need_input, need_weight, need_bias = needs
     layout = results_channels_last(input, weight) if need_input or need_weight else False
     grad_input = grad_weight = grad_bias = None
     if need_input:
         size = list(input.shape[2:])
-        grad_input = conv_bwd_input(grad, weight, None, size, layout, *ctx.geometry)
+        grad_input = conv_bwd_input(grad, weight, None, size, layout, *geometry)
     if need_weight:
         kernel = list(weight.shape[2:])
-        grad_weight = conv_bwd_weight(grad, input, kernel, layout, *ctx.geometry)
+        grad_weight = conv_bwd_weight(grad, input, kernel, layout, *geometry)
     if need_bias:
         grad_bias = _channel_sum(grad)
-    return grad_input, grad_weight, grad_bias, *[None] * len(ctx.geometry)
+    return grad_input, grad_weight, grad_bias, *[None] * len(geometry)
 
 
 def _bwd_input_setup(ctx, inputs, output):
@@ -323,15 +343,15 @@ def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
 # Batching rules: fold the vmapped dim into the batch, the channels or the groups
 # --------------------------------------------------------------------------------------------
 #
-# ``_fold(t, bdim, dim, groups)`` merges the batch dim ``bdim`` (size B) of a physical tensor
+# ``fold_batch(t, bdim, dim, groups)`` merges the batch dim ``bdim`` (size B) of a physical tensor
 # into its logical dim ``dim``, group by group: the merged dim lists, for each of ``groups``
 # blocks, the B copies of that block. With ``groups=1`` the batch is simply outermost, which
 # folds a batch into N, or into the groups of a convolution (B·groups groups); with the
 # convolution's own ``groups`` it folds the batch into each group's channels instead.
-# ``_unfold`` is the inverse. Where only one operand is batched, the other needs no copy.
+# ``unfold_batch`` is the inverse. Where only one operand is batched, the other needs no copy.
 
 
-def _fold(t: Tensor | None, bdim: int | None, dim: int, groups: int = 1) -> Tensor | None:
+def fold_batch(t: Tensor | None, bdim: int | None, dim: int, groups: int = 1) -> Tensor | None:
     if t is None:
         return None
     t = t.movedim(bdim, dim)
@@ -339,7 +359,7 @@ def _fold(t: Tensor | None, bdim: int | None, dim: int, groups: int = 1) -> Tens
     return t.transpose(dim, dim + 1).flatten(dim, dim + 2)
 
 
-def _unfold(t: Tensor, dim: int, size: int, groups: int = 1) -> Tensor:
+def unfold_batch(t: Tensor, dim: int, size: int, groups: int = 1) -> Tensor:
     t = t.unflatten(dim, (groups, size, t.shape[dim] // (groups * size)))
     return t.transpose(dim, dim + 1).flatten(dim + 1, dim + 2)  # [.., B, groups · C/groups, ..]
 
@@ -355,22 +375,25 @@ def _fwd_vmap(info, in_dims, input, weight, bias, *geometry):
     size, g = info.batch_size, ConvGeometry.from_args(*geometry)
     d_input, d_weight, d_bias = in_dims[:3]
     if d_weight is None and d_bias is None:  # a batch of inputs: fold it into N
-        out = conv_fwd(_fold(input, d_input, 0), weight, bias, *geometry)
-        return _unfold(out, 0, size), 0
+        out = conv_fwd(fold_batch(input, d_input, 0), weight, bias, *geometry)
+        return unfold_batch(out, 0, size), 0
     weight, d_weight = _batched(weight, d_weight, size)
     bias, d_bias = _batched(bias, d_bias, size)
     if d_input is None:  # a batch of weights: fold it into each group's output channels
-        weight, bias = _fold(weight, d_weight, 0, g.groups), _fold(bias, d_bias, 0, g.groups)
+        weight, bias = (
+            fold_batch(weight, d_weight, 0, g.groups),
+            fold_batch(bias, d_bias, 0, g.groups),
+        )
         out = conv_fwd(input, weight, bias, *geometry)
-        return _unfold(out, 1, size, g.groups), 1
+        return unfold_batch(out, 1, size, g.groups), 1
     # Both: one group per (batch element, group).
     out = conv_fwd(
-        _fold(input, d_input, 1),
-        _fold(weight, d_weight, 0),
-        _fold(bias, d_bias, 0),
+        fold_batch(input, d_input, 1),
+        fold_batch(weight, d_weight, 0),
+        fold_batch(bias, d_bias, 0),
         *g.with_groups(g.groups * size).as_args(),
     )
-    return _unfold(out, 1, size), 1
+    return unfold_batch(out, 1, size), 1
 
 
 def _bwd_input_vmap(info, in_dims, grad_output, weight, bias, input_size, layout, *geometry):
@@ -378,47 +401,47 @@ def _bwd_input_vmap(info, in_dims, grad_output, weight, bias, input_size, layout
     d_grad_output, d_weight, d_bias = in_dims[:3]
     if d_weight is None and d_bias is None:  # fold into N
         grad = conv_bwd_input(
-            _fold(grad_output, d_grad_output, 0), weight, bias, input_size, layout, *geometry
+            fold_batch(grad_output, d_grad_output, 0), weight, bias, input_size, layout, *geometry
         )
-        return _unfold(grad, 0, size), 0
+        return unfold_batch(grad, 0, size), 0
     weight, d_weight = _batched(weight, d_weight, size)
     bias, d_bias = _batched(bias, d_bias, size)
     if d_grad_output is None:
         # A batch of weights: fold it into each group's result channels (the weight's dim 1).
-        weight, bias = _fold(weight, d_weight, 1), _fold(bias, d_bias, 0, g.groups)
+        weight, bias = fold_batch(weight, d_weight, 1), fold_batch(bias, d_bias, 0, g.groups)
         grad = conv_bwd_input(grad_output, weight, bias, input_size, layout, *geometry)
-        return _unfold(grad, 1, size, g.groups), 1
+        return unfold_batch(grad, 1, size, g.groups), 1
     grad = conv_bwd_input(
-        _fold(grad_output, d_grad_output, 1),
-        _fold(weight, d_weight, 0),
-        _fold(bias, d_bias, 0),
+        fold_batch(grad_output, d_grad_output, 1),
+        fold_batch(weight, d_weight, 0),
+        fold_batch(bias, d_bias, 0),
         input_size,
         layout,
         *g.with_groups(g.groups * size).as_args(),
     )
-    return _unfold(grad, 1, size), 1
+    return unfold_batch(grad, 1, size), 1
 
 
 def _bwd_weight_vmap(info, in_dims, grad_output, input, kernel_size, layout, *geometry):
     size, g = info.batch_size, ConvGeometry.from_args(*geometry)
     d_grad_output, d_input = in_dims[:2]
     if d_input is None:  # fold into each group's output channels
-        grad_output = _fold(grad_output, d_grad_output, 1, g.groups)
+        grad_output = fold_batch(grad_output, d_grad_output, 1, g.groups)
         grad = conv_bwd_weight(grad_output, input, kernel_size, layout, *geometry)
-        return _unfold(grad, 0, size, g.groups), 0
+        return unfold_batch(grad, 0, size, g.groups), 0
     if d_grad_output is None:  # fold into each group's input channels (the weight's dim 1)
-        input = _fold(input, d_input, 1, g.groups)
+        input = fold_batch(input, d_input, 1, g.groups)
         grad = conv_bwd_weight(grad_output, input, kernel_size, layout, *geometry)
-        return _unfold(grad, 1, size), 1
+        return unfold_batch(grad, 1, size), 1
     # Both (per-sample gradients): one group per (batch element, group).
     grad = conv_bwd_weight(
-        _fold(grad_output, d_grad_output, 1),
-        _fold(input, d_input, 1),
+        fold_batch(grad_output, d_grad_output, 1),
+        fold_batch(input, d_input, 1),
         kernel_size,
         layout,
         *g.with_groups(g.groups * size).as_args(),
     )
-    return _unfold(grad, 0, size), 0
+    return unfold_batch(grad, 0, size), 0
 
 
 # --------------------------------------------------------------------------------------------

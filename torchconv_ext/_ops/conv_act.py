@@ -24,14 +24,19 @@ from torch import Tensor
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 from .. import _activation as act
-from .._backend import kernels, use_triton
-from .._conv_args import ConvGeometry, conv_output_shape
+from .._backend import use_triton
+from .._conv_args import ConvGeometry
 from .._fallback import conv as fallback
-from .._memory import empty_in_layout, to_layout
-from . import conv as _conv
-from ._layout import channels_last_activation, packed_weight
+from .._memory import to_layout
 from ._primitive import Primitive
-from .conv import _fold, _fwd_fake, _unfold, conv_fwd, results_channels_last
+from .conv import (
+    conv_fwd,
+    fold_batch,
+    forward_grads,
+    results_channels_last,
+    triton_forward,
+    unfold_batch,
+)
 
 
 def _impl(
@@ -54,29 +59,13 @@ def _impl(
     if not use_triton(input):
         z = fallback.conv_forward(input, weight, bias, g)
         return to_layout(act.apply(z, kind, alpha, act_weight), layout)
-    # conv_fwd's Triton path, with the activation handed to the kernels' epilogue.
-    k = kernels()
-    gemm = k.prefers_channels_last(input.shape[1], g.groups)
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
-    if out.numel():
-        if gemm:
-            input, weight = channels_last_activation(input), packed_weight(weight)
-        k.conv_forward(
-            input,
-            weight,
-            bias,
-            out,
-            pad_mode=g.padding_mode,
-            activation=kind,
-            alpha=alpha,
-            act_weight=act_weight,
-            **_conv._kernel_args(g),
-        )
-    return out if layout or not gemm else to_layout(out, False)
+    return triton_forward(
+        input, weight, bias, g, layout, activation=kind, alpha=alpha, act_weight=act_weight
+    )
 
 
 def _fake(input, weight, bias, act_weight, kind, alpha, *geometry):
-    return _fwd_fake(input, weight, bias, *geometry)
+    return conv_fwd.fake(input, weight, bias, *geometry)
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,13 +83,6 @@ def _setup(ctx, inputs, output):
         ctx.save_for_backward(input, weight, bias, act_weight)
 
 
-def _conv_grads(input, weight, needs, geometry, grad_z) -> tuple:
-    """``conv_fwd``'s gradients of input, weight and bias for the gradient ``grad_z`` of its
-    result: its own backward, on a context holding what that reads."""
-    ctx = SimpleNamespace(saved_tensors=(input, weight), needs_input_grad=needs, geometry=geometry)
-    return _conv._fwd_backward(ctx, grad_z)[:3]
-
-
 def _backward(ctx, grad):
     needs = ctx.needs_input_grad
     z = act_weight = None
@@ -113,7 +95,7 @@ def _backward(ctx, grad):
         slope = act.derivative(z, ctx.kind, ctx.alpha, act_weight)
     grads = (None, None, None)
     if any(needs[:3]):
-        grads = _conv_grads(input, weight, needs[:3], ctx.geometry, grad * slope)
+        grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad * slope)[:3]
     grad_act_weight = None
     if needs[3]:
         grad_act_weight = act.prelu_weight_grad(grad, z, act_weight)
@@ -124,7 +106,7 @@ def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
     input, weight, bias, act_weight, kind, alpha, *geometry = ctx.primals
     z = conv_fwd(input, weight, bias, *geometry)
     primals = SimpleNamespace(primals=(input, weight, bias, *geometry))
-    t_z = _conv._fwd_jvp(primals, t_input, t_weight, t_bias)
+    t_z = conv_fwd.jvp(primals, t_input, t_weight, t_bias)
     out = torch.zeros_like(z) if t_z is None else t_z * act.derivative(z, kind, alpha, act_weight)
     if t_act_weight is not None:
         out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
@@ -134,9 +116,9 @@ def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
 def _vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *geometry):
     tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
     if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
-        out = conv_act_fwd(_fold(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
+        out = conv_act_fwd(fold_batch(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
                            *geometry)  # fmt: skip
-        return _unfold(out, 0, info.batch_size), 0
+        return unfold_batch(out, 0, info.batch_size), 0
     # Batched parameters: one call per batch element (the geometry is never batched).
     results = []
     for i in range(info.batch_size):

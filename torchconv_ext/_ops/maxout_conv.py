@@ -28,13 +28,17 @@ from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as conv_fallback
 from .._fallback import maxout as maxout_fallback
 from .._memory import empty_in_layout, to_layout
-from . import conv as _conv
-from . import maxout as _maxout
 from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive
-from .conv import _fold, _unfold, results_channels_last
-from .conv_act import _conv_grads
-from .maxout import gather_winners, maxout_bwd
+from .conv import (
+    conv_fwd,
+    fold_batch,
+    forward_grads,
+    kernel_args,
+    results_channels_last,
+    unfold_batch,
+)
+from .maxout import gather_winners, maxout_bwd, maxout_fwd
 
 
 def _narrow_shape(input: Tensor, weight: Tensor, g: ConvGeometry, pieces: int) -> list:
@@ -67,11 +71,11 @@ def _impl(
         return to_layout(out, layout), to_layout(winner, layout)
     k = kernels()
     if pieces == 1:  # the convolution itself; every winner is piece 0
-        out = _conv._fwd_impl(input, weight, bias, *geometry)
+        out = conv_fwd.impl(input, weight, bias, *geometry)
         return out, empty_in_layout(out.shape, out, layout, torch.int64).zero_()
     if not k.prefers_channels_last(input.shape[1], g.groups):
         # Depthwise: the direct kernel has no maxout epilogue; the wide result is written.
-        return _maxout._fwd_impl(_conv._fwd_impl(input, weight, bias, *geometry), pieces, 1)
+        return maxout_fwd.impl(conv_fwd.impl(input, weight, bias, *geometry), pieces, 1)
     shape = _narrow_shape(input, weight, g, pieces)
     # The GEMM kernels store rows of channels: channels-last results, converted at the end.
     out = empty_in_layout(shape, input, True, poison=True)
@@ -85,7 +89,7 @@ def _impl(
             pad_mode=g.padding_mode,
             pieces=pieces,
             winner=winner,
-            **_conv._kernel_args(g),
+            **kernel_args(g),
         )
     return to_layout(out, layout), to_layout(winner, layout)
 
@@ -119,14 +123,14 @@ def _backward(ctx, grad, _grad_winner):
         # The wide convolution's gradient, in the layout that convolution's result has.
         layout = results_channels_last(input, weight)
         grad_z = maxout_bwd(grad, winner, ctx.pieces, 1, layout)
-        grads = _conv_grads(input, weight, needs[:3], ctx.geometry, grad_z)
+        grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad_z)[:3]
     return *grads, None, *[None] * len(ctx.geometry)
 
 
 def _jvp(ctx, t_input, t_weight, t_bias, *_):
     input, weight, bias, pieces, *geometry = ctx.primals
     primals = SimpleNamespace(primals=(input, weight, bias, *geometry))
-    t_z = _conv._fwd_jvp(primals, t_input, t_weight, t_bias)
+    t_z = conv_fwd.jvp(primals, t_input, t_weight, t_bias)
     if t_z is None:
         shape = _narrow_shape(input, weight, ConvGeometry.from_args(*geometry), pieces)
         return input.new_zeros(shape), None
@@ -136,9 +140,11 @@ def _jvp(ctx, t_input, t_weight, t_bias, *_):
 def _vmap(info, in_dims, input, weight, bias, pieces, *geometry):
     d_input, d_weight, d_bias = in_dims[:3]
     if d_weight is None and d_bias is None:  # a batch of inputs: fold it into N
-        out, winner = maxout_conv_fwd(_fold(input, d_input, 0), weight, bias, pieces, *geometry)
+        out, winner = maxout_conv_fwd(
+            fold_batch(input, d_input, 0), weight, bias, pieces, *geometry
+        )
         size = info.batch_size
-        return (_unfold(out, 0, size), _unfold(winner, 0, size)), (0, 0)
+        return (unfold_batch(out, 0, size), unfold_batch(winner, 0, size)), (0, 0)
     # Batched parameters: one call per batch element (the geometry is never batched).
     results = []
     for i in range(info.batch_size):
