@@ -42,6 +42,48 @@ def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode:
     return strides is None or all(s == 1 for s in strides)
 
 
+def torch_computes(
+    spatial_dims: int, input: Tensor, dtype, stride: IntOrTuple, padding, padding_mode: str
+) -> bool:
+    """Whether torch's own ``conv*d`` computes this call: the backend does not choose our kernels
+    for it and torch takes its arguments."""
+    return not runs_kernels("conv", input, dtype) and _torch_accepts(
+        spatial_dims, stride, padding, padding_mode
+    )
+
+
+def open_conv(
+    name: str,
+    spatial_dims: int,
+    cast: torch.dtype | None,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+    *extra: Tensor | None,
+) -> tuple:
+    """The opening of our path for every convolution: :func:`open_call` (rank, unbatched input),
+    autocast's cast to ``cast`` of the operands and ``extra`` tensors, the checked geometry; a
+    padding mode under autocast pads before the cast, as ``nn.ConvNd`` does (the padding's
+    gradient then sums in the input's dtype).
+
+    Returns ``(batched, input, weight, bias, geometry, *extra)``.
+    """
+    batched, input, weight, bias, *extra = open_call(
+        name, spatial_dims, input, weight, bias, *extra
+    )
+    x, weight, bias, *extra = cast_operands(cast, input, weight, bias, *extra)
+    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if x is not input and g.padding_mode != "zeros":
+        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
+        g = g.unpadded()
+    return (batched, x, weight, bias, g, *extra)
+
+
 def _conv(
     name: str,
     spatial_dims: int,
@@ -55,17 +97,12 @@ def _conv(
     padding_mode: str,
 ) -> Tensor:
     cast, dtype = conv_dtype(input)
-    if not runs_kernels("conv", input, dtype) and _torch_accepts(
-        spatial_dims, stride, padding, padding_mode
-    ):
+    if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias)
-    x, weight, bias = cast_operands(cast, input, weight, bias)
-    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
-    if x is not input and g.padding_mode != "zeros":
-        # nn.ConvNd pads before autocast casts: the padding's gradient sums in the input's dtype.
-        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
-        g = g.unpadded()
+    batched, x, weight, bias, g = open_conv(
+        name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
+        padding_mode,
+    )  # fmt: skip
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
         out = conv_fwd(x, weight, bias, *g.as_args())
     else:  # other dtypes (complex, integers) and empty channels: as torch computes them
@@ -96,22 +133,15 @@ def _conv_act(
     if isinstance(weight, Tensor) and weight.dim() > 0:
         _activation.check_channels(act, weight.shape[0])
     cast, dtype = conv_dtype(input)
-    if not runs_kernels("conv", input, dtype) and _torch_accepts(
-        spatial_dims, stride, padding, padding_mode
-    ):
+    if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
         z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
         batched = z.dim() == spatial_dims + 2
         y = _activation.apply(z if batched else z.unsqueeze(0), act.kind, act.alpha, act.weight)
         return y if batched else y.squeeze(0)
-    batched, input, weight, bias, act_weight = open_call(
-        name, spatial_dims, input, weight, bias, act.weight
-    )
-    x, weight, bias, act_weight = cast_operands(cast, input, weight, bias, act_weight)
-    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
-    if x is not input and g.padding_mode != "zeros":
-        # As in _conv: padding before the autocast cast.
-        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
-        g = g.unpadded()
+    batched, x, weight, bias, g, act_weight = open_conv(
+        name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
+        padding_mode, act.weight,
+    )  # fmt: skip
     if act_weight is not None and act_weight.dtype != x.dtype:
         act_weight = act_weight.to(x.dtype)
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:

@@ -6,15 +6,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from .._args import IntOrTuple
-from .._conv_args import conv_geometry
 from .._fallback import conv as conv_fallback
 from .._maxout_args import check_pieces, maxout_dim
 from .._ops.conv import conv_fwd
 from .._ops.maxout import maxout_fwd
 from .._ops.maxout_conv import maxout_conv_fwd
-from .._padding import pad_input
-from ._common import KERNEL_DTYPES, cast_operands, conv_dtype, open_call, runs_kernels
-from .conv import TORCH_CONV, _torch_accepts
+from ._common import KERNEL_DTYPES, conv_dtype
+from .conv import TORCH_CONV, open_conv, torch_computes
 
 
 def maxout(input: Tensor, pieces: int, dim: int = 1) -> Tensor:
@@ -63,18 +61,13 @@ def maxout_conv(
     """
     pieces = check_pieces(name, pieces, RuntimeError)
     cast, dtype = conv_dtype(input)
-    if not runs_kernels("conv", input, dtype) and _torch_accepts(
-        spatial_dims, stride, padding, padding_mode
-    ):
+    if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
         z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
         return maxout(z, pieces, dim=-(spatial_dims + 1))
-    batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias)
-    x, weight, bias = cast_operands(cast, input, weight, bias)
-    g = conv_geometry(name, x, weight, bias, stride, padding, dilation, groups, padding_mode)
-    if x is not input and g.padding_mode != "zeros":
-        # nn.ConvNd pads before autocast casts (as functional.conv2d does).
-        x = pad_input(input, g.padding, g.padding_end, g.padding_mode).to(x.dtype)
-        g = g.unpadded()
+    batched, x, weight, bias, g = open_conv(
+        name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
+        padding_mode,
+    )  # fmt: skip
     kernel_dtype = dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0
     if kernel_dtype and (weight.shape[0] // g.groups) % pieces == 0:
         out = maxout_conv_fwd(x, weight, bias, pieces, *g.as_args())[0]
