@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .standin import SM90_SHARED_BYTES, PointerArg, parse_target
+from .standin import SM90_SHARED_BYTES, PointerArg, TunedKernel, parse_target
 
 #: Layouts of a case, by the name used in rows.
 #: Layouts of the captured cases: everything NCHW, everything channels-last, or a
@@ -358,6 +358,7 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
                 "dtype": job.dtype,
                 "layout": LAYOUT_NAMES[job.layout],
                 "pruned": job.pruned,
+                "tuned": isinstance(job.launch.kernel, TunedKernel),
                 "specialisations": 0,
                 "cases": [],
                 "status": "ok",
@@ -384,7 +385,30 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
         row["num_warps"], row["num_stages"] = res["num_warps"], res["num_stages"]
         row["compile_s"] = round(row.get("compile_s", 0) + res["compile_s"], 2)
         row["shared_fits"] = row["shared"] <= limit
-    return list(out.values())
+    table = list(out.values())
+    mark_tuner_pruned(table, limit)
+    return table
+
+
+def mark_tuner_pruned(table: list[dict[str, Any]], limit: int) -> None:
+    """Mark ``(pruned)`` the rows of our tuner's kernels that its pruning drops after compiling
+    (``triton_kernels._tuning.prune``: spills, the register cap, shared memory), per kernel
+    variant, dtype and layout (the rows' worst case over their specialisations)."""
+    from triton_kernels._tuning import Resources, prune
+
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(table):
+        if row.get("tuned"):
+            groups.setdefault((row["variant"], row["dtype"], row["layout"]), []).append(i)
+    for members in groups.values():
+        resources = {
+            i: Resources(table[i]["regs"], spill_bytes(table[i]) or 0, table[i]["shared"])
+            for i in members
+            if table[i]["status"] == "ok" and "regs" in table[i]
+        }
+        kept = set(prune(members, resources, limit))
+        for i in members:
+            table[i]["pruned"] = table[i]["pruned"] or i not in kept
 
 
 def spill_bytes(row: dict[str, Any]) -> int | None:
@@ -449,7 +473,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "ptxas (0 when the binary has no stack frame and no local memory; `?`: ptxas did not "
         "say); `stack B` = stack frame; cp.async / ld.global / st.global: bytes per access × count in the PTX; "
         "`specs`: Triton specialisations folded into the row (worst case shown); `(pruned)`: a "
-        "config the kernel's own pruning drops for these launches",
+        "config the kernel's tuner drops for these launches before timing them (it spills, sits "
+        "at the register cap or exceeds shared memory; when no config is clean the least-bad "
+        "one stays)",
         "",
         *table(doc["rows"], limit),
         "",

@@ -109,7 +109,7 @@ class Launch:
     """One captured kernel launch: the outermost Triton kernel object and its arguments
     (tensors as :class:`PointerArg`, the grid dropped: enough to compile, not to run)."""
 
-    kernel: Any  # an Autotuner, Heuristics, JITFunction or one of our tuners (_TunedKernel)
+    kernel: Any  # an Autotuner, Heuristics, JITFunction or one of our tuners (TunedKernel)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -131,18 +131,18 @@ class _TunedConfig:
         return dict(self._all)
 
 
-class _TunedKernel:
+class TunedKernel:
     """A ``triton_kernels._tuning.Tuner`` as a captured kernel: its jit function (``fn``) and
     every candidate config, as an ``Autotuner`` shows them."""
 
-    _views: ClassVar[dict[int, _TunedKernel]] = {}
+    _views: ClassVar[dict[int, TunedKernel]] = {}
 
     def __init__(self, tuner: Any) -> None:
         self.fn = tuner.kernel
         self.configs = [_TunedConfig(c) for c in tuner.configs]
 
     @classmethod
-    def of(cls, tuner: Any) -> _TunedKernel:
+    def of(cls, tuner: Any) -> TunedKernel:
         """One view per tuner, so that launches of one kernel are recognised as such."""
         view = cls._views.get(id(tuner))
         if view is None or view.fn is not tuner.kernel:
@@ -344,7 +344,7 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
             return None
 
         def capture_tuned(self: Any, key: tuple, grid: Any, args: tuple, constexprs: dict) -> None:
-            state.launches.append(_captured(_TunedKernel.of(self), args, constexprs))
+            state.launches.append(_captured(TunedKernel.of(self), args, constexprs))
 
         from triton_kernels._tuning import Tuner
 
