@@ -171,3 +171,25 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
                 failures.append(f"{what}: cp.async sizes {sorted(sizes) or 'none'}, not 16 B")
     assert not failures, "\n".join(failures)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_configs_our_tuner_prunes_are_marked():
+    """Per variant, dtype and layout, the rows the tuner's pruning drops (spills, the register
+    cap, too much shared memory) read ``(pruned)``; fixed-config kernels are never marked."""
+
+    def row(config, regs, spills, shared, tuned=True, variant="k[A=1]"):
+        return dict(variant=variant, dtype="bf16", layout="NCHW", config=config, tuned=tuned,
+                    pruned=False, status="ok", regs=regs, spill_stores=spills, spill_loads=0,
+                    shared=shared)  # fmt: skip
+
+    table = [
+        row("a", 200, 0, 1000),
+        row("b", 255, 0, 1000),  # at the register cap
+        row("c", 180, 64, 1000),  # spills
+        row("d", 100, 0, SM90_SHARED_BYTES + 1),  # does not fit
+        row("e", 255, 512, 1000, variant="k[A=2]"),  # nothing clean: the least bad stays
+        row("f", 255, 128, 1000, variant="k[A=2]"),
+        row("fixed", 255, 512, 1000, tuned=False),
+    ]
+    cr.mark_tuner_pruned(table, SM90_SHARED_BYTES)
+    assert [r["config"] for r in table if r["pruned"]] == ["b", "c", "d", "e"]
