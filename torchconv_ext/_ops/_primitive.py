@@ -194,3 +194,23 @@ class EagerFunction(torch.autograd.Function):
         if torch._C._are_functorch_transforms_active():
             return super().apply(*args)
         return super(torch.autograd.Function, cls).apply(*args)
+
+
+def sum_tangents(parts: list) -> Any:
+    """A tangent made of zero to two parts (``None`` for none): a bilinear op's
+    ``op(ȧ, b) + op(a, ḃ)``."""
+    return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+def affine_forward_jvp(op: Callable[..., Any], input, weight, geometry, t_input, t_weight, t_bias):
+    """The tangent of ``op(input, weight, bias, *geometry)``, bilinear in input and weight plus a
+    bias: ``op(ṫ_input, weight, ṫ_bias) + op(input, ṫ_weight, 0)`` (the bias tangent rides on
+    whichever part runs)."""
+    parts = []
+    if t_input is not None:
+        parts.append(op(t_input, weight, t_bias, *geometry))
+        t_bias = None
+    if t_weight is not None or t_bias is not None:
+        t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
+        parts.append(op(input, t_weight, t_bias, *geometry))
+    return sum_tangents(parts)

@@ -45,7 +45,7 @@ from .._fallback import conv as fallback
 from .._memory import empty_in_layout, suggest_memory_format, to_layout
 from .._padding import fold_padding_grad
 from ._layout import channels_last_activation, packed_weight
-from ._primitive import Primitive
+from ._primitive import Primitive, affine_forward_jvp, sum_tangents
 
 
 def results_channels_last(*operands: Tensor) -> bool:
@@ -77,11 +77,6 @@ def _channel_sum(t: Tensor) -> Tensor:
 
 def _bias_view(bias: Tensor, spatial_dims: int) -> Tensor:
     return bias.view(-1, *[1] * spatial_dims)
-
-
-def _sum(parts: list[Tensor]) -> Tensor | None:
-    """The tangent of a bilinear op from its (zero to two) parts."""
-    return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,14 +302,7 @@ def _bwd_weight_backward(ctx, grad):
 
 def _fwd_jvp(ctx, t_input, t_weight, t_bias, *_):
     input, weight, _, *geometry = ctx.primals
-    parts = []
-    if t_input is not None:
-        parts.append(conv_fwd(t_input, weight, t_bias, *geometry))
-        t_bias = None
-    if t_weight is not None or t_bias is not None:
-        t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
-        parts.append(conv_fwd(input, t_weight, t_bias, *geometry))
-    return _sum(parts)
+    return affine_forward_jvp(conv_fwd, input, weight, geometry, t_input, t_weight, t_bias)
 
 
 def _bwd_input_jvp(ctx, t_grad_output, t_weight, t_bias, *_):
@@ -326,7 +314,7 @@ def _bwd_input_jvp(ctx, t_grad_output, t_weight, t_bias, *_):
     if t_weight is not None or t_bias is not None:
         t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
         parts.append(conv_bwd_input(grad_output, t_weight, t_bias, size, layout, *geometry))
-    return _sum(parts)
+    return sum_tangents(parts)
 
 
 def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
@@ -336,7 +324,7 @@ def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
         parts.append(conv_bwd_weight(t_grad_output, input, kernel, layout, *geometry))
     if t_input is not None:
         parts.append(conv_bwd_weight(grad_output, t_input, kernel, layout, *geometry))
-    return _sum(parts)
+    return sum_tangents(parts)
 
 
 # --------------------------------------------------------------------------------------------

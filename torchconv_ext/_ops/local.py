@@ -40,7 +40,7 @@ from .._fallback import local as fallback
 from .._local_args import local_output_size
 from .._memory import empty_in_layout, is_channels_last, to_layout
 from .._padding import fold_padding_grad
-from ._primitive import Primitive
+from ._primitive import Primitive, affine_forward_jvp, sum_tangents
 
 
 def input_channels_last(input: Tensor) -> bool:
@@ -87,11 +87,6 @@ def tile_sum(t: Tensor, tiles) -> Tensor:
     for i, tile in enumerate(tiles):
         t = t.unflatten(2 + 2 * i, (-1, tile))
     return t.sum([0, *range(2, 2 + 2 * nd, 2)]).movedim(0, -1)
-
-
-def _sum(parts: list[Tensor]) -> Tensor | None:
-    """The tangent of a bilinear op from its (zero to two) parts."""
-    return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,14 +270,7 @@ def _bwd_weight_backward(ctx, grad):
 
 def _fwd_jvp(ctx, t_input, t_weight, t_bias, *_):
     input, weight, _, *geometry = ctx.primals
-    parts = []
-    if t_input is not None:
-        parts.append(local_conv_fwd(t_input, weight, t_bias, *geometry))
-        t_bias = None
-    if t_weight is not None or t_bias is not None:
-        t_weight = torch.zeros_like(weight) if t_weight is None else t_weight
-        parts.append(local_conv_fwd(input, t_weight, t_bias, *geometry))
-    return _sum(parts)
+    return affine_forward_jvp(local_conv_fwd, input, weight, geometry, t_input, t_weight, t_bias)
 
 
 def _bwd_input_jvp(ctx, t_grad_output, t_weight, *_):
@@ -292,7 +280,7 @@ def _bwd_input_jvp(ctx, t_grad_output, t_weight, *_):
         parts.append(local_conv_bwd_input(t_grad_output, weight, size, layout, *geometry))
     if t_weight is not None:
         parts.append(local_conv_bwd_input(grad_output, t_weight, size, layout, *geometry))
-    return _sum(parts)
+    return sum_tangents(parts)
 
 
 def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
@@ -302,7 +290,7 @@ def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
         parts.append(local_conv_bwd_weight(t_grad_output, input, tiles, kernel, *geometry))
     if t_input is not None:
         parts.append(local_conv_bwd_weight(grad_output, t_input, tiles, kernel, *geometry))
-    return _sum(parts)
+    return sum_tangents(parts)
 
 
 # --------------------------------------------------------------------------------------------
