@@ -54,3 +54,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_launcher_tapes():
+    """Each test starts without launcher tapes (``triton_kernels._tape``): a replayed problem
+    skips the tuner and the plans, which some tests spy on or force; within a test, problems
+    that repeat (gradcheck) are replayed as anywhere else."""
+    import sys
+
+    tapes = sys.modules.get("triton_kernels._tape")
+    if tapes is not None:
+        tapes.clear_tapes()

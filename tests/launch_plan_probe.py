@@ -50,10 +50,18 @@ def normal(v):
     return v
 
 
+def read(args: tuple) -> tuple:
+    """The launcher's arguments as the launch reads them: the launch metadata (position 6)
+    goes only to the enter and exit hooks (7, 8), so with none set it is not read."""
+    if not (_plan.hooked(args[7]) or _plan.hooked(args[8])):
+        args = (*args[:6], "metadata unread", *args[7:])
+    return args
+
+
 def recorded(fn) -> list[tuple]:
     RECORDED.clear()
     fn()
-    return [tuple(map(normal, r)) for r in RECORDED]
+    return [tuple(map(normal, read(r))) for r in RECORDED]
 
 
 def _grad_call(op, shapes, **kwargs):
@@ -64,7 +72,27 @@ def _grad_call(op, shapes, **kwargs):
         out = op(*operands, **kwargs)
         torch.autograd.grad(out, operands, torch.ones_like(out))
 
+    run.operands = operands
     return run
+
+
+def by_address(run) -> list[tuple]:
+    """What ``run()`` hands the launcher, with each tensor as its dtype, alignment and address *role*: which
+    operand it starts at, or the how-manieth new address of the call. A taped launch hands the
+    kernel the tensor a view was taken of (same address), so shapes and strides are left out."""
+    RECORDED.clear()
+    run()
+    known = {t.data_ptr(): f"operand {i}" for i, t in enumerate(run.operands)}
+    new: dict[int, str] = {}
+
+    def role(v):
+        if isinstance(v, torch.Tensor):
+            p = v.data_ptr()
+            name = known.get(p) or new.setdefault(p, f"new {len(new)}")
+            return ("tensor", v.dtype, p % 16, name)
+        return normal(v)
+
+    return [tuple(map(role, read(r))) for r in RECORDED]
 
 
 #: One forward+backward per launcher family: implicit GEMM, 1x1 GEMM, depthwise (its weight
@@ -141,7 +169,7 @@ def check_specialisation() -> int:
     again = launch_scale(x, y, 40)
     check(first[9:] == again[9:] and again[9] is x and again[10] is y, "same arguments")
     check(
-        tuple(map(normal, first[:9])) == tuple(map(normal, again[:9])),
+        tuple(map(normal, read(first)[:9])) == tuple(map(normal, read(again)[:9])),
         "same grid, stream, function, metadata and hooks",
     )
     check(_plan.plan_info()["planned"] == 1, "a repeated launch is planned")
@@ -201,12 +229,35 @@ def check_fallback() -> int:
     info = _plan.plan_info()
     got = launch_scale(x, y, 40)
     check(
-        tuple(map(normal, got)) == tuple(map(normal, expected)), "the fallback launches as Triton"
+        tuple(map(normal, read(got))) == tuple(map(normal, read(expected))),
+        "the fallback launches as Triton",
     )
     check(_plan.plan_info()["unplanned"] == info["unplanned"] + 1, "through Triton")
     again = launch_scale(x, y, 40)
-    check(tuple(map(normal, again)) == tuple(map(normal, expected)), "and plans again")
+    check(tuple(map(normal, read(again))) == tuple(map(normal, read(expected))), "and plans again")
     return 1
+
+
+def check_tapes() -> int:
+    """A replayed launcher tape hands Triton's launcher what the launcher itself hands it."""
+    from triton_kernels import _tape
+
+    for name, run in FAMILIES.items():
+        _tape.ENABLED = False
+        plain = by_address(run)
+        _tape.ENABLED = True
+        _plan.clear_plans()
+        for _ in range(_tape.RECORD_AT):
+            recorded(run)  # plans, then the recording
+        before = _tape.tape_info()
+        replayed = by_address(run)
+        after = _tape.tape_info()
+        check(replayed == plain, f"{name}: replayed launches differ:\n{replayed}\n{plain}")
+        check(
+            after["replayed"] > before["replayed"] and after["untapeable"] == 0,
+            f"{name}: the repeated call was not replayed ({before} -> {after})",
+        )
+    return len(FAMILIES)
 
 
 def main() -> int:
@@ -216,6 +267,7 @@ def main() -> int:
         n += check_call_time_state()
         n += check_fallback()
         n += check_families()
+        n += check_tapes()
     print(f"OK {n}")
     return 0
 

@@ -13,6 +13,10 @@ The launcher contract, for every function exported here:
 * ``padding`` is the padding before each spatial dim; the padding after is implied by the
   output's size (so TensorFlow-style asymmetric ``'same'`` needs nothing more).
 * Tensors are read through their strides (any layout, no copies); 1–3 spatial dims.
+* What a launcher does depends only on its tensors' shapes, strides, dtypes, devices and
+  address alignment and on its other arguments (never on tensor values or global state), and
+  it launches through ``_plan.launch`` and returns nothing: launcher tapes (``_tape``) replay
+  a problem's recorded ops and launches on that promise, and check what they can of it.
 * Convolution grad-input kernels see zero padding only: for the other padding modes the caller
   asks for the gradient of the padded input (``padding`` 0) and folds it back onto its sources
   (``torchconv_ext._padding.fold_padding_grad``).
@@ -44,6 +48,7 @@ _refuse_if_shadowed()
 
 # ruff: noqa: E402  (the guard above runs before anything else is imported)
 from ._common import INTERPRET
+from ._tape import taped
 from .conv import conv_backward_input, conv_backward_weight, conv_forward, prefers_channels_last
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
 from .maxout import maxout_backward, maxout_forward
@@ -56,6 +61,24 @@ from .pool import (
     pyramid_pool_forward,
 )
 from .upsample import upsample_nearest_backward, upsample_nearest_forward
+
+# Every launcher replays its recorded work for a problem it has seen (``_tape``).
+conv_forward = taped(conv_forward)
+conv_backward_input = taped(conv_backward_input)
+conv_backward_weight = taped(conv_backward_weight)
+local_conv_forward = taped(local_conv_forward)
+local_conv_backward_input = taped(local_conv_backward_input)
+local_conv_backward_weight = taped(local_conv_backward_weight)
+maxout_forward = taped(maxout_forward)
+maxout_backward = taped(maxout_backward)
+pool_forward = taped(pool_forward)
+pool_backward = taped(pool_backward)
+adaptive_pool_forward = taped(adaptive_pool_forward)
+adaptive_pool_backward = taped(adaptive_pool_backward)
+pyramid_pool_forward = taped(pyramid_pool_forward)
+pyramid_pool_backward = taped(pyramid_pool_backward)
+upsample_nearest_forward = taped(upsample_nearest_forward)
+upsample_nearest_backward = taped(upsample_nearest_backward)
 
 #: Marks this package as torchconv_ext's (Triton's ``triton-kernels`` has the same name).
 IS_TORCHCONV_EXT_KERNELS = True

@@ -51,6 +51,10 @@ _plans: dict[tuple, Plan] = {}
 #: Which arguments are tensors, per tuple of argument types.
 _tensor_positions: dict[tuple, tuple[int, ...]] = {}
 _stats = {"planned": 0, "unplanned": 0}
+#: Bumped by :func:`clear_plans` (what holds plans, the launcher tapes, drops them then).
+_generation = 0
+#: Called with ``(plan or None, device, grid, args)`` after each launch (the tapes' recorder).
+_observer: Any = None
 
 
 class Plan:
@@ -78,14 +82,20 @@ class Plan:
             full = (*args, *self.tail)
             n = len(grid)
             g1, g2 = (grid[1] if n > 1 else 1), (grid[2] if n > 2 else 1)
-            metadata = kernel.launch_metadata(grid, stream, *full)
+            enter, exit_ = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+            # The metadata is for the hooks alone: none set, none made.
+            hooks = hooked(enter) or hooked(exit_)
+            metadata = kernel.launch_metadata(grid, stream, *full) if hooks else None
             run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
         except Exception as e:
             raise Unplanned(str(e)) from e
-        run(
-            grid[0], g1, g2, stream, function, packed, metadata,
-            knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *full,
-        )  # fmt: skip
+        run(grid[0], g1, g2, stream, function, packed, metadata, enter, exit_, *full)
+
+
+def hooked(hook: Any) -> bool:
+    """Whether a launch hook is set: Triton >= 3.9 holds hooks in a ``HookChain`` (empty: none
+    set), earlier versions a callable or ``None``."""
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 class Unplanned(Exception):
@@ -128,7 +138,9 @@ def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, An
         or kernel.pre_run_hooks
         or getattr(knobs.runtime, "add_stages_inspection_hook", None) is not None
     ):
-        kernel[grid](*args, **kwargs)
+        _direct(kernel, grid, args, kwargs)
+        if _observer is not None:
+            _observer(Direct(kernel, kwargs) if INTERPRET else None, None, grid, args)
         return
     try:
         device = driver.active.get_current_device()
@@ -143,11 +155,48 @@ def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, An
             _plans.pop(key, None)
         else:
             _stats["planned"] += 1
+            if _observer is not None:
+                _observer(plan, device, grid, args)
             return
-    compiled = kernel[grid](*args, **kwargs)
+    compiled = _direct(kernel, grid, args, kwargs)
     _stats["unplanned"] += 1
+    if _observer is not None:
+        _observer(None, None, grid, args)
     if key is not None and compiled is not None:
         _remember(key, kernel, compiled, args, kwargs)
+
+
+#: Launches of ``kernel[grid]`` made by :func:`launch` now (any other one, while launcher
+#: tapes record, is a launch they would miss).
+_inside = 0
+
+
+def _direct(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> Any:
+    global _inside
+    _inside += 1
+    try:
+        return kernel[grid](*args, **kwargs)
+    finally:
+        _inside -= 1
+
+
+def inside_launch() -> bool:
+    """Whether a Triton launch now comes from :func:`launch`."""
+    return _inside > 0
+
+
+class Direct:
+    """A launch through ``kernel[grid]`` with fixed keywords, as a plan is called (what launcher
+    tapes replay under the interpreter, where ``kernel[grid]`` is the whole launch)."""
+
+    __slots__ = ("kernel", "kwargs")
+
+    def __init__(self, kernel: Any, kwargs: dict) -> None:
+        self.kernel = kernel
+        self.kwargs = dict(kwargs)
+
+    def run(self, device: int, grid: tuple, args: tuple) -> None:
+        _direct(self.kernel, grid, args, self.kwargs)
 
 
 def _remember(key: tuple, kernel: Any, compiled: Any, args: tuple, kwargs: dict) -> None:
@@ -181,8 +230,22 @@ def _remember(key: tuple, kernel: Any, compiled: Any, args: tuple, kwargs: dict)
 _PLAIN = (int, float, bool, type(None))
 
 
+def observe(observer: Any) -> None:
+    """Call ``observer(plan or None, device, grid, args)`` after every launch from now on
+    (``None``: stop)."""
+    global _observer
+    _observer = observer
+
+
+def generation() -> int:
+    """How many times the plans were cleared."""
+    return _generation
+
+
 def clear_plans() -> None:
     """Forget every plan (the next launch of each problem goes through Triton again)."""
+    global _generation
+    _generation += 1
     _plans.clear()
     _stats.update(planned=0, unplanned=0)
 

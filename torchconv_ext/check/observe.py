@@ -4,7 +4,8 @@ A check that compares torch with itself would pass anything, so every comparison
 made inside a :func:`window` that counts
 
 * launches of Triton kernels defined in ``triton_kernels`` (``JITFunction.run``, or the
-  interpreter's ``InterpretedFunction.run``, wrapped at class level);
+  interpreter's ``InterpretedFunction.run``, and the launch plans' ``Plan.run`` — what launcher
+  tapes replay — wrapped at class level);
 * calls of the public launchers (``triton_kernels.__all__``), the way ``torchconv_ext`` reaches
   the kernels;
 * which tuners (``triton_kernels._tuning.Tuner``) launched (to find the tuner of a call).
@@ -70,6 +71,18 @@ def _wrap_launch(original):
     return run
 
 
+def _wrap_planned(original):
+    @functools.wraps(original)
+    def run(self, *args, **kwargs):
+        if _open and _ours(self.kernel):
+            for w in _open:
+                w.launches += 1
+                w.kernels[getattr(self.kernel.fn, "__name__", "?")] += 1
+        return original(self, *args, **kwargs)
+
+    return run
+
+
 def _wrap_tuner(original):
     @functools.wraps(original)
     def run(self, *args, **kwargs):
@@ -98,7 +111,12 @@ def _targets() -> list[tuple[Any, str, Any]]:
     from triton.runtime.jit import JITFunction
 
     tuning = importlib.import_module(f"{KERNEL_PACKAGE}._tuning")
-    targets = [(JITFunction, "run", _wrap_launch), (tuning.Tuner, "launch", _wrap_tuner)]
+    plans = importlib.import_module(f"{KERNEL_PACKAGE}._plan")
+    targets = [
+        (JITFunction, "run", _wrap_launch),
+        (plans.Plan, "run", _wrap_planned),
+        (tuning.Tuner, "launch", _wrap_tuner),
+    ]
     try:
         from triton.runtime.interpreter import InterpretedFunction
 

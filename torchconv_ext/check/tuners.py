@@ -3,8 +3,8 @@
 Every ``triton_kernels._tuning.Tuner`` in the namespace of the GEMM kernel modules (the implicit
 GEMM and the 1×1 GEMM) is a conv GEMM tuner, alone or in a dict of variants. A tuner is forced to
 one config by setting its ``configs`` to ``[cfg]`` (a tuner with one candidate neither
-benchmarks nor reads its disk cache) and clearing its chosen configs; :func:`forced` restores
-both afterwards.
+benchmarks nor reads its disk cache) and clearing its chosen configs, with launcher tapes off
+(they replay earlier choices); :func:`forced` restores both afterwards and drops the tapes.
 """
 
 from __future__ import annotations
@@ -66,14 +66,20 @@ def describe(cfg: Any) -> str:
 @contextlib.contextmanager
 def forced(tuners: dict[str, Any], choice: dict[str, Any] | None = None) -> Iterator[None]:
     """Every tuner runs one config: ``choice[name]`` where given, else its :func:`pin_config`."""
+    # Launcher tapes replay earlier choices without asking the tuners: off while forcing.
+    tapes = importlib.import_module("triton_kernels._tape")
     saved = [(t, t.configs, dict(t._chosen)) for t in tuners.values()]
+    taping = tapes.ENABLED
     try:
         for name, t in tuners.items():
             t.configs = [(choice or {}).get(name) or pin_config(t)]
             t._chosen.clear()
+        tapes.ENABLED = False
         yield
     finally:
         for t, cfgs, chosen in saved:
             t.configs = cfgs
             t._chosen.clear()
             t._chosen.update(chosen)
+        tapes.ENABLED = taping
+        tapes.clear_tapes()

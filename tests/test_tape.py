@@ -1,0 +1,191 @@
+"""Launcher tapes (``triton_kernels._tape``): a launcher's work for a problem, recorded on its
+second call and replayed from the third, computes exactly what the launcher computes; whatever a
+tape cannot replay faithfully is never taped.
+
+Under the interpreter a tape replays ``kernel[grid]`` itself, so these tests compare numbers;
+``tests/launch_plan_probe.py`` checks, on the stand-in GPU, that replayed launches hand Triton's
+launcher what the launchers hand it. Every other interpreter test replays tapes too, whenever a
+problem repeats (gradcheck, for one).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+pytestmark = pytest.mark.interpret
+
+tape = pytest.importorskip("triton_kernels._tape")
+from triton_kernels import _plan  # noqa: E402
+
+
+@triton.jit
+def _axpy_kernel(x_ptr, y_ptr, n, a, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + i, tl.load(x_ptr + i, mask=i < n) * a + tl.load(y_ptr + i, mask=i < n),
+             mask=i < n)  # fmt: skip
+
+
+def _launch_axpy(x: torch.Tensor, y: torch.Tensor, a: float) -> None:
+    n = x.numel()
+    _plan.launch(_axpy_kernel, (triton.cdiv(n, 64),), (x.view(-1), y.view(-1), n, a),
+                 {"BLOCK": 64})  # fmt: skip
+
+
+@tape.taped
+def _scaled_sum(x: torch.Tensor, out: torch.Tensor, *, a: float) -> None:
+    """out = a·x + 2·x, through a workspace: ops before and after a launch."""
+    work = torch.zeros_like(x)
+    _launch_axpy(x, work, a)
+    out.copy_(work + 2 * x)
+
+
+@pytest.fixture(autouse=True)
+def fresh_tapes():
+    if not tape.ENABLED:
+        pytest.skip("TORCHCONV_EXT_LAUNCH_PLANS=0 turns tapes off")
+    tape.clear_tapes()
+    yield
+    tape.clear_tapes()
+
+
+def _calls(fn, n: int, *shapes, **kwargs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    results = []
+    for i in range(n):
+        x = torch.randn(*shapes, generator=torch.Generator().manual_seed(i))
+        out = torch.full_like(x, float("nan"))
+        fn(x, out, **kwargs)
+        results.append((x, out))
+    return results
+
+
+def test_replays_ops_and_launches_on_new_tensors():
+    results = _calls(_scaled_sum, 5, 3, 50, a=0.5)
+    info = tape.tape_info()
+    assert info == {"tapes": 1, "replayed": 3, "recorded": 1, "untapeable": 0}
+    for x, out in results:
+        torch.testing.assert_close(out, 2.5 * x, rtol=0, atol=1e-6)
+
+
+def test_a_new_problem_records_its_own_tape():
+    for shape, a in [((3, 50), 0.5), ((4, 50), 0.5), ((3, 50), 1.5)]:
+        for x, out in _calls(_scaled_sum, 3, *shape, a=a):
+            torch.testing.assert_close(out, (a + 2) * x, rtol=0, atol=1e-6)
+    assert tape.tape_info()["tapes"] == 3
+
+
+def test_clearing_the_plans_drops_the_tapes():
+    _calls(_scaled_sum, 3, 3, 50, a=0.5)
+    assert tape.tape_info()["tapes"] == 1
+    _plan.clear_plans()
+    _calls(_scaled_sum, 1, 3, 50, a=0.5)
+    assert tape.tape_info()["tapes"] == 0
+
+
+@tape.taped
+def _reads_a_value(x: torch.Tensor, out: torch.Tensor) -> None:
+    # The launch depends on a tensor's value: a tape would freeze it.
+    a = float(x.abs().max().item())
+    out.zero_()
+    _launch_axpy(x, out, a)
+
+
+@tape.taped
+def _launches_outside_the_plans(x: torch.Tensor, out: torch.Tensor) -> None:
+    out.zero_()
+    n = x.numel()
+    _axpy_kernel[(triton.cdiv(n, 64),)](x.view(-1), out.view(-1), n, 3.0, BLOCK=64)
+
+
+@tape.taped
+def _returns_a_value(x: torch.Tensor, out: torch.Tensor) -> int:
+    out.copy_(x)
+    return 7
+
+
+@pytest.mark.parametrize(
+    "launcher, expected",
+    [
+        (_reads_a_value, lambda x: x * x.abs().max()),
+        (_launches_outside_the_plans, lambda x: 3 * x),
+    ],
+    ids=["reads-a-value", "launches-outside-the-plans"],
+)
+def test_what_a_tape_cannot_replay_is_never_taped(launcher, expected):
+    for x, out in _calls(launcher, 4, 2, 40):
+        torch.testing.assert_close(out, expected(x), rtol=0, atol=1e-6)
+    info = tape.tape_info()
+    assert info["tapes"] == 0 and info["replayed"] == 0 and info["untapeable"] == 1
+
+
+def test_a_launcher_that_returns_a_value_is_never_taped():
+    for _ in range(4):
+        x = torch.randn(5)
+        out = torch.empty(5)
+        assert _returns_a_value(x, out) == 7
+        assert torch.equal(out, x)
+    assert tape.tape_info()["tapes"] == 0
+
+
+def test_unhashable_arguments_and_subclasses_run_plainly():
+    class Marked(torch.Tensor):
+        pass
+
+    for _ in range(4):
+        x = torch.randn(3, 50)
+        out = torch.empty_like(x)
+        _scaled_sum(x.as_subclass(Marked), out, a=0.5)
+        torch.testing.assert_close(out, 2.5 * x, rtol=0, atol=1e-6)
+    assert tape.tape_info() == {"tapes": 0, "replayed": 0, "recorded": 0, "untapeable": 0}
+
+
+def test_switched_off_tapes_run_the_launcher():
+    tape.ENABLED = False
+    try:
+        for x, out in _calls(_scaled_sum, 4, 3, 50, a=0.5):
+            torch.testing.assert_close(out, 2.5 * x, rtol=0, atol=1e-6)
+    finally:
+        tape.ENABLED = True
+    assert tape.tape_info()["recorded"] == 0
+
+
+def test_every_public_launcher_is_taped():
+    import triton_kernels
+
+    launchers = [n for n in triton_kernels.__all__ if "forward" in n or "backward" in n]
+    assert launchers
+    for name in launchers:
+        assert hasattr(getattr(triton_kernels, name), "launcher"), name
+
+
+def test_the_layers_replay_on_repeated_calls():
+    """A convolution, a pooling and an upsampling forward and backward, called again and
+    again on new tensors of one problem: replayed, and equal to torch."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    calls = [
+        (TF.conv2d, torch.nn.functional.conv2d, ((2, 4, 6, 6), (4, 4, 3, 3), (4,)),
+         {"padding": 1}),
+        (TF.conv2d, torch.nn.functional.conv2d, ((2, 4, 6, 6), (4, 1, 3, 3)),
+         {"groups": 4, "stride": 2}),
+        (TF.max_pool2d, torch.nn.functional.max_pool2d, ((2, 3, 7, 7),), {"kernel_size": 3}),
+        (TF.interpolate, torch.nn.functional.interpolate, ((1, 2, 3, 4),), {"scale_factor": 2}),
+    ]  # fmt: skip
+    with torchconv_ext.use_backend("triton"):
+        for ours, theirs, shapes, kwargs in calls:
+            for seed in range(4):
+                g = torch.Generator().manual_seed(seed)
+                operands = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+                operands = [t.requires_grad_() for t in operands]
+                y = ours(*operands, **kwargs)
+                grads = torch.autograd.grad(y, operands, torch.ones_like(y))
+                y_ref = theirs(*operands, **kwargs)
+                refs = torch.autograd.grad(y_ref, operands, torch.ones_like(y_ref))
+                torch.testing.assert_close(y, y_ref)
+                for got, want in zip(grads, refs, strict=True):
+                    torch.testing.assert_close(got, want)
+    info = tape.tape_info()
+    assert info["replayed"] >= 2 * len(calls) and info["untapeable"] == 0, info
