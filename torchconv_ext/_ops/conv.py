@@ -27,9 +27,11 @@ also take their result's layout (``channels_last``): their operands do not deter
 
 On the Triton path, convolutions that run on tensor cores get their operands channels-last
 (activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
-caller's layout, and write activations (forward, input gradient) channels-last too: a tile's
-rows are flattened positions, so an NCHW store would scatter 2-byte writes across channels
-planes. Results are then converted, in one pass, to the layout torch returns.
+caller's layout, and store their results straight into the layout torch returns. An NCHW store
+from a tile of (positions × channels) writes runs of consecutive positions per channel — half a
+32-byte sector per warp instruction in bf16, merged in L2 before memory — which moves less data
+than a channels-last store followed by a conversion pass (a read and a write of the whole
+result, and one more launch).
 """
 
 from __future__ import annotations
@@ -109,17 +111,21 @@ def triton_forward(
     """The Triton path of the forward, result in ``layout`` (channels-last or not); ``epilogue``
     goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``)."""
     k = kernels()
-    gemm = k.prefers_channels_last(input.shape[1], g.groups)
-    # The GEMM kernels read channels-last operands and store rows of channels: a channels-last
-    # result, converted once at the end when torch's would be contiguous.
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
     if out.numel():
-        if gemm:
+        if k.prefers_channels_last(input.shape[1], g.groups):
+            # the GEMM kernels read channels-last operands at full width
             input, weight = channels_last_activation(input), packed_weight(weight)
         k.conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
+            input,
+            weight,
+            bias,
+            out,
+            pad_mode=g.padding_mode,
+            **epilogue,
+            **kernel_args(g),
         )
-    return out if layout or not gemm else to_layout(out, False)
+    return out
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -152,19 +158,18 @@ def _bwd_input_impl(
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
     k = kernels()
-    gemm = k.prefers_channels_last(shape[1], g.groups)
-    if gemm:
+    if k.prefers_channels_last(shape[1], g.groups):
         grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel.
-        grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
+        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
-        return grad if channels_last or not gemm else to_layout(grad, False)
+        return grad
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
+    grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
     if grad.numel():
         k.conv_backward_input(grad_output, weight, grad, **kernel_args(g, (0,) * len(g.stride)))
     grad = to_layout(
@@ -243,6 +248,8 @@ def forward_grads(
     no) for the gradient ``grad`` of its result; the fused convolutions reuse it."""
     need_input, need_weight, need_bias = needs
     layout = results_channels_last(input, weight) if need_input or need_weight else False
+    if need_input and need_weight and _converted_by_both(grad, input, geometry):
+        grad = channels_last_activation(grad)  # once, instead of once in each gradient
     grad_input = grad_weight = grad_bias = None
     if need_input:
         size = list(input.shape[2:])
@@ -253,6 +260,19 @@ def forward_grads(
     if need_bias:
         grad_bias = _channel_sum(grad)
     return grad_input, grad_weight, grad_bias, *[None] * len(geometry)
+
+
+def _converted_by_both(grad: Tensor, input: Tensor, geometry: list) -> bool:
+    """Whether both gradient primitives would convert ``grad`` to channels-last on their own
+    (the tensor-core convolutions on the Triton path; plain tensors outside transforms)."""
+    return (
+        type(grad) in (Tensor, torch.nn.Parameter)
+        and not torch._C._are_functorch_transforms_active()
+        and use_triton(grad)
+        and kernels().prefers_channels_last(
+            input.shape[1], ConvGeometry.from_args(*geometry).groups
+        )
+    )
 
 
 def _bwd_input_setup(ctx, inputs, output):
