@@ -249,7 +249,7 @@ def test_cache_is_bounded_and_can_be_switched_off(monkeypatch):
         assert _layout.weight_cache_info() == {"entries": 2, "hits": 0, "packs": 3}
         TF.conv2d(x, weights[-1])  # the most recent one is still there
         assert _layout.weight_cache_info() == {"entries": 2, "hits": 1, "packs": 3}
-        monkeypatch.setenv("TORCHCONV_EXT_WEIGHT_CACHE", "0")
+        monkeypatch.setattr(_layout, "ENABLED", False)  # TORCHCONV_EXT_WEIGHT_CACHE=0
         _layout.clear_weight_cache()
         TF.conv2d(x, weights[-1])
         TF.conv2d(x, weights[-1])

@@ -92,6 +92,11 @@ def empty_in_layout(
         return (
             new_output(shape, like, dtype=dtype) if poison else like.new_empty(shape, dtype=dtype)
         )
+    fmt = _CL_FORMATS.get(len(shape))
+    if fmt is not None and 0 not in shape:  # torch's own channels-last strides (one call)
+        if poison:
+            return new_output(shape, like, fmt, dtype)
+        return torch.empty(shape, dtype=dtype, device=like.device, memory_format=fmt)
     flipped = [shape[0], *shape[2:], shape[1]]
     out = new_output(flipped, like, dtype=dtype) if poison else like.new_empty(flipped, dtype=dtype)
     return out.movedim(-1, 1)
@@ -107,6 +112,8 @@ def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     if fmt is not None:
         if t.is_contiguous(memory_format=fmt):
             return t
+        if t.numel():  # torch's copy has empty_in_layout's strides then (not when empty)
+            return t.contiguous(memory_format=fmt)
     elif _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
         return t
     return empty_in_layout(t.shape, t, channels_last).copy_(t)

@@ -21,11 +21,12 @@ writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its input
 plain tensors — functional weights, gradients — are repacked on every call). Code that writes
 parameters past their version counter (``p.data.add_(...)``; collectives filling a parameter's
 storage in place, as FSDP's all-gathers do) must call :func:`clear_weight_cache` after such
-writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` to repack on every call.
+writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -61,8 +62,8 @@ def channels_last_activation(t: torch.Tensor) -> torch.Tensor:
     return to_layout(t, True)
 
 
-def _enabled() -> bool:
-    return os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
+#: Whether parameters' repacked copies are cached (``TORCHCONV_EXT_WEIGHT_CACHE=0``: never).
+ENABLED: bool = os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
 
 
 def _pack(w: torch.Tensor) -> torch.Tensor:
@@ -79,20 +80,19 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
     # stale after the weight changes.
     if (
         not isinstance(w, torch.nn.Parameter)
-        or not _enabled()
-        or (w.is_cuda and torch.cuda.is_current_stream_capturing())
+        or not ENABLED
+        or (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
     ):
         return _pack(w)
     key = (w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
     storage = w.untyped_storage()
-    version = w._version
     entry = _entries.get(key)
-    if entry is not None and entry[0]() is storage and entry[1] == version:
+    if entry is not None and entry[0]() is storage and entry[1] == w._version:
         _stats["hits"] += 1
-        with _lock:
-            if key in _entries:
-                _entries.move_to_end(key)
+        with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile
+            _entries.move_to_end(key)
         return entry[2]
+    version = w._version
     packed = _pack(w)
     # The entry dies with the weight's storage (so a new tensor at the same address never
     # finds it, and the packed copy is freed with the weight).
