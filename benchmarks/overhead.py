@@ -2,7 +2,8 @@
 
 Each call of the public functional API (``conv2d`` forward and forward+backward,
 ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, ``interpolate``)
-runs on tiny CPU tensors under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="launch"``):
+runs on tiny CPU tensors — an input that requires grad, weights as ``nn.Parameter`` objects as a
+layer passes them — under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="launch"``):
 backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
 ``TRITON_INTERPRET``. Everything up to the C launch runs — functional, autograd, op dispatch,
 our launcher, Triton's autotuner and argument binder — and the final launcher only counts.
@@ -21,7 +22,9 @@ that stand between its launchers and Triton (its tuner and its launch plans):
                  (binder stubbed) − (tuners stubbed too); launchers that launch without a
                  tuner look their plan up in ``launcher``;
 * ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
-                 (autotuner stubbed) − (launchers stubbed too);
+                 (autotuner stubbed) − (launchers stubbed too); a problem called again replays
+                 its launcher tape (``triton_kernels._tape``: the tape's key and replay are
+                 here, and the tuner is not reached, so ``tuner`` reads about 0);
 * ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
                  dispatch mode), each body timed alone with the launchers stubbed, as the eager
                  path runs it: the primitive's implementation (output allocation, layout
@@ -86,10 +89,13 @@ class Call:
     kwargs: dict[str, Any]
 
     def operands(self) -> list[Any]:
+        """The input (a tensor that requires grad) and, after it, the weights as a layer holds
+        them: ``nn.Parameter`` objects (what ``nn.Conv2d`` passes to ``conv2d``)."""
         import torch
 
         g = torch.Generator().manual_seed(0)
-        return [torch.randn(s, generator=g).requires_grad_() for s in self.shapes]
+        input, *weights = (torch.randn(s, generator=g) for s in self.shapes)
+        return [input.requires_grad_(), *map(torch.nn.Parameter, weights)]
 
 
 CALLS: tuple[Call, ...] = (
@@ -279,15 +285,24 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     """Total, breakdown and ATen time of one call in one direction (see the module docstring)."""
     import torch
 
+    from triton_kernels import _tape
+
     forward, run = _call_fns(call, direction, ours=True)
     before = state.launched
     run()  # compiles on first use (real sm_90 code), tunes on the stand-in
     launches = state.launched - before
+    # Launcher tapes are recorded on a real call (one recorded with a layer stubbed would
+    # replay the stub): the next calls record them, and the last one replays them.
+    for _ in range(_tape.RECORD_AT):
+        run()
+    before = state.launched
+    run()
+    replayed_launches = state.launched - before
     counter: dict[str, int] = {}
     with stubbed_below("launcher", counter):
         run()
     with stubbed_below("launcher"):
-        ops = registered_ops(run)  # the forward's ops come first
+        ops = registered_ops(run)  # the forward's ops come first (tapes off: a mode is active)
         n_fwd_ops = len(registered_ops(forward))
 
     def no_grad_forward() -> Any:
@@ -328,6 +343,10 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         notes.append("no launcher could be stubbed (bound before the call): in 'op'")
     if launches == 0:
         notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
+    if replayed_launches != launches:
+        notes.append(
+            f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}"
+        )
     target = TARGETS_US.get((call.op, direction))
     return {
         "call": call.op,
@@ -473,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target": args.target,
         "machine": machine(),
         "method": {
-            "stand_in": "CPU tensors, backend 'triton', no TRITON_INTERPRET; Triton compiles "
+            "stand_in": "CPU tensors (an input that requires grad, weights as nn.Parameter), "
+            "backend 'triton', no TRITON_INTERPRET; Triton compiles "
             "real code for the target and only its final launcher (C argument packing and "
             "cuLaunchKernel) is a counting stub, so that part of a GPU launch is not included",
             "statistic": f"minimum over {args.rounds} interleaved rounds of the median of "
@@ -483,8 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tuner": "the autotuner's benchmark step returns a config's position as its time (and "
             "triton.testing.do_bench, which torchconv_ext's tuner uses, one time for every "
             "config), so the first config after the kernel's pruning wins; the winner is cached "
-            "per key and the timed calls take the cached path (and the launch plan made on the "
-            "first call), as on a GPU",
+            "per key and the timed calls take the cached path (the launch plan made on the "
+            "first call, the launcher tape recorded on the second), as on a GPU",
         },
         "rows": [],
     }
