@@ -129,6 +129,31 @@ def test_a_launcher_that_returns_a_value_is_never_taped():
     assert tape.tape_info()["tapes"] == 0
 
 
+_elsewhere = torch.zeros(64)
+
+
+@tape.taped
+def _while_another_thread_launches(x: torch.Tensor, out: torch.Tensor) -> None:
+    import threading
+
+    # Another thread's launch in the middle of this call is not part of its tape.
+    other = threading.Thread(target=_launch_axpy, args=(torch.ones(64), _elsewhere, 1.0))
+    other.start()
+    other.join()
+    out.zero_()
+    _launch_axpy(x, out, 1.0)
+
+
+def test_launches_of_other_threads_stay_out_of_a_tape():
+    _elsewhere.zero_()
+    for x, out in _calls(_while_another_thread_launches, 4, 2, 40):
+        torch.testing.assert_close(out, x, rtol=0, atol=0)
+    assert tape.tape_info()["replayed"] == 2
+    # the other thread ran in the two calls that were not replays; a tape holding its launch
+    # would have added one per replay
+    assert torch.equal(_elsewhere, torch.full((64,), 2.0))
+
+
 def test_unhashable_arguments_and_subclasses_run_plainly():
     class Marked(torch.Tensor):
         pass

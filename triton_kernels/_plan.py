@@ -32,6 +32,7 @@ never launched twice).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import torch
@@ -166,23 +167,22 @@ def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, An
         _remember(key, kernel, compiled, args, kwargs)
 
 
-#: Launches of ``kernel[grid]`` made by :func:`launch` now (any other one, while launcher
-#: tapes record, is a launch they would miss).
-_inside = 0
+#: Per thread, the launches of ``kernel[grid]`` :func:`launch` is making now (any other one,
+#: while launcher tapes record, is a launch they would miss).
+_inside = threading.local()
 
 
 def _direct(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> Any:
-    global _inside
-    _inside += 1
+    _inside.depth = getattr(_inside, "depth", 0) + 1
     try:
         return kernel[grid](*args, **kwargs)
     finally:
-        _inside -= 1
+        _inside.depth -= 1
 
 
 def inside_launch() -> bool:
-    """Whether a Triton launch now comes from :func:`launch`."""
-    return _inside > 0
+    """Whether a Triton launch of this thread now comes from :func:`launch`."""
+    return getattr(_inside, "depth", 0) > 0
 
 
 class Direct:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -172,6 +173,7 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[torch.Tensor] = []  # aliases, held so that their ids stay theirs
         self.steps: list[list] = []
         self.failed: str | None = None
+        self.thread = threading.get_ident()  # launches of other threads are not this call's
 
     def _slots(self, values: list) -> list:
         out = []
@@ -229,7 +231,7 @@ class _Recorder(TorchDispatchMode):
         self.steps.append(["op", step, None])
 
     def launched(self, plan: Any, device: int, grid: tuple, args: tuple) -> None:
-        if self.failed is not None:
+        if self.failed is not None or threading.get_ident() != self.thread:
             return
         if plan is None:
             self.failed = "a launch without a plan"
@@ -366,7 +368,11 @@ def _watching_launches(recorder: _Recorder) -> Iterator[None]:
     def watch(original: Callable) -> Callable:
         @functools.wraps(original)
         def run(*args: Any, **kwargs: Any) -> Any:
-            if not _plan.inside_launch() and not kwargs.get("warmup", False):
+            if (
+                threading.get_ident() == recorder.thread
+                and not _plan.inside_launch()
+                and not kwargs.get("warmup", False)
+            ):
                 recorder.failed = "a launch outside the launch plans"
             return original(*args, **kwargs)
 
