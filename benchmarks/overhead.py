@@ -344,9 +344,7 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     if launches == 0:
         notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
     if replayed_launches != launches:
-        notes.append(
-            f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}"
-        )
+        notes.append(f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}")
     target = TARGETS_US.get((call.op, direction))
     return {
         "call": call.op,

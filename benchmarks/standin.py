@@ -9,12 +9,15 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
   its compiler builds real code for that target (PTX and cubin through ``ptxas``);
 * tensors report ``is_cuda``, so torchconv_ext's backend ``"triton"`` and its launchers' device
   checks take the GPU path for CPU tensors — nothing is imported from the library beyond its
-  public surfaces, and no private name of it is patched;
+  public surfaces, and no private name of it is patched (but the launcher tapes' switch in
+  capture mode);
 * what reaches the GPU is replaced, at Triton's level only:
 
   - ``mode="capture"``: every kernel launch (``Tuner.launch`` of our own tuner,
-    ``Autotuner.run``, ``Heuristics.run``, ``JITFunction.run``) is recorded as a :class:`Launch` and not compiled or run; the compile
-    report then compiles each record per autotune config through ``warmup``;
+    ``Autotuner.run``, ``Heuristics.run``, ``JITFunction.run``) is recorded as a
+    :class:`Launch` and not compiled or run (launcher tapes are off, so no launch is replayed
+    past these); the compile report then compiles each record per autotune config through
+    ``warmup``;
   - ``mode="launch"``: launches go all the way through Triton (autotuner key and cache,
     argument binder, kernel cache, compiling on first use) and only the final launcher — the
     object that packs the arguments in C and calls ``cuLaunchKernel`` — is a stub that counts.
@@ -346,9 +349,12 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
         def capture_tuned(self: Any, key: tuple, grid: Any, args: tuple, constexprs: dict) -> None:
             state.launches.append(_captured(TunedKernel.of(self), args, constexprs))
 
+        from triton_kernels import _tape
         from triton_kernels._tuning import Tuner
 
         patches += [
+            # a replayed launcher tape would skip the captured layers
+            _attribute(_tape, "ENABLED", False),
             _attribute(Tuner, "launch", capture_tuned),
             _attribute(Autotuner, "run", capture),
             _attribute(Heuristics, "run", capture),
