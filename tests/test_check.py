@@ -205,3 +205,21 @@ def test_worker_pool_survives_a_crash_and_a_hang():
     assert died[0] == FAIL and "exit code 4" in died[1]
     assert status[f"{sweep} #2"][0] == PASS  # resumed after the config that crashed
     assert len(rows) == 6
+
+
+def test_autotuned_case_checks_replayed_calls_bit_for_bit():
+    """The autotuned cases run the call again as users do — the second call records the
+    launcher tapes, the third replays them — and each must equal the first bit for bit."""
+    from torchconv_ext.check import cases, runner
+
+    entry = cases.GEMM_LAYERS[0]
+    spec = cases._shape(entry, tiny=True)
+    case = Case("conv-autotuned", entry["name"], "fp32", "nchw", "autotuned", spec, 1.0)
+    result = runner.run_default(case)
+    assert result["status"] == PASS, result
+    replays = [p for p in result["parts"] if p["part"].startswith("call ")]
+    assert [p["part"] for p in replays] == ["call 2 equals call 1", "call 3 equals call 1"]
+    assert all(p["ok"] for p in replays)
+    from triton_kernels import _tape
+
+    assert _tape.tape_info()["replayed"] > 0  # the third call did replay

@@ -132,6 +132,21 @@ def run_ours(
     return parts, windows
 
 
+def same_again(first: dict[str, Tensor], later: dict[str, Tensor], what: str) -> dict[str, Any]:
+    """A record: a later call of the same problem gave the first call's results bit for bit
+    (values and strides)."""
+    differ = [
+        name
+        for name, t in first.items()
+        if not (torch.equal(t, later[name]) and t.stride() == later[name].stride())
+    ]
+    return exact(
+        f"{what} equals call 1",
+        not differ,
+        f"{', '.join(differ)} differ from the first call's (a replayed launcher tape?)",
+    )
+
+
 def compare_all(
     ours: dict[str, Tensor], ref: Reference, only: tuple[str, ...] | None = None
 ) -> list[dict[str, Any]]:
