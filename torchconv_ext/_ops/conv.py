@@ -27,11 +27,12 @@ also take their result's layout (``channels_last``): their operands do not deter
 
 On the Triton path, convolutions that run on tensor cores get their operands channels-last
 (activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
-caller's layout, and store their results straight into the layout torch returns. An NCHW store
-from a tile of (positions × channels) writes runs of consecutive positions per channel — half a
-32-byte sector per warp instruction in bf16, merged in L2 before memory — which moves less data
-than a channels-last store followed by a conversion pass (a read and a write of the whole
-result, and one more launch).
+caller's layout, and write activations (forward, input gradient) channels-last too: a tile's
+rows are flattened positions, so an NCHW store needs one address per element — compiled for
+sm_90, the 3×3 forward's larger tiles then sit at 255 registers and spill (up to 10956 B,
+``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``), leaving its tuner 64×64
+tiles, while channels-last rows store 16-byte vectors. Results are then converted, in one pass,
+to the layout torch returns.
 """
 
 from __future__ import annotations
@@ -111,21 +112,17 @@ def triton_forward(
     """The Triton path of the forward, result in ``layout`` (channels-last or not); ``epilogue``
     goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``)."""
     k = kernels()
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout, poison=True)
+    gemm = k.prefers_channels_last(input.shape[1], g.groups)
+    # The GEMM kernels read channels-last operands and store rows of channels: a channels-last
+    # result, converted once at the end when torch's would be contiguous.
+    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
     if out.numel():
-        if k.prefers_channels_last(input.shape[1], g.groups):
-            # the GEMM kernels read channels-last operands at full width
+        if gemm:
             input, weight = channels_last_activation(input), packed_weight(weight)
         k.conv_forward(
-            input,
-            weight,
-            bias,
-            out,
-            pad_mode=g.padding_mode,
-            **epilogue,
-            **kernel_args(g),
+            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
         )
-    return out
+    return out if layout or not gemm else to_layout(out, False)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -158,18 +155,19 @@ def _bwd_input_impl(
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
     k = kernels()
-    if k.prefers_channels_last(shape[1], g.groups):
+    gemm = k.prefers_channels_last(shape[1], g.groups)
+    if gemm:
         grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel.
-        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
+        grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
-        return grad
+        return grad if channels_last or not gemm else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-    grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
+    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
     if grad.numel():
         k.conv_backward_input(grad_output, weight, grad, **kernel_args(g, (0,) * len(g.stride)))
     grad = to_layout(

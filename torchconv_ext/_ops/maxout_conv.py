@@ -77,9 +77,9 @@ def _impl(
         # Depthwise: the direct kernel has no maxout epilogue; the wide result is written.
         return maxout_fwd.impl(conv_fwd.impl(input, weight, bias, *geometry), pieces, 1)
     shape = _narrow_shape(input, weight, g, pieces)
-    # The GEMM kernels store straight into ATen's layout (see ``conv``).
-    out = empty_in_layout(shape, input, layout, poison=True)
-    winner = empty_in_layout(shape, input, layout, torch.int64, poison=True)
+    # The GEMM kernels store rows of channels: channels-last results, converted at the end.
+    out = empty_in_layout(shape, input, True, poison=True)
+    winner = empty_in_layout(shape, input, True, torch.int64, poison=True)
     if out.numel():
         k.conv_forward(
             channels_last_activation(input),
@@ -91,7 +91,7 @@ def _impl(
             winner=winner,
             **kernel_args(g),
         )
-    return out, winner
+    return to_layout(out, layout), to_layout(winner, layout)
 
 
 def _fake(input, weight, bias, pieces, *geometry):
