@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from torchconv_ext._args import memoized
 from torchconv_ext._conv_args import conv_geometry
@@ -60,3 +61,84 @@ def test_results_follow_the_shape():
     assert adaptive_output_size("adaptive_avg_pool2d", x, (None, 3)) == [6, 3]
     assert adaptive_output_size("adaptive_avg_pool2d", x, 2) == [2, 2]
     assert adaptive_output_size("adaptive_avg_pool2d", x, 2) == [2, 2]
+
+
+# --- remembered openings of the functional ops (``functional._common.Openings``) ------------
+
+
+def _openings():
+    from torchconv_ext.functional import conv as conv_module
+    from torchconv_ext.functional import conv_transpose as conv_transpose_module
+    from torchconv_ext.functional import pool as pool_module
+
+    return conv_module._OPENINGS, pool_module._OPENINGS, conv_transpose_module._OPENINGS
+
+
+@pytest.fixture
+def fresh_openings():
+    for table in _openings():
+        table._table.clear()
+    yield _openings()
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_remembered_openings_give_the_same_results(fresh_openings, backend, batched):
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    if backend == "triton":
+        pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3, 7, 7) if batched else (3, 7, 7)
+    w, b = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64), torch.randn(4).double()
+    calls = [
+        (TF.conv2d, F.conv2d, (w, b), dict(stride=2, padding=1)),
+        (TF.max_pool2d, F.max_pool2d, (), dict(kernel_size=3, stride=2, padding=1)),
+        (TF.avg_pool2d, F.avg_pool2d, (), dict(kernel_size=2, count_include_pad=False)),
+        (TF.conv_transpose2d, F.conv_transpose2d, (w.transpose(0, 1), None),
+         dict(stride=2, output_padding=1)),
+    ]  # fmt: skip
+    with torchconv_ext.use_backend(backend):
+        for ours, theirs, rest, kwargs in calls:
+            for layout in (torch.contiguous_format, torch.channels_last, None):
+                # opened, then remembered: the layout (strides) is decided afresh each call
+                x = torch.randn(shape, generator=g, dtype=torch.float64)
+                if layout is not None and batched:
+                    x = x.contiguous(memory_format=layout)
+                got, want = ours(x, *rest, **kwargs), theirs(x, *rest, **kwargs)
+                torch.testing.assert_close(got, want)
+                assert got.stride() == want.stride()
+    conv, pool, transposed = fresh_openings
+    if backend == "torch":  # torch's own ops compute these on the fallback: nothing to open
+        assert not conv._table and not pool._table and not transposed._table
+    else:
+        assert len(conv._table) == 1 and len(pool._table) == 2 and len(transposed._table) == 1
+
+
+def test_openings_are_told_apart_by_backend_and_not_kept_under_autocast(fresh_openings):
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    x, w = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
+    with torchconv_ext.use_backend("triton"):
+        TF.conv2d(x, w, padding="same", padding_mode="reflect")
+    with torchconv_ext.use_backend("torch"):
+        TF.conv2d(x, w, padding="same", padding_mode="reflect")
+    conv, *_ = fresh_openings
+    assert {key[0] for key in conv._table} == {"triton", "torch"}
+    with torch.autocast("cpu", dtype=torch.bfloat16), torchconv_ext.use_backend("torch"):
+        assert conv.key("conv2d", x, w) is None
+        out = TF.conv2d(x, w, padding="same", padding_mode="reflect")
+    assert out.dtype == torch.bfloat16 and len(conv._table) == 2
+
+
+def test_a_call_that_raises_is_not_remembered(fresh_openings):
+    import torchconv_ext.functional as TF
+
+    x, w = torch.randn(1, 2, 6, 6), torch.randn(3, 4, 3, 3)  # 2 channels against 4
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            TF.conv2d(x, w)
+    conv, *_ = fresh_openings
+    assert not conv._table

@@ -114,7 +114,7 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 Check = TypeVar("Check", bound=Callable)
 
 
-def _memo_key(args: tuple) -> tuple | None:
+def plain_key(args: tuple) -> tuple | None:
     """``args`` as a key that tells apart everything a checker can read of them — a tensor's
     type, shape, dtype and device; a value's type and value — or ``None`` when one is not plain
     (NumPy or symbolic ints, tensor subclasses, other objects: those are checked every time)."""
@@ -145,7 +145,7 @@ def memoized(check: Check) -> Check:
     def checked(*args, **kwargs):
         if kwargs or torch.compiler.is_compiling():
             return check(*args, **kwargs)
-        key = _memo_key(args)
+        key = plain_key(args)
         if key is None:
             return check(*args)
         value = table.get(key)

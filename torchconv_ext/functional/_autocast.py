@@ -58,7 +58,7 @@ FLOAT32_OPS: dict[str, frozenset[str]] = {
 }
 
 
-def _autocast_off() -> bool:
+def autocast_off() -> bool:
     """Outside any autocast region, the common case: one C call answers (``torch.compile``
     answers it too, inside the autocast regions it traces)."""
     return not torch._C._is_any_autocast_enabled()
@@ -76,7 +76,7 @@ def _eligible(t: torch.Tensor | None) -> bool:
 
 def conv_dtype(input: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast casts a convolution's floating operands to, ``None`` when it is off."""
-    if _autocast_off():
+    if autocast_off():
         return None
     device = input.device.type
     return torch.get_autocast_dtype(device) if _autocast_on(device) else None
@@ -85,7 +85,7 @@ def conv_dtype(input: torch.Tensor) -> torch.dtype | None:
 def torch_op_dtype(op: str, input: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast gives ``input`` of ATen pooling or upsampling op ``op`` (float32 where
     torch casts), ``None`` where it leaves the input as it is."""
-    if _autocast_off():
+    if autocast_off():
         return None
     device = input.device.type
     if not _eligible(input) or op not in FLOAT32_OPS.get(device, ()) or not _autocast_on(device):

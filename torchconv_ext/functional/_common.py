@@ -10,7 +10,8 @@ from typing import TypeVar
 import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
-from .._backend import use_triton
+from .._args import plain_key
+from .._backend import get_backend, use_triton
 from . import _autocast
 
 FLOATS: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -111,3 +112,38 @@ def open_call(
         input = input.unsqueeze(0)
     input, *operands = cast_operands(cast, input, *operands)
     return (batched, input, *operands)
+
+
+class Openings:
+    """What a functional op's opening decided for a plain call — the checked arguments, the
+    backend's choice, the geometry — remembered per call signature, so that the next call with
+    the same arguments, tensor metadata (type, shape, dtype, device) and backend, outside
+    autocast, goes straight to the primitive.
+
+    The op remembers only what its opening computed from those; a call that raises is never
+    remembered (it raises again), and nothing is while ``torch.compile`` traces or under
+    autocast.
+    """
+
+    #: Signatures held before the table is cleared (this bounds memory only).
+    CAPACITY = 1024
+
+    def __init__(self) -> None:
+        self._table: dict[tuple, object] = {}
+
+    def key(self, *args: object) -> tuple | None:
+        """The signature of a call with ``args`` (``None``: one that is never remembered)."""
+        if not _autocast.autocast_off() or torch.compiler.is_compiling():
+            return None
+        key = plain_key(args)
+        return None if key is None else (get_backend(), key)
+
+    def get(self, key: tuple | None) -> object | None:
+        return None if key is None else self._table.get(key)
+
+    def remember(self, key: tuple | None, opening: object) -> None:
+        if key is None:
+            return
+        if len(self._table) >= self.CAPACITY:
+            self._table.clear()
+        self._table[key] = opening

@@ -17,12 +17,16 @@ from .._ops.conv_act import conv_act_fwd
 from .._padding import pad_input
 from ._common import (
     KERNEL_DTYPES,
+    Openings,
     cast_operands,
     conv_dtype,
     open_call,
     overridable,
     runs_kernels,
 )
+
+#: The openings of plain convolution calls (``_conv``).
+_OPENINGS = Openings()
 
 TORCH_CONV = {
     1: torch.nn.functional.conv1d,
@@ -96,6 +100,12 @@ def _conv(
     groups: int,
     padding_mode: str,
 ) -> Tensor:
+    key = _OPENINGS.key(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before
+        batched, geometry = opened
+        out = conv_fwd(input if batched else input.unsqueeze(0), weight, bias, *geometry)
+        return out if batched else out.squeeze(0)
     cast, dtype = conv_dtype(input)
     if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
@@ -104,6 +114,8 @@ def _conv(
         padding_mode,
     )  # fmt: skip
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
+        if cast is None:
+            _OPENINGS.remember(key, (batched, g.as_args()))
         out = conv_fwd(x, weight, bias, *g.as_args())
     else:  # other dtypes (complex, integers) and empty channels: as torch computes them
         out = fallback.conv_by_torch(x, weight, bias, g)

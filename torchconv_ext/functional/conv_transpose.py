@@ -10,9 +10,11 @@ from .._args import IntOrTuple
 from .._conv_args import conv_transpose_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
-from ._common import KERNEL_DTYPES, conv_dtype, open_call, overridable, runs_kernels
+from ._common import KERNEL_DTYPES, Openings, conv_dtype, open_call, overridable, runs_kernels
 
 F = torch.nn.functional
+#: The openings of plain transposed convolution calls (``_conv_transpose``).
+_OPENINGS = Openings()
 TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
@@ -28,6 +30,16 @@ def _conv_transpose(
     groups: int,
     dilation: IntOrTuple,
 ) -> Tensor:
+    key = _OPENINGS.key(
+        name, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before (the layout is not in it)
+        batched, out_size, geometry = opened
+        x = input if batched else input.unsqueeze(0)
+        layout = results_channels_last(x, weight)
+        out = conv_bwd_input(x, weight, bias, out_size, layout, *geometry)
+        return out if batched else out.squeeze(0)
     cast, dtype = conv_dtype(input)
     if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
         return TORCH_CONV_TRANSPOSE[spatial_dims](
@@ -39,6 +51,8 @@ def _conv_transpose(
     )
     if dtype in KERNEL_DTYPES["conv"]:
         # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
+        if cast is None:
+            _OPENINGS.remember(key, (batched, tuple(out_size), g.as_args()))
         layout = results_channels_last(input, weight)
         out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
     else:  # other dtypes (complex, integers): as torch computes them

@@ -27,12 +27,16 @@ from .._pool_args import (
 )
 from ._common import (
     KERNEL_DTYPES,
+    Openings,
     autocast_dtype,
     cast_operands,
     open_call,
     overridable,
     runs_kernels,
 )
+
+#: The openings of plain max and average pooling calls (each key starts with the op's name).
+_OPENINGS = Openings()
 
 
 def _unbatch(t: Tensor) -> Tensor:
@@ -87,6 +91,14 @@ def _max_pool(
     ceil_mode: bool,
     return_indices: bool,
 ):
+    key = _OPENINGS.key(name, input, kernel_size, stride, padding, dilation, ceil_mode)
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before
+        batched, geometry = opened
+        out, idx = pool_fwd(input if batched else input.unsqueeze(0), "max", *geometry)
+        if not batched:
+            out, idx = _unbatch(out), _unbatch(idx)
+        return (out, idx) if return_indices else out
     cast, dtype = autocast_dtype(f"{name}_with_indices" if return_indices else name, input)
     kernels = runs_kernels("pool", input, dtype)
     if _to_torch(kernels, dtype, torch_accepts=not isinstance(padding, str)):
@@ -101,6 +113,8 @@ def _max_pool(
         )
     batched, x = open_call(name, nd, input, cast=cast)
     geom = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
+    if cast is None:
+        _OPENINGS.remember(key, (batched, geom.as_args()))
     out, idx = pool_fwd(x, "max", *geom.as_args())
     if not batched:
         out, idx = _unbatch(out), _unbatch(idx)
@@ -118,6 +132,14 @@ def _avg_pool(
     count_include_pad: bool,
     divisor_override: int | None,
 ) -> Tensor:
+    key = _OPENINGS.key(
+        name, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before
+        batched, geometry = opened
+        out, _ = pool_fwd(input if batched else input.unsqueeze(0), "avg", *geometry)
+        return out if batched else _unbatch(out)
     cast, dtype = autocast_dtype(name, input)
     kernels = runs_kernels("pool", input, dtype)
     torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
@@ -135,6 +157,8 @@ def _avg_pool(
     geom = pool_geometry(
         name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
     )
+    if cast is None:
+        _OPENINGS.remember(key, (batched, geom.as_args()))
     out, _ = pool_fwd(x, "avg", *geom.as_args())
     return out if batched else _unbatch(out)
 
