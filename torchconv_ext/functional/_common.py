@@ -114,11 +114,15 @@ def open_call(
     return (batched, input, *operands)
 
 
+#: A remembered opening that hands the call to torch's own op.
+TORCH_OP = "torch's own op"
+
+
 class Openings:
     """What a functional op's opening decided for a plain call — the checked arguments, the
     backend's choice, the geometry — remembered per call signature, so that the next call with
     the same arguments, tensor metadata (type, shape, dtype, device) and backend, outside
-    autocast, goes straight to the primitive.
+    autocast, goes straight to the primitive (or, :data:`TORCH_OP`, to torch's own op).
 
     The op remembers only what its opening computed from those; a call that raises is never
     remembered (it raises again), and nothing is while ``torch.compile`` traces or under

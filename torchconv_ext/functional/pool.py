@@ -27,6 +27,7 @@ from .._pool_args import (
 )
 from ._common import (
     KERNEL_DTYPES,
+    TORCH_OP,
     Openings,
     autocast_dtype,
     cast_operands,
@@ -93,15 +94,17 @@ def _max_pool(
 ):
     key = _OPENINGS.key(name, input, kernel_size, stride, padding, dilation, ceil_mode)
     opened = _OPENINGS.get(key)
-    if opened is not None:  # this call's opening, as decided before
+    if opened is not None and opened is not TORCH_OP:  # this call's opening, as decided before
         batched, geometry = opened
         out, idx = pool_fwd(input if batched else input.unsqueeze(0), "max", *geometry)
         if not batched:
             out, idx = _unbatch(out), _unbatch(idx)
         return (out, idx) if return_indices else out
     cast, dtype = autocast_dtype(f"{name}_with_indices" if return_indices else name, input)
-    kernels = runs_kernels("pool", input, dtype)
-    if _to_torch(kernels, dtype, torch_accepts=not isinstance(padding, str)):
+    if opened is TORCH_OP or _to_torch(
+        runs_kernels("pool", input, dtype), dtype, torch_accepts=not isinstance(padding, str)
+    ):
+        _OPENINGS.remember(key, TORCH_OP)
         return getattr(F, name)(
             input,
             kernel_size,
