@@ -1,6 +1,6 @@
 """``interpolate`` and ``upsample_nearest``: torch's signatures; the nearest modes run our kernels,
 every other mode is :func:`torch.nn.functional.interpolate` itself. On the fallback
-(``calls_torch_op``) the nearest modes with torch's own arguments call ATen's op directly, on the
+(``runs_kernels`` false) the nearest modes with torch's own arguments call ATen's op directly, on the
 geometry checked here.
 
 ``open_call`` does not apply: ``interpolate`` has no unbatched form (a ``(C, L)`` tensor is not a
