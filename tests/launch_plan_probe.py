@@ -122,16 +122,25 @@ def check(cond: bool, what: str) -> None:
         raise AssertionError(what)
 
 
+def off_then_on(switch, run, observe, info, warm: int) -> tuple:
+    """``observe(run)`` with ``switch.ENABLED`` off; then, on again with no plans, ``warm`` calls
+    (their launches returned) and ``observe(run)`` once more, with ``info()`` before and after."""
+    switch.ENABLED = False
+    off = observe(run)
+    switch.ENABLED = True
+    _plan.clear_plans()
+    warmed = [recorded(run) for _ in range(warm)]
+    before = info()
+    on = observe(run)
+    return off, warmed, on, before, info()
+
+
 def check_families() -> int:
     for name, run in FAMILIES.items():
-        _plan.ENABLED = False
-        unplanned = recorded(run)
-        _plan.ENABLED = True
-        _plan.clear_plans()
-        first = recorded(run)  # makes the plans
-        before = _plan.plan_info()
-        planned = recorded(run)
-        after = _plan.plan_info()
+        # the first call on makes the plans
+        unplanned, (first,), planned, before, after = off_then_on(
+            _plan, run, recorded, _plan.plan_info, warm=1
+        )
         check(len(unplanned) > 0, f"{name}: no launch reached the launcher")
         check(first == unplanned, f"{name}: the launch that makes a plan differs")
         check(planned == unplanned, f"{name}: planned launches differ:\n{planned}\n{unplanned}")
@@ -243,15 +252,10 @@ def check_tapes() -> int:
     from triton_kernels import _tape
 
     for name, run in FAMILIES.items():
-        _tape.ENABLED = False
-        plain = by_address(run)
-        _tape.ENABLED = True
-        _plan.clear_plans()
-        for _ in range(_tape.RECORD_AT):
-            recorded(run)  # plans, then the recording
-        before = _tape.tape_info()
-        replayed = by_address(run)
-        after = _tape.tape_info()
+        # plans, then the recording, then a replay
+        plain, _, replayed, before, after = off_then_on(
+            _tape, run, by_address, _tape.tape_info, warm=_tape.RECORD_AT
+        )
         check(replayed == plain, f"{name}: replayed launches differ:\n{replayed}\n{plain}")
         check(
             after["replayed"] > before["replayed"] and after["untapeable"] == 0,
