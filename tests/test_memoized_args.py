@@ -70,8 +70,14 @@ def _openings():
     from torchconv_ext.functional import conv as conv_module
     from torchconv_ext.functional import conv_transpose as conv_transpose_module
     from torchconv_ext.functional import pool as pool_module
+    from torchconv_ext.functional import upsample as upsample_module
 
-    return conv_module._OPENINGS, pool_module._OPENINGS, conv_transpose_module._OPENINGS
+    return (
+        conv_module._OPENINGS,
+        pool_module._OPENINGS,
+        conv_transpose_module._OPENINGS,
+        upsample_module._OPENINGS,
+    )
 
 
 @pytest.fixture
@@ -98,6 +104,8 @@ def test_remembered_openings_give_the_same_results(fresh_openings, backend, batc
         (TF.avg_pool2d, F.avg_pool2d, (), dict(kernel_size=2, count_include_pad=False)),
         (TF.conv_transpose2d, F.conv_transpose2d, (w.transpose(0, 1), None),
          dict(stride=2, output_padding=1)),
+        (TF.adaptive_avg_pool2d, F.adaptive_avg_pool2d, (), dict(output_size=3)),
+        (TF.interpolate, F.interpolate, (), dict(scale_factor=2, mode="nearest")),
     ]  # fmt: skip
     with torchconv_ext.use_backend(backend):
         for ours, theirs, rest, kwargs in calls:
@@ -109,14 +117,17 @@ def test_remembered_openings_give_the_same_results(fresh_openings, backend, batc
                 got, want = ours(x, *rest, **kwargs), theirs(x, *rest, **kwargs)
                 torch.testing.assert_close(got, want)
                 assert got.stride() == want.stride()
-    conv, pool, transposed = fresh_openings
+    conv, pool, transposed, upsample = fresh_openings
+    assert len(upsample._table) == 1  # our op or torch's, on the checked geometry
     if backend == "torch":  # torch's own ops compute these: that is what is remembered
         from torchconv_ext.functional._common import TORCH_OP
 
         assert list(conv._table.values()) == [TORCH_OP]
-        assert list(pool._table.values()) == [TORCH_OP]  # max pooling (average: not kept)
+        # max pooling hands over to torch; adaptive pooling runs our op (ATen inside); average
+        # pooling's torch path is not remembered
+        assert [v is TORCH_OP for v in pool._table.values()] == [True, False]
     else:
-        assert len(conv._table) == 1 and len(pool._table) == 2 and len(transposed._table) == 1
+        assert len(conv._table) == 1 and len(pool._table) == 3 and len(transposed._table) == 1
 
 
 def test_openings_are_told_apart_by_backend_and_not_kept_under_autocast(fresh_openings):

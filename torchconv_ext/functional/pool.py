@@ -166,14 +166,28 @@ def _avg_pool(
     return out if batched else _unbatch(out)
 
 
-def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
+def _open_adaptive(name: str, nd: int, input: Tensor, output_size) -> object:
+    """``TORCH_OP``, or ``(batched, autocast's cast, output size)`` for our op."""
     cast, dtype = autocast_dtype(name, input)
     # Floating-point inputs take our op on the fallback too (whose computation is ATen's op).
     if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=False):
+        return TORCH_OP
+    batched, x = open_call(name, nd, input)
+    return batched, cast, tuple(adaptive_output_size(name, x, output_size))
+
+
+def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
+    key = _OPENINGS.key(name, input, output_size)
+    opened = _OPENINGS.get(key)
+    if opened is None:
+        opened = _open_adaptive(name, nd, input, output_size)
+        _OPENINGS.remember(key, opened)  # (no key under autocast: a cast is never remembered)
+    if opened is TORCH_OP:
         args = (input, output_size) + ((return_indices,) if mode == "max" else ())
         return getattr(F, name)(*args)
-    batched, x = open_call(name, nd, input, cast=cast)
-    out, idx = adaptive_pool_fwd(x, mode, adaptive_output_size(name, x, output_size))
+    batched, cast, size = opened
+    (x,) = cast_operands(cast, input if batched else input.unsqueeze(0))
+    out, idx = adaptive_pool_fwd(x, mode, list(size))
     if not batched:
         out, idx = _unbatch(out), (_unbatch(idx) if mode == "max" else idx)
     return (out, idx) if return_indices else out

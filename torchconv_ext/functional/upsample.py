@@ -18,7 +18,10 @@ from torch import Tensor
 from .._fallback import upsample as fallback
 from .._ops.upsample import upsample_nearest_fwd
 from .._upsample_args import NEAREST_MODES, op_name, upsample_geometry
-from ._common import autocast_dtype, cast_operands, overridable, runs_kernels
+from ._common import Openings, autocast_dtype, cast_operands, overridable, runs_kernels
+
+#: The openings of plain nearest-interpolation calls.
+_OPENINGS = Openings()
 
 Size = int | Sequence[int]
 Scale = float | Sequence[float]
@@ -84,6 +87,14 @@ def interpolate(
         return torch.nn.functional.interpolate(
             input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
         )
+    key = _OPENINGS.key(
+        input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias,
+        output_size_rounding,
+    )  # fmt: skip
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before (outside autocast)
+        ours, geometry = opened
+        return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geometry)
     geom = upsample_geometry(
         input,
         size,
@@ -97,12 +108,13 @@ def interpolate(
     cast, dtype = autocast_dtype(op_name(input.dim() - 2, geom.exact), input)
     kernels = runs_kernels("upsample", input, dtype)
     (input,) = cast_operands(cast, input)
-    if output_size_rounding == "floor" and not kernels:
-        # Torch's own op on the checked geometry (our messages name the argument where torch's
-        # do not): torch's speed and autograd. Not for our 'round' sizes, which torch's
-        # decompositions under torch.compile would index past the input (they do not clamp).
-        return fallback.nearest_forward(input, *geom.as_args())
-    return upsample_nearest_fwd(input, *geom.as_args())
+    # Torch's own op on the checked geometry (our messages name the argument where torch's do
+    # not): torch's speed and autograd. Not for our 'round' sizes, which torch's decompositions
+    # under torch.compile would index past the input (they do not clamp).
+    ours = output_size_rounding != "floor" or kernels
+    output_size, scales, exact = geom.as_args()
+    _OPENINGS.remember(key, (ours, (tuple(output_size), tuple(scales), exact)))
+    return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geom.as_args())
 
 
 @overridable
