@@ -27,6 +27,10 @@ and ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns plans off. A plan that cannot prepare
 dropped and the launch goes through ``kernel[grid]``; what the launcher itself raises reaches
 the caller as it would from Triton's path (the kernel may have been launched by then, so it is
 never launched twice).
+
+Launcher tapes (``_tape``) watch launches through :func:`observe` — each one with its plan, or,
+under the interpreter, a :class:`Direct` ``kernel[grid]`` — and replay plans with
+:meth:`Plan.run`; :func:`clear_plans` drops the tapes with the plans.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ other arguments, it makes the same kernel launches with the same scalars, and th
 call. Yet its Python (views, geometry, keys), the tuner's lookup and the plan's lookup cost tens
 of µs on every call.
 
-:func:`taped` wraps a launcher so that, from the second call of a problem on, it records what
-the launcher does: the torch ops (seen by a dispatch mode) and the kernel launches (each through
+:func:`taped` wraps a launcher so that the second call of a problem records what the launcher
+does (the first one compiles and tunes, plainly): the torch ops (seen by a dispatch mode) and the kernel launches (each through
 its launch plan, :mod:`._plan`), as a *tape* of steps over tensor slots — the launcher's
 tensors, then the tensors the recorded ops return. Later calls of the problem replay the tape:
 each op called again on the new call's tensors, each launch handed to its plan with them. A view
@@ -28,8 +28,9 @@ taped — the launcher keeps running as it is for that problem:
   capture);
 * a launcher that returns a value.
 
-Tapes are off while functorch transforms or dispatch modes are active (their tensors look plain,
-and a mode may want to see every op). Under Triton's interpreter, where ``kernel[grid]`` is the whole launch, a tape replays
+Tapes are off while functorch transforms or dispatch modes are active (their tensors look
+plain, and a mode may want to see every op); a recording keeps its own thread's launches only.
+Under Triton's interpreter, where ``kernel[grid]`` is the whole launch, a tape replays
 ``kernel[grid]`` with the recorded keywords (and the ops the interpreter runs inside a launch
 belong to the launch, not to the tape): every interpreter test that repeats a problem checks
 replays against torch. Launch hooks (``knobs.runtime.launch_enter_hook``) turn replays off, so
