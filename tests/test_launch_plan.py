@@ -4,7 +4,7 @@ would specialise differently (pointer alignment, an int's value class, dtypes).
 
 Plans exist for compiled kernels only, so the checks run in a process of their own on the
 stand-in GPU (``tests/launch_plan_probe.py``, compiling real sm_90 code); under the
-interpreter, as in this session, nothing is planned.
+interpreter, as on a machine without CUDA, nothing is planned.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_the_interpreter_is_never_planned():
     from triton_kernels import INTERPRET, _plan, upsample_nearest_forward
 
     if not INTERPRET:
-        pytest.skip("kernels are compiled in this session")
+        pytest.skip("the kernels are compiled here (no interpreter): nothing to check")
     assert not _plan.ENABLED
     _plan.clear_plans()
     x = torch.randn(1, 2, 3, 3)

@@ -103,17 +103,17 @@ def _conv(
 ) -> Tensor:
     key = _OPENINGS.key(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
     opened = _OPENINGS.get(key)
-    if opened is TORCH_OP or (
-        opened is None
-        and torch_computes(spatial_dims, input, conv_dtype(input)[1], stride, padding, padding_mode)
-    ):
-        _OPENINGS.remember(key, TORCH_OP)
+    if opened is None:
+        cast, dtype = conv_dtype(input)
+        if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
+            opened = TORCH_OP
+            _OPENINGS.remember(key, opened)
+    if opened is TORCH_OP:
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
     if opened is not None:  # this call's opening, as decided before
         batched, geometry = opened
         out = conv_fwd(input if batched else input.unsqueeze(0), weight, bias, *geometry)
         return out if batched else out.squeeze(0)
-    cast, dtype = conv_dtype(input)
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
