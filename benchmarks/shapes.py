@@ -428,6 +428,8 @@ UNET3D_DECODER = [
 POOLS = [
     PoolLayer("AlexNet", "pool1", 128, 64, (55, 55), "max_pool2d", 3, 2),
     PoolLayer("VGG-16", "pool2", 64, 128, (112, 112), "max_pool2d", 2, 2),
+    # rows of 28 elements: 16-byte aligned only through the launcher's alignment hint
+    PoolLayer("VGG-16", "pool4", 64, 512, (28, 28), "max_pool2d", 2, 2),
     PoolLayer("ResNet-50", "maxpool", 64, 64, (112, 112), "max_pool2d", 3, 2, 1),
     PoolLayer("ResNet-50", "avgpool", 64, 2048, (7, 7), "global_avg_pool"),
     # pyramid pooling (SPP-net) of a VGG-16 conv5 map: levels 1, 2, 4

@@ -29,11 +29,19 @@ The backward is a gather: every input element sums, over the outputs whose windo
 
 Global pooling (adaptive pooling to one element per plane) is a single-pass reduction with its
 own kernel that vectorises along the window instead of across outputs.
+
+Row segments: on NCHW-like inputs the generic tile walks outputs, so each tap is a strided
+gather (one scalar load per element). When the windows tile the input rows exactly along
+``w`` — ``kernel_size == stride`` of 2 or 4 there, no padding or dilation along ``w``, unit ``w``
+stride (VGG's 2×2/2 and 2×2×2/2 poolings) — ``_pool_rows_fwd_kernel`` loads each row segment
+under a block of outputs whole (contiguous, vectorised where the row strides allow) and splits
+the taps apart in registers, scanning them in the same order (same bits).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -56,7 +64,12 @@ from ._common import (
     pack_geometry,
 )
 from ._plan import launch
-from .pool_kernels import _global_pool_fwd_kernel, _pool_bwd_input_kernel, _pool_fwd_kernel
+from .pool_kernels import (
+    _global_pool_fwd_kernel,
+    _pool_bwd_input_kernel,
+    _pool_fwd_kernel,
+    _pool_rows_fwd_kernel,
+)
 
 # --------------------------------------------------------------------------------------------
 # Launch helpers
@@ -78,6 +91,19 @@ def _tiles(c_inner: bool, channels: int) -> tuple[int, int, int]:
         bc = max(min(64, next_power_of_2(channels)), at_least)
         return max(16, 1024 // bc), bc, 4
     return max(16, 256 // at_least), at_least, 4
+
+
+def _rows_tiles(out_w: int, kw: int) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_O, num_warps)`` of the row-segment kernel: segments of up to 128 or 256
+    input elements, 2048 per tile."""
+    if INTERPRET:
+        return 4, 4, 1
+    bo = min(next_power_of_2(out_w), 64)
+    return max(1, 2048 // (bo * kw)), bo, 4
+
+
+#: Window widths the row-segment kernel splits in registers.
+ROW_TAPS: tuple[int, ...] = (2, 4)
 
 
 def _global_tiles(c_inner: bool, channels: int, window: int) -> tuple[int, int, int]:
@@ -189,12 +215,56 @@ def pool_forward(
     if out.numel() == 0:
         return
     y5 = as_5d(out)
+    idx5 = as_5d(indices) if indices is not None else None
+    geometry = _fixed_geometry(kernel_size, stride, padding, padding_end, dilation)
+    if _tiles_rows(as_5d(x), geometry):
+        _launch_rows_forward(
+            x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad)
+        )
+        return
     _launch_forward(
-        x, y5, as_5d(indices) if indices is not None else None, mode, FIXED.value,
-        tuple(y5.shape[2:]), y5.stride(), _strides5(indices),
-        _fixed_geometry(kernel_size, stride, padding, padding_end, dilation),
-        int(divisor_override), bool(count_include_pad),
+        x, y5, idx5, mode, FIXED.value, tuple(y5.shape[2:]), y5.stride(), _strides5(indices),
+        geometry, int(divisor_override), bool(count_include_pad),
     )  # fmt: skip
+
+
+def _tiles_rows(x5: torch.Tensor, geometry: Sequence[int]) -> bool:
+    """Whether fixed windows tile ``x5``'s contiguous rows exactly along ``w`` (the row-segment
+    kernel's case): ``kernel_size == stride`` in :data:`ROW_TAPS`, no padding or dilation."""
+    kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
+    return (
+        kw == sw
+        and kw in ROW_TAPS
+        and pw == 0
+        and dw == 1
+        and x5.stride(4) == 1
+        and not channels_inner(x5)
+    )
+
+
+def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
+    x5 = as_5d(x)
+    n, c, d, h, w = x5.shape
+    od, oh, ow = y5.shape[2:]
+    kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
+    # A unit dim's index is always 0, so its stride is free: 0 keeps it out of the alignment.
+    strides = [s if size > 1 else 0 for s, size in zip(x5.stride()[:4], (n, c, d, h))]
+    align = math.gcd(w, *strides, 16 // x.element_size())
+    br, bo, warps = _rows_tiles(ow, kw)
+    is_max = POOL_MODES[mode] == MAX.value
+    rows = n * c * od * oh
+    products = [s * o for s, o in zip(x5.shape[2:], (od, oh, ow))]
+    launch(_pool_rows_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
+        x5, y5, idx5 if is_max else y5,
+        rows, c, d, h, w // align, od, oh, ow,
+        kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
+        *(s // align for s in strides),
+        *y5.stride(), *(idx5.stride() if is_max else y5.stride()),
+    ), dict(
+        KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
+        USE_INT64=_use_int64(x, y5, idx5, products=products), ACC_DTYPE=acc_dtype(x.dtype),
+        ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+    ))  # fmt: skip
 
 
 def adaptive_pool_forward(

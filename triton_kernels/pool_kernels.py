@@ -1,8 +1,10 @@
 """Pooling kernels (device code); the launchers are in :mod:`triton_kernels.pool`.
 
 ``_pool_fwd_kernel``: the windowed max / average reduction for fixed, adaptive and pyramid
-windows; ``_pool_bwd_input_kernel``: its gather-form gradient w.r.t. the input;
-``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
+windows; ``_pool_rows_fwd_kernel``: the same reduction for fixed windows that tile rows of
+contiguous input (``kernel_size == stride`` of 2 or 4 along ``w``, no padding or dilation there),
+read as whole row segments; ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the
+input; ``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
 :mod:`triton_kernels.pool` for the design.
 """
 
@@ -94,6 +96,24 @@ def _covering(i, size, osize, k, stride, pad, dil, WINDOW: tl.constexpr):
 @triton.jit
 def _covering_bound(size, osize, k, stride, dil, WINDOW: tl.constexpr):
     return (k - 1) * dil // stride + 1 if WINDOW == FIXED else _adaptive_bound(osize, size)
+
+
+@triton.jit
+def _max_tap(best, arg, v, ok, pos):
+    """Fold tap value ``v`` (flat input position ``pos``) into a running max: it wins when read
+    (``ok``) and greater than the best so far or NaN — ATen's rule (first maximum, last NaN)."""
+    win = ok & ((v > best) | (v != v))
+    return tl.where(win, v, best), tl.where(win, pos.to(tl.int64), arg)
+
+
+@triton.jit
+def _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, WINDOW: tl.constexpr):
+    """A window's sum divided by ATen's divisor (``divisor_override`` for fixed windows, else
+    the counted taps); an empty window (impossible for valid arguments) gives 0, as in ATen."""
+    div = cnt_d * cnt_h * cnt_w
+    if WINDOW == FIXED:
+        div = tl.where(DIVISOR != 0, DIVISOR, div)
+    return tl.where(div != 0, acc / tl.where(div != 0, div, 1).to(acc.dtype), 0.0)
 
 
 @triton.jit
@@ -202,9 +222,7 @@ def _pool_fwd_kernel(
                     v = tl.load(x_ptr + (x_h + i_w * sx_w), mask=ok, other=float("-inf")).to(
                         ACC_DTYPE
                     )
-                    win = ok & ((v > best) | (v != v))
-                    best = tl.where(win, v, best)
-                    arg = tl.where(win, ((i_d * H + i_h) * W + i_w).to(tl.int64), arg)
+                    best, arg = _max_tap(best, arg, v, ok, (i_d * H + i_h) * W + i_w)
                 else:
                     acc += tl.load(x_ptr + (x_h + i_w * sx_w), mask=ok, other=0.0).to(ACC_DTYPE)
 
@@ -214,12 +232,110 @@ def _pool_fwd_kernel(
         idx_off = idx_base + n * sidx_n + c * sidx_c_ + od * sidx_d_ + oh * sidx_h_ + ow * sidx_w_
         tl.store(idx_ptr + idx_off, arg, mask=ok_pc)
     else:
-        div = cnt_d * cnt_h * cnt_w
-        if WINDOW == FIXED:
-            div = tl.where(DIVISOR != 0, DIVISOR, div)
-        # An empty window (impossible for valid arguments) gives 0, as in ATen.
-        res = tl.where(div != 0, acc / tl.where(div != 0, div, 1).to(ACC_DTYPE), 0.0)
+        res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, WINDOW)
         tl.store(y_ptr + y_off, res.to(y_ptr.dtype.element_ty), mask=ok_pc)
+
+
+@triton.jit
+def _fold_row(acc, arg, v, ok, row_pos, ow, W, KW: tl.constexpr, MODE: tl.constexpr):
+    """Fold one input row segment ``v`` ``[R, O·KW]`` (output ``ow``'s KW taps side by side)
+    into the outputs' running max (``acc``, ``arg``) or sum (``acc``), taps in order.
+
+    ``tl.split`` takes the taps apart in registers, so the segment is loaded whole (contiguous,
+    vectorised) instead of with one strided load per tap; tap ``tw`` reads column
+    ``ow·KW + tw`` at flat position ``row_pos + ow·KW + tw``.
+    """
+    if KW == 2:
+        t0, t1 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1] // 2, 2]))
+        taps = (t0, t1)
+    else:  # 4: split by the low bit of the tap, then by the high bit
+        low0, low1 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1] // 4, 2, 2]))
+        t0, t2 = tl.split(low0)
+        t1, t3 = tl.split(low1)
+        taps = (t0, t1, t2, t3)
+    for tw in tl.static_range(KW):
+        i_w = ow * KW + tw
+        if MODE == MAX:
+            acc, arg = _max_tap(acc, arg, taps[tw], ok & (i_w < W), row_pos + i_w)
+        else:
+            acc += taps[tw]  # taps outside the input were loaded as 0
+    return acc, arg
+
+
+@triton.jit
+def _pool_rows_fwd_kernel(
+    x_ptr, y_ptr, idx_ptr,
+    R, C, D, H, W_UNITS, OD, OH, OW,
+    KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
+    DIVISOR,
+    sx_n_units, sx_c_units, sx_d_units, sx_h_units,
+    sy_n, sy_c, sy_d, sy_h, sy_w,
+    sidx_n, sidx_c, sidx_d, sidx_h, sidx_w,
+    KW: tl.constexpr, MODE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+):  # fmt: skip
+    # Fixed windows with KW == STRIDE_W (2 or 4), no padding or dilation along w, unit w stride:
+    # the windows of BLOCK_O adjacent outputs tile one contiguous input row segment of
+    # BLOCK_O·KW elements. Program = BLOCK_R output rows (flattened n, c, od, oh) × BLOCK_O
+    # output columns; per (td, th) tap it loads each row's segment whole. Taps are scanned in
+    # ATen's row-major order, so results equal _pool_fwd_kernel's bit for bit.
+    # W and the input's strides arrive in units of ALIGN elements (a power of two dividing them
+    # all): scaled back here, they show the compiler aligned row segments, so the loads
+    # vectorise even where W is not a multiple of 16 (which is all Triton detects by itself).
+    W = W_UNITS * ALIGN
+    sx_n = sx_n_units * ALIGN
+    sx_c = sx_c_units * ALIGN
+    sx_d = sx_d_units * ALIGN
+    sx_h = sx_h_units * ALIGN
+    col_blocks = tl.cdiv(OW, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    r, ow = tile_indices(
+        (pid // col_blocks) * BLOCK_R,
+        (pid % col_blocks) * BLOCK_O,
+        BLOCK_R,
+        BLOCK_O,
+        True,
+        USE_INT64,
+    )
+    j = (pid % col_blocks) * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
+    row_ok = r < R
+    n, c, od, oh = unflatten(r, C, OD, OH)
+    start_d, _, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
+    start_h, _, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
+    start_w, _, cnt_w = _window(ow, W, OW, KW, KW, 0, PAD_END_W, FIXED, INCLUDE_PAD)
+    x_base = n * sx_n + c * sx_c
+    if MODE == MAX:
+        acc = tl.full([BLOCK_R, BLOCK_O], float("-inf"), ACC_DTYPE)
+        first = (
+            _first_in_range(start_d, DIL_D) * H + _first_in_range(start_h, DIL_H)
+        ) * W + start_w
+        arg = tl.zeros([BLOCK_R, BLOCK_O], tl.int64) + first.to(tl.int64)
+        fill = float("-inf")
+    else:
+        acc = tl.zeros([BLOCK_R, BLOCK_O], ACC_DTYPE)
+        arg = acc  # unused
+        fill = 0.0
+    for td in range(KD):
+        i_d = start_d + td * DIL_D
+        ok_d = row_ok & (i_d >= 0) & (i_d < D)
+        for th in range(KH):
+            i_h = start_h + th * DIL_H
+            ok = ok_d & (i_h >= 0) & (i_h < H)
+            v = tl.load(
+                x_ptr + (x_base + i_d * sx_d + i_h * sx_h + j), mask=ok & (j < W), other=fill
+            ).to(ACC_DTYPE)
+            acc, arg = _fold_row(acc, arg, v, ok, (i_d * H + i_h) * W, ow, W, KW, MODE)
+
+    out_ok = row_ok & (ow < OW)
+    y_off = n * sy_n + c * sy_c + od * sy_d + oh * sy_h + ow * sy_w
+    if MODE == MAX:
+        tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+        idx_off = n * sidx_n + c * sidx_c + od * sidx_d + oh * sidx_h + ow * sidx_w
+        tl.store(idx_ptr + idx_off, arg, mask=out_ok)
+    else:
+        res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)
+        tl.store(y_ptr + y_off, res.to(y_ptr.dtype.element_ty), mask=out_ok)
 
 
 @triton.jit
@@ -319,11 +435,8 @@ def _pool_bwd_input_kernel(
                         _, _, cnt_w = _window(
                             ow, W, o_w, KW, STRIDE_W, PAD_W, PAD_END_W, WINDOW, INCLUDE_PAD
                         )
-                        div = cnt_d * cnt_h * cnt_w
-                        if WINDOW == FIXED:
-                            div = tl.where(DIVISOR != 0, DIVISOR, div)
                         acc += tl.where(
-                            ok & (div != 0), grad / tl.where(div != 0, div, 1).to(ACC_DTYPE), 0.0
+                            ok, _average(grad, cnt_d, cnt_h, cnt_w, DIVISOR, WINDOW), 0.0
                         )
 
     gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w

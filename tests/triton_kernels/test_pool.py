@@ -35,3 +35,127 @@ def test_pyramid_is_one_launch(monkeypatch):
         assert launches == ["_pool_fwd_kernel"]
         y.sum().backward()
     assert launches == ["_pool_fwd_kernel", "_pool_bwd_input_kernel"]
+
+
+def _launched(monkeypatch) -> list[str]:
+    """Names of the pooling kernels launched from now on."""
+    import triton_kernels.pool as kernels
+
+    names: list[str] = []
+    launch = kernels.launch
+
+    def counting(kernel, *args, **kwargs):
+        names.append(kernel.fn.__name__)
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "launch", counting)
+    return names
+
+
+def _equal(ours: torch.Tensor, ref: torch.Tensor) -> bool:
+    return torch.equal(ours.isnan(), ref.isnan()) and torch.equal(
+        ours.nan_to_num(), ref.nan_to_num()
+    )
+
+
+def _awkward(*shape: int, dtype=torch.float64) -> torch.Tensor:
+    """Random values with ties, NaNs and all -inf windows, which decide max pooling's indices."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=dtype).round(decimals=1)
+    flat = x.view(-1)
+    flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
+    x[0, 0] = float("-inf")
+    return x
+
+
+# (rank, kernel_size, stride, padding, ceil_mode): every one tiles rows along w
+ROW_CASES = [
+    (1, 2, 2, 0, False),
+    (1, 4, 4, 0, True),
+    (2, 2, 2, 0, False),
+    (2, (3, 2), 2, (1, 0), True),
+    (2, (2, 4), (1, 4), 0, True),
+    (3, 2, 2, 0, True),
+    (3, (3, 1, 2), (2, 1, 2), (1, 0, 0), False),
+]
+
+
+@pytest.mark.parametrize("rank, kernel_size, stride, padding, ceil_mode", ROW_CASES)
+def test_row_segments_match_torch(monkeypatch, rank, kernel_size, stride, padding, ceil_mode):
+    """Windows that tile contiguous rows along w take the row-segment kernel, whose results
+    (values, max indices, every divisor rule) equal torch's exactly in float64."""
+    shape = {1: (2, 3, 13), 2: (2, 3, 7, 11), 3: (2, 2, 5, 4, 9)}[rank]
+    x = _awkward(*shape)
+    args = (kernel_size, stride, padding)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    divisors = [{}, {"count_include_pad": False}] + ([{"divisor_override": 3}] if rank > 1 else [])
+    names = _launched(monkeypatch)
+    max_pool = getattr(TF, f"max_pool{rank}d")
+    avg_pool = getattr(TF, f"avg_pool{rank}d")
+    with torchconv_ext.use_backend("triton"):
+        y, idx = max_pool(x, *args, ceil_mode=ceil_mode, return_indices=True)
+        averages = [avg_pool(finite, *args, ceil_mode=ceil_mode, **kw) for kw in divisors]
+    assert names == ["_pool_rows_fwd_kernel"] * (1 + len(divisors))
+    ref_pool = getattr(torch.nn.functional, f"max_pool{rank}d")
+    ref_y, ref_idx = ref_pool(x, *args, ceil_mode=ceil_mode, return_indices=True)
+    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
+    ref_avg = getattr(torch.nn.functional, f"avg_pool{rank}d")
+    for kw, ours in zip(divisors, averages):
+        ref = ref_avg(finite, *args, ceil_mode=ceil_mode, **kw)
+        torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+
+
+def test_row_segments_gradients():
+    """Gradients through the row-segment forward (its indices feed the gather backward; the
+    average's double backward pools again)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 2, 8, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend("triton"):
+        assert torch.autograd.gradcheck(lambda t: TF.max_pool2d(t, 2, 2), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: TF.avg_pool2d(t, (1, 4), (1, 4)), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_row_segments_equal_generic_kernel_bitwise(monkeypatch, dtype):
+    """Same taps in the same order: the row-segment kernel's bits equal the generic kernel's
+    (which a channels-last copy of the input takes), at low precision too."""
+    x = _awkward(2, 3, 8, 12, dtype=dtype)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        finite = torch.where(x.isfinite(), x, 0.0)
+        rows = TF.max_pool2d(x, 2, return_indices=True), TF.avg_pool2d(finite, (3, 4))
+        cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
+        generic = TF.max_pool2d(cl, 2, return_indices=True), TF.avg_pool2d(finite_cl, (3, 4))
+    assert names == ["_pool_rows_fwd_kernel"] * 2 + ["_pool_fwd_kernel"] * 2
+    assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
+    assert torch.equal(rows[1], generic[1])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: TF.max_pool2d(x, 3, 2),  # overlapping windows
+        lambda x: TF.max_pool2d(x, 2, 2, padding=1),  # padding along w
+        lambda x: TF.max_pool2d(x, 2, 2, dilation=(1, 2)),  # dilation along w
+        lambda x: TF.avg_pool2d(x, 8, 8),  # 8 taps along w are not split
+        lambda x: TF.max_pool2d(x.transpose(2, 3), 2, 2),  # rows are strided
+        lambda x: TF.max_pool2d(x.to(memory_format=torch.channels_last), 2, 2),
+    ],
+)
+def test_other_windows_take_the_generic_kernel(monkeypatch, call):
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        call(x)
+    assert names == ["_pool_fwd_kernel"]
+
+
+def test_row_segments_with_unaligned_rows(monkeypatch):
+    """Strides that no power of two above 1 divides (a channel slice of odd-sized planes)."""
+    x = _awkward(2, 5, 7, 10)[:, 1:4]
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        y, idx = TF.max_pool2d(x, 2, return_indices=True)
+    assert names == ["_pool_rows_fwd_kernel"]
+    ref_y, ref_idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
