@@ -35,7 +35,11 @@ gather (one scalar load per element). When the windows tile the input rows exact
 ``w`` — ``kernel_size == stride`` of 2 or 4 there, no padding or dilation along ``w``, unit ``w``
 stride (VGG's 2×2/2 and 2×2×2/2 poolings) — ``_pool_rows_fwd_kernel`` loads each row segment
 under a block of outputs whole (contiguous, vectorised where the row strides allow) and splits
-the taps apart in registers, scanning them in the same order (same bits).
+the taps apart in registers, scanning them in the same order (same bits). Its backward,
+``_pool_rows_bwd_input_kernel``, loads the grad_out (and index) row segments whole and
+interleaves them back over the windows' input columns, summing in the generic order. Sizes and
+strides reach both in units of the largest power of two (up to 16 bytes) dividing them all,
+which shows the compiler the alignment Triton detects by itself only for multiples of 16.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from .pool_kernels import (
     _global_pool_fwd_kernel,
     _pool_bwd_input_kernel,
     _pool_fwd_kernel,
+    _pool_rows_bwd_input_kernel,
     _pool_rows_fwd_kernel,
 )
 
@@ -242,13 +247,18 @@ def _tiles_rows(x5: torch.Tensor, geometry: Sequence[int]) -> bool:
     )
 
 
+def _row_strides(t5: torch.Tensor) -> list[int]:
+    """The (n, c, d, h) strides of a row-segment kernel's tensor. A unit dim's index is always 0,
+    so its stride is free: 0 keeps it out of the alignment."""
+    return [s if size > 1 else 0 for s, size in zip(t5.stride()[:4], t5.shape[:4])]
+
+
 def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
     x5 = as_5d(x)
     n, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
-    # A unit dim's index is always 0, so its stride is free: 0 keeps it out of the alignment.
-    strides = [s if size > 1 else 0 for s, size in zip(x5.stride()[:4], (n, c, d, h))]
+    strides = _row_strides(x5)
     align = math.gcd(w, *strides, 16 // x.element_size())
     br, bo, warps = _rows_tiles(ow, kw)
     is_max = POOL_MODES[mode] == MAX.value
@@ -398,12 +408,43 @@ def pool_backward(
     if grad_in.numel() == 0:
         return
     go5 = as_5d(grad_out)
+    idx5 = as_5d(indices) if indices is not None else None
+    geometry = _fixed_geometry(kernel_size, stride, padding, padding_end, dilation)
+    gi5 = as_5d(grad_in)
+    unit_w = all(t.stride(4) == 1 for t in (go5, idx5) if t is not None)
+    if unit_w and _tiles_rows(gi5, geometry):
+        _launch_rows_backward(
+            go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad)
+        )
+        return
     _launch_backward(
-        go5, as_5d(indices) if indices is not None else None, grad_in, mode, FIXED.value,
-        tuple(go5.shape[2:]), go5.stride(), _strides5(indices),
-        _fixed_geometry(kernel_size, stride, padding, padding_end, dilation),
-        int(divisor_override), bool(count_include_pad),
+        go5, idx5, grad_in, mode, FIXED.value, tuple(go5.shape[2:]), go5.stride(),
+        _strides5(indices), geometry, int(divisor_override), bool(count_include_pad),
     )  # fmt: skip
+
+
+def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):  # fmt: skip
+    n, c, d, h, w = gi5.shape
+    od, oh, ow = go5.shape[2:]
+    kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
+    is_max = POOL_MODES[mode] == MAX.value
+    idx5 = idx5 if is_max else go5
+    strides = [_row_strides(t) for t in (go5, idx5, gi5)]
+    # One alignment for the three tensors' rows (the index rows: 16 bytes = 2 elements).
+    align = math.gcd(w, ow, *strides[0], *strides[1], *strides[2], 16 // gi5.element_size())
+    br, bo, warps = _rows_tiles(ow, kw)
+    rows = n * c * d * h
+    products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
+    launch(_pool_rows_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo * kw),), (
+        go5, idx5, gi5,
+        rows, c, d, h, w // align, od, oh, ow // align,
+        kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
+        *(s // align for row in strides for s in row),
+    ), dict(
+        KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
+        USE_INT64=_use_int64(go5, idx5, gi5, products=products),
+        ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+    ))  # fmt: skip
 
 
 def adaptive_pool_backward(

@@ -4,7 +4,8 @@
 windows; ``_pool_rows_fwd_kernel``: the same reduction for fixed windows that tile rows of
 contiguous input (``kernel_size == stride`` of 2 or 4 along ``w``, no padding or dilation there),
 read as whole row segments; ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the
-input; ``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
+input, and ``_pool_rows_bwd_input_kernel`` its row-segment form for the same windows;
+``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
 :mod:`triton_kernels.pool` for the design.
 """
 
@@ -441,6 +442,103 @@ def _pool_bwd_input_kernel(
 
     gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=ok_pc)
+
+
+@triton.jit
+def _spread_row(g, j, pos, ok, KW: tl.constexpr, MODE: tl.constexpr):
+    """What outputs ``[R, O]`` hand back to their windows' input row segment ``[R, O·KW]`` (tap
+    ``tw`` of output ``o`` at column ``o·KW + tw``): max — ``g`` where the output's index ``j``
+    is that input (flat position ``pos + tw``), else 0; average — ``g`` (already divided)
+    everywhere. Outputs not read (``ok`` false) hand back 0."""
+    g = tl.where(ok, g, 0.0)
+    if MODE == MAX:
+        t0 = tl.where(j == pos, g, 0.0)
+        t1 = tl.where(j == pos + 1, g, 0.0)
+        if KW == 2:
+            row = tl.interleave(t0, t1)
+        else:  # 4: taps 0 and 2, 1 and 3 interleave first (column o·4 + 2a + b)
+            t2 = tl.where(j == pos + 2, g, 0.0)
+            t3 = tl.where(j == pos + 3, g, 0.0)
+            row = tl.interleave(tl.interleave(t0, t2), tl.interleave(t1, t3))
+    else:
+        row = tl.interleave(g, g)
+        if KW == 4:
+            row = tl.interleave(row, row)
+    return row
+
+
+@triton.jit
+def _pool_rows_bwd_input_kernel(
+    go_ptr, idx_ptr, gi_ptr,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
+    DIVISOR,
+    sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
+    sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units,
+    sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units,
+    KW: tl.constexpr, MODE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+):  # fmt: skip
+    # The gradient of _pool_rows_fwd_kernel's windows (KW == STRIDE_W, unit w strides): program
+    # = BLOCK_R input rows (flattened n, c, d, h) × the BLOCK_O·KW input columns under BLOCK_O
+    # output columns. Each input column has exactly one covering output column, so per covering
+    # (od, oh) the grad_out (and index) row segment is loaded whole, spread over its windows in
+    # registers and added — in _pool_bwd_input_kernel's order (same bits).
+    # Sizes and strides arrive in units of ALIGN elements, as in the forward.
+    W = W_UNITS * ALIGN
+    OW = OW_UNITS * ALIGN
+    col_blocks = tl.cdiv(W, BLOCK_O * KW)  # every input column, covered by an output or not
+    pid = wide(tl.program_id(0), USE_INT64)
+    r, ow = tile_indices(
+        (pid // col_blocks) * BLOCK_R,
+        (pid % col_blocks) * BLOCK_O,
+        BLOCK_R,
+        BLOCK_O,
+        True,
+        USE_INT64,
+    )
+    i_w = (pid % col_blocks) * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
+    row_ok = r < R
+    n, c, i_d, i_h = unflatten(r, C, D, H)
+    lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
+    lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
+    _start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, KW, 0, PAD_END_W, FIXED, INCLUDE_PAD)
+    go_nc = n * (sgo_n_units * ALIGN) + c * (sgo_c_units * ALIGN) + ow
+    idx_nc = n * (sidx_n_units * ALIGN) + c * (sidx_c_units * ALIGN) + ow
+    pos = (i_d * H + i_h) * W + ow * KW
+    acc = tl.zeros([BLOCK_R, BLOCK_O * KW], ACC_DTYPE)
+    for td in range(_covering_bound(D, OD, KD, STRIDE_D, DIL_D, FIXED)):
+        od = lo_d + td
+        ok_d = row_ok & (td < n_d) & ((i_d + PAD_D - od * STRIDE_D) % DIL_D == 0)
+        _start_d, _taps_d, cnt_d = _window(
+            od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD
+        )
+        for th in range(_covering_bound(H, OH, KH, STRIDE_H, DIL_H, FIXED)):
+            oh = lo_h + th
+            ok = ok_d & (th < n_h) & ((i_h + PAD_H - oh * STRIDE_H) % DIL_H == 0)
+            _start_h, _taps_h, cnt_h = _window(
+                oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD
+            )
+            ok = ok & (ow < OW)
+            g_off = go_nc + od * (sgo_d_units * ALIGN) + oh * (sgo_h_units * ALIGN)
+            g = tl.load(go_ptr + g_off, mask=ok, other=0.0).to(ACC_DTYPE)
+            if MODE == MAX:
+                j_off = idx_nc + od * (sidx_d_units * ALIGN) + oh * (sidx_h_units * ALIGN)
+                j = tl.load(idx_ptr + j_off, mask=ok, other=-1)
+            else:
+                j = pos  # unused
+                g = _average(g, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)
+            acc += _spread_row(g, j, pos, ok, KW, MODE)
+
+    gi_off = (
+        n * (sgi_n_units * ALIGN)
+        + c * (sgi_c_units * ALIGN)
+        + i_d * (sgi_d_units * ALIGN)
+        + i_h * (sgi_h_units * ALIGN)
+        + i_w
+    )
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
 
 
 @triton.jit

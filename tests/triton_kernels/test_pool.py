@@ -80,11 +80,21 @@ ROW_CASES = [
 ]
 
 
+def _forward_backward(pool, x, *args, **kwargs):
+    """``pool``'s outputs and the input gradient for a fixed random grad_out."""
+    x = x.detach().requires_grad_()
+    out = pool(x, *args, **kwargs)
+    y = out[0] if isinstance(out, tuple) else out
+    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    (grad,) = torch.autograd.grad(y, x, grad_out)
+    return out, grad
+
+
 @pytest.mark.parametrize("rank, kernel_size, stride, padding, ceil_mode", ROW_CASES)
 def test_row_segments_match_torch(monkeypatch, rank, kernel_size, stride, padding, ceil_mode):
-    """Windows that tile contiguous rows along w take the row-segment kernel, whose results
-    (values, max indices, every divisor rule) equal torch's exactly in float64."""
-    shape = {1: (2, 3, 13), 2: (2, 3, 7, 11), 3: (2, 2, 5, 4, 9)}[rank]
+    """Windows that tile contiguous rows along w take the row-segment kernels, whose results
+    (values, max indices, input gradients, every divisor rule) equal torch's in float64."""
+    shape = {1: (2, 3, 13), 2: (1, 3, 7, 11), 3: (1, 2, 5, 4, 9)}[rank]
     x = _awkward(*shape)
     args = (kernel_size, stride, padding)
     finite = torch.where(x.isfinite(), x, 0.0)
@@ -93,42 +103,64 @@ def test_row_segments_match_torch(monkeypatch, rank, kernel_size, stride, paddin
     max_pool = getattr(TF, f"max_pool{rank}d")
     avg_pool = getattr(TF, f"avg_pool{rank}d")
     with torchconv_ext.use_backend("triton"):
-        y, idx = max_pool(x, *args, ceil_mode=ceil_mode, return_indices=True)
-        averages = [avg_pool(finite, *args, ceil_mode=ceil_mode, **kw) for kw in divisors]
-    assert names == ["_pool_rows_fwd_kernel"] * (1 + len(divisors))
+        (y, idx), grad = _forward_backward(
+            max_pool, x, *args, ceil_mode=ceil_mode, return_indices=True
+        )
+        averages = [
+            _forward_backward(avg_pool, finite, *args, ceil_mode=ceil_mode, **kw) for kw in divisors
+        ]
+    rows = ["_pool_rows_fwd_kernel", "_pool_rows_bwd_input_kernel"]
+    assert names == rows * (1 + len(divisors))
     ref_pool = getattr(torch.nn.functional, f"max_pool{rank}d")
-    ref_y, ref_idx = ref_pool(x, *args, ceil_mode=ceil_mode, return_indices=True)
+    (ref_y, ref_idx), ref_grad = _forward_backward(
+        ref_pool, x, *args, ceil_mode=ceil_mode, return_indices=True
+    )
     assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-13, atol=0)
     ref_avg = getattr(torch.nn.functional, f"avg_pool{rank}d")
     for kw, ours in zip(divisors, averages):
-        ref = ref_avg(finite, *args, ceil_mode=ceil_mode, **kw)
+        ref = _forward_backward(ref_avg, finite, *args, ceil_mode=ceil_mode, **kw)
         torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
 
 
 def test_row_segments_gradients():
-    """Gradients through the row-segment forward (its indices feed the gather backward; the
-    average's double backward pools again)."""
+    """gradcheck through both row-segment kernels (max: the forward's indices pick the inputs)."""
     torch.manual_seed(0)
     x = torch.randn(1, 1, 2, 8, dtype=torch.float64, requires_grad=True)
     with torchconv_ext.use_backend("triton"):
         assert torch.autograd.gradcheck(lambda t: TF.max_pool2d(t, 2, 2), (x,))
-        assert torch.autograd.gradgradcheck(lambda t: TF.avg_pool2d(t, (1, 4), (1, 4)), (x,))
+        assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, (1, 4), (1, 4)), (x,))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_row_segments_equal_generic_kernel_bitwise(monkeypatch, dtype):
-    """Same taps in the same order: the row-segment kernel's bits equal the generic kernel's
+def test_row_segments_equal_generic_kernels_bitwise(monkeypatch, dtype):
+    """Same taps in the same order: the row-segment kernels' bits equal the generic kernels'
     (which a channels-last copy of the input takes), at low precision too."""
     x = _awkward(2, 3, 8, 12, dtype=dtype)
+    finite = torch.where(x.isfinite(), x, 0.0)
     names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
-        finite = torch.where(x.isfinite(), x, 0.0)
-        rows = TF.max_pool2d(x, 2, return_indices=True), TF.avg_pool2d(finite, (3, 4))
+        rows = [
+            _forward_backward(TF.max_pool2d, x, 2, return_indices=True),
+            _forward_backward(TF.avg_pool2d, finite, (3, 4)),
+        ]
         cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
-        generic = TF.max_pool2d(cl, 2, return_indices=True), TF.avg_pool2d(finite_cl, (3, 4))
-    assert names == ["_pool_rows_fwd_kernel"] * 2 + ["_pool_fwd_kernel"] * 2
-    assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
-    assert torch.equal(rows[1], generic[1])
+        generic = [
+            _forward_backward(TF.max_pool2d, cl, 2, return_indices=True),
+            _forward_backward(TF.avg_pool2d, finite_cl, (3, 4)),
+        ]
+    assert (
+        names
+        == ["_pool_rows_fwd_kernel", "_pool_rows_bwd_input_kernel"] * 2
+        + [
+            "_pool_fwd_kernel",
+            "_pool_bwd_input_kernel",
+        ]
+        * 2
+    )
+    ((y, idx), grad), ((y_cl, idx_cl), grad_cl) = rows[0], generic[0]
+    assert _equal(y, y_cl) and torch.equal(idx, idx_cl) and torch.equal(grad, grad_cl)
+    assert torch.equal(rows[1][0], generic[1][0]) and torch.equal(rows[1][1], generic[1][1])
 
 
 @pytest.mark.parametrize(
