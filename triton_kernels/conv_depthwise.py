@@ -16,10 +16,21 @@ both layouts. Everything else is written with broadcast index tensors, so the ke
 depend on the orientation.
 
 Output channel ``co`` reads input channel ``co // multiplier``.
+
+Row segments (NCHW-like forward, unit stride and dilation along ``w``, zero padding). The
+positions tile gathers each tap ``kw`` at a shifted, unaligned address — one scalar load per
+element and tap. ``_conv_depthwise_rows_fwd_kernel`` instead owns ``BLOCK_R`` output rows ×
+``BLOCK_O`` columns, grouped in vectors of ``V`` adjacent columns (16 bytes where the rows'
+alignment allows): per input row it loads three aligned vectors per group — the group's own
+columns and its neighbours' on either side — and builds every tap's shifted view from them in
+registers (``_funnel``: no shared memory, no shuffles), so a row costs three vector loads
+instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
+kernels with "same" padding in bf16); the taps are summed in the positions tile's order.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +41,7 @@ from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import (
     INTERPRET,
     PAD_MODES,
+    PAD_ZEROS,
     acc_dtype,
     acc_torch_dtype,
     as_5d,
@@ -37,6 +49,7 @@ from ._common import (
     channels_inner,
     check_device,
     needs_int64,
+    next_power_of_2,
     pack_geometry,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
@@ -248,6 +261,125 @@ def _conv_depthwise_bwd_weight_kernel(
     tl.store(gw_ptr + gw_off, part.to(gw_ptr.dtype.element_ty), mask=c1 < C_OUT)
 
 
+@triton.jit
+def _funnel(a, b, M: tl.constexpr, V: tl.constexpr):
+    """Columns ``M .. M+V-1`` (``0 <= M <= V``) of ``[a, b]`` concatenated along the last dim
+    (``V`` columns each, a power of two): ``a``'s last ``V - M`` columns, then ``b``'s first
+    ``M``. Split into even and odd columns, each half is a funnel of half the width, so the
+    result is register selects only when the last dim lies within a thread."""
+    if V == 1:
+        r = a if M == 0 else b
+    else:
+        shape: tl.constexpr = a.shape
+        halves: tl.constexpr = [shape[0], shape[1], V // 2, 2]
+        a_even, a_odd = tl.split(tl.reshape(a, halves))
+        b_even, b_odd = tl.split(tl.reshape(b, halves))
+        if M % 2 == 0:
+            r_even = _funnel(a_even, b_even, M // 2, V // 2)
+            r_odd = _funnel(a_odd, b_odd, M // 2, V // 2)
+        else:
+            r_even = _funnel(a_odd, b_odd, M // 2, V // 2)
+            r_odd = _funnel(a_even, b_even, M // 2 + 1, V // 2)
+        r = tl.reshape(tl.join(r_even, r_odd), [shape[0], shape[1], V])
+    return r
+
+
+@triton.jit
+def _shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
+    """Columns ``col + SHIFT`` (``|SHIFT| <= V``) of a group of ``V`` columns ``col``, from the
+    group's own columns and its neighbours' on either side."""
+    return _funnel(before, own, SHIFT + V, V) if SHIFT < 0 else _funnel(own, after, SHIFT, V)
+
+
+@triton.jit
+def _source_coord(o, k, size, stride, pad, dil, ADJOINT: tl.constexpr):
+    """Source coordinate that output ``o`` reads at tap ``k``: the forward's input coordinate
+    (zero padding), or the adjoint's grad_out coordinate. Returns ``(index, in_bounds)``."""
+    if ADJOINT:
+        src, ok = _output_coord(o, k, size, stride, pad, dil)
+    else:
+        src, ok = _input_coord(o, k, size, stride, pad, dil, PAD_ZEROS)
+    return src, ok
+
+
+@triton.jit
+def _conv_depthwise_rows_kernel(
+    src_ptr, w_ptr, b_ptr, dst_ptr,
+    R, C_DST, MULT,
+    SRC_D, SRC_H, SRC_W_UNITS, DST_D, DST_H, DST_W_UNITS, KD, KH,
+    STRIDE_D, STRIDE_H, PAD_D, PAD_H, DIL_D, DIL_H,
+    ssrc_n_units, ssrc_c_units, ssrc_d_units, ssrc_h_units,
+    sw_o, sw_d, sw_h, sw_w,
+    sb,
+    sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+    KW: tl.constexpr, PAD_W: tl.constexpr, V: tl.constexpr, V_OUT: tl.constexpr,
+    ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
+):  # fmt: skip
+    # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
+    # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
+    # channels, tap kw of the flipped kernel). Tile: BLOCK_R dst rows (flattened n, c, d, h)
+    # × BLOCK_O dst columns, as [BLOCK_R, BLOCK_O // V, V]. The src row width and strides
+    # arrive in units of V elements, the dst's in units of V_OUT (powers of two dividing them):
+    # scaled back here, they show the compiler aligned vectors. Summation order: the positions
+    # tile's (multiplier, kd, kh, kw).
+    G: tl.constexpr = BLOCK_O // V
+    SRC_W = SRC_W_UNITS * V
+    DST_W = DST_W_UNITS * V_OUT
+    col_blocks = tl.cdiv(DST_W, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
+    if USE_INT64:
+        r = r.to(tl.int64)
+    col = (
+        (pid % col_blocks) * BLOCK_O
+        + tl.arange(0, G)[None, :, None] * V
+        + tl.arange(0, V)[None, None, :]
+    )
+    row_ok = r < R
+    n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
+
+    acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
+    for j in range(MULT if ADJOINT else 1):
+        c_w = c * MULT + j if ADJOINT else c  # the weight's (and grad_out's) channel
+        c_src = c_w if ADJOINT else c // MULT
+        src_c = src_ptr + (n * (ssrc_n_units * V) + c_src * (ssrc_c_units * V))
+        for kd in range(KD):
+            b_d, ok_d = _source_coord(a_d, kd, SRC_D, STRIDE_D, PAD_D, DIL_D, ADJOINT)
+            ok_d = row_ok & ok_d
+            for kh in range(KH):
+                b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
+                ok = ok_d & ok_h
+                row = src_c + (b_d * (ssrc_d_units * V) + b_h * (ssrc_h_units * V))
+                # The group's columns and its neighbours' (zero outside the row: zero padding).
+                before = tl.load(
+                    row + (col - V), mask=ok & (col >= V) & (col - V < SRC_W), other=0.0
+                )
+                own = tl.load(row + col, mask=ok & (col < SRC_W), other=0.0)
+                after = tl.load(row + (col + V), mask=ok & (col + V < SRC_W), other=0.0)
+                w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
+                for kw in tl.static_range(KW):
+                    if ADJOINT:  # the flipped tap: grad_out column col + PAD_W - kw
+                        v = _shifted(before, own, after, PAD_W - kw, V)
+                    else:  # input column col + kw - PAD_W
+                        v = _shifted(before, own, after, kw - PAD_W, V)
+                    wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
+                    acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + c * sb, mask=row_ok, other=0.0).to(ACC_DTYPE)
+    acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
+
+    dst_off = (
+        n * (sdst_n_units * V_OUT)
+        + c * (sdst_c_units * V_OUT)
+        + a_d * (sdst_d_units * V_OUT)
+        + a_h * (sdst_h_units * V_OUT)
+        + col * sdst_w
+    )
+    tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))
+
+
 _FWD = Tuner("conv_depthwise_fwd", _conv_depthwise_fwd_kernel, _tile_configs())
 _BWD_INPUT = Tuner("conv_depthwise_bwd_input", _conv_depthwise_bwd_input_kernel, _tile_configs())
 
@@ -298,12 +430,17 @@ def depthwise_conv_forward(
     if out.numel() == 0:
         return
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
+    epilogue = epilogue_args(activation, alpha, act_weight, w5)
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    vector = _row_vector(x5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], pad_mode)
+    if vector:
+        _launch_rows(x5, w5, bias, y5, geometry, padding[-1], vector, epilogue, activation, False)
+        return
     n, c = x5.shape[:2]
     co = w5.shape[0]
     m = n * y5.shape[2] * y5.shape[3] * y5.shape[4]
     has_bias = bias is not None
     b = bias if has_bias else w5  # dummy pointer, never read
-    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     c_inner, use_int64 = channels_inner(x5), needs_int64(x, w, bias, out)
     key = (x.dtype, (c_inner, y5.stride(1) == 1), pad_mode, tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], co, co // c, bucket(m), use_int64, activation)  # fmt: skip
@@ -319,13 +456,76 @@ def depthwise_conv_forward(
             w5.stride(0), *w5.stride()[2:],
             bias.stride(0) if has_bias else 0,
             *y5.stride(),
-            *epilogue_args(activation, alpha, act_weight, w5),
+            *epilogue,
         ),
         dict(
             PAD_MODE=PAD_MODES[pad_mode], HAS_BIAS=has_bias, CHANNELS_INNER=c_inner,
             USE_INT64=use_int64, ACC_DTYPE=acc_dtype(out.dtype), ACT=ACTIVATIONS[activation],
         ),
     )  # fmt: skip
+
+
+def _row_strides(t5: torch.Tensor) -> list[int]:
+    """The (n, c, d, h) strides of a row-segment tensor. A unit dim's index is always 0, so its
+    stride is free: 0 keeps it out of the alignment."""
+    return [s if size > 1 else 0 for s, size in zip(t5.stride()[:4], t5.shape[:4])]
+
+
+def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
+    """The vector width (elements) of the row-segment kernel reading ``src5``, or 0 when it does
+    not apply: NCHW-like rows with unit stride, unit stride and dilation along ``w``, zero
+    padding, and every tap within one vector of its output (``_shifted``'s reach)."""
+    if (
+        stride != 1
+        or dilation != 1
+        or pad_mode != "zeros"
+        or src5.stride(4) != 1
+        or channels_inner(src5)
+    ):
+        return 0
+    vector = math.gcd(src5.shape[4], *_row_strides(src5), 16 // src5.element_size())
+    # One-element "vectors" would only waste the tile's unused columns.
+    return vector if vector >= 2 and pad <= vector and kw - 1 - pad <= vector else 0
+
+
+def _rows_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_O, num_warps)`` of the row-segment kernel: rows of up to 128 columns,
+    2048 outputs per tile (a memory-bound stencil: fixed tiles, no tuning)."""
+    if INTERPRET:
+        return 4, 2 * vector, 1
+    bo = max(vector, min(next_power_of_2(dst_w), 128))
+    return max(1, 2048 // bo), bo, 4
+
+
+def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation, adjoint):  # fmt: skip
+    """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
+    gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it."""
+    n, c_dst = dst5.shape[:2]
+    mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
+    dst_d, dst_h, dst_w = dst5.shape[2:]
+    br, bo, warps = _rows_tiles(dst_w, vector)
+    rows = n * c_dst * dst_d * dst_h
+    dst_strides = _row_strides(dst5)
+    dst_vector = (
+        math.gcd(dst_w, *dst_strides, 16 // dst5.element_size()) if dst5.stride(4) == 1 else 1
+    )
+    launch(_conv_depthwise_rows_kernel, (cdiv(rows, br) * cdiv(dst_w, bo),), (
+        src5, w5, w5 if bias is None else bias, dst5,
+        rows, c_dst, mult,
+        *src5.shape[2:4], src5.shape[4] // vector, dst_d, dst_h, dst_w // dst_vector,
+        *w5.shape[2:4],
+        *geometry[:2], *geometry[3:5], *geometry[6:8],
+        *(s // vector for s in _row_strides(src5)),
+        w5.stride(0), *w5.stride()[2:],
+        0 if bias is None else bias.stride(0),
+        *(s // dst_vector for s in dst_strides), dst5.stride(4),
+        *epilogue,
+    ), dict(
+        KW=w5.shape[4], PAD_W=pad_w, V=vector, V_OUT=dst_vector, ADJOINT=adjoint,
+        HAS_BIAS=bias is not None, USE_INT64=needs_int64(src5, w5, bias, dst5),
+        ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        ACT=ACTIVATIONS[activation],
+    ))  # fmt: skip
 
 
 def depthwise_conv_backward_input(
@@ -354,6 +554,11 @@ def depthwise_conv_backward_input(
     co = w5.shape[0]
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
+    if vector:
+        no_epilogue = epilogue_args(None, 0.0, None, w5)
+        _launch_rows(go5, w5, bias, gi5, geometry, padding[-1], vector, no_epilogue, None, True)
+        return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
     key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], c, co // c, bucket(m), use_int64)  # fmt: skip

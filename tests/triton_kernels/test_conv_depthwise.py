@@ -281,6 +281,107 @@ def test_backward_weight_empty_batch_gives_zeros(triton_device):
 
 
 # ------------------------------------------------------------------------------------------------
+# Row segments: NCHW rows, unit stride along w, taps within one vector of their output
+# ------------------------------------------------------------------------------------------------
+
+# Unit stride and dilation along w, zero padding; strides, dilation and asymmetric padding along
+# the other dims; "d16" rows of 16 elements give 8-element (fp16) and 2-element (fp64) vectors.
+ROW_CASES = {
+    "1d": Case((16,), 3, 1, (3,), (1,), (1,), (1,), (1,)),
+    "2d_mult2": Case((5, 12), 2, 2, (3, 5), (2, 1), (1, 2), (2, 2), (2, 1)),
+    "2d_asym_w": Case((4, 16), 3, 1, (2, 4), (1, 1), (0, 1), (1, 2), (1, 1)),
+    "3d_5taps": Case((3, 4, 16), 2, 1, (1, 3, 5), (1, 2, 1), (0, 1, 2), (0, 1, 2), (1, 1, 1), 1),
+}
+
+
+def _launches(monkeypatch) -> list[str]:
+    """Names of the depthwise kernels launched from now on (tuned or not)."""
+    names: list[str] = []
+    launch = dw.launch
+
+    def counting(kernel, *args, **kwargs):
+        names.append(kernel.fn.__name__)
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(dw, "launch", counting)
+    for tuner in (dw._FWD, dw._BWD_INPUT):
+        tuned = tuner.launch
+
+        def counting_tuner(*args, tuned=tuned, name=tuner.kernel.fn.__name__, **kwargs):
+            names.append(name)
+            return tuned(*args, **kwargs)
+
+        monkeypatch.setattr(tuner, "launch", counting_tuner)
+    return names
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
+@pytest.mark.parametrize("name", ROW_CASES)
+def test_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
+    """The forward and the input gradient (the adjoint, with a transposed convolution's bias)
+    of NCHW rows take the row-segment kernel and match torch."""
+    case = ROW_CASES[name]
+    names = _launches(monkeypatch)
+    _run_forward(case, "zeros", dtype, triton_device)
+    _run_forward(case, "zeros", dtype, triton_device, bias=False)
+    _run_backward_input(case, dtype, triton_device)
+    x, w, b, go = _inputs(case, dtype, triton_device)
+    if case.mult == 1:  # the transposed convolution's bias, added in the kernel
+        gi, _ = _poisoned(x.shape, dtype, triton_device)
+        dw.depthwise_conv_backward_input(go, w, gi, bias=b, **case.conv_kwargs())
+        ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
+        _assert_close(gi, ref, dtype)
+    assert set(names) == {"_conv_depthwise_rows_kernel"}
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_row_segments_equal_positions_tiles_bitwise(dtype, monkeypatch, triton_device):
+    """Same taps in the same order: the row-segment kernel's bits equal the positions tiles'
+    (which channels-last operands take)."""
+    case = ROW_CASES["2d_mult2"]
+    x, w, b, go = _inputs(case, dtype, triton_device)
+    names = _launches(monkeypatch)
+    results = []
+    for layout in ("contiguous", "channels_last"):
+        x_in, go_in = _relayout(x, layout)[0], _relayout(go, layout)[0]
+        y = torch.empty(go.shape, dtype=dtype, device=triton_device)
+        dw.depthwise_conv_forward(x_in, w, b, y, pad_mode="zeros", **case.conv_kwargs())
+        gi = torch.empty(x.shape, dtype=dtype, device=triton_device)
+        dw.depthwise_conv_backward_input(go_in, w, gi, **case.conv_kwargs())
+        results.append((y, gi))
+    assert names == ["_conv_depthwise_rows_kernel"] * 2 + [
+        "_conv_depthwise_fwd_kernel",
+        "_conv_depthwise_bwd_input_kernel",
+    ]
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_row_segments_int64_offsets(monkeypatch, triton_device):
+    monkeypatch.setattr(dw, "needs_int64", lambda *tensors: True)
+    names = _launches(monkeypatch)
+    _run_forward(ROW_CASES["3d_5taps"], "zeros", torch.float64, triton_device)
+    _run_backward_input(ROW_CASES["2d_mult2"], torch.float64, triton_device)
+    assert set(names) == {"_conv_depthwise_rows_kernel"}
+
+
+@pytest.mark.parametrize(
+    "case, pad_mode, layout",
+    [
+        (ROW_CASES["1d"]._replace(stride=(2,)), "zeros", "contiguous"),  # strided along w
+        (ROW_CASES["1d"]._replace(dilation=(2,)), "zeros", "contiguous"),  # dilated along w
+        (ROW_CASES["1d"], "reflect", "contiguous"),  # padding that is not zeros
+        (ROW_CASES["1d"], "zeros", "channels_last"),  # channels innermost
+        (ROW_CASES["1d"]._replace(spatial=(15,)), "zeros", "contiguous"),  # unaligned rows
+        (Case((16,), 2, 1, (7,), (1,), (3,), (3,), (1,)), "zeros", "contiguous"),  # fp64: 3 > 2
+    ],
+)
+def test_other_rows_take_the_positions_tiles(case, pad_mode, layout, monkeypatch, triton_device):
+    names = _launches(monkeypatch)
+    _run_forward(case, pad_mode, torch.float64, triton_device, layout)
+    assert names == ["_conv_depthwise_fwd_kernel"]
+
+
+# ------------------------------------------------------------------------------------------------
 # Offsets and argument checks
 # ------------------------------------------------------------------------------------------------
 
