@@ -17,15 +17,18 @@ depend on the orientation.
 
 Output channel ``co`` reads input channel ``co // multiplier``.
 
-Row segments (NCHW-like forward, unit stride and dilation along ``w``, zero padding). The
+Row segments (NCHW-like rows, unit stride and dilation along ``w``, zero padding). The
 positions tile gathers each tap ``kw`` at a shifted, unaligned address — one scalar load per
-element and tap. ``_conv_depthwise_rows_fwd_kernel`` instead owns ``BLOCK_R`` output rows ×
+element and tap. ``_conv_depthwise_rows_kernel`` instead owns ``BLOCK_R`` output rows ×
 ``BLOCK_O`` columns, grouped in vectors of ``V`` adjacent columns (16 bytes where the rows'
 alignment allows): per input row it loads three aligned vectors per group — the group's own
 columns and its neighbours' on either side — and builds every tap's shifted view from them in
 registers (``_funnel``: no shared memory, no shuffles), so a row costs three vector loads
 instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
-kernels with "same" padding in bf16); the taps are summed in the positions tile's order.
+kernels with "same" padding in bf16); the taps are summed in the positions tile's order. The
+same kernel with ``ADJOINT`` computes the input gradient (grad_out rows, the flipped taps), and
+``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per (channel,
+tap), building the tap's view the same way.
 """
 
 from __future__ import annotations
@@ -380,6 +383,67 @@ def _conv_depthwise_rows_kernel(
     tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))
 
 
+@triton.jit
+def _conv_depthwise_rows_bwd_weight_kernel(
+    x_ptr, go_ptr, gw_ptr,
+    M_ROWS, MULT, CHUNK,
+    D, H, W_UNITS, OD, OH, OW_UNITS, KH,
+    STRIDE_D, STRIDE_H, PAD_D, PAD_H, DIL_D, DIL_H,
+    sx_n_units, sx_c_units, sx_d_units, sx_h_units,
+    sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
+    sgw_split, sgw_o, sgw_d, sgw_h, sgw_w,
+    KW: tl.constexpr, PAD_W: tl.constexpr, V: tl.constexpr, V_GO: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+):  # fmt: skip
+    # Program (output channel, tap, split): reduces grad_out · x over the split's CHUNK of the
+    # channel's grad_out rows (flattened n, od, oh), BLOCK_R rows × BLOCK_O columns at a time
+    # as [BLOCK_R, BLOCK_O // V, V]; x's row is read as three aligned vectors per group and the
+    # tap's shifted view built in registers, as in _conv_depthwise_rows_kernel. One partial per
+    # program (no atomics); the order depends on the shapes only. x's width and strides arrive
+    # in units of V elements, grad_out's in units of V_GO.
+    G: tl.constexpr = BLOCK_O // V
+    co = tl.program_id(0)
+    tap = tl.program_id(1)
+    split = wide(tl.program_id(2), USE_INT64)
+    kw_tap = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    W = W_UNITS * V
+    OW = OW_UNITS * V_GO
+    col = tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    x_c = x_ptr + (co // MULT) * (sx_c_units * V)
+    go_c = go_ptr + co * (sgo_c_units * V_GO)
+
+    acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
+    for r0 in range(0, CHUNK, BLOCK_R):
+        in_chunk = r0 + tl.arange(0, BLOCK_R)[:, None, None]
+        r = split * CHUNK + in_chunk
+        n, _d, od, oh = unflatten(r, 1, OD, OH)
+        row_ok = (in_chunk < CHUNK) & (r < M_ROWS)
+        i_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_ZEROS)
+        i_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_ZEROS)
+        ok = row_ok & ok_d & ok_h
+        x_row = x_c + (n * (sx_n_units * V) + i_d * (sx_d_units * V) + i_h * (sx_h_units * V))
+        go_row = go_c + (
+            n * (sgo_n_units * V_GO) + od * (sgo_d_units * V_GO) + oh * (sgo_h_units * V_GO)
+        )
+        for c0 in range(0, OW, BLOCK_O):
+            c = c0 + col
+            gv = tl.load(go_row + c, mask=row_ok & (c < OW), other=0.0).to(ACC_DTYPE)
+            before = tl.load(x_row + (c - V), mask=ok & (c >= V) & (c - V < W), other=0.0)
+            own = tl.load(x_row + c, mask=ok & (c < W), other=0.0)
+            after = tl.load(x_row + (c + V), mask=ok & (c + V < W), other=0.0)
+            for kw in tl.static_range(KW):
+                if kw == kw_tap:  # uniform per program: one tap's view is built
+                    xv = _shifted(before, own, after, kw - PAD_W, V)
+                    acc += gv * xv.to(ACC_DTYPE)
+
+    part = tl.sum(tl.sum(tl.sum(acc, axis=2), axis=1), axis=0)
+    gw_off = split * sgw_split + co * sgw_o + kd * sgw_d + kh * sgw_h + kw_tap * sgw_w
+    tl.store(gw_ptr + gw_off, part.to(gw_ptr.dtype.element_ty))
+
+
 _FWD = Tuner("conv_depthwise_fwd", _conv_depthwise_fwd_kernel, _tile_configs())
 _BWD_INPUT = Tuner("conv_depthwise_bwd_input", _conv_depthwise_bwd_input_kernel, _tile_configs())
 
@@ -582,17 +646,21 @@ def depthwise_conv_backward_input(
     )  # fmt: skip
 
 
-def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
-    """``(split, chunk)`` of the grad-weight reduction over ``m`` = N·output positions.
-
-    Chosen from the shapes only, so the summation order — and the result, bitwise — repeats.
-    The split fills the device when ``channel blocks × taps`` alone gives too few programs.
-    """
-    tiles = cdiv(co, _BW_BLOCK_C) * taps
-    blocks = cdiv(m, _BW_BLOCK_P)
+def _reduction_split(items: int, block: int, tiles: int) -> tuple[int, int]:
+    """``(split, chunk)`` of a grad-weight reduction over ``items`` (taken ``block`` at a
+    time) for ``tiles`` programs per split: chosen from the shapes only, so the summation order
+    — and the result, bitwise — repeats. The split fills the device when ``tiles`` alone gives
+    too few programs."""
+    blocks = cdiv(items, block)
     split = max(1, min(cdiv(_BW_TARGET_PROGRAMS, tiles), blocks // _BW_MIN_BLOCKS_PER_SPLIT, 65535))
-    chunk = cdiv(blocks, split) * _BW_BLOCK_P
-    return cdiv(m, chunk), chunk
+    chunk = cdiv(blocks, split) * block
+    return cdiv(items, chunk), chunk
+
+
+def backward_weight_split(m: int, co: int, taps: int) -> tuple[int, int]:
+    """``(split, chunk)`` of the positions-tile grad-weight reduction over ``m`` = N·output
+    positions (:func:`_reduction_split`)."""
+    return _reduction_split(m, _BW_BLOCK_P, cdiv(co, _BW_BLOCK_C) * taps)
 
 
 def depthwise_conv_backward_weight(
@@ -611,6 +679,7 @@ def depthwise_conv_backward_weight(
     strides. x is read through ``pad_mode`` as in the forward. A reduction over N × output
     positions per (channel, tap); when split for parallelism, fp32 (fp64) partials go to a
     workspace summed with ``torch.sum`` — deterministic, no atomics, split chosen from shapes.
+    NCHW rows that the row-segment forward reads take its grad-weight form (row segments).
     """
     check_device(x, grad_out, grad_w)
     _check(x, grad_w, grad_out, (stride, padding, dilation))
@@ -624,21 +693,18 @@ def depthwise_conv_backward_weight(
     if m == 0:
         grad_w.zero_()
         return
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    vector = _row_vector(x5, kw, stride[-1], padding[-1], dilation[-1], pad_mode)
+    if vector and go5.stride(4) == 1 and not channels_inner(go5):
+        _launch_rows_backward_weight(x5, go5, gw5, geometry, padding[-1], vector)
+        return
     split, chunk = backward_weight_split(m, co, kd * kh * kw)
-    # One split writes straight into grad_w (its strides, one rounding); several write fp32/fp64
-    # partials of shape (split, C·mult, KD, KH, KW) that torch sums in a fixed order.
-    if split == 1:
-        ws, ws_strides = gw5, (0, gw5.stride(0), *gw5.stride()[2:])
-    else:
-        ws = torch.empty(
-            (split, co, kd, kh, kw), device=x.device, dtype=acc_torch_dtype(grad_w.dtype)
-        )
-        ws_strides = ws.stride()
+    ws, ws_strides = _grad_weight_workspace(gw5, split)
     launch(_conv_depthwise_bwd_weight_kernel, (cdiv(co, _BW_BLOCK_C), kd * kh * kw, split), (
         x5, go5, ws,
         m, co, co // c, chunk,
         *x5.shape[2:], *go5.shape[2:], kh, kw,
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
+        *geometry,
         *x5.stride(),
         *go5.stride(),
         *ws_strides,
@@ -646,6 +712,42 @@ def depthwise_conv_backward_weight(
         PAD_MODE=PAD_MODES[pad_mode], CHANNELS_INNER=channels_inner(x5),
         USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC_DTYPE=acc_dtype(grad_w.dtype),
         BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
+    ))  # fmt: skip
+    if split > 1:
+        gw5[:, 0].copy_(ws.sum(0))
+
+
+def _grad_weight_workspace(gw5: torch.Tensor, split: int) -> tuple[torch.Tensor, tuple]:
+    """Where a grad-weight reduction split ``split`` ways writes: straight into ``gw5`` (its
+    strides, one rounding) for one split, else fp32 (fp64) partials ``(split, C·mult, KD, KH,
+    KW)`` that torch sums in a fixed order (:func:`_sum_partials`)."""
+    if split == 1:
+        return gw5, (0, gw5.stride(0), *gw5.stride()[2:])
+    co, _, kd, kh, kw = gw5.shape
+    ws = torch.empty((split, co, kd, kh, kw), device=gw5.device, dtype=acc_torch_dtype(gw5.dtype))
+    return ws, ws.stride()
+
+
+def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt: skip
+    n, c = x5.shape[:2]
+    co, _, kd, kh, kw = gw5.shape
+    od, oh, ow = go5.shape[2:]
+    go_vector = math.gcd(ow, *_row_strides(go5), 16 // go5.element_size())
+    rows = n * od * oh
+    br, bo, warps = _rows_tiles(ow, vector)
+    split, chunk = _reduction_split(rows, br, co * kd * kh * kw)
+    ws, ws_strides = _grad_weight_workspace(gw5, split)
+    launch(_conv_depthwise_rows_bwd_weight_kernel, (co, kd * kh * kw, split), (
+        x5, go5, ws,
+        rows, co // c, chunk,
+        *x5.shape[2:4], x5.shape[4] // vector, od, oh, ow // go_vector, kh,
+        *geometry[:2], *geometry[3:5], *geometry[6:8],
+        *(s // vector for s in _row_strides(x5)),
+        *(s // go_vector for s in _row_strides(go5)),
+        *ws_strides,
+    ), dict(
+        KW=kw, PAD_W=pad_w, V=vector, V_GO=go_vector, USE_INT64=needs_int64(x5, go5, gw5, ws),
+        ACC_DTYPE=acc_dtype(gw5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
     if split > 1:
         gw5[:, 0].copy_(ws.sum(0))

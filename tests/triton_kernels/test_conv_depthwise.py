@@ -253,6 +253,7 @@ def test_backward_weight_low_precision(dtype, triton_device):
 @pytest.mark.parametrize("want_split", (False, True))
 def test_backward_weight_split_paths(want_split, triton_device):
     # One split writes grad_w directly; several go through the fp32 workspace + torch sum.
+    # (Reflect padding keeps these on the positions tiles; the row segments split below.)
     case = Case((40,), 4, 1, (3,), (1,), (1,), (1,), (1,), batch=2 if want_split else 1)
     if not want_split:
         case = case._replace(spatial=(8,))
@@ -260,7 +261,7 @@ def test_backward_weight_split_paths(want_split, triton_device):
     split, _ = dw.backward_weight_split(m, case.channels * case.mult, 3)
     assert (split > 1) == want_split
     for dtype in (torch.float64, torch.float16):
-        _run_backward_weight(case, "zeros", dtype, triton_device)
+        _run_backward_weight(case, "reflect", dtype, triton_device)
 
 
 def test_backward_weight_bitwise_deterministic(triton_device):
@@ -318,20 +319,21 @@ def _launches(monkeypatch) -> list[str]:
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
 @pytest.mark.parametrize("name", ROW_CASES)
 def test_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
-    """The forward and the input gradient (the adjoint, with a transposed convolution's bias)
-    of NCHW rows take the row-segment kernel and match torch."""
+    """The forward, the input gradient (the adjoint, with a transposed convolution's bias) and
+    the weight gradient of NCHW rows take the row-segment kernels and match torch."""
     case = ROW_CASES[name]
     names = _launches(monkeypatch)
     _run_forward(case, "zeros", dtype, triton_device)
     _run_forward(case, "zeros", dtype, triton_device, bias=False)
     _run_backward_input(case, dtype, triton_device)
+    _run_backward_weight(case, "zeros", dtype, triton_device)
     x, w, b, go = _inputs(case, dtype, triton_device)
     if case.mult == 1:  # the transposed convolution's bias, added in the kernel
         gi, _ = _poisoned(x.shape, dtype, triton_device)
         dw.depthwise_conv_backward_input(go, w, gi, bias=b, **case.conv_kwargs())
         ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
         _assert_close(gi, ref, dtype)
-    assert set(names) == {"_conv_depthwise_rows_kernel"}
+    assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
@@ -361,7 +363,21 @@ def test_row_segments_int64_offsets(monkeypatch, triton_device):
     names = _launches(monkeypatch)
     _run_forward(ROW_CASES["3d_5taps"], "zeros", torch.float64, triton_device)
     _run_backward_input(ROW_CASES["2d_mult2"], torch.float64, triton_device)
-    assert set(names) == {"_conv_depthwise_rows_kernel"}
+    _run_backward_weight(ROW_CASES["2d_mult2"], "zeros", torch.float64, triton_device)
+    assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
+
+
+def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_device):
+    """Rows split over several programs per (channel, tap) go through the workspace, in a
+    fixed order: two runs agree bit for bit."""
+    case = Case((12, 8), 1, 1, (1, 3), (1, 1), (0, 1), (0, 1), (1, 1))
+    rows, taps = case.batch * case.out_spatial[0], 3
+    assert dw._reduction_split(rows, dw._rows_tiles(8, 2)[0], case.channels * taps)[0] > 1
+    names = _launches(monkeypatch)
+    first = _run_backward_weight(case, "zeros", torch.float32, triton_device)
+    again = _run_backward_weight(case, "zeros", torch.float32, triton_device)
+    assert set(names) == {"_conv_depthwise_rows_bwd_weight_kernel"}
+    assert torch.equal(first, again)
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,10 @@ def _pool(name, op, shape, tiny_shape, quick=False, **kwargs):
 POOL_OPS = [
     _pool("resnet50.maxpool max_pool2d 3x3 s2 p1", "max_pool2d", (8, 64, 112, 112),
           (1, 4, 7, 7), quick=True, kernel_size=3, stride=2, padding=1),
+    _pool("vgg16.pool2 max_pool2d 2x2 s2", "max_pool2d", (16, 128, 112, 112), (1, 4, 8, 8),
+          quick=True, kernel_size=2, stride=2),
+    _pool("avg_pool2d 2x2 s2 on 28x28 rows", "avg_pool2d", (16, 256, 28, 28), (1, 4, 6, 12),
+          kernel_size=2, stride=2),
     _pool("avg_pool2d 3x3 s2 p1 ceil count_include_pad=False", "avg_pool2d", (8, 64, 56, 56),
           (1, 4, 6, 6), quick=True, kernel_size=3, stride=2, padding=1, ceil_mode=True,
           count_include_pad=False),
