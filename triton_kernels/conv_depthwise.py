@@ -17,7 +17,7 @@ depend on the orientation.
 
 Output channel ``co`` reads input channel ``co // multiplier``.
 
-Row segments (NCHW-like rows, unit stride and dilation along ``w``, zero padding). The
+Row segments (NCHW-like rows, stride 1 or 2 and unit dilation along ``w``, zero padding). The
 positions tile gathers each tap ``kw`` at a shifted, unaligned address — one scalar load per
 element and tap. ``_conv_depthwise_rows_kernel`` instead owns ``BLOCK_R`` output rows ×
 ``BLOCK_O`` columns, grouped in vectors of ``V`` adjacent columns (16 bytes where the rows'
@@ -25,10 +25,12 @@ alignment allows): per input row it loads three aligned vectors per group — th
 columns and its neighbours' on either side — and builds every tap's shifted view from them in
 registers (``_funnel``: no shared memory, no shuffles), so a row costs three vector loads
 instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
-kernels with "same" padding in bf16); the taps are summed in the positions tile's order. The
-same kernel with ``ADJOINT`` computes the input gradient (grad_out rows, the flipped taps), and
-``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per (channel,
-tap), building the tap's view the same way.
+kernels with "same" padding in bf16); the taps are summed in the positions tile's order. At
+stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even and
+odd columns (``_source_phases``), each tap reads one phase, shifted (``_tap_view``). The same
+kernel with ``ADJOINT`` computes the input gradient at stride 1 (grad_out rows, the flipped
+taps), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
+(channel, tap), building the tap's view the same way.
 """
 
 from __future__ import annotations
@@ -295,6 +297,44 @@ def _shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
 
 
 @triton.jit
+def _source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
+                   STRIDE_W: tl.constexpr):  # fmt: skip
+    """The source row under ``G`` groups of ``V`` output columns from column ``first`` (and
+    their neighbours' on either side), as ``(before, own, after)`` of the even source columns
+    and of the odd ones — stride 2 reads both phases, stride 1 one (returned twice). Each is
+    ``[.., G, V]``, loaded as aligned vectors of ``STRIDE_W·V`` columns (zero outside the row:
+    zero padding)."""
+    span: tl.constexpr = STRIDE_W * V
+    c = first * STRIDE_W + tl.arange(0, G)[None, :, None] * span + tl.arange(0, span)[None, None, :]
+    before = tl.load(row + (c - span), mask=ok & (c >= span) & (c - span < SRC_W), other=0.0)
+    own = tl.load(row + c, mask=ok & (c < SRC_W), other=0.0)
+    after = tl.load(row + (c + span), mask=ok & (c + span < SRC_W), other=0.0)
+    if STRIDE_W == 1:
+        before_even, own_even, after_even = before, own, after
+        before_odd, own_odd, after_odd = before, own, after
+    else:
+        shape: tl.constexpr = [own.shape[0], G, V, 2]
+        before_even, before_odd = tl.split(tl.reshape(before, shape))
+        own_even, own_odd = tl.split(tl.reshape(own, shape))
+        after_even, after_odd = tl.split(tl.reshape(after, shape))
+    return before_even, own_even, after_even, before_odd, own_odd, after_odd
+
+
+@triton.jit
+def _tap_view(b_even, o_even, a_even, b_odd, o_odd, a_odd, SHIFT: tl.constexpr,
+              V: tl.constexpr, STRIDE_W: tl.constexpr):  # fmt: skip
+    """Source column ``STRIDE_W·col + SHIFT`` for each output column ``col`` of the groups:
+    phase ``SHIFT % 2`` shifted by ``SHIFT // 2`` at stride 2, ``SHIFT`` at stride 1."""
+    if STRIDE_W == 1:
+        r = _shifted(b_even, o_even, a_even, SHIFT, V)
+    elif SHIFT % 2 == 0:
+        r = _shifted(b_even, o_even, a_even, SHIFT // 2, V)
+    else:
+        r = _shifted(b_odd, o_odd, a_odd, SHIFT // 2, V)
+    return r
+
+
+@triton.jit
 def _source_coord(o, k, size, stride, pad, dil, ADJOINT: tl.constexpr):
     """Source coordinate that output ``o`` reads at tap ``k``: the forward's input coordinate
     (zero padding), or the adjoint's grad_out coordinate. Returns ``(index, in_bounds)``."""
@@ -316,8 +356,8 @@ def _conv_depthwise_rows_kernel(
     sb,
     sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
-    KW: tl.constexpr, PAD_W: tl.constexpr, V: tl.constexpr, V_OUT: tl.constexpr,
-    ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
+    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, V: tl.constexpr,
+    V_OUT: tl.constexpr, ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
 ):  # fmt: skip
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
@@ -335,11 +375,8 @@ def _conv_depthwise_rows_kernel(
     r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
     if USE_INT64:
         r = r.to(tl.int64)
-    col = (
-        (pid % col_blocks) * BLOCK_O
-        + tl.arange(0, G)[None, :, None] * V
-        + tl.arange(0, V)[None, None, :]
-    )
+    first = (pid % col_blocks) * BLOCK_O
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
     row_ok = r < R
     n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
 
@@ -355,18 +392,13 @@ def _conv_depthwise_rows_kernel(
                 b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
                 ok = ok_d & ok_h
                 row = src_c + (b_d * (ssrc_d_units * V) + b_h * (ssrc_h_units * V))
-                # The group's columns and its neighbours' (zero outside the row: zero padding).
-                before = tl.load(
-                    row + (col - V), mask=ok & (col >= V) & (col - V < SRC_W), other=0.0
-                )
-                own = tl.load(row + col, mask=ok & (col < SRC_W), other=0.0)
-                after = tl.load(row + (col + V), mask=ok & (col + V < SRC_W), other=0.0)
+                be, oe, ae, bo, oo, ao = _source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 for kw in tl.static_range(KW):
                     if ADJOINT:  # the flipped tap: grad_out column col + PAD_W - kw
-                        v = _shifted(before, own, after, PAD_W - kw, V)
-                    else:  # input column col + kw - PAD_W
-                        v = _shifted(before, own, after, kw - PAD_W, V)
+                        v = _shifted(be, oe, ae, PAD_W - kw, V)
+                    else:  # input column STRIDE_W·col + kw - PAD_W
+                        v = _tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
                     wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
                     acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
@@ -392,8 +424,8 @@ def _conv_depthwise_rows_bwd_weight_kernel(
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
     sgw_split, sgw_o, sgw_d, sgw_h, sgw_w,
-    KW: tl.constexpr, PAD_W: tl.constexpr, V: tl.constexpr, V_GO: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, V: tl.constexpr,
+    V_GO: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # Program (output channel, tap, split): reduces grad_out · x over the split's CHUNK of the
@@ -431,12 +463,10 @@ def _conv_depthwise_rows_bwd_weight_kernel(
         for c0 in range(0, OW, BLOCK_O):
             c = c0 + col
             gv = tl.load(go_row + c, mask=row_ok & (c < OW), other=0.0).to(ACC_DTYPE)
-            before = tl.load(x_row + (c - V), mask=ok & (c >= V) & (c - V < W), other=0.0)
-            own = tl.load(x_row + c, mask=ok & (c < W), other=0.0)
-            after = tl.load(x_row + (c + V), mask=ok & (c + V < W), other=0.0)
+            be, oe, ae, bo, oo, ao = _source_phases(x_row, c0, ok, W, G, V, STRIDE_W)
             for kw in tl.static_range(KW):
                 if kw == kw_tap:  # uniform per program: one tap's view is built
-                    xv = _shifted(before, own, after, kw - PAD_W, V)
+                    xv = _tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
                     acc += gv * xv.to(ACC_DTYPE)
 
     part = tl.sum(tl.sum(tl.sum(acc, axis=2), axis=1), axis=0)
@@ -536,11 +566,12 @@ def _row_strides(t5: torch.Tensor) -> list[int]:
 
 
 def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
-    """The vector width (elements) of the row-segment kernel reading ``src5``, or 0 when it does
-    not apply: NCHW-like rows with unit stride, unit stride and dilation along ``w``, zero
-    padding, and every tap within one vector of its output (``_shifted``'s reach)."""
+    """The vector width (elements) of the row-segment kernels reading ``src5``, or 0 when they
+    do not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit dilation along ``w``,
+    zero padding, and every tap within one vector of its output (``_shifted``'s reach; at
+    stride 2, within its phase)."""
     if (
-        stride != 1
+        stride not in (1, 2)
         or dilation != 1
         or pad_mode != "zeros"
         or src5.stride(4) != 1
@@ -549,7 +580,8 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
         return 0
     vector = math.gcd(src5.shape[4], *_row_strides(src5), 16 // src5.element_size())
     # One-element "vectors" would only waste the tile's unused columns.
-    return vector if vector >= 2 and pad <= vector and kw - 1 - pad <= vector else 0
+    reach = max(-(-pad // stride), (kw - 1 - pad) // stride)
+    return vector if vector >= 2 and reach <= vector else 0
 
 
 def _rows_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
@@ -585,7 +617,8 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         *(s // dst_vector for s in dst_strides), dst5.stride(4),
         *epilogue,
     ), dict(
-        KW=w5.shape[4], PAD_W=pad_w, V=vector, V_OUT=dst_vector, ADJOINT=adjoint,
+        KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_OUT=dst_vector,
+        ADJOINT=adjoint,
         HAS_BIAS=bias is not None, USE_INT64=needs_int64(src5, w5, bias, dst5),
         ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
         ACT=ACTIVATIONS[activation],
@@ -619,7 +652,7 @@ def depthwise_conv_backward_input(
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
-    if vector:
+    if vector and stride[-1] == 1:  # at stride 2 each input column gathers a varying set
         no_epilogue = epilogue_args(None, 0.0, None, w5)
         _launch_rows(go5, w5, bias, gi5, geometry, padding[-1], vector, no_epilogue, None, True)
         return
@@ -746,7 +779,8 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
         *(s // go_vector for s in _row_strides(go5)),
         *ws_strides,
     ), dict(
-        KW=kw, PAD_W=pad_w, V=vector, V_GO=go_vector, USE_INT64=needs_int64(x5, go5, gw5, ws),
+        KW=kw, PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_GO=go_vector,
+        USE_INT64=needs_int64(x5, go5, gw5, ws),
         ACC_DTYPE=acc_dtype(gw5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
     if split > 1:

@@ -293,6 +293,12 @@ ROW_CASES = {
     "2d_asym_w": Case((4, 16), 3, 1, (2, 4), (1, 1), (0, 1), (1, 2), (1, 1)),
     "3d_5taps": Case((3, 4, 16), 2, 1, (1, 3, 5), (1, 2, 1), (0, 1, 2), (0, 1, 2), (1, 1, 1), 1),
 }
+# Stride 2 along w: the forward and the weight gradient read the rows' two phases.
+STRIDE2_ROW_CASES = {
+    "1d_s2": Case((16,), 3, 1, (3,), (2,), (1,), (0,), (1,)),
+    "2d_s2_mult2": Case((5, 12), 2, 2, (3, 4), (2, 2), (1, 1), (1, 1), (2, 1)),
+    "2d_s2_valid": Case((4, 16), 2, 1, (3, 3), (1, 2), (0, 0), (0, 0), (1, 1)),
+}
 
 
 def _launches(monkeypatch) -> list[str]:
@@ -334,6 +340,20 @@ def test_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
         ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
         _assert_close(gi, ref, dtype)
     assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
+@pytest.mark.parametrize("name", STRIDE2_ROW_CASES)
+def test_stride2_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
+    """At stride 2 along w the forward and the weight gradient take the row-segment kernels
+    (both phases of each row); the input gradient keeps the positions tiles."""
+    case = STRIDE2_ROW_CASES[name]
+    names = _launches(monkeypatch)
+    _run_forward(case, "zeros", dtype, triton_device)
+    _run_backward_weight(case, "zeros", dtype, triton_device)
+    assert names == ["_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"]
+    _run_backward_input(case, dtype, triton_device)
+    assert names[2:] == ["_conv_depthwise_bwd_input_kernel"]
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
@@ -383,7 +403,7 @@ def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_d
 @pytest.mark.parametrize(
     "case, pad_mode, layout",
     [
-        (ROW_CASES["1d"]._replace(stride=(2,)), "zeros", "contiguous"),  # strided along w
+        (ROW_CASES["1d"]._replace(stride=(3,)), "zeros", "contiguous"),  # stride 3 along w
         (ROW_CASES["1d"]._replace(dilation=(2,)), "zeros", "contiguous"),  # dilated along w
         (ROW_CASES["1d"], "reflect", "contiguous"),  # padding that is not zeros
         (ROW_CASES["1d"], "zeros", "channels_last"),  # channels innermost
