@@ -238,6 +238,19 @@ def _pool_fwd_kernel(
 
 
 @triton.jit
+def _row_tile(col_blocks, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, USE_INT64: tl.constexpr):
+    """This program's rows ``[BLOCK_R, 1]``, output columns ``[1, BLOCK_O]`` and column block:
+    ``program_id(0)`` enumerates row blocks × ``col_blocks`` column blocks (one grid axis, so
+    no 65535 limit binds)."""
+    pid = wide(tl.program_id(0), USE_INT64)
+    col_block = pid % col_blocks
+    r, ow = tile_indices(
+        (pid // col_blocks) * BLOCK_R, col_block * BLOCK_O, BLOCK_R, BLOCK_O, True, USE_INT64
+    )
+    return r, ow, col_block
+
+
+@triton.jit
 def _fold_row(acc, arg, v, ok, row_pos, ow, W, KW: tl.constexpr, MODE: tl.constexpr):
     """Fold one input row segment ``v`` ``[R, O·KW]`` (output ``ow``'s KW taps side by side)
     into the outputs' running max (``acc``, ``arg``) or sum (``acc``), taps in order.
@@ -289,17 +302,8 @@ def _pool_rows_fwd_kernel(
     sx_c = sx_c_units * ALIGN
     sx_d = sx_d_units * ALIGN
     sx_h = sx_h_units * ALIGN
-    col_blocks = tl.cdiv(OW, BLOCK_O)
-    pid = wide(tl.program_id(0), USE_INT64)
-    r, ow = tile_indices(
-        (pid // col_blocks) * BLOCK_R,
-        (pid % col_blocks) * BLOCK_O,
-        BLOCK_R,
-        BLOCK_O,
-        True,
-        USE_INT64,
-    )
-    j = (pid % col_blocks) * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
+    r, ow, col_block = _row_tile(tl.cdiv(OW, BLOCK_O), BLOCK_R, BLOCK_O, USE_INT64)
+    j = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
     n, c, od, oh = unflatten(r, C, OD, OH)
     start_d, _, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
@@ -488,17 +492,9 @@ def _pool_rows_bwd_input_kernel(
     # Sizes and strides arrive in units of ALIGN elements, as in the forward.
     W = W_UNITS * ALIGN
     OW = OW_UNITS * ALIGN
-    col_blocks = tl.cdiv(W, BLOCK_O * KW)  # every input column, covered by an output or not
-    pid = wide(tl.program_id(0), USE_INT64)
-    r, ow = tile_indices(
-        (pid // col_blocks) * BLOCK_R,
-        (pid % col_blocks) * BLOCK_O,
-        BLOCK_R,
-        BLOCK_O,
-        True,
-        USE_INT64,
-    )
-    i_w = (pid % col_blocks) * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
+    # Column blocks cover every input column, under an output or not.
+    r, ow, col_block = _row_tile(tl.cdiv(W, BLOCK_O * KW), BLOCK_R, BLOCK_O, USE_INT64)
+    i_w = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
     n, c, i_d, i_h = unflatten(r, C, D, H)
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
