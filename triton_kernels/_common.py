@@ -32,6 +32,7 @@ preallocated and every element is written.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -119,6 +120,21 @@ def pack_geometry(*params: tuple[Sequence[int], int]) -> tuple[int, ...]:
     for values, fill in params:
         packed += spatial3(values, fill)
     return packed
+
+
+def row_strides(t5: torch.Tensor) -> list[int]:
+    """The ``(n, c, d, h)`` strides of a 5-d tensor read as rows along ``w``. A unit dim's index
+    is always 0, so its stride is free: 0 keeps it out of alignments."""
+    return [s if size > 1 else 0 for s, size in zip(t5.stride()[:4], t5.shape[:4])]
+
+
+def row_alignment(width: int, *tensors5: torch.Tensor) -> int:
+    """The largest power of two, at most 16 bytes of the first tensor's elements, dividing
+    ``width`` and every tensor's row strides. The row-segment kernels take sizes and strides in
+    these units and multiply back by a constexpr, which shows the compiler aligned vectors
+    (Triton itself marks integer arguments divisible by 16 only)."""
+    strides = (s for t in tensors5 for s in row_strides(t))
+    return math.gcd(width, *strides, 16 // tensors5[0].element_size())
 
 
 def needs_int64(*tensors: torch.Tensor | None) -> bool:

@@ -35,7 +35,6 @@ taps), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -56,6 +55,8 @@ from ._common import (
     needs_int64,
     next_power_of_2,
     pack_geometry,
+    row_alignment,
+    row_strides,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
@@ -559,12 +560,6 @@ def depthwise_conv_forward(
     )  # fmt: skip
 
 
-def _row_strides(t5: torch.Tensor) -> list[int]:
-    """The (n, c, d, h) strides of a row-segment tensor. A unit dim's index is always 0, so its
-    stride is free: 0 keeps it out of the alignment."""
-    return [s if size > 1 else 0 for s, size in zip(t5.stride()[:4], t5.shape[:4])]
-
-
 def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
     """The vector width (elements) of the row-segment kernels reading ``src5``, or 0 when they
     do not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit dilation along ``w``,
@@ -578,7 +573,7 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
         or channels_inner(src5)
     ):
         return 0
-    vector = math.gcd(src5.shape[4], *_row_strides(src5), 16 // src5.element_size())
+    vector = row_alignment(src5.shape[4], src5)
     # One-element "vectors" would only waste the tile's unused columns.
     reach = max(-(-pad // stride), (kw - 1 - pad) // stride)
     return vector if vector >= 2 and reach <= vector else 0
@@ -601,20 +596,17 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
     dst_d, dst_h, dst_w = dst5.shape[2:]
     br, bo, warps = _rows_tiles(dst_w, vector)
     rows = n * c_dst * dst_d * dst_h
-    dst_strides = _row_strides(dst5)
-    dst_vector = (
-        math.gcd(dst_w, *dst_strides, 16 // dst5.element_size()) if dst5.stride(4) == 1 else 1
-    )
+    dst_vector = row_alignment(dst_w, dst5) if dst5.stride(4) == 1 else 1
     launch(_conv_depthwise_rows_kernel, (cdiv(rows, br) * cdiv(dst_w, bo),), (
         src5, w5, w5 if bias is None else bias, dst5,
         rows, c_dst, mult,
         *src5.shape[2:4], src5.shape[4] // vector, dst_d, dst_h, dst_w // dst_vector,
         *w5.shape[2:4],
         *geometry[:2], *geometry[3:5], *geometry[6:8],
-        *(s // vector for s in _row_strides(src5)),
+        *(s // vector for s in row_strides(src5)),
         w5.stride(0), *w5.stride()[2:],
         0 if bias is None else bias.stride(0),
-        *(s // dst_vector for s in dst_strides), dst5.stride(4),
+        *(s // dst_vector for s in row_strides(dst5)), dst5.stride(4),
         *epilogue,
     ), dict(
         KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_OUT=dst_vector,
@@ -765,7 +757,7 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
     n, c = x5.shape[:2]
     co, _, kd, kh, kw = gw5.shape
     od, oh, ow = go5.shape[2:]
-    go_vector = math.gcd(ow, *_row_strides(go5), 16 // go5.element_size())
+    go_vector = row_alignment(ow, go5)
     rows = n * od * oh
     br, bo, warps = _rows_tiles(ow, vector)
     split, chunk = _reduction_split(rows, br, co * kd * kh * kw)
@@ -775,8 +767,8 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
         rows, co // c, chunk,
         *x5.shape[2:4], x5.shape[4] // vector, od, oh, ow // go_vector, kh,
         *geometry[:2], *geometry[3:5], *geometry[6:8],
-        *(s // vector for s in _row_strides(x5)),
-        *(s // go_vector for s in _row_strides(go5)),
+        *(s // vector for s in row_strides(x5)),
+        *(s // go_vector for s in row_strides(go5)),
         *ws_strides,
     ), dict(
         KW=kw, PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_GO=go_vector,

@@ -66,6 +66,8 @@ from ._common import (
     needs_int64,
     next_power_of_2,
     pack_geometry,
+    row_alignment,
+    row_strides,
 )
 from ._plan import launch
 from .pool_kernels import (
@@ -247,19 +249,12 @@ def _tiles_rows(x5: torch.Tensor, geometry: Sequence[int]) -> bool:
     )
 
 
-def _row_strides(t5: torch.Tensor) -> list[int]:
-    """The (n, c, d, h) strides of a row-segment kernel's tensor. A unit dim's index is always 0,
-    so its stride is free: 0 keeps it out of the alignment."""
-    return [s if size > 1 else 0 for s, size in zip(t5.stride()[:4], t5.shape[:4])]
-
-
 def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
     x5 = as_5d(x)
     n, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
-    strides = _row_strides(x5)
-    align = math.gcd(w, *strides, 16 // x.element_size())
+    align = row_alignment(w, x5)
     br, bo, warps = _rows_tiles(ow, kw)
     is_max = POOL_MODES[mode] == MAX.value
     rows = n * c * od * oh
@@ -268,7 +263,7 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
         x5, y5, idx5 if is_max else y5,
         rows, c, d, h, w // align, od, oh, ow,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
-        *(s // align for s in strides),
+        *(s // align for s in row_strides(x5)),
         *y5.stride(), *(idx5.stride() if is_max else y5.stride()),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
@@ -429,9 +424,8 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
     is_max = POOL_MODES[mode] == MAX.value
     idx5 = idx5 if is_max else go5
-    strides = [_row_strides(t) for t in (go5, idx5, gi5)]
-    # One alignment for the three tensors' rows (the index rows: 16 bytes = 2 elements).
-    align = math.gcd(w, ow, *strides[0], *strides[1], *strides[2], 16 // gi5.element_size())
+    # One alignment for the three tensors' rows (in grad_in's elements).
+    align = row_alignment(math.gcd(w, ow), gi5, go5, idx5)
     br, bo, warps = _rows_tiles(ow, kw)
     rows = n * c * d * h
     products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
@@ -439,7 +433,7 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
         go5, idx5, gi5,
         rows, c, d, h, w // align, od, oh, ow // align,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
-        *(s // align for row in strides for s in row),
+        *(s // align for t in (go5, idx5, gi5) for s in row_strides(t)),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=_use_int64(go5, idx5, gi5, products=products),
