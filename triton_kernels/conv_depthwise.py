@@ -23,12 +23,12 @@ element and tap. ``_conv_depthwise_rows_kernel`` instead owns ``BLOCK_R`` output
 ``BLOCK_O`` columns, grouped in vectors of ``V`` adjacent columns (16 bytes where the rows'
 alignment allows): per input row it loads three aligned vectors per group — the group's own
 columns and its neighbours' on either side — and builds every tap's shifted view from them in
-registers (``_funnel``: no shared memory, no shuffles), so a row costs three vector loads
+registers (``_rows.funnel``: no shared memory, no shuffles), so a row costs three vector loads
 instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
 kernels with "same" padding in bf16); the taps are summed in the positions tile's order. At
-stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even and
-odd columns (``_source_phases``), each tap reads one phase, shifted (``_tap_view``). The same
-kernel with ``ADJOINT`` computes the input gradient at stride 1 (grad_out rows, the flipped
+stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even
+and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
+(``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient at stride 1 (grad_out rows, the flipped
 taps), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
 (channel, tap), building the tap's view the same way.
 """
@@ -53,13 +53,13 @@ from ._common import (
     channels_inner,
     check_device,
     needs_int64,
-    next_power_of_2,
     pack_geometry,
     row_alignment,
     row_strides,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
+from ._rows import row_tiles, shifted, source_phases, tap_view
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -268,74 +268,6 @@ def _conv_depthwise_bwd_weight_kernel(
 
 
 @triton.jit
-def _funnel(a, b, M: tl.constexpr, V: tl.constexpr):
-    """Columns ``M .. M+V-1`` (``0 <= M <= V``) of ``[a, b]`` concatenated along the last dim
-    (``V`` columns each, a power of two): ``a``'s last ``V - M`` columns, then ``b``'s first
-    ``M``. Split into even and odd columns, each half is a funnel of half the width, so the
-    result is register selects only when the last dim lies within a thread."""
-    if V == 1:
-        r = a if M == 0 else b
-    else:
-        shape: tl.constexpr = a.shape
-        halves: tl.constexpr = [shape[0], shape[1], V // 2, 2]
-        a_even, a_odd = tl.split(tl.reshape(a, halves))
-        b_even, b_odd = tl.split(tl.reshape(b, halves))
-        if M % 2 == 0:
-            r_even = _funnel(a_even, b_even, M // 2, V // 2)
-            r_odd = _funnel(a_odd, b_odd, M // 2, V // 2)
-        else:
-            r_even = _funnel(a_odd, b_odd, M // 2, V // 2)
-            r_odd = _funnel(a_even, b_even, M // 2 + 1, V // 2)
-        r = tl.reshape(tl.join(r_even, r_odd), [shape[0], shape[1], V])
-    return r
-
-
-@triton.jit
-def _shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
-    """Columns ``col + SHIFT`` (``|SHIFT| <= V``) of a group of ``V`` columns ``col``, from the
-    group's own columns and its neighbours' on either side."""
-    return _funnel(before, own, SHIFT + V, V) if SHIFT < 0 else _funnel(own, after, SHIFT, V)
-
-
-@triton.jit
-def _source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
-                   STRIDE_W: tl.constexpr):  # fmt: skip
-    """The source row under ``G`` groups of ``V`` output columns from column ``first`` (and
-    their neighbours' on either side), as ``(before, own, after)`` of the even source columns
-    and of the odd ones — stride 2 reads both phases, stride 1 one (returned twice). Each is
-    ``[.., G, V]``, loaded as aligned vectors of ``STRIDE_W·V`` columns (zero outside the row:
-    zero padding)."""
-    span: tl.constexpr = STRIDE_W * V
-    c = first * STRIDE_W + tl.arange(0, G)[None, :, None] * span + tl.arange(0, span)[None, None, :]
-    before = tl.load(row + (c - span), mask=ok & (c >= span) & (c - span < SRC_W), other=0.0)
-    own = tl.load(row + c, mask=ok & (c < SRC_W), other=0.0)
-    after = tl.load(row + (c + span), mask=ok & (c + span < SRC_W), other=0.0)
-    if STRIDE_W == 1:
-        before_even, own_even, after_even = before, own, after
-        before_odd, own_odd, after_odd = before, own, after
-    else:
-        shape: tl.constexpr = [own.shape[0], G, V, 2]
-        before_even, before_odd = tl.split(tl.reshape(before, shape))
-        own_even, own_odd = tl.split(tl.reshape(own, shape))
-        after_even, after_odd = tl.split(tl.reshape(after, shape))
-    return before_even, own_even, after_even, before_odd, own_odd, after_odd
-
-
-@triton.jit
-def _tap_view(b_even, o_even, a_even, b_odd, o_odd, a_odd, SHIFT: tl.constexpr,
-              V: tl.constexpr, STRIDE_W: tl.constexpr):  # fmt: skip
-    """Source column ``STRIDE_W·col + SHIFT`` for each output column ``col`` of the groups:
-    phase ``SHIFT % 2`` shifted by ``SHIFT // 2`` at stride 2, ``SHIFT`` at stride 1."""
-    if STRIDE_W == 1:
-        r = _shifted(b_even, o_even, a_even, SHIFT, V)
-    elif SHIFT % 2 == 0:
-        r = _shifted(b_even, o_even, a_even, SHIFT // 2, V)
-    else:
-        r = _shifted(b_odd, o_odd, a_odd, SHIFT // 2, V)
-    return r
-
-
-@triton.jit
 def _source_coord(o, k, size, stride, pad, dil, ADJOINT: tl.constexpr):
     """Source coordinate that output ``o`` reads at tap ``k``: the forward's input coordinate
     (zero padding), or the adjoint's grad_out coordinate. Returns ``(index, in_bounds)``."""
@@ -393,13 +325,13 @@ def _conv_depthwise_rows_kernel(
                 b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
                 ok = ok_d & ok_h
                 row = src_c + (b_d * (ssrc_d_units * V) + b_h * (ssrc_h_units * V))
-                be, oe, ae, bo, oo, ao = _source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
+                be, oe, ae, bo, oo, ao = source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 for kw in tl.static_range(KW):
                     if ADJOINT:  # the flipped tap: grad_out column col + PAD_W - kw
-                        v = _shifted(be, oe, ae, PAD_W - kw, V)
+                        v = shifted(be, oe, ae, PAD_W - kw, V)
                     else:  # input column STRIDE_W·col + kw - PAD_W
-                        v = _tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
+                        v = tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
                     wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
                     acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
@@ -464,10 +396,10 @@ def _conv_depthwise_rows_bwd_weight_kernel(
         for c0 in range(0, OW, BLOCK_O):
             c = c0 + col
             gv = tl.load(go_row + c, mask=row_ok & (c < OW), other=0.0).to(ACC_DTYPE)
-            be, oe, ae, bo, oo, ao = _source_phases(x_row, c0, ok, W, G, V, STRIDE_W)
+            be, oe, ae, bo, oo, ao = source_phases(x_row, c0, ok, W, G, V, STRIDE_W)
             for kw in tl.static_range(KW):
                 if kw == kw_tap:  # uniform per program: one tap's view is built
-                    xv = _tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
+                    xv = tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
                     acc += gv * xv.to(ACC_DTYPE)
 
     part = tl.sum(tl.sum(tl.sum(acc, axis=2), axis=1), axis=0)
@@ -563,7 +495,7 @@ def depthwise_conv_forward(
 def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
     """The vector width (elements) of the row-segment kernels reading ``src5``, or 0 when they
     do not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit dilation along ``w``,
-    zero padding, and every tap within one vector of its output (``_shifted``'s reach; at
+    zero padding, and every tap within one vector of its output (``_rows.shifted``'s reach; at
     stride 2, within its phase)."""
     if (
         stride not in (1, 2)
@@ -579,22 +511,14 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
     return vector if vector >= 2 and reach <= vector else 0
 
 
-def _rows_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
-    """``(BLOCK_R, BLOCK_O, num_warps)`` of the row-segment kernel: rows of up to 128 columns,
-    2048 outputs per tile (a memory-bound stencil: fixed tiles, no tuning)."""
-    if INTERPRET:
-        return 4, 2 * vector, 1
-    bo = max(vector, min(next_power_of_2(dst_w), 128))
-    return max(1, 2048 // bo), bo, 4
-
-
-def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation, adjoint):  # fmt: skip
+def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation,
+                 adjoint):  # fmt: skip
     """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
     gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it."""
     n, c_dst = dst5.shape[:2]
     mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
     dst_d, dst_h, dst_w = dst5.shape[2:]
-    br, bo, warps = _rows_tiles(dst_w, vector)
+    br, bo, warps = row_tiles(dst_w, vector)
     rows = n * c_dst * dst_d * dst_h
     dst_vector = row_alignment(dst_w, dst5) if dst5.stride(4) == 1 else 1
     launch(_conv_depthwise_rows_kernel, (cdiv(rows, br) * cdiv(dst_w, bo),), (
@@ -759,7 +683,7 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
     od, oh, ow = go5.shape[2:]
     go_vector = row_alignment(ow, go5)
     rows = n * od * oh
-    br, bo, warps = _rows_tiles(ow, vector)
+    br, bo, warps = row_tiles(ow, vector)
     split, chunk = _reduction_split(rows, br, co * kd * kh * kw)
     ws, ws_strides = _grad_weight_workspace(gw5, split)
     launch(_conv_depthwise_rows_bwd_weight_kernel, (co, kd * kh * kw, split), (

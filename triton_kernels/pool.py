@@ -40,6 +40,10 @@ the taps apart in registers, scanning them in the same order (same bits). Its ba
 interleaves them back over the windows' input columns, summing in the generic order. Sizes and
 strides reach both in units of the largest power of two (up to 16 bytes) dividing them all,
 which shows the compiler the alignment Triton detects by itself only for multiples of 16.
+Windows that overlap or are padded along ``w`` at stride 1 or 2 (ResNet's 3×3/2 max pool) take
+``_pool_rows_taps_fwd_kernel``: aligned row vectors and each tap's view built from them in
+registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution); their backward
+stays the generic gather.
 """
 
 from __future__ import annotations
@@ -70,12 +74,14 @@ from ._common import (
     row_strides,
 )
 from ._plan import launch
+from ._rows import row_tiles
 from .pool_kernels import (
     _global_pool_fwd_kernel,
     _pool_bwd_input_kernel,
     _pool_fwd_kernel,
     _pool_rows_bwd_input_kernel,
     _pool_rows_fwd_kernel,
+    _pool_rows_taps_fwd_kernel,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +235,12 @@ def pool_forward(
             x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad)
         )
         return
+    vector = _taps_vector(as_5d(x), geometry)
+    if vector:
+        _launch_taps_forward(
+            x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad), vector
+        )
+        return
     _launch_forward(
         x, y5, idx5, mode, FIXED.value, tuple(y5.shape[2:]), y5.stride(), _strides5(indices),
         geometry, int(divisor_override), bool(count_include_pad),
@@ -269,6 +281,42 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=_use_int64(x, y5, idx5, products=products), ACC_DTYPE=acc_dtype(x.dtype),
         ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+    ))  # fmt: skip
+
+
+def _taps_vector(x5: torch.Tensor, geometry: Sequence[int]) -> int:
+    """The vector width of the row-taps forward for ``x5`` (windows that do not tile the rows),
+    or 0 when it does not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit
+    dilation along ``w``, and every tap within one vector of its output."""
+    kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
+    if sw not in (1, 2) or dw != 1 or x5.stride(4) != 1 or channels_inner(x5):
+        return 0
+    vector = row_alignment(x5.shape[4], x5)
+    reach = max(-(-pw // sw), (kw - 1 - pw) // sw)
+    return vector if vector >= 2 and reach <= vector else 0
+
+
+def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector):  # fmt: skip
+    x5 = as_5d(x)
+    n, c, d, h, w = x5.shape
+    od, oh, ow = y5.shape[2:]
+    kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
+    out_vector = row_alignment(ow, y5) if y5.stride(4) == 1 else 1
+    br, bo, warps = row_tiles(ow, vector)
+    is_max = POOL_MODES[mode] == MAX.value
+    rows = n * c * od * oh
+    products = [s * o for s, o in zip(x5.shape[2:], (od, oh, ow))]
+    launch(_pool_rows_taps_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
+        x5, y5, idx5 if is_max else y5,
+        rows, c, d, h, w // vector, od, oh, ow // out_vector,
+        kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
+        *(s // vector for s in row_strides(x5)),
+        *(s // out_vector for s in row_strides(y5)), y5.stride(4),
+        *(idx5.stride() if is_max else y5.stride()),
+    ), dict(
+        KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
+        USE_INT64=_use_int64(x, y5, idx5, products=products), ACC_DTYPE=acc_dtype(x.dtype),
+        V=vector, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

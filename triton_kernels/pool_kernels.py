@@ -3,7 +3,8 @@
 ``_pool_fwd_kernel``: the windowed max / average reduction for fixed, adaptive and pyramid
 windows; ``_pool_rows_fwd_kernel``: the same reduction for fixed windows that tile rows of
 contiguous input (``kernel_size == stride`` of 2 or 4 along ``w``, no padding or dilation there),
-read as whole row segments; ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the
+read as whole row segments; ``_pool_rows_taps_fwd_kernel``: other windows at stride 1 or 2 along
+``w`` (ResNet's 3×3/2), each tap's view built from aligned row vectors (:mod:`._rows`); ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the
 input, and ``_pool_rows_bwd_input_kernel`` its row-segment form for the same windows;
 ``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
 :mod:`triton_kernels.pool` for the design.
@@ -16,6 +17,7 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, tile_indices, unflatten, wide
+from ._rows import source_phases, tap_view
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -446,6 +448,85 @@ def _pool_bwd_input_kernel(
 
     gi_off = n * sgi_n + c * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=ok_pc)
+
+
+@triton.jit
+def _pool_rows_taps_fwd_kernel(
+    x_ptr, y_ptr, idx_ptr,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
+    DIVISOR,
+    sx_n_units, sx_c_units, sx_d_units, sx_h_units,
+    sy_n_units, sy_c_units, sy_d_units, sy_h_units, sy_w,
+    sidx_n, sidx_c, sidx_d, sidx_h, sidx_w,
+    KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
+    INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    V: tl.constexpr, V_OUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+):  # fmt: skip
+    # Fixed windows at stride 1 or 2 along w, unit dilation there, unit w stride: program =
+    # BLOCK_R output rows (flattened n, c, od, oh) × BLOCK_O output columns as
+    # [BLOCK_R, BLOCK_O // V, V]; per (td, th) input row, three aligned vectors per group and
+    # every tap's view built from them (_rows). Taps outside the input are never read into the
+    # result (max: masked out of the comparison; average: loaded as 0). Taps in ATen's order,
+    # so results equal _pool_fwd_kernel's bit for bit. W and the input strides arrive in units
+    # of V, OW and the output strides in units of V_OUT (as in the depthwise row segments).
+    G: tl.constexpr = BLOCK_O // V
+    W = W_UNITS * V
+    OW = OW_UNITS * V_OUT
+    col_blocks = tl.cdiv(OW, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
+    if USE_INT64:
+        r = r.to(tl.int64)
+    first = (pid % col_blocks) * BLOCK_O
+    ow = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    row_ok = r < R
+    n, c, od, oh = unflatten(r, C, OD, OH)
+    start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
+    start_h, _taps_h, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
+    start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD)
+    x_c = x_ptr + (n * (sx_n_units * V) + c * (sx_c_units * V))
+    if MODE == MAX:
+        acc = tl.full([BLOCK_R, G, V], float("-inf"), ACC_DTYPE)
+        first_tap = (
+            _first_in_range(start_d, DIL_D) * H + _first_in_range(start_h, DIL_H)
+        ) * W + _first_in_range(start_w, 1)
+        arg = tl.zeros([BLOCK_R, G, V], tl.int64) + first_tap.to(tl.int64)
+    else:
+        acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
+        arg = acc  # unused
+    for td in range(KD):
+        i_d = start_d + td * DIL_D
+        ok_d = row_ok & (i_d >= 0) & (i_d < D)
+        for th in range(KH):
+            i_h = start_h + th * DIL_H
+            ok = ok_d & (i_h >= 0) & (i_h < H)
+            row = x_c + (i_d * (sx_d_units * V) + i_h * (sx_h_units * V))
+            be, oe, ae, bo, oo, ao = source_phases(row, first, ok, W, G, V, STRIDE_W)
+            for tw in tl.static_range(KW):
+                v = tap_view(be, oe, ae, bo, oo, ao, tw - PAD_W, V, STRIDE_W).to(ACC_DTYPE)
+                if MODE == MAX:
+                    i_w = start_w + tw
+                    tap_ok = ok & (i_w >= 0) & (i_w < W)
+                    acc, arg = _max_tap(acc, arg, v, tap_ok, (i_d * H + i_h) * W + i_w)
+                else:
+                    acc += v
+
+    out_ok = row_ok & (ow < OW)
+    y_off = (
+        n * (sy_n_units * V_OUT)
+        + c * (sy_c_units * V_OUT)
+        + od * (sy_d_units * V_OUT)
+        + oh * (sy_h_units * V_OUT)
+        + ow * sy_w
+    )
+    if MODE == MAX:
+        tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+        idx_off = n * sidx_n + c * sidx_c + od * sidx_d + oh * sidx_h + ow * sidx_w
+        tl.store(idx_ptr + idx_off, arg, mask=out_ok)
+    else:
+        res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)
+        tl.store(y_ptr + y_off, res.to(y_ptr.dtype.element_ty), mask=out_ok)
 
 
 @triton.jit

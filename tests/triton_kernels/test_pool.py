@@ -163,23 +163,84 @@ def test_row_segments_equal_generic_kernels_bitwise(monkeypatch, dtype):
     assert torch.equal(rows[1][0], generic[1][0]) and torch.equal(rows[1][1], generic[1][1])
 
 
+TAPS = "_pool_rows_taps_fwd_kernel"
+GENERIC = "_pool_fwd_kernel"
+
+
 @pytest.mark.parametrize(
-    "call",
+    "call, kernel",
     [
-        lambda x: TF.max_pool2d(x, 3, 2),  # overlapping windows
-        lambda x: TF.max_pool2d(x, 2, 2, padding=1),  # padding along w
-        lambda x: TF.max_pool2d(x, 2, 2, dilation=(1, 2)),  # dilation along w
-        lambda x: TF.avg_pool2d(x, 8, 8),  # 8 taps along w are not split
-        lambda x: TF.max_pool2d(x.transpose(2, 3), 2, 2),  # rows are strided
-        lambda x: TF.max_pool2d(x.to(memory_format=torch.channels_last), 2, 2),
+        (lambda x: TF.max_pool2d(x, 3, 2), TAPS),  # overlapping windows at stride 2
+        (lambda x: TF.max_pool2d(x, 2, 2, padding=1), TAPS),  # padding along w
+        (lambda x: TF.avg_pool2d(x, 3, 1, padding=1), TAPS),  # stride 1
+        (lambda x: TF.max_pool2d(x, 3, 3), GENERIC),  # stride 3 along w
+        (lambda x: TF.max_pool2d(x, 2, 2, dilation=(1, 2)), GENERIC),  # dilation along w
+        (lambda x: TF.avg_pool2d(x, 8, 8), GENERIC),  # 8 taps along w are not split
+        (lambda x: TF.max_pool2d(x, (1, 7), 1, (0, 3)), GENERIC),  # taps beyond a vector
+        (lambda x: TF.max_pool2d(x.transpose(2, 3), 2, 2), GENERIC),  # rows are strided
+        (lambda x: TF.max_pool2d(x.to(memory_format=torch.channels_last), 2, 2), GENERIC),
     ],
 )
-def test_other_windows_take_the_generic_kernel(monkeypatch, call):
+def test_windows_that_do_not_tile_rows(monkeypatch, call, kernel):
+    """Which kernel other windows take: the row-taps kernel for stride 1 or 2 along w with
+    taps within a vector (fp64: 2 elements) of their output, else the generic kernel."""
     x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
     names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         call(x)
-    assert names == ["_pool_fwd_kernel"]
+    assert names == [kernel]
+
+
+# (rank, kernel_size, stride, padding, ceil_mode): stride 1 or 2 along w, windows that overlap
+TAPS_CASES = [
+    (2, 3, 2, 1, False),  # ResNet's stem pooling
+    (2, (2, 3), (1, 2), (0, 1), True),
+    (2, (3, 3), 1, 1, False),
+    (1, 5, 2, 2, True),
+    (3, (1, 3, 3), (1, 1, 2), (0, 1, 1), False),
+]
+
+
+@pytest.mark.parametrize("rank, kernel_size, stride, padding, ceil_mode", TAPS_CASES)
+def test_row_taps_match_torch(monkeypatch, rank, kernel_size, stride, padding, ceil_mode):
+    """Overlapping windows on NCHW rows (the row-taps forward): values, max indices and every
+    divisor rule equal torch's in float64, with ties, NaNs and all -inf windows."""
+    shape = {1: (2, 3, 16), 2: (1, 3, 7, 16), 3: (1, 2, 3, 4, 16)}[rank]
+    x = _awkward(*shape)
+    args = (kernel_size, stride, padding)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    divisors = [{}, {"count_include_pad": False}] + ([{"divisor_override": 3}] if rank > 1 else [])
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        y, idx = getattr(TF, f"max_pool{rank}d")(x, *args, ceil_mode=ceil_mode, return_indices=True)
+        averages = [
+            getattr(TF, f"avg_pool{rank}d")(finite, *args, ceil_mode=ceil_mode, **kw)
+            for kw in divisors
+        ]
+    assert names == [TAPS] * (1 + len(divisors))
+    ref_max = getattr(torch.nn.functional, f"max_pool{rank}d")
+    ref_y, ref_idx = ref_max(x, *args, ceil_mode=ceil_mode, return_indices=True)
+    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
+    ref_avg = getattr(torch.nn.functional, f"avg_pool{rank}d")
+    for kw, ours in zip(divisors, averages):
+        ref = ref_avg(finite, *args, ceil_mode=ceil_mode, **kw)
+        torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_row_taps_equal_generic_kernel_bitwise(monkeypatch, dtype):
+    """Same taps in the same order: the row-taps kernel's bits (8- and 4-element vectors here)
+    equal the generic kernel's, which a channels-last copy takes."""
+    x = _awkward(2, 3, 8, 16, dtype=dtype)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        rows = TF.max_pool2d(x, 3, 2, 1, return_indices=True), TF.avg_pool2d(finite, 3, 2, 1)
+        cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
+        generic = TF.max_pool2d(cl, 3, 2, 1, return_indices=True), TF.avg_pool2d(finite_cl, 3, 2, 1)
+    assert names == [TAPS] * 2 + [GENERIC] * 2
+    assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
+    assert torch.equal(rows[1], generic[1])
 
 
 def test_row_segments_with_unaligned_rows(monkeypatch):

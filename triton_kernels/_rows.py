@@ -1,0 +1,95 @@
+"""Row segments: NCHW-like rows read as aligned vectors, and each tap's view built in registers.
+
+A row-segment kernel owns ``BLOCK_R`` rows × ``BLOCK_O`` output columns, grouped in vectors of
+``V`` adjacent columns (``[BLOCK_R, BLOCK_O // V, V]``; ``V`` a power of two, 16 bytes where the
+rows' alignment allows: ``_common.row_alignment``). Per source row it loads three aligned
+vectors per group — the group's own columns and its neighbours' on either side
+(:func:`source_phases`) — and builds the view of every tap, shifted by up to ``V`` columns,
+from them (:func:`shifted`, :func:`funnel`: register selects only, no shared memory, no
+shuffles). At stride 2 a group's source spans ``2·V`` columns, split into its even and odd
+phases, and each tap reads one phase (:func:`tap_view`).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, next_power_of_2
+
+
+@triton.jit
+def funnel(a, b, M: tl.constexpr, V: tl.constexpr):
+    """Columns ``M .. M+V-1`` (``0 <= M <= V``) of ``[a, b]`` concatenated along the last dim
+    (``V`` columns each, a power of two): ``a``'s last ``V - M`` columns, then ``b``'s first
+    ``M``. Split into even and odd columns, each half is a funnel of half the width, so the
+    result is register selects only when the last dim lies within a thread."""
+    if V == 1:
+        r = a if M == 0 else b
+    else:
+        shape: tl.constexpr = a.shape
+        halves: tl.constexpr = [shape[0], shape[1], V // 2, 2]
+        a_even, a_odd = tl.split(tl.reshape(a, halves))
+        b_even, b_odd = tl.split(tl.reshape(b, halves))
+        if M % 2 == 0:
+            r_even = funnel(a_even, b_even, M // 2, V // 2)
+            r_odd = funnel(a_odd, b_odd, M // 2, V // 2)
+        else:
+            r_even = funnel(a_odd, b_odd, M // 2, V // 2)
+            r_odd = funnel(a_even, b_even, M // 2 + 1, V // 2)
+        r = tl.reshape(tl.join(r_even, r_odd), [shape[0], shape[1], V])
+    return r
+
+
+@triton.jit
+def shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
+    """Columns ``col + SHIFT`` (``|SHIFT| <= V``) of a group of ``V`` columns ``col``, from the
+    group's own columns and its neighbours' on either side."""
+    return funnel(before, own, SHIFT + V, V) if SHIFT < 0 else funnel(own, after, SHIFT, V)
+
+
+@triton.jit
+def source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
+                   STRIDE_W: tl.constexpr):  # fmt: skip
+    """The source row under ``G`` groups of ``V`` output columns from column ``first`` (and
+    their neighbours' on either side), as ``(before, own, after)`` of the even source columns
+    and of the odd ones — stride 2 reads both phases, stride 1 one (returned twice). Each is
+    ``[.., G, V]``, loaded as aligned vectors of ``STRIDE_W·V`` columns (zero outside the row:
+    zero padding)."""
+    span: tl.constexpr = STRIDE_W * V
+    c = first * STRIDE_W + tl.arange(0, G)[None, :, None] * span + tl.arange(0, span)[None, None, :]
+    before = tl.load(row + (c - span), mask=ok & (c >= span) & (c - span < SRC_W), other=0.0)
+    own = tl.load(row + c, mask=ok & (c < SRC_W), other=0.0)
+    after = tl.load(row + (c + span), mask=ok & (c + span < SRC_W), other=0.0)
+    if STRIDE_W == 1:
+        before_even, own_even, after_even = before, own, after
+        before_odd, own_odd, after_odd = before, own, after
+    else:
+        shape: tl.constexpr = [own.shape[0], G, V, 2]
+        before_even, before_odd = tl.split(tl.reshape(before, shape))
+        own_even, own_odd = tl.split(tl.reshape(own, shape))
+        after_even, after_odd = tl.split(tl.reshape(after, shape))
+    return before_even, own_even, after_even, before_odd, own_odd, after_odd
+
+
+@triton.jit
+def tap_view(b_even, o_even, a_even, b_odd, o_odd, a_odd, SHIFT: tl.constexpr,
+              V: tl.constexpr, STRIDE_W: tl.constexpr):  # fmt: skip
+    """Source column ``STRIDE_W·col + SHIFT`` for each output column ``col`` of the groups:
+    phase ``SHIFT % 2`` shifted by ``SHIFT // 2`` at stride 2, ``SHIFT`` at stride 1."""
+    if STRIDE_W == 1:
+        r = shifted(b_even, o_even, a_even, SHIFT, V)
+    elif SHIFT % 2 == 0:
+        r = shifted(b_even, o_even, a_even, SHIFT // 2, V)
+    else:
+        r = shifted(b_odd, o_odd, a_odd, SHIFT // 2, V)
+    return r
+
+
+def row_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_O, num_warps)`` of a row-segment kernel: rows of up to 128 columns,
+    2048 outputs per tile (a memory-bound stencil: fixed tiles, no tuning)."""
+    if INTERPRET:
+        return 4, 2 * vector, 1
+    bo = max(vector, min(next_power_of_2(dst_w), 128))
+    return max(1, 2048 // bo), bo, 4
