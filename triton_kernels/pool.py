@@ -106,7 +106,7 @@ def _tiles(c_inner: bool, channels: int) -> tuple[int, int, int]:
     return max(16, 256 // at_least), at_least, 4
 
 
-def _rows_tiles(out_w: int, kw: int) -> tuple[int, int, int]:
+def _split_row_tiles(out_w: int, kw: int) -> tuple[int, int, int]:
     """``(BLOCK_R, BLOCK_O, num_warps)`` of the row-segment kernel: segments of up to 128 or 256
     input elements, 2048 per tile."""
     if INTERPRET:
@@ -267,7 +267,7 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
     align = row_alignment(w, x5)
-    br, bo, warps = _rows_tiles(ow, kw)
+    br, bo, warps = _split_row_tiles(ow, kw)
     is_max = POOL_MODES[mode] == MAX.value
     rows = n * c * od * oh
     products = [s * o for s, o in zip(x5.shape[2:], (od, oh, ow))]
@@ -474,7 +474,7 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
     idx5 = idx5 if is_max else go5
     # One alignment for the three tensors' rows (in grad_in's elements).
     align = row_alignment(math.gcd(w, ow), gi5, go5, idx5)
-    br, bo, warps = _rows_tiles(ow, kw)
+    br, bo, warps = _split_row_tiles(ow, kw)
     rows = n * c * d * h
     products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
     launch(_pool_rows_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo * kw),), (

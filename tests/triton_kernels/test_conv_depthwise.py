@@ -396,7 +396,7 @@ def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_d
     fixed order: two runs agree bit for bit."""
     case = Case((12, 8), 1, 1, (1, 3), (1, 1), (0, 1), (0, 1), (1, 1))
     rows, taps = case.batch * case.out_spatial[0], 3
-    assert dw._reduction_split(rows, dw._rows_tiles(8, 2)[0], case.channels * taps)[0] > 1
+    assert dw._reduction_split(rows, dw.row_tiles(8, 2)[0], case.channels * taps)[0] > 1
     names = _launches(monkeypatch)
     first = _run_backward_weight(case, "zeros", torch.float32, triton_device)
     again = _run_backward_weight(case, "zeros", torch.float32, triton_device)
