@@ -22,13 +22,15 @@ that stand between its launchers and Triton (its tuner and its launch plans):
                  (binder stubbed) − (tuners stubbed too); launchers that launch without a
                  tuner look their plan up in ``launcher``;
 * ``launcher``   our launchers, ``triton_kernels.<name>`` for the names in its ``__all__`` =
-                 (autotuner stubbed) − (launchers stubbed too); a problem called again replays
-                 its launcher tape (``triton_kernels._tape``: the tape's key and replay are
-                 here, and the tuner is not reached, so ``tuner`` reads about 0);
+                 (autotuner stubbed) − (launchers stubbed too); about 0 once a problem repeats,
+                 since the primitives' tapes replay without calling them (see ``op``);
 * ``op``         the registered ops ``torch.ops.torchconv_ext.*`` the call reaches (found with a
                  dispatch mode), each body timed alone with the launchers stubbed, as the eager
-                 path runs it: the primitive's implementation (output allocation, layout
-                 conversions, backend choice) without the dispatcher, which eager calls skip;
+                 path runs it (``Primitive.run``, no dispatcher): a repeated problem replays the
+                 implementation's tape (``triton_kernels._tape``: its key, the recorded torch
+                 calls — output allocation, layout conversions, the weight-cache lookup — and
+                 the planned launches' preparation up to the binder), so our launchers' and the
+                 tuner's time is here too;
 * ``autograd``   graph recording — and for forward+backward, the engine and the backward
                  formulas — = (launchers stubbed) − (the forward under ``torch.no_grad``) −
                  (the backward's ops);
@@ -256,12 +258,12 @@ def registered_ops(fn: Callable[[], Any]) -> list[tuple[Any, tuple, dict]]:
 
 
 def op_body(op: Any) -> Callable[..., Any]:
-    """What the eager path runs of a registered op: its primitive's implementation (the op
-    itself, dispatcher included, where no primitive is known by its name)."""
+    """What the eager path runs of a registered op: its primitive's implementation, through its
+    tape (the op itself, dispatcher included, where no primitive is known by its name)."""
     from torchconv_ext._ops._primitive import PRIMITIVES
 
     prim = PRIMITIVES.get(op.name().split("::")[-1].split(".")[0])
-    return prim.impl if prim is not None else op
+    return prim.run if prim is not None else op
 
 
 # --- one call --------------------------------------------------------------------------------
@@ -291,16 +293,20 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     before = state.launched
     run()  # compiles on first use (real sm_90 code), tunes on the stand-in
     launches = state.launched - before
-    # Launcher tapes are recorded on a real call (one recorded with a layer stubbed would
-    # replay the stub): the next calls record them, and the last one replays them.
+    # Tapes are recorded on a real call (one recorded with a layer stubbed would replay the
+    # stub): the next calls record them, and the last one replays them.
     for _ in range(_tape.RECORD_AT):
         run()
     before = state.launched
     run()
     replayed_launches = state.launched - before
     counter: dict[str, int] = {}
-    with stubbed_below("launcher", counter):
-        run()
+    _tape.ENABLED = False  # replays call no launcher: which ones the call reaches, plainly
+    try:
+        with stubbed_below("launcher", counter):
+            run()
+    finally:
+        _tape.ENABLED = True
     with stubbed_below("launcher"):
         ops = registered_ops(run)  # the forward's ops come first (tapes off: a mode is active)
         n_fwd_ops = len(registered_ops(forward))
@@ -502,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "triton.testing.do_bench, which torchconv_ext's tuner uses, one time for every "
             "config), so the first config after the kernel's pruning wins; the winner is cached "
             "per key and the timed calls take the cached path (the launch plan made on the "
-            "first call, the launcher tape recorded on the second), as on a GPU",
+            "first call, the tapes recorded on the second), as on a GPU",
         },
         "rows": [],
     }

@@ -29,7 +29,10 @@ def _sample_op_args(padding_mode="zeros", layout=torch.contiguous_format):
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 def test_opcheck(backend, padding_mode):
     ops = torch.ops.torchconv_ext
-    for layout in (torch.contiguous_format, torch.channels_last):
+    layouts = [torch.contiguous_format, torch.channels_last]
+    if backend == "triton":  # the interpreter is slow: one layout per padding mode
+        layouts = layouts[:1] if padding_mode == "zeros" else layouts[1:]
+    for layout in layouts:
         x, w, b, geo = _sample_op_args(padding_mode, layout)
         with torchconv_ext.use_backend(backend):
             y = ops.conv_fwd(x, w, b, *geo)

@@ -108,6 +108,12 @@ def kernels():
     return _kernels
 
 
+def loaded_kernels():
+    """The ``triton_kernels`` package once :func:`kernels` has imported it, else ``None`` (never
+    imports it)."""
+    return _kernels
+
+
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported here."""
     if sys.modules.get("triton") is not None:

@@ -89,7 +89,7 @@ def tap_view(b_even, o_even, a_even, b_odd, o_odd, a_odd, SHIFT: tl.constexpr,
 def row_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
     """``(BLOCK_R, BLOCK_O, num_warps)`` of a row-segment kernel: rows of up to 128 columns,
     2048 outputs per tile (a memory-bound stencil: fixed tiles, no tuning)."""
-    if INTERPRET:
-        return 4, 2 * vector, 1
+    if INTERPRET:  # the interpreter's time goes by programs and ops: few, still several tiles
+        return 8, 4 * vector, 1
     bo = max(vector, min(next_power_of_2(dst_w), 128))
     return max(1, 2048 // bo), bo, 4

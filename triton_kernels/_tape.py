@@ -1,42 +1,51 @@
-"""Launcher tapes: what a launcher does for one problem, recorded once and replayed.
+"""Tapes: what a launcher or an op's implementation does for one problem, recorded once and
+replayed.
 
 By the launcher contract a launcher is a function of its tensors' metadata and its plain
 arguments: for the same shapes, strides, dtypes, devices and address alignments, and the same
-other arguments, it makes the same kernel launches with the same scalars, and the same torch ops
+other arguments, it makes the same kernel launches with the same scalars, and the same torch calls
 (views, a workspace, a zero fill, a reduction). Only the tensors' addresses change from call to
-call. Yet its Python (views, geometry, keys), the tuner's lookup and the plan's lookup cost tens
-of µs on every call.
+call. An op's implementation (``torchconv_ext``'s primitives) is the same kind of function, with
+results, once the global state it reads is named (its backend, the TF32 flag: ``context``). Yet
+their Python (views, geometry, layout rules, keys), the tuner's lookup and the plan's lookup cost
+tens of µs on every call.
 
-:func:`taped` wraps a launcher so that the second call of a problem records what the launcher
-does (the first one compiles and tunes, plainly): the torch ops (seen by a dispatch mode) and the kernel launches (each through
-its launch plan, :mod:`._plan`), as a *tape* of steps over tensor slots — the launcher's
-tensors, then the tensors the recorded ops return. Later calls of the problem replay the tape:
-each op called again on the new call's tensors, each launch handed to its plan with them. A view
-that only gives a kernel an address (``as_5d``'s unsqueezes) is not replayed: the kernel gets
-the tensor it views, which has the same address.
+:func:`taped` wraps such a function so that the second call of a problem records what it does
+(the first one compiles and tunes, plainly): its torch calls (seen by a torch function mode, so
+``torch.empty`` and ``Tensor.contiguous`` as called, not the ATen ops beneath them, which are
+several times slower to call one by one from Python) and its kernel launches (each through its
+launch plan, :mod:`._plan`), as a *tape* of steps over tensor slots — the call's tensors, then
+the tensors the recorded calls return. Later calls of the problem replay the tape: each torch
+call made again on the new call's tensors, each launch handed to its plan with them, and the
+result's slots returned. A view that only gives a kernel an address (``as_5d``'s unsqueezes) is
+not replayed: the kernel gets the tensor it views, which has the same address. What must be
+decided afresh on every call — a lookup in the weight cache, whose answer changes with the
+weight's version — goes through :func:`replayed_whole`: the tape calls it again.
 
-The tape key holds everything the launcher may read: each tensor's type, shape, strides, dtype,
+The tape key holds everything the function may read: each tensor's type, shape, strides, dtype,
 device and 16-byte alignment (Triton specialises on it), every other argument by type and value,
-the current device and the knobs of the plan key. What a tape cannot replay faithfully is never
-taped — the launcher keeps running as it is for that problem:
+the current device, autocast's state, ``context()`` and the knobs of the plan key. What a tape
+cannot replay faithfully is never taped — the function keeps running as it is for that problem:
 
-* an op whose result depends on tensor values (``.item()``, ``nonzero``) or randomness, an op
-  returning something other than tensors, or one reading a tensor that is neither the
-  launcher's nor a recorded op's;
+* a call running an ATen op whose result depends on tensor values (``.item()``, ``nonzero``) or
+  randomness, a call that runs ops yet returns no tensor (``out[0] = v``), one returning
+  tensors mixed with other values, or one reading a tensor that is neither the function's nor a
+  recorded call's;
 * a launch that does not come through ``_plan.launch`` (an autotuner's, ``kernel[grid]``
   called directly), or one no plan serves (plans off, a tuner still choosing during CUDA-graph
   capture);
-* a launcher that returns a value.
+* a launcher that returns a value (with ``returns``: a result other than tensors).
 
-Tapes are off while functorch transforms or dispatch modes are active (their tensors look
-plain, and a mode may want to see every op); a recording keeps its own thread's launches only.
-Under Triton's interpreter, where ``kernel[grid]`` is the whole launch, a tape replays
-``kernel[grid]`` with the recorded keywords (and the ops the interpreter runs inside a launch
-belong to the launch, not to the tape): every interpreter test that repeats a problem checks
-replays against torch. Launch hooks (``knobs.runtime.launch_enter_hook``) turn replays off, so
-profilers see the launcher's own arguments; a plan that cannot launch (a global rebound) makes
-the call run the launcher in full. ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns tapes off with the
-plans.
+Tapes are off while functorch transforms, dispatch modes or torch function modes (a device
+context) are active (their tensors look plain, and a mode may want to see every call or change
+what a factory makes); a recording keeps its own thread's launches only, and nested tapes run
+plainly inside a recording (the outer tape holds their steps). Under Triton's interpreter, where
+``kernel[grid]`` is the whole launch, a tape replays ``kernel[grid]`` with the recorded keywords
+(and the calls the interpreter makes inside a launch belong to the launch, not to the tape):
+every interpreter test that repeats a problem checks replays against torch. Launch hooks
+(``knobs.runtime.launch_enter_hook``) turn replays off, so profilers see the launcher's own
+arguments; a plan that cannot launch (a global rebound) makes the call run the function in full.
+``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns tapes off with the plans.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from triton import knobs
@@ -78,8 +88,6 @@ _recording: _Recorder | None = None
 #: The plans' generation the tapes were made in (tapes hold plans: cleared with them).
 _generation = -1
 _stats = {"replayed": 0, "recorded": 0, "untapeable": 0}
-#: Ops whose result is their argument again as a new tensor object (nothing to replay).
-_ALIASES = frozenset({torch.ops.aten.detach.default, torch.ops.aten.alias.default})
 
 
 class Untapeable(Exception):
@@ -93,7 +101,7 @@ class _Slot(int):
 class _Step:
     """One op (an ``OpOverload`` on slots) or one launch (a plan, a grid and arguments)."""
 
-    __slots__ = ("fill", "kw_fill", "kwargs", "outs", "run", "template", "tree")
+    __slots__ = ("fill", "kw_fill", "kwargs", "outs", "run", "template", "tree", "view")
 
     def __init__(self, run: Any, template: list, outs: tuple[int, ...] = (), **more: Any):
         self.run = run  # an OpOverload, or a launch Plan
@@ -103,6 +111,7 @@ class _Step:
         self.kwargs: dict = more.get("kwargs", {})
         self.kw_fill = tuple((k, int(v)) for k, v in self.kwargs.items() if type(v) is _Slot)
         self.tree = more.get("tree")  # a pytree spec when tensors sit inside containers
+        self.view = False  # a call that only made a new view of its argument
 
     def arguments(self, slots: list) -> list:
         args = list(self.template)
@@ -127,20 +136,29 @@ class _Step:
 
 
 class Tape:
-    """The replayable steps of one problem: ops (in order, on slots) and launches."""
+    """The replayable steps of one problem: ops and calls (in order, on slots) and launches,
+    and the slots of the result (``None`` for a launcher, which returns nothing)."""
 
-    __slots__ = ("device", "has_ops", "n_slots", "steps")
+    __slots__ = ("device", "has_ops", "n_slots", "result", "steps")
 
-    def __init__(self, steps: list[tuple[str, _Step, Any]], n_slots: int, device: int) -> None:
+    def __init__(
+        self,
+        steps: list[tuple[str, _Step, Any]],
+        n_slots: int,
+        device: int,
+        result: tuple[Any, tuple[int, ...]] | None,
+    ) -> None:
         self.steps = steps
-        self.has_ops = any(kind == "op" for kind, _, _ in steps)
+        self.has_ops = any(kind != "launch" for kind, _, _ in steps)
         self.n_slots = n_slots
         self.device = device
+        self.result = result  # (pytree spec, slots)
 
-    def replay(self, tensors: list[torch.Tensor]) -> None:
-        """Run the steps on ``tensors`` (the launcher's, in slot order). Raises
-        :class:`_plan.Unplanned` when a plan cannot launch (nothing of that launch ran; the
-        caller then runs the launcher in full, which rewrites whatever earlier steps wrote)."""
+    def replay(self, tensors: list[torch.Tensor]) -> Any:
+        """Run the steps on ``tensors`` (the call's, in slot order) and return the result.
+        Raises :class:`_plan.Unplanned` when a plan cannot launch (nothing of that launch ran;
+        the caller then runs the function in full, which rewrites whatever earlier steps
+        wrote)."""
         slots = tensors + [None] * (self.n_slots - len(tensors))
         grad = self.has_ops and torch.is_grad_enabled()
         if grad:  # the recorded ops ran below autograd
@@ -154,6 +172,10 @@ class Tape:
         finally:
             if grad:
                 torch._C._set_grad_enabled(True)
+        if self.result is None:
+            return None
+        spec, outs = self.result
+        return tree_unflatten([slots[s] for s in outs], spec)
 
 
 def _holds_tensors(v: Any) -> bool:
@@ -162,8 +184,29 @@ def _holds_tensors(v: Any) -> bool:
     )
 
 
-class _Recorder(TorchDispatchMode):
-    """Records the ops and launches of one launcher call as tape steps over slots."""
+class _OpGuard(TorchDispatchMode):
+    """Below the recorder: counts the ATen ops each recorded call runs and fails the recording
+    on one whose result depends on values or randomness."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        if _UNTAPEABLE_TAGS.intersection(func.tags) and not _plan.inside_launch():
+            self.recorder.fail(f"{func}: its result depends on values")
+        return func(*args, **(kwargs or {}))
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the torch calls and launches of one call as tape steps over slots.
+
+    It sees torch's Python API (``torch.empty``, ``Tensor.contiguous``...), so a replay makes
+    the same calls through the same fast bindings; reads of metadata (``shape``, ``stride()``)
+    return no tensor, run no op and are not recorded.
+    """
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
         super().__init__()
@@ -171,10 +214,15 @@ class _Recorder(TorchDispatchMode):
         self.n_inputs = len(tensors)
         self.slot = {id(t): i for i, t in enumerate(tensors)}
         self.view_of: dict[int, int] = {}  # slot -> the slot it views at the same address
-        self.keep: list[torch.Tensor] = []  # aliases, held so that their ids stay theirs
         self.steps: list[list] = []
         self.failed: str | None = None
         self.thread = threading.get_ident()  # launches of other threads are not this call's
+        self.in_call = 0  # inside a call recorded whole (:func:`replayed_whole`)
+        self.guard = _OpGuard(self)
+
+    def fail(self, why: str) -> None:
+        if self.failed is None:
+            self.failed = why
 
     def _slots(self, values: list) -> list:
         out = []
@@ -182,7 +230,7 @@ class _Recorder(TorchDispatchMode):
             if isinstance(v, torch.Tensor):
                 s = self.slot.get(id(v))
                 if s is None:
-                    raise Untapeable("a tensor that is none of the launcher's or its ops'")
+                    raise Untapeable("a tensor that is none of the call's or its steps'")
                 out.append(_Slot(s))
             else:
                 out.append(v)
@@ -193,54 +241,71 @@ class _Recorder(TorchDispatchMode):
         self.tensors.append(t)
         return len(self.tensors) - 1
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.failed is not None or self.in_call or _plan.inside_launch():
+            return func(*args, **kwargs)
+        ops = self.guard.ops
         result = func(*args, **kwargs)
-        # Ops inside a launch are the launch's own (the interpreter's copies): it repeats them.
-        if self.failed is None and not _plan.inside_launch():
-            try:
-                self._record_op(func, args, kwargs, result)
-            except Untapeable as e:
-                self.failed = f"{func}: {e}"
+        try:
+            self._record(func, args, kwargs, result, ran_ops=self.guard.ops > ops)
+        except Untapeable as e:
+            self.fail(f"{getattr(func, '__name__', func)}: {e}")
         return result
 
-    def _record_op(self, func, args, kwargs, result) -> None:
-        if _UNTAPEABLE_TAGS.intersection(func.tags):
-            raise Untapeable("its result depends on values")
+    def _record(self, func, args, kwargs, result, ran_ops: bool) -> None:
         outs = tree_flatten(result)[0]
-        if not all(isinstance(r, torch.Tensor) for r in outs):
-            raise Untapeable("it returns something other than tensors")
-        source = self.slot.get(id(args[0])) if args else None
-        if func in _ALIASES and source is not None and source >= self.n_inputs:
-            # A new tensor object on the same data and metadata as one made inside (factory
-            # functions return one under a dispatch mode): the replay hands on its source.
-            self.keep.append(outs[0])
-            self.slot[id(outs[0])] = source
-            return
+        tensors_out = [r for r in outs if isinstance(r, torch.Tensor)]
+        if not tensors_out:
+            if ran_ops:  # an op whose effect the result does not carry (``__setitem__``)
+                raise Untapeable("it returns no tensor, yet runs ops")
+            return  # a read of metadata
+        if len(tensors_out) != len(outs):
+            raise Untapeable("it returns tensors and other values")
         if any(_holds_tensors(v) for v in (*args, *kwargs.values())):
             flat, tree = tree_flatten((args, kwargs))
             step = _Step(func, self._slots(flat), tree=tree)
         else:
             values = self._slots([*args, *kwargs.values()])
             step = _Step(func, values[: len(args)], kwargs=dict(zip(kwargs, values[len(args) :])))
-        step.outs = tuple(self._new_slot(r) for r in outs)
-        if func.is_view and len(step.outs) == 1:
-            first = step.template[0] if step.template else None
-            source = self.tensors[first] if type(first) is _Slot else None
-            if source is not None and source.data_ptr() == outs[0].data_ptr():
+        # A result that is an argument itself (an in-place op) keeps that argument's slot.
+        known = [self.slot.get(id(r)) for r in outs]
+        step.outs = tuple(s if s is not None else self._new_slot(r) for s, r in zip(known, outs))
+        first = step.template[0] if step.template else None
+        if len(outs) == 1 and known[0] is None and type(first) is _Slot and outs[0]._is_view():
+            step.view = True
+            if self.tensors[first].data_ptr() == outs[0].data_ptr():
                 self.view_of[step.outs[0]] = first
         self.steps.append(["op", step, None])
+
+    def record_call(self, fn: Callable, args: tuple, result: Any) -> None:
+        """A call replayed whole: ``fn`` called again on the slots of ``args``."""
+        if self.failed is not None:
+            return
+        if not isinstance(result, torch.Tensor):
+            self.fail(f"{fn.__name__} returned something other than a tensor")
+            return
+        try:
+            step = _Step(fn, self._slots(list(args)))
+        except Untapeable as e:
+            self.fail(f"{fn.__name__}: {e}")
+            return
+        step.outs = (self._new_slot(result),)
+        self.steps.append(["call", step, None])
 
     def launched(self, plan: Any, device: int, grid: tuple, args: tuple) -> None:
         if self.failed is not None or threading.get_ident() != self.thread:
             return
+        if self.in_call:
+            self.fail("a launch inside a call replayed whole")
+            return
         if plan is None:
-            self.failed = "a launch without a plan"
+            self.fail("a launch without a plan")
             return
         try:
             template = self._slots(list(args))
         except Untapeable as e:
-            self.failed = f"launch: {e}"
+            self.fail(f"launch: {e}")
             return
         # A view at its source's address gives the kernel nothing its source does not.
         for i, v in enumerate(template):
@@ -250,32 +315,43 @@ class _Recorder(TorchDispatchMode):
                 template[i] = v
         self.steps.append(["launch", _Step(plan, template), tuple(grid)])
 
-    def tape(self, device: int) -> Tape:
-        # Keep the launches, the ops that are not views, and the views a kept step reads.
-        needed: set[int] = set()
+    def tape(self, device: int, result: Any) -> Tape:
+        """The tape, returning ``result``'s tensors (``None``: nothing)."""
+        result_slots = None
+        if result is not None:
+            flat, spec = tree_flatten(result)
+            if not all(isinstance(r, torch.Tensor) for r in flat):
+                raise Untapeable("a result other than tensors")
+            result_slots = (spec, tuple(int(s) for s in self._slots(flat)))
+        # Keep the launches, the calls that are not views, and the views a kept step or the
+        # result reads.
+        needed: set[int] = set(result_slots[1]) if result_slots else set()
         kept = []
         for kind, step, grid in reversed(self.steps):
-            if kind == "op" and step.run.is_view and not needed.intersection(step.outs):
+            if step.view and not needed.intersection(step.outs):
                 continue
             needed.update(s for _, s in (*step.fill, *step.kw_fill))
             kept.append((kind, step, grid))
         kept.reverse()
-        return Tape(kept, len(self.tensors), device)
+        return Tape(kept, len(self.tensors), device, result_slots)
 
 
 #: Whether this Triton has the fpsan knob (read once: ``getattr`` with a default is slow).
 _FPSAN = hasattr(knobs.compilation, "fpsan_homomorphic_casts")
 
 
-def _key(launcher: Callable, args: tuple, kwargs: dict, tensors: list) -> tuple:
+def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -> tuple:
     """The problem of a call (module doc), collecting its tensors into ``tensors``. Raises
     :class:`Untapeable` for a tensor subclass; an unhashable argument makes the key unhashable."""
     parts = [
-        id(launcher),
+        id(fn),
         _current_device(),
         knobs.runtime.debug,
         knobs.compilation.instrumentation_mode,
         knobs.compilation.fpsan_homomorphic_casts if _FPSAN else None,
+        # Replayed ops pass through autocast again: the same state gives the same ops.
+        _autocast_state() if torch._C._is_any_autocast_enabled() else None,
+        context() if context is not None else None,
         tuple(kwargs),
     ]
     for v in (*args, *kwargs.values()):
@@ -292,6 +368,12 @@ def _key(launcher: Callable, args: tuple, kwargs: dict, tensors: list) -> tuple:
     return tuple(parts)
 
 
+def _autocast_state() -> tuple:
+    return tuple(
+        (torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cuda", "cpu")
+    )
+
+
 def _current_device() -> int:
     # The interpreter has no driver (its launches run on the tensors' own device).
     return -1 if INTERPRET else driver.active.get_current_device()
@@ -303,47 +385,73 @@ def _capturing(tensors: list[torch.Tensor]) -> bool:
     )
 
 
-def taped(launcher: Callable[..., Any]) -> Callable[..., Any]:
-    """``launcher``, replayed from a tape from the third call of a problem on (module doc)."""
+def taped(
+    fn: Callable[..., Any], *, returns: bool = False, context: Callable[[], Any] | None = None
+) -> Callable[..., Any]:
+    """``fn``, replayed from a tape from the third call of a problem on (module doc).
 
-    @functools.wraps(launcher)
+    ``fn`` is a launcher (it returns nothing) or, with ``returns``, a computation returning
+    tensors (an op's implementation), whose replay returns the tensors its tape made.
+    ``context()`` is whatever global state ``fn`` reads besides its arguments (a backend
+    choice, a precision flag): part of the tape key.
+    """
+
+    @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         if (
             not ENABLED
             or _recording is not None
             or torch._C._are_functorch_transforms_active()  # wrapped tensors look plain
             or torch._C._len_torch_dispatch_stack()  # a mode may want to see every op
+            or torch._C._is_torch_function_mode_enabled()  # (a device context, too)
             or _plan.hooked(knobs.runtime.launch_enter_hook)
             or _plan.hooked(knobs.runtime.launch_exit_hook)
         ):
-            return launcher(*args, **kwargs)
+            return fn(*args, **kwargs)
         global _generation
         if _generation != _plan.generation():
             _tapes.clear()
             _generation = _plan.generation()
         tensors: list[torch.Tensor] = []
         try:
-            key = _key(launcher, args, kwargs, tensors)
+            key = _key(fn, context, args, kwargs, tensors)
             tape = _tapes.get(key, 0)
         except (Untapeable, TypeError):  # a subclass, an unhashable argument: never taped
-            return launcher(*args, **kwargs)
+            return fn(*args, **kwargs)
         if type(tape) is Tape:
             try:
-                tape.replay(tensors)
+                result = tape.replay(tensors)
             except _plan.Unplanned:
                 _tapes[key] = -1
-                return launcher(*args, **kwargs)
+                return fn(*args, **kwargs)
             _stats["replayed"] += 1
-            return None
+            return result
         if tape < 0:  # untapeable
-            return launcher(*args, **kwargs)
+            return fn(*args, **kwargs)
         if tape + 1 < RECORD_AT or _capturing(tensors):
             _tapes[key] = tape + 1
-            return launcher(*args, **kwargs)
-        return _record(key, launcher, args, kwargs, tensors)
+            return fn(*args, **kwargs)
+        return _record(key, fn, returns, args, kwargs, tensors)
 
-    run.launcher = launcher  # type: ignore[attr-defined]
+    run.launcher = fn  # type: ignore[attr-defined]
     return run
+
+
+def replayed_whole(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    """``fn(*args)``, which a tape being recorded takes as one step: replays call ``fn`` again
+    (instead of repeating the ops it ran this time). For what must be decided afresh on each
+    call: a cache lookup (a weight repacked once per version). ``fn`` returns one tensor and
+    launches no kernel."""
+    recorder = _recording
+    if recorder is None or threading.get_ident() != recorder.thread:
+        return fn(*args)
+    recorder.in_call += 1
+    try:
+        result = fn(*args)
+    finally:
+        recorder.in_call -= 1
+    recorder.record_call(fn, args, result)
+    return result
 
 
 def _jit_runs() -> list[tuple[Any, str]]:
@@ -388,24 +496,32 @@ def _watching_launches(recorder: _Recorder) -> Iterator[None]:
             setattr(owner, name, original)
 
 
-def _record(key: tuple, launcher: Callable, args: tuple, kwargs: dict, tensors: list) -> Any:
-    """Run ``launcher`` once, recording it; its result is returned as it is."""
+def _record(
+    key: tuple, fn: Callable, returns: bool, args: tuple, kwargs: dict, tensors: list
+) -> Any:
+    """Run ``fn`` once, recording it; its result is returned as it is."""
     global _recording
     recorder = _Recorder(tensors)
     _recording = recorder
     _plan.observe(recorder.launched)
     try:
-        with _watching_launches(recorder), recorder:
-            result = launcher(*args, **kwargs)
+        with _watching_launches(recorder), recorder, recorder.guard:
+            result = fn(*args, **kwargs)
     finally:
         _recording = None
         _plan.observe(None)
-    if result is not None:
+    if result is not None and not returns:
         recorder.failed = "the launcher returned a value"
     if len(_tapes) >= CAPACITY:
         _tapes.clear()
+    tape = None
     if recorder.failed is None:
-        _tapes[key] = recorder.tape(_current_device())
+        try:
+            tape = recorder.tape(_current_device(), result if returns else None)
+        except Untapeable as e:
+            recorder.failed = str(e)
+    if tape is not None:
+        _tapes[key] = tape
         _stats["recorded"] += 1
     else:
         _tapes[key] = -1
@@ -424,4 +540,4 @@ def tape_info() -> dict[str, int]:
     return {"tapes": sum(type(t) is Tape for t in _tapes.values()), **_stats}
 
 
-__all__ = ["Tape", "clear_tapes", "tape_info", "taped"]
+__all__ = ["Tape", "clear_tapes", "replayed_whole", "tape_info", "taped"]

@@ -14,6 +14,10 @@ with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``to
 primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
 directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
 every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
+Once our kernels are loaded, eager calls run the implementation through a tape
+(``triton_kernels._tape``): from the third call of a problem — the same tensor metadata, the
+same other arguments, backend and TF32 flag — its torch ops and kernel launches are replayed
+without its Python (argument unpacking, layout rules, kernel choice, the launcher's own set-up).
 
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
 not on the raw registered ops: ``torch.library`` custom ops have no forward-mode rule.
@@ -33,6 +37,8 @@ from typing import Any
 
 import torch
 from torch.autograd import forward_ad
+
+from .._backend import get_backend, loaded_kernels
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
@@ -54,6 +60,12 @@ def tracing(args: tuple) -> bool:
     if getattr(_in_op_rule, "active", False):
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
+
+
+def _impl_context() -> tuple:
+    """What implementations read besides their arguments: the backend and whether fp32
+    convolutions may use TF32 (part of their tapes' keys)."""
+    return get_backend(), torch._C._get_cudnn_allow_tf32()  # = torch.backends.cudnn.allow_tf32
 
 
 def _forward_mode_active() -> bool:
@@ -100,6 +112,7 @@ class Primitive:
         self.backward = backward
         self.jvp = jvp
         self.vmap = vmap or self._vmap_by_loop
+        self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
         self.op.register_fake(fake)
         self.op.register_autograd(self._op_backward, setup_context=setup_context)
@@ -124,7 +137,18 @@ class Primitive:
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
             return EagerFunction.apply(self, *args)
-        return self.impl(*args)
+        return self.run(*args)
+
+    def run(self, *args: Any) -> Any:
+        """``impl(*args)`` for an eager call: through its tape once our kernels are loaded
+        (module doc)."""
+        taped = self._taped
+        if taped is None or taped.launcher is not self.impl:  # (``impl`` may be replaced)
+            kernels = loaded_kernels()
+            if kernels is None:
+                return self.impl(*args)
+            taped = self._taped = kernels.taped(self.impl, returns=True, context=_impl_context)
+        return taped(*args)
 
     def _op_backward(self, ctx, *grads):
         return self.backward(ctx, *grads)
@@ -159,7 +183,7 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(prim: Primitive, *args: Any) -> Any:
-        return prim.impl(*args)
+        return prim.run(*args)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:

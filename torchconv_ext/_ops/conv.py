@@ -118,7 +118,8 @@ def triton_forward(
     out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
     if out.numel():
         if gemm:
-            input, weight = channels_last_activation(input), packed_weight(weight)
+            input = channels_last_activation(input)
+            weight = k.replayed_whole(packed_weight, weight)
         k.conv_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
         )
@@ -157,7 +158,8 @@ def _bwd_input_impl(
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
     if gemm:
-        grad_output, weight = channels_last_activation(grad_output), packed_weight(weight)
+        grad_output = channels_last_activation(grad_output)
+        weight = k.replayed_whole(packed_weight, weight)
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel.
         grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)

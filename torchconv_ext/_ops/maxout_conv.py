@@ -83,7 +83,7 @@ def _impl(
     if out.numel():
         k.conv_forward(
             channels_last_activation(input),
-            packed_weight(weight),
+            k.replayed_whole(packed_weight, weight),
             bias,
             out,
             pad_mode=g.padding_mode,
