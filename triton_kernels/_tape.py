@@ -99,12 +99,13 @@ class _Slot(int):
 
 
 class _Step:
-    """One op (an ``OpOverload`` on slots) or one launch (a plan, a grid and arguments)."""
+    """One torch call or call replayed whole (a function on slots), or one launch (a plan, a
+    grid and arguments)."""
 
     __slots__ = ("fill", "kw_fill", "kwargs", "outs", "run", "template", "tree", "view")
 
     def __init__(self, run: Any, template: list, outs: tuple[int, ...] = (), **more: Any):
-        self.run = run  # an OpOverload, or a launch Plan
+        self.run = run  # a torch function or method, a function, or a launch Plan
         self.template = template  # the arguments, slots where tensors go
         self.fill = tuple((i, int(v)) for i, v in enumerate(template) if type(v) is _Slot)
         self.outs = outs
@@ -152,7 +153,8 @@ class Tape:
         self.has_ops = any(kind != "launch" for kind, _, _ in steps)
         self.n_slots = n_slots
         self.device = device
-        self.result = result  # (pytree spec, slots)
+        # the result's slot, or (pytree spec, slots) for several tensors
+        self.result = result[1][0] if result is not None and result[0].is_leaf() else result
 
     def replay(self, tensors: list[torch.Tensor]) -> Any:
         """Run the steps on ``tensors`` (the call's, in slot order) and return the result.
@@ -172,9 +174,10 @@ class Tape:
         finally:
             if grad:
                 torch._C._set_grad_enabled(True)
-        if self.result is None:
-            return None
-        spec, outs = self.result
+        result = self.result
+        if result is None or type(result) is int:
+            return None if result is None else slots[result]
+        spec, outs = result
         return tree_unflatten([slots[s] for s in outs], spec)
 
 

@@ -26,7 +26,6 @@ writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on ev
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
@@ -89,8 +88,10 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
     entry = _entries.get(key)
     if entry is not None and entry[0]() is storage and entry[1] == w._version:
         _stats["hits"] += 1
-        with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile
+        try:  # noqa: SIM105 (contextlib.suppress costs a µs on every call)
             _entries.move_to_end(key)
+        except KeyError:  # another thread evicted it meanwhile
+            pass
         return entry[2]
     version = w._version
     packed = _pack(w)
