@@ -327,3 +327,71 @@ def test_a_repacked_weight_is_fresh_in_every_replay():
             with torch.no_grad():
                 w.sub_(0.1 * gw)  # the optimizer's step
     assert tape.tape_info()["replayed"] >= 6
+
+
+def _with_nones(x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """A gradient-like result: tensors and ``None``s in a flat tuple."""
+    return None, x * 2, None, y + x
+
+
+_with_nones_taped = tape.taped(_with_nones, returns=True)
+
+
+def test_results_with_nones_are_replayed():
+    for i in range(4):
+        x, y = torch.randn(2, 3, generator=torch.Generator().manual_seed(i)).unbind(0)
+        result = _with_nones_taped(x, y)
+        assert result[0] is None and result[2] is None and len(result) == 4
+        torch.testing.assert_close(result[1], x * 2, rtol=0, atol=0)
+        torch.testing.assert_close(result[3], y + x, rtol=0, atol=0)
+    assert tape.tape_info()["replayed"] == 2
+
+
+def test_a_tensor_passed_twice_is_never_recorded():
+    """One tensor in two places would give a tape one slot for both: such calls run plainly,
+    the next call of the problem with two tensors records, and replays serve both kinds."""
+    x = torch.randn(3)
+    for _ in range(3):
+        _with_nones_taped(x, x)
+    assert tape.tape_info()["recorded"] == 0
+    for i in range(3):
+        y = torch.randn(3, generator=torch.Generator().manual_seed(i))
+        torch.testing.assert_close(_with_nones_taped(x, y)[3], y + x, rtol=0, atol=0)
+        torch.testing.assert_close(_with_nones_taped(y, y)[3], 2 * y, rtol=0, atol=0)
+    assert tape.tape_info()["recorded"] == 1 and tape.tape_info()["replayed"] == 5
+
+
+def test_a_backward_replays_as_one_tape():
+    """A convolution's backward outside a graph — input, weight and bias gradients — is one
+    tape from the third call on; with ``create_graph`` it runs the primitives (a graph of the
+    backward), and double backward stays right."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+    from torchconv_ext._ops._primitive import _backward_from_saved
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(4, generator=g, dtype=torch.float64))
+    with torchconv_ext.use_backend("triton"):
+        for _ in range(4):
+            x = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+            grads = torch.autograd.grad(TF.conv2d(x, w, b, stride=2, padding=1), (x, w, b),
+                                        torch.ones(2, 4, 3, 3, dtype=torch.float64))  # fmt: skip
+            ref = torch.nn.functional.conv2d(x, w, b, stride=2, padding=1)
+            refs = torch.autograd.grad(ref, (x, w, b), torch.ones_like(ref))
+            for got, want in zip(grads, refs, strict=True):
+                torch.testing.assert_close(got, want)
+        backward_tapes = [
+            t for k, t in tape._tapes.items() if k[0] == id(_backward_from_saved) and type(t) is tape.Tape
+        ]  # fmt: skip
+        assert len(backward_tapes) == 1
+        # A graph of the backward: the primitives themselves, differentiable again.
+        x = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        (gx,) = torch.autograd.grad(TF.conv2d(x, w, b, stride=2, padding=1).square().sum(), x,
+                                    create_graph=True)  # fmt: skip
+        (ggw,) = torch.autograd.grad(gx.square().sum(), w)
+        ref = torch.nn.functional.conv2d(x, w, b, stride=2, padding=1).square().sum()
+        (rx,) = torch.autograd.grad(ref, x, create_graph=True)
+        (rw,) = torch.autograd.grad(rx.square().sum(), w)
+        torch.testing.assert_close(gx, rx)
+        torch.testing.assert_close(ggw, rw)

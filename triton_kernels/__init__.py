@@ -48,7 +48,7 @@ _refuse_if_shadowed()
 
 # ruff: noqa: E402  (the guard above runs before anything else is imported)
 from ._common import INTERPRET
-from ._tape import replayed_whole, taped
+from ._tape import recording, replayed_whole, taped
 from .conv import conv_backward_input, conv_backward_weight, conv_forward, prefers_channels_last
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
 from .maxout import maxout_backward, maxout_forward
@@ -94,7 +94,7 @@ def __getattr__(name: str):
     )
 
 
-__all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "replayed_whole", "taped"]
+__all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]

@@ -17,7 +17,8 @@ several times slower to call one by one from Python) and its kernel launches (ea
 launch plan, :mod:`._plan`), as a *tape* of steps over tensor slots — the call's tensors, then
 the tensors the recorded calls return. Later calls of the problem replay the tape: each torch
 call made again on the new call's tensors, each launch handed to its plan with them, and the
-result's slots returned. A view that only gives a kernel an address (``as_5d``'s unsqueezes) is
+result's slots returned — all in one Python function generated from the tape (straight-line
+calls on local variables: no interpretation of steps). A view that only gives a kernel an address (``as_5d``'s unsqueezes) is
 not replayed: the kernel gets the tensor it views, which has the same address. What must be
 decided afresh on every call — a lookup in the weight cache, whose answer changes with the
 weight's version — goes through :func:`replayed_whole`: the tape calls it again.
@@ -34,7 +35,7 @@ cannot replay faithfully is never taped — the function keeps running as it is 
 * a launch that does not come through ``_plan.launch`` (an autotuner's, ``kernel[grid]``
   called directly), or one no plan serves (plans off, a tuner still choosing during CUDA-graph
   capture);
-* a launcher that returns a value (with ``returns``: a result other than tensors).
+* a launcher that returns a value (with ``returns``: a result other than tensors and ``None``).
 
 Tapes are off while functorch transforms, dispatch modes or torch function modes (a device
 context) are active (their tensors look plain, and a mode may want to see every call or change
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import keyword
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -102,83 +104,111 @@ class _Step:
     """One torch call or call replayed whole (a function on slots), or one launch (a plan, a
     grid and arguments)."""
 
-    __slots__ = ("fill", "kw_fill", "kwargs", "outs", "run", "template", "tree", "view")
+    __slots__ = ("bare", "kwargs", "outs", "run", "template", "tree", "view")
 
-    def __init__(self, run: Any, template: list, outs: tuple[int, ...] = (), **more: Any):
+    def __init__(self, run: Any, template: list, **more: Any):
         self.run = run  # a torch function or method, a function, or a launch Plan
         self.template = template  # the arguments, slots where tensors go
-        self.fill = tuple((i, int(v)) for i, v in enumerate(template) if type(v) is _Slot)
-        self.outs = outs
+        self.outs: tuple[int, ...] = ()  # the slots of the tensors it returns
+        self.bare = True  # it returns one tensor (not in a container)
         self.kwargs: dict = more.get("kwargs", {})
-        self.kw_fill = tuple((k, int(v)) for k, v in self.kwargs.items() if type(v) is _Slot)
         self.tree = more.get("tree")  # a pytree spec when tensors sit inside containers
         self.view = False  # a call that only made a new view of its argument
 
-    def arguments(self, slots: list) -> list:
-        args = list(self.template)
-        for i, s in self.fill:
-            args[i] = slots[s]
-        return args
-
-    def call_op(self, slots: list) -> None:
-        args = self.arguments(slots)
-        if self.tree is not None:
-            a, kw = tree_unflatten(args, self.tree)
-        else:
-            a, kw = args, self.kwargs
-            if self.kw_fill:
-                kw = {**kw, **{k: slots[s] for k, s in self.kw_fill}}
-        result = self.run(*a, **kw)
-        if len(self.outs) == 1 and isinstance(result, torch.Tensor):
-            slots[self.outs[0]] = result
-        else:
-            for s, r in zip(self.outs, tree_flatten(result)[0], strict=True):
-                slots[s] = r
+    def reads(self) -> list[int]:
+        return [int(v) for v in (*self.template, *self.kwargs.values()) if type(v) is _Slot]
 
 
 class Tape:
-    """The replayable steps of one problem: ops and calls (in order, on slots) and launches,
-    and the slots of the result (``None`` for a launcher, which returns nothing)."""
+    """The replayable steps of one problem — ops and calls in order, and launches — compiled
+    into one Python function over slots (``s0``, ``s1``... the call's tensors, then the
+    tensors the steps return), so a replay runs nothing but those calls."""
 
-    __slots__ = ("device", "has_ops", "n_slots", "result", "steps")
+    __slots__ = ("replay_steps", "source", "steps")
 
     def __init__(
         self,
         steps: list[tuple[str, _Step, Any]],
-        n_slots: int,
+        n_inputs: int,
         device: int,
         result: tuple[Any, tuple[int, ...]] | None,
     ) -> None:
+        """``result``: ``(form, slots)`` — form ``"tensor"``, ``"tuple"`` (of tensors and
+        ``None``s) or a pytree spec; slot -1 is ``None``."""
         self.steps = steps
-        self.has_ops = any(kind != "launch" for kind, _, _ in steps)
-        self.n_slots = n_slots
-        self.device = device
-        # the result's slot, or (pytree spec, slots) for several tensors
-        self.result = result[1][0] if result is not None and result[0].is_leaf() else result
+        self.source, namespace = _replay_source(steps, n_inputs, device, result)
+        exec(compile(self.source, "<tape>", "exec"), namespace)
+        self.replay_steps = namespace["replay"]
 
     def replay(self, tensors: list[torch.Tensor]) -> Any:
         """Run the steps on ``tensors`` (the call's, in slot order) and return the result.
         Raises :class:`_plan.Unplanned` when a plan cannot launch (nothing of that launch ran;
         the caller then runs the function in full, which rewrites whatever earlier steps
         wrote)."""
-        slots = tensors + [None] * (self.n_slots - len(tensors))
-        grad = self.has_ops and torch.is_grad_enabled()
-        if grad:  # the recorded ops ran below autograd
-            torch._C._set_grad_enabled(False)
-        try:
-            for kind, step, grid in self.steps:
-                if kind == "launch":
-                    step.run.run(self.device, grid, tuple(step.arguments(slots)))
-                else:
-                    step.call_op(slots)
-        finally:
-            if grad:
-                torch._C._set_grad_enabled(True)
-        result = self.result
-        if result is None or type(result) is int:
-            return None if result is None else slots[result]
-        spec, outs = result
-        return tree_unflatten([slots[s] for s in outs], spec)
+        return self.replay_steps(*tensors)
+
+
+def _replay_source(
+    steps: list[tuple[str, _Step, Any]],
+    n_inputs: int,
+    device: int,
+    result: tuple[Any, tuple[int, ...]] | None,
+) -> tuple[str, dict[str, Any]]:
+    """The source of a tape's ``replay(s0, s1, ...)`` and the namespace it runs in (every
+    value other than a slot is a name there: functions, plans, grids, constants)."""
+    namespace: dict[str, Any] = {"flatten": tree_flatten, "unflatten": tree_unflatten}
+
+    def name(v: Any) -> str:
+        key = f"c{len(namespace)}"
+        namespace[key] = v
+        return key
+
+    def value(v: Any) -> str:
+        return f"s{int(v)}" if type(v) is _Slot else name(v)
+
+    body = []
+    for kind, step, grid in steps:
+        values = ", ".join(value(v) for v in step.template)
+        if kind == "launch":
+            launched = f"({values},)" if values else "()"
+            body.append(f"{name(step.run)}.run({name(device)}, {name(grid)}, {launched})")
+            continue
+        if step.tree is not None:
+            body.append(f"a, kw = unflatten([{values}], {name(step.tree)})")
+            call = f"{name(step.run)}(*a, **kw)"
+        else:
+            if not all(k.isidentifier() and not keyword.iskeyword(k) for k in step.kwargs):
+                raise Untapeable("a keyword that is not a name")
+            keywords = [f"{k}={value(v)}" for k, v in step.kwargs.items()]
+            call = f"{name(step.run)}({', '.join([values, *keywords] if values else keywords)})"
+        outs = ", ".join(f"s{s}" for s in step.outs)
+        body.append(f"{outs} = {call}" if step.bare else f"{outs}, = flatten({call})[0]")
+    if result is None:
+        body.append("return None")
+    else:
+        form, outs = result
+        values = ", ".join("None" if s < 0 else f"s{s}" for s in outs)
+        if form == "tensor":
+            body.append(f"return {values}")
+        elif form == "tuple":
+            body.append(f"return ({values},)")
+        else:  # a pytree spec
+            body.append(f"return unflatten([{values}], {name(form)})")
+    if any(kind != "launch" for kind, _, _ in steps):
+        # The recorded ops ran below autograd (the op's Function records the graph).
+        namespace.update(grad_enabled=torch.is_grad_enabled, set_grad=torch._C._set_grad_enabled)
+        body = [
+            "grad = grad_enabled()",
+            "if grad:",
+            "    set_grad(False)",
+            "try:",
+            *(f"    {line}" for line in body),
+            "finally:",
+            "    if grad:",
+            "        set_grad(True)",
+        ]
+    params = ", ".join(f"s{i}" for i in range(n_inputs))
+    return "\n".join([f"def replay({params}):", *(f"    {line}" for line in body)]), namespace
 
 
 def _holds_tensors(v: Any) -> bool:
@@ -274,6 +304,7 @@ class _Recorder(TorchFunctionMode):
         # A result that is an argument itself (an in-place op) keeps that argument's slot.
         known = [self.slot.get(id(r)) for r in outs]
         step.outs = tuple(s if s is not None else self._new_slot(r) for s, r in zip(known, outs))
+        step.bare = isinstance(result, torch.Tensor)
         first = step.template[0] if step.template else None
         if len(outs) == 1 and known[0] is None and type(first) is _Slot and outs[0]._is_view():
             step.view = True
@@ -319,24 +350,33 @@ class _Recorder(TorchFunctionMode):
         self.steps.append(["launch", _Step(plan, template), tuple(grid)])
 
     def tape(self, device: int, result: Any) -> Tape:
-        """The tape, returning ``result``'s tensors (``None``: nothing)."""
+        """The tape, returning ``result``'s tensors and ``None``s (``None``: nothing)."""
         result_slots = None
         if result is not None:
             flat, spec = tree_flatten(result)
-            if not all(isinstance(r, torch.Tensor) for r in flat):
+            if not all(r is None or isinstance(r, torch.Tensor) for r in flat):
                 raise Untapeable("a result other than tensors")
-            result_slots = (spec, tuple(int(s) for s in self._slots(flat)))
+            slots = self._slots([r for r in flat if r is not None])[::-1]
+            outs = tuple(-1 if r is None else int(slots.pop()) for r in flat)
+            if isinstance(result, torch.Tensor):
+                result_slots = ("tensor", outs)
+            elif type(result) is tuple and all(
+                r is None or isinstance(r, torch.Tensor) for r in result
+            ):
+                result_slots = ("tuple", outs)
+            else:
+                result_slots = (spec, outs)
         # Keep the launches, the calls that are not views, and the views a kept step or the
         # result reads.
-        needed: set[int] = set(result_slots[1]) if result_slots else set()
+        needed: set[int] = {s for s in result_slots[1] if s >= 0} if result_slots else set()
         kept = []
         for kind, step, grid in reversed(self.steps):
             if step.view and not needed.intersection(step.outs):
                 continue
-            needed.update(s for _, s in (*step.fill, *step.kw_fill))
+            needed.update(step.reads())
             kept.append((kind, step, grid))
         kept.reverse()
-        return Tape(kept, len(self.tensors), device, result_slots)
+        return Tape(kept, self.n_inputs, device, result_slots)
 
 
 #: Whether this Triton has the fpsan knob (read once: ``getattr`` with a default is slow).
@@ -434,10 +474,20 @@ def taped(
         if tape + 1 < RECORD_AT or _capturing(tensors):
             _tapes[key] = tape + 1
             return fn(*args, **kwargs)
+        if len(set(map(id, tensors))) != len(tensors):
+            # One tensor in two places would be one slot for both, which another call's two
+            # tensors are not: record another call (replaying such a call is right).
+            return fn(*args, **kwargs)
         return _record(key, fn, returns, args, kwargs, tensors)
 
     run.launcher = fn  # type: ignore[attr-defined]
     return run
+
+
+def recording() -> bool:
+    """Whether this thread is recording a tape (its op guard is then on the dispatch stack)."""
+    recorder = _recording
+    return recorder is not None and threading.get_ident() == recorder.thread
 
 
 def replayed_whole(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
@@ -543,4 +593,4 @@ def tape_info() -> dict[str, int]:
     return {"tapes": sum(type(t) is Tape for t in _tapes.values()), **_stats}
 
 
-__all__ = ["Tape", "clear_tapes", "replayed_whole", "tape_info", "taped"]
+__all__ = ["Tape", "clear_tapes", "recording", "replayed_whole", "tape_info", "taped"]

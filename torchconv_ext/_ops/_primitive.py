@@ -55,11 +55,21 @@ def tracing(args: tuple) -> bool:
     """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
     mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or inside a
     registered op's batching rule."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+    if torch.compiler.is_compiling() or _dispatch_modes():
         return True
     if getattr(_in_op_rule, "active", False):
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
+
+
+def _dispatch_modes() -> bool:
+    """Whether a dispatch mode is active other than the guard of a tape being recorded (whose
+    primitives run eagerly, so that the tape sees their torch calls and launches)."""
+    n = torch._C._len_torch_dispatch_stack()
+    if n != 1:
+        return n > 1
+    kernels = loaded_kernels()
+    return kernels is None or not kernels.recording()
 
 
 def _impl_context() -> tuple:
@@ -125,7 +135,7 @@ class Primitive:
         # tracing(args) and _wants_graph(args) in one pass over the arguments (the hot path)
         if (
             torch.compiler.is_compiling()
-            or torch._C._len_torch_dispatch_stack()
+            or (torch._C._len_torch_dispatch_stack() and _dispatch_modes())
             or getattr(_in_op_rule, "active", False)
         ):
             return self.op(*args)
@@ -199,7 +209,9 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
-        return (None, *ctx.prim.backward(ctx, *grads))
+        if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
+            return (None, *ctx.prim.backward(ctx, *grads))
+        return (None, *_backward_on_tape(ctx, grads))
 
     @staticmethod
     def jvp(ctx, _prim_tangent: None, *tangents: Any) -> Any:
@@ -218,6 +230,93 @@ class EagerFunction(torch.autograd.Function):
         if torch._C._are_functorch_transforms_active():
             return super().apply(*args)
         return super(torch.autograd.Function, cls).apply(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# The backward of one eager call as one tape
+# --------------------------------------------------------------------------------------------
+
+#: ``_backward_from_saved`` on a tape, once our kernels are loaded.
+_taped_backward: Callable[..., Any] | None = None
+
+
+class _Attributes:
+    """What ``setup_context`` put on a ctx besides tensors, hashable by value: a part of the
+    backward tape's key. Raises ``TypeError`` for a value that cannot be compared so."""
+
+    __slots__ = ("key", "values")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.key = tuple((name, _frozen(v)) for name, v in values.items())
+        self.key.__hash__()
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Attributes and self.key == other.key
+
+
+def _frozen(v: Any) -> Any:
+    """``v`` hashable, telling apart values of different types (``1``, ``True``, ``1.0``);
+    ints and strings stand for themselves (no other frozen form equals them)."""
+    t = type(v)
+    if t is int or t is str:
+        return v
+    if t is list or t is tuple:
+        return (t, *map(_frozen, v))
+    if isinstance(v, torch.Tensor):
+        raise TypeError("a tensor inside a ctx attribute")
+    return (t, v)
+
+
+class _SavedContext:
+    """The ctx a backward sees when it runs from its tape: needs_input_grad, the saved tensors
+    and the attributes ``setup_context`` set, as the real ctx holds them."""
+
+    def __init__(self, needs: tuple, saved: tuple, attributes: dict[str, Any]) -> None:
+        self.needs_input_grad = needs
+        self.saved_tensors = saved
+        self.__dict__.update(attributes)
+
+
+def _backward_from_saved(backward, needs, attributes, names, n_saved, *tensors) -> tuple:
+    """``backward(ctx, *grads)`` on a ctx made of its parts: ``tensors`` are the saved tensors
+    (``n_saved``), the tensor attributes (``names``) and the incoming gradients."""
+    n_named = n_saved + len(names)
+    values = {**attributes.values, **dict(zip(names, tensors[n_saved:n_named]))}
+    ctx = _SavedContext(needs, tensors[:n_saved], values)
+    return backward(ctx, *tensors[n_named:])
+
+
+def _backward_on_tape(ctx, grads: tuple) -> tuple:
+    """``ctx.prim.backward(ctx, *grads)`` outside a graph, replayed from one tape per problem
+    once our kernels are loaded: the derivative's Python and each gradient primitive's own
+    set-up run on the second call only (a conv's input, weight and bias gradients are then one
+    replay instead of three primitive calls)."""
+    global _taped_backward
+    backward = ctx.prim.backward
+    if _taped_backward is None:
+        kernels = loaded_kernels()
+        if kernels is None:
+            return backward(ctx, *grads)
+        _taped_backward = kernels.taped(_backward_from_saved, returns=True, context=_impl_context)
+    tensors = list(ctx.saved_tensors)
+    n_saved = len(tensors)
+    names, plain = [], {}
+    for name, v in vars(ctx).items():
+        if type(v) in _PLAIN_TENSORS:
+            names.append(name)
+            tensors.append(v)
+        elif name != "prim":
+            plain[name] = v
+    try:
+        attributes = _Attributes(plain)
+    except TypeError:  # an attribute that cannot be part of a key: no tape
+        return backward(ctx, *grads)
+    needs = ctx.needs_input_grad
+    return _taped_backward(backward, needs, attributes, tuple(names), n_saved, *tensors, *grads)
 
 
 def sum_tangents(parts: list) -> Any:

@@ -51,8 +51,9 @@ def _conv_transpose(
     )
     if dtype in KERNEL_DTYPES["conv"]:
         # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
+        out_size = tuple(out_size)  # as remembered: every call of a problem passes the same
         if cast is None:
-            _OPENINGS.remember(key, (batched, tuple(out_size), g.as_args()))
+            _OPENINGS.remember(key, (batched, out_size, g.as_args()))
         layout = results_channels_last(input, weight)
         out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
     else:  # other dtypes (complex, integers): as torch computes them

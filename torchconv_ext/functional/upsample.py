@@ -113,8 +113,10 @@ def interpolate(
     # under torch.compile would index past the input (they do not clamp).
     ours = output_size_rounding != "floor" or kernels
     output_size, scales, exact = geom.as_args()
-    _OPENINGS.remember(key, (ours, (tuple(output_size), tuple(scales), exact)))
-    return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geom.as_args())
+    # Tuples, as remembered: every call of a problem then passes the same arguments.
+    geometry = (tuple(output_size), tuple(scales), exact)
+    _OPENINGS.remember(key, (ours, geometry))
+    return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geometry)
 
 
 @overridable
