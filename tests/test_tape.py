@@ -214,6 +214,17 @@ def test_the_layers_replay_on_repeated_calls():
                     torch.testing.assert_close(got, want)
     info = tape.tape_info()
     assert info["replayed"] >= 2 * len(calls) and info["untapeable"] == 0, info
+    # Each call's backward is one tape (max pooling saves its indices and keeps them as an
+    # attribute too: one tensor in two places of its ctx, passed once).
+    assert len(_backward_tapes()) == len(calls)
+
+
+def _backward_tapes() -> list:
+    from torchconv_ext._ops._primitive import _backward_from_saved
+
+    return [
+        t for k, t in tape._tapes.items() if k[0] == id(_backward_from_saved) and type(t) is tape.Tape
+    ]  # fmt: skip
 
 
 def _scaled_copy(x: torch.Tensor, *, a: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,7 +378,6 @@ def test_a_backward_replays_as_one_tape():
     backward), and double backward stays right."""
     import torchconv_ext
     import torchconv_ext.functional as TF
-    from torchconv_ext._ops._primitive import _backward_from_saved
 
     g = torch.Generator().manual_seed(0)
     w = torch.nn.Parameter(torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64))
@@ -381,10 +391,7 @@ def test_a_backward_replays_as_one_tape():
             refs = torch.autograd.grad(ref, (x, w, b), torch.ones_like(ref))
             for got, want in zip(grads, refs, strict=True):
                 torch.testing.assert_close(got, want)
-        backward_tapes = [
-            t for k, t in tape._tapes.items() if k[0] == id(_backward_from_saved) and type(t) is tape.Tape
-        ]  # fmt: skip
-        assert len(backward_tapes) == 1
+        assert len(_backward_tapes()) == 1
         # A graph of the backward: the primitives themselves, differentiable again.
         x = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
         (gx,) = torch.autograd.grad(TF.conv2d(x, w, b, stride=2, padding=1).square().sum(), x,

@@ -31,6 +31,7 @@ in_dims, *args)`` returns ``(output, out_dims)``.
 
 from __future__ import annotations
 
+import marshal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -248,8 +249,11 @@ class _Attributes:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = values
-        self.key = tuple((name, _frozen(v)) for name, v in values.items())
-        self.key.__hash__()
+        try:  # ints, floats, strings, lists...: marshal's bytes tell their types and values
+            self.key: Any = marshal.dumps(values, 2)  # (version 2: no back-references)
+        except ValueError:  # other objects (dtypes...)
+            self.key = tuple((name, _frozen(v)) for name, v in values.items())
+            self.key.__hash__()
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -281,13 +285,14 @@ class _SavedContext:
         self.__dict__.update(attributes)
 
 
-def _backward_from_saved(backward, needs, attributes, names, n_saved, *tensors) -> tuple:
-    """``backward(ctx, *grads)`` on a ctx made of its parts: ``tensors`` are the saved tensors
-    (``n_saved``), the tensor attributes (``names``) and the incoming gradients."""
-    n_named = n_saved + len(names)
-    values = {**attributes.values, **dict(zip(names, tensors[n_saved:n_named]))}
+def _backward_from_saved(backward, needs, attributes, named, n_saved, n_tensors, *args):
+    """``backward(ctx, *grads)`` on a ctx made of its parts: ``args`` are the ctx's tensors
+    (``n_tensors``: the ``n_saved`` saved ones, then tensor attributes not saved too) and the
+    incoming gradients; ``named`` pairs each tensor attribute with its place among them."""
+    tensors = args[:n_tensors]
+    values = {**attributes.values, **{name: tensors[i] for name, i in named}}
     ctx = _SavedContext(needs, tensors[:n_saved], values)
-    return backward(ctx, *tensors[n_named:])
+    return backward(ctx, *args[n_tensors:])
 
 
 def _backward_on_tape(ctx, grads: tuple) -> tuple:
@@ -302,13 +307,16 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
         if kernels is None:
             return backward(ctx, *grads)
         _taped_backward = kernels.taped(_backward_from_saved, returns=True, context=_impl_context)
-    tensors = list(ctx.saved_tensors)
-    n_saved = len(tensors)
-    names, plain = [], {}
+    saved = ctx.saved_tensors
+    tensors, named, plain = list(saved), [], {}
     for name, v in vars(ctx).items():
         if type(v) in _PLAIN_TENSORS:
-            names.append(name)
-            tensors.append(v)
+            # A tensor both saved and an attribute is passed once (a tape never records a
+            # tensor passed twice).
+            same = [i for i, t in enumerate(tensors) if t is v]
+            if not same:
+                tensors.append(v)
+            named.append((name, same[0] if same else len(tensors) - 1))
         elif name != "prim":
             plain[name] = v
     try:
@@ -316,7 +324,8 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
     except TypeError:  # an attribute that cannot be part of a key: no tape
         return backward(ctx, *grads)
     needs = ctx.needs_input_grad
-    return _taped_backward(backward, needs, attributes, tuple(names), n_saved, *tensors, *grads)
+    layout = (tuple(named), len(saved), len(tensors))
+    return _taped_backward(backward, needs, attributes, *layout, *tensors, *grads)
 
 
 def sum_tangents(parts: list) -> Any:
