@@ -37,6 +37,16 @@ that stand between its launchers and Triton (its tuner and its launch plans):
 * ``functional`` the rest: (the forward under ``torch.no_grad``, launchers stubbed) − (the
                  forward's ops): argument parsing and ``autograd.Function.apply``.
 
+For forward+backward, ``op`` times the backward's primitives one call each, while an eager
+backward outside a graph replays them as one tape (``_primitive._backward_on_tape``): what that
+saves shows as a smaller ``autograd``.
+
+``replays`` is another cut: the tape replays the call makes, each timed alone on the tensors it
+got (the generated replay functions: the recorded torch calls — allocation, layout copies, the
+weight-cache lookup — and the planned launches up to the stubbed launcher), and how many tapes.
+It is the part of the call that is work the call needs, not Python of ours: host µs − replays
+is the functional API, ``autograd.Function``, autograd's engine and the tape keys.
+
 A layer the call does not go through (no registered op on the eager path, a launcher bound
 before it could be stubbed) reads 0 and is named in the notes. Beside ours, ATen's own
 per-call time of the same call on the same tiny tensors, and the ratio.
@@ -257,6 +267,26 @@ def registered_ops(fn: Callable[[], Any]) -> list[tuple[Any, tuple, dict]]:
     return seen
 
 
+def captured_replays(fn: Callable[[], Any]) -> list[tuple[Callable, list]]:
+    """Run ``fn`` once and return the tape replays it made: each tape's replay function
+    (the recorded torch calls and planned launches, nothing else) with the tensors it got."""
+    from triton_kernels import _tape
+
+    seen: list[tuple[Callable, list]] = []
+    replay = _tape.Tape.replay
+
+    def watched(tape: Any, tensors: list) -> Any:
+        seen.append((tape.replay_steps, list(tensors)))
+        return replay(tape, tensors)
+
+    _tape.Tape.replay = watched
+    try:
+        fn()
+    finally:
+        _tape.Tape.replay = replay
+    return seen
+
+
 def op_body(op: Any) -> Callable[..., Any]:
     """What the eager path runs of a registered op: its primitive's implementation, through its
     tape (the op itself, dispatcher included, where no primitive is known by its name)."""
@@ -298,7 +328,7 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     for _ in range(_tape.RECORD_AT):
         run()
     before = state.launched
-    run()
+    replays = captured_replays(run)
     replayed_launches = state.launched - before
     counter: dict[str, int] = {}
     _tape.ENABLED = False  # replays call no launcher: which ones the call reaches, plainly
@@ -328,6 +358,7 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
             lambda: stubbed_below("launcher"),
             lambda body=body, a=op_args, k=op_kwargs: body(*a, **k),
         )
+    variants["replays"] = (_nothing, lambda: [replay(*tensors) for replay, tensors in replays])
     _, aten_run = _call_fns(call, direction, ours=False)
     variants["aten"] = (plain_tensors, aten_run)
     t = min_of_medians(variants, rounds=args.rounds, blocks=args.blocks, block_ms=args.block_ms)
@@ -349,6 +380,8 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         notes.append("no launcher could be stubbed (bound before the call): in 'op'")
     if launches == 0:
         notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
+    if not replays:
+        notes.append("NO TAPE REPLAYED: the call ran its Python in full")
     if replayed_launches != launches:
         notes.append(f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}")
     target = TARGETS_US.get((call.op, direction))
@@ -363,6 +396,8 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         "aten_us": us["aten"],
         "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
         "breakdown_us": breakdown,
+        "replays_us": us["replays"],
+        "tapes_per_call": len(replays),
         "launches_per_call": launches,
         "registered_ops": [str(op) for op, _, _ in ops],
         "launchers_called": sorted(counter),
@@ -412,6 +447,7 @@ def row_text(r: dict[str, Any]) -> str:
         f"≤ {target:g} {verdict}" if target else "–",
         _f(r["aten_us"]),
         _f(r["ratio_to_aten"], ".1f") + "×" if r["ratio_to_aten"] else "–",
+        f"{_f(r['replays_us'])} ({r['tapes_per_call']})",
         *(_f(r["breakdown_us"][k]) for k in LAYERS),
         str(r["launches_per_call"]),
     ]
@@ -419,10 +455,10 @@ def row_text(r: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "| call | host µs | target | ATen µs | ours/ATen | "
+    "| call | host µs | target | ATen µs | ours/ATen | replays (tapes) | "
     + " | ".join(LAYERS)
     + " | launches |\n|"
-    + "---|" * (6 + len(LAYERS))
+    + "---|" * (7 + len(LAYERS))
 )
 
 
@@ -443,6 +479,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "launchers, tuner = Triton's autotuner and ours (config and launch-plan lookup), "
         "binder = Triton's JIT run or the launch plan's direct call (see "
         "`benchmarks/overhead.py`); noise can make a small part negative",
+        "- replays: the call's tape replays timed alone — the torch calls (allocation, layout "
+        "copies, weight-cache lookups) and planned launches the call cannot do without — and "
+        "how many tapes; host µs − replays is Python around them (the functional API, "
+        "autograd's Function and engine, tape keys)",
         "",
         HEADER,
         *(row_text(r) for r in doc["rows"]),

@@ -102,6 +102,9 @@ def test_overhead_measures_every_layer_up_to_the_launch(tmp_path):
         assert r["ratio_to_aten"] == pytest.approx(r["host_us"] / r["aten_us"])
         assert sum(r["breakdown_us"].values()) == pytest.approx(r["host_us"])
         assert set(r["breakdown_us"]) == set(overhead.LAYERS)
+        # the forward's tape, and the backward's as one more
+        assert r["tapes_per_call"] == (1 if r["direction"] == "fwd" else 2)
+        assert 0 < r["replays_us"] < r["host_us"]
         assert r["registered_ops"] and r["launchers_called"]  # every layer was separable
         assert not r["notes"]
     assert (

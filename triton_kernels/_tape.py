@@ -383,6 +383,11 @@ class _Recorder(TorchFunctionMode):
 _FPSAN = hasattr(knobs.compilation, "fpsan_homomorphic_casts")
 
 
+_TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
+#: Argument types keyed by their value as they are (the common ones, tested first).
+_VALUES = frozenset({int, float, bool, str, tuple, type(None)})
+
+
 def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -> tuple:
     """The problem of a call (module doc), collecting its tensors into ``tensors``. Raises
     :class:`Untapeable` for a tensor subclass; an unhashable argument makes the key unhashable."""
@@ -397,9 +402,11 @@ def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -
         context() if context is not None else None,
         tuple(kwargs),
     ]
-    for v in (*args, *kwargs.values()):
+    for v in (*args, *kwargs.values()) if kwargs else args:
         t = type(v)
-        if t is torch.Tensor or t is torch.nn.Parameter:
+        if t in _VALUES:
+            parts += (t, v)
+        elif t is _TENSOR or t is _PARAMETER:
             tensors.append(v)
             parts += (v.shape, v.stride(), v.dtype, v.device, not v.data_ptr() & 15)
         elif isinstance(v, torch.Tensor):
