@@ -18,6 +18,9 @@ Once our kernels are loaded, eager calls run the implementation through a tape
 (``triton_kernels._tape``): from the third call of a problem — the same tensor metadata, the
 same other arguments, backend and TF32 flag — its torch ops and kernel launches are replayed
 without its Python (argument unpacking, layout rules, kernel choice, the launcher's own set-up).
+A backward outside a graph (no ``create_graph``) is one tape as a whole: the derivative function
+and every gradient primitive it calls, keyed by the ctx's saved tensors, attributes and
+``needs_input_grad`` and the incoming gradients.
 
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
 not on the raw registered ops: ``torch.library`` custom ops have no forward-mode rule.
