@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, next_power_of_2
+from ._indexing import wide
 
 
 @triton.jit
@@ -46,6 +47,23 @@ def shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
     """Columns ``col + SHIFT`` (``|SHIFT| <= V``) of a group of ``V`` columns ``col``, from the
     group's own columns and its neighbours' on either side."""
     return funnel(before, own, SHIFT + V, V) if SHIFT < 0 else funnel(own, after, SHIFT, V)
+
+
+@triton.jit
+def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
+                USE_INT64: tl.constexpr):  # fmt: skip
+    """This program's tile: ``r``, its ``BLOCK_R`` rows (``[BLOCK_R, 1, 1]``), ``first``, its
+    first destination column, and ``col``, its ``BLOCK_O`` columns as ``[1, G, V]`` vectors
+    (programs walk a row band's column blocks first)."""
+    G: tl.constexpr = BLOCK_O // V
+    col_blocks = tl.cdiv(DST_W, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
+    if USE_INT64:
+        r = r.to(tl.int64)
+    first = (pid % col_blocks) * BLOCK_O
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return r, first, col
 
 
 @triton.jit

@@ -59,7 +59,7 @@ from ._common import (
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
-from ._rows import row_tiles, shifted, source_phases, tap_view
+from ._rows import row_tiles, shifted, source_phases, tap_view, vector_tile
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -303,13 +303,7 @@ def _conv_depthwise_rows_kernel(
     G: tl.constexpr = BLOCK_O // V
     SRC_W = SRC_W_UNITS * V
     DST_W = DST_W_UNITS * V_OUT
-    col_blocks = tl.cdiv(DST_W, BLOCK_O)
-    pid = wide(tl.program_id(0), USE_INT64)
-    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
-    if USE_INT64:
-        r = r.to(tl.int64)
-    first = (pid % col_blocks) * BLOCK_O
-    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
     row_ok = r < R
     n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
 

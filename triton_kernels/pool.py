@@ -261,25 +261,32 @@ def _tiles_rows(x5: torch.Tensor, geometry: Sequence[int]) -> bool:
     )
 
 
-def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
+def _row_forward(x, y5, idx5, mode):  # fmt: skip
+    """What both row forwards launch with: the 5-d input, the number of output rows, the
+    indices' tensor (the output stands in for it when averaging) and 64-bit indexing."""
     x5 = as_5d(x)
-    n, c, d, h, w = x5.shape
+    products = [s * o for s, o in zip(x5.shape[2:], y5.shape[2:])]
+    rows = x5.shape[0] * x5.shape[1] * y5.shape[2] * y5.shape[3]
+    indices = idx5 if POOL_MODES[mode] == MAX.value else y5
+    return x5, rows, indices, _use_int64(x, y5, idx5, products=products)
+
+
+def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
+    x5, rows, indices, use_int64 = _row_forward(x, y5, idx5, mode)
+    _, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
     align = row_alignment(w, x5)
     br, bo, warps = _split_row_tiles(ow, kw)
-    is_max = POOL_MODES[mode] == MAX.value
-    rows = n * c * od * oh
-    products = [s * o for s, o in zip(x5.shape[2:], (od, oh, ow))]
     launch(_pool_rows_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
-        x5, y5, idx5 if is_max else y5,
+        x5, y5, indices,
         rows, c, d, h, w // align, od, oh, ow,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // align for s in row_strides(x5)),
-        *y5.stride(), *(idx5.stride() if is_max else y5.stride()),
+        *y5.stride(), *indices.stride(),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=_use_int64(x, y5, idx5, products=products), ACC_DTYPE=acc_dtype(x.dtype),
+        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
         ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
@@ -297,25 +304,21 @@ def _taps_vector(x5: torch.Tensor, geometry: Sequence[int]) -> int:
 
 
 def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector):  # fmt: skip
-    x5 = as_5d(x)
-    n, c, d, h, w = x5.shape
+    x5, rows, indices, use_int64 = _row_forward(x, y5, idx5, mode)
+    _, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
     out_vector = row_alignment(ow, y5) if y5.stride(4) == 1 else 1
     br, bo, warps = row_tiles(ow, vector)
-    is_max = POOL_MODES[mode] == MAX.value
-    rows = n * c * od * oh
-    products = [s * o for s, o in zip(x5.shape[2:], (od, oh, ow))]
     launch(_pool_rows_taps_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
-        x5, y5, idx5 if is_max else y5,
+        x5, y5, indices,
         rows, c, d, h, w // vector, od, oh, ow // out_vector,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // vector for s in row_strides(x5)),
-        *(s // out_vector for s in row_strides(y5)), y5.stride(4),
-        *(idx5.stride() if is_max else y5.stride()),
+        *(s // out_vector for s in row_strides(y5)), y5.stride(4), *indices.stride(),
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=_use_int64(x, y5, idx5, products=products), ACC_DTYPE=acc_dtype(x.dtype),
+        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
         V=vector, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 

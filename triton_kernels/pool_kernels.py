@@ -17,7 +17,7 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, tile_indices, unflatten, wide
-from ._rows import source_phases, tap_view
+from ._rows import source_phases, tap_view, vector_tile
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -473,13 +473,7 @@ def _pool_rows_taps_fwd_kernel(
     G: tl.constexpr = BLOCK_O // V
     W = W_UNITS * V
     OW = OW_UNITS * V_OUT
-    col_blocks = tl.cdiv(OW, BLOCK_O)
-    pid = wide(tl.program_id(0), USE_INT64)
-    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
-    if USE_INT64:
-        r = r.to(tl.int64)
-    first = (pid % col_blocks) * BLOCK_O
-    ow = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    r, first, ow = vector_tile(OW, BLOCK_R, BLOCK_O, V, USE_INT64)
     row_ok = r < R
     n, c, od, oh = unflatten(r, C, OD, OH)
     start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)

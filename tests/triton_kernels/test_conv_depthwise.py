@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.triton_kernels.launches import launched_kernels
 from triton_kernels import conv_depthwise as dw
 
 pytestmark = pytest.mark.interpret
@@ -303,23 +304,7 @@ STRIDE2_ROW_CASES = {
 
 def _launches(monkeypatch) -> list[str]:
     """Names of the depthwise kernels launched from now on (tuned or not)."""
-    names: list[str] = []
-    launch = dw.launch
-
-    def counting(kernel, *args, **kwargs):
-        names.append(kernel.fn.__name__)
-        return launch(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(dw, "launch", counting)
-    for tuner in (dw._FWD, dw._BWD_INPUT):
-        tuned = tuner.launch
-
-        def counting_tuner(*args, tuned=tuned, name=tuner.kernel.fn.__name__, **kwargs):
-            names.append(name)
-            return tuned(*args, **kwargs)
-
-        monkeypatch.setattr(tuner, "launch", counting_tuner)
-    return names
+    return launched_kernels(monkeypatch, dw, (dw._FWD, dw._BWD_INPUT))
 
 
 # fp64 rows hold 2-element vectors; fp16 rows of 16 elements the widest, 8-element ones.

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torchconv_ext
+from tests.triton_kernels.launches import launched_kernels
 from torchconv_ext import functional as TF
 
 pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("single_thread")]
@@ -41,15 +42,7 @@ def _launched(monkeypatch) -> list[str]:
     """Names of the pooling kernels launched from now on."""
     import triton_kernels.pool as kernels
 
-    names: list[str] = []
-    launch = kernels.launch
-
-    def counting(kernel, *args, **kwargs):
-        names.append(kernel.fn.__name__)
-        return launch(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(kernels, "launch", counting)
-    return names
+    return launched_kernels(monkeypatch, kernels)
 
 
 def _equal(ours: torch.Tensor, ref: torch.Tensor) -> bool:
@@ -90,38 +83,43 @@ def _forward_backward(pool, x, *args, **kwargs):
     return out, grad
 
 
+def _forward(pool, x, *args, **kwargs):
+    return pool(x, *args, **kwargs), None
+
+
+def _pools_match_torch(monkeypatch, x, args, ceil_mode, kernels, backward):
+    """Max pooling (values, indices) and average pooling of ``x`` by every divisor rule in 2-d
+    (the default one in 1-d and 3-d: same kernel code) equal torch's in float64, the input
+    gradients too with ``backward``; each call launches ``kernels``."""
+    rank = x.dim() - 2
+    finite = torch.where(x.isfinite(), x, 0.0)
+    divisors = [{}, {"count_include_pad": False}, {"divisor_override": 3}] if rank == 2 else [{}]
+    run = _forward_backward if backward else _forward
+
+    def pools(module):
+        max_pool, avg_pool = (getattr(module, f"{k}_pool{rank}d") for k in ("max", "avg"))
+        return run(max_pool, x, *args, ceil_mode=ceil_mode, return_indices=True), [
+            run(avg_pool, finite, *args, ceil_mode=ceil_mode, **kw) for kw in divisors
+        ]
+
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        ((y, idx), grad), averages = pools(TF)
+    assert names == kernels * (1 + len(divisors))
+    ((ref_y, ref_idx), ref_grad), ref_averages = pools(torch.nn.functional)
+    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-13, atol=0)
+    torch.testing.assert_close(averages, ref_averages, rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize("rank, kernel_size, stride, padding, ceil_mode", ROW_CASES)
 def test_row_segments_match_torch(monkeypatch, rank, kernel_size, stride, padding, ceil_mode):
     """Windows that tile contiguous rows along w take the row-segment kernels, whose results
     (values, max indices, input gradients, every divisor rule) equal torch's in float64."""
     shape = {1: (2, 3, 13), 2: (1, 3, 7, 11), 3: (1, 2, 5, 4, 9)}[rank]
-    x = _awkward(*shape)
-    args = (kernel_size, stride, padding)
-    finite = torch.where(x.isfinite(), x, 0.0)
-    # Every divisor rule in 2-d; the default one in 1-d and 3-d (same kernel code).
-    divisors = [{}, {"count_include_pad": False}, {"divisor_override": 3}] if rank == 2 else [{}]
-    names = _launched(monkeypatch)
-    max_pool = getattr(TF, f"max_pool{rank}d")
-    avg_pool = getattr(TF, f"avg_pool{rank}d")
-    with torchconv_ext.use_backend("triton"):
-        (y, idx), grad = _forward_backward(
-            max_pool, x, *args, ceil_mode=ceil_mode, return_indices=True
-        )
-        averages = [
-            _forward_backward(avg_pool, finite, *args, ceil_mode=ceil_mode, **kw) for kw in divisors
-        ]
     rows = ["_pool_rows_fwd_kernel", "_pool_rows_bwd_input_kernel"]
-    assert names == rows * (1 + len(divisors))
-    ref_pool = getattr(torch.nn.functional, f"max_pool{rank}d")
-    (ref_y, ref_idx), ref_grad = _forward_backward(
-        ref_pool, x, *args, ceil_mode=ceil_mode, return_indices=True
-    )
-    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-13, atol=0)
-    ref_avg = getattr(torch.nn.functional, f"avg_pool{rank}d")
-    for kw, ours in zip(divisors, averages):
-        ref = _forward_backward(ref_avg, finite, *args, ceil_mode=ceil_mode, **kw)
-        torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+    args = (kernel_size, stride, padding)
+    _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, rows, backward=True)
 
 
 def test_row_segments_gradients():
@@ -207,25 +205,8 @@ def test_row_taps_match_torch(monkeypatch, rank, kernel_size, stride, padding, c
     """Overlapping windows on NCHW rows (the row-taps forward): values, max indices and every
     divisor rule equal torch's in float64, with ties, NaNs and all -inf windows."""
     shape = {1: (2, 3, 16), 2: (1, 3, 7, 16), 3: (1, 2, 3, 4, 16)}[rank]
-    x = _awkward(*shape)
     args = (kernel_size, stride, padding)
-    finite = torch.where(x.isfinite(), x, 0.0)
-    divisors = [{}, {"count_include_pad": False}, {"divisor_override": 3}] if rank == 2 else [{}]
-    names = _launched(monkeypatch)
-    with torchconv_ext.use_backend("triton"):
-        y, idx = getattr(TF, f"max_pool{rank}d")(x, *args, ceil_mode=ceil_mode, return_indices=True)
-        averages = [
-            getattr(TF, f"avg_pool{rank}d")(finite, *args, ceil_mode=ceil_mode, **kw)
-            for kw in divisors
-        ]
-    assert names == [TAPS] * (1 + len(divisors))
-    ref_max = getattr(torch.nn.functional, f"max_pool{rank}d")
-    ref_y, ref_idx = ref_max(x, *args, ceil_mode=ceil_mode, return_indices=True)
-    assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
-    ref_avg = getattr(torch.nn.functional, f"avg_pool{rank}d")
-    for kw, ours in zip(divisors, averages):
-        ref = ref_avg(finite, *args, ceil_mode=ceil_mode, **kw)
-        torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+    _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, [TAPS], backward=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
