@@ -42,8 +42,11 @@ strides reach both in units of the largest power of two (up to 16 bytes) dividin
 which shows the compiler the alignment Triton detects by itself only for multiples of 16.
 Windows that overlap or are padded along ``w`` at stride 1 or 2 (ResNet's 3×3/2 max pool) take
 ``_pool_rows_taps_fwd_kernel``: aligned row vectors and each tap's view built from them in
-registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution); their backward
-stays the generic gather.
+registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution). Their backward,
+``_pool_rows_taps_bwd_input_kernel``, reads each covering grad_out (and index) row as aligned
+vectors of ``V / stride`` outputs under ``V`` input columns; tap ``tw`` hands input ``i`` the
+output ``(i + pad - tw) / stride`` — a shifted view at stride 1, at stride 2 a shifted view of
+half the width interleaved with zeros — summed in the generic kernel's order (same bits).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ from .pool_kernels import (
     _pool_fwd_kernel,
     _pool_rows_bwd_input_kernel,
     _pool_rows_fwd_kernel,
+    _pool_rows_taps_bwd_input_kernel,
     _pool_rows_taps_fwd_kernel,
 )
 
@@ -463,6 +467,12 @@ def pool_backward(
             go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad)
         )
         return
+    vector = _taps_backward_vector(go5, idx5, gi5, geometry) if unit_w else 0
+    if vector:
+        _launch_taps_backward(
+            go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad), vector
+        )
+        return
     _launch_backward(
         go5, idx5, grad_in, mode, FIXED.value, tuple(go5.shape[2:]), go5.stride(),
         _strides5(indices), geometry, int(divisor_override), bool(count_include_pad),
@@ -489,6 +499,47 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=_use_int64(go5, idx5, gi5, products=products),
         ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+    ))  # fmt: skip
+
+
+def _taps_backward_vector(go5, idx5, gi5, geometry: Sequence[int]) -> int:
+    """The vector width (in input columns) of the row-taps backward, or 0 when it does not
+    apply: NCHW-like rows with unit stride along ``w``, stride 1 or 2 and unit dilation there,
+    grad_out and index rows (and their width) aligned to ``vector / stride`` elements, and every
+    tap within one such vector of its input."""
+    kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
+    if sw not in (1, 2) or dw != 1 or gi5.stride(4) != 1 or channels_inner(gi5):
+        return 0
+    sources = [t for t in (go5, idx5) if t is not None]
+    # grad_out's rows and width (the index rows: the same strides in elements)
+    source_vector = row_alignment(go5.shape[4], *sources)
+    vector = min(row_alignment(gi5.shape[4], gi5), sw * source_vector)
+    shifts = [(e % sw + e) // sw for e in range(pw - kw + 1, pw + 1)]
+    if vector < 2 or max(map(abs, shifts)) > vector // sw:
+        return 0
+    return vector
+
+
+def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, vector):  # fmt: skip
+    n, c, d, h, w = gi5.shape
+    od, oh, ow = go5.shape[2:]
+    kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
+    is_max = POOL_MODES[mode] == MAX.value
+    idx5 = idx5 if is_max else go5
+    source_vector = vector // sw
+    br, bo, warps = row_tiles(w, vector)
+    rows = n * c * d * h
+    products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
+    launch(_pool_rows_taps_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo),), (
+        go5, idx5, gi5,
+        rows, c, d, h, w // vector, od, oh, ow // source_vector,
+        kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
+        *(s // source_vector for t in (go5, idx5) for s in row_strides(t)),
+        *(s // vector for s in row_strides(gi5)),
+    ), dict(
+        KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
+        USE_INT64=_use_int64(go5, idx5, gi5, products=products),
+        ACC_DTYPE=acc_dtype(gi5.dtype), V=vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

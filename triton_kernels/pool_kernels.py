@@ -4,8 +4,10 @@
 windows; ``_pool_rows_fwd_kernel``: the same reduction for fixed windows that tile rows of
 contiguous input (``kernel_size == stride`` of 2 or 4 along ``w``, no padding or dilation there),
 read as whole row segments; ``_pool_rows_taps_fwd_kernel``: other windows at stride 1 or 2 along
-``w`` (ResNet's 3×3/2), each tap's view built from aligned row vectors (:mod:`._rows`); ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the
-input, and ``_pool_rows_bwd_input_kernel`` its row-segment form for the same windows;
+``w`` (ResNet's 3×3/2), each tap's view built from aligned row vectors (:mod:`._rows`);
+``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the input,
+``_pool_rows_bwd_input_kernel`` its row-segment form for the windows that tile rows and
+``_pool_rows_taps_bwd_input_kernel`` for the other windows of the row-taps forward;
 ``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
 :mod:`triton_kernels.pool` for the design.
 """
@@ -17,7 +19,7 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, tile_indices, unflatten, wide
-from ._rows import source_phases, tap_view, vector_tile
+from ._rows import shifted, source_phases, tap_view, vector_tile
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -610,6 +612,102 @@ def _pool_rows_bwd_input_kernel(
         + i_w
     )
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
+
+
+@triton.jit
+def _pool_rows_taps_bwd_input_kernel(
+    go_ptr, idx_ptr, gi_ptr,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
+    DIVISOR,
+    sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
+    sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units,
+    sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units,
+    KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
+    INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+):  # fmt: skip
+    # The gradient of _pool_rows_taps_fwd_kernel's windows (stride 1 or 2 along w, unit
+    # dilation there, unit w strides): program = BLOCK_R input rows (flattened n, c, d, h) ×
+    # BLOCK_O input columns as [BLOCK_R, BLOCK_O // V, V]. Per covering (od, oh), the grad_out
+    # (and index) row under the tile is read as aligned vectors of VS = V / STRIDE_W outputs
+    # (_rows), and tap tw hands input column i the output o = (i + PAD_W - tw) / STRIDE_W: at
+    # stride 1 a shifted view, at stride 2 a shifted view of half the width interleaved with
+    # zeros (the other parity's inputs are no tap tw of any window). Outputs in increasing
+    # (od, oh, ow), as _pool_bwd_input_kernel sums them. Input sizes and strides arrive in units
+    # of V, grad_out's and the indices' width and strides in units of VS.
+    VS: tl.constexpr = V // STRIDE_W
+    G: tl.constexpr = BLOCK_O // V
+    W = W_UNITS * V
+    OW = OW_UNITS * VS
+    r, first, i_w = vector_tile(W, BLOCK_R, BLOCK_O, V, USE_INT64)
+    row_ok = r < R
+    n, c, i_d, i_h = unflatten(r, C, D, H)
+    lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
+    lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
+    go_nc = go_ptr + (n * (sgo_n_units * VS) + c * (sgo_c_units * VS))
+    idx_nc = idx_ptr + (n * (sidx_n_units * VS) + c * (sidx_c_units * VS))
+    pos = ((i_d * H + i_h) * W + i_w).to(tl.int64)
+    # The tile's first own output column (the compiler cannot see through the division).
+    first_o = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W)
+    acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
+    for td in range(_covering_bound(D, OD, KD, STRIDE_D, DIL_D, FIXED)):
+        od = lo_d + td
+        ok_d = row_ok & (td < n_d) & ((i_d + PAD_D - od * STRIDE_D) % DIL_D == 0)
+        _start_d, _taps_d, cnt_d = _window(
+            od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD
+        )
+        for th in range(_covering_bound(H, OH, KH, STRIDE_H, DIL_H, FIXED)):
+            oh = lo_h + th
+            ok = ok_d & (th < n_h) & ((i_h + PAD_H - oh * STRIDE_H) % DIL_H == 0)
+            _start_h, _taps_h, cnt_h = _window(
+                oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD
+            )
+            go_row = go_nc + (od * (sgo_d_units * VS) + oh * (sgo_h_units * VS))
+            gb, g_own, ga, _, _, _ = source_phases(go_row, first_o, ok, OW, G, VS, 1)
+            if MODE == MAX:
+                idx_row = idx_nc + (od * (sidx_d_units * VS) + oh * (sidx_h_units * VS))
+                jb, j_own, ja, _, _, _ = source_phases(idx_row, first_o, ok, OW, G, VS, 1)
+            for t in tl.static_range(KW):  # tap KW - 1 - t: increasing ow
+                g = _output_view(gb, g_own, ga, PAD_W - KW + 1 + t, VS, STRIDE_W).to(ACC_DTYPE)
+                o_w = (i_w + (PAD_W - KW + 1 + t)) // STRIDE_W
+                tap_ok = ok & ((i_w + (PAD_W - KW + 1 + t)) % STRIDE_W == 0)
+                tap_ok = tap_ok & (o_w >= 0) & (o_w < OW)
+                if MODE == MAX:
+                    j = _output_view(jb, j_own, ja, PAD_W - KW + 1 + t, VS, STRIDE_W)
+                    acc += tl.where(tap_ok & (j == pos), g, 0.0)
+                else:
+                    _start_w, _taps_w, cnt_w = _window(
+                        o_w, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD
+                    )
+                    acc += tl.where(tap_ok, _average(g, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED), 0.0)
+
+    gi_off = (
+        n * (sgi_n_units * V)
+        + c * (sgi_c_units * V)
+        + i_d * (sgi_d_units * V)
+        + i_h * (sgi_h_units * V)
+        + i_w
+    )
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
+
+
+@triton.jit
+def _output_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
+                 STRIDE_W: tl.constexpr):  # fmt: skip
+    """For each input column ``i`` of the groups, output ``(i + SHIFT) / STRIDE_W`` of a row
+    read as ``VS``-wide groups (``before``, ``own``, ``after``): at stride 1 a shifted view; at
+    stride 2 the inputs of parity ``SHIFT % 2`` take a shifted view of half the width and the
+    others 0 (none of their taps is this one)."""
+    if STRIDE_W == 1:
+        r = shifted(before, own, after, SHIFT, VS)
+    else:
+        half = shifted(before, own, after, (SHIFT % 2 + SHIFT) // 2, VS)
+        if SHIFT % 2 == 0:
+            r = tl.interleave(half, tl.zeros_like(half))
+        else:
+            r = tl.interleave(tl.zeros_like(half), half)
+    return r
 
 
 @triton.jit

@@ -163,7 +163,9 @@ def test_row_segments_equal_generic_kernels_bitwise(monkeypatch, dtype):
 
 
 TAPS = "_pool_rows_taps_fwd_kernel"
+TAPS_BACKWARD = "_pool_rows_taps_bwd_input_kernel"
 GENERIC = "_pool_fwd_kernel"
+GENERIC_BACKWARD = "_pool_bwd_input_kernel"
 
 
 @pytest.mark.parametrize(
@@ -202,11 +204,69 @@ TAPS_CASES = [
 
 @pytest.mark.parametrize("rank, kernel_size, stride, padding, ceil_mode", TAPS_CASES)
 def test_row_taps_match_torch(monkeypatch, rank, kernel_size, stride, padding, ceil_mode):
-    """Overlapping windows on NCHW rows (the row-taps forward): values, max indices and every
-    divisor rule equal torch's in float64, with ties, NaNs and all -inf windows."""
+    """Overlapping windows on NCHW rows (the row-taps forward and backward): values, max
+    indices, input gradients and every divisor rule equal torch's in float64, with ties, NaNs
+    and all -inf windows."""
     shape = {1: (2, 3, 16), 2: (1, 3, 7, 16), 3: (1, 2, 3, 4, 16)}[rank]
     args = (kernel_size, stride, padding)
-    _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, [TAPS], backward=False)
+    kernels = [TAPS, TAPS_BACKWARD]
+    _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, kernels, backward=True)
+
+
+@pytest.mark.parametrize(
+    "call, kernel",
+    [
+        (lambda x: TF.max_pool2d(x, 3, 2, 1), TAPS_BACKWARD),
+        (lambda x: TF.avg_pool2d(x, (1, 3), 1, (0, 1)), TAPS_BACKWARD),
+        (lambda x: TF.max_pool2d(x, (3, 1), 1, (1, 0)), TAPS_BACKWARD),  # one tap along w
+        (lambda x: TF.max_pool2d(x, 3, 3), GENERIC_BACKWARD),  # stride 3 along w
+        (lambda x: TF.max_pool2d(x, 2, 1, dilation=(1, 2)), GENERIC_BACKWARD),  # dilation
+        (
+            lambda x: TF.max_pool2d(x.to(memory_format=torch.channels_last), 3, 2, 1),
+            GENERIC_BACKWARD,
+        ),  # channels innermost
+    ],
+)
+def test_backward_kernel_choice(monkeypatch, call, kernel):
+    """Which kernel the input gradient of windows that do not tile rows takes."""
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        y = call(x)
+        names.clear()
+        (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert names == [kernel]
+    x_ref = x.detach().requires_grad_()
+    with torchconv_ext.use_backend("torch"):  # torch's own op
+        ref = call(x_ref)
+    torch.testing.assert_close(grad, torch.autograd.grad(ref, x_ref, torch.ones_like(ref))[0])
+
+
+def test_row_taps_gradients():
+    """gradcheck and gradgradcheck through the row-taps kernels at stride 2 and 1."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 3, 8, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend("triton"):
+        assert torch.autograd.gradcheck(lambda t: TF.max_pool2d(t, 3, 2, 1), (x,))
+        assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, (1, 3), 1, (0, 1)), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: TF.avg_pool2d(t, 3, 2, 1), (x,))
+
+
+def test_row_taps_backward_equals_generic_kernel_bitwise(monkeypatch):
+    """The row-taps backward sums each input's outputs in the generic kernel's order: the same
+    bits in float32 (4-element vectors, 2-element grad_out vectors at stride 2)."""
+    x = _awkward(2, 3, 8, 16, dtype=torch.float32)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        rows = [_forward_backward(TF.max_pool2d, x, 3, 2, 1), _forward_backward(
+            TF.avg_pool2d, finite, 3, 1, 1, count_include_pad=False)]  # fmt: skip
+        cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
+        generic = [_forward_backward(TF.max_pool2d, cl, 3, 2, 1), _forward_backward(
+            TF.avg_pool2d, finite_cl, 3, 1, 1, count_include_pad=False)]  # fmt: skip
+    assert names == [TAPS, TAPS_BACKWARD] * 2 + [GENERIC, GENERIC_BACKWARD] * 2
+    for (_, grad), (_, grad_cl) in zip(rows, generic):
+        assert torch.equal(grad, grad_cl)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
