@@ -7,7 +7,9 @@ vectors per group — the group's own columns and its neighbours' on either side
 (:func:`source_phases`) — and builds the view of every tap, shifted by up to ``V`` columns,
 from them (:func:`shifted`, :func:`funnel`: register selects only, no shared memory, no
 shuffles). At stride 2 a group's source spans ``2·V`` columns, split into its even and odd
-phases, and each tap reads one phase (:func:`tap_view`).
+phases, and each tap reads one phase (:func:`tap_view`). Gradients go the other way
+(:func:`adjoint_view`): at stride 2 each destination column of one parity takes a source column
+of a group of half the width.
 """
 
 from __future__ import annotations
@@ -101,6 +103,25 @@ def tap_view(b_even, o_even, a_even, b_odd, o_odd, a_odd, SHIFT: tl.constexpr,
         r = shifted(b_even, o_even, a_even, SHIFT // 2, V)
     else:
         r = shifted(b_odd, o_odd, a_odd, SHIFT // 2, V)
+    return r
+
+
+@triton.jit
+def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
+                 STRIDE_W: tl.constexpr):  # fmt: skip
+    """The adjoint of :func:`tap_view`: for each destination column ``i`` of the groups, source
+    column ``(i + SHIFT) / STRIDE_W`` of a row read as ``VS``-wide groups (``before``, ``own``,
+    ``after``, from column ``first / STRIDE_W``): at stride 1 a shifted view; at stride 2 the
+    columns of parity ``SHIFT % 2`` take a shifted view of half the width and the others 0
+    (no source column lands on them at this tap)."""
+    if STRIDE_W == 1:
+        r = shifted(before, own, after, SHIFT, VS)
+    else:
+        half = shifted(before, own, after, (SHIFT % 2 + SHIFT) // 2, VS)
+        if SHIFT % 2 == 0:
+            r = tl.interleave(half, tl.zeros_like(half))
+        else:
+            r = tl.interleave(tl.zeros_like(half), half)
     return r
 
 

@@ -28,8 +28,9 @@ instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way quali
 kernels with "same" padding in bf16); the taps are summed in the positions tile's order. At
 stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even
 and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
-(``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient at stride 1 (grad_out rows, the flipped
-taps), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
+(``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient (grad_out
+rows, the flipped taps); at stride 2 it reads grad_out as vectors of ``V / 2`` under groups of
+``V`` input columns, each tap landing on the columns of one parity (``_rows.adjoint_view``), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
 (channel, tap), building the tap's view the same way.
 """
 
@@ -59,7 +60,7 @@ from ._common import (
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
-from ._rows import row_tiles, shifted, source_phases, tap_view, vector_tile
+from ._rows import adjoint_view, row_tiles, source_phases, tap_view, vector_tile
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -297,13 +298,17 @@ def _conv_depthwise_rows_kernel(
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
     # channels, tap kw of the flipped kernel). Tile: BLOCK_R dst rows (flattened n, c, d, h)
     # × BLOCK_O dst columns, as [BLOCK_R, BLOCK_O // V, V]. The src row width and strides
-    # arrive in units of V elements, the dst's in units of V_OUT (powers of two dividing them):
+    # arrive in units of VS elements, the dst's in units of V_OUT (powers of two dividing them):
     # scaled back here, they show the compiler aligned vectors. Summation order: the positions
     # tile's (multiplier, kd, kh, kw).
     G: tl.constexpr = BLOCK_O // V
-    SRC_W = SRC_W_UNITS * V
+    # The src's vectors: V columns, except for the adjoint at stride 2 (V / 2 grad_out columns
+    # under V input columns).
+    VS: tl.constexpr = V // STRIDE_W if ADJOINT else V
+    SRC_W = SRC_W_UNITS * VS
     DST_W = DST_W_UNITS * V_OUT
     r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
+    first_src = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W) if ADJOINT else first
     row_ok = r < R
     n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
 
@@ -311,19 +316,22 @@ def _conv_depthwise_rows_kernel(
     for j in range(MULT if ADJOINT else 1):
         c_w = c * MULT + j if ADJOINT else c  # the weight's (and grad_out's) channel
         c_src = c_w if ADJOINT else c // MULT
-        src_c = src_ptr + (n * (ssrc_n_units * V) + c_src * (ssrc_c_units * V))
+        src_c = src_ptr + (n * (ssrc_n_units * VS) + c_src * (ssrc_c_units * VS))
         for kd in range(KD):
             b_d, ok_d = _source_coord(a_d, kd, SRC_D, STRIDE_D, PAD_D, DIL_D, ADJOINT)
             ok_d = row_ok & ok_d
             for kh in range(KH):
                 b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
                 ok = ok_d & ok_h
-                row = src_c + (b_d * (ssrc_d_units * V) + b_h * (ssrc_h_units * V))
-                be, oe, ae, bo, oo, ao = source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
+                row = src_c + (b_d * (ssrc_d_units * VS) + b_h * (ssrc_h_units * VS))
+                if ADJOINT:
+                    be, oe, ae, bo, oo, ao = source_phases(row, first_src, ok, SRC_W, G, VS, 1)
+                else:
+                    be, oe, ae, bo, oo, ao = source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 for kw in tl.static_range(KW):
-                    if ADJOINT:  # the flipped tap: grad_out column col + PAD_W - kw
-                        v = shifted(be, oe, ae, PAD_W - kw, V)
+                    if ADJOINT:  # the flipped tap: grad_out column (col + PAD_W - kw) / STRIDE_W
+                        v = adjoint_view(be, oe, ae, PAD_W - kw, VS, STRIDE_W)
                     else:  # input column STRIDE_W·col + kw - PAD_W
                         v = tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
                     wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
@@ -508,7 +516,10 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
 def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation,
                  adjoint):  # fmt: skip
     """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
-    gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it."""
+    gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it.
+    ``vector``: the tile's groups of dst columns (the src's vectors for the forward, ``stride``
+    src vectors for the adjoint)."""
+    src_vector = vector // geometry[2] if adjoint else vector
     n, c_dst = dst5.shape[:2]
     mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
     dst_d, dst_h, dst_w = dst5.shape[2:]
@@ -518,10 +529,10 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
     launch(_conv_depthwise_rows_kernel, (cdiv(rows, br) * cdiv(dst_w, bo),), (
         src5, w5, w5 if bias is None else bias, dst5,
         rows, c_dst, mult,
-        *src5.shape[2:4], src5.shape[4] // vector, dst_d, dst_h, dst_w // dst_vector,
+        *src5.shape[2:4], src5.shape[4] // src_vector, dst_d, dst_h, dst_w // dst_vector,
         *w5.shape[2:4],
         *geometry[:2], *geometry[3:5], *geometry[6:8],
-        *(s // vector for s in row_strides(src5)),
+        *(s // src_vector for s in row_strides(src5)),
         w5.stride(0), *w5.stride()[2:],
         0 if bias is None else bias.stride(0),
         *(s // dst_vector for s in row_strides(dst5)), dst5.stride(4),
@@ -561,10 +572,13 @@ def depthwise_conv_backward_input(
     co = w5.shape[0]
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    # grad_out's vectors; at stride 2 they lie under input groups twice as wide
     vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
-    if vector and stride[-1] == 1:  # at stride 2 each input column gathers a varying set
+    if vector:
         no_epilogue = epilogue_args(None, 0.0, None, w5)
-        _launch_rows(go5, w5, bias, gi5, geometry, padding[-1], vector, no_epilogue, None, True)
+        _launch_rows(
+            go5, w5, bias, gi5, geometry, padding[-1], vector * stride[-1], no_epilogue, None, True
+        )
         return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
     key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, tile_indices, unflatten, wide
-from ._rows import shifted, source_phases, tap_view, vector_tile
+from ._rows import adjoint_view, source_phases, tap_view, vector_tile
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -669,12 +669,12 @@ def _pool_rows_taps_bwd_input_kernel(
                 idx_row = idx_nc + (od * (sidx_d_units * VS) + oh * (sidx_h_units * VS))
                 jb, j_own, ja, _, _, _ = source_phases(idx_row, first_o, ok, OW, G, VS, 1)
             for t in tl.static_range(KW):  # tap KW - 1 - t: increasing ow
-                g = _output_view(gb, g_own, ga, PAD_W - KW + 1 + t, VS, STRIDE_W).to(ACC_DTYPE)
+                g = adjoint_view(gb, g_own, ga, PAD_W - KW + 1 + t, VS, STRIDE_W).to(ACC_DTYPE)
                 o_w = (i_w + (PAD_W - KW + 1 + t)) // STRIDE_W
                 tap_ok = ok & ((i_w + (PAD_W - KW + 1 + t)) % STRIDE_W == 0)
                 tap_ok = tap_ok & (o_w >= 0) & (o_w < OW)
                 if MODE == MAX:
-                    j = _output_view(jb, j_own, ja, PAD_W - KW + 1 + t, VS, STRIDE_W)
+                    j = adjoint_view(jb, j_own, ja, PAD_W - KW + 1 + t, VS, STRIDE_W)
                     acc += tl.where(tap_ok & (j == pos), g, 0.0)
                 else:
                     _start_w, _taps_w, cnt_w = _window(
@@ -690,24 +690,6 @@ def _pool_rows_taps_bwd_input_kernel(
         + i_w
     )
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
-
-
-@triton.jit
-def _output_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
-                 STRIDE_W: tl.constexpr):  # fmt: skip
-    """For each input column ``i`` of the groups, output ``(i + SHIFT) / STRIDE_W`` of a row
-    read as ``VS``-wide groups (``before``, ``own``, ``after``): at stride 1 a shifted view; at
-    stride 2 the inputs of parity ``SHIFT % 2`` take a shifted view of half the width and the
-    others 0 (none of their taps is this one)."""
-    if STRIDE_W == 1:
-        r = shifted(before, own, after, SHIFT, VS)
-    else:
-        half = shifted(before, own, after, (SHIFT % 2 + SHIFT) // 2, VS)
-        if SHIFT % 2 == 0:
-            r = tl.interleave(half, tl.zeros_like(half))
-        else:
-            r = tl.interleave(tl.zeros_like(half), half)
-    return r
 
 
 @triton.jit

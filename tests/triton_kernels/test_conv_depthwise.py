@@ -294,7 +294,8 @@ ROW_CASES = {
     "2d_asym_w": Case((4, 16), 3, 1, (2, 4), (1, 1), (0, 1), (1, 2), (1, 1)),
     "3d_5taps": Case((3, 4, 16), 2, 1, (1, 3, 5), (1, 2, 1), (0, 1, 2), (0, 1, 2), (1, 1, 1), 1),
 }
-# Stride 2 along w: the forward and the weight gradient read the rows' two phases.
+# Stride 2 along w: the forward and the weight gradient read the rows' two phases, the input
+# gradient half-width grad_out vectors under its rows.
 STRIDE2_ROW_CASES = {
     "1d_s2": Case((16,), 3, 1, (3,), (2,), (1,), (0,), (1,)),
     "2d_s2_mult2": Case((5, 12), 2, 2, (3, 4), (2, 2), (1, 1), (1, 1), (2, 1)),
@@ -333,15 +334,40 @@ def test_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
 @pytest.mark.parametrize("name", STRIDE2_ROW_CASES)
 def test_stride2_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
-    """At stride 2 along w the forward and the weight gradient take the row-segment kernels
-    (both phases of each row); the input gradient keeps the positions tiles."""
+    """At stride 2 along w the forward, the input gradient (with a transposed convolution's
+    bias) and the weight gradient take the row-segment kernels and match torch."""
     case = STRIDE2_ROW_CASES[name]
     names = _launches(monkeypatch)
     _run_forward(case, "zeros", dtype, triton_device)
     _run_backward_weight(case, "zeros", dtype, triton_device)
-    assert names == ["_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"]
     _run_backward_input(case, dtype, triton_device)
-    assert names[2:] == ["_conv_depthwise_bwd_input_kernel"]
+    x, w, b, go = _inputs(case, dtype, triton_device)
+    if case.mult == 1:
+        gi, _ = _poisoned(x.shape, dtype, triton_device)
+        dw.depthwise_conv_backward_input(go, w, gi, bias=b, **case.conv_kwargs())
+        ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
+        _assert_close(gi, ref, dtype)
+    rows = "_conv_depthwise_rows_kernel"
+    # grad_out rows of odd width have no vectors: the input gradient takes the positions tiles
+    adjoint = rows if case.out_spatial[-1] % 2 == 0 else "_conv_depthwise_bwd_input_kernel"
+    n_adjoint = 2 if case.mult == 1 else 1
+    assert names == [rows, "_conv_depthwise_rows_bwd_weight_kernel"] + [adjoint] * n_adjoint
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_stride2_input_gradient_equals_positions_tiles_bitwise(dtype, monkeypatch, triton_device):
+    """At stride 2 the row-segment input gradient sums the same taps in the same order as the
+    positions tiles (which channels-last operands take): the same bits."""
+    case = STRIDE2_ROW_CASES["2d_s2_mult2"]
+    x, w, _, go = _inputs(case, dtype, triton_device)
+    names = _launches(monkeypatch)
+    results = []
+    for layout in ("contiguous", "channels_last"):
+        gi = torch.empty(x.shape, dtype=dtype, device=triton_device)
+        dw.depthwise_conv_backward_input(_relayout(go, layout)[0], w, gi, **case.conv_kwargs())
+        results.append(gi)
+    assert names == ["_conv_depthwise_rows_kernel", "_conv_depthwise_bwd_input_kernel"]
+    assert torch.equal(results[0], results[1])
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
