@@ -169,7 +169,8 @@ def test_pointwise_kernels_with_stride_or_padding_run_the_implicit_gemm(ran, str
     [
         ((2, 20, 3, 4), 6, (3, 3), (2, 2), (1, 1), 1, "conv_bwd_input_tap"),
         ((1, 4, 5, 3), 6, (2, 3), (2, 1), (0, 1), 2, "conv_bwd_input_flat"),
-        ((1, 6, 4), 3, (3,), (2,), (1,), 3, "conv_depthwise_bwd_input"),
+        # stride 3: the positions tiles (the row kernel adds the bias too: test_conv_depthwise.py)
+        ((1, 6, 4), 3, (2,), (3,), (1,), 3, "conv_depthwise_bwd_input"),
     ],
     ids=["tap", "flat-groups", "depthwise"],
 )
