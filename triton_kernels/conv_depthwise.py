@@ -17,7 +17,7 @@ depend on the orientation.
 
 Output channel ``co`` reads input channel ``co // multiplier``.
 
-Row segments (NCHW-like rows, stride 1 or 2 and unit dilation along ``w``, zero padding). The
+Row segments (NCHW-like rows, stride 1 or 2 along ``w``, zero padding). The
 positions tile gathers each tap ``kw`` at a shifted, unaligned address — one scalar load per
 element and tap. ``_conv_depthwise_rows_kernel`` instead owns ``BLOCK_R`` output rows ×
 ``BLOCK_O`` columns, grouped in vectors of ``V`` adjacent columns (16 bytes where the rows'
@@ -25,7 +25,8 @@ alignment allows): per input row it loads three aligned vectors per group — th
 columns and its neighbours' on either side — and builds every tap's shifted view from them in
 registers (``_rows.funnel``: no shared memory, no shuffles), so a row costs three vector loads
 instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
-kernels with "same" padding in bf16); the taps are summed in the positions tile's order. At
+kernels with "same" padding in bf16, dilated ones as far as their taps reach); the taps are
+summed in the positions tile's order. At
 stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even
 and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
 (``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient (grad_out
@@ -290,9 +291,10 @@ def _conv_depthwise_rows_kernel(
     sb,
     sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
-    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, V: tl.constexpr,
-    V_OUT: tl.constexpr, ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
+    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
+    V: tl.constexpr, V_OUT: tl.constexpr, ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    ACT: tl.constexpr,
 ):  # fmt: skip
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
@@ -330,10 +332,10 @@ def _conv_depthwise_rows_kernel(
                     be, oe, ae, bo, oo, ao = source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 for kw in tl.static_range(KW):
-                    if ADJOINT:  # the flipped tap: grad_out column (col + PAD_W - kw) / STRIDE_W
-                        v = adjoint_view(be, oe, ae, PAD_W - kw, VS, STRIDE_W)
-                    else:  # input column STRIDE_W·col + kw - PAD_W
-                        v = tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
+                    if ADJOINT:  # grad_out column (col + PAD_W - kw·DIL_W) / STRIDE_W
+                        v = adjoint_view(be, oe, ae, PAD_W - kw * DIL_W, VS, STRIDE_W)
+                    else:  # input column STRIDE_W·col + kw·DIL_W - PAD_W
+                        v = tap_view(be, oe, ae, bo, oo, ao, kw * DIL_W - PAD_W, V, STRIDE_W)
                     wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
                     acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
@@ -359,8 +361,8 @@ def _conv_depthwise_rows_bwd_weight_kernel(
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
     sgw_split, sgw_o, sgw_d, sgw_h, sgw_w,
-    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, V: tl.constexpr,
-    V_GO: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
+    V: tl.constexpr, V_GO: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # Program (output channel, tap, split): reduces grad_out · x over the split's CHUNK of the
@@ -401,7 +403,7 @@ def _conv_depthwise_rows_bwd_weight_kernel(
             be, oe, ae, bo, oo, ao = source_phases(x_row, c0, ok, W, G, V, STRIDE_W)
             for kw in tl.static_range(KW):
                 if kw == kw_tap:  # uniform per program: one tap's view is built
-                    xv = tap_view(be, oe, ae, bo, oo, ao, kw - PAD_W, V, STRIDE_W)
+                    xv = tap_view(be, oe, ae, bo, oo, ao, kw * DIL_W - PAD_W, V, STRIDE_W)
                     acc += gv * xv.to(ACC_DTYPE)
 
     part = tl.sum(tl.sum(tl.sum(acc, axis=2), axis=1), axis=0)
@@ -496,20 +498,14 @@ def depthwise_conv_forward(
 
 def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
     """The vector width (elements) of the row-segment kernels reading ``src5``, or 0 when they
-    do not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit dilation along ``w``,
-    zero padding, and every tap within one vector of its output (``_rows.shifted``'s reach; at
-    stride 2, within its phase)."""
-    if (
-        stride not in (1, 2)
-        or dilation != 1
-        or pad_mode != "zeros"
-        or src5.stride(4) != 1
-        or channels_inner(src5)
-    ):
+    do not apply: NCHW-like rows with unit stride, stride 1 or 2 along ``w``, zero padding, and
+    every tap within one vector of its output (``_rows.shifted``'s reach; at stride 2, within
+    its phase) — dilation along ``w`` only moves the taps further out."""
+    if stride not in (1, 2) or pad_mode != "zeros" or src5.stride(4) != 1 or channels_inner(src5):
         return 0
     vector = row_alignment(src5.shape[4], src5)
     # One-element "vectors" would only waste the tile's unused columns.
-    reach = max(-(-pad // stride), (kw - 1 - pad) // stride)
+    reach = max(-(-pad // stride), ((kw - 1) * dilation - pad) // stride)
     return vector if vector >= 2 and reach <= vector else 0
 
 
@@ -538,7 +534,8 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         *(s // dst_vector for s in row_strides(dst5)), dst5.stride(4),
         *epilogue,
     ), dict(
-        KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_OUT=dst_vector,
+        KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector,
+        V_OUT=dst_vector,
         ADJOINT=adjoint,
         HAS_BIAS=bias is not None, USE_INT64=needs_int64(src5, w5, bias, dst5),
         ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
@@ -703,7 +700,7 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
         *(s // go_vector for s in row_strides(go5)),
         *ws_strides,
     ), dict(
-        KW=kw, PAD_W=pad_w, STRIDE_W=geometry[2], V=vector, V_GO=go_vector,
+        KW=kw, PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector, V_GO=go_vector,
         USE_INT64=needs_int64(x5, go5, gw5, ws),
         ACC_DTYPE=acc_dtype(gw5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip

@@ -294,6 +294,12 @@ ROW_CASES = {
     "2d_asym_w": Case((4, 16), 3, 1, (2, 4), (1, 1), (0, 1), (1, 2), (1, 1)),
     "3d_5taps": Case((3, 4, 16), 2, 1, (1, 3, 5), (1, 2, 1), (0, 1, 2), (0, 1, 2), (1, 1, 1), 1),
 }
+# Dilation along w: taps further apart, the same shifted views.
+DILATED_ROW_CASES = {
+    "1d_d2": Case((16,), 2, 1, (3,), (1,), (2,), (2,), (2,)),
+    "2d_d2_mult2": Case((4, 12), 2, 2, (3, 2), (1, 1), (1, 1), (1, 1), (1, 2)),
+    "2d_s2_d2": Case((5, 16), 2, 1, (2, 3), (1, 2), (0, 2), (0, 1), (1, 2)),
+}
 # Stride 2 along w: the forward and the weight gradient read the rows' two phases, the input
 # gradient half-width grad_out vectors under its rows.
 STRIDE2_ROW_CASES = {
@@ -352,6 +358,19 @@ def test_stride2_row_segments_match_torch(name, dtype, monkeypatch, triton_devic
     adjoint = rows if case.out_spatial[-1] % 2 == 0 else "_conv_depthwise_bwd_input_kernel"
     n_adjoint = 2 if case.mult == 1 else 1
     assert names == [rows, "_conv_depthwise_rows_bwd_weight_kernel"] + [adjoint] * n_adjoint
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
+@pytest.mark.parametrize("name", DILATED_ROW_CASES)
+def test_dilated_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
+    """Dilation along w: the forward, input and weight gradients take the row-segment kernels
+    (taps within a vector: fp64 rows hold 2 elements) and match torch."""
+    case = DILATED_ROW_CASES[name]
+    names = _launches(monkeypatch)
+    _run_forward(case, "zeros", dtype, triton_device)
+    _run_backward_input(case, dtype, triton_device)
+    _run_backward_weight(case, "zeros", dtype, triton_device)
+    assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
@@ -418,7 +437,7 @@ def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_d
     "case, pad_mode, layout",
     [
         (ROW_CASES["1d"]._replace(stride=(3,)), "zeros", "contiguous"),  # stride 3 along w
-        (ROW_CASES["1d"]._replace(dilation=(2,)), "zeros", "contiguous"),  # dilated along w
+        (ROW_CASES["1d"]._replace(dilation=(3,)), "zeros", "contiguous"),  # fp64: 3 > 2
         (ROW_CASES["1d"], "reflect", "contiguous"),  # padding that is not zeros
         (ROW_CASES["1d"], "zeros", "channels_last"),  # channels innermost
         (ROW_CASES["1d"]._replace(spatial=(15,)), "zeros", "contiguous"),  # unaligned rows
