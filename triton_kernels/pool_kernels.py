@@ -104,6 +104,17 @@ def _covering_bound(size, osize, k, stride, dil, WINDOW: tl.constexpr):
 
 
 @triton.jit
+def _covering_output(lo, t, count, i, size, osize, k, stride, pad, pad_end, dil,
+                     INCLUDE_PAD: tl.constexpr):  # fmt: skip
+    """The ``t``-th fixed window covering input ``i`` along one dim, of the ``count`` from
+    ``lo`` (:func:`_covering`): ``(output, whether it covers i, its averaging count)``."""
+    o = lo + t
+    ok = (t < count) & ((i + pad - o * stride) % dil == 0)
+    _start, _taps, cnt = _window(o, size, osize, k, stride, pad, pad_end, FIXED, INCLUDE_PAD)
+    return o, ok, cnt
+
+
+@triton.jit
 def _max_tap(best, arg, v, ok, pos):
     """Fold tap value ``v`` (flat input position ``pos``) into a running max: it wins when read
     (``ok``) and greater than the best so far or NaN — ATen's rule (first maximum, last NaN)."""
@@ -582,17 +593,15 @@ def _pool_rows_bwd_input_kernel(
     pos = (i_d * H + i_h) * W + ow * KW
     acc = tl.zeros([BLOCK_R, BLOCK_O * KW], ACC_DTYPE)
     for td in range(_covering_bound(D, OD, KD, STRIDE_D, DIL_D, FIXED)):
-        od = lo_d + td
-        ok_d = row_ok & (td < n_d) & ((i_d + PAD_D - od * STRIDE_D) % DIL_D == 0)
-        _start_d, _taps_d, cnt_d = _window(
-            od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD
+        od, ok_d, cnt_d = _covering_output(
+            lo_d, td, n_d, i_d, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, DIL_D, INCLUDE_PAD
         )
+        ok_d = row_ok & ok_d
         for th in range(_covering_bound(H, OH, KH, STRIDE_H, DIL_H, FIXED)):
-            oh = lo_h + th
-            ok = ok_d & (th < n_h) & ((i_h + PAD_H - oh * STRIDE_H) % DIL_H == 0)
-            _start_h, _taps_h, cnt_h = _window(
-                oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD
+            oh, ok_h, cnt_h = _covering_output(
+                lo_h, th, n_h, i_h, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, DIL_H, INCLUDE_PAD
             )
+            ok = ok_d & ok_h
             ok = ok & (ow < OW)
             g_off = go_nc + od * (sgo_d_units * ALIGN) + oh * (sgo_h_units * ALIGN)
             g = tl.load(go_ptr + g_off, mask=ok, other=0.0).to(ACC_DTYPE)
@@ -652,17 +661,15 @@ def _pool_rows_taps_bwd_input_kernel(
     first_o = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W)
     acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
     for td in range(_covering_bound(D, OD, KD, STRIDE_D, DIL_D, FIXED)):
-        od = lo_d + td
-        ok_d = row_ok & (td < n_d) & ((i_d + PAD_D - od * STRIDE_D) % DIL_D == 0)
-        _start_d, _taps_d, cnt_d = _window(
-            od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD
+        od, ok_d, cnt_d = _covering_output(
+            lo_d, td, n_d, i_d, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, DIL_D, INCLUDE_PAD
         )
+        ok_d = row_ok & ok_d
         for th in range(_covering_bound(H, OH, KH, STRIDE_H, DIL_H, FIXED)):
-            oh = lo_h + th
-            ok = ok_d & (th < n_h) & ((i_h + PAD_H - oh * STRIDE_H) % DIL_H == 0)
-            _start_h, _taps_h, cnt_h = _window(
-                oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD
+            oh, ok_h, cnt_h = _covering_output(
+                lo_h, th, n_h, i_h, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, DIL_H, INCLUDE_PAD
             )
+            ok = ok_d & ok_h
             go_row = go_nc + (od * (sgo_d_units * VS) + oh * (sgo_h_units * VS))
             gb, g_own, ga, _, _, _ = source_phases(go_row, first_o, ok, OW, G, VS, 1)
             if MODE == MAX:
