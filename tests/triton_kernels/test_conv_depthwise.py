@@ -360,8 +360,10 @@ def test_stride2_row_segments_match_torch(name, dtype, monkeypatch, triton_devic
     assert names == [rows, "_conv_depthwise_rows_bwd_weight_kernel"] + [adjoint] * n_adjoint
 
 
-@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
-@pytest.mark.parametrize("name", DILATED_ROW_CASES)
+@pytest.mark.parametrize(
+    "name, dtype",
+    [(name, torch.float64) for name in DILATED_ROW_CASES] + [("2d_s2_d2", torch.float16)],
+)
 def test_dilated_row_segments_match_torch(name, dtype, monkeypatch, triton_device):
     """Dilation along w: the forward, input and weight gradients take the row-segment kernels
     (taps within a vector: fp64 rows hold 2 elements) and match torch."""

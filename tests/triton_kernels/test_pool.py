@@ -242,14 +242,16 @@ def test_backward_kernel_choice(monkeypatch, call, kernel):
     torch.testing.assert_close(grad, torch.autograd.grad(ref, x_ref, torch.ones_like(ref))[0])
 
 
-def test_row_taps_gradients():
-    """gradcheck and gradgradcheck through the row-taps kernels at stride 2 and 1."""
+def test_row_taps_gradients(monkeypatch):
+    """gradcheck through the row-taps kernels at stride 2 and 1 (their double backward is the
+    forward again: the registered ops' gradgradchecks cover it)."""
     torch.manual_seed(0)
-    x = torch.randn(1, 1, 3, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 1, 2, 4, dtype=torch.float64, requires_grad=True)
+    names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         assert torch.autograd.gradcheck(lambda t: TF.max_pool2d(t, 3, 2, 1), (x,))
         assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, (1, 3), 1, (0, 1)), (x,))
-        assert torch.autograd.gradgradcheck(lambda t: TF.avg_pool2d(t, 3, 2, 1), (x,))
+    assert set(names) == {TAPS, TAPS_BACKWARD}
 
 
 def test_row_taps_backward_equals_generic_kernel_bitwise(monkeypatch):
