@@ -375,6 +375,22 @@ def test_dilated_row_segments_match_torch(name, dtype, monkeypatch, triton_devic
     assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
 
 
+def test_stride2_row_segments_second_order(monkeypatch):
+    """gradgradcheck (random projections) of a depthwise convolution at stride 2 on NCHW rows:
+    its input gradient, and the gradients of that, run the row kernels."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 1, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    names = _launches(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        conv = lambda a, b: TF.conv2d(a, b, stride=(1, 2), padding=(0, 1), groups=2)
+        assert torch.autograd.gradgradcheck(conv, (x, w), fast_mode=True)
+    assert "_conv_depthwise_rows_kernel" in names
+
+
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
 def test_stride2_input_gradient_equals_positions_tiles_bitwise(dtype, monkeypatch, triton_device):
     """At stride 2 the row-segment input gradient sums the same taps in the same order as the

@@ -243,14 +243,16 @@ def test_backward_kernel_choice(monkeypatch, call, kernel):
 
 
 def test_row_taps_gradients(monkeypatch):
-    """gradcheck through the row-taps kernels at stride 2 and 1 (their double backward is the
-    forward again: the registered ops' gradgradchecks cover it)."""
+    """gradcheck and gradgradcheck (random projections: the interpreter is slow) through the
+    row-taps kernels at stride 2 and 1."""
     torch.manual_seed(0)
     x = torch.randn(1, 1, 2, 4, dtype=torch.float64, requires_grad=True)
     names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         assert torch.autograd.gradcheck(lambda t: TF.max_pool2d(t, 3, 2, 1), (x,))
         assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, (1, 3), 1, (0, 1)), (x,))
+        max_pool = lambda t: TF.max_pool2d(t, 3, 2, 1)
+        assert torch.autograd.gradgradcheck(max_pool, (x,), fast_mode=True)
     assert set(names) == {TAPS, TAPS_BACKWARD}
 
 
