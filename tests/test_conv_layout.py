@@ -1,5 +1,6 @@
-"""Layouts on the Triton path: NCHW operands reach the tensor-core kernels channels-last,
-parameters are repacked once per version, and results keep torch's layout.
+"""Layouts on the Triton path: NCHW operands reach the tensor-core kernels channels-last (but
+for the 1×1 GEMM's rows of 16 positions), parameters are repacked once per version, and results
+keep torch's layout (stored straight in NCHW where rows of 16 positions allow).
 
 A spy on the kernel launchers records the layout of the operands each launch received; values
 are compared with torch in float64, forward, backward and double backward (the three
@@ -10,6 +11,7 @@ path).
 from __future__ import annotations
 
 import gc
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -25,10 +27,16 @@ pytestmark = pytest.mark.interpret
 _LAUNCHERS = ("conv_forward", "conv_backward_input", "conv_backward_weight")
 
 
+class Launch(NamedTuple):
+    name: str
+    channels_last: tuple[bool, bool]  # the two operands'
+    pointers: tuple[int, int]  # the two operands' data pointers
+    result: torch.Tensor  # the tensor the kernels write
+
+
 @pytest.fixture
 def launches(monkeypatch):
-    """``(launcher, operands channels-last?, operands' data pointers)`` of every convolution
-    launch in the test."""
+    """A :class:`Launch` for every convolution launch in the test."""
     k = kernels()
     calls = []
     for name in _LAUNCHERS:
@@ -37,10 +45,11 @@ def launches(monkeypatch):
         def spy(*args, _orig=original, _name=name, **kwargs):
             operands = args[:2]
             calls.append(
-                (
+                Launch(
                     _name,
                     tuple(_layout.is_channels_last(a) for a in operands),
                     tuple(a.data_ptr() for a in operands),
+                    args[3] if _name == "conv_forward" else args[2],
                 )
             )
             return _orig(*args, **kwargs)
@@ -100,8 +109,11 @@ def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
     if x.dim() in (4, 5):  # torch's layout rule (for 1-d there is no channels-last format)
         assert ours[0].stride() == theirs[0].stride()
         assert ours[1].stride() == theirs[1].stride() and ours[2].stride() == theirs[2].stride()
-    assert sorted(name for name, *_ in launches) == sorted(_LAUNCHERS)
-    assert all(layouts == (True, True) for _, layouts, _ in launches), launches
+    assert sorted(launch.name for launch in launches) == sorted(_LAUNCHERS)
+    assert all(launch.channels_last == (True, True) for launch in launches), launches
+    # No rows of 16 positions per image: activations are stored channels-last and converted.
+    activations = [launch.result for launch in launches if launch.name != "conv_backward_weight"]
+    assert all(_layout.is_channels_last(t) for t in activations)
 
 
 def test_depthwise_operands_are_read_as_given(launches):
@@ -112,7 +124,7 @@ def test_depthwise_operands_are_read_as_given(launches):
     ours, theirs = _conv_both(x, w, None, padding=1, groups=4)
     for a, r in zip(ours, theirs):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
-    ptrs = {name: p for name, _, p in launches}
+    ptrs = {launch.name: launch.pointers for launch in launches}
     assert ptrs["conv_forward"] == (x.data_ptr(), w.data_ptr())  # read in place, not copied
     assert ptrs["conv_backward_input"][1] == w.data_ptr()
     assert ptrs["conv_backward_weight"][0] == x.data_ptr()
@@ -130,16 +142,55 @@ def test_transposed_convolution_with_bias_from_nchw(launches, kernel):
     ref = F.conv_transpose2d(y, w, b, stride=stride, padding=kernel // 2)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     assert ours.stride() == ref.stride()
-    assert [call[:2] for call in launches] == [("conv_backward_input", (True, True))]
+    assert [launch[:2] for launch in launches] == [("conv_backward_input", (True, True))]
 
 
-@pytest.mark.parametrize("kernel", [2, 1])
-def test_gradgradcheck_through_the_converted_paths(kernel):
-    """NCHW input and weight, both backends: the second derivatives run all three primitives
-    on converted operands."""
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_nchw_results_with_rows_of_16_positions_are_stored_straight(launches, kernel):
+    """4×4 maps, 16 positions per image: the tensor-core kernels store the NCHW result and input
+    gradient themselves (no channels-last copy converted at the end), and the 1×1 GEMM also
+    reads the NCHW input and output gradient as they are (no conversion at all)."""
     torch.manual_seed(0)
-    x = torch.randn(1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 16, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 17, 4, 4, dtype=torch.float64)
+    w = torch.randn(5, 17, kernel, kernel, dtype=torch.float64)
+    b = torch.randn(5, dtype=torch.float64)
+    ours, theirs = _conv_both(x, w, b, padding=kernel // 2)
+    for a, r in zip(ours, theirs):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+        assert a.stride() == r.stride()
+    by_name = {launch.name: launch for launch in launches}
+    assert by_name["conv_forward"].result.data_ptr() == ours[0].data_ptr()
+    assert by_name["conv_backward_input"].result.data_ptr() == ours[1].data_ptr()
+    read_as_is = kernel == 1
+    assert (by_name["conv_forward"].pointers[0] == x.data_ptr()) == read_as_is
+    assert by_name["conv_backward_input"].channels_last == (not read_as_is, True)
+    assert by_name["conv_backward_weight"].channels_last == (not read_as_is, not read_as_is)
+    assert (by_name["conv_backward_weight"].pointers[0] == x.data_ptr()) == read_as_is
+
+
+def test_strided_input_gradient_is_stored_channels_last(launches):
+    """Stride 2: the input gradient's rows are strided phases, so it is stored channels-last
+    and converted, while the forward's NCHW result (16 positions per image) is stored
+    straight."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 8, 8, dtype=torch.float64)
+    w = torch.randn(4, 6, 3, 3, dtype=torch.float64)
+    ours, theirs = _conv_both(x, w, None, stride=2, padding=1)
+    for a, r in zip(ours, theirs):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    by_name = {launch.name: launch for launch in launches}
+    assert by_name["conv_forward"].result.is_contiguous()
+    assert _layout.is_channels_last(by_name["conv_backward_input"].result)
+
+
+@pytest.mark.parametrize("kernel,size,channels", [(2, 3, 16), (1, 3, 16), (3, 4, 2), (1, 4, 16)])
+def test_gradgradcheck_through_the_converted_paths(kernel, size, channels):
+    """NCHW input and weight, both backends: the second derivatives run all three primitives
+    on converted operands (3×3 maps), and on NCHW results stored straight and, 1×1, NCHW
+    operands read as they are (4×4 maps: 16 positions per image)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, channels, kernel, kernel, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
 
     def fn(x, w, b):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import torchconv_ext
 from torchconv_ext import nn as tnn
+from torchconv_ext._backend import kernels
 from torchconv_ext.functional.maxout import maxout_conv
 
 OPS = torch.ops.torchconv_ext
@@ -109,6 +110,35 @@ def test_forward_winner_and_gradients_match_composition(kind, pieces, bias, chan
     with torchconv_ext.use_backend(backend):
         got = torch.autograd.grad(y, leaves, gy)
     want = torch.autograd.grad(expected, leaves, gy)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.interpret
+def test_nchw_result_and_winner_stored_straight(monkeypatch):
+    """16 positions per image (4×4): the values and winners are stored NCHW by the kernel."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w, b = _leaf(4, 3, 3, 3), _leaf(4)
+    k = kernels()
+    stored = []
+    forward = k.conv_forward
+
+    def spy(*args, **kwargs):
+        stored.extend((args[3], kwargs["winner"]))
+        return forward(*args, **kwargs)
+
+    with torchconv_ext.use_backend("triton"):
+        monkeypatch.setattr(k, "conv_forward", spy)
+        out, winner = OPS.maxout_conv_fwd(x, w, b, 2, *_geometry(dict(padding=1)))
+        monkeypatch.undo()
+        got = torch.autograd.grad(out, [x, w, b], torch.ones_like(out))
+    assert [t.data_ptr() for t in stored] == [out.data_ptr(), winner.data_ptr()]
+    expected, expected_winner = reference_maxout(F.conv2d(x, w, b, padding=1), 2)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    assert torch.equal(winner, expected_winner)
+    assert out.is_contiguous() and winner.is_contiguous()
+    want = torch.autograd.grad(expected, [x, w, b], torch.ones_like(out))
     for g, e in zip(got, want, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 

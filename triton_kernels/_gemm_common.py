@@ -149,3 +149,31 @@ def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
     dtype = acc_torch_dtype(grad_w.dtype)
     inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
     return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)
+
+
+def position_strides(t5: torch.Tensor) -> tuple[int, int] | None:
+    """``(s_n, s_p)``: the strides of the batch and of a flat spatial position of a 5-d view,
+    or ``None`` when its spatial dims do not collapse into one stride."""
+    s_p = span = None
+    for size, st in zip(reversed(t5.shape[2:]), reversed(t5.stride()[2:])):
+        if size == 1:
+            continue
+        if s_p is None:
+            s_p, span = st, st * size
+        elif st != span:
+            return None
+        else:
+            span *= size
+    s_n = t5.stride(0)
+    if s_p is None:  # one position per image: the batch is the only row index
+        s_p = s_n
+    if t5.shape[0] == 1:  # one image: its stride is never used, so make the rows flat
+        s_n = s_p * t5.shape[2] * t5.shape[3] * t5.shape[4]
+    return s_n, s_p
+
+
+def unit_positions(t5: torch.Tensor) -> bool:
+    """Whether a 5-d view's spatial positions are one run of unit stride per image (an NCHW
+    tensor): a row's position ``p`` of image ``n`` is at ``n·s_n + p``."""
+    strides = position_strides(t5)
+    return strides is not None and strides[1] == 1

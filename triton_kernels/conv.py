@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,36 @@ def prefers_channels_last(c_in: int, groups: int) -> bool:
     channel innermost) as 16-byte vectors and any other layout element by element. Callers that
     own a layout convert to it; the depthwise kernels read either layout at full width."""
     return not _is_depthwise(c_in, groups)
+
+
+#: Positions per image in multiples of which the tensor-core kernels access NCHW activations as
+#: 16-byte vectors: Triton specialises each integer argument on its divisibility by 16, so
+#: only then do they see runs of 16 positions in one image (``conv_gemm._flat_row``).
+NCHW_VECTOR_POSITIONS = 16
+
+
+def _vector_positions(sizes: Sequence[int]) -> bool:
+    return math.prod(sizes) % NCHW_VECTOR_POSITIONS == 0
+
+
+def stores_nchw(sizes: Sequence[int], stride: Sequence[int] = ()) -> bool:
+    """Whether the tensor-core convolutions store an NCHW result of spatial ``sizes`` straight
+    from their tiles as 16-byte vectors (a tile's rows are flat positions). Otherwise callers
+    that return NCHW store channels-last and convert: NCHW stores would be one per element. For
+    an input gradient (a transposed convolution) ``stride`` is the convolution's: other strides
+    than 1 split the rows into strided phases."""
+    return all(s == 1 for s in stride) and _vector_positions(sizes)
+
+
+def reads_nchw(
+    kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], sizes: Sequence[int]
+) -> bool:
+    """Whether the tensor-core convolutions read a contiguous NCHW activation (the input, or the
+    gradient of the output) of spatial ``sizes`` as it is, as 16-byte vectors: a pointwise
+    convolution (``padding``: before and after each dim, all zero), whose 1×1 GEMM takes rows of
+    positions from every operand, with positions per image in multiples of 16. Others read
+    channels-last activations (callers convert)."""
+    return is_pointwise(kernel_size, stride, padding) and _vector_positions(sizes)
 
 
 def conv_forward(

@@ -37,6 +37,7 @@ from ._gemm_common import (
     choose_split,
     configs,
     flat_grid,
+    position_strides,
     shared_estimate,
     split_workspace,
 )
@@ -231,33 +232,12 @@ def is_pointwise(kernel_size: Sequence[int], stride: Sequence[int], padding: Seq
     return all(k == 1 for k in kernel_size) and all(s == 1 for s in stride) and not any(padding)
 
 
-def _positions(t5: torch.Tensor) -> tuple[int, int] | None:
-    """``(s_n, s_p)``: the strides of the batch and of a flat spatial position of a 5-d view,
-    or ``None`` when its spatial dims do not collapse into one stride."""
-    s_p = span = None
-    for size, st in zip(reversed(t5.shape[2:]), reversed(t5.stride()[2:])):
-        if size == 1:
-            continue
-        if s_p is None:
-            s_p, span = st, st * size
-        elif st != span:
-            return None
-        else:
-            span *= size
-    s_n = t5.stride(0)
-    if s_p is None:  # one position per image: the batch is the only row index
-        s_p = s_n
-    if t5.shape[0] == 1:  # one image: its stride is never used, so make the rows flat
-        s_n = s_p * t5.shape[2] * t5.shape[3] * t5.shape[4]
-    return s_n, s_p
-
-
 def _rows(*tensors: torch.Tensor) -> tuple[list[tuple[int, int]], bool] | None:
     """Position strides of every operand whose rows are positions, and whether rows are flat
     (``s_n == P·s_p`` for all of them); ``None`` if some operand's positions do not collapse."""
     if any(t.shape[2:] != tensors[0].shape[2:] for t in tensors):
         return None  # padding after the input (a transposed convolution's crop or extension)
-    found = [_positions(t) for t in tensors]
+    found = [position_strides(t) for t in tensors]
     if any(f is None for f in found):
         return None
     p = tensors[0].shape[2] * tensors[0].shape[3] * tensors[0].shape[4]
@@ -386,7 +366,9 @@ def conv1x1_backward_weight(
     split_stride = 0 if n_split == 1 else target.stride(0)
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
-    p_split = cdiv(m, n_split)
+    # Splits start at multiples of 16 positions: NCHW rows then load as 16-byte vectors (the
+    # last splits may be short or empty: they add zeros).
+    p_split = cdiv(cdiv(m, n_split), 16) * 16
     key = (x.dtype, (go5.stride(1) == 1, x5.stride(1) == 1, gw5.stride(1) == 1), groups, cg_in,
            cg_out, bucket(p_split), n_split, flat_rows, use_int64, precision)  # fmt: skip
 

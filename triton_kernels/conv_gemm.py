@@ -52,6 +52,7 @@ from ._gemm_common import (
     flat_grid,
     shared_estimate,
     split_workspace,
+    unit_positions,
 )
 from ._indexing import grouped_tile, map_padded, unflatten, wide
 from ._tuning import Config, Tuner, bucket
@@ -123,6 +124,16 @@ def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
 
 
 @triton.jit
+def _flat_row(rows, P, s_n):
+    """The offset of flat row ``rows`` (over ``N·P`` positions) in a result whose positions
+    have unit stride (NCHW): ``(rows // P)·s_n + rows % P``. Written so, Triton sees runs of
+    16 contiguous positions when 16 divides ``P`` (it specialises integer arguments on that),
+    and stores them as 16-byte vectors; the per-dimension form (``unflatten``'s coordinates
+    times their strides) is one address per element, at the register file's limit."""
+    return (rows // P) * s_n + rows % P
+
+
+@triton.jit
 def _fwd_tile(
     x_ptr, w_ptr, b_ptr, wco, co_ok, n_r, group, zd, zh, zw, row_mask,
     C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
@@ -167,7 +178,7 @@ def _fwd_tile(
 @triton.jit
 def _conv_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    M, C_IN, C_OUT,
+    M, P, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
@@ -180,13 +191,14 @@ def _conv_fwd_kernel(
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
-    ACT: tl.constexpr, PIECES: tl.constexpr,
+    ACT: tl.constexpr, PIECES: tl.constexpr, FLAT_Y: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] = act(bias[co] +
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
 
-    Grid: groups × row tiles (over N·output positions) × C_OUT tiles, flat (``grouped_tile``).
-    C_IN/C_OUT are per group.
+    Grid: groups × row tiles (over M = N·P output positions) × C_OUT tiles, flat
+    (``grouped_tile``). C_IN/C_OUT are per group. ``FLAT_Y``: ``y``'s positions have unit stride
+    (an NCHW result), stored as ``n·sy_n + p`` (see ``_flat_row``).
 
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
@@ -237,7 +249,7 @@ def _conv_fwd_kernel(
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )
-    y_row = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
+    y_row = _flat_row(rows, P, sy_n) if FLAT_Y else n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_mask & co_ok[None, :])
     if PIECES > 1:
@@ -247,7 +259,7 @@ def _conv_fwd_kernel(
 @triton.jit
 def _conv_bwd_input_kernel(
     go_ptr, w_ptr, b_ptr, gi_ptr,
-    N, M_MAX, C_IN, C_OUT,
+    N, M_MAX, P, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
@@ -258,7 +270,7 @@ def _conv_bwd_input_kernel(
     HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one stride phase per program.
 
@@ -267,6 +279,8 @@ def _conv_bwd_input_kernel(
     positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros
     (plus the bias: a transposed convolution's, per ``group·C_IN + ci``, when ``HAS_BIAS``).
     Grid: groups · phases × row tiles (of the largest phase, ``M_MAX`` rows) × C_IN tiles, flat.
+    ``FLAT_Y`` (stride 1: one phase, its rows the flat input positions, ``P`` per image):
+    ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (see ``_flat_row``).
     """
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
     batch, tile_m, tile_n = grouped_tile(
@@ -286,7 +300,8 @@ def _conv_bwd_input_kernel(
     J_H = (H - ph_h + STRIDE_H - 1) // STRIDE_H
     J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
     rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < N * J_D * J_H * J_W
+    # (With FLAT_Y the one phase has M_MAX rows: an argument, so Triton knows its divisibility.)
+    row_ok = rows < (M_MAX if FLAT_Y else N * J_D * J_H * J_W)
     # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
     n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
     ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -328,8 +343,11 @@ def _conv_bwd_input_kernel(
     if HAS_BIAS:
         bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
-    gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
-    gi_row += (ph_w + jw * STRIDE_W) * sgi_w
+    if FLAT_Y:
+        gi_row = _flat_row(rows, P, sgi_n)
+    else:
+        gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
+        gi_row += (ph_w + jw * STRIDE_W) * sgi_w
     tl.store(
         gi_ptr + gi_row[:, None] + (ci_off * sgi_c)[None, :],
         acc.to(gi_ptr.dtype.element_ty),
@@ -505,7 +523,7 @@ def gemm_conv_forward(
         grid,
         (
             x5, w5, w5 if bias is None else bias, y5,
-            m, cg_in, cg_out,
+            m, m // n_batch, cg_in, cg_out,
             *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
             *geometry,
             *x5.stride(), *w5.stride(), *y5.stride(),
@@ -517,6 +535,7 @@ def gemm_conv_forward(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
+            FLAT_Y=unit_positions(y5),
         ),
     )  # fmt: skip
 
@@ -567,7 +586,7 @@ def gemm_conv_backward_input(
         grid,
         (
             go5, w5, w5 if bias is None else bias, gi5,
-            n_batch, m_max, cg_in, cg_out,
+            n_batch, m_max, math.prod(gi5.shape[2:]), cg_in, cg_out,
             *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
             *geometry, *tap_steps, *out_steps,
             *go5.stride(), *w5.stride(), *gi5.stride(),
@@ -576,6 +595,7 @@ def gemm_conv_backward_input(
         dict(
             HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
+            FLAT_Y=all(s == 1 for s in strides) and unit_positions(gi5),
         ),
     )  # fmt: skip
 

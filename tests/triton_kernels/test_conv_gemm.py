@@ -166,6 +166,11 @@ BWD_INPUT_CASES = [
                  1, "channels_last", id="3d-size-lt-stride"),
     pytest.param((2, 3, 4, 4, 5), 5, (2, 2, 3), (1, 2, 2), ((0, 1), (1, 0), (1, 1)), (2, 1, 1),
                  1, "strided", id="3d-general"),
+    # stride 1 into NCHW: rows of flat positions (``FLAT_Y``), 16 per image and 15
+    pytest.param((2, 5, 4, 4), 6, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, "contig",
+                 id="2d-stride1-nchw"),
+    pytest.param((2, 3, 3, 5), 4, (2, 3), (1, 1), ((1, 0), (0, 2)), (1, 1), 1, "contig",
+                 id="2d-stride1-nchw-asym"),
 ]  # fmt: skip
 
 
@@ -184,6 +189,25 @@ def test_backward_input(triton_device, x_shape, c_out, kernel, stride, pads, dil
         grad_in, **_geometry(stride, pads, dilation, groups), allow_tf32=False,
     )  # fmt: skip
     _check(grad_in, ref)
+
+
+def test_nchw_results_match_channels_last_bitwise(triton_device):
+    """Stored straight into NCHW (rows of flat positions) or channels-last, the forward and the
+    input gradient are the same sums: identical bits in float32."""
+    x, w, b = _make((2, 6, 4, 4), 5, (3, 3), 1, torch.float32, bias=True)
+    x, w, b = x.to(triton_device), w.to(triton_device), b.to(triton_device)
+    geometry = _geometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    grad_out = torch.randn(2, 5, 4, 4, device=triton_device)
+    results = []
+    for layout in ("contig", "channels_last"):
+        out = _poisoned((2, 5, 4, 4), torch.float32, triton_device, layout)
+        gemm_conv_forward(x, w, b, out, **geometry, pad_mode="zeros", allow_tf32=False)
+        grad_in = _poisoned(x.shape, torch.float32, triton_device, layout)
+        gemm_conv_backward_input(grad_out, w, grad_in, **geometry, allow_tf32=False, bias=b)
+        results.append((out, grad_in))
+    for nchw, cl in zip(*results):
+        assert nchw.is_contiguous() and not cl.is_contiguous()
+        assert torch.equal(nchw, cl)
 
 
 # --- fp32 / fp16 ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ straight into tensor-core tiles; any other layout (torch's default NCHW above al
 one scalar load per element. So, on the Triton path:
 
 * activations (input, grad_output) are converted to channels-last with one copy when they are not
-  already (:func:`channels_last_activation`), and
+  already (:func:`channels_last_activation`; the 1×1 GEMM reads NCHW rows of 16 positions as
+  they are: ``conv.gemm_activation``), and
 * weights are repacked channels-last (:func:`packed_weight`), and a module's weights — its
   ``nn.Parameter`` objects — once per version: the repacked copy is cached by data pointer,
   shape, strides, dtype and device, valid while the same storage is alive and its version
@@ -14,7 +15,8 @@ one scalar load per element. So, on the Triton path:
   repacks each weight once per optimizer step, inference never, and a write makes the next
   call repack instead of reading a stale copy.
 
-Results keep the layout torch would return (the kernels store into it directly).
+Results keep the layout torch would return (the kernels store into it directly, or store
+channels-last rows converted once: see ``conv``).
 
 Only parameters are cached because only writes that bump the version counter can be seen:
 writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its inputs that way, so

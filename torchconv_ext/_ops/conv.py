@@ -25,14 +25,17 @@ convolution's input), ``conv_bwd_weight`` the kernel size; batch and channel cou
 the operands, which is what lets the batching rules fold a vmapped dim into them. Those two
 also take their result's layout (``channels_last``): their operands do not determine it.
 
-On the Triton path, convolutions that run on tensor cores get their operands channels-last
-(activations converted in one pass, weights repacked once per version: ``_layout``), whatever the
-caller's layout, and write activations (forward, input gradient) channels-last too: a tile's
-rows are flattened positions, so an NCHW store needs one address per element — compiled for
-sm_90, the 3×3 forward's larger tiles then sit at 255 registers and spill (up to 10956 B,
-``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``), leaving its tuner 64×64
-tiles, while channels-last rows store 16-byte vectors. Results are then converted, in one pass,
-to the layout torch returns.
+On the Triton path, convolutions that run on tensor cores get their activations channels-last
+(converted in one pass) and their weights repacked (once per version: ``_layout``), whatever the
+caller's layout, with one exception: the 1×1 GEMM reads NCHW activations as they are when each
+image has a multiple of 16 positions (``gemm_activation``). A tile's rows are flattened
+positions, so results (forward, input gradient at stride 1) are stored straight into torch's
+NCHW layout when each image has a multiple of 16 positions: then Triton sees runs of 16
+contiguous positions and stores 16-byte vectors (``triton_kernels.stores_nchw``). Otherwise an
+NCHW store would be one address per element — compiled for sm_90, the 3×3 forward's larger
+tiles then sit at 255 registers and spill
+(``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``) — so the kernels store
+channels-last rows and the result is converted, in one pass, to the layout torch returns.
 """
 
 from __future__ import annotations
@@ -113,17 +116,33 @@ def triton_forward(
     goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``)."""
     k = kernels()
     gemm = k.prefers_channels_last(input.shape[1], g.groups)
-    # The GEMM kernels read channels-last operands and store rows of channels: a channels-last
-    # result, converted once at the end when torch's would be contiguous.
-    out = empty_in_layout(conv_output_shape(input, weight, g), input, layout or gemm, poison=True)
+    shape = conv_output_shape(input, weight, g)
+    # The GEMM kernels store an NCHW result straight where its rows split into vectors, else a
+    # channels-last one, converted once at the end when torch's would be contiguous.
+    stored = layout or (gemm and not k.stores_nchw(shape[2:]))
+    out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
         if gemm:
-            input = channels_last_activation(input)
+            input = gemm_activation(input, weight.shape[2:], g)
             weight = k.replayed_whole(packed_weight, weight)
         k.conv_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
         )
-    return out if layout or not gemm else to_layout(out, False)
+    return out if stored == layout else to_layout(out, False)
+
+
+def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
+    """An activation (an input, a gradient of the output) as the tensor-core convolutions read
+    it fastest: as it is where they read NCHW rows as vectors (``reads_nchw``: the 1×1 GEMM),
+    else channels-last (one copy, unless it already is)."""
+    if _reads_as_is(t, kernel_size, g):
+        return t
+    return channels_last_activation(t)
+
+
+def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
+    padding = (*g.padding, *g.padding_end)
+    return t.is_contiguous() and kernels().reads_nchw(kernel_size, g.stride, padding, t.shape[2:])
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -158,14 +177,16 @@ def _bwd_input_impl(
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
     if gemm:
-        grad_output = channels_last_activation(grad_output)
+        grad_output = gemm_activation(grad_output, weight.shape[2:], g)
         weight = k.replayed_whole(packed_weight, weight)
     if g.padding_mode == "zeros":
-        # A transposed convolution: its bias is added in the kernel.
-        grad = empty_in_layout(shape, grad_output, channels_last or gemm, poison=True)
+        # A transposed convolution: its bias is added in the kernel. Stored NCHW or
+        # channels-last as the forward's result is (``triton_forward``).
+        stored = channels_last or (gemm and not k.stores_nchw(input_size, g.stride))
+        grad = empty_in_layout(shape, grad_output, stored, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
-        return grad if channels_last or not gemm else to_layout(grad, False)
+        return grad if stored == channels_last else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
@@ -213,7 +234,8 @@ def _bwd_weight_impl(
         return grad.zero_()
     k = kernels()
     if k.prefers_channels_last(input.shape[1], g.groups):
-        grad_output, input = channels_last_activation(grad_output), channels_last_activation(input)
+        grad_output = gemm_activation(grad_output, kernel_size, g)
+        input = gemm_activation(input, kernel_size, g)
     k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **kernel_args(g))
     return grad
 
@@ -248,7 +270,7 @@ def forward_grads(
     no) for the gradient ``grad`` of its result; the fused convolutions reuse it."""
     need_input, need_weight, need_bias = needs
     layout = results_channels_last(input, weight) if need_input or need_weight else False
-    if need_input and need_weight and _converted_by_both(grad, input, geometry):
+    if need_input and need_weight and _converted_by_both(grad, input, weight, geometry):
         grad = channels_last_activation(grad)  # once, instead of once in each gradient
     grad_input = grad_weight = grad_bias = None
     if need_input:
@@ -262,16 +284,19 @@ def forward_grads(
     return grad_input, grad_weight, grad_bias, *[None] * len(geometry)
 
 
-def _converted_by_both(grad: Tensor, input: Tensor, geometry: list) -> bool:
+def _converted_by_both(grad: Tensor, input: Tensor, weight: Tensor, geometry: list) -> bool:
     """Whether both gradient primitives would convert ``grad`` to channels-last on their own
-    (the tensor-core convolutions on the Triton path; plain tensors outside transforms)."""
-    return (
-        type(grad) in (Tensor, torch.nn.Parameter)
-        and not torch._C._are_functorch_transforms_active()
-        and use_triton(grad)
-        and kernels().prefers_channels_last(
-            input.shape[1], ConvGeometry.from_args(*geometry).groups
-        )
+    (the tensor-core convolutions on the Triton path, ``gemm_activation``; plain tensors
+    outside transforms)."""
+    if (
+        type(grad) not in (Tensor, torch.nn.Parameter)
+        or torch._C._are_functorch_transforms_active()
+        or not use_triton(grad)
+    ):
+        return False
+    g = ConvGeometry.from_args(*geometry)
+    return kernels().prefers_channels_last(input.shape[1], g.groups) and not _reads_as_is(
+        grad, weight.shape[2:], g
     )
 
 

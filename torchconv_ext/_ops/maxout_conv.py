@@ -28,12 +28,13 @@ from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as conv_fallback
 from .._fallback import maxout as maxout_fallback
 from .._memory import empty_in_layout, to_layout
-from ._layout import channels_last_activation, packed_weight
+from ._layout import packed_weight
 from ._primitive import Primitive
 from .conv import (
     conv_fwd,
     fold_batch,
     forward_grads,
+    gemm_activation,
     kernel_args,
     results_channels_last,
     unfold_batch,
@@ -77,12 +78,13 @@ def _impl(
         # Depthwise: the direct kernel has no maxout epilogue; the wide result is written.
         return maxout_fwd.impl(conv_fwd.impl(input, weight, bias, *geometry), pieces, 1)
     shape = _narrow_shape(input, weight, g, pieces)
-    # The GEMM kernels store rows of channels: channels-last results, converted at the end.
-    out = empty_in_layout(shape, input, True, poison=True)
-    winner = empty_in_layout(shape, input, True, torch.int64, poison=True)
+    # Stored NCHW or channels-last as the convolution's result is (``triton_forward``).
+    stored = layout or not k.stores_nchw(shape[2:])
+    out = empty_in_layout(shape, input, stored, poison=True)
+    winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
         k.conv_forward(
-            channels_last_activation(input),
+            gemm_activation(input, weight.shape[2:], g),
             k.replayed_whole(packed_weight, weight),
             bias,
             out,
