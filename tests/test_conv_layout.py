@@ -87,11 +87,11 @@ def _conv_both(x, w, b, **kw):
 @pytest.mark.parametrize(
     "x_shape,w_shape,kw,x_cl,w_cl",
     [
-        ((1, 17, 4, 3), (5, 17, 3, 3), dict(padding=1), False, False),
+        ((1, 17, 3, 3), (5, 17, 3, 3), dict(padding=1), False, False),
         ((2, 17, 3, 4), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
         ((1, 16, 5, 4), (6, 16, 3, 3), dict(stride=2), True, False),  # CL input, NCHW weight
         ((1, 4, 9), (6, 2, 3), dict(groups=2, padding=2, dilation=2), False, False),  # 1-d
-        ((1, 3, 3, 4, 5), (5, 3, 2, 2, 2), dict(padding=1), False, False),  # 3-d, RGB-like
+        ((1, 3, 3, 3, 3), (5, 3, 3, 3, 3), dict(padding=1), False, False),  # 3-d, RGB-like
     ],
     ids=["nchw-3x3", "nchw-1x1", "cl-input-nchw-weight", "1d-groups", "3d"],
 )
@@ -111,7 +111,7 @@ def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
         assert ours[1].stride() == theirs[1].stride() and ours[2].stride() == theirs[2].stride()
     assert sorted(launch.name for launch in launches) == sorted(_LAUNCHERS)
     assert all(launch.channels_last == (True, True) for launch in launches), launches
-    # No rows of 16 positions per image: activations are stored channels-last and converted.
+    # Positions per image that 4 does not divide (16, 1×1): stored channels-last, converted.
     activations = [launch.result for launch in launches if launch.name != "conv_backward_weight"]
     assert all(_layout.is_channels_last(t) for t in activations)
 
@@ -145,13 +145,17 @@ def test_transposed_convolution_with_bias_from_nchw(launches, kernel):
     assert [launch[:2] for launch in launches] == [("conv_backward_input", (True, True))]
 
 
-@pytest.mark.parametrize("kernel", [3, 1])
-def test_nchw_results_with_rows_of_16_positions_are_stored_straight(launches, kernel):
-    """4×4 maps, 16 positions per image: the tensor-core kernels store the NCHW result and input
-    gradient themselves (no channels-last copy converted at the end), and the 1×1 GEMM also
-    reads the NCHW input and output gradient as they are (no conversion at all)."""
+@pytest.mark.parametrize(
+    "kernel,size,straight",
+    [(3, (4, 4), True), (3, (4, 3), True), (1, (4, 4), True), (1, (4, 3), False)],
+    ids=["3x3-16", "3x3-12", "1x1-16", "1x1-12"],
+)
+def test_nchw_results_are_stored_straight_where_rows_allow(launches, kernel, size, straight):
+    """The tensor-core kernels store the NCHW result and input gradient themselves (no
+    channels-last copy converted at the end) when 4 divides the positions per image (16 for
+    the 1×1 GEMM), which then also reads the NCHW input and output gradient as they are."""
     torch.manual_seed(0)
-    x = torch.randn(2, 17, 4, 4, dtype=torch.float64)
+    x = torch.randn(2, 17, *size, dtype=torch.float64)
     w = torch.randn(5, 17, kernel, kernel, dtype=torch.float64)
     b = torch.randn(5, dtype=torch.float64)
     ours, theirs = _conv_both(x, w, b, padding=kernel // 2)
@@ -159,9 +163,9 @@ def test_nchw_results_with_rows_of_16_positions_are_stored_straight(launches, ke
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
         assert a.stride() == r.stride()
     by_name = {launch.name: launch for launch in launches}
-    assert by_name["conv_forward"].result.data_ptr() == ours[0].data_ptr()
-    assert by_name["conv_backward_input"].result.data_ptr() == ours[1].data_ptr()
-    read_as_is = kernel == 1
+    assert (by_name["conv_forward"].result.data_ptr() == ours[0].data_ptr()) == straight
+    assert (by_name["conv_backward_input"].result.data_ptr() == ours[1].data_ptr()) == straight
+    read_as_is = kernel == 1 and straight
     assert (by_name["conv_forward"].pointers[0] == x.data_ptr()) == read_as_is
     assert by_name["conv_backward_input"].channels_last == (not read_as_is, True)
     assert by_name["conv_backward_weight"].channels_last == (not read_as_is, not read_as_is)

@@ -29,23 +29,31 @@ def prefers_channels_last(c_in: int, groups: int) -> bool:
     return not _is_depthwise(c_in, groups)
 
 
-#: Positions per image in multiples of which the tensor-core kernels access NCHW activations as
-#: 16-byte vectors: Triton specialises each integer argument on its divisibility by 16, so
-#: only then do they see runs of 16 positions in one image (``conv_gemm._flat_row``).
-NCHW_VECTOR_POSITIONS = 16
+def _positions_divisible(sizes: Sequence[int], by: int) -> bool:
+    return math.prod(sizes) % by == 0
 
 
-def _vector_positions(sizes: Sequence[int]) -> bool:
-    return math.prod(sizes) % NCHW_VECTOR_POSITIONS == 0
-
-
-def stores_nchw(sizes: Sequence[int], stride: Sequence[int] = ()) -> bool:
-    """Whether the tensor-core convolutions store an NCHW result of spatial ``sizes`` straight
-    from their tiles as 16-byte vectors (a tile's rows are flat positions). Otherwise callers
-    that return NCHW store channels-last and convert: NCHW stores would be one per element. For
-    an input gradient (a transposed convolution) ``stride`` is the convolution's: other strides
-    than 1 split the rows into strided phases."""
-    return all(s == 1 for s in stride) and _vector_positions(sizes)
+def stores_nchw(
+    sizes: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    *,
+    input_gradient: bool = False,
+) -> bool:
+    """Whether the tensor-core convolution of that geometry (``padding``: before and after each
+    dim) stores an NCHW result — its output, or with ``input_gradient`` its input gradient — of
+    spatial ``sizes`` straight from its tiles as vectors of at least 8 bytes. A tile's rows are
+    flat positions: the implicit GEMM stores runs of 4, 8 or 16 of them in one image when that
+    divides the positions per image (``conv_gemm.flat_alignment``), the 1×1 GEMM runs of 16
+    (what Triton sees itself); an input gradient at another stride than 1 has strided rows.
+    Otherwise callers that return NCHW store channels-last and convert: the NCHW stores would
+    be one per element."""
+    if is_pointwise(kernel_size, stride, padding):
+        return _positions_divisible(sizes, 16)
+    if input_gradient and any(s != 1 for s in stride):
+        return False
+    return _positions_divisible(sizes, 4)
 
 
 def reads_nchw(
@@ -56,7 +64,7 @@ def reads_nchw(
     convolution (``padding``: before and after each dim, all zero), whose 1×1 GEMM takes rows of
     positions from every operand, with positions per image in multiples of 16. Others read
     channels-last activations (callers convert)."""
-    return is_pointwise(kernel_size, stride, padding) and _vector_positions(sizes)
+    return is_pointwise(kernel_size, stride, padding) and _positions_divisible(sizes, 16)
 
 
 def conv_forward(

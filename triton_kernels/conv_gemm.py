@@ -127,10 +127,18 @@ def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
 def _flat_row(rows, P, s_n):
     """The offset of flat row ``rows`` (over ``N·P`` positions) in a result whose positions
     have unit stride (NCHW): ``(rows // P)·s_n + rows % P``. Written so, Triton sees runs of
-    16 contiguous positions when 16 divides ``P`` (it specialises integer arguments on that),
-    and stores them as 16-byte vectors; the per-dimension form (``unflatten``'s coordinates
-    times their strides) is one address per element, at the register file's limit."""
+    contiguous positions in one image as long as the largest power of two dividing ``P`` (see
+    ``_aligned``), and stores them as vectors; the per-dimension form (``unflatten``'s
+    coordinates times their strides) is one address per element, at the register file's
+    limit."""
     return (rows // P) * s_n + rows % P
+
+
+@triton.jit
+def _aligned(x, ALIGN: tl.constexpr):
+    """``x``, a multiple of ``ALIGN``, written so that Triton sees it is: of an integer argument
+    it knows only whether 16 divides it."""
+    return x // ALIGN * ALIGN
 
 
 @triton.jit
@@ -197,8 +205,9 @@ def _conv_fwd_kernel(
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
 
     Grid: groups × row tiles (over M = N·P output positions) × C_OUT tiles, flat
-    (``grouped_tile``). C_IN/C_OUT are per group. ``FLAT_Y``: ``y``'s positions have unit stride
-    (an NCHW result), stored as ``n·sy_n + p`` (see ``_flat_row``).
+    (``grouped_tile``). C_IN/C_OUT are per group. ``FLAT_Y`` > 0: ``y``'s positions have unit
+    stride (an NCHW result), stored as ``n·sy_n + p`` (``_flat_row``), and ``FLAT_Y`` (a power
+    of two) divides ``M``, ``P``, ``sy_n`` and ``sy_c``: the width of the vector stores.
 
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
@@ -206,6 +215,9 @@ def _conv_fwd_kernel(
     strides) gets the winning ``k``: pieces compare in ``y``'s dtype (as a maxout of the stored
     convolution does), ties keep the first piece, a NaN wins (the first NaN).
     """
+    if FLAT_Y > 1:
+        M, P = _aligned(M, FLAT_Y), _aligned(P, FLAT_Y)
+        sy_n, sy_c = _aligned(sy_n, FLAT_Y), _aligned(sy_c, FLAT_Y)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
     )
@@ -279,9 +291,13 @@ def _conv_bwd_input_kernel(
     positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros
     (plus the bias: a transposed convolution's, per ``group·C_IN + ci``, when ``HAS_BIAS``).
     Grid: groups · phases × row tiles (of the largest phase, ``M_MAX`` rows) × C_IN tiles, flat.
-    ``FLAT_Y`` (stride 1: one phase, its rows the flat input positions, ``P`` per image):
-    ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (see ``_flat_row``).
+    ``FLAT_Y`` > 0 (stride 1: one phase, its rows the flat input positions, ``P`` per image):
+    ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (``_flat_row``), and
+    ``FLAT_Y`` divides ``M_MAX``, ``P``, ``sgi_n`` and ``sgi_c`` (as in the forward).
     """
+    if FLAT_Y > 1:
+        M_MAX, P = _aligned(M_MAX, FLAT_Y), _aligned(P, FLAT_Y)
+        sgi_n, sgi_c = _aligned(sgi_n, FLAT_Y), _aligned(sgi_c, FLAT_Y)
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
@@ -468,6 +484,15 @@ def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
     return tuple(t.stride(1) == 1 for t in tensors)
 
 
+def flat_alignment(t5: torch.Tensor) -> int:
+    """``FLAT_Y`` for a result: 0 unless its positions have unit stride (``unit_positions``),
+    else the largest power of two up to 16 dividing its positions per image and its batch and
+    channel strides (so every run of that many rows is one aligned vector in one image)."""
+    if not unit_positions(t5):
+        return 0
+    return math.gcd(math.prod(t5.shape[2:]), t5.stride(0), t5.stride(1), 16)
+
+
 def gemm_conv_forward(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -535,7 +560,7 @@ def gemm_conv_forward(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
-            FLAT_Y=unit_positions(y5),
+            FLAT_Y=flat_alignment(y5),
         ),
     )  # fmt: skip
 
@@ -595,7 +620,7 @@ def gemm_conv_backward_input(
         dict(
             HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
-            FLAT_Y=all(s == 1 for s in strides) and unit_positions(gi5),
+            FLAT_Y=flat_alignment(gi5) if all(s == 1 for s in strides) else 0,
         ),
     )  # fmt: skip
 

@@ -191,16 +191,18 @@ def test_backward_input(triton_device, x_shape, c_out, kernel, stride, pads, dil
     _check(grad_in, ref)
 
 
-def test_nchw_results_match_channels_last_bitwise(triton_device):
-    """Stored straight into NCHW (rows of flat positions) or channels-last, the forward and the
-    input gradient are the same sums: identical bits in float32."""
-    x, w, b = _make((2, 6, 4, 4), 5, (3, 3), 1, torch.float32, bias=True)
+@pytest.mark.parametrize("size", [(4, 4), (4, 3), (3, 5)], ids=["rows-of-16", "of-4", "of-1"])
+def test_nchw_results_match_channels_last_bitwise(triton_device, size):
+    """Stored straight into NCHW (rows of flat positions, in aligned runs of 16, 4 or 1) or
+    channels-last, the forward and the input gradient are the same sums: identical bits in
+    float32."""
+    x, w, b = _make((2, 6, *size), 5, (3, 3), 1, torch.float32, bias=True)
     x, w, b = x.to(triton_device), w.to(triton_device), b.to(triton_device)
     geometry = _geometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-    grad_out = torch.randn(2, 5, 4, 4, device=triton_device)
+    grad_out = torch.randn(2, 5, *size, device=triton_device)
     results = []
     for layout in ("contig", "channels_last"):
-        out = _poisoned((2, 5, 4, 4), torch.float32, triton_device, layout)
+        out = _poisoned((2, 5, *size), torch.float32, triton_device, layout)
         gemm_conv_forward(x, w, b, out, **geometry, pad_mode="zeros", allow_tf32=False)
         grad_in = _poisoned(x.shape, torch.float32, triton_device, layout)
         gemm_conv_backward_input(grad_out, w, grad_in, **geometry, allow_tf32=False, bias=b)

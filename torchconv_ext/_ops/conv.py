@@ -30,10 +30,10 @@ On the Triton path, convolutions that run on tensor cores get their activations 
 caller's layout, with one exception: the 1×1 GEMM reads NCHW activations as they are when each
 image has a multiple of 16 positions (``gemm_activation``). A tile's rows are flattened
 positions, so results (forward, input gradient at stride 1) are stored straight into torch's
-NCHW layout when each image has a multiple of 16 positions: then Triton sees runs of 16
-contiguous positions and stores 16-byte vectors (``triton_kernels.stores_nchw``). Otherwise an
-NCHW store would be one address per element — compiled for sm_90, the 3×3 forward's larger
-tiles then sit at 255 registers and spill
+NCHW layout when each image has a multiple of 4 positions (16 for the 1×1 GEMM): then Triton
+sees runs of contiguous positions and stores vectors of 8 or 16 bytes
+(``triton_kernels.stores_nchw``). Otherwise an NCHW store would be one address per element —
+compiled for sm_90, the 3×3 forward's larger tiles then sit at 255 registers and spill
 (``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``) — so the kernels store
 channels-last rows and the result is converted, in one pass, to the layout torch returns.
 """
@@ -119,7 +119,9 @@ def triton_forward(
     shape = conv_output_shape(input, weight, g)
     # The GEMM kernels store an NCHW result straight where its rows split into vectors, else a
     # channels-last one, converted once at the end when torch's would be contiguous.
-    stored = layout or (gemm and not k.stores_nchw(shape[2:]))
+    stored = layout or (
+        gemm and not k.stores_nchw(shape[2:], weight.shape[2:], *stride_and_padding(g))
+    )
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
         if gemm:
@@ -141,8 +143,14 @@ def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
 
 
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
-    padding = (*g.padding, *g.padding_end)
-    return t.is_contiguous() and kernels().reads_nchw(kernel_size, g.stride, padding, t.shape[2:])
+    return t.is_contiguous() and kernels().reads_nchw(
+        kernel_size, *stride_and_padding(g), t.shape[2:]
+    )
+
+
+def stride_and_padding(g: ConvGeometry) -> tuple:
+    """``(stride, padding before and after each dim)``, as the kernels' layout rules take them."""
+    return g.stride, (*g.padding, *g.padding_end)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -182,7 +190,10 @@ def _bwd_input_impl(
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel. Stored NCHW or
         # channels-last as the forward's result is (``triton_forward``).
-        stored = channels_last or (gemm and not k.stores_nchw(input_size, g.stride))
+        nchw = k.stores_nchw(
+            input_size, weight.shape[2:], *stride_and_padding(g), input_gradient=True
+        )
+        stored = channels_last or (gemm and not nchw)
         grad = empty_in_layout(shape, grad_output, stored, poison=True)
         if grad.numel():
             k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
