@@ -35,6 +35,9 @@ CONVOLUTIONS = {
     KEY_LAYERS[1]: {"_conv1x1_kernel", "_conv1x1_bwd_weight_kernel"},
 }
 
+#: The kernels that store activations (the forward, the input gradient).
+_ACTIVATION_STORES = {"_conv_fwd_kernel", "_conv_bwd_input_kernel", "_conv1x1_kernel"}
+
 PTX = """
     cp.async.cg.shared.global [ %r1 + 0 ], [ %rd4 + 0 ], 0x10, %r2;
     cp.async.cg.shared.global.L2::128B [ %r3 + 0 ], [ %rd5 + 0 ], 16, %r4;
@@ -169,6 +172,11 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
             sizes = {int(k) for k in r["cp_async_bytes"]}
             if sizes != {16}:
                 failures.append(f"{what}: cp.async sizes {sorted(sizes) or 'none'}, not 16 B")
+            # Activations are stored as vectors in every layout (NCHW ones straight from the
+            # tiles where the positions per image allow, as at 14×14: 8-byte vectors).
+            stores = {int(k) for k in r["st_global_bytes"]}
+            if r["kernel"] in _ACTIVATION_STORES and min(stores, default=0) < 8:
+                failures.append(f"{what}: stores of {sorted(stores)} B, not vectors")
     assert not failures, "\n".join(failures)
     assert out.returncode == 0, out.stdout + out.stderr
 
