@@ -50,7 +50,7 @@ def test_convert_model_identical_outputs_and_grads(backend):
     assert type(converted.blocks[0]) is tnn.Conv2d and type(converted.heads["a"][0]) is tnn.Conv2d
     assert type(converted.fc) is nn.Linear and not converted.training
     assert list(converted.state_dict()) == list(model.state_dict())
-    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     out_ref, g_ref = _grads(model, x)
     with torchconv_ext.use_backend(backend):
         out, g = _grads(converted, x)

@@ -47,7 +47,7 @@ def test_opcheck(backend, padding_mode):
 def test_flop_counter_counts_like_aten(backend):
     torch.manual_seed(0)
     model = SmallCNN()
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(1, 3, 4, 4)
     counts = []
     for m in (model, torchconv_ext.convert_model(model)):
         with FlopCounterMode(display=False) as counter, torchconv_ext.use_backend(backend):
