@@ -187,14 +187,15 @@ def test_strided_input_gradient_is_stored_channels_last(launches):
     assert _layout.is_channels_last(by_name["conv_backward_input"].result)
 
 
-@pytest.mark.parametrize("kernel,size", [(2, 3), (1, 3), (1, 4)])
-def test_gradgradcheck_through_the_converted_paths(kernel, size):
+@pytest.mark.parametrize("kernel,size,channels", [(2, 3, 16), (2, 2, 2), (1, 3, 16), (1, 4, 16)])
+def test_gradgradcheck_through_the_converted_paths(kernel, size, channels):
     """NCHW input and weight, both backends: the second derivatives run all three primitives
-    on converted operands, on an NCHW result stored straight (the 2×2 kernel's 4×4 result) and,
-    1×1 on 4×4 maps, on NCHW operands read as they are."""
+    on converted operands, on NCHW results stored straight (2×2 kernels: 3×3 maps give a 4×4
+    result, 2×2 maps a 2×2 input gradient) and, 1×1 on 4×4 maps, on NCHW operands read as they
+    are."""
     torch.manual_seed(0)
-    x = torch.randn(1, 16, size, size, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 16, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, channels, kernel, kernel, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
 
     def fn(x, w, b):
