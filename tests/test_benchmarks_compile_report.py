@@ -132,8 +132,9 @@ def test_plan_compiles_each_specialisation_and_config_once():
 
 def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
-    and the bf16 convolutions use wgmma fed by 16-byte cp.async, whatever the caller's layout:
-    channels-last, NCHW, or a channels-last input with an NCHW weight."""
+    and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
+    of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
+    channels-last input with an NCHW weight."""
     report = tmp_path / "sm_90.json"
     cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90"]
     cmd += ["--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS]
@@ -169,8 +170,11 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
         if any(c in CONVOLUTIONS for c in r["cases"]):
             if not r["wgmma"]:
                 failures.append(f"{what}: no wgmma (mma.sync: {r['mma_sync']})")
+            # 16-byte cp.async, but for the 1×1 GEMM's NCHW rows read in place, which are
+            # 8-byte vectors where 4 positions per image are the longest aligned run (14×14).
             sizes = {int(k) for k in r["cp_async_bytes"]}
-            if sizes != {16}:
+            allowed = {8, 16} if r["kernel"].startswith("_conv1x1") else {16}
+            if not sizes or not sizes <= allowed:
                 failures.append(f"{what}: cp.async sizes {sorted(sizes) or 'none'}, not 16 B")
             # Activations are stored as vectors in every layout (NCHW ones straight from the
             # tiles where the positions per image allow, as at 14×14: 8-byte vectors).

@@ -1,6 +1,6 @@
 """Layouts on the Triton path: NCHW operands reach the tensor-core kernels channels-last (but
-for the 1×1 GEMM's rows of 16 positions), parameters are repacked once per version, and results
-keep torch's layout (stored straight in NCHW where rows of 16 positions allow).
+for the 1×1 GEMM's rows of 4 or more positions), parameters are repacked once per version, and
+results keep torch's layout (stored straight in NCHW where rows of 4 or more positions allow).
 
 A spy on the kernel launchers records the layout of the operands each launch received; values
 are compared with torch in float64, forward, backward and double backward (the three
@@ -96,7 +96,7 @@ def _conv_matching_torch(x, w, b, **kw):
     "x_shape,w_shape,kw,x_cl,w_cl",
     [
         ((1, 17, 3, 3), (5, 17, 3, 3), dict(padding=1), False, False),
-        ((2, 17, 3, 4), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
+        ((2, 17, 3, 5), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
         ((1, 16, 5, 4), (6, 16, 3, 3), dict(stride=2), True, False),  # CL input, NCHW weight
         ((1, 4, 9), (6, 2, 3), dict(groups=2, padding=2, dilation=2), False, False),  # 1-d
         ((1, 3, 3, 3, 3), (5, 3, 3, 3, 3), dict(padding=1), False, False),  # 3-d, RGB-like
@@ -117,7 +117,7 @@ def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
         assert ours[1].stride() == theirs[1].stride() and ours[2].stride() == theirs[2].stride()
     assert sorted(launch.name for launch in launches) == sorted(_LAUNCHERS)
     assert all(launch.channels_last == (True, True) for launch in launches), launches
-    # Positions per image that 4 does not divide (16, 1×1): stored channels-last, converted.
+    # Positions per image that 4 does not divide: read and stored channels-last, converted.
     activations = [launch.result for launch in launches if launch.name != "conv_backward_weight"]
     assert all(_layout.is_channels_last(t) for t in activations)
 
@@ -146,18 +146,19 @@ def test_transposed_convolution_with_bias_from_nchw(launches, kernel):
     ref = F.conv_transpose2d(y, w, b, stride=stride, padding=kernel // 2)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     assert ours.stride() == ref.stride()
-    assert [launch[:2] for launch in launches] == [("conv_backward_input", (True, True))]
+    read_as_is = kernel == 1  # the 1×1 GEMM reads NCHW rows of 12 positions as they are
+    assert [launch[:2] for launch in launches] == [("conv_backward_input", (not read_as_is, True))]
 
 
 @pytest.mark.parametrize(
     "kernel,size,straight",
-    [(3, (4, 4), True), (3, (4, 3), True), (1, (4, 4), True), (1, (4, 3), False)],
-    ids=["3x3-16", "3x3-12", "1x1-16", "1x1-12"],
+    [(3, (4, 4), True), (3, (4, 3), True), (1, (4, 3), True), (1, (3, 5), False)],
+    ids=["3x3-16", "3x3-12", "1x1-12", "1x1-15"],
 )
 def test_nchw_results_are_stored_straight_where_rows_allow(launches, kernel, size, straight):
     """The tensor-core kernels store the NCHW result and input gradient themselves (no
-    channels-last copy converted at the end) when 4 divides the positions per image (16 for
-    the 1×1 GEMM), which then also reads the NCHW input and output gradient as they are."""
+    channels-last copy converted at the end) when 4 divides the positions per image; the 1×1
+    GEMM then also reads the NCHW input and output gradient as they are."""
     torch.manual_seed(0)
     x = torch.randn(2, 17, *size, dtype=torch.float64)
     w = torch.randn(5, 17, kernel, kernel, dtype=torch.float64)

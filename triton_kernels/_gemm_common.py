@@ -15,7 +15,11 @@ a mid-sized tile that fits the register file on every kernel.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import triton
+import triton.language as tl
 
 from ._common import INTERPRET, acc_torch_dtype, cdiv
 from ._tuning import Config
@@ -177,3 +181,20 @@ def unit_positions(t5: torch.Tensor) -> bool:
     tensor): a row's position ``p`` of image ``n`` is at ``n·s_n + p``."""
     strides = position_strides(t5)
     return strides is not None and strides[1] == 1
+
+
+def flat_alignment(t5: torch.Tensor) -> int:
+    """The alignment of an operand whose rows are flat positions: 0 unless its positions have
+    unit stride (``unit_positions``: NCHW), else the largest power of two up to 16 dividing its
+    positions per image and its batch and channel strides, so that every run of that many rows
+    is one aligned vector in one image. Kernels rebuild those values with :func:`aligned`."""
+    if not unit_positions(t5):
+        return 0
+    return math.gcd(math.prod(t5.shape[2:]), t5.stride(0), t5.stride(1), 16)
+
+
+@triton.jit
+def aligned(x, ALIGN: tl.constexpr):
+    """``x``, a multiple of ``ALIGN``, written so that Triton sees it is: of an integer argument
+    it knows only whether 16 divides it."""
+    return x // ALIGN * ALIGN

@@ -44,13 +44,10 @@ def stores_nchw(
     """Whether the tensor-core convolution of that geometry (``padding``: before and after each
     dim) stores an NCHW result — its output, or with ``input_gradient`` its input gradient — of
     spatial ``sizes`` straight from its tiles as vectors of at least 8 bytes. A tile's rows are
-    flat positions: the implicit GEMM stores runs of 4, 8 or 16 of them in one image when that
-    divides the positions per image (``conv_gemm.flat_alignment``), the 1×1 GEMM runs of 16
-    (what Triton sees itself); an input gradient at another stride than 1 has strided rows.
-    Otherwise callers that return NCHW store channels-last and convert: the NCHW stores would
-    be one per element."""
-    if is_pointwise(kernel_size, stride, padding):
-        return _positions_divisible(sizes, 16)
+    flat positions: the GEMMs store runs of 4, 8 or 16 of them in one image when that divides
+    the positions per image (``_gemm_common.flat_alignment``); an input gradient at another
+    stride than 1 has strided rows. Otherwise callers that return NCHW store channels-last and
+    convert: the NCHW stores would be one per element."""
     if input_gradient and any(s != 1 for s in stride):
         return False
     return _positions_divisible(sizes, 4)
@@ -60,11 +57,11 @@ def reads_nchw(
     kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], sizes: Sequence[int]
 ) -> bool:
     """Whether the tensor-core convolutions read a contiguous NCHW activation (the input, or the
-    gradient of the output) of spatial ``sizes`` as it is, as 16-byte vectors: a pointwise
-    convolution (``padding``: before and after each dim, all zero), whose 1×1 GEMM takes rows of
-    positions from every operand, with positions per image in multiples of 16. Others read
-    channels-last activations (callers convert)."""
-    return is_pointwise(kernel_size, stride, padding) and _positions_divisible(sizes, 16)
+    gradient of the output) of spatial ``sizes`` as it is, as vectors of at least 8 bytes: a
+    pointwise convolution (``padding``: before and after each dim, all zero), whose 1×1 GEMM
+    takes rows of positions from every operand, with positions per image in multiples of 4 (as
+    :func:`stores_nchw`). Others read channels-last activations (callers convert)."""
+    return is_pointwise(kernel_size, stride, padding) and _positions_divisible(sizes, 4)
 
 
 def conv_forward(

@@ -15,6 +15,12 @@ path serves every tensor whose spatial dims collapse into one stride (contiguous
 and their batch-sliced views); when ``s_n == P·s_p`` for every operand (``FLAT_ROWS``) the
 position index is not even split. The launchers return ``False`` for anything else (the caller
 then runs the implicit GEMM).
+
+NCHW operands (unit position stride) load and store runs of positions as vectors. Triton knows
+of an integer argument only whether 16 divides it, so each such operand comes with the power of
+two dividing its positions per image and its batch and channel strides (``_gemm_common.flat_alignment``),
+and the kernels rebuild those values as visible multiples of it (``_gemm_common.aligned``): 16-byte
+vectors (bf16) where 8 divides the positions per image, 8-byte ones where 4 does (14×14).
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from ._gemm_common import (
     MAXOUT_GEMM_TABLE,
     NOMINAL_TILE,
     WEIGHT_BLOCK_K,
+    aligned,
     choose_split,
     configs,
+    flat_alignment,
     flat_grid,
     position_strides,
     shared_estimate,
@@ -75,7 +83,7 @@ def _conv1x1_kernel(
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
-    ACT: tl.constexpr, PIECES: tl.constexpr,
+    ACT: tl.constexpr, PIECES: tl.constexpr, A_ALIGN: tl.constexpr, C_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """c[m, group·N + j] = act(Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]))
     (``act``: the forward's epilogue activation, ``ACT_NONE`` for grad-input).
@@ -87,7 +95,17 @@ def _conv1x1_kernel(
     Maxout (forward only, ``PIECES`` > 1, ``ACT`` none): column ``j`` is a unit, the max over
     ``k < PIECES`` of the GEMM with ``b``'s column (and bias) ``j·PIECES + k`` — one GEMM per
     piece, a running max in registers — and ``win`` (int64, ``c``'s offsets) the winning ``k``.
+
+    ``A_ALIGN`` / ``C_ALIGN`` > 1: ``a`` / ``c`` is NCHW and that power of two divides ``P``
+    and its batch and channel strides (``flat_alignment``): rows load or store as vectors.
     """
+    if A_ALIGN > 1:
+        M, P = aligned(M, A_ALIGN), aligned(P, A_ALIGN)
+        sa_n, sa_k = aligned(sa_n, A_ALIGN), aligned(sa_k, A_ALIGN)
+    if C_ALIGN > 1:
+        sc_n, sc_c = aligned(sc_n, C_ALIGN), aligned(sc_c, C_ALIGN)
+        if C_ALIGN > A_ALIGN:
+            M, P = aligned(M, C_ALIGN), aligned(P, C_ALIGN)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M
     )
@@ -162,15 +180,23 @@ def _conv1x1_bwd_weight_kernel(
     FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, GO_ALIGN: tl.constexpr, X_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci] = Σ_{positions of split} go[·, group·C_OUT + co] ·
     x[·, group·C_IN + ci], the positions ``[split·P_SPLIT, …)`` of ``M = batch·P``.
 
     Grid: groups · N_SPLIT × C_OUT tiles × C_IN tiles, flat. The reduction runs in BLOCK_K
     chunks from the split's start whatever the tiling, and every program writes its own slot:
-    no atomics, bitwise repeatable.
+    no atomics, bitwise repeatable. ``GO_ALIGN`` / ``X_ALIGN``: as ``_conv1x1_kernel``'s
+    alignments, for ``go`` and ``x`` (``P_SPLIT`` is a multiple of 16).
     """
+    if GO_ALIGN > 1:
+        M, P = aligned(M, GO_ALIGN), aligned(P, GO_ALIGN)
+        sgo_n, sgo_c = aligned(sgo_n, GO_ALIGN), aligned(sgo_c, GO_ALIGN)
+    if X_ALIGN > 1:
+        sx_n, sx_c = aligned(sx_n, X_ALIGN), aligned(sx_c, X_ALIGN)
+        if X_ALIGN > GO_ALIGN:
+            M, P = aligned(M, X_ALIGN), aligned(P, X_ALIGN)
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
     )
@@ -264,8 +290,9 @@ def _launch_gemm(
     g_rows = (k if transpose_w else n * pieces) * sw_o
     use_int64 = needs_int64(a5, w5, bias, c5)
     precision = dot_precision(a5.dtype, allow_tf32)
+    alignments = flat_alignment(a5), flat_alignment(c5)
     key = (a5.dtype, (a5.stride(1) == 1, sb_n == 1, c5.stride(1) == 1), transpose_w, groups, k,
-           n, bucket(m), flat_rows, use_int64, precision, epilogue[0], pieces)  # fmt: skip
+           n, bucket(m), flat_rows, alignments, use_int64, precision, epilogue[0], pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
@@ -285,7 +312,8 @@ def _launch_gemm(
         dict(
             HAS_BIAS=bias is not None, FLAT_ROWS=flat_rows, USE_INT64=use_int64,
             PRECISION=precision, ACC_DTYPE=acc_dtype(a5.dtype), GROUP_M=GROUP_M,
-            ACT=ACTIVATIONS[epilogue[0]], PIECES=pieces,
+            ACT=ACTIVATIONS[epilogue[0]], PIECES=pieces, A_ALIGN=alignments[0],
+            C_ALIGN=alignments[1],
         ),
     )  # fmt: skip
     return True
@@ -369,8 +397,9 @@ def conv1x1_backward_weight(
     # Splits start at multiples of 16 positions: NCHW rows then load as 16-byte vectors (the
     # last splits may be short or empty: they add zeros).
     p_split = cdiv(cdiv(m, n_split), 16) * 16
+    alignments = flat_alignment(go5), flat_alignment(x5)
     key = (x.dtype, (go5.stride(1) == 1, x5.stride(1) == 1, gw5.stride(1) == 1), groups, cg_in,
-           cg_out, bucket(p_split), n_split, flat_rows, use_int64, precision)  # fmt: skip
+           cg_out, bucket(p_split), n_split, flat_rows, alignments, use_int64, precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
@@ -386,7 +415,8 @@ def conv1x1_backward_weight(
         ),
         dict(
             FLAT_ROWS=flat_rows, USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
+            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, GO_ALIGN=alignments[0],
+            X_ALIGN=alignments[1],
         ),
     )  # fmt: skip
     if n_split > 1:

@@ -47,12 +47,13 @@ from ._gemm_common import (
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
+    aligned,
     choose_split,
     configs,
+    flat_alignment,
     flat_grid,
     shared_estimate,
     split_workspace,
-    unit_positions,
 )
 from ._indexing import grouped_tile, map_padded, unflatten, wide
 from ._tuning import Config, Tuner, bucket
@@ -128,17 +129,10 @@ def _flat_row(rows, P, s_n):
     """The offset of flat row ``rows`` (over ``N·P`` positions) in a result whose positions
     have unit stride (NCHW): ``(rows // P)·s_n + rows % P``. Written so, Triton sees runs of
     contiguous positions in one image as long as the largest power of two dividing ``P`` (see
-    ``_aligned``), and stores them as vectors; the per-dimension form (``unflatten``'s
+    ``_gemm_common.aligned``), and stores them as vectors; the per-dimension form (``unflatten``'s
     coordinates times their strides) is one address per element, at the register file's
     limit."""
     return (rows // P) * s_n + rows % P
-
-
-@triton.jit
-def _aligned(x, ALIGN: tl.constexpr):
-    """``x``, a multiple of ``ALIGN``, written so that Triton sees it is: of an integer argument
-    it knows only whether 16 divides it."""
-    return x // ALIGN * ALIGN
 
 
 @triton.jit
@@ -216,8 +210,8 @@ def _conv_fwd_kernel(
     convolution does), ties keep the first piece, a NaN wins (the first NaN).
     """
     if FLAT_Y > 1:
-        M, P = _aligned(M, FLAT_Y), _aligned(P, FLAT_Y)
-        sy_n, sy_c = _aligned(sy_n, FLAT_Y), _aligned(sy_c, FLAT_Y)
+        M, P = aligned(M, FLAT_Y), aligned(P, FLAT_Y)
+        sy_n, sy_c = aligned(sy_n, FLAT_Y), aligned(sy_c, FLAT_Y)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
     )
@@ -296,8 +290,8 @@ def _conv_bwd_input_kernel(
     ``FLAT_Y`` divides ``M_MAX``, ``P``, ``sgi_n`` and ``sgi_c`` (as in the forward).
     """
     if FLAT_Y > 1:
-        M_MAX, P = _aligned(M_MAX, FLAT_Y), _aligned(P, FLAT_Y)
-        sgi_n, sgi_c = _aligned(sgi_n, FLAT_Y), _aligned(sgi_c, FLAT_Y)
+        M_MAX, P = aligned(M_MAX, FLAT_Y), aligned(P, FLAT_Y)
+        sgi_n, sgi_c = aligned(sgi_n, FLAT_Y), aligned(sgi_c, FLAT_Y)
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
@@ -482,15 +476,6 @@ _FLAT_BELOW = 16
 def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
     """Which operands have unit channel stride (dim 1): what decides the loads' widths."""
     return tuple(t.stride(1) == 1 for t in tensors)
-
-
-def flat_alignment(t5: torch.Tensor) -> int:
-    """``FLAT_Y`` for a result: 0 unless its positions have unit stride (``unit_positions``),
-    else the largest power of two up to 16 dividing its positions per image and its batch and
-    channel strides (so every run of that many rows is one aligned vector in one image)."""
-    if not unit_positions(t5):
-        return 0
-    return math.gcd(math.prod(t5.shape[2:]), t5.stride(0), t5.stride(1), 16)
 
 
 def gemm_conv_forward(

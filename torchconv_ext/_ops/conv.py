@@ -28,10 +28,10 @@ also take their result's layout (``channels_last``): their operands do not deter
 On the Triton path, convolutions that run on tensor cores get their activations channels-last
 (converted in one pass) and their weights repacked (once per version: ``_layout``), whatever the
 caller's layout, with one exception: the 1×1 GEMM reads NCHW activations as they are when each
-image has a multiple of 16 positions (``gemm_activation``). A tile's rows are flattened
+image has a multiple of 4 positions (``gemm_activation``). A tile's rows are flattened
 positions, so results (forward, input gradient at stride 1) are stored straight into torch's
-NCHW layout when each image has a multiple of 4 positions (16 for the 1×1 GEMM): then Triton
-sees runs of contiguous positions and stores vectors of 8 or 16 bytes
+NCHW layout when each image has a multiple of 4 positions: then Triton sees runs of
+contiguous positions and stores vectors of 8 or 16 bytes
 (``triton_kernels.stores_nchw``). Otherwise an NCHW store would be one address per element —
 compiled for sm_90, the 3×3 forward's larger tiles then sit at 255 registers and spill
 (``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``) — so the kernels store
