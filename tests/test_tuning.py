@@ -305,6 +305,20 @@ def test_shared_memory_estimate_skips_compiling_configs_that_cannot_fit(cache, m
     assert a not in gpu.compiled and a not in gpu.timed
 
 
+def test_while_capturing_the_first_config_that_fits_runs_untuned(cache, monkeypatch):
+    """Benchmarking would break a CUDA graph being captured: the first config runs untuned,
+    unless its shared memory cannot fit (a 1×1 GEMM's first row in fp32), and nothing is
+    compiled, timed or stored."""
+    a, b, _ = CONFIGS  # a: 96 KiB in bf16, 192 KiB in fp32; b: 96 KiB in fp32
+    gpu = FakeGPU(monkeypatch, times=[1.0, 2.0, 3.0], shared_limit=128 * 1024)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    tuner = _tuner()
+    for dtype, expected in ((torch.bfloat16, a), (torch.float32, b)):
+        args = (torch.empty(4, dtype=dtype),)
+        assert tuner._choose(torch.device("cuda"), ("key",), lambda c: (1,), args, {}) == expected
+    assert gpu.compiled == gpu.timed == [] and not cache.exists()
+
+
 def test_one_candidate_is_launched_without_tuning(cache, monkeypatch):
     gpu = FakeGPU(monkeypatch, times=[1.0])
     kernel = FakeKernel()

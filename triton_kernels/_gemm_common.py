@@ -9,8 +9,9 @@ templates at 4 warps for the same reason (pytorch/pytorch#173068); lift the cap 
 check that proves every such config against a float64 reference. The plain GEMM loop of 1×1
 convolutions is the shape Triton's own matmuls run at 8 warps.
 
-A table's first row is the one launched untuned (while a CUDA graph is being captured), so it is
-a mid-sized tile that fits the register file on every kernel.
+A table's first row is the one launched untuned (while a CUDA graph is being captured; for
+fp32 and fp64 operands the first row whose shared memory fits: ``Tuner.untuned``), so it is a
+mid-sized tile that fits the register file on every kernel.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class Tuner:
         elif device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             # Benchmarking would break the graph being captured: run the first guess now and
             # leave the choice to a later uncaptured call.
-            return self.configs[0]
+            return self.untuned(device, args)
         else:
             name = device_name(device)
             config = self.load(name, key)
@@ -182,17 +182,27 @@ class Tuner:
         self._chosen[(device, key)] = config
         return config
 
-    def _benchmark(self, device, grid, args, constexprs) -> Config:
-        props = _device_properties(device)
-        limit = props["max_shared_mem"]
+    def untuned(self, device: torch.device, args: tuple) -> Config:
+        """The config launched without tuning: the first whose shared-memory estimate fits the
+        device (a table's first row may not, for fp32 or fp64 operands); nothing compiled."""
+        return self._fitting(device, args)[0]
+
+    def _fitting(self, device, args) -> list[Config]:
+        """The configs whose shared-memory estimate fits the device, else the last (smallest)."""
+        limit = _device_properties(device)["max_shared_mem"]
         elem = next(a.element_size() for a in args if isinstance(a, torch.Tensor))
         fits = [
             c
             for c in self.configs
             if self.shared_estimate is None or self.shared_estimate(c, elem) <= limit
         ]
+        return fits or self.configs[-1:]
+
+    def _benchmark(self, device, grid, args, constexprs) -> Config:
+        limit = _device_properties(device)["max_shared_mem"]
+        fits = self._fitting(device, args)
         resources = {c: self._compile(c, grid, args, constexprs) for c in fits}
-        survivors = prune(fits or self.configs[-1:], resources, limit)
+        survivors = prune(fits, resources, limit)
         if len(survivors) == 1:
             return survivors[0]
         timings = {}
