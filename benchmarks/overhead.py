@@ -544,11 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.blocks} blocks of about {args.block_ms:g} ms each, in this thread's CPU time "
             "(time.thread_time: time given to other processes is not counted), garbage "
             "collection off, one torch thread",
-            "tuner": "the autotuner's benchmark step returns a config's position as its time (and "
-            "triton.testing.do_bench, which torchconv_ext's tuner uses, one time for every "
-            "config), so the first config after the kernel's pruning wins; the winner is cached "
-            "per key and the timed calls take the cached path (the launch plan made on the "
-            "first call, the tapes recorded on the second), as on a GPU",
+            "tuner": "Triton's autotuner's benchmark step returns a config's position as its "
+            "time, so the first config after the kernel's pruning wins, and torchconv_ext's "
+            "tuner takes the config it launches untuned; the winner is cached per key and "
+            "the timed calls take the cached path (the launch plan made on the first call, the "
+            "tapes recorded on the second), as on a GPU",
         },
         "rows": [],
     }

@@ -10,7 +10,7 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
 * tensors report ``is_cuda``, so torchconv_ext's backend ``"triton"`` and its launchers' device
   checks take the GPU path for CPU tensors — nothing is imported from the library beyond its
   public surfaces, and no private name of it is patched (but the launcher tapes' switch in
-  capture mode);
+  capture mode and the tuner's benchmark step in launch mode);
 * what reaches the GPU is replaced, at Triton's level only:
 
   - ``mode="capture"``: every kernel launch (``Tuner.launch`` of our own tuner,
@@ -23,9 +23,11 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
     object that packs the arguments in C and calls ``cuLaunchKernel`` — is a stub that counts.
     Configs cannot be benchmarked without a GPU, so the autotuner's benchmark step returns a
     fixed time per config, rising with its position: the first config (after the kernel's own
-    pruning) wins and is cached per tuning key exactly as a measured winner would be. The
-    same holds for torchconv_ext's own tuner (``triton.testing.do_bench`` returns one time for
-    every config), whose winners go to a temporary cache directory, not the user's.
+    pruning) wins and is cached per tuning key exactly as a measured winner would be.
+    torchconv_ext's own tuner takes the config it launches untuned (its benchmark step,
+    ``Tuner._benchmark``, returns ``Tuner.untuned``: pruning would compile every candidate —
+    minutes on a cold Triton cache — for a choice nothing measured here depends on) and keeps
+    its winners in a temporary cache directory, not the user's.
 
 Kernels are decorated when ``triton_kernels`` is imported, so that import must happen without
 ``TRITON_INTERPRET=1``: :func:`require_compiled_kernels` checks it. Both tools run in a process
@@ -290,10 +292,10 @@ def plain_tensors() -> Iterator[None]:
         yield
 
 
-def _constant_bench(fn: Any, *args: Any, **kwargs: Any) -> float:
-    """``triton.testing.do_bench`` on the stand-in (torchconv_ext's tuner times candidates with
-    it): every config takes as long, so the first candidate after pruning wins."""
-    return 1.0
+def _untuned_config(self: Any, device: Any, grid: Any, args: tuple, constexprs: dict) -> Any:
+    """torchconv_ext's tuner's benchmark step on the stand-in: the config it launches untuned,
+    with no other config compiled."""
+    return self.untuned(device, args)
 
 
 @contextlib.contextmanager
@@ -361,11 +363,11 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
             _attribute(JITFunction, "run", capture_jit),
         ]
     else:
-        import triton.testing
+        from triton_kernels._tuning import Tuner
 
         if hasattr(Autotuner, "_bench"):
             patches.append(_attribute(Autotuner, "_bench", _ranked_bench))
-        patches.append(_attribute(triton.testing, "do_bench", _constant_bench))
+        patches.append(_attribute(Tuner, "_benchmark", _untuned_config))
     with contextlib.ExitStack() as stack:
         # tuned winners of the stand-in are not real ones: keep them out of the user's cache
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="standin-tuning-"))
