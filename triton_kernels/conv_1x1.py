@@ -72,6 +72,21 @@ def _position_offset(i, P, s_n, s_p, FLAT_ROWS: tl.constexpr):
 
 
 @triton.jit
+def _aligned_rows(M, P, s1_n, s1_c, s2_n, s2_c, ALIGN1: tl.constexpr, ALIGN2: tl.constexpr):
+    """``M`` (= batch·``P``), ``P`` and two operands' batch and channel strides, rebuilt so that
+    Triton sees each NCHW operand's alignment (``ALIGN1`` / ``ALIGN2`` > 1: that power of two
+    divides ``P`` and the operand's strides, ``flat_alignment``)."""
+    if ALIGN1 > 1:
+        M, P = aligned(M, ALIGN1), aligned(P, ALIGN1)
+        s1_n, s1_c = aligned(s1_n, ALIGN1), aligned(s1_c, ALIGN1)
+    if ALIGN2 > 1:
+        s2_n, s2_c = aligned(s2_n, ALIGN2), aligned(s2_c, ALIGN2)
+        if ALIGN2 > ALIGN1:
+            M, P = aligned(M, ALIGN2), aligned(P, ALIGN2)
+    return M, P, s1_n, s1_c, s2_n, s2_c
+
+
+@triton.jit
 def _conv1x1_kernel(
     a_ptr, b_ptr, bias_ptr, c_ptr,
     M, N, K, P,
@@ -99,13 +114,9 @@ def _conv1x1_kernel(
     ``A_ALIGN`` / ``C_ALIGN`` > 1: ``a`` / ``c`` is NCHW and that power of two divides ``P``
     and its batch and channel strides (``flat_alignment``): rows load or store as vectors.
     """
-    if A_ALIGN > 1:
-        M, P = aligned(M, A_ALIGN), aligned(P, A_ALIGN)
-        sa_n, sa_k = aligned(sa_n, A_ALIGN), aligned(sa_k, A_ALIGN)
-    if C_ALIGN > 1:
-        sc_n, sc_c = aligned(sc_n, C_ALIGN), aligned(sc_c, C_ALIGN)
-        if C_ALIGN > A_ALIGN:
-            M, P = aligned(M, C_ALIGN), aligned(P, C_ALIGN)
+    M, P, sa_n, sa_k, sc_n, sc_c = _aligned_rows(
+        M, P, sa_n, sa_k, sc_n, sc_c, A_ALIGN, C_ALIGN
+    )  # fmt: skip
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M
     )
@@ -190,13 +201,9 @@ def _conv1x1_bwd_weight_kernel(
     no atomics, bitwise repeatable. ``GO_ALIGN`` / ``X_ALIGN``: as ``_conv1x1_kernel``'s
     alignments, for ``go`` and ``x`` (``P_SPLIT`` is a multiple of 16).
     """
-    if GO_ALIGN > 1:
-        M, P = aligned(M, GO_ALIGN), aligned(P, GO_ALIGN)
-        sgo_n, sgo_c = aligned(sgo_n, GO_ALIGN), aligned(sgo_c, GO_ALIGN)
-    if X_ALIGN > 1:
-        sx_n, sx_c = aligned(sx_n, X_ALIGN), aligned(sx_c, X_ALIGN)
-        if X_ALIGN > GO_ALIGN:
-            M, P = aligned(M, X_ALIGN), aligned(P, X_ALIGN)
+    M, P, sgo_n, sgo_c, sx_n, sx_c = _aligned_rows(
+        M, P, sgo_n, sgo_c, sx_n, sx_c, GO_ALIGN, X_ALIGN
+    )  # fmt: skip
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
     )
