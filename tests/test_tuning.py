@@ -372,6 +372,19 @@ def test_interpreter_holds_one_small_config_per_tuner():
         assert len(tuner.configs) == 1
 
 
+@pytest.mark.interpret
+def test_interpreter_skips_the_overflow_sanitizer_it_would_discard():
+    """Triton's interpreter redoes every int32 add, sub and mul in int64 to check overflow and
+    drops the check unless ``debug`` is set, which it never is there: the kernels turn it off
+    (half the interpreted kernels' time)."""
+    if not _tuning_interpreted():
+        pytest.skip("only under TRITON_INTERPRET=1")
+    from triton.runtime import interpreter
+
+    options = interpreter.interpreter_builder.options
+    assert not options.debug and not options.sanitize_overflow
+
+
 def test_bucket_is_the_next_power_of_two():
     assert [bucket(n) for n in (1, 2, 3, 100, 128, 129, 12544)] == [1, 2, 4, 128, 128, 256, 16384]
 
