@@ -2,14 +2,18 @@
 
 Every tensor is viewed as ``(N, C, D, H, W)`` (``as_5d``) and read through its strides, so one
 kernel serves the three ranks and any input layout. A program owns a 2-d tile of ``BLOCK_R`` rows
-× ``BLOCK_I`` inner positions of the tensor it writes, in that tensor's memory order:
+× ``BLOCK_I`` inner positions of the tensor it writes, in the memory order of the output in the
+forward, and in the backward of the larger of grad_out and grad_in (upsampling: grad_out, read
+``k_d·k_h·k_w`` elements per element written; the two orders differ where torch returns a 3-d
+channels-last input's gradient contiguous):
 
-* NCDHW-like output: rows are flattened ``(n, c, d, h)``, the inner axis is ``w``;
+* NCDHW-like order: rows are flattened ``(n, c, d, h)``, the inner axis is ``w``;
 * channels fastest (``CHANNELS_INNER``, ``_common.channels_inner``, e.g. channels-last): rows
   are flattened ``(n, d, h, w)``, the inner axis is ``c``.
 
 Coordinates are decomposed once per row and once per column (never per element), and adjacent
-lanes write adjacent addresses of a dense output, so stores coalesce and vectorise.
+lanes touch adjacent addresses of the dense tensor whose order the tile follows, so its
+accesses coalesce and vectorise.
 ``CHANNELS_INNER`` needs channels to vary fastest, not a unit channel stride: every access goes
 through the strides, so the tile order is only a matter of speed, never of results.
 
@@ -439,7 +443,7 @@ def upsample_nearest_backward(
     in3, out3 = gi5.shape[2:], go5.shape[2:]
     scale3 = (1.0,) * (3 - len(scales)) + tuple(float(s) for s in scales)
     factors = fast_factors(in3, out3, scale3)
-    ch_inner = channels_inner(gi5)
+    ch_inner = channels_inner(go5 if go5.numel() >= gi5.numel() else gi5)
     use_int64 = needs_int64(grad_out, grad_in)
     if factors is not None:
         rows, inner = _rows_inner(gi5.shape, ch_inner)

@@ -1,6 +1,6 @@
 """Nearest upsampling Triton launches (interpreter on CPU): the index rule over many
-geometries, the power-of-two fast path against the generic one, and the int64-offset path,
-compared with ``references.upsample``."""
+geometries, the power-of-two fast path against the generic one, the int64-offset path and the
+backward's tile order, compared with ``references.upsample`` and torch."""
 
 from __future__ import annotations
 
@@ -88,3 +88,33 @@ def test_integer_backward_equals_generic_backward(monkeypatch, factors, memory):
     xr = x.detach().requires_grad_()
     ref = torch.autograd.grad(torch.nn.functional.interpolate(xr, size=size), xr, go)[0]
     torch.testing.assert_close(grads[0], ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(6, 8, 10), (5, 7, 9)], ids=["integer", "generic"])
+def test_backward_tiles_follow_the_larger_grad_out(monkeypatch, size):
+    """A 3-d channels-last input: torch returns its gradient contiguous while grad_out is
+    channels-last and 8 times larger, so the backward tiles channels innermost (vector reads of
+    grad_out) and still writes the contiguous gradient torch returns."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 3, 4, 5, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    go = torch.randn(2, 3, *size, dtype=torch.float64)
+    go = go.contiguous(memory_format=torch.channels_last_3d)
+    orders = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        orders.append((kernel.fn.__name__, constexprs["CHANNELS_INNER"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    grads = []
+    for fn, backend in ((TF.interpolate, "triton"), (torch.nn.functional.interpolate, "torch")):
+        xi = x.detach().requires_grad_()
+        with torchconv_ext.use_backend(backend):
+            grads.append(torch.autograd.grad(fn(xi, size=size, mode="nearest"), xi, go)[0])
+    ours, ref = grads
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert ours.stride() == ref.stride() and ours.is_contiguous()
+    backward = [inner for name, inner in orders if "bwd" in name]
+    assert backward == [True], orders
