@@ -119,9 +119,7 @@ def triton_forward(
     shape = conv_output_shape(input, weight, g)
     # The GEMM kernels store an NCHW result straight where its rows split into vectors, else a
     # channels-last one, converted once at the end when torch's would be contiguous.
-    stored = layout or (
-        gemm and not k.stores_nchw(shape[2:], weight.shape[2:], *stride_and_padding(g))
-    )
+    stored = layout or (gemm and not k.stores_nchw(shape[2:], g.stride))
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
         if gemm:
@@ -190,9 +188,7 @@ def _bwd_input_impl(
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel. Stored NCHW or
         # channels-last as the forward's result is (``triton_forward``).
-        nchw = k.stores_nchw(
-            input_size, weight.shape[2:], *stride_and_padding(g), input_gradient=True
-        )
+        nchw = k.stores_nchw(input_size, g.stride, input_gradient=True)
         stored = channels_last or (gemm and not nchw)
         grad = empty_in_layout(shape, grad_output, stored, poison=True)
         if grad.numel():

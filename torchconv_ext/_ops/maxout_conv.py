@@ -37,7 +37,6 @@ from .conv import (
     gemm_activation,
     kernel_args,
     results_channels_last,
-    stride_and_padding,
     unfold_batch,
 )
 from .maxout import gather_winners, maxout_bwd, maxout_fwd
@@ -80,7 +79,7 @@ def _impl(
         return maxout_fwd.impl(conv_fwd.impl(input, weight, bias, *geometry), pieces, 1)
     shape = _narrow_shape(input, weight, g, pieces)
     # Stored NCHW or channels-last as the convolution's result is (``triton_forward``).
-    stored = layout or not k.stores_nchw(shape[2:], weight.shape[2:], *stride_and_padding(g))
+    stored = layout or not k.stores_nchw(shape[2:], g.stride)
     out = empty_in_layout(shape, input, stored, poison=True)
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
