@@ -312,11 +312,27 @@ def test_while_capturing_the_first_config_that_fits_runs_untuned(cache, monkeypa
     a, b, _ = CONFIGS  # a: 96 KiB in bf16, 192 KiB in fp32; b: 96 KiB in fp32
     gpu = FakeGPU(monkeypatch, times=[1.0, 2.0, 3.0], shared_limit=128 * 1024)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    monkeypatch.setattr(_tuning, "device_name", lambda device: "fake-gpu")
     tuner = _tuner()
     for dtype, expected in ((torch.bfloat16, a), (torch.float32, b)):
         args = (torch.empty(4, dtype=dtype),)
         assert tuner._choose(torch.device("cuda"), ("key",), lambda c: (1,), args, {}) == expected
     assert gpu.compiled == gpu.timed == [] and not cache.exists()
+
+
+def test_while_capturing_a_config_tuned_by_an_earlier_process_is_used(cache, monkeypatch):
+    """Reading the disk cache breaks no graph: a winner stored before is launched (and kept)."""
+    c = CONFIGS[2]
+    gpu = FakeGPU(monkeypatch, times=[1.0, 2.0, 3.0])
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(_tuning, "device_name", lambda device: "fake-gpu")
+    _tuner().store("fake-gpu", ("key",), c)
+    tuner = _tuner()  # a new process's
+    args = (torch.empty(4, dtype=torch.bfloat16),)
+    assert tuner._choose(cuda, ("key",), lambda c: (1,), args, {}) == c
+    assert tuner._chosen[(cuda, ("key",))] == c
+    assert gpu.compiled == gpu.timed == []
 
 
 def test_one_candidate_is_launched_without_tuning(cache, monkeypatch):

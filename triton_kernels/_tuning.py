@@ -169,14 +169,14 @@ class Tuner:
     def _choose(self, device, key, grid, args, constexprs) -> Config:
         if len(self.configs) == 1:
             config = self.configs[0]
-        elif device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            # Benchmarking would break the graph being captured: run the first guess now and
-            # leave the choice to a later uncaptured call.
-            return self.untuned(device, args)
         else:
             name = device_name(device)
             config = self.load(name, key)
             if config is None:
+                if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                    # Benchmarking would break the graph being captured: run the first guess
+                    # now and leave the choice to a later uncaptured call.
+                    return self.untuned(device, args)
                 config = self._benchmark(device, grid, args, constexprs)
                 self.store(name, key, config)
         self._chosen[(device, key)] = config
