@@ -188,14 +188,19 @@ def flat_alignment(t5: torch.Tensor) -> int:
     """The alignment of an operand whose rows are flat positions: 0 unless its positions have
     unit stride (``unit_positions``: NCHW), else the largest power of two up to 16 dividing its
     positions per image and its batch and channel strides, so that every run of that many rows
-    is one aligned vector in one image. Kernels rebuild those values with :func:`aligned`."""
+    is one aligned vector in one image. Kernels rebuild those values with :func:`aligned_rows`."""
     if not unit_positions(t5):
         return 0
     return math.gcd(math.prod(t5.shape[2:]), t5.stride(0), t5.stride(1), 16)
 
 
 @triton.jit
-def aligned(x, ALIGN: tl.constexpr):
-    """``x``, a multiple of ``ALIGN``, written so that Triton sees it is: of an integer argument
-    it knows only whether 16 divides it."""
-    return x // ALIGN * ALIGN
+def aligned_rows(M, P, s_n, s_c, ALIGN: tl.constexpr):
+    """The rows ``M`` (= batch·``P``), positions per image ``P`` and an NCHW operand's batch and
+    channel strides, rebuilt as multiples of ``ALIGN`` (its :func:`flat_alignment`; 0 or 1:
+    unchanged) so that Triton sees they are — of an integer argument it knows only whether 16
+    divides it — and loads or stores runs of ``ALIGN`` positions as vectors."""
+    if ALIGN > 1:
+        M, P = M // ALIGN * ALIGN, P // ALIGN * ALIGN
+        s_n, s_c = s_n // ALIGN * ALIGN, s_c // ALIGN * ALIGN
+    return M, P, s_n, s_c

@@ -19,7 +19,7 @@ then runs the implicit GEMM).
 NCHW operands (unit position stride) load and store runs of positions as vectors. Triton knows
 of an integer argument only whether 16 divides it, so each such operand comes with the power of
 two dividing its positions per image and its batch and channel strides (``_gemm_common.flat_alignment``),
-and the kernels rebuild those values as visible multiples of it (``_gemm_common.aligned``): 16-byte
+and the kernels rebuild those values as visible multiples of it (``_gemm_common.aligned_rows``): 16-byte
 vectors (bf16) where 8 divides the positions per image, 8-byte ones where 4 does (14×14).
 """
 
@@ -40,7 +40,7 @@ from ._gemm_common import (
     MAXOUT_GEMM_TABLE,
     NOMINAL_TILE,
     WEIGHT_BLOCK_K,
-    aligned,
+    aligned_rows,
     choose_split,
     configs,
     flat_alignment,
@@ -72,21 +72,6 @@ def _position_offset(i, P, s_n, s_p, FLAT_ROWS: tl.constexpr):
 
 
 @triton.jit
-def _aligned_rows(M, P, s1_n, s1_c, s2_n, s2_c, ALIGN1: tl.constexpr, ALIGN2: tl.constexpr):
-    """``M`` (= batch·``P``), ``P`` and two operands' batch and channel strides, rebuilt so that
-    Triton sees each NCHW operand's alignment (``ALIGN1`` / ``ALIGN2`` > 1: that power of two
-    divides ``P`` and the operand's strides, ``flat_alignment``)."""
-    if ALIGN1 > 1:
-        M, P = aligned(M, ALIGN1), aligned(P, ALIGN1)
-        s1_n, s1_c = aligned(s1_n, ALIGN1), aligned(s1_c, ALIGN1)
-    if ALIGN2 > 1:
-        s2_n, s2_c = aligned(s2_n, ALIGN2), aligned(s2_c, ALIGN2)
-        if ALIGN2 > ALIGN1:
-            M, P = aligned(M, ALIGN2), aligned(P, ALIGN2)
-    return M, P, s1_n, s1_c, s2_n, s2_c
-
-
-@triton.jit
 def _conv1x1_kernel(
     a_ptr, b_ptr, bias_ptr, c_ptr,
     M, N, K, P,
@@ -114,9 +99,8 @@ def _conv1x1_kernel(
     ``A_ALIGN`` / ``C_ALIGN`` > 1: ``a`` / ``c`` is NCHW and that power of two divides ``P``
     and its batch and channel strides (``flat_alignment``): rows load or store as vectors.
     """
-    M, P, sa_n, sa_k, sc_n, sc_c = _aligned_rows(
-        M, P, sa_n, sa_k, sc_n, sc_c, A_ALIGN, C_ALIGN
-    )  # fmt: skip
+    M, P, sa_n, sa_k = aligned_rows(M, P, sa_n, sa_k, A_ALIGN)
+    M, P, sc_n, sc_c = aligned_rows(M, P, sc_n, sc_c, C_ALIGN)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M
     )
@@ -201,9 +185,8 @@ def _conv1x1_bwd_weight_kernel(
     no atomics, bitwise repeatable. ``GO_ALIGN`` / ``X_ALIGN``: as ``_conv1x1_kernel``'s
     alignments, for ``go`` and ``x`` (``P_SPLIT`` is a multiple of 16).
     """
-    M, P, sgo_n, sgo_c, sx_n, sx_c = _aligned_rows(
-        M, P, sgo_n, sgo_c, sx_n, sx_c, GO_ALIGN, X_ALIGN
-    )  # fmt: skip
+    M, P, sgo_n, sgo_c = aligned_rows(M, P, sgo_n, sgo_c, GO_ALIGN)
+    M, P, sx_n, sx_c = aligned_rows(M, P, sx_n, sx_c, X_ALIGN)
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
     )

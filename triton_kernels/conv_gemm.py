@@ -47,7 +47,7 @@ from ._gemm_common import (
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
-    aligned,
+    aligned_rows,
     choose_split,
     configs,
     flat_alignment,
@@ -129,7 +129,7 @@ def _flat_row(rows, P, s_n):
     """The offset of flat row ``rows`` (over ``N·P`` positions) in a result whose positions
     have unit stride (NCHW): ``(rows // P)·s_n + rows % P``. Written so, Triton sees runs of
     contiguous positions in one image as long as the largest power of two dividing ``P`` (see
-    ``_gemm_common.aligned``), and stores them as vectors; the per-dimension form (``unflatten``'s
+    ``_gemm_common.aligned_rows``), and stores them as vectors; the per-dimension form (``unflatten``'s
     coordinates times their strides) is one address per element, at the register file's
     limit."""
     return (rows // P) * s_n + rows % P
@@ -209,9 +209,7 @@ def _conv_fwd_kernel(
     strides) gets the winning ``k``: pieces compare in ``y``'s dtype (as a maxout of the stored
     convolution does), ties keep the first piece, a NaN wins (the first NaN).
     """
-    if FLAT_Y > 1:
-        M, P = aligned(M, FLAT_Y), aligned(P, FLAT_Y)
-        sy_n, sy_c = aligned(sy_n, FLAT_Y), aligned(sy_c, FLAT_Y)
+    M, P, sy_n, sy_c = aligned_rows(M, P, sy_n, sy_c, FLAT_Y)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
     )
@@ -289,9 +287,7 @@ def _conv_bwd_input_kernel(
     ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (``_flat_row``), and
     ``FLAT_Y`` divides ``M_MAX``, ``P``, ``sgi_n`` and ``sgi_c`` (as in the forward).
     """
-    if FLAT_Y > 1:
-        M_MAX, P = aligned(M_MAX, FLAT_Y), aligned(P, FLAT_Y)
-        sgi_n, sgi_c = aligned(sgi_n, FLAT_Y), aligned(sgi_c, FLAT_Y)
+    M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
