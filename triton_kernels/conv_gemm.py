@@ -15,7 +15,9 @@ The three GEMMs (per group; groups are a grid axis):
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
 channel count is below 16 (RGB stems, grouped convs), taps and channels are flattened into one
-axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``).
+axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``); the forward is then
+compiled for that axis' shape (``FLAT_C``, ``FLAT_KH``, ``FLAT_KW``), since the per-column tap
+arithmetic, not the tensor cores, bounds those loops.
 """
 
 from __future__ import annotations
@@ -108,6 +110,24 @@ def _gather5(
 
 
 @triton.jit
+def _gather_columns(
+    ptr, row, c, zd, zh, zw, od, oh, ow, mask,
+    s_c, s_d, s_h, s_w, D, H, W, USE_INT64: tl.constexpr,
+):  # fmt: skip
+    """``_gather5`` under zero padding for per-column coordinates (``c``, ``od``, ``oh``,
+    ``ow``: ``(C,)``) and ``row = n·s_n + zd·s_d + zh·s_h + zw·s_w`` (``(R, 1)``): the offset
+    of an element is ``row`` plus its column's part — one add, where ``_gather5`` multiplies
+    every coordinate by its stride."""
+    col = wide(c, USE_INT64) * s_c + wide(od, USE_INT64) * s_d + oh * s_h + ow * s_w
+    i_d = zd + od[None, :]
+    i_h = zh + oh[None, :]
+    i_w = zw + ow[None, :]
+    # One unsigned compare per coordinate: a negative one wraps past any size.
+    ok = (i_d.to(tl.uint32) < D) & (i_h.to(tl.uint32) < H) & (i_w.to(tl.uint32) < W)
+    return tl.load(ptr + (row + col[None, :]), mask=mask & ok, other=0.0)
+
+
+@triton.jit
 def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
     """Taps of one dim that reach the input positions ``i = phase + j*STRIDE``.
 
@@ -143,6 +163,7 @@ def _fwd_tile(
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
 ):  # fmt: skip
     """The forward's accumulator for one row tile against the weight rows ``wco`` (one per
     column): the (taps, channels) reduction, plus ``bias[wco]`` when ``HAS_BIAS``."""
@@ -151,13 +172,25 @@ def _fwd_tile(
     c_blocks = tl.cdiv(C_IN, BLOCK_K)
     n_steps = tl.cdiv(n_taps * C_IN, BLOCK_K) if FLAT_K else n_taps * c_blocks
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    # Flat, zero padding: taps vary along the columns, so each element's offset is a row part
+    # (computed once) plus a column part, not five coordinates times their strides.
+    x_row = n_r * sx_n + zd * sx_d + zh * sx_h + zw * sx_w
     for step in range(0, n_steps):
-        td, th, tw, ci, k_ok = _k_step(step, C_IN, c_blocks, n_taps, KH, KW, BLOCK_K, FLAT_K)
-        a = _gather5(
-            x_ptr, n_r, group * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
-            row_mask & k_ok[None, :],
-            sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
-        )  # fmt: skip
+        if FLAT_K:  # the flat axis' shape is constant: splitting k is multiply-shift arithmetic
+            td, th, tw, ci, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
+        else:
+            td, th, tw, ci, k_ok = _k_step(step, C_IN, c_blocks, n_taps, KH, KW, BLOCK_K, False)
+        mask = row_mask & k_ok[None, :]
+        if FLAT_K and PAD_MODE == PAD_ZEROS:
+            a = _gather_columns(
+                x_ptr, x_row, group * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
+                mask, sx_c, sx_d, sx_h, sx_w, D, H, W, USE_INT64,
+            )  # fmt: skip
+        else:
+            a = _gather5(
+                x_ptr, n_r, group * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
+                mask, sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
+            )  # fmt: skip
         w_row = wide(ci, USE_INT64) * sw_i + td * sw_d + th * sw_h + tw * sw_w
         b = tl.load(
             w_ptr + w_row[:, None] + w_col[None, :],
@@ -194,6 +227,7 @@ def _conv_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
     ACT: tl.constexpr, PIECES: tl.constexpr, FLAT_Y: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] = act(bias[co] +
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
@@ -202,6 +236,7 @@ def _conv_fwd_kernel(
     (``grouped_tile``). C_IN/C_OUT are per group. ``FLAT_Y`` > 0: ``y``'s positions have unit
     stride (an NCHW result), stored as ``n·sy_n + p`` (``_flat_row``), and ``FLAT_Y`` (a power
     of two) divides ``M``, ``P``, ``sy_n`` and ``sy_c``: the width of the vector stores.
+    ``FLAT_K``: ``FLAT_C``, ``FLAT_KH`` and ``FLAT_KW`` are C_IN, KH and KW as constants.
 
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
@@ -233,7 +268,7 @@ def _conv_fwd_kernel(
             C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
             sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
             HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-            BLOCK_M, BLOCK_N, BLOCK_K,
+            BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW,
         )  # fmt: skip
     else:
         acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
@@ -244,7 +279,7 @@ def _conv_fwd_kernel(
                 row_mask, C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
                 sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
                 HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-                BLOCK_M, BLOCK_N, BLOCK_K,
+                BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW,
             )  # fmt: skip
             # Compared as stored (rounded to the output's dtype), as a maxout of the stored
             # convolution compares: ties there keep the first piece here too.
@@ -469,6 +504,17 @@ _BWD_WEIGHT = _tuners("conv_bwd_weight", _conv_bwd_weight_kernel, WEIGHT_BLOCK_K
 _FLAT_BELOW = 16
 
 
+def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
+    """The forward's flat reduction axis as constants (0 in the tap loop): its channels per
+    group and the tap grid's height and width. One compiled variant per such shape (stems,
+    narrow groups), in which splitting a flat index into tap and channel is multiply-shift
+    arithmetic instead of three divisions per column: in the sm_90 code of the stems, half the
+    main loop's instructions."""
+    if not flat:
+        return {"FLAT_C": 0, "FLAT_KH": 0, "FLAT_KW": 0}
+    return {"FLAT_C": channels, "FLAT_KH": w5.shape[3], "FLAT_KW": w5.shape[4]}
+
+
 def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
     """Which operands have unit channel stride (dim 1): what decides the loads' widths."""
     return tuple(t.stride(1) == 1 for t in tensors)
@@ -541,7 +587,7 @@ def gemm_conv_forward(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat,
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
-            FLAT_Y=flat_alignment(y5),
+            FLAT_Y=flat_alignment(y5), **_flat_shape(flat, cg_in, w5),
         ),
     )  # fmt: skip
 

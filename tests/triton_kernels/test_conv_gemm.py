@@ -100,6 +100,8 @@ CONV_CASES = [
                  True, "strided", id="2d-c20-circular"),
     pytest.param((2, 4, 5, 5), 6, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 2, "zeros", True,
                  "contig", id="2d-groups2"),
+    pytest.param((2, 3, 7, 6), 5, (3, 2), (1, 2), ((2, 1), (0, 1)), (2, 3), 1, "zeros", True,
+                 "strided", id="2d-rgb-dilated"),
     pytest.param((1, 4, 6, 6), 8, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 4, "reflect", True,
                  "channels_last", id="2d-depthwise"),
     pytest.param((1, 3, 4, 5, 4), 4, (2, 3, 2), (1, 2, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 1),
@@ -302,11 +304,12 @@ def test_backward_weight_split_k_is_deterministic(triton_device, dtype, layout, 
     assert torch.equal(results[0], results[1])
 
 
-def test_int64_indexing_path(triton_device, monkeypatch):
+@pytest.mark.parametrize("c_in", [18, 3], ids=["tap", "flat"])
+def test_int64_indexing_path(triton_device, monkeypatch, c_in):
     """The int64 offset variant (chosen for > 2**31-element tensors), forced on a small case."""
     monkeypatch.setattr(conv_gemm, "needs_int64", lambda *tensors: True)
-    x_shape, c_out, kernel, stride, pads, dilation, groups = (1, 18, 4, 5), 3, (3, 2), (2, 1), \
-        ((1, 2), (1, 0)), (1, 2), 1  # fmt: skip
+    x_shape, c_out, kernel, stride, pads, dilation, groups = (1, c_in, 4, 5), 3, (3, 2), \
+        (2, 1), ((1, 2), (1, 0)), (1, 2), 1  # fmt: skip
     x, w, b = _make(x_shape, c_out, kernel, groups, torch.float64, bias=True)
     x.requires_grad_()
     w.requires_grad_()
