@@ -193,6 +193,44 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups())))
 
 
+#: A SASS instruction line of ``nvdisasm``, and a branch with its target label.
+_SASS_INSTRUCTION = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+\S")
+_SASS_BRANCH = re.compile(r"\bBRA\b[^`]*`\((\.L_x_\d+)\)")
+
+
+def main_loop_instructions(cubin: bytes) -> int | None:
+    """SASS instructions per thread in the innermost loop around the kernel's tensor-core
+    instructions (``HGMMA``/``HMMA``): one step of a GEMM's main loop — its address arithmetic,
+    masks and loads besides the matrix instructions. ``None`` for a kernel without such a loop
+    (or without ``nvdisasm``)."""
+    tool = _tool("nvdisasm")
+    if tool is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([tool, "-c", f.name], capture_output=True, text=True).stdout
+    return loop_instructions(sass)
+
+
+def loop_instructions(sass: str) -> int | None:
+    """:func:`main_loop_instructions` of a disassembly (``nvdisasm -c``): the smallest loop —
+    a label and a later branch back to it — that holds a matrix instruction."""
+    lines = sass.splitlines()
+    labels = {line.split(":")[0]: i for i, line in enumerate(lines) if line.startswith(".L_x_")}
+    mma = [i for i, line in enumerate(lines) if "HGMMA" in line or "HMMA" in line]
+    loops = []
+    for end, line in enumerate(lines):
+        m = _SASS_BRANCH.search(line)
+        start = labels.get(m.group(1), end) if m else end
+        if start < end and any(start < i < end for i in mma):
+            loops.append((start, end))
+    if not loops:
+        return None
+    start, end = min(loops, key=lambda se: se[1] - se[0])
+    return sum(1 for line in lines[start : end + 1] if _SASS_INSTRUCTION.match(line))
+
+
 def ptxas_spills(compiled: Any) -> dict[str, int | None]:
     """Spill store/load bytes from Triton's own ``ptxas`` step, rerun with its log on.
 
@@ -284,6 +322,7 @@ def compile_job(index: int) -> dict[str, Any]:
             "shared": meta.shared,
             **resource_usage(compiled.asm["cubin"]),
             **ptx_features(compiled.asm["ptx"]),
+            "loop_instructions": main_loop_instructions(compiled.asm["cubin"]),
         }
         if out.get("stack", 0) or out.get("local", 0) or "stack" not in out:
             out.update(ptxas_spills(compiled))
@@ -378,6 +417,10 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
                 row[k] = max(row.get(k, 0), res[k])
         for k in ("wgmma", "mma_sync", "tma"):
             row[k] = max(row.get(k, 0), res.get(k, 0))
+        if res.get("loop_instructions") is not None:
+            row["loop_instructions"] = max(
+                row.get("loop_instructions", 0), res["loop_instructions"]
+            )
         for k in ("cp_async_bytes", "ld_global_bytes", "st_global_bytes"):
             merged = row.setdefault(k, {})
             for size, n in res.get(k, {}).items():
@@ -427,9 +470,9 @@ def _sizes(hist: dict[Any, int] | None) -> str:
 def table(rows_: list[dict[str, Any]], limit: int) -> list[str]:
     head = (
         "| kernel | config | dtype | layout | regs | spills B | stack B | shared B | wgmma | "
-        "mma.sync | cp.async | TMA | ld.global | st.global | specs | status |"
+        "mma.sync | loop SASS | cp.async | TMA | ld.global | st.global | specs | status |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows_:
         ok = r["status"] == "ok"
         spills = spill_bytes(r) if ok else None
@@ -445,6 +488,7 @@ def table(rows_: list[dict[str, Any]], limit: int) -> list[str]:
             shared,
             str(r.get("wgmma", 0)) if ok else "–",
             str(r.get("mma_sync", 0)) if ok else "–",
+            str(r.get("loop_instructions", "–")) if ok else "–",
             _sizes(r.get("cp_async_bytes")) if ok else "–",
             str(r.get("tma", 0)) if ok else "–",
             _sizes(r.get("ld_global_bytes")) if ok else "–",
@@ -471,7 +515,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"found in Triton's cache) in {doc['elapsed_s']:.0f} s with {doc['processes']} processes",
         f"- shared memory limit per block: {limit} B; `spills B` = spill stores + loads from "
         "ptxas (0 when the binary has no stack frame and no local memory; `?`: ptxas did not "
-        "say); `stack B` = stack frame; cp.async / ld.global / st.global: bytes per access × count in the PTX; "
+        "say); `stack B` = stack frame; `loop SASS`: instructions per thread in the innermost "
+        "loop around the tensor-core instructions (one main-loop step: its address arithmetic, "
+        "masks and loads besides the matrix instructions, from nvdisasm; – without one); "
+        "cp.async / ld.global / st.global: bytes per access × count in the PTX; "
         "`specs`: Triton specialisations folded into the row (worst case shown); `(pruned)`: a "
         "config the kernel's tuner drops for these launches before timing them (it spills, sits "
         "at the register cap or exceeds shared memory; when no config is clean the least-bad "

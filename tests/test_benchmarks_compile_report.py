@@ -60,6 +60,27 @@ def test_ptx_features_are_read():
     assert f["st_global_bytes"] == {8: 1, 4: 1}
 
 
+# nvdisasm's shape: an outer loop (.L_x_0) around an inner one (.L_x_1) holding the matrix
+# instructions, and a loop without any (.L_x_2).
+SASS = """
+.L_x_0:
+        /*0010*/                   IMAD R1, R2, R3, RZ ;
+.L_x_1:
+        /*0020*/                   LDG.E.U16 R4, desc[UR4][R2.64] ;
+        /*0030*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0040*/               @P0 BRA `(.L_x_1) ;
+        /*0050*/               @P1 BRA `(.L_x_0) ;
+.L_x_2:
+        /*0060*/                   IADD3 R5, R5, 0x1, RZ ;
+        /*0070*/               @P2 BRA `(.L_x_2) ;
+"""
+
+
+def test_main_loop_is_the_innermost_loop_around_the_matrix_instructions():
+    assert cr.loop_instructions(SASS) == 3
+    assert cr.loop_instructions(SASS.replace("HGMMA", "FFMA")) is None
+
+
 SPILLING_KERNEL = """
 import json
 import triton
