@@ -111,6 +111,19 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def fast_divisor(d: int) -> int:
+    """``d`` (``1 <= d < 2**31``) as one kernel argument for ``_indexing.quotient``: the
+    multiplier ``m = floor(2**32·(2**l - d)/d) + 1`` and shift ``l = ceil(log2 d)`` of
+    Granlund and Montgomery's division by an invariant integer, packed above bit 32 so that
+    every value is an int64 argument (the kernels mark these arguments ``do_not_specialize``:
+    one compiled variant for every divisor)."""
+    if not 1 <= d < 2**31:
+        raise ValueError(f"divisor {d} outside [1, 2**31)")
+    shift = (d - 1).bit_length()
+    multiplier = (2**32 * (2**shift - d)) // d + 1
+    return (shift << 33) | (1 << 32) | multiplier
+
+
 def next_power_of_2(n: int) -> int:
     """The least power of two ``>= n`` (``n >= 1``), as ``triton.next_power_of_2`` in plain
     Python."""

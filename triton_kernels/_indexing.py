@@ -73,6 +73,31 @@ def unflatten(p, S0, S1, S2):
 
 
 @triton.jit
+def quotient(x, divisor):
+    """``x // d`` for ``0 <= x < 2**31``, ``divisor = _common.fast_divisor(d)``: a
+    multiply-high, an add and a shift where ``//`` by a runtime value is a long instruction
+    sequence (the sum stays below ``2**32`` because the high product is at most ``x``)."""
+    multiplier = (divisor & 0xFFFFFFFF).to(tl.uint32)
+    shift = (divisor >> 33).to(tl.uint32)
+    xu = x.to(tl.uint32)
+    return ((tl.umulhi(xu, multiplier) + xu) >> shift).to(tl.int32)
+
+
+@triton.jit
+def unflatten_fast(p, S0, S1, S2, Q0, Q1, Q2, USE_INT64: tl.constexpr):
+    """:func:`unflatten` by :func:`quotient` (``Qi = fast_divisor(Si)``), for split indices in
+    a loop; int64 indices (``USE_INT64``) divide as :func:`unflatten` does."""
+    if USE_INT64:
+        n, i0, i1, i2 = unflatten(p, S0, S1, S2)
+    else:
+        t2 = quotient(p, Q2)
+        t1 = quotient(t2, Q1)
+        n = quotient(t1, Q0)
+        i0, i1, i2 = t1 - n * S0, t2 - t1 * S1, p - t2 * S2
+    return n, i0, i1, i2
+
+
+@triton.jit
 def map_padded(i, size, PAD_MODE: tl.constexpr):
     """Map coordinate ``i`` of the padded input to ``(source index, in_bounds)``.
 

@@ -37,6 +37,7 @@ from ._common import (
     cdiv,
     check_device,
     dot_precision,
+    fast_divisor,
     needs_int64,
     pack_geometry,
     spatial3,
@@ -57,7 +58,7 @@ from ._gemm_common import (
     shared_estimate,
     split_workspace,
 )
-from ._indexing import grouped_tile, map_padded, unflatten, wide
+from ._indexing import grouped_tile, map_padded, unflatten, unflatten_fast, wide
 from ._tuning import Config, Tuner, bucket
 from .maxout import maxout_epilogue, running_max
 
@@ -396,11 +397,11 @@ def _conv_bwd_input_kernel(
     )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_OD", "Q_OH", "Q_OW"])
 def _conv_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
     P, P_SPLIT, N_SPLIT, C_IN, C_OUT,
-    D, H, W, OD, OH, OW, KD, KH, KW,
+    D, H, W, OD, OH, OW, Q_OD, Q_OH, Q_OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
@@ -416,7 +417,8 @@ def _conv_bwd_weight_kernel(
     ``gw`` is the weight gradient itself (``N_SPLIT`` 1, ``sgw_split`` 0) or a workspace of one
     partial weight gradient per split.
 
-    Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``.
+    Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``,
+    split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``).
     Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
     slot: no atomics, so the result is bitwise repeatable.
     """
@@ -439,7 +441,12 @@ def _conv_bwd_weight_kernel(
     for p0 in range(start, end, BLOCK_K):
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
-        n, od, oh, ow = unflatten(pos, OD, OH, OW)
+        if FLAT_K:
+            # Compiled, multiply-shift splits come out recomputed per operand layout (cheap
+            # work is rematerialised, divisions are not): more instructions in flat loops.
+            n, od, oh, ow = unflatten(pos, OD, OH, OW)
+        else:
+            n, od, oh, ow = unflatten_fast(pos, OD, OH, OW, Q_OD, Q_OH, Q_OW, USE_INT64)
         go_col = n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
         a = tl.load(
             go_ptr + go_row + go_col[None, :],
@@ -702,7 +709,7 @@ def gemm_conv_backward_weight(
         (
             x5, go5, target,
             positions, p_split, n_split, cg_in, cg_out,
-            *x5.shape[2:], *go5.shape[2:], *gw5.shape[2:],
+            *x5.shape[2:], *go5.shape[2:], *map(fast_divisor, go5.shape[2:]), *gw5.shape[2:],
             *geometry,
             *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
         ),
