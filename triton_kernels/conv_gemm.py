@@ -409,7 +409,7 @@ def _conv_bwd_weight_kernel(
     PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
     Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
@@ -419,6 +419,7 @@ def _conv_bwd_weight_kernel(
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``,
     split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``).
+    ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``).
     Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
     slot: no atomics, so the result is bitwise repeatable.
     """
@@ -442,12 +443,13 @@ def _conv_bwd_weight_kernel(
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
         if FLAT_K:
-            # Compiled, multiply-shift splits come out recomputed per operand layout (cheap
-            # work is rematerialised, divisions are not): more instructions in flat loops.
+            # Multiply-shift splits are cheap enough for the compiler to redo per element of
+            # the flat gather (divisions it keeps per position): more instructions, not fewer.
             n, od, oh, ow = unflatten(pos, OD, OH, OW)
         else:
             n, od, oh, ow = unflatten_fast(pos, OD, OH, OW, Q_OD, Q_OH, Q_OW, USE_INT64)
-        go_col = n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
+        # Dense positions lie one stride apart: grad_out's offsets need no split.
+        go_col = pos * sgo_w if DENSE_GO else n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
         a = tl.load(
             go_ptr + go_row + go_col[None, :],
             mask=co_ok[:, None] & pos_ok[None, :],
@@ -520,6 +522,17 @@ def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
     if not flat:
         return {"FLAT_C": 0, "FLAT_KH": 0, "FLAT_KW": 0}
     return {"FLAT_C": channels, "FLAT_KH": w5.shape[3], "FLAT_KW": w5.shape[4]}
+
+
+def dense_positions(t5: torch.Tensor) -> bool:
+    """Whether ``t5``'s flat positions ``((n·D + d)·H + h)·W + w`` lie one ``w`` stride apart
+    (dense channels-last; NCHW only with one channel): offsets are then ``position·stride(4)``."""
+    expected = t5.stride(4) * t5.shape[4]
+    for dim in (3, 2, 0):
+        if t5.shape[dim] > 1 and t5.stride(dim) != expected:
+            return False
+        expected *= t5.shape[dim]
+    return True
 
 
 def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
@@ -715,7 +728,7 @@ def gemm_conv_backward_weight(
         ),
         dict(
             PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
+            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, DENSE_GO=dense_positions(go5),
         ),
     )  # fmt: skip
     if n_split > 1:

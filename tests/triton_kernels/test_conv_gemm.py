@@ -329,3 +329,20 @@ def test_int64_indexing_path(triton_device, monkeypatch, c_in):
     grad_w = _poisoned(w.shape, torch.float64, triton_device, "contig")
     gemm_conv_backward_weight(dev(x), dev(grad_out), grad_w, pad_mode="zeros", **kw)
     _check(grad_w, ref_gw)
+
+
+def test_dense_positions_are_one_stride_apart():
+    """Which grad_outputs the weight gradient addresses as ``position·stride``: dense
+    channels-last ones (size-1 dims with any stride), not NCHW with channels between images nor
+    views that skip positions."""
+    cl = torch.empty(2, 5, 6, 3, 4).movedim(-1, 1)  # (N, C, D, H, W), channels innermost
+    assert conv_gemm.dense_positions(cl)
+    assert conv_gemm.dense_positions(cl[:, 1:3])  # a channel slice: positions stay dense
+    assert conv_gemm.dense_positions(torch.empty(2, 1, 4, 5, 6))  # NCHW with one channel
+    assert conv_gemm.dense_positions(
+        torch.empty(1, 3, 1, 1, 7).as_strided((1, 3, 1, 1, 7), (99, 1, 5, 21, 3))
+    )
+    assert not conv_gemm.dense_positions(torch.empty(2, 3, 4, 5, 6))  # NCHW
+    assert not conv_gemm.dense_positions(cl[..., ::2])
+    assert not conv_gemm.dense_positions(cl[:, :, :, 1:])
+    assert not conv_gemm.dense_positions(cl.transpose(3, 4))
