@@ -433,11 +433,19 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
     others = [
         (f"host overhead per call ({js.stem})", js) for js in sorted(root.glob("*/overhead*.json"))
     ] + [(f"compile report for {js.stem}", js) for js in sorted(root.glob("compile-report/*.json"))]
-    others = [(what, js) for what, js in others if js.with_suffix(".md").exists()]
+    others = [
+        (what, js.with_suffix(".md")) for what, js in others if js.with_suffix(".md").exists()
+    ]
+    # Tables written by hand from compile reports (experiments, comparisons): their titles.
+    others += [
+        (md.read_text().splitlines()[0].lstrip("# ").strip(), md)
+        for md in sorted(root.glob("compile-report/*.md"))
+        if not md.with_suffix(".json").exists()
+    ]
     if others:
         lines += ["", "Without a GPU (see `benchmarks/README.md`):", ""]
-        for what, js in others:
-            lines.append(f"- [{what}]({js.with_suffix('.md').relative_to(root).as_posix()})")
+        for what, md in others:
+            lines.append(f"- [{what}]({md.relative_to(root).as_posix()})")
     lines.append("")
     root.mkdir(parents=True, exist_ok=True)
     index = root / "README.md"

@@ -420,9 +420,11 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
         (tmp_path / f"{name}.json").parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.json").write_text("{}")
         (tmp_path / f"{name}.md").write_text("#")
+    (tmp_path / "compile-report/loops.md").write_text("# Loops, before and after\n\ntext")
     index = report.write_index(tmp_path).read_text()
     assert f"({doc['device']}/overhead-before.md)" in index
     assert "[compile report for sm_90](compile-report/sm_90.md)" in index
+    assert "[Loops, before and after](compile-report/loops.md)" in index  # a table by hand
 
 
 def _gpu_doc(speedups: list[float], flops: bool = True) -> dict:
