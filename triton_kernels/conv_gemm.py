@@ -93,6 +93,24 @@ def _k_step(step, C, c_blocks, n_taps, TH, TW, BLOCK: tl.constexpr, FLAT: tl.con
 
 
 @triton.jit
+def _next_tap(c_block, tw, th, td, c_blocks, TW, TH):
+    """The tap loop's position one step on: the next channel block, and after the last one the
+    next tap (w fastest, then h, then d) — counters instead of ``_k_step``'s divisions, which
+    the compiler cannot hoist out of the loop."""
+    c_block += 1
+    wrap = c_block == c_blocks
+    c_block = tl.where(wrap, 0, c_block)
+    tw += wrap.to(tl.int32)
+    wrap = tw == TW
+    tw = tl.where(wrap, 0, tw)
+    th += wrap.to(tl.int32)
+    wrap = th == TH
+    th = tl.where(wrap, 0, th)
+    td += wrap.to(tl.int32)
+    return c_block, tw, th, td
+
+
+@triton.jit
 def _gather5(
     ptr, n, c, zd, zh, zw, od, oh, ow, mask,
     s_n, s_c, s_d, s_h, s_w, D, H, W,
@@ -176,11 +194,15 @@ def _fwd_tile(
     # Flat, zero padding: taps vary along the columns, so each element's offset is a row part
     # (computed once) plus a column part, not five coordinates times their strides.
     x_row = n_r * sx_n + zd * sx_d + zh * sx_h + zw * sx_w
+    c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
     for step in range(0, n_steps):
         if FLAT_K:  # the flat axis' shape is constant: splitting k is multiply-shift arithmetic
             td, th, tw, ci, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
         else:
-            td, th, tw, ci, k_ok = _k_step(step, C_IN, c_blocks, n_taps, KH, KW, BLOCK_K, False)
+            td, th, tw = d_at, h_at, w_at
+            ci = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = ci < C_IN
+            c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, KW, KH)
         mask = row_mask & k_ok[None, :]
         if FLAT_K and PAD_MODE == PAD_ZEROS:
             a = _gather_columns(
@@ -361,8 +383,15 @@ def _conv_bwd_input_kernel(
     c_blocks = tl.cdiv(C_OUT, BLOCK_K)
     n_steps = tl.cdiv(n_taps * C_OUT, BLOCK_K) if FLAT_K else n_taps * c_blocks
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
     for step in range(0, n_steps):
-        td, th, tw, co, k_ok = _k_step(step, C_OUT, c_blocks, n_taps, nt_h, nt_w, BLOCK_K, FLAT_K)
+        if FLAT_K:
+            td, th, tw, co, k_ok = _k_step(step, C_OUT, c_blocks, n_taps, nt_h, nt_w, BLOCK_K, True)
+        else:
+            td, th, tw = d_at, h_at, w_at
+            co = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = co < C_OUT
+            c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, nt_w, nt_h)
         co_group = group * C_OUT + co
         a = _gather5(
             go_ptr, n_r, co_group, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
