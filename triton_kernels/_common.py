@@ -25,6 +25,9 @@ Vocabulary (one spelling everywhere in ``triton_kernels``):
 * Epilogue activation (``_activation``): its parameter tensor ``aw_ptr`` / ``saw`` (a PReLU
   weight, per channel or one shared: stride 0), its scalar ``ACT_ALPHA`` / ``ACT_ALPHA_LO``.
 * Kernel names: ``_<family>_<fwd|bwd_input|bwd_weight>_kernel``.
+* Divisors: ``Q_<size>`` is ``fast_divisor(<size>)`` (``_indexing.quotient``). Inside a main loop,
+  a runtime ``//`` or ``%`` costs a long instruction sequence every step: advance counters or
+  divide by such a precomputed divisor, and check the loop (``loop SASS`` in the compile report).
 
 Launcher contract (see the package docstring): arguments are validated upstream, outputs are
 preallocated and every element is written.
