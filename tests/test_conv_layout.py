@@ -99,7 +99,7 @@ def _conv_matching_torch(x, w, b, **kw):
         ((2, 17, 3, 5), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
         ((1, 16, 5, 4), (6, 16, 3, 3), dict(stride=2), True, False),  # CL input, NCHW weight
         ((1, 4, 9), (6, 2, 3), dict(groups=2, padding=2, dilation=2), False, False),  # 1-d
-        ((1, 3, 3, 3, 3), (5, 3, 3, 3, 3), dict(padding=1), False, False),  # 3-d, RGB-like
+        ((1, 16, 3, 3, 3), (5, 16, 3, 3, 3), dict(padding=1), False, False),  # 3-d
     ],
     ids=["nchw-3x3", "nchw-1x1", "cl-input-nchw-weight", "1d-groups", "3d"],
 )
@@ -120,6 +120,26 @@ def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
     # Positions per image that 4 does not divide: read and stored channels-last, converted.
     activations = [launch.result for launch in launches if launch.name != "conv_backward_weight"]
     assert all(_layout.is_channels_last(t) for t in activations)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw",
+    [
+        ((2, 3, 7, 6), (5, 3, 3, 3), dict(stride=2, padding=1)),
+        ((1, 1, 3, 4, 5), (4, 1, 2, 3, 3), {}),
+    ],
+    ids=["2d-rgb", "3d-one-channel"],
+)
+def test_narrow_convolutions_read_their_input_as_given(launches, x_shape, w_shape, kw):
+    """Stems copy their input into padded windows themselves: no channels-last copy first."""
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64)
+    ours, theirs = _conv_matching_torch(x, w, None, **kw)
+    assert [t.stride() for t in ours] == [t.stride() for t in theirs]
+    ptrs = {launch.name: launch.pointers for launch in launches}
+    assert ptrs["conv_forward"][0] == x.data_ptr()
+    assert ptrs["conv_backward_weight"][0] == x.data_ptr()
 
 
 def test_depthwise_operands_are_read_as_given(launches):

@@ -373,7 +373,8 @@ def test_triton_path_never_writes_the_wide_convolution(kind, monkeypatch):
     assert [c["PIECES"] for _, _, c in launches] == [3]
     wide = out.numel() * 3
     tensors = [a for a in launches[0][1] if isinstance(a, torch.Tensor)]
-    assert all(t.numel() < wide or t is tensors[1] for t in tensors)  # but the weight
+    # (but the operands: the weight, and the windows a narrow convolution reads its input as)
+    assert all(t.numel() < wide or t is tensors[0] or t is tensors[1] for t in tensors)
     narrow = [t for t in tensors if t.shape[:2] == out.shape[:2] and t.numel() == out.numel()]
     assert sorted(t.dtype for t in narrow if t.dtype == torch.int64) == [torch.int64]
     torch.testing.assert_close(out, reference_maxout(F.conv2d(x, w, b, **kwargs), 3)[0])

@@ -56,6 +56,7 @@ from .conv import (
     prefers_channels_last,
     reads_nchw,
     stores_nchw,
+    windows,
 )
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
 from .maxout import maxout_backward, maxout_forward
@@ -103,7 +104,7 @@ def __getattr__(name: str):
 
 __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
-__all__ += ["reads_nchw", "stores_nchw"]
+__all__ += ["reads_nchw", "stores_nchw", "windows"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]

@@ -204,3 +204,27 @@ def aligned_rows(M, P, s_n, s_c, ALIGN: tl.constexpr):
         M, P = M // ALIGN * ALIGN, P // ALIGN * ALIGN
         s_n, s_c = s_n // ALIGN * ALIGN, s_c // ALIGN * ALIGN
     return M, P, s_n, s_c
+
+
+def channel_alignment(channels: int, *operands: torch.Tensor) -> int:
+    """The width of the channel runs a GEMM loads from channels-inner 5-d ``operands`` (unit
+    stride along dim 1, the weight's input channels included): the largest power of two up to 16
+    dividing ``channels`` (per group) and every stride of another dim of size > 1; 1 when an
+    operand is not channels-inner. Triton knows of an integer argument only whether 16 divides
+    it, so runs of 8 channels (24, 40, 56 channels; the stems' windows, ``conv_window``) would
+    otherwise load element by element; kernels rebuild those values with :func:`aligned`."""
+    if any(t.stride(1) != 1 for t in operands):
+        return 1
+    strides = [
+        s for t in operands for d, (n, s) in enumerate(zip(t.shape, t.stride())) if d != 1 and n > 1
+    ]
+    return math.gcd(channels, *strides, 16)
+
+
+@triton.jit
+def aligned(value, ALIGN: tl.constexpr):
+    """``value`` rebuilt as a multiple of ``ALIGN`` (which divides it; 0 or 1: unchanged), so
+    that Triton sees it is (see :func:`channel_alignment`)."""
+    if ALIGN > 1:
+        value = value // ALIGN * ALIGN
+    return value

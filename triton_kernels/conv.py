@@ -1,4 +1,5 @@
-"""Convolution launchers: choose the direct depthwise kernels, the 1×1 GEMM or the implicit GEMM."""
+"""Convolution launchers: choose the direct depthwise kernels, the 1×1 GEMM, the windowed tap
+loop of narrow convolutions (stems) or the implicit GEMM."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .conv_depthwise import (
     depthwise_conv_forward,
 )
 from .conv_gemm import gemm_conv_backward_input, gemm_conv_backward_weight, gemm_conv_forward
+from .conv_window import window_conv_backward_weight, window_conv_forward, windows
 
 
 def _is_depthwise(c_in: int, groups: int) -> bool:
@@ -100,10 +102,16 @@ def conv_forward(
             x, w, bias, out, stride=stride, padding=padding, dilation=dilation, pad_mode=pad_mode,
             **epilogue,
         )  # fmt: skip
-    elif not (
-        is_pointwise(w.shape[2:], stride, padding)
-        and conv1x1_forward(x, w, bias, out, groups=groups, allow_tf32=allow_tf32, **epilogue)
+    elif is_pointwise(w.shape[2:], stride, padding) and conv1x1_forward(
+        x, w, bias, out, groups=groups, allow_tf32=allow_tf32, **epilogue
     ):
+        pass  # the 1×1 GEMM ran it
+    elif windows(x.shape[1], groups, w.shape[2:], dilation, pad_mode):
+        window_conv_forward(
+            x, w, bias, out, stride=stride, padding=padding, dilation=dilation,
+            allow_tf32=allow_tf32, **epilogue,
+        )  # fmt: skip
+    else:
         gemm_conv_forward(
             x,
             w,
@@ -179,10 +187,16 @@ def conv_backward_weight(
             dilation=dilation,
             pad_mode=pad_mode,
         )
-    elif not (
-        is_pointwise(grad_w.shape[2:], stride, padding)
-        and conv1x1_backward_weight(x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32)
+    elif is_pointwise(grad_w.shape[2:], stride, padding) and conv1x1_backward_weight(
+        x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32
     ):
+        pass  # the 1×1 GEMM ran it
+    elif windows(x.shape[1], groups, grad_w.shape[2:], dilation, pad_mode):
+        window_conv_backward_weight(
+            x, grad_out, grad_w, stride=stride, padding=padding, dilation=dilation,
+            allow_tf32=allow_tf32,
+        )  # fmt: skip
+    else:
         gemm_conv_backward_weight(
             x,
             grad_out,

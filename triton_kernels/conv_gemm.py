@@ -14,10 +14,12 @@ The three GEMMs (per group; groups are a grid axis):
                split-K into a workspace when the grid alone cannot fill the GPU.
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
-channel count is below 16 (RGB stems, grouped convs), taps and channels are flattened into one
-axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``); the forward is then
-compiled for that axis' shape (``FLAT_C``, ``FLAT_KH``, ``FLAT_KW``), since the per-column tap
-arithmetic, not the tensor cores, bounds those loops.
+channel count is below 16 (narrow groups; stems with a padding mode), taps and channels are
+flattened into one axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``);
+the forward is then compiled for that axis' shape (``FLAT_C``, ``FLAT_KH``, ``FLAT_KW``), since
+the per-column tap arithmetic, not the tensor cores, bounds those loops. Zero-padded stems in
+one group take the tap loop instead, over windows of a padded copy of their input
+(``conv_window``, the one launcher that materialises anything).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ from ._gemm_common import (
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
+    aligned,
     aligned_rows,
+    channel_alignment,
     choose_split,
     configs,
     flat_alignment,
@@ -183,6 +187,7 @@ def _fwd_tile(
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    IN_BOUNDS: tl.constexpr,
 ):  # fmt: skip
     """The forward's accumulator for one row tile against the weight rows ``wco`` (one per
     column): the (taps, channels) reduction, plus ``bias[wco]`` when ``HAS_BIAS``."""
@@ -192,7 +197,8 @@ def _fwd_tile(
     n_steps = tl.cdiv(n_taps * C_IN, BLOCK_K) if FLAT_K else n_taps * c_blocks
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     # Flat, zero padding: taps vary along the columns, so each element's offset is a row part
-    # (computed once) plus a column part, not five coordinates times their strides.
+    # (computed once) plus a column part, not five coordinates times their strides. Every tap
+    # in bounds: a tap's offset is the row part plus one scalar.
     x_row = n_r * sx_n + zd * sx_d + zh * sx_h + zw * sx_w
     c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
     for step in range(0, n_steps):
@@ -204,7 +210,14 @@ def _fwd_tile(
             k_ok = ci < C_IN
             c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, KW, KH)
         mask = row_mask & k_ok[None, :]
-        if FLAT_K and PAD_MODE == PAD_ZEROS:
+        if IN_BOUNDS and not FLAT_K:
+            tap = td * DIL_D * sx_d + th * DIL_H * sx_h + tw * DIL_W * sx_w
+            a = tl.load(
+                x_ptr + (x_row + tap) + (wide(group * C_IN + ci, USE_INT64) * sx_c)[None, :],
+                mask=mask,
+                other=0.0,
+            )
+        elif FLAT_K and PAD_MODE == PAD_ZEROS:
             a = _gather_columns(
                 x_ptr, x_row, group * C_IN + ci, zd, zh, zw, td * DIL_D, th * DIL_H, tw * DIL_W,
                 mask, sx_c, sx_d, sx_h, sx_w, D, H, W, USE_INT64,
@@ -250,7 +263,8 @@ def _conv_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
     ACT: tl.constexpr, PIECES: tl.constexpr, FLAT_Y: tl.constexpr,
-    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr, C_ALIGN: tl.constexpr,
+    IN_BOUNDS: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] = act(bias[co] +
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
@@ -260,6 +274,9 @@ def _conv_fwd_kernel(
     stride (an NCHW result), stored as ``n·sy_n + p`` (``_flat_row``), and ``FLAT_Y`` (a power
     of two) divides ``M``, ``P``, ``sy_n`` and ``sy_c``: the width of the vector stores.
     ``FLAT_K``: ``FLAT_C``, ``FLAT_KH`` and ``FLAT_KW`` are C_IN, KH and KW as constants.
+    ``C_ALIGN`` divides C_IN and the position strides of ``x`` and ``w``: the width of their
+    channel runs (``channel_alignment``). ``IN_BOUNDS``: every tap of every output position
+    lies inside ``x`` (no padding: ``in_bounds``), so no load checks its coordinates.
 
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
@@ -268,6 +285,10 @@ def _conv_fwd_kernel(
     convolution does), ties keep the first piece, a NaN wins (the first NaN).
     """
     M, P, sy_n, sy_c = aligned_rows(M, P, sy_n, sy_c, FLAT_Y)
+    C_IN = aligned(C_IN, C_ALIGN)
+    sx_n, sx_d, sx_h = aligned(sx_n, C_ALIGN), aligned(sx_d, C_ALIGN), aligned(sx_h, C_ALIGN)
+    sx_w, sw_o, sw_d = aligned(sx_w, C_ALIGN), aligned(sw_o, C_ALIGN), aligned(sw_d, C_ALIGN)
+    sw_h, sw_w = aligned(sw_h, C_ALIGN), aligned(sw_w, C_ALIGN)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
     )
@@ -291,7 +312,7 @@ def _conv_fwd_kernel(
             C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
             sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
             HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-            BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW,
+            BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
         )  # fmt: skip
     else:
         acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
@@ -302,7 +323,7 @@ def _conv_fwd_kernel(
                 row_mask, C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
                 sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
                 HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-                BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW,
+                BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
             )  # fmt: skip
             # Compared as stored (rounded to the output's dtype), as a maxout of the stored
             # convolution compares: ties there keep the first piece here too.
@@ -438,7 +459,8 @@ def _conv_bwd_weight_kernel(
     PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr,
+    GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr, C_ALIGN: tl.constexpr,
+    IN_BOUNDS: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
     Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
@@ -448,10 +470,15 @@ def _conv_bwd_weight_kernel(
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``,
     split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``).
-    ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``).
+    ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``). ``C_ALIGN``
+    divides C_IN and the position strides of ``x`` (``channel_alignment``); ``IN_BOUNDS`` as in
+    the forward.
     Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
     slot: no atomics, so the result is bitwise repeatable.
     """
+    C_IN = aligned(C_IN, C_ALIGN)
+    sx_n, sx_d, sx_h = aligned(sx_n, C_ALIGN), aligned(sx_d, C_ALIGN), aligned(sx_h, C_ALIGN)
+    sx_w = aligned(sx_w, C_ALIGN)
     n_taps = KD * KH * KW
     c_blocks = tl.cdiv(C_IN, BLOCK_N)
     n_cols = tl.cdiv(n_taps * C_IN, BLOCK_N) if FLAT_K else n_taps * c_blocks
@@ -464,6 +491,9 @@ def _conv_bwd_weight_kernel(
     td, th, tw, ci, col_ok = _k_step(tile_n, C_IN, c_blocks, n_taps, KH, KW, BLOCK_N, FLAT_K)
     ci_group = group * C_IN + ci
     go_row = (co_off * sgo_c)[:, None]
+    x_col = (
+        wide(ci_group, USE_INT64) * sx_c + td * DIL_D * sx_d + th * DIL_H * sx_h + tw * DIL_W * sx_w
+    )
 
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
@@ -484,14 +514,22 @@ def _conv_bwd_weight_kernel(
             mask=co_ok[:, None] & pos_ok[None, :],
             other=0.0,
         )
-        b = _gather5(
-            x_ptr, n[:, None], ci_group,
-            (od * STRIDE_D - PAD_D)[:, None], (oh * STRIDE_H - PAD_H)[:, None],
-            (ow * STRIDE_W - PAD_W)[:, None],
-            td * DIL_D, th * DIL_H, tw * DIL_W,
-            pos_ok[:, None] & col_ok[None, :],
-            sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
-        )  # fmt: skip
+        if IN_BOUNDS:  # (no padding: the tap's part of the offset is the same every step)
+            x_row = n * sx_n + od * STRIDE_D * sx_d + oh * STRIDE_H * sx_h + ow * STRIDE_W * sx_w
+            b = tl.load(
+                x_ptr + x_row[:, None] + x_col[None, :],
+                mask=pos_ok[:, None] & col_ok[None, :],
+                other=0.0,
+            )
+        else:
+            b = _gather5(
+                x_ptr, n[:, None], ci_group,
+                (od * STRIDE_D - PAD_D)[:, None], (oh * STRIDE_H - PAD_H)[:, None],
+                (ow * STRIDE_W - PAD_W)[:, None],
+                td * DIL_D, th * DIL_H, tw * DIL_W,
+                pos_ok[:, None] & col_ok[None, :],
+                sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
+            )  # fmt: skip
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
@@ -539,7 +577,7 @@ _BWD_WEIGHT = _tuners("conv_bwd_weight", _conv_bwd_weight_kernel, WEIGHT_BLOCK_K
 # --------------------------------------------------------------------------------------------
 
 #: Channels per group below which taps × channels form one flattened reduction axis.
-_FLAT_BELOW = 16
+FLAT_BELOW = 16
 
 
 def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
@@ -562,6 +600,19 @@ def dense_positions(t5: torch.Tensor) -> bool:
             return False
         expected *= t5.shape[dim]
     return True
+
+
+def in_bounds(x5: torch.Tensor, y5: torch.Tensor, w5: torch.Tensor, geometry: tuple) -> bool:
+    """Whether every tap of every output position of ``y5`` lies inside ``x5`` (``geometry``:
+    ``pack_geometry``'s strides, paddings, dilations): no padding before any dim, and the last
+    window of each dim ends inside the input."""
+    strides, paddings, dilations = geometry[:3], geometry[3:6], geometry[6:]
+    return all(
+        pad == 0 and (out - 1) * stride + (k - 1) * dil < size
+        for size, out, k, stride, pad, dil in zip(
+            x5.shape[2:], y5.shape[2:], w5.shape[2:], strides, paddings, dilations, strict=True
+        )
+    )
 
 
 def _layout_class(*tensors: torch.Tensor) -> tuple[bool, ...]:
@@ -608,7 +659,7 @@ def gemm_conv_forward(
     m = n_batch * y5.shape[2] * y5.shape[3] * y5.shape[4]
     if m == 0 or c_out == 0:
         return
-    flat = cg_in < _FLAT_BELOW
+    flat = cg_in < FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, w, bias, out)
     precision = dot_precision(x.dtype, allow_tf32)
@@ -637,6 +688,7 @@ def gemm_conv_forward(
             USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
             FLAT_Y=flat_alignment(y5), **_flat_shape(flat, cg_in, w5),
+            C_ALIGN=channel_alignment(cg_in, x5, w5), IN_BOUNDS=in_bounds(x5, y5, w5, geometry),
         ),
     )  # fmt: skip
 
@@ -671,7 +723,7 @@ def gemm_conv_backward_input(
     out_steps = [d // gcd for d, gcd in zip(dilations, gcds, strict=True)]
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
     m_max = n_batch * math.prod(cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True))
-    flat = cg_out < _FLAT_BELOW
+    flat = cg_out < FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(grad_out, w, grad_in)
     precision = dot_precision(grad_out.dtype, allow_tf32)
@@ -731,7 +783,7 @@ def gemm_conv_backward_weight(
     n_split = choose_split(tiles, positions)
     target = gw5 if n_split == 1 else split_workspace(gw5, n_split)
     split_stride = 0 if n_split == 1 else target.stride(0)
-    flat = cg_in < _FLAT_BELOW
+    flat = cg_in < FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
@@ -758,6 +810,7 @@ def gemm_conv_backward_weight(
         dict(
             PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, DENSE_GO=dense_positions(go5),
+            C_ALIGN=channel_alignment(cg_in, x5), IN_BOUNDS=in_bounds(x5, go5, gw5, geometry),
         ),
     )  # fmt: skip
     if n_split > 1:

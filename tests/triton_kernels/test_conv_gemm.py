@@ -110,6 +110,11 @@ CONV_CASES = [
                  2, "replicate", False, "strided", id="3d-groups2-replicate"),
     pytest.param((1, 18, 3, 3, 4), 3, (1, 2, 2), (1, 1, 2), ((0, 0), (1, 1), (1, 0)), (1, 1, 1),
                  1, "circular", True, "contig", id="3d-c18-circular"),
+    # No padding: every tap in bounds (IN_BOUNDS); 24 channels: runs of 8 (channel_alignment).
+    pytest.param((2, 24, 7, 6), 5, (3, 2), (2, 2), ((0, 0), (0, 0)), (1, 2), 1, "reflect", True,
+                 "channels_last", id="2d-c24-in-bounds"),
+    pytest.param((1, 20, 4, 5, 6), 4, (2, 2, 3), (1, 2, 1), ((0, 0), (0, 0), (0, 0)),
+                 (2, 1, 1), 1, "zeros", False, "contig", id="3d-c20-in-bounds"),
 ]  # fmt: skip
 
 

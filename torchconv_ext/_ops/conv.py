@@ -27,8 +27,9 @@ also take their result's layout (``channels_last``): their operands do not deter
 
 On the Triton path, convolutions that run on tensor cores get their activations channels-last
 (converted in one pass) and their weights repacked (once per version: ``_layout``), whatever the
-caller's layout, with one exception: the 1×1 GEMM reads NCHW activations as they are when each
-image has a multiple of 4 positions (``gemm_activation``). A tile's rows are flattened
+caller's layout, with two exceptions: the 1×1 GEMM reads NCHW activations as they are when
+each image has a multiple of 4 positions (``gemm_activation``), and narrow convolutions (stems)
+copy their input into padded windows themselves (``gemm_input``). A tile's rows are flattened
 positions, so results (forward, input gradient at stride 1) are stored straight into torch's
 NCHW layout when each image has a multiple of 4 positions: then Triton sees runs of
 contiguous positions and stores vectors of 8 or 16 bytes
@@ -123,7 +124,7 @@ def triton_forward(
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
         if gemm:
-            input = gemm_activation(input, weight.shape[2:], g)
+            input = gemm_input(input, weight.shape[2:], g)
             weight = k.replayed_whole(packed_weight, weight)
         k.conv_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
@@ -138,6 +139,15 @@ def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     if _reads_as_is(t, kernel_size, g):
         return t
     return channels_last_activation(t)
+
+
+def gemm_input(input: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
+    """A convolution's input as the tensor-core convolutions read it fastest: as it is for
+    narrow convolutions (stems), which copy it into padded windows themselves
+    (``triton_kernels.windows``), else as :func:`gemm_activation` gives it."""
+    if kernels().windows(input.shape[1], g.groups, kernel_size, g.dilation, g.padding_mode):
+        return input
+    return gemm_activation(input, kernel_size, g)
 
 
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
@@ -242,7 +252,7 @@ def _bwd_weight_impl(
     k = kernels()
     if k.prefers_channels_last(input.shape[1], g.groups):
         grad_output = gemm_activation(grad_output, kernel_size, g)
-        input = gemm_activation(input, kernel_size, g)
+        input = gemm_input(input, kernel_size, g)
     k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **kernel_args(g))
     return grad
 

@@ -34,7 +34,7 @@ from .conv import (
     conv_fwd,
     fold_batch,
     forward_grads,
-    gemm_activation,
+    gemm_input,
     kernel_args,
     results_channels_last,
     unfold_batch,
@@ -84,7 +84,7 @@ def _impl(
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
         k.conv_forward(
-            gemm_activation(input, weight.shape[2:], g),
+            gemm_input(input, weight.shape[2:], g),
             k.replayed_whole(packed_weight, weight),
             bias,
             out,
