@@ -6,8 +6,8 @@ axis and gathers every element of a tile on its own (``conv_gemm``'s ``FLAT_K``)
 sm_90, ResNet-50's 7×7 stem issues several times more instructions per step than its tensor
 cores need cycles.
 
-Here the input is first copied, in one pass, into a zero-padded channels-last buffer with its
-channels padded to ``Cp`` (a power of two: :func:`window_channels`). A window row — the ``KW``
+Here the input is first copied, in one pass (``_window_pack_kernel``), into a zero-padded
+channels-last buffer with its channels padded to ``Cp`` (a power of two: :func:`window_channels`). A window row — the ``KW``
 taps of one output position along ``w`` — is then ``KW·Cp`` contiguous elements of the buffer,
 so the convolution is a plain tap loop over a view of the buffer whose *channels* are those
 windows::
@@ -31,8 +31,12 @@ import math
 from collections.abc import Sequence
 
 import torch
+import triton
+import triton.language as tl
 
-from ._common import as_5d, spatial3
+from ._common import as_5d, cdiv, needs_int64, next_power_of_2, spatial3
+from ._indexing import wide
+from ._plan import launch
 from .conv_gemm import FLAT_BELOW, gemm_conv_backward_weight, gemm_conv_forward
 
 __all__ = ["window_conv_backward_weight", "window_conv_forward", "window_channels", "windows"]
@@ -65,32 +69,61 @@ def _geometry(
     )
 
 
+@triton.jit
+def _window_pack_kernel(
+    x_ptr, buf_ptr, C, D, H, W, DP, HP, WP, PAD_D, PAD_H, PAD_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w,
+    CP: tl.constexpr, BLOCK_W: tl.constexpr, USE_INT64: tl.constexpr,
+):  # fmt: skip
+    """buf[n, d, h, w, c] = x[n, c, d - PAD_D, h - PAD_H, w - PAD_W], 0 outside ``x`` and for
+    ``c ≥ C``: every element of the dense ``(N, DP, HP, WP, CP)`` buffer, written once.
+
+    Grid: buffer rows ``(n, d, h)`` × tiles of ``BLOCK_W`` columns; a tile's stores are one
+    contiguous run.
+    """
+    row = wide(tl.program_id(0), USE_INT64)
+    h = row % HP
+    d = (row // HP) % DP
+    n = row // (HP * DP)
+    w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    c = tl.arange(0, CP)
+    i_d, i_h, i_w = d - PAD_D, h - PAD_H, w - PAD_W
+    # A row outside the input has no columns inside it.
+    w_end = tl.where((i_d >= 0) & (i_d < D) & (i_h >= 0) & (i_h < H), W, 0)
+    ok = ((i_w >= 0) & (i_w < w_end))[:, None] & (c < C)[None, :]
+    source = n * sx_n + i_d * sx_d + i_h * sx_h + (i_w * sx_w)[:, None] + (c * sx_c)[None, :]
+    value = tl.load(x_ptr + source, mask=ok, other=0.0)
+    target = row * (WP * CP) + (w * CP)[:, None] + c[None, :]
+    tl.store(buf_ptr + target, value, mask=(w < WP)[:, None])
+
+
+#: Elements one program of the pack kernel writes (at most).
+_PACK_BLOCK = 1024
+
+
 def _windowed_input(
     x5: torch.Tensor, out_sizes: Sequence[int], cp: int, geometry: tuple
 ) -> torch.Tensor:
-    """The view of the module doc over a new zero-padded channels-last copy of ``x5``: shape
-    ``(N, KW·Cp, Dp, Hp, OW)``, each of its positions' channels one window row."""
+    """The view of the module doc over a new zero-padded channels-last copy of ``x5`` (one
+    pass, ``_window_pack_kernel``): shape ``(N, KW·Cp, Dp, Hp, OW)``, each of its positions'
+    channels one window row."""
     kernel, stride, padding, dilation = geometry
-    n, c = x5.shape[:2]
+    n = x5.shape[0]
     od, oh, ow = out_sizes
     # The rows (d, h) the windows span, and the columns: enough for the last window, rounded up
-    # so that a buffer row is a multiple of 16 elements (rows start 16-element aligned).
-    extents = (
-        (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1,
-        (oh - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1,
-        -(-((ow - 1) * stride[2] + kernel[2]) * cp // 16) * 16 // cp,
+    # so that a buffer row is a multiple of 16 elements (rows start 16-element aligned). Input
+    # position i is buffer position i + padding; the rest of the buffer is zeros.
+    dp = (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+    hp = (oh - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+    wp = -(-((ow - 1) * stride[2] + kernel[2]) * cp // 16) * 16 // cp
+    buffer = x5.new_empty((n, dp, hp, wp, cp))
+    block_w = min(next_power_of_2(wp), _PACK_BLOCK // cp)
+    launch(
+        _window_pack_kernel,
+        (n * dp * hp, cdiv(wp, block_w)),
+        (x5, buffer, x5.shape[1], *x5.shape[2:], dp, hp, wp, *padding, *x5.stride()),
+        dict(CP=cp, BLOCK_W=block_w, USE_INT64=needs_int64(x5, buffer), num_warps=4),
     )
-    buffer = x5.new_zeros((n, *extents, cp))
-    # Input position i is buffer position i + padding; positions no window reaches are left out.
-    source = [
-        slice(max(-p, 0), min(size, e - p)) for size, e, p in zip(x5.shape[2:], extents, padding)
-    ]
-    if all(s.start < s.stop for s in source):
-        target = [slice(s.start + p, s.stop + p) for s, p in zip(source, padding)]
-        buffer[(slice(None), *target, slice(0, c))].copy_(
-            x5[(slice(None), slice(None), *source)].permute(0, 2, 3, 4, 1)
-        )
-    dp, hp, wp = extents
     row = wp * cp
     return buffer.as_strided(
         (n, kernel[2] * cp, dp, hp, ow), (dp * hp * row, 1, hp * row, row, stride[2] * cp)

@@ -140,6 +140,48 @@ def test_empty_batch_has_a_zero_weight_gradient(triton_device):
     assert torch.equal(grad_w.cpu(), torch.zeros(4, 3, 3, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("layout", ["contig", "channels_last", "strided"])
+@pytest.mark.parametrize(
+    "x_shape,kernel,stride,padding,dilation,out_sizes",
+    [
+        ((2, 3, 1, 6, 5), (1, 3, 3), (1, 2, 1), (0, 1, 2), (1, 2, 1), (1, 2, 4)),  # pads past W
+        ((1, 2, 3, 7, 4), (2, 2, 3), (1, 3, 2), (1, 0, 1), (1, 1, 1), (3, 2, 2)),  # rows unread
+    ],
+)
+def test_the_packed_copy_is_the_padded_input(
+    triton_device, x_shape, kernel, stride, padding, dilation, out_sizes, layout
+):
+    """Every element of the buffer is written (torch fills new memory with NaN here): the input
+    at its padded position, zeros elsewhere and in the padded channels."""
+    x5 = _layout(torch.randn(x_shape, dtype=torch.float64), layout).to(triton_device)
+    cp = 4
+    geometry = (kernel, stride, padding, dilation)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        view = conv_window._windowed_input(x5, out_sizes, cp, geometry)
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+    buffer = view._base
+    n, c, d, h, w = x5.shape
+    expected = torch.zeros(buffer.shape, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x5.cpu(), (padding[2], 99, padding[1], 99, padding[0], 99))
+    extent = buffer.shape[1:4]
+    expected[..., :c] = padded[:, :, : extent[0], : extent[1], : extent[2]].permute(0, 2, 3, 4, 1)
+    assert torch.equal(buffer.cpu(), expected)
+    # The view's channel kw·Cp + c at output column ow is buffer column ow·stride + kw.
+    ow = out_sizes[2] - 1
+    assert torch.equal(
+        view[:, :, :, :, ow].cpu(),
+        buffer[:, :, :, ow * stride[2] : ow * stride[2] + kernel[2]]
+        .flatten(3)
+        .permute(0, 3, 1, 2)
+        .cpu(),
+    )
+
+
 def test_which_convolutions_take_windows():
     assert conv_window.windows(3, 1, (7, 7), (1, 1), "zeros")
     assert conv_window.windows(15, 1, (3, 3, 3), (2, 2, 1), "zeros")  # dilated but along w
