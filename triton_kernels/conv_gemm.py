@@ -353,7 +353,7 @@ def _conv_bwd_input_kernel(
     HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr,
+    GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one stride phase per program.
 
@@ -365,8 +365,18 @@ def _conv_bwd_input_kernel(
     ``FLAT_Y`` > 0 (stride 1: one phase, its rows the flat input positions, ``P`` per image):
     ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (``_flat_row``), and
     ``FLAT_Y`` divides ``M_MAX``, ``P``, ``sgi_n`` and ``sgi_c`` (as in the forward).
+    ``GO_ALIGN`` divides C_OUT and the position strides of ``grad_out``, ``W_ALIGN`` C_IN and the
+    other strides of ``w``: the widths of their channel runs (``channel_alignment``).
     """
     M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
+    C_OUT, sgo_n, sgo_d = (
+        aligned(C_OUT, GO_ALIGN),
+        aligned(sgo_n, GO_ALIGN),
+        aligned(sgo_d, GO_ALIGN),
+    )
+    sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
+    C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
+    sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
     n_phases = STRIDE_D * STRIDE_H * STRIDE_W
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
@@ -460,7 +470,7 @@ def _conv_bwd_weight_kernel(
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr, C_ALIGN: tl.constexpr,
-    IN_BOUNDS: tl.constexpr,
+    GO_ALIGN: tl.constexpr, IN_BOUNDS: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
     Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
@@ -471,14 +481,20 @@ def _conv_bwd_weight_kernel(
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``,
     split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``).
     ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``). ``C_ALIGN``
-    divides C_IN and the position strides of ``x`` (``channel_alignment``); ``IN_BOUNDS`` as in
-    the forward.
+    divides C_IN and the position strides of ``x``, ``GO_ALIGN`` C_OUT and those of ``grad_out``
+    (``channel_alignment``); ``IN_BOUNDS`` as in the forward.
     Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
     slot: no atomics, so the result is bitwise repeatable.
     """
     C_IN = aligned(C_IN, C_ALIGN)
     sx_n, sx_d, sx_h = aligned(sx_n, C_ALIGN), aligned(sx_d, C_ALIGN), aligned(sx_h, C_ALIGN)
     sx_w = aligned(sx_w, C_ALIGN)
+    C_OUT, sgo_n, sgo_d = (
+        aligned(C_OUT, GO_ALIGN),
+        aligned(sgo_n, GO_ALIGN),
+        aligned(sgo_d, GO_ALIGN),
+    )
+    sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
     n_taps = KD * KH * KW
     c_blocks = tl.cdiv(C_IN, BLOCK_N)
     n_cols = tl.cdiv(n_taps * C_IN, BLOCK_N) if FLAT_K else n_taps * c_blocks
@@ -749,6 +765,7 @@ def gemm_conv_backward_input(
             HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
             FLAT_Y=flat_alignment(gi5) if all(s == 1 for s in strides) else 0,
+            GO_ALIGN=channel_alignment(cg_out, go5), W_ALIGN=channel_alignment(cg_in, w5),
         ),
     )  # fmt: skip
 
@@ -810,7 +827,8 @@ def gemm_conv_backward_weight(
         dict(
             PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, DENSE_GO=dense_positions(go5),
-            C_ALIGN=channel_alignment(cg_in, x5), IN_BOUNDS=in_bounds(x5, go5, gw5, geometry),
+            C_ALIGN=channel_alignment(cg_in, x5), GO_ALIGN=channel_alignment(cg_out, go5),
+            IN_BOUNDS=in_bounds(x5, go5, gw5, geometry),
         ),
     )  # fmt: skip
     if n_split > 1:

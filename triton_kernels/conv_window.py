@@ -101,29 +101,38 @@ def _window_pack_kernel(
 _PACK_BLOCK = 1024
 
 
-def _windowed_input(
-    x5: torch.Tensor, out_sizes: Sequence[int], cp: int, geometry: tuple
+def _pack(
+    t5: torch.Tensor, extents: Sequence[int], padding: Sequence[int], cp: int
 ) -> torch.Tensor:
-    """The view of the module doc over a new zero-padded channels-last copy of ``x5`` (one
-    pass, ``_window_pack_kernel``): shape ``(N, KW·Cp, Dp, Hp, OW)``, each of its positions'
-    channels one window row."""
-    kernel, stride, padding, dilation = geometry
-    n = x5.shape[0]
-    od, oh, ow = out_sizes
-    # The rows (d, h) the windows span, and the columns: enough for the last window, rounded up
-    # so that a buffer row is a multiple of 16 elements (rows start 16-element aligned). Input
-    # position i is buffer position i + padding; the rest of the buffer is zeros.
-    dp = (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
-    hp = (oh - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
-    wp = -(-((ow - 1) * stride[2] + kernel[2]) * cp // 16) * 16 // cp
-    buffer = x5.new_empty((n, dp, hp, wp, cp))
+    """A new dense ``(N, *extents, Cp)`` copy of ``t5`` (N, C, D, H, W) with channels last: ``t5``
+    at its position plus ``padding``, zeros around it and in channels ``C…Cp-1`` (one pass)."""
+    n = t5.shape[0]
+    dp, hp, wp = extents
+    buffer = t5.new_empty((n, dp, hp, wp, cp))
     block_w = min(next_power_of_2(wp), _PACK_BLOCK // cp)
     launch(
         _window_pack_kernel,
         (n * dp * hp, cdiv(wp, block_w)),
-        (x5, buffer, x5.shape[1], *x5.shape[2:], dp, hp, wp, *padding, *x5.stride()),
-        dict(CP=cp, BLOCK_W=block_w, USE_INT64=needs_int64(x5, buffer), num_warps=4),
+        (t5, buffer, t5.shape[1], *t5.shape[2:], dp, hp, wp, *padding, *t5.stride()),
+        dict(CP=cp, BLOCK_W=block_w, USE_INT64=needs_int64(t5, buffer), num_warps=4),
     )
+    return buffer
+
+
+def _windowed_input(
+    x5: torch.Tensor, out_sizes: Sequence[int], cp: int, geometry: tuple
+) -> torch.Tensor:
+    """The view of the module doc over a padded channels-last copy of ``x5``: shape ``(N, KW·Cp,
+    Dp, Hp, OW)``, each of its positions' channels one window row."""
+    kernel, stride, padding, dilation = geometry
+    n = x5.shape[0]
+    od, oh, ow = out_sizes
+    # The rows (d, h) the windows span, and the columns: enough for the last window, rounded up
+    # so that a buffer row is a multiple of 16 elements (rows start 16-element aligned).
+    dp = (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+    hp = (oh - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+    wp = -(-((ow - 1) * stride[2] + kernel[2]) * cp // 16) * 16 // cp
+    buffer = _pack(x5, (dp, hp, wp), padding, cp)
     row = wp * cp
     return buffer.as_strided(
         (n, kernel[2] * cp, dp, hp, ow), (dp * hp * row, 1, hp * row, row, stride[2] * cp)
@@ -133,9 +142,8 @@ def _windowed_input(
 def _windowed_weight(w5: torch.Tensor, cp: int) -> torch.Tensor:
     """``w5`` (C_out, C_in, KD, KH, KW) as the view's weight: (C_out, KW·Cp, KD, KH, 1), its
     channel ``kw·Cp + c`` the tap ``kw`` of input channel ``c`` (zero for ``c ≥ C_in``)."""
-    c_out, c_in, kd, kh, kw = w5.shape
-    packed = w5.new_zeros((c_out, kd, kh, kw, cp))
-    packed[..., :c_in].copy_(w5.permute(0, 2, 3, 4, 1))
+    c_out, _, kd, kh, kw = w5.shape
+    packed = _pack(w5, (kd, kh, kw), (0, 0, 0), cp)
     return packed.view(c_out, kd, kh, kw * cp, 1).permute(0, 3, 1, 2, 4)
 
 

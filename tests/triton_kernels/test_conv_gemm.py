@@ -115,6 +115,8 @@ CONV_CASES = [
                  "channels_last", id="2d-c24-in-bounds"),
     pytest.param((1, 20, 4, 5, 6), 4, (2, 2, 3), (1, 2, 1), ((0, 0), (0, 0), (0, 0)),
                  (2, 1, 1), 1, "zeros", False, "contig", id="3d-c20-in-bounds"),
+    pytest.param((2, 24, 5, 4), 24, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, "zeros", True,
+                 "channels_last", id="2d-c24-tap"),
 ]  # fmt: skip
 
 
