@@ -27,7 +27,12 @@ KEY_LAYERS = (
     "depthwise:mobilenetv2.features.3.dw",
     "pool:resnet50.maxpool",
     "upsample:unet.up3",
+    "conv:resnet50.conv1",
 )
+#: The RGB stem: its forward and grad-weight run the tap loop over windows of a padded copy
+#: (``triton_kernels.conv_window``), fed by vector loads whatever the input's layout.
+STEM = KEY_LAYERS[-1]
+_STEM_GEMMS = {"_conv_fwd_kernel", "_conv_bwd_weight_kernel"}
 #: The kernels of each convolution's forward, grad-input and grad-weight: a 1×1 convolution's
 #: forward and grad-input are one plain GEMM kernel (the weight read transposed).
 CONVOLUTIONS = {
@@ -155,7 +160,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
     and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
     of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
-    channels-last input with an NCHW weight."""
+    channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
+    ones (its windows), with no element-wise loads."""
     report = tmp_path / "sm_90.json"
     cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90"]
     cmd += ["--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS]
@@ -202,6 +208,16 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
             stores = {int(k) for k in r["st_global_bytes"]}
             if r["kernel"] in _ACTIVATION_STORES and min(stores, default=0) < 8:
                 failures.append(f"{what}: stores of {sorted(stores)} B, not vectors")
+        if STEM in r["cases"] and r["kernel"] in _STEM_GEMMS:
+            # Windows of 7 taps × 4 channels: 8-byte runs, never element-wise gathers.
+            sizes = {int(k) for k in r["cp_async_bytes"]}
+            if not r["wgmma"] or not sizes or not sizes <= {8, 16} or r["ld_global_bytes"]:
+                failures.append(
+                    f"{what}: wgmma {r['wgmma']}, cp.async {sorted(sizes)} B, "
+                    f"plain loads {r['ld_global_bytes']}: not the windows' vector loads"
+                )
+    stem_kernels = {r["kernel"] for r in rows if STEM in r["cases"]}
+    assert {"_window_pack_kernel", *_STEM_GEMMS} <= stem_kernels, stem_kernels
     assert not failures, "\n".join(failures)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -106,10 +106,10 @@ def conv_forward(
         x, w, bias, out, groups=groups, allow_tf32=allow_tf32, **epilogue
     ):
         pass  # the 1×1 GEMM ran it
-    elif windows(x.shape[1], groups, w.shape[2:], dilation, pad_mode):
+    elif windows(x.shape[1], groups, dilation):
         window_conv_forward(
             x, w, bias, out, stride=stride, padding=padding, dilation=dilation,
-            allow_tf32=allow_tf32, **epilogue,
+            pad_mode=pad_mode, allow_tf32=allow_tf32, **epilogue,
         )  # fmt: skip
     else:
         gemm_conv_forward(
@@ -191,10 +191,10 @@ def conv_backward_weight(
         x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32
     ):
         pass  # the 1×1 GEMM ran it
-    elif windows(x.shape[1], groups, grad_w.shape[2:], dilation, pad_mode):
+    elif windows(x.shape[1], groups, dilation):
         window_conv_backward_weight(
             x, grad_out, grad_w, stride=stride, padding=padding, dilation=dilation,
-            allow_tf32=allow_tf32,
+            pad_mode=pad_mode, allow_tf32=allow_tf32,
         )  # fmt: skip
     else:
         gemm_conv_backward_weight(

@@ -14,12 +14,12 @@ The three GEMMs (per group; groups are a grid axis):
                split-K into a workspace when the grid alone cannot fill the GPU.
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
-channel count is below 16 (narrow groups; stems with a padding mode), taps and channels are
+channel count is below 16 (narrow groups; dilation along ``w``), taps and channels are
 flattened into one axis so the ``tl.dot`` operand still has ≥ 16 useful columns (``FLAT_K``);
 the forward is then compiled for that axis' shape (``FLAT_C``, ``FLAT_KH``, ``FLAT_KW``), since
-the per-column tap arithmetic, not the tensor cores, bounds those loops. Zero-padded stems in
-one group take the tap loop instead, over windows of a padded copy of their input
-(``conv_window``, the one launcher that materialises anything).
+the per-column tap arithmetic, not the tensor cores, bounds those loops. Stems (one group)
+take the tap loop instead, over windows of a padded copy of their input
+(``conv_window``: there, a padded input is the price of contiguous windows).
 """
 
 from __future__ import annotations

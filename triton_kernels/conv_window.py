@@ -6,8 +6,9 @@ axis and gathers every element of a tile on its own (``conv_gemm``'s ``FLAT_K``)
 sm_90, ResNet-50's 7×7 stem issues several times more instructions per step than its tensor
 cores need cycles.
 
-Here the input is first copied, in one pass (``_window_pack_kernel``), into a zero-padded
-channels-last buffer with its channels padded to ``Cp`` (a power of two: :func:`window_channels`). A window row — the ``KW``
+Here the input is first copied, in one pass (``_window_pack_kernel``), into a padded
+channels-last buffer — the padding applied by the convolution's padding mode, its channels
+padded with zeros to ``Cp`` (a power of two: :func:`window_channels`). A window row — the ``KW``
 taps of one output position along ``w`` — is then ``KW·Cp`` contiguous elements of the buffer,
 so the convolution is a plain tap loop over a view of the buffer whose *channels* are those
 windows::
@@ -16,13 +17,14 @@ windows::
 
 (windows of neighbouring positions overlap: ``as_strided``), with kernel ``(KD, KH, 1)``, stride
 ``(stride_d, stride_h, 1)``, no padding, and the weight laid out to match (``kw·Cp + c``, zeros
-in the padded channels). Each tap of the loop loads ``KW·Cp`` contiguous elements per row as
-vectors (``channel_alignment``: 8 or 16 bytes), with no bounds checks: the padding is in the
-buffer. The weight gradient is the same view's, rearranged back (padded channels dropped).
+in the padded channels; packed by the same kernel). Each tap of the loop loads ``KW·Cp``
+contiguous elements per row as vectors (``channel_alignment``: 8 or 16 bytes), with no bounds
+checks (``in_bounds``): the padding is in the buffer. The weight gradient is the same view's,
+rearranged back (padded channels dropped).
 
-Windows need zero padding, one group and unit dilation along ``w`` (:func:`windows`); other
-narrow convolutions keep the flattened loop. The input gradient keeps it too (it is the
-gradient of the output, with ``C_out`` channels, that the stem's input-gradient GEMM reads).
+Windows need one group and unit dilation along ``w`` (:func:`windows`); other narrow
+convolutions keep the flattened loop. The input gradient keeps the GEMM it has: it reads the
+gradient of the output, whose ``C_out`` channels fill the tap loop.
 """
 
 from __future__ import annotations
@@ -34,21 +36,19 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_5d, cdiv, needs_int64, next_power_of_2, spatial3
-from ._indexing import wide
+from ._common import PAD_MODES, as_5d, cdiv, needs_int64, next_power_of_2, spatial3
+from ._indexing import map_padded, wide
 from ._plan import launch
 from .conv_gemm import FLAT_BELOW, gemm_conv_backward_weight, gemm_conv_forward
 
 __all__ = ["window_conv_backward_weight", "window_conv_forward", "window_channels", "windows"]
 
 
-def windows(
-    c_in: int, groups: int, kernel_size: Sequence[int], dilation: Sequence[int], pad_mode: str
-) -> bool:
+def windows(c_in: int, groups: int, dilation: Sequence[int]) -> bool:
     """Whether a convolution with ``c_in`` input channels in ``groups`` reads its input through
     windows of a padded copy (module doc): then it takes the input in any layout, and callers
     need not convert it."""
-    return groups == 1 and c_in < FLAT_BELOW and pad_mode == "zeros" and dilation[-1] == 1
+    return groups == 1 and c_in < FLAT_BELOW and dilation[-1] == 1
 
 
 def window_channels(c_in: int, kernel_w: int) -> int:
@@ -71,12 +71,13 @@ def _geometry(
 
 @triton.jit
 def _window_pack_kernel(
-    x_ptr, buf_ptr, C, D, H, W, DP, HP, WP, PAD_D, PAD_H, PAD_W,
+    x_ptr, buf_ptr, C, D, H, W, DP, HP, WP, W_USED, PAD_D, PAD_H, PAD_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
-    CP: tl.constexpr, BLOCK_W: tl.constexpr, USE_INT64: tl.constexpr,
+    CP: tl.constexpr, BLOCK_W: tl.constexpr, PAD_MODE: tl.constexpr, USE_INT64: tl.constexpr,
 ):  # fmt: skip
-    """buf[n, d, h, w, c] = x[n, c, d - PAD_D, h - PAD_H, w - PAD_W], 0 outside ``x`` and for
-    ``c ≥ C``: every element of the dense ``(N, DP, HP, WP, CP)`` buffer, written once.
+    """buf[n, d, h, w, c] = x[n, c, d - PAD_D, h - PAD_H, w - PAD_W], coordinates outside ``x``
+    mapped by ``PAD_MODE`` (zeros: 0), and 0 for ``c ≥ C`` and in the columns from ``W_USED`` on
+    (alignment only): every element of the dense ``(N, DP, HP, WP, CP)`` buffer, written once.
 
     Grid: buffer rows ``(n, d, h)`` × tiles of ``BLOCK_W`` columns; a tile's stores are one
     contiguous run.
@@ -87,10 +88,12 @@ def _window_pack_kernel(
     n = row // (HP * DP)
     w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
     c = tl.arange(0, CP)
-    i_d, i_h, i_w = d - PAD_D, h - PAD_H, w - PAD_W
-    # A row outside the input has no columns inside it.
-    w_end = tl.where((i_d >= 0) & (i_d < D) & (i_h >= 0) & (i_h < H), W, 0)
-    ok = ((i_w >= 0) & (i_w < w_end))[:, None] & (c < C)[None, :]
+    i_d, ok_d = map_padded(d - PAD_D, D, PAD_MODE)
+    i_h, ok_h = map_padded(h - PAD_H, H, PAD_MODE)
+    i_w, ok_w = map_padded(w - PAD_W, W, PAD_MODE)
+    # A row outside the input (zero padding) has no column inside it.
+    w_end = tl.where(ok_d & ok_h, W_USED, 0)
+    ok = (ok_w & (w < w_end))[:, None] & (c < C)[None, :]
     source = n * sx_n + i_d * sx_d + i_h * sx_h + (i_w * sx_w)[:, None] + (c * sx_c)[None, :]
     value = tl.load(x_ptr + source, mask=ok, other=0.0)
     target = row * (WP * CP) + (w * CP)[:, None] + c[None, :]
@@ -102,10 +105,16 @@ _PACK_BLOCK = 1024
 
 
 def _pack(
-    t5: torch.Tensor, extents: Sequence[int], padding: Sequence[int], cp: int
+    t5: torch.Tensor,
+    extents: Sequence[int],
+    padding: Sequence[int],
+    cp: int,
+    pad_mode: str = "zeros",
+    width_used: int | None = None,
 ) -> torch.Tensor:
-    """A new dense ``(N, *extents, Cp)`` copy of ``t5`` (N, C, D, H, W) with channels last: ``t5``
-    at its position plus ``padding``, zeros around it and in channels ``C…Cp-1`` (one pass)."""
+    """A new dense ``(N, *extents, Cp)`` copy of ``t5`` (N, C, D, H, W) with channels last:
+    ``t5`` at its position plus ``padding``, padded around it by ``pad_mode``, zeros in channels
+    ``C…Cp-1`` and in the columns from ``width_used`` on (one pass)."""
     n = t5.shape[0]
     dp, hp, wp = extents
     buffer = t5.new_empty((n, dp, hp, wp, cp))
@@ -113,26 +122,33 @@ def _pack(
     launch(
         _window_pack_kernel,
         (n * dp * hp, cdiv(wp, block_w)),
-        (t5, buffer, t5.shape[1], *t5.shape[2:], dp, hp, wp, *padding, *t5.stride()),
-        dict(CP=cp, BLOCK_W=block_w, USE_INT64=needs_int64(t5, buffer), num_warps=4),
-    )
+        (
+            t5, buffer, t5.shape[1], *t5.shape[2:], dp, hp, wp,
+            wp if width_used is None else width_used, *padding, *t5.stride(),
+        ),
+        dict(
+            CP=cp, BLOCK_W=block_w, PAD_MODE=PAD_MODES[pad_mode],
+            USE_INT64=needs_int64(t5, buffer), num_warps=4,
+        ),
+    )  # fmt: skip
     return buffer
 
 
 def _windowed_input(
-    x5: torch.Tensor, out_sizes: Sequence[int], cp: int, geometry: tuple
+    x5: torch.Tensor, out_sizes: Sequence[int], cp: int, geometry: tuple, pad_mode: str
 ) -> torch.Tensor:
     """The view of the module doc over a padded channels-last copy of ``x5``: shape ``(N, KW·Cp,
     Dp, Hp, OW)``, each of its positions' channels one window row."""
     kernel, stride, padding, dilation = geometry
     n = x5.shape[0]
     od, oh, ow = out_sizes
-    # The rows (d, h) the windows span, and the columns: enough for the last window, rounded up
-    # so that a buffer row is a multiple of 16 elements (rows start 16-element aligned).
+    # The rows (d, h) and columns the windows span; the columns rounded up so that a buffer row
+    # is a multiple of 16 elements (rows start 16-element aligned).
     dp = (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
     hp = (oh - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
-    wp = -(-((ow - 1) * stride[2] + kernel[2]) * cp // 16) * 16 // cp
-    buffer = _pack(x5, (dp, hp, wp), padding, cp)
+    used = (ow - 1) * stride[2] + kernel[2]
+    wp = -(-used * cp // 16) * 16 // cp
+    buffer = _pack(x5, (dp, hp, wp), padding, cp, pad_mode, used)
     row = wp * cp
     return buffer.as_strided(
         (n, kernel[2] * cp, dp, hp, ow), (dp * hp * row, 1, hp * row, row, stride[2] * cp)
@@ -164,6 +180,7 @@ def window_conv_forward(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    pad_mode: str,
     allow_tf32: bool,
     **epilogue,
 ) -> None:
@@ -175,7 +192,7 @@ def window_conv_forward(
     geometry = _geometry(w5.shape[2:], stride, padding, dilation)
     cp = window_channels(x5.shape[1], w5.shape[4])
     gemm_conv_forward(
-        _windowed_input(x5, y5.shape[2:], cp, geometry),
+        _windowed_input(x5, y5.shape[2:], cp, geometry, pad_mode),
         _windowed_weight(w5, cp),
         bias,
         out,  # (as given: a maxout's winner has its shape)
@@ -195,6 +212,7 @@ def window_conv_backward_weight(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    pad_mode: str,
     allow_tf32: bool,
 ) -> None:
     """``gemm_conv_backward_weight`` of a convolution :func:`windows` accepts, through windows:
@@ -208,7 +226,7 @@ def window_conv_backward_weight(
         return
     windowed = gw5.new_empty((c_out, kd, kh, kw * cp, 1))
     gemm_conv_backward_weight(
-        _windowed_input(x5, go5.shape[2:], cp, geometry),
+        _windowed_input(x5, go5.shape[2:], cp, geometry, pad_mode),
         go5,
         windowed.permute(0, 3, 1, 2, 4),
         groups=1,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.triton_kernels.test_conv_gemm import _check, _layout, _make, _poisoned, _reference
-from triton_kernels import conv, conv_window
+from triton_kernels import conv, conv_gemm, conv_window
 from triton_kernels._common import as_5d, pack_geometry
 from triton_kernels._gemm_common import channel_alignment
 from triton_kernels.conv_gemm import in_bounds
@@ -20,22 +20,23 @@ from triton_kernels.conv_gemm import in_bounds
 pytestmark = pytest.mark.interpret
 
 # x shape, C_out, kernel, stride, pads ((before, after) per dim: the after part sets the output
-# size, negative crops), dilation, bias, layout (of x, w, out).
-WINDOW_ARGS = "x_shape,c_out,kernel,stride,pads,dilation,bias,layout"
+# size, negative crops), dilation, padding mode, bias, layout (of x, w, out).
+WINDOW_ARGS = "x_shape,c_out,kernel,stride,pads,dilation,pad_mode,bias,layout"
 WINDOW_CASES = [
-    pytest.param((2, 3, 11, 9), 5, (5, 5), (2, 2), ((2, 2), (2, 2)), (1, 1), True, "contig",
-                 id="2d-rgb-stem"),
-    pytest.param((2, 3, 6, 5), 4, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), False,
-                 "channels_last", id="2d-rgb-3x3"),
-    pytest.param((2, 1, 20), 3, (8,), (3,), ((2, 1),), (1,), True, "strided", id="1d-c1-asym"),
+    pytest.param((2, 3, 11, 9), 5, (5, 5), (2, 2), ((2, 2), (2, 2)), (1, 1), "zeros", True,
+                 "contig", id="2d-rgb-stem"),
+    pytest.param((2, 3, 6, 5), 4, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), "reflect", False,
+                 "channels_last", id="2d-rgb-3x3-reflect"),
+    pytest.param((2, 1, 20), 3, (8,), (3,), ((2, 1),), (1,), "circular", True, "strided",
+                 id="1d-c1-asym-circular"),
     pytest.param((1, 3, 5, 6, 5), 4, (2, 3, 2), (1, 2, 2), ((1, 0), (1, 1), (0, 1)), (2, 1, 1),
-                 True, "channels_last", id="3d-rgb-dilated-d"),
-    pytest.param((1, 5, 9, 7), 6, (3, 3), (2, 1), ((1, -1), (0, -2)), (2, 1), False, "strided",
-                 id="2d-c5-cropped"),
-    pytest.param((2, 2, 6, 5), 3, (3, 1), (1, 2), ((0, 0), (0, 0)), (1, 1), True, "contig",
-                 id="2d-c2-1-wide"),
-    pytest.param((1, 15, 5, 6), 17, (2, 3), (1, 3), ((0, 1), (2, 0)), (1, 1), True,
-                 "channels_last", id="2d-c15"),
+                 "replicate", True, "channels_last", id="3d-rgb-dilated-d-replicate"),
+    pytest.param((1, 5, 9, 7), 6, (3, 3), (2, 1), ((1, -1), (0, -2)), (2, 1), "zeros", False,
+                 "strided", id="2d-c5-cropped"),
+    pytest.param((2, 2, 6, 5), 3, (3, 1), (1, 2), ((0, 0), (0, 0)), (1, 1), "zeros", True,
+                 "contig", id="2d-c2-1-wide"),
+    pytest.param((1, 15, 5, 6), 17, (2, 3), (1, 3), ((0, 1), (2, 0)), (1, 1), "reflect", True,
+                 "channels_last", id="2d-c15-reflect"),
 ]  # fmt: skip
 
 
@@ -44,33 +45,34 @@ def _geometry(stride, pads, dilation):
 
 
 @pytest.mark.parametrize(WINDOW_ARGS, WINDOW_CASES)
-def test_forward(triton_device, x_shape, c_out, kernel, stride, pads, dilation, bias, layout):
-    assert conv_window.windows(x_shape[1], 1, kernel, dilation, "zeros")
+def test_forward(triton_device, x_shape, c_out, kernel, stride, pads, dilation, pad_mode, bias,
+                 layout):  # fmt: skip
+    assert conv_window.windows(x_shape[1], 1, dilation)
     x, w, b = _make(x_shape, c_out, kernel, 1, torch.float64, bias)
     ref = _reference(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=1,
-                     pad_mode="zeros")  # fmt: skip
+                     pad_mode=pad_mode)  # fmt: skip
     out = _poisoned(ref.shape, torch.float64, triton_device, layout)
     conv.conv_forward(
         _layout(x.to(triton_device), layout), _layout(w.to(triton_device), layout),
         None if b is None else b.to(triton_device), out,
-        **_geometry(stride, pads, dilation), groups=1, pad_mode="zeros", allow_tf32=False,
+        **_geometry(stride, pads, dilation), groups=1, pad_mode=pad_mode, allow_tf32=False,
     )  # fmt: skip
     _check(out, ref)
 
 
 @pytest.mark.parametrize(WINDOW_ARGS, WINDOW_CASES)
-def test_backward_weight(triton_device, x_shape, c_out, kernel, stride, pads, dilation, bias,
-                         layout):  # fmt: skip
+def test_backward_weight(triton_device, x_shape, c_out, kernel, stride, pads, dilation, pad_mode,
+                         bias, layout):  # fmt: skip
     x, w, _ = _make(x_shape, c_out, kernel, 1, torch.float64)
     w.requires_grad_()
     ref_out = _reference(x, w, None, stride=stride, pads=pads, dilation=dilation, groups=1,
-                         pad_mode="zeros")  # fmt: skip
+                         pad_mode=pad_mode)  # fmt: skip
     grad_out = torch.randn_like(ref_out)
     (ref,) = torch.autograd.grad(ref_out, w, grad_out)
     grad_w = _poisoned(w.shape, torch.float64, triton_device, layout)
     conv.conv_backward_weight(
         _layout(x.to(triton_device), layout), _layout(grad_out.to(triton_device), layout), grad_w,
-        **_geometry(stride, pads, dilation), groups=1, pad_mode="zeros", allow_tf32=False,
+        **_geometry(stride, pads, dilation), groups=1, pad_mode=pad_mode, allow_tf32=False,
     )  # fmt: skip
     _check(grad_w, ref)
 
@@ -140,19 +142,21 @@ def test_empty_batch_has_a_zero_weight_gradient(triton_device):
     assert torch.equal(grad_w.cpu(), torch.zeros(4, 3, 3, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("layout", ["contig", "channels_last", "strided"])
 @pytest.mark.parametrize(
     "x_shape,kernel,stride,padding,dilation,out_sizes",
     [
-        ((2, 3, 1, 6, 5), (1, 3, 3), (1, 2, 1), (0, 1, 2), (1, 2, 1), (1, 2, 4)),  # pads past W
+        ((2, 3, 1, 6, 5), (1, 3, 3), (1, 2, 1), (0, 1, 2), (1, 2, 1), (1, 2, 4)),  # cols unread
         ((1, 2, 3, 7, 4), (2, 2, 3), (1, 3, 2), (1, 0, 1), (1, 1, 1), (3, 2, 2)),  # rows unread
     ],
 )
 def test_the_packed_copy_is_the_padded_input(
-    triton_device, x_shape, kernel, stride, padding, dilation, out_sizes, layout
+    triton_device, x_shape, kernel, stride, padding, dilation, out_sizes, layout, pad_mode
 ):
     """Every element of the buffer is written (torch fills new memory with NaN here): the input
-    at its padded position, zeros elsewhere and in the padded channels."""
+    padded by its mode where windows read, zeros in the padded channels and in the columns that
+    only align the rows."""
     x5 = _layout(torch.randn(x_shape, dtype=torch.float64), layout).to(triton_device)
     cp = 4
     geometry = (kernel, stride, padding, dilation)
@@ -160,35 +164,34 @@ def test_the_packed_copy_is_the_padded_input(
     torch.use_deterministic_algorithms(True)
     try:
         torch.utils.deterministic.fill_uninitialized_memory = True
-        view = conv_window._windowed_input(x5, out_sizes, cp, geometry)
+        view = conv_window._windowed_input(x5, out_sizes, cp, geometry, pad_mode)
     finally:
         torch.use_deterministic_algorithms(False)
         torch.utils.deterministic.fill_uninitialized_memory = fill
     buffer = view._base
-    n, c, d, h, w = x5.shape
+    c = x5.shape[1]
+    used = (*buffer.shape[1:3], (out_sizes[2] - 1) * stride[2] + kernel[2])
+    after = [max(e - size - p, 0) for e, size, p in zip(used, x5.shape[2:], padding)]
+    pads = [q for d in (2, 1, 0) for q in (padding[d], after[d])]  # F.pad: the last dim first
+    mode = "constant" if pad_mode == "zeros" else pad_mode
+    padded = torch.nn.functional.pad(x5.cpu(), pads, mode=mode)[
+        ..., : used[0], : used[1], : used[2]
+    ]
     expected = torch.zeros(buffer.shape, dtype=torch.float64)
-    padded = torch.nn.functional.pad(x5.cpu(), (padding[2], 99, padding[1], 99, padding[0], 99))
-    extent = buffer.shape[1:4]
-    expected[..., :c] = padded[:, :, : extent[0], : extent[1], : extent[2]].permute(0, 2, 3, 4, 1)
+    expected[..., : used[2], :c] = padded.permute(0, 2, 3, 4, 1)
     assert torch.equal(buffer.cpu(), expected)
     # The view's channel kw·Cp + c at output column ow is buffer column ow·stride + kw.
     ow = out_sizes[2] - 1
-    assert torch.equal(
-        view[:, :, :, :, ow].cpu(),
-        buffer[:, :, :, ow * stride[2] : ow * stride[2] + kernel[2]]
-        .flatten(3)
-        .permute(0, 3, 1, 2)
-        .cpu(),
-    )
+    window = buffer[:, :, :, ow * stride[2] : ow * stride[2] + kernel[2]]
+    assert torch.equal(view[:, :, :, :, ow].cpu(), window.flatten(3).permute(0, 3, 1, 2).cpu())
 
 
 def test_which_convolutions_take_windows():
-    assert conv_window.windows(3, 1, (7, 7), (1, 1), "zeros")
-    assert conv_window.windows(15, 1, (3, 3, 3), (2, 2, 1), "zeros")  # dilated but along w
-    assert not conv_window.windows(16, 1, (3, 3), (1, 1), "zeros")  # wide: the tap loop
-    assert not conv_window.windows(4, 2, (3, 3), (1, 1), "zeros")  # groups: flattened loop
-    assert not conv_window.windows(3, 1, (3, 3), (1, 2), "zeros")  # w-dilated windows have gaps
-    assert not conv_window.windows(3, 1, (3, 3), (1, 1), "reflect")  # padding in the loads
+    assert conv_window.windows(3, 1, (1, 1))
+    assert conv_window.windows(15, 1, (2, 2, 1))  # dilated but along w
+    assert not conv_window.windows(16, 1, (1, 1))  # wide: the tap loop
+    assert not conv_window.windows(4, 2, (1, 1))  # groups: flattened loop
+    assert not conv_window.windows(3, 1, (1, 2))  # w-dilated windows have gaps
 
 
 @pytest.mark.parametrize(
@@ -209,7 +212,7 @@ def test_the_stem_windows_load_channel_runs_as_vectors():
         out = (30 + 2 * padding - kernel) // stride + 1, (32 + 2 * padding - kernel) // stride + 1
         cp = conv_window.window_channels(3, kernel)
         geometry = conv_window._geometry((kernel,) * 2, (stride,) * 2, (padding,) * 2, (1, 1))
-        view = conv_window._windowed_input(x5, (1, *out[::-1]), cp, geometry)
+        view = conv_window._windowed_input(x5, (1, *out[::-1]), cp, geometry, "zeros")
         weight = conv_window._windowed_weight(torch.empty(8, 3, 1, kernel, kernel), cp)
         assert view.shape[1] == kernel * cp
         assert channel_alignment(view.shape[1], view, weight) == run
@@ -235,3 +238,20 @@ def test_in_bounds():
     assert not in_bounds(x5, torch.empty(1, 1, 1, 4, 4), w5, padded)
     # TensorFlow-style 'same' padding only after: the last window leaves the input.
     assert not in_bounds(x5, torch.empty(1, 1, 1, 4, 4), w5, fits)
+
+
+def test_int64_indexing_path(triton_device, monkeypatch):
+    """The int64 offset variants of the pack kernel and the tap loop (chosen for > 2**31-element
+    tensors), forced on a small case."""
+    monkeypatch.setattr(conv_window, "needs_int64", lambda *tensors: True)
+    monkeypatch.setattr(conv_gemm, "needs_int64", lambda *tensors: True)
+    x, w, b = _make((2, 3, 7, 6), 4, (3, 3), 1, torch.float64, True)
+    pads = ((1, 1), (2, 0))
+    ref = _reference(x, w, b, stride=(2, 1), pads=pads, dilation=(1, 1), groups=1,
+                     pad_mode="zeros")  # fmt: skip
+    out = _poisoned(ref.shape, torch.float64, triton_device, "channels_last")
+    conv.conv_forward(
+        x.to(triton_device), w.to(triton_device), b.to(triton_device), out, stride=(2, 1),
+        padding=(1, 2), dilation=(1, 1), groups=1, pad_mode="zeros", allow_tf32=False,
+    )  # fmt: skip
+    _check(out, ref)

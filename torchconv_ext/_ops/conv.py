@@ -145,7 +145,7 @@ def gemm_input(input: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     """A convolution's input as the tensor-core convolutions read it fastest: as it is for
     narrow convolutions (stems), which copy it into padded windows themselves
     (``triton_kernels.windows``), else as :func:`gemm_activation` gives it."""
-    if kernels().windows(input.shape[1], g.groups, kernel_size, g.dilation, g.padding_mode):
+    if kernels().windows(input.shape[1], g.groups, g.dilation):
         return input
     return gemm_activation(input, kernel_size, g)
 

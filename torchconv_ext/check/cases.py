@@ -66,8 +66,8 @@ def _conv(name, dims, n, c_in, size, c_out, kernel, quick=False, tiny=None, **ge
     return dict(name=name, spec=spec, tiny=tiny or {}, quick=quick)
 
 
-# Convolutions through the implicit GEMM (>= 16 channels per group: "tap" loop; fewer: the
-# flattened taps x channels loop).
+# Convolutions through the implicit GEMM (>= 16 channels per group: "tap" loop; fewer, in one
+# group: the tap loop over windows of a padded copy; else the flattened taps x channels loop).
 GEMM_LAYERS = [
     _conv("resnet50.layer2.0.conv2 3x3 s2 128->128 56x56", 2, 8, 128, 56, 128, 3,
           stride=2, padding=1, quick=True, tiny=dict(c_in=16, c_out=16, size=6)),
@@ -99,9 +99,9 @@ TRANSPOSED_LAYERS = [
           transposed=True, tiny=dict(c_in=16, c_out=16, size=4)),
 ]  # fmt: skip
 
-# The per-config sweep: every GEMM direction on a tap layer, a flat one (the RGB stem: flat
-# forward and grad-weight, tap grad-input), a grouped one (flat everywhere) and a 1x1 one (the
-# plain GEMM kernels: forward and grad-input share one).
+# The per-config sweep: every GEMM direction on a tap layer, the RGB stem (forward and
+# grad-weight: tap loops over windows; tap grad-input), a grouped one (flat everywhere) and a 1x1
+# one (the plain GEMM kernels: forward and grad-input share one).
 SWEEP_LAYERS = [
     _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, tiny=dict(c_in=16, c_out=16, size=5)),
     _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
