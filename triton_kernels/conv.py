@@ -15,7 +15,12 @@ from .conv_depthwise import (
     depthwise_conv_forward,
 )
 from .conv_gemm import gemm_conv_backward_input, gemm_conv_backward_weight, gemm_conv_forward
-from .conv_window import window_conv_backward_weight, window_conv_forward, windows
+from .conv_window import (
+    window_conv_backward_input,
+    window_conv_backward_weight,
+    window_conv_forward,
+    windows,
+)
 
 
 def _is_depthwise(c_in: int, groups: int) -> bool:
@@ -145,12 +150,16 @@ def conv_backward_input(
         depthwise_conv_backward_input(
             grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, bias=bias
         )
-    elif not (
-        is_pointwise(w.shape[2:], stride, padding)
-        and conv1x1_backward_input(
-            grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, bias=bias
-        )
+    elif is_pointwise(w.shape[2:], stride, padding) and conv1x1_backward_input(
+        grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, bias=bias
     ):
+        pass  # the 1×1 GEMM ran it
+    elif all(s == 1 for s in stride) and windows(grad_out.shape[1], groups, dilation):
+        window_conv_backward_input(
+            grad_out, w, grad_in, padding=padding, dilation=dilation, allow_tf32=allow_tf32,
+            bias=bias,
+        )  # fmt: skip
+    else:
         gemm_conv_backward_input(
             grad_out,
             w,

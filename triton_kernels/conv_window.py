@@ -23,8 +23,9 @@ checks (``in_bounds``): the padding is in the buffer. The weight gradient is the
 rearranged back (padded channels dropped).
 
 Windows need one group and unit dilation along ``w`` (:func:`windows`); other narrow
-convolutions keep the flattened loop. The input gradient keeps the GEMM it has: it reads the
-gradient of the output, whose ``C_out`` channels fill the tap loop.
+convolutions keep the flattened loop. An input gradient reads the gradient of the output: when
+that has few channels, at stride 1, it is the convolution of the output gradient with the
+flipped, transposed weight, and takes the windows as well (:func:`window_conv_backward_input`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from ._indexing import map_padded, wide
 from ._plan import launch
 from .conv_gemm import FLAT_BELOW, gemm_conv_backward_weight, gemm_conv_forward
 
-__all__ = ["window_conv_backward_weight", "window_conv_forward", "window_channels", "windows"]
+__all__ = [
+    "window_channels",
+    "window_conv_backward_input",
+    "window_conv_backward_weight",
+    "window_conv_forward",
+    "windows",
+]
 
 
 def windows(c_in: int, groups: int, dilation: Sequence[int]) -> bool:
@@ -235,3 +242,33 @@ def window_conv_backward_weight(
         **_view_geometry(geometry),
     )
     gw5.copy_(windowed.view(c_out, kd, kh, kw, cp)[..., :c_in].permute(0, 4, 1, 2, 3))
+
+
+def window_conv_backward_input(
+    grad_out: torch.Tensor,
+    w: torch.Tensor,
+    grad_in: torch.Tensor,
+    *,
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    allow_tf32: bool,
+    bias: torch.Tensor | None = None,
+) -> None:
+    """``gemm_conv_backward_input`` of a stride-1 convolution whose output has few channels
+    (:func:`windows` of them, with one group), through windows: ``grad_in`` is the convolution
+    of ``grad_out`` with the weight flipped and transposed (a small copy), padded by
+    ``dilation·(kernel - 1) - padding`` before each dim (the size of ``grad_in`` sets the rest),
+    plus ``bias``."""
+    w5 = as_5d(w)
+    kernel, padding, dilation = w5.shape[2:], spatial3(padding, 0), spatial3(dilation, 1)
+    window_conv_forward(
+        grad_out,
+        w5.flip((2, 3, 4)).transpose(0, 1),
+        bias,
+        grad_in,
+        stride=(1, 1, 1),
+        padding=[d * (k - 1) - p for k, d, p in zip(kernel, dilation, padding, strict=True)],
+        dilation=dilation,
+        pad_mode="zeros",
+        allow_tf32=allow_tf32,
+    )

@@ -77,6 +77,42 @@ def test_backward_weight(triton_device, x_shape, c_out, kernel, stride, pads, di
     _check(grad_w, ref)
 
 
+# Input gradients of stride-1 convolutions with few output channels: x shape, C_out, kernel,
+# pads, dilation, bias (a transposed convolution's, per input channel), layout.
+INPUT_GRAD_ARGS = "x_shape,c_out,kernel,pads,dilation,bias,layout"
+INPUT_GRAD_CASES = [
+    pytest.param((2, 6, 7, 8), 3, (3, 3), ((1, 1), (1, 1)), (1, 1), False, "contig",
+                 id="2d-to-rgb"),
+    pytest.param((2, 5, 9), 1, (5,), ((2, 1),), (1,), True, "strided", id="1d-to-one-asym"),
+    pytest.param((1, 7, 5, 6, 7), 2, (3, 2, 3), ((1, 1), (0, 1), (2, 0)), (2, 1, 1), True,
+                 "channels_last", id="3d-dilated-d"),
+    pytest.param((1, 16, 6, 5), 4, (3, 3), ((3, 3), (0, 0)), (1, 1), False, "channels_last",
+                 id="2d-padding-past-the-kernel"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(INPUT_GRAD_ARGS, INPUT_GRAD_CASES)
+def test_backward_input(triton_device, x_shape, c_out, kernel, pads, dilation, bias, layout):
+    """The convolution of grad_out with the flipped, transposed weight, through windows."""
+    assert conv_window.windows(c_out, 1, dilation)
+    x, w, _ = _make(x_shape, c_out, kernel, 1, torch.float64)
+    b = torch.randn(x_shape[1], dtype=torch.float64) if bias else None
+    x.requires_grad_()
+    ref_out = _reference(x, w, None, stride=(1,) * len(kernel), pads=pads, dilation=dilation,
+                         groups=1, pad_mode="zeros")  # fmt: skip
+    grad_out = torch.randn_like(ref_out)
+    (ref,) = torch.autograd.grad(ref_out, x, grad_out)
+    if b is not None:
+        ref = ref + b.view(-1, *[1] * len(kernel))
+    grad_in = _poisoned(x.shape, torch.float64, triton_device, layout)
+    conv.conv_backward_input(
+        _layout(grad_out.to(triton_device), layout), _layout(w.to(triton_device), layout),
+        grad_in, stride=(1,) * len(kernel), padding=tuple(p[0] for p in pads), dilation=dilation,
+        groups=1, allow_tf32=False, bias=None if b is None else b.to(triton_device),
+    )  # fmt: skip
+    _check(grad_in, ref)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_reduced_precision(triton_device, dtype):
     """Within twice torch's own error (fp16), or close (fp32), like the tap loop it runs."""
