@@ -12,7 +12,8 @@ The launcher contract, for every function exported here:
   writes every element of them (tests poison outputs with NaN to prove it).
 * ``padding`` is the padding before each spatial dim; the padding after is implied by the
   output's size (so TensorFlow-style asymmetric ``'same'`` needs nothing more).
-* Tensors are read through their strides (any layout, no copies); 1–3 spatial dims.
+* Tensors are read through their strides (any layout; no copies, but the padded copy narrow
+  convolutions read as windows: ``conv_window``); 1–3 spatial dims.
 * What a launcher does depends only on its tensors' shapes, strides, dtypes, devices and
   address alignment and on its other arguments (never on tensor values or global state), and
   it launches through ``_plan.launch`` and returns nothing: launcher tapes (``_tape``) replay
