@@ -131,14 +131,15 @@ def test_gemm_operands_are_channels_last_and_results_keep_torchs_layout(
     ids=["2d-rgb", "3d-one-channel"],
 )
 def test_narrow_convolutions_read_their_input_as_given(launches, x_shape, w_shape, kw):
-    """Stems copy their input into padded windows themselves: no channels-last copy first."""
+    """Stems pack their input and weight into padded windows themselves: no channels-last
+    copies first."""
     torch.manual_seed(0)
     x = torch.randn(x_shape, dtype=torch.float64)
     w = torch.randn(w_shape, dtype=torch.float64)
     ours, theirs = _conv_matching_torch(x, w, None, **kw)
     assert [t.stride() for t in ours] == [t.stride() for t in theirs]
     ptrs = {launch.name: launch.pointers for launch in launches}
-    assert ptrs["conv_forward"][0] == x.data_ptr()
+    assert ptrs["conv_forward"] == (x.data_ptr(), w.data_ptr())
     assert ptrs["conv_backward_weight"][0] == x.data_ptr()
 
 
@@ -208,12 +209,14 @@ def test_strided_input_gradient_is_stored_channels_last(launches):
     assert _layout.is_channels_last(by_name["conv_backward_input"].result)
 
 
-@pytest.mark.parametrize("kernel,size,channels", [(2, 3, 16), (2, 2, 2), (1, 3, 16), (1, 4, 16)])
+@pytest.mark.parametrize(
+    "kernel,size,channels", [(2, 3, 16), (2, 2, 2), (1, 3, 16), (1, 4, 16), (3, 5, 3)]
+)
 def test_gradgradcheck_through_the_converted_paths(kernel, size, channels):
     """NCHW input and weight, both backends: the second derivatives run all three primitives
     on converted operands, on NCHW results stored straight (2×2 kernels: 3×3 maps give a 4×4
-    result, 2×2 maps a 2×2 input gradient) and, 1×1 on 4×4 maps, on NCHW operands read as they
-    are."""
+    result, 2×2 maps a 2×2 input gradient), 1×1 on 4×4 maps, on NCHW operands read as they
+    are, and with 2 or 3 channels (and 4 outputs) through the windows of narrow convolutions."""
     torch.manual_seed(0)
     x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, channels, kernel, kernel, dtype=torch.float64, requires_grad=True)
@@ -237,8 +240,8 @@ def _param(*shape: int) -> torch.nn.Parameter:
 
 def test_a_parameter_is_repacked_once_per_version():
     torch.manual_seed(0)
-    w = _param(6, 4, 3, 3)
-    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    w = _param(6, 16, 3, 3)
+    x = torch.randn(1, 16, 4, 4, dtype=torch.float64)
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         for _ in range(3):
             y = TF.conv2d(x, w, padding=1)
@@ -254,12 +257,12 @@ def test_training_repacks_each_weight_once_per_optimizer_step():
     """Forward and input gradient share one repack per step; the optimizer's in-place update
     makes the next step repack, and the trained weights match torch's exactly (float64)."""
     torch.manual_seed(0)
-    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    x = torch.randn(1, 16, 4, 4, dtype=torch.float64)
     target = torch.randn(1, 4, 4, 4, dtype=torch.float64)
     models = []
     for backend in ("triton", "torch"):
         torch.manual_seed(1)
-        conv1 = torchconv_ext.nn.Conv2d(4, 16, 3, padding=1).double()
+        conv1 = torchconv_ext.nn.Conv2d(16, 16, 3, padding=1).double()
         conv2 = torchconv_ext.nn.Conv2d(16, 4, 1).double()
         opt = torch.optim.SGD([*conv1.parameters(), *conv2.parameters()], lr=0.1, momentum=0.9)
         with torchconv_ext.use_backend(backend):
@@ -279,10 +282,10 @@ def test_training_repacks_each_weight_once_per_optimizer_step():
 def test_a_new_weight_at_a_freed_weights_address_is_not_served_stale():
     """The entry dies with its weight's storage: a new parameter of the same shape, possibly at
     the same address and with the same version, is packed afresh."""
-    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         for _ in range(5):
-            w = _param(6, 4, 3, 3)
+            w = _param(6, 16, 3, 3)
             y = TF.conv2d(x, w, padding=1)
             torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
             assert _layout.weight_cache_info()["entries"] == 1
@@ -295,8 +298,8 @@ def test_plain_tensors_are_never_cached():
     """Writes through ``.data`` (as gradcheck perturbs its inputs) bypass the version counter,
     so only parameters are cached: a plain weight written that way is read afresh."""
     torch.manual_seed(0)
-    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    w = torch.randn(6, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         TF.conv2d(x, w, padding=1)
         w.data.mul_(3.0)
@@ -306,8 +309,8 @@ def test_plain_tensors_are_never_cached():
 
 
 def test_clear_weight_cache_after_a_write_through_data():
-    w = _param(6, 4, 3, 3)
-    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    w = _param(6, 16, 3, 3)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         TF.conv2d(x, w, padding=1)
         w.data.mul_(3.0)  # invisible to the version counter: the documented escape hatch
@@ -318,8 +321,8 @@ def test_clear_weight_cache_after_a_write_through_data():
 
 def test_cache_is_bounded_and_can_be_switched_off(monkeypatch):
     monkeypatch.setattr(_layout, "CAPACITY", 2)
-    weights = [_param(4, 4, 2, 2) for _ in range(3)]
-    x = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    weights = [_param(4, 16, 2, 2) for _ in range(3)]
+    x = torch.randn(1, 16, 2, 2, dtype=torch.float64)
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         for w in weights:
             TF.conv2d(x, w)

@@ -29,7 +29,7 @@ On the Triton path, convolutions that run on tensor cores get their activations 
 (converted in one pass) and their weights repacked (once per version: ``_layout``), whatever the
 caller's layout, with two exceptions: the 1×1 GEMM reads NCHW activations as they are when
 each image has a multiple of 4 positions (``gemm_activation``), and narrow convolutions (stems)
-copy their input into padded windows themselves (``gemm_input``). A tile's rows are flattened
+pack their input and weight into padded windows themselves (``gemm_operands``). A tile's rows are flattened
 positions, so results (forward, input gradient at stride 1) are stored straight into torch's
 NCHW layout when each image has a multiple of 4 positions: then Triton sees runs of
 contiguous positions and stores vectors of 8 or 16 bytes
@@ -124,8 +124,7 @@ def triton_forward(
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
         if gemm:
-            input = gemm_input(input, weight.shape[2:], g)
-            weight = k.replayed_whole(packed_weight, weight)
+            input, weight = gemm_operands(input, weight, g)
         k.conv_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
         )
@@ -141,13 +140,27 @@ def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     return channels_last_activation(t)
 
 
+def _windowed(input: Tensor, g: ConvGeometry) -> bool:
+    """Whether the convolution is a narrow one (a stem) that packs its input and weight into
+    padded windows itself (``triton_kernels.windows``): its operands go as given."""
+    return kernels().windows(input.shape[1], g.groups, g.dilation)
+
+
 def gemm_input(input: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     """A convolution's input as the tensor-core convolutions read it fastest: as it is for
-    narrow convolutions (stems), which copy it into padded windows themselves
-    (``triton_kernels.windows``), else as :func:`gemm_activation` gives it."""
-    if kernels().windows(input.shape[1], g.groups, g.dilation):
-        return input
-    return gemm_activation(input, kernel_size, g)
+    narrow convolutions (:func:`_windowed`), else as :func:`gemm_activation` gives it."""
+    return input if _windowed(input, g) else gemm_activation(input, kernel_size, g)
+
+
+def gemm_operands(input: Tensor, weight: Tensor, g: ConvGeometry) -> tuple[Tensor, Tensor]:
+    """A forward's input and weight as the tensor-core convolutions read them fastest: both as
+    given for narrow convolutions (:func:`_windowed`), else the input as
+    :func:`gemm_activation` gives it and the weight repacked channels-last (once per version for
+    a parameter: ``_layout.packed_weight``)."""
+    if _windowed(input, g):
+        return input, weight
+    k = kernels()
+    return gemm_activation(input, weight.shape[2:], g), k.replayed_whole(packed_weight, weight)
 
 
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:

@@ -28,13 +28,12 @@ from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as conv_fallback
 from .._fallback import maxout as maxout_fallback
 from .._memory import empty_in_layout, to_layout
-from ._layout import packed_weight
 from ._primitive import Primitive
 from .conv import (
     conv_fwd,
     fold_batch,
     forward_grads,
-    gemm_input,
+    gemm_operands,
     kernel_args,
     results_channels_last,
     unfold_batch,
@@ -84,8 +83,7 @@ def _impl(
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
         k.conv_forward(
-            gemm_input(input, weight.shape[2:], g),
-            k.replayed_whole(packed_weight, weight),
+            *gemm_operands(input, weight, g),
             bias,
             out,
             pad_mode=g.padding_mode,
