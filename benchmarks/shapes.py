@@ -359,6 +359,21 @@ RESNET50 = [
 ]
 
 
+# --- grouped: ResNeXt-50 32x4d (torchvision) at 224×224, batch 64: each stage's grouped 3×3,
+# 32 groups of 4, 8, 16 and 32 channels ---------------------------------------------------------
+def _gx(layer: str, c: int, size: int, s: int = 1) -> ConvLayer:
+    return _c("ResNeXt-50", layer, 64, c, c, (size, size), 3, s, 1, groups=32, bias=False)
+
+
+RESNEXT50 = [
+    _gx("layer1.conv2", 128, 56),
+    _gx("layer2.0.conv2", 256, 56, 2),
+    _gx("layer2.conv2", 256, 28),
+    _gx("layer3.conv2", 512, 14),
+    _gx("layer4.conv2", 1024, 7),
+]
+
+
 # --- fused epilogues: convolution + bias + ReLU, ours in one kernel, torch's conv then relu ---
 FUSED = [
     _c("AlexNet", "conv3+relu", 128, 192, 384, (13, 13), 3, 1, 1, activation="relu"),
@@ -457,6 +472,7 @@ UPSAMPLES = [
 SUITE_LAYERS: dict[str, list[Layer]] = {
     "conv": ALEXNET + VGG16 + RESNET50,
     "depthwise": MOBILENETV2,
+    "grouped": RESNEXT50,
     "conv3d": UNET3D,
     "fused": FUSED,
     "transposed": UNET_DECODER + DCGAN_DECODER + UNET3D_DECODER,

@@ -135,6 +135,11 @@ SUITES: dict[str, Suite] = {
             "depthwise 3x3 convolutions: MobileNetV2",
             key=("mobilenetv2.features.3.dw",),
         ),
+        Suite(
+            "grouped",
+            "grouped 3x3 convolutions: ResNeXt-50 32x4d (groups of 4 to 32 channels)",
+            key=("resnext50.layer3.conv2",),
+        ),
         Suite("conv3d", "3-D convolutions: a 3D U-Net", key=("unet3d.enc3.conv2",)),
         Suite(
             "fused",

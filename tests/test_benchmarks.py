@@ -89,7 +89,7 @@ def test_quick_results_have_required_fields(quick_run):
         assert doc["git_sha"] == "unknown" or len(doc["git_sha"]) == 40
         assert doc["peak"]["matmul_tflops"] > 0 and doc["peak"]["copy_gbps"] > 0
         assert doc["records"], p["json"]
-        conv = doc["suite"] in ("conv", "depthwise", "conv3d", "transposed", "fused")
+        conv = doc["suite"] in ("conv", "depthwise", "grouped", "conv3d", "transposed", "fused")
         for rec in doc["records"]:
             assert rec["direction"] in ("fwd", "bwd", "both")
             assert rec["status"] == "ok", rec
@@ -382,7 +382,7 @@ def test_suite_entry_points_use_the_cli_without_import_cycle(monkeypatch):
     assert bench_conv.main(["--quick"]) == 0
     assert bench_pool.main([]) == bench_upsample.main(["upsample", "--list"]) == 0
     assert seen == [
-        ["conv", "depthwise", "conv3d", "fused", "--quick"],
+        ["conv", "depthwise", "grouped", "conv3d", "fused", "--quick"],
         ["pool"],
         ["upsample", "--list"],
     ]

@@ -352,9 +352,12 @@ def test_tap_and_flattened_loops_never_get_8_warps():
     Inductor caps its convolution templates at 4 warps for this reason (pytorch#173068). Until a
     GPU check proves such configs against a float64 reference, no tuner of those loops may
     offer one: a wrong config would be picked silently, and persisted."""
-    for table in (_gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE):
+    tables = (_gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE, _gemm_common.NARROW_TAP_TABLE,
+              _gemm_common.NARROW_FLAT_TABLE, _gemm_common.NARROW_WEIGHT_TABLE)  # fmt: skip
+    for table in tables:
         assert max(row[4] for row in table) <= _gemm_common.TAP_LOOP_MAX_WARPS == 4
-    tuners = [*conv_gemm._FWD.values(), *conv_gemm._BWD_INPUT.values()]
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._FWD_MAXOUT.values()]
+    tuners += conv_gemm._BWD_INPUT.values()
     tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_depthwise._FWD, conv_depthwise._BWD_INPUT]
     for tuner in tuners:
         assert all(c.num_warps <= 4 for c in tuner.configs), tuner.name
@@ -363,11 +366,12 @@ def test_tap_and_flattened_loops_never_get_8_warps():
 def test_grad_weight_candidates_share_one_reduction_chunk():
     """Every grad-weight config sums positions in the same chunks: whichever config is picked
     (per process or per device), results are bitwise the same."""
-    for tuner in (*conv_gemm._BWD_WEIGHT.values(), conv_1x1._BWD_WEIGHT):
+    for tuner in (*conv_gemm._BWD_WEIGHT.values(), *conv_1x1._BWD_WEIGHT.values()):
         assert {c["BLOCK_K"] for c in tuner.configs} == {
             16 if _tuning_interpreted() else _gemm_common.WEIGHT_BLOCK_K
         }
-    assert {row[2] for row in _gemm_common.GEMM_WEIGHT_TABLE} == {_gemm_common.WEIGHT_BLOCK_K}
+    for table in (_gemm_common.GEMM_WEIGHT_TABLE, _gemm_common.NARROW_WEIGHT_TABLE):
+        assert {row[2] for row in table} == {_gemm_common.WEIGHT_BLOCK_K}
 
 
 def _tuning_interpreted() -> bool:
@@ -380,8 +384,10 @@ def _tuning_interpreted() -> bool:
 def test_interpreter_holds_one_small_config_per_tuner():
     if not _tuning_interpreted():
         pytest.skip("only under TRITON_INTERPRET=1")
-    tuners = [*conv_gemm._FWD.values(), *conv_gemm._BWD_INPUT.values()]
-    tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_1x1._GEMM, conv_1x1._BWD_WEIGHT]
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._FWD_MAXOUT.values()]
+    tuners += conv_gemm._BWD_INPUT.values()
+    tuners += [*conv_gemm._BWD_WEIGHT.values(), *conv_1x1._GEMM.values()]
+    tuners += conv_1x1._BWD_WEIGHT.values()
     for tuner in tuners:
         assert len(tuner.configs) == 1 and tuner.configs[0]["BLOCK_M"] == 16
     for tuner in (conv_depthwise._FWD, conv_depthwise._BWD_INPUT):

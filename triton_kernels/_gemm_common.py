@@ -51,6 +51,27 @@ FLAT_TABLE = [
     (128, 64, 64, 3, 4),
     (128, 32, 32, 4, 4),
 ]
+# Narrow groups: a tile whose columns are the channels of a group (the forward's outputs, the
+# input gradient's inputs, the weight gradient's input channels per tap) wastes most of a 64-wide
+# tile on 16 or 32 channels (3D U-Net's 32-channel levels, ResNeXt's and RegNet's groups, small
+# networks). These tables hold 16- and 32-wide columns instead (``narrow``); their rows are a
+# multiple of 64, so the forward and the input gradient keep wgmma.
+NARROW_TAP_TABLE = [
+    (128, 32, 32, 4, 4),
+    (128, 16, 16, 4, 4),
+    (256, 32, 32, 3, 4),
+    (128, 32, 64, 3, 4),
+    (64, 32, 32, 4, 4),
+    (128, 16, 32, 4, 4),
+    (256, 16, 16, 4, 4),
+]
+NARROW_FLAT_TABLE = [
+    (128, 16, 32, 4, 4),
+    (128, 32, 32, 4, 4),
+    (256, 16, 32, 3, 4),
+    (64, 16, 32, 4, 4),
+    (64, 32, 32, 4, 4),
+]
 GEMM_TABLE = [
     (128, 256, 64, 3, 8),
     (256, 128, 64, 3, 8),
@@ -59,6 +80,17 @@ GEMM_TABLE = [
     (128, 64, 64, 4, 4),
     (64, 128, 64, 4, 4),
     (64, 64, 64, 4, 4),
+]
+
+# The plain GEMM's narrow candidates (the 1×1 forward's output channels or grad-input's input
+# channels per group at most 32; its reduction, the other side's channels, may be as narrow).
+NARROW_GEMM_TABLE = [
+    (128, 32, 32, 4, 4),
+    (128, 16, 32, 4, 4),
+    (256, 32, 32, 3, 4),
+    (128, 32, 64, 4, 4),
+    (64, 32, 32, 4, 4),
+    (256, 16, 32, 3, 4),
 ]
 
 # The fused maxout's forward candidates (``PIECES`` > 1): its running max and winner hold two more
@@ -93,6 +125,27 @@ GEMM_WEIGHT_TABLE = [
     (64, 128, 32, 4, 4),
     (64, 64, 32, 4, 4),
 ]
+
+# Narrow grad-weight tiles (BLOCK_K is its fixed reduction chunk): rows are a group's output
+# channels, columns its input channels per tap (or flattened taps × channels); 16 and 32 rows
+# fit a narrow group's outputs, at the price of mma.sync for the tensor cores (wgmma needs 64).
+NARROW_WEIGHT_TABLE = [
+    (64, 32, 32, 4, 4),
+    (32, 32, 32, 4, 4),
+    (64, 16, 32, 4, 4),
+    (128, 32, 32, 4, 4),
+    (32, 64, 32, 4, 4),
+    (16, 64, 32, 4, 4),
+]
+
+#: Channels of a group up to which its tiles take the narrow tables.
+NARROW_CHANNELS = 32
+
+
+def narrow(channels: int) -> bool:
+    """Whether a tile side spanning ``channels`` (of one group) takes the narrow tables."""
+    return channels <= NARROW_CHANNELS
+
 
 #: The CPU interpreter's one config: tests stay fast, and tiny shapes still span several tiles.
 _INTERPRET_ROW = (16, 16, 16, 1, 4)

@@ -38,6 +38,8 @@ from ._gemm_common import (
     GEMM_WEIGHT_TABLE,
     GROUP_M,
     MAXOUT_GEMM_TABLE,
+    NARROW_GEMM_TABLE,
+    NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
     WEIGHT_BLOCK_K,
     aligned_rows,
@@ -45,6 +47,7 @@ from ._gemm_common import (
     configs,
     flat_alignment,
     flat_grid,
+    narrow,
     position_strides,
     shared_estimate,
     split_workspace,
@@ -227,15 +230,28 @@ def _conv1x1_bwd_weight_kernel(
     )
 
 
-_GEMM = Tuner("conv1x1", _conv1x1_kernel, configs(GEMM_TABLE), shared_estimate)
+# ``{narrow: tuner}``: narrow when the tiles' channel side is a narrow group's (at most 32
+# channels, ``_gemm_common.narrow``): 16- and 32-wide tiles then.
+_GEMM = {
+    thin: Tuner(
+        f"conv1x1{'_narrow' if thin else ''}",
+        _conv1x1_kernel,
+        configs(NARROW_GEMM_TABLE if thin else GEMM_TABLE),
+        shared_estimate,
+    )
+    for thin in (False, True)
+}
 # The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
 _GEMM_MAXOUT = Tuner("conv1x1_maxout", _conv1x1_kernel, configs(MAXOUT_GEMM_TABLE), shared_estimate)
-_BWD_WEIGHT = Tuner(
-    "conv1x1_bwd_weight",
-    _conv1x1_bwd_weight_kernel,
-    configs(GEMM_WEIGHT_TABLE, WEIGHT_BLOCK_K),
-    shared_estimate,
-)
+_BWD_WEIGHT = {
+    thin: Tuner(
+        f"conv1x1_bwd_weight{'_narrow' if thin else ''}",
+        _conv1x1_bwd_weight_kernel,
+        configs(NARROW_WEIGHT_TABLE if thin else GEMM_WEIGHT_TABLE, WEIGHT_BLOCK_K),
+        shared_estimate,
+    )
+    for thin in (False, True)
+}
 
 # --------------------------------------------------------------------------------------------
 # Launchers
@@ -287,7 +303,7 @@ def _launch_gemm(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
 
-    (_GEMM if pieces == 1 else _GEMM_MAXOUT).launch(
+    (_GEMM[narrow(n)] if pieces == 1 else _GEMM_MAXOUT).launch(
         key,
         grid,
         (
@@ -394,7 +410,7 @@ def conv1x1_backward_weight(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
 
-    _BWD_WEIGHT.launch(
+    _BWD_WEIGHT[narrow(min(cg_out, cg_in))].launch(
         key,
         grid,
         (

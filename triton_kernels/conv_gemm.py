@@ -20,6 +20,11 @@ the forward is then compiled for that axis' shape (``FLAT_C``, ``FLAT_KH``, ``FL
 the per-column tap arithmetic, not the tensor cores, bounds those loops. Stems (one group)
 take the tap loop instead, over windows of a padded copy of their input
 (``conv_window``: there, a padded input is the price of contiguous windows).
+
+A tile side that spans the channels of a group (the forward's and grad-input's columns, either
+side of grad-weight's tile) takes 16- and 32-wide tiles when the group has at most 32 of them
+(``_gemm_common.narrow``: 3D U-Net's 32-channel levels, ResNeXt's and RegNet's groups): a
+64-wide tile would leave half or more of its tensor-core work and registers idle.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ from ._gemm_common import (
     GROUP_M,
     MAXOUT_FLAT_TABLE,
     MAXOUT_TAP_TABLE,
+    NARROW_FLAT_TABLE,
+    NARROW_TAP_TABLE,
+    NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
@@ -59,6 +67,7 @@ from ._gemm_common import (
     configs,
     flat_alignment,
     flat_grid,
+    narrow,
     shared_estimate,
     split_workspace,
 )
@@ -562,31 +571,43 @@ def _conv_bwd_weight_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _tuners(
-    name: str, kernel, block_k: int | None = None, tables=(TAP_TABLE, FLAT_TABLE)
-) -> dict[bool, Tuner]:
-    """``{flat: tuner}`` of one kernel: the tap loop and the flattened loop (``tables``: their
-    candidates)."""
+def _tuners(name: str, kernel, tables: dict, block_k: int | None = None) -> dict:
+    """``{variant: tuner}`` of one kernel, ``tables`` giving each variant's candidates. A variant
+    is ``flat`` (the flattened loop or the tap loop) or ``(flat, narrow)``, narrow when the
+    tiles' channel side is a narrow group's (``_gemm_common.narrow``)."""
+
+    def suffix(variant) -> str:
+        flat, thin = variant if isinstance(variant, tuple) else (variant, False)
+        return f"{'flat' if flat else 'tap'}{'_narrow' if thin else ''}"
+
     return {
-        flat: Tuner(
-            f"{name}_{'flat' if flat else 'tap'}",
-            kernel,
-            configs(tables[flat], block_k),
-            shared_estimate,
+        variant: Tuner(
+            f"{name}_{suffix(variant)}", kernel, configs(table, block_k), shared_estimate
         )
-        for flat in (False, True)
+        for variant, table in tables.items()
     }
 
 
-_FWD = _tuners("conv_fwd", _conv_fwd_kernel)
-# The forward with a fused maxout: smaller tiles (see ``_gemm_common``).
+_TABLES = {
+    (False, False): TAP_TABLE,
+    (True, False): FLAT_TABLE,
+    (False, True): NARROW_TAP_TABLE,
+    (True, True): NARROW_FLAT_TABLE,
+}
+_FWD = _tuners("conv_fwd", _conv_fwd_kernel, _TABLES)
+# The forward with a fused maxout: smaller tiles (see ``_gemm_common``), keyed by ``flat``.
 _FWD_MAXOUT = _tuners(
-    "conv_fwd_maxout", _conv_fwd_kernel, tables=(MAXOUT_TAP_TABLE, MAXOUT_FLAT_TABLE)
+    "conv_fwd_maxout", _conv_fwd_kernel, {False: MAXOUT_TAP_TABLE, True: MAXOUT_FLAT_TABLE}
 )
-_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel)
+_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel, _TABLES)
 # Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
 # that keep the summation order.
-_BWD_WEIGHT = _tuners("conv_bwd_weight", _conv_bwd_weight_kernel, WEIGHT_BLOCK_K)
+_BWD_WEIGHT = _tuners(
+    "conv_bwd_weight",
+    _conv_bwd_weight_kernel,
+    {(flat, thin): NARROW_WEIGHT_TABLE if thin else _TABLES[flat, False] for flat, thin in _TABLES},
+    WEIGHT_BLOCK_K,
+)
 
 # --------------------------------------------------------------------------------------------
 # Launchers
@@ -686,7 +707,8 @@ def gemm_conv_forward(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
 
-    (_FWD if pieces == 1 else _FWD_MAXOUT)[flat].launch(
+    tuner = _FWD[flat, narrow(cg_out)] if pieces == 1 else _FWD_MAXOUT[flat]
+    tuner.launch(
         key,
         grid,
         (
@@ -750,7 +772,7 @@ def gemm_conv_backward_input(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
 
-    _BWD_INPUT[flat].launch(
+    _BWD_INPUT[flat, narrow(cg_in)].launch(
         key,
         grid,
         (
@@ -814,7 +836,10 @@ def gemm_conv_backward_weight(
         cols = cdiv(n_taps * cg_in, c["BLOCK_N"]) if flat else n_taps * cdiv(cg_in, c["BLOCK_N"])
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
 
-    _BWD_WEIGHT[flat].launch(
+    # Narrow when either side of the tile is: rows (output channels) or columns (input
+    # channels per tap, or the flattened taps × channels).
+    thin = narrow(min(cg_out, n_taps * cg_in if flat else cg_in))
+    _BWD_WEIGHT[flat, thin].launch(
         key,
         grid,
         (

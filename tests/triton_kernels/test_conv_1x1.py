@@ -66,7 +66,7 @@ def test_pointwise_forward_runs_the_gemm(ran, x_shape, c_out, groups, layout, ou
     K.conv_forward(_arrange(x, layout), _layout(w, layout if layout != "batch_slice" else
                    "contig"), b, out, dilation=(1,) * (x.dim() - 2), pad_mode="zeros",
                    allow_tf32=False, **geo)  # fmt: skip
-    assert ran == ["conv1x1"]
+    assert ran == ["conv1x1_narrow"]
     _check(out, ref)
 
 
@@ -85,7 +85,7 @@ def test_pointwise_backward_input_with_bias_runs_the_gemm(
         _arrange(grad_out, layout), w, grad_in, stride=(1,) * nd, padding=(0,) * nd,
         dilation=(1,) * nd, groups=groups, allow_tf32=False, bias=bias,
     )  # fmt: skip
-    assert ran == ["conv1x1"]
+    assert ran == ["conv1x1_narrow"]
     _check(grad_in, ref)
 
 
@@ -113,7 +113,7 @@ def test_pointwise_backward_weight_runs_the_gemm(
             allow_tf32=False,
         )  # fmt: skip
         results.append(grad_w)
-    assert ran == ["conv1x1_bwd_weight"] * 2
+    assert ran == ["conv1x1_bwd_weight_narrow"] * 2
     _check(results[0], ref)
     assert torch.equal(results[0], results[1])  # fixed summation order
 
@@ -129,7 +129,7 @@ def test_positions_that_do_not_collapse_fall_back_to_the_implicit_gemm(ran):
         wide[..., :5], w, b, out, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
         pad_mode="zeros", allow_tf32=False,
     )  # fmt: skip
-    assert ran == ["conv_fwd_tap"]
+    assert ran == ["conv_fwd_tap_narrow"]
     _check(out, ref)
 
 
@@ -142,7 +142,7 @@ def test_every_other_column_still_collapses(ran):
         _layout(x, "strided"), w, b, out, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
         groups=1, pad_mode="zeros", allow_tf32=False,
     )  # fmt: skip
-    assert ran == ["conv1x1"]
+    assert ran == ["conv1x1_narrow"]
     _check(out, ref)
 
 
@@ -157,7 +157,7 @@ def test_pointwise_kernels_with_stride_or_padding_run_the_implicit_gemm(ran, str
         x, w, b, out, stride=stride, padding=padding, dilation=(1, 1), groups=1,
         pad_mode="zeros", allow_tf32=False,
     )  # fmt: skip
-    assert ran == ["conv_fwd_tap"]
+    assert ran == ["conv_fwd_tap_narrow"]
     _check(out, ref)
 
 
@@ -167,8 +167,8 @@ def test_pointwise_kernels_with_stride_or_padding_run_the_implicit_gemm(ran, str
 @pytest.mark.parametrize(
     "y_shape,c_in,kernel,stride,padding,groups,variant",
     [
-        ((2, 20, 3, 4), 6, (3, 3), (2, 2), (1, 1), 1, "conv_bwd_input_tap"),
-        ((1, 4, 5, 3), 6, (2, 3), (2, 1), (0, 1), 2, "conv_bwd_input_flat"),
+        ((2, 20, 3, 4), 6, (3, 3), (2, 2), (1, 1), 1, "conv_bwd_input_tap_narrow"),
+        ((1, 4, 5, 3), 6, (2, 3), (2, 1), (0, 1), 2, "conv_bwd_input_flat_narrow"),
         # stride 3: the positions tiles (the row kernel adds the bias too: test_conv_depthwise.py)
         ((1, 6, 4), 3, (2,), (3,), (1,), 3, "conv_depthwise_bwd_input"),
     ],

@@ -70,27 +70,46 @@ def _force(monkeypatch, tuners, config):
         monkeypatch.setattr(tuner, "configs", [config])
 
 
-@pytest.mark.parametrize("config", _candidates(_gemm_common.TAP_TABLE))
-def test_every_tap_loop_config(monkeypatch, config):
-    _force(monkeypatch, [conv_gemm._FWD[False], conv_gemm._BWD_INPUT[False]], config)
-    weight_config = Config.of(
+def _weight_config(config: Config) -> Config:
+    """``config``'s tile with grad-weight's fixed reduction chunk."""
+    return Config.of(
         config.num_warps, config.num_stages, BLOCK_M=config["BLOCK_M"],
         BLOCK_N=config["BLOCK_N"], BLOCK_K=_gemm_common.WEIGHT_BLOCK_K,
     )  # fmt: skip
-    _force(monkeypatch, [conv_gemm._BWD_WEIGHT[False]], weight_config)
+
+
+def _force_loop(monkeypatch, flat: bool, config: Config, weight_config: Config) -> None:
+    """Every tuner of one loop (tap or flattened), narrow groups or not, runs these configs."""
+    for thin in (False, True):
+        _force(monkeypatch, [conv_gemm._FWD[flat, thin], conv_gemm._BWD_INPUT[flat, thin]], config)
+        _force(monkeypatch, [conv_gemm._BWD_WEIGHT[flat, thin]], weight_config)
+
+
+@pytest.mark.parametrize(
+    "config", _candidates(_gemm_common.TAP_TABLE) + _candidates(_gemm_common.NARROW_TAP_TABLE)
+)
+def test_every_tap_loop_config(monkeypatch, config):
+    _force_loop(monkeypatch, False, config, _weight_config(config))
     x, w, b = _inputs((2, 20, 9, 7), 18, (3, 3))
     _run_all_three(x, w, b, stride=(2, 1), padding=(1, 1))
 
 
-@pytest.mark.parametrize("config", _candidates(_gemm_common.FLAT_TABLE))
+@pytest.mark.parametrize(
+    "config", _candidates(_gemm_common.FLAT_TABLE) + _candidates(_gemm_common.NARROW_FLAT_TABLE)
+)
 def test_every_flattened_loop_config(monkeypatch, config):
-    _force(monkeypatch, [conv_gemm._FWD[True], conv_gemm._BWD_INPUT[True]], config)
-    weight_config = Config.of(
-        config.num_warps, config.num_stages, BLOCK_M=config["BLOCK_M"],
-        BLOCK_N=config["BLOCK_N"], BLOCK_K=_gemm_common.WEIGHT_BLOCK_K,
-    )  # fmt: skip
-    _force(monkeypatch, [conv_gemm._BWD_WEIGHT[True]], weight_config)
+    _force_loop(monkeypatch, True, config, _weight_config(config))
     x, w, b = _inputs((2, 3, 9, 8), 5, (3, 3))
+    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0))
+
+
+@pytest.mark.parametrize("weight_config", _candidates(_gemm_common.NARROW_WEIGHT_TABLE))
+@pytest.mark.parametrize("flat", [False, True], ids=["tap", "flat"])
+def test_every_narrow_grad_weight_config(monkeypatch, flat, weight_config):
+    """Grad-weight tiles of 16 and 32 rows or columns, on channels that leave partial tiles."""
+    config = Config.of(4, 1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
+    _force_loop(monkeypatch, flat, config, weight_config)
+    x, w, b = _inputs((2, 3 if flat else 20, 9, 8), 18, (3, 3))
     _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0))
 
 
@@ -98,14 +117,16 @@ def test_every_flattened_loop_config(monkeypatch, config):
     "config,weight_config",
     [
         pytest.param(c.values[0], w.values[0], id=f"{c.id}+{w.id}")
-        for c, w in zip(
-            _candidates(_gemm_common.GEMM_TABLE), _candidates(_gemm_common.GEMM_WEIGHT_TABLE)
+        for table, weight_table in (
+            (_gemm_common.GEMM_TABLE, _gemm_common.GEMM_WEIGHT_TABLE),
+            (_gemm_common.NARROW_GEMM_TABLE, _gemm_common.NARROW_WEIGHT_TABLE),
         )
+        for c, w in zip(_candidates(table), _candidates(weight_table))
     ],
 )
 def test_every_pointwise_gemm_config(monkeypatch, config, weight_config):
-    _force(monkeypatch, [conv_1x1._GEMM], config)
-    _force(monkeypatch, [conv_1x1._BWD_WEIGHT], weight_config)
+    _force(monkeypatch, conv_1x1._GEMM.values(), config)
+    _force(monkeypatch, conv_1x1._BWD_WEIGHT.values(), weight_config)
     x, w, b = _inputs((3, 20, 9, 11), 18, (1, 1))  # 297 rows: partial tiles of every BLOCK_M
     _run_all_three(x, w, b, stride=(1, 1), padding=(0, 0))
 
@@ -155,6 +176,46 @@ def _grids(monkeypatch, launch):
     return grids
 
 
+@pytest.mark.parametrize(
+    "groups,c_in,c_out,variants",
+    [
+        (1, 40, 32, ["conv_fwd_tap_narrow", "conv_bwd_input_tap", "conv_bwd_weight_tap_narrow"]),
+        (1, 32, 40, ["conv_fwd_tap", "conv_bwd_input_tap_narrow", "conv_bwd_weight_tap_narrow"]),
+        (1, 40, 48, ["conv_fwd_tap", "conv_bwd_input_tap", "conv_bwd_weight_tap"]),
+        (8, 64, 256, ["conv_fwd_flat_narrow", "conv_bwd_input_tap_narrow",
+                      "conv_bwd_weight_flat_narrow"]),
+        (1, 4, 64, ["conv_fwd_flat", "conv_bwd_input_tap_narrow", "conv_bwd_weight_flat"]),
+    ],
+)  # fmt: skip
+def test_narrow_groups_take_the_narrow_tables(monkeypatch, groups, c_in, c_out, variants):
+    """A tile side over at most 32 channels of a group takes 16- and 32-wide tiles: the
+    forward's output channels, the input gradient's input channels, and either side of the
+    weight gradient (its rows, or its columns: input channels per tap, or flattened taps ×
+    channels). The dilation keeps narrow inputs off the windows (``conv_window``)."""
+    x = torch.empty(1, c_in, 5, 5)
+    w = torch.empty(c_out, c_in // groups, 3, 3)
+    y = torch.empty(1, c_out, 3, 3)
+    geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=groups, allow_tf32=False)
+    if c_in < 16:
+        x, geo["dilation"] = torch.empty(1, c_in, 7, 7), (2, 2)
+        y = torch.empty(1, c_out, 3, 3)
+    grids = _grids(monkeypatch, lambda: K.conv_forward(x, w, None, y, pad_mode="zeros", **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_input(y, w, x, **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_weight(x, y, w, pad_mode="zeros", **geo))
+    assert [name for name, _ in grids] == variants
+
+
+def test_narrow_pointwise_convolutions_take_the_narrow_tables(monkeypatch):
+    """The 1×1 GEMM as the implicit GEMM: narrow forward columns (32 output channels), wide
+    grad-input columns (40 input channels), a narrow side of the grad-weight tile."""
+    x, w, y = torch.empty(1, 40, 4, 4), torch.empty(32, 40, 1, 1), torch.empty(1, 32, 4, 4)
+    geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, allow_tf32=False)
+    grids = _grids(monkeypatch, lambda: K.conv_forward(x, w, None, y, pad_mode="zeros", **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_input(y, w, x, **geo))
+    grids += _grids(monkeypatch, lambda: K.conv_backward_weight(x, y, w, pad_mode="zeros", **geo))
+    assert [name for name, _ in grids] == ["conv1x1_narrow", "conv1x1", "conv1x1_bwd_weight_narrow"]
+
+
 def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
     """70 000 groups (or 20 000 groups × 4 stride phases) on tensors of a few elements each:
     every launcher's grid is one axis holding all of them."""
@@ -175,8 +236,8 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
     grids += _grids(monkeypatch, lambda: K.conv_backward_input(x[:, :20_000, :, :1], wp, xp,
                                                                 **phases))  # fmt: skip
     names = [name for name, _ in grids]
-    assert names == ["conv_fwd_flat", "conv_bwd_input_flat", "conv_bwd_weight_flat", "conv1x1",
-                     "conv_bwd_input_flat"]  # fmt: skip
+    assert names == ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
+                     "conv_bwd_weight_flat_narrow", "conv1x1_narrow", "conv_bwd_input_flat_narrow"]  # fmt: skip
     for name, grid in grids:
         assert len(grid) == 1, name
     assert grids[-1][1][0] >= 20_000 * 4

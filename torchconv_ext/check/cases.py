@@ -100,8 +100,9 @@ TRANSPOSED_LAYERS = [
 ]  # fmt: skip
 
 # The per-config sweep: every GEMM direction on a tap layer, the RGB stem (forward and
-# grad-weight: tap loops over windows; tap grad-input), a grouped one (flat everywhere) and a 1x1
-# one (the plain GEMM kernels: forward and grad-input share one).
+# grad-weight: tap loops over windows; tap grad-input), a grouped one of 8 channels per group
+# (flat everywhere, narrow tiles), one of 32 (tap loops, narrow tiles) and a 1x1 one (the plain
+# GEMM kernels: forward and grad-input share one).
 SWEEP_LAYERS = [
     _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, tiny=dict(c_in=16, c_out=16, size=5)),
     _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
@@ -110,6 +111,8 @@ SWEEP_LAYERS = [
           tiny=dict(c_out=16, size=6)),
     _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
           tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+    _conv("grouped 3x3 g4 128->128 28x28", 2, 8, 128, 28, 128, 3, padding=1, groups=4,
+          tiny=dict(c_in=40, c_out=40, size=5, groups=2)),
 ]  # fmt: skip
 SWEEP_DIRECTIONS = ("forward", "grad_input", "grad_weight")
 # (dtype, layout) of the sweep: every compute path (bf16/fp16 tensor cores, TF32, exact fp32)
