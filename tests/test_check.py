@@ -81,7 +81,9 @@ def test_check_passes_end_to_end_and_reports(tmp_path, capsys):
 
 def _corrupt_what_launchers_write(monkeypatch) -> list[int]:
     """Every public launcher of triton_kernels adds 1 to the floating tensors it wrote (found by
-    comparing its arguments before and after). Returns the count of corrupted tensors per call."""
+    comparing its arguments before and after). Returns the count of corrupted tensors per call
+    of a launcher (the public names that return something are not launchers: layout rules,
+    tape helpers)."""
     import triton_kernels
 
     corrupted: list[int] = []
@@ -91,6 +93,8 @@ def _corrupt_what_launchers_write(monkeypatch) -> list[int]:
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             before = [t.clone() for t in tensors]
             result = launcher(*args, **kwargs)
+            if result is not None:  # not a launcher (launchers return nothing)
+                return result
             written = [
                 t
                 for t, b in zip(tensors, before)
@@ -223,3 +227,32 @@ def test_autotuned_case_checks_replayed_calls_bit_for_bit():
     from triton_kernels import _tape
 
     assert _tape.tape_info()["replayed"] > 0  # the third call did replay
+
+
+@pytest.mark.parametrize("tiny", [True, False], ids=["interpreter-shapes", "gpu-shapes"])
+def test_sweep_reaches_every_conv_gemm_tuner(monkeypatch, tiny):
+    """A full check fails for a conv GEMM tuner that no sweep case reached (its configs would go
+    unchecked): each sweep layer and direction runs exactly one tuner, and together they run
+    every one, at the GPU's shapes and at the interpreter's. Which tuner runs is recorded at its
+    launch, which launches nothing (so the GPU's shapes cost only their layout copies)."""
+    from torchconv_ext.check import cases, sweep, tuners
+    from torchconv_ext.check.problems import build
+    from triton_kernels._tuning import Tuner
+
+    ran: list[str] = []
+    monkeypatch.setattr(Tuner, "launch", lambda self, *args: ran.append(self.name))
+    reached = set()
+    with torchconv_ext.use_backend("triton"):
+        for entry in cases.SWEEP_LAYERS:
+            for direction in entry.get("directions", cases.SWEEP_DIRECTIONS):
+                problem = build(cases._shape(entry, tiny), "cpu", 0)
+                grads = sweep.DIRECTIONS[direction][0]
+                inputs = {k: v.requires_grad_(k in grads) for k, v in problem.inputs.items()}
+                ran.clear()
+                out = problem.ours(*inputs.values())
+                if grads:
+                    ran.clear()
+                    torch.autograd.grad(out, [inputs[g] for g in grads], torch.ones_like(out))
+                assert len(ran) == 1, (entry["name"], direction, ran)
+                reached.add(ran[0])
+    assert reached == set(tuners.discover())

@@ -59,11 +59,13 @@ class Case:
 # --------------------------------------------------------------------------------------------
 
 
-def _conv(name, dims, n, c_in, size, c_out, kernel, quick=False, tiny=None, **geometry):
+def _conv(name, dims, n, c_in, size, c_out, kernel, quick=False, tiny=None, directions=None,
+          **geometry):  # fmt: skip
     spec = dict(op="conv", dims=dims, n=n, c_in=c_in, size=size, c_out=c_out, kernel=kernel)
     spec.update(stride=1, padding=0, dilation=1, groups=1, bias=False, transposed=False)
     spec.update(geometry)
-    return dict(name=name, spec=spec, tiny=tiny or {}, quick=quick)
+    entry = dict(name=name, spec=spec, tiny=tiny or {}, quick=quick)
+    return entry if directions is None else {**entry, "directions": directions}
 
 
 # Convolutions through the implicit GEMM (>= 16 channels per group: "tap" loop; fewer, in one
@@ -99,22 +101,43 @@ TRANSPOSED_LAYERS = [
           transposed=True, tiny=dict(c_in=16, c_out=16, size=4)),
 ]  # fmt: skip
 
-# The per-config sweep: every GEMM direction on a tap layer, the RGB stem (forward and
-# grad-weight: tap loops over windows; tap grad-input), a grouped one of 8 channels per group
-# (flat everywhere, narrow tiles), one of 32 (tap loops, narrow tiles) and a 1x1 one (the plain
-# GEMM kernels: forward and grad-input share one).
+# The per-config sweep: every conv GEMM tuner's configs, each forced alone, on a layer and a
+# direction that runs that tuner (a full run fails for a tuner no sweep case reached; the tiny
+# shapes reach the same tuners: tests/test_check.py). Per layer, the directions it sweeps and the
+# tuners they reach (narrow: a group's channels at most 32; flat: fewer than 16 to reduce over).
+SWEEP_DIRECTIONS = ("forward", "grad_input", "grad_weight")
+_FWD_WEIGHT = ("forward", "grad_weight")
 SWEEP_LAYERS = [
-    _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, tiny=dict(c_in=16, c_out=16, size=5)),
+    # the 1x1 GEMM and its grad-weight, wide then narrow
+    _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, directions=_FWD_WEIGHT,
+          tiny=dict(c_in=40, c_out=40, size=5)),
+    _conv("1x1 64->32 28x28", 2, 8, 64, 28, 32, 1, directions=_FWD_WEIGHT,
+          tiny=dict(c_in=40, c_out=16, size=5)),
+    # tap loops, wide, and narrow (32 channels per group)
     _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
-          tiny=dict(c_in=16, c_out=16, size=5)),
-    _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
-          tiny=dict(c_out=16, size=6)),
-    _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
-          tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+          tiny=dict(c_in=40, c_out=40, size=5)),
     _conv("grouped 3x3 g4 128->128 28x28", 2, 8, 128, 28, 128, 3, padding=1, groups=4,
           tiny=dict(c_in=40, c_out=40, size=5, groups=2)),
+    # the RGB stem: forward and grad-weight as tap loops over windows (wide, narrow); its
+    # grad-input (3 channels: narrow)
+    _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
+          tiny=dict(c_out=40, size=6)),
+    # flattened loops: narrow everywhere (8 channels per group), then the wide forward and
+    # grad-weight (8 channels in, 64 out per group) and the wide grad-input (8 out, 64 in)
+    _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
+          tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+    _conv("grouped 3x3 g2 16->128 28x28", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
+          directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
+    _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,
+          directions=("grad_input",), tiny=dict(c_in=40, size=5)),
+    # the fused maxout's forwards (2 pieces): tap loop, flattened loop, 1x1 GEMM
+    _conv("maxout 3x3 64->32x2 28x28", 2, 8, 64, 28, 32, 3, padding=1, pieces=2,
+          directions=("forward",), tiny=dict(c_in=40, c_out=8, size=5)),
+    _conv("maxout 3x3 g2 16->32x2 28x28", 2, 8, 16, 28, 32, 3, padding=1, groups=2, pieces=2,
+          directions=("forward",), tiny=dict(c_out=8, size=5)),
+    _conv("maxout 1x1 64->32x2 28x28", 2, 8, 64, 28, 32, 1, pieces=2, directions=("forward",),
+          tiny=dict(c_in=40, c_out=8, size=5)),
 ]  # fmt: skip
-SWEEP_DIRECTIONS = ("forward", "grad_input", "grad_weight")
 # (dtype, layout) of the sweep: every compute path (bf16/fp16 tensor cores, TF32, exact fp32)
 # and both layouts. fp64 is left out: its biggest tiles do not fit in shared memory, and the
 # autotuner discards them (it runs on the pinned and autotuned paths instead).
@@ -239,7 +262,7 @@ def plan(*, cuda: bool, quick: bool) -> list[Case]:
     sweep_settings = (SWEEP_SETTINGS_INTERPRETER if tiny
                       else SWEEP_SETTINGS_QUICK if quick else SWEEP_SETTINGS)  # fmt: skip
     for entry in SWEEP_LAYERS:
-        for direction in SWEEP_DIRECTIONS:
+        for direction in entry.get("directions", SWEEP_DIRECTIONS):
             for dtype, layout in sweep_settings:
                 spec = {**_shape(entry, tiny), "direction": direction}
                 cases.append(Case("conv-config", f"{entry['name']} {direction}", dtype, layout,

@@ -7,6 +7,7 @@ the torch expression they equal).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,12 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
         geometry = dict(stride=spec["stride"], padding=spec["padding"], groups=spec["groups"],
                         dilation=spec["dilation"])  # fmt: skip
         ours, theirs = _ours(name), getattr(F, name)
+        pieces = spec.get("pieces", 1)
+        if pieces > 1:  # a maxout over the convolution's channels (``nn.MaxoutConv*d``)
+            return (
+                lambda x, w, b=None: _maxout_conv(spec["dims"], x, w, b, pieces, geometry),
+                lambda x, w, b=None: theirs(x, w, b, **geometry).unflatten(1, (-1, pieces)).amax(2),
+            )
         return (
             lambda x, w, b=None: ours(x, w, b, **geometry),
             lambda x, w, b=None: theirs(x, w, b, **geometry),
@@ -63,6 +70,13 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
     return lambda x: ours(x, **kwargs), lambda x: getattr(F, op)(x, **kwargs)
 
 
+def _maxout_conv(dims: int, x: Tensor, w: Tensor, b: Tensor | None, pieces: int, geometry):
+    """Ours: the fused maxout convolution ``nn.MaxoutConv*d`` computes."""
+    # (the package's attribute ``maxout`` is the function; the module holds maxout_conv)
+    maxout_conv = importlib.import_module("torchconv_ext.functional.maxout").maxout_conv
+    return maxout_conv(f"MaxoutConv{dims}d", dims, x, w, b, pieces, **geometry)
+
+
 def _adaptive(mode: str, x: Tensor, size: int) -> Tensor:
     return getattr(F, f"adaptive_{mode}_pool{x.dim() - 2}d")(x, size)
 
@@ -72,7 +86,8 @@ def input_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     if spec["op"] != "conv":
         return {"input": tuple(spec["shape"])}
     dims, groups, k = spec["dims"], spec["groups"], spec["kernel"]
-    c_in, c_out = spec["c_in"], spec["c_out"]
+    # A maxout's convolution has ``pieces`` channels per channel of the result (``c_out``).
+    c_in, c_out = spec["c_in"], spec["c_out"] * spec.get("pieces", 1)
     weight = (c_in, c_out // groups) if spec["transposed"] else (c_out, c_in // groups)
     shapes = {
         "input": (spec["n"], c_in) + (spec["size"],) * dims,
