@@ -95,11 +95,11 @@ def _conv_matching_torch(x, w, b, **kw):
 @pytest.mark.parametrize(
     "x_shape,w_shape,kw,x_cl,w_cl",
     [
-        ((1, 17, 3, 3), (5, 17, 3, 3), dict(padding=1), False, False),
+        ((1, 17, 3, 3), (18, 17, 3, 3), dict(padding=1), False, False),
         ((2, 17, 3, 5), (18, 17, 1, 1), {}, False, False),  # the 1×1 GEMM
         ((1, 16, 5, 4), (6, 16, 3, 3), dict(stride=2), True, False),  # CL input, NCHW weight
         ((1, 4, 9), (6, 2, 3), dict(groups=2, padding=2, dilation=2), False, False),  # 1-d
-        ((1, 16, 3, 3, 3), (5, 16, 3, 3, 3), dict(padding=1), False, False),  # 3-d
+        ((1, 16, 3, 3, 3), (17, 16, 3, 3, 3), dict(padding=1), False, False),  # 3-d
     ],
     ids=["nchw-3x3", "nchw-1x1", "cl-input-nchw-weight", "1d-groups", "3d"],
 )
@@ -143,6 +143,48 @@ def test_narrow_convolutions_read_their_input_as_given(launches, x_shape, w_shap
     assert ptrs["conv_backward_weight"][0] == x.data_ptr()
 
 
+def test_a_stems_windowed_weight_is_packed_once_per_version(launches):
+    """A stem's weight parameter goes to the launch as it is, with its windowed form made once
+    per version: not again for the same weight, again after an in-place update."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, 3, 3, 3, dtype=torch.float64))
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        for step in range(4):
+            x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+            torch.testing.assert_close(
+                TF.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10
+            )
+            if step == 1:
+                w.mul_(0.5)
+    assert all(launch.pointers[1] == w.data_ptr() for launch in launches)
+    assert _layout.weight_cache_info()["packs"] == 2
+
+
+def test_narrow_outputs_read_their_gradient_as_given(launches):
+    """The input gradient of a stride-1 convolution with few output channels reads the output's
+    gradient through windows: as it is (no channels-last copy, when no weight gradient wants
+    one), with the weight as given and its windowed form made once per version for a
+    parameter — after an in-place update, afresh (the third call replays its tape)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(3, 17, 3, 3, dtype=torch.float64), requires_grad=False)
+    with torchconv_ext.use_backend("triton"):
+        for step in range(3):
+            x = torch.randn(2, 17, 5, 6, dtype=torch.float64, requires_grad=True)
+            y = TF.conv2d(x, w, padding=1)
+            gy = torch.randn_like(y)
+            (gx,) = torch.autograd.grad(y, x, gy)
+            (ref,) = torch.autograd.grad(F.conv2d(x, w, padding=1), x, gy)
+            torch.testing.assert_close(gx, ref, rtol=1e-10, atol=1e-10)
+            if step == 1:
+                with torch.no_grad():
+                    w.mul_(0.5)  # a new version: the windowed copy is made again
+    grads = [launch for launch in launches if launch.name == "conv_backward_input"]
+    assert len(grads) == 2
+    assert all(g.channels_last[0] is False and g.pointers[1] == w.data_ptr() for g in grads)
+    # Per version: the forward's channels-last copy and the input gradient's windowed one.
+    assert _layout.weight_cache_info()["packs"] == 4
+
+
 def test_depthwise_operands_are_read_as_given(launches):
     """The depthwise kernels read NCHW directly: no conversion pass."""
     torch.manual_seed(0)
@@ -182,8 +224,8 @@ def test_nchw_results_are_stored_straight_where_rows_allow(launches, kernel, siz
     GEMM then also reads the NCHW input and output gradient as they are."""
     torch.manual_seed(0)
     x = torch.randn(2, 17, *size, dtype=torch.float64)
-    w = torch.randn(5, 17, kernel, kernel, dtype=torch.float64)
-    b = torch.randn(5, dtype=torch.float64)
+    w = torch.randn(18, 17, kernel, kernel, dtype=torch.float64)
+    b = torch.randn(18, dtype=torch.float64)
     ours, theirs = _conv_matching_torch(x, w, b, padding=kernel // 2)
     assert [a.stride() for a in ours] == [r.stride() for r in theirs]
     by_name = {launch.name: launch for launch in launches}

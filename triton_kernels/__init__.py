@@ -4,7 +4,7 @@ Imports torch (tensors) and triton only — never ``torch.nn``, ``torch.autograd
 ``torchconv_ext``. Set ``TRITON_INTERPRET=1`` before importing this package to run the kernels on
 CPU tensors (Triton's interpreter).
 
-The launcher contract, for every function exported here:
+The launcher contract, for every launcher exported here:
 
 * Arguments are validated upstream (by ``torchconv_ext``): launchers trust shapes, dtypes and
   geometry, and check only that the launch can run on these tensors' device.
@@ -21,6 +21,11 @@ The launcher contract, for every function exported here:
 * Convolution grad-input kernels see zero padding only: for the other padding modes the caller
   asks for the gradient of the padded input (``padding`` 0) and folds it back onto its sources
   (``torchconv_ext._padding.fold_padding_grad``).
+
+Besides the launchers: the layout rules callers follow (``prefers_channels_last``,
+``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``windows``), ``window_weight`` (a weight in
+the windows' layout, which a caller may keep while the weight does not change and pass back as
+``windowed_weight``), and the tape helpers (``taped``, ``recording``, ``replayed_whole``).
 
 The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
 vLLM); the two cannot be installed side by side, and importing either one when the other is
@@ -56,10 +61,12 @@ from .conv import (
     conv_forward,
     prefers_channels_last,
     reads_nchw,
+    reads_windows,
     stores_nchw,
     windows,
 )
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
+from .conv_window import window_weight
 from .maxout import maxout_backward, maxout_forward
 from .pool import (
     adaptive_pool_backward,
@@ -105,7 +112,7 @@ def __getattr__(name: str):
 
 __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
-__all__ += ["reads_nchw", "stores_nchw", "windows"]
+__all__ += ["reads_nchw", "reads_windows", "stores_nchw", "window_weight", "windows"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]

@@ -328,11 +328,8 @@ class _Recorder(TorchFunctionMode):
         self.steps.append(["call", step, None])
 
     def launched(self, plan: Any, device: int, grid: tuple, args: tuple) -> None:
-        if self.failed is not None or threading.get_ident() != self.thread:
-            return
-        if self.in_call:
-            self.fail("a launch inside a call replayed whole")
-            return
+        if self.failed is not None or threading.get_ident() != self.thread or self.in_call:
+            return  # (a call replayed whole launches what it needs again at each replay)
         if plan is None:
             self.fail("a launch without a plan")
             return
@@ -500,8 +497,8 @@ def recording() -> bool:
 def replayed_whole(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
     """``fn(*args)``, which a tape being recorded takes as one step: replays call ``fn`` again
     (instead of repeating the ops it ran this time). For what must be decided afresh on each
-    call: a cache lookup (a weight repacked once per version). ``fn`` returns one tensor and
-    launches no kernel."""
+    call: a cache lookup (a weight repacked once per version). ``fn`` returns one tensor; its
+    torch calls and launches are its own (a replay runs whichever it needs then)."""
     recorder = _recording
     if recorder is None or threading.get_ident() != recorder.thread:
         return fn(*args)

@@ -55,6 +55,29 @@ def stores_nchw(
     return _positions_divisible(sizes, 4)
 
 
+def reads_windows(
+    channels: int,
+    groups: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    *,
+    input_gradient: bool = False,
+) -> bool:
+    """Whether a convolution reads through windows of a padded copy (``conv_window``): its
+    forward and weight gradient read the input so when that has few ``channels``
+    (:func:`windows`); with ``input_gradient``, its input gradient reads the output's gradient
+    so when that has few ``channels`` at stride 1. Never a pointwise one (the 1×1 GEMM's).
+    Callers hand such operands over as they are, and may pass the weight as ``window_weight``
+    made it (``windowed_weight``)."""
+    if is_pointwise(kernel_size, stride, padding):
+        return False
+    if input_gradient and any(s != 1 for s in stride):
+        return False
+    return windows(channels, groups, dilation)
+
+
 def reads_nchw(
     kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], sizes: Sequence[int]
 ) -> bool:
@@ -64,6 +87,14 @@ def reads_nchw(
     takes rows of positions from every operand, with positions per image in multiples of 4 (as
     :func:`stores_nchw`). Others read channels-last activations (callers convert)."""
     return is_pointwise(kernel_size, stride, padding) and _positions_divisible(sizes, 4)
+
+
+def _check_windowed(launcher: str, windowed_weight, *problem, input_gradient=False) -> None:
+    if windowed_weight is not None and not reads_windows(*problem, input_gradient=input_gradient):
+        raise ValueError(
+            f"{launcher}: windowed_weight is for convolutions that read windows (reads_windows); "
+            "this one does not: pass the weight alone"
+        )
 
 
 def conv_forward(
@@ -83,6 +114,7 @@ def conv_forward(
     act_weight: torch.Tensor | None = None,
     pieces: int = 1,
     winner: torch.Tensor | None = None,
+    windowed_weight: torch.Tensor | None = None,
 ) -> None:
     """``out = act(conv(x, w) + bias)``; ``padding`` is the padding before each spatial dim.
 
@@ -93,7 +125,13 @@ def conv_forward(
     ``pieces`` > 1 fuses a maxout into the GEMM kernels' epilogue: ``w`` has ``C_out·pieces``
     rows, ``out`` (C_out channels) gets the max over rows ``c·pieces + k`` and ``winner`` (int64,
     ``out``'s shape and strides) the winning ``k``; no activation then. Depthwise convolutions
-    (:func:`prefers_channels_last` false) have no fused maxout: run them, then the maxout."""
+    (:func:`prefers_channels_last` false) have no fused maxout: run them, then the maxout.
+
+    ``windowed_weight``: ``window_weight(w)``, made earlier, for a convolution that
+    :func:`reads_windows` (else the launch packs the weight itself)."""
+    _check_windowed(
+        "conv_forward", windowed_weight, x.shape[1], groups, w.shape[2:], stride, padding, dilation
+    )
     epilogue = dict(activation=activation, alpha=alpha, act_weight=act_weight)
     if pieces != 1:
         if _is_depthwise(x.shape[1], groups):
@@ -111,10 +149,11 @@ def conv_forward(
         x, w, bias, out, groups=groups, allow_tf32=allow_tf32, **epilogue
     ):
         pass  # the 1×1 GEMM ran it
-    elif windows(x.shape[1], groups, dilation):
+    elif reads_windows(x.shape[1], groups, w.shape[2:], stride, padding, dilation):
         window_conv_forward(
             x, w, bias, out, stride=stride, padding=padding, dilation=dilation,
-            pad_mode=pad_mode, allow_tf32=allow_tf32, **epilogue,
+            pad_mode=pad_mode, allow_tf32=allow_tf32, windowed_weight=windowed_weight,
+            **epilogue,
         )  # fmt: skip
     else:
         gemm_conv_forward(
@@ -143,9 +182,16 @@ def conv_backward_input(
     groups: int,
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    windowed_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``,
-    plus ``bias`` per channel when given (a transposed convolution's, added in the kernel)."""
+    plus ``bias`` per channel when given (a transposed convolution's, added in the kernel).
+    ``windowed_weight``: ``window_weight(w, input_gradient=True)``, made earlier, for a
+    convolution whose input gradient :func:`reads_windows`."""
+    _check_windowed(
+        "conv_backward_input", windowed_weight, grad_out.shape[1], groups, w.shape[2:], stride,
+        padding, dilation, input_gradient=True,
+    )  # fmt: skip
     if _is_depthwise(grad_in.shape[1], groups):
         depthwise_conv_backward_input(
             grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, bias=bias
@@ -154,10 +200,12 @@ def conv_backward_input(
         grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, bias=bias
     ):
         pass  # the 1×1 GEMM ran it
-    elif all(s == 1 for s in stride) and windows(grad_out.shape[1], groups, dilation):
+    elif reads_windows(
+        grad_out.shape[1], groups, w.shape[2:], stride, padding, dilation, input_gradient=True
+    ):
         window_conv_backward_input(
             grad_out, w, grad_in, padding=padding, dilation=dilation, allow_tf32=allow_tf32,
-            bias=bias,
+            bias=bias, windowed_weight=windowed_weight,
         )  # fmt: skip
     else:
         gemm_conv_backward_input(
@@ -200,7 +248,7 @@ def conv_backward_weight(
         x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32
     ):
         pass  # the 1×1 GEMM ran it
-    elif windows(x.shape[1], groups, dilation):
+    elif reads_windows(x.shape[1], groups, grad_w.shape[2:], stride, padding, dilation):
         window_conv_backward_weight(
             x, grad_out, grad_w, stride=stride, padding=padding, dilation=dilation,
             pad_mode=pad_mode, allow_tf32=allow_tf32,

@@ -47,6 +47,7 @@ __all__ = [
     "window_conv_backward_input",
     "window_conv_backward_weight",
     "window_conv_forward",
+    "window_weight",
     "windows",
 ]
 
@@ -170,6 +171,32 @@ def _windowed_weight(w5: torch.Tensor, cp: int) -> torch.Tensor:
     return packed.view(c_out, kd, kh, kw * cp, 1).permute(0, 3, 1, 2, 4)
 
 
+def window_weight(w: torch.Tensor, *, input_gradient: bool = False) -> torch.Tensor:
+    """``w`` (C_out, C_in, *K) laid out as the windows read it (module doc), in a new tensor —
+    with ``input_gradient``, the flipped, transposed weight that
+    :func:`window_conv_backward_input` convolves with. Pass it as ``windowed_weight`` (through
+    ``conv_forward`` or ``conv_backward_input``) and the launch packs no weight: a caller may
+    keep it as long as ``w`` does not change."""
+    w5 = as_5d(w)
+    if input_gradient:
+        w5 = w5.flip((2, 3, 4)).transpose(0, 1)
+    return _windowed_weight(w5, window_channels(w5.shape[1], w5.shape[4]))
+
+
+def _weight_for(w5: torch.Tensor, cp: int, windowed: torch.Tensor | None) -> torch.Tensor:
+    """The view's weight of ``w5``: ``windowed`` (what :func:`window_weight` made of it) when
+    given, else packed now."""
+    if windowed is None:
+        return _windowed_weight(w5, cp)
+    c_out, _, kd, kh, kw = w5.shape
+    if tuple(windowed.shape) != (c_out, kw * cp, kd, kh, 1):
+        raise ValueError(
+            f"windowed_weight: expected window_weight's layout of a {tuple(w5.shape)} weight, "
+            f"shape {(c_out, kw * cp, kd, kh, 1)}, but got {tuple(windowed.shape)}"
+        )
+    return windowed
+
+
 def _view_geometry(geometry: tuple) -> dict[str, tuple[int, int, int]]:
     """The tap loop's geometry over the view: windows along ``w``, no padding."""
     _, stride, _, dilation = geometry
@@ -189,10 +216,12 @@ def window_conv_forward(
     dilation: Sequence[int],
     pad_mode: str,
     allow_tf32: bool,
+    windowed_weight: torch.Tensor | None = None,
     **epilogue,
 ) -> None:
     """``gemm_conv_forward`` (same arguments, ``epilogue`` its activation or maxout ones) of a
-    convolution :func:`windows` accepts, through windows; ``x`` and ``w`` in any layout."""
+    convolution :func:`windows` accepts, through windows; ``x`` and ``w`` in any layout.
+    ``windowed_weight``: :func:`window_weight` of ``w``, made earlier (else packed here)."""
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     if y5.numel() == 0:
         return
@@ -200,7 +229,7 @@ def window_conv_forward(
     cp = window_channels(x5.shape[1], w5.shape[4])
     gemm_conv_forward(
         _windowed_input(x5, y5.shape[2:], cp, geometry, pad_mode),
-        _windowed_weight(w5, cp),
+        _weight_for(w5, cp, windowed_weight),
         bias,
         out,  # (as given: a maxout's winner has its shape)
         groups=1,
@@ -253,17 +282,23 @@ def window_conv_backward_input(
     dilation: Sequence[int],
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    windowed_weight: torch.Tensor | None = None,
 ) -> None:
     """``gemm_conv_backward_input`` of a stride-1 convolution whose output has few channels
     (:func:`windows` of them, with one group), through windows: ``grad_in`` is the convolution
-    of ``grad_out`` with the weight flipped and transposed (a small copy), padded by
+    of ``grad_out`` with the weight flipped and transposed (a small copy, or
+    ``windowed_weight``: ``window_weight(w, input_gradient=True)`` made earlier), padded by
     ``dilation·(kernel - 1) - padding`` before each dim (the size of ``grad_in`` sets the rest),
     plus ``bias``."""
     w5 = as_5d(w)
     kernel, padding, dilation = w5.shape[2:], spatial3(padding, 0), spatial3(dilation, 1)
+    # Given the windowed weight, only the flipped weight's shape is needed (no copy).
+    flipped = (
+        w5.transpose(0, 1) if windowed_weight is not None else w5.flip((2, 3, 4)).transpose(0, 1)
+    )
     window_conv_forward(
         grad_out,
-        w5.flip((2, 3, 4)).transpose(0, 1),
+        flipped,
         bias,
         grad_in,
         stride=(1, 1, 1),
@@ -271,4 +306,5 @@ def window_conv_backward_input(
         dilation=dilation,
         pad_mode="zeros",
         allow_tf32=allow_tf32,
+        windowed_weight=windowed_weight,
     )

@@ -113,6 +113,38 @@ def test_backward_input(triton_device, x_shape, c_out, kernel, pads, dilation, b
     _check(grad_in, ref)
 
 
+def test_a_windowed_weight_made_earlier_is_what_the_launch_would_pack(triton_device):
+    """``window_weight`` made once and passed as ``windowed_weight``: bitwise the results of
+    packing at each launch, forward and input gradient; a mismatched one is refused."""
+    x, w, b = _make((2, 3, 7, 6), 5, (3, 3), 1, torch.float64, bias=True)
+    x, w, b = x.to(triton_device), w.to(triton_device), b.to(triton_device)
+    geo = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, allow_tf32=False)
+    outs = []
+    for windowed in (None, conv_window.window_weight(w)):
+        out = _poisoned((2, 5, 7, 6), torch.float64, triton_device, "contig")
+        conv.conv_forward(x, w, b, out, pad_mode="zeros", windowed_weight=windowed, **geo)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    grads = []
+    grad_out = torch.randn(2, 5, 7, 6, dtype=torch.float64, device=triton_device)
+    for windowed in (None, conv_window.window_weight(w, input_gradient=True)):
+        grad_in = _poisoned(x.shape, torch.float64, triton_device, "contig")
+        conv.conv_backward_input(grad_out, w, grad_in, windowed_weight=windowed, **geo)
+        grads.append(grad_in)
+    assert torch.equal(grads[0], grads[1])
+    with pytest.raises(ValueError, match="windowed_weight: expected"):
+        conv.conv_forward(x, w, b, outs[0], pad_mode="zeros",
+                          windowed_weight=conv_window.window_weight(w[:, :, :2]), **geo)  # fmt: skip
+    wide = torch.randn(5, 16, 3, 3, dtype=torch.float64, device=triton_device)
+    with pytest.raises(ValueError, match="conv_forward: windowed_weight is for convolutions"):
+        conv.conv_forward(torch.randn(2, 16, 7, 6, dtype=torch.float64, device=triton_device),
+                          wide, None, outs[0], pad_mode="zeros",
+                          windowed_weight=conv_window.window_weight(w), **geo)  # fmt: skip
+    with pytest.raises(ValueError, match="conv_backward_input: windowed_weight is for"):
+        conv.conv_backward_input(grad_out, w, grads[0], windowed_weight=grads[0],
+                                 **dict(geo, stride=(2, 2)))  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_reduced_precision(triton_device, dtype):
     """Within twice torch's own error (fp16), or close (fp32), like the tap loop it runs."""

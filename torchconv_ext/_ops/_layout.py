@@ -7,10 +7,13 @@ one scalar load per element. So, on the Triton path:
 * activations (input, grad_output) are converted to channels-last with one copy when they are not
   already (:func:`channels_last_activation`; the 1×1 GEMM reads NCHW rows of 16 positions as
   they are: ``conv.gemm_activation``), and
-* weights are repacked channels-last (:func:`packed_weight`), and a module's weights — its
-  ``nn.Parameter`` objects — once per version: the repacked copy is cached by data pointer,
-  shape, strides, dtype and device, valid while the same storage is alive and its version
-  counter (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
+* weights are repacked channels-last (:func:`packed_weight`) — or, for the narrow convolutions
+  that read windows of a padded copy, into the windows' layout (``triton_kernels.window_weight``:
+  ``form`` ``"windows"``, and ``"windows_input_gradient"`` for the flipped, transposed weight
+  of their input gradient) — and a module's weights — its ``nn.Parameter`` objects — once per
+  version and form: the repacked copy is cached by form, data pointer, shape, strides, dtype
+  and device, valid while the same storage is alive and its version counter
+  (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
   optimizer step, ``load_state_dict``, ``torch.no_grad()`` updates) has not moved. Training then
   repacks each weight once per optimizer step, inference never, and a write makes the next
   call repack instead of reading a stale copy.
@@ -36,6 +39,7 @@ from collections import OrderedDict
 
 import torch
 
+from .._backend import kernels
 from .._memory import to_layout
 
 #: Most weights the cache holds (least recently used first out).
@@ -67,15 +71,22 @@ def channels_last_activation(t: torch.Tensor) -> torch.Tensor:
 ENABLED: bool = os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
 
 
-def _pack(w: torch.Tensor) -> torch.Tensor:
+#: The forms a weight is repacked into (module doc).
+FORMS = ("channels_last", "windows", "windows_input_gradient")
+
+
+def _pack(w: torch.Tensor, form: str) -> torch.Tensor:
     _stats["packs"] += 1
     with torch.no_grad():
-        return to_layout(w, True)
+        if form == "channels_last":
+            return to_layout(w, True)
+        return kernels().window_weight(w, input_gradient=form == "windows_input_gradient")
 
 
-def packed_weight(w: torch.Tensor) -> torch.Tensor:
-    """``w`` channels-last; a parameter is repacked at most once per version (module doc)."""
-    if is_channels_last(w):
+def packed_weight(w: torch.Tensor, form: str = "channels_last") -> torch.Tensor:
+    """``w`` in ``form`` (one of :data:`FORMS`); a parameter is repacked at most once per
+    version (module doc)."""
+    if form == "channels_last" and is_channels_last(w):
         return w
     # A graph being captured must record the repack itself: a cached copy would be replayed
     # stale after the weight changes.
@@ -84,8 +95,8 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
         or not ENABLED
         or (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
     ):
-        return _pack(w)
-    key = (w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
+        return _pack(w, form)
+    key = (form, w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
     storage = w.untyped_storage()
     entry = _entries.get(key)
     if entry is not None and entry[0]() is storage and entry[1] == w._version:
@@ -96,7 +107,7 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
             pass
         return entry[2]
     version = w._version
-    packed = _pack(w)
+    packed = _pack(w, form)
     # The entry dies with the weight's storage (so a new tensor at the same address never
     # finds it, and the packed copy is freed with the weight).
     ref = weakref.ref(storage, functools.partial(_forget, key))

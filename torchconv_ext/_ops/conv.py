@@ -123,11 +123,13 @@ def triton_forward(
     stored = layout or (gemm and not k.stores_nchw(shape[2:], g.stride))
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
+        windowed = {}
         if gemm:
-            input, weight = gemm_operands(input, weight, g)
+            input, weight, windowed = gemm_operands(input, weight, g)
         k.conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **kernel_args(g)
-        )
+            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **windowed,
+            **kernel_args(g),
+        )  # fmt: skip
     return out if stored == layout else to_layout(out, False)
 
 
@@ -140,27 +142,41 @@ def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     return channels_last_activation(t)
 
 
-def _windowed(input: Tensor, g: ConvGeometry) -> bool:
-    """Whether the convolution is a narrow one (a stem) that packs its input and weight into
-    padded windows itself (``triton_kernels.windows``): its operands go as given."""
-    return kernels().windows(input.shape[1], g.groups, g.dilation)
+def _windowed(activation: Tensor, kernel_size, g: ConvGeometry, input_gradient=False) -> bool:
+    """Whether the convolution is a narrow one (a stem) that reads its input — with
+    ``input_gradient``, whose input gradient reads the output's gradient (``activation``) — as
+    windows of a padded copy it makes itself (``triton_kernels.reads_windows``): that
+    activation goes as given, and the weight in the windows' layout."""
+    padding = g.padding
+    if input_gradient and g.padding_mode != "zeros":
+        padding = (0,) * len(padding)  # (grad-input kernels see zero padding only)
+    return kernels().reads_windows(
+        activation.shape[1], g.groups, kernel_size, g.stride, padding, g.dilation,
+        input_gradient=input_gradient,
+    )  # fmt: skip
 
 
 def gemm_input(input: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     """A convolution's input as the tensor-core convolutions read it fastest: as it is for
     narrow convolutions (:func:`_windowed`), else as :func:`gemm_activation` gives it."""
-    return input if _windowed(input, g) else gemm_activation(input, kernel_size, g)
+    return input if _windowed(input, kernel_size, g) else gemm_activation(input, kernel_size, g)
 
 
-def gemm_operands(input: Tensor, weight: Tensor, g: ConvGeometry) -> tuple[Tensor, Tensor]:
-    """A forward's input and weight as the tensor-core convolutions read them fastest: both as
-    given for narrow convolutions (:func:`_windowed`), else the input as
-    :func:`gemm_activation` gives it and the weight repacked channels-last (once per version for
-    a parameter: ``_layout.packed_weight``)."""
-    if _windowed(input, g):
-        return input, weight
+def gemm_operands(input: Tensor, weight: Tensor, g: ConvGeometry) -> tuple[Tensor, Tensor, dict]:
+    """A forward's input and weight as the tensor-core convolutions read them fastest, and the
+    launch's keyword arguments that go with them: for narrow convolutions (:func:`_windowed`)
+    both as given and the weight in the windows' layout (``windowed_weight``), else the input
+    as :func:`gemm_activation` gives it and the weight repacked channels-last — each repack
+    once per version for a parameter (``_layout.packed_weight``)."""
     k = kernels()
-    return gemm_activation(input, weight.shape[2:], g), k.replayed_whole(packed_weight, weight)
+    if _windowed(input, weight.shape[2:], g):
+        return (
+            input,
+            weight,
+            {"windowed_weight": k.replayed_whole(packed_weight, weight, "windows")},
+        )
+    activation = gemm_activation(input, weight.shape[2:], g)
+    return activation, k.replayed_whole(packed_weight, weight), {}
 
 
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
@@ -205,7 +221,12 @@ def _bwd_input_impl(
         return to_layout(grad, channels_last)
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
-    if gemm:
+    windowed = {}
+    if gemm and _windowed(grad_output, weight.shape[2:], g, input_gradient=True):
+        # The windows read the output's gradient as it is, and this form of the weight.
+        form = "windows_input_gradient"
+        windowed = {"windowed_weight": k.replayed_whole(packed_weight, weight, form)}
+    elif gemm:
         grad_output = gemm_activation(grad_output, weight.shape[2:], g)
         weight = k.replayed_whole(packed_weight, weight)
     if g.padding_mode == "zeros":
@@ -215,14 +236,17 @@ def _bwd_input_impl(
         stored = channels_last or (gemm and not nchw)
         grad = empty_in_layout(shape, grad_output, stored, poison=True)
         if grad.numel():
-            k.conv_backward_input(grad_output, weight, grad, bias=bias, **kernel_args(g))
+            k.conv_backward_input(
+                grad_output, weight, grad, bias=bias, **windowed, **kernel_args(g)
+            )
         return grad if stored == channels_last else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
     # onto its sources (so the bias comes after the fold).
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
     grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
     if grad.numel():
-        k.conv_backward_input(grad_output, weight, grad, **kernel_args(g, (0,) * len(g.stride)))
+        geometry = kernel_args(g, (0,) * len(g.stride))
+        k.conv_backward_input(grad_output, weight, grad, **windowed, **geometry)
     grad = to_layout(
         fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
     )

@@ -82,13 +82,16 @@ def _impl(
     out = empty_in_layout(shape, input, stored, poison=True)
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
+        input, weight, windowed = gemm_operands(input, weight, g)
         k.conv_forward(
-            *gemm_operands(input, weight, g),
+            input,
+            weight,
             bias,
             out,
             pad_mode=g.padding_mode,
             pieces=pieces,
             winner=winner,
+            **windowed,
             **kernel_args(g),
         )
     return to_layout(out, layout), to_layout(winner, layout)
