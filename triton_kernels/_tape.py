@@ -381,14 +381,43 @@ _FPSAN = hasattr(knobs.compilation, "fpsan_homomorphic_casts")
 
 
 _TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
-#: Argument types keyed by their value as they are (the common ones, tested first).
-_VALUES = frozenset({int, float, bool, str, tuple, type(None)})
+#: Per tuple of argument types: where the tensors are and where the lists are (the primitives'
+#: int[] arguments), found once per tuple (a call's types are its key's first half).
+_ARGUMENT_KINDS: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _argument_kinds(types: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    kinds = _ARGUMENT_KINDS.get(types)
+    if kinds is None:
+        tensors, lists = [], []
+        for i, t in enumerate(types):
+            if t is _TENSOR or t is _PARAMETER:
+                tensors.append(i)
+            elif issubclass(t, torch.Tensor):
+                raise Untapeable("a tensor subclass")
+            elif t is list:
+                lists.append(i)
+        kinds = _ARGUMENT_KINDS[types] = (tuple(tensors), tuple(lists))
+    return kinds
 
 
 def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -> tuple:
-    """The problem of a call (module doc), collecting its tensors into ``tensors``. Raises
-    :class:`Untapeable` for a tensor subclass; an unhashable argument makes the key unhashable."""
-    parts = [
+    """The problem of a call (module doc), collecting its tensors into ``tensors``: the
+    arguments' types, then their values — a tensor's shape, strides, dtype, device and 16-byte
+    alignment in its place, a list as a tuple. Raises :class:`Untapeable` for a tensor
+    subclass; an unhashable argument makes the key unhashable."""
+    if kwargs:
+        args = (*args, *kwargs.values())
+    types = tuple(map(type, args))
+    tensor_at, list_at = _argument_kinds(types)
+    values = list(args)
+    for i in tensor_at:
+        v = args[i]
+        tensors.append(v)
+        values[i] = (v.shape, v.stride(), v.dtype, v.device, not v.data_ptr() & 15)
+    for i in list_at:
+        values[i] = tuple(args[i])
+    return (
         id(fn),
         _current_device(),
         knobs.runtime.debug,
@@ -398,21 +427,9 @@ def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -
         _autocast_state() if torch._C._is_any_autocast_enabled() else None,
         context() if context is not None else None,
         tuple(kwargs),
-    ]
-    for v in (*args, *kwargs.values()) if kwargs else args:
-        t = type(v)
-        if t in _VALUES:
-            parts += (t, v)
-        elif t is _TENSOR or t is _PARAMETER:
-            tensors.append(v)
-            parts += (v.shape, v.stride(), v.dtype, v.device, not v.data_ptr() & 15)
-        elif isinstance(v, torch.Tensor):
-            raise Untapeable("a tensor subclass")
-        elif t is list:  # the primitives' int[] arguments
-            parts += (t, tuple(v))
-        else:
-            parts += (t, v)
-    return tuple(parts)
+        types,
+        tuple(values),
+    )
 
 
 def _autocast_state() -> tuple:
