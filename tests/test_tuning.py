@@ -372,6 +372,12 @@ def test_grad_weight_candidates_share_one_reduction_chunk():
         }
     for table in (_gemm_common.GEMM_WEIGHT_TABLE, _gemm_common.NARROW_WEIGHT_TABLE):
         assert {row[2] for row in table} == {_gemm_common.WEIGHT_BLOCK_K}
+    # ... and sums each chunk with the same instruction: 64 rows or more per warpgroup (wgmma;
+    # fewer rows would run mma.sync, whose sums need not round alike).
+    tables = (_gemm_common.GEMM_WEIGHT_TABLE, _gemm_common.NARROW_WEIGHT_TABLE,
+              _gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE)  # fmt: skip
+    for bm, _, _, _, warps in (row for table in tables for row in table):
+        assert bm >= 64 * max(1, warps // 4)
 
 
 def _tuning_interpreted() -> bool:

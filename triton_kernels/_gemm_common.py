@@ -114,7 +114,7 @@ MAXOUT_GEMM_TABLE = [
 ]
 
 #: Grad-weight's reduction chunk: fixed, so every config sums in the same order and results are
-#: bitwise repeatable whichever config a tuner picks.
+#: bitwise repeatable whichever config a tuner picks (their tiles all run wgmma: at least 64 rows).
 WEIGHT_BLOCK_K = 32
 # The plain GEMM's grad-weight candidates (its table re-chunked to WEIGHT_BLOCK_K).
 GEMM_WEIGHT_TABLE = [
@@ -126,16 +126,15 @@ GEMM_WEIGHT_TABLE = [
     (64, 64, 32, 4, 4),
 ]
 
-# Narrow grad-weight tiles (BLOCK_K is its fixed reduction chunk): rows are a group's output
-# channels, columns its input channels per tap (or flattened taps × channels); 16 and 32 rows
-# fit a narrow group's outputs, at the price of mma.sync for the tensor cores (wgmma needs 64).
+# Narrow grad-weight tiles (BLOCK_K is its fixed reduction chunk): 16- and 32-wide columns (a
+# group's input channels per tap) and, for the flattened loop's taps × channels, 64. Rows stay at
+# 64 or more, as in the wide tables: every candidate then runs wgmma (fewer rows would run
+# mma.sync), so that each element sums its chunks the same way whichever config a tuner picks.
 NARROW_WEIGHT_TABLE = [
     (64, 32, 32, 4, 4),
-    (32, 32, 32, 4, 4),
     (64, 16, 32, 4, 4),
     (128, 32, 32, 4, 4),
-    (32, 64, 32, 4, 4),
-    (16, 64, 32, 4, 4),
+    (64, 64, 32, 4, 4),
 ]
 
 #: Channels of a group up to which its tiles take the narrow tables.

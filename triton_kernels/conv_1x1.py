@@ -410,7 +410,7 @@ def conv1x1_backward_weight(
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
 
-    _BWD_WEIGHT[narrow(min(cg_out, cg_in))].launch(
+    _BWD_WEIGHT[narrow(cg_in)].launch(
         key,
         grid,
         (

@@ -21,8 +21,8 @@ the per-column tap arithmetic, not the tensor cores, bounds those loops. Stems (
 take the tap loop instead, over windows of a padded copy of their input
 (``conv_window``: there, a padded input is the price of contiguous windows).
 
-A tile side that spans the channels of a group (the forward's and grad-input's columns, either
-side of grad-weight's tile) takes 16- and 32-wide tiles when the group has at most 32 of them
+A tile side that spans the channels of a group (the columns of every GEMM: output channels,
+input channels, input channels per tap) takes 16- and 32-wide tiles when it has at most 32
 (``_gemm_common.narrow``: 3D U-Net's 32-channel levels, ResNeXt's and RegNet's groups): a
 64-wide tile would leave half or more of its tensor-core work and registers idle.
 """
@@ -836,10 +836,9 @@ def gemm_conv_backward_weight(
         cols = cdiv(n_taps * cg_in, c["BLOCK_N"]) if flat else n_taps * cdiv(cg_in, c["BLOCK_N"])
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
 
-    # Narrow when either side of the tile is: rows (output channels) or columns (input
-    # channels per tap, or the flattened taps × channels).
-    thin = narrow(min(cg_out, n_taps * cg_in if flat else cg_in))
-    _BWD_WEIGHT[flat, thin].launch(
+    # Narrow columns: input channels per tap, or the flattened taps × channels (the rows, output
+    # channels, stay 64 or more: see NARROW_WEIGHT_TABLE).
+    _BWD_WEIGHT[flat, narrow(n_taps * cg_in if flat else cg_in)].launch(
         key,
         grid,
         (

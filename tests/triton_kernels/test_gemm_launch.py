@@ -106,7 +106,7 @@ def test_every_flattened_loop_config(monkeypatch, config):
 @pytest.mark.parametrize("weight_config", _candidates(_gemm_common.NARROW_WEIGHT_TABLE))
 @pytest.mark.parametrize("flat", [False, True], ids=["tap", "flat"])
 def test_every_narrow_grad_weight_config(monkeypatch, flat, weight_config):
-    """Grad-weight tiles of 16 and 32 rows or columns, on channels that leave partial tiles."""
+    """Grad-weight tiles of 16 and 32 columns, on channels that leave partial tiles."""
     config = Config.of(4, 1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
     _force_loop(monkeypatch, flat, config, weight_config)
     x, w, b = _inputs((2, 3 if flat else 20, 9, 8), 18, (3, 3))
@@ -179,19 +179,21 @@ def _grids(monkeypatch, launch):
 @pytest.mark.parametrize(
     "groups,c_in,c_out,variants",
     [
-        (1, 40, 32, ["conv_fwd_tap_narrow", "conv_bwd_input_tap", "conv_bwd_weight_tap_narrow"]),
+        (1, 40, 32, ["conv_fwd_tap_narrow", "conv_bwd_input_tap", "conv_bwd_weight_tap"]),
         (1, 32, 40, ["conv_fwd_tap", "conv_bwd_input_tap_narrow", "conv_bwd_weight_tap_narrow"]),
         (1, 40, 48, ["conv_fwd_tap", "conv_bwd_input_tap", "conv_bwd_weight_tap"]),
         (8, 64, 256, ["conv_fwd_flat_narrow", "conv_bwd_input_tap_narrow",
+                      "conv_bwd_weight_flat"]),
+        (32, 64, 64, ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
                       "conv_bwd_weight_flat_narrow"]),
         (1, 4, 64, ["conv_fwd_flat", "conv_bwd_input_tap_narrow", "conv_bwd_weight_flat"]),
     ],
 )  # fmt: skip
 def test_narrow_groups_take_the_narrow_tables(monkeypatch, groups, c_in, c_out, variants):
-    """A tile side over at most 32 channels of a group takes 16- and 32-wide tiles: the
-    forward's output channels, the input gradient's input channels, and either side of the
-    weight gradient (its rows, or its columns: input channels per tap, or flattened taps ×
-    channels). The dilation keeps narrow inputs off the windows (``conv_window``)."""
+    """A tile's columns over at most 32 channels of a group take 16- and 32-wide tiles: the
+    forward's output channels, the input gradient's input channels, the weight gradient's input
+    channels per tap (or flattened taps × channels: 9 × 2 here, not 9 × 8). The dilation keeps
+    narrow inputs off the windows (``conv_window``)."""
     x = torch.empty(1, c_in, 5, 5)
     w = torch.empty(c_out, c_in // groups, 3, 3)
     y = torch.empty(1, c_out, 3, 3)
@@ -207,13 +209,13 @@ def test_narrow_groups_take_the_narrow_tables(monkeypatch, groups, c_in, c_out, 
 
 def test_narrow_pointwise_convolutions_take_the_narrow_tables(monkeypatch):
     """The 1×1 GEMM as the implicit GEMM: narrow forward columns (32 output channels), wide
-    grad-input columns (40 input channels), a narrow side of the grad-weight tile."""
+    grad-input and grad-weight columns (40 input channels)."""
     x, w, y = torch.empty(1, 40, 4, 4), torch.empty(32, 40, 1, 1), torch.empty(1, 32, 4, 4)
     geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, allow_tf32=False)
     grids = _grids(monkeypatch, lambda: K.conv_forward(x, w, None, y, pad_mode="zeros", **geo))
     grids += _grids(monkeypatch, lambda: K.conv_backward_input(y, w, x, **geo))
     grids += _grids(monkeypatch, lambda: K.conv_backward_weight(x, y, w, pad_mode="zeros", **geo))
-    assert [name for name, _ in grids] == ["conv1x1_narrow", "conv1x1", "conv1x1_bwd_weight_narrow"]
+    assert [name for name, _ in grids] == ["conv1x1_narrow", "conv1x1", "conv1x1_bwd_weight"]
 
 
 def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):

@@ -111,8 +111,8 @@ SWEEP_LAYERS = [
     # the 1x1 GEMM and its grad-weight, wide then narrow
     _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, directions=_FWD_WEIGHT,
           tiny=dict(c_in=40, c_out=40, size=5)),
-    _conv("1x1 64->32 28x28", 2, 8, 64, 28, 32, 1, directions=_FWD_WEIGHT,
-          tiny=dict(c_in=40, c_out=16, size=5)),
+    _conv("1x1 32->32 28x28", 2, 8, 32, 28, 32, 1, directions=_FWD_WEIGHT,
+          tiny=dict(c_in=16, c_out=16, size=5)),
     # tap loops, wide, and narrow (32 channels per group)
     _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
           tiny=dict(c_in=40, c_out=40, size=5)),
@@ -122,10 +122,13 @@ SWEEP_LAYERS = [
     # grad-input (3 channels: narrow)
     _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
           tiny=dict(c_out=40, size=6)),
-    # flattened loops: narrow everywhere (8 channels per group), then the wide forward and
-    # grad-weight (8 channels in, 64 out per group) and the wide grad-input (8 out, 64 in)
+    # flattened loops: the narrow forward and grad-input (8 channels per group) and grad-weight
+    # (2 per group: 18 columns), the wide forward and grad-weight (8 channels in, 64 out per
+    # group: 72 columns) and the wide grad-input (8 out, 64 in)
     _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
-          tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+          directions=("forward", "grad_input"), tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+    _conv("grouped 3x3 g32 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=32,
+          directions=("grad_weight",), tiny=dict(c_in=16, c_out=16, size=5, groups=8)),
     _conv("grouped 3x3 g2 16->128 28x28", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
           directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
     _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,
