@@ -127,9 +127,10 @@ GEMM_WEIGHT_TABLE = [
 ]
 
 # Narrow grad-weight tiles (BLOCK_K is its fixed reduction chunk): 16- and 32-wide columns (a
-# group's input channels per tap) and, for the flattened loop's taps × channels, 64. Rows stay at
-# 64 or more, as in the wide tables: every candidate then runs wgmma (fewer rows would run
-# mma.sync), so that each element sums its chunks the same way whichever config a tuner picks.
+# group's input channels per tap, or its flattened taps × channels, at most 32), and 64 as the
+# wide tables' narrowest. Rows stay at 64 or more, as in the wide tables: every candidate then
+# runs wgmma (fewer rows would run mma.sync), so that each element sums its chunks the same way
+# whichever config a tuner picks.
 NARROW_WEIGHT_TABLE = [
     (64, 32, 32, 4, 4),
     (64, 16, 32, 4, 4),
