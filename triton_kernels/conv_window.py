@@ -286,19 +286,17 @@ def window_conv_backward_input(
 ) -> None:
     """``gemm_conv_backward_input`` of a stride-1 convolution whose output has few channels
     (:func:`windows` of them, with one group), through windows: ``grad_in`` is the convolution
-    of ``grad_out`` with the weight flipped and transposed (a small copy, or
-    ``windowed_weight``: ``window_weight(w, input_gradient=True)`` made earlier), padded by
+    of ``grad_out`` with the weight flipped and transposed (``windowed_weight``:
+    ``window_weight(w, input_gradient=True)`` made earlier, else made here), padded by
     ``dilation·(kernel - 1) - padding`` before each dim (the size of ``grad_in`` sets the rest),
     plus ``bias``."""
     w5 = as_5d(w)
     kernel, padding, dilation = w5.shape[2:], spatial3(padding, 0), spatial3(dilation, 1)
-    # Given the windowed weight, only the flipped weight's shape is needed (no copy).
-    flipped = (
-        w5.transpose(0, 1) if windowed_weight is not None else w5.flip((2, 3, 4)).transpose(0, 1)
-    )
+    if windowed_weight is None:
+        windowed_weight = window_weight(w5, input_gradient=True)
     window_conv_forward(
         grad_out,
-        flipped,
+        w5.transpose(0, 1),  # (its shape: the flipped weight is windowed_weight's)
         bias,
         grad_in,
         stride=(1, 1, 1),

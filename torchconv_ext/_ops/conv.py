@@ -29,11 +29,11 @@ On the Triton path, convolutions that run on tensor cores get their activations 
 (converted in one pass) and their weights repacked (once per version: ``_layout``), whatever the
 caller's layout, with two exceptions: the 1×1 GEMM reads NCHW activations as they are when
 each image has a multiple of 4 positions (``gemm_activation``), and narrow convolutions (stems)
-pack their input and weight into padded windows themselves (``gemm_operands``). A tile's rows are flattened
-positions, so results (forward, input gradient at stride 1) are stored straight into torch's
-NCHW layout when each image has a multiple of 4 positions: then Triton sees runs of
-contiguous positions and stores vectors of 8 or 16 bytes
-(``triton_kernels.stores_nchw``). Otherwise an NCHW store would be one address per element —
+pack their input into padded windows themselves, their weight repacked into the windows' layout
+(``gemm_operands``). A tile's rows are flattened positions, so results (forward, input
+gradient at stride 1) are stored straight into torch's NCHW layout when each image has a
+multiple of 4 positions: then Triton sees runs of contiguous positions and stores vectors of 8
+or 16 bytes (``triton_kernels.stores_nchw``). Otherwise an NCHW store would be one address per element —
 compiled for sm_90, the 3×3 forward's larger tiles then sit at 255 registers and spill
 (``benchmarks/results/compile-report/nchw-store-experiment-sm_90.md``) — so the kernels store
 channels-last rows and the result is converted, in one pass, to the layout torch returns.
