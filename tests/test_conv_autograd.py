@@ -39,6 +39,7 @@ def _raw_calls(padding_mode: str, bias: bool):
         "fwd": (OPS.conv_fwd, (x, w, b, *geometry)),
         "bwd_input": (OPS.conv_bwd_input, (gy, w, bias_t, [7], False, *geometry)),
         "bwd_weight": (OPS.conv_bwd_weight, (gy, x, [3], False, *geometry)),
+        "bwd_weight_bias": (OPS.conv_bwd_weight_bias, (gy, x, [3], False, *geometry)),
     }
 
 
@@ -48,7 +49,7 @@ def _raw_calls(padding_mode: str, bias: bool):
 # primitives (the gradcheck of the Triton path is in test_conv.py).
 _RAW_CASES = [
     pytest.param(op, mode, "torch", id=f"{op}-{mode}-torch")
-    for op in ("fwd", "bwd_input", "bwd_weight")
+    for op in ("fwd", "bwd_input", "bwd_weight", "bwd_weight_bias")
     for mode in ("zeros", "reflect")
 ]
 _RAW_CASES.append(pytest.param("fwd", "reflect", "triton", marks=pytest.mark.interpret))

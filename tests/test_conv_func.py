@@ -1,5 +1,5 @@
 """Convolution under torch.func, both backends, against torch in float64: the batching rules of
-the three primitives, per-sample gradients of a small CNN, forward mode and Jacobians.
+the primitives, per-sample gradients of a small CNN, forward mode and Jacobians.
 
 The batching rules are backend-independent code, checked branch by branch on the fallback; on
 the Triton kernels their folded launches run inside the per-sample gradients (batch and groups
@@ -21,7 +21,7 @@ from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
 from torchconv_ext._backend import kernels
 from torchconv_ext._fallback import conv as fallback
-from torchconv_ext._ops.conv import conv_bwd_input, conv_bwd_weight, conv_fwd
+from torchconv_ext._ops.conv import conv_bwd_input, conv_bwd_weight, conv_bwd_weight_bias, conv_fwd
 
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
 B = 3  # vmapped batch size
@@ -45,6 +45,10 @@ def _primitive_calls():
             (gy, w, bias_t),
         ),
         "bwd_weight": (lambda gy, x: conv_bwd_weight(gy, x, [3], False, *_GEOMETRY), (gy, x)),
+        "bwd_weight_bias": (
+            lambda gy, x: conv_bwd_weight_bias(gy, x, [3], False, *_GEOMETRY),
+            (gy, x),
+        ),
     }
 
 
@@ -73,12 +77,13 @@ def test_batching_rules_match_a_loop(name, dims, monkeypatch):
     with torchconv_ext.use_backend("torch"):
         out = tf.vmap(fn, in_dims=dims)(*args)
         assert len(calls) == 1  # the rule folded the batch, no loop
-        expected = torch.stack(
-            [
-                fn(*(a if d is None else a.select(d, i) for a, d in zip(args, dims)))
-                for i in range(B)
-            ]
-        )
+        loop = [
+            fn(*(a if d is None else a.select(d, i) for a, d in zip(args, dims))) for i in range(B)
+        ]
+    if isinstance(out, tuple):  # (grad_weight, grad_bias)
+        expected = tuple(torch.stack(parts) for parts in zip(*loop))
+    else:
+        expected = torch.stack(loop)
     torch.testing.assert_close(out, expected)
 
 
@@ -181,20 +186,23 @@ def test_jvp_jacfwd_and_jacrev_match_torch(backend):
 
 
 def test_hessian_matches_torch():
-    """Forward over reverse mode: the jvp rules of the gradient primitives."""
+    """Forward over reverse mode: the jvp rules of the gradient primitives (with a bias: the
+    weight's and bias's gradients of one primitive, ``conv_bwd_weight_bias``)."""
     torch.manual_seed(3)
-    x, w = _t(1, 2, 5), _t(2, 2, 3)
+    x, w, b = _t(1, 2, 5), _t(2, 2, 3), _t(2)
 
-    def loss(conv, w):
-        return conv(x, w).tanh().sum()
+    def loss(conv, w, b=None):
+        return conv(x, w, b).tanh().sum()
 
-    with torchconv_ext.use_backend("torch"):
-        got = tf.hessian(
-            lambda v: loss(
-                lambda a, b: TF.conv1d(a, b, None, 1, "same", 2, padding_mode="circular"), v
-            )
-        )(w)
-    expected = tf.hessian(
-        lambda v: loss(lambda a, b: reference_conv(a, b, None, 1, "same", 2, 1, "circular"), v)
-    )(w)
-    torch.testing.assert_close(got, expected)
+    def ours(a, w, b):
+        return TF.conv1d(a, w, b, 1, "same", 2, padding_mode="circular")
+
+    def theirs(a, w, b):
+        return reference_conv(a, w, b, 1, "same", 2, 1, "circular")
+
+    for params in ((w,), (w, b)):
+        argnums = tuple(range(len(params)))
+        with torchconv_ext.use_backend("torch"):
+            got = tf.hessian(lambda *p: loss(ours, *p), argnums)(*params)
+        expected = tf.hessian(lambda *p: loss(theirs, *p), argnums)(*params)
+        torch.testing.assert_close(got, expected)

@@ -41,6 +41,7 @@ def test_opcheck(backend, padding_mode):
             cl = layout == torch.channels_last
             torch.library.opcheck(ops.conv_bwd_input, (gy, w.detach(), None, [6, 5], cl, *geo))
             torch.library.opcheck(ops.conv_bwd_weight, (gy, x.detach(), [3, 2], cl, *geo))
+            torch.library.opcheck(ops.conv_bwd_weight_bias, (gy, x.detach(), [3, 2], cl, *geo))
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])

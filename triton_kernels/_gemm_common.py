@@ -138,6 +138,28 @@ NARROW_WEIGHT_TABLE = [
     (64, 64, 32, 4, 4),
 ]
 
+#: Columns of the all-ones operand a grad-weight kernel sums the bias gradient with (wgmma's
+#: narrowest tile).
+SUM_COLUMNS = tl.constexpr(16)
+
+
+@triton.jit
+def channel_sums(a, sums, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """``sums`` plus the rows of ``a`` (output channels × one chunk of positions) summed, in each
+    of its columns: a product with ones on the tensor cores, so each channel sums its chunks in
+    the order the weight gradient sums them, whatever the tile (a bias gradient as repeatable as
+    the weight's). For the operands ``bias_target`` sums in the kernel."""
+    ones = tl.full((a.shape[1], sums.shape[1]), 1, a.dtype)
+    return tl.dot(a, ones, sums, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
+def first_column(t):
+    """``t[:, 0]`` (adding zeros to it: exact)."""
+    column = tl.arange(0, t.shape[1])[None, :]
+    return tl.sum(tl.where(column == 0, t, 0.0), axis=1)
+
+
 #: Channels of a group up to which its tiles take the narrow tables.
 NARROW_CHANNELS = 32
 
@@ -207,6 +229,31 @@ def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
     dtype = acc_torch_dtype(grad_w.dtype)
     inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
     return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)
+
+
+def bias_target(
+    grad_bias: torch.Tensor | None, grad_out: torch.Tensor, n_split: int
+) -> torch.Tensor | None:
+    """Where a grad-weight kernel sums the bias gradient (``channel_sums``): ``grad_bias`` viewed
+    as one split, or a workspace of ``n_split`` partial sums in fp32 (fp64). ``None`` without a
+    bias gradient, or when the kernel sums none: ``grad_bias`` then gets the sum of ``grad_out``
+    (5-d) here.
+
+    The kernel sums 16-bit operands, whose products with ones the tensor cores make exactly, at
+    the cost of a small accumulator. fp32 and fp64 products run on CUDA cores (or would round
+    each gradient to 11 bits under TF32), where the second product takes registers the main
+    loop cannot spare (compiled for sm_90, every fp32 candidate but the smallest spills): a
+    separate sum then. Triton's interpreter has no registers to spare and sums every dtype in
+    the kernel, so that float64 tests check the kernel's sums."""
+    if grad_bias is None:
+        return None
+    if not (INTERPRET or grad_out.dtype in (torch.float16, torch.bfloat16)):
+        torch.sum(grad_out, [0, 2, 3, 4], out=grad_bias)
+        return None
+    if n_split == 1:
+        return grad_bias.view(1, -1)
+    dtype = acc_torch_dtype(grad_bias.dtype)
+    return torch.empty((n_split, grad_bias.shape[0]), dtype=dtype, device=grad_bias.device)
 
 
 def position_strides(t5: torch.Tensor) -> tuple[int, int] | None:

@@ -232,8 +232,12 @@ def conv_backward_weight(
     groups: int,
     pad_mode: str,
     allow_tf32: bool,
+    grad_bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of a convolution with respect to its weight, written to ``grad_w``."""
+    """Gradient of a convolution with respect to its weight, written to ``grad_w``, and to its
+    bias, written to ``grad_bias`` (contiguous, ``(C_out,)``) when given: the GEMMs sum it from
+    the gradient chunks they load for the weight's (16-bit operands), the other cases leave it to
+    one reduction."""
     if _is_depthwise(x.shape[1], groups):
         depthwise_conv_backward_weight(
             x,
@@ -244,14 +248,16 @@ def conv_backward_weight(
             dilation=dilation,
             pad_mode=pad_mode,
         )
+        if grad_bias is not None:
+            torch.sum(grad_out, [0, *range(2, grad_out.dim())], out=grad_bias)
     elif is_pointwise(grad_w.shape[2:], stride, padding) and conv1x1_backward_weight(
-        x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32
+        x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32, grad_bias=grad_bias
     ):
         pass  # the 1×1 GEMM ran it
     elif reads_windows(x.shape[1], groups, grad_w.shape[2:], stride, padding, dilation):
         window_conv_backward_weight(
             x, grad_out, grad_w, stride=stride, padding=padding, dilation=dilation,
-            pad_mode=pad_mode, allow_tf32=allow_tf32,
+            pad_mode=pad_mode, allow_tf32=allow_tf32, grad_bias=grad_bias,
         )  # fmt: skip
     else:
         gemm_conv_backward_weight(
@@ -264,4 +270,5 @@ def conv_backward_weight(
             groups=groups,
             pad_mode=pad_mode,
             allow_tf32=allow_tf32,
+            grad_bias=grad_bias,
         )

@@ -41,10 +41,14 @@ from ._gemm_common import (
     NARROW_GEMM_TABLE,
     NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
+    SUM_COLUMNS,
     WEIGHT_BLOCK_K,
     aligned_rows,
+    bias_target,
+    channel_sums,
     choose_split,
     configs,
+    first_column,
     flat_alignment,
     flat_grid,
     narrow,
@@ -172,16 +176,17 @@ def _gemm_tile(
 
 @triton.jit
 def _conv1x1_bwd_weight_kernel(
-    go_ptr, x_ptr, gw_ptr,
+    go_ptr, x_ptr, gw_ptr, gb_ptr,
     M, P_SPLIT, N_SPLIT, C_IN, C_OUT, P,
-    sgo_n, sgo_p, sgo_c, sx_n, sx_p, sx_c, sgw_split, sgw_o, sgw_i,
+    sgo_n, sgo_p, sgo_c, sx_n, sx_p, sx_c, sgw_split, sgw_o, sgw_i, sgb_split,
     FLAT_ROWS: tl.constexpr, USE_INT64: tl.constexpr,
-    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, GO_ALIGN: tl.constexpr, X_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci] = Σ_{positions of split} go[·, group·C_OUT + co] ·
-    x[·, group·C_IN + ci], the positions ``[split·P_SPLIT, …)`` of ``M = batch·P``.
+    x[·, group·C_IN + ci], the positions ``[split·P_SPLIT, …)`` of ``M = batch·P``; with
+    ``BIAS``, also gb[split, group·C_OUT + co] = Σ go[·, group·C_OUT + co] (``channel_sums``).
 
     Grid: groups · N_SPLIT × C_OUT tiles × C_IN tiles, flat. The reduction runs in BLOCK_K
     chunks from the split's start whatever the tiling, and every program writes its own slot:
@@ -207,6 +212,7 @@ def _conv1x1_bwd_weight_kernel(
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)  # (BIAS: the bias gradient)
     for p0 in range(start, end, BLOCK_K):
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
@@ -221,6 +227,8 @@ def _conv1x1_bwd_weight_kernel(
             other=0.0,
         )
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if BIAS and tile_n == 0:  # one column tile per row tile sums its rows too
+            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
 
     gw_rows = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
     tl.store(
@@ -228,6 +236,9 @@ def _conv1x1_bwd_weight_kernel(
         acc.to(gw_ptr.dtype.element_ty),
         mask=co_ok[:, None] & ci_ok[None, :],
     )
+    if BIAS and tile_n == 0:
+        gb = gb_ptr + wide(split, USE_INT64) * sgb_split + co_off
+        tl.store(gb, first_column(sums).to(gb_ptr.dtype.element_ty), mask=co_ok)
 
 
 # ``{narrow: tuner}``: narrow when the tiles' channel side is a narrow group's (at most 32
@@ -380,10 +391,11 @@ def conv1x1_backward_weight(
     *,
     groups: int,
     allow_tf32: bool,
+    grad_bias: torch.Tensor | None = None,
 ) -> bool:
-    """``grad_w = Σ_positions grad_out ⊗ x`` per group, split into a deterministic number of
-    slices when the weight alone is too small to fill the GPU; ``False`` as in
-    :func:`conv1x1_forward`."""
+    """``grad_w = Σ_positions grad_out ⊗ x`` per group (and ``grad_bias = Σ_positions
+    grad_out`` when given), split into a deterministic number of slices when the weight alone is
+    too small to fill the GPU; ``False`` as in :func:`conv1x1_forward`."""
     check_device(x, grad_out, grad_w)
     x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
     rows = _rows(go5, x5)
@@ -400,12 +412,14 @@ def conv1x1_backward_weight(
     split_stride = 0 if n_split == 1 else target.stride(0)
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
+    sums = bias_target(grad_bias, go5, n_split)
     # Splits start at multiples of 16 positions: NCHW rows then load as 16-byte vectors (the
     # last splits may be short or empty: they add zeros).
     p_split = cdiv(cdiv(m, n_split), 16) * 16
     alignments = flat_alignment(go5), flat_alignment(x5)
     key = (x.dtype, (go5.stride(1) == 1, x5.stride(1) == 1, gw5.stride(1) == 1), groups, cg_in,
-           cg_out, bucket(p_split), n_split, flat_rows, alignments, use_int64, precision)  # fmt: skip
+           cg_out, bucket(p_split), n_split, flat_rows, alignments, use_int64, precision,
+           sums is not None)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
@@ -414,17 +428,20 @@ def conv1x1_backward_weight(
         key,
         grid,
         (
-            go5, x5, target,
+            go5, x5, target, target if sums is None else sums,
             m, p_split, n_split, cg_in, cg_out, p,
             sgo_n, sgo_p, go5.stride(1), sx_n, sx_p, x5.stride(1),
             split_stride, target.stride(-5), target.stride(-4),
+            0 if sums is None else sums.stride(0),
         ),
         dict(
             FLAT_ROWS=flat_rows, USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, GO_ALIGN=alignments[0],
-            X_ALIGN=alignments[1],
+            ACC_DTYPE=acc_dtype(x.dtype), BIAS=sums is not None, GROUP_M=GROUP_M,
+            GO_ALIGN=alignments[0], X_ALIGN=alignments[1],
         ),
     )  # fmt: skip
     if n_split > 1:
         gw5.copy_(target.sum(0))
+        if sums is not None:
+            grad_bias.copy_(sums.sum(0))
     return True

@@ -58,13 +58,17 @@ from ._gemm_common import (
     NARROW_TAP_TABLE,
     NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
+    SUM_COLUMNS,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
     aligned,
     aligned_rows,
+    bias_target,
     channel_alignment,
+    channel_sums,
     choose_split,
     configs,
+    first_column,
     flat_alignment,
     flat_grid,
     narrow,
@@ -468,15 +472,15 @@ def _conv_bwd_input_kernel(
 
 @triton.jit(do_not_specialize=["Q_OD", "Q_OH", "Q_OW"])
 def _conv_bwd_weight_kernel(
-    x_ptr, go_ptr, gw_ptr,
+    x_ptr, go_ptr, gw_ptr, gb_ptr,
     P, P_SPLIT, N_SPLIT, C_IN, C_OUT,
     D, H, W, OD, OH, OW, Q_OD, Q_OH, Q_OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
-    sgw_split, sgw_o, sgw_i, sgw_d, sgw_h, sgw_w,
+    sgw_split, sgw_o, sgw_i, sgw_d, sgw_h, sgw_w, sgb_split,
     PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
-    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr, C_ALIGN: tl.constexpr,
     GO_ALIGN: tl.constexpr, IN_BOUNDS: tl.constexpr,
@@ -523,6 +527,7 @@ def _conv_bwd_weight_kernel(
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)  # (BIAS: the bias gradient)
     for p0 in range(start, end, BLOCK_K):
         pos = p0 + tl.arange(0, BLOCK_K)
         pos_ok = pos < end
@@ -556,6 +561,8 @@ def _conv_bwd_weight_kernel(
                 sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
             )  # fmt: skip
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if BIAS and tile_n == 0:  # one column tile per row tile sums its rows too
+            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
 
     gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
     gw_row = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
@@ -564,6 +571,9 @@ def _conv_bwd_weight_kernel(
         acc.to(gw_ptr.dtype.element_ty),
         mask=co_ok[:, None] & col_ok[None, :],
     )
+    if BIAS and tile_n == 0:
+        gb = gb_ptr + wide(split, USE_INT64) * sgb_split + co_off
+        tl.store(gb, first_column(sums).to(gb_ptr.dtype.element_ty), mask=co_ok)
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,8 +813,12 @@ def gemm_conv_backward_weight(
     groups: int,
     pad_mode: str,
     allow_tf32: bool,
+    grad_bias: torch.Tensor | None = None,
 ) -> None:
-    """Gradient of the convolution w.r.t. its weight, into ``grad_w`` (C_out, C_in/groups, *K).
+    """Gradient of the convolution w.r.t. its weight, into ``grad_w`` (C_out, C_in/groups, *K),
+    and w.r.t. its bias into ``grad_bias`` (C_out,) when given: ``grad_out`` summed per channel
+    by the first column tile of each row tile, from the chunks it loads anyway (16-bit operands;
+    others by a separate sum: ``bias_target``).
 
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
     grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
@@ -814,7 +828,9 @@ def gemm_conv_backward_weight(
     x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
     c_out, cg_in = gw5.shape[0], gw5.shape[1]
     cg_out = c_out // groups
-    if gw5.numel() == 0:
+    if gw5.numel() == 0:  # (no input channels: the bias still has its gradient)
+        if grad_bias is not None:
+            torch.sum(go5, [0, 2, 3, 4], out=grad_bias)
         return
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
@@ -826,10 +842,11 @@ def gemm_conv_backward_weight(
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
+    sums = bias_target(grad_bias, go5, n_split)
     p_split = cdiv(positions, n_split)
     key = (x.dtype, _layout_class(x5, go5, gw5), pad_mode, tuple(gw5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, bucket(p_split), n_split, use_int64,
-           precision)  # fmt: skip
+           precision, sums is not None)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         # Column tiles: flattened taps × channels, or per tap a run of channel blocks.
@@ -842,18 +859,22 @@ def gemm_conv_backward_weight(
         key,
         grid,
         (
-            x5, go5, target,
+            x5, go5, target, target if sums is None else sums,
             positions, p_split, n_split, cg_in, cg_out,
             *x5.shape[2:], *go5.shape[2:], *map(fast_divisor, go5.shape[2:]), *gw5.shape[2:],
             *geometry,
             *x5.stride(), *go5.stride(), split_stride, *target.stride()[-5:],
+            0 if sums is None else sums.stride(0),
         ),
         dict(
             PAD_MODE=PAD_MODES[pad_mode], FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M, DENSE_GO=dense_positions(go5),
+            ACC_DTYPE=acc_dtype(x.dtype), BIAS=sums is not None, GROUP_M=GROUP_M,
+            DENSE_GO=dense_positions(go5),
             C_ALIGN=channel_alignment(cg_in, x5), GO_ALIGN=channel_alignment(cg_out, go5),
             IN_BOUNDS=in_bounds(x5, go5, gw5, geometry),
         ),
     )  # fmt: skip
     if n_split > 1:
         gw5.copy_(target.sum(0))
+        if sums is not None:
+            grad_bias.copy_(sums.sum(0))

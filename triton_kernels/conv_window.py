@@ -250,15 +250,19 @@ def window_conv_backward_weight(
     dilation: Sequence[int],
     pad_mode: str,
     allow_tf32: bool,
+    grad_bias: torch.Tensor | None = None,
 ) -> None:
     """``gemm_conv_backward_weight`` of a convolution :func:`windows` accepts, through windows:
-    the view's weight gradient, its padded channels dropped, rearranged into ``grad_w``."""
+    the view's weight gradient, its padded channels dropped, rearranged into ``grad_w`` (and the
+    bias gradient into ``grad_bias``, as the GEMM sums it)."""
     x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
     c_out, c_in, kd, kh, kw = gw5.shape
     geometry = _geometry(gw5.shape[2:], stride, padding, dilation)
     cp = window_channels(c_in, kw)
     if go5.numel() == 0 or x5.numel() == 0:
         gw5.zero_()
+        if grad_bias is not None:
+            torch.sum(go5, [0, 2, 3, 4], out=grad_bias)
         return
     windowed = gw5.new_empty((c_out, kd, kh, kw * cp, 1))
     gemm_conv_backward_weight(
@@ -268,6 +272,7 @@ def window_conv_backward_weight(
         groups=1,
         pad_mode="zeros",
         allow_tf32=allow_tf32,
+        grad_bias=grad_bias,
         **_view_geometry(geometry),
     )
     gw5.copy_(windowed.view(c_out, kd, kh, kw, cp)[..., :c_in].permute(0, 4, 1, 2, 3))

@@ -81,7 +81,7 @@ def test_autocast_bf16_reaches_our_registered_convolution():
             out = torchconv_ext.functional.conv2d(x, w, b, stride=2, padding="same")
         out.float().sum().backward()
     names = [n for n, _ in ops.calls]
-    assert {"conv_fwd", "conv_bwd_input", "conv_bwd_weight"} <= set(names)
+    assert {"conv_fwd", "conv_bwd_input", "conv_bwd_weight_bias"} <= set(names)
     assert all(dtypes == {torch.bfloat16} for n, dtypes in ops.calls if n.startswith("conv")), (
         ops.calls
     )

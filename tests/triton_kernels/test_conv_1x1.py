@@ -14,26 +14,11 @@ import torch.nn.functional as F
 import triton_kernels as K
 from tests.triton_kernels.test_conv_gemm import _check, _layout, _make, _poisoned
 from triton_kernels import _gemm_common
-from triton_kernels._tuning import Tuner
 
 pytestmark = pytest.mark.interpret
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-@pytest.fixture
-def ran(monkeypatch):
-    """Names of the tuned kernel variants launched during the test, in order."""
-    names = []
-    launch = Tuner.launch
-
-    def spy(self, *args, **kwargs):
-        names.append(self.name)
-        return launch(self, *args, **kwargs)
-
-    monkeypatch.setattr(Tuner, "launch", spy)
-    return names
 
 
 def _batch_slice(t: torch.Tensor) -> torch.Tensor:

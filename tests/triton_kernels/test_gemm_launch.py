@@ -40,8 +40,8 @@ def _inputs(x_shape, c_out, kernel, seed=0):
 
 
 def _run_all_three(x, w, b, *, stride, padding):
-    """Forward, input gradient (with a transposed-convolution bias) and weight gradient through
-    the dispatching launchers, each against torch."""
+    """Forward, input gradient (with a transposed-convolution bias) and weight gradient (alone,
+    and with the bias gradient) through the dispatching launchers, each against torch."""
     nd = x.dim() - 2
     geo = dict(stride=stride, padding=padding, dilation=(1,) * nd, groups=1, allow_tf32=False)
     conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
@@ -63,6 +63,13 @@ def _run_all_three(x, w, b, *, stride, padding):
     K.conv_backward_weight(_layout(x, "channels_last"), _layout(gy, "channels_last"), grad_w,
                            pad_mode="zeros", **geo)  # fmt: skip
     _check(grad_w, ref_gw)
+    # ... and with the bias gradient summed beside it (by the first column tile of each row tile)
+    with_bias = _poisoned(w.shape, torch.float64, "cpu", "channels_last")
+    grad_b = torch.full(b.shape, float("nan"), dtype=torch.float64)
+    K.conv_backward_weight(_layout(x, "channels_last"), _layout(gy, "channels_last"), with_bias,
+                           grad_bias=grad_b, pad_mode="zeros", **geo)  # fmt: skip
+    assert torch.equal(with_bias, grad_w)
+    _check(grad_b, gy.sum([0, *range(2, gy.dim())]))
 
 
 def _force(monkeypatch, tuners, config):

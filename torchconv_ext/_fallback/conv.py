@@ -108,24 +108,27 @@ def conv_backward_weight(
     weight_shape: Sequence[int],
     channels_last: bool,
     g: ConvGeometry,
-) -> torch.Tensor:
-    """Gradient of the weight of shape ``weight_shape``; ATen reads its layout from the weight,
-    so an empty one in the layout wanted stands in for it."""
+    bias: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of the weight of shape ``weight_shape`` and, with ``bias``, of a bias (else
+    ``None``); ATen reads the weight gradient's layout from the weight, so an empty one in the
+    layout wanted stands in for it."""
     weight = empty_in_layout(weight_shape, input, channels_last)
     zeros = [0] * len(g.stride)
-    return aten.convolution_backward(
+    _, grad_weight, grad_bias = aten.convolution_backward(
         grad_output,
         _padded(input, g),
         weight,
-        None,
+        [weight_shape[0]] if bias else None,
         g.stride,
         _aten_padding(g),
         g.dilation,
         False,
         zeros,
         g.groups,
-        [False, True, False],
-    )[1]
+        [False, True, bias],
+    )
+    return grad_weight, grad_bias
 
 
 @without_autocast

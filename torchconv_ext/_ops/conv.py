@@ -1,4 +1,5 @@
-"""Convolution primitives: ``torchconv_ext::conv_fwd``, ``conv_bwd_input``, ``conv_bwd_weight``.
+"""Convolution primitives: ``torchconv_ext::conv_fwd``, ``conv_bwd_input``, ``conv_bwd_weight``
+(and ``conv_bwd_weight_bias``).
 
 A convolution ``y = conv(x, w) + b`` is bilinear in ``(x, w)``. Its three primitives are the
 convolution and its two adjoints, and each one's derivatives are the other two, so gradients of
@@ -13,6 +14,11 @@ All three take the same geometry (:class:`ConvGeometry`, as trailing arguments):
 with a padding mode is a zero-padded convolution of the padded input, ``conv_zeros(pad(x))``,
 whose adjoint ``pad^T conv_zeros^T`` has that same convolution as its adjoint again, so the
 table holds for every padding mode and for TensorFlow-style asymmetric padding.
+
+A biased convolution's weight and bias gradients come from ``conv_bwd_weight_bias``: the weight
+gradient with the bias's (a channel sum of ``g``), summed on the Triton path by the weight
+gradient's kernel from the chunks of ``g`` it loads anyway; its derivatives are
+``conv_bwd_weight``'s, the bias's gradient riding on ``conv_fwd`` as its bias.
 
 ``conv_bwd_input`` takes a bias too: a transposed convolution *is* the input gradient of a
 convolution (the adjoint one, see ``conv_transpose_geometry``), so its forward is
@@ -49,7 +55,7 @@ from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
-from .._memory import empty_in_layout, suggest_memory_format, to_layout
+from .._memory import empty_in_layout, new_output, suggest_memory_format, to_layout
 from .._padding import fold_padding_grad
 from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive, affine_forward_jvp, sum_tangents
@@ -279,19 +285,55 @@ def _bwd_weight_impl(
 ) -> Tensor:
     """The weight gradient of ``conv_fwd`` for a kernel of spatial size ``kernel_size``."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    shape = _weight_shape(grad_output, input, kernel_size, groups)
+    return _weight_gradients(grad_output, input, kernel_size, channels_last, g, bias=False)[0]
+
+
+def _bwd_weight_bias_impl(
+    grad_output: Tensor,
+    input: Tensor,
+    kernel_size: list[int],
+    channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> tuple[Tensor, Tensor]:
+    """The weight and bias gradients of ``conv_fwd``: on the Triton path the weight gradient's
+    kernel sums the bias gradient from the chunks of ``grad_output`` it loads anyway (a pass
+    over ``grad_output`` fewer than ``conv_bwd_weight`` and a channel sum)."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    return _weight_gradients(grad_output, input, kernel_size, channels_last, g, bias=True)
+
+
+def _weight_gradients(
+    grad_output: Tensor,
+    input: Tensor,
+    kernel_size: list[int],
+    channels_last: bool,
+    g: ConvGeometry,
+    bias: bool,
+) -> tuple:
+    """``(grad_weight, grad_bias)``, ``grad_bias`` ``None`` without ``bias``."""
+    shape = _weight_shape(grad_output, input, kernel_size, g.groups)
     if not use_triton(grad_output):
-        grad = fallback.conv_backward_weight(grad_output, input, shape, channels_last, g)
-        return to_layout(grad, channels_last)
+        grad, grad_bias = fallback.conv_backward_weight(
+            grad_output, input, shape, channels_last, g, bias
+        )
+        return to_layout(grad, channels_last), grad_bias
     grad = empty_in_layout(shape, input, channels_last, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
-        return grad.zero_()
+        return grad.zero_(), _channel_sum(grad_output) if bias else None
+    grad_bias = new_output(shape[:1], grad_output) if bias else None
     k = kernels()
     if k.prefers_channels_last(input.shape[1], g.groups):
         grad_output = gemm_activation(grad_output, kernel_size, g)
         input = gemm_input(input, kernel_size, g)
-    k.conv_backward_weight(input, grad_output, grad, pad_mode=g.padding_mode, **kernel_args(g))
-    return grad
+    k.conv_backward_weight(
+        input, grad_output, grad, grad_bias=grad_bias, pad_mode=g.padding_mode, **kernel_args(g)
+    )
+    return grad, grad_bias
 
 
 def _bwd_weight_fake(grad_output, input, kernel_size, channels_last, *geometry):
@@ -299,6 +341,11 @@ def _bwd_weight_fake(grad_output, input, kernel_size, channels_last, *geometry):
     return empty_in_layout(
         _weight_shape(grad_output, input, kernel_size, groups), input, channels_last
     )
+
+
+def _bwd_weight_bias_fake(grad_output, input, kernel_size, channels_last, *geometry):
+    grad_weight = _bwd_weight_fake(grad_output, input, kernel_size, channels_last, *geometry)
+    return grad_weight, grad_output.new_empty(grad_output.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,10 +377,12 @@ def forward_grads(
     if need_input:
         size = list(input.shape[2:])
         grad_input = conv_bwd_input(grad, weight, None, size, layout, *geometry)
-    if need_weight:
-        kernel = list(weight.shape[2:])
+    kernel = list(weight.shape[2:])
+    if need_weight and need_bias:
+        grad_weight, grad_bias = conv_bwd_weight_bias(grad, input, kernel, layout, *geometry)
+    elif need_weight:
         grad_weight = conv_bwd_weight(grad, input, kernel, layout, *geometry)
-    if need_bias:
+    elif need_bias:
         grad_bias = _channel_sum(grad)
     return grad_input, grad_weight, grad_bias, *[None] * len(geometry)
 
@@ -381,12 +430,14 @@ def _bwd_weight_setup(ctx, inputs, output):
     ctx.geometry = geometry
 
 
-def _bwd_weight_backward(ctx, grad):
+def _bwd_weight_backward(ctx, grad, grad_of_bias=None):
+    """Serves ``conv_bwd_weight`` and ``conv_bwd_weight_bias`` (``grad_of_bias``: the gradient of
+    its bias gradient, a channel sum, whose adjoint adds it to every position — a bias)."""
     grad_output, input = ctx.saved_tensors
     need_grad_output, need_input = ctx.needs_input_grad[:2]
     grad_grad_output = grad_input = None
     if need_grad_output:
-        grad_grad_output = conv_fwd(input, grad, None, *ctx.geometry)
+        grad_grad_output = conv_fwd(input, grad, grad_of_bias, *ctx.geometry)
     if need_input:
         size = list(input.shape[2:])
         layout = results_channels_last(input, grad)
@@ -424,6 +475,11 @@ def _bwd_weight_jvp(ctx, t_grad_output, t_input, *_):
     if t_input is not None:
         parts.append(conv_bwd_weight(grad_output, t_input, kernel, layout, *geometry))
     return sum_tangents(parts)
+
+
+def _bwd_weight_bias_jvp(ctx, t_grad_output, t_input, *_):
+    t_bias = None if t_grad_output is None else _channel_sum(t_grad_output)
+    return _bwd_weight_jvp(ctx, t_grad_output, t_input), t_bias
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,6 +587,18 @@ def _bwd_weight_vmap(info, in_dims, grad_output, input, kernel_size, layout, *ge
     return unfold_batch(grad, 0, size), 0
 
 
+def _bwd_weight_bias_vmap(info, in_dims, grad_output, input, kernel_size, layout, *geometry):
+    grad_weight, weight_dim = _bwd_weight_vmap(
+        info, in_dims, grad_output, input, kernel_size, layout, *geometry
+    )
+    d_grad_output = in_dims[0]
+    if d_grad_output is None:
+        return (grad_weight, _channel_sum(grad_output)), (weight_dim, None)
+    batched = grad_output.movedim(d_grad_output, 0)  # (B, N, C, *spatial)
+    grad_bias = batched.sum([1, *range(3, batched.dim())])
+    return (grad_weight, grad_bias), (weight_dim, 0)
+
+
 # --------------------------------------------------------------------------------------------
 # The primitives
 # --------------------------------------------------------------------------------------------
@@ -562,6 +630,15 @@ conv_bwd_weight = Primitive(
     jvp=_bwd_weight_jvp,
     vmap=_bwd_weight_vmap,
 )
+conv_bwd_weight_bias = Primitive(
+    "conv_bwd_weight_bias",
+    _bwd_weight_bias_impl,
+    fake=_bwd_weight_bias_fake,
+    setup_context=_bwd_weight_setup,
+    backward=_bwd_weight_backward,
+    jvp=_bwd_weight_bias_jvp,
+    vmap=_bwd_weight_bias_vmap,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,9 +665,19 @@ def _bwd_input_flop(grad_output_shape, weight_shape, *args, out_shape=None, **kw
 
 @register_flop_formula(torch.ops.torchconv_ext.conv_bwd_weight)
 def _bwd_weight_flop(grad_output_shape, input_shape, *args, out_shape=None, **kwargs) -> int:
+    return _weight_gradient_flops(grad_output_shape, input_shape, out_shape)
+
+
+@register_flop_formula(torch.ops.torchconv_ext.conv_bwd_weight_bias)
+def _bwd_weight_bias_flop(grad_output_shape, input_shape, *args, out_shape=None, **kwargs) -> int:
+    # (the bias gradient is a sum: no FLOPs, as torch counts it)
+    return _weight_gradient_flops(grad_output_shape, input_shape, out_shape[0])
+
+
+def _weight_gradient_flops(grad_output_shape, input_shape, weight_shape) -> int:
     return conv_flop_count(
         _channels_first(input_shape),
         _channels_first(grad_output_shape),
-        _channels_first(out_shape),
+        _channels_first(weight_shape),
         transposed=False,
     )

@@ -105,23 +105,25 @@ TRANSPOSED_LAYERS = [
 # direction that runs that tuner (a full run fails for a tuner no sweep case reached; the tiny
 # shapes reach the same tuners: tests/test_check.py). Per layer, the directions it sweeps and the
 # tuners they reach (narrow: a group's channels at most 32; flat: fewer than 16 to reduce over).
+# A layer with a bias has its weight gradient checked with the bias's, which the weight-gradient
+# kernels sum beside it (a variant of each kernel): some layers have one, some not.
 SWEEP_DIRECTIONS = ("forward", "grad_input", "grad_weight")
 _FWD_WEIGHT = ("forward", "grad_weight")
 SWEEP_LAYERS = [
     # the 1x1 GEMM and its grad-weight, wide then narrow
-    _conv("1x1 256->64 28x28", 2, 8, 256, 28, 64, 1, directions=_FWD_WEIGHT,
+    _conv("1x1 256->64 28x28 +bias", 2, 8, 256, 28, 64, 1, bias=True, directions=_FWD_WEIGHT,
           tiny=dict(c_in=40, c_out=40, size=5)),
     _conv("1x1 32->32 28x28", 2, 8, 32, 28, 32, 1, directions=_FWD_WEIGHT,
           tiny=dict(c_in=16, c_out=16, size=5)),
     # tap loops, wide, and narrow (32 channels per group)
-    _conv("3x3 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1,
+    _conv("3x3 64->64 28x28 +bias", 2, 8, 64, 28, 64, 3, padding=1, bias=True,
           tiny=dict(c_in=40, c_out=40, size=5)),
-    _conv("grouped 3x3 g4 128->128 28x28", 2, 8, 128, 28, 128, 3, padding=1, groups=4,
-          tiny=dict(c_in=40, c_out=40, size=5, groups=2)),
+    _conv("grouped 3x3 g4 128->128 28x28 +bias", 2, 8, 128, 28, 128, 3, padding=1, groups=4,
+          bias=True, tiny=dict(c_in=40, c_out=40, size=5, groups=2)),
     # the RGB stem: forward and grad-weight as tap loops over windows (wide, narrow); its
     # grad-input (3 channels: narrow)
-    _conv("stem 7x7 s2 3->64 112x112", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
-          tiny=dict(c_out=40, size=6)),
+    _conv("stem 7x7 s2 3->64 112x112 +bias", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
+          bias=True, tiny=dict(c_out=40, size=6)),
     # flattened loops: the narrow forward and grad-input (8 channels per group) and grad-weight
     # (2 per group: 18 columns), the wide forward and grad-weight (8 channels in, 64 out per
     # group: 72 columns) and the wide grad-input (8 out, 64 in)
@@ -129,8 +131,8 @@ SWEEP_LAYERS = [
           directions=("forward", "grad_input"), tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
     _conv("grouped 3x3 g32 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=32,
           directions=("grad_weight",), tiny=dict(c_in=16, c_out=16, size=5, groups=8)),
-    _conv("grouped 3x3 g2 16->128 28x28", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
-          directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
+    _conv("grouped 3x3 g2 16->128 28x28 +bias", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
+          bias=True, directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
     _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,
           directions=("grad_input",), tiny=dict(c_in=40, size=5)),
     # the fused maxout's forwards (2 pieces): tap loop, flattened loop, 1x1 GEMM

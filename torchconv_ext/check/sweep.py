@@ -17,24 +17,33 @@ from . import evaluate, tuners
 from .cases import Case
 from .compare import compare, exact, is_resource_error
 from .device import BrokenDevice, device, healthy
-from .problems import build
+from .problems import Problem, build
 from .results import FAIL, SKIP, from_error, from_parts, row
 
-# direction -> (inputs whose gradient runs it, the result it produces, the window it runs in)
+# direction -> (inputs whose gradient runs it, the results it produces, the window it runs in)
 DIRECTIONS = {
-    "forward": ((), "output", "forward"),
-    "grad_input": (("input",), "grad_input", "backward"),
-    "grad_weight": (("weight",), "grad_weight", "backward"),
+    "forward": ((), ("output",), "forward"),
+    "grad_input": (("input",), ("grad_input",), "backward"),
+    "grad_weight": (("weight",), ("grad_weight",), "backward"),
 }
 
 
+def _direction(case: Case, problem: Problem) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """``DIRECTIONS[direction]``; a layer with a bias has its weight gradient checked with the
+    bias's, which the weight-gradient kernels sum beside it."""
+    grads, parts, window = DIRECTIONS[case.spec["direction"]]
+    if case.spec["direction"] == "grad_weight" and "bias" in problem.inputs:
+        return (*grads, "bias"), (*parts, "grad_bias"), window
+    return grads, parts, window
+
+
 def run(case: Case, sink: Any, seed: int) -> None:
-    grads, part, window = DIRECTIONS[case.spec["direction"]]
     found = tuners.discover()
     if not found:
         sink.row(row(case, FAIL, f"no tuner in {', '.join(tuners.GEMM_MODULES)}: no config forced"))
         return
     problem = build(case.spec, device(), seed)
+    grads, results, window = _direction(case, problem)
     ref = evaluate.reference(problem, case.dtype, case.layout, grads, seed + 1)
 
     with tuners.forced(found):  # the probe: which tuner runs this direction?
@@ -74,7 +83,7 @@ def run(case: Case, sink: Any, seed: int) -> None:
             continue
         ran = windows[window]
         parts = [
-            compare(part, ours[part], ref.torch[part], ref.expected[part], case.dtype),
+            *(compare(r, ours[r], ref.torch[r], ref.expected[r], case.dtype) for r in results),
             exact(
                 f"{name} ran",
                 any(t is found[name] for t in ran.tuners),
