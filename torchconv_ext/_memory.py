@@ -31,8 +31,9 @@ def channels_last_format(dim: int) -> torch.memory_format | None:
 
 def is_channels_last(t: torch.Tensor) -> bool:
     """True when ``t`` is laid out channels-last and not (also) plain contiguous."""
-    fmt = channels_last_format(t.dim())
-    return fmt is not None and t.is_contiguous(memory_format=fmt) and not t.is_contiguous()
+    fmt = _CL_FORMATS.get(t.dim())
+    # (plain contiguous first: the common case, decided by one cached flag)
+    return fmt is not None and not t.is_contiguous() and t.is_contiguous(memory_format=fmt)
 
 
 def strides_like_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
@@ -141,9 +142,11 @@ def _same_significant_strides(t: torch.Tensor, strides: Sequence[int]) -> bool:
 
 def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
     """ATen's rule for convolution-like ops: channels-last if any operand is channels-last."""
-    fmt = channels_last_format(tensors[0].dim())
-    if fmt is not None and any(is_channels_last(t) for t in tensors):
-        return fmt
+    fmt = _CL_FORMATS.get(tensors[0].dim())
+    if fmt is not None:
+        for t in tensors:  # (a loop, not any(...): this runs on every transposed convolution)
+            if not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+                return fmt
     return torch.contiguous_format
 
 

@@ -186,59 +186,67 @@ def _conv1x1_bwd_weight_kernel(
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci] = Σ_{positions of split} go[·, group·C_OUT + co] ·
     x[·, group·C_IN + ci], the positions ``[split·P_SPLIT, …)`` of ``M = batch·P``; with
-    ``BIAS``, also gb[split, group·C_OUT + co] = Σ go[·, group·C_OUT + co] (``channel_sums``).
+    ``BIAS``, also gb[split, group·C_OUT + co] = Σ go[·, group·C_OUT + co] (``channel_sums``),
+    by a column tile of its own after the weight's (see ``_conv_bwd_weight_kernel``).
 
-    Grid: groups · N_SPLIT × C_OUT tiles × C_IN tiles, flat. The reduction runs in BLOCK_K
+    Grid: groups · N_SPLIT × C_OUT tiles × (C_IN tiles + BIAS), flat. The reduction runs in BLOCK_K
     chunks from the split's start whatever the tiling, and every program writes its own slot:
     no atomics, bitwise repeatable. ``GO_ALIGN`` / ``X_ALIGN``: as ``_conv1x1_kernel``'s
     alignments, for ``go`` and ``x`` (``P_SPLIT`` is a multiple of 16).
     """
     M, P, sgo_n, sgo_c = aligned_rows(M, P, sgo_n, sgo_c, GO_ALIGN)
     M, P, sx_n, sx_c = aligned_rows(M, P, sx_n, sx_c, X_ALIGN)
+    n_cols = tl.cdiv(C_IN, BLOCK_N)
     batch, tile_m, tile_n = grouped_tile(
-        tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
+        tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), n_cols + (1 if BIAS else 0), GROUP_M
     )
     group = batch // N_SPLIT
     split = batch % N_SPLIT
     co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT
-    ci_ok = ci < C_IN
     co_off = wide(group * C_OUT + co, USE_INT64)
-    ci_off = wide(group * C_IN + ci, USE_INT64)
     go_col = (co_off * sgo_c)[:, None]
-    x_col = (ci_off * sx_c)[None, :]
-
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, M)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)  # (BIAS: the bias gradient)
-    for p0 in range(start, end, BLOCK_K):
-        pos = p0 + tl.arange(0, BLOCK_K)
-        pos_ok = pos < end
-        a = tl.load(
-            go_ptr + go_col + _position_offset(pos, P, sgo_n, sgo_p, FLAT_ROWS)[None, :],
-            mask=co_ok[:, None] & pos_ok[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            x_ptr + _position_offset(pos, P, sx_n, sx_p, FLAT_ROWS)[:, None] + x_col,
-            mask=pos_ok[:, None] & ci_ok[None, :],
-            other=0.0,
-        )
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        if BIAS and tile_n == 0:  # one column tile per row tile sums its rows too
-            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
 
-    gw_rows = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
-    tl.store(
-        gw_ptr + gw_rows[:, None] + (wide(ci, USE_INT64) * sgw_i)[None, :],
-        acc.to(gw_ptr.dtype.element_ty),
-        mask=co_ok[:, None] & ci_ok[None, :],
-    )
-    if BIAS and tile_n == 0:
+    if BIAS and tile_n == n_cols:  # the bias's column tile: grad_out's chunks alone, summed
+        sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)
+        for p0 in range(start, end, BLOCK_K):
+            pos = p0 + tl.arange(0, BLOCK_K)
+            a = tl.load(
+                go_ptr + go_col + _position_offset(pos, P, sgo_n, sgo_p, FLAT_ROWS)[None, :],
+                mask=co_ok[:, None] & (pos < end)[None, :],
+                other=0.0,
+            )
+            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
         gb = gb_ptr + wide(split, USE_INT64) * sgb_split + co_off
         tl.store(gb, first_column(sums).to(gb_ptr.dtype.element_ty), mask=co_ok)
+    else:
+        ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ci_ok = ci < C_IN
+        x_col = (wide(group * C_IN + ci, USE_INT64) * sx_c)[None, :]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for p0 in range(start, end, BLOCK_K):
+            pos = p0 + tl.arange(0, BLOCK_K)
+            pos_ok = pos < end
+            a = tl.load(
+                go_ptr + go_col + _position_offset(pos, P, sgo_n, sgo_p, FLAT_ROWS)[None, :],
+                mask=co_ok[:, None] & pos_ok[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                x_ptr + _position_offset(pos, P, sx_n, sx_p, FLAT_ROWS)[:, None] + x_col,
+                mask=pos_ok[:, None] & ci_ok[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+        gw_rows = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
+        tl.store(
+            gw_ptr + gw_rows[:, None] + (wide(ci, USE_INT64) * sgw_i)[None, :],
+            acc.to(gw_ptr.dtype.element_ty),
+            mask=co_ok[:, None] & ci_ok[None, :],
+        )
 
 
 # ``{narrow: tuner}``: narrow when the tiles' channel side is a narrow group's (at most 32
@@ -422,7 +430,8 @@ def conv1x1_backward_weight(
            sums is not None)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), groups * n_split)
+        cols = cdiv(cg_in, c["BLOCK_N"]) + (sums is not None)  # (then the bias's column tile)
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
 
     _BWD_WEIGHT[narrow(cg_in)].launch(
         key,

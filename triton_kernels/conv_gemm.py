@@ -470,6 +470,32 @@ def _conv_bwd_input_kernel(
     )
 
 
+@triton.jit
+def _positions(p0, end, OD, OH, OW, Q_OD, Q_OH, Q_OW, BLOCK_K: tl.constexpr,
+               FLAT_K: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+    """One chunk of grad-weight's reduction: ``(pos, pos_ok, n, od, oh, ow)``."""
+    pos = p0 + tl.arange(0, BLOCK_K)
+    pos_ok = pos < end
+    if FLAT_K:
+        # Multiply-shift splits are cheap enough for the compiler to redo per element of the
+        # flat gather (divisions it keeps per position): more instructions, not fewer.
+        n, od, oh, ow = unflatten(pos, OD, OH, OW)
+    else:
+        n, od, oh, ow = unflatten_fast(pos, OD, OH, OW, Q_OD, Q_OH, Q_OW, USE_INT64)
+    return pos, pos_ok, n, od, oh, ow
+
+
+@triton.jit
+def _grad_out_chunk(go_ptr, go_row, co_ok, pos, pos_ok, n, od, oh, ow,
+                    sgo_n, sgo_d, sgo_h, sgo_w, DENSE_GO: tl.constexpr):  # fmt: skip
+    """grad_out's (output channels × positions) tile of one chunk."""
+    # Dense positions lie one stride apart: grad_out's offsets need no split.
+    go_col = pos * sgo_w if DENSE_GO else n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
+    return tl.load(
+        go_ptr + go_row + go_col[None, :], mask=co_ok[:, None] & pos_ok[None, :], other=0.0
+    )
+
+
 @triton.jit(do_not_specialize=["Q_OD", "Q_OH", "Q_OW"])
 def _conv_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr, gb_ptr,
@@ -486,18 +512,22 @@ def _conv_bwd_weight_kernel(
     GO_ALIGN: tl.constexpr, IN_BOUNDS: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
-    Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·].
+    Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·]; with ``BIAS``, also
+    gb[split, group·C_OUT + co] = Σ_{positions of split} grad_out[n, co, o].
 
-    ``gw`` is the weight gradient itself (``N_SPLIT`` 1, ``sgw_split`` 0) or a workspace of one
-    partial weight gradient per split.
+    ``gw`` (``gb``) is the weight (bias) gradient itself (``N_SPLIT`` 1, ``sgw_split`` 0) or a
+    workspace of one partial gradient per split.
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over N·output positions ``[split·P_SPLIT, …)``,
-    split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``).
+    split into coordinates every step by ``Q_OD``, ``Q_OH``, ``Q_OW`` (``fast_divisor``). The
+    bias has a column tile of its own, after the weight's: it loads only grad_out's chunks (the
+    ones its row's other tiles load at about the same time, from L2) and sums them
+    (``channel_sums``), so the weight's loop keeps its registers.
     ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``). ``C_ALIGN``
     divides C_IN and the position strides of ``x``, ``GO_ALIGN`` C_OUT and those of ``grad_out``
     (``channel_alignment``); ``IN_BOUNDS`` as in the forward.
-    Grid: groups · N_SPLIT × C_OUT tiles × column tiles, flat. Each program writes its own
-    slot: no atomics, so the result is bitwise repeatable.
+    Grid: groups · N_SPLIT × C_OUT tiles × (column tiles + BIAS), flat. Each program writes its
+    own slot: no atomics, so the result is bitwise repeatable.
     """
     C_IN = aligned(C_IN, C_ALIGN)
     sx_n, sx_d, sx_h = aligned(sx_n, C_ALIGN), aligned(sx_d, C_ALIGN), aligned(sx_h, C_ALIGN)
@@ -511,69 +541,67 @@ def _conv_bwd_weight_kernel(
     n_taps = KD * KH * KW
     c_blocks = tl.cdiv(C_IN, BLOCK_N)
     n_cols = tl.cdiv(n_taps * C_IN, BLOCK_N) if FLAT_K else n_taps * c_blocks
-    batch, tile_m, tile_n = grouped_tile(tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), n_cols, GROUP_M)
+    batch, tile_m, tile_n = grouped_tile(
+        tl.program_id(0), tl.cdiv(C_OUT, BLOCK_M), n_cols + (1 if BIAS else 0), GROUP_M
+    )
     group = batch // N_SPLIT
     split = batch % N_SPLIT
     co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     co_ok = co < C_OUT
     co_off = wide(group * C_OUT + co, USE_INT64)
-    td, th, tw, ci, col_ok = _k_step(tile_n, C_IN, c_blocks, n_taps, KH, KW, BLOCK_N, FLAT_K)
-    ci_group = group * C_IN + ci
     go_row = (co_off * sgo_c)[:, None]
-    x_col = (
-        wide(ci_group, USE_INT64) * sx_c + td * DIL_D * sx_d + th * DIL_H * sx_h + tw * DIL_W * sx_w
-    )
-
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)  # (BIAS: the bias gradient)
-    for p0 in range(start, end, BLOCK_K):
-        pos = p0 + tl.arange(0, BLOCK_K)
-        pos_ok = pos < end
-        if FLAT_K:
-            # Multiply-shift splits are cheap enough for the compiler to redo per element of
-            # the flat gather (divisions it keeps per position): more instructions, not fewer.
-            n, od, oh, ow = unflatten(pos, OD, OH, OW)
-        else:
-            n, od, oh, ow = unflatten_fast(pos, OD, OH, OW, Q_OD, Q_OH, Q_OW, USE_INT64)
-        # Dense positions lie one stride apart: grad_out's offsets need no split.
-        go_col = pos * sgo_w if DENSE_GO else n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
-        a = tl.load(
-            go_ptr + go_row + go_col[None, :],
-            mask=co_ok[:, None] & pos_ok[None, :],
-            other=0.0,
-        )
-        if IN_BOUNDS:  # (no padding: the tap's part of the offset is the same every step)
-            x_row = n * sx_n + od * STRIDE_D * sx_d + oh * STRIDE_H * sx_h + ow * STRIDE_W * sx_w
-            b = tl.load(
-                x_ptr + x_row[:, None] + x_col[None, :],
-                mask=pos_ok[:, None] & col_ok[None, :],
-                other=0.0,
-            )
-        else:
-            b = _gather5(
-                x_ptr, n[:, None], ci_group,
-                (od * STRIDE_D - PAD_D)[:, None], (oh * STRIDE_H - PAD_H)[:, None],
-                (ow * STRIDE_W - PAD_W)[:, None],
-                td * DIL_D, th * DIL_H, tw * DIL_W,
-                pos_ok[:, None] & col_ok[None, :],
-                sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
-            )  # fmt: skip
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        if BIAS and tile_n == 0:  # one column tile per row tile sums its rows too
-            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
 
-    gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
-    gw_row = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
-    tl.store(
-        gw_ptr + gw_row[:, None] + gw_col[None, :],
-        acc.to(gw_ptr.dtype.element_ty),
-        mask=co_ok[:, None] & col_ok[None, :],
-    )
-    if BIAS and tile_n == 0:
+    if BIAS and tile_n == n_cols:  # the bias's column tile
+        sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)
+        for p0 in range(start, end, BLOCK_K):
+            pos, pos_ok, n, od, oh, ow = _positions(
+                p0, end, OD, OH, OW, Q_OD, Q_OH, Q_OW, BLOCK_K, FLAT_K, USE_INT64
+            )
+            a = _grad_out_chunk(go_ptr, go_row, co_ok, pos, pos_ok, n, od, oh, ow,
+                                sgo_n, sgo_d, sgo_h, sgo_w, DENSE_GO)  # fmt: skip
+            sums = channel_sums(a, sums, PRECISION, ACC_DTYPE)
         gb = gb_ptr + wide(split, USE_INT64) * sgb_split + co_off
         tl.store(gb, first_column(sums).to(gb_ptr.dtype.element_ty), mask=co_ok)
+    else:
+        td, th, tw, ci, col_ok = _k_step(tile_n, C_IN, c_blocks, n_taps, KH, KW, BLOCK_N, FLAT_K)
+        ci_group = group * C_IN + ci
+        x_col = wide(ci_group, USE_INT64) * sx_c + td * DIL_D * sx_d + th * DIL_H * sx_h
+        x_col += tw * DIL_W * sx_w
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for p0 in range(start, end, BLOCK_K):
+            pos, pos_ok, n, od, oh, ow = _positions(
+                p0, end, OD, OH, OW, Q_OD, Q_OH, Q_OW, BLOCK_K, FLAT_K, USE_INT64
+            )
+            a = _grad_out_chunk(go_ptr, go_row, co_ok, pos, pos_ok, n, od, oh, ow,
+                                sgo_n, sgo_d, sgo_h, sgo_w, DENSE_GO)  # fmt: skip
+            if IN_BOUNDS:  # (no padding: the tap's part of the offset is the same every step)
+                x_row = n * sx_n + od * STRIDE_D * sx_d + oh * STRIDE_H * sx_h
+                x_row += ow * STRIDE_W * sx_w
+                b = tl.load(
+                    x_ptr + x_row[:, None] + x_col[None, :],
+                    mask=pos_ok[:, None] & col_ok[None, :],
+                    other=0.0,
+                )
+            else:
+                b = _gather5(
+                    x_ptr, n[:, None], ci_group,
+                    (od * STRIDE_D - PAD_D)[:, None], (oh * STRIDE_H - PAD_H)[:, None],
+                    (ow * STRIDE_W - PAD_W)[:, None],
+                    td * DIL_D, th * DIL_H, tw * DIL_W,
+                    pos_ok[:, None] & col_ok[None, :],
+                    sx_n, sx_c, sx_d, sx_h, sx_w, D, H, W, PAD_MODE, USE_INT64,
+                )  # fmt: skip
+            acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+        gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
+        gw_row = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
+        tl.store(
+            gw_ptr + gw_row[:, None] + gw_col[None, :],
+            acc.to(gw_ptr.dtype.element_ty),
+            mask=co_ok[:, None] & col_ok[None, :],
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -817,8 +845,8 @@ def gemm_conv_backward_weight(
 ) -> None:
     """Gradient of the convolution w.r.t. its weight, into ``grad_w`` (C_out, C_in/groups, *K),
     and w.r.t. its bias into ``grad_bias`` (C_out,) when given: ``grad_out`` summed per channel
-    by the first column tile of each row tile, from the chunks it loads anyway (16-bit operands;
-    others by a separate sum: ``bias_target``).
+    by a column tile of its own in each row of tiles, which reads the chunks of ``grad_out`` the
+    row's other tiles read (16-bit operands; others by a separate sum: ``bias_target``).
 
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
     grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
@@ -849,9 +877,10 @@ def gemm_conv_backward_weight(
            precision, sums is not None)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
-        # Column tiles: flattened taps × channels, or per tap a run of channel blocks.
+        # Column tiles: flattened taps × channels, or per tap a run of channel blocks; then the
+        # bias's.
         cols = cdiv(n_taps * cg_in, c["BLOCK_N"]) if flat else n_taps * cdiv(cg_in, c["BLOCK_N"])
-        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols, groups * n_split)
+        return flat_grid(cdiv(cg_out, c["BLOCK_M"]), cols + (sums is not None), groups * n_split)
 
     # Narrow columns: input channels per tap, or the flattened taps × channels (the rows, output
     # channels, stay 64 or more: see NARROW_WEIGHT_TABLE).
