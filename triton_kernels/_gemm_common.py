@@ -141,6 +141,8 @@ NARROW_WEIGHT_TABLE = [
 #: Columns of the all-ones operand a grad-weight kernel sums the bias gradient with (wgmma's
 #: narrowest tile).
 SUM_COLUMNS = tl.constexpr(16)
+#: Loads the bias's column tile keeps in flight.
+SUM_STAGES = tl.constexpr(2)
 
 
 @triton.jit

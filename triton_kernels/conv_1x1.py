@@ -42,6 +42,7 @@ from ._gemm_common import (
     NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
     SUM_COLUMNS,
+    SUM_STAGES,
     WEIGHT_BLOCK_K,
     aligned_rows,
     bias_target,
@@ -211,7 +212,7 @@ def _conv1x1_bwd_weight_kernel(
 
     if BIAS and tile_n == n_cols:  # the bias's column tile: grad_out's chunks alone, summed
         sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)
-        for p0 in range(start, end, BLOCK_K):
+        for p0 in tl.range(start, end, BLOCK_K, num_stages=SUM_STAGES):
             pos = p0 + tl.arange(0, BLOCK_K)
             a = tl.load(
                 go_ptr + go_col + _position_offset(pos, P, sgo_n, sgo_p, FLAT_ROWS)[None, :],

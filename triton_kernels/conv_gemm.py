@@ -59,6 +59,7 @@ from ._gemm_common import (
     NARROW_WEIGHT_TABLE,
     NOMINAL_TILE,
     SUM_COLUMNS,
+    SUM_STAGES,
     TAP_TABLE,
     WEIGHT_BLOCK_K,
     aligned,
@@ -555,7 +556,7 @@ def _conv_bwd_weight_kernel(
 
     if BIAS and tile_n == n_cols:  # the bias's column tile
         sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)
-        for p0 in range(start, end, BLOCK_K):
+        for p0 in tl.range(start, end, BLOCK_K, num_stages=SUM_STAGES):
             pos, pos_ok, n, od, oh, ow = _positions(
                 p0, end, OD, OH, OW, Q_OD, Q_OH, Q_OW, BLOCK_K, FLAT_K, USE_INT64
             )
