@@ -23,7 +23,7 @@ The launcher contract, for every launcher exported here:
   (``torchconv_ext._padding.fold_padding_grad``).
 
 Besides the launchers: the layout rules callers follow (``prefers_channels_last``,
-``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``windows``), ``window_weight`` (a weight in
+``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``, ``windows``), ``window_weight`` (a weight in
 the windows' layout, which a caller may keep while the weight does not change and pass back as
 ``windowed_weight``), and the tape helpers (``taped``, ``recording``, ``replayed_whole``).
 
@@ -63,6 +63,7 @@ from .conv import (
     reads_nchw,
     reads_windows,
     stores_nchw,
+    sums_bias,
     windows,
 )
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
@@ -112,7 +113,7 @@ def __getattr__(name: str):
 
 __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
-__all__ += ["reads_nchw", "reads_windows", "stores_nchw", "window_weight", "windows"]
+__all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_weight", "windows"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]

@@ -233,6 +233,12 @@ def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
     return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)
 
 
+def sums_bias(dtype: torch.dtype) -> bool:
+    """Whether the weight-gradient GEMMs sum a bias gradient of ``dtype`` themselves (see
+    :func:`bias_target`); callers that get ``False`` sum it in one reduction of their own."""
+    return INTERPRET or dtype in (torch.float16, torch.bfloat16)
+
+
 def bias_target(
     grad_bias: torch.Tensor | None, grad_out: torch.Tensor, n_split: int
 ) -> torch.Tensor | None:
@@ -249,7 +255,7 @@ def bias_target(
     the kernel, so that float64 tests check the kernel's sums."""
     if grad_bias is None:
         return None
-    if not (INTERPRET or grad_out.dtype in (torch.float16, torch.bfloat16)):
+    if not sums_bias(grad_out.dtype):
         torch.sum(grad_out, [0, 2, 3, 4], out=grad_bias)
         return None
     if n_split == 1:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ._gemm_common import sums_bias as _gemm_sums_bias
 from .conv_1x1 import conv1x1_backward_input, conv1x1_backward_weight, conv1x1_forward, is_pointwise
 from .conv_depthwise import (
     depthwise_conv_backward_input,
@@ -219,6 +220,13 @@ def conv_backward_input(
             allow_tf32=allow_tf32,
             bias=bias,
         )
+
+
+def sums_bias(c_in: int, groups: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`conv_backward_weight` sums a bias gradient from the gradient chunks it
+    loads for the weight's (the GEMMs, 16-bit operands): a caller passes ``grad_bias`` then, and
+    otherwise sums it itself (one reduction either way)."""
+    return not _is_depthwise(c_in, groups) and _gemm_sums_bias(dtype)
 
 
 def conv_backward_weight(

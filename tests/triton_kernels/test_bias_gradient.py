@@ -119,8 +119,8 @@ def test_no_input_channels_still_give_the_bias_gradient(triton_device):
 
 
 def test_wide_operands_leave_the_bias_gradient_to_a_separate_sum(monkeypatch):
-    """On a GPU the kernels sum the bias gradient of 16-bit operands only (``bias_target``):
-    fp32 and fp64 get a separate sum, exactly as torch's."""
+    """On a GPU the kernels sum the bias gradient of 16-bit operands only (``bias_target``,
+    ``sums_bias``): fp32 and fp64 get a separate sum, exactly as torch's."""
     monkeypatch.setattr(_gemm_common, "INTERPRET", False)
     grad_b = torch.full((3,), float("nan"))
     for dtype in (torch.float32, torch.float64):
@@ -129,6 +129,10 @@ def test_wide_operands_leave_the_bias_gradient_to_a_separate_sum(monkeypatch):
         gb = torch.full((3,), float("nan"), dtype=dtype)
         _gemm_common.bias_target(gb, grad_out, 1)
         assert torch.equal(gb, grad_out.sum([0, 2, 3, 4]))
+    # ... which the op asks first, to sum it itself (depthwise convolutions: always)
+    assert K.sums_bias(16, 1, torch.bfloat16) and K.sums_bias(16, 2, torch.float16)
+    assert not K.sums_bias(16, 1, torch.float32) and not K.sums_bias(16, 1, torch.float64)
+    assert not K.sums_bias(4, 4, torch.bfloat16)
     grad_out = torch.randn(2, 3, 1, 4, 5, dtype=torch.float16)
     gb = grad_b.half()
     assert _gemm_common.bias_target(gb, grad_out, 1).data_ptr() == gb.data_ptr()

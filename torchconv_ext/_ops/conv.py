@@ -325,14 +325,18 @@ def _weight_gradients(
     grad = empty_in_layout(shape, input, channels_last, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_(), _channel_sum(grad_output) if bias else None
-    grad_bias = new_output(shape[:1], grad_output) if bias else None
     k = kernels()
+    summed = bias and k.sums_bias(input.shape[1], g.groups, grad_output.dtype)
+    grad_bias = new_output(shape[:1], grad_output) if summed else None
+    if bias and not summed:  # (one reduction of its own, as the kernels would otherwise do)
+        grad_bias = _channel_sum(grad_output)
     if k.prefers_channels_last(input.shape[1], g.groups):
         grad_output = gemm_activation(grad_output, kernel_size, g)
         input = gemm_input(input, kernel_size, g)
     k.conv_backward_weight(
-        input, grad_output, grad, grad_bias=grad_bias, pad_mode=g.padding_mode, **kernel_args(g)
-    )
+        input, grad_output, grad, grad_bias=grad_bias if summed else None,
+        pad_mode=g.padding_mode, **kernel_args(g),
+    )  # fmt: skip
     return grad, grad_bias
 
 
