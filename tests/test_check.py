@@ -256,3 +256,17 @@ def test_sweep_reaches_every_conv_gemm_tuner(monkeypatch, tiny):
                 assert len(ran) == 1, (entry["name"], direction, ran)
                 reached.add(ran[0])
     assert reached == set(tuners.discover())
+
+
+def test_sweep_checks_a_bias_gradient_beside_the_weights():
+    """The weight-gradient kernels sum a bias gradient beside the weight's: on a sweep layer with
+    a bias, the grad_weight direction asks for and compares both; without one, the weight's."""
+    from torchconv_ext.check import cases, sweep
+    from torchconv_ext.check.problems import build
+
+    plan = cases.plan(cuda=False, quick=False)
+    for name, bias in (("3x3 64->64 28x28 +bias", True), ("1x1 32->32 28x28", False)):
+        (case,) = [c for c in plan if c.name == f"{name} grad_weight" and c.dtype == "fp32"]
+        grads, parts, window = sweep._direction(case, build(case.spec, "cpu", 0))
+        assert (grads, window) == ((("weight", "bias") if bias else ("weight",)), "backward")
+        assert parts == (("grad_weight", "grad_bias") if bias else ("grad_weight",))
