@@ -547,14 +547,14 @@ def _conv_bwd_weight_kernel(
     )
     group = batch // N_SPLIT
     split = batch % N_SPLIT
-    co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    co_ok = co < C_OUT
-    co_off = wide(group * C_OUT + co, USE_INT64)
-    go_row = (co_off * sgo_c)[:, None]
     start = wide(split, USE_INT64) * P_SPLIT
     end = tl.minimum(start + P_SPLIT, P)
 
     if BIAS and tile_n == n_cols:  # the bias's column tile
+        co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        co_ok = co < C_OUT
+        co_off = wide(group * C_OUT + co, USE_INT64)
+        go_row = (co_off * sgo_c)[:, None]
         sums = tl.zeros((BLOCK_M, SUM_COLUMNS), dtype=ACC_DTYPE)
         for p0 in tl.range(start, end, BLOCK_K, num_stages=SUM_STAGES):
             pos, pos_ok, n, od, oh, ow = _positions(
@@ -566,6 +566,10 @@ def _conv_bwd_weight_kernel(
         gb = gb_ptr + wide(split, USE_INT64) * sgb_split + co_off
         tl.store(gb, first_column(sums).to(gb_ptr.dtype.element_ty), mask=co_ok)
     else:
+        co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        co_ok = co < C_OUT
+        co_off = wide(group * C_OUT + co, USE_INT64)
+        go_row = (co_off * sgo_c)[:, None]
         td, th, tw, ci, col_ok = _k_step(tile_n, C_IN, c_blocks, n_taps, KH, KW, BLOCK_N, FLAT_K)
         ci_group = group * C_IN + ci
         x_col = wide(ci_group, USE_INT64) * sx_c + td * DIL_D * sx_d + th * DIL_H * sx_h
