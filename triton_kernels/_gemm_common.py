@@ -234,29 +234,23 @@ def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
 
 
 def sums_bias(dtype: torch.dtype) -> bool:
-    """Whether the weight-gradient GEMMs sum a bias gradient of ``dtype`` themselves (see
-    :func:`bias_target`); callers that get ``False`` sum it in one reduction of their own."""
+    """Whether the weight-gradient GEMMs sum a bias gradient of ``dtype`` themselves.
+
+    They sum 16-bit operands, whose products with ones the tensor cores make exactly, at the
+    cost of a small accumulator. fp32 and fp64 products run on CUDA cores (or would round each
+    gradient to 11 bits under TF32), where the second product takes registers the main loop
+    cannot spare (compiled for sm_90 nearly every fp32 candidate spilled): one reduction of its
+    own then. Triton's interpreter has no registers to spare and sums every dtype in the
+    kernels, so that float64 tests check the kernels' sums."""
     return INTERPRET or dtype in (torch.float16, torch.bfloat16)
 
 
-def bias_target(
-    grad_bias: torch.Tensor | None, grad_out: torch.Tensor, n_split: int
-) -> torch.Tensor | None:
+def bias_target(grad_bias: torch.Tensor | None, n_split: int) -> torch.Tensor | None:
     """Where a grad-weight kernel sums the bias gradient (``channel_sums``): ``grad_bias`` viewed
-    as one split, or a workspace of ``n_split`` partial sums in fp32 (fp64). ``None`` without a
-    bias gradient, or when the kernel sums none: ``grad_bias`` then gets the sum of ``grad_out``
-    (5-d) here.
-
-    The kernel sums 16-bit operands, whose products with ones the tensor cores make exactly, at
-    the cost of a small accumulator. fp32 and fp64 products run on CUDA cores (or would round
-    each gradient to 11 bits under TF32), where the second product takes registers the main
-    loop cannot spare (compiled for sm_90, every fp32 candidate but the smallest spills): a
-    separate sum then. Triton's interpreter has no registers to spare and sums every dtype in
-    the kernel, so that float64 tests check the kernel's sums."""
+    as one split, or a workspace of ``n_split`` partial sums in fp32 (fp64); ``None`` without
+    one (callers go through ``conv.conv_backward_weight``, which sums it itself where
+    :func:`sums_bias` says the kernels do not)."""
     if grad_bias is None:
-        return None
-    if not sums_bias(grad_out.dtype):
-        torch.sum(grad_out, [0, 2, 3, 4], out=grad_bias)
         return None
     if n_split == 1:
         return grad_bias.view(1, -1)

@@ -243,9 +243,14 @@ def conv_backward_weight(
     grad_bias: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a convolution with respect to its weight, written to ``grad_w``, and to its
-    bias, written to ``grad_bias`` (contiguous, ``(C_out,)``) when given: the GEMMs sum it from
-    the gradient chunks they load for the weight's (16-bit operands), the other cases leave it to
-    one reduction."""
+    bias, written to ``grad_bias`` (contiguous, ``(C_out,)``) when given: the GEMMs sum it
+    beside the weight's where :func:`sums_bias` says so, else (and with nothing to sum it
+    beside: an empty operand) one reduction here does."""
+    if grad_bias is not None and (
+        not sums_bias(x.shape[1], groups, grad_out.dtype) or x.numel() == 0 or grad_w.numel() == 0
+    ):
+        torch.sum(grad_out, [0, *range(2, grad_out.dim())], out=grad_bias)
+        grad_bias = None
     if _is_depthwise(x.shape[1], groups):
         depthwise_conv_backward_weight(
             x,
@@ -256,8 +261,6 @@ def conv_backward_weight(
             dilation=dilation,
             pad_mode=pad_mode,
         )
-        if grad_bias is not None:
-            torch.sum(grad_out, [0, *range(2, grad_out.dim())], out=grad_bias)
     elif is_pointwise(grad_w.shape[2:], stride, padding) and conv1x1_backward_weight(
         x, grad_out, grad_w, groups=groups, allow_tf32=allow_tf32, grad_bias=grad_bias
     ):

@@ -421,7 +421,7 @@ def conv1x1_backward_weight(
     split_stride = 0 if n_split == 1 else target.stride(0)
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
-    sums = bias_target(grad_bias, go5, n_split)
+    sums = bias_target(grad_bias, n_split)
     # Splits start at multiples of 16 positions: NCHW rows then load as 16-byte vectors (the
     # last splits may be short or empty: they add zeros).
     p_split = cdiv(cdiv(m, n_split), 16) * 16

@@ -851,7 +851,7 @@ def gemm_conv_backward_weight(
     """Gradient of the convolution w.r.t. its weight, into ``grad_w`` (C_out, C_in/groups, *K),
     and w.r.t. its bias into ``grad_bias`` (C_out,) when given: ``grad_out`` summed per channel
     by a column tile of its own in each row of tiles, which reads the chunks of ``grad_out`` the
-    row's other tiles read (16-bit operands; others by a separate sum: ``bias_target``).
+    row's other tiles read (``conv.conv_backward_weight`` passes it where ``sums_bias``).
 
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
     grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
@@ -861,9 +861,7 @@ def gemm_conv_backward_weight(
     x5, go5, gw5 = as_5d(x), as_5d(grad_out), as_5d(grad_w)
     c_out, cg_in = gw5.shape[0], gw5.shape[1]
     cg_out = c_out // groups
-    if gw5.numel() == 0:  # (no input channels: the bias still has its gradient)
-        if grad_bias is not None:
-            torch.sum(go5, [0, 2, 3, 4], out=grad_bias)
+    if gw5.numel() == 0:
         return
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
@@ -875,7 +873,7 @@ def gemm_conv_backward_weight(
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, grad_out, grad_w, None if n_split == 1 else target)
     precision = dot_precision(x.dtype, allow_tf32)
-    sums = bias_target(grad_bias, go5, n_split)
+    sums = bias_target(grad_bias, n_split)
     p_split = cdiv(positions, n_split)
     key = (x.dtype, _layout_class(x5, go5, gw5), pad_mode, tuple(gw5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, bucket(p_split), n_split, use_int64,

@@ -261,8 +261,6 @@ def window_conv_backward_weight(
     cp = window_channels(c_in, kw)
     if go5.numel() == 0 or x5.numel() == 0:
         gw5.zero_()
-        if grad_bias is not None:
-            torch.sum(go5, [0, 2, 3, 4], out=grad_bias)
         return
     windowed = gw5.new_empty((c_out, kd, kh, kw * cp, 1))
     gemm_conv_backward_weight(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import triton_kernels as K
 from tests.triton_kernels.test_conv_gemm import _check, _layout, _poisoned
-from triton_kernels import _gemm_common
+from triton_kernels import _gemm_common, conv_gemm
 
 pytestmark = pytest.mark.interpret
 
@@ -118,22 +118,24 @@ def test_no_input_channels_still_give_the_bias_gradient(triton_device):
     _check(grad_b, grad_out.sum([0, 2, 3]).cpu())
 
 
-def test_wide_operands_leave_the_bias_gradient_to_a_separate_sum(monkeypatch):
-    """On a GPU the kernels sum the bias gradient of 16-bit operands only (``bias_target``,
-    ``sums_bias``): fp32 and fp64 get a separate sum, exactly as torch's."""
+def test_wide_operands_leave_the_bias_gradient_to_a_separate_sum(monkeypatch, triton_device):
+    """On a GPU the kernels sum the bias gradient of 16-bit operands only (``sums_bias``): for
+    fp32 and fp64 the launcher takes one reduction of its own, exactly as torch does, and hands
+    the kernels none."""
+    assert K.sums_bias(16, 1, torch.float32)  # (the interpreter sums every dtype in the kernels)
     monkeypatch.setattr(_gemm_common, "INTERPRET", False)
-    grad_b = torch.full((3,), float("nan"))
-    for dtype in (torch.float32, torch.float64):
-        grad_out = torch.randn(2, 3, 1, 4, 5, dtype=dtype)
-        assert _gemm_common.bias_target(grad_b.to(dtype), grad_out, 1) is None
-        gb = torch.full((3,), float("nan"), dtype=dtype)
-        _gemm_common.bias_target(gb, grad_out, 1)
-        assert torch.equal(gb, grad_out.sum([0, 2, 3, 4]))
-    # ... which the op asks first, to sum it itself (depthwise convolutions: always)
     assert K.sums_bias(16, 1, torch.bfloat16) and K.sums_bias(16, 2, torch.float16)
     assert not K.sums_bias(16, 1, torch.float32) and not K.sums_bias(16, 1, torch.float64)
-    assert not K.sums_bias(4, 4, torch.bfloat16)
-    grad_out = torch.randn(2, 3, 1, 4, 5, dtype=torch.float16)
-    gb = grad_b.half()
-    assert _gemm_common.bias_target(gb, grad_out, 1).data_ptr() == gb.data_ptr()
-    assert _gemm_common.bias_target(gb, grad_out, 4).shape == (4, 3)
+    assert not K.sums_bias(4, 4, torch.bfloat16)  # depthwise: always a reduction
+    x = torch.randn((2, 20, 7, 6), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    handed = []
+    monkeypatch.setattr(
+        conv_gemm, "bias_target", lambda grad_bias, n: handed.append(grad_bias) or None
+    )
+    grad_w, grad_b, ref_w, ref_b, alone = _weight_and_bias_gradients(
+        x, 18, (3, 3), stride=(1, 1), padding=(1, 1), groups=1, layout="channels_last",
+        device=triton_device,
+    )  # fmt: skip
+    assert handed and all(h is None for h in handed)
+    _check(grad_w, ref_w)
+    _check(grad_b, ref_b)

@@ -326,9 +326,10 @@ def _weight_gradients(
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_(), _channel_sum(grad_output) if bias else None
     k = kernels()
+    # The kernels sum the bias gradient beside the weight's where they can, else one reduction.
     summed = bias and k.sums_bias(input.shape[1], g.groups, grad_output.dtype)
     grad_bias = new_output(shape[:1], grad_output) if summed else None
-    if bias and not summed:  # (one reduction of its own, as the kernels would otherwise do)
+    if bias and not summed:
         grad_bias = _channel_sum(grad_output)
     if k.prefers_channels_last(input.shape[1], g.groups):
         grad_output = gemm_activation(grad_output, kernel_size, g)
