@@ -17,7 +17,8 @@ table holds for every padding mode and for TensorFlow-style asymmetric padding.
 
 A biased convolution's weight and bias gradients come from ``conv_bwd_weight_bias``: the weight
 gradient with the bias's (a channel sum of ``g``), summed on the Triton path by the weight
-gradient's kernel from the chunks of ``g`` it loads anyway; its derivatives are
+gradient's kernel, in a tile of its own beside the weight's (``triton_kernels.sums_bias``);
+its derivatives are
 ``conv_bwd_weight``'s, the bias's gradient riding on ``conv_fwd`` as its bias.
 
 ``conv_bwd_input`` takes a bias too: a transposed convolution *is* the input gradient of a
@@ -301,8 +302,9 @@ def _bwd_weight_bias_impl(
     padding_mode: str,
 ) -> tuple[Tensor, Tensor]:
     """The weight and bias gradients of ``conv_fwd``: on the Triton path the weight gradient's
-    kernel sums the bias gradient from the chunks of ``grad_output`` it loads anyway (a pass
-    over ``grad_output`` fewer than ``conv_bwd_weight`` and a channel sum)."""
+    kernel sums the bias gradient too, in a tile of its own reading the chunks of
+    ``grad_output`` the weight's tiles read (a pass over ``grad_output`` and a launch fewer than
+    ``conv_bwd_weight`` and a channel sum), where ``triton_kernels.sums_bias`` says so."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
     return _weight_gradients(grad_output, input, kernel_size, channels_last, g, bias=True)
 
