@@ -163,3 +163,19 @@ def test_third_derivative_matches_torch():
         ours = third(lambda a, b: TF.conv1d(a, b, padding=1, padding_mode="replicate"))
     theirs = third(lambda a, b: reference_conv(a, b, None, 1, 1, 1, 1, "replicate"))
     torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.interpret
+def test_biased_convolution_twice_differentiable_on_the_kernels():
+    """On the Triton kernels a biased convolution's weight and bias gradients come from one
+    kernel (``conv_bwd_weight_bias``: the bias in a tile of its own); both, and their own
+    derivatives, against finite differences in float64."""
+    torch.manual_seed(4)
+    x, w, b = _leaf(1, 4, 5, 5), _leaf(6, 4, 3, 3), _leaf(6)
+    with torchconv_ext.use_backend("triton"):
+
+        def conv(x, w, b):
+            return TF.conv2d(x, w, b, padding=1)
+
+        assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=True)
