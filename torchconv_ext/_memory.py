@@ -69,13 +69,15 @@ def new_output(
     memory_format: torch.memory_format = torch.contiguous_format,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """An uninitialised output tensor (NaN-filled when poisoning is on)."""
-    out = torch.empty(
-        shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
-    )
-    if _POISON:
-        out.fill_(float("nan") if out.is_floating_point() else -1)
-    return out
+    """An uninitialised output tensor in ``memory_format`` (NaN-filled when poisoning is on)."""
+    if memory_format is torch.contiguous_format:
+        return empty_in_layout(shape, like, False, dtype, poison=True)
+    if 0 in shape:  # torch's channels-last strides of an empty tensor are its own
+        out = torch.empty(
+            shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
+        )
+        return _poisoned(out)
+    return empty_in_layout(shape, like, True, dtype, poison=True)
 
 
 def empty_in_layout(
@@ -87,20 +89,18 @@ def empty_in_layout(
 ) -> torch.Tensor:
     """An uninitialised ``(N, C, *spatial)`` tensor with channels fastest (``channels_last``,
     any rank) or contiguous; NaN/-1 filled when ``poison`` and tests turn poisoning on."""
-    shape = list(shape)
-    dtype = dtype or like.dtype
-    if not channels_last:
-        return (
-            new_output(shape, like, dtype=dtype) if poison else like.new_empty(shape, dtype=dtype)
-        )
-    fmt = _CL_FORMATS.get(len(shape))
-    if fmt is not None and 0 not in shape:  # torch's own channels-last strides (one call)
-        if poison:
-            return new_output(shape, like, fmt, dtype)
-        return torch.empty(shape, dtype=dtype, device=like.device, memory_format=fmt)
-    flipped = [shape[0], *shape[2:], shape[1]]
-    out = new_output(flipped, like, dtype=dtype) if poison else like.new_empty(flipped, dtype=dtype)
-    return out.movedim(-1, 1)
+    # One ``empty_strided`` (0.4 µs less per call than ``torch.empty`` with a memory format):
+    # the strides are torch's own for non-empty shapes in either format.
+    out = torch.empty_strided(
+        shape, _layout_strides(shape, channels_last), dtype=dtype or like.dtype, device=like.device
+    )
+    return _poisoned(out) if poison else out
+
+
+def _poisoned(out: torch.Tensor) -> torch.Tensor:
+    if _POISON:
+        out.fill_(float("nan") if out.is_floating_point() else -1)
+    return out
 
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -121,12 +121,14 @@ def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def _layout_strides(shape: Sequence[int], channels_last: bool) -> list[int]:
-    """The strides :func:`empty_in_layout` gives a tensor of ``shape``."""
-    order = [0, *range(2, len(shape)), 1] if channels_last else list(range(len(shape)))
+    """The strides :func:`empty_in_layout` gives a tensor of ``shape``: dims in order, or
+    channels after the spatial dims; a dim of size 0 steps as one of size 1 (as torch's
+    contiguous strides do)."""
+    order = [0, *range(2, len(shape)), 1] if channels_last else range(len(shape))
     strides, step = [0] * len(shape), 1
     for d in reversed(order):
         strides[d] = step
-        step *= shape[d]
+        step *= shape[d] or 1
     return strides
 
 

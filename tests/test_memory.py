@@ -1,0 +1,36 @@
+"""Output allocation (``_memory``): one ``empty_strided`` with torch's own strides."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from torchconv_ext._memory import channels_last_format, empty_in_layout, new_output, to_layout
+
+
+@pytest.mark.parametrize("rank", [3, 4, 5])
+def test_allocations_have_torchs_strides_for_every_shape(rank):
+    """Contiguous and channels-last outputs, sizes 0 to 2 in every dim: torch's strides (for
+    channels-last: its memory format's, where one exists and the tensor is not empty; else
+    channels after the spatial dims, dims of size 0 stepping as size 1, as ``movedim`` of a
+    contiguous ``(N, *spatial, C)`` tensor gives)."""
+    like = torch.empty(1, dtype=torch.float16)
+    fmt = channels_last_format(rank)
+    for shape in itertools.product([0, 1, 2], repeat=rank):
+        plain = empty_in_layout(shape, like, False)
+        assert plain.stride() == torch.empty(shape).stride() and plain.dtype == torch.float16
+        assert new_output(shape, like).stride() == plain.stride()
+        flipped = torch.empty(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
+        last = empty_in_layout(shape, like, True, torch.int64)
+        if fmt is not None and 0 not in shape:
+            assert last.stride() == torch.empty(shape, memory_format=fmt).stride()
+        assert last.stride() == flipped.stride() and last.dtype == torch.int64
+        if fmt is not None:
+            assert (
+                new_output(shape, like, fmt).stride()
+                == torch.empty(shape, memory_format=fmt).stride()
+            )
+        if 0 not in shape:  # (an empty tensor in any strides is copied: nothing to copy)
+            assert to_layout(last, True) is last and to_layout(plain, False) is plain
