@@ -251,6 +251,37 @@ def test_strided_input_gradient_is_stored_channels_last(launches):
     assert _layout.is_channels_last(by_name["conv_backward_input"].result)
 
 
+def test_a_backward_converts_its_incoming_gradient_once(launches):
+    """Both gradient primitives of one derivative read the incoming NCHW gradient
+    channels-last: it is copied once and both launches read that copy (a convolution's input
+    and weight gradients; a transposed convolution's input gradient — a forward convolution of
+    it — and weight gradient)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 5, 3, dtype=torch.float64)
+    w = torch.randn(16, 16, 3, 3, dtype=torch.float64)
+    _conv_matching_torch(x, w, None, padding=1)
+    by_name = {launch.name: launch for launch in launches}
+    assert by_name["conv_backward_input"].channels_last[0]
+    assert by_name["conv_backward_input"].pointers[0] == by_name["conv_backward_weight"].pointers[1]
+
+    launches.clear()
+    y = torch.randn(1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(16, 16, 2, 2, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend("triton"):
+        out = TF.conv_transpose2d(y, wt, stride=2)
+        gy = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (y, wt), gy)
+    ref = F.conv_transpose2d(y, wt, stride=2)
+    for got, want in zip(grads, torch.autograd.grad(ref, (y, wt), gy), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        assert got.stride() == want.stride()
+    backward = [launch for launch in launches if launch.name != "conv_backward_input"]
+    assert [launch.name for launch in backward] == ["conv_forward", "conv_backward_weight"]
+    copy = backward[0].pointers[0]
+    assert backward[0].channels_last[0] and copy != gy.data_ptr()
+    assert backward[1].pointers[0] == copy
+
+
 @pytest.mark.parametrize(
     "kernel,size,channels", [(2, 3, 16), (2, 2, 2), (1, 3, 16), (1, 4, 16), (3, 5, 3)]
 )

@@ -6,7 +6,8 @@ one scalar load per element. So, on the Triton path:
 
 * activations (input, grad_output) are converted to channels-last with one copy when they are not
   already (:func:`channels_last_activation`; the 1×1 GEMM reads NCHW rows of 16 positions as
-  they are: ``conv.gemm_activation``), and
+  they are: ``conv.gemm_activation``) — one copy per derivative, which reads the incoming
+  gradient in two gradient primitives (:func:`converting_once`) — and
 * weights are repacked channels-last (:func:`packed_weight`) — or, for the narrow convolutions
   that read windows of a padded copy, into the windows' layout (``triton_kernels.window_weight``:
   ``form`` ``"windows"``, and ``"windows_input_gradient"`` for the flipped, transposed weight
@@ -36,6 +37,8 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -60,11 +63,42 @@ def is_channels_last(t: torch.Tensor) -> bool:
     return to_layout(t, True) is t
 
 
+class _Conversions(threading.local):
+    """Per thread, inside :func:`converting_once`: each activation's channels-last copy by the
+    activation's id (the activation is held beside it, so no id is reused meanwhile)."""
+
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+_conversions = _Conversions()
+
+
 def channels_last_activation(t: torch.Tensor) -> torch.Tensor:
-    """``t`` channels-last: itself when it already is, else a copy (one pass)."""
+    """``t`` channels-last: itself when it already is, else a copy (one pass; one per call of
+    :func:`converting_once`)."""
     if is_channels_last(t):
         return t
-    return to_layout(t, True)
+    copies = _conversions.copies
+    if copies is None:
+        return to_layout(t, True)
+    entry = copies.get(id(t))
+    if entry is None:
+        entry = copies[id(t)] = (t, to_layout(t, True))
+    return entry[1]
+
+
+def converting_once(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, converting each activation to channels-last at most once: the gradient
+    primitives of one derivative (a convolution's input and weight gradients) read the same
+    incoming gradient, and each would copy it. The copies are inputs of kernels only (nothing
+    writes them), and they are dropped on return."""
+    if _conversions.copies is not None:  # (an enclosing call shares its copies)
+        return fn(*args)
+    _conversions.copies = {}
+    try:
+        return fn(*args)
+    finally:
+        _conversions.copies = None
 
 
 #: Whether parameters' repacked copies are cached (``TORCHCONV_EXT_WEIGHT_CACHE=0``: never).

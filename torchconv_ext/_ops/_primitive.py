@@ -43,6 +43,7 @@ import torch
 from torch.autograd import forward_ad
 
 from .._backend import get_backend, loaded_kernels
+from ._layout import converting_once
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
@@ -165,7 +166,7 @@ class Primitive:
         return taped(*args)
 
     def _op_backward(self, ctx, *grads):
-        return self.backward(ctx, *grads)
+        return converting_once(self.backward, ctx, *grads)
 
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
         previous = getattr(_in_op_rule, "active", False)
@@ -214,7 +215,7 @@ class EagerFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
         if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
-            return (None, *ctx.prim.backward(ctx, *grads))
+            return (None, *converting_once(ctx.prim.backward, ctx, *grads))
         return (None, *_backward_on_tape(ctx, grads))
 
     @staticmethod
@@ -295,7 +296,7 @@ def _backward_from_saved(backward, needs, attributes, named, n_saved, n_tensors,
     tensors = args[:n_tensors]
     values = {**attributes.values, **{name: tensors[i] for name, i in named}}
     ctx = _SavedContext(needs, tensors[:n_saved], values)
-    return backward(ctx, *args[n_tensors:])
+    return converting_once(backward, ctx, *args[n_tensors:])
 
 
 def _backward_on_tape(ctx, grads: tuple) -> tuple:
@@ -308,7 +309,7 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
     if _taped_backward is None:
         kernels = loaded_kernels()
         if kernels is None:
-            return backward(ctx, *grads)
+            return converting_once(backward, ctx, *grads)
         _taped_backward = kernels.taped(_backward_from_saved, returns=True, context=_impl_context)
     saved = ctx.saved_tensors
     tensors, named, plain = list(saved), [], {}
@@ -325,7 +326,7 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
     try:
         attributes = _Attributes(plain)
     except TypeError:  # an attribute that cannot be part of a key: no tape
-        return backward(ctx, *grads)
+        return converting_once(backward, ctx, *grads)
     needs = ctx.needs_input_grad
     layout = (tuple(named), len(saved), len(tensors))
     return _taped_backward(backward, needs, attributes, *layout, *tensors, *grads)

@@ -378,8 +378,6 @@ def forward_grads(
     no) for the gradient ``grad`` of its result; the fused convolutions reuse it."""
     need_input, need_weight, need_bias = needs
     layout = results_channels_last(input, weight) if need_input or need_weight else False
-    if need_input and need_weight and _converted_by_both(grad, input, weight, geometry):
-        grad = channels_last_activation(grad)  # once, instead of once in each gradient
     grad_input = grad_weight = grad_bias = None
     if need_input:
         size = list(input.shape[2:])
@@ -392,22 +390,6 @@ def forward_grads(
     elif need_bias:
         grad_bias = _channel_sum(grad)
     return grad_input, grad_weight, grad_bias, *[None] * len(geometry)
-
-
-def _converted_by_both(grad: Tensor, input: Tensor, weight: Tensor, geometry: list) -> bool:
-    """Whether both gradient primitives would convert ``grad`` to channels-last on their own
-    (the tensor-core convolutions on the Triton path, ``gemm_activation``; plain tensors
-    outside transforms)."""
-    if (
-        type(grad) not in (Tensor, torch.nn.Parameter)
-        or torch._C._are_functorch_transforms_active()
-        or not use_triton(grad)
-    ):
-        return False
-    g = ConvGeometry.from_args(*geometry)
-    return kernels().prefers_channels_last(input.shape[1], g.groups) and not _reads_as_is(
-        grad, weight.shape[2:], g
-    )
 
 
 def _bwd_input_setup(ctx, inputs, output):
