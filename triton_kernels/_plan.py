@@ -103,6 +103,15 @@ def hooked(hook: Any) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def hooks_set() -> bool:
+    """Whether a launch enter or exit hook is set (one call: tapes ask on every call)."""
+    runtime = knobs.runtime
+    enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return (enter is not None and bool(getattr(enter, "calls", True))) or (
+        exit_ is not None and bool(getattr(exit_, "calls", True))
+    )
+
+
 class Unplanned(Exception):
     """A plan that cannot launch (a global rebound, anything unexpected): Triton's own path
     launches instead."""

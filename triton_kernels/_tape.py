@@ -468,8 +468,7 @@ def taped(
             or torch._C._are_functorch_transforms_active()  # wrapped tensors look plain
             or torch._C._len_torch_dispatch_stack()  # a mode may want to see every op
             or torch._C._is_torch_function_mode_enabled()  # (a device context, too)
-            or _plan.hooked(knobs.runtime.launch_enter_hook)
-            or _plan.hooked(knobs.runtime.launch_exit_hook)
+            or _plan.hooks_set()
         ):
             return fn(*args, **kwargs)
         global _generation

@@ -14,7 +14,9 @@ with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``to
 primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
 directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
 every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
-Once our kernels are loaded, eager calls run the implementation through a tape
+A functional op calls its primitive bound to the checked arguments (:class:`Bound`, from
+``Primitive.bind``): the same computation on a leaner eager path. Once our kernels are loaded,
+eager calls run the implementation through a tape
 (``triton_kernels._tape``): from the third call of a problem — the same tensor metadata, the
 same other arguments, backend and TF32 flag — its torch ops and kernel launches are replayed
 without its Python (argument unpacking, layout rules, kernel choice, the launcher's own set-up).
@@ -47,9 +49,16 @@ from ._layout import converting_once
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
-# Set while a registered op's batching rule runs: functorch still looks active there, but the
-# primitives that rule calls must stay registered ops (the eager Function would re-enter vmap).
-_in_op_rule = threading.local()
+
+class _OpRule(threading.local):
+    """Per thread: whether a registered op's batching rule runs. Functorch still looks active
+    there, but the primitives that rule calls must stay registered ops (the eager Function would
+    re-enter vmap). A class default, as a missing attribute's ``getattr`` costs 0.5 µs."""
+
+    active = False
+
+
+_in_op_rule = _OpRule()
 
 
 #: Every primitive by its op name (what ``torch.ops.torchconv_ext.<name>`` calls).
@@ -62,7 +71,7 @@ def tracing(args: tuple) -> bool:
     registered op's batching rule."""
     if torch.compiler.is_compiling() or _dispatch_modes():
         return True
-    if getattr(_in_op_rule, "active", False):
+    if _in_op_rule.active:
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
 
@@ -128,6 +137,7 @@ class Primitive:
         self.jvp = jvp
         self.vmap = vmap or self._vmap_by_loop
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
+        self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
         self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
         self.op.register_fake(fake)
         self.op.register_autograd(self._op_backward, setup_context=setup_context)
@@ -141,7 +151,7 @@ class Primitive:
         if (
             torch.compiler.is_compiling()
             or (torch._C._len_torch_dispatch_stack() and _dispatch_modes())
-            or getattr(_in_op_rule, "active", False)
+            or _in_op_rule.active
         ):
             return self.op(*args)
         grad = False
@@ -165,11 +175,33 @@ class Primitive:
             taped = self._taped = kernels.taped(self.impl, returns=True, context=_impl_context)
         return taped(*args)
 
+    def bind(self, *static: Any) -> Bound:
+        """This primitive with its trailing arguments ``static`` fixed (see :class:`Bound`)."""
+        return Bound(self, static)
+
+    def run_bound(self, bound: Bound, leading: tuple) -> Any:
+        """``run(*leading, *bound.static)``, on a tape whose key holds ``bound`` itself (its
+        identity) in place of the static arguments' values."""
+        taped = self._taped_bound
+        if taped is None or taped.impl is not self.impl:  # (``impl`` may be replaced)
+            kernels = loaded_kernels()
+            if kernels is None:
+                return self.impl(*leading, *bound.static)
+            impl = self.impl
+
+            def bound_impl(bound: Bound, *leading: Any) -> Any:
+                return impl(*leading, *bound.static)
+
+            taped = kernels.taped(bound_impl, returns=True, context=_impl_context)
+            taped.impl = impl
+            self._taped_bound = taped
+        return taped(bound, *leading)
+
     def _op_backward(self, ctx, *grads):
         return converting_once(self.backward, ctx, *grads)
 
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
-        previous = getattr(_in_op_rule, "active", False)
+        previous = _in_op_rule.active
         _in_op_rule.active = True
         try:
             return self.vmap(info, in_dims, *args)
@@ -202,15 +234,15 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:
-        prim, *args = inputs
-        ctx.prim = prim
+        prim = ctx.prim = inputs[0]
+        args = inputs[1:]
         # The primitive's derivatives index inputs without the leading primitive.
         ctx.needs_input_grad = ctx.needs_input_grad[1:]
-        if isinstance(output, tuple):
-            ctx.mark_non_differentiable(*(o for o in output if not o.is_floating_point()))
+        if type(output) is tuple:
+            ctx.mark_non_differentiable(*[o for o in output if not o.is_floating_point()])
         if _forward_mode_active():
-            ctx.primals = tuple(args)
-        prim.setup_context(ctx, tuple(args), output)
+            ctx.primals = args
+        prim.setup_context(ctx, args, output)
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
@@ -235,6 +267,70 @@ class EagerFunction(torch.autograd.Function):
         if torch._C._are_functorch_transforms_active():
             return super().apply(*args)
         return super(torch.autograd.Function, cls).apply(*args)
+
+
+class Bound:
+    """A primitive with its trailing non-tensor arguments fixed: ``prim.bind(*static)`` called
+    with the leading operands (tensors or ``None``) is ``prim(*leading, *static)``.
+
+    A functional op's opening binds once per call signature (``functional._common.Openings``)
+    and calls the bound primitive from then on, which is leaner in eager mode: autograd's
+    Function sees only the operands (:class:`BoundFunction`), and the tape's key holds the
+    bound object instead of the static values (each hashed on every call). Anything but a plain
+    eager call — tracing, dispatch modes, forward mode, functorch transforms — takes the
+    primitive's own path. ``static`` is never modified (its lists are the op's arguments).
+    """
+
+    __slots__ = ("no_grads", "prim", "static")
+
+    def __init__(self, prim: Primitive, static: tuple) -> None:
+        self.prim = prim
+        self.static = static
+        self.no_grads = (False,) * len(static)  # needs_input_grad of the static arguments
+
+    def __repr__(self) -> str:
+        return f"{self.prim!r}.bind{self.static!r}"
+
+    def __call__(self, *leading: Any) -> Any:
+        if (
+            torch.compiler.is_compiling()
+            or torch._C._len_torch_dispatch_stack()
+            or _in_op_rule.active
+            or _forward_mode_active()
+        ):
+            return self.prim(*leading, *self.static)
+        grad = False
+        for a in leading:
+            if a is not None:
+                if type(a) not in _PLAIN_TENSORS:
+                    return self.prim(*leading, *self.static)
+                grad = grad or a.requires_grad
+        if grad and torch.is_grad_enabled():
+            return _apply_bound(self, *leading)
+        return self.prim.run_bound(self, leading)
+
+
+class BoundFunction(EagerFunction):
+    """:class:`EagerFunction` for a :class:`Bound` call: ``apply(bound, *leading)``. Its
+    backward is the primitive's (the static arguments' gradients, all ``None``, are dropped
+    by autograd); forward mode and functorch never reach it."""
+
+    @staticmethod
+    def forward(bound: Bound, *leading: Any) -> Any:
+        return bound.prim.run_bound(bound, leading)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Any) -> None:
+        bound = inputs[0]
+        prim = ctx.prim = bound.prim
+        ctx.needs_input_grad = ctx.needs_input_grad[1:] + bound.no_grads
+        if type(output) is tuple:
+            ctx.mark_non_differentiable(*[o for o in output if not o.is_floating_point()])
+        prim.setup_context(ctx, (*inputs[1:], *bound.static), output)
+
+
+#: ``BoundFunction.apply`` without torch's argument binding (the calls are positional).
+_apply_bound = super(torch.autograd.Function, BoundFunction).apply
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ._primitive import Primitive
 
 
 def _no_indices(like: Tensor) -> Tensor:
-    return like.new_empty((0,), dtype=torch.int64)
+    return torch.empty_strided((0,), (1,), dtype=torch.int64, device=like.device)
 
 
 def _outputs(shape, input: Tensor, mode: str, channels_last: bool, poison: bool):
@@ -343,10 +343,9 @@ class _Pooling:
     # The forward: (input, *params) -> (output, indices)
 
     def _fwd_setup_context(self, ctx, inputs: tuple, output: tuple) -> None:
-        input, *params = inputs
-        ctx.params = tuple(params)
-        ctx.indices = output[1]  # for the jvp; integer, so no reference cycle through autograd
-        ctx.save_for_backward(input, output[1])
+        ctx.params = inputs[1:]
+        indices = ctx.indices = output[1]  # for the jvp; integer: no reference cycle
+        ctx.save_for_backward(inputs[0], indices)
 
     def _fwd_backward(self, ctx, grad_output: Tensor, _grad_indices: None) -> tuple:
         grad_input = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.overrides import handle_torch_function, has_torch_function
@@ -144,6 +144,15 @@ class Openings:
 
     def get(self, key: tuple | None) -> object | None:
         return None if key is None else self._table.get(key)
+
+    def bind(self, key: tuple | None, prim: Any, *static: Any) -> Callable:
+        """The primitive ``prim`` with its trailing arguments ``static`` fixed, for the call of
+        signature ``key``: bound (``Primitive.bind``, the lean eager path) when the opening is
+        remembered — a bound primitive's tapes are keyed by the object itself, so it lives as
+        long as the opening — else a plain call (a one-off, under autocast or tracing)."""
+        if key is None:
+            return lambda *leading: prim(*leading, *static)
+        return prim.bind(*static)
 
     def remember(self, key: tuple | None, opening: object) -> None:
         if key is None:

@@ -111,17 +111,17 @@ def _conv(
     if opened is TORCH_OP:
         return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
     if opened is not None:  # this call's opening, as decided before
-        batched, geometry = opened
-        out = conv_fwd(input if batched else input.unsqueeze(0), weight, bias, *geometry)
+        batched, call = opened
+        out = call(input if batched else input.unsqueeze(0), weight, bias)
         return out if batched else out.squeeze(0)
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
     )  # fmt: skip
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
-        if cast is None:
-            _OPENINGS.remember(key, (batched, g.as_args()))
-        out = conv_fwd(x, weight, bias, *g.as_args())
+        call = _OPENINGS.bind(key, conv_fwd, *g.as_args())
+        _OPENINGS.remember(key, (batched, call))
+        out = call(x, weight, bias)
     else:  # other dtypes (complex, integers) and empty channels: as torch computes them
         out = fallback.conv_by_torch(x, weight, bias, g)
     return out if batched else out.squeeze(0)

@@ -35,10 +35,9 @@ def _conv_transpose(
     )
     opened = _OPENINGS.get(key)
     if opened is not None:  # this call's opening, as decided before (the layout is not in it)
-        batched, out_size, geometry = opened
+        batched, calls = opened  # one per result layout
         x = input if batched else input.unsqueeze(0)
-        layout = results_channels_last(x, weight)
-        out = conv_bwd_input(x, weight, bias, out_size, layout, *geometry)
+        out = calls[results_channels_last(x, weight)](x, weight, bias)
         return out if batched else out.squeeze(0)
     cast, dtype = conv_dtype(input)
     if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
@@ -51,11 +50,12 @@ def _conv_transpose(
     )
     if dtype in KERNEL_DTYPES["conv"]:
         # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
-        out_size = tuple(out_size)  # as remembered: every call of a problem passes the same
-        if cast is None:
-            _OPENINGS.remember(key, (batched, out_size, g.as_args()))
-        layout = results_channels_last(input, weight)
-        out = conv_bwd_input(input, weight, bias, out_size, layout, *g.as_args())
+        calls = [
+            _OPENINGS.bind(key, conv_bwd_input, list(out_size), layout, *g.as_args())
+            for layout in (False, True)
+        ]
+        _OPENINGS.remember(key, (batched, calls))
+        out = calls[results_channels_last(input, weight)](input, weight, bias)
     else:  # other dtypes (complex, integers): as torch computes them
         out = fallback.conv_transpose_by_torch(input, weight, bias, g)
     return out if batched else out.squeeze(0)

@@ -95,8 +95,8 @@ def _max_pool(
     key = _OPENINGS.key(name, input, kernel_size, stride, padding, dilation, ceil_mode)
     opened = _OPENINGS.get(key)
     if opened is not None and opened is not TORCH_OP:  # this call's opening, as decided before
-        batched, geometry = opened
-        out, idx = pool_fwd(input if batched else input.unsqueeze(0), "max", *geometry)
+        batched, call = opened
+        out, idx = call(input if batched else input.unsqueeze(0))
         if not batched:
             out, idx = _unbatch(out), _unbatch(idx)
         return (out, idx) if return_indices else out
@@ -116,9 +116,9 @@ def _max_pool(
         )
     batched, x = open_call(name, nd, input, cast=cast)
     geom = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
-    if cast is None:
-        _OPENINGS.remember(key, (batched, geom.as_args()))
-    out, idx = pool_fwd(x, "max", *geom.as_args())
+    call = _OPENINGS.bind(key, pool_fwd, "max", *geom.as_args())
+    _OPENINGS.remember(key, (batched, call))
+    out, idx = call(x)
     if not batched:
         out, idx = _unbatch(out), _unbatch(idx)
     return (out, idx) if return_indices else out
@@ -140,8 +140,8 @@ def _avg_pool(
     )
     opened = _OPENINGS.get(key)
     if opened is not None:  # this call's opening, as decided before
-        batched, geometry = opened
-        out, _ = pool_fwd(input if batched else input.unsqueeze(0), "avg", *geometry)
+        batched, call = opened
+        out, _ = call(input if batched else input.unsqueeze(0))
         return out if batched else _unbatch(out)
     cast, dtype = autocast_dtype(name, input)
     kernels = runs_kernels("pool", input, dtype)
@@ -160,34 +160,36 @@ def _avg_pool(
     geom = pool_geometry(
         name, x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
     )
-    if cast is None:
-        _OPENINGS.remember(key, (batched, geom.as_args()))
-    out, _ = pool_fwd(x, "avg", *geom.as_args())
+    call = _OPENINGS.bind(key, pool_fwd, "avg", *geom.as_args())
+    _OPENINGS.remember(key, (batched, call))
+    out, _ = call(x)
     return out if batched else _unbatch(out)
 
 
-def _open_adaptive(name: str, nd: int, input: Tensor, output_size) -> object:
-    """``TORCH_OP``, or ``(batched, autocast's cast, output size)`` for our op."""
+def _open_adaptive(name: str, nd: int, mode: str, input: Tensor, output_size, key) -> object:
+    """``TORCH_OP``, or ``(batched, autocast's cast, our op on its arguments)`` (bound for the
+    call signature ``key``)."""
     cast, dtype = autocast_dtype(name, input)
     # Floating-point inputs take our op on the fallback too (whose computation is ATen's op).
     if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=False):
         return TORCH_OP
     batched, x = open_call(name, nd, input)
-    return batched, cast, tuple(adaptive_output_size(name, x, output_size))
+    size = list(adaptive_output_size(name, x, output_size))
+    return batched, cast, _OPENINGS.bind(key, adaptive_pool_fwd, mode, size)
 
 
 def _adaptive_pool(name: str, nd: int, mode: str, input: Tensor, output_size, return_indices: bool):
     key = _OPENINGS.key(name, input, output_size)
     opened = _OPENINGS.get(key)
     if opened is None:
-        opened = _open_adaptive(name, nd, input, output_size)
+        opened = _open_adaptive(name, nd, mode, input, output_size, key)
         _OPENINGS.remember(key, opened)  # (no key under autocast: a cast is never remembered)
     if opened is TORCH_OP:
         args = (input, output_size) + ((return_indices,) if mode == "max" else ())
         return getattr(F, name)(*args)
-    batched, cast, size = opened
+    batched, cast, call = opened
     (x,) = cast_operands(cast, input if batched else input.unsqueeze(0))
-    out, idx = adaptive_pool_fwd(x, mode, list(size))
+    out, idx = call(x)
     if not batched:
         out, idx = _unbatch(out), (_unbatch(idx) if mode == "max" else idx)
     return (out, idx) if return_indices else out

@@ -10,7 +10,7 @@ geometry checked here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -25,6 +25,11 @@ _OPENINGS = Openings()
 
 Size = int | Sequence[int]
 Scale = float | Sequence[float]
+
+
+def _by_torch(geometry: tuple) -> Callable[[Tensor], Tensor]:
+    """ATen's nearest op on a checked geometry, as a call on the input alone."""
+    return lambda input: fallback.nearest_forward(input, *geometry)
 
 
 @overridable
@@ -93,8 +98,7 @@ def interpolate(
     )  # fmt: skip
     opened = _OPENINGS.get(key)
     if opened is not None:  # this call's opening, as decided before (outside autocast)
-        ours, geometry = opened
-        return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geometry)
+        return opened(input)
     geom = upsample_geometry(
         input,
         size,
@@ -115,8 +119,9 @@ def interpolate(
     output_size, scales, exact = geom.as_args()
     # Tuples, as remembered: every call of a problem then passes the same arguments.
     geometry = (tuple(output_size), tuple(scales), exact)
-    _OPENINGS.remember(key, (ours, geometry))
-    return (upsample_nearest_fwd if ours else fallback.nearest_forward)(input, *geometry)
+    call = _OPENINGS.bind(key, upsample_nearest_fwd, *geometry) if ours else _by_torch(geometry)
+    _OPENINGS.remember(key, call)
+    return call(input)
 
 
 @overridable
