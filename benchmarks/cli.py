@@ -1,6 +1,7 @@
 """The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``
-(``--budget SECONDS``: :mod:`benchmarks.budget`) and of ``python -m benchmarks overhead``
-(:mod:`benchmarks.overhead`).
+(``--budget SECONDS``: :mod:`benchmarks.budget`), of ``python -m benchmarks overhead``
+(:mod:`benchmarks.overhead`) and of ``python -m benchmarks instructions``
+(:mod:`benchmarks.instructions`).
 
 Kept apart from ``__main__`` so that the single-suite entry points (``python -m
 benchmarks.bench_conv`` etc.) can call it without importing the package's main module.
@@ -103,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .overhead import main as overhead
 
         return overhead(argv[1:])
+    if argv[:1] == ["instructions"]:
+        from .instructions import main as instructions
+
+        return instructions(argv[1:])
     args = parser().parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -430,9 +430,20 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
             + " | "
             f"{doc['date'][:10]} |"
         )
-    others = [
-        (f"host overhead per call ({js.stem})", js) for js in sorted(root.glob("*/overhead*.json"))
-    ] + [(f"compile report for {js.stem}", js) for js in sorted(root.glob("compile-report/*.json"))]
+    others = (
+        [
+            (f"host overhead per call ({js.stem})", js)
+            for js in sorted(root.glob("*/overhead*.json"))
+        ]
+        + [
+            (f"host instructions per call ({js.stem})", js)
+            for js in sorted(root.glob("*/instructions*.json"))
+        ]
+        + [
+            (f"compile report for {js.stem}", js)
+            for js in sorted(root.glob("compile-report/*.json"))
+        ]
+    )
     others = [
         (what, js.with_suffix(".md")) for what, js in others if js.with_suffix(".md").exists()
     ]
