@@ -13,14 +13,16 @@ GPU exactly as that suite runs them (backend ``"triton"``, the final launcher a 
 tapes recorded) and ATen's on the same CPU tensors. One child process runs them all under
 ``valgrind --tool=callgrind --instr-atstart=no``: it warms each call up uncounted (compiling,
 tuning, recording its tapes), then counts ``n`` calls and ``2n`` calls, switching counting on
-and off around each with ``callgrind_control`` and dumping the counts after each. Switching
-costs the same instructions every time, so ``(count(2n) - count(n)) / n`` is one call's.
+and off around each with ``callgrind_control`` and dumping the counts after each (garbage collection off, a fixed hash
+seed). Switching costs the same instructions every time, so ``(count(2n) - count(n)) / n`` is
+one call's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -44,11 +46,17 @@ def _control(*args: str) -> None:
 
 
 def _counted(fn: Any, n: int) -> None:
-    """``n`` calls of ``fn`` counted, then dumped (callgrind numbers its dumps in order)."""
-    _control("-i", "on")
-    for _ in range(n):
-        fn()
-    _control("-i", "off")
+    """``n`` calls of ``fn`` counted, then dumped (callgrind numbers its dumps in order);
+    garbage collection off while counting, as the overhead suite times."""
+    gc.collect()
+    gc.disable()
+    try:
+        _control("-i", "on")
+        for _ in range(n):
+            fn()
+        _control("-i", "off")
+    finally:
+        gc.enable()
     _control("-d")
 
 
@@ -169,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.executable, "-m", "benchmarks", "instructions", "--child", labels,
             "--calls", str(args.calls), *(["--only", *args.only] if args.only else []),
         ]  # fmt: skip
+        # (a fixed hash seed: the same dict layouts, so the same probes, in every run)
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["PYTHONHASHSEED"] = "0"
         root = Path(__file__).resolve().parents[1]  # where ``-m benchmarks`` is found
         done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
         if done.returncode != 0:

@@ -35,6 +35,17 @@ def test_remembers_per_plain_arguments_and_tells_them_apart():
     check(x, np.int64(1))
     check(torch.nn.Parameter(x), 1)  # a Parameter is a plain tensor type
     assert len(calls) == 10
+    check(x, (1.5,))  # a sequence of other than ints
+    check(x, (1.5,))
+    assert len(calls) == 12
+
+    @memoized
+    def scalars(a, b):  # no tensor, no sequence: the arguments are their own key
+        calls.append((a, b))
+        return a
+
+    assert [scalars(1, "x"), scalars(1, "x"), scalars(True, "x"), scalars(1.0, "x")] == [1] * 4
+    assert calls[12:] == [(1, "x"), (True, "x"), (1.0, "x")]
 
 
 def test_errors_are_raised_every_time():

@@ -108,28 +108,60 @@ def string_padding(
 #: Validated argument tuples each checker remembers (its table is cleared when full).
 MEMO_CAPACITY = 1024
 
-_PLAIN_SCALARS = (int, str, float, type(None))
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
-
 Check = TypeVar("Check", bound=Callable)
+
+#: How :func:`plain_key` takes each argument type: a tensor by its metadata, a value as it is, a
+#: tuple or list when it holds ints only; other types are not plain.
+_TENSOR, _VALUE, _INTS = "tensor", "value", "ints"
+_KINDS: dict[type, str] = {
+    torch.Tensor: _TENSOR,
+    torch.nn.Parameter: _TENSOR,
+    **dict.fromkeys((int, str, float, type(None), bool), _VALUE),
+    **dict.fromkeys((tuple, list), _INTS),
+}
+#: Per tuple of argument types: where its tensors and its sequences are (``None``: not plain).
+_PLACES: dict[tuple[type, ...], tuple[tuple[int, ...], tuple[int, ...]] | None] = {}
+
+
+def _places(types: tuple[type, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    kinds = [_KINDS.get(t) for t in types]
+    places = None
+    if None not in kinds:
+        places = (
+            tuple(i for i, k in enumerate(kinds) if k == _TENSOR),
+            tuple(i for i, k in enumerate(kinds) if k == _INTS),
+        )
+    if len(_PLACES) >= MEMO_CAPACITY:
+        _PLACES.clear()
+    _PLACES[types] = places
+    return places
 
 
 def plain_key(args: tuple) -> tuple | None:
     """``args`` as a key that tells apart everything a checker can read of them — a tensor's
     type, shape, dtype and device; a value's type and value — or ``None`` when one is not plain
-    (NumPy or symbolic ints, tensor subclasses, other objects: those are checked every time)."""
-    key = []
-    for a in args:
-        t = type(a)
-        if t in _PLAIN_TENSORS:
-            key.append((t, a.shape, a.dtype, a.device))
-        elif t in _PLAIN_SCALARS or t is bool:
-            key.append((t, a))
-        elif (t is tuple or t is list) and all(type(v) is int for v in a):
-            key.append((t, *a))
-        else:
+    (NumPy or symbolic ints, tensor subclasses, other objects: those are checked every time).
+
+    The key is the arguments' types (which tell ``1``, ``True`` and ``1.0`` apart), then their
+    values with each tensor's metadata in its place (a functional op computes one per call)."""
+    types = tuple(map(type, args))
+    places = _PLACES.get(types, False)
+    if places is False:  # (a tuple of types not seen before)
+        places = _places(types)
+    if places is None:
+        return None
+    tensors, sequences = places
+    if not tensors and not sequences:
+        return types, args
+    values = list(args)
+    for i in tensors:
+        t = args[i]
+        values[i] = (t.shape, t.dtype, t.device)
+    for i in sequences:
+        if not all(type(v) is int for v in args[i]):
             return None
-    return tuple(key)
+        values[i] = tuple(args[i])
+    return types, tuple(values)
 
 
 def memoized(check: Check) -> Check:

@@ -409,7 +409,7 @@ def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -
     if kwargs:
         args = (*args, *kwargs.values())
     types = tuple(map(type, args))
-    tensor_at, list_at = _argument_kinds(types)
+    tensor_at, list_at = _ARGUMENT_KINDS.get(types) or _argument_kinds(types)
     values = list(args)
     for i in tensor_at:
         v = args[i]
@@ -483,7 +483,7 @@ def taped(
             return fn(*args, **kwargs)
         if type(tape) is Tape:
             try:
-                result = tape.replay(tensors)
+                result = tape.replay_steps(*tensors)
             except _plan.Unplanned:
                 _tapes[key] = -1
                 return fn(*args, **kwargs)

@@ -324,8 +324,8 @@ class BoundFunction(EagerFunction):
         bound = inputs[0]
         prim = ctx.prim = bound.prim
         ctx.needs_input_grad = ctx.needs_input_grad[1:] + bound.no_grads
-        if type(output) is tuple:
-            ctx.mark_non_differentiable(*[o for o in output if not o.is_floating_point()])
+        # (No marks: in reverse mode, the only mode here, autograd leaves integer outputs
+        # — pooling's indices — without gradient by their dtype.)
         prim.setup_context(ctx, (*inputs[1:], *bound.static), output)
 
 

@@ -137,7 +137,7 @@ class Openings:
 
     def key(self, *args: object) -> tuple | None:
         """The signature of a call with ``args`` (``None``: one that is never remembered)."""
-        if not _autocast.autocast_off() or torch.compiler.is_compiling():
+        if torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling():
             return None
         key = plain_key(args)
         return None if key is None else (get_backend(), key)
