@@ -483,7 +483,7 @@ def taped(
             return fn(*args, **kwargs)
         if type(tape) is Tape:
             try:
-                result = tape.replay_steps(*tensors)
+                result = tape.replay(tensors)
             except _plan.Unplanned:
                 _tapes[key] = -1
                 return fn(*args, **kwargs)
