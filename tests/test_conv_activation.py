@@ -333,6 +333,39 @@ def test_unbatched_prelu_is_per_output_channel(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_repeated_fused_call_takes_its_remembered_opening(backend):
+    """On our kernels, from the first call on, a fused convolution with plain activation
+    arguments runs its bound primitive (the opening remembered for the next calls, which give
+    the same results, unbatched too); a PReLU's weight is an operand, so a PReLU call is opened
+    every time, and different arguments are opened anew. (The fallback runs torch's ops.)"""
+    ours = backend == "triton"
+    torch.manual_seed(0)
+    w, b = _leaf(4, 3, 3, 3), _leaf(4)
+    slope = torch.rand(4, dtype=torch.float64)
+    leaky = {"negative_slope": 0.2}
+    with torchconv_ext.use_backend(backend):
+        for shape in [(2, 3, 6, 5), (2, 3, 6, 5), (3, 6, 5), (3, 6, 5)]:
+            x = _leaf(*shape)
+            y = TF.conv2d(x, w, b, padding=1, activation="leaky_relu", activation_args=leaky)
+            node = y.grad_fn if len(shape) == 4 else y.grad_fn.next_functions[0][0]  # (squeezed)
+            assert (type(node).__name__ == "BoundFunctionBackward") == ours
+            ref = F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.2)
+            torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+            got = torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+            want = torch.autograd.grad(ref, (x, w, b), torch.ones_like(ref))
+            for a, r in zip(got, want, strict=True):
+                torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+        x = _leaf(2, 3, 6, 5)
+        other = TF.conv2d(x, w, b, padding=1, activation="leaky_relu",
+                          activation_args={"negative_slope": 0.5})  # fmt: skip
+        torch.testing.assert_close(other, F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.5))
+        for _ in range(2):
+            y = TF.conv2d(x, w, b, activation="prelu", activation_args={"weight": slope})
+            assert (type(y.grad_fn).__name__ == "EagerFunctionBackward") == ours
+        torch.testing.assert_close(y, F.prelu(F.conv2d(x, w, b), slope))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_and_default_activation_unchanged(backend):
     """fp32 matches torch; ``activation=None`` is today's convolution, bit for bit."""
     torch.manual_seed(0)

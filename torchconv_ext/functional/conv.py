@@ -143,6 +143,17 @@ def _conv_act(
 ) -> Tensor:
     """:func:`_conv` followed by an activation: fused into the kernels' epilogue on the Triton
     path (``conv_act_fwd``), torch's activation after torch's convolution elsewhere."""
+    plain = _plain_activation(activation, activation_args)
+    key = None
+    if plain is not None:
+        key = _OPENINGS.key(
+            name, input, weight, bias, stride, padding, dilation, groups, padding_mode, *plain
+        )
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening on our kernels, as decided before
+        batched, call = opened
+        out = call(input if batched else input.unsqueeze(0), weight, bias, None)
+        return out if batched else out.squeeze(0)
     act = _activation.parse_activation(activation, activation_args)
     if act is None:  # activation_args={} alone
         return _conv(name, spatial_dims, input, weight, bias, stride, padding, dilation, groups,
@@ -162,11 +173,22 @@ def _conv_act(
     if act_weight is not None and act_weight.dtype != x.dtype:
         act_weight = act_weight.to(x.dtype)
     if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
-        out = conv_act_fwd(x, weight, bias, act_weight, act.kind, act.alpha, *g.as_args())
+        call = _OPENINGS.bind(key, conv_act_fwd, act.kind, act.alpha, *g.as_args())
+        _OPENINGS.remember(key, (batched, call))  # (no key for a PReLU: its weight is not static)
+        out = call(x, weight, bias, act_weight)
     else:  # other dtypes and empty channels: torch's convolution, then torch's activation
         z = fallback.conv_by_torch(x, weight, bias, g)
         out = _activation.apply(z, act.kind, act.alpha, act_weight)
     return out if batched else out.squeeze(0)
+
+
+def _plain_activation(activation: object, activation_args: object) -> tuple | None:
+    """The activation and its arguments as the tail of an opening's key: ``(activation, name,
+    value, ...)``, or ``None`` for a call opened every time — a PReLU (its weight is an
+    operand, reshaped on every call) or arguments other than a dict."""
+    if activation == "prelu" or not (activation_args is None or type(activation_args) is dict):
+        return None
+    return (activation, *(v for item in (activation_args or {}).items() for v in item))
 
 
 _ACTIVATION_DOC = """
