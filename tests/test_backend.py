@@ -120,6 +120,28 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
     assert r.returncode != 0 and "TRITON_INTERPRET=1" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize(
+    "triton_version, numpy_version, refused",
+    [("3.6.0", "2.4.0", True), ("3.6.0", "2.3.5", False), ("3.9.0", "2.4.6", False)],
+)
+def test_an_interpreter_numpy_cannot_serve_is_a_clear_error(
+    monkeypatch, triton_version, numpy_version, refused
+):
+    """Triton 3.6's interpreter fails on NumPy 2.4 in every kernel with a runtime loop bound
+    (``int()`` of a 1-element array): importing the kernels under it says what to install."""
+    numpy = pytest.importorskip("numpy")
+    triton = pytest.importorskip("triton")
+    from triton_kernels import _common
+
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    if refused:
+        with pytest.raises(ImportError, match=r"numpy<2\.4.*Triton 3\.9"):
+            _common._refuse_numpy_the_interpreter_cannot_use()
+    else:
+        _common._refuse_numpy_the_interpreter_cannot_use()
+
+
 def test_imports_and_falls_back_without_triton():
     code = (
         "import sys, torch\n"

@@ -59,7 +59,28 @@ def _interpret_without_overflow_sanitizer() -> None:
         builder.options = dataclasses.replace(options, sanitize_overflow=False)
 
 
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def _refuse_numpy_the_interpreter_cannot_use() -> None:
+    """Triton 3.6's interpreter reads a loop bound with ``int(array)``, which NumPy 2.4 refuses
+    for its 1-element arrays (later Triton reads the element): every kernel with a runtime loop
+    would fail inside the interpreter with NumPy's message. Say what to change instead."""
+    import numpy
+    import triton
+
+    if _release(triton.__version__) < (3, 7) and _release(numpy.__version__) >= (2, 4):
+        raise ImportError(
+            f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run kernels "
+            f"with NumPy {numpy.__version__}: it converts 1-element arrays to integers, which "
+            "NumPy 2.4 refuses. Install 'numpy<2.4', or Triton 3.9 or later"
+        )
+
+
 if INTERPRET:
+    _refuse_numpy_the_interpreter_cannot_use()
     _interpret_without_overflow_sanitizer()
 
 #: Offsets at or past this many elements need 64-bit arithmetic.
