@@ -208,6 +208,34 @@ def test_double_backward_matches_torch(activation, backend):
             torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_through_the_output_is_torchs(activation, backend):
+    """ReLU's and leaky ReLU's derivative is read off the output with torch's own backward ops:
+    a non-finite incoming gradient at a unit ReLU zeroed gives 0 as in torch, and the Jacobian
+    (``jacrev``: the backward under ``vmap``) is torch's."""
+    x, w, b, ours, kwargs, args, reference = _case("3x3", activation, True, False)
+    with torchconv_ext.use_backend(backend):
+        y = TF.conv2d(x, w, b, **ours)
+    expected = reference(F.conv2d(x, w, b, **kwargs), args)
+    assert (expected <= 0).any() and (expected > 0).any()
+    non_finite = torch.tensor([float("nan"), float("inf")], dtype=y.dtype)
+    non_finite = non_finite[torch.arange(y.numel()) % 2].view_as(y)
+    gy = torch.where(expected.detach() <= 0, non_finite, torch.randn_like(y))
+    with torchconv_ext.use_backend(backend):
+        got = torch.autograd.grad(y, [x, w, b], gy)
+    want = torch.autograd.grad(expected, [x, w, b], gy)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, equal_nan=True)
+    x0 = x.detach()[:1]
+    with torchconv_ext.use_backend(backend):
+        got = torch.func.jacrev(lambda t: TF.conv2d(t, w.detach(), b.detach(), **ours))(x0)
+    want = torch.func.jacrev(
+        lambda t: reference(F.conv2d(t, w.detach(), b.detach(), **kwargs), args)
+    )(x0)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("activation", ["prelu-channels", "silu"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_jvp_matches_torch(activation, backend):

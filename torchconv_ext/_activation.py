@@ -192,9 +192,18 @@ def from_output(kind: str, alpha: float) -> bool:
     return kind == "relu" or (kind == "leaky_relu" and alpha >= 0)
 
 
-def derivative_from_output(y: Tensor, kind: str, alpha: float) -> Tensor:
-    """``act'(z)`` from ``y = act(z)``, for the kinds :func:`from_output` accepts."""
-    return _where_positive(y, 0.0 if kind == "relu" else alpha)
+def backward_from_output(grad: Tensor, y: Tensor, kind: str, alpha: float) -> Tensor:
+    """``grad · act'(z)`` read off ``y = act(z)``, for the kinds :func:`from_output` accepts:
+    torch's own ReLU and leaky-ReLU backward ops, so one pass (on a GPU, one kernel instead of
+    a comparison, a select and a product) with torch's values — ReLU's is 0 where ``y ≤ 0``
+    even for a non-finite ``grad`` — and differentiable again (double backward, jvp, vmap)."""
+    if kind == "relu":
+        return _THRESHOLD_BACKWARD(grad, y, 0)
+    return _LEAKY_RELU_BACKWARD(grad, y, alpha, True)  # y is the result: its sign is z's
+
+
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
+_LEAKY_RELU_BACKWARD = torch.ops.aten.leaky_relu_backward.default
 
 
 def prelu_weight_grad(grad: Tensor, z: Tensor, weight: Tensor) -> Tensor:

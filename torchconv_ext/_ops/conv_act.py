@@ -88,14 +88,14 @@ def _backward(ctx, grad):
     z = act_weight = None
     if ctx.from_output:
         input, weight, output = ctx.saved_tensors
-        slope = act.derivative_from_output(output, ctx.kind, ctx.alpha)
+        grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
     else:
         input, weight, bias, act_weight = ctx.saved_tensors
         z = conv_fwd(input, weight, bias, *ctx.geometry)  # recomputed: see the module docstring
-        slope = act.derivative(z, ctx.kind, ctx.alpha, act_weight)
+        grad_z = grad * act.derivative(z, ctx.kind, ctx.alpha, act_weight)
     grads = (None, None, None)
     if any(needs[:3]):
-        grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad * slope)[:3]
+        grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad_z)[:3]
     grad_act_weight = None
     if needs[3]:
         grad_act_weight = act.prelu_weight_grad(grad, z, act_weight)
