@@ -75,7 +75,7 @@ def child(only: Sequence[str] | None, n: int, labels: Path) -> None:
     done: list[list] = []
     with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
         for call in CALLS:
-            if only and call.op not in only:
+            if only and call.name not in only:
                 continue
             for direction in DIRECTIONS:
                 for which in ("ours", "aten"):
@@ -85,7 +85,7 @@ def child(only: Sequence[str] | None, n: int, labels: Path) -> None:
                             run()
                         for calls in (n, 2 * n):
                             _counted(run, calls)
-                            done.append([call.op, direction, which, calls])
+                            done.append([call.name, direction, which, calls])
     labels.write_text(json.dumps(done))
 
 

@@ -1,7 +1,8 @@
 """``python -m benchmarks overhead``: the host time of one call of ours, measured without a GPU.
 
-Each call of the public functional API (``conv2d`` forward and forward+backward,
-``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, ``interpolate``)
+Each call of the public functional API (``conv2d`` forward and forward+backward, plain and
+with a fused ReLU, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``,
+``interpolate``)
 runs on tiny CPU tensors — an input that requires grad, weights as ``nn.Parameter`` objects as a
 layer passes them — under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="launch"``):
 backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
@@ -81,6 +82,8 @@ from .standin import plain_tensors, require_compiled_kernels
 TARGETS_US: dict[tuple[str, str], float] = {
     ("conv2d", "fwd"): 25.0,
     ("conv2d", "fwd+bwd"): 75.0,
+    ("conv2d+relu", "fwd"): 25.0,
+    ("conv2d+relu", "fwd+bwd"): 75.0,
     ("conv_transpose2d", "fwd"): 25.0,
     ("conv_transpose2d", "fwd+bwd"): 75.0,
     ("max_pool2d", "fwd"): 15.0,
@@ -94,11 +97,19 @@ LAYERS = ("functional", "autograd", "op", "launcher", "tuner", "binder")
 
 @dataclass(frozen=True)
 class Call:
-    """One public call on tiny tensors: operand shapes and keyword arguments."""
+    """One public call on tiny tensors: operand shapes and keyword arguments, and an
+    activation ours fuses (``activation=``, what ``convert_model(fuse=True)`` calls) where
+    ATen applies ``torch.nn.functional.<activation>`` to its result."""
 
     op: str
     shapes: tuple[tuple[int, ...], ...]
     kwargs: dict[str, Any]
+    activation: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The call's label in reports, targets and ``--only``: ``conv2d``, ``conv2d+relu``."""
+        return self.op if self.activation is None else f"{self.op}+{self.activation}"
 
     def operands(self) -> list[Any]:
         """The input (a tensor that requires grad) and, after it, the weights as a layer holds
@@ -114,6 +125,7 @@ CALLS: tuple[Call, ...] = (
     # 16 channels: the implicit GEMM's tap loop, most layers' path (narrower convolutions first
     # copy their input into windows, ``triton_kernels.conv_window``: one launch more).
     Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}),
+    Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}, activation="relu"),
     Call("conv_transpose2d", ((1, 16, 6, 6), (16, 16, 2, 2), (16,)), {"stride": 2}),
     Call("max_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
     Call("avg_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
@@ -308,7 +320,13 @@ def _call_fns(call: Call, direction: str, ours: bool) -> tuple[Callable, Callabl
 
     op = getattr(TF if ours else F, call.op)
     operands = call.operands()
-    forward = lambda: op(*operands, **call.kwargs)
+    if call.activation is None:
+        forward = lambda: op(*operands, **call.kwargs)
+    elif ours:
+        forward = lambda: op(*operands, **call.kwargs, activation=call.activation)
+    else:
+        activation = getattr(F, call.activation)
+        forward = lambda: activation(op(*operands, **call.kwargs))
     if direction == "fwd":
         return forward, forward
     gy = torch.randn_like(forward().detach())
@@ -386,9 +404,9 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         notes.append("NO TAPE REPLAYED: the call ran its Python in full")
     if replayed_launches != launches:
         notes.append(f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}")
-    target = TARGETS_US.get((call.op, direction))
+    target = TARGETS_US.get((call.name, direction))
     return {
-        "call": call.op,
+        "call": call.name,
         "direction": direction,
         "shapes": [list(s) for s in call.shapes],
         "kwargs": call.kwargs,
@@ -531,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .standin import stand_in_gpu
 
-    calls = [c for c in CALLS if not args.only or c.op in args.only]
+    calls = [c for c in CALLS if not args.only or c.name in args.only]
     torch.set_num_threads(1)
     doc: dict[str, Any] = {
         "tag": args.tag,
@@ -566,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     row = measure_call(call, direction, args, state)
                 except Exception as e:  # one call that fails is reported, the others go on
-                    print(f"| {call.op} {direction} | error: {type(e).__name__}: {e} |")
+                    print(f"| {call.name} {direction} | error: {type(e).__name__}: {e} |")
                     continue
                 doc["rows"].append(row)
                 print(row_text(row), flush=True)

@@ -59,8 +59,10 @@ def test_targets_are_the_projects():
     assert overhead.TARGETS_US[("conv2d", "fwd+bwd")] == 75
     for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate"):
         assert overhead.TARGETS_US[(op, "fwd")] == 15
-    assert {c.op for c in overhead.CALLS} == {
+    assert overhead.TARGETS_US[("conv2d+relu", "fwd+bwd")] == 75
+    assert {c.name for c in overhead.CALLS} == {
         "conv2d",
+        "conv2d+relu",
         "conv_transpose2d",
         "max_pool2d",
         "avg_pool2d",
