@@ -210,10 +210,9 @@ def test_double_backward_matches_torch(activation, backend):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradient_through_the_output_is_torchs(activation, backend):
+def test_a_non_finite_gradient_where_the_output_is_not_positive(activation, backend):
     """ReLU's and leaky ReLU's derivative is read off the output with torch's own backward ops:
-    a non-finite incoming gradient at a unit ReLU zeroed gives 0 as in torch, and the Jacobian
-    (``jacrev``: the backward under ``vmap``) is torch's."""
+    a NaN or infinite incoming gradient where ReLU gives 0 yields 0, as in torch."""
     x, w, b, ours, kwargs, args, reference = _case("3x3", activation, True, False)
     with torchconv_ext.use_backend(backend):
         y = TF.conv2d(x, w, b, **ours)
@@ -227,13 +226,26 @@ def test_gradient_through_the_output_is_torchs(activation, backend):
     want = torch.autograd.grad(expected, [x, w, b], gy)
     for g, e in zip(got, want, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, equal_nan=True)
-    x0 = x.detach()[:1]
+
+
+@pytest.mark.parametrize(
+    "activation, backend",
+    [(act, "torch") for act in ACTIVATIONS]
+    + [pytest.param(act, "triton", marks=pytest.mark.interpret) for act in ("relu", "gelu")],
+)
+def test_jacobian_matches_torch(activation, backend):
+    """``jacrev``: the backward — torch's backward op of each activation — under ``vmap`` (the
+    backward's formulas are the same on both backends: the kernels' side once)."""
+    torch.manual_seed(0)
+    name, make_args, reference = ACTIVATIONS[activation]
+    args = make_args(2)
+    leaves = [torch.randn(*s, dtype=torch.float64) for s in ((1, 2, 3, 3), (2, 2, 2, 2), (2,))]
+    ours = dict(activation=name, activation_args=args)
     with torchconv_ext.use_backend(backend):
-        got = torch.func.jacrev(lambda t: TF.conv2d(t, w.detach(), b.detach(), **ours))(x0)
-    want = torch.func.jacrev(
-        lambda t: reference(F.conv2d(t, w.detach(), b.detach(), **kwargs), args)
-    )(x0)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        got = torch.func.jacrev(lambda *t: TF.conv2d(*t, **ours), argnums=(0, 1, 2))(*leaves)
+    want = torch.func.jacrev(lambda *t: reference(F.conv2d(*t), args), argnums=(0, 1, 2))(*leaves)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("activation", ["prelu-channels", "silu"])

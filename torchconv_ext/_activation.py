@@ -5,13 +5,12 @@ An activation is named as ``torch.nn.functional`` names it and takes the keyword
 function takes (:data:`ACTIVATION_ARGS`). :func:`parse_activation` checks both and returns an
 :class:`Activation`, whose ``kind`` is what the ops and kernels take (``'gelu'`` with
 ``approximate='tanh'`` is the kind ``'gelu_tanh'``). The formulas here are torch ops: the
-fallback's activation and every activation's derivative, differentiable in turn (so the fused
-convolution has derivatives of any order).
+fallback's activation and every activation's backward (torch's own backward ops), differentiable
+in turn (so the fused convolution has derivatives of any order).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,35 +154,39 @@ def apply(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
     raise ValueError(f"unknown activation kind {kind!r}")
 
 
-def _where_positive(z: Tensor, slope: Tensor | float) -> Tensor:
-    """1 where ``z > 0``, else ``slope`` (in ``z``'s dtype: a Python float would make fp32)."""
-    if not isinstance(slope, Tensor):
-        slope = z.new_full((), slope)
-    return torch.where(z > 0, z.new_ones(()), slope)
-
-
-def derivative(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
-    """``act'(z)``, as torch's backward formulas compute it (at 0: the negative side's), with
-    differentiable torch ops."""
+def backward(grad: Tensor, z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
+    """``grad · act'(z)`` with torch's own backward op of each activation: one pass (on a GPU
+    one kernel, where a formula of the derivative was up to a dozen), torch's values — at 0,
+    and for a non-finite ``grad`` — and differentiable again: double backward, jvp (also the
+    jvp's ``t_z · act'(z)``) and vmap. SiLU's backward op has no derivatives of its own, so
+    while a graph is built or a transform is active it is torch's formula, as torch does."""
     if kind == "relu":
-        return (z > 0).to(z.dtype)
+        return _THRESHOLD_BACKWARD(grad, z, 0)
     if kind == "leaky_relu":
-        return _where_positive(z, alpha)
+        return _LEAKY_RELU_BACKWARD(grad, z, alpha, False)
     if kind == "prelu":
-        return _where_positive(z, per_channel(weight, z))
+        return _PRELU_BACKWARD(grad, z, per_channel(weight, z))[0]
     if kind == "elu":
-        return _where_positive(z, alpha * torch.exp(z))
-    if kind == "gelu":
-        cdf = 0.5 * (1 + torch.erf(z * math.sqrt(0.5)))
-        return cdf + z * torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
-    if kind == "gelu_tanh":
-        beta, kappa = math.sqrt(2 / math.pi), 0.044715
-        t = torch.tanh(beta * (z + kappa * z * z * z))
-        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * beta * (1 + 3 * kappa * z * z)
+        return _ELU_BACKWARD(grad, alpha, 1, 1, False, z)
+    if kind in ("gelu", "gelu_tanh"):
+        return _GELU_BACKWARD(grad, z, approximate="none" if kind == "gelu" else "tanh")
     if kind == "silu":
-        s = torch.sigmoid(z)
-        return s * (1 + z * (1 - s))
+        if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+            s = torch.sigmoid(z)
+            return grad * (s * (1 + z * (1 - s)))
+        return _SILU_BACKWARD(grad, z)
     raise ValueError(f"unknown activation kind {kind!r}")
+
+
+def prelu_backward(grad: Tensor, z: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """PReLU's two gradients, of ``z`` and of its weight (``grad · z`` summed where ``z ≤ 0``,
+    per channel or all), from one pass of torch's PReLU backward op."""
+    grad_z, grad_weight = _PRELU_BACKWARD(grad, z, per_channel(weight, z))
+    if weight.numel() == 1:
+        total = grad_weight.sum()
+    else:
+        total = grad_weight.sum([0, *range(2, grad_weight.dim())])
+    return grad_z, total.reshape(weight.shape).to(weight.dtype)
 
 
 def from_output(kind: str, alpha: float) -> bool:
@@ -204,10 +207,7 @@ def backward_from_output(grad: Tensor, y: Tensor, kind: str, alpha: float) -> Te
 
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
 _LEAKY_RELU_BACKWARD = torch.ops.aten.leaky_relu_backward.default
-
-
-def prelu_weight_grad(grad: Tensor, z: Tensor, weight: Tensor) -> Tensor:
-    """The PReLU weight's gradient: ``grad · z`` summed where ``z ≤ 0``, per channel or all."""
-    t = grad * torch.where(z > 0, z.new_zeros(()), z)
-    total = t.sum() if weight.numel() == 1 else t.sum([0, *range(2, t.dim())])
-    return total.reshape(weight.shape).to(weight.dtype)
+_PRELU_BACKWARD = torch.ops.aten._prelu_kernel_backward.default
+_ELU_BACKWARD = torch.ops.aten.elu_backward.default
+_GELU_BACKWARD = torch.ops.aten.gelu_backward.default
+_SILU_BACKWARD = torch.ops.aten.silu_backward.default

@@ -85,20 +85,20 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     needs = ctx.needs_input_grad
-    z = act_weight = None
+    grad_act_weight = None
     if ctx.from_output:
         input, weight, output = ctx.saved_tensors
         grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
     else:
         input, weight, bias, act_weight = ctx.saved_tensors
         z = conv_fwd(input, weight, bias, *ctx.geometry)  # recomputed: see the module docstring
-        grad_z = grad * act.derivative(z, ctx.kind, ctx.alpha, act_weight)
+        if needs[3]:  # PReLU's weight: both of its gradients in one pass
+            grad_z, grad_act_weight = act.prelu_backward(grad, z, act_weight)
+        else:
+            grad_z = act.backward(grad, z, ctx.kind, ctx.alpha, act_weight)
     grads = (None, None, None)
     if any(needs[:3]):
         grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad_z)[:3]
-    grad_act_weight = None
-    if needs[3]:
-        grad_act_weight = act.prelu_weight_grad(grad, z, act_weight)
     return *grads, grad_act_weight, None, None, *[None] * len(ctx.geometry)
 
 
@@ -107,7 +107,7 @@ def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
     z = conv_fwd(input, weight, bias, *geometry)
     primals = SimpleNamespace(primals=(input, weight, bias, *geometry))
     t_z = conv_fwd.jvp(primals, t_input, t_weight, t_bias)
-    out = torch.zeros_like(z) if t_z is None else t_z * act.derivative(z, kind, alpha, act_weight)
+    out = torch.zeros_like(z) if t_z is None else act.backward(t_z, z, kind, alpha, act_weight)
     if t_act_weight is not None:
         out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
     return out
