@@ -68,13 +68,18 @@ def _refuse_numpy_the_interpreter_cannot_use() -> None:
     """Triton 3.6's interpreter reads a loop bound with ``int(array)``, which NumPy 2.4 refuses
     for its 1-element arrays (later Triton reads the element): every kernel with a runtime loop
     would fail inside the interpreter with NumPy's message. Say what to change instead."""
-    import numpy
+    from importlib import metadata
+
     import triton
 
-    if _release(triton.__version__) < (3, 7) and _release(numpy.__version__) >= (2, 4):
+    try:  # (its version only: the library itself never imports NumPy)
+        numpy_version = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return
+    if _release(triton.__version__) < (3, 7) and _release(numpy_version) >= (2, 4):
         raise ImportError(
             f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run kernels "
-            f"with NumPy {numpy.__version__}: it converts 1-element arrays to integers, which "
+            f"with NumPy {numpy_version}: it converts 1-element arrays to integers, which "
             "NumPy 2.4 refuses. Install 'numpy<2.4', or Triton 3.9 or later"
         )
 
