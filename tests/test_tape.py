@@ -219,6 +219,30 @@ def test_the_layers_replay_on_repeated_calls():
     assert len(_backward_tapes()) == len(calls)
 
 
+def test_the_registered_ops_replay_as_eager_calls_do():
+    """``torch.ops.torchconv_ext.*`` on real tensors — what a compiled graph calls — runs the
+    implementation through its tape: replayed from the third call, equal to torch."""
+    import torchconv_ext
+
+    op = torch.ops.torchconv_ext.conv_fwd.default
+    geometry = ([1, 1], [1, 1], [1, 1], [1, 1], 1, "zeros")
+    with torchconv_ext.use_backend("triton"):
+        for seed in range(4):
+            g = torch.Generator().manual_seed(seed)
+            x, w, b = (torch.randn(s, generator=g, dtype=torch.float64)
+                       for s in ((1, 4, 5, 5), (4, 4, 3, 3), (4,)))  # fmt: skip
+            y = op(x, w, b, *geometry)
+            torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, b, padding=1))
+    from torchconv_ext._ops.conv import conv_fwd
+
+    info = tape.tape_info()
+    assert info["replayed"] == 2 and info["untapeable"] == 0, info
+    # the implementation's own tape (not only its launcher's, which the raw implementation
+    # would replay too)
+    [tape_of_impl] = [t for k, t in tape._tapes.items() if k[0] == id(conv_fwd.impl)]
+    assert type(tape_of_impl) is tape.Tape
+
+
 def _backward_tapes() -> list:
     from torchconv_ext._ops._primitive import _backward_from_saved
 

@@ -10,7 +10,9 @@ A primitive is one computation — a convolution, a pooling forward, the gradien
 
 Each primitive is registered as ``torch.ops.torchconv_ext.<name>``, a ``torch.library`` custom op
 with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``torch.compile``,
-``torch.export``, fake tensors and dispatch modes such as ``FlopCounterMode`` see. Calling the
+``torch.export``, fake tensors and dispatch modes such as ``FlopCounterMode`` see. On CPU and
+CUDA tensors its kernel is ``Primitive.run`` (the implementation through its tape, below), so a
+compiled graph's calls replay too. Calling the
 primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
 directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
 every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
@@ -139,6 +141,9 @@ class Primitive:
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
         self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
+        # The registered op on real tensors (what compiled graphs call): the implementation
+        # through its tape, as eager calls run it; ``impl`` itself gives the op its schema.
+        self.op.register_kernel(("cpu", "cuda"), self.run)
         self.op.register_fake(fake)
         self.op.register_autograd(self._op_backward, setup_context=setup_context)
         torch.library.register_vmap(self.op, self._op_vmap)
