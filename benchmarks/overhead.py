@@ -1,8 +1,8 @@
 """``python -m benchmarks overhead``: the host time of one call of ours, measured without a GPU.
 
-Each call of the public functional API (``conv2d`` forward and forward+backward, plain and
-with a fused ReLU, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``,
-``interpolate``)
+Each call of the public functional API (``conv2d`` forward and forward+backward, plain, with a
+fused ReLU and inside ``torch.compile``, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``,
+``adaptive_avg_pool2d``, ``interpolate``)
 runs on tiny CPU tensors — an input that requires grad, weights as ``nn.Parameter`` objects as a
 layer passes them — under a stand-in GPU (:mod:`benchmarks.standin`, ``mode="launch"``):
 backend ``"triton"``, a stand-in Triton driver reporting an sm_90 target, no
@@ -105,11 +105,16 @@ class Call:
     shapes: tuple[tuple[int, ...], ...]
     kwargs: dict[str, Any]
     activation: str | None = None
+    #: Inside ``torch.compile`` (ours and ATen's alike): the compiled graph calls our registered
+    #: op where eager calls go to the primitive (``torchconv_ext._ops._primitive``).
+    compiled: bool = False
 
     @property
     def name(self) -> str:
-        """The call's label in reports, targets and ``--only``: ``conv2d``, ``conv2d+relu``."""
-        return self.op if self.activation is None else f"{self.op}+{self.activation}"
+        """The call's label in reports, targets and ``--only``: ``conv2d``, ``conv2d+relu``,
+        ``compiled-conv2d``."""
+        name = self.op if self.activation is None else f"{self.op}+{self.activation}"
+        return f"compiled-{name}" if self.compiled else name
 
     def operands(self) -> list[Any]:
         """The input (a tensor that requires grad) and, after it, the weights as a layer holds
@@ -126,6 +131,7 @@ CALLS: tuple[Call, ...] = (
     # copy their input into windows, ``triton_kernels.conv_window``: one launch more).
     Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}),
     Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}, activation="relu"),
+    Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}, compiled=True),
     Call("conv_transpose2d", ((1, 16, 6, 6), (16, 16, 2, 2), (16,)), {"stride": 2}),
     Call("max_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
     Call("avg_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
@@ -327,6 +333,8 @@ def _call_fns(call: Call, direction: str, ours: bool) -> tuple[Callable, Callabl
     else:
         activation = getattr(F, call.activation)
         forward = lambda: activation(op(*operands, **call.kwargs))
+    if call.compiled:
+        forward = torch.compile(forward, fullgraph=True)
     if direction == "fwd":
         return forward, forward
     gy = torch.randn_like(forward().detach())
@@ -339,7 +347,12 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
 
     from triton_kernels import _tape
 
+    # Another row's timed op bodies record tapes with the launchers stubbed: a compiled
+    # graph's op call would replay them. Each row records its own.
+    _tape.clear_tapes()
     forward, run = _call_fns(call, direction, ours=True)
+    if call.compiled:
+        return measure_compiled_call(call, direction, args, state, run)
     before = state.launched
     run()  # compiles on first use (real sm_90 code), tunes on the stand-in
     launches = state.launched - before
@@ -421,6 +434,58 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         "launches_per_call": launches,
         "registered_ops": [str(op) for op, _, _ in ops],
         "launchers_called": sorted(counter),
+        "timings": t,
+        "notes": notes,
+    }
+
+
+def measure_compiled_call(
+    call: Call, direction: str, args: argparse.Namespace, state: Any, run: Callable[[], Any]
+) -> dict:
+    """Total, replays and ATen time of a compiled call. No breakdown: stubbing a layer or
+    recording the ops with a dispatch mode would make ``torch.compile`` trace again."""
+    from triton_kernels import _tape
+
+    before = state.launched
+    run()  # traces and compiles the graph; compiles our kernels, tunes on the stand-in
+    launches = state.launched - before
+    for _ in range(_tape.RECORD_AT):
+        run()
+    before = state.launched
+    replays = captured_replays(run)
+    replayed_launches = state.launched - before
+    _, aten_run = _call_fns(call, direction, ours=False)
+    variants: dict[str, tuple[Callable, Callable]] = {
+        "total": (_nothing, run),
+        "replays": (_nothing, lambda: [replay(*tensors) for replay, tensors in replays]),
+        "aten": (plain_tensors, aten_run),
+    }
+    t = min_of_medians(variants, rounds=args.rounds, blocks=args.blocks, block_ms=args.block_ms)
+    us = {k: v["us"] for k, v in t.items()}
+    notes = ["compiled: no breakdown (stubs and dispatch modes would retrace the graph)"]
+    if launches == 0:
+        notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
+    if not replays:
+        notes.append("NO TAPE REPLAYED: the call ran its Python in full")
+    if replayed_launches != launches:
+        notes.append(f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}")
+    target = TARGETS_US.get((call.name, direction))
+    return {
+        "call": call.name,
+        "direction": direction,
+        "shapes": [list(s) for s in call.shapes],
+        "kwargs": call.kwargs,
+        "host_us": us["total"],
+        "target_us": target,
+        "meets_target": None if target is None else us["total"] <= target,
+        "aten_us": us["aten"],
+        "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
+        "breakdown_us": dict.fromkeys(LAYERS),
+        "replays_us": us["replays"],
+        "tapes_per_call": len(replays),
+        "launches_per_call": launches,
+        "registered_ops": [],
+        "launchers_called": [],
         "timings": t,
         "notes": notes,
     }

@@ -63,6 +63,7 @@ def test_targets_are_the_projects():
     assert {c.name for c in overhead.CALLS} == {
         "conv2d",
         "conv2d+relu",
+        "compiled-conv2d",
         "conv_transpose2d",
         "max_pool2d",
         "avg_pool2d",
@@ -114,3 +115,24 @@ def test_overhead_measures_every_layer_up_to_the_launch(tmp_path):
         and rows["max_pool2d", "fwd+bwd"]["target_us"] is None
     )
     assert "| conv2d fwd |" in out.stdout and "≤ 25" in out.stdout
+
+
+def test_a_compiled_call_reaches_the_kernels_through_replayed_tapes(tmp_path):
+    """Inside ``torch.compile`` the graph calls the registered ops, whose kernels replay the
+    implementations' tapes: total, replays and ATen's compiled call, no breakdown."""
+    cmd = [sys.executable, "-m", "benchmarks", "overhead", "--only", "compiled-conv2d"]
+    cmd += ["--rounds", "1", "--blocks", "1", "--block-ms", "1", "--out", str(tmp_path)]
+    cmd += ["--tag", "test"]
+    out = subprocess.run(cmd, cwd=ROOT, env=compiled_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    [js] = tmp_path.glob("*/overhead-test.json")
+    rows = {r["direction"]: r for r in json.loads(js.read_text())["rows"]}
+    assert set(rows) == {"fwd", "fwd+bwd"}
+    # the forward's kernel; the backward graph's two gradient ops, each its own tape
+    assert rows["fwd"]["launches_per_call"] == rows["fwd"]["tapes_per_call"] == 1
+    assert rows["fwd+bwd"]["launches_per_call"] == rows["fwd+bwd"]["tapes_per_call"] == 3
+    for r in rows.values():
+        assert r["call"] == "compiled-conv2d" and r["host_us"] > 0 and r["aten_us"] > 0
+        assert 0 < r["replays_us"] < r["host_us"]
+        assert set(r["breakdown_us"].values()) == {None}
+        assert [n.split(":")[0] for n in r["notes"]] == ["compiled"]  # no failure note
