@@ -24,9 +24,23 @@ def without_autocast(fn: Fn) -> Fn:
     @functools.wraps(fn)
     def run(t: torch.Tensor, *args, **kwargs):
         device = t.device.type
-        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        if autocast_on(device):
             with torch.autocast(device, enabled=False):
                 return fn(t, *args, **kwargs)
         return fn(t, *args, **kwargs)
 
     return run
+
+
+#: Whether each device type has autocast, asked once per type: Dynamo before torch 2.13 cannot
+#: trace the question (``torch._C._is_autocast_available``), and compiled code asks it.
+_AUTOCAST_AVAILABLE = {d: torch.amp.is_autocast_available(d) for d in ("cpu", "cuda")}
+
+
+def autocast_on(device: str) -> bool:
+    """Whether autocast is on for the device type ``device`` (never for a type without
+    autocast, such as meta: counting FLOPs without running)."""
+    available = _AUTOCAST_AVAILABLE.get(device)
+    if available is None:
+        available = _AUTOCAST_AVAILABLE[device] = torch.amp.is_autocast_available(device)
+    return available and torch.is_autocast_enabled(device)

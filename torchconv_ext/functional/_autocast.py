@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .._fallback import autocast_on
+
 # The dispatch key of each device type's autocast.
 _AUTOCAST_KEYS = {
     "cpu": "AutocastCPU",
@@ -64,11 +66,6 @@ def autocast_off() -> bool:
     return not torch._C._is_any_autocast_enabled()
 
 
-def _autocast_on(device: str) -> bool:
-    # Devices without autocast (meta, used to count FLOPs without running) have nothing to cast.
-    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
-
-
 def _eligible(t: torch.Tensor | None) -> bool:
     """What autocast casts: floating tensors other than float64."""
     return t is not None and t.is_floating_point() and t.dtype != torch.float64
@@ -79,7 +76,7 @@ def conv_dtype(input: torch.Tensor) -> torch.dtype | None:
     if autocast_off():
         return None
     device = input.device.type
-    return torch.get_autocast_dtype(device) if _autocast_on(device) else None
+    return torch.get_autocast_dtype(device) if autocast_on(device) else None
 
 
 def torch_op_dtype(op: str, input: torch.Tensor) -> torch.dtype | None:
@@ -88,7 +85,7 @@ def torch_op_dtype(op: str, input: torch.Tensor) -> torch.dtype | None:
     if autocast_off():
         return None
     device = input.device.type
-    if not _eligible(input) or op not in FLOAT32_OPS.get(device, ()) or not _autocast_on(device):
+    if not _eligible(input) or op not in FLOAT32_OPS.get(device, ()) or not autocast_on(device):
         return None
     return torch.float32
 
