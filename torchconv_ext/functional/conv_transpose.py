@@ -50,10 +50,12 @@ def _conv_transpose(
     )
     if dtype in KERNEL_DTYPES["conv"]:
         # A transposed convolution is the input gradient of its adjoint convolution (geometry g).
-        calls = [
-            _OPENINGS.bind(key, conv_bwd_input, list(out_size), layout, *g.as_args())
+        # One call per result layout, by layout (a dict: Dynamo before torch 2.13 cannot
+        # index a list with a bool).
+        calls = {
+            layout: _OPENINGS.bind(key, conv_bwd_input, list(out_size), layout, *g.as_args())
             for layout in (False, True)
-        ]
+        }
         _OPENINGS.remember(key, (batched, calls))
         out = calls[results_channels_last(input, weight)](input, weight, bias)
     else:  # other dtypes (complex, integers): as torch computes them
