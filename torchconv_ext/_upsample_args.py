@@ -66,6 +66,15 @@ class UpsampleGeometry:
         return cls(tuple(output_size), tuple(scales), exact)
 
 
+# Torch's messages name the modes it has: lanczos from torch 2.13 on.
+if hasattr(torch._C._nn, "_upsample_lanczos2d_aa"):
+    _ANTIALIAS_MODES = "bilinear, bicubic, and lanczos"
+    _MODES = "nearest | linear | bilinear | bicubic | trilinear | lanczos | area | nearest-exact"
+else:
+    _ANTIALIAS_MODES = "bilinear and bicubic"
+    _MODES = "nearest | linear | bilinear | bicubic | trilinear | area | nearest-exact"
+
+
 def op_name(spatial_dims: int, exact: bool) -> str:
     """ATen's name for the op, used in error messages."""
     return f"{'_upsample_nearest_exact' if exact else 'upsample_nearest'}{spatial_dims}d"
@@ -220,14 +229,13 @@ def upsample_geometry(
         raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
     if antialias:
         raise ValueError(
-            "Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires "
-            "a 4-D tensor as input"
+            f"Anti-alias option is restricted to {_ANTIALIAS_MODES} modes and requires a 4-D "
+            "tensor as input"
         )
     if dim not in (1, 2, 3):
         raise NotImplementedError(
             f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.dim()}D) for "
-            "the modes: nearest | linear | bilinear | bicubic | trilinear | lanczos | area | "
-            f"nearest-exact (got {mode})"
+            f"the modes: {_MODES} (got {mode})"
         )
 
     if scale_factors is not None:
