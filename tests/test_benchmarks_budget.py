@@ -4,7 +4,10 @@ CPU with a fake clock (the GPU path itself needs a GPU; nothing here asserts a s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +198,26 @@ def test_budget_option_chooses_the_budget_defaults(monkeypatch):
     assert seen["options"].compile_mode == "default" and not seen["options"].graph
     with pytest.raises(SystemExit):
         cli.main(["--budget", "300", "--dtype", "all", "--device", "cpu"])
+
+
+def test_the_gpu_run_script_runs_both_commands_into_one_folder(tmp_path):
+    """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments) hands each command
+    its budget and its output paths under ``$OUT``, and keeps each one's log and exit status."""
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "python $*" >> "$OUT/calls.txt"\necho ran "$*"\n')
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PATH": f"{stub.parent}:{os.environ['PATH']}"}
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(["bash", "benchmarks/gpu_run.sh", "100", "200"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    calls = (out / "calls.txt").read_text().splitlines()
+    assert calls[1:] == [
+        f"python -m torchconv_ext check --budget 100 --out {out}/torchconv_ext_check.json",
+        f"python -m benchmarks --budget 200 --out {out}/results",
+    ]
+    assert "exit status 0" in (out / "check.log").read_text()
+    assert "exit status 0" in (out / "benchmarks.log").read_text()
+    assert (out / "environment.txt").read_text()
