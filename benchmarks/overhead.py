@@ -412,32 +412,8 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
         notes.append("no registered op on the eager path: its time is in 'functional'")
     if not counter:
         notes.append("no launcher could be stubbed (bound before the call): in 'op'")
-    if launches == 0:
-        notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
-    if not replays:
-        notes.append("NO TAPE REPLAYED: the call ran its Python in full")
-    if replayed_launches != launches:
-        notes.append(f"A REPLAYED CALL LAUNCHED {replayed_launches} KERNELS, THE FIRST {launches}")
-    target = TARGETS_US.get((call.name, direction))
-    return {
-        "call": call.name,
-        "direction": direction,
-        "shapes": [list(s) for s in call.shapes],
-        "kwargs": call.kwargs,
-        "host_us": us["total"],
-        "target_us": target,
-        "meets_target": None if target is None else us["total"] <= target,
-        "aten_us": us["aten"],
-        "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
-        "breakdown_us": breakdown,
-        "replays_us": us["replays"],
-        "tapes_per_call": len(replays),
-        "launches_per_call": launches,
-        "registered_ops": [str(op) for op, _, _ in ops],
-        "launchers_called": sorted(counter),
-        "timings": t,
-        "notes": notes,
-    }
+    return _row(call, direction, t, breakdown, launches, replays, replayed_launches, notes,
+                ops=[str(op) for op, _, _ in ops], launchers=sorted(counter))  # fmt: skip
 
 
 def measure_compiled_call(
@@ -462,8 +438,27 @@ def measure_compiled_call(
         "aten": (plain_tensors, aten_run),
     }
     t = min_of_medians(variants, rounds=args.rounds, blocks=args.blocks, block_ms=args.block_ms)
-    us = {k: v["us"] for k, v in t.items()}
     notes = ["compiled: no breakdown (stubs and dispatch modes would retrace the graph)"]
+    return _row(call, direction, t, dict.fromkeys(LAYERS), launches, replays, replayed_launches,
+                notes, ops=[], launchers=[])  # fmt: skip
+
+
+def _row(
+    call: Call,
+    direction: str,
+    t: dict[str, dict[str, Any]],
+    breakdown: dict[str, float | None],
+    launches: int,
+    replays: list,
+    replayed_launches: int,
+    notes: list[str],
+    *,
+    ops: list[str],
+    launchers: list[str],
+) -> dict:
+    """One row of the report: the timings ``t`` of a call in one direction, against its target
+    and ATen's, with what the call went through (a failure of the Triton path in the notes)."""
+    us = {k: v["us"] for k, v in t.items()}
     if launches == 0:
         notes.append("NO KERNEL LAUNCH REACHED: the call did not take the Triton path")
     if not replays:
@@ -481,12 +476,12 @@ def measure_compiled_call(
         "meets_target": None if target is None else us["total"] <= target,
         "aten_us": us["aten"],
         "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
-        "breakdown_us": dict.fromkeys(LAYERS),
+        "breakdown_us": breakdown,
         "replays_us": us["replays"],
         "tapes_per_call": len(replays),
         "launches_per_call": launches,
-        "registered_ops": [],
-        "launchers_called": [],
+        "registered_ops": ops,
+        "launchers_called": launchers,
         "timings": t,
         "notes": notes,
     }
