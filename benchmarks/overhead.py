@@ -354,16 +354,7 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     forward, run = _call_fns(call, direction, ours=True)
     if call.compiled:
         return measure_compiled_call(call, direction, args, state, run)
-    before = state.launched
-    run()  # compiles on first use (real sm_90 code), tunes on the stand-in
-    launches = state.launched - before
-    # Tapes are recorded on a real call (one recorded with a layer stubbed would replay the
-    # stub): the next calls record them, and the last one replays them.
-    for _ in range(_tape.RECORD_AT):
-        run()
-    before = state.launched
-    replays = captured_replays(run)
-    replayed_launches = state.launched - before
+    launches, replays, replayed_launches = _warm_up(run, state)
     counter: dict[str, int] = {}
     _tape.ENABLED = False  # replays call no launcher: which ones the call reaches, plainly
     try:
@@ -416,21 +407,29 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
                 ops=[str(op) for op, _, _ in ops], launchers=sorted(counter))  # fmt: skip
 
 
-def measure_compiled_call(
-    call: Call, direction: str, args: argparse.Namespace, state: Any, run: Callable[[], Any]
-) -> dict:
-    """Total, replays and ATen time of a compiled call. No breakdown: stubbing a layer or
-    recording the ops with a dispatch mode would make ``torch.compile`` trace again."""
+def _warm_up(run: Callable[[], Any], state: Any) -> tuple[int, list, int]:
+    """``(launches, replays, replayed launches)``: the first call compiles (a compiled call
+    traces its graph too) and tunes on the stand-in; tapes are recorded on real calls (one
+    recorded with a layer stubbed would replay the stub): the next calls record them, and the
+    last one replays them."""
     from triton_kernels import _tape
 
     before = state.launched
-    run()  # traces and compiles the graph; compiles our kernels, tunes on the stand-in
+    run()
     launches = state.launched - before
     for _ in range(_tape.RECORD_AT):
         run()
     before = state.launched
     replays = captured_replays(run)
-    replayed_launches = state.launched - before
+    return launches, replays, state.launched - before
+
+
+def measure_compiled_call(
+    call: Call, direction: str, args: argparse.Namespace, state: Any, run: Callable[[], Any]
+) -> dict:
+    """Total, replays and ATen time of a compiled call. No breakdown: stubbing a layer or
+    recording the ops with a dispatch mode would make ``torch.compile`` trace again."""
+    launches, replays, replayed_launches = _warm_up(run, state)
     _, aten_run = _call_fns(call, direction, ours=False)
     variants: dict[str, tuple[Callable, Callable]] = {
         "total": (_nothing, run),
