@@ -12,10 +12,10 @@ Each primitive is registered as ``torch.ops.torchconv_ext.<name>``, a ``torch.li
 with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``torch.compile``,
 ``torch.export``, fake tensors and dispatch modes such as ``FlopCounterMode`` see. On CPU and
 CUDA tensors its kernel is ``Primitive.run`` (the implementation through its tape, below), so a
-compiled graph's calls replay too. Calling the
-primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
-directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
-every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap rules).
+compiled graph's calls replay too. Calling the primitive itself, ``prim(*args)``, takes the lean
+path when nothing traces: the implementation directly when no gradient is wanted, else
+:class:`EagerFunction`, one ``autograd.Function`` for every primitive (also the one
+``torch.func`` transforms use: it carries the jvp and vmap rules).
 A functional op calls its primitive bound to the checked arguments (:class:`Bound`, from
 ``Primitive.bind``): the same computation on a leaner eager path. Once our kernels are loaded,
 eager calls run the implementation through a tape
