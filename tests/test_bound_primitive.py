@@ -5,6 +5,8 @@ the primitive's own path whenever something traces or transforms the call."""
 
 from __future__ import annotations
 
+import marshal
+
 import pytest
 import torch
 import torch.func as tf
@@ -12,25 +14,41 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import torchconv_ext
 from torchconv_ext import functional as TF
-from torchconv_ext._ops._primitive import Bound
-from torchconv_ext._ops.conv import conv_fwd
-from torchconv_ext._ops.pool import pool_fwd
+from torchconv_ext._ops._primitive import PRIMITIVES, Bound, _Attributes
+from torchconv_ext._ops.conv import conv_bwd_input, conv_fwd
+from torchconv_ext._ops.conv_act import conv_act_fwd
+from torchconv_ext._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 
 BACKENDS = [pytest.param("triton", marks=pytest.mark.interpret), "torch"]
 
-#: ``(primitive, leading operand shapes, static arguments)``: a biased convolution (stride 2,
-#: padding 1) and a max pooling (3×3 windows, stride 2, padding 1).
+_GEOMETRY = ([2, 2], [1, 1], [1, 1], [1, 1], 1, "zeros")  # stride 2, padding 1
+#: ``(primitive, leading operand shapes, static arguments)``: a biased convolution, the same
+#: with a fused ReLU, a biased transposed convolution (the input gradient of the first), a
+#: max pooling (3×3 windows, stride 2, padding 1), an adaptive average pooling to 2×2 and a
+#: spatial pyramid pooling (levels 1 and 2).
 CASES = {
-    "conv": (conv_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,)),
-             ([2, 2], [1, 1], [1, 1], [1, 1], 1, "zeros")),
+    "conv": (conv_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,)), _GEOMETRY),
+    "conv_relu": (conv_act_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,), None),
+                  ("relu", 0.0, *_GEOMETRY)),
+    "conv_transpose": (conv_bwd_input, ((2, 4, 3, 3), (4, 3, 3, 3), (3,)),
+                       ([5, 5], False, *_GEOMETRY)),
     "max_pool": (pool_fwd, ((2, 3, 5, 5),),
                  ("max", [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], False, True, 0)),
+    "adaptive_pool": (adaptive_pool_fwd, ((2, 3, 5, 5),), ("avg", [2, 2])),
+    "pyramid_pool": (pyramid_pool_fwd, ((2, 3, 5, 5),), ("max", [1, 2])),
 }  # fmt: skip
 
 
-def _operands(shapes, seed: int) -> list[torch.Tensor]:
+def _operands(shapes, seed: int) -> list[torch.Tensor | None]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+    return [
+        None if s is None else torch.randn(s, generator=g, dtype=torch.float64).requires_grad_()
+        for s in shapes
+    ]
+
+
+def _tensors(operands: list) -> list[torch.Tensor]:
+    return [t for t in operands if t is not None]
 
 
 def _first(result):
@@ -50,15 +68,15 @@ def test_a_bound_primitive_computes_what_the_primitive_computes(backend, case):
             assert got.stride() == want.stride()
             assert type(got.grad_fn).__name__ == "BoundFunctionBackward"
             gy = torch.randn_like(got).requires_grad_()
-            grads = torch.autograd.grad(got, leading, gy, create_graph=True)
-            wants = torch.autograd.grad(want, leading, gy, create_graph=True)
+            grads = torch.autograd.grad(got, _tensors(leading), gy, create_graph=True)
+            wants = torch.autograd.grad(want, _tensors(leading), gy, create_graph=True)
             for a, b in zip(grads, wants, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
             # double backward through the bound call's backward (a graph of primitives)
             second = torch.autograd.grad(sum(g.square().sum() for g in grads), gy)
             second_want = torch.autograd.grad(sum(g.square().sum() for g in wants), gy)
             torch.testing.assert_close(second, second_want, rtol=1e-12, atol=1e-12)
-        without_grad = [t.detach() for t in _operands(shapes, 9)]
+        without_grad = [t if t is None else t.detach() for t in _operands(shapes, 9)]
         torch.testing.assert_close(
             _first(bound(*without_grad)), _first(prim(*without_grad, *static)), rtol=0, atol=0
         )
@@ -100,3 +118,69 @@ def test_an_opening_binds_its_primitive_when_it_is_remembered():
     torch.testing.assert_close(under_autocast, first, rtol=0, atol=0)
     assert repr(pool_fwd.bind("max")) == "Primitive(torchconv_ext::pool_fwd).bind('max',)"
     assert isinstance(pool_fwd.bind("max"), Bound)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bound_calls_backward_makes_its_attributes_a_key_once(case):
+    """A primitive with static attributes: the first backward of a bound call outside a graph
+    makes the ctx's attributes a tape key and keeps it on the Bound; every later backward reuses
+    that key (the same object) and is replayed from one tape, with the primitive's gradients."""
+    prim, shapes, static = CASES[case]
+    assert prim.static_attributes
+    bound = prim.bind(*static)
+    with torchconv_ext.use_backend("triton"):
+        for seed in range(4):  # the third backward on replays the tape
+            leading = _operands(shapes, seed)
+            got, want = _first(bound(*leading)), _first(prim(*leading, *static))
+            gy = torch.randn_like(got)
+            grads = torch.autograd.grad(got, _tensors(leading), gy)
+            wants = torch.autograd.grad(want, _tensors(leading), gy)
+            for a, b in zip(grads, wants, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            if seed == 0:
+                key = bound.attributes
+                assert type(key) is _Attributes
+            assert bound.attributes is key
+
+
+def _attributes(output: torch.Tensor) -> dict:
+    """What the primitive's ``setup_context`` put on the ctx of ``output``, tensors aside."""
+    ctx = output.grad_fn
+    return {
+        name: v
+        for name, v in vars(ctx).items()
+        if not isinstance(v, torch.Tensor) and name not in ("prim", "bound", "needs_input_grad")
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_static_attributes_depend_on_no_tensor(case):
+    """``static_attributes`` holds for the primitives that declare it: the same non-tensor
+    arguments give the same ctx attributes (values and types) for operands of another batch
+    size, memory format and dtype, on both backends."""
+    prim, shapes, static = CASES[case]
+    seen = []
+    for backend in ("torch", "triton"):
+        for batch, memory_format, dtype in [
+            (2, torch.contiguous_format, torch.float64),
+            (1, torch.channels_last, torch.float32),
+        ]:
+            operands = []
+            for i, t in enumerate(_operands(shapes, 0)):
+                if t is not None:
+                    t = t.detach().to(dtype)[:batch] if i == 0 else t.detach().to(dtype)
+                    if t.dim() == 4:
+                        t = t.contiguous(memory_format=memory_format)
+                    t.requires_grad_()
+                operands.append(t)
+            with torchconv_ext.use_backend(backend):
+                attributes = _attributes(_first(prim(*operands, *static)))
+            seen.append(marshal.dumps(attributes, 2))  # (tells 1, 1.0 and True apart)
+    assert len(set(seen)) == 1, seen
+
+
+def test_every_primitive_declaring_static_attributes_is_checked():
+    """Each primitive that declares ``static_attributes`` is a case of the check above."""
+    declared = {name for name, prim in PRIMITIVES.items() if prim.static_attributes}
+    assert declared == {prim.name for prim, _, _ in CASES.values()}

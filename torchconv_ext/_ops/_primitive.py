@@ -117,6 +117,9 @@ class Primitive:
         setup_context, backward: reverse mode, as ``torch.library.register_autograd`` takes them.
         jvp: forward mode, ``jvp(ctx, *tangents)`` (the primal inputs are ``ctx.primals``).
         vmap: batching rule, as ``torch.library.register_vmap`` takes it (default: a loop).
+        static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
+            function of the non-tensor arguments alone (not of sizes or layouts): a bound
+            call's backward then takes them from its :class:`Bound`, compared once.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Primitive:
         backward: Callable[..., tuple],
         jvp: Callable[..., Any] | None = None,
         vmap: Callable[..., tuple] | None = None,
+        static_attributes: bool = False,
     ) -> None:
         self.name = name
         PRIMITIVES[name] = self
@@ -138,6 +142,7 @@ class Primitive:
         self.backward = backward
         self.jvp = jvp
         self.vmap = vmap or self._vmap_by_loop
+        self.static_attributes = static_attributes
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
         self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
@@ -286,12 +291,15 @@ class Bound:
     primitive's own path. ``static`` is never modified (its lists are the op's arguments).
     """
 
-    __slots__ = ("no_grads", "prim", "static")
+    __slots__ = ("attributes", "no_grads", "prim", "static")
 
     def __init__(self, prim: Primitive, static: tuple) -> None:
         self.prim = prim
         self.static = static
         self.no_grads = (False,) * len(static)  # needs_input_grad of the static arguments
+        # The ctx attributes of a primitive with ``static_attributes``, once a backward has
+        # made them a key (``_backward_on_tape``; ``False``: they cannot be one).
+        self.attributes: _Attributes | bool | None = None
 
     def __repr__(self) -> str:
         return f"{self.prim!r}.bind{self.static!r}"
@@ -332,6 +340,8 @@ class BoundFunction(EagerFunction):
         # (No marks: in reverse mode, the only mode here, autograd leaves integer outputs
         # — pooling's indices — without gradient by their dtype.)
         prim.setup_context(ctx, (*inputs[1:], *bound.static), output)
+        if prim.static_attributes:
+            ctx.bound = bound
 
 
 #: ``BoundFunction.apply`` without torch's argument binding (the calls are positional).
@@ -414,6 +424,7 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
         _taped_backward = kernels.taped(_backward_from_saved, returns=True, context=_impl_context)
     saved = ctx.saved_tensors
     tensors, named, plain = list(saved), [], {}
+    bound = None
     for name, v in vars(ctx).items():
         if type(v) in _PLAIN_TENSORS:
             # A tensor both saved and an attribute is passed once (a tape never records a
@@ -422,11 +433,20 @@ def _backward_on_tape(ctx, grads: tuple) -> tuple:
             if not same:
                 tensors.append(v)
             named.append((name, same[0] if same else len(tensors) - 1))
+        elif name == "bound":  # (set for a primitive with static attributes)
+            bound = v
         elif name != "prim":
             plain[name] = v
-    try:
-        attributes = _Attributes(plain)
-    except TypeError:  # an attribute that cannot be part of a key: no tape
+    # A bound call's static attributes are the same on every call of its Bound: made a key once.
+    attributes = None if bound is None else bound.attributes
+    if attributes is None:
+        try:
+            attributes = _Attributes(plain)
+        except TypeError:  # an attribute that cannot be part of a key: no tape
+            attributes = False
+        if bound is not None:
+            bound.attributes = attributes
+    if attributes is False:
         return converting_once(backward, ctx, *grads)
     needs = ctx.needs_input_grad
     layout = (tuple(named), len(saved), len(tensors))

@@ -600,6 +600,7 @@ conv_fwd = Primitive(
     backward=_fwd_backward,
     jvp=_fwd_jvp,
     vmap=_fwd_vmap,
+    static_attributes=True,
 )
 conv_bwd_input = Primitive(
     "conv_bwd_input",
@@ -609,6 +610,7 @@ conv_bwd_input = Primitive(
     backward=_bwd_input_backward,
     jvp=_bwd_input_jvp,
     vmap=_bwd_input_vmap,
+    static_attributes=True,
 )
 conv_bwd_weight = Primitive(
     "conv_bwd_weight",

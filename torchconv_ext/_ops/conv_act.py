@@ -76,8 +76,7 @@ def _fake(input, weight, bias, act_weight, kind, alpha, *geometry):
 def _setup(ctx, inputs, output):
     input, weight, bias, act_weight, kind, alpha, *geometry = inputs
     ctx.kind, ctx.alpha, ctx.geometry = kind, alpha, geometry
-    ctx.from_output = act.from_output(kind, alpha)
-    if ctx.from_output:
+    if act.from_output(kind, alpha):
         ctx.save_for_backward(input, weight, output)
     else:
         ctx.save_for_backward(input, weight, bias, act_weight)
@@ -86,7 +85,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad):
     needs = ctx.needs_input_grad
     grad_act_weight = None
-    if ctx.from_output:
+    if act.from_output(ctx.kind, ctx.alpha):
         input, weight, output = ctx.saved_tensors
         grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
     else:
@@ -135,6 +134,7 @@ conv_act_fwd = Primitive(
     backward=_backward,
     jvp=_jvp,
     vmap=_vmap,
+    static_attributes=True,
 )
 
 

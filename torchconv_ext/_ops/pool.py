@@ -326,6 +326,7 @@ class _Pooling:
             backward=self._fwd_backward,
             jvp=self._fwd_jvp,
             vmap=self._fwd_vmap,
+            static_attributes=True,
         )
         self.bwd = Primitive(
             f"{name}_bwd",
