@@ -107,3 +107,32 @@ def test_tracing_uses_the_registered_op():
     assert OP.default in seen
     with FlopCounterMode(display=False):
         SCALE(x, w, 3)
+
+
+def test_the_registered_op_calls_the_kernel_straight_only_on_plain_tensors(monkeypatch):
+    """The registered op's autograd kernel: a call without gradient on plain tensors (a compiled
+    graph's) runs the primitive's kernel itself; fake tensors go below autograd to the fake; a
+    call that needs gradients records the primitive's derivatives, and its backward can run
+    again (``retain_graph``) with the same result."""
+    import torchconv_ext._ops._primitive as primitive
+
+    below = []
+    guard = torch._C._AutoDispatchBelowAutograd
+    monkeypatch.setattr(torch._C, "_AutoDispatchBelowAutograd", lambda: below.append(1) or guard())
+    x, w = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(OP(x, w, 2), x * w * 2)
+    assert below == []
+    mode = torch._subclasses.FakeTensorMode()
+    fake_x, fake_w = mode.from_tensor(x.detach()), mode.from_tensor(w.detach())
+    with mode:
+        fake = OP(fake_x, fake_w, 2)
+    assert type(fake) is torch._subclasses.FakeTensor and fake.shape == x.shape
+    assert below == [1]
+    y = OP(x, w, 3)
+    assert type(y.grad_fn).__name__ == primitive._OpFunction.__name__ + "Backward"
+    first = torch.autograd.grad(y.sum(), (x, w), retain_graph=True)
+    again = torch.autograd.grad(y.sum(), (x, w))
+    for got, expected in zip(first, (w * 3, x * 3), strict=True):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(again, first)

@@ -8,11 +8,12 @@ A primitive is one computation — a convolution, a pooling forward, the gradien
   order: ``setup_context`` and ``backward`` (reverse mode), ``jvp`` (forward mode) and ``vmap``
   (batching; a loop over the batch when a primitive has no rule of its own).
 
-Each primitive is registered as ``torch.ops.torchconv_ext.<name>``, a ``torch.library`` custom op
-with the fake, ``register_autograd`` and ``register_vmap``: that op is what ``torch.compile``,
-``torch.export``, fake tensors and dispatch modes such as ``FlopCounterMode`` see. On CPU and
-CUDA tensors its kernel is ``Primitive.run`` (the implementation through its tape, below), so a
-compiled graph's calls replay too. Calling the primitive itself, ``prim(*args)``, takes the lean
+Each primitive is registered as ``torch.ops.torchconv_ext.<name>`` (``torch.library``: the
+schema from ``impl``'s annotations, the fake, an autograd kernel and the batching rule): that op
+is what ``torch.compile``, ``torch.export``, fake tensors and dispatch modes such as
+``FlopCounterMode`` see. On CPU and CUDA tensors its kernel is ``Primitive.run`` (the
+implementation through its tape, below), so a compiled graph's calls replay too; a call without
+gradient on plain tensors runs it straight from the autograd kernel (:func:`_register`). Calling the primitive itself, ``prim(*args)``, takes the lean
 path when nothing traces: the implementation directly when no gradient is wanted, else
 :class:`EagerFunction`, one ``autograd.Function`` for every primitive (also the one
 ``torch.func`` transforms use: it carries the jvp and vmap rules).
@@ -27,7 +28,8 @@ and every gradient primitive it calls, keyed by the ctx's saved tensors, attribu
 ``needs_input_grad`` and the incoming gradients.
 
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
-not on the raw registered ops: ``torch.library`` custom ops have no forward-mode rule.
+not on the raw registered ops, whose autograd (as ``torch.library``'s custom ops') is reverse
+mode only.
 
 The derivative functions have ``torch.library.register_autograd``'s signatures, and they run
 under both entry points: ``setup_context(ctx, inputs, output)`` saves what ``backward(ctx,
@@ -145,13 +147,7 @@ class Primitive:
         self.static_attributes = static_attributes
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
-        self.op = torch.library.custom_op(f"torchconv_ext::{name}", impl, mutates_args=())
-        # The registered op on real tensors (what compiled graphs call): the implementation
-        # through its tape, as eager calls run it; ``impl`` itself gives the op its schema.
-        self.op.register_kernel(("cpu", "cuda"), self.run)
-        self.op.register_fake(fake)
-        self.op.register_autograd(self._op_backward, setup_context=setup_context)
-        torch.library.register_vmap(self.op, self._op_vmap)
+        self.op = _register(self)
 
     def __repr__(self) -> str:
         return f"Primitive(torchconv_ext::{self.name})"
@@ -207,9 +203,6 @@ class Primitive:
             self._taped_bound = taped
         return taped(bound, *leading)
 
-    def _op_backward(self, ctx, *grads):
-        return converting_once(self.backward, ctx, *grads)
-
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
         previous = _in_op_rule.active
         _in_op_rule.active = True
@@ -229,6 +222,85 @@ class Primitive:
             stacked = tuple(torch.stack(parts) for parts in zip(*results))
             return stacked, (0,) * len(stacked)
         return torch.stack(results), 0
+
+
+# --------------------------------------------------------------------------------------------
+# The registered ops
+# --------------------------------------------------------------------------------------------
+
+_LIBRARY = torch.library.Library("torchconv_ext", "FRAGMENT")
+#: The dispatch keys of a registered op's call on plain CPU or CUDA tensors, as its autograd
+#: kernel sees them: nothing traces, batches or wraps the call.
+#: (Their raw bits: a key set is not hashable.)
+_PLAIN_KEYS = frozenset(
+    (torch._C.DispatchKeySet(backend) | torch._C.DispatchKeySet(autograd)).raw_repr()
+    for backend, autograd in [
+        (torch._C.DispatchKey.CPU, torch._C.DispatchKey.AutogradCPU),
+        (torch._C.DispatchKey.CUDA, torch._C.DispatchKey.AutogradCUDA),
+    ]
+)
+
+
+def _register(prim: Primitive) -> torch._ops.OpOverload:
+    """``torch.ops.torchconv_ext.<name>``: the schema from ``impl``'s annotations, the fake, the
+    kernel on CPU and CUDA tensors (``prim.run``: a compiled graph's call replays as an eager
+    call does), autograd (:class:`_OpFunction`) and the batching rule.
+
+    Registered with ``torch.library`` directly rather than as a ``custom_op``, whose Python
+    wrappers around each kernel (autograd, then the device's) cost a compiled graph more than
+    the call itself: here a plain call without gradient runs ``prim.run`` from the autograd
+    kernel (one Python kernel, like an eager call's)."""
+    name = prim.name
+    schema = torch.library.infer_schema(prim.impl, mutates_args=())
+    _LIBRARY.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
+    op = getattr(torch.ops.torchconv_ext, name).default
+    after_autograd = torch._C._after_autograd_keyset
+
+    # (Dynamo never traces into a kernel: a frame it skips still calls them.)
+    @torch._disable_dynamo
+    def device_kernel(*args: Any) -> Any:
+        return prim.run(*args)
+
+    @torch._disable_dynamo
+    def autograd_kernel(keys: torch._C.DispatchKeySet, *args: Any) -> Any:
+        if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return _OpFunction.apply(prim, keys & after_autograd, *args)
+        if keys.raw_repr() in _PLAIN_KEYS:
+            return prim.run(*args)
+        with torch._C._AutoDispatchBelowAutograd():  # fake tensors, modes, subclasses
+            return op.redispatch(keys & after_autograd, *args)
+
+    for device_key in ("CPU", "CUDA"):
+        _LIBRARY.impl(name, device_kernel, device_key)
+    _LIBRARY.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    torch.library.register_fake(op, prim.fake, lib=_LIBRARY)
+    torch.library.register_vmap(op, prim._op_vmap, lib=_LIBRARY)
+    return op
+
+
+class _OpFunction(torch.autograd.Function):
+    """The registered op's autograd where it records a graph (``torch.compile``'s joint graph,
+    a plain call of the op): the forward below autograd — the fake while tracing, else the
+    kernel — and the primitive's derivatives. ``apply(prim, keys, *args)``."""
+
+    @staticmethod
+    def forward(ctx, prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
+        with torch._C._AutoDispatchBelowAutograd():
+            output = prim.op.redispatch(keys, *args)
+        ctx.prim = prim
+        prim.setup_context(ctx, args, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads: Any) -> tuple:
+        # The derivatives index inputs without the leading primitive and keys (for this call:
+        # a backward may run again, with ``retain_graph``).
+        needs = ctx.needs_input_grad
+        ctx.needs_input_grad = needs[2:]
+        try:
+            return (None, None, *converting_once(ctx.prim.backward, ctx, *grads))
+        finally:
+            ctx.needs_input_grad = needs
 
 
 class EagerFunction(torch.autograd.Function):
