@@ -39,7 +39,7 @@ that stand between its launchers and Triton (its tuner and its launch plans):
                  forward's ops): argument parsing and ``autograd.Function.apply``.
 
 For forward+backward, ``op`` times the backward's primitives one call each, while an eager
-backward outside a graph replays them as one tape (``_primitive._backward_on_tape``): what that
+backward outside a graph replays them as one tape (``_taping.backward_on_tape``): what that
 saves shows as a smaller ``autograd``.
 
 ``replays`` is another cut: the tape replays the call makes, each timed alone on the tensors it

@@ -14,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import torchconv_ext
 from torchconv_ext import functional as TF
-from torchconv_ext._ops._primitive import PRIMITIVES, Bound, _Attributes
+from torchconv_ext._ops._primitive import PRIMITIVES, Bound
+from torchconv_ext._ops._taping import Attributes
 from torchconv_ext._ops.conv import conv_bwd_input, conv_fwd
 from torchconv_ext._ops.conv_act import conv_act_fwd
 from torchconv_ext._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
@@ -140,7 +141,7 @@ def test_a_bound_calls_backward_makes_its_attributes_a_key_once(case):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
             if seed == 0:
                 key = bound.attributes
-                assert type(key) is _Attributes
+                assert type(key) is Attributes
             assert bound.attributes is key
 
 

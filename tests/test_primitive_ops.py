@@ -114,7 +114,7 @@ def test_the_registered_op_calls_the_kernel_straight_only_on_plain_tensors(monke
     graph's) runs the primitive's kernel itself; fake tensors go below autograd to the fake; a
     call that needs gradients records the primitive's derivatives, and its backward can run
     again (``retain_graph``) with the same result."""
-    import torchconv_ext._ops._primitive as primitive
+    from torchconv_ext._ops._registration import OpFunction
 
     below = []
     guard = torch._C._AutoDispatchBelowAutograd
@@ -130,7 +130,7 @@ def test_the_registered_op_calls_the_kernel_straight_only_on_plain_tensors(monke
     assert type(fake) is torch._subclasses.FakeTensor and fake.shape == x.shape
     assert below == [1]
     y = OP(x, w, 3)
-    assert type(y.grad_fn).__name__ == primitive._OpFunction.__name__ + "Backward"
+    assert type(y.grad_fn).__name__ == OpFunction.__name__ + "Backward"
     first = torch.autograd.grad(y.sum(), (x, w), retain_graph=True)
     again = torch.autograd.grad(y.sum(), (x, w))
     for got, expected in zip(first, (w * 3, x * 3), strict=True):

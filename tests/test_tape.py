@@ -244,10 +244,10 @@ def test_the_registered_ops_replay_as_eager_calls_do():
 
 
 def _backward_tapes() -> list:
-    from torchconv_ext._ops._primitive import _backward_from_saved
+    from torchconv_ext._ops._taping import backward_from_saved
 
     return [
-        t for k, t in tape._tapes.items() if k[0] == id(_backward_from_saved) and type(t) is tape.Tape
+        t for k, t in tape._tapes.items() if k[0] == id(backward_from_saved) and type(t) is tape.Tape
     ]  # fmt: skip
 
 

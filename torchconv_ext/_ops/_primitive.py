@@ -8,24 +8,21 @@ A primitive is one computation — a convolution, a pooling forward, the gradien
   order: ``setup_context`` and ``backward`` (reverse mode), ``jvp`` (forward mode) and ``vmap``
   (batching; a loop over the batch when a primitive has no rule of its own).
 
-Each primitive is registered as ``torch.ops.torchconv_ext.<name>`` (``torch.library``: the
+Each primitive is registered as ``torch.ops.torchconv_ext.<name>`` (``_registration``: the
 schema from ``impl``'s annotations, the fake, an autograd kernel and the batching rule): that op
 is what ``torch.compile``, ``torch.export``, fake tensors and dispatch modes such as
 ``FlopCounterMode`` see. On CPU and CUDA tensors its kernel is ``Primitive.run`` (the
-implementation through its tape, below), so a compiled graph's calls replay too; a call without
-gradient on plain tensors runs it straight from the autograd kernel (:func:`_register`). Calling the primitive itself, ``prim(*args)``, takes the lean
-path when nothing traces: the implementation directly when no gradient is wanted, else
-:class:`EagerFunction`, one ``autograd.Function`` for every primitive (also the one
-``torch.func`` transforms use: it carries the jvp and vmap rules).
-A functional op calls its primitive bound to the checked arguments (:class:`Bound`, from
-``Primitive.bind``): the same computation on a leaner eager path. Once our kernels are loaded,
-eager calls run the implementation through a tape
-(``triton_kernels._tape``): from the third call of a problem — the same tensor metadata, the
-same other arguments, backend and TF32 flag — its torch ops and kernel launches are replayed
-without its Python (argument unpacking, layout rules, kernel choice, the launcher's own set-up).
-A backward outside a graph (no ``create_graph``) is one tape as a whole: the derivative function
-and every gradient primitive it calls, keyed by the ctx's saved tensors, attributes and
-``needs_input_grad`` and the incoming gradients.
+implementation through its tape, below), so a compiled graph's calls replay too. Calling the
+primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
+directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
+every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap
+rules). A functional op calls its primitive bound to the checked arguments (:class:`Bound`,
+from ``Primitive.bind``): the same computation on a leaner eager path. Once our kernels are
+loaded, eager calls run the implementation through a tape (``triton_kernels._tape``): from the
+third call of a problem — the same tensor metadata, the same other arguments, backend and TF32
+flag — its torch ops and kernel launches are replayed without its Python (argument unpacking,
+layout rules, kernel choice, the launcher's own set-up). A backward outside a graph (no
+``create_graph``) is one tape as a whole (``_taping``).
 
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
 not on the raw registered ops, whose autograd (as ``torch.library``'s custom ops') is reverse
@@ -40,7 +37,6 @@ in_dims, *args)`` returns ``(output, out_dims)``.
 
 from __future__ import annotations
 
-import marshal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,10 +44,10 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from .._backend import get_backend, loaded_kernels
+from .._backend import loaded_kernels
 from ._layout import converting_once
-
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+from ._registration import register
+from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
 
 
 class _OpRule(threading.local):
@@ -77,7 +73,7 @@ def tracing(args: tuple) -> bool:
         return True
     if _in_op_rule.active:
         return True
-    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
+    return any(isinstance(a, torch.Tensor) and type(a) not in PLAIN_TENSORS for a in args)
 
 
 def _dispatch_modes() -> bool:
@@ -88,12 +84,6 @@ def _dispatch_modes() -> bool:
         return n > 1
     kernels = loaded_kernels()
     return kernels is None or not kernels.recording()
-
-
-def _impl_context() -> tuple:
-    """What implementations read besides their arguments: the backend and whether fp32
-    convolutions may use TF32 (part of their tapes' keys)."""
-    return get_backend(), torch._C._get_cudnn_allow_tf32()  # = torch.backends.cudnn.allow_tf32
 
 
 def _forward_mode_active() -> bool:
@@ -147,7 +137,7 @@ class Primitive:
         self.static_attributes = static_attributes
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
-        self.op = _register(self)
+        self.op = register(self, self._op_vmap)
 
     def __repr__(self) -> str:
         return f"Primitive(torchconv_ext::{self.name})"
@@ -163,7 +153,7 @@ class Primitive:
         grad = False
         for a in args:
             if isinstance(a, torch.Tensor):
-                if type(a) not in _PLAIN_TENSORS:
+                if type(a) not in PLAIN_TENSORS:
                     return self.op(*args)
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
@@ -178,7 +168,7 @@ class Primitive:
             kernels = loaded_kernels()
             if kernels is None:
                 return self.impl(*args)
-            taped = self._taped = kernels.taped(self.impl, returns=True, context=_impl_context)
+            taped = self._taped = kernels.taped(self.impl, returns=True, context=impl_context)
         return taped(*args)
 
     def bind(self, *static: Any) -> Bound:
@@ -198,7 +188,7 @@ class Primitive:
             def bound_impl(bound: Bound, *leading: Any) -> Any:
                 return impl(*leading, *bound.static)
 
-            taped = kernels.taped(bound_impl, returns=True, context=_impl_context)
+            taped = kernels.taped(bound_impl, returns=True, context=impl_context)
             taped.impl = impl
             self._taped_bound = taped
         return taped(bound, *leading)
@@ -222,85 +212,6 @@ class Primitive:
             stacked = tuple(torch.stack(parts) for parts in zip(*results))
             return stacked, (0,) * len(stacked)
         return torch.stack(results), 0
-
-
-# --------------------------------------------------------------------------------------------
-# The registered ops
-# --------------------------------------------------------------------------------------------
-
-_LIBRARY = torch.library.Library("torchconv_ext", "FRAGMENT")
-#: The dispatch keys of a registered op's call on plain CPU or CUDA tensors, as its autograd
-#: kernel sees them: nothing traces, batches or wraps the call.
-#: (Their raw bits: a key set is not hashable.)
-_PLAIN_KEYS = frozenset(
-    (torch._C.DispatchKeySet(backend) | torch._C.DispatchKeySet(autograd)).raw_repr()
-    for backend, autograd in [
-        (torch._C.DispatchKey.CPU, torch._C.DispatchKey.AutogradCPU),
-        (torch._C.DispatchKey.CUDA, torch._C.DispatchKey.AutogradCUDA),
-    ]
-)
-
-
-def _register(prim: Primitive) -> torch._ops.OpOverload:
-    """``torch.ops.torchconv_ext.<name>``: the schema from ``impl``'s annotations, the fake, the
-    kernel on CPU and CUDA tensors (``prim.run``: a compiled graph's call replays as an eager
-    call does), autograd (:class:`_OpFunction`) and the batching rule.
-
-    Registered with ``torch.library`` directly rather than as a ``custom_op``, whose Python
-    wrappers around each kernel (autograd, then the device's) cost a compiled graph more than
-    the call itself: here a plain call without gradient runs ``prim.run`` from the autograd
-    kernel (one Python kernel, like an eager call's)."""
-    name = prim.name
-    schema = torch.library.infer_schema(prim.impl, mutates_args=())
-    _LIBRARY.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
-    op = getattr(torch.ops.torchconv_ext, name).default
-    after_autograd = torch._C._after_autograd_keyset
-
-    # (Dynamo never traces into a kernel: a frame it skips still calls them.)
-    @torch._disable_dynamo
-    def device_kernel(*args: Any) -> Any:
-        return prim.run(*args)
-
-    @torch._disable_dynamo
-    def autograd_kernel(keys: torch._C.DispatchKeySet, *args: Any) -> Any:
-        if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
-            return _OpFunction.apply(prim, keys & after_autograd, *args)
-        if keys.raw_repr() in _PLAIN_KEYS:
-            return prim.run(*args)
-        with torch._C._AutoDispatchBelowAutograd():  # fake tensors, modes, subclasses
-            return op.redispatch(keys & after_autograd, *args)
-
-    for device_key in ("CPU", "CUDA"):
-        _LIBRARY.impl(name, device_kernel, device_key)
-    _LIBRARY.impl(name, autograd_kernel, "Autograd", with_keyset=True)
-    torch.library.register_fake(op, prim.fake, lib=_LIBRARY)
-    torch.library.register_vmap(op, prim._op_vmap, lib=_LIBRARY)
-    return op
-
-
-class _OpFunction(torch.autograd.Function):
-    """The registered op's autograd where it records a graph (``torch.compile``'s joint graph,
-    a plain call of the op): the forward below autograd — the fake while tracing, else the
-    kernel — and the primitive's derivatives. ``apply(prim, keys, *args)``."""
-
-    @staticmethod
-    def forward(ctx, prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
-        with torch._C._AutoDispatchBelowAutograd():
-            output = prim.op.redispatch(keys, *args)
-        ctx.prim = prim
-        prim.setup_context(ctx, args, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, *grads: Any) -> tuple:
-        # The derivatives index inputs without the leading primitive and keys (for this call:
-        # a backward may run again, with ``retain_graph``).
-        needs = ctx.needs_input_grad
-        ctx.needs_input_grad = needs[2:]
-        try:
-            return (None, None, *converting_once(ctx.prim.backward, ctx, *grads))
-        finally:
-            ctx.needs_input_grad = needs
 
 
 class EagerFunction(torch.autograd.Function):
@@ -330,7 +241,7 @@ class EagerFunction(torch.autograd.Function):
     def backward(ctx, *grads: Any) -> tuple:
         if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
             return (None, *converting_once(ctx.prim.backward, ctx, *grads))
-        return (None, *_backward_on_tape(ctx, grads))
+        return (None, *backward_on_tape(ctx, grads))
 
     @staticmethod
     def jvp(ctx, _prim_tangent: None, *tangents: Any) -> Any:
@@ -370,8 +281,8 @@ class Bound:
         self.static = static
         self.no_grads = (False,) * len(static)  # needs_input_grad of the static arguments
         # The ctx attributes of a primitive with ``static_attributes``, once a backward has
-        # made them a key (``_backward_on_tape``; ``False``: they cannot be one).
-        self.attributes: _Attributes | bool | None = None
+        # made them a key (``backward_on_tape``; ``False``: they cannot be one).
+        self.attributes: Attributes | bool | None = None
 
     def __repr__(self) -> str:
         return f"{self.prim!r}.bind{self.static!r}"
@@ -387,7 +298,7 @@ class Bound:
         grad = False
         for a in leading:
             if a is not None:
-                if type(a) not in _PLAIN_TENSORS:
+                if type(a) not in PLAIN_TENSORS:
                     return self.prim(*leading, *self.static)
                 grad = grad or a.requires_grad
         if grad and torch.is_grad_enabled():
@@ -418,111 +329,6 @@ class BoundFunction(EagerFunction):
 
 #: ``BoundFunction.apply`` without torch's argument binding (the calls are positional).
 _apply_bound = super(torch.autograd.Function, BoundFunction).apply
-
-
-# --------------------------------------------------------------------------------------------
-# The backward of one eager call as one tape
-# --------------------------------------------------------------------------------------------
-
-#: ``_backward_from_saved`` on a tape, once our kernels are loaded.
-_taped_backward: Callable[..., Any] | None = None
-
-
-class _Attributes:
-    """What ``setup_context`` put on a ctx besides tensors, hashable by value: a part of the
-    backward tape's key. Raises ``TypeError`` for a value that cannot be compared so."""
-
-    __slots__ = ("key", "values")
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-        try:  # ints, floats, strings, lists...: marshal's bytes tell their types and values
-            self.key: Any = marshal.dumps(values, 2)  # (version 2: no back-references)
-        except ValueError:  # other objects (dtypes...)
-            self.key = tuple((name, _frozen(v)) for name, v in values.items())
-            self.key.__hash__()
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Attributes and self.key == other.key
-
-
-def _frozen(v: Any) -> Any:
-    """``v`` hashable, telling apart values of different types (``1``, ``True``, ``1.0``);
-    ints and strings stand for themselves (no other frozen form equals them)."""
-    t = type(v)
-    if t is int or t is str:
-        return v
-    if t is list or t is tuple:
-        return (t, *map(_frozen, v))
-    if isinstance(v, torch.Tensor):
-        raise TypeError("a tensor inside a ctx attribute")
-    return (t, v)
-
-
-class _SavedContext:
-    """The ctx a backward sees when it runs from its tape: needs_input_grad, the saved tensors
-    and the attributes ``setup_context`` set, as the real ctx holds them."""
-
-    def __init__(self, needs: tuple, saved: tuple, attributes: dict[str, Any]) -> None:
-        self.needs_input_grad = needs
-        self.saved_tensors = saved
-        self.__dict__.update(attributes)
-
-
-def _backward_from_saved(backward, needs, attributes, named, n_saved, n_tensors, *args):
-    """``backward(ctx, *grads)`` on a ctx made of its parts: ``args`` are the ctx's tensors
-    (``n_tensors``: the ``n_saved`` saved ones, then tensor attributes not saved too) and the
-    incoming gradients; ``named`` pairs each tensor attribute with its place among them."""
-    tensors = args[:n_tensors]
-    values = {**attributes.values, **{name: tensors[i] for name, i in named}}
-    ctx = _SavedContext(needs, tensors[:n_saved], values)
-    return converting_once(backward, ctx, *args[n_tensors:])
-
-
-def _backward_on_tape(ctx, grads: tuple) -> tuple:
-    """``ctx.prim.backward(ctx, *grads)`` outside a graph, replayed from one tape per problem
-    once our kernels are loaded: the derivative's Python and each gradient primitive's own
-    set-up run on the second call only (a conv's input, weight and bias gradients are then one
-    replay instead of three primitive calls)."""
-    global _taped_backward
-    backward = ctx.prim.backward
-    if _taped_backward is None:
-        kernels = loaded_kernels()
-        if kernels is None:
-            return converting_once(backward, ctx, *grads)
-        _taped_backward = kernels.taped(_backward_from_saved, returns=True, context=_impl_context)
-    saved = ctx.saved_tensors
-    tensors, named, plain = list(saved), [], {}
-    bound = None
-    for name, v in vars(ctx).items():
-        if type(v) in _PLAIN_TENSORS:
-            # A tensor both saved and an attribute is passed once (a tape never records a
-            # tensor passed twice).
-            same = [i for i, t in enumerate(tensors) if t is v]
-            if not same:
-                tensors.append(v)
-            named.append((name, same[0] if same else len(tensors) - 1))
-        elif name == "bound":  # (set for a primitive with static attributes)
-            bound = v
-        elif name != "prim":
-            plain[name] = v
-    # A bound call's static attributes are the same on every call of its Bound: made a key once.
-    attributes = None if bound is None else bound.attributes
-    if attributes is None:
-        try:
-            attributes = _Attributes(plain)
-        except TypeError:  # an attribute that cannot be part of a key: no tape
-            attributes = False
-        if bound is not None:
-            bound.attributes = attributes
-    if attributes is False:
-        return converting_once(backward, ctx, *grads)
-    needs = ctx.needs_input_grad
-    layout = (tuple(named), len(saved), len(tensors))
-    return _taped_backward(backward, needs, attributes, *layout, *tensors, *grads)
 
 
 def sum_tangents(parts: list) -> Any:
