@@ -2,7 +2,8 @@
 # One run on a GPU machine, from a checkout with nothing installed beyond torch and triton:
 # does every kernel work here (python -m torchconv_ext check), then how fast is it against
 # cuDNN (python -m benchmarks --budget). Everything goes under $OUT: the environment (device,
-# driver, versions, commit), the check's JSON report, the benchmark results and both logs.
+# driver, versions, commit), the check's JSON report, the benchmark results, both logs and the
+# autotuner's disk cache (tuning-cache/: the config each tuned problem chose, to study offline).
 # Each step has its own time budget and a hard limit 30 s above it, so the whole run stays
 # under CHECK_BUDGET + BENCH_BUDGET + 60 s (540 s by default).
 #
@@ -13,6 +14,7 @@ CHECK_BUDGET=${1:-210}
 BENCH_BUDGET=${2:-270}
 mkdir -p "$OUT"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+export TORCHCONV_EXT_CACHE_DIR="$OUT/tuning-cache"
 
 {
     date -u +%Y-%m-%dT%H:%M:%SZ

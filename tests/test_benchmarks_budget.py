@@ -201,11 +201,15 @@ def test_budget_option_chooses_the_budget_defaults(monkeypatch):
 
 
 def test_the_gpu_run_script_runs_both_commands_into_one_folder(tmp_path):
-    """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments) hands each command
-    its budget and its output paths under ``$OUT``, and keeps each one's log and exit status."""
+    """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments and the tuner's cache
+    folder) hands each command its budget and its output paths under ``$OUT``, keeps each one's
+    log and exit status, and keeps the autotuner's disk cache there too."""
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
-    stub.write_text('#!/bin/sh\necho "python $*" >> "$OUT/calls.txt"\necho ran "$*"\n')
+    stub.write_text(
+        '#!/bin/sh\necho "python $*" >> "$OUT/calls.txt"\n'
+        'echo "$TORCHCONV_EXT_CACHE_DIR" > "$OUT/cache_dir.txt"\necho ran "$*"\n'
+    )
     stub.chmod(0o755)
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PATH": f"{stub.parent}:{os.environ['PATH']}"}
@@ -221,3 +225,4 @@ def test_the_gpu_run_script_runs_both_commands_into_one_folder(tmp_path):
     assert "exit status 0" in (out / "check.log").read_text()
     assert "exit status 0" in (out / "benchmarks.log").read_text()
     assert (out / "environment.txt").read_text()
+    assert (out / "cache_dir.txt").read_text().strip() == f"{out}/tuning-cache"
