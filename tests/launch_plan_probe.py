@@ -264,6 +264,51 @@ def check_tapes() -> int:
     return len(FAMILIES)
 
 
+def check_tape_call_time_state() -> int:
+    """A replay reads the current stream at each call, and checks the globals its kernels use
+    before any step: one rebound raises ``Unplanned`` with nothing launched (the caller then
+    runs the launcher in full, through Triton)."""
+    from triton_kernels import _tape
+
+    run = FAMILIES["conv gemm"]
+    for _ in range(_tape.RECORD_AT + 1):
+        run()
+    tapes = [t for t in _tape._tapes.values() if type(t) is _tape.Tape]
+    planned = [t for t in tapes if "Unplanned" in t.source]
+    check(bool(planned), "a conv tape with planned launches")
+    streams = iter(range(300, 400))
+    original = driver.active.get_current_stream
+    driver.active.get_current_stream = lambda device=None: next(streams)
+    try:
+        RECORDED.clear()
+        run()
+        # (each replay reads it once, and so does each launch of a call replayed whole)
+        streams_seen = [r[3] for r in RECORDED]
+        check(
+            bool(streams_seen) and all(s in range(300, 400) for s in streams_seen),
+            f"the stream read at this call, not at the recording: {streams_seen}",
+        )
+    finally:
+        driver.active.get_current_stream = original
+    plan = next(step.run for t in planned for kind, step, _ in t.steps if kind == "launch")
+    check(bool(plan.globals), "a kernel that reads globals")
+    name, space, value = plan.globals[0]
+    space[name] = object()
+    try:
+        RECORDED.clear()
+        try:
+            tape = planned[0]  # (its tensors are never read: the check comes first)
+            tape.replay([None] * tape.replay_steps.__code__.co_argcount)
+        except _plan.Unplanned:
+            pass
+        else:
+            raise AssertionError("a rebound global did not stop the replay")
+        check(RECORDED == [], "nothing launched before the check")
+    finally:
+        space[name] = value
+    return 3
+
+
 def main() -> int:
     with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
         driver.active.launcher_cls = RecordingLauncher
@@ -272,6 +317,7 @@ def main() -> int:
         n += check_fallback()
         n += check_families()
         n += check_tapes()
+        n += check_tape_call_time_state()
     print(f"OK {n}")
     return 0
 

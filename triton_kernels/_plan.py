@@ -96,6 +96,23 @@ class Plan:
             raise Unplanned(str(e)) from e
         run(grid[0], g1, g2, stream, function, packed, metadata, enter, exit_, *full)
 
+    def launch_parts(self, grid: tuple) -> tuple[Any, tuple, tuple, tuple]:
+        """This plan's launch on ``grid`` as a tape's replay makes it inline, with no launch hook
+        set (tapes replay only then): Triton's launcher, then what it takes before the stream
+        (the grid's three sizes), between the stream and the arguments (the function, its
+        metadata, no launch metadata, the hooks as they are) and after them (the constant
+        tail). The replay checks :attr:`globals` first and reads the stream with
+        :func:`current_stream`, as :meth:`run` does at each launch."""
+        kernel, n = self.compiled, len(grid)
+        sizes = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
+        hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+        return kernel.run, sizes, (kernel.function, kernel.packed_metadata, None, *hooks), self.tail
+
+
+def current_stream(device: int) -> Any:
+    """The stream a launch on ``device`` goes to now (as Triton reads it at each launch)."""
+    return driver.active.get_current_stream(device)
+
 
 def hooked(hook: Any) -> bool:
     """Whether a launch hook is set: Triton >= 3.9 holds hooks in a ``HookChain`` (empty: none

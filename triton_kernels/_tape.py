@@ -16,10 +16,13 @@ tens of µs on every call.
 several times slower to call one by one from Python) and its kernel launches (each through its
 launch plan, :mod:`._plan`), as a *tape* of steps over tensor slots — the call's tensors, then
 the tensors the recorded calls return. Later calls of the problem replay the tape: each torch
-call made again on the new call's tensors, each launch handed to its plan with them, and the
-result's slots returned — all in one Python function generated from the tape (straight-line
-calls on local variables: no interpretation of steps). A view that only gives a kernel an address (``as_5d``'s unsqueezes) is
-not replayed: the kernel gets the tensor it views, which has the same address. What must be
+call made again on the new call's tensors, each launch made with them, and the result's slots
+returned — all in one Python function generated from the tape (straight-line calls on local
+variables: no interpretation of steps). A planned launch is a call of Triton's launcher itself
+with its plan's constant parts (``Plan.launch_parts``), what the plan checks at each launch —
+the globals its kernel uses — and the current stream read once at the top of the replay. A
+view that only gives a kernel an address (``as_5d``'s unsqueezes) is not replayed: the kernel
+gets the tensor it views, which has the same address. What must be
 decided afresh on every call — a lookup in the weight cache, whose answer changes with the
 weight's version — goes through :func:`replayed_whole`: the tape calls it again.
 
@@ -166,10 +169,27 @@ def _replay_source(
     def value(v: Any) -> str:
         return f"s{int(v)}" if type(v) is _Slot else name(v)
 
-    body = []
+    # Planned launches call Triton's launcher inline, after their checks, made once before any
+    # step: the stream, and the globals the kernels use (each once).
+    prologue: list[str] = []
+    body: list[str] = []
+    checked: set[tuple[int, str]] = set()
     for kind, step, grid in steps:
         values = ", ".join(value(v) for v in step.template)
-        if kind == "launch":
+        if kind == "launch" and type(step.run) is _plan.Plan:
+            if not prologue:
+                namespace["Unplanned"] = _plan.Unplanned
+                prologue.append(f"stream = {name(_plan.current_stream)}({device!r})")
+            for global_name, space, v in step.run.globals:
+                if (id(space), global_name) not in checked:
+                    checked.add((id(space), global_name))
+                    prologue.append(f"if {name(space)}.get({global_name!r}) is not {name(v)}:")
+                    prologue.append("    raise Unplanned('a global the kernel uses was rebound')")
+            launcher, sizes, middle, tail = step.run.launch_parts(grid)
+            parts = [*map(repr, sizes), "stream", *map(name, middle), values, *map(name, tail)]
+            body.append(f"{name(launcher)}({', '.join(p for p in parts if p)})")
+            continue
+        if kind == "launch":  # (the interpreter's: ``kernel[grid]`` with the recorded keywords)
             launched = f"({values},)" if values else "()"
             body.append(f"{name(step.run)}.run({name(device)}, {name(grid)}, {launched})")
             continue
@@ -208,7 +228,8 @@ def _replay_source(
             "        set_grad(True)",
         ]
     params = ", ".join(f"s{i}" for i in range(n_inputs))
-    return "\n".join([f"def replay({params}):", *(f"    {line}" for line in body)]), namespace
+    lines = [f"def replay({params}):", *(f"    {line}" for line in [*prologue, *body])]
+    return "\n".join(lines), namespace
 
 
 def _holds_tensors(v: Any) -> bool:
