@@ -186,7 +186,8 @@ def _replay_source(
                     prologue.append(f"if {name(space)}.get({global_name!r}) is not {name(v)}:")
                     prologue.append("    raise Unplanned('a global the kernel uses was rebound')")
             launcher, sizes, middle, tail = step.run.launch_parts(grid)
-            parts = [*map(repr, sizes), "stream", *map(name, middle), values, *map(name, tail)]
+            grid_sizes = [repr(v) if type(v) is int else name(v) for v in sizes]
+            parts = [*grid_sizes, "stream", *map(name, middle), values, *map(name, tail)]
             body.append(f"{name(launcher)}({', '.join(p for p in parts if p)})")
             continue
         if kind == "launch":  # (the interpreter's: ``kernel[grid]`` with the recorded keywords)
