@@ -17,7 +17,8 @@ that stand between its launchers and Triton (its tuner and its launch plans):
                  lookup, grid, and the stubbed launcher call) where a launch goes through it,
                  and ``triton_kernels._plan.Plan.run`` where a launch plan replaces it (the
                  current stream, the launch metadata and hooks, and the stubbed launcher call)
-                 = total − (both stubbed);
+                 = total − (both stubbed); about 0 once a problem repeats, since a tape's
+                 replay calls Triton's launcher itself (see ``op``);
 * ``tuner``      Triton's ``Autotuner.run`` / ``Heuristics.run`` and ``triton_kernels``' own
                  ``Tuner.launch`` (config lookup, grid, and the launch plan's lookup) =
                  (binder stubbed) − (tuners stubbed too); launchers that launch without a
@@ -30,8 +31,8 @@ that stand between its launchers and Triton (its tuner and its launch plans):
                  path runs it (``Primitive.run``, no dispatcher): a repeated problem replays the
                  implementation's tape (``triton_kernels._tape``: its key, the recorded torch
                  calls — output allocation, layout conversions, the weight-cache lookup — and
-                 the planned launches' preparation up to the binder), so our launchers' and the
-                 tuner's time is here too;
+                 the planned launches, made inline), so our launchers', the tuner's and the
+                 binder's time is here too;
 * ``autograd``   graph recording — and for forward+backward, the engine and the backward
                  formulas — = (launchers stubbed) − (the forward under ``torch.no_grad``) −
                  (the backward's ops);
@@ -557,8 +558,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "- breakdown (µs, per call): functional, autograd, op = registered ops' bodies as eager "
         "calls run them (no dispatcher), launcher = our "
         "launchers, tuner = Triton's autotuner and ours (config and launch-plan lookup), "
-        "binder = Triton's JIT run or the launch plan's direct call (see "
-        "`benchmarks/overhead.py`); noise can make a small part negative",
+        "binder = Triton's JIT run or the launch plan's direct call (about 0 where a tape "
+        "replays: it calls Triton's launcher itself; see `benchmarks/overhead.py`); noise can "
+        "make a small part negative",
         "- replays: the call's tape replays timed alone — the torch calls (allocation, layout "
         "copies, weight-cache lookups) and planned launches the call cannot do without — and "
         "how many tapes; host µs − replays is Python around them (the functional API, "
