@@ -31,22 +31,23 @@ def _candidates(table, block_k=None):
     ]
 
 
-def _inputs(x_shape, c_out, kernel, seed=0):
+def _inputs(x_shape, c_out, kernel, groups=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(x_shape, generator=g, dtype=torch.float64)
-    w = torch.randn((c_out, x_shape[1], *kernel), generator=g, dtype=torch.float64)
+    w = torch.randn((c_out, x_shape[1] // groups, *kernel), generator=g, dtype=torch.float64)
     b = torch.randn(c_out, generator=g, dtype=torch.float64)
     return x, w, b
 
 
-def _run_all_three(x, w, b, *, stride, padding):
+def _run_all_three(x, w, b, *, stride, padding, groups=1):
     """Forward, input gradient (with a transposed-convolution bias) and weight gradient (alone,
     and with the bias gradient) through the dispatching launchers, each against torch."""
     nd = x.dim() - 2
-    geo = dict(stride=stride, padding=padding, dilation=(1,) * nd, groups=1, allow_tf32=False)
+    geo = dict(stride=stride, padding=padding, dilation=(1,) * nd, groups=groups,
+               allow_tf32=False)  # fmt: skip
     conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ref = conv(xr, wr, b, stride=stride, padding=padding)
+    ref = conv(xr, wr, b, stride=stride, padding=padding, groups=groups)
     gy = torch.randn_like(ref)
     ref_gx, ref_gw = torch.autograd.grad(ref, (xr, wr), gy)
     bias_in = torch.randn(x.shape[1], dtype=torch.float64)
@@ -104,20 +105,31 @@ def test_every_tap_loop_config(monkeypatch, config):
 @pytest.mark.parametrize(
     "config", _candidates(_gemm_common.FLAT_TABLE) + _candidates(_gemm_common.NARROW_FLAT_TABLE)
 )
-def test_every_flattened_loop_config(monkeypatch, config):
+def test_every_flattened_loop_config(ran, monkeypatch, config):
+    """Groups of 3 input channels (one group of so few would read windows instead:
+    ``conv_window``), with 18 and 5 output channels per group: the input gradient's reduction
+    (the output channels) is flattened only below 16."""
     _force_loop(monkeypatch, True, config, _weight_config(config))
-    x, w, b = _inputs((2, 3, 9, 8), 5, (3, 3))
-    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0))
+    for c_out in (36, 10):
+        x, w, b = _inputs((2, 6, 9, 8), c_out, (3, 3), groups=2)
+        _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2)
+    flattened = {
+        "conv_fwd_flat_narrow",
+        "conv_bwd_input_flat_narrow",
+        "conv_bwd_weight_flat_narrow",
+    }
+    assert flattened <= set(ran)
 
 
 @pytest.mark.parametrize("weight_config", _candidates(_gemm_common.NARROW_WEIGHT_TABLE))
 @pytest.mark.parametrize("flat", [False, True], ids=["tap", "flat"])
-def test_every_narrow_grad_weight_config(monkeypatch, flat, weight_config):
+def test_every_narrow_grad_weight_config(ran, monkeypatch, flat, weight_config):
     """Grad-weight tiles of 16 and 32 columns, on channels that leave partial tiles."""
     config = Config.of(4, 1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
     _force_loop(monkeypatch, flat, config, weight_config)
-    x, w, b = _inputs((2, 3 if flat else 20, 9, 8), 18, (3, 3))
-    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0))
+    x, w, b = _inputs((2, 6 if flat else 40, 9, 8), 36, (3, 3), groups=2)
+    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2)
+    assert f"conv_bwd_weight_{'flat' if flat else 'tap'}_narrow" in ran
 
 
 @pytest.mark.parametrize(
