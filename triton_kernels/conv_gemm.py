@@ -11,7 +11,9 @@ The three GEMMs (per group; groups are a grid axis):
 * grad-input   per stride phase: rows = N·input positions of that phase, cols = C_in/groups,
                reduction = (taps reaching that phase, C_out/groups);
 * grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·output positions,
-               split-K into a workspace when the grid alone cannot fill the GPU.
+               split-K into a workspace when the grid alone cannot fill the GPU; groups of a
+               few channels are computed several at a time, as one dense group whose diagonal
+               blocks are theirs (``merged_groups``).
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
 channel count is below 16 (narrow groups; dilation along ``w``), taps and channels are
@@ -659,6 +661,41 @@ _BWD_WEIGHT = _tuners(
 #: Channels per group below which taps × channels form one flattened reduction axis.
 FLAT_BELOW = 16
 
+#: Output channels per group up to which a flattened weight gradient merges groups
+#: (:func:`merged_groups`), and the most channels a merged group may span.
+MERGE_OUTPUTS_UP_TO, MERGED_CHANNELS = 8, 64
+
+
+def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
+    """How many groups a weight gradient computes as one (1: none).
+
+    A group of a few channels each way (ResNeXt's 4 and 8) leaves the flattened loop gathering
+    one group's few channels per tap and position, each with its own address and padding mask:
+    in the sm_90 code its main loop issues ~370 instructions per thread for 4 × 36 gradients of
+    32 positions, bounded by instruction issue, not by the tensor cores. ``m`` groups taken as one
+    group of ``m·cg_in`` inputs and ``m·cg_out`` outputs run the tap loop instead — each tap's
+    channels one contiguous run, loaded as 16-byte vectors — and their weight gradient is the
+    dense one's diagonal blocks (:func:`diagonal_blocks`): the sums of one group's own channels,
+    the rest computed and dropped (tensor-core work the loop had to spare: see
+    ``benchmarks/results/compile-report/merged-groups-sm_90.md``). ``m`` is the largest divisor
+    of ``groups`` keeping a merged group within ``MERGED_CHANNELS`` channels each way, used when
+    that makes at least ``FLAT_BELOW`` inputs."""
+    if cg_in >= FLAT_BELOW or cg_out > MERGE_OUTPUTS_UP_TO:
+        return 1
+    widest = MERGED_CHANNELS // max(cg_in, cg_out)
+    m = max(d for d in range(1, min(groups, widest) + 1) if groups % d == 0)
+    return m if m * cg_in >= FLAT_BELOW else 1
+
+
+def diagonal_blocks(dense: torch.Tensor, groups: int, m: int) -> torch.Tensor:
+    """The weight gradient of a convolution in ``groups`` from ``dense`` (C_out, m·cg_in,
+    *kernel), the one computed with ``m`` groups merged: block ``i`` of a merged group's rows
+    and columns is its ``i``-th group's gradient. Returns a (C_out, cg_in, *kernel) tensor."""
+    c_out, merged_in, *kernel = dense.shape
+    blocks = dense.view(groups // m, m, c_out // groups, m, merged_in // m, *kernel)
+    own = blocks.diagonal(dim1=1, dim2=3).movedim(-1, 1)  # (groups/m, m, cg_out, cg_in, ...)
+    return own.reshape(c_out, merged_in // m, *kernel)
+
 
 def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
     """The forward's flat reduction axis as constants (0 in the tap loop): its channels per
@@ -853,6 +890,10 @@ def gemm_conv_backward_weight(
     by a column tile of its own in each row of tiles, which reads the chunks of ``grad_out`` the
     row's other tiles read (``conv.conv_backward_weight`` passes it where ``sums_bias``).
 
+    Groups of at most ``MERGE_OUTPUTS_UP_TO`` output channels and fewer than ``FLAT_BELOW``
+    inputs are computed :func:`merged_groups` at a time, on the tap loop, into a dense gradient
+    whose diagonal blocks are copied out.
+
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
     grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
     written to an fp32 (fp64) workspace and summed with ``torch.sum``; no atomics.
@@ -862,6 +903,15 @@ def gemm_conv_backward_weight(
     c_out, cg_in = gw5.shape[0], gw5.shape[1]
     cg_out = c_out // groups
     if gw5.numel() == 0:
+        return
+    m = merged_groups(cg_in, cg_out, groups)
+    if m > 1:  # the groups m at a time, then each one's own block (merged_groups)
+        dense = grad_w.new_empty((c_out, m * cg_in, *grad_w.shape[2:]))
+        gemm_conv_backward_weight(
+            x, grad_out, dense, stride=stride, padding=padding, dilation=dilation,
+            groups=groups // m, pad_mode=pad_mode, allow_tf32=allow_tf32, grad_bias=grad_bias,
+        )  # fmt: skip
+        grad_w.copy_(diagonal_blocks(dense, groups, m))
         return
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]

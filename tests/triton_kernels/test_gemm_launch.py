@@ -203,8 +203,11 @@ def _grids(monkeypatch, launch):
         (1, 40, 48, ["conv_fwd_tap", "conv_bwd_input_tap", "conv_bwd_weight_tap"]),
         (8, 64, 256, ["conv_fwd_flat_narrow", "conv_bwd_input_tap_narrow",
                       "conv_bwd_weight_flat"]),
-        (32, 64, 64, ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
-                      "conv_bwd_weight_flat_narrow"]),
+        (32, 64, 512, ["conv_fwd_flat_narrow", "conv_bwd_input_tap_narrow",
+                       "conv_bwd_weight_flat_narrow"]),
+        # 8 output channels per group or fewer: the weight gradient merges groups (16 here)
+        (32, 128, 128, ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
+                        "conv_bwd_weight_tap"]),
         (1, 4, 64, ["conv_fwd_flat", "conv_bwd_input_tap_narrow", "conv_bwd_weight_flat"]),
     ],
 )  # fmt: skip
@@ -212,7 +215,8 @@ def test_narrow_groups_take_the_narrow_tables(monkeypatch, groups, c_in, c_out, 
     """A tile's columns over at most 32 channels of a group take 16- and 32-wide tiles: the
     forward's output channels, the input gradient's input channels, the weight gradient's input
     channels per tap (or flattened taps × channels: 9 × 2 here, not 9 × 8). The dilation keeps
-    narrow inputs off the windows (``conv_window``)."""
+    narrow inputs off the windows (``conv_window``). Groups of few output channels merge in the
+    weight gradient (``conv_gemm.merged_groups``)."""
     x = torch.empty(1, c_in, 5, 5)
     w = torch.empty(c_out, c_in // groups, 3, 3)
     y = torch.empty(1, c_out, 3, 3)
@@ -242,8 +246,8 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
     every launcher's grid is one axis holding all of them."""
     groups = 70_000
     x = torch.empty(1, 2 * groups, 1, 3)
-    w = torch.empty(groups, 2, 1, 2)
-    y = torch.empty(1, groups, 1, 2)
+    w = torch.empty(9 * groups, 2, 1, 2)  # (9 outputs per group: no groups merge)
+    y = torch.empty(1, 9 * groups, 1, 2)
     geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=groups, allow_tf32=False)
     grids = _grids(monkeypatch, lambda: K.conv_forward(x, w, None, y, pad_mode="zeros", **geo))
     grids += _grids(monkeypatch, lambda: K.conv_backward_input(y, w, x, **geo))

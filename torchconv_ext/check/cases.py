@@ -81,6 +81,9 @@ GEMM_LAYERS = [
           padding=3, quick=True, tiny=dict(c_out=16, size=6)),
     _conv("resnext50.layer2 3x3 g32 256->256 28x28", 2, 8, 256, 28, 256, 3, padding=1,
           groups=32, tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
+    # 4 channels per group: the weight gradient merges 16 groups (8 at the tiny size) into one
+    _conv("resnext50.layer1 3x3 g32 128->128 56x56", 2, 8, 128, 56, 128, 3, padding=1,
+          groups=32, tiny=dict(c_in=32, c_out=32, size=5, groups=8)),
     _conv("deeplabv3 3x3 dilation 2 256->256 28x28", 2, 4, 256, 28, 256, 3, padding=2,
           dilation=2, tiny=dict(c_in=16, c_out=16, size=6)),
     _conv("unet3d 3x3x3 32->64 16^3 +bias", 3, 2, 32, 16, 64, 3, padding=1, bias=True,
@@ -125,12 +128,13 @@ SWEEP_LAYERS = [
     _conv("stem 7x7 s2 3->64 112x112 +bias", 2, 4, 3, 112, 64, 7, stride=2, padding=3,
           bias=True, tiny=dict(c_out=40, size=6)),
     # flattened loops: the narrow forward and grad-input (8 channels per group) and grad-weight
-    # (2 per group: 18 columns), the wide forward and grad-weight (8 channels in, 64 out per
-    # group: 72 columns) and the wide grad-input (8 out, 64 in)
+    # (2 in, 16 out per group: 18 columns; with 8 outputs or fewer, groups would merge into the
+    # tap loop), the wide forward and grad-weight (8 channels in, 64 out per group: 72 columns)
+    # and the wide grad-input (8 out, 64 in)
     _conv("grouped 3x3 g8 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=8,
           directions=("forward", "grad_input"), tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
-    _conv("grouped 3x3 g32 64->64 28x28", 2, 8, 64, 28, 64, 3, padding=1, groups=32,
-          directions=("grad_weight",), tiny=dict(c_in=16, c_out=16, size=5, groups=8)),
+    _conv("grouped 3x3 g16 32->256 28x28", 2, 8, 32, 28, 256, 3, padding=1, groups=16,
+          directions=("grad_weight",), tiny=dict(c_in=16, c_out=72, size=5, groups=8)),
     _conv("grouped 3x3 g2 16->128 28x28 +bias", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
           bias=True, directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
     _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,
