@@ -12,8 +12,8 @@ The three GEMMs (per group; groups are a grid axis):
                reduction = (taps reaching that phase, C_out/groups);
 * grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·output positions,
                split-K into a workspace when the grid alone cannot fill the GPU; groups of a
-               few channels are computed several at a time, as one dense group whose diagonal
-               blocks are theirs (``merged_groups``).
+               few channels are computed several at a time, as one dense group of which each
+               keeps its diagonal block (``merged_groups``).
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
 channel count is below 16 (narrow groups; dilation along ``w``), taps and channels are
@@ -512,7 +512,8 @@ def _conv_bwd_weight_kernel(
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, DENSE_GO: tl.constexpr, C_ALIGN: tl.constexpr,
-    GO_ALIGN: tl.constexpr, IN_BOUNDS: tl.constexpr,
+    GO_ALIGN: tl.constexpr, IN_BOUNDS: tl.constexpr, OWN_IN: tl.constexpr,
+    OWN_OUT: tl.constexpr,
 ):  # fmt: skip
     """gw[split, group·C_OUT + co, ci, tap] =
     Σ_{positions of split} grad_out[n, co, o] · x[n, ci, ·]; with ``BIAS``, also
@@ -529,6 +530,11 @@ def _conv_bwd_weight_kernel(
     ``DENSE_GO``: grad_out's positions lie ``sgo_w`` apart (``dense_positions``). ``C_ALIGN``
     divides C_IN and the position strides of ``x``, ``GO_ALIGN`` C_OUT and those of ``grad_out``
     (``channel_alignment``); ``IN_BOUNDS`` as in the forward.
+    ``OWN_IN``, ``OWN_OUT`` > 0: each group of the launch is several groups of the convolution
+    (``merged_groups``) of that many channels each, ``C_IN`` and ``C_OUT`` their channels
+    together: the tile computes every (output, input) pair of them and stores the pairs of one
+    group only, at that group's own input-channel index (constants: the divisions are shifts
+    or multiplies).
     Grid: groups · N_SPLIT × C_OUT tiles × (column tiles + BIAS), flat. Each program writes its
     own slot: no atomics, so the result is bitwise repeatable.
     """
@@ -602,13 +608,14 @@ def _conv_bwd_weight_kernel(
                 )  # fmt: skip
             acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
+        mask = co_ok[:, None] & col_ok[None, :]
+        if OWN_IN > 0:  # one group's own pairs, at its own input-channel index
+            mask &= (co // OWN_OUT)[:, None] == (ci // OWN_IN)[None, :]
+            ci = ci % OWN_IN
         gw_col = wide(ci, USE_INT64) * sgw_i + td * sgw_d + th * sgw_h + tw * sgw_w
         gw_row = wide(split, USE_INT64) * sgw_split + co_off * sgw_o
-        tl.store(
-            gw_ptr + gw_row[:, None] + gw_col[None, :],
-            acc.to(gw_ptr.dtype.element_ty),
-            mask=co_ok[:, None] & col_ok[None, :],
-        )
+        tl.store(gw_ptr + gw_row[:, None] + gw_col[None, :], acc.to(gw_ptr.dtype.element_ty),
+                 mask=mask)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,9 +681,9 @@ def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
     in the sm_90 code its main loop issues ~370 instructions per thread for 4 × 36 gradients of
     32 positions, bounded by instruction issue, not by the tensor cores. ``m`` groups taken as one
     group of ``m·cg_in`` inputs and ``m·cg_out`` outputs run the tap loop instead — each tap's
-    channels one contiguous run, loaded as 16-byte vectors — and their weight gradient is the
-    dense one's diagonal blocks (:func:`diagonal_blocks`): the sums of one group's own channels,
-    the rest computed and dropped (tensor-core work the loop had to spare: see
+    channels one contiguous run, loaded as 16-byte vectors — and the kernel stores of their
+    dense (m·cg_out × m·cg_in per tap) gradient the diagonal blocks, each group's own channels;
+    the rest is computed and dropped (tensor-core work the loop had to spare: see
     ``benchmarks/results/compile-report/merged-groups-sm_90.md``). ``m`` is the largest divisor
     of ``groups`` keeping a merged group within ``MERGED_CHANNELS`` channels each way, used when
     that makes at least ``FLAT_BELOW`` inputs."""
@@ -685,16 +692,6 @@ def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
     widest = MERGED_CHANNELS // max(cg_in, cg_out)
     m = max(d for d in range(1, min(groups, widest) + 1) if groups % d == 0)
     return m if m * cg_in >= FLAT_BELOW else 1
-
-
-def diagonal_blocks(dense: torch.Tensor, groups: int, m: int) -> torch.Tensor:
-    """The weight gradient of a convolution in ``groups`` from ``dense`` (C_out, m·cg_in,
-    *kernel), the one computed with ``m`` groups merged: block ``i`` of a merged group's rows
-    and columns is its ``i``-th group's gradient. Returns a (C_out, cg_in, *kernel) tensor."""
-    c_out, merged_in, *kernel = dense.shape
-    blocks = dense.view(groups // m, m, c_out // groups, m, merged_in // m, *kernel)
-    own = blocks.diagonal(dim1=1, dim2=3).movedim(-1, 1)  # (groups/m, m, cg_out, cg_in, ...)
-    return own.reshape(c_out, merged_in // m, *kernel)
 
 
 def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
@@ -891,8 +888,8 @@ def gemm_conv_backward_weight(
     row's other tiles read (``conv.conv_backward_weight`` passes it where ``sums_bias``).
 
     Groups of at most ``MERGE_OUTPUTS_UP_TO`` output channels and fewer than ``FLAT_BELOW``
-    inputs are computed :func:`merged_groups` at a time, on the tap loop, into a dense gradient
-    whose diagonal blocks are copied out.
+    inputs are computed :func:`merged_groups` at a time, on the tap loop, each tile storing its
+    groups' own blocks (the kernel's ``OWN_IN``, ``OWN_OUT``).
 
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
     grid is small the reduction is split into a fixed number of slices (chosen from the shapes)
@@ -904,15 +901,9 @@ def gemm_conv_backward_weight(
     cg_out = c_out // groups
     if gw5.numel() == 0:
         return
-    m = merged_groups(cg_in, cg_out, groups)
-    if m > 1:  # the groups m at a time, then each one's own block (merged_groups)
-        dense = grad_w.new_empty((c_out, m * cg_in, *grad_w.shape[2:]))
-        gemm_conv_backward_weight(
-            x, grad_out, dense, stride=stride, padding=padding, dilation=dilation,
-            groups=groups // m, pad_mode=pad_mode, allow_tf32=allow_tf32, grad_bias=grad_bias,
-        )  # fmt: skip
-        grad_w.copy_(diagonal_blocks(dense, groups, m))
-        return
+    merge = merged_groups(cg_in, cg_out, groups)
+    own = {"OWN_IN": cg_in, "OWN_OUT": cg_out} if merge > 1 else {"OWN_IN": 0, "OWN_OUT": 0}
+    groups, cg_in, cg_out = groups // merge, cg_in * merge, cg_out * merge  # as the kernel sees it
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]
     n_taps = gw5.shape[2] * gw5.shape[3] * gw5.shape[4]
     tiles = cdiv(cg_out, NOMINAL_TILE) * cdiv(n_taps * cg_in, NOMINAL_TILE) * groups
@@ -926,7 +917,7 @@ def gemm_conv_backward_weight(
     sums = bias_target(grad_bias, n_split)
     p_split = cdiv(positions, n_split)
     key = (x.dtype, _layout_class(x5, go5, gw5), pad_mode, tuple(gw5.shape[2:]), geometry[:3],
-           geometry[6:], groups, cg_in, cg_out, bucket(p_split), n_split, use_int64,
+           geometry[6:], groups, cg_in, cg_out, merge, bucket(p_split), n_split, use_int64,
            precision, sums is not None)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
@@ -953,7 +944,7 @@ def gemm_conv_backward_weight(
             ACC_DTYPE=acc_dtype(x.dtype), BIAS=sums is not None, GROUP_M=GROUP_M,
             DENSE_GO=dense_positions(go5),
             C_ALIGN=channel_alignment(cg_in, x5), GO_ALIGN=channel_alignment(cg_out, go5),
-            IN_BOUNDS=in_bounds(x5, go5, gw5, geometry),
+            IN_BOUNDS=in_bounds(x5, go5, gw5, geometry), **own,
         ),
     )  # fmt: skip
     if n_split > 1:

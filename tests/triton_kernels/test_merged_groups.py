@@ -1,8 +1,9 @@
 """The weight gradient of groups with few channels, computed with groups merged: several groups
 as one dense group on the tap loop, of which each group keeps its own diagonal block
-(``conv_gemm.merged_groups``, ``diagonal_blocks``). Against torch in float64, NaN-poisoned, on
-every dimension, padding mode and layout, with the bias gradient and split-K partials; and a
-non-finite input in one group leaves every other group's gradient as torch's."""
+(``conv_gemm.merged_groups``, the kernel's ``OWN_IN``, ``OWN_OUT``). Against torch in float64,
+NaN-poisoned, on every dimension, padding mode and layout, with the bias gradient and split-K
+partials, every tap-loop config forced; and a non-finite input in one group leaves every other
+group's gradient as torch's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 import triton_kernels as K
 from tests.triton_kernels.test_conv_gemm import _check, _layout, _poisoned
 from triton_kernels import _gemm_common, conv_gemm
-from triton_kernels.conv_gemm import diagonal_blocks, merged_groups
+from triton_kernels._tuning import Config
+from triton_kernels.conv_gemm import merged_groups
 
 pytestmark = pytest.mark.interpret
 
@@ -37,17 +39,6 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 )
 def test_which_groups_merge(cg_in, cg_out, groups, expected):
     assert merged_groups(cg_in, cg_out, groups) == expected
-
-
-def test_diagonal_blocks_are_each_groups_own():
-    groups, m, cg_out, cg_in = 6, 3, 2, 4
-    dense = torch.randn(groups * cg_out, m * cg_in, 3, 2)
-    own = diagonal_blocks(dense, groups, m)
-    assert own.shape == (groups * cg_out, cg_in, 3, 2)
-    for g in range(groups):
-        i = g % m  # its place in its merged group
-        rows = slice(g * cg_out, (g + 1) * cg_out)
-        assert torch.equal(own[rows], dense[rows, i * cg_in : (i + 1) * cg_in])
 
 
 def _gradients(x, c_out, kernel, groups, *, stride, padding, dilation, pad_mode, bias):
@@ -172,3 +163,34 @@ def test_merged_and_flattened_loops_agree(monkeypatch):
     _check(merged, ref_w)
     _check(flat, ref_w)
     torch.testing.assert_close(merged, flat, rtol=1e-12, atol=1e-12)
+
+
+def _weight_candidates(table):
+    return [
+        pytest.param(
+            Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=_gemm_common.WEIGHT_BLOCK_K),
+            id=f"{bm}x{bn}",
+        )
+        for bm, bn, _, s, w in table
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    _weight_candidates(_gemm_common.TAP_TABLE)
+    + _weight_candidates(_gemm_common.NARROW_WEIGHT_TABLE),
+)
+def test_every_tap_loop_config_stores_the_own_blocks(ran, monkeypatch, config):
+    """Every grad-weight candidate of the tap loop, forced, on merged groups of 16 (narrow
+    tables) and 64 channels (wide): partial tiles, and tiles spanning several groups' blocks."""
+    for thin in (False, True):
+        monkeypatch.setattr(conv_gemm._BWD_WEIGHT[False, thin], "configs", [config])
+    geometry = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1), pad_mode="zeros")
+    for x_shape, groups in (((2, 16, 5, 4), 4), ((1, 64, 4, 3), 16)):
+        x = torch.randn(x_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        w, grad_out, ref_w, ref_b = _gradients(x, x_shape[1], (3, 3), groups, bias=True, **geometry)
+        grad_w, grad_b = _launch(x, grad_out, w.shape, groups, "channels_last", bias=True,
+                                 **geometry)  # fmt: skip
+        _check(grad_w, ref_w)
+        _check(grad_b, ref_b)
+    assert ran == ["conv_bwd_weight_tap_narrow", "conv_bwd_weight_tap"]

@@ -135,6 +135,10 @@ SWEEP_LAYERS = [
           directions=("forward", "grad_input"), tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
     _conv("grouped 3x3 g16 32->256 28x28", 2, 8, 32, 28, 256, 3, padding=1, groups=16,
           directions=("grad_weight",), tiny=dict(c_in=16, c_out=72, size=5, groups=8)),
+    # merged groups: the tap loop's weight gradient storing each group's own block (4 channels
+    # per group, 16 merged)
+    _conv("grouped 3x3 g32 128->128 28x28", 2, 8, 128, 28, 128, 3, padding=1, groups=32,
+          directions=("grad_weight",), tiny=dict(c_in=64, c_out=64, size=5, groups=16)),
     _conv("grouped 3x3 g2 16->128 28x28 +bias", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
           bias=True, directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
     _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,
