@@ -39,6 +39,7 @@ import triton.language as tl
 
 from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import (
+    INTERPRET,
     PAD_MODES,
     PAD_ZEROS,
     acc_dtype,
@@ -673,6 +674,19 @@ FLAT_BELOW = 16
 MERGE_OUTPUTS_UP_TO, MERGED_CHANNELS = 8, 64
 
 
+def merges_groups(dtype: torch.dtype, allow_tf32: bool) -> bool:
+    """Whether a weight gradient of ``dtype`` operands may merge groups (:func:`merged_groups`):
+    where its products run on tensor cores (16-bit operands; fp32 under TF32), which the merged
+    loop has to spare. fp32 without TF32 and fp64 multiply on CUDA cores, where every dropped
+    block would cost its full price. Triton's interpreter merges every dtype, so that float64
+    tests check the merged kernels."""
+    return (
+        INTERPRET
+        or dtype in (torch.float16, torch.bfloat16)
+        or (dtype == torch.float32 and dot_precision(dtype, allow_tf32) == "tf32")
+    )
+
+
 def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
     """How many groups a weight gradient computes as one (1: none).
 
@@ -888,7 +902,8 @@ def gemm_conv_backward_weight(
     row's other tiles read (``conv.conv_backward_weight`` passes it where ``sums_bias``).
 
     Groups of at most ``MERGE_OUTPUTS_UP_TO`` output channels and fewer than ``FLAT_BELOW``
-    inputs are computed :func:`merged_groups` at a time, on the tap loop, each tile storing its
+    inputs, with products on tensor cores (:func:`merges_groups`), are computed
+    :func:`merged_groups` at a time, on the tap loop, each tile storing its
     groups' own blocks (the kernel's ``OWN_IN``, ``OWN_OUT``).
 
     Reads ``x`` through ``pad_mode`` like the forward. Deterministic: when the (C_out × taps·C_in)
@@ -901,7 +916,7 @@ def gemm_conv_backward_weight(
     cg_out = c_out // groups
     if gw5.numel() == 0:
         return
-    merge = merged_groups(cg_in, cg_out, groups)
+    merge = merged_groups(cg_in, cg_out, groups) if merges_groups(x.dtype, allow_tf32) else 1
     own = {"OWN_IN": cg_in, "OWN_OUT": cg_out} if merge > 1 else {"OWN_IN": 0, "OWN_OUT": 0}
     groups, cg_in, cg_out = groups // merge, cg_in * merge, cg_out * merge  # as the kernel sees it
     positions = go5.shape[0] * go5.shape[2] * go5.shape[3] * go5.shape[4]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import triton_kernels as K
 from tests.triton_kernels.test_conv_gemm import _check, _layout, _poisoned
-from triton_kernels import _gemm_common, conv_gemm
+from triton_kernels import _common, _gemm_common, conv_gemm
 from triton_kernels._tuning import Config
 from triton_kernels.conv_gemm import merged_groups
 
@@ -39,6 +39,19 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 )
 def test_which_groups_merge(cg_in, cg_out, groups, expected):
     assert merged_groups(cg_in, cg_out, groups) == expected
+
+
+def test_only_tensor_core_products_merge(monkeypatch):
+    """Merging trades tensor-core work for issued instructions: not where products run on CUDA
+    cores (fp32 without TF32, fp64). The interpreter merges every dtype (the tests' float64)."""
+    assert conv_gemm.merges_groups(torch.float64, False)
+    monkeypatch.setattr(conv_gemm, "INTERPRET", False)
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    assert conv_gemm.merges_groups(torch.bfloat16, False)
+    assert conv_gemm.merges_groups(torch.float16, False)
+    assert conv_gemm.merges_groups(torch.float32, True)  # TF32
+    assert not conv_gemm.merges_groups(torch.float32, False)
+    assert not conv_gemm.merges_groups(torch.float64, True)
 
 
 def _gradients(x, c_out, kernel, groups, *, stride, padding, dilation, pad_mode, bias):
