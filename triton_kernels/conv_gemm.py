@@ -371,6 +371,7 @@ def _conv_bwd_input_kernel(
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one stride phase per program.
 
@@ -384,6 +385,8 @@ def _conv_bwd_input_kernel(
     ``FLAT_Y`` divides ``M_MAX``, ``P``, ``sgi_n`` and ``sgi_c`` (as in the forward).
     ``GO_ALIGN`` divides C_OUT and the position strides of ``grad_out``, ``W_ALIGN`` C_IN and the
     other strides of ``w``: the widths of their channel runs (``channel_alignment``).
+    ``FLAT_K``: ``FLAT_C`` is C_OUT as a constant, and at stride 1 (one phase, every tap)
+    ``FLAT_KH`` and ``FLAT_KW`` are KH and KW (else 0: each phase's tap counts, at run time).
     """
     M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
     C_OUT, sgo_n, sgo_d = (
@@ -433,8 +436,10 @@ def _conv_bwd_input_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
     for step in range(0, n_steps):
-        if FLAT_K:
-            td, th, tw, co, k_ok = _k_step(step, C_OUT, c_blocks, n_taps, nt_h, nt_w, BLOCK_K, True)
+        if FLAT_K and FLAT_KW:  # the flat index split by constants: multiply-shift arithmetic
+            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
+        elif FLAT_K:
+            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, nt_h, nt_w, BLOCK_K, True)
         else:
             td, th, tw = d_at, h_at, w_at
             co = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -709,11 +714,11 @@ def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
 
 
 def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
-    """The forward's flat reduction axis as constants (0 in the tap loop): its channels per
-    group and the tap grid's height and width. One compiled variant per such shape (stems,
-    narrow groups), in which splitting a flat index into tap and channel is multiply-shift
-    arithmetic instead of three divisions per column: in the sm_90 code of the stems, half the
-    main loop's instructions."""
+    """A flat reduction axis as constants (0 in the tap loop): its channels per group and the
+    tap grid's height and width (the forward's; the input gradient's, whose channels are the
+    output's, at stride 1). One compiled variant per such shape (stems, narrow groups), in which
+    splitting a flat index into tap and channel is multiply-shift arithmetic instead of three
+    divisions per column: in the sm_90 code of the stems, half the main loop's instructions."""
     if not flat:
         return {"FLAT_C": 0, "FLAT_KH": 0, "FLAT_KW": 0}
     return {"FLAT_C": channels, "FLAT_KH": w5.shape[3], "FLAT_KW": w5.shape[4]}
@@ -853,6 +858,10 @@ def gemm_conv_backward_input(
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
     m_max = n_batch * math.prod(cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True))
     flat = cg_out < FLAT_BELOW
+    one_phase = all(s == 1 for s in strides)
+    flat_shape = _flat_shape(flat, cg_out, w5)
+    if not one_phase:  # phases reach fewer taps each: only the channels are constants
+        flat_shape.update(FLAT_KH=0, FLAT_KW=0)
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(grad_out, w, grad_in)
     precision = dot_precision(grad_out.dtype, allow_tf32)
@@ -877,8 +886,9 @@ def gemm_conv_backward_input(
         dict(
             HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
-            FLAT_Y=flat_alignment(gi5) if all(s == 1 for s in strides) else 0,
+            FLAT_Y=flat_alignment(gi5) if one_phase else 0,
             GO_ALIGN=channel_alignment(cg_out, go5), W_ALIGN=channel_alignment(cg_in, w5),
+            **flat_shape,
         ),
     )  # fmt: skip
 

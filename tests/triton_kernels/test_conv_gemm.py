@@ -180,6 +180,11 @@ BWD_INPUT_CASES = [
                  id="2d-stride1-nchw"),
     pytest.param((2, 3, 3, 5), 4, (2, 3), (1, 1), ((1, 0), (0, 2)), (1, 1), 1, "contig",
                  id="2d-stride1-nchw-asym"),
+    # stride 1, fewer than 16 output channels: the flat index split by constants (FLAT_KH/KW)
+    pytest.param((1, 3, 3, 4, 4), 5, (2, 3, 2), (1, 1, 1), ((1, 0), (1, 3), (0, 1)), (1, 2, 1),
+                 1, "channels_last", id="3d-stride1-dilated"),
+    pytest.param((2, 6, 5, 4), 4, (3, 2), (1, 1), ((1, 1), (1, 0)), (1, 1), 2, "strided",
+                 id="2d-stride1-groups2"),
 ]  # fmt: skip
 
 

@@ -110,9 +110,9 @@ def test_every_flattened_loop_config(ran, monkeypatch, config):
     ``conv_window``), with 18 and 5 output channels per group: the input gradient's reduction
     (the output channels) is flattened only below 16."""
     _force_loop(monkeypatch, True, config, _weight_config(config))
-    for c_out in (36, 10):
+    for c_out, stride in ((36, (1, 2)), (10, (1, 2)), (10, (1, 1))):  # (stride 1: one phase)
         x, w, b = _inputs((2, 6, 9, 8), c_out, (3, 3), groups=2)
-        _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2)
+        _run_all_three(x, w, b, stride=stride, padding=(1, 0), groups=2)
     flattened = {
         "conv_fwd_flat_narrow",
         "conv_bwd_input_flat_narrow",
