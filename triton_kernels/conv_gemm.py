@@ -79,7 +79,7 @@ from ._gemm_common import (
     shared_estimate,
     split_workspace,
 )
-from ._indexing import grouped_tile, map_padded, unflatten, unflatten_fast, wide
+from ._indexing import grouped_tile, in_range, map_padded, unflatten, unflatten_fast, wide
 from ._tuning import Config, Tuner, bucket
 from .maxout import maxout_epilogue, running_max
 
@@ -142,11 +142,15 @@ def _gather5(
     The pieces broadcast to the tile: per-row pieces are ``(R, 1)``, per-column pieces ``(C,)``
     or scalars. Coordinates outside ``[0, size)`` read 0 (zeros) or their mapped source.
     """
-    i_d, ok_d = map_padded(zd + od, D, PAD_MODE)
-    i_h, ok_h = map_padded(zh + oh, H, PAD_MODE)
-    i_w, ok_w = map_padded(zw + ow, W, PAD_MODE)
+    i_d, i_h, i_w = zd + od, zh + oh, zw + ow
+    if PAD_MODE == PAD_ZEROS:  # one comparison per bound
+        ok = in_range(i_d, D) & in_range(i_h, H) & in_range(i_w, W)
+    else:  # (every mapped coordinate lies inside)
+        i_d, ok = map_padded(i_d, D, PAD_MODE)
+        i_h, _ = map_padded(i_h, H, PAD_MODE)
+        i_w, _ = map_padded(i_w, W, PAD_MODE)
     offs = n * s_n + wide(c, USE_INT64) * s_c + i_d * s_d + i_h * s_h + i_w * s_w
-    return tl.load(ptr + offs, mask=mask & ok_d & ok_h & ok_w, other=0.0)
+    return tl.load(ptr + offs, mask=mask & ok, other=0.0)
 
 
 @triton.jit
@@ -162,8 +166,7 @@ def _gather_columns(
     i_d = zd + od[None, :]
     i_h = zh + oh[None, :]
     i_w = zw + ow[None, :]
-    # One unsigned compare per coordinate: a negative one wraps past any size.
-    ok = (i_d.to(tl.uint32) < D) & (i_h.to(tl.uint32) < H) & (i_w.to(tl.uint32) < W)
+    ok = in_range(i_d, D) & in_range(i_h, H) & in_range(i_w, W)
     return tl.load(ptr + (row + col[None, :]), mask=mask & ok, other=0.0)
 
 

@@ -1,5 +1,6 @@
 """Division by invariant integers (``_common.fast_divisor``, ``_indexing.quotient`` and
-``unflatten_fast``): exact against ``//`` and ``%`` over the whole int32 range of dividends."""
+``unflatten_fast``): exact against ``//`` and ``%`` over the whole int32 range of dividends; and
+the one-comparison range test of the gathers (``_indexing.in_range``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels._common import fast_divisor
-from triton_kernels._indexing import quotient, unflatten, unflatten_fast
+from triton_kernels._indexing import in_range, quotient, unflatten, unflatten_fast
 
 pytestmark = pytest.mark.interpret
 
@@ -88,3 +89,30 @@ def test_fast_divisor_is_always_an_int64_argument():
     """Every packed divisor is at least 2**32, so Triton types it int64 whatever ``d`` is (no
     i32/u32 signature change between layers)."""
     assert all(fast_divisor(d) >= 2**32 for d in DIVISORS)
+
+
+@triton.jit
+def _in_range_kernel(i_ptr, out_ptr, N, SIZE, WIDE: tl.constexpr):
+    k = tl.arange(0, BLOCK)
+    i = tl.load(i_ptr + k, mask=k < N, other=0)
+    if WIDE:
+        i = i.to(tl.int64) * 3  # 64-bit coordinates, past the int32 range
+    tl.store(out_ptr + k, in_range(i, SIZE).to(tl.int8), mask=k < N)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("size", [0, 1, 2, 7, 224, 2**31 - 1])
+def test_in_range_is_zero_to_size(triton_device, size, wide):
+    """``0 <= i < size`` for negative coordinates (padding before), ones at and past the size
+    (padding after) and the extremes; size 1 reaches the kernel as a constant (Triton's
+    specialisation), the others as run-time integers."""
+    edges = [0, 1, -1, -2, size - 1, size, size + 1, 2**31 - 1, -(2**31)]
+    rng = random.Random(size)
+    xs = [x for x in edges if -(2**31) <= x < 2**31]
+    xs += [rng.randrange(-(2**31), 2**31) for _ in range(BLOCK - len(xs))]
+    i = torch.tensor(xs, dtype=torch.int32)
+    out = torch.full((BLOCK,), -1, dtype=torch.int8, device=triton_device)
+    _in_range_kernel[(1,)](i.to(triton_device), out, BLOCK, size, WIDE=wide)
+    coords = i.to(torch.int64) * (3 if wide else 1)
+    expected = (coords >= 0) & (coords < size)
+    assert torch.equal(out.cpu().bool(), expected)
