@@ -165,6 +165,28 @@ def test_merged_groups_run_through_the_public_api(triton_device):
         _check(xt.grad.cpu(), xr.grad)
 
 
+def test_merged_groups_twice_differentiable(ran):
+    """gradcheck and gradgradcheck (float64, random projections) of a grouped convolution whose
+    weight gradient merges groups (4 groups of 4 inputs and 2 outputs), with a bias."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    g = torch.Generator().manual_seed(8)
+    x, w, b = (
+        torch.randn(s, generator=g, dtype=torch.float64).requires_grad_()
+        for s in ((1, 16, 4, 3), (8, 4, 2, 2), (8,))
+    )
+    assert merged_groups(4, 2, 4) == 4
+
+    def conv(x, w, b):
+        return TF.conv2d(x, w, b, padding=1, groups=4)
+
+    with torchconv_ext.use_backend("triton"):
+        assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=True)
+    assert "conv_bwd_weight_tap_narrow" in ran  # the merged weight gradient ran
+
+
 def test_merged_and_flattened_loops_agree(monkeypatch):
     """With merging off, the flattened loop computes the same gradient (to rounding)."""
     x = torch.randn((2, 16, 6, 7), generator=torch.Generator().manual_seed(6), dtype=torch.float64)
