@@ -185,6 +185,32 @@ def test_narrow_outputs_read_their_gradient_as_given(launches):
     assert _layout.weight_cache_info()["packs"] == 4
 
 
+def test_merged_groups_read_one_block_diagonal_weight_per_version(launches):
+    """Groups of a few channels (4 here) merge in the forward and the input gradient: both
+    launches get the weight as it is and its block-diagonal form
+    (``triton_kernels.merged_weight``), made once per version for a parameter and shared by
+    both — after an in-place update, afresh (the third call replays its tape)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(16, 4, 3, 3, dtype=torch.float64))
+    with torchconv_ext.use_backend("triton"):
+        for step in range(3):
+            x = torch.randn(2, 16, 5, 4, dtype=torch.float64, requires_grad=True)
+            y = TF.conv2d(x, w, padding=1, groups=4)
+            gy = torch.randn_like(y)
+            ours = (y, *torch.autograd.grad(y, (x, w), gy))
+            ref = F.conv2d(x, w, padding=1, groups=4)
+            for a, b in zip(ours, (ref, *torch.autograd.grad(ref, (x, w), gy)), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+            if step == 1:
+                with torch.no_grad():
+                    w.mul_(0.5)  # a new version: the block-diagonal copy is made again
+    sums = [launch for launch in launches if launch.name != "conv_backward_weight"]
+    # (the third call replays its tape: no launcher runs)
+    assert [launch.name for launch in sums] == ["conv_forward", "conv_backward_input"] * 2
+    assert all(launch.pointers[1] == w.data_ptr() for launch in sums)
+    assert _layout.weight_cache_info()["packs"] == 2
+
+
 def test_depthwise_operands_are_read_as_given(launches):
     """The depthwise kernels read NCHW directly: no conversion pass."""
     torch.manual_seed(0)

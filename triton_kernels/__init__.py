@@ -23,9 +23,10 @@ The launcher contract, for every launcher exported here:
   (``torchconv_ext._padding.fold_padding_grad``).
 
 Besides the launchers: the layout rules callers follow (``prefers_channels_last``,
-``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``, ``windows``), ``window_weight`` (a weight in
-the windows' layout, which a caller may keep while the weight does not change and pass back as
-``windowed_weight``), and the tape helpers (``taped``, ``recording``, ``replayed_whole``).
+``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
+``windows``), ``window_weight`` and ``merged_weight`` (a weight in the windows' layout, or the
+block-diagonal weight of merged groups, which a caller may keep while the weight does not
+change and pass back as ``windowed_weight`` or ``merged_weight``), and the tape helpers (``taped``, ``recording``, ``replayed_whole``).
 
 The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
 vLLM); the two cannot be installed side by side, and importing either one when the other is
@@ -60,12 +61,14 @@ from .conv import (
     conv_backward_weight,
     conv_forward,
     prefers_channels_last,
+    reads_merged,
     reads_nchw,
     reads_windows,
     stores_nchw,
     sums_bias,
     windows,
 )
+from .conv_gemm import merged_weight
 from .conv_local import local_conv_backward_input, local_conv_backward_weight, local_conv_forward
 from .conv_window import window_weight
 from .maxout import maxout_backward, maxout_forward
@@ -114,6 +117,7 @@ def __getattr__(name: str):
 __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
 __all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_weight", "windows"]
+__all__ += ["merged_weight", "reads_merged"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]

@@ -15,7 +15,13 @@ from .conv_depthwise import (
     depthwise_conv_backward_weight,
     depthwise_conv_forward,
 )
-from .conv_gemm import gemm_conv_backward_input, gemm_conv_backward_weight, gemm_conv_forward
+from .conv_gemm import (
+    gemm_conv_backward_input,
+    gemm_conv_backward_weight,
+    gemm_conv_forward,
+    merged_sums,
+    merges_groups,
+)
 from .conv_window import (
     window_conv_backward_input,
     window_conv_backward_weight,
@@ -90,6 +96,36 @@ def reads_nchw(
     return is_pointwise(kernel_size, stride, padding) and _positions_divisible(sizes, 4)
 
 
+def reads_merged(
+    c_in: int,
+    c_out: int,
+    groups: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dtype: torch.dtype,
+    allow_tf32: bool,
+) -> bool:
+    """Whether the forward and the input gradient of a convolution (no fused maxout) run on the
+    implicit GEMM with groups merged (``conv_gemm.merged_sums``: groups of a few channels, such
+    as ResNeXt's), reading the block-diagonal weight ``merged_weight`` makes: callers may make
+    it once per weight and pass it as ``merged_weight``."""
+    if groups == 1 or _is_depthwise(c_in, groups) or is_pointwise(kernel_size, stride, padding):
+        return False
+    return (
+        merges_groups(dtype, allow_tf32)
+        and merged_sums(c_in // groups, c_out // groups, groups) > 1
+    )
+
+
+def _check_merged(launcher: str, merged_weight, *problem) -> None:
+    if merged_weight is not None and not reads_merged(*problem):
+        raise ValueError(
+            f"{launcher}: merged_weight is for convolutions whose groups merge (reads_merged); "
+            "this one's do not: pass the weight alone"
+        )
+
+
 def _check_windowed(launcher: str, windowed_weight, *problem, input_gradient=False) -> None:
     if windowed_weight is not None and not reads_windows(*problem, input_gradient=input_gradient):
         raise ValueError(
@@ -116,6 +152,7 @@ def conv_forward(
     pieces: int = 1,
     winner: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
+    merged_weight: torch.Tensor | None = None,
 ) -> None:
     """``out = act(conv(x, w) + bias)``; ``padding`` is the padding before each spatial dim.
 
@@ -129,10 +166,18 @@ def conv_forward(
     (:func:`prefers_channels_last` false) have no fused maxout: run them, then the maxout.
 
     ``windowed_weight``: ``window_weight(w)``, made earlier, for a convolution that
-    :func:`reads_windows` (else the launch packs the weight itself)."""
+    :func:`reads_windows` (else the launch packs the weight itself). ``merged_weight``:
+    ``merged_weight(w, groups)``, made earlier, for a convolution that :func:`reads_merged`
+    (else the launch builds it itself)."""
     _check_windowed(
         "conv_forward", windowed_weight, x.shape[1], groups, w.shape[2:], stride, padding, dilation
     )
+    if merged_weight is not None and pieces != 1:
+        raise ValueError("conv_forward: merged_weight is not for a fused maxout (pieces > 1)")
+    _check_merged(
+        "conv_forward", merged_weight, x.shape[1], w.shape[0], groups, w.shape[2:], stride,
+        padding, x.dtype, allow_tf32,
+    )  # fmt: skip
     epilogue = dict(activation=activation, alpha=alpha, act_weight=act_weight)
     if pieces != 1:
         if _is_depthwise(x.shape[1], groups):
@@ -168,6 +213,7 @@ def conv_forward(
             groups=groups,
             pad_mode=pad_mode,
             allow_tf32=allow_tf32,
+            merged_weight=merged_weight,
             **epilogue,
         )
 
@@ -184,14 +230,20 @@ def conv_backward_input(
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
+    merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``,
     plus ``bias`` per channel when given (a transposed convolution's, added in the kernel).
     ``windowed_weight``: ``window_weight(w, input_gradient=True)``, made earlier, for a
-    convolution whose input gradient :func:`reads_windows`."""
+    convolution whose input gradient :func:`reads_windows`; ``merged_weight``:
+    ``merged_weight(w, groups)`` for one that :func:`reads_merged`."""
     _check_windowed(
         "conv_backward_input", windowed_weight, grad_out.shape[1], groups, w.shape[2:], stride,
         padding, dilation, input_gradient=True,
+    )  # fmt: skip
+    _check_merged(
+        "conv_backward_input", merged_weight, grad_in.shape[1], w.shape[0], groups, w.shape[2:],
+        stride, padding, grad_out.dtype, allow_tf32,
     )  # fmt: skip
     if _is_depthwise(grad_in.shape[1], groups):
         depthwise_conv_backward_input(
@@ -219,6 +271,7 @@ def conv_backward_input(
             groups=groups,
             allow_tf32=allow_tf32,
             bias=bias,
+            merged_weight=merged_weight,
         )
 
 

@@ -11,9 +11,13 @@ The three GEMMs (per group; groups are a grid axis):
 * grad-input   per stride phase: rows = N·input positions of that phase, cols = C_in/groups,
                reduction = (taps reaching that phase, C_out/groups);
 * grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·output positions,
-               split-K into a workspace when the grid alone cannot fill the GPU; groups of a
-               few channels are computed several at a time, as one dense group of which each
-               keeps its diagonal block (``merged_groups``).
+               split-K into a workspace when the grid alone cannot fill the GPU.
+
+Groups of a few channels (ResNeXt's 4 and 8) are computed several at a time as one group: the
+weight gradient keeps each group's diagonal block of the dense gradient (``merged_groups``),
+the forward and the input gradient read the merged groups' block-diagonal weight
+(``merged_sums``, ``merged_weight``) and sum a tile again group by group where a non-finite
+value of one group made NaN in another's columns (``_unmerged``).
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
 channel count is below 16 (narrow groups; dilation along ``w``), taps and channels are
@@ -199,21 +203,23 @@ def _flat_row(rows, P, s_n):
 
 
 @triton.jit
-def _fwd_tile(
-    x_ptr, w_ptr, b_ptr, wco, co_ok, n_r, group, zd, zh, zw, row_mask,
+def _fwd_sum(
+    x_ptr, w_ptr, w_col, co_ok, n_r, group, zd, zh, zw, row_mask, only,
     C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
-    sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
-    HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
+    sx_n, sx_c, sx_d, sx_h, sx_w, sw_i, sw_d, sw_h, sw_w,
+    PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
-    IN_BOUNDS: tl.constexpr,
+    IN_BOUNDS: tl.constexpr, ONLY_IN: tl.constexpr,
 ):  # fmt: skip
-    """The forward's accumulator for one row tile against the weight rows ``wco`` (one per
-    column): the (taps, channels) reduction, plus ``bias[wco]`` when ``HAS_BIAS``."""
-    w_col = wco * sw_o
+    """The forward's (taps, channels) reduction for one row tile against the weight columns
+    ``w_col``. ``ONLY_IN`` > 0 (tap loop): over the input channels ``[only·ONLY_IN,
+    (only + 1)·ONLY_IN)`` alone, one step per tap, unpipelined (:func:`_unmerged`: a loop
+    rarely taken, kept from holding registers and shared memory of its own)."""
+    tl.static_assert(not (ONLY_IN and FLAT_K))
     n_taps = KD * KH * KW
-    c_blocks = tl.cdiv(C_IN, BLOCK_K)
+    c_blocks = 1 if ONLY_IN else tl.cdiv(C_IN, BLOCK_K)
     n_steps = tl.cdiv(n_taps * C_IN, BLOCK_K) if FLAT_K else n_taps * c_blocks
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     # Flat, zero padding: taps vary along the columns, so each element's offset is a row part
@@ -221,13 +227,17 @@ def _fwd_tile(
     # in bounds: a tap's offset is the row part plus one scalar.
     x_row = n_r * sx_n + zd * sx_d + zh * sx_h + zw * sx_w
     c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
-    for step in range(0, n_steps):
+    for step in tl.range(0, n_steps, num_stages=1 if ONLY_IN else None):
         if FLAT_K:  # the flat axis' shape is constant: splitting k is multiply-shift arithmetic
             td, th, tw, ci, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
         else:
             td, th, tw = d_at, h_at, w_at
-            ci = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = ci < C_IN
+            if ONLY_IN:
+                ci = only * ONLY_IN + tl.arange(0, BLOCK_K)
+                k_ok = (tl.arange(0, BLOCK_K) < ONLY_IN) & (ci < C_IN)
+            else:
+                ci = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
+                k_ok = ci < C_IN
             c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, KW, KH)
         mask = row_mask & k_ok[None, :]
         if IN_BOUNDS and not FLAT_K:
@@ -254,11 +264,67 @@ def _fwd_tile(
             other=0.0,
         )
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    return acc
 
+
+#: The reduction chunk of a merged tile summed again one group (of fewer than 16 channels) at a
+#: time: the narrowest a ``tl.dot`` takes, so that the rarely taken loop holds few registers.
+ONE_GROUP_K: tl.constexpr = tl.constexpr(16)
+
+
+@triton.jit
+def _unmerged(acc, own):
+    """Whether a merged tile's sums must be redone one group at a time, and the range of its
+    columns' groups (``own``: each column's group within the merged one).
+
+    Merged (``merged_sums``), each group's inputs meet the other groups' columns through the
+    zeros of a block-diagonal weight, and a non-finite input times zero is NaN: a NaN in the
+    tile may belong to no group of its column. Finite inputs give every column its own group's
+    sum (the other products are zeros), and a non-finite sum of a group's own is the same
+    whatever the order. Kernels sum such a tile again over each group's channels alone, storing
+    each group's columns as they come (one accumulator live, not two), in an unpipelined loop
+    16 channels wide (``ONE_GROUP_K``): in the sm_90 code of a 64 × 64 tile, 94 registers where
+    a pipelined loop beside a second accumulator took 151 (the tap loop alone: 64)."""
+    return tl.max((acc != acc).to(tl.int32)) > 0, tl.min(own), tl.max(own)
+
+
+@triton.jit
+def _fwd_tile(
+    x_ptr, w_ptr, b_ptr, wco, co_ok, n_r, group, zd, zh, zw, row_mask, only,
+    C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+    sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
+    HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, FLAT_K: tl.constexpr,
+    USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    IN_BOUNDS: tl.constexpr, ONLY_IN: tl.constexpr,
+):  # fmt: skip
+    """The forward's accumulator for one row tile against the weight rows ``wco`` (one per
+    column): the (taps, channels) reduction (``ONLY_IN``, ``only``: as :func:`_fwd_sum`'s),
+    plus ``bias[wco]`` when ``HAS_BIAS``."""
+    acc = _fwd_sum(
+        x_ptr, w_ptr, wco * sw_o, co_ok, n_r, group, zd, zh, zw, row_mask, only,
+        C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+        sx_n, sx_c, sx_d, sx_h, sx_w, sw_i, sw_d, sw_h, sw_w,
+        PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
+        FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS, ONLY_IN,
+    )  # fmt: skip
     if HAS_BIAS:
         bias = tl.load(b_ptr + wco * sb, mask=co_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
     return acc
+
+
+@triton.jit
+def _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+               ACT_ALPHA_LO, ACT: tl.constexpr):  # fmt: skip
+    """The forward's epilogue: ``act(acc)`` stored to ``y`` (rows at ``y_row``, columns the
+    channels ``co_off``) where ``mask``."""
+    acc = activate(
+        acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
+    )
+    y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +350,7 @@ def _conv_fwd_kernel(
     GROUP_M: tl.constexpr,
     ACT: tl.constexpr, PIECES: tl.constexpr, FLAT_Y: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr, C_ALIGN: tl.constexpr,
-    IN_BOUNDS: tl.constexpr,
+    IN_BOUNDS: tl.constexpr, OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] = act(bias[co] +
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
@@ -297,6 +363,10 @@ def _conv_fwd_kernel(
     ``C_ALIGN`` divides C_IN and the position strides of ``x`` and ``w``: the width of their
     channel runs (``channel_alignment``). ``IN_BOUNDS``: every tap of every output position
     lies inside ``x`` (no padding: ``in_bounds``), so no load checks its coordinates.
+    ``OWN_IN``, ``OWN_OUT`` > 0: each group of the launch is several groups of the convolution
+    (``merged_groups``) of that many channels each, ``w`` their block-diagonal weight
+    (``merged_weight``): a NaN in a tile has it summed again one group at a time
+    (``_unmerged``).
 
     Maxout (``PIECES`` > 1; ``ACT`` is then none): column ``co`` is a maxout unit, the max over
     ``k < PIECES`` of the convolution with weight row (and bias) ``co·PIECES + k`` — one GEMM
@@ -326,37 +396,110 @@ def _conv_fwd_kernel(
     zw = (ow * STRIDE_W - PAD_W)[:, None]
     row_mask = row_ok[:, None]
 
+    y_row = _flat_row(rows, P, sy_n) if FLAT_Y else n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
+    mask = row_mask & co_ok[None, :]
     if PIECES == 1:
         acc = _fwd_tile(
-            x_ptr, w_ptr, b_ptr, co_off, co_ok, n_r, group, zd, zh, zw, row_mask,
+            x_ptr, w_ptr, b_ptr, co_off, co_ok, n_r, group, zd, zh, zw, row_mask, 0,
             C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
             sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
             HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-            BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
+            BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS, 0,
         )  # fmt: skip
+        if OWN_IN == 0:
+            _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+                       ACT_ALPHA_LO, ACT)  # fmt: skip
+        else:
+            own = (co_off // OWN_OUT - group * (C_IN // OWN_IN)).to(tl.int32)
+            redo, first, last = _unmerged(acc, tl.where(co_ok, own, 0))
+            if redo:  # (each group's columns stored as they are summed: one accumulator)
+                for j in range(first, last + 1):
+                    acc = _fwd_tile(
+                        x_ptr, w_ptr, b_ptr, co_off, co_ok, n_r, group, zd, zh, zw, row_mask, j,
+                        C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+                        sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
+                        HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
+                        BLOCK_M, BLOCK_N, ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
+                        OWN_IN,
+                    )  # fmt: skip
+                    _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok,
+                               mask & (own == j)[None, :], aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+                               ACT)  # fmt: skip
+            else:
+                _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+                           ACT_ALPHA_LO, ACT)  # fmt: skip
     else:
         acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
         won = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for k in range(0, PIECES):
             z = _fwd_tile(
                 x_ptr, w_ptr, b_ptr, co_off * PIECES + k, co_ok, n_r, group, zd, zh, zw,
-                row_mask, C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
+                row_mask, 0, C_IN, D, H, W, KD, KH, KW, DIL_D, DIL_H, DIL_W,
                 sx_n, sx_c, sx_d, sx_h, sx_w, sw_o, sw_i, sw_d, sw_h, sw_w, sb,
                 HAS_BIAS, PAD_MODE, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE,
-                BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
+                BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS, 0,
             )  # fmt: skip
             # Compared as stored (rounded to the output's dtype), as a maxout of the stored
             # convolution compares: ties there keep the first piece here too.
             z = z.to(y_ptr.dtype.element_ty).to(ACC_DTYPE)
             acc, won = running_max(acc, won, z, k)
-    acc = activate(
-        acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
-    )
-    y_row = _flat_row(rows, P, sy_n) if FLAT_Y else n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
-    y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_mask & co_ok[None, :])
-    if PIECES > 1:
-        tl.store(win_ptr + y_offs, won.to(tl.int64), mask=row_mask & co_ok[None, :])
+        _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+                   ACT_ALPHA_LO, ACT)  # fmt: skip
+        tl.store(win_ptr + y_row[:, None] + (co_off * sy_c)[None, :], won.to(tl.int64), mask=mask)
+
+
+@triton.jit
+def _bwd_input_sum(
+    go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD, OH, OW,
+    nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, only,
+    FLAT_K: tl.constexpr, USE_INT64: tl.constexpr, PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    ONLY_OUT: tl.constexpr,
+):  # fmt: skip
+    """grad-input's (taps reaching the phase, output channels) reduction for one row tile
+    against the weight columns ``w_col``. ``ONLY_OUT`` > 0 (tap loop): over the output channels
+    ``[only·ONLY_OUT, (only + 1)·ONLY_OUT)`` alone, as :func:`_fwd_sum`'s ``ONLY_IN``."""
+    tl.static_assert(not (ONLY_OUT and FLAT_K))
+    n_taps = nt_d * nt_h * nt_w
+    c_blocks = 1 if ONLY_OUT else tl.cdiv(C_OUT, BLOCK_K)
+    n_steps = tl.cdiv(n_taps * C_OUT, BLOCK_K) if FLAT_K else n_taps * c_blocks
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
+    for step in tl.range(0, n_steps, num_stages=1 if ONLY_OUT else None):
+        if FLAT_K and FLAT_KW:  # the flat index split by constants: multiply-shift arithmetic
+            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
+        elif FLAT_K:
+            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, nt_h, nt_w, BLOCK_K, True)
+        else:
+            td, th, tw = d_at, h_at, w_at
+            if ONLY_OUT:
+                co = only * ONLY_OUT + tl.arange(0, BLOCK_K)
+                k_ok = (tl.arange(0, BLOCK_K) < ONLY_OUT) & (co < C_OUT)
+            else:
+                co = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
+                k_ok = co < C_OUT
+            c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, nt_w, nt_h)
+        co_group = group * C_OUT + co
+        a = _gather5(
+            go_ptr, n_r, co_group, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
+            row_mask & k_ok[None, :],
+            sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, OD, OH, OW, PAD_ZEROS, USE_INT64,
+        )  # fmt: skip
+        w_row = (
+            wide(co_group, USE_INT64) * sw_o
+            + (k0_d + td * TSTEP_D) * sw_d
+            + (k0_h + th * TSTEP_H) * sw_h
+            + (k0_w + tw * TSTEP_W) * sw_w
+        )
+        b = tl.load(
+            w_ptr + w_row[:, None] + w_col[None, :],
+            mask=k_ok[:, None] & ci_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    return acc
 
 
 @triton.jit
@@ -375,6 +518,7 @@ def _conv_bwd_input_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one stride phase per program.
 
@@ -390,6 +534,7 @@ def _conv_bwd_input_kernel(
     other strides of ``w``: the widths of their channel runs (``channel_alignment``).
     ``FLAT_K``: ``FLAT_C`` is C_OUT as a constant, and at stride 1 (one phase, every tap)
     ``FLAT_KH`` and ``FLAT_KW`` are KH and KW (else 0: each phase's tap counts, at run time).
+    ``OWN_IN``, ``OWN_OUT`` > 0: merged groups, as in the forward.
     """
     M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
     C_OUT, sgo_n, sgo_d = (
@@ -433,53 +578,51 @@ def _conv_bwd_input_kernel(
     row_mask = row_ok[:, None]
     w_col = wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
 
-    n_taps = nt_d * nt_h * nt_w
-    c_blocks = tl.cdiv(C_OUT, BLOCK_K)
-    n_steps = tl.cdiv(n_taps * C_OUT, BLOCK_K) if FLAT_K else n_taps * c_blocks
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    c_at, w_at, h_at, d_at = 0, 0, 0, 0  # the tap loop's position (_next_tap)
-    for step in range(0, n_steps):
-        if FLAT_K and FLAT_KW:  # the flat index split by constants: multiply-shift arithmetic
-            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
-        elif FLAT_K:
-            td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, nt_h, nt_w, BLOCK_K, True)
-        else:
-            td, th, tw = d_at, h_at, w_at
-            co = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = co < C_OUT
-            c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, nt_w, nt_h)
-        co_group = group * C_OUT + co
-        a = _gather5(
-            go_ptr, n_r, co_group, zd, zh, zw, -td * OSTEP_D, -th * OSTEP_H, -tw * OSTEP_W,
-            row_mask & k_ok[None, :],
-            sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, OD, OH, OW, PAD_ZEROS, USE_INT64,
-        )  # fmt: skip
-        w_row = (
-            wide(co_group, USE_INT64) * sw_o
-            + (k0_d + td * TSTEP_D) * sw_d
-            + (k0_h + th * TSTEP_H) * sw_h
-            + (k0_w + tw * TSTEP_W) * sw_w
-        )
-        b = tl.load(
-            w_ptr + w_row[:, None] + w_col[None, :],
-            mask=k_ok[:, None] & ci_ok[None, :],
-            other=0.0,
-        )
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
-        acc += bias.to(ACC_DTYPE)[None, :]
+    acc = _bwd_input_sum(
+        go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD, OH, OW,
+        nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
+        sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, 0,
+        FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH,
+        FLAT_KW, 0,
+    )  # fmt: skip
     if FLAT_Y:
         gi_row = _flat_row(rows, P, sgi_n)
     else:
         gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
         gi_row += (ph_w + jw * STRIDE_W) * sgi_w
-    tl.store(
-        gi_ptr + gi_row[:, None] + (ci_off * sgi_c)[None, :],
-        acc.to(gi_ptr.dtype.element_ty),
-        mask=row_mask & ci_ok[None, :],
-    )
+    mask = row_mask & ci_ok[None, :]
+    if OWN_IN == 0:
+        _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, HAS_BIAS,
+                         ACC_DTYPE)  # fmt: skip
+    else:
+        own = ci // OWN_IN
+        redo, first, last = _unmerged(acc, tl.where(ci_ok, own, 0))
+        if redo:  # (each group's columns stored as they are summed: one accumulator)
+            for j in range(first, last + 1):
+                acc = _bwd_input_sum(
+                    go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD,
+                    OH, OW, nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W,
+                    OSTEP_D, OSTEP_H, OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d,
+                    sw_h, sw_w, j, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N,
+                    ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, OWN_OUT,
+                )  # fmt: skip
+                _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok,
+                                 mask & (own == j)[None, :], b_ptr, sb, HAS_BIAS,
+                                 ACC_DTYPE)  # fmt: skip
+        else:
+            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
+                             HAS_BIAS, ACC_DTYPE)  # fmt: skip
+
+
+@triton.jit
+def _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
+                     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """grad-input's epilogue: ``acc`` plus the bias, stored where ``mask``."""
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
+        acc += bias.to(ACC_DTYPE)[None, :]
+    gi_offs = gi_row[:, None] + (ci_off * sgi_c)[None, :]
+    tl.store(gi_ptr + gi_offs, acc.to(gi_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -716,6 +859,72 @@ def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
     return m if m * cg_in >= FLAT_BELOW else 1
 
 
+def merged_sums(cg_in: int, cg_out: int, groups: int) -> int:
+    """How many groups the forward and the input gradient compute as one (1: none): as the
+    weight gradient does (:func:`merged_groups`), where a merged group has at least
+    ``FLAT_BELOW`` channels each way, so that both sums (the forward's over input channels, the
+    input gradient's over output channels) take the tap loop. Their operand is the block-diagonal
+    weight of the merged groups (:func:`merged_weight`); unlike the weight gradient's dropped
+    blocks, its zeros meet every group's inputs, so the kernels check each tile for a NaN a
+    non-finite input of another group may have made, and sum such a tile again one group at a
+    time (exact, and only there slower)."""
+    m = merged_groups(cg_in, cg_out, groups)
+    return m if m * cg_out >= FLAT_BELOW else 1
+
+
+def merged_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """``w`` (C_out, C_in/groups, *K) as the forward and input gradient of merged groups read it
+    (:func:`merged_sums`), in a new tensor: each output channel's row spans the input channels
+    of its whole merged group, its own group's block the weight and the rest zeros, with the
+    input channel innermost. Pass it as ``merged_weight`` and the launch builds none: a caller
+    may keep it as long as ``w`` does not change."""
+    c_out, cg_in = w.shape[:2]
+    cg_out = c_out // groups
+    m = merged_sums(cg_in, cg_out, groups)
+    if m == 1:
+        raise ValueError(
+            f"merged_weight: groups of {cg_in} input and {cg_out} output channels do not merge "
+            "(merged_sums)"
+        )
+    rows = torch.arange(c_out, device=w.device)
+    blocks = w.new_zeros((c_out, m, *w.shape[1:]))
+    blocks[rows, rows % (m * cg_out) // cg_out] = w
+    return blocks.flatten(1, 2).movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def _sums_merge(w5: torch.Tensor, groups: int, dtype: torch.dtype, allow_tf32: bool) -> int:
+    """How many groups a forward or input-gradient launch of weight ``w5`` merges (1: none)."""
+    if not merges_groups(dtype, allow_tf32):
+        return 1
+    return merged_sums(w5.shape[1], w5.shape[0] // groups, groups)
+
+
+def _merging(
+    w5: torch.Tensor, groups: int, merge: int, given: torch.Tensor | None, launcher: str
+) -> tuple[torch.Tensor, int, int, int, dict[str, int]]:
+    """What a forward or input-gradient launch of merged groups (``merge`` at a time, 1: none)
+    sees: the weight (``given``: :func:`merged_weight`'s, else built now), groups, channels per
+    group in and out, and the kernel's ``OWN_IN``, ``OWN_OUT``."""
+    cg_in, cg_out = w5.shape[1], w5.shape[0] // groups
+    if merge == 1:
+        if given is not None:
+            raise ValueError(
+                f"{launcher}: merged_weight is for convolutions whose groups merge "
+                "(merged_sums): pass the weight alone"
+            )
+        return w5, groups, cg_in, cg_out, {"OWN_IN": 0, "OWN_OUT": 0}
+    shape = (w5.shape[0], merge * cg_in, *w5.shape[2:])
+    if given is None:
+        given = merged_weight(w5, groups)
+    elif tuple(as_5d(given).shape) != shape:
+        raise ValueError(
+            f"{launcher}: expected merged_weight's layout of a {tuple(w5.shape)} weight in "
+            f"{groups} groups, shape {shape}, but got {tuple(given.shape)}"
+        )
+    own = {"OWN_IN": cg_in, "OWN_OUT": cg_out}
+    return as_5d(given), groups // merge, merge * cg_in, merge * cg_out, own
+
+
 def _flat_shape(flat: bool, channels: int, w5: torch.Tensor) -> dict[str, int]:
     """A flat reduction axis as constants (0 in the tap loop): its channels per group and the
     tap grid's height and width (the forward's; the input gradient's, whose channels are the
@@ -773,6 +982,7 @@ def gemm_conv_forward(
     act_weight: torch.Tensor | None = None,
     pieces: int = 1,
     winner: torch.Tensor | None = None,
+    merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Convolution forward into the preallocated ``out`` (N, C_out, *O); writes every element.
 
@@ -786,21 +996,26 @@ def gemm_conv_forward(
     Fused maxout (``pieces`` > 1): ``w`` has ``C_out·pieces`` rows, ``out`` gets the max over
     each unit's pieces (rows ``c·pieces + k``) and ``winner`` (int64, ``out``'s shape and
     strides) the winning ``k``; the ``C_out·pieces`` channels are never written.
+
+    Groups of a few channels (16-bit or TF32 operands, no maxout) are computed
+    :func:`merged_sums` at a time, reading the block-diagonal weight ``merged_weight``
+    (:func:`merged_weight`'s, made earlier; else built here).
     """
-    check_device(x, w, bias, out, act_weight, winner)
+    check_device(x, w, bias, out, act_weight, winner, merged_weight)
     win = maxout_epilogue(pieces, winner, out, activation)
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     n_batch, c_out = y5.shape[0], y5.shape[1]
-    cg_in, cg_out = x5.shape[1] // groups, c_out // groups
     m = n_batch * y5.shape[2] * y5.shape[3] * y5.shape[4]
     if m == 0 or c_out == 0:
         return
+    merge = _sums_merge(w5, groups, x.dtype, allow_tf32) if pieces == 1 else 1
+    w5, groups, cg_in, cg_out, own = _merging(w5, groups, merge, merged_weight, "gemm_conv_forward")
     flat = cg_in < FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, w, bias, out)
     precision = dot_precision(x.dtype, allow_tf32)
     key = (x.dtype, _layout_class(x5, w5, y5), pad_mode, tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], groups, cg_in, cg_out, bucket(m), use_int64, precision,
+           geometry[6:], groups, cg_in, cg_out, merge, bucket(m), use_int64, precision,
            activation, pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
@@ -826,6 +1041,7 @@ def gemm_conv_forward(
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
             FLAT_Y=flat_alignment(y5), **_flat_shape(flat, cg_in, w5),
             C_ALIGN=channel_alignment(cg_in, x5, w5), IN_BOUNDS=in_bounds(x5, y5, w5, geometry),
+            **own,
         ),
     )  # fmt: skip
 
@@ -841,19 +1057,24 @@ def gemm_conv_backward_input(
     groups: int,
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I),
     plus ``bias`` (C_in,) per channel when given: a transposed convolution with its bias.
 
     Writes every element (zeros, or the bias, where no tap reaches). The input is split into
-    prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it.
+    prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it. Groups
+    merge as in the forward (``merged_weight``: :func:`merged_weight`'s).
     """
-    check_device(grad_out, w, grad_in, bias)
+    check_device(grad_out, w, grad_in, bias, merged_weight)
     go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
-    n_batch, c_in = gi5.shape[:2]
-    cg_in, cg_out = c_in // groups, w5.shape[0] // groups
+    n_batch = gi5.shape[0]
     if gi5.numel() == 0:
         return
+    merge = _sums_merge(w5, groups, grad_out.dtype, allow_tf32)
+    w5, groups, cg_in, cg_out, own = _merging(
+        w5, groups, merge, merged_weight, "gemm_conv_backward_input"
+    )
     strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
     gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
     tap_steps = [s // gcd for s, gcd in zip(strides, gcds, strict=True)]
@@ -870,7 +1091,8 @@ def gemm_conv_backward_input(
     precision = dot_precision(grad_out.dtype, allow_tf32)
     batches = groups * math.prod(strides)
     key = (grad_out.dtype, _layout_class(go5, w5, gi5), tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], groups, cg_in, cg_out, bucket(m_max), use_int64, precision)  # fmt: skip
+           geometry[6:], groups, cg_in, cg_out, merge, bucket(m_max), use_int64,
+           precision)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
@@ -891,7 +1113,7 @@ def gemm_conv_backward_input(
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
             FLAT_Y=flat_alignment(gi5) if one_phase else 0,
             GO_ALIGN=channel_alignment(cg_out, go5), W_ALIGN=channel_alignment(cg_in, w5),
-            **flat_shape,
+            **flat_shape, **own,
         ),
     )  # fmt: skip
 

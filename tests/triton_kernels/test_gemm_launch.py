@@ -205,9 +205,8 @@ def _grids(monkeypatch, launch):
                       "conv_bwd_weight_flat"]),
         (32, 64, 512, ["conv_fwd_flat_narrow", "conv_bwd_input_tap_narrow",
                        "conv_bwd_weight_flat_narrow"]),
-        # 8 output channels per group or fewer: the weight gradient merges groups (16 here)
-        (32, 128, 128, ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
-                        "conv_bwd_weight_tap"]),
+        # 8 output channels per group or fewer: every GEMM merges groups (16 here)
+        (32, 128, 128, ["conv_fwd_tap", "conv_bwd_input_tap", "conv_bwd_weight_tap"]),
         (1, 4, 64, ["conv_fwd_flat", "conv_bwd_input_tap_narrow", "conv_bwd_weight_flat"]),
     ],
 )  # fmt: skip
@@ -215,8 +214,8 @@ def test_narrow_groups_take_the_narrow_tables(monkeypatch, groups, c_in, c_out, 
     """A tile's columns over at most 32 channels of a group take 16- and 32-wide tiles: the
     forward's output channels, the input gradient's input channels, the weight gradient's input
     channels per tap (or flattened taps × channels: 9 × 2 here, not 9 × 8). The dilation keeps
-    narrow inputs off the windows (``conv_window``). Groups of few output channels merge in the
-    weight gradient (``conv_gemm.merged_groups``)."""
+    narrow inputs off the windows (``conv_window``). Groups of few output channels merge
+    (``conv_gemm.merged_groups``, ``merged_sums``)."""
     x = torch.empty(1, c_in, 5, 5)
     w = torch.empty(c_out, c_in // groups, 3, 3)
     y = torch.empty(1, c_out, 3, 3)
@@ -257,9 +256,9 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
         monkeypatch, lambda: K.conv_forward(x, w1, None, x[:, :groups], pad_mode="zeros", **geo)
     )
     phases = dict(geo, stride=(2, 2), groups=20_000)
-    xp, wp = torch.empty(1, 40_000, 2, 2), torch.empty(20_000, 2, 1, 1)
-    grids += _grids(monkeypatch, lambda: K.conv_backward_input(x[:, :20_000, :, :1], wp, xp,
-                                                                **phases))  # fmt: skip
+    xp, wp = torch.empty(1, 40_000, 2, 2), torch.empty(9 * 20_000, 2, 1, 1)
+    yp = torch.empty(1, 9 * 20_000, 1, 1)
+    grids += _grids(monkeypatch, lambda: K.conv_backward_input(yp, wp, xp, **phases))
     names = [name for name, _ in grids]
     assert names == ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",
                      "conv_bwd_weight_flat_narrow", "conv1x1_narrow", "conv_bwd_input_flat_narrow"]  # fmt: skip

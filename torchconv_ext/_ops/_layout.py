@@ -11,7 +11,9 @@ one scalar load per element. So, on the Triton path:
 * weights are repacked channels-last (:func:`packed_weight`) — or, for the narrow convolutions
   that read windows of a padded copy, into the windows' layout (``triton_kernels.window_weight``:
   ``form`` ``"windows"``, and ``"windows_input_gradient"`` for the flipped, transposed weight
-  of their input gradient) — and a module's weights — its ``nn.Parameter`` objects — once per
+  of their input gradient), or for groups of a few channels computed several at a time into
+  the block-diagonal weight of the merged groups (``triton_kernels.merged_weight``: ``form``
+  ``"merged_groups"``, which the forward and the input gradient read) — and a module's weights — its ``nn.Parameter`` objects — once per
   version and form: the repacked copy is cached by form, data pointer, shape, strides, dtype
   and device, valid while the same storage is alive and its version counter
   (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
@@ -106,20 +108,23 @@ ENABLED: bool = os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
 
 
 #: The forms a weight is repacked into (module doc).
-FORMS = ("channels_last", "windows", "windows_input_gradient")
+FORMS = ("channels_last", "windows", "windows_input_gradient", "merged_groups")
 
 
-def _pack(w: torch.Tensor, form: str) -> torch.Tensor:
+def _pack(w: torch.Tensor, form: str, groups: int) -> torch.Tensor:
     _stats["packs"] += 1
     with torch.no_grad():
         if form == "channels_last":
             return to_layout(w, True)
+        if form == "merged_groups":
+            return kernels().merged_weight(w, groups)
         return kernels().window_weight(w, input_gradient=form == "windows_input_gradient")
 
 
-def packed_weight(w: torch.Tensor, form: str = "channels_last") -> torch.Tensor:
-    """``w`` in ``form`` (one of :data:`FORMS`); a parameter is repacked at most once per
-    version (module doc)."""
+def packed_weight(w: torch.Tensor, form: str = "channels_last", groups: int = 1) -> torch.Tensor:
+    """``w`` in ``form`` (one of :data:`FORMS`; ``groups``: the convolution's, which the form
+    ``"merged_groups"`` depends on); a parameter is repacked at most once per version (module
+    doc)."""
     if form == "channels_last" and is_channels_last(w):
         return w
     # A graph being captured must record the repack itself: a cached copy would be replayed
@@ -129,8 +134,8 @@ def packed_weight(w: torch.Tensor, form: str = "channels_last") -> torch.Tensor:
         or not ENABLED
         or (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
     ):
-        return _pack(w, form)
-    key = (form, w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
+        return _pack(w, form, groups)
+    key = (form, groups, w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
     storage = w.untyped_storage()
     entry = _entries.get(key)
     if entry is not None and entry[0]() is storage and entry[1] == w._version:
@@ -141,7 +146,7 @@ def packed_weight(w: torch.Tensor, form: str = "channels_last") -> torch.Tensor:
             pass
         return entry[2]
     version = w._version
-    packed = _pack(w, form)
+    packed = _pack(w, form, groups)
     # The entry dies with the weight's storage (so a new tensor at the same address never
     # finds it, and the packed copy is freed with the weight).
     ref = weakref.ref(storage, functools.partial(_forget, key))

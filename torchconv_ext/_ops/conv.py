@@ -169,12 +169,16 @@ def gemm_input(input: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
     return input if _windowed(input, kernel_size, g) else gemm_activation(input, kernel_size, g)
 
 
-def gemm_operands(input: Tensor, weight: Tensor, g: ConvGeometry) -> tuple[Tensor, Tensor, dict]:
+def gemm_operands(
+    input: Tensor, weight: Tensor, g: ConvGeometry, *, fused_maxout: bool = False
+) -> tuple[Tensor, Tensor, dict]:
     """A forward's input and weight as the tensor-core convolutions read them fastest, and the
     launch's keyword arguments that go with them: for narrow convolutions (:func:`_windowed`)
     both as given and the weight in the windows' layout (``windowed_weight``), else the input
-    as :func:`gemm_activation` gives it and the weight repacked channels-last — each repack
-    once per version for a parameter (``_layout.packed_weight``)."""
+    as :func:`gemm_activation` gives it and the weight repacked channels-last, or for groups
+    that merge (:func:`_merged`; not with a ``fused_maxout``) given as it is and as the merged
+    groups' block-diagonal weight (``merged_weight``) — each repack once per version for a
+    parameter (``_layout.packed_weight``)."""
     k = kernels()
     if _windowed(input, weight.shape[2:], g):
         return (
@@ -183,7 +187,26 @@ def gemm_operands(input: Tensor, weight: Tensor, g: ConvGeometry) -> tuple[Tenso
             {"windowed_weight": k.replayed_whole(packed_weight, weight, "windows")},
         )
     activation = gemm_activation(input, weight.shape[2:], g)
+    if not fused_maxout and _merged(input.shape[1], weight, g, g.padding):
+        return activation, weight, merged_weight_args(weight, g)
     return activation, k.replayed_whole(packed_weight, weight), {}
+
+
+def _merged(c_in: int, weight: Tensor, g: ConvGeometry, padding) -> bool:
+    """Whether the forward and input gradient of a convolution with ``c_in`` input channels,
+    launched with ``padding``, compute groups of a few channels several at a time
+    (``triton_kernels.reads_merged``)."""
+    return kernels().reads_merged(
+        c_in, weight.shape[0], g.groups, weight.shape[2:], g.stride, padding, weight.dtype,
+        torch.backends.cudnn.allow_tf32,
+    )  # fmt: skip
+
+
+def merged_weight_args(weight: Tensor, g: ConvGeometry) -> dict:
+    """The launch's ``merged_weight``: the block-diagonal weight of merged groups, made once
+    per version for a parameter."""
+    form = "merged_groups"
+    return {"merged_weight": kernels().replayed_whole(packed_weight, weight, form, g.groups)}
 
 
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
@@ -228,14 +251,19 @@ def _bwd_input_impl(
         return to_layout(grad, channels_last)
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
-    windowed = {}
+    windowed = {}  # (the launch's other form of the weight, if any)
     if gemm and _windowed(grad_output, weight.shape[2:], g, input_gradient=True):
         # The windows read the output's gradient as it is, and this form of the weight.
         form = "windows_input_gradient"
         windowed = {"windowed_weight": k.replayed_whole(packed_weight, weight, form)}
     elif gemm:
         grad_output = gemm_activation(grad_output, weight.shape[2:], g)
-        weight = k.replayed_whole(packed_weight, weight)
+        # (The kernels see zero padding only: other modes launch with none.)
+        padding = g.padding if g.padding_mode == "zeros" else (0,) * len(g.padding)
+        if _merged(shape[1], weight, g, padding):
+            windowed = merged_weight_args(weight, g)
+        else:
+            weight = k.replayed_whole(packed_weight, weight)
     if g.padding_mode == "zeros":
         # A transposed convolution: its bias is added in the kernel. Stored NCHW or
         # channels-last as the forward's result is (``triton_forward``).

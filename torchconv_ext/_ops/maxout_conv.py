@@ -82,7 +82,7 @@ def _impl(
     out = empty_in_layout(shape, input, stored, poison=True)
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
-        input, weight, windowed = gemm_operands(input, weight, g)
+        input, weight, windowed = gemm_operands(input, weight, g, fused_maxout=True)
         k.conv_forward(
             input,
             weight,
