@@ -214,8 +214,11 @@ def main_loop_instructions(cubin: bytes) -> int | None:
 
 
 def loop_instructions(sass: str) -> int | None:
-    """:func:`main_loop_instructions` of a disassembly (``nvdisasm -c``): the smallest loop —
-    a label and a later branch back to it — that holds a matrix instruction."""
+    """:func:`main_loop_instructions` of a disassembly (``nvdisasm -c``): of the innermost loops
+    — a label and a later branch back to it, holding no other such loop — that hold matrix
+    instructions, the one holding the most (the first of equals). A kernel's other matrix loops
+    are narrower: the merged groups' loop that sums a tile again one group at a time
+    (``conv_gemm._unmerged``), rarely taken."""
     lines = sass.splitlines()
     labels = {line.split(":")[0]: i for i, line in enumerate(lines) if line.startswith(".L_x_")}
     mma = [i for i, line in enumerate(lines) if "HGMMA" in line or "HMMA" in line]
@@ -225,9 +228,14 @@ def loop_instructions(sass: str) -> int | None:
         start = labels.get(m.group(1), end) if m else end
         if start < end and any(start < i < end for i in mma):
             loops.append((start, end))
-    if not loops:
+    inner = [
+        (s, e)
+        for s, e in loops
+        if not any(s <= s2 and e2 <= e and (s2, e2) != (s, e) for s2, e2 in loops)
+    ]
+    if not inner:
         return None
-    start, end = min(loops, key=lambda se: se[1] - se[0])
+    start, end = max(inner, key=lambda se: (sum(se[0] < i < se[1] for i in mma), -se[0]))
     return sum(1 for line in lines[start : end + 1] if _SASS_INSTRUCTION.match(line))
 
 

@@ -86,6 +86,22 @@ def test_main_loop_is_the_innermost_loop_around_the_matrix_instructions():
     assert cr.loop_instructions(SASS.replace("HGMMA", "FFMA")) is None
 
 
+def test_main_loop_is_the_inner_loop_with_the_most_matrix_instructions():
+    """A merged groups' kernel has a second, narrower matrix loop after its main loop (the
+    tile summed again one group at a time): shorter, but not the main loop."""
+    second = """
+.L_x_3:
+        /*0080*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0090*/               @P3 BRA `(.L_x_3) ;
+"""
+    main = SASS.replace(
+        "        /*0040*/",
+        "        /*0038*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR9], R24 ;\n"
+        "        /*0040*/",
+    )
+    assert cr.loop_instructions(main + second) == 4
+
+
 SPILLING_KERNEL = """
 import json
 import triton
