@@ -13,9 +13,9 @@ The three GEMMs (per group; groups are a grid axis):
 * grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·output positions,
                split-K into a workspace when the grid alone cannot fill the GPU.
 
-Groups of a few channels (ResNeXt's 4 and 8) are computed several at a time as one group: the
-weight gradient keeps each group's diagonal block of the dense gradient (``merged_groups``),
-the forward and the input gradient read the merged groups' block-diagonal weight
+Groups of a few channels are computed several at a time as one group: the weight gradient
+(ResNeXt's 4 and 8 channels) keeps each group's diagonal block of the dense gradient
+(``merged_groups``), the forward and the input gradient (4 channels) read the merged groups' block-diagonal weight
 (``merged_sums``, ``merged_weight``) and sum a tile again group by group where a non-finite
 value of one group made NaN in another's columns (``_unmerged``).
 
@@ -826,10 +826,10 @@ MERGE_OUTPUTS_UP_TO, MERGED_CHANNELS = 8, 64
 
 
 def merges_groups(dtype: torch.dtype, allow_tf32: bool) -> bool:
-    """Whether a weight gradient of ``dtype`` operands may merge groups (:func:`merged_groups`):
-    where its products run on tensor cores (16-bit operands; fp32 under TF32), which the merged
-    loop has to spare. fp32 without TF32 and fp64 multiply on CUDA cores, where every dropped
-    block would cost its full price. Triton's interpreter merges every dtype, so that float64
+    """Whether convolutions of ``dtype`` operands may merge groups (:func:`merged_groups`,
+    :func:`merged_sums`): where their products run on tensor cores (16-bit operands; fp32
+    under TF32), which the merged loops have to spare. fp32 without TF32 and fp64 multiply on
+    CUDA cores, where every product of another group's block would cost its full price. Triton's interpreter merges every dtype, so that float64
     tests check the merged kernels."""
     return (
         INTERPRET
@@ -859,15 +859,29 @@ def merged_groups(cg_in: int, cg_out: int, groups: int) -> int:
     return m if m * cg_in >= FLAT_BELOW else 1
 
 
+#: Channels per group, each way, up to which the forward and the input gradient merge groups
+#: (:func:`merged_sums`).
+MERGE_SUMS_UP_TO = 4
+
+
 def merged_sums(cg_in: int, cg_out: int, groups: int) -> int:
     """How many groups the forward and the input gradient compute as one (1: none): as the
-    weight gradient does (:func:`merged_groups`), where a merged group has at least
-    ``FLAT_BELOW`` channels each way, so that both sums (the forward's over input channels, the
-    input gradient's over output channels) take the tap loop. Their operand is the block-diagonal
-    weight of the merged groups (:func:`merged_weight`); unlike the weight gradient's dropped
-    blocks, its zeros meet every group's inputs, so the kernels check each tile for a NaN a
-    non-finite input of another group may have made, and sum such a tile again one group at a
-    time (exact, and only there slower)."""
+    weight gradient does (:func:`merged_groups`), for groups of at most ``MERGE_SUMS_UP_TO``
+    channels each way, where a merged group has at least ``FLAT_BELOW`` channels each way (both
+    sums — the forward's over input channels, the input gradient's over output channels — then
+    take the tap loop).
+
+    Their operand is the block-diagonal weight of the merged groups (:func:`merged_weight`):
+    ``m`` merged groups cost ``m``× the tensor-core work per real product. In the sm_90 code
+    (``benchmarks/results/compile-report/merged-sums-sm_90.md``) that doubles the real products
+    per cycle of ResNeXt's 4-channel groups (the flattened loop is bounded by issue there), and
+    gains nothing at 8 channels, where the flattened loop already issues about as many as the
+    tensor cores give a merged one. Unlike the weight gradient's dropped blocks, the zeros meet
+    every group's inputs: the kernels check each tile for a NaN a non-finite input of another
+    group may have made, and sum such a tile again one group at a time (exact, and only there
+    slower)."""
+    if max(cg_in, cg_out) > MERGE_SUMS_UP_TO:
+        return 1
     m = merged_groups(cg_in, cg_out, groups)
     return m if m * cg_out >= FLAT_BELOW else 1
 

@@ -32,7 +32,8 @@ _INF, _NAN = float("inf"), float("nan")
     "cg_in,cg_out,groups,expected",
     [
         (4, 4, 32, 16),  # ResNeXt-50 layer1
-        (8, 8, 32, 8),  # ResNeXt-50 layer2
+        (8, 8, 32, 1),  # ResNeXt-50 layer2: more than 4 channels per group
+        (2, 4, 8, 8),
         (4, 1, 6, 1),  # 6 output channels merged: the input gradient would flatten
         (1, 4, 64, 16),
         (4, 2, 4, 1),
@@ -102,7 +103,7 @@ _FORWARD = {
                                 "silu"),
     "3d-4x4-replicate": ((1, 16, 4, 5, 4), 16, (3, 2, 3), 4, (1, 2, 1), (1, 0, 1), (1, 1, 1),
                          "replicate", False, None),
-    "2d-8x8-in-bounds": ((1, 64, 6, 5), 64, (3, 3), 8, (1, 1), (0, 0), (1, 1), "zeros", True,
+    "2d-4x4-in-bounds": ((1, 64, 6, 5), 64, (3, 3), 16, (1, 1), (0, 0), (1, 1), "zeros", True,
                          None),
 }  # fmt: skip
 
@@ -135,7 +136,7 @@ _INPUT_GRADIENT = {
     "2d-4x4": ((2, 16, 7, 6), 16, (3, 3), 4, (1, 1), (1, 1), (1, 1), True),
     "2d-4x4-stride-2": ((2, 16, 8, 7), 16, (3, 3), 4, (2, 2), (1, 1), (1, 1), False),
     "1d-2x2-dilated-strided": ((3, 32, 13), 32, (3,), 16, (3,), (2,), (2,), True),
-    "3d-8x8": ((1, 32, 3, 4, 4), 32, (3, 3, 2), 4, (1, 1, 2), (1, 1, 0), (1, 1, 1), False),
+    "3d-4x4": ((1, 32, 3, 4, 4), 32, (3, 3, 2), 8, (1, 1, 2), (1, 1, 0), (1, 1, 1), False),
 }
 
 
