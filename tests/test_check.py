@@ -270,3 +270,23 @@ def test_sweep_checks_a_bias_gradient_beside_the_weights():
         grads, parts, window = sweep._direction(case, build(case.spec, "cpu", 0))
         assert (grads, window) == ((("weight", "bias") if bias else ("weight",)), "backward")
         assert parts == (("grad_weight", "grad_bias") if bias else ("grad_weight",))
+
+
+def test_torchs_non_finite_results_must_be_ours_too():
+    """Where torch's results hold NaN or infinities (cases with non-finite inputs), ours must
+    hold the same ones there; the error is measured on the finite rest."""
+    from torchconv_ext.check.compare import compare
+
+    inf, nan = float("inf"), float("nan")
+    ref = torch.tensor([1.0, inf, nan, -inf, 2.0], dtype=torch.float64)
+    theirs = ref.float()
+    assert compare("output", ref.float() + 1e-7, theirs, ref, "fp32")["ok"]
+    for wrong in (
+        [1.0, inf, 0.0, -inf, 2.0],
+        [1.0, -inf, nan, -inf, 2.0],
+        [1.0, inf, nan, -inf, nan],
+    ):
+        record = compare("output", torch.tensor(wrong), theirs, ref, "fp32")
+        assert not record["ok"] and "output" in record["reason"], wrong
+    record = compare("output", torch.tensor([1.5, inf, nan, -inf, 2.0]), theirs, ref, "fp32")
+    assert not record["ok"] and "error" in record["reason"]

@@ -84,6 +84,12 @@ GEMM_LAYERS = [
     # 4 channels per group: the weight gradient merges 16 groups (8 at the tiny size) into one
     _conv("resnext50.layer1 3x3 g32 128->128 56x56", 2, 8, 128, 56, 128, 3, padding=1,
           groups=32, tiny=dict(c_in=32, c_out=32, size=5, groups=8)),
+    # ... and every GEMM computes several groups as one: an infinity and a NaN in the input and
+    # an infinity in the output's gradient must stay in their groups (the forward and input
+    # gradient sum the tiles they reach again, group by group)
+    _conv("resnext50.layer1 3x3 g32 128->128 28x28 non-finite", 2, 2, 128, 28, 128, 3,
+          padding=1, groups=32, bias=True, non_finite=True,
+          tiny=dict(c_in=32, c_out=32, size=5, groups=8)),
     _conv("deeplabv3 3x3 dilation 2 256->256 28x28", 2, 4, 256, 28, 256, 3, padding=2,
           dilation=2, tiny=dict(c_in=16, c_out=16, size=6)),
     _conv("unet3d 3x3x3 32->64 16^3 +bias", 3, 2, 32, 16, 64, 3, padding=1, bias=True,
@@ -135,10 +141,11 @@ SWEEP_LAYERS = [
           directions=("forward", "grad_input"), tiny=dict(c_in=16, c_out=16, size=5, groups=2)),
     _conv("grouped 3x3 g16 32->256 28x28", 2, 8, 32, 28, 256, 3, padding=1, groups=16,
           directions=("grad_weight",), tiny=dict(c_in=16, c_out=72, size=5, groups=8)),
-    # merged groups: the tap loop's weight gradient storing each group's own block (4 channels
-    # per group, 16 merged)
-    _conv("grouped 3x3 g32 128->128 28x28", 2, 8, 128, 28, 128, 3, padding=1, groups=32,
-          directions=("grad_weight",), tiny=dict(c_in=64, c_out=64, size=5, groups=16)),
+    # merged groups (4 channels per group, 16 merged): the tap loops of the forward and input
+    # gradient, each tile summed again group by group where the non-finite values reach it,
+    # and of the weight gradient, storing each group's own block
+    _conv("grouped 3x3 g32 128->128 28x28 non-finite", 2, 8, 128, 28, 128, 3, padding=1,
+          groups=32, non_finite=True, tiny=dict(c_in=64, c_out=64, size=5, groups=16)),
     _conv("grouped 3x3 g2 16->128 28x28 +bias", 2, 8, 16, 28, 128, 3, padding=1, groups=2,
           bias=True, directions=_FWD_WEIGHT, tiny=dict(c_out=80, size=5)),
     _conv("3x3 s2 64->8 28x28", 2, 8, 64, 28, 8, 3, stride=2, padding=1,

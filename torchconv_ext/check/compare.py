@@ -6,7 +6,8 @@ low-precision inputs upcast, ``ours_err = max|ours - ref|`` and ``torch_err = ma
 
     pass  iff  ours is finite  and  ours_err <= 2 * torch_err + ATOL[dtype] * max|ref|
 
-and ours has torch's shape, dtype and strides (the memory format torch returns; strides of
+where ``ref`` is finite; where it holds NaN or infinities (cases with non-finite inputs), ours
+and torch's must hold the same ones. And ours has torch's shape, dtype and strides (the memory format torch returns; strides of
 size-1 dims carry no layout and are ignored).
 """
 
@@ -48,6 +49,12 @@ def compare(part: str, ours: Tensor, theirs: Tensor, ref: Tensor, setting: str) 
             f"{list(theirs.shape)}"
         )
         return record
+    finite = ref.isfinite()
+    if not finite.all():  # torch's NaN and infinities: ours must have them, where torch has them
+        if not (_same_non_finite(ours, ref) and _same_non_finite(theirs, ref)):
+            record["reason"] = f"{part}: NaN or infinities not where torch's are"
+            return record
+        ours, theirs, ref = ours[finite], theirs[finite], ref[finite]
     ours_err = max_abs_diff(ours, ref)
     torch_err = max_abs_diff(theirs, ref)
     ref_max = ref.abs().max().item() if ref.numel() else 0.0
@@ -69,6 +76,17 @@ def compare(part: str, ours: Tensor, theirs: Tensor, ref: Tensor, setting: str) 
     else:
         record["ok"] = True
     return record
+
+
+def _same_non_finite(a: Tensor, ref: Tensor) -> bool:
+    """Whether ``a`` has NaN where ``ref`` has, and the same infinities (with their signs)."""
+    a = a.to(ref.device)
+    infinite = ref.isinf()
+    return bool(
+        (a.isnan() == ref.isnan()).all()
+        and (a.isinf() == infinite).all()
+        and (a[infinite].double() == ref[infinite]).all()
+    )
 
 
 def exact(part: str, ok: bool, reason: str) -> dict[str, Any]:

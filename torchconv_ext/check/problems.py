@@ -8,6 +8,7 @@ the torch expression they equal).
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
                 lambda x, w, b=None: _maxout_conv(spec["dims"], x, w, b, pieces, geometry),
                 lambda x, w, b=None: theirs(x, w, b, **geometry).unflatten(1, (-1, pieces)).amax(2),
             )
+        if spec.get("non_finite"):
+            return _non_finite(ours, geometry), _non_finite(theirs, geometry)
         return (
             lambda x, w, b=None: ours(x, w, b, **geometry),
             lambda x, w, b=None: theirs(x, w, b, **geometry),
@@ -68,6 +71,35 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
         )
     ours = _ours(op)
     return lambda x: ours(x, **kwargs), lambda x: getattr(F, op)(x, **kwargs)
+
+
+def _non_finite(conv: Callable[..., Tensor], geometry: dict) -> Callable[..., Tensor]:
+    """``conv`` with non-finite values in a few channels (spec ``non_finite``): an infinity and a
+    NaN added to the input, in the first and the last channel, and an infinity put into the
+    gradient reaching the output's second channel. torch keeps each within its group's results:
+    the kernels that compute several groups as one (``triton_kernels.reads_merged``) must too."""
+
+    def run(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        poison = torch.zeros_like(x)
+        poison[(0, 0, *(s // 2 for s in x.shape[2:]))] = math.inf
+        poison[(-1, -1, *(0 for _ in x.shape[2:]))] = math.nan
+        return _PoisonedGradient.apply(conv(x + poison, w, b, **geometry))
+
+    return run
+
+
+class _PoisonedGradient(torch.autograd.Function):
+    """The identity, whose backward adds an infinity to one element of channel 1."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor) -> Tensor:
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad[(0, 1, *(s // 3 for s in grad.shape[2:]))] = math.inf
+        return grad
 
 
 def _maxout_conv(dims: int, x: Tensor, w: Tensor, b: Tensor | None, pieces: int, geometry):
