@@ -283,8 +283,8 @@ def _unmerged(acc, own):
     sum (the other products are zeros), and a non-finite sum of a group's own is the same
     whatever the order. Kernels sum such a tile again over each group's channels alone, storing
     each group's columns as they come (one accumulator live, not two), in an unpipelined loop
-    16 channels wide (``ONE_GROUP_K``): in the sm_90 code of a 64 × 64 tile, 94 registers where
-    a pipelined loop beside a second accumulator took 151 (the tap loop alone: 64)."""
+    16 channels wide (``ONE_GROUP_K``), which holds few registers even untaken: 94 for the
+    sm_90 code of a 64 × 64 tile, 64 without it (``merged-sums-sm_90.md``)."""
     return tl.max((acc != acc).to(tl.int32)) > 0, tl.min(own), tl.max(own)
 
 
