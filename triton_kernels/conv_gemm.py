@@ -906,20 +906,25 @@ def merged_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
     return blocks.flatten(1, 2).movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def _sums_merge(w5: torch.Tensor, groups: int, dtype: torch.dtype, allow_tf32: bool) -> int:
-    """How many groups a forward or input-gradient launch of weight ``w5`` merges (1: none)."""
+def _sums_merge(cg_in: int, cg_out: int, groups: int, dtype: torch.dtype, allow_tf32: bool) -> int:
+    """How many groups a forward or input-gradient launch merges (1: none)."""
     if not merges_groups(dtype, allow_tf32):
         return 1
-    return merged_sums(w5.shape[1], w5.shape[0] // groups, groups)
+    return merged_sums(cg_in, cg_out, groups)
 
 
 def _merging(
-    w5: torch.Tensor, groups: int, merge: int, given: torch.Tensor | None, launcher: str
+    w5: torch.Tensor,
+    cg_in: int,
+    cg_out: int,
+    groups: int,
+    merge: int,
+    given: torch.Tensor | None,
+    launcher: str,
 ) -> tuple[torch.Tensor, int, int, int, dict[str, int]]:
     """What a forward or input-gradient launch of merged groups (``merge`` at a time, 1: none)
     sees: the weight (``given``: :func:`merged_weight`'s, else built now), groups, channels per
     group in and out, and the kernel's ``OWN_IN``, ``OWN_OUT``."""
-    cg_in, cg_out = w5.shape[1], w5.shape[0] // groups
     if merge == 1:
         if given is not None:
             raise ValueError(
@@ -1022,8 +1027,11 @@ def gemm_conv_forward(
     m = n_batch * y5.shape[2] * y5.shape[3] * y5.shape[4]
     if m == 0 or c_out == 0:
         return
-    merge = _sums_merge(w5, groups, x.dtype, allow_tf32) if pieces == 1 else 1
-    w5, groups, cg_in, cg_out, own = _merging(w5, groups, merge, merged_weight, "gemm_conv_forward")
+    cg_in, cg_out = x5.shape[1] // groups, c_out // groups
+    merge = _sums_merge(cg_in, cg_out, groups, x.dtype, allow_tf32) if pieces == 1 else 1
+    w5, groups, cg_in, cg_out, own = _merging(
+        w5, cg_in, cg_out, groups, merge, merged_weight, "gemm_conv_forward"
+    )
     flat = cg_in < FLAT_BELOW
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(x, w, bias, out)
@@ -1085,9 +1093,10 @@ def gemm_conv_backward_input(
     n_batch = gi5.shape[0]
     if gi5.numel() == 0:
         return
-    merge = _sums_merge(w5, groups, grad_out.dtype, allow_tf32)
+    cg_in, cg_out = gi5.shape[1] // groups, w5.shape[0] // groups
+    merge = _sums_merge(cg_in, cg_out, groups, grad_out.dtype, allow_tf32)
     w5, groups, cg_in, cg_out, own = _merging(
-        w5, groups, merge, merged_weight, "gemm_conv_backward_input"
+        w5, cg_in, cg_out, groups, merge, merged_weight, "gemm_conv_backward_input"
     )
     strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
     gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
