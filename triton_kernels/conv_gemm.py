@@ -136,6 +136,20 @@ def _next_tap(c_block, tw, th, td, c_blocks, TW, TH):
 
 
 @triton.jit
+def _channel_block(c_block, only, C, BLOCK: tl.constexpr, ONLY: tl.constexpr):
+    """The tap loop's channels at one step, and which are real: block ``c_block`` of ``C``;
+    with ``ONLY`` > 0, the ``ONLY`` channels of group ``only`` alone (a merged tile summed
+    again group by group: ``_unmerged``)."""
+    if ONLY:
+        c = only * ONLY + tl.arange(0, BLOCK)
+        ok = (tl.arange(0, BLOCK) < ONLY) & (c < C)
+    else:
+        c = c_block * BLOCK + tl.arange(0, BLOCK)
+        ok = c < C
+    return c, ok
+
+
+@triton.jit
 def _gather5(
     ptr, n, c, zd, zh, zw, od, oh, ow, mask,
     s_n, s_c, s_d, s_h, s_w, D, H, W,
@@ -232,12 +246,7 @@ def _fwd_sum(
             td, th, tw, ci, k_ok = _k_step(step, FLAT_C, 1, n_taps, FLAT_KH, FLAT_KW, BLOCK_K, True)
         else:
             td, th, tw = d_at, h_at, w_at
-            if ONLY_IN:
-                ci = only * ONLY_IN + tl.arange(0, BLOCK_K)
-                k_ok = (tl.arange(0, BLOCK_K) < ONLY_IN) & (ci < C_IN)
-            else:
-                ci = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
-                k_ok = ci < C_IN
+            ci, k_ok = _channel_block(c_at, only, C_IN, BLOCK_K, ONLY_IN)
             c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, KW, KH)
         mask = row_mask & k_ok[None, :]
         if IN_BOUNDS and not FLAT_K:
@@ -474,12 +483,7 @@ def _bwd_input_sum(
             td, th, tw, co, k_ok = _k_step(step, FLAT_C, 1, n_taps, nt_h, nt_w, BLOCK_K, True)
         else:
             td, th, tw = d_at, h_at, w_at
-            if ONLY_OUT:
-                co = only * ONLY_OUT + tl.arange(0, BLOCK_K)
-                k_ok = (tl.arange(0, BLOCK_K) < ONLY_OUT) & (co < C_OUT)
-            else:
-                co = c_at * BLOCK_K + tl.arange(0, BLOCK_K)
-                k_ok = co < C_OUT
+            co, k_ok = _channel_block(c_at, only, C_OUT, BLOCK_K, ONLY_OUT)
             c_at, w_at, h_at, d_at = _next_tap(c_at, w_at, h_at, d_at, c_blocks, nt_w, nt_h)
         co_group = group * C_OUT + co
         a = _gather5(
