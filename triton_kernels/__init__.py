@@ -26,7 +26,8 @@ Besides the launchers: the layout rules callers follow (``prefers_channels_last`
 ``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
 ``windows``), ``window_weight`` and ``merged_weight`` (a weight in the windows' layout, or the
 block-diagonal weight of merged groups, which a caller may keep while the weight does not
-change and pass back as ``windowed_weight`` or ``merged_weight``), and the tape helpers (``taped``, ``recording``, ``replayed_whole``).
+change and pass back as ``windowed_weight`` or ``merged_weight``), and the tape helpers
+(``taped``, ``recording``, ``replayed_whole``).
 
 The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
 vLLM); the two cannot be installed side by side, and importing either one when the other is

@@ -19,8 +19,7 @@ from .conv_gemm import (
     gemm_conv_backward_input,
     gemm_conv_backward_weight,
     gemm_conv_forward,
-    merged_sums,
-    merges_groups,
+    sums_merge,
 )
 from .conv_window import (
     window_conv_backward_input,
@@ -112,10 +111,7 @@ def reads_merged(
     it once per weight and pass it as ``merged_weight``."""
     if groups == 1 or _is_depthwise(c_in, groups) or is_pointwise(kernel_size, stride, padding):
         return False
-    return (
-        merges_groups(dtype, allow_tf32)
-        and merged_sums(c_in // groups, c_out // groups, groups) > 1
-    )
+    return sums_merge(c_in // groups, c_out // groups, groups, dtype, allow_tf32) > 1
 
 
 def _check_merged(launcher: str, merged_weight, *problem) -> None:

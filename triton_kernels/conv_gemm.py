@@ -15,9 +15,9 @@ The three GEMMs (per group; groups are a grid axis):
 
 Groups of a few channels are computed several at a time as one group: the weight gradient
 (ResNeXt's 4 and 8 channels) keeps each group's diagonal block of the dense gradient
-(``merged_groups``), the forward and the input gradient (4 channels) read the merged groups' block-diagonal weight
-(``merged_sums``, ``merged_weight``) and sum a tile again group by group where a non-finite
-value of one group made NaN in another's columns (``_unmerged``).
+(``merged_groups``), the forward and the input gradient (4 channels) read the merged groups'
+block-diagonal weight (``merged_sums``, ``merged_weight``) and sum a tile again group by group
+where a non-finite value of one group made NaN in another's columns (``_unmerged``).
 
 A (taps, channels) axis keeps channels fastest, so channels_last loads are contiguous. When the
 channel count is below 16 (narrow groups; dilation along ``w``), taps and channels are
@@ -833,8 +833,8 @@ def merges_groups(dtype: torch.dtype, allow_tf32: bool) -> bool:
     """Whether convolutions of ``dtype`` operands may merge groups (:func:`merged_groups`,
     :func:`merged_sums`): where their products run on tensor cores (16-bit operands; fp32
     under TF32), which the merged loops have to spare. fp32 without TF32 and fp64 multiply on
-    CUDA cores, where every product of another group's block would cost its full price. Triton's interpreter merges every dtype, so that float64
-    tests check the merged kernels."""
+    CUDA cores, where every product of another group's block would cost its full price.
+    Triton's interpreter merges every dtype, so that float64 tests check the merged kernels."""
     return (
         INTERPRET
         or dtype in (torch.float16, torch.bfloat16)
@@ -910,8 +910,9 @@ def merged_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
     return blocks.flatten(1, 2).movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def _sums_merge(cg_in: int, cg_out: int, groups: int, dtype: torch.dtype, allow_tf32: bool) -> int:
-    """How many groups a forward or input-gradient launch merges (1: none)."""
+def sums_merge(cg_in: int, cg_out: int, groups: int, dtype: torch.dtype, allow_tf32: bool) -> int:
+    """How many groups a forward or input-gradient launch of ``dtype`` operands merges (1: none):
+    :func:`merged_sums` where :func:`merges_groups`."""
     if not merges_groups(dtype, allow_tf32):
         return 1
     return merged_sums(cg_in, cg_out, groups)
@@ -1032,7 +1033,7 @@ def gemm_conv_forward(
     if m == 0 or c_out == 0:
         return
     cg_in, cg_out = x5.shape[1] // groups, c_out // groups
-    merge = _sums_merge(cg_in, cg_out, groups, x.dtype, allow_tf32) if pieces == 1 else 1
+    merge = sums_merge(cg_in, cg_out, groups, x.dtype, allow_tf32) if pieces == 1 else 1
     w5, groups, cg_in, cg_out, own = _merging(
         w5, cg_in, cg_out, groups, merge, merged_weight, "gemm_conv_forward"
     )
@@ -1098,7 +1099,7 @@ def gemm_conv_backward_input(
     if gi5.numel() == 0:
         return
     cg_in, cg_out = gi5.shape[1] // groups, w5.shape[0] // groups
-    merge = _sums_merge(cg_in, cg_out, groups, grad_out.dtype, allow_tf32)
+    merge = sums_merge(cg_in, cg_out, groups, grad_out.dtype, allow_tf32)
     w5, groups, cg_in, cg_out, own = _merging(
         w5, cg_in, cg_out, groups, merge, merged_weight, "gemm_conv_backward_input"
     )

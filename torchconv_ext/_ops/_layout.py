@@ -13,9 +13,10 @@ one scalar load per element. So, on the Triton path:
   ``form`` ``"windows"``, and ``"windows_input_gradient"`` for the flipped, transposed weight
   of their input gradient), or for groups of a few channels computed several at a time into
   the block-diagonal weight of the merged groups (``triton_kernels.merged_weight``: ``form``
-  ``"merged_groups"``, which the forward and the input gradient read) — and a module's weights — its ``nn.Parameter`` objects — once per
-  version and form: the repacked copy is cached by form, data pointer, shape, strides, dtype
-  and device, valid while the same storage is alive and its version counter
+  ``"merged_groups"``, which the forward and the input gradient read) — and a module's
+  weights — its ``nn.Parameter`` objects — once per version and form: the repacked copy is
+  cached by form, data pointer, shape, strides, dtype and device, valid while the same storage
+  is alive and its version counter
   (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
   optimizer step, ``load_state_dict``, ``torch.no_grad()`` updates) has not moved. Training then
   repacks each weight once per optimizer step, inference never, and a write makes the next

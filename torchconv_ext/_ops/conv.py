@@ -130,11 +130,11 @@ def triton_forward(
     stored = layout or (gemm and not k.stores_nchw(shape[2:], g.stride))
     out = empty_in_layout(shape, input, stored, poison=True)
     if out.numel():
-        windowed = {}
+        weight_form = {}
         if gemm:
-            input, weight, windowed = gemm_operands(input, weight, g)
+            input, weight, weight_form = gemm_operands(input, weight, g)
         k.conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **windowed,
+            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **weight_form,
             **kernel_args(g),
         )  # fmt: skip
     return out if stored == layout else to_layout(out, False)
@@ -251,17 +251,17 @@ def _bwd_input_impl(
         return to_layout(grad, channels_last)
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
-    windowed = {}  # (the launch's other form of the weight, if any)
+    weight_form = {}  # (the launch's other form of the weight, if any)
     if gemm and _windowed(grad_output, weight.shape[2:], g, input_gradient=True):
         # The windows read the output's gradient as it is, and this form of the weight.
         form = "windows_input_gradient"
-        windowed = {"windowed_weight": k.replayed_whole(packed_weight, weight, form)}
+        weight_form = {"windowed_weight": k.replayed_whole(packed_weight, weight, form)}
     elif gemm:
         grad_output = gemm_activation(grad_output, weight.shape[2:], g)
         # (The kernels see zero padding only: other modes launch with none.)
         padding = g.padding if g.padding_mode == "zeros" else (0,) * len(g.padding)
         if _merged(shape[1], weight, g, padding):
-            windowed = merged_weight_args(weight, g)
+            weight_form = merged_weight_args(weight, g)
         else:
             weight = k.replayed_whole(packed_weight, weight)
     if g.padding_mode == "zeros":
@@ -272,7 +272,7 @@ def _bwd_input_impl(
         grad = empty_in_layout(shape, grad_output, stored, poison=True)
         if grad.numel():
             k.conv_backward_input(
-                grad_output, weight, grad, bias=bias, **windowed, **kernel_args(g)
+                grad_output, weight, grad, bias=bias, **weight_form, **kernel_args(g)
             )
         return grad if stored == channels_last else to_layout(grad, False)
     # The kernels see zero padding only: the gradient of the virtually padded input, folded
@@ -281,7 +281,7 @@ def _bwd_input_impl(
     grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
     if grad.numel():
         geometry = kernel_args(g, (0,) * len(g.stride))
-        k.conv_backward_input(grad_output, weight, grad, **windowed, **geometry)
+        k.conv_backward_input(grad_output, weight, grad, **weight_form, **geometry)
     grad = to_layout(
         fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
     )

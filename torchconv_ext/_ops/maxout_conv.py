@@ -82,7 +82,7 @@ def _impl(
     out = empty_in_layout(shape, input, stored, poison=True)
     winner = empty_in_layout(shape, input, stored, torch.int64, poison=True)
     if out.numel():
-        input, weight, windowed = gemm_operands(input, weight, g, fused_maxout=True)
+        input, weight, weight_form = gemm_operands(input, weight, g, fused_maxout=True)
         k.conv_forward(
             input,
             weight,
@@ -91,7 +91,7 @@ def _impl(
             pad_mode=g.padding_mode,
             pieces=pieces,
             winner=winner,
-            **windowed,
+            **weight_form,
             **kernel_args(g),
         )
     return to_layout(out, layout), to_layout(winner, layout)

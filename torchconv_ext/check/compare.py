@@ -7,8 +7,8 @@ low-precision inputs upcast, ``ours_err = max|ours - ref|`` and ``torch_err = ma
     pass  iff  ours is finite  and  ours_err <= 2 * torch_err + ATOL[dtype] * max|ref|
 
 where ``ref`` is finite; where it holds NaN or infinities (cases with non-finite inputs), ours
-and torch's must hold the same ones. And ours has torch's shape, dtype and strides (the memory format torch returns; strides of
-size-1 dims carry no layout and are ignored).
+and torch's must hold the same ones. And ours has torch's shape, dtype and strides (the memory
+format torch returns; strides of size-1 dims carry no layout and are ignored).
 """
 
 from __future__ import annotations
