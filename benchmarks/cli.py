@@ -1,7 +1,8 @@
 """The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``
 (``--budget SECONDS``: :mod:`benchmarks.budget`), of ``python -m benchmarks overhead``
-(:mod:`benchmarks.overhead`) and of ``python -m benchmarks instructions``
-(:mod:`benchmarks.instructions`).
+(:mod:`benchmarks.overhead`), of ``python -m benchmarks instructions``
+(:mod:`benchmarks.instructions`) and of ``python -m benchmarks cold-start``
+(:mod:`benchmarks.cold_start`).
 
 Kept apart from ``__main__`` so that the single-suite entry points (``python -m
 benchmarks.bench_conv`` etc.) can call it without importing the package's main module.
@@ -104,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .overhead import main as overhead
 
         return overhead(argv[1:])
+    if argv[:1] == ["cold-start"]:
+        from .cold_start import main as cold_start
+
+        return cold_start(argv[1:])
     if argv[:1] == ["instructions"]:
         from .instructions import main as instructions
 

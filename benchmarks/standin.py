@@ -10,7 +10,7 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
 * tensors report ``is_cuda``, so torchconv_ext's backend ``"triton"`` and its launchers' device
   checks take the GPU path for CPU tensors — nothing is imported from the library beyond its
   public surfaces, and no private name of it is patched (but the launcher tapes' switch in
-  capture mode and the tuner's benchmark step in launch mode);
+  capture mode and the tuner's benchmark or timing step in launch mode);
 * what reaches the GPU is replaced, at Triton's level only:
 
   - ``mode="capture"``: every kernel launch (``Tuner.launch`` of our own tuner,
@@ -27,7 +27,9 @@ up to the kernel launch). :func:`stand_in_gpu` provides it:
     torchconv_ext's own tuner takes the config it launches untuned (its benchmark step,
     ``Tuner._benchmark``, returns ``Tuner.untuned``: pruning would compile every candidate —
     minutes on a cold Triton cache — for a choice nothing measured here depends on) and keeps
-    its winners in a temporary cache directory, not the user's.
+    its winners in a temporary cache directory, not the user's. With ``tuning="compile"`` it
+    compiles and prunes every candidate as on a GPU and takes the first survivor instead of
+    timing them (its timing step, ``Tuner._fastest``): what a first call costs the host.
 
 Kernels are decorated when ``triton_kernels`` is imported, so that import must happen without
 ``TRITON_INTERPRET=1``: :func:`require_compiled_kernels` checks it. Both tools run in a process
@@ -298,6 +300,11 @@ def _untuned_config(self: Any, device: Any, grid: Any, args: tuple, constexprs: 
     return self.untuned(device, args)
 
 
+def _first_config(self: Any, configs: Any, grid: Any, args: tuple, constexprs: dict) -> Any:
+    """torchconv_ext's tuner's timing step on the stand-in: the first of the survivors."""
+    return configs[0]
+
+
 @contextlib.contextmanager
 def _environ(name: str, value: str) -> Iterator[None]:
     old = os.environ.get(name)
@@ -318,10 +325,15 @@ def _ranked_bench(self: Any, *args: Any, config: Any, **meta: Any) -> list[float
 
 
 @contextlib.contextmanager
-def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[StandIn]:
-    """Run the enclosed code against a stand-in GPU of ``target`` (see the module docstring)."""
+def stand_in_gpu(
+    target: str = "sm_90", *, mode: str = "launch", tuning: str = "untuned"
+) -> Iterator[StandIn]:
+    """Run the enclosed code against a stand-in GPU of ``target`` (see the module docstring);
+    ``tuning`` (launch mode): ``"untuned"`` or ``"compile"``."""
     if mode not in ("capture", "launch"):
         raise ValueError(f"mode must be 'capture' or 'launch', got {mode!r}")
+    if tuning not in ("untuned", "compile"):
+        raise ValueError(f"tuning must be 'untuned' or 'compile', got {tuning!r}")
     from triton.runtime import driver
     from triton.runtime.autotuner import Autotuner, Heuristics
     from triton.runtime.jit import JITFunction
@@ -367,7 +379,10 @@ def stand_in_gpu(target: str = "sm_90", *, mode: str = "launch") -> Iterator[Sta
 
         if hasattr(Autotuner, "_bench"):
             patches.append(_attribute(Autotuner, "_bench", _ranked_bench))
-        patches.append(_attribute(Tuner, "_benchmark", _untuned_config))
+        if tuning == "compile":
+            patches.append(_attribute(Tuner, "_fastest", _first_config))
+        else:
+            patches.append(_attribute(Tuner, "_benchmark", _untuned_config))
     with contextlib.ExitStack() as stack:
         # tuned winners of the stand-in are not real ones: keep them out of the user's cache
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="standin-tuning-"))

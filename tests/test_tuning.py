@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from triton.runtime.errors import OutOfResources
 
 from triton_kernels import _gemm_common, _tuning, conv_1x1, conv_depthwise, conv_gemm
 from triton_kernels._tuning import Config, Resources, Tuner, bucket, cache_dir, prune
@@ -61,12 +62,12 @@ class FakeGPU:
         monkeypatch.setattr(
             _tuning, "_device_properties", lambda device: {"max_shared_mem": shared_limit}
         )
-        monkeypatch.setattr(Tuner, "_compile", self._compile)
+        monkeypatch.setattr(Tuner, "_compile_all", self._compile_all)
         monkeypatch.setattr(_tuning.triton.testing, "do_bench", self._bench)
 
-    def _compile(self, config, grid, args, constexprs):
-        self.compiled.append(config)
-        return self.resources.get(config, Resources(128, 0, 0))
+    def _compile_all(self, configs, grid, args, constexprs):
+        self.compiled += configs
+        return {c: self.resources.get(c, Resources(128, 0, 0)) for c in configs}
 
     def _bench(self, fn, **kwargs):
         fn()  # launches the fake kernel once with the config being timed
@@ -267,6 +268,82 @@ def test_key_names_device_triton_version_and_kernel_source(cache):
 
 
 # --- pruning ----------------------------------------------------------------------------------
+
+
+def test_compile_threads_default_to_the_cpus_and_follow_the_environment(monkeypatch):
+    monkeypatch.delenv(_tuning.COMPILE_THREADS_ENV, raising=False)
+    assert _tuning.compile_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(_tuning.COMPILE_THREADS_ENV, "3")
+    assert _tuning.compile_threads() == 3
+    monkeypatch.setenv(_tuning.COMPILE_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="TORCHCONV_EXT_COMPILE_THREADS must be a whole number"):
+        _tuning.compile_threads()
+
+
+def test_resources_of_a_kernel_that_cannot_load_are_none():
+    class TooBig:
+        def _init_handles(self):
+            raise OutOfResources(300_000, 232_448, "shared memory")
+
+    assert _tuning._resources(TooBig()) is None
+
+
+_COMPILE_PROBE = """
+import dataclasses, json, threading
+import torch, triton, triton.language as tl
+from benchmarks.standin import require_compiled_kernels, stand_in_gpu
+require_compiled_kernels()
+from triton_kernels import _tuning
+from triton_kernels._tuning import Config, Tuner
+
+@triton.jit
+def column_sums(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(out_ptr, tl.sum(tl.load(x_ptr + i), axis=0))
+
+compile_threads = set()
+compile = triton.compiler.compile  # what the kernel takes on its first use
+def recording_compile(*args, **kwargs):
+    compile_threads.add(threading.current_thread().name.split("_")[0])
+    return compile(*args, **kwargs)
+triton.compiler.compile = recording_compile
+
+configs = [Config.of(w, 1, BLOCK=b) for w, b in ((1, 64), (2, 256), (4, 1024), (8, 2048))]
+tuner = Tuner("column_sums", column_sums, configs)
+
+x, out = torch.zeros(2048), torch.zeros(1)
+with stand_in_gpu("sm_90"):
+    resources = tuner._compile_all(configs, lambda c: (1,), (x, out), {})
+print(json.dumps({"threads": sorted(compile_threads),
+                  "resources": [dataclasses.astuple(resources[c]) for c in configs]}))
+"""
+
+
+def _compile_probe(tmp_path, threads: int) -> dict:
+    script = tmp_path / f"compile_probe_{threads}.py"  # Triton reads a kernel's source file
+    script.write_text(_COMPILE_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["TRITON_CACHE_DIR"] = str(tmp_path / f"triton-cache-{threads}")  # compile, not load
+    env[_tuning.COMPILE_THREADS_ENV] = str(threads)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_candidates_compile_at_once_in_threads_with_the_same_result(tmp_path):
+    """The real compiler on a stand-in sm_90 GPU: with several threads every candidate compiles
+    on a pool thread (none on the caller's), with one on the caller's; both read the same
+    resources (the stand-in loads no binary: registers and spills read 0, shared memory is
+    Triton's, larger with more warps to combine)."""
+    threaded, alone = _compile_probe(tmp_path, 4), _compile_probe(tmp_path, 1)
+    assert threaded["threads"] == ["torchconv"] and alone["threads"] == ["MainThread"]
+    assert threaded["resources"] == alone["resources"]
+    shared = [r[2] for r in alone["resources"]]
+    assert shared == sorted(shared) and shared[-1] > shared[0]
 
 
 def test_prune_drops_spilling_capped_and_oversized_configs():

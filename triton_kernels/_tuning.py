@@ -9,7 +9,10 @@ bucketed sizes, built by the launcher) it finds the launch config in
    benchmarking;
 3. a benchmark of the candidates that survive pruning — first a shared-memory estimate (no
    compile), then the compiled kernel's registers, spills and shared memory (:func:`prune`) —
-   whose winner is then written to disk.
+   whose winner is then written to disk. The candidates compile at once, in threads (Triton's
+   ``AsyncCompileMode``: its compiler and ``ptxas`` do not hold the GIL), so a cold tuning
+   costs about one compile per core rather than one per candidate; they are timed one at a
+   time.
 
 Files are written atomically (a temporary file, then ``os.replace``); an unreadable or foreign
 file is ignored with a warning and replaced after re-tuning, so corrupt or concurrent files never
@@ -26,6 +29,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,9 @@ from ._plan import launch
 CACHE_DIR_ENV = "TORCHCONV_EXT_CACHE_DIR"
 #: Bumped when the file format changes (older files are then ignored).
 FILE_FORMAT = 1
+#: Environment variable: how many threads compile a tuning's candidates (else the CPUs this
+#: process may run on; 1 compiles them one after another on the calling thread).
+COMPILE_THREADS_ENV = "TORCHCONV_EXT_COMPILE_THREADS"
 #: Registers a thread can hold on NVIDIA GPUs: a kernel at the cap is (or is about to be)
 #: spilling to local memory.
 REGISTER_CAP = 255
@@ -201,12 +208,15 @@ class Tuner:
     def _benchmark(self, device, grid, args, constexprs) -> Config:
         limit = _device_properties(device)["max_shared_mem"]
         fits = self._fitting(device, args)
-        resources = {c: self._compile(c, grid, args, constexprs) for c in fits}
-        survivors = prune(fits, resources, limit)
+        survivors = prune(fits, self._compile_all(fits, grid, args, constexprs), limit)
         if len(survivors) == 1:
             return survivors[0]
+        return self._fastest(survivors, grid, args, constexprs)
+
+    def _fastest(self, configs: Sequence[Config], grid, args, constexprs) -> Config:
+        """The config of the shortest median time, each timed alone (the first if none runs)."""
         timings = {}
-        for c in survivors:
+        for c in configs:
             try:
                 timings[c] = triton.testing.do_bench(
                     lambda c=c: self.kernel[grid(c)](*args, **constexprs, **c.kwargs),
@@ -216,16 +226,30 @@ class Tuner:
                 )
             except OutOfResources:
                 continue
-        return min(timings, key=timings.get) if timings else survivors[0]
+        return min(timings, key=timings.get) if timings else configs[0]
 
-    def _compile(self, config, grid, args, constexprs) -> Resources | None:
-        """Compile one config (no launch) and read what it uses; ``None`` if it cannot load."""
-        try:
-            compiled = self.kernel.warmup(*args, grid=grid(config), **constexprs, **config.kwargs)
-            compiled._init_handles()
-        except OutOfResources:
-            return None
-        return Resources(compiled.n_regs, compiled.n_spills, compiled.metadata.shared)
+    def _compile_all(
+        self, configs: Sequence[Config], grid, args, constexprs
+    ) -> dict[Config, Resources | None]:
+        """Compile every config (no launch) and read what each uses (``None``: it cannot load).
+
+        Several configs compile at once in threads: Triton binds the arguments on this thread
+        and hands each compile to the pool; the binaries are loaded here, which is where a lack
+        of resources shows. Compile errors propagate, as a launch's would.
+        """
+        workers = min(len(configs), compile_threads())
+        if workers < 2 or _compiling_async():  # AsyncCompileModes do not nest
+            return {c: _resources(self._warmup(c, grid, args, constexprs)) for c in configs}
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="torchconv_ext-compile") as pool,
+            triton.AsyncCompileMode(pool),
+        ):
+            started = {c: self._warmup(c, grid, args, constexprs) for c in configs}
+        return {c: _resources(kernel) for c, kernel in started.items()}
+
+    def _warmup(self, config, grid, args, constexprs) -> Any:
+        """Triton's compile of one config: the kernel, or a future of it in an async mode."""
+        return self.kernel.warmup(*args, grid=grid(config), **constexprs, **config.kwargs)
 
     # -- the disk cache ----------------------------------------------------------------------
 
@@ -293,6 +317,42 @@ class Tuner:
             warnings.warn(f"could not write the autotune cache file {path}: {e}", stacklevel=3)
             if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
+
+
+def _resources(compiled: Any) -> Resources | None:
+    """What a compiled kernel (or the future of one) uses, once loaded; ``None`` if it cannot
+    load (more shared memory or threads than the device has)."""
+    if isinstance(compiled, triton.FutureKernel):
+        compiled = compiled.result()
+    try:
+        compiled._init_handles()
+    except OutOfResources:
+        return None
+    return Resources(compiled.n_regs, compiled.n_spills, compiled.metadata.shared)
+
+
+def _compiling_async() -> bool:
+    """Whether the caller already compiles in a ``triton.AsyncCompileMode``."""
+    from triton.runtime import _async_compile
+
+    return _async_compile.active_mode.get() is not None
+
+
+def compile_threads() -> int:
+    """Threads that compile a tuning's candidates: ``$TORCHCONV_EXT_COMPILE_THREADS``, else the
+    CPUs this process may run on."""
+    explicit = os.environ.get(COMPILE_THREADS_ENV)
+    if explicit:
+        try:
+            return max(int(explicit), 1)
+        except ValueError:
+            raise ValueError(
+                f"{COMPILE_THREADS_ENV} must be a whole number of threads, got {explicit!r}"
+            ) from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def bucket(n: int) -> int:
