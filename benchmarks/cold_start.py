@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_calls(args.layers, args.dtype, args.layout, args.target)
         return 0
     from .overhead import machine
-    from .results import environment
+    from .results import write_cpu_tool
 
     layers = selected_layers(args.layers)
     threads = args.threads or sorted({1, len(os.sched_getaffinity(0))})
@@ -224,12 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(doc)
     print(text)
     if not args.no_write:
-        folder = Path(args.out) / environment("cpu")["device"]
-        stem = "cold-start" + (f"-{args.tag}" if args.tag else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (folder / f"{stem}.md").write_text(text)
-        print(f"wrote {folder / stem}.json and .md")
+        stem = write_cpu_tool(args.out, "cold-start", args.tag, doc, text)
+        print(f"wrote {stem}.{{json,md}}")
     return 0
 
 

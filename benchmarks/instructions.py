@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instructions: needs Valgrind ({', '.join(missing)} not found)", file=sys.stderr)
         return 2
     from .overhead import machine
-    from .results import environment
+    from .results import write_cpu_tool
 
     with tempfile.TemporaryDirectory(prefix="torchconv-callgrind-") as tmp:
         labels = f"{tmp}/labels.json"
@@ -198,10 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(doc)
     print(text)
     if not args.no_write:
-        folder = Path(args.out) / environment("cpu")["device"]
-        stem = "instructions" + (f"-{args.tag}" if args.tag else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (folder / f"{stem}.md").write_text(text)
-        print(f"wrote {folder / stem}.{{json,md}}")
+        stem = write_cpu_tool(args.out, "instructions", args.tag, doc, text)
+        print(f"wrote {stem}.{{json,md}}")
     return 0 if doc["rows"] else 1

@@ -67,7 +67,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import platform
 import statistics
@@ -576,14 +575,6 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def out_paths(out: Path, tag: str | None) -> dict[str, Path]:
-    from .results import environment
-
-    folder = Path(out) / environment("cpu")["device"]
-    stem = "overhead" + (f"-{tag}" if tag else "")
-    return {"json": folder / f"{stem}.json", "md": folder / f"{stem}.md"}
-
-
 def parser() -> argparse.ArgumentParser:
     from .results import RESULTS_DIR
 
@@ -609,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torchconv_ext
 
+    from .results import write_cpu_tool
     from .standin import stand_in_gpu
 
     calls = [c for c in CALLS if not args.only or c.name in args.only]
@@ -655,9 +647,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in r["notes"]:
             print(f"note: {r['call']} {r['direction']}: {n}")
     if not args.no_write:
-        paths = out_paths(args.out, args.tag)
-        paths["json"].parent.mkdir(parents=True, exist_ok=True)
-        paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        paths["md"].write_text(markdown(doc))
-        print(f"wrote {paths['json']} and {paths['md']}")
+        stem = write_cpu_tool(args.out, "overhead", args.tag, doc, markdown(doc))
+        print(f"wrote {stem}.{{json,md}}")
     return 0 if doc["rows"] else 1
