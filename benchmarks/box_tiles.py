@@ -19,7 +19,10 @@ sm_90 on the stand-in GPU beside the flat kernels' rows of the compile report.
 
 Not used by the ops: it has not run on a GPU, and what it costs in wasted positions (boxes
 overhanging maps whose sizes are not powers of two) against what it saves in issue is for a GPU
-to measure. Limits of the kernels as they are: stride 1, zero padding, one group, channels-last
+to measure: ``--time`` checks both kernels against torch on the layers below at their training
+size (bf16) and times them beside our flat kernels and cuDNN, writing
+``results/<device>/box-tiles.{json,md}`` after every case (``benchmarks/gpu_run.sh`` runs it
+last, in 40 s). Limits of the kernels as they are: stride 1, zero padding, one group, channels-last
 operands whose strides are multiples of 16 bytes; a channel block overhanging ``C`` multiplies
 the next tap's weights by the input's zero fill (exact for finite weights).
 """
@@ -28,10 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,8 @@ import triton.language as tl
 
 from .standin import require_compiled_kernels
 
-REPORT = Path(__file__).parent / "results" / "compile-report" / "box-tiles-experiment-sm_90"
+RESULTS_ROOT = Path(__file__).parent / "results"
+REPORT = RESULTS_ROOT / "compile-report" / "box-tiles-experiment-sm_90"
 FLAT_REPORT = Path(__file__).parent / "results" / "compile-report" / "sm_90.json"
 
 
@@ -105,14 +110,16 @@ def box_conv_forward_kernel(
 @triton.jit
 def box_conv_weight_grad_kernel(
     x_ptr, g_ptr, gw_ptr, N, D, H, W, C, C_OUT, OD, OH, OW, PAD_D, PAD_H, PAD_W,
-    DIL_D, DIL_H, DIL_W, sx_n, sx_d, sx_h, sx_w, sg_n, sg_d, sg_h, sg_w, sgw_o,
+    DIL_D, DIL_H, DIL_W, sx_n, sx_d, sx_h, sx_w, sg_n, sg_d, sg_h, sg_w, sgw_s, sgw_o,
+    BOXES_PER_SPLIT,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
     BD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """``gw[co, tap, ci] = Σ_{n, o} g[n, o, co] · x[n, o - pad + tap·dil, ci]``: a program per
-    (C_OUT tile, C tile, tap); each K step one box of output positions of both operands (the
-    output gradient's boxes overhanging the output read zeros)."""
+    """``gw[s, co, tap, ci] = Σ_{boxes of split s} g[n, o, co] · x[n, o - pad + tap·dil, ci]``:
+    a program per (C_OUT tile, C tile, tap and split of the output's boxes); each K step one box
+    of output positions of both operands (the output gradient's boxes overhanging the output
+    read zeros). The splits' partial sums are added afterwards, in a fixed order."""
     BK: tl.constexpr = BD * BH * BW
     x_desc = tl.make_tensor_descriptor(
         x_ptr, shape=[N, D, H, W, C], strides=[sx_n, sx_d, sx_h, sx_w, 1],
@@ -122,11 +129,14 @@ def box_conv_weight_grad_kernel(
         g_ptr, shape=[N, OD, OH, OW, C_OUT], strides=[sg_n, sg_d, sg_h, sg_w, 1],
         block_shape=[1, BD, BH, BW, BLOCK_M],
     )  # fmt: skip
-    co0, ci0, tap = tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N, tl.program_id(2)
+    co0, ci0 = tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N
+    split, tap = tl.program_id(2) // (KD * KH * KW), tl.program_id(2) % (KD * KH * KW)
     kd, kh, kw = tap // (KH * KW), (tap // KW) % KH, tap % KW
+    boxes = N * tl.cdiv(OD, BD) * tl.cdiv(OH, BH) * tl.cdiv(OW, BW)
+    first = split * BOXES_PER_SPLIT
+    n, od0, oh0, ow0 = _box_origin(first, OD, OH, OW, BD, BH, BW)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    n, od0, oh0, ow0 = 0, 0, 0, 0
-    for _ in range(0, N * tl.cdiv(OD, BD) * tl.cdiv(OH, BH) * tl.cdiv(OW, BW)):
+    for _ in range(first, tl.minimum(first + BOXES_PER_SPLIT, boxes)):
         g = g_desc.load([n, od0, oh0, ow0, co0]).reshape(BK, BLOCK_M)
         a = x_desc.load(
             [n, od0 - PAD_D + kd * DIL_D, oh0 - PAD_H + kh * DIL_H, ow0 - PAD_W + kw * DIL_W, ci0]
@@ -143,8 +153,8 @@ def box_conv_weight_grad_kernel(
         od0 = tl.where(wrap, 0, od0)
         n += wrap.to(tl.int32)
     co, ci = co0 + tl.arange(0, BLOCK_M), ci0 + tl.arange(0, BLOCK_N)
-    ptrs = gw_ptr + co[:, None] * sgw_o + tap * C + ci[None, :]
-    tl.store(ptrs, acc.to(gw_ptr.dtype.element_ty), mask=(co < C_OUT)[:, None] & (ci < C)[None, :])
+    ptrs = gw_ptr + split * sgw_s + co[:, None] * sgw_o + tap * C + ci[None, :]
+    tl.store(ptrs, acc, mask=(co < C_OUT)[:, None] & (ci < C)[None, :])
 
 
 # --- launching (tests, and a GPU trial) --------------------------------------------------------
@@ -185,7 +195,8 @@ def _five(t: Any) -> Any:
 
 
 def conv_forward(x: Any, w: Any, padding: Sequence[int], dilation: Sequence[int], *,
-                 positions: int = 64, block_n: int = 16, block_k: int = 16) -> Any:  # fmt: skip
+                 positions: int = 64, block_n: int = 16, block_k: int = 16,
+                 num_stages: int = 3) -> Any:  # fmt: skip
     """``conv(x, w)`` of channels-last ``x`` ((N, [D,] H, W, C)) and ``w`` ((C_out, [KD,] KH, KW,
     C)), stride 1: the box forward kernel's result, channels-last."""
     import torch
@@ -201,16 +212,17 @@ def conv_forward(x: Any, w: Any, padding: Sequence[int], dilation: Sequence[int]
     box_conv_forward_kernel[(tiles, triton.cdiv(c_out, block_n))](
         x5, wm, y, n, d, h, wd, c, c_out, *out, *pad, *dil, *x5.stride()[:4], wm.stride(0),
         *y.stride()[:4], KD=kd, KH=kh, KW=kw, BD=box[0], BH=box[1], BW=box[2],
-        BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=num_stages,
     )  # fmt: skip
     return y if x.dim() == 5 else y.squeeze(1)
 
 
 def conv_weight_grad(x: Any, g: Any, kernel_size: Sequence[int], padding: Sequence[int],
                      dilation: Sequence[int], *, positions: int = 32, block_m: int = 16,
-                     block_n: int = 16) -> Any:  # fmt: skip
+                     block_n: int = 16, splits: int = 2, num_stages: int = 3) -> Any:  # fmt: skip
     """The weight gradient ((C_out, [KD,] KH, KW, C), float32) of a stride-1 convolution of
-    channels-last ``x`` whose output gradient is channels-last ``g``: the box kernel's."""
+    channels-last ``x`` whose output gradient is channels-last ``g``: the box kernel's, the
+    output's boxes in ``splits`` parts summed afterwards."""
     import torch
 
     x5, g5 = _five(x), _five(g)
@@ -218,27 +230,32 @@ def conv_weight_grad(x: Any, g: Any, kernel_size: Sequence[int], padding: Sequen
     pad, dil = [0] * lift + list(padding), [1] * lift + list(dilation)
     ks = [1] * lift + list(kernel_size)
     (n, d, h, wd, c), out, c_out = x5.shape, g5.shape[1:4], g5.shape[4]
-    gw = torch.full((c_out, *ks, c), float("nan"), dtype=torch.float32, device=x.device)
     box = box_shape(out, positions)
-    grid = (triton.cdiv(c_out, block_m), triton.cdiv(c, block_n), ks[0] * ks[1] * ks[2])
+    per_split = -(-n * boxes_per_image(out, box) // splits)
+    parts = torch.full((splits, c_out, *ks, c), float("nan"), dtype=torch.float32, device=x.device)
+    taps = ks[0] * ks[1] * ks[2]
+    grid = (triton.cdiv(c_out, block_m), triton.cdiv(c, block_n), taps * splits)
     box_conv_weight_grad_kernel[grid](
-        x5, g5, gw, n, d, h, wd, c, c_out, *out, *pad, *dil, *x5.stride()[:4],
-        *g5.stride()[:4], gw.stride(0), KD=ks[0], KH=ks[1], KW=ks[2],
-        BD=box[0], BH=box[1], BW=box[2], BLOCK_M=block_m, BLOCK_N=block_n,
+        x5, g5, parts, n, d, h, wd, c, c_out, *out, *pad, *dil, *x5.stride()[:4],
+        *g5.stride()[:4], parts.stride(0), parts.stride(1), per_split, KD=ks[0], KH=ks[1],
+        KW=ks[2], BD=box[0], BH=box[1], BW=box[2], BLOCK_M=block_m, BLOCK_N=block_n,
+        num_warps=4, num_stages=num_stages,
     )  # fmt: skip
+    gw = parts.sum(0)
     return gw if x.dim() == 5 else gw.squeeze(1)
 
 
 # --- the static comparison -------------------------------------------------------------------
 #: (suite, layer): layers of the benchmark suites the kernels apply to (stride 1), wide and
-#: narrow channels, wide and small maps.
+#: narrow channels, wide and small maps; the most telling first (a GPU trial runs in order
+#: until its budget is spent).
 LAYERS = (
-    ("conv", "vgg16.conv1_2"),
-    ("conv", "vgg16.conv3_1"),
     ("conv", "resnet50.layer1.conv2"),
     ("conv", "resnet50.layer3.conv2"),
-    ("conv", "resnet50.layer4.conv2"),
+    ("conv", "vgg16.conv3_1"),
     ("conv3d", "unet3d.enc1.conv2"),
+    ("conv", "vgg16.conv1_2"),
+    ("conv", "resnet50.layer4.conv2"),
     ("conv3d", "unet3d.enc3.conv2"),
 )
 #: Tile shapes compiled per direction: (output positions or positions per K step, channel tile
@@ -295,10 +312,10 @@ def compile_box(layer: Any, direction: str) -> dict[str, Any]:
             tile = f"{positions}×{block_n}×{block_k}"
         else:
             g = torch.empty(n, *out, c_out, dtype=bf16)
-            gw = torch.empty(c_out, ks[0] * ks[1] * ks[2] * c, dtype=torch.float32)
+            gw = torch.empty(4, c_out, ks[0] * ks[1] * ks[2] * c, dtype=torch.float32)
             block_m, block_n = min(tile_m, _pow2(c_out)), min(tile_n, _pow2(c))
             args = (x, g, gw, n, *sizes, c, c_out, *out, *pad, 1, 1, 1, *x.stride()[:4],
-                    *g.stride()[:4], gw.stride(0))  # fmt: skip
+                    *g.stride()[:4], gw.stride(0), gw.stride(1), 1024)  # fmt: skip
             meta = dict(BLOCK_M=block_m, BLOCK_N=block_n)
             kernel, cycles = box_conv_weight_grad_kernel, block_m * block_n * positions / 2048
             tile = f"{block_m}×{block_n}×{positions}"
@@ -351,10 +368,151 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+# --- timing on a GPU ---------------------------------------------------------------------------
+#: Programs a weight gradient's splits over positions aim at: two per SM of an H200.
+WEIGHT_GRAD_PROGRAMS = 264
+
+
+def use_scratch_allocator(device: str) -> None:
+    """Give device-side tensor descriptors their global scratch (Triton has none by default)."""
+    import torch
+
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
+                                                                 device=device))  # fmt: skip
+
+
+def _operands(layer: Any, device: str, dtype: Any, tiny: bool) -> tuple[Any, Any, Any]:
+    """``x``, ``w`` and the output gradient of ``layer`` (NCHW; random), at its training size or,
+    ``tiny``, cut down to a few positions and channels (a smoke run)."""
+    import torch
+
+    n, c, *sizes = layer.input_shape
+    c_out, _, *ks = layer.weight_shape
+    if tiny:
+        n, c, c_out, sizes = 1, min(c, 16), min(c_out, 16), [min(s, 6) for s in sizes]
+    pad = list(layer.arg("padding"))
+    out = [s + 2 * p - k + 1 for s, p, k in zip(sizes, pad, ks)]
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn((n, c, *sizes), generator=g, device=device).to(dtype)
+    w = torch.randn((c_out, c, *ks), generator=g, device=device) / (c * math.prod(ks)) ** 0.5
+    gy = torch.randn((n, c_out, *out), generator=g, device=device).to(dtype)
+    return x, w.to(dtype), gy
+
+
+def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) -> dict:
+    """Check the box kernel against torch (float32 reference), then time torch (cuDNN,
+    channels-last), ours (the flat kernels, channels-last) and the box kernel."""
+    import torch
+    import torch.nn.functional as F
+
+    import torchconv_ext
+    import torchconv_ext.functional as ours
+
+    from .check import compare
+    from .timing import bench
+
+    x, w, gy = _operands(layer, device, dtype, tiny)
+    pad, dims = list(layer.arg("padding")), layer.dims
+    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    torch_conv, ours_conv = (F.conv2d, ours.conv2d) if dims == 2 else (F.conv3d, ours.conv3d)
+    x_cl, w_cl, gy_cl = (t.contiguous(memory_format=fmt) for t in (x, w, gy))
+    x_last, w_last, gy_last = (t.movedim(1, -1) for t in (x_cl, w_cl, gy_cl))
+    positions, tile_m, tile_n, stages = CONFIGS[direction]
+    c_out, c = w.shape[:2]
+    with torchconv_ext.use_backend("triton"):
+        if direction == "forward":
+            kw = dict(positions=positions, block_n=min(tile_m, _pow2(c_out)),
+                      block_k=min(tile_n, _pow2(c)), num_stages=stages)  # fmt: skip
+            dil = [1] * dims
+            box = lambda: conv_forward(x_last, w_last, pad, dil, **kw)
+            theirs = lambda: torch_conv(x_cl, w_cl, padding=pad)
+            flat = lambda: ours_conv(x_cl, w_cl, padding=pad)
+            reference = torch_conv(x.float(), w.float(), padding=pad)
+            got = box().movedim(-1, 1)
+        else:
+            wr = w_cl.detach().requires_grad_()
+            y_torch, y_ours = torch_conv(x_cl, wr, padding=pad), ours_conv(x_cl, wr, padding=pad)
+            theirs = lambda: torch.autograd.grad(y_torch, wr, gy_cl, retain_graph=True)[0]
+            flat = lambda: torch.autograd.grad(y_ours, wr, gy_cl, retain_graph=True)[0]
+            ks = list(w.shape[2:])
+            tiles = -(-c_out // min(tile_m, _pow2(c_out))) * -(-c // min(tile_n, _pow2(c)))
+            splits = 2 if tiny else max(1, -(-WEIGHT_GRAD_PROGRAMS // (tiles * math.prod(ks))))
+            kw = dict(positions=positions, block_m=min(tile_m, _pow2(c_out)),
+                      block_n=min(tile_n, _pow2(c)), splits=splits, num_stages=stages)  # fmt: skip
+            box = lambda: conv_weight_grad(x_last, gy_last, ks, pad, [1] * dims, **kw)
+            wf = w.float().requires_grad_()
+            (reference,) = torch.autograd.grad(torch_conv(x.float(), wf, padding=pad), wf,
+                                               gy.float())  # fmt: skip
+            got = box().movedim(-1, 1)
+        check = compare([got], [theirs()], [reference], dtype)
+        row = {"layer": layer.name, "direction": direction, "check": check.to_dict(),
+               "shape": list(x.shape), "weight": list(w.shape), "config": kw}  # fmt: skip
+        if check.ok:
+            for name, fn in (("torch", theirs), ("ours", flat), ("box", box)):
+                row[f"{name}_ms"] = bench(fn, device, quick=tiny).ms
+    return row
+
+
+def time_layers(
+    device: str, budget_s: float, tiny: bool = False, layers: Sequence[tuple[str, str]] = LAYERS
+) -> Iterator[dict]:
+    """:func:`time_layer` for each layer and direction, until ``budget_s`` seconds are spent."""
+    import torch
+
+    from .suites import SUITES
+
+    use_scratch_allocator(device)
+    dtype = torch.float32 if tiny else torch.bfloat16
+    start = time.monotonic()
+    for suite, name in layers:
+        layer = next(x for x in SUITES[suite].layers if x.name == name)
+        for direction in CONFIGS:
+            if time.monotonic() - start > budget_s:
+                return
+            try:
+                row = time_layer(layer, direction, device, dtype, tiny)
+            except Exception as e:  # one failing case is recorded, the others go on
+                row = {"layer": name, "direction": direction, "error": f"{type(e).__name__}: {e}"}
+            print(json.dumps(row), flush=True)
+            yield row
+
+
+def timing_markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        f"# TMA box tiles against the flat kernels and cuDNN · {doc['device']}",
+        "",
+        f"`python -m benchmarks.box_tiles --time` (see `benchmarks/box_tiles.py`): "
+        f"{doc['dtype']}, channels-last operands, no bias; torch {doc['torch']}, triton "
+        f"{doc['triton']}, commit `{doc['git_sha']}`, {doc['date']}. Each case is checked "
+        "against torch in float32 first (not timed if it fails); times in ms, medians of "
+        "`benchmarks.timing.bench` (on a GPU `triton.testing.do_bench`, L2 flushed).",
+        "",
+        "| layer | direction | check | cuDNN ms | ours (flat) ms | box ms | box / flat |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['layer']} | {r['direction']} | error: {r['error'][:120]} | | | | |")
+            continue
+        status = r["check"]["status"]
+        t = [r.get(f"{k}_ms") for k in ("torch", "ours", "box")]
+        cells = " | ".join("–" if v is None else f"{v:.4f}" for v in t)
+        ratio = f"{t[2] / t[1]:.2f}" if None not in t[1:] else "–"
+        lines.append(f"| {r['layer']} | {r['direction']} | {status} | {cells} | {ratio} |")
+    return "\n".join([*lines, ""])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.box_tiles", description=__doc__)
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--time", action="store_true", help="GPU: check and time the kernels")
+    p.add_argument("--budget", type=float, default=60.0, help="--time: seconds to spend")
+    p.add_argument("--device", default="cuda", help="--time: cuda (or cpu: a smoke run)")
+    p.add_argument("--tiny", action="store_true", help="--time: a few positions (smoke run)")
+    p.add_argument("--out", type=Path, default=RESULTS_ROOT, help="--time: results root")
     args = p.parse_args(argv)
+    if args.time:
+        return time_main(args)
     require_compiled_kernels()
     import torch
 
@@ -383,6 +541,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         REPORT.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
         REPORT.with_suffix(".md").write_text(text)
     return 0
+
+
+def time_main(args: argparse.Namespace) -> int:
+    """``--time``: :func:`time_layers`, written to ``OUT/<device>/box-tiles.{json,md}`` after
+    every case (a run cut short keeps what it measured)."""
+    from .results import environment, write_tool
+
+    doc = {**environment(args.device), "dtype": "float32" if args.tiny else "bfloat16"}
+    doc["rows"] = []
+    for row in time_layers(args.device, args.budget, args.tiny):
+        doc["rows"].append(row)
+        if not args.no_write:
+            stem = write_tool(args.out, "box-tiles", "tiny" if args.tiny else None, doc,
+                              timing_markdown(doc), args.device)  # fmt: skip
+    print(timing_markdown(doc))
+    if doc["rows"] and not args.no_write:
+        print(f"wrote {stem}.{{json,md}}")
+    return 0 if doc["rows"] and all("error" not in r for r in doc["rows"]) else 1
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_calls(args.layers, args.dtype, args.layout, args.target)
         return 0
     from .overhead import machine
-    from .results import write_cpu_tool
+    from .results import write_tool
 
     layers = selected_layers(args.layers)
     threads = args.threads or sorted({1, len(os.sched_getaffinity(0))})
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(doc)
     print(text)
     if not args.no_write:
-        stem = write_cpu_tool(args.out, "cold-start", args.tag, doc, text)
+        stem = write_tool(args.out, "cold-start", args.tag, doc, text)
         print(f"wrote {stem}.{{json,md}}")
     return 0
 

@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instructions: needs Valgrind ({', '.join(missing)} not found)", file=sys.stderr)
         return 2
     from .overhead import machine
-    from .results import write_cpu_tool
+    from .results import write_tool
 
     with tempfile.TemporaryDirectory(prefix="torchconv-callgrind-") as tmp:
         labels = f"{tmp}/labels.json"
@@ -198,6 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(doc)
     print(text)
     if not args.no_write:
-        stem = write_cpu_tool(args.out, "instructions", args.tag, doc, text)
+        stem = write_tool(args.out, "instructions", args.tag, doc, text)
         print(f"wrote {stem}.{{json,md}}")
     return 0 if doc["rows"] else 1

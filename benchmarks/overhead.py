@@ -600,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torchconv_ext
 
-    from .results import write_cpu_tool
+    from .results import write_tool
     from .standin import stand_in_gpu
 
     calls = [c for c in CALLS if not args.only or c.name in args.only]
@@ -647,6 +647,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in r["notes"]:
             print(f"note: {r['call']} {r['direction']}: {n}")
     if not args.no_write:
-        stem = write_cpu_tool(args.out, "overhead", args.tag, doc, markdown(doc))
+        stem = write_tool(args.out, "overhead", args.tag, doc, markdown(doc))
         print(f"wrote {stem}.{{json,md}}")
     return 0 if doc["rows"] else 1

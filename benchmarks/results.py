@@ -351,10 +351,12 @@ def write(doc: dict[str, Any], out_root: Path) -> dict[str, Path]:
     return p
 
 
-def write_cpu_tool(out_root: Path, tool: str, tag: str | None, doc: dict, text: str) -> Path:
-    """Write a CPU tool's document as ``OUT/<cpu>/<tool>[-<tag>].{json,md}``; return the path
-    without its suffix."""
-    stem = Path(out_root) / environment("cpu")["device"] / (tool + (f"-{tag}" if tag else ""))
+def write_tool(
+    out_root: Path, tool: str, tag: str | None, doc: dict, text: str, device: str = "cpu"
+) -> Path:
+    """Write a tool's document as ``OUT/<device>/<tool>[-<tag>].{json,md}`` (``<device>``: the
+    CPU's or GPU's name); return the path without its suffix."""
+    stem = Path(out_root) / environment(device)["device"] / (tool + (f"-{tag}" if tag else ""))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     stem.with_suffix(".md").write_text(text)

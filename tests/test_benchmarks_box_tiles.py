@@ -67,3 +67,24 @@ def test_box_shapes_take_whole_rows_first():
     assert box_tiles.box_shape((8, 8, 8), 128) == (2, 8, 8)
     assert box_tiles.utilisation((1, 56, 56), (1, 2, 64)) == pytest.approx(56 / 64)
     assert box_tiles.boxes_per_image((1, 14, 14), (1, 8, 16)) == 2
+
+
+def test_timing_checks_each_case_then_times_all_three():
+    """The GPU trial's code path, on the CPU at a few positions (times mean nothing)."""
+    rows = list(box_tiles.time_layers("cpu", 600.0, tiny=True, layers=[box_tiles.LAYERS[0]]))
+    assert [r["direction"] for r in rows] == list(box_tiles.CONFIGS)
+    for r in rows:
+        assert r["check"]["status"] == "ok", r
+        assert all(r[f"{k}_ms"] > 0 for k in ("torch", "ours", "box"))
+    doc = {"device": "cpu", "dtype": "float32", "torch": "t", "triton": "t", "git_sha": "abc"}
+    text = box_tiles.timing_markdown({**doc, "date": "today", "rows": rows})
+    assert "| resnet50.layer1.conv2 | forward | ok |" in text
+
+
+def test_weight_gradient_splits_sum_to_the_whole():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((1, 5, 7, 16), generator=g)
+    gy = torch.randn((1, 5, 7, 16), generator=g)
+    one = box_tiles.conv_weight_grad(x, gy, (3, 3), (1, 1), (1, 1), splits=1)
+    three = box_tiles.conv_weight_grad(x, gy, (3, 3), (1, 1), (1, 1), splits=3)
+    torch.testing.assert_close(three, one, rtol=1e-5, atol=1e-5)

@@ -200,7 +200,7 @@ def test_budget_option_chooses_the_budget_defaults(monkeypatch):
         cli.main(["--budget", "300", "--dtype", "all", "--device", "cpu"])
 
 
-def test_the_gpu_run_script_runs_both_commands_into_one_folder(tmp_path):
+def test_the_gpu_run_script_runs_its_three_commands_into_one_folder(tmp_path):
     """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments and the tuner's cache
     folder) hands each command its budget and its output paths under ``$OUT``, keeps each one's
     log and exit status, and keeps the autotuner's disk cache there too."""
@@ -214,15 +214,16 @@ def test_the_gpu_run_script_runs_both_commands_into_one_folder(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PATH": f"{stub.parent}:{os.environ['PATH']}"}
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run(["bash", "benchmarks/gpu_run.sh", "100", "200"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(["bash", "benchmarks/gpu_run.sh", "100", "200", "30"], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stderr
     calls = (out / "calls.txt").read_text().splitlines()
     assert calls[1:] == [
         f"python -m torchconv_ext check --budget 100 --out {out}/torchconv_ext_check.json",
         f"python -m benchmarks --budget 200 --out {out}/results",
+        f"python -m benchmarks.box_tiles --time --budget 30 --out {out}/results",
     ]
-    assert "exit status 0" in (out / "check.log").read_text()
-    assert "exit status 0" in (out / "benchmarks.log").read_text()
+    for log in ("check.log", "benchmarks.log", "box-tiles.log"):
+        assert "exit status 0" in (out / log).read_text()
     assert (out / "environment.txt").read_text()
     assert (out / "cache_dir.txt").read_text().strip() == f"{out}/tuning-cache"
