@@ -505,6 +505,7 @@ def timing_markdown(doc: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.box_tiles", description=__doc__)
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--name", default=REPORT.name, help="the static report's file name stem")
     p.add_argument("--time", action="store_true", help="GPU: check and time the kernels")
     p.add_argument("--budget", type=float, default=60.0, help="--time: seconds to spend")
     p.add_argument("--device", default="cuda", help="--time: cuda (or cpu: a smoke run)")
@@ -538,8 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(doc)
     print(text)
     if not args.no_write:
-        REPORT.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-        REPORT.with_suffix(".md").write_text(text)
+        stem = REPORT.with_name(args.name)
+        stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+        stem.with_suffix(".md").write_text(text)
     return 0
 
 
