@@ -342,8 +342,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "See `benchmarks/box_tiles.py` for the kernels and why. Compiled without a GPU "
         f"(`python -m benchmarks.box_tiles`) on {doc['host']}, torch {doc['torch']}, commit "
         f"`{doc['git_sha']}`, {doc['date']}; the flat kernels' rows are the kept "
-        "channels-last configs of `sm_90.json` (the same layers, bf16) with the fewest loop "
-        "instructions per tensor-core cycle.",
+        f"channels-last configs of `{doc['flat_report']}` (the same layers, bf16) with the "
+        "fewest loop instructions per tensor-core cycle.",
         "",
         "`loop`: SASS instructions per thread in one main-loop step (see `sm_90.md`); "
         "`ratio`: loop instructions per tensor-core cycle of the step's matrix work (a "
@@ -506,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.box_tiles", description=__doc__)
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--name", default=REPORT.name, help="the static report's file name stem")
+    p.add_argument("--flat", type=Path, default=FLAT_REPORT, help="the flat kernels' report")
     p.add_argument("--time", action="store_true", help="GPU: check and time the kernels")
     p.add_argument("--budget", type=float, default=60.0, help="--time: seconds to spend")
     p.add_argument("--device", default="cuda", help="--time: cuda (or cpu: a smoke run)")
@@ -520,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .results import _cpu_name, git_dirty, git_sha
     from .suites import SUITES
 
-    flat_rows = json.loads(FLAT_REPORT.read_text())["rows"]
+    flat_rows = json.loads(args.flat.read_text())["rows"]
     rows = []
     for suite, name in LAYERS:
         layer = next(x for x in SUITES[suite].layers if x.name == name)
@@ -534,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {
         "triton": triton.__version__, "torch": torch.__version__, "host": f"{_cpu_name()}",
         "git_sha": git_sha(), "git_dirty": git_dirty(), "configs": CONFIGS, "rows": rows,
+        "flat_report": args.flat.name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
     text = markdown(doc)

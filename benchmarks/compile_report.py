@@ -216,9 +216,10 @@ def main_loop_instructions(cubin: bytes) -> int | None:
 def loop_instructions(sass: str) -> int | None:
     """:func:`main_loop_instructions` of a disassembly (``nvdisasm -c``): of the innermost loops
     — a label and a later branch back to it, holding no other such loop — that hold matrix
-    instructions, the one holding the most (the first of equals). A kernel's other matrix loops
-    are narrower: the merged groups' loop that sums a tile again one group at a time
-    (``conv_gemm._unmerged``), rarely taken."""
+    instructions, the one holding the most, and of equals the longest. A kernel's other matrix
+    loops are narrower — the merged groups' loop that sums a tile again one group at a time
+    (``conv_gemm._unmerged``), rarely taken — or as wide but shorter: the weight gradient's bias
+    column tile (one tile beside the weight's, summing the output gradient alone)."""
     lines = sass.splitlines()
     labels = {line.split(":")[0]: i for i, line in enumerate(lines) if line.startswith(".L_x_")}
     mma = [i for i, line in enumerate(lines) if "HGMMA" in line or "HMMA" in line]
@@ -235,8 +236,14 @@ def loop_instructions(sass: str) -> int | None:
     ]
     if not inner:
         return None
-    start, end = max(inner, key=lambda se: (sum(se[0] < i < se[1] for i in mma), -se[0]))
-    return sum(1 for line in lines[start : end + 1] if _SASS_INSTRUCTION.match(line))
+
+    def size(loop: tuple[int, int]) -> int:
+        return sum(1 for line in lines[loop[0] : loop[1] + 1] if _SASS_INSTRUCTION.match(line))
+
+    def matrix(loop: tuple[int, int]) -> int:
+        return sum(loop[0] < i < loop[1] for i in mma)
+
+    return size(max(inner, key=lambda loop: (matrix(loop), size(loop))))
 
 
 def ptxas_spills(compiled: Any) -> dict[str, int | None]:

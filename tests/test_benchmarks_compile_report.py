@@ -102,6 +102,17 @@ def test_main_loop_is_the_inner_loop_with_the_most_matrix_instructions():
     assert cr.loop_instructions(main + second) == 4
 
 
+def test_of_equally_wide_matrix_loops_the_main_loop_is_the_longest():
+    """A weight gradient with a bias column tile has a loop as wide as the weight tiles' but
+    shorter, and first: the weight tiles' loop is the main one."""
+    bias_tile = """
+.L_x_4:
+        /*0008*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0009*/               @P4 BRA `(.L_x_4) ;
+"""
+    assert cr.loop_instructions(bias_tile + SASS) == 3
+
+
 SPILLING_KERNEL = """
 import json
 import triton
