@@ -42,6 +42,8 @@ from typing import Any
 import triton
 import triton.language as tl
 
+from triton_kernels.conv_gemm import _next_tap
+
 from .standin import require_compiled_kernels
 
 RESULTS_ROOT = Path(__file__).parent / "results"
@@ -61,6 +63,17 @@ def _box_origin(t, OD, OH, OW, BD: tl.constexpr, BH: tl.constexpr, BW: tl.conste
 
 
 @triton.jit
+def _boxes(ptr, N, D, H, W, C, s_n, s_d, s_h, s_w, BD: tl.constexpr, BH: tl.constexpr,
+           BW: tl.constexpr, BLOCK_C: tl.constexpr):  # fmt: skip
+    """A channels-last tensor (N, D, H, W, C) read as boxes of BD × BH × BW positions and
+    BLOCK_C channels."""
+    return tl.make_tensor_descriptor(
+        ptr, shape=[N, D, H, W, C], strides=[s_n, s_d, s_h, s_w, 1],
+        block_shape=[1, BD, BH, BW, BLOCK_C],
+    )  # fmt: skip
+
+
+@triton.jit
 def box_conv_forward_kernel(
     x_ptr, w_ptr, y_ptr, N, D, H, W, C, C_OUT, OD, OH, OW, PAD_D, PAD_H, PAD_W,
     DIL_D, DIL_H, DIL_W, sx_n, sx_d, sx_h, sx_w, sw_o, sy_n, sy_d, sy_h, sy_w,
@@ -72,33 +85,23 @@ def box_conv_forward_kernel(
     ``x``, ``y``; ``w`` as ``[C_OUT, taps·C]``): a program per (box of output positions,
     C_OUT tile); each step one tap and channel block, counted without divisions."""
     BM: tl.constexpr = BD * BH * BW
-    x_desc = tl.make_tensor_descriptor(
-        x_ptr, shape=[N, D, H, W, C], strides=[sx_n, sx_d, sx_h, sx_w, 1],
-        block_shape=[1, BD, BH, BW, BLOCK_K],
-    )  # fmt: skip
+    x_desc = _boxes(x_ptr, N, D, H, W, C, sx_n, sx_d, sx_h, sx_w, BD, BH, BW, BLOCK_K)
     w_desc = tl.make_tensor_descriptor(
         w_ptr, shape=[C_OUT, KD * KH * KW * C], strides=[sw_o, 1], block_shape=[BLOCK_N, BLOCK_K]
     )
     n, od0, oh0, ow0 = _box_origin(tl.program_id(0), OD, OH, OW, BD, BH, BW)
     co0 = tl.program_id(1) * BLOCK_N
     acc = tl.zeros((BM, BLOCK_N), tl.float32)
-    kd, kh, kw, c0 = 0, 0, 0, 0
-    for _ in range(0, KD * KH * KW * tl.cdiv(C, BLOCK_K)):
+    c_blocks = tl.cdiv(C, BLOCK_K)
+    kd, kh, kw, c_block = 0, 0, 0, 0
+    for _ in range(0, KD * KH * KW * c_blocks):
+        c0 = c_block * BLOCK_K
         a = x_desc.load(
             [n, od0 - PAD_D + kd * DIL_D, oh0 - PAD_H + kh * DIL_H, ow0 - PAD_W + kw * DIL_W, c0]
         )
         b = w_desc.load([co0, ((kd * KH + kh) * KW + kw) * C + c0])
         acc = tl.dot(a.reshape(BM, BLOCK_K), b.T, acc)
-        c0 += BLOCK_K
-        wrap = c0 >= C
-        c0 = tl.where(wrap, 0, c0)
-        kw += wrap.to(tl.int32)
-        wrap = kw == KW
-        kw = tl.where(wrap, 0, kw)
-        kh += wrap.to(tl.int32)
-        wrap = kh == KH
-        kh = tl.where(wrap, 0, kh)
-        kd += wrap.to(tl.int32)
+        c_block, kw, kh, kd = _next_tap(c_block, kw, kh, kd, c_blocks, KW, KH)
     rows = tl.arange(0, BM)
     od, oh, ow = od0 + rows // (BH * BW), oh0 + (rows // BW) % BH, ow0 + rows % BW
     co = co0 + tl.arange(0, BLOCK_N)
@@ -121,14 +124,8 @@ def box_conv_weight_grad_kernel(
     of output positions of both operands (the output gradient's boxes overhanging the output
     read zeros). The splits' partial sums are added afterwards, in a fixed order."""
     BK: tl.constexpr = BD * BH * BW
-    x_desc = tl.make_tensor_descriptor(
-        x_ptr, shape=[N, D, H, W, C], strides=[sx_n, sx_d, sx_h, sx_w, 1],
-        block_shape=[1, BD, BH, BW, BLOCK_N],
-    )  # fmt: skip
-    g_desc = tl.make_tensor_descriptor(
-        g_ptr, shape=[N, OD, OH, OW, C_OUT], strides=[sg_n, sg_d, sg_h, sg_w, 1],
-        block_shape=[1, BD, BH, BW, BLOCK_M],
-    )  # fmt: skip
+    x_desc = _boxes(x_ptr, N, D, H, W, C, sx_n, sx_d, sx_h, sx_w, BD, BH, BW, BLOCK_N)
+    g_desc = _boxes(g_ptr, N, OD, OH, OW, C_OUT, sg_n, sg_d, sg_h, sg_w, BD, BH, BW, BLOCK_M)
     co0, ci0 = tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N
     split, tap = tl.program_id(2) // (KD * KH * KW), tl.program_id(2) % (KD * KH * KW)
     kd, kh, kw = tap // (KH * KW), (tap // KW) % KH, tap % KW

@@ -193,9 +193,10 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups())))
 
 
-#: A SASS instruction line of ``nvdisasm``, and a branch with its target label.
+#: A SASS instruction line of ``nvdisasm``, a branch with its target label, and an ``EXIT``.
 _SASS_INSTRUCTION = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+\S")
 _SASS_BRANCH = re.compile(r"\bBRA\b[^`]*`\((\.L_x_\d+)\)")
+_SASS_EXIT = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?EXIT\b")
 
 
 def main_loop_instructions(cubin: bytes) -> int | None:
@@ -219,15 +220,19 @@ def loop_instructions(sass: str) -> int | None:
     instructions, the one holding the most, and of equals the longest. A kernel's other matrix
     loops are narrower — the merged groups' loop that sums a tile again one group at a time
     (``conv_gemm._unmerged``), rarely taken — or as wide but shorter: the weight gradient's bias
-    column tile (one tile beside the weight's, summing the output gradient alone)."""
+    column tile (one tile beside the weight's, summing the output gradient alone). A branch back
+    from code placed after the kernel's ``EXIT`` (an out-of-line retry of a barrier wait, in
+    kernels fed by TMA) makes no loop."""
     lines = sass.splitlines()
     labels = {line.split(":")[0]: i for i, line in enumerate(lines) if line.startswith(".L_x_")}
     mma = [i for i, line in enumerate(lines) if "HGMMA" in line or "HMMA" in line]
+    exits = [i for i, line in enumerate(lines) if _SASS_EXIT.search(line)]
     loops = []
     for end, line in enumerate(lines):
         m = _SASS_BRANCH.search(line)
         start = labels.get(m.group(1), end) if m else end
-        if start < end and any(start < i < end for i in mma):
+        holds = [i for i in mma + exits if start < i < end]
+        if start < end and holds and not set(holds) & set(exits):
             loops.append((start, end))
     inner = [
         (s, e)

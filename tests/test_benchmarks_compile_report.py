@@ -113,6 +113,17 @@ def test_of_equally_wide_matrix_loops_the_main_loop_is_the_longest():
     assert cr.loop_instructions(bias_tile + SASS) == 3
 
 
+def test_a_branch_back_from_after_the_exit_makes_no_loop():
+    """TMA-fed kernels retry a barrier wait out of line, after ``EXIT``, branching back into the
+    main loop: that span is no loop, however long."""
+    retry = """
+        /*0100*/                   EXIT ;
+        /*0110*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R0 ;
+        /*0120*/               @!P0 BRA `(.L_x_1) ;
+"""
+    assert cr.loop_instructions(SASS + retry) == 3
+
+
 SPILLING_KERNEL = """
 import json
 import triton
