@@ -440,6 +440,15 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
             for js in sorted(root.glob("*/instructions*.json"))
         ]
         + [
+            (f"first calls' compiles ({js.stem})", js)
+            for js in sorted(root.glob("*/cold-start*.json"))
+        ]
+        + [
+            (f"TMA box tiles timed against the flat kernels ({js.stem})", js)
+            for js in sorted(root.glob("*/box-tiles*.json"))
+            if js.parent.name != "compile-report"  # (the compile experiment is listed below)
+        ]
+        + [
             (f"compile report for {js.stem}", js)
             for js in sorted(root.glob("compile-report/*.json"))
         ]
