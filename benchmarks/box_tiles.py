@@ -396,8 +396,15 @@ def _operands(layer: Any, device: str, dtype: Any, tiny: bool) -> tuple[Any, Any
     return x, w.to(dtype), gy
 
 
+def _exact_float32() -> Any:
+    """cuDNN in true float32 (not TF32), for the reference."""
+    import torch
+
+    return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
+
+
 def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) -> dict:
-    """Check the box kernel against torch (float32 reference), then time torch (cuDNN,
+    """Check the box kernel against torch (a true float32 reference), then time torch (cuDNN,
     channels-last), ours (the flat kernels, channels-last) and the box kernel."""
     import torch
     import torch.nn.functional as F
@@ -424,7 +431,8 @@ def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) 
             box = lambda: conv_forward(x_last, w_last, pad, dil, **kw)
             theirs = lambda: torch_conv(x_cl, w_cl, padding=pad)
             flat = lambda: ours_conv(x_cl, w_cl, padding=pad)
-            reference = torch_conv(x.float(), w.float(), padding=pad)
+            with _exact_float32():
+                reference = torch_conv(x.float(), w.float(), padding=pad)
             got = box().movedim(-1, 1)
         else:
             wr = w_cl.detach().requires_grad_()
@@ -438,8 +446,9 @@ def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) 
                       block_n=min(tile_n, _pow2(c)), splits=splits, num_stages=stages)  # fmt: skip
             box = lambda: conv_weight_grad(x_last, gy_last, ks, pad, [1] * dims, **kw)
             wf = w.float().requires_grad_()
-            (reference,) = torch.autograd.grad(torch_conv(x.float(), wf, padding=pad), wf,
-                                               gy.float())  # fmt: skip
+            with _exact_float32():
+                (reference,) = torch.autograd.grad(torch_conv(x.float(), wf, padding=pad), wf,
+                                                   gy.float())  # fmt: skip
             got = box().movedim(-1, 1)
         check = compare([got], [theirs()], [reference], dtype)
         row = {"layer": layer.name, "direction": direction, "check": check.to_dict(),
