@@ -1,6 +1,6 @@
 """``python -m benchmarks cold-start`` and the stand-in's compiling tuner it runs on.
 
-The tool runs in a subprocess (it needs compiled kernels; this session interprets them). No
+The tool runs in a subprocess (it needs compiled kernels; this test session interprets them). No
 assertion is about speed.
 """
 
