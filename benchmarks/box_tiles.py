@@ -155,35 +155,41 @@ def box_conv_weight_grad_kernel(
 
 
 # --- launching (tests, and a GPU trial) --------------------------------------------------------
-def _pow2(n: int) -> int:
-    return 1 << (max(n, 1) - 1).bit_length()
+def output_sizes(
+    sizes: Sequence[int],
+    padding: Sequence[int],
+    kernel: Sequence[int],
+    dilation: Sequence[int] | None = None,
+) -> list[int]:
+    """A stride-1 convolution's output sizes."""
+    dilation = dilation or [1] * len(sizes)
+    return [s + 2 * p - q * (k - 1) for s, p, q, k in zip(sizes, padding, dilation, kernel)]
+
+
+def channel_tiles(direction: str, c_out: int, c: int) -> tuple[int, int]:
+    """The (C_out, C) channel tiles of ``CONFIGS[direction]``, no wider than the channels."""
+    _, tile_out, tile_in, _ = CONFIGS[direction]
+    return min(tile_out, triton.next_power_of_2(c_out)), min(tile_in, triton.next_power_of_2(c))
 
 
 def box_shape(out_sizes: Sequence[int], positions: int) -> tuple[int, int, int]:
     """``(BD, BH, BW)`` of at most ``positions`` output positions: whole rows first (``BW`` the
     row's power of two), then rows, then planes."""
     od, oh, ow = out_sizes
-    bw = min(_pow2(ow), positions)
-    bh = min(_pow2(oh), positions // bw)
-    bd = min(_pow2(od), positions // (bw * bh))
+    bw = min(triton.next_power_of_2(ow), positions)
+    bh = min(triton.next_power_of_2(oh), positions // bw)
+    bd = min(triton.next_power_of_2(od), positions // (bw * bh))
     return bd, bh, bw
 
 
 def utilisation(out_sizes: Sequence[int], box: Sequence[int]) -> float:
     """The share of a box grid's positions that are output positions."""
-    used = covered = 1
-    for size, b in zip(out_sizes, box):
-        used *= size
-        covered *= -(-size // b) * b
-    return used / covered
+    return math.prod(out_sizes) / (boxes_per_image(out_sizes, box) * math.prod(box))
 
 
 def boxes_per_image(out_sizes: Sequence[int], box: Sequence[int]) -> int:
     """Boxes per image."""
-    tiles = 1
-    for size, b in zip(out_sizes, box):
-        tiles *= -(-size // b)
-    return tiles
+    return math.prod(triton.cdiv(size, b) for size, b in zip(out_sizes, box))
 
 
 def _five(t: Any) -> Any:
@@ -201,7 +207,7 @@ def conv_forward(x: Any, w: Any, padding: Sequence[int], dilation: Sequence[int]
     x5, w5 = _five(x), _five(w)
     pad, dil = [0] * (5 - x.dim()) + list(padding), [1] * (5 - x.dim()) + list(dilation)
     (n, d, h, wd, c), (c_out, kd, kh, kw, _) = x5.shape, w5.shape
-    out = [s + 2 * p - q * (k - 1) for s, p, q, k in zip((d, h, wd), pad, dil, (kd, kh, kw))]
+    out = output_sizes((d, h, wd), pad, (kd, kh, kw), dil)
     y = torch.full((n, *out, c_out), float("nan"), dtype=x.dtype, device=x.device)
     box = box_shape(out, positions)
     tiles = n * boxes_per_image(out, box)
@@ -292,8 +298,9 @@ def compile_box(layer: Any, direction: str) -> dict[str, Any]:
     c_out, _, *ks = layer.weight_shape
     sizes, ks = [1] * (3 - dims) + sizes, [1] * (3 - dims) + ks
     pad = [0] * (3 - dims) + list(layer.arg("padding"))
-    out = [s + 2 * p - k + 1 for s, p, k in zip(sizes, pad, ks)]
-    positions, tile_m, tile_n, stages = CONFIGS[direction]  # tile_m: of C_out, tile_n: of C
+    out = output_sizes(sizes, pad, ks)
+    positions, _, _, stages = CONFIGS[direction]
+    tile_out, tile_in = channel_tiles(direction, c_out, c)
     box = box_shape(out, positions)
     bf16 = torch.bfloat16
     x = torch.empty(n, *sizes, c, dtype=bf16)
@@ -301,7 +308,7 @@ def compile_box(layer: Any, direction: str) -> dict[str, Any]:
         if direction == "forward":
             w = torch.empty(c_out, ks[0] * ks[1] * ks[2] * c, dtype=bf16)
             y = torch.empty(n, *out, c_out, dtype=bf16)
-            block_n, block_k = min(tile_m, _pow2(c_out)), min(tile_n, _pow2(c))
+            block_n, block_k = tile_out, tile_in
             args = (x, w, y, n, *sizes, c, c_out, *out, *pad, 1, 1, 1, *x.stride()[:4],
                     w.stride(0), *y.stride()[:4])  # fmt: skip
             meta = dict(BLOCK_N=block_n, BLOCK_K=block_k)
@@ -310,7 +317,7 @@ def compile_box(layer: Any, direction: str) -> dict[str, Any]:
         else:
             g = torch.empty(n, *out, c_out, dtype=bf16)
             gw = torch.empty(4, c_out, ks[0] * ks[1] * ks[2] * c, dtype=torch.float32)
-            block_m, block_n = min(tile_m, _pow2(c_out)), min(tile_n, _pow2(c))
+            block_m, block_n = tile_out, tile_in
             args = (x, g, gw, n, *sizes, c, c_out, *out, *pad, 1, 1, 1, *x.stride()[:4],
                     *g.stride()[:4], gw.stride(0), gw.stride(1), 1024)  # fmt: skip
             meta = dict(BLOCK_M=block_m, BLOCK_N=block_n)
@@ -387,8 +394,7 @@ def _operands(layer: Any, device: str, dtype: Any, tiny: bool) -> tuple[Any, Any
     c_out, _, *ks = layer.weight_shape
     if tiny:
         n, c, c_out, sizes = 1, min(c, 16), min(c_out, 16), [min(s, 6) for s in sizes]
-    pad = list(layer.arg("padding"))
-    out = [s + 2 * p - k + 1 for s, p, k in zip(sizes, pad, ks)]
+    out = output_sizes(sizes, layer.arg("padding"), ks)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn((n, c, *sizes), generator=g, device=device).to(dtype)
     w = torch.randn((c_out, c, *ks), generator=g, device=device) / (c * math.prod(ks)) ** 0.5
@@ -422,12 +428,12 @@ def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) 
     torch_conv, ours_conv = (F.conv2d, ours.conv2d) if dims == 2 else (F.conv3d, ours.conv3d)
     x_cl, w_cl, gy_cl = (t.contiguous(memory_format=fmt) for t in (x, w, gy))
     x_last, w_last, gy_last = (t.movedim(1, -1) for t in (x_cl, w_cl, gy_cl))
-    positions, tile_m, tile_n, stages = CONFIGS[direction]
+    positions, _, _, stages = CONFIGS[direction]
     c_out, c = w.shape[:2]
+    tile_out, tile_in = channel_tiles(direction, c_out, c)
     with torchconv_ext.use_backend("triton"):
         if direction == "forward":
-            kw = dict(positions=positions, block_n=min(tile_m, _pow2(c_out)),
-                      block_k=min(tile_n, _pow2(c)), num_stages=stages)  # fmt: skip
+            kw = dict(positions=positions, block_n=tile_out, block_k=tile_in, num_stages=stages)
             dil = [1] * dims
             box = lambda: conv_forward(x_last, w_last, pad, dil, **kw)
             theirs = lambda: torch_conv(x_cl, w_cl, padding=pad)
@@ -441,10 +447,10 @@ def time_layer(layer: Any, direction: str, device: str, dtype: Any, tiny: bool) 
             theirs = lambda: torch.autograd.grad(y_torch, wr, gy_cl, retain_graph=True)[0]
             flat = lambda: torch.autograd.grad(y_ours, wr, gy_cl, retain_graph=True)[0]
             ks = list(w.shape[2:])
-            tiles = -(-c_out // min(tile_m, _pow2(c_out))) * -(-c // min(tile_n, _pow2(c)))
-            splits = 2 if tiny else max(1, -(-WEIGHT_GRAD_PROGRAMS // (tiles * math.prod(ks))))
-            kw = dict(positions=positions, block_m=min(tile_m, _pow2(c_out)),
-                      block_n=min(tile_n, _pow2(c)), splits=splits, num_stages=stages)  # fmt: skip
+            tiles = triton.cdiv(c_out, tile_out) * triton.cdiv(c, tile_in) * math.prod(ks)
+            splits = 2 if tiny else max(1, triton.cdiv(WEIGHT_GRAD_PROGRAMS, tiles))
+            kw = dict(positions=positions, block_m=tile_out, block_n=tile_in, splits=splits,
+                      num_stages=stages)  # fmt: skip
             box = lambda: conv_weight_grad(x_last, gy_last, ks, pad, [1] * dims, **kw)
             wf = w.float().requires_grad_()
             with _exact_float32():

@@ -231,8 +231,11 @@ def loop_instructions(sass: str) -> int | None:
     for end, line in enumerate(lines):
         m = _SASS_BRANCH.search(line)
         start = labels.get(m.group(1), end) if m else end
-        holds = [i for i in mma + exits if start < i < end]
-        if start < end and holds and not set(holds) & set(exits):
+
+        def inside(marks: list[int], start: int = start, end: int = end) -> bool:
+            return any(start < i < end for i in marks)
+
+        if start < end and inside(mma) and not inside(exits):
             loops.append((start, end))
     inner = [
         (s, e)
