@@ -42,6 +42,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
+from triton_kernels._common import COMPILE_OPTIONS
 from triton_kernels.conv_gemm import _next_tap
 
 from .standin import require_compiled_kernels
@@ -215,7 +216,7 @@ def conv_forward(x: Any, w: Any, padding: Sequence[int], dilation: Sequence[int]
     box_conv_forward_kernel[(tiles, triton.cdiv(c_out, block_n))](
         x5, wm, y, n, d, h, wd, c, c_out, *out, *pad, *dil, *x5.stride()[:4], wm.stride(0),
         *y.stride()[:4], KD=kd, KH=kh, KW=kw, BD=box[0], BH=box[1], BW=box[2],
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=num_stages,
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=num_stages, **COMPILE_OPTIONS,
     )  # fmt: skip
     return y if x.dim() == 5 else y.squeeze(1)
 
@@ -242,7 +243,7 @@ def conv_weight_grad(x: Any, g: Any, kernel_size: Sequence[int], padding: Sequen
         x5, g5, parts, n, d, h, wd, c, c_out, *out, *pad, *dil, *x5.stride()[:4],
         *g5.stride()[:4], parts.stride(0), parts.stride(1), per_split, KD=ks[0], KH=ks[1],
         KW=ks[2], BD=box[0], BH=box[1], BW=box[2], BLOCK_M=block_m, BLOCK_N=block_n,
-        num_warps=4, num_stages=num_stages,
+        num_warps=4, num_stages=num_stages, **COMPILE_OPTIONS,
     )  # fmt: skip
     gw = parts.sum(0)
     return gw if x.dim() == 5 else gw.squeeze(1)
@@ -325,7 +326,7 @@ def compile_box(layer: Any, direction: str) -> dict[str, Any]:
             tile = f"{block_m}×{block_n}×{positions}"
         compiled = kernel.warmup(
             *args, KD=ks[0], KH=ks[1], KW=ks[2], BD=box[0], BH=box[1], BW=box[2], **meta,
-            grid=(1,), num_warps=4, num_stages=stages,
+            grid=(1,), num_warps=4, num_stages=stages, **COMPILE_OPTIONS,
         )  # fmt: skip
         usage = cr.resource_usage(compiled.asm["cubin"])
         loop = cr.main_loop_instructions(compiled.asm["cubin"])

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from triton_kernels._common import COMPILE_OPTIONS
+
 from .standin import SM90_SHARED_BYTES, PointerArg, TunedKernel, parse_target
 
 #: Layouts of a case, by the name used in rows.
@@ -109,8 +111,13 @@ def _constexpr_spec(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def constexprs(launch: Any) -> dict[str, Any]:
-    """The launch's keyword arguments: the kernel's variant constexprs (``FLAT_K``, …)."""
-    return {k: v for k, v in launch.kwargs.items() if not isinstance(v, PointerArg)}
+    """The launch's keyword arguments: the kernel's variant constexprs (``FLAT_K``, …), not the
+    compile options every launch passes."""
+    return {
+        k: v
+        for k, v in launch.kwargs.items()
+        if not isinstance(v, PointerArg) and k not in COMPILE_OPTIONS
+    }
 
 
 def first_dtype(launch: Any) -> str:

@@ -11,6 +11,7 @@ any failed check raises.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from benchmarks.standin import require_compiled_kernels, stand_in_gpu
 
@@ -309,8 +310,25 @@ def check_tape_call_time_state() -> int:
     return 3
 
 
+def check_compile_options(caught: list) -> int:
+    """Every kernel was compiled with the library's options (FMA contraction pinned on), so
+    Triton warned of no default it would have chosen for us."""
+    compiled = [plan.compiled for plan in _plan._plans.values()]
+    check(len(compiled) > 0, "some kernel was planned")
+    for kernel in compiled:
+        check(kernel.metadata.enable_fp_fusion is True, f"{kernel.name}: compiled without FMAs")
+    fusion = [str(w.message) for w in caught if "FP_FUSION" in str(w.message)]
+    check(not fusion, f"Triton warned of its FP fusion default: {fusion}")
+    return 2
+
+
 def main() -> int:
-    with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        stand_in_gpu("sm_90", mode="launch"),
+        torchconv_ext.use_backend("triton"),
+    ):
+        warnings.simplefilter("always")
         driver.active.launcher_cls = RecordingLauncher
         n = check_specialisation()
         n += check_call_time_state()
@@ -318,6 +336,7 @@ def main() -> int:
         n += check_families()
         n += check_tapes()
         n += check_tape_call_time_state()
+        n += check_compile_options(caught)
     print(f"OK {n}")
     return 0
 

@@ -91,6 +91,21 @@ if INTERPRET:
 #: Offsets at or past this many elements need 64-bit arithmetic.
 INT32_LIMIT = 2**31
 
+
+def _compile_options() -> dict[str, bool]:
+    """The compile options every launch and compile of ours passes. Multiplies and adds are
+    contracted into FMAs (one rounding, not two: the bias and activation epilogues, the
+    averages), as Triton has always compiled them — from Triton 3.10 its default is not to, and
+    3.9 warns on every compile that leaves the choice to it. Whoever sets
+    ``TRITON_DEFAULT_FP_FUSION`` chooses for our kernels too."""
+    if os.environ.get("TRITON_DEFAULT_FP_FUSION") is not None:
+        return {}
+    return {"enable_fp_fusion": True}
+
+
+#: Compile options of every kernel of ours (:func:`_compile_options`).
+COMPILE_OPTIONS: dict[str, bool] = _compile_options()
+
 # constexpr codes: padding modes (how a coordinate outside the input is read) ...
 PAD_ZEROS = tl.constexpr(0)
 PAD_REFLECT = tl.constexpr(1)

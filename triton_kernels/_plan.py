@@ -43,7 +43,7 @@ import torch
 from triton import knobs
 from triton.runtime import driver
 
-from ._common import INTERPRET
+from ._common import COMPILE_OPTIONS, INTERPRET
 
 #: Whether launches are planned (never under the interpreter).
 ENABLED: bool = not INTERPRET and os.environ.get("TORCHCONV_EXT_LAUNCH_PLANS", "1") != "0"
@@ -201,7 +201,7 @@ _inside = threading.local()
 def _direct(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> Any:
     _inside.depth = getattr(_inside, "depth", 0) + 1
     try:
-        return kernel[grid](*args, **kwargs)
+        return kernel[grid](*args, **kwargs, **COMPILE_OPTIONS)
     finally:
         _inside.depth -= 1
 

@@ -39,6 +39,7 @@ import triton
 import triton.testing
 from triton.runtime.errors import OutOfResources
 
+from ._common import COMPILE_OPTIONS
 from ._plan import launch
 
 #: Environment variable naming the cache directory (else ``$XDG_CACHE_HOME/torchconv_ext``, else
@@ -249,7 +250,9 @@ class Tuner:
 
     def _warmup(self, config, grid, args, constexprs) -> Any:
         """Triton's compile of one config: the kernel, or a future of it in an async mode."""
-        return self.kernel.warmup(*args, grid=grid(config), **constexprs, **config.kwargs)
+        return self.kernel.warmup(
+            *args, grid=grid(config), **constexprs, **config.kwargs, **COMPILE_OPTIONS
+        )
 
     # -- the disk cache ----------------------------------------------------------------------
 

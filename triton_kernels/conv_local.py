@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from ._common import (
+    COMPILE_OPTIONS,
     INTERPRET,
     PAD_MODES,
     acc_dtype,
@@ -394,6 +395,7 @@ def local_conv_forward(
         USE_INT64=needs_int64(x, w, bias, out),
         PRECISION=dot_precision(x.dtype, allow_tf32),
         ACC_DTYPE=acc_dtype(x.dtype),
+        **COMPILE_OPTIONS,
     )  # fmt: skip
 
 
@@ -437,6 +439,7 @@ def local_conv_backward_input(
         USE_INT64=needs_int64(grad_out, w, grad_in),
         PRECISION=dot_precision(grad_out.dtype, allow_tf32),
         ACC_DTYPE=acc_dtype(grad_out.dtype),
+        **COMPILE_OPTIONS,
     )  # fmt: skip
 
 
@@ -479,6 +482,7 @@ def local_conv_backward_weight(
         USE_INT64=needs_int64(x, grad_out, grad_w),
         PRECISION=dot_precision(x.dtype, allow_tf32),
         ACC_DTYPE=acc_dtype(x.dtype),
+        **COMPILE_OPTIONS,
     )  # fmt: skip
 
 

@@ -19,7 +19,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, acc_dtype, cdiv, check_device, needs_int64, next_power_of_2
+from ._common import (
+    COMPILE_OPTIONS,
+    INTERPRET,
+    acc_dtype,
+    cdiv,
+    check_device,
+    needs_int64,
+    next_power_of_2,
+)
 from ._indexing import wide
 
 # Fixed tiles (no autotuning): a memory-bound pass gains little from tuning.
@@ -141,6 +149,7 @@ def _launch(kernel, written: torch.Tensor, *tensors: torch.Tensor, pieces: int, 
         BLOCK_R=block_r,
         BLOCK_I=block_i,
         **flags,
+        **COMPILE_OPTIONS,
     )  # fmt: skip
 
 
