@@ -59,6 +59,11 @@ BAD_LIKE_TORCH = [
     ),
     (lambda: TF.avg_pool3d(X[0], 2), lambda: F.avg_pool3d(X[0], 2), "Expected 4D"),
     (
+        lambda: TF.avg_pool3d(torch.randn(1, 2, 5, 3, 6), (4, 4, 3), 1, (1, 2, 0)),
+        lambda: F.avg_pool3d(torch.randn(1, 2, 5, 3, 6), (4, 4, 3), 1, (1, 2, 0)),
+        "smaller than kernel size",
+    ),
+    (
         lambda: TF.avg_pool2d(X, 2, divisor_override=0),
         lambda: F.avg_pool2d(X, 2, divisor_override=0),
         "divisor",

@@ -178,6 +178,14 @@ def pool_geometry(
                 f"{name}: pad should be at most half of kernel size, but got "
                 f"padding={list(before)} and kernel_size={list(kernel)}"
             )
+        if name == "avg_pool3d" and any(s < k for s, k in zip(sizes, kernel)):
+            # torch's avg_pool3d (alone of the pools) wants the input itself, padding aside, at
+            # least as large as the window
+            raise RuntimeError(
+                f"{name}: input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than "
+                f"kernel size (kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]}): every input "
+                "size must be at least the kernel's, whatever the padding"
+            )
 
     g = PoolGeometry(
         kernel_size=tuple(kernel),
