@@ -149,6 +149,35 @@ def test_output_memory_format_like_aten(backend, nd, layout):
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("nd", [2, 3])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("layout", ["input", "weight"])
+def test_padding_modes_keep_the_layout_torchs_padding_gives(backend, nd, mode, padding, layout):
+    """torch's ``nn.ConvNd`` convolves ``F.pad(input)`` for a padding mode other than zeros,
+    even with no padding: the CPU's circular pad returns a contiguous tensor where its
+    reflection and replication pads keep a channels-last input — the result's layout follows
+    (and a fused activation's or maxout's, whose convolution is the same)."""
+    fmt = {2: torch.channels_last, 3: torch.channels_last_3d}[nd]
+    x = torch.randn(2, 8, *[5] * nd)
+    w = torch.randn(8, 8, *[3] * nd)
+    if layout == "input":
+        x = x.contiguous(memory_format=fmt)
+    else:
+        w = w.contiguous(memory_format=fmt)
+    torch_conv = getattr(torch.nn, f"Conv{nd}d")(8, 8, 3, padding=padding, padding_mode=mode)
+    with torch.no_grad():
+        torch_conv.weight.copy_(w)
+    ref = torch_conv._conv_forward(x, w, None)
+    with torchconv_ext.use_backend(backend):
+        y = CONV[nd](x, w, None, padding=padding, padding_mode=mode)
+        fused = CONV[nd](x, w, None, padding=padding, padding_mode=mode, activation="relu")
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)  # (float32: oneDNN's layouts)
+    assert y.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
+    assert fused.stride() == y.stride()
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 def test_unbatched_and_empty_batch(backend):
     x = torch.randn(3, 6, 5, dtype=torch.float64)
     w = torch.randn(4, 3, 3, 2, dtype=torch.float64)

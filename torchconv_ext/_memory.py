@@ -152,6 +152,15 @@ def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def padding_keeps_layout(input: torch.Tensor, padding_mode: str) -> bool:
+    """Whether ``input`` keeps its memory format through the padding of a convolution whose
+    ``padding_mode`` is ``padding_mode``. torch's ``nn.ConvNd`` convolves ``F.pad(input)`` for
+    every mode but zeros (whatever the padding, none included): the CPU's reflection and
+    replication pads keep a channels-last input so, CUDA's return contiguous tensors, and so
+    does circular padding on every device."""
+    return padding_mode == "zeros" or (padding_mode != "circular" and input.device.type == "cpu")
+
+
 # --------------------------------------------------------------------------------------------
 # Pooling (what torch's kernels return)
 # --------------------------------------------------------------------------------------------

@@ -104,3 +104,21 @@ def test_more_than_2_pow_31_elements():
     del y
     gx = torch.autograd.grad(TF.conv2d(x.requires_grad_(), w, padding=1).sum(), x)[0]
     assert torch.isfinite(gx[..., -8:, -8:]).all()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("layout", ["input", "weight"])
+def test_padding_modes_keep_the_layout_torchs_padding_gives(mode, layout):
+    """On CUDA every pad but zeros returns a contiguous tensor (the CPU's reflection and
+    replication pads keep channels-last): torch's nn.Conv2d's result follows, and ours."""
+    x = torch.randn(2, 32, 12, 12, device="cuda")
+    w = torch.randn(32, 32, 3, 3, device="cuda")
+    if layout == "input":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        w = w.contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode=mode, device="cuda")
+    ref = conv._conv_forward(x, w, None)
+    with torchconv_ext.use_backend("triton"):
+        y = TF.conv2d(x, w, None, padding=1, padding_mode=mode)
+    assert y.stride() == ref.stride()

@@ -56,7 +56,13 @@ from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry, conv_output_shape
 from .._fallback import conv as fallback
-from .._memory import empty_in_layout, new_output, suggest_memory_format, to_layout
+from .._memory import (
+    empty_in_layout,
+    new_output,
+    padding_keeps_layout,
+    suggest_memory_format,
+    to_layout,
+)
 from .._padding import fold_padding_grad
 from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive, affine_forward_jvp, sum_tangents
@@ -71,6 +77,14 @@ def results_channels_last(*operands: Tensor) -> bool:
         if not operands:
             return False
     return suggest_memory_format(*operands) is not torch.contiguous_format
+
+
+def forward_channels_last(input: Tensor, weight: Tensor, padding_mode: str) -> bool:
+    """The layout rule of a convolution's result: :func:`results_channels_last` of the input as
+    torch's ``nn.ConvNd`` pads it (``_memory.padding_keeps_layout``) and the weight."""
+    if padding_keeps_layout(input, padding_mode):
+        return results_channels_last(input, weight)
+    return results_channels_last(weight)
 
 
 def kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dict:
@@ -111,7 +125,7 @@ def _fwd_impl(
 ) -> Tensor:
     """Batched N-d convolution with per-side padding and a padding mode, in ATen's layout."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    layout = results_channels_last(input, weight)
+    layout = forward_channels_last(input, weight, padding_mode)
     if not use_triton(input):
         return to_layout(fallback.conv_forward(input, weight, bias, g), layout)
     return triton_forward(input, weight, bias, g, layout)
@@ -221,8 +235,9 @@ def stride_and_padding(g: ConvGeometry) -> tuple:
 
 
 def _fwd_fake(input, weight, bias, *geometry):
-    shape = conv_output_shape(input, weight, ConvGeometry.from_args(*geometry))
-    return empty_in_layout(shape, input, results_channels_last(input, weight))
+    g = ConvGeometry.from_args(*geometry)
+    shape = conv_output_shape(input, weight, g)
+    return empty_in_layout(shape, input, forward_channels_last(input, weight, g.padding_mode))
 
 
 def _input_shape(grad_output: Tensor, weight: Tensor, input_size, groups: int) -> list:

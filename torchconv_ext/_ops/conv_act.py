@@ -32,8 +32,8 @@ from ._primitive import Primitive
 from .conv import (
     conv_fwd,
     fold_batch,
+    forward_channels_last,
     forward_grads,
-    results_channels_last,
     triton_forward,
     unfold_batch,
 )
@@ -55,7 +55,7 @@ def _impl(
 ) -> Tensor:
     """``act(conv_fwd(input, weight, bias, ...))`` in ATen's layout."""
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    layout = results_channels_last(input, weight)
+    layout = forward_channels_last(input, weight, padding_mode)
     if not use_triton(input):
         z = fallback.conv_forward(input, weight, bias, g)
         return to_layout(act.apply(z, kind, alpha, act_weight), layout)

@@ -32,10 +32,10 @@ from ._primitive import Primitive
 from .conv import (
     conv_fwd,
     fold_batch,
+    forward_channels_last,
     forward_grads,
     gemm_operands,
     kernel_args,
-    results_channels_last,
     unfold_batch,
 )
 from .maxout import gather_winners, maxout_bwd, maxout_fwd
@@ -64,7 +64,7 @@ def _impl(
     channels, in ATen's layout (channels-last when an operand is)."""
     geometry = (stride, padding, padding_end, dilation, groups, padding_mode)
     g = ConvGeometry.from_args(*geometry)
-    layout = results_channels_last(input, weight)
+    layout = forward_channels_last(input, weight, padding_mode)
     if not use_triton(input):
         z = conv_fallback.conv_forward(input, weight, bias, g)
         out, winner = maxout_fallback.maxout_forward(z, pieces, 1)
@@ -98,8 +98,9 @@ def _impl(
 
 
 def _fake(input, weight, bias, pieces, *geometry):
-    shape = _narrow_shape(input, weight, ConvGeometry.from_args(*geometry), pieces)
-    layout = results_channels_last(input, weight)
+    g = ConvGeometry.from_args(*geometry)
+    shape = _narrow_shape(input, weight, g, pieces)
+    layout = forward_channels_last(input, weight, g.padding_mode)
     return (
         empty_in_layout(shape, input, layout),
         empty_in_layout(shape, input, layout, torch.int64),
@@ -124,7 +125,8 @@ def _backward(ctx, grad, _grad_winner):
     if any(needs[:3]):
         input, weight, winner = ctx.saved_tensors
         # The wide convolution's gradient, in the layout that convolution's result has.
-        layout = results_channels_last(input, weight)
+        padding_mode = ConvGeometry.from_args(*ctx.geometry).padding_mode
+        layout = forward_channels_last(input, weight, padding_mode)
         grad_z = maxout_bwd(grad, winner, ctx.pieces, 1, layout)
         grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad_z)[:3]
     return *grads, None, *[None] * len(ctx.geometry)
