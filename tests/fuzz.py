@@ -1,0 +1,355 @@
+"""``python -m tests.fuzz``: random configurations of every op family, ours against torch.
+
+Each case draws an op — convolution, transposed convolution, max or average pooling, adaptive
+pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and
+operand layouts (contiguous, channels-last, strided views), runs it on our Triton path (under
+Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
+
+* where torch refuses the arguments, ours raises an exception of the same type;
+* values agree forward and backward (every input's gradient), as do shapes and dtypes;
+* 4-d results have torch's memory format.
+
+Ours follows CUDA torch where CPU torch differs, so cases are drawn where the two agree: 3-d
+convolutions' layouts are not compared (CPU torch's float64 convolution returns contiguous
+results where CUDA's are channels-last), and nearest interpolation never meets CPU torch's
+"output = 2·input" shortcut (which ignores a given scale factor; CUDA uses it).
+
+``python -m tests.fuzz --seconds 600 --seed 7`` prints one line per failure and a summary;
+the exit status is 1 when any case failed. Failures print the case's configuration: rerun one
+by hand, or with the same seed. The Triton interpreter is slow; sizes stay small.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import torchconv_ext
+from torchconv_ext import functional as TF
+
+_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+_TOLERANCES = {
+    torch.float64: dict(rtol=1e-9, atol=1e-9),
+    torch.float32: dict(rtol=2e-4, atol=2e-4),
+}
+
+
+@dataclass
+class Case:
+    """One drawn call: ``ours(*operands)`` against ``theirs(*operands)``."""
+
+    config: dict[str, Any]
+    ours: Callable[..., Any]
+    theirs: Callable[..., Any]
+    operands: list[torch.Tensor]
+    compare_layout: bool = True
+
+
+def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "channels_last" and t.dim() in _FORMATS:
+        return t.contiguous(memory_format=_FORMATS[t.dim()])
+    if layout == "strided":  # every other element of a tensor twice as wide
+        return torch.cat([t, t], dim=-1)[..., ::2]
+    return t
+
+
+def _operand(rng: random.Random, shape: tuple[int, ...], dtype, layout: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(rng.getrandbits(32))
+    return _laid_out(torch.randn(shape, generator=g, dtype=dtype), layout).requires_grad_()
+
+
+def _draw_dtype(rng: random.Random) -> torch.dtype:
+    return rng.choice([torch.float64, torch.float64, torch.float32])
+
+
+def _draw_layout(rng: random.Random) -> str:
+    return rng.choice(["contiguous", "channels_last", "strided"])
+
+
+# --- draws, one per op family ------------------------------------------------------------------
+
+
+def _conv_channels(rng: random.Random, nd: int) -> tuple[int, int, int]:
+    """``(groups, input channels per group, output channels per group)``."""
+    if rng.random() < 0.2:  # depthwise, with a channel multiplier
+        return rng.choice([2, 4, 8, 16]), 1, rng.choice([1, 2])
+    groups = rng.choice([1, 1, 1, 2, 3, 4])
+    per_in, per_out = rng.choice([1, 2, 3, 4, 8, 16, 17]), rng.choice([1, 2, 4, 5, 8, 16])
+    if nd == 3:  # the interpreter's time grows with every dim
+        per_in, per_out = min(per_in, 4), min(per_out, 4)
+    return groups, per_in, per_out
+
+
+def _conv_shape(rng: random.Random, nd: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """``(kernel, stride, dilation, input sizes)``."""
+    largest = 3 if nd == 3 else 5
+    if rng.random() < 0.3:
+        kernel = [rng.choice([1, 1, 2, 3, 3, largest]) for _ in range(nd)]
+    else:
+        kernel = [rng.choice([1, 2, 3, largest])] * nd
+    if rng.random() < 0.7:
+        stride = [rng.choice([1, 1, 2, 3])] * nd
+    else:
+        stride = [rng.randint(1, 3) for _ in range(nd)]
+    dilation = [rng.choice([1, 1, 2])] * nd
+    extra = 3 if nd == 3 else 8
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    return kernel, stride, dilation, [rng.randint(s, s + extra - 1) for s in spans]
+
+
+def conv_case(rng: random.Random) -> Case:
+    nd = rng.choice([1, 2, 2, 3])
+    groups, per_in, per_out = _conv_channels(rng, nd)
+    kernel, stride, dilation, size = _conv_shape(rng, nd)
+    spans = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    mode = rng.choice(["zeros"] * 4 + ["reflect", "replicate", "circular"])
+    drawn = rng.random()
+    if drawn < 0.15 and mode == "zeros" and stride == [1] * nd:
+        padding: Any = "same"
+    elif drawn < 0.25 and mode == "zeros":
+        padding = "valid"
+    else:  # torch's reflection wants padding < size (mostly kept: refusals are checked too)
+        padding = [rng.randint(0, s) for s in spans]
+        if rng.random() < 0.9:
+            padding = [min(p, n - 1) for p, n in zip(padding, size)]
+    batch = None if rng.random() < 0.15 else rng.choice([1, 2, 3])
+    dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
+    config = dict(
+        op=f"conv{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out), kernel=kernel,
+        stride=stride, dilation=dilation, size=size, padding=padding, padding_mode=mode,
+        dtype=str(dtype), layout=layout, bias=bias,
+    )  # fmt: skip
+    lead = () if batch is None else (batch,)
+    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
+    w_layout = rng.choice(["contiguous", "channels_last"])
+    w = _operand(rng, (groups * per_out, per_in, *kernel), dtype, w_layout)
+    operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
+    args = (stride, padding, dilation, groups)
+    ours_op = getattr(TF, f"conv{nd}d")
+
+    def ours(x, w, b=None):
+        return ours_op(x, w, b, *args, padding_mode=mode)
+
+    def theirs(x, w, b=None):  # nn.ConvNd's recipe: F.pad for every mode but zeros
+        if mode == "zeros":
+            return getattr(F, f"conv{nd}d")(x, w, b, *args)
+        pads = [p for q in reversed(padding) for p in (q, q)]
+        return getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
+
+    return Case(config, ours, theirs, operands, compare_layout=nd < 3)
+
+
+def conv_transpose_case(rng: random.Random) -> Case:
+    nd = rng.choice([1, 2, 2, 3])
+    groups, per_in, per_out = _conv_channels(rng, nd)
+    kernel, stride, dilation, size = _conv_shape(rng, nd)
+    padding = [rng.randint(0, (k - 1) * d) for k, d in zip(kernel, dilation)]
+    output_padding = [rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation)]
+    batch = rng.choice([1, 2, 3])
+    dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
+    config = dict(
+        op=f"conv_transpose{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out),
+        kernel=kernel, stride=stride, dilation=dilation, size=size, padding=padding,
+        output_padding=output_padding, dtype=str(dtype), layout=layout, bias=bias,
+    )  # fmt: skip
+    x = _operand(rng, (batch, groups * per_in, *size), dtype, layout)
+    w_layout = rng.choice(["contiguous", "channels_last"])
+    w = _operand(rng, (groups * per_in, per_out, *kernel), dtype, w_layout)
+    operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
+    args = (stride, padding, output_padding, groups, dilation)
+    name = f"conv_transpose{nd}d"
+
+    def ours(x, w, b=None):
+        return getattr(TF, name)(x, w, b, *args)
+
+    def theirs(x, w, b=None):
+        return getattr(F, name)(x, w, b, *args)
+
+    return Case(config, ours, theirs, operands, compare_layout=nd < 3)
+
+
+def pool_case(rng: random.Random) -> Case:
+    nd = rng.choice([1, 2, 2, 3])
+    kind = rng.choice(["max", "avg"])
+    size = [rng.randint(1, 9 if nd < 3 else 6) for _ in range(nd)]
+    kernel = [rng.randint(1, min(4, s + 2)) for s in size]
+    stride = [rng.randint(1, 3) for _ in range(nd)] if rng.random() < 0.8 else None
+    padding = [rng.randint(0, k // 2) for k in kernel]
+    ceil_mode = rng.random() < 0.4
+    x = _operand(
+        rng, (rng.choice([1, 2]), rng.choice([1, 3, 4, 8, 16]), *size), *_dtype_layout(rng)
+    )
+    name = f"{kind}_pool{nd}d"
+    config = dict(op=name, size=size, kernel=kernel, stride=stride, padding=padding,
+                  ceil_mode=ceil_mode, dtype=str(x.dtype))  # fmt: skip
+    if kind == "max":
+        dilation = [rng.randint(1, 2) for _ in range(nd)]
+        indices = rng.random() < 0.4
+        config.update(dilation=dilation, return_indices=indices)
+        args: tuple = (kernel, stride, padding, dilation, ceil_mode, indices)
+    else:
+        count_include_pad = rng.random() < 0.5
+        divisor = rng.choice([None, None, rng.randint(1, 5)]) if nd > 1 else None
+        config.update(count_include_pad=count_include_pad, divisor_override=divisor)
+        args = (kernel, stride, padding, ceil_mode, count_include_pad)
+        args += (divisor,) if nd > 1 else ()
+    return Case(config, _on(TF, name, args), _on(F, name, args), [x])
+
+
+def adaptive_case(rng: random.Random) -> Case:
+    nd = rng.choice([1, 2, 2, 3])
+    kind = rng.choice(["max", "avg"])
+    size = [rng.randint(1, 9 if nd < 3 else 6) for _ in range(nd)]
+    out = [rng.choice([None, 1, rng.randint(1, 12)]) for _ in range(nd)]
+    if all(o is None for o in out):
+        out[0] = 2
+    output_size: Any = out if nd > 1 else out[0]
+    x = _operand(rng, (rng.choice([1, 2]), rng.choice([1, 3, 8, 16]), *size), *_dtype_layout(rng))
+    name = f"adaptive_{kind}_pool{nd}d"
+    args: tuple = (output_size,)
+    if kind == "max":
+        args += (rng.random() < 0.5,)  # return_indices
+    config = dict(op=name, size=size, output_size=output_size, dtype=str(x.dtype))
+    return Case(config, _on(TF, name, args), _on(F, name, args), [x])
+
+
+def interpolate_case(rng: random.Random) -> Case:
+    nd = rng.choice([1, 2, 3])
+    size = [rng.randint(1, 6) for _ in range(nd)]
+    x = _operand(rng, (rng.choice([1, 2]), rng.choice([1, 3, 8]), *size), *_dtype_layout(rng))
+    mode = rng.choice(["nearest", "nearest-exact"])
+    kwargs: dict[str, Any] = dict(mode=mode)
+    if rng.random() < 0.5:
+        out = [rng.randint(1, 13) for _ in range(nd)]
+        kwargs["size"] = out if nd > 1 else out[0]
+    else:
+        factors = [rng.choice([0.5, 0.7, 1.0, 1.5, 2.0, 2.3, 3.0]) for _ in range(nd)]
+        recompute = rng.choice([None, True, False])
+        if mode == "nearest" and recompute is not True:
+            # CPU torch's nearest takes output index // 2 when the output is twice the input,
+            # whatever the scale factor: CUDA's (and ours) use the factor
+            shortcut = any(int(s * f) == 2 * s and f != 2.0 for s, f in zip(size, factors))
+            recompute = True if shortcut else recompute
+        kwargs.update(scale_factor=factors if nd > 1 else factors[0])
+        kwargs.update(recompute_scale_factor=recompute)
+    config = dict(op="interpolate", input_size=size, **kwargs, dtype=str(x.dtype))
+
+    def ours(x):
+        return TF.interpolate(x, **kwargs)
+
+    def theirs(x):
+        return F.interpolate(x, **kwargs)
+
+    return Case(config, ours, theirs, [x])
+
+
+def _dtype_layout(rng: random.Random) -> tuple[torch.dtype, str]:
+    return rng.choice([torch.float64, torch.float32]), _draw_layout(rng)
+
+
+def _on(module: Any, name: str, args: tuple) -> Callable[[torch.Tensor], Any]:
+    def call(x: torch.Tensor) -> Any:
+        return getattr(module, name)(x, *args)
+
+    return call
+
+
+DRAWS: tuple[Callable[[random.Random], Case], ...] = (
+    conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case,
+    pool_case, pool_case, adaptive_case, interpolate_case,
+)  # fmt: skip
+
+
+# --- one case ----------------------------------------------------------------------------------
+
+
+def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.dim() in _FORMATS and t.is_contiguous(memory_format=_FORMATS[t.dim()])
+
+
+def check(case: Case) -> str | None:
+    """``None`` when ours agrees with torch on the case, else what differs."""
+    copies = [t.detach().clone().requires_grad_() for t in case.operands]
+    try:
+        expected = _outputs(case.theirs(*copies))
+    except Exception as refused:  # torch refuses: so must we, with its exception type
+        try:
+            with torchconv_ext.use_backend("triton"):
+                case.ours(*case.operands)
+        except Exception as ours:
+            if isinstance(ours, type(refused)):
+                return None
+            return f"raised {type(ours).__name__} where torch raised {type(refused).__name__}"
+        return f"accepted what torch refuses ({type(refused).__name__}: {refused})"
+    with torchconv_ext.use_backend("triton"):
+        got = _outputs(case.ours(*case.operands))
+    tolerance = _TOLERANCES[case.operands[0].dtype]
+    for ours, theirs in zip(got, expected):
+        if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
+            return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"
+        torch.testing.assert_close(ours, theirs, **(tolerance if ours.is_floating_point() else {}))
+        layouts = _channels_last(ours), _channels_last(theirs)
+        if case.compare_layout and ours.dim() == 4 and layouts[0] != layouts[1]:
+            return f"strides {ours.stride()}, torch's {theirs.stride()}"
+    seed = torch.Generator().manual_seed(0)
+    grad = torch.randn(expected[0].shape, generator=seed, dtype=expected[0].dtype)
+    ours_grads = torch.autograd.grad(got[0], case.operands, grad)
+    their_grads = torch.autograd.grad(expected[0], copies, grad)
+    for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
+        torch.testing.assert_close(ours, theirs, **tolerance, msg=lambda m, i=i: f"grad {i}: {m}")
+    return None
+
+
+def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
+        report: Callable[[str], None] = print) -> list[str]:  # fmt: skip
+    """Draw and check cases from ``seed`` until ``seconds`` pass or ``cases`` ran; the failures."""
+    rng = random.Random(seed)
+    failures: list[str] = []
+    start, done = time.monotonic(), 0
+    while (cases is None or done < cases) and (
+        seconds is None or time.monotonic() - start < seconds
+    ):
+        case = rng.choice(DRAWS)(rng)
+        done += 1
+        try:
+            problem = check(case)
+        except Exception as e:  # a mismatch (assert_close) or a crash of ours
+            problem = f"{type(e).__name__}: {' | '.join(str(e).splitlines()[:4])}"
+        if problem is not None:
+            failures.append(f"{json.dumps(case.config)}: {problem}")
+            report(f"FAIL {failures[-1]}")
+    report(f"{done} cases, {len(failures)} failed (seed {seed})")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fuzz", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=300.0, help="time budget (default 300)")
+    parser.add_argument("--cases", type=int, help="stop after this many cases")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    return 1 if run(args.seed, seconds=args.seconds, cases=args.cases) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

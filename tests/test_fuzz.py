@@ -1,0 +1,55 @@
+"""The differential fuzzer ``python -m tests.fuzz``: seeded cases agree with torch, and a
+difference is reported with its configuration."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests import fuzz
+
+pytestmark = pytest.mark.interpret
+
+
+def test_seeded_cases_agree_with_torch():
+    lines = []
+    assert fuzz.run(3, cases=8, report=lines.append) == []
+    assert lines == ["8 cases, 0 failed (seed 3)"]
+
+
+def test_every_op_family_is_drawn():
+    rng = random.Random(0)
+    ops = {fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"][:8] for i in range(40)}
+    assert ops == {"conv1d", "conv2d", "conv3d", "conv_tra", "max_pool", "avg_pool",
+                   "adaptive", "interpol"}  # fmt: skip
+
+
+def test_a_difference_is_reported_with_its_configuration(monkeypatch):
+    def off_by_one(rng):
+        case = fuzz.interpolate_case(rng)
+        theirs = case.theirs
+        case.theirs = lambda x: theirs(x) + 1
+        return case
+
+    monkeypatch.setattr(fuzz, "DRAWS", (off_by_one,))
+    lines = []
+    [failure] = fuzz.run(0, cases=1, report=lines.append)
+    assert failure.startswith('{"op": "interpolate"') and "AssertionError" in failure
+    assert lines == [f"FAIL {failure}", "1 cases, 1 failed (seed 0)"]
+
+
+def test_refusals_must_match_torchs():
+    def raising(kind):
+        def call(*_):
+            raise kind("refused")
+
+        return call
+
+    case = fuzz.pool_case(random.Random(2))
+    case.theirs = raising(ValueError)
+    assert fuzz.check(case) == "accepted what torch refuses (ValueError: refused)"
+    case.ours = raising(RuntimeError)
+    assert fuzz.check(case) == "raised RuntimeError where torch raised ValueError"
+    case.ours = raising(ValueError)
+    assert fuzz.check(case) is None
