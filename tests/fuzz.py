@@ -9,10 +9,15 @@ Triton's interpreter on a CPU) and with torch on the same tensors, and checks th
 * values agree forward and backward (every input's gradient), as do shapes and dtypes;
 * 4-d results have torch's memory format.
 
+``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
+functional API lacks: padding modes, padding strings).
+
 Ours follows CUDA torch where CPU torch differs, so cases are drawn where the two agree: 3-d
 convolutions' layouts are not compared (CPU torch's float64 convolution returns contiguous
 results where CUDA's are channels-last), and nearest interpolation never meets CPU torch's
-"output = 2·input" shortcut (which ignores a given scale factor; CUDA uses it).
+"output = 2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max
+poolings drawn whose dilated windows can step over the whole input: CPU torch's backward then
+writes out of bounds (CUDA's and ours give -inf and a gradient of zero).
 
 ``python -m tests.fuzz --seconds 600 --seed 7`` prints one line per failure and a summary;
 the exit status is 1 when any case failed. Failures print the case's configuration: rerun one
@@ -197,6 +202,11 @@ def pool_case(rng: random.Random) -> Case:
                   ceil_mode=ceil_mode, dtype=str(x.dtype))  # fmt: skip
     if kind == "max":
         dilation = [rng.randint(1, 2) for _ in range(nd)]
+        stride_or_kernel = stride or kernel
+        for i in range(nd):  # (CPU torch's backward writes out of bounds for empty windows)
+            if not _windows_meet_input(size[i], kernel[i], stride_or_kernel[i], padding[i],
+                                       dilation[i], ceil_mode):  # fmt: skip
+                dilation[i] = 1
         indices = rng.random() < 0.4
         config.update(dilation=dilation, return_indices=indices)
         args: tuple = (kernel, stride, padding, dilation, ceil_mode, indices)
@@ -207,6 +217,19 @@ def pool_case(rng: random.Random) -> Case:
         args = (kernel, stride, padding, ceil_mode, count_include_pad)
         args += (divisor,) if nd > 1 else ()
     return Case(config, _on(TF, name, args), _on(F, name, args), [x])
+
+
+def _windows_meet_input(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                        ceil_mode: bool) -> bool:  # fmt: skip
+    """Whether every max-pooling window along one dim holds an input element: a dilated window
+    can step over a small input, and CPU torch's backward then scatters out of bounds (CUDA's
+    and ours read an empty window as -inf with a gradient of zero)."""
+    room = size + 2 * padding - (kernel - 1) * dilation - 1
+    out = (room + (stride - 1 if ceil_mode else 0)) // stride + 1  # torch's output size
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    starts = (o * stride - padding for o in range(out))
+    return all(any(0 <= b + j * dilation < size for j in range(kernel)) for b in starts)
 
 
 def adaptive_case(rng: random.Random) -> Case:
@@ -284,21 +307,21 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() in _FORMATS and t.is_contiguous(memory_format=_FORMATS[t.dim()])
 
 
-def check(case: Case) -> str | None:
-    """``None`` when ours agrees with torch on the case, else what differs."""
+def check(case: Case, backend: str = "triton") -> str | None:
+    """``None`` when ours, on ``backend``, agrees with torch on the case, else what differs."""
     copies = [t.detach().clone().requires_grad_() for t in case.operands]
     try:
         expected = _outputs(case.theirs(*copies))
     except Exception as refused:  # torch refuses: so must we, with its exception type
         try:
-            with torchconv_ext.use_backend("triton"):
+            with torchconv_ext.use_backend(backend):
                 case.ours(*case.operands)
         except Exception as ours:
             if isinstance(ours, type(refused)):
                 return None
             return f"raised {type(ours).__name__} where torch raised {type(refused).__name__}"
         return f"accepted what torch refuses ({type(refused).__name__}: {refused})"
-    with torchconv_ext.use_backend("triton"):
+    with torchconv_ext.use_backend(backend):
         got = _outputs(case.ours(*case.operands))
     tolerance = _TOLERANCES[case.operands[0].dtype]
     for ours, theirs in zip(got, expected):
@@ -318,8 +341,10 @@ def check(case: Case) -> str | None:
 
 
 def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
+        backend: str = "triton", verbose: bool = False,
         report: Callable[[str], None] = print) -> list[str]:  # fmt: skip
-    """Draw and check cases from ``seed`` until ``seconds`` pass or ``cases`` ran; the failures."""
+    """Draw and check cases from ``seed`` until ``seconds`` pass or ``cases`` ran, ours on
+    ``backend``; the failures."""
     rng = random.Random(seed)
     failures: list[str] = []
     start, done = time.monotonic(), 0
@@ -328,8 +353,10 @@ def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
     ):
         case = rng.choice(DRAWS)(rng)
         done += 1
+        if verbose:  # before the case runs: a crash or a hang shows which case it was
+            report(f"CASE {json.dumps(case.config)}")
         try:
-            problem = check(case)
+            problem = check(case, backend)
         except Exception as e:  # a mismatch (assert_close) or a crash of ours
             problem = f"{type(e).__name__}: {' | '.join(str(e).splitlines()[:4])}"
         if problem is not None:
@@ -346,9 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=300.0, help="time budget (default 300)")
     parser.add_argument("--cases", type=int, help="stop after this many cases")
+    parser.add_argument("--backend", choices=["triton", "torch"], default="triton")
+    parser.add_argument("--verbose", action="store_true", help="print each case before it runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    return 1 if run(args.seed, seconds=args.seconds, cases=args.cases) else 0
+    failures = run(
+        args.seed,
+        seconds=args.seconds,
+        cases=args.cases,
+        backend=args.backend,
+        verbose=args.verbose,
+    )
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from tests import fuzz
 pytestmark = pytest.mark.interpret
 
 
-def test_seeded_cases_agree_with_torch():
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_seeded_cases_agree_with_torch(backend):
     lines = []
-    assert fuzz.run(3, cases=8, report=lines.append) == []
+    assert fuzz.run(3, cases=8, backend=backend, report=lines.append) == []
     assert lines == ["8 cases, 0 failed (seed 3)"]
 
 
@@ -53,3 +54,12 @@ def test_refusals_must_match_torchs():
     assert fuzz.check(case) == "raised RuntimeError where torch raised ValueError"
     case.ours = raising(ValueError)
     assert fuzz.check(case) is None
+
+
+def test_max_pools_whose_windows_miss_the_input_are_not_drawn():
+    # max_pool2d(x of width 1, kernel 3, stride 3, padding 1, dilation 2, ceil_mode): the one
+    # window reads positions -1, 1 and 3, none of them in the input
+    assert not fuzz._windows_meet_input(1, 3, 3, 1, 2, True)
+    assert not fuzz._windows_meet_input(1, 2, 3, 1, 2, True)
+    assert fuzz._windows_meet_input(1, 2, 3, 1, 1, True)
+    assert fuzz._windows_meet_input(6, 3, 2, 1, 2, False)
