@@ -157,7 +157,9 @@ def test_padding_modes_keep_the_layout_torchs_padding_gives(backend, nd, mode, p
     """torch's ``nn.ConvNd`` convolves ``F.pad(input)`` for a padding mode other than zeros,
     even with no padding: the CPU's circular pad returns a contiguous tensor where its
     reflection and replication pads keep a channels-last input — the result's layout follows
-    (and a fused activation's or maxout's, whose convolution is the same)."""
+    (and a fused activation's or maxout's, whose convolution is the same). So do the gradients:
+    the weight's is the convolution's of the padded input, the input's the pad's gradient
+    (the input's layout where the pad keeps it, else contiguous)."""
     fmt = {2: torch.channels_last, 3: torch.channels_last_3d}[nd]
     x = torch.randn(2, 8, *[5] * nd)
     w = torch.randn(8, 8, *[3] * nd)
@@ -165,9 +167,9 @@ def test_padding_modes_keep_the_layout_torchs_padding_gives(backend, nd, mode, p
         x = x.contiguous(memory_format=fmt)
     else:
         w = w.contiguous(memory_format=fmt)
+    x.requires_grad_()
+    w.requires_grad_()
     torch_conv = getattr(torch.nn, f"Conv{nd}d")(8, 8, 3, padding=padding, padding_mode=mode)
-    with torch.no_grad():
-        torch_conv.weight.copy_(w)
     ref = torch_conv._conv_forward(x, w, None)
     with torchconv_ext.use_backend(backend):
         y = CONV[nd](x, w, None, padding=padding, padding_mode=mode)
@@ -175,6 +177,13 @@ def test_padding_modes_keep_the_layout_torchs_padding_gives(backend, nd, mode, p
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)  # (float32: oneDNN's layouts)
     assert y.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
     assert fused.stride() == y.stride()
+    gy = torch.randn_like(ref)
+    grads = torch.autograd.grad(y, (x, w), gy)
+    fused_grads = torch.autograd.grad(fused, (x, w), gy * (fused > 0))
+    for ours, fused_grad, theirs in zip(grads, fused_grads, torch.autograd.grad(ref, (x, w), gy)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        assert ours.is_contiguous(memory_format=fmt) == theirs.is_contiguous(memory_format=fmt)
+        assert fused_grad.stride() == ours.stride()
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])

@@ -123,6 +123,29 @@ def test_output_layout_unbatched_and_empty(backend):
         assert empty.shape == (0, 3, 11, 11)
 
 
+@pytest.mark.interpret
+@pytest.mark.parametrize("layouts", [(x, w, g) for x in (0, 1) for w in (0, 1) for g in (0, 1)])
+def test_gradient_layouts_like_aten(layouts):
+    """ATen computes every gradient of a convolution in the layout its input and weight give
+    (the incoming gradient is converted to it): so does ours, whatever the incoming gradient's
+    layout."""
+
+    def laid_out(t, channels_last):
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+    x = laid_out(torch.randn(2, 4, 5, 5, dtype=torch.float64), layouts[0]).requires_grad_()
+    w = laid_out(torch.randn(4, 6, 3, 3, dtype=torch.float64), layouts[1]).requires_grad_()
+    ref = F.conv_transpose2d(x, w, stride=2, padding=1)
+    gy = laid_out(torch.randn(ref.shape, dtype=torch.float64), layouts[2])
+    with torchconv_ext.use_backend("triton"):
+        y = TF.conv_transpose2d(x, w, stride=2, padding=1)
+    for ours, theirs in zip(
+        torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)
+    ):
+        torch.testing.assert_close(ours, theirs)
+        assert ours.stride() == theirs.stride()
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 def test_gradcheck(backend):
     for case in (CASES[1], CASES[5]):

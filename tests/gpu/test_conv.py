@@ -109,16 +109,24 @@ def test_more_than_2_pow_31_elements():
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("layout", ["input", "weight"])
 def test_padding_modes_keep_the_layout_torchs_padding_gives(mode, layout):
-    """On CUDA every pad but zeros returns a contiguous tensor (the CPU's reflection and
-    replication pads keep channels-last): torch's nn.Conv2d's result follows, and ours."""
+    """On CUDA every pad but zeros returns a contiguous tensor, and so does its gradient (the
+    CPU's reflection and replication pads keep channels-last): torch's nn.Conv2d's result and
+    gradients follow, and ours."""
     x = torch.randn(2, 32, 12, 12, device="cuda")
     w = torch.randn(32, 32, 3, 3, device="cuda")
     if layout == "input":
         x = x.contiguous(memory_format=torch.channels_last)
     else:
         w = w.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w.requires_grad_()
     conv = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode=mode, device="cuda")
     ref = conv._conv_forward(x, w, None)
     with torchconv_ext.use_backend("triton"):
         y = TF.conv2d(x, w, None, padding=1, padding_mode=mode)
     assert y.stride() == ref.stride()
+    gy = torch.randn_like(ref)
+    for ours, theirs in zip(
+        torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)
+    ):
+        assert ours.stride() == theirs.stride()

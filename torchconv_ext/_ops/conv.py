@@ -87,6 +87,16 @@ def forward_channels_last(input: Tensor, weight: Tensor, padding_mode: str) -> b
     return results_channels_last(weight)
 
 
+def input_grad_channels_last(input: Tensor, weight: Tensor, padding_mode: str) -> bool:
+    """The layout rule of a convolution's input gradient: the convolution's own
+    (:func:`results_channels_last`) with zero padding; with another mode that of the gradient
+    of torch's ``F.pad``, which keeps the input's layout where the pad does
+    (``_memory.padding_keeps_layout``) and is contiguous elsewhere, whatever the weight."""
+    if padding_mode == "zeros":
+        return results_channels_last(input, weight)
+    return padding_keeps_layout(input, padding_mode) and results_channels_last(input)
+
+
 def kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dict:
     return dict(
         stride=g.stride,
@@ -420,11 +430,14 @@ def forward_grads(
     """The gradients of ``conv_fwd``'s input, weight and bias (``None`` where ``needs`` says
     no) for the gradient ``grad`` of its result; the fused convolutions reuse it."""
     need_input, need_weight, need_bias = needs
-    layout = results_channels_last(input, weight) if need_input or need_weight else False
+    padding_mode = geometry[-1]
     grad_input = grad_weight = grad_bias = None
     if need_input:
         size = list(input.shape[2:])
+        layout = input_grad_channels_last(input, weight, padding_mode)
         grad_input = conv_bwd_input(grad, weight, None, size, layout, *geometry)
+    # (the weight gradient's layout is the padded input's and the weight's: the forward's)
+    layout = forward_channels_last(input, weight, padding_mode) if need_weight else False
     kernel = list(weight.shape[2:])
     if need_weight and need_bias:
         grad_weight, grad_bias = conv_bwd_weight_bias(grad, input, kernel, layout, *geometry)
@@ -436,8 +449,9 @@ def forward_grads(
 
 
 def _bwd_input_setup(ctx, inputs, output):
-    grad_output, weight, _, _, _, *geometry = inputs
+    grad_output, weight, _, _, channels_last, *geometry = inputs
     ctx.save_for_backward(grad_output, weight)
+    ctx.channels_last = channels_last
     ctx.geometry = geometry
 
 
@@ -446,7 +460,13 @@ def _bwd_input_backward(ctx, grad):
     need_grad_output, need_weight, need_bias = ctx.needs_input_grad[:3]
     grad_grad_output = grad_weight = grad_bias = None
     if need_grad_output:
+        # In the result's layout: a transposed convolution's input gradient has its input's
+        # and weight's (ATen computes every gradient of a convolution in the layout its
+        # operands give), whatever the incoming gradient's; a double backward's is then that
+        # of the input gradient (ATen's: of ``grad``, which mostly has that layout too).
         grad_grad_output = conv_fwd(grad, weight, None, *ctx.geometry)
+        if forward_channels_last(grad, weight, ctx.geometry[-1]) != ctx.channels_last:
+            grad_grad_output = to_layout(grad_grad_output, ctx.channels_last)
     if need_weight:
         kernel = list(weight.shape[2:])
         layout = results_channels_last(grad_output, weight)
