@@ -7,7 +7,7 @@ Triton's interpreter on a CPU) and with torch on the same tensors, and checks th
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes;
-* 4-d results have torch's memory format.
+* 4-d results and gradients have torch's memory format.
 
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).
@@ -337,6 +337,9 @@ def check(case: Case, backend: str = "triton") -> str | None:
     their_grads = torch.autograd.grad(expected[0], copies, grad)
     for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
         torch.testing.assert_close(ours, theirs, **tolerance, msg=lambda m, i=i: f"grad {i}: {m}")
+        layouts = _channels_last(ours), _channels_last(theirs)
+        if case.compare_layout and ours.dim() == 4 and layouts[0] != layouts[1]:
+            return f"grad {i}: strides {ours.stride()}, torch's {theirs.stride()}"
     return None
 
 
