@@ -149,6 +149,43 @@ def test_output_memory_format_like_aten(backend, nd, layout):
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("view", ["crop", "stride", "odd size-1 strides"])
+@pytest.mark.parametrize("op", ["conv2d", "conv2d replicate", "conv_transpose2d"])
+def test_views_take_the_layout_their_strides_suggest(backend, view, op):
+    """ATen reads an operand's layout from the order of its strides
+    (``Tensor.suggest_memory_format()``), dense or not: a crop or a strided slice of a
+    channels-last tensor is channels-last, and a dense channels-last tensor whose size-1 dim
+    has a stride out of that order is not. Results and gradients follow, ours too."""
+    cl = torch.randn(2, 4, 8, 12, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    if view == "crop":
+        x = cl[..., 1:-1, 2:]
+    elif view == "stride":
+        x = cl[..., ::2]
+    else:  # dense channels-last (C, then W), but the size-1 H's stride is below W's block
+        x = torch.randn(24, dtype=torch.float64).as_strided((1, 4, 1, 6), (24, 1, 4, 4))
+    x.requires_grad_()
+    transposed = op == "conv_transpose2d"
+    w = torch.randn(4, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    kwargs = {"stride": 2} if transposed else {"padding": 1}
+    if op == "conv2d replicate":
+        torch_conv = torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="replicate", bias=False)
+        ref = torch_conv._conv_forward(x, w, None)
+        kwargs["padding_mode"] = "replicate"
+    else:
+        ref = getattr(torch.nn.functional, op)(x, w, **kwargs)
+    with torchconv_ext.use_backend(backend):
+        y = getattr(TF, op.split()[0])(x, w, **kwargs)
+    torch.testing.assert_close(y, ref)
+    assert y.stride() == ref.stride()
+    gy = torch.randn_like(ref)
+    for ours, theirs in zip(
+        torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)
+    ):
+        torch.testing.assert_close(ours, theirs)
+        assert ours.stride() == theirs.stride()
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 @pytest.mark.parametrize("nd", [2, 3])
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("padding", [0, 1])

@@ -143,11 +143,21 @@ def _same_significant_strides(t: torch.Tensor, strides: Sequence[int]) -> bool:
 
 
 def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
-    """ATen's rule for convolution-like ops: channels-last if any operand is channels-last."""
+    """ATen's rule for convolution-like ops: channels-last if any operand's
+    ``suggest_memory_format()`` is — its strides in channels-last order, dense or not (a crop
+    or a strided slice of a channels-last tensor counts)."""
     fmt = _CL_FORMATS.get(tensors[0].dim())
     if fmt is not None:
         for t in tensors:  # (a loop, not any(...): this runs on every transposed convolution)
-            if not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+            # Without dims of size 1 (whose strides may be anything) a dense tensor's strides
+            # are its layout's own: two cached flags decide. The rest needs the strides' order.
+            shape = t.shape
+            if 1 not in shape:
+                if t.is_contiguous():
+                    continue
+                if t.is_contiguous(memory_format=fmt):
+                    return fmt
+            if strides_like_channels_last(shape, t.stride()):
                 return fmt
     return torch.contiguous_format
 
