@@ -2,8 +2,8 @@
 
 Each case draws an op — convolution, transposed convolution, max or average pooling, adaptive
 pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and
-operand layouts (contiguous, channels-last, strided views), runs it on our Triton path (under
-Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
+operand layouts (contiguous, channels-last, strided views of either), runs it on our Triton
+path (under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes;
@@ -68,6 +68,8 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
         return t.contiguous(memory_format=_FORMATS[t.dim()])
     if layout == "strided":  # every other element of a tensor twice as wide
         return torch.cat([t, t], dim=-1)[..., ::2]
+    if layout == "strided_channels_last":  # the same, channels-last (not dense)
+        return _laid_out(torch.cat([t, t], dim=-1), "channels_last")[..., ::2]
     return t
 
 
@@ -81,7 +83,7 @@ def _draw_dtype(rng: random.Random) -> torch.dtype:
 
 
 def _draw_layout(rng: random.Random) -> str:
-    return rng.choice(["contiguous", "channels_last", "strided"])
+    return rng.choice(["contiguous", "channels_last", "strided", "strided_channels_last"])
 
 
 # --- draws, one per op family ------------------------------------------------------------------
