@@ -149,14 +149,23 @@ def suggest_memory_format(*tensors: torch.Tensor) -> torch.memory_format:
     fmt = _CL_FORMATS.get(tensors[0].dim())
     if fmt is not None:
         for t in tensors:  # (a loop, not any(...): this runs on every transposed convolution)
-            # Without dims of size 1 (whose strides may be anything) a dense tensor's strides
-            # are its layout's own: two cached flags decide. The rest needs the strides' order.
-            shape = t.shape
-            if 1 not in shape:
-                if t.is_contiguous():
+            # Cached flags decide the common cases: plain contiguous with channels and width
+            # above 1 has strides in NCHW order (whatever a size-1 dim's stride); dense
+            # channels-last without size-1 dims past the batch has its layout's own strides,
+            # for one sample if its batch stride comes last. The rest needs the strides' order.
+            # (Few tensor calls: each costs a parameter's __torch_function__ check.)
+            if t.is_contiguous():
+                shape = t.shape
+                if shape[1] > 1 and shape[-1] > 1:
                     continue
-                if t.is_contiguous(memory_format=fmt):
-                    return fmt
+            elif t.is_contiguous(memory_format=fmt):
+                shape = t.shape
+                if 1 not in shape[1:]:
+                    if shape[0] != 1 or t.stride(0) >= t.numel():
+                        return fmt
+                    continue
+            else:
+                shape = t.shape
             if strides_like_channels_last(shape, t.stride()):
                 return fmt
     return torch.contiguous_format
