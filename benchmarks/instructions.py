@@ -182,8 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["PYTHONHASHSEED"] = "0"
         # Valgrind 3.19 decodes no AVX-512, which torch.compile's CPU kernels (built for the
         # host, -march=native) would use on a CPU that has it; ATen asks CPUID, which Valgrind
-        # answers without it.
+        # answers without it. Those kernels go to a cache of their own: the user's would
+        # serve them to later runs outside Valgrind, built for the wrong vector width.
         env["TORCHINDUCTOR_CPP_MARCH"] = "x86-64-v3"
+        env["TORCHINDUCTOR_CACHE_DIR"] = f"{tmp}/inductor"
         root = Path(__file__).resolve().parents[1]  # where ``-m benchmarks`` is found
         done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
         if done.returncode != 0:
