@@ -6,16 +6,20 @@ operand layouts (contiguous, channels-last, strided views of either), runs it on
 path (under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
-* values agree forward and backward (every input's gradient), as do shapes and dtypes;
-* 4-d results and gradients have torch's memory format.
+* values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
+  a quarter of the float64 cases second-order gradients too (of every input and of the
+  incoming gradient, through the first-order gradients);
+* results and first-order gradients have torch's memory format (ATen's double backward
+  layouts differ between devices: its values are compared only).
 
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).
 
 Ours follows CUDA torch where CPU torch differs, so cases are drawn where the two agree: 3-d
-convolutions' layouts are not compared (CPU torch's float64 convolution returns contiguous
-results where CUDA's are channels-last), and nearest interpolation never meets CPU torch's
-"output = 2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max
+convolutions' layouts are not compared (CPU torch's follow a speed heuristic — whether its
+oneDNN path takes the call, by dtype, sizes and thread count — and are contiguous elsewhere,
+where CUDA's are channels-last when an operand is), and nearest interpolation never meets CPU
+torch's "output = 2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max
 poolings drawn whose dilated windows can step over the whole input: CPU torch's backward then
 writes out of bounds (CUDA's and ours give -inf and a gradient of zero).
 
@@ -31,6 +35,7 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -61,6 +66,8 @@ class Case:
     theirs: Callable[..., Any]
     operands: list[torch.Tensor]
     compare_layout: bool = True
+    #: Whether second-order gradients are compared too (drawn by :func:`run`).
+    second_order: bool = False
 
 
 def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -292,6 +299,9 @@ def _on(module: Any, name: str, args: tuple) -> Callable[[torch.Tensor], Any]:
     return call
 
 
+#: The share of float64 cases whose second-order gradients are compared.
+SECOND_ORDER_SHARE = 0.25
+
 DRAWS: tuple[Callable[[random.Random], Case], ...] = (
     conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case,
     pool_case, pool_case, adaptive_case, interpolate_case,
@@ -307,6 +317,14 @@ def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
 
 def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() in _FORMATS and t.is_contiguous(memory_format=_FORMATS[t.dim()])
+
+
+def _layouts_differ(case: Case, ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    return (
+        case.compare_layout
+        and ours.dim() in _FORMATS
+        and (_channels_last(ours) != _channels_last(theirs))
+    )
 
 
 def check(case: Case, backend: str = "triton") -> str | None:
@@ -330,19 +348,46 @@ def check(case: Case, backend: str = "triton") -> str | None:
         if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
             return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"
         torch.testing.assert_close(ours, theirs, **(tolerance if ours.is_floating_point() else {}))
-        layouts = _channels_last(ours), _channels_last(theirs)
-        if case.compare_layout and ours.dim() == 4 and layouts[0] != layouts[1]:
+        if _layouts_differ(case, ours, theirs):
             return f"strides {ours.stride()}, torch's {theirs.stride()}"
     seed = torch.Generator().manual_seed(0)
     grad = torch.randn(expected[0].shape, generator=seed, dtype=expected[0].dtype)
-    ours_grads = torch.autograd.grad(got[0], case.operands, grad)
-    their_grads = torch.autograd.grad(expected[0], copies, grad)
+    grads = [grad.clone().requires_grad_() for _ in range(2)]
+    with torchconv_ext.use_backend(backend):
+        ours_grads = torch.autograd.grad(
+            got[0], case.operands, grads[0], create_graph=case.second_order
+        )
+    their_grads = torch.autograd.grad(expected[0], copies, grads[1], create_graph=case.second_order)
     for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
         torch.testing.assert_close(ours, theirs, **tolerance, msg=lambda m, i=i: f"grad {i}: {m}")
-        layouts = _channels_last(ours), _channels_last(theirs)
-        if case.compare_layout and ours.dim() == 4 and layouts[0] != layouts[1]:
+        if _layouts_differ(case, ours, theirs):
             return f"grad {i}: strides {ours.stride()}, torch's {theirs.stride()}"
+    if case.second_order:
+        _compare_second_order(
+            (ours_grads, [*case.operands, grads[0]]), (their_grads, [*copies, grads[1]]), backend
+        )
     return None
+
+
+def _compare_second_order(ours: tuple, theirs: tuple, backend: str) -> None:
+    """Raise where the gradients, through the first-order ``grads``, of ``sum(grads · v)``
+    (``v`` random, the same for both) with respect to ``inputs`` differ: ``ours`` and
+    ``theirs`` are ``(grads, inputs)``, the operands then the incoming gradient."""
+    seed = torch.Generator().manual_seed(1)
+    weights = [torch.randn(g.shape, generator=seed, dtype=g.dtype) for g in ours[0]]
+    results = []
+    for (grads, inputs), run_on in ((ours, backend), (theirs, None)):
+        linked = [(g, v) for g, v in zip(grads, weights) if g.requires_grad]
+        if not linked:  # (no first-order gradient depends on an input: all zero)
+            results.append([torch.zeros_like(t) for t in inputs])
+            continue
+        total = sum((g * v).sum() for g, v in linked)
+        with torchconv_ext.use_backend(run_on) if run_on else contextlib.nullcontext():
+            results.append(torch.autograd.grad(total, inputs, materialize_grads=True))
+    for i, (a, b) in enumerate(zip(*results)):
+        torch.testing.assert_close(
+            a, b, rtol=1e-9, atol=1e-9, msg=lambda m, i=i: f"second-order grad {i}: {m}"
+        )
 
 
 def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
@@ -357,6 +402,8 @@ def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
         seconds is None or time.monotonic() - start < seconds
     ):
         case = rng.choice(DRAWS)(rng)
+        if case.operands[0].dtype == torch.float64 and rng.random() < SECOND_ORDER_SHARE:
+            case.second_order = case.config["second_order"] = True
         done += 1
         if verbose:  # before the case runs: a crash or a hang shows which case it was
             report(f"CASE {json.dumps(case.config)}")

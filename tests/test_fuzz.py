@@ -19,6 +19,26 @@ def test_seeded_cases_agree_with_torch(backend):
     assert lines == ["8 cases, 0 failed (seed 3)"]
 
 
+def test_second_order_gradients_of_seeded_cases_agree_with_torch(monkeypatch):
+    monkeypatch.setattr(fuzz, "SECOND_ORDER_SHARE", 1.0)
+    lines = []
+    assert fuzz.run(4, cases=6, report=lines.append) == []
+    assert lines == ["6 cases, 0 failed (seed 4)"]
+
+
+def test_a_second_order_difference_is_found():
+    case = fuzz.interpolate_case(random.Random(0))
+    case.operands = [t.detach().double().requires_grad_() for t in case.operands]
+    theirs = case.theirs
+    # the same values and first-order gradients (zero), a second-order gradient 2·v·sum(grad)
+    case.ours = lambda x: theirs(x) + ((x - x.detach()) ** 2).sum()
+    case.compare_layout = False  # (the term's gradient has the input's layout)
+    assert fuzz.check(case) is None
+    case.second_order = True
+    with pytest.raises(AssertionError, match="second-order grad 0"):
+        fuzz.check(case)
+
+
 def test_every_op_family_is_drawn():
     rng = random.Random(0)
     ops = {fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"][:8] for i in range(40)}
