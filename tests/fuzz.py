@@ -1,9 +1,10 @@
 """``python -m tests.fuzz``: random configurations of every op family, ours against torch.
 
-Each case draws an op — convolution, transposed convolution, max or average pooling, adaptive
-pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and
-operand layouts (contiguous, channels-last, strided views of either), runs it on our Triton
-path (under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
+Each case draws an op — convolution (with a fused activation in some cases), transposed
+convolution, max or average pooling, adaptive pooling, nearest interpolation — with random
+arguments, sizes, dtype (float64 or float32) and operand layouts (contiguous, channels-last,
+strided views of either), runs it on our Triton path (under Triton's interpreter on a CPU) and
+with torch on the same tensors, and checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
@@ -124,6 +125,22 @@ def _conv_shape(rng: random.Random, nd: int) -> tuple[list[int], list[int], list
     return kernel, stride, dilation, [rng.randint(s, s + extra - 1) for s in spans]
 
 
+def _draw_activation(rng: random.Random) -> tuple[str | None, dict[str, Any]]:
+    """A fused activation (``None`` mostly) and its arguments, a PReLU weight as its size."""
+    if rng.random() < 0.7:
+        return None, {}
+    name = rng.choice(["relu", "leaky_relu", "prelu", "elu", "gelu", "silu"])
+    if name == "leaky_relu":
+        return name, {"negative_slope": rng.choice([0.01, 0.2, -0.5, 1.5])}
+    if name == "elu":
+        return name, {"alpha": rng.choice([1.0, 0.5, 2.0])}
+    if name == "gelu":
+        return name, {"approximate": rng.choice(["none", "tanh"])}
+    if name == "prelu":
+        return name, {"weight": rng.choice(["one", "per channel"])}
+    return name, {}
+
+
 def conv_case(rng: random.Random) -> Case:
     nd = rng.choice([1, 2, 2, 3])
     groups, per_in, per_out = _conv_channels(rng, nd)
@@ -141,27 +158,48 @@ def conv_case(rng: random.Random) -> Case:
             padding = [min(p, n - 1) for p, n in zip(padding, size)]
     batch = None if rng.random() < 0.15 else rng.choice([1, 2, 3])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
+    activation, activation_args = _draw_activation(rng)
     config = dict(
         op=f"conv{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out), kernel=kernel,
         stride=stride, dilation=dilation, size=size, padding=padding, padding_mode=mode,
-        dtype=str(dtype), layout=layout, bias=bias,
+        dtype=str(dtype), layout=layout, bias=bias, activation=activation,
+        activation_args=activation_args,
     )  # fmt: skip
     lead = () if batch is None else (batch,)
     x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
     w_layout = rng.choice(["contiguous", "channels_last"])
     w = _operand(rng, (groups * per_out, per_in, *kernel), dtype, w_layout)
     operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
+    if activation == "prelu":  # its weight: the last operand
+        count = 1 if activation_args["weight"] == "one" else groups * per_out
+        operands.append(_operand(rng, (count,), dtype, "contiguous"))
     args = (stride, padding, dilation, groups)
-    ours_op = getattr(TF, f"conv{nd}d")
 
-    def ours(x, w, b=None):
-        return ours_op(x, w, b, *args, padding_mode=mode)
+    def split(operands: tuple) -> tuple:
+        """``(x, w, b, activation's arguments)`` from the operands."""
+        x, w, *rest = operands
+        b = rest.pop(0) if bias else None
+        act_args = {"weight": rest[0]} if activation == "prelu" else activation_args
+        return x, w, b, act_args
 
-    def theirs(x, w, b=None):  # nn.ConvNd's recipe: F.pad for every mode but zeros
+    def ours(*operands):
+        x, w, b, act_args = split(operands)
+        fused = {} if activation is None else dict(activation=activation, activation_args=act_args)
+        return getattr(TF, f"conv{nd}d")(x, w, b, *args, padding_mode=mode, **fused)
+
+    def theirs(*operands):  # nn.ConvNd's recipe: F.pad for every mode but zeros
+        x, w, b, act_args = split(operands)
         if mode == "zeros":
-            return getattr(F, f"conv{nd}d")(x, w, b, *args)
-        pads = [p for q in reversed(padding) for p in (q, q)]
-        return getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
+            z = getattr(F, f"conv{nd}d")(x, w, b, *args)
+        else:
+            pads = [p for q in reversed(padding) for p in (q, q)]
+            z = getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
+        if activation is None:
+            return z
+        # (channels are dim 1 of the batched result: an unbatched one is activated as a batch)
+        batched = z if batch is not None else z.unsqueeze(0)
+        out = getattr(F, activation)(batched, **act_args)
+        return out if batch is not None else out.squeeze(0)
 
     return Case(config, ours, theirs, operands, compare_layout=nd < 3)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from tests import fuzz
 
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.interpret
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_seeded_cases_agree_with_torch(backend):
     lines = []
-    assert fuzz.run(3, cases=8, backend=backend, report=lines.append) == []
-    assert lines == ["8 cases, 0 failed (seed 3)"]
+    assert fuzz.run(7, cases=8, backend=backend, report=lines.append) == []
+    assert lines == ["8 cases, 0 failed (seed 7)"]
 
 
 def test_second_order_gradients_of_seeded_cases_agree_with_torch(monkeypatch):
@@ -44,6 +45,23 @@ def test_every_op_family_is_drawn():
     ops = {fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"][:8] for i in range(40)}
     assert ops == {"conv1d", "conv2d", "conv3d", "conv_tra", "max_pool", "avg_pool",
                    "adaptive", "interpol"}  # fmt: skip
+
+
+def test_fused_activations_are_drawn():
+    rng = random.Random(0)
+    drawn = {fuzz.conv_case(rng).config["activation"] for _ in range(200)}
+    assert drawn == {None, "relu", "leaky_relu", "prelu", "elu", "gelu", "silu"}
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_a_fused_prelu_agrees_with_torch(backend):
+    rng = random.Random(1)
+    case = fuzz.conv_case(rng)
+    while case.config["activation"] != "prelu" or case.operands[0].dtype != torch.float64:
+        case = fuzz.conv_case(rng)
+    case.second_order = True
+    assert len(case.operands) == 3 + case.config["bias"]  # (the PReLU weight is an operand)
+    assert fuzz.check(case, backend) is None
 
 
 def test_a_difference_is_reported_with_its_configuration(monkeypatch):
