@@ -1,7 +1,8 @@
 """``python -m tests.fuzz``: random configurations of every op family, ours against torch.
 
 Each case draws an op — convolution (with a fused activation in some cases), transposed
-convolution, max or average pooling, adaptive pooling, nearest interpolation — with random
+convolution, locally connected or tiled convolution (against its definition written with
+torch's ops), max or average pooling, adaptive pooling, nearest interpolation — with random
 arguments, sizes, dtype (float64 or float32) and operand layouts (contiguous, channels-last,
 strided views of either), runs it on our Triton path (under Triton's interpreter on a CPU) and
 with torch on the same tensors, and checks that
@@ -49,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv_ext
+from tests.references.local import output_size, reference_local
 from torchconv_ext import functional as TF
 
 _FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -233,6 +235,49 @@ def conv_transpose_case(rng: random.Random) -> Case:
     return Case(config, ours, theirs, operands, compare_layout=nd < 3)
 
 
+def local_case(rng: random.Random) -> Case:
+    """A locally connected or tiled convolution (beyond torch) against its definition written
+    with torch's ops (``tests.references.local``); drawn within the arguments both accept."""
+    nd = rng.choice([1, 2, 2, 3])
+    groups, per_in, per_out = _conv_channels(rng, nd)
+    kernel, stride, dilation, size = _conv_shape(rng, nd)
+    mode = rng.choice(["zeros"] * 3 + ["reflect", "replicate", "circular"])
+    drawn = rng.random()
+    padding: Any = "same" if drawn < 0.15 else "valid" if drawn < 0.25 else None
+    if padding is None:  # (reflection wants padding < size)
+        padding = [
+            min(rng.randint(0, (k - 1) * d), n - 1) for k, d, n in zip(kernel, dilation, size)
+        ]
+    out = output_size(size, kernel, stride, padding, dilation)
+    tiled = rng.random() < 0.5
+    tiles = [rng.randint(1, o + 1) for o in out] if tiled else list(out)
+    batch = None if rng.random() < 0.15 else rng.choice([1, 2])
+    dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
+    name = f"conv{nd}d_{'tiled' if tiled else 'local'}"
+    config = dict(
+        op=name, batch=batch, groups=groups, per_group=(per_in, per_out), kernel=kernel,
+        stride=stride, dilation=dilation, size=size, padding=padding, padding_mode=mode,
+        tiles=tiles, dtype=str(dtype), layout=layout, bias=bias,
+    )  # fmt: skip
+    lead = () if batch is None else (batch,)
+    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
+    w = _operand(rng, (*tiles, groups * per_out, per_in, *kernel), dtype, "contiguous")
+    operands = [x, w] + (
+        [_operand(rng, (*tiles, groups * per_out), dtype, "contiguous")] if bias else []
+    )
+    args = (stride, padding, dilation, groups)
+
+    def ours(x, w, b=None):
+        return getattr(TF, name)(x, w, b, *args, padding_mode=mode)
+
+    def theirs(x, w, b=None):
+        y = reference_local(x if batch is not None else x.unsqueeze(0), w, b, *args, mode)
+        return y if batch is not None else y.squeeze(0)
+
+    # (the definition's einsum picks its own layout)
+    return Case(config, ours, theirs, operands, compare_layout=False)
+
+
 def pool_case(rng: random.Random) -> Case:
     nd = rng.choice([1, 2, 2, 3])
     kind = rng.choice(["max", "avg"])
@@ -341,7 +386,7 @@ def _on(module: Any, name: str, args: tuple) -> Callable[[torch.Tensor], Any]:
 SECOND_ORDER_SHARE = 0.25
 
 DRAWS: tuple[Callable[[random.Random], Case], ...] = (
-    conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case,
+    conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case, local_case,
     pool_case, pool_case, adaptive_case, interpolate_case,
 )  # fmt: skip
 

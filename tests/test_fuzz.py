@@ -4,6 +4,7 @@ difference is reported with its configuration."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import torch
@@ -42,9 +43,24 @@ def test_a_second_order_difference_is_found():
 
 def test_every_op_family_is_drawn():
     rng = random.Random(0)
-    ops = {fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"][:8] for i in range(40)}
-    assert ops == {"conv1d", "conv2d", "conv3d", "conv_tra", "max_pool", "avg_pool",
-                   "adaptive", "interpol"}  # fmt: skip
+    families = {
+        re.sub(r"\d", "", fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"]) for i in range(80)
+    }
+    assert families == {
+        "convd", "conv_transposed", "convd_local", "convd_tiled", "max_poold", "avg_poold",
+        "adaptive_max_poold", "adaptive_avg_poold", "interpolate",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_locally_connected_and_tiled_cases_agree_with_their_definition(backend):
+    rng = random.Random(5)  # (padding modes, both with kernels wider than 1)
+    for op in ("conv2d_local", "conv1d_tiled"):
+        case = fuzz.local_case(rng)
+        while case.config["op"] != op or case.operands[0].dtype != torch.float64:
+            case = fuzz.local_case(rng)
+        case.second_order = True
+        assert fuzz.check(case, backend) is None
 
 
 def test_fused_activations_are_drawn():
