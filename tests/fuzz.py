@@ -1,9 +1,9 @@
 """``python -m tests.fuzz``: random configurations of every op family, ours against torch.
 
-Each case draws an op — convolution (with a fused activation in some cases), transposed
-convolution, locally connected or tiled convolution (against its definition written with
-torch's ops), max or average pooling, adaptive pooling, nearest interpolation — with random
-arguments, sizes, dtype (float64 or float32) and operand layouts (contiguous, channels-last,
+Each case draws an op — convolution (in some cases with a fused activation, or maxout over its
+channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
+tiled convolution (against its definition written with torch's ops), max or average pooling,
+adaptive pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and operand layouts (contiguous, channels-last,
 strided views of either), runs it on our Triton path (under Triton's interpreter on a CPU) and
 with torch on the same tensors, and checks that
 
@@ -51,7 +51,9 @@ import torch.nn.functional as F
 
 import torchconv_ext
 from tests.references.local import output_size, reference_local
+from tests.references.maxout import reference_maxout
 from torchconv_ext import functional as TF
+from torchconv_ext.functional.maxout import maxout_conv
 
 _FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 _TOLERANCES = {
@@ -161,11 +163,15 @@ def conv_case(rng: random.Random) -> Case:
     batch = None if rng.random() < 0.15 else rng.choice([1, 2, 3])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
     activation, activation_args = _draw_activation(rng)
+    # or maxout over groups of ``pieces`` output channels (fused into the kernel where they
+    # fall within a convolution group)
+    divisors = [p for p in range(2, 5) if groups * per_out % p == 0]
+    pieces = rng.choice(divisors) if activation is None and divisors and rng.random() < 0.2 else 1
     config = dict(
         op=f"conv{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out), kernel=kernel,
         stride=stride, dilation=dilation, size=size, padding=padding, padding_mode=mode,
         dtype=str(dtype), layout=layout, bias=bias, activation=activation,
-        activation_args=activation_args,
+        activation_args=activation_args, maxout_pieces=pieces,
     )  # fmt: skip
     lead = () if batch is None else (batch,)
     x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
@@ -186,6 +192,8 @@ def conv_case(rng: random.Random) -> Case:
 
     def ours(*operands):
         x, w, b, act_args = split(operands)
+        if pieces > 1:
+            return maxout_conv(f"MaxoutConv{nd}d", nd, x, w, b, pieces, *args, mode)
         fused = {} if activation is None else dict(activation=activation, activation_args=act_args)
         return getattr(TF, f"conv{nd}d")(x, w, b, *args, padding_mode=mode, **fused)
 
@@ -196,11 +204,14 @@ def conv_case(rng: random.Random) -> Case:
         else:
             pads = [p for q in reversed(padding) for p in (q, q)]
             z = getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
-        if activation is None:
+        if activation is None and pieces == 1:
             return z
         # (channels are dim 1 of the batched result: an unbatched one is activated as a batch)
         batched = z if batch is not None else z.unsqueeze(0)
-        out = getattr(F, activation)(batched, **act_args)
+        if pieces > 1:
+            out = reference_maxout(batched, pieces)[0]
+        else:
+            out = getattr(F, activation)(batched, **act_args)
         return out if batch is not None else out.squeeze(0)
 
     return Case(config, ours, theirs, operands, compare_layout=nd < 3)

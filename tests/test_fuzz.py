@@ -80,6 +80,16 @@ def test_a_fused_prelu_agrees_with_torch(backend):
     assert fuzz.check(case, backend) is None
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_a_maxout_convolution_agrees_with_torch(backend):
+    rng = random.Random(1)
+    case = fuzz.conv_case(rng)
+    while case.config["maxout_pieces"] == 1 or case.operands[0].dtype != torch.float64:
+        case = fuzz.conv_case(rng)
+    case.second_order = True
+    assert fuzz.check(case, backend) is None
+
+
 def test_a_difference_is_reported_with_its_configuration(monkeypatch):
     def off_by_one(rng):
         case = fuzz.interpolate_case(rng)
