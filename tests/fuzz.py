@@ -223,14 +223,15 @@ def conv_transpose_case(rng: random.Random) -> Case:
     kernel, stride, dilation, size = _conv_shape(rng, nd)
     padding = [rng.randint(0, (k - 1) * d) for k, d in zip(kernel, dilation)]
     output_padding = [rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation)]
-    batch = rng.choice([1, 2, 3])
+    batch = None if rng.random() < 0.15 else rng.choice([1, 2, 3])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
     config = dict(
         op=f"conv_transpose{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out),
         kernel=kernel, stride=stride, dilation=dilation, size=size, padding=padding,
         output_padding=output_padding, dtype=str(dtype), layout=layout, bias=bias,
     )  # fmt: skip
-    x = _operand(rng, (batch, groups * per_in, *size), dtype, layout)
+    lead = () if batch is None else (batch,)
+    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
     w_layout = rng.choice(["contiguous", "channels_last"])
     w = _operand(rng, (groups * per_in, per_out, *kernel), dtype, w_layout)
     operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
