@@ -120,6 +120,20 @@ def test_refusals_must_match_torchs():
     assert fuzz.check(case) is None
 
 
+def test_layouts_cpu_torch_reads_from_group_slices_are_not_compared():
+    # a depthwise convolution of 1×1 images in a strided channels-last view: CPU torch's
+    # float64 path copies each group's slice, (2, 1, 1, 1) with strides all 1, which reads as
+    # contiguous, so its result is contiguous where CUDA's (and ours) is channels-last
+    x = torch.randn(2, 4, 1, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x, w = x[..., ::2], torch.randn(4, 2, 1, 1, dtype=torch.float64)
+    result = torch.nn.functional.conv_transpose2d(x, w, stride=2, output_padding=(1, 0), groups=4)
+    assert result.is_contiguous() and not result.is_contiguous(memory_format=torch.channels_last)
+    assert not fuzz._layouts_comparable(2, x, w, 4)
+    assert fuzz._layouts_comparable(2, x.float(), w.float(), 4)  # (oneDNN: whole operands)
+    assert fuzz._layouts_comparable(2, x, w, 1)
+    assert not fuzz._layouts_comparable(3, x, w, 1)
+
+
 def test_max_pools_whose_windows_miss_the_input_are_not_drawn():
     # max_pool2d(x of width 1, kernel 3, stride 3, padding 1, dilation 2, ceil_mode): the one
     # window reads positions -1, 1 and 3, none of them in the input
