@@ -131,6 +131,20 @@ def _conv_shape(rng: random.Random, nd: int) -> tuple[list[int], list[int], list
     return kernel, stride, dilation, [rng.randint(s, s + extra - 1) for s in spans]
 
 
+def _conv_operands(rng: random.Random, config: dict[str, Any], *, transposed: bool) -> list:
+    """A drawn convolution's ``[input, weight]`` and its bias where ``config`` has one: the
+    input in ``config``'s layout, the weight contiguous or channels-last."""
+    groups, (per_in, per_out), batch = config["groups"], config["per_group"], config["batch"]
+    dtype = getattr(torch, config["dtype"].removeprefix("torch."))
+    lead = () if batch is None else (batch,)
+    x = _operand(rng, (*lead, groups * per_in, *config["size"]), dtype, config["layout"])
+    w_layout = rng.choice(["contiguous", "channels_last"])
+    w_channels = (groups * per_in, per_out) if transposed else (groups * per_out, per_in)
+    w = _operand(rng, (*w_channels, *config["kernel"]), dtype, w_layout)
+    bias = [_operand(rng, (groups * per_out,), dtype, "contiguous")] if config["bias"] else []
+    return [x, w, *bias]
+
+
 def _layouts_comparable(nd: int, x: torch.Tensor, w: torch.Tensor, groups: int) -> bool:
     """Whether CPU torch's ``nd``-d convolution of ``x`` and ``w`` gets the layout CUDA's does:
     not in 3-d (module doc), nor where CPU torch's float64 path, which runs group by group on a
@@ -197,11 +211,8 @@ def conv_case(rng: random.Random) -> Case:
         dtype=str(dtype), layout=layout, bias=bias, activation=activation,
         activation_args=activation_args, maxout_pieces=pieces,
     )  # fmt: skip
-    lead = () if batch is None else (batch,)
-    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
-    w_layout = rng.choice(["contiguous", "channels_last"])
-    w = _operand(rng, (groups * per_out, per_in, *kernel), dtype, w_layout)
-    operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
+    operands = _conv_operands(rng, config, transposed=False)
+    x, w = operands[:2]
     if activation == "prelu":  # its weight: the last operand
         count = 1 if activation_args["weight"] == "one" else groups * per_out
         operands.append(_operand(rng, (count,), dtype, "contiguous"))
@@ -256,11 +267,8 @@ def conv_transpose_case(rng: random.Random) -> Case:
         kernel=kernel, stride=stride, dilation=dilation, size=size, padding=padding,
         output_padding=output_padding, dtype=str(dtype), layout=layout, bias=bias,
     )  # fmt: skip
-    lead = () if batch is None else (batch,)
-    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
-    w_layout = rng.choice(["contiguous", "channels_last"])
-    w = _operand(rng, (groups * per_in, per_out, *kernel), dtype, w_layout)
-    operands = [x, w] + ([_operand(rng, (groups * per_out,), dtype, "contiguous")] if bias else [])
+    operands = _conv_operands(rng, config, transposed=True)
+    x, w = operands[:2]
     args = (stride, padding, output_padding, groups, dilation)
     name = f"conv_transpose{nd}d"
 
