@@ -3,9 +3,10 @@
 Each case draws an op — convolution (in some cases with a fused activation, or maxout over its
 channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
 tiled convolution (against its definition written with torch's ops), max or average pooling,
-adaptive pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and operand layouts (contiguous, channels-last,
-strided views of either), runs it on our Triton path (under Triton's interpreter on a CPU) and
-with torch on the same tensors, and checks that
+adaptive pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or
+float32) and operand layouts (contiguous, channels-last, strided views of either), runs it on
+our Triton path (under Triton's interpreter on a CPU) and with torch on the same tensors, and
+checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
@@ -23,8 +24,9 @@ oneDNN path takes the call, by dtype, sizes and thread count — and are contigu
 where CUDA's are channels-last when an operand is), nor 2-d ones' where CPU torch's float64
 path, group by group, reads another layout from each group's slice than from the operands
 (:func:`_layouts_comparable`), and nearest interpolation never meets CPU torch's "output =
-2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max poolings drawn whose dilated windows can step over the whole input: CPU torch's backward then
-writes out of bounds (CUDA's and ours give -inf and a gradient of zero).
+2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max poolings
+drawn whose dilated windows can step over the whole input: CPU torch's backward then writes out
+of bounds (CUDA's and ours give -inf and a gradient of zero).
 
 ``python -m tests.fuzz --seconds 600 --seed 7`` prints one line per failure and a summary;
 the exit status is 1 when any case failed. Failures print the case's configuration: rerun one
@@ -133,15 +135,19 @@ def _conv_shape(rng: random.Random, nd: int) -> tuple[list[int], list[int], list
 
 def _conv_operands(rng: random.Random, config: dict[str, Any], *, transposed: bool) -> list:
     """A drawn convolution's ``[input, weight]`` and its bias where ``config`` has one: the
-    input in ``config``'s layout, the weight contiguous or channels-last."""
+    input in ``config``'s layout, the weight contiguous or channels-last — or with ``tiles``
+    in ``config`` (locally connected and tiled convolutions), contiguous, one kernel and bias
+    per tile."""
     groups, (per_in, per_out), batch = config["groups"], config["per_group"], config["batch"]
     dtype = getattr(torch, config["dtype"].removeprefix("torch."))
     lead = () if batch is None else (batch,)
     x = _operand(rng, (*lead, groups * per_in, *config["size"]), dtype, config["layout"])
-    w_layout = rng.choice(["contiguous", "channels_last"])
+    tiles = config.get("tiles", ())
+    w_layout = "contiguous" if tiles else rng.choice(["contiguous", "channels_last"])
     w_channels = (groups * per_in, per_out) if transposed else (groups * per_out, per_in)
-    w = _operand(rng, (*w_channels, *config["kernel"]), dtype, w_layout)
-    bias = [_operand(rng, (groups * per_out,), dtype, "contiguous")] if config["bias"] else []
+    w = _operand(rng, (*tiles, *w_channels, *config["kernel"]), dtype, w_layout)
+    b_shape = (*tiles, groups * per_out)
+    bias = [_operand(rng, b_shape, dtype, "contiguous")] if config["bias"] else []
     return [x, w, *bias]
 
 
@@ -307,12 +313,7 @@ def local_case(rng: random.Random) -> Case:
         stride=stride, dilation=dilation, size=size, padding=padding, padding_mode=mode,
         tiles=tiles, dtype=str(dtype), layout=layout, bias=bias,
     )  # fmt: skip
-    lead = () if batch is None else (batch,)
-    x = _operand(rng, (*lead, groups * per_in, *size), dtype, layout)
-    w = _operand(rng, (*tiles, groups * per_out, per_in, *kernel), dtype, "contiguous")
-    operands = [x, w] + (
-        [_operand(rng, (*tiles, groups * per_out), dtype, "contiguous")] if bias else []
-    )
+    operands = _conv_operands(rng, config, transposed=False)
     args = (stride, padding, dilation, groups)
 
     def ours(x, w, b=None):
