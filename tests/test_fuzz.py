@@ -14,6 +14,15 @@ from tests import fuzz
 pytestmark = pytest.mark.interpret
 
 
+def _float64_case(draw, rng: random.Random, wanted) -> fuzz.Case:
+    """The first float64 case ``draw`` gives that is ``wanted``, second order compared."""
+    case = draw(rng)
+    while case.operands[0].dtype != torch.float64 or not wanted(case):
+        case = draw(rng)
+    case.second_order = True
+    return case
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_seeded_cases_agree_with_torch(backend):
     lines = []
@@ -56,10 +65,7 @@ def test_every_op_family_is_drawn():
 def test_locally_connected_and_tiled_cases_agree_with_their_definition(backend):
     rng = random.Random(5)  # (padding modes, both with kernels wider than 1)
     for op in ("conv2d_local", "conv1d_tiled"):
-        case = fuzz.local_case(rng)
-        while case.config["op"] != op or case.operands[0].dtype != torch.float64:
-            case = fuzz.local_case(rng)
-        case.second_order = True
+        case = _float64_case(fuzz.local_case, rng, lambda c, op=op: c.config["op"] == op)
         assert fuzz.check(case, backend) is None
 
 
@@ -72,10 +78,7 @@ def test_fused_activations_are_drawn():
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_a_fused_prelu_agrees_with_torch(backend):
     rng = random.Random(1)
-    case = fuzz.conv_case(rng)
-    while case.config["activation"] != "prelu" or case.operands[0].dtype != torch.float64:
-        case = fuzz.conv_case(rng)
-    case.second_order = True
+    case = _float64_case(fuzz.conv_case, rng, lambda c: c.config["activation"] == "prelu")
     assert len(case.operands) == 3 + case.config["bias"]  # (the PReLU weight is an operand)
     assert fuzz.check(case, backend) is None
 
@@ -83,10 +86,7 @@ def test_a_fused_prelu_agrees_with_torch(backend):
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_a_maxout_convolution_agrees_with_torch(backend):
     rng = random.Random(1)
-    case = fuzz.conv_case(rng)
-    while case.config["maxout_pieces"] == 1 or case.operands[0].dtype != torch.float64:
-        case = fuzz.conv_case(rng)
-    case.second_order = True
+    case = _float64_case(fuzz.conv_case, rng, lambda c: c.config["maxout_pieces"] > 1)
     assert fuzz.check(case, backend) is None
 
 
