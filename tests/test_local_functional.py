@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import torchconv_ext
 from tests.references.local import (
@@ -173,3 +174,35 @@ def test_low_precision_fallback(dtype):
     assert y.dtype == dtype
     tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
     torch.testing.assert_close(y.double(), ref, atol=tol * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize(
+    "backend", ["torch", pytest.param("triton", marks=TRITON)]
+)  # fmt: skip
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("groups", [2, 4])
+def test_autocast_casts_as_for_a_convolution(backend, padding_mode, dtype, groups):
+    """One tile is a convolution: under autocast, the dtypes and values of nn.Conv2d's recipe
+    (``F.pad`` for a padding mode, then ``F.conv2d``), forward and backward, whatever autocast
+    does to the ops inside (the fallback's reflection pad would run in float32 — and a depthwise
+    tap's product, no matrix product, then too)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, dtype=dtype, requires_grad=True)
+    w = torch.randn(1, 1, 4, 4 // groups, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(1, 1, 4, dtype=dtype, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        with torchconv_ext.use_backend(backend):
+            y = TF.conv2d_tiled(x, w, b, 1, 1, 1, groups, padding_mode=padding_mode)
+        padded = x if padding_mode == "zeros" else F.pad(x, (1, 1, 1, 1), mode=padding_mode)
+        y_torch = F.conv2d(padded, w[0, 0], b[0, 0], 1, int(padding_mode == "zeros"), 1, groups)
+    assert y.dtype == y_torch.dtype == torch.float16
+    # (float16 results: a rounding of the largest value apart; see tests.fuzz_modes)
+    torch.testing.assert_close(y, y_torch, rtol=4e-3, atol=2e-3 * y_torch.abs().max().item())
+    grad = torch.randn_like(y)
+    with torchconv_ext.use_backend(backend):
+        ours = torch.autograd.grad(y, (x, w, b), grad)
+    theirs = torch.autograd.grad(y_torch, (x, w, b), grad)
+    for a, e in zip(ours, theirs):
+        assert a.dtype == e.dtype == dtype
+        torch.testing.assert_close(a, e, rtol=4e-3, atol=2e-3 * e.abs().max().item())

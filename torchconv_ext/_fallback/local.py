@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .._conv_args import ConvGeometry
 from .._padding import fold_padding_grad, pad_input
+from . import without_autocast
 
 _Q, _T = "uvw", "xyz"  # einsum letters of (q, t) per spatial dim
 
@@ -81,6 +82,7 @@ def _extend(t: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     return F.pad(t, pads) if any(pads) else t
 
 
+@without_autocast
 def local_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -110,6 +112,7 @@ def local_forward(
     return result + _crop(b.unsqueeze(0), out)
 
 
+@without_autocast
 def local_backward_input(
     grad_output: torch.Tensor,
     weight: torch.Tensor,
@@ -134,6 +137,7 @@ def local_backward_input(
     return fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
 
 
+@without_autocast
 def local_backward_weight(
     grad_output: torch.Tensor,
     input: torch.Tensor,
