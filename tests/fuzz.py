@@ -3,10 +3,10 @@
 Each case draws an op — convolution (in some cases with a fused activation, or maxout over its
 channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
 tiled convolution (against its definition written with torch's ops), max or average pooling,
-adaptive pooling, nearest interpolation — with random arguments, sizes, dtype (float64 or
-float32) and operand layouts (contiguous, channels-last, strided views of either), runs it on
-our Triton path (under Triton's interpreter on a CPU) and with torch on the same tensors, and
-checks that
+adaptive pooling, spatial pyramid and global pooling (against torch's adaptive pooling of each
+level), nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and
+operand layouts (contiguous, channels-last, strided views of either), runs it on our Triton path
+(under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
@@ -14,6 +14,11 @@ checks that
   incoming gradient, through the first-order gradients);
 * results and first-order gradients have torch's memory format (ATen's double backward
   layouts differ between devices: its values are compared only).
+
+About half the cases are called another way (``tests.fuzz_modes``): a third time, replaying
+what the first two recorded, under ``torch.func.vmap``, in forward mode (``torch.func.jvp``),
+under autocast, as ``torch.nn`` layers converted by ``convert_model`` or built from our
+classes, or compiled by ``torch.compile``.
 
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).
@@ -41,6 +46,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are importe
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import sys
@@ -51,9 +57,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch._prims_common import suggest_memory_format
 
 import torchconv_ext
+from tests.fuzz_modes import draw_mode
 from tests.references.local import output_size, reference_local
 from tests.references.maxout import reference_maxout
 from torchconv_ext import functional as TF
@@ -77,6 +85,17 @@ class Case:
     compare_layout: bool = True
     #: Whether second-order gradients are compared too (drawn by :func:`run`).
     second_order: bool = False
+    #: ``layers(namespace)``: the call as layers of ``torch.nn`` or ``torchconv_ext.nn`` and the
+    #: names of the parameters the operands after the input stand for (``None``: no such layers).
+    layers: Callable[[Any], tuple[nn.Module, tuple[str, ...]]] | None = None
+    #: ``tolerance(expected)``: the tolerances of a result or gradient, given torch's (default:
+    #: by the operands' dtype).
+    tolerance: Callable[[torch.Tensor], dict[str, float]] | None = None
+    #: Whether ours must refuse what torch refuses with its exception type.
+    check_refusals: bool = True
+    #: Whether ``theirs`` gives the op's dtypes under autocast (a definition written with
+    #: torch's ops gets their casts instead).
+    autocasts: bool = True
 
 
 def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -231,20 +250,23 @@ def conv_case(rng: random.Random) -> Case:
         act_args = {"weight": rest[0]} if activation == "prelu" else activation_args
         return x, w, b, act_args
 
+    ours_conv, torch_conv = getattr(TF, f"conv{nd}d"), getattr(F, f"conv{nd}d")
+    ours_maxout = functools.partial(maxout_conv, f"MaxoutConv{nd}d", nd)  # (nn.MaxoutConvNd's)
+
     def ours(*operands):
         x, w, b, act_args = split(operands)
         if pieces > 1:
-            return maxout_conv(f"MaxoutConv{nd}d", nd, x, w, b, pieces, *args, mode)
+            return ours_maxout(x, w, b, pieces, *args, mode)
         fused = {} if activation is None else dict(activation=activation, activation_args=act_args)
-        return getattr(TF, f"conv{nd}d")(x, w, b, *args, padding_mode=mode, **fused)
+        return ours_conv(x, w, b, *args, padding_mode=mode, **fused)
 
     def theirs(*operands):  # nn.ConvNd's recipe: F.pad for every mode but zeros
         x, w, b, act_args = split(operands)
         if mode == "zeros":
-            z = getattr(F, f"conv{nd}d")(x, w, b, *args)
+            z = torch_conv(x, w, b, *args)
         else:
             pads = [p for q in reversed(padding) for p in (q, q)]
-            z = getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
+            z = torch_conv(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
         if activation is None and pieces == 1:
             return z
         # (channels are dim 1 of the batched result: an unbatched one is activated as a batch)
@@ -255,9 +277,40 @@ def conv_case(rng: random.Random) -> Case:
             out = getattr(F, activation)(batched, **act_args)
         return out if batch is not None else out.squeeze(0)
 
+    def layers(namespace: Any) -> tuple[nn.Module, tuple[str, ...]]:
+        """``ConvNd``, followed by the activation's module in torch's; ours fuses it."""
+        conv = getattr(namespace, f"Conv{nd}d")
+        conv_args = (groups * per_in, groups * per_out, kernel, stride, padding, dilation,
+                     groups, bias, mode)  # fmt: skip
+        names = ("weight", "bias")[: 1 + bias]
+        prelu = ("weight",) if activation == "prelu" else ()
+        if activation is None:
+            return conv(*conv_args, dtype=dtype), names
+        if namespace is nn:
+            act = _activation_module(activation, activation_args, groups * per_out, dtype)
+            module = nn.Sequential(conv(*conv_args, dtype=dtype), act)
+            return module, tuple(f"0.{n}" for n in names) + tuple(f"1.{n}" for n in prelu)
+        args = {"weight": torch.zeros(operands[-1].shape, dtype=dtype)} if prelu else {}
+        module = conv(*conv_args, dtype=dtype, activation=activation,
+                      activation_args={**activation_args, **args})  # fmt: skip
+        return module, names + tuple(f"activation_{n}" for n in prelu)
+
+    # (maxout convolutions are ours alone; torch's PReLU module reads an unbatched input's
+    # dim 1 as its channels)
+    module = pieces == 1 and not (batch is None and activation == "prelu")
     return Case(
-        config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups)
-    )
+        config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups),
+        layers=layers if module else None,
+    )  # fmt: skip
+
+
+def _activation_module(name: str, args: dict[str, Any], channels: int, dtype) -> nn.Module:
+    """Torch's module of a drawn fused activation (a PReLU weight as drawn: one or per channel)."""
+    if name == "prelu":
+        return nn.PReLU(1 if args["weight"] == "one" else channels, dtype=dtype)
+    kinds = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+             "silu": nn.SiLU}  # fmt: skip
+    return kinds[name](**args)
 
 
 def conv_transpose_case(rng: random.Random) -> Case:
@@ -284,9 +337,17 @@ def conv_transpose_case(rng: random.Random) -> Case:
     def theirs(x, w, b=None):
         return getattr(F, name)(x, w, b, *args)
 
+    def layers(namespace: Any) -> tuple[nn.Module, tuple[str, ...]]:
+        module = getattr(namespace, f"ConvTranspose{nd}d")(
+            groups * per_in, groups * per_out, kernel, stride, padding, output_padding, groups,
+            bias, dilation, dtype=dtype,
+        )  # fmt: skip
+        return module, ("weight", "bias")[: 1 + bias]
+
     return Case(
-        config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups)
-    )
+        config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups),
+        layers=layers,
+    )  # fmt: skip
 
 
 def local_case(rng: random.Random) -> Case:
@@ -323,8 +384,8 @@ def local_case(rng: random.Random) -> Case:
         y = reference_local(x if batch is not None else x.unsqueeze(0), w, b, *args, mode)
         return y if batch is not None else y.squeeze(0)
 
-    # (the definition's einsum picks its own layout)
-    return Case(config, ours, theirs, operands, compare_layout=False)
+    # (the definition's einsum picks its own layout, and autocast casts inside it)
+    return Case(config, ours, theirs, operands, compare_layout=False, autocasts=False)
 
 
 def pool_case(rng: random.Random) -> Case:
@@ -357,7 +418,12 @@ def pool_case(rng: random.Random) -> Case:
         config.update(count_include_pad=count_include_pad, divisor_override=divisor)
         args = (kernel, stride, padding, ceil_mode, count_include_pad)
         args += (divisor,) if nd > 1 else ()
-    return Case(config, _on(TF, name, args), _on(F, name, args), [x])
+    if kind == "max":  # (the module's arguments are in another order)
+        module_args: tuple = (kernel, stride, padding, dilation, indices, ceil_mode)
+    else:
+        module_args = args
+    layers = _module(f"{kind.capitalize()}Pool{nd}d", *module_args)
+    return Case(config, _on(TF, name, args), _on(F, name, args), [x], layers=layers)
 
 
 def _windows_meet_input(size: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -387,7 +453,33 @@ def adaptive_case(rng: random.Random) -> Case:
     if kind == "max":
         args += (rng.random() < 0.5,)  # return_indices
     config = dict(op=name, size=size, output_size=output_size, dtype=str(x.dtype))
-    return Case(config, _on(TF, name, args), _on(F, name, args), [x])
+    layers = _module(f"Adaptive{kind.capitalize()}Pool{nd}d", *args)
+    return Case(config, _on(TF, name, args), _on(F, name, args), [x], layers=layers)
+
+
+def pyramid_case(rng: random.Random) -> Case:
+    """Spatial pyramid or global pooling (beyond torch) against their definition: torch's
+    adaptive pooling of each level, flattened and concatenated."""
+    nd = rng.choice([1, 2, 2, 3])
+    mode = rng.choice(["max", "avg"])
+    size = [rng.randint(1, 9 if nd < 3 else 5) for _ in range(nd)]
+    x = _operand(rng, (rng.choice([1, 2]), rng.choice([1, 3, 8]), *size), *_dtype_layout(rng))
+    if rng.random() < 0.3:
+        name, levels = f"global_{mode}_pool", [1]
+        ours: Callable[[torch.Tensor], Any] = getattr(TF, name)
+    else:  # (levels in any order, repeated ones too, some finer than the input)
+        name, levels = "spatial_pyramid_pool", rng.choices([1, 2, 3, 4, 6], k=rng.randint(1, 3))
+
+        def ours(x):
+            return TF.spatial_pyramid_pool(x, levels, mode)
+
+    adaptive = getattr(F, f"adaptive_{mode}_pool{nd}d")
+
+    def theirs(x):
+        return torch.cat([adaptive(x, level).flatten(1) for level in levels], 1)
+
+    config = dict(op=name, mode=mode, size=size, levels=levels, dtype=str(x.dtype))
+    return Case(config, ours, theirs, [x], compare_layout=False)  # (results are matrices)
 
 
 def interpolate_case(rng: random.Random) -> Case:
@@ -417,11 +509,20 @@ def interpolate_case(rng: random.Random) -> Case:
     def theirs(x):
         return F.interpolate(x, **kwargs)
 
-    return Case(config, ours, theirs, [x])
+    return Case(config, ours, theirs, [x], layers=_module("Upsample", **kwargs))
 
 
 def _dtype_layout(rng: random.Random) -> tuple[torch.dtype, str]:
     return rng.choice([torch.float64, torch.float32]), _draw_layout(rng)
+
+
+def _module(name: str, *args: Any, **kwargs: Any) -> Callable[[Any], tuple[nn.Module, tuple]]:
+    """Layers of a case without parameters: ``namespace.<name>(*args, **kwargs)``."""
+
+    def layers(namespace: Any) -> tuple[nn.Module, tuple]:
+        return getattr(namespace, name)(*args, **kwargs), ()
+
+    return layers
 
 
 def _on(module: Any, name: str, args: tuple) -> Callable[[torch.Tensor], Any]:
@@ -436,7 +537,7 @@ SECOND_ORDER_SHARE = 0.25
 
 DRAWS: tuple[Callable[[random.Random], Case], ...] = (
     conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case, local_case,
-    pool_case, pool_case, adaptive_case, interpolate_case,
+    pool_case, pool_case, adaptive_case, pyramid_case, interpolate_case,
 )  # fmt: skip
 
 
@@ -459,12 +560,20 @@ def _layouts_differ(case: Case, ours: torch.Tensor, theirs: torch.Tensor) -> boo
     )
 
 
+def _tolerance(case: Case, expected: torch.Tensor) -> dict[str, float]:
+    if case.tolerance is not None:
+        return case.tolerance(expected)
+    return _TOLERANCES[case.operands[0].dtype]
+
+
 def check(case: Case, backend: str = "triton") -> str | None:
     """``None`` when ours, on ``backend``, agrees with torch on the case, else what differs."""
     copies = [t.detach().clone().requires_grad_() for t in case.operands]
     try:
         expected = _outputs(case.theirs(*copies))
     except Exception as refused:  # torch refuses: so must we, with its exception type
+        if not case.check_refusals:
+            return None
         try:
             with torchconv_ext.use_backend(backend):
                 case.ours(*case.operands)
@@ -475,11 +584,11 @@ def check(case: Case, backend: str = "triton") -> str | None:
         return f"accepted what torch refuses ({type(refused).__name__}: {refused})"
     with torchconv_ext.use_backend(backend):
         got = _outputs(case.ours(*case.operands))
-    tolerance = _TOLERANCES[case.operands[0].dtype]
     for ours, theirs in zip(got, expected):
         if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
             return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"
-        torch.testing.assert_close(ours, theirs, **(tolerance if ours.is_floating_point() else {}))
+        close = _tolerance(case, theirs) if ours.is_floating_point() else {}
+        torch.testing.assert_close(ours, theirs, **close)
         if _layouts_differ(case, ours, theirs):
             return f"strides {ours.stride()}, torch's {theirs.stride()}"
     seed = torch.Generator().manual_seed(0)
@@ -491,7 +600,9 @@ def check(case: Case, backend: str = "triton") -> str | None:
         )
     their_grads = torch.autograd.grad(expected[0], copies, grads[1], create_graph=case.second_order)
     for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
-        torch.testing.assert_close(ours, theirs, **tolerance, msg=lambda m, i=i: f"grad {i}: {m}")
+        torch.testing.assert_close(
+            ours, theirs, **_tolerance(case, theirs), msg=lambda m, i=i: f"grad {i}: {m}"
+        )
         if _layouts_differ(case, ours, theirs):
             return f"grad {i}: strides {ours.stride()}, torch's {theirs.stride()}"
     if case.second_order:
@@ -533,8 +644,12 @@ def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
     while (cases is None or done < cases) and (
         seconds is None or time.monotonic() - start < seconds
     ):
-        case = rng.choice(DRAWS)(rng)
-        if case.operands[0].dtype == torch.float64 and rng.random() < SECOND_ORDER_SHARE:
+        case = draw_mode(rng.choice(DRAWS)(rng), rng)
+        if (
+            "call" not in case.config
+            and case.operands[0].dtype == torch.float64
+            and rng.random() < SECOND_ORDER_SHARE
+        ):
             case.second_order = case.config["second_order"] = True
         done += 1
         if verbose:  # before the case runs: a crash or a hang shows which case it was

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from tests import fuzz
+from tests import fuzz, fuzz_modes
 
 pytestmark = pytest.mark.interpret
 
@@ -25,16 +25,17 @@ def _float64_case(draw, rng: random.Random, wanted) -> fuzz.Case:
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_seeded_cases_agree_with_torch(backend):
-    lines = []
-    assert fuzz.run(7, cases=8, backend=backend, report=lines.append) == []
-    assert lines == ["8 cases, 0 failed (seed 7)"]
+    lines = []  # (seed 5: plain cases and cases under vmap, jvp, autocast and torch.compile)
+    assert fuzz.run(5, cases=8, backend=backend, report=lines.append) == []
+    assert lines == ["8 cases, 0 failed (seed 5)"]
 
 
 def test_second_order_gradients_of_seeded_cases_agree_with_torch(monkeypatch):
+    monkeypatch.setattr(fuzz_modes, "MODES", ())
     monkeypatch.setattr(fuzz, "SECOND_ORDER_SHARE", 1.0)
     lines = []
-    assert fuzz.run(4, cases=6, report=lines.append) == []
-    assert lines == ["6 cases, 0 failed (seed 4)"]
+    assert fuzz.run(6, cases=6, report=lines.append) == []
+    assert lines == ["6 cases, 0 failed (seed 6)"]
 
 
 def test_a_second_order_difference_is_found():
@@ -53,11 +54,12 @@ def test_a_second_order_difference_is_found():
 def test_every_op_family_is_drawn():
     rng = random.Random(0)
     families = {
-        re.sub(r"\d", "", fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"]) for i in range(80)
+        re.sub(r"\d", "", fuzz.DRAWS[i % len(fuzz.DRAWS)](rng).config["op"]) for i in range(400)
     }
     assert families == {
         "convd", "conv_transposed", "convd_local", "convd_tiled", "max_poold", "avg_poold",
-        "adaptive_max_poold", "adaptive_avg_poold", "interpolate",
+        "adaptive_max_poold", "adaptive_avg_poold", "spatial_pyramid_pool", "global_max_pool",
+        "global_avg_pool", "interpolate",
     }  # fmt: skip
 
 
@@ -141,3 +143,93 @@ def test_max_pools_whose_windows_miss_the_input_are_not_drawn():
     assert not fuzz._windows_meet_input(1, 2, 3, 1, 2, True)
     assert fuzz._windows_meet_input(1, 2, 3, 1, 1, True)
     assert fuzz._windows_meet_input(6, 3, 2, 1, 2, False)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_pyramid_and_global_poolings_agree_with_their_definition(backend):
+    rng = random.Random(3)
+    ops = set()
+    while len(ops) < 2:
+        case = fuzz.pyramid_case(rng)
+        kind = "global" if case.config["op"].startswith("global") else "pyramid"
+        if kind not in ops and case.operands[0].dtype == torch.float64:
+            ops.add(kind)
+            assert fuzz.check(case, backend) is None
+
+
+def _moded(mode, rng: random.Random, wanted=lambda case: True) -> fuzz.Case:
+    """The first drawn case that ``wanted`` accepts, in ``mode``."""
+    while True:
+        case = rng.choice(fuzz.DRAWS)(rng)
+        if mode is not fuzz_modes.as_module or case.layers is not None:
+            moded = mode(case, rng)
+            if wanted(moded):
+                return moded
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("mode", ["repeated", "vmapped", "forward_mode", "autocast", "compiled"])
+def test_a_case_in_each_mode_agrees_with_torch(mode, backend):
+    rng = random.Random(11)
+    mode = getattr(fuzz_modes, mode)
+    for _ in range(2):
+        case = _moded(mode, rng)
+        assert case.config["call"] in ("repeat", "vmap", "jvp", "autocast", "compile")
+        assert fuzz.check(case, backend) is None, case.config
+
+
+@pytest.mark.parametrize("built", ["convert_model", "our class"])
+def test_a_convolution_as_a_module_agrees_with_torch(built):
+    rng = random.Random(2)
+    case = _moded(
+        fuzz_modes.as_module,
+        rng,
+        lambda c: c.config["op"] == "conv2d" and c.config["built"] == built
+        and c.config["activation"] is not None,
+    )  # fmt: skip
+    assert fuzz.check(case) is None, case.config
+
+
+def test_a_vmapped_case_batches_its_other_operands_too():
+    rng = random.Random(0)
+    base = _float64_case(fuzz.conv_case, rng, lambda c: c.config["maxout_pieces"] == 1)
+    case = fuzz_modes.vmapped(base, rng)
+    while case.config["in_dims"][1] is None:
+        case = fuzz_modes.vmapped(base, rng)
+    dim = case.config["in_dims"][1]
+    assert case.operands[1].shape[dim] == 2 and case.operands[1].dim() == base.operands[1].dim() + 1
+    assert fuzz.check(case) is None
+
+
+def test_a_difference_under_a_mode_is_found():
+    case = fuzz_modes.vmapped(fuzz.interpolate_case(random.Random(0)), random.Random(0))
+    theirs = case.theirs
+    case.theirs = lambda x: theirs(x) * 2
+    with pytest.raises(AssertionError):
+        fuzz.check(case)
+
+
+def test_modes_are_drawn_by_their_shares():
+    rng = random.Random(0)
+    calls = [
+        fuzz_modes.draw_mode(fuzz.adaptive_case(rng), rng).config.get("call") for _ in range(400)
+    ]
+    calls_by_mode = ("repeat", "vmap", "jvp", "autocast", "module", "compile")
+    for call, share in zip(calls_by_mode, fuzz_modes.MODES):
+        assert abs(calls.count(call) / 400 - share[1]) < 0.05
+    local = fuzz.local_case(rng)  # (ours alone: no torch.nn layers, a definition to compare)
+    assert {fuzz_modes.draw_mode(local, random.Random(i)).config.get("call") for i in range(99)} == {
+        None, "repeat", "vmap", "jvp", "compile",
+    }  # fmt: skip
+
+
+def test_a_repeated_case_compares_a_replayed_call(monkeypatch):
+    from triton_kernels import _tape
+
+    replays = []
+    replay = _tape.Tape.replay
+    monkeypatch.setattr(_tape.Tape, "replay", lambda tape, t: replays.append(1) or replay(tape, t))
+    rng = random.Random(0)
+    case = fuzz_modes.repeated(_float64_case(fuzz.conv_transpose_case, rng, lambda c: True), rng)
+    assert fuzz.check(case) is None
+    assert len(replays) == 2  # the third call's forward and backward

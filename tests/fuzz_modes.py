@@ -1,0 +1,231 @@
+"""The ways ``python -m tests.fuzz`` calls a drawn case besides plainly: each mode takes a
+:class:`tests.fuzz.Case` and returns the same computation called another way, ours against
+torch's, on the same operands or on operands made for the mode.
+
+* ``repeat``: ours called three times, the third compared: its tapes recorded by the first
+  two and replayed, after the operands' values changed in place (layouts compared too);
+* ``vmap``: ours under ``torch.func.vmap`` over two samples — the input always batched, every
+  other operand in half the cases (per-sample weights), along the first or the last dim —
+  against torch's result of each sample, stacked;
+* ``jvp``: the result and its tangent along random tangents of every operand (forward mode,
+  ``torch.func.jvp``);
+* ``autocast``: ours and torch's under CPU autocast to float16, on float32 or float16
+  operands (dtypes compared exactly, values to float16's precision), where torch's call is
+  its op (not a definition written with its ops);
+* ``module``: the drawn call as ``torch.nn`` layers (the operands after the input as their
+  parameters, through ``torch.func.functional_call``), ours either converted by
+  ``convert_model`` — fusing a drawn activation into the convolution, ``fuse=True`` — or built
+  from our classes with torch's constructor arguments;
+* ``compile``: ours under ``torch.compile(fullgraph=True)`` with static or dynamic sizes
+  (backends ``eager`` and ``aot_eager``: the registered ops' schemas, fakes — on symbolic
+  sizes too — and autograd in a graph) against torch eager;
+  arguments torch refuses are not compared (a compiled call may raise its own error types).
+
+Layouts are not compared in the other modes (the plain cases compare them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.func import functional_call
+
+import torchconv_ext
+from torchconv_ext import nn as ours_nn
+
+if TYPE_CHECKING:
+    from tests.fuzz import Case
+
+
+def float16_tolerance(expected: torch.Tensor) -> dict[str, float]:
+    """The autocast mode's tolerances: a few float16 roundings of the result's largest value
+    (the same float16 operands; CPU torch's float16 convolutions and ours round partial sums
+    at other points, so an element can differ by several of its own roundings)."""
+    largest = expected.detach().abs().max().item() if expected.numel() else 0.0
+    return dict(rtol=4e-3, atol=max(2e-3 * largest, 1e-3))
+
+
+def _with(case: Case, call: str, **changes: Any) -> Case:
+    """``case`` called another way: ``call`` names it in the case's configuration."""
+    config = {**case.config, "call": call, **changes.pop("config", {})}
+    changes.setdefault("compare_layout", False)
+    return dataclasses.replace(case, config=config, second_order=False, **changes)
+
+
+def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+# --- repeated calls -----------------------------------------------------------------------------
+
+
+def repeated(case: Case, rng: random.Random) -> Case:
+    """Ours called a third time, forward and backward: the first two calls — on the same
+    tensors holding other values, changed in place before each — record the call's tapes, the
+    third replays them (``triton_kernels._tape``) after its operands got their values back in
+    place (so a weight repacked once per version is repacked again)."""
+    seed = rng.getrandbits(32)
+
+    def ours(*operands):
+        g = torch.Generator().manual_seed(seed)
+        saved = [t.detach().clone() for t in operands]
+        for _ in range(2):
+            with torch.no_grad():
+                for t in operands:
+                    t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype))
+            out = _outputs(case.ours(*operands))[0]
+            grad = torch.randn(out.shape, generator=g, dtype=out.dtype)
+            torch.autograd.grad(out, operands, grad, allow_unused=True)
+        with torch.no_grad():
+            for t, values in zip(operands, saved):
+                t.copy_(values)
+        return case.ours(*operands)
+
+    return _with(case, "repeat", ours=ours, compare_layout=case.compare_layout)
+
+
+# --- vmap ---------------------------------------------------------------------------------------
+
+
+def vmapped(case: Case, rng: random.Random) -> Case:
+    """Two samples: the drawn operands and others of their shapes, stacked."""
+    samples = 2
+    dims = [0] + [rng.choice([0, None]) for _ in case.operands[1:]]
+    if rng.random() < 0.5:  # the last dim instead: each sample a strided view
+        dims = [None if d is None else -1 for d in dims]
+    g = torch.Generator().manual_seed(rng.getrandbits(32))
+    stacked = []
+    for t, dim in zip(case.operands, dims):
+        if dim is None:
+            stacked.append(t)
+            continue
+        other = torch.randn(t.shape, generator=g, dtype=t.dtype)
+        stacked.append(torch.stack([t.detach(), other], dim=dim).requires_grad_())
+
+    def sample(operands: tuple, i: int) -> list[torch.Tensor]:
+        return [t if d is None else t.select(d, i) for t, d in zip(operands, dims)]
+
+    def ours(*operands):
+        return torch.func.vmap(case.ours, in_dims=tuple(dims))(*operands)
+
+    def theirs(*operands):
+        results = [_outputs(case.theirs(*sample(operands, i))) for i in range(samples)]
+        stacked = tuple(torch.stack(outputs) for outputs in zip(*results))
+        return stacked if len(stacked) > 1 else stacked[0]
+
+    return _with(case, "vmap", ours=ours, theirs=theirs, operands=stacked,
+                 config={"in_dims": dims})  # fmt: skip
+
+
+# --- forward mode -------------------------------------------------------------------------------
+
+
+def forward_mode(case: Case, rng: random.Random) -> Case:
+    """The result and its tangent along random tangents of every operand (``torch.func.jvp``);
+    gradients are of the result."""
+    g = torch.Generator().manual_seed(rng.getrandbits(32))
+    tangents = tuple(torch.randn(t.shape, generator=g, dtype=t.dtype) for t in case.operands)
+
+    def with_tangent(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*operands):
+            out, tangent = torch.func.jvp(lambda *o: _outputs(fn(*o))[0], operands, tangents)
+            return out, tangent
+
+        return call
+
+    return _with(case, "jvp", ours=with_tangent(case.ours), theirs=with_tangent(case.theirs))
+
+
+# --- autocast -----------------------------------------------------------------------------------
+
+
+def autocast(case: Case, rng: random.Random) -> Case:
+    """Float16, not bfloat16: Triton's interpreter cannot compute in bfloat16."""
+    dtype = rng.choice([torch.float32, torch.float16])
+    operands = [t.detach().to(dtype).requires_grad_() for t in case.operands]
+
+    def under_autocast(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*operands):
+            with torch.autocast("cpu", dtype=torch.float16):
+                return fn(*operands)
+
+        return call
+
+    return _with(case, "autocast", ours=under_autocast(case.ours),
+                 theirs=under_autocast(case.theirs), operands=operands,
+                 tolerance=float16_tolerance, config={"dtype": str(dtype)})  # fmt: skip
+
+
+# --- nn modules ---------------------------------------------------------------------------------
+
+
+def as_module(case: Case, rng: random.Random) -> Case:
+    """``case.layers(namespace)`` builds the layers and names the parameters the operands after
+    the input stand for; only cases that have layers in ``torch.nn`` get this mode."""
+    how = rng.choice(["convert_model", "our class"])
+
+    def call(namespace: Any, *, convert: bool = False) -> Callable[..., Any]:
+        def run(x, *params):
+            module, names = case.layers(namespace)
+            if convert:  # (fusing moves a PReLU's weight into the convolution)
+                module = torchconv_ext.convert_model(module, fuse=True)
+                names = tuple(_moved_by_fusion(module, n) for n in names)
+            return functional_call(module, dict(zip(names, params)), (x,))
+
+        return run
+
+    ours = call(torch.nn, convert=True) if how == "convert_model" else call(ours_nn)
+    return _with(case, "module", ours=ours, theirs=call(torch.nn), config={"built": how})
+
+
+def _moved_by_fusion(module: torch.nn.Module, name: str) -> str:
+    """Where parameter ``name`` of a ``Sequential(conv, activation)`` is after fusion."""
+    params = dict(module.named_parameters())
+    return name if name in params or name != "1.weight" else "0.activation_weight"
+
+
+# --- torch.compile ------------------------------------------------------------------------------
+
+
+def compiled(case: Case, rng: random.Random) -> Case:
+    """Static or dynamic sizes; the call's int arguments are constants in either, as a layer's
+    are (Dynamo would take a closure's ints for sizes too)."""
+    backend, dynamic = rng.choice(["eager", "aot_eager"]), rng.random() < 0.5
+
+    def ours(*operands):
+        torch._dynamo.reset()  # (every case's closure would count against one code's recompiles)
+        with torch._dynamo.config.patch(specialize_int=True):
+            compiled = torch.compile(case.ours, backend=backend, fullgraph=True, dynamic=dynamic)
+            return compiled(*operands)
+
+    config = {"backend": backend, "dynamic": dynamic}
+    return _with(case, "compile", ours=ours, check_refusals=False, config=config)
+
+
+#: Each mode and the share of cases drawn in it (the rest are called plainly).
+MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
+    (repeated, 0.1),
+    (vmapped, 0.1),
+    (forward_mode, 0.05),
+    (autocast, 0.1),
+    (as_module, 0.15),
+    (compiled, 0.03),
+)
+
+
+def draw_mode(case: Case, rng: random.Random) -> Case:
+    """``case`` in a mode drawn by the shares of :data:`MODES`, or as it is."""
+    drawn = rng.random()
+    for mode, share in MODES:
+        if drawn < share:
+            if (mode is as_module and case.layers is None) or (
+                mode is autocast and not case.autocasts
+            ):
+                return case
+            return mode(case, rng)
+        drawn -= share
+    return case
