@@ -18,7 +18,8 @@ operand layouts (contiguous, channels-last, strided views of either), runs it on
 About half the cases are called another way (``tests.fuzz_modes``): a third time, replaying
 what the first two recorded, under ``torch.func.vmap``, in forward mode (``torch.func.jvp``),
 under autocast, as ``torch.nn`` layers converted by ``convert_model`` or built from our
-classes, or compiled by ``torch.compile``.
+classes, with every registered op's fake checked against its result, or compiled by
+``torch.compile``.
 
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).

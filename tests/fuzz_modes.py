@@ -16,6 +16,8 @@ torch's, on the same operands or on operands made for the mode.
   parameters, through ``torch.func.functional_call``), ours either converted by
   ``convert_model`` — fusing a drawn activation into the convolution, ``fuse=True`` — or built
   from our classes with torch's constructor arguments;
+* ``fake``: ours, forward and backward, under ``CrossRefFakeMode``: every registered op's fake
+  (what tracing sees) against its result (sizes, strides, dtype, aliasing);
 * ``compile``: ours under ``torch.compile(fullgraph=True)`` with static or dynamic sizes
   (backends ``eager`` and ``aot_eager``: the registered ops' schemas, fakes — on symbolic
   sizes too — and autograd in a graph) against torch eager;
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch._subclasses.fake_utils import CrossRefFakeMode
 from torch.func import functional_call
 
 import torchconv_ext
@@ -188,6 +191,25 @@ def _moved_by_fusion(module: torch.nn.Module, name: str) -> str:
     return name if name in params or name != "1.weight" else "0.activation_weight"
 
 
+# --- fake tensors -------------------------------------------------------------------------------
+
+
+def cross_checked(case: Case, rng: random.Random) -> Case:
+    """Ours forward and backward under ``CrossRefFakeMode``: each registered op (the path a
+    dispatch mode takes) also runs on fake tensors, its fake's sizes, strides, dtype and
+    aliasing checked against its result's."""
+
+    def ours(*operands):
+        with CrossRefFakeMode(check_strides=True):
+            result = case.ours(*operands)
+            out = _outputs(result)[0]
+            grad = torch.ones(out.shape, dtype=out.dtype)
+            torch.autograd.grad(out, operands, grad, retain_graph=True, allow_unused=True)
+        return result
+
+    return _with(case, "fake", ours=ours)
+
+
 # --- torch.compile ------------------------------------------------------------------------------
 
 
@@ -213,6 +235,7 @@ MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
     (forward_mode, 0.05),
     (autocast, 0.1),
     (as_module, 0.15),
+    (cross_checked, 0.05),
     (compiled, 0.03),
 )
 
