@@ -206,3 +206,20 @@ def test_autocast_casts_as_for_a_convolution(backend, padding_mode, dtype, group
     for a, e in zip(ours, theirs):
         assert a.dtype == e.dtype == dtype
         torch.testing.assert_close(a, e, rtol=4e-3, atol=2e-3 * e.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "backend", ["torch", pytest.param("triton", marks=TRITON)]
+)  # fmt: skip
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_every_registered_op_agrees_with_its_fake(backend, padding_mode):
+    """Sizes, strides, storage offset and aliasing of each op's result as its fake says: one
+    input channel and one sample made the fallback's zero-padded input gradient a contiguous
+    crop at an offset."""
+    from torch._subclasses.fake_utils import CrossRefFakeMode
+
+    x = torch.randn(1, 1, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, 1, 3, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend(backend), CrossRefFakeMode(check_strides=True):
+        y = TF.conv1d_tiled(x, w, None, 1, "same", 2, padding_mode=padding_mode)
+        torch.autograd.grad(y, (x, w), torch.ones_like(y))

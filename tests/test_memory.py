@@ -34,3 +34,15 @@ def test_allocations_have_torchs_strides_for_every_shape(rank):
             )
         if 0 not in shape:  # (an empty tensor in any strides is copied: nothing to copy)
             assert to_layout(last, True) is last and to_layout(plain, False) is plain
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_crop_of_a_bigger_buffer_is_copied_to_the_start_of_its_own(channels_last):
+    # (an op's fake says its result is fresh; a crop would also keep the whole buffer alive)
+    buffer = torch.randn(1, 1, 6, 10)
+    crop = buffer[..., 2:5, :]  # contiguous in either layout, but at an offset
+    out = to_layout(crop, channels_last)
+    assert out.storage_offset() == 0 and out.untyped_storage().nbytes() == crop.nbytes
+    assert torch.equal(out, crop)
+    whole = buffer[..., :3, :]
+    assert to_layout(whole, False) is whole  # (at the start: no copy)

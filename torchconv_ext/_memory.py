@@ -104,7 +104,11 @@ def _poisoned(out: torch.Tensor) -> torch.Tensor:
 
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs)."""
+    """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs), at the
+    start of its storage: a crop of a bigger buffer (a padded gradient's interior) is copied,
+    as an op's fake says its result is fresh (and the buffer is not kept alive)."""
+    if t.storage_offset():
+        return empty_in_layout(t.shape, t, channels_last).copy_(t)
     # torch's own contiguity test is the same rule (sizes of 1 ignored, empty tensors pass),
     # in C, and its copy gives empty_in_layout's strides for the contiguous layout
     if not channels_last:
