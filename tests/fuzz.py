@@ -47,7 +47,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are importe
 
 import argparse
 import contextlib
-import functools
 import json
 import random
 import sys
@@ -62,7 +61,7 @@ from torch import nn
 from torch._prims_common import suggest_memory_format
 
 import torchconv_ext
-from tests.fuzz_modes import draw_mode
+from tests.fuzz_modes import draw_mode, outputs
 from tests.references.local import output_size, reference_local
 from tests.references.maxout import reference_maxout
 from torchconv_ext import functional as TF
@@ -251,23 +250,20 @@ def conv_case(rng: random.Random) -> Case:
         act_args = {"weight": rest[0]} if activation == "prelu" else activation_args
         return x, w, b, act_args
 
-    ours_conv, torch_conv = getattr(TF, f"conv{nd}d"), getattr(F, f"conv{nd}d")
-    ours_maxout = functools.partial(maxout_conv, f"MaxoutConv{nd}d", nd)  # (nn.MaxoutConvNd's)
-
     def ours(*operands):
         x, w, b, act_args = split(operands)
         if pieces > 1:
-            return ours_maxout(x, w, b, pieces, *args, mode)
+            return maxout_conv(f"MaxoutConv{nd}d", nd, x, w, b, pieces, *args, mode)
         fused = {} if activation is None else dict(activation=activation, activation_args=act_args)
-        return ours_conv(x, w, b, *args, padding_mode=mode, **fused)
+        return getattr(TF, f"conv{nd}d")(x, w, b, *args, padding_mode=mode, **fused)
 
     def theirs(*operands):  # nn.ConvNd's recipe: F.pad for every mode but zeros
         x, w, b, act_args = split(operands)
         if mode == "zeros":
-            z = torch_conv(x, w, b, *args)
+            z = getattr(F, f"conv{nd}d")(x, w, b, *args)
         else:
             pads = [p for q in reversed(padding) for p in (q, q)]
-            z = torch_conv(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
+            z = getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
         if activation is None and pieces == 1:
             return z
         # (channels are dim 1 of the batched result: an unbatched one is activated as a batch)
@@ -545,10 +541,6 @@ DRAWS: tuple[Callable[[random.Random], Case], ...] = (
 # --- one case ----------------------------------------------------------------------------------
 
 
-def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
-    return result if isinstance(result, tuple) else (result,)
-
-
 def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() in _FORMATS and t.is_contiguous(memory_format=_FORMATS[t.dim()])
 
@@ -571,7 +563,7 @@ def check(case: Case, backend: str = "triton") -> str | None:
     """``None`` when ours, on ``backend``, agrees with torch on the case, else what differs."""
     copies = [t.detach().clone().requires_grad_() for t in case.operands]
     try:
-        expected = _outputs(case.theirs(*copies))
+        expected = outputs(case.theirs(*copies))
     except Exception as refused:  # torch refuses: so must we, with its exception type
         if not case.check_refusals:
             return None
@@ -584,7 +576,7 @@ def check(case: Case, backend: str = "triton") -> str | None:
             return f"raised {type(ours).__name__} where torch raised {type(refused).__name__}"
         return f"accepted what torch refuses ({type(refused).__name__}: {refused})"
     with torchconv_ext.use_backend(backend):
-        got = _outputs(case.ours(*case.operands))
+        got = outputs(case.ours(*case.operands))
     for ours, theirs in zip(got, expected):
         if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
             return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"

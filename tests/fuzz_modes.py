@@ -59,7 +59,8 @@ def _with(case: Case, call: str, **changes: Any) -> Case:
     return dataclasses.replace(case, config=config, second_order=False, **changes)
 
 
-def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+def outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    """A call's results as a tuple (one tensor, or a pooling's values and indices)."""
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -80,7 +81,7 @@ def repeated(case: Case, rng: random.Random) -> Case:
             with torch.no_grad():
                 for t in operands:
                     t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype))
-            out = _outputs(case.ours(*operands))[0]
+            out = outputs(case.ours(*operands))[0]
             grad = torch.randn(out.shape, generator=g, dtype=out.dtype)
             torch.autograd.grad(out, operands, grad, allow_unused=True)
         with torch.no_grad():
@@ -116,7 +117,7 @@ def vmapped(case: Case, rng: random.Random) -> Case:
         return torch.func.vmap(case.ours, in_dims=tuple(dims))(*operands)
 
     def theirs(*operands):
-        results = [_outputs(case.theirs(*sample(operands, i))) for i in range(samples)]
+        results = [outputs(case.theirs(*sample(operands, i))) for i in range(samples)]
         stacked = tuple(torch.stack(outputs) for outputs in zip(*results))
         return stacked if len(stacked) > 1 else stacked[0]
 
@@ -135,7 +136,7 @@ def forward_mode(case: Case, rng: random.Random) -> Case:
 
     def with_tangent(fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(*operands):
-            out, tangent = torch.func.jvp(lambda *o: _outputs(fn(*o))[0], operands, tangents)
+            out, tangent = torch.func.jvp(lambda *o: outputs(fn(*o))[0], operands, tangents)
             return out, tangent
 
         return call
@@ -202,7 +203,7 @@ def cross_checked(case: Case, rng: random.Random) -> Case:
     def ours(*operands):
         with CrossRefFakeMode(_not_ours, check_strides=True):
             result = case.ours(*operands)
-            out = _outputs(result)[0]
+            out = outputs(result)[0]
             grad = torch.ones(out.shape, dtype=out.dtype)
             torch.autograd.grad(out, operands, grad, retain_graph=True, allow_unused=True)
         return result
