@@ -4,7 +4,7 @@ Each case draws an op — convolution (in some cases with a fused activation, or
 channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
 tiled convolution (against its definition written with torch's ops), max or average pooling,
 adaptive pooling, spatial pyramid and global pooling (against torch's adaptive pooling of each
-level), nearest interpolation — with random arguments, sizes, dtype (float64 or float32) and
+level), nearest interpolation and upsampling, maxout over any dim (against its definition) — with random arguments, sizes, dtype (float64 or float32) and
 operand layouts (contiguous, channels-last, strided views of either), runs it on our Triton path
 (under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
 
@@ -51,6 +51,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -245,9 +246,9 @@ def conv_case(rng: random.Random) -> Case:
 
     def split(operands: tuple) -> tuple:
         """``(x, w, b, activation's arguments)`` from the operands."""
-        x, w, *rest = operands
-        b = rest.pop(0) if bias else None
-        act_args = {"weight": rest[0]} if activation == "prelu" else activation_args
+        x, w, *rest = operands  # (no list methods on rest: Dynamo 2.11 makes it a tuple)
+        b = rest[0] if bias else None
+        act_args = {"weight": rest[-1]} if activation == "prelu" else activation_args
         return x, w, b, act_args
 
     def ours(*operands):
@@ -479,6 +480,42 @@ def pyramid_case(rng: random.Random) -> Case:
     return Case(config, ours, theirs, [x], compare_layout=False)  # (results are matrices)
 
 
+def maxout_case(rng: random.Random) -> Case:
+    """Maxout (beyond torch) over any dim of a 1- to 5-d input against its definition
+    (``tests/references/maxout.py``); in some cases the input is on a coarse grid (ties keep
+    the first piece), with NaNs in some (a NaN wins and takes the gradient)."""
+    rank = rng.randint(1, 5)
+    dim, pieces = rng.randrange(rank), rng.randint(1, 4)
+    shape = [rng.randint(1, 4) for _ in range(rank)]
+    shape[dim] = pieces * rng.randint(1, 3)
+    x = _operand(rng, tuple(shape), *_dtype_layout(rng))
+    values = rng.choice(["random", "ties", "nans"])
+    g = torch.Generator().manual_seed(rng.getrandbits(32))
+    with torch.no_grad():
+        if values != "random":
+            x.copy_(torch.randint(-2, 3, shape, generator=g))
+        if values == "nans":
+            x[torch.rand(shape, generator=g) < 0.2] = float("nan")
+    dim -= rank if rng.random() < 0.5 else 0
+    config = dict(op="maxout", shape=shape, pieces=pieces, dim=dim, values=values,
+                  dtype=str(x.dtype))  # fmt: skip
+
+    def ours(x):
+        return TF.maxout(x, pieces, dim)
+
+    def theirs(x):
+        return reference_maxout(x, pieces, dim)[0]
+
+    def tolerance(expected: torch.Tensor) -> dict[str, Any]:
+        return dict(_TOLERANCES[expected.dtype], equal_nan=True)
+
+    # (layouts are not compared: the definition's follow its ops' rules, and maxout's own
+    # rule is tested by tests/test_maxout_functional.py; the autocast mode's tolerances are
+    # finite values')
+    return Case(config, ours, theirs, [x], compare_layout=False, tolerance=tolerance,
+                autocasts=values != "nans")  # fmt: skip
+
+
 def interpolate_case(rng: random.Random) -> Case:
     nd = rng.choice([1, 2, 3])
     size = [rng.randint(1, 6) for _ in range(nd)]
@@ -498,15 +535,28 @@ def interpolate_case(rng: random.Random) -> Case:
             recompute = True if shortcut else recompute
         kwargs.update(scale_factor=factors if nd > 1 else factors[0])
         kwargs.update(recompute_scale_factor=recompute)
-    config = dict(op="interpolate", input_size=size, **kwargs, dtype=str(x.dtype))
+    # or as ``upsample_nearest`` (``nn.UpsamplingNearest2d`` for layers): interpolate's
+    # defaults but for the size or scale
+    name = "interpolate"
+    if mode == "nearest" and kwargs.get("recompute_scale_factor") is None and rng.random() < 0.3:
+        name = "upsample_nearest"
+        del kwargs["mode"]
+        kwargs.pop("recompute_scale_factor", None)
+    config = dict(op=name, input_size=size, **kwargs, dtype=str(x.dtype))
 
     def ours(x):
-        return TF.interpolate(x, **kwargs)
+        return getattr(TF, name)(x, **kwargs)
 
     def theirs(x):
-        return F.interpolate(x, **kwargs)
+        with warnings.catch_warnings():  # (torch's upsample_nearest is deprecated)
+            warnings.simplefilter("ignore", UserWarning)
+            return getattr(F, name)(x, **kwargs)
 
-    return Case(config, ours, theirs, [x], layers=_module("Upsample", **kwargs))
+    if name == "interpolate":
+        layers: Callable[[Any], tuple[nn.Module, tuple]] | None = _module("Upsample", **kwargs)
+    else:
+        layers = _module("UpsamplingNearest2d", **kwargs) if nd == 2 else None
+    return Case(config, ours, theirs, [x], layers=layers)
 
 
 def _dtype_layout(rng: random.Random) -> tuple[torch.dtype, str]:
@@ -534,7 +584,7 @@ SECOND_ORDER_SHARE = 0.25
 
 DRAWS: tuple[Callable[[random.Random], Case], ...] = (
     conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case, local_case,
-    pool_case, pool_case, adaptive_case, pyramid_case, interpolate_case,
+    pool_case, pool_case, adaptive_case, pyramid_case, interpolate_case, maxout_case,
 )  # fmt: skip
 
 

@@ -25,9 +25,10 @@ def _float64_case(draw, rng: random.Random, wanted) -> fuzz.Case:
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_seeded_cases_agree_with_torch(backend):
-    lines = []  # (seed 5: plain cases and cases under vmap, jvp, autocast and torch.compile)
-    assert fuzz.run(5, cases=8, backend=backend, report=lines.append) == []
-    assert lines == ["8 cases, 0 failed (seed 5)"]
+    lines = []  # (seed 107: plain cases, and cases repeated, under vmap, jvp, autocast and
+    # fake tensors, and as modules)
+    assert fuzz.run(107, cases=8, backend=backend, report=lines.append) == []
+    assert lines == ["8 cases, 0 failed (seed 107)"]
 
 
 def test_second_order_gradients_of_seeded_cases_agree_with_torch(monkeypatch):
@@ -59,8 +60,32 @@ def test_every_op_family_is_drawn():
     assert families == {
         "convd", "conv_transposed", "convd_local", "convd_tiled", "max_poold", "avg_poold",
         "adaptive_max_poold", "adaptive_avg_poold", "spatial_pyramid_pool", "global_max_pool",
-        "global_avg_pool", "interpolate",
+        "global_avg_pool", "interpolate", "upsample_nearest", "maxout",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_maxouts_with_ties_and_nans_agree_with_their_definition(backend):
+    rng = random.Random(0)
+    drawn = set()
+    while len(drawn) < 3:  # (values random, on a coarse grid, with NaNs; negative dims too)
+        case = fuzz.maxout_case(rng)
+        values = case.config["values"]
+        if values not in drawn and case.config["pieces"] > 1 and case.config["dim"] < 0:
+            drawn.add(values)
+            case.second_order = case.operands[0].dtype == torch.float64
+            assert fuzz.check(case, backend) is None, case.config
+
+
+def test_upsample_nearest_is_drawn_as_a_function_and_as_a_module():
+    rng = random.Random(0)
+    case = fuzz.interpolate_case(rng)
+    while case.config["op"] != "upsample_nearest" or len(case.config["input_size"]) != 2:
+        case = fuzz.interpolate_case(rng)
+    assert fuzz.check(case) is None, case.config
+    module, _ = case.layers(torch.nn)
+    assert type(module) is torch.nn.UpsamplingNearest2d
+    assert fuzz.check(fuzz_modes.as_module(case, rng)) is None, case.config
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

@@ -10,6 +10,7 @@ def reference_maxout(x: torch.Tensor, pieces: int, dim: int = 1):
     """Maxout by definition: output channel ``c`` along ``dim`` is the max of input channels
     ``c·pieces + k``, ``k < pieces``; ties keep the first piece, a NaN wins (the first NaN).
     Returns ``(values, piece indices)``; autograd through it sends the gradient to the winner."""
+    dim %= x.dim()  # (a negative dim counts from the end of the input, not of its groups)
     groups = x.unflatten(dim, (x.shape[dim] // pieces, pieces))
     best = groups.select(dim + 1, 0)
     index = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
