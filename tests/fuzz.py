@@ -19,7 +19,7 @@ About half the cases are called another way (``tests.fuzz_modes``): a third time
 what the first two recorded, under ``torch.func.vmap``, in forward mode (``torch.func.jvp``),
 under autocast, as ``torch.nn`` layers converted by ``convert_model`` or built from our
 classes, with every registered op's fake checked against its result, or compiled by
-``torch.compile``.
+``torch.compile`` (Inductor too, on our kernels).
 
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).
@@ -687,7 +687,7 @@ def run(seed: int, *, seconds: float | None = None, cases: int | None = None,
     while (cases is None or done < cases) and (
         seconds is None or time.monotonic() - start < seconds
     ):
-        case = draw_mode(rng.choice(DRAWS)(rng), rng)
+        case = draw_mode(rng.choice(DRAWS)(rng), rng, backend)
         if (
             "call" not in case.config
             and case.operands[0].dtype == torch.float64

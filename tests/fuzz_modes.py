@@ -20,7 +20,8 @@ torch's, on the same operands or on operands made for the mode.
   (what tracing sees) against its result (sizes, strides, dtype, aliasing);
 * ``compile``: ours under ``torch.compile(fullgraph=True)`` with static or dynamic sizes
   (backends ``eager`` and ``aot_eager``: the registered ops' schemas, fakes — on symbolic
-  sizes too — and autograd in a graph) against torch eager;
+  sizes too — and autograd in a graph; and, on our kernels, ``inductor``: our ops as extern
+  kernels of its generated code, planned from their fakes) against torch eager;
   arguments torch refuses are not compared (a compiled call may raise its own error types).
 
 Layouts are not compared in the other modes (the plain cases compare them).
@@ -221,10 +222,14 @@ def _not_ours(op: torch._ops.OpOverload) -> bool:
 # --- torch.compile ------------------------------------------------------------------------------
 
 
-def compiled(case: Case, rng: random.Random) -> Case:
+def compiled(case: Case, rng: random.Random, *, inductor: bool = True) -> Case:
     """Static or dynamic sizes; the call's int arguments are constants in either, as a layer's
-    are (Dynamo would take a closure's ints for sizes too)."""
-    backend, dynamic = rng.choice(["eager", "aot_eager"]), rng.random() < 0.5
+    are (Dynamo would take a closure's ints for sizes too). ``inductor``: whether Inductor may
+    be drawn — not on the fallback, where ours are mostly torch's own ops and Inductor's
+    lowerings of them are torch's (some are wrong on the CPU: torch 2.13's ``avg_pool2d``
+    backward with ``ceil_mode``, its ``convolution_backward`` on dynamic sizes)."""
+    backends = ["eager", "aot_eager", "inductor"] if inductor else ["eager", "aot_eager"]
+    backend, dynamic = rng.choice(backends), rng.random() < 0.5
 
     def ours(*operands):
         torch._dynamo.reset()  # (every case's closure would count against one code's recompiles)
@@ -248,8 +253,9 @@ MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
 )
 
 
-def draw_mode(case: Case, rng: random.Random) -> Case:
-    """``case`` in a mode drawn by the shares of :data:`MODES`, or as it is."""
+def draw_mode(case: Case, rng: random.Random, backend: str = "triton") -> Case:
+    """``case``, to be run on ``backend``, in a mode drawn by the shares of :data:`MODES`, or
+    as it is."""
     drawn = rng.random()
     for mode, share in MODES:
         if drawn < share:
@@ -257,6 +263,8 @@ def draw_mode(case: Case, rng: random.Random) -> Case:
                 mode is autocast and not case.autocasts
             ):
                 return case
+            if mode is compiled:
+                return compiled(case, rng, inductor=backend == "triton")
             return mode(case, rng)
         drawn -= share
     return case

@@ -205,6 +205,18 @@ def test_a_case_in_each_mode_agrees_with_torch(mode, backend):
         assert fuzz.check(case, backend) is None, case.config
 
 
+def test_inductor_compiles_a_case_on_our_kernels_only():
+    rng = random.Random(0)
+    cases = [fuzz_modes.compiled(fuzz.pool_case(rng), rng, inductor=False) for _ in range(30)]
+    assert {case.config["backend"] for case in cases} == {"eager", "aot_eager"}  # (the fallback)
+    case = _moded(
+        fuzz_modes.compiled, rng,
+        lambda c: c.config["backend"] == "inductor" and c.config["op"] == "conv2d"
+        and c.config["dynamic"],
+    )  # fmt: skip
+    assert fuzz.check(case) is None, case.config
+
+
 @pytest.mark.parametrize("built", ["convert_model", "our class"])
 def test_a_convolution_as_a_module_agrees_with_torch(built):
     rng = random.Random(2)
