@@ -45,6 +45,7 @@ import triton.language as tl
 from triton_kernels._common import COMPILE_OPTIONS
 from triton_kernels.conv_gemm import _next_tap
 
+from .results import with_ending
 from .standin import require_compiled_kernels
 
 RESULTS_ROOT = Path(__file__).parent / "results"
@@ -557,8 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         stem = REPORT.with_name(args.name)
-        stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(text)
+        with_ending(stem, ".json").write_text(json.dumps(doc, indent=1) + "\n")
+        with_ending(stem, ".md").write_text(text)
     return 0
 
 

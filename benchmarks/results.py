@@ -252,14 +252,20 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def with_ending(stem: Path, ending: str) -> Path:
+    """``stem`` + ``ending``: a stem's dots are part of its name (``overhead-torch-2.11``), where
+    ``Path.with_suffix`` would replace what follows the last one."""
+    return stem.with_name(stem.name + ending)
+
+
 def paths(out_root: Path, device: str, suite: str, dtype: str, quick: bool) -> dict[str, Path]:
     """Where a suite's files go: ``<out>/<device>[/quick]/<suite>-<dtype>.*``."""
     folder = Path(out_root) / device / ("quick" if quick else "")
     stem = folder / f"{suite}-{dtype}"
     return {
-        "json": stem.with_suffix(".json"),
-        "csv": stem.with_suffix(".csv"),
-        "md": stem.with_suffix(".md"),
+        "json": with_ending(stem, ".json"),
+        "csv": with_ending(stem, ".csv"),
+        "md": with_ending(stem, ".md"),
         "speedup_png": folder / f"{suite}-{dtype}-speedup.png",
         "roofline_png": folder / f"{suite}-{dtype}-roofline.png",
     }
@@ -358,8 +364,8 @@ def write_tool(
     CPU's or GPU's name); return the path without its suffix."""
     stem = Path(out_root) / environment(device)["device"] / (tool + (f"-{tag}" if tag else ""))
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(text)
+    with_ending(stem, ".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    with_ending(stem, ".md").write_text(text)
     return stem
 
 

@@ -562,3 +562,12 @@ def test_git_dirty_ignores_the_runs_own_output(monkeypatch, tmp_path):
     assert results.git_dirty() is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results.git_dirty() is True
+
+
+def test_a_tool_tag_with_dots_names_its_own_files(tmp_path):
+    """``overhead-torch-2.11`` and ``overhead-torch-2.13`` are two files, not one ``-torch-2``."""
+    for tag in ("torch-2.11", "torch-2.13"):
+        stem = results.write_tool(tmp_path, "overhead", tag, {"tag": tag}, f"# {tag}\n")
+        assert stem.name == f"overhead-{tag}"
+    written = sorted(p.name for p in tmp_path.rglob("overhead-*"))
+    assert written == [f"overhead-torch-2.{v}.{e}" for v in (11, 13) for e in ("json", "md")]
