@@ -4,9 +4,13 @@ Each case draws an op — convolution (in some cases with a fused activation, or
 channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
 tiled convolution (against its definition written with torch's ops), max or average pooling,
 adaptive pooling, spatial pyramid and global pooling (against torch's adaptive pooling of each
-level), nearest interpolation and upsampling, maxout over any dim (against its definition) — with random arguments, sizes, dtype (float64 or float32) and
-operand layouts (contiguous, channels-last, strided views of either), runs it on our Triton path
-(under Triton's interpreter on a CPU) and with torch on the same tensors, and checks that
+level), nearest interpolation and upsampling (sizes rounded half to even too, against ATen's op
+given them), maxout over any dim (against its definition), TensorFlow's ``'same'`` with any
+stride and ``'valid'`` for convolutions, transposed convolutions and pooling (against torch's
+op on a padded input or a cropped output) — with random arguments, sizes, dtype (float64 or
+float32) and operand layouts (contiguous, channels-last, strided views of either), runs it on
+our Triton path (under Triton's interpreter on a CPU) and with torch on the same tensors, and
+checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
@@ -48,6 +52,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are importe
 import argparse
 import contextlib
 import json
+import math
 import random
 import sys
 import time
@@ -386,6 +391,112 @@ def local_case(rng: random.Random) -> Case:
     return Case(config, ours, theirs, operands, compare_layout=False, autocasts=False)
 
 
+def _same(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``'same'`` padding of one dim, from its definition: the output is
+    ``ceil(size / stride)``, the padding what its windows need, the odd element at the end."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pads(pairs: list[tuple[int, int]]) -> list[int]:
+    """``F.pad``'s list (last dim first) of ``(before, after)`` per spatial dim."""
+    return [p for pair in reversed(pairs) for p in pair]
+
+
+def padding_string_case(rng: random.Random) -> Case:
+    """``'same'`` with any stride (TensorFlow's rule) and ``'valid'`` — beyond torch for
+    strided convolutions, transposed convolutions and pooling — against torch's op on an
+    explicitly padded input (convolutions in every padding mode, max pooling padded with
+    -inf, average pooling dividing by the window's input elements) or a cropped or extended
+    output (transposed convolutions)."""
+    kind = rng.choice(["conv", "conv", "conv_transpose", "max_pool", "avg_pool"])
+    nd = rng.choice([1, 2, 2, 3])
+    string = rng.choice(["same", "same", "same", "valid"])
+    pooling = kind.endswith("pool")
+    if pooling:
+        groups, per_in, per_out = 1, rng.choice([1, 3, 8]), 1
+        kernel = [rng.randint(1, 4) for _ in range(nd)]
+        stride = [rng.randint(1, 3) for _ in range(nd)]
+        dilation = [rng.randint(1, 2) if kind == "max_pool" else 1 for _ in range(nd)]
+    else:
+        groups, per_in, per_out = _conv_channels(rng, nd)
+        kernel, stride, dilation, _ = _conv_shape(rng, nd)
+    size = [rng.randint(1, 6 if nd == 3 else 9) for _ in range(nd)]  # (smaller than spans too)
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    if string == "valid" and kind != "conv_transpose":
+        size = [max(n, span) for n, span in zip(size, spans)]
+    mode = rng.choice(["zeros"] * 3 + ["reflect", "replicate", "circular"])
+    if kind != "conv" or string == "valid":
+        mode = "zeros"
+    pairs = [_same(*a) for a in zip(size, kernel, stride, dilation)]
+    if mode == "reflect":  # (torch's reflection pads less than the size)
+        size = [max(n, max(p) + 1) for n, p in zip(size, pairs)]
+        pairs = [_same(*a) for a in zip(size, kernel, stride, dilation)]
+    if string == "valid":
+        pairs = [(0, 0)] * nd
+    batch = None if rng.random() < 0.15 else rng.choice([1, 2])
+    dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6 and not pooling
+    config = dict(op=f"{kind}{nd}d", padding=string, batch=batch, groups=groups,
+                  per_group=(per_in, per_out), kernel=kernel, stride=stride, dilation=dilation,
+                  size=size, padding_mode=mode, dtype=str(dtype), layout=layout,
+                  bias=bias)  # fmt: skip
+    name = config["op"]
+    if pooling:
+        lead = () if batch is None else (batch,)
+        operands = [_operand(rng, (*lead, per_in, *size), dtype, layout)]
+    else:
+        operands = _conv_operands(rng, config, transposed=kind == "conv_transpose")
+    unbatched = batch is None
+
+    def ours(x, w=None, b=None):
+        if kind == "conv":
+            return getattr(TF, name)(x, w, b, stride, string, dilation, groups, padding_mode=mode)
+        if kind == "conv_transpose":
+            return getattr(TF, name)(x, w, b, stride, string, 0, groups, dilation)
+        if kind == "max_pool":
+            return getattr(TF, name)(x, kernel, stride, string, dilation)
+        return getattr(TF, name)(x, kernel, stride, string)
+
+    def theirs(x, w=None, b=None):
+        x = x.unsqueeze(0) if unbatched else x
+        if kind == "conv_transpose":
+            out = _transposed_same(name, x, w, b, stride, dilation, groups, kernel, string)
+        else:
+            padded = F.pad(x, _pads(pairs), mode="constant" if mode == "zeros" else mode,
+                           value=-math.inf if kind == "max_pool" else 0.0)  # fmt: skip
+            if kind == "conv":
+                out = getattr(F, name)(padded, w, b, stride, 0, dilation, groups)
+            elif kind == "max_pool":
+                out = getattr(F, name)(padded, kernel, stride, 0, dilation)
+            else:  # window sums over the number of input elements each window holds
+                ones = F.pad(torch.ones_like(x[:1, :1]), _pads(pairs))
+                out = getattr(F, name)(padded, kernel, stride) / getattr(F, name)(
+                    ones, kernel, stride
+                )
+        return out.squeeze(0) if unbatched else out
+
+    # (no torch.nn layers take these paddings; F.pad's result's layout is its own; and under
+    # autocast the definition's padding runs in the operands' dtype)
+    return Case(config, ours, theirs, operands, compare_layout=False, autocasts=False)
+
+
+def _transposed_same(name: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                     stride: list[int], dilation: list[int], groups: int, kernel: list[int],
+                     string: str) -> torch.Tensor:  # fmt: skip
+    """A transposed convolution with ``'same'`` (output ``in · stride``: the full output
+    cropped evenly, the odd element at the end, or extended at the end when the stride exceeds
+    the kernel's span) or ``'valid'`` (the full output) padding, by torch's op."""
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    crop = [span - s if string == "same" else 0 for span, s in zip(spans, stride)]
+    extend = [max(-c, 0) for c in crop]  # (output_padding: less than the stride)
+    full = getattr(F, name)(x, w, b, stride, 0, extend, groups, dilation)
+    for i, c in enumerate(crop):
+        c = max(c, 0)
+        full = full.narrow(2 + i, c // 2, full.shape[2 + i] - c)
+    return full
+
+
 def pool_case(rng: random.Random) -> Case:
     nd = rng.choice([1, 2, 2, 3])
     kind = rng.choice(["max", "avg"])
@@ -528,32 +639,50 @@ def interpolate_case(rng: random.Random) -> Case:
     else:
         factors = [rng.choice([0.5, 0.7, 1.0, 1.5, 2.0, 2.3, 3.0]) for _ in range(nd)]
         recompute = rng.choice([None, True, False])
+        # sizes rounded half to even (beyond torch) in some cases, else torch's floor
+        rounding = "round" if rng.random() < 0.3 else "floor"
+        outs = [round(s * f) if rounding == "round" else int(s * f) for s, f in zip(size, factors)]
         if mode == "nearest" and recompute is not True:
             # CPU torch's nearest takes output index // 2 when the output is twice the input,
             # whatever the scale factor: CUDA's (and ours) use the factor
-            shortcut = any(int(s * f) == 2 * s and f != 2.0 for s, f in zip(size, factors))
+            shortcut = any(o == 2 * s and f != 2.0 for o, s, f in zip(outs, size, factors))
             recompute = True if shortcut else recompute
         kwargs.update(scale_factor=factors if nd > 1 else factors[0])
         kwargs.update(recompute_scale_factor=recompute)
+        if rounding == "round":
+            kwargs.update(output_size_rounding=rounding)
     # or as ``upsample_nearest`` (``nn.UpsamplingNearest2d`` for layers): interpolate's
     # defaults but for the size or scale
     name = "interpolate"
-    if mode == "nearest" and kwargs.get("recompute_scale_factor") is None and rng.random() < 0.3:
+    rounded = "output_size_rounding" in kwargs
+    if (
+        mode == "nearest"
+        and kwargs.get("recompute_scale_factor") is None
+        and not rounded
+        and rng.random() < 0.3
+    ):
         name = "upsample_nearest"
         del kwargs["mode"]
         kwargs.pop("recompute_scale_factor", None)
     config = dict(op=name, input_size=size, **kwargs, dtype=str(x.dtype))
+    layers: Callable[[Any], tuple[nn.Module, tuple]] | None
 
     def ours(x):
         return getattr(TF, name)(x, **kwargs)
 
     def theirs(x):
+        if rounded:  # ATen's op given the rounded sizes and the scales torch would pass
+            op = f"upsample_nearest{nd}d" if mode == "nearest" else f"_upsample_nearest_exact{nd}d"
+            scales = [None] * nd if kwargs["recompute_scale_factor"] else factors
+            return getattr(torch.ops.aten, op)(x, outs, *scales)
         with warnings.catch_warnings():  # (torch's upsample_nearest is deprecated)
             warnings.simplefilter("ignore", UserWarning)
             return getattr(F, name)(x, **kwargs)
 
-    if name == "interpolate":
-        layers: Callable[[Any], tuple[nn.Module, tuple]] | None = _module("Upsample", **kwargs)
+    if rounded:  # (torch's layers have no rounding)
+        layers = None
+    elif name == "interpolate":
+        layers = _module("Upsample", **kwargs)
     else:
         layers = _module("UpsamplingNearest2d", **kwargs) if nd == 2 else None
     return Case(config, ours, theirs, [x], layers=layers)
@@ -585,6 +714,7 @@ SECOND_ORDER_SHARE = 0.25
 DRAWS: tuple[Callable[[random.Random], Case], ...] = (
     conv_case, conv_case, conv_case, conv_transpose_case, conv_transpose_case, local_case,
     pool_case, pool_case, adaptive_case, pyramid_case, interpolate_case, maxout_case,
+    padding_string_case,
 )  # fmt: skip
 
 
