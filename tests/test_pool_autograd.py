@@ -257,3 +257,32 @@ def test_third_order_matches_torch():
                 (g2,) = torch.autograd.grad(g1.pow(2).sum(), x, create_graph=True)
                 results.append(torch.autograd.grad(g2.sin().sum(), x))
         torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_windows_that_miss_the_input_send_nothing_through_any_derivative(backend):
+    """A dilated window can step over a small input: its index (its first tap's, past the
+    row) is no input element, so its jvp and every gradient through it is zero, while the
+    windows that hold input elements keep theirs."""
+    x = distinct(1, 2, 3, 2)
+    # 'same' pads the width by 1 and 2: taps -1 and 2 (none in the row), then 0 and 3
+    kernel, dilation, pads = 2, (1, 3), [1, 2, 0, 1]
+
+    def pool(t):
+        return TF.max_pool2d(t, kernel, 1, "same", dilation)
+
+    def reference(t):
+        return F.max_pool2d(F.pad(t, pads, value=float("-inf")), kernel, 1, 0, dilation)
+
+    tangent = torch.randn(x.shape, dtype=torch.float64)
+    gy = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    results = []
+    for call, on in ((pool, backend), (reference, "torch")):
+        with torchconv_ext.use_backend(on):
+            y, t_y = torch.func.jvp(call, (x.detach(),), (tangent,))
+            (g,) = torch.autograd.grad(call(x), x, gy, create_graph=True)
+            (gg,) = torch.autograd.grad((g * tangent).sum(), gy)
+        results.append((y, t_y, g, gg))
+    assert (results[1][0][..., 0] == float("-inf")).all() and results[1][0][..., 1].isfinite().all()
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

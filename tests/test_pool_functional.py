@@ -281,6 +281,44 @@ def test_same_padding(backend):
     _same_check(backend, layouts)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_same_max_pooling_pads_past_half_the_kernel_and_empty_windows(backend):
+    """TensorFlow's 'same' with a dilation can pad more than half the kernel (ATen's padding
+    argument refuses that) and leave windows that hold no input element: -inf, the first tap's
+    index, and no gradient (ATen's CPU backward would write out of bounds for them)."""
+    gen = torch.Generator().manual_seed(0)
+    for shape, kernel, stride, dilation, pads in (
+        ((2, 3, 4, 5), (4, 1), (3, 1), (2, 1), [(3, 3), (0, 0)]),  # 3 > 4 // 2 rows each side
+        ((1, 2, 3, 1), (1, 2), 1, (1, 2), [(0, 0), (1, 1)]),  # taps -1 and 1 of a 1-wide row
+    ):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        with torchconv_ext.use_backend(backend):
+            y, idx = TF.max_pool2d(x, kernel, stride, "same", dilation, return_indices=True)
+            gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+            (grad,) = torch.autograd.grad(y, x, gy)
+        padded = F.pad(x, [v for pair in reversed(pads) for v in pair], value=-math.inf)
+        want = F.max_pool2d(padded, kernel, stride, 0, dilation)
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        torch.testing.assert_close(grad, torch.autograd.grad(want, x, gy)[0], rtol=0, atol=0)
+    assert idx.flatten().tolist() == [1, 2, 3, 1, 2, 3]  # each row's tap at width 1
+    assert (y == -math.inf).all() and not grad.any()
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_same_3d_average_pooling_of_an_input_smaller_than_the_kernel(backend):
+    """ATen's 3-d average pooling refuses an input smaller than its kernel, padding or not;
+    'same' pads it to the kernel's size."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 4, 2, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend(backend):
+        y = TF.avg_pool3d(x, (3, 4, 4), (3, 3, 2), "same")
+        gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        (g,) = torch.autograd.grad(y, x, gy)
+    want, _ = reference_pool_differentiable(x, (3, 4, 4), (3, 3, 2), [(1, 1), (1, 1), (1, 1)])
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g, torch.autograd.grad(want, x, gy)[0], rtol=1e-12, atol=1e-12)
+
+
 def test_reference_agrees_with_torch():
     """The definition-based reference (used for 'same') matches torch where torch applies."""
     rename = {"kernel_size": "kernel", "padding": "pads"}

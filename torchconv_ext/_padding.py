@@ -33,12 +33,20 @@ def pad_input(
 def fold_padding_grad(
     grad_padded: torch.Tensor, before: Sequence[int], end: Sequence[int], padding_mode: str
 ) -> torch.Tensor:
-    """Adjoint of :func:`pad_input`: sum each padded position's gradient into its source."""
+    """Adjoint of :func:`pad_input`: sum each padded position's gradient into its source.
+
+    A negative ``end`` (zeros only) is a crop — a transposed convolution's output extended past
+    its full size is the "input" its gradient folds onto —, whose adjoint extends the gradient
+    with zeros."""
     grad = grad_padded
     for i, (b, e) in enumerate(zip(before, end)):
         if b == 0 and e == 0:
             continue
         dim = 2 + i
+        if e < 0:
+            shape = list(grad.shape)
+            shape[dim] = -e
+            grad, e = torch.cat([grad, grad.new_zeros(shape)], dim), 0
         size = grad.shape[dim] - b - e
         center = grad.narrow(dim, b, size)
         if padding_mode == "zeros":

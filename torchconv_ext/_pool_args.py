@@ -60,6 +60,36 @@ class PoolGeometry:
             self.divisor_override,
         )
 
+    def misses_input(self, sizes: Sequence[int]) -> bool:
+        """Whether a window holds no input element — a dilated window stepping over a small
+        input —, read off the sizes alone (only windows that start in the padding, and the
+        last, can): its max is -inf, its index its first tap's (as ATen's CUDA kernels give,
+        possibly past the input), and nothing flows back through it."""
+        out = pool_output_shape((1, 1, *sizes), self)[2:]
+        for size, k, s, p, d, o in zip(
+            sizes, self.kernel_size, self.stride, self.padding, self.dilation, out
+        ):
+            for i in {*range(min(o, -(-p // s))), o - 1} if o > 0 else ():
+                first = first_tap(i * s - p, d)
+                if first >= size or first > i * s - p + (k - 1) * d:
+                    return True
+        return False
+
+    def empty_windows(self, sizes: Sequence[int], out: Sequence[int], device) -> torch.Tensor:
+        """Where a window holds no input element (see :meth:`misses_input`): a bool tensor
+        broadcastable to ``(N, C, *out)``."""
+        empty = None
+        for i, (size, k, s, p, d, o) in enumerate(
+            zip(sizes, self.kernel_size, self.stride, self.padding, self.dilation, out)
+        ):
+            starts = torch.arange(o, device=device) * s - p
+            first = first_tap(starts, d)
+            dim = ((first >= size) | (first > starts + (k - 1) * d)).view(
+                [-1 if j == i else 1 for j in range(len(out))]
+            )
+            empty = dim if empty is None else empty | dim
+        return empty
+
     @classmethod
     def from_args(cls, *args) -> PoolGeometry:
         """The inverse of :meth:`as_args`: a geometry from the registered ops' arguments."""
@@ -68,6 +98,15 @@ class PoolGeometry:
             tuple(kernel_size), tuple(stride), tuple(padding), tuple(padding_end), tuple(dilation),
             *flags,
         )  # fmt: skip
+
+
+def first_tap(start, dilation: int):
+    """The first tap at or after position 0 of a window starting at ``start`` (an int or a
+    tensor of them), its taps ``dilation`` apart."""
+    behind = -start + dilation - 1  # (before 0: ceil(-start / dilation) taps to reach it)
+    if isinstance(start, torch.Tensor):
+        return start + behind.clamp(min=0) // dilation * dilation
+    return start + max(behind, 0) // dilation * dilation
 
 
 def pool_output_size(

@@ -1,8 +1,11 @@
 """Pooling on ATen.
 
 torch's own arguments go straight to ATen's pooling ops, so the fallback is torch, bit for bit.
-What ATen cannot express — the asymmetric padding of TensorFlow-style ``'same'`` — is padded
-explicitly (``-inf`` for max, zeros plus an explicit divisor for average) and mapped back, and
+What ATen cannot express — TensorFlow-style ``'same'``'s asymmetric padding or padding past half
+the kernel, 3-d average pooling of an input smaller than the kernel — or computes wrongly —
+max-pooling windows that miss the input, whose gradient ATen's CPU backward writes out of
+bounds — is padded explicitly (``-inf`` for max, zeros plus an explicit divisor for average)
+and mapped back, and
 pyramid pooling is its definition: adaptive pooling per level, flattened and concatenated.
 1-d pooling runs as 2-d pooling of ``(N, C, 1, L)``, as in ATen.
 
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._memory import pool_input_channels_last
-from .._pool_args import PoolGeometry, pool_output_shape
+from .._pool_args import PoolGeometry, first_tap, pool_output_shape
 from . import without_autocast
 
 aten = torch.ops.aten
@@ -123,13 +126,30 @@ def _first_in_range(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> tor
     sizes = list(x.shape[2:])
     firsts = []
     for i, (s, p, d, o) in enumerate(zip(g.stride, g.padding, g.dilation, out)):
-        start = torch.arange(o, device=x.device) * s - p
-        first = torch.where(start < 0, start + ((-start + d - 1) // d) * d, start)
+        first = first_tap(torch.arange(o, device=x.device) * s - p, d)
         plane_stride = 1
         for later in sizes[i + 1 :]:
             plane_stride *= later
         firsts.append(first * plane_stride)
     return _per_dim_outer(firsts, torch.add)
+
+
+def _aten_max_pools(x: torch.Tensor, g: PoolGeometry) -> bool:
+    """Whether ATen's max pooling computes ``g`` on ``x`` as it stands: padding its own
+    argument expresses (symmetric, at most half the kernel — TensorFlow's ``'same'`` with a
+    dilation can need more) and no window that misses the input (ATen's CPU backward writes
+    out of bounds for one)."""
+    if not g.symmetric or any(p > k // 2 for p, k in zip(g.padding, g.kernel_size)):
+        return False
+    return not g.misses_input(x.shape[2:])
+
+
+def _aten_avg_pools(x: torch.Tensor, g: PoolGeometry) -> bool:
+    """Whether ATen's average pooling computes ``g`` on ``x`` as it stands: symmetric padding
+    (within half the kernel for every geometry the checks let through) and, in 3-d, an input
+    at least as large as the kernel (ATen refuses a smaller one, padding or not)."""
+    sizes, kernel = x.shape[2:], g.kernel_size
+    return g.symmetric and (x.dim() != 5 or all(n >= k for n, k in zip(sizes, kernel)))
 
 
 def _unpad_indices(
@@ -154,9 +174,10 @@ def _unpad_indices(
 
 @without_autocast
 def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    aten = _aten_max_pools(x, g)
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     nd = x.dim() - 2
-    if g.symmetric:
+    if aten:
         out, idx = _MAX_POOL[nd](
             x, list(g.kernel_size), list(g.stride), list(g.padding), list(g.dilation), g.ceil_mode
         )
@@ -166,6 +187,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
             o = pool_output_shape(x.shape, g)[2:]
             idx = torch.where(out == float("-inf"), _first_in_range(x, g, o), idx)
     else:  # padded with -inf: a padded element wins only in an all -inf window, fixed below
+        # (an empty window's index, too: its first tap, as ATen's CUDA kernels give)
         o = pool_output_shape(x.shape, g)[2:]
         pads = _explicit_pads(x, g, o)
         raw, idx = _MAX_POOL[nd](
@@ -185,7 +207,7 @@ def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tens
 def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     nd = x.dim() - 2
-    if g.symmetric:
+    if _aten_avg_pools(x, g):
         out = _AVG_POOL[nd](
             x,
             list(g.kernel_size),
@@ -210,7 +232,7 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
 def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     was_1d, x, g, grad_out = x.dim() == 3, _lift(x), _lift_geometry(g), _lift(grad_out)
     nd = x.dim() - 2
-    if g.symmetric:
+    if _aten_avg_pools(x, g):
         grad = _AVG_POOL_BWD[nd](
             grad_out,
             x,
@@ -245,9 +267,11 @@ def avg_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, g: PoolGeometry) 
 def max_pool_backward(
     grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, g: PoolGeometry
 ) -> torch.Tensor:
-    """Max-pooling gradient: ATen's backward where ATen's geometry applies, else a scatter."""
-    if not g.symmetric:
-        return scatter_backward(grad_out, x, idx)
+    """Max-pooling gradient: ATen's backward where ATen's forward ran, else a scatter (empty
+    windows send nothing back)."""
+    if not _aten_max_pools(x, g):
+        empty = g.empty_windows(x.shape[2:], grad_out.shape[2:], x.device)
+        return scatter_backward(grad_out.masked_fill(empty, 0), x, idx.masked_fill(empty, 0))
     was_1d, x, g = x.dim() == 3, _lift(x), _lift_geometry(g)
     grad = _MAX_POOL_BWD[x.dim() - 2](
         _lift(grad_out),

@@ -305,6 +305,9 @@ class _Pooling:
         fwd_params: the forward's ``params`` from the backward's and ``grad_output``'s size
             (the forward the backward is the gradient of).
         pyramid: outputs are ``(N, features)`` pyramids (no channel dim to fold a vmap into).
+        windows: fixed windows (``params[1:]`` a :class:`PoolGeometry`'s arguments), some of
+            which can miss the input: their max's index is no input element's, and nothing
+            flows through them.
     """
 
     def __init__(
@@ -316,8 +319,10 @@ class _Pooling:
         bwd_params: Callable[[tuple], tuple] = lambda params: params,
         fwd_params: Callable[[tuple, torch.Size], tuple] = lambda params, _size: params,
         pyramid: bool = False,
+        windows: bool = False,
     ) -> None:
         self.bwd_params, self.fwd_params, self.pyramid = bwd_params, fwd_params, pyramid
+        self.windows = windows
         self.fwd = Primitive(
             f"{name}_fwd",
             fwd[0],
@@ -339,7 +344,13 @@ class _Pooling:
         )
 
     def _gather(self, source: Tensor, indices: Tensor, params: tuple) -> Tensor:
-        return _gather(source, indices, params[1] if self.pyramid else None)
+        """The derivative of a max pooling applied to ``source``: its elements at ``indices``,
+        zero for windows that miss the input (computed, not tested: no guard or sync)."""
+        if not self.windows:
+            return _gather(source, indices, params[1] if self.pyramid else None)
+        g = PoolGeometry.from_args(*params[1:])
+        empty = g.empty_windows(source.shape[2:], indices.shape[2:], source.device)
+        return _gather(source, indices.masked_fill(empty, 0), None).masked_fill(empty, 0)
 
     # The forward: (input, *params) -> (output, indices)
 
@@ -409,7 +420,7 @@ class _Pooling:
         return grad.unflatten(0, (size, grad.shape[0] // size)), 0
 
 
-FIXED = _Pooling("pool", (_pool_fwd, _pool_fwd_fake), (_pool_bwd, _pool_bwd_fake))
+FIXED = _Pooling("pool", (_pool_fwd, _pool_fwd_fake), (_pool_bwd, _pool_bwd_fake), windows=True)
 ADAPTIVE = _Pooling(
     "adaptive_pool",
     (_adaptive_pool_fwd, _adaptive_pool_fwd_fake),
