@@ -64,17 +64,26 @@ def test_every_op_family_is_drawn():
     }  # fmt: skip
 
 
+def _one_of_each(draw, rng: random.Random, kind, count: int, wanted=lambda case: True) -> list:
+    """The first case ``draw`` gives of each of ``count`` kinds (``kind(case)``) that is
+    ``wanted``."""
+    found: dict = {}
+    while len(found) < count:
+        case = draw(rng)
+        if kind(case) not in found and wanted(case):
+            found[kind(case)] = case
+    return list(found.values())
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_maxouts_with_ties_and_nans_agree_with_their_definition(backend):
-    rng = random.Random(0)
-    drawn = set()
-    while len(drawn) < 3:  # (values random, on a coarse grid, with NaNs; negative dims too)
-        case = fuzz.maxout_case(rng)
-        values = case.config["values"]
-        if values not in drawn and case.config["pieces"] > 1 and case.config["dim"] < 0:
-            drawn.add(values)
-            case.second_order = case.operands[0].dtype == torch.float64
-            assert fuzz.check(case, backend) is None, case.config
+    cases = _one_of_each(  # (values random, on a coarse grid, with NaNs; negative dims)
+        fuzz.maxout_case, random.Random(0), lambda c: c.config["values"], 3,
+        lambda c: c.config["pieces"] > 1 and c.config["dim"] < 0,
+    )  # fmt: skip
+    for case in cases:
+        case.second_order = case.operands[0].dtype == torch.float64
+        assert fuzz.check(case, backend) is None, case.config
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -82,30 +91,29 @@ def test_padding_strings_beyond_torch_agree_with_their_definition(backend):
     """TensorFlow's 'same' with a stride (for the transposed convolution: a stride longer than
     the kernel, whose output is extended) against torch's op on a padded input or a cropped or
     extended output."""
-    rng = random.Random(0)
-    drawn = set()
-    while len(drawn) < 4:
-        case = fuzz.padding_string_case(rng)
-        kind, stride = case.config["op"][:-2], case.config["stride"]
-        spans = [(k - 1) * d + 1 for k, d in zip(case.config["kernel"], case.config["dilation"])]
-        longer = kind != "conv_transpose" or any(s > span for s, span in zip(stride, spans))
-        if kind in drawn or case.config["padding"] != "same" or max(stride) == 1 or not longer:
-            continue
-        drawn.add(kind)
+
+    def wanted(case: fuzz.Case) -> bool:
+        config, stride = case.config, case.config["stride"]
+        spans = [(k - 1) * d + 1 for k, d in zip(config["kernel"], config["dilation"])]
+        extends = any(s > span for s, span in zip(stride, spans))
+        transposed = config["op"][:-2] == "conv_transpose"
+        return config["padding"] == "same" and max(stride) > 1 and (extends or not transposed)
+
+    kind = lambda case: case.config["op"][:-2]
+    for case in _one_of_each(fuzz.padding_string_case, random.Random(0), kind, 4, wanted):
         case.second_order = case.operands[0].dtype == torch.float64
         assert fuzz.check(case, backend) is None, case.config
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_sizes_rounded_half_to_even_agree_with_atens_op_given_them(backend):
-    rng = random.Random(0)
-    modes = set()
-    while len(modes) < 2:
-        case = fuzz.interpolate_case(rng)
-        if "output_size_rounding" in case.config and case.config["mode"] not in modes:
-            modes.add(case.config["mode"])
-            assert case.layers is None
-            assert fuzz.check(case, backend) is None, case.config
+    cases = _one_of_each(
+        fuzz.interpolate_case, random.Random(0), lambda c: c.config.get("mode"), 2,
+        lambda c: "output_size_rounding" in c.config,
+    )  # fmt: skip
+    for case in cases:
+        assert case.layers is None
+        assert fuzz.check(case, backend) is None, case.config
 
 
 def test_upsample_nearest_is_drawn_as_a_function_and_as_a_module():
@@ -204,14 +212,12 @@ def test_max_pools_whose_windows_miss_the_input_are_not_drawn():
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_pyramid_and_global_poolings_agree_with_their_definition(backend):
-    rng = random.Random(3)
-    ops = set()
-    while len(ops) < 2:
-        case = fuzz.pyramid_case(rng)
-        kind = "global" if case.config["op"].startswith("global") else "pyramid"
-        if kind not in ops and case.operands[0].dtype == torch.float64:
-            ops.add(kind)
-            assert fuzz.check(case, backend) is None
+    cases = _one_of_each(
+        fuzz.pyramid_case, random.Random(3), lambda c: c.config["op"].startswith("global"), 2,
+        lambda c: c.operands[0].dtype == torch.float64,
+    )  # fmt: skip
+    for case in cases:
+        assert fuzz.check(case, backend) is None, case.config
 
 
 def _moded(mode, rng: random.Random, wanted=lambda case: True) -> fuzz.Case:
