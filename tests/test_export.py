@@ -171,6 +171,19 @@ def test_compile_dynamic_does_not_recompile_per_shape(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compiled_same_padding_with_a_stride_longer_than_the_kernel(dynamic, backend):
+    """'same' with a stride longer than the kernel's span pads max(total, 0): on plain ints
+    where the sizes are (torch 2.11's Dynamo cannot trace ``sym_max`` on them), symbolically
+    where they are not."""
+    layer = tnn.Conv2d(2, 2, 1, stride=3, padding="same", padding_mode="reflect")
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=dynamic)
+    with torchconv_ext.use_backend(backend):
+        for x in map(torch.randn, [(1, 2, 7, 5), (2, 2, 8, 10)]):
+            torch.testing.assert_close(compiled(x), layer(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_exported_program_saves_loads_and_decomposes(backend):
     """An exported program with our ops (and layers only we have) survives ``torch.export.save``
     and ``load`` — the ops are found again by name, with their schemas — and

@@ -78,7 +78,8 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     # for a symbolic size: between span - stride and span - 1.
     total = span - stride + (-size) % stride
     if stride > span:  # only then can the total be negative
-        total = torch.sym_max(total, 0)
+        # (torch 2.11's Dynamo cannot trace sym_max on plain ints)
+        total = torch.sym_max(total, 0) if isinstance(total, torch.SymInt) else max(total, 0)
     return total // 2, total - total // 2
 
 
