@@ -286,3 +286,27 @@ def test_windows_that_miss_the_input_send_nothing_through_any_derivative(backend
     assert (results[1][0][..., 0] == float("-inf")).all() and results[1][0][..., 1].isfinite().all()
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_torchs_own_padding_with_windows_that_miss_the_input(backend):
+    """torch's arguments can make such windows too (padding 1, dilation 2 over a 1-wide row):
+    ours computes them on either backend — CPU torch's backward would write their gradient
+    out of bounds —, and an ordinary dilated call still goes to torch's op on the fallback."""
+    x = distinct(1, 2, 3, 1)
+    tangent = torch.randn(x.shape, dtype=torch.float64)
+
+    def pool(t):
+        return TF.max_pool2d(t, (1, 2), 1, (0, 1), (1, 2))
+
+    with torchconv_ext.use_backend(backend):
+        y, t_y = torch.func.jvp(pool, (x.detach(),), (tangent,))
+        gy = torch.randn(y.shape, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(pool(x), x, gy, create_graph=True)
+        (gg,) = torch.autograd.grad((g * tangent).sum(), gy)
+        z = distinct(1, 2, 6, 6).detach()
+        ordinary = TF.max_pool2d(z, 2, 1, 1, 2, return_indices=True)
+    assert (y == float("-inf")).all()
+    assert not t_y.any() and not g.any() and not gg.any()
+    want = F.max_pool2d(z, 2, 1, 1, 2, return_indices=True)
+    assert torch.equal(ordinary[0], want[0]) and torch.equal(ordinary[1], want[1])

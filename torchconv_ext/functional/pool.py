@@ -58,6 +58,23 @@ def _to_torch(kernels: bool, dtype: torch.dtype | None, torch_accepts: bool) -> 
     return not kernels and (torch_accepts or dtype not in KERNEL_DTYPES["pool"])
 
 
+def _windows_miss_input(
+    name: str, nd: int, input: Tensor, kernel_size, stride, padding, dilation, ceil_mode
+) -> bool:
+    """Whether a max-pooling window holds no input element — with torch's padding only a
+    dilation makes one —, whose gradient CPU torch's backward writes out of bounds, and whose
+    double backward gathers past the input on any device: ours computes those calls. Arguments
+    torch refuses are left to its op and its error."""
+    if dilation == 1 or dilation == (1,) * nd or dilation == [1] * nd:
+        return False
+    try:
+        x = input if input.dim() == nd + 2 else input.unsqueeze(0)
+        geometry = pool_geometry(name, x, kernel_size, stride, padding, dilation, ceil_mode)
+    except Exception:
+        return False
+    return geometry.misses_input(x.shape[2:])
+
+
 def _torch_padding(name: str, padding: str | IntOrTuple, dtype: torch.dtype) -> IntOrTuple:
     """``padding`` as torch's pooling takes it, for a dtype only torch's op computes."""
     if not isinstance(padding, str) or padding == "valid":
@@ -101,8 +118,12 @@ def _max_pool(
             out, idx = _unbatch(out), _unbatch(idx)
         return (out, idx) if return_indices else out
     cast, dtype = autocast_dtype(f"{name}_with_indices" if return_indices else name, input)
+    geometry = (kernel_size, stride, padding, dilation, ceil_mode)
     if opened is TORCH_OP or _to_torch(
-        runs_kernels("pool", input, dtype), dtype, torch_accepts=not isinstance(padding, str)
+        runs_kernels("pool", input, dtype),
+        dtype,
+        torch_accepts=not isinstance(padding, str)
+        and not _windows_miss_input(name, nd, input, *geometry),
     ):
         _OPENINGS.remember(key, TORCH_OP)
         return getattr(F, name)(
