@@ -70,25 +70,24 @@ class PoolGeometry:
             sizes, self.kernel_size, self.stride, self.padding, self.dilation, out
         ):
             for i in {*range(min(o, -(-p // s))), o - 1} if o > 0 else ():
-                first = first_tap(i * s - p, d)
-                if first >= size or first > i * s - p + (k - 1) * d:
+                if _misses(i * s - p, size, k, d):
                     return True
         return False
 
     def empty_windows(self, sizes: Sequence[int], out: Sequence[int], device) -> torch.Tensor:
         """Where a window holds no input element (see :meth:`misses_input`): a bool tensor
         broadcastable to ``(N, C, *out)``."""
-        empty = None
-        for i, (size, k, s, p, d, o) in enumerate(
-            zip(sizes, self.kernel_size, self.stride, self.padding, self.dilation, out)
-        ):
-            starts = torch.arange(o, device=device) * s - p
-            first = first_tap(starts, d)
-            dim = ((first >= size) | (first > starts + (k - 1) * d)).view(
-                [-1 if j == i else 1 for j in range(len(out))]
-            )
-            empty = dim if empty is None else empty | dim
-        return empty
+        starts = [
+            torch.arange(o, device=device) * s - p
+            for s, p, o in zip(self.stride, self.padding, out)
+        ]
+        return per_dim_outer(
+            [
+                _misses(start, size, k, d)
+                for start, size, k, d in zip(starts, sizes, self.kernel_size, self.dilation)
+            ],
+            torch.logical_or,
+        )
 
     @classmethod
     def from_args(cls, *args) -> PoolGeometry:
@@ -101,12 +100,30 @@ class PoolGeometry:
 
 
 def first_tap(start, dilation: int):
-    """The first tap at or after position 0 of a window starting at ``start`` (an int or a
-    tensor of them), its taps ``dilation`` apart."""
-    behind = -start + dilation - 1  # (before 0: ceil(-start / dilation) taps to reach it)
+    """The first tap at or after position 0 of windows starting at ``start`` (an int or a
+    tensor of them), taps ``dilation`` apart: the start itself, or ``start mod dilation``
+    before 0."""
     if isinstance(start, torch.Tensor):
-        return start + behind.clamp(min=0) // dilation * dilation
-    return start + max(behind, 0) // dilation * dilation
+        return torch.maximum(start, start % dilation)
+    return max(start, start % dilation)
+
+
+def _misses(start, size: int, kernel: int, dilation: int):
+    """Whether windows starting at ``start`` (an int or a tensor of them) hold no element of
+    an input ``size`` long: their first tap in it is past it, or past their last tap."""
+    first = first_tap(start, dilation)
+    return (first >= size) | (first > start + (kernel - 1) * dilation)
+
+
+def per_dim_outer(vectors: Sequence[torch.Tensor], op) -> torch.Tensor:
+    """Combine one vector per spatial dim into a grid (``op``: add, mul, logical or),
+    broadcastable to ``(N, C, *out)``."""
+    nd = len(vectors)
+    total = None
+    for i, v in enumerate(vectors):
+        shaped = v.view([-1 if j == i else 1 for j in range(nd)])
+        total = shaped if total is None else op(total, shaped)
+    return total
 
 
 def pool_output_size(

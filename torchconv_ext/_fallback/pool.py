@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._memory import pool_input_channels_last
-from .._pool_args import PoolGeometry, first_tap, pool_output_shape
+from .._pool_args import PoolGeometry, first_tap, per_dim_outer, pool_output_shape
 from . import without_autocast
 
 aten = torch.ops.aten
@@ -94,17 +94,6 @@ def _crop(t: torch.Tensor, out: Sequence[int]) -> torch.Tensor:
     return t
 
 
-def _per_dim_outer(vectors: Sequence[torch.Tensor], op) -> torch.Tensor:
-    """Combine one vector per spatial dim into a grid (``op`` = add or mul), broadcastable to
-    ``(N, C, *out)``."""
-    nd = len(vectors)
-    total = None
-    for i, v in enumerate(vectors):
-        shaped = v.view([-1 if j == i else 1 for j in range(nd)])
-        total = shaped if total is None else op(total, shaped)
-    return total
-
-
 def _divisors(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> torch.Tensor:
     """ATen's average divisor of every output position, shape ``out``."""
     if g.divisor_override:
@@ -118,7 +107,7 @@ def _divisors(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> torch.Ten
             counts.append((start + k).clamp(max=size + pe) - start)
         else:
             counts.append((start + k).clamp(max=size) - start.clamp(min=0))
-    return _per_dim_outer(counts, torch.mul).to(torch.float64)
+    return per_dim_outer(counts, torch.mul).to(torch.float64)
 
 
 def _first_in_range(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> torch.Tensor:
@@ -131,7 +120,7 @@ def _first_in_range(x: torch.Tensor, g: PoolGeometry, out: Sequence[int]) -> tor
         for later in sizes[i + 1 :]:
             plane_stride *= later
         firsts.append(first * plane_stride)
-    return _per_dim_outer(firsts, torch.add)
+    return per_dim_outer(firsts, torch.add)
 
 
 def _aten_max_pools(x: torch.Tensor, g: PoolGeometry) -> bool:

@@ -64,8 +64,11 @@ def _windows_miss_input(
     """Whether a max-pooling window holds no input element — with torch's padding only a
     dilation makes one —, whose gradient CPU torch's backward writes out of bounds, and whose
     double backward gathers past the input on any device: ours computes those calls. Arguments
-    torch refuses are left to its op and its error."""
+    torch refuses are left to its op and its error; so are traced calls (their sizes can be
+    symbolic: no guards on them)."""
     if dilation == 1 or dilation == (1,) * nd or dilation == [1] * nd:
+        return False
+    if torch.compiler.is_compiling():
         return False
     try:
         x = input if input.dim() == nd + 2 else input.unsqueeze(0)
@@ -73,6 +76,16 @@ def _windows_miss_input(
     except Exception:
         return False
     return geometry.misses_input(x.shape[2:])
+
+
+def _max_pool_to_torch(name: str, nd: int, input: Tensor, dtype, geometry: tuple) -> bool:
+    """:func:`_to_torch` for max pooling: torch takes numeric padding, but ours computes the
+    windows that miss the input (asked only where our kernels do not run the call)."""
+    kernels = runs_kernels("pool", input, dtype)
+    accepts = not isinstance(geometry[2], str) and (
+        kernels or not _windows_miss_input(name, nd, input, *geometry)
+    )
+    return _to_torch(kernels, dtype, accepts)
 
 
 def _torch_padding(name: str, padding: str | IntOrTuple, dtype: torch.dtype) -> IntOrTuple:
@@ -118,12 +131,8 @@ def _max_pool(
             out, idx = _unbatch(out), _unbatch(idx)
         return (out, idx) if return_indices else out
     cast, dtype = autocast_dtype(f"{name}_with_indices" if return_indices else name, input)
-    geometry = (kernel_size, stride, padding, dilation, ceil_mode)
-    if opened is TORCH_OP or _to_torch(
-        runs_kernels("pool", input, dtype),
-        dtype,
-        torch_accepts=not isinstance(padding, str)
-        and not _windows_miss_input(name, nd, input, *geometry),
+    if opened is TORCH_OP or _max_pool_to_torch(
+        name, nd, input, dtype, (kernel_size, stride, padding, dilation, ceil_mode)
     ):
         _OPENINGS.remember(key, TORCH_OP)
         return getattr(F, name)(
