@@ -8,9 +8,9 @@ level), nearest interpolation and upsampling (sizes rounded half to even too, ag
 given them), maxout over any dim (against its definition), TensorFlow's ``'same'`` with any
 stride and ``'valid'`` for convolutions, transposed convolutions and pooling (against torch's
 op on a padded input or a cropped output) — with random arguments, sizes, dtype (float64 or
-float32) and operand layouts (contiguous, channels-last, strided views of either), runs it on
-our Triton path (under Triton's interpreter on a CPU) and with torch on the same tensors, and
-checks that
+float32) and operand layouts (contiguous, channels-last, strided views of either, or
+channels-last with size-1 dims stepping as ``unsqueeze`` gives), runs it on our Triton path
+(under Triton's interpreter on a CPU) and with torch on the same values, and checks that
 
 * where torch refuses the arguments, ours raises an exception of the same type;
 * values agree forward and backward (every input's gradient), as do shapes and dtypes, and in
@@ -28,6 +28,8 @@ classes, with every registered op's fake checked against its result, or compiled
 ``--backend torch`` checks the fallback instead (its own paths are the arguments torch's
 functional API lacks: padding modes, padding strings).
 
+Torch gets dense copies of the operands in the layouts they suggest: CPU torch's convolutions
+misread an operand dense in their layout whose size-1 dims step otherwise (ours does not).
 Ours follows CUDA torch where CPU torch differs, so cases are drawn where the two agree: 3-d
 convolutions' layouts are not compared (CPU torch's follow a speed heuristic — whether its
 oneDNN path takes the call, by dtype, sizes and thread count — and are contiguous elsewhere,
@@ -111,6 +113,12 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
         return torch.cat([t, t], dim=-1)[..., ::2]
     if layout == "strided_channels_last":  # the same, channels-last (not dense)
         return _laid_out(torch.cat([t, t], dim=-1), "channels_last")[..., ::2]
+    if layout == "unit_strides":  # channels-last, each size-1 dim strided as unsqueeze gives
+        units = [d for d, n in enumerate(t.shape) if n == 1]
+        squeezed = _laid_out(t, "channels_last").squeeze(units)
+        for d in units:
+            squeezed = squeezed.unsqueeze(d)
+        return squeezed
     return t
 
 
@@ -124,7 +132,9 @@ def _draw_dtype(rng: random.Random) -> torch.dtype:
 
 
 def _draw_layout(rng: random.Random) -> str:
-    return rng.choice(["contiguous", "channels_last", "strided", "strided_channels_last"])
+    return rng.choice(
+        ["contiguous", "channels_last", "strided", "strided_channels_last", "unit_strides"]
+    )
 
 
 # --- draws, one per op family ------------------------------------------------------------------
@@ -741,7 +751,11 @@ def _tolerance(case: Case, expected: torch.Tensor) -> dict[str, float]:
 
 def check(case: Case, backend: str = "triton") -> str | None:
     """``None`` when ours, on ``backend``, agrees with torch on the case, else what differs."""
-    copies = [t.detach().clone().requires_grad_() for t in case.operands]
+    # (dense copies: CPU torch's convolutions misread size-1 dims strided otherwise)
+    copies = [
+        t.detach().clone(memory_format=suggest_memory_format(t)).requires_grad_()
+        for t in case.operands
+    ]
     try:
         expected = outputs(case.theirs(*copies))
     except Exception as refused:  # torch refuses: so must we, with its exception type

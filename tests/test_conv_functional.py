@@ -185,6 +185,56 @@ def test_views_take_the_layout_their_strides_suggest(backend, view, op):
         assert ours.stride() == theirs.stride()
 
 
+def _dense_with_a_unit_dim_stepping_otherwise(t: torch.Tensor, dim: int, step: int):
+    """``t``'s values channels-last, dense, but its size-1 ``dim`` stepping ``step``: what
+    ``unsqueeze`` gives (a channels-last image lifted to a batch of one)."""
+    cl = t.detach().contiguous(memory_format=torch.channels_last)
+    strides = list(cl.stride())
+    strides[dim] = step
+    return cl.as_strided(cl.shape, strides).requires_grad_()
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("padding", [0, "same"])
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("operand", ["lifted input", "unbatched input", "weight"])
+def test_operands_dense_but_for_a_size_one_dims_stride(backend, padding, op, operand):
+    """ATen's CPU convolutions take an operand dense in their layout for one laid out like a
+    new tensor, whatever its size-1 dims' strides: with groups, the weight gradient of a
+    channels-last weight is wrong when the input's batch of one steps by its channels (as
+    ``x.unsqueeze(0)`` of a channels-last image does; torch's own unbatched convolution
+    lifts it so), and such a weight gives wrong input gradients or "grad_weight must be
+    contiguous". Ours hands ATen those operands with their layout's own strides, torch's
+    functional ops included; the kernels read strides as they are."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 6, 4, generator=gen, dtype=torch.float64)
+    kernel = (1, 2) if operand == "weight" else (2, 2)
+    w = torch.randn(4, 2, *kernel, generator=gen, dtype=torch.float64)
+    reference_x, reference_w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    if operand == "weight":  # a 1×2 kernel channels-last, its kernel's height stepping 7
+        w = _dense_with_a_unit_dim_stepping_otherwise(w, 2, 7)
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    else:  # a channels-last weight, and the input's batch of one stepping by its channels
+        w = w.contiguous(memory_format=torch.channels_last).requires_grad_()
+        x = _dense_with_a_unit_dim_stepping_otherwise(x, 0, 4)
+    if operand == "unbatched input":  # a channels-last image: (C, H, W) with C fastest
+        x = x.detach()[0].requires_grad_()
+        reference_x = reference_x.detach()[0].requires_grad_()
+    transposed = op == "conv_transpose2d"
+    args = (None, 1, padding, 0, 2) if transposed else (None, 1, padding, 1, 2)  # (2 groups)
+    with torchconv_ext.use_backend(backend):
+        y = getattr(TF, op)(x, w, *args)
+        gy = torch.randn(y.shape, generator=gen, dtype=y.dtype)
+        grads = torch.autograd.grad(y, (x, w), gy)
+    with torchconv_ext.use_backend("torch"):  # (ours on dense operands: 'same' is not torch's)
+        ref = getattr(TF, op)(reference_x, reference_w, *args)
+    torch.testing.assert_close(y, ref)
+    for ours, theirs in zip(grads, torch.autograd.grad(ref, (reference_x, reference_w), gy)):
+        torch.testing.assert_close(ours, theirs)
+    if padding == 0:  # torch's own forward reads them right: its layout is kept
+        assert y.stride() == getattr(torch.nn.functional, op)(x, w, *args).stride()
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 @pytest.mark.parametrize("nd", [2, 3])
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])

@@ -17,6 +17,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.export import Dim
 
 import torchconv_ext
+from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
 
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
@@ -182,6 +183,33 @@ def test_compiled_same_padding_with_a_stride_longer_than_the_kernel(dynamic, bac
     with torchconv_ext.use_backend(backend):
         for x in map(torch.randn, [(1, 2, 7, 5), (2, 2, 8, 10)]):
             torch.testing.assert_close(compiled(x), layer(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_compiled_unbatched_channels_last_gradient_is_read_right(backend):
+    """A compiled graph gets the incoming gradient of an unbatched output with the strides its
+    trace gave that output (here channels-last, from the weight) and lifts it to a batch of
+    one stepping by its channels: ATen's CPU convolutions misread such an operand (grouped
+    weight gradients were wrong on the fallback)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 5, 2, generator=gen, dtype=torch.float64)
+    w = torch.randn(4, 2, 2, 2, generator=gen, dtype=torch.float64)
+    w = w.contiguous(memory_format=torch.channels_last)
+
+    def up(x, w):
+        return TF.conv_transpose2d(x, w, None, 2, "same", 0, 2)
+
+    torch._dynamo.reset()  # (earlier tests' compiles of the same code count to its limit)
+    compiled = torch.compile(up, backend="aot_eager", fullgraph=True)
+    grads = []
+    with torchconv_ext.use_backend(backend):
+        for call in (up, compiled):
+            operands = [t.clone().requires_grad_() for t in (x, w)]
+            y = call(*operands)
+            gy = torch.randn(y.shape, generator=gen.manual_seed(1), dtype=y.dtype)
+            grads.append(torch.autograd.grad(y, operands, gy))
+    for eager, traced in zip(*grads):
+        torch.testing.assert_close(traced, eager)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -7,7 +7,13 @@ import itertools
 import pytest
 import torch
 
-from torchconv_ext._memory import channels_last_format, empty_in_layout, new_output, to_layout
+from torchconv_ext._memory import (
+    channels_last_format,
+    empty_in_layout,
+    new_output,
+    own_strides,
+    to_layout,
+)
 
 
 @pytest.mark.parametrize("rank", [3, 4, 5])
@@ -46,3 +52,20 @@ def test_a_crop_of_a_bigger_buffer_is_copied_to_the_start_of_its_own(channels_la
     assert torch.equal(out, crop)
     whole = buffer[..., :3, :]
     assert to_layout(whole, False) is whole  # (at the start: no copy)
+
+
+def test_own_strides_gives_a_dense_tensor_its_formats_strides_and_leaves_the_rest():
+    """A view with the strides a new tensor has, where only size-1 dims step otherwise."""
+    image = torch.randn(6, 4, 3).permute(2, 0, 1)  # (C, H, W), channels fastest
+    lifted = image.unsqueeze(0)  # a batch of one stepping by C
+    assert lifted.stride() == (3, 1, 12, 3)
+    own = own_strides(lifted, torch.channels_last)
+    assert own.stride() == (72, 1, 12, 3)
+    assert own.data_ptr() == lifted.data_ptr() and torch.equal(own, lifted)
+    fresh = torch.empty(1, 3, 6, 4, memory_format=torch.channels_last)
+    assert own_strides(fresh, torch.channels_last) is fresh  # already its own
+    assert own_strides(lifted, torch.contiguous_format) is lifted  # not dense in that format
+    both = torch.empty(2, 2, 1, 1)  # dense in both formats, a new contiguous tensor's strides
+    assert own_strides(both, torch.channels_last) is both  # (ATen reads it as contiguous)
+    sliced = torch.randn(2, 3, 4, 5)[..., ::2]
+    assert own_strides(sliced, torch.contiguous_format) is sliced  # not dense: as it is

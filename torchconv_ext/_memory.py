@@ -136,6 +136,24 @@ def _layout_strides(shape: Sequence[int], channels_last: bool) -> list[int]:
     return strides
 
 
+def own_strides(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``t`` with the strides a new tensor in ``memory_format`` has, where it is dense in that
+    format but a size-1 dim steps otherwise (as views such as ``unsqueeze`` give) — unless
+    its strides are a new tensor's in the other format: a view, or ``t`` itself. ATen's CPU
+    convolutions take such a tensor for one laid out like a new one: wrong gradients with
+    groups, or "grad_weight must be contiguous"."""
+    shape = t.shape
+    if 1 not in shape or 0 in shape or not t.is_contiguous(memory_format=memory_format):
+        return t
+    channels_last = memory_format is not torch.contiguous_format
+    strides, own = list(t.stride()), _layout_strides(shape, channels_last)
+    if strides == own or (
+        t.dim() in _CL_FORMATS and strides == _layout_strides(shape, not channels_last)
+    ):
+        return t
+    return t.as_strided(shape, own)
+
+
 def _same_significant_strides(t: torch.Tensor, strides: Sequence[int]) -> bool:
     """Equal strides on every dimension longer than 1 (what layout comparisons look at)."""
     return t.numel() == 0 or all(s <= 1 or x == y for s, x, y in zip(t.shape, t.stride(), strides))

@@ -4,6 +4,13 @@ fallback is exactly as fast as torch); other padding is made explicit with ``F.p
 ``torch.convolution`` is ``aten.convolution`` through torch's C++ argument parser, several times
 cheaper to call than ``torch.ops.aten.convolution``.
 
+Every operand reaches ATen through :func:`aten_operands`: ATen's CPU convolutions misread an
+operand dense in their layout whose size-1 dims step otherwise (``x.unsqueeze(0)`` of a
+channels-last image, a compiled graph's gradient) — wrong weight and input gradients with
+groups, or "grad_weight must be contiguous". :func:`torch_conv` and
+:func:`torch_conv_transpose` are torch's functional ops with the same care, for the calls the
+functional API hands to torch.
+
 :func:`conv_by_torch` and :func:`conv_transpose_by_torch` compute a whole (transposed)
 convolution with torch's differentiable functional ops instead, for what the primitives do not
 take: dtypes other than real floating point (complex, integers) and empty channel dims, which
@@ -18,13 +25,55 @@ import torch
 import torch.nn.functional as F
 
 from .._conv_args import ConvGeometry
-from .._memory import empty_in_layout
+from .._memory import empty_in_layout, own_strides, suggest_memory_format
 from .._padding import fold_padding_grad, pad_input
 from . import without_autocast
 
 aten = torch.ops.aten
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def aten_operands(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` (the input and the weight first: ATen's layout follows them) with their
+    layout's own strides where only a size-1 dim's differ (module doc)."""
+    layout = suggest_memory_format(tensors[0], tensors[1])
+    return [own_strides(t, layout) for t in tensors]
+
+
+def torch_conv(spatial_dims: int, input, weight, *args) -> torch.Tensor:
+    """``F.conv{spatial_dims}d(input, weight, *args)``, its operands as ATen reads them right."""
+    return _by_torch(_TORCH_CONV[spatial_dims], input, weight, args)
+
+
+def torch_conv_transpose(spatial_dims: int, input, weight, *args) -> torch.Tensor:
+    """``F.conv_transpose{spatial_dims}d(input, weight, *args)``, the same way."""
+    return _by_torch(_TORCH_CONV_TRANSPOSE[spatial_dims], input, weight, args)
+
+
+def _by_torch(op, input, weight, args: tuple) -> torch.Tensor:
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
+        return op(input, weight, *args)  # (torch's own errors)
+    input_shape, weight_shape = input.shape, weight.shape
+    if len(input_shape) == len(weight_shape):
+        if (1 not in input_shape and 1 not in weight_shape) or _batched(input, weight):
+            return op(input, weight, *args)  # (the common case; and vmap's own operands)
+        return op(*aten_operands(input, weight), *args)
+    if len(input_shape) == len(weight_shape) - 1 and not _batched(input, weight):
+        # unbatched: torch's own lift can give such strides
+        lifted = input.unsqueeze(0)
+        read = aten_operands(lifted, weight)
+        if read[0] is not lifted or read[1] is not weight:
+            return op(*read, *args).squeeze(0)
+    return op(input, weight, *args)
+
+
+def _batched(*tensors: torch.Tensor) -> bool:
+    """Whether an operand is vmap's (which cannot say whether it is channels-last; vmap's
+    rules hand ATen operands of their own)."""
+    return torch._C._are_functorch_transforms_active() and any(
+        torch._C._functorch.is_batchedtensor(t) for t in tensors
+    )
 
 
 def _padded(input: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
@@ -42,8 +91,9 @@ def conv_forward(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: ConvGeometry
 ) -> torch.Tensor:
     zeros = [0] * len(g.stride)
+    input, weight = aten_operands(_padded(input, g), weight)
     return torch.convolution(
-        _padded(input, g),
+        input,
         weight,
         bias,
         g.stride,
@@ -76,6 +126,7 @@ def conv_backward_input(
     ]
     # ATen's transposed convolution crops `padding` from both ends and appends `output_padding`.
     output_padding = [size + 2 * p - span for size, p, span in zip(sizes, g.padding, spans)]
+    grad_output, weight = aten_operands(grad_output, weight)
     if g.padding_mode == "zeros" and all(
         0 <= op < max(s, d) for op, s, d in zip(output_padding, g.stride, g.dilation)
     ):
@@ -114,10 +165,11 @@ def conv_backward_weight(
     ``None``); ATen reads the weight gradient's layout from the weight, so an empty one in the
     layout wanted stands in for it."""
     weight = empty_in_layout(weight_shape, input, channels_last)
+    input, weight, grad_output = aten_operands(_padded(input, g), weight, grad_output)
     zeros = [0] * len(g.stride)
     _, grad_weight, grad_bias = aten.convolution_backward(
         grad_output,
-        _padded(input, g),
+        input,
         weight,
         [weight_shape[0]] if bias else None,
         g.stride,
@@ -137,7 +189,7 @@ def conv_by_torch(
 ) -> torch.Tensor:
     """``nn.ConvNd``'s own recipe: ``F.pad`` with the padding mode, then ``F.convNd``."""
     padded = pad_input(input, g.padding, g.padding_end, g.padding_mode)
-    return _TORCH_CONV[len(g.stride)](padded, weight, bias, g.stride, 0, g.dilation, g.groups)
+    return torch_conv(len(g.stride), padded, weight, bias, g.stride, 0, g.dilation, g.groups)
 
 
 @without_autocast
@@ -147,7 +199,7 @@ def conv_transpose_by_torch(
     """A transposed convolution of adjoint geometry ``g``: torch's full transposed convolution,
     cropped by ``g.padding`` / ``g.padding_end`` (a negative ``padding_end`` extends it)."""
     nd = len(g.stride)
-    full = _TORCH_CONV_TRANSPOSE[nd](input, weight, None, g.stride, 0, 0, g.groups, g.dilation)
+    full = torch_conv_transpose(nd, input, weight, None, g.stride, 0, 0, g.groups, g.dilation)
     crop = [-p for b, e in zip(reversed(g.padding), reversed(g.padding_end)) for p in (b, e)]
     out = F.pad(full, crop)
     return out if bias is None else out + bias.view(-1, *[1] * nd)

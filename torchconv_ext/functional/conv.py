@@ -29,12 +29,6 @@ from ._common import (
 #: The openings of plain convolution calls (``_conv``).
 _OPENINGS = Openings()
 
-TORCH_CONV = {
-    1: torch.nn.functional.conv1d,
-    2: torch.nn.functional.conv2d,
-    3: torch.nn.functional.conv3d,
-}
-
 
 def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode: str) -> bool:
     """Whether torch's ``conv*d`` takes these arguments (or refuses them itself: a malformed
@@ -109,7 +103,9 @@ def _conv(
             opened = TORCH_OP
             _OPENINGS.remember(key, opened)
     if opened is TORCH_OP:
-        return TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
+        return fallback.torch_conv(
+            spatial_dims, input, weight, bias, stride, padding, dilation, groups
+        )
     if opened is not None:  # this call's opening, as decided before
         batched, call = opened
         out = call(input if batched else input.unsqueeze(0), weight, bias)
@@ -162,7 +158,9 @@ def _conv_act(
         _activation.check_channels(act, weight.shape[0])
     cast, dtype = conv_dtype(input)
     if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
-        z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
+        z = fallback.torch_conv(
+            spatial_dims, input, weight, bias, stride, padding, dilation, groups
+        )
         batched = z.dim() == spatial_dims + 2
         y = _activation.apply(z if batched else z.unsqueeze(0), act.kind, act.alpha, act.weight)
         return y if batched else y.squeeze(0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .._args import IntOrTuple
@@ -12,10 +11,8 @@ from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
 from ._common import KERNEL_DTYPES, Openings, conv_dtype, open_call, overridable, runs_kernels
 
-F = torch.nn.functional
 #: The openings of plain transposed convolution calls (``_conv_transpose``).
 _OPENINGS = Openings()
-TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _conv_transpose(
@@ -41,8 +38,8 @@ def _conv_transpose(
         return out if batched else out.squeeze(0)
     cast, dtype = conv_dtype(input)
     if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
-        return TORCH_CONV_TRANSPOSE[spatial_dims](
-            input, weight, bias, stride, padding, output_padding, groups, dilation
+        return fallback.torch_conv_transpose(
+            spatial_dims, input, weight, bias, stride, padding, output_padding, groups, dilation
         )
     batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, cast=cast)
     g, out_size = conv_transpose_geometry(

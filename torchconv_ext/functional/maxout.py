@@ -12,7 +12,7 @@ from .._ops.conv import conv_fwd
 from .._ops.maxout import maxout_fwd
 from .._ops.maxout_conv import maxout_conv_fwd
 from ._common import KERNEL_DTYPES, conv_dtype
-from .conv import TORCH_CONV, open_conv, torch_computes
+from .conv import open_conv, torch_computes
 
 
 def maxout(input: Tensor, pieces: int, dim: int = 1) -> Tensor:
@@ -62,7 +62,9 @@ def maxout_conv(
     pieces = check_pieces(name, pieces, RuntimeError)
     cast, dtype = conv_dtype(input)
     if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
-        z = TORCH_CONV[spatial_dims](input, weight, bias, stride, padding, dilation, groups)
+        z = conv_fallback.torch_conv(
+            spatial_dims, input, weight, bias, stride, padding, dilation, groups
+        )
         return maxout(z, pieces, dim=-(spatial_dims + 1))
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
