@@ -222,15 +222,20 @@ def test_operands_dense_but_for_a_size_one_dims_stride(backend, padding, op, ope
         reference_x = reference_x.detach()[0].requires_grad_()
     transposed = op == "conv_transpose2d"
     args = (None, 1, padding, 0, 2) if transposed else (None, 1, padding, 1, 2)  # (2 groups)
-    with torchconv_ext.use_backend(backend):
-        y = getattr(TF, op)(x, w, *args)
-        gy = torch.randn(y.shape, generator=gen, dtype=y.dtype)
-        grads = torch.autograd.grad(y, (x, w), gy)
-    with torchconv_ext.use_backend("torch"):  # (ours on dense operands: 'same' is not torch's)
-        ref = getattr(TF, op)(reference_x, reference_w, *args)
-    torch.testing.assert_close(y, ref)
-    for ours, theirs in zip(grads, torch.autograd.grad(ref, (reference_x, reference_w), gy)):
+    gy = None
+    results = []  # ours on these operands, then on dense copies ('same' is not torch's)
+    for run_on, operands in ((backend, (x, w)), ("torch", (reference_x, reference_w))):
+        with torchconv_ext.use_backend(run_on):
+            y = getattr(TF, op)(*operands, *args)
+            if gy is None:
+                gy = torch.randn(y.shape, generator=gen, dtype=y.dtype).requires_grad_()
+            grads = torch.autograd.grad(y, operands, gy, create_graph=True)
+            v = [torch.ones_like(g) for g in grads]  # second order: through both gradients
+            second = torch.autograd.grad(grads, (*operands, gy), v)
+        results.append((y, *grads, *second))
+    for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs)
+    y = results[0][0]
     if padding == 0:  # torch's own forward reads them right: its layout is kept
         assert y.stride() == getattr(torch.nn.functional, op)(x, w, *args).stride()
 

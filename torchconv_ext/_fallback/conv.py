@@ -1,5 +1,6 @@
 """Convolution on ATen: symmetric zero padding goes straight to ``aten.convolution`` (so the
-fallback is exactly as fast as torch); other padding is made explicit with ``F.pad`` first.
+fallback runs torch's own kernel, after a stride check); other padding is made explicit with
+``F.pad`` first.
 
 ``torch.convolution`` is ``aten.convolution`` through torch's C++ argument parser, several times
 cheaper to call than ``torch.ops.aten.convolution``.
