@@ -87,6 +87,42 @@ class use_backend:  # a context manager, named like a function as torch names it
         _switch(self._previous)
 
 
+def jit_tracing() -> bool:
+    """Whether ``torch.jit.trace`` is recording (also under the TorchScript-based
+    ``torch.onnx.export``)."""
+    return torch._C._get_tracing_state() is not None
+
+
+def exporting() -> bool:
+    """Whether ops are being recorded for another runtime: by ``torch.jit.trace`` or by
+    ``torch.onnx.export`` (either exporter). Every op then computes with torch's own ops, so that
+    the graph holds ATen ops any runtime has — not our registered ops, which only Python knows,
+    nor Triton launches, which a trace cannot see."""
+    if torch.compiler.is_dynamo_compiling():
+        return False  # (Dynamo traces none of the calls below; ONNX's exporter does not use it)
+    if jit_tracing():
+        return True
+    # The torch.export-based exporter traces under dispatch modes (fake tensors); and torch.onnx
+    # not imported cannot be exporting (asking it costs 1 µs).
+    if not torch._C._len_torch_dispatch_stack():
+        return False
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
+class aten_only:  # a context manager, as use_backend
+    """Run the enclosed code on the fallback (backend ``"torch"``), whatever the backend; unlike
+    :class:`use_backend`, also inside code that ``torch.export`` traces (exporting to ONNX)."""
+
+    def __enter__(self) -> None:
+        global _current
+        self._previous, _current = _current, "torch"
+
+    def __exit__(self, *exc_info) -> None:
+        global _current
+        _current = self._previous
+
+
 _kernels = None
 
 

@@ -132,7 +132,7 @@ def _layout_strides(shape: Sequence[int], channels_last: bool) -> list[int]:
     strides, step = [0] * len(shape), 1
     for d in reversed(order):
         strides[d] = step
-        step *= shape[d] or 1
+        step = step * (shape[d] or 1)  # (not *=: under torch.jit.trace sizes are tensors)
     return strides
 
 

@@ -145,8 +145,9 @@ def _output_size_from_scale(size: int, scale: float, recompute: bool, rounding: 
     # when it recomputes the scale, in C++ (RuntimeError) otherwise.
     truncated = int(product) if recompute else _checked_int64(product)
     if rounding == "round":
-        # Python's round() is half-to-even, like OpenCV's cvRound and NumPy's round.
-        return round(product)
+        # Python's round() is half-to-even, like OpenCV's cvRound and NumPy's round (float():
+        # under torch.jit.trace, sizes are tensors).
+        return round(float(product))
     return truncated
 
 

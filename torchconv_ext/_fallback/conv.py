@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .._backend import jit_tracing
 from .._conv_args import ConvGeometry
 from .._memory import empty_in_layout, own_strides, suggest_memory_format
 from .._padding import fold_padding_grad, pad_input
@@ -53,8 +54,8 @@ def torch_conv_transpose(spatial_dims: int, input, weight, *args) -> torch.Tenso
 
 
 def _by_torch(op, input, weight, args: tuple) -> torch.Tensor:
-    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
-        return op(input, weight, *args)  # (torch's own errors)
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)) or jit_tracing():
+        return op(input, weight, *args)  # (torch's own errors; a trace's sizes are tensors)
     input_shape, weight_shape = input.shape, weight.shape
     if len(input_shape) == len(weight_shape):
         if (1 not in input_shape and 1 not in weight_shape) or _batched(input, weight):

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .._backend import exporting
+from .._upsample_args import source_scales
 from . import without_autocast
 
 aten = torch.ops.aten
@@ -45,8 +47,28 @@ def _aten_scales(scales: Sequence[float]) -> list[float | None]:
 def nearest_forward(
     input: torch.Tensor, output_size: Sequence[int], scales: Sequence[float], exact: bool
 ) -> torch.Tensor:
+    if exporting():
+        return _gathered(input, output_size, scales, exact)
     op = _FORWARD[(len(output_size), exact)]
     return op(input, list(output_size), *_aten_scales(scales))
+
+
+def _gathered(
+    input: torch.Tensor, output_size: Sequence[int], scales: Sequence[float], exact: bool
+) -> torch.Tensor:
+    """Nearest upsampling as one ``index_select`` per spatial dim, at the source indices of
+    ATen's CUDA rule (``_upsample_args``'s docstring). What a graph for another runtime records:
+    ONNX's exporters translate ATen's op to a Resize that takes the output size from the scale
+    factors where both are given, which is wrong for sizes torch does not compute (rounded)."""
+    in_sizes = [int(s) for s in input.shape[2:]]  # (under torch.jit.trace, sizes are tensors)
+    factors = source_scales(in_sizes, output_size, scales)
+    for d, (size, out, factor) in enumerate(zip(in_sizes, output_size, factors)):
+        coords = torch.arange(out, dtype=torch.float32, device=input.device)
+        if exact:
+            coords = coords + 0.5
+        index = (coords * factor).floor().clamp_(max=size - 1).long()
+        input = input.index_select(2 + d, index)
+    return input
 
 
 @without_autocast

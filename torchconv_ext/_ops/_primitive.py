@@ -24,6 +24,10 @@ flag — its torch ops and kernel launches are replayed without its Python (argu
 layout rules, kernel choice, the launcher's own set-up). A backward outside a graph (no
 ``create_graph``) is one tape as a whole (``_taping``).
 
+Recorded for another runtime — by ``torch.jit.trace`` or ``torch.onnx.export`` — a primitive runs
+its implementation on the ATen fallback directly (``Primitive.traced``): the graph then holds
+torch's own ops, which any runtime has.
+
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
 not on the raw registered ops, whose autograd (as ``torch.library``'s custom ops') is reverse
 mode only.
@@ -44,7 +48,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from .._backend import loaded_kernels
+from .._backend import aten_only, exporting, loaded_kernels
 from ._layout import converting_once
 from ._registration import register
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
@@ -148,17 +152,27 @@ class Primitive:
             torch.compiler.is_compiling()
             or (torch._C._len_torch_dispatch_stack() and _dispatch_modes())
             or _in_op_rule.active
+            or torch._C._get_tracing_state() is not None  # (jit_tracing(), inline)
         ):
-            return self.op(*args)
+            return self.traced(*args)
         grad = False
         for a in args:
             if isinstance(a, torch.Tensor):
                 if type(a) not in PLAIN_TENSORS:
-                    return self.op(*args)
+                    return self.traced(*args)
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
             return EagerFunction.apply(self, *args)
         return self.run(*args)
+
+    def traced(self, *args: Any) -> Any:
+        """A call something records: the registered op, or — recorded for another runtime
+        (``_backend.exporting``) — the implementation on torch's ATen ops, called directly,
+        whose every ATen call the graph records (and autograd differentiates)."""
+        if exporting():
+            with aten_only():
+                return self.impl(*args)
+        return self.op(*args)
 
     def run(self, *args: Any) -> Any:
         """``impl(*args)`` for an eager call: through its tape once our kernels are loaded
@@ -293,6 +307,7 @@ class Bound:
             or torch._C._len_torch_dispatch_stack()
             or _in_op_rule.active
             or _forward_mode_active()
+            or torch._C._get_tracing_state() is not None  # (jit_tracing(), inline)
         ):
             return self.prim(*leading, *self.static)
         grad = False

@@ -11,7 +11,7 @@ import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
 from .._args import plain_key
-from .._backend import get_backend, use_triton
+from .._backend import exporting, get_backend, jit_tracing, use_triton
 from . import _autocast
 
 FLOATS: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -52,11 +52,12 @@ def runs_kernels(family: str, input: torch.Tensor, dtype: torch.dtype | None) ->
     and they compute ``dtype``.
 
     Otherwise the call goes to torch's own op where torch accepts its arguments (the fallback
-    *is* torch's op then: torch's speed, autograd and error messages). Raises where the backend
+    *is* torch's op then: torch's speed, autograd and error messages); so it does wherever the
+    call is recorded for another runtime (``_backend.exporting``). Raises where the backend
     demands Triton but Triton's CPU interpreter would compute ``dtype`` wrongly.
     """
-    if not isinstance(input, torch.Tensor):
-        return False  # torch's op gives the error
+    if not isinstance(input, torch.Tensor) or exporting():
+        return False  # torch's op gives the error; a graph for another runtime holds torch's ops
     return dtype in KERNEL_DTYPES[family] and use_triton(input, family, dtype)
 
 
@@ -125,8 +126,8 @@ class Openings:
     autocast, goes straight to the primitive (or, :data:`TORCH_OP`, to torch's own op).
 
     The op remembers only what its opening computed from those; a call that raises is never
-    remembered (it raises again), and nothing is while ``torch.compile`` traces or under
-    autocast.
+    remembered (it raises again), and nothing is while ``torch.compile`` or ``torch.jit.trace``
+    traces or under autocast.
     """
 
     #: Signatures held before the table is cleared (this bounds memory only).
@@ -137,7 +138,11 @@ class Openings:
 
     def key(self, *args: object) -> tuple | None:
         """The signature of a call with ``args`` (``None``: one that is never remembered)."""
-        if torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling():
+        if (
+            torch._C._is_any_autocast_enabled()
+            or torch.compiler.is_compiling()
+            or jit_tracing()  # (a trace records the opening's every step, the same each time)
+        ):
             return None
         key = plain_key(args)
         return None if key is None else (get_backend(), key)

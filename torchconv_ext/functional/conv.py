@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .. import _activation
 from .._args import IntOrTuple, expand
+from .._backend import exporting
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_fwd
@@ -110,6 +111,11 @@ def _conv(
         batched, call = opened
         out = call(input if batched else input.unsqueeze(0), weight, bias)
         return out if batched else out.squeeze(0)
+    pads = expand(padding, spatial_dims) if not isinstance(padding, str) else None
+    if pads is not None and exporting():  # (a padding mode: recorded as torch's layer does it)
+        pads = [p for p in reversed(pads) for _ in range(2)]
+        input = torch.nn.functional.pad(input, pads, mode=padding_mode)
+        return fallback.torch_conv(spatial_dims, input, weight, bias, stride, 0, dilation, groups)
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,

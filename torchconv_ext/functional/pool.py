@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._args import IntOrTuple
+from .._backend import exporting
 from .._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 from .._pool_args import (
     adaptive_output_size,
@@ -200,8 +201,9 @@ def _open_adaptive(name: str, nd: int, mode: str, input: Tensor, output_size, ke
     """``TORCH_OP``, or ``(batched, autocast's cast, our op on its arguments)`` (bound for the
     call signature ``key``)."""
     cast, dtype = autocast_dtype(name, input)
-    # Floating-point inputs take our op on the fallback too (whose computation is ATen's op).
-    if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=False):
+    # Floating-point inputs take our op on the fallback too (whose computation is ATen's op),
+    # but not recorded for another runtime: torch's own call then.
+    if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=exporting()):
         return TORCH_OP
     batched, x = open_call(name, nd, input)
     size = list(adaptive_output_size(name, x, output_size))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._backend import exporting
 from .._fallback import upsample as fallback
 from .._ops.upsample import upsample_nearest_fwd
 from .._upsample_args import NEAREST_MODES, op_name, upsample_geometry
@@ -99,6 +100,11 @@ def interpolate(
     opened = _OPENINGS.get(key)
     if opened is not None:  # this call's opening, as decided before (outside autocast)
         return opened(input)
+    if output_size_rounding == "floor" and exporting():
+        # recorded for another runtime: torch's own call (the overload ONNX's exporters read)
+        return torch.nn.functional.interpolate(
+            input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
+        )
     geom = upsample_geometry(
         input,
         size,

@@ -1,4 +1,5 @@
-"""What every drop-in module shares: the link to the ``torch.nn`` class it replaces."""
+"""What every module shares: no TorchScript (:class:`Traced`); and what every drop-in module
+shares: the link to the ``torch.nn`` class it replaces (:class:`DropIn`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,22 @@ from typing import Any
 from torch import nn
 
 
-class DropIn:
+class Traced:
+    """Mixin for every module of ours: ``torch.jit.script`` refuses it with a message that says
+    what does record it. Its forward is Python that TorchScript cannot compile (kernel choice,
+    Triton launches); ``torch.jit.trace``, ``torch.export`` and ``torch.onnx.export`` run it and
+    record torch's ops (or, under ``torch.export``, ours)."""
+
+    def __prepare_scriptable__(self) -> nn.Module:  # torch.jit.script calls it first
+        raise RuntimeError(
+            f"{type(self).__module__}.{type(self).__qualname__} cannot be compiled by "
+            "torch.jit.script: its forward chooses and launches kernels in Python. Record the "
+            "model with torch.jit.trace or torch.onnx.export (torch's own ops), or with "
+            "torch.export (torchconv_ext's ops, for torch.compile and AOTInductor)"
+        )
+
+
+class DropIn(Traced):
     """Mixin for a subclass of a ``torch.nn`` layer that runs our kernels.
 
     Subclasses set ``replaces`` to the torch class; they add no state of their own, so

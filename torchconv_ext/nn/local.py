@@ -17,6 +17,7 @@ from .. import functional as F
 from .._args import IntOrTuple, expand
 from .._conv_args import check_padding_mode
 from .._local_args import module_output_size
+from ._base import Traced
 
 
 def _expand(name: str, value: IntOrTuple, nd: int, low: int, arg: str) -> tuple[int, ...]:
@@ -28,7 +29,7 @@ def _expand(name: str, value: IntOrTuple, nd: int, low: int, arg: str) -> tuple[
     return values
 
 
-class _MultiKernelConv(nn.Module):
+class _MultiKernelConv(Traced, nn.Module):
     """A convolution with several kernels: ``weight (*lead, C_out, C_in/groups, *kernel)``,
     ``bias (*lead, C_out)``; subclasses choose ``lead`` and the functional op."""
 

@@ -14,10 +14,11 @@ from .. import functional as F
 from .._args import IntOrTuple
 from .._maxout_args import check_pieces
 from ..functional.maxout import maxout_conv
+from ._base import Traced
 from .conv import Conv1d, Conv2d, Conv3d
 
 
-class Maxout(nn.Module):
+class Maxout(Traced, nn.Module):
     """Maxout over ``dim``: output channel ``c`` is the max of input channels ``c·pieces + k``
     (:func:`torchconv_ext.functional.maxout`). For unbatched inputs pass the channel dim
     (``dim=0``), as for :class:`torch.nn.Softmax`."""
@@ -34,7 +35,7 @@ class Maxout(nn.Module):
         return f"pieces={self.pieces}, dim={self.dim}"
 
 
-class _MaxoutConvNd(nn.Module):
+class _MaxoutConvNd(Traced, nn.Module):
     _conv: type[nn.Module]
     _ndim: int
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._pool_args import check_levels, check_mode
-from ._base import DropIn
+from ._base import DropIn, Traced
 
 
 class _MaxPool(DropIn):
@@ -154,7 +154,7 @@ class AdaptiveAvgPool3d(_AdaptiveAvgPool, nn.AdaptiveAvgPool3d):
     _functional = staticmethod(F.adaptive_avg_pool3d)
 
 
-class SpatialPyramidPool(nn.Module):
+class SpatialPyramidPool(Traced, nn.Module):
     """Spatial pyramid pooling: ``(N, C, *spatial)`` of any spatial size → ``(N, C·Σ l**d)``.
 
     See :func:`torchconv_ext.functional.spatial_pyramid_pool`. Typically placed between the
@@ -183,14 +183,14 @@ class SpatialPyramidPool(nn.Module):
         return f"levels={self.levels}, mode={self.mode!r}"
 
 
-class GlobalAvgPool(nn.Module):
+class GlobalAvgPool(Traced, nn.Module):
     """Global average pooling: ``(N, C, *spatial)`` → ``(N, C)`` (1–3 spatial dims)."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.global_avg_pool(input)
 
 
-class GlobalMaxPool(nn.Module):
+class GlobalMaxPool(Traced, nn.Module):
     """Global max pooling: ``(N, C, *spatial)`` → ``(N, C)`` (1–3 spatial dims)."""
 
     def forward(self, input: Tensor) -> Tensor:

@@ -1,0 +1,195 @@
+"""A model with our layers, recorded for another runtime: ``torch.jit.trace`` (a graph of
+torch's own ops that passes the tracer's check, saves, loads and differentiates),
+``torch.onnx.export`` with either exporter (run in ONNX Runtime), TensorBoard's graph (a trace),
+and ``torch.jit.script``'s refusal with a message that says what records the model instead. On
+both backends: recorded, every op computes with torch's ops (``_backend.exporting``).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import torchconv_ext
+from tests.references.upsample import random_geometries, reference
+from torchconv_ext import functional as TF
+from torchconv_ext import nn as tnn
+from torchconv_ext._fallback.upsample import _gathered
+
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
+
+#: Torch before 2.13 cannot export its own adaptive max pooling with the torch.export-based ONNX
+#: exporter (no ONNX function for it): neither can we there (nor max pyramid pooling, made of it).
+_ONNX_HAS_ADAPTIVE_MAX = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
+
+
+class _SideBySide(nn.Module):
+    """Every layer applied to the same input; the outputs as one tuple."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        return tuple(layer(x) for layer in self.layers)
+
+
+class _RoundedUpsample(nn.Module):
+    """Nearest upsampling with sizes rounded (beyond torch: torch's sizes are floors)."""
+
+    def forward(self, x):
+        return TF.interpolate(x, scale_factor=1.5, output_size_rounding="round")
+
+
+def _model(onnx: str | None = None) -> nn.Module:
+    """Torch's layers converted, beside layers only we have (tiny, for the interpreter), for
+    inputs of 6×8; for the ONNX exporter ``onnx`` (``"torch.export"``, ``"torchscript"``), what
+    it holds of torch's own layers: adaptive pooling (pyramid pooling's levels too) only to
+    sizes that divide the input's; through the TorchScript-based exporter, only of inputs whose
+    sizes it knows, and no 'nearest-exact'."""
+    skip_max = onnx == "torch.export" and not _ONNX_HAS_ADAPTIVE_MAX
+    ours = [
+        tnn.Conv2d(3, 4, 3, stride=2, padding="same", activation="relu"),
+        tnn.ConvTranspose2d(3, 2, 3, stride=2, padding="same"),
+        tnn.MaxoutConv2d(3, 2, 3, pieces=2, padding=1),
+        tnn.Maxout(3),
+        tnn.LocallyConnected2d(3, 2, 3, input_size=(6, 8)),
+        tnn.TiledConv2d(3, 2, 3, tiles=2),
+        tnn.SpatialPyramidPool((1, 2), "avg" if skip_max else "max"),
+        tnn.GlobalAvgPool(),
+        _RoundedUpsample(),
+    ]
+    return _SideBySide([*_torch_layers(onnx), *ours]).eval()
+
+
+def _torch_layers(onnx: str | None = None) -> list[nn.Module]:
+    """Torch's layers of :func:`_model`, converted."""
+    theirs = [
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+            nn.Conv2d(4, 4, 3, padding=1, groups=4),
+            nn.Upsample(
+                scale_factor=2, mode="nearest" if onnx == "torchscript" else "nearest-exact"
+            ),
+            nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2),
+            nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
+        ),
+        *(
+            []
+            if onnx == "torch.export" and not _ONNX_HAS_ADAPTIVE_MAX
+            else [nn.AdaptiveMaxPool2d((3, 4))]
+        ),
+        nn.AdaptiveAvgPool2d(1),
+    ]
+    return list(torchconv_ext.convert_model(nn.ModuleList(theirs)))
+
+
+def _foreign_nodes(graph: torch.Graph) -> set[str]:
+    """The kinds of node in ``graph`` that are not torch's ops (a PythonOp, an op of ours)."""
+    return {n.kind() for n in graph.nodes() if not n.kind().startswith(("aten::", "prim::"))}
+
+
+def _assert_all_close(got, want, **tolerance) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(torch.as_tensor(g), w.detach(), **tolerance)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_trace_holds_torchs_ops_saves_loads_and_differentiates(backend):
+    torch.manual_seed(0)
+    model = _model().double()
+    x, other = (torch.randn(2, 3, 6, 8, dtype=torch.float64) for _ in range(2))
+    with torchconv_ext.use_backend(backend):
+        traced = torch.jit.trace(model, x)  # (its check traces again and compares the graphs)
+        assert not _foreign_nodes(traced.inlined_graph)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+        want = model(other)
+        for recorded in (traced, loaded):
+            _assert_all_close(recorded(other), want)
+        grads = []
+        for run in (model, traced):
+            leaf = other.clone().requires_grad_()
+            outputs = run(leaf)
+            total = sum((y * (i + 1)).sum() for i, y in enumerate(outputs))
+            grads.append(torch.autograd.grad(total, leaf)[0])
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_trace_of_converted_layers_warns_no_more_than_torchs(backend):
+    """Torch's layers trace without a TracerWarning (their sizes are read in C++): so do ours,
+    whose Python would otherwise read a trace's sizes, which are tensors there."""
+    model = _SideBySide(_torch_layers()).eval()
+    with torchconv_ext.use_backend(backend), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.trace(model, torch.randn(2, 3, 6, 8))
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dynamo", [True, False], ids=["torch.export", "torchscript"])
+def test_onnx_export_runs_in_onnx_runtime(dynamo, backend, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = _model("torch.export" if dynamo else "torchscript")
+    x = torch.randn(2, 3, 6, 8)
+    path = tmp_path / "model.onnx"
+    with torchconv_ext.use_backend(backend):
+        if dynamo:
+            torch.onnx.export(model, (x,), dynamo=True).save(path)
+        else:
+            torch.onnx.export(model, (x,), path, dynamo=False)
+        want = model(x)
+    session = onnxruntime.InferenceSession(path)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    _assert_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_rounded_sizes_export_as_a_gather_at_the_kernels_indices():
+    """Recorded, nearest upsampling of sizes torch does not compute is a gather (ONNX's
+    exporters turn ATen's op into a Resize that takes the size from the scale factors): at the
+    indices of ATen's CUDA rule, which the Triton kernels follow."""
+    for n, o, s, exact in random_geometries(60, seed=3):
+        x = torch.randn(1, 2, n, dtype=torch.float64)
+        torch.testing.assert_close(_gathered(x, [o], [s], exact), reference(x, [o], [s], exact))
+    x = torch.randn(1, 1, 3, 5)
+    assert _gathered(x, [6, 10], [2.0, 2.0], False).shape == (1, 1, 6, 10)
+
+
+def test_tensorboard_draws_the_graph(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_graph(_model(), torch.randn(1, 3, 6, 8))
+    assert any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        torchconv_ext.convert_model(nn.Conv2d(2, 2, 3)),
+        tnn.MaxPool2d(2),
+        tnn.Upsample(scale_factor=2),
+        tnn.Maxout(2),
+        tnn.MaxoutConv2d(2, 2, 3, pieces=2),
+        tnn.TiledConv2d(2, 2, 3, tiles=2),
+        tnn.GlobalMaxPool(),
+        tnn.SpatialPyramidPool((1, 2)),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_scripting_refuses_and_says_what_records_the_model(module):
+    with pytest.raises(RuntimeError, match=r"cannot be compiled by torch\.jit\.script.*jit\.trace"):
+        torch.jit.script(nn.Sequential(nn.Identity(), module))
