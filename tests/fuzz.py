@@ -735,6 +735,11 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() in _FORMATS and t.is_contiguous(memory_format=_FORMATS[t.dim()])
 
 
+def _both_layouts(t: torch.Tensor) -> bool:
+    """Whether ``t`` is dense both contiguous and channels-last (a size-1 dim allows it)."""
+    return _channels_last(t) and t.is_contiguous()
+
+
 def _layouts_differ(case: Case, ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     return (
         case.compare_layout
@@ -786,11 +791,15 @@ def check(case: Case, backend: str = "triton") -> str | None:
             got[0], case.operands, grads[0], create_graph=case.second_order
         )
     their_grads = torch.autograd.grad(expected[0], copies, grads[1], create_graph=case.second_order)
+    # A compiled backward lays its results out by the incoming gradient it traced — the
+    # output's strides — and where that one and torch's differ only in a size-1 dim's stride
+    # (one channel, say) torch's eager rule reads the two apart: no layouts to compare then.
+    traced_layout = case.config.get("call") == "compile" and _both_layouts(grad)
     for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
         torch.testing.assert_close(
             ours, theirs, **_tolerance(case, theirs), msg=lambda m, i=i: f"grad {i}: {m}"
         )
-        if _layouts_differ(case, ours, theirs):
+        if not traced_layout and _layouts_differ(case, ours, theirs):
             return f"grad {i}: strides {ours.stride()}, torch's {theirs.stride()}"
     if case.second_order:
         _compare_second_order(

@@ -213,6 +213,31 @@ def test_a_compiled_unbatched_channels_last_gradient_is_read_right(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_compiled_dynamic_backward_takes_a_one_channel_gradient_strided_either_way(backend):
+    """With dynamic sizes, AOTAutograd promises a compiled backward's incoming gradient only
+    dense in the traced one's memory format: a one-channel gradient, traced channels-last as
+    our output is, may come contiguous, and its size-1 channel's stride would steer ATen's
+    layout rule (ours) away from what the op's fake promised. Inductor checks the strides."""
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+
+    def f(x, w):  # ('same': ours on either backend)
+        return TF.conv_transpose2d(x, w, stride=2, padding="same")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="inductor", dynamic=True, fullgraph=True)
+    grads = []
+    with torchconv_ext.use_backend(backend):
+        for run in (compiled, f):
+            operands = [t.clone().requires_grad_() for t in (x, w)]
+            y = run(*operands)
+            incoming = torch.randn(y.shape, dtype=y.dtype, generator=torch.manual_seed(0))
+            grads.append(torch.autograd.grad(y, operands, incoming))
+    for traced, eager in zip(*grads):
+        torch.testing.assert_close(traced, eager)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_exported_program_saves_loads_and_decomposes(backend):
     """An exported program with our ops (and layers only we have) survives ``torch.export.save``
     and ``load`` — the ops are found again by name, with their schemas — and

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._memory import empty_in_layout, suggested_format
 from ._layout import converting_once
 
 if TYPE_CHECKING:
@@ -67,6 +68,41 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
     return op
 
 
+# --- a compiled backward's incoming gradients, laid out as traced -------------------------------
+
+_LIBRARY.define(
+    "settle_layout(Tensor grad, bool channels_last) -> Tensor", tags=(torch.Tag.pt2_compliant_tag,)
+)
+
+
+def _settle_layout(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return empty_in_layout(grad.shape, grad, channels_last).copy_(grad)
+
+
+for _device_key in ("CPU", "CUDA"):
+    _LIBRARY.impl("settle_layout", _settle_layout, _device_key)
+torch.library.register_fake("torchconv_ext::settle_layout", _settle_layout, lib=_LIBRARY)
+torch.library.register_autograd(
+    "torchconv_ext::settle_layout", lambda ctx, grad: (grad, None), lib=_LIBRARY
+)
+
+
+def settled(grad: torch.Tensor) -> torch.Tensor:
+    """A compiled backward's incoming gradient, copied in its memory format where that format
+    is all its strides say: with dynamic sizes, AOTAutograd promises a graph's tangent only
+    dense in the traced one's memory format, and where a size-1 dim makes it dense in both
+    (one channel, say), ATen's layout rule — ours — reads that dim's stride, which the graph's
+    caller may set otherwise than the trace did: the op's result would not have the strides
+    its fake promised (Inductor checks them). A copy by an op of ours, which a compiled graph
+    keeps (it would take a view or copy of its own to change nothing)."""
+    if not grad._has_symbolic_sizes_strides or grad.dim() not in (4, 5) or 1 not in grad.shape:
+        return grad
+    channels_last = torch.channels_last if grad.dim() == 4 else torch.channels_last_3d
+    if not (grad.is_contiguous() and grad.is_contiguous(memory_format=channels_last)):
+        return grad
+    return torch.ops.torchconv_ext.settle_layout(grad, suggested_format(grad) is channels_last)
+
+
 class OpFunction(torch.autograd.Function):
     """The registered op's autograd where it records a graph (``torch.compile``'s joint graph,
     a plain call of the op): the forward below autograd — the fake while tracing, else the
@@ -86,6 +122,7 @@ class OpFunction(torch.autograd.Function):
         # a backward may run again, with ``retain_graph``).
         needs = ctx.needs_input_grad
         ctx.needs_input_grad = needs[2:]
+        grads = tuple(g if g is None else settled(g) for g in grads)
         try:
             return (None, None, *converting_once(ctx.prim.backward, ctx, *grads))
         finally:
