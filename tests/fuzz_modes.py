@@ -22,7 +22,9 @@ torch's, on the same operands or on operands made for the mode.
   (backends ``eager`` and ``aot_eager``: the registered ops' schemas, fakes — on symbolic
   sizes too — and autograd in a graph; and, on our kernels, ``inductor``: our ops as extern
   kernels of its generated code, planned from their fakes) against torch eager;
-  arguments torch refuses are not compared (a compiled call may raise its own error types).
+  arguments torch refuses are not compared (a compiled call may raise its own error types);
+* ``trace``: ours recorded by ``torch.jit.trace`` (torch's ops only in its graph) and the
+  recording run, against torch eager.
 
 Layouts are not compared in the other modes (the plain cases compare them).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -241,6 +244,27 @@ def compiled(case: Case, rng: random.Random, *, inductor: bool = True) -> Case:
     return _with(case, "compile", ours=ours, check_refusals=False, config=config)
 
 
+# --- torch.jit.trace ----------------------------------------------------------------------------
+
+
+def traced(case: Case, rng: random.Random) -> Case:
+    """Ours recorded by ``torch.jit.trace`` — as TorchScript files and ONNX's TorchScript-based
+    exporter record it — then the recording run: its graph must hold torch's ops only (no op
+    of ours, no Python), whatever the backend."""
+
+    def ours(*operands):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (TracerWarnings where our Python reads sizes)
+            recorded = torch.jit.trace(case.ours, tuple(operands), check_trace=False)
+        kinds = {node.kind() for node in recorded.inlined_graph.nodes()}
+        foreign = sorted(k for k in kinds if not k.startswith(("aten::", "prim::")))
+        if foreign:
+            raise AssertionError(f"the trace holds {foreign}")
+        return recorded(*operands)
+
+    return _with(case, "trace", ours=ours, check_refusals=False)
+
+
 #: Each mode and the share of cases drawn in it (the rest are called plainly).
 MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
     (repeated, 0.1),
@@ -250,6 +274,7 @@ MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
     (as_module, 0.15),
     (cross_checked, 0.05),
     (compiled, 0.03),
+    (traced, 0.03),
 )
 
 

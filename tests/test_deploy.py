@@ -137,6 +137,40 @@ def test_a_trace_of_converted_layers_warns_no_more_than_torchs(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_trace_of_dilated_max_pooling(backend):
+    """(Our check for windows that miss the input read a trace's sizes, which are tensors.)"""
+    x = torch.randn(2, 3, 8, 7)
+    pool = tnn.MaxPool2d(3, 2, padding=1, dilation=2, ceil_mode=True)
+    with torchconv_ext.use_backend(backend):
+        traced = torch.jit.trace(pool, x)
+        assert not _foreign_nodes(traced.inlined_graph)
+        torch.testing.assert_close(traced(x), pool(x))
+
+
+def test_a_trace_copies_what_the_size_one_stride_fix_would_restride():
+    """A trace replays on other tensors: where our call would view an operand with its
+    layout's own strides (CPU ATen misreads a size-1 dim's odd stride), the trace copies it —
+    right for the example (a grouped float64 weight gradient, wrong in ATen without it) and
+    for any later input (a view with the example's strides would misread those)."""
+    conv = tnn.Conv2d(16, 4, 3, groups=2, bias=False).double()
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+
+    def odd(t):  # channels-last, the size-1 batch strided as unsqueeze gives
+        return t.contiguous(memory_format=torch.channels_last)[0].unsqueeze(0)
+
+    def weight_grad(run, x):
+        conv.weight.grad = None
+        run(x).square().sum().backward()
+        return conv.weight.grad
+
+    x = torch.randn(1, 16, 5, 6, dtype=torch.float64)
+    with torchconv_ext.use_backend("torch"):
+        traced = torch.jit.trace(conv, odd(x))
+        for example in (odd(x), x, x.contiguous(memory_format=torch.channels_last)):
+            torch.testing.assert_close(weight_grad(traced, example), weight_grad(conv, x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dynamo", [True, False], ids=["torch.export", "torchscript"])
 def test_onnx_export_runs_in_onnx_runtime(dynamo, backend, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")

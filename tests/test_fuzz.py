@@ -232,14 +232,16 @@ def _moded(mode, rng: random.Random, wanted=lambda case: True) -> fuzz.Case:
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize(
-    "mode", ["repeated", "vmapped", "forward_mode", "autocast", "cross_checked", "compiled"]
+    "mode",
+    ["repeated", "vmapped", "forward_mode", "autocast", "cross_checked", "compiled", "traced"],
 )
 def test_a_case_in_each_mode_agrees_with_torch(mode, backend):
     rng = random.Random(4)
     mode = getattr(fuzz_modes, mode)
     for _ in range(2):
         case = _moded(mode, rng)
-        assert case.config["call"] in ("repeat", "vmap", "jvp", "autocast", "fake", "compile")
+        calls = ("repeat", "vmap", "jvp", "autocast", "fake", "compile", "trace")
+        assert case.config["call"] in calls
         assert fuzz.check(case, backend) is None, case.config
 
 
@@ -291,12 +293,12 @@ def test_modes_are_drawn_by_their_shares():
     calls = [
         fuzz_modes.draw_mode(fuzz.adaptive_case(rng), rng).config.get("call") for _ in range(400)
     ]
-    calls_by_mode = ("repeat", "vmap", "jvp", "autocast", "module", "fake", "compile")
+    calls_by_mode = ("repeat", "vmap", "jvp", "autocast", "module", "fake", "compile", "trace")
     for call, share in zip(calls_by_mode, fuzz_modes.MODES):
         assert abs(calls.count(call) / 400 - share[1]) < 0.05
     local = fuzz.local_case(rng)  # (ours alone: no torch.nn layers, a definition to compare)
     assert {fuzz_modes.draw_mode(local, random.Random(i)).config.get("call") for i in range(99)} == {
-        None, "repeat", "vmap", "jvp", "fake", "compile",
+        None, "repeat", "vmap", "jvp", "fake", "compile", "trace",
     }  # fmt: skip
 
 

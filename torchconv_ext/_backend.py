@@ -13,8 +13,10 @@ compiled function runs the switch outside the graph (a graph break), and under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -91,6 +93,18 @@ def jit_tracing() -> bool:
     """Whether ``torch.jit.trace`` is recording (also under the TorchScript-based
     ``torch.onnx.export``)."""
     return torch._C._get_tracing_state() is not None
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """The enclosed code unrecorded by a ``torch.jit.trace`` in progress, its sizes plain ints
+    (the tracer's are tensors): for decisions on the example's metadata alone."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
 
 
 def exporting() -> bool:

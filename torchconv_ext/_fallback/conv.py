@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._backend import jit_tracing
+from .._backend import jit_tracing, untraced
 from .._conv_args import ConvGeometry
 from .._memory import empty_in_layout, own_strides, suggest_memory_format
 from .._padding import fold_padding_grad, pad_input
@@ -54,8 +54,10 @@ def torch_conv_transpose(spatial_dims: int, input, weight, *args) -> torch.Tenso
 
 
 def _by_torch(op, input, weight, args: tuple) -> torch.Tensor:
-    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)) or jit_tracing():
-        return op(input, weight, *args)  # (torch's own errors; a trace's sizes are tensors)
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
+        return op(input, weight, *args)  # (torch's own errors)
+    if jit_tracing():
+        return _traced_by_torch(op, input, weight, args)
     input_shape, weight_shape = input.shape, weight.shape
     if len(input_shape) == len(weight_shape):
         if (1 not in input_shape and 1 not in weight_shape) or _batched(input, weight):
@@ -68,6 +70,23 @@ def _by_torch(op, input, weight, args: tuple) -> torch.Tensor:
         if read[0] is not lifted or read[1] is not weight:
             return op(*read, *args).squeeze(0)
     return op(input, weight, *args)
+
+
+def _traced_by_torch(op, input, weight, args: tuple) -> torch.Tensor:
+    """:func:`_by_torch` under ``torch.jit.trace``, whose recording runs again on other
+    tensors: an operand the example's strides would have restrided is copied in its layout
+    instead (a recorded copy serves any later tensor; a view with the example's strides would
+    misread one). The example decides, its sizes read as ints."""
+    lifted = input.dim() == weight.dim() - 1
+    x = input.unsqueeze(0) if lifted else input
+    with untraced():
+        layout = suggest_memory_format(x, weight)
+        copied = [own_strides(t, layout) is not t for t in (x, weight)]
+    if not any(copied):
+        return op(input, weight, *args)
+    x, w = (t.clone(memory_format=layout) if c else t for t, c in zip((x, weight), copied))
+    out = op(x, w, *args)
+    return out.squeeze(0) if lifted else out
 
 
 def _batched(*tensors: torch.Tensor) -> bool:

@@ -66,10 +66,10 @@ def _windows_miss_input(
     dilation makes one —, whose gradient CPU torch's backward writes out of bounds, and whose
     double backward gathers past the input on any device: ours computes those calls. Arguments
     torch refuses are left to its op and its error; so are traced calls (their sizes can be
-    symbolic: no guards on them)."""
+    symbolic: no guards on them) and calls recorded for another runtime (torch's op there)."""
     if dilation == 1 or dilation == (1,) * nd or dilation == [1] * nd:
         return False
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or exporting():  # (a trace's sizes are tensors)
         return False
     try:
         x = input if input.dim() == nd + 2 else input.unsqueeze(0)
