@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import torchconv_ext
+from tests.references.layers import SideBySide
 from tests.references.upsample import random_geometries, reference
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
@@ -25,17 +26,6 @@ BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
 #: Torch before 2.13 cannot export its own adaptive max pooling with the torch.export-based ONNX
 #: exporter (no ONNX function for it): neither can we there (nor max pyramid pooling, made of it).
 _ONNX_HAS_ADAPTIVE_MAX = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
-
-
-class _SideBySide(nn.Module):
-    """Every layer applied to the same input; the outputs as one tuple."""
-
-    def __init__(self, layers: list[nn.Module]):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x):
-        return tuple(layer(x) for layer in self.layers)
 
 
 class _RoundedUpsample(nn.Module):
@@ -64,7 +54,7 @@ def _model(onnx: str | None = None) -> nn.Module:
         tnn.GlobalAvgPool(),
         _RoundedUpsample(),
     ]
-    return _SideBySide([*_torch_layers(onnx), *ours]).eval()
+    return SideBySide([*_torch_layers(onnx), *ours]).eval()
 
 
 def _torch_layers(onnx: str | None = None) -> list[nn.Module]:
@@ -130,7 +120,7 @@ def test_a_trace_holds_torchs_ops_saves_loads_and_differentiates(backend):
 def test_a_trace_of_converted_layers_warns_no_more_than_torchs(backend):
     """Torch's layers trace without a TracerWarning (their sizes are read in C++): so do ours,
     whose Python would otherwise read a trace's sizes, which are tensors there."""
-    model = _SideBySide(_torch_layers()).eval()
+    model = SideBySide(_torch_layers()).eval()
     with torchconv_ext.use_backend(backend), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.jit.trace(model, torch.randn(2, 3, 6, 8))

@@ -17,6 +17,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.export import Dim
 
 import torchconv_ext
+from tests.references.layers import SideBySide
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
 
@@ -69,21 +70,6 @@ def _our_layers() -> list[nn.Module]:
     ]
 
 
-class _SideBySide(nn.Module):
-    """Every layer applied to the same input; all outputs, flattened into one tuple."""
-
-    def __init__(self, layers: list[nn.Module]):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x):
-        outputs = []
-        for layer in self.layers:
-            y = layer(x)
-            outputs += list(y) if isinstance(y, tuple) else [y]
-        return tuple(outputs)
-
-
 # The smallest spatial size exported. Torch decides from a size's range alone whether an output
 # size can be 1 (a guard otherwise): for a stride-2 'same' output, ceil(size / 2), only from 4 on.
 _MIN_SIZE = {1: 4, 2: 4, 3: 3}
@@ -115,7 +101,7 @@ def test_export_with_dynamic_batch_and_sizes(nd, backend):
     layers = _torch_layers(nd)
     if backend == "torch" and not _TORCH_EXPORTS_AVG_POOL:
         layers = [m for m in layers if not isinstance(m, nn.modules.pooling._AvgPoolNd)]
-    theirs = _SideBySide(layers).double()
+    theirs = SideBySide(layers).double()
     ours = torchconv_ext.convert_model(theirs)
     if nd == 2:  # layers only we have, against our eager layers on the fallback
         ours.layers.extend(_our_layers())

@@ -113,8 +113,7 @@ def _conv(
         return out if batched else out.squeeze(0)
     pads = expand(padding, spatial_dims) if not isinstance(padding, str) else None
     if pads is not None and exporting():  # (a padding mode: recorded as torch's layer does it)
-        pads = [p for p in reversed(pads) for _ in range(2)]
-        input = torch.nn.functional.pad(input, pads, mode=padding_mode)
+        input = pad_input(input, pads, pads, padding_mode)
         return fallback.torch_conv(spatial_dims, input, weight, bias, stride, 0, dilation, groups)
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
