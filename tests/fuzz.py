@@ -104,6 +104,12 @@ class Case:
     #: Whether ``theirs`` gives the op's dtypes under autocast (a definition written with
     #: torch's ops gets their casts instead).
     autocasts: bool = True
+    #: ``exact(*operands)``: the call computed in float64, given the operands rounded to the
+    #: dtype of torch's result; where set, 16-bit results (or ones computed in 16 bits) of ours
+    #: and torch's are both measured against it, and ours may err by at most twice torch's
+    #: error plus a few roundings (:func:`_close_like_torch`: two right ways to compute round
+    #: differently in 16 bits).
+    exact: Callable[..., Any] | None = None
 
 
 def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -751,7 +757,59 @@ def _layouts_differ(case: Case, ours: torch.Tensor, theirs: torch.Tensor) -> boo
 def _tolerance(case: Case, expected: torch.Tensor) -> dict[str, float]:
     if case.tolerance is not None:
         return case.tolerance(expected)
-    return _TOLERANCES[case.operands[0].dtype]
+    return _TOLERANCES[expected.dtype]
+
+
+_SIXTEEN_BITS = (torch.float16, torch.bfloat16)
+
+
+def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    return a if torch.finfo(a).eps >= torch.finfo(b).eps else b
+
+
+def _close_like_torch(ours: torch.Tensor, theirs: torch.Tensor, exact: torch.Tensor,
+                      unit: float, what: str) -> None:  # fmt: skip
+    """Raise unless ``ours`` is as close to ``exact`` as torch's ``theirs`` is — its largest
+    error at most twice torch's plus four roundings of ``exact``'s largest value (``unit``: the
+    epsilon of the coarser of the computing dtype and the result's)."""
+    err_ours = (ours.double() - exact).abs().max().item()
+    err_theirs = (theirs.double() - exact).abs().max().item()
+    bound = 2 * err_theirs + 4 * unit * exact.abs().max().item()
+    if not err_ours <= bound:  # (NaN fails too)
+        raise AssertionError(
+            f"{what}: ours is {err_ours:.3g} from float64, torch's {err_theirs:.3g} "
+            f"(at most {bound:.3g})"
+        )
+
+
+def _compare(case: Case, ours: torch.Tensor, theirs: torch.Tensor, exact: torch.Tensor | None,
+             computing: torch.dtype, what: str) -> None:  # fmt: skip
+    """Raise where ``ours`` and torch's ``theirs`` differ: a 16-bit result, or one computed in
+    16 bits (``computing``: the dtype of the call's result), against ``exact`` where the case
+    has it (:attr:`Case.exact`), any other by the case's tolerances."""
+    if not ours.is_floating_point():
+        torch.testing.assert_close(ours, theirs, msg=lambda m: f"{what}: {m}")
+        return
+    coarser = _coarser(computing, theirs.dtype)
+    if exact is not None and coarser in _SIXTEEN_BITS and ours.numel():
+        _close_like_torch(ours, theirs, exact, torch.finfo(coarser).eps, what)
+    else:
+        close = _tolerance(case, theirs)
+        torch.testing.assert_close(ours, theirs, **close, msg=lambda m: f"{what}: {m}")
+
+
+def _exact(case: Case, dtype: torch.dtype, grad: torch.Tensor) -> tuple[list, list]:
+    """``case.exact``'s results and gradients (for ``grad``) in float64, on the operands
+    rounded to ``dtype`` (the call's result's), as autocast rounds them; ``[None]``s where the
+    case has none."""
+    if case.exact is None:
+        return [None] * 2, [None] * len(case.operands)
+    rounded = [t.detach().to(dtype).double().requires_grad_() for t in case.operands]
+    results = outputs(case.exact(*rounded))
+    grads = torch.autograd.grad(results[0], rounded, grad.double(), allow_unused=True)
+    return [r.detach() for r in results], [
+        torch.zeros_like(t) if g is None else g for t, g in zip(rounded, grads)
+    ]
 
 
 def check(case: Case, backend: str = "triton") -> str | None:
@@ -776,15 +834,16 @@ def check(case: Case, backend: str = "triton") -> str | None:
         return f"accepted what torch refuses ({type(refused).__name__}: {refused})"
     with torchconv_ext.use_backend(backend):
         got = outputs(case.ours(*case.operands))
-    for ours, theirs in zip(got, expected):
-        if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
-            return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"
-        close = _tolerance(case, theirs) if ours.is_floating_point() else {}
-        torch.testing.assert_close(ours, theirs, **close)
-        if _layouts_differ(case, ours, theirs):
-            return f"strides {ours.stride()}, torch's {theirs.stride()}"
     seed = torch.Generator().manual_seed(0)
     grad = torch.randn(expected[0].shape, generator=seed, dtype=expected[0].dtype)
+    computing = expected[0].dtype
+    exact, exact_grads = _exact(case, computing, grad)
+    for i, (ours, theirs) in enumerate(zip(got, expected)):
+        if (ours.shape, ours.dtype) != (theirs.shape, theirs.dtype):
+            return f"{list(ours.shape)} {ours.dtype}, torch's {list(theirs.shape)} {theirs.dtype}"
+        _compare(case, ours, theirs, exact[i], computing, f"result {i}")
+        if _layouts_differ(case, ours, theirs):
+            return f"strides {ours.stride()}, torch's {theirs.stride()}"
     grads = [grad.clone().requires_grad_() for _ in range(2)]
     with torchconv_ext.use_backend(backend):
         ours_grads = torch.autograd.grad(
@@ -796,9 +855,7 @@ def check(case: Case, backend: str = "triton") -> str | None:
     # (one channel, say) torch's eager rule reads the two apart: no layouts to compare then.
     traced_layout = case.config.get("call") == "compile" and _both_layouts(grad)
     for i, (ours, theirs) in enumerate(zip(ours_grads, their_grads)):
-        torch.testing.assert_close(
-            ours, theirs, **_tolerance(case, theirs), msg=lambda m, i=i: f"grad {i}: {m}"
-        )
+        _compare(case, ours, theirs, exact_grads[i], computing, f"grad {i}")
         if not traced_layout and _layouts_differ(case, ours, theirs):
             return f"grad {i}: strides {ours.stride()}, torch's {theirs.stride()}"
     if case.second_order:
