@@ -230,3 +230,226 @@ def test_module_prelu_weight_is_a_parameter():
         tnn.Conv1d(2, 3, 1, activation="tanh")
     plain = tnn.Conv3d(2, 3, 1)
     assert "activation" not in plain.__dict__ and list(plain.state_dict()) == ["weight", "bias"]
+
+
+# --- models written as modules with attributes: the forward code says who consumes what ---------
+
+
+class _BasicBlock(nn.Module):
+    """torchvision's ResNet block: one ``self.relu`` called twice, a Sequential shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            conv = nn.Conv2d(cin, cout, 1, stride, bias=False)
+            self.downsample = nn.Sequential(conv, nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class _ResNet(nn.Module):
+    """torchvision's ResNet structure: a stem whose ReLU module is called once, then blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(_BasicBlock(4, 4), _BasicBlock(4, 6, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(self.layer1(x)), 1))
+
+
+class _ConvBnAct(nn.Module):
+    """timm's and MONAI's way: a module per step, each called once."""
+
+    def __init__(self, cin: int, cout: int, act: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class _Branching(nn.Module):
+    """A forward that branches on values (``torch.fx`` cannot trace it): its children are read
+    one by one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _ConvBnAct(3, 4, nn.SiLU())
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.body(x) if x.sum() > 0 else -self.body(x)
+
+
+def _fuse_and_compare(model: nn.Module, backend: str = "torch"):
+    """``model`` (float64, batch norms randomised, eval) fused: its output unchanged; the fused
+    model and the report."""
+    torch.manual_seed(0)
+    model = _randomise_batch_norms(model.double()).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    expected = model(x)
+    fused, report = convert_model_with_report(model, fuse=True)
+    with torchconv_ext.use_backend(backend):
+        torch.testing.assert_close(fused(x), expected, rtol=1e-9, atol=1e-9)
+    return fused, report
+
+
+def _fusions(report) -> dict[str, list[str]]:
+    return {e.name: [name for name, _ in e.fused] for e in report.fused if not e.reason}
+
+
+def _refusals(report) -> dict[str, str]:
+    return {e.name: e.reason for e in report.fused if e.reason}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_resnet_folds_every_batch_norm_and_fuses_the_relus_called_once(backend):
+    fused, report = _fuse_and_compare(_ResNet(), backend)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert _fusions(report) == {
+        "conv1": ["bn1", "relu"],
+        "layer1.0.conv1": ["layer1.0.bn1"],
+        "layer1.0.conv2": ["layer1.0.bn2"],
+        "layer1.1.conv1": ["layer1.1.bn1"],
+        "layer1.1.conv2": ["layer1.1.bn2"],
+        "layer1.1.downsample.0": ["layer1.1.downsample.1"],
+    }
+    # Each block's ReLU module runs after its first convolution and after the sum: left.
+    assert _refusals(report) == {
+        "layer1.0.relu": "called 2 times in the forward",
+        "layer1.1.relu": "called 2 times in the forward",
+    }
+    assert type(fused.layer1[0].relu) is nn.ReLU and fused.conv1.activation == "relu"
+    assert isinstance(fused.layer1[1], _BasicBlock)  # the model keeps its classes and forward
+    assert "not fused layer1.0.relu: called 2 times in the forward" in str(report)
+
+
+def test_modules_called_once_fuse_wherever_they_are_defined():
+    model = nn.Sequential(_ConvBnAct(3, 4, nn.ReLU()), _ConvBnAct(4, 5, nn.GELU()))
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {"0.conv": ["0.bn", "0.act"], "1.conv": ["1.bn", "1.act"]}
+    assert [fused[i].conv.activation for i in (0, 1)] == ["relu", "gelu"]
+    assert all(isinstance(fused[i].bn, nn.Identity) for i in (0, 1))
+    assert list(fused.state_dict()) == [k for k in fused.state_dict() if ".bn." not in k]
+
+
+def test_a_forward_that_cannot_be_traced_is_read_child_by_child():
+    fused, report = _fuse_and_compare(_Branching())
+    assert _fusions(report) == {
+        "stem.conv": ["stem.bn", "stem.act"],
+        "body.0": ["body.1", "body.2"],
+    }
+
+
+class _Reuses(nn.Module):
+    """Outputs and modules used more than once: nothing may change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.twice = nn.Conv2d(3, 3, 1)  # called twice, its output then normalised
+        self.bn_after_twice = nn.BatchNorm2d(3)
+        self.conv_a, self.conv_b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+        self.shared_bn = nn.BatchNorm2d(3)  # after both conv_a and conv_b
+        self.conv_c = nn.Conv2d(3, 3, 1)
+        self.act = nn.ReLU()
+        self.alias = self.act  # the same ReLU registered under a second name
+
+    def forward(self, x):
+        y = self.conv(x)
+        x = self.bn(y) + y  # the convolution's output has a second consumer
+        x = self.bn_after_twice(self.twice(self.twice(x)))
+        x = self.shared_bn(self.conv_a(x)) + self.shared_bn(self.conv_b(x))
+        return self.act(self.conv_c(x))
+
+
+def test_outputs_and_modules_used_more_than_once_are_left():
+    fused, report = _fuse_and_compare(_Reuses())
+    assert _fusions(report) == {}
+    assert _refusals(report) == {
+        "bn_after_twice": "called 2 times in the forward",  # (the convolution is)
+        "shared_bn": "called 2 times in the forward",
+        "act": "registered more than once in the model",
+    }
+    assert type(fused.bn) is nn.BatchNorm2d and fused.conv.activation is None
+
+
+class _FunctionalActivation(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return nn.functional.relu(self.bn(self.conv(x)))
+
+
+def test_an_activation_in_the_forward_code_stays_after_the_folded_batch_norm():
+    fused, report = _fuse_and_compare(_FunctionalActivation())
+    assert _fusions(report) == {"conv": ["bn"]} and fused.conv.activation is None
+
+
+class _BatchNormAct2d(nn.BatchNorm2d):
+    """Like timm's: a batch norm subclass with an activation inside its forward."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+class _Untraceable(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+def test_a_batch_norm_subclass_computing_more_is_not_folded():
+    # (torch.fx cannot trace the batch norm's own input check: the Sequential is read as one)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _BatchNormAct2d(4), _Untraceable())
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {} and type(fused[1]) is _BatchNormAct2d
+    assert _refusals(report) == {
+        "1": "_BatchNormAct2d is not exactly a torch batch norm (it may compute more)"
+    }
+
+
+def test_a_forward_of_several_inputs_is_not_read():
+    """Its trace could take another path than a call: ``skip`` is a proxy there, never
+    ``None``, and the trace would say the convolution's output goes to the batch norm alone."""
+
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x, skip=None):
+            y = self.conv(x)
+            return self.bn(y) + y if skip is None else self.bn(y)
+
+    fused, report = _fuse_and_compare(Skip())
+    assert report.fused == [] and type(fused.bn) is nn.BatchNorm2d

@@ -1,20 +1,35 @@
 """``convert_model(fuse=True)``: fold eval-mode batch norm into the convolution before it, and
 fuse the activation after it into the convolution's epilogue.
 
-Recognised structure: consecutive children of an ``nn.Sequential`` (at any depth of the model)
+Recognised structure: a convolution whose output goes only to a batch norm (in eval mode),
+whose output goes only to an activation — or a convolution straight into an activation:
 
-    Conv{1,2,3}d  →  [BatchNorm{1,2,3}d, in eval mode]  →  [activation]
+    Conv{1,2,3}d  →  [BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode]  →  [activation]
 
-where the convolution is one of ours by then (``convert_model`` converted it; a parametrized
-one, or one with an activation already, is not fused), the batch norm tracks running statistics
-over the convolution's output channels, and the activation is ``nn.ReLU``, ``nn.LeakyReLU``,
-``nn.PReLU`` (one weight, or one per output channel), ``nn.ELU``, ``nn.GELU`` or ``nn.SiLU``.
+where each step is a module's call on the step before alone. The convolution is one of ours by
+then (``convert_model`` converted it; a parametrized one, or one with an activation already, is
+not fused); the batch norm is exactly a torch class (a subclass with a forward of its own, such
+as a batch norm with an activation inside, computes more) and tracks running statistics over the
+convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU``
+(one weight, or one per output channel), ``nn.ELU``, ``nn.GELU`` or ``nn.SiLU``.
+
+Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
+symbolic tracing (our layers and torch's are leaves: their own forwards are not traced). There
+each module must be called once and registered once in the model: a shared module (torchvision's
+ResNet blocks call one ``self.relu`` two or three times) would change at its other uses, so it
+is reported and left. Only a forward of one input is read — one with more could take another
+path on a call than in its trace (``if mask is None``) — and where a forward takes more or
+cannot be traced (it branches on values, say), its children are read one by one, and the
+consecutive children of an ``nn.Sequential`` — which hands each output to the next child alone
+— as such a chain. What the forward code does is what counts: a convolution that other code
+calls directly (another method of the model) gets the fused computation there too.
+
 Each absorbed module is replaced by ``nn.Identity`` (as ``torch.ao.quantization.fuse_modules``
-does), so the indices and ``state_dict`` keys of the other layers stay; a fused PReLU's weight
-moves to the convolution as ``activation_weight``. Modules with hooks are never fused (the hook
-would stop seeing its module run). Layers defined as attributes of a custom module (``self.conv``,
-``self.bn`` called in ``forward``) are not recognised: only a ``Sequential`` says which module
-consumes which output.
+does), so the model keeps its classes, its forward code, the names and ``state_dict`` keys of
+its other layers; a fused PReLU's weight moves to the convolution as ``activation_weight``.
+Modules with hooks are never fused (the hook would stop seeing its module run). An activation
+written in the forward code (``F.relu(x)``) is not a module to replace: it stays, after the
+folded batch norm.
 
 Batch norm in training mode is never folded (its statistics change with every batch). A folded
 model computes what the original computes in eval mode; switching it back to ``train()`` does
@@ -23,15 +38,21 @@ not bring the batch norm back, so ``fuse=True`` is for inference.
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .nn._base import Traced
 from .nn.conv import _ConvMixin
 
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -71,8 +92,14 @@ def _has_hooks(module: nn.Module) -> bool:
     )
 
 
+def _is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, _BATCH_NORMS)
+
+
 def _batch_norm_refusal(bn: nn.Module, conv: _ConvMixin) -> str:
     """Why ``bn`` cannot be folded into ``conv`` (``""``: it can)."""
+    if type(bn) not in _BATCH_NORMS:
+        return f"{type(bn).__name__} is not exactly a torch batch norm (it may compute more)"
     if bn.training:
         return "batch norm in training mode"
     if bn.running_mean is None or bn.running_var is None:
@@ -113,40 +140,160 @@ def _is_fusable_conv(module: nn.Module) -> bool:
     )
 
 
-def fuse_sequentials(model: nn.Module) -> list[FusionEntry]:
-    """Fuse every recognised pattern (module docstring) of ``model``'s ``Sequential``s in place;
-    return what was fused, and what followed a convolution but was not fused, with why."""
-    entries: list[FusionEntry] = []
-    for prefix, seq in model.named_modules():
-        if not isinstance(seq, nn.Sequential):
+# --- chains: a convolution and the modules that consume its output, one after another ---------
+
+#: A chain's modules by their names under the module it was found in; ``shared(name)`` says
+#: why a module of it must not change (``""``: it may).
+Chain = list[str]
+Sharing = Callable[[str], str]
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """``torch.fx``'s tracer with our modules as leaves too (torch's are already)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, Traced) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _one_input(module: nn.Module) -> bool:
+    """Whether ``module``'s forward takes one positional argument and nothing else: then its
+    trace is the path every call takes (or tracing fails where the path depends on the value).
+    With more, a trace could follow another path than a call does — ``if mask is None`` on a
+    traced argument is false, on a call's default true — so such a forward is not read."""
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return (
+        len(parameters) == 1
+        and parameters[0].kind
+        in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
+        and parameters[0].default is parameters[0].empty
+    )
+
+
+def _traced(module: nn.Module) -> torch.fx.Graph | None:
+    """``module``'s forward as a ``torch.fx`` graph, or ``None`` where it is not read: its
+    forward takes more than one input (:func:`_one_input`) or cannot be traced."""
+    if not _one_input(module):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _LeafTracer().trace(module)
+    except Exception:  # control flow on values, a container without forward, ...
+        return None
+
+
+def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The module call that alone consumes ``node``'s output, and consumes nothing else."""
+    if len(node.users) != 1:
+        return None
+    (user,) = node.users
+    if user.op == "call_module" and user.args == (node,) and not user.kwargs:
+        return user
+    return None
+
+
+def _graph_chains(graph: torch.fx.Graph) -> tuple[list[Chain], Counter]:
+    """Every chain of a traced forward (a convolution's call, then up to two module calls each
+    consuming the one before alone), and how often each module name is called."""
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    chains = []
+    for node in graph.nodes:
+        if node.op != "call_module":
             continue
-        names = list(seq._modules)
-        i = 0
-        while i < len(names):
-            conv_name, conv = names[i], seq._modules[names[i]]
-            i += 1
-            if not _is_fusable_conv(conv):
-                continue
-            fused: list[tuple[str, str]] = []
-            path = f"{prefix}.{{}}" if prefix else "{}"
-            if i < len(names) and isinstance(seq._modules[names[i]], _BATCH_NORMS):
-                bn = seq._modules[names[i]]
-                reason = _batch_norm_refusal(bn, conv)
-                if reason:
-                    entries.append(FusionEntry(path.format(names[i]), reason=reason))
-                    continue  # what follows a batch norm left in place is not the conv's output
-                fold_batch_norm(conv, bn)
-                fused.append((path.format(names[i]), type(bn).__name__))
-                seq._modules[names[i]] = nn.Identity()
-                i += 1
-            if i < len(names):
-                module = seq._modules[names[i]]
-                found = _activation_of(module, conv.out_channels)
-                if found is not None and not _has_hooks(module):
-                    conv.set_activation(*found)
-                    fused.append((path.format(names[i]), type(module).__name__))
-                    seq._modules[names[i]] = nn.Identity()
-                    i += 1
-            if fused:
-                entries.append(FusionEntry(path.format(conv_name), tuple(fused)))
+        chain = [node.target]
+        while len(chain) < 3 and (node := _sole_consumer(node)) is not None:
+            chain.append(node.target)
+        chains.append(chain)
+    return chains, calls
+
+
+def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
+    """Each child of ``seq`` and the (up to) two after it: a Sequential hands each output to
+    the next child alone."""
+    names = list(seq._modules)
+    return [names[i : i + 3] for i in range(len(names))]
+
+
+def _chains(model: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]:
+    """``(prefix, module, chain, shared)`` for every chain of ``model``: traced where a forward
+    traces, else child by child (a Sequential's children as chains)."""
+    registered = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+
+    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]:
+        if not module._modules or isinstance(module, Traced):
+            return  # nothing in it to fuse (a leaf)
+        graph = _traced(module)
+        calls: Counter = Counter()
+        if graph is not None:
+            chains, calls = _graph_chains(graph)
+        else:
+            chains = _sequential_chains(module) if isinstance(module, nn.Sequential) else []
+
+        def shared(name: str) -> str:
+            if registered[id(module.get_submodule(name))] > 1:
+                return "registered more than once in the model"
+            if calls[name] > 1:
+                return f"called {calls[name]} times in the forward"
+            return ""
+
+        for chain in chains:
+            yield prefix, module, chain, shared
+        if graph is None:
+            for name, child in module.named_children():
+                yield from visit(f"{prefix}.{name}" if prefix else name, child)
+
+    yield from visit("", model)
+
+
+def _fuse_chain(prefix: str, root: nn.Module, chain: Chain, shared: Sharing) -> list[FusionEntry]:
+    """Fuse what follows the convolution ``chain[0]`` (names under ``root``, whose own name
+    is ``prefix``) into it, in place; what was fused, or what was not and why."""
+    conv = root.get_submodule(chain[0])
+    if not _is_fusable_conv(conv):
+        return []
+    path = (prefix + ".{}") if prefix else "{}"
+    fused: list[tuple[str, str]] = []
+    rest = chain[1:]
+    if rest and _is_batch_norm(bn := root.get_submodule(rest[0])):
+        reason = _batch_norm_refusal(bn, conv) or shared(rest[0]) or shared(chain[0])
+        if reason:
+            # (what follows a batch norm left in place is not the convolution's output)
+            return [FusionEntry(path.format(rest[0]), reason=reason)]
+        fold_batch_norm(conv, bn)
+        fused.append((path.format(rest[0]), type(bn).__name__))
+        _replace(root, rest.pop(0), nn.Identity())
+    if rest:
+        module = root.get_submodule(rest[0])
+        found = _activation_of(module, conv.out_channels)
+        if found is not None and not _has_hooks(module):
+            reason = shared(rest[0]) or shared(chain[0])
+            if reason:
+                return [
+                    *_entry(path, chain[0], fused),
+                    FusionEntry(path.format(rest[0]), (), reason),
+                ]
+            conv.set_activation(*found)
+            fused.append((path.format(rest[0]), type(module).__name__))
+            _replace(root, rest[0], nn.Identity())
+    return _entry(path, chain[0], fused)
+
+
+def _entry(path: str, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:
+    return [FusionEntry(path.format(conv), tuple(fused))] if fused else []
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    root.get_submodule(parent)._modules[leaf] = module
+
+
+def fuse_model(model: nn.Module) -> list[FusionEntry]:
+    """Fuse every recognised chain (module docstring) of ``model`` in place; return what was
+    fused, and what followed a convolution but was not fused, with why."""
+    entries: list[FusionEntry] = []
+    for prefix, root, chain, shared in list(_chains(model)):
+        entries += _fuse_chain(prefix, root, chain, shared)
     return entries

@@ -14,7 +14,8 @@ Subclasses that override the computation (``forward``, or the hooks our layers r
 alone, and every layer left is reported with the reason.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
-the activation that follow them in an ``nn.Sequential`` (``_fuse`` says which structures).
+the activation modules that consume their outputs (``_fuse`` says which structures, and how the
+model's forward code is read).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
-from ._fuse import FusionEntry, fuse_sequentials
+from ._fuse import FusionEntry, fuse_model
 from .nn._base import DropIn
 
 # Methods through which a torch layer computes: a subclass overriding one computes differently.
@@ -208,7 +209,7 @@ def convert_model_with_report(
         elif isinstance(module, DropIn):
             report.already.append(ConversionEntry(name, before, before))
     if fuse:
-        report.fused = fuse_sequentials(model)
+        report.fused = fuse_model(model)
     return model, report
 
 
@@ -222,12 +223,15 @@ def convert_model(
     copy is converted and ``model`` itself is not changed. ``verbose=True`` prints what was
     converted and what was left, and why (:func:`convert_model_with_report` returns it).
 
-    ``fuse=True`` (default ``False``) also folds every eval-mode ``BatchNorm{1,2,3}d`` that
-    directly follows a convolution in an ``nn.Sequential`` into the convolution's weight and
-    bias, and fuses a following ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
-    ``SiLU`` into the convolution's epilogue (``activation=``); the absorbed modules become
-    ``nn.Identity``. The result computes what ``model`` computes in eval mode (training-mode
-    batch norm is never folded); it is meant for inference (see ``torchconv_ext._fuse``).
+    ``fuse=True`` (default ``False``) also folds every eval-mode ``BatchNorm{1,2,3}d`` (or
+    ``SyncBatchNorm``) that alone consumes a convolution's output into the convolution's weight
+    and bias, and fuses an ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
+    ``SiLU`` module that alone consumes the result into the convolution's epilogue
+    (``activation=``); the absorbed modules become ``nn.Identity``. Who consumes what is read
+    from the model's forward code with ``torch.fx`` (where it traces; else from the order of
+    ``nn.Sequential`` children); modules called or registered more than once are left. The
+    result computes what ``model`` computes in eval mode (training-mode batch norm is never
+    folded); it is meant for inference (see ``torchconv_ext._fuse``).
     """
     model, report = convert_model_with_report(model, inplace=inplace, fuse=fuse)
     if verbose:
