@@ -289,6 +289,29 @@ class _ConvBnAct(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+class _TimmBasicBlock(nn.Module):
+    """timm's ResNet block: an activation module per use, identities for the switched-off
+    drop-block and anti-aliasing steps between the batch norm and the activation."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.drop_block = nn.Identity()
+        self.act1 = nn.ReLU(inplace=True)
+        self.aa = nn.Identity()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act2 = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        shortcut = x
+        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        x = self.bn2(self.conv2(x))
+        x += shortcut
+        return self.act2(x)
+
+
 class _Branching(nn.Module):
     """A forward that branches on values (``torch.fx`` cannot trace it): its children are read
     one by one."""
@@ -353,6 +376,18 @@ def test_modules_called_once_fuse_wherever_they_are_defined():
     assert [fused[i].conv.activation for i in (0, 1)] == ["relu", "gelu"]
     assert all(isinstance(fused[i].bn, nn.Identity) for i in (0, 1))
     assert list(fused.state_dict()) == [k for k in fused.state_dict() if ".bn." not in k]
+
+
+def test_identities_between_the_steps_pass_them_on():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), _TimmBasicBlock(4))
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {"1.conv1": ["1.bn1", "1.act1"], "1.conv2": ["1.bn2"]}
+    assert type(fused[1].act2) is nn.ReLU  # it follows the sum
+    # A Sequential read as one (its forward does not trace) passes identities over as well.
+    seq = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Identity(), nn.BatchNorm2d(4), nn.Identity(),
+                        nn.ReLU(), _Untraceable())  # fmt: skip
+    fused, report = _fuse_and_compare(seq)
+    assert _fusions(report) == {"0": ["2", "4"]} and fused[0].activation == "relu"
 
 
 def test_a_forward_that_cannot_be_traced_is_read_child_by_child():

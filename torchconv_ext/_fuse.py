@@ -6,12 +6,13 @@ whose output goes only to an activation — or a convolution straight into an ac
 
     Conv{1,2,3}d  →  [BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode]  →  [activation]
 
-where each step is a module's call on the step before alone. The convolution is one of ours by
-then (``convert_model`` converted it; a parametrized one, or one with an activation already, is
-not fused); the batch norm is exactly a torch class (a subclass with a forward of its own, such
-as a batch norm with an activation inside, computes more) and tracks running statistics over the
-convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU``
-(one weight, or one per output channel), ``nn.ELU``, ``nn.GELU`` or ``nn.SiLU``.
+where each step is a module's call on the step before alone (an ``nn.Identity`` between two
+steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
+parametrized one, or one with an activation already, is not fused); the batch norm is exactly a
+torch class (a subclass with a forward of its own, such as a batch norm with an activation
+inside, computes more) and tracks running statistics over the convolution's output channels;
+the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
+channel), ``nn.ELU``, ``nn.GELU`` or ``nn.SiLU``.
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers and torch's are leaves: their own forwards are not traced). There
@@ -195,9 +196,16 @@ def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
-def _graph_chains(graph: torch.fx.Graph) -> tuple[list[Chain], Counter]:
-    """Every chain of a traced forward (a convolution's call, then up to two module calls each
-    consuming the one before alone), and how often each module name is called."""
+def _passes_through(module: nn.Module) -> bool:
+    """Whether a chain goes on through ``module``: an ``nn.Identity`` (what timm leaves for a
+    switched-off drop-block or anti-aliasing step, and what fusing leaves) without hooks."""
+    return type(module) is nn.Identity and not _has_hooks(module)
+
+
+def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], Counter]:
+    """Every chain of ``root``'s traced forward (a module's call, then up to two module calls
+    each consuming the one before alone, through identities), and how often each module name
+    is called."""
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     chains = []
     for node in graph.nodes:
@@ -205,15 +213,16 @@ def _graph_chains(graph: torch.fx.Graph) -> tuple[list[Chain], Counter]:
             continue
         chain = [node.target]
         while len(chain) < 3 and (node := _sole_consumer(node)) is not None:
-            chain.append(node.target)
+            if not _passes_through(root.get_submodule(node.target)):
+                chain.append(node.target)
         chains.append(chain)
     return chains, calls
 
 
 def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
-    """Each child of ``seq`` and the (up to) two after it: a Sequential hands each output to
-    the next child alone."""
-    names = list(seq._modules)
+    """Each child of ``seq`` and the (up to) two after it, identities aside: a Sequential
+    hands each output to the next child alone."""
+    names = [name for name, child in seq._modules.items() if not _passes_through(child)]
     return [names[i : i + 3] for i in range(len(names))]
 
 
@@ -228,7 +237,7 @@ def _chains(model: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]
         graph = _traced(module)
         calls: Counter = Counter()
         if graph is not None:
-            chains, calls = _graph_chains(graph)
+            chains, calls = _graph_chains(graph, module)
         else:
             chains = _sequential_chains(module) if isinstance(module, nn.Sequential) else []
 
