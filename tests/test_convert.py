@@ -104,3 +104,40 @@ def test_verbose_prints_what_was_converted_and_left(capsys):
     assert "0: torch.nn.Conv2d -> torchconv_ext.nn.Conv2d" in printed
     assert "left 1:" in printed and "overrides forward" in printed
     assert "ReLU" not in printed
+
+
+def test_lazy_layers_become_ours_once_their_first_input_sets_their_sizes():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.LazyConv1d(4, 3), nn.Unflatten(1, (1, 4)), nn.LazyConv2d(3, 2, padding=1),
+        nn.LazyConvTranspose2d(2, 2, stride=2), nn.Unflatten(1, (1, 2)), nn.LazyConv3d(2, 1),
+    )  # fmt: skip
+    converted = torchconv_ext.convert_model(model)
+    assert isinstance(converted[2], nn.LazyConv2d) and isinstance(converted[2], tnn.Conv2d)
+    x = torch.randn(2, 3, 6)
+    y = converted(x)
+    assert [type(converted[i]) for i in (0, 2, 3, 5)] == [
+        tnn.Conv1d,
+        tnn.Conv2d,
+        tnn.ConvTranspose2d,
+        tnn.Conv3d,
+    ]
+    # Torch's layers with the weights the lazy ones drew compute the same.
+    reference = nn.Sequential(
+        nn.Conv1d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 2, padding=1),
+        nn.ConvTranspose2d(3, 2, 2, stride=2), nn.Unflatten(1, (1, 2)), nn.Conv3d(1, 2, 1),
+    )  # fmt: skip
+    reference.load_state_dict(converted.state_dict())
+    torch.testing.assert_close(y, reference(x), rtol=0, atol=0)
+
+
+def test_a_lazy_subclass_becomes_a_subclass_of_ours():
+    class LazyDepthwise(nn.LazyConv2d):
+        cls_to_become = DepthwiseConv2d
+
+        def __init__(self) -> None:
+            super().__init__(4, 3, padding=1, bias=False)
+
+    converted = torchconv_ext.convert_model(LazyDepthwise())
+    converted(torch.randn(1, 4, 5, 5))
+    assert isinstance(converted, DepthwiseConv2d) and isinstance(converted, tnn.Conv2d)

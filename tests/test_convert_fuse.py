@@ -488,3 +488,11 @@ def test_a_forward_of_several_inputs_is_not_read():
 
     fused, report = _fuse_and_compare(Skip())
     assert report.fused == [] and type(fused.bn) is nn.BatchNorm2d
+
+
+def test_a_lazy_convolution_before_its_first_input_is_not_fused():
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    fused, report = convert_model_with_report(model, inplace=True, fuse=True)
+    assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
+    fused(torch.randn(1, 3, 5, 5))
+    assert type(fused[0]) is tnn.Conv2d  # ours once its sizes are known

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from .nn._base import Traced
@@ -138,6 +139,7 @@ def _is_fusable_conv(module: nn.Module) -> bool:
         and module.activation is None
         and not parametrize.is_parametrized(module)
         and not _has_hooks(module)
+        and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
     )
 
 

@@ -1,11 +1,13 @@
 """``convert_model``: swap every supported ``torch.nn`` layer of a model for ours.
 
 A layer is converted by switching its class, so its parameters, buffers, hooks, device, dtype and
-train/eval mode stay exactly as they are. Three kinds of layers convert:
+train/eval mode stay exactly as they are. These layers convert:
 
 * an instance of exactly a torch class we replace (``nn.Conv2d`` → ``torchconv_ext.nn.Conv2d``);
 * an instance of a subclass of one that changes no computation (e.g. only ``__init__``): it gets
   a class deriving from both ours and its own, so ``isinstance`` with its class still holds;
+* a lazy layer (``nn.LazyConv2d``): it becomes ours, not torch's class, once its first input
+  sets its sizes;
 * either of these under ``torch.nn.utils.parametrize`` (``parametrizations.weight_norm``,
   ``spectral_norm``): the parametrized class is rebuilt over ours, keeping the parametrizations,
   ``state_dict`` keys and outputs.
@@ -111,6 +113,15 @@ def _over_subclass(ours: type, theirs: type) -> type:
     """A class running our computation that still is a ``theirs`` (their other methods stay)."""
     converted = type(theirs.__name__, (ours, theirs), {"__module__": theirs.__module__})
     converted.__init__ = theirs.__init__  # constructing one anew takes their arguments
+    become = getattr(theirs, "cls_to_become", None)
+    if become is not None:
+        # A lazy layer (nn.LazyConv2d) turns into this class once its first input set its
+        # sizes: ours, so that it stays ours.
+        base = _torch_base(become)
+        if become is base:
+            converted.cls_to_become = _replacements()[base]
+        elif base is not None and not _overridden(become, base):
+            converted.cls_to_become = _over_subclass(_replacements()[base], become)
     _SUBCLASSES[converted] = (ours, theirs)
     return converted
 
