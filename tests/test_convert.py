@@ -141,3 +141,24 @@ def test_a_lazy_subclass_becomes_a_subclass_of_ours():
     converted = torchconv_ext.convert_model(LazyDepthwise())
     converted(torch.randn(1, 4, 5, 5))
     assert isinstance(converted, DepthwiseConv2d) and isinstance(converted, tnn.Conv2d)
+
+
+def test_a_converted_model_pickles_whole():
+    """``torch.save(model)`` pickles classes by name: those conversion builds over a user's
+    subclass (or a lazy layer) are rebuilt on loading."""
+    import io
+
+    torch.manual_seed(0)
+    model = nn.Sequential(DepthwiseConv2d(3), nn.LazyConv2d(2, 1), nn.MaxPool2d(2))
+    converted = torchconv_ext.convert_model(model)
+    buffer = io.BytesIO()
+    torch.save(converted, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert isinstance(loaded[0], DepthwiseConv2d) and isinstance(loaded[0], tnn.Conv2d)
+    assert isinstance(loaded[1], nn.LazyConv2d) and isinstance(loaded[1], tnn.Conv2d)
+    x = torch.randn(1, 3, 6, 6)
+    torch.testing.assert_close(loaded[0](x), converted[0](x), rtol=0, atol=0)
+    loaded(x)
+    assert type(loaded[1]) is tnn.Conv2d
+    assert type(copy.deepcopy(converted[0])) is type(converted[0])

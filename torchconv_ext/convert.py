@@ -122,8 +122,22 @@ def _over_subclass(ours: type, theirs: type) -> type:
             converted.cls_to_become = _replacements()[base]
         elif base is not None and not _overridden(become, base):
             converted.cls_to_become = _over_subclass(_replacements()[base], become)
+    converted.__reduce_ex__ = _reduce_over_subclass
     _SUBCLASSES[converted] = (ours, theirs)
     return converted
+
+
+def _reduce_over_subclass(module: nn.Module, protocol: int) -> tuple:
+    """Pickle (``torch.save(model)``, ``copy.deepcopy``) a module of a class built by
+    :func:`_over_subclass` as that call, which the loading process repeats: the class itself
+    exists only in the process that built it."""
+    _, _, *state = object.__reduce_ex__(module, protocol)
+    return (_new_over_subclass, _SUBCLASSES[type(module)], *state)
+
+
+def _new_over_subclass(ours: type, theirs: type) -> nn.Module:
+    cls = _over_subclass(ours, theirs)
+    return cls.__new__(cls)
 
 
 @functools.cache
