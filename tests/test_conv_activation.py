@@ -44,6 +44,11 @@ ACTIVATIONS = {
         lambda z, a: F.gelu(z, approximate="tanh"),
     ),
     "silu": ("silu", lambda c: None, lambda z, a: F.silu(z)),
+    "relu6": ("relu6", lambda c: None, lambda z, a: F.relu6(z)),
+    "hardswish": ("hardswish", lambda c: None, lambda z, a: F.hardswish(z)),
+    "hardsigmoid": ("hardsigmoid", lambda c: None, lambda z, a: F.hardsigmoid(z)),
+    "mish": ("mish", lambda c: None, lambda z, a: F.mish(z)),
+    "sigmoid": ("sigmoid", lambda c: None, lambda z, a: torch.sigmoid(z)),
 }
 
 # name -> (input shape, weight shape, conv kwargs): the kernel each runs on the Triton path.
@@ -208,11 +213,12 @@ def test_double_backward_matches_torch(activation, backend):
             torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "relu6"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_non_finite_gradient_where_the_output_is_not_positive(activation, backend):
-    """ReLU's and leaky ReLU's derivative is read off the output with torch's own backward ops:
-    a NaN or infinite incoming gradient where ReLU gives 0 yields 0, as in torch."""
+    """ReLU's, leaky ReLU's and ReLU6's derivatives are read off the output with torch's own
+    backward ops: a NaN or infinite incoming gradient where ReLU gives 0 yields 0, as in
+    torch."""
     x, w, b, ours, kwargs, args, reference = _case("3x3", activation, True, False)
     with torchconv_ext.use_backend(backend):
         y = TF.conv2d(x, w, b, **ours)
@@ -226,6 +232,33 @@ def test_a_non_finite_gradient_where_the_output_is_not_positive(activation, back
     want = torch.autograd.grad(expected, [x, w, b], gy)
     for g, e in zip(got, want, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+# Values where each formula turns: 0, the hard activations' ±3 and 6, Mish's threshold of 20,
+# beyond exp's range, and the non-finite ones.
+_SPECIAL = [0.0, -0.0, -3.0, 3.0, 6.0, 7.0, -1.5, 2.5, 20.0, 25.0, -30.0, 100.0, -100.0, 800.0,
+            float("nan"), float("inf"), float("-inf")]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "activation", ["relu6", "hardswish", "hardsigmoid", "mish", "sigmoid", "silu", "gelu", "elu"]
+)
+@pytest.mark.parametrize("backend", TRITON)
+def test_the_epilogue_at_special_values(activation, dtype, backend):
+    """Each epilogue formula where torch's turns, NaN and ±inf included: a 1×1 convolution
+    with weight 1 hands the input to the epilogue unchanged (the 1×1 GEMM and the depthwise
+    kernel)."""
+    name, make_args, reference = ACTIVATIONS[activation]
+    z = torch.tensor(_SPECIAL, dtype=dtype)
+    for channels, groups in ((1, 1), (2, 2)):
+        x = z.repeat(channels).view(1, channels, 1, -1)
+        w = torch.ones(channels, 1, 1, 1, dtype=dtype)
+        with torchconv_ext.use_backend(backend):
+            y = TF.conv2d(x, w, groups=groups, activation=name, activation_args=make_args(1))
+        # (in float64: CPU torch's float32 GELU of +inf is NaN, its float64 one and ours inf)
+        expected = reference(x.double(), make_args(1)).to(dtype)
+        torch.testing.assert_close(y, expected, equal_nan=True, rtol=2e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

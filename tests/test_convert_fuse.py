@@ -496,3 +496,62 @@ def test_a_lazy_convolution_before_its_first_input_is_not_fused():
     assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
     fused(torch.randn(1, 3, 5, 5))
     assert type(fused[0]) is tnn.Conv2d  # ours once its sizes are known
+
+
+class _SqueezeExcitation(nn.Module):
+    """torchvision's: average, 1×1 convolution, ReLU, 1×1 convolution, hard sigmoid, scale."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeezed, 1), nn.Conv2d(squeezed, channels, 1)
+        self.activation, self.scale_activation = nn.ReLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        scale = self.fc1(self.avgpool(x))
+        scale = self.scale_activation(self.fc2(self.activation(scale)))
+        return scale * x
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV3's block: expand (ReLU6 here, as MobileNetV2's), depthwise with hard swish,
+    squeeze-excite, project; and a YOLO-style Mish stem."""
+
+    def __init__(self, channels: int = 4, expanded: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.Mish())  # fmt: skip
+        self.expand = nn.Sequential(nn.Conv2d(channels, expanded, 1, bias=False),
+                                    nn.BatchNorm2d(expanded), nn.ReLU6(inplace=True))  # fmt: skip
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(expanded, expanded, 3, padding=1, groups=expanded, bias=False),
+            nn.BatchNorm2d(expanded), nn.Hardswish(),
+        )  # fmt: skip
+        self.se = _SqueezeExcitation(expanded, 2)
+        self.project = nn.Sequential(nn.Conv2d(expanded, channels, 1, bias=False),
+                                     nn.BatchNorm2d(channels))  # fmt: skip
+        self.gate = nn.Conv2d(channels, 1, 1)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = x + self.project(self.se(self.depthwise(self.expand(x))))
+        return y * self.sigmoid(self.gate(y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mobile_activations_fuse(backend):
+    fused, report = _fuse_and_compare(_InvertedResidual(), backend)
+    assert _fusions(report) == {
+        "stem.0": ["stem.1", "stem.2"],
+        "expand.0": ["expand.1", "expand.2"],
+        "depthwise.0": ["depthwise.1", "depthwise.2"],
+        "se.fc1": ["se.activation"],
+        "se.fc2": ["se.scale_activation"],
+        "project.0": ["project.1"],
+        "gate": ["sigmoid"],
+    }
+    activations = [fused.stem[0], fused.expand[0], fused.depthwise[0], fused.se.fc2, fused.gate]
+    assert [m.activation for m in activations] == [
+        "mish", "relu6", "hardswish", "hardsigmoid", "sigmoid"
+    ]  # fmt: skip

@@ -28,9 +28,15 @@ ACTIVATION_ARGS: dict[str, dict[str, object]] = {
     "elu": {"alpha": 1.0},
     "gelu": {"approximate": "none"},
     "silu": {},
+    "relu6": {},
+    "hardswish": {},
+    "hardsigmoid": {},
+    "mish": {},
+    "sigmoid": {},
 }
 #: The kinds the ops and kernels take.
-KINDS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "gelu_tanh", "silu")
+KINDS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "gelu_tanh", "silu", "relu6",
+         "hardswish", "hardsigmoid", "mish", "sigmoid")  # fmt: skip
 
 _NAMES = ", ".join(["None", *map(repr, ACTIVATION_ARGS)])
 
@@ -151,6 +157,16 @@ def apply(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
         return F.gelu(z, approximate="none" if kind == "gelu" else "tanh")
     if kind == "silu":
         return F.silu(z)
+    if kind == "relu6":
+        return F.relu6(z)
+    if kind == "hardswish":
+        return F.hardswish(z)
+    if kind == "hardsigmoid":
+        return F.hardsigmoid(z)
+    if kind == "mish":
+        return F.mish(z)
+    if kind == "sigmoid":
+        return torch.sigmoid(z)
     raise ValueError(f"unknown activation kind {kind!r}")
 
 
@@ -158,8 +174,10 @@ def backward(grad: Tensor, z: Tensor, kind: str, alpha: float, weight: Tensor | 
     """``grad · act'(z)`` with torch's own backward op of each activation: one pass (on a GPU
     one kernel, where a formula of the derivative was up to a dozen), torch's values — at 0,
     and for a non-finite ``grad`` — and differentiable again: double backward, jvp (also the
-    jvp's ``t_z · act'(z)``) and vmap. SiLU's backward op has no derivatives of its own, so
-    while a graph is built or a transform is active it is torch's formula, as torch does."""
+    jvp's ``t_z · act'(z)``) and vmap. SiLU's, Mish's and hard sigmoid's backward ops have
+    no derivatives of their own, so while a graph is built or a transform is active theirs is
+    a formula of torch's ops (torch's own for SiLU and Mish; hard sigmoid's with the slope its
+    kernels use)."""
     if kind == "relu":
         return _THRESHOLD_BACKWARD(grad, z, 0)
     if kind == "leaky_relu":
@@ -170,11 +188,27 @@ def backward(grad: Tensor, z: Tensor, kind: str, alpha: float, weight: Tensor | 
         return _ELU_BACKWARD(grad, alpha, 1, 1, False, z)
     if kind in ("gelu", "gelu_tanh"):
         return _GELU_BACKWARD(grad, z, approximate="none" if kind == "gelu" else "tanh")
+    if kind == "relu6":
+        return _HARDTANH_BACKWARD(grad, z, 0.0, 6.0)
+    if kind == "hardswish":
+        return _HARDSWISH_BACKWARD(grad, z)
+    if kind == "sigmoid":
+        return _SIGMOID_BACKWARD(grad, torch.sigmoid(z))
+    graphed = torch.is_grad_enabled() or torch._C._are_functorch_transforms_active()
     if kind == "silu":
-        if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        if graphed:
             s = torch.sigmoid(z)
             return grad * (s * (1 + z * (1 - s)))
         return _SILU_BACKWARD(grad, z)
+    if kind == "mish":
+        if graphed:  # torch's infinitely differentiable Mish backward
+            s, t = torch.sigmoid(z), torch.tanh(F.softplus(z))
+            return grad * (t + z * s * (1 - t * t))
+        return _MISH_BACKWARD(grad, z)
+    if kind == "hardsigmoid":
+        if graphed:
+            return torch.where((z > -3) & (z < 3), grad * _HARDSIGMOID_SLOPE, 0)
+        return _HARDSIGMOID_BACKWARD(grad, z)
     raise ValueError(f"unknown activation kind {kind!r}")
 
 
@@ -190,9 +224,11 @@ def prelu_backward(grad: Tensor, z: Tensor, weight: Tensor) -> tuple[Tensor, Ten
 
 
 def from_output(kind: str, alpha: float) -> bool:
-    """Whether ``act'`` can be read off the activation's output (its sign is ``z``'s, and the
-    derivative is constant on each side): ReLU, and leaky ReLU with a slope ≥ 0."""
-    return kind == "relu" or (kind == "leaky_relu" and alpha >= 0)
+    """Whether ``act'`` can be read off the activation's output, as torch's backward ops read
+    it: ReLU and leaky ReLU with a slope ≥ 0 (the output's sign is ``z``'s and the derivative
+    constant on each side), ReLU6 (the derivative 1 where the output lies strictly inside
+    ``(0, 6)``, as ``z`` does), sigmoid (``y·(1 - y)``)."""
+    return kind in ("relu", "relu6", "sigmoid") or (kind == "leaky_relu" and alpha >= 0)
 
 
 def backward_from_output(grad: Tensor, y: Tensor, kind: str, alpha: float) -> Tensor:
@@ -202,6 +238,10 @@ def backward_from_output(grad: Tensor, y: Tensor, kind: str, alpha: float) -> Te
     even for a non-finite ``grad`` — and differentiable again (double backward, jvp, vmap)."""
     if kind == "relu":
         return _THRESHOLD_BACKWARD(grad, y, 0)
+    if kind == "relu6":
+        return _HARDTANH_BACKWARD(grad, y, 0.0, 6.0)
+    if kind == "sigmoid":
+        return _SIGMOID_BACKWARD(grad, y)
     return _LEAKY_RELU_BACKWARD(grad, y, alpha, True)  # y is the result: its sign is z's
 
 
@@ -211,3 +251,10 @@ _PRELU_BACKWARD = torch.ops.aten._prelu_kernel_backward.default
 _ELU_BACKWARD = torch.ops.aten.elu_backward.default
 _GELU_BACKWARD = torch.ops.aten.gelu_backward.default
 _SILU_BACKWARD = torch.ops.aten.silu_backward.default
+_HARDTANH_BACKWARD = torch.ops.aten.hardtanh_backward.default
+_HARDSWISH_BACKWARD = torch.ops.aten.hardswish_backward.default
+_HARDSIGMOID_BACKWARD = torch.ops.aten.hardsigmoid_backward.default
+_MISH_BACKWARD = torch.ops.aten.mish_backward.default
+_SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.default
+#: Hard sigmoid's slope as torch's backward kernels hold it: 1/6 rounded to float32.
+_HARDSIGMOID_SLOPE = float(torch.tensor(1 / 6, dtype=torch.float32))

@@ -12,7 +12,8 @@ parametrized one, or one with an activation already, is not fused); the batch no
 torch class (a subclass with a forward of its own, such as a batch norm with an activation
 inside, computes more) and tracks running statistics over the convolution's output channels;
 the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
-channel), ``nn.ELU``, ``nn.GELU`` or ``nn.SiLU``.
+channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
+``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid``.
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers and torch's are leaves: their own forwards are not traced). There
@@ -82,7 +83,9 @@ def _activation_of(module: nn.Module, out_channels: int) -> tuple[str, dict | No
         return "gelu", {"approximate": module.approximate}
     if kind is nn.SiLU:
         return "silu", None
-    return None
+    simple = {nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
+              nn.Mish: "mish", nn.Sigmoid: "sigmoid"}  # fmt: skip
+    return (simple[kind], None) if kind in simple else None
 
 
 def _has_hooks(module: nn.Module) -> bool:

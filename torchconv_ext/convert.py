@@ -251,7 +251,8 @@ def convert_model(
     ``fuse=True`` (default ``False``) also folds every eval-mode ``BatchNorm{1,2,3}d`` (or
     ``SyncBatchNorm``) that alone consumes a convolution's output into the convolution's weight
     and bias, and fuses an ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
-    ``SiLU`` module that alone consumes the result into the convolution's epilogue
+    ``SiLU`` / ``ReLU6`` / ``Hardswish`` / ``Hardsigmoid`` / ``Mish`` / ``Sigmoid`` module that
+    alone consumes the result into the convolution's epilogue
     (``activation=``); the absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
     ``nn.Sequential`` children); modules called or registered more than once are left. The

@@ -20,9 +20,14 @@ from ._common import (
     ACT_ELU,
     ACT_GELU,
     ACT_GELU_TANH,
+    ACT_HARDSIGMOID,
+    ACT_HARDSWISH,
     ACT_LEAKY_RELU,
+    ACT_MISH,
     ACT_PRELU,
     ACT_RELU,
+    ACT_RELU6,
+    ACT_SIGMOID,
     ACT_SILU,
     ACTIVATIONS,
 )
@@ -62,7 +67,28 @@ def activate(z, aw_ptr, aw_offs, aw_mask, ACT_ALPHA, ACT_ALPHA_LO, ACT: tl.const
         z = z * tl.sigmoid(2.0 * u)
     elif ACT == ACT_SILU:
         z = z * tl.sigmoid(z)
+    elif ACT == ACT_RELU6:
+        z = _relu6(z)
+    elif ACT == ACT_HARDSWISH:
+        z = z * _relu6(z + 3.0) / 6.0
+    elif ACT == ACT_HARDSIGMOID:
+        z = _relu6(z + 3.0) / 6.0
+    elif ACT == ACT_MISH:
+        # tanh(softplus(z)) = (n² + 2n) / (n² + 2n + 2) with n = exp(z): no cancellation;
+        # past 20, softplus(z) = z and tanh of it is 1 (torch's threshold), and n² overflows.
+        n = tl.exp(tl.where(z > 20.0, 0.0, z))
+        m = n * (n + 2.0)
+        z = tl.where(z > 20.0, z, z * (m / (m + 2.0)))
+    elif ACT == ACT_SIGMOID:
+        z = tl.sigmoid(z)
     return z
+
+
+@triton.jit
+def _relu6(z):
+    """``min(max(z, 0), 6)``, NaN kept (as torch's ``hardtanh``)."""
+    z = tl.where(z < 0, 0.0, z)
+    return tl.where(z > 6.0, 6.0, z)
 
 
 def _split_float(value: float) -> tuple[float, float]:

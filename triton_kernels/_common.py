@@ -127,6 +127,11 @@ ACT_ELU = tl.constexpr(4)  # ACT_ALPHA · (exp(z) - 1) below zero
 ACT_GELU = tl.constexpr(5)  # exact (erf)
 ACT_GELU_TANH = tl.constexpr(6)  # tanh approximation
 ACT_SILU = tl.constexpr(7)
+ACT_RELU6 = tl.constexpr(8)
+ACT_HARDSWISH = tl.constexpr(9)  # z · relu6(z + 3) / 6
+ACT_HARDSIGMOID = tl.constexpr(10)  # relu6(z + 3) / 6
+ACT_MISH = tl.constexpr(11)  # z · tanh(softplus(z))
+ACT_SIGMOID = tl.constexpr(12)
 
 #: Padding-mode names (as the ops take them) to the codes launchers pass as ``PAD_MODE``.
 PAD_MODES: dict[str, int] = {
@@ -147,6 +152,11 @@ ACTIVATIONS: dict[str | None, int] = {
     "gelu": ACT_GELU.value,
     "gelu_tanh": ACT_GELU_TANH.value,
     "silu": ACT_SILU.value,
+    "relu6": ACT_RELU6.value,
+    "hardswish": ACT_HARDSWISH.value,
+    "hardsigmoid": ACT_HARDSIGMOID.value,
+    "mish": ACT_MISH.value,
+    "sigmoid": ACT_SIGMOID.value,
 }
 
 

@@ -152,8 +152,10 @@ def conv_forward(
 ) -> None:
     """``out = act(conv(x, w) + bias)``; ``padding`` is the padding before each spatial dim.
 
-    ``activation`` (``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``,
-    ``'gelu_tanh'``, ``'silu'``) runs in every kernel's epilogue; ``alpha`` is the leaky slope or
+    ``activation`` (``None`` or a name of ``ACTIVATIONS``: ``'relu'``, ``'leaky_relu'``,
+    ``'prelu'``, ``'elu'``, ``'gelu'``, ``'gelu_tanh'``, ``'silu'``, ``'relu6'``,
+    ``'hardswish'``, ``'hardsigmoid'``, ``'mish'``, ``'sigmoid'``) runs in every kernel's
+    epilogue; ``alpha`` is the leaky slope or
     ELU alpha, ``act_weight`` the PReLU weight (one per output channel, or one).
 
     ``pieces`` > 1 fuses a maxout into the GEMM kernels' epilogue: ``w`` has ``C_out·pieces``

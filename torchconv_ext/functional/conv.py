@@ -198,12 +198,15 @@ _ACTIVATION_DOC = """
     Fused activation (our extension; keyword-only, default ``None``: none):
 
     Args:
-        activation: ``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``
-            or ``'silu'``: applied to the result, bias included, as the ``torch.nn.functional``
-            function of that name. On the Triton backend it runs in the convolution kernel's
-            epilogue (no second pass over the output); elsewhere torch's activation follows
-            torch's convolution. Differentiable to any order (the backward recomputes the
-            pre-activation, except for ReLU and non-negative leaky ReLU).
+        activation: ``None``, ``'relu'``, ``'leaky_relu'``, ``'prelu'``, ``'elu'``, ``'gelu'``,
+            ``'silu'``, ``'relu6'``, ``'hardswish'``, ``'hardsigmoid'``, ``'mish'`` or
+            ``'sigmoid'``: applied to the result, bias included, as the
+            ``torch.nn.functional`` function of that name (``torch.sigmoid``). On the Triton
+            backend it runs in the convolution kernel's epilogue (no second pass over the
+            output); elsewhere torch's activation follows torch's convolution. Differentiable
+            to any order (the backward recomputes the pre-activation, except for ReLU,
+            non-negative leaky ReLU, ReLU6 and sigmoid, whose derivatives it reads off the
+            output).
         activation_args: that function's keyword arguments, as a dict: ``negative_slope``
             (``'leaky_relu'``, default 0.01), ``alpha`` (``'elu'``, default 1.0),
             ``approximate`` (``'gelu'``: ``'none'`` or ``'tanh'``), ``weight`` (``'prelu'``,
