@@ -94,6 +94,15 @@ GEMM_LAYERS = [
           dilation=2, tiny=dict(c_in=16, c_out=16, size=6)),
     _conv("unet3d 3x3x3 32->64 16^3 +bias", 3, 2, 32, 16, 64, 3, padding=1, bias=True,
           quick=True, tiny=dict(c_in=16, c_out=16, size=4)),
+    # activations in the epilogue (``activation=``), the backward reading ReLU's off the output
+    # and recomputing Mish's and hard swish's pre-activation
+    _conv("resnet50.layer1.0.conv2 3x3 64->64 56x56 +bias+relu", 2, 8, 64, 56, 64, 3,
+          padding=1, bias=True, activation="relu", quick=True,
+          tiny=dict(c_in=16, c_out=16, size=5)),
+    _conv("yolov4 3x3 s2 128->256 28x28 +bias+mish", 2, 8, 128, 28, 256, 3, stride=2,
+          padding=1, bias=True, activation="mish", tiny=dict(c_in=16, c_out=16, size=6)),
+    _conv("mobilenetv3 expand 1x1 40->120 28x28 +bias+hardswish", 2, 8, 40, 28, 120, 1,
+          bias=True, activation="hardswish", tiny=dict(c_in=16, c_out=24, size=5)),
 ]  # fmt: skip
 
 DEPTHWISE_LAYERS = [
@@ -101,6 +110,8 @@ DEPTHWISE_LAYERS = [
           groups=144, quick=True, tiny=dict(c_in=8, c_out=8, size=5, groups=8)),
     _conv("mobilenetv2.features.4 dw 3x3 s2 144 56x56", 2, 8, 144, 56, 144, 3, stride=2,
           padding=1, groups=144, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
+    _conv("mobilenetv2.features.2 dw 3x3 96 56x56 +bias+relu6", 2, 8, 96, 56, 96, 3, padding=1,
+          groups=96, bias=True, activation="relu6", tiny=dict(c_in=8, c_out=8, size=5, groups=8)),
 ]  # fmt: skip
 
 TRANSPOSED_LAYERS = [

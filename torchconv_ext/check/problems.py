@@ -55,6 +55,13 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
             )
         if spec.get("non_finite"):
             return _non_finite(ours, geometry), _non_finite(theirs, geometry)
+        activation = spec.get("activation")
+        if activation is not None:  # in our kernels' epilogue; torch's after its convolution
+            after = getattr(F, activation)
+            return (
+                lambda x, w, b=None: ours(x, w, b, activation=activation, **geometry),
+                lambda x, w, b=None: after(theirs(x, w, b, **geometry)),
+            )
         return (
             lambda x, w, b=None: ours(x, w, b, **geometry),
             lambda x, w, b=None: theirs(x, w, b, **geometry),
