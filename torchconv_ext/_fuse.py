@@ -5,6 +5,7 @@ Recognised structure: a convolution whose output goes only to a batch norm (in e
 whose output goes only to an activation — or a convolution straight into an activation:
 
     Conv{1,2,3}d  →  [BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode]  →  [activation]
+    ConvTranspose{1,2,3}d  →  BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
@@ -54,6 +55,7 @@ from torch.nn.utils import parametrize
 
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
+from .nn.conv_transpose import _ConvTransposeMixin
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -131,15 +133,22 @@ def fold_batch_norm(conv: nn.Module, bn: nn.Module) -> None:
         shift = shift + conv.bias.double() * scale
     if bn.bias is not None:
         shift = shift + bn.bias.double()
-    folded = weight.double() * scale.view(-1, *[1] * (weight.dim() - 1))
+    taps = [1] * (weight.dim() - 2)
+    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        # (C_in, C_out / groups, *kernel): output channel g·C_out/groups + j is column j of
+        # group g's rows
+        grouped = weight.double().unflatten(0, (conv.groups, -1))
+        folded = (grouped * scale.view(conv.groups, 1, -1, *taps)).flatten(0, 1)
+    else:
+        folded = weight.double() * scale.view(-1, 1, *taps)
     conv.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=weight.requires_grad)
     conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
 
 
 def _is_fusable_conv(module: nn.Module) -> bool:
     return (
-        isinstance(module, _ConvMixin)
-        and module.activation is None
+        isinstance(module, (_ConvMixin, _ConvTransposeMixin))
+        and getattr(module, "activation", None) is None
         and not parametrize.is_parametrized(module)
         and not _has_hooks(module)
         and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
@@ -279,7 +288,7 @@ def _fuse_chain(prefix: str, root: nn.Module, chain: Chain, shared: Sharing) -> 
         fold_batch_norm(conv, bn)
         fused.append((path.format(rest[0]), type(bn).__name__))
         _replace(root, rest.pop(0), nn.Identity())
-    if rest:
+    if rest and isinstance(conv, _ConvMixin):  # (transposed convolutions take no activation)
         module = root.get_submodule(rest[0])
         found = _activation_of(module, conv.out_channels)
         if found is not None and not _has_hooks(module):

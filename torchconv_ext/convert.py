@@ -249,8 +249,8 @@ def convert_model(
     converted and what was left, and why (:func:`convert_model_with_report` returns it).
 
     ``fuse=True`` (default ``False``) also folds every eval-mode ``BatchNorm{1,2,3}d`` (or
-    ``SyncBatchNorm``) that alone consumes a convolution's output into the convolution's weight
-    and bias, and fuses an ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
+    ``SyncBatchNorm``) that alone consumes a convolution's output (a transposed one's too) into
+    the convolution's weight and bias, and fuses an ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
     ``SiLU`` / ``ReLU6`` / ``Hardswish`` / ``Hardsigmoid`` / ``Mish`` / ``Sigmoid`` module that
     alone consumes the result into the convolution's epilogue
     (``activation=``); the absorbed modules become ``nn.Identity``. Who consumes what is read
