@@ -569,3 +569,66 @@ def test_a_transposed_convolution_folds_its_batch_norm(backend):
     fused, report = _fuse_and_compare(model, backend)
     assert _fusions(report) == {"0": ["1"], "3": ["4"]}
     assert type(fused[2]) is nn.ReLU and fused[0].bias is not None
+
+
+# --- random graphs: whatever fuses, the model computes what it computed -------------------------
+
+
+class _Program(nn.Module):
+    """A random forward over 4-channel maps: each step applies a module (convolutions, batch
+    norms and activations; some called more than once, some registered twice, some inside a
+    Sequential), adds two earlier values (in place, sometimes) or applies ReLU in code, to
+    earlier values."""
+
+    def __init__(self, rng) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.steps = nn.ModuleDict()
+        makers = [
+            lambda: nn.Conv2d(4, 4, rng.choice([1, 3]), padding="same"),
+            lambda: nn.BatchNorm2d(4),
+            lambda: rng.choice([nn.ReLU, nn.SiLU, nn.Hardswish, nn.Identity])(),
+            lambda: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+        ]
+        self.program: list[tuple[str, str, tuple[int, ...]]] = []
+        for i in range(rng.randint(3, 9)):
+            last = len(self.program)  # value 0 is the stem's output
+            kind = rng.choice(["module"] * 4 + ["add", "add_", "relu"])
+            if kind != "module":
+                picked = (rng.randint(0, last), rng.randint(0, last))
+                self.program.append((kind, "", picked if kind.startswith("add") else picked[:1]))
+                continue
+            if self.steps and rng.random() < 0.35:  # a module called again
+                name = rng.choice(list(self.steps))
+            else:
+                name = f"m{i}"
+                self.steps[name] = rng.choice(makers)()
+                if rng.random() < 0.1:  # registered twice
+                    self.steps[f"alias{i}"] = self.steps[name]
+            self.program.append(("module", name, (rng.choice([last, last, rng.randint(0, last)]),)))
+
+    def forward(self, x):
+        values = [self.stem(x)]
+        for kind, name, picked in self.program:
+            args = [values[i] for i in picked]
+            if kind == "module":
+                values.append(self.steps[name](args[0]))
+            elif kind == "add":
+                values.append(args[0] + args[1])
+            elif kind == "add_":  # (on a copy: an earlier value must not change under it)
+                values.append(args[0].clone().add_(args[1]))
+            else:
+                values.append(nn.functional.relu(args[0]))
+        return sum(values)
+
+
+def test_random_graphs_compute_what_they_computed():
+    import random
+
+    rng = random.Random(0)
+    fused_any = 0
+    for _ in range(60):
+        model = _Program(rng)
+        fused, report = _fuse_and_compare(model)
+        fused_any += bool(_fusions(report))
+    assert fused_any >= 10  # (the graphs do fuse)
