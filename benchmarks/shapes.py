@@ -374,12 +374,19 @@ RESNEXT50 = [
 ]
 
 
-# --- fused epilogues: convolution + bias + ReLU, ours in one kernel, torch's conv then relu ---
+# --- fused epilogues: convolution + bias + activation, ours in one kernel, torch's conv then
+# its activation (ReLU's and ReLU6's backward read the output; hard swish's and Mish's
+# recompute the pre-activation with a forward convolution)
 FUSED = [
     _c("AlexNet", "conv3+relu", 128, 192, 384, (13, 13), 3, 1, 1, activation="relu"),
     _c("VGG-16", "conv3_2+relu", 64, 256, 256, (56, 56), 3, 1, 1, activation="relu"),
     _c("ResNet-50", "layer3.conv1+relu", 64, 1024, 256, (14, 14), 1, activation="relu"),
-]
+    _c("MobileNetV2", "features.4.dw+relu6", 128, 144, 144, (56, 56), 3, 1, 1, groups=144,
+       activation="relu6"),
+    _c("MobileNetV3-L", "features.7.expand+hardswish", 128, 80, 480, (14, 14), 1,
+       activation="hardswish"),
+    _c("YOLOv4", "csp3.conv+mish", 32, 128, 128, (76, 76), 3, 1, 1, activation="mish"),
+]  # fmt: skip
 
 
 # --- depthwise: MobileNetV2 (torchvision) at 224×224, batch 128 ------------------------------

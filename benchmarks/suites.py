@@ -143,8 +143,9 @@ SUITES: dict[str, Suite] = {
         Suite("conv3d", "3-D convolutions: a 3D U-Net", key=("unet3d.enc3.conv2",)),
         Suite(
             "fused",
-            "convolution + bias + ReLU fused in the epilogue, against cuDNN's convolution then "
-            "torch.relu: AlexNet, VGG-16, ResNet-50 (3x3, 1x1)",
+            "convolution + bias + activation fused in the epilogue, against cuDNN's convolution "
+            "then torch's activation: ReLU (AlexNet, VGG-16, ResNet-50 3x3 and 1x1), ReLU6 "
+            "(MobileNetV2 depthwise), hard swish (MobileNetV3 1x1), Mish (YOLOv4 3x3)",
             key=("vgg16.conv3_2+relu",),
         ),
         Suite(
