@@ -34,8 +34,9 @@ from ._common import (
 
 __all__ = ["ACTIVATIONS", "activate", "epilogue_args"]
 
-_SQRT1_2 = 0.7071067811865476
-_SQRT_2_OVER_PI = 0.7978845608028654
+# (constexpr: compiled kernels may read no other globals)
+_SQRT1_2: tl.constexpr = tl.constexpr(0.7071067811865476)
+_SQRT_2_OVER_PI: tl.constexpr = tl.constexpr(0.7978845608028654)
 
 
 @triton.jit
