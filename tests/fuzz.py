@@ -1,7 +1,8 @@
 """``python -m tests.fuzz``: random configurations of every op family, ours against torch.
 
 Each case draws an op — convolution (in some cases with a fused activation, or maxout over its
-channels as ``nn.MaxoutConv*d`` computes it), transposed convolution, locally connected or
+channels as ``nn.MaxoutConv*d`` computes it), transposed convolution (in some cases with a
+fused activation), locally connected or
 tiled convolution (against its definition written with torch's ops), max or average pooling,
 adaptive pooling, spatial pyramid and global pooling (against torch's adaptive pooling of each
 level), nearest interpolation and upsampling (sizes rounded half to even too, against ATen's op
@@ -264,9 +265,7 @@ def conv_case(rng: random.Random) -> Case:
     )  # fmt: skip
     operands = _conv_operands(rng, config, transposed=False)
     x, w = operands[:2]
-    if activation == "prelu":  # its weight: the last operand
-        count = 1 if activation_args["weight"] == "one" else groups * per_out
-        operands.append(_operand(rng, (count,), dtype, "contiguous"))
+    operands += _activation_operands(rng, activation, activation_args, groups * per_out, dtype)
     args = (stride, padding, dilation, groups)
 
     def split(operands: tuple) -> tuple:
@@ -290,33 +289,17 @@ def conv_case(rng: random.Random) -> Case:
         else:
             pads = [p for q in reversed(padding) for p in (q, q)]
             z = getattr(F, f"conv{nd}d")(F.pad(x, pads, mode=mode), w, b, stride, 0, *args[2:])
-        if activation is None and pieces == 1:
-            return z
-        # (channels are dim 1 of the batched result: an unbatched one is activated as a batch)
-        batched = z if batch is not None else z.unsqueeze(0)
-        if pieces > 1:
+        if pieces > 1:  # (channels are dim 1 of the batched result)
+            batched = z if batch is not None else z.unsqueeze(0)
             out = reference_maxout(batched, pieces)[0]
-        else:
-            out = getattr(F, activation)(batched, **act_args)
-        return out if batch is not None else out.squeeze(0)
+            return out if batch is not None else out.squeeze(0)
+        return _activated(z, activation, act_args, batch is not None)
 
     def layers(namespace: Any) -> tuple[nn.Module, tuple[str, ...]]:
-        """``ConvNd``, followed by the activation's module in torch's; ours fuses it."""
-        conv = getattr(namespace, f"Conv{nd}d")
         conv_args = (groups * per_in, groups * per_out, kernel, stride, padding, dilation,
                      groups, bias, mode)  # fmt: skip
-        names = ("weight", "bias")[: 1 + bias]
-        prelu = ("weight",) if activation == "prelu" else ()
-        if activation is None:
-            return conv(*conv_args, dtype=dtype), names
-        if namespace is nn:
-            act = _activation_module(activation, activation_args, groups * per_out, dtype)
-            module = nn.Sequential(conv(*conv_args, dtype=dtype), act)
-            return module, tuple(f"0.{n}" for n in names) + tuple(f"1.{n}" for n in prelu)
-        args = {"weight": torch.zeros(operands[-1].shape, dtype=dtype)} if prelu else {}
-        module = conv(*conv_args, dtype=dtype, activation=activation,
-                      activation_args={**activation_args, **args})  # fmt: skip
-        return module, names + tuple(f"activation_{n}" for n in prelu)
+        return _activated_layers(namespace, f"Conv{nd}d", conv_args, groups * per_out, bias,
+                                 dtype, activation, activation_args, operands)  # fmt: skip
 
     # (maxout convolutions are ours alone; torch's PReLU module reads an unbatched input's
     # dim 1 as its channels)
@@ -325,6 +308,45 @@ def conv_case(rng: random.Random) -> Case:
         config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups),
         layers=layers if module else None, twice_differentiable=activation != "hardsigmoid",
     )  # fmt: skip
+
+
+def _activation_operands(rng: random.Random, activation: str | None, args: dict[str, Any],
+                         channels: int, dtype: torch.dtype) -> list[torch.Tensor]:  # fmt: skip
+    """A drawn PReLU's weight (one value or one per output channel), the case's last operand."""
+    if activation != "prelu":
+        return []
+    return [_operand(rng, (1 if args["weight"] == "one" else channels,), dtype, "contiguous")]
+
+
+def _activated(z: torch.Tensor, activation: str | None, act_args: dict[str, Any],
+               batched: bool) -> torch.Tensor:  # fmt: skip
+    """Torch's activation of a convolution's result ``z`` (an unbatched one activated as a
+    batch: its channels are dim 1 of a batch)."""
+    if activation is None:
+        return z
+    out = getattr(F, activation)(z if batched else z.unsqueeze(0), **act_args)
+    return out if batched else out.squeeze(0)
+
+
+def _activated_layers(namespace: Any, name: str, conv_args: tuple, channels: int, bias: bool,
+                      dtype, activation: str | None, activation_args: dict[str, Any],
+                      operands: list) -> tuple[nn.Module, tuple[str, ...]]:  # fmt: skip
+    """A case's convolution module ``name`` of ``namespace`` (``channels`` out), followed by
+    the activation's module in torch's (ours fuses it); with the names of the parameters the
+    operands after the input stand for (a PReLU weight: the last)."""
+    conv = getattr(namespace, name)
+    names = ("weight", "bias")[: 1 + bias]
+    prelu = ("weight",) if activation == "prelu" else ()
+    if activation is None:
+        return conv(*conv_args, dtype=dtype), names
+    if namespace is nn:
+        act = _activation_module(activation, activation_args, channels, dtype)
+        module = nn.Sequential(conv(*conv_args, dtype=dtype), act)
+        return module, tuple(f"0.{n}" for n in names) + tuple(f"1.{n}" for n in prelu)
+    args = {"weight": torch.zeros(operands[-1].shape, dtype=dtype)} if prelu else {}
+    module = conv(*conv_args, dtype=dtype, activation=activation,
+                  activation_args={**activation_args, **args})  # fmt: skip
+    return module, names + tuple(f"activation_{n}" for n in prelu)
 
 
 def _activation_module(name: str, args: dict[str, Any], channels: int, dtype) -> nn.Module:
@@ -345,32 +367,46 @@ def conv_transpose_case(rng: random.Random) -> Case:
     output_padding = [rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation)]
     batch = None if rng.random() < 0.15 else rng.choice([1, 2, 3])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6
+    activation, activation_args = _draw_activation(rng)
     config = dict(
         op=f"conv_transpose{nd}d", batch=batch, groups=groups, per_group=(per_in, per_out),
         kernel=kernel, stride=stride, dilation=dilation, size=size, padding=padding,
         output_padding=output_padding, dtype=str(dtype), layout=layout, bias=bias,
+        activation=activation, activation_args=activation_args,
     )  # fmt: skip
     operands = _conv_operands(rng, config, transposed=True)
     x, w = operands[:2]
+    operands += _activation_operands(rng, activation, activation_args, groups * per_out, dtype)
     args = (stride, padding, output_padding, groups, dilation)
     name = f"conv_transpose{nd}d"
 
-    def ours(x, w, b=None):
-        return getattr(TF, name)(x, w, b, *args)
+    def split(operands: tuple) -> tuple:
+        """``(x, w, b, activation's arguments)`` from the operands."""
+        x, w, *rest = operands
+        b = rest[0] if bias else None
+        act_args = {"weight": rest[-1]} if activation == "prelu" else activation_args
+        return x, w, b, act_args
 
-    def theirs(x, w, b=None):
-        return getattr(F, name)(x, w, b, *args)
+    def ours(*operands):
+        x, w, b, act_args = split(operands)
+        fused = {} if activation is None else dict(activation=activation, activation_args=act_args)
+        return getattr(TF, name)(x, w, b, *args, **fused)
+
+    def theirs(*operands):
+        x, w, b, act_args = split(operands)
+        return _activated(getattr(F, name)(x, w, b, *args), activation, act_args, batch is not None)
 
     def layers(namespace: Any) -> tuple[nn.Module, tuple[str, ...]]:
-        module = getattr(namespace, f"ConvTranspose{nd}d")(
-            groups * per_in, groups * per_out, kernel, stride, padding, output_padding, groups,
-            bias, dilation, dtype=dtype,
-        )  # fmt: skip
-        return module, ("weight", "bias")[: 1 + bias]
+        conv_args = (groups * per_in, groups * per_out, kernel, stride, padding, output_padding,
+                     groups, bias, dilation)  # fmt: skip
+        return _activated_layers(namespace, f"ConvTranspose{nd}d", conv_args, groups * per_out,
+                                 bias, dtype, activation, activation_args, operands)  # fmt: skip
 
+    # (torch's PReLU module reads an unbatched input's dim 1 as its channels)
+    module = not (batch is None and activation == "prelu")
     return Case(
         config, ours, theirs, operands, compare_layout=_layouts_comparable(nd, x, w, groups),
-        layers=layers,
+        layers=layers if module else None, twice_differentiable=activation != "hardsigmoid",
     )  # fmt: skip
 
 

@@ -560,15 +560,15 @@ def test_mobile_activations_fuse(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_transposed_convolution_folds_its_batch_norm(backend):
     """DCGAN's generator block, grouped too: the batch norm's scale goes to each output
-    channel's column of the (C_in, C_out / groups, *kernel) weight; the ReLU stays (transposed
-    convolutions take no activation)."""
+    channel's column of the (C_in, C_out / groups, *kernel) weight, the ReLU into the
+    epilogue."""
     model = nn.Sequential(
         nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(4),
         nn.ReLU(), nn.ConvTranspose2d(4, 6, 3, groups=2), nn.BatchNorm2d(6),
     )  # fmt: skip
     fused, report = _fuse_and_compare(model, backend)
-    assert _fusions(report) == {"0": ["1"], "3": ["4"]}
-    assert type(fused[2]) is nn.ReLU and fused[0].bias is not None
+    assert _fusions(report) == {"0": ["1", "2"], "3": ["4"]}
+    assert fused[0].activation == "relu" and fused[0].bias is not None
 
 
 # --- random graphs: whatever fuses, the model computes what it computed -------------------------

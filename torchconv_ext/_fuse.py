@@ -4,8 +4,8 @@ fuse the activation after it into the convolution's epilogue.
 Recognised structure: a convolution whose output goes only to a batch norm (in eval mode),
 whose output goes only to an activation — or a convolution straight into an activation:
 
-    Conv{1,2,3}d  →  [BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode]  →  [activation]
-    ConvTranspose{1,2,3}d  →  BatchNorm{1,2,3}d or SyncBatchNorm, in eval mode
+    Conv{1,2,3}d or ConvTranspose{1,2,3}d  →  [BatchNorm{1,2,3}d or SyncBatchNorm, in eval
+    mode]  →  [activation]
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
@@ -148,7 +148,7 @@ def fold_batch_norm(conv: nn.Module, bn: nn.Module) -> None:
 def _is_fusable_conv(module: nn.Module) -> bool:
     return (
         isinstance(module, (_ConvMixin, _ConvTransposeMixin))
-        and getattr(module, "activation", None) is None
+        and module.activation is None
         and not parametrize.is_parametrized(module)
         and not _has_hooks(module)
         and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
@@ -288,7 +288,7 @@ def _fuse_chain(prefix: str, root: nn.Module, chain: Chain, shared: Sharing) -> 
         fold_batch_norm(conv, bn)
         fused.append((path.format(rest[0]), type(bn).__name__))
         _replace(root, rest.pop(0), nn.Identity())
-    if rest and isinstance(conv, _ConvMixin):  # (transposed convolutions take no activation)
+    if rest:
         module = root.get_submodule(rest[0])
         found = _activation_of(module, conv.out_channels)
         if found is not None and not _has_hooks(module):

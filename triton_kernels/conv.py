@@ -227,11 +227,17 @@ def conv_backward_input(
     groups: int,
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
     merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``,
-    plus ``bias`` per channel when given (a transposed convolution's, added in the kernel).
+    plus ``bias`` per channel when given, then ``activation``: a transposed convolution's
+    ``grad_in = act(conv_transpose(grad_out, w) + bias)``, bias and activation in every
+    kernel's epilogue, as :func:`conv_forward`'s (``activation``, ``alpha`` as there;
+    ``act_weight``: the PReLU weight, one per channel of ``grad_in`` or one).
     ``windowed_weight``: ``window_weight(w, input_gradient=True)``, made earlier, for a
     convolution whose input gradient :func:`reads_windows`; ``merged_weight``:
     ``merged_weight(w, groups)`` for one that :func:`reads_merged`."""
@@ -243,12 +249,13 @@ def conv_backward_input(
         "conv_backward_input", merged_weight, grad_in.shape[1], w.shape[0], groups, w.shape[2:],
         stride, padding, grad_out.dtype, allow_tf32,
     )  # fmt: skip
+    epilogue = dict(bias=bias, activation=activation, alpha=alpha, act_weight=act_weight)
     if _is_depthwise(grad_in.shape[1], groups):
         depthwise_conv_backward_input(
-            grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, bias=bias
+            grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, **epilogue
         )
     elif is_pointwise(w.shape[2:], stride, padding) and conv1x1_backward_input(
-        grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, bias=bias
+        grad_out, w, grad_in, groups=groups, allow_tf32=allow_tf32, **epilogue
     ):
         pass  # the 1×1 GEMM ran it
     elif reads_windows(
@@ -256,7 +263,7 @@ def conv_backward_input(
     ):
         window_conv_backward_input(
             grad_out, w, grad_in, padding=padding, dilation=dilation, allow_tf32=allow_tf32,
-            bias=bias, windowed_weight=windowed_weight,
+            windowed_weight=windowed_weight, **epilogue,
         )  # fmt: skip
     else:
         gemm_conv_backward_input(
@@ -268,8 +275,8 @@ def conv_backward_input(
             dilation=dilation,
             groups=groups,
             allow_tf32=allow_tf32,
-            bias=bias,
             merged_weight=merged_weight,
+            **epilogue,
         )
 
 

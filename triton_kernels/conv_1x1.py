@@ -5,8 +5,8 @@ as rows (``n`` and the flattened spatial index ``p``) and channels as columns ev
 plain strided matrix, per group:
 
 * forward        y[(n, p), co] = Σ_ci x[(n, p), ci] · w[co, ci]   (+ bias[co])
-* grad-input     gi[(n, p), ci] = Σ_co go[(n, p), co] · w[co, ci]  (+ bias[ci]: a transposed
-                 convolution's, fused)
+* grad-input     gi[(n, p), ci] = Σ_co go[(n, p), co] · w[co, ci]  (+ bias[ci], then an
+                 activation: a transposed convolution's, fused)
 * grad-weight    gw[co, ci] = Σ_(n, p) go[(n, p), co] · x[(n, p), ci]   (split-K, deterministic)
 
 The first two are one kernel (``_conv1x1_kernel``: A rows are positions); grad-weight reduces
@@ -94,7 +94,8 @@ def _conv1x1_kernel(
     ACT: tl.constexpr, PIECES: tl.constexpr, A_ALIGN: tl.constexpr, C_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """c[m, group·N + j] = act(Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]))
-    (``act``: the forward's epilogue activation, ``ACT_NONE`` for grad-input).
+    (``act``: the epilogue activation of the forward or of a transposed convolution, its PReLU
+    weight indexed by the column's channel ``group·N + j``).
 
     Rows ``m`` run over ``M = batch·P`` positions; ``a`` and ``c`` columns are channels (strides
     ``sa_k``, ``sc_c``); ``b`` is the weight as a (K × N) matrix per group (offset ``ga`` /
@@ -296,7 +297,7 @@ def _rows(*tensors: torch.Tensor) -> tuple[list[tuple[int, int]], bool] | None:
     return found, all(s_n == p * s_p for s_n, s_p in found)
 
 
-# The forward's epilogue, ``(activation, alpha, act_weight)`` (see ``_activation``): none.
+# An epilogue, ``(activation, alpha, act_weight)`` (see ``_activation``): none.
 _NO_EPILOGUE = (None, 0.0, None)
 
 
@@ -383,13 +384,18 @@ def conv1x1_backward_input(
     groups: int,
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> bool:
-    """``grad_in = conv1x1ᵀ(grad_out, w) + bias`` (a pointwise transposed convolution); ``False``
-    as in :func:`conv1x1_forward`."""
-    check_device(grad_out, w, grad_in, bias)
+    """``grad_in = act(conv1x1ᵀ(grad_out, w) + bias)`` (a pointwise transposed convolution;
+    ``activation``, ``alpha``, ``act_weight``: the epilogue's, as the forward's, the PReLU
+    weight per channel of ``grad_in`` or one); ``False`` as in :func:`conv1x1_forward`."""
+    check_device(grad_out, w, grad_in, bias, act_weight)
     return _launch_gemm(
         as_5d(grad_out), as_5d(w), bias, as_5d(grad_in),
         transpose_w=True, groups=groups, allow_tf32=allow_tf32,
+        epilogue=(activation, alpha, act_weight),
     )  # fmt: skip
 
 

@@ -181,13 +181,16 @@ def _conv_depthwise_bwd_input_kernel(
     sw_o, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     sb,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACT: tl.constexpr,
 ):  # fmt: skip
     # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
     # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
     # the grad_out elements whose window covered it. Zero padding only. With HAS_BIAS, plus a
-    # transposed convolution's bias per input channel.
+    # transposed convolution's bias per input channel, and then its activation (ACT: the
+    # forward's epilogue, the PReLU weight per input channel).
     p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
     p, ci = tile_indices(
         p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
@@ -219,6 +222,7 @@ def _conv_depthwise_bwd_input_kernel(
                     acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + ci * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
+    acc = activate(acc, aw_ptr, ci * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
 
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
@@ -298,7 +302,8 @@ def _conv_depthwise_rows_kernel(
 ):  # fmt: skip
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
-    # channels, tap kw of the flipped kernel). Tile: BLOCK_R dst rows (flattened n, c, d, h)
+    # channels, tap kw of the flipped kernel). Either adds the bias and applies the activation
+    # (ACT) per dst channel. Tile: BLOCK_R dst rows (flattened n, c, d, h)
     # × BLOCK_O dst columns, as [BLOCK_R, BLOCK_O // V, V]. The src row width and strides
     # arrive in units of VS elements, the dst's in units of V_OUT (powers of two dividing them):
     # scaled back here, they show the compiler aligned vectors. Summation order: the positions
@@ -552,15 +557,21 @@ def depthwise_conv_backward_input(
     padding: Sequence[int],
     dilation: Sequence[int],
     bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``,
-    plus ``bias`` (C,) per channel when given (a transposed convolution's).
+    plus ``bias`` (C,) per channel when given, then ``activation`` (``alpha``, ``act_weight``:
+    its parameters, a PReLU weight per channel of ``grad_in`` or one; see ``_activation``): a
+    transposed convolution's ``grad_in = act(conv_transpose(grad_out, w) + bias)``.
 
     grad_out: (N, C·mult, *O); w: (C·mult, 1, *K); grad_in: (N, C, *I), preallocated, every
-    element written (zeros, or the bias, where no window reaches). Any strides. Deterministic
-    gather: each input element sums the grad_out elements whose windows covered it; no atomics.
+    element written (``act(bias)``, or ``act(0)``, where no window reaches). Any strides.
+    Deterministic gather: each input element sums the grad_out elements whose windows covered
+    it; no atomics.
     """
-    check_device(grad_out, w, grad_in, bias)
+    check_device(grad_out, w, grad_in, bias, act_weight)
     _check(grad_in, w, grad_out, (stride, padding, dilation))
     if grad_in.numel() == 0:
         return
@@ -568,18 +579,19 @@ def depthwise_conv_backward_input(
     n, c = gi5.shape[:2]
     co = w5.shape[0]
     m = n * gi5.shape[2] * gi5.shape[3] * gi5.shape[4]
+    epilogue = epilogue_args(activation, alpha, act_weight, w5)
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     # grad_out's vectors; at stride 2 they lie under input groups twice as wide
     vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
     if vector:
-        no_epilogue = epilogue_args(None, 0.0, None, w5)
         _launch_rows(
-            go5, w5, bias, gi5, geometry, padding[-1], vector * stride[-1], no_epilogue, None, True
-        )
+            go5, w5, bias, gi5, geometry, padding[-1], vector * stride[-1], epilogue, activation,
+            True,
+        )  # fmt: skip
         return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
     key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], c, co // c, bucket(m), use_int64)  # fmt: skip
+           geometry[6:], c, co // c, bucket(m), use_int64, activation)  # fmt: skip
     _BWD_INPUT.launch(
         key,
         lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
@@ -592,10 +604,11 @@ def depthwise_conv_backward_input(
             w5.stride(0), *w5.stride()[2:],
             *gi5.stride(),
             0 if bias is None else bias.stride(0),
+            *epilogue,
         ),
         dict(
             HAS_BIAS=bias is not None, CHANNELS_INNER=c_inner, USE_INT64=use_int64,
-            ACC_DTYPE=acc_dtype(grad_in.dtype),
+            ACC_DTYPE=acc_dtype(grad_in.dtype), ACT=ACTIVATIONS[activation],
         ),
     )  # fmt: skip
 

@@ -327,8 +327,9 @@ def _fwd_tile(
 @triton.jit
 def _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
                ACT_ALPHA_LO, ACT: tl.constexpr):  # fmt: skip
-    """The forward's epilogue: ``act(acc)`` stored to ``y`` (rows at ``y_row``, columns the
-    channels ``co_off``) where ``mask``."""
+    """The epilogue of the forward and of the input gradient (:func:`_bwd_input_store`):
+    ``act(acc)`` stored to ``y`` (rows at ``y_row``, columns the channels ``co_off``, which also
+    index the PReLU weight) where ``mask``."""
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )
@@ -517,19 +518,24 @@ def _conv_bwd_input_kernel(
     sw_o, sw_i, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     sb,
+    aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
-    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
+    GROUP_M: tl.constexpr, ACT: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr,
+    W_ALIGN: tl.constexpr, FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
     OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr,
 ):  # fmt: skip
-    """grad_in of a zero-padded convolution, one stride phase per program.
+    """gi[n, group·C_IN + ci, i] = act(bias[group·C_IN + ci] + Σ_{tap, co}
+    go[n, group·C_OUT + co, o] · w[group·C_OUT + co, ci, tap]) over the (tap, o) with
+    ``o·stride - padding + tap·dilation = i``: the input gradient of a zero-padded convolution,
+    or with the bias (``HAS_BIAS``) and the activation (``ACT``, the forward's epilogue:
+    ``_activation``) a transposed convolution's output; one stride phase per program.
 
     Input positions ``i ≡ phase (mod stride)`` (per dim) are reached by the taps
     ``k0 + t·TSTEP`` only, at output ``o = j + q0 - t·OSTEP``: a dense GEMM with rows = N·(phase
-    positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write zeros
-    (plus the bias: a transposed convolution's, per ``group·C_IN + ci``, when ``HAS_BIAS``).
+    positions), cols = C_IN, reduction = (those taps, C_OUT). Phases with no tap write
+    ``act(bias)`` (``act(0)`` without a bias: zeros without an activation either).
     Grid: groups · phases × row tiles (of the largest phase, ``M_MAX`` rows) × C_IN tiles, flat.
     ``FLAT_Y`` > 0 (stride 1: one phase, its rows the flat input positions, ``P`` per image):
     ``grad_in``'s positions have unit stride, stored as ``n·sgi_n + p`` (``_flat_row``), and
@@ -596,8 +602,8 @@ def _conv_bwd_input_kernel(
         gi_row += (ph_w + jw * STRIDE_W) * sgi_w
     mask = row_mask & ci_ok[None, :]
     if OWN_IN == 0:
-        _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, HAS_BIAS,
-                         ACC_DTYPE)  # fmt: skip
+        _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
+                         ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
     else:
         own = ci // OWN_IN
         redo, first, last = _unmerged(acc, tl.where(ci_ok, own, 0))
@@ -611,22 +617,24 @@ def _conv_bwd_input_kernel(
                     ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, OWN_OUT,
                 )  # fmt: skip
                 _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok,
-                                 mask & (own == j)[None, :], b_ptr, sb, HAS_BIAS,
-                                 ACC_DTYPE)  # fmt: skip
+                                 mask & (own == j)[None, :], b_ptr, sb, aw_ptr, saw, ACT_ALPHA,
+                                 ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
         else:
-            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
-                             HAS_BIAS, ACC_DTYPE)  # fmt: skip
+            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
+                             saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
 
 
 @triton.jit
-def _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
-                     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
-    """grad-input's epilogue: ``acc`` plus the bias, stored where ``mask``."""
+def _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
+                     ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                     ACT: tl.constexpr):  # fmt: skip
+    """grad-input's epilogue: ``act(acc + bias)`` stored where ``mask`` (the forward's
+    :func:`_fwd_store`, the columns ``ci_off`` the channels of ``grad_in``)."""
     if HAS_BIAS:
         bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
-    gi_offs = gi_row[:, None] + (ci_off * sgi_c)[None, :]
-    tl.store(gi_ptr + gi_offs, acc.to(gi_ptr.dtype.element_ty), mask=mask)
+    _fwd_store(acc, gi_ptr, gi_row, sgi_c, ci_off, ci_ok, mask, aw_ptr, saw, ACT_ALPHA,
+               ACT_ALPHA_LO, ACT)  # fmt: skip
 
 
 @triton.jit
@@ -1084,16 +1092,22 @@ def gemm_conv_backward_input(
     groups: int,
     allow_tf32: bool,
     bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    alpha: float = 0.0,
+    act_weight: torch.Tensor | None = None,
     merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I),
-    plus ``bias`` (C_in,) per channel when given: a transposed convolution with its bias.
+    plus ``bias`` (C_in,) per channel when given, then ``activation`` (an ``ACTIVATIONS`` name;
+    ``alpha``, ``act_weight``: its parameters, a PReLU weight per channel of ``grad_in`` or one,
+    see ``_activation``) in the epilogue, as the forward's: ``grad_in = act(conv_transpose(
+    grad_out, w) + bias)``, a transposed convolution with its bias and activation.
 
-    Writes every element (zeros, or the bias, where no tap reaches). The input is split into
-    prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it. Groups
-    merge as in the forward (``merged_weight``: :func:`merged_weight`'s).
+    Writes every element (``act(bias)``, or ``act(0)``, where no tap reaches). The input is split
+    into prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it.
+    Groups merge as in the forward (``merged_weight``: :func:`merged_weight`'s).
     """
-    check_device(grad_out, w, grad_in, bias, merged_weight)
+    check_device(grad_out, w, grad_in, bias, act_weight, merged_weight)
     go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
     n_batch = gi5.shape[0]
     if gi5.numel() == 0:
@@ -1119,8 +1133,8 @@ def gemm_conv_backward_input(
     precision = dot_precision(grad_out.dtype, allow_tf32)
     batches = groups * math.prod(strides)
     key = (grad_out.dtype, _layout_class(go5, w5, gi5), tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], groups, cg_in, cg_out, merge, bucket(m_max), use_int64,
-           precision)  # fmt: skip
+           geometry[6:], groups, cg_in, cg_out, merge, bucket(m_max), use_int64, precision,
+           activation)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
@@ -1135,10 +1149,11 @@ def gemm_conv_backward_input(
             *geometry, *tap_steps, *out_steps,
             *go5.stride(), *w5.stride(), *gi5.stride(),
             0 if bias is None else bias.stride(0),
+            *epilogue_args(activation, alpha, act_weight, w5),
         ),
         dict(
             HAS_BIAS=bias is not None, FLAT_K=flat, USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M,
+            ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation],
             FLAT_Y=flat_alignment(gi5) if one_phase else 0,
             GO_ALIGN=channel_alignment(cg_out, go5), W_ALIGN=channel_alignment(cg_in, w5),
             **flat_shape, **own,

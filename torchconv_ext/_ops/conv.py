@@ -274,6 +274,55 @@ def _bwd_input_impl(
     if not use_triton(grad_output):
         grad = fallback.conv_backward_input(grad_output, weight, bias, shape, g)
         return to_layout(grad, channels_last)
+    if g.padding_mode == "zeros":
+        return triton_transposed(grad_output, weight, bias, input_size, channels_last, g)
+    # The kernels see zero padding only: the gradient of the virtually padded input, folded
+    # onto its sources (so the bias comes after the fold).
+    grad_output, weight, gemm, weight_form = _input_gradient_operands(grad_output, weight, shape, g)
+    padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
+    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
+    if grad.numel():
+        geometry = kernel_args(g, (0,) * len(g.stride))
+        kernels().conv_backward_input(grad_output, weight, grad, **weight_form, **geometry)
+    grad = to_layout(
+        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
+    )
+    if bias is not None:
+        grad += _bias_view(bias, len(input_size))
+    return grad
+
+
+def triton_transposed(
+    grad_output: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    input_size: list[int],
+    channels_last: bool,
+    g: ConvGeometry,
+    **epilogue,
+) -> Tensor:
+    """The Triton path of a transposed convolution — the input gradient of the zero-padded
+    convolution ``g`` — with its bias added in the kernel, result in ``channels_last`` or not;
+    ``epilogue`` goes to the kernels (a fused activation: ``activation``, ``alpha``,
+    ``act_weight``)."""
+    k = kernels()
+    shape = _input_shape(grad_output, weight, input_size, g.groups)
+    grad_output, weight, gemm, weight_form = _input_gradient_operands(grad_output, weight, shape, g)
+    # Stored NCHW or channels-last as the forward's result is (``triton_forward``).
+    nchw = k.stores_nchw(input_size, g.stride, input_gradient=True)
+    stored = channels_last or (gemm and not nchw)
+    grad = empty_in_layout(shape, grad_output, stored, poison=True)
+    if grad.numel():
+        k.conv_backward_input(
+            grad_output, weight, grad, bias=bias, **epilogue, **weight_form, **kernel_args(g)
+        )
+    return grad if stored == channels_last else to_layout(grad, False)
+
+
+def _input_gradient_operands(grad_output: Tensor, weight: Tensor, shape: list, g: ConvGeometry):
+    """``(grad_output, weight, gemm, weight_form)``: the output's gradient and the weight as
+    the input-gradient kernels read them, whether those are the tensor-core ones, and the
+    weight's other form they take, if any (the windows' or the merged groups')."""
     k = kernels()
     gemm = k.prefers_channels_last(shape[1], g.groups)
     weight_form = {}  # (the launch's other form of the weight, if any)
@@ -289,30 +338,7 @@ def _bwd_input_impl(
             weight_form = merged_weight_args(weight, g)
         else:
             weight = k.replayed_whole(packed_weight, weight)
-    if g.padding_mode == "zeros":
-        # A transposed convolution: its bias is added in the kernel. Stored NCHW or
-        # channels-last as the forward's result is (``triton_forward``).
-        nchw = k.stores_nchw(input_size, g.stride, input_gradient=True)
-        stored = channels_last or (gemm and not nchw)
-        grad = empty_in_layout(shape, grad_output, stored, poison=True)
-        if grad.numel():
-            k.conv_backward_input(
-                grad_output, weight, grad, bias=bias, **weight_form, **kernel_args(g)
-            )
-        return grad if stored == channels_last else to_layout(grad, False)
-    # The kernels see zero padding only: the gradient of the virtually padded input, folded
-    # onto its sources (so the bias comes after the fold).
-    padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-    grad = empty_in_layout(padded, grad_output, channels_last or gemm, poison=True)
-    if grad.numel():
-        geometry = kernel_args(g, (0,) * len(g.stride))
-        k.conv_backward_input(grad_output, weight, grad, **weight_form, **geometry)
-    grad = to_layout(
-        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
-    )
-    if bias is not None:
-        grad += _bias_view(bias, len(input_size))
-    return grad
+    return grad_output, weight, gemm, weight_form
 
 
 def _bwd_input_fake(grad_output, weight, bias, input_size, channels_last, *geometry):
@@ -457,23 +483,37 @@ def _bwd_input_setup(ctx, inputs, output):
 
 def _bwd_input_backward(ctx, grad):
     grad_output, weight = ctx.saved_tensors
-    need_grad_output, need_weight, need_bias = ctx.needs_input_grad[:3]
+    static = [None, ctx.channels_last, *ctx.geometry]
+    grads = transposed_grads(grad_output, weight, ctx.needs_input_grad[:3], static, grad)
+    return *grads, None, None, *[None] * len(ctx.geometry)
+
+
+def transposed_grads(
+    grad_output: Tensor, weight: Tensor, needs: tuple[bool, ...], static: list, grad: Tensor
+) -> tuple:
+    """The gradients of ``conv_bwd_input``'s ``grad_output``, weight and bias (``None`` where
+    ``needs`` says no) for the gradient ``grad`` of its result — a transposed convolution's
+    input, weight and bias gradients; ``static`` is the op's arguments after the bias
+    (``input_size``, unused, ``channels_last``, the geometry). The fused transposed convolution
+    reuses it."""
+    _, channels_last, *geometry = static
+    need_grad_output, need_weight, need_bias = needs
     grad_grad_output = grad_weight = grad_bias = None
     if need_grad_output:
         # In the result's layout: a transposed convolution's input gradient has its input's
         # and weight's (ATen computes every gradient of a convolution in the layout its
         # operands give), whatever the incoming gradient's; a double backward's is then that
         # of the input gradient (ATen's: of ``grad``, which mostly has that layout too).
-        grad_grad_output = conv_fwd(grad, weight, None, *ctx.geometry)
-        if forward_channels_last(grad, weight, ctx.geometry[-1]) != ctx.channels_last:
-            grad_grad_output = to_layout(grad_grad_output, ctx.channels_last)
+        grad_grad_output = conv_fwd(grad, weight, None, *geometry)
+        if forward_channels_last(grad, weight, geometry[-1]) != channels_last:
+            grad_grad_output = to_layout(grad_grad_output, channels_last)
     if need_weight:
         kernel = list(weight.shape[2:])
         layout = results_channels_last(grad_output, weight)
-        grad_weight = conv_bwd_weight(grad_output, grad, kernel, layout, *ctx.geometry)
+        grad_weight = conv_bwd_weight(grad_output, grad, kernel, layout, *geometry)
     if need_bias:
         grad_bias = _channel_sum(grad)
-    return grad_grad_output, grad_weight, grad_bias, None, None, *[None] * len(ctx.geometry)
+    return grad_grad_output, grad_weight, grad_bias
 
 
 def _bwd_weight_setup(ctx, inputs, output):

@@ -1,22 +1,26 @@
-"""The activated convolution: ``torchconv_ext::conv_act_fwd``, ``act(conv(x, w) + b)``.
+"""The activated convolutions: ``torchconv_ext::conv_act_fwd``, ``act(conv(x, w) + b)``, and
+``torchconv_ext::conv_transpose_act``, ``act(conv_transpose(x, w) + b)``.
 
-On the Triton path the activation runs in the convolution kernels' epilogue (one pass over the
-output, no pre-activation tensor); the fallback is ATen's convolution, then torch's activation.
-``kind`` and ``alpha`` are the activation's (``_activation``), ``act_weight`` the PReLU weight
-(``None`` for the other kinds); the geometry is ``conv_fwd``'s.
+On the Triton path the activation runs in the kernels' epilogue (one pass over the output, no
+pre-activation tensor); the fallback is ATen's convolution, then torch's activation. ``kind``
+and ``alpha`` are the activation's (``_activation``), ``act_weight`` the PReLU weight (``None``
+for the other kinds); the arguments after them are those of the convolution underneath
+(:class:`Linear`: ``conv_fwd``'s geometry, or ``conv_bwd_input``'s output size, layout and
+geometry — a transposed convolution is the input gradient of its adjoint convolution).
 
-Derivatives go through the convolution's own primitives: with ``z`` the pre-activation,
-``∂y = act'(z) · ∂z``, and ``z``'s gradients are ``conv_fwd``'s (``conv_bwd_input``,
-``conv_bwd_weight``, a channel sum). ``z`` itself is **recomputed** in the backward with
-``conv_fwd``, not saved: saving it would make every forward — inference included, where fusing
-pays most — write a second output as large as the first, and expose it in the op's schema. The
-recomputation costs one forward convolution per backward, and it is differentiable, so
-derivatives of any order come out right. ReLU and leaky ReLU with a slope ≥ 0 need no ``z`` at
-all: their derivative is read off the saved output (its sign is ``z``'s).
+Derivatives go through that convolution's own primitives: with ``z`` the pre-activation,
+``∂y = act'(z) · ∂z``, and ``z``'s gradients are the convolution's. ``z`` itself is
+**recomputed** in the backward, not saved: saving it would make every forward — inference
+included, where fusing pays most — write a second output as large as the first, and expose it
+in the op's schema. The recomputation costs one convolution per backward, and it is
+differentiable, so derivatives of any order come out right. ReLU, leaky ReLU with a slope ≥ 0,
+ReLU6 and sigmoid need no ``z`` at all: their derivative is read off the saved output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -30,11 +34,14 @@ from .._fallback import conv as fallback
 from .._memory import to_layout
 from ._primitive import Primitive
 from .conv import (
+    conv_bwd_input,
     conv_fwd,
     fold_batch,
     forward_channels_last,
     forward_grads,
+    transposed_grads,
     triton_forward,
+    triton_transposed,
     unfold_batch,
 )
 
@@ -64,81 +71,131 @@ def _impl(
     )
 
 
-def _fake(input, weight, bias, act_weight, kind, alpha, *geometry):
-    return conv_fwd.fake(input, weight, bias, *geometry)
+def _transpose_impl(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act_weight: Tensor | None,
+    kind: str,
+    alpha: float,
+    output_size: list[int],
+    channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> Tensor:
+    """``act(conv_bwd_input(input, weight, bias, output_size, channels_last, ...))``: a
+    transposed convolution of ``input``, activated."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    if not use_triton(input):
+        z = conv_bwd_input.impl(input, weight, bias, output_size, channels_last, *g.as_args())
+        return to_layout(act.apply(z, kind, alpha, act_weight), channels_last)
+    return triton_transposed(
+        input, weight, bias, output_size, channels_last, g, activation=kind, alpha=alpha,
+        act_weight=act_weight,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
-# Derivatives
+# Derivatives, for either convolution underneath
 # --------------------------------------------------------------------------------------------
 
 
-def _setup(ctx, inputs, output):
-    input, weight, bias, act_weight, kind, alpha, *geometry = inputs
-    ctx.kind, ctx.alpha, ctx.geometry = kind, alpha, geometry
-    if act.from_output(kind, alpha):
-        ctx.save_for_backward(input, weight, output)
-    else:
-        ctx.save_for_backward(input, weight, bias, act_weight)
+@dataclass(frozen=True)
+class Linear:
+    """The convolution under an activation: ``z = op(input, weight, bias, *static)``, and
+    ``grads(input, weight, needs, static, grad_z)``, the gradients of its input, weight and bias
+    (``None`` where ``needs`` says no)."""
+
+    op: Primitive
+    grads: Callable[..., tuple]
 
 
-def _backward(ctx, grad):
-    needs = ctx.needs_input_grad
-    grad_act_weight = None
-    if act.from_output(ctx.kind, ctx.alpha):
-        input, weight, output = ctx.saved_tensors
-        grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
-    else:
-        input, weight, bias, act_weight = ctx.saved_tensors
-        z = conv_fwd(input, weight, bias, *ctx.geometry)  # recomputed: see the module docstring
-        if needs[3]:  # PReLU's weight: both of its gradients in one pass
-            grad_z, grad_act_weight = act.prelu_backward(grad, z, act_weight)
+_CONV = Linear(conv_fwd, lambda *args: forward_grads(*args)[:3])
+_TRANSPOSED = Linear(conv_bwd_input, transposed_grads)
+
+
+def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primitive:
+    """The primitive ``name``: ``impl``, ``act(linear.op(...))``, and its derivatives."""
+
+    def fake(input, weight, bias, act_weight, kind, alpha, *static):
+        return linear.op.fake(input, weight, bias, *static)
+
+    def setup(ctx, inputs, output):
+        input, weight, bias, act_weight, kind, alpha, *static = inputs
+        ctx.kind, ctx.alpha, ctx.static = kind, alpha, static
+        if act.from_output(kind, alpha):
+            ctx.save_for_backward(input, weight, output)
         else:
-            grad_z = act.backward(grad, z, ctx.kind, ctx.alpha, act_weight)
-    grads = (None, None, None)
-    if any(needs[:3]):
-        grads = forward_grads(input, weight, needs[:3], ctx.geometry, grad_z)[:3]
-    return *grads, grad_act_weight, None, None, *[None] * len(ctx.geometry)
+            ctx.save_for_backward(input, weight, bias, act_weight)
+
+    def backward(ctx, grad):
+        needs = ctx.needs_input_grad
+        grad_act_weight = None
+        if act.from_output(ctx.kind, ctx.alpha):
+            input, weight, output = ctx.saved_tensors
+            grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
+        else:
+            input, weight, bias, act_weight = ctx.saved_tensors
+            z = linear.op(input, weight, bias, *ctx.static)  # recomputed: see the docstring
+            if needs[3]:  # PReLU's weight: both of its gradients in one pass
+                grad_z, grad_act_weight = act.prelu_backward(grad, z, act_weight)
+            else:
+                grad_z = act.backward(grad, z, ctx.kind, ctx.alpha, act_weight)
+        grads = (None, None, None)
+        if any(needs[:3]):
+            grads = linear.grads(input, weight, needs[:3], ctx.static, grad_z)
+        return *grads, grad_act_weight, None, None, *[None] * len(ctx.static)
+
+    def jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
+        input, weight, bias, act_weight, kind, alpha, *static = ctx.primals
+        z = linear.op(input, weight, bias, *static)
+        primals = SimpleNamespace(primals=(input, weight, bias, *static))
+        t_z = linear.op.jvp(primals, t_input, t_weight, t_bias)
+        out = torch.zeros_like(z) if t_z is None else act.backward(t_z, z, kind, alpha, act_weight)
+        if t_act_weight is not None:
+            out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
+        return out
+
+    def vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *static):
+        tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
+        if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
+            folded = fold_batch(input, dims[0], 0)
+            out = primitive(folded, weight, bias, act_weight, kind, alpha, *static)
+            return unfold_batch(out, 0, info.batch_size), 0
+        # Batched parameters: one call per batch element (the rest is never batched).
+        results = []
+        for i in range(info.batch_size):
+            sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
+            results.append(primitive(*sliced, kind, alpha, *static))
+        return torch.stack(results), 0
+
+    primitive = Primitive(
+        name,
+        impl,
+        fake=fake,
+        setup_context=setup,
+        backward=backward,
+        jvp=jvp,
+        vmap=vmap,
+        static_attributes=True,
+    )
+    return primitive
 
 
-def _jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
-    input, weight, bias, act_weight, kind, alpha, *geometry = ctx.primals
-    z = conv_fwd(input, weight, bias, *geometry)
-    primals = SimpleNamespace(primals=(input, weight, bias, *geometry))
-    t_z = conv_fwd.jvp(primals, t_input, t_weight, t_bias)
-    out = torch.zeros_like(z) if t_z is None else act.backward(t_z, z, kind, alpha, act_weight)
-    if t_act_weight is not None:
-        out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
-    return out
-
-
-def _vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *geometry):
-    tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
-    if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
-        out = conv_act_fwd(fold_batch(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
-                           *geometry)  # fmt: skip
-        return unfold_batch(out, 0, info.batch_size), 0
-    # Batched parameters: one call per batch element (the geometry is never batched).
-    results = []
-    for i in range(info.batch_size):
-        sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
-        results.append(conv_act_fwd(*sliced, kind, alpha, *geometry))
-    return torch.stack(results), 0
-
-
-conv_act_fwd = Primitive(
-    "conv_act_fwd",
-    _impl,
-    fake=_fake,
-    setup_context=_setup,
-    backward=_backward,
-    jvp=_jvp,
-    vmap=_vmap,
-    static_attributes=True,
-)
+conv_act_fwd = _activated("conv_act_fwd", _impl, _CONV)
+conv_transpose_act = _activated("conv_transpose_act", _transpose_impl, _TRANSPOSED)
 
 
 @register_flop_formula(torch.ops.torchconv_ext.conv_act_fwd)
 def _flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
     # As torch counts a convolution followed by an activation (activations count 0).
     return conv_flop_count(input_shape, weight_shape, out_shape, transposed=False)
+
+
+@register_flop_formula(torch.ops.torchconv_ext.conv_transpose_act)
+def _transpose_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(input_shape, weight_shape, out_shape, transposed=True)

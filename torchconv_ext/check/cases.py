@@ -119,6 +119,10 @@ TRANSPOSED_LAYERS = [
           bias=True, transposed=True, quick=True, tiny=dict(c_in=16, c_out=16, size=4)),
     _conv("dcgan up-conv 4x4 s2 p1 128->64 32x32", 2, 8, 128, 32, 64, 4, stride=2, padding=1,
           transposed=True, tiny=dict(c_in=16, c_out=16, size=4)),
+    # the activation in the input-gradient kernels' epilogue (the generator's fused ReLU)
+    _conv("dcgan up-conv 4x4 s2 p1 256->128 16x16 +bias+relu", 2, 8, 256, 16, 128, 4, stride=2,
+          padding=1, bias=True, transposed=True, activation="relu",
+          tiny=dict(c_in=16, c_out=16, size=4)),
 ]  # fmt: skip
 
 # The per-config sweep: every conv GEMM tuner's configs, each forced alone, on a layer and a

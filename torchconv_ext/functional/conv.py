@@ -144,7 +144,7 @@ def _conv_act(
 ) -> Tensor:
     """:func:`_conv` followed by an activation: fused into the kernels' epilogue on the Triton
     path (``conv_act_fwd``), torch's activation after torch's convolution elsewhere."""
-    plain = _plain_activation(activation, activation_args)
+    plain = plain_activation(activation, activation_args)
     key = None
     if plain is not None:
         key = _OPENINGS.key(
@@ -185,7 +185,7 @@ def _conv_act(
     return out if batched else out.squeeze(0)
 
 
-def _plain_activation(activation: object, activation_args: object) -> tuple | None:
+def plain_activation(activation: object, activation_args: object) -> tuple | None:
     """The activation and its arguments as the tail of an opening's key: ``(activation, name,
     value, ...)``, or ``None`` for a call opened every time — a PReLU (its weight is an
     operand, reshaped on every call) or arguments other than a dict."""
@@ -194,7 +194,7 @@ def _plain_activation(activation: object, activation_args: object) -> tuple | No
     return (activation, *(v for item in (activation_args or {}).items() for v in item))
 
 
-_ACTIVATION_DOC = """
+ACTIVATION_DOC = """
     Fused activation (our extension; keyword-only, default ``None``: none):
 
     Args:
@@ -307,4 +307,4 @@ def conv3d(
 __all__ = ["conv1d", "conv2d", "conv3d"]
 
 
-conv2d.__doc__ += _ACTIVATION_DOC
+conv2d.__doc__ += ACTIVATION_DOC

@@ -2,7 +2,9 @@
 
 Same constructor, parameters and ``state_dict`` as ``torch.nn``; ``forward(input,
 output_size=None)`` honours ``output_size`` like torch. Beyond torch, ``padding='same'``
-(output = input·stride) and ``padding='valid'`` are accepted.
+(output = input·stride) and ``padding='valid'`` are accepted, and the keyword-only
+``activation`` / ``activation_args`` fuse an activation, as for the convolutions
+(``nn._activated``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 from torch.overrides import handle_torch_function, has_torch_function
 
 from .. import functional as F
+from ._activated import Activated, with_activation_arguments
 from ._base import DropIn, extend_constructor
 
 
@@ -66,13 +69,14 @@ def _padding_string(cls: type, arguments: dict) -> dict:
     return {"padding": padding}
 
 
-class _ConvTransposeMixin(DropIn):
+class _ConvTransposeMixin(Activated, DropIn):
     _functional = None  # set per class: our conv_transpose1d / 2d / 3d
     _ndim: int
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         extend_constructor(cls, _padding_string)
+        with_activation_arguments(cls)
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -95,6 +99,9 @@ class _ConvTransposeMixin(DropIn):
                 self._ndim,
                 self.dilation,
             )
+        activation = {}
+        if self.activation is not None:
+            activation = dict(activation=self.activation, activation_args=self._activation_args())
         return type(self)._functional(
             input,
             self.weight,
@@ -104,6 +111,7 @@ class _ConvTransposeMixin(DropIn):
             output_padding,
             self.groups,
             self.dilation,
+            **activation,
         )
 
 

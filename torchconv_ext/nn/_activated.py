@@ -1,0 +1,78 @@
+"""A fused activation on a convolution module: the keyword-only constructor arguments
+``activation`` and ``activation_args`` (default ``None``), :meth:`Activated.set_activation`
+(as ``convert_model(fuse=True)`` sets it later), a PReLU weight as the parameter
+``activation_weight``. Without an activation a layer holds nothing torch's does not."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+
+from torch import nn
+
+from .. import _activation
+
+
+def with_activation_arguments(cls: type) -> None:
+    """Give ``cls``'s constructor the keyword-only ``activation`` / ``activation_args``."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, activation=None, activation_args=None, **kwargs):
+        init(self, *args, **kwargs)
+        if activation is not None or activation_args is not None:
+            self.set_activation(activation, activation_args)
+
+    signature = inspect.signature(init)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in ("activation", "activation_args")
+    ]
+    __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    cls.__init__ = __init__
+
+
+class Activated:
+    """Mixin for the convolution modules that take a fused activation; their forward passes
+    ``activation`` and :meth:`_activation_args` to the functional op when one is set."""
+
+    # The fused activation (class defaults: none, so a plain layer holds no state of its own).
+    activation: str | None = None
+    activation_args: dict | None = None
+
+    def set_activation(
+        self, activation: str | None, activation_args: Mapping[str, object] | None = None
+    ) -> None:
+        """Fuse ``activation`` (``None``: none) with ``activation_args`` into this layer, as
+        :func:`torchconv_ext.functional.conv2d` takes them. A PReLU ``weight`` is registered as
+        the parameter ``activation_weight`` (a Parameter given is shared, a tensor is copied)."""
+        act = _activation.parse_activation(activation, activation_args)
+        if act is not None:  # (checked before anything changes: a refused call changes nothing)
+            _activation.check_channels(act, self.out_channels)
+        for name in ("activation", "activation_args", "activation_weight"):
+            if name in self.__dict__ or name in self._parameters:
+                delattr(self, name)
+        if act is None:
+            return
+        args = dict(activation_args or {})
+        weight = args.pop("weight", None)
+        self.activation, self.activation_args = activation, args
+        if weight is not None:
+            if not isinstance(weight, nn.Parameter):
+                weight = nn.Parameter(weight.detach().clone())
+            self.activation_weight = weight
+
+    def _activation_args(self) -> dict | None:
+        weight = self._parameters.get("activation_weight")
+        return (
+            self.activation_args if weight is None else {**self.activation_args, "weight": weight}
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.activation is None:
+            return text
+        return f"{text}, activation={self.activation!r}" + (
+            f", activation_args={self.activation_args}" if self.activation_args else ""
+        )
