@@ -1,0 +1,60 @@
+"""Every epilogue activation compiles for sm_90 (no GPU: the stand-in driver of
+``benchmarks.standin``), in a forward kernel and in the input-gradient kernels that compute
+transposed convolutions. Triton's interpreter runs any Python; only compiling shows what a GPU
+would refuse (a GELU constant read as a plain global failed so)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from torchconv_ext._activation import ACTIVATION_ARGS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_SCRIPT = """
+import torch
+from benchmarks.standin import require_compiled_kernels, stand_in_gpu
+require_compiled_kernels()
+import torchconv_ext
+from torchconv_ext import functional as TF
+
+def activations():
+    for name in {names!r}:
+        if name == "prelu":
+            yield name, {{"weight": torch.full((16,), 0.25, dtype=torch.bfloat16)}}
+        elif name == "gelu":
+            yield name, {{"approximate": "none"}}
+            yield name, {{"approximate": "tanh"}}
+        else:
+            yield name, None
+
+x = torch.randn(2, 16, 6, 6, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+depthwise = torch.randn(16, 1, 3, 3, dtype=torch.bfloat16)
+with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
+    for name, args in activations():  # every activation, in the depthwise forward
+        TF.conv2d(x, depthwise, padding=1, groups=16, activation=name, activation_args=args)
+        print("forward", name, args and args.get("approximate", ""))
+    weight = torch.randn(16, 16, 3, 3, dtype=torch.bfloat16)
+    for name, args in activations():  # transposed: the implicit GEMM's input gradient
+        TF.conv_transpose2d(x, weight, stride=2, activation=name, activation_args=args)
+        print("transposed", name, args and args.get("approximate", ""))
+"""
+
+
+def test_every_epilogue_activation_compiles_for_sm90(tmp_path):
+    script = tmp_path / "compile_epilogues.py"
+    script.write_text(_SCRIPT.format(names=list(ACTIVATION_ARGS)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    compiled = out.stdout.split("\n")
+    count = len(ACTIVATION_ARGS) + 1  # (GELU twice: exact and tanh)
+    assert sum(line.startswith("forward") for line in compiled) == count
+    assert sum(line.startswith("transposed") for line in compiled) == count
