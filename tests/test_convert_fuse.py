@@ -632,3 +632,16 @@ def test_random_graphs_compute_what_they_computed():
         fused, report = _fuse_and_compare(model)
         fused_any += bool(_fusions(report))
     assert fused_any >= 10  # (the graphs do fuse)
+
+
+def test_the_recipes_resnet_fuses_every_block():
+    """The recipes' CIFAR ResNet (a ReLU module per use): every batch norm folds and every
+    ReLU fuses, but those after a block's sum (the sum, not a convolution, feeds them)."""
+    from recipes.resnet import resnet8
+
+    model = resnet8(num_classes=3)
+    fused, report = _fuse_and_compare(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not _refusals(report)
+    relus = [name for name, m in fused.named_modules() if type(m) is nn.ReLU]
+    assert relus and all(name.endswith("relu2") for name in relus)
