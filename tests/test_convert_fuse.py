@@ -409,16 +409,12 @@ class _Reuses(nn.Module):
         self.bn_after_twice = nn.BatchNorm2d(3)
         self.conv_a, self.conv_b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
         self.shared_bn = nn.BatchNorm2d(3)  # after both conv_a and conv_b
-        self.conv_c = nn.Conv2d(3, 3, 1)
-        self.act = nn.ReLU()
-        self.alias = self.act  # the same ReLU registered under a second name
 
     def forward(self, x):
         y = self.conv(x)
         x = self.bn(y) + y  # the convolution's output has a second consumer
         x = self.bn_after_twice(self.twice(self.twice(x)))
-        x = self.shared_bn(self.conv_a(x)) + self.shared_bn(self.conv_b(x))
-        return self.act(self.conv_c(x))
+        return self.shared_bn(self.conv_a(x)) + self.shared_bn(self.conv_b(x))
 
 
 def test_outputs_and_modules_used_more_than_once_are_left():
@@ -427,9 +423,84 @@ def test_outputs_and_modules_used_more_than_once_are_left():
     assert _refusals(report) == {
         "bn_after_twice": "called 2 times in the forward",  # (the convolution is)
         "shared_bn": "called 2 times in the forward",
-        "act": "registered more than once in the model",
     }
     assert type(fused.bn) is nn.BatchNorm2d and fused.conv.activation is None
+
+
+class _Skip(nn.Module):
+    def __init__(self, block: nn.Module, inner: nn.Module) -> None:
+        super().__init__()
+        self.block, self.inner = block, inner
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + self.inner(y)
+
+
+class _Aliased(nn.Module):
+    """Like MONAI's DynUNet: blocks registered in a list, and reached by the forward through a
+    second, nested structure holding the same blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_ConvBnAct(3, 3, nn.LeakyReLU(0.1)) for _ in range(2)])
+        self.path = _Skip(self.blocks[0], self.blocks[1])
+
+    def forward(self, x):
+        return self.path(x)
+
+
+def test_a_module_registered_under_two_names_inside_the_trace_is_fused_under_both():
+    fused, report = _fuse_and_compare(_Aliased())
+    assert _fusions(report) == {
+        f"blocks.{i}.conv": [f"blocks.{i}.bn", f"blocks.{i}.act"] for i in range(2)
+    }
+    assert fused.blocks[0] is fused.path.block  # still one module under two names
+    assert type(fused.path.block.bn) is nn.Identity and type(fused.path.inner.act) is nn.Identity
+
+
+class _AliasedOutsideTrace(nn.Module):
+    """A ReLU of one traced child, called also by another child: the first child's trace does
+    not see the second call (the root's forward of two inputs is not read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = _ConvBnAct(3, 3, nn.LeakyReLU(0.1))
+        self.second = nn.Sequential(nn.Conv2d(3, 3, 1), self.first.act)
+
+    def forward(self, x, scale: float = 1.0):
+        return self.second(self.first(x) * scale)
+
+
+class _SharedAfterBoth(nn.Module):
+    """MONAI's UnetBasicBlock: one activation module after each convolution's batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)
+        self.norm1, self.norm2 = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+        self.lrelu = nn.LeakyReLU(0.01)
+
+    def forward(self, x):
+        return self.lrelu(self.norm2(self.conv2(self.lrelu(self.norm1(self.conv1(x))))))
+
+
+def test_a_shared_activation_after_two_convolutions_is_reported_once():
+    fused, report = _fuse_and_compare(_SharedAfterBoth())
+    assert _fusions(report) == {"conv1": ["norm1"], "conv2": ["norm2"]}
+    assert [(e.name, e.reason) for e in report.fused if e.reason] == [
+        ("lrelu", "called 2 times in the forward")
+    ]
+
+
+def test_a_module_registered_again_outside_the_trace_is_left():
+    fused, report = _fuse_and_compare(_AliasedOutsideTrace())
+    assert _fusions(report) == {"first.conv": ["first.bn"]}
+    assert _refusals(report) == {
+        "first.act": "registered more than once in the model",
+        "second.1": "registered more than once in the model",
+    }
+    assert type(fused.first.act) is nn.LeakyReLU and fused.second[1] is fused.first.act
 
 
 class _FunctionalActivation(nn.Module):

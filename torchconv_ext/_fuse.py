@@ -18,9 +18,11 @@ channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers and torch's are leaves: their own forwards are not traced). There
-each module must be called once and registered once in the model: a shared module (torchvision's
-ResNet blocks call one ``self.relu`` two or three times) would change at its other uses, so it
-is reported and left. Only a forward of one input is read — one with more could take another
+each module must be called once: a shared module (torchvision's ResNet blocks call one
+``self.relu`` two or three times) would change at its other uses, so it is reported and left. A
+module registered under a second name (an alias) is one module, fused and replaced under every
+name, where every name lies inside the traced forward; an alias elsewhere could be called where
+the trace does not look, so such a module is left. Only a forward of one input is read — one with more could take another
 path on a call than in its trace (``if mask is None``) — and where a forward takes more or
 cannot be traced (it branches on values, say), its children are read one by one, and the
 consecutive children of an ``nn.Sequential`` — which hands each output to the next child alone
@@ -44,7 +46,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -157,10 +159,8 @@ def _is_fusable_conv(module: nn.Module) -> bool:
 
 # --- chains: a convolution and the modules that consume its output, one after another ---------
 
-#: A chain's modules by their names under the module it was found in; ``shared(name)`` says
-#: why a module of it must not change (``""``: it may).
+#: A chain's modules by their names under the module it was found in.
 Chain = list[str]
-Sharing = Callable[[str], str]
 
 
 class _LeafTracer(torch.fx.Tracer):
@@ -240,30 +240,63 @@ def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
     return [names[i : i + 3] for i in range(len(names))]
 
 
-def _chains(model: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]:
-    """``(prefix, module, chain, shared)`` for every chain of ``model``: traced where a forward
-    traces, else child by child (a Sequential's children as chains)."""
-    registered = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+@dataclass(frozen=True)
+class _Scope:
+    """Where chains were read: ``root``, named ``prefix`` in ``model``; ``calls`` counts each
+    module's calls in ``root``'s traced forward (``None``: not traced, a Sequential's children
+    read in order); ``names`` lists every name each module (by ``id``) has in ``model``."""
 
-    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]:
+    model: nn.Module
+    prefix: str
+    root: nn.Module
+    calls: Counter | None
+    names: dict[int, list[str]]
+
+    def path(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def shared(self, name: str) -> str:
+        """Why the module ``name`` (under ``root``) must not change; ``""``: it may."""
+        names = self.names[id(self.root.get_submodule(name))]
+        if len(names) > 1 and (self.calls is None or not all(map(self._inside, names))):
+            # A second name outside the trace (or in a Sequential, which may call it again)
+            # may be called where the trace does not look.
+            return "registered more than once in the model"
+        if self.calls is not None and self.calls[name] > 1:
+            return f"called {self.calls[name]} times in the forward"
+        return ""
+
+    def _inside(self, name: str) -> bool:
+        return not self.prefix or name == self.prefix or name.startswith(self.prefix + ".")
+
+    def replace(self, name: str) -> None:
+        """Replace the module ``name`` by ``nn.Identity`` under every name it has."""
+        for full in self.names[id(self.root.get_submodule(name))]:
+            parent, _, leaf = full.rpartition(".")
+            self.model.get_submodule(parent)._modules[leaf] = nn.Identity()
+
+
+def _chains(model: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
+    """``(scope, chain)`` for every chain of ``model``: traced where a forward traces, else
+    child by child (a Sequential's children as chains). A module registered under several
+    names (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure)
+    counts as one module, traced by whichever name the trace meets it."""
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+
+    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
         if not module._modules or isinstance(module, Traced):
             return  # nothing in it to fuse (a leaf)
         graph = _traced(module)
-        calls: Counter = Counter()
+        calls = None
         if graph is not None:
             chains, calls = _graph_chains(graph, module)
         else:
             chains = _sequential_chains(module) if isinstance(module, nn.Sequential) else []
-
-        def shared(name: str) -> str:
-            if registered[id(module.get_submodule(name))] > 1:
-                return "registered more than once in the model"
-            if calls[name] > 1:
-                return f"called {calls[name]} times in the forward"
-            return ""
-
+        scope = _Scope(model, prefix, module, calls, names)
         for chain in chains:
-            yield prefix, module, chain, shared
+            yield scope, chain
         if graph is None:
             for name, child in module.named_children():
                 yield from visit(f"{prefix}.{name}" if prefix else name, child)
@@ -271,52 +304,47 @@ def _chains(model: nn.Module) -> Iterator[tuple[str, nn.Module, Chain, Sharing]]
     yield from visit("", model)
 
 
-def _fuse_chain(prefix: str, root: nn.Module, chain: Chain, shared: Sharing) -> list[FusionEntry]:
-    """Fuse what follows the convolution ``chain[0]`` (names under ``root``, whose own name
-    is ``prefix``) into it, in place; what was fused, or what was not and why."""
-    conv = root.get_submodule(chain[0])
+def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
+    """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
+    place; what was fused, or what was not and why."""
+    conv = scope.root.get_submodule(chain[0])
     if not _is_fusable_conv(conv):
         return []
-    path = (prefix + ".{}") if prefix else "{}"
     fused: list[tuple[str, str]] = []
     rest = chain[1:]
-    if rest and _is_batch_norm(bn := root.get_submodule(rest[0])):
-        reason = _batch_norm_refusal(bn, conv) or shared(rest[0]) or shared(chain[0])
+    if rest and _is_batch_norm(bn := scope.root.get_submodule(rest[0])):
+        reason = _batch_norm_refusal(bn, conv) or scope.shared(rest[0]) or scope.shared(chain[0])
         if reason:
             # (what follows a batch norm left in place is not the convolution's output)
-            return [FusionEntry(path.format(rest[0]), reason=reason)]
+            return [FusionEntry(scope.path(rest[0]), reason=reason)]
         fold_batch_norm(conv, bn)
-        fused.append((path.format(rest[0]), type(bn).__name__))
-        _replace(root, rest.pop(0), nn.Identity())
+        fused.append((scope.path(rest[0]), type(bn).__name__))
+        scope.replace(rest.pop(0))
     if rest:
-        module = root.get_submodule(rest[0])
+        module = scope.root.get_submodule(rest[0])
         found = _activation_of(module, conv.out_channels)
         if found is not None and not _has_hooks(module):
-            reason = shared(rest[0]) or shared(chain[0])
+            reason = scope.shared(rest[0]) or scope.shared(chain[0])
             if reason:
                 return [
-                    *_entry(path, chain[0], fused),
-                    FusionEntry(path.format(rest[0]), (), reason),
+                    *_entry(scope, chain[0], fused),
+                    FusionEntry(scope.path(rest[0]), (), reason),
                 ]
             conv.set_activation(*found)
-            fused.append((path.format(rest[0]), type(module).__name__))
-            _replace(root, rest[0], nn.Identity())
-    return _entry(path, chain[0], fused)
+            fused.append((scope.path(rest[0]), type(module).__name__))
+            scope.replace(rest[0])
+    return _entry(scope, chain[0], fused)
 
 
-def _entry(path: str, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:
-    return [FusionEntry(path.format(conv), tuple(fused))] if fused else []
-
-
-def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    root.get_submodule(parent)._modules[leaf] = module
+def _entry(scope: _Scope, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:
+    return [FusionEntry(scope.path(conv), tuple(fused))] if fused else []
 
 
 def fuse_model(model: nn.Module) -> list[FusionEntry]:
     """Fuse every recognised chain (module docstring) of ``model`` in place; return what was
     fused, and what followed a convolution but was not fused, with why."""
     entries: list[FusionEntry] = []
-    for prefix, root, chain, shared in list(_chains(model)):
-        entries += _fuse_chain(prefix, root, chain, shared)
+    for scope, chain in list(_chains(model)):
+        # (a shared module after two convolutions is refused once)
+        entries += [e for e in _fuse_chain(scope, chain) if e not in entries]
     return entries

@@ -255,7 +255,8 @@ def convert_model(
     alone consumes the result into the convolution's epilogue
     (``activation=``); the absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
-    ``nn.Sequential`` children); modules called or registered more than once are left. The
+    ``nn.Sequential`` children); modules called more than once, or registered again outside
+    the traced forward, are left. The
     result computes what ``model`` computes in eval mode (training-mode batch norm is never
     folded); it is meant for inference (see ``torchconv_ext._fuse``).
     """
