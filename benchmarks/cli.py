@@ -1,8 +1,9 @@
 """The command line of ``python -m benchmarks [suite ...] [--dtype ...] [--quick] [--device D]``
 (``--budget SECONDS``: :mod:`benchmarks.budget`), of ``python -m benchmarks overhead``
 (:mod:`benchmarks.overhead`), of ``python -m benchmarks instructions``
-(:mod:`benchmarks.instructions`) and of ``python -m benchmarks cold-start``
-(:mod:`benchmarks.cold_start`).
+(:mod:`benchmarks.instructions`), of ``python -m benchmarks cold-start``
+(:mod:`benchmarks.cold_start`) and of ``python -m benchmarks real-models``
+(:mod:`benchmarks.real_models`).
 
 Kept apart from ``__main__`` so that the single-suite entry points (``python -m
 benchmarks.bench_conv`` etc.) can call it without importing the package's main module.
@@ -109,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cold_start import main as cold_start
 
         return cold_start(argv[1:])
+    if argv[:1] == ["real-models"]:
+        from .real_models import main as real_models
+
+        return real_models(argv[1:])
     if argv[:1] == ["instructions"]:
         from .instructions import main as instructions
 

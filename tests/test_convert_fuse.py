@@ -326,14 +326,16 @@ class _Branching(nn.Module):
         return self.body(x) if x.sum() > 0 else -self.body(x)
 
 
-def _fuse_and_compare(model: nn.Module, backend: str = "torch"):
-    """``model`` (float64, batch norms randomised, eval) fused: its output unchanged; the fused
-    model and the report."""
+def _fuse_and_compare(model: nn.Module, backend: str = "torch", *, example: bool = False):
+    """``model`` (float64, batch norms randomised, eval) fused (``example``: with the input as
+    ``example_inputs``): its output unchanged; the fused model and the report."""
     torch.manual_seed(0)
     model = _randomise_batch_norms(model.double()).eval()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     expected = model(x)
-    fused, report = convert_model_with_report(model, fuse=True)
+    fused, report = convert_model_with_report(
+        model, fuse=True, example_inputs=x if example else None
+    )
     with torchconv_ext.use_backend(backend):
         torch.testing.assert_close(fused(x), expected, rtol=1e-9, atol=1e-9)
     return fused, report
@@ -693,14 +695,15 @@ class _Program(nn.Module):
         return sum(values)
 
 
-def test_random_graphs_compute_what_they_computed():
+@pytest.mark.parametrize("example", [False, True], ids=["traced", "recorded"])
+def test_random_graphs_compute_what_they_computed(example):
     import random
 
     rng = random.Random(0)
     fused_any = 0
     for _ in range(60):
         model = _Program(rng)
-        fused, report = _fuse_and_compare(model)
+        fused, report = _fuse_and_compare(model, example=example)
         fused_any += bool(_fusions(report))
     assert fused_any >= 10  # (the graphs do fuse)
 

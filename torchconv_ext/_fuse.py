@@ -29,6 +29,10 @@ consecutive children of an ``nn.Sequential`` — which hands each output to the 
 — as such a chain. What the forward code does is what counts: a convolution that other code
 calls directly (another method of the model) gets the fused computation there too.
 
+With ``example_inputs`` (``convert_model(fuse=True, example_inputs=x)``) the chains are recorded
+from one run of the model instead (``_fuse_record``): for forward code ``torch.fx`` cannot trace,
+and right for inputs that take the example's path through it.
+
 Each absorbed module is replaced by ``nn.Identity`` (as ``torch.ao.quantization.fuse_modules``
 does), so the model keeps its classes, its forward code, the names and ``state_dict`` keys of
 its other layers; a fused PReLU's weight moves to the convolution as ``activation_weight``.
@@ -55,6 +59,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
+from ._fuse_record import recorded_chains
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
 from .nn.conv_transpose import _ConvTransposeMixin
@@ -170,6 +175,11 @@ class _LeafTracer(torch.fx.Tracer):
         return isinstance(m, Traced) or super().is_leaf_module(m, module_qualified_name)
 
 
+def _is_leaf(module: nn.Module) -> bool:
+    """Whether ``module`` is one step of a chain, its own forward not read."""
+    return _LeafTracer().is_leaf_module(module, "")
+
+
 def _one_input(module: nn.Module) -> bool:
     """Whether ``module``'s forward takes one positional argument and nothing else: then its
     trace is the path every call takes (or tracing fails where the path depends on the value).
@@ -276,14 +286,20 @@ class _Scope:
             self.model.get_submodule(parent)._modules[leaf] = nn.Identity()
 
 
-def _chains(model: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
-    """``(scope, chain)`` for every chain of ``model``: traced where a forward traces, else
-    child by child (a Sequential's children as chains). A module registered under several
-    names (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure)
-    counts as one module, traced by whichever name the trace meets it."""
+def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_Scope, Chain]]:
+    """``(scope, chain)`` for every chain of ``model``: recorded from a run on
+    ``example_inputs`` where given (``_fuse_record``); else traced where a forward traces, else
+    child by child (a Sequential's children as chains). A module registered under several names
+    (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure) counts as
+    one module, traced by whichever name the trace meets it."""
     names: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
+    if example_inputs is not None:
+        chains, calls = recorded_chains(model, example_inputs, _is_leaf, _passes_through)
+        scope = _Scope(model, "", model, calls, names)
+        yield from ((scope, chain) for chain in chains)
+        return
 
     def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
         if not module._modules or isinstance(module, Traced):
@@ -340,11 +356,13 @@ def _entry(scope: _Scope, conv: str, fused: list[tuple[str, str]]) -> list[Fusio
     return [FusionEntry(scope.path(conv), tuple(fused))] if fused else []
 
 
-def fuse_model(model: nn.Module) -> list[FusionEntry]:
+def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[FusionEntry]:
     """Fuse every recognised chain (module docstring) of ``model`` in place; return what was
-    fused, and what followed a convolution but was not fused, with why."""
+    fused, and what followed a convolution but was not fused, with why. With
+    ``example_inputs`` (the forward's positional arguments) the chains are recorded from one run
+    of ``model`` on them instead of read from its code."""
     entries: list[FusionEntry] = []
-    for scope, chain in list(_chains(model)):
+    for scope, chain in list(_chains(model, example_inputs)):
         # (a shared module after two convolutions is refused once)
         entries += [e for e in _fuse_chain(scope, chain) if e not in entries]
     return entries

@@ -26,7 +26,7 @@ import copy
 import functools
 from dataclasses import dataclass, field
 
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
@@ -216,10 +216,31 @@ def _describe(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+def _example_arguments(example_inputs: Tensor | tuple | None, fuse: bool) -> tuple | None:
+    """``example_inputs`` as the forward's positional arguments."""
+    if example_inputs is None:
+        return None
+    if not fuse:
+        raise ValueError("convert_model: example_inputs is read only with fuse=True")
+    if isinstance(example_inputs, Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, tuple):
+        return example_inputs
+    raise TypeError(
+        "convert_model: example_inputs must be a tensor or a tuple of the forward's positional "
+        f"arguments, got {type(example_inputs).__name__}"
+    )
+
+
 def convert_model_with_report(
-    model: nn.Module, *, inplace: bool = False, fuse: bool = False
+    model: nn.Module,
+    *,
+    inplace: bool = False,
+    fuse: bool = False,
+    example_inputs: Tensor | tuple | None = None,
 ) -> tuple[nn.Module, ConversionReport]:
     """:func:`convert_model`, also returning the :class:`ConversionReport`."""
+    example_args = _example_arguments(example_inputs, fuse)
     if not inplace:
         model = _deepcopy(model)
     report = ConversionReport()
@@ -234,12 +255,17 @@ def convert_model_with_report(
         elif isinstance(module, DropIn):
             report.already.append(ConversionEntry(name, before, before))
     if fuse:
-        report.fused = fuse_model(model)
+        report.fused = fuse_model(model, example_args)
     return model, report
 
 
 def convert_model(
-    model: nn.Module, *, inplace: bool = False, verbose: bool = False, fuse: bool = False
+    model: nn.Module,
+    *,
+    inplace: bool = False,
+    verbose: bool = False,
+    fuse: bool = False,
+    example_inputs: Tensor | tuple | None = None,
 ) -> nn.Module:
     """Return ``model`` with every supported ``torch.nn`` layer replaced by ours.
 
@@ -259,8 +285,16 @@ def convert_model(
     the traced forward, are left. The
     result computes what ``model`` computes in eval mode (training-mode batch norm is never
     folded); it is meant for inference (see ``torchconv_ext._fuse``).
+
+    ``example_inputs`` (with ``fuse=True``: a tensor, or a tuple of the forward's positional
+    arguments; a small one serves) reads who consumes what from one run of the model on them
+    instead, for forward code ``torch.fx`` cannot trace (sizes turned into Python numbers, as
+    in Hugging Face's MobileNets). As with ``torch.jit.trace``, the fused model is right for
+    inputs that take the example's path through the forward code. The run changes no buffer.
     """
-    model, report = convert_model_with_report(model, inplace=inplace, fuse=fuse)
+    model, report = convert_model_with_report(
+        model, inplace=inplace, fuse=fuse, example_inputs=example_inputs
+    )
     if verbose:
         print(report)
     return model

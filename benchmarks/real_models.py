@@ -1,0 +1,376 @@
+"""``python -m benchmarks real-models``: other libraries' models converted, against themselves.
+
+Each model of Transformers, Diffusers and MONAI listed here (those installed) is built from a
+small configuration with random weights (nothing is downloaded), its batch norms' statistics
+drawn far from the identity, and run in float64 on the CPU: in eval mode, ``convert_model`` and
+``convert_model(fuse=True)`` — with who consumes what read from the code, and recorded from a
+run on the input (``example_inputs``) — against the model itself; in training mode,
+``convert_model``'s output and parameter gradients. ``--backend triton`` runs our kernels
+(on the CPU under Triton's interpreter, ``TRITON_INTERPRET=1``: minutes). A row reports the layers converted and
+left, the batch norms left after each fusion, and the largest error relative to the output's
+scale. It is a check of correctness and of how much fuses, not a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: A model: its name, a builder of the model and of its positional inputs (float64).
+Builder = Callable[[], tuple[nn.Module, tuple]]
+_TOLERANCE = 1e-9
+
+
+def _image(*shape: int) -> tuple:
+    return (torch.randn(*shape, dtype=torch.float64),)
+
+
+def _transformers() -> Iterator[tuple[str, Builder]]:
+    import transformers as T
+
+    small = {"image_size": 32}
+    yield (
+        "transformers ResNet",
+        lambda: (
+            T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield (
+        "transformers MobileNetV1",
+        lambda: (
+            T.MobileNetV1Model(T.MobileNetV1Config(depth_multiplier=0.25, **small)),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield (
+        "transformers MobileNetV2",
+        lambda: (
+            T.MobileNetV2Model(T.MobileNetV2Config(depth_multiplier=0.25, **small)),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield "transformers EfficientNet", lambda: (
+        T.EfficientNetModel(
+            T.EfficientNetConfig(width_coefficient=0.5, depth_coefficient=0.2, hidden_dim=640, **small)
+        ),
+        _image(2, 3, 32, 32),
+    )  # fmt: skip
+    yield (
+        "transformers RegNet",
+        lambda: (
+            T.RegNetModel(
+                T.RegNetConfig(
+                    embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4
+                )
+            ),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield "transformers MobileViT", lambda: (
+        T.MobileViTModel(
+            T.MobileViTConfig(hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32],
+                              num_attention_heads=2, **small)
+        ),
+        _image(2, 3, 32, 32),
+    )  # fmt: skip
+    yield (
+        "transformers ConvNeXt",
+        lambda: (
+            T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield (
+        "transformers PoolFormer",
+        lambda: (
+            T.PoolFormerModel(
+                T.PoolFormerConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1])
+            ),
+            _image(2, 3, 32, 32),
+        ),
+    )
+    yield "transformers Wav2Vec2", lambda: (
+        T.Wav2Vec2Model(
+            T.Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=16, conv_dim=(8, 8), conv_stride=(5, 2),
+                             conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+                             num_conv_pos_embedding_groups=2, mask_time_prob=0.0)
+        ),
+        (torch.randn(2, 400, dtype=torch.float64),),
+    )  # fmt: skip
+
+
+def _diffusers() -> Iterator[tuple[str, Builder]]:
+    import diffusers as D
+
+    blocks = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
+    yield "diffusers UNet2DModel", lambda: (
+        D.UNet2DModel(
+            sample_size=16, in_channels=3, out_channels=3, attention_head_dim=4,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"), **blocks,
+        ),
+        (torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([3, 7])),
+    )  # fmt: skip
+    yield "diffusers AutoencoderKL", lambda: (
+        D.AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2, **blocks,
+        ),
+        _image(2, 3, 16, 16),
+    )  # fmt: skip
+
+
+def _monai() -> Iterator[tuple[str, Builder]]:
+    from monai.networks import nets
+
+    yield "MONAI UNet 2D", lambda: (
+        nets.UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16),
+                  strides=(2, 2), num_res_units=1, norm="batch"),
+        _image(2, 1, 16, 16),
+    )  # fmt: skip
+    yield "MONAI UNet 3D", lambda: (
+        nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,),
+                  num_res_units=1, norm="batch"),
+        _image(2, 1, 8, 8, 8),
+    )  # fmt: skip
+    yield "MONAI BasicUNet", lambda: (
+        nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2,
+                       features=(4, 4, 8, 8, 16, 4), norm="batch"),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
+    yield "MONAI DynUNet", lambda: (
+        nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3], strides=[1, 2, 2],
+                     upsample_kernel_size=[2, 2], filters=[4, 8, 16], norm_name="batch"),
+        _image(2, 1, 16, 16),
+    )  # fmt: skip
+    yield (
+        "MONAI SegResNet",
+        lambda: (
+            nets.SegResNet(
+                spatial_dims=2, init_filters=4, in_channels=1, out_channels=2, norm="batch"
+            ),
+            _image(2, 1, 16, 16),
+        ),
+    )
+    yield "MONAI DenseNet121", lambda: (
+        nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=3, init_features=4,
+                         growth_rate=4, block_config=(1, 1, 1, 1)),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
+    yield "MONAI AttentionUnet", lambda: (
+        nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16),
+                           strides=(2, 2)),
+        _image(2, 1, 16, 16),
+    )  # fmt: skip
+    yield "MONAI ResNet", lambda: (
+        nets.ResNet("basic", [1, 1, 1, 1], [8, 16, 16, 16], spatial_dims=2, n_input_channels=1,
+                    num_classes=3),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
+    yield "MONAI EfficientNet-B0", lambda: (
+        nets.EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=1,
+                            num_classes=3),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
+    yield (
+        "MONAI SEResNet50",
+        lambda: (
+            nets.SEResNet50(spatial_dims=2, in_channels=1, num_classes=3, layers=(1, 1, 1, 1)),
+            _image(2, 1, 32, 32),
+        ),
+    )
+    yield (
+        "MONAI HighResNet",
+        lambda: (
+            nets.HighResNet(spatial_dims=2, in_channels=1, out_channels=2),
+            _image(2, 1, 16, 16),
+        ),
+    )
+
+
+LIBRARIES: dict[str, Callable[[], Iterator[tuple[str, Builder]]]] = {
+    "transformers": _transformers,
+    "diffusers": _diffusers,
+    "monai": _monai,
+}
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors a model returned, in order (Transformers' and Diffusers' outputs too)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if hasattr(output, "to_tuple"):
+        output = output.to_tuple()
+    elif hasattr(output, "sample"):
+        output = (output.sample,)
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _error(got: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
+    """The largest difference over each tensor's scale (``max |expected| + 1``)."""
+    if len(got) != len(expected):
+        return float("inf")
+    return max(
+        ((a - b).abs().max() / (b.abs().max() + 1)).item() for a, b in zip(got, expected)
+    )  # fmt: skip
+
+
+def _batch_norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _randomise_batch_norms(model: nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
+
+
+def _gradients(model: nn.Module, inputs: tuple) -> tuple[list[torch.Tensor], list]:
+    """Training-mode outputs and the gradients of a fixed weighting of them (same seed: the
+    same dropout masks)."""
+    torch.manual_seed(1)
+    outputs = _tensors(model(*inputs))
+    loss = sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).view_as(t)).sum()
+               for t in outputs)  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    return outputs, list(torch.autograd.grad(loss, params, allow_unused=True))
+
+
+def check_model(name: str, build: Builder) -> dict[str, Any]:
+    """One row: ``build``'s model converted and fused, against itself (module docstring)."""
+    from torchconv_ext import convert_model, convert_model_with_report
+
+    torch.manual_seed(0)
+    model, inputs = build()
+    model = model.double().eval()
+    _randomise_batch_norms(model)
+    with torch.no_grad():
+        expected = _tensors(model(*inputs))
+        converted, report = convert_model_with_report(model)
+        errors = {"converted": _error(_tensors(converted(*inputs)), expected)}
+        from_code = convert_model(model, fuse=True)
+        errors["fused"] = _error(_tensors(from_code(*inputs)), expected)
+        from_run = convert_model(model, fuse=True, example_inputs=inputs)
+        errors["fused from a run"] = _error(_tensors(from_run(*inputs)), expected)
+    model.train()
+    outputs, grads = _gradients(model, inputs)
+    trained = convert_model(model).train()
+    got_outputs, got_grads = _gradients(trained, inputs)
+    pairs = [(a, b) for a, b in zip(got_grads, grads) if a is not None and b is not None]
+    errors["training"] = max(
+        _error(got_outputs, outputs), _error([a for a, _ in pairs], [b for _, b in pairs])
+    )
+    return {
+        "model": name,
+        "converted": len(report.converted),
+        "left": [f"{e.name}: {e.reason}" for e in report.left],
+        "batch_norms": _batch_norms(model),
+        "batch_norms_fused": _batch_norms(model) - _batch_norms(from_code),
+        "batch_norms_fused_from_a_run": _batch_norms(model) - _batch_norms(from_run),
+        "errors": errors,
+        "ok": all(e <= _TOLERANCE for e in errors.values()),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def run(libraries: Sequence[str], backend: str = "auto") -> dict[str, Any]:
+    import torchconv_ext
+
+    rows, missing = [], []
+    for library in libraries:
+        if _version(library) is None:
+            missing.append(library)
+            continue
+        with warnings.catch_warnings(), torchconv_ext.use_backend(backend):
+            warnings.simplefilter("ignore")
+            for name, build in LIBRARIES[library]():
+                try:
+                    rows.append(check_model(name, build))
+                except Exception as error:  # a row of its own: the others still run
+                    rows.append({"model": name, "ok": False, "error": repr(error)})
+    versions = {library: _version(library) for library in libraries}
+    return {
+        "rows": rows,
+        "missing": missing,
+        "versions": versions,
+        "backend": backend,
+        "tolerance": _TOLERANCE,
+    }
+
+
+def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
+    lines = [
+        f"other libraries' models converted, float64 on {env['device_name']}, backend "
+        f"{doc['backend']}, torch "
+        f"{env['torch']}, " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v),
+        "",
+        "| model | layers converted | left | batch norms | folded (code) | folded (a run) "
+        "| largest error: converted, fused, fused from a run, training | ok |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in doc["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | – | – | – | – | – | {row['error']} | no |")
+            continue
+        errors = ", ".join(f"{e:.1e}" for e in row["errors"].values())
+        lines.append(
+            f"| {row['model']} | {row['converted']} | {len(row['left'])} | {row['batch_norms']} "
+            f"| {row['batch_norms_fused']} | {row['batch_norms_fused_from_a_run']} | {errors} "
+            f"| {'yes' if row['ok'] else 'no'} |"
+        )
+    if doc["missing"]:
+        lines.append(f"\nnot installed: {', '.join(doc['missing'])}")
+    lines.append(
+        f"\nok: every error at most {doc['tolerance']:g} (relative to each output's largest "
+        "magnitude + 1). Layers left are listed in the JSON with the reason (SegResNet's: "
+        "bilinear upsampling, which we do not replace).\n"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks real-models", description=__doc__)
+    p.add_argument("--only", nargs="+", choices=list(LIBRARIES), default=list(LIBRARIES))
+    p.add_argument(
+        "--backend",
+        choices=["auto", "triton", "torch"],
+        default="auto",
+        help="ours on: auto (the fallback on the CPU), triton (on the CPU: TRITON_INTERPRET=1)",
+    )
+    p.add_argument("--tag", help="file name tag: real-models-<tag>.{json,md}")
+    p.add_argument("--out", type=Path, help="results root (default benchmarks/results)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args(argv)
+    from .results import RESULTS_DIR, environment, write_tool
+
+    doc = run(args.only, args.backend)
+    env = environment("cpu")
+    text = markdown(doc, env)
+    print(text)
+    if not args.no_write:
+        stem = write_tool(args.out or RESULTS_DIR, "real-models", args.tag, {**env, **doc}, text)
+        print(f"wrote {stem}.{{json,md}}")
+    return 0 if all(row["ok"] for row in doc["rows"]) else 1
