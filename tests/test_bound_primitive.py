@@ -25,7 +25,8 @@ BACKENDS = [pytest.param("triton", marks=pytest.mark.interpret), "torch"]
 _GEOMETRY = ([2, 2], [1, 1], [1, 1], [1, 1], 1, "zeros")  # stride 2, padding 1
 #: ``(primitive, leading operand shapes, static arguments)``: a biased convolution, the same
 #: with a fused ReLU, a biased transposed convolution (the input gradient of the first), the
-#: same with a fused SiLU, a
+#: same with a fused hard sigmoid (in training the one activation needing the pre-activation
+#: that stays fused: its backward recomputes it), a
 #: max pooling (3×3 windows, stride 2, padding 1), an adaptive average pooling to 2×2 and a
 #: spatial pyramid pooling (levels 1 and 2).
 CASES = {
@@ -34,8 +35,8 @@ CASES = {
                   ("relu", 0.0, *_GEOMETRY)),
     "conv_transpose": (conv_bwd_input, ((2, 4, 3, 3), (4, 3, 3, 3), (3,)),
                        ([5, 5], False, *_GEOMETRY)),
-    "conv_transpose_silu": (conv_transpose_act, ((2, 4, 3, 3), (4, 3, 3, 3), (3,), None),
-                            ("silu", 0.0, [5, 5], False, *_GEOMETRY)),
+    "conv_transpose_hardsigmoid": (conv_transpose_act, ((2, 4, 3, 3), (4, 3, 3, 3), (3,), None),
+                                   ("hardsigmoid", 0.0, [5, 5], False, *_GEOMETRY)),
     "max_pool": (pool_fwd, ((2, 3, 5, 5),),
                  ("max", [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], False, True, 0)),
     "adaptive_pool": (adaptive_pool_fwd, ((2, 3, 5, 5),), ("avg", [2, 2])),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import torchconv_ext
 from torchconv_ext import functional as TF
@@ -434,8 +435,46 @@ def test_a_repeated_fused_call_takes_its_remembered_opening(backend):
         torch.testing.assert_close(other, F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.5))
         for _ in range(2):
             y = TF.conv2d(x, w, b, activation="prelu", activation_args={"weight": slope})
-            assert (type(y.grad_fn).__name__ == "EagerFunctionBackward") == ours
+            conv = y.grad_fn.next_functions[0][0]  # (in training: decomposed)
+            assert (type(conv).__name__ == "EagerFunctionBackward") == ours
         torch.testing.assert_close(y, F.prelu(F.conv2d(x, w, b), slope))
+
+
+def _graph_nodes(y: torch.Tensor) -> list[str]:
+    """The names of ``y``'s autograd nodes, from ``y`` back to the leaves."""
+    names, node = [], y.grad_fn
+    while node is not None and type(node).__name__ != "AccumulateGrad":
+        names.append(type(node).__name__)
+        node = node.next_functions[0][0]
+    return names
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+@pytest.mark.parametrize("backend", TRITON)
+def test_in_training_an_activation_needing_the_pre_activation_runs_after_the_convolution(
+    backend, transposed
+):
+    """While autograd records, SiLU (its derivative needs ``z``) runs as torch's activation after
+    our convolution, which saves ``z``: the backward convolves twice, not three times (a
+    recomputed ``z``). Without gradients, and for activations read off the output, the fused op
+    runs; hard sigmoid keeps it in training too (torch's has no second derivative)."""
+    torch.manual_seed(0)
+    conv = TF.conv_transpose2d if transposed else TF.conv2d
+    x, w, b = _leaf(2, 4, 5, 4), _leaf(4, 4, 3, 3), _leaf(4)
+    with torchconv_ext.use_backend(backend):
+        y = conv(x, w, b, padding=1, activation="silu")
+        assert _graph_nodes(y)[:2] == ["SiluBackward0", "EagerFunctionBackward"]
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x, w, b, padding=1, activation="silu"), y)
+        for fused in ("relu", "hardsigmoid"):
+            assert "Function" in _graph_nodes(conv(x, w, b, padding=1, activation=fused))[0]
+        # Under a dispatch mode (the traced path) too: the forward, then two gradients.
+        with FlopCounterMode(display=False) as forward:
+            conv(x.detach(), w.detach(), b.detach(), padding=1, activation="silu")
+        with FlopCounterMode(display=False) as training:
+            y = conv(x, w, b, padding=1, activation="silu")
+            y.backward(torch.ones_like(y))
+        assert training.get_total_flops() == 3 * forward.get_total_flops() > 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -113,6 +113,10 @@ class Primitive:
         setup_context, backward: reverse mode, as ``torch.library.register_autograd`` takes them.
         jvp: forward mode, ``jvp(ctx, *tangents)`` (the primal inputs are ``ctx.primals``).
         vmap: batching rule, as ``torch.library.register_vmap`` takes it (default: a loop).
+        decomposed: what a call computes instead while autograd records it (reverse or forward
+            mode, eager or compiled): ``decomposed(*args)``, a composition of differentiable
+            ops, or ``None`` where the primitive's own derivatives serve. The registered op
+            keeps those derivatives.
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
             function of the non-tensor arguments alone (not of sizes or layouts): a bound
             call's backward then takes them from its :class:`Bound`, compared once.
@@ -128,6 +132,7 @@ class Primitive:
         backward: Callable[..., tuple],
         jvp: Callable[..., Any] | None = None,
         vmap: Callable[..., tuple] | None = None,
+        decomposed: Callable[..., Any] | None = None,
         static_attributes: bool = False,
     ) -> None:
         self.name = name
@@ -138,6 +143,7 @@ class Primitive:
         self.backward = backward
         self.jvp = jvp
         self.vmap = vmap or self._vmap_by_loop
+        self.decomposed = decomposed
         self.static_attributes = static_attributes
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
@@ -162,6 +168,8 @@ class Primitive:
                     return self.traced(*args)
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
+            if self.decomposed is not None and (out := self.decomposed(*args)) is not None:
+                return out
             return EagerFunction.apply(self, *args)
         return self.run(*args)
 
@@ -172,6 +180,12 @@ class Primitive:
         if exporting():
             with aten_only():
                 return self.impl(*args)
+        if (
+            self.decomposed is not None
+            and _wants_graph(args)
+            and (out := self.decomposed(*args)) is not None
+        ):
+            return out
         return self.op(*args)
 
     def run(self, *args: Any) -> Any:
@@ -317,6 +331,9 @@ class Bound:
                     return self.prim(*leading, *self.static)
                 grad = grad or a.requires_grad
         if grad and torch.is_grad_enabled():
+            decomposed = self.prim.decomposed
+            if decomposed is not None and (out := decomposed(*leading, *self.static)) is not None:
+                return out
             return _apply_bound(self, *leading)
         return self.prim.run_bound(self, leading)
 

@@ -9,12 +9,16 @@ for the other kinds); the arguments after them are those of the convolution unde
 geometry — a transposed convolution is the input gradient of its adjoint convolution).
 
 Derivatives go through that convolution's own primitives: with ``z`` the pre-activation,
-``∂y = act'(z) · ∂z``, and ``z``'s gradients are the convolution's. ``z`` itself is
-**recomputed** in the backward, not saved: saving it would make every forward — inference
-included, where fusing pays most — write a second output as large as the first, and expose it
-in the op's schema. The recomputation costs one convolution per backward, and it is
-differentiable, so derivatives of any order come out right. ReLU, leaky ReLU with a slope ≥ 0,
-ReLU6 and sigmoid need no ``z`` at all: their derivative is read off the saved output.
+``∂y = act'(z) · ∂z``, and ``z``'s gradients are the convolution's. ReLU, leaky ReLU with a
+slope ≥ 0, ReLU6 and sigmoid need no ``z``: their derivative is read off the saved output, so
+the fused op serves training as it serves inference. The other kinds need ``z``. While autograd
+records such a call, it runs **decomposed** (``_activation.decomposes``): the convolution, then
+torch's activation, which saves ``z`` as the two layers unfused do. Recomputing ``z`` in the
+backward instead would cost a whole convolution where the unfused pair costs one more read of
+``z`` (reading the input again alone costs as much for a depthwise convolution), and the pair
+is what torch computes. Hard sigmoid keeps the fused op in training (torch's op has no second
+derivative), as does a direct call of the registered op: their backward **recomputes** ``z``,
+differentiably, so derivatives of any order come out right.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
             grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
         else:
             input, weight, bias, act_weight = ctx.saved_tensors
-            z = linear.op(input, weight, bias, *ctx.static)  # recomputed: see the docstring
+            z = linear.op(input, weight, bias, *ctx.static)  # recomputed: see the module doc
             if needs[3]:  # PReLU's weight: both of its gradients in one pass
                 grad_z, grad_act_weight = act.prelu_backward(grad, z, act_weight)
             else:
@@ -173,6 +177,11 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
             results.append(primitive(*sliced, kind, alpha, *static))
         return torch.stack(results), 0
 
+    def decomposed(input, weight, bias, act_weight, kind, alpha, *static):
+        if not act.decomposes(kind, alpha):
+            return None
+        return act.apply(linear.op(input, weight, bias, *static), kind, alpha, act_weight)
+
     primitive = Primitive(
         name,
         impl,
@@ -181,6 +190,7 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         backward=backward,
         jvp=jvp,
         vmap=vmap,
+        decomposed=decomposed,
         static_attributes=True,
     )
     return primitive
