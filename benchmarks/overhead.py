@@ -84,6 +84,8 @@ TARGETS_US: dict[tuple[str, str], float] = {
     ("conv2d", "fwd+bwd"): 75.0,
     ("conv2d+relu", "fwd"): 25.0,
     ("conv2d+relu", "fwd+bwd"): 75.0,
+    ("conv2d+silu", "fwd"): 25.0,
+    ("conv2d+silu", "fwd+bwd"): 75.0,
     ("conv_transpose2d", "fwd"): 25.0,
     ("conv_transpose2d", "fwd+bwd"): 75.0,
     ("max_pool2d", "fwd"): 15.0,
@@ -131,6 +133,8 @@ CALLS: tuple[Call, ...] = (
     # copy their input into windows, ``triton_kernels.conv_window``: one launch more).
     Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}),
     Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}, activation="relu"),
+    # SiLU: fused in inference; while gradients are recorded, our convolution, then torch's SiLU.
+    Call("conv2d", ((1, 16, 6, 6), (16, 16, 3, 3), (16,)), {"padding": 1}, activation="silu"),
     Call("conv_transpose2d", ((1, 16, 6, 6), (16, 16, 2, 2), (16,)), {"stride": 2}),
     Call("max_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),
     Call("avg_pool2d", ((1, 4, 6, 6),), {"kernel_size": 3, "stride": 2, "padding": 1}),

@@ -60,9 +60,11 @@ def test_targets_are_the_projects():
     for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate"):
         assert overhead.TARGETS_US[(op, "fwd")] == 15
     assert overhead.TARGETS_US[("conv2d+relu", "fwd+bwd")] == 75
+    assert overhead.TARGETS_US[("conv2d+silu", "fwd+bwd")] == 75
     assert {c.name for c in overhead.CALLS} == {
         "conv2d",
         "conv2d+relu",
+        "conv2d+silu",
         "compiled-conv2d",
         "conv_transpose2d",
         "max_pool2d",
