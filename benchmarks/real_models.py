@@ -325,7 +325,9 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
     lines = [
         f"other libraries' models converted, float64 on {env['device_name']}, backend "
         f"{doc['backend']}, torch "
-        f"{env['torch']}, " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v),
+        f"{env['torch']}, "
+        + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v)
+        + f", commit `{(env.get('git_sha') or '?')[:7]}`, {env.get('date', '')}",
         "",
         "| model | layers converted | left | batch norms | folded (code) | folded (a run) "
         "| largest error: converted, fused, fused from a run, training | ok |",
