@@ -1,6 +1,6 @@
 """``python -m benchmarks real-models``: other libraries' models converted, against themselves.
 
-Each model of Transformers, Diffusers and MONAI listed here (those installed) is built from a
+Each model of timm, Transformers, Diffusers and MONAI listed here (those installed) is built from a
 small configuration with random weights (nothing is downloaded), its batch norms' statistics
 drawn far from the identity, and run in float64 on the CPU: in eval mode, ``convert_model`` and
 ``convert_model(fuse=True)`` — with who consumes what read from the code, and recorded from a
@@ -198,7 +198,22 @@ def _monai() -> Iterator[tuple[str, Builder]]:
     )
 
 
+def _timm() -> Iterator[tuple[str, Builder]]:
+    import timm
+
+    for name in ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002",
+                 "tf_efficientnet_b0"):  # fmt: skip
+        yield (
+            f"timm {name}",
+            lambda name=name: (
+                timm.create_model(name, pretrained=False, num_classes=3),
+                _image(1, 3, 64, 64),
+            ),
+        )
+
+
 LIBRARIES: dict[str, Callable[[], Iterator[tuple[str, Builder]]]] = {
+    "timm": _timm,
     "transformers": _transformers,
     "diffusers": _diffusers,
     "monai": _monai,
@@ -306,7 +321,12 @@ def run(libraries: Sequence[str], backend: str = "auto") -> dict[str, Any]:
             continue
         with warnings.catch_warnings(), torchconv_ext.use_backend(backend):
             warnings.simplefilter("ignore")
-            for name, build in LIBRARIES[library]():
+            try:
+                models = list(LIBRARIES[library]())
+            except ImportError as error:  # (timm imports torchvision)
+                missing.append(f"{library} ({error})")
+                continue
+            for name, build in models:
                 try:
                     rows.append(check_model(name, build))
                 except Exception as error:  # a row of its own: the others still run
@@ -362,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="ours on: auto (the fallback on the CPU), triton (on the CPU: TRITON_INTERPRET=1)",
     )
+    p.add_argument("--note", default="", help="a line for the report: how the run was made")
     p.add_argument("--tag", help="file name tag: real-models-<tag>.{json,md}")
     p.add_argument("--out", type=Path, help="results root (default benchmarks/results)")
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -370,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     doc = run(args.only, args.backend)
     env = environment("cpu")
-    text = markdown(doc, env)
+    text = markdown(doc, env) + (f"\n{args.note}\n" if args.note else "")
     print(text)
     if not args.no_write:
         stem = write_tool(args.out or RESULTS_DIR, "real-models", args.tag, {**env, **doc}, text)

@@ -520,30 +520,109 @@ def test_an_activation_in_the_forward_code_stays_after_the_folded_batch_norm():
     assert _fusions(report) == {"conv": ["bn"]} and fused.conv.activation is None
 
 
-class _BatchNormAct2d(nn.BatchNorm2d):
-    """Like timm's: a batch norm subclass with an activation inside its forward."""
+class _TimmBatchNormAct2d(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d`` (``timm.layers.norm_act``): a batch norm subclass whose forward
+    checks the input, calls torch's batch norm, then its drop and activation modules."""
 
+    def __init__(self, num_features: int, act: nn.Module | None = None) -> None:
+        super().__init__(num_features)
+        self.drop = nn.Identity()
+        self.act = nn.Identity() if act is None else act
+
+    def forward(self, x):
+        torch._assert(x.ndim == 4, f"expected 4D input (got {x.ndim}D input)")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        stats = not self.training or self.track_running_stats
+        x = nn.functional.batch_norm(
+            x, self.running_mean if stats else None, self.running_var if stats else None,
+            self.weight, self.bias, bn_training, factor, self.eps,
+        )  # fmt: skip
+        return self.act(self.drop(x))
+
+
+class _TimmGELU(nn.Module):
+    """timm's ``GELU`` activation class (not torch's): a call of ``F.gelu``."""
+
+    def forward(self, input):
+        return nn.functional.gelu(input)
+
+
+class _ConvNormAct(nn.Module):
+    """timm's ``ConvNormAct``: a convolution and its ``BatchNormAct2d``."""
+
+    def __init__(self, cin: int, cout: int, bn: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = bn
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_batch_norm_subclass_computing_a_batch_norm_and_an_activation_folds_and_fuses(backend):
+    model = nn.Sequential(
+        _ConvNormAct(3, 4, _TimmBatchNormAct2d(4, nn.SiLU(inplace=True))),
+        _ConvNormAct(4, 4, _TimmBatchNormAct2d(4, _TimmGELU())),  # an activation function
+        _ConvNormAct(4, 4, _TimmBatchNormAct2d(4)),  # no activation: the next module fuses
+        nn.ReLU(),
+    )
+    fused, report = _fuse_and_compare(model, backend)
+    assert _fusions(report) == {"0.conv": ["0.bn"], "1.conv": ["1.bn"], "2.conv": ["2.bn", "3"]}
+    described = {name: kind for e in report.fused for name, kind in e.fused}
+    assert described["0.bn"] == "_TimmBatchNormAct2d with act (SiLU)"
+    assert described["1.bn"] == "_TimmBatchNormAct2d with gelu"
+    assert [fused[i].conv.activation for i in range(3)] == ["silu", "gelu", "relu"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+
+
+class _NormThenMore(nn.BatchNorm2d):
+    def forward(self, x):
+        y = nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+        return y + x  # more than a batch norm
+
+
+class _TorchForward(nn.BatchNorm2d):
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features)
         self.act = nn.ReLU()
 
     def forward(self, x):
-        return self.act(super().forward(x))
+        return self.act(super().forward(x))  # torch's forward: its input check does not trace
+
+
+def test_a_batch_norm_subclass_computing_anything_else_is_left():
+    hooked = _TimmBatchNormAct2d(4, nn.ReLU())
+    hooked.act.register_forward_hook(lambda *args: None)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), _NormThenMore(4),
+        nn.Conv2d(4, 4, 1), _TorchForward(4),
+        nn.Conv2d(4, 4, 1), _TimmBatchNormAct2d(4, nn.Tanh()),  # an activation we do not fuse
+        nn.Conv2d(4, 4, 1), hooked,
+    )  # fmt: skip
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {}
+    more = "computes more than a batch norm and an activation"
+    assert _refusals(report) == {
+        "1": f"_NormThenMore {more}",
+        "3": "_TorchForward's forward is not read (torch.fx does not trace it)",
+        "5": f"_TimmBatchNormAct2d {more}",
+        "7": f"_TimmBatchNormAct2d {more}",
+    }
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _TimmBatchNormAct2d(4, nn.ReLU())).train()
+    assert _refusals(convert_model_with_report(model, fuse=True)[1]) == {
+        "1": "batch norm in training mode"
+    }
 
 
 class _Untraceable(nn.Module):
     def forward(self, x):
         return x if x.sum() > 0 else -x
-
-
-def test_a_batch_norm_subclass_computing_more_is_not_folded():
-    # (torch.fx cannot trace the batch norm's own input check: the Sequential is read as one)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), _BatchNormAct2d(4), _Untraceable())
-    fused, report = _fuse_and_compare(model)
-    assert _fusions(report) == {} and type(fused[1]) is _BatchNormAct2d
-    assert _refusals(report) == {
-        "1": "_BatchNormAct2d is not exactly a torch batch norm (it may compute more)"
-    }
 
 
 def test_a_forward_of_several_inputs_is_not_read():

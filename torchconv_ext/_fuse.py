@@ -9,15 +9,16 @@ whose output goes only to an activation — or a convolution straight into an ac
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
-parametrized one, or one with an activation already, is not fused); the batch norm is exactly a
-torch class (a subclass with a forward of its own, such as a batch norm with an activation
-inside, computes more) and tracks running statistics over the convolution's output channels;
-the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
+parametrized one, or one with an activation already, is not fused); the batch norm is a torch
+class, or a subclass computing torch's batch norm and then at most an activation — timm's
+``BatchNormAct2d``, whose activation is fused with it (``_fuse_steps``) — and tracks running
+statistics over the convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
 channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
 ``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid``.
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
-symbolic tracing (our layers and torch's are leaves: their own forwards are not traced). There
+symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are
+not traced). There
 each module must be called once: a shared module (torchvision's ResNet blocks call one
 ``self.relu`` two or three times) would change at its other uses, so it is reported and left. A
 module registered under a second name (an alias) is one module, fused and replaced under every
@@ -47,8 +48,6 @@ not bring the batch norm back, so ``fuse=True`` is for inference.
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,15 +55,20 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 from torch import nn
-from torch.nn.parameter import is_lazy
-from torch.nn.utils import parametrize
 
 from ._fuse_record import recorded_chains
+from ._fuse_steps import (
+    activation_of,
+    batch_norm_step,
+    fold_batch_norm,
+    has_hooks,
+    is_batch_norm,
+    is_fusable_conv,
+    is_leaf,
+    passes_through,
+    traced,
+)
 from .nn._base import Traced
-from .nn.conv import _ConvMixin
-from .nn.conv_transpose import _ConvTransposeMixin
-
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -77,137 +81,10 @@ class FusionEntry:
     reason: str = ""
 
 
-def _activation_of(module: nn.Module, out_channels: int) -> tuple[str, dict | None] | None:
-    """``(activation, activation_args)`` of an activation module we fuse, else ``None``."""
-    kind = type(module)
-    if kind is nn.ReLU:
-        return "relu", None
-    if kind is nn.LeakyReLU:
-        return "leaky_relu", {"negative_slope": module.negative_slope}
-    if kind is nn.PReLU and module.num_parameters in (1, out_channels):
-        return "prelu", {"weight": module.weight}
-    if kind is nn.ELU:
-        return "elu", {"alpha": module.alpha}
-    if kind is nn.GELU:
-        return "gelu", {"approximate": module.approximate}
-    if kind is nn.SiLU:
-        return "silu", None
-    simple = {nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
-              nn.Mish: "mish", nn.Sigmoid: "sigmoid"}  # fmt: skip
-    return (simple[kind], None) if kind in simple else None
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
-
-
-def _is_batch_norm(module: nn.Module) -> bool:
-    return isinstance(module, _BATCH_NORMS)
-
-
-def _batch_norm_refusal(bn: nn.Module, conv: _ConvMixin) -> str:
-    """Why ``bn`` cannot be folded into ``conv`` (``""``: it can)."""
-    if type(bn) not in _BATCH_NORMS:
-        return f"{type(bn).__name__} is not exactly a torch batch norm (it may compute more)"
-    if bn.training:
-        return "batch norm in training mode"
-    if bn.running_mean is None or bn.running_var is None:
-        return "batch norm without running statistics"
-    if bn.num_features != conv.out_channels:
-        return f"batch norm over {bn.num_features} channels, convolution has {conv.out_channels}"
-    if _has_hooks(bn):
-        return "the batch norm has hooks"
-    return ""
-
-
-@torch.no_grad()
-def fold_batch_norm(conv: nn.Module, bn: nn.Module) -> None:
-    """``conv``'s weight and bias replaced by those of ``bn(conv(x))`` in eval mode:
-    ``w·s`` and ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``, computed in
-    float64 and rounded once to the parameters' dtype."""
-    weight = conv.weight
-    var, mean = bn.running_var.double(), bn.running_mean.double()
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    shift = -mean * scale
-    if conv.bias is not None:
-        shift = shift + conv.bias.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.double()
-    taps = [1] * (weight.dim() - 2)
-    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
-        # (C_in, C_out / groups, *kernel): output channel g·C_out/groups + j is column j of
-        # group g's rows
-        grouped = weight.double().unflatten(0, (conv.groups, -1))
-        folded = (grouped * scale.view(conv.groups, 1, -1, *taps)).flatten(0, 1)
-    else:
-        folded = weight.double() * scale.view(-1, 1, *taps)
-    conv.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=weight.requires_grad)
-    conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
-
-
-def _is_fusable_conv(module: nn.Module) -> bool:
-    return (
-        isinstance(module, (_ConvMixin, _ConvTransposeMixin))
-        and module.activation is None
-        and not parametrize.is_parametrized(module)
-        and not _has_hooks(module)
-        and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
-    )
-
-
 # --- chains: a convolution and the modules that consume its output, one after another ---------
 
 #: A chain's modules by their names under the module it was found in.
 Chain = list[str]
-
-
-class _LeafTracer(torch.fx.Tracer):
-    """``torch.fx``'s tracer with our modules as leaves too (torch's are already)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Traced) or super().is_leaf_module(m, module_qualified_name)
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    """Whether ``module`` is one step of a chain, its own forward not read."""
-    return _LeafTracer().is_leaf_module(module, "")
-
-
-def _one_input(module: nn.Module) -> bool:
-    """Whether ``module``'s forward takes one positional argument and nothing else: then its
-    trace is the path every call takes (or tracing fails where the path depends on the value).
-    With more, a trace could follow another path than a call does — ``if mask is None`` on a
-    traced argument is false, on a call's default true — so such a forward is not read."""
-    try:
-        parameters = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return (
-        len(parameters) == 1
-        and parameters[0].kind
-        in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
-        and parameters[0].default is parameters[0].empty
-    )
-
-
-def _traced(module: nn.Module) -> torch.fx.Graph | None:
-    """``module``'s forward as a ``torch.fx`` graph, or ``None`` where it is not read: its
-    forward takes more than one input (:func:`_one_input`) or cannot be traced."""
-    if not _one_input(module):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _LeafTracer().trace(module)
-    except Exception:  # control flow on values, a container without forward, ...
-        return None
 
 
 def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
@@ -218,12 +95,6 @@ def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
     if user.op == "call_module" and user.args == (node,) and not user.kwargs:
         return user
     return None
-
-
-def _passes_through(module: nn.Module) -> bool:
-    """Whether a chain goes on through ``module``: an ``nn.Identity`` (what timm leaves for a
-    switched-off drop-block or anti-aliasing step, and what fusing leaves) without hooks."""
-    return type(module) is nn.Identity and not _has_hooks(module)
 
 
 def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], Counter]:
@@ -237,7 +108,7 @@ def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], 
             continue
         chain = [node.target]
         while len(chain) < 3 and (node := _sole_consumer(node)) is not None:
-            if not _passes_through(root.get_submodule(node.target)):
+            if not passes_through(root.get_submodule(node.target)):
                 chain.append(node.target)
         chains.append(chain)
     return chains, calls
@@ -246,7 +117,7 @@ def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], 
 def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
     """Each child of ``seq`` and the (up to) two after it, identities aside: a Sequential
     hands each output to the next child alone."""
-    names = [name for name, child in seq._modules.items() if not _passes_through(child)]
+    names = [name for name, child in seq._modules.items() if not passes_through(child)]
     return [names[i : i + 3] for i in range(len(names))]
 
 
@@ -296,7 +167,7 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
     if example_inputs is not None:
-        chains, calls = recorded_chains(model, example_inputs, _is_leaf, _passes_through)
+        chains, calls = recorded_chains(model, example_inputs, is_leaf, passes_through)
         scope = _Scope(model, "", model, calls, names)
         yield from ((scope, chain) for chain in chains)
         return
@@ -304,7 +175,7 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
     def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
         if not module._modules or isinstance(module, Traced):
             return  # nothing in it to fuse (a leaf)
-        graph = _traced(module)
+        graph = traced(module)
         calls = None
         if graph is not None:
             chains, calls = _graph_chains(graph, module)
@@ -324,22 +195,28 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
     place; what was fused, or what was not and why."""
     conv = scope.root.get_submodule(chain[0])
-    if not _is_fusable_conv(conv):
+    if not is_fusable_conv(conv):
         return []
     fused: list[tuple[str, str]] = []
     rest = chain[1:]
-    if rest and _is_batch_norm(bn := scope.root.get_submodule(rest[0])):
-        reason = _batch_norm_refusal(bn, conv) or scope.shared(rest[0]) or scope.shared(chain[0])
+    if rest and is_batch_norm(bn := scope.root.get_submodule(rest[0])):
+        step = batch_norm_step(bn, conv.out_channels)
+        reason = step if isinstance(step, str) else ""
+        reason = reason or scope.shared(rest[0]) or scope.shared(chain[0])
         if reason:
             # (what follows a batch norm left in place is not the convolution's output)
             return [FusionEntry(scope.path(rest[0]), reason=reason)]
-        fold_batch_norm(conv, bn)
+        fold_batch_norm(conv, step)
         fused.append((scope.path(rest[0]), type(bn).__name__))
         scope.replace(rest.pop(0))
+        if step.activation is not None:  # (computed inside the batch norm module: the end)
+            conv.set_activation(*step.activation)
+            fused[-1] = (fused[-1][0], f"{fused[-1][1]} with {step.activation_name}")
+            return _entry(scope, chain[0], fused)
     if rest:
         module = scope.root.get_submodule(rest[0])
-        found = _activation_of(module, conv.out_channels)
-        if found is not None and not _has_hooks(module):
+        found = activation_of(module, conv.out_channels)
+        if found is not None and not has_hooks(module):
             reason = scope.shared(rest[0]) or scope.shared(chain[0])
             if reason:
                 return [

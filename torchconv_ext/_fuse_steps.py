@@ -1,0 +1,315 @@
+"""The steps of a chain ``convert_model(fuse=True)`` fuses, module by module: which modules are
+leaves (``torch.fx`` reads no further), which pass a value on, which activation a module or a
+traced call computes, what a batch norm computes in eval mode, and folding it into a
+convolution.
+
+A batch norm is torch's own class (``BatchNorm{1,2,3}d``, ``SyncBatchNorm``), or a subclass whose
+forward, traced in eval mode, is torch's batch norm over its own statistics followed by nothing
+but identities and one activation: timm's ``BatchNormAct2d`` (EfficientNet, MobileNetV3, RegNet,
+DenseNet, CSPDarknet and most of timm's other networks normalise with it). A subclass computing
+anything else is left.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import operator
+import warnings
+from dataclasses import dataclass
+from functools import reduce
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
+from torch.nn.utils import parametrize
+
+from .nn._base import Traced
+from .nn.conv import _ConvMixin
+from .nn.conv_transpose import _ConvTransposeMixin
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+#: ``(activation, activation_args)`` as a convolution's ``set_activation`` takes them.
+Activation = tuple[str, "dict | None"]
+
+
+def has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def is_fusable_conv(module: nn.Module) -> bool:
+    return (
+        isinstance(module, (_ConvMixin, _ConvTransposeMixin))
+        and module.activation is None
+        and not parametrize.is_parametrized(module)
+        and not has_hooks(module)
+        and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
+    )
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """A batch norm class or subclass (:func:`batch_norm_step` says what it computes)."""
+    return isinstance(module, BATCH_NORMS)
+
+
+def passes_through(module: nn.Module) -> bool:
+    """Whether a chain goes on through ``module``: an ``nn.Identity`` (what timm leaves for a
+    switched-off drop-block or anti-aliasing step, and what fusing leaves) without hooks."""
+    return type(module) is nn.Identity and not has_hooks(module)
+
+
+def activation_of(module: nn.Module, out_channels: int) -> Activation | None:
+    """The activation of a module we fuse, else ``None``."""
+    kind = type(module)
+    if kind is nn.ReLU:
+        return "relu", None
+    if kind is nn.LeakyReLU:
+        return "leaky_relu", {"negative_slope": module.negative_slope}
+    if kind is nn.PReLU and module.num_parameters in (1, out_channels):
+        return "prelu", {"weight": module.weight}
+    if kind is nn.ELU:
+        return "elu", {"alpha": module.alpha}
+    if kind is nn.GELU:
+        return "gelu", {"approximate": module.approximate}
+    if kind is nn.SiLU:
+        return "silu", None
+    simple = {nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
+              nn.Mish: "mish", nn.Sigmoid: "sigmoid"}  # fmt: skip
+    return (simple[kind], None) if kind in simple else None
+
+
+# Activation functions a traced forward may call on a value (timm's activation classes call
+# these): each one's kind and its parameters after the input, in order (some are builtins,
+# without a signature to read).
+_FUNCTIONS = {
+    F.relu: ("relu", ("inplace",)), torch.relu: ("relu", ()), F.relu6: ("relu6", ("inplace",)),
+    F.silu: ("silu", ("inplace",)), F.mish: ("mish", ("inplace",)), torch.sigmoid: ("sigmoid", ()),
+    F.hardswish: ("hardswish", ("inplace",)), F.hardsigmoid: ("hardsigmoid", ("inplace",)),
+    F.leaky_relu: ("leaky_relu", ("negative_slope", "inplace")),
+    F.elu: ("elu", ("alpha", "inplace")), F.gelu: ("gelu", ("approximate",)),
+}  # fmt: skip
+_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid"}
+
+
+def _activation_call(node: torch.fx.Node) -> Activation | None:
+    """The activation a traced call computes on its first argument alone, else ``None``."""
+    if node.op == "call_method" and node.target in _METHODS and len(node.args) == 1:
+        return (_METHODS[node.target], None) if not node.kwargs else None
+    if node.op != "call_function" or node.target not in _FUNCTIONS or not node.args:
+        return None
+    kind, parameters = _FUNCTIONS[node.target]
+    if len(node.args) - 1 > len(parameters) or set(node.kwargs) - set(parameters):
+        return None
+    given = {**dict(zip(parameters, node.args[1:])), **node.kwargs}
+    given.pop("inplace", None)  # (the result is the same)
+    if any(isinstance(v, torch.fx.Node) for v in given.values()):
+        return None
+    return kind, given or None
+
+
+# --- tracing ----------------------------------------------------------------------------------
+
+
+class LeafTracer(torch.fx.Tracer):
+    """``torch.fx``'s tracer with our modules and every batch norm (subclasses too) as leaves:
+    a chain sees a batch norm as one step."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (
+            isinstance(m, (Traced, *BATCH_NORMS))
+            or super().is_leaf_module(m, module_qualified_name)
+        )  # fmt: skip
+
+
+def is_leaf(module: nn.Module) -> bool:
+    """Whether ``module`` is one step of a chain, its own forward not read."""
+    return LeafTracer().is_leaf_module(module, "")
+
+
+def _one_input(module: nn.Module) -> bool:
+    """Whether ``module``'s forward takes one positional argument and nothing else: then its
+    trace is the path every call takes (or tracing fails where the path depends on the value).
+    With more, a trace could follow another path than a call does — ``if mask is None`` on a
+    traced argument is false, on a call's default true — so such a forward is not read."""
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return (
+        len(parameters) == 1
+        and parameters[0].kind
+        in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
+        and parameters[0].default is parameters[0].empty
+    )
+
+
+def traced(module: nn.Module, tracer: type[torch.fx.Tracer] = LeafTracer) -> torch.fx.Graph | None:
+    """``module``'s forward as a ``torch.fx`` graph, or ``None`` where it is not read: its
+    forward takes more than one input (:func:`_one_input`) or cannot be traced."""
+    if not _one_input(module):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tracer().trace(module)
+    except Exception:  # control flow on values, a container without forward, ...
+        return None
+
+
+# --- batch norms --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchNormStep:
+    """What a batch norm computes in eval mode: ``(x - mean) / sqrt(var + eps) · weight + bias``
+    (``weight`` and ``bias`` ``None``: 1 and 0), then ``activation`` (``None``: none), described
+    as ``activation_name`` in the report."""
+
+    mean: Tensor
+    var: Tensor
+    weight: Tensor | None
+    bias: Tensor | None
+    eps: float
+    activation: Activation | None = None
+    activation_name: str = ""
+
+
+class _InsideTracer(torch.fx.Tracer):
+    """Traces a batch norm's own forward (the tracer's leaves: torch's modules, ours)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, Traced) or super().is_leaf_module(m, module_qualified_name)
+
+
+#: Calls a batch norm's forward may make besides its output's path: checks of the input.
+_CHECKS = {torch._assert, builtins.getattr, builtins.isinstance, operator.eq, operator.ne,
+           operator.lt, operator.le, operator.gt, operator.ge, operator.not_, operator.getitem}  # fmt: skip
+_SIZES = {"dim", "size"}  # (methods)
+_BATCH_NORM_ARGS = inspect.signature(F.batch_norm)
+
+
+def batch_norm_step(bn: nn.Module, out_channels: int) -> BatchNormStep | str:
+    """What ``bn`` (a :func:`is_batch_norm` module in eval mode) computes, or why it is not
+    folded into a convolution of ``out_channels`` channels."""
+    if bn.training:
+        return "batch norm in training mode"
+    if has_hooks(bn):
+        return "the batch norm has hooks"
+    if type(bn) in BATCH_NORMS:
+        if bn.running_mean is None or bn.running_var is None:
+            return "batch norm without running statistics"
+        step = BatchNormStep(bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps)
+    else:
+        step = _subclass_step(bn, out_channels)
+        if isinstance(step, str):
+            return step
+    if step.mean.shape != (out_channels,):
+        return f"batch norm over {step.mean.numel()} channels, convolution has {out_channels}"
+    return step
+
+
+def _subclass_step(bn: nn.Module, out_channels: int) -> BatchNormStep | str:
+    """A batch-norm subclass's eval-mode trace read as torch's batch norm, then identities and
+    at most one activation (a module, or a function call); checks of the input aside."""
+    refusal = f"{type(bn).__name__} computes more than a batch norm and an activation"
+    graph = traced(bn, _InsideTracer)
+    if graph is None:
+        return f"{type(bn).__name__}'s forward is not read (torch.fx does not trace it)"
+    (input,) = [n for n in graph.nodes if n.op == "placeholder"]
+    norms = [n for n in graph.nodes if n.op == "call_function" and n.target is F.batch_norm]
+    if len(norms) != 1:
+        return refusal
+    (norm,) = norms
+    try:
+        args = _BATCH_NORM_ARGS.bind(*norm.args, **norm.kwargs)
+    except TypeError:
+        return refusal
+    args.apply_defaults()
+    a = args.arguments
+    tensors = [_attribute(bn, a[k]) for k in ("running_mean", "running_var", "weight", "bias")]
+    if (
+        a["input"] is not input
+        or a["training"] is not False
+        or isinstance(a["eps"], torch.fx.Node)
+        or any(t is False for t in tensors)
+        or tensors[0] is None
+        or tensors[1] is None
+    ):
+        return refusal
+    # The output's path: identities, then at most one activation, each on the value alone.
+    path, value, activation, name = {input, norm}, norm, None, ""
+    while True:
+        if len(value.users) != 1:
+            return refusal
+        (user,) = value.users
+        if user.op == "output":
+            break
+        if user.op == "call_module" and user.args == (value,) and not user.kwargs:
+            module = bn.get_submodule(user.target)
+            if passes_through(module):
+                path.add(value := user)
+                continue
+            found = activation_of(module, out_channels) if not has_hooks(module) else None
+            described = f"{user.target} ({type(module).__name__})"
+        else:
+            found = _activation_call(user)
+            if found is not None and user.args[0] is not value:
+                found = None
+            described = getattr(user.target, "__name__", str(user.target))
+        if found is None or activation is not None:
+            return refusal
+        activation, name = found, described
+        path.add(value := user)
+    for node in graph.nodes:  # anything else only checks the input: no output, no effect
+        if node in path or node.op in ("output", "get_attr"):
+            continue
+        checks = node.target in _CHECKS if node.op == "call_function" else node.target in _SIZES
+        if node.op not in ("call_function", "call_method") or not checks:
+            return refusal
+    mean, var, weight, bias = tensors
+    return BatchNormStep(mean, var, weight, bias, float(a["eps"]), activation, name)
+
+
+def _attribute(module: nn.Module, arg: object) -> Tensor | bool | None:
+    """The tensor a traced argument reads (``module``'s own attribute), ``None`` for none,
+    ``False`` for anything else."""
+    if arg is None:
+        return None
+    if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+        value = reduce(getattr, arg.target.split("."), module)
+        return value if isinstance(value, Tensor) else False
+    return False
+
+
+@torch.no_grad()
+def fold_batch_norm(conv: nn.Module, step: BatchNormStep) -> None:
+    """``conv``'s weight and bias replaced by those of the batch norm ``step`` after it:
+    ``w·s`` and ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``, computed in
+    float64 and rounded once to the parameters' dtype."""
+    weight = conv.weight
+    scale = torch.rsqrt(step.var.double() + step.eps)
+    if step.weight is not None:
+        scale = scale * step.weight.double()
+    shift = -step.mean.double() * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias.double() * scale
+    if step.bias is not None:
+        shift = shift + step.bias.double()
+    taps = [1] * (weight.dim() - 2)
+    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        # (C_in, C_out / groups, *kernel): output channel g·C_out/groups + j is column j of
+        # group g's rows
+        grouped = weight.double().unflatten(0, (conv.groups, -1))
+        folded = (grouped * scale.view(conv.groups, 1, -1, *taps)).flatten(0, 1)
+    else:
+        folded = weight.double() * scale.view(-1, 1, *taps)
+    conv.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=weight.requires_grad)
+    conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
