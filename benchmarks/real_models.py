@@ -367,8 +367,9 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
         lines.append(f"\nnot installed: {', '.join(doc['missing'])}")
     lines.append(
         f"\nok: every error at most {doc['tolerance']:g} (relative to each output's largest "
-        "magnitude + 1). Layers left are listed in the JSON with the reason (SegResNet's: "
-        "bilinear upsampling, which we do not replace).\n"
+        "magnitude + 1). Layers left are listed in the JSON with the reason (a class "
+        "overriding the computation, such as timm's Conv2dSame; a mode we do not replace, such "
+        "as SegResNet's bilinear upsampling).\n"
     )
     return "\n".join(lines)
 
