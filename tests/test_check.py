@@ -79,6 +79,16 @@ def test_check_passes_end_to_end_and_reports(tmp_path, capsys):
         assert "INTERPRETER" in out and "NOT A GPU CHECK" in out
 
 
+def test_a_fused_activation_is_checked_without_gradients_too(tmp_path):
+    """Mish runs unfused while gradients are recorded: its epilogue is checked in a forward
+    without gradients, which must run our kernels."""
+    code, doc = run_check(tmp_path, "yolov4 3x3 s2 128->256 28x28 +bias+mish | fp32 | nchw")
+    (r,) = doc["cases"]
+    assert code == 0 and r["status"] == PASS
+    assert "output without gradients" in {p["part"] for p in r["parts"]}
+    assert r["launches"]["inference"]["launches"] > 0
+
+
 def _corrupt_what_launchers_write(monkeypatch) -> list[int]:
     """Every public launcher of triton_kernels adds 1 to the floating tensors it wrote (found by
     comparing its arguments before and after). Returns the count of corrupted tensors per call

@@ -115,10 +115,16 @@ def reference(
     return Reference(setting, lowp, gy, expected, theirs)
 
 
+#: The forward again without gradients: an op may compute otherwise while autograd records it
+#: (a fused activation needing its pre-activation runs unfused), so both are checked.
+INFERENCE = "output without gradients"
+
+
 def run_ours(
-    problem: Problem, ref: Reference, grads: tuple[str, ...]
+    problem: Problem, ref: Reference, grads: tuple[str, ...], inference: bool = False
 ) -> tuple[dict[str, Tensor], dict[str, observe.Window]]:
-    """Our results on the reference's inputs, and what ran in the forward and the backward."""
+    """Our results on the reference's inputs, and what ran in the forward and the backward
+    (``inference``: and in a forward without gradients, :data:`INFERENCE`)."""
     windows = {}
     with torchconv_ext.use_backend("triton"), numerics(ref.setting):
         leaves = {k: v.detach().requires_grad_(k in grads) for k, v in ref.inputs.items()}
@@ -129,6 +135,9 @@ def run_ours(
             with observe.window() as windows["backward"]:
                 got = torch.autograd.grad(out, [leaves[k] for k in grads], ref.grad_output)
             parts.update({f"grad_{k}": g for k, g in zip(grads, got)})
+            if inference:
+                with torch.no_grad(), observe.window() as windows["inference"]:
+                    parts[INFERENCE] = problem.ours(*leaves.values())
     return parts, windows
 
 
@@ -152,7 +161,11 @@ def compare_all(
 ) -> list[dict[str, Any]]:
     """One record per result (``only``: those parts)."""
     names = only or tuple(ref.expected)
-    return [compare(n, ours[n], ref.torch[n], ref.expected[n], ref.setting) for n in names]
+    records = [compare(n, ours[n], ref.torch[n], ref.expected[n], ref.setting) for n in names]
+    if INFERENCE in ours and only is None:
+        expected, theirs = ref.expected["output"], ref.torch["output"]
+        records.append(compare(INFERENCE, ours[INFERENCE], theirs, expected, ref.setting))
+    return records
 
 
 def ran(windows: dict[str, observe.Window]) -> list[dict[str, Any]]:

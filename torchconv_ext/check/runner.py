@@ -92,11 +92,14 @@ def run_default(case: Case) -> dict[str, Any]:
     found = {} if case.kind == "autotuned" else gemm_tuners()
     pinned = tuners.forced(found) if found else contextlib.nullcontext()
     with pinned:
-        ours, windows = evaluate.run_ours(problem, ref, problem.grads)
+        ours, windows = evaluate.run_ours(problem, ref, problem.grads, inference=True)
         # As users run it, the same call again records the launcher tapes, then replays them:
         # no atomics anywhere, so a replay gives the first call's result bit for bit.
         repeats = REPLAYS if case.kind == "autotuned" else 0
-        again = [evaluate.run_ours(problem, ref, problem.grads)[0] for _ in range(repeats)]
+        again = [
+            evaluate.run_ours(problem, ref, problem.grads, inference=True)[0]
+            for _ in range(repeats)
+        ]
     parts = evaluate.compare_all(ours, ref) + evaluate.ran(windows)
     parts += [evaluate.same_again(ours, later, f"call {i + 2}") for i, later in enumerate(again)]
     return from_parts(
