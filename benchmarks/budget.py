@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import suites as suite_registry
-from .options import DIRECTIONS, RunOptions
+from .options import ALL_DIRECTIONS, RunOptions
 from .providers import ours_backend
 from .results import finalize
 from .suites import Suite
@@ -166,7 +166,7 @@ class Store:
         table = self.by_suite.get(suite.name, {})
         return sorted(
             table.values(),
-            key=lambda r: (order.get(r["name"], len(order)), DIRECTIONS.index(r["direction"])),
+            key=lambda r: (order.get(r["name"], len(order)), ALL_DIRECTIONS.index(r["direction"])),
         )
 
 

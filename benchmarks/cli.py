@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .budget import BUDGET_DIRECTIONS
-from .options import DIRECTIONS, DTYPES, RunOptions
+from .options import ALL_DIRECTIONS, DIRECTIONS, DTYPES, RunOptions
 from .providers import COMPILE_MODES, PROVIDERS
 from .results import RESULTS_DIR
 from .suites import SUITES
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
         "--direction",
         nargs="+",
         default=None,
-        choices=list(DIRECTIONS),
+        choices=list(ALL_DIRECTIONS),
         help="directions to time (default: fwd bwd both; with --budget: fwd both)",
     )
     p.add_argument(

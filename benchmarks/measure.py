@@ -21,7 +21,12 @@ from .timing import bench, graph_timing, peak_memory_mb, rotating, rotation_coun
 from .workload import Op, Workload, make_call, make_workload, prepared, run_once
 
 #: Which checked parts a direction's timing depends on.
-PARTS: dict[str, tuple[str, ...]] = {"fwd": ("fwd",), "bwd": ("bwd",), "both": ("fwd", "bwd")}
+PARTS: dict[str, tuple[str, ...]] = {
+    "infer": ("infer",),
+    "fwd": ("fwd",),
+    "bwd": ("bwd",),
+    "both": ("fwd", "bwd"),
+}
 
 
 def _error(e: BaseException) -> str:
@@ -29,16 +34,21 @@ def _error(e: BaseException) -> str:
 
 
 def check_case(
-    wl: Workload, ours_providers: Sequence[Provider], dtype: torch.dtype, grads: bool
+    wl: Workload,
+    ours_providers: Sequence[Provider],
+    dtype: torch.dtype,
+    grads: bool,
+    infer: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Compare each of our providers with torch: ``{"fwd": result, "bwd": result}``, the worst
-    result over the providers for each part (nothing to compare without one of ours)."""
+    """Compare each of our providers with torch: ``{"fwd": result, "bwd": result}`` (and
+    ``"infer"``, our forward without gradients), the worst result over the providers for each
+    part (nothing to compare without one of ours)."""
     if not ours_providers:
         return {}
     ref = run_once(wl.torch, *prepared(wl, False, dtype=torch.float64), grads)
     theirs_by_layout = {}
     names = ["output", *(f"grad_{n}" for n in wl.names)]
-    parts = {"fwd": slice(0, 1), "bwd": slice(1, None)}
+    parts = {"fwd": slice(0, 1), "bwd": slice(1, None), "infer": slice(0, 1)}
     out: dict[str, dict[str, Any]] = {}
     for provider in ours_providers:
         cl = provider.channels_last
@@ -46,12 +56,17 @@ def check_case(
             theirs_by_layout[cl] = run_once(wl.torch, *prepared(wl, cl), grads)
         theirs = theirs_by_layout[cl]
         ours = run_once(wl.ours, *prepared(wl, cl), grads)
+        inferred = []
+        if infer:
+            with torch.no_grad():
+                inferred = [wl.ours(*prepared(wl, cl)[0])]
         for part, sl in parts.items():
-            if part == "bwd" and not grads:
+            if (part == "bwd" and not grads) or (part == "infer" and not infer):
                 continue
-            res = compare(ours[sl], theirs[sl], ref[sl], dtype, names[sl]).to_dict()
-            if part == "fwd" and res["ok"]:
-                bad_layout = layout_mismatch(ours[0], theirs[0])
+            got = inferred if part == "infer" else ours[sl]
+            res = compare(got, theirs[sl], ref[sl], dtype, names[sl]).to_dict()
+            if part in ("fwd", "infer") and res["ok"]:
+                bad_layout = layout_mismatch(got[0], theirs[0])
                 if bad_layout:
                     res.update(ok=False, status="mismatch", message=f"output: {bad_layout}")
             res["message"] = f"{provider.name}: {res['message']}" if res["message"] else ""
@@ -144,10 +159,11 @@ def run_case(
     chosen = [PROVIDERS[p] for p in names if p in PROVIDERS]
     if layer.dims == 1:  # no channels-last layout for 1-d tensors
         chosen = [p for p in chosen if not p.channels_last]
-    grads = any(d != "fwd" for d in options.directions)
+    grads = any(d in ("bwd", "both") for d in options.directions)
     try:
         wl = make_workload(layer, tdtype, options.device)
-        checks = check_case(wl, [p for p in chosen if p.ours], tdtype, grads)
+        ours = [p for p in chosen if p.ours]
+        checks = check_case(wl, ours, tdtype, grads, infer="infer" in options.directions)
     except Exception as e:
         for r in records:
             r.update(status="error", error=f"check raised {_error(e)}")

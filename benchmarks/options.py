@@ -16,8 +16,11 @@ DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
 }
 
-#: Forward, backward (given the forward's graph) and both in one call.
+#: Forward, backward (given the forward's graph) and both in one call: what runs by default.
 DIRECTIONS: tuple[str, ...] = ("fwd", "bwd", "both")
+#: Every direction: also ``infer``, the forward without gradients (inference), where an op may
+#: compute otherwise (a fused activation needing its pre-activation runs fused only there).
+ALL_DIRECTIONS: tuple[str, ...] = ("infer", *DIRECTIONS)
 
 
 @dataclass

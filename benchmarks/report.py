@@ -14,7 +14,12 @@ from typing import Any
 from .providers import is_baseline, is_ours
 from .results import REQUIRED_KEYS, RESULTS_DIR, load, paths
 
-DIRECTION_COLORS = {"fwd": "tab:blue", "bwd": "tab:orange", "both": "tab:green"}
+DIRECTION_COLORS = {
+    "infer": "tab:purple",
+    "fwd": "tab:blue",
+    "bwd": "tab:orange",
+    "both": "tab:green",
+}
 
 
 def is_result(doc: object) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .options import DIRECTIONS
+from .options import ALL_DIRECTIONS
 from .providers import is_baseline, is_ours
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +242,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         status[r["status"]] = status.get(r["status"], 0) + 1
     ok = [r for r in records if r["status"] == "ok" and r.get("speedup")]
     seen = {r["direction"] for r in ok}
-    directions = [d for d in DIRECTIONS if d in seen] + sorted(seen - set(DIRECTIONS))
+    directions = [d for d in ALL_DIRECTIONS if d in seen] + sorted(seen - set(ALL_DIRECTIONS))
     return {
         "status_counts": status,
         "geomean_speedup": {

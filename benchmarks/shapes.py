@@ -174,7 +174,7 @@ class ConvLayer(Layer):
             positions, reduction = math.prod(self.out_size), self.c_in // self.groups
             fwd = 2 * self.batch * self.c_out * positions * reduction * taps
         bwd = fwd * (2 if self.input_grad else 1)
-        return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
+        return {"infer": fwd, "fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
 
     def bytes(self, direction: str, element_size: int) -> int:
         x, w, y = (
@@ -186,7 +186,7 @@ class ConvLayer(Layer):
         fwd = x + w + b + y
         # reads grad_out, input, weight; writes grad_weight, grad_bias and maybe grad_input
         bwd = y + x + w + w + b + (x if self.input_grad else 0)
-        return element_size * {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
+        return element_size * {"infer": fwd, "fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
 
     def min_size(self) -> tuple[int, ...]:
         if self.transposed:
@@ -247,7 +247,7 @@ class PoolLayer(Layer):
         per_out = element_size + (INDEX_BYTES if self.saves_indices else 0)
         fwd = x * element_size + y * per_out
         bwd = y * per_out + x * element_size  # grad_out (+ indices) read, grad_in written
-        return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
+        return {"infer": fwd, "fwd": fwd, "bwd": bwd, "both": fwd + bwd}[direction]
 
     def min_size(self) -> tuple[int, ...]:
         if self.op == "global_avg_pool":
@@ -289,7 +289,7 @@ class UpsampleLayer(Layer):
 
     def bytes(self, direction: str, element_size: int) -> int:
         moved = (math.prod(self.input_shape) + math.prod(self.output_shape)) * element_size
-        return {"fwd": moved, "bwd": moved, "both": 2 * moved}[direction]
+        return {"infer": moved, "fwd": moved, "bwd": moved, "both": 2 * moved}[direction]
 
     def shape_str(self) -> str:
         return "x".join(map(str, self.input_shape)) + f" nearest x{self.scale:g}"

@@ -7,11 +7,11 @@ checks and times each one. Adding a suite is adding its layers to ``shapes.py`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .measure import run_case
-from .options import RunOptions
+from .options import ALL_DIRECTIONS, RunOptions
 from .shapes import SUITE_LAYERS, Layer, scaled
 from .timing import method_name
 from .workload import required_ops
@@ -38,6 +38,8 @@ class Suite:
     description: str
     quick: tuple[str, ...] = ()
     key: tuple[str, ...] = ()
+    #: Directions timed besides the run's (the fused suite: ``infer``, where fusing pays most).
+    directions: tuple[str, ...] = ()
 
     @property
     def layers(self) -> list[Layer]:
@@ -89,7 +91,11 @@ class Suite:
     def run_case(
         self, case: dict[str, Any], dtype: str, options: RunOptions, **kwargs: Any
     ) -> list[dict[str, Any]]:
-        """Check and time one case (:func:`benchmarks.measure.run_case`)."""
+        """Check and time one case (:func:`benchmarks.measure.run_case`), in the run's
+        directions and the suite's own."""
+        if set(self.directions) - set(options.directions):
+            wanted = {*self.directions, *options.directions}
+            options = replace(options, directions=tuple(d for d in ALL_DIRECTIONS if d in wanted))
         return run_case(case, dtype, options, **kwargs)
 
     def batch_policy(self, options: RunOptions) -> str:
@@ -145,8 +151,10 @@ SUITES: dict[str, Suite] = {
             "fused",
             "convolution + bias + activation fused in the epilogue, against cuDNN's convolution "
             "then torch's activation: ReLU (AlexNet, VGG-16, ResNet-50 3x3 and 1x1), ReLU6 "
-            "(MobileNetV2 depthwise), hard swish (MobileNetV3 1x1), Mish (YOLOv4 3x3)",
+            "(MobileNetV2 depthwise), hard swish (MobileNetV3 1x1), Mish (YOLOv4 3x3); also "
+            "timed without gradients (infer), where hard swish and Mish stay fused",
             key=("vgg16.conv3_2+relu",),
+            directions=("infer",),
         ),
         Suite(
             "pool",

@@ -154,10 +154,13 @@ def grad_operands(operands: Operands) -> tuple[torch.Tensor, ...]:
 def make_call(fn: Op, operands: Operands, gy: torch.Tensor, direction: str) -> Callable[[], Any]:
     """A zero-argument callable running ``direction`` of ``fn`` on ``operands``.
 
-    ``fwd`` runs with autograd recording, as a training forward does; ``bwd`` differentiates a
-    graph built once (``retain_graph``); ``both`` does forward and backward in each call.
+    ``infer`` runs the forward without gradients; ``fwd`` with autograd recording, as a
+    training forward does; ``bwd`` differentiates a graph built once (``retain_graph``);
+    ``both`` does forward and backward in each call.
     """
     inputs = grad_operands(operands)
+    if direction == "infer":
+        return torch.no_grad()(lambda: fn(*operands))
     if direction == "fwd":
         return lambda: fn(*operands)
     if direction == "bwd":
@@ -165,7 +168,7 @@ def make_call(fn: Op, operands: Operands, gy: torch.Tensor, direction: str) -> C
         return lambda: torch.autograd.grad(y, inputs, gy, retain_graph=True)
     if direction == "both":
         return lambda: torch.autograd.grad(fn(*operands), inputs, gy)
-    raise ValueError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
+    raise ValueError(f"direction must be 'infer', 'fwd', 'bwd' or 'both', got {direction!r}")
 
 
 def run_once(fn: Op, operands: Operands, gy: torch.Tensor, grads: bool) -> list:

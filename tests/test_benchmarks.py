@@ -91,7 +91,9 @@ def test_quick_results_have_required_fields(quick_run):
         assert doc["records"], p["json"]
         conv = doc["suite"] in ("conv", "depthwise", "grouped", "conv3d", "transposed", "fused")
         for rec in doc["records"]:
-            assert rec["direction"] in ("fwd", "bwd", "both")
+            assert rec["direction"] in ("fwd", "bwd", "both") or (
+                rec["direction"] == "infer" and doc["suite"] == "fused"
+            )
             assert rec["status"] == "ok", rec
             assert rec["check"]["status"] == "ok"
             assert set(rec["providers"]) == {"torch", "ours"}
@@ -102,7 +104,8 @@ def test_quick_results_have_required_fields(quick_run):
                 assert {"ms", "p20_ms", "p80_ms"} <= set(prov)
                 assert prov["tflops" if conv else "gbps"] > 0
             assert rec["speedup"] is not None
-        assert set(doc["summary"]["geomean_speedup"]) == {"fwd", "bwd", "both", "all"}
+        infer = {"infer"} if doc["suite"] == "fused" else set()
+        assert set(doc["summary"]["geomean_speedup"]) == {"fwd", "bwd", "both", "all"} | infer
 
 
 def test_quick_csv_has_one_row_per_timing(quick_run):
@@ -214,6 +217,31 @@ def test_backward_only_mismatch_still_times_forward(monkeypatch):
     assert recs["fwd"]["status"] == "ok" and set(recs["fwd"]["providers"]) == {"torch", "ours"}
     assert recs["bwd"]["status"] == recs["both"]["status"] == "mismatch"
     assert "grad_" in recs["bwd"]["check"]["message"]
+
+
+def test_the_fused_suite_also_times_and_checks_its_forward_without_gradients(monkeypatch):
+    """``infer`` runs our forward under ``no_grad`` (where a fused activation needing its
+    pre-activation stays fused), checked against torch on its own: a result wrong only there
+    is caught, and only that direction is left untimed."""
+    fused = suites.SUITES["fused"]
+    case = next(fused.case(x, QUICK) for x in fused.layers if "mish" in x.name)
+    options = RunOptions(device="cpu", quick=True, directions=("fwd",))
+    recs = {r["direction"]: r for r in fused.run_case(case, "fp32", options)}
+    assert list(recs) == ["infer", "fwd"] and recs["infer"]["status"] == "ok"
+    called = workload.make_call(
+        lambda x: x * 2, (torch.ones(2, requires_grad=True),), None, "infer"
+    )
+    assert not called().requires_grad  # (no graph recorded)
+
+    real = workload.functions
+
+    def wrong_without_gradients(layer):
+        ours, theirs = real(layer)
+        return (lambda *a: ours(*a) + (0 if torch.is_grad_enabled() else 1)), theirs
+
+    monkeypatch.setattr(workload, "functions", wrong_without_gradients)
+    recs = {r["direction"]: r for r in fused.run_case(case, "fp32", options)}
+    assert recs["infer"]["status"] == "mismatch" and recs["fwd"]["status"] == "ok"
 
 
 @pytest.mark.parametrize("suite", ["conv", "conv3d", "pool", "upsample"])
