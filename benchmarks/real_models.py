@@ -311,7 +311,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def run(libraries: Sequence[str], backend: str = "auto") -> dict[str, Any]:
+def run(
+    libraries: Sequence[str], backend: str = "auto", models: Sequence[str] = ()
+) -> dict[str, Any]:
     import torchconv_ext
 
     rows, missing = [], []
@@ -322,11 +324,13 @@ def run(libraries: Sequence[str], backend: str = "auto") -> dict[str, Any]:
         with warnings.catch_warnings(), torchconv_ext.use_backend(backend):
             warnings.simplefilter("ignore")
             try:
-                models = list(LIBRARIES[library]())
+                found = list(LIBRARIES[library]())
             except ImportError as error:  # (timm imports torchvision)
                 missing.append(f"{library} ({error})")
                 continue
-            for name, build in models:
+            for name, build in found:
+                if models and not any(m.lower() in name.lower() for m in models):
+                    continue
                 try:
                     rows.append(check_model(name, build))
                 except Exception as error:  # a row of its own: the others still run
@@ -383,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="ours on: auto (the fallback on the CPU), triton (on the CPU: TRITON_INTERPRET=1)",
     )
+    p.add_argument("--models", nargs="+", default=(), help="only models whose name has one")
     p.add_argument("--note", default="", help="a line for the report: how the run was made")
     p.add_argument("--tag", help="file name tag: real-models-<tag>.{json,md}")
     p.add_argument("--out", type=Path, help="results root (default benchmarks/results)")
@@ -390,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from .results import RESULTS_DIR, environment, write_tool
 
-    doc = run(args.only, args.backend)
+    doc = run(args.only, args.backend, args.models)
     env = environment("cpu")
     text = markdown(doc, env) + (f"\n{args.note}\n" if args.note else "")
     print(text)
