@@ -579,6 +579,39 @@ def test_a_batch_norm_subclass_computing_a_batch_norm_and_an_activation_folds_an
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
 
 
+class _NormThen(nn.BatchNorm2d):
+    """A batch norm subclass whose forward ends in an activation function call."""
+
+    def __init__(self, num_features: int, then) -> None:
+        super().__init__(num_features)
+        self.then = then
+
+    def forward(self, x):
+        y = nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps
+        )
+        return self.then(y)
+
+
+@pytest.mark.parametrize(
+    "then, kind",
+    [
+        (lambda y: nn.functional.relu(y, inplace=True), "relu"),
+        (torch.sigmoid, "sigmoid"),
+        (lambda y: y.sigmoid(), "sigmoid"),
+        (lambda y: nn.functional.leaky_relu(y, 0.2), "leaky_relu"),
+        (lambda y: nn.functional.elu(y, alpha=0.5), "elu"),
+        (nn.functional.hardswish, "hardswish"),
+        (lambda y: nn.functional.gelu(y, approximate="tanh"), "gelu"),
+    ],
+    ids=["relu-inplace", "torch.sigmoid", "method", "leaky-positional", "elu", "hardswish", "gelu"],
+)
+def test_an_activation_called_in_a_batch_norm_subclass_fuses_with_its_arguments(then, kind):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _NormThen(4, then))
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {"0": ["1"]} and fused[0].activation == kind
+
+
 class _NormThenMore(nn.BatchNorm2d):
     def forward(self, x):
         y = nn.functional.batch_norm(
