@@ -620,6 +620,11 @@ class _NormThenMore(nn.BatchNorm2d):
         return y + x  # more than a batch norm
 
 
+class _NormAndSize(_NormThen):
+    def forward(self, x):
+        return super().forward(x), x.shape[1]  # a tuple
+
+
 class _TorchForward(nn.BatchNorm2d):
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features)
@@ -647,6 +652,10 @@ def test_a_batch_norm_subclass_computing_anything_else_is_left():
         "5": f"_TimmBatchNormAct2d {more}",
         "7": f"_TimmBatchNormAct2d {more}",
     }
+    from torchconv_ext._fuse_steps import batch_norm_step
+
+    tupled = _NormAndSize(4, nn.functional.relu).eval()
+    assert batch_norm_step(tupled, 4) == f"_NormAndSize {more}"
     model = nn.Sequential(nn.Conv2d(3, 4, 3), _TimmBatchNormAct2d(4, nn.ReLU())).train()
     assert _refusals(convert_model_with_report(model, fuse=True)[1]) == {
         "1": "batch norm in training mode"

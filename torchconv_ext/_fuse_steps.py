@@ -151,7 +151,7 @@ def _one_input(module: nn.Module) -> bool:
     )
 
 
-def traced(module: nn.Module, tracer: type[torch.fx.Tracer] = LeafTracer) -> torch.fx.Graph | None:
+def traced(module: nn.Module) -> torch.fx.Graph | None:
     """``module``'s forward as a ``torch.fx`` graph, or ``None`` where it is not read: its
     forward takes more than one input (:func:`_one_input`) or cannot be traced."""
     if not _one_input(module):
@@ -159,7 +159,7 @@ def traced(module: nn.Module, tracer: type[torch.fx.Tracer] = LeafTracer) -> tor
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tracer().trace(module)
+            return LeafTracer().trace(module)
     except Exception:  # control flow on values, a container without forward, ...
         return None
 
@@ -180,13 +180,6 @@ class BatchNormStep:
     eps: float
     activation: Activation | None = None
     activation_name: str = ""
-
-
-class _InsideTracer(torch.fx.Tracer):
-    """Traces a batch norm's own forward (the tracer's leaves: torch's modules, ours)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Traced) or super().is_leaf_module(m, module_qualified_name)
 
 
 #: Calls a batch norm's forward may make besides its output's path: checks of the input.
@@ -220,7 +213,7 @@ def _subclass_step(bn: nn.Module, out_channels: int) -> BatchNormStep | str:
     """A batch-norm subclass's eval-mode trace read as torch's batch norm, then identities and
     at most one activation (a module, or a function call); checks of the input aside."""
     refusal = f"{type(bn).__name__} computes more than a batch norm and an activation"
-    graph = traced(bn, _InsideTracer)
+    graph = traced(bn)
     if graph is None:
         return f"{type(bn).__name__}'s forward is not read (torch.fx does not trace it)"
     (input,) = [n for n in graph.nodes if n.op == "placeholder"]
@@ -251,6 +244,8 @@ def _subclass_step(bn: nn.Module, out_channels: int) -> BatchNormStep | str:
             return refusal
         (user,) = value.users
         if user.op == "output":
+            if user.args != (value,):  # (a tuple, say)
+                return refusal
             break
         if user.op == "call_module" and user.args == (value,) and not user.kwargs:
             module = bn.get_submodule(user.target)
