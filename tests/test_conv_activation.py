@@ -449,6 +449,35 @@ def _graph_nodes(y: torch.Tensor) -> list[str]:
     return names
 
 
+@pytest.mark.parametrize("backend", TRITON)
+def test_the_decomposition_runs_where_derivatives_may_be_taken_not_under_vmap_alone(
+    backend, monkeypatch
+):
+    """``torch.func.grad`` and ``jvp`` take derivatives: the convolution, then torch's SiLU;
+    ``vmap`` alone takes none: the fused op's batching rule, the activation in the kernel."""
+    from torchconv_ext import _activation
+
+    calls = []
+    real = _activation.apply
+    monkeypatch.setattr(_activation, "apply", lambda *a: calls.append(a[1]) or real(*a))
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 2, 4, 5, 4, dtype=torch.float64), torch.randn(4, 4, 3, 3).double()
+
+    def f(x):
+        return TF.conv2d(x, w, padding=1, activation="silu")
+
+    with torchconv_ext.use_backend(backend):
+        batched = torch.vmap(f)(x)
+        assert calls == []
+        torch.testing.assert_close(
+            batched, F.silu(F.conv2d(x.flatten(0, 1), w, padding=1)).view_as(batched)
+        )
+        torch.func.grad(lambda x: f(x).sum())(x[0])
+        assert calls == ["silu"]
+        torch.func.jvp(f, (x[0],), (torch.ones_like(x[0]),))
+        assert calls == ["silu"] * 2
+
+
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
 @pytest.mark.parametrize("backend", TRITON)
 def test_in_training_an_activation_needing_the_pre_activation_runs_after_the_convolution(

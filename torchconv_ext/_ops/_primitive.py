@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._C._functorch import TransformType
 from torch.autograd import forward_ad
 
 from .._backend import aten_only, exporting, loaded_kernels
@@ -94,6 +95,29 @@ def _forward_mode_active() -> bool:
     return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
+_DIFFERENTIATING = (TransformType.Grad, TransformType.Jvp)
+
+
+def _differentiating(grad: bool) -> bool:
+    """Whether a call's derivatives may be taken (``grad``: an operand requires grad): autograd
+    records it, forward-mode AD is on, or a functorch ``grad``/``jvp`` transform is active —
+    ``vmap`` alone takes none."""
+    if (grad and torch.is_grad_enabled()) or forward_ad._current_level >= 0:
+        return True
+    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+        return False  # (a compiled graph's transforms are Dynamo's: the op's derivatives serve)
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    return any(i.key() in _DIFFERENTIATING for i in stack)
+
+
+def _decomposed(prim: Primitive, args: tuple, grad: bool) -> Any:
+    """``prim``'s decomposition of this call where it has one and derivatives may be taken,
+    else ``None``."""
+    if prim.decomposed is None or not _differentiating(grad):
+        return None
+    return prim.decomposed(*args)
+
+
 def _wants_graph(args: tuple) -> bool:
     """Whether autograd must record this call (else the implementation runs bare)."""
     if _forward_mode_active():
@@ -113,10 +137,11 @@ class Primitive:
         setup_context, backward: reverse mode, as ``torch.library.register_autograd`` takes them.
         jvp: forward mode, ``jvp(ctx, *tangents)`` (the primal inputs are ``ctx.primals``).
         vmap: batching rule, as ``torch.library.register_vmap`` takes it (default: a loop).
-        decomposed: what a call computes instead while autograd records it (reverse or forward
-            mode, eager or compiled): ``decomposed(*args)``, a composition of differentiable
-            ops, or ``None`` where the primitive's own derivatives serve. The registered op
-            keeps those derivatives.
+        decomposed: what a call computes instead where its derivatives may be taken
+            (autograd records it, forward mode, a ``grad``/``jvp`` transform; eager or
+            compiled; not ``vmap`` alone): ``decomposed(*args)``, a composition of
+            differentiable ops, or ``None`` where the primitive's own derivatives serve. The
+            registered op keeps those derivatives.
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
             function of the non-tensor arguments alone (not of sizes or layouts): a bound
             call's backward then takes them from its :class:`Bound`, compared once.
@@ -168,7 +193,7 @@ class Primitive:
                     return self.traced(*args)
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
-            if self.decomposed is not None and (out := self.decomposed(*args)) is not None:
+            if (out := _decomposed(self, args, grad)) is not None:
                 return out
             return EagerFunction.apply(self, *args)
         return self.run(*args)
@@ -180,11 +205,8 @@ class Primitive:
         if exporting():
             with aten_only():
                 return self.impl(*args)
-        if (
-            self.decomposed is not None
-            and _wants_graph(args)
-            and (out := self.decomposed(*args)) is not None
-        ):
+        grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+        if self.decomposed is not None and (out := _decomposed(self, args, grad)) is not None:
             return out
         return self.op(*args)
 
@@ -331,8 +353,7 @@ class Bound:
                     return self.prim(*leading, *self.static)
                 grad = grad or a.requires_grad
         if grad and torch.is_grad_enabled():
-            decomposed = self.prim.decomposed
-            if decomposed is not None and (out := decomposed(*leading, *self.static)) is not None:
+            if (out := _decomposed(self.prim, (*leading, *self.static), True)) is not None:
                 return out
             return _apply_bound(self, *leading)
         return self.prim.run_bound(self, leading)
