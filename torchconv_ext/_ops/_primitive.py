@@ -205,9 +205,10 @@ class Primitive:
         if exporting():
             with aten_only():
                 return self.impl(*args)
-        grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-        if self.decomposed is not None and (out := _decomposed(self, args, grad)) is not None:
-            return out
+        if self.decomposed is not None:
+            grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+            if (out := _decomposed(self, args, grad)) is not None:
+                return out
         return self.op(*args)
 
     def run(self, *args: Any) -> Any:
