@@ -13,7 +13,8 @@ nothing else takes it — no other call, no code, not the model's output.
 
 The run follows the example's path through the forward code: a model that branches on its input's
 values or sizes may take another path on another input, as with ``torch.jit.trace``. A tensor
-kept aside without a torch operation (set as an attribute, say) is not seen.
+kept aside without a torch operation (set as an attribute, say) is not seen. The module hooks
+are global: modules another thread runs meanwhile would be recorded too.
 """
 
 from __future__ import annotations
