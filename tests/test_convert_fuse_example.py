@@ -5,6 +5,7 @@ backends), the model's state unchanged by the run."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -174,6 +175,31 @@ def test_the_run_changes_no_buffer_no_random_state_and_leaves_no_hook():
     assert after == hooks
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+class _Threaded(nn.Module):
+    """A forward that also runs its activation in another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.SiLU()
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        other = threading.Thread(target=lambda: self.act(torch.zeros(1)))
+        other.start()
+        other.join()
+        return y
+
+
+def test_a_module_another_thread_calls_during_the_run_is_left():
+    torch.manual_seed(0)
+    model = _randomise_batch_norms(_Threaded().double()).eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    fused, report = convert_model_with_report(model, fuse=True, example_inputs=x)
+    assert _fusions(report) == {"conv": ["bn"]}
+    assert _refusals(report) == {"act": "called 2 times in the forward"}
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
 
 
 def test_example_inputs_need_fuse_and_the_forward_arguments():

@@ -14,12 +14,14 @@ nothing else takes it — no other call, no code, not the model's output.
 The run follows the example's path through the forward code: a model that branches on its input's
 values or sizes may take another path on another input, as with ``torch.jit.trace``. A tensor
 kept aside without a torch operation (set as an attribute, say) is not seen. The module hooks
-are global: modules another thread runs meanwhile would be recorded too.
+are global: a module another thread calls meanwhile counts as called again (it is left), and
+that thread's calls form no chain.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -82,6 +84,7 @@ class _Recorder(TorchFunctionMode):
     def __init__(self, is_leaf: Callable[[nn.Module], bool]) -> None:
         super().__init__()
         self.is_leaf = is_leaf
+        self.thread = threading.get_ident()  # (the hooks are global: other threads' calls pass)
         self.depth = 0  # leaf calls open (their insides are theirs, not the forward code's)
         self.calls: list[_Call] = []
         self.module_calls: Counter = Counter()  # every call of every module, by id
@@ -101,12 +104,14 @@ class _Recorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def before(self, module: nn.Module, args: tuple) -> None:
-        self.module_calls[id(module)] += 1
+        self.module_calls[id(module)] += 1  # (from any thread: a module called there is shared)
+        if threading.get_ident() != self.thread:
+            return
         if self.is_leaf(module):
             self.depth += 1
 
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if not self.is_leaf(module):
+        if threading.get_ident() != self.thread or not self.is_leaf(module):
             return
         self.depth -= 1
         if self.depth:
