@@ -138,8 +138,8 @@ class Primitive:
         jvp: forward mode, ``jvp(ctx, *tangents)`` (the primal inputs are ``ctx.primals``).
         vmap: batching rule, as ``torch.library.register_vmap`` takes it (default: a loop).
         decomposed: what a call computes instead where its derivatives may be taken
-            (autograd records it, forward mode, a ``grad``/``jvp`` transform; eager or
-            compiled; not ``vmap`` alone): ``decomposed(*args)``, a composition of
+            (autograd records it, eager or compiled; forward mode; an eager ``grad``/``jvp``
+            transform; not ``vmap`` alone): ``decomposed(*args)``, a composition of
             differentiable ops, or ``None`` where the primitive's own derivatives serve. The
             registered op keeps those derivatives.
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
