@@ -574,9 +574,40 @@ def test_a_batch_norm_subclass_computing_a_batch_norm_and_an_activation_folds_an
     assert _fusions(report) == {"0.conv": ["0.bn"], "1.conv": ["1.bn"], "2.conv": ["2.bn", "3"]}
     described = {name: kind for e in report.fused for name, kind in e.fused}
     assert described["0.bn"] == "_TimmBatchNormAct2d with act (SiLU)"
-    assert described["1.bn"] == "_TimmBatchNormAct2d with gelu"
+    assert described["1.bn"] == "_TimmBatchNormAct2d with act (_TimmGELU)"
     assert [fused[i].conv.activation for i in range(3)] == ["silu", "gelu", "relu"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+
+
+class _HfGELU(nn.Module):
+    """Transformers' ``GELUActivation``: the function kept as an attribute, then called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.functional.gelu
+
+    def forward(self, input):
+        return self.act(input)
+
+
+class _HandWrittenSiLU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)  # (the value used twice: not one activation call)
+
+
+@pytest.mark.parametrize("example", [False, True], ids=["traced", "recorded"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_another_librarys_activation_module_fuses(backend, example):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), _HfGELU(),
+        nn.Conv2d(4, 4, 1), _TimmGELU(),
+        nn.Conv2d(4, 4, 1), _HandWrittenSiLU(),
+    )  # fmt: skip
+    fused, report = _fuse_and_compare(model, backend, example=example)
+    assert _fusions(report) == {"0": ["1", "2"], "3": ["4"]}
+    assert [fused[0].activation, fused[3].activation, fused[5].activation] == ["gelu", "gelu", None]
+    described = {name: kind for e in report.fused for name, kind in e.fused}
+    assert described["2"] == "_HfGELU"
 
 
 class _NormThen(nn.BatchNorm2d):

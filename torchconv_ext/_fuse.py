@@ -14,7 +14,8 @@ class, or a subclass computing torch's batch norm and then at most an activation
 ``BatchNormAct2d``, whose activation is fused with it (``_fuse_steps``) — and tracks running
 statistics over the convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
 channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
-``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid``.
+``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid`` — or another library's module whose forward is
+one such function call (Transformers' ``GELUActivation``, timm's ``GELU``).
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are

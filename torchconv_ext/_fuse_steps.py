@@ -1,6 +1,7 @@
 """The steps of a chain ``convert_model(fuse=True)`` fuses, module by module: which modules are
 leaves (``torch.fx`` reads no further), which pass a value on, which activation a module or a
-traced call computes, what a batch norm computes in eval mode, and folding it into a
+traced call computes (torch's activation modules, and other libraries' modules whose forward
+is one activation call, such as Transformers' ``GELUActivation``), what a batch norm computes in eval mode, and folding it into a
 convolution.
 
 A batch norm is torch's own class (``BatchNorm{1,2,3}d``, ``SyncBatchNorm``), or a subclass whose
@@ -16,6 +17,7 @@ import builtins
 import inspect
 import operator
 import warnings
+import weakref
 from dataclasses import dataclass
 from functools import reduce
 
@@ -83,7 +85,31 @@ def activation_of(module: nn.Module, out_channels: int) -> Activation | None:
         return "silu", None
     simple = {nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
               nn.Mish: "mish", nn.Sigmoid: "sigmoid"}  # fmt: skip
-    return (simple[kind], None) if kind in simple else None
+    if kind in simple:
+        return simple[kind], None
+    return _wrapped_activation(module)
+
+
+#: Each activation-wrapping module's activation (``None``: it is not one), by module.
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _wrapped_activation(module: nn.Module) -> Activation | None:
+    """The activation of a module of another library whose forward is one activation function
+    call on its input (timm's ``GELU``, Transformers' ``GELUActivation``), read from its trace;
+    else ``None``."""
+    if module._modules or type(module).__module__.startswith("torch."):
+        return None
+    if module not in _WRAPPED:
+        _WRAPPED[module] = None  # (while it is traced: not a leaf)
+        graph = traced(module)
+        nodes = [] if graph is None else [n for n in graph.nodes if n.op != "get_attr"]
+        if len(nodes) == 3 and [n.op for n in nodes][::2] == ["placeholder", "output"]:
+            input, call, output = nodes
+            found = _activation_call(call)
+            if found is not None and call.args[0] is input and output.args == (call,):
+                _WRAPPED[module] = found
+    return _WRAPPED[module]
 
 
 # Activation functions a traced forward may call on a value (timm's activation classes call
@@ -119,14 +145,15 @@ def _activation_call(node: torch.fx.Node) -> Activation | None:
 
 
 class LeafTracer(torch.fx.Tracer):
-    """``torch.fx``'s tracer with our modules and every batch norm (subclasses too) as leaves:
-    a chain sees a batch norm as one step."""
+    """``torch.fx``'s tracer with our modules, every batch norm (subclasses too) and other
+    libraries' activation modules as leaves: a chain sees each as one step."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (
             isinstance(m, (Traced, *BATCH_NORMS))
             or super().is_leaf_module(m, module_qualified_name)
-        )  # fmt: skip
+            or _wrapped_activation(m) is not None
+        )
 
 
 def is_leaf(module: nn.Module) -> bool:
