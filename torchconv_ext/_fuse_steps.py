@@ -98,7 +98,11 @@ def _wrapped_activation(module: nn.Module) -> Activation | None:
     """The activation of a module of another library whose forward is one activation function
     call on its input (timm's ``GELU``, Transformers' ``GELUActivation``), read from its trace;
     else ``None``."""
-    if module._modules or type(module).__module__.startswith("torch."):
+    if (
+        module._modules
+        or isinstance(module, Traced)
+        or type(module).__module__.startswith("torch.")
+    ):
         return None
     if module not in _WRAPPED:
         _WRAPPED[module] = None  # (while it is traced: not a leaf)
