@@ -106,11 +106,17 @@ class _Consumers(nn.Module):
         return _Features(last=x, hidden=(hidden,))
 
 
-def test_every_second_consumer_the_run_sees_keeps_an_output():
+def _fused_from_a_run(model: nn.Module, *shape: int) -> tuple:
+    """``model`` (float64, batch norms randomised, eval), an input of ``shape``, and the model
+    fused from a run on it, with the report."""
     torch.manual_seed(0)
-    model = _randomise_batch_norms(_Consumers().double()).eval()
-    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    fused, report = convert_model_with_report(model, fuse=True, example_inputs=x)
+    model = _randomise_batch_norms(model.double()).eval()
+    x = torch.randn(*shape, dtype=torch.float64)
+    return model, x, *convert_model_with_report(model, fuse=True, example_inputs=x)
+
+
+def test_every_second_consumer_the_run_sees_keeps_an_output():
+    model, x, fused, report = _fused_from_a_run(_Consumers(), 2, 3, 5, 5)
     assert _fusions(report) == {"conv_size": ["bn_size"]}
     assert _refusals(report) == {"act_twice": "called 2 times in the forward"}
     expected, got = model(x), fused(x)
@@ -193,10 +199,7 @@ class _Threaded(nn.Module):
 
 
 def test_a_module_another_thread_calls_during_the_run_is_left():
-    torch.manual_seed(0)
-    model = _randomise_batch_norms(_Threaded().double()).eval()
-    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    fused, report = convert_model_with_report(model, fuse=True, example_inputs=x)
+    model, x, fused, report = _fused_from_a_run(_Threaded(), 2, 3, 4, 4)
     assert _fusions(report) == {"conv": ["bn"]}
     assert _refusals(report) == {"act": "called 2 times in the forward"}
     torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
