@@ -8,7 +8,9 @@ the CPU: the fallback, and the Triton kernels under the interpreter (marker ``in
 imports ``triton_kernels``.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import torch
@@ -20,10 +22,12 @@ if not torch.cuda.is_available():
 os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
 
 # Tuned launch configs persist in a per-user cache: tests write theirs to a fresh directory,
-# never to the user's (``triton_kernels._tuning``).
+# never to the user's (``triton_kernels._tuning``), and remove it when the run ends.
 os.environ["TORCHCONV_EXT_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchconv_ext-test-cache-")
 
 import pytest
+
+atexit.register(shutil.rmtree, os.environ["TORCHCONV_EXT_CACHE_DIR"], ignore_errors=True)
 
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
