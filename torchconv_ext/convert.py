@@ -13,7 +13,10 @@ train/eval mode stay exactly as they are. These layers convert:
   ``state_dict`` keys and outputs.
 
 Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
-alone, and every layer left is reported with the reason.
+alone, and every layer left is reported with the reason — except a few other libraries' layers
+known to compute what ours compute with other attribute values (timm's TensorFlow "SAME"
+``Conv2dSame`` and ``MaxPool2dSame`` are ours with ``padding='same'``; ``_other_libraries``):
+they convert, taking those values.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
 the activation modules that consume their outputs (``_fuse`` says which structures, and how the
@@ -23,6 +26,7 @@ model's forward code is read).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -32,6 +36,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
 from ._fuse import FusionEntry, fuse_model
+from ._other_libraries import known_layer
 from .nn._base import DropIn
 
 # Methods through which a torch layer computes: a subclass overriding one computes differently.
@@ -110,8 +115,10 @@ _PARAMETRIZED: set[type] = set()
 
 @functools.cache
 def _over_subclass(ours: type, theirs: type) -> type:
-    """A class running our computation that still is a ``theirs`` (their other methods stay)."""
-    converted = type(theirs.__name__, (ours, theirs), {"__module__": theirs.__module__})
+    """A class running our computation that still is a ``theirs`` (their other methods stay;
+    ``forward`` is ours even where torch's base class defines it and ``theirs`` overrides it)."""
+    namespace = {"__module__": theirs.__module__, "forward": ours.forward}
+    converted = type(theirs.__name__, (ours, theirs), namespace)
     converted.__init__ = theirs.__init__  # constructing one anew takes their arguments
     become = getattr(theirs, "cls_to_become", None)
     if become is not None:
@@ -157,36 +164,55 @@ def _torch_layer(cls: type) -> type | None:
     return next((c for c in cls.__mro__ if c.__module__ in _TORCH_LAYER_MODULES), None)
 
 
-def _target(module: nn.Module) -> tuple[type | None, str]:
-    """The class ``module`` converts to, or ``None`` and why not (``""``: not a layer of the
-    kinds we replace, or ours already)."""
+@dataclass(frozen=True)
+class _Target:
+    """What a module converts to: its new class and the attributes it takes (a known layer of
+    another library), or ``cls=None`` and why not (``""``: not a layer of the kinds we replace,
+    or ours already)."""
+
+    cls: type | None
+    reason: str = ""
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+def _target(module: nn.Module) -> _Target:
     cls = type(module)
     if parametrize.is_parametrized(module):
         inner = cls.__bases__[0]
         base = _torch_base(inner)
         if base is None or issubclass(inner, DropIn):
-            return None, ""
-        target, reason = _class_target(inner, base, module)
-        return (_over_parametrized(cls, target) if target else None), reason
+            return _Target(None)
+        target = _class_target(inner, base, module)
+        if target.cls is None:
+            return target
+        return dataclasses.replace(target, cls=_over_parametrized(cls, target.cls))
     base = _torch_base(cls)
     if issubclass(cls, DropIn):
-        return None, ""
+        return _Target(None)
     if base is None:
         layer = _torch_layer(cls)
-        return None, (f"torchconv_ext has no {layer.__name__}" if layer is not None else "")
+        return _Target(None, f"torchconv_ext has no {layer.__name__}" if layer else "")
     return _class_target(cls, base, module)
 
 
-def _class_target(cls: type, base: type, module: nn.Module) -> tuple[type | None, str]:
+def _class_target(cls: type, base: type, module: nn.Module) -> _Target:
     ours = _replacements()[base]
     if not ours.accepts(module):
-        return None, ours.refusal(module) or f"{ours.__qualname__} does not take this layer"
+        return _Target(
+            None, ours.refusal(module) or f"{ours.__qualname__} does not take this layer"
+        )
     if cls is base:
-        return ours, ""
+        return _Target(ours)
     overridden = _overridden(cls, base)
-    if overridden:
-        return None, f"its class overrides {', '.join(overridden)}"
-    return _over_subclass(ours, cls), ""
+    if not overridden:
+        return _Target(_over_subclass(ours, cls))
+    known = known_layer(cls)
+    if known is None or _overridden(cls, known[0]):
+        return _Target(None, f"its class overrides {', '.join(overridden)}")
+    settings = known[1]
+    if isinstance(settings, str):
+        return _Target(None, settings)
+    return _Target(_over_subclass(ours, cls), settings=settings)
 
 
 def _deepcopy(model: nn.Module) -> nn.Module:
@@ -245,13 +271,20 @@ def convert_model_with_report(
         model = _deepcopy(model)
     report = ConversionReport()
     for name, module in model.named_modules():
-        target, reason = _target(module)
+        target = _target(module)
         before = _describe(type(module))
-        if target is not None:
-            module.__class__ = target
-            report.converted.append(ConversionEntry(name, before, _describe(target)))
-        elif reason:
-            report.left.append(ConversionEntry(name, before, None, reason))
+        if target.cls is not None:
+            after = _describe(target.cls) + "".join(
+                f", {attribute}={value!r}"
+                for attribute, value in target.settings.items()
+                if getattr(module, attribute) != value
+            )
+            module.__class__ = target.cls
+            for attribute, value in target.settings.items():
+                setattr(module, attribute, value)
+            report.converted.append(ConversionEntry(name, before, after))
+        elif target.reason:
+            report.left.append(ConversionEntry(name, before, None, target.reason))
         elif isinstance(module, DropIn):
             report.already.append(ConversionEntry(name, before, before))
     if fuse:
@@ -270,7 +303,7 @@ def convert_model(
     """Return ``model`` with every supported ``torch.nn`` layer replaced by ours.
 
     See the module docstring for what converts (exact torch layers, subclasses that change no
-    computation, parametrized layers) and what is left. With ``inplace=False`` (default) a deep
+    computation, parametrized layers, timm's TensorFlow "SAME" layers) and what is left. With ``inplace=False`` (default) a deep
     copy is converted and ``model`` itself is not changed. ``verbose=True`` prints what was
     converted and what was left, and why (:func:`convert_model_with_report` returns it).
 

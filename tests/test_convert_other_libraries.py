@@ -1,0 +1,223 @@
+"""convert_model on other libraries' layers known to compute what ours compute with other
+attribute values: timm's TensorFlow "SAME" layers.
+
+timm is not a test dependency: the classes below are timm's (``timm/layers/conv2d_same.py``,
+``pool2d_same.py``, ``padding.py``, Apache-2.0), named as timm names them, which is all
+``convert_model`` reads. ``benchmarks/real_models.py`` runs timm's own models.
+"""
+
+import copy
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchconv_ext
+from torchconv_ext import nn as tnn
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
+    return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+def _pad_same(x, kernel_size, stride, dilation=(1, 1), value=0.0):
+    ih, iw = x.size()[-2:]
+    pad_h = _same_padding(ih, kernel_size[0], stride[0], dilation[0])
+    pad_w = _same_padding(iw, kernel_size[1], stride[1], dilation[1])
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True):  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias)
+
+    def forward(self, x):
+        x = _pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
+        return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        pair = nn.modules.utils._pair
+        super().__init__(pair(kernel_size), pair(stride), (0, 0), pair(dilation), ceil_mode)
+
+    def forward(self, x):
+        x = _pad_same(x, self.kernel_size, self.stride, self.dilation, value=-float("inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride, (0, 0), self.dilation, self.ceil_mode)
+
+
+class AvgPool2dSame(nn.AvgPool2d):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):  # fmt: skip
+        pair = nn.modules.utils._pair
+        super().__init__(pair(kernel_size), pair(stride), (0, 0), ceil_mode, count_include_pad)
+
+    def forward(self, x):
+        x = _pad_same(x, self.kernel_size, self.stride)
+        return F.avg_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+        )
+
+
+for _cls, _module in [
+    (Conv2dSame, "timm.layers.conv2d_same"),
+    (MaxPool2dSame, "timm.layers.pool2d_same"),
+    (AvgPool2dSame, "timm.layers.pool2d_same"),
+]:
+    _cls.__module__ = _module
+
+
+class OldTimmConv2dSame(Conv2dSame):
+    """timm before 0.9 kept its layers in ``timm.models.layers``."""
+
+
+OldTimmConv2dSame.__module__ = "timm.models.layers.conv2d_same"
+OldTimmConv2dSame.__qualname__ = "Conv2dSame"
+
+
+class InitOnly(Conv2dSame):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = "kept"
+
+
+class OwnForward(Conv2dSame):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def _grads(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_()
+    out = module(x)
+    out.backward(
+        torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    )
+    return [out, x.grad, *(p.grad for p in module.parameters())]
+
+
+class _Namespaces(TorchDispatchMode):
+    """The namespaces of the ops a computation calls (ours: ``torchconv_ext``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func.namespace)
+        return func(*args, **(kwargs or {}))
+
+
+def _check_same_as_theirs(theirs: nn.Module, x: torch.Tensor) -> nn.Module:
+    theirs = theirs.double()
+    ours, report = torchconv_ext.convert_model_with_report(theirs)
+    assert len(report.converted) == 1 and not report.left, str(report)
+    our_class = tnn.Conv2d if isinstance(theirs, nn.Conv2d) else tnn.MaxPool2d
+    assert isinstance(ours, our_class) and isinstance(ours, type(theirs))
+    assert type(ours).forward is our_class.forward  # our computation, not their forward
+    for a, b in zip(_grads(ours, x), _grads(theirs, x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    return ours
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, groups",
+    [(1, 2, 1, 1), (2, 1, 1, 1), (3, 2, 1, 2), (4, 3, 1, 1), (3, 2, 2, 1), (5, 1, 2, 4)],
+)
+def test_timm_conv2d_same_converts_to_ours_with_padding_same(kernel, stride, dilation, groups):
+    for height, width in [(7, 8), (9, 5)]:
+        x = torch.randn(2, 4, height, width, dtype=torch.float64)
+        _check_same_as_theirs(Conv2dSame(4, 8, kernel, stride, 0, dilation, groups), x)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 2, 1), (2, 2, 1), (3, 1, 2), (4, 3, 1)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_timm_max_pool2d_same_converts_to_ours_with_padding_same(
+    kernel, stride, dilation, ceil_mode
+):
+    for height, width in [(7, 8), (9, 5)]:
+        x = torch.randn(2, 3, height, width, dtype=torch.float64)
+        _check_same_as_theirs(MaxPool2dSame(kernel, stride, 0, dilation, ceil_mode), x)
+
+
+def test_what_the_known_layers_ignore_is_set_to_what_they_compute():
+    """timm's layers pad with zeros (-inf) whatever padding_mode says and return no indices
+    whatever return_indices says: the converted modules take those values."""
+    conv = Conv2dSame(2, 3, 3, 2)
+    conv.padding_mode = "reflect"
+    pool = MaxPool2dSame(3, 2)
+    pool.return_indices = True
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64)
+    for theirs in (conv, pool):
+        ours = _check_same_as_theirs(theirs, x)
+        assert ours.padding == "same"
+    assert conv.padding_mode == "reflect" and ours.return_indices is False
+
+
+def test_the_report_names_the_values_taken():
+    _, report = torchconv_ext.convert_model_with_report(Conv2dSame(2, 3, 3, 2))
+    (entry,) = report.converted
+    assert entry.before == "timm.layers.conv2d_same.Conv2dSame"
+    assert entry.after == (
+        "torchconv_ext.nn.Conv2d as timm.layers.conv2d_same.Conv2dSame, padding='same'"
+    )
+
+
+def test_older_timm_module_path_and_init_only_subclasses_convert():
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
+    _check_same_as_theirs(OldTimmConv2dSame(2, 3, 3, 2), x)
+    ours = _check_same_as_theirs(InitOnly(2, 3, 3, 2), x)
+    assert ours.tag == "kept"
+
+
+def test_a_subclass_overriding_forward_again_is_left():
+    _, report = torchconv_ext.convert_model_with_report(OwnForward(2, 3, 3, 2))
+    (entry,) = report.left
+    assert entry.reason == "its class overrides forward"
+
+
+def test_timm_avg_pool2d_same_is_left_with_the_reason():
+    """timm's AvgPool2dSame pads with zeros first, so padding counts in every divisor; ours
+    with 'same' never counts padding (TensorFlow's rule): the two differ, so it stays."""
+    theirs = AvgPool2dSame(3, 2)
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    ours = torchconv_ext.functional.avg_pool2d(x, 3, 2, "same")
+    assert not torch.allclose(ours, theirs(x))
+    _, report = torchconv_ext.convert_model_with_report(theirs)
+    (entry,) = report.left
+    assert "counts TensorFlow's 'same' zero padding" in entry.reason
+
+
+def test_converted_known_layers_copy_and_fuse():
+    model = nn.Sequential(Conv2dSame(3, 4, 3, 2), nn.BatchNorm2d(4), nn.ReLU(), MaxPool2dSame(3, 2))
+    model = model.double()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(2, 3, 11, 10, dtype=torch.float64)
+    expected = model(x)
+    fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
+    assert [e.name for e in report.fused] == ["0"], str(report)
+    assert isinstance(fused[1], nn.Identity) and isinstance(fused[2], nn.Identity)
+    for converted in (fused, copy.deepcopy(fused)):
+        assert converted[0].padding == "same"
+        torch.testing.assert_close(converted(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.interpret
+def test_known_layers_on_the_triton_kernels():
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"):
+        for theirs in itertools.chain(
+            [Conv2dSame(2, 3, 3, 2), Conv2dSame(2, 2, 2, 1, groups=2)],
+            [MaxPool2dSame(3, 2), MaxPool2dSame(2, 2, ceil_mode=True)],
+        ):
+            ours = _check_same_as_theirs(theirs, x)
+            with _Namespaces() as ops:
+                ours(x)
+            assert "torchconv_ext" in ops.seen
