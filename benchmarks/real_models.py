@@ -372,8 +372,8 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
     lines.append(
         f"\nok: every error at most {doc['tolerance']:g} (relative to each output's largest "
         "magnitude + 1). Layers left are listed in the JSON with the reason (a class "
-        "overriding the computation, such as timm's Conv2dSame; a mode we do not replace, such "
-        "as SegResNet's bilinear upsampling).\n"
+        "overriding the computation, such as timm's ScaledStdConv2d in NFNets; a mode we do "
+        "not replace, such as SegResNet's bilinear upsampling).\n"
     )
     return "\n".join(lines)
 
