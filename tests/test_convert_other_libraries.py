@@ -116,7 +116,8 @@ def _check_same_as_theirs(theirs: nn.Module, x: torch.Tensor) -> nn.Module:
     theirs = theirs.double()
     ours, report = torchconv_ext.convert_model_with_report(theirs)
     assert len(report.converted) == 1 and not report.left, str(report)
-    our_class = tnn.Conv2d if isinstance(theirs, nn.Conv2d) else tnn.MaxPool2d
+    our_class = next(c for c in (tnn.Conv2d, tnn.MaxPool2d, tnn.AvgPool2d) if c.replaces in
+                     type(theirs).__mro__)  # fmt: skip
     assert isinstance(ours, our_class) and isinstance(ours, type(theirs))
     assert type(ours).forward is our_class.forward  # our computation, not their forward
     for a, b in zip(_grads(ours, x), _grads(theirs, x), strict=True):
@@ -180,20 +181,29 @@ def test_a_subclass_overriding_forward_again_is_left():
     assert entry.reason == "its class overrides forward"
 
 
-def test_timm_avg_pool2d_same_is_left_with_the_reason():
-    """timm's AvgPool2dSame pads with zeros first, so padding counts in every divisor; ours
-    with 'same' never counts padding (TensorFlow's rule): the two differ, so it stays."""
-    theirs = AvgPool2dSame(3, 2)
-    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
-    ours = torchconv_ext.functional.avg_pool2d(x, 3, 2, "same")
-    assert not torch.allclose(ours, theirs(x))
-    _, report = torchconv_ext.convert_model_with_report(theirs)
-    (entry,) = report.left
-    assert "counts TensorFlow's 'same' zero padding" in entry.reason
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (2, 2), (3, 1), (4, 3)])
+@pytest.mark.parametrize("ceil_mode, count_include_pad", [(False, True), (True, False)])
+def test_timm_avg_pool2d_same_converts_to_ours_dividing_by_the_kernel_size(
+    kernel, stride, ceil_mode, count_include_pad
+):
+    """timm's AvgPool2dSame pads with zeros first, so the padding counts in every divisor,
+    whatever count_include_pad says; ours with 'same' never counts padding (TensorFlow's rule)
+    unless divisor_override says what to divide by."""
+    for height, width in [(7, 8), (9, 5)]:
+        x = torch.randn(2, 3, height, width, dtype=torch.float64)
+        theirs = AvgPool2dSame(kernel, stride, 0, ceil_mode, count_include_pad)
+        ours = _check_same_as_theirs(theirs, x)
+        assert ours.padding == "same" and ours.divisor_override == kernel * kernel
 
 
 def test_converted_known_layers_copy_and_fuse():
-    model = nn.Sequential(Conv2dSame(3, 4, 3, 2), nn.BatchNorm2d(4), nn.ReLU(), MaxPool2dSame(3, 2))
+    model = nn.Sequential(
+        Conv2dSame(3, 4, 3, 2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        MaxPool2dSame(3, 2),
+        AvgPool2dSame(2, 2),
+    )
     model = model.double()
     with torch.no_grad():
         model[1].running_mean.uniform_(-1, 1)
@@ -215,7 +225,7 @@ def test_known_layers_on_the_triton_kernels():
     with torchconv_ext.use_backend("triton"):
         for theirs in itertools.chain(
             [Conv2dSame(2, 3, 3, 2), Conv2dSame(2, 2, 2, 1, groups=2)],
-            [MaxPool2dSame(3, 2), MaxPool2dSame(2, 2, ceil_mode=True)],
+            [MaxPool2dSame(3, 2), MaxPool2dSame(2, 2, ceil_mode=True), AvgPool2dSame(3, 2)],
         ):
             ours = _check_same_as_theirs(theirs, x)
             with _Namespaces() as ops:

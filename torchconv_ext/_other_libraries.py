@@ -9,33 +9,53 @@ and qualified name, so nothing here imports the other library.
 
 from __future__ import annotations
 
-#: The attribute values a known layer's converted module takes, or why it cannot convert.
-Settings = dict[str, object] | str
+from collections.abc import Callable
 
-_TIMM_LAYERS: dict[str, Settings] = {
-    # Zero-pads by TensorFlow's rule for the input's size (ignoring the module's padding and
-    # padding_mode), then F.conv2d without padding.
-    "conv2d_same.Conv2dSame": {"padding": "same", "padding_mode": "zeros"},
-    # Pads with -inf by TensorFlow's rule (with its dilation), then F.max_pool2d without
-    # padding, returning the values alone whatever return_indices says.
-    "pool2d_same.MaxPool2dSame": {"padding": "same", "return_indices": False},
-    "pool2d_same.AvgPool2dSame": (
-        "it counts TensorFlow's 'same' zero padding in every window's divisor; "
-        "torchconv_ext's padding='same' never counts padding"
-    ),
+from torch import nn
+
+#: The attribute values a known layer's module takes when it converts.
+Settings = dict[str, object]
+
+
+def _tf_same_conv(module: nn.Module) -> Settings:
+    """timm's ``Conv2dSame`` zero-pads (whatever its ``padding`` and ``padding_mode`` say), then
+    runs ``F.conv2d`` without padding."""
+    return {"padding": "same", "padding_mode": "zeros"}
+
+
+def _tf_same_max_pool(module: nn.Module) -> Settings:
+    """timm's ``MaxPool2dSame`` pads with -inf (by the rule with its dilation), then runs
+    ``F.max_pool2d`` without padding and returns the values alone, whatever
+    ``return_indices`` says."""
+    return {"padding": "same", "return_indices": False}
+
+
+def _tf_same_avg_pool(module: nn.Module) -> Settings:
+    """timm's ``AvgPool2dSame`` zero-pads, then runs ``F.avg_pool2d`` without padding, so the
+    padding counts: every window, which lies wholly in the padded input (also with
+    ``ceil_mode``: by TensorFlow's rule no window starts past it), divides by the kernel's
+    size, whatever ``count_include_pad`` says. Ours never counts 'same' padding unless told."""
+    height, width = module.kernel_size
+    return {"padding": "same", "divisor_override": height * width}
+
+
+_TIMM_LAYERS = {
+    "conv2d_same.Conv2dSame": _tf_same_conv,
+    "pool2d_same.MaxPool2dSame": _tf_same_max_pool,
+    "pool2d_same.AvgPool2dSame": _tf_same_avg_pool,
 }
 
 #: Known classes by ``module.qualname`` (timm ≥ 0.9 keeps its layers in ``timm.layers``, older
 #: releases in ``timm.models.layers``).
-_KNOWN: dict[str, Settings] = {
+_KNOWN: dict[str, Callable[[nn.Module], Settings]] = {
     f"{package}.{name}": settings
     for package in ("timm.layers", "timm.models.layers")
     for name, settings in _TIMM_LAYERS.items()
 }
 
 
-def known_layer(cls: type) -> tuple[type, Settings] | None:
-    """The nearest known class ``cls`` is or derives from, and what its modules take."""
+def known_layer(cls: type) -> tuple[type, Callable[[nn.Module], Settings]] | None:
+    """The nearest known class ``cls`` is or derives from, and the settings of its modules."""
     for c in cls.__mro__:
         settings = _KNOWN.get(f"{c.__module__}.{c.__qualname__}")
         if settings is not None:

@@ -15,8 +15,8 @@ train/eval mode stay exactly as they are. These layers convert:
 Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
 alone, and every layer left is reported with the reason — except a few other libraries' layers
 known to compute what ours compute with other attribute values (timm's TensorFlow "SAME"
-``Conv2dSame`` and ``MaxPool2dSame`` are ours with ``padding='same'``; ``_other_libraries``):
-they convert, taking those values.
+``Conv2dSame``, ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with ``padding='same'``;
+``_other_libraries``): they convert, taking those values.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
 the activation modules that consume their outputs (``_fuse`` says which structures, and how the
@@ -209,10 +209,7 @@ def _class_target(cls: type, base: type, module: nn.Module) -> _Target:
     known = known_layer(cls)
     if known is None or _overridden(cls, known[0]):
         return _Target(None, f"its class overrides {', '.join(overridden)}")
-    settings = known[1]
-    if isinstance(settings, str):
-        return _Target(None, settings)
-    return _Target(_over_subclass(ours, cls), settings=settings)
+    return _Target(_over_subclass(ours, cls), settings=known[1](module))
 
 
 def _deepcopy(model: nn.Module) -> nn.Module:
