@@ -679,7 +679,8 @@ def test_a_batch_norm_subclass_computing_anything_else_is_left():
     more = "computes more than a batch norm and an activation"
     assert _refusals(report) == {
         "1": f"_NormThenMore {more}",
-        "3": "_TorchForward's forward is not read (torch.fx does not trace it)",
+        "3": "_TorchForward's forward is not read: it does not trace with torch.fx (TraceError: "
+        "symbolically traced variables cannot be used as inputs to control flow)",
         "5": f"_TimmBatchNormAct2d {more}",
         "7": f"_TimmBatchNormAct2d {more}",
     }
@@ -712,7 +713,36 @@ def test_a_forward_of_several_inputs_is_not_read():
             return self.bn(y) + y if skip is None else self.bn(y)
 
     fused, report = _fuse_and_compare(Skip())
-    assert report.fused == [] and type(fused.bn) is nn.BatchNorm2d
+    assert type(fused.bn) is nn.BatchNorm2d
+    assert _refusals(report) == {
+        "conv": "what consumes its output is not read (Skip's forward takes more than one "
+        "argument): example_inputs= records it from a run"
+    }
+
+
+def test_the_convolutions_of_a_forward_not_read_are_reported():
+    """A forward that branches on values does not trace: what its convolutions feed is not
+    known, which the report says of each (nothing is said of a Sequential's, read in order)."""
+
+    class Branching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.tail = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU(), nn.Conv2d(3, 3, 1))
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            return self.tail(y if y.sum() > 0 else -y)
+
+    fused, report = _fuse_and_compare(Branching())
+    assert _fusions(report) == {"tail.0": ["tail.1"]}
+    assert _refusals(report) == {
+        "conv": "what consumes its output is not read (Branching's forward does not trace with "
+        "torch.fx (TraceError: symbolically traced variables cannot be used as inputs to "
+        "control flow)): example_inputs= records it from a run"
+    }
+    fused, report = _fuse_and_compare(Branching(), example=True)
+    assert _fusions(report) == {"conv": ["bn"], "tail.0": ["tail.1"]}
 
 
 def test_a_lazy_convolution_before_its_first_input_is_not_fused():

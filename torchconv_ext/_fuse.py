@@ -28,7 +28,8 @@ the trace does not look, so such a module is left. Only a forward of one input i
 path on a call than in its trace (``if mask is None``) — and where a forward takes more or
 cannot be traced (it branches on values, say), its children are read one by one, and the
 consecutive children of an ``nn.Sequential`` — which hands each output to the next child alone
-— as such a chain. What the forward code does is what counts: a convolution that other code
+— as such a chain; the report names each convolution such a forward calls directly, since what
+consumes its output is then not known (``example_inputs`` records it). What the forward code does is what counts: a convolution that other code
 calls directly (another method of the model) gets the fused computation there too.
 
 With ``example_inputs`` (``convert_model(fuse=True, example_inputs=x)``) the chains are recorded
@@ -126,13 +127,16 @@ def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
 class _Scope:
     """Where chains were read: ``root``, named ``prefix`` in ``model``; ``calls`` counts each
     module's calls in ``root``'s traced forward (``None``: not traced, a Sequential's children
-    read in order); ``names`` lists every name each module (by ``id``) has in ``model``."""
+    read in order); ``names`` lists every name each module (by ``id``) has in ``model``;
+    ``unread`` says why ``root``'s forward was not read (its chains are its convolutions alone:
+    what consumes their outputs is not known)."""
 
     model: nn.Module
     prefix: str
     root: nn.Module
     calls: Counter | None
     names: dict[int, list[str]]
+    unread: str = ""
 
     def path(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -177,15 +181,18 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
         if not module._modules or isinstance(module, Traced):
             return  # nothing in it to fuse (a leaf)
         graph = traced(module)
-        calls = None
-        if graph is not None:
+        calls, unread = None, ""
+        if not isinstance(graph, str):
             chains, calls = _graph_chains(graph, module)
+        elif isinstance(module, nn.Sequential):
+            chains = _sequential_chains(module)
         else:
-            chains = _sequential_chains(module) if isinstance(module, nn.Sequential) else []
-        scope = _Scope(model, prefix, module, calls, names)
+            unread = f"{type(module).__name__}'s forward {graph}"
+            chains = [[name] for name, child in module.named_children() if is_fusable_conv(child)]
+        scope = _Scope(model, prefix, module, calls, names, unread)
         for chain in chains:
             yield scope, chain
-        if graph is None:
+        if isinstance(graph, str):
             for name, child in module.named_children():
                 yield from visit(f"{prefix}.{name}" if prefix else name, child)
 
@@ -198,6 +205,10 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     conv = scope.root.get_submodule(chain[0])
     if not is_fusable_conv(conv):
         return []
+    if scope.unread:
+        reason = f"what consumes its output is not read ({scope.unread}): example_inputs= "
+        reason += "records it from a run"
+        return [FusionEntry(scope.path(chain[0]), reason=reason)]
     fused: list[tuple[str, str]] = []
     rest = chain[1:]
     if rest and is_batch_norm(bn := scope.root.get_submodule(rest[0])):

@@ -107,7 +107,7 @@ def _wrapped_activation(module: nn.Module) -> Activation | None:
     if module not in _WRAPPED:
         _WRAPPED[module] = None  # (while it is traced: not a leaf)
         graph = traced(module)
-        nodes = [] if graph is None else [n for n in graph.nodes if n.op != "get_attr"]
+        nodes = [] if isinstance(graph, str) else [n for n in graph.nodes if n.op != "get_attr"]
         if len(nodes) == 3 and [n.op for n in nodes][::2] == ["placeholder", "output"]:
             input, call, output = nodes
             found = _activation_call(call)
@@ -182,17 +182,18 @@ def _one_input(module: nn.Module) -> bool:
     )
 
 
-def traced(module: nn.Module) -> torch.fx.Graph | None:
-    """``module``'s forward as a ``torch.fx`` graph, or ``None`` where it is not read: its
-    forward takes more than one input (:func:`_one_input`) or cannot be traced."""
+def traced(module: nn.Module) -> torch.fx.Graph | str:
+    """``module``'s forward as a ``torch.fx`` graph, or why it is not read: its forward takes
+    more than one input (:func:`_one_input`) or cannot be traced."""
     if not _one_input(module):
-        return None
+        return "takes more than one argument"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return LeafTracer().trace(module)
-    except Exception:  # control flow on values, a container without forward, ...
-        return None
+    except Exception as error:  # control flow on values, a container without forward, ...
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"does not trace with torch.fx ({type(error).__name__}: {message[:120]})"
 
 
 # --- batch norms --------------------------------------------------------------------------------
@@ -245,8 +246,8 @@ def _subclass_step(bn: nn.Module, out_channels: int) -> BatchNormStep | str:
     at most one activation (a module, or a function call); checks of the input aside."""
     refusal = f"{type(bn).__name__} computes more than a batch norm and an activation"
     graph = traced(bn)
-    if graph is None:
-        return f"{type(bn).__name__}'s forward is not read (torch.fx does not trace it)"
+    if isinstance(graph, str):
+        return f"{type(bn).__name__}'s forward is not read: it {graph}"
     (input,) = [n for n in graph.nodes if n.op == "placeholder"]
     norms = [n for n in graph.nodes if n.op == "call_function" and n.target is F.batch_norm]
     if len(norms) != 1:
