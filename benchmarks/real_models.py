@@ -210,6 +210,15 @@ def _timm() -> Iterator[tuple[str, Builder]]:
                 _image(1, 3, 64, 64),
             ),
         )
+    # MaxViT's TensorFlow port: TensorFlow "SAME" padding in timm's own layers (Conv2dSame,
+    # AvgPool2dSame); at 64×64 its windows and grids are 2×2.
+    yield (
+        "timm maxvit_tiny_tf_224",
+        lambda: (
+            timm.create_model("maxvit_tiny_tf_224", pretrained=False, num_classes=3, img_size=64),
+            _image(1, 3, 64, 64),
+        ),
+    )
 
 
 LIBRARIES: dict[str, Callable[[], Iterator[tuple[str, Builder]]]] = {
