@@ -1,9 +1,11 @@
 """convert_model on other libraries' layers known to compute what ours compute with other
-attribute values: timm's TensorFlow "SAME" layers.
+attribute values or a computed weight: timm's TensorFlow "SAME" layers and its
+weight-standardised convolutions.
 
 timm is not a test dependency: the classes below are timm's (``timm/layers/conv2d_same.py``,
-``pool2d_same.py``, ``padding.py``, Apache-2.0), named as timm names them, which is all
-``convert_model`` reads. ``benchmarks/real_models.py`` runs timm's own models.
+``pool2d_same.py``, ``std_conv.py``, ``padding.py``, Apache-2.0, shortened), named as timm names
+them, which is all ``convert_model`` reads. ``benchmarks/real_models.py`` runs timm's own
+models.
 """
 
 import copy
@@ -64,10 +66,85 @@ class AvgPool2dSame(nn.AvgPool2d):
         )
 
 
+def _standardized(conv: nn.Conv2d, gain: torch.Tensor | None = None) -> torch.Tensor:
+    return F.batch_norm(
+        conv.weight.reshape(1, conv.out_channels, -1), None, None,
+        weight=gain, training=True, momentum=0.0, eps=conv.eps,
+    ).reshape_as(conv.weight)  # fmt: skip
+
+
+class StdConv2d(nn.Conv2d):
+    def __init__(self, in_channel, out_channels, kernel_size, stride=1, padding=None, dilation=1,
+                 groups=1, bias=False, eps=1e-6):  # fmt: skip
+        if padding is None:
+            padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        super().__init__(in_channel, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias)  # fmt: skip
+        self.eps = eps
+
+    def forward(self, x):
+        weight = _standardized(self)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1,
+                 groups=1, bias=True, gamma=1.0, eps=1e-6, gain_init=1.0):  # fmt: skip
+        if padding is None:
+            padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias)  # fmt: skip
+        self.scale = gamma * self.weight[0].numel() ** -0.5
+        self.eps = eps
+        self.gain = nn.Parameter(torch.full((self.out_channels, 1, 1, 1), gain_init))
+
+    def forward(self, x):
+        weight = _standardized(self, (self.gain * self.scale).view(-1))
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _is_static_pad(kernel_size, stride, dilation):
+    return stride == 1 and (dilation * (kernel_size - 1)) % 2 == 0
+
+
+class StdConv2dSame(StdConv2d):
+    """timm's derives from nn.Conv2d itself; what it computes is this."""
+
+    def __init__(self, in_channel, out_channels, kernel_size, stride=1, padding="SAME",
+                 dilation=1, groups=1, bias=False, eps=1e-6):  # fmt: skip
+        self.same_pad = not _is_static_pad(kernel_size, stride, dilation)
+        padding = 0 if self.same_pad else ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        super().__init__(in_channel, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, eps)  # fmt: skip
+
+    def forward(self, x):
+        if self.same_pad:
+            x = _pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return super().forward(x)
+
+
+class ScaledStdConv2dSame(ScaledStdConv2d):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="SAME",
+                 dilation=1, groups=1, bias=True, gamma=1.0, eps=1e-6, gain_init=1.0):  # fmt: skip
+        self.same_pad = not _is_static_pad(kernel_size, stride, dilation)
+        padding = 0 if self.same_pad else ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, gamma, eps, gain_init)  # fmt: skip
+
+    def forward(self, x):
+        if self.same_pad:
+            x = _pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return super().forward(x)
+
+
 for _cls, _module in [
     (Conv2dSame, "timm.layers.conv2d_same"),
     (MaxPool2dSame, "timm.layers.pool2d_same"),
     (AvgPool2dSame, "timm.layers.pool2d_same"),
+    (StdConv2d, "timm.layers.std_conv"),
+    (ScaledStdConv2d, "timm.layers.std_conv"),
+    (StdConv2dSame, "timm.layers.std_conv"),
+    (ScaledStdConv2dSame, "timm.layers.std_conv"),
 ]:
     _cls.__module__ = _module
 
@@ -119,7 +196,7 @@ def _check_same_as_theirs(theirs: nn.Module, x: torch.Tensor) -> nn.Module:
     our_class = next(c for c in (tnn.Conv2d, tnn.MaxPool2d, tnn.AvgPool2d) if c.replaces in
                      type(theirs).__mro__)  # fmt: skip
     assert isinstance(ours, our_class) and isinstance(ours, type(theirs))
-    assert type(ours).forward is our_class.forward  # our computation, not their forward
+    assert type(ours).forward is not type(theirs).forward  # our computation
     for a, b in zip(_grads(ours, x), _grads(theirs, x), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     return ours
@@ -143,6 +220,50 @@ def test_timm_max_pool2d_same_converts_to_ours_with_padding_same(
     for height, width in [(7, 8), (9, 5)]:
         x = torch.randn(2, 3, height, width, dtype=torch.float64)
         _check_same_as_theirs(MaxPool2dSame(kernel, stride, 0, dilation, ceil_mode), x)
+
+
+@pytest.mark.parametrize("cls", [StdConv2d, ScaledStdConv2d, StdConv2dSame, ScaledStdConv2dSame])
+@pytest.mark.parametrize("kernel, stride, groups", [(3, 1, 1), (3, 2, 2), (1, 1, 1), (4, 2, 1)])
+def test_timm_weight_standardised_convolutions_convert_computing_their_weight(
+    cls, kernel, stride, groups
+):
+    """BiT's StdConv2d and the NFNets' ScaledStdConv2d standardise their weight on every call:
+    ours computes it as they do and convolves with it; gradients reach the weight and gain."""
+    for height, width in [(7, 8), (9, 5)]:
+        x = torch.randn(2, 4, height, width, dtype=torch.float64)
+        theirs = cls(4, 6, kernel, stride, groups=groups)
+        if hasattr(theirs, "gain"):
+            with torch.no_grad():
+                theirs.gain.uniform_(0.5, 2)
+        ours = _check_same_as_theirs(theirs, x)
+        assert ours.padding == ("same" if getattr(theirs, "same_pad", False) else theirs.padding)
+        torch.testing.assert_close(copy.deepcopy(ours)(x), theirs(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_batch_norm_is_not_folded_into_a_computed_weight():
+    model = nn.Sequential(StdConv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
+    assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_known_class_computing_otherwise_is_left():
+    """Each known class is checked once, on a small instance, against its own forward: another
+    version of the library computing otherwise is left (here: torch's symmetric padding)."""
+
+    class Conv2dSame(nn.Conv2d):
+        def forward(self, x):
+            k = self.kernel_size[0]
+            return F.conv2d(x, self.weight, self.bias, self.stride, k // 2, self.dilation)
+
+    Conv2dSame.__module__, Conv2dSame.__qualname__ = "timm.layers.conv2d_same", "Conv2dSame"
+    _, report = torchconv_ext.convert_model_with_report(Conv2dSame(4, 6, 3, stride=2))
+    (entry,) = report.left
+    assert entry.reason == (
+        "torchconv_ext knows timm.layers.conv2d_same.Conv2dSame as computing otherwise "
+        "(another version of its library?)"
+    )
 
 
 def test_what_the_known_layers_ignore_is_set_to_what_they_compute():
@@ -226,6 +347,7 @@ def test_known_layers_on_the_triton_kernels():
         for theirs in itertools.chain(
             [Conv2dSame(2, 3, 3, 2), Conv2dSame(2, 2, 2, 1, groups=2)],
             [MaxPool2dSame(3, 2), MaxPool2dSame(2, 2, ceil_mode=True), AvgPool2dSame(3, 2)],
+            [ScaledStdConv2d(2, 3, 3, 2), StdConv2dSame(2, 3, 3, 2)],
         ):
             ours = _check_same_as_theirs(theirs, x)
             with _Namespaces() as ops:

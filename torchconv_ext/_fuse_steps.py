@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
+from ._other_libraries import computes_its_weight
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
 from .nn.conv_transpose import _ConvTransposeMixin
@@ -52,6 +53,7 @@ def is_fusable_conv(module: nn.Module) -> bool:
         isinstance(module, (_ConvMixin, _ConvTransposeMixin))
         and module.activation is None
         and not parametrize.is_parametrized(module)
+        and not computes_its_weight(module)  # (a weight-standardised layer of timm's)
         and not has_hooks(module)
         and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
     )

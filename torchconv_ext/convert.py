@@ -14,9 +14,11 @@ train/eval mode stay exactly as they are. These layers convert:
 
 Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
 alone, and every layer left is reported with the reason — except a few other libraries' layers
-known to compute what ours compute with other attribute values (timm's TensorFlow "SAME"
-``Conv2dSame``, ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with ``padding='same'``;
-``_other_libraries``): they convert, taking those values.
+known to compute what ours compute with other attribute values or a computed weight (timm's
+TensorFlow "SAME" ``Conv2dSame``, ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with
+``padding='same'``; its ``StdConv2d`` and ``ScaledStdConv2d`` convolve with their weight
+standardised; ``_other_libraries``): they convert, once each class is checked against its own
+forward on a small instance.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
 the activation modules that consume their outputs (``_fuse`` says which structures, and how the
@@ -30,13 +32,15 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
+from ._backend import use_backend
 from ._fuse import FusionEntry, fuse_model
-from ._other_libraries import known_layer
+from ._other_libraries import KnownLayer, known_layer
 from .nn._base import DropIn
 
 # Methods through which a torch layer computes: a subclass overriding one computes differently.
@@ -116,8 +120,17 @@ _PARAMETRIZED: set[type] = set()
 @functools.cache
 def _over_subclass(ours: type, theirs: type) -> type:
     """A class running our computation that still is a ``theirs`` (their other methods stay;
-    ``forward`` is ours even where torch's base class defines it and ``theirs`` overrides it)."""
-    namespace = {"__module__": theirs.__module__, "forward": ours.forward}
+    ``forward`` is ours even where torch's base class defines it and ``theirs`` overrides it —
+    with the weight a known layer computes, where it computes one)."""
+    known = known_layer(theirs)
+    forward = ours.forward
+    if known is not None and known[1].weight is not None:
+        computed_weight = known[1].weight
+
+        def forward(self, input: Tensor) -> Tensor:
+            return self._conv_forward(input, computed_weight(self), self.bias)
+
+    namespace = {"__module__": theirs.__module__, "forward": forward}
     converted = type(theirs.__name__, (ours, theirs), namespace)
     converted.__init__ = theirs.__init__  # constructing one anew takes their arguments
     become = getattr(theirs, "cls_to_become", None)
@@ -209,7 +222,38 @@ def _class_target(cls: type, base: type, module: nn.Module) -> _Target:
     known = known_layer(cls)
     if known is None or _overridden(cls, known[0]):
         return _Target(None, f"its class overrides {', '.join(overridden)}")
-    return _Target(_over_subclass(ours, cls), settings=known[1](module))
+    reason = _known_layer_check(ours, *known)
+    if reason:
+        return _Target(None, reason)
+    return _Target(_over_subclass(ours, cls), settings=known[1].settings(module))
+
+
+@functools.cache
+def _known_layer_check(ours: type, theirs: type, known: KnownLayer) -> str:
+    """Whether ours computes what ``theirs`` computes, as ``known`` says (``""``), on a small
+    instance converted on the fallback in float64 — a guard against another version of the
+    other library computing otherwise."""
+    reason = (
+        f"torchconv_ext knows {theirs.__module__}.{theirs.__qualname__} as computing otherwise "
+        "(another version of its library?)"
+    )
+    try:
+        example = known.example(theirs).double()
+    except Exception as error:  # its constructor changed
+        return f"{reason}: {type(error).__name__}: {error}"
+    converted = copy.deepcopy(example)
+    converted.__class__ = _over_subclass(ours, theirs)
+    for attribute, value in known.settings(example).items():
+        setattr(converted, attribute, value)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad(), use_backend("torch"):
+        for height, width in [(7, 6), (8, 9)]:
+            x = torch.randn(2, 4, height, width, dtype=torch.float64, generator=generator)
+            expected = example(x)
+            got = converted(x)
+            if got.shape != expected.shape or not torch.allclose(got, expected, 1e-9, 1e-12):
+                return reason
+    return ""
 
 
 def _deepcopy(model: nn.Module) -> nn.Module:
@@ -300,7 +344,8 @@ def convert_model(
     """Return ``model`` with every supported ``torch.nn`` layer replaced by ours.
 
     See the module docstring for what converts (exact torch layers, subclasses that change no
-    computation, parametrized layers, timm's TensorFlow "SAME" layers) and what is left. With ``inplace=False`` (default) a deep
+    computation, parametrized layers, timm's TensorFlow "SAME" and weight-standardised layers)
+    and what is left. With ``inplace=False`` (default) a deep
     copy is converted and ``model`` itself is not changed. ``verbose=True`` prints what was
     converted and what was left, and why (:func:`convert_model_with_report` returns it).
 
