@@ -201,8 +201,12 @@ def _monai() -> Iterator[tuple[str, Builder]]:
 def _timm() -> Iterator[tuple[str, Builder]]:
     import timm
 
+    # (tf_efficientnet_b0: TensorFlow "SAME" padding in timm's Conv2dSame; resnetv2_50x1_bit,
+    # eca_nfnet_l0 and dm_nfnet_f0: timm's weight-standardised StdConv2d, ScaledStdConv2d and
+    # ScaledStdConv2dSame)
     for name in ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002",
-                 "tf_efficientnet_b0"):  # fmt: skip
+                 "tf_efficientnet_b0", "resnetv2_50x1_bit", "eca_nfnet_l0",
+                 "dm_nfnet_f0"):  # fmt: skip
         yield (
             f"timm {name}",
             lambda name=name: (
@@ -381,8 +385,8 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
     lines.append(
         f"\nok: every error at most {doc['tolerance']:g} (relative to each output's largest "
         "magnitude + 1). Layers left are listed in the JSON with the reason (a class "
-        "overriding the computation, such as timm's ScaledStdConv2d in NFNets; a mode we do "
-        "not replace, such as SegResNet's bilinear upsampling).\n"
+        "overriding the computation that torchconv_ext does not know; a mode we do not "
+        "replace, such as SegResNet's bilinear upsampling).\n"
     )
     return "\n".join(lines)
 
