@@ -237,22 +237,21 @@ def _known_layer_check(ours: type, theirs: type, known: KnownLayer) -> str:
         f"torchconv_ext knows {theirs.__module__}.{theirs.__qualname__} as computing otherwise "
         "(another version of its library?)"
     )
-    try:
-        example = known.example(theirs).double()
-    except Exception as error:  # its constructor changed
-        return f"{reason}: {type(error).__name__}: {error}"
-    converted = copy.deepcopy(example)
-    converted.__class__ = _over_subclass(ours, theirs)
-    for attribute, value in known.settings(example).items():
-        setattr(converted, attribute, value)
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad(), use_backend("torch"):
-        for height, width in [(7, 6), (8, 9)]:
-            x = torch.randn(2, 4, height, width, dtype=torch.float64, generator=generator)
-            expected = example(x)
-            got = converted(x)
-            if got.shape != expected.shape or not torch.allclose(got, expected, 1e-9, 1e-12):
-                return reason
+    try:  # (on the CPU, whatever the default device; no autograd)
+        with torch.device("cpu"), torch.no_grad(), use_backend("torch"):
+            example = known.example(theirs).double()
+            converted = copy.deepcopy(example)
+            converted.__class__ = _over_subclass(ours, theirs)
+            for attribute, value in known.settings(example).items():
+                setattr(converted, attribute, value)
+            for height, width in [(7, 6), (8, 9)]:
+                x = torch.randn(2, 4, height, width, dtype=torch.float64, generator=generator)
+                expected, got = example(x), converted(x)
+                if got.shape != expected.shape or not torch.allclose(got, expected, 1e-9, 1e-12):
+                    return reason
+    except Exception as error:  # its constructor or forward changed
+        return f"{reason}: {type(error).__name__}: {error}"
     return ""
 
 
