@@ -265,6 +265,22 @@ def test_a_known_class_computing_otherwise_is_left():
         "(another version of its library?)"
     )
 
+    class StdConv2d(nn.Conv2d):  # a constructor the check cannot call
+        def __init__(self, in_channels, out_channels, kernel_size, *, eps):
+            super().__init__(in_channels, out_channels, kernel_size)
+            self.eps = eps
+
+        def forward(self, x):
+            return super().forward(x)
+
+    StdConv2d.__module__, StdConv2d.__qualname__ = "timm.layers.std_conv", "StdConv2d"
+    _, report = torchconv_ext.convert_model_with_report(StdConv2d(4, 6, 3, eps=1e-5))
+    (entry,) = report.left
+    assert entry.reason.startswith(
+        "torchconv_ext knows timm.layers.std_conv.StdConv2d as computing otherwise (another "
+        "version of its library?): TypeError: "
+    )
+
 
 def test_what_the_known_layers_ignore_is_set_to_what_they_compute():
     """timm's layers pad with zeros (-inf) whatever padding_mode says and return no indices
