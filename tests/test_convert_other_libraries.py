@@ -1,11 +1,11 @@
 """convert_model on other libraries' layers known to compute what ours compute with other
-attribute values or a computed weight: timm's TensorFlow "SAME" layers and its
-weight-standardised convolutions.
+attribute values or a computed weight: timm's TensorFlow "SAME" layers, and timm's and
+Transformers' weight-standardised convolutions.
 
-timm is not a test dependency: the classes below are timm's (``timm/layers/conv2d_same.py``,
-``pool2d_same.py``, ``std_conv.py``, ``padding.py``, Apache-2.0, shortened), named as timm names
-them, which is all ``convert_model`` reads. ``benchmarks/real_models.py`` runs timm's own
-models.
+timm and Transformers are not test dependencies: the classes below are theirs (timm's
+``layers/conv2d_same.py``, ``pool2d_same.py``, ``std_conv.py``, ``padding.py``; Transformers'
+``models/bit/modeling_bit.py``; Apache-2.0, shortened), named as they name them, which is all
+``convert_model`` reads. ``benchmarks/real_models.py`` runs their own models.
 """
 
 import copy
@@ -137,6 +137,39 @@ class ScaledStdConv2dSame(ScaledStdConv2d):
         return super().forward(x)
 
 
+class DynamicPad2d(nn.Module):
+    def __init__(self, kernel_size, stride, dilation):
+        super().__init__()
+        pair = nn.modules.utils._pair
+        self.kernel_size, self.stride, self.dilation = (
+            pair(kernel_size),
+            pair(stride),
+            pair(dilation),
+        )
+
+    def forward(self, x):
+        return _pad_same(x, self.kernel_size, self.stride, self.dilation)
+
+
+class WeightStandardizedConv2d(nn.Conv2d):
+    """Transformers' (``models/bit/modeling_bit.py``)."""
+
+    def __init__(self, in_channel, out_channels, kernel_size, stride=1, padding="SAME",
+                 dilation=1, groups=1, bias=False, eps=1e-6):  # fmt: skip
+        dynamic = not _is_static_pad(kernel_size, stride, dilation)
+        padding = 0 if dynamic else ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        super().__init__(in_channel, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias)  # fmt: skip
+        self.pad = DynamicPad2d(kernel_size, stride, dilation) if dynamic else None
+        self.eps = eps
+
+    def forward(self, x):
+        if self.pad is not None:
+            x = self.pad(x)
+        weight = _standardized(self)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 for _cls, _module in [
     (Conv2dSame, "timm.layers.conv2d_same"),
     (MaxPool2dSame, "timm.layers.pool2d_same"),
@@ -145,6 +178,7 @@ for _cls, _module in [
     (ScaledStdConv2d, "timm.layers.std_conv"),
     (StdConv2dSame, "timm.layers.std_conv"),
     (ScaledStdConv2dSame, "timm.layers.std_conv"),
+    (WeightStandardizedConv2d, "transformers.models.bit.modeling_bit"),
 ]:
     _cls.__module__ = _module
 
@@ -222,13 +256,17 @@ def test_timm_max_pool2d_same_converts_to_ours_with_padding_same(
         _check_same_as_theirs(MaxPool2dSame(kernel, stride, 0, dilation, ceil_mode), x)
 
 
-@pytest.mark.parametrize("cls", [StdConv2d, ScaledStdConv2d, StdConv2dSame, ScaledStdConv2dSame])
+@pytest.mark.parametrize(
+    "cls",
+    [StdConv2d, ScaledStdConv2d, StdConv2dSame, ScaledStdConv2dSame, WeightStandardizedConv2d],
+)
 @pytest.mark.parametrize("kernel, stride, groups", [(3, 1, 1), (3, 2, 2), (1, 1, 1), (4, 2, 1)])
 def test_timm_weight_standardised_convolutions_convert_computing_their_weight(
     cls, kernel, stride, groups
 ):
-    """BiT's StdConv2d and the NFNets' ScaledStdConv2d standardise their weight on every call:
-    ours computes it as they do and convolves with it; gradients reach the weight and gain."""
+    """BiT's StdConv2d and the NFNets' ScaledStdConv2d (timm's), and Transformers' BiT's
+    WeightStandardizedConv2d, standardise their weight on every call: ours computes it as they
+    do and convolves with it; gradients reach the weight and gain."""
     for height, width in [(7, 8), (9, 5)]:
         x = torch.randn(2, 4, height, width, dtype=torch.float64)
         theirs = cls(4, 6, kernel, stride, groups=groups)
@@ -236,7 +274,8 @@ def test_timm_weight_standardised_convolutions_convert_computing_their_weight(
             with torch.no_grad():
                 theirs.gain.uniform_(0.5, 2)
         ours = _check_same_as_theirs(theirs, x)
-        assert ours.padding == ("same" if getattr(theirs, "same_pad", False) else theirs.padding)
+        same = getattr(theirs, "same_pad", False) or getattr(theirs, "pad", None) is not None
+        assert ours.padding == ("same" if same else theirs.padding)
         torch.testing.assert_close(copy.deepcopy(ours)(x), theirs(x), rtol=1e-12, atol=1e-12)
 
 

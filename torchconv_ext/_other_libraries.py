@@ -5,8 +5,9 @@ Such a layer subclasses a torch layer but overrides ``forward``, so ``convert_mo
 what it computes and would leave it. The few listed here are known: timm's TensorFlow "SAME"
 layers pad the input by TensorFlow's rule for its own size, then run torch's layer with no
 padding — what our layers compute with ``padding='same'``; timm's weight-standardised
-convolutions (BiT's ``StdConv2d``, the NFNets' ``ScaledStdConv2d``, and their "SAME" forms)
-convolve with their weight standardised per output channel on every call. Classes are named by
+convolutions (BiT's ``StdConv2d``, the NFNets' ``ScaledStdConv2d``, and their "SAME" forms) and
+Transformers' (its BiT's ``WeightStandardizedConv2d``) convolve with their weight standardised
+per output channel on every call. Classes are named by
 their module and qualified name, so nothing here imports the other library; ``convert_model``
 checks each known class once against its own forward on a small instance before converting.
 """
@@ -62,6 +63,12 @@ def _same_if_dynamic(module: nn.Module) -> Settings:
     return {"padding": "same"} if module.same_pad else {}
 
 
+def _same_if_padded(module: nn.Module) -> Settings:
+    """Transformers' ``WeightStandardizedConv2d`` (BiT, and the hybrid ViT and DPT on it) pads
+    by TensorFlow's rule with its ``pad`` module where it has one, as timm's ``*Same`` do."""
+    return {"padding": "same"} if module.pad is not None else {}
+
+
 def _standardized_weight(module: nn.Module) -> Tensor:
     """timm's weight standardisation: each output channel's weights less their mean, over
     their (biased) standard deviation with ``eps``, times ``gain · scale`` where the layer has
@@ -103,9 +110,14 @@ _TIMM_LAYERS = {
 #: Known classes by ``module.qualname`` (timm ≥ 0.9 keeps its layers in ``timm.layers``, older
 #: releases in ``timm.models.layers``).
 _KNOWN: dict[str, KnownLayer] = {
-    f"{package}.{name}": layer
-    for package in ("timm.layers", "timm.models.layers")
-    for name, layer in _TIMM_LAYERS.items()
+    **{
+        f"{package}.{name}": layer
+        for package in ("timm.layers", "timm.models.layers")
+        for name, layer in _TIMM_LAYERS.items()
+    },
+    "transformers.models.bit.modeling_bit.WeightStandardizedConv2d": KnownLayer(
+        _same_if_padded, _small_conv, _standardized_weight
+    ),
 }
 
 

@@ -16,8 +16,8 @@ Subclasses that override the computation (``forward``, or the hooks our layers r
 alone, and every layer left is reported with the reason — except a few other libraries' layers
 known to compute what ours compute with other attribute values or a computed weight (timm's
 TensorFlow "SAME" ``Conv2dSame``, ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with
-``padding='same'``; its ``StdConv2d`` and ``ScaledStdConv2d`` convolve with their weight
-standardised; ``_other_libraries``): they convert, once each class is checked against its own
+``padding='same'``; its ``StdConv2d`` and ``ScaledStdConv2d`` and Transformers'
+``WeightStandardizedConv2d`` convolve with their weight standardised; ``_other_libraries``): they convert, once each class is checked against its own
 forward on a small instance.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
