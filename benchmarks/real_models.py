@@ -137,6 +137,13 @@ def _diffusers() -> Iterator[tuple[str, Builder]]:
         ),
         _image(2, 3, 16, 16),
     )  # fmt: skip
+    # Wan's video autoencoder: causal 3-d convolutions whose forward pads time on one side,
+    # then hands the input on to torch's (ours, once converted)
+    yield "diffusers AutoencoderKLWan", lambda: (
+        D.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
+                           attn_scales=[], temperal_downsample=[True]),
+        (torch.randn(1, 3, 5, 16, 16, dtype=torch.float64),),
+    )  # fmt: skip
 
 
 def _monai() -> Iterator[tuple[str, Builder]]:

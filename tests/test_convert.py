@@ -1,17 +1,20 @@
-"""``convert_model`` on the layers users have: parametrized layers, subclasses, old-style weight
-norm, and the report of what was converted and what was left."""
+"""``convert_model`` on the layers users have: parametrized layers, subclasses (also those whose
+own forward hands its input on to torch's), old-style weight norm, and the report of what was
+converted and what was left."""
 
 import copy
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 import torchconv_ext
 from torchconv_ext import nn as tnn
+from torchconv_ext.nn._base import DropIn
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -29,6 +32,43 @@ class ScaledConv2d(nn.Conv2d):
 class StandardizedConv2d(nn.Conv2d):
     def _conv_forward(self, x, weight, bias):
         return super()._conv_forward(x, weight - weight.mean(), bias)
+
+
+class OwnConv2d(nn.Conv2d):
+    """Like Diffusers' LoRACompatibleConv: calls F.conv2d itself."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding) + 1
+
+
+class CausalConv3d(nn.Conv3d):
+    """Like the causal convolutions of Diffusers' video autoencoders (Wan's): pads time on one
+    side (after the frames cached from the previous chunk), then torch's forward."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self._padding = (self.padding[2], self.padding[2], self.padding[1], self.padding[1],
+                         2 * self.padding[0], 0)  # fmt: skip
+        self.padding = (0, 0, 0)
+
+    def forward(self, x, cache_x=None):
+        padding = list(self._padding)
+        if cache_x is not None:
+            x = torch.cat([cache_x, x], dim=2)
+            padding[4] -= cache_x.shape[2]
+        return super().forward(F.pad(x, padding))
+
+
+class FloatUpsample(nn.Upsample):
+    """Like Diffusers' WanUpsample: upsamples in float32."""
+
+    def forward(self, x):
+        return super().forward(x.float()).type_as(x)
+
+
+class ChunkedMaxPool2d(nn.MaxPool2d):
+    def forward(self, x):
+        return torch.cat([super(ChunkedMaxPool2d, self).forward(c) for c in x.chunk(2)])
 
 
 def _outputs_match(model, converted, x):
@@ -72,7 +112,7 @@ def test_subclass_that_only_changes_init_is_converted_and_keeps_its_class():
     assert isinstance(copy.deepcopy(layer), DepthwiseConv2d)
 
 
-@pytest.mark.parametrize("cls", [ScaledConv2d, StandardizedConv2d])
+@pytest.mark.parametrize("cls", [OwnConv2d, StandardizedConv2d])
 def test_subclass_that_changes_the_computation_is_left_and_reported(cls):
     model = nn.Sequential(cls(3, 4, 3))
     converted, report = torchconv_ext.convert_model_with_report(model)
@@ -97,7 +137,7 @@ def test_old_style_weight_norm_converts_without_inplace():
 
 
 def test_verbose_prints_what_was_converted_and_left(capsys):
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), ScaledConv2d(4, 4, 1), nn.MaxPool2d(2), nn.ReLU())
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), OwnConv2d(4, 4, 1), nn.MaxPool2d(2), nn.ReLU())
     torchconv_ext.convert_model(model, verbose=True)
     printed = capsys.readouterr().out
     assert "converted 2 layer(s), left 1" in printed
@@ -162,3 +202,74 @@ def test_a_converted_model_pickles_whole():
     loaded(x)
     assert type(loaded[1]) is tnn.Conv2d
     assert type(copy.deepcopy(converted[0])) is type(converted[0])
+
+
+class _OpNamespaces(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func.namespace)
+        return func(*args, **(kwargs or {}))
+
+
+def _hands_on_cases():
+    return [
+        (ScaledConv2d(2, 3, 3), torch.randn(2, 2, 5, 6)),
+        (CausalConv3d(2, 3), torch.randn(1, 2, 4, 5, 5)),
+        (FloatUpsample(scale_factor=2), torch.randn(1, 2, 3, 3, dtype=torch.float64)),
+        (ChunkedMaxPool2d(2), torch.randn(4, 2, 5, 5)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_subclass_handing_its_input_on_keeps_its_forward_around_ours(case):
+    """A forward that hands its input on to torch's (``super().forward``) runs as it is, and the
+    computation it reaches is ours; its class stays first in line."""
+    theirs, x = _hands_on_cases()[case]
+    theirs = theirs.double() if x.dtype == torch.float64 else theirs
+    ours, report = torchconv_ext.convert_model_with_report(theirs)
+    (entry,) = report.converted
+    assert entry.after.startswith("torchconv_ext.nn.") and " under the forward of " in entry.after
+    assert type(ours).__bases__[0] is type(theirs) and isinstance(ours, DropIn)
+    assert type(ours).forward is type(theirs).forward
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(copy.deepcopy(ours)(x), theirs(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", range(4))
+def test_a_subclass_handing_its_input_on_runs_our_kernels(case):
+    theirs, x = _hands_on_cases()[case]
+    ours = torchconv_ext.convert_model(theirs)
+    with torchconv_ext.use_backend("triton"), _OpNamespaces() as ops:
+        got = ours(x)
+    assert "torchconv_ext" in ops.seen
+    torch.testing.assert_close(got, theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_causal_convolution_keeps_its_cache_argument_and_gradients():
+    torch.manual_seed(0)
+    theirs = CausalConv3d(2, 3).double()
+    ours = torchconv_ext.convert_model(theirs)
+    x = torch.randn(1, 2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    cache = torch.randn(1, 2, 2, 4, 4, dtype=torch.float64)
+    grads = []
+    for module in (ours, theirs):
+        out = module(x, cache_x=cache)
+        grads.append([out, *torch.autograd.grad(out.sum(), [x, *module.parameters()])])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_nothing_is_fused_into_a_convolution_under_another_forward():
+    """Its output is not the convolution's (ScaledConv2d doubles it): a batch norm after it is
+    not folded."""
+    model = nn.Sequential(ScaledConv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).double().eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+    fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
+    assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)

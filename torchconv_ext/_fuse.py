@@ -9,7 +9,8 @@ whose output goes only to an activation — or a convolution straight into an ac
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
-parametrized one, or one with an activation already, is not fused); the batch norm is a torch
+parametrized one, one with an activation already, one under another class's forward or one
+convolving with a weight it computes is not fused); the batch norm is a torch
 class, or a subclass computing torch's batch norm and then at most an activation — timm's
 ``BatchNormAct2d``, whose activation is fused with it (``_fuse_steps``) — and tracks running
 statistics over the convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output

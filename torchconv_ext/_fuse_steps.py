@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
-from ._other_libraries import computes_its_weight
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
 from .nn.conv_transpose import _ConvTransposeMixin
@@ -48,12 +47,20 @@ def has_hooks(module: nn.Module) -> bool:
     )
 
 
+def _runs_our_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s output is our convolution's: not another forward around it (a
+    subclass handing its input on to ours) nor ours with a weight it computes (a known
+    weight-standardised layer), where a batch norm would not fold into ``weight``."""
+    ours = next(c for c in type(module).__mro__ if "replaces" in vars(c))
+    return type(module).forward is ours.forward
+
+
 def is_fusable_conv(module: nn.Module) -> bool:
     return (
         isinstance(module, (_ConvMixin, _ConvTransposeMixin))
         and module.activation is None
         and not parametrize.is_parametrized(module)
-        and not computes_its_weight(module)  # (a weight-standardised layer of timm's)
+        and _runs_our_forward(module)
         and not has_hooks(module)
         and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
     )

@@ -128,10 +128,3 @@ def known_layer(cls: type) -> tuple[type, KnownLayer] | None:
         if layer is not None:
             return c, layer
     return None
-
-
-def computes_its_weight(module: nn.Module) -> bool:
-    """Whether ``module`` convolves with a weight computed from its parameters on every call
-    (a known weight-standardised layer): a batch norm cannot be folded into its ``weight``."""
-    known = known_layer(type(module))
-    return known is not None and known[1].weight is not None

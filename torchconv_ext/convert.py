@@ -10,15 +10,19 @@ train/eval mode stay exactly as they are. These layers convert:
   sets its sizes;
 * either of these under ``torch.nn.utils.parametrize`` (``parametrizations.weight_norm``,
   ``spectral_norm``): the parametrized class is rebuilt over ours, keeping the parametrizations,
-  ``state_dict`` keys and outputs.
+  ``state_dict`` keys and outputs;
+* a subclass whose own ``forward`` hands its input on to torch's (``super().forward``, as the
+  causal convolutions of Diffusers' video autoencoders do after padding time on one side): its
+  class comes first, so its forward runs as it is, and the computation it reaches is ours;
+* a few other libraries' layers known to compute what ours compute with other attribute values
+  or a computed weight (``_other_libraries``: timm's TensorFlow "SAME" ``Conv2dSame``,
+  ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with ``padding='same'``; timm's
+  ``StdConv2d`` and ``ScaledStdConv2d`` and Transformers' ``WeightStandardizedConv2d``
+  convolve with their weight standardised), once each class is checked against its own forward
+  on a small instance.
 
-Subclasses that override the computation (``forward``, or the hooks our layers replace) are left
-alone, and every layer left is reported with the reason — except a few other libraries' layers
-known to compute what ours compute with other attribute values or a computed weight (timm's
-TensorFlow "SAME" ``Conv2dSame``, ``MaxPool2dSame`` and ``AvgPool2dSame`` are ours with
-``padding='same'``; its ``StdConv2d`` and ``ScaledStdConv2d`` and Transformers'
-``WeightStandardizedConv2d`` convolve with their weight standardised; ``_other_libraries``): they convert, once each class is checked against its own
-forward on a small instance.
+Other subclasses that override the computation (``forward``, or the hooks our layers replace)
+are left alone, and every layer left is reported with the reason.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
 the activation modules that consume their outputs (``_fuse`` says which structures, and how the
@@ -30,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -117,21 +122,49 @@ _SUBCLASSES: dict[type, tuple[type, type]] = {}
 _PARAMETRIZED: set[type] = set()
 
 
+def _hands_on(cls: type, base: type) -> bool:
+    """Whether ``cls`` overrides no computing method but ``forward``, and each ``forward`` it
+    defines above ``base`` reaches the base's computation: calls ``super().forward`` (or
+    ``_conv_forward``), around which it may do anything. Read from the code, so a forward that
+    reaches it only on some paths (and calls ``F.conv2d`` on others) counts too: there it still
+    computes what it computed."""
+    if _overridden(cls, base) != ["forward"]:
+        return False
+    forwards = [c.__dict__["forward"] for c in cls.__mro__[: cls.__mro__.index(base)]
+                if "forward" in c.__dict__]  # fmt: skip
+    return all(_calls_base_computation(getattr(f, "__code__", None)) for f in forwards)
+
+
+def _calls_base_computation(code: types.CodeType | None) -> bool:
+    if code is None:
+        return False
+    names = set(code.co_names)
+    if "_conv_forward" in names or {"super", "forward"} <= names:
+        return True
+    return any(_calls_base_computation(c) for c in code.co_consts if isinstance(c, types.CodeType))
+
+
 @functools.cache
 def _over_subclass(ours: type, theirs: type) -> type:
-    """A class running our computation that still is a ``theirs`` (their other methods stay;
-    ``forward`` is ours even where torch's base class defines it and ``theirs`` overrides it —
-    with the weight a known layer computes, where it computes one)."""
+    """A class running our computation that still is a ``theirs`` (their other methods stay).
+    Where their ``forward`` hands its input on to torch's (:func:`_hands_on`), it stays, first in
+    line, with ours beneath it; else ``forward`` is ours, also where ``theirs`` overrides it —
+    with the weight a known layer computes, where it computes one."""
     known = known_layer(theirs)
-    forward = ours.forward
-    if known is not None and known[1].weight is not None:
-        computed_weight = known[1].weight
+    namespace: dict[str, object] = {"__module__": theirs.__module__}
+    if known is None and _hands_on(theirs, _torch_base(theirs)):
+        bases = (theirs, ours)
+    elif known is not None and known[1].weight is not None:
+        bases, computed_weight = (ours, theirs), known[1].weight
 
         def forward(self, input: Tensor) -> Tensor:
             return self._conv_forward(input, computed_weight(self), self.bias)
 
-    namespace = {"__module__": theirs.__module__, "forward": forward}
-    converted = type(theirs.__name__, (ours, theirs), namespace)
+        namespace["forward"] = forward
+    else:
+        bases = (ours, theirs)
+        namespace["forward"] = ours.forward
+    converted = type(theirs.__name__, bases, namespace)
     converted.__init__ = theirs.__init__  # constructing one anew takes their arguments
     become = getattr(theirs, "cls_to_become", None)
     if become is not None:
@@ -217,9 +250,9 @@ def _class_target(cls: type, base: type, module: nn.Module) -> _Target:
     if cls is base:
         return _Target(ours)
     overridden = _overridden(cls, base)
-    if not overridden:
-        return _Target(_over_subclass(ours, cls))
     known = known_layer(cls)
+    if not overridden or (known is None and _hands_on(cls, base)):
+        return _Target(_over_subclass(ours, cls))
     if known is None or _overridden(cls, known[0]):
         return _Target(None, f"its class overrides {', '.join(overridden)}")
     reason = _known_layer_check(ours, *known)
@@ -274,6 +307,8 @@ def _describe(cls: type) -> str:
         return f"{_describe(cls.__bases__[0])} (parametrized)"
     if cls in _SUBCLASSES:
         ours, theirs = _SUBCLASSES[cls]
+        if cls.__bases__[0] is theirs:  # their forward around ours
+            return f"{_describe(ours)} under the forward of {_describe(theirs)}"
         return f"{_describe(ours)} as {_describe(theirs)}"
     module = cls.__module__
     for package in ("torch.nn", "torchconv_ext.nn"):
