@@ -204,7 +204,9 @@ def test_a_converted_model_pickles_whole():
     assert type(copy.deepcopy(converted[0])) is type(converted[0])
 
 
-class _OpNamespaces(torch.utils._python_dispatch.TorchDispatchMode):
+class OpNamespaces(torch.utils._python_dispatch.TorchDispatchMode):
+    """The namespaces of the ops a computation calls (ours: ``torchconv_ext``)."""
+
     def __init__(self):
         super().__init__()
         self.seen: set[str] = set()
@@ -243,7 +245,7 @@ def test_a_subclass_handing_its_input_on_keeps_its_forward_around_ours(case):
 def test_a_subclass_handing_its_input_on_runs_our_kernels(case):
     theirs, x = _hands_on_cases()[case]
     ours = torchconv_ext.convert_model(theirs)
-    with torchconv_ext.use_backend("triton"), _OpNamespaces() as ops:
+    with torchconv_ext.use_backend("triton"), OpNamespaces() as ops:
         got = ours(x)
     assert "torchconv_ext" in ops.seen
     torch.testing.assert_close(got, theirs(x), rtol=1e-5, atol=1e-5)

@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchconv_ext
+from tests.test_convert import OpNamespaces
 from torchconv_ext import nn as tnn
 
 
@@ -211,18 +211,6 @@ def _grads(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [out, x.grad, *(p.grad for p in module.parameters())]
 
 
-class _Namespaces(TorchDispatchMode):
-    """The namespaces of the ops a computation calls (ours: ``torchconv_ext``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.add(func.namespace)
-        return func(*args, **(kwargs or {}))
-
-
 def _check_same_as_theirs(theirs: nn.Module, x: torch.Tensor) -> nn.Module:
     theirs = theirs.double()
     ours, report = torchconv_ext.convert_model_with_report(theirs)
@@ -405,6 +393,6 @@ def test_known_layers_on_the_triton_kernels():
             [ScaledStdConv2d(2, 3, 3, 2), StdConv2dSame(2, 3, 3, 2)],
         ):
             ours = _check_same_as_theirs(theirs, x)
-            with _Namespaces() as ops:
+            with OpNamespaces() as ops:
                 ours(x)
             assert "torchconv_ext" in ops.seen
