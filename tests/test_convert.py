@@ -272,6 +272,11 @@ def test_nothing_is_fused_into_a_convolution_under_another_forward():
     with torch.no_grad():
         model[1].running_mean.uniform_(-1, 1)
     fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
-    assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
+    assert type(fused[1]) is nn.BatchNorm2d
+    (entry,) = report.fused
+    assert (entry.name, entry.reason) == (
+        "1",
+        "the convolution 0 runs under the forward of ScaledConv2d",
+    )
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)

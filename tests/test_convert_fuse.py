@@ -745,10 +745,30 @@ def test_the_convolutions_of_a_forward_not_read_are_reported():
     assert _fusions(report) == {"conv": ["bn"], "tail.0": ["tail.1"]}
 
 
+def test_the_report_says_why_nothing_is_fused_into_a_convolution():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    hooked = nn.Conv2d(4, 4, 1)
+    hooked.register_forward_hook(lambda *args: None)
+    model = nn.Sequential(
+        tnn.Conv2d(3, 4, 3, activation="relu"), nn.BatchNorm2d(4),
+        weight_norm(nn.Conv2d(4, 4, 1)), nn.ReLU(),
+        hooked, nn.BatchNorm2d(4),
+    )  # fmt: skip
+    fused, report = _fuse_and_compare(model)
+    assert _fusions(report) == {}
+    assert _refusals(report) == {
+        "1": "the convolution 0 has an activation already",
+        "3": "the convolution 2 is parametrized",
+        "5": "the convolution 4 has hooks",
+    }
+
+
 def test_a_lazy_convolution_before_its_first_input_is_not_fused():
     model = nn.Sequential(nn.LazyConv2d(4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     fused, report = convert_model_with_report(model, inplace=True, fuse=True)
-    assert report.fused == [] and type(fused[1]) is nn.BatchNorm2d
+    assert type(fused[1]) is nn.BatchNorm2d
+    assert _refusals(report) == {"1": "the convolution 0 has no weight before its first input"}
     fused(torch.randn(1, 3, 5, 5))
     assert type(fused[0]) is tnn.Conv2d  # ours once its sizes are known
 

@@ -10,7 +10,8 @@ whose output goes only to an activation — or a convolution straight into an ac
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
 parametrized one, one with an activation already, one under another class's forward or one
-convolving with a weight it computes is not fused); the batch norm is a torch
+convolving with a weight it computes is not fused, which the report says of the batch norm or
+activation after it); the batch norm is a torch
 class, or a subclass computing torch's batch norm and then at most an activation — timm's
 ``BatchNormAct2d``, whose activation is fused with it (``_fuse_steps``) — and tracks running
 statistics over the convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
@@ -63,6 +64,7 @@ from ._fuse_record import recorded_chains
 from ._fuse_steps import (
     activation_of,
     batch_norm_step,
+    conv_refusal,
     fold_batch_norm,
     has_hooks,
     is_batch_norm,
@@ -204,8 +206,15 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
     place; what was fused, or what was not and why."""
     conv = scope.root.get_submodule(chain[0])
-    if not is_fusable_conv(conv):
+    refusal = conv_refusal(conv)
+    if refusal is None:
         return []
+    if refusal:  # said of the batch norm or activation after it, if one is
+        after = scope.root.get_submodule(chain[1]) if len(chain) > 1 else None
+        if after is None or not (is_batch_norm(after) or activation_of(after, conv.out_channels)):
+            return []
+        reason = f"the convolution {scope.path(chain[0])} {refusal}"
+        return [FusionEntry(scope.path(chain[1]), reason=reason)]
     if scope.unread:
         reason = f"what consumes its output is not read ({scope.unread}): example_inputs= "
         reason += "records it from a run"

@@ -47,23 +47,31 @@ def has_hooks(module: nn.Module) -> bool:
     )
 
 
-def _runs_our_forward(module: nn.Module) -> bool:
-    """Whether ``module``'s output is our convolution's: not another forward around it (a
-    subclass handing its input on to ours) nor ours with a weight it computes (a known
-    weight-standardised layer), where a batch norm would not fold into ``weight``."""
+def conv_refusal(module: nn.Module) -> str | None:
+    """Why nothing is fused into ``module``, one of our convolutions (``""``: it may be;
+    ``None``: not one of ours). Fusing rewrites its ``weight`` and ``bias`` and sets its
+    epilogue, so its output must be our convolution of that weight: not under another class's
+    forward (a subclass handing its input on to ours), nor of a weight it computes."""
+    if not isinstance(module, (_ConvMixin, _ConvTransposeMixin)):
+        return None
     ours = next(c for c in type(module).__mro__ if "replaces" in vars(c))
-    return type(module).forward is ours.forward
+    if module.activation is not None:
+        return "has an activation already"
+    if parametrize.is_parametrized(module):
+        return "is parametrized"
+    if type(module).forward is not ours.forward:
+        if type(module).__bases__[0] is not ours:  # (their class first: their forward)
+            return f"runs under the forward of {type(module).__name__}"
+        return "uses a weight it computes on every call"
+    if is_lazy(module.weight):  # (before has_hooks: its initialising hook)
+        return "has no weight before its first input"
+    if has_hooks(module):
+        return "has hooks"
+    return ""
 
 
 def is_fusable_conv(module: nn.Module) -> bool:
-    return (
-        isinstance(module, (_ConvMixin, _ConvTransposeMixin))
-        and module.activation is None
-        and not parametrize.is_parametrized(module)
-        and _runs_our_forward(module)
-        and not has_hooks(module)
-        and not is_lazy(module.weight)  # (a lazy layer before its first input: no weight yet)
-    )
+    return conv_refusal(module) == ""
 
 
 def is_batch_norm(module: nn.Module) -> bool:
