@@ -22,10 +22,10 @@ class MyConv(nn.Conv2d):
 
 
 class ScaledConv(nn.Conv2d):
-    """A user's subclass with its own forward: left alone."""
+    """A user's subclass computing in its own forward (not through torch's): left alone."""
 
     def forward(self, x):
-        return super().forward(x) * 2
+        return nn.functional.conv2d(x, self.weight, self.bias) * 2
 
 
 class Mixed(nn.Module):
