@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torchconv_ext
-from tests.test_convert import OpNamespaces
+from tests.test_convert import CausalConv3d, OpNamespaces
 from torchconv_ext import nn as tnn
 
 
@@ -398,3 +398,24 @@ def test_known_layers_on_the_triton_kernels():
             with OpNamespaces() as ops:
                 ours(x)
             assert "torchconv_ext" in ops.seen
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_converted_layers_compile_whole(case):
+    """torch.compile(fullgraph=True) reads a converted known layer's forward (a computed
+    weight too) and a forward kept around ours, forward and backward."""
+    theirs, x = [
+        (Conv2dSame(2, 3, 3, 2), torch.randn(1, 2, 7, 6)),
+        (ScaledStdConv2d(2, 3, 3, 2), torch.randn(1, 2, 7, 6)),
+        (CausalConv3d(2, 3), torch.randn(1, 2, 4, 5, 5)),
+    ][case]
+    compiled = torch.compile(
+        torchconv_ext.convert_model(theirs), backend="aot_eager", fullgraph=True
+    )
+    results = []
+    for module in (compiled, theirs):
+        x.grad = None
+        out = module(x.requires_grad_())
+        out.sum().backward()
+        results.append((out.detach(), x.grad))
+    torch.testing.assert_close(*results)
