@@ -144,6 +144,16 @@ def _diffusers() -> Iterator[tuple[str, Builder]]:
                            attn_scales=[], temperal_downsample=[True]),
         (torch.randn(1, 3, 5, 16, 16, dtype=torch.float64),),
     )  # fmt: skip
+    # CogVideoX's: 3-d convolutions that chunk long inputs, then hand each to torch's
+    yield "diffusers AutoencoderKLCogVideoX", lambda: (
+        D.AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 2,
+            up_block_types=("CogVideoXUpBlock3D",) * 2, block_out_channels=(8, 16),
+            latent_channels=4, layers_per_block=1, norm_num_groups=4,
+            temporal_compression_ratio=2,
+        ),
+        (torch.randn(1, 3, 5, 16, 16, dtype=torch.float64),),
+    )  # fmt: skip
 
 
 def _monai() -> Iterator[tuple[str, Builder]]:
