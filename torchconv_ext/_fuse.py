@@ -11,10 +11,10 @@ where each step is a module's call on the step before alone (an ``nn.Identity`` 
 steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
 parametrized one, one with an activation already, one under another class's forward or one
 convolving with a weight it computes is not fused, which the report says of the batch norm or
-activation after it); the batch norm is a torch
-class, or a subclass computing torch's batch norm and then at most an activation — timm's
-``BatchNormAct2d``, whose activation is fused with it (``_fuse_steps``) — and tracks running
-statistics over the convolution's output channels; the activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
+activation after it); the batch norm is a torch class, or a subclass computing torch's batch
+norm and then at most an activation — timm's ``BatchNormAct2d``, whose activation is fused with
+it (``_fuse_steps``) — and tracks running statistics over the convolution's output channels; the
+activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one per output
 channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
 ``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid`` — or another library's module whose forward is
 one such function call (Transformers' ``GELUActivation``, timm's ``GELU``).
@@ -31,8 +31,9 @@ path on a call than in its trace (``if mask is None``) — and where a forward t
 cannot be traced (it branches on values, say), its children are read one by one, and the
 consecutive children of an ``nn.Sequential`` — which hands each output to the next child alone
 — as such a chain; the report names each convolution such a forward calls directly, since what
-consumes its output is then not known (``example_inputs`` records it). What the forward code does is what counts: a convolution that other code
-calls directly (another method of the model) gets the fused computation there too.
+consumes its output is then not known (``example_inputs`` records it). What the forward code
+does is what counts: a convolution that other code calls directly (another method of the
+model) gets the fused computation there too.
 
 With ``example_inputs`` (``convert_model(fuse=True, example_inputs=x)``) the chains are recorded
 from one run of the model instead (``_fuse_record``): for forward code ``torch.fx`` cannot trace,
