@@ -463,13 +463,13 @@ def _pads(pairs: list[tuple[int, int]]) -> list[int]:
 
 def padding_string_case(rng: random.Random) -> Case:
     """``'same'`` with any stride (TensorFlow's rule) and ``'valid'`` — beyond torch for
-    strided convolutions, transposed convolutions and pooling — against torch's op on an
-    explicitly padded input (convolutions in every padding mode, max pooling padded with
-    -inf, average pooling dividing by the window's input elements) or a cropped or extended
-    output (transposed convolutions)."""
+    strided convolutions, transposed convolutions and pooling — and convolutions' ``(before,
+    after)`` padding pairs, against torch's op on an explicitly padded input (convolutions in
+    every padding mode, max pooling padded with -inf, average pooling dividing by the window's
+    input elements) or a cropped or extended output (transposed convolutions)."""
     kind = rng.choice(["conv", "conv", "conv_transpose", "max_pool", "avg_pool"])
     nd = rng.choice([1, 2, 2, 3])
-    string = rng.choice(["same", "same", "same", "valid"])
+    string = rng.choice(["same", "same", "same", "valid"] + ["pairs"] * 2 * (kind == "conv"))
     pooling = kind.endswith("pool")
     if pooling:
         groups, per_in, per_out = 1, rng.choice([1, 3, 8]), 1
@@ -492,9 +492,14 @@ def padding_string_case(rng: random.Random) -> Case:
         pairs = [_same(*a) for a in zip(size, kernel, stride, dilation)]
     if string == "valid":
         pairs = [(0, 0)] * nd
+    if string == "pairs":  # (reflection pads less than the size; each dim an int or a pair)
+        pairs = [(rng.randint(0, span - 1), rng.randint(0, span - 1)) for span in spans]
+        size = [max(n, span - sum(p), max(p) + 1) for n, span, p in zip(size, spans, pairs)]
+        pairs = [(p[0], p[0]) if rng.random() < 0.3 else p for p in pairs]
+    padding = [p[0] if p[0] == p[1] else p for p in pairs] if string == "pairs" else string
     batch = None if rng.random() < 0.15 else rng.choice([1, 2])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6 and not pooling
-    config = dict(op=f"{kind}{nd}d", padding=string, batch=batch, groups=groups,
+    config = dict(op=f"{kind}{nd}d", padding=padding, batch=batch, groups=groups,
                   per_group=(per_in, per_out), kernel=kernel, stride=stride, dilation=dilation,
                   size=size, padding_mode=mode, dtype=str(dtype), layout=layout,
                   bias=bias)  # fmt: skip
@@ -508,7 +513,7 @@ def padding_string_case(rng: random.Random) -> Case:
 
     def ours(x, w=None, b=None):
         if kind == "conv":
-            return getattr(TF, name)(x, w, b, stride, string, dilation, groups, padding_mode=mode)
+            return getattr(TF, name)(x, w, b, stride, padding, dilation, groups, padding_mode=mode)
         if kind == "conv_transpose":
             return getattr(TF, name)(x, w, b, stride, string, 0, groups, dilation)
         if kind == "max_pool":

@@ -35,6 +35,36 @@ BAD = {
     "dilation": (lambda: TF.conv2d(X, W, dilation=(1, 0)), RuntimeError, "dilation"),
     "negative padding": (lambda: TF.conv2d(X, W, padding=-1), RuntimeError, "negative padding"),
     "padding string": (lambda: TF.conv2d(X, W, padding="full"), RuntimeError, "'valid', 'same'"),
+    "negative pair": (
+        lambda: TF.conv2d(X, W, padding=((0, -1), 1)),
+        RuntimeError,
+        r"negative padding is not supported, but got padding=\(\(0, -1\), 1\)",
+    ),
+    "pair of three": (
+        lambda: TF.conv2d(X, W, padding=((0, 1, 1), 1)),
+        TypeError,
+        r"one \(before, after\) pair of ints per spatial dimension",
+    ),
+    "pairs count": (
+        lambda: TF.conv2d(X, W, padding=((0, 1), (0, 1), 1)),
+        RuntimeError,
+        "a list of 2 values",
+    ),
+    "pair kernel too big": (
+        lambda: TF.conv2d(torch.randn(1, 3, 1, 5), W, padding=((0, 1), 1)),
+        RuntimeError,
+        r"padded input size per channel: \(2 x 7\)",
+    ),
+    "pair reflect too big": (
+        lambda: TF.conv2d(X, W, padding=((0, 5), 1), padding_mode="reflect"),
+        RuntimeError,
+        r"padding \(0, 5\) should be less than the input size 5",
+    ),
+    "transposed pairs": (
+        lambda: TF.conv_transpose2d(X, W.transpose(0, 1), padding=((0, 1), 1)),
+        TypeError,
+        "padding must be an int or a tuple of ints",
+    ),
     "kernel too big": (lambda: TF.conv2d(torch.randn(1, 3, 2, 2), W), RuntimeError, "Kernel size"),
     "reflect too big": (
         lambda: TF.conv2d(X, W, padding=5, padding_mode="reflect"),
@@ -158,6 +188,7 @@ NOT_INTS = {
     "stride": dict(stride=2.0),
     "padding": dict(padding=1.0),
     "padding tuple": dict(padding=(1, 1.0)),
+    "padding pair": dict(padding=((0, 1.0), 1)),
     "dilation": dict(dilation=1.0),
     "groups": dict(groups=1.0),
     "bool stride": dict(stride=True),

@@ -31,6 +31,24 @@ def test_nn_modules_are_drop_in():
     assert tnn.Conv3d(2, 3, 3)(torch.randn(1, 2, 4, 4, 4)).shape == (1, 3, 2, 2, 2)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_padding_pairs_are_a_zero_pad_before_the_layer(backend):
+    """``padding=((top, bottom), (left, right))``: what ``nn.ZeroPad2d`` before torch's layer
+    computes, with its parameters, ``state_dict`` and ``repr``."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.ZeroPad2d((2, 0, 0, 1)), nn.Conv2d(3, 4, 3, stride=2))
+    ours = tnn.Conv2d(3, 4, 3, stride=2, padding=((0, 1), (2, 0)))
+    ours.load_state_dict(ref[1].state_dict())
+    assert "padding=((0, 1), (2, 0))" in repr(ours)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    ref, ours = ref.double(), ours.double()
+    with torchconv_ext.use_backend(backend):
+        out, grads = _grads(ours, x)
+    expected, expected_grads = _grads(ref, x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grads, expected_grads)
+
+
 def _grads(model, x):
     model.zero_grad()
     out = model(x)

@@ -44,6 +44,7 @@ def _model(onnx: str | None = None) -> nn.Module:
     skip_max = onnx == "torch.export" and not _ONNX_HAS_ADAPTIVE_MAX
     ours = [
         tnn.Conv2d(3, 4, 3, stride=2, padding="same", activation="relu"),
+        tnn.Conv2d(3, 2, 3, stride=2, padding=((0, 1), (2, 0)), padding_mode="replicate"),
         tnn.ConvTranspose2d(3, 2, 3, stride=2, padding="same"),
         tnn.MaxoutConv2d(3, 2, 3, pieces=2, padding=1),
         tnn.Maxout(3),

@@ -107,6 +107,21 @@ def test_padding_strings_beyond_torch_agree_with_their_definition(backend):
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_padding_pairs_agree_with_a_padded_input(backend):
+    """Convolutions padded by ``(before, after)`` pairs, one case per padding mode, against
+    torch's convolution of an input ``F.pad`` padded."""
+
+    def wanted(case: fuzz.Case) -> bool:
+        padding = case.config["padding"]
+        return not isinstance(padding, str) and any(isinstance(p, tuple) for p in padding)
+
+    mode = lambda case: case.config["padding_mode"]
+    for case in _one_of_each(fuzz.padding_string_case, random.Random(0), mode, 4, wanted):
+        case.second_order = case.operands[0].dtype == torch.float64
+        assert fuzz.check(case, backend) is None, case.config
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_sizes_rounded_half_to_even_agree_with_atens_op_given_them(backend):
     cases = _one_of_each(
         fuzz.interpolate_case, random.Random(0), lambda c: c.config.get("mode"), 2,

@@ -223,6 +223,10 @@ BRUTE_FORCE_MODELS = {
     "tf-same": lambda: nn.Sequential(
         tnn.Conv2d(1, 2, 4, stride=3, padding="same"), tnn.Conv2d(2, 1, 3, stride=2, padding="same")
     ),
+    "padding-pairs": lambda: nn.Sequential(
+        tnn.Conv2d(1, 2, 4, stride=2, padding=((0, 3), 1)),
+        tnn.Conv2d(2, 1, 3, stride=3, padding=(2, (1, 0))),
+    ),
 }
 
 

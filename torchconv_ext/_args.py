@@ -16,6 +16,10 @@ import torch
 #: An int, or one int per spatial dimension.
 IntOrTuple = int | Sequence[int]
 
+#: A convolution's numeric padding: an int, or per spatial dimension an int (both sides) or a
+#: ``(before, after)`` pair.
+Padding = int | Sequence[int | Sequence[int]]
+
 PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
 
 
@@ -42,6 +46,36 @@ def expand(value: object, ndim: int) -> tuple[int, ...] | None:
         return None
     values = tuple(_plain(v) for v in values)
     return values * ndim if len(values) == 1 else values
+
+
+def expand_pairs(value: object, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``value`` — an int, or a sequence of 1 or ``ndim`` entries, each an int (both sides) or a
+    ``(before, after)`` pair of ints — as ``(before, after)``, ``ndim`` ints each.
+
+    Returns ``None`` for any other form (:func:`pairs_count` tells a wrong count apart)."""
+    ints = expand(value, ndim)
+    if ints is not None:
+        return ints, ints
+    if pairs_count(value) not in (1, ndim):
+        return None
+    pairs = [(e, e) if is_int(e) else tuple(e) for e in value]  # type: ignore[union-attr]
+    pairs *= ndim // len(pairs)
+    return tuple(_plain(p[0]) for p in pairs), tuple(_plain(p[1]) for p in pairs)
+
+
+def pairs_count(value: object) -> int | None:
+    """How many entries ``value`` has where it is a sequence of ints and ``(before, after)``
+    pairs of ints; else ``None``."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return None
+    for entry in value:
+        if is_int(entry):
+            continue
+        if not (isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2):
+            return None
+        if not all(is_int(v) for v in entry):
+            return None
+    return len(value)
 
 
 def is_ints(value: object) -> bool:
@@ -112,7 +146,8 @@ MEMO_CAPACITY = 1024
 Check = TypeVar("Check", bound=Callable)
 
 #: How :func:`plain_key` takes each argument type: a tensor by its metadata, a value as it is, a
-#: tuple or list when it holds ints only; other types are not plain.
+#: tuple or list when it holds ints only (or ints and tuples or lists of ints: padding pairs);
+#: other types are not plain.
 _TENSOR, _VALUE, _INTS = "tensor", "value", "ints"
 _KINDS: dict[type, str] = {
     torch.Tensor: _TENSOR,
@@ -159,10 +194,25 @@ def plain_key(args: tuple) -> tuple | None:
         t = args[i]
         values[i] = (t.shape, t.dtype, t.device)
     for i in sequences:
-        if not all(type(v) is int for v in args[i]):
+        values[i] = _plain_ints(args[i])
+        if values[i] is None:
             return None
-        values[i] = tuple(args[i])
     return types, tuple(values)
+
+
+def _plain_ints(sequence: Sequence) -> tuple | None:
+    """A sequence of Python ints, or of ints and sequences of them (padding pairs), as a tuple
+    of ints and tuples; ``None`` for any other content."""
+    if all(type(v) is int for v in sequence):
+        return tuple(sequence)
+    entries = []
+    for v in sequence:
+        if type(v) is not int:
+            if type(v) not in (tuple, list) or not all(type(e) is int for e in v):
+                return None
+            v = tuple(v)
+        entries.append(v)
+    return tuple(entries)
 
 
 def memoized(check: Check) -> Check:

@@ -15,7 +15,17 @@ from typing import Any
 
 import torch
 
-from ._args import IntOrTuple, expand, is_ints, memoized, plain_int, string_padding
+from ._args import (
+    IntOrTuple,
+    Padding,
+    expand,
+    expand_pairs,
+    is_ints,
+    memoized,
+    pairs_count,
+    plain_int,
+    string_padding,
+)
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
@@ -25,7 +35,8 @@ class ConvGeometry:
     """Normalised convolution arguments, one entry per spatial dimension.
 
     ``padding`` is applied before (front/top/left) and ``padding_end`` after each dimension;
-    they differ only for TensorFlow-style ``'same'`` padding with an odd total.
+    they differ for TensorFlow-style ``'same'`` padding with an odd total, and where the caller
+    gives ``(before, after)`` pairs.
     """
 
     stride: tuple[int, ...]
@@ -169,12 +180,37 @@ def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> 
 
 
 def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ...]:
+    """A transposed convolution's padding: ints (it crops its output evenly)."""
     values = expand_param(padding, ndim, "padding")
-    if min(values) < 0:
-        raise RuntimeError(
-            f"{name}: negative padding is not supported, but got padding={list(values)}"
-        )
+    _check_non_negative(name, padding, values)
     return values
+
+
+def _padding_pairs(
+    name: str, padding: Padding, ndim: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A convolution's numeric padding as ``(before, after)``: an int, or per spatial dimension
+    an int (both sides) or a ``(before, after)`` pair; torch's error types for other forms."""
+    pairs = expand_pairs(padding, ndim)
+    if pairs is None:
+        if pairs_count(padding) is None:
+            raise TypeError(
+                f"padding must be an int, a tuple of ints, 'same' or 'valid', or one (before, "
+                f"after) pair of ints per spatial dimension, but got padding={padding!r}"
+            )
+        raise RuntimeError(
+            f"expected padding to be a single integer value or a list of {ndim} values to match "
+            f"the convolution dimensions, but got padding={list(padding)}"  # type: ignore[arg-type]
+        )
+    for side in pairs:
+        _check_non_negative(name, padding, side)
+    return pairs
+
+
+def _check_non_negative(name: str, padding: object, values: tuple[int, ...]) -> None:
+    if min(values) < 0:
+        shown = list(values) if is_ints(padding) else padding
+        raise RuntimeError(f"{name}: negative padding is not supported, but got padding={shown}")
 
 
 @memoized
@@ -184,14 +220,15 @@ def conv_geometry(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
 ) -> ConvGeometry:
     """Validate the arguments of a (batched) convolution and normalise them.
 
-    ``input`` is ``(N, C_in, *spatial)``, ``weight`` ``(C_out, C_in/groups, *kernel)``. Raises
+    ``input`` is ``(N, C_in, *spatial)``, ``weight`` ``(C_out, C_in/groups, *kernel)``;
+    ``padding`` is also ``'same'``/``'valid'``, or ``(before, after)`` pairs. Raises
     torch's exception types with messages that name the argument and the expected form.
     """
     ndim = input.dim() - 2
@@ -220,7 +257,7 @@ def conv_geometry(
             name, padding, sizes, kernel, stride_t, dilation_t, error=RuntimeError
         )
     else:
-        before = end = _numeric_padding(name, padding, ndim)
+        before, end = _padding_pairs(name, padding, ndim)
 
     check_mode_padding(padding_mode, sizes, before, end, input.shape)
     padded = [s + b + e for s, b, e in zip(sizes, before, end)]

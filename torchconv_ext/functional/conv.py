@@ -1,15 +1,16 @@
 """``conv1d`` / ``conv2d`` / ``conv3d``: torch's signatures, plus ``padding_mode``,
-TensorFlow-style ``padding='same'`` with any stride, and a fused ``activation``."""
+TensorFlow-style ``padding='same'`` with any stride, ``(before, after)`` padding pairs, and a
+fused ``activation``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from .. import _activation
-from .._args import IntOrTuple, expand
+from .._args import IntOrTuple, Padding, expand
 from .._backend import exporting
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
@@ -36,10 +37,16 @@ def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode:
     stride reaches torch, whose error is the one to give)."""
     if padding_mode != "zeros":
         return False
-    if not (isinstance(padding, str) and padding == "same"):
+    if not isinstance(padding, str):  # ints; (before, after) pairs are ours
+        return not (isinstance(padding, Sequence) and any(map(_is_pair, padding)))
+    if padding != "same":
         return True
     strides = expand(stride, spatial_dims)
     return strides is None or all(s == 1 for s in strides)
+
+
+def _is_pair(entry: object) -> bool:
+    return isinstance(entry, Sequence) and not isinstance(entry, str)
 
 
 def torch_computes(
@@ -60,7 +67,7 @@ def open_conv(
     weight: Tensor,
     bias: Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
@@ -91,7 +98,7 @@ def _conv(
     weight: Tensor,
     bias: Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
@@ -135,7 +142,7 @@ def _conv_act(
     weight: Tensor,
     bias: Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
@@ -222,7 +229,7 @@ def conv1d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -245,7 +252,7 @@ def conv2d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -262,7 +269,10 @@ def conv2d(
         stride, dilation: an int or one int per spatial dim, all positive.
         padding: an int / tuple (zero-or-mode padding on both sides), ``'valid'`` (none) or
             ``'same'``. Unlike torch, ``'same'`` also works with stride > 1, following
-            TensorFlow: output ``ceil(in/stride)``, the odd padding pixel at the end.
+            TensorFlow: output ``ceil(in/stride)``, the odd padding pixel at the end; and each
+            spatial dim's entry may be a ``(before, after)`` pair — ``padding=((0, 1), (0, 1))``
+            pads one row at the bottom and one column at the right, what ``nn.ZeroPad2d((0, 1,
+            0, 1))`` before the convolution does, without its copy of the input.
         groups: the number of blocked connections; ``groups == C_in`` is depthwise.
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'`` (as in
             ``nn.Conv2d``); on the Triton backend it is index arithmetic, not a padded copy.
@@ -288,7 +298,7 @@ def conv3d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._args import IntOrTuple
+from .._args import IntOrTuple, Padding
 from .._fallback import conv as conv_fallback
 from .._maxout_args import check_pieces, maxout_dim
 from .._ops.conv import conv_fwd
@@ -43,7 +43,7 @@ def maxout_conv(
     bias: Tensor | None,
     pieces: int,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",

@@ -1,7 +1,10 @@
 """``Conv1d`` / ``Conv2d`` / ``Conv3d``: torch's modules running our convolution.
 
 Same constructor, parameter names and ``state_dict`` as ``torch.nn``; ``padding_mode`` is
-applied by our kernel, and ``padding='same'`` is accepted with stride > 1 (TensorFlow's rule).
+applied by our kernel, ``padding='same'`` is accepted with stride > 1 (TensorFlow's rule), and
+each spatial dim's padding may be a ``(before, after)`` pair (``padding=((0, 1), (0, 1))``:
+one row at the bottom, one column at the right, as ``nn.ZeroPad2d((0, 1, 0, 1))`` before the
+layer, without its copy).
 
 Beyond torch, two keyword-only constructor arguments, ``activation`` and ``activation_args``
 (default ``None``), fuse an activation into the convolution (see

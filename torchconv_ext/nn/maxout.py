@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._args import IntOrTuple
+from .._args import IntOrTuple, Padding
 from .._maxout_args import check_pieces
 from ..functional.maxout import maxout_conv
 from ._base import Traced
@@ -46,7 +46,7 @@ class _MaxoutConvNd(Traced, nn.Module):
         kernel_size: IntOrTuple,
         pieces: int,
         stride: IntOrTuple = 1,
-        padding: str | IntOrTuple = 0,
+        padding: str | Padding = 0,
         dilation: IntOrTuple = 1,
         groups: int = 1,
         bias: bool = True,

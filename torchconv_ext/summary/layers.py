@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from .. import nn as our_nn
-from .._args import same_padding
+from .._args import expand_pairs, same_padding
 from ..nn.local import _MultiKernelConv
 from .fields import (
     Field,
@@ -93,7 +93,8 @@ def _window(
     dilation: Sequence[int],
     ceil_mode: bool = False,
 ) -> Step:
-    """A convolution or pooling window; ``padding`` an int tuple, ``'same'`` or ``'valid'``."""
+    """A convolution or pooling window; ``padding`` ints, ``(before, after)`` pairs, ``'same'``
+    or ``'valid'``."""
     n = len(kernel)
     if padding == "same":
         pairs = [same_padding(*a) for a in zip(sizes, kernel, stride, dilation)]
@@ -101,7 +102,7 @@ def _window(
     elif padding == "valid":
         before = after = [0] * n
     else:
-        before = after = _tuple(padding, n)
+        before, after = expand_pairs(padding, n)
     out = tuple(
         window_output(*a, ceil_mode=ceil_mode)
         for a in zip(sizes, kernel, stride, before, after, dilation)
