@@ -7,7 +7,7 @@ drawn far from the identity, and run in float64 on the CPU: in eval mode, ``conv
 run on the input (``example_inputs``) — against the model itself; in training mode,
 ``convert_model``'s output and parameter gradients. ``--backend triton`` runs our kernels
 (on the CPU under Triton's interpreter, ``TRITON_INTERPRET=1``: minutes). A row reports the layers converted and
-left, the batch norms left after each fusion, and the largest error relative to the output's
+left, the batch norms and zero-padding layers folded by each fusion, and the largest error relative to the output's
 scale. It is a check of correctness and of how much fuses, not a timing.
 """
 
@@ -285,6 +285,12 @@ def _batch_norms(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def _zero_pads(model: nn.Module) -> int:
+    from torchconv_ext._fuse_steps import is_zero_pad
+
+    return sum(map(is_zero_pad, model.modules()))
+
+
 def _randomise_batch_norms(model: nn.Module) -> None:
     with torch.no_grad():
         for m in model.modules():
@@ -338,6 +344,9 @@ def check_model(name: str, build: Builder) -> dict[str, Any]:
         "batch_norms": _batch_norms(model),
         "batch_norms_fused": _batch_norms(model) - _batch_norms(from_code),
         "batch_norms_fused_from_a_run": _batch_norms(model) - _batch_norms(from_run),
+        "zero_pads": _zero_pads(model),
+        "zero_pads_folded": _zero_pads(model) - _zero_pads(from_code),
+        "zero_pads_folded_from_a_run": _zero_pads(model) - _zero_pads(from_run),
         "errors": errors,
         "ok": all(e <= _TOLERANCE for e in errors.values()),
     }
@@ -393,18 +402,21 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
         + f", commit `{(env.get('git_sha') or '?')[:7]}`, {env.get('date', '')}",
         "",
         "| model | layers converted | left | batch norms | folded (code) | folded (a run) "
+        "| zero pads | folded (code) | folded (a run) "
         "| largest error: converted, fused, fused from a run, training | ok |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in doc["rows"]:
         if "error" in row:
-            lines.append(f"| {row['model']} | – | – | – | – | – | {row['error']} | no |")
+            lines.append(f"| {row['model']} |{' – |' * 8} {row['error']} | no |")
             continue
         errors = ", ".join(f"{e:.1e}" for e in row["errors"].values())
+        counts = ("converted", "batch_norms", "batch_norms_fused", "batch_norms_fused_from_a_run",
+                  "zero_pads", "zero_pads_folded", "zero_pads_folded_from_a_run")  # fmt: skip
+        counts = [str(row[c]) for c in counts]
+        counts.insert(1, str(len(row["left"])))
         lines.append(
-            f"| {row['model']} | {row['converted']} | {len(row['left'])} | {row['batch_norms']} "
-            f"| {row['batch_norms_fused']} | {row['batch_norms_fused_from_a_run']} | {errors} "
-            f"| {'yes' if row['ok'] else 'no'} |"
+            f"| {row['model']} | {' | '.join(counts)} | {errors} | {'yes' if row['ok'] else 'no'} |"
         )
     if doc["missing"]:
         lines.append(f"\nnot installed: {', '.join(doc['missing'])}")

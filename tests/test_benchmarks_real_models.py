@@ -10,8 +10,9 @@ from benchmarks import real_models
 
 def _block() -> tuple[nn.Module, tuple]:
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4),
+        nn.Upsample(scale_factor=2, mode="bilinear"),
     )  # fmt: skip
     return model, (torch.randn(2, 3, 8, 8, dtype=torch.float64),)
 
@@ -21,6 +22,7 @@ def test_a_row_reports_conversion_fusion_and_errors():
     assert row["ok"] and row["converted"] == 3 and len(row["left"]) == 1
     assert row["batch_norms"] == 2
     assert row["batch_norms_fused"] == row["batch_norms_fused_from_a_run"] == 2
+    assert row["zero_pads"] == row["zero_pads_folded"] == row["zero_pads_folded_from_a_run"] == 1
     assert set(row["errors"]) == {"converted", "fused", "fused from a run", "training"}
 
 

@@ -8,7 +8,14 @@ whose output goes only to an activation — or a convolution straight into an ac
     mode]  →  [activation]
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
-steps passes it on). The convolution is one of ours by then (``convert_model`` converted it; a
+steps passes it on); and a zero pad before a convolution:
+
+    ZeroPad{1,2,3}d or ConstantPad{1,2,3}d of 0  →  Conv{1,2,3}d
+
+whose padding it becomes (``(before, after)`` pairs, which our convolution applies in its index
+arithmetic: no padded copy of the input), where the convolution pads with zeros, by a padding
+that does not depend on the input's size (not TensorFlow's ``'same'`` with a stride), and runs
+its own forward without hooks (``_fuse_steps.padding_step``; the report says why otherwise). The convolution is one of ours by then (``convert_model`` converted it; a
 parametrized one, one with an activation already, one under another class's forward or one
 convolving with a weight it computes is not fused, which the report says of the batch norm or
 activation after it); the batch norm is a torch class, or a subclass computing torch's batch
@@ -67,10 +74,13 @@ from ._fuse_steps import (
     batch_norm_step,
     conv_refusal,
     fold_batch_norm,
+    fold_padding,
     has_hooks,
     is_batch_norm,
     is_fusable_conv,
     is_leaf,
+    is_zero_pad,
+    padding_step,
     passes_through,
     traced,
 )
@@ -80,7 +90,8 @@ from .nn._base import Traced
 @dataclass(frozen=True)
 class FusionEntry:
     """A convolution (``name``) and the modules fused into it, each ``(name, class name)``;
-    or, with a ``reason``, a module that followed a convolution and was not fused."""
+    or, with a ``reason``, a module that followed a convolution (or padded its input) and was
+    not fused."""
 
     name: str
     fused: tuple[tuple[str, str], ...] = ()
@@ -206,7 +217,10 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
 def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
     place; what was fused, or what was not and why."""
-    conv = scope.root.get_submodule(chain[0])
+    first = scope.root.get_submodule(chain[0])
+    if is_zero_pad(first) and len(chain) > 1:
+        return _fold_padding(scope, chain[0], chain[1])
+    conv = first
     refusal = conv_refusal(conv)
     if refusal is None:
         return []
@@ -252,6 +266,21 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     return _entry(scope, chain[0], fused)
 
 
+def _fold_padding(scope: _Scope, pad_name: str, conv_name: str) -> list[FusionEntry]:
+    """Fold the zero pad ``pad_name`` into the convolution ``conv_name`` it alone feeds."""
+    pad = scope.root.get_submodule(pad_name)
+    padding = padding_step(pad, scope.root.get_submodule(conv_name), scope.path(conv_name))
+    if padding is None:
+        return []
+    reason = padding if isinstance(padding, str) else ""
+    reason = reason or scope.shared(pad_name) or scope.shared(conv_name)
+    if reason:
+        return [FusionEntry(scope.path(pad_name), reason=reason)]
+    fold_padding(scope.root.get_submodule(conv_name), padding)
+    scope.replace(pad_name)
+    return _entry(scope, conv_name, [(scope.path(pad_name), type(pad).__name__)])
+
+
 def _entry(scope: _Scope, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:
     return [FusionEntry(scope.path(conv), tuple(fused))] if fused else []
 
@@ -263,6 +292,13 @@ def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[Fu
     of ``model`` on them instead of read from its code."""
     entries: list[FusionEntry] = []
     for scope, chain in list(_chains(model, example_inputs)):
-        # (a shared module after two convolutions is refused once)
-        entries += [e for e in _fuse_chain(scope, chain) if e not in entries]
+        for entry in _fuse_chain(scope, chain):
+            if entry in entries:  # (a shared module after two convolutions is refused once)
+                continue
+            into = next(
+                (i for i, e in enumerate(entries) if e.fused and e.name == entry.name), None
+            )
+            if into is not None and entry.fused:  # (the padding before it, then what follows)
+                entry = FusionEntry(entry.name, entries.pop(into).fused + entry.fused)
+            entries.append(entry)
     return entries

@@ -1,8 +1,9 @@
 """The steps of a chain ``convert_model(fuse=True)`` fuses, module by module: which modules are
 leaves (``torch.fx`` reads no further), which pass a value on, which activation a module or a
 traced call computes (torch's activation modules, and other libraries' modules whose forward
-is one activation call, such as Transformers' ``GELUActivation``), what a batch norm computes in eval mode, and folding it into a
-convolution.
+is one activation call, such as Transformers' ``GELUActivation``), what a batch norm computes
+in eval mode, and folding it into a convolution; and the zero padding a convolution takes over
+from the constant-padding module before it.
 
 A batch norm is torch's own class (``BatchNorm{1,2,3}d``, ``SyncBatchNorm``), or a subclass whose
 forward, traced in eval mode, is torch's batch norm over its own statistics followed by nothing
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
+from ._args import Padding, expand_pairs, string_padding
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
 from .nn.conv_transpose import _ConvTransposeMixin
@@ -54,19 +56,27 @@ def conv_refusal(module: nn.Module) -> str | None:
     forward (a subclass handing its input on to ours), nor of a weight it computes."""
     if not isinstance(module, (_ConvMixin, _ConvTransposeMixin)):
         return None
-    ours = next(c for c in type(module).__mro__ if "replaces" in vars(c))
     if module.activation is not None:
         return "has an activation already"
     if parametrize.is_parametrized(module):
         return "is parametrized"
-    if type(module).forward is not ours.forward:
-        if type(module).__bases__[0] is not ours:  # (their class first: their forward)
-            return f"runs under the forward of {type(module).__name__}"
-        return "uses a weight it computes on every call"
+    if (under := _their_forward(module)) is not None:
+        return under or "uses a weight it computes on every call"
     if is_lazy(module.weight):  # (before has_hooks: its initialising hook)
         return "has no weight before its first input"
     if has_hooks(module):
         return "has hooks"
+    return ""
+
+
+def _their_forward(conv: nn.Module) -> str | None:
+    """Where one of our convolutions runs a forward other than ours: why (under another
+    class's forward), or ``""`` (ours, with a weight it computes); else ``None``."""
+    ours = next(c for c in type(conv).__mro__ if "replaces" in vars(c))
+    if type(conv).forward is ours.forward:
+        return None
+    if type(conv).__bases__[0] is not ours:  # (their class first: their forward)
+        return f"runs under the forward of {type(conv).__name__}"
     return ""
 
 
@@ -357,3 +367,60 @@ def fold_batch_norm(conv: nn.Module, step: BatchNormStep) -> None:
         folded = weight.double() * scale.view(-1, 1, *taps)
     conv.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=weight.requires_grad)
     conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
+
+
+# --- zero padding before a convolution ----------------------------------------------------------
+
+#: torch's constant-padding modules: with the constant 0, one before a convolution is padding
+#: the convolution can apply itself (in its index arithmetic: no padded copy of the input).
+CONSTANT_PADS = (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+                 nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d)  # fmt: skip
+
+
+def is_zero_pad(module: nn.Module) -> bool:
+    return type(module) in CONSTANT_PADS and module.value == 0
+
+
+def padding_step(pad: nn.Module, conv: nn.Module, conv_name: str) -> Padding | str | None:
+    """The ``padding`` of ``conv`` (named ``conv_name``) that also applies the zero padding of
+    ``pad`` before it: one ``(before, after)`` pair (an int where they are equal) per spatial
+    dim; or why they do not fold; ``None`` where ``conv`` is not one of our convolutions."""
+    if not isinstance(conv, _ConvMixin):
+        return None
+    if under := _their_forward(conv):  # (their forward may read the input's size)
+        return f"the convolution {conv_name} {under}"
+    if has_hooks(conv):  # (a pre-hook would see the input unpadded)
+        return f"the convolution {conv_name} has hooks"
+    if has_hooks(pad):
+        return "has hooks"
+    if conv.padding_mode != "zeros":
+        return f"the convolution {conv_name} pads with padding_mode={conv.padding_mode!r}"
+    n, pads = len(conv.kernel_size), pad.padding  # (F.pad's order: the last dim first)
+    if len(pads) // 2 > n:
+        return f"pads {len(pads) // 2} dims, the convolution {conv_name} convolves {n}"
+    if min(pads) < 0:
+        return "crops (negative padding)"
+    if conv.padding == "same" and max(conv.stride) > 1:
+        return (
+            f"the convolution {conv_name} pads by its input's size (padding='same' with a stride)"
+        )
+    if isinstance(conv.padding, str):  # (with stride 1, padding that is the same for any size)
+        ones = (1,) * n
+        before, after = string_padding("", conv.padding, ones, conv.kernel_size, ones,
+                                       conv.dilation, error=ValueError)  # fmt: skip
+    else:
+        before, after = expand_pairs(conv.padding, n)
+    lead = (0,) * (n - len(pads) // 2)
+    before = [b + p for b, p in zip(before, lead + pads[-2::-2])]
+    after = [a + p for a, p in zip(after, lead + pads[::-2])]
+    return tuple(b if b == a else (b, a) for b, a in zip(before, after))
+
+
+def fold_padding(conv: nn.Module, padding: Padding) -> None:
+    """Give ``conv`` the ``padding`` of :func:`padding_step`, and torch's ``F.pad`` form of it
+    (what torch's layer pads with in a padding mode other than zeros)."""
+    pairs = expand_pairs(padding, len(conv.kernel_size))
+    conv.padding = padding
+    conv._reversed_padding_repeated_twice = [
+        p for b, a in zip(reversed(pairs[0]), reversed(pairs[1])) for p in (b, a)
+    ]

@@ -25,8 +25,8 @@ Other subclasses that override the computation (``forward``, or the hooks our la
 are left alone, and every layer left is reported with the reason.
 
 With ``fuse=True`` the converted model's convolutions then absorb the eval-mode batch norm and
-the activation modules that consume their outputs (``_fuse`` says which structures, and how the
-model's forward code is read).
+the activation modules that consume their outputs, and the zero-padding module whose output
+they alone read (``_fuse`` says which structures, and how the model's forward code is read).
 """
 
 from __future__ import annotations
@@ -388,7 +388,9 @@ def convert_model(
     the convolution's weight and bias, and fuses an ``nn.ReLU`` / ``LeakyReLU`` / ``PReLU`` / ``ELU`` / ``GELU`` /
     ``SiLU`` / ``ReLU6`` / ``Hardswish`` / ``Hardsigmoid`` / ``Mish`` / ``Sigmoid`` module that
     alone consumes the result into the convolution's epilogue
-    (``activation=``); the absorbed modules become ``nn.Identity``. Who consumes what is read
+    (``activation=``); an ``nn.ZeroPad{1,2,3}d`` (or ``ConstantPad`` of 0) whose output
+    only a convolution reads becomes that convolution's padding (``(before, after)`` pairs:
+    no padded copy). The absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
     ``nn.Sequential`` children); modules called more than once, or registered again outside
     the traced forward, are left. The
