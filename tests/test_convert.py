@@ -59,6 +59,13 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(F.pad(x, padding))
 
 
+class CroppedConv1d(nn.Conv1d):
+    """Calls torch's forward by its class's name."""
+
+    def forward(self, x):
+        return nn.Conv1d.forward(self, x[..., 1:])
+
+
 class FloatUpsample(nn.Upsample):
     """Like Diffusers' WanUpsample: upsamples in float32."""
 
@@ -222,10 +229,11 @@ def _hands_on_cases():
         (CausalConv3d(2, 3), torch.randn(1, 2, 4, 5, 5)),
         (FloatUpsample(scale_factor=2), torch.randn(1, 2, 3, 3, dtype=torch.float64)),
         (ChunkedMaxPool2d(2), torch.randn(4, 2, 5, 5)),
+        (CroppedConv1d(2, 3, 2), torch.randn(2, 2, 6)),
     ]
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_a_subclass_handing_its_input_on_keeps_its_forward_around_ours(case):
     """A forward that hands its input on to torch's (``super().forward``) runs as it is, and the
     computation it reaches is ours; its class stays first in line."""
@@ -241,7 +249,7 @@ def test_a_subclass_handing_its_input_on_keeps_its_forward_around_ours(case):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_a_subclass_handing_its_input_on_runs_our_kernels(case):
     theirs, x = _hands_on_cases()[case]
     ours = torchconv_ext.convert_model(theirs)

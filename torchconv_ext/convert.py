@@ -124,24 +124,29 @@ _PARAMETRIZED: set[type] = set()
 
 def _hands_on(cls: type, base: type) -> bool:
     """Whether ``cls`` overrides no computing method but ``forward``, and each ``forward`` it
-    defines above ``base`` reaches the base's computation: calls ``super().forward`` (or
-    ``_conv_forward``), around which it may do anything. Read from the code, so a forward that
+    defines above ``base`` reaches the base's computation: calls ``super().forward``, a class's
+    forward by name (``nn.Conv2d.forward(self, x)``, a class between it and ``base``) or
+    ``_conv_forward``, around which it may do anything. Read from the code, so a forward that
     reaches it only on some paths (and calls ``F.conv2d`` on others) counts too: there it still
     computes what it computed."""
     if _overridden(cls, base) != ["forward"]:
         return False
-    forwards = [c.__dict__["forward"] for c in cls.__mro__[: cls.__mro__.index(base)]
-                if "forward" in c.__dict__]  # fmt: skip
-    return all(_calls_base_computation(getattr(f, "__code__", None)) for f in forwards)
+    above = cls.__mro__[: cls.__mro__.index(base)]
+    callers = {"super"} | {c.__name__ for c in cls.__mro__[1 : len(above) + 1]}
+    forwards = [c.__dict__["forward"] for c in above if "forward" in c.__dict__]
+    return all(_calls_base_computation(getattr(f, "__code__", None), callers) for f in forwards)
 
 
-def _calls_base_computation(code: types.CodeType | None) -> bool:
+def _calls_base_computation(code: types.CodeType | None, callers: set[str]) -> bool:
+    """Whether ``code`` (or a function inside it) names ``_conv_forward``, or ``forward`` and
+    one of ``callers`` (``super``, or a class whose forward it calls by name)."""
     if code is None:
         return False
     names = set(code.co_names)
-    if "_conv_forward" in names or {"super", "forward"} <= names:
+    if "_conv_forward" in names or ("forward" in names and callers & names):
         return True
-    return any(_calls_base_computation(c) for c in code.co_consts if isinstance(c, types.CodeType))
+    inner = (c for c in code.co_consts if isinstance(c, types.CodeType))
+    return any(_calls_base_computation(c, callers) for c in inner)
 
 
 @functools.cache
