@@ -94,6 +94,10 @@ GEMM_LAYERS = [
           dilation=2, tiny=dict(c_in=16, c_out=16, size=6)),
     _conv("unet3d 3x3x3 32->64 16^3 +bias", 3, 2, 32, 16, 64, 3, padding=1, bias=True,
           quick=True, tiny=dict(c_in=16, c_out=16, size=4)),
+    # padding in the kernel's index arithmetic: a padding mode, by a different amount per side
+    _conv("cyclegan 3x3 reflect (1,2)|(2,1) 256->256 64x64", 2, 2, 256, 64, 256, 3,
+          padding=((1, 2), (2, 1)), padding_mode="reflect",
+          tiny=dict(c_in=16, c_out=16, size=5)),
     # activations in the epilogue (``activation=``): ReLU's backward reads it off the output;
     # Mish and hard swish run unfused while gradients are recorded, so their epilogue is
     # checked in the forward without gradients
@@ -113,6 +117,9 @@ DEPTHWISE_LAYERS = [
           padding=1, groups=144, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
     _conv("mobilenetv2.features.2 dw 3x3 96 56x56 +bias+relu6", 2, 8, 96, 56, 96, 3, padding=1,
           groups=96, bias=True, activation="relu6", tiny=dict(c_in=8, c_out=8, size=5, groups=8)),
+    # Keras' "same" padding before a strided depthwise convolution: (1, 2) per side
+    _conv("efficientnet dw 5x5 s2 (1,2) 240 28x28", 2, 8, 240, 28, 240, 5, stride=2,
+          padding=((1, 2), (1, 2)), groups=240, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
 ]  # fmt: skip
 
 TRANSPOSED_LAYERS = [

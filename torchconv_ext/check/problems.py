@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import torchconv_ext
+from torchconv_ext._args import expand_pairs
 
 
 @dataclass
@@ -47,6 +48,8 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
         geometry = dict(stride=spec["stride"], padding=spec["padding"], groups=spec["groups"],
                         dilation=spec["dilation"])  # fmt: skip
         ours, theirs = _ours(name), getattr(F, name)
+        if not spec["transposed"] and _explicit(spec):
+            ours, theirs = _explicitly_padded(ours, theirs, spec, spec["dims"])
         pieces = spec.get("pieces", 1)
         if pieces > 1:  # a maxout over the convolution's channels (``nn.MaxoutConv*d``)
             return (
@@ -78,6 +81,31 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
         )
     ours = _ours(op)
     return lambda x: ours(x, **kwargs), lambda x: getattr(F, op)(x, **kwargs)
+
+
+def _explicit(spec: dict[str, Any]) -> bool:
+    """Whether torch's convolution cannot pad as the spec says: a padding mode, or ``(before,
+    after)`` pairs."""
+    padding = spec["padding"]
+    pairs = isinstance(padding, list | tuple) and any(isinstance(p, list | tuple) for p in padding)
+    return pairs or spec.get("padding_mode", "zeros") != "zeros"
+
+
+def _explicitly_padded(ours, theirs, spec: dict[str, Any], dims: int) -> tuple:
+    """Ours with the spec's padding mode; torch's convolution of an input ``F.pad`` padded as
+    the spec says (how ``nn.ConvNd`` pads in a mode)."""
+    mode = spec.get("padding_mode", "zeros")
+    before, after = expand_pairs(spec["padding"], dims)
+    pads = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
+    pad_mode = "constant" if mode == "zeros" else mode
+
+    def padded(x: Tensor, w: Tensor, b: Tensor | None = None, **geometry: Any) -> Tensor:
+        return theirs(F.pad(x, pads, mode=pad_mode), w, b, **{**geometry, "padding": 0})
+
+    def ours_in_mode(x: Tensor, w: Tensor, b: Tensor | None = None, **geometry: Any) -> Tensor:
+        return ours(x, w, b, padding_mode=mode, **geometry)
+
+    return ours_in_mode, padded
 
 
 def _non_finite(conv: Callable[..., Tensor], geometry: dict) -> Callable[..., Tensor]:
