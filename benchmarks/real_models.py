@@ -6,9 +6,10 @@ drawn far from the identity, and run in float64 on the CPU: in eval mode, ``conv
 ``convert_model(fuse=True)`` — with who consumes what read from the code, and recorded from a
 run on the input (``example_inputs``) — against the model itself; in training mode,
 ``convert_model``'s output and parameter gradients. ``--backend triton`` runs our kernels
-(on the CPU under Triton's interpreter, ``TRITON_INTERPRET=1``: minutes). A row reports the layers converted and
-left, the batch norms and zero-padding layers folded by each fusion, and the largest error relative to the output's
-scale. It is a check of correctness and of how much fuses, not a timing.
+(on the CPU under Triton's interpreter, ``TRITON_INTERPRET=1``: minutes). A row reports the
+layers converted and left, the batch norms and zero-padding layers folded and the activations
+fused by each fusion, and the largest error relative to the output's scale. It is a check of
+correctness and of how much fuses, not a timing.
 """
 
 from __future__ import annotations
@@ -291,6 +292,11 @@ def _zero_pads(model: nn.Module) -> int:
     return sum(map(is_zero_pad, model.modules()))
 
 
+def _activated(model: nn.Module) -> int:
+    """The convolutions with an activation in their epilogue."""
+    return sum(getattr(m, "activation", None) is not None for m in model.modules())
+
+
 def _randomise_batch_norms(model: nn.Module) -> None:
     with torch.no_grad():
         for m in model.modules():
@@ -347,6 +353,8 @@ def check_model(name: str, build: Builder) -> dict[str, Any]:
         "zero_pads": _zero_pads(model),
         "zero_pads_folded": _zero_pads(model) - _zero_pads(from_code),
         "zero_pads_folded_from_a_run": _zero_pads(model) - _zero_pads(from_run),
+        "activations_fused": _activated(from_code),
+        "activations_fused_from_a_run": _activated(from_run),
         "errors": errors,
         "ok": all(e <= _TOLERANCE for e in errors.values()),
     }
@@ -401,22 +409,27 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v)
         + f", commit `{(env.get('git_sha') or '?')[:7]}`, {env.get('date', '')}",
         "",
-        "| model | layers converted | left | batch norms | folded (code) | folded (a run) "
-        "| zero pads | folded (code) | folded (a run) "
-        "| largest error: converted, fused, fused from a run, training | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | layers converted | left | batch norms folded (code, a run) | zero pads folded "
+        "(code, a run) | activations fused (code, a run) | largest error: converted, fused, "
+        "fused from a run, training | ok |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in doc["rows"]:
         if "error" in row:
-            lines.append(f"| {row['model']} |{' – |' * 8} {row['error']} | no |")
+            lines.append(f"| {row['model']} |{' – |' * 5} {row['error']} | no |")
             continue
         errors = ", ".join(f"{e:.1e}" for e in row["errors"].values())
-        counts = ("converted", "batch_norms", "batch_norms_fused", "batch_norms_fused_from_a_run",
-                  "zero_pads", "zero_pads_folded", "zero_pads_folded_from_a_run")  # fmt: skip
-        counts = [str(row[c]) for c in counts]
-        counts.insert(1, str(len(row["left"])))
+        cells = [
+            str(row["converted"]),
+            str(len(row["left"])),
+            f"{row['batch_norms_fused']} of {row['batch_norms']}, "
+            f"{row['batch_norms_fused_from_a_run']}",
+            f"{row['zero_pads_folded']} of {row['zero_pads']}, "
+            f"{row['zero_pads_folded_from_a_run']}",
+            f"{row['activations_fused']}, {row['activations_fused_from_a_run']}",
+        ]
         lines.append(
-            f"| {row['model']} | {' | '.join(counts)} | {errors} | {'yes' if row['ok'] else 'no'} |"
+            f"| {row['model']} | {' | '.join(cells)} | {errors} | {'yes' if row['ok'] else 'no'} |"
         )
     if doc["missing"]:
         lines.append(f"\nnot installed: {', '.join(doc['missing'])}")

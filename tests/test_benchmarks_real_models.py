@@ -23,6 +23,10 @@ def test_a_row_reports_conversion_fusion_and_errors():
     assert row["batch_norms"] == 2
     assert row["batch_norms_fused"] == row["batch_norms_fused_from_a_run"] == 2
     assert row["zero_pads"] == row["zero_pads_folded"] == row["zero_pads_folded_from_a_run"] == 1
+    assert row["activations_fused"] == row["activations_fused_from_a_run"] == 1
+    env = {"device_name": "a CPU", "torch": torch.__version__}
+    doc = {"rows": [row], "missing": [], "versions": {}, "backend": "auto", "tolerance": 1e-9}
+    assert "| block | 3 | 1 | 2 of 2, 2 | 1 of 1, 1 | 1, 1 |" in real_models.markdown(doc, env)
     assert set(row["errors"]) == {"converted", "fused", "fused from a run", "training"}
 
 

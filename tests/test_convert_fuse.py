@@ -752,7 +752,7 @@ def test_the_report_says_why_nothing_is_fused_into_a_convolution():
     hooked.register_forward_hook(lambda *args: None)
     model = nn.Sequential(
         tnn.Conv2d(3, 4, 3, activation="relu"), nn.BatchNorm2d(4),
-        weight_norm(nn.Conv2d(4, 4, 1)), nn.ReLU(),
+        weight_norm(nn.Conv2d(4, 4, 1)), nn.BatchNorm2d(4),
         hooked, nn.BatchNorm2d(4),
     )  # fmt: skip
     fused, report = _fuse_and_compare(model)
@@ -762,6 +762,23 @@ def test_the_report_says_why_nothing_is_fused_into_a_convolution():
         "3": "the convolution 2 is parametrized",
         "5": "the convolution 4 has hooks",
     }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_activation_fuses_into_a_parametrized_convolution(backend):
+    """Its weight is computed on every call, so no batch norm folds into it; but the epilogue
+    does not touch the weight: the activation after it fuses, its parametrization stays."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Conv2d(3, 4, 3)), nn.PReLU(4, init=0.2)).double()
+    fused, report = convert_model_with_report(model, fuse=True)
+    assert _fusions(report) == {"0": ["1"]} and _refusals(report) == {}
+    assert nn.utils.parametrize.is_parametrized(fused[0], "weight")
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    with torchconv_ext.use_backend(backend):
+        got = fused(x)
+    torch.testing.assert_close(got, model(x))
 
 
 def test_a_lazy_convolution_before_its_first_input_is_not_fused():

@@ -277,6 +277,21 @@ def test_a_batch_norm_is_not_folded_into_a_computed_weight():
     torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_an_activation_fuses_into_a_computed_weight(backend):
+    """The NFNets' convolutions feed activations: those fuse into the epilogue of the
+    convolution of the computed weight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(StdConv2d(3, 4, 3), nn.SiLU()).double().eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
+    assert [(e.name, e.fused, e.reason) for e in report.fused] == [("0", (("1", "SiLU"),), "")]
+    assert fused[0].activation == "silu" and type(fused[1]) is nn.Identity
+    with torchconv_ext.use_backend(backend):
+        got = fused(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-12, atol=1e-12)
+
+
 def test_a_known_class_computing_otherwise_is_left():
     """Each known class is checked once, on a small instance, against its own forward: another
     version of the library computing otherwise is left (here: torch's symmetric padding)."""

@@ -1,5 +1,6 @@
-"""``convert_model(fuse=True)``: fold eval-mode batch norm into the convolution before it, and
-fuse the activation after it into the convolution's epilogue.
+"""``convert_model(fuse=True)``: fold eval-mode batch norm into the convolution before it, fuse
+the activation after it into the convolution's epilogue, and fold a zero pad before a
+convolution into its padding.
 
 Recognised structure: a convolution whose output goes only to a batch norm (in eval mode),
 whose output goes only to an activation — or a convolution straight into an activation:
@@ -8,16 +9,10 @@ whose output goes only to an activation — or a convolution straight into an ac
     mode]  →  [activation]
 
 where each step is a module's call on the step before alone (an ``nn.Identity`` between two
-steps passes it on); and a zero pad before a convolution:
-
-    ZeroPad{1,2,3}d or ConstantPad{1,2,3}d of 0  →  Conv{1,2,3}d
-
-whose padding it becomes (``(before, after)`` pairs, which our convolution applies in its index
-arithmetic: no padded copy of the input), where the convolution pads with zeros, by a padding
-that does not depend on the input's size (not TensorFlow's ``'same'`` with a stride), and runs
-its own forward without hooks (``_fuse_steps.padding_step``; the report says why otherwise). The convolution is one of ours by then (``convert_model`` converted it; a
-parametrized one, one with an activation already, one under another class's forward or one
-convolving with a weight it computes is not fused, which the report says of the batch norm or
+steps passes it on). The convolution is one of ours by then (``convert_model`` converted it;
+one with an activation already, one under another class's forward or one with hooks is not
+fused, and no batch norm folds into a parametrized one or one convolving with a weight it
+computes — the activation after it still fuses —, which the report says of the batch norm or
 activation after it); the batch norm is a torch class, or a subclass computing torch's batch
 norm and then at most an activation — timm's ``BatchNormAct2d``, whose activation is fused with
 it (``_fuse_steps``) — and tracks running statistics over the convolution's output channels; the
@@ -25,6 +20,15 @@ activation is ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.PReLU`` (one weight, or one pe
 channel), ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ``nn.ReLU6``, ``nn.Hardswish``,
 ``nn.Hardsigmoid``, ``nn.Mish`` or ``nn.Sigmoid`` — or another library's module whose forward is
 one such function call (Transformers' ``GELUActivation``, timm's ``GELU``).
+
+A zero pad before a convolution,
+
+    ZeroPad{1,2,3}d or ConstantPad{1,2,3}d of 0  →  Conv{1,2,3}d
+
+becomes its padding (``(before, after)`` pairs, which our convolution applies in its index
+arithmetic: no padded copy of the input), where the convolution pads with zeros, by a padding
+that does not depend on the input's size (not TensorFlow's ``'same'`` with a stride), and runs
+its own forward without hooks (``_fuse_steps.padding_step``; the report says why otherwise).
 
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are
@@ -83,6 +87,7 @@ from ._fuse_steps import (
     padding_step,
     passes_through,
     traced,
+    weight_refusal,
 )
 from .nn._base import Traced
 
@@ -239,6 +244,8 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
     if rest and is_batch_norm(bn := scope.root.get_submodule(rest[0])):
         step = batch_norm_step(bn, conv.out_channels)
         reason = step if isinstance(step, str) else ""
+        if not reason and (weight := weight_refusal(conv)):
+            reason = f"the convolution {scope.path(chain[0])} {weight}"
         reason = reason or scope.shared(rest[0]) or scope.shared(chain[0])
         if reason:
             # (what follows a batch norm left in place is not the convolution's output)

@@ -51,21 +51,32 @@ def has_hooks(module: nn.Module) -> bool:
 
 def conv_refusal(module: nn.Module) -> str | None:
     """Why nothing is fused into ``module``, one of our convolutions (``""``: it may be;
-    ``None``: not one of ours). Fusing rewrites its ``weight`` and ``bias`` and sets its
-    epilogue, so its output must be our convolution of that weight: not under another class's
-    forward (a subclass handing its input on to ours), nor of a weight it computes."""
+    ``None``: not one of ours). Fusing sets its epilogue, so its output must be our
+    convolution's: not under another class's forward (a subclass handing its input on to ours),
+    nor seen by hooks. A batch norm's fold also rewrites its weight: see
+    :func:`weight_refusal`."""
     if not isinstance(module, (_ConvMixin, _ConvTransposeMixin)):
         return None
     if module.activation is not None:
         return "has an activation already"
-    if parametrize.is_parametrized(module):
-        return "is parametrized"
-    if (under := _their_forward(module)) is not None:
-        return under or "uses a weight it computes on every call"
+    if _their_forward(module):
+        return _their_forward(module)
     if is_lazy(module.weight):  # (before has_hooks: its initialising hook)
         return "has no weight before its first input"
     if has_hooks(module):
         return "has hooks"
+    return ""
+
+
+def weight_refusal(conv: nn.Module) -> str:
+    """Why no batch norm folds into the weight of ``conv``, one of our convolutions (``""``: it
+    may): one computed on every call — by a parametrization, or by the layer (a weight-
+    standardised convolution) — is not the parameter a fold rewrites. An activation still
+    fuses: the epilogue does not touch the weight."""
+    if parametrize.is_parametrized(conv):
+        return "is parametrized"
+    if _their_forward(conv) == "":
+        return "uses a weight it computes on every call"
     return ""
 
 
