@@ -487,8 +487,24 @@ class _SharedAfterBoth(nn.Module):
         return self.lrelu(self.norm2(self.conv2(self.lrelu(self.norm1(self.conv1(x))))))
 
 
-def test_a_shared_activation_after_two_convolutions_is_reported_once():
-    fused, report = _fuse_and_compare(_SharedAfterBoth())
+@pytest.mark.parametrize("example", [False, True], ids=["from the code", "from a run"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shared_activation_after_every_convolution_fuses_into_each(backend, example):
+    """Each of its calls alone consumes a convolution's output (through the batch norm folded
+    into it): it fuses into both, and is replaced once."""
+    fused, report = _fuse_and_compare(_SharedAfterBoth(), backend, example=example)
+    assert _fusions(report) == {"conv1": ["norm1", "lrelu"], "conv2": ["norm2", "lrelu"]}
+    assert _refusals(report) == {} and type(fused.lrelu) is nn.Identity
+    assert fused.conv1.activation == fused.conv2.activation == "leaky_relu"
+
+
+class _SharedOnceElsewhere(_SharedAfterBoth):
+    def forward(self, x):
+        return self.lrelu(self.norm2(self.conv2(self.lrelu(self.norm1(self.conv1(x))))) + x)
+
+
+def test_a_shared_activation_called_also_on_other_values_is_reported_once():
+    fused, report = _fuse_and_compare(_SharedOnceElsewhere())
     assert _fusions(report) == {"conv1": ["norm1"], "conv2": ["norm2"]}
     assert [(e.name, e.reason) for e in report.fused if e.reason] == [
         ("lrelu", "called 2 times in the forward")

@@ -34,7 +34,9 @@ Who consumes which output is read from the model's forward code, recorded by ``t
 symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are
 not traced). There
 each module must be called once: a shared module (torchvision's ResNet blocks call one
-``self.relu`` two or three times) would change at its other uses, so it is reported and left. A
+``self.relu`` two or three times) would change at its other uses, so it is reported and left —
+unless it is an activation each of whose calls alone consumes a convolution's output (MONAI's
+blocks call one after each convolution's batch norm): then it fuses into every one of them. A
 module registered under a second name (an alias) is one module, fused and replaced under every
 name, where every name lies inside the traced forward; an alias elsewhere could be called where
 the trace does not look, so such a module is left. Only a forward of one input is read — one with more could take another
@@ -74,6 +76,7 @@ from torch import nn
 
 from ._fuse_record import recorded_chains
 from ._fuse_steps import (
+    Activation,
     activation_of,
     batch_norm_step,
     conv_refusal,
@@ -168,9 +171,13 @@ class _Scope:
             # A second name outside the trace (or in a Sequential, which may call it again)
             # may be called where the trace does not look.
             return "registered more than once in the model"
-        if self.calls is not None and self.calls[name] > 1:
+        if self.called_again(name):
             return f"called {self.calls[name]} times in the forward"
         return ""
+
+    def called_again(self, name: str) -> bool:
+        """Whether the forward read calls the module ``name`` more than once."""
+        return self.calls is not None and self.calls[name] > 1
 
     def _inside(self, name: str) -> bool:
         return not self.prefix or name == self.prefix or name.startswith(self.prefix + ".")
@@ -219,9 +226,37 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
     yield from visit("", model)
 
 
-def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
+@dataclass
+class _SharedActivation:
+    """An activation module the forward calls several times (MONAI's blocks call one after each
+    convolution's batch norm), and the convolutions whose output one of its calls alone
+    consumes: where those are all of its calls, it fuses into every one of them; else into
+    none (its other calls need it)."""
+
+    scope: _Scope
+    name: str
+    activation: Activation
+    convs: list[str]
+
+    def fuse(self, entries: list[FusionEntry]) -> None:
+        """Fuse it into all its convolutions, or say why not; ``entries`` gets either."""
+        module = self.scope.root.get_submodule(self.name)
+        path = self.scope.path(self.name)
+        if len(self.convs) < self.scope.calls[self.name]:
+            _add(entries, FusionEntry(path, reason=self.scope.shared(self.name)))
+            return
+        for conv in self.convs:
+            self.scope.root.get_submodule(conv).set_activation(*self.activation)
+            _add(entries, FusionEntry(self.scope.path(conv), ((path, type(module).__name__),)))
+        self.scope.replace(self.name)
+
+
+def _fuse_chain(
+    scope: _Scope, chain: Chain, shared: dict[str, _SharedActivation]
+) -> list[FusionEntry]:
     """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
-    place; what was fused, or what was not and why."""
+    place; what was fused, or what was not and why. An activation the forward calls again is
+    noted in ``shared`` instead (:class:`_SharedActivation`)."""
     first = scope.root.get_submodule(chain[0])
     if is_zero_pad(first) and len(chain) > 1:
         return _fold_padding(scope, chain[0], chain[1])
@@ -262,6 +297,16 @@ def _fuse_chain(scope: _Scope, chain: Chain) -> list[FusionEntry]:
         found = activation_of(module, conv.out_channels)
         if found is not None and not has_hooks(module):
             reason = scope.shared(rest[0]) or scope.shared(chain[0])
+            if (
+                scope.called_again(rest[0])
+                and not scope.shared(chain[0])
+                and reason == scope.shared(rest[0])  # (not registered elsewhere)
+                and found[0] != "prelu"  # (its weight would move into every convolution)
+            ):
+                key = scope.path(rest[0])
+                use = shared.setdefault(key, _SharedActivation(scope, rest[0], found, []))
+                use.convs.append(chain[0])
+                return _entry(scope, chain[0], fused)
             if reason:
                 return [
                     *_entry(scope, chain[0], fused),
@@ -298,14 +343,22 @@ def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[Fu
     ``example_inputs`` (the forward's positional arguments) the chains are recorded from one run
     of ``model`` on them instead of read from its code."""
     entries: list[FusionEntry] = []
+    shared: dict[str, _SharedActivation] = {}
     for scope, chain in list(_chains(model, example_inputs)):
-        for entry in _fuse_chain(scope, chain):
-            if entry in entries:  # (a shared module after two convolutions is refused once)
-                continue
-            into = next(
-                (i for i, e in enumerate(entries) if e.fused and e.name == entry.name), None
-            )
-            if into is not None and entry.fused:  # (the padding before it, then what follows)
-                entry = FusionEntry(entry.name, entries.pop(into).fused + entry.fused)
-            entries.append(entry)
+        for entry in _fuse_chain(scope, chain, shared):
+            _add(entries, entry)
+    for activation in shared.values():
+        activation.fuse(entries)
     return entries
+
+
+def _add(entries: list[FusionEntry], entry: FusionEntry) -> None:
+    """Add ``entry`` to ``entries``: once (a shared module after two convolutions is refused
+    once), and what is fused into a convolution in one entry (the padding before it, then what
+    follows it)."""
+    if entry in entries:
+        return
+    into = next((i for i, e in enumerate(entries) if e.fused and e.name == entry.name), None)
+    if into is not None and entry.fused:
+        entry = FusionEntry(entry.name, entries.pop(into).fused + entry.fused)
+    entries.append(entry)

@@ -397,9 +397,9 @@ def convert_model(
     only a convolution reads becomes that convolution's padding (``(before, after)`` pairs:
     no padded copy). The absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
-    ``nn.Sequential`` children); modules called more than once, or registered again outside
-    the traced forward, are left. The
-    result computes what ``model`` computes in eval mode (training-mode batch norm is never
+    ``nn.Sequential`` children); modules called more than once (but an activation each of
+    whose calls alone consumes a convolution's output), or registered again outside the
+    traced forward, are left. The result computes what ``model`` computes in eval mode (training-mode batch norm is never
     folded); it is meant for inference (see ``torchconv_ext._fuse``).
 
     ``example_inputs`` (with ``fuse=True``: a tensor, or a tuple of the forward's positional
