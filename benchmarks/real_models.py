@@ -293,8 +293,9 @@ def _zero_pads(model: nn.Module) -> int:
 
 
 def _activated(model: nn.Module) -> int:
-    """The convolutions with an activation in their epilogue."""
-    return sum(getattr(m, "activation", None) is not None for m in model.modules())
+    """Our convolutions with an activation in their epilogue (named by a string there; other
+    libraries' blocks hold an activation module under that name)."""
+    return sum(isinstance(getattr(m, "activation", None), str) for m in model.modules())
 
 
 def _randomise_batch_norms(model: nn.Module) -> None:

@@ -498,6 +498,29 @@ def test_a_shared_activation_after_every_convolution_fuses_into_each(backend, ex
     assert fused.conv1.activation == fused.conv2.activation == "leaky_relu"
 
 
+class _SharedAndAliasedOutsideTrace(nn.Module):
+    """A shared activation after both convolutions of a traced child, called also by another
+    child (the root's forward of two inputs is not read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = _SharedAfterBoth()
+        self.second = nn.Sequential(nn.Conv2d(3, 3, 1), self.first.lrelu)
+
+    def forward(self, x, scale: float = 1.0):
+        return self.second(self.first(x) * scale)
+
+
+def test_a_shared_activation_registered_again_outside_the_trace_is_left():
+    fused, report = _fuse_and_compare(_SharedAndAliasedOutsideTrace())
+    assert _fusions(report) == {"first.conv1": ["first.norm1"], "first.conv2": ["first.norm2"]}
+    assert _refusals(report) == {
+        "first.lrelu": "registered more than once in the model",
+        "second.1": "registered more than once in the model",
+    }
+    assert type(fused.first.lrelu) is nn.LeakyReLU and fused.second[1] is fused.first.lrelu
+
+
 class _SharedOnceElsewhere(_SharedAfterBoth):
     def forward(self, x):
         return self.lrelu(self.norm2(self.conv2(self.lrelu(self.norm1(self.conv1(x))))) + x)

@@ -166,14 +166,17 @@ class _Scope:
 
     def shared(self, name: str) -> str:
         """Why the module ``name`` (under ``root``) must not change; ``""``: it may."""
-        names = self.names[id(self.root.get_submodule(name))]
-        if len(names) > 1 and (self.calls is None or not all(map(self._inside, names))):
-            # A second name outside the trace (or in a Sequential, which may call it again)
-            # may be called where the trace does not look.
+        if self.aliased(name):
             return "registered more than once in the model"
         if self.called_again(name):
             return f"called {self.calls[name]} times in the forward"
         return ""
+
+    def aliased(self, name: str) -> bool:
+        """Whether the module ``name`` has a second name outside the trace (or in a Sequential,
+        which may call it again): it may be called where the trace does not look."""
+        names = self.names[id(self.root.get_submodule(name))]
+        return len(names) > 1 and (self.calls is None or not all(map(self._inside, names)))
 
     def called_again(self, name: str) -> bool:
         """Whether the forward read calls the module ``name`` more than once."""
@@ -299,8 +302,8 @@ def _fuse_chain(
             reason = scope.shared(rest[0]) or scope.shared(chain[0])
             if (
                 scope.called_again(rest[0])
+                and not scope.aliased(rest[0])
                 and not scope.shared(chain[0])
-                and reason == scope.shared(rest[0])  # (not registered elsewhere)
                 and found[0] != "prelu"  # (its weight would move into every convolution)
             ):
                 key = scope.path(rest[0])
