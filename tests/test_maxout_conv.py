@@ -165,6 +165,23 @@ def test_modules_of_every_rank_match_composition(dims, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_padding_pairs_match_a_padded_input(mode, backend):
+    torch.manual_seed(0)
+    m = tnn.MaxoutConv2d(3, 2, 3, pieces=2, padding=((0, 2), 1), padding_mode=mode).double()
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend(backend):
+        y = m(x)
+        grads = torch.autograd.grad(y.sum(), [x, m.conv.weight, m.conv.bias])
+    padded = F.pad(x, (1, 1, 0, 2), mode="constant" if mode == "zeros" else mode)
+    expected = reference_maxout(F.conv2d(padded, m.conv.weight, m.conv.bias), 2)[0]
+    torch.testing.assert_close(y, expected)
+    want = torch.autograd.grad(expected.sum(), [x, m.conv.weight, m.conv.bias])
+    for g, e in zip(grads, want, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["3x3", "1x1", "depthwise"])
 def test_ties_keep_the_first_piece_and_the_first_nan_wins(kind, backend):
     """Three pieces with identical weights; unit 0 ties everywhere (winner 0), unit 1's
