@@ -30,6 +30,7 @@ from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from ._args import Padding, expand_pairs, string_padding
+from ._padding import f_pad_order
 from .nn._base import Traced
 from .nn.conv import _ConvMixin
 from .nn.conv_transpose import _ConvTransposeMixin
@@ -59,8 +60,8 @@ def conv_refusal(module: nn.Module) -> str | None:
         return None
     if module.activation is not None:
         return "has an activation already"
-    if _their_forward(module):
-        return _their_forward(module)
+    if under := _their_forward(module):
+        return under
     if is_lazy(module.weight):  # (before has_hooks: its initialising hook)
         return "has no weight before its first input"
     if has_hooks(module):
@@ -430,8 +431,7 @@ def padding_step(pad: nn.Module, conv: nn.Module, conv_name: str) -> Padding | s
 def fold_padding(conv: nn.Module, padding: Padding) -> None:
     """Give ``conv`` the ``padding`` of :func:`padding_step`, and torch's ``F.pad`` form of it
     (what torch's layer pads with in a padding mode other than zeros)."""
-    pairs = expand_pairs(padding, len(conv.kernel_size))
     conv.padding = padding
-    conv._reversed_padding_repeated_twice = [
-        p for b, a in zip(reversed(pairs[0]), reversed(pairs[1])) for p in (b, a)
-    ]
+    conv._reversed_padding_repeated_twice = f_pad_order(
+        *expand_pairs(padding, len(conv.kernel_size))
+    )

@@ -20,11 +20,17 @@ _F_PAD_MODES = {
 }
 
 
+def f_pad_order(before: Sequence[int], end: Sequence[int]) -> list[int]:
+    """``before``/``end`` per spatial dim as ``F.pad`` takes them: the last dim first, each as
+    ``(before, end)``."""
+    return [p for b, e in zip(reversed(before), reversed(end)) for p in (b, e)]
+
+
 def pad_input(
     x: torch.Tensor, before: Sequence[int], end: Sequence[int], padding_mode: str
 ) -> torch.Tensor:
-    """``x`` padded by ``before``/``end`` elements on each spatial dim (``F.pad`` order reversed)."""
-    pads = [p for b, e in zip(reversed(before), reversed(end)) for p in (b, e)]
+    """``x`` padded by ``before``/``end`` elements on each spatial dim."""
+    pads = f_pad_order(before, end)
     if not any(pads):
         return x
     return F.pad(x, pads, mode=_F_PAD_MODES[padding_mode])

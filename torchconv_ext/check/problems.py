@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import torchconv_ext
-from torchconv_ext._args import expand_pairs
+from torchconv_ext._args import expand, expand_pairs
+from torchconv_ext._padding import pad_input
 
 
 @dataclass
@@ -85,22 +86,20 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
 
 def _explicit(spec: dict[str, Any]) -> bool:
     """Whether torch's convolution cannot pad as the spec says: a padding mode, or ``(before,
-    after)`` pairs."""
+    after)`` pairs (numeric padding that is not ints)."""
     padding = spec["padding"]
-    pairs = isinstance(padding, list | tuple) and any(isinstance(p, list | tuple) for p in padding)
+    pairs = not isinstance(padding, str) and expand(padding, spec["dims"]) is None
     return pairs or spec.get("padding_mode", "zeros") != "zeros"
 
 
 def _explicitly_padded(ours, theirs, spec: dict[str, Any], dims: int) -> tuple:
-    """Ours with the spec's padding mode; torch's convolution of an input ``F.pad`` padded as
-    the spec says (how ``nn.ConvNd`` pads in a mode)."""
+    """Ours with the spec's padding mode; torch's convolution of an input padded as the spec
+    says beforehand (how ``nn.ConvNd`` pads in a mode)."""
     mode = spec.get("padding_mode", "zeros")
     before, after = expand_pairs(spec["padding"], dims)
-    pads = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
-    pad_mode = "constant" if mode == "zeros" else mode
 
     def padded(x: Tensor, w: Tensor, b: Tensor | None = None, **geometry: Any) -> Tensor:
-        return theirs(F.pad(x, pads, mode=pad_mode), w, b, **{**geometry, "padding": 0})
+        return theirs(pad_input(x, before, after, mode), w, b, **{**geometry, "padding": 0})
 
     def ours_in_mode(x: Tensor, w: Tensor, b: Tensor | None = None, **geometry: Any) -> Tensor:
         return ours(x, w, b, padding_mode=mode, **geometry)
