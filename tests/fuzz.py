@@ -469,7 +469,8 @@ def padding_string_case(rng: random.Random) -> Case:
     input elements) or a cropped or extended output (transposed convolutions)."""
     kind = rng.choice(["conv", "conv", "conv_transpose", "max_pool", "avg_pool"])
     nd = rng.choice([1, 2, 2, 3])
-    string = rng.choice(["same", "same", "same", "valid"] + ["pairs"] * 2 * (kind == "conv"))
+    string = rng.choice(["same", "same", "same", "valid", "pairs", "pairs"] if kind.startswith(
+        "conv") else ["same", "same", "same", "valid"])  # fmt: skip
     pooling = kind.endswith("pool")
     if pooling:
         groups, per_in, per_out = 1, rng.choice([1, 3, 8]), 1
@@ -492,14 +493,20 @@ def padding_string_case(rng: random.Random) -> Case:
         pairs = [_same(*a) for a in zip(size, kernel, stride, dilation)]
     if string == "valid":
         pairs = [(0, 0)] * nd
+    output_padding = [0] * nd
     if string == "pairs":  # (reflection pads less than the size; each dim an int or a pair)
         pairs = [(rng.randint(0, span - 1), rng.randint(0, span - 1)) for span in spans]
         size = [max(n, span - sum(p), max(p) + 1) for n, span, p in zip(size, spans, pairs)]
         pairs = [(p[0], p[0]) if rng.random() < 0.3 else p for p in pairs]
+        if kind == "conv_transpose":  # (crops of the full output, which must keep an element)
+            output_padding = [rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation)]
+            size = [max(n, 1 + -(-(sum(p) - span + 1) // s))
+                    for n, p, span, s in zip(size, pairs, spans, stride)]  # fmt: skip
     padding = [p[0] if p[0] == p[1] else p for p in pairs] if string == "pairs" else string
     batch = None if rng.random() < 0.15 else rng.choice([1, 2])
     dtype, layout, bias = _draw_dtype(rng), _draw_layout(rng), rng.random() < 0.6 and not pooling
-    config = dict(op=f"{kind}{nd}d", padding=padding, batch=batch, groups=groups,
+    config = dict(op=f"{kind}{nd}d", padding=padding, output_padding=output_padding,
+                  batch=batch, groups=groups,
                   per_group=(per_in, per_out), kernel=kernel, stride=stride, dilation=dilation,
                   size=size, padding_mode=mode, dtype=str(dtype), layout=layout,
                   bias=bias)  # fmt: skip
@@ -515,7 +522,7 @@ def padding_string_case(rng: random.Random) -> Case:
         if kind == "conv":
             return getattr(TF, name)(x, w, b, stride, padding, dilation, groups, padding_mode=mode)
         if kind == "conv_transpose":
-            return getattr(TF, name)(x, w, b, stride, string, 0, groups, dilation)
+            return getattr(TF, name)(x, w, b, stride, padding, output_padding, groups, dilation)
         if kind == "max_pool":
             return getattr(TF, name)(x, kernel, stride, string, dilation)
         return getattr(TF, name)(x, kernel, stride, string)
@@ -523,7 +530,11 @@ def padding_string_case(rng: random.Random) -> Case:
     def theirs(x, w=None, b=None):
         x = x.unsqueeze(0) if unbatched else x
         if kind == "conv_transpose":
-            out = _transposed_same(name, x, w, b, stride, dilation, groups, kernel, string)
+            cut = pairs  # ('valid': none)
+            if string == "same":
+                cut = [_transposed_same(*a) for a in zip(kernel, stride, dilation)]
+            crops = [(p[0], p[1] - op) for p, op in zip(cut, output_padding)]
+            out = _transposed(name, x, w, b, stride, dilation, groups, crops)
         else:
             padded = F.pad(x, _pads(pairs), mode="constant" if mode == "zeros" else mode,
                            value=-math.inf if kind == "max_pool" else 0.0)  # fmt: skip
@@ -543,20 +554,22 @@ def padding_string_case(rng: random.Random) -> Case:
     return Case(config, ours, theirs, operands, compare_layout=False, autocasts=False)
 
 
-def _transposed_same(name: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                     stride: list[int], dilation: list[int], groups: int, kernel: list[int],
-                     string: str) -> torch.Tensor:  # fmt: skip
-    """A transposed convolution with ``'same'`` (output ``in · stride``: the full output
-    cropped evenly, the odd element at the end, or extended at the end when the stride exceeds
-    the kernel's span) or ``'valid'`` (the full output) padding, by torch's op."""
-    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-    crop = [span - s if string == "same" else 0 for span, s in zip(spans, stride)]
-    extend = [max(-c, 0) for c in crop]  # (output_padding: less than the stride)
-    full = getattr(F, name)(x, w, b, stride, 0, extend, groups, dilation)
-    for i, c in enumerate(crop):
-        c = max(c, 0)
-        full = full.narrow(2 + i, c // 2, full.shape[2 + i] - c)
-    return full
+def _transposed_same(kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """What ``'same'`` crops from a transposed convolution's full output (output ``in ·
+    stride``): the crop split evenly, the odd element at the end; a stride beyond the kernel's
+    span extends the end instead."""
+    crop = (kernel - 1) * dilation + 1 - stride
+    return max(crop, 0) // 2, crop - max(crop, 0) // 2
+
+
+def _transposed(name: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                stride: list[int], dilation: list[int], groups: int,
+                crops: list[tuple[int, int]]) -> torch.Tensor:  # fmt: skip
+    """torch's full transposed convolution cropped by ``(before, after)`` per spatial dim (a
+    negative amount extends it: positions of bias alone, as torch's ``output_padding``)."""
+    full = getattr(F, name)(x, w, None, stride, 0, 0, groups, dilation)
+    out = F.pad(full, [-c for c in _pads(crops)])
+    return out if b is None else out + b.view(-1, *[1] * len(crops))
 
 
 def pool_case(rng: random.Random) -> Case:

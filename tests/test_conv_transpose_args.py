@@ -10,6 +10,11 @@ import torchconv_ext
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
 
+
+def _padded_by(padding):
+    return TF.conv_transpose2d(torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3), padding=padding)
+
+
 BAD = {
     "output_padding": (
         lambda: TF.conv_transpose2d(
@@ -56,6 +61,33 @@ BAD = {
         ),
         ValueError,
         "output size",
+    ),
+    "negative pair": (
+        lambda: _padded_by(((0, -1), 1)),
+        RuntimeError,
+        r"negative padding is not supported, but got padding=\(\(0, -1\), 1\)",
+    ),
+    "pair of three": (
+        lambda: _padded_by(((0, 1, 1), 1)),
+        TypeError,
+        r"one \(before, after\) pair of ints per spatial dimension",
+    ),
+    "pairs count": (
+        lambda: _padded_by(((0, 1), (0, 1), 1)),
+        RuntimeError,
+        "a list of 2 values",
+    ),
+    "pairs crop it all": (
+        lambda: TF.conv_transpose1d(torch.randn(1, 2, 2), torch.randn(2, 2, 3), padding=((3, 1),)),
+        RuntimeError,
+        r"calculated output size \[0\] is too small",
+    ),
+    "pairs output_size": (
+        lambda: tnn.ConvTranspose1d(2, 2, 3, stride=2, padding=((0, 3),))(
+            torch.randn(1, 2, 4), output_size=[8]
+        ),
+        ValueError,
+        r"valid sizes range from \[6\] to \[7\]",
     ),
     "mode": (
         lambda: tnn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")(torch.randn(1, 2, 4, 4)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -23,3 +24,46 @@ def test_nn_module_output_size_and_convert():
         2,
         11,
     )
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_padding_pairs_crop_each_side(backend):
+    """``padding=((top, bottom), (left, right))``: torch's full transposed convolution cropped
+    by those amounts (``output_padding`` and ``output_size`` lower the end's crop), with torch's
+    parameters, ``state_dict`` and ``repr``; values and gradients in float64."""
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(3, 4, (3, 4), stride=2, dilation=(1, 2)).double()
+    ours = tnn.ConvTranspose2d(3, 4, (3, 4), 2, ((2, 0), (1, 3)), output_padding=1, dilation=(1, 2))
+    ours.load_state_dict(ref.state_dict())
+    ours = ours.double()
+    assert "padding=((2, 0), (1, 3))" in repr(ours)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    # the full output is 11 × 13; output_padding 1 extends the bottom by a row
+    for size, crop in (
+        (None, (2, -1, 1, 2)),
+        ([9, 9], (2, 0, 1, 3)),
+        ([2, 4, 10, 9], (2, -1, 1, 3)),
+    ):
+        with torchconv_ext.use_backend(backend):
+            out, grads = _grads(lambda x: ours(x, output_size=size), ours, x)
+        expected, expected_grads = _grads(lambda x: _cropped(ref, x, *crop), ref, x)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(grads, expected_grads)
+
+
+def _cropped(layer, x, top, bottom, left, right):
+    """``layer``'s full output less ``top`` rows… at each side (a negative amount extends it:
+    rows of bias alone, as torch's ``output_padding`` adds)."""
+    full = torch.nn.functional.conv_transpose2d(
+        x, layer.weight, None, layer.stride, 0, 0, layer.groups, layer.dilation
+    )
+    cropped = torch.nn.functional.pad(full, (-left, -right, -top, -bottom))
+    return cropped + layer.bias.view(-1, 1, 1)
+
+
+def _grads(call, model, x):
+    x = x.clone().requires_grad_()
+    model.zero_grad()
+    out = call(x)
+    out.backward(torch.randn_like(out, generator=torch.Generator().manual_seed(1)))
+    return out, [x.grad, *(p.grad for p in model.parameters())]

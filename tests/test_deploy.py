@@ -46,6 +46,7 @@ def _model(onnx: str | None = None) -> nn.Module:
         tnn.Conv2d(3, 4, 3, stride=2, padding="same", activation="relu"),
         tnn.Conv2d(3, 2, 3, stride=2, padding=((0, 1), (2, 0)), padding_mode="replicate"),
         tnn.ConvTranspose2d(3, 2, 3, stride=2, padding="same"),
+        tnn.ConvTranspose2d(3, 2, 4, stride=2, padding=((1, 2), (2, 0)), output_padding=1),
         tnn.MaxoutConv2d(3, 2, 3, pieces=2, padding=1),
         tnn.Maxout(3),
         tnn.LocallyConnected2d(3, 2, 3, input_size=(6, 8)),

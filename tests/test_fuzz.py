@@ -109,14 +109,18 @@ def test_padding_strings_beyond_torch_agree_with_their_definition(backend):
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_padding_pairs_agree_with_a_padded_input(backend):
     """Convolutions padded by ``(before, after)`` pairs, one case per padding mode, against
-    torch's convolution of an input ``F.pad`` padded."""
+    torch's convolution of an input ``F.pad`` padded; and a transposed convolution's pairs (with
+    an output padding) against torch's full output cropped."""
 
     def wanted(case: fuzz.Case) -> bool:
-        padding = case.config["padding"]
-        return not isinstance(padding, str) and any(isinstance(p, tuple) for p in padding)
+        config = case.config
+        padding = config["padding"]
+        if isinstance(padding, str) or not any(isinstance(p, tuple) for p in padding):
+            return False
+        return not config["op"].startswith("conv_transpose") or max(config["output_padding"]) > 0
 
-    mode = lambda case: case.config["padding_mode"]
-    for case in _one_of_each(fuzz.padding_string_case, random.Random(0), mode, 4, wanted):
+    kind = lambda case: (case.config["op"][:-2], case.config["padding_mode"])
+    for case in _one_of_each(fuzz.padding_string_case, random.Random(0), kind, 5, wanted):
         case.second_order = case.operands[0].dtype == torch.float64
         assert fuzz.check(case, backend) is None, case.config
 

@@ -227,7 +227,19 @@ BRUTE_FORCE_MODELS = {
         tnn.Conv2d(1, 2, 4, stride=2, padding=((0, 3), 1)),
         tnn.Conv2d(2, 1, 3, stride=3, padding=(2, (1, 0))),
     ),
+    # Transposed: kernels a multiple of the stride (every output unit sees as much); a unit's
+    # centre is off the formula's by a part of a step, which a whole period of units averages.
+    "transposed-pairs": lambda: nn.Sequential(
+        tnn.Conv2d(1, 2, 3, stride=2),
+        tnn.ConvTranspose2d(2, 1, 4, stride=2, padding=((0, 3), (2, 1)), output_padding=1),
+    ),
+    "transposed-same": lambda: nn.Sequential(
+        tnn.Conv2d(1, 2, 3), tnn.ConvTranspose2d(2, 1, (6, 4), stride=(3, 2), padding="same")
+    ),
 }
+
+
+TRANSPOSED_PERIODS = {"transposed-pairs": 2, "transposed-same": 6}
 
 
 @pytest.mark.parametrize("name", list(BRUTE_FORCE_MODELS))
@@ -238,10 +250,17 @@ def test_fields_match_brute_force(name):
     result = run(model, size)
     f = result.field
     out = result.output_shape[2:]
-    unit = tuple((o - 1) // 2 for o in out)  # inside, away from the borders
-    for axis, (lo, hi) in enumerate(reach(model, size, unit)):
-        assert hi - lo + 1 == f.size[axis]
-        assert (lo + hi) / 2 == f.start[axis] + unit[axis] * f.jump[axis]
+    unit = [(o - 1) // 2 for o in out]  # inside, away from the borders
+    period = TRANSPOSED_PERIODS.get(name, 1)  # units averaged along each axis
+    for axis in range(nd):
+        centres = []
+        for step in range(period):
+            at = [u + step * (a == axis) for a, u in enumerate(unit)]
+            lo, hi = reach(model, size, at)[axis]
+            assert hi - lo + 1 == f.size[axis]
+            centres.append((lo + hi) / 2)
+        middle = unit[axis] + (period - 1) / 2
+        assert sum(centres) / period == f.start[axis] + middle * f.jump[axis]
 
 
 @pytest.mark.parametrize(
@@ -319,7 +338,7 @@ def test_transposed_formula_against_torch():
         y = torch.nn.functional.conv_transpose1d(
             meta((1, 1, n)), meta((1, 1, k)), stride=s, padding=p, output_padding=op, dilation=d
         )
-        assert y.shape[-1] == fields.transposed_output(n, k, s, p, op, d)
+        assert y.shape[-1] == fields.transposed_output(n, k, s, p, p - op, d)
 
 
 def test_layers_are_cross_checked_against_the_formula(monkeypatch):
@@ -345,6 +364,10 @@ def test_many_layer_geometries_pass_the_cross_check():
             tnn.AvgPool2d(k, s, p, ceil_mode=ceil),
             tnn.AvgPool2d(k, s, "same", ceil_mode=ceil),
             tnn.ConvTranspose2d(1, 1, k, stride=s, padding=p, dilation=d),
+            tnn.ConvTranspose2d(1, 1, k, stride=s, padding=((p, 0), (0, p)), dilation=d),
+            tnn.ConvTranspose2d(1, 1, k, s, (p, (1, p)), output_padding=s - 1, dilation=d),
+            tnn.ConvTranspose2d(1, 1, k, stride=s, padding="same", dilation=d),
+            tnn.ConvTranspose2d(1, 1, k, stride=s, padding="valid", dilation=d),
         ):
             run(nn.Sequential(layer), (1, 1, 17, 12))
 

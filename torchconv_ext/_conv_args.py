@@ -179,13 +179,6 @@ def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> 
         )
 
 
-def _numeric_padding(name: str, padding: IntOrTuple, ndim: int) -> tuple[int, ...]:
-    """A transposed convolution's padding: ints (it crops its output evenly)."""
-    values = expand_param(padding, ndim, "padding")
-    _check_non_negative(name, padding, values)
-    return values
-
-
 def _padding_pairs(
     name: str, padding: Padding, ndim: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -277,7 +270,7 @@ def conv_transpose_geometry(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
@@ -297,7 +290,7 @@ def _transpose_geometry(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
@@ -308,8 +301,9 @@ def _transpose_geometry(
     A transposed convolution is the input-gradient of the convolution that maps its output back
     to its input, so it is described by that convolution's geometry: ``padding`` cropped at the
     start and ``padding_end`` at the end of the full result (a negative ``padding_end`` extends
-    it). ``'same'`` (beyond torch) gives ``output = input·stride`` with the crop split evenly, the
-    odd pixel at the end; ``'valid'`` crops nothing.
+    it). Beyond torch: ``(before, after)`` pairs crop each side by its own amount
+    (``output_padding`` lowers the end's), ``'same'`` gives ``output = input·stride`` with the
+    crop split evenly, the odd pixel at the end, and ``'valid'`` crops nothing.
     """
     ndim = input.dim() - 2
     stride_t, dilation_t, groups = _check_common(
@@ -348,14 +342,14 @@ def _transpose_geometry(
         else:
             string_padding(name, padding, sizes, kernel, stride_t, dilation_t, error=RuntimeError)
     else:
-        before = _numeric_padding(name, padding, ndim)
+        before, after = _padding_pairs(name, padding, ndim)
         if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(out_pad, stride_t, dilation_t)):
             raise RuntimeError(
                 f"{name}: output padding must be non-negative and smaller than either stride or "
                 f"dilation, but got output_padding={list(out_pad)}, stride={list(stride_t)}, "
                 f"dilation={list(dilation_t)}"
             )
-        end = tuple(p - op for p, op in zip(before, out_pad))
+        end = tuple(a - op for a, op in zip(after, out_pad))
     out = [f - b - e for f, b, e in zip(full, before, end)]
     if any(o <= 0 for o in out):
         raise RuntimeError(

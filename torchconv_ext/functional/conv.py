@@ -38,11 +38,16 @@ def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode:
     if padding_mode != "zeros":
         return False
     if not isinstance(padding, str):  # ints; (before, after) pairs are ours
-        return not (isinstance(padding, Sequence) and any(map(_is_pair, padding)))
+        return not has_pairs(padding)
     if padding != "same":
         return True
     strides = expand(stride, spatial_dims)
     return strides is None or all(s == 1 for s in strides)
+
+
+def has_pairs(padding: object) -> bool:
+    """Whether a numeric ``padding`` holds ``(before, after)`` pairs (ours: torch takes ints)."""
+    return isinstance(padding, Sequence) and any(map(_is_pair, padding))
 
 
 def _is_pair(entry: object) -> bool:

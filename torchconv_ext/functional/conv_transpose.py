@@ -1,6 +1,6 @@
-"""``conv_transpose1d`` / ``2d`` / ``3d``: torch's signatures, plus ``padding='same'`` and
-``padding='valid'``, which torch does not accept for transposed convolution, and a fused
-``activation``."""
+"""``conv_transpose1d`` / ``2d`` / ``3d``: torch's signatures, plus ``padding='same'``,
+``padding='valid'`` and ``(before, after)`` padding pairs, which torch does not accept for
+transposed convolution, and a fused ``activation``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from .. import _activation
-from .._args import IntOrTuple
+from .._args import IntOrTuple, Padding
 from .._conv_args import conv_transpose_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
 from .._ops.conv_act import conv_transpose_act
 from ._common import KERNEL_DTYPES, Openings, conv_dtype, open_call, overridable, runs_kernels
-from .conv import ACTIVATION_DOC, plain_activation
+from .conv import ACTIVATION_DOC, has_pairs, plain_activation
 
 #: The openings of plain transposed convolution calls (``_conv_transpose``).
 _OPENINGS = Openings()
@@ -28,7 +28,7 @@ def _conv_transpose(
     weight: Tensor,
     bias: Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
@@ -55,7 +55,8 @@ def _conv_transpose(
     if act is not None and isinstance(weight, Tensor) and weight.dim() > 1:
         _activation.check_channels(act, weight.shape[1] * groups)
     cast, dtype = conv_dtype(input)
-    if not runs_kernels("conv", input, dtype) and not isinstance(padding, str):
+    torch_takes = not (isinstance(padding, str) or has_pairs(padding))
+    if torch_takes and not runs_kernels("conv", input, dtype):
         out = fallback.torch_conv_transpose(
             spatial_dims, input, weight, bias, stride, padding, output_padding, groups, dilation
         )
@@ -111,7 +112,7 @@ def conv_transpose1d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
@@ -133,7 +134,7 @@ def conv_transpose2d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
@@ -149,11 +150,13 @@ def conv_transpose2d(
         bias: ``(C_out,)`` or ``None``.
         stride, dilation: an int or one int per spatial dim, all positive.
         padding: an int / tuple (``dilation·(k−1) − padding`` zero-padding of the input, i.e.
-            cropped from each side of the full output), or — beyond torch — ``'valid'`` (crop
-            nothing: output ``(in−1)·stride + dilation·(k−1) + 1``) or ``'same'`` (output
-            ``in·stride``; the crop split evenly, the odd pixel at the end; when the stride
-            exceeds the kernel span the output is extended at the end instead).
-        output_padding: extra size added to one side of the output (numeric padding only);
+            cropped from each side of the full output), or — beyond torch — per spatial dim a
+            ``(before, after)`` pair (cropped from the start and from the end: ``padding=((1,
+            2), (1, 2))`` crops one row and column at the top left, two at the bottom right),
+            ``'valid'`` (crop nothing: output ``(in−1)·stride + dilation·(k−1) + 1``) or
+            ``'same'`` (output ``in·stride``; the crop split evenly, the odd pixel at the end;
+            when the stride exceeds the kernel span the output is extended at the end instead).
+        output_padding: extra size added to the end of the output (numeric padding only);
             each entry smaller than the stride or the dilation.
         groups: the number of blocked connections; ``groups == C_in`` is depthwise.
 
@@ -172,7 +175,7 @@ def conv_transpose3d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,

@@ -2,7 +2,9 @@
 
 Same constructor, parameters and ``state_dict`` as ``torch.nn``; ``forward(input,
 output_size=None)`` honours ``output_size`` like torch. Beyond torch, ``padding='same'``
-(output = input·stride) and ``padding='valid'`` are accepted, and the keyword-only
+(output = input·stride), ``padding='valid'`` and per spatial dim ``(before, after)`` pairs (the
+crop at the start and at the end of the full output, as ``F.conv_transpose2d``'s) are
+accepted, and the keyword-only
 ``activation`` / ``activation_args`` fuse an activation, as for the convolutions
 (``nn._activated``).
 """
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 from torch.overrides import handle_torch_function, has_torch_function
 
 from .. import functional as F
+from .._args import expand_pairs
 from ._activated import Activated, with_activation_arguments
 from ._base import DropIn, extend_constructor
 
@@ -30,8 +33,8 @@ def output_padding_for(
     dilation: Sequence[int],
 ) -> Sequence[int]:
     """The ``output_padding`` that makes a transposed convolution's output ``output_size``
-    (the layer's own ``output_padding`` without one), with torch's checks and messages
-    (``_ConvTransposeNd._output_padding``).
+    (the layer's own ``output_padding`` without one), with the checks and messages of torch's
+    ``_ConvTransposeNd._output_padding``, for ``padding`` as ints or ``(before, after)`` pairs.
 
     A function of its own with ``__torch_function__`` handling, so that ``torch.fx`` records
     one call to it — with the sizes as they come, e.g. a traced ``skip.size()`` — rather than
@@ -54,10 +57,28 @@ def output_padding_for(
         )
     if output_size is None:
         return output_padding
-    # torch's method reads nothing from the layer when given an output size.
-    return nn.ConvTranspose1d._output_padding(
-        None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
-    )
+    n = num_spatial_dims
+    lead = 2 if input.dim() == n + 2 else 1  # (batch and) channel dims
+    if len(output_size) == lead + n:
+        output_size = output_size[lead:]
+    if len(output_size) != n:
+        raise ValueError(
+            f"ConvTranspose{n}D: for {input.dim()}D input, output_size must have {n} or "
+            f"{lead + n} elements (got {len(output_size)})"
+        )
+    before, after = expand_pairs(padding, n)  # (the layer's padding: ints, or pairs of ours)
+    smallest = [
+        (input.size(lead + d) - 1) * stride[d] - before[d] - after[d]
+        + dilation[d] * (kernel_size[d] - 1) + 1
+        for d in range(n)
+    ]  # fmt: skip
+    largest = [size + s - 1 for size, s in zip(smallest, stride)]
+    if any(not lo <= size <= hi for size, lo, hi in zip(output_size, smallest, largest)):
+        raise ValueError(
+            f"requested an output size of {output_size}, but valid sizes range from {smallest} "
+            f"to {largest} (for an input of {input.size()[2:]})"
+        )
+    return [size - lo for size, lo in zip(output_size, smallest)]
 
 
 def _padding_string(cls: type, arguments: dict) -> dict:

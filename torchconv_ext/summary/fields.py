@@ -5,7 +5,8 @@ Output size of a window of ``F`` taps (dilation ``D``), stride ``S``, padding ``
 with dilation and asymmetric padding; pooling's ``ceil_mode`` rounds up but drops a last window
 that would start in the right padding; TensorFlow's ``'same'`` makes the output ``⌈W/S⌉`` with
 ``P + P' = max((⌈W/S⌉ − 1)·S + D·(F − 1) + 1 − W, 0)``, the odd element at the end; a transposed
-convolution inverts the window: ``(W − 1)·S − 2P + D·(F − 1) + output_padding + 1``.
+convolution inverts the window: ``(W − 1)·S − P − P' + D·(F − 1) + 1``, its crops ``P`` and
+``P'`` (torch's ``P' = P − output_padding``).
 
 Receptive field of one unit of a feature map, in input pixels: its size ``r``, the distance
 ``j`` (jump) between the fields of neighbouring units, and the centre ``start`` of the first
@@ -71,10 +72,21 @@ def window_output(
 
 
 def transposed_output(
-    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int = 1
+    size: int, kernel: int, stride: int, padding: int, padding_end: int, dilation: int = 1
 ) -> int:
-    """Output length of a transposed convolution along one axis."""
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+    """Output length of a transposed convolution along one axis: its full output cropped by
+    ``padding`` at the start and ``padding_end`` at the end (torch's ``padding − output_padding``
+    for an int ``padding``)."""
+    return (size - 1) * stride - padding - padding_end + dilation * (kernel - 1) + 1
+
+
+def transposed_same(kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """``(padding, padding_end)`` of a transposed convolution padded ``'same'`` (output
+    ``size · stride``): the crop ``D·(F − 1) + 1 − S`` split evenly, the odd element at the end;
+    a negative crop (stride beyond the kernel's span) extends the end."""
+    crop = dilation * (kernel - 1) + 1 - stride
+    before = max(crop, 0) // 2
+    return before, crop - before
 
 
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:

@@ -24,6 +24,7 @@ from .fields import (
     resize_field,
     transposed_field,
     transposed_output,
+    transposed_same,
     union,
     whole_field,
     window_field,
@@ -117,16 +118,21 @@ def _conv(m: _ConvNd, x: Tensor, field: Field | None, explicit_size: bool) -> St
     sizes = tuple(x.shape[-n:])
     if not m.transposed:
         return _window(field, sizes, m.kernel_size, m.stride, m.padding, m.dilation)
+    if m.padding == "same":
+        crops = [transposed_same(*a) for a in zip(m.kernel_size, m.stride, m.dilation)]
+        before, end = [c[0] for c in crops], [c[1] for c in crops]
+    elif m.padding == "valid":
+        before = end = [0] * n
+    else:  # ints, or (before, after) pairs; the output padding lowers the end's crop
+        before, after = expand_pairs(m.padding, n)
+        end = [a - op for a, op in zip(after, _tuple(m.output_padding, n))]
     out = tuple(
-        transposed_output(*a)
-        for a in zip(sizes, m.kernel_size, m.stride, m.padding, m.output_padding, m.dilation)
+        transposed_output(*a) for a in zip(sizes, m.kernel_size, m.stride, before, end, m.dilation)
     )
     expected = None if explicit_size else out
     if not _fits(field, n):
         return Step(expected, None)
-    return Step(
-        expected, transposed_field(field, m.kernel_size, m.stride, m.padding, m.dilation, out)
-    )
+    return Step(expected, transposed_field(field, m.kernel_size, m.stride, before, m.dilation, out))
 
 
 def _pool(m: nn.Module, x: Tensor, field: Field | None) -> Step:
