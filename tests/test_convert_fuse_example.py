@@ -205,6 +205,55 @@ def test_a_module_another_thread_calls_during_the_run_is_left():
     torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
 
 
+class _Chunked(nn.Module):
+    """A block run once per chunk of the input (as Wan's and CogVideoX's causal video
+    convolutions run per time chunk): zero pad, convolution, batch norm and an activation that
+    runs after both convolutions; with ``tap_last`` the last chunk returns the first
+    convolution's output too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 1, 2, 0))
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.act = nn.SiLU()
+        self.tap_last = False
+
+    def forward(self, x):
+        chunks = x.split(3, dim=2)
+        outputs = []
+        for i, chunk in enumerate(chunks):
+            y = self.conv1(self.pad(chunk))
+            if self.tap_last and i == len(chunks) - 1:
+                outputs.append(y)  # a second consumer, on one of the runs only
+            y = self.act(self.bn2(self.conv2(self.act(self.bn1(y)))))
+            outputs.append(y)
+        return torch.cat(outputs, dim=2)
+
+
+def test_a_block_run_once_per_chunk_fuses_as_a_block_run_once():
+    """Every call of each module is the same chain, run once per chunk: the pad folds, the batch
+    norms fold and the shared activation fuses into both convolutions (float64, as before)."""
+    model, x, fused, report = _fused_from_a_run(_Chunked(), 2, 3, 9, 5)
+    assert _fusions(report) == {"conv1": ["pad", "bn1", "act"], "conv2": ["bn2", "act"]}
+    assert _refusals(report) == {}
+    assert (fused.conv1.padding, fused.conv1.activation) == (((2, 0), 1), "silu")
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_a_chain_that_one_chunk_leaves_is_left():
+    """The last chunk hands the first convolution's output on to the code as well: that
+    convolution's batch norm stays (its pad still folds: every call of it feeds the
+    convolution alone); the rest fuses as before."""
+    block = _Chunked()
+    block.tap_last = True
+    model, x, fused, report = _fused_from_a_run(block, 2, 3, 9, 5)
+    assert _fusions(report) == {"conv1": ["pad"], "conv2": ["bn2"]}
+    assert _refusals(report) == {"bn1": "called 3 times in the forward",
+                                 "act": "called 6 times in the forward"}  # fmt: skip
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
+
+
 def test_example_inputs_need_fuse_and_the_forward_arguments():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
     x = torch.randn(1, 3, 4, 4)

@@ -50,7 +50,10 @@ model) gets the fused computation there too.
 
 With ``example_inputs`` (``convert_model(fuse=True, example_inputs=x)``) the chains are recorded
 from one run of the model instead (``_fuse_record``): for forward code ``torch.fx`` cannot trace,
-and right for inputs that take the example's path through it.
+and right for inputs that take the example's path through it. There a module the run calls
+several times is as one called once where each of its calls is in the same chain (a block run
+once per chunk of a video, as Diffusers' Wan and CogVideoX run theirs): every step fused is
+then fused into each call.
 
 Each absorbed module is replaced by ``nn.Identity`` (as ``torch.ao.quantization.fuse_modules``
 does), so the model keeps its classes, its forward code, the names and ``state_dict`` keys of
@@ -164,11 +167,12 @@ class _Scope:
     def path(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def shared(self, name: str) -> str:
-        """Why the module ``name`` (under ``root``) must not change; ``""``: it may."""
+    def shared(self, name: str, times: int = 1) -> str:
+        """Why the module ``name`` (under ``root``), in a chain that ran ``times`` times, must
+        not change; ``""``: it may."""
         if self.aliased(name):
             return "registered more than once in the model"
-        if self.called_again(name):
+        if self.called_again(name, times):
             return f"called {self.calls[name]} times in the forward"
         return ""
 
@@ -178,9 +182,10 @@ class _Scope:
         names = self.names[id(self.root.get_submodule(name))]
         return len(names) > 1 and (self.calls is None or not all(map(self._inside, names)))
 
-    def called_again(self, name: str) -> bool:
-        """Whether the forward read calls the module ``name`` more than once."""
-        return self.calls is not None and self.calls[name] > 1
+    def called_again(self, name: str, times: int = 1) -> bool:
+        """Whether the forward read calls the module ``name`` other than in a chain that ran
+        ``times`` times."""
+        return self.calls is not None and self.calls[name] > times
 
     def _inside(self, name: str) -> bool:
         return not self.prefix or name == self.prefix or name.startswith(self.prefix + ".")
@@ -192,22 +197,24 @@ class _Scope:
             self.model.get_submodule(parent)._modules[leaf] = nn.Identity()
 
 
-def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_Scope, Chain]]:
-    """``(scope, chain)`` for every chain of ``model``: recorded from a run on
-    ``example_inputs`` where given (``_fuse_record``); else traced where a forward traces, else
-    child by child (a Sequential's children as chains). A module registered under several names
-    (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure) counts as
-    one module, traced by whichever name the trace meets it."""
+def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_Scope, Chain, int]]:
+    """``(scope, chain, runs)`` for every chain of ``model``, ``runs[k]`` how many times its
+    first ``k + 1`` modules ran in a row: recorded from a run on ``example_inputs`` where given
+    (``_fuse_record``: a block called once per chunk runs its chains as many times); else traced
+    where a forward traces, else child by child (a Sequential's children as chains), once
+    each. A module registered under several
+    names (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure)
+    counts as one module, traced by whichever name the trace meets it."""
     names: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
     if example_inputs is not None:
         chains, calls = recorded_chains(model, example_inputs, is_leaf, passes_through)
         scope = _Scope(model, "", model, calls, names)
-        yield from ((scope, chain) for chain in chains)
+        yield from ((scope, list(chain), runs) for chain, runs in chains.items())
         return
 
-    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain]]:
+    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain, int]]:
         if not module._modules or isinstance(module, Traced):
             return  # nothing in it to fuse (a leaf)
         graph = traced(module)
@@ -221,7 +228,7 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
             chains = [[name] for name, child in module.named_children() if is_fusable_conv(child)]
         scope = _Scope(model, prefix, module, calls, names, unread)
         for chain in chains:
-            yield scope, chain
+            yield scope, chain, (1,) * len(chain)
         if isinstance(graph, str):
             for name, child in module.named_children():
                 yield from visit(f"{prefix}.{name}" if prefix else name, child)
@@ -233,19 +240,19 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
 class _SharedActivation:
     """An activation module the forward calls several times (MONAI's blocks call one after each
     convolution's batch norm), and the convolutions whose output one of its calls alone
-    consumes: where those are all of its calls, it fuses into every one of them; else into
-    none (its other calls need it)."""
+    consumes, each with how many of its calls do: where those are all of its calls, it fuses
+    into every one of them; else into none (its other calls need it)."""
 
     scope: _Scope
     name: str
     activation: Activation
-    convs: list[str]
+    convs: dict[str, int]
 
     def fuse(self, entries: list[FusionEntry]) -> None:
         """Fuse it into all its convolutions, or say why not; ``entries`` gets either."""
         module = self.scope.root.get_submodule(self.name)
         path = self.scope.path(self.name)
-        if len(self.convs) < self.scope.calls[self.name]:
+        if sum(self.convs.values()) < self.scope.calls[self.name]:
             _add(entries, FusionEntry(path, reason=self.scope.shared(self.name)))
             return
         for conv in self.convs:
@@ -255,14 +262,16 @@ class _SharedActivation:
 
 
 def _fuse_chain(
-    scope: _Scope, chain: Chain, shared: dict[str, _SharedActivation]
+    scope: _Scope, chain: Chain, runs: tuple[int, ...], shared: dict[str, _SharedActivation]
 ) -> list[FusionEntry]:
     """Fuse what follows the convolution ``chain[0]`` (names under ``scope.root``) into it, in
-    place; what was fused, or what was not and why. An activation the forward calls again is
-    noted in ``shared`` instead (:class:`_SharedActivation`)."""
+    place, where the chain up to that step is each of its modules' every call (``runs[k]``:
+    how many times its first ``k + 1`` modules ran in a row); what was fused, or what was not
+    and why. An activation the forward calls in other chains too is noted in ``shared`` instead
+    (:class:`_SharedActivation`)."""
     first = scope.root.get_submodule(chain[0])
     if is_zero_pad(first) and len(chain) > 1:
-        return _fold_padding(scope, chain[0], chain[1])
+        return _fold_padding(scope, chain[0], chain[1], runs[1])
     conv = first
     refusal = conv_refusal(conv)
     if refusal is None:
@@ -284,7 +293,7 @@ def _fuse_chain(
         reason = step if isinstance(step, str) else ""
         if not reason and (weight := weight_refusal(conv)):
             reason = f"the convolution {scope.path(chain[0])} {weight}"
-        reason = reason or scope.shared(rest[0]) or scope.shared(chain[0])
+        reason = reason or scope.shared(rest[0], runs[1]) or scope.shared(chain[0], runs[1])
         if reason:
             # (what follows a batch norm left in place is not the convolution's output)
             return [FusionEntry(scope.path(rest[0]), reason=reason)]
@@ -296,19 +305,20 @@ def _fuse_chain(
             fused[-1] = (fused[-1][0], f"{fused[-1][1]} with {step.activation_name}")
             return _entry(scope, chain[0], fused)
     if rest:
+        times = runs[len(chain) - len(rest)]  # (the chain's runs up to the activation)
         module = scope.root.get_submodule(rest[0])
         found = activation_of(module, conv.out_channels)
         if found is not None and not has_hooks(module):
-            reason = scope.shared(rest[0]) or scope.shared(chain[0])
+            reason = scope.shared(rest[0], times) or scope.shared(chain[0], times)
             if (
-                scope.called_again(rest[0])
+                scope.called_again(rest[0], times)
                 and not scope.aliased(rest[0])
-                and not scope.shared(chain[0])
+                and not scope.shared(chain[0], times)
                 and found[0] != "prelu"  # (its weight would move into every convolution)
             ):
                 key = scope.path(rest[0])
-                use = shared.setdefault(key, _SharedActivation(scope, rest[0], found, []))
-                use.convs.append(chain[0])
+                use = shared.setdefault(key, _SharedActivation(scope, rest[0], found, {}))
+                use.convs[chain[0]] = times
                 return _entry(scope, chain[0], fused)
             if reason:
                 return [
@@ -321,14 +331,15 @@ def _fuse_chain(
     return _entry(scope, chain[0], fused)
 
 
-def _fold_padding(scope: _Scope, pad_name: str, conv_name: str) -> list[FusionEntry]:
-    """Fold the zero pad ``pad_name`` into the convolution ``conv_name`` it alone feeds."""
+def _fold_padding(scope: _Scope, pad_name: str, conv_name: str, times: int) -> list[FusionEntry]:
+    """Fold the zero pad ``pad_name`` into the convolution ``conv_name`` it alone feeds, each
+    of their calls (the chain ran ``times`` times)."""
     pad = scope.root.get_submodule(pad_name)
     padding = padding_step(pad, scope.root.get_submodule(conv_name), scope.path(conv_name))
     if padding is None:
         return []
     reason = padding if isinstance(padding, str) else ""
-    reason = reason or scope.shared(pad_name) or scope.shared(conv_name)
+    reason = reason or scope.shared(pad_name, times) or scope.shared(conv_name, times)
     if reason:
         return [FusionEntry(scope.path(pad_name), reason=reason)]
     fold_padding(scope.root.get_submodule(conv_name), padding)
@@ -347,8 +358,8 @@ def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[Fu
     of ``model`` on them instead of read from its code."""
     entries: list[FusionEntry] = []
     shared: dict[str, _SharedActivation] = {}
-    for scope, chain in list(_chains(model, example_inputs)):
-        for entry in _fuse_chain(scope, chain, shared):
+    for scope, chain, times in list(_chains(model, example_inputs)):
+        for entry in _fuse_chain(scope, chain, times, shared):
             _add(entries, entry)
     for activation in shared.values():
         activation.fuse(entries)

@@ -158,9 +158,11 @@ def recorded_chains(
     example_inputs: tuple,
     is_leaf: Callable[[nn.Module], bool],
     passes_through: Callable[[nn.Module], bool],
-) -> tuple[list[list[str]], Counter]:
+) -> tuple[dict[tuple[str, ...], tuple[int, ...]], Counter]:
     """Every chain of the run (a leaf call, then up to two leaf calls each consuming the one
-    before alone, through identities), by the modules' names in ``model``, and how often each
+    before alone, through identities), by the modules' names in ``model``, in the order first
+    run, each with ``runs``: ``runs[k]`` is how many times its first ``k + 1`` modules ran in a
+    row (a block called once per chunk runs its chains once per chunk); and how often each
     named module was called."""
     calls, module_calls, code_uses, outputs = record_calls(model, example_inputs, is_leaf)
     names = {id(m): name for name, m in model.named_modules()}
@@ -176,7 +178,8 @@ def recorded_chains(
         (i,) = consumers[v]
         return calls[i] if calls[i].sole_input == v else None
 
-    chains = []
+    chains: dict[tuple[str, ...], None] = {}  # (in order, once each)
+    prefixes: Counter = Counter()
     for call in calls:
         if id(call.module) not in names:
             continue  # a module made in the forward: nothing to change
@@ -186,6 +189,8 @@ def recorded_chains(
                 break
             if not passes_through(call.module):
                 chain.append(names[id(call.module)])
-        chains.append(chain)
+        chains[tuple(chain)] = None
+        prefixes.update(tuple(chain[: k + 1]) for k in range(len(chain)))
     counts = Counter({names[i]: n for i, n in module_calls.items() if i in names})
-    return chains, counts
+    runs = {c: tuple(prefixes[c[: k + 1]] for k in range(len(c))) for c in chains}
+    return runs, counts
