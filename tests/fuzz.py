@@ -419,10 +419,13 @@ def local_case(rng: random.Random) -> Case:
     mode = rng.choice(["zeros"] * 3 + ["reflect", "replicate", "circular"])
     drawn = rng.random()
     padding: Any = "same" if drawn < 0.15 else "valid" if drawn < 0.25 else None
-    if padding is None:  # (reflection wants padding < size)
+    if padding is None:  # (reflection wants padding < size; a dim's sides may differ)
+        sides = 2 if rng.random() < 0.3 else 1
         padding = [
-            min(rng.randint(0, (k - 1) * d), n - 1) for k, d, n in zip(kernel, dilation, size)
+            tuple(min(rng.randint(0, (k - 1) * d), n - 1) for _ in range(sides))
+            for k, d, n in zip(kernel, dilation, size)
         ]
+        padding = [p[0] if len(set(p)) == 1 else p for p in padding]
     out = output_size(size, kernel, stride, padding, dilation)
     tiled = rng.random() < 0.5
     tiles = [rng.randint(1, o + 1) for o in out] if tiled else list(out)

@@ -10,6 +10,7 @@ import torch
 
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
+from torchconv_ext import use_backend
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,40 @@ def test_forward_is_the_functional_op():
     )
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_padding_pairs_pad_each_side(backend, mode):
+    """``padding=((top, bottom), (left, right))`` as for ``nn.Conv2d``: the layer on an input
+    ``F.pad`` padded by those amounts, values and gradients in float64; the output size (and
+    the locally connected layer's kernels) follow the padding."""
+    torch.manual_seed(0)
+    pairs, pads = ((0, 2), (1, 0)), (1, 0, 0, 2)  # (F.pad's order: last dim first)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    local = tnn.LocallyConnected2d(3, 2, 3, (5, 6), padding=pairs, padding_mode=mode).double()
+    tiled = tnn.TiledConv2d(3, 2, 3, tiles=2, stride=(1, 2), padding=pairs, padding_mode=mode)
+    tiled = tiled.double()
+    assert local.output_size == (5, 5) and "padding=((0, 2), (1, 0))" in repr(local)
+    for layer, op, args in ((local, TF.conv2d_local, (1,)), (tiled, TF.conv2d_tiled, ((1, 2),))):
+        padded = lambda x: torch.nn.functional.pad(
+            x, pads, mode="constant" if mode == "zeros" else mode
+        )
+        with use_backend(backend):
+            out, grads = _grads(layer, layer, x)
+        expected, expected_grads = _grads(
+            lambda x: op(padded(x), layer.weight, layer.bias, *args), layer, x
+        )
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(grads, expected_grads)
+
+
+def _grads(call, layer, x):
+    x = x.clone().requires_grad_()
+    layer.zero_grad()
+    out = call(x)
+    out.backward(torch.randn_like(out, generator=torch.Generator().manual_seed(1)))
+    return out, [x.grad, layer.weight.grad, layer.bias.grad]
+
+
 def test_torch_style_initialisation():
     """Uniform in ±1/sqrt(fan_in), fan_in = C_in/groups · prod(kernel), as nn.Conv2d."""
     torch.manual_seed(0)
@@ -75,6 +110,9 @@ def test_input_of_another_size_is_refused():
         (lambda: tnn.LocallyConnected2d(2, 4, 3, (0, 6)), "input_size"),
         (lambda: tnn.TiledConv2d(2, 4, 3, tiles=0), "tiles"),
         (lambda: tnn.TiledConv2d(2, 4, 3, tiles=2, padding="full"), "padding"),
+        (lambda: tnn.TiledConv2d(2, 4, 3, tiles=2, padding=((0, -1), 1)), "at least 0"),
+        (lambda: tnn.TiledConv2d(2, 4, 3, tiles=2, padding=((0, 1, 1), 1)), "before, after"),
+        (lambda: tnn.LocallyConnected1d(2, 4, 3, 1, padding=((0, 1),)), "too small"),
         (lambda: tnn.TiledConv2d(2, 4, 3, tiles=2, padding_mode="mirror"), "padding_mode"),
         (lambda: tnn.TiledConv2d(2, 4, 3, tiles=2, stride=0), "stride"),
     ],

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import IntOrTuple, expand, string_padding
+from ._args import IntOrTuple, Padding, expand, expand_pairs, string_padding
 from ._conv_args import ConvGeometry, check_same_device_dtype, conv_geometry, conv_output_size
 
 
@@ -36,7 +36,7 @@ def local_geometry(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
@@ -99,7 +99,7 @@ def module_output_size(
     input_size: IntOrTuple,
     kernel_size: Sequence[int],
     stride: Sequence[int],
-    padding: str | Sequence[int],
+    padding: str | Padding,
     dilation: Sequence[int],
 ) -> tuple[int, ...]:
     """The output size a locally connected module's weight is made for (``ValueError`` if the
@@ -116,7 +116,7 @@ def module_output_size(
             name, padding, sizes, kernel_size, stride, dilation, error=ValueError
         )
     else:
-        before = end = tuple(padding)
+        before, end = expand_pairs(padding, nd)
     out = tuple(
         conv_output_size(*a) for a in zip(sizes, kernel_size, stride, before, end, dilation)
     )

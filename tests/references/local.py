@@ -17,7 +17,7 @@ def _pairs(padding, sizes, kernel, stride, dilation):
     if padding == "valid":
         return [(0, 0)] * len(sizes)
     p = (padding,) * len(sizes) if isinstance(padding, int) else tuple(padding)
-    return [(q, q) for q in p]
+    return [(q, q) if isinstance(q, int) else tuple(q) for q in p]  # (or (before, after))
 
 
 def reference_local(x, w, b, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):

@@ -1,8 +1,9 @@
 """Locally connected (unshared) and tiled convolution: ``conv{1,2,3}d_local`` and
 ``conv{1,2,3}d_tiled`` (beyond torch).
 
-Both take a convolution's arguments — stride, padding (ints, ``'valid'``, TensorFlow-style
-``'same'``), dilation, groups and ``padding_mode`` — with a weight that holds several kernels:
+Both take a convolution's arguments — stride, padding (ints, ``(before, after)`` pairs,
+``'valid'``, TensorFlow-style ``'same'``), dilation, groups and ``padding_mode`` — with a weight
+that holds several kernels:
 
 * locally connected: weight ``(*out_positions, C_out, C_in/groups, *kernel)``, one kernel per
   output position, bias ``(*out_positions, C_out)``;
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._args import IntOrTuple
+from .._args import IntOrTuple, Padding
 from .._local_args import local_geometry
 from .._ops.local import local_conv_fwd
 from ._common import conv_dtype, open_call
@@ -29,7 +30,7 @@ def _local(
     weight: Tensor,
     bias: Tensor | None,
     stride: IntOrTuple,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
@@ -48,7 +49,7 @@ def conv1d_local(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -66,7 +67,7 @@ def conv2d_local(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -97,7 +98,7 @@ def conv3d_local(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -115,7 +116,7 @@ def conv1d_tiled(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -133,7 +134,7 @@ def conv2d_tiled(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,
@@ -165,7 +166,7 @@ def conv3d_tiled(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: IntOrTuple = 1,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
     *,

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._args import IntOrTuple, expand
+from .._args import IntOrTuple, Padding, expand, expand_pairs
 from .._conv_args import check_padding_mode
 from .._local_args import module_output_size
 from ._base import Traced
@@ -27,6 +27,24 @@ def _expand(name: str, value: IntOrTuple, nd: int, low: int, arg: str) -> tuple[
             f"{name}: {arg} must be an int or {nd} ints, each at least {low}, but got {arg}={value}"
         )
     return values
+
+
+def _padding(name: str, padding: str | Padding, nd: int) -> str | tuple:
+    """A module's ``padding``: ``'valid'``/``'same'``, or per spatial dim an int (both sides)
+    or a ``(before, after)`` pair (where the sides differ), ``ValueError`` otherwise."""
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(
+                f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
+            )
+        return padding
+    pairs = expand_pairs(padding, nd)
+    if pairs is None or min(pairs[0] + pairs[1]) < 0:
+        raise ValueError(
+            f"{name}: padding must be 'valid', 'same', an int or {nd} entries, each an int or a "
+            f"(before, after) pair, all at least 0, but got padding={padding}"
+        )
+    return tuple(b if b == a else (b, a) for b, a in zip(*pairs))
 
 
 class _MultiKernelConv(Traced, nn.Module):
@@ -43,7 +61,7 @@ class _MultiKernelConv(Traced, nn.Module):
         kernel_size: IntOrTuple,
         lead: tuple[int, ...],
         stride: IntOrTuple,
-        padding: str | IntOrTuple,
+        padding: str | Padding,
         dilation: IntOrTuple,
         groups: int,
         bias: bool,
@@ -64,15 +82,7 @@ class _MultiKernelConv(Traced, nn.Module):
         self.kernel_size = _expand(name, kernel_size, nd, 1, "kernel_size")
         self.stride = _expand(name, stride, nd, 1, "stride")
         self.dilation = _expand(name, dilation, nd, 1, "dilation")
-        if isinstance(padding, str):
-            if padding not in ("valid", "same"):
-                raise ValueError(
-                    f"{name}: invalid padding string {padding!r}, should be one of "
-                    "{'valid', 'same'}"
-                )
-            self.padding = padding
-        else:
-            self.padding = _expand(name, padding, nd, 0, "padding")
+        self.padding = _padding(name, padding, nd)
         self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
         shape = (*lead, out_channels, in_channels // groups, *self.kernel_size)
@@ -126,7 +136,7 @@ class _LocallyConnectedNd(_MultiKernelConv):
         kernel_size: IntOrTuple,
         input_size: IntOrTuple,
         stride: IntOrTuple = 1,
-        padding: str | IntOrTuple = 0,
+        padding: str | Padding = 0,
         dilation: IntOrTuple = 1,
         groups: int = 1,
         bias: bool = True,
@@ -139,7 +149,7 @@ class _LocallyConnectedNd(_MultiKernelConv):
         kernel = _expand(name, kernel_size, nd, 1, "kernel_size")
         strides = _expand(name, stride, nd, 1, "stride")
         dilations = _expand(name, dilation, nd, 1, "dilation")
-        pads = padding if isinstance(padding, str) else _expand(name, padding, nd, 0, "padding")
+        pads = _padding(name, padding, nd)
         out = module_output_size(name, input_size, kernel, strides, pads, dilations)
         self.input_size, self.output_size = expand(input_size, nd), out
         self._setup(
@@ -159,7 +169,7 @@ class _TiledConvNd(_MultiKernelConv):
         kernel_size: IntOrTuple,
         tiles: IntOrTuple,
         stride: IntOrTuple = 1,
-        padding: str | IntOrTuple = 0,
+        padding: str | Padding = 0,
         dilation: IntOrTuple = 1,
         groups: int = 1,
         bias: bool = True,
