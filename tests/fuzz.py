@@ -465,19 +465,20 @@ def _pads(pairs: list[tuple[int, int]]) -> list[int]:
 
 
 def padding_string_case(rng: random.Random) -> Case:
-    """``'same'`` with any stride (TensorFlow's rule) and ``'valid'`` — beyond torch for
-    strided convolutions, transposed convolutions and pooling — and convolutions' ``(before,
-    after)`` padding pairs, against torch's op on an explicitly padded input (convolutions in
-    every padding mode, max pooling padded with -inf, average pooling dividing by the window's
-    input elements) or a cropped or extended output (transposed convolutions)."""
+    """``'same'`` with any stride (TensorFlow's rule), ``'valid'`` and ``(before, after)``
+    padding pairs — beyond torch for strided convolutions, transposed convolutions and
+    pooling —, against torch's op on an explicitly padded input (convolutions in every padding
+    mode, max pooling padded with -inf, average pooling dividing by the window's input elements,
+    or by the whole window for pairs, whose padding counts by default) or a cropped or extended
+    output (transposed convolutions)."""
     kind = rng.choice(["conv", "conv", "conv_transpose", "max_pool", "avg_pool"])
     nd = rng.choice([1, 2, 2, 3])
-    string = rng.choice(["same", "same", "same", "valid", "pairs", "pairs"] if kind.startswith(
-        "conv") else ["same", "same", "same", "valid"])  # fmt: skip
+    string = rng.choice(["same", "same", "same", "valid", "pairs", "pairs"])
     pooling = kind.endswith("pool")
     if pooling:
         groups, per_in, per_out = 1, rng.choice([1, 3, 8]), 1
         kernel = [rng.randint(1, 4) for _ in range(nd)]
+        kernel[0] = max(kernel[0], 2 if string == "pairs" else 1)  # (room for unequal sides)
         stride = [rng.randint(1, 3) for _ in range(nd)]
         dilation = [rng.randint(1, 2) if kind == "max_pool" else 1 for _ in range(nd)]
     else:
@@ -500,7 +501,13 @@ def padding_string_case(rng: random.Random) -> Case:
     if string == "pairs":  # (reflection pads less than the size; each dim an int or a pair)
         pairs = [(rng.randint(0, span - 1), rng.randint(0, span - 1)) for span in spans]
         size = [max(n, span - sum(p), max(p) + 1) for n, span, p in zip(size, spans, pairs)]
+        if pooling:  # (each side at most half the kernel, as torch's padding)
+            pairs = [(rng.randint(0, k // 2), rng.randint(0, k // 2)) for k in kernel]
+            size = [max(n, span - sum(p)) for n, span, p in zip(size, spans, pairs)]
         pairs = [(p[0], p[0]) if rng.random() < 0.3 else p for p in pairs]
+        if pooling and all(p[0] == p[1] for p in pairs):  # (else torch's padding: pool_case's)
+            pairs[0] = (0, 1)
+            size[0] = max(size[0], spans[0] - 1)
         if kind == "conv_transpose":  # (crops of the full output, which must keep an element)
             output_padding = [rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation)]
             size = [max(n, 1 + -(-(sum(p) - span + 1) // s))
@@ -527,8 +534,8 @@ def padding_string_case(rng: random.Random) -> Case:
         if kind == "conv_transpose":
             return getattr(TF, name)(x, w, b, stride, padding, output_padding, groups, dilation)
         if kind == "max_pool":
-            return getattr(TF, name)(x, kernel, stride, string, dilation)
-        return getattr(TF, name)(x, kernel, stride, string)
+            return getattr(TF, name)(x, kernel, stride, padding, dilation)
+        return getattr(TF, name)(x, kernel, stride, padding)  # (pairs: counting the padding)
 
     def theirs(x, w=None, b=None):
         x = x.unsqueeze(0) if unbatched else x
@@ -545,6 +552,8 @@ def padding_string_case(rng: random.Random) -> Case:
                 out = getattr(F, name)(padded, w, b, stride, 0, dilation, groups)
             elif kind == "max_pool":
                 out = getattr(F, name)(padded, kernel, stride, 0, dilation)
+            elif string == "pairs":  # (count_include_pad: every window whole, in the padding)
+                out = getattr(F, name)(padded, kernel, stride)
             else:  # window sums over the number of input elements each window holds
                 ones = F.pad(torch.ones_like(x[:1, :1]), _pads(pairs))
                 out = getattr(F, name)(padded, kernel, stride) / getattr(F, name)(

@@ -52,6 +52,7 @@ def _model(onnx: str | None = None) -> nn.Module:
         tnn.LocallyConnected2d(3, 2, 3, input_size=(6, 8)),
         tnn.TiledConv2d(3, 2, 3, tiles=2),
         tnn.AvgPool2d(3, (2, 3), padding="same"),  # (window sums: ONNX drops divisor_override)
+        tnn.MaxPool2d(3, 2, padding=((0, 1), (1, 0))),
         tnn.SpatialPyramidPool((1, 2), "avg" if skip_max else "max"),
         tnn.GlobalAvgPool(),
         _RoundedUpsample(),

@@ -107,6 +107,14 @@ BAD_BEYOND_TORCH = [
     (lambda: TF.global_max_pool(torch.randn(2, 3, 0)), RuntimeError, "non-zero"),
     (lambda: TN.SpatialPyramidPool((1, -2)), ValueError, "levels must be positive"),
     (lambda: TN.SpatialPyramidPool(mode="sum"), ValueError, "mode"),
+    (
+        lambda: TF.max_pool2d(X, 3, 2, ((0, 2), 1)),
+        RuntimeError,
+        r"at most half of kernel size, but got padding=\(\(0, 2\), 1\)",
+    ),
+    (lambda: TF.avg_pool2d(X, 3, 2, ((0, -1), 1)), RuntimeError, "pad must be non-negative"),
+    (lambda: TF.max_pool2d(X, 3, 2, ((0, 1, 1), 1)), TypeError, r"\(before, after\) pair"),
+    (lambda: TF.avg_pool2d(X, 3, 2, ((0, 1), 1, 1)), RuntimeError, "a tuple of 2 entries"),
 ]
 
 
@@ -249,5 +257,7 @@ def test_padding_strings_for_integer_inputs(backend):
         assert torch.equal(TF.max_pool2d(x, 2, 1, "valid"), F.max_pool2d(x, 2, 1))
         with pytest.raises(NotImplementedError, match="floating-point"):
             TF.max_pool2d(x, 2, 1, "same")
+        with pytest.raises(NotImplementedError, match="floating-point"):
+            TF.avg_pool2d(x, 2, 1, ((0, 1), 1))
         with pytest.raises(ValueError, match="invalid padding string"):
             TF.avg_pool2d(x, 2, 1, "full")

@@ -3,6 +3,8 @@ TensorFlow-style padding, and our own modules (pyramid, global)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,3 +85,48 @@ def test_new_modules():
         TN.GlobalMaxPool()(x), F.adaptive_max_pool2d(x, 1).flatten(1), equal_nan=True
     )
     assert list(spp.parameters()) == [] and spp.state_dict() == {}
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_padding_pairs_pad_each_side(backend, ceil_mode):
+    """``padding=((top, bottom), (left, right))``: max pooling of an input padded with -inf by
+    those amounts, average pooling counting them (``count_include_pad``) or not; values and
+    gradients in float64, indices into the unpadded input."""
+    torch.manual_seed(0)
+    pairs, pads = ((0, 1), (1, 0)), (1, 0, 0, 1)  # (F.pad's order: last dim first)
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    flat = torch.arange(56.0, dtype=torch.float64).view(1, 1, 7, 8)
+    # window sizes: the input's elements in each, or also the padding's (clipped by ceil_mode)
+    ones, whole = F.pad(torch.ones_like(x[:1, :1]), pads), torch.ones(1, 1, 8, 9).double()
+    counted = lambda t: F.avg_pool2d(t, 3, 2, ceil_mode=ceil_mode, divisor_override=1)
+    maxed = lambda t, value: F.max_pool2d(
+        F.pad(t, pads, value=value), 3, 2, ceil_mode=ceil_mode, return_indices=True
+    )
+    summed = lambda t: F.avg_pool2d(F.pad(t, pads), 3, 2, ceil_mode=ceil_mode, divisor_override=1)
+    cases = [
+        (TN.MaxPool2d(3, 2, pairs, ceil_mode=ceil_mode), lambda t: maxed(t, -math.inf)[0]),
+        (TN.AvgPool2d(3, 2, pairs, ceil_mode=ceil_mode), lambda t: summed(t) / counted(whole)),
+        (
+            TN.AvgPool2d(3, 2, pairs, ceil_mode=ceil_mode, count_include_pad=False),
+            lambda t: summed(t) / counted(ones),
+        ),
+    ]
+    for layer, reference in cases:
+        with torchconv_ext.use_backend(backend):
+            out, grad = _grad(layer, x)
+        expected, expected_grad = _grad(reference, x)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(grad, expected_grad)
+    with torchconv_ext.use_backend(backend):
+        _, indices = TF.max_pool2d(flat, 3, 2, pairs, ceil_mode=ceil_mode, return_indices=True)
+    torch.testing.assert_close(indices, maxed(flat, -math.inf)[0].long())  # (x's own indices)
+
+
+def _grad(call, x):
+    x = x.clone().requires_grad_()
+    out = call(x)
+    (grad,) = torch.autograd.grad(
+        out, x, torch.randn_like(out, generator=torch.Generator().manual_seed(1))
+    )
+    return out, grad

@@ -225,6 +225,7 @@ BRUTE_FORCE_MODELS = {
     ),
     "padding-pairs": lambda: nn.Sequential(
         tnn.Conv2d(1, 2, 4, stride=2, padding=((0, 3), 1)),
+        tnn.AvgPool2d(3, 2, padding=((0, 1), (1, 0))),
         tnn.Conv2d(2, 1, 3, stride=3, padding=(2, (1, 0))),
     ),
     # Transposed: kernels a multiple of the stride (every output unit sees as much); a unit's
@@ -363,6 +364,8 @@ def test_many_layer_geometries_pass_the_cross_check():
             tnn.MaxPool2d(k, s, "same", d, ceil_mode=ceil),
             tnn.AvgPool2d(k, s, p, ceil_mode=ceil),
             tnn.AvgPool2d(k, s, "same", ceil_mode=ceil),
+            tnn.MaxPool2d(k, s, ((p, 0), (0, p)), d, ceil_mode=ceil),
+            tnn.AvgPool2d(k, s, (p, (0, p)), ceil_mode=ceil),
             tnn.ConvTranspose2d(1, 1, k, stride=s, padding=p, dilation=d),
             tnn.ConvTranspose2d(1, 1, k, stride=s, padding=((p, 0), (0, p)), dilation=d),
             tnn.ConvTranspose2d(1, 1, k, s, (p, (1, p)), output_padding=s - 1, dilation=d),

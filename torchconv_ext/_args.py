@@ -63,6 +63,13 @@ def expand_pairs(value: object, ndim: int) -> tuple[tuple[int, ...], tuple[int, 
     return tuple(_plain(p[0]) for p in pairs), tuple(_plain(p[1]) for p in pairs)
 
 
+def has_pairs(padding: object) -> bool:
+    """Whether a numeric ``padding`` holds ``(before, after)`` pairs (ours: torch takes ints)."""
+    return isinstance(padding, Sequence) and any(
+        isinstance(entry, Sequence) and not isinstance(entry, str) for entry in padding
+    )
+
+
 def pairs_count(value: object) -> int | None:
     """How many entries ``value`` has where it is a sequence of ints and ``(before, after)``
     pairs of ints; else ``None``."""

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ._args import IntOrTuple, expand, is_int, is_ints, memoized, plain_int, string_padding
+from ._args import (
+    IntOrTuple,
+    Padding,
+    expand,
+    expand_pairs,
+    has_pairs,
+    is_int,
+    is_ints,
+    memoized,
+    pairs_count,
+    plain_int,
+    string_padding,
+)
 
 MODES: tuple[str, ...] = ("max", "avg")
 
@@ -170,6 +182,26 @@ def _expand(
     return values
 
 
+def _padding(name: str, padding, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Numeric pooling padding as ``(before, after)``: an int, ``ndim`` ints or — beyond torch
+    — per spatial dim an int or a ``(before, after)`` pair; torch's error types otherwise."""
+    if has_pairs(padding):
+        pairs = expand_pairs(padding, ndim)
+        if pairs is None:
+            if pairs_count(padding) is None:
+                raise TypeError(
+                    f"{name}: padding must be an int, a tuple of ints, 'same' or 'valid', or one "
+                    f"(before, after) pair of ints per spatial dimension, but got {padding!r}"
+                )
+            raise RuntimeError(
+                f"{name}: padding must either be a single int, or a tuple of {ndim} entries, "
+                f"but got padding={padding!r}"
+            )
+        return pairs
+    ints = _expand(name, "padding", padding, ndim)
+    return ints, ints
+
+
 def _check_input(name: str, input: torch.Tensor) -> None:
     """Non-batch dimensions must be non-empty (a zero batch is allowed, as in torch)."""
     if any(s == 0 for s in input.shape[1:]):
@@ -185,7 +217,7 @@ def pool_geometry(
     input: torch.Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple = 1,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
@@ -193,7 +225,8 @@ def pool_geometry(
 ) -> PoolGeometry:
     """Validate fixed-window pooling arguments for a batched ``input`` and normalise them.
 
-    ``padding`` is an int / tuple (torch's symmetric padding, at most half the kernel) or
+    ``padding`` is an int / tuple (torch's symmetric padding, at most half the kernel), per
+    spatial dim a ``(before, after)`` pair (each side at most half the kernel), or
     ``'valid'`` / ``'same'`` (TensorFlow's rule: output ``ceil(size/stride)``, asymmetric
     padding allowed). Padded positions never win a max; with ``'same'`` they are never counted
     in an average either (``count_include_pad`` is ignored). Raises ``RuntimeError`` like torch
@@ -226,17 +259,18 @@ def pool_geometry(
         if padding == "same":
             count_include_pad = False  # TensorFlow's rule: padding is never part of a window
     else:
-        before = end = _expand(name, "padding", padding, ndim)
-        if any(p < 0 for p in before):
-            raise RuntimeError(f"{name}: pad must be non-negative, but got padding={list(before)}")
-        if any(p > k // 2 for p, k in zip(before, kernel)):
+        before, end = _padding(name, padding, ndim)
+        shown = list(before) if before == end else padding  # (pairs as given)
+        if min(before + end) < 0:
+            raise RuntimeError(f"{name}: pad must be non-negative, but got padding={shown}")
+        if any(max(b, e) > k // 2 for b, e, k in zip(before, end, kernel)):
             raise RuntimeError(
                 f"{name}: pad should be at most half of kernel size, but got "
-                f"padding={list(before)} and kernel_size={list(kernel)}"
+                f"padding={shown} and kernel_size={list(kernel)}"
             )
-        if name == "avg_pool3d" and any(s < k for s, k in zip(sizes, kernel)):
+        if name == "avg_pool3d" and before == end and any(s < k for s, k in zip(sizes, kernel)):
             # torch's avg_pool3d (alone of the pools) wants the input itself, padding aside, at
-            # least as large as the window
+            # least as large as the window (kept for torch's padding, not for pairs)
             raise RuntimeError(
                 f"{name}: input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than "
                 f"kernel size (kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]}): every input "
@@ -257,7 +291,8 @@ def pool_geometry(
     if any(o < 1 for o in out):
         raise RuntimeError(
             f"{name}: given input size {list(sizes)}, kernel_size={list(kernel)}, "
-            f"stride={list(stride_t)}, padding={list(before)}, dilation={list(dilation_t)}: the "
+            f"stride={list(stride_t)}, padding={list(before) if before == end else padding!r}, "
+            f"dilation={list(dilation_t)}: the "
             f"calculated output size {list(out)} is too small (every size must be at least 1)"
         )
     return g

@@ -4,13 +4,13 @@ fused ``activation``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from .. import _activation
-from .._args import IntOrTuple, Padding, expand
+from .._args import IntOrTuple, Padding, expand, has_pairs
 from .._backend import exporting
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
@@ -43,15 +43,6 @@ def _torch_accepts(spatial_dims: int, stride: IntOrTuple, padding, padding_mode:
         return True
     strides = expand(stride, spatial_dims)
     return strides is None or all(s == 1 for s in strides)
-
-
-def has_pairs(padding: object) -> bool:
-    """Whether a numeric ``padding`` holds ``(before, after)`` pairs (ours: torch takes ints)."""
-    return isinstance(padding, Sequence) and any(map(_is_pair, padding))
-
-
-def _is_pair(entry: object) -> bool:
-    return isinstance(entry, Sequence) and not isinstance(entry, str)
 
 
 def torch_computes(

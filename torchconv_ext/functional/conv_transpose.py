@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from .. import _activation
-from .._args import IntOrTuple, Padding
+from .._args import IntOrTuple, Padding, has_pairs
 from .._conv_args import conv_transpose_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
 from .._ops.conv_act import conv_transpose_act
 from ._common import KERNEL_DTYPES, Openings, conv_dtype, open_call, overridable, runs_kernels
-from .conv import ACTIVATION_DOC, has_pairs, plain_activation
+from .conv import ACTIVATION_DOC, plain_activation
 
 #: The openings of plain transposed convolution calls (``_conv_transpose``).
 _OPENINGS = Openings()

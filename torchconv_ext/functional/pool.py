@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._args import IntOrTuple
+from .._args import IntOrTuple, Padding, has_pairs
 from .._backend import exporting
 from .._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 from .._pool_args import (
@@ -83,19 +83,24 @@ def _max_pool_to_torch(name: str, nd: int, input: Tensor, dtype, geometry: tuple
     """:func:`_to_torch` for max pooling: torch takes numeric padding, but ours computes the
     windows that miss the input (asked only where our kernels do not run the call)."""
     kernels = runs_kernels("pool", input, dtype)
-    accepts = not isinstance(geometry[2], str) and (
+    accepts = _torch_takes(geometry[2]) and (
         kernels or not _windows_miss_input(name, nd, input, *geometry)
     )
     return _to_torch(kernels, dtype, accepts)
 
 
-def _torch_padding(name: str, padding: str | IntOrTuple, dtype: torch.dtype) -> IntOrTuple:
+def _torch_takes(padding: str | Padding) -> bool:
+    """Whether torch's pooling takes this padding (ints; strings and pairs are ours)."""
+    return not (isinstance(padding, str) or has_pairs(padding))
+
+
+def _torch_padding(name: str, padding: str | Padding, dtype: torch.dtype) -> IntOrTuple:
     """``padding`` as torch's pooling takes it, for a dtype only torch's op computes."""
-    if not isinstance(padding, str) or padding == "valid":
+    if _torch_takes(padding) or padding == "valid":
         return 0 if isinstance(padding, str) else padding
-    if padding == "same":
+    if padding == "same" or has_pairs(padding):
         raise NotImplementedError(
-            f"{name}: padding='same' is implemented for floating-point inputs, not {dtype}"
+            f"{name}: padding={padding!r} is implemented for floating-point inputs, not {dtype}"
         )
     raise ValueError(
         f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
@@ -118,7 +123,7 @@ def _max_pool(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     dilation: IntOrTuple,
     ceil_mode: bool,
     return_indices: bool,
@@ -161,7 +166,7 @@ def _avg_pool(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
-    padding: str | IntOrTuple,
+    padding: str | Padding,
     ceil_mode: bool,
     count_include_pad: bool,
     divisor_override: int | None,
@@ -176,7 +181,7 @@ def _avg_pool(
         return out if batched else _unbatch(out)
     cast, dtype = autocast_dtype(name, input)
     kernels = runs_kernels("pool", input, dtype)
-    torch_accepts = not isinstance(padding, str) and (nd > 1 or divisor_override is None)
+    torch_accepts = _torch_takes(padding) and (nd > 1 or divisor_override is None)
     if _to_torch(kernels, dtype, torch_accepts):
         if nd == 1 and divisor_override is not None:
             raise NotImplementedError(
@@ -237,7 +242,8 @@ _MAX_DOC = """{d}-D max pooling, as :func:`torch.nn.functional.max_pool{d}d`.
         input: ``(N, C, {s})`` or unbatched ``(C, {s})``; any strides (channels-last too).
         kernel_size, stride, dilation: an int or {d} ints (``stride`` defaults to the kernel).
         padding: an int or {d} ints (at most half the kernel; padded positions never win), or —
-            beyond torch — ``'valid'`` (none) or ``'same'`` (TensorFlow's rule: output
+            beyond torch — per dim a ``(before, after)`` pair (each side at most half the
+            kernel), ``'valid'`` (none) or ``'same'`` (TensorFlow's rule: output
             ``ceil(size/stride)``, the odd padding element at the end, any padding amount).
         ceil_mode: round the output size up; a last window starting in the right padding is
             dropped.
@@ -253,7 +259,7 @@ def max_pool1d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
@@ -269,7 +275,7 @@ def max_pool2d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
@@ -285,7 +291,7 @@ def max_pool3d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     dilation: IntOrTuple = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
@@ -304,8 +310,9 @@ _AVG_DOC = """{d}-D average pooling, as :func:`torch.nn.functional.avg_pool{d}d`
     Args:
         input: ``(N, C, {s})`` or unbatched ``(C, {s})``; any strides (channels-last too).
         kernel_size, stride: an int or {d} ints (``stride`` defaults to the kernel).
-        padding: an int or {d} ints (at most half the kernel), or — beyond torch — ``'valid'``
-            or ``'same'`` (TensorFlow's rule, see :func:`max_pool2d`); with ``'same'`` padded
+        padding: an int or {d} ints (at most half the kernel), or — beyond torch — per dim a
+            ``(before, after)`` pair (each side at most half the kernel), ``'valid'`` or
+            ``'same'`` (TensorFlow's rule, see :func:`max_pool2d`); with ``'same'`` padded
             positions are never counted, whatever ``count_include_pad`` says.
         ceil_mode: round the output size up (a last window starting in the right padding is
             dropped).
@@ -321,7 +328,7 @@ def avg_pool1d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
@@ -345,7 +352,7 @@ def avg_pool2d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
@@ -369,7 +376,7 @@ def avg_pool3d(
     input: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
-    padding: str | IntOrTuple = 0,
+    padding: str | Padding = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
