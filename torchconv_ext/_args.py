@@ -63,6 +63,23 @@ def expand_pairs(value: object, ndim: int) -> tuple[tuple[int, ...], tuple[int, 
     return tuple(_plain(p[0]) for p in pairs), tuple(_plain(p[1]) for p in pairs)
 
 
+def checked_pairs(
+    name: str, padding: object, ndim: int, count_error: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:func:`expand_pairs` of a numeric ``padding``, or torch's error types: a ``TypeError``
+    naming the accepted forms for a malformed entry, the ``RuntimeError`` ``count_error`` (each
+    family words torch's own) for a wrong count."""
+    pairs = expand_pairs(padding, ndim)
+    if pairs is not None:
+        return pairs
+    if pairs_count(padding) is None:
+        raise TypeError(
+            f"{name}: padding must be an int, a tuple of ints, 'same' or 'valid', or one (before, "
+            f"after) pair of ints per spatial dimension, but got padding={padding!r}"
+        )
+    raise RuntimeError(count_error)
+
+
 def has_pairs(padding: object) -> bool:
     """Whether a numeric ``padding`` holds ``(before, after)`` pairs (ours: torch takes ints)."""
     return isinstance(padding, Sequence) and any(

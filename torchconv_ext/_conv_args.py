@@ -18,8 +18,8 @@ import torch
 from ._args import (
     IntOrTuple,
     Padding,
+    checked_pairs,
     expand,
-    expand_pairs,
     is_ints,
     memoized,
     pairs_count,
@@ -184,17 +184,12 @@ def _padding_pairs(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """A convolution's numeric padding as ``(before, after)``: an int, or per spatial dimension
     an int (both sides) or a ``(before, after)`` pair; torch's error types for other forms."""
-    pairs = expand_pairs(padding, ndim)
-    if pairs is None:
-        if pairs_count(padding) is None:
-            raise TypeError(
-                f"padding must be an int, a tuple of ints, 'same' or 'valid', or one (before, "
-                f"after) pair of ints per spatial dimension, but got padding={padding!r}"
-            )
-        raise RuntimeError(
-            f"expected padding to be a single integer value or a list of {ndim} values to match "
-            f"the convolution dimensions, but got padding={list(padding)}"  # type: ignore[arg-type]
-        )
+    count = pairs_count(padding)
+    pairs = checked_pairs(
+        name, padding, ndim,
+        f"expected padding to be a single integer value or a list of {ndim} values to match the "
+        f"convolution dimensions, but got padding={list(padding) if count else padding}",  # type: ignore[arg-type]
+    )  # fmt: skip
     for side in pairs:
         _check_non_negative(name, padding, side)
     return pairs

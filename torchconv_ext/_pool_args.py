@@ -17,13 +17,12 @@ import torch
 from ._args import (
     IntOrTuple,
     Padding,
+    checked_pairs,
     expand,
-    expand_pairs,
     has_pairs,
     is_int,
     is_ints,
     memoized,
-    pairs_count,
     plain_int,
     string_padding,
 )
@@ -186,18 +185,11 @@ def _padding(name: str, padding, ndim: int) -> tuple[tuple[int, ...], tuple[int,
     """Numeric pooling padding as ``(before, after)``: an int, ``ndim`` ints or — beyond torch
     — per spatial dim an int or a ``(before, after)`` pair; torch's error types otherwise."""
     if has_pairs(padding):
-        pairs = expand_pairs(padding, ndim)
-        if pairs is None:
-            if pairs_count(padding) is None:
-                raise TypeError(
-                    f"{name}: padding must be an int, a tuple of ints, 'same' or 'valid', or one "
-                    f"(before, after) pair of ints per spatial dimension, but got {padding!r}"
-                )
-            raise RuntimeError(
-                f"{name}: padding must either be a single int, or a tuple of {ndim} entries, "
-                f"but got padding={padding!r}"
-            )
-        return pairs
+        wrong_count = (
+            f"{name}: padding must either be a single int, or a tuple of {ndim} entries, but "
+            f"got padding={padding!r}"
+        )
+        return checked_pairs(name, padding, ndim, wrong_count)
     ints = _expand(name, "padding", padding, ndim)
     return ints, ints
 
