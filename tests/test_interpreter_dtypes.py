@@ -110,10 +110,20 @@ def test_refused_pairs():
         lambda x: TF.conv3d(x[:, :, None], torch.randn(2, 3, 1, 2, 2).to(x.dtype)),
         lambda x: TF.conv2d(x, torch.randn(2, 3, 3, 3).to(x.dtype), padding="same"),
         lambda x: TF.conv_transpose2d(x, torch.randn(3, 2, 2, 2).to(x.dtype), padding="same"),
+        lambda x: TF.conv_transpose2d(x, torch.randn(3, 2, 2, 2).to(x.dtype), 1, ((0, 1), 1)),
         lambda x: TF.conv2d_local(x, torch.randn(3, 3, 2, 3, 2, 2).to(x.dtype)),
         lambda x: TF.conv2d_tiled(x, torch.randn(2, 1, 2, 3, 2, 2).to(x.dtype)),
     ],
-    ids=["conv1d", "depthwise", "conv3d", "torch-accepted", "transposed", "local", "tiled"],
+    ids=[
+        "conv1d",
+        "depthwise",
+        "conv3d",
+        "torch-accepted",
+        "transposed",
+        "transposed-pairs",
+        "local",
+        "tiled",
+    ],
 )
 def test_bfloat16_convolutions_are_refused(call):
     x = torch.randn(1, 3, 4, 4, dtype=torch.bfloat16)

@@ -55,8 +55,8 @@ def _conv_transpose(
     if act is not None and isinstance(weight, Tensor) and weight.dim() > 1:
         _activation.check_channels(act, weight.shape[1] * groups)
     cast, dtype = conv_dtype(input)
-    torch_takes = not (isinstance(padding, str) or has_pairs(padding))
-    if torch_takes and not runs_kernels("conv", input, dtype):
+    kernels = runs_kernels("conv", input, dtype)  # (first: it refuses what would go wrong)
+    if not kernels and not (isinstance(padding, str) or has_pairs(padding)):
         out = fallback.torch_conv_transpose(
             spatial_dims, input, weight, bias, stride, padding, output_padding, groups, dilation
         )
