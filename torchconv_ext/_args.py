@@ -64,11 +64,11 @@ def expand_pairs(value: object, ndim: int) -> tuple[tuple[int, ...], tuple[int, 
 
 
 def checked_pairs(
-    name: str, padding: object, ndim: int, count_error: str
+    name: str, padding: object, ndim: int, count_error: Callable[[], str]
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """:func:`expand_pairs` of a numeric ``padding``, or torch's error types: a ``TypeError``
-    naming the accepted forms for a malformed entry, the ``RuntimeError`` ``count_error`` (each
-    family words torch's own) for a wrong count."""
+    naming the accepted forms for a malformed entry, the ``RuntimeError`` ``count_error()``
+    (each family words torch's own) for a wrong count."""
     pairs = expand_pairs(padding, ndim)
     if pairs is not None:
         return pairs
@@ -77,7 +77,7 @@ def checked_pairs(
             f"{name}: padding must be an int, a tuple of ints, 'same' or 'valid', or one (before, "
             f"after) pair of ints per spatial dimension, but got padding={padding!r}"
         )
-    raise RuntimeError(count_error)
+    raise RuntimeError(count_error())
 
 
 def has_pairs(padding: object) -> bool:
@@ -139,6 +139,15 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
         # (torch 2.11's Dynamo cannot trace sym_max on plain ints)
         total = torch.sym_max(total, 0) if isinstance(total, torch.SymInt) else max(total, 0)
     return total // 2, total - total // 2
+
+
+def transposed_same(kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """What a transposed convolution padded ``'same'`` (output ``size · stride``) crops from the
+    start and the end of its full output: ``D·(F − 1) + 1 − S`` split evenly, the odd element at
+    the end; a negative crop (stride beyond the kernel's span) extends the end instead."""
+    crop = (kernel - 1) * dilation + 1 - stride
+    before = max(crop, 0) // 2
+    return before, crop - before
 
 
 def string_padding(

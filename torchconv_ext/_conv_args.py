@@ -22,9 +22,9 @@ from ._args import (
     expand,
     is_ints,
     memoized,
-    pairs_count,
     plain_int,
     string_padding,
+    transposed_same,
 )
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
@@ -184,11 +184,10 @@ def _padding_pairs(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """A convolution's numeric padding as ``(before, after)``: an int, or per spatial dimension
     an int (both sides) or a ``(before, after)`` pair; torch's error types for other forms."""
-    count = pairs_count(padding)
     pairs = checked_pairs(
         name, padding, ndim,
-        f"expected padding to be a single integer value or a list of {ndim} values to match the "
-        f"convolution dimensions, but got padding={list(padding) if count else padding}",  # type: ignore[arg-type]
+        lambda: f"expected padding to be a single integer value or a list of {ndim} values to "
+        f"match the convolution dimensions, but got padding={list(padding)}",  # type: ignore[arg-type]
     )  # fmt: skip
     for side in pairs:
         _check_non_negative(name, padding, side)
@@ -331,9 +330,8 @@ def _transpose_geometry(
         if padding == "valid":
             before = end = (0,) * ndim
         elif padding == "same":
-            crop = [k - s for k, s in zip(span, stride_t)]
-            before = tuple(max(c, 0) // 2 for c in crop)
-            end = tuple(c - b for c, b in zip(crop, before))
+            crops = [transposed_same(*a) for a in zip(kernel, stride_t, dilation_t)]
+            before, end = tuple(c[0] for c in crops), tuple(c[1] for c in crops)
         else:
             string_padding(name, padding, sizes, kernel, stride_t, dilation_t, error=RuntimeError)
     else:

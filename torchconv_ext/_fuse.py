@@ -197,14 +197,16 @@ class _Scope:
             self.model.get_submodule(parent)._modules[leaf] = nn.Identity()
 
 
-def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_Scope, Chain, int]]:
+def _chains(
+    model: nn.Module, example_inputs: tuple | None
+) -> Iterator[tuple[_Scope, Chain, tuple[int, ...]]]:
     """``(scope, chain, runs)`` for every chain of ``model``, ``runs[k]`` how many times its
     first ``k + 1`` modules ran in a row: recorded from a run on ``example_inputs`` where given
     (``_fuse_record``: a block called once per chunk runs its chains as many times); else traced
     where a forward traces, else child by child (a Sequential's children as chains), once
-    each. A module registered under several
-    names (an alias: MONAI's DynUNet reaches its blocks through a second, nested structure)
-    counts as one module, traced by whichever name the trace meets it."""
+    each. A module registered under several names (an alias: MONAI's DynUNet reaches its
+    blocks through a second, nested structure) counts as one module, traced by whichever name
+    the trace meets it."""
     names: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(id(module), []).append(name)
@@ -214,7 +216,7 @@ def _chains(model: nn.Module, example_inputs: tuple | None) -> Iterator[tuple[_S
         yield from ((scope, list(chain), runs) for chain, runs in chains.items())
         return
 
-    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain, int]]:
+    def visit(prefix: str, module: nn.Module) -> Iterator[tuple[_Scope, Chain, tuple[int, ...]]]:
         if not module._modules or isinstance(module, Traced):
             return  # nothing in it to fuse (a leaf)
         graph = traced(module)
@@ -358,8 +360,8 @@ def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[Fu
     of ``model`` on them instead of read from its code."""
     entries: list[FusionEntry] = []
     shared: dict[str, _SharedActivation] = {}
-    for scope, chain, times in list(_chains(model, example_inputs)):
-        for entry in _fuse_chain(scope, chain, times, shared):
+    for scope, chain, runs in list(_chains(model, example_inputs)):
+        for entry in _fuse_chain(scope, chain, runs, shared):
             _add(entries, entry)
     for activation in shared.values():
         activation.fuse(entries)

@@ -185,11 +185,11 @@ def _padding(name: str, padding, ndim: int) -> tuple[tuple[int, ...], tuple[int,
     """Numeric pooling padding as ``(before, after)``: an int, ``ndim`` ints or — beyond torch
     — per spatial dim an int or a ``(before, after)`` pair; torch's error types otherwise."""
     if has_pairs(padding):
-        wrong_count = (
-            f"{name}: padding must either be a single int, or a tuple of {ndim} entries, but "
-            f"got padding={padding!r}"
-        )
-        return checked_pairs(name, padding, ndim, wrong_count)
+        return checked_pairs(
+            name, padding, ndim,
+            lambda: f"{name}: padding must either be a single int, or a tuple of {ndim} entries, "
+            f"but got padding={padding!r}",
+        )  # fmt: skip
     ints = _expand(name, "padding", padding, ndim)
     return ints, ints
 
@@ -248,11 +248,12 @@ def pool_geometry(
         before, end = string_padding(
             name, padding, sizes, kernel, stride_t, dilation_t, error=ValueError
         )
+        shown = padding
         if padding == "same":
             count_include_pad = False  # TensorFlow's rule: padding is never part of a window
     else:
         before, end = _padding(name, padding, ndim)
-        shown = list(before) if before == end else padding  # (pairs as given)
+        shown = list(before) if before == end else padding  # (uneven sides: as given)
         if min(before + end) < 0:
             raise RuntimeError(f"{name}: pad must be non-negative, but got padding={shown}")
         if any(max(b, e) > k // 2 for b, e, k in zip(before, end, kernel)):
@@ -283,8 +284,7 @@ def pool_geometry(
     if any(o < 1 for o in out):
         raise RuntimeError(
             f"{name}: given input size {list(sizes)}, kernel_size={list(kernel)}, "
-            f"stride={list(stride_t)}, padding={list(before) if before == end else padding!r}, "
-            f"dilation={list(dilation_t)}: the "
+            f"stride={list(stride_t)}, padding={shown!r}, dilation={list(dilation_t)}: the "
             f"calculated output size {list(out)} is too small (every size must be at least 1)"
         )
     return g

@@ -80,15 +80,6 @@ def transposed_output(
     return (size - 1) * stride - padding - padding_end + dilation * (kernel - 1) + 1
 
 
-def transposed_same(kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """``(padding, padding_end)`` of a transposed convolution padded ``'same'`` (output
-    ``size · stride``): the crop ``D·(F − 1) + 1 − S`` split evenly, the odd element at the end;
-    a negative crop (stride beyond the kernel's span) extends the end."""
-    crop = dilation * (kernel - 1) + 1 - stride
-    before = max(crop, 0) // 2
-    return before, crop - before
-
-
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each adaptive pooling window: ``⌊i·W/O⌋`` to ``⌈(i+1)·W/O⌉``."""
     return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]

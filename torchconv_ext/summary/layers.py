@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from .. import nn as our_nn
-from .._args import expand_pairs, same_padding
+from .._args import expand_pairs, same_padding, transposed_same
 from ..nn.local import _MultiKernelConv
 from .fields import (
     Field,
@@ -24,7 +24,6 @@ from .fields import (
     resize_field,
     transposed_field,
     transposed_output,
-    transposed_same,
     union,
     whole_field,
     window_field,
