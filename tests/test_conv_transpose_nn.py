@@ -67,3 +67,16 @@ def _grads(call, model, x):
     out = call(x)
     out.backward(torch.randn_like(out, generator=torch.Generator().manual_seed(1)))
     return out, [x.grad, *(p.grad for p in model.parameters())]
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_padding_pairs_gradcheck_and_gradgradcheck(backend):
+    x = torch.randn(1, 1, 2, 2, dtype=torch.float64, requires_grad=True)  # (tiny: the
+    w = torch.randn(1, 1, 3, 2, dtype=torch.float64, requires_grad=True)  # interpreter runs
+    b = torch.randn(1, dtype=torch.float64, requires_grad=True)  # every perturbation)
+    call = lambda x, w, b: torchconv_ext.functional.conv_transpose2d(
+        x, w, b, 2, ((2, 0), (0, 1)), output_padding=1
+    )
+    with torchconv_ext.use_backend(backend):
+        assert torch.autograd.gradcheck(call, (x, w, b))
+        assert torch.autograd.gradgradcheck(call, (x, w, b))

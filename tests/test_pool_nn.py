@@ -130,3 +130,16 @@ def _grad(call, x):
         out, x, torch.randn_like(out, generator=torch.Generator().manual_seed(1))
     )
     return out, grad
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_padding_pairs_gradcheck_and_gradgradcheck(backend):
+    x = torch.randn(1, 1, 4, 3, dtype=torch.float64, requires_grad=True)
+    calls = [
+        lambda x: TF.max_pool2d(x, 3, 2, ((0, 1), (1, 0)), ceil_mode=True),
+        lambda x: TF.avg_pool2d(x, 2, 1, ((0, 1), 1), ceil_mode=True, count_include_pad=False),
+    ]
+    with torchconv_ext.use_backend(backend):
+        for call in calls:
+            assert torch.autograd.gradcheck(call, (x,))
+            assert torch.autograd.gradgradcheck(call, (x,))
