@@ -423,7 +423,7 @@ def test_outputs_and_modules_used_more_than_once_are_left():
     fused, report = _fuse_and_compare(_Reuses())
     assert _fusions(report) == {}
     assert _refusals(report) == {
-        "bn_after_twice": "called 2 times in the forward",  # (the convolution is)
+        "bn_after_twice": "the convolution twice is called 2 times in the forward",
         "shared_bn": "called 2 times in the forward",
     }
     assert type(fused.bn) is nn.BatchNorm2d and fused.conv.activation is None

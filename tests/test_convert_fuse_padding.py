@@ -166,6 +166,8 @@ def test_a_pad_or_convolution_called_twice_is_left():
     torch.manual_seed(0)
     model = Twice().double()
     converted, report = convert_model_with_report(model, fuse=True)
-    assert [(e.name, e.reason) for e in report.fused] == [("pad", "called 2 times in the forward")]
+    assert [(e.name, e.reason) for e in report.fused] == [
+        ("pad", "the convolution conv is called 2 times in the forward")
+    ]
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(converted(x), model(x))

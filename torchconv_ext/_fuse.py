@@ -30,6 +30,18 @@ arithmetic: no padded copy of the input), where the convolution pads with zeros,
 that does not depend on the input's size (not TensorFlow's ``'same'`` with a stride), and runs
 its own forward without hooks (``_fuse_steps.padding_step``; the report says why otherwise).
 
+A batch norm (eval mode, no activation of its own) before a convolution,
+
+    BatchNorm{1,2,3}d or SyncBatchNorm  →  Conv{1,2,3}d
+
+where it did not fold into a convolution before it (timm's MaxViT and CoAtNet normalise each
+block's input so, before a 1×1 convolution), folds into the convolution's weight and bias:
+each input channel's weights times the batch norm's scale, and the bias plus every weight
+times its input channel's shift. That is exact where every tap reads the batch norm's output:
+not where the convolution pads with zeros (a tap on the padding reads 0, not the shift; a
+padding mode other than zeros reads the normalised input), nor for a transposed convolution
+(``_fuse_steps.input_fold_refusal``; the report says why otherwise).
+
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are
 not traced). There
@@ -84,8 +96,10 @@ from ._fuse_steps import (
     batch_norm_step,
     conv_refusal,
     fold_batch_norm,
+    fold_batch_norm_before,
     fold_padding,
     has_hooks,
+    input_fold_refusal,
     is_batch_norm,
     is_fusable_conv,
     is_leaf,
@@ -101,8 +115,8 @@ from .nn._base import Traced
 @dataclass(frozen=True)
 class FusionEntry:
     """A convolution (``name``) and the modules fused into it, each ``(name, class name)``;
-    or, with a ``reason``, a module that followed a convolution (or padded its input) and was
-    not fused."""
+    or, with a ``reason``, a module that followed a convolution (or padded or normalised its
+    input) and was not fused."""
 
     name: str
     fused: tuple[tuple[str, str], ...] = ()
@@ -174,6 +188,15 @@ class _Scope:
             return "registered more than once in the model"
         if self.called_again(name, times):
             return f"called {self.calls[name]} times in the forward"
+        return ""
+
+    def either_shared(self, name: str, conv: str, times: int = 1) -> str:
+        """Why the module ``name`` or the convolution ``conv`` it would fuse with (in a chain
+        that ran ``times`` times) must not change; ``""``: neither."""
+        if reason := self.shared(name, times):
+            return reason
+        if reason := self.shared(conv, times):
+            return f"the convolution {self.path(conv)} is {reason}"
         return ""
 
     def aliased(self, name: str) -> bool:
@@ -274,6 +297,8 @@ def _fuse_chain(
     first = scope.root.get_submodule(chain[0])
     if is_zero_pad(first) and len(chain) > 1:
         return _fold_padding(scope, chain[0], chain[1], runs[1])
+    if is_batch_norm(first) and len(chain) > 1:
+        return _fold_batch_norm_before(scope, chain[0], chain[1], runs[1])
     conv = first
     refusal = conv_refusal(conv)
     if refusal is None:
@@ -295,7 +320,7 @@ def _fuse_chain(
         reason = step if isinstance(step, str) else ""
         if not reason and (weight := weight_refusal(conv)):
             reason = f"the convolution {scope.path(chain[0])} {weight}"
-        reason = reason or scope.shared(rest[0], runs[1]) or scope.shared(chain[0], runs[1])
+        reason = reason or scope.either_shared(rest[0], chain[0], runs[1])
         if reason:
             # (what follows a batch norm left in place is not the convolution's output)
             return [FusionEntry(scope.path(rest[0]), reason=reason)]
@@ -311,7 +336,7 @@ def _fuse_chain(
         module = scope.root.get_submodule(rest[0])
         found = activation_of(module, conv.out_channels)
         if found is not None and not has_hooks(module):
-            reason = scope.shared(rest[0], times) or scope.shared(chain[0], times)
+            reason = scope.either_shared(rest[0], chain[0], times)
             if (
                 scope.called_again(rest[0], times)
                 and not scope.aliased(rest[0])
@@ -341,12 +366,39 @@ def _fold_padding(scope: _Scope, pad_name: str, conv_name: str, times: int) -> l
     if padding is None:
         return []
     reason = padding if isinstance(padding, str) else ""
-    reason = reason or scope.shared(pad_name, times) or scope.shared(conv_name, times)
+    reason = reason or scope.either_shared(pad_name, conv_name, times)
     if reason:
         return [FusionEntry(scope.path(pad_name), reason=reason)]
     fold_padding(scope.root.get_submodule(conv_name), padding)
     scope.replace(pad_name)
     return _entry(scope, conv_name, [(scope.path(pad_name), type(pad).__name__)])
+
+
+def _fold_batch_norm_before(
+    scope: _Scope, bn_name: str, conv_name: str, times: int
+) -> list[FusionEntry]:
+    """Fold the batch norm ``bn_name`` into the convolution ``conv_name`` that alone reads its
+    output, each of their calls (the chain ran ``times`` times), where the batch norm did not
+    fold into a convolution before it (that fold, exact whatever the padding, came first: the
+    chains are read in order)."""
+    bn, conv = scope.root.get_submodule(bn_name), scope.root.get_submodule(conv_name)
+    refusal = input_fold_refusal(conv)
+    if refusal is None:
+        return []
+    step = batch_norm_step(bn, conv.in_channels)
+    if refusal:
+        reason = f"the convolution {scope.path(conv_name)} after it {refusal}"
+    elif isinstance(step, str):
+        reason = step
+    elif step.activation is not None:
+        reason = f"its activation ({step.activation_name}) comes before the convolution"
+    else:
+        reason = scope.either_shared(bn_name, conv_name, times)
+    if reason:
+        return [FusionEntry(scope.path(bn_name), reason=reason)]
+    fold_batch_norm_before(conv, step)
+    scope.replace(bn_name)
+    return _entry(scope, conv_name, [(scope.path(bn_name), f"{type(bn).__name__} before it")])
 
 
 def _entry(scope: _Scope, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:
@@ -371,9 +423,15 @@ def fuse_model(model: nn.Module, example_inputs: tuple | None = None) -> list[Fu
 def _add(entries: list[FusionEntry], entry: FusionEntry) -> None:
     """Add ``entry`` to ``entries``: once (a shared module after two convolutions is refused
     once), and what is fused into a convolution in one entry (the padding before it, then what
-    follows it)."""
-    if entry in entries:
+    follows it). A module not fused is reported once, with the first reason found (a batch
+    norm's fold into the convolution before it, then into the one after it), and not at all
+    where it fused after all (into the convolution after it)."""
+    refused = {e.name for e in entries if e.reason}
+    fused = {name for e in entries for name, _ in e.fused}
+    if entry in entries or (entry.reason and entry.name in refused) or entry.name in fused:
         return
+    taken = {name for name, _ in entry.fused}
+    entries[:] = [e for e in entries if e.fused or e.name not in taken]
     into = next((i for i, e in enumerate(entries) if e.fused and e.name == entry.name), None)
     if into is not None and entry.fused:
         entry = FusionEntry(entry.name, entries.pop(into).fused + entry.fused)

@@ -355,30 +355,104 @@ def _attribute(module: nn.Module, arg: object) -> Tensor | bool | None:
     return False
 
 
-@torch.no_grad()
-def fold_batch_norm(conv: nn.Module, step: BatchNormStep) -> None:
-    """``conv``'s weight and bias replaced by those of the batch norm ``step`` after it:
-    ``w·s`` and ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``, computed in
-    float64 and rounded once to the parameters' dtype."""
-    weight = conv.weight
+def _scale_and_shift(step: BatchNormStep) -> tuple[Tensor, Tensor]:
+    """The batch norm ``step`` as ``x·scale + shift`` per channel, in float64:
+    ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean·scale``."""
     scale = torch.rsqrt(step.var.double() + step.eps)
     if step.weight is not None:
         scale = scale * step.weight.double()
     shift = -step.mean.double() * scale
-    if conv.bias is not None:
-        shift = shift + conv.bias.double() * scale
     if step.bias is not None:
         shift = shift + step.bias.double()
+    return scale, shift
+
+
+def _set_parameters(conv: nn.Module, weight: Tensor, bias: Tensor) -> None:
+    """``conv``'s weight and bias replaced by the float64 ``weight`` and ``bias``, rounded once
+    to the weight's dtype (a bias-free convolution gets a bias)."""
+    dtype, requires_grad = conv.weight.dtype, conv.weight.requires_grad
+    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=requires_grad)
+    conv.bias = nn.Parameter(bias.to(dtype), requires_grad=requires_grad)
+
+
+@torch.no_grad()
+def fold_batch_norm(conv: nn.Module, step: BatchNormStep) -> None:
+    """``conv``'s weight and bias replaced by those of the batch norm ``step`` after it:
+    ``w·scale`` and ``b·scale + shift`` (:func:`_scale_and_shift`), computed in float64 and
+    rounded once to the parameters' dtype."""
+    scale, shift = _scale_and_shift(step)
+    weight = conv.weight.double()
+    if conv.bias is not None:
+        shift = shift + conv.bias.double() * scale
     taps = [1] * (weight.dim() - 2)
     if isinstance(conv, nn.modules.conv._ConvTransposeNd):
         # (C_in, C_out / groups, *kernel): output channel g·C_out/groups + j is column j of
         # group g's rows
-        grouped = weight.double().unflatten(0, (conv.groups, -1))
+        grouped = weight.unflatten(0, (conv.groups, -1))
         folded = (grouped * scale.view(conv.groups, 1, -1, *taps)).flatten(0, 1)
     else:
-        folded = weight.double() * scale.view(-1, 1, *taps)
-    conv.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=weight.requires_grad)
-    conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
+        folded = weight * scale.view(-1, 1, *taps)
+    _set_parameters(conv, folded, shift)
+
+
+# --- batch norm before a convolution ------------------------------------------------------------
+
+
+def input_fold_refusal(conv: nn.Module) -> str | None:
+    """Why a batch norm whose output only ``conv`` reads does not fold into ``conv``'s weight
+    and bias (``""``: it does; ``None``: ``conv`` is not one of our convolutions).
+
+    Folded, each tap sums ``w·(x·scale + shift)`` as ``(w·scale)·x`` plus a bias holding every
+    tap's ``w·shift``: right where every tap reads the batch norm's output, so not where the
+    convolution pads with zeros (a tap on the padding reads 0, not ``shift``; reflected,
+    replicated and circular padding read the normalised input) nor for a transposed
+    convolution (its output's edges sum fewer taps). Its forward must be ours, its input seen
+    by no hook, its weight a parameter (:func:`weight_refusal`)."""
+    if isinstance(conv, _ConvTransposeMixin):
+        return "is transposed (its output's edges sum fewer taps than its middle)"
+    if not isinstance(conv, _ConvMixin):
+        return None
+    if under := _their_forward(conv):
+        return under
+    if is_lazy(conv.weight):
+        return "has no weight before its first input"
+    if has_hooks(conv):
+        return "has hooks"
+    if refusal := weight_refusal(conv):
+        return refusal
+    if conv.padding_mode == "zeros" and _pads(conv):
+        return "pads with zeros (a tap on the padding reads 0, not the batch norm's shift)"
+    return ""
+
+
+def _pads(conv: nn.Module) -> bool:
+    """Whether ``conv`` pads its input on any side (``'same'`` does unless every kernel dim is
+    1: with a stride it pads by the input's size, with none by ``dilation·(kernel - 1)``)."""
+    if conv.padding == "same":
+        return any(k > 1 for k in conv.kernel_size)
+    if conv.padding == "valid":
+        return False
+    before, after = expand_pairs(conv.padding, len(conv.kernel_size))
+    return any(before) or any(after)
+
+
+@torch.no_grad()
+def fold_batch_norm_before(conv: nn.Module, step: BatchNormStep) -> None:
+    """``conv``'s weight and bias replaced so that it computes, on the input of the batch norm
+    ``step`` before it, what it computed on the batch norm's output (where
+    :func:`input_fold_refusal` allows): each input channel's weights times its ``scale``, and
+    the bias plus every weight times its input channel's ``shift``; in float64, rounded once."""
+    scale, shift = _scale_and_shift(step)
+    weight = conv.weight.double()
+    # (C_out, C_in / groups, *kernel): input channel g·C_in/groups + j is column j of the rows
+    # of group g's outputs
+    grouped = weight.unflatten(0, (conv.groups, -1))
+    per_input = (conv.groups, 1, -1) + (1,) * (weight.dim() - 2)
+    folded = (grouped * scale.view(per_input)).flatten(0, 1)
+    bias = (grouped * shift.view(per_input)).flatten(0, 1).flatten(1).sum(1)
+    if conv.bias is not None:
+        bias = bias + conv.bias.double()
+    _set_parameters(conv, folded, bias)
 
 
 # --- zero padding before a convolution ----------------------------------------------------------

@@ -395,7 +395,9 @@ def convert_model(
     alone consumes the result into the convolution's epilogue
     (``activation=``); an ``nn.ZeroPad{1,2,3}d`` (or ``ConstantPad`` of 0) whose output
     only a convolution reads becomes that convolution's padding (``(before, after)`` pairs:
-    no padded copy). The absorbed modules become ``nn.Identity``. Who consumes what is read
+    no padded copy); a batch norm whose output only a convolution reads, one that does not pad
+    with zeros (a 1×1 one, say), folds into it where it did not fold into the convolution
+    before it. The absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
     ``nn.Sequential`` children); modules called more than once (but an activation each of
     whose calls alone consumes a convolution's output), or registered again outside the
