@@ -230,15 +230,26 @@ def _timm() -> Iterator[tuple[str, Builder]]:
 
     # (tf_efficientnet_b0: TensorFlow "SAME" padding in timm's Conv2dSame; resnetv2_50x1_bit,
     # eca_nfnet_l0 and dm_nfnet_f0: timm's weight-standardised StdConv2d, ScaledStdConv2d and
-    # ScaledStdConv2dSame)
+    # ScaledStdConv2dSame; then one of each other family: large depthwise kernels (ConvNeXt,
+    # FastViT, InceptionNeXt's asymmetric ones), multi-branch blocks reparameterisable for
+    # inference (RepVGG, MobileOne), split and concatenated channels (CSP, Res2Net, GhostNet,
+    # MixNet's mixed kernels, DPN), hierarchical aggregation (DLA), multi-resolution fusion
+    # with nearest upsampling (HRNet), split attention and selective kernels (ResNeSt, SKNet),
+    # pre-activation (DenseNet), separable convolutions (Xception), space-to-depth and
+    # anti-aliased downsampling (TResNet), and more of the mobile designs. A batch of two:
+    # training-mode batch norm needs more than one value per channel after a global pool.)
     for name in ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002",
-                 "tf_efficientnet_b0", "resnetv2_50x1_bit", "eca_nfnet_l0",
-                 "dm_nfnet_f0"):  # fmt: skip
+                 "tf_efficientnet_b0", "resnetv2_50x1_bit", "eca_nfnet_l0", "dm_nfnet_f0",
+                 "convnext_atto", "fastvit_t8", "inception_next_tiny", "repvgg_a0",
+                 "mobileone_s0", "cspresnet50", "res2net50_14w_8s", "ghostnet_100", "mixnet_s",
+                 "dpn68", "dla34", "hrnet_w18_small", "resnest14d", "skresnet18", "densenet121",
+                 "xception41", "tresnet_m", "efficientnetv2_rw_t", "rexnet_100", "lcnet_050",
+                 "mobilenetv4_conv_small", "efficientvit_b0"):  # fmt: skip
         yield (
             f"timm {name}",
             lambda name=name: (
                 timm.create_model(name, pretrained=False, num_classes=3),
-                _image(1, 3, 64, 64),
+                _image(2, 3, 64, 64),
             ),
         )
     # MaxViT's TensorFlow port: TensorFlow "SAME" padding in timm's own layers (Conv2dSame,
@@ -247,7 +258,7 @@ def _timm() -> Iterator[tuple[str, Builder]]:
         "timm maxvit_tiny_tf_224",
         lambda: (
             timm.create_model("maxvit_tiny_tf_224", pretrained=False, num_classes=3, img_size=64),
-            _image(1, 3, 64, 64),
+            _image(2, 3, 64, 64),
         ),
     )
 
