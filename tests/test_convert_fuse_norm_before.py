@@ -15,7 +15,7 @@ import torchconv_ext
 from torchconv_ext import convert_model_with_report
 from torchconv_ext import nn as tnn
 
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
+from .test_convert_fuse import BACKENDS, _randomise_batch_norms
 
 
 class _PreNorm(nn.BatchNorm2d):
@@ -72,18 +72,9 @@ def _forms() -> nn.Sequential:
 
 
 def _randomised(model: nn.Module) -> nn.Module:
-    """``model`` in float64 and eval mode, its batch norms' statistics and affine parameters
-    far from the identity (a fold that got any of them wrong shows)."""
+    """``model`` in float64 and eval mode, its batch norms far from the identity."""
     torch.manual_seed(0)
-    model = model.double().eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            if m.affine:
-                nn.init.uniform_(m.weight, 0.5, 1.5)
-                nn.init.uniform_(m.bias, -0.5, 0.5)
-    return model
+    return _randomise_batch_norms(model.double()).eval()
 
 
 def _fusions(report) -> dict[str, list[str]]:
