@@ -906,8 +906,8 @@ def test_a_transposed_convolution_folds_its_batch_norm(backend):
 
 
 class _Program(nn.Module):
-    """A random forward over 4-channel maps: each step applies a module (convolutions, batch
-    norms and activations; some called more than once, some registered twice, some inside a
+    """A random forward over 4-channel maps: each step applies a module (convolutions in each
+    padding mode, batch norms and activations; some called more than once, some registered twice, some inside a
     Sequential), adds two earlier values (in place, sometimes) or applies ReLU in code, to
     earlier values."""
 
@@ -915,11 +915,20 @@ class _Program(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 1)
         self.steps = nn.ModuleDict()
+
+        def mode() -> str:
+            return rng.choice(["zeros", "reflect", "circular"])
+
         makers = [
             lambda: nn.Conv2d(4, 4, rng.choice([1, 3]), padding="same"),
+            lambda: nn.Conv2d(4, 4, 3, padding=1, groups=rng.choice([1, 2]), padding_mode=mode()),
             lambda: nn.BatchNorm2d(4),
             lambda: rng.choice([nn.ReLU, nn.SiLU, nn.Hardswish, nn.Identity])(),
             lambda: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+            # (the batch norm folds into the convolution after it unless that one pads with zeros)
+            lambda: nn.Sequential(
+                nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1, padding_mode=mode()), nn.SiLU()
+            ),
         ]
         self.program: list[tuple[str, str, tuple[int, ...]]] = []
         for i in range(rng.randint(3, 9)):
@@ -958,12 +967,15 @@ def test_random_graphs_compute_what_they_computed(example):
     import random
 
     rng = random.Random(0)
-    fused_any = 0
+    fused_any = folded_before = 0
     for _ in range(60):
         model = _Program(rng)
         fused, report = _fuse_and_compare(model, example=example)
         fused_any += bool(_fusions(report))
-    assert fused_any >= 10  # (the graphs do fuse)
+        folded_before += any(
+            kind.endswith("before it") for e in report.fused for _, kind in e.fused
+        )
+    assert fused_any >= 10 and folded_before >= 10  # (the graphs fuse, batch norms before too)
 
 
 def test_the_recipes_resnet_fuses_every_block():
