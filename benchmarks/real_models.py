@@ -116,6 +116,37 @@ def _transformers() -> Iterator[tuple[str, Builder]]:
         ),
         (torch.randn(2, 400, dtype=torch.float64),),
     )  # fmt: skip
+    # Audio codecs and vocoders: 1-d convolutions and transposed convolutions (EnCodec's
+    # weight-normalised by parametrization, DAC's by the old hook), HiFi-GAN's dilated ones
+    yield "transformers EnCodec", lambda: (
+        T.EncodecModel(T.EncodecConfig(num_filters=4, hidden_size=16, codebook_size=16,
+                                       upsampling_ratios=[2, 2], num_lstm_layers=1,
+                                       codebook_dim=16)),
+        (torch.randn(2, 1, 64, dtype=torch.float64),),
+    )  # fmt: skip
+    yield "transformers DAC", lambda: (
+        T.DacModel(T.DacConfig(encoder_hidden_size=4, downsampling_ratios=[2, 2],
+                               decoder_hidden_size=16, n_codebooks=2, codebook_size=16,
+                               codebook_dim=4, hidden_size=32, upsampling_ratios=[2, 2])),
+        (torch.randn(2, 1, 64, dtype=torch.float64),),
+    )  # fmt: skip
+    yield "transformers SpeechT5HifiGan", lambda: (
+        T.SpeechT5HifiGan(T.SpeechT5HifiGanConfig(
+            model_in_dim=8, upsample_initial_channel=16, upsample_rates=[2, 2],
+            upsample_kernel_sizes=[4, 4], resblock_kernel_sizes=[3, 5],
+            resblock_dilation_sizes=[[1, 3], [1, 3]])),
+        (torch.randn(2, 10, 8, dtype=torch.float64),),
+    )  # fmt: skip
+    yield "transformers SwiftFormer", lambda: (
+        T.SwiftFormerModel(T.SwiftFormerConfig(depths=[1, 1, 1, 1], embed_dims=[8, 16, 16, 16])),
+        _image(2, 3, 32, 32),
+    )  # fmt: skip
+    yield "transformers TextNet", lambda: (
+        T.TextNetModel(T.TextNetConfig(stem_out_channels=8, hidden_sizes=[8, 8, 8, 8, 8],
+                                       conv_layer_kernel_sizes=[[[3, 3]]] * 4,
+                                       conv_layer_strides=[[1], [2], [2], [2]])),
+        _image(2, 3, 32, 32),
+    )  # fmt: skip
 
 
 def _diffusers() -> Iterator[tuple[str, Builder]]:
@@ -134,6 +165,23 @@ def _diffusers() -> Iterator[tuple[str, Builder]]:
         D.AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4,
             down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2, **blocks,
+        ),
+        _image(2, 3, 16, 16),
+    )  # fmt: skip
+    yield "diffusers UNet2DConditionModel", lambda: (
+        D.UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, cross_attention_dim=8,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4, **blocks,
+        ),
+        (torch.randn(2, 4, 16, 16, dtype=torch.float64), torch.tensor([3, 7]),
+         torch.randn(2, 5, 8, dtype=torch.float64)),
+    )  # fmt: skip
+    yield "diffusers VQModel", lambda: (
+        D.VQModel(
+            in_channels=3, out_channels=3, latent_channels=4, num_vq_embeddings=16,
+            vq_embed_dim=4, down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2, **blocks,
         ),
         _image(2, 3, 16, 16),
@@ -223,6 +271,23 @@ def _monai() -> Iterator[tuple[str, Builder]]:
             _image(2, 1, 16, 16),
         ),
     )
+    yield "MONAI SegResNetDS", lambda: (
+        nets.SegResNetDS(spatial_dims=2, init_filters=4, in_channels=1, out_channels=2,
+                         norm="batch"),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
+    yield (
+        "MONAI RegUNet",
+        lambda: (
+            nets.RegUNet(spatial_dims=2, in_channels=1, num_channel_initial=4, depth=2),
+            _image(2, 1, 16, 16),
+        ),
+    )
+    yield "MONAI FlexibleUNet", lambda: (
+        nets.FlexibleUNet(in_channels=1, out_channels=2, backbone="efficientnet-b0",
+                          spatial_dims=2, pretrained=False),
+        _image(2, 1, 32, 32),
+    )  # fmt: skip
 
 
 def _timm() -> Iterator[tuple[str, Builder]]:
