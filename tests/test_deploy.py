@@ -28,6 +28,13 @@ BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
 _ONNX_HAS_ADAPTIVE_MAX = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
 
 
+class _AvgPool1dDivided(nn.Module):
+    """1-d average pooling by a divisor of ours (torch's has none), over the flattened plane."""
+
+    def forward(self, x):
+        return TF.avg_pool1d(x.flatten(2), 3, 2, padding=1, divisor_override=2)
+
+
 class _RoundedUpsample(nn.Module):
     """Nearest upsampling with sizes rounded (beyond torch: torch's sizes are floors)."""
 
@@ -51,7 +58,8 @@ def _model(onnx: str | None = None) -> nn.Module:
         tnn.Maxout(3),
         tnn.LocallyConnected2d(3, 2, 3, input_size=(6, 8)),
         tnn.TiledConv2d(3, 2, 3, tiles=2),
-        tnn.AvgPool2d(3, (2, 3), padding="same"),  # (window sums: ONNX drops divisor_override)
+        tnn.AvgPool2d(3, (2, 3), padding="same"),
+        _AvgPool1dDivided(),
         tnn.MaxPool2d(3, 2, padding=((0, 1), (1, 0))),
         tnn.SpatialPyramidPool((1, 2), "avg" if skip_max else "max"),
         tnn.GlobalAvgPool(),
@@ -74,6 +82,9 @@ def _torch_layers(onnx: str | None = None) -> list[nn.Module]:
             nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2),
             nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
         ),
+        # (ONNX's exporters drop torch's divisor_override: recorded, ours composes it)
+        nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, divisor_override=5),
+        nn.AvgPool2d((2, 3), (1, 2), padding=1, count_include_pad=False, divisor_override=7),
         *(
             []
             if onnx == "torch.export" and not _ONNX_HAS_ADAPTIVE_MAX

@@ -124,6 +124,13 @@ def exporting() -> bool:
     return onnx is not None and onnx.is_in_onnx_export()
 
 
+def exporting_onnx() -> bool:
+    """Whether ops are being recorded for ONNX (by either exporter), where some of torch's ops
+    lose an argument (``avg_pool*d``'s ``divisor_override``)."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
 class aten_only:  # a context manager, as use_backend
     """Run the enclosed code on the fallback (backend ``"torch"``), whatever the backend; unlike
     :class:`use_backend`, also inside code that ``torch.export`` traces (exporting to ONNX)."""

@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .._backend import exporting
+from .._backend import exporting, exporting_onnx
 from .._memory import pool_input_channels_last
 from .._pool_args import PoolGeometry, first_tap, per_dim_outer, pool_output_shape
 from . import without_autocast
@@ -137,8 +137,11 @@ def _aten_max_pools(x: torch.Tensor, g: PoolGeometry) -> bool:
 def _aten_avg_pools(x: torch.Tensor, g: PoolGeometry) -> bool:
     """Whether ATen's average pooling computes ``g`` on ``x`` as it stands: symmetric padding
     (within half the kernel for every geometry the checks let through) and, in 3-d, an input
-    at least as large as the kernel (ATen refuses a smaller one, padding or not)."""
+    at least as large as the kernel (ATen refuses a smaller one, padding or not); and, recorded
+    for ONNX, no ``divisor_override`` (its exporters drop it)."""
     sizes, kernel = x.shape[2:], g.kernel_size
+    if g.divisor_override and exporting_onnx():
+        return False
     return g.symmetric and (x.dim() != 5 or all(n >= k for n, k in zip(sizes, kernel)))
 
 

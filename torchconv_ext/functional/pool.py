@@ -10,14 +10,15 @@ gets the dtype torch's op would give it (``_autocast``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._args import IntOrTuple, Padding, has_pairs
-from .._backend import exporting
+from .._args import IntOrTuple, Padding, expand, has_pairs
+from .._backend import exporting, exporting_onnx
 from .._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 from .._pool_args import (
     adaptive_output_size,
@@ -181,14 +182,20 @@ def _avg_pool(
         return out if batched else _unbatch(out)
     cast, dtype = autocast_dtype(name, input)
     kernels = runs_kernels("pool", input, dtype)
+    # ONNX's exporters drop torch's divisor_override: for ONNX a divisor is composed (by ours
+    # where ceil_mode may clip a window, its sizes read for the recorded input's)
+    recorded_divisor = divisor_override is not None and exporting_onnx()
     torch_accepts = _torch_takes(padding) and (nd > 1 or divisor_override is None)
-    if _to_torch(kernels, dtype, torch_accepts):
+    if _to_torch(kernels, dtype, torch_accepts) and not (recorded_divisor and ceil_mode):
         if nd == 1 and divisor_override is not None:
             raise NotImplementedError(
                 f"{name}: divisor_override is implemented for floating-point inputs, not {dtype}"
             )
-        extra = () if nd == 1 else (divisor_override,)
         padding = _torch_padding(name, padding, dtype)
+        if recorded_divisor:  # every window whole: its mean times its size, no size read
+            mean = getattr(F, name)(input, kernel_size, stride, padding, False, True)
+            return mean * (math.prod(expand(kernel_size, nd)) / divisor_override)
+        extra = () if nd == 1 else (divisor_override,)
         return getattr(F, name)(
             input, kernel_size, stride, padding, ceil_mode, count_include_pad, *extra
         )
