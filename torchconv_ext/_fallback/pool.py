@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .._backend import exporting, exporting_onnx
+from .._backend import exporting_onnx
 from .._memory import pool_input_channels_last
 from .._pool_args import PoolGeometry, first_tap, per_dim_outer, pool_output_shape
 from . import without_autocast
@@ -215,7 +215,7 @@ def avg_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
         pads = _explicit_pads(x, g, o)
         xp = _pad(x.to(_acc_dtype(x.dtype)), pads, 0.0)
         kernel, stride = list(g.kernel_size), list(g.stride)
-        if exporting():  # (ONNX's exporters drop divisor_override; every window here is whole)
+        if exporting_onnx():  # (ONNX's exporters drop divisor_override; every window here is whole)
             sums = _AVG_POOL[nd](xp, kernel, stride, [0] * nd) * math.prod(kernel)
         else:
             sums = _AVG_POOL[nd](xp, kernel, stride, [0] * nd, False, True, 1)
