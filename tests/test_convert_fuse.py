@@ -907,9 +907,10 @@ def test_a_transposed_convolution_folds_its_batch_norm(backend):
 
 class _Program(nn.Module):
     """A random forward over 4-channel maps: each step applies a module (convolutions in each
-    padding mode, batch norms and activations; some called more than once, some registered twice, some inside a
-    Sequential), adds two earlier values (in place, sometimes) or applies ReLU in code, to
-    earlier values."""
+    padding mode, batch norms and activations; some called more than once, some registered
+    twice, some inside a Sequential), adds two earlier values (in place, sometimes) or applies
+    ReLU in code, to earlier values. It returns the sum of the values no step reads (so that a
+    value one step alone reads has one consumer: a chain)."""
 
     def __init__(self, rng) -> None:
         super().__init__()
@@ -946,6 +947,8 @@ class _Program(nn.Module):
                 if rng.random() < 0.1:  # registered twice
                     self.steps[f"alias{i}"] = self.steps[name]
             self.program.append(("module", name, (rng.choice([last, last, rng.randint(0, last)]),)))
+        read = {i for _, _, picked in self.program for i in picked}
+        self.outputs = [i for i in range(len(self.program) + 1) if i not in read]
 
     def forward(self, x):
         values = [self.stem(x)]
@@ -959,7 +962,7 @@ class _Program(nn.Module):
                 values.append(args[0].clone().add_(args[1]))
             else:
                 values.append(nn.functional.relu(args[0]))
-        return sum(values)
+        return sum(values[i] for i in self.outputs)
 
 
 @pytest.mark.parametrize("example", [False, True], ids=["traced", "recorded"])
