@@ -1,6 +1,6 @@
-"""``convert_model(fuse=True)``: fold eval-mode batch norm into the convolution before it, fuse
-the activation after it into the convolution's epilogue, and fold a zero pad before a
-convolution into its padding.
+"""``convert_model(fuse=True)``: fold eval-mode batch norm into the convolution before it (or,
+where every tap reads it, into the one after it), fuse the activation after it into the
+convolution's epilogue, and fold a zero pad before a convolution into its padding.
 
 Recognised structure: a convolution whose output goes only to a batch norm (in eval mode),
 whose output goes only to an activation — or a convolution straight into an activation:
