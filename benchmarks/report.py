@@ -449,6 +449,10 @@ def write_index(root: Path = RESULTS_DIR) -> Path:
             for js in sorted(root.glob("*/cold-start*.json"))
         ]
         + [
+            (f"other libraries' models converted and fused, against themselves ({js.stem})", js)
+            for js in sorted(root.glob("*/real-models*.json"))
+        ]
+        + [
             (f"TMA box tiles timed against the flat kernels ({js.stem})", js)
             for js in sorted(root.glob("*/box-tiles*.json"))
             if js.parent.name != "compile-report"  # (the compile experiment is listed below)

@@ -444,13 +444,16 @@ def test_report_regenerates_tables_and_index(quick_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote" in printed and f"skipped {foreign}" in printed
     assert "pool-float32" not in index
-    for name in (f"{doc['device']}/overhead-before", "compile-report/sm_90"):  # listed apart
+    listed_apart = (f"{doc['device']}/overhead-before", f"{doc['device']}/real-models",
+                    "compile-report/sm_90")  # fmt: skip
+    for name in listed_apart:
         (tmp_path / f"{name}.json").parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.json").write_text("{}")
         (tmp_path / f"{name}.md").write_text("#")
     (tmp_path / "compile-report/loops.md").write_text("# Loops, before and after\n\ntext")
     index = report.write_index(tmp_path).read_text()
     assert f"({doc['device']}/overhead-before.md)" in index
+    assert f"against themselves (real-models)]({doc['device']}/real-models.md)" in index
     assert "[compile report for sm_90](compile-report/sm_90.md)" in index
     assert "[Loops, before and after](compile-report/loops.md)" in index  # a table by hand
 
