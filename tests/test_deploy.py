@@ -52,6 +52,16 @@ def _model(onnx: str | None = None) -> nn.Module:
     ours = [
         tnn.Conv2d(3, 4, 3, stride=2, padding="same", activation="relu"),
         tnn.Conv2d(3, 2, 3, stride=2, padding=((0, 1), (2, 0)), padding_mode="replicate"),
+        # (circular 'same': padded by constant sizes, which ONNX's circular padding needs)
+        tnn.Conv2d(
+            3,
+            2,
+            (3, 2),
+            padding="same",
+            dilation=(1, 2),
+            padding_mode="circular",
+            activation="silu",
+        ),
         tnn.ConvTranspose2d(3, 2, 3, stride=2, padding="same"),
         tnn.ConvTranspose2d(3, 2, 4, stride=2, padding=((1, 2), (2, 0)), output_padding=1),
         tnn.MaxoutConv2d(3, 2, 3, pieces=2, padding=1),
@@ -71,6 +81,7 @@ def _model(onnx: str | None = None) -> nn.Module:
 def _torch_layers(onnx: str | None = None) -> list[nn.Module]:
     """Torch's layers of :func:`_model`, converted."""
     theirs = [
+        nn.Conv2d(3, 2, 3, padding="same", padding_mode="circular"),
         nn.Sequential(
             nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
             nn.ReLU(),

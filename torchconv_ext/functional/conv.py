@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from .. import _activation
-from .._args import IntOrTuple, Padding, expand, has_pairs
-from .._backend import exporting
+from .._args import IntOrTuple, Padding, expand, expand_pairs, has_pairs, string_padding
+from .._backend import exporting, untraced
 from .._conv_args import conv_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_fwd
@@ -114,10 +114,11 @@ def _conv(
         batched, call = opened
         out = call(input if batched else input.unsqueeze(0), weight, bias)
         return out if batched else out.squeeze(0)
-    pads = expand(padding, spatial_dims) if not isinstance(padding, str) else None
-    if pads is not None and exporting():  # (a padding mode: recorded as torch's layer does it)
-        input = pad_input(input, pads, pads, padding_mode)
-        return fallback.torch_conv(spatial_dims, input, weight, bias, stride, 0, dilation, groups)
+    if exporting():
+        out = _recorded(spatial_dims, input, weight, bias, stride, padding, dilation, groups,
+                        padding_mode)  # fmt: skip
+        if out is not None:
+            return out
     batched, x, weight, bias, g = open_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
@@ -129,6 +130,42 @@ def _conv(
     else:  # other dtypes (complex, integers) and empty channels: as torch computes them
         out = fallback.conv_by_torch(x, weight, bias, g)
     return out if batched else out.squeeze(0)
+
+
+def _recorded(
+    spatial_dims: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrTuple,
+    padding: str | Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> Tensor | None:
+    """A convolution recorded for another runtime as torch's layer records it: its padding
+    (a padding mode, or pairs) as ``F.pad`` by constant sizes, then torch's convolution; or
+    ``None`` where the padding depends on the input's size (TensorFlow's ``'same'`` with a
+    stride) or the arguments are malformed (our path then says how). A pad whose sizes came
+    from the input's would be computed in the graph, which ONNX's circular padding refuses."""
+    if not isinstance(weight, Tensor) or weight.dim() != spatial_dims + 2:
+        return None
+    if isinstance(padding, str):
+        strides, dilations = expand(stride, spatial_dims), expand(dilation, spatial_dims)
+        if padding not in ("same", "valid") or strides is None or dilations is None:
+            return None
+        if padding == "same" and any(s != 1 for s in strides):
+            return None
+        with untraced():  # (the kernel's sizes, plain ints: a trace's are tensors)
+            kernel = tuple(weight.shape[2:])
+        ones = (1,) * spatial_dims  # (with stride 1, 'same' pads alike for any size)
+        pads = string_padding("", padding, ones, kernel, ones, dilations, ValueError)
+    else:
+        pads = expand_pairs(padding, spatial_dims)
+        if pads is None:
+            return None
+    input = pad_input(input, *pads, padding_mode)
+    return fallback.torch_conv(spatial_dims, input, weight, bias, stride, 0, dilation, groups)
 
 
 def _conv_act(
@@ -165,10 +202,15 @@ def _conv_act(
     if isinstance(weight, Tensor) and weight.dim() > 0:
         _activation.check_channels(act, weight.shape[0])
     cast, dtype = conv_dtype(input)
+    z = None
     if torch_computes(spatial_dims, input, dtype, stride, padding, padding_mode):
         z = fallback.torch_conv(
             spatial_dims, input, weight, bias, stride, padding, dilation, groups
         )
+    elif exporting():
+        z = _recorded(spatial_dims, input, weight, bias, stride, padding, dilation, groups,
+                      padding_mode)  # fmt: skip
+    if z is not None:
         batched = z.dim() == spatial_dims + 2
         y = _activation.apply(z if batched else z.unsqueeze(0), act.kind, act.alpha, act.weight)
         return y if batched else y.squeeze(0)
