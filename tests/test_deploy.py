@@ -68,6 +68,8 @@ def _model(onnx: str | None = None) -> nn.Module:
         tnn.Maxout(3),
         tnn.LocallyConnected2d(3, 2, 3, input_size=(6, 8)),
         tnn.TiledConv2d(3, 2, 3, tiles=2),
+        # (7 × 9 positions: rows of tiles rounded up, a division ONNX must not truncate)
+        tnn.TiledConv2d(3, 2, 2, tiles=(2, 3), padding=1),
         tnn.AvgPool2d(3, (2, 3), padding="same"),
         _AvgPool1dDivided(),
         tnn.MaxPool2d(3, 2, padding=((0, 1), (1, 0))),

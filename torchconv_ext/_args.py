@@ -23,6 +23,14 @@ Padding = int | Sequence[int | Sequence[int]]
 PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
 
 
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ``b > 0``, as ``(a + b - 1) // b``: sizes are non-negative, so its
+    division is of non-negative numbers — recorded from a trace's sizes, ONNX's integer
+    division (which truncates) computes it right, where ``-(-a // b)`` would round the wrong
+    way."""
+    return (a + b - 1) // b
+
+
 def is_int(value: object) -> bool:
     """Python, NumPy and symbolic integers (not bools), as torch's int arguments accept them."""
     if type(value) is int:

@@ -17,6 +17,7 @@ import torch
 from ._args import (
     IntOrTuple,
     Padding,
+    ceil_div,
     checked_pairs,
     expand,
     has_pairs,
@@ -80,7 +81,7 @@ class PoolGeometry:
         for size, k, s, p, d, o in zip(
             sizes, self.kernel_size, self.stride, self.padding, self.dilation, out
         ):
-            for i in {*range(min(o, -(-p // s))), o - 1} if o > 0 else ():
+            for i in {*range(min(o, ceil_div(p, s))), o - 1} if o > 0 else ():
                 if _misses(i * s - p, size, k, d):
                     return True
         return False
@@ -297,7 +298,7 @@ def pool_geometry(
 
 def adaptive_window(i: int, in_size: int, out_size: int) -> tuple[int, int]:
     """``[start, end)`` of adaptive output ``i``: ``floor(i·In/Out)``, ``ceil((i+1)·In/Out)``."""
-    return (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+    return (i * in_size) // out_size, ceil_div((i + 1) * in_size, out_size)
 
 
 def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[int]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._args import ceil_div
 from .._conv_args import ConvGeometry
 from .._padding import fold_padding_grad, pad_input
 from . import without_autocast
@@ -25,7 +26,7 @@ _Q, _T = "uvw", "xyz"  # einsum letters of (q, t) per spatial dim
 
 def _rows_of_tiles(out: Sequence[int], tiles: Sequence[int]) -> list[int]:
     """Positions per dim, rounded up to whole rows of tiles."""
-    return [-(-o // t) * t for o, t in zip(out, tiles)]
+    return [ceil_div(o, t) * t for o, t in zip(out, tiles)]
 
 
 def _extended_size(positions, kernel, g: ConvGeometry) -> list[int]:

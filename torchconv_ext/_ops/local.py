@@ -34,6 +34,7 @@ from torch import Tensor
 from torch._C._functorch import is_batchedtensor
 from torch.utils.flop_counter import register_flop_formula
 
+from .._args import ceil_div
 from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry
 from .._fallback import local as fallback
@@ -81,7 +82,7 @@ def tile_sum(t: Tensor, tiles) -> Tensor:
     """``(N, C, *out)`` summed over the batch and over each tile's positions: ``(*tiles, C)``,
     the gradient of a per-tile bias (the rows of tiles are completed with zeros)."""
     nd = len(tiles)
-    rows = [-(-o // tile) * tile for o, tile in zip(t.shape[2:], tiles)]  # whole rows of tiles
+    rows = [ceil_div(o, tile) * tile for o, tile in zip(t.shape[2:], tiles)]  # whole rows
     pads = [p for o, r in zip(reversed(t.shape[2:]), reversed(rows)) for p in (0, r - o)]
     t = F.pad(t, pads) if any(pads) else t
     for i, tile in enumerate(tiles):
