@@ -48,8 +48,14 @@ class FakeKernel:
         return launch
 
 
+#: An unproven candidate (a tap loop's 8-warp tile).
+EIGHT_WARPS = Config.of(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64)
+
+
 def _config_of(kwargs: dict) -> Config:
-    return next(c for c in CONFIGS if all(kwargs[k] == v for k, v in c.kwargs.items()))
+    return next(
+        c for c in (*CONFIGS, EIGHT_WARPS) if all(kwargs[k] == v for k, v in c.kwargs.items())
+    )
 
 
 class FakeGPU:
@@ -73,6 +79,8 @@ class FakeGPU:
         fn()  # launches the fake kernel once with the config being timed
         config = _config_of(FakeKernel.last_kwargs)
         self.timed.append(config)
+        if isinstance(self.times, dict):
+            return self.times[config]
         return self.times[CONFIGS.index(config)]
 
 
@@ -423,21 +431,178 @@ def test_one_candidate_is_launched_without_tuning(cache, monkeypatch):
 # --- the tables -------------------------------------------------------------------------------
 
 
-def test_tap_and_flattened_loops_never_get_8_warps():
+def test_tap_and_flattened_loops_run_8_warps_only_once_proven(monkeypatch):
     """Triton has silently miscompiled ``tl.dot`` loops shaped like the implicit GEMM's tap
     loop and its flattened (taps × channels) loop at 8 warps (triton-lang/triton#1254); PyTorch
-    Inductor caps its convolution templates at 4 warps for this reason (pytorch#173068). Until a
-    GPU check proves such configs against a float64 reference, no tuner of those loops may
-    offer one: a wrong config would be picked silently, and persisted."""
-    tables = (_gemm_common.TAP_TABLE, _gemm_common.FLAT_TABLE, _gemm_common.NARROW_TAP_TABLE,
-              _gemm_common.NARROW_FLAT_TABLE, _gemm_common.NARROW_WEIGHT_TABLE)  # fmt: skip
-    for table in tables:
-        assert max(row[4] for row in table) <= _gemm_common.TAP_LOOP_MAX_WARPS == 4
-    tuners = [*conv_gemm._FWD.values(), *conv_gemm._FWD_MAXOUT.values()]
-    tuners += conv_gemm._BWD_INPUT.values()
-    tuners += [*conv_gemm._BWD_WEIGHT.values(), conv_depthwise._FWD, conv_depthwise._BWD_INPUT]
-    for tuner in tuners:
+    Inductor caps its convolution templates at 4 warps for this reason (pytorch#173068). A
+    wrong config would be picked silently, and persisted: so every config of those loops above
+    4 warps is unproven — timed only once its results matched a 4-warp config's on the device
+    (the tests below) — and the other tap loops (depthwise, locally connected) have none."""
+    assert _gemm_common.TAP_LOOP_PROVEN_WARPS == 4
+    monkeypatch.setattr(_gemm_common, "INTERPRET", False)  # the GPU's candidates
+    gemms = {
+        "conv_fwd": (conv_gemm._conv_fwd_kernel, conv_gemm._TABLES, None),
+        "conv_bwd_input": (conv_gemm._conv_bwd_input_kernel, conv_gemm._TABLES, None),
+        "conv_bwd_weight": (
+            conv_gemm._conv_bwd_weight_kernel,
+            {variant: conv_gemm._TABLES[variant[0], False] for variant in conv_gemm._TABLES},
+            _gemm_common.WEIGHT_BLOCK_K,
+        ),
+    }
+    eight = 0
+    for name, (kernel, tables, block_k) in gemms.items():
+        for tuner in conv_gemm._tuners(name, kernel, tables, ("y_ptr",), block_k).values():
+            above = {c for c in tuner.configs if c.num_warps > 4}
+            assert tuner.unproven == above, tuner.name
+            assert all(c.num_warps == 4 for c in tuner.configs[:1])  # the untuned guess
+            eight += len(above)
+    assert eight > 0  # (the tap table's large tiles, forward, input and weight gradient)
+    for table in (_gemm_common.MAXOUT_TAP_TABLE, _gemm_common.MAXOUT_FLAT_TABLE):
+        assert max(row[4] for row in table) <= 4
+    for tuner in (conv_depthwise._FWD, conv_depthwise._BWD_INPUT):
         assert all(c.num_warps <= 4 for c in tuner.configs), tuner.name
+
+
+def test_gemm_tuners_name_the_outputs_their_kernels_write():
+    """What proving compares: each conv GEMM tuner's outputs are parameters of its kernel."""
+    tuners = [*conv_gemm._FWD.values(), *conv_gemm._FWD_MAXOUT.values()]
+    tuners += [*conv_gemm._BWD_INPUT.values(), *conv_gemm._BWD_WEIGHT.values()]
+    for tuner in tuners:
+        assert tuner.outputs and set(tuner.outputs) <= set(tuner.kernel.arg_names), tuner.name
+    assert conv_gemm._FWD[False, False].outputs == ("y_ptr",)
+    assert conv_gemm._BWD_INPUT[False, False].outputs == ("gi_ptr",)
+    assert conv_gemm._BWD_WEIGHT[False, False].outputs == ("gw_ptr", "gb_ptr")
+
+
+class WritingKernel(FakeKernel):
+    """A fake kernel that writes its output (``y``, the first argument): each config the value
+    ``values`` gives it (1.0 by default); or raises ``OutOfResources`` for ``failing``."""
+
+    arg_names: ClassVar[list[str]] = ["y_ptr", "n"]
+
+    def __init__(self, values=None, failing=()):
+        super().__init__()
+        self.values, self.failing = values or {}, failing
+
+    def __getitem__(self, grid):
+        record = super().__getitem__(grid)
+
+        def launch(y, n, **kwargs):
+            record(y, n, **kwargs)
+            config = _config_of(kwargs)
+            if config in self.failing:
+                raise OutOfResources(300000, 232448, "shared memory")
+            y.fill_(self.values.get(config, 1.0))
+
+        return launch
+
+
+def _proving(kernel, configs=(*CONFIGS, EIGHT_WARPS)):
+    return Tuner(
+        "fake_tap_gemm", kernel, list(configs), _gemm_common.shared_estimate,
+        unproven=frozenset({EIGHT_WARPS}), outputs=("y_ptr",),
+    )  # fmt: skip
+
+
+def _launch_writing(tuner, key=("bf16", 4096)):
+    y = torch.zeros(8, dtype=torch.bfloat16)
+    tuner.launch(key, lambda c: (7,), (y, 8), {})
+    return y
+
+
+def test_unproven_config_is_timed_once_it_matches_a_proven_one(cache, monkeypatch):
+    """Its results (up to summation order: one bf16 ulp here) match the first proven survivor's
+    on the problem being tuned: it is timed with the rest, and may win and be stored."""
+    times = {CONFIGS[0]: 3.0, CONFIGS[1]: 2.0, CONFIGS[2]: 4.0, EIGHT_WARPS: 1.0}
+    gpu = FakeGPU(monkeypatch, times=times)
+    kernel = WritingKernel({EIGHT_WARPS: 1.0078125})
+    tuner = _proving(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = _launch_writing(tuner)
+    # proving: the reference, then the unproven config, each launched once before any timing
+    assert [blocks for _, blocks, _ in kernel.launches[:2]] == [128, 128]
+    assert [warps for _, _, warps in kernel.launches[:2]] == [4, 8]
+    assert gpu.timed == [*CONFIGS, EIGHT_WARPS]
+    assert kernel.launches[-1][2] == 8 and y[0] == 1.0078125
+    stored = json.loads(tuner.path("cpu-interpreter", ("bf16", 4096)).read_text())
+    assert stored["config"] == EIGHT_WARPS.to_json()  # a new process reuses it unproven again
+
+
+def test_unproven_config_computing_other_results_is_dropped_with_a_warning(cache, monkeypatch):
+    times = {CONFIGS[0]: 3.0, CONFIGS[1]: 2.0, CONFIGS[2]: 4.0, EIGHT_WARPS: 1.0}
+    gpu = FakeGPU(monkeypatch, times=times)
+    kernel = WritingKernel({EIGHT_WARPS: 1.25})  # a miscompile: far beyond rounding
+    tuner = _proving(kernel)
+    with pytest.warns(UserWarning, match="computed other results .* on this device"):
+        y = _launch_writing(tuner)
+    assert gpu.timed == CONFIGS  # never timed
+    assert kernel.launches[-1][1:] == (CONFIGS[1]["BLOCK_M"], 4) and y[0] == 1.0
+    stored = json.loads(tuner.path("cpu-interpreter", ("bf16", 4096)).read_text())
+    assert stored["config"] == CONFIGS[1].to_json()
+
+
+def test_unproven_config_is_compared_with_a_proven_survivor(cache, monkeypatch):
+    """The reference is the first proven config that survives pruning (the first spills here);
+    an unproven config that cannot run on the device is dropped without a word."""
+    a, b, c = CONFIGS
+    gpu = FakeGPU(
+        monkeypatch,
+        times={b: 2.0, c: 4.0, EIGHT_WARPS: 1.0},
+        resources={a: Resources(255, 128, 98304)},
+    )
+    kernel = WritingKernel({a: 9.0, EIGHT_WARPS: 2.0}, failing=())
+    with pytest.warns(
+        UserWarning, match="other results than BLOCK_K=32 BLOCK_M=128 BLOCK_N=64, 4 warps"
+    ):
+        _launch_writing(_proving(kernel))
+    assert gpu.timed == [b, c]
+    kernel = WritingKernel(failing={EIGHT_WARPS})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _launch_writing(_proving(kernel), key=("bf16", 8192))
+    assert EIGHT_WARPS not in gpu.timed[2:] and gpu.timed[2:] == [b, c]
+
+
+def test_unproven_config_alone_with_no_proven_one_to_compare_is_dropped(cache, monkeypatch):
+    """No proven config can run on the device: there is nothing to prove the unproven one
+    against, so the first proven one stays (as pruning keeps one), and its launch fails
+    as it would have without the unproven candidate."""
+    a, b, c = CONFIGS
+    gpu = FakeGPU(monkeypatch, times={EIGHT_WARPS: 1.0}, resources={a: None, b: None, c: None})
+    kernel = WritingKernel(failing={a, b, c})
+    with pytest.raises(OutOfResources):
+        _launch_writing(_proving(kernel))
+    assert gpu.timed == [] and {warps for _, _, warps in kernel.launches} == {4}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_same_results_allows_summation_order_and_nothing_more(dtype):
+    tolerance = {torch.float32: 1e-3, torch.float64: 1e-9}.get(dtype, 2**-5)
+    expected = torch.tensor([4.0, -2.0, 0.5, 0.0], dtype=dtype)
+    near = expected + torch.tensor([0.5 * tolerance * 4, 0, 0, 0], dtype=dtype)
+    far = expected + torch.tensor([0, 0, 0, 2 * tolerance * 4], dtype=dtype)
+    assert _tuning.same_results(expected, expected.clone())
+    assert _tuning.same_results(expected, near)
+    assert not _tuning.same_results(expected, far)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0], dtype=dtype)
+    assert _tuning.same_results(special, special.clone())
+    for other in (
+        torch.tensor([0.0, float("inf"), -float("inf"), 1.0]),  # a NaN lost
+        torch.tensor([float("nan"), -float("inf"), -float("inf"), 1.0]),  # an inf's sign
+        torch.tensor([float("nan"), float("inf"), -float("inf"), 3.0]),  # a finite value
+    ):
+        assert not _tuning.same_results(special, other.to(dtype))
+    zeros = torch.zeros(3, dtype=dtype)
+    assert _tuning.same_results(zeros, zeros.clone())
+    assert not _tuning.same_results(zeros, torch.tensor([0.0, 2**-20, 0.0], dtype=dtype))
+    assert _tuning.same_results(zeros[:0], zeros[:0])
+
+
+def test_same_results_of_integers_is_equality():
+    winners = torch.tensor([0, 2, 1])
+    assert _tuning.same_results(winners, winners.clone())
+    assert not _tuning.same_results(winners, torch.tensor([0, 2, 2]))
 
 
 def test_grad_weight_candidates_share_one_reduction_chunk():

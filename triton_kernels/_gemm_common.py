@@ -2,12 +2,16 @@
 
 Candidate configs are ``(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps)`` rows for
 H100-class GPUs; the tuners (``_tuning``) prune those that spill or overflow shared memory and
-time the rest once per key. Two loop shapes get 4 warps at most: the tap loop and the flattened
-(taps × channels) loop of the implicit GEMMs. Triton has silently miscompiled ``tl.dot`` loops of
-that shape at 8 warps (triton-lang/triton#1254), and PyTorch Inductor caps its convolution
-templates at 4 warps for the same reason (pytorch/pytorch#173068); lift the cap only with a GPU
-check that proves every such config against a float64 reference. The plain GEMM loop of 1×1
-convolutions is the shape Triton's own matmuls run at 8 warps.
+time the rest once per key. Two loop shapes are trusted at 4 warps only: the tap loop and the
+flattened (taps × channels) loop of the implicit GEMMs. Triton has silently miscompiled
+``tl.dot`` loops of that shape at 8 warps (triton-lang/triton#1254), and PyTorch Inductor caps
+its convolution templates at 4 warps for the same reason (pytorch/pytorch#173068). Yet Hopper's
+large tiles want two warp groups: a 128×128 fp32 accumulator alone is 128 registers a thread at
+4 warps, 64 at 8. So the tap table holds a few 8-warp tiles as *unproven* candidates
+(:func:`unproven`): a tuner times one only after its results matched a 4-warp config's on the
+problem being tuned, on that device (``_tuning.Tuner.unproven``), and ``python -m
+torchconv_ext check`` sweeps each against a float64 reference. The plain GEMM loop of 1×1
+convolutions is the shape Triton's own matmuls run at 8 warps: trusted as it is.
 
 A table's first row is the one launched untuned (while a CUDA graph is being captured; for
 fp32 and fp64 operands the first row whose shared memory fits: ``Tuner.untuned``), so it is a
@@ -28,8 +32,8 @@ from ._tuning import Config
 #: Row tiles that sweep the column tiles together (``_indexing.grouped_tile``).
 GROUP_M = 8
 
-#: Most warps any config of a tap or flattened loop may use (see the module docstring).
-TAP_LOOP_MAX_WARPS = 4
+#: Most warps a config of a tap or flattened loop may use unproven (see the module docstring).
+TAP_LOOP_PROVEN_WARPS = 4
 
 TAP_TABLE = [
     (128, 64, 64, 3, 4),
@@ -40,6 +44,11 @@ TAP_TABLE = [
     (64, 128, 32, 4, 4),
     (64, 64, 64, 4, 4),
     (64, 64, 32, 4, 4),
+    # Unproven (8 warps): the large tiles; those with BLOCK_K = 32 serve the weight gradient too.
+    (128, 256, 64, 3, 8),
+    (256, 128, 64, 3, 8),
+    (128, 128, 32, 4, 8),
+    (128, 256, 32, 4, 8),
 ]
 # Channel counts below 16 (RGB stems, small groups) usually come with small groups: one narrow-N
 # config.
@@ -186,6 +195,11 @@ def configs(
         for bm, bn, bk, s, w in table
         if block_k is None or bk == block_k or INTERPRET
     ]
+
+
+def unproven(configs: list[Config]) -> frozenset[Config]:
+    """The configs of a tap or flattened loop that a tuner must prove before timing them."""
+    return frozenset(c for c in configs if c.num_warps > TAP_LOOP_PROVEN_WARPS)
 
 
 def shared_estimate(config: Config, element_size: int) -> int:

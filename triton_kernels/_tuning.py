@@ -14,6 +14,11 @@ bucketed sizes, built by the launcher) it finds the launch config in
    costs about one compile per core rather than one per candidate; they are timed one at a
    time.
 
+Candidates of a shape Triton has miscompiled (``Tuner.unproven``: the implicit GEMMs' tap loops
+at 8 warps) are timed only once proven on the problem being tuned, on this device: their results
+must match a proven candidate's up to summation order (:func:`same_results`). One that does not
+is dropped with a warning, so a miscompiled config can never be picked, nor persisted.
+
 Files are written atomically (a temporary file, then ``os.replace``); an unreadable or foreign
 file is ignored with a warning and replaced after re-tuning, so corrupt or concurrent files never
 crash a launch. Under Triton's interpreter a tuner holds one small config: nothing is compiled,
@@ -85,6 +90,10 @@ class Config:
     def __getitem__(self, name: str) -> int:
         return self.kwargs[name]
 
+    def __str__(self) -> str:
+        blocks = " ".join(f"{k}={v}" for k, v in self.meta)
+        return f"{blocks}, {self.num_warps} warps, {self.num_stages} stages"
+
     def to_json(self) -> dict[str, Any]:
         return {"meta": dict(self.meta), "num_warps": self.num_warps, "num_stages": self.num_stages}
 
@@ -125,6 +134,32 @@ def prune(
     return [min(fitting, key=lambda c: (resources[c].spills, resources[c].registers))]
 
 
+#: How far two configs' results may differ (their largest difference over the largest magnitude)
+#: by the dtype written: the summation order of tiles of other sizes, rounded to that dtype. A
+#: miscompile (a tile computed from the wrong operands, or not written) differs by far more.
+RESULT_TOLERANCE = {torch.float16: 2**-5, torch.bfloat16: 2**-5, torch.float32: 1e-3}
+
+
+def same_results(expected: torch.Tensor, actual: torch.Tensor) -> bool:
+    """Whether two configs computed the same results: integers equal; floating point with the
+    same non-finite values in the same places, and elsewhere within :data:`RESULT_TOLERANCE`
+    (1e-9 for float64) of the largest finite magnitude."""
+    if not expected.is_floating_point():
+        return torch.equal(expected, actual)
+    if expected.numel() == 0:
+        return True
+    finite = expected.isfinite()
+    if not torch.equal(finite, actual.isfinite()):
+        return False
+    if not finite.all():  # NaN and ±inf alike: each to a value of its own
+        if not torch.equal(expected[~finite].nan_to_num(0.0), actual[~finite].nan_to_num(0.0)):
+            return False
+        expected, actual = expected.where(finite, 0.0), actual.where(finite, 0.0)
+    scale = expected.abs().max()
+    tolerance = RESULT_TOLERANCE.get(expected.dtype, 1e-9)
+    return bool((actual - expected).abs().max() <= tolerance * scale)
+
+
 def _key_json(key: tuple) -> list:
     """The key as it reads back from JSON (dtypes and other objects as strings)."""
     return json.loads(json.dumps(list(key), default=str))
@@ -141,12 +176,18 @@ class Tuner:
             compiled ahead, benchmarked or stored (the kernel files give the interpreter one).
         shared_estimate: ``(config, element_size) -> bytes`` of shared memory, to skip configs
             that cannot fit before compiling them.
+        unproven: candidates timed only after their results matched a proven candidate's on
+            the problem being tuned (see the module docstring).
+        outputs: the names of the kernel's parameters it writes (what proving compares); the
+            kernel must compute them afresh on every launch, as benchmarking needs anyway.
     """
 
     name: str
     kernel: Any
     configs: list[Config]
     shared_estimate: Callable[[Config, int], int] | None = None
+    unproven: frozenset[Config] = frozenset()
+    outputs: tuple[str, ...] = ()
     #: How long each candidate is timed (ms): ``triton.testing.do_bench``'s warm-up and repeat.
     bench_ms: tuple[int, int] = (5, 25)
     _chosen: dict = field(default_factory=dict, repr=False)
@@ -209,10 +250,45 @@ class Tuner:
     def _benchmark(self, device, grid, args, constexprs) -> Config:
         limit = _device_properties(device)["max_shared_mem"]
         fits = self._fitting(device, args)
-        survivors = prune(fits, self._compile_all(fits, grid, args, constexprs), limit)
+        resources = self._compile_all(fits, grid, args, constexprs)
+        survivors = prune(fits, resources, limit)
+        if any(c in self.unproven for c in survivors):
+            proven = [c for c in fits if c not in self.unproven]
+            reference = prune(proven, resources, limit)[:1] if proven else []
+            survivors = self._proven(survivors, reference, grid, args, constexprs)
         if len(survivors) == 1:
             return survivors[0]
         return self._fastest(survivors, grid, args, constexprs)
+
+    def _proven(self, configs: list[Config], reference: list[Config], grid, args, constexprs):
+        """``configs`` less the unproven ones whose results differ from the ``reference``
+        config's on these arguments (``reference``: one config, or none to compare with — then
+        every unproven config is dropped, as where the reference cannot run); never empty (the
+        reference stays where nothing else does)."""
+        unproven = [c for c in configs if c in self.unproven]
+        failed, fallback = set(unproven), reference or configs[:1]
+        positions = [self.kernel.arg_names.index(name) for name in self.outputs]
+        written = [args[i] for i in positions if isinstance(args[i], torch.Tensor)]
+        try:
+            for c in reference:
+                self.kernel[grid(c)](*args, **constexprs, **c.kwargs)
+        except OutOfResources:
+            reference = []
+        expected = [t.clone() for t in written] if reference else None
+        for c in unproven if reference else ():
+            try:
+                self.kernel[grid(c)](*args, **constexprs, **c.kwargs)
+            except OutOfResources:
+                continue  # (cannot run here: dropped without a word, as in timing)
+            if all(map(same_results, expected, written)):
+                failed.discard(c)
+            else:
+                warnings.warn(
+                    f"{self.name}: the config {c} computed other results than {reference[0]} "
+                    "on this device (a miscompile?); it is not used",
+                    stacklevel=5,
+                )
+        return [c for c in configs if c not in failed] or fallback
 
     def _fastest(self, configs: Sequence[Config], grid, args, constexprs) -> Config:
         """The config of the shortest median time, each timed alone (the first if none runs)."""

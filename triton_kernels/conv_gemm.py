@@ -82,6 +82,7 @@ from ._gemm_common import (
     narrow,
     shared_estimate,
     split_workspace,
+    unproven,
 )
 from ._indexing import grouped_tile, in_range, map_padded, unflatten, unflatten_fast, wide
 from ._tuning import Config, Tuner, bucket
@@ -787,21 +788,26 @@ def _conv_bwd_weight_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _tuners(name: str, kernel, tables: dict, block_k: int | None = None) -> dict:
-    """``{variant: tuner}`` of one kernel, ``tables`` giving each variant's candidates. A variant
-    is ``flat`` (the flattened loop or the tap loop) or ``(flat, narrow)``, narrow when the
-    tiles' channel side is a narrow group's (``_gemm_common.narrow``)."""
+def _tuners(
+    name: str, kernel, tables: dict, outputs: tuple[str, ...], block_k: int | None = None
+) -> dict:
+    """``{variant: tuner}`` of one kernel, ``tables`` giving each variant's candidates (those
+    above 4 warps unproven: ``_gemm_common``), ``outputs`` the kernel's pointers it writes. A
+    variant is ``flat`` (the flattened loop or the tap loop) or ``(flat, narrow)``, narrow when
+    the tiles' channel side is a narrow group's (``_gemm_common.narrow``)."""
 
     def suffix(variant) -> str:
         flat, thin = variant if isinstance(variant, tuple) else (variant, False)
         return f"{'flat' if flat else 'tap'}{'_narrow' if thin else ''}"
 
-    return {
-        variant: Tuner(
-            f"{name}_{suffix(variant)}", kernel, configs(table, block_k), shared_estimate
-        )
-        for variant, table in tables.items()
-    }
+    def tuner(variant, table) -> Tuner:
+        candidates = configs(table, block_k)
+        return Tuner(
+            f"{name}_{suffix(variant)}", kernel, candidates, shared_estimate,
+            unproven=unproven(candidates), outputs=outputs,
+        )  # fmt: skip
+
+    return {variant: tuner(variant, table) for variant, table in tables.items()}
 
 
 _TABLES = {
@@ -810,18 +816,22 @@ _TABLES = {
     (False, True): NARROW_TAP_TABLE,
     (True, True): NARROW_FLAT_TABLE,
 }
-_FWD = _tuners("conv_fwd", _conv_fwd_kernel, _TABLES)
+_FWD = _tuners("conv_fwd", _conv_fwd_kernel, _TABLES, ("y_ptr",))
 # The forward with a fused maxout: smaller tiles (see ``_gemm_common``), keyed by ``flat``.
 _FWD_MAXOUT = _tuners(
-    "conv_fwd_maxout", _conv_fwd_kernel, {False: MAXOUT_TAP_TABLE, True: MAXOUT_FLAT_TABLE}
+    "conv_fwd_maxout",
+    _conv_fwd_kernel,
+    {False: MAXOUT_TAP_TABLE, True: MAXOUT_FLAT_TABLE},
+    ("y_ptr", "win_ptr"),
 )
-_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel, _TABLES)
+_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel, _TABLES, ("gi_ptr",))
 # Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
 # that keep the summation order.
 _BWD_WEIGHT = _tuners(
     "conv_bwd_weight",
     _conv_bwd_weight_kernel,
     {(flat, thin): NARROW_WEIGHT_TABLE if thin else _TABLES[flat, False] for flat, thin in _TABLES},
+    ("gw_ptr", "gb_ptr"),
     WEIGHT_BLOCK_K,
 )
 
