@@ -21,7 +21,7 @@ import pytest
 import torch
 from triton.runtime.errors import OutOfResources
 
-from triton_kernels import _gemm_common, _tuning, conv_1x1, conv_depthwise, conv_gemm
+from triton_kernels import _common, _gemm_common, _tuning, conv_1x1, conv_depthwise, conv_gemm
 from triton_kernels._tuning import Config, Resources, Tuner, bucket, cache_dir, prune
 
 CONFIGS = [
@@ -483,12 +483,14 @@ class WritingKernel(FakeKernel):
     def __init__(self, values=None, failing=()):
         super().__init__()
         self.values, self.failing = values or {}, failing
+        self.options = []  # each launch's keywords other than the config's
 
     def __getitem__(self, grid):
         record = super().__getitem__(grid)
 
         def launch(y, n, **kwargs):
             record(y, n, **kwargs)
+            self.options.append({k: v for k, v in kwargs.items() if not k.startswith("BLOCK")})
             config = _config_of(kwargs)
             if config in self.failing:
                 raise OutOfResources(300000, 232448, "shared memory")
@@ -525,6 +527,9 @@ def test_unproven_config_is_timed_once_it_matches_a_proven_one(cache, monkeypatc
     assert [warps for _, _, warps in kernel.launches[:2]] == [4, 8]
     assert gpu.timed == [*CONFIGS, EIGHT_WARPS]
     assert kernel.launches[-1][2] == 8 and y[0] == 1.0078125
+    # proving and timing launch the binary every launch of ours runs (its compile options)
+    options = set(_common.COMPILE_OPTIONS.items())
+    assert all(options <= set(o.items()) for o in kernel.options)
     stored = json.loads(tuner.path("cpu-interpreter", ("bf16", 4096)).read_text())
     assert stored["config"] == EIGHT_WARPS.to_json()  # a new process reuses it unproven again
 

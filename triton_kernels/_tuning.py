@@ -271,13 +271,13 @@ class Tuner:
         written = [args[i] for i in positions if isinstance(args[i], torch.Tensor)]
         try:
             for c in reference:
-                self.kernel[grid(c)](*args, **constexprs, **c.kwargs)
+                self._run(c, grid, args, constexprs)
         except OutOfResources:
             reference = []
         expected = [t.clone() for t in written] if reference else None
         for c in unproven if reference else ():
             try:
-                self.kernel[grid(c)](*args, **constexprs, **c.kwargs)
+                self._run(c, grid, args, constexprs)
             except OutOfResources:
                 continue  # (cannot run here: dropped without a word, as in timing)
             if all(map(same_results, expected, written)):
@@ -296,7 +296,7 @@ class Tuner:
         for c in configs:
             try:
                 timings[c] = triton.testing.do_bench(
-                    lambda c=c: self.kernel[grid(c)](*args, **constexprs, **c.kwargs),
+                    lambda c=c: self._run(c, grid, args, constexprs),
                     warmup=self.bench_ms[0],
                     rep=self.bench_ms[1],
                     return_mode="median",
@@ -304,6 +304,10 @@ class Tuner:
             except OutOfResources:
                 continue
         return min(timings, key=timings.get) if timings else configs[0]
+
+    def _run(self, config: Config, grid, args, constexprs) -> None:
+        """Launch ``config`` through Triton, compiled as every launch of ours is."""
+        self.kernel[grid(config)](*args, **constexprs, **config.kwargs, **COMPILE_OPTIONS)
 
     def _compile_all(
         self, configs: Sequence[Config], grid, args, constexprs
