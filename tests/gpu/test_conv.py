@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,26 @@ def test_reduced_precision_forward_backward(layer, dtype, channels_last):
     ref = torch.autograd.grad(y64, (x_ref, w_ref), gy)
     for a, b, c in zip(ours, theirs, ref):
         _relative_check(a, b, c)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_unproven_tap_configs_prove_themselves_here(tmp_path, monkeypatch, channels_last):
+    """The tap loops' 8-warp tiles are unproven candidates (``triton_kernels._gemm_common``): a
+    tuner drops one whose results differ from a 4-warp config's, with a warning. On this GPU
+    none may differ: the forward, input and weight gradients of a layer big enough for the
+    large tiles, tuned afresh (its own cache directory, sizes no other test tunes)."""
+    monkeypatch.setenv("TORCHCONV_EXT_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(16, 128, 38, 38, device="cuda", dtype=torch.bfloat16)
+    x = x.contiguous(memory_format=fmt).requires_grad_()
+    w = (torch.randn(256, 128, 3, 3, device="cuda") / 34).to(torch.bfloat16).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*computed other results")
+        y = TF.conv2d(x, w, padding=1)
+        y.backward(torch.randn_like(y))
+    x64, w64 = x.detach().double(), w.detach().double()
+    _relative_check(y, F.conv2d(x, w, padding=1), F.conv2d(x64, w64, padding=1))
 
 
 def test_fp32_follows_tf32_switch():
