@@ -604,6 +604,26 @@ def test_same_results_allows_summation_order_and_nothing_more(dtype):
     assert _tuning.same_results(zeros[:0], zeros[:0])
 
 
+def test_same_results_compares_slab_by_slab_with_one_scale(monkeypatch):
+    """Slabs of the first dim at a time (a small budget here): the tolerance is still relative
+    to the largest magnitude of all, and a difference or a NaN in any slab is found."""
+    monkeypatch.setattr(_tuning, "COMPARED_AT_ONCE", 6)
+    expected = torch.zeros(5, 2, 3, dtype=torch.float32)
+    expected[0, 0, 0] = 1000.0  # the scale, in the first slab
+    near = expected.clone()
+    near[4, 1, 2] = 0.5  # 5e-4 of the largest magnitude: within 1e-3
+    assert _tuning.same_results(expected, near)
+    far = expected.clone()
+    far[4, 1, 2] = 2.0
+    assert not _tuning.same_results(expected, far)
+    nan = expected.clone()
+    nan[3, 0, 1] = float("nan")
+    assert not _tuning.same_results(expected, nan) and _tuning.same_results(nan, nan.clone())
+    layout = expected.permute(0, 2, 1)  # strided slabs (a channels-last view)
+    assert _tuning.same_results(layout, near.permute(0, 2, 1))
+    assert not _tuning.same_results(layout, far.permute(0, 2, 1))
+
+
 def test_same_results_of_integers_is_equality():
     winners = torch.tensor([0, 2, 1])
     assert _tuning.same_results(winners, winners.clone())

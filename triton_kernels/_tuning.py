@@ -140,24 +140,35 @@ def prune(
 RESULT_TOLERANCE = {torch.float16: 2**-5, torch.bfloat16: 2**-5, torch.float32: 1e-3}
 
 
+#: Elements compared at a time: the comparison's temporaries stay small beside the output.
+COMPARED_AT_ONCE = 1 << 25
+
+
 def same_results(expected: torch.Tensor, actual: torch.Tensor) -> bool:
     """Whether two configs computed the same results: integers equal; floating point with the
     same non-finite values in the same places, and elsewhere within :data:`RESULT_TOLERANCE`
-    (1e-9 for float64) of the largest finite magnitude."""
+    (1e-9 for float64) of the largest finite magnitude. Compared a slab of the first dim at a
+    time (about :data:`COMPARED_AT_ONCE` elements)."""
     if not expected.is_floating_point():
         return torch.equal(expected, actual)
     if expected.numel() == 0:
         return True
-    finite = expected.isfinite()
-    if not torch.equal(finite, actual.isfinite()):
-        return False
-    if not finite.all():  # NaN and ±inf alike: each to a value of its own
-        if not torch.equal(expected[~finite].nan_to_num(0.0), actual[~finite].nan_to_num(0.0)):
+    rows = max(COMPARED_AT_ONCE // max(expected[0].numel(), 1), 1) if expected.dim() else 1
+    slabs = (
+        zip(expected.split(rows), actual.split(rows)) if expected.dim() else [(expected, actual)]
+    )
+    scale = difference = 0.0
+    for e, a in slabs:
+        finite = e.isfinite()
+        if not torch.equal(finite, a.isfinite()):
             return False
-        expected, actual = expected.where(finite, 0.0), actual.where(finite, 0.0)
-    scale = expected.abs().max()
-    tolerance = RESULT_TOLERANCE.get(expected.dtype, 1e-9)
-    return bool((actual - expected).abs().max() <= tolerance * scale)
+        if not finite.all():  # NaN and ±inf alike: each to a value of its own
+            if not torch.equal(e[~finite].nan_to_num(0.0), a[~finite].nan_to_num(0.0)):
+                return False
+            e, a = e.where(finite, 0.0), a.where(finite, 0.0)
+        scale = max(scale, e.abs().max().item())
+        difference = max(difference, (a - e).abs().max().item())
+    return difference <= RESULT_TOLERANCE.get(expected.dtype, 1e-9) * scale
 
 
 def _key_json(key: tuple) -> list:
