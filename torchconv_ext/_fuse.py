@@ -42,6 +42,15 @@ not where the convolution pads with zeros (a tap on the padding reads 0, not the
 padding mode other than zeros reads the normalised input), nor for a transposed convolution
 (``_fuse_steps.input_fold_refusal``; the report says why otherwise).
 
+A batch norm (eval mode) that alone reads the channel concatenation of convolutions' outputs,
+each read by the concatenation alone,
+
+    torch.cat([Conv(...), Conv(...), ...], 1)  →  [BatchNorm]  →  [activation]
+
+(timm's ``MixedConv2d``, in MixNet) folds into each convolution — the batch norm of its own
+channels — and the activation after it (or the batch norm's own) fuses into each; not a
+PReLU, whose weight would be split between them (``_fold_batch_norm_into_parts``).
+
 Who consumes which output is read from the model's forward code, recorded by ``torch.fx``'s
 symbolic tracing (our layers, torch's and every batch norm are leaves: their own forwards are
 not traced). There
@@ -89,7 +98,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from ._fuse_record import recorded_chains
+from ._fuse_record import CONCATENATIONS, Concat, concatenated_along_channels, recorded_chains
 from ._fuse_steps import (
     Activation,
     activation_of,
@@ -125,8 +134,10 @@ class FusionEntry:
 
 # --- chains: a convolution and the modules that consume its output, one after another ---------
 
-#: A chain's modules by their names under the module it was found in.
-Chain = list[str]
+
+#: A chain's modules by their names under the module it was found in (the first step may be a
+#: concatenation of module calls: :class:`Concat`).
+Chain = list["str | Concat"]
 
 
 def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
@@ -139,16 +150,33 @@ def _sole_consumer(node: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
+def _concatenation(node: torch.fx.Node) -> Concat | None:
+    """``node`` as a chain's first step if it concatenates, along dim 1, the outputs of two or
+    more module calls that it alone consumes, each once; else ``None``."""
+    if node.op != "call_function" or node.target not in CONCATENATIONS:
+        return None
+    parts = concatenated_along_channels(node.args, node.kwargs)
+    if parts is None or len(parts) < 2 or len(set(parts)) != len(parts):
+        return None
+    if not all(
+        isinstance(p, torch.fx.Node) and p.op == "call_module" and len(p.users) == 1 for p in parts
+    ):
+        return None
+    names = tuple(p.target for p in parts)
+    return Concat(names) if len(set(names)) == len(names) else None
+
+
 def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], Counter]:
-    """Every chain of ``root``'s traced forward (a module's call, then up to two module calls
-    each consuming the one before alone, through identities), and how often each module name
-    is called."""
+    """Every chain of ``root``'s traced forward (a module's call or a concatenation of module
+    calls, then up to two module calls each consuming the one before alone, through
+    identities), and how often each module name is called."""
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     chains = []
     for node in graph.nodes:
-        if node.op != "call_module":
+        first = node.target if node.op == "call_module" else _concatenation(node)
+        if first is None:
             continue
-        chain = [node.target]
+        chain = [first]
         while len(chain) < 3 and (node := _sole_consumer(node)) is not None:
             if not passes_through(root.get_submodule(node.target)):
                 chain.append(node.target)
@@ -294,6 +322,8 @@ def _fuse_chain(
     how many times its first ``k + 1`` modules ran in a row); what was fused, or what was not
     and why. An activation the forward calls in other chains too is noted in ``shared`` instead
     (:class:`_SharedActivation`)."""
+    if isinstance(chain[0], Concat):
+        return _fold_batch_norm_into_parts(scope, chain[0].parts, chain[1:], runs)
     first = scope.root.get_submodule(chain[0])
     if is_zero_pad(first) and len(chain) > 1:
         return _fold_padding(scope, chain[0], chain[1], runs[1])
@@ -399,6 +429,57 @@ def _fold_batch_norm_before(
     fold_batch_norm_before(conv, step)
     scope.replace(bn_name)
     return _entry(scope, conv_name, [(scope.path(bn_name), f"{type(bn).__name__} before it")])
+
+
+def _fold_batch_norm_into_parts(
+    scope: _Scope, parts: tuple[str, ...], rest: Chain, runs: tuple[int, ...]
+) -> list[FusionEntry]:
+    """Fold the batch norm ``rest[0]``, which alone reads the channel concatenation of the
+    convolutions ``parts``, into each of them — the batch norm of its own channels — and the
+    activation after it (or its own) into each, where every part is one of our convolutions
+    that may change and the batch norm and activation run there alone (``runs[k]``: how many
+    times the chain's first ``k + 1`` steps ran in a row)."""
+    if not rest:
+        return []
+    bn, convs = scope.root.get_submodule(rest[0]), [scope.root.get_submodule(p) for p in parts]
+    if not is_batch_norm(bn) or any(conv_refusal(conv) is None for conv in convs):
+        return []  # (not a batch norm over our convolutions)
+    bn_path, reason = scope.path(rest[0]), ""
+    for name, conv in zip(parts, convs):
+        if part := conv_refusal(conv) or weight_refusal(conv) or scope.shared(name, runs[0]):
+            reason = reason or f"the convolution {scope.path(name)} it concatenates {part}"
+    step = batch_norm_step(bn, sum(conv.out_channels for conv in convs))
+    reason = reason or (step if isinstance(step, str) else scope.shared(rest[0], runs[1]))
+    if reason:
+        return [FusionEntry(bn_path, reason=reason)]
+    activation, after = step.activation, None
+    if activation is not None and activation[0] == "prelu":  # (one weight for every part)
+        reason = "its PReLU's weight would be split between the convolutions it concatenates"
+        return [FusionEntry(bn_path, reason=reason)]
+    fused = [(bn_path, f"{type(bn).__name__} over the concatenation")]
+    if activation is not None:
+        fused[0] = (bn_path, f"{fused[0][1]}, with {step.activation_name}")
+    elif len(rest) > 1:
+        module = scope.root.get_submodule(rest[1])
+        found = activation_of(module, step.mean.numel())
+        if (
+            found is not None
+            and found[0] != "prelu"
+            and not has_hooks(module)
+            and not scope.shared(rest[1], runs[2])
+        ):
+            activation, after = found, rest[1]
+            fused.append((scope.path(after), type(module).__name__))
+    start = 0
+    for conv in convs:
+        fold_batch_norm(conv, step.channels(start, start + conv.out_channels))
+        start += conv.out_channels
+        if activation is not None:
+            conv.set_activation(*activation)
+    scope.replace(rest[0])
+    if after is not None:
+        scope.replace(after)
+    return [FusionEntry(scope.path(name), tuple(fused)) for name in parts]
 
 
 def _entry(scope: _Scope, conv: str, fused: list[tuple[str, str]]) -> list[FusionEntry]:

@@ -68,13 +68,34 @@ def _tensors_in(obj: Any, seen: set[int] | None = None, depth: int = 0) -> Itera
         yield from _tensors_in(child, seen, depth + 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Concat:
+    """A chain's first step that is no module's call: the channel concatenation of module
+    calls (by name, in its order) whose outputs it alone consumes — timm's ``MixedConv2d``
+    concatenates its mixed-kernel convolutions so, before MixNet's batch norms."""
+
+    parts: tuple[str, ...]
+
+
+#: The functions that concatenate along a dim (``dim`` their second argument).
+CONCATENATIONS = (torch.cat, torch.concat)
+
+
+def concatenated_along_channels(args: tuple, kwargs: dict) -> list | None:
+    """The sequence a concatenation's arguments concatenate along dim 1, else ``None``."""
+    parts = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    return list(parts) if dim == 1 and isinstance(parts, (list, tuple)) else None
+
+
 @dataclasses.dataclass
 class _Call:
     """One call of a leaf module outside any other leaf: its module, the values it took, its
     one argument's value (``None`` unless it took exactly one tensor and nothing else) and the
-    value it returned (``None`` unless one tensor)."""
+    value it returned (``None`` unless one tensor). Or a concatenation along channels by the
+    forward code (``module`` ``None``, ``inputs`` the values it took in order)."""
 
-    module: nn.Module
+    module: nn.Module | None
     inputs: list[int]
     sole_input: int | None
     output: int | None
@@ -97,11 +118,20 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.depth == 0 and _name_of(func) not in _METADATA:
-            for leaf in _pytree.tree_leaves((args, kwargs)):
-                if isinstance(leaf, Tensor) and (v := self.value(leaf)) is not None:
-                    self.code_uses[v] += 1
-        return func(*args, **kwargs)
+        if self.depth or _name_of(func) in _METADATA:
+            return func(*args, **kwargs)
+        for leaf in _pytree.tree_leaves((args, kwargs)):
+            if isinstance(leaf, Tensor) and (v := self.value(leaf)) is not None:
+                self.code_uses[v] += 1
+        result = func(*args, **kwargs)
+        if func in CONCATENATIONS and isinstance(result, Tensor):
+            parts = concatenated_along_channels(args, kwargs) or []
+            values = [self.value(t) if isinstance(t, Tensor) else None for t in parts]
+            if len(values) > 1 and None not in values:
+                self.alive.append(result)
+                self.values[id(result)] = len(self.alive) - 1
+                self.calls.append(_Call(None, values, None, len(self.alive) - 1))
+        return result
 
     def before(self, module: nn.Module, args: tuple) -> None:
         self.module_calls[id(module)] += 1  # (from any thread: a module called there is shared)
@@ -159,16 +189,17 @@ def recorded_chains(
     is_leaf: Callable[[nn.Module], bool],
     passes_through: Callable[[nn.Module], bool],
 ) -> tuple[dict[tuple[str, ...], tuple[int, ...]], Counter]:
-    """Every chain of the run (a leaf call, then up to two leaf calls each consuming the one
-    before alone, through identities), by the modules' names in ``model``, in the order first
+    """Every chain of the run (a leaf call or a concatenation of leaf calls' outputs along
+    channels, then up to two leaf calls each consuming the one before alone, through
+    identities), by the modules' names in ``model``, in the order first
     run, each with ``runs``: ``runs[k]`` is how many times its first ``k + 1`` modules ran in a
     row (a block called once per chunk runs its chains once per chunk); and how often each
     named module was called."""
     calls, module_calls, code_uses, outputs = record_calls(model, example_inputs, is_leaf)
     names = {id(m): name for name, m in model.named_modules()}
-    consumers: dict[int, list[int]] = {}
+    consumers: dict[int, list[int]] = {}  # by leaf calls (a concatenation's use is the code's)
     for i, call in enumerate(calls):
-        for v in set(call.inputs):
+        for v in set(call.inputs) if call.module is not None else ():
             consumers.setdefault(v, []).append(i)
 
     def sole_consumer(call: _Call) -> _Call | None:
@@ -178,12 +209,33 @@ def recorded_chains(
         (i,) = consumers[v]
         return calls[i] if calls[i].sole_input == v else None
 
-    chains: dict[tuple[str, ...], None] = {}  # (in order, once each)
+    producers = {call.output: call for call in calls if call.output is not None}
+
+    def concatenation(call: _Call) -> Concat | None:
+        """A concatenation's call as a chain's first step: each of its values a named module's
+        output that it alone consumes, once."""
+        parts = [producers.get(v) for v in call.inputs]
+        if len(set(call.inputs)) != len(call.inputs) or any(
+            p is None
+            or p.module is None
+            or id(p.module) not in names
+            or code_uses[v] != 1
+            or v in outputs
+            or v in consumers
+            for p, v in zip(parts, call.inputs)
+        ):
+            return None
+        parted = tuple(names[id(p.module)] for p in parts)
+        return Concat(parted) if len(set(parted)) == len(parted) else None
+
+    chains: dict[tuple, None] = {}  # (in order, once each)
     prefixes: Counter = Counter()
     for call in calls:
-        if id(call.module) not in names:
-            continue  # a module made in the forward: nothing to change
-        chain = [names[id(call.module)]]
+        # (a module made in the forward is nameless: nothing to change)
+        first = concatenation(call) if call.module is None else names.get(id(call.module))
+        if first is None:
+            continue
+        chain = [first]
         while len(chain) < 3 and (call := sole_consumer(call)) is not None:
             if id(call.module) not in names:
                 break

@@ -19,7 +19,7 @@ import inspect
 import operator
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 
 import torch
@@ -251,6 +251,20 @@ class BatchNormStep:
     eps: float
     activation: Activation | None = None
     activation_name: str = ""
+
+    def channels(self, start: int, stop: int) -> BatchNormStep:
+        """The step over its channels ``[start, stop)`` alone."""
+
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return replace(
+            self,
+            mean=cut(self.mean),
+            var=cut(self.var),
+            weight=cut(self.weight),
+            bias=cut(self.bias),
+        )
 
 
 #: Calls a batch norm's forward may make besides its output's path: checks of the input.
