@@ -446,8 +446,8 @@ def _fold_batch_norm_into_parts(
         return []  # (not a batch norm over our convolutions)
     bn_path, reason = scope.path(rest[0]), ""
     for name, conv in zip(parts, convs):
-        if part := conv_refusal(conv) or weight_refusal(conv) or scope.shared(name, runs[0]):
-            reason = reason or f"the convolution {scope.path(name)} it concatenates {part}"
+        if why := conv_refusal(conv) or weight_refusal(conv) or scope.shared(name, runs[0]):
+            reason = reason or f"the convolution {scope.path(name)} it concatenates {why}"
     step = batch_norm_step(bn, sum(conv.out_channels for conv in convs))
     reason = reason or (step if isinstance(step, str) else scope.shared(rest[0], runs[1]))
     if reason:
