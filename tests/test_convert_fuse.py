@@ -908,9 +908,10 @@ def test_a_transposed_convolution_folds_its_batch_norm(backend):
 class _Program(nn.Module):
     """A random forward over 4-channel maps: each step applies a module (convolutions in each
     padding mode, batch norms and activations; some called more than once, some registered
-    twice, some inside a Sequential), adds two earlier values (in place, sometimes) or applies
-    ReLU in code, to earlier values. It returns the sum of the values no step reads (so that a
-    value one step alone reads has one consumer: a chain)."""
+    twice, some inside a Sequential), adds two earlier values (in place, sometimes), applies
+    ReLU in code, or concatenates two convolutions of an earlier value's halves (as MixNet
+    does; then often a batch norm), to earlier values. It returns the sum of the values no step
+    reads (so that a value one step alone reads has one consumer: a chain)."""
 
     def __init__(self, rng) -> None:
         super().__init__()
@@ -932,15 +933,30 @@ class _Program(nn.Module):
             ),
         ]
         self.program: list[tuple[str, str, tuple[int, ...]]] = []
+        parts: set[str] = set()  # the concatenated convolutions
         for i in range(rng.randint(3, 9)):
             last = len(self.program)  # value 0 is the stem's output
-            kind = rng.choice(["module"] * 4 + ["add", "add_", "relu"])
+            kind = rng.choice(["module"] * 5 + ["add", "add_", "relu", "cat"])
+            if kind == "cat":
+                halves = [f"m{i}a", f"m{i}b"]
+                earlier = sorted(parts)
+                for name in halves:
+                    self.steps[name] = nn.Conv2d(2, 2, rng.choice([1, 3]), padding="same")
+                    parts.add(name)
+                if earlier and rng.random() < 0.2:  # an earlier part called again
+                    halves[1] = rng.choice(earlier)
+                self.program.append(("cat", ",".join(halves), (rng.randint(0, last),)))
+                if rng.random() < 0.7:
+                    self.steps[f"m{i}n"] = nn.BatchNorm2d(4)
+                    self.program.append(("module", f"m{i}n", (last + 1,)))
+                continue
             if kind != "module":
                 picked = (rng.randint(0, last), rng.randint(0, last))
                 self.program.append((kind, "", picked if kind.startswith("add") else picked[:1]))
                 continue
-            if self.steps and rng.random() < 0.35:  # a module called again
-                name = rng.choice(list(self.steps))
+            whole = [n for n in self.steps if n not in parts]  # (the parts read 2 channels)
+            if whole and rng.random() < 0.35:  # a module called again
+                name = rng.choice(whole)
             else:
                 name = f"m{i}"
                 self.steps[name] = rng.choice(makers)()
@@ -956,6 +972,10 @@ class _Program(nn.Module):
             args = [values[i] for i in picked]
             if kind == "module":
                 values.append(self.steps[name](args[0]))
+            elif kind == "cat":
+                halves = args[0].split(2, 1)
+                convs = [self.steps[part] for part in name.split(",")]
+                values.append(torch.cat([conv(halves[k]) for k, conv in enumerate(convs)], 1))
             elif kind == "add":
                 values.append(args[0] + args[1])
             elif kind == "add_":  # (on a copy: an earlier value must not change under it)
@@ -970,15 +990,20 @@ def test_random_graphs_compute_what_they_computed(example):
     import random
 
     rng = random.Random(0)
-    fused_any = folded_before = 0
+    fused_any = folded_before = over_parts = 0
     for _ in range(60):
         model = _Program(rng)
         fused, report = _fuse_and_compare(model, example=example)
         fused_any += bool(_fusions(report))
-        folded_before += any(
-            kind.endswith("before it") for e in report.fused for _, kind in e.fused
-        )
-    assert fused_any >= 10 and folded_before >= 10  # (the graphs fuse, batch norms before too)
+        kinds = [kind for e in report.fused for _, kind in e.fused]
+        folded_before += any(kind.endswith("before it") for kind in kinds)
+        over_parts += any("over the concatenation" in kind for kind in kinds)
+    # (the graphs fuse, batch norms before convolutions and after concatenations too)
+    assert fused_any >= 10 and folded_before >= 10 and over_parts >= 8, (
+        fused_any,
+        folded_before,
+        over_parts,
+    )
 
 
 def test_the_recipes_resnet_fuses_every_block():
