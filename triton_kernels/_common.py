@@ -197,6 +197,19 @@ def spatial3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
     return (fill,) * (3 - len(values)) + values
 
 
+def phase_steps(stride: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    """``(TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W)`` of an input gradient split
+    into phases modulo the stride (``_indexing.phase_taps``): per dim, the taps that reach one
+    phase are every ``stride / gcd(stride, dilation)``-th, and consecutive ones meet output
+    positions ``dilation / gcd`` apart."""
+    strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
+    gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
+    return (
+        *(s // g for s, g in zip(strides, gcds, strict=True)),
+        *(d // g for d, g in zip(dilations, gcds, strict=True)),
+    )
+
+
 def pack_geometry(*params: tuple[Sequence[int], int]) -> tuple[int, ...]:
     """Per-dim parameters as the kernels take them, each ``(values, fill)`` padded to ``(D, H,
     W)`` with ``fill`` (1 for sizes, strides and dilations, 0 for paddings), concatenated."""

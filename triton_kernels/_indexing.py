@@ -153,3 +153,20 @@ def grouped_tile(pid, TILES_M, TILES_N, GROUP_M: tl.constexpr):
     rows = tl.minimum(TILES_M - first_m, GROUP_M)
     in_group = t - (t // per_group) * per_group
     return batch, first_m + in_group % rows, in_group // rows
+
+
+@triton.jit
+def phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
+    """Taps of one dim that reach the input positions ``i = phase + j*STRIDE``.
+
+    Tap k reaches ``i = o*STRIDE - PAD + k*DIL`` iff ``k*DIL ≡ phase + PAD (mod STRIDE)``; the
+    solutions are ``k0 + t*TAP_STEP`` (``TAP_STEP = STRIDE / gcd(STRIDE, DIL)``). Returns
+    ``(k0, count in [0, K), q0)`` with ``o = j + q0 - t*(DIL / gcd)`` for the t-th tap.
+    """
+    r = (phase + PAD) % STRIDE
+    k0 = phase * 0 + K  # "none" (a tensor, so the loop-carried type is stable)
+    for k in range(0, TAP_STEP):  # period TAP_STEP ≤ STRIDE: at most one solution in here
+        k0 = tl.where((k * DIL) % STRIDE == r, k, k0)
+    count = (K - k0 + TAP_STEP - 1) // TAP_STEP  # 0 when k0 ≥ K (then K - k0 > -TAP_STEP)
+    q0 = (phase + PAD - k0 * DIL) // STRIDE  # exact division whenever count > 0
+    return k0, count, q0

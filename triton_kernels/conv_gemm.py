@@ -54,6 +54,7 @@ from ._common import (
     fast_divisor,
     needs_int64,
     pack_geometry,
+    phase_steps,
     spatial3,
 )
 from ._gemm_common import (
@@ -84,7 +85,15 @@ from ._gemm_common import (
     split_workspace,
     unproven,
 )
-from ._indexing import grouped_tile, in_range, map_padded, unflatten, unflatten_fast, wide
+from ._indexing import (
+    grouped_tile,
+    in_range,
+    map_padded,
+    phase_taps,
+    unflatten,
+    unflatten_fast,
+    wide,
+)
 from ._tuning import Config, Tuner, bucket
 from .maxout import maxout_epilogue, running_max
 
@@ -187,23 +196,6 @@ def _gather_columns(
     i_w = zw + ow[None, :]
     ok = in_range(i_d, D) & in_range(i_h, H) & in_range(i_w, W)
     return tl.load(ptr + (row + col[None, :]), mask=mask & ok, other=0.0)
-
-
-@triton.jit
-def _phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
-    """Taps of one dim that reach the input positions ``i = phase + j*STRIDE``.
-
-    Tap k reaches ``i = o*STRIDE - PAD + k*DIL`` iff ``k*DIL ≡ phase + PAD (mod STRIDE)``; the
-    solutions are ``k0 + t*TAP_STEP`` (``TAP_STEP = STRIDE / gcd(STRIDE, DIL)``). Returns
-    ``(k0, count in [0, K), q0)`` with ``o = j + q0 - t*(DIL / gcd)`` for the t-th tap.
-    """
-    r = (phase + PAD) % STRIDE
-    k0 = phase * 0 + K  # "none" (a tensor, so the loop-carried type is stable)
-    for k in range(0, TAP_STEP):  # period TAP_STEP ≤ STRIDE: at most one solution in here
-        k0 = tl.where((k * DIL) % STRIDE == r, k, k0)
-    count = (K - k0 + TAP_STEP - 1) // TAP_STEP  # 0 when k0 ≥ K (then K - k0 > -TAP_STEP)
-    q0 = (phase + PAD - k0 * DIL) // STRIDE  # exact division whenever count > 0
-    return k0, count, q0
 
 
 @triton.jit
@@ -565,9 +557,9 @@ def _conv_bwd_input_kernel(
     ph_w = phase % STRIDE_W
     ph_h = (phase // STRIDE_W) % STRIDE_H
     ph_d = phase // (STRIDE_W * STRIDE_H)
-    k0_d, nt_d, q0_d = _phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
-    k0_h, nt_h, q0_h = _phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
-    k0_w, nt_w, q0_w = _phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
+    k0_d, nt_d, q0_d = phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h = phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w = phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
 
     # Input positions of this phase: i = ph + j·stride, j < J.
     J_D = (D - ph_d + STRIDE_D - 1) // STRIDE_D
@@ -1127,10 +1119,7 @@ def gemm_conv_backward_input(
     w5, groups, cg_in, cg_out, own = _merging(
         w5, cg_in, cg_out, groups, merge, merged_weight, "gemm_conv_backward_input"
     )
-    strides, dilations = spatial3(stride, 1), spatial3(dilation, 1)
-    gcds = [math.gcd(s, d) for s, d in zip(strides, dilations, strict=True)]
-    tap_steps = [s // gcd for s, gcd in zip(strides, gcds, strict=True)]
-    out_steps = [d // gcd for d, gcd in zip(dilations, gcds, strict=True)]
+    strides = spatial3(stride, 1)
     # Phase 0 is the largest along every dim: it sets the row extent of the grid.
     m_max = n_batch * math.prod(cdiv(i, s) for i, s in zip(gi5.shape[2:], strides, strict=True))
     flat = cg_out < FLAT_BELOW
@@ -1156,7 +1145,7 @@ def gemm_conv_backward_input(
             go5, w5, w5 if bias is None else bias, gi5,
             n_batch, m_max, math.prod(gi5.shape[2:]), cg_in, cg_out,
             *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
-            *geometry, *tap_steps, *out_steps,
+            *geometry, *phase_steps(stride, dilation),
             *go5.stride(), *w5.stride(), *gi5.stride(),
             0 if bias is None else bias.stride(0),
             *epilogue_args(activation, alpha, act_weight, w5),

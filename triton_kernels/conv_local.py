@@ -40,8 +40,9 @@ from ._common import (
     dot_precision,
     needs_int64,
     pack_geometry,
+    phase_steps,
 )
-from ._indexing import map_padded, unflatten, wide
+from ._indexing import map_padded, phase_taps, unflatten, wide
 
 __all__ = ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 
@@ -172,6 +173,7 @@ def _local_conv_bwd_input_kernel(
     N, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, PHD, PHH, PHW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_td, sw_th, sw_tw, sw_o, sw_i, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
@@ -183,7 +185,10 @@ def _local_conv_bwd_input_kernel(
     Input position ``i = ph + j·stride·T`` (per dim) meets tap ``k`` at output position
     ``o = (ph + padding - k·dilation)/stride + j·T`` when that division is exact: the same tile
     ``o mod T`` for every ``j``, so the phase is a dense GEMM. Rows = N·(positions of the
-    phase), cols = C_IN, reduction = (taps, C_OUT), a tap that misses the phase masked.
+    phase), cols = C_IN, reduction = (the taps that reach the phase, C_OUT): per dim every
+    ``TSTEP``-th tap from the phase's first (``phase_taps``; ``TSTEP = stride / gcd(stride,
+    dilation)``, ``OSTEP = dilation / gcd``), so a stride-s layer sums about 1/s of the taps
+    per dim, not all of them masked.
     Grid: (phases · row blocks of the largest phase, C_IN blocks, groups); the phase counts
     ``PH = min(stride·T, size)`` per dim leave out empty phases, and every input element lies
     in exactly one phase (zeros where no tap reaches).
@@ -205,17 +210,19 @@ def _local_conv_bwd_input_kernel(
     ci_off = wide(group * C_IN + ci, USE_INT64)
     w_col = (wide(ci, USE_INT64) * sw_i)[None, :]  # the weight's in-channel index is per group
 
+    k0_d, nt_d, q0_d = phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h = phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w = phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
+    reduction = nt_d * nt_h * nt_w * C_OUT
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, KD * KH * KW * C_OUT, BLOCK_K):
+    for k0 in range(0, reduction, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        td, th, tw, co = unflatten(k, KH, KW, C_OUT)
-        # stride · (o - j·T) per dim for this tap; the tap meets the phase iff it divides.
-        sd = ph_d + PAD_D - td * DIL_D
-        sh = ph_h + PAD_H - th * DIL_H
-        sw = ph_w + PAD_W - tw * DIL_W
-        hits = (k < KD * KH * KW * C_OUT) & (sd % STRIDE_D == 0)
-        hits = hits & (sh % STRIDE_H == 0) & (sw % STRIDE_W == 0)
-        bd, bh, bw = sd // STRIDE_D, sh // STRIDE_H, sw // STRIDE_W  # exact where it hits
+        t_d, t_h, t_w, co = unflatten(k, nt_h, nt_w, C_OUT)
+        hits = k < reduction
+        td, th, tw = k0_d + t_d * TSTEP_D, k0_h + t_h * TSTEP_H, k0_w + t_w * TSTEP_W
+        # (ph + padding - k·dilation) / stride per dim for this tap: exact, as it reaches.
+        bd, bh, bw = q0_d - t_d * OSTEP_D, q0_h - t_h * OSTEP_H, q0_w - t_w * OSTEP_W
         od = bd[None, :] + (jd * TD)[:, None]
         oh = bh[None, :] + (jh * TH)[:, None]
         ow = bw[None, :] + (jw * TW)[:, None]
@@ -434,7 +441,7 @@ def local_conv_backward_input(
         go5, w8, gi5,
         n_batch, cg_in, cg_out,
         *gi5.shape[2:], *go5.shape[2:], *w8.shape[5:], *tiles, *phases,
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
+        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)), *phase_steps(stride, dilation),
         *go5.stride(), *w8.stride(), *gi5.stride(),
         USE_INT64=needs_int64(grad_out, w, grad_in),
         PRECISION=dot_precision(grad_out.dtype, allow_tf32),
