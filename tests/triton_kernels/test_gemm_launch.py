@@ -73,11 +73,6 @@ def _run_all_three(x, w, b, *, stride, padding, groups=1):
     _check(grad_b, gy.sum([0, *range(2, gy.dim())]))
 
 
-def _force(monkeypatch, tuners, config):
-    for tuner in tuners:
-        monkeypatch.setattr(tuner, "configs", [config])
-
-
 def _weight_config(config: Config) -> Config:
     """``config``'s tile with grad-weight's fixed reduction chunk."""
     return Config.of(
@@ -86,18 +81,18 @@ def _weight_config(config: Config) -> Config:
     )  # fmt: skip
 
 
-def _force_loop(monkeypatch, flat: bool, config: Config, weight_config: Config) -> None:
+def _force_loop(force, flat: bool, config: Config, weight_config: Config) -> None:
     """Every tuner of one loop (tap or flattened), narrow groups or not, runs these configs."""
     for thin in (False, True):
-        _force(monkeypatch, [conv_gemm._FWD[flat, thin], conv_gemm._BWD_INPUT[flat, thin]], config)
-        _force(monkeypatch, [conv_gemm._BWD_WEIGHT[flat, thin]], weight_config)
+        force([conv_gemm._FWD[flat, thin], conv_gemm._BWD_INPUT[flat, thin]], config)
+        force([conv_gemm._BWD_WEIGHT[flat, thin]], weight_config)
 
 
 @pytest.mark.parametrize(
     "config", _candidates(_gemm_common.TAP_TABLE) + _candidates(_gemm_common.NARROW_TAP_TABLE)
 )
-def test_every_tap_loop_config(monkeypatch, config):
-    _force_loop(monkeypatch, False, config, _weight_config(config))
+def test_every_tap_loop_config(force, config):
+    _force_loop(force, False, config, _weight_config(config))
     x, w, b = _inputs((2, 20, 9, 7), 18, (3, 3))
     _run_all_three(x, w, b, stride=(2, 1), padding=(1, 1))
 
@@ -105,11 +100,11 @@ def test_every_tap_loop_config(monkeypatch, config):
 @pytest.mark.parametrize(
     "config", _candidates(_gemm_common.FLAT_TABLE) + _candidates(_gemm_common.NARROW_FLAT_TABLE)
 )
-def test_every_flattened_loop_config(ran, monkeypatch, config):
+def test_every_flattened_loop_config(ran, force, config):
     """Groups of 3 input channels (one group of so few would read windows instead:
     ``conv_window``), with 18 and 5 output channels per group: the input gradient's reduction
     (the output channels) is flattened only below 16."""
-    _force_loop(monkeypatch, True, config, _weight_config(config))
+    _force_loop(force, True, config, _weight_config(config))
     for c_out, stride in ((36, (1, 2)), (10, (1, 2)), (10, (1, 1))):  # (stride 1: one phase)
         x, w, b = _inputs((2, 6, 9, 8), c_out, (3, 3), groups=2)
         _run_all_three(x, w, b, stride=stride, padding=(1, 0), groups=2)
@@ -123,10 +118,10 @@ def test_every_flattened_loop_config(ran, monkeypatch, config):
 
 @pytest.mark.parametrize("weight_config", _candidates(_gemm_common.NARROW_WEIGHT_TABLE))
 @pytest.mark.parametrize("flat", [False, True], ids=["tap", "flat"])
-def test_every_narrow_grad_weight_config(ran, monkeypatch, flat, weight_config):
+def test_every_narrow_grad_weight_config(ran, force, flat, weight_config):
     """Grad-weight tiles of 16 and 32 columns, on channels that leave partial tiles."""
     config = Config.of(4, 1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-    _force_loop(monkeypatch, flat, config, weight_config)
+    _force_loop(force, flat, config, weight_config)
     x, w, b = _inputs((2, 6 if flat else 40, 9, 8), 36, (3, 3), groups=2)
     _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2)
     assert f"conv_bwd_weight_{'flat' if flat else 'tap'}_narrow" in ran
@@ -143,9 +138,9 @@ def test_every_narrow_grad_weight_config(ran, monkeypatch, flat, weight_config):
         for c, w in zip(_candidates(table), _candidates(weight_table))
     ],
 )
-def test_every_pointwise_gemm_config(monkeypatch, config, weight_config):
-    _force(monkeypatch, conv_1x1._GEMM.values(), config)
-    _force(monkeypatch, conv_1x1._BWD_WEIGHT.values(), weight_config)
+def test_every_pointwise_gemm_config(force, config, weight_config):
+    force(conv_1x1._GEMM.values(), config)
+    force(conv_1x1._BWD_WEIGHT.values(), weight_config)
     x, w, b = _inputs((3, 20, 9, 11), 18, (1, 1))  # 297 rows: partial tiles of every BLOCK_M
     _run_all_three(x, w, b, stride=(1, 1), padding=(0, 0))
 
@@ -266,3 +261,4 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
         assert len(grid) == 1, name
     assert grids[-1][1][0] >= 20_000 * 4
     assert all(grid[0] >= groups for _, grid in grids[:-1])
+

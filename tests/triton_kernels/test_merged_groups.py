@@ -215,11 +215,10 @@ def _weight_candidates(table):
     _weight_candidates(_gemm_common.TAP_TABLE)
     + _weight_candidates(_gemm_common.NARROW_WEIGHT_TABLE),
 )
-def test_every_tap_loop_config_stores_the_own_blocks(ran, monkeypatch, config):
+def test_every_tap_loop_config_stores_the_own_blocks(ran, force, config):
     """Every grad-weight candidate of the tap loop, forced, on merged groups of 16 (narrow
     tables) and 64 channels (wide): partial tiles, and tiles spanning several groups' blocks."""
-    for thin in (False, True):
-        monkeypatch.setattr(conv_gemm._BWD_WEIGHT[False, thin], "configs", [config])
+    force([conv_gemm._BWD_WEIGHT[False, thin] for thin in (False, True)], config)
     geometry = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1), pad_mode="zeros")
     for x_shape, groups in (((2, 16, 5, 4), 4), ((1, 64, 4, 3), 16)):
         x = torch.randn(x_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)

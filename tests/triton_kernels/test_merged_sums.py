@@ -209,13 +209,14 @@ def _tap_candidates(table):
     "config",
     _tap_candidates(_gemm_common.TAP_TABLE) + _tap_candidates(_gemm_common.NARROW_TAP_TABLE),
 )
-def test_every_tap_loop_config_sums_each_group_alone_where_needed(ran, monkeypatch, config):
+def test_every_tap_loop_config_sums_each_group_alone_where_needed(ran, force, config):
     """Every tap-loop candidate of the forward and the input gradient, forced, on merged groups
     of 16 (narrow tables) and 64 channels (wide) with non-finite values in one group: partial
     tiles, tiles spanning several groups, and tiles summed again one group at a time."""
-    for thin in (False, True):
-        monkeypatch.setattr(conv_gemm._FWD[False, thin], "configs", [config])
-        monkeypatch.setattr(conv_gemm._BWD_INPUT[False, thin], "configs", [config])
+    force(
+        [t[False, thin] for t in (conv_gemm._FWD, conv_gemm._BWD_INPUT) for thin in (False, True)],
+        config,
+    )
     fwd = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1), pad_mode="zeros")
     bwd = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1))
     for x_shape, groups in (((2, 16, 5, 4), 4), ((1, 64, 4, 3), 16)):
