@@ -114,6 +114,15 @@ def reads_merged(
     return sums_merge(c_in // groups, c_out // groups, groups, dtype, allow_tf32) > 1
 
 
+def _check_per_channel(launcher: str, name: str, t: torch.Tensor | None, channels: int) -> None:
+    # The kernels index a bias by channel with no bound: a short one would be read past its end.
+    if t is not None and tuple(t.shape) != (channels,):
+        raise ValueError(
+            f"{launcher}: expected {name} of shape ({channels},), one per channel it is added "
+            f"to, but got {tuple(t.shape)}"
+        )
+
+
 def _check_merged(launcher: str, merged_weight, *problem) -> None:
     if merged_weight is not None and not reads_merged(*problem):
         raise ValueError(
@@ -167,6 +176,7 @@ def conv_forward(
     :func:`reads_windows` (else the launch packs the weight itself). ``merged_weight``:
     ``merged_weight(w, groups)``, made earlier, for a convolution that :func:`reads_merged`
     (else the launch builds it itself)."""
+    _check_per_channel("conv_forward", "bias", bias, w.shape[0])
     _check_windowed(
         "conv_forward", windowed_weight, x.shape[1], groups, w.shape[2:], stride, padding, dilation
     )
@@ -241,6 +251,7 @@ def conv_backward_input(
     ``windowed_weight``: ``window_weight(w, input_gradient=True)``, made earlier, for a
     convolution whose input gradient :func:`reads_windows`; ``merged_weight``:
     ``merged_weight(w, groups)`` for one that :func:`reads_merged`."""
+    _check_per_channel("conv_backward_input", "bias", bias, grad_in.shape[1])
     _check_windowed(
         "conv_backward_input", windowed_weight, grad_out.shape[1], groups, w.shape[2:], stride,
         padding, dilation, input_gradient=True,
@@ -304,6 +315,7 @@ def conv_backward_weight(
     bias, written to ``grad_bias`` (contiguous, ``(C_out,)``) when given: the GEMMs sum it
     beside the weight's where :func:`sums_bias` says so, else (and with nothing to sum it
     beside: an empty operand) one reduction here does."""
+    _check_per_channel("conv_backward_weight", "grad_bias", grad_bias, grad_w.shape[0])
     if grad_bias is not None and (
         not sums_bias(x.shape[1], groups, grad_out.dtype) or x.numel() == 0 or grad_w.numel() == 0
     ):

@@ -212,6 +212,7 @@ def test_nchw_results_match_channels_last_bitwise(triton_device, size):
     float32."""
     x, w, b = _make((2, 6, *size), 5, (3, 3), 1, torch.float32, bias=True)
     x, w, b = x.to(triton_device), w.to(triton_device), b.to(triton_device)
+    bias_in = torch.randn(6, device=triton_device)  # (the input gradient's: one per input channel)
     geometry = _geometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     grad_out = torch.randn(2, 5, *size, device=triton_device)
     results = []
@@ -219,7 +220,7 @@ def test_nchw_results_match_channels_last_bitwise(triton_device, size):
         out = _poisoned((2, 5, *size), torch.float32, triton_device, layout)
         gemm_conv_forward(x, w, b, out, **geometry, pad_mode="zeros", allow_tf32=False)
         grad_in = _poisoned(x.shape, torch.float32, triton_device, layout)
-        gemm_conv_backward_input(grad_out, w, grad_in, **geometry, allow_tf32=False, bias=b)
+        gemm_conv_backward_input(grad_out, w, grad_in, **geometry, allow_tf32=False, bias=bias_in)
         results.append((out, grad_in))
     for nchw, cl in zip(*results):
         assert nchw.is_contiguous() and not cl.is_contiguous()

@@ -262,3 +262,20 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
     assert grids[-1][1][0] >= 20_000 * 4
     assert all(grid[0] >= groups for _, grid in grids[:-1])
 
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3)], ids=["1x1", "3x3"])
+def test_the_launchers_refuse_a_bias_of_another_length(kernel):
+    """The kernels read a bias by channel without a bound: one per output channel (the input
+    gradient's: one per input channel), else an error before anything is read."""
+    x, w, b = _inputs((1, 6, 4, 4), 5, kernel)
+    y = torch.empty(1, 5, *(4 - k + 1 for k in kernel), dtype=torch.float64)
+    geo = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, allow_tf32=False)
+    with pytest.raises(ValueError, match=r"conv_forward: expected bias of shape \(5,\)"):
+        K.conv_forward(x, w, b[:4], y, pad_mode="zeros", **geo)
+    with pytest.raises(ValueError, match=r"conv_backward_input: expected bias of shape \(6,\)"):
+        K.conv_backward_input(y, w, x, bias=b, **geo)
+    with pytest.raises(ValueError, match=r"expected grad_bias of shape \(5,\).*got \(6,\)"):
+        K.conv_backward_weight(x, y, w, pad_mode="zeros", grad_bias=x.new_empty(6), **geo)
