@@ -66,7 +66,7 @@ def test_a_bound_primitive_computes_what_the_primitive_computes(backend, case):
     prim, shapes, static = CASES[case]
     bound = prim.bind(*static)
     with torchconv_ext.use_backend(backend):
-        for seed in range(4):  # the third call on replays the tapes
+        for seed in range(3):  # the third call replays the tapes
             leading = _operands(shapes, seed)
             got, want = _first(bound(*leading)), _first(prim(*leading, *static))
             torch.testing.assert_close(got, want, rtol=0, atol=0)

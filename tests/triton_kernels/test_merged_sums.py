@@ -206,35 +206,35 @@ def _tap_candidates(table):
 
 
 @pytest.mark.parametrize(
-    "config",
-    _tap_candidates(_gemm_common.TAP_TABLE) + _tap_candidates(_gemm_common.NARROW_TAP_TABLE),
+    "config,thin",
+    [(*p.values, False) for p in _tap_candidates(_gemm_common.TAP_TABLE)]
+    + [(*p.values, True) for p in _tap_candidates(_gemm_common.NARROW_TAP_TABLE)],
+    ids=[f"wide-{p.id}" for p in _tap_candidates(_gemm_common.TAP_TABLE)]
+    + [f"narrow-{p.id}" for p in _tap_candidates(_gemm_common.NARROW_TAP_TABLE)],
 )
-def test_every_tap_loop_config_sums_each_group_alone_where_needed(ran, force, config):
+def test_every_tap_loop_config_sums_each_group_alone_where_needed(ran, force, config, thin):
     """Every tap-loop candidate of the forward and the input gradient, forced, on merged groups
-    of 16 (narrow tables) and 64 channels (wide) with non-finite values in one group: partial
-    tiles, tiles spanning several groups, and tiles summed again one group at a time."""
-    force(
-        [t[False, thin] for t in (conv_gemm._FWD, conv_gemm._BWD_INPUT) for thin in (False, True)],
-        config,
-    )
+    of 16 channels (the narrow tables' candidates) or 64 (the wide table's) with non-finite
+    values in one group: partial tiles, tiles spanning several groups, and tiles summed again
+    one group at a time."""
+    force([conv_gemm._FWD[False, thin], conv_gemm._BWD_INPUT[False, thin]], config)
     fwd = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1), pad_mode="zeros")
     bwd = dict(stride=(1, 1), padding=(1, 0), dilation=(1, 1))
-    for x_shape, groups in (((2, 16, 5, 4), 4), ((1, 64, 4, 3), 16)):
-        g = torch.Generator().manual_seed(4)
-        x = torch.randn(x_shape, generator=g, dtype=torch.float64)
-        x[-1, 1, 2, 1] = _INF
-        w = torch.randn((x_shape[1], 4, 3, 3), generator=g, dtype=torch.float64)
-        b = torch.randn(x_shape[1], generator=g, dtype=torch.float64)
-        ref = _forward_reference(x, w, b, groups=groups, activation=None, **fwd)
-        _nan_equal(_forward(x, w, b, ref.shape, "channels_last", geometry=fwd, groups=groups), ref)
-        grad_out = torch.randn(ref.shape, generator=g, dtype=torch.float64)
-        grad_out[0, -1, 0, 0] = _NAN
-        ref_in = _input_gradient_reference(grad_out, w, x_shape, bias=b, groups=groups, **bwd)
-        ours = _input_gradient(grad_out, w, x_shape, "channels_last", bias=b, groups=groups, **bwd)
-        _nan_equal(ours, ref_in)
-    assert ran == [
-        "conv_fwd_tap_narrow", "conv_bwd_input_tap_narrow", "conv_fwd_tap", "conv_bwd_input_tap"
-    ]  # fmt: skip
+    x_shape, groups = ((2, 16, 5, 4), 4) if thin else ((1, 64, 4, 3), 16)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    x[-1, 1, 2, 1] = _INF
+    w = torch.randn((x_shape[1], 4, 3, 3), generator=g, dtype=torch.float64)
+    b = torch.randn(x_shape[1], generator=g, dtype=torch.float64)
+    ref = _forward_reference(x, w, b, groups=groups, activation=None, **fwd)
+    _nan_equal(_forward(x, w, b, ref.shape, "channels_last", geometry=fwd, groups=groups), ref)
+    grad_out = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    grad_out[0, -1, 0, 0] = _NAN
+    ref_in = _input_gradient_reference(grad_out, w, x_shape, bias=b, groups=groups, **bwd)
+    ours = _input_gradient(grad_out, w, x_shape, "channels_last", bias=b, groups=groups, **bwd)
+    _nan_equal(ours, ref_in)
+    suffix = "_narrow" if thin else ""
+    assert ran == [f"conv_fwd_tap{suffix}", f"conv_bwd_input_tap{suffix}"]
 
 
 def test_merged_and_unmerged_sums_agree(monkeypatch):
