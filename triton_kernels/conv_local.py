@@ -12,7 +12,7 @@ one dense GEMM, and the tiles are a grid axis:
 * grad-input   input positions split into phases modulo stride·T per dim: at every position
                of a phase, a given tap meets an output position of the same tile, so a phase is
                a dense GEMM with rows = N·(positions of the phase), cols = C_in/groups,
-               reduction = (taps, C_out/groups); taps that miss the phase are masked;
+               reduction = (the taps that reach the phase, C_out/groups);
 * grad-weight  rows = C_out/groups, cols = (taps, C_in/groups), reduction = N·(positions of
                the tile). Each program owns its output block: no atomics, bitwise repeatable.
 
