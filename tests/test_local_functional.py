@@ -41,6 +41,8 @@ TRITON_CASES = [
     (1, 2, 2, 3, (7,), (3,), "local", 2, "same", 1, 1, "circular"),
     (2, 2, 2, 2, (5, 4), (2, 2), (2, 1), 2, 1, (1, 2), 2, "reflect"),
     (1, 1, 2, 2, (4,), (3,), (4,), 1, 0, 1, 1, "zeros"),  # unused tiles
+    # stride 3, dilation 2: each input-gradient phase reached by every third tap, 2 outputs apart
+    (1, 1, 2, 2, (8,), (3,), (2,), 3, 2, 2, 1, "zeros"),
     (3, 1, 2, 2, (2, 3, 3), (2, 2, 2), (1, 2, 2), 1, "same", 1, 1, "replicate"),
 ]
 
