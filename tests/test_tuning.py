@@ -722,3 +722,27 @@ def test_keys_carry_layout_and_geometry_and_bucket_the_rows(monkeypatch, directi
     assert keys_for(9, False, stride=2) != base  # geometry
     assert keys_for(9, False, kernel=1) != base
     assert keys_for(40, False) != base  # another bucket
+
+
+@pytest.mark.interpret
+def test_interpreter_patches_the_language_once_per_launch():
+    """A launch points ``triton.language`` at interpreted functions until it ends; the
+    helpers it calls would patch again each time (a third of the interpreted kernels' time):
+    they do not, and the language is restored after the launch, helpers and all."""
+    if not _tuning_interpreted():
+        pytest.skip("only under TRITON_INTERPRET=1")
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    import triton_kernels as K
+
+    assert interpreter._patch_lang.repeats_skipped
+    load = tl.load
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    out = torch.full((2, 4, 5, 6), float("nan"), dtype=torch.float64)
+    geo = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, allow_tf32=False)
+    K.conv_forward(x, w, None, out, pad_mode="reflect", **geo)  # (its loads call helpers)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(padded, w))
+    assert tl.load is load

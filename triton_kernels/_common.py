@@ -59,6 +59,51 @@ def _interpret_without_overflow_sanitizer() -> None:
         builder.options = dataclasses.replace(options, sanitize_overflow=False)
 
 
+def _interpret_device_calls_without_repatching() -> None:
+    """Under the interpreter, a launch points ``triton.language``'s functions at interpreted
+    ones for its duration (``_patch_lang``, undone at its end) — and so does every call of a
+    ``@triton.jit`` helper inside it, again, through ``inspect.getmembers`` of four modules,
+    never undone: a third of the interpreter's time on our kernels, which call helpers in
+    their loops, for nothing while the launch's patch stands. Skip the repeat: a patch asked
+    for while one stands that covers the same language modules does nothing."""
+    import inspect
+
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang", None)
+    if patch is None or getattr(patch, "repeats_skipped", False):
+        return
+    languages = (tl, tl.core)
+    standing: list[frozenset[int]] = []  # the launches' patches not yet undone
+
+    class _Nothing:
+        def restore(self) -> None:
+            pass
+
+    def modules(fn) -> frozenset[int]:
+        return frozenset(
+            id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in languages
+        )
+
+    def patch_once(fn):
+        wanted = modules(fn)
+        if standing:  # a helper called inside a launch
+            return _Nothing() if wanted <= standing[-1] else patch(fn)
+        scope = patch(fn)
+        undo = scope.restore
+        standing.append(wanted)
+
+        def restore() -> None:
+            standing.pop()
+            undo()
+
+        scope.restore = restore
+        return scope
+
+    patch_once.repeats_skipped = True
+    interpreter._patch_lang = patch_once
+
+
 def _release(version: str) -> tuple[int, int]:
     major, minor = version.split(".")[:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
@@ -87,6 +132,7 @@ def _refuse_numpy_the_interpreter_cannot_use() -> None:
 if INTERPRET:
     _refuse_numpy_the_interpreter_cannot_use()
     _interpret_without_overflow_sanitizer()
+    _interpret_device_calls_without_repatching()
 
 #: Offsets at or past this many elements need 64-bit arithmetic.
 INT32_LIMIT = 2**31
