@@ -219,6 +219,28 @@ def test_the_layers_replay_on_repeated_calls():
     assert len(_backward_tapes()) == len(calls)
 
 
+def test_a_tiled_convolution_replays_through_its_tuners():
+    """The locally connected and tiled convolutions launch through ``Tuner`` as the other
+    kernels do, so their calls tape and replay: one tile is an ordinary convolution."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    with torchconv_ext.use_backend("triton"):
+        for seed in range(4):  # replayed from the third or fourth call
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+            w = torch.randn(4, 3, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+            y = TF.conv2d_tiled(x, w[None, None], None, stride=(2, 1), padding=1)
+            grads = torch.autograd.grad(y, (x, w), torch.ones_like(y))
+            y_ref = torch.nn.functional.conv2d(x, w, None, stride=(2, 1), padding=1)
+            refs = torch.autograd.grad(y_ref, (x, w), torch.ones_like(y_ref))
+            torch.testing.assert_close(y, y_ref)
+            for got, want in zip(grads, refs, strict=True):
+                torch.testing.assert_close(got, want)
+    info = tape.tape_info()
+    assert info["replayed"] >= 3 and info["untapeable"] == 0, info
+
+
 def test_the_registered_ops_replay_as_eager_calls_do():
     """``torch.ops.torchconv_ext.*`` on real tensors — what a compiled graph calls — runs the
     implementation through its tape: replayed from the third call, equal to torch."""

@@ -22,6 +22,10 @@ Nothing is materialised — no im2col, no per-position copy of the weight, no pa
 and padding modes are index arithmetic in the loads. The reduction runs over one flattened
 (taps × channels) axis, channels fastest, so channels_last loads are contiguous and small
 channel counts still fill a 16-wide ``tl.dot`` operand.
+
+Each kernel's config comes from a ``_tuning.Tuner``, as the GEMMs' do: keyed by dtype, which
+operands have unit channel stride, tiles, kernel size, geometry and the rows bucketed to a power
+of two, remembered on disk, and launched through launch plans, so the launchers tape and replay.
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ import triton
 import triton.language as tl
 
 from ._common import (
-    COMPILE_OPTIONS,
-    INTERPRET,
     PAD_MODES,
     acc_dtype,
     as_5d,
@@ -42,13 +44,17 @@ from ._common import (
     pack_geometry,
     phase_steps,
 )
+from ._gemm_common import configs, shared_estimate
 from ._indexing import map_padded, phase_taps, unflatten, wide
+from ._tuning import Config, Tuner, bucket
 
 __all__ = ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps). Small-M tiles serve locally connected
-# layers, whose GEMM rows are the batch. No 8-warp configs (see DESIGN: tap-loop miscompiles).
-_CONFIGS = [
+# layers, whose GEMM rows are the batch. 4 warps only: the tap loop's shape, which Triton has
+# miscompiled at 8 (``_gemm_common``). BLOCK_K stays 32: it is grad-weight's reduction chunk, so
+# every config sums in the same order (results bitwise equal whichever config is chosen).
+_TABLE = [
     (16, 64, 32, 4, 4),
     (32, 64, 32, 4, 4),
     (64, 64, 32, 4, 4),
@@ -56,14 +62,6 @@ _CONFIGS = [
     (64, 128, 32, 3, 4),
     (128, 128, 32, 3, 4),
 ]
-
-
-def _configs() -> list[triton.Config]:
-    table = [(16, 16, 16, 1, 4)] if INTERPRET else _CONFIGS  # the interpreter: one small config
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=s, num_warps=w)
-        for bm, bn, bk, s, w in table
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,17 +315,13 @@ def _local_conv_bwd_weight_kernel(
     )
 
 
-_fwd = triton.autotune(_configs(), key=["M", "C_IN", "C_OUT", "KD", "KH", "KW", "TD", "TH", "TW"])(
-    _local_conv_fwd_kernel
-)
-_bwd_input = triton.autotune(
-    _configs(), key=["N", "D", "H", "W", "C_IN", "C_OUT", "KD", "KH", "KW", "TD", "TH", "TW"]
-)(_local_conv_bwd_input_kernel)
-# Grad-weight: BLOCK_K is its reduction chunk, so it is fixed (every config keeps the
-# summation order, and results stay bitwise equal across processes).
-_bwd_weight = triton.autotune(
-    _configs(), key=["R", "C_IN", "C_OUT", "KD", "KH", "KW", "TD", "TH", "TW"]
-)(_local_conv_bwd_weight_kernel)
+def _tuner(name: str, kernel, output: str) -> Tuner:
+    return Tuner(name, kernel, configs(_TABLE), shared_estimate, outputs=(output,))
+
+
+_FWD = _tuner("local_conv_fwd", _local_conv_fwd_kernel, "y_ptr")
+_BWD_INPUT = _tuner("local_conv_bwd_input", _local_conv_bwd_input_kernel, "gi_ptr")
+_BWD_WEIGHT = _tuner("local_conv_bwd_weight", _local_conv_bwd_weight_kernel, "gw_ptr")
 
 # --------------------------------------------------------------------------------------------
 # Launchers
@@ -386,23 +380,30 @@ def local_conv_forward(
     if y5.numel() == 0:
         return
 
-    def grid(meta):
-        rows = triton.cdiv(m, meta["BLOCK_M"])
-        return (_count(tiles) * rows, triton.cdiv(cg_out, meta["BLOCK_N"]), groups)
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(x, w, bias, out)
+    precision = dot_precision(x.dtype, allow_tf32)
+    key = (x.dtype, _layout_class(x5, w8, y5), tuple(tiles), tuple(w8.shape[5:]), geometry,
+           pad_mode, groups, cg_in, cg_out, bucket(m), use_int64, precision, bias is not None)  # fmt: skip
 
-    _fwd[grid](
-        x5, w8, w8 if b4 is None else b4, y5,
-        m, cg_in, cg_out,
-        *x5.shape[2:], *y5.shape[2:], *w8.shape[5:], *tiles, *per_tile,
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *x5.stride(), *w8.stride(), *y5.stride(),
-        *(b4.stride() if b4 is not None else (0, 0, 0, 0)),
-        HAS_BIAS=bias is not None,
-        PAD_MODE=PAD_MODES[pad_mode],
-        USE_INT64=needs_int64(x, w, bias, out),
-        PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(x.dtype),
-        **COMPILE_OPTIONS,
+    def grid(c: Config) -> tuple[int, int, int]:
+        rows = triton.cdiv(m, c["BLOCK_M"])
+        return (_count(tiles) * rows, triton.cdiv(cg_out, c["BLOCK_N"]), groups)
+
+    _FWD.launch(
+        key,
+        grid,
+        (
+            x5, w8, w8 if b4 is None else b4, y5,
+            m, cg_in, cg_out,
+            *x5.shape[2:], *y5.shape[2:], *w8.shape[5:], *tiles, *per_tile, *geometry,
+            *x5.stride(), *w8.stride(), *y5.stride(),
+            *(b4.stride() if b4 is not None else (0, 0, 0, 0)),
+        ),
+        dict(
+            HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], USE_INT64=use_int64,
+            PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
+        ),
     )  # fmt: skip
 
 
@@ -433,20 +434,27 @@ def local_conv_backward_input(
     phases = [min(p, size) for p, size in zip(periods, gi5.shape[2:])]
     m_max = n_batch * _count(_per_tile(gi5.shape[2:], periods))
 
-    def grid(meta):
-        rows = triton.cdiv(m_max, meta["BLOCK_M"])
-        return (_count(phases) * rows, triton.cdiv(cg_in, meta["BLOCK_N"]), groups)
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(grad_out, w, grad_in)
+    precision = dot_precision(grad_out.dtype, allow_tf32)
+    key = (grad_out.dtype, _layout_class(go5, w8, gi5), tuple(tiles), tuple(w8.shape[5:]),
+           geometry, groups, cg_in, cg_out, bucket(m_max), use_int64, precision)  # fmt: skip
 
-    _bwd_input[grid](
-        go5, w8, gi5,
-        n_batch, cg_in, cg_out,
-        *gi5.shape[2:], *go5.shape[2:], *w8.shape[5:], *tiles, *phases,
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)), *phase_steps(stride, dilation),
-        *go5.stride(), *w8.stride(), *gi5.stride(),
-        USE_INT64=needs_int64(grad_out, w, grad_in),
-        PRECISION=dot_precision(grad_out.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(grad_out.dtype),
-        **COMPILE_OPTIONS,
+    def grid(c: Config) -> tuple[int, int, int]:
+        rows = triton.cdiv(m_max, c["BLOCK_M"])
+        return (_count(phases) * rows, triton.cdiv(cg_in, c["BLOCK_N"]), groups)
+
+    _BWD_INPUT.launch(
+        key,
+        grid,
+        (
+            go5, w8, gi5,
+            n_batch, cg_in, cg_out,
+            *gi5.shape[2:], *go5.shape[2:], *w8.shape[5:], *tiles, *phases,
+            *geometry, *phase_steps(stride, dilation),
+            *go5.stride(), *w8.stride(), *gi5.stride(),
+        ),
+        dict(USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(grad_out.dtype)),
     )  # fmt: skip
 
 
@@ -475,22 +483,36 @@ def local_conv_backward_weight(
     reduction = go5.shape[0] * _count(per_tile)
     cols = _count(gw8.shape[5:]) * cg_in
 
-    def grid(meta):
-        rows = triton.cdiv(cg_out, meta["BLOCK_M"])
-        return (_count(tiles) * rows, triton.cdiv(cols, meta["BLOCK_N"]), groups)
+    geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    use_int64 = needs_int64(x, grad_out, grad_w)
+    precision = dot_precision(x.dtype, allow_tf32)
+    key = (x.dtype, _layout_class(x5, go5, gw8), tuple(tiles), tuple(gw8.shape[5:]), geometry,
+           pad_mode, groups, cg_in, cg_out, bucket(reduction), use_int64, precision)  # fmt: skip
 
-    _bwd_weight[grid](
-        x5, go5, gw8,
-        reduction, cg_in, cg_out,
-        *x5.shape[2:], *go5.shape[2:], *gw8.shape[5:], *tiles, *per_tile,
-        *pack_geometry((stride, 1), (padding, 0), (dilation, 1)),
-        *x5.stride(), *go5.stride(), *gw8.stride(),
-        PAD_MODE=PAD_MODES[pad_mode],
-        USE_INT64=needs_int64(x, grad_out, grad_w),
-        PRECISION=dot_precision(x.dtype, allow_tf32),
-        ACC_DTYPE=acc_dtype(x.dtype),
-        **COMPILE_OPTIONS,
+    def grid(c: Config) -> tuple[int, int, int]:
+        rows = triton.cdiv(cg_out, c["BLOCK_M"])
+        return (_count(tiles) * rows, triton.cdiv(cols, c["BLOCK_N"]), groups)
+
+    _BWD_WEIGHT.launch(
+        key,
+        grid,
+        (
+            x5, go5, gw8,
+            reduction, cg_in, cg_out,
+            *x5.shape[2:], *go5.shape[2:], *gw8.shape[5:], *tiles, *per_tile, *geometry,
+            *x5.stride(), *go5.stride(), *gw8.stride(),
+        ),
+        dict(
+            PAD_MODE=PAD_MODES[pad_mode], USE_INT64=use_int64, PRECISION=precision,
+            ACC_DTYPE=acc_dtype(x.dtype),
+        ),
     )  # fmt: skip
+
+
+def _layout_class(activation: torch.Tensor, w8: torch.Tensor, other: torch.Tensor) -> tuple:
+    """Which operands have unit channel stride (the weight's: its input channels): what decides
+    the loads' widths, so a tuning key's part."""
+    return (activation.stride(1) == 1, w8.stride(4) == 1, other.stride(1) == 1)
 
 
 def _count(sizes) -> int:
