@@ -30,6 +30,8 @@ of two, remembered on disk, and launched through launch plans, so the launchers 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -386,13 +388,9 @@ def local_conv_forward(
     key = (x.dtype, _layout_class(x5, w8, y5), tuple(tiles), tuple(w8.shape[5:]), geometry,
            pad_mode, groups, cg_in, cg_out, bucket(m), use_int64, precision, bias is not None)  # fmt: skip
 
-    def grid(c: Config) -> tuple[int, int, int]:
-        rows = triton.cdiv(m, c["BLOCK_M"])
-        return (_count(tiles) * rows, triton.cdiv(cg_out, c["BLOCK_N"]), groups)
-
     _FWD.launch(
         key,
-        grid,
+        _grid(_count(tiles), m, cg_out, groups),
         (
             x5, w8, w8 if b4 is None else b4, y5,
             m, cg_in, cg_out,
@@ -440,13 +438,9 @@ def local_conv_backward_input(
     key = (grad_out.dtype, _layout_class(go5, w8, gi5), tuple(tiles), tuple(w8.shape[5:]),
            geometry, groups, cg_in, cg_out, bucket(m_max), use_int64, precision)  # fmt: skip
 
-    def grid(c: Config) -> tuple[int, int, int]:
-        rows = triton.cdiv(m_max, c["BLOCK_M"])
-        return (_count(phases) * rows, triton.cdiv(cg_in, c["BLOCK_N"]), groups)
-
     _BWD_INPUT.launch(
         key,
-        grid,
+        _grid(_count(phases), m_max, cg_in, groups),
         (
             go5, w8, gi5,
             n_batch, cg_in, cg_out,
@@ -489,13 +483,9 @@ def local_conv_backward_weight(
     key = (x.dtype, _layout_class(x5, go5, gw8), tuple(tiles), tuple(gw8.shape[5:]), geometry,
            pad_mode, groups, cg_in, cg_out, bucket(reduction), use_int64, precision)  # fmt: skip
 
-    def grid(c: Config) -> tuple[int, int, int]:
-        rows = triton.cdiv(cg_out, c["BLOCK_M"])
-        return (_count(tiles) * rows, triton.cdiv(cols, c["BLOCK_N"]), groups)
-
     _BWD_WEIGHT.launch(
         key,
-        grid,
+        _grid(_count(tiles), cg_out, cols, groups),
         (
             x5, go5, gw8,
             reduction, cg_in, cg_out,
@@ -507,6 +497,16 @@ def local_conv_backward_weight(
             ACC_DTYPE=acc_dtype(x.dtype),
         ),
     )  # fmt: skip
+
+
+def _grid(gemms: int, rows: int, cols: int, groups: int) -> Callable[[Config], tuple[int, ...]]:
+    """The launch grid of ``gemms`` GEMMs of ``rows`` × ``cols`` per group (tiles or phases
+    along axis 0, column tiles along axis 1, groups along axis 2) for a config's tile."""
+    return lambda c: (
+        gemms * triton.cdiv(rows, c["BLOCK_M"]),
+        triton.cdiv(cols, c["BLOCK_N"]),
+        groups,
+    )
 
 
 def _layout_class(activation: torch.Tensor, w8: torch.Tensor, other: torch.Tensor) -> tuple:
