@@ -240,10 +240,11 @@ def test_autotuned_case_checks_replayed_calls_bit_for_bit():
 
 
 @pytest.mark.parametrize("tiny", [True, False], ids=["interpreter-shapes", "gpu-shapes"])
-def test_sweep_reaches_every_conv_gemm_tuner(monkeypatch, tiny):
-    """A full check fails for a conv GEMM tuner that no sweep case reached (its configs would go
+def test_sweep_reaches_every_tuner(monkeypatch, tiny):
+    """A full check fails for a tuner that no sweep case reached (its configs would go
     unchecked): each sweep layer and direction runs exactly one tuner, and together they run
-    every one, at the GPU's shapes and at the interpreter's. Which tuner runs is recorded at its
+    every one — the GEMMs', the depthwise and the tiled convolutions' —, at the GPU's shapes and
+    at the interpreter's. Which tuner runs is recorded at its
     launch, which launches nothing (so the GPU's shapes cost only their layout copies)."""
     from torchconv_ext.check import cases, sweep, tuners
     from torchconv_ext.check.problems import build
@@ -265,7 +266,53 @@ def test_sweep_reaches_every_conv_gemm_tuner(monkeypatch, tiny):
                     torch.autograd.grad(out, [inputs[g] for g in grads], torch.ones_like(out))
                 assert len(ran) == 1, (entry["name"], direction, ran)
                 reached.add(ran[0])
-    assert reached == set(tuners.discover())
+    found = tuners.discover()
+    assert reached == set(found)
+    assert {"conv_depthwise_fwd", "local_conv_bwd_weight", "conv1x1"} <= set(found)
+
+
+def test_a_locally_connected_layer_is_checked_against_torchs_sum(tmp_path):
+    """The locally connected and tiled convolutions are checked like the others: forward and
+    every gradient of our kernels against the same sum in torch's ops."""
+    code, doc = run_check(
+        tmp_path, "locally connected 3x3 32->32 24x24 +bias | fp32 | channels_last"
+    )
+    (r,) = doc["cases"]
+    assert code == 0 and r["status"] == PASS, r
+    assert {p["part"] for p in r["parts"]} >= {"output", "grad_input", "grad_weight", "grad_bias"}
+    assert all(p["strides_ok"] for p in r["parts"] if "strides_ok" in p)
+    for window in ("forward", "backward"):
+        assert any("local_conv" in k for k in r["launches"][window]["kernels"]), r["launches"]
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        dict(dims=2, tiles=None, stride=1, padding=0, dilation=1, groups=1),
+        dict(dims=2, tiles=2, stride=2, padding=1, dilation=1, groups=2, padding_mode="reflect"),
+        dict(dims=2, tiles=3, stride=3, padding=((1, 2), (0, 1)), dilation=1, groups=1,
+             padding_mode="circular"),
+        dict(dims=3, tiles=2, stride=1, padding=1, dilation=2, groups=1),
+    ],
+    ids=["locally-connected", "tiled-strided-grouped-reflect", "tiled-pairs-circular", "3d"],
+)  # fmt: skip
+def test_the_check_sums_each_position_with_its_own_kernel(geometry):
+    """What the check compares a tiled convolution with — each output position's kernel
+    gathered from its tile and summed over its window in torch's ops — is the tiled convolution
+    (of the fallback's independent computation), forward and gradients, in float64."""
+    from torchconv_ext.check.problems import build
+
+    spec = dict(op="local", n=2, c_in=4, size=7, c_out=6, kernel=3, bias=True, **geometry)
+    problem = build(spec, "cpu", 0)
+    with torchconv_ext.use_backend("torch"):
+        results = []
+        for fn in (problem.ours, problem.theirs):
+            leaves = [t.detach().requires_grad_() for t in problem.inputs.values()]
+            out = fn(*leaves)
+            grads = torch.autograd.grad(out, leaves, torch.ones_like(out).cumsum(-1))
+            results.append((out, *grads))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 def test_sweep_checks_a_bias_gradient_beside_the_weights():

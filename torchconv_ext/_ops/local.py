@@ -87,7 +87,8 @@ def tile_sum(t: Tensor, tiles) -> Tensor:
     t = F.pad(t, pads) if any(pads) else t
     for i, tile in enumerate(tiles):
         t = t.unflatten(2 + 2 * i, (-1, tile))
-    return t.sum([0, *range(2, 2 + 2 * nd, 2)]).movedim(0, -1)
+    # contiguous, as a bias is (autograd hands a gradient on with the strides it has)
+    return t.sum([0, *range(2, 2 + 2 * nd, 2)]).movedim(0, -1).contiguous()
 
 
 # --------------------------------------------------------------------------------------------

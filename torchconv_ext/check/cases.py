@@ -3,12 +3,13 @@
 A case is one op at one layer shape in one dtype and one memory layout. Its ``spec`` says what
 to build (see ``problems.py``); its ``kind`` says how to run it (see ``runner.py``):
 
-* ``default``   forward and backward vs torch, conv GEMM tuners pinned to one config each;
+* ``default``   forward and backward vs torch, the kernels' tuners pinned to one config each;
 * ``autotuned`` the same with the tuners left alone, as users run them;
-* ``sweep``     one GEMM direction of one layer, every autotune config of its tuner forced alone;
+* ``sweep``     one direction of one layer, every autotune config of its tuner forced alone;
 * ``large``     a tensor past 2**31 elements (the int64 offset path), a slice compared.
 
-Shapes are real layers (ResNet-50, VGG-16, ResNeXt, MobileNetV2, a 3-D U-Net, a decoder);
+Shapes are real layers (ResNet-50, VGG-16, ResNeXt, MobileNetV2, a 3-D U-Net, a decoder, and
+the locally connected and tiled convolutions torch lacks);
 without CUDA every case runs at its ``tiny`` shape under Triton's interpreter instead.
 """
 
@@ -133,7 +134,19 @@ TRANSPOSED_LAYERS = [
           tiny=dict(c_in=16, c_out=16, size=4)),
 ]  # fmt: skip
 
-# The per-config sweep: every conv GEMM tuner's configs, each forced alone, on a layer and a
+# Locally connected (``tiles`` None: one kernel per output position) and tiled convolutions,
+# against the same sum in torch's plain ops (``problems._per_position``).
+LOCAL_LAYERS = [
+    _conv("locally connected 3x3 32->32 24x24 +bias", 2, 8, 32, 24, 32, 3, op="local",
+          tiles=None, bias=True, quick=True, tiny=dict(c_in=4, c_out=4, size=5)),
+    _conv("tiled 3x3 s2 2x2 tiles g2 reflect 64->64 28x28", 2, 8, 64, 28, 64, 3, op="local",
+          tiles=2, stride=2, padding=1, groups=2, padding_mode="reflect",
+          tiny=dict(c_in=8, c_out=8, size=6)),
+    _conv("tiled 3x3x3 dilation 2 2^3 tiles 16->32 12^3 +bias", 3, 2, 16, 12, 32, 3, op="local",
+          tiles=2, padding=2, dilation=2, bias=True, tiny=dict(c_in=4, c_out=4, size=4)),
+]  # fmt: skip
+
+# The per-config sweep: every tuner's configs, each forced alone, on a layer and a
 # direction that runs that tuner (a full run fails for a tuner no sweep case reached; the tiny
 # shapes reach the same tuners: tests/test_check.py). Per layer, the directions it sweeps and the
 # tuners they reach (narrow: a group's channels at most 32; flat: fewer than 16 to reduce over).
@@ -180,6 +193,14 @@ SWEEP_LAYERS = [
           directions=("forward",), tiny=dict(c_out=8, size=5)),
     _conv("maxout 1x1 64->32x2 28x28", 2, 8, 64, 28, 32, 1, pieces=2, directions=("forward",),
           tiny=dict(c_in=40, c_out=8, size=5)),
+    # the depthwise tiles of positions x channels (stride 3: in both layouts; the NCHW row
+    # segments of strides 1 and 2 have fixed tiles, and so has the weight gradient)
+    _conv("depthwise 3x3 s3 96 28x28 +bias", 2, 8, 96, 28, 96, 3, stride=3, padding=1,
+          groups=96, bias=True, directions=("forward", "grad_input"),
+          tiny=dict(c_in=8, c_out=8, size=7, groups=8)),
+    # the tiled convolution's three kernels
+    _conv("tiled 3x3 2x2 tiles 64->64 28x28 +bias", 2, 8, 64, 28, 64, 3, op="local", tiles=2,
+          padding=1, bias=True, tiny=dict(c_in=16, c_out=16, size=5)),
 ]  # fmt: skip
 # (dtype, layout) of the sweep: every compute path (bf16/fp16 tensor cores, TF32, exact fp32)
 # and both layouts. fp64 is left out: its biggest tiles do not fit in shared memory, and the
@@ -282,7 +303,7 @@ def plan(*, cuda: bool, quick: bool) -> list[Case]:
 
     cases: list[Case] = []
     conv_families = [("conv", GEMM_LAYERS), ("conv-dw", DEPTHWISE_LAYERS),
-                     ("conv-T", TRANSPOSED_LAYERS)]  # fmt: skip
+                     ("conv-T", TRANSPOSED_LAYERS), ("conv-local", LOCAL_LAYERS)]  # fmt: skip
     for family, layers in conv_families:
         # Depthwise kernels are direct (no tensor cores): TF32 changes nothing there.
         dtypes = DTYPES if family == "conv-dw" else CONV_DTYPES

@@ -86,7 +86,7 @@ def _reexec_with_interpreter(argv: list[str]) -> None:
 
 
 def _coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A failure for each conv GEMM tuner that no sweep case reached."""
+    """A failure for each tuner that no sweep case reached."""
     found = {name for r in rows for name in r.get("tuners_found", ())}
     covered = {r["tuner"] for r in rows if r.get("tuner")}
     out = []

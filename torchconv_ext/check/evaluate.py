@@ -80,6 +80,10 @@ def _forward_backward(
     return parts, gy
 
 
+#: The results laid out like the input (the others are parameters and their gradients).
+ACTIVATIONS = ("output", "grad_input")
+
+
 class TorchCannot(Exception):
     """Torch's own op does not run this case here (e.g. no fp16 kernel on the CPU): there is
     nothing to compare with."""
@@ -110,7 +114,9 @@ def reference(
             raise TorchCannot(f"torch's own op does not run this case here: {error}") from error
         upcast = {k: v.double() for k, v in lowp.items()}  # keeps the layout
         expected, _ = _forward_backward(problem.theirs, upcast, grads, gy)
-    if problem.layout_as_on_cuda and not next(iter(lowp.values())).is_cuda:
+    if problem.activations_in_case_layout:
+        theirs = {k: to_layout(v, layout) if k in ACTIVATIONS else v for k, v in theirs.items()}
+    elif problem.layout_as_on_cuda and not next(iter(lowp.values())).is_cuda:
         theirs = {k: to_layout(v, layout) for k, v in theirs.items()}
     return Reference(setting, lowp, gy, expected, theirs)
 

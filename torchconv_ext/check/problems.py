@@ -8,6 +8,7 @@ the torch expression they equal).
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ class Problem:
     #: applies on CUDA (cuDNN: channels-last operands give channels-last results), which torch's
     #: CPU convolutions do not always follow (oneDNN returns some 3-d results contiguous).
     layout_as_on_cuda: bool = False
+    #: Torch's side is an expression of several ops, whose strides follow no rule of torch's:
+    #: its output and input gradient take the case's layout (the rule of ours, a convolution's)
+    #: on every device, and its other results stay as computed (contiguous).
+    activations_in_case_layout: bool = False
 
 
 def _ours(name: str) -> Callable[..., Any]:
@@ -70,6 +75,8 @@ def functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[...
             lambda x, w, b=None: ours(x, w, b, **geometry),
             lambda x, w, b=None: theirs(x, w, b, **geometry),
         )
+    if op == "local":
+        return _local_functions(spec)
     kwargs = spec.get("kwargs", {})
     if op in ("global_avg_pool", "global_max_pool"):
         mode = op.split("_")[1]
@@ -143,12 +150,53 @@ def _maxout_conv(dims: int, x: Tensor, w: Tensor, b: Tensor | None, pieces: int,
     return maxout_conv(f"MaxoutConv{dims}d", dims, x, w, b, pieces, **geometry)
 
 
+def _local_functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """Ours: ``conv{d}d_tiled``, or ``conv{d}d_local`` for ``tiles`` None; torch's: the same sum
+    of every output position's own kernel over its window (:func:`_per_position`)."""
+    kind = "local" if spec["tiles"] is None else "tiled"
+    geometry = dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"],
+                    groups=spec["groups"], padding_mode=spec.get("padding_mode", "zeros"))  # fmt: skip
+    ours = _ours(f"conv{spec['dims']}d_{kind}")
+    return (
+        lambda x, w, b=None: ours(x, w, b, **geometry),
+        lambda x, w, b=None: _per_position(x, w, b, **geometry),
+    )
+
+
+def _per_position(
+    x: Tensor, w: Tensor, b: Tensor | None, *, stride, padding, dilation, groups, padding_mode
+) -> Tensor:
+    """A tiled (or locally connected) convolution in torch's plain ops: the input padded, each
+    tap's window at every output position a strided slice, each position's kernel gathered from
+    its tile (``o mod tiles`` per dim), all summed by one ``einsum``."""
+    nd = x.dim() - 2
+    stride, dilation = expand(stride, nd), expand(dilation, nd)
+    padded = pad_input(x, *expand_pairs(padding, nd), padding_mode)
+    tiles, kernel = w.shape[:nd], w.shape[nd + 2 :]
+    out = [(size - (k - 1) * d - 1) // s + 1
+           for size, k, s, d in zip(padded.shape[2:], kernel, stride, dilation)]  # fmt: skip
+    windows = [
+        padded[(..., *(slice(t * d, t * d + (o - 1) * s + 1, s)
+                       for t, o, s, d in zip(tap, out, stride, dilation)))]
+        for tap in itertools.product(*(range(k) for k in kernel))
+    ]  # fmt: skip
+    patches = torch.stack(windows, 2).unflatten(1, (groups, -1))  # (N, G, C_in/G, taps, *out)
+    tile_of = torch.meshgrid(
+        *(torch.arange(o, device=x.device) % t for o, t in zip(out, tiles)), indexing="ij"
+    )
+    kernels = w[tile_of].unflatten(nd, (groups, -1)).flatten(nd + 3)  # (*out, G, o, i, taps)
+    y = torch.einsum("ngit...,...goit->ngo...", patches, kernels).flatten(1, 2)
+    return y if b is None else y + b[tile_of].movedim(-1, 0)
+
+
 def _adaptive(mode: str, x: Tensor, size: int) -> Tensor:
     return getattr(F, f"adaptive_{mode}_pool{x.dim() - 2}d")(x, size)
 
 
 def input_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The inputs' names and shapes, in call order."""
+    if spec["op"] == "local":
+        return _local_shapes(spec)
     if spec["op"] != "conv":
         return {"input": tuple(spec["shape"])}
     dims, groups, k = spec["dims"], spec["groups"], spec["kernel"]
@@ -164,14 +212,34 @@ def input_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _local_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """A tiled convolution's input, weight ``(*tiles, C_out, C_in/groups, *kernel)`` and bias
+    ``(*tiles, C_out)``; a locally connected one's tiles are its output size."""
+    dims, k = spec["dims"], spec["kernel"]
+    tiles = (spec["tiles"],) * dims
+    if spec["tiles"] is None:
+        befores, afters = expand_pairs(spec["padding"], dims)
+        stride, dilation = expand(spec["stride"], dims), expand(spec["dilation"], dims)
+        tiles = tuple((spec["size"] + p + q - (k - 1) * d - 1) // s + 1
+                      for p, q, s, d in zip(befores, afters, stride, dilation))  # fmt: skip
+    shapes = {
+        "input": (spec["n"], spec["c_in"]) + (spec["size"],) * dims,
+        "weight": (*tiles, spec["c_out"], spec["c_in"] // spec["groups"]) + (k,) * dims,
+    }
+    if spec["bias"]:
+        shapes["bias"] = (*tiles, spec["c_out"])
+    return shapes
+
+
 def build(spec: dict[str, Any], device: str, seed: int) -> Problem:
     """Random float64 inputs on ``device`` (weights scaled so that outputs stay O(1))."""
     gen = torch.Generator(device=device).manual_seed(seed)
     inputs = {}
     for name, shape in input_shapes(spec).items():
         t = torch.randn(shape, generator=gen, device=device, dtype=torch.float64)
-        if name == "weight":
-            t /= t[0].numel() ** 0.5
+        if name == "weight":  # by the fan-in: the channels and taps one output sums
+            t /= math.prod(shape[-(spec["dims"] + 1) :]) ** 0.5
         inputs[name] = t
     ours, theirs = functions(spec)
-    return Problem(inputs, ours, theirs, tuple(inputs), layout_as_on_cuda=spec["op"] == "conv")
+    return Problem(inputs, ours, theirs, tuple(inputs), layout_as_on_cuda=spec["op"] == "conv",
+                   activations_in_case_layout=spec["op"] == "local")  # fmt: skip

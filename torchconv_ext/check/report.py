@@ -12,7 +12,16 @@ from .compare import ATOL, SLACK
 from .environment import INTERPRETER
 from .results import FAIL, FAILING, NOT_RUN, PASS, SKIP, json_safe
 
-FAMILY_ORDER = ["conv", "conv-dw", "conv-T", "conv-autotuned", "conv-config", "pool", "upsample"]
+FAMILY_ORDER = [
+    "conv",
+    "conv-dw",
+    "conv-T",
+    "conv-local",
+    "conv-autotuned",
+    "conv-config",
+    "pool",
+    "upsample",
+]
 DTYPE_ORDER = ["bf16", "fp16", "tf32", "fp32", "fp64"]
 
 RULE = (

@@ -54,8 +54,8 @@ def finish() -> None:
     torch.backends.cudnn.benchmark = _saved_benchmark.pop()
 
 
-def gemm_tuners() -> dict[str, Any]:
-    """The conv GEMM tuners, or none when they cannot be found (then nothing is pinned)."""
+def kernel_tuners() -> dict[str, Any]:
+    """The kernels' tuners, or none when they cannot be found (then nothing is pinned)."""
     try:
         return tuners.discover()
     except ImportError:
@@ -85,11 +85,11 @@ REPLAYS = 2
 
 
 def run_default(case: Case) -> dict[str, Any]:
-    """Forward and every gradient vs torch; conv GEMM tuners pinned unless ``autotuned``."""
+    """Forward and every gradient vs torch; the kernels' tuners pinned unless ``autotuned``."""
     start = time.time()
     problem = build(case.spec, device(), seed_of(case))
     ref = evaluate.reference(problem, case.dtype, case.layout, problem.grads, seed_of(case) + 1)
-    found = {} if case.kind == "autotuned" else gemm_tuners()
+    found = {} if case.kind == "autotuned" else kernel_tuners()
     pinned = tuners.forced(found) if found else contextlib.nullcontext()
     with pinned:
         ours, windows = evaluate.run_ours(problem, ref, problem.grads, inference=True)

@@ -1,4 +1,4 @@
-"""Every autotune config of a conv GEMM tuner, forced alone, on one direction of one layer.
+"""Every autotune config of a kernel's tuner, forced alone, on one direction of one layer.
 
 The autotuner keeps the fastest config for each shape, so a config that computes wrong results
 (8-warp configs of this loop shape have miscompiled silently: triton#1254, pytorch#173068) can
@@ -40,7 +40,7 @@ def _direction(case: Case, problem: Problem) -> tuple[tuple[str, ...], tuple[str
 def run(case: Case, sink: Any, seed: int) -> None:
     found = tuners.discover()
     if not found:
-        sink.row(row(case, FAIL, f"no tuner in {', '.join(tuners.GEMM_MODULES)}: no config forced"))
+        sink.row(row(case, FAIL, f"no tuner in {tuners.KERNEL_PACKAGE}: no config forced"))
         return
     problem = build(case.spec, device(), seed)
     grads, results, window = _direction(case, problem)
@@ -50,9 +50,7 @@ def run(case: Case, sink: Any, seed: int) -> None:
         _, windows = evaluate.run_ours(problem, ref, grads)
     used = [n for n, t in found.items() if any(t is u for u in windows[window].tuners)]
     if len(used) != 1:
-        reason = (
-            f"expected one conv GEMM tuner to run {case.spec['direction']}, saw {used or 'none'}"
-        )
+        reason = f"expected one tuner to run {case.spec['direction']}, saw {used or 'none'}"
         sink.row(row(case, FAIL, reason, tuners_found=sorted(found)))
         return
 

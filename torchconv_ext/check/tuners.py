@@ -1,32 +1,35 @@
-"""The conv GEMM tuners, found by introspection, and forcing their configs.
+"""The kernels' tuners, found by introspection, and forcing their configs.
 
-Every ``triton_kernels._tuning.Tuner`` in the namespace of the GEMM kernel modules (the implicit
-GEMM and the 1×1 GEMM) is a conv GEMM tuner, alone or in a dict of variants. A tuner is forced to
-one config by setting its ``configs`` to ``[cfg]`` (a tuner with one candidate neither
-benchmarks nor reads its disk cache) and clearing its chosen configs, with launcher tapes off
-(they replay earlier choices); :func:`forced` restores both afterwards and drops the tapes.
+Every ``triton_kernels._tuning.Tuner`` held by a module of the kernel package (the implicit and
+1×1 GEMMs, the depthwise and the locally connected convolutions), alone or in a dict of variants,
+is found. A tuner is forced to one config by setting its ``configs`` to ``[cfg]`` (a tuner with
+one candidate neither benchmarks nor reads its disk cache) and clearing its chosen configs, with
+launcher tapes off (they replay earlier choices); :func:`forced` restores both afterwards and
+drops the tapes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import pkgutil
 from collections.abc import Iterator
 from typing import Any
 
-GEMM_MODULES = ("triton_kernels.conv_gemm", "triton_kernels.conv_1x1")
+KERNEL_PACKAGE = "triton_kernels"
 
 # Each tuner's own config list, as first seen (before any forcing), by id of the tuner.
 _original: dict[int, list[Any]] = {}
 
 
 def discover() -> dict[str, Any]:
-    """``{tuner name: tuner}`` of every conv GEMM tuner."""
+    """``{tuner name: tuner}`` of every tuner of the kernel package."""
     from triton_kernels._tuning import Tuner
 
+    package = importlib.import_module(KERNEL_PACKAGE)
     found: dict[str, Any] = {}
-    for module_name in GEMM_MODULES:
-        module = importlib.import_module(module_name)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{KERNEL_PACKAGE}.{info.name}")
         for attr in sorted(vars(module)):
             obj = getattr(module, attr)
             held = obj.values() if isinstance(obj, dict) else [obj]
