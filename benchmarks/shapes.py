@@ -1,7 +1,7 @@
 """Real layer shapes, kept as data: the layers of networks people train.
 
-Three kinds of layer share one interface (:class:`Layer`): convolutions (:class:`ConvLayer`,
-compute-bound: FLOPs), pooling (:class:`PoolLayer`) and nearest upsampling
+Three kinds of layer share one interface (:class:`Layer`): convolutions (:class:`ConvLayer`, and
+the locally connected and tiled :class:`LocalLayer`; compute-bound: FLOPs), pooling (:class:`PoolLayer`) and nearest upsampling
 (:class:`UpsampleLayer`), both memory-bound (bytes). Batch sizes are per-GPU training batches; the
 CPU and ``--quick`` runs shrink them (:func:`scaled`). Every layer records whether its input needs
 a gradient: a network's first layer does not, so its backward computes the weight gradient only,
@@ -155,6 +155,10 @@ class ConvLayer(Layer):
         return (self.c_out, self.c_in // self.groups, *self.arg("kernel"))
 
     @property
+    def bias_shape(self) -> tuple[int, ...]:
+        return (self.c_out,)
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.batch, self.c_out, *self.out_size)
 
@@ -182,7 +186,7 @@ class ConvLayer(Layer):
             math.prod(self.weight_shape),
             math.prod(self.output_shape),
         )
-        b = self.c_out if self.bias else 0
+        b = math.prod(self.bias_shape) if self.bias else 0
         fwd = x + w + b + y
         # reads grad_out, input, weight; writes grad_weight, grad_bias and maybe grad_input
         bwd = y + x + w + w + b + (x if self.input_grad else 0)
@@ -209,6 +213,40 @@ class ConvLayer(Layer):
         if self.activation:
             return " ".join(parts) + f" -> {self.c_out} +{self.activation}"
         return " ".join(parts) + f" -> {self.c_out}"
+
+
+@dataclass(frozen=True)
+class LocalLayer(ConvLayer):
+    """A locally connected (``tiles`` None: a kernel per output position) or tiled convolution
+    (``tiles`` kernels per dim, output position ``o`` using kernel ``o mod tiles``): a
+    convolution's multiply-adds, with a weight ``(*lead, C_out, C_in/groups, *kernel)`` and a
+    bias ``(*lead, C_out)``, ``lead`` the tiles or the output size."""
+
+    tiles: int | tuple[int, ...] | None = None
+
+    KIND: ClassVar[str] = "local"
+
+    @property
+    def op(self) -> str:
+        return f"conv{self.dims}d_{'local' if self.tiles is None else 'tiled'}"
+
+    @property
+    def lead(self) -> tuple[int, ...]:
+        """The tiles per dim (the output size for a locally connected layer)."""
+        return self.out_size if self.tiles is None else _tuple(self.tiles, self.dims)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (*self.lead, self.c_out, self.c_in // self.groups, *self.arg("kernel"))
+
+    @property
+    def bias_shape(self) -> tuple[int, ...]:
+        return (*self.lead, self.c_out)
+
+    def shape_str(self) -> str:
+        """``128x16x63x63 k9 -> 16 local``, ``… -> 64 tiles 2``."""
+        lead = "local" if self.tiles is None else "tiles " + "x".join(map(str, self.lead))
+        return f"{super().shape_str()} {lead}"
 
 
 # --- pooling ---------------------------------------------------------------------------------
@@ -295,7 +333,9 @@ class UpsampleLayer(Layer):
         return "x".join(map(str, self.input_shape)) + f" nearest x{self.scale:g}"
 
 
-LAYER_KINDS: dict[str, type[Layer]] = {k.KIND: k for k in (ConvLayer, PoolLayer, UpsampleLayer)}
+LAYER_KINDS: dict[str, type[Layer]] = {
+    k.KIND: k for k in (ConvLayer, LocalLayer, PoolLayer, UpsampleLayer)
+}
 
 
 def scaled(layer: Layer, batch: int, max_work: float | None) -> Layer:
@@ -446,6 +486,17 @@ UNET3D_DECODER = [
 ]
 
 
+# --- locally connected and tiled: DeepFace's locally connected L4-L6 (Taigman et al., 2014:
+# 152×152 faces, batch 128), and tiled 3×3 convolutions (2×2 tiles, as the tiled CNNs of Le et
+# al., 2010) at VGG-16's conv2/conv3 widths, batch 64 --------------------------------------------
+LOCAL = [
+    LocalLayer("DeepFace", "l4", 128, 16, (63, 63), 16, 9),
+    LocalLayer("DeepFace", "l5", 128, 16, (55, 55), 16, 7, 2),
+    LocalLayer("DeepFace", "l6", 128, 16, (25, 25), 16, 5),
+    LocalLayer("Tiled CNN", "conv2", 64, 64, (112, 112), 128, 3, 1, 1, tiles=2),
+    LocalLayer("Tiled CNN", "conv3", 64, 128, (56, 56), 256, 3, 1, 1, tiles=2),
+]
+
 # --- pooling: AlexNet, VGG-16, ResNet-50 (batches as their convolutions) ---------------------
 POOLS = [
     PoolLayer("AlexNet", "pool1", 128, 64, (55, 55), "max_pool2d", 3, 2),
@@ -482,6 +533,7 @@ SUITE_LAYERS: dict[str, list[Layer]] = {
     "grouped": RESNEXT50,
     "conv3d": UNET3D,
     "fused": FUSED,
+    "local": LOCAL,
     "transposed": UNET_DECODER + DCGAN_DECODER + UNET3D_DECODER,
     "pool": POOLS,
     "upsample": UPSAMPLES,

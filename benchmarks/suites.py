@@ -157,6 +157,12 @@ SUITES: dict[str, Suite] = {
             directions=("infer",),
         ),
         Suite(
+            "local",
+            "locally connected and tiled convolutions (beyond torch): DeepFace's L4-L6 and 2x2 "
+            "tiles at VGG-16's widths, against torch's unfold and einsum",
+            key=("deepface.l4", "tiledcnn.conv3"),
+        ),
+        Suite(
             "pool",
             "pooling: AlexNet, VGG-16, ResNet-50 max pools, global average and pyramid pooling",
             key=("resnet50.maxpool",),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .providers import memory_format
-from .shapes import ConvLayer, Layer, PoolLayer, UpsampleLayer
+from .shapes import ConvLayer, Layer, LocalLayer, PoolLayer, UpsampleLayer
 
 Operands = tuple[torch.Tensor | None, ...]
 Op = Callable[..., torch.Tensor]
@@ -44,6 +44,8 @@ def functions(layer: Layer) -> tuple[Op, Op]:
     """``(ours, torch)``: the layer's op from torchconv_ext.functional and torch.nn.functional."""
     import torchconv_ext.functional as ours_f
 
+    if isinstance(layer, LocalLayer):
+        return _local_functions(layer, ours_f)
     if isinstance(layer, ConvLayer):
         kw: dict[str, Any] = dict(
             stride=layer.arg("stride"),
@@ -73,6 +75,38 @@ def _activated(ours_op: Op, torch_op: Op, activation: str, kw: dict[str, Any]) -
         lambda x, w, b: ours_op(x, w, b, activation=activation, **kw),
         lambda x, w, b: act(torch_op(x, w, b, **kw)),
     )
+
+
+def _local_functions(layer: LocalLayer, ours_f: Any) -> tuple[Op, Op]:
+    """Ours; and torch's way to write a 2-D locally connected or tiled convolution: every
+    window as a column (``F.unfold``), each position's kernel gathered from its tile, and one
+    ``einsum`` (torch has no op for it; this is how its users write one), its result in the
+    input's memory format as torch's convolutions return theirs."""
+    if layer.dims != 2:
+        raise ValueError(f"{layer.name}: torch's unfold serves 2-D layers only")
+    kw: dict[str, Any] = dict(
+        stride=layer.arg("stride"), padding=layer.arg("padding"), dilation=layer.arg("dilation")
+    )
+    ours_op, groups, out, lead = getattr(ours_f, layer.op), layer.groups, layer.out_size, layer.lead
+
+    def per_position(t: torch.Tensor) -> torch.Tensor:
+        """``(*lead, …)`` to ``(*out, …)``: each output position's tile."""
+        if lead == out:  # locally connected: the weight is per position already
+            return t
+        rows, cols = (torch.arange(o, device=t.device) % n for o, n in zip(out, lead))
+        return t[rows[:, None], cols[None, :]]
+
+    def torch_local(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        columns = F.unfold(x, layer.arg("kernel"), **kw).unflatten(1, (groups, -1))
+        kernels = per_position(w).flatten(0, 1).unflatten(1, (groups, -1)).flatten(3)
+        y = torch.einsum("ngkl,lgok->ngol", columns, kernels).flatten(1, 2).unflatten(2, out)
+        y = y if b is None else y + per_position(b).movedim(-1, 0)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return y.contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+
+    return (lambda x, w, b: ours_op(x, w, b, groups=groups, **kw)), torch_local
 
 
 def _pool_functions(layer: PoolLayer, ours_f: Any) -> tuple[Op, Op]:
@@ -111,8 +145,10 @@ def make_workload(
         fan_in = math.prod(layer.weight_shape[1:])
         if layer.transposed:  # weight is (C_in, C_out/groups, k...): an output sums C_in/groups
             fan_in = layer.c_in // layer.groups * math.prod(layer.arg("kernel"))
+        if isinstance(layer, LocalLayer):  # weight (*lead, C_out, C_in/groups, k...)
+            fan_in = layer.c_in // layer.groups * math.prod(layer.arg("kernel"))
         w = randn(layer.weight_shape, 1 / math.sqrt(fan_in))
-        b = randn((layer.c_out,)) if layer.bias else None
+        b = randn(layer.bias_shape) if layer.bias else None
         operands, names = (x, w, b), ("input", "weight", "bias")
     else:
         operands, names = (x,), ("input",)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import torchconv_ext
+import torchconv_ext.functional
 from benchmarks import (
     bench_conv,
     bench_pool,
@@ -89,7 +91,9 @@ def test_quick_results_have_required_fields(quick_run):
         assert doc["git_sha"] == "unknown" or len(doc["git_sha"]) == 40
         assert doc["peak"]["matmul_tflops"] > 0 and doc["peak"]["copy_gbps"] > 0
         assert doc["records"], p["json"]
-        conv = doc["suite"] in ("conv", "depthwise", "grouped", "conv3d", "transposed", "fused")
+        conv = doc["suite"] in (
+            "conv", "depthwise", "grouped", "conv3d", "transposed", "fused", "local"
+        )  # fmt: skip
         for rec in doc["records"]:
             assert rec["direction"] in ("fwd", "bwd", "both") or (
                 rec["direction"] == "infer" and doc["suite"] == "fused"
@@ -296,6 +300,8 @@ def _meta_conv(layer, x, w, b):
     )
     if layer.transposed:
         kw["output_padding"] = layer.arg("output_padding")
+    if isinstance(layer, shapes.LocalLayer):  # beyond torch: ours, with its FLOP formulas
+        return getattr(torchconv_ext.functional, layer.op)(x, w, b, **kw)
     return getattr(F, layer.op)(x, w, b, **kw)
 
 
@@ -304,7 +310,7 @@ def test_layer_shapes_and_flops_match_torch(layer):
     small = shapes.scaled(layer, 2, None)
     x = torch.empty(small.input_shape, device="meta", requires_grad=small.input_grad)
     w = torch.empty(small.weight_shape, device="meta", requires_grad=True)
-    b = torch.empty(small.c_out, device="meta", requires_grad=True) if small.bias else None
+    b = torch.empty(small.bias_shape, device="meta", requires_grad=True) if small.bias else None
     with FlopCounterMode(display=False) as fwd:
         y = _meta_conv(small, x, w, b)
     assert tuple(y.shape) == small.output_shape
@@ -321,6 +327,23 @@ def test_layer_shapes_and_flops_match_torch(layer):
         torch.autograd.grad(y, inputs, torch.empty_like(y))
     assert bwd.get_total_flops() == expected
     assert small.flops("both") == small.flops("fwd") + small.flops("bwd")
+
+
+@pytest.mark.parametrize("layer", shapes.LOCAL, ids=lambda layer: layer.name)
+def test_the_local_suite_times_torchs_unfold_and_einsum_which_computes_ours(layer):
+    """The locally connected and tiled layers' torch side (torch has no op: the unfold and
+    einsum its users write) computes what ours does, forward and gradients, in float64, with
+    its result in the input's layout."""
+    small = shapes.scaled(layer, 2, 2e6)
+    wl = workload.make_workload(small, torch.float64, "cpu")
+    for channels_last in (False, True):
+        operands, gy = workload.prepared(wl, channels_last)
+        with torchconv_ext.use_backend("torch"):
+            ours = workload.run_once(wl.ours, operands, gy, grads=True)
+        theirs = workload.run_once(wl.torch, operands, gy, grads=True)
+        for o, t in zip(ours, theirs):
+            torch.testing.assert_close(o, t, rtol=1e-12, atol=1e-12)
+        assert theirs[0].is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 @pytest.mark.parametrize("budget", [None, 2e6, 5e8])
