@@ -80,6 +80,7 @@ def test_results_follow_the_shape():
 def _openings():
     from torchconv_ext.functional import conv as conv_module
     from torchconv_ext.functional import conv_transpose as conv_transpose_module
+    from torchconv_ext.functional import local as local_module
     from torchconv_ext.functional import pool as pool_module
     from torchconv_ext.functional import upsample as upsample_module
 
@@ -88,6 +89,7 @@ def _openings():
         pool_module._OPENINGS,
         conv_transpose_module._OPENINGS,
         upsample_module._OPENINGS,
+        local_module._OPENINGS,
     )
 
 
@@ -128,7 +130,7 @@ def test_remembered_openings_give_the_same_results(fresh_openings, backend, batc
                 got, want = ours(x, *rest, **kwargs), theirs(x, *rest, **kwargs)
                 torch.testing.assert_close(got, want)
                 assert got.stride() == want.stride()
-    conv, pool, transposed, upsample = fresh_openings
+    conv, pool, transposed, upsample, _ = fresh_openings
     assert len(upsample._table) == 1  # our op or torch's, on the checked geometry
     if backend == "torch":  # torch's own ops compute these: that is what is remembered
         from torchconv_ext.functional._common import TORCH_OP
@@ -139,6 +141,29 @@ def test_remembered_openings_give_the_same_results(fresh_openings, backend, batc
         assert [v is TORCH_OP for v in pool._table.values()] == [True, False]
     else:
         assert len(conv._table) == 1 and len(pool._table) == 3 and len(transposed._table) == 1
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("batched", [True, False])
+def test_remembered_local_openings_give_the_same_results(fresh_openings, backend, batched):
+    """A tiled and a locally connected convolution, opened then remembered (one opening per
+    call signature, the tiled and the locally connected one apart), against the definition."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+    from tests.references.local import reference_local
+
+    g = torch.Generator().manual_seed(0)
+    tiled = torch.randn(2, 2, 4, 3, 3, 3, generator=g, dtype=torch.float64)
+    local = torch.randn(3, 3, 4, 3, 3, 3, generator=g, dtype=torch.float64)
+    with torchconv_ext.use_backend(backend):
+        for _ in range(3):
+            x = torch.randn((2, 3, 5, 5) if batched else (3, 5, 5), generator=g).double()
+            for op, w, kw in ((TF.conv2d_tiled, tiled, dict(padding=1, stride=2)),
+                              (TF.conv2d_local, local, {})):  # fmt: skip
+                got = op(x, w, **kw)
+                want = reference_local(x if batched else x[None], w, None, **kw)
+                torch.testing.assert_close(got, want if batched else want[0])
+    assert len(fresh_openings[-1]._table) == 2
 
 
 def test_openings_are_told_apart_by_backend_and_not_kept_under_autocast(fresh_openings):

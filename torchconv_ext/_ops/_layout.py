@@ -13,7 +13,9 @@ one scalar load per element. So, on the Triton path:
   ``form`` ``"windows"``, and ``"windows_input_gradient"`` for the flipped, transposed weight
   of their input gradient), or for groups of a few channels computed several at a time into
   the block-diagonal weight of the merged groups (``triton_kernels.merged_weight``: ``form``
-  ``"merged_groups"``, which the forward and the input gradient read) — and a module's
+  ``"merged_groups"``, which the forward and the input gradient read), or for a locally
+  connected or tiled convolution's weight ``(*tiles, C_out, C_in/groups, *kernel)`` with its
+  input channels innermost (``form`` ``"local_channels_inner"``) — and a module's
   weights — its ``nn.Parameter`` objects — once per version and form: the repacked copy is
   cached by form, data pointer, shape, strides, dtype and device, valid while the same storage
   is alive and its version counter
@@ -109,7 +111,14 @@ ENABLED: bool = os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
 
 
 #: The forms a weight is repacked into (module doc).
-FORMS = ("channels_last", "windows", "windows_input_gradient", "merged_groups")
+FORMS = ("channels_last", "windows", "windows_input_gradient", "merged_groups",
+         "local_channels_inner")  # fmt: skip
+
+
+def _local_input_channels(w: torch.Tensor) -> int:
+    """The dim of a locally connected or tiled weight's input channels: ``(*tiles, C_out,
+    C_in/groups, *kernel)`` has as many tile dims as kernel dims."""
+    return w.dim() // 2
 
 
 def _pack(w: torch.Tensor, form: str, groups: int) -> torch.Tensor:
@@ -119,14 +128,26 @@ def _pack(w: torch.Tensor, form: str, groups: int) -> torch.Tensor:
             return to_layout(w, True)
         if form == "merged_groups":
             return kernels().merged_weight(w, groups)
+        if form == "local_channels_inner":
+            dim = _local_input_channels(w)
+            return w.movedim(dim, -1).contiguous().movedim(-1, dim)
         return kernels().window_weight(w, input_gradient=form == "windows_input_gradient")
+
+
+def _is_packed(w: torch.Tensor, form: str) -> bool:
+    """Whether ``w`` is already in ``form`` (the forms a tensor can simply have)."""
+    if form == "channels_last":
+        return is_channels_last(w)
+    if form == "local_channels_inner":
+        return w.stride(_local_input_channels(w)) == 1 or w.shape[_local_input_channels(w)] == 1
+    return False
 
 
 def packed_weight(w: torch.Tensor, form: str = "channels_last", groups: int = 1) -> torch.Tensor:
     """``w`` in ``form`` (one of :data:`FORMS`; ``groups``: the convolution's, which the form
     ``"merged_groups"`` depends on); a parameter is repacked at most once per version (module
     doc)."""
-    if form == "channels_last" and is_channels_last(w):
+    if _is_packed(w, form):
         return w
     # A graph being captured must record the repack itself: a cached copy would be replayed
     # stale after the weight changes.

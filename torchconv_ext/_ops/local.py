@@ -22,6 +22,14 @@ padding modes work as for convolution (the adjoint of ``pad`` folds the gradient
 ``local_conv_bwd_input`` takes the input's spatial size and layout, ``local_conv_bwd_weight``
 the tile counts and kernel size. Layouts: the output and the input gradient are channels-last
 when the input is; the weight gradient is contiguous.
+
+The kernels reduce over (taps, input channels), channels fastest, so they load 16-byte vectors
+where channels are innermost: on the Triton path every activation goes channels-last (one copy
+where it is not, one per derivative: ``_layout.converting_once``) and the weight goes with its
+input channels innermost (repacked once per version for a parameter: ``_layout.packed_weight``).
+Their results are stored channels-last too, and converted once where torch's layout is NCHW: a
+tile's rows are positions a tile apart (a locally connected layer's: batch elements), which an
+NCHW store would write one element at a time, at a pointer register per element.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from .._fallback import local as fallback
 from .._local_args import local_output_size
 from .._memory import empty_in_layout, is_channels_last, to_layout
 from .._padding import fold_padding_grad
+from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive, affine_forward_jvp, sum_tangents
 
 
@@ -61,6 +70,11 @@ def _kernel_args(g: ConvGeometry, padding: tuple[int, ...] | None = None) -> dic
         # fp32 uses TF32 exactly when torch lets convolutions use it.
         allow_tf32=torch.backends.cudnn.allow_tf32,
     )
+
+
+def _kernel_weight(weight: Tensor) -> Tensor:
+    """The weight as the kernels read it fastest: input channels innermost."""
+    return kernels().replayed_whole(packed_weight, weight, "local_channels_inner")
 
 
 def _output_shape(input: Tensor, weight: Tensor, g: ConvGeometry) -> list[int]:
@@ -113,12 +127,13 @@ def _fwd_impl(
     shape = _output_shape(input, weight, g)
     if not use_triton(input, "conv"):
         return to_layout(fallback.local_forward(input, weight, bias, shape[2:], g), layout)
-    out = empty_in_layout(shape, input, layout, poison=True)
+    out = empty_in_layout(shape, input, True, poison=True)  # (stored channels-last: docstring)
     if out.numel():
         kernels().local_conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **_kernel_args(g)
-        )
-    return out
+            channels_last_activation(input), _kernel_weight(weight), bias, out,
+            pad_mode=g.padding_mode, **_kernel_args(g),
+        )  # fmt: skip
+    return to_layout(out, layout)
 
 
 def _fwd_fake(input, weight, bias, *geometry):
@@ -144,15 +159,16 @@ def _bwd_input_impl(
     if not use_triton(grad_output, "conv"):
         grad = fallback.local_backward_input(grad_output, weight, shape, g)
         return to_layout(grad, channels_last)
+    grad_output, weight = channels_last_activation(grad_output), _kernel_weight(weight)
     if g.padding_mode == "zeros":
-        grad = empty_in_layout(shape, grad_output, channels_last, poison=True)
+        grad = empty_in_layout(shape, grad_output, True, poison=True)
         if grad.numel():
             kernels().local_conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
-        return grad
+        return to_layout(grad, channels_last)
     # The kernel sees zero padding only: the gradient of the padded input, folded onto its
     # sources.
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
-    grad = empty_in_layout(padded, grad_output, channels_last, poison=True)
+    grad = empty_in_layout(padded, grad_output, True, poison=True)
     if grad.numel():
         zero = (0,) * len(g.stride)
         kernels().local_conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
@@ -187,8 +203,9 @@ def _bwd_weight_impl(
     if grad_output.numel() == 0 or input.numel() == 0:
         return grad.zero_()
     kernels().local_conv_backward_weight(
-        input, grad_output, grad, pad_mode=g.padding_mode, **_kernel_args(g)
-    )
+        channels_last_activation(input), channels_last_activation(grad_output), grad,
+        pad_mode=g.padding_mode, **_kernel_args(g),
+    )  # fmt: skip
     return grad
 
 

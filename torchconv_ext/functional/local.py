@@ -19,7 +19,10 @@ from torch import Tensor
 from .._args import IntOrTuple, Padding
 from .._local_args import local_geometry
 from .._ops.local import local_conv_fwd
-from ._common import conv_dtype, open_call
+from ._common import Openings, conv_dtype, open_call
+
+#: The openings of plain calls (``_local``).
+_OPENINGS = Openings()
 
 
 def _local(
@@ -35,12 +38,20 @@ def _local(
     groups: int,
     padding_mode: str,
 ) -> Tensor:
+    key = _OPENINGS.key(name, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    opened = _OPENINGS.get(key)
+    if opened is not None:  # this call's opening, as decided before
+        batched, call = opened
+        out = call(input if batched else input.unsqueeze(0), weight, bias)
+        return out if batched else out.squeeze(0)
     cast, _ = conv_dtype(input)  # autocast casts the operands as it casts a convolution's
     batched, input, weight, bias = open_call(name, spatial_dims, input, weight, bias, cast=cast)
     g = local_geometry(
         name, input, weight, bias, stride, padding, dilation, groups, padding_mode, tiled=tiled
     )
-    out = local_conv_fwd(input, weight, bias, *g.as_args())
+    call = _OPENINGS.bind(key, local_conv_fwd, *g.as_args())
+    _OPENINGS.remember(key, (batched, call))
+    out = call(input, weight, bias)
     return out if batched else out.squeeze(0)
 
 
