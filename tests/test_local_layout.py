@@ -1,8 +1,8 @@
 """Layouts on the Triton path of the locally connected and tiled convolutions: their kernels
 reduce over (taps, input channels), channels fastest, so activations reach them channels-last
 (one copy where they are not; one per derivative) and the weight with its input channels
-innermost (a parameter repacked once per version); they store channels-last, and results keep
-the input's layout.
+innermost (a parameter repacked once per version); they store activations channels-last and
+the weight gradient with its input channels innermost, and results keep torch's layouts.
 
 A spy on the launchers records what each launch received; values are compared with the float64
 definition, forward, backward and double backward.
@@ -111,8 +111,12 @@ def test_operands_reach_the_kernels_channels_inner_and_results_keep_the_layout(
     for launch in launches:
         assert all(_layout.is_channels_last(a) for a in launch.activations), launch.name
         assert launch.weight is None or _input_channels_inner(launch.weight), launch.name
-        # activations are stored channels-last (converted once where torch's are NCHW)
-        assert launch.weight is None or _layout.is_channels_last(launch.result), launch.name
+        # activations are stored channels-last (converted once where torch's are NCHW), the
+        # weight gradient with its input channels innermost (then made contiguous)
+        if launch.weight is None:
+            assert _input_channels_inner(launch.result)
+        else:
+            assert _layout.is_channels_last(launch.result), launch.name
     if not x_cl:  # one channels-last copy of the incoming gradient serves both gradients
         by_name = {launch.name: launch for launch in launches}
         read_by_input_grad = by_name["local_conv_backward_input"].activations[0]

@@ -97,6 +97,17 @@ def empty_in_layout(
     return _poisoned(out) if poison else out
 
 
+def empty_with_fastest(
+    shape: Sequence[int], like: torch.Tensor, dim: int, poison: bool = False
+) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` whose dim ``dim`` has stride 1, the others in
+    order (a locally connected weight's input channels innermost); poisoned as
+    :func:`empty_in_layout`'s."""
+    order = [*shape[:dim], *shape[dim + 1 :], shape[dim]]
+    out = torch.empty(order, dtype=like.dtype, device=like.device).movedim(-1, dim)
+    return _poisoned(out) if poison else out
+
+
 def _poisoned(out: torch.Tensor) -> torch.Tensor:
     if _POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)

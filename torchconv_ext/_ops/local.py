@@ -29,7 +29,8 @@ where it is not, one per derivative: ``_layout.converting_once``) and the weight
 input channels innermost (repacked once per version for a parameter: ``_layout.packed_weight``).
 Their results are stored channels-last too, and converted once where torch's layout is NCHW: a
 tile's rows are positions a tile apart (a locally connected layer's: batch elements), which an
-NCHW store would write one element at a time, at a pointer register per element.
+NCHW store would write one element at a time, at a pointer register per element; and the weight
+gradient with its input channels innermost, then made contiguous.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry
 from .._fallback import local as fallback
 from .._local_args import local_output_size
-from .._memory import empty_in_layout, is_channels_last, to_layout
+from .._memory import empty_in_layout, empty_with_fastest, is_channels_last, to_layout
 from .._padding import fold_padding_grad
 from ._layout import channels_last_activation, packed_weight
 from ._primitive import Primitive, affine_forward_jvp, sum_tangents
@@ -199,14 +200,16 @@ def _bwd_weight_impl(
     if not use_triton(grad_output, "conv"):
         return fallback.local_backward_weight(grad_output, input, tiles, kernel_size, g)
     shape = _weight_shape(grad_output, input, tiles, kernel_size, groups)
-    grad = empty_in_layout(shape, input, False, poison=True)
     if grad_output.numel() == 0 or input.numel() == 0:
-        return grad.zero_()
+        return empty_in_layout(shape, input, False).zero_()
+    # Stored with its input channels innermost, as the kernel's columns run (16-byte stores;
+    # contiguous, a column tile would write one element at a time), then made contiguous.
+    grad = empty_with_fastest(shape, input, len(shape) // 2, poison=True)
     kernels().local_conv_backward_weight(
         channels_last_activation(input), channels_last_activation(grad_output), grad,
         pad_mode=g.padding_mode, **_kernel_args(g),
     )  # fmt: skip
-    return grad
+    return grad.contiguous()
 
 
 def _bwd_weight_fake(grad_output, input, tiles, kernel_size, *geometry):
