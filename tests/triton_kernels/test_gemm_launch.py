@@ -39,9 +39,10 @@ def _inputs(x_shape, c_out, kernel, groups=1, seed=0):
     return x, w, b
 
 
-def _run_all_three(x, w, b, *, stride, padding, groups=1):
+def _run_all_three(x, w, b, *, stride, padding, groups=1, weight_only=False):
     """Forward, input gradient (with a transposed-convolution bias) and weight gradient (alone,
-    and with the bias gradient) through the dispatching launchers, each against torch."""
+    and with the bias gradient) through the dispatching launchers, each against torch
+    (``weight_only``: the weight gradient's two launches alone)."""
     nd = x.dim() - 2
     geo = dict(stride=stride, padding=padding, dilation=(1,) * nd, groups=groups,
                allow_tf32=False)  # fmt: skip
@@ -52,14 +53,15 @@ def _run_all_three(x, w, b, *, stride, padding, groups=1):
     ref_gx, ref_gw = torch.autograd.grad(ref, (xr, wr), gy)
     bias_in = torch.randn(x.shape[1], dtype=torch.float64)
 
-    out = _poisoned(ref.shape, torch.float64, "cpu", "channels_last")
-    K.conv_forward(_layout(x, "channels_last"), _layout(w, "channels_last"), b, out,
-                   pad_mode="zeros", **geo)  # fmt: skip
-    _check(out, ref.detach())
-    grad_in = _poisoned(x.shape, torch.float64, "cpu", "contig")
-    K.conv_backward_input(_layout(gy, "channels_last"), _layout(w, "channels_last"), grad_in,
-                          bias=bias_in, **geo)  # fmt: skip
-    _check(grad_in, ref_gx + bias_in.view(-1, *[1] * nd))
+    if not weight_only:
+        out = _poisoned(ref.shape, torch.float64, "cpu", "channels_last")
+        K.conv_forward(_layout(x, "channels_last"), _layout(w, "channels_last"), b, out,
+                       pad_mode="zeros", **geo)  # fmt: skip
+        _check(out, ref.detach())
+        grad_in = _poisoned(x.shape, torch.float64, "cpu", "contig")
+        K.conv_backward_input(_layout(gy, "channels_last"), _layout(w, "channels_last"),
+                              grad_in, bias=bias_in, **geo)  # fmt: skip
+        _check(grad_in, ref_gx + bias_in.view(-1, *[1] * nd))
     grad_w = _poisoned(w.shape, torch.float64, "cpu", "channels_last")
     K.conv_backward_weight(_layout(x, "channels_last"), _layout(gy, "channels_last"), grad_w,
                            pad_mode="zeros", **geo)  # fmt: skip
@@ -123,7 +125,7 @@ def test_every_narrow_grad_weight_config(ran, force, flat, weight_config):
     config = Config.of(4, 1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
     _force_loop(force, flat, config, weight_config)
     x, w, b = _inputs((2, 6 if flat else 40, 9, 8), 36, (3, 3), groups=2)
-    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2)
+    _run_all_three(x, w, b, stride=(1, 2), padding=(1, 0), groups=2, weight_only=True)
     assert f"conv_bwd_weight_{'flat' if flat else 'tap'}_narrow" in ran
 
 
