@@ -70,3 +70,36 @@ def fresh_launcher_tapes():
     tapes = sys.modules.get("triton_kernels._tape")
     if tapes is not None:
         tapes.clear_tapes()
+
+
+@pytest.fixture
+def fresh_weight_cache():
+    """The repacked-weight cache (``torchconv_ext._ops._layout``) empty before and after the
+    test, so that its counters count this test's repacks. Layout modules request it for all
+    their tests."""
+    from torchconv_ext._ops import _layout
+
+    _layout.clear_weight_cache()
+    yield
+    _layout.clear_weight_cache()
+
+
+@pytest.fixture
+def spy_launchers(monkeypatch):
+    """``spy(names, record)``: each launcher of ``triton_kernels`` named in ``names`` calls
+    ``record(name, args)`` before it runs, for the rest of the test."""
+    from torchconv_ext._backend import kernels
+
+    def spied(name, original, record):
+        def call(*args, **kwargs):
+            record(name, args)
+            return original(*args, **kwargs)
+
+        return call
+
+    def spy(names, record):
+        k = kernels()
+        for name in names:
+            monkeypatch.setattr(k, name, spied(name, getattr(k, name), record))
+
+    return spy

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 
 import torchconv_ext
 from torchconv_ext import functional as TF
-from torchconv_ext._backend import kernels
 from torchconv_ext._ops import _layout
 
-pytestmark = pytest.mark.interpret
+pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("fresh_weight_cache")]
 
 _LAUNCHERS = ("conv_forward", "conv_backward_input", "conv_backward_weight")
 
@@ -35,34 +34,23 @@ class Launch(NamedTuple):
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(spy_launchers):
     """A :class:`Launch` for every convolution launch in the test."""
-    k = kernels()
     calls = []
-    for name in _LAUNCHERS:
-        original = getattr(k, name)
 
-        def spy(*args, _orig=original, _name=name, **kwargs):
-            operands = args[:2]
-            calls.append(
-                Launch(
-                    _name,
-                    tuple(_layout.is_channels_last(a) for a in operands),
-                    tuple(a.data_ptr() for a in operands),
-                    args[3] if _name == "conv_forward" else args[2],
-                )
+    def record(name, args):
+        operands = args[:2]
+        calls.append(
+            Launch(
+                name,
+                tuple(_layout.is_channels_last(a) for a in operands),
+                tuple(a.data_ptr() for a in operands),
+                args[3] if name == "conv_forward" else args[2],
             )
-            return _orig(*args, **kwargs)
+        )
 
-        monkeypatch.setattr(k, name, spy)
+    spy_launchers(_LAUNCHERS, record)
     return calls
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    _layout.clear_weight_cache()
-    yield
-    _layout.clear_weight_cache()
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:

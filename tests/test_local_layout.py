@@ -18,10 +18,9 @@ import torch
 import torchconv_ext
 from tests.references.local import reference_local
 from torchconv_ext import functional as TF
-from torchconv_ext._backend import kernels
 from torchconv_ext._ops import _layout
 
-pytestmark = pytest.mark.interpret
+pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("fresh_weight_cache")]
 
 _LAUNCHERS = ("local_conv_forward", "local_conv_backward_input", "local_conv_backward_weight")
 
@@ -34,31 +33,20 @@ class Launch(NamedTuple):
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(spy_launchers):
     """A :class:`Launch` for every local convolution launch in the test."""
-    k = kernels()
     calls = []
-    for name in _LAUNCHERS:
-        original = getattr(k, name)
 
-        def spy(*args, _orig=original, _name=name, **kwargs):
-            if _name == "local_conv_backward_weight":  # (x, grad_out, grad_w)
-                calls.append(Launch(_name, args[:2], None, args[2]))
-            elif _name == "local_conv_forward":  # (x, w, bias, out)
-                calls.append(Launch(_name, args[:1], args[1], args[3]))
-            else:  # (grad_out, w, grad_in)
-                calls.append(Launch(_name, args[:1], args[1], args[2]))
-            return _orig(*args, **kwargs)
+    def record(name, args):
+        if name == "local_conv_backward_weight":  # (x, grad_out, grad_w)
+            calls.append(Launch(name, args[:2], None, args[2]))
+        elif name == "local_conv_forward":  # (x, w, bias, out)
+            calls.append(Launch(name, args[:1], args[1], args[3]))
+        else:  # (grad_out, w, grad_in)
+            calls.append(Launch(name, args[:1], args[1], args[2]))
 
-        monkeypatch.setattr(k, name, spy)
+    spy_launchers(_LAUNCHERS, record)
     return calls
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    _layout.clear_weight_cache()
-    yield
-    _layout.clear_weight_cache()
 
 
 def _input_channels_inner(w: torch.Tensor) -> bool:
