@@ -5,7 +5,7 @@ The weight is ``(*tiles, C_out, C_in/groups, *kernel)``, viewed as ``(TD, TH, TW
 C_in/groups, KD, KH, KW)``; output position ``o`` uses the kernel of tile ``o mod T`` per dim.
 Tiles equal to the output size make a locally connected (unshared) convolution, one tile an
 ordinary convolution. The positions that share a tile share a kernel, so each (tile, group) is
-one dense GEMM, and the tiles are a grid axis:
+one dense GEMM, and every (tile, group) GEMM is a batch of one 1-d grid (``_program``):
 
 * forward      rows = N·(positions of the tile), cols = C_out/groups,
                reduction = (taps, C_in/groups);
@@ -46,8 +46,8 @@ from ._common import (
     pack_geometry,
     phase_steps,
 )
-from ._gemm_common import configs, shared_estimate
-from ._indexing import map_padded, phase_taps, unflatten, wide
+from ._gemm_common import GROUP_M, configs, flat_grid, shared_estimate
+from ._indexing import grouped_tile, map_padded, phase_taps, unflatten, wide
 from ._tuning import Config, Tuner, bucket
 
 __all__ = ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
@@ -86,6 +86,15 @@ def _load_window(
 
 
 @triton.jit
+def _program(ROW_TILES, COL_TILES, GROUPS, GROUP_M: tl.constexpr):
+    """``(gemm, group, row tile, column tile)`` of this program of the 1-d grid: one batch of
+    ``grouped_tile`` per GEMM (a tile or a phase) and group, GEMM-major, so no grid axis is
+    bounded by 65535 and neighbouring row tiles share their columns in L2."""
+    batch, tile_m, tile_n = grouped_tile(tl.program_id(0), ROW_TILES, COL_TILES, GROUP_M)
+    return batch // GROUPS, batch % GROUPS, tile_m, tile_n
+
+
+@triton.jit
 def _floor_mod(a, m):
     """``a mod m`` in ``[0, m)`` for any sign of ``a`` (``%`` truncates on the GPU)."""
     r = a % m
@@ -100,7 +109,7 @@ def _floor_mod(a, m):
 @triton.jit
 def _local_conv_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    M, C_IN, C_OUT,
+    M, C_IN, C_OUT, GROUPS,
     D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, QD, QH, QW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
@@ -108,25 +117,26 @@ def _local_conv_fwd_kernel(
     sy_n, sy_c, sy_d, sy_h, sy_w,
     sb_td, sb_th, sb_tw, sb_o,
     HAS_BIAS: tl.constexpr, PAD_MODE: tl.constexpr, USE_INT64: tl.constexpr,
-    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """y[n, g·C_OUT + co, o] = bias[r, g·C_OUT + co] +
     Σ_{tap, ci} x[n, g·C_IN + ci, o·stride - padding + tap·dilation] · w[r, g·C_OUT + co, ci, tap]
     with ``o = q·T + r``.
 
-    Grid: (tiles · row blocks over N·Q, C_OUT blocks, groups); ``Q = ceil(O / T)`` positions per
-    tile and dim (rows past ``O`` are masked). C_IN / C_OUT are per group.
+    Programs (``_program``): tiles × groups GEMMs of row tiles over N·Q and C_OUT column tiles;
+    ``Q = ceil(O / T)`` positions per tile and dim (rows past ``O`` are masked). C_IN / C_OUT
+    are per group.
     """
-    row_blocks = tl.cdiv(M, BLOCK_M)
-    tile = tl.program_id(0) // row_blocks
-    group = tl.program_id(2)
+    tile, group, tile_m, tile_n = _program(
+        tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUPS, GROUP_M
+    )
     _, rd, rh, rw = unflatten(tile, TD, TH, TW)
-    rows = wide(tl.program_id(0) % row_blocks, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     n, qd, qh, qw = unflatten(rows, QD, QH, QW)
     od, oh, ow = qd * TD + rd, qh * TH + rh, qw * TW + rw
     row_ok = (rows < M) & (od < OD) & (oh < OH) & (ow < OW)
-    co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    co = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT
     co_off = wide(group * C_OUT + co, USE_INT64)
 
@@ -170,7 +180,7 @@ def _local_conv_fwd_kernel(
 @triton.jit
 def _local_conv_bwd_input_kernel(
     go_ptr, w_ptr, gi_ptr,
-    N, C_IN, C_OUT,
+    N, C_IN, C_OUT, GROUPS,
     D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, PHD, PHH, PHW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
@@ -178,6 +188,7 @@ def _local_conv_bwd_input_kernel(
     sw_td, sw_th, sw_tw, sw_o, sw_i, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     USE_INT64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """grad_in of a zero-padded convolution, one phase per program row.
@@ -189,23 +200,22 @@ def _local_conv_bwd_input_kernel(
     ``TSTEP``-th tap from the phase's first (``phase_taps``; ``TSTEP = stride / gcd(stride,
     dilation)``, ``OSTEP = dilation / gcd``), so a stride-s layer sums about 1/s of the taps
     per dim, not all of them masked.
-    Grid: (phases · row blocks of the largest phase, C_IN blocks, groups); the phase counts
-    ``PH = min(stride·T, size)`` per dim leave out empty phases, and every input element lies
-    in exactly one phase (zeros where no tap reaches).
+    Programs (``_program``): phases × groups GEMMs of the largest phase's row tiles and C_IN
+    column tiles; the phase counts ``PH = min(stride·T, size)`` per dim leave out empty phases,
+    and every input element lies in exactly one phase (zeros where no tap reaches).
     """
     per_d, per_h, per_w = STRIDE_D * TD, STRIDE_H * TH, STRIDE_W * TW
-    # Phase 0 is the largest along every dim: it sets the row blocks of every phase.
-    row_blocks = tl.cdiv(N * tl.cdiv(D, per_d) * tl.cdiv(H, per_h) * tl.cdiv(W, per_w), BLOCK_M)
-    phase = tl.program_id(0) // row_blocks
-    group = tl.program_id(2)
+    # Phase 0 is the largest along every dim: it sets the row tiles of every phase.
+    row_tiles = tl.cdiv(N * tl.cdiv(D, per_d) * tl.cdiv(H, per_h) * tl.cdiv(W, per_w), BLOCK_M)
+    phase, group, tile_m, tile_n = _program(row_tiles, tl.cdiv(C_IN, BLOCK_N), GROUPS, GROUP_M)
     _, ph_d, ph_h, ph_w = unflatten(phase, PHD, PHH, PHW)
     J_D = (D - ph_d + per_d - 1) // per_d
     J_H = (H - ph_h + per_h - 1) // per_h
     J_W = (W - ph_w + per_w - 1) // per_w
-    rows = wide(tl.program_id(0) % row_blocks, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N * J_D * J_H * J_W
     n, jd, jh, jw = unflatten(rows, J_D, J_H, J_W)
-    ci = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN
     ci_off = wide(group * C_IN + ci, USE_INT64)
     w_col = (wide(ci, USE_INT64) * sw_i)[None, :]  # the weight's in-channel index is per group
@@ -258,14 +268,14 @@ def _local_conv_bwd_input_kernel(
 @triton.jit
 def _local_conv_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
-    R, C_IN, C_OUT,
+    R, C_IN, C_OUT, GROUPS,
     D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, QD, QH, QW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sgw_td, sgw_th, sgw_tw, sgw_o, sgw_i, sgw_d, sgw_h, sgw_w,
     PAD_MODE: tl.constexpr, USE_INT64: tl.constexpr,
-    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """gw[r, g·C_OUT + co, ci, tap] =
@@ -273,16 +283,17 @@ def _local_conv_bwd_weight_kernel(
     over the positions ``o = q·T + r`` of tile ``r`` (``R = N·Q`` reduction rows).
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over (n, q) in a fixed order. A tile no output
-    position uses gets zeros. Grid: (tiles · C_OUT blocks, column blocks, groups).
+    position uses gets zeros. Programs (``_program``): tiles × groups GEMMs of C_OUT row tiles
+    and column tiles.
     """
-    co_blocks = tl.cdiv(C_OUT, BLOCK_M)
-    tile = tl.program_id(0) // co_blocks
-    group = tl.program_id(2)
+    tile, group, tile_m, tile_n = _program(
+        tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(KD * KH * KW * C_IN, BLOCK_N), GROUPS, GROUP_M
+    )
     _, rd, rh, rw = unflatten(tile, TD, TH, TW)
-    co = (tl.program_id(0) % co_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    co = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     co_ok = co < C_OUT
     co_off = wide(group * C_OUT + co, USE_INT64)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < KD * KH * KW * C_IN
     td, th, tw, ci = unflatten(cols, KH, KW, C_IN)
     ci_group = wide(group * C_IN + ci, USE_INT64)[None, :]
@@ -393,14 +404,14 @@ def local_conv_forward(
         _grid(_count(tiles), m, cg_out, groups),
         (
             x5, w8, w8 if b4 is None else b4, y5,
-            m, cg_in, cg_out,
+            m, cg_in, cg_out, groups,
             *x5.shape[2:], *y5.shape[2:], *w8.shape[5:], *tiles, *per_tile, *geometry,
             *x5.stride(), *w8.stride(), *y5.stride(),
             *(b4.stride() if b4 is not None else (0, 0, 0, 0)),
         ),
         dict(
             HAS_BIAS=bias is not None, PAD_MODE=PAD_MODES[pad_mode], USE_INT64=use_int64,
-            PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype),
+            PRECISION=precision, ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
         ),
     )  # fmt: skip
 
@@ -443,12 +454,15 @@ def local_conv_backward_input(
         _grid(_count(phases), m_max, cg_in, groups),
         (
             go5, w8, gi5,
-            n_batch, cg_in, cg_out,
+            n_batch, cg_in, cg_out, groups,
             *gi5.shape[2:], *go5.shape[2:], *w8.shape[5:], *tiles, *phases,
             *geometry, *phase_steps(stride, dilation),
             *go5.stride(), *w8.stride(), *gi5.stride(),
         ),
-        dict(USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(grad_out.dtype)),
+        dict(
+            USE_INT64=use_int64, PRECISION=precision, ACC_DTYPE=acc_dtype(grad_out.dtype),
+            GROUP_M=GROUP_M,
+        ),
     )  # fmt: skip
 
 
@@ -488,24 +502,22 @@ def local_conv_backward_weight(
         _grid(_count(tiles), cg_out, cols, groups),
         (
             x5, go5, gw8,
-            reduction, cg_in, cg_out,
+            reduction, cg_in, cg_out, groups,
             *x5.shape[2:], *go5.shape[2:], *gw8.shape[5:], *tiles, *per_tile, *geometry,
             *x5.stride(), *go5.stride(), *gw8.stride(),
         ),
         dict(
             PAD_MODE=PAD_MODES[pad_mode], USE_INT64=use_int64, PRECISION=precision,
-            ACC_DTYPE=acc_dtype(x.dtype),
+            ACC_DTYPE=acc_dtype(x.dtype), GROUP_M=GROUP_M,
         ),
     )  # fmt: skip
 
 
 def _grid(gemms: int, rows: int, cols: int, groups: int) -> Callable[[Config], tuple[int, ...]]:
-    """The launch grid of ``gemms`` GEMMs of ``rows`` × ``cols`` per group (tiles or phases
-    along axis 0, column tiles along axis 1, groups along axis 2) for a config's tile."""
-    return lambda c: (
-        gemms * triton.cdiv(rows, c["BLOCK_M"]),
-        triton.cdiv(cols, c["BLOCK_N"]),
-        groups,
+    """The 1-d launch grid of ``gemms`` GEMMs (tiles or phases) of ``rows`` × ``cols`` per group
+    for a config's tile (the kernels split it: ``_program``)."""
+    return lambda c: flat_grid(
+        triton.cdiv(rows, c["BLOCK_M"]), triton.cdiv(cols, c["BLOCK_N"]), gemms * groups
     )
 
 
