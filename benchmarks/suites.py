@@ -159,7 +159,7 @@ SUITES: dict[str, Suite] = {
         Suite(
             "local",
             "locally connected and tiled convolutions (beyond torch): DeepFace's L4-L6 and 2x2 "
-            "tiles at VGG-16's widths, against torch's unfold and einsum",
+            "tiles at VGG-16's widths, against torch's windows and einsum",
             key=("deepface.l4", "tiledcnn.conv3"),
         ),
         Suite(

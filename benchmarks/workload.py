@@ -78,35 +78,29 @@ def _activated(ours_op: Op, torch_op: Op, activation: str, kw: dict[str, Any]) -
 
 
 def _local_functions(layer: LocalLayer, ours_f: Any) -> tuple[Op, Op]:
-    """Ours; and torch's way to write a 2-D locally connected or tiled convolution: every
-    window as a column (``F.unfold``), each position's kernel gathered from its tile, and one
-    ``einsum`` (torch has no op for it; this is how its users write one), its result in the
-    input's memory format as torch's convolutions return theirs."""
-    if layer.dims != 2:
-        raise ValueError(f"{layer.name}: torch's unfold serves 2-D layers only")
-    kw: dict[str, Any] = dict(
-        stride=layer.arg("stride"), padding=layer.arg("padding"), dilation=layer.arg("dilation")
-    )
-    ours_op, groups, out, lead = getattr(ours_f, layer.op), layer.groups, layer.out_size, layer.lead
+    """Ours; and torch's way to write a locally connected or tiled convolution (torch has no
+    op for it): every tap's windows, each position's kernel gathered from its tile, and one
+    ``einsum`` (``torchconv_ext.check.problems.tiled_conv_by_torch``, what the check compares
+    with), its result in the input's memory format as torch's convolutions return theirs."""
+    from torchconv_ext.check.problems import tiled_conv_by_torch
 
-    def per_position(t: torch.Tensor) -> torch.Tensor:
-        """``(*lead, …)`` to ``(*out, …)``: each output position's tile."""
-        if lead == out:  # locally connected: the weight is per position already
-            return t
-        rows, cols = (torch.arange(o, device=t.device) % n for o, n in zip(out, lead))
-        return t[rows[:, None], cols[None, :]]
+    kw: dict[str, Any] = dict(
+        stride=layer.arg("stride"),
+        padding=layer.arg("padding"),
+        dilation=layer.arg("dilation"),
+        groups=layer.groups,
+    )
+    ours_op = getattr(ours_f, layer.op)
+    fmt = memory_format(layer.dims)
 
     def torch_local(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        columns = F.unfold(x, layer.arg("kernel"), **kw).unflatten(1, (groups, -1))
-        kernels = per_position(w).flatten(0, 1).unflatten(1, (groups, -1)).flatten(3)
-        y = torch.einsum("ngkl,lgok->ngol", columns, kernels).flatten(1, 2).unflatten(2, out)
-        y = y if b is None else y + per_position(b).movedim(-1, 0)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        return y.contiguous(
-            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        y = tiled_conv_by_torch(x, w, b, **kw)
+        channels_last = (
+            fmt is not None and x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
         )
+        return y.contiguous(memory_format=fmt if channels_last else torch.contiguous_format)
 
-    return (lambda x, w, b: ours_op(x, w, b, groups=groups, **kw)), torch_local
+    return (lambda x, w, b: ours_op(x, w, b, **kw)), torch_local
 
 
 def _pool_functions(layer: PoolLayer, ours_f: Any) -> tuple[Op, Op]:

@@ -330,8 +330,8 @@ def test_layer_shapes_and_flops_match_torch(layer):
 
 
 @pytest.mark.parametrize("layer", shapes.LOCAL, ids=lambda layer: layer.name)
-def test_the_local_suite_times_torchs_unfold_and_einsum_which_computes_ours(layer):
-    """The locally connected and tiled layers' torch side (torch has no op: the unfold and
+def test_the_local_suite_times_torchs_windows_and_einsum_which_compute_ours(layer):
+    """The locally connected and tiled layers' torch side (torch has no op: the windows and
     einsum its users write) computes what ours does, forward and gradients, in float64, with
     its result in the input's layout."""
     small = shapes.scaled(layer, 2, 2e6)

@@ -135,7 +135,7 @@ TRANSPOSED_LAYERS = [
 ]  # fmt: skip
 
 # Locally connected (``tiles`` None: one kernel per output position) and tiled convolutions,
-# against the same sum in torch's plain ops (``problems._per_position``).
+# against the same sum in torch's plain ops (``problems.tiled_conv_by_torch``).
 LOCAL_LAYERS = [
     _conv("locally connected 3x3 32->32 24x24 +bias", 2, 8, 32, 24, 32, 3, op="local",
           tiles=None, bias=True, quick=True, tiny=dict(c_in=4, c_out=4, size=5)),

@@ -115,7 +115,10 @@ def reference(
         upcast = {k: v.double() for k, v in lowp.items()}  # keeps the layout
         expected, _ = _forward_backward(problem.theirs, upcast, grads, gy)
     if problem.activations_in_case_layout:
-        theirs = {k: to_layout(v, layout) if k in ACTIVATIONS else v for k, v in theirs.items()}
+        theirs = {
+            k: to_layout(v, layout) if k in ACTIVATIONS else v.contiguous()
+            for k, v in theirs.items()
+        }
     elif problem.layout_as_on_cuda and not next(iter(lowp.values())).is_cuda:
         theirs = {k: to_layout(v, layout) for k, v in theirs.items()}
     return Reference(setting, lowp, gy, expected, theirs)

@@ -38,7 +38,7 @@ class Problem:
     layout_as_on_cuda: bool = False
     #: Torch's side is an expression of several ops, whose strides follow no rule of torch's:
     #: its output and input gradient take the case's layout (the rule of ours, a convolution's)
-    #: on every device, and its other results stay as computed (contiguous).
+    #: on every device, and its other results (parameters' gradients) are contiguous.
     activations_in_case_layout: bool = False
 
 
@@ -152,23 +152,33 @@ def _maxout_conv(dims: int, x: Tensor, w: Tensor, b: Tensor | None, pieces: int,
 
 def _local_functions(spec: dict[str, Any]) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
     """Ours: ``conv{d}d_tiled``, or ``conv{d}d_local`` for ``tiles`` None; torch's: the same sum
-    of every output position's own kernel over its window (:func:`_per_position`)."""
+    of every output position's own kernel over its window (:func:`tiled_conv_by_torch`)."""
     kind = "local" if spec["tiles"] is None else "tiled"
     geometry = dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"],
                     groups=spec["groups"], padding_mode=spec.get("padding_mode", "zeros"))  # fmt: skip
     ours = _ours(f"conv{spec['dims']}d_{kind}")
     return (
         lambda x, w, b=None: ours(x, w, b, **geometry),
-        lambda x, w, b=None: _per_position(x, w, b, **geometry),
+        lambda x, w, b=None: tiled_conv_by_torch(x, w, b, **geometry),
     )
 
 
-def _per_position(
-    x: Tensor, w: Tensor, b: Tensor | None, *, stride, padding, dilation, groups, padding_mode
+def tiled_conv_by_torch(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None = None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
 ) -> Tensor:
-    """A tiled (or locally connected) convolution in torch's plain ops: the input padded, each
+    """A tiled (or locally connected) convolution in torch's plain ops, as its users write one
+    (torch has no op for it; the benchmarks time it as torch's side): the input padded, each
     tap's window at every output position a strided slice, each position's kernel gathered from
-    its tile (``o mod tiles`` per dim), all summed by one ``einsum``."""
+    its tile (``o mod tiles`` per dim; a locally connected weight is per position already), all
+    summed by one ``einsum``. Its result's strides follow no rule."""
     nd = x.dim() - 2
     stride, dilation = expand(stride, nd), expand(dilation, nd)
     padded = pad_input(x, *expand_pairs(padding, nd), padding_mode)
@@ -181,12 +191,18 @@ def _per_position(
         for tap in itertools.product(*(range(k) for k in kernel))
     ]  # fmt: skip
     patches = torch.stack(windows, 2).unflatten(1, (groups, -1))  # (N, G, C_in/G, taps, *out)
-    tile_of = torch.meshgrid(
-        *(torch.arange(o, device=x.device) % t for o, t in zip(out, tiles)), indexing="ij"
-    )
-    kernels = w[tile_of].unflatten(nd, (groups, -1)).flatten(nd + 3)  # (*out, G, o, i, taps)
+
+    def per_position(t: Tensor) -> Tensor:  # (*tiles, ...) -> (*out, ...)
+        if list(tiles) == out:
+            return t
+        tile_of = torch.meshgrid(
+            *(torch.arange(o, device=x.device) % n for o, n in zip(out, tiles)), indexing="ij"
+        )
+        return t[tile_of]
+
+    kernels = per_position(w).unflatten(nd, (groups, -1)).flatten(nd + 3)  # (*out, G, o, i, taps)
     y = torch.einsum("ngit...,...goit->ngo...", patches, kernels).flatten(1, 2)
-    return y if b is None else y + b[tile_of].movedim(-1, 0)
+    return y if b is None else y + per_position(b).movedim(-1, 0)
 
 
 def _adaptive(mode: str, x: Tensor, size: int) -> Tensor:
