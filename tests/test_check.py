@@ -198,7 +198,8 @@ def run_case(case: Case, sink) -> None:
 
 
 def test_worker_pool_survives_a_crash_and_a_hang():
-    # Longest first: the sweep, whose crash needs a fresh worker, starts at once; the hang last.
+    # The ops first, longest first (the hang last), then the sweep, whose crash needs a fresh
+    # worker.
     cases = [
         Case("fake", "sweep", "fp32", "nchw", "sweep", cost=20.0),
         Case("fake", "a", "fp32", "nchw", "default"),
@@ -219,6 +220,21 @@ def test_worker_pool_survives_a_crash_and_a_hang():
     assert died[0] == FAIL and "exit code 4" in died[1]
     assert status[f"{sweep} #2"][0] == PASS  # resumed after the config that crashed
     assert len(rows) == 6
+
+
+def test_every_op_starts_before_the_config_sweep():
+    # A short budget leaves configs unchecked, never an op: the costly sweeps wait for the
+    # cheapest op, and a worker staying on its kernels never jumps ahead to a sweep.
+    cases = [
+        Case("conv-config", "s", "fp32", "nchw", "sweep", cost=15.0),
+        Case("pool", "p", "fp32", "nchw", "default", cost=2.0),
+        Case("conv-autotuned", "t", "bf16", "nchw", "autotuned", cost=40.0),
+        Case("conv", "c", "bf16", "nchw", "default", cost=5.0),
+    ]
+    pending = workers._order(cases)
+    assert [c.name for c in pending] == ["t", "c", "p", "s"]
+    taken = [workers._take(pending, "conv-config fp32 nchw") for _ in range(4)]
+    assert [c.name for c in taken] == ["t", "c", "p", "s"]
 
 
 def test_autotuned_case_checks_replayed_calls_bit_for_bit():

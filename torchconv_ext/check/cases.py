@@ -34,7 +34,7 @@ INTERPRETER_SKIPS = {
 @dataclass(frozen=True)
 class Case:
     """One check. ``cost`` is a rough guess of GPU seconds including compilation, used only to
-    start the long cases first."""
+    start the long cases first (within a :attr:`tier`)."""
 
     family: str
     name: str
@@ -48,6 +48,13 @@ class Case:
     @property
     def id(self) -> str:
         return f"{self.family} | {self.name} | {self.dtype} | {self.layout}"
+
+    @property
+    def tier(self) -> int:
+        """Which cases start first: every kernel as users run it (tier 0: the default and
+        autotuned cases), then each config forced alone (tier 1: the sweeps), so that a short
+        budget leaves configs unchecked rather than whole ops."""
+        return 1 if self.kind == "sweep" else 0
 
     @property
     def group(self) -> str:

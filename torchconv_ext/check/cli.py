@@ -62,9 +62,9 @@ def build_parser(prog: str = "python -m torchconv_ext check") -> argparse.Argume
         "--budget",
         type=float,
         metavar="SECONDS",
-        help=f"overall time limit; cases not finished by then are reported 'not run', which "
-        f"fails the check (default: {GPU_BUDGET:.0f} on a GPU, {INTERPRETER_BUDGET:.0f} under "
-        "the interpreter)",
+        help="overall time limit; cases not finished by then are reported 'not run', which "
+        "fails the check (every op's cases start before the per-config sweep's; default: "
+        f"{GPU_BUDGET:.0f} on a GPU, {INTERPRETER_BUDGET:.0f} under the interpreter)",
     )
     parser.add_argument(
         "--case-timeout",

@@ -2,8 +2,9 @@
 
 Triton compiles every kernel variant on first use, on the CPU; run one at a time, compiling
 dominates the check. Workers (``spawn``ed processes, each with its own CUDA context; Triton's
-on-disk cache is shared) take cases one at a time from the parent, longest first, and stay on
-cases that launch the same kernels. The parent owns all bookkeeping, so nothing a worker does
+on-disk cache is shared) take cases one at a time from the parent, by tier (``Case.tier``:
+every op before the config sweeps), longest first within it, and stay on cases that launch
+the same kernels. The parent owns all bookkeeping, so nothing a worker does
 can hang the check:
 
 * a worker that dies (a crash, a segfault, a faulting kernel) costs the case it was running:
@@ -123,13 +124,16 @@ def _worker_main(conn, runner: str, log: str, threads: int) -> None:
 
 
 def _order(cases: list[Case]) -> deque[Case]:
-    return deque(sorted(cases, key=lambda c: (-c.cost, c.group)))
+    return deque(sorted(cases, key=lambda c: (c.tier, -c.cost, c.group)))
 
 
 def _take(pending: deque[Case], group: str) -> Case:
-    """The next case: the longest first; among the short ones, one of ``group`` if any."""
-    if pending[0].cost < HEAVY:
+    """The next case: the first tier's longest; among its short ones, one of ``group`` if any."""
+    first = pending[0]
+    if first.cost < HEAVY:
         for i, case in enumerate(pending):
+            if case.tier != first.tier:
+                break
             if case.group == group:
                 del pending[i]
                 return case
