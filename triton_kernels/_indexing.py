@@ -103,10 +103,13 @@ def in_range(i, size):
     one lies far past any size (Triton compares unsigned with signed as unsigned). The implicit
     GEMMs' zero-padded gathers test their coordinates so: in their sm_90 code, about a tenth
     fewer instructions per main-loop step
-    (``benchmarks/results/compile-report/unsigned-bounds-sm_90.md``)."""
-    if i.dtype.primitive_bitwidth == 64:
-        return i.to(tl.uint64, bitcast=True) < size
-    return i.to(tl.uint32, bitcast=True) < size
+    (``benchmarks/results/compile-report/unsigned-bounds-sm_90.md``).
+
+    One ``return``: Triton's compiler goes on past a ``return`` inside a compile-time ``if``,
+    so an ``if`` returning early would compile the 32-bit cast of a 64-bit index too (and fail:
+    the int64 offset path of every implicit GEMM did, while the interpreter ran it)."""
+    unsigned = tl.uint64 if i.dtype.primitive_bitwidth == 64 else tl.uint32
+    return i.to(unsigned, bitcast=True) < size
 
 
 @triton.jit
