@@ -14,6 +14,10 @@
    ``cp.async`` copy sizes, TMA (``cp.async.bulk.tensor``) and the widths of global loads and
    stores.
 
+``--check`` captures the launches of ``python -m torchconv_ext check`` on a GPU instead (every
+op family in every dtype and layout it checks: :mod:`benchmarks.check_capture`), so that a
+variant the GPU check would fail to compile shows up first here.
+
 Rows are kernel (with its variant constexprs) × config × dtype × layout; launches that Triton
 specialises differently (say, a size divisible by 16 or not) are compiled apart and folded into
 their row as its worst case (most registers, spills, shared memory). Written to
@@ -40,6 +44,7 @@ from typing import Any
 
 from triton_kernels._common import COMPILE_OPTIONS
 
+from . import check_capture
 from .standin import SM90_SHARED_BYTES, PointerArg, TunedKernel, parse_target
 
 #: Layouts of a case, by the name used in rows.
@@ -360,7 +365,11 @@ def compile_job(index: int) -> dict[str, Any]:
             out.update(spill_stores=0, spill_loads=0)
         return out
     except Exception as e:
-        return {"status": "error", "error": f"{type(e).__name__}: {str(e).strip()[-800:]}"}
+        root = e  # Triton's CompilationError points at a call; its innermost cause says why
+        while (root.__cause__ or root.__context__) is not None:
+            root = root.__cause__ or root.__context__
+        why = "" if root is e else f" ({type(root).__name__}: {str(root).strip()[:300]})"
+        return {"status": "error", "error": f"{type(e).__name__}{why}: {str(e).strip()[-800:]}"}
 
 
 def compile_all(jobs: list[Job], processes: int, log: Callable[[str], None]) -> list[dict]:
@@ -539,7 +548,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"torch {doc['torch']}, triton {doc['triton']}; commit `{doc['git_sha']}`"
         + (" + local changes" if doc.get("git_dirty") else "")
         + f", {doc['date']}",
-        f"- suites {', '.join(doc['suites'])}; dtypes {', '.join(doc['dtypes'])}; layouts "
+        (
+            "- the launches of `python -m torchconv_ext check` on a GPU (`--check`: every op "
+            "family's cases; the per-config sweep forces each config of the same kernels)"
+            if doc["suites"] == ["check"]
+            else f"- suites {', '.join(doc['suites'])}"
+        )
+        + f"; dtypes {', '.join(doc['dtypes'])}; layouts "
         f"{', '.join(LAYOUT_NAMES[x] for x in doc['layouts'])}; configs: {doc['configs']}",
         f"- {doc['launches']} launches captured; {doc['compiles']} kernel variants compiled (or "
         f"found in Triton's cache) in {doc['elapsed_s']:.0f} s with {doc['processes']} processes",
@@ -553,6 +568,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "config the kernel's tuner drops for these launches before timing them (it spills, sits "
         "at the register cap or exceeds shared memory; when no config is clean the least-bad "
         "one stays)",
+        *(f"- CAPTURE FAILED: {m}" for m in doc.get("capture_failures", [])),
         "",
         *table(doc["rows"], limit),
         "",
@@ -604,6 +620,15 @@ def parser() -> argparse.ArgumentParser:
         help="compile ahead for a budget run: two waves, JSON only (see benchmarks/budget.py)",
     )
     p.add_argument("--first-wave", type=int, default=0, help="--ahead: layers in the first wave")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="instead of the benchmarks' layers, the launches of `python -m torchconv_ext "
+        "check` on a GPU: every op family in every dtype it checks (fp64 and TF32 too) and "
+        "layout (--dtype and --layout do not apply; --layers selects cases by a fragment of "
+        "their name); written as check-<target>.json/.md (see benchmarks/check_capture.py)",
+    )
+    p.add_argument("--quick", action="store_true", help="--check: the check's --quick cases")
     return p
 
 
@@ -666,19 +691,34 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
     capability = parse_target(args.target)
     limit = SHARED_LIMIT.get(capability, SM90_SHARED_BYTES)
     t0 = time.perf_counter()
-    pairs = select_layers(args)
-    waves = [pairs[: args.first_wave], pairs[args.first_wave :]] if args.ahead else [pairs]
+    failures: list[str] = []
+
+    def note(message: str) -> None:
+        if "capture failed" in message:
+            failures.append(message.strip())
+        log(message)
+
+    if args.check:
+        waves: list[list[Any]] = [check_capture.cases(args.quick, args.layers)]
+        what = "check cases"
+    else:
+        pairs = select_layers(args)
+        waves = [pairs[: args.first_wave], pairs[args.first_wave :]] if args.ahead else [pairs]
+        what = "layers"
     jobs: list[Job] = []
     results: list[dict[str, Any]] = []
     launches = 0
     stand_in = stand_in_gpu(args.target, mode="capture")
     with stand_in as state, torchconv_ext.use_backend("triton"):
         for n, wave in enumerate(w for w in waves if w):
-            captured = capture(wave, args, state, log)
+            if args.check:
+                captured = check_capture.capture(wave, state, note)
+            else:
+                captured = capture(wave, args, state, note)
             launches += len(captured)
             new = plan(captured, args.configs, known=jobs)
             log(
-                f"captured {len(captured)} launches of {len(wave)} layers; compiling "
+                f"captured {len(captured)} launches of {len(wave)} {what}; compiling "
                 f"{len(new)} kernel variants for {args.target} with {args.jobs} processes"
             )
             results += compile_all(new, args.jobs, log)
@@ -694,9 +734,10 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
         "git_sha": git_sha(),
         "git_dirty": git_dirty(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "suites": list(args.suite),
-        "dtypes": list(args.dtype),
-        "layouts": list(args.layout),
+        "suites": ["check"] if args.check else list(args.suite),
+        "dtypes": list(check_capture.SETTINGS if args.check else args.dtype),
+        "layouts": list(check_capture.LAYOUTS.values() if args.check else args.layout),
+        "capture_failures": failures,
         "configs": args.configs,
         "processes": args.jobs,
         "launches": launches,
@@ -718,13 +759,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("\n".join(table(doc["rows"], doc["shared_limit"])))
     if not args.no_write:
-        js = args.json or args.out / f"{doc['target']}.json"
+        js = args.json or args.out / f"{'check-' if args.check else ''}{doc['target']}.json"
         js.parent.mkdir(parents=True, exist_ok=True)
         js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
         js.with_suffix(".md").write_text(markdown(doc))
         print(f"wrote {js} and {js.with_suffix('.md')}")
     failed = [r for r in doc["rows"] if r["status"] != "ok"]
-    return 1 if failed or not doc["rows"] else 0
+    return 1 if failed or doc["capture_failures"] or not doc["rows"] else 0
 
 
 if __name__ == "__main__":

@@ -280,3 +280,40 @@ def test_configs_our_tuner_prunes_are_marked():
     ]
     cr.mark_tuner_pruned(table, SM90_SHARED_BYTES)
     assert [r["config"] for r in table if r["pruned"]] == ["b", "c", "d", "e"]
+
+
+#: GPU check cases whose kernels the interpreter runs but no benchmark launches: fp64 and TF32
+#: matrix products (the forward, grad-input and grad-weight of a biased 3×3 with a fused ReLU).
+CHECK_CASES = (
+    "resnet50.layer1.0.conv2 3x3 64->64 56x56 +bias+relu | fp64 | channels_last",
+    "resnet50.layer1.0.conv2 3x3 64->64 56x56 +bias+relu | tf32 | nchw",
+)
+
+
+def test_the_gpu_checks_kernels_compile_for_sm90(tmp_path):
+    """``--check``: what ``python -m torchconv_ext check`` launches on a GPU — here its fp64 and
+    TF32 convolutions — compiles for sm_90, each kernel on its int64 offset path too (which
+    once did not compile, while the interpreter ran it)."""
+    report = tmp_path / "check-sm_90.json"
+    cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90", "--check"]
+    cmd += ["--layers", *CHECK_CASES, "--configs", "first", "--json", str(report)]
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
+    env.pop("TRITON_INTERPRET", None)
+    env.pop("TORCHCONV_EXT_POISON", None)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert report.exists(), out.stdout + out.stderr
+    doc = json.loads(report.read_text())
+    assert doc["suites"] == ["check"] and not doc["capture_failures"]
+    rows = doc["rows"]
+    cases = {case for r in rows for case in r["cases"]}
+    assert len(cases) == 4, cases  # each case, and each on its int64 offset path
+    kernels = {"_conv_fwd_kernel", "_conv_bwd_input_kernel", "_conv_bwd_weight_kernel"}
+    for dtype, precision in (("float64", "ieee"), ("float32", "tf32")):
+        for offsets in ("USE_INT64=0", "USE_INT64=1"):
+            mine = [r for r in rows if r["dtype"] == dtype and offsets in r["variant"]]
+            assert kernels <= {r["kernel"] for r in mine}, (dtype, offsets)
+            gemms = [r for r in mine if r["kernel"] in kernels]
+            assert all(f"PRECISION={precision}" in r["variant"] for r in gemms), dtype
+    broken = [f"{r['variant']} {r['dtype']}: {r['errors']}" for r in rows if r["status"] != "ok"]
+    assert not broken, "\n".join(broken)
+    assert out.returncode == 0, out.stdout + out.stderr
