@@ -11,8 +11,8 @@ Each case's op runs as the check runs it — forward, every gradient, and the fo
 without gradients — on uninitialised CPU tensors in the case's dtype and layout, under the
 stand-in GPU's capture mode (:mod:`benchmarks.standin`): launches are recorded, not run. A
 case of the per-config sweep is captured as its layer's whole forward and backward, which
-launches its direction's kernel; the sweep then forces each config of it (``--configs all``
-compiles every config of every captured launch).
+launches its direction's kernel; the sweep then forces each config of it. Which configs are
+compiled is the check's own choice by default (:func:`configs_as_run`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,19 @@ def capture_case(case: Any, state: Any) -> list[Any]:
     return state.launches[first:]
 
 
+#: The label of a case's launches on their int64 offset path.
+INT64 = " (int64 offsets)"
+
+
+def configs_as_run(label: str) -> str:
+    """Which configs of a case's launches the check runs (``compile_report.plan``'s
+    ``configs``): the pinned one for an op case (and for the int64 offset path, whose code
+    does not depend on the config), every one for the sweep and the autotuned cases."""
+    if label.endswith(INT64) or not label.startswith(("conv-config |", "conv-autotuned |")):
+        return "pinned"
+    return "all"
+
+
 def with_int64_offsets(launch: Any) -> Any | None:
     """``launch`` on its kernel's int64 offset path (``USE_INT64``), which launchers take for
     tensors past 2**31 elements; ``None`` where it takes that path already or has none."""
@@ -83,5 +96,5 @@ def capture(
         captured += [(case.id, layout, launch) for launch in got]
         for launch in got:
             if (wide := with_int64_offsets(launch)) is not None:
-                captured.append((f"{case.id} (int64 offsets)", layout, wide))
+                captured.append((f"{case.id}{INT64}", layout, wide))
     return captured

@@ -131,25 +131,35 @@ def first_dtype(launch: Any) -> str:
 
 
 def plan(
-    captured: list[tuple[str, str, Any]], configs: str, known: Sequence[Job] = ()
+    captured: list[tuple[str, str, Any]],
+    configs: str | Callable[[str], str],
+    known: Sequence[Job] = (),
 ) -> list[Job]:
     """One job per (specialisation, config), each listing the cases that launch it; none for
-    what ``known`` jobs compile already."""
+    what ``known`` jobs compile already. ``configs``: ``"all"``, ``"first"`` or ``"pinned"``
+    (the one ``python -m torchconv_ext check`` pins: ``check.tuners.pin_config``), or per case
+    label a function giving one of those."""
+    from torchconv_ext.check.tuners import pin_config
+
     jobs: dict[tuple, Job] = {}
     seen = {job.key for job in known}
     for case, layout, launch in captured:
         kernel = launch.kernel
         cands = list(getattr(kernel, "configs", None) or [None])
         kept = _kept_configs(launch, cands)
-        if configs == "first":
-            cands = cands[:1]
+        which = configs(case) if callable(configs) else configs
+        chosen = list(enumerate(cands))
+        if which == "first":
+            chosen = chosen[:1]
+        elif which == "pinned" and cands != [None]:
+            chosen = [(cands.index(pin_config(kernel)), pin_config(kernel))]
         spec = (
             id(kernel),
             tuple(map(_spec, launch.args)),
             tuple(sorted(_constexpr_spec(launch.kwargs).items())),
             layout,
         )
-        for i, cfg in enumerate(cands):
+        for i, cfg in chosen:
             key = (spec, i)
             if key in seen:
                 continue
@@ -606,9 +616,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     p.add_argument(
         "--configs",
-        default="all",
-        choices=["all", "first"],
-        help="every autotune config (default) or only each kernel's first",
+        default=None,
+        choices=["all", "first", "pinned", "as-run"],
+        help="every autotune config (the default), each kernel's first, the one the check pins "
+        "(the smallest), or with --check (its default) what the check runs: the pinned config "
+        "for its op cases, every config for its sweep and autotuned cases",
     )
     p.add_argument("--jobs", type=int, default=default_jobs(), help="compile processes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "compile-report")
@@ -698,6 +710,9 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
             failures.append(message.strip())
         log(message)
 
+    configs = args.configs or ("as-run" if args.check else "all")
+    if configs == "as-run" and not args.check:
+        raise SystemExit("--configs as-run is what the check runs: it needs --check")
     if args.check:
         waves: list[list[Any]] = [check_capture.cases(args.quick, args.layers)]
         what = "check cases"
@@ -716,7 +731,8 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
             else:
                 captured = capture(wave, args, state, note)
             launches += len(captured)
-            new = plan(captured, args.configs, known=jobs)
+            new = plan(captured, check_capture.configs_as_run if configs == "as-run" else configs,
+                       known=jobs)  # fmt: skip
             log(
                 f"captured {len(captured)} launches of {len(wave)} {what}; compiling "
                 f"{len(new)} kernel variants for {args.target} with {args.jobs} processes"
@@ -738,7 +754,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
         "dtypes": list(check_capture.SETTINGS if args.check else args.dtype),
         "layouts": list(check_capture.LAYOUTS.values() if args.check else args.layout),
         "capture_failures": failures,
-        "configs": args.configs,
+        "configs": configs,
         "processes": args.jobs,
         "launches": launches,
         "elapsed_s": time.perf_counter() - t0,

@@ -129,6 +129,7 @@ class _TunedConfig:
     """One of our ``Tuner``'s configs as the compile report reads Triton's ``Config``."""
 
     def __init__(self, config: Any) -> None:
+        self.meta = config.meta  # (what ``check.tuners.pin_config`` reads)
         self.kwargs = dict(config.meta)
         self.num_warps = config.num_warps
         self.num_stages = config.num_stages

@@ -194,6 +194,35 @@ def test_plan_compiles_each_specialisation_and_config_once():
     assert cr.plan([("s:l1", "nchw", a)], "all", known=jobs) != []  # another layout
 
 
+def test_plan_compiles_the_configs_the_check_runs():
+    import torch
+
+    from benchmarks import check_capture
+
+    def config(block, stages):
+        return types.SimpleNamespace(
+            meta=(("B", block),), kwargs={"B": block}, num_warps=4, num_stages=stages
+        )
+
+    big, small = config(128, 3), config(32, 2)
+    tuner = types.SimpleNamespace(fn=types.SimpleNamespace(__name__="k"), configs=[big, small])
+    x = PointerArg(torch.empty(8, dtype=torch.float64))
+    [pinned] = cr.plan([("s:l", "cl", _launch(tuner, x, 32))], "pinned")
+    assert pinned.config is small and pinned.config_index == 1  # the smallest footprint
+    # As the check runs them: an op case its pinned config, a sweep case every config, and
+    # the int64 offset path of either the pinned one.
+    sweep, op = "conv-config | 3x3 forward | fp32 | nchw", "conv | 3x3 | fp64 | nchw"
+    captured = [(sweep, "nchw", _launch(tuner, x, 16)), (op, "nchw", _launch(tuner, x, 7))]
+    captured.append((op + check_capture.INT64, "nchw", _launch(tuner, x, 9, USE_INT64=True)))
+    jobs = cr.plan(captured, check_capture.configs_as_run)
+    assert [(j.cases, j.config_index) for j in jobs] == [
+        ([sweep], 0),
+        ([sweep], 1),
+        ([op], 1),
+        ([op + check_capture.INT64], 1),
+    ]
+
+
 def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
     and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
