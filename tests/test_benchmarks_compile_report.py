@@ -13,6 +13,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 from benchmarks import compile_report as cr
 from benchmarks.standin import SM90_SHARED_BYTES, Launch, PointerArg
@@ -223,24 +224,32 @@ def test_plan_compiles_the_configs_the_check_runs():
     ]
 
 
+def _compile_report(tmp_path: Path, *args: str) -> tuple[Any, dict]:
+    """Run the compile report for sm_90 in a fresh Triton cache: its process and its JSON."""
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90", *args]
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
+    env.pop("TRITON_INTERPRET", None)
+    env.pop("TORCHCONV_EXT_POISON", None)
+    out = subprocess.run(
+        [*cmd, "--json", str(report)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert report.exists() and report.with_suffix(".md").exists(), out.stdout + out.stderr
+    return out, json.loads(report.read_text())
+
+
 def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     """Strict: every key variant compiles, spills nothing, fits in 227 KiB of shared memory,
     and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
     of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
     channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
     ones (its windows), with no element-wise loads."""
-    report = tmp_path / "sm_90.json"
-    cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90"]
-    cmd += ["--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS]
-    cmd += ["--dtype", "bf16", "--layout", "cl", "nchw", "cl-input", "--configs", "first"]
-    cmd += ["--json", str(report)]
-    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
-    env.pop("TRITON_INTERPRET", None)
-    env.pop("TORCHCONV_EXT_POISON", None)
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert report.exists(), out.stdout + out.stderr
-    doc = json.loads(report.read_text())
-    assert (report.with_suffix(".md")).exists()
+    out, doc = _compile_report(
+        tmp_path,
+        *("--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS),
+        *("--dtype", "bf16", "--layout", "cl", "nchw", "cl-input", "--configs", "first"),
+    )
     rows = doc["rows"]
     for case in KEY_LAYERS:
         assert any(case in r["cases"] for r in rows), f"{case}: no kernel captured"
@@ -323,16 +332,9 @@ def test_the_gpu_checks_kernels_compile_for_sm90(tmp_path):
     """``--check``: what ``python -m torchconv_ext check`` launches on a GPU — here its fp64 and
     TF32 convolutions — compiles for sm_90, each kernel on its int64 offset path too (which
     once did not compile, while the interpreter ran it)."""
-    report = tmp_path / "check-sm_90.json"
-    cmd = [sys.executable, "-m", "benchmarks.compile_report", "--target", "sm_90", "--check"]
-    cmd += ["--layers", *CHECK_CASES, "--configs", "first", "--json", str(report)]
-    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
-    env.pop("TRITON_INTERPRET", None)
-    env.pop("TORCHCONV_EXT_POISON", None)
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert report.exists(), out.stdout + out.stderr
-    doc = json.loads(report.read_text())
-    assert doc["suites"] == ["check"] and not doc["capture_failures"]
+    out, doc = _compile_report(tmp_path, "--check", "--layers", *CHECK_CASES)
+    assert doc["suites"] == ["check"] and doc["configs"] == "as-run"
+    assert not doc["capture_failures"]
     rows = doc["rows"]
     cases = {case for r in rows for case in r["cases"]}
     assert len(cases) == 4, cases  # each case, and each on its int64 offset path
