@@ -80,17 +80,18 @@ def with_int64_offsets(launch: Any) -> Any | None:
 
 
 def capture(
-    chosen: list[Any], state: Any, log: Callable[[str], None]
+    chosen: list[Any], state: Any, failed: Callable[[str], None]
 ) -> list[tuple[str, str, Any]]:
     """``(case id, layout, launch)`` for every launch of the ``chosen`` cases, and each again on
     its int64 offset path (the case labelled ``... (int64 offsets)``): the check runs that path
-    for three ops only (its cases past 2**31 elements), so the others' is compiled here."""
+    for three ops only (its cases past 2**31 elements), so the others' is compiled here.
+    ``failed`` gets a message per case that could not be captured."""
     captured: list[tuple[str, str, Any]] = []
     for case in chosen:
         try:
             got = capture_case(case, state)
         except Exception as e:
-            log(f"  {case.id}: capture failed: {e!r}"[:300])
+            failed(f"{case.id}: capture failed: {e!r}"[:300])
             continue
         layout = LAYOUTS[case.layout]
         captured += [(case.id, layout, launch) for launch in got]

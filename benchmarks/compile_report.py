@@ -152,7 +152,8 @@ def plan(
         if which == "first":
             chosen = chosen[:1]
         elif which == "pinned" and cands != [None]:
-            chosen = [(cands.index(pin_config(kernel)), pin_config(kernel))]
+            pinned = pin_config(kernel)
+            chosen = [(cands.index(pinned), pinned)]
         spec = (
             id(kernel),
             tuple(map(_spec, launch.args)),
@@ -664,7 +665,10 @@ def select_layers(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 
 def capture(
-    pairs: list[tuple[Any, Any]], args: argparse.Namespace, state: Any, log: Callable[[str], None]
+    pairs: list[tuple[Any, Any]],
+    args: argparse.Namespace,
+    state: Any,
+    failed: Callable[[str], None],
 ) -> list[tuple[str, str, Any]]:
     """``(case label, layout, launch)`` for every launch of the layers' benchmark cases."""
     from .options import DTYPES, RunOptions
@@ -679,7 +683,7 @@ def capture(
                 try:
                     got = capture_case(big, DTYPES[dtype], LAYOUTS[layout], state)
                 except Exception as e:
-                    log(f"  {label} {dtype} {layout}: capture failed: {e!r}"[:300])
+                    failed(f"{label} {dtype} {layout}: capture failed: {e!r}"[:300])
                     continue
                 captured += [(label, layout, launch) for launch in got]
     return captured
@@ -705,10 +709,9 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
     t0 = time.perf_counter()
     failures: list[str] = []
 
-    def note(message: str) -> None:
-        if "capture failed" in message:
-            failures.append(message.strip())
-        log(message)
+    def failed(message: str) -> None:
+        failures.append(message)
+        log(f"  {message}")
 
     configs = args.configs or ("as-run" if args.check else "all")
     if configs == "as-run" and not args.check:
@@ -727,9 +730,9 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[
     with stand_in as state, torchconv_ext.use_backend("triton"):
         for n, wave in enumerate(w for w in waves if w):
             if args.check:
-                captured = check_capture.capture(wave, state, note)
+                captured = check_capture.capture(wave, state, failed)
             else:
-                captured = capture(wave, args, state, note)
+                captured = capture(wave, args, state, failed)
             launches += len(captured)
             new = plan(captured, check_capture.configs_as_run if configs == "as-run" else configs,
                        known=jobs)  # fmt: skip
