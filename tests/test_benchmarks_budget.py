@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -203,25 +204,34 @@ def test_budget_option_chooses_the_budget_defaults(monkeypatch):
         cli.main(["--budget", "300", "--dtype", "all", "--device", "cpu"])
 
 
-def test_the_gpu_run_script_runs_its_three_commands_into_one_folder(tmp_path):
-    """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments and the tuner's cache
-    folder) hands each command its budget and its output paths under ``$OUT``, keeps each one's
-    log and exit status, and keeps the autotuner's disk cache there too."""
+def test_the_gpu_run_script_runs_its_three_commands_into_a_few_files(tmp_path):
+    """``benchmarks/gpu_run.sh`` (python stubbed: it records its arguments and writes what each
+    command writes: reports, results in a folder per device, the tuner's cache) hands each
+    command its budget and its output paths under ``$OUT``, keeps each one's log and exit
+    status, and leaves ``$OUT`` as a few plain files — its folders in one archive — since a
+    remote machine may hand back only a few files (8, none deeper than two folders)."""
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
     stub.write_text(
-        '#!/bin/sh\necho "python $*" >> "$OUT/calls.txt"\n'
-        'echo "$TORCHCONV_EXT_CACHE_DIR" > "$OUT/cache_dir.txt"\necho ran "$*"\n'
+        '#!/bin/sh\necho "python $*" >> "$CALLS"\n'
+        "while [ $# -gt 0 ]; do\n"
+        '  if [ "$1" = --out ]; then case "$2" in\n'
+        '    */results) mkdir -p "$2/h200" && echo "$2" > "$2/h200/rows.json" ;;\n'
+        '    *) echo {} > "$2" ;;\n'
+        "  esac; fi; shift\n"
+        "done\n"
+        'mkdir -p "$TORCHCONV_EXT_CACHE_DIR/sm_90" && echo {} > "$TORCHCONV_EXT_CACHE_DIR/sm_90/k"\n'
+        "echo ran\n"
     )
     stub.chmod(0o755)
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PATH": f"{stub.parent}:{os.environ['PATH']}"}
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    env = {**os.environ, "OUT": str(out), "CALLS": str(calls),
+           "PATH": f"{stub.parent}:{os.environ['PATH']}"}  # fmt: skip
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run(["bash", "benchmarks/gpu_run.sh", "100", "200", "30"], cwd=root,
                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    calls = (out / "calls.txt").read_text().splitlines()
-    assert calls[1:] == [
+    assert calls.read_text().splitlines()[1:] == [
         f"python -m torchconv_ext check --budget 100 --out {out}/torchconv_ext_check.json",
         f"python -m benchmarks --budget 200 --out {out}/results",
         f"python -m benchmarks.box_tiles --time --budget 30 --out {out}/results",
@@ -229,4 +239,10 @@ def test_the_gpu_run_script_runs_its_three_commands_into_one_folder(tmp_path):
     for log in ("check.log", "benchmarks.log", "box-tiles.log"):
         assert "exit status 0" in (out / log).read_text()
     assert (out / "environment.txt").read_text()
-    assert (out / "cache_dir.txt").read_text().strip() == f"{out}/tuning-cache"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "benchmarks.log", "box-tiles.log", "check.log", "environment.txt", "gpu-run.tar.gz",
+        "torchconv_ext_check.json",
+    ]  # fmt: skip
+    with tarfile.open(out / "gpu-run.tar.gz") as archive:
+        names = set(archive.getnames())
+    assert {"results/h200/rows.json", "tuning-cache/sm_90/k"} <= names
