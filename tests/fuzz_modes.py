@@ -26,6 +26,11 @@ torch's, on the same operands or on operands made for the mode.
   arguments torch refuses are not compared (a compiled call may raise its own error types);
 * ``trace``: ours recorded by ``torch.jit.trace`` (torch's ops only in its graph) and the
   recording run, against torch eager.
+* ``inference``: ours under ``torch.inference_mode()``, three times (the first two record its
+  tapes, the third replays them), its weights parameters — as a layer's are — that the first
+  two calls change in place, made under the mode (inference tensors, as a model built or
+  loaded there holds: no version counter) or before it; the third call's values compared,
+  the gradients being the plain call's.
 
 Layouts are not compared in the other modes (the plain cases compare them).
 """
@@ -260,6 +265,36 @@ def traced(case: Case, rng: random.Random) -> Case:
     return _with(case, "trace", ours=ours, check_refusals=False)
 
 
+# --- inference mode -----------------------------------------------------------------------------
+
+
+def inference(case: Case, rng: random.Random) -> Case:
+    """Ours under ``torch.inference_mode()`` (see the module doc). Results made there cannot
+    be differentiated: the plain call's carry its values."""
+    made_inside, seed = rng.random() < 0.5, rng.getrandbits(32)
+
+    def ours(*operands):
+        g = torch.Generator().manual_seed(seed)
+        with torch.inference_mode(made_inside):
+            tensors = [t.detach().clone() for t in operands]
+            tensors[1:] = [torch.nn.Parameter(t, requires_grad=False) for t in tensors[1:]]
+        with torch.inference_mode():
+            for _ in range(2):
+                for t in tensors:
+                    t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype))
+                case.ours(*tensors)
+            for t, values in zip(tensors, operands):
+                t.copy_(values.detach())
+            inferred = [r.clone() for r in outputs(case.ours(*tensors))]  # (clones: plain)
+        carried = [p.clone() for p in outputs(case.ours(*operands))]
+        with torch.no_grad():  # (the clones' backward is the identity: it saves nothing)
+            for c, values in zip(carried, inferred):
+                c.copy_(values)
+        return tuple(carried) if len(carried) > 1 else carried[0]
+
+    return _with(case, "inference", ours=ours, config={"made_inside": made_inside})
+
+
 #: Each mode and the share of cases drawn in it (the rest are called plainly).
 MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
     (repeated, 0.1),
@@ -270,6 +305,7 @@ MODES: tuple[tuple[Callable[[Case, random.Random], Case], float], ...] = (
     (cross_checked, 0.05),
     (compiled, 0.03),
     (traced, 0.03),
+    (inference, 0.05),
 )
 
 

@@ -395,6 +395,22 @@ def test_plain_tensors_are_never_cached():
     assert _layout.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 2}
 
 
+def test_parameters_made_under_inference_mode_are_never_cached():
+    """An inference tensor (a model built or loaded under ``torch.inference_mode()``) has no
+    version counter to tell its in-place writes: its weight is repacked on every call, and
+    written in place between calls, never read stale (replayed tapes too)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"), torch.inference_mode():
+        w = _param(6, 16, 3, 3)
+        assert w.is_inference()
+        for _ in range(4):
+            w.mul_(-2.0)
+            y = TF.conv2d(x, w, padding=1)
+            torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
+    assert _layout.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 4}
+
+
 def test_clear_weight_cache_after_a_write_through_data():
     w = _param(6, 16, 3, 3)
     x = torch.randn(1, 16, 3, 3, dtype=torch.float64)

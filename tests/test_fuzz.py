@@ -253,14 +253,17 @@ def _moded(mode, rng: random.Random, wanted=lambda case: True) -> fuzz.Case:
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize(
     "mode",
-    ["repeated", "vmapped", "forward_mode", "autocast", "cross_checked", "compiled", "traced"],
-)
+    [
+        "repeated", "vmapped", "forward_mode", "autocast", "cross_checked", "compiled", "traced",
+        "inference",
+    ],
+)  # fmt: skip
 def test_a_case_in_each_mode_agrees_with_torch(mode, backend):
     rng = random.Random(4)
     mode = getattr(fuzz_modes, mode)
     for _ in range(2):
         case = _moded(mode, rng)
-        calls = ("repeat", "vmap", "jvp", "autocast", "fake", "compile", "trace")
+        calls = ("repeat", "vmap", "jvp", "autocast", "fake", "compile", "trace", "inference")
         assert case.config["call"] in calls
         assert fuzz.check(case, backend) is None, case.config
 

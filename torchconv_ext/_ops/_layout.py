@@ -29,7 +29,9 @@ channels-last rows converted once: see ``conv``).
 
 Only parameters are cached because only writes that bump the version counter can be seen:
 writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its inputs that way, so
-plain tensors — functional weights, gradients — are repacked on every call). Code that writes
+plain tensors — functional weights, gradients — are repacked on every call), and so are
+parameters made under ``torch.inference_mode()`` (inference tensors have no version counter; a
+model built outside it, or moved to channels-last, repacks nothing there). Code that writes
 parameters past their version counter (``p.data.add_(...)``; collectives filling a parameter's
 storage in place, as FSDP's all-gathers do) must call :func:`clear_weight_cache` after such
 writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
@@ -150,10 +152,12 @@ def packed_weight(w: torch.Tensor, form: str = "channels_last", groups: int = 1)
     if _is_packed(w, form):
         return w
     # A graph being captured must record the repack itself: a cached copy would be replayed
-    # stale after the weight changes.
+    # stale after the weight changes. A parameter made under torch.inference_mode has no
+    # version counter to tell its in-place writes.
     if (
         not isinstance(w, torch.nn.Parameter)
         or not ENABLED
+        or w.is_inference()
         or (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
     ):
         return _pack(w, form, groups)
