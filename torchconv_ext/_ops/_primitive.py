@@ -55,15 +55,31 @@ from ._registration import register
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
 
 
-class _OpRule(threading.local):
-    """Per thread: whether a registered op's batching rule runs. Functorch still looks active
-    there, but the primitives that rule calls must stay registered ops (the eager Function would
-    re-enter vmap). A class default, as a missing attribute's ``getattr`` costs 0.5 µs."""
+class _OpsOnly(threading.local):
+    """Per thread: whether the primitives called now must stay registered ops — in a
+    registered op's batching rule (functorch still looks active there, and the eager Function
+    would re-enter vmap), and in a backward of gradients batched by torch's legacy vmap
+    (``autograd.grad(is_grads_batched=True)``, ``jacobian(vectorize=True)``: tensors without
+    storage, which only the dispatcher's per-sample loop unwraps). A class default, as a missing
+    attribute's ``getattr`` costs 0.5 µs."""
 
     active = False
 
 
-_in_op_rule = _OpRule()
+_ops_only = _OpsOnly()
+
+
+def _as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, its primitive calls going through the registered ops."""
+    previous = _ops_only.active
+    _ops_only.active = True
+    try:
+        return fn(*args)
+    finally:
+        _ops_only.active = previous
+
+
+_is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 
 
 #: Every primitive by its op name (what ``torch.ops.torchconv_ext.<name>`` calls).
@@ -76,7 +92,7 @@ def tracing(args: tuple) -> bool:
     registered op's batching rule."""
     if torch.compiler.is_compiling() or _dispatch_modes():
         return True
-    if _in_op_rule.active:
+    if _ops_only.active:
         return True
     return any(isinstance(a, torch.Tensor) and type(a) not in PLAIN_TENSORS for a in args)
 
@@ -182,7 +198,7 @@ class Primitive:
         if (
             torch.compiler.is_compiling()
             or (torch._C._len_torch_dispatch_stack() and _dispatch_modes())
-            or _in_op_rule.active
+            or _ops_only.active
             or torch._C._get_tracing_state() is not None  # (jit_tracing(), inline)
         ):
             return self.traced(*args)
@@ -245,12 +261,7 @@ class Primitive:
         return taped(bound, *leading)
 
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
-        previous = _in_op_rule.active
-        _in_op_rule.active = True
-        try:
-            return self.vmap(info, in_dims, *args)
-        finally:
-            _in_op_rule.active = previous
+        return _as_registered_ops(self.vmap, info, in_dims, *args)
 
     def _vmap_by_loop(self, info, in_dims: tuple, *args: Any) -> tuple:
         """The batching rule of last resort: one call per batch element, results stacked."""
@@ -290,6 +301,9 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
+        for g in grads:  # (a loop: cheaper than any() over a generator)
+            if g is not None and _is_legacy_batched(g):
+                return (None, *_as_registered_ops(converting_once, ctx.prim.backward, ctx, *grads))
         if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
             return (None, *converting_once(ctx.prim.backward, ctx, *grads))
         return (None, *backward_on_tape(ctx, grads))
@@ -342,7 +356,7 @@ class Bound:
         if (
             torch.compiler.is_compiling()
             or torch._C._len_torch_dispatch_stack()
-            or _in_op_rule.active
+            or _ops_only.active
             or _forward_mode_active()
             or torch._C._get_tracing_state() is not None  # (jit_tracing(), inline)
         ):
