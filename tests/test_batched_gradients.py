@@ -1,10 +1,12 @@
-"""Gradients batched by torch's legacy vmap, on both backends, in float64.
+"""Gradients and tangents batched by torch's legacy vmap, on both backends, in float64.
 
 ``torch.autograd.grad(..., is_grads_batched=True)`` — what ``torch.autograd.functional``'s
-``jacobian`` and ``hessian`` use with ``vectorize=True`` — runs each backward once on batched
-gradients: tensors without storage, unwrapped sample by sample only where the dispatcher loops
-over them (our registered ops). The batched result must be the stack of one gradient per row,
-and so must its own gradients (``create_graph``).
+``jacobian`` and ``hessian`` use with ``vectorize=True``, and ``gradcheck`` with
+``check_batched_grad`` — runs each backward once on batched gradients: tensors without storage,
+unwrapped sample by sample only where the dispatcher loops over them (our registered ops). The
+batched result must be the stack of one gradient per row, and so must its own gradients
+(``create_graph``). ``gradcheck``'s ``check_batched_forward_grad`` batches forward-mode
+tangents the same way.
 """
 
 from __future__ import annotations
@@ -99,3 +101,30 @@ def test_vectorized_jacobian_and_hessian_agree_with_torch(backend):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     expected = torch.autograd.functional.hessian(lambda w: theirs(x, w).sum(), w)
     torch.testing.assert_close(hessian, expected, rtol=1e-10, atol=1e-12)
+
+
+#: name -> (operand shapes, call), tiny: gradcheck differentiates every element numerically.
+TINY = {
+    "conv2d": ([(1, 1, 3, 3), (1, 1, 2, 2), (1,)], lambda x, w, b: TF.conv2d(x, w, b)),
+    "conv2d_silu": (
+        [(1, 1, 3, 3), (1, 1, 2, 2)],
+        lambda x, w: TF.conv2d(x, w, padding=1, activation="silu"),
+    ),
+    "conv_transpose2d": ([(1, 1, 2, 2), (1, 1, 2, 2)], lambda x, w: TF.conv_transpose2d(x, w)),
+    "conv1d_local": ([(1, 1, 3), (2, 1, 1, 2)], lambda x, w: TF.conv1d_local(x, w)),
+    # (padding="same": ours on the fallback too; torch's own max pooling fails this gradcheck)
+    "max_pool2d": ([(1, 1, 4, 4)], lambda x: TF.max_pool2d(x, 2, 1, padding="same")),
+    "avg_pool1d": ([(1, 2, 5)], lambda x: TF.avg_pool1d(x, 3, 2, 1)),
+    "interpolate": ([(1, 1, 2, 3)], lambda x: TF.interpolate(x, size=(3, 5))),
+}
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_gradcheck_with_every_check(name, backend):
+    shapes, call = TINY[name]
+    with torchconv_ext.use_backend(backend):
+        assert torch.autograd.gradcheck(
+            call, tuple(_operands(shapes)), check_batched_grad=True, check_forward_ad=True,
+            check_batched_forward_grad=True, check_undefined_grad=True,
+        )  # fmt: skip

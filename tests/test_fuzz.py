@@ -316,12 +316,14 @@ def test_modes_are_drawn_by_their_shares():
     calls = [
         fuzz_modes.draw_mode(fuzz.adaptive_case(rng), rng).config.get("call") for _ in range(400)
     ]
-    calls_by_mode = ("repeat", "vmap", "jvp", "autocast", "module", "fake", "compile", "trace")
+    calls_by_mode = (
+        "repeat", "vmap", "jvp", "autocast", "module", "fake", "compile", "trace", "inference",
+    )  # fmt: skip
     for call, share in zip(calls_by_mode, fuzz_modes.MODES):
         assert abs(calls.count(call) / 400 - share[1]) < 0.05
     local = fuzz.local_case(rng)  # (ours alone: no torch.nn layers, a definition to compare)
     assert {fuzz_modes.draw_mode(local, random.Random(i)).config.get("call") for i in range(99)} == {
-        None, "repeat", "vmap", "jvp", "fake", "compile", "trace",
+        None, "repeat", "vmap", "jvp", "fake", "compile", "trace", "inference",
     }  # fmt: skip
 
 

@@ -82,6 +82,14 @@ def _as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 
 
+def _any_legacy_batched(tensors: tuple) -> bool:
+    """Whether a gradient or tangent is batched by torch's legacy vmap (see :class:`_OpsOnly`)."""
+    for t in tensors:  # noqa: SIM110 (a loop: cheaper than any() over a generator)
+        if t is not None and _is_legacy_batched(t):
+            return True
+    return False
+
+
 #: Every primitive by its op name (what ``torch.ops.torchconv_ext.<name>`` calls).
 PRIMITIVES: dict[str, Primitive] = {}
 
@@ -301,9 +309,8 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
-        for g in grads:  # (a loop: cheaper than any() over a generator)
-            if g is not None and _is_legacy_batched(g):
-                return (None, *_as_registered_ops(converting_once, ctx.prim.backward, ctx, *grads))
+        if _any_legacy_batched(grads):
+            return (None, *_as_registered_ops(converting_once, ctx.prim.backward, ctx, *grads))
         if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
             return (None, *converting_once(ctx.prim.backward, ctx, *grads))
         return (None, *backward_on_tape(ctx, grads))
@@ -312,6 +319,8 @@ class EagerFunction(torch.autograd.Function):
     def jvp(ctx, _prim_tangent: None, *tangents: Any) -> Any:
         if ctx.prim.jvp is None:
             raise RuntimeError(f"{ctx.prim!r} has no forward-mode derivative")
+        if _any_legacy_batched(tangents):  # (gradcheck's check_batched_forward_grad)
+            return _as_registered_ops(ctx.prim.jvp, ctx, *tangents)
         return ctx.prim.jvp(ctx, *tangents)
 
     @staticmethod
