@@ -90,6 +90,24 @@ def test_torch_func_transforms():
     torch.testing.assert_close(tf.jacrev(lambda a: SCALE(a, w, 2))(xs[0]), torch.diag(w * 2))
 
 
+def test_a_profile_names_eager_calls_as_their_registered_ops():
+    """The eager path skips the dispatcher, which names an op's call in a profile: the
+    primitive names its forward and backward itself, once each (the registered op's calls
+    are named by the dispatcher alone)."""
+    x, w = _inputs()
+    bound = SCALE.bind(2)
+    with torch.profiler.profile() as profile:
+        SCALE(x, w, 2).sum().backward()
+        bound(x, w).sum().backward()
+        with torch.no_grad():
+            SCALE(x, w, 2)
+        OP(x.detach(), w.detach(), 2)
+    names = [e.name for e in profile.events() if "test_toy_scale" in e.name]
+    # 4 calls, and each backward's 2 (the toy's derivative calls the primitive twice)
+    assert names.count("torchconv_ext::test_toy_scale") == 4 + 2 * 2
+    assert names.count("torchconv_ext::test_toy_scale_backward") == 2
+
+
 def test_tracing_uses_the_registered_op():
     x, w = _inputs()
     compiled = torch.compile(lambda a, b: SCALE(a, b, 2), fullgraph=True, backend="eager")

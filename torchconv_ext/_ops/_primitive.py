@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch._C._functorch import TransformType
 from torch.autograd import forward_ad
+from torch.autograd.profiler import record_function
 
 from .._backend import aten_only, exporting, loaded_kernels
 from ._layout import converting_once
@@ -80,6 +81,7 @@ def _as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+_profiling = torch.autograd._profiler_enabled
 
 
 def _any_legacy_batched(tensors: tuple) -> bool:
@@ -185,6 +187,7 @@ class Primitive:
         static_attributes: bool = False,
     ) -> None:
         self.name = name
+        self.qualified_name = f"torchconv_ext::{name}"
         PRIMITIVES[name] = self
         self.impl = impl
         self.fake = fake
@@ -199,7 +202,7 @@ class Primitive:
         self.op = register(self, self._op_vmap)
 
     def __repr__(self) -> str:
-        return f"Primitive(torchconv_ext::{self.name})"
+        return f"Primitive({self.qualified_name})"
 
     def __call__(self, *args: Any) -> Any:
         # tracing(args) and _wants_graph(args) in one pass over the arguments (the hot path)
@@ -237,7 +240,16 @@ class Primitive:
 
     def run(self, *args: Any) -> Any:
         """``impl(*args)`` for an eager call: through its tape once our kernels are loaded
-        (module doc)."""
+        (module doc), named in a profile as the registered op is (the eager path skips the
+        dispatcher, which names an op's call)."""
+        if _profiling():
+            with record_function(self.qualified_name):
+                return self.run_unnamed(*args)
+        return self.run_unnamed(*args)
+
+    def run_unnamed(self, *args: Any) -> Any:
+        """:meth:`run`, without a range of its own in a profile (the registered op's kernels:
+        the dispatcher names the call)."""
         taped = self._taped
         if taped is None or taped.launcher is not self.impl:  # (``impl`` may be replaced)
             kernels = loaded_kernels()
@@ -253,6 +265,12 @@ class Primitive:
     def run_bound(self, bound: Bound, leading: tuple) -> Any:
         """``run(*leading, *bound.static)``, on a tape whose key holds ``bound`` itself (its
         identity) in place of the static arguments' values."""
+        if _profiling():
+            with record_function(self.qualified_name):
+                return self._run_bound(bound, leading)
+        return self._run_bound(bound, leading)
+
+    def _run_bound(self, bound: Bound, leading: tuple) -> Any:
         taped = self._taped_bound
         if taped is None or taped.impl is not self.impl:  # (``impl`` may be replaced)
             kernels = loaded_kernels()
@@ -309,6 +327,13 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
+        if _profiling():
+            with record_function(ctx.prim.qualified_name + "_backward"):
+                return EagerFunction._backward(ctx, grads)
+        return EagerFunction._backward(ctx, grads)
+
+    @staticmethod
+    def _backward(ctx, grads: tuple) -> tuple:
         if _any_legacy_batched(grads):
             return (None, *_as_registered_ops(converting_once, ctx.prim.backward, ctx, *grads))
         if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward

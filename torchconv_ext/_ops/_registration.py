@@ -33,11 +33,12 @@ _PLAIN_KEYS = frozenset(
 
 def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverload:
     """``torch.ops.torchconv_ext.<name>`` for ``prim``: the schema from ``impl``'s annotations,
-    the fake, the kernel on CPU and CUDA tensors (``prim.run``: a compiled graph's call replays
-    as an eager call does), autograd (:class:`OpFunction`) and the batching rule ``vmap``.
+    the fake, the kernel on CPU and CUDA tensors (``prim.run_unnamed``: a compiled graph's call
+    replays as an eager call does), autograd (:class:`OpFunction`) and the batching rule
+    ``vmap``.
 
-    A call without gradient on plain tensors — a compiled graph's — runs ``prim.run`` straight
-    from the autograd kernel: one Python kernel, where a ``custom_op`` passes three Python
+    A call without gradient on plain tensors — a compiled graph's — runs ``prim.run_unnamed``
+    straight from the autograd kernel: one Python kernel, where a ``custom_op`` passes three Python
     layers (its autograd kernel, a redispatch, its device kernel's wrapper) that cost a
     compiled graph about as much as the call itself."""
     name = prim.name
@@ -49,14 +50,14 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
     # (Dynamo never traces into a kernel: a frame it skips still calls them.)
     @torch._disable_dynamo
     def device_kernel(*args: Any) -> Any:
-        return prim.run(*args)
+        return prim.run_unnamed(*args)
 
     @torch._disable_dynamo
     def autograd_kernel(keys: torch._C.DispatchKeySet, *args: Any) -> Any:
         if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
             return OpFunction.apply(prim, keys & after_autograd, *args)
         if keys.raw_repr() in _PLAIN_KEYS:
-            return prim.run(*args)
+            return prim.run_unnamed(*args)
         with torch._C._AutoDispatchBelowAutograd():  # fake tensors, modes, subclasses
             return op.redispatch(keys & after_autograd, *args)
 
