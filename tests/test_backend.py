@@ -143,6 +143,29 @@ def test_an_interpreter_numpy_cannot_serve_is_a_clear_error(
         _common._refuse_numpy_the_interpreter_cannot_use()
 
 
+@pytest.mark.parametrize("backend", ["auto", "triton", "torch"])
+def test_meta_tensors_get_torchs_sizes_on_every_backend(backend):
+    """A meta tensor holds no data: every backend gives the sizes and strides torch's op gives
+    (a model built on the meta device runs its forward for sizes, whatever the backend)."""
+    import torch.nn.functional as F
+
+    from torchconv_ext import functional as TF
+
+    x = torch.empty(2, 16, 6, 6, device="meta").to(memory_format=torch.channels_last)
+    w = torch.empty(8, 16, 3, 3, device="meta")
+    calls = [
+        (lambda f: f.conv2d(x, w, stride=2, padding=1)),
+        (lambda f: f.conv_transpose2d(x, w.transpose(0, 1), stride=2)),
+        (lambda f: f.max_pool2d(x, 3, 2, 1)),
+        (lambda f: f.interpolate(x, scale_factor=2)),
+    ]
+    with torchconv_ext.use_backend(backend):
+        for call in calls:
+            ours, theirs = call(TF), call(F)
+            assert ours.is_meta
+            assert (ours.shape, ours.stride()) == (theirs.shape, theirs.stride())
+
+
 def test_imports_and_falls_back_without_triton():
     code = (
         "import sys, torch\n"

@@ -108,6 +108,16 @@ def test_a_profile_names_eager_calls_as_their_registered_ops():
     assert names.count("torchconv_ext::test_toy_scale_backward") == 2
 
 
+def test_functionalize_takes_the_registered_op():
+    """``torch.func.functionalize`` has no rule for an ``autograd.Function``: the primitive
+    hands it the registered op (what ``make_fx`` then records)."""
+    x, w = _inputs()
+    f = torch.func.functionalize(lambda a, b: SCALE(a, b, 2))
+    torch.testing.assert_close(f(x, w), x * w * 2)
+    graph = torch.fx.experimental.proxy_tensor.make_fx(f)(x.detach(), w.detach())
+    assert OP.default in {node.target for node in graph.graph.nodes}
+
+
 def test_tracing_uses_the_registered_op():
     x, w = _inputs()
     compiled = torch.compile(lambda a, b: SCALE(a, b, 2), fullgraph=True, backend="eager")

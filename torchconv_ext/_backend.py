@@ -212,7 +212,7 @@ def use_triton(
     (:data:`INTERPRETER_REFUSES`).
     """
     backend = _current or get_backend()
-    if backend == "torch":
+    if backend == "torch" or t.is_meta:  # (meta: sizes only, which ATen's meta kernels give)
         return False
     if backend == "auto":
         runs = t.is_cuda and triton_available()

@@ -124,6 +124,16 @@ def _forward_mode_active() -> bool:
 _DIFFERENTIATING = (TransformType.Grad, TransformType.Jvp)
 
 
+def _functionalizing() -> bool:
+    """Whether ``torch.func.functionalize`` transforms the call, and no functorch ``grad`` or
+    ``jvp`` does: an ``autograd.Function`` has no functionalize rule, a registered op does (but
+    its autograd, run below functorch's differentiating transforms, has no rule for those)."""
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    keys = {i.key() for i in torch._C._functorch.get_interpreter_stack() or ()}
+    return TransformType.Functionalize in keys and keys.isdisjoint(_DIFFERENTIATING)
+
+
 def _differentiating(grad: bool) -> bool:
     """Whether a call's derivatives may be taken (``grad``: an operand requires grad): autograd
     records it, forward-mode AD is on, or a functorch ``grad``/``jvp`` transform is active —
@@ -220,6 +230,8 @@ class Primitive:
                     return self.traced(*args)
                 grad = grad or a.requires_grad
         if (grad and torch.is_grad_enabled()) or _forward_mode_active():
+            if _functionalizing():
+                return self.traced(*args)
             if (out := _decomposed(self, args, grad)) is not None:
                 return out
             return EagerFunction.apply(self, *args)
