@@ -278,6 +278,27 @@ def test_padding_modes_keep_the_layout_torchs_padding_gives(backend, nd, mode, p
         assert fused_grad.stride() == ours.stride()
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs MKL-DNN")
+def test_mkldnn_operands_go_to_torchs_op_on_the_fallback():
+    """MKL-DNN tensors (CPU inference) have no strides: the fallback hands them to torch's op
+    as they are, a batch of one too; the primitives that compute on the fallback (adaptive
+    pooling) run them untaped (tapes read strides), kernels loaded or not."""
+    torchconv_ext._backend.kernels()  # (loaded, eager calls go through tapes)
+    x, w, b = torch.randn(1, 16, 6, 6), torch.randn(8, 16, 3, 3), torch.randn(8)
+    calls = [
+        lambda f, x: f.conv2d(x, w.to_mkldnn(), b.to_mkldnn(), padding=1),
+        lambda f, x: f.conv2d(x, w, b, stride=2),
+        lambda f, x: f.max_pool2d(x, 3, 2, 1),
+        lambda f, x: f.avg_pool2d(x, 2),
+        lambda f, x: f.adaptive_avg_pool2d(x, 1),
+    ]
+    with torchconv_ext.use_backend("torch"):
+        for call in calls:
+            ours, theirs = call(TF, x.to_mkldnn()), call(torch.nn.functional, x.to_mkldnn())
+            assert ours.is_mkldnn
+            torch.testing.assert_close(ours.to_dense(), theirs.to_dense())
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 def test_unbatched_and_empty_batch(backend):
     x = torch.randn(3, 6, 5, dtype=torch.float64)

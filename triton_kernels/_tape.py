@@ -427,16 +427,20 @@ def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -
     """The problem of a call (module doc), collecting its tensors into ``tensors``: the
     arguments' types, then their values — a tensor's shape, strides, dtype, device and 16-byte
     alignment in its place, a list as a tuple. Raises :class:`Untapeable` for a tensor
-    subclass; an unhashable argument makes the key unhashable."""
+    subclass or one without strides or storage; an unhashable argument makes the key
+    unhashable."""
     if kwargs:
         args = (*args, *kwargs.values())
     types = tuple(map(type, args))
     tensor_at, list_at = _ARGUMENT_KINDS.get(types) or _argument_kinds(types)
     values = list(args)
-    for i in tensor_at:
-        v = args[i]
-        tensors.append(v)
-        values[i] = (v.shape, v.stride(), v.dtype, v.device, not v.data_ptr() & 15)
+    try:
+        for i in tensor_at:
+            v = args[i]
+            tensors.append(v)
+            values[i] = (v.shape, v.stride(), v.dtype, v.device, not v.data_ptr() & 15)
+    except RuntimeError as e:  # no strides or no storage (MKL-DNN, sparse, batched tensors)
+        raise Untapeable(str(e)) from None
     for i in list_at:
         values[i] = tuple(args[i])
     return (

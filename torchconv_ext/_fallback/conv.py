@@ -56,6 +56,8 @@ def torch_conv_transpose(spatial_dims: int, input, weight, *args) -> torch.Tenso
 def _by_torch(op, input, weight, args: tuple) -> torch.Tensor:
     if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
         return op(input, weight, *args)  # (torch's own errors)
+    if input.layout is not torch.strided or weight.layout is not torch.strided:
+        return op(input, weight, *args)  # (MKL-DNN tensors, which have no strides to read)
     if jit_tracing():
         return _traced_by_torch(op, input, weight, args)
     input_shape, weight_shape = input.shape, weight.shape
