@@ -98,8 +98,8 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 def tracing(args: tuple) -> bool:
     """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
-    mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or inside a
-    registered op's batching rule."""
+    mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or where the
+    primitives must stay registered ops (:class:`_OpsOnly`)."""
     if torch.compiler.is_compiling() or _dispatch_modes():
         return True
     if _ops_only.active:
