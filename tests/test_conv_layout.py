@@ -417,7 +417,8 @@ def test_clear_weight_cache_after_a_write_through_data():
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         TF.conv2d(x, w, padding=1)
         w.data.mul_(3.0)  # invisible to the version counter: the documented escape hatch
-        _layout.clear_weight_cache()
+        torchconv_ext.clear_weight_cache()  # (public)
+        assert torchconv_ext.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 0}
         y = TF.conv2d(x, w, padding=1)
     torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10)
 

@@ -32,9 +32,10 @@ writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its input
 plain tensors — functional weights, gradients — are repacked on every call), and so are
 parameters made under ``torch.inference_mode()`` (inference tensors have no version counter; a
 model built outside it, or moved to channels-last, repacks nothing there). Code that writes
-parameters past their version counter (``p.data.add_(...)``; collectives filling a parameter's
-storage in place, as FSDP's all-gathers do) must call :func:`clear_weight_cache` after such
-writes, or set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
+parameters past their version counter (``p.data.add_(...)``, as weight clipping and some
+moving averages of weights are written; collectives filling a parameter's storage in place, as
+FSDP's all-gathers do) must call ``torchconv_ext.clear_weight_cache()`` after such writes, or
+set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
 """
 
 from __future__ import annotations
