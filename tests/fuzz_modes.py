@@ -225,12 +225,20 @@ def _not_ours(op: torch._ops.OpOverload) -> bool:
 # --- torch.compile ------------------------------------------------------------------------------
 
 
+#: Fused activations whose backward Inductor computes less precisely than torch's eager op:
+#: torch 2.13's Inductor lowers ``hardsigmoid_backward`` about 1e-8 off in float64 (torch's own
+#: compiled ``F.hardsigmoid`` after a convolution differs from its eager gradient by 6e-8), and a
+#: fused activation's backward is torch's op. Those cases are not compiled by Inductor.
+INDUCTOR_IMPRECISE = ("hardsigmoid",)
+
+
 def compiled(case: Case, rng: random.Random, *, inductor: bool = True) -> Case:
     """Static or dynamic sizes; the call's int arguments are constants in either, as a layer's
     are (Dynamo would take a closure's ints for sizes too). ``inductor``: whether Inductor may
     be drawn — not on the fallback, where ours are mostly torch's own ops and Inductor's
     lowerings of them are torch's (some are wrong on the CPU: torch 2.13's ``avg_pool2d``
     backward with ``ceil_mode``, its ``convolution_backward`` on dynamic sizes)."""
+    inductor = inductor and case.config.get("activation") not in INDUCTOR_IMPRECISE
     backends = ["eager", "aot_eager", "inductor"] if inductor else ["eager", "aot_eager"]
     backend, dynamic = rng.choice(backends), rng.random() < 0.5
 
