@@ -6,8 +6,9 @@ train/eval mode stay exactly as they are. These layers convert:
 * an instance of exactly a torch class we replace (``nn.Conv2d`` → ``torchconv_ext.nn.Conv2d``);
 * an instance of a subclass of one that changes no computation (e.g. only ``__init__``): it gets
   a class deriving from both ours and its own, so ``isinstance`` with its class still holds;
-* a lazy layer (``nn.LazyConv2d``): it becomes ours, not torch's class, once its first input
-  sets its sizes;
+* a lazy layer (``nn.LazyConv2d``): it becomes our lazy layer (``torchconv_ext.nn.LazyConv2d``),
+  which turns into ours of its kind, not torch's, once its first input sets its sizes (a
+  subclass of one, into ours over the class it names to become);
 * either of these under ``torch.nn.utils.parametrize`` (``parametrizations.weight_norm``,
   ``spectral_norm``): the parametrized class is rebuilt over ours, keeping the parametrizations,
   ``state_dict`` keys and outputs;

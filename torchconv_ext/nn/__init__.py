@@ -1,7 +1,14 @@
 """Drop-in ``torch.nn`` layers: subclasses of torch's with identical constructors and state."""
 
-from .conv import Conv1d, Conv2d, Conv3d
-from .conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .conv import Conv1d, Conv2d, Conv3d, LazyConv1d, LazyConv2d, LazyConv3d
+from .conv_transpose import (
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    LazyConvTranspose1d,
+    LazyConvTranspose2d,
+    LazyConvTranspose3d,
+)
 from .local import (
     LocallyConnected1d,
     LocallyConnected2d,
@@ -32,6 +39,8 @@ from .upsample import Upsample, UpsamplingNearest2d
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 __all__ += ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
+__all__ += ["LazyConv1d", "LazyConv2d", "LazyConv3d"]
+__all__ += ["LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"]
 __all__ += ["Upsample", "UpsamplingNearest2d"]
 __all__ += ["LocallyConnected1d", "LocallyConnected2d", "LocallyConnected3d"]
 __all__ += ["TiledConv1d", "TiledConv2d", "TiledConv3d"]

@@ -95,3 +95,28 @@ class Conv3d(_ConvMixin, nn.Conv3d):
     replaces = nn.Conv3d
     _ndim = 3
     _functional = staticmethod(F.conv3d)
+
+
+# Lazy layers: ``in_channels`` from the first input, as torch's; like torch's, each is also a
+# (non-lazy) layer of its kind, and turns into one once its first input has set its sizes.
+
+
+class LazyConv1d(Conv1d, nn.LazyConv1d):
+    """Drop-in :class:`torch.nn.LazyConv1d`: becomes our :class:`Conv1d` on its first input."""
+
+    replaces = nn.LazyConv1d
+    cls_to_become = Conv1d
+
+
+class LazyConv2d(Conv2d, nn.LazyConv2d):
+    """Drop-in :class:`torch.nn.LazyConv2d`: becomes our :class:`Conv2d` on its first input."""
+
+    replaces = nn.LazyConv2d
+    cls_to_become = Conv2d
+
+
+class LazyConv3d(Conv3d, nn.LazyConv3d):
+    """Drop-in :class:`torch.nn.LazyConv3d`: becomes our :class:`Conv3d` on its first input."""
+
+    replaces = nn.LazyConv3d
+    cls_to_become = Conv3d

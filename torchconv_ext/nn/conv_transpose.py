@@ -158,3 +158,30 @@ class ConvTranspose3d(_ConvTransposeMixin, nn.ConvTranspose3d):
     replaces = nn.ConvTranspose3d
     _ndim = 3
     _functional = staticmethod(F.conv_transpose3d)
+
+
+# Lazy layers (see ``nn.conv``): ``in_channels`` from the first input, then ours of their kind.
+
+
+class LazyConvTranspose1d(ConvTranspose1d, nn.LazyConvTranspose1d):
+    """Drop-in :class:`torch.nn.LazyConvTranspose1d`: our :class:`ConvTranspose1d` once its
+    first input has set its sizes."""
+
+    replaces = nn.LazyConvTranspose1d
+    cls_to_become = ConvTranspose1d
+
+
+class LazyConvTranspose2d(ConvTranspose2d, nn.LazyConvTranspose2d):
+    """Drop-in :class:`torch.nn.LazyConvTranspose2d`: our :class:`ConvTranspose2d` once its
+    first input has set its sizes."""
+
+    replaces = nn.LazyConvTranspose2d
+    cls_to_become = ConvTranspose2d
+
+
+class LazyConvTranspose3d(ConvTranspose3d, nn.LazyConvTranspose3d):
+    """Drop-in :class:`torch.nn.LazyConvTranspose3d`: our :class:`ConvTranspose3d` once its
+    first input has set its sizes."""
+
+    replaces = nn.LazyConvTranspose3d
+    cls_to_become = ConvTranspose3d
