@@ -10,6 +10,12 @@ run on the input (``example_inputs``) — against the model itself; in training 
 layers converted and left, the batch norms and zero-padding layers folded and the activations
 fused by each fusion, and the largest error relative to the output's scale. It is a check of
 correctness and of how much fuses, not a timing.
+
+``--only timm-all`` checks every model timm lists instead of a chosen few (not by default: an
+hour on two cores): each with at most ``--max-parameters`` parameters (counted on the meta
+device; larger ones are listed as skipped), at its default input size capped at 64×64 (its own
+size where it fixes one or refuses the smaller one). ``--shard K/N`` checks every N-th model
+from the K-th, so that N processes share the list (one results file each).
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from torch import nn
 #: A model: its name, a builder of the model and of its positional inputs (float64).
 Builder = Callable[[], tuple[nn.Module, tuple]]
 _TOLERANCE = 1e-9
+#: ``timm-all``'s default limit: larger models take minutes each on a CPU.
+MAX_PARAMETERS = 40_000_000
+
+
+class Skipped(Exception):
+    """A model this run does not check, and why (a builder raises it)."""
 
 
 def _image(*shape: int) -> tuple:
@@ -328,12 +340,42 @@ def _timm() -> Iterator[tuple[str, Builder]]:
     )
 
 
+def _timm_all(max_parameters: int = MAX_PARAMETERS) -> Iterator[tuple[str, Builder]]:
+    """Every model timm lists (module docstring)."""
+    import timm
+
+    def build(name: str) -> tuple[nn.Module, tuple]:
+        with torch.device("meta"):
+            size = sum(p.numel() for p in timm.create_model(name, num_classes=3).parameters())
+        if size > max_parameters:
+            raise Skipped(f"{size / 1e6:.0f}M parameters (over {max_parameters / 1e6:g}M)")
+        model = timm.create_model(name, pretrained=False, num_classes=3)
+        config = model.pretrained_cfg or {}
+        channels, height, width = config.get("input_size", (3, 224, 224))
+        if config.get("fixed_input_size", False):
+            return model, _image(2, channels, height, width)
+        try:  # (windowed attention may need its own size: a block per window)
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, channels, min(height, 64), min(width, 64)))
+        except Exception:
+            return model, _image(2, channels, height, width)
+        return model, _image(2, channels, min(height, 64), min(width, 64))
+
+    for name in timm.list_models():
+        yield f"timm {name}", lambda name=name: build(name)
+
+
 LIBRARIES: dict[str, Callable[[], Iterator[tuple[str, Builder]]]] = {
     "timm": _timm,
     "transformers": _transformers,
     "diffusers": _diffusers,
     "monai": _monai,
+    "timm-all": _timm_all,
 }
+#: The libraries a run checks unless told (``timm-all`` only on request).
+DEFAULT_LIBRARIES = ("timm", "transformers", "diffusers", "monai")
+#: The package each library needs (its own name where not listed).
+PACKAGES = {"timm-all": "timm"}
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:
@@ -445,13 +487,18 @@ def _version(package: str) -> str | None:
 
 
 def run(
-    libraries: Sequence[str], backend: str = "auto", models: Sequence[str] = ()
+    libraries: Sequence[str],
+    backend: str = "auto",
+    models: Sequence[str] = (),
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
+    """Check every model of ``libraries`` (``models``: only those whose name has one of these;
+    ``shard`` ``(k, n)``: only every ``n``-th of those, from the ``k``-th)."""
     import torchconv_ext
 
-    rows, missing = [], []
+    rows, missing, skipped = [], [], []
     for library in libraries:
-        if _version(library) is None:
+        if _version(PACKAGES.get(library, library)) is None:
             missing.append(library)
             continue
         with warnings.catch_warnings(), torchconv_ext.use_backend(backend):
@@ -461,17 +508,22 @@ def run(
             except ImportError as error:  # (timm imports torchvision)
                 missing.append(f"{library} ({error})")
                 continue
-            for name, build in found:
-                if models and not any(m.lower() in name.lower() for m in models):
-                    continue
+            found = [(name, build) for name, build in found
+                     if not models or any(m.lower() in name.lower() for m in models)]  # fmt: skip
+            for name, build in found[shard[0] :: shard[1]]:
                 try:
                     rows.append(check_model(name, build))
+                except Skipped as why:
+                    skipped.append(f"{name}: {why}")
                 except Exception as error:  # a row of its own: the others still run
                     rows.append({"model": name, "ok": False, "error": repr(error)})
-    versions = {library: _version(library) for library in libraries}
+    packages = {PACKAGES.get(library, library) for library in libraries}
+    versions = {package: _version(package) for package in sorted(packages)}
     return {
         "rows": rows,
         "missing": missing,
+        "skipped": skipped,
+        "shard": list(shard),
         "versions": versions,
         "backend": backend,
         "tolerance": _TOLERANCE,
@@ -510,6 +562,14 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
         )
     if doc["missing"]:
         lines.append(f"\nnot installed: {', '.join(doc['missing'])}")
+    k, n = doc.get("shard", (0, 1))
+    if n > 1:
+        lines.append(f"\nshard {k + 1} of {n}: every {n}-th model listed, from the {k + 1}-th")
+    if doc.get("skipped"):
+        lines.append(f"\nskipped {len(doc['skipped'])} (listed in the JSON), e.g. "
+                     f"{doc['skipped'][0]}")  # fmt: skip
+    ok = sum(bool(row["ok"]) for row in doc["rows"])
+    lines.append(f"\n{ok} of {len(doc['rows'])} models ok")
     lines.append(
         f"\nok: every error at most {doc['tolerance']:g} (relative to each output's largest "
         "magnitude + 1). Layers left are listed in the JSON with the reason (a class "
@@ -522,7 +582,13 @@ def markdown(doc: dict[str, Any], env: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks real-models", description=__doc__)
-    p.add_argument("--only", nargs="+", choices=list(LIBRARIES), default=list(LIBRARIES))
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(LIBRARIES),
+        default=list(DEFAULT_LIBRARIES),
+        help="libraries (default: all but timm-all, every model timm lists)",
+    )
     p.add_argument(
         "--backend",
         choices=["auto", "triton", "torch"],
@@ -530,6 +596,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ours on: auto (the fallback on the CPU), triton (on the CPU: TRITON_INTERPRET=1)",
     )
     p.add_argument("--models", nargs="+", default=(), help="only models whose name has one")
+    p.add_argument(
+        "--shard", default="1/1", help="K/N: every N-th model from the K-th (N processes)"
+    )
+    p.add_argument(
+        "--max-parameters",
+        type=float,
+        default=MAX_PARAMETERS,
+        help=f"timm-all: larger models are skipped (default {MAX_PARAMETERS:g})",
+    )
     p.add_argument("--note", default="", help="a line for the report: how the run was made")
     p.add_argument("--tag", help="file name tag: real-models-<tag>.{json,md}")
     p.add_argument("--out", type=Path, help="results root (default benchmarks/results)")
@@ -537,7 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from .results import RESULTS_DIR, environment, write_tool
 
-    doc = run(args.only, args.backend, args.models)
+    k, _, n = args.shard.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        p.error(f"--shard takes K/N with 1 <= K <= N, not {args.shard!r}")
+    LIBRARIES["timm-all"] = lambda: _timm_all(int(args.max_parameters))
+    doc = run(args.only, args.backend, args.models, (int(k) - 1, int(n)))
     env = environment("cpu")
     text = markdown(doc, env) + (f"\n{args.note}\n" if args.note else "")
     print(text)

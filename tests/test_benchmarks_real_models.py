@@ -46,3 +46,28 @@ def test_a_model_that_fails_is_a_row_that_is_not_ok(monkeypatch):
     doc = real_models.run(["torch"])
     (row,) = doc["rows"]
     assert not row["ok"] and "channels" in row["error"]
+
+
+def test_shards_split_the_list_and_skipped_models_are_listed_not_rows(monkeypatch):
+    def build(i: int):
+        def make() -> tuple[nn.Module, tuple]:
+            if i == 3:
+                raise real_models.Skipped("too large")
+            return nn.Conv2d(3, 4, 1), (torch.randn(1, 3, 4, 4, dtype=torch.float64),)
+
+        return make
+
+    found = [(f"model {i}", build(i)) for i in range(5)]
+    monkeypatch.setitem(real_models.LIBRARIES, "torch", lambda: iter(found))
+    doc = real_models.run(["torch"], shard=(1, 2))
+    assert [row["model"] for row in doc["rows"]] == ["model 1"]
+    assert doc["skipped"] == ["model 3: too large"] and doc["shard"] == [1, 2]
+    text = real_models.markdown(doc, {"device_name": "a CPU", "torch": torch.__version__})
+    assert "shard 2 of 2" in text and "skipped 1" in text and "1 of 1 models ok" in text
+
+
+def test_every_timm_model_is_on_request_only(monkeypatch):
+    assert "timm-all" in real_models.LIBRARIES and "timm-all" not in real_models.DEFAULT_LIBRARIES
+    asked = []
+    monkeypatch.setattr(real_models, "_version", lambda package: asked.append(package))
+    assert real_models.run(["timm-all"])["missing"] == ["timm-all"] and asked[0] == "timm"
