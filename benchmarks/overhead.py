@@ -49,6 +49,12 @@ weight-cache lookup — and the planned launches up to the stubbed launcher), an
 It is the part of the call that is work the call needs, not Python of ours: host µs − replays
 is the functional API, ``autograd.Function``, autograd's engine and the tape keys.
 
+``Function`` is a floor: the least any differentiable op written in Python pays for the call —
+an ``autograd.Function`` (applied as ours are, without torch's argument binding) taking the same
+operands, whose forward only allocates the outputs (as ATen's call returns them) and saves the
+operands, and whose backward only allocates the gradients. Ours minus it minus ``replays`` is
+about what our own Python costs (both allocate the outputs, so a µs or two less).
+
 A layer the call does not go through (no registered op on the eager path, a launcher bound
 before it could be stubbed) reads 0 and is named in the notes. Beside ours, ATen's own
 per-call time of the same call on the same tiny tensors, and the ratio.
@@ -321,6 +327,45 @@ def op_body(op: Any) -> Callable[..., Any]:
     return prim.run if prim is not None else op
 
 
+def function_floor(call: Call, direction: str) -> Callable[[], Any]:
+    """The call's floor (module doc): an ``autograd.Function`` that only allocates, on the
+    call's operands, run in ``direction`` as the call is."""
+    import torch
+
+    operands = call.operands()
+    forward, _ = _call_fns(call, "fwd", ours=False)
+    with torch.no_grad():
+        results = forward()
+    single = isinstance(results, torch.Tensor)
+    outputs = [(r.shape, r.stride(), r.dtype) for r in ([results] if single else results)]
+
+    class Floor(torch.autograd.Function):
+        @staticmethod
+        def forward(*operands: torch.Tensor) -> Any:
+            made = [torch.empty_strided(s, st, dtype=d) for s, st, d in outputs]
+            return made[0] if single else tuple(made)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx: Any, *grads: torch.Tensor) -> tuple:
+            needs = ctx.needs_input_grad
+            return tuple(
+                torch.empty_like(t) if n else None for t, n in zip(ctx.saved_tensors, needs)
+            )
+
+    apply = super(torch.autograd.Function, Floor).apply
+    if direction == "fwd":
+        return lambda: apply(*operands)
+    if single:
+        gy = torch.randn_like(results)
+        return lambda: torch.autograd.grad(apply(*operands), operands, gy)
+    gy = torch.randn_like(results[0])
+    return lambda: torch.autograd.grad(apply(*operands)[0], operands, gy)
+
+
 # --- one call --------------------------------------------------------------------------------
 def _call_fns(call: Call, direction: str, ours: bool) -> tuple[Callable, Callable]:
     """``(forward, run)``: the forward alone and the timed call of ``direction``."""
@@ -390,6 +435,7 @@ def measure_call(call: Call, direction: str, args: argparse.Namespace, state: An
     variants["replays"] = (_nothing, lambda: [replay(*tensors) for replay, tensors in replays])
     _, aten_run = _call_fns(call, direction, ours=False)
     variants["aten"] = (plain_tensors, aten_run)
+    variants["function"] = (plain_tensors, function_floor(call, direction))
     t = min_of_medians(variants, rounds=args.rounds, blocks=args.blocks, block_ms=args.block_ms)
     us = {k: v["us"] for k, v in t.items()}
     op_fwd = sum(us[f"op{i}"] for i in range(n_fwd_ops))
@@ -479,6 +525,7 @@ def _row(
         "meets_target": None if target is None else us["total"] <= target,
         "aten_us": us["aten"],
         "ratio_to_aten": us["total"] / us["aten"] if us["aten"] > 0 else None,
+        "function_us": us.get("function"),
         "breakdown_us": breakdown,
         "replays_us": us["replays"],
         "tapes_per_call": len(replays),
@@ -531,6 +578,7 @@ def row_text(r: dict[str, Any]) -> str:
         f"≤ {target:g} {verdict}" if target else "–",
         _f(r["aten_us"]),
         _f(r["ratio_to_aten"], ".1f") + "×" if r["ratio_to_aten"] else "–",
+        _f(r.get("function_us")),
         f"{_f(r['replays_us'])} ({r['tapes_per_call']})",
         *(_f(r["breakdown_us"][k]) for k in LAYERS),
         str(r["launches_per_call"]),
@@ -539,10 +587,10 @@ def row_text(r: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "| call | host µs | target | ATen µs | ours/ATen | replays (tapes) | "
+    "| call | host µs | target | ATen µs | ours/ATen | Function µs | replays (tapes) | "
     + " | ".join(LAYERS)
     + " | launches |\n|"
-    + "---|" * (7 + len(LAYERS))
+    + "---|" * (8 + len(LAYERS))
 )
 
 
@@ -564,6 +612,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "binder = Triton's JIT run or the launch plan's direct call (about 0 where a tape "
         "replays: it calls Triton's launcher itself; see `benchmarks/overhead.py`); noise can "
         "make a small part negative",
+        "- Function: the floor of a differentiable op written in Python — an "
+        "autograd.Function on the same operands that only allocates the outputs and the "
+        "gradients (`benchmarks/overhead.py`); – for a compiled call",
         "- replays: the call's tape replays timed alone — the torch calls (allocation, layout "
         "copies, weight-cache lookups) and planned launches the call cannot do without — and "
         "how many tapes; host µs − replays is Python around them (the functional API, "
