@@ -32,10 +32,18 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def is_int(value: object) -> bool:
-    """Python, NumPy and symbolic integers (not bools), as torch's int arguments accept them."""
+    """Python, NumPy and symbolic integers (not bools), and tensors of one integer (or bool)
+    element, as torch's int arguments accept them (``Tensor.__index__``)."""
     if type(value) is int:
         return True  # the common case, without the slower ABC check below
+    if isinstance(value, torch.Tensor):
+        return is_index_tensor(value)
     return isinstance(value, numbers.Integral | torch.SymInt) and not isinstance(value, bool)
+
+
+def is_index_tensor(t: torch.Tensor) -> bool:
+    """Whether torch takes tensor ``t`` for an int: one element of an integer or bool dtype."""
+    return not (t.is_floating_point() or t.is_complex()) and t.numel() == 1
 
 
 def expand(value: object, ndim: int) -> tuple[int, ...] | None:
@@ -129,7 +137,7 @@ def plain_int(name: str, value: object) -> int:
 
 
 def _plain(v):
-    """A NumPy integer as a Python int (symbolic ints stay symbolic)."""
+    """A NumPy integer or an integer tensor as a Python int (symbolic ints stay symbolic)."""
     return v if isinstance(v, int | torch.SymInt) else int(v)
 
 
@@ -233,7 +241,10 @@ def plain_key(args: tuple) -> tuple | None:
     values = list(args)
     for i in tensors:
         t = args[i]
-        values[i] = (t.shape, t.dtype, t.device)
+        dtype = t.dtype
+        if not dtype.is_floating_point and is_index_tensor(t):
+            return None  # (perhaps an int argument given as a tensor: its value would matter)
+        values[i] = (t.shape, dtype, t.device)
     for i in sequences:
         values[i] = _plain_ints(args[i])
         if values[i] is None:

@@ -310,7 +310,10 @@ def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[in
 def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[int, ...]:
     ndim = input.dim() - 2
     _check_input(name, input)
-    if output_size is None or is_int(output_size):
+    # (A tensor stands for an int where torch's wrappers let it through: 1-D pooling's.)
+    if output_size is None or (
+        is_int(output_size) and not (torch.is_tensor(output_size) and ndim > 1)
+    ):
         values = (output_size,) * ndim
     else:
         values = tuple(output_size)
