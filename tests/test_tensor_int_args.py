@@ -75,8 +75,19 @@ def test_each_call_reads_the_tensor_s_value_again(backend):
     ids=["float", "two elements", "float pool", "adaptive 2-d"],
 )
 def test_other_tensors_are_refused_as_torch_refuses_them(backend, call):
+    """As TypeErrors (torch's argument parser, or its wrappers' ``len()``)."""
     o = _operands()
     with pytest.raises(TypeError):
         call(F, o)
     with torchconv_ext.use_backend(backend), pytest.raises(TypeError):
         call(TF, o)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bool_tensor_size_is_refused_as_aten_refuses_it(backend):
+    """``interpolate``'s wrapper lets a bool tensor through as a size; ATen's op refuses it."""
+    x = _operands()["x"]
+    with pytest.raises(RuntimeError):
+        F.interpolate(x, size=T(True))
+    with torchconv_ext.use_backend(backend), pytest.raises(RuntimeError, match="integer sizes"):
+        TF.interpolate(x, size=T(True))

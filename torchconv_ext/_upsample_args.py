@@ -81,10 +81,11 @@ def op_name(spatial_dims: int, exact: bool) -> str:
 
 
 def _is_integer(x: object) -> bool:
-    """``torch.nn.functional``'s rule: Python / NumPy integers and integer tensors (not bools)."""
-    if is_int(x):
-        return True
-    return isinstance(x, torch.Tensor) and not x.is_floating_point() and x.dtype != torch.bool
+    """``torch.nn.functional``'s rule: Python / NumPy integers and integer tensors (bool ones
+    too: ATen's op refuses those, :func:`upsample_geometry` as it does)."""
+    if isinstance(x, torch.Tensor):
+        return not x.is_floating_point()
+    return is_int(x)
 
 
 def _as_size(x: object) -> int | torch.SymInt:
@@ -166,7 +167,7 @@ def upsample_geometry(
 
     Raises what ``torch.nn.functional.interpolate`` raises for the same arguments (in the same
     order): ``ValueError`` for ``align_corners``, size/scale conflicts and length mismatches,
-    ``TypeError`` for non-integer sizes, ``NotImplementedError`` for a rank other than 3-5,
+    ``TypeError`` for non-integer sizes (``RuntimeError`` for bool tensors), ``NotImplementedError`` for a rank other than 3-5,
     ``RuntimeError`` for non-positive output sizes or an empty input.
     """
     if mode not in NEAREST_MODES:
@@ -199,6 +200,8 @@ def upsample_geometry(
                 "Please provide input tensor in (N, C, d1, d2, ...,dK) format and "
                 "output size in (o1, o2, ...,oK) format."
             )
+        if any(isinstance(s, torch.Tensor) and s.dtype == torch.bool for s in sizes):
+            raise RuntimeError(f"interpolate: expected integer sizes, but got size={size!r}")
         if not all(_is_integer(s) for s in sizes):
             raise TypeError(
                 "expected size to be one of int or Tuple[int] or Tuple[int, int] or "
