@@ -291,23 +291,29 @@ def check_tape_call_time_state() -> int:
         )
     finally:
         driver.active.get_current_stream = original
-    plan = next(step.run for t in planned for kind, step, _ in t.steps if kind == "launch")
+    tape = planned[0]  # (its tensors are never read: the check comes first)
+    plan = next(step.run for kind, step, _ in tape.steps if kind == "launch")
     check(bool(plan.globals), "a kernel that reads globals")
-    name, space, value = plan.globals[0]
-    space[name] = object()
-    try:
-        RECORDED.clear()
-        try:
-            tape = planned[0]  # (its tensors are never read: the check comes first)
-            tape.replay([None] * tape.replay_steps.__code__.co_argcount)
-        except _plan.Unplanned:
-            pass
+    name, space, value = plan.globals[-1]
+    # Rebound to another value, or deleted: the replay stops before any step. (Triton compares
+    # globals by value: an equal value rebound would launch the same kernel.)
+    for change in ("rebound", "deleted"):
+        if change == "rebound":
+            space[name] = object()
         else:
-            raise AssertionError("a rebound global did not stop the replay")
-        check(RECORDED == [], "nothing launched before the check")
-    finally:
-        space[name] = value
-    return 3
+            del space[name]
+        try:
+            RECORDED.clear()
+            try:
+                tape.replay([None] * tape.replay_steps.__code__.co_argcount)
+            except _plan.Unplanned:
+                pass
+            else:
+                raise AssertionError(f"a {change} global did not stop the replay")
+            check(RECORDED == [], f"nothing launched before the check ({change})")
+        finally:
+            space[name] = value
+    return 5
 
 
 def check_compile_options(caught: list) -> int:

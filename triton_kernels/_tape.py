@@ -28,8 +28,14 @@ weight's version — goes through :func:`replayed_whole`: the tape calls it agai
 
 The tape key holds everything the function may read: each tensor's type, shape, strides, dtype,
 device and 16-byte alignment (Triton specialises on it), every other argument by type and value,
-the current device, autocast's state, ``context()`` and the knobs of the plan key. What a tape
-cannot replay faithfully is never taped — the function keeps running as it is for that problem:
+the current device, autocast's state, ``context()`` and the knobs of the plan key. A caller
+that knows more of its arguments than that can shorten the key (``vouched``, on every taped
+function): a bound primitive's opening fixed its operands' types, shapes, dtypes and devices and
+every other argument, so its calls — and their backwards — find their tape by the bound object,
+the tensors' strides and alignment and the global state alone, through a shortcut to the tape
+the full key found (about a tenth of a convolution's host time, forward and backward). What a
+tape cannot replay faithfully is never taped — the function keeps running as it is for that
+problem:
 
 * a call running an ATen op whose result depends on tensor values (``.item()``, ``nonzero``) or
   randomness, a call that runs ops yet returns no tensor (``out[0] = v``), one returning
@@ -57,9 +63,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import keyword
+import operator
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -93,6 +100,8 @@ _recording: _Recorder | None = None
 #: The plans' generation the tapes were made in (tapes hold plans: cleared with them).
 _generation = -1
 _stats = {"replayed": 0, "recorded": 0, "untapeable": 0}
+#: Per shortened key (``taped``'s ``vouched``): the tape its full key found.
+_shortcuts: dict[tuple, Tape] = {}
 
 
 class Untapeable(Exception):
@@ -170,10 +179,10 @@ def _replay_source(
         return f"s{int(v)}" if type(v) is _Slot else name(v)
 
     # Planned launches call Triton's launcher inline, after their checks, made once before any
-    # step: the stream, and the globals the kernels use (each once).
+    # step: the stream, and the globals the kernels use (each once: ``_global_checks``).
     prologue: list[str] = []
     body: list[str] = []
-    checked: set[tuple[int, str]] = set()
+    used: dict[int, tuple[dict, dict[str, Any]]] = {}  # per namespace: the globals and values
     for kind, step, grid in steps:
         values = ", ".join(value(v) for v in step.template)
         if kind == "launch" and type(step.run) is _plan.Plan:
@@ -181,10 +190,7 @@ def _replay_source(
                 namespace["Unplanned"] = _plan.Unplanned
                 prologue.append(f"stream = {name(_plan.current_stream)}({device!r})")
             for global_name, space, v in step.run.globals:
-                if (id(space), global_name) not in checked:
-                    checked.add((id(space), global_name))
-                    prologue.append(f"if {name(space)}.get({global_name!r}) is not {name(v)}:")
-                    prologue.append("    raise Unplanned('a global the kernel uses was rebound')")
+                used.setdefault(id(space), (space, {}))[1].setdefault(global_name, v)
             launcher, sizes, middle, tail = step.run.launch_parts(grid)
             grid_sizes = [repr(v) if type(v) is int else name(v) for v in sizes]
             parts = [*grid_sizes, "stream", *map(name, middle), values, *map(name, tail)]
@@ -215,6 +221,7 @@ def _replay_source(
             body.append(f"return ({values},)")
         else:  # a pytree spec
             body.append(f"return unflatten([{values}], {name(form)})")
+    prologue += _global_checks(used.values(), name)
     if any(kind != "launch" for kind, _, _ in steps):
         # The recorded ops ran below autograd (the op's Function records the graph).
         namespace.update(grad_enabled=torch.is_grad_enabled, set_grad=torch._C._set_grad_enabled)
@@ -231,6 +238,33 @@ def _replay_source(
     params = ", ".join(f"s{i}" for i in range(n_inputs))
     lines = [f"def replay({params}):", *(f"    {line}" for line in [*prologue, *body])]
     return "\n".join(lines), namespace
+
+
+def _global_checks(used: Iterable[tuple[dict, dict[str, Any]]], name: Callable) -> list[str]:
+    """The replay's check that no global its kernels use was rebound or deleted since they were
+    compiled, compared by value as Triton compares them at each launch: all the names of one
+    namespace read at once (``operator.itemgetter``) and compared as a tuple, rather than one
+    ``get`` per name (about 40 ns each, and a kernel reads some 20)."""
+    reads = []
+    for space, values in used:
+        names = tuple(values)
+        # (itemgetter of one name returns the bare value: that one is read into a 1-tuple)
+        read = (
+            f"{name(operator.itemgetter(*names))}({name(space)})"
+            if len(names) > 1
+            else f"({name(space)}[{names[0]!r}],)"
+        )
+        reads.append(f"{read} == {name(tuple(values.values()))}")
+    if not reads:
+        return []
+    return [
+        "try:",
+        f"    fresh = {' and '.join(reads)}",
+        "except Exception:  # (a global deleted, or one that will not compare)",
+        "    fresh = False",
+        "if not fresh:",
+        "    raise Unplanned('a global the kernel uses was rebound or deleted')",
+    ]
 
 
 def _holds_tensors(v: Any) -> bool:
@@ -445,13 +479,9 @@ def _key(fn: Callable, context: Any, args: tuple, kwargs: dict, tensors: list) -
         values[i] = tuple(args[i])
     return (
         id(fn),
-        _current_device(),
-        knobs.runtime.debug,
-        knobs.compilation.instrumentation_mode,
-        knobs.compilation.fpsan_homomorphic_casts if _FPSAN else None,
+        _context_key(context),
         # Replayed ops pass through autocast again: the same state gives the same ops.
         _autocast_state() if torch._C._is_any_autocast_enabled() else None,
-        context() if context is not None else None,
         tuple(kwargs),
         types,
         tuple(values),
@@ -475,6 +505,28 @@ def _capturing(tensors: list[torch.Tensor]) -> bool:
     )
 
 
+def _standing_aside() -> bool:
+    """Whether tapes stand aside for the call being made (module doc): they are off, this
+    thread records one, or a transform, a mode or a launch hook is active."""
+    return (
+        not ENABLED
+        or _recording is not None
+        or torch._C._are_functorch_transforms_active()  # wrapped tensors look plain
+        or torch._C._len_torch_dispatch_stack()  # a mode may want to see every op
+        or torch._C._is_torch_function_mode_enabled()  # (a device context, too)
+        or _plan.hooks_set()
+    )
+
+
+def _check_generation() -> None:
+    """Forget the tapes (and the shortcuts to them) made with plans since cleared."""
+    global _generation
+    if _generation != _plan.generation():
+        _tapes.clear()
+        _shortcuts.clear()
+        _generation = _plan.generation()
+
+
 def taped(
     fn: Callable[..., Any], *, returns: bool = False, context: Callable[[], Any] | None = None
 ) -> Callable[..., Any]:
@@ -484,50 +536,113 @@ def taped(
     tensors (an op's implementation), whose replay returns the tensors its tape made.
     ``context()`` is whatever global state ``fn`` reads besides its arguments (a backend
     choice, a precision flag): part of the tape key.
+
+    The result's ``vouched(vouched, tensors, *args)`` is ``run(*args)`` with a shorter key, for
+    a caller that knows more of its arguments than the tape key can assume: ``vouched`` is a
+    hashable value that fixes the types of ``args``, their values other than tensors, and each
+    tensor's shape, dtype and device, whenever a call is given it; ``tensors`` are the tensors
+    among ``args``, in order. The key is then ``vouched`` and the tensors' strides and
+    alignment (with the device, knobs and ``context()``, as in the tape key), and it leads
+    straight to the tape the full key found the last time (a shortcut).
     """
+
+    def lookup(args: tuple, kwargs: dict) -> tuple[tuple, Any, list[torch.Tensor]]:
+        """``(key, tape or count, tensors)`` of a call; raises ``Untapeable`` or ``TypeError``
+        for one never taped."""
+        tensors: list[torch.Tensor] = []
+        key = _key(fn, context, args, kwargs, tensors)
+        return key, _tapes.get(key, 0), tensors
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        if (
-            not ENABLED
-            or _recording is not None
-            or torch._C._are_functorch_transforms_active()  # wrapped tensors look plain
-            or torch._C._len_torch_dispatch_stack()  # a mode may want to see every op
-            or torch._C._is_torch_function_mode_enabled()  # (a device context, too)
-            or _plan.hooks_set()
-        ):
+        if _standing_aside():
             return fn(*args, **kwargs)
-        global _generation
-        if _generation != _plan.generation():
-            _tapes.clear()
-            _generation = _plan.generation()
-        tensors: list[torch.Tensor] = []
+        _check_generation()
         try:
-            key = _key(fn, context, args, kwargs, tensors)
-            tape = _tapes.get(key, 0)
+            key, tape, tensors = lookup(args, kwargs)
         except (Untapeable, TypeError):  # a subclass, an unhashable argument: never taped
             return fn(*args, **kwargs)
-        if type(tape) is Tape:
+        return _run(key, tape, fn, returns, args, kwargs, tensors)
+
+    def vouched(vouched: Any, tensors: list[torch.Tensor], *args: Any) -> Any:
+        if _standing_aside() or torch._C._is_any_autocast_enabled():
+            return run(*args)  # (autocast's state is in the full key only)
+        _check_generation()
+        try:
+            short = (
+                fn,
+                vouched,
+                _context_key(context),
+                *[(t.stride(), not t.data_ptr() & 15) for t in tensors],
+            )
+            tape = _shortcuts.get(short)
+        except RuntimeError:  # a tensor without strides or storage: never taped
+            return fn(*args)
+        if tape is not None:
             try:
                 result = tape.replay(tensors)
             except _plan.Unplanned:
-                _tapes[key] = -1
-                return fn(*args, **kwargs)
+                _shortcuts.pop(short, None)
+                return run(*args)  # (which finds the tape unplanned and runs ``fn``)
             _stats["replayed"] += 1
             return result
-        if tape < 0:  # untapeable
-            return fn(*args, **kwargs)
-        if tape + 1 < RECORD_AT or _capturing(tensors):
-            _tapes[key] = tape + 1
-            return fn(*args, **kwargs)
-        if len(set(map(id, tensors))) != len(tensors):
-            # One tensor in two places would be one slot for both, which another call's two
-            # tensors are not: record another call (replaying such a call is right).
-            return fn(*args, **kwargs)
-        return _record(key, fn, returns, args, kwargs, tensors)
+        try:
+            key, tape, found = lookup(args, {})
+        except (Untapeable, TypeError):
+            return fn(*args)
+        result = _run(key, tape, fn, returns, args, {}, found)
+        tape = _tapes.get(key)
+        # (the tensors compared too: a caller's mistake there makes no shortcut, never a wrong
+        # replay)
+        if type(tape) is Tape and _same_tensors(found, tensors):
+            if len(_shortcuts) >= CAPACITY:
+                _shortcuts.clear()
+            _shortcuts[short] = tape
+        return result
 
     run.launcher = fn  # type: ignore[attr-defined]
+    run.vouched = vouched  # type: ignore[attr-defined]
     return run
+
+
+def _context_key(context: Callable[[], Any] | None) -> tuple:
+    """The part of a tape key that is not the call's arguments (see :func:`_key`)."""
+    return (
+        _current_device(),
+        knobs.runtime.debug,
+        knobs.compilation.instrumentation_mode,
+        knobs.compilation.fpsan_homomorphic_casts if _FPSAN else None,
+        context() if context is not None else None,
+    )
+
+
+def _same_tensors(found: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    return len(found) == len(tensors) and all(a is b for a, b in zip(found, tensors))
+
+
+def _run(
+    key: tuple, tape: Any, fn: Callable, returns: bool, args: tuple, kwargs: dict, tensors: list
+) -> Any:
+    """A call whose key found ``tape`` (a Tape, or the count of plain calls so far, -1 for an
+    untapeable problem): replayed, recorded or run plainly."""
+    if type(tape) is Tape:
+        try:
+            result = tape.replay(tensors)
+        except _plan.Unplanned:
+            _tapes[key] = -1
+            return fn(*args, **kwargs)
+        _stats["replayed"] += 1
+        return result
+    if tape < 0:  # untapeable
+        return fn(*args, **kwargs)
+    if tape + 1 < RECORD_AT or _capturing(tensors):
+        _tapes[key] = tape + 1
+        return fn(*args, **kwargs)
+    if len(set(map(id, tensors))) != len(tensors):
+        # One tensor in two places would be one slot for both, which another call's two
+        # tensors are not: record another call (replaying such a call is right).
+        return fn(*args, **kwargs)
+    return _record(key, fn, returns, args, kwargs, tensors)
 
 
 def recording() -> bool:
@@ -613,6 +728,7 @@ def _record(
         recorder.failed = "the launcher returned a value"
     if len(_tapes) >= CAPACITY:
         _tapes.clear()
+        _shortcuts.clear()
     tape = None
     if recorder.failed is None:
         try:
@@ -631,6 +747,7 @@ def _record(
 def clear_tapes() -> None:
     """Forget every tape and count (the next calls of each problem record afresh)."""
     _tapes.clear()
+    _shortcuts.clear()
     _stats.update(replayed=0, recorded=0, untapeable=0)
 
 

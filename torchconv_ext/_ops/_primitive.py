@@ -296,7 +296,10 @@ class Primitive:
             taped = kernels.taped(bound_impl, returns=True, context=impl_context)
             taped.impl = impl
             self._taped_bound = taped
-        return taped(bound, *leading)
+        # (the bound object fixes its operands' types, shapes, dtypes and devices: its
+        # opening's key holds them)
+        tensors = [t for t in leading if t is not None]
+        return taped.vouched(bound, tensors, bound, *leading)
 
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
         return _as_registered_ops(self.vmap, info, in_dims, *args)
@@ -380,20 +383,25 @@ class Bound:
     A functional op's opening binds once per call signature (``functional._common.Openings``)
     and calls the bound primitive from then on, which is leaner in eager mode: autograd's
     Function sees only the operands (:class:`BoundFunction`), and the tape's key holds the
-    bound object instead of the static values (each hashed on every call). Anything but a plain
+    bound object instead of the static values (each hashed on every call) — shortened further
+    to the bound object and the operands' strides and alignment (``taped``'s ``vouched``),
+    since the opening's key fixed their types, shapes, dtypes and devices: a bound object is
+    called with the operands its opening derives from the call's alone. Anything but a plain
     eager call — tracing, dispatch modes, forward mode, functorch transforms — takes the
     primitive's own path. ``static`` is never modified (its lists are the op's arguments).
     """
 
-    __slots__ = ("attributes", "no_grads", "prim", "static")
+    __slots__ = ("attributes", "backward_layouts", "no_grads", "prim", "static")
 
     def __init__(self, prim: Primitive, static: tuple) -> None:
         self.prim = prim
         self.static = static
         self.no_grads = (False,) * len(static)  # needs_input_grad of the static arguments
         # The ctx attributes of a primitive with ``static_attributes``, once a backward has
-        # made them a key (``backward_on_tape``; ``False``: they cannot be one).
+        # made them a key (``backward_on_tape``; ``False``: they cannot be one), and per
+        # ``needs_input_grad`` which of them are tensors.
         self.attributes: Attributes | bool | None = None
+        self.backward_layouts: dict[tuple, tuple] = {}
 
     def __repr__(self) -> str:
         return f"{self.prim!r}.bind{self.static!r}"

@@ -88,7 +88,14 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
     """``ctx.prim.backward(ctx, *grads)`` outside a graph, replayed from one tape per problem
     once our kernels are loaded: the derivative's Python and each gradient primitive's own
     set-up run on the second call only (a conv's input, weight and bias gradients are then one
-    replay instead of three primitive calls)."""
+    replay instead of three primitive calls).
+
+    The backward of a bound call with static attributes (``ctx.bound``) takes a shorter key
+    once its tape exists: its bound object and ``needs_input_grad`` fix everything but the
+    tensors' strides and alignment (the bound call's tensors have the shapes, dtypes and
+    devices of its opening, and autograd hands gradients in its outputs' — see
+    ``_tape.taped``'s ``vouched``), and the ctx's layout — which of its attributes are tensors
+    — is learned once per bound object and ``needs_input_grad``."""
     global _taped_backward
     backward = ctx.prim.backward
     if _taped_backward is None:
@@ -96,9 +103,21 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
         if kernels is None:
             return converting_once(backward, ctx, *grads)
         _taped_backward = kernels.taped(backward_from_saved, returns=True, context=impl_context)
+    bound = getattr(ctx, "bound", None)  # (set for a primitive with static attributes)
+    if bound is not None and bound.attributes:
+        needs = ctx.needs_input_grad
+        layout = bound.backward_layouts.get(needs)
+        # (incoming gradients are the outputs' dtype, shape and device, but may be subclasses)
+        if layout is not None and all(type(g) in PLAIN_TENSORS for g in grads):
+            extras, named, n_saved, n_tensors = layout
+            tensors = [*ctx.saved_tensors, *[getattr(ctx, name) for name in extras]]
+            present = [t for t in (*tensors, *grads) if t is not None]
+            return _taped_backward.vouched(
+                (bound, needs), present, backward, needs, bound.attributes, named, n_saved,
+                n_tensors, *tensors, *grads,
+            )  # fmt: skip
     saved = ctx.saved_tensors
-    tensors, named, plain = list(saved), [], {}
-    bound = None
+    tensors, named, plain, extras = list(saved), [], {}, []
     for name, v in vars(ctx).items():
         if type(v) in PLAIN_TENSORS:
             # A tensor both saved and an attribute is passed once (a tape never records a
@@ -106,10 +125,9 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
             same = [i for i, t in enumerate(tensors) if t is v]
             if not same:
                 tensors.append(v)
+                extras.append(name)
             named.append((name, same[0] if same else len(tensors) - 1))
-        elif name == "bound":  # (set for a primitive with static attributes)
-            bound = v
-        elif name != "prim":
+        elif name != "prim" and name != "bound":
             plain[name] = v
     # A bound call's static attributes are the same on every call of its Bound: made a key once.
     attributes = None if bound is None else bound.attributes
@@ -124,4 +142,6 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
         return converting_once(backward, ctx, *grads)
     needs = ctx.needs_input_grad
     layout = (tuple(named), len(saved), len(tensors))
+    if bound is not None:
+        bound.backward_layouts[needs] = (tuple(extras), *layout)
     return _taped_backward(backward, needs, attributes, *layout, *tensors, *grads)
