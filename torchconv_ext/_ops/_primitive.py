@@ -178,6 +178,11 @@ class Primitive:
             transform; not ``vmap`` alone): ``decomposed(*args)``, a composition of
             differentiable ops, or ``None`` where the primitive's own derivatives serve. The
             registered op keeps those derivatives.
+        bound_decomposition: ``decomposed`` for a bound call (:class:`Bound`), made once per
+            bound object: ``bound_decomposition(*static)`` is ``None`` where the decomposition
+            does not apply to calls with those trailing arguments, else a function of the
+            leading ones computing ``decomposed(*leading, *static)`` — on bound primitives of
+            its own, so that its parts take the lean path too.
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
             function of the non-tensor arguments alone (not of sizes or layouts): a bound
             call's backward then takes them from its :class:`Bound`, compared once.
@@ -194,6 +199,7 @@ class Primitive:
         jvp: Callable[..., Any] | None = None,
         vmap: Callable[..., tuple] | None = None,
         decomposed: Callable[..., Any] | None = None,
+        bound_decomposition: Callable[..., Callable[..., Any] | None] | None = None,
         static_attributes: bool = False,
     ) -> None:
         self.name = name
@@ -206,6 +212,7 @@ class Primitive:
         self.jvp = jvp
         self.vmap = vmap or self._vmap_by_loop
         self.decomposed = decomposed
+        self.bound_decomposition = bound_decomposition
         self.static_attributes = static_attributes
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
@@ -391,11 +398,14 @@ class Bound:
     primitive's own path. ``static`` is never modified (its lists are the op's arguments).
     """
 
-    __slots__ = ("attributes", "backward_layouts", "no_grads", "prim", "static")
+    __slots__ = ("attributes", "backward_layouts", "decomposition", "no_grads", "prim", "static")
 
     def __init__(self, prim: Primitive, static: tuple) -> None:
         self.prim = prim
         self.static = static
+        # The primitive's decomposition for this bound object (``bound_decomposition``; None:
+        # none applies), made on the first call that records a graph.
+        self.decomposition: Callable[..., Any] | bool | None = False
         self.no_grads = (False,) * len(static)  # needs_input_grad of the static arguments
         # The ctx attributes of a primitive with ``static_attributes``, once a backward has
         # made them a key (``backward_on_tape``; ``False``: they cannot be one), and per
@@ -422,8 +432,15 @@ class Bound:
                     return self.prim(*leading, *self.static)
                 grad = grad or a.requires_grad
         if grad and torch.is_grad_enabled():
-            if (out := _decomposed(self.prim, (*leading, *self.static), True)) is not None:
-                return out
+            if self.prim.decomposed is not None:
+                if self.prim.bound_decomposition is None:
+                    if (out := _decomposed(self.prim, (*leading, *self.static), True)) is not None:
+                        return out
+                else:
+                    if self.decomposition is False:
+                        self.decomposition = self.prim.bound_decomposition(*self.static)
+                    if self.decomposition is not None:
+                        return self.decomposition(*leading)
             return _apply_bound(self, *leading)
         return self.prim.run_bound(self, leading)
 

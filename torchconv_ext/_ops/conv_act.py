@@ -182,6 +182,16 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
             return None
         return act.apply(linear.op(input, weight, bias, *static), kind, alpha, act_weight)
 
+    def bound_decomposition(kind, alpha, *static):
+        if not act.decomposes(kind, alpha):
+            return None
+        op = linear.op.bind(*static)  # (called with the operands of one opening: see Bound)
+
+        def call(input, weight, bias, act_weight):
+            return act.apply(op(input, weight, bias), kind, alpha, act_weight)
+
+        return call
+
     primitive = Primitive(
         name,
         impl,
@@ -191,6 +201,7 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         jvp=jvp,
         vmap=vmap,
         decomposed=decomposed,
+        bound_decomposition=bound_decomposition,
         static_attributes=True,
     )
     return primitive
