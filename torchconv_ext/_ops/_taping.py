@@ -107,15 +107,21 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
     if bound is not None and bound.attributes:
         needs = ctx.needs_input_grad
         layout = bound.backward_layouts.get(needs)
-        # (incoming gradients are the outputs' dtype, shape and device, but may be subclasses)
-        if layout is not None and all(type(g) in PLAIN_TENSORS for g in grads):
+        if layout is not None:
             extras, named, n_saved, n_tensors = layout
             tensors = [*ctx.saved_tensors, *[getattr(ctx, name) for name in extras]]
-            present = [t for t in (*tensors, *grads) if t is not None]
-            return _taped_backward.vouched(
-                (bound, needs), present, backward, needs, bound.attributes, named, n_saved,
-                n_tensors, *tensors, *grads,
-            )  # fmt: skip
+            present = [t for t in tensors if t is not None]
+            for g in grads:
+                # (incoming gradients have the outputs' dtype, shape and device, but may be
+                # subclasses, or None)
+                if type(g) not in PLAIN_TENSORS:
+                    break
+                present.append(g)
+            else:
+                return _taped_backward.vouched(
+                    (bound, needs), present, backward, needs, bound.attributes, named, n_saved,
+                    n_tensors, *tensors, *grads,
+                )  # fmt: skip
     saved = ctx.saved_tensors
     tensors, named, plain, extras = list(saved), [], {}, []
     for name, v in vars(ctx).items():
