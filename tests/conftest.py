@@ -73,6 +73,18 @@ def fresh_launcher_tapes():
 
 
 @pytest.fixture
+def tapes_on():
+    """For the tapes' own tests: skipped where ``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns tapes off,
+    and leaving none behind."""
+    from triton_kernels import _tape
+
+    if not _tape.ENABLED:
+        pytest.skip("TORCHCONV_EXT_LAUNCH_PLANS=0 turns tapes off")
+    yield
+    _tape.clear_tapes()
+
+
+@pytest.fixture
 def fresh_weight_cache():
     """The repacked-weight cache (``torchconv_ext._ops._layout``) empty before and after the
     test, so that its counters count this test's repacks. Layout modules request it for all

@@ -60,6 +60,19 @@ def _first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
+def _check_derivatives(got: torch.Tensor, want: torch.Tensor, operands: list) -> None:
+    """``got``'s gradients with respect to ``operands`` equal ``want``'s, and so do their own
+    gradients (double backward through the backward: a graph of primitives)."""
+    gy = torch.randn_like(got).requires_grad_()
+    grads = torch.autograd.grad(got, operands, gy, create_graph=True)
+    wants = torch.autograd.grad(want, operands, gy, create_graph=True)
+    for a, b in zip(grads, wants, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    second = torch.autograd.grad(sum(g.square().sum() for g in grads), gy)
+    second_want = torch.autograd.grad(sum(g.square().sum() for g in wants), gy)
+    torch.testing.assert_close(second, second_want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bound_primitive_computes_what_the_primitive_computes(backend, case):
@@ -72,15 +85,7 @@ def test_a_bound_primitive_computes_what_the_primitive_computes(backend, case):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
             assert got.stride() == want.stride()
             assert type(got.grad_fn).__name__ == "BoundFunctionBackward"
-            gy = torch.randn_like(got).requires_grad_()
-            grads = torch.autograd.grad(got, _tensors(leading), gy, create_graph=True)
-            wants = torch.autograd.grad(want, _tensors(leading), gy, create_graph=True)
-            for a, b in zip(grads, wants, strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-            # double backward through the bound call's backward (a graph of primitives)
-            second = torch.autograd.grad(sum(g.square().sum() for g in grads), gy)
-            second_want = torch.autograd.grad(sum(g.square().sum() for g in wants), gy)
-            torch.testing.assert_close(second, second_want, rtol=1e-12, atol=1e-12)
+            _check_derivatives(got, want, _tensors(leading))
         without_grad = [t if t is None else t.detach() for t in _operands(shapes, 9)]
         torch.testing.assert_close(
             _first(bound(*without_grad)), _first(prim(*without_grad, *static)), rtol=0, atol=0
@@ -117,14 +122,7 @@ def test_a_bound_decomposition_computes_what_the_primitive_decomposes(backend, c
                 decomposition = bound.decomposition
                 assert callable(decomposition)
             assert bound.decomposition is decomposition
-            gy = torch.randn_like(got).requires_grad_()
-            grads = torch.autograd.grad(got, _tensors(leading), gy, create_graph=True)
-            wants = torch.autograd.grad(want, _tensors(leading), gy, create_graph=True)
-            for a, b in zip(grads, wants, strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-            second = torch.autograd.grad(sum(g.square().sum() for g in grads), gy)
-            second_want = torch.autograd.grad(sum(g.square().sum() for g in wants), gy)
-            torch.testing.assert_close(second, second_want, rtol=1e-12, atol=1e-12)
+            _check_derivatives(got, want, _tensors(leading))
     # An activation read off the output has no decomposition: the fused primitive runs.
     relu = CASES["conv_relu"][0].bind(*CASES["conv_relu"][2])
     relu(*_operands(CASES["conv_relu"][1], 0))

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-pytestmark = pytest.mark.interpret
+pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("tapes_on")]
 
 tape = pytest.importorskip("triton_kernels._tape")
 from triton_kernels import _plan  # noqa: E402
@@ -40,15 +40,6 @@ def _scaled_sum(x: torch.Tensor, out: torch.Tensor, *, a: float) -> None:
     work = torch.zeros_like(x)
     _launch_axpy(x, work, a)
     out.copy_(work + 2 * x)
-
-
-@pytest.fixture(autouse=True)
-def fresh_tapes():
-    if not tape.ENABLED:
-        pytest.skip("TORCHCONV_EXT_LAUNCH_PLANS=0 turns tapes off")
-    tape.clear_tapes()
-    yield
-    tape.clear_tapes()
 
 
 def _calls(fn, n: int, *shapes, **kwargs) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-pytestmark = pytest.mark.interpret
+pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("tapes_on")]
 
 tape = pytest.importorskip("triton_kernels._tape")
 from triton_kernels import _plan  # noqa: E402
@@ -37,15 +37,6 @@ def _scaled(x: torch.Tensor, a: float) -> torch.Tensor:
 
 
 _scaled_taped = tape.taped(_scaled, returns=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_tapes():
-    if not tape.ENABLED:
-        pytest.skip("TORCHCONV_EXT_LAUNCH_PLANS=0 turns tapes off")
-    tape.clear_tapes()
-    yield
-    tape.clear_tapes()
 
 
 def _x(seed: int, shape=(3, 40)) -> torch.Tensor:
