@@ -18,7 +18,9 @@ from torchconv_ext._ops._primitive import PRIMITIVES, Bound
 from torchconv_ext._ops._taping import Attributes
 from torchconv_ext._ops.conv import conv_bwd_input, conv_fwd
 from torchconv_ext._ops.conv_act import conv_act_fwd, conv_transpose_act
+from torchconv_ext._ops.local import local_conv_fwd
 from torchconv_ext._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
+from torchconv_ext._ops.upsample import upsample_nearest_fwd
 
 BACKENDS = [pytest.param("triton", marks=pytest.mark.interpret), "torch"]
 
@@ -28,7 +30,8 @@ _GEOMETRY = ([2, 2], [1, 1], [1, 1], [1, 1], 1, "zeros")  # stride 2, padding 1
 #: same with a fused hard sigmoid (in training the one activation needing the pre-activation
 #: that stays fused: its backward recomputes it), a
 #: max pooling (3×3 windows, stride 2, padding 1), an adaptive average pooling to 2×2 and a
-#: spatial pyramid pooling (levels 1 and 2).
+#: spatial pyramid pooling (levels 1 and 2), a locally connected convolution (3×3 kernels,
+#: one per output position) and a nearest upsampling by 2.
 CASES = {
     "conv": (conv_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,)), _GEOMETRY),
     "conv_relu": (conv_act_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,), None),
@@ -41,6 +44,9 @@ CASES = {
                  ("max", [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], False, True, 0)),
     "adaptive_pool": (adaptive_pool_fwd, ((2, 3, 5, 5),), ("avg", [2, 2])),
     "pyramid_pool": (pyramid_pool_fwd, ((2, 3, 5, 5),), ("max", [1, 2])),
+    "local_conv": (local_conv_fwd, ((2, 3, 5, 5), (3, 3, 4, 3, 3, 3), (3, 3, 4)),
+                   ((1, 1), (0, 0), (0, 0), (1, 1), 1, "zeros")),
+    "upsample": (upsample_nearest_fwd, ((2, 3, 5, 5),), ((10, 10), (2.0, 2.0), False)),
 }  # fmt: skip
 
 
@@ -201,25 +207,31 @@ def _attributes(output: torch.Tensor) -> dict:
     }
 
 
+def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` (4-d) contiguous, channels-last, or a strided view of a wider tensor."""
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t.contiguous()
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_static_attributes_depend_on_no_tensor(case):
-    """``static_attributes`` holds for the primitives that declare it: the same non-tensor
-    arguments give the same ctx attributes (values and types) for operands of another batch
-    size, memory format and dtype, on both backends."""
+def test_static_attributes_depend_on_no_layout_or_value(case):
+    """``static_attributes`` holds for the primitives that declare it: operands of the sizes,
+    dtypes and devices a bound object fixes, with the same non-tensor arguments, give the same
+    ctx attributes (values and types) whatever their layouts and values, on both backends."""
     prim, shapes, static = CASES[case]
     seen = []
     for backend in ("torch", "triton"):
-        for batch, memory_format, dtype in [
-            (2, torch.contiguous_format, torch.float64),
-            (1, torch.channels_last, torch.float32),
-        ]:
+        for seed, layout in enumerate(("contiguous", "channels_last", "strided")):
             operands = []
-            for i, t in enumerate(_operands(shapes, 0)):
+            for t in _operands(shapes, seed):
                 if t is not None:
-                    t = t.detach().to(dtype)[:batch] if i == 0 else t.detach().to(dtype)
-                    if t.dim() == 4:
-                        t = t.contiguous(memory_format=memory_format)
-                    t.requires_grad_()
+                    t = t.detach()
+                    t = (_laid_out(t, layout) if t.dim() == 4 else t).requires_grad_()
                 operands.append(t)
             with torchconv_ext.use_backend(backend):
                 attributes = _attributes(_first(prim(*operands, *static)))

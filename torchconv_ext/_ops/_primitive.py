@@ -184,8 +184,10 @@ class Primitive:
             leading ones computing ``decomposed(*leading, *static)`` — on bound primitives of
             its own, so that its parts take the lean path too.
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
-            function of the non-tensor arguments alone (not of sizes or layouts): a bound
-            call's backward then takes them from its :class:`Bound`, compared once.
+            function of the non-tensor arguments and of the operands' sizes, dtypes and devices
+            — what a bound object fixes (:class:`Bound`) — and never of their layouts or
+            values: a bound call's backward then takes them from its :class:`Bound`, compared
+            once.
     """
 
     def __init__(

@@ -392,6 +392,7 @@ local_conv_fwd = Primitive(
     backward=_fwd_backward,
     jvp=_fwd_jvp,
     vmap=_fwd_vmap,
+    static_attributes=True,
 )
 local_conv_bwd_input = Primitive(
     "local_conv_bwd_input",

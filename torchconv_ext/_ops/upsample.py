@@ -139,6 +139,7 @@ upsample_nearest_fwd = Primitive(
     backward=_forward_grad,
     jvp=_forward_jvp,
     vmap=_forward_vmap,
+    static_attributes=True,  # (the input's size, and the static arguments)
 )
 upsample_nearest_bwd = Primitive(
     "upsample_nearest_bwd",
