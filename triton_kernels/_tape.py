@@ -537,11 +537,11 @@ def taped(
     ``context()`` is whatever global state ``fn`` reads besides its arguments (a backend
     choice, a precision flag): part of the tape key.
 
-    The result's ``vouched(vouched, tensors, *args)`` is ``run(*args)`` with a shorter key, for
-    a caller that knows more of its arguments than the tape key can assume: ``vouched`` is a
+    The result's ``vouched(claim, tensors, *args)`` is ``run(*args)`` with a shorter key, for a
+    caller that knows more of its arguments than the tape key can assume: ``claim`` is a
     hashable value that fixes the types of ``args``, their values other than tensors, and each
     tensor's shape, dtype and device, whenever a call is given it; ``tensors`` are the tensors
-    among ``args``, in order. The key is then ``vouched`` and the tensors' strides and
+    among ``args``, in order. The key is then ``claim`` and the tensors' strides and
     alignment (with the device, knobs and ``context()``, as in the tape key), and it leads
     straight to the tape the full key found the last time (a shortcut).
     """
@@ -564,14 +564,14 @@ def taped(
             return fn(*args, **kwargs)
         return _run(key, tape, fn, returns, args, kwargs, tensors)
 
-    def vouched(vouched: Any, tensors: list[torch.Tensor], *args: Any) -> Any:
+    def vouched(claim: Any, tensors: list[torch.Tensor], *args: Any) -> Any:
         if _standing_aside() or torch._C._is_any_autocast_enabled():
             return run(*args)  # (autocast's state is in the full key only)
         _check_generation()
         try:
             short = (
                 fn,
-                vouched,
+                claim,
                 _context_key(context),
                 *[(t.stride(), not t.data_ptr() & 15) for t in tensors],
             )
