@@ -11,9 +11,9 @@ layers converted and left, the batch norms and zero-padding layers folded and th
 fused by each fusion, and the largest error relative to the output's scale. It is a check of
 correctness and of how much fuses, not a timing.
 
-``--only timm-all`` checks every model timm lists instead of a chosen few (not by default: two
-shards ran over 95 minutes each on a 2-core Xeon without finishing): each with at most ``--max-parameters`` parameters (counted on the meta
-device; larger ones are listed as skipped), at its default input size capped at 64×64 (its own
+``--only timm-all`` checks every model timm lists instead of a chosen few (not by default: its
+eight shards took 36 minutes one after another on a 2-core Xeon), each with at most
+``--max-parameters`` parameters (counted on the meta device; larger ones are listed as skipped), at its default input size capped at 64×64 (its own
 size where it fixes one or refuses the smaller one). ``--shard K/N`` checks every N-th model
 from the K-th, so that N processes share the list (one results file each).
 """
