@@ -192,9 +192,8 @@ def _replay_source(
             for global_name, space, v in step.run.globals:
                 used.setdefault(id(space), (space, {}))[1].setdefault(global_name, v)
             launcher, sizes, middle, tail = step.run.launch_parts(grid)
-            grid_sizes = [repr(v) if type(v) is int else name(v) for v in sizes]
-            parts = [*grid_sizes, "stream", *map(name, middle), values, *map(name, tail)]
-            body.append(f"{name(launcher)}({', '.join(p for p in parts if p)})")
+            arguments = [*sizes, _STREAM, *middle, *step.template, *tail]
+            body.append(f"{name(launcher)}({_splatted(arguments, name)})")
             continue
         if kind == "launch":  # (the interpreter's: ``kernel[grid]`` with the recorded keywords)
             launched = f"({values},)" if values else "()"
@@ -238,6 +237,29 @@ def _replay_source(
     params = ", ".join(f"s{i}" for i in range(n_inputs))
     lines = [f"def replay({params}):", *(f"    {line}" for line in [*prologue, *body])]
     return "\n".join(lines), namespace
+
+
+#: Where a launch's arguments take the stream the replay reads at its top.
+_STREAM = object()
+
+
+def _splatted(arguments: list, name: Callable[[Any], str]) -> str:
+    """A launch's arguments as call source: slots and the stream by name, each run of constants
+    unpacked from one tuple (a launch passes some 80 values, mostly constants: one load per run
+    rather than one per value)."""
+    parts: list[str] = []
+    run: list[Any] = []
+    for v in [*arguments, _STREAM]:  # (a last stream that only closes the last run)
+        if type(v) is not _Slot and v is not _STREAM:
+            run.append(v)
+            continue
+        if len(run) > 1:
+            parts.append(f"*{name(tuple(run))}")
+        elif run:
+            parts.append(name(run[0]))
+        run = []
+        parts.append(f"s{int(v)}" if type(v) is _Slot else "stream")
+    return ", ".join(parts[:-1])
 
 
 def _global_checks(used: Iterable[tuple[dict, dict[str, Any]]], name: Callable) -> list[str]:
@@ -655,7 +677,12 @@ def replayed_whole(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
     """``fn(*args)``, which a tape being recorded takes as one step: replays call ``fn`` again
     (instead of repeating the ops it ran this time). For what must be decided afresh on each
     call: a cache lookup (a weight repacked once per version). ``fn`` returns one tensor; its
-    torch calls and launches are its own (a replay runs whichever it needs then)."""
+    torch calls and launches are its own (a replay runs whichever it needs then).
+
+    ``fn.for_replays(*args)``, where ``fn`` has it, is what the tape calls instead: ``fn`` for
+    the calls whose arguments are like ``args`` as far as the tape key tells (each tensor's
+    type, shape, strides, dtype, device and alignment; every other value), with what those fix
+    decided once."""
     recorder = _recording
     if recorder is None or threading.get_ident() != recorder.thread:
         return fn(*args)
@@ -664,7 +691,8 @@ def replayed_whole(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
         result = fn(*args)
     finally:
         recorder.in_call -= 1
-    recorder.record_call(fn, args, result)
+    specialise = getattr(fn, "for_replays", None)
+    recorder.record_call(fn if specialise is None else specialise(*args), args, result)
     return result
 
 
