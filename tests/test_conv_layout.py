@@ -411,6 +411,47 @@ def test_parameters_made_under_inference_mode_are_never_cached():
     assert _layout.weight_cache_info() == {"entries": 0, "hits": 0, "packs": 4}
 
 
+def test_replayed_lookups_serve_what_a_full_lookup_serves(tapes_on, monkeypatch):
+    """A tape's replays look the weight up by what its key fixes (``for_replays``): in-place
+    updates, a new parameter of the same shape, an inference tensor on the same tape and the
+    cache switched off all get what the full lookup gives them, checked against torch."""
+    from triton_kernels import _tape
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
+
+    def check(w: torch.Tensor) -> None:
+        torch.testing.assert_close(
+            TF.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), rtol=1e-10, atol=1e-10
+        )
+
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        w = _param(6, 16, 3, 3)
+        for _ in range(4):  # recorded at the second call, replayed from the third
+            check(w)
+        assert _layout.weight_cache_info() == {"entries": 1, "hits": 3, "packs": 1}
+        w.mul_(-2.0)  # a new version: the replay repacks once
+        check(w)
+        check(w)
+        assert _layout.weight_cache_info() == {"entries": 1, "hits": 4, "packs": 2}
+        for _ in range(2):  # new parameters of the shape (at the same address, perhaps)
+            w = _param(6, 16, 3, 3)
+            check(w)
+            gc.collect()
+        assert _layout.weight_cache_info()["packs"] == 4
+        with torch.inference_mode():
+            frozen = _param(6, 16, 3, 3)
+        replayed = _tape.tape_info()["replayed"]
+        for _ in range(2):  # no version counter: packed on every call, never cached
+            frozen.data.mul_(-1.0)
+            check(frozen)
+        assert _layout.weight_cache_info()["packs"] == 6
+        monkeypatch.setattr(_layout, "ENABLED", False)
+        check(w)
+        assert _layout.weight_cache_info()["packs"] == 7
+        assert _tape.tape_info()["replayed"] == replayed + 3  # (all on the one tape)
+
+
 def test_clear_weight_cache_after_a_write_through_data():
     w = _param(6, 16, 3, 3)
     x = torch.randn(1, 16, 3, 3, dtype=torch.float64)

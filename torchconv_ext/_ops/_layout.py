@@ -41,6 +41,7 @@ set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import weakref
@@ -58,7 +59,10 @@ CAPACITY = 256
 
 _CL_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
+#: Per (kind, data pointer): the weight's storage (weakly), its version and the packed copy.
 _entries: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
+_kinds: dict[tuple, int] = {}
+_kind_numbers = itertools.count()
 _lock = threading.RLock()
 _stats = {"hits": 0, "packs": 0}
 
@@ -152,27 +156,77 @@ def packed_weight(w: torch.Tensor, form: str = "channels_last", groups: int = 1)
     doc)."""
     if _is_packed(w, form):
         return w
-    # A graph being captured must record the repack itself: a cached copy would be replayed
-    # stale after the weight changes. A parameter made under torch.inference_mode has no
-    # version counter to tell its in-place writes.
-    if (
-        not isinstance(w, torch.nn.Parameter)
-        or not ENABLED
-        or w.is_inference()
-        or (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
-    ):
+    device = w.device
+    if not isinstance(w, torch.nn.Parameter) or (device.type == "cuda" and _capturing()):
         return _pack(w, form, groups)
-    key = (form, groups, w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
+    return _cached(w, form, groups, _kind(form, groups, w.shape, w.stride(), w.dtype, device))
+
+
+def _packed_weight_for_replays(
+    w: torch.Tensor, form: str = "channels_last", groups: int = 1
+) -> Callable[..., torch.Tensor]:
+    """:func:`packed_weight` for a tape's replays, whose weights have ``w``'s type, shape,
+    strides, dtype and device, and the same ``form`` and ``groups``: what those decide is
+    decided once (a replay's lookup costs a fraction of a full one)."""
+    if _is_packed(w, form):
+        return _unchanged
+    if not isinstance(w, torch.nn.Parameter):
+        return packed_weight  # (never cached)
+    kind = _kind(form, groups, w.shape, w.stride(), w.dtype, w.device)
+    on_cuda = w.device.type == "cuda"
+
+    def packed_weight_replayed(w: torch.Tensor, *_: Any) -> torch.Tensor:
+        if on_cuda and _capturing():
+            return _pack(w, form, groups)
+        return _cached(w, form, groups, kind)
+
+    return packed_weight_replayed
+
+
+packed_weight.for_replays = _packed_weight_for_replays  # type: ignore[attr-defined]
+
+
+def _unchanged(w: torch.Tensor, *_: Any) -> torch.Tensor:
+    return w
+
+
+def _capturing() -> bool:
+    # A graph being captured must record the repack itself: a cached copy would be replayed
+    # stale after the weight changes.
+    return torch.cuda.is_current_stream_capturing()
+
+
+def _kind(*form_and_metadata: Any) -> int:
+    """The number of a form, groups, shape, strides, dtype and device: half of a cache key (a
+    key of two ints hashes in a fraction of the time of one with sizes and strides). Numbers
+    are never reused: a kind forgotten here takes a new one, and its old entries are misses."""
+    number = _kinds.get(form_and_metadata)
+    if number is None:
+        if len(_kinds) >= 4 * CAPACITY:
+            _kinds.clear()
+        number = _kinds[form_and_metadata] = next(_kind_numbers)
+    return number
+
+
+def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
+    """The parameter ``w`` in ``form``, from the cache while its storage and version are those
+    it was packed from; ``kind``: the number of its form and metadata (:func:`_kind`)."""
+    try:
+        version = w._version
+    except RuntimeError:  # an inference tensor (made under torch.inference_mode): no version
+        return _pack(w, form, groups)
+    if not ENABLED:
+        return _pack(w, form, groups)
+    key = (kind, w.data_ptr())
     storage = w.untyped_storage()
     entry = _entries.get(key)
-    if entry is not None and entry[0]() is storage and entry[1] == w._version:
+    if entry is not None and entry[0]() is storage and entry[1] == version:
         _stats["hits"] += 1
         try:  # noqa: SIM105 (contextlib.suppress costs a µs on every call)
             _entries.move_to_end(key)
         except KeyError:  # another thread evicted it meanwhile
             pass
         return entry[2]
-    version = w._version
     packed = _pack(w, form, groups)
     # The entry dies with the weight's storage (so a new tensor at the same address never
     # finds it, and the packed copy is freed with the weight).
