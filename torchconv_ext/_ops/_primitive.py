@@ -182,7 +182,7 @@ class Primitive:
             bound object: ``bound_decomposition(*static)`` is ``None`` where the decomposition
             does not apply to calls with those trailing arguments, else a function of the
             leading ones computing ``decomposed(*leading, *static)`` — on bound primitives of
-            its own, so that its parts take the lean path too.
+            its own, so that its parts take the lean path too (``Bound.recorded``).
         static_attributes: whether every attribute ``setup_context`` sets, tensors aside, is a
             function of the non-tensor arguments and of the operands' sizes, dtypes and devices
             — what a bound object fixes (:class:`Bound`) — and never of their layouts or
@@ -418,6 +418,12 @@ class Bound:
     def __repr__(self) -> str:
         return f"{self.prim!r}.bind{self.static!r}"
 
+    def recorded(self, *leading: Any) -> Any:
+        """``self(*leading)`` recorded by autograd, for a bound decomposition's parts: called
+        from :meth:`__call__`, which has checked these operands and the global state, they
+        skip the checks (the primitive must have no decomposition of its own)."""
+        return _apply_bound(self, *leading)
+
     def __call__(self, *leading: Any) -> Any:
         if (
             torch.compiler.is_compiling()
@@ -470,6 +476,17 @@ class BoundFunction(EagerFunction):
 
 #: ``BoundFunction.apply`` without torch's argument binding (the calls are positional).
 _apply_bound = super(torch.autograd.Function, BoundFunction).apply
+
+
+def _node_apply(ctx, *grads: Any) -> tuple:
+    """What autograd's engine calls to run the backward of one of our nodes: the backward
+    itself (torch's ``BackwardCFunction.apply`` first chooses between ``backward`` and ``vjp``
+    in Python frames of its own on every call; ours define ``backward`` only)."""
+    return EagerFunction.backward(ctx, *grads)
+
+
+for _function in (EagerFunction, BoundFunction):
+    _function._backward_cls.apply = _node_apply  # type: ignore[attr-defined]
 
 
 def sum_tangents(parts: list) -> Any:

@@ -188,7 +188,7 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         op = linear.op.bind(*static)  # (called with the operands of one opening: see Bound)
 
         def call(input, weight, bias, act_weight):
-            return act.apply(op(input, weight, bias), kind, alpha, act_weight)
+            return act.apply(op.recorded(input, weight, bias), kind, alpha, act_weight)
 
         return call
 
