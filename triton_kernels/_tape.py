@@ -365,6 +365,8 @@ class _Recorder(TorchFunctionMode):
         return result
 
     def _record(self, func, args, kwargs, result, ran_ops: bool) -> None:
+        if type(func) is torch._ops.OpOverload:
+            func = func._op  # (what its ``__call__`` calls, without that Python frame)
         outs = tree_flatten(result)[0]
         tensors_out = [r for r in outs if isinstance(r, torch.Tensor)]
         if not tensors_out:
