@@ -147,6 +147,27 @@ def test_gradient_layouts_like_aten(layouts):
         assert ours.stride() == theirs.stride()
 
 
+@pytest.mark.interpret
+@pytest.mark.parametrize("shapes", [((2, 4, 5, 5), (4, 6, 3, 3)), ((2, 1, 5, 5), (1, 4, 3, 3))])
+def test_repeated_calls_take_each_layout_as_aten(shapes):
+    """A remembered opening decides the result's layout on every call (contiguous operands of
+    most shapes by their contiguity alone; a single input channel by ATen's full rule):
+    each mix of layouts, in turn with one signature, gets ATen's strides and values."""
+    x_shape, w_shape = shapes
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    w0 = torch.randn(w_shape, generator=g, dtype=torch.float64)
+    with torchconv_ext.use_backend("triton"):
+        for _ in range(2):
+            for x_cl, w_cl in ((0, 0), (1, 0), (0, 1), (1, 1), (0, 0)):
+                x = x0.contiguous(memory_format=torch.channels_last) if x_cl else x0
+                w = w0.contiguous(memory_format=torch.channels_last) if w_cl else w0
+                ours = TF.conv_transpose2d(x, w, stride=2)
+                theirs = F.conv_transpose2d(x, w, stride=2)
+                torch.testing.assert_close(ours, theirs)
+                assert ours.stride() == theirs.stride(), (x_cl, w_cl)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 def test_gradcheck(backend):
     for case in (CASES[1], CASES[5]):

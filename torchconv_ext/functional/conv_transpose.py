@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from .. import _activation
@@ -47,9 +48,18 @@ def _conv_transpose(
         )
     opened = _OPENINGS.get(key)
     if opened is not None:  # this call's opening, as decided before (the layout is not in it)
-        batched, calls = opened  # one per result layout
+        batched, calls, nchw_shapes = opened  # one call per result layout
         x = input if batched else input.unsqueeze(0)
-        out = calls[results_channels_last(x, weight)](x, weight, bias)
+        if (
+            nchw_shapes
+            and x.is_contiguous()
+            and weight.is_contiguous()
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            layout = False  # (ATen's rule, decided by these two flags for such shapes)
+        else:
+            layout = results_channels_last(x, weight)
+        out = calls[layout](x, weight, bias)
         return out if batched else out.squeeze(0)
     act = _activation.parse_activation(activation, activation_args) if fused else None
     if act is not None and isinstance(weight, Tensor) and weight.dim() > 1:
@@ -79,11 +89,15 @@ def _conv_transpose(
             layout: _OPENINGS.bind(key, op, *args, list(out_size), layout, *g.as_args())
             for layout in (False, True)
         }
+        # Contiguous operands of such shapes have strides in NCHW order (``_memory``'s layout
+        # rule), so their layout needs no more than their contiguity.
+        nchw_shapes = all(t.shape[1] > 1 and t.shape[-1] > 1 for t in (input, weight))
         if act is None:
-            _OPENINGS.remember(key, (batched, calls))
+            _OPENINGS.remember(key, (batched, calls, nchw_shapes))
             out = calls[results_channels_last(input, weight)](input, weight, bias)
         else:  # (no key for a PReLU: its weight is not static, and it is an operand)
-            _OPENINGS.remember(key, (batched, {k: _no_weight(c) for k, c in calls.items()}))
+            keyed = {k: _no_weight(c) for k, c in calls.items()}
+            _OPENINGS.remember(key, (batched, keyed, nchw_shapes))
             if act_weight is not None and act_weight.dtype != input.dtype:
                 act_weight = act_weight.to(input.dtype)
             out = calls[results_channels_last(input, weight)](input, weight, bias, act_weight)
