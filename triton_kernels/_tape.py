@@ -591,7 +591,8 @@ def taped(
     def vouched(claim: Any, tensors: list[torch.Tensor], *args: Any) -> Any:
         if _standing_aside() or torch._C._is_any_autocast_enabled():
             return run(*args)  # (autocast's state is in the full key only)
-        _check_generation()
+        if _generation != _plan.generation():
+            _check_generation()
         try:
             short = (
                 fn,
@@ -632,7 +633,7 @@ def taped(
 def _context_key(context: Callable[[], Any] | None) -> tuple:
     """The part of a tape key that is not the call's arguments (see :func:`_key`)."""
     return (
-        _current_device(),
+        -1 if INTERPRET else driver.active.get_current_device(),  # (``_current_device()``)
         knobs.runtime.debug,
         knobs.compilation.instrumentation_mode,
         knobs.compilation.fpsan_homomorphic_casts if _FPSAN else None,
