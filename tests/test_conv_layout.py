@@ -485,3 +485,27 @@ def test_channels_last_weights_need_no_repack():
     w = torch.nn.Parameter(_cl(torch.randn(6, 20, 3, 3, dtype=torch.float64)))
     assert _layout.packed_weight(w) is w
     assert _layout.weight_cache_info()["entries"] == 0
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_channel_results_have_atens_strides(transposed):
+    """A result or gradient of one channel stored channels-last is already contiguous, yet
+    must be returned with contiguous strides on its channel dim as ATen's are (its layout
+    rule would read it as channels-last in the next op): outputs, input and weight
+    gradients."""
+    g = torch.Generator().manual_seed(0)
+    op, ref = (TF.conv_transpose2d, F.conv_transpose2d) if transposed else (TF.conv2d, F.conv2d)
+    shapes = [((2, 4, 5, 5), (4, 1, 3, 3)), ((2, 1, 5, 5), (1, 4, 3, 3))]
+    if not transposed:
+        shapes = [((2, 4, 5, 5), (1, 4, 3, 3)), ((2, 1, 5, 5), (4, 1, 3, 3))]
+    for x_shape, w_shape in shapes:
+        x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(w_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        with torchconv_ext.use_backend("triton"):
+            ours = op(x, w, stride=2)
+            ours_grads = torch.autograd.grad(ours, (x, w), torch.ones_like(ours))
+        theirs = ref(x, w, stride=2)
+        their_grads = torch.autograd.grad(theirs, (x, w), torch.ones_like(theirs))
+        for a, b in zip((ours, *ours_grads), (theirs, *their_grads)):
+            torch.testing.assert_close(a, b)
+            assert a.stride() == b.stride(), (x_shape, w_shape, a.shape)

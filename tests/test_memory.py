@@ -69,3 +69,23 @@ def test_own_strides_gives_a_dense_tensor_its_formats_strides_and_leaves_the_res
     assert own_strides(both, torch.channels_last) is both  # (ATen reads it as contiguous)
     sliced = torch.randn(2, 3, 4, 5)[..., ::2]
     assert own_strides(sliced, torch.contiguous_format) is sliced  # not dense: as it is
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_exact_gives_size_1_dims_the_layouts_strides_too(channels_last):
+    """A result stored in the other layout may already be dense in its own when a dim has size
+    1 (one channel); with ``exact`` it gets that layout's strides, which ATen's layout rule
+    reads downstream. Without, it is left as it is (kernels' operands)."""
+    shape = (2, 1, 3, 4)
+    stored = torch.empty(
+        shape, memory_format=torch.contiguous_format if channels_last else torch.channels_last
+    )
+    stored.copy_(torch.randn(shape))
+    fresh = torch.empty(
+        shape, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    assert stored.stride() != fresh.stride()
+    out = to_layout(stored, channels_last, exact=True)
+    assert out.stride() == fresh.stride() and torch.equal(out, stored)
+    assert to_layout(stored, channels_last) is stored
+    assert to_layout(fresh, channels_last, exact=True) is fresh

@@ -114,24 +114,37 @@ def _poisoned(out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def to_layout(t: torch.Tensor, channels_last: bool, *, exact: bool = False) -> torch.Tensor:
     """``t`` in the layout :func:`empty_in_layout` gives (a copy only when it differs), at the
     start of its storage: a crop of a bigger buffer (a padded gradient's interior) is copied,
-    as an op's fake says its result is fresh (and the buffer is not kept alive)."""
+    as an op's fake says its result is fresh (and the buffer is not kept alive).
+
+    With ``exact`` — for our kernels' results stored in the other layout — the strides of
+    size-1 dims are that layout's too: torch's contiguity tests ignore them, but ATen's results
+    have them, and ATen's layout rule reads them in the next op (a channels-last store of one
+    channel is contiguous, yet with those strides counts as channels-last downstream).
+    Kernels' operands, and ATen's own results, need the layout only."""
     if t.storage_offset():
         return empty_in_layout(t.shape, t, channels_last).copy_(t)
-    # torch's own contiguity test is the same rule (sizes of 1 ignored, empty tensors pass),
-    # in C, and its copy gives empty_in_layout's strides for the contiguous layout
-    if not channels_last:
-        return t.contiguous()
-    fmt = _CL_FORMATS.get(t.dim())
+    fmt = _CL_FORMATS.get(t.dim()) if channels_last else torch.contiguous_format
     if fmt is not None:
+        # torch's own contiguity test is the same rule (sizes of 1 ignored, empty tensors
+        # pass), in C, and its copy gives empty_in_layout's strides
         if t.is_contiguous(memory_format=fmt):
+            if (
+                exact
+                and 1 in t.shape
+                and t.layout == torch.strided  # (not MKL-DNN's: no strides to set)
+                and list(t.stride()) != _layout_strides(t.shape, channels_last)
+            ):
+                return empty_in_layout(t.shape, t, channels_last).copy_(t)
             return t
-        if t.numel():  # torch's copy has empty_in_layout's strides then (not when empty)
+        if t.numel() or not channels_last:  # (a channels-last copy of an empty one is not)
             return t.contiguous(memory_format=fmt)
-    elif _same_significant_strides(t, _layout_strides(t.shape, channels_last)):
-        return t
+    else:
+        strides = _layout_strides(t.shape, channels_last)
+        if list(t.stride()) == strides if exact else _same_significant_strides(t, strides):
+            return t
     return empty_in_layout(t.shape, t, channels_last).copy_(t)
 
 

@@ -72,7 +72,7 @@ def is_channels_last(t: torch.Tensor) -> bool:
     fmt = _CL_FORMATS.get(t.dim())
     if fmt is not None:
         return t.is_contiguous(memory_format=fmt)
-    return to_layout(t, True) is t
+    return to_layout(t, True, exact=False) is t
 
 
 class _Conversions(threading.local):

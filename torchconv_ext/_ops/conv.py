@@ -161,7 +161,7 @@ def triton_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **weight_form,
             **kernel_args(g),
         )  # fmt: skip
-    return out if stored == layout else to_layout(out, False)
+    return out if stored == layout else to_layout(out, False, exact=True)
 
 
 def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
@@ -285,8 +285,9 @@ def _bwd_input_impl(
         geometry = kernel_args(g, (0,) * len(g.stride))
         kernels().conv_backward_input(grad_output, weight, grad, **weight_form, **geometry)
     grad = to_layout(
-        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last
-    )
+        fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode), channels_last,
+        exact=True,
+    )  # fmt: skip
     if bias is not None:
         grad += _bias_view(bias, len(input_size))
     return grad
@@ -316,7 +317,7 @@ def triton_transposed(
         k.conv_backward_input(
             grad_output, weight, grad, bias=bias, **epilogue, **weight_form, **kernel_args(g)
         )
-    return grad if stored == channels_last else to_layout(grad, False)
+    return grad if stored == channels_last else to_layout(grad, False, exact=True)
 
 
 def _input_gradient_operands(grad_output: Tensor, weight: Tensor, shape: list, g: ConvGeometry):

@@ -134,7 +134,7 @@ def _fwd_impl(
             channels_last_activation(input), _kernel_weight(weight), bias, out,
             pad_mode=g.padding_mode, **_kernel_args(g),
         )  # fmt: skip
-    return to_layout(out, layout)
+    return to_layout(out, layout, exact=True)
 
 
 def _fwd_fake(input, weight, bias, *geometry):

@@ -94,7 +94,7 @@ def _impl(
             **weight_form,
             **kernel_args(g),
         )
-    return to_layout(out, layout), to_layout(winner, layout)
+    return to_layout(out, layout, exact=True), to_layout(winner, layout, exact=True)
 
 
 def _fake(input, weight, bias, pieces, *geometry):
