@@ -11,6 +11,7 @@ from torch import nn
 import torchconv_ext
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as tnn
+from torchconv_ext.functional.maxout import maxout_conv
 
 X = torch.randn(1, 3, 5, 5)
 W = torch.randn(4, 3, 3, 3)
@@ -298,3 +299,37 @@ def test_zero_channels_like_torch(backend):
     with torchconv_ext.use_backend(backend):  # TF-style 'same': padded, then as torch
         got = TF.conv2d(x0, w0, b, stride=2, padding="same")
     assert got.shape == F.conv2d(F.pad(x0, [1] * 4), w0, b, 2).shape
+
+
+# Operands that are not tensors, by op: torch's argument parser raises a TypeError for its own
+# ops; ours name the argument (the ops without a torch counterpart too).
+_NOT_TENSORS = {
+    "conv2d weight": (lambda v: TF.conv2d(X, v), "weight"),
+    "conv2d bias": (lambda v: TF.conv2d(X, W, v), "bias"),
+    "conv1d bias": (lambda v: TF.conv1d(X[0], W[..., 0], v), "bias"),
+    "fused conv weight": (lambda v: TF.conv2d(X, v, activation="relu"), "weight"),
+    "transposed weight": (lambda v: TF.conv_transpose2d(X, v), "weight"),
+    "transposed bias": (lambda v: TF.conv_transpose2d(X, W.transpose(0, 1), v), "bias"),
+    "local input": (lambda v: TF.conv2d_local(v, torch.randn(3, 3, 4, 3, 3, 3)), "input"),
+    "local weight": (lambda v: TF.conv2d_local(X, v), "weight"),
+    "local bias": (lambda v: TF.conv2d_local(X, torch.randn(3, 3, 4, 3, 3, 3), v), "bias"),
+    "tiled weight": (lambda v: TF.conv2d_tiled(X, v), "weight"),
+    "maxout conv weight": (lambda v: maxout_conv("MaxoutConv2d", 2, X, v, None, 2), "weight"),
+    "maxout input": (lambda v: TF.maxout(v, 2), "input"),
+    "pyramid input": (lambda v: TF.spatial_pyramid_pool(v), "input"),
+    "global pool input": (lambda v: TF.global_max_pool(v), "input"),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("value", [[1.0], 2.0, np.ones(3)], ids=["list", "float", "ndarray"])
+@pytest.mark.parametrize("case", _NOT_TENSORS)
+def test_operands_that_are_not_tensors_raise_type_error(case, value, backend):
+    """A TypeError, as torch's own ops raise, never an AttributeError from deep inside; ours
+    name the op and the argument (torch's own op gives the error where the fallback is it)."""
+    call, label = _NOT_TENSORS[case]
+    with torchconv_ext.use_backend(backend), pytest.raises(TypeError) as raised:
+        call(value)
+    ops_of_torch = ("conv2d", "conv1d", "fused", "transposed", "maxout conv")
+    if backend == "triton" or not case.startswith(ops_of_torch):
+        assert f"argument '{label}' must be Tensor" in str(raised.value)

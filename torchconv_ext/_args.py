@@ -1,4 +1,5 @@
-"""Argument forms every op family shares: ints-or-tuples and TensorFlow-style padding strings.
+"""Argument forms every op family shares: tensors, ints-or-tuples and TensorFlow-style
+padding strings.
 
 The family modules (``_conv_args``, ``_pool_args``, ``_upsample_args``) check their own
 arguments with their own messages; the shapes of those arguments are read here, once.
@@ -29,6 +30,15 @@ def ceil_div(a: int, b: int) -> int:
     division (which truncates) computes it right, where ``-(-a // b)`` would round the wrong
     way."""
     return (a + b - 1) // b
+
+
+def check_tensor(name: str, label: str, value: object, *, optional: bool = False) -> None:
+    """Refuse an operand ``label`` of op ``name`` that is not a tensor (nor ``None``, where
+    ``optional``) with the ``TypeError`` torch's argument parser raises for one."""
+    if isinstance(value, torch.Tensor) or (optional and value is None):
+        return
+    expected = "Tensor or None" if optional else "Tensor"
+    raise TypeError(f"{name}(): argument '{label}' must be {expected}, not {type(value).__name__}")
 
 
 def is_int(value: object) -> bool:

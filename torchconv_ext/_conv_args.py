@@ -18,6 +18,7 @@ import torch
 from ._args import (
     IntOrTuple,
     Padding,
+    check_tensor,
     checked_pairs,
     expand,
     is_ints,
@@ -138,6 +139,8 @@ def _check_common(
 ) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """Checks shared by convolution and transposed convolution; returns (stride, dilation,
     groups) as plain ints."""
+    check_tensor(name, "weight", weight)
+    check_tensor(name, "bias", bias, optional=True)
     ndim = input.dim() - 2
     if weight.dim() != ndim + 2:
         raise RuntimeError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import IntOrTuple, Padding, expand, expand_pairs, string_padding
+from ._args import IntOrTuple, Padding, check_tensor, expand, expand_pairs, string_padding
 from ._conv_args import ConvGeometry, check_same_device_dtype, conv_geometry, conv_output_size
 
 
@@ -48,6 +48,8 @@ def local_geometry(
     ``input`` is ``(N, C_in, *spatial)``. Raises torch's exception types with messages that name
     the argument; a locally connected weight must have one kernel per output position.
     """
+    check_tensor(name, "weight", weight)
+    check_tensor(name, "bias", bias, optional=True)
     nd = input.dim() - 2
     lead_name = "tiles" if tiled else "out_positions"
     form = f"(*{lead_name}, C_out, C_in/groups, *kernel)"

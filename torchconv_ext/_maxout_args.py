@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._args import is_int
+from ._args import check_tensor, is_int
 
 
 def check_pieces(name: str, pieces: object, error: type[Exception]) -> int:
@@ -19,6 +19,7 @@ def check_pieces(name: str, pieces: object, error: type[Exception]) -> int:
 def maxout_dim(name: str, input: torch.Tensor, pieces: object, dim: int) -> tuple[int, int]:
     """Validate a maxout of ``input`` over ``dim``; return ``(pieces, dim)``, ``dim``
     non-negative. Raises torch's exception types (``IndexError`` for a dim out of range)."""
+    check_tensor(name, "input", input)
     pieces = check_pieces(name, pieces, RuntimeError)
     if not input.is_floating_point():
         raise RuntimeError(f"{name}: expected a floating-point input, but got {input.dtype}")

@@ -18,6 +18,7 @@ from ._args import (
     IntOrTuple,
     Padding,
     ceil_div,
+    check_tensor,
     checked_pairs,
     expand,
     has_pairs,
@@ -363,6 +364,7 @@ def pyramid_features(channels: int, levels: Sequence[int], ndim: int) -> int:
 
 def pyramid_input_check(name: str, input: torch.Tensor) -> None:
     """Pyramid and global pooling take a batched ``(N, C, *spatial)`` input, 1–3 spatial dims."""
+    check_tensor(name, "input", input)
     if input.dim() not in (3, 4, 5):
         raise RuntimeError(
             f"{name}: expected a batched (N, C, *spatial) input with 1 to 3 spatial dims, but "

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
-from .._args import plain_key
+from .._args import check_tensor, plain_key
 from .._backend import exporting, get_backend, jit_tracing, use_triton
 from . import _autocast
 
@@ -86,6 +86,7 @@ def cast_operands(dtype: torch.dtype | None, *tensors: torch.Tensor | None) -> t
 
 def check_rank(name: str, input: torch.Tensor, spatial_dims: int) -> bool:
     """Check ``input`` is ``(C, *spatial)`` or ``(N, C, *spatial)``; return whether batched."""
+    check_tensor(name, "input", input)
     if input.dim() not in (spatial_dims + 1, spatial_dims + 2):
         raise RuntimeError(
             f"Expected {spatial_dims + 1}D (unbatched) or {spatial_dims + 2}D (batched) input to "
