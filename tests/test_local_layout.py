@@ -142,3 +142,31 @@ def test_gradgradcheck_through_the_converted_paths():
 
         assert torch.autograd.gradcheck(call, (x, w), fast_mode=True)
         assert torch.autograd.gradgradcheck(call, (x, w), fast_mode=True)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw",
+    [
+        ((2, 1, 6, 6), (4, 4, 3, 1, 3, 3), {}),  # one input channel
+        ((2, 1, 6, 6), (6, 6, 3, 1, 3, 3), dict(padding=1, padding_mode="reflect")),
+        ((0, 4, 6, 6), (4, 4, 3, 4, 3, 3), {}),  # an empty batch
+        ((0, 4, 6, 6), (6, 6, 3, 4, 3, 3), dict(padding=1, padding_mode="reflect")),
+    ],
+    ids=["one-channel", "one-channel-reflect", "empty", "empty-reflect"],
+)
+def test_results_stored_channels_last_get_the_fallbacks_strides(x_shape, w_shape, kw):
+    """A one-channel or empty result is contiguous in both layouts: stored channels-last by
+    the kernels, it must still come back with the strides the fallback (ATen's layout) gives
+    — the input gradient came back channels-last, or with the strides of its padded buffer."""
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64)
+    results = {}
+    for backend in ("triton", "torch"):
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with torchconv_ext.use_backend(backend):
+            y = TF.conv2d_local(xx, ww, **kw)
+            results[backend] = (y, *torch.autograd.grad(y, (xx, ww), torch.ones_like(y)))
+    for ours, fallback in zip(results["triton"], results["torch"]):
+        torch.testing.assert_close(ours, fallback)
+        assert ours.stride() == fallback.stride(), ours.shape

@@ -120,10 +120,11 @@ def to_layout(t: torch.Tensor, channels_last: bool, *, exact: bool = False) -> t
     as an op's fake says its result is fresh (and the buffer is not kept alive).
 
     With ``exact`` — for our kernels' results stored in the other layout — the strides of
-    size-1 dims are that layout's too: torch's contiguity tests ignore them, but ATen's results
-    have them, and ATen's layout rule reads them in the next op (a channels-last store of one
-    channel is contiguous, yet with those strides counts as channels-last downstream).
-    Kernels' operands, and ATen's own results, need the layout only."""
+    size-1 dims, and of every dim of an empty tensor, are that layout's too: torch's contiguity
+    tests ignore them, but ATen's results have them, and ATen's layout rule reads them in the
+    next op (a channels-last store of one channel is contiguous, yet with those strides counts
+    as channels-last downstream). Kernels' operands, and ATen's own results, need the layout
+    only."""
     if t.storage_offset():
         return empty_in_layout(t.shape, t, channels_last).copy_(t)
     fmt = _CL_FORMATS.get(t.dim()) if channels_last else torch.contiguous_format
@@ -133,7 +134,7 @@ def to_layout(t: torch.Tensor, channels_last: bool, *, exact: bool = False) -> t
         if t.is_contiguous(memory_format=fmt):
             if (
                 exact
-                and 1 in t.shape
+                and (1 in t.shape or 0 in t.shape)
                 and t.layout == torch.strided  # (not MKL-DNN's: no strides to set)
                 and list(t.stride()) != _layout_strides(t.shape, channels_last)
             ):

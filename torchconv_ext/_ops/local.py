@@ -159,13 +159,13 @@ def _bwd_input_impl(
     shape = _input_shape(grad_output, weight, input_size, groups)
     if not use_triton(grad_output, "conv"):
         grad = fallback.local_backward_input(grad_output, weight, shape, g)
-        return to_layout(grad, channels_last)
+        return to_layout(grad, channels_last, exact=True)  # (a crop of a padded one, if empty)
     grad_output, weight = channels_last_activation(grad_output), _kernel_weight(weight)
     if g.padding_mode == "zeros":
         grad = empty_in_layout(shape, grad_output, True, poison=True)
         if grad.numel():
             kernels().local_conv_backward_input(grad_output, weight, grad, **_kernel_args(g))
-        return to_layout(grad, channels_last)
+        return to_layout(grad, channels_last, exact=True)
     # The kernel sees zero padding only: the gradient of the padded input, folded onto its
     # sources.
     padded = shape[:2] + [s + b + e for s, b, e in zip(input_size, g.padding, g.padding_end)]
@@ -174,7 +174,7 @@ def _bwd_input_impl(
         zero = (0,) * len(g.stride)
         kernels().local_conv_backward_input(grad_output, weight, grad, **_kernel_args(g, zero))
     grad = fold_padding_grad(grad, g.padding, g.padding_end, g.padding_mode)
-    return to_layout(grad, channels_last)
+    return to_layout(grad, channels_last, exact=True)
 
 
 def _bwd_input_fake(grad_output, weight, input_size, channels_last, *geometry):
@@ -203,13 +203,14 @@ def _bwd_weight_impl(
     if grad_output.numel() == 0 or input.numel() == 0:
         return empty_in_layout(shape, input, False).zero_()
     # Stored with its input channels innermost, as the kernel's columns run (16-byte stores;
-    # contiguous, a column tile would write one element at a time), then made contiguous.
+    # contiguous, a column tile would write one element at a time), then made contiguous (with
+    # contiguous strides on size-1 dims too: one input channel per group).
     grad = empty_with_fastest(shape, input, len(shape) // 2, poison=True)
     kernels().local_conv_backward_weight(
         channels_last_activation(input), channels_last_activation(grad_output), grad,
         pad_mode=g.padding_mode, **_kernel_args(g),
     )  # fmt: skip
-    return grad.contiguous()
+    return to_layout(grad, False, exact=True)
 
 
 def _bwd_weight_fake(grad_output, input, tiles, kernel_size, *geometry):
