@@ -31,6 +31,19 @@ BAD = {
         "divisible",
     ),
     "groups zero": (lambda: TF.conv2d(X, W, groups=0), RuntimeError, "groups"),
+    # (an empty spatial dim: an output of padding alone, which ATen refuses)
+    "empty spatial": (
+        lambda: TF.conv2d(torch.randn(1, 3, 0, 5), torch.randn(4, 3, 1, 1), padding=1),
+        RuntimeError,
+        r"Only zero batch or zero channel inputs are supported, but got input shape: \[1, 3, 0, 5\]",
+    ),
+    "transposed empty spatial": (
+        lambda: TF.conv_transpose2d(
+            torch.randn(1, 3, 0, 5), torch.randn(3, 4, 2, 2), stride=2, output_padding=1
+        ),
+        RuntimeError,
+        "Only zero batch or zero channel inputs are supported",
+    ),
     "stride": (lambda: TF.conv2d(X, W, stride=0), RuntimeError, "stride"),
     "stride len": (lambda: TF.conv2d(X, W, stride=(1, 1, 1)), RuntimeError, "stride"),
     "dilation": (lambda: TF.conv2d(X, W, dilation=(1, 0)), RuntimeError, "dilation"),

@@ -509,3 +509,55 @@ def test_one_channel_results_have_atens_strides(transposed):
         for a, b in zip((ours, *ours_grads), (theirs, *their_grads)):
             torch.testing.assert_close(a, b)
             assert a.stride() == b.stride(), (x_shape, w_shape, a.shape)
+
+
+_EMPTY_BATCH_CALLS = {
+    "conv": (lambda f, x, w, b: f.conv2d(x, w, b, stride=2), False),
+    "conv-relu": (lambda f, x, w, b: _relu(f, f.conv2d, x, w, b, stride=2), False),
+    "conv-reflect": (lambda f, x, w, b: _reflect(f, x, w, b), False),
+    "transposed": (lambda f, x, w, b: f.conv_transpose2d(x, w, b, stride=2), True),
+    "transposed-relu": (lambda f, x, w, b: _relu(f, f.conv_transpose2d, x, w, b, stride=2), True),
+}
+
+
+def _relu(f, op, *args, **kwargs):
+    if f is TF:
+        return op(*args, **kwargs, activation="relu")
+    return F.relu(op(*args, **kwargs))
+
+
+def _reflect(f, x, w, b):
+    if f is TF:
+        return TF.conv2d(x, w, b, padding=1, padding_mode="reflect")
+    return F.conv2d(F.pad(x, [1] * 4, mode="reflect"), w, b)  # (nn.Conv2d's recipe)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("weight_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("call", _EMPTY_BATCH_CALLS)
+def test_empty_batches_have_atens_strides(call, layout, weight_layout):
+    """An empty batch is contiguous in every layout, yet ATen gives its results and gradients
+    layouts of their own (a contiguous output, gradients laid out as the operands): ours too
+    (a stride-2 transposed result, stored channels-last, kept those strides; a channels-last
+    input's gradient came back contiguous)."""
+    g = torch.Generator().manual_seed(0)
+    op, transposed = _EMPTY_BATCH_CALLS[call]
+    x = torch.randn(0, 4, 6, 6, generator=g, dtype=torch.float64)
+    w = torch.randn((4, 3, 2, 2) if transposed else (3, 4, 2, 2), generator=g, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if weight_layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    results = {}
+    for f in (TF, F):
+        operands = [
+            t.clone(memory_format=torch.preserve_format).requires_grad_() for t in (x, w, b)
+        ]
+        with torchconv_ext.use_backend("triton"):
+            out = op(f, *operands)
+            results[f] = (out, *torch.autograd.grad(out, operands, torch.ones_like(out)))
+    for ours, theirs in zip(results[TF], results[F]):
+        torch.testing.assert_close(ours, theirs)
+        assert ours.stride() == theirs.stride(), ours.shape

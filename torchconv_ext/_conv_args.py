@@ -174,6 +174,16 @@ def _check_common(
     return stride_t, dilation_t, groups
 
 
+def _check_empty_input(input: torch.Tensor) -> None:
+    """ATen convolves an empty input only where its batch or its channels are what is empty
+    (an empty spatial dim would leave an output of padding alone, which it refuses)."""
+    if input.numel() == 0 and input.shape[0] and input.shape[1]:
+        raise RuntimeError(
+            "Only zero batch or zero channel inputs are supported, but got input shape: "
+            f"{list(input.shape)}"
+        )
+
+
 def _check_bias(weight: torch.Tensor, bias: torch.Tensor | None, c_out: int) -> None:
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != c_out):
         raise RuntimeError(
@@ -258,6 +268,7 @@ def conv_geometry(
             f"Kernel size: ({' x '.join(map(str, span))}). Kernel size can't be greater than actual "
             "input size"
         )
+    _check_empty_input(input)
     return ConvGeometry(stride_t, before, end, dilation_t, groups, padding_mode)
 
 
@@ -346,6 +357,7 @@ def _transpose_geometry(
                 f"dilation={list(dilation_t)}"
             )
         end = tuple(a - op for a, op in zip(after, out_pad))
+    _check_empty_input(input)
     out = [f - b - e for f, b, e in zip(full, before, end)]
     if any(o <= 0 for o in out):
         raise RuntimeError(

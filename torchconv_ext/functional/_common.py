@@ -61,6 +61,13 @@ def runs_kernels(family: str, input: torch.Tensor, dtype: torch.dtype | None) ->
     return dtype in KERNEL_DTYPES[family] and use_triton(input, family, dtype)
 
 
+def empty_batch(input: object, spatial_dims: int) -> bool:
+    """Whether ``input`` is a batch of no samples (``(0, C, *spatial)``)."""
+    return (
+        isinstance(input, torch.Tensor) and input.dim() == spatial_dims + 2 and not input.shape[0]
+    )
+
+
 def conv_dtype(input: torch.Tensor) -> tuple[torch.dtype | None, torch.dtype | None]:
     """``(cast, dtype)``: the dtype autocast casts a convolution's operands to (``None``: no
     cast), and the dtype the convolution of ``input`` then computes in."""

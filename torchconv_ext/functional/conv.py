@@ -23,6 +23,7 @@ from ._common import (
     Openings,
     cast_operands,
     conv_dtype,
+    empty_batch,
     open_call,
     overridable,
     runs_kernels,
@@ -49,10 +50,11 @@ def torch_computes(
     spatial_dims: int, input: Tensor, dtype, stride: IntOrTuple, padding, padding_mode: str
 ) -> bool:
     """Whether torch's own ``conv*d`` computes this call: the backend does not choose our kernels
-    for it and torch takes its arguments."""
-    return not runs_kernels("conv", input, dtype) and _torch_accepts(
-        spatial_dims, stride, padding, padding_mode
-    )
+    for it, or its batch is empty (nothing to compute, and ATen's results and gradients then
+    have layouts of their own), and torch takes its arguments."""
+    return (
+        not runs_kernels("conv", input, dtype) or empty_batch(input, spatial_dims)
+    ) and _torch_accepts(spatial_dims, stride, padding, padding_mode)
 
 
 def open_conv(
@@ -123,11 +125,11 @@ def _conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
     )  # fmt: skip
-    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
+    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0:
         call = _OPENINGS.bind(key, conv_fwd, *g.as_args())
         _OPENINGS.remember(key, (batched, call))
         out = call(x, weight, bias)
-    else:  # other dtypes (complex, integers) and empty channels: as torch computes them
+    else:  # other dtypes (complex, integers), empty channels or batches: as torch computes them
         out = fallback.conv_by_torch(x, weight, bias, g)
     return out if batched else out.squeeze(0)
 
@@ -220,11 +222,11 @@ def _conv_act(
     )  # fmt: skip
     if act_weight is not None and act_weight.dtype != x.dtype:
         act_weight = act_weight.to(x.dtype)
-    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0:
+    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0:
         call = _OPENINGS.bind(key, conv_act_fwd, act.kind, act.alpha, *g.as_args())
         _OPENINGS.remember(key, (batched, call))  # (no key for a PReLU: its weight is not static)
         out = call(x, weight, bias, act_weight)
-    else:  # other dtypes and empty channels: torch's convolution, then torch's activation
+    else:  # other dtypes, empty channels or batches: torch's convolution, then its activation
         z = fallback.conv_by_torch(x, weight, bias, g)
         out = _activation.apply(z, act.kind, act.alpha, act_weight)
     return out if batched else out.squeeze(0)

@@ -15,7 +15,15 @@ from .._conv_args import conv_transpose_geometry
 from .._fallback import conv as fallback
 from .._ops.conv import conv_bwd_input, results_channels_last
 from .._ops.conv_act import conv_transpose_act
-from ._common import KERNEL_DTYPES, Openings, conv_dtype, open_call, overridable, runs_kernels
+from ._common import (
+    KERNEL_DTYPES,
+    Openings,
+    conv_dtype,
+    empty_batch,
+    open_call,
+    overridable,
+    runs_kernels,
+)
 from .conv import ACTIVATION_DOC, plain_activation
 
 #: The openings of plain transposed convolution calls (``_conv_transpose``).
@@ -66,6 +74,9 @@ def _conv_transpose(
         _activation.check_channels(act, weight.shape[1] * groups)
     cast, dtype = conv_dtype(input)
     kernels = runs_kernels("conv", input, dtype)  # (first: it refuses what would go wrong)
+    # (an empty batch too: nothing to compute, and ATen's results and gradients then have
+    # layouts of their own)
+    kernels = kernels and not empty_batch(input, spatial_dims)
     if not kernels and not (isinstance(padding, str) or has_pairs(padding)):
         out = fallback.torch_conv_transpose(
             spatial_dims, input, weight, bias, stride, padding, output_padding, groups, dilation

@@ -70,12 +70,13 @@ def maxout_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
     )  # fmt: skip
-    kernel_dtype = dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0
-    if kernel_dtype and (weight.shape[0] // g.groups) % pieces == 0:
+    # (empty channels or batches: torch computes the convolution)
+    kernels = dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0
+    if kernels and (weight.shape[0] // g.groups) % pieces == 0:
         out = maxout_conv_fwd(x, weight, bias, pieces, *g.as_args())[0]
     else:  # the two ops in sequence (maxout's own checks give its errors)
         args = (x, weight, bias, *g.as_args())
-        z = conv_fwd(*args) if kernel_dtype else conv_fallback.conv_by_torch(x, weight, bias, g)
+        z = conv_fwd(*args) if kernels else conv_fallback.conv_by_torch(x, weight, bias, g)
         out = maxout(z, pieces, 1)
     return out if batched else out.squeeze(0)
 
