@@ -36,8 +36,10 @@ preallocated and every element is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -104,6 +106,28 @@ def _interpret_device_calls_without_repatching() -> None:
     interpreter._patch_lang = patch_once
 
 
+def _interpret_one_launch_at_a_time() -> None:
+    """The interpreter runs a launch on module-level state (the grid, the patched language
+    functions, and ours above), which two threads launching at once overwrite for each other:
+    their kernels fail inside it or compute with the other's grid. Launches from several
+    threads take turns (a GPU's launches need no such lock)."""
+    from triton.runtime import interpreter
+
+    executor = getattr(interpreter, "GridExecutor", None)
+    if executor is None or getattr(executor.__call__, "one_at_a_time", False):
+        return
+    launch = executor.__call__
+    lock = threading.RLock()
+
+    @functools.wraps(launch)
+    def one_at_a_time(self, *args, **kwargs):
+        with lock:
+            return launch(self, *args, **kwargs)
+
+    one_at_a_time.one_at_a_time = True
+    executor.__call__ = one_at_a_time
+
+
 def _release(version: str) -> tuple[int, int]:
     major, minor = version.split(".")[:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
@@ -133,6 +157,7 @@ if INTERPRET:
     _refuse_numpy_the_interpreter_cannot_use()
     _interpret_without_overflow_sanitizer()
     _interpret_device_calls_without_repatching()
+    _interpret_one_launch_at_a_time()
 
 #: Offsets at or past this many elements need 64-bit arithmetic.
 INT32_LIMIT = 2**31
