@@ -87,6 +87,11 @@ def test_low_precision_is_exact(dtype, backend):
         (lambda x: TF.maxout(x, 0), RuntimeError, "positive"),
         (lambda x: TF.maxout(x, 2.0), TypeError, "int"),
         (lambda x: TF.maxout(x, 2, dim=3), IndexError, "out of range"),
+        (
+            lambda x: TF.maxout(x, 2, dim=1.0),
+            TypeError,
+            "maxout: dim must be an int, but got float",
+        ),
         (lambda x: TF.maxout(x.long(), 2), RuntimeError, "floating-point"),
     ],
 )

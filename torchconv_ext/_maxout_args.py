@@ -25,6 +25,9 @@ def maxout_dim(name: str, input: torch.Tensor, pieces: object, dim: int) -> tupl
         raise RuntimeError(f"{name}: expected a floating-point input, but got {input.dtype}")
     if input.dim() == 0:
         raise RuntimeError(f"{name}: expected an input with at least one dim, but got a scalar")
+    if not is_int(dim):
+        raise TypeError(f"{name}: dim must be an int, but got {type(dim).__name__}")
+    dim = int(dim)
     if not -input.dim() <= dim < input.dim():
         raise IndexError(
             f"Dimension out of range (expected to be in range of [{-input.dim()}, "
