@@ -231,6 +231,11 @@ NOT_INTS = [
     lambda f, **kw: f.avg_pool2d(X, 2, 1.0, **kw),
     lambda f, **kw: f.avg_pool2d(X, 2, divisor_override=2.0, **kw),
     lambda f, **kw: f.avg_pool1d(X[0], True, **kw),
+    # flags other than bools (torch's parser takes bools only: 'no' would read as true)
+    lambda f, **kw: f.max_pool2d(X, 2, ceil_mode=1, **kw),
+    lambda f, **kw: f.avg_pool2d(X, 2, ceil_mode="yes", **kw),
+    lambda f, **kw: f.avg_pool2d(X, 2, count_include_pad="no", **kw),
+    lambda f, **kw: f.adaptive_avg_pool2d(X, None),
 ]
 
 

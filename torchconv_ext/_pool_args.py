@@ -228,6 +228,9 @@ def pool_geometry(
     """
     ndim = input.dim() - 2
     _check_input(name, input)
+    for label, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+        if type(flag) is not bool:  # (torch's parser takes nothing else: no truthiness)
+            raise TypeError(f"{name}(): argument '{label}' must be bool, not {type(flag).__name__}")
     kernel = _expand(name, "kernel_size", kernel_size, ndim)
     stride_t = _expand(name, "stride", stride if stride is not None else (), ndim, allow_empty=True)
     stride_t = kernel if stride_t is None else stride_t
@@ -278,8 +281,8 @@ def pool_geometry(
         padding=tuple(before),
         padding_end=tuple(end),
         dilation=tuple(dilation_t),
-        ceil_mode=bool(ceil_mode),
-        count_include_pad=bool(count_include_pad),
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
         divisor_override=int(divisor_override or 0),
     )
     out = pool_output_shape(input.shape, g)[2:]
@@ -312,18 +315,21 @@ def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[
     ndim = input.dim() - 2
     _check_input(name, input)
     # (A tensor stands for an int where torch's wrappers let it through: 1-D pooling's.)
-    if output_size is None or (
-        is_int(output_size) and not (torch.is_tensor(output_size) and ndim > 1)
-    ):
+    if is_int(output_size) and not (torch.is_tensor(output_size) and ndim > 1):
         values = (output_size,) * ndim
+    elif output_size is None or isinstance(output_size, str):
+        raise TypeError(
+            f"{name}: output_size must be an int or a tuple of {ndim} ints or None (None keeps "
+            f"that dim's size), but got output_size={output_size!r}"
+        )
     else:
         values = tuple(output_size)
         if len(values) == 1:
             values = values * ndim
         if len(values) != ndim:
             raise RuntimeError(
-                f"{name}: output_size must be an int or a tuple of {ndim} ints (or None), but "
-                f"got output_size={output_size!r}"
+                f"{name}: output_size must be an int or a tuple of {ndim} ints or None (None "
+                f"keeps that dim's size), but got output_size={output_size!r}"
             )
     out = [s if v is None else v for v, s in zip(values, input.shape[2:])]
     if not all(is_int(v) for v in out):
