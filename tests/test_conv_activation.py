@@ -262,6 +262,24 @@ def test_the_epilogue_at_special_values(activation, dtype, backend):
         torch.testing.assert_close(y, expected, equal_nan=True, rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", TRITON)
+def test_elu_near_zero_keeps_its_relative_accuracy(dtype, backend):
+    """ELU's ``alpha · expm1(z)`` for small negative ``z``: ``exp(z) - 1`` cancels there (fp32's
+    ELU of -1e-8 came out 0); the epilogue's expm1 stays within a few ulps of torch's, down to
+    the smallest values and past exp's underflow."""
+    z = torch.tensor([-0.5, -1e-2, -1e-4, -1e-6, -1e-8, -1e-12, -1e-30, -88.0, -104.0, -746.0])
+    z = z.to(dtype)
+    w = torch.ones(1, 1, 1, 1, dtype=dtype)
+    for alpha in (1.0, 0.3):
+        with torchconv_ext.use_backend(backend):
+            y = TF.conv2d(
+                z.view(1, 1, 1, -1), w, activation="elu", activation_args={"alpha": alpha}
+            )
+        ulp = torch.finfo(dtype).eps
+        torch.testing.assert_close(y.flatten(), F.elu(z, alpha), rtol=4 * ulp, atol=0)
+
+
 @pytest.mark.parametrize(
     "activation, backend",
     [(act, "torch") for act in ACTIVATIONS]

@@ -4,8 +4,9 @@ Kernels that take one call :func:`activate` on the finished accumulator just bef
 with ``ACT`` one of the ``ACT_*`` codes of ``_common`` (``ACT_NONE`` compiles to nothing, so an
 unactivated convolution runs exactly the code it ran before). Launchers pass the activation's
 runtime arguments with :func:`epilogue_args`. The formulas are torch's (``torch.nn.functional``),
-evaluated in the accumulator's dtype; ELU's ``exp(z) - 1`` has no ``expm1`` in Triton, which
-costs relative (not absolute) accuracy only for ``z`` near 0.
+evaluated in the accumulator's dtype; ELU's ``expm1`` (which Triton's language lacks, and its
+interpreter has no ``libdevice`` for) is Kahan's: accurate near 0, where ``exp(z) - 1`` would
+cancel (fp32's ELU of -1e-8 came out 0).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def activate(z, aw_ptr, aw_offs, aw_mask, ACT_ALPHA, ACT_ALPHA_LO, ACT: tl.const
         slope = tl.load(aw_ptr + aw_offs, mask=aw_mask, other=0.0).to(z.dtype)
         z = tl.where(z > 0, z, z * slope)
     elif ACT == ACT_ELU:
-        z = tl.where(z > 0, z, _times_alpha(tl.exp(z) - 1.0, ACT_ALPHA, ACT_ALPHA_LO))
+        z = tl.where(z > 0, z, _times_alpha(_expm1(z), ACT_ALPHA, ACT_ALPHA_LO))
     elif ACT == ACT_GELU:
         z = 0.5 * z * (1.0 + tl.erf(z * _SQRT1_2))
     elif ACT == ACT_GELU_TANH:
@@ -83,6 +84,17 @@ def activate(z, aw_ptr, aw_offs, aw_mask, ACT_ALPHA, ACT_ALPHA_LO, ACT: tl.const
     elif ACT == ACT_SIGMOID:
         z = tl.sigmoid(z)
     return z
+
+
+@triton.jit
+def _expm1(z):
+    """``exp(z) - 1`` without cancellation near 0 (Kahan): ``(u - 1) · z / log(u)`` with
+    ``u = exp(z)`` — ``u - 1`` is exact there, and the ratio ``(u - 1) / log(u)`` varies slowly
+    with ``u``, so even an approximate ``exp`` leaves it accurate. ``u == 1``: ``z`` itself;
+    ``u == 0`` (``exp`` underflowed): -1. NaN stays NaN."""
+    u = tl.exp(z)
+    d = u - 1.0
+    return tl.where(u == 1.0, z, tl.where(d == -1.0, d, d * (z / tl.log(u))))
 
 
 @triton.jit
