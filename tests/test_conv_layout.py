@@ -561,3 +561,35 @@ def test_empty_batches_have_atens_strides(call, layout, weight_layout):
     for ours, theirs in zip(results[TF], results[F]):
         torch.testing.assert_close(ours, theirs)
         assert ours.stride() == theirs.stride(), ours.shape
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+def test_one_channel_results_of_channels_last_inputs_have_torchs_strides(transposed, activation):
+    """A channels-last input with one output channel (or, transposed, one per group of the
+    weight): the result, and with an activation the result of torch's pair (the activation
+    reads the size-1 channel dim as in no order), and every gradient — the transposed weight's
+    as ATen's, computed contiguous and converted — have torch's strides."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w_shape = (4, 1, 3, 3) if transposed else (1, 4, 3, 3)
+    w = torch.randn(w_shape, generator=g, dtype=torch.float64)
+    b = torch.randn(1, generator=g, dtype=torch.float64)
+    op, ref = (TF.conv_transpose2d, F.conv_transpose2d) if transposed else (TF.conv2d, F.conv2d)
+    results = []
+    for ours in (True, False):
+        operands = [
+            t.clone(memory_format=torch.preserve_format).requires_grad_() for t in (x, w, b)
+        ]
+        with torchconv_ext.use_backend("triton"):
+            if ours:
+                out = op(*operands, stride=2, activation=activation)
+            else:
+                out = ref(*operands, stride=2)
+                out = out if activation is None else getattr(torch, activation)(out)
+            results.append((out, *torch.autograd.grad(out, operands, torch.ones_like(out))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+        assert a.stride() == b.stride(), a.shape

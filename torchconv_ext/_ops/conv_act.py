@@ -70,9 +70,10 @@ def _impl(
     if not use_triton(input):
         z = fallback.conv_forward(input, weight, bias, g)
         return to_layout(act.apply(z, kind, alpha, act_weight), layout)
-    return triton_forward(
+    out = triton_forward(
         input, weight, bias, g, layout, activation=kind, alpha=alpha, act_weight=act_weight
     )
+    return _as_activations_result(out, layout)
 
 
 def _transpose_impl(
@@ -97,10 +98,21 @@ def _transpose_impl(
     if not use_triton(input):
         z = conv_bwd_input.impl(input, weight, bias, output_size, channels_last, *g.as_args())
         return to_layout(act.apply(z, kind, alpha, act_weight), channels_last)
-    return triton_transposed(
+    out = triton_transposed(
         input, weight, bias, output_size, channels_last, g, activation=kind, alpha=alpha,
         act_weight=act_weight,
     )  # fmt: skip
+    return _as_activations_result(out, channels_last)
+
+
+def _as_activations_result(out: Tensor, channels_last: bool) -> Tensor:
+    """``out`` with the strides torch's activation gives the convolution's result: a channels-
+    last result of one channel is contiguous too, and torch's elementwise ops read its size-1
+    channel dim as in no order, so theirs has contiguous strides (ATen's layout rule reads the
+    difference in the next op)."""
+    if channels_last and out.shape[1] == 1:
+        return to_layout(out, False, exact=True)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
