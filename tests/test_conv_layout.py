@@ -567,16 +567,15 @@ def test_empty_batches_have_atens_strides(call, layout, weight_layout):
 @pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
 def test_one_channel_results_of_channels_last_inputs_have_torchs_strides(transposed, activation):
-    """A channels-last input with one output channel (or, transposed, one per group of the
-    weight): the result, and with an activation the result of torch's pair (the activation
-    reads the size-1 channel dim as in no order), and every gradient — the transposed weight's
-    as ATen's, computed contiguous and converted — have torch's strides."""
+    """A channels-last input with one output channel: the result — with an activation, the
+    result of torch's pair, whose elementwise op reads the size-1 channel dim as in no order —
+    and every gradient have torch's strides. In float32, with channels that ATen's CPU
+    convolution hands to oneDNN, whose layouts are cuDNN's (its float64 path computes some
+    gradients contiguous: the rule we do not copy, ``test_conv_functional``)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64)
-    x = x.contiguous(memory_format=torch.channels_last)
-    w_shape = (4, 1, 3, 3) if transposed else (1, 4, 3, 3)
-    w = torch.randn(w_shape, generator=g, dtype=torch.float64)
-    b = torch.randn(1, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 16, 6, 6, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn((16, 1, 3, 3) if transposed else (1, 16, 3, 3), generator=g)
+    b = torch.randn(1, generator=g)
     op, ref = (TF.conv_transpose2d, F.conv_transpose2d) if transposed else (TF.conv2d, F.conv2d)
     results = []
     for ours in (True, False):
@@ -591,5 +590,5 @@ def test_one_channel_results_of_channels_last_inputs_have_torchs_strides(transpo
                 out = out if activation is None else getattr(torch, activation)(out)
             results.append((out, *torch.autograd.grad(out, operands, torch.ones_like(out))))
     for a, b in zip(*results):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         assert a.stride() == b.stride(), a.shape

@@ -512,10 +512,6 @@ def transposed_grads(
         kernel = list(weight.shape[2:])
         layout = results_channels_last(grad_output, weight)
         grad_weight = conv_bwd_weight(grad_output, grad, kernel, layout, *geometry)
-        if layout and weight.shape[1] == 1:
-            # ATen computes this gradient contiguous and converts it to channels-last, which
-            # leaves a one-channel tensor (channels-last already) with its contiguous strides.
-            grad_weight = to_layout(grad_weight, False, exact=True)
     if need_bias:
         grad_bias = _channel_sum(grad)
     return grad_grad_output, grad_weight, grad_bias
