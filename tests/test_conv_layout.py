@@ -592,3 +592,23 @@ def test_one_channel_results_of_channels_last_inputs_have_torchs_strides(transpo
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         assert a.stride() == b.stride(), a.shape
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_activated_one_channel_result_has_its_fakes_strides(channels_last, backend):
+    """What a compiled graph expects of the fused op (its fake) is what it returns, strides of
+    a one-channel result included (the fallback's, torch's activation, had differed too)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x = torch.randn(2, 16, 6, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    args = (x, torch.randn(1, 16, 3, 3), torch.randn(1), None, "sigmoid", 0.0,
+            [1, 1], [0, 0], [0, 0], [1, 1], 1, "zeros")  # fmt: skip
+    op = torch.ops.torchconv_ext.conv_act_fwd
+    with torchconv_ext.use_backend(backend):
+        real = op(*args)
+        with FakeTensorMode() as mode:
+            fake = op(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args])
+    assert fake.stride() == real.stride() == (16, 16, 4, 1)

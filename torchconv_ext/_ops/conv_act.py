@@ -73,7 +73,7 @@ def _impl(
     out = triton_forward(
         input, weight, bias, g, layout, activation=kind, alpha=alpha, act_weight=act_weight
     )
-    return _as_activations_result(out, layout)
+    return _as_activations_result(out)
 
 
 def _transpose_impl(
@@ -102,17 +102,15 @@ def _transpose_impl(
         input, weight, bias, output_size, channels_last, g, activation=kind, alpha=alpha,
         act_weight=act_weight,
     )  # fmt: skip
-    return _as_activations_result(out, channels_last)
+    return _as_activations_result(out)
 
 
-def _as_activations_result(out: Tensor, channels_last: bool) -> Tensor:
+def _as_activations_result(out: Tensor) -> Tensor:
     """``out`` with the strides torch's activation gives the convolution's result: a channels-
     last result of one channel is contiguous too, and torch's elementwise ops read its size-1
     channel dim as in no order, so theirs has contiguous strides (ATen's layout rule reads the
-    difference in the next op)."""
-    if channels_last and out.shape[1] == 1:
-        return to_layout(out, False, exact=True)
-    return out
+    difference in the next op). The implementations and the fake both give it."""
+    return to_layout(out, False, exact=True) if out.shape[1] == 1 else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +136,7 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
     """The primitive ``name``: ``impl``, ``act(linear.op(...))``, and its derivatives."""
 
     def fake(input, weight, bias, act_weight, kind, alpha, *static):
-        return linear.op.fake(input, weight, bias, *static)
+        return _as_activations_result(linear.op.fake(input, weight, bias, *static))
 
     def setup(ctx, inputs, output):
         input, weight, bias, act_weight, kind, alpha, *static = inputs
