@@ -57,6 +57,13 @@ def torch_computes(
     ) and _torch_accepts(spatial_dims, stride, padding, padding_mode)
 
 
+def kernels_convolve(dtype, x: Tensor, weight: Tensor) -> bool:
+    """Whether our kernels compute an opened convolution of the batched ``x``: a dtype they
+    compute, and channels and samples to convolve (torch computes the others: other dtypes as
+    torch does, empty ones with the layouts ATen gives them)."""
+    return dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0
+
+
 def open_conv(
     name: str,
     spatial_dims: int,
@@ -125,7 +132,7 @@ def _conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
     )  # fmt: skip
-    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0:
+    if kernels_convolve(dtype, x, weight):
         call = _OPENINGS.bind(key, conv_fwd, *g.as_args())
         _OPENINGS.remember(key, (batched, call))
         out = call(x, weight, bias)
@@ -222,7 +229,7 @@ def _conv_act(
     )  # fmt: skip
     if act_weight is not None and act_weight.dtype != x.dtype:
         act_weight = act_weight.to(x.dtype)
-    if dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0:
+    if kernels_convolve(dtype, x, weight):
         call = _OPENINGS.bind(key, conv_act_fwd, act.kind, act.alpha, *g.as_args())
         _OPENINGS.remember(key, (batched, call))  # (no key for a PReLU: its weight is not static)
         out = call(x, weight, bias, act_weight)

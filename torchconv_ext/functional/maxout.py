@@ -11,8 +11,8 @@ from .._maxout_args import check_pieces, maxout_dim
 from .._ops.conv import conv_fwd
 from .._ops.maxout import maxout_fwd
 from .._ops.maxout_conv import maxout_conv_fwd
-from ._common import KERNEL_DTYPES, conv_dtype
-from .conv import open_conv, torch_computes
+from ._common import conv_dtype
+from .conv import kernels_convolve, open_conv, torch_computes
 
 
 def maxout(input: Tensor, pieces: int, dim: int = 1) -> Tensor:
@@ -70,8 +70,7 @@ def maxout_conv(
         name, spatial_dims, cast, input, weight, bias, stride, padding, dilation, groups,
         padding_mode,
     )  # fmt: skip
-    # (empty channels or batches: torch computes the convolution)
-    kernels = dtype in KERNEL_DTYPES["conv"] and weight.shape[1] > 0 and x.shape[0] > 0
+    kernels = kernels_convolve(dtype, x, weight)
     if kernels and (weight.shape[0] // g.groups) % pieces == 0:
         out = maxout_conv_fwd(x, weight, bias, pieces, *g.as_args())[0]
     else:  # the two ops in sequence (maxout's own checks give its errors)
