@@ -7,7 +7,8 @@ CPU tensors (Triton's interpreter).
 The launcher contract, for every launcher exported here:
 
 * Arguments are validated upstream (by ``torchconv_ext``): launchers trust shapes, dtypes and
-  geometry, and check only that the launch can run on these tensors' device.
+  geometry, and check only that the launch can run on these tensors' device. They launch on
+  the current device (as Triton does): callers make it the tensors' device first.
 * Outputs are preallocated by the caller, in the layout the caller wants, and the launcher
   writes every element of them (tests poison outputs with NaN to prove it).
 * ``padding`` is the padding before each spatial dim; the padding after is implied by the

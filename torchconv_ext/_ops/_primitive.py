@@ -83,6 +83,28 @@ def _as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 _profiling = torch.autograd._profiler_enabled
 
+#: Whether this process sees several CUDA devices (``None``: not asked yet). Only then can an
+#: operand be on another device than the current one.
+_several_gpus: bool | None = None
+
+
+def _elsewhere(args: tuple) -> int | None:
+    """The CUDA device that the first tensor of ``args`` is on, where that is not the current
+    device; else ``None``. Triton launches on the current device and does not switch to its
+    operands' as torch's own ops do: a layer placed on a second GPU (pipeline or model
+    parallelism, ``device_map='auto'``) would launch with pointers another device owns."""
+    global _several_gpus
+    if _several_gpus is None:
+        _several_gpus = torch.cuda.device_count() > 1
+    if not _several_gpus:
+        return None
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if a.is_cuda and (index := a.get_device()) != torch.cuda.current_device():
+                return index
+            return None
+    return None
+
 
 def _any_legacy_batched(tensors: tuple) -> bool:
     """Whether a gradient or tangent is batched by torch's legacy vmap (see :class:`_OpsOnly`)."""
@@ -271,6 +293,9 @@ class Primitive:
     def run_unnamed(self, *args: Any) -> Any:
         """:meth:`run`, without a range of its own in a profile (the registered op's kernels:
         the dispatcher names the call)."""
+        if _several_gpus is not False and (index := _elsewhere(args)) is not None:
+            with torch.cuda.device(index):  # (the tape's key holds the current device)
+                return self.run_unnamed(*args)
         taped = self._taped
         if taped is None or taped.launcher is not self.impl:  # (``impl`` may be replaced)
             kernels = loaded_kernels()
@@ -292,6 +317,9 @@ class Primitive:
         return self._run_bound(bound, leading)
 
     def _run_bound(self, bound: Bound, leading: tuple) -> Any:
+        if _several_gpus is not False and (index := _elsewhere(leading)) is not None:
+            with torch.cuda.device(index):
+                return self._run_bound(bound, leading)
         taped = self._taped_bound
         if taped is None or taped.impl is not self.impl:  # (``impl`` may be replaced)
             kernels = loaded_kernels()
