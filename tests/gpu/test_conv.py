@@ -152,3 +152,24 @@ def test_padding_modes_keep_the_layout_torchs_padding_gives(mode, layout):
         torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)
     ):
         assert ours.stride() == theirs.stride()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_layer_on_the_second_gpu_runs_there():
+    """A convolution and a pooling whose operands are on ``cuda:1`` while ``cuda:0`` is the
+    current device (a model spread over GPUs in one process), forward and backward, match
+    torch's on that device."""
+    torch.manual_seed(0)
+    assert torch.cuda.current_device() == 0
+    x = torch.randn(2, 16, 20, 20, device="cuda:1", requires_grad=True)
+    conv = torchconv_ext.nn.Conv2d(16, 32, 3, padding=1).to("cuda:1")
+    with torchconv_ext.use_backend("triton"):
+        y = TF.max_pool2d(conv(x), 2)
+        grads = torch.autograd.grad(y.square().sum(), (x, conv.weight))
+    with torchconv_ext.use_backend("torch"):
+        y_torch = F.max_pool2d(F.conv2d(x, conv.weight, conv.bias, padding=1), 2)
+        want = torch.autograd.grad(y_torch.square().sum(), (x, conv.weight))
+    assert y.device == torch.device("cuda:1")
+    torch.testing.assert_close(y, y_torch, rtol=1e-2, atol=1e-2)  # (TF32 on either side)
+    for got, ref in zip(grads, want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)
