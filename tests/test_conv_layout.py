@@ -366,6 +366,65 @@ def test_training_repacks_each_weight_once_per_optimizer_step():
         torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-10, atol=1e-12)
 
 
+class _DataSGD(torch.optim.Optimizer):
+    """Plain SGD written as older code writes it: through ``.data`` (no version bump)."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data.add_(p.grad, alpha=-group["lr"])
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+        lambda ps: torch.optim.Adam(ps, lr=0.1, fused=True),
+        lambda ps: _DataSGD(ps, lr=0.1),
+    ],
+    ids=["fused-sgd", "fused-adam", "data-sgd"],
+)
+def test_optimizer_steps_that_bump_no_version_are_seen(optimizer):
+    """Fused optimizers, and optimizers writing through ``.data``, update parameters without
+    bumping their version counters: every optimizer step forgets its parameters' packed copies,
+    so training matches torch's exactly (float64)."""
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(1)
+        conv = torchconv_ext.nn.Conv2d(3, 4, 3, padding=1).double()
+        opt = optimizer(conv.parameters())
+        with torchconv_ext.use_backend(backend):
+            for _ in range(3):
+                opt.zero_grad()
+                conv(x).square().sum().backward()
+                opt.step()
+            results.append((conv.weight.detach().clone(), conv(x).detach()))
+    assert _layout.weight_cache_info()["packs"] == 4  # once per step, and once after
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_an_optimizer_step_forgets_only_its_own_parameters():
+    stepped, kept = _param(6, 16, 3, 3), _param(6, 16, 3, 3)
+    x = torch.randn(1, 16, 3, 3, dtype=torch.float64)
+    opt = torch.optim.SGD([stepped], lr=0.1)
+    with torchconv_ext.use_backend("triton"):
+        for w in (stepped, kept):
+            TF.conv2d(x, w).sum().backward()
+        assert _layout.weight_cache_info()["entries"] == 2
+        opt.step()
+        assert _layout.weight_cache_info()["entries"] == 1
+        for w in (stepped, kept):
+            y = TF.conv2d(x, w)
+            torch.testing.assert_close(y, F.conv2d(x, w), rtol=1e-10, atol=1e-10)
+    assert _layout.weight_cache_info()["packs"] == 3  # the stepped weight once more
+
+
 def test_a_new_weight_at_a_freed_weights_address_is_not_served_stale():
     """The entry dies with its weight's storage: a new parameter of the same shape, possibly at
     the same address and with the same version, is packed afresh."""

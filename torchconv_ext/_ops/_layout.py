@@ -31,11 +31,15 @@ Only parameters are cached because only writes that bump the version counter can
 writes through ``.data`` cannot (``torch.autograd.gradcheck`` perturbs its inputs that way, so
 plain tensors — functional weights, gradients — are repacked on every call), and so are
 parameters made under ``torch.inference_mode()`` (inference tensors have no version counter; a
-model built outside it, or moved to channels-last, repacks nothing there). Code that writes
-parameters past their version counter (``p.data.add_(...)``, as weight clipping and some
-moving averages of weights are written; collectives filling a parameter's storage in place, as
-FSDP's all-gathers do) must call ``torchconv_ext.clear_weight_cache()`` after such writes, or
-set ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
+model built outside it, or moved to channels-last, repacks nothing there). Every optimizer step
+(``torch.optim.Optimizer``, and the libraries' optimizers built on it) also forgets the copies
+of the parameters it stepped: fused optimizers (``fused=True``) write parameters without
+bumping their version counters, and some optimizers write through ``.data``. Code that writes
+parameters past their version counter outside an optimizer's step (``p.data.add_(...)``, as
+weight clipping and some moving averages of weights are written; collectives filling a
+parameter's storage in place, as FSDP's all-gathers do; ``vector_to_parameters``) must call
+``torchconv_ext.clear_weight_cache()`` after such writes, or set
+``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .._backend import kernels
 from .._memory import to_layout
@@ -231,12 +236,37 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
     # The entry dies with the weight's storage (so a new tensor at the same address never
     # finds it, and the packed copy is freed with the weight).
     ref = weakref.ref(storage, functools.partial(_forget, key))
+    if not _watching_optimizers:
+        _watch_optimizers()
     with _lock:
         _entries[key] = (ref, version, packed)
         _entries.move_to_end(key)
         while len(_entries) > CAPACITY:
             _entries.popitem(last=False)
     return packed
+
+
+#: Whether :func:`_after_optimizer_step` follows every optimizer's steps (from the first entry).
+_watching_optimizers = False
+
+
+def _watch_optimizers() -> None:
+    global _watching_optimizers
+    with _lock:
+        if not _watching_optimizers:
+            register_optimizer_step_post_hook(_after_optimizer_step)
+            _watching_optimizers = True
+
+
+def _after_optimizer_step(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    """Forget the packed copies of the parameters an optimizer has just stepped. Fused
+    optimizers (``SGD``, ``Adam``, ``AdamW`` with ``fused=True``) write parameters without
+    bumping their version counters, as do optimizers that write through ``.data``: a step is
+    where training writes its weights, whatever the optimizer."""
+    stepped = {p.data_ptr() for group in optimizer.param_groups for p in group["params"]}
+    with _lock:
+        for key in [key for key in _entries if key[1] in stepped]:
+            _entries.pop(key, None)
 
 
 def _forget(key: tuple, ref: weakref.ref) -> None:
