@@ -49,6 +49,29 @@ def test_padding_pairs_are_a_zero_pad_before_the_layer(backend):
     torch.testing.assert_close(grads, expected_grads)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+def test_a_padding_mode_pads_as_torchs_layer_records_it(backend, mode):
+    """In a padding mode other than zeros torch's layer pads by what ``__init__`` recorded
+    (``_reversed_padding_repeated_twice``): a later change of ``padding`` is not seen, and a
+    list set by hand (an asymmetric padding) is; converted, ours pads the same."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    for change in ("padding", "list"):
+        ref = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode).double()
+        ours = torchconv_ext.convert_model(ref)
+        for layer in (ref, ours):
+            if change == "padding":
+                layer.padding = (2, 2)
+            else:  # (left, right, top, bottom)
+                layer._reversed_padding_repeated_twice = [0, 2, 1, 0]
+        with torchconv_ext.use_backend(backend):
+            out, grads = _grads(ours, x)
+        expected, expected_grads = _grads(ref, x)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(grads, expected_grads)
+
+
 def _grads(model, x):
     model.zero_grad()
     out = model(x)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._args import expand
+from .._args import expand, has_pairs
 from ._activated import Activated, with_activation_arguments
 from ._base import DropIn, extend_constructor
 
@@ -52,11 +52,22 @@ class _ConvMixin(Activated, DropIn):
             weight,
             bias,
             self.stride,
-            self.padding,
+            self._applied_padding(),
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
         )
+
+    def _applied_padding(self):
+        """The padding torch's layer applies. In a padding mode other than zeros that is
+        ``_reversed_padding_repeated_twice``, set in ``__init__``: a later change of ``padding``
+        is not seen there, and code that sets the list itself (for an asymmetric padding) is."""
+        padding = self.padding
+        if self.padding_mode == "zeros" or isinstance(padding, str) or has_pairs(padding):
+            return padding  # (our pairs, and TensorFlow's 'same', are read where they are)
+        r = self._reversed_padding_repeated_twice
+        pairs = [(r[2 * i], r[2 * i + 1]) for i in reversed(range(len(r) // 2))]
+        return tuple(before if before == after else (before, after) for before, after in pairs)
 
     def _activated_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return type(self)._functional(
@@ -64,7 +75,7 @@ class _ConvMixin(Activated, DropIn):
             weight,
             bias,
             self.stride,
-            self.padding,
+            self._applied_padding(),
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
