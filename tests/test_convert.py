@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 import torchconv_ext
@@ -141,6 +141,26 @@ def test_old_style_weight_norm_converts_without_inplace():
     with torch.no_grad():
         converted[0].weight_g.mul_(3)
     torch.testing.assert_close(converted(x), 3 * model(x) - 2 * model[0].bias.view(1, -1, 1))
+
+
+def test_pruned_layers_convert_without_inplace():
+    """A pruned layer's weight is computed by its hook (not a graph leaf, which
+    ``copy.deepcopy`` refuses): converted, its copy still prunes (mask × ``weight_orig``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ConvTranspose2d(3, 2, 2, stride=2))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    prune.random_unstructured(model[1], "bias", amount=0.5)
+    prune.l1_unstructured(model[1], "weight", amount=0.25)
+    converted = torchconv_ext.convert_model(model)
+    assert [type(m) for m in converted] == [tnn.Conv2d, tnn.ConvTranspose2d]
+    x = torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(converted(x), model(x))
+    with torch.no_grad():
+        converted[0].weight_orig.fill_(1.0)  # pruned entries stay zero
+    converted(x)  # (the hook recomputes the weight)
+    torch.testing.assert_close(converted[0].weight, model[0].weight_mask)
+    prune.l1_unstructured(model[0], "weight", amount=0.5)  # twice: a PruningContainer
+    torch.testing.assert_close(torchconv_ext.convert_model(model)(x), model(x))
 
 
 def test_verbose_prints_what_was_converted_and_left(capsys):

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.weight_norm import WeightNorm
 
 from . import nn as our_nn
@@ -295,15 +296,26 @@ def _known_layer_check(ours: type, theirs: type, known: KnownLayer) -> str:
 
 
 def _deepcopy(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also copies models using the old ``torch.nn.utils.weight_norm``,
-    whose computed weights are not graph leaves (the hook recomputes them every forward)."""
+    """``copy.deepcopy`` that also copies models using the old ``torch.nn.utils.weight_norm`` or
+    ``torch.nn.utils.prune``, whose computed weights are not graph leaves (their hooks recompute
+    them every forward), which ``copy.deepcopy`` refuses."""
     memo: dict[int, object] = {}
     for module in model.modules():
         for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, WeightNorm):
-                weight = getattr(module, hook.name)
+            name = _computed_by(hook)
+            if name is not None and isinstance(weight := getattr(module, name, None), Tensor):
                 memo[id(weight)] = weight.detach().clone()
     return copy.deepcopy(model, memo)
+
+
+def _computed_by(hook: object) -> str | None:
+    """The attribute a forward pre-hook computes from parameters of its own, if it is one of
+    torch's that do (the old weight norm, a pruning)."""
+    if isinstance(hook, WeightNorm):
+        return hook.name
+    if isinstance(hook, BasePruningMethod):
+        return hook._tensor_name
+    return None
 
 
 def _describe(cls: type) -> str:
