@@ -7,6 +7,8 @@ channel) dim — one call, no copy where the strides allow it.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.func as tf
@@ -158,6 +160,29 @@ def test_jacobians_and_jvp_match_torch(backend):
                     found += (tf.jacfwd(values)(x), *tf.jvp(values, (x,), (tangent,)))
             results.append(found)
         _check(results[0], results[1], name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("vmapped", [0, 1])
+def test_3d_adaptive_max_pooling_under_jacrev_and_vmap(backend, vmapped):
+    """3-d adaptive max pooling's vmapped backward hands ATen's 3-d CPU kernel (the fallback)
+    indices it reads as if contiguous (other strides gave wrong gradients): the indices of
+    one sample, expanded over jacrev's vmapped dim, have a zero stride, which crashed it."""
+    x = distinct(1, 3, 3, 4, 3)
+    ours, theirs = (functools.partial(m.adaptive_max_pool3d, output_size=2) for m in (TF, F))
+    with torchconv_ext.use_backend(backend):
+        got = tf.jacrev(ours)(x)
+    torch.testing.assert_close(got, tf.jacrev(theirs)(x), rtol=0, atol=0)
+    xs, grads = distinct(2, 3, 2, 4, 5, 4, seed=1), distinct(2, 3, 2, 2, 2, 2, seed=2)
+    xs, grads = xs.movedim(0, vmapped), grads.movedim(0, vmapped)
+
+    def vjp(fn):
+        return lambda t, g: torch.func.vjp(fn, t)[1](g)[0]
+
+    with torchconv_ext.use_backend(backend):
+        got = tf.vmap(vjp(ours), in_dims=vmapped)(xs, grads)
+    want = tf.vmap(vjp(theirs), in_dims=vmapped)(xs, grads)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -289,7 +289,10 @@ def adaptive_max_pool_backward(
     if grad_out.numel() == 0:  # ATen refuses empty outputs; nothing flows back
         return torch.zeros_like(x, dtype=grad_out.dtype)
     was_1d, x = x.dim() == 3, _lift(x)
-    return _drop(_ADAPTIVE_MAX_BWD[x.dim() - 2](_lift(grad_out), x, _lift(idx)), was_1d)
+    # ATen's 3-d CPU kernel reads its indices as if contiguous: other strides (a batching
+    # rule's views) gave wrong gradients, and a zero stride a crash.
+    idx = _lift(idx).contiguous()
+    return _drop(_ADAPTIVE_MAX_BWD[x.dim() - 2](_lift(grad_out), x, idx), was_1d)
 
 
 def scatter_backward(grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
