@@ -257,11 +257,13 @@ ACTIVATION_DOC = """
             ``'sigmoid'``: applied to the result, bias included, as the
             ``torch.nn.functional`` function of that name (``torch.sigmoid``). On the Triton
             backend it runs in the convolution kernel's epilogue (no second pass over the
-            output); elsewhere torch's activation follows torch's convolution. Differentiable
-            to any order: ReLU's, non-negative leaky ReLU's, ReLU6's and sigmoid's derivatives
-            are read off the output; while gradients are recorded, the others run as torch's
-            activation after our convolution (the pre-activation saved, as unfused; hard
-            sigmoid stays fused and its backward recomputes the pre-activation).
+            output); elsewhere torch's activation follows torch's convolution, with torch's
+            derivatives (torch's hard sigmoid has no second derivative). On the Triton backend
+            differentiable to any order: ReLU's, non-negative leaky ReLU's, ReLU6's and
+            sigmoid's derivatives are read off the output; while gradients are recorded, the
+            others run as torch's activation after our convolution (the pre-activation saved,
+            as unfused; hard sigmoid stays fused and its backward recomputes the
+            pre-activation).
         activation_args: that function's keyword arguments, as a dict: ``negative_slope``
             (``'leaky_relu'``, default 0.01), ``alpha`` (``'elu'``, default 1.0),
             ``approximate`` (``'gelu'``: ``'none'`` or ``'tanh'``), ``weight`` (``'prelu'``,
