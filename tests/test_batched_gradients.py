@@ -30,6 +30,10 @@ CALLS = {
         [(1, 16, 3, 3), (16, 8, 2, 2)],
         lambda x, w: TF.conv_transpose2d(x, w, stride=2),
     ),
+    "conv_transpose2d_summed": (  # (an expanded incoming gradient, which tells no layout)
+        [(2, 3, 3, 3), (3, 4, 3, 3)],
+        lambda x, w: TF.conv_transpose2d(x, w, stride=2).sum(dim=1),
+    ),
     "conv2d_local": ([(1, 2, 4, 4), (2, 2, 3, 2, 3, 3)], lambda x, w: TF.conv2d_local(x, w)),
     "max_pool2d": ([(2, 3, 6, 6)], lambda x: TF.max_pool2d(x, 3, 2, 1)),
     "avg_pool2d": ([(2, 3, 6, 6)], lambda x: TF.avg_pool2d(x, 3, 2, 1, ceil_mode=True)),

@@ -506,7 +506,11 @@ def transposed_grads(
         # operands give), whatever the incoming gradient's; a double backward's is then that
         # of the input gradient (ATen's: of ``grad``, which mostly has that layout too).
         grad_grad_output = conv_fwd(grad, weight, None, *geometry)
-        if forward_channels_last(grad, weight, geometry[-1]) != channels_last:
+        # (A gradient batched by torch's legacy vmap cannot tell its layout: left as computed.)
+        if (
+            not torch._C._functorch.is_legacy_batchedtensor(grad)
+            and forward_channels_last(grad, weight, geometry[-1]) != channels_last
+        ):
             grad_grad_output = to_layout(grad_grad_output, channels_last)
     if need_weight:
         kernel = list(weight.shape[2:])
