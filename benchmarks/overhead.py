@@ -213,10 +213,6 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
 @contextlib.contextmanager
 def _stubbed(owner: Any, names: Sequence[str], counter: dict[str, int] | None = None) -> Iterator:
     """Replace ``owner.<name>`` by a no-op (counting its calls) for the duration."""

@@ -37,9 +37,6 @@ PROVIDERS: dict[str, Provider] = {
     )
 }
 
-#: The providers whose best time is "torch" in the headline speedup (cuDNN on GPUs).
-BASELINES: tuple[str, ...] = ("torch", "torch_cl")
-
 
 def is_ours(name: str) -> bool:
     """Provider names starting with ``ours`` are ours (suites may add variants)."""

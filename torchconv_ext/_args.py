@@ -21,8 +21,6 @@ IntOrTuple = int | Sequence[int]
 #: ``(before, after)`` pair.
 Padding = int | Sequence[int | Sequence[int]]
 
-PADDING_STRINGS: tuple[str, ...] = ("valid", "same")
-
 
 def ceil_div(a: int, b: int) -> int:
     """``ceil(a / b)`` for ``b > 0``, as ``(a + b - 1) // b``: sizes are non-negative, so its

@@ -118,17 +118,6 @@ def _any_legacy_batched(tensors: tuple) -> bool:
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def tracing(args: tuple) -> bool:
-    """Whether a call must go through the registered op: under ``torch.compile``, a dispatch
-    mode (fake tensors, export, ``FlopCounterMode``), with tensor subclasses, or where the
-    primitives must stay registered ops (:class:`_OpsOnly`)."""
-    if torch.compiler.is_compiling() or _dispatch_modes():
-        return True
-    if _ops_only.active:
-        return True
-    return any(isinstance(a, torch.Tensor) and type(a) not in PLAIN_TENSORS for a in args)
-
-
 def _dispatch_modes() -> bool:
     """Whether a dispatch mode is active other than the guard of a tape being recorded (whose
     primitives run eagerly, so that the tape sees their torch calls and launches)."""
@@ -174,15 +163,6 @@ def _decomposed(prim: Primitive, args: tuple, grad: bool) -> Any:
     if prim.decomposed is None or not _differentiating(grad):
         return None
     return prim.decomposed(*args)
-
-
-def _wants_graph(args: tuple) -> bool:
-    """Whether autograd must record this call (else the implementation runs bare)."""
-    if _forward_mode_active():
-        return True
-    return torch.is_grad_enabled() and any(
-        isinstance(a, torch.Tensor) and a.requires_grad for a in args
-    )
 
 
 class Primitive:
@@ -246,7 +226,9 @@ class Primitive:
         return f"Primitive({self.qualified_name})"
 
     def __call__(self, *args: Any) -> Any:
-        # tracing(args) and _wants_graph(args) in one pass over the arguments (the hot path)
+        # The hot path: in one pass over the arguments, whether the registered op must take the
+        # call (under torch.compile, a dispatch mode, tensor subclasses, `_OpsOnly`) and whether
+        # autograd must record it (else the implementation runs bare).
         if (
             torch.compiler.is_compiling()
             or (torch._C._len_torch_dispatch_stack() and _dispatch_modes())
