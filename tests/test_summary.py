@@ -492,6 +492,22 @@ def test_summary_leaves_the_model_alone():
     assert real.flops == run(model, (2, 3, 32, 32)).flops
 
 
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_shared_modules_and_tied_weights_stay_as_they_are(device):
+    # one convolution registered twice, another tying its weight to it: the summary's run swaps
+    # each tensor once and puts every one back (torch.func.functional_call restores neither)
+    a, b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+    b.weight = a.weight
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), a, nn.ReLU(), b, a)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    x = torch.randn(1, 3, 8, 8)
+    expected = model(x)
+    report = run(model, (1, 3, 8, 8), device=device)
+    assert report.params == report.trainable_params == 16 + 148 + 4
+    assert all(t is params[n] for n, t in model.named_parameters(remove_duplicate=False))
+    assert torch.equal(model(x), expected)
+
+
 def test_unknown_layers():
     class Crop(nn.Module):
         def forward(self, x):

@@ -6,7 +6,8 @@ forward hooks on every module. See :func:`summary`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,7 +156,6 @@ def summary(
         raise ValueError(f"summary: threshold must be in (0, 1], but got {threshold!r}")
     device = torch.device(device)
 
-    state = _state_on(model, device, dtype)
     if device.type == "meta":
         x = torch.empty(shape, dtype=dtype, device=device)
     else:
@@ -165,8 +165,8 @@ def summary(
     tracer = Tracer(model, depth, counter)
     tracer.mode.assign([x], Field.of_input(shape[2:]))
     try:
-        with torch.no_grad(), tracer.hooks(), counter, tracer.mode:
-            output = torch.func.functional_call(model, state, (x,))
+        with torch.no_grad(), _state_on(model, device, dtype), tracer.hooks(), counter, tracer.mode:
+            output = model(x)
     except Exception as error:
         if device.type != "meta" or (isinstance(error, RuntimeError) and "summary:" in str(error)):
             raise
@@ -203,19 +203,39 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
     return tuple(input_size)
 
 
-def _state_on(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict:
-    """The model's parameters and buffers on ``device`` (floating ones in ``dtype``): empty on
-    the meta device, copies elsewhere (a forward may update buffers, e.g. batch norm's)."""
+@contextlib.contextmanager
+def _state_on(model: nn.Module, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """For the duration, ``model``'s parameters and buffers on ``device`` (floating ones in
+    ``dtype``): empty on the meta device, copies elsewhere (a forward may update buffers, e.g.
+    batch norm's); the model's own tensors are put back afterwards.
+
+    Each module's tables are swapped once and each tensor copied once, so a module registered
+    under two names and parameters tied between modules stay as they are
+    (``torch.func.functional_call`` restores neither).
+    """
+    copies: dict[int, torch.Tensor] = {}
 
     def moved(t: torch.Tensor) -> torch.Tensor:
-        kind = dtype if t.is_floating_point() else t.dtype
-        if device.type == "meta":
-            return torch.empty_like(t, device=device, dtype=kind)
-        return t.detach().to(device=device, dtype=kind, copy=True)
+        if id(t) not in copies:
+            kind = dtype if t.is_floating_point() else t.dtype
+            if device.type == "meta":
+                copies[id(t)] = torch.empty_like(t, device=device, dtype=kind)
+            else:
+                copies[id(t)] = t.detach().to(device=device, dtype=kind, copy=True)
+        return copies[id(t)]
 
-    state = {n: moved(p) for n, p in model.named_parameters()}
-    state.update({n: moved(b) for n, b in model.named_buffers()})
-    return state
+    swapped: list[tuple[dict, str, torch.Tensor]] = []
+    try:
+        for module in model.modules():  # (each module once)
+            for table in (module._parameters, module._buffers):
+                for name, t in table.items():
+                    if t is not None:
+                        swapped.append((table, name, t))
+                        table[name] = moved(t)
+        yield
+    finally:
+        for table, name, t in reversed(swapped):
+            table[name] = t
 
 
 def _effective(model, shape, tracer: Tracer, threshold: float, seed: int) -> EffectiveField:
