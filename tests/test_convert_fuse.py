@@ -784,6 +784,30 @@ def test_the_convolutions_of_a_forward_not_read_are_reported():
     assert _fusions(report) == {"conv": ["bn"], "tail.0": ["tail.1"]}
 
 
+def test_a_sequential_subclass_with_a_forward_of_its_own_is_not_read_in_order():
+    """Its children are not a chain when its own forward (not traced: two arguments, or a
+    branch on values) feeds the convolution's output to a skip connection too."""
+
+    class Block(nn.Sequential):
+        def forward(self, x, scale=1.0):
+            y = self[0](x)
+            return self[2](self[1](y)) + scale * y
+
+    class Branching(nn.Sequential):
+        def forward(self, x):
+            y = self[0](x)
+            return self[2](self[1](y)) + y if y.sum() > -1e9 else y
+
+    for block in (Block, Branching):
+        model = block(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+        fused, report = _fuse_and_compare(model)
+        assert _fusions(report) == {}
+        assert list(_refusals(report)) == ["0"]
+        assert type(fused[1]) is nn.BatchNorm2d and type(fused[2]) is nn.ReLU
+    fused, report = _fuse_and_compare(Branching(*model), example=True)
+    assert _fusions(report) == {}  # (the run shows the convolution's second consumer)
+
+
 def test_the_report_says_why_nothing_is_fused_into_a_convolution():
     from torch.nn.utils.parametrizations import weight_norm
 

@@ -63,11 +63,14 @@ name, where every name lies inside the traced forward; an alias elsewhere could 
 the trace does not look, so such a module is left. Only a forward of one input is read — one with more could take another
 path on a call than in its trace (``if mask is None``) — and where a forward takes more or
 cannot be traced (it branches on values, say), its children are read one by one, and the
-consecutive children of an ``nn.Sequential`` — which hands each output to the next child alone
-— as such a chain; the report names each convolution such a forward calls directly, since what
-consumes its output is then not known (``example_inputs`` records it). What the forward code
-does is what counts: a convolution that other code calls directly (another method of the
-model) gets the fused computation there too.
+consecutive children of an ``nn.Sequential`` running torch's forward — which hands each output
+to the next child alone — as such a chain (a subclass's own forward may not); the report names
+each convolution such a forward calls directly, since what consumes its output is then not known
+(``example_inputs`` records it). What the forward code read does is what counts: code not read
+that calls a module directly — another method of the model, or a forward that does not trace
+reaching into a child's modules (``self.block[1](x)``) — gets the fused computation there too (a
+folded batch norm or a fused activation is an identity there); ``example_inputs`` records such
+calls, and leaves those modules.
 
 With ``example_inputs`` (``convert_model(fuse=True, example_inputs=x)``) the chains are recorded
 from one run of the model instead (``_fuse_record``): for forward code ``torch.fx`` cannot trace,
@@ -184,6 +187,12 @@ def _graph_chains(graph: torch.fx.Graph, root: nn.Module) -> tuple[list[Chain], 
     return chains, calls
 
 
+def _runs_in_order(module: nn.Module) -> bool:
+    """Whether ``module`` computes as ``nn.Sequential`` does, each child on the output of the
+    one before alone: a Sequential whose forward is torch's (a subclass may compute otherwise)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
 def _sequential_chains(seq: nn.Sequential) -> list[Chain]:
     """Each child of ``seq`` and the (up to) two after it, identities aside: a Sequential
     hands each output to the next child alone."""
@@ -274,7 +283,7 @@ def _chains(
         calls, unread = None, ""
         if not isinstance(graph, str):
             chains, calls = _graph_chains(graph, module)
-        elif isinstance(module, nn.Sequential):
+        elif _runs_in_order(module):
             chains = _sequential_chains(module)
         else:
             unread = f"{type(module).__name__}'s forward {graph}"

@@ -412,7 +412,8 @@ def convert_model(
     with zeros (a 1×1 one, say), folds into it where it did not fold into the convolution
     before it. The absorbed modules become ``nn.Identity``. Who consumes what is read
     from the model's forward code with ``torch.fx`` (where it traces; else from the order of
-    ``nn.Sequential`` children); modules called more than once (but an activation each of
+    the children of an ``nn.Sequential`` running torch's forward; code not read that calls a
+    module directly sees the fused computation); modules called more than once (but an activation each of
     whose calls alone consumes a convolution's output), or registered again outside the
     traced forward, are left. The result computes what ``model`` computes in eval mode (training-mode batch norm is never
     folded); it is meant for inference (see ``torchconv_ext._fuse``).
