@@ -3,6 +3,8 @@ both backends, forward and backward, on random / NaN / -inf / tie-heavy inputs i
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,3 +218,51 @@ def test_global_triton(layout):
 def test_global_triton_3d_and_1d():
     check_global(3, "channels_last", "triton")
     check_global(1, "strided", "triton")
+
+
+def _outcome(fn):
+    """``fn()``'s result, or the type of what it raised."""
+    try:
+        return fn()
+    except Exception as error:  # (compared with torch's)
+        return type(error)
+
+
+def _as_torch(ours, reference, backend: str, msg: str) -> None:
+    """``ours()`` on ``backend`` returns what ``reference()`` returns (NaN too), or raises
+    the type of error it raises."""
+    want = _outcome(reference)
+    with torchconv_ext.use_backend(backend):
+        got = _outcome(ours)
+    if isinstance(want, type):
+        assert got is want, msg
+    else:
+        assert isinstance(got, torch.Tensor), f"{msg}: raised {got}"
+        torch.testing.assert_close(got, want, equal_nan=True, msg=msg)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
+def test_no_channels_or_no_positions_as_torch(backend):
+    """What torch takes without channels or positions: average pooling to one bin per plane
+    is a mean (of nothing: NaN), the 1- and 2-d average poolings check the spatial sizes alone,
+    the others the channels of a batched input too; pyramid and global pooling are the adaptive
+    pooling of their levels (global: one bin)."""
+    for nd in (1, 2, 3):
+        spatial = (4,) * nd
+        shapes = [(2, 0, *spatial), (0, 0, *spatial), (0, *spatial), (2, 3, 0, *spatial[1:])]
+        shapes.append((3, 0, *spatial[1:]))
+        for shape, mode, size in itertools.product(shapes, ("avg", "max"), (1, 2)):
+            x, pool, msg = torch.randn(shape, dtype=torch.float64), TORCH[mode][nd], f"{shape}"
+            _as_torch(lambda: OURS[mode][nd](x, size), lambda: pool(x, size), backend, msg)
+            if x.dim() == nd + 2:
+                levels = (1, size)
+                _as_torch(
+                    lambda: TF.spatial_pyramid_pool(x, levels, mode),
+                    lambda: torch.cat([pool(x, level).flatten(1) for level in levels], 1),
+                    backend, f"pyramid {msg}",
+                )  # fmt: skip
+                _as_torch(
+                    lambda: getattr(TF, f"global_{mode}_pool")(x),
+                    lambda: pool(x, 1).flatten(1),
+                    backend, f"global {msg}",
+                )  # fmt: skip

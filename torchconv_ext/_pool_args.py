@@ -196,13 +196,28 @@ def _padding(name: str, padding, ndim: int) -> tuple[tuple[int, ...], tuple[int,
     return ints, ints
 
 
-def _check_input(name: str, input: torch.Tensor) -> None:
-    """Non-batch dimensions must be non-empty (a zero batch is allowed, as in torch)."""
-    if any(s == 0 for s in input.shape[1:]):
+def _check_input(name: str, input: torch.Tensor, channels: bool = True) -> None:
+    """Spatial dimensions — and the channels, where ``channels`` — must be non-empty (a zero
+    batch is allowed, as in torch)."""
+    if any(s == 0 for s in input.shape[1 if channels else 2 :]):
+        what = "channel and spatial sizes" if channels else "spatial sizes"
         raise RuntimeError(
-            f"{name}: expected input with non-zero channel and spatial sizes (a zero batch size "
-            f"is allowed), but got input of size {list(input.shape)}"
+            f"{name}: expected input with non-zero {what} (a zero batch size is allowed), but "
+            f"got input of size {list(input.shape)}"
         )
+
+
+def _check_adaptive_input(
+    name: str, input: torch.Tensor, mode: str, output_size: Sequence[int], batched: bool
+) -> None:
+    """Torch's checks of an adaptive ``mode`` pooling's batched ``input`` (a batch of one where
+    not ``batched``) before pooling it to ``output_size``: an average to one element per plane
+    is a mean, of any sizes (a NaN of none); the other average poolings check the spatial sizes,
+    and the 3-d one and every max pooling also the channels of a batched input (every dim after
+    the first of the input as given)."""
+    if mode == "avg" and all(s == 1 for s in output_size):
+        return
+    _check_input(name, input, channels=batched and (mode == "max" or input.dim() == 5))
 
 
 @memoized
@@ -305,15 +320,19 @@ def adaptive_window(i: int, in_size: int, out_size: int) -> tuple[int, int]:
     return (i * in_size) // out_size, ceil_div((i + 1) * in_size, out_size)
 
 
-def adaptive_output_size(name: str, input: torch.Tensor, output_size) -> list[int]:
-    """Validate an adaptive pooling's ``output_size`` (``None`` entries keep the input size)."""
-    return list(_adaptive_output_size(name, input, output_size))
+def adaptive_output_size(
+    name: str, input: torch.Tensor, output_size, mode: str = "avg", batched: bool = True
+) -> list[int]:
+    """Validate an adaptive ``mode`` pooling's ``output_size`` (``None`` entries keep the input
+    size) and its ``input``, batched (a batch of one where not ``batched``), as torch does."""
+    return list(_adaptive_output_size(name, input, output_size, mode, batched))
 
 
 @memoized
-def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[int, ...]:
+def _adaptive_output_size(
+    name: str, input: torch.Tensor, output_size, mode: str, batched: bool
+) -> tuple[int, ...]:
     ndim = input.dim() - 2
-    _check_input(name, input)
     # (A tensor stands for an int where torch's wrappers let it through: 1-D pooling's.)
     if is_int(output_size) and not (torch.is_tensor(output_size) and ndim > 1):
         values = (output_size,) * ndim
@@ -339,6 +358,7 @@ def _adaptive_output_size(name: str, input: torch.Tensor, output_size) -> tuple[
         raise RuntimeError(
             f"{name}: elements of output_size must be greater than or equal to 0, but got {out}"
         )
+    _check_adaptive_input(name, input, mode, out, batched)
     return tuple(out)
 
 
@@ -368,15 +388,19 @@ def pyramid_features(channels: int, levels: Sequence[int], ndim: int) -> int:
     return channels * sum(level**ndim for level in levels)
 
 
-def pyramid_input_check(name: str, input: torch.Tensor) -> None:
-    """Pyramid and global pooling take a batched ``(N, C, *spatial)`` input, 1–3 spatial dims."""
+def pyramid_input_check(
+    name: str, input: torch.Tensor, mode: str, levels: Sequence[int] = (1,)
+) -> None:
+    """Pyramid and global pooling take a batched ``(N, C, *spatial)`` input, 1–3 spatial dims,
+    where the adaptive ``mode`` pooling of each level (global: one) takes it."""
     check_tensor(name, "input", input)
     if input.dim() not in (3, 4, 5):
         raise RuntimeError(
             f"{name}: expected a batched (N, C, *spatial) input with 1 to 3 spatial dims, but "
             f"got input of size {list(input.shape)}"
         )
-    _check_input(name, input)
+    for level in set(levels):
+        _check_adaptive_input(name, input, mode, (level,) * (input.dim() - 2), True)
 
 
 __all__ = [

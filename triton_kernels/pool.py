@@ -372,6 +372,9 @@ def pyramid_pool_forward(
         raise ValueError(f"pyramid pooling: out must be (N, C·Σ l**{nd}), got {tuple(out.shape)}")
     if out.numel() == 0:
         return
+    if x.numel() == 0:  # one bin per level over no position: a mean of nothing, as torch's
+        out.fill_(float("nan"))
+        return
     _launch_forward(
         x, out, indices, mode, PYRAMID.value, _pyramid_grid(levels, nd), _pyramid_strides(out),
         _pyramid_strides(indices), _NO_GEOMETRY, 0, False, levels=levels,

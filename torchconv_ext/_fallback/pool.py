@@ -317,6 +317,10 @@ def scatter_backward(grad_out: torch.Tensor, x: torch.Tensor, idx: torch.Tensor)
 def adaptive_pool(
     x: torch.Tensor, mode: str, output_size: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if not x.shape[1] and x.shape[0] and (mode == "max" or x.dim() == 5):
+        # ATen's max and 3-d kernels refuse an input without channels, not an empty batch
+        out, idx = adaptive_pool(x.transpose(0, 1), mode, output_size)
+        return out.transpose(0, 1), None if idx is None else idx.transpose(0, 1)
     was_1d, x = x.dim() == 3, _lift(x)
     size = [1, *output_size] if was_1d else list(output_size)
     nd = x.dim() - 2

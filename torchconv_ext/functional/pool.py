@@ -218,7 +218,7 @@ def _open_adaptive(name: str, nd: int, mode: str, input: Tensor, output_size, ke
     if _to_torch(runs_kernels("pool", input, dtype), dtype, torch_accepts=exporting()):
         return TORCH_OP
     batched, x = open_call(name, nd, input)
-    size = list(adaptive_output_size(name, x, output_size))
+    size = list(adaptive_output_size(name, x, output_size, mode, batched))
     return batched, cast, _OPENINGS.bind(key, adaptive_pool_fwd, mode, size)
 
 
@@ -479,11 +479,12 @@ def spatial_pyramid_pool(
         torch's adaptive pooling gives.
     """
     name = "spatial_pyramid_pool"
-    pyramid_input_check(name, input)
     check_mode(name, mode)
+    levels = check_levels(levels)
+    pyramid_input_check(name, input, mode, levels)
     _check_floating(name, input)
     x, _ = _as_adaptive(mode, input)
-    out, _ = pyramid_pool_fwd(x, mode, list(check_levels(levels)))
+    out, _ = pyramid_pool_fwd(x, mode, list(levels))
     return out
 
 
@@ -495,7 +496,7 @@ def _as_adaptive(mode: str, input: Tensor) -> tuple[Tensor, bool]:
 
 
 def _global_pool(name: str, mode: str, input: Tensor) -> Tensor:
-    pyramid_input_check(name, input)
+    pyramid_input_check(name, input, mode)
     _check_floating(name, input)
     x, kernels = _as_adaptive(mode, input)
     if not kernels:  # the fallback: torch's adaptive pooling to one bin (and its autocast)
