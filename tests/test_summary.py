@@ -602,6 +602,14 @@ def test_bad_arguments(kwargs, error, match):
         run(vgg_like(), args.pop("input_size"), **args)
 
 
+def test_a_lazy_model_is_run_first():
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"\['0.weight', '0.bias'\] are not initialised"):
+        run(model, (1, 3, 8, 8))
+    model(torch.randn(1, 3, 8, 8))
+    assert run(model, (1, 3, 8, 8)).params == 4 * 3 * 9 + 4
+
+
 def test_model_that_fails_on_meta_says_so():
     class Item(nn.Module):
         def forward(self, x):

@@ -155,6 +155,12 @@ def summary(
     ):
         raise ValueError(f"summary: threshold must be in (0, 1], but got {threshold!r}")
     device = torch.device(device)
+    lazy = [name for name, p in model.named_parameters() if nn.parameter.is_lazy(p)]
+    if lazy:
+        raise ValueError(
+            f"summary: the model's parameters {lazy} are not initialised yet (a lazy module's): "
+            "run the model once on an input first"
+        )
 
     if device.type == "meta":
         x = torch.empty(shape, dtype=dtype, device=device)
