@@ -166,6 +166,20 @@ def test_tiled_is_the_locally_connected_op_with_repeated_kernels(backend):
         torch.testing.assert_close(TILED[nd](x, wl, bl), LOCAL[nd](x, wl, bl))
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=TRITON)])
+def test_integer_inputs_are_computed_by_aten(backend):
+    # (our kernels compute floating point: integers take the fallback, exactly, on every backend)
+    x = torch.randint(-3, 3, (1, 2, 5, 5))
+    w = torch.randint(-3, 3, (3, 3, 3, 2, 3, 3))
+    b = torch.randint(-3, 3, (3, 3, 3))
+    want = TF.conv2d_local(x.double(), w.double(), b.double()).long()
+    with torchconv_ext.use_backend(backend):
+        for _ in range(3):  # (the third call replays a tape)
+            assert torch.equal(TF.conv2d_local(x, w, b), want)
+            tiled = TF.conv2d_tiled(x, w[:1, :1], b[:1, :1])
+            assert torch.equal(tiled, F.conv2d(x, w[0, 0], b[0, 0]))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_low_precision_fallback(dtype):
     """fp32/bf16 against the float64 definition: within a few ulps of the result's scale."""

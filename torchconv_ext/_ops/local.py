@@ -126,7 +126,7 @@ def _fwd_impl(
     g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
     layout = input_channels_last(input)
     shape = _output_shape(input, weight, g)
-    if not use_triton(input, "conv"):
+    if not (input.is_floating_point() and use_triton(input, "conv")):  # (integers: ATen's)
         return to_layout(fallback.local_forward(input, weight, bias, shape[2:], g), layout)
     out = empty_in_layout(shape, input, True, poison=True)  # (stored channels-last: docstring)
     if out.numel():
