@@ -188,15 +188,25 @@ print("reused")
         "",
         json.dumps({"format": 1}),
         "[1, 2]",
+        b"\xff\xfe\x00\x89garbage",
+        "[" * 100_000 + "]" * 100_000,
+        lambda record: {**record, "config": {**record["config"], "num_warps": float("inf")}},
     ],
-    ids=["corrupt", "empty", "incomplete", "not-a-record"],
+    ids=["corrupt", "empty", "incomplete", "not-a-record", "not-utf-8", "too-deep", "infinite"],
 )
 def test_bad_file_is_ignored_with_a_warning_and_replaced(cache, monkeypatch, content):
     gpu = FakeGPU(monkeypatch, times=[3.0, 1.0, 2.0])
     tuner = _tuner()
-    path = tuner.path("cpu-interpreter", ("bf16", 4096))
+    key = ("bf16", 4096)
+    path = tuner.path("cpu-interpreter", key)
     path.parent.mkdir(parents=True)
-    path.write_text(content)
+    if callable(content):  # (a record of this key, spoilt)
+        record = {**tuner._identity("cpu-interpreter", key), "config": CONFIGS[0].to_json()}
+        content = json.dumps(content(record))
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     with pytest.warns(UserWarning, match="ignoring invalid autotune cache file"):
         _launch(tuner)
     assert gpu.timed == CONFIGS  # tuned afresh

@@ -378,21 +378,21 @@ class Tuner:
         """The stored config of ``key``, or ``None`` (absent; unreadable or foreign: warned)."""
         path = self.path(device, key)
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as e:
             warnings.warn(f"ignoring unreadable autotune cache file {path}: {e}", stacklevel=3)
             return None
         try:
-            record = json.loads(text)
+            record = json.loads(data)  # (bytes: not UTF-8 is a ValueError here)
             if any(record.get(k) != v for k, v in self._identity(device, key).items()):
                 raise ValueError("it was written for another kernel, device or key")
             config = Config.from_json(record["config"])
             if config not in self.configs:
                 raise ValueError(f"{config} is not a candidate of {self.name}")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            warnings.warn(f"ignoring invalid autotune cache file {path}: {e}", stacklevel=3)
+        except Exception as e:  # (whatever a file written elsewhere holds: never a crash)
+            warnings.warn(f"ignoring invalid autotune cache file {path}: {e!r}", stacklevel=3)
             return None
         return config
 
