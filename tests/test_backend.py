@@ -71,6 +71,30 @@ def test_bad_env_var_is_reported_at_first_use_not_at_import():
     assert "TORCHCONV_EXT_BACKEND='fast'" in r.stderr and "'auto', 'triton', 'torch'" in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "flag"),
+    [("1", True), (" TRUE ", True), ("yes", True), ("On", True), ("0", False), ("false", False),
+     ("NO", False), ("off", False), ("", None), ("  ", None)],
+)  # fmt: skip
+def test_switches_in_the_environment(monkeypatch, value, flag):
+    # (both packages read their switches alike; None: the default)
+    from torchconv_ext._backend import env_flag
+    from triton_kernels._common import env_flag as kernels_env_flag
+
+    monkeypatch.setenv("TORCHCONV_EXT_SOME_SWITCH", value)
+    for read in (env_flag, kernels_env_flag):
+        for default in (True, False):
+            assert read("TORCHCONV_EXT_SOME_SWITCH", default) is (default if flag is None else flag)
+
+
+def test_a_misspelt_switch_is_refused_at_import():
+    r = _run("import torchconv_ext", TORCHCONV_EXT_WEIGHT_CACHE="flase")
+    assert r.returncode != 0
+    assert "TORCHCONV_EXT_WEIGHT_CACHE='flase' is not a switch" in r.stderr
+    code = "import torchconv_ext._ops._layout as layout; print(layout.ENABLED)"
+    assert _run(code, TORCHCONV_EXT_WEIGHT_CACHE="off").stdout.strip() == "False"
+
+
 def test_backend_names_are_case_insensitive():
     with torchconv_ext.use_backend("Torch"):
         assert torchconv_ext.get_backend() == "torch"

@@ -24,6 +24,30 @@ BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")
 _ENV_VAR = "TORCHCONV_EXT_BACKEND"
 
 
+#: What a switch in the environment may say (any case, spaces ignored); unset or empty: its default.
+_SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                  "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The environment variable ``name`` as a switch: ``1``/``true``/``yes``/``on`` or
+    ``0``/``false``/``no``/``off``; ``default`` where unset or empty. Anything else raises
+    ``ValueError`` naming the variable (a misspelt "off" must not leave a feature on).
+
+    (``triton_kernels._common.env_flag`` reads its package's switches alike: that package
+    imports nothing of ``torchconv_ext``.)"""
+    value = os.environ.get(name, "")
+    if not value.strip():
+        return default
+    flag = _SWITCH_VALUES.get(value.strip().lower())
+    if flag is None:
+        raise ValueError(
+            f"environment variable {name}={value!r} is not a switch: expected 1, true, yes or on, "
+            "or 0, false, no or off"
+        )
+    return flag
+
+
 def _validated(name: str) -> str:
     normal = name.strip().lower() if isinstance(name, str) else name
     if normal not in BACKENDS:

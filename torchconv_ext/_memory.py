@@ -7,13 +7,15 @@ Outputs are allocated here too, NaN-poisoned when tests ask for it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 
-# Tests set TORCHCONV_EXT_POISON=1 so that every output a kernel fails to write shows as NaN.
-_POISON = os.environ.get("TORCHCONV_EXT_POISON", "0") == "1"
+from ._backend import env_flag
+
+#: Whether outputs are NaN-filled before a kernel writes them (``TORCHCONV_EXT_POISON=1``, read at
+#: import; the tests set it), so that every element a kernel fails to write shows as NaN.
+POISON: bool = env_flag("TORCHCONV_EXT_POISON", False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def empty_with_fastest(
 
 
 def _poisoned(out: torch.Tensor) -> torch.Tensor:
-    if _POISON:
+    if POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)
     return out
 

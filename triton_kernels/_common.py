@@ -49,6 +49,29 @@ import triton.language as tl
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+#: What a switch in the environment may say (any case, spaces ignored); unset or empty: its default.
+_SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                  "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The environment variable ``name`` as a switch: ``1``/``true``/``yes``/``on`` or
+    ``0``/``false``/``no``/``off``; ``default`` where unset or empty. Anything else raises
+    ``ValueError`` naming the variable (a misspelt "off" must not leave a feature on).
+
+    (As ``torchconv_ext._backend.env_flag``, whose package this one does not import.)"""
+    value = os.environ.get(name, "")
+    if not value.strip():
+        return default
+    flag = _SWITCH_VALUES.get(value.strip().lower())
+    if flag is None:
+        raise ValueError(
+            f"environment variable {name}={value!r} is not a switch: expected 1, true, yes or on, "
+            "or 0, false, no or off"
+        )
+    return flag
+
+
 def _interpret_without_overflow_sanitizer() -> None:
     """Under the interpreter, Triton redoes every int32 add, sub and mul in int64 to check for
     overflow, then drops the check unless its ``debug`` option is set, which the interpreter's

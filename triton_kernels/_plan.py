@@ -35,7 +35,6 @@ under the interpreter, a :class:`Direct` ``kernel[grid]`` — and replay plans w
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -43,10 +42,10 @@ import torch
 from triton import knobs
 from triton.runtime import driver
 
-from ._common import COMPILE_OPTIONS, INTERPRET
+from ._common import COMPILE_OPTIONS, INTERPRET, env_flag
 
 #: Whether launches are planned (never under the interpreter).
-ENABLED: bool = not INTERPRET and os.environ.get("TORCHCONV_EXT_LAUNCH_PLANS", "1") != "0"
+ENABLED: bool = not INTERPRET and env_flag("TORCHCONV_EXT_LAUNCH_PLANS", True)
 #: Plans kept before the table is cleared (a plan is per problem, so this bounds memory only).
 CAPACITY = 4096
 

@@ -64,7 +64,6 @@ import contextlib
 import functools
 import keyword
 import operator
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -77,10 +76,10 @@ from triton import knobs
 from triton.runtime import driver
 
 from . import _plan
-from ._common import INTERPRET
+from ._common import INTERPRET, env_flag
 
 #: Whether launchers are taped (``TORCHCONV_EXT_LAUNCH_PLANS=0`` turns tapes off with the plans).
-ENABLED: bool = os.environ.get("TORCHCONV_EXT_LAUNCH_PLANS", "1") != "0"
+ENABLED: bool = env_flag("TORCHCONV_EXT_LAUNCH_PLANS", True)
 #: Tapes kept before the table is cleared (a tape is per problem, so this bounds memory only).
 CAPACITY = 4096
 #: Op tags whose results depend on tensor values or randomness: never taped.

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -56,7 +55,7 @@ from typing import Any
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from .._backend import kernels
+from .._backend import env_flag, kernels
 from .._memory import to_layout
 
 #: Most weights the cache holds (least recently used first out).
@@ -119,7 +118,7 @@ def converting_once(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 #: Whether parameters' repacked copies are cached (``TORCHCONV_EXT_WEIGHT_CACHE=0``: never).
-ENABLED: bool = os.environ.get("TORCHCONV_EXT_WEIGHT_CACHE", "1") != "0"
+ENABLED: bool = env_flag("TORCHCONV_EXT_WEIGHT_CACHE", True)
 
 
 #: The forms a weight is repacked into (module doc).

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._backend import env_flag
+from .._memory import POISON
 from . import environment, report
 from .cases import INTERPRETER_SKIPS, Case, plan, select
 from .compare import ATOL, SLACK
@@ -135,8 +137,8 @@ def main(argv: list[str] | None = None, *, reexec: bool = False) -> int:
     # Outputs are NaN-filled before our kernels write them (in the worker processes, which
     # import torchconv_ext afresh; this process read the variable at import): an element a
     # kernel misses shows as NaN.
-    poisoned = args.workers > 0 or os.environ.get("TORCHCONV_EXT_POISON") == "1"
     os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
+    poisoned = env_flag("TORCHCONV_EXT_POISON", True) if args.workers > 0 else POISON
 
     start = time.time()
     env = environment.describe()
