@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import torchconv_ext
-from torchconv_ext.check import cli, large, workers
+from torchconv_ext.check import cli, large, report, workers
 from torchconv_ext.check.cases import Case
 from torchconv_ext.check.results import FAIL, NOT_RUN, PASS, row
 
@@ -45,6 +45,31 @@ def test_help(argv, capsys):
     assert "usage: python -m torchconv_ext" in out
     if argv[0] == "check":
         assert all(flag in out for flag in ("--out", "--quick", "--only", "--workers", "--budget"))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--workers", "-2"), ("--workers", "two"), ("--budget", "-1"), ("--budget", "0"),
+     ("--budget", "nan"), ("--case-timeout", "0"), ("--case-timeout", "inf")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_naming_the_option(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([option, value, "--list"])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: expected" in capsys.readouterr().err
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_any_case(tmp_path, capsys):
+    assert cli.main(["--workers", "0", "--out", str(tmp_path), "--only", POOL]) == 2
+    assert "cannot write the report to" in capsys.readouterr().err
+
+
+def test_the_verdict_blames_the_budget_only_for_checks_it_cut():
+    case = Case("fake", "late", "fp32", "nchw", "default")
+    late = row(case, NOT_RUN, "the time budget was used up before this case started")
+    lost = row(case, NOT_RUN, "no worker process could run it: no ready signal in 60 s")
+    assert "raise --budget" in report.verdict(report.summary([late, lost]))
+    assert "see why each check did not run" in report.verdict(report.summary([lost]))
 
 
 def test_check_passes_end_to_end_and_reports(tmp_path, capsys):
@@ -166,7 +191,7 @@ def test_large_case_logic_on_a_small_tensor(spec, triton_device):
 
 
 def test_exhausted_budget_is_not_run_and_fails(tmp_path):
-    code, doc = run_check(tmp_path, POOL, extra=("--budget", "0"))
+    code, doc = run_check(tmp_path, POOL, extra=("--budget", "1e-9"))
     assert code == 1
     (r,) = doc["cases"]
     assert r["status"] == NOT_RUN and "budget" in r["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,6 +35,24 @@ a check of the kernels' logic, not a GPU check). Prints a table, writes a JSON r
 exits with 1 if any check failed or did not run in the time budget."""
 
 
+def _processes(text: str) -> int:
+    """``--workers``: a whole number, 0 or more (argparse names the option in its error)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """``--budget`` and ``--case-timeout``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser(prog: str = "python -m torchconv_ext check") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -54,7 +73,7 @@ def build_parser(prog: str = "python -m torchconv_ext check") -> argparse.Argume
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_processes,
         default=min(16, os.cpu_count() or 1),
         metavar="N",
         help="worker processes that compile and run cases in parallel (default: min(16, CPU "
@@ -62,7 +81,7 @@ def build_parser(prog: str = "python -m torchconv_ext check") -> argparse.Argume
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="overall time limit; cases not finished by then are reported 'not run', which "
         "fails the check (every op's cases start before the per-config sweep's; default: "
@@ -70,7 +89,7 @@ def build_parser(prog: str = "python -m torchconv_ext check") -> argparse.Argume
     )
     parser.add_argument(
         "--case-timeout",
-        type=float,
+        type=_seconds,
         default=150.0,
         metavar="SECONDS",
         help="a case (a sweep: one config) running longer fails and its worker is replaced "
@@ -130,7 +149,8 @@ def main(argv: list[str] | None = None, *, reexec: bool = False) -> int:
         return 2
     try:  # fail now, not after the run, if the report cannot be written
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).touch()
+        with open(args.out, "a"):  # (a folder there cannot be opened: touch() would take it)
+            pass
     except OSError as error:
         print(f"cannot write the report to {args.out}: {error}", file=sys.stderr)
         return 2

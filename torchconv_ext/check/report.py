@@ -107,16 +107,22 @@ def details(rows: list[dict[str, Any]]) -> list[str]:
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts = Counter(r["status"] for r in rows)
     ok = not any(counts[s] for s in FAILING) and counts[PASS] > 0
+    out_of_time = sum(r["status"] == NOT_RUN and "time budget" in r["reason"] for r in rows)
     return {
         "passed": ok,
         "rows": len(rows),
         **{status.replace(" ", "_"): counts[status] for status in (PASS, FAIL, SKIP, NOT_RUN)},
+        "out_of_time": out_of_time,
     }
 
 
 def verdict(s: dict[str, Any]) -> str:
     counts = f"{s['pass']} passed, {s['fail']} failed, {s['not_run']} not run, {s['skip']} skipped"
-    hint = " -- out of time: raise --budget, or use --quick" if s["not_run"] else ""
+    hint = ""
+    if s.get("out_of_time"):
+        hint = " -- out of time: raise --budget, or use --quick"
+    elif s["not_run"]:
+        hint = " -- see why each check did not run"
     if not s["pass"] and not s["fail"] and not s["not_run"]:
         hint = " -- nothing was checked"
     return f"{'PASSED' if s['passed'] else 'FAILED'}: {counts} ({s['rows']} checks){hint}"
