@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,25 @@ from .options import ALL_DIRECTIONS, DIRECTIONS, DTYPES, RunOptions
 from .providers import COMPILE_MODES, PROVIDERS
 from .results import RESULTS_DIR
 from .suites import SUITES
+
+
+def _positive_int(text: str) -> int:
+    """``--batch``: a whole number above 0 (argparse names the option in its error)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
+
+
+def _writable_folder(out: Path) -> str | None:
+    """Why results cannot be written under ``out`` (made here if missing), or ``None``: asked
+    before the run, so that no run's results are lost at its end."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return str(error)
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch",
-        type=int,
+        type=_positive_int,
         default=None,
         help="batch size for every convolution layer instead of the default",
     )
@@ -120,7 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return instructions(argv[1:])
     args = parser().parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cuda", "cpu"):
+        parser().error(f"--device: expected cuda, cuda:N or cpu, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
         parser().error("--device cuda: no CUDA device is available")
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:
@@ -142,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         compile_mode=args.compile_mode or ("default" if budget else "max-autotune"),
         graph=budget and gpu,
     )
+    if not args.list and (why := _writable_folder(args.out)):
+        parser().error(f"--out {args.out}: results cannot be written there ({why})")
     if args.list:
         for name in names:
             suite = SUITES[name]

@@ -157,6 +157,20 @@ def test_cli_lists_and_rejects_unknown_suites(capsys):
         cli_main(["no-such-suite", "--device", "cpu"])
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--device", "gpu9"], "--device: expected cuda"), (["--batch", "0"], "argument --batch"),
+     (["--batch", "-3"], "argument --batch"), (["--out", "{file}/results"], "cannot be written")],
+)  # fmt: skip
+def test_cli_refuses_bad_options_before_running(args, says, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    args = [a.format(file=tmp_path / "file") for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["pool", "--quick", "--device", "cpu", *args])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 # --- correctness gate ------------------------------------------------------------------------
 def test_compare_flags_wrong_and_nan_values():
     ref = torch.randn(64, dtype=torch.float64)
