@@ -1,5 +1,8 @@
 """Checkpoints written atomically: a reader (or a resumed run) sees the old file or the new
-one, never a partial one, whatever interrupts the write.
+one, never a partial one, whatever interrupts the write; a write that fails (a full disk, a
+folder without write permission) stops the run with a one-line :class:`CheckpointWriteError`.
+:func:`read_checkpoint` refuses a file that is not a readable Lightning checkpoint before a run
+starts.
 
 Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file
 lives in the system temp directory; when that is another file system than the checkpoint's
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,50 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ._checks import RecipeError, RecipeValueError
+
+# What a Lightning checkpoint holds to be loaded at all, and to resume training.
+CHECKPOINT_KEYS = ("state_dict", "pytorch-lightning_version")
+RESUME_KEYS = ("epoch", "global_step", "optimizer_states")
+
+
+class CheckpointWriteError(RecipeError, OSError):
+    """A checkpoint could not be written (the earlier one stays whole)."""
+
+
+def read_checkpoint(path: str | os.PathLike, *, for_fit: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path``, memory-mapped, after checking that it is one Lightning can
+    load (``for_fit``: and resume training from) the way LightningCLI reads it
+    (``weights_only=True``); else a :class:`RecipeValueError` naming ``--ckpt_path``, so a
+    truncated, empty or foreign file stops the run before anything is written."""
+
+    def refuse(why: str) -> RecipeValueError:
+        return RecipeValueError(
+            f"--ckpt_path {str(path)!r} is not a readable Lightning checkpoint: {why}"
+        )
+
+    if not zipfile.is_zipfile(path):  # torch.save's format is a zip archive, its index at the end
+        raise refuse("not a file torch.save wrote, or one cut short (an interrupted copy?)")
+    try:
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as e:  # objects beyond tensors and plain data
+        raise refuse(
+            "it holds objects beyond tensors and plain data, which torch.load(weights_only=True) "
+            "refuses"
+        ) from e
+    except Exception as e:  # a damaged archive
+        raise refuse(str(e).strip().split("\n")[0] or type(e).__name__) from e
+    if not isinstance(saved, dict) or any(k not in saved for k in CHECKPOINT_KEYS):
+        raise refuse(f"it holds no {' or '.join(map(repr, CHECKPOINT_KEYS))}: not Lightning's")
+    missing = [k for k in RESUME_KEYS if k not in saved] if for_fit else []
+    if missing:
+        raise RecipeValueError(
+            f"--ckpt_path {str(path)!r} holds no {', '.join(missing)}: training cannot resume "
+            "from it (a weights-only checkpoint?); it can be evaluated with validate, test or "
+            "predict"
+        )
+    return saved
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -60,4 +109,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)
         else:
-            atomic_torch_save(checkpoint, path)
+            try:
+                atomic_torch_save(checkpoint, path)
+            except OSError as e:
+                raise CheckpointWriteError(
+                    f"cannot write checkpoint {path}: {e.strerror or e}; the earlier checkpoints, "
+                    "if any, are whole"
+                ) from e

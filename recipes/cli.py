@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import DefaultHelpFormatter
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -17,9 +19,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 import torchconv_ext
 
-from ._checks import DataNotFoundError, find_recipe_error
+from ._checks import DataNotFoundError, RecipeValueError, find_recipe_error
 from .callbacks.summary import RunSummary, display_path
-from .checkpoint_io import AtomicCheckpointIO
+from .checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from .data import ImageDataModule
 from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
@@ -73,6 +75,84 @@ def run_folder_of(ckpt_path: str | Path) -> Path | None:
     return None
 
 
+def _logger_args(config) -> Any | None:
+    """The ``init_args`` of the config's logger when it has a run folder
+    (``<save_dir>/<name>/<version>``: CSVLogger, TensorBoardLogger), else ``None``."""
+    init = getattr(config["trainer"].get("logger"), "init_args", None)
+    if init is None or not all(k in init for k in ("save_dir", "name")):
+        return None
+    return init
+
+
+def _check_folders(config) -> None:
+    """Refuse a folder option that names a file (or lies under one)."""
+    init = _logger_args(config)
+    folders = {"--trainer.default_root_dir": config["trainer"].get("default_root_dir")}
+    if init is not None:
+        folders["--trainer.logger.init_args.save_dir"] = init["save_dir"]
+    for option, folder in folders.items():
+        if not folder or "://" in str(folder):
+            continue
+        path = Path(folder).expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise RecipeValueError(
+                f"{option} {str(folder)!r}: {display_path(existing)} is a file, not a folder; "
+                "give the folder the runs are written to"
+            )
+
+
+def newest_last_checkpoint(config) -> Path:
+    """``--ckpt_path last``: the most recently written ``<run>/checkpoints/last.ckpt`` among the
+    runs in the config's log folder (``<save_dir>/<name>``)."""
+    init = _logger_args(config)
+    if init is None:
+        raise RecipeValueError(
+            "--ckpt_path last looks in the logger's <save_dir>/<name>/, and this config's logger "
+            "has none: give the checkpoint's path"
+        )
+    runs = Path(init["save_dir"]) / str(init["name"] or "")
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DataNotFoundError(
+            f"--ckpt_path last: no run in {display_path(runs)} has a checkpoints/last.ckpt; give "
+            "the checkpoint's path"
+        )
+    return found[-1]
+
+
+def _saved_run_dir(saved: dict, folder: Path) -> str | None:
+    """The run folder as the checkpoint's ModelCheckpoint states spell it, if one of them is
+    ``folder``'s ``checkpoints/``."""
+    states = saved.get("callbacks")
+    for state in states.values() if isinstance(states, dict) else ():
+        dirpath = state.get("dirpath") if isinstance(state, dict) else None
+        if (
+            isinstance(dirpath, str)
+            and Path(dirpath).resolve() == (folder / "checkpoints").resolve()
+        ):
+            return os.path.dirname(dirpath)
+    return None
+
+
+def _refuse_used_run_folder(config) -> None:
+    """A new run in a run folder that holds checkpoints would write over them: refuse it."""
+    init = _logger_args(config)
+    if init is None or init.get("version") is None:
+        return  # a new version folder
+    version = init["version"]
+    version = version if isinstance(version, str) else f"version_{version}"
+    checkpoints = Path(init["save_dir"]) / str(init["name"] or "") / version / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise RecipeValueError(
+            f"--trainer.logger.init_args.version {init['version']}: "
+            f"{display_path(checkpoints.parent)} holds the checkpoints of an earlier run, which "
+            f"this new run would write over; resume it with --ckpt_path "
+            f"{display_path(checkpoints / 'last.ckpt')}, or give another version (or none: the "
+            "next free one)"
+        )
+
+
 class _KeepingSaveConfig(SaveConfigCallback):
     """Saves the run's configuration as ``config.yaml`` in the run folder; a resumed run that
     finds one there writes ``config_1.yaml``, ``config_2.yaml`` … instead of replacing it."""
@@ -97,9 +177,12 @@ class RecipeCLI(LightningCLI):
       (``recipes/configs/vgg11_digits.yaml``); ``--help`` lists the shipped configs.
     - The data module's class count, image channels and image size are passed to the model;
       ``trainer.max_epochs`` and ``trainer.max_steps`` size the model's LR schedule.
-    - ``fit --ckpt_path <run>/checkpoints/last.ckpt`` continues in the run's own folder:
-      ``metrics.csv`` goes on (rows the interrupted run logged after the checkpoint are set aside
-      in ``metrics_before_resume_<k>.csv``), the checkpoint callbacks keep tracking the best.
+    - ``fit --ckpt_path <run>/checkpoints/last.ckpt`` (relative or absolute) continues in the
+      run's own folder: ``metrics.csv`` goes on (rows the interrupted run logged after the
+      checkpoint are set aside in ``metrics_before_resume_<k>.csv``), the checkpoint callbacks
+      keep tracking the best. ``--ckpt_path last`` is the newest run's ``last.ckpt``; a file
+      that is not a readable Lightning checkpoint is refused before anything is written, and so
+      is a new run in a run folder that holds checkpoints.
     - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless the config names
       another checkpoint IO plugin; every command ends with a :class:`RunSummary`.
     """
@@ -142,40 +225,56 @@ class RecipeCLI(LightningCLI):
 
     # --- before anything is built: the checkpoint, and which folder the run writes to ----------
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then check ``--ckpt_path`` (``last``: the newest run's ``last.ckpt``) before
+        LightningCLI reads the hyper-parameters in it."""
+        super().parse_arguments(parser, args)
+        self.checkpoint: dict | None = None  # the checkpoint's contents, memory-mapped
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
-        self.resume_folder: Path | None = None
-        self.resume_at: tuple[float, float] | None = None  # the checkpoint's (epoch, step)
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path == "last":
+            ckpt_path = config["ckpt_path"] = str(newest_last_checkpoint(config))
+        elif ckpt_path == "best":
+            raise RecipeValueError(
+                "--ckpt_path best: a new process has no best checkpoint to go back to; give the "
+                "path of the run's checkpoints/best-….ckpt"
+            )
+        if ckpt_path and ckpt_path not in ("hpc", "registry"):
             if not Path(ckpt_path).is_file():
                 raise DataNotFoundError(
                     f"checkpoint {ckpt_path!r} not found: a run keeps its checkpoints in "
                     "<run folder>/checkpoints/ (last.ckpt after every epoch, best-….ckpt)"
                 )
-            if self.subcommand == "fit":
-                self._continue_run_folder(config, Path(ckpt_path))
+            self.checkpoint = read_checkpoint(ckpt_path, for_fit=subcommand == "fit")
 
-    def _continue_run_folder(self, config, ckpt_path: Path) -> None:
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self.resume_folder: Path | None = None
+        self.resume_at: tuple[float, float] | None = None  # the checkpoint's (epoch, step)
+        _check_folders(config)
+        if self.subcommand == "fit" and self.checkpoint is not None:
+            self._continue_run_folder(config, Path(config["ckpt_path"]), self.checkpoint)
+        self.checkpoint = None
+        if self.subcommand == "fit" and self.resume_folder is None:
+            _refuse_used_run_folder(config)
+
+    def _continue_run_folder(self, config, ckpt_path: Path, saved: dict) -> None:
         """Point the logger at the checkpoint's run folder, so the resumed run goes on there."""
         folder = run_folder_of(ckpt_path)
-        logger = config["trainer"].get("logger")
-        init = getattr(logger, "init_args", None)
-        if (
-            folder is None
-            or init is None
-            or not all(k in init for k in ("save_dir", "name", "version"))
-        ):
+        init = _logger_args(config)
+        if folder is None or init is None or "version" not in init:
             return
-        init["save_dir"] = str(folder.parent.parent)
-        init["name"] = folder.parent.name
-        init["version"] = folder.name
+        # The folder as the checkpoint spells it (relative or absolute): ModelCheckpoint restores
+        # its best-checkpoint tracking only when its folder is spelt as when it was saved.
+        run_dir = _saved_run_dir(saved, folder) or str(folder)
+        init["save_dir"] = os.path.dirname(os.path.dirname(run_dir))
+        init["name"] = os.path.basename(os.path.dirname(run_dir))
+        init["version"] = os.path.basename(run_dir)
         self.resume_folder = folder
-        try:
-            saved = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
-            self.resume_at = (float(saved["epoch"]), float(saved["global_step"]))
-        except Exception:  # not readable without unpickling code: keep every row
-            self.resume_at = (math.inf, math.inf)
+        self.resume_at = (float(saved["epoch"]), float(saved["global_step"]))
         # ModelCheckpoint warns about its own, non-empty folder; here that folder is expected.
         warnings.filterwarnings(
             "ignore", message=r"Checkpoint directory .* exists and is not empty"
@@ -196,7 +295,10 @@ class RecipeCLI(LightningCLI):
         callbacks = config["trainer"].get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         kwargs["callbacks"] = [*callbacks, RunSummary(self.command)]
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as e:  # a bad trainer option: Lightning's message names it
+            raise RecipeValueError(f"--trainer: {e}") from e
         self._print_start()
         return trainer
 

@@ -175,6 +175,12 @@ def build_model(
     check_choice("backend", backend, BACKENDS)
     if width <= 0:
         raise RecipeValueError(f"width must be positive, got {width}")
+    if pool_size is not None and pool_size < 1:
+        raise RecipeValueError(f"pool_size must be a positive integer, got {pool_size}")
+    if hidden is not None and hidden < 0:
+        raise RecipeValueError(f"hidden must be 0 (no hidden layers) or positive, got {hidden}")
+    if not 0 <= dropout <= 1:
+        raise RecipeValueError(f"dropout must be a probability in [0, 1], got {dropout}")
     multiple = math.lcm(*(layer.groups for layer in spec.features if isinstance(layer, Conv)))
 
     layers: list[nn.Module] = []

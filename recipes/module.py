@@ -148,6 +148,8 @@ class ImageClassifier(L.LightningModule):
         max_steps: int = -1,
     ) -> None:
         super().__init__()
+        if not 0 <= label_smoothing <= 1:
+            raise RecipeValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         # The backend is how to run, not what was trained: leaving it out of the checkpoint's
         # hyper-parameters lets `--model.backend` choose the layers when loading one.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "backend"])
@@ -262,7 +264,10 @@ class ImageClassifier(L.LightningModule):
     # --- optimizer and a schedule sized to the run -------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        try:
+            optimizer = self.optimizer(self.parameters())
+        except ValueError as e:  # torch's optimizers check their options: "Invalid learning rate"
+            raise RecipeValueError(f"--model.optimizer: {e}") from e
         if self.lr_scheduler is None:
             return optimizer
         cls = _scheduler_class(self.lr_scheduler)

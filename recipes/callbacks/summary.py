@@ -12,6 +12,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..checkpoint_io import CheckpointWriteError
+
 
 def display_path(path: str | os.PathLike) -> str:
     """``path`` relative to the working directory when it lies inside it, else absolute."""
@@ -42,9 +44,10 @@ def resume_command(command: list[str] | None, ckpt: str | os.PathLike) -> str:
 
 
 class RunSummary(L.Callback):
-    """Prints, at the end of ``fit``/``validate``/``test``/``predict`` and on Ctrl+C: the run
-    folder, the best monitored metric and its checkpoint, the last checkpoint, the pictures
-    written, and the command that resumes training. The recipe CLI adds it to every run.
+    """Prints, at the end of ``fit``/``validate``/``test``/``predict``, on Ctrl+C and when a
+    checkpoint cannot be written: the run folder, the best monitored metric and its checkpoint,
+    the last checkpoint, the pictures written, and the command that resumes training. The recipe
+    CLI adds it to every run.
 
     Args:
         command: the command line (after ``python -m recipes``), for the resume command.
@@ -66,7 +69,12 @@ class RunSummary(L.Callback):
             self._print(trainer, getattr(stage, "value", str(stage)), interrupted=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+        # Ctrl+C, or a checkpoint that could not be written (the recipe CLI prints the error
+        # after this): where the run stopped and how to go on.
+        if (
+            isinstance(exception, (KeyboardInterrupt, CheckpointWriteError))
+            and trainer.is_global_zero
+        ):
             stage = trainer.state.fn.value if trainer.state.fn else "fit"
             self._print(trainer, stage, interrupted=True)
 

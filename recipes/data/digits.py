@@ -107,9 +107,9 @@ class DigitsDataModule(ImageDataModule):
         eval_batch_size: int | None = None,
         predict_dir: str | None = None,
     ) -> None:
-        if image_size % 8:
+        if image_size < 8 or image_size % 8:
             raise RecipeValueError(
-                f"image_size must be a multiple of 8 (the digits are 8×8), got {image_size}"
+                f"image_size must be a positive multiple of 8 (the digits are 8×8), got {image_size}"
             )
         if not (
             0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1

@@ -144,6 +144,8 @@ class ImageFolderDataModule(ImageDataModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, mean, std, eval_batch_size, predict_dir)
+        if image_size < 1:
+            raise RecipeValueError(f"image_size must be positive, got {image_size}")
         if image_size > load_size:
             raise RecipeValueError(
                 f"image_size ({image_size}) must not exceed load_size ({load_size})"

@@ -13,6 +13,7 @@ from unittest import mock
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger
@@ -41,15 +42,13 @@ def _without_pictures(args: tuple[str, ...]) -> list[str]:
     return [f"--trainer.callbacks={json.dumps(kept)}"]
 
 
-def run_cli(*args: str, tmp_path: Path, callbacks=(), pictures: bool = False):
-    """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``;
-    without the picture callbacks unless ``pictures``."""
-    from recipes.cli import RecipeCLI
-
+def cli_args(*args: str, tmp_path: Path, pictures: bool = False) -> list[str]:
+    """``args`` for a quiet run on the CPU with its logs in ``tmp_path``, without the picture
+    callbacks unless ``pictures``."""
     if not pictures:  # (right after the config, so the test's own callback options still apply)
         at = args.index("--config") + 2 if "--config" in args else len(args)
         args = (*args[:at], *_without_pictures(args), *args[at:])
-    argv = [
+    return [
         *args,
         "--trainer.enable_progress_bar",
         "false",
@@ -62,9 +61,29 @@ def run_cli(*args: str, tmp_path: Path, callbacks=(), pictures: bool = False):
         "--trainer.logger.init_args.save_dir",
         str(tmp_path),
     ]
+
+
+def run_cli(*args: str, tmp_path: Path, callbacks=(), pictures: bool = False):
+    """Run ``python -m recipes <args>`` in this process, quiet, on the CPU, logs in ``tmp_path``;
+    without the picture callbacks unless ``pictures``."""
+    from recipes.cli import RecipeCLI
+
+    argv = cli_args(*args, tmp_path=tmp_path, pictures=pictures)
     kwargs = {"trainer_defaults": {"callbacks": list(callbacks)}} if callbacks else {}
     with mock.patch.object(sys, "argv", ["python -m recipes"]):  # not pytest's arguments
         return RecipeCLI(args=argv, **kwargs)
+
+
+def main_error(capsys, argv: list[str]):
+    """Run ``python -m recipes <argv>`` as the console does, expecting it to fail with a
+    message; return what it printed (``.out``, ``.err``)."""
+    from recipes.cli import main
+
+    capsys.readouterr()
+    with mock.patch.object(sys, "argv", ["python -m recipes"]), pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 1
+    return capsys.readouterr()
 
 
 # --- CIFAR, as the python-pickle release lays it out -------------------------------------------

@@ -10,7 +10,16 @@ import pytest
 import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from PIL import Image
-from recipes_testutils import CONFIGS, DIGITS, PICTURES, Started, run_cli, truncated
+from recipes_testutils import (
+    CONFIGS,
+    DIGITS,
+    PICTURES,
+    Started,
+    cli_args,
+    main_error,
+    run_cli,
+    truncated,
+)
 
 import torchconv_ext
 from recipes._checks import find_recipe_error
@@ -334,6 +343,56 @@ def test_missing_data_is_one_short_error(tmp_path, capsys):
     err = _main_error(capsys, "fit", "--model.arch", "vgg12", "--trainer.fast_dev_run", "1")
     assert err.count("\n") == 1
     assert "unknown model 'vgg12': expected one of 'alexnet', 'alexnet32', 'vgg11'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--model.optimizer.init_args.lr", "-1"],
+            "--model.optimizer: Invalid learning rate: -1.0",
+        ),
+        (["--model.label_smoothing", "5"], "label_smoothing must be in [0, 1], got 5.0"),
+        (["--model.label_smoothing", "-1"], "label_smoothing must be in [0, 1], got -1.0"),
+        (["--model.pool_size", "0"], "pool_size must be a positive integer, got 0"),
+        (["--model.pool_size", "-1"], "pool_size must be a positive integer, got -1"),
+        (["--model.hidden", "-1"], "hidden must be 0 (no hidden layers) or positive, got -1"),
+        (
+            ["--model.hidden", "16", "--model.dropout", "2"],
+            "dropout must be a probability in [0, 1], got 2.0",
+        ),
+        (
+            ["--data.init_args.image_size", "0"],
+            "image_size must be a positive multiple of 8 (the digits are 8×8), got 0",
+        ),
+        (
+            ["--trainer.max_epochs", "-5"],
+            "--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -5.",
+        ),
+        (["--trainer.logger.init_args.save_dir", "{file}"], "is a file, not a folder"),
+        (["--trainer.logger.init_args.save_dir", "{file}/runs"], "is a file, not a folder"),
+    ],
+)
+def test_bad_values_are_one_short_error_before_training(args, message, tmp_path, capsys):
+    file = tmp_path / "a_file"
+    file.write_text("")
+    Started.started = False
+    argv = cli_args(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *TINY,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.callbacks+=recipes_testutils.Started",
+        tmp_path=tmp_path / "runs",
+    )
+    err = main_error(capsys, [*argv, *(a.format(file=file) for a in args)]).err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: ") and message in err
+    assert not Started.started
 
 
 def test_wrong_data_path_fails_before_training(tmp_path):

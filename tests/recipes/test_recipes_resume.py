@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
+import shlex
 import signal
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from recipes_testutils import DIGITS, run_cli
+from recipes_testutils import DIGITS, cli_args, main_error, run_cli
 
 from recipes.callbacks import TrainingCurves
 from recipes.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
@@ -205,3 +207,179 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
     )
     assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 6
     assert Path(resumed.trainer.log_dir) == folder.parent
+
+
+# --- resuming whichever way the checkpoint is named, and what a run must not write over -------
+
+ONE = (
+    "--model.width",
+    "0.0625",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+)
+
+
+@pytest.mark.parametrize("saved_as", ["relative", "absolute"])
+def test_resume_keeps_best_tracking_whether_the_path_is_absolute_or_relative(
+    saved_as, tmp_path, monkeypatch
+):
+    """A run logged under a relative folder resumed with the checkpoint's absolute path, and
+    the other way round, restore the best-checkpoint tracking: one best file stays."""
+    monkeypatch.chdir(tmp_path)
+    logs = Path("runs") if saved_as == "relative" else tmp_path / "runs"
+    run_cli("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "1", tmp_path=logs)
+    folder = Path("runs/vgg11_digits/version_0")
+    last = folder / "checkpoints" / "last.ckpt"
+    ckpt = last.absolute() if saved_as == "relative" else last  # the other form
+    resumed = run_cli(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *ONE,
+        "--trainer.max_epochs",
+        "3",
+        "--ckpt_path",
+        str(ckpt),
+        tmp_path=logs,
+    )
+    best = resumed.trainer.checkpoint_callback
+    assert best.monitor == "val_acc" and best.dirpath == str(
+        logs / folder.relative_to("runs") / "checkpoints"
+    )
+    assert len(list((folder / "checkpoints").glob("best-*.ckpt"))) == 1
+    val_acc = [float(r["val_acc"]) for r in _metrics(folder) if r["val_acc"]]
+    assert len(val_acc) == 3 and float(best.best_model_score) == max(val_acc)
+
+
+def test_a_new_run_does_not_write_over_a_run_folder_with_checkpoints(tmp_path, capsys):
+    version_0 = ("--trainer.logger.init_args.version", "0")
+    args = ("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "1")
+    run_cli(*args, *version_0, tmp_path=tmp_path)  # a new run may name an unused version
+    checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    err = main_error(capsys, [*cli_args(*args, tmp_path=tmp_path), *version_0]).err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"error: --trainer.logger.init_args.version 0: {checkpoints.parent} holds the checkpoints "
+        "of an earlier run"
+    )
+    assert f"resume it with --ckpt_path {checkpoints / 'last.ckpt'}" in err
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
+
+
+def _files(folder: Path) -> dict[Path, bytes | None]:
+    """Every path under ``folder`` and the contents of the files."""
+    return {p: p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def _zip_of(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "subcommand", "why"),
+    [
+        (_zip_of({"state_dict": {"w": torch.zeros(1000)}})[:2000], "fit", "one cut short"),
+        (b"", "test", "not a file torch.save wrote"),
+        (b"garbage, not a checkpoint\n", "validate", "not a file torch.save wrote"),
+        (_zip_of({"a": 1}), "predict", "holds no 'state_dict' or 'pytorch-lightning_version'"),
+        (_zip_of({"f": functools.partial(print)}), "fit", "beyond tensors and plain data"),
+    ],
+    ids=["truncated", "empty", "text", "not-lightning", "code"],
+)
+def test_unreadable_checkpoint_is_one_short_error(content, subcommand, why, tmp_path, capsys):
+    """A damaged or foreign file given to --ckpt_path stops the command with one line naming
+    it, before anything is written: its run folder stays as it was."""
+    folder = tmp_path / "vgg11_digits" / "version_0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "metrics.csv").write_text("epoch,step,val_acc\n0,1,0.5\n")
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(content)
+    before = _files(tmp_path)
+    err = main_error(
+        capsys,
+        cli_args(subcommand, "--config", str(DIGITS), "--ckpt_path", str(ckpt), tmp_path=tmp_path),
+    ).err
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: --ckpt_path '{ckpt}' is not a readable Lightning checkpoint: ")
+    assert why in err
+    assert _files(tmp_path) == before
+
+
+def test_weights_only_checkpoint_cannot_resume_training(tmp_path, capsys):
+    ckpt = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0"}, ckpt)
+    err = main_error(
+        capsys,
+        cli_args("fit", "--config", str(DIGITS), "--ckpt_path", str(ckpt), tmp_path=tmp_path),
+    ).err
+    assert err == (
+        f"error: --ckpt_path '{ckpt}' holds no epoch, global_step, optimizer_states: training "
+        "cannot resume from it (a weights-only checkpoint?); it can be evaluated with validate, "
+        "test or predict\n"
+    )
+
+
+def test_ckpt_path_last_resumes_the_newest_run(tmp_path, capsys):
+    args = ("fit", "--config", str(DIGITS), *ONE)
+    err = main_error(capsys, cli_args(*args, "--ckpt_path", "last", tmp_path=tmp_path)).err
+    assert err == (
+        f"error: --ckpt_path last: no run in {tmp_path / 'vgg11_digits'} has a "
+        "checkpoints/last.ckpt; give the checkpoint's path\n"
+    )
+    for _ in range(2):
+        run_cli(*args, "--trainer.max_epochs", "1", tmp_path=tmp_path)
+    newest = tmp_path / "vgg11_digits" / "version_1" / "checkpoints" / "last.ckpt"
+    resumed = run_cli(*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", tmp_path=tmp_path)
+    assert resumed.trainer.ckpt_path == str(newest)
+    assert Path(resumed.trainer.log_dir) == newest.parent.parent
+    assert resumed.trainer.current_epoch == 2
+    assert sorted(p.name for p in newest.parent.parent.parent.iterdir()) == [
+        "version_0",
+        "version_1",
+    ]
+    err = main_error(
+        capsys, cli_args("test", "--config", str(DIGITS), "--ckpt_path", "best", tmp_path=tmp_path)
+    ).err
+    assert err.startswith("error: --ckpt_path best: a new process has no best checkpoint")
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_the_resume_command(
+    tmp_path, monkeypatch, capsys
+):
+    """A checkpoint write that fails (a full disk, a folder made read-only) ends the run with
+    one line and the command that resumes from the last whole checkpoint."""
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 0 wrote best + last; the third write is one of epoch 1's
+            raise PermissionError(13, "Permission denied")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    argv = cli_args(
+        "fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "3", tmp_path=tmp_path
+    )
+    printed = main_error(capsys, argv)
+    monkeypatch.undo()
+    err = printed.err
+    checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
+    error = err.splitlines()[-1]  # (after the warnings training may print)
+    assert "Traceback" not in err and error.startswith(
+        f"error: cannot write checkpoint {checkpoints}/"
+    )
+    assert error.endswith("Permission denied; the earlier checkpoints, if any, are whole")
+    names = sorted(p.name for p in checkpoints.iterdir())
+    assert len(names) == 2 and names[-1] == "last.ckpt"  # epoch 0's, whole; no temporary file
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert "── fit interrupted at epoch 1" in printed.out
+    assert (
+        f"resume with      python -m recipes {shlex.join(argv)} --ckpt_path {checkpoints}/last.ckpt"
+        in printed.out
+    )
