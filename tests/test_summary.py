@@ -591,6 +591,7 @@ def test_prints_the_table(capsys):
         ({"input_size": (3,)}, ValueError, "input_size"),
         ({"input_size": (1, 3, 0)}, ValueError, "input_size"),
         ({"input_size": "abc"}, ValueError, "input_size"),
+        ({"input_size": torch.zeros(1, 3, 8, 8)}, TypeError, r"not a tensor; .*\(1, 3, 8, 8\)$"),
         ({"dtype": torch.int32}, TypeError, "dtype"),
         ({"depth": -1}, ValueError, "depth"),
         ({"threshold": 0}, ValueError, "threshold"),

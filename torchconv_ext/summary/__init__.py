@@ -199,6 +199,11 @@ def summary(
 
 
 def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(input_size, torch.Tensor):  # (its values would fill the message)
+        raise TypeError(
+            "summary: input_size must be the full input shape (N, C, *spatial), not a tensor; "
+            f"pass its shape: input_size={tuple(input_size.shape)}"
+        )
     ok = isinstance(input_size, Sequence | torch.Size) and len(input_size) >= 2
     ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
     if not ok:
