@@ -308,3 +308,13 @@ def test_nothing_is_fused_into_a_convolution_under_another_forward():
     )
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "convert", [torchconv_ext.convert_model, torchconv_ext.convert_model_with_report]
+)
+def test_anything_but_a_module_is_refused_by_name(convert):
+    with pytest.raises(
+        TypeError, match=r"^convert_model: model must be a torch.nn.Module, got dict$"
+    ):
+        convert({"conv": nn.Conv2d(1, 1, 1)})

@@ -458,6 +458,14 @@ BAD_KMEANS_CALLS = [
     ),
     (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, seed=1.5), TypeError, "seed"),
     (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), torch.ones(2, 1, 6, 6)), ValueError, "the same"),
+    (
+        lambda x: init.kmeans_(
+            nn.Conv2d(1, 2, 3), x.index_fill(0, torch.tensor([1]), float("nan"))
+        ),
+        ValueError,
+        "NaN or infinite",
+    ),
+    (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x.div(0)), ValueError, "NaN or infinite"),
 ]
 
 

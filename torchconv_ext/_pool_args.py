@@ -362,19 +362,19 @@ def _adaptive_output_size(
     return tuple(out)
 
 
-def check_levels(levels) -> tuple[int, ...]:
+def check_levels(name: str, levels) -> tuple[int, ...]:
     """Pyramid levels: a non-empty sequence of positive ints (level ``l`` pools to ``l`` bins
     per spatial dimension)."""
     if is_int(levels):
         levels = (levels,)
     if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
         raise ValueError(
-            f"levels must be a non-empty sequence of positive ints, but got {levels!r}"
+            f"{name}: levels must be a non-empty sequence of positive ints, but got {levels!r}"
         )
     if not all(is_int(v) for v in levels):
-        raise TypeError(f"levels must hold ints, but got {levels!r}")
+        raise TypeError(f"{name}: levels must hold ints, but got {levels!r}")
     if any(v <= 0 for v in levels):
-        raise ValueError(f"levels must be positive, but got {list(levels)}")
+        raise ValueError(f"{name}: levels must be positive, but got {list(levels)}")
     return tuple(int(v) for v in levels)
 
 

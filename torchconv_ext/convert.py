@@ -359,6 +359,10 @@ def convert_model_with_report(
     example_inputs: Tensor | tuple | None = None,
 ) -> tuple[nn.Module, ConversionReport]:
     """:func:`convert_model`, also returning the :class:`ConversionReport`."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"convert_model: model must be a torch.nn.Module, got {type(model).__name__}"
+        )
     example_args = _example_arguments(example_inputs, fuse)
     if not inplace:
         model = _deepcopy(model)

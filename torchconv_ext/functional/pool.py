@@ -480,7 +480,7 @@ def spatial_pyramid_pool(
     """
     name = "spatial_pyramid_pool"
     check_mode(name, mode)
-    levels = check_levels(levels)
+    levels = check_levels(name, levels)
     pyramid_input_check(name, input, mode, levels)
     _check_floating(name, input)
     x, _ = _as_adaptive(mode, input)

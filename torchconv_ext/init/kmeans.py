@@ -95,6 +95,8 @@ def kmeans_(
     if sample is None:
         raise ValueError(f"{name}: data yielded no batches")
     patches = sample.patches  # (M, C_in, taps)
+    if not torch.isfinite(patches).all():  # (else a linear-algebra error deep inside whitening)
+        raise ValueError(f"{name}: the sampled patches of data hold NaN or infinite values")
     if patches.shape[0] < k_per_group:
         raise ValueError(
             f"{name}: {patches.shape[0]} patches sampled, fewer than the {k_per_group} "

@@ -169,7 +169,7 @@ class SpatialPyramidPool(Traced, nn.Module):
     def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max") -> None:
         super().__init__()
         check_mode("SpatialPyramidPool", mode)
-        self.levels = check_levels(levels)
+        self.levels = check_levels("SpatialPyramidPool", levels)
         self.mode = mode
 
     def output_features(self, channels: int, spatial_dims: int = 2) -> int:
