@@ -136,6 +136,17 @@ def test_what_fuses_and_what_replaces_it():
     assert "fused into 13: 14 (BatchNorm2d)" in text
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_what_replaces_a_fused_module_keeps_its_train_or_eval_mode(training):
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 1), nn.ReLU()
+    ).train(training)
+    fused = convert_model(model, fuse=True)
+    identities = [isinstance(m, nn.Identity) for m in fused]
+    assert identities == [False, not training, not training, False, True]  # (eval folds the BN)
+    assert [m.training for m in fused.modules()] == [training] * 6
+
+
 def test_training_mode_batch_norm_is_never_folded():
     torch.manual_seed(0)
     model = _randomise_batch_norms(_vgg_like().double()).eval()

@@ -251,10 +251,13 @@ class _Scope:
         return not self.prefix or name == self.prefix or name.startswith(self.prefix + ".")
 
     def replace(self, name: str) -> None:
-        """Replace the module ``name`` by ``nn.Identity`` under every name it has."""
-        for full in self.names[id(self.root.get_submodule(name))]:
+        """Replace the module ``name`` by ``nn.Identity`` (in its train/eval mode) under every
+        name it has."""
+        module = self.root.get_submodule(name)
+        identity = nn.Identity().train(module.training)
+        for full in self.names[id(module)]:
             parent, _, leaf = full.rpartition(".")
-            self.model.get_submodule(parent)._modules[leaf] = nn.Identity()
+            self.model.get_submodule(parent)._modules[leaf] = identity
 
 
 def _chains(
