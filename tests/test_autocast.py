@@ -66,3 +66,22 @@ def test_float64_operands_mixed_with_autocast_raise_like_torch():
             theirs(x)
         with pytest.raises(type(want.value), match="type"):
             ours(x)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_padding_modes_input_gradient_is_torchs_bit_for_bit_on_the_fallback(mode, dtype):
+    """torch's layer pads in float32 under autocast (reflection and replication padding are on
+    its float32 list), so their gradient folds in float32 and rounds once; ours alike."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4, 4, 3, padding=2, dilation=2, padding_mode=mode).to(dtype)
+    ours = torchconv_ext.convert_model(layer)
+    x = torch.randn(2, 4, 7, 6, dtype=dtype)
+    grads = []
+    for module in (layer, ours):
+        xx = x.clone().requires_grad_()
+        with torchconv_ext.use_backend("torch"), torch.autocast("cpu", dtype=dtype):
+            y = module(xx)
+        (grad,) = torch.autograd.grad(y, xx, torch.ones_like(y).mul_(1.5) + y.detach())
+        grads.append(grad)
+    assert torch.equal(grads[0], grads[1])

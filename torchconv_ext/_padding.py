@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 _F_PAD_MODES = {
     "zeros": "constant",
     "reflect": "reflect",
@@ -43,7 +45,13 @@ def fold_padding_grad(
 
     A negative ``end`` (zeros only) is a crop — a transposed convolution's output extended past
     its full size is the "input" its gradient folds onto —, whose adjoint extends the gradient
-    with zeros."""
+    with zeros.
+
+    Reflected and replicated gradients of half-precision tensors fold in float32 and round once,
+    as torch's ``nn.Conv*d`` folds them under autocast (whose float32 list holds torch's
+    reflection and replication padding); circular padding is built of slices, folded in the
+    tensor's dtype by torch too."""
+    wide = padding_mode in ("reflect", "replicate") and grad_padded.dtype in _HALF_DTYPES
     grad = grad_padded
     for i, (b, e) in enumerate(zip(before, end)):
         if b == 0 and e == 0:
@@ -58,16 +66,16 @@ def fold_padding_grad(
         if padding_mode == "zeros":
             grad = center
             continue
-        center = center.clone()
+        center = center.to(torch.float32 if wide else center.dtype, copy=True)
         left, right = grad.narrow(dim, 0, b), grad.narrow(dim, b + size, e)
         if padding_mode == "reflect":  # padded j ← source b - j (left), size - 2 - j (right)
             center.narrow(dim, 1, b).add_(left.flip(dim))
             center.narrow(dim, size - 1 - e, e).add_(right.flip(dim))
         elif padding_mode == "replicate":  # every padded element copies the edge
-            center.narrow(dim, 0, 1).add_(left.sum(dim, keepdim=True))
-            center.narrow(dim, size - 1, 1).add_(right.sum(dim, keepdim=True))
+            center.narrow(dim, 0, 1).add_(left.sum(dim, keepdim=True, dtype=center.dtype))
+            center.narrow(dim, size - 1, 1).add_(right.sum(dim, keepdim=True, dtype=center.dtype))
         else:  # circular: left padding wraps from the end, right padding from the start
             center.narrow(dim, size - b, b).add_(left)
             center.narrow(dim, 0, e).add_(right)
         grad = center
-    return grad
+    return grad.to(grad_padded.dtype)
