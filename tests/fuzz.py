@@ -37,7 +37,8 @@ oneDNN path takes the call, by dtype, sizes and thread count — and are contigu
 where CUDA's are channels-last when an operand is), nor 2-d ones' where CPU torch's float64
 path, group by group, reads another layout from each group's slice than from the operands
 (:func:`_layouts_comparable`), and nearest interpolation never meets CPU torch's "output =
-2·input" shortcut (which ignores a given scale factor; CUDA uses it). Nor are max poolings
+2·input" shortcut (its backward then takes output index // 2 whatever the scale factor its
+forward used, so its gradient is not its forward's adjoint; CUDA's is). Nor are max poolings
 drawn whose dilated windows can step over the whole input: CPU torch's backward then writes out
 of bounds (CUDA's and ours give -inf and a gradient of zero).
 
@@ -730,8 +731,8 @@ def interpolate_case(rng: random.Random) -> Case:
         rounding = "round" if rng.random() < 0.3 else "floor"
         outs = [round(s * f) if rounding == "round" else int(s * f) for s, f in zip(size, factors)]
         if mode == "nearest" and recompute is not True:
-            # CPU torch's nearest takes output index // 2 when the output is twice the input,
-            # whatever the scale factor: CUDA's (and ours) use the factor
+            # CPU torch's nearest backward takes output index // 2 when the output is twice the
+            # input, whatever the scale factor its forward used: CUDA's (and ours) use the factor
             shortcut = any(o == 2 * s and f != 2.0 for o, s, f in zip(outs, size, factors))
             recompute = True if shortcut else recompute
         kwargs.update(scale_factor=factors if nd > 1 else factors[0])

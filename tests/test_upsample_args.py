@@ -87,6 +87,8 @@ def test_bad_input_messages_name_the_problem():
         TF.interpolate(torch.arange(16).view(1, 1, 4, 4), scale_factor=2)
     with pytest.raises(TypeError, match="expected size to be one of int"):
         TF.interpolate(X2, size=2.5)
+    with pytest.raises(TypeError, match="expected size to be one of int"):
+        TF.interpolate(X2, size=torch.tensor([3, 3]))  # (one size per dim: a tuple)
     with pytest.raises(TypeError, match="expected scale_factor to be a float"):
         TF.interpolate(X2, scale_factor=torch.tensor(2.0))
     with pytest.raises(ValueError, match="output_size_rounding must be 'floor' or 'round'"):

@@ -81,10 +81,8 @@ def op_name(spatial_dims: int, exact: bool) -> str:
 
 
 def _is_integer(x: object) -> bool:
-    """``torch.nn.functional``'s rule: Python / NumPy integers and integer tensors (bool ones
-    too: ATen's op refuses those, :func:`upsample_geometry` as it does)."""
-    if isinstance(x, torch.Tensor):
-        return not x.is_floating_point()
+    """``torch.nn.functional``'s rule: Python / NumPy integers and integer tensors of one
+    element (bool ones too: ATen's op refuses those, :func:`upsample_geometry` as it does)."""
     return is_int(x)
 
 
