@@ -49,27 +49,66 @@ def test_padding_pairs_are_a_zero_pad_before_the_layer(backend):
     torch.testing.assert_close(grads, expected_grads)
 
 
+# (constructor arguments, a change made to the layer after, unbatched input): torch's layer
+# pads by the list its __init__ recorded, for padding strings too.
+RECORDED_PADDING_CASES = [
+    (dict(kernel_size=3, padding=1), lambda m: setattr(m, "padding", (2, 2)), False),
+    (dict(kernel_size=3, padding=1), lambda m: setattr(m, "padding", "valid"), False),
+    (dict(kernel_size=2, padding="same"), lambda m: setattr(m, "dilation", (2, 2)), False),
+    # (left, right, top, bottom)
+    (dict(kernel_size=3, padding=1), lambda m: setattr(m, "_reversed_padding_repeated_twice", [0, 2, 1, 0]), False),
+    (dict(kernel_size=2, padding="same"), lambda m: setattr(m, "_reversed_padding_repeated_twice", [0, 2, 0, 2]), False),
+    # F.pad pads the last dims of an unbatched input by a shorter list
+    (dict(kernel_size=3, padding=(1,)), lambda m: None, True),
+    (dict(kernel_size=2, padding="same", dilation=(2,)), lambda m: None, True),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpret)])
 @pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
-def test_a_padding_mode_pads_as_torchs_layer_records_it(backend, mode):
+@pytest.mark.parametrize(("arguments", "change", "unbatched"), RECORDED_PADDING_CASES)
+def test_a_padding_mode_pads_as_torchs_layer_records_it(
+    backend, mode, arguments, change, unbatched
+):
     """In a padding mode other than zeros torch's layer pads by what ``__init__`` recorded
-    (``_reversed_padding_repeated_twice``): a later change of ``padding`` is not seen, and a
-    list set by hand (an asymmetric padding) is; converted, ours pads the same."""
+    (``_reversed_padding_repeated_twice``, with ``F.pad``): a later change of ``padding`` or
+    ``dilation`` is not seen, and a list set by hand (an asymmetric padding) is; converted,
+    ours pads the same."""
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
-    for change in ("padding", "list"):
-        ref = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode).double()
-        ours = torchconv_ext.convert_model(ref)
-        for layer in (ref, ours):
-            if change == "padding":
-                layer.padding = (2, 2)
-            else:  # (left, right, top, bottom)
-                layer._reversed_padding_repeated_twice = [0, 2, 1, 0]
-        with torchconv_ext.use_backend(backend):
-            out, grads = _grads(ours, x)
-        expected, expected_grads = _grads(ref, x)
-        torch.testing.assert_close(out, expected)
-        torch.testing.assert_close(grads, expected_grads)
+    x = torch.randn(3, 7, 6, dtype=torch.float64) if unbatched else torch.randn(2, 3, 7, 6).double()
+    ref = nn.Conv2d(3, 4, padding_mode=mode, **arguments).double()
+    ours = torchconv_ext.convert_model(ref)
+    change(ref)
+    change(ours)
+    with torchconv_ext.use_backend(backend):
+        out, grads = _grads(ours, x)
+    expected, expected_grads = _grads(ref, x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grads, expected_grads)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: nn.Conv2d(2, 2, 3, padding=(1,), padding_mode="reflect"), "Padding size 2"),
+        (lambda: nn.Conv3d(2, 2, 3, padding=(1, 2), padding_mode="circular"), "Padding size 4"),
+        (lambda: nn.Conv1d(2, 2, 3, padding=(), padding_mode="replicate"), "Padding size 0"),
+        (lambda: _set(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode", "bogus"),
+         "Unrecognised padding mode bogus"),
+    ],
+)  # fmt: skip
+def test_a_recorded_padding_f_pad_refuses_is_refused_as_torch_refuses_it(make, match):
+    ref = make()
+    ours = torchconv_ext.convert_model(ref)
+    x = torch.randn(1, 2, *[6] * (ref.weight.dim() - 2))
+    for layer in (ref, ours):
+        with pytest.raises(NotImplementedError, match=match):
+            layer(x)
+
+
+def _set(module, name, value):
+    setattr(module, name, value)
+    return module
 
 
 def _grads(model, x):

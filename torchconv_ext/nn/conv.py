@@ -22,6 +22,8 @@ from .._args import expand, has_pairs
 from ._activated import Activated, with_activation_arguments
 from ._base import DropIn, extend_constructor
 
+_PADDING_MODES = ("reflect", "replicate", "circular")
+
 
 def _same_with_stride(cls: type, arguments: dict) -> dict:
     """torch refuses ``padding='same'`` with stride > 1; ours follows TensorFlow's rule."""
@@ -52,21 +54,35 @@ class _ConvMixin(Activated, DropIn):
             weight,
             bias,
             self.stride,
-            self._applied_padding(),
+            self._applied_padding(input, weight, bias),
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
         )
 
-    def _applied_padding(self):
-        """The padding torch's layer applies. In a padding mode other than zeros that is
-        ``_reversed_padding_repeated_twice``, set in ``__init__``: a later change of ``padding``
-        is not seen there, and code that sets the list itself (for an asymmetric padding) is."""
+    def _applied_padding(self, input: Tensor, weight: Tensor, bias: Tensor | None):
+        """The padding torch's layer applies. In a padding mode other than zeros it pads with
+        ``F.pad`` by ``_reversed_padding_repeated_twice``, set in ``__init__`` (for ``'same'``
+        and ``'valid'`` too): a later change of ``padding`` or ``dilation`` is not seen there,
+        and code that sets the list itself (for an asymmetric padding) is."""
         padding = self.padding
-        if self.padding_mode == "zeros" or isinstance(padding, str) or has_pairs(padding):
-            return padding  # (our pairs, and TensorFlow's 'same', are read where they are)
+        if self.padding_mode == "zeros" or has_pairs(padding):
+            return padding  # (our pairs are read where they are)
+        if isinstance(padding, str) and any(s != 1 for s in self.stride):
+            return padding  # TensorFlow's 'same' with a stride: beyond torch, read as it is
         r = self._reversed_padding_repeated_twice
+        if len(r) != 2 * self._ndim or self.padding_mode not in _PADDING_MODES:
+            # A list F.pad may refuse (or read for fewer dims): torch's layer decides, on meta
+            # tensors, and what it takes without padding the channels, ours computes.
+            meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
+            self.replaces._conv_forward(self, *meta)
+            if len(r) % 2 or len(r) > 2 * self._ndim:
+                raise NotImplementedError(
+                    f"{type(self).__name__}: _reversed_padding_repeated_twice={list(r)} pads "
+                    "more than the spatial dims"
+                )
         pairs = [(r[2 * i], r[2 * i + 1]) for i in reversed(range(len(r) // 2))]
+        pairs = [(0, 0)] * (self._ndim - len(pairs)) + pairs  # (F.pad pads the last dims)
         return tuple(before if before == after else (before, after) for before, after in pairs)
 
     def _activated_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -75,7 +91,7 @@ class _ConvMixin(Activated, DropIn):
             weight,
             bias,
             self.stride,
-            self._applied_padding(),
+            self._applied_padding(input, weight, bias),
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
