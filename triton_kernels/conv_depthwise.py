@@ -242,8 +242,8 @@ def _conv_depthwise_bwd_weight_kernel(
 ):  # fmt: skip
     # Program (channel block, tap, split): reduces grad_out · x over the split's CHUNK of the
     # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics).
-    pid_c = tl.program_id(0)
-    tap = tl.program_id(1)
+    tap = tl.program_id(0)  # (axis 0: a long kernel's taps may pass 65535)
+    pid_c = tl.program_id(1)
     split = wide(tl.program_id(2), USE_INT64)
     c1 = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # channel offsets stay small (< C·mult)
     kw = tap % KW
@@ -667,7 +667,7 @@ def depthwise_conv_backward_weight(
         return
     split, chunk = backward_weight_split(m, co, kd * kh * kw)
     ws, ws_strides = _grad_weight_workspace(gw5, split)
-    launch(_conv_depthwise_bwd_weight_kernel, (cdiv(co, _BW_BLOCK_C), kd * kh * kw, split), (
+    launch(_conv_depthwise_bwd_weight_kernel, (kd * kh * kw, cdiv(co, _BW_BLOCK_C), split), (
         x5, go5, ws,
         m, co, co // c, chunk,
         *x5.shape[2:], *go5.shape[2:], kh, kw,

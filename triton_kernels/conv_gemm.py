@@ -567,7 +567,7 @@ def _conv_bwd_input_kernel(
     J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
     rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     # (With FLAT_Y the one phase has M_MAX rows: an argument, so Triton knows its divisibility.)
-    row_ok = rows < (M_MAX if FLAT_Y else N * J_D * J_H * J_W)
+    row_ok = rows < (M_MAX if FLAT_Y else wide(N, USE_INT64) * J_D * J_H * J_W)
     # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
     n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
     ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)

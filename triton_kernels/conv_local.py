@@ -206,14 +206,15 @@ def _local_conv_bwd_input_kernel(
     """
     per_d, per_h, per_w = STRIDE_D * TD, STRIDE_H * TH, STRIDE_W * TW
     # Phase 0 is the largest along every dim: it sets the row tiles of every phase.
-    row_tiles = tl.cdiv(N * tl.cdiv(D, per_d) * tl.cdiv(H, per_h) * tl.cdiv(W, per_w), BLOCK_M)
+    positions = wide(N, USE_INT64) * tl.cdiv(D, per_d) * tl.cdiv(H, per_h) * tl.cdiv(W, per_w)
+    row_tiles = tl.cdiv(positions, BLOCK_M)
     phase, group, tile_m, tile_n = _program(row_tiles, tl.cdiv(C_IN, BLOCK_N), GROUPS, GROUP_M)
     _, ph_d, ph_h, ph_w = unflatten(phase, PHD, PHH, PHW)
     J_D = (D - ph_d + per_d - 1) // per_d
     J_H = (H - ph_h + per_h - 1) // per_h
     J_W = (W - ph_w + per_w - 1) // per_w
     rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < N * J_D * J_H * J_W
+    row_ok = rows < wide(N, USE_INT64) * J_D * J_H * J_W
     n, jd, jh, jw = unflatten(rows, J_D, J_H, J_W)
     ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN

@@ -38,9 +38,12 @@ _TILE, _MAX_INNER = (4096, 64) if INTERPRET else (2048, 128)
 def _tile_coords(C, B, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
                  CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
     """``(a, c, b)`` of this program's tile over an ``(A, C, B)`` tensor, each broadcasting to
-    ``[BLOCK_R, BLOCK_I]``."""
-    r = wide(tl.program_id(0), USE_INT64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
-    i = wide(tl.program_id(1), USE_INT64) * BLOCK_I + tl.arange(0, BLOCK_I)[None, :]
+    ``[BLOCK_R, BLOCK_I]``. The grid is flat, row tiles × inner tiles (no 65535-program limit
+    of a second axis: ``B`` alone can pass 65535 tiles)."""
+    inner_tiles = tl.cdiv(C if CHANNELS_INNER else B, BLOCK_I)
+    pid = tl.program_id(0)
+    r = wide(pid // inner_tiles, USE_INT64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
+    i = wide(pid % inner_tiles, USE_INT64) * BLOCK_I + tl.arange(0, BLOCK_I)[None, :]
     if CHANNELS_INNER:
         a, b, c = r // B, r % B, i
     else:
@@ -140,7 +143,7 @@ def _launch(kernel, written: torch.Tensor, *tensors: torch.Tensor, pieces: int, 
     block_i = min(next_power_of_2(inner), _MAX_INNER)
     block_r = max(_TILE // block_i, 1)
     rows = a * (b if channels_inner else c)
-    grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+    grid = (cdiv(rows, block_r) * cdiv(inner, block_i),)
     kernel[grid](
         *tensors, a, c, b, pieces,
         *(s for t in tensors for s in t.stride()),

@@ -183,7 +183,7 @@ def _pool_fwd_kernel(
         idx_base = before * sidx_w
         sy_c_, sy_d_, sy_h_, sy_w_ = bins * sy_w, o_h * o_w * sy_w, o_w * sy_w, sy_w
         sidx_c_, sidx_d_, sidx_h_, sidx_w_ = bins * sidx_w, o_h * o_w * sidx_w, o_w * sidx_w, sidx_w
-        if wide(tl.program_id(0), USE_INT64) * BLOCK_P >= N * bins:
+        if wide(tl.program_id(0), USE_INT64) * BLOCK_P >= wide(N, USE_INT64) * bins:
             return  # the grid is sized for the largest level
     else:
         o_d, o_h, o_w = OD, OH, OW
@@ -200,7 +200,7 @@ def _pool_fwd_kernel(
         CHANNELS_INNER,
         USE_INT64,
     )
-    ok_pc = (p < N * o_d * o_h * o_w) & (c < C)
+    ok_pc = (p < wide(N, USE_INT64) * o_d * o_h * o_w) & (c < C)  # (int32 would wrap)
     n, od, oh, ow = unflatten(p, o_d, o_h, o_w)
     start_d, taps_d, cnt_d = _window(
         od, D, o_d, KD, STRIDE_D, PAD_D, PAD_END_D, WINDOW, INCLUDE_PAD
@@ -384,7 +384,7 @@ def _pool_bwd_input_kernel(
         CHANNELS_INNER,
         USE_INT64,
     )
-    ok_pc = (p < N * D * H * W) & (c < C)
+    ok_pc = (p < wide(N, USE_INT64) * D * H * W) & (c < C)
     n, i_d, i_h, i_w = unflatten(p, D, H, W)
     here = ((i_d * H + i_h) * W + i_w).to(tl.int64)
     acc = full_tile(0.0, ACC_DTYPE, BLOCK_P, BLOCK_C, CHANNELS_INNER)

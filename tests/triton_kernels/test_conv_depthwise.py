@@ -494,3 +494,16 @@ def test_bad_shapes_raise(triton_device):
         dw.depthwise_conv_forward(
             x, w[:3], None, out[:, :3], stride=(1, 1), padding=(0,), dilation=(1,), pad_mode="zeros"
         )
+
+
+def test_a_kernel_of_more_than_65535_taps_fits_the_weight_gradients_grid(monkeypatch):
+    """Taps go on the first grid axis (2**31 - 1 programs), channel tiles and splits on the
+    others (65535): the grid checked, nothing launched."""
+    grids = []
+    monkeypatch.setattr(dw, "launch", lambda kernel, grid, *args: grids.append(grid))
+    taps = 70_000
+    x, grad_out = torch.zeros(1, 2, taps), torch.zeros(1, 2, 1)
+    grad_w = torch.zeros(2, 1, taps)
+    geometry = dict(stride=(1,), padding=(0,), dilation=(1,), pad_mode="zeros")
+    dw.depthwise_conv_backward_weight(x, grad_out, grad_w, **geometry)
+    assert len(grids) == 1 and grids[0][0] == taps and max(grids[0][1:]) <= 65535, grids

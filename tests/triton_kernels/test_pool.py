@@ -298,3 +298,32 @@ def test_row_segments_with_unaligned_rows(monkeypatch):
     assert names == ["_pool_rows_fwd_kernel"]
     ref_y, ref_idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
     assert _equal(y, ref_y) and torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_a_batch_of_2_31_output_positions_is_bounded_in_64_bits(mode, monkeypatch):
+    """The windowed kernel bounds its positions by N · output positions: past 2**31 that
+    product must be computed in 64 bits (in 32 it wraps negative and masks every position
+    off). Its first program is launched with a batch size that large, over a real first image
+    (nothing past it is read or written)."""
+    import triton_kernels.pool as kernels
+
+    real_launch = kernels.launch
+
+    def first_program_of_a_huge_batch(kernel, grid, args, kwargs):
+        assert kernel is kernels._pool_fwd_kernel
+        positions = 8 * 8  # (the output's per image)
+        assert kwargs["BLOCK_P"] <= positions  # (so the first program stays in the first image)
+        args = (*args[:4], 2**31 // positions + 1, *args[5:])
+        real_launch(kernel, (1, *grid[1:]), args, {**kwargs, "USE_INT64": True})
+
+    monkeypatch.setattr(kernels, "launch", first_program_of_a_huge_batch)
+    x = torch.randn(1, 4, 16, 16, dtype=torch.float64).to(memory_format=torch.channels_last)
+    out = torch.full((1, 4, 8, 8), float("nan"), dtype=x.dtype).to(
+        memory_format=torch.channels_last
+    )
+    indices = torch.full(out.shape, -1, dtype=torch.int64).to(memory_format=torch.channels_last)
+    geometry = dict(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0), padding_end=(0, 0))
+    kernels.pool_forward(x, out, indices, mode=mode, dilation=(1, 1), **geometry)
+    expected = getattr(torch.nn.functional, f"{mode}_pool2d")(x, 2)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
