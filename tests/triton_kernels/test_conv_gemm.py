@@ -359,3 +359,36 @@ def test_dense_positions_are_one_stride_apart():
     assert not conv_gemm.dense_positions(cl[..., ::2])
     assert not conv_gemm.dense_positions(cl[:, :, :, 1:])
     assert not conv_gemm.dense_positions(cl.transpose(3, 4))
+
+
+def test_a_strided_input_gradient_of_2_31_positions_bounds_its_rows_in_64_bits(monkeypatch):
+    """A strided input gradient bounds each phase's rows by N · the phase's positions: past
+    2**31 that product must be computed in 64 bits (in 32 it wraps negative and masks every
+    row off). Its first program — the first row tile of phase (0, 0) — is launched with a batch
+    size that large, over a real first image (nothing past it is read or written)."""
+    from triton_kernels import _tuning
+
+    real_launch = _tuning.launch
+    positions = 8 * 8  # (phase (0, 0)'s per image, at stride 2)
+    tile = {}
+
+    def first_program_of_a_huge_batch(kernel, grid, args, kwargs):
+        tile.update(rows=kwargs["BLOCK_M"], columns=kwargs["BLOCK_N"])
+        assert tile["rows"] <= positions and kwargs["FLAT_Y"] == 0
+        args = (*args[:4], 2**31 // positions + 1, *args[5:])
+        real_launch(kernel, (1,), args, {**kwargs, "USE_INT64": True})
+
+    monkeypatch.setattr(_tuning, "launch", first_program_of_a_huge_batch)
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 16, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, 16, 3, 3, dtype=torch.float64)
+    grad_out = torch.randn(1, 16, 8, 8, dtype=torch.float64)
+    grad_in = torch.full_like(x, float("nan"))
+    geometry = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1)
+    gemm_conv_backward_input(grad_out, w, grad_in, allow_tf32=False, **geometry)
+    (expected,) = torch.autograd.grad(F.conv2d(x, w, **geometry), x, grad_out)
+    rows, columns = tile["rows"], tile["columns"]  # (the first program's tile)
+    torch.testing.assert_close(
+        grad_in[:, :columns, ::2, ::2].flatten(2)[..., :rows],
+        expected[:, :columns, ::2, ::2].flatten(2)[..., :rows],
+    )

@@ -80,3 +80,30 @@ def test_every_tile_of_every_group_and_tile_is_computed(triton_device):
     gw = torch.full_like(w, float("nan"))
     kernels.local_conv_backward_weight(x, gy, gw, pad_mode="zeros", **args)
     torch.testing.assert_close(gw, ref_gw, atol=1e-12, rtol=1e-10)
+
+
+def test_an_input_gradient_of_2_31_positions_bounds_its_rows_in_64_bits(monkeypatch):
+    """The input gradient bounds its rows by N · positions: past 2**31 that product must be
+    computed in 64 bits (in 32 it wraps negative and masks every row off). Its first program is
+    launched with a batch size that large, over a real first image (nothing past it is read or
+    written)."""
+    from triton_kernels import _tuning
+
+    real_launch = _tuning.launch
+    positions = 64
+    tile = {}
+
+    def first_program_of_a_huge_batch(kernel, grid, args, kwargs):
+        tile.update(rows=kwargs["BLOCK_M"], columns=kwargs["BLOCK_N"])
+        assert tile["rows"] <= positions and tile["columns"] >= 2  # (image 0, every channel)
+        args = (*args[:3], 2**31 // positions + 1, *args[4:])
+        real_launch(kernel, (1,), args, {**kwargs, "USE_INT64": True})
+
+    monkeypatch.setattr(_tuning, "launch", first_program_of_a_huge_batch)
+    x, w, _ = local_inputs(1, 1, 2, 3, (positions,), (3,), (1,), 1, bias=False)
+    geometry = dict(stride=(1,), padding=(1,), dilation=(1,), groups=1)
+    gy = torch.randn(1, 3, positions, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(reference_local(x, w, None, 1, 1, 1, 1), x, gy)
+    gx = torch.full_like(x, float("nan")).detach()
+    kernels.local_conv_backward_input(gy, w.detach(), gx, allow_tf32=False, **geometry)
+    torch.testing.assert_close(gx[..., : tile["rows"]], expected[..., : tile["rows"]])
