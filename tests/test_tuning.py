@@ -756,3 +756,69 @@ def test_interpreter_patches_the_language_once_per_launch():
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     torch.testing.assert_close(out, torch.nn.functional.conv2d(padded, w))
     assert tl.load is load
+
+
+def test_a_failed_compile_leaves_no_async_compile_mode_behind(monkeypatch):
+    """Triton 3.6's ``AsyncCompileMode`` stays set when its exit raised (a compile's error), its
+    pool shut down, so every later compile of the thread would fail; the tuner ends the mode
+    itself."""
+    import triton
+
+    class Triton36Mode:  # what that version's mode does when its exit raises
+        def __init__(self, executor, **options):
+            pass
+
+        def __enter__(self):
+            _tuning._async_compile_mode().set(self)
+            return self
+
+        def __exit__(self, *exc):
+            raise RuntimeError("ptxas failed")  # (finalizing a compile; the mode stays set)
+
+    monkeypatch.setattr(triton, "AsyncCompileMode", Triton36Mode)
+    monkeypatch.setenv(_tuning.COMPILE_THREADS_ENV, "2")
+    monkeypatch.setattr(Tuner, "_warmup", lambda self, *args: None)
+    tuner = Tuner("probe", None, [Config.of(1, 1, BLOCK=16), Config.of(2, 1, BLOCK=32)])
+    with pytest.raises(RuntimeError, match="ptxas failed"):
+        tuner._compile_all(tuner.configs, lambda c: (1,), (), {})
+    assert not _tuning._compiling_async()
+
+
+class _Compiled:
+    """A compiled kernel's face as the tuner reads it."""
+
+    n_regs, n_spills = 64, 0
+    metadata = type("Metadata", (), {"shared": 1024})()
+
+    def _init_handles(self):
+        pass
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_config_that_cannot_compile_for_the_device_is_skipped(threads, monkeypatch):
+    """As Triton's own autotuner does (and the GPU check's sweep reports it): ptxas errors and
+    failed compile-time assertions drop the config; other compile errors propagate."""
+    from triton.compiler.errors import CompilationError, CompileTimeAssertionFailure
+    from triton.runtime.errors import PTXASError
+
+    failures = {32: PTXASError("ptxas: too many resources"), 64: None}
+
+    def warmup(self, config, *args):
+        error = failures.get(config.kwargs["BLOCK"])
+        if error is not None:
+            raise error
+        return _Compiled()
+
+    monkeypatch.setenv(_tuning.COMPILE_THREADS_ENV, threads)
+    monkeypatch.setattr(Tuner, "_warmup", warmup)
+    configs = [Config.of(1, 1, BLOCK=b) for b in (16, 32, 64)]
+    tuner = Tuner("probe", None, configs)
+    resources = tuner._compile_all(configs, lambda c: (1,), (), {})
+    assert [resources[c] is None for c in configs] == [False, True, False]
+    assert not _tuning._compiling_async()
+    failures[64] = CompileTimeAssertionFailure(None, None, "BLOCK too small")
+    assert tuner._compile_all(configs, lambda c: (1,), (), {})[configs[2]] is None
+    failures[16] = CompilationError(None, None, "a bug of ours")
+    with pytest.raises(CompilationError):
+        tuner._compile_all(configs, lambda c: (1,), (), {})
+    assert not _tuning._compiling_async()

@@ -35,6 +35,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,21 +324,37 @@ class Tuner:
     def _compile_all(
         self, configs: Sequence[Config], grid, args, constexprs
     ) -> dict[Config, Resources | None]:
-        """Compile every config (no launch) and read what each uses (``None``: it cannot load).
+        """Compile every config (no launch) and read what each uses (``None``: it cannot run
+        here — as Triton's own autotuner, a config that cannot load or compile for the device
+        is skipped; any other error propagates, as a launch's would).
 
         Several configs compile at once in threads: Triton binds the arguments on this thread
         and hands each compile to the pool; the binaries are loaded here, which is where a lack
-        of resources shows. Compile errors propagate, as a launch's would.
+        of resources shows.
         """
         workers = min(len(configs), compile_threads())
         if workers < 2 or _compiling_async():  # AsyncCompileModes do not nest
-            return {c: _resources(self._warmup(c, grid, args, constexprs)) for c in configs}
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="torchconv_ext-compile") as pool,
-            triton.AsyncCompileMode(pool),
-        ):
-            started = {c: self._warmup(c, grid, args, constexprs) for c in configs}
-        return {c: _resources(kernel) for c, kernel in started.items()}
+            return {c: _resources(self._started(c, grid, args, constexprs)) for c in configs}
+        try:
+            with (
+                ThreadPoolExecutor(workers, thread_name_prefix="torchconv_ext-compile") as pool,
+                triton.AsyncCompileMode(pool, ignore_errors=True),  # (each result read below)
+            ):
+                started = {c: self._started(c, grid, args, constexprs) for c in configs}
+                return {c: _resources(kernel) for c, kernel in started.items()}
+        finally:
+            # Triton 3.6 leaves the mode set, its pool shut down, when a compile raised: every
+            # later compile of this thread would go to that pool and fail.
+            _async_compile_mode().set(None)
+
+    def _started(self, config, grid, args, constexprs) -> Any:
+        """:meth:`_warmup`, or ``None`` where the config cannot compile for the device."""
+        try:
+            return self._warmup(config, grid, args, constexprs)
+        except Exception as error:
+            if _cannot_run(error):
+                return None
+            raise
 
     def _warmup(self, config, grid, args, constexprs) -> Any:
         """Triton's compile of one config: the kernel, or a future of it in an async mode."""
@@ -413,23 +430,41 @@ class Tuner:
                 os.remove(tmp)
 
 
+#: What a config raises where it cannot run on the device, which Triton's own autotuner skips:
+#: more shared memory or threads than the device has, a failed compile-time assertion, ptxas.
+CANNOT_RUN = frozenset({"OutOfResources", "CompileTimeAssertionFailure", "PTXASError"})
+
+
+def _cannot_run(error: BaseException) -> bool:
+    return any(cls.__name__ in CANNOT_RUN for cls in type(error).__mro__)
+
+
 def _resources(compiled: Any) -> Resources | None:
     """What a compiled kernel (or the future of one) uses, once loaded; ``None`` if it cannot
-    load (more shared memory or threads than the device has)."""
-    if isinstance(compiled, triton.FutureKernel):
-        compiled = compiled.result()
-    try:
-        compiled._init_handles()
-    except OutOfResources:
+    run here (:data:`CANNOT_RUN`: it did not compile, or cannot load)."""
+    if compiled is None:
         return None
+    try:
+        if isinstance(compiled, triton.FutureKernel):
+            compiled = compiled.result()
+        compiled._init_handles()
+    except Exception as error:
+        if _cannot_run(error):
+            return None
+        raise
     return Resources(compiled.n_regs, compiled.n_spills, compiled.metadata.shared)
+
+
+def _async_compile_mode() -> ContextVar:
+    """Triton's record of the ``triton.AsyncCompileMode`` this context compiles in."""
+    from triton.runtime import _async_compile
+
+    return _async_compile.active_mode
 
 
 def _compiling_async() -> bool:
     """Whether the caller already compiles in a ``triton.AsyncCompileMode``."""
-    from triton.runtime import _async_compile
-
-    return _async_compile.active_mode.get() is not None
+    return _async_compile_mode().get() is not None
 
 
 def compile_threads() -> int:
