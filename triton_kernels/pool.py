@@ -51,7 +51,6 @@ half the width interleaved with zeros — summed in the generic kernel's order (
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -134,10 +133,31 @@ def _global_tiles(c_inner: bool, channels: int, window: int) -> tuple[int, int, 
     return br, max(1, 2048 // br), 4
 
 
-@functools.lru_cache(maxsize=64)
+#: Pyramid levels uploaded, per (levels, device).
+_uploaded_levels: dict[tuple, torch.Tensor] = {}
+
+
 def _levels_tensor(levels: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Pyramid levels on the device, uploaded once per (levels, device)."""
-    return torch.tensor(levels, dtype=torch.int32, device=device)
+    """Pyramid levels on the device, uploaded once per (levels, device); inside a CUDA graph's
+    capture, where a copy from the host cannot run, written by launches the graph records (and
+    not kept: the tensor holds its values only once the graph has run)."""
+    key = (levels, device)
+    uploaded = _uploaded_levels.get(key)
+    if uploaded is not None:
+        return uploaded
+    if _capturing(device):
+        written = torch.empty(len(levels), dtype=torch.int32, device=device)
+        for i, level in enumerate(levels):
+            written[i].fill_(level)
+        return written
+    if len(_uploaded_levels) >= 64:
+        _uploaded_levels.clear()
+    uploaded = _uploaded_levels[key] = torch.tensor(levels, dtype=torch.int32, device=device)
+    return uploaded
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _use_int64(*tensors: torch.Tensor | None, products: Sequence[int] = ()) -> bool:

@@ -327,3 +327,24 @@ def test_a_batch_of_2_31_output_positions_is_bounded_in_64_bits(mode, monkeypatc
     kernels.pool_forward(x, out, indices, mode=mode, dilation=(1, 1), **geometry)
     expected = getattr(torch.nn.functional, f"{mode}_pool2d")(x, 2)
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def test_pyramid_levels_inside_a_graph_capture_are_written_by_launches(monkeypatch):
+    """A CUDA graph's capture cannot copy from the host: there the levels are written by fill
+    launches (which the graph records) and not kept; outside it they are uploaded once."""
+    import triton_kernels.pool as kernels
+
+    monkeypatch.setattr(kernels, "_uploaded_levels", {})
+    monkeypatch.setattr(kernels, "_capturing", lambda device: True)
+
+    def no_host_copy(*args, **kwargs):
+        raise AssertionError("a copy from the host inside a capture")
+
+    with monkeypatch.context() as m:
+        m.setattr(kernels.torch, "tensor", no_host_copy)
+        written = kernels._levels_tensor((1, 2, 4), torch.device("cpu"))
+    assert written.tolist() == [1, 2, 4] and written.dtype == torch.int32
+    assert not kernels._uploaded_levels
+    monkeypatch.setattr(kernels, "_capturing", lambda device: False)
+    uploaded = kernels._levels_tensor((1, 2, 4), torch.device("cpu"))
+    assert kernels._levels_tensor((1, 2, 4), torch.device("cpu")) is uploaded
