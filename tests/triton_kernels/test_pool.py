@@ -348,3 +348,31 @@ def test_pyramid_levels_inside_a_graph_capture_are_written_by_launches(monkeypat
     monkeypatch.setattr(kernels, "_capturing", lambda device: False)
     uploaded = kernels._levels_tensor((1, 2, 4), torch.device("cpu"))
     assert kernels._levels_tensor((1, 2, 4), torch.device("cpu")) is uploaded
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_an_input_gradient_of_2_31_positions_is_bounded_in_64_bits(mode, monkeypatch):
+    """The input gradient bounds its positions by N · input positions, which past 2**31 must be
+    computed in 64 bits: its first program is launched with a batch size that large, over a
+    real first image (nothing past it is read or written)."""
+    import triton_kernels.pool as kernels
+
+    real_launch = kernels.launch
+    positions = 8 * 8  # (the input's per image)
+
+    def first_program_of_a_huge_batch(kernel, grid, args, kwargs):
+        assert kernel is kernels._pool_bwd_input_kernel
+        assert kwargs["BLOCK_P"] <= positions and grid[1] == 1  # (the whole first image)
+        args = (*args[:4], 2**31 // positions + 1, *args[5:])
+        real_launch(kernel, (1, *grid[1:]), args, {**kwargs, "USE_INT64": True})
+
+    monkeypatch.setattr(kernels, "launch", first_program_of_a_huge_batch)
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    pool = getattr(torch.nn.functional, f"adaptive_{mode}_pool2d")
+    y, indices = pool(x, 3, return_indices=True) if mode == "max" else (pool(x, 3), None)
+    grad_out = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, x, grad_out)
+    grad_in = torch.full_like(x, float("nan")).detach()
+    kernels.adaptive_pool_backward(grad_out, indices, grad_in, mode=mode)
+    torch.testing.assert_close(grad_in, expected, atol=1e-12, rtol=1e-12)
