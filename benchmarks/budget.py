@@ -45,8 +45,10 @@ from .suites import Suite
 BUDGET_DIRECTIONS: tuple[str, ...] = ("fwd", "both")
 
 
-class BudgetExceeded(Exception):
-    """Raised by the hard stop when one timing runs past the budget and its grace."""
+class BudgetExceeded(BaseException):
+    """Raised by the hard stop when one timing runs past the budget and its grace. Not an
+    ``Exception`` (as ``KeyboardInterrupt`` is not): the handlers that record a failing
+    provider, check or case as an error and go on must let it through to the run's end."""
 
 
 class Budget:

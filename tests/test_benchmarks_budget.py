@@ -180,6 +180,19 @@ def test_stop_skips_the_remaining_timings_of_a_case():
     assert {p["status"] for p in skipped} == {"skipped"}
 
 
+def test_a_hard_stop_inside_a_timing_ends_the_case_instead_of_reading_as_an_error(monkeypatch):
+    """The provider's error handler would record the interrupted timing as that provider's
+    failure and go on timing the others; the stop passes through it."""
+
+    def interrupted(*args, **kwargs):
+        raise BudgetExceeded("time budget of 600 s and 30 s grace spent")
+
+    monkeypatch.setattr(measure, "bench", interrupted)
+    case = suites.SUITES["pool"].cases(RunOptions(device="cpu", quick=True))[0]
+    with pytest.raises(BudgetExceeded):
+        measure.run_case(case, "fp32", RunOptions(device="cpu", quick=True), stop=lambda: False)
+
+
 def test_hard_stop_ends_a_timing_that_overruns():
     budget = Budget(0.2, reserve=0)
     t0 = time.monotonic()
