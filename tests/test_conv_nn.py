@@ -154,3 +154,17 @@ def test_convert_model_inplace_keeps_parameters_and_subclasses():
     assert type(model[0]) is tnn.Conv2d
     assert isinstance(model[1], MyConv) and isinstance(model[1], tnn.Conv2d)
     assert type(torchconv_ext.convert_model(copy.deepcopy(model))[0]) is tnn.Conv2d
+
+
+def test_a_recorded_padding_of_the_channels_is_refused_by_name():
+    """torch's layer hands ``F.pad`` a list longer than the spatial dims as it is, padding the
+    channels too; ours pads spatial dims only and says so."""
+    ref = nn.Conv2d(4, 2, 1, padding=1, padding_mode="reflect")
+    ref._reversed_padding_repeated_twice = [1] * 6
+    ours = torchconv_ext.convert_model(ref)
+    x = torch.randn(1, 2, 5, 5)
+    assert ref(x).shape == (1, 2, 7, 7)  # (its 2 channels reflected into 4)
+    with pytest.raises(
+        NotImplementedError, match=r"\[1, 1, 1, 1, 1, 1\] pads more than the spatial"
+    ):
+        ours(x)

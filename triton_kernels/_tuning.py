@@ -352,7 +352,7 @@ class Tuner:
         try:
             return self._warmup(config, grid, args, constexprs)
         except Exception as error:
-            if _cannot_run(error):
+            if cannot_run(error):
                 return None
             raise
 
@@ -435,7 +435,8 @@ class Tuner:
 CANNOT_RUN = frozenset({"OutOfResources", "CompileTimeAssertionFailure", "PTXASError"})
 
 
-def _cannot_run(error: BaseException) -> bool:
+def cannot_run(error: BaseException) -> bool:
+    """Whether ``error`` says a config cannot run on this device (:data:`CANNOT_RUN`)."""
     return any(cls.__name__ in CANNOT_RUN for cls in type(error).__mro__)
 
 
@@ -449,7 +450,7 @@ def _resources(compiled: Any) -> Resources | None:
             compiled = compiled.result()
         compiled._init_handles()
     except Exception as error:
-        if _cannot_run(error):
+        if cannot_run(error):
             return None
         raise
     return Resources(compiled.n_regs, compiled.n_spills, compiled.metadata.shared)

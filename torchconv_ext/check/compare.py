@@ -109,6 +109,7 @@ def worst(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def is_resource_error(error: BaseException) -> bool:
-    """Errors the autotuner treats as 'this config cannot run here' and skips."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"OutOfResources", "CompileTimeAssertionFailure", "PTXASError"})
+    """Errors the autotuner treats as 'this config cannot run here' and skips (its own rule)."""
+    from triton_kernels._tuning import cannot_run
+
+    return cannot_run(error)

@@ -76,7 +76,7 @@ class _ConvMixin(Activated, DropIn):
             # tensors, and what it takes without padding the channels, ours computes.
             meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
             self.replaces._conv_forward(self, *meta)
-            if len(r) % 2 or len(r) > 2 * self._ndim:
+            if len(r) > 2 * self._ndim:  # (torch's layer padded the channels: not ours to do)
                 raise NotImplementedError(
                     f"{type(self).__name__}: _reversed_padding_repeated_twice={list(r)} pads "
                     "more than the spatial dims"
