@@ -58,6 +58,11 @@ RECORDED_PADDING_CASES = [
     # (left, right, top, bottom)
     (dict(kernel_size=3, padding=1), lambda m: setattr(m, "_reversed_padding_repeated_twice", [0, 2, 1, 0]), False),
     (dict(kernel_size=2, padding="same"), lambda m: setattr(m, "_reversed_padding_repeated_twice", [0, 2, 0, 2]), False),
+    # a negative entry crops, as F.pad's does (torch's layer takes a negative padding then)
+    (dict(kernel_size=3, padding=-1), lambda m: None, False),
+    (dict(kernel_size=2, padding=(1, -2)), lambda m: None, False),
+    (dict(kernel_size=3, padding=1), lambda m: setattr(m, "_reversed_padding_repeated_twice", [-1, 2, 2, -2]), False),
+    (dict(kernel_size=3, padding=1, activation="relu"), lambda m: setattr(m, "_reversed_padding_repeated_twice", [2, -1, -1, 0]), False),
     # F.pad pads the last dims of an unbatched input by a shorter list
     (dict(kernel_size=3, padding=(1,)), lambda m: None, True),
     (dict(kernel_size=2, padding="same", dilation=(2,)), lambda m: None, True),
@@ -72,13 +77,18 @@ def test_a_padding_mode_pads_as_torchs_layer_records_it(
 ):
     """In a padding mode other than zeros torch's layer pads by what ``__init__`` recorded
     (``_reversed_padding_repeated_twice``, with ``F.pad``): a later change of ``padding`` or
-    ``dilation`` is not seen, and a list set by hand (an asymmetric padding) is; converted,
-    ours pads the same."""
+    ``dilation`` is not seen, and a list set by hand (an asymmetric padding) is, a negative
+    entry cropping; converted, ours pads the same."""
     torch.manual_seed(0)
     x = torch.randn(3, 7, 6, dtype=torch.float64) if unbatched else torch.randn(2, 3, 7, 6).double()
+    arguments = dict(arguments)
+    activation = arguments.pop("activation", None)
     ref = nn.Conv2d(3, 4, padding_mode=mode, **arguments).double()
     ours = torchconv_ext.convert_model(ref)
-    change(ref)
+    if activation is not None:
+        ours.set_activation(activation)
+        ref = nn.Sequential(ref, nn.ReLU())
+    change(ref[0] if activation else ref)
     change(ours)
     with torchconv_ext.use_backend(backend):
         out, grads = _grads(ours, x)

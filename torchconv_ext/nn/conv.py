@@ -37,6 +37,18 @@ def _same_with_stride(cls: type, arguments: dict) -> dict:
     return {"stride": strides}
 
 
+def _cropped(input: Tensor, pairs: list[tuple[int, int]]) -> Tensor:
+    """``input`` without the elements that negative ``(before, after)`` pairs crop from its
+    last ``len(pairs)`` dims (a view; ``F.pad`` refuses a crop past the size, and so does
+    :func:`torch.Tensor.narrow` here)."""
+    first_dim = input.dim() - len(pairs)
+    for i, (before, after) in enumerate(pairs):
+        if before < 0 or after < 0:
+            dim, crop = first_dim + i, max(-before, 0)
+            input = input.narrow(dim, crop, input.shape[dim] - crop - max(-after, 0))
+    return input
+
+
 class _ConvMixin(Activated, DropIn):
     _functional = None  # set per class: our conv1d / conv2d / conv3d
     _ndim: int
@@ -49,27 +61,30 @@ class _ConvMixin(Activated, DropIn):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.activation is not None:
             return self._activated_forward(input, weight, bias)
+        input, padding = self._applied_padding(input, weight, bias)
         return type(self)._functional(
             input,
             weight,
             bias,
             self.stride,
-            self._applied_padding(input, weight, bias),
+            padding,
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
         )
 
     def _applied_padding(self, input: Tensor, weight: Tensor, bias: Tensor | None):
-        """The padding torch's layer applies. In a padding mode other than zeros it pads with
-        ``F.pad`` by ``_reversed_padding_repeated_twice``, set in ``__init__`` (for ``'same'``
-        and ``'valid'`` too): a later change of ``padding`` or ``dilation`` is not seen there,
-        and code that sets the list itself (for an asymmetric padding) is."""
+        """The input and padding of torch's layer. In a padding mode other than zeros it pads
+        with ``F.pad`` by ``_reversed_padding_repeated_twice``, set in ``__init__`` (for
+        ``'same'`` and ``'valid'`` too): a later change of ``padding`` or ``dilation`` is not
+        seen there, and code that sets the list itself (for an asymmetric padding) is. A
+        negative entry crops, as ``F.pad``'s does: the input is cropped (a view) and padded by
+        the rest. Returns ``(input, padding)``."""
         padding = self.padding
         if self.padding_mode == "zeros" or has_pairs(padding):
-            return padding  # (our pairs are read where they are)
+            return input, padding  # (our pairs are read where they are)
         if isinstance(padding, str) and any(s != 1 for s in self.stride):
-            return padding  # TensorFlow's 'same' with a stride: beyond torch, read as it is
+            return input, padding  # TensorFlow's 'same' with a stride: beyond torch, as it is
         r = self._reversed_padding_repeated_twice
         if len(r) != 2 * self._ndim or self.padding_mode not in _PADDING_MODES:
             # A list F.pad may refuse (or read for fewer dims): torch's layer decides, on meta
@@ -83,15 +98,20 @@ class _ConvMixin(Activated, DropIn):
                 )
         pairs = [(r[2 * i], r[2 * i + 1]) for i in reversed(range(len(r) // 2))]
         pairs = [(0, 0)] * (self._ndim - len(pairs)) + pairs  # (F.pad pads the last dims)
-        return tuple(before if before == after else (before, after) for before, after in pairs)
+        input = _cropped(input, pairs)
+        pairs = [(max(before, 0), max(after, 0)) for before, after in pairs]
+        return input, tuple(
+            before if before == after else (before, after) for before, after in pairs
+        )
 
     def _activated_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        input, padding = self._applied_padding(input, weight, bias)
         return type(self)._functional(
             input,
             weight,
             bias,
             self.stride,
-            self._applied_padding(input, weight, bias),
+            padding,
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
