@@ -671,3 +671,29 @@ def test_an_activated_one_channel_result_has_its_fakes_strides(channels_last, ba
         with FakeTensorMode() as mode:
             fake = op(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args])
     assert fake.stride() == real.stride() == (16, 16, 4, 1)
+
+
+def test_a_copy_read_on_another_stream_is_recorded_there(monkeypatch):
+    """A cached copy read on a stream other than the one it was packed on is recorded on that
+    stream (``record_stream``), so dropping it never frees memory a kernel there may still
+    read; on its own stream nothing is recorded. (Streams stood in for on the CPU; the GPU
+    suite checks the allocator.)"""
+
+    class Copy:
+        device = torch.device("cuda", 0)
+
+        def __init__(self):
+            self.recorded: list[str] = []
+
+        def record_stream(self, stream):
+            self.recorded.append(stream)
+
+    current = {"raw": 7}
+    monkeypatch.setattr(_layout, "_raw_stream", lambda index: current["raw"])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: f"stream {current['raw']}")
+    copy = Copy()
+    _layout._mark_use_on_stream(copy, packed_on=7)
+    assert copy.recorded == []
+    current["raw"] = 9
+    _layout._mark_use_on_stream(copy, packed_on=7)
+    assert copy.recorded == ["stream 9"]

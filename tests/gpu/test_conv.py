@@ -173,3 +173,32 @@ def test_a_layer_on_the_second_gpu_runs_there():
     torch.testing.assert_close(y, y_torch, rtol=1e-2, atol=1e-2)  # (TF32 on either side)
     for got, ref in zip(grads, want, strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)
+
+
+def test_a_packed_weight_read_on_a_side_stream_outlives_its_kernels():
+    """A parameter's packed copy made on the default stream and read on a side stream: when a
+    new version drops it, its memory is not handed out on the default stream while the side
+    stream's kernels may still read it (the cache records that stream on the copy)."""
+    from torchconv_ext._ops import _layout
+
+    torch.manual_seed(0)
+    conv = torchconv_ext.nn.Conv2d(64, 64, 3, padding=1, bias=False).cuda()
+    x = torch.randn(8, 64, 32, 32, device="cuda")
+    side = torch.cuda.Stream()
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        torchconv_ext.clear_weight_cache()
+        conv(x)  # packed on the default stream
+        ((_, _, packed, _),) = _layout._entries.values()
+        old = (packed.data_ptr(), packed.untyped_storage().nbytes())
+        del packed
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            torch.cuda._sleep(200_000_000)  # the side stream is busy for a while
+            y = conv(x)  # reads the cached copy there
+        conv.weight.add_(1.0)  # a new version: the next call repacks, dropping the old copy
+        conv(x)
+        fresh = torch.empty(old[1], dtype=torch.uint8, device="cuda")
+        assert fresh.data_ptr() != old[0]  # the old copy's memory waits for the side stream
+        torch.cuda.synchronize()
+        ref = F.conv2d(x, conv.weight - 1.0, padding=1)
+    torch.testing.assert_close(y, ref, rtol=1e-2, atol=1e-2)  # (TF32 on either side)

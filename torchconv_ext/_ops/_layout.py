@@ -22,7 +22,9 @@ one scalar load per element. So, on the Triton path:
   (``Tensor._version``, bumped by every in-place write through the tensor or a view: an
   optimizer step, ``load_state_dict``, ``torch.no_grad()`` updates) has not moved. Training then
   repacks each weight once per optimizer step, inference never, and a write makes the next
-  call repack instead of reading a stale copy.
+  call repack instead of reading a stale copy. A copy read on another stream than the one it
+  was packed on is recorded on that stream (``record_stream``): when the cache drops it, its
+  memory waits for the kernels there.
 
 Results keep the layout torch would return (the kernels store into it directly, or store
 channels-last rows converted once: see ``conv``).
@@ -63,8 +65,9 @@ CAPACITY = 256
 
 _CL_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
-#: Per (kind, data pointer): the weight's storage (weakly), its version and the packed copy.
-_entries: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor]] = OrderedDict()
+#: Per (kind, data pointer): the weight's storage (weakly), its version, the packed copy and
+#: (on a GPU) the raw stream it was packed on.
+_entries: OrderedDict[tuple, tuple[weakref.ref, int, torch.Tensor, int | None]] = OrderedDict()
 _kinds: dict[tuple, int] = {}
 _kind_numbers = itertools.count()
 _lock = threading.RLock()
@@ -230,6 +233,8 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
             _entries.move_to_end(key)
         except KeyError:  # another thread evicted it meanwhile
             pass
+        if entry[3] is not None:
+            _mark_use_on_stream(entry[2], entry[3])
         return entry[2]
     packed = _pack(w, form, groups)
     # The entry dies with the weight's storage (so a new tensor at the same address never
@@ -237,12 +242,25 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
     ref = weakref.ref(storage, functools.partial(_forget, key))
     if not _watching_optimizers:
         _watch_optimizers()
+    stream = _raw_stream(packed.device.index) if packed.is_cuda else None
     with _lock:
-        _entries[key] = (ref, version, packed)
+        _entries[key] = (ref, version, packed, stream)
         _entries.move_to_end(key)
         while len(_entries) > CAPACITY:
             _entries.popitem(last=False)
     return packed
+
+
+def _raw_stream(device_index: int) -> int:
+    return torch._C._cuda_getCurrentRawStream(device_index)
+
+
+def _mark_use_on_stream(packed: torch.Tensor, packed_on: int) -> None:
+    """Tell the allocator that ``packed`` is read on the current stream when that is not the
+    stream it was packed on: when the cache drops it (a new version, an eviction) its memory
+    is reused on the packing stream, and must wait for the kernels that read it here."""
+    if _raw_stream(packed.device.index) != packed_on:
+        packed.record_stream(torch.cuda.current_stream(packed.device))
 
 
 #: Whether :func:`_after_optimizer_step` follows every optimizer's steps (from the first entry).
