@@ -4,10 +4,10 @@
 # cuDNN (python -m benchmarks --budget), then the TMA box-tile experiment against our flat
 # kernels and cuDNN (python -m benchmarks.box_tiles --time). Everything goes under $OUT: the
 # environment (device, driver, versions, commit), the check's JSON report, the benchmark
-# results, the logs and the autotuner's disk cache (tuning-cache/: the config each tuned problem
-# chose, to study offline). Each step has its own time budget and a hard limit above it (30 s,
-# 30 s, 10 s), so the whole run stays under CHECK_BUDGET + BENCH_BUDGET + BOX_BUDGET + 70 s
-# (540 s by default).
+# results, the logs and the autotuner's disk cache (tuning-cache/: the config each problem the
+# benchmarks tuned chose, to study offline; the check tunes into a temporary one of its own).
+# Each step has its own time budget and a hard limit above it (30 s, 30 s, 10 s), so the whole
+# run stays under CHECK_BUDGET + BENCH_BUDGET + BOX_BUDGET + 70 s (540 s by default).
 #
 # $OUT ends up holding six files, none in a subfolder: the environment, the three logs, the
 # check's report and gpu-run.tar.gz, which holds the folders (results/, tuning-cache/) — a

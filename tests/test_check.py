@@ -388,3 +388,22 @@ def test_torchs_non_finite_results_must_be_ours_too():
         assert not record["ok"] and "output" in record["reason"], wrong
     record = compare("output", torch.tensor([1.5, inf, nan, -inf, 2.0]), theirs, ref, "fp32")
     assert not record["ok"] and "error" in record["reason"]
+
+
+def test_cases_tune_into_a_temporary_cache_that_goes_with_the_run(tmp_path, monkeypatch):
+    """The autotuned cases are timed while workers share the device: their configs go to a
+    fresh cache directory (the workers inherit the variable) and never become the user's."""
+    users = os.environ["TORCHCONV_EXT_CACHE_DIR"]
+    seen = []
+
+    def spy(cases, **kwargs):
+        directory = os.environ["TORCHCONV_EXT_CACHE_DIR"]
+        seen.append((directory, os.path.isdir(directory)))
+        return [row(c, PASS, "") for c in cases]
+
+    monkeypatch.setattr(cli, "run_cases", spy)
+    assert cli.main(["--workers", "0", "--out", str(tmp_path / "c.json"), "--only", POOL]) == 0
+    ((directory, existed),) = seen
+    assert existed and directory != users
+    assert not os.path.exists(directory)
+    assert os.environ["TORCHCONV_EXT_CACHE_DIR"] == users

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,13 @@ the conv GEMM kernels forced alone; one case per family past 2^31 elements.
 
 Without CUDA it runs the same checks on tiny shapes under Triton's interpreter (on the CPU:
 a check of the kernels' logic, not a GPU check). Prints a table, writes a JSON report, and
-exits with 1 if any check failed or did not run in the time budget."""
+exits with 1 if any check failed or did not run in the time budget. Its autotuned cases tune
+into a temporary cache (timed while workers share the device): the user's tuned configs are
+neither read nor overwritten."""
+
+#: The tuner's cache directory variable (``triton_kernels._tuning.CACHE_DIR_ENV``; not imported
+#: from there, since this module must import where triton is absent).
+_CACHE_DIR_ENV = "TORCHCONV_EXT_CACHE_DIR"
 
 
 def _processes(text: str) -> int:
@@ -126,6 +134,23 @@ def _printer(start: float):
     return on_row
 
 
+@contextlib.contextmanager
+def _temporary_tuning_cache():
+    """The tuners' disk cache in a fresh directory while the cases run (in this process and
+    the workers it spawns, which read the variable), removed after: configs tuned while many
+    workers share the device would otherwise persist as the user's."""
+    before = os.environ.get(_CACHE_DIR_ENV)
+    with tempfile.TemporaryDirectory(prefix="torchconv_ext-check-tuning-") as directory:
+        os.environ[_CACHE_DIR_ENV] = directory
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[_CACHE_DIR_ENV]
+            else:
+                os.environ[_CACHE_DIR_ENV] = before
+
+
 def main(argv: list[str] | None = None, *, reexec: bool = False) -> int:
     """Run the check; 0 when everything passed, 1 when anything failed or did not run."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -175,15 +200,17 @@ def main(argv: list[str] | None = None, *, reexec: bool = False) -> int:
 
     rows = [row(c, SKIP, c.skip) for c in skipped]
     common = dict(case_timeout=args.case_timeout, on_row=_printer(start))
-    rows += run_cases(
-        rest,
-        workers=args.workers,
-        deadline=deadline - (LARGE_RESERVE if large else 0.0),
-        **common,
-    )
-    if large:
-        print(f"[{time.time() - start:5.0f}s] the >2^31-element cases, in one process", flush=True)
-        rows += run_cases(large, workers=min(args.workers, 1), deadline=deadline, **common)
+    with _temporary_tuning_cache():
+        rows += run_cases(
+            rest,
+            workers=args.workers,
+            deadline=deadline - (LARGE_RESERVE if large else 0.0),
+            **common,
+        )
+        if large:
+            print(f"[{time.time() - start:5.0f}s] the >2^31-element cases, in one process",
+                  flush=True)  # fmt: skip
+            rows += run_cases(large, workers=min(args.workers, 1), deadline=deadline, **common)
     if not args.only:
         rows += _coverage(rows)
 
