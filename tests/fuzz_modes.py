@@ -8,7 +8,7 @@ torch's, on the same operands or on operands made for the mode.
   other operand in half the cases (per-sample weights), along the first or the last dim —
   against torch's result of each sample, stacked;
 * ``jvp``: the result and its tangent along random tangents of every operand (forward mode,
-  ``torch.func.jvp``);
+  ``torch.func.jvp``, or ``linearize``: traced by ``make_fx``, through the registered ops);
 * ``autocast``: ours and torch's under CPU autocast to float16, on float32 or float16
   operands (dtypes compared exactly; values against the call in float64, ours at most twice
   as far from it as torch's), where torch's call is its op (not a definition written with its
@@ -131,19 +131,29 @@ def vmapped(case: Case, rng: random.Random) -> Case:
 
 
 def forward_mode(case: Case, rng: random.Random) -> Case:
-    """The result and its tangent along random tangents of every operand (``torch.func.jvp``);
-    gradients are of the result."""
+    """The result and its tangent along random tangents of every operand: ``torch.func.jvp``,
+    or in half the cases ``torch.func.linearize`` (forward mode traced by ``make_fx``: the
+    registered ops' own forward mode); gradients are of the result."""
     g = torch.Generator().manual_seed(rng.getrandbits(32))
     tangents = tuple(torch.randn(t.shape, generator=g, dtype=t.dtype) for t in case.operands)
+    linearized = rng.random() < 0.5
 
     def with_tangent(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def first(*o: torch.Tensor) -> torch.Tensor:
+            return outputs(fn(*o))[0]
+
         def call(*operands):
-            out, tangent = torch.func.jvp(lambda *o: outputs(fn(*o))[0], operands, tangents)
-            return out, tangent
+            if linearized:
+                out, tangent_of = torch.func.linearize(first, *operands)
+                return out, tangent_of(*tangents)
+            return torch.func.jvp(first, operands, tangents)
 
         return call
 
-    return _with(case, "jvp", ours=with_tangent(case.ours), theirs=with_tangent(case.theirs))
+    return _with(
+        case, "jvp", ours=with_tangent(case.ours), theirs=with_tangent(case.theirs),
+        config={"linearized": linearized},
+    )  # fmt: skip
 
 
 # --- autocast -----------------------------------------------------------------------------------

@@ -268,6 +268,23 @@ def test_a_case_in_each_mode_agrees_with_torch(mode, backend):
         assert fuzz.check(case, backend) is None, case.config
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize(
+    "draw",
+    ["conv_case", "conv_transpose_case", "local_case", "pool_case", "adaptive_case",
+     "pyramid_case", "maxout_case", "interpolate_case"],
+)  # fmt: skip
+def test_forward_mode_traced_by_linearize_agrees_with_torch(draw, backend):
+    """``torch.func.linearize`` traces forward mode with ``make_fx``: a dispatch mode, under
+    which the registered ops take the call, and their autograd carries the tangents."""
+    rng = random.Random(5)
+    draw = getattr(fuzz, draw)
+    case = fuzz_modes.forward_mode(_float64_case(draw, rng, lambda c: True), rng)
+    while not case.config["linearized"]:
+        case = fuzz_modes.forward_mode(_float64_case(draw, rng, lambda c: True), rng)
+    assert fuzz.check(case, backend) is None, case.config
+
+
 def test_inductor_never_compiles_an_activation_it_lowers_imprecisely():
     """torch's Inductor computes ``hardsigmoid_backward`` about 1e-8 off in float64 (its own
     compiled ``F.hardsigmoid`` too): such cases are compiled by the other backends only."""

@@ -90,6 +90,25 @@ def test_torch_func_transforms():
     torch.testing.assert_close(tf.jacrev(lambda a: SCALE(a, w, 2))(xs[0]), torch.diag(w * 2))
 
 
+def test_the_registered_op_carries_tangents():
+    """Forward mode through the registered op — called directly, or by the primitive under a
+    dispatch mode (``FlopCounterMode``; ``make_fx``, which ``torch.func.linearize`` traces
+    with) — gives the primitive's tangent, never drops it."""
+    from torch.autograd import forward_ad
+
+    x, w = (t.detach() for t in _inputs())
+    tangent = torch.randn_like(x)
+    for call in (lambda d: OP(d, w, 2), lambda d: SCALE(d, w, 2)):
+        with forward_ad.dual_level(), FlopCounterMode(display=False):
+            out = forward_ad.unpack_dual(call(forward_ad.make_dual(x, tangent)))
+        torch.testing.assert_close(out.tangent, tangent * w * 2)
+    _, tangent_of = tf.linearize(lambda a: SCALE(a, w, 2), x)
+    torch.testing.assert_close(tangent_of(tangent), tangent * w * 2)
+    assert torch.autograd.gradcheck(
+        lambda a, b: OP(a, b, 3), _inputs(), check_forward_ad=True, check_backward_ad=False
+    )
+
+
 def test_a_profile_names_eager_calls_as_their_registered_ops():
     """The eager path skips the dispatcher, which names an op's call in a profile: the
     primitive names its forward and backward itself, once each (the registered op's calls

@@ -28,9 +28,9 @@ Recorded for another runtime — by ``torch.jit.trace`` or ``torch.onnx.export``
 its implementation on the ATen fallback directly (``Primitive.traced``): the graph then holds
 torch's own ops, which any runtime has.
 
-Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — but
-not on the raw registered ops, whose autograd (as ``torch.library``'s custom ops') is reverse
-mode only.
+Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — and
+on the registered ops too (their autograd carries the primitives' ``jvp``), which take the call
+under dispatch modes (``FlopCounterMode``, the tracer of ``torch.func.linearize``).
 
 The derivative functions have ``torch.library.register_autograd``'s signatures, and they run
 under both entry points: ``setup_context(ctx, inputs, output)`` saves what ``backward(ctx,
@@ -52,6 +52,7 @@ from torch.autograd.profiler import record_function
 
 from .._backend import aten_only, exporting, loaded_kernels
 from ._layout import converting_once
+from ._registration import forward_mode_active as _forward_mode_active
 from ._registration import register
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
 
@@ -126,10 +127,6 @@ def _dispatch_modes() -> bool:
         return n > 1
     kernels = loaded_kernels()
     return kernels is None or not kernels.recording()
-
-
-def _forward_mode_active() -> bool:
-    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
 _DIFFERENTIATING = (TransformType.Grad, TransformType.Jvp)

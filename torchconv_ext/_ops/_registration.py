@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.autograd import forward_ad
 
 from .._memory import empty_in_layout, suggested_format
 from ._layout import converting_once
@@ -29,6 +30,12 @@ _PLAIN_KEYS = frozenset(
         (torch._C.DispatchKey.CUDA, torch._C.DispatchKey.AutogradCUDA),
     ]
 )
+
+
+def forward_mode_active() -> bool:
+    """Whether a call may carry tangents: a dual level of ``torch.autograd.forward_ad`` is
+    open, or a functorch transform (``jvp``, ``linearize``) may be."""
+    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
 def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverload:
@@ -54,7 +61,9 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
 
     @torch._disable_dynamo
     def autograd_kernel(keys: torch._C.DispatchKeySet, *args: Any) -> Any:
-        if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
+        if (
+            torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args)
+        ) or forward_mode_active():
             return OpFunction.apply(prim, keys & after_autograd, *args)
         if keys.raw_repr() in _PLAIN_KEYS:
             return prim.run_unnamed(*args)
@@ -106,16 +115,25 @@ def settled(grad: torch.Tensor) -> torch.Tensor:
 
 class OpFunction(torch.autograd.Function):
     """The registered op's autograd where it records a graph (``torch.compile``'s joint graph,
-    a plain call of the op): the forward below autograd — the fake while tracing, else the
-    kernel — and the primitive's derivatives. ``apply(prim, keys, *args)``."""
+    a plain call of the op) or forward mode may be on: the forward below autograd — the fake
+    while tracing, else the kernel — and the primitive's derivatives, reverse and forward
+    mode. ``apply(prim, keys, *args)``."""
 
     @staticmethod
     def forward(ctx, prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
         with torch._C._AutoDispatchBelowAutograd():
             output = prim.op.redispatch(keys, *args)
         ctx.prim = prim
+        if forward_mode_active():
+            ctx.primals = args
         prim.setup_context(ctx, args, output)
         return output
+
+    @staticmethod
+    def jvp(ctx, _prim_tangent: None, _keys_tangent: None, *tangents: Any) -> Any:
+        if ctx.prim.jvp is None:
+            raise RuntimeError(f"{ctx.prim!r} has no forward-mode derivative")
+        return ctx.prim.jvp(ctx, *tangents)
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
