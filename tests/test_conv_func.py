@@ -206,3 +206,29 @@ def test_hessian_matches_torch():
             got = tf.hessian(lambda *p: loss(ours, *p), argnums)(*params)
         expected = tf.hessian(lambda *p: loss(theirs, *p), argnums)(*params)
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_per_sample_gradients_and_jvp_match_torch(backend):
+    """``torch.func`` transforms inside ``torch.compile(fullgraph=True)``: per-sample gradients
+    (``vmap(grad)``) and a jvp through a convolution and a max pooling."""
+    torch.manual_seed(3)
+    xs, w, tangent = _t(3, 1, 2, 6, 6), _t(4, 2, 3, 3), _t(1, 2, 6, 6)
+
+    def programs(f):
+        def loss(x, w):
+            return f.max_pool2d(f.conv2d(x, w, padding=1), 2).square().sum()
+
+        def net(x):
+            return f.max_pool2d(f.conv2d(x, w, padding=1), 2)
+
+        return (
+            lambda: tf.vmap(tf.grad(loss, argnums=1), in_dims=(0, None))(xs, w),
+            lambda: tf.jvp(net, (xs[0],), (tangent,)),
+        )
+
+    for ours, theirs in zip(programs(TF), programs(F)):
+        torch._dynamo.reset()
+        with torchconv_ext.use_backend(backend):
+            got = torch.compile(ours, backend="aot_eager", fullgraph=True)()
+        torch.testing.assert_close(got, theirs())

@@ -109,6 +109,58 @@ def test_the_registered_op_carries_tangents():
     )
 
 
+@pytest.mark.parametrize("transform", ["grad", "vmap_grad", "jacrev", "jvp"])
+def test_torch_func_transforms_compile(transform):
+    """A functorch transform inside ``torch.compile`` differentiates the registered op: its
+    autograd runs on the transform's level (as an ATen op's does), its derivatives through
+    the registered ops."""
+    xs = torch.randn(4, 3, dtype=torch.float64)
+    w = torch.randn(3, dtype=torch.float64)
+    tangent = torch.randn(3, dtype=torch.float64)
+
+    def program(scale):
+        loss = lambda a, b: scale(a, b, 2).square().sum()
+        return {
+            "grad": lambda: tf.grad(loss, argnums=(0, 1))(xs[0], w),
+            "vmap_grad": lambda: tf.vmap(tf.grad(loss, argnums=1), in_dims=(0, None))(xs, w),
+            "jacrev": lambda: tf.jacrev(lambda b: scale(xs[0], b, 2))(w),
+            "jvp": lambda: tf.jvp(lambda a: scale(a, w, 2), (xs[0],), (tangent,)),
+        }[transform]
+
+    def definition(a, b, k):
+        return a * b * k
+
+    torch._dynamo.reset()
+    got = torch.compile(program(SCALE), backend="aot_eager", fullgraph=True)()
+    torch.testing.assert_close(got, program(definition)())
+
+
+def test_forward_ad_in_a_compiled_region_runs_outside_the_graph():
+    """A dual level entered inside a compiled region is entered by the graph without
+    ``forward_ad``'s Python state: under any dual level the op runs outside the graph (a graph
+    break, refused by ``fullgraph=True``), never dropping the tangent."""
+    from torch.autograd import forward_ad
+
+    x, w = (t.detach() for t in _inputs())
+    tangent = torch.randn_like(x)
+
+    def tangent_of(a, t):
+        with forward_ad.dual_level():
+            return forward_ad.unpack_dual(SCALE(forward_ad.make_dual(a, t), w, 2)).tangent
+
+    torch._dynamo.reset()
+    got = torch.compile(tangent_of, backend="aot_eager")(x, tangent)
+    torch.testing.assert_close(got, tangent * w * 2)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="forward-mode AD"):
+        torch.compile(tangent_of, backend="aot_eager", fullgraph=True)(x, tangent)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a: SCALE(a, w, 2), backend="aot_eager")
+    with forward_ad.dual_level():
+        out = forward_ad.unpack_dual(compiled(forward_ad.make_dual(x, tangent)))
+    torch.testing.assert_close(out.tangent, tangent * w * 2)
+
+
 def test_a_profile_names_eager_calls_as_their_registered_ops():
     """The eager path skips the dispatcher, which names an op's call in a profile: the
     primitive names its forward and backward itself, once each (the registered op's calls

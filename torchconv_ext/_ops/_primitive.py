@@ -30,7 +30,9 @@ torch's own ops, which any runtime has.
 
 Forward mode (``jvp``) exists on the primitives — so on the functional API and the modules — and
 on the registered ops too (their autograd carries the primitives' ``jvp``), which take the call
-under dispatch modes (``FlopCounterMode``, the tracer of ``torch.func.linearize``).
+under dispatch modes (``FlopCounterMode``, the tracer of ``torch.func.linearize``). In a
+compiled region under a dual level of ``torch.autograd.forward_ad`` a call breaks the graph
+(see :meth:`Primitive.traced`); ``torch.func``'s transforms compile.
 
 The derivative functions have ``torch.library.register_autograd``'s signatures, and they run
 under both entry points: ``setup_context(ctx, inputs, output)`` saves what ``backward(ctx,
@@ -41,7 +43,6 @@ in_dims, *args)`` returns ``(output, out_dims)``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -52,34 +53,11 @@ from torch.autograd.profiler import record_function
 
 from .._backend import aten_only, exporting, loaded_kernels
 from ._layout import converting_once
+from ._registration import as_registered_ops as _as_registered_ops
 from ._registration import forward_mode_active as _forward_mode_active
+from ._registration import ops_only as _ops_only
 from ._registration import register
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
-
-
-class _OpsOnly(threading.local):
-    """Per thread: whether the primitives called now must stay registered ops — in a
-    registered op's batching rule (functorch still looks active there, and the eager Function
-    would re-enter vmap), and in a backward of gradients batched by torch's legacy vmap
-    (``autograd.grad(is_grads_batched=True)``, ``jacobian(vectorize=True)``: tensors without
-    storage, which only the dispatcher's per-sample loop unwraps). A class default, as a missing
-    attribute's ``getattr`` costs 0.5 µs."""
-
-    active = False
-
-
-_ops_only = _OpsOnly()
-
-
-def _as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, its primitive calls going through the registered ops."""
-    previous = _ops_only.active
-    _ops_only.active = True
-    try:
-        return fn(*args)
-    finally:
-        _ops_only.active = previous
-
 
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 _profiling = torch.autograd._profiler_enabled
@@ -108,7 +86,7 @@ def _elsewhere(args: tuple) -> int | None:
 
 
 def _any_legacy_batched(tensors: tuple) -> bool:
-    """Whether a gradient or tangent is batched by torch's legacy vmap (see :class:`_OpsOnly`)."""
+    """Whether a gradient or tangent is batched by torch's legacy vmap (see ``_registration.OpsOnly``)."""
     for t in tensors:  # noqa: SIM110 (a loop: cheaper than any() over a generator)
         if t is not None and _is_legacy_batched(t):
             return True
@@ -224,7 +202,7 @@ class Primitive:
 
     def __call__(self, *args: Any) -> Any:
         # The hot path: in one pass over the arguments, whether the registered op must take the
-        # call (under torch.compile, a dispatch mode, tensor subclasses, `_OpsOnly`) and whether
+        # call (under torch.compile, a dispatch mode, tensor subclasses, `OpsOnly`) and whether
         # autograd must record it (else the implementation runs bare).
         if (
             torch.compiler.is_compiling()
@@ -254,6 +232,18 @@ class Primitive:
         if exporting():
             with aten_only():
                 return self.impl(*args)
+        if (
+            forward_ad._current_level >= 0
+            and torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()  # (torch.func.jvp's is traced)
+        ):
+            # A graph enters a dual level it traces without forward_ad's Python state, which
+            # the registered op's autograd reads to carry tangents: run the call outside it
+            # (under a level entered before the graph too: a trace cannot tell them apart).
+            torch._dynamo.graph_break(
+                f"{self.qualified_name}: forward-mode AD (torch.autograd.forward_ad) in a "
+                "compiled region runs outside the graph (torch.func.jvp compiles)"
+            )
         if self.decomposed is not None:
             grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
             if (out := _decomposed(self, args, grad)) is not None:

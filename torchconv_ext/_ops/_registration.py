@@ -7,10 +7,12 @@ than as ``custom_op``s (:func:`register` says why).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
 from torch.autograd import forward_ad
 
 from .._memory import empty_in_layout, suggested_format
@@ -30,6 +32,40 @@ _PLAIN_KEYS = frozenset(
         (torch._C.DispatchKey.CUDA, torch._C.DispatchKey.AutogradCUDA),
     ]
 )
+
+
+class OpsOnly(threading.local):
+    """Per thread: whether the primitives called now must stay registered ops — in a
+    registered op's batching rule (functorch still looks active there, and the eager Function
+    would re-enter vmap), in its derivatives under a functorch transform (where the eager
+    Function would hand the call to functorch again, from inside an autograd kernel), and in a
+    backward of gradients batched by torch's legacy vmap
+    (``autograd.grad(is_grads_batched=True)``, ``jacobian(vectorize=True)``: tensors without
+    storage, which only the dispatcher's per-sample loop unwraps). A class default, as a missing
+    attribute's ``getattr`` costs 0.5 µs."""
+
+    active = False
+
+
+ops_only = OpsOnly()
+
+
+def as_registered_ops(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, its primitive calls going through the registered ops."""
+    previous = ops_only.active
+    ops_only.active = True
+    try:
+        return fn(*args)
+    finally:
+        ops_only.active = previous
+
+
+def _derivative(fn: Callable[..., Any], *args: Any) -> Any:
+    """A registered op's derivative ``fn(*args)``: under a functorch transform its primitive
+    calls go through the registered ops (see :class:`OpsOnly`)."""
+    if torch._C._are_functorch_transforms_active():
+        return as_registered_ops(fn, *args)
+    return fn(*args)
 
 
 def forward_mode_active() -> bool:
@@ -120,20 +156,34 @@ class OpFunction(torch.autograd.Function):
     mode. ``apply(prim, keys, *args)``."""
 
     @staticmethod
-    def forward(ctx, prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
+    def forward(prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
         with torch._C._AutoDispatchBelowAutograd():
-            output = prim.op.redispatch(keys, *args)
+            return prim.op.redispatch(keys, *args)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Any) -> None:
+        # (a separate setup_context: functorch transforms take no other autograd.Function)
+        prim, args = inputs[0], inputs[2:]
         ctx.prim = prim
         if forward_mode_active():
             ctx.primals = args
         prim.setup_context(ctx, args, output)
-        return output
 
     @staticmethod
     def jvp(ctx, _prim_tangent: None, _keys_tangent: None, *tangents: Any) -> Any:
         if ctx.prim.jvp is None:
             raise RuntimeError(f"{ctx.prim!r} has no forward-mode derivative")
-        return ctx.prim.jvp(ctx, *tangents)
+        return _derivative(ctx.prim.jvp, ctx, *tangents)
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        # An autograd kernel, as ATen's: under a functorch transform the transform's layer has
+        # already handed the call to autograd on this level (``Function.apply`` would hand it
+        # to functorch again, which has no rule for that inside an autograd kernel).
+        if torch._C._are_functorch_transforms_active():
+            with enable_single_level_autograd_function():
+                return super(torch.autograd.Function, cls).apply(*args)
+        return super(torch.autograd.Function, cls).apply(*args)
 
     @staticmethod
     def backward(ctx, *grads: Any) -> tuple:
@@ -143,6 +193,6 @@ class OpFunction(torch.autograd.Function):
         ctx.needs_input_grad = needs[2:]
         grads = tuple(g if g is None else settled(g) for g in grads)
         try:
-            return (None, None, *converting_once(ctx.prim.backward, ctx, *grads))
+            return (None, None, *_derivative(converting_once, ctx.prim.backward, ctx, *grads))
         finally:
             ctx.needs_input_grad = needs
