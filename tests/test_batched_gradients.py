@@ -120,7 +120,14 @@ TINY = {
     "max_pool2d": ([(1, 1, 4, 4)], lambda x: TF.max_pool2d(x, 2, 1, padding="same")),
     "avg_pool1d": ([(1, 2, 5)], lambda x: TF.avg_pool1d(x, 3, 2, 1)),
     "interpolate": ([(1, 1, 2, 3)], lambda x: TF.interpolate(x, size=(3, 5))),
+    "maxout": ([(1, 4, 2, 2)], lambda x: TF.maxout(x, 2)),
 }
+
+
+#: The calls whose gradcheck also takes second derivatives batched and forward over reverse
+#: (the convolutions' cost tens of seconds under the interpreter; their batched gradients'
+#: own gradients are compared above).
+BATCHED_SECOND_ORDER = {"avg_pool1d", "conv1d_local", "interpolate", "maxout"}
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -132,3 +139,7 @@ def test_gradcheck_with_every_check(name, backend):
             call, tuple(_operands(shapes)), check_batched_grad=True, check_forward_ad=True,
             check_batched_forward_grad=True, check_undefined_grad=True,
         )  # fmt: skip
+        if name in BATCHED_SECOND_ORDER:
+            assert torch.autograd.gradgradcheck(
+                call, tuple(_operands(shapes)), check_batched_grad=True, check_fwd_over_rev=True,
+            )  # fmt: skip

@@ -73,7 +73,9 @@ def _write_3d(t: Tensor, dim: int) -> Tensor:
 def gather_winners(source: Tensor, indices: Tensor, pieces: int, dim: int) -> Tensor:
     """``source``'s elements at the winning pieces, shaped like the indices: the derivative of
     maxout applied to ``source``."""
-    groups = source.unflatten(dim, (-1, pieces))
+    # (reshape, not unflatten: torch's legacy vmap — gradcheck's batched checks — has no rule
+    # for unflatten)
+    groups = source.reshape(*source.shape[:dim], -1, pieces, *source.shape[dim + 1 :])
     return groups.gather(dim + 1, indices.unsqueeze(dim + 1)).squeeze(dim + 1)
 
 
