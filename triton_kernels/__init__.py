@@ -27,8 +27,9 @@ Besides the launchers: the layout rules callers follow (``prefers_channels_last`
 ``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
 ``windows``), ``window_weight`` and ``merged_weight`` (a weight in the windows' layout, or the
 block-diagonal weight of merged groups, which a caller may keep while the weight does not
-change and pass back as ``windowed_weight`` or ``merged_weight``), and the tape helpers
-(``taped``, ``recording``, ``replayed_whole``).
+change and pass back as ``windowed_weight`` or ``merged_weight``), the tape helpers
+(``taped``, ``recording``, ``replayed_whole``), and ``current_stream`` (the stream launches go
+to now, as Triton reads it).
 
 The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
 vLLM); the two cannot be installed side by side, and importing either one when the other is
@@ -57,6 +58,7 @@ _refuse_if_shadowed()
 
 # ruff: noqa: E402  (the guard above runs before anything else is imported)
 from ._common import INTERPRET
+from ._plan import current_stream
 from ._tape import recording, replayed_whole, taped
 from .conv import (
     conv_backward_input,
@@ -116,7 +118,8 @@ def __getattr__(name: str):
     )
 
 
-__all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "recording", "replayed_whole", "taped"]
+__all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "current_stream", "recording", "replayed_whole"]
+__all__ += ["taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
 __all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_weight", "windows"]
 __all__ += ["merged_weight", "reads_merged"]

@@ -252,7 +252,8 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
 
 
 def _raw_stream(device_index: int) -> int:
-    return torch._C._cuda_getCurrentRawStream(device_index)
+    """The stream our kernels launch on now, as Triton reads it at each launch."""
+    return kernels().current_stream(device_index)
 
 
 def _mark_use_on_stream(packed: torch.Tensor, packed_on: int) -> None:
