@@ -572,3 +572,50 @@ _X, _W = torch.randn(1, 3, 4, 4), torch.randn(4, 3, 3, 3)
 def test_bad_arguments(activation, activation_args, error, match, backend):
     with torchconv_ext.use_backend(backend), pytest.raises(error, match=match):
         TF.conv2d(_X, _W, activation=activation, activation_args=activation_args)
+
+
+def _halved(module: torch.nn.Module, name: str) -> None:
+    class Half(torch.nn.Module):
+        def forward(self, weight):
+            return 0.5 * weight
+
+    torch.nn.utils.parametrize.register_parametrization(module, name, Half())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "utility",
+    [
+        _halved,
+        lambda module, name: torch.nn.utils.prune.l1_unstructured(module, name, amount=0.5),
+        lambda module, name: torch.nn.utils.parametrizations.weight_norm(module, name, dim=0),
+    ],
+    ids=["parametrization", "prune", "weight_norm"],
+)
+def test_a_fused_prelus_weight_takes_torchs_weight_utilities(utility, backend):
+    """A parametrization, pruning or weight norm of a fused PReLU's ``activation_weight``
+    computes it, as on torch's ``nn.PReLU``'s ``weight``: same values, and gradients reach what
+    the utility holds."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3).double()
+    prelu = torch.nn.PReLU(4).double()
+    with torch.no_grad():
+        prelu.weight.copy_(torch.tensor([0.1, -0.3, 0.6, 0.2]))
+    ours = torchconv_ext.nn.Conv2d(3, 4, 3, activation="prelu",
+                                   activation_args={"weight": prelu.weight}).double()  # fmt: skip
+    ours.load_state_dict(conv.state_dict() | {"activation_weight": prelu.weight.detach()})
+    utility(prelu, "weight")
+    utility(ours, "activation_weight")
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    with torchconv_ext.use_backend(backend):
+        out = ours(x)
+        out.square().sum().backward()
+    expected = prelu(conv(x))
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected)
+    held = {n: p.grad for n, p in ours.named_parameters() if "activation_weight" in n}
+    theirs = {n.replace("weight", "activation_weight", 1): p.grad
+              for n, p in prelu.named_parameters()}  # fmt: skip
+    assert held.keys() == theirs.keys()
+    for name in held:
+        torch.testing.assert_close(held[name], theirs[name], msg=name)

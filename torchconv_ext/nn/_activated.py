@@ -64,7 +64,9 @@ class Activated:
             self.activation_weight = weight
 
     def _activation_args(self) -> dict | None:
-        weight = self._parameters.get("activation_weight")
+        # (the attribute, not the parameter: a parametrization, pruning or weight norm of it
+        # computes it, as torch's PReLU reads its own ``weight``)
+        weight = getattr(self, "activation_weight", None)
         return (
             self.activation_args if weight is None else {**self.activation_args, "weight": weight}
         )
