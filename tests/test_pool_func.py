@@ -241,3 +241,38 @@ def test_vmap_of_the_registered_ops():
     grad = tf.vmap(lambda g: ops.adaptive_pool_bwd(g, xs[0], idx[0], "max"))(grad_out)
     one_by_one = [ops.adaptive_pool_bwd(g, xs[0], idx[0], "max") for g in grad_out]
     _check(grad, torch.stack(one_by_one), "adaptive_pool_bwd")
+
+
+_IN_PLACE_CALLS = {
+    "adaptive_avg": lambda f, x: f.adaptive_avg_pool1d(x, 3),
+    "adaptive_max": lambda f, x: f.adaptive_max_pool1d(x, 3),
+    "max": lambda f, x: f.max_pool1d(x, 3, 2, ceil_mode=True),
+    "avg": lambda f, x: f.avg_pool1d(x, 3, 2, padding=1),
+    "interpolate": lambda f, x: f.interpolate(x, scale_factor=2),
+}
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
+@pytest.mark.parametrize(
+    ("name", "batched"),
+    [(name, True) for name in _IN_PLACE_CALLS]
+    + [(name, False) for name in _IN_PLACE_CALLS if name != "interpolate"],  # (batched only)
+)
+def test_results_and_gradients_can_be_written_in_place(name, batched, backend):
+    """As torch's: a 1-d result (computed in 2-d, then squeezed) and its input gradient taken
+    with ``create_graph`` may be written in place, and the gradients see the writes."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    x = x if batched else x[0]
+
+    def run(f):
+        leaf = x.clone().requires_grad_()
+        out = _IN_PLACE_CALLS[name](f, leaf)
+        out.mul_(2)
+        (grad,) = torch.autograd.grad(out.square().sum(), leaf, create_graph=True)
+        grad.add_(1)
+        return out, grad, torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
+
+    with torchconv_ext.use_backend(backend):
+        got = run(TF)
+    torch.testing.assert_close(got, run(F))

@@ -56,7 +56,7 @@ from ._layout import converting_once
 from ._registration import as_registered_ops as _as_registered_ops
 from ._registration import forward_mode_active as _forward_mode_active
 from ._registration import ops_only as _ops_only
-from ._registration import register
+from ._registration import register, writable
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
 
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
@@ -332,7 +332,7 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(prim: Primitive, *args: Any) -> Any:
-        return prim.run(*args)
+        return writable(prim.run(*args), args)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:
@@ -457,7 +457,7 @@ class BoundFunction(EagerFunction):
 
     @staticmethod
     def forward(bound: Bound, *leading: Any) -> Any:
-        return bound.prim.run_bound(bound, leading)
+        return writable(bound.prim.run_bound(bound, leading), leading)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:

@@ -68,6 +68,27 @@ def _derivative(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def writable(output: Any, inputs: tuple) -> Any:
+    """An autograd Function's ``output`` (a tensor or a tuple of them) as results callers may
+    write in place, as they may ATen's: an output that is a view of a tensor made inside the
+    call (a 1-d pooling computed in 2-d, then squeezed) is handed on as an alias that is no
+    view (autograd refuses in-place writes to views made inside a Function). A view of an
+    input stays one, and autograd's refusal with it."""
+    if type(output) is tuple:
+        return tuple(_writable(o, inputs) for o in output)
+    return _writable(output, inputs)
+
+
+def _writable(t: torch.Tensor, inputs: tuple) -> torch.Tensor:
+    if not t._is_view():
+        return t
+    storage = t.untyped_storage().data_ptr()
+    for a in inputs:
+        if isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() == storage:
+            return t
+    return t.detach()
+
+
 def forward_mode_active() -> bool:
     """Whether a call may carry tangents: a dual level of ``torch.autograd.forward_ad`` is
     open, or a functorch transform (``jvp``, ``linearize``) may be."""
@@ -158,7 +179,7 @@ class OpFunction(torch.autograd.Function):
     @staticmethod
     def forward(prim: Primitive, keys: torch._C.DispatchKeySet, *args: Any) -> Any:
         with torch._C._AutoDispatchBelowAutograd():
-            return prim.op.redispatch(keys, *args)
+            return writable(prim.op.redispatch(keys, *args), args)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:
