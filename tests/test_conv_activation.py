@@ -619,3 +619,27 @@ def test_a_fused_prelus_weight_takes_torchs_weight_utilities(utility, backend):
     assert held.keys() == theirs.keys()
     for name in held:
         torch.testing.assert_close(held[name], theirs[name], msg=name)
+
+
+def test_reset_parameters_gives_a_fused_prelu_its_weight_again():
+    """Deferred initialisation — built on the meta device, ``to_empty``, ``reset_parameters`` —
+    gets the PReLU weight's values back, as torch's ``nn.PReLU`` gets its ``init``; values given
+    on the meta device are unknown, and resetting says so."""
+    given = torch.tensor([0.25, -0.5, 0.1, 0.3])
+    with torch.device("meta"):
+        layer = torchconv_ext.nn.ConvTranspose2d(3, 4, 3, activation="prelu",
+                                                 activation_args={"weight": given.to("cpu")})  # fmt: skip
+        unknown = torchconv_ext.nn.Conv2d(3, 4, 3, activation="prelu",
+                                          activation_args={"weight": torch.ones(4)})  # fmt: skip
+    layer.to_empty(device="cpu").double()
+    layer.reset_parameters()
+    torch.testing.assert_close(layer.activation_weight, given.double())
+    with torch.no_grad():
+        layer.activation_weight.mul_(3)  # (trained)
+    layer.reset_parameters()
+    torch.testing.assert_close(layer.activation_weight, given.double())
+    unknown.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match=r"activation_weight.*meta device"):
+        unknown.reset_parameters()
+    plain = torchconv_ext.nn.Conv2d(3, 4, 3, activation="relu")
+    plain.reset_parameters()  # (nothing of its own to reset)

@@ -39,7 +39,8 @@ of the parameters it stepped: fused optimizers (``fused=True``) write parameters
 bumping their version counters, and some optimizers write through ``.data``. Code that writes
 parameters past their version counter outside an optimizer's step (``p.data.add_(...)``, as
 weight clipping and some moving averages of weights are written; collectives filling a
-parameter's storage in place, as FSDP's all-gathers do; ``vector_to_parameters``) must call
+parameter's storage in place, as FSDP's all-gathers do; ``vector_to_parameters``, and later
+writes into its vector; writes into ``t`` after ``p.data = t``) must call
 ``torchconv_ext.clear_weight_cache()`` after such writes, or set
 ``TORCHCONV_EXT_WEIGHT_CACHE=0`` (read at import) to repack on every call.
 """

@@ -9,6 +9,7 @@ import functools
 import inspect
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from .. import _activation
@@ -40,6 +41,9 @@ class Activated:
     # The fused activation (class defaults: none, so a plain layer holds no state of its own).
     activation: str | None = None
     activation_args: dict | None = None
+    #: A PReLU weight's values as given, which ``reset_parameters`` restores (``None`` where
+    #: they were given on the meta device: unknown).
+    _activation_weight_init: torch.Tensor | None = None
 
     def set_activation(
         self, activation: str | None, activation_args: Mapping[str, object] | None = None
@@ -50,7 +54,12 @@ class Activated:
         act = _activation.parse_activation(activation, activation_args)
         if act is not None:  # (checked before anything changes: a refused call changes nothing)
             _activation.check_channels(act, self.out_channels)
-        for name in ("activation", "activation_args", "activation_weight"):
+        for name in (
+            "activation",
+            "activation_args",
+            "activation_weight",
+            "_activation_weight_init",
+        ):
             if name in self.__dict__ or name in self._parameters:
                 delattr(self, name)
         if act is None:
@@ -59,9 +68,29 @@ class Activated:
         weight = args.pop("weight", None)
         self.activation, self.activation_args = activation, args
         if weight is not None:
+            if not weight.is_meta:
+                self._activation_weight_init = weight.detach().to("cpu", copy=True)
             if not isinstance(weight, nn.Parameter):
                 weight = nn.Parameter(weight.detach().clone())
             self.activation_weight = weight
+
+    def reset_parameters(self) -> None:
+        """torch's layer's reset, and a PReLU weight's values as given again (as torch's
+        ``nn.PReLU`` resets to its ``init``): deferred initialisation (``to_empty`` after the
+        meta device, then ``reset_parameters``) gets them back."""
+        super().reset_parameters()
+        weight = self._parameters.get("activation_weight")
+        if weight is None:
+            return
+        if self._activation_weight_init is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.reset_parameters: the PReLU weight (activation_weight) "
+                "was given on the meta device, so its values are unknown: give "
+                "activation_args={'weight': ...} a tensor with values, or load them "
+                "(load_state_dict) instead of resetting"
+            )
+        with torch.no_grad():
+            weight.copy_(self._activation_weight_init)
 
     def _activation_args(self) -> dict | None:
         # (the attribute, not the parameter: a parametrization, pruning or weight norm of it
