@@ -51,6 +51,13 @@ def read_checkpoint(path: str | os.PathLike, *, for_fit: bool = False) -> dict[s
 
     if not zipfile.is_zipfile(path):  # torch.save's format is a zip archive, its index at the end
         raise refuse("not a file torch.save wrote, or one cut short (an interrupted copy?)")
+    try:  # (torch.load reads no checksums: a damaged tensor would load as wrong numbers)
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise refuse(f"a damaged archive ({e})") from e
+    if damaged is not None:
+        raise refuse(f"its part {damaged!r} fails its checksum (a damaged copy?)")
     try:
         saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as e:  # objects beyond tensors and plain data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import torchconv_ext
 
@@ -269,6 +271,7 @@ class RecipeCLI(LightningCLI):
             return
         # The folder as the checkpoint spells it (relative or absolute): ModelCheckpoint restores
         # its best-checkpoint tracking only when its folder is spelt as when it was saved.
+        _refuse_older_than_last(ckpt_path, saved, folder)
         run_dir = _saved_run_dir(saved, folder) or str(folder)
         init["save_dir"] = os.path.dirname(os.path.dirname(run_dir))
         init["name"] = os.path.basename(os.path.dirname(run_dir))
@@ -317,12 +320,35 @@ class RecipeCLI(LightningCLI):
             torchconv_ext.summary(self.model.net, tuple(example.shape))
 
 
+def _refuse_older_than_last(ckpt_path: Path, saved: dict, folder: Path) -> None:
+    """Resuming goes on in the checkpoint's run folder, writing its ``last.ckpt``, best
+    checkpoints and curves: from a checkpoint older than that folder's ``last.ckpt`` it would
+    write over the run's later ones."""
+    last = folder / "checkpoints" / "last.ckpt"
+    if not last.is_file() or last.resolve() == ckpt_path.resolve():
+        return
+    try:
+        newer = read_checkpoint(last)
+    except RecipeValueError:  # (an unreadable last.ckpt holds nothing to keep)
+        return
+    if newer.get("global_step", 0) > saved["global_step"]:
+        raise RecipeValueError(
+            f"--ckpt_path {str(ckpt_path)!r} (epoch {saved['epoch']}, step "
+            f"{saved['global_step']}) is older than its run's {last} (epoch {newer.get('epoch')}, "
+            f"step {newer['global_step']}): resuming goes on in the run's folder and would write "
+            "over its later checkpoints; resume from last.ckpt, or copy the checkpoint out of the "
+            "run folder to train on from it in a new one"
+        )
+
+
 def main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
     """Run the CLI (``args``: the command line, default ``sys.argv[1:]``). A mistake in the
     command line, the config or the data ends the process with a short message instead of a
     traceback."""
     try:
         return RecipeCLI(args=args, run=run)
+    except SIGTERMException:  # (a SystemExit without a code: the shell would read success)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as e:
         error = find_recipe_error(e)
         if error is None:

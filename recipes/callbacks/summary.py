@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..checkpoint_io import CheckpointWriteError
 
@@ -69,10 +70,11 @@ class RunSummary(L.Callback):
             self._print(trainer, getattr(stage, "value", str(stage)), interrupted=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        # Ctrl+C, or a checkpoint that could not be written (the recipe CLI prints the error
-        # after this): where the run stopped and how to go on.
+        # Ctrl+C, SIGTERM (a killed or preempted job), or a checkpoint that could not be
+        # written (the recipe CLI prints the error after this): where the run stopped and how
+        # to go on.
         if (
-            isinstance(exception, (KeyboardInterrupt, CheckpointWriteError))
+            isinstance(exception, (KeyboardInterrupt, SIGTERMException, CheckpointWriteError))
             and trainer.is_global_zero
         ):
             stage = trainer.state.fn.value if trainer.state.fn else "fit"
@@ -117,7 +119,7 @@ class RunSummary(L.Callback):
         last = None
         if stage == "fit":
             best, last = self._checkpoints(trainer)
-            if best is not None and best.best_model_path:
+            if best is not None and best.best_model_path and Path(best.best_model_path).is_file():
                 score = best.best_model_score
                 value = f"{float(score):.4f}" if score is not None else "?"
                 rows.append(

@@ -8,7 +8,9 @@ import functools
 import io
 import shlex
 import signal
+import sys
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import pytest
@@ -280,6 +282,18 @@ def _zip_of(obj) -> bytes:
     return buf.getvalue()
 
 
+def _damaged_tensor() -> bytes:
+    """A whole checkpoint archive with 64 bytes inside a tensor's data overwritten: its index
+    intact, so only the checksums tell (``torch.load`` reads none)."""
+    values = torch.arange(1000, dtype=torch.float32)
+    content = bytearray(
+        _zip_of({"state_dict": {"w": values}, "pytorch-lightning_version": "2.6.0"})
+    )
+    start = content.find(values.numpy().tobytes()[:64]) + 1000
+    content[start : start + 64] = bytes(64)
+    return bytes(content)
+
+
 @pytest.mark.parametrize(
     ("content", "subcommand", "why"),
     [
@@ -288,8 +302,9 @@ def _zip_of(obj) -> bytes:
         (b"garbage, not a checkpoint\n", "validate", "not a file torch.save wrote"),
         (_zip_of({"a": 1}), "predict", "holds no 'state_dict' or 'pytorch-lightning_version'"),
         (_zip_of({"f": functools.partial(print)}), "fit", "beyond tensors and plain data"),
+        (_damaged_tensor(), "test", "fails its checksum"),
     ],
-    ids=["truncated", "empty", "text", "not-lightning", "code"],
+    ids=["truncated", "empty", "text", "not-lightning", "code", "damaged-tensor"],
 )
 def test_unreadable_checkpoint_is_one_short_error(content, subcommand, why, tmp_path, capsys):
     """A damaged or foreign file given to --ckpt_path stops the command with one line naming
@@ -383,3 +398,58 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_the_resume_command(
         f"resume with      python -m recipes {shlex.join(argv)} --ckpt_path {checkpoints}/last.ckpt"
         in printed.out
     )
+
+
+def test_resuming_from_a_checkpoint_older_than_its_runs_last_is_refused(tmp_path, capsys):
+    """Resuming goes on in the checkpoint's run folder: from a checkpoint older than the run's
+    last.ckpt it would write over the later checkpoints, so it is refused by name, nothing
+    written."""
+    args = ("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "2")
+    last = _last(run_cli(*args, tmp_path=tmp_path))
+    saved = torch.load(last, weights_only=True)
+    older = last.with_name("older.ckpt")
+    torch.save({**saved, "epoch": 0, "global_step": 1}, older)
+    before = _files(tmp_path)
+    err = main_error(capsys, cli_args(*args, "--ckpt_path", str(older), tmp_path=tmp_path)).err
+    assert err.startswith(
+        f"error: --ckpt_path '{older}' (epoch 0, step 1) is older than its run's {last} "
+        f"(epoch 1, step {saved['global_step']}): resuming goes on in the run's folder"
+    )
+    assert _files(tmp_path) == before
+
+
+class _Terminated(L.Callback):
+    """What Lightning's SIGTERM handler does (a killed or preempted job), in epoch 1."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.current_epoch == 1:
+            trainer._signal_connector.received_sigterm = True
+
+
+def test_sigterm_ends_the_run_with_a_failure_status_and_the_resume_command(tmp_path, capsys):
+    """Lightning ends a terminated run with a ``SystemExit`` without a code (success to a
+    shell, so ``fit ... && next`` would go on): the summary and the resume command are printed
+    as for Ctrl+C, and the status is 128 + SIGTERM."""
+    from recipes.cli import RecipeCLI, main
+
+    argv = cli_args("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "3",
+                    tmp_path=tmp_path)  # fmt: skip
+
+    class WithTermination(RecipeCLI):
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            trainer.callbacks.append(_Terminated())
+            return trainer
+
+    capsys.readouterr()
+    with (
+        mock.patch.object(sys, "argv", ["python -m recipes"]),  # (not pytest's arguments)
+        mock.patch("recipes.cli.RecipeCLI", WithTermination),
+        pytest.raises(SystemExit) as info,
+    ):
+        main(argv)
+    assert info.value.code == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "── fit interrupted at epoch 1" in out
+    checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
+    assert f"--ckpt_path {checkpoints}/last.ckpt" in out
