@@ -87,7 +87,8 @@ def _logger_args(config) -> Any | None:
 
 
 def _check_folders(config) -> None:
-    """Refuse a folder option that names a file (or lies under one)."""
+    """Refuse a folder option that names a file (or lies under one), or one that cannot be
+    written."""
     init = _logger_args(config)
     folders = {"--trainer.default_root_dir": config["trainer"].get("default_root_dir")}
     if init is not None:
@@ -101,6 +102,11 @@ def _check_folders(config) -> None:
             raise RecipeValueError(
                 f"{option} {str(folder)!r}: {display_path(existing)} is a file, not a folder; "
                 "give the folder the runs are written to"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RecipeValueError(
+                f"{option} {str(folder)!r}: cannot write in {display_path(existing)} (no "
+                "permission); give a folder the runs can be written to"
             )
 
 

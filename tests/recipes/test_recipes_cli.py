@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,32 @@ def test_bad_values_are_one_short_error_before_training(args, message, tmp_path,
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: ") and message in err
     assert not Started.started
+
+
+def test_a_folder_that_cannot_be_written_is_one_short_error_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    """Where the runs would go cannot be written (no permission; stood in for here, as root
+    may write anywhere): refused by name before training, not a traceback from deep inside."""
+    import recipes.cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        recipes.cli.os, "access",
+        lambda path, mode: Path(path) != locked and real_access(path, mode),
+    )  # fmt: skip
+    Started.started = False
+    argv = cli_args("fit", "--config", str(DIGITS), *TINY, "--trainer.max_epochs", "1",
+                    "--trainer.callbacks+=recipes_testutils.Started", tmp_path=locked / "runs")  # fmt: skip
+    err = main_error(capsys, argv).err
+    assert (
+        err.startswith("error: --trainer.")
+        and "cannot write in" in err
+        and "(no permission)" in err
+    )
+    assert err.count("\n") == 1 and not Started.started
 
 
 def test_wrong_data_path_fails_before_training(tmp_path):
