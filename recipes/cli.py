@@ -110,6 +110,22 @@ def _check_folders(config) -> None:
             )
 
 
+def _check_trainer_numbers(config) -> None:
+    """Trainer options Lightning takes without a check, each refused by name where it would
+    fail mid-run (a division by zero) or train wrongly (a negative clipping norm turns the
+    gradients around)."""
+    trainer = config["trainer"]
+    for option in ("accumulate_grad_batches", "check_val_every_n_epoch"):
+        value = trainer.get(option)
+        if value is not None and value < 1:
+            raise RecipeValueError(f"--trainer.{option} must be 1 or more, got {value}")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not clip >= 0:
+        raise RecipeValueError(
+            f"--trainer.gradient_clip_val must be 0 or more (null or 0: no clipping), got {clip}"
+        )
+
+
 def newest_last_checkpoint(config) -> Path:
     """``--ckpt_path last``: the most recently written ``<run>/checkpoints/last.ckpt`` among the
     runs in the config's log folder (``<save_dir>/<name>``)."""
@@ -263,6 +279,7 @@ class RecipeCLI(LightningCLI):
         self.resume_folder: Path | None = None
         self.resume_at: tuple[float, float] | None = None  # the checkpoint's (epoch, step)
         _check_folders(config)
+        _check_trainer_numbers(config)
         if self.subcommand == "fit" and self.checkpoint is not None:
             self._continue_run_folder(config, Path(config["ckpt_path"]), self.checkpoint)
         self.checkpoint = None

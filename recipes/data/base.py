@@ -77,6 +77,22 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise RecipeValueError(f"batch_size must be positive, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise RecipeValueError(
+                f"eval_batch_size must be positive (or null: batch_size), got {eval_batch_size}"
+            )
+        if num_workers < 0:
+            raise RecipeValueError(
+                f"num_workers must be 0 (load in the main process) or more, got {num_workers}"
+            )
+        channels = getattr(self, "in_channels", None)
+        for name, values in (("mean", mean), ("std", std)):
+            if channels is not None and len(values) != channels:
+                raise RecipeValueError(
+                    f"{name} must have one value per image channel ({channels}), got {list(values)}"
+                )
+        if any(not float(s) > 0 for s in std):
+            raise RecipeValueError(f"std must be positive (it divides), got {list(std)}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

@@ -370,6 +370,26 @@ def test_missing_data_is_one_short_error(tmp_path, capsys):
             ["--trainer.max_epochs", "-5"],
             "--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -5.",
         ),
+        (
+            ["--trainer.accumulate_grad_batches", "0"],
+            "--trainer.accumulate_grad_batches must be 1 or more, got 0",
+        ),
+        (
+            ["--trainer.check_val_every_n_epoch", "0"],
+            "--trainer.check_val_every_n_epoch must be 1 or more, got 0",
+        ),
+        (["--trainer.gradient_clip_val", "-1"], "--trainer.gradient_clip_val must be 0 or more"),
+        (["--data.init_args.eval_batch_size", "-4"], "eval_batch_size must be positive"),
+        (["--data.init_args.eval_batch_size", "0"], "eval_batch_size must be positive"),
+        (
+            ["--data.init_args.num_workers", "-1"],
+            "num_workers must be 0 (load in the main process) or more, got -1",
+        ),
+        (["--data.init_args.std", "[0.0]"], "std must be positive (it divides), got [0.0]"),
+        (
+            ["--data.init_args.mean", "[0.1,0.2]"],
+            "mean must have one value per image channel (1), got [0.1, 0.2]",
+        ),
         (["--trainer.logger.init_args.save_dir", "{file}"], "is a file, not a folder"),
         (["--trainer.logger.init_args.save_dir", "{file}/runs"], "is a file, not a folder"),
     ],
