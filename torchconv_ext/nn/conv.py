@@ -41,10 +41,9 @@ def _cropped(input: Tensor, pairs: list[tuple[int, int]]) -> Tensor:
     """``input`` without the elements that negative ``(before, after)`` pairs crop from its
     last ``len(pairs)`` dims (a view; ``F.pad`` refuses a crop past the size, and so does
     :func:`torch.Tensor.narrow` here)."""
-    first_dim = input.dim() - len(pairs)
     for i, (before, after) in enumerate(pairs):
-        if before < 0 or after < 0:
-            dim, crop = first_dim + i, max(-before, 0)
+        if before < 0 or after < 0:  # (input.dim() only here: an FX trace records each call)
+            dim, crop = input.dim() - len(pairs) + i, max(-before, 0)
             input = input.narrow(dim, crop, input.shape[dim] - crop - max(-after, 0))
     return input
 
