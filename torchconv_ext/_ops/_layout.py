@@ -252,8 +252,15 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
     return packed
 
 
+#: torch's raw current stream, as Triton's NVIDIA driver reads it at each launch (absent from
+#: CPU builds of torch: there, as under the stand-in GPU of the benchmarks, Triton's driver).
+_torch_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _raw_stream(device_index: int) -> int:
-    """The stream our kernels launch on now, as Triton reads it at each launch."""
+    """The stream our kernels launch on now (a cache hit asks it: kept to one C call)."""
+    if _torch_raw_stream is not None:
+        return _torch_raw_stream(device_index)
     return kernels().current_stream(device_index)
 
 
