@@ -74,9 +74,12 @@ def writable(output: Any, inputs: tuple) -> Any:
     call (a 1-d pooling computed in 2-d, then squeezed) is handed on as an alias that is no
     view (autograd refuses in-place writes to views made inside a Function). A view of an
     input stays one, and autograd's refusal with it."""
-    if type(output) is tuple:
-        return tuple(_writable(o, inputs) for o in output)
-    return _writable(output, inputs)
+    if type(output) is not tuple:
+        return _writable(output, inputs) if output._is_view() else output
+    for o in output:  # (a loop, no generator: this runs on every eager call with gradients)
+        if o._is_view():
+            return tuple([_writable(o, inputs) for o in output])
+    return output
 
 
 def _writable(t: torch.Tensor, inputs: tuple) -> torch.Tensor:
