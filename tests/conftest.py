@@ -13,7 +13,16 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
+# One ATen thread per test process, and in the processes tests start: the tensors are tiny, and
+# pytest-xdist runs a process per core, whose thread pools would otherwise take turns on the
+# same cores (ATen's threads spin while they wait).
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import torch
+
+torch.set_num_threads(1)  # (in case a plugin imported torch first)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -24,8 +33,6 @@ os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
 # Tuned launch configs persist in a per-user cache: tests write theirs to a fresh directory,
 # never to the user's (``triton_kernels._tuning``), and remove it when the run ends.
 os.environ["TORCHCONV_EXT_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchconv_ext-test-cache-")
-
-import pytest
 
 atexit.register(shutil.rmtree, os.environ["TORCHCONV_EXT_CACHE_DIR"], ignore_errors=True)
 
@@ -47,17 +54,6 @@ def pytest_collection_modifyitems(config, items):
 def triton_device() -> str:
     """Where Triton kernels run in this test session: the GPU, else the CPU interpreter."""
     return "cuda" if HAS_CUDA else "cpu"
-
-
-@pytest.fixture(scope="module")
-def single_thread():
-    """Pooling tests use tiny tensors, where ATen's thread pool costs more than the work (tens
-    of times more on a busy machine): run them single-threaded, then restore. Pooling modules
-    request it for all their tests with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,6 @@ from torchconv_ext import init
 from torchconv_ext import nn as tnn
 from torchconv_ext.init.kmeans import _kmeans, _Reservoir, _windows
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 F64 = torch.float64
 CONV = {1: tnn.Conv1d, 2: tnn.Conv2d, 3: tnn.Conv3d}
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

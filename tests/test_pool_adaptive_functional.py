@@ -19,8 +19,6 @@ from tests.references.pool import (
 )
 from torchconv_ext import functional as TF
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 TORCH = {
     "max": {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d},
     "avg": {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d},

@@ -13,8 +13,6 @@ from tests.references.pool import significant_strides, special_batch
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as TN
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 X = torch.randn(2, 3, 6, 6)
 
 # --------------------------------------------------------------------------------------------

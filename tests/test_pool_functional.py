@@ -29,8 +29,6 @@ from tests.references.pool import (
 )
 from torchconv_ext import functional as TF
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 OURS = {
     "max": {1: TF.max_pool1d, 2: TF.max_pool2d, 3: TF.max_pool3d},
     "avg": {1: TF.avg_pool1d, 2: TF.avg_pool2d, 3: TF.avg_pool3d},

@@ -15,8 +15,6 @@ from tests.references.pool import special_batch
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as TN
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 TORCH_MODULES = [
     (nn.MaxPool1d(3, 2, 1), 1),
     (nn.MaxPool2d(3, 2, 1, ceil_mode=True), 2),

@@ -12,8 +12,6 @@ from tests.references.pool import backward_twice, in_layout
 from torchconv_ext import functional as TF
 from torchconv_ext import nn as TN
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def _op_samples(layout):
     x = in_layout(torch.randn(2, 3, 5, 6, dtype=torch.float64), layout)

@@ -22,8 +22,6 @@ from torchconv_ext import nn as tnn
 from torchconv_ext._args import same_padding
 from torchconv_ext.summary import fields, layers, summary
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 F64 = torch.float64
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tests.references.pool import backward_twice, in_layout, significant_strides
 from torchconv_ext import functional as TF
 
-pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("single_thread")]
+pytestmark = pytest.mark.gpu
 
 GPU_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 

@@ -10,7 +10,7 @@ import torchconv_ext
 from tests.triton_kernels.launches import launched_kernels
 from torchconv_ext import functional as TF
 
-pytestmark = [pytest.mark.interpret, pytest.mark.usefixtures("single_thread")]
+pytestmark = pytest.mark.interpret
 
 
 def test_pyramid_is_one_launch(monkeypatch):
