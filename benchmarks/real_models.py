@@ -411,9 +411,8 @@ def _zero_pads(model: nn.Module) -> int:
 
 
 def _activated(model: nn.Module) -> int:
-    """Our convolutions with an activation in their epilogue (named by a string there; other
-    libraries' blocks hold an activation module under that name)."""
-    return sum(isinstance(getattr(m, "activation", None), str) for m in model.modules())
+    """Our convolutions with an activation in their epilogue."""
+    return sum(isinstance(getattr(m, "fused_activation", None), str) for m in model.modules())
 
 
 def _randomise_batch_norms(model: nn.Module) -> None:

@@ -178,3 +178,49 @@ def test_a_recorded_padding_of_the_channels_is_refused_by_name():
         NotImplementedError, match=r"\[1, 1, 1, 1, 1, 1\] pads more than the spatial"
     ):
         ours(x)
+
+
+@pytest.mark.parametrize("ours", [tnn.Conv2d, tnn.ConvTranspose2d])
+def test_a_subclass_keeps_its_own_constructor(ours):
+    """As of torch's layers: a subclass's ``__init__`` runs, with its own arguments."""
+
+    class Scaled(ours):
+        def __init__(self, channels, scale=2.0):
+            super().__init__(channels, channels, 3, padding=1, activation="relu")
+            self.scale = scale
+
+        def forward(self, x):
+            return super().forward(x) * self.scale
+
+    layer = Scaled(4, scale=3.0).double()
+    assert layer.scale == 3.0 and layer.fused_activation == "relu"
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    plain = getattr(nn, ours.__name__)(4, 4, 3, padding=1).double()
+    plain.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x), 3.0 * torch.relu(plain(x)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("torch_layer", [nn.Conv2d, nn.ConvTranspose2d])
+def test_an_attribute_named_activation_stays_the_layers_own(torch_layer):
+    """A fused activation is ``fused_activation``: a layer's own ``activation`` — a submodule
+    its subclass applies, a tag — is neither hidden nor fused, before or after conversion."""
+
+    class WithActivation(torch_layer):
+        def __init__(self):
+            super().__init__(4, 4, 3, padding=1)
+            self.activation = nn.Tanh()
+
+        def forward(self, x):
+            return self.activation(super().forward(x))
+
+    tagged = torch_layer(4, 4, 3, padding=1).double()
+    tagged.activation = "relu"  # (a tag some code keeps on its layers)
+    model = nn.Sequential(WithActivation(), tagged).double()
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    converted = torchconv_ext.convert_model(model)
+    assert isinstance(converted[0].activation, nn.Tanh) and converted[1].activation == "relu"
+    assert converted[0].fused_activation is None and converted[1].fused_activation is None
+    torch.testing.assert_close(converted(x), model(x), rtol=1e-12, atol=1e-12)
+    ours = getattr(tnn, torch_layer.__name__)(4, 4, 3, padding=1)
+    ours.activation = nn.Tanh()
+    assert isinstance(ours.activation, nn.Tanh) and ours.fused_activation is None

@@ -199,7 +199,9 @@ def test_modules_take_an_activation(backend):
     assert "activation_weight" in dict(prelu.named_parameters())
     with pytest.raises(ValueError, match="out_channels=4"):
         prelu.set_activation("prelu", {"weight": torch.ones(2)})
-    assert prelu.activation == "prelu" and prelu.activation_weight.shape == (4,)  # (unchanged)
+    assert prelu.fused_activation == "prelu" and prelu.activation_weight.shape == (
+        4,
+    )  # (unchanged)
     # Unbatched: the PReLU weight is still per output channel (dim 0 of the result).
     u = torch.randn(2, 3, 3, 3)
     with torchconv_ext.use_backend(backend):
@@ -235,5 +237,5 @@ def test_converted_generator_fuses_its_activations():
             m.running_var.uniform_(0.5, 2)
     x = torch.randn(2, 4, 1, 1, dtype=torch.float64)
     fused = torchconv_ext.convert_model(model, fuse=True)
-    assert fused[0].activation == "relu" and type(fused[4]) is nn.Tanh
+    assert fused[0].fused_activation == "relu" and type(fused[4]) is nn.Tanh
     torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)

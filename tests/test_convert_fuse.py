@@ -114,7 +114,7 @@ def test_what_fuses_and_what_replaces_it():
     torch.manual_seed(0)
     model = _randomise_batch_norms(_every_pattern().double()).eval()
     fused, report = convert_model_with_report(model, fuse=True)
-    kinds = [(type(m).__name__, getattr(m, "activation", None)) for m in fused]
+    kinds = [(type(m).__name__, getattr(m, "fused_activation", None)) for m in fused]
     assert kinds == [
         ("Conv2d", "relu"), ("Identity", None), ("Identity", None),
         ("Conv2d", "leaky_relu"), ("Identity", None), ("Identity", None),
@@ -127,7 +127,7 @@ def test_what_fuses_and_what_replaces_it():
     ]  # fmt: skip
     assert isinstance(fused[0], tnn.Conv2d)
     assert fused[3].bias is not None  # a folded batch norm gives a bias-free conv its shift
-    assert fused[8].activation_args == {"approximate": "tanh"}
+    assert fused[8].fused_activation_args == {"approximate": "tanh"}
     # A fused PReLU's weight lives on with the convolution (shared: fusing worked on a copy).
     assert torch.equal(fused[6].activation_weight, model[7].weight)
     assert "6.activation_weight" in fused.state_dict()
@@ -157,7 +157,7 @@ def test_training_mode_batch_norm_is_never_folded():
     assert isinstance(features[1], nn.Identity) and isinstance(features[2], nn.Identity)
     assert type(features[4]) is nn.BatchNorm2d and features[4].training
     assert type(features[5]) is nn.ReLU  # it follows the batch norm, not the convolution
-    assert features[3].activation is None
+    assert features[3].fused_activation is None
     assert [e.reason for e in report.fused if e.reason] == ["batch norm in training mode"]
     assert "not fused 0.4: batch norm in training mode" in str(report)
     torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
@@ -170,7 +170,7 @@ def test_fuse_is_off_by_default():
     model = _randomise_batch_norms(_vgg_like()).eval()
     for converted in (convert_model(model), convert_model_with_report(model)[0]):
         assert [type(m).__name__ for m in converted[0]][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
-        assert converted[0][0].activation is None
+        assert converted[0][0].fused_activation is None
         assert list(converted.state_dict()) == list(model.state_dict())
 
 
@@ -181,9 +181,9 @@ def test_modules_with_hooks_and_parametrized_convs_are_not_fused():
     fused = convert_model(model, fuse=True)
     features = fused[0]
     assert isinstance(features[1], nn.Identity) and type(features[2]) is nn.ReLU
-    assert features[0].activation is None
+    assert features[0].fused_activation is None
     assert type(features[4]) is nn.BatchNorm2d  # after the parametrized convolution
-    assert features[7].activation == "relu"
+    assert features[7].fused_activation == "relu"
 
 
 def test_inplace_fuses_the_model_itself():
@@ -192,7 +192,7 @@ def test_inplace_fuses_the_model_itself():
     x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     expected = model(x)
     assert convert_model(model, inplace=True, fuse=True) is model
-    assert isinstance(model[1], nn.Identity) and model[0].activation == "relu"
+    assert isinstance(model[1], nn.Identity) and model[0].fused_activation == "relu"
     torch.testing.assert_close(model(x), expected, rtol=1e-9, atol=1e-9)
 
 
@@ -223,7 +223,7 @@ def test_module_activation_arguments(backend):
     torch.testing.assert_close(y, nn.functional.elu(z, 0.5))
     assert "activation='elu'" in repr(conv)
     conv.set_activation(None)
-    assert conv.activation is None and "activation" not in conv.__dict__
+    assert conv.fused_activation is None and "fused_activation" not in conv.__dict__
     torch.testing.assert_close(conv(x), z)
 
 
@@ -240,7 +240,10 @@ def test_module_prelu_weight_is_a_parameter():
     with pytest.raises(ValueError, match="activation must be"):
         tnn.Conv1d(2, 3, 1, activation="tanh")
     plain = tnn.Conv3d(2, 3, 1)
-    assert "activation" not in plain.__dict__ and list(plain.state_dict()) == ["weight", "bias"]
+    assert "fused_activation" not in plain.__dict__ and list(plain.state_dict()) == [
+        "weight",
+        "bias",
+    ]
 
 
 # --- models written as modules with attributes: the forward code says who consumes what ---------
@@ -377,7 +380,7 @@ def test_a_resnet_folds_every_batch_norm_and_fuses_the_relus_called_once(backend
         "layer1.0.relu": "called 2 times in the forward",
         "layer1.1.relu": "called 2 times in the forward",
     }
-    assert type(fused.layer1[0].relu) is nn.ReLU and fused.conv1.activation == "relu"
+    assert type(fused.layer1[0].relu) is nn.ReLU and fused.conv1.fused_activation == "relu"
     assert isinstance(fused.layer1[1], _BasicBlock)  # the model keeps its classes and forward
     assert "not fused layer1.0.relu: called 2 times in the forward" in str(report)
 
@@ -386,7 +389,7 @@ def test_modules_called_once_fuse_wherever_they_are_defined():
     model = nn.Sequential(_ConvBnAct(3, 4, nn.ReLU()), _ConvBnAct(4, 5, nn.GELU()))
     fused, report = _fuse_and_compare(model)
     assert _fusions(report) == {"0.conv": ["0.bn", "0.act"], "1.conv": ["1.bn", "1.act"]}
-    assert [fused[i].conv.activation for i in (0, 1)] == ["relu", "gelu"]
+    assert [fused[i].conv.fused_activation for i in (0, 1)] == ["relu", "gelu"]
     assert all(isinstance(fused[i].bn, nn.Identity) for i in (0, 1))
     assert list(fused.state_dict()) == [k for k in fused.state_dict() if ".bn." not in k]
 
@@ -400,7 +403,7 @@ def test_identities_between_the_steps_pass_them_on():
     seq = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Identity(), nn.BatchNorm2d(4), nn.Identity(),
                         nn.ReLU(), _Untraceable())  # fmt: skip
     fused, report = _fuse_and_compare(seq)
-    assert _fusions(report) == {"0": ["2", "4"]} and fused[0].activation == "relu"
+    assert _fusions(report) == {"0": ["2", "4"]} and fused[0].fused_activation == "relu"
 
 
 def test_a_forward_that_cannot_be_traced_is_read_child_by_child():
@@ -437,7 +440,7 @@ def test_outputs_and_modules_used_more_than_once_are_left():
         "bn_after_twice": "the convolution twice is called 2 times in the forward",
         "shared_bn": "called 2 times in the forward",
     }
-    assert type(fused.bn) is nn.BatchNorm2d and fused.conv.activation is None
+    assert type(fused.bn) is nn.BatchNorm2d and fused.conv.fused_activation is None
 
 
 class _Skip(nn.Module):
@@ -506,7 +509,7 @@ def test_a_shared_activation_after_every_convolution_fuses_into_each(backend, ex
     fused, report = _fuse_and_compare(_SharedAfterBoth(), backend, example=example)
     assert _fusions(report) == {"conv1": ["norm1", "lrelu"], "conv2": ["norm2", "lrelu"]}
     assert _refusals(report) == {} and type(fused.lrelu) is nn.Identity
-    assert fused.conv1.activation == fused.conv2.activation == "leaky_relu"
+    assert fused.conv1.fused_activation == fused.conv2.fused_activation == "leaky_relu"
 
 
 class _SharedAndAliasedOutsideTrace(nn.Module):
@@ -567,7 +570,7 @@ class _FunctionalActivation(nn.Module):
 
 def test_an_activation_in_the_forward_code_stays_after_the_folded_batch_norm():
     fused, report = _fuse_and_compare(_FunctionalActivation())
-    assert _fusions(report) == {"conv": ["bn"]} and fused.conv.activation is None
+    assert _fusions(report) == {"conv": ["bn"]} and fused.conv.fused_activation is None
 
 
 class _TimmBatchNormAct2d(nn.BatchNorm2d):
@@ -625,7 +628,7 @@ def test_a_batch_norm_subclass_computing_a_batch_norm_and_an_activation_folds_an
     described = {name: kind for e in report.fused for name, kind in e.fused}
     assert described["0.bn"] == "_TimmBatchNormAct2d with act (SiLU)"
     assert described["1.bn"] == "_TimmBatchNormAct2d with act (_TimmGELU)"
-    assert [fused[i].conv.activation for i in range(3)] == ["silu", "gelu", "relu"]
+    assert [fused[i].conv.fused_activation for i in range(3)] == ["silu", "gelu", "relu"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
 
 
@@ -655,7 +658,11 @@ def test_another_librarys_activation_module_fuses(backend, example):
     )  # fmt: skip
     fused, report = _fuse_and_compare(model, backend, example=example)
     assert _fusions(report) == {"0": ["1", "2"], "3": ["4"]}
-    assert [fused[0].activation, fused[3].activation, fused[5].activation] == ["gelu", "gelu", None]
+    assert [fused[0].fused_activation, fused[3].fused_activation, fused[5].fused_activation] == [
+        "gelu",
+        "gelu",
+        None,
+    ]
     described = {name: kind for e in report.fused for name, kind in e.fused}
     assert described["2"] == "_HfGELU"
 
@@ -690,7 +697,7 @@ class _NormThen(nn.BatchNorm2d):
 def test_an_activation_called_in_a_batch_norm_subclass_fuses_with_its_arguments(then, kind):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _NormThen(4, then))
     fused, report = _fuse_and_compare(model)
-    assert _fusions(report) == {"0": ["1"]} and fused[0].activation == kind
+    assert _fusions(report) == {"0": ["1"]} and fused[0].fused_activation == kind
 
 
 class _NormThenMore(nn.BatchNorm2d):
@@ -918,7 +925,7 @@ def test_mobile_activations_fuse(backend):
         "gate": ["sigmoid"],
     }
     activations = [fused.stem[0], fused.expand[0], fused.depthwise[0], fused.se.fc2, fused.gate]
-    assert [m.activation for m in activations] == [
+    assert [m.fused_activation for m in activations] == [
         "mish", "relu6", "hardswish", "hardsigmoid", "sigmoid"
     ]  # fmt: skip
 
@@ -934,7 +941,7 @@ def test_a_transposed_convolution_folds_its_batch_norm(backend):
     )  # fmt: skip
     fused, report = _fuse_and_compare(model, backend)
     assert _fusions(report) == {"0": ["1", "2"], "3": ["4"]}
-    assert fused[0].activation == "relu" and fused[0].bias is not None
+    assert fused[0].fused_activation == "relu" and fused[0].bias is not None
 
 
 # --- random graphs: whatever fuses, the model computes what it computed -------------------------

@@ -206,5 +206,5 @@ def test_a_prelu_after_the_concatenation_stays_after_the_folded_batch_norm():
         "a": ["bn (BatchNorm2d over the concatenation)"],
         "b": ["bn (BatchNorm2d over the concatenation)"],
     }
-    assert isinstance(fused.after, nn.PReLU) and fused.a.activation is None
+    assert isinstance(fused.after, nn.PReLU) and fused.a.fused_activation is None
     torch.testing.assert_close(fused(x), expected, rtol=1e-9, atol=1e-9)

@@ -65,7 +65,7 @@ def test_a_forward_torch_fx_cannot_trace_fuses_from_a_recorded_run(backend):
         f"{layer}.convolution": [f"{layer}.normalization", f"{layer}.activation"]
         for layer in ("stem", "block", "head")
     }
-    assert [fused.stem.convolution.activation, fused.block.convolution.activation] == [
+    assert [fused.stem.convolution.fused_activation, fused.block.convolution.fused_activation] == [
         "relu6",
         "relu",
     ]
@@ -238,7 +238,7 @@ def test_a_block_run_once_per_chunk_fuses_as_a_block_run_once():
     model, x, fused, report = _fused_from_a_run(_Chunked(), 2, 3, 9, 5)
     assert _fusions(report) == {"conv1": ["pad", "bn1", "act"], "conv2": ["bn2", "act"]}
     assert _refusals(report) == {}
-    assert (fused.conv1.padding, fused.conv1.activation) == (((2, 0), 1), "silu")
+    assert (fused.conv1.padding, fused.conv1.fused_activation) == (((2, 0), 1), "silu")
     torch.testing.assert_close(fused(x), model(x), rtol=1e-9, atol=1e-9)
 
 

@@ -286,7 +286,7 @@ def test_an_activation_fuses_into_a_computed_weight(backend):
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     fused, report = torchconv_ext.convert_model_with_report(model, fuse=True)
     assert [(e.name, e.fused, e.reason) for e in report.fused] == [("0", (("1", "SiLU"),), "")]
-    assert fused[0].activation == "silu" and type(fused[1]) is nn.Identity
+    assert fused[0].fused_activation == "silu" and type(fused[1]) is nn.Identity
     with torchconv_ext.use_backend(backend):
         got = fused(x)
     torch.testing.assert_close(got, model(x), rtol=1e-12, atol=1e-12)
@@ -434,3 +434,19 @@ def test_converted_layers_compile_whole(case):
         out.sum().backward()
         results.append((out.detach(), x.grad))
     torch.testing.assert_close(*results)
+
+
+@pytest.mark.parametrize("cls", [Conv2dSame, StdConv2d, WeightStandardizedConv2d])
+def test_the_known_layer_check_leaves_the_global_generator_as_it_was(cls):
+    """The first conversion of a known class checks it on a small instance of its own, whose
+    initialisation draws random numbers: not from the user's generator, so a converted model
+    draws the numbers (dropout masks, shuffles) the unconverted one would."""
+    from torchconv_ext import convert
+
+    convert._known_layer_check.cache_clear()  # (checked afresh, as in a new process)
+    model = nn.Sequential(cls(4, 6, 3))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    converted = torchconv_ext.convert_model(model)
+    assert type(converted[0]) is not cls  # (converted: the check ran and passed)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -90,7 +90,7 @@ def test_beyond_torch_the_lazy_layers_take_what_ours_take():
     # TensorFlow's 'same' with a stride, and a fused activation.
     conv = tnn.LazyConv2d(4, 3, stride=2, padding="same", activation="relu")
     y = conv(x)
-    assert y.shape == (2, 4, 4, 3) and type(conv) is tnn.Conv2d and conv.activation == "relu"
+    assert y.shape == (2, 4, 4, 3) and type(conv) is tnn.Conv2d and conv.fused_activation == "relu"
     expected = nn.functional.conv2d(
         nn.functional.pad(x, (0, 1, 1, 1)), conv.weight, conv.bias, stride=2
     ).relu()
@@ -141,7 +141,7 @@ def test_an_unmaterialised_lazy_layer_copies_and_pickles():
     for module in (loaded, copied):
         assert type(module) is tnn.LazyConvTranspose2d and module.has_uninitialized_params()
         assert module(x).shape == (1, 2, 8, 8)
-        assert type(module) is tnn.ConvTranspose2d and module.activation == "silu"
+        assert type(module) is tnn.ConvTranspose2d and module.fused_activation == "silu"
 
 
 def test_convert_model_makes_torch_s_lazy_layers_ours():

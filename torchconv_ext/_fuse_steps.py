@@ -58,7 +58,7 @@ def conv_refusal(module: nn.Module) -> str | None:
     :func:`weight_refusal`."""
     if not isinstance(module, (_ConvMixin, _ConvTransposeMixin)):
         return None
-    if module.activation is not None:
+    if module.fused_activation is not None:
         return "has an activation already"
     if under := _their_forward(module):
         return under

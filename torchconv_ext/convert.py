@@ -278,8 +278,16 @@ def _known_layer_check(ours: type, theirs: type, known: KnownLayer) -> str:
         "(another version of its library?)"
     )
     generator = torch.Generator().manual_seed(0)
-    try:  # (on the CPU, whatever the default device; no autograd)
-        with torch.device("cpu"), torch.no_grad(), use_backend("torch"):
+    # (on the CPU, whatever the default device; no autograd; the global generator, which the
+    # small instance's initialisation draws from, as it was: a converted model's later random
+    # draws are those of the model unconverted)
+    try:
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.device("cpu"),
+            torch.no_grad(),
+            use_backend("torch"),
+        ):
             example = known.example(theirs).double()
             converted = copy.deepcopy(example)
             converted.__class__ = _over_subclass(ours, theirs)

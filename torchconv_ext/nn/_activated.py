@@ -1,6 +1,7 @@
 """A fused activation on a convolution module: the keyword-only constructor arguments
 ``activation`` and ``activation_args`` (default ``None``), :meth:`Activated.set_activation`
-(as ``convert_model(fuse=True)`` sets it later), a PReLU weight as the parameter
+(as ``convert_model(fuse=True)`` sets it later), read back as the attributes
+``fused_activation`` and ``fused_activation_args``, a PReLU weight as the parameter
 ``activation_weight``. Without an activation a layer holds nothing torch's does not."""
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class Activated:
     ``activation`` and :meth:`_activation_args` to the functional op when one is set."""
 
     # The fused activation (class defaults: none, so a plain layer holds no state of its own).
-    activation: str | None = None
-    activation_args: dict | None = None
+    # Not ``activation``: a subclass's or a converted layer's own attribute of that name (a
+    # submodule, a tag) stays theirs, and is never read as an activation to fuse.
+    fused_activation: str | None = None
+    fused_activation_args: dict | None = None
     #: A PReLU weight's values as given, which ``reset_parameters`` restores (``None`` where
     #: they were given on the meta device: unknown).
     _activation_weight_init: torch.Tensor | None = None
@@ -55,8 +58,8 @@ class Activated:
         if act is not None:  # (checked before anything changes: a refused call changes nothing)
             _activation.check_channels(act, self.out_channels)
         for name in (
-            "activation",
-            "activation_args",
+            "fused_activation",
+            "fused_activation_args",
             "activation_weight",
             "_activation_weight_init",
         ):
@@ -66,7 +69,7 @@ class Activated:
             return
         args = dict(activation_args or {})
         weight = args.pop("weight", None)
-        self.activation, self.activation_args = activation, args
+        self.fused_activation, self.fused_activation_args = activation, args
         if weight is not None:
             if not weight.is_meta:
                 self._activation_weight_init = weight.detach().to("cpu", copy=True)
@@ -97,13 +100,15 @@ class Activated:
         # computes it, as torch's PReLU reads its own ``weight``)
         weight = getattr(self, "activation_weight", None)
         return (
-            self.activation_args if weight is None else {**self.activation_args, "weight": weight}
+            self.fused_activation_args
+            if weight is None
+            else {**self.fused_activation_args, "weight": weight}
         )
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
-        if self.activation is None:
+        if self.fused_activation is None:
             return text
-        return f"{text}, activation={self.activation!r}" + (
-            f", activation_args={self.activation_args}" if self.activation_args else ""
+        return f"{text}, activation={self.fused_activation!r}" + (
+            f", activation_args={self.fused_activation_args}" if self.fused_activation_args else ""
         )

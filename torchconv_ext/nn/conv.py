@@ -9,8 +9,9 @@ layer, without its copy).
 Beyond torch, two keyword-only constructor arguments, ``activation`` and ``activation_args``
 (default ``None``), fuse an activation into the convolution (see
 :func:`torchconv_ext.functional.conv2d` and ``nn._activated``; ``set_activation`` sets it later,
-as ``convert_model(fuse=True)`` does). A PReLU weight becomes the parameter
-``activation_weight``; without an activation a layer holds nothing torch's does not.
+as ``convert_model(fuse=True)`` does; ``fused_activation`` reads it). A PReLU weight becomes
+the parameter ``activation_weight``; without an activation a layer holds nothing torch's does
+not.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ class _ConvMixin(Activated, DropIn):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        extend_constructor(cls, _same_with_stride)
-        with_activation_arguments(cls)
+        if "replaces" in cls.__dict__:  # (ours: a user's subclass keeps its own constructor)
+            extend_constructor(cls, _same_with_stride)
+            with_activation_arguments(cls)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self.activation is not None:
+        if self.fused_activation is not None:
             return self._activated_forward(input, weight, bias)
         input, padding = self._applied_padding(input, weight, bias)
         return type(self)._functional(
@@ -114,7 +116,7 @@ class _ConvMixin(Activated, DropIn):
             self.dilation,
             self.groups,
             padding_mode=self.padding_mode,
-            activation=self.activation,
+            activation=self.fused_activation,
             activation_args=self._activation_args(),
         )
 

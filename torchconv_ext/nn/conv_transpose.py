@@ -96,8 +96,9 @@ class _ConvTransposeMixin(Activated, DropIn):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        extend_constructor(cls, _padding_string)
-        with_activation_arguments(cls)
+        if "replaces" in cls.__dict__:  # (ours: a user's subclass keeps its own constructor)
+            extend_constructor(cls, _padding_string)
+            with_activation_arguments(cls)
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -121,8 +122,10 @@ class _ConvTransposeMixin(Activated, DropIn):
                 self.dilation,
             )
         activation = {}
-        if self.activation is not None:
-            activation = dict(activation=self.activation, activation_args=self._activation_args())
+        if self.fused_activation is not None:
+            activation = dict(
+                activation=self.fused_activation, activation_args=self._activation_args()
+            )
         return type(self)._functional(
             input,
             self.weight,

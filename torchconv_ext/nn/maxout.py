@@ -70,7 +70,7 @@ class _MaxoutConvNd(Traced, nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         conv = self.conv
-        if conv.activation is not None or conv._forward_hooks or conv._forward_pre_hooks:
+        if conv.fused_activation is not None or conv._forward_hooks or conv._forward_pre_hooks:
             # The child's own forward must run (its activation, its hooks): the composition.
             # The channel dim counted from the end serves batched and unbatched inputs alike.
             return F.maxout(conv(input), self.pieces, dim=-(self._ndim + 1))
