@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+#: The largest seed numpy takes (and so Lightning's ``seed_everything`` and scikit-learn's
+#: splits): seeds are 0 … 2**32 - 1.
+SEED_MAX = 2**32 - 1
+
 
 class RecipeError(Exception):
     """A mistake in the command line, the config or the data, explained in the message."""

@@ -9,7 +9,9 @@ lives in the system temp directory; when that is another file system than the ch
 (a tmpfs ``/tmp``, a mounted volume), the final move is a copy into place, which an
 interruption can leave half-written, and nothing is synced to disk. Here the temporary file is
 created next to the target, synced, renamed over it with ``os.replace`` (atomic on POSIX and
-Windows), and the directory entry is synced too.
+Windows), and the directory entry is synced too. A process killed in the middle of a write
+(``kill -9``, a power cut) leaves its temporary file behind: :func:`remove_stale_temporaries`
+removes those of a checkpoint folder, and the recipe CLI calls it when a run starts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -32,6 +35,9 @@ from ._checks import RecipeError, RecipeValueError
 # What a Lightning checkpoint holds to be loaded at all, and to resume training.
 CHECKPOINT_KEYS = ("state_dict", "pytorch-lightning_version")
 RESUME_KEYS = ("epoch", "global_step", "optimizer_states")
+
+# The temporary files of :func:`atomic_torch_save`: ``.<file name>.<32 hex digits>.tmp``.
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 
 class CheckpointWriteError(RecipeError, OSError):
@@ -79,11 +85,35 @@ def read_checkpoint(path: str | os.PathLike, *, for_fit: bool = False) -> dict[s
     return saved
 
 
+def temporary_path(path: Path) -> Path:
+    """A new temporary file name for writing ``path``: ``.<name>.<random hex>.tmp`` beside it."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is named as :func:`atomic_torch_save`'s temporary files are."""
+    return _TEMPORARY.fullmatch(path.name) is not None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files an interrupted :func:`atomic_torch_save` left in ``folder``
+    (only files named exactly as it names them, not in subfolders); return them. Call it where
+    no write is under way in ``folder``, as when a run starts."""
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if is_temporary(path) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)``, but atomically and durably."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temporary_path(path)
     try:
         # os.open with mode 0o666 (not mkstemp's 0o600): the file gets the umask's permissions.
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:

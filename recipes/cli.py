@@ -22,11 +22,29 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torchconv_ext
 
 from ._checks import DataNotFoundError, RecipeValueError, find_recipe_error
+from .callbacks.checkpoints import (
+    RemoveStaleTemporaries,
+    SaveAtEpochEnd,
+    as_list,
+    last_checkpoints_every_epoch,
+)
 from .callbacks.summary import RunSummary, display_path
-from .checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from .checkpoint_io import AtomicCheckpointIO, is_temporary, read_checkpoint
 from .data import ImageDataModule
 from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
+from .resume_options import (
+    RECORD_KEY,
+    RESUME_FREE,
+    RESUME_MOOT,
+    checkpoint_record,
+    given_on_command_line,
+    option_value,
+    options_text,
+    record_differences,
+    run_record,
+)
+from .trainer_checks import check_seed, check_trainer_names, check_trainer_numbers
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "vgg11_digits.yaml"
@@ -110,22 +128,6 @@ def _check_folders(config) -> None:
             )
 
 
-def _check_trainer_numbers(config) -> None:
-    """Trainer options Lightning takes without a check, each refused by name where it would
-    fail mid-run (a division by zero) or train wrongly (a negative clipping norm turns the
-    gradients around)."""
-    trainer = config["trainer"]
-    for option in ("accumulate_grad_batches", "check_val_every_n_epoch"):
-        value = trainer.get(option)
-        if value is not None and value < 1:
-            raise RecipeValueError(f"--trainer.{option} must be 1 or more, got {value}")
-    clip = trainer.get("gradient_clip_val")
-    if clip is not None and not clip >= 0:
-        raise RecipeValueError(
-            f"--trainer.gradient_clip_val must be 0 or more (null or 0: no clipping), got {clip}"
-        )
-
-
 def newest_last_checkpoint(config) -> Path:
     """``--ckpt_path last``: the most recently written ``<run>/checkpoints/last.ckpt`` among the
     runs in the config's log folder (``<save_dir>/<name>``)."""
@@ -167,7 +169,7 @@ def _refuse_used_run_folder(config) -> None:
     version = init["version"]
     version = version if isinstance(version, str) else f"version_{version}"
     checkpoints = Path(init["save_dir"]) / str(init["name"] or "") / version / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+    if checkpoints.is_dir() and any(not is_temporary(p) for p in checkpoints.iterdir()):
         raise RecipeValueError(
             f"--trainer.logger.init_args.version {init['version']}: "
             f"{display_path(checkpoints.parent)} holds the checkpoints of an earlier run, which "
@@ -179,7 +181,20 @@ def _refuse_used_run_folder(config) -> None:
 
 class _KeepingSaveConfig(SaveConfigCallback):
     """Saves the run's configuration as ``config.yaml`` in the run folder; a resumed run that
-    finds one there writes ``config_1.yaml``, ``config_2.yaml`` … instead of replacing it."""
+    finds one there writes ``config_1.yaml``, ``config_2.yaml`` … instead of replacing it.
+    Checkpoints keep the model and data options (:func:`run_record`), so that a resumed run can
+    be compared with them."""
+
+    record: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return RECORD_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.record is None:
+            self.record = run_record(self.parser, self.config)
+        return {"record": self.record}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if not self.already_saved and self.save_to_log_dir:
@@ -254,10 +269,13 @@ class RecipeCLI(LightningCLI):
         LightningCLI reads the hyper-parameters in it."""
         super().parse_arguments(parser, args)
         self.checkpoint: dict | None = None  # the checkpoint's contents, memory-mapped
+        self.checkpoint_hparams: dict[str, Any] = {}  # its model's hyper-parameters
+        self.notices: list[str] = []  # printed when the run starts
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
+        check_seed(config)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             ckpt_path = config["ckpt_path"] = str(newest_last_checkpoint(config))
@@ -273,13 +291,68 @@ class RecipeCLI(LightningCLI):
                     "<run folder>/checkpoints/ (last.ckpt after every epoch, best-….ckpt)"
                 )
             self.checkpoint = read_checkpoint(ckpt_path, for_fit=subcommand == "fit")
+            self.checkpoint_hparams = dict(self.checkpoint.get("hyper_parameters") or {})
+            self._compare_with_checkpoint(subcommand, config, ckpt_path)
+
+    def _compare_with_checkpoint(self, subcommand: str, config, ckpt_path: str) -> None:
+        """LightningCLI builds the model from the checkpoint's hyper-parameters, laid over the
+        command line and the config (``_parse_ckpt_path``), and a resumed run takes the
+        optimizer's and the LR schedule's state from the checkpoint: an option given otherwise
+        would be ignored without a word, or fail deep inside (another optimizer, data set).
+        Resuming (``fit``), a model or data option that differs from the checkpoint's is refused
+        by name, except those that cannot matter (:data:`RESUME_FREE`, :data:`RESUME_MOOT`);
+        evaluating, a model option the checkpoint replaces gets a notice."""
+        saved = checkpoint_record(self.checkpoint or {})
+        given = run_record(self._parser(subcommand), config)
+        differences = record_differences(saved, given)
+        if subcommand != "fit":
+            overlaid = {f"model.{name}" for name in self.checkpoint_hparams}
+            replaced = [d for d in differences if d[0] in overlaid]
+            if replaced:
+                self.notices.append(
+                    f"Note: {subcommand} builds the checkpoint's model, so these options do not "
+                    f"apply: {options_text(replaced)}"
+                )
+            return
+        for key, old, new in differences:
+            if key in RESUME_MOOT:
+                self.notices.append(
+                    f"Note: --{key} {option_value(new)} does not apply to a resumed run (the "
+                    f"checkpoint's: {option_value(old)}): {RESUME_MOOT[key]}"
+                )
+        refused = [d for d in differences if d[0] not in RESUME_FREE and d[0] not in RESUME_MOOT]
+        if not refused:
+            return
+        hint = ""
+        if self.default_config_used and not all(
+            given_on_command_line(key, self.command) for key, _, _ in refused
+        ):
+            folder = run_folder_of(ckpt_path)
+            run_config = folder / "config.yaml" if folder is not None else None
+            hint = (
+                f"; without --config this command has the built-in default's "
+                f"({display_path(DEFAULT_CONFIG)}): give the run's own"
+                + (
+                    f", e.g. --config {display_path(run_config)}"
+                    if run_config is not None and run_config.is_file()
+                    else ""
+                )
+            )
+        raise RecipeValueError(
+            f"--ckpt_path {str(ckpt_path)!r} was trained with other options than this command "
+            f"gives: {options_text(refused)}; a resumed run goes on with the checkpoint's model, data "
+            "and optimizer, so resume without these options (or with the checkpoint's values), "
+            f"or start a new run (without --ckpt_path) to train with them{hint}"
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.resume_folder: Path | None = None
         self.resume_at: tuple[float, float] | None = None  # the checkpoint's (epoch, step)
         _check_folders(config)
-        _check_trainer_numbers(config)
+        check_trainer_numbers(config)
+        check_trainer_names(config)
+        self.save_at_epoch_end = last_checkpoints_every_epoch(config)
         if self.subcommand == "fit" and self.checkpoint is not None:
             self._continue_run_folder(config, Path(config["ckpt_path"]), self.checkpoint)
         self.checkpoint = None
@@ -306,8 +379,39 @@ class RecipeCLI(LightningCLI):
             "ignore", message=r"Checkpoint directory .* exists and is not empty"
         )
 
+    def _check_checkpoint_fits_the_data(self) -> None:
+        """A checkpoint's network has the class count and input channels of the data it was
+        trained on (and a resumed run its image size): other data fails to load it, deep inside;
+        refused by name instead."""
+        names = ("num_classes", "in_channels") + (
+            ("image_size",) if self.subcommand == "fit" else ()
+        )
+        differ = [
+            (name, self.checkpoint_hparams[name], getattr(self.datamodule, name, None))
+            for name in names
+            if self.checkpoint_hparams.get(name) is not None
+            and getattr(self.datamodule, name, None) is not None
+            and self.checkpoint_hparams[name] != getattr(self.datamodule, name)
+        ]
+        if not differ:
+            return
+        config = self.config[self.subcommand]
+        then = ", ".join(f"{name} {old}" for name, old, _ in differ)
+        now = ", ".join(f"{name} {new}" for name, _, new in differ)
+        what = (
+            "resume on the data it was trained on, or start a new run (without --ckpt_path)"
+            if self.subcommand == "fit"
+            else "give data of the kind it was trained on"
+        )
+        raise RecipeValueError(
+            f"--ckpt_path {str(config['ckpt_path'])!r} holds a network for data with {then}; "
+            f"this command's data ({type(self.datamodule).__name__}) has {now}: {what}"
+        )
+
     def instantiate_trainer(self, **kwargs):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if self.checkpoint_hparams and self.datamodule is not None:
+            self._check_checkpoint_fits_the_data()
         plugins = config["trainer"].get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -318,9 +422,12 @@ class RecipeCLI(LightningCLI):
                 one.__class__ = ResumableCSVLogger
             if isinstance(one, ResumableCSVLogger) and self.subcommand == "fit":
                 one.keep_until = self.resume_at if self.resume_folder else None
-        callbacks = config["trainer"].get("callbacks") or []
-        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        kwargs["callbacks"] = [*callbacks, RunSummary(self.command)]
+        callbacks = as_list(config["trainer"].get("callbacks"))
+        kwargs["callbacks"] = [*callbacks, RunSummary(self.command), RemoveStaleTemporaries()]
+        if self.save_at_epoch_end:
+            kwargs["callbacks"].append(
+                SaveAtEpochEnd([callbacks[i] for i in self.save_at_epoch_end])
+            )
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as e:  # a bad trainer option: Lightning's message names it
@@ -334,6 +441,8 @@ class RecipeCLI(LightningCLI):
             print(f"No --config given: running the built-in default {display_path(DEFAULT_CONFIG)}")
         if self.resume_folder is not None:
             print(f"Resuming in {display_path(self.resume_folder)}")
+        for notice in self.notices:
+            print(notice)
         report = getattr(self.model, "conversion_report", None)
         if report is not None:
             print(report.format())

@@ -17,9 +17,47 @@ from kornia import augmentation as K
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._checks import DataNotFoundError, RecipeValueError
+from .._checks import SEED_MAX, DataNotFoundError, RecipeValueError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def check_split_seed(seed: int) -> int:
+    """``split_seed``, if numpy takes it as a seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise RecipeValueError(
+            f"split_seed must be an integer in [0, {SEED_MAX}] (numpy's seeds), got {seed}"
+        )
+    return seed
+
+
+def check_stratified_split(
+    option: str, held_out: int, total: int, classes: int, of: str = "images"
+) -> None:
+    """A stratified split needs one image of every class on each side: ``held_out`` of
+    ``total`` images (``of``: what they are), set by ``option``, must leave at least
+    ``classes`` on each."""
+    if held_out < classes:
+        raise RecipeValueError(
+            f"{option} holds out {held_out} of {total} {of}, too few for a stratified split of "
+            f"{classes} classes: give one that holds out at least {classes} (one per class)"
+        )
+    if total - held_out < classes:
+        raise RecipeValueError(
+            f"{option} holds out {held_out} of {total} {of}, leaving {total - held_out}, too "
+            f"few for a stratified split of {classes} classes: give one that leaves at least "
+            f"{classes} (one per class)"
+        )
+
+
+def check_crop_padding(padding: int, image_size: int) -> int:
+    """``crop_padding`` of a random ``image_size`` crop: 0 (none) to ``image_size - 1`` pixels."""
+    if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding < image_size:
+        raise RecipeValueError(
+            f"crop_padding must be 0 (no random crop) or a number of pixels below the image size "
+            f"({image_size}), got {padding}"
+        )
+    return padding
 
 
 def image_files(folder: Path) -> list[Path]:

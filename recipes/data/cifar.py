@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from .._checks import DataNotFoundError, RecipeValueError, check_choice
-from .base import ImageDataModule
+from .base import ImageDataModule, check_crop_padding, check_split_seed, check_stratified_split
 from .image_folder import load_image
 
 
@@ -146,8 +146,9 @@ class CIFARDataModule(ImageDataModule):
     Args:
         root: the ``.tar.gz`` archive, the extracted folder, or a directory holding either.
         variant: ``"cifar10"`` or ``"cifar100"``.
-        val_size: training images held out for validation (stratified, ``split_seed``).
-        crop_padding: random 32×32 crop after zero padding by this many pixels (0: none).
+        val_size: training images held out for validation (stratified, ``split_seed``: 0 …
+            2**32 - 1), at least one per class, leaving at least one per class.
+        crop_padding: random 32×32 crop after zero padding by this many pixels, below 32 (0: none).
         hflip: random horizontal flips.
         mean, std: normalisation (default: the CIFAR-10 training set's per-channel statistics).
         predict_dir: a folder of your own images for ``predict`` (any size: the shorter side is
@@ -177,8 +178,12 @@ class CIFARDataModule(ImageDataModule):
         self.path = find_release(root, variant)  # fail at construction, before any training
         self.num_classes = 10 if variant == "cifar10" else 100
         self.class_names: Sequence[str] = ()
+        if isinstance(val_size, bool) or not isinstance(val_size, int):
+            raise RecipeValueError(f"val_size must be a number of images, got {val_size!r}")
+        check_stratified_split(f"val_size {val_size}", val_size, 50_000, self.num_classes)
         self.val_size = val_size
-        self.split_seed = split_seed
+        self.split_seed = check_split_seed(split_seed)
+        check_crop_padding(crop_padding, 32)
         augment = []
         if crop_padding:
             augment.append(K.RandomCrop((32, 32), padding=crop_padding))
@@ -193,6 +198,9 @@ class CIFARDataModule(ImageDataModule):
         data = read_release(self.path, self.variant)
         self.class_names = data["names"]
         images, labels = data["train"]
+        check_stratified_split(
+            f"val_size {self.val_size}", self.val_size, len(labels), self.num_classes
+        )
         train_x, val_x, train_y, val_y = train_test_split(
             images, labels, test_size=self.val_size, stratify=labels, random_state=self.split_seed
         )

@@ -3,6 +3,7 @@ package (nothing is downloaded), upsampled on the device to the network's input 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch.utils.data import TensorDataset
 import torchconv_ext
 
 from .._checks import RecipeValueError
-from .base import ImageDataModule
+from .base import ImageDataModule, check_crop_padding, check_split_seed, check_stratified_split
 
 
 def digit_from_image(image: Image.Image) -> torch.Tensor:
@@ -53,6 +54,18 @@ def split_digits(
     digits = load_digits()
     images = digits.images.astype("float32") / 16.0  # pixel values are 0..16
     labels = digits.target
+    # The sizes scikit-learn's train_test_split gives (test: the fraction rounded up; the rest
+    # train), refused by name where a set would hold less than one image per class.
+    classes, total = len(np.unique(labels)), len(labels)
+    held_out = math.ceil(test_fraction * total)
+    check_stratified_split(f"test_fraction {test_fraction}", held_out, total, classes)
+    check_stratified_split(
+        f"val_fraction {val_fraction}",
+        math.ceil(val_fraction / (1 - test_fraction) * (total - held_out)),
+        total - held_out,
+        classes,
+        of="images the test set leaves",
+    )
     rest_x, test_x, rest_y, test_y = train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
@@ -80,10 +93,12 @@ class DigitsDataModule(ImageDataModule):
         batch_size: training batch size (``eval_batch_size`` for val/test/predict, default same).
         image_size: network input side, a multiple of 8; the 8×8 images are upsampled with
             :func:`torchconv_ext.functional.interpolate` (nearest) on the device.
-        val_fraction, test_fraction: shares of the 1,797 images held out.
-        split_seed: seed of the split (independent of the training seed).
+        val_fraction, test_fraction: shares of the 1,797 images held out; the split is
+            stratified, so each set must get at least one image per class.
+        split_seed: seed of the split (independent of the training seed), 0 … 2**32 - 1.
         crop_padding: training augmentation: random crop of ``image_size`` after zero padding by
-            this many pixels (0 disables). No flips: a mirrored digit is another glyph.
+            this many pixels, below ``image_size`` (0 disables). No flips: a mirrored digit is
+            another glyph.
         mean, std: normalisation; default: the training split's pixel mean and std.
         predict_dir: a folder of your own digit images for ``predict`` (photos or scans of one
             digit each, any size; see :func:`digit_from_image`); default: the test split.
@@ -118,7 +133,8 @@ class DigitsDataModule(ImageDataModule):
                 f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got "
                 f"{val_fraction} and {test_fraction}"
             )
-        self.splits = split_digits(val_fraction, test_fraction, split_seed)
+        check_crop_padding(crop_padding, image_size)
+        self.splits = split_digits(val_fraction, test_fraction, check_split_seed(split_seed))
         train_x = self.splits["train"][0]
         super().__init__(
             batch_size,

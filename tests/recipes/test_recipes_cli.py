@@ -392,6 +392,30 @@ def test_missing_data_is_one_short_error(tmp_path, capsys):
         ),
         (["--trainer.logger.init_args.save_dir", "{file}"], "is a file, not a folder"),
         (["--trainer.logger.init_args.save_dir", "{file}/runs"], "is a file, not a folder"),
+        (
+            ["--data.split_seed", "-1"],
+            "split_seed must be an integer in [0, 4294967295] (numpy's seeds), got -1",
+        ),
+        (
+            ["--data.val_fraction", "0.0001"],
+            "val_fraction 0.0001 holds out 1 of 1527 images the test set leaves, too few for a "
+            "stratified split of 10 classes: give one that holds out at least 10 (one per class)",
+        ),
+        (
+            ["--data.crop_padding", "-4"],
+            "crop_padding must be 0 (no random crop) or a number of pixels below the image size "
+            "(32), got -4",
+        ),
+        (
+            ["--seed_everything", str(2**32)],
+            "--seed_everything must be an integer in [0, 4294967295] (numpy's seeds), true (a "
+            "random one) or false (no seeding), got 4294967296",
+        ),
+        (
+            ["--trainer.accelerator", "gpus"],
+            "unknown --trainer.accelerator 'gpus': expected one of 'auto', 'gpu', 'cpu', ",
+        ),
+        (["--trainer.strategy", "dpp"], "unknown --trainer.strategy 'dpp': expected 'auto' or"),
     ],
 )
 def test_bad_values_are_one_short_error_before_training(args, message, tmp_path, capsys):

@@ -101,6 +101,17 @@ def test_digits_training_batches_are_randomly_shifted():
         ({"image_size": 30}, "multiple of 8"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "sum below 1"),
         ({"batch_size": 0}, "batch_size must be positive"),
+        ({"split_seed": -1}, r"split_seed must be an integer in \[0, 4294967295\]"),
+        ({"split_seed": 2**32}, r"split_seed must be an integer in \[0, 4294967295\]"),
+        # one image held out: a stratified split needs one per class
+        (
+            {"val_fraction": 0.0001},
+            "val_fraction 0.0001 holds out 1 of 1527 images the test set leaves, too few",
+        ),
+        ({"test_fraction": 0.001}, "test_fraction 0.001 holds out 2 of 1797 images, too few"),
+        ({"val_fraction": 0.845, "test_fraction": 0.15}, "leaving 8, too few"),
+        ({"crop_padding": -1}, r"crop_padding must be 0 \(no random crop\) or a number of pixels"),
+        ({"crop_padding": 32}, r"below the image size \(32\), got 32"),
     ],
 )
 def test_digits_bad_arguments(kwargs, match):
@@ -159,6 +170,26 @@ def test_cifar_missing_path_says_where_to_get_the_files(tmp_path):
         CIFARDataModule(str(tmp_path), "cifar100")
     with pytest.raises(ValueError, match="unknown CIFAR variant 'cifar20'"):
         CIFARDataModule(str(tmp_path), "cifar20")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"val_size": 5}, "val_size 5 holds out 5 of 50000 images, too few for a stratified"),
+        ({"val_size": 0}, "val_size 0 holds out 0 of 50000 images"),
+        ({"split_seed": -1}, r"split_seed must be an integer in \[0, 4294967295\]"),
+        ({"crop_padding": 32}, r"crop_padding must be 0 .* below the image size \(32\)"),
+    ],
+)
+def test_cifar_bad_arguments(cifar10, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CIFARDataModule(str(cifar10["archive"]), "cifar10", **kwargs)
+
+
+def test_cifar_val_size_is_checked_against_the_release_read(cifar10):
+    """The release's own size is known once it is read: 200 training images here."""
+    with pytest.raises(ValueError, match="val_size 195 holds out 195 of 200 images, leaving 5"):
+        CIFARDataModule(str(cifar10["archive"]), "cifar10", val_size=195).setup("fit")
 
 
 def test_cifar_damaged_files_fail_clearly(cifar10, tmp_path):

@@ -118,3 +118,53 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(uninterrupted
     assert backup.is_file()
     with open(backup) as f:
         assert any(r["epoch"] == "2" for r in csv.DictReader(f))
+
+
+# The same run, validated every second epoch (epoch 1 only): Lightning alone would write last.ckpt
+# after that validation only, leaving epochs 0 and 2 (the run's end) unsaved.
+EVERY_SECOND = (*SHORT, "--trainer.check_val_every_n_epoch", "2")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_every_second(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cli = run_cli(
+            "fit", "--config", str(DIGITS), *EVERY_SECOND, tmp_path=tmp_path_factory.mktemp("b")
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return Path(cli.trainer.log_dir), _weights(cli)
+
+
+@pytest.mark.parametrize("epoch", [1, 2], ids=["after-epoch-0", "after-epoch-1-validated"])
+def test_validated_every_second_epoch_resumes_from_every_epochs_end(
+    epoch, uninterrupted_every_second, tmp_path
+):
+    """last.ckpt is written at the end of every epoch, the last one (without validation) too; a
+    run interrupted in the next epoch and resumed from it (an epoch without validation, or one
+    with, saved after it) ends with the uninterrupted run's weights and metrics."""
+    folder, weights = uninterrupted_every_second
+    end = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (end["epoch"], end["global_step"]) == (2, 9)
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(
+                "fit",
+                "--config",
+                str(DIGITS),
+                *EVERY_SECOND,
+                tmp_path=tmp_path,
+                callbacks=[Interrupt(epoch=epoch, batch=1)],
+            )
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    last = tmp_path / "vgg11_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == epoch - 1
+    resumed = run_cli(
+        "fit", "--config", str(DIGITS), *EVERY_SECOND, "--ckpt_path", str(last), tmp_path=tmp_path
+    )
+    assert _metrics(last.parent.parent) == _metrics(folder)
+    assert all(torch.equal(weights[k], v) for k, v in _weights(resumed).items())

@@ -9,6 +9,7 @@ import io
 import shlex
 import signal
 import sys
+import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -16,9 +17,10 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from recipes_testutils import DIGITS, cli_args, main_error, run_cli
+from recipes_testutils import CONFIGS, DIGITS, cli_args, main_error, run_cli
 
 from recipes.callbacks import TrainingCurves
+from recipes.callbacks.summary import display_path
 from recipes.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 
 SHORT = (
@@ -453,3 +455,218 @@ def test_sigterm_ends_the_run_with_a_failure_status_and_the_resume_command(tmp_p
     assert "── fit interrupted at epoch 1" in out
     checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
     assert f"--ckpt_path {checkpoints}/last.ckpt" in out
+
+
+# --- last.ckpt at the end of every epoch, whatever the validation schedule --------------------
+
+FOUR = (
+    "--model.width",
+    "0.0625",
+    "--trainer.limit_train_batches",
+    "4",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.max_epochs",
+    "3",
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "steps"),
+    [
+        ((), [4, 8, 12]),  # validation ends every epoch: saved at the epochs' ends, as before
+        (("--trainer.check_val_every_n_epoch", "2"), [4, 8, 12]),
+        # validation within every second epoch: saved after it, and at every epoch's end
+        (
+            ("--trainer.check_val_every_n_epoch", "2", "--trainer.val_check_interval", "0.5"),
+            [4, 6, 8, 12],
+        ),
+        (("--trainer.val_check_interval", "0.5"), [2, 4, 6, 8, 10, 12]),  # as before
+    ],
+    ids=["every-epoch", "every-2nd-epoch", "twice-every-2nd-epoch", "twice-every-epoch"],
+)
+def test_last_checkpoint_is_written_at_every_epoch_end(schedule, steps, tmp_path, monkeypatch):
+    """Lightning saves a checkpoint without a monitored metric after validation only, unless
+    validation ends every epoch: with check_val_every_n_epoch 2 a 3-epoch run would end with
+    its last epoch unsaved. Mid-epoch saves after validation stay."""
+    import recipes.checkpoint_io
+
+    real_save, written = recipes.checkpoint_io.atomic_torch_save, []
+
+    def save(obj, path):
+        if Path(path).name == "last.ckpt":
+            written.append(obj["global_step"])
+        real_save(obj, path)
+
+    monkeypatch.setattr(recipes.checkpoint_io, "atomic_torch_save", save)
+    cli = run_cli("fit", "--config", str(DIGITS), *FOUR, *schedule, tmp_path=tmp_path)
+    assert written == steps
+    assert torch.load(_last(cli), weights_only=True)["epoch"] == 2
+
+
+# --- options a resumed run cannot change --------------------------------------------------------
+
+
+@pytest.fixture
+def one_epoch(tmp_path) -> tuple[tuple[str, ...], Path]:
+    """A 1-epoch run's arguments to resume it for a 2nd epoch, and its last.ckpt."""
+    args = ("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs")
+    last = _last(run_cli(*args, "1", tmp_path=tmp_path))
+    return (*args, "2", "--ckpt_path", str(last)), last
+
+
+def test_resuming_with_other_model_or_data_options_is_refused(one_epoch, tmp_path, capsys):
+    """LightningCLI lays the checkpoint's model hyper-parameters over the command line, and a
+    resumed run takes the optimizer's state from the checkpoint: an option given otherwise is
+    refused by name, with both values, before anything is written."""
+    resume, last = one_epoch
+    before = _files(tmp_path)
+    cases = [
+        (
+            ["--model.arch", "vgg13", "--model.width", "0.125", "--model.label_smoothing", "0.1"],
+            "--model.arch 'vgg13' (the checkpoint's: 'vgg11'), --model.width 0.125 (the "
+            "checkpoint's: 0.0625), --model.label_smoothing 0.1 (the checkpoint's: 0.0)",
+        ),
+        (
+            ["--model.optimizer", "torch.optim.Adam", "--model.lr_scheduler", "null"],
+            "--model.lr_scheduler null (the checkpoint's: "
+            "'torch.optim.lr_scheduler.CosineAnnealingLR'), --model.optimizer 'torch.optim.Adam' "
+            "(the checkpoint's: 'torch.optim.SGD')",
+        ),
+        (
+            ["--model.optimizer.init_args.lr", "0.01", "--data.split_seed", "1"],
+            "--model.optimizer.init_args.lr 0.01 (the checkpoint's: 0.05), "
+            "--data.init_args.split_seed 1 (the checkpoint's: 0)",
+        ),
+        (
+            ["--data", "recipes.data.CIFARDataModule", "--data.root", "nowhere"],
+            "--data 'recipes.data.CIFARDataModule' (the checkpoint's: "
+            "'recipes.data.DigitsDataModule')",
+        ),
+    ]
+    for extra, message in cases:
+        err = main_error(capsys, [*cli_args(*resume, tmp_path=tmp_path), *extra]).err
+        assert err.count("\n") == 1, err
+        assert err == (
+            f"error: --ckpt_path '{last}' was trained with other options than this command gives: "
+            f"{message}; a resumed run goes on with the checkpoint's model, data and optimizer, "
+            "so resume without these options (or with the checkpoint's values), or start a new "
+            "run (without --ckpt_path) to train with them\n"
+        )
+    # Another config (before --ckpt_path: a config sets ckpt_path too): every option it sets
+    # otherwise is named.
+    resnet8 = ("fit", "--config", str(CONFIGS / "resnet8_digits.yaml"), *resume[3:])
+    err = main_error(capsys, cli_args(*resnet8, tmp_path=tmp_path)).err
+    assert err.count("\n") == 1
+    assert "--model.arch 'recipes.resnet.resnet8' (the checkpoint's: 'vgg11')" in err
+    # Without --config, the built-in default's options are not the user's: say so.
+    err = main_error(capsys, cli_args("fit", "--ckpt_path", str(last), tmp_path=tmp_path)).err
+    run_config = last.parent.parent / "config.yaml"
+    assert "--model.width 0.125 (the checkpoint's: 0.0625)" in err
+    assert err.endswith(
+        f"; without --config this command has the built-in default's ({display_path(DIGITS)}): "
+        f"give the run's own, e.g. --config {display_path(run_config)}\n"
+    )
+    assert _files(tmp_path) == before
+
+
+def test_resuming_with_the_same_options_or_harmless_ones_goes_on(one_epoch, tmp_path, capsys):
+    """The trainer's options (a longer run), the layers, how the data is read, may change; an
+    option without effect on a resumed run (the initialisation) gets a notice."""
+    resume, _ = one_epoch
+    cli = run_cli(
+        *resume,
+        "--model.backend",
+        "torch",
+        "--data.init_args.eval_batch_size",
+        "100",
+        "--model.init",
+        "kmeans",
+        tmp_path=tmp_path,
+    )
+    assert cli.trainer.current_epoch == 2
+    assert (
+        "Note: --model.init 'kmeans' does not apply to a resumed run (the checkpoint's: "
+        "'default'): its weights are the checkpoint's" in capsys.readouterr().out
+    )
+
+
+def test_a_checkpoint_is_refused_for_data_its_network_does_not_fit(
+    one_epoch, cifar10, tmp_path, capsys
+):
+    """A checkpoint written before the run's options were kept in it (its model's
+    hyper-parameters only): the model's options are still compared, and data of another kind
+    (RGB, not grey) is refused by name instead of failing to load, for every subcommand;
+    evaluating, an option the checkpoint's model replaces gets a notice."""
+    resume, last = one_epoch
+    saved = torch.load(last, weights_only=True)
+    del saved["callbacks"]["recipes.RunConfig"]
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(saved, legacy)
+    resume = [*resume[:-1], str(legacy)]
+    err = main_error(capsys, [*cli_args(*resume, tmp_path=tmp_path), "--model.arch", "vgg13"]).err
+    assert (
+        "other options than this command gives: --model.arch 'vgg13' (the checkpoint's: 'vgg11');"
+        in err
+    )
+    cifar = ["--data", "recipes.data.CIFARDataModule", "--data.root", str(cifar10["archive"])]
+    cifar += ["--data.init_args.val_size", "50"]
+    for subcommand, what in [
+        ("fit", "resume on the data it was trained on, or start a new run (without --ckpt_path)"),
+        ("test", "give data of the kind it was trained on"),
+    ]:
+        argv = [*cli_args(subcommand, *resume[1:], tmp_path=tmp_path), *cifar]
+        assert main_error(capsys, argv).err == (
+            f"error: --ckpt_path '{legacy}' holds a network for data with in_channels 1; this "
+            f"command's data (CIFARDataModule) has in_channels 3: {what}\n"
+        )
+    run_cli(
+        "validate",
+        "--config",
+        str(DIGITS),
+        *ONE,
+        "--model.width",
+        "0.125",
+        "--ckpt_path",
+        str(last),
+        tmp_path=tmp_path,
+    )
+    assert (
+        "Note: validate builds the checkpoint's model, so these options do not apply: "
+        "--model.width 0.125 (the checkpoint's: 0.0625)" in capsys.readouterr().out
+    )
+
+
+# --- what an interrupted write leaves ----------------------------------------------------------
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_when_a_run_starts(tmp_path, capsys):
+    """A process killed while writing a checkpoint (kill -9) leaves its temporary file: the
+    next run in the folder removes such files (named exactly so, in the checkpoints folder
+    only) when it starts, and a folder holding nothing else is not a used run folder."""
+    checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    stale = [checkpoints / f".last.ckpt.{uuid.uuid4().hex}.tmp"]
+    stale[0].write_bytes(b"PK\x03\x04 cut off")
+    args = ("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs", "1")
+    cli = run_cli(*args, "--trainer.logger.init_args.version", "0", tmp_path=tmp_path)
+    assert Path(cli.trainer.log_dir) == checkpoints.parent
+    assert sorted(p.name for p in checkpoints.iterdir())[-1] == "last.ckpt"
+    assert not any(p.suffix == ".tmp" for p in checkpoints.iterdir())
+    assert f"Removed {stale[0]}: left by a checkpoint write that was cut off" in (
+        capsys.readouterr().out
+    )
+    # Resuming: the same, and only files named as the atomic writes name them.
+    hex_ = uuid.uuid4().hex
+    stale = [checkpoints / f".last.ckpt.{hex_}.tmp", checkpoints / f".best-x.ckpt.{hex_}.tmp"]
+    kept = [
+        checkpoints / ".last.ckpt.tmp",
+        checkpoints / f"last.ckpt.{hex_}.tmp",
+        checkpoints / f".last.ckpt.{hex_.upper()}.tmp",
+        checkpoints / f".last.ckpt.{hex_}.tmp.bak",
+        checkpoints.parent / f".last.ckpt.{hex_}.tmp",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    run_cli(*args, "--ckpt_path", str(checkpoints / "last.ckpt"), tmp_path=tmp_path)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
