@@ -90,8 +90,12 @@ def _interpret_device_calls_without_repatching() -> None:
     ``@triton.jit`` helper inside it, again, through ``inspect.getmembers`` of four modules,
     never undone: a third of the interpreter's time on our kernels, which call helpers in
     their loops, for nothing while the launch's patch stands. Skip the repeat: a patch asked
-    for while one stands that covers the same language modules does nothing."""
+    for while one stands that covers the same language modules does nothing. A launch patches
+    both modules (``triton.language`` and ``triton.language.core``), whichever its kernel sees:
+    Triton's own helpers (``tl.cdiv``, ``tl.zeros``) see ``core`` only, and would otherwise
+    patch it anew at every call inside a kernel that sees ``tl``."""
     import inspect
+    import types
 
     from triton.runtime import interpreter
 
@@ -110,13 +114,16 @@ def _interpret_device_calls_without_repatching() -> None:
             id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in languages
         )
 
+    # What a launch's patch reads of its kernel: the language modules it sees (both, here).
+    both = types.SimpleNamespace(__globals__={"tl": tl, "core": tl.core})
+
     def patch_once(fn):
         wanted = modules(fn)
         if standing:  # a helper called inside a launch
             return _Nothing() if wanted <= standing[-1] else patch(fn)
-        scope = patch(fn)
+        scope = patch(both)
         undo = scope.restore
-        standing.append(wanted)
+        standing.append(modules(both))
 
         def restore() -> None:
             standing.pop()
