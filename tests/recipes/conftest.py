@@ -9,18 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from recipes_testutils import write_cifar, write_image_tree
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests' tensors are tiny: one intra-op thread is faster than several, and keeps
-    OpenMP from thrashing when the cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import signal
 import struct
 import sys
 import tarfile
@@ -72,6 +73,17 @@ def run_cli(*args: str, tmp_path: Path, callbacks=(), pictures: bool = False):
     kwargs = {"trainer_defaults": {"callbacks": list(callbacks)}} if callbacks else {}
     with mock.patch.object(sys, "argv", ["python -m recipes"]):  # not pytest's arguments
         return RecipeCLI(args=argv, **kwargs)
+
+
+def run_interrupted(*args: str, tmp_path: Path, callbacks=()) -> None:
+    """:func:`run_cli` for a run that an interrupt ends (``SystemExit``), SIGINT's handler
+    restored after it (Lightning ignores SIGINT after an interrupt)."""
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(*args, tmp_path=tmp_path, callbacks=callbacks)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
 
 
 def main_error(capsys, argv: list[str]):

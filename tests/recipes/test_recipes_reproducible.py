@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import shlex
-import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from recipes_testutils import DIGITS, run_cli
+from recipes_testutils import DIGITS, run_cli, run_interrupted
 
 # 3 epochs of 3 batches, every training step logged: a short run of the default recipe.
 SHORT = (
@@ -62,14 +61,9 @@ class Interrupt(L.Callback):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    # One thread, as every test here runs (conftest.py): the thread count changes the order of
-    # oneDNN's sums, and so the last bits of every number.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cli = run_cli("fit", "--config", str(DIGITS), *SHORT, tmp_path=tmp_path_factory.mktemp("a"))
-    finally:
-        torch.set_num_threads(threads)
+    # (one thread, as every test runs: tests/conftest.py; the thread count changes the order of
+    # oneDNN's sums, and so the last bits of every number)
+    cli = run_cli("fit", "--config", str(DIGITS), *SHORT, tmp_path=tmp_path_factory.mktemp("a"))
     return Path(cli.trainer.log_dir), _weights(cli)
 
 
@@ -84,19 +78,14 @@ def test_two_runs_give_identical_metrics(uninterrupted, tmp_path):
 
 def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(uninterrupted, tmp_path, capsys):
     folder, weights = uninterrupted
-    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
-    try:
-        with pytest.raises(SystemExit):
-            run_cli(
-                "fit",
-                "--config",
-                str(DIGITS),
-                *SHORT,
-                tmp_path=tmp_path,
-                callbacks=[Interrupt(epoch=2, batch=2)],  # after epoch 1's checkpoint
-            )
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    run_interrupted(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *SHORT,
+        tmp_path=tmp_path,
+        callbacks=[Interrupt(epoch=2, batch=2)],  # after epoch 1's checkpoint
+    )
     out = capsys.readouterr().out
     run = tmp_path / "vgg11_digits" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
@@ -127,14 +116,9 @@ EVERY_SECOND = (*SHORT, "--trainer.check_val_every_n_epoch", "2")
 
 @pytest.fixture(scope="module")
 def uninterrupted_every_second(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cli = run_cli(
-            "fit", "--config", str(DIGITS), *EVERY_SECOND, tmp_path=tmp_path_factory.mktemp("b")
-        )
-    finally:
-        torch.set_num_threads(threads)
+    cli = run_cli(
+        "fit", "--config", str(DIGITS), *EVERY_SECOND, tmp_path=tmp_path_factory.mktemp("b")
+    )
     return Path(cli.trainer.log_dir), _weights(cli)
 
 
@@ -148,19 +132,14 @@ def test_validated_every_second_epoch_resumes_from_every_epochs_end(
     folder, weights = uninterrupted_every_second
     end = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
     assert (end["epoch"], end["global_step"]) == (2, 9)
-    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
-    try:
-        with pytest.raises(SystemExit):
-            run_cli(
-                "fit",
-                "--config",
-                str(DIGITS),
-                *EVERY_SECOND,
-                tmp_path=tmp_path,
-                callbacks=[Interrupt(epoch=epoch, batch=1)],
-            )
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    run_interrupted(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *EVERY_SECOND,
+        tmp_path=tmp_path,
+        callbacks=[Interrupt(epoch=epoch, batch=1)],
+    )
     last = tmp_path / "vgg11_digits" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == epoch - 1
     resumed = run_cli(

@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from recipes_testutils import CONFIGS, DIGITS, cli_args, main_error, run_cli
+from recipes_testutils import CONFIGS, DIGITS, cli_args, main_error, run_cli, run_interrupted
 
 from recipes.callbacks import TrainingCurves
 from recipes.callbacks.summary import display_path
@@ -178,20 +178,9 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after an interrupt
-    try:
-        with pytest.raises(SystemExit):
-            run_cli(
-                "fit",
-                "--config",
-                str(DIGITS),
-                *SHORT,
-                "--trainer.max_epochs",
-                "3",
-                tmp_path=tmp_path,
-            )
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    run_interrupted(
+        "fit", "--config", str(DIGITS), *SHORT, "--trainer.max_epochs", "3", tmp_path=tmp_path
+    )
     monkeypatch.undo()
     folder = next(tmp_path.glob("vgg11_digits/version_0/checkpoints"))
     names = sorted(p.name for p in folder.iterdir())
