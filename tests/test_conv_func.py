@@ -232,3 +232,28 @@ def test_compiled_per_sample_gradients_and_jvp_match_torch(backend):
         with torchconv_ext.use_backend(backend):
             got = torch.compile(ours, backend="aot_eager", fullgraph=True)()
         torch.testing.assert_close(got, theirs())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transforms_over_a_compiled_function_match_torch(backend):
+    """``torch.func`` transforms entered outside ``torch.compile``: Dynamo skips every frame
+    under them and tries each one those call, which must not reach into our launchers (they
+    run eagerly: ``_ops._eager_frames``). A transposed convolution, a module's bound call with
+    a padding mode and a pooling; ``grad`` and ``vmap(grad)``."""
+    torch.manual_seed(4)
+    x, w = _t(2, 2, 5, 5), _t(2, 2, 3, 3)
+    ours = tnn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect").double()
+    ref = nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect").double()
+    ref.load_state_dict(ours.state_dict())
+
+    def loss_with(f, conv):
+        return lambda w, x: f.max_pool2d(conv(f.conv_transpose2d(x, w, stride=2)), 2).square().sum()
+
+    def transforms(loss):
+        return tf.grad(loss)(w, x), tf.vmap(tf.grad(loss), in_dims=(None, 0))(w, x[:, None])
+
+    expected = transforms(loss_with(F, ref))
+    torch._dynamo.reset()
+    with torchconv_ext.use_backend(backend):
+        got = transforms(torch.compile(loss_with(TF, ours), backend="aot_eager"))
+    torch.testing.assert_close(got, expected)

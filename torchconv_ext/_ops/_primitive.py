@@ -52,6 +52,7 @@ from torch.autograd import forward_ad
 from torch.autograd.profiler import record_function
 
 from .._backend import aten_only, exporting, loaded_kernels
+from ._eager_frames import runs_eagerly
 from ._layout import converting_once
 from ._registration import as_registered_ops as _as_registered_ops
 from ._registration import forward_mode_active as _forward_mode_active
@@ -259,6 +260,7 @@ class Primitive:
                 return self.run_unnamed(*args)
         return self.run_unnamed(*args)
 
+    @runs_eagerly
     def run_unnamed(self, *args: Any) -> Any:
         """:meth:`run`, without a range of its own in a profile (the registered op's kernels:
         the dispatcher names the call)."""
@@ -285,6 +287,7 @@ class Primitive:
                 return self._run_bound(bound, leading)
         return self._run_bound(bound, leading)
 
+    @runs_eagerly
     def _run_bound(self, bound: Bound, leading: tuple) -> Any:
         if _several_gpus is not False and (index := _elsewhere(leading)) is not None:
             with torch.cuda.device(index):

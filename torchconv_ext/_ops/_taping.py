@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .._backend import get_backend, loaded_kernels
+from ._eager_frames import runs_eagerly
 from ._layout import converting_once
 
 #: The tensor types a tape takes as plain tensors (subclasses never are).
@@ -84,6 +85,7 @@ def backward_from_saved(backward, needs, attributes, named, n_saved, n_tensors, 
     return converting_once(backward, ctx, *args[n_tensors:])
 
 
+@runs_eagerly
 def backward_on_tape(ctx, grads: tuple) -> tuple:
     """``ctx.prim.backward(ctx, *grads)`` outside a graph, replayed from one tape per problem
     once our kernels are loaded: the derivative's Python and each gradient primitive's own
