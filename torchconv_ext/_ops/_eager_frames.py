@@ -6,10 +6,12 @@ function calls — under ``torch.func.grad(torch.compile(f))`` it skips every fr
 (it cannot trace under a functorch transform entered outside it) and so works its way down
 through our functions into the kernels' launchers and Triton's runtime, which it cannot trace.
 The implementation is never meant to be compiled (a graph calls it through the registered op),
-so its entry points carry the mark ``torch.compiler.disable`` gives: Dynamo runs their frames
-and everything beneath them eagerly. The mark sits on the code object, which only Dynamo
-reads: the eager hot path pays nothing for it (``torch.compiler.disable``'s wrapper costs
-about 0.7 µs a call). A torch without the mark's API leaves the functions unmarked.
+so its entry points — and the registered op's kernels, which a compiled graph calls — carry
+the mark ``torch.compiler.disable`` gives: Dynamo runs their frames and everything beneath them
+eagerly. The mark sits on the code object, which only Dynamo reads: eager calls and compiled
+graphs pay nothing for it (``torch.compiler.disable``'s wrapper costs about 0.7 µs a call,
+torch's internal ``torch._disable_dynamo`` about 1 µs). A torch without the mark's API
+leaves the functions unmarked.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch._functorch.utils import enable_single_level_autograd_function
 from torch.autograd import forward_ad
 
 from .._memory import empty_in_layout, suggested_format
+from ._eager_frames import runs_eagerly
 from ._layout import converting_once
 
 if TYPE_CHECKING:
@@ -115,11 +116,11 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
     after_autograd = torch._C._after_autograd_keyset
 
     # (Dynamo never traces into a kernel: a frame it skips still calls them.)
-    @torch._disable_dynamo
+    @runs_eagerly
     def device_kernel(*args: Any) -> Any:
         return prim.run_unnamed(*args)
 
-    @torch._disable_dynamo
+    @runs_eagerly
     def autograd_kernel(keys: torch._C.DispatchKeySet, *args: Any) -> Any:
         if (
             torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args)
