@@ -16,7 +16,7 @@ implementation through its tape, below), so a compiled graph's calls replay too.
 primitive itself, ``prim(*args)``, takes the lean path when nothing traces: the implementation
 directly when no gradient is wanted, else :class:`EagerFunction`, one ``autograd.Function`` for
 every primitive (also the one ``torch.func`` transforms use: it carries the jvp and vmap
-rules). A functional op calls its primitive bound to the checked arguments (:class:`Bound`,
+rules), subclassed per primitive only to name its graph nodes (``ConvBackward``). A functional op calls its primitive bound to the checked arguments (:class:`Bound`,
 from ``Primitive.bind``): the same computation on a leaner eager path. Once our kernels are
 loaded, eager calls run the implementation through a tape (``triton_kernels._tape``): from the
 third call of a problem — the same tensor metadata, the same other arguments, backend and TF32
@@ -194,6 +194,9 @@ class Primitive:
         self.decomposed = decomposed
         self.bound_decomposition = bound_decomposition
         self.static_attributes = static_attributes
+        # Its own subclasses of the two Functions, named after it (:func:`_functions`).
+        self.function, bound_function = _functions(name)
+        self.apply_bound = super(torch.autograd.Function, bound_function).apply
         self._taped: Callable[..., Any] | None = None  # impl on a tape, once kernels load
         self._taped_bound: Callable[..., Any] | None = None  # the same for bound calls
         self.op = register(self, self._op_vmap)
@@ -223,7 +226,7 @@ class Primitive:
                 return self.traced(*args)
             if (out := _decomposed(self, args, grad)) is not None:
                 return out
-            return EagerFunction.apply(self, *args)
+            return self.function.apply(self, *args)
         return self.run(*args)
 
     def traced(self, *args: Any) -> Any:
@@ -327,7 +330,8 @@ class Primitive:
 
 
 class EagerFunction(torch.autograd.Function):
-    """The eager entry point of every :class:`Primitive`: ``EagerFunction.apply(prim, *args)``.
+    """The eager entry point of every :class:`Primitive`: ``prim.function.apply(prim, *args)``
+    (``prim.function``: this class, subclassed under the primitive's name).
 
     Derivatives are the primitive's own; the primitive rides along as the first input (it gets
     no gradient), so one explicit class serves every op.
@@ -422,7 +426,7 @@ class Bound:
         """``self(*leading)`` recorded by autograd, for a bound decomposition's parts: called
         from :meth:`__call__`, which has checked these operands and the global state, they
         skip the checks (the primitive must have no decomposition of its own)."""
-        return _apply_bound(self, *leading)
+        return self.prim.apply_bound(self, *leading)
 
     def __call__(self, *leading: Any) -> Any:
         if (
@@ -449,7 +453,7 @@ class Bound:
                         self.decomposition = self.prim.bound_decomposition(*self.static)
                     if self.decomposition is not None:
                         return self.decomposition(*leading)
-            return _apply_bound(self, *leading)
+            return self.prim.apply_bound(self, *leading)
         return self.prim.run_bound(self, leading)
 
 
@@ -474,10 +478,6 @@ class BoundFunction(EagerFunction):
             ctx.bound = bound
 
 
-#: ``BoundFunction.apply`` without torch's argument binding (the calls are positional).
-_apply_bound = super(torch.autograd.Function, BoundFunction).apply
-
-
 def _node_apply(ctx, *grads: Any) -> tuple:
     """What autograd's engine calls to run the backward of one of our nodes: the backward
     itself (torch's ``BackwardCFunction.apply`` first chooses between ``backward`` and ``vjp``
@@ -485,8 +485,18 @@ def _node_apply(ctx, *grads: Any) -> tuple:
     return EagerFunction.backward(ctx, *grads)
 
 
-for _function in (EagerFunction, BoundFunction):
-    _function._backward_cls.apply = _node_apply  # type: ignore[attr-defined]
+def _functions(name: str) -> tuple[type[EagerFunction], type[BoundFunction]]:
+    """Primitive ``name``'s own :class:`EagerFunction` and :class:`BoundFunction`, both named
+    after it — ``conv_fwd``: ``Conv``, ``conv_bwd_input``: ``ConvBwdInput`` — so that its nodes
+    in an autograd graph say which op made them, as torch's do (``grad_fn``, anomaly mode's
+    messages, graph drawings: ``ConvBackward``)."""
+    title = "".join(part.title() for part in name.removesuffix("_fwd").split("_"))
+    functions = []
+    for base in (EagerFunction, BoundFunction):
+        function = type(title, (base,), {"__module__": __name__, "__qualname__": title})
+        function._backward_cls.apply = _node_apply  # type: ignore[attr-defined]
+        functions.append(function)
+    return functions[0], functions[1]
 
 
 def sum_tangents(parts: list) -> Any:
