@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from jsonargparse import DefaultHelpFormatter
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -31,6 +32,7 @@ from .callbacks.checkpoints import (
 from .callbacks.summary import RunSummary, display_path
 from .checkpoint_io import AtomicCheckpointIO, is_temporary, read_checkpoint
 from .data import ImageDataModule
+from .fit_loop import resume_epoch_ends_as_ended
 from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
 from .resume_options import (
@@ -44,6 +46,7 @@ from .resume_options import (
     record_differences,
     run_record,
 )
+from .run_lock import RunLock
 from .trainer_checks import check_seed, check_trainer_names, check_trainer_numbers
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -224,6 +227,9 @@ class RecipeCLI(LightningCLI):
       is a new run in a run folder that holds checkpoints.
     - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless the config names
       another checkpoint IO plugin; every command ends with a :class:`RunSummary`.
+    - A run locks its run folder (:class:`RunLock`) from the start to its end: a second run in
+      the same folder is refused. A checkpoint written at an epoch's end resumes with the next
+      epoch also when the run is counted in steps (:class:`recipes.fit_loop.EpochEndResumingFitLoop`).
     """
 
     def __init__(self, args: list[str] | dict | None = None, run: bool = True, **kwargs) -> None:
@@ -243,17 +249,23 @@ class RecipeCLI(LightningCLI):
             "formatter_class": _HelpFormatter,
             **{c: {"epilog": help_text, "formatter_class": _HelpFormatter} for c in SUBCOMMANDS},
         }
-        super().__init__(
-            ImageClassifier,
-            ImageDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=_KeepingSaveConfig,
-            parser_kwargs=parser_kwargs,
-            args=None if from_argv else args,
-            run=run,
-            **kwargs,
-        )
+        self.run_lock: RunLock | None = None
+        self._takes_run_lock = run  # (a CLI that only builds runs nothing: no lock)
+        try:
+            super().__init__(
+                ImageClassifier,
+                ImageDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                save_config_callback=_KeepingSaveConfig,
+                parser_kwargs=parser_kwargs,
+                args=None if from_argv else args,
+                run=run,
+                **kwargs,
+            )
+        finally:  # the run ended, failed or was interrupted (Ctrl+C, SIGTERM)
+            if self.run_lock is not None:
+                self.run_lock.release()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -432,6 +444,9 @@ class RecipeCLI(LightningCLI):
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as e:  # a bad trainer option: Lightning's message names it
             raise RecipeValueError(f"--trainer: {e}") from e
+        resume_epoch_ends_as_ended(trainer)
+        if self._takes_run_lock:
+            self.run_lock = lock_run_folder(trainer)
         self._print_start()
         return trainer
 
@@ -450,6 +465,18 @@ class RecipeCLI(LightningCLI):
         if isinstance(example, torch.Tensor):
             # Shapes, parameters, FLOPs and receptive fields of the network, on the meta device.
             torchconv_ext.summary(self.model.net, tuple(example.shape))
+
+
+def lock_run_folder(trainer: Trainer) -> RunLock | None:
+    """Lock the run folder of ``trainer``'s logger for this run (:class:`RunLock`); in the
+    global rank 0 process only (under DDP every process writes in rank 0's folder), and only
+    where the logger has a folder on this machine's file systems."""
+    if not trainer.is_global_zero:
+        return None
+    folder = getattr(trainer.logger, "log_dir", None)  # (a new run: chooses its version)
+    if not folder or "://" in str(folder):
+        return None
+    return RunLock.acquire(folder)
 
 
 def _refuse_older_than_last(ckpt_path: Path, saved: dict, folder: Path) -> None:

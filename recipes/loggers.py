@@ -8,6 +8,11 @@ recipe CLI uses :class:`ResumableCSVLogger` in its place (it switches the class 
   its rows up to the checkpoint stay (rows without an epoch: those before its step), the rows the interrupted run logged after the checkpoint (they are
   logged again) move to ``metrics_before_resume_<k>.csv`` with the file as it was;
 - otherwise an existing file is moved to ``metrics_before_resume_<k>.csv`` untouched.
+
+A new run's version folder is claimed when its number is chosen: Lightning's loggers take the
+number after the highest ``version_N`` they list, so two runs started at once could choose the
+same folder; here the folder is created with ``os.mkdir`` (which fails where it exists), and a
+number another run took first is passed over.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import os
 import shutil
 from pathlib import Path
 
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 
 def _backup_name(folder: Path) -> Path:
@@ -69,7 +76,8 @@ class _ContinuingWriter(ExperimentWriter):
 
 
 class ResumableCSVLogger(CSVLogger):
-    """Lightning's ``CSVLogger`` that keeps an existing ``metrics.csv`` (see the module)."""
+    """Lightning's ``CSVLogger`` that keeps an existing ``metrics.csv`` and claims a new run's
+    version folder when it chooses its number (see the module)."""
 
     keep_until: tuple[float, float] | None = None  # (the checkpoint's epoch, its global step)
 
@@ -81,3 +89,19 @@ class ResumableCSVLogger(CSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         self._experiment = _ContinuingWriter(self.log_dir, self.keep_until)
         return self._experiment
+
+    def _get_next_version(self) -> int:
+        version = super()._get_next_version()
+        # Claimed by the process that logs (the others only read the number: under DDP the
+        # run folder is rank 0's), on a local disk.
+        if rank_zero_only.rank != 0 or not isinstance(
+            get_filesystem(self.root_dir), LocalFileSystem
+        ):
+            return version
+        os.makedirs(self.root_dir, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(os.path.join(self.root_dir, f"version_{version}"))
+                return version
+            except FileExistsError:  # (chosen by another run since the listing)
+                version += 1

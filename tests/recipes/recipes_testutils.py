@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import signal
 import struct
@@ -33,7 +34,7 @@ PICTURE_CALLBACKS = {
 }
 
 
-def _without_pictures(args: tuple[str, ...]) -> list[str]:
+def without_pictures(args: tuple[str, ...]) -> list[str]:
     """``--trainer.callbacks`` with the config's callbacks less the picture ones."""
     path = Path(args[args.index("--config") + 1]) if "--config" in args else None
     if path is None or not path.is_file():
@@ -48,7 +49,7 @@ def cli_args(*args: str, tmp_path: Path, pictures: bool = False) -> list[str]:
     callbacks unless ``pictures``."""
     if not pictures:  # (right after the config, so the test's own callback options still apply)
         at = args.index("--config") + 2 if "--config" in args else len(args)
-        args = (*args[:at], *_without_pictures(args), *args[at:])
+        args = (*args[:at], *without_pictures(args), *args[at:])
     return [
         *args,
         "--trainer.enable_progress_bar",
@@ -238,8 +239,9 @@ def truncated(path: Path) -> None:
 
 
 class DumpWeights(L.Callback):
-    """Saves, per rank, the parameters at the start and end of training and a fingerprint of
-    every batch the rank trained on (importable by the worker processes DDP launches)."""
+    """Saves, per rank, the parameters at the start and end of training, a fingerprint of
+    every batch the rank trained on, and the process that the run folder's lock names while
+    training (importable by the worker processes DDP launches)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -247,6 +249,10 @@ class DumpWeights(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
         self.batches: list[float] = []
+        from recipes.run_lock import LOCK_NAME
+
+        lock = Path(trainer.log_dir) / LOCK_NAME  # (trainer.log_dir: read on every rank)
+        self.lock_pid = json.loads(lock.read_text())["pid"] if lock.is_file() else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.batches.append(float(batch[0].double().sum()))
@@ -259,6 +265,8 @@ class DumpWeights(L.Callback):
                 "end": end,
                 "batches": self.batches,
                 "world_size": trainer.world_size,
+                "pid": os.getpid(),
+                "lock_pid": self.lock_pid,
             },
             self.path / f"rank{trainer.global_rank}.pt",
         )

@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import torch
-from recipes_testutils import DIGITS, REPO
+from recipes_testutils import DIGITS, REPO, without_pictures
+
+from recipes.run_lock import LOCK_NAME
 
 
 def test_two_process_ddp_keeps_replicas_identical(tmp_path):
     """``python -m recipes fit`` as a user types it; Lightning starts the second process by
-    running the same command line again."""
+    running the same command line again. The first process alone locks the run folder (and
+    chooses it): the second writes in the same one."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
@@ -34,12 +37,15 @@ def test_two_process_ddp_keeps_replicas_identical(tmp_path):
         "ddp",
         "--trainer.devices",
         "2",
-        "--trainer.fast_dev_run",
+        "--trainer.max_steps",
         "2",
+        "--trainer.limit_val_batches",
+        "0",
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.default_root_dir",
         str(tmp_path),
+        *without_pictures(("--config", str(DIGITS))),
         "--trainer.callbacks+=recipes_testutils.DumpWeights",
         f"--trainer.callbacks.path={tmp_path}",
     ]
@@ -47,6 +53,10 @@ def test_two_process_ddp_keeps_replicas_identical(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[0]["lock_pid"] == ranks[1]["lock_pid"] == ranks[0]["pid"] != ranks[1]["pid"]
+    runs = tmp_path / "runs" / "vgg11_digits"
+    assert [p.name for p in runs.iterdir()] == ["version_0"]
+    assert not (runs / "version_0" / LOCK_NAME).exists()
     # each process trained on its own share of the data ...
     assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 2
     assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"])

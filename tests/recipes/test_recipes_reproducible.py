@@ -147,3 +147,45 @@ def test_validated_every_second_epoch_resumes_from_every_epochs_end(
     )
     assert _metrics(last.parent.parent) == _metrics(folder)
     assert all(torch.equal(weights[k], v) for k, v in _weights(resumed).items())
+
+
+# The same run counted in steps (the schedule then steps per optimizer step). Lightning resumes
+# a step-counted run inside the checkpoint's epoch; from a checkpoint written at an epoch's end,
+# the recipes go on with the next epoch instead (recipes/fit_loop.py), as an uninterrupted run
+# does. 8 steps end the run within epoch 2; with 100 steps, max_epochs ends it (9 steps).
+BY_STEPS = {
+    "max-steps-ends": ("--trainer.max_epochs", "10", "--trainer.max_steps", "8"),
+    "max-epochs-ends": ("--trainer.max_steps", "100"),
+}
+
+
+@pytest.fixture(scope="module", params=list(BY_STEPS))
+def uninterrupted_by_steps(request, tmp_path_factory):
+    args = (*SHORT, *BY_STEPS[request.param])
+    cli = run_cli("fit", "--config", str(DIGITS), *args, tmp_path=tmp_path_factory.mktemp("c"))
+    return args, Path(cli.trainer.log_dir), _weights(cli), cli.trainer.global_step
+
+
+def test_run_counted_in_steps_resumes_from_an_epochs_end(uninterrupted_by_steps, tmp_path):
+    """Interrupted in epoch 2 and resumed from epoch 1's last.ckpt, a run counted in steps ends
+    with the uninterrupted run's metrics and weights: the end of epoch 1 does not run again
+    (which would rewrite last.ckpt, draw the data loader's seed twice and, where max_epochs ends
+    the run, count epoch 1 twice and leave out epoch 2)."""
+    args, folder, weights, steps = uninterrupted_by_steps
+    run_interrupted(
+        "fit",
+        "--config",
+        str(DIGITS),
+        *args,
+        tmp_path=tmp_path,
+        callbacks=[Interrupt(epoch=2, batch=1)],
+    )
+    last = tmp_path / "vgg11_digits" / "version_0" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (1, 6)
+    resumed = run_cli(
+        "fit", "--config", str(DIGITS), *args, "--ckpt_path", str(last), tmp_path=tmp_path
+    )
+    assert resumed.trainer.global_step == steps
+    assert _metrics(last.parent.parent) == _metrics(folder)
+    assert all(torch.equal(weights[k], v) for k, v in _weights(resumed).items())

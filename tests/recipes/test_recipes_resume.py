@@ -22,6 +22,7 @@ from recipes_testutils import CONFIGS, DIGITS, cli_args, main_error, run_cli, ru
 from recipes.callbacks import TrainingCurves
 from recipes.callbacks.summary import display_path
 from recipes.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from recipes.run_lock import LOCK_NAME
 
 SHORT = (
     "--model.width",
@@ -384,6 +385,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_the_resume_command(
     names = sorted(p.name for p in checkpoints.iterdir())
     assert len(names) == 2 and names[-1] == "last.ckpt"  # epoch 0's, whole; no temporary file
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not (checkpoints.parent / LOCK_NAME).exists()
     assert "── fit interrupted at epoch 1" in printed.out
     assert (
         f"resume with      python -m recipes {shlex.join(argv)} --ckpt_path {checkpoints}/last.ckpt"
@@ -444,6 +446,7 @@ def test_sigterm_ends_the_run_with_a_failure_status_and_the_resume_command(tmp_p
     assert "── fit interrupted at epoch 1" in out
     checkpoints = tmp_path / "vgg11_digits" / "version_0" / "checkpoints"
     assert f"--ckpt_path {checkpoints}/last.ckpt" in out
+    assert not (checkpoints.parent / LOCK_NAME).exists()  # the run folder's lock released
 
 
 # --- last.ckpt at the end of every epoch, whatever the validation schedule --------------------
