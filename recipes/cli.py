@@ -47,7 +47,12 @@ from .resume_options import (
     run_record,
 )
 from .run_lock import RunLock
-from .trainer_checks import check_seed, check_trainer_names, check_trainer_numbers
+from .trainer_checks import (
+    check_epochs_left,
+    check_seed,
+    check_trainer_names,
+    check_trainer_numbers,
+)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "vgg11_digits.yaml"
@@ -380,6 +385,7 @@ class RecipeCLI(LightningCLI):
         # The folder as the checkpoint spells it (relative or absolute): ModelCheckpoint restores
         # its best-checkpoint tracking only when its folder is spelt as when it was saved.
         _refuse_older_than_last(ckpt_path, saved, folder)
+        check_epochs_left(config, saved, ckpt_path)
         run_dir = _saved_run_dir(saved, folder) or str(folder)
         init["save_dir"] = os.path.dirname(os.path.dirname(run_dir))
         init["name"] = os.path.basename(os.path.dirname(run_dir))

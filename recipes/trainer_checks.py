@@ -54,3 +54,20 @@ def check_seed(config) -> None:
             f"--seed_everything must be an integer in [0, {SEED_MAX}] (numpy's seeds), true (a "
             f"random one) or false (no seeding), got {seed}"
         )
+
+
+def check_epochs_left(config, saved: dict, ckpt_path) -> None:
+    """A resume whose ``--trainer.max_epochs`` is below the epochs its checkpoint has already
+    trained, refused by name (Lightning raises it mid-``fit``, after the run's config is
+    written). The count is the one Lightning restores: epochs that reached their end."""
+    max_epochs = config["trainer"].get("max_epochs")
+    try:
+        trained = saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):  # (not a Lightning fit checkpoint: Lightning says what)
+        return
+    if max_epochs is None or max_epochs < 0 or trained <= max_epochs:
+        return
+    raise RecipeValueError(
+        f"--trainer.max_epochs {max_epochs}: --ckpt_path {str(ckpt_path)!r} has already trained "
+        f"{trained} epochs; give {trained} or more to resume it"
+    )

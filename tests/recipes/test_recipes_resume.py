@@ -263,6 +263,21 @@ def test_a_new_run_does_not_write_over_a_run_folder_with_checkpoints(tmp_path, c
     assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
 
 
+def test_a_resume_with_fewer_epochs_than_trained_is_refused(tmp_path, capsys):
+    """Lightning raises it inside ``fit``: here it is one line before the run writes."""
+    args = ("fit", "--config", str(DIGITS), *ONE, "--trainer.max_epochs")
+    run_cli(*args, "2", tmp_path=tmp_path)
+    folder = tmp_path / "vgg11_digits" / "version_0"
+    last = folder / "checkpoints" / "last.ckpt"
+    before = _files(folder)
+    err = main_error(capsys, cli_args(*args, "1", "--ckpt_path", str(last), tmp_path=tmp_path)).err
+    assert err == (
+        f"error: --trainer.max_epochs 1: --ckpt_path {str(last)!r} has already trained 2 epochs; "
+        "give 2 or more to resume it\n"
+    )
+    assert _files(folder) == before
+
+
 def _files(folder: Path) -> dict[Path, bytes | None]:
     """Every path under ``folder`` and the contents of the files."""
     return {p: p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
