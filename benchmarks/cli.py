@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .budget import BUDGET_DIRECTIONS
+from .budget import BUDGET_DIRECTIONS, CONTINUE_OPTION, Continuation
 from .options import ALL_DIRECTIONS, DIRECTIONS, DTYPES, RunOptions
 from .providers import COMPILE_MODES, PROVIDERS
 from .results import RESULTS_DIR
@@ -114,7 +114,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="a time-boxed run: key layers first, bf16, fwd and fwd+bwd, ours also from a "
-        "CUDA graph (see benchmarks/budget.py); stops cleanly when the time is spent",
+        "CUDA graph (see benchmarks/budget.py); stops cleanly when the time is spent, and goes "
+        "on in a fresh process after a device fault",
+    )
+    # Internal, hence hidden: a budget run whose device faulted re-executes itself with it to
+    # go on in a fresh process (benchmarks/budget.py); its value is a Continuation as JSON.
+    p.add_argument(
+        CONTINUE_OPTION, type=Continuation.from_arg, default=None, help=argparse.SUPPRESS
     )
     p.add_argument("--list", action="store_true", help="list suites and their cases, then exit")
     return p
@@ -156,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = args.budget is not None
     if budget and (args.budget <= 0 or args.dtype == "all"):
         parser().error("--budget takes a positive number of seconds and one --dtype")
+    resume = args.continue_budget
+    if resume is not None and not budget:
+        parser().error(f"{CONTINUE_OPTION} continues a --budget run only")
     dtype = args.dtype or (("bf16" if budget else "all") if gpu else "fp32")
     dtypes = ["fp32", "fp16", "bf16"] if dtype == "all" else [dtype]
     default_directions = BUDGET_DIRECTIONS if budget else DIRECTIONS
@@ -186,8 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if gpu:  # inductor compiles in this process, so the budget's hard stop can end it
             os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-        clock = Budget(args.budget)
-        run_budget(names, dtype, options, args.out, clock, report=not args.no_report)
+        clock = Budget(args.budget, spent=resume.elapsed() if resume else 0.0)
+        run_budget(
+            names,
+            dtype,
+            options,
+            args.out,
+            clock,
+            report=not args.no_report,
+            command=argv,
+            resume=resume,
+        )
         return 0
     from .runner import run
 

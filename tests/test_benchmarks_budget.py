@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -14,7 +16,16 @@ import pytest
 
 from benchmarks import budget as budget_mod
 from benchmarks import cli, measure, runner, suites
-from benchmarks.budget import Budget, BudgetExceeded, hard_stop, plan, run_budget
+from benchmarks.budget import (
+    CONTINUE_OPTION,
+    MAX_RESTARTS,
+    Budget,
+    BudgetExceeded,
+    Continuation,
+    hard_stop,
+    plan,
+    run_budget,
+)
 from benchmarks.options import RunOptions
 from benchmarks.shapes import Layer
 from benchmarks.timing import DevicePeak
@@ -205,16 +216,219 @@ def test_hard_stop_ends_a_timing_that_overruns():
 def test_budget_option_chooses_the_budget_defaults(monkeypatch):
     seen = {}
 
-    def fake(names, dtype, options, out, clock, report=True):
+    def fake(names, dtype, options, out, clock, report=True, command=None, resume=None):
         seen.update(names=names, dtype=dtype, options=options, seconds=clock.seconds)
+        seen.update(command=command, resume=resume)
 
     monkeypatch.setattr(budget_mod, "run_budget", fake)
     assert cli.main(["--budget", "300", "--device", "cpu", "pool"]) == 0
     assert seen["names"] == ["pool"] and seen["dtype"] == "fp32" and seen["seconds"] == 300
     assert seen["options"].directions == ("fwd", "both")
     assert seen["options"].compile_mode == "default" and not seen["options"].graph
+    assert seen["command"] == ["--budget", "300", "--device", "cpu", "pool"]
+    assert seen["resume"] is None
     with pytest.raises(SystemExit):
         cli.main(["--budget", "300", "--dtype", "all", "--device", "cpu"])
+
+
+# --- device faults: simulated on the CPU -----------------------------------------------------
+class Replaced(BaseException):
+    """What the stand-in for ``os.execv`` raises: a real exec leaves nothing behind it to run."""
+
+
+@pytest.fixture
+def execs(monkeypatch):
+    """``os.execv`` captured: the commands a run re-executed itself with."""
+    seen = []
+
+    def execv(path, argv):
+        assert path == argv[0] == sys.executable
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # would outlive the exec
+        seen.append(argv)
+        raise Replaced
+
+    monkeypatch.setattr(budget_mod.os, "execv", execv)
+    return seen
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """Counts of the environment and peak measurements (the peaks stand-ins, free)."""
+    counts = {"environment": 0, "peak": 0}
+    environment = runner.environment
+
+    def count_environment(device):
+        counts["environment"] += 1
+        return environment(device)
+
+    def count_peak(device, quick=False):
+        counts["peak"] += 1
+        return DevicePeak(1.0, "float32", 8, 10.0, 1024)
+
+    monkeypatch.setattr(runner, "environment", count_environment)
+    monkeypatch.setattr(runner, "measure_peak", count_peak)
+    return counts
+
+
+def fault_in(monkeypatch, calls: list, tasks) -> None:
+    """The device stops working in the ``tasks``-th calls of run_case (from 1)."""
+    monkeypatch.setattr(budget_mod, "device_works", lambda device: len(calls) not in tasks)
+
+
+def run_with_restarts(argv: list[str], execs: list) -> None:
+    """``python -m benchmarks argv``, then each continuation it re-executes, in this process."""
+    while True:
+        try:
+            cli.main(argv)
+            return
+        except Replaced:
+            command = execs[-1]
+            assert command[:3] == [sys.executable, "-m", "benchmarks"]
+            assert command.count(CONTINUE_OPTION) == 1
+            argv = command[3:]
+
+
+FAULT_ARGS = ["conv", "pool", "--budget", "600", "--device", "cpu", "--no-report",
+              "--providers", "torch", "compile", "ours"]  # fmt: skip
+
+
+def planned() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The tasks of a run of FAULT_ARGS, as fake_run_case records its calls."""
+    options = RunOptions(
+        device="cpu",
+        directions=("fwd", "both"),
+        compile_mode="default",
+        providers=["torch", "compile", "ours"],
+    )
+    return [
+        (t.suite.name, t.case["name"], tuple(t.providers)) for t in plan(["conv", "pool"], options)
+    ]
+
+
+def test_a_device_fault_goes_on_in_a_fresh_process(monkeypatch, tmp_path, execs, measured):
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls))
+    fault_in(monkeypatch, calls, {3})
+    run_with_restarts([*FAULT_ARGS, "--out", str(tmp_path)], execs)
+    [command] = execs
+    assert command[3:-2] == [*FAULT_ARGS, "--out", str(tmp_path)]
+    resume = Continuation.from_arg(command[-1])
+    assert (resume.next, resume.label) == (3, "conv:alexnet.conv1 [torch ours]")
+    assert [f["task"] for f in resume.faults] == ["pool:resnet50.maxpool [torch compile ours]"]
+    assert calls == planned()  # each task once, the faulting one included, in the plan's order
+    assert measured == {"environment": 1, "peak": 1}  # reloaded, not measured again
+    conv, pool = read(tmp_path, "conv"), read(tmp_path, "pool")
+    for doc in (conv, pool):
+        info = doc["budget"]
+        assert info["state"] == "finished" and info["tasks_done"] == len(calls)
+        assert info["restarts"] == 1 and [f["index"] for f in info["faults"]] == [2]
+    assert {r["name"] for r in conv["records"]} == {c[1] for c in calls if c[0] == "conv"}
+    assert {r["name"] for r in pool["records"]} == {c[1] for c in calls if c[0] == "pool"}
+    faulted = [r for r in pool["records"] if r["status"] != "ok"]
+    assert {r["name"] for r in faulted} == {"resnet50.maxpool"} and len(faulted) == 2
+    assert faulted[0]["error"] == (
+        "device fault in this task (pool:resnet50.maxpool [torch compile ours]): the device "
+        "stopped working"
+    )
+    assert all(r["status"] == "ok" for r in conv["records"])
+    merged = [r for r in conv["records"] if r["name"] == "alexnet.conv1"]  # steps 2 and 3
+    assert [set(r["providers"]) for r in merged] == [{"torch", "compile", "ours"}] * 2
+
+
+def test_restarts_are_limited(monkeypatch, tmp_path, execs, measured):
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls))
+    fault_in(monkeypatch, calls, range(1, 100))  # a device that faults at every task
+    run_with_restarts([*FAULT_ARGS, "--out", str(tmp_path)], execs)
+    assert len(execs) == MAX_RESTARTS and calls == planned()[: MAX_RESTARTS + 1]
+    for doc in (read(tmp_path, "conv"), read(tmp_path, "pool")):
+        info = doc["budget"]
+        assert info["state"] == "stopped" and info["restarts"] == MAX_RESTARTS
+        assert [f["index"] for f in info["faults"]] == list(range(MAX_RESTARTS + 1))
+        assert info["stop_reason"] == (
+            f"device fault in {info['faults'][-1]['task']}; no restart left ({MAX_RESTARTS} used)"
+        )
+        assert info["tasks_done"] == MAX_RESTARTS + 1
+        assert len(info["not_run"]) == len(planned()) - MAX_RESTARTS - 1
+    assert measured == {"environment": 1, "peak": 1}
+
+
+def test_a_healthy_run_never_restarts(monkeypatch, tmp_path, execs, measured):
+    clock, calls, asked = FakeClock(), [], []
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls))
+    works = budget_mod.device_works
+    monkeypatch.setattr(budget_mod, "device_works", lambda d: asked.append(d) or works(d))
+    argv = ["pool", "--budget", "600", "--device", "cpu", "--no-report", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert execs == [] and asked == ["cpu"] * len(calls)  # asked after every task
+    info = read(tmp_path, "pool")["budget"]
+    assert info["state"] == "finished" and info["restarts"] == 0 and info["faults"] == []
+
+
+def test_a_fault_without_a_command_to_restart_with_stops_the_run(monkeypatch, tmp_path, no_peak):
+    clock, calls = FakeClock(), []
+    error = "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+    def boom(n, records):
+        if n == 2:
+            raise RuntimeError(error.split(": ", 1)[1])
+
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls, boom))
+    fault_in(monkeypatch, calls, {2})
+    run_budget(["conv"], "fp32", CPU, tmp_path, Budget(600, clock=clock), log=lambda s: None)
+    doc = read(tmp_path, "conv")
+    info = doc["budget"]
+    assert len(calls) == 2 and info["state"] == "stopped" and info["tasks_done"] == 2
+    [fault] = info["faults"]
+    assert fault["task"] == "conv:resnet50.layer3.conv2 [torch compile ours]"
+    assert fault["first_error"] == error
+    assert info["stop_reason"] == f"device fault in {fault['task']}; this run cannot restart itself"
+    faulted = [r for r in doc["records"] if r["name"] == "resnet50.layer3.conv2"]
+    assert faulted[0]["error"].endswith(f"stopped working; first error: {error}")
+    timed = {"status": "error", "error": "boom"}  # a provider's error, when the task ran on
+    assert budget_mod.first_error([{"providers": {"torch": {"ms": 1.0}, "ours": timed}}]) == (
+        "ours: boom"
+    )
+
+
+def test_a_hard_stop_while_saving_the_fault_keeps_everything(monkeypatch, tmp_path, execs, no_peak):
+    """The budget's hard stop rings while the faulting task's files are written: the run does
+    not restart but writes all it has."""
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(suites, "run_case", fake_run_case(clock, 1.0, calls))
+    fault_in(monkeypatch, calls, {2})
+    write_doc = runner.write_doc
+
+    def interrupted(doc, *args, **kwargs):
+        if doc["budget"]["state"] == "restarting":
+            raise BudgetExceeded("time budget of 600 s and 30 s grace spent")
+        return write_doc(doc, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_doc", interrupted)
+    budget = Budget(600, clock=clock)
+    run_budget(["conv"], "fp32", CPU, tmp_path, budget, log=lambda s: None, command=["conv"])
+    doc = read(tmp_path, "conv")
+    assert execs == [] and doc["budget"]["state"] == "stopped"
+    assert {r["name"] for r in doc["records"]} == {c[1] for c in calls}
+    assert [f["index"] for f in doc["budget"]["faults"]] == [1]
+
+
+def test_a_continuation_of_another_plan_is_refused(tmp_path, no_peak):
+    resume = Continuation(
+        next=0,
+        label="pool:nothing [torch]",
+        started=time.time(),
+        device="cpu-x",
+        suites=[],
+        faults=[],
+    )
+    argv = ["pool", "--budget", "60", "--device", "cpu", "--out", str(tmp_path)]
+    with pytest.raises(ValueError, match="cannot continue the budget run: task 0 of this plan"):
+        cli.main([*argv, CONTINUE_OPTION, resume.to_arg()])
+    assert not list(tmp_path.rglob("*.json"))
+    with pytest.raises(SystemExit):  # a budget run's option only
+        cli.main([*argv[:1], *argv[3:], CONTINUE_OPTION, resume.to_arg()])
+    assert CONTINUE_OPTION not in cli.parser().format_help()  # internal
 
 
 def test_the_gpu_run_script_runs_its_three_commands_into_a_few_files(tmp_path):
