@@ -274,6 +274,13 @@ class DumpWeights(L.Callback):
 
 # --- what a run writes, and callbacks the tests use ---------------------------------------------
 
+#: A tiny network and short epochs: two training batches, one validation batch.
+ONE = (
+    "--model.width", "0.0625",
+    "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "1",
+)  # fmt: skip
+
 # The pictures every fit writes into its run folder (besides filters/epoch_NNN.png).
 PICTURES = (
     "training_curves.png",

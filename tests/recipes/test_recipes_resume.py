@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from recipes_testutils import CONFIGS, DIGITS, cli_args, main_error, run_cli, run_interrupted
+from recipes_testutils import CONFIGS, DIGITS, ONE, cli_args, main_error, run_cli, run_interrupted
 
 from recipes.callbacks import TrainingCurves
 from recipes.callbacks.summary import display_path
@@ -204,15 +204,6 @@ def test_run_interrupted_while_checkpointing_loses_nothing(tmp_path, monkeypatch
 
 
 # --- resuming whichever way the checkpoint is named, and what a run must not write over -------
-
-ONE = (
-    "--model.width",
-    "0.0625",
-    "--trainer.limit_train_batches",
-    "2",
-    "--trainer.limit_val_batches",
-    "1",
-)
 
 
 @pytest.mark.parametrize("saved_as", ["relative", "absolute"])

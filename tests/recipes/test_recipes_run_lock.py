@@ -12,19 +12,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 from lightning.pytorch.loggers import CSVLogger
-from recipes_testutils import DIGITS, cli_args, main_error, run_cli, run_interrupted
+from recipes_testutils import DIGITS, ONE, cli_args, main_error, run_cli, run_interrupted
 
 from recipes.loggers import ResumableCSVLogger
 from recipes.run_lock import LOCK_NAME, RunFolderInUseError, RunLock
 
-ONE = (
-    "--model.width",
-    "0.0625",
-    "--trainer.limit_train_batches",
-    "2",
-    "--trainer.limit_val_batches",
-    "1",
-)
 HOST = socket.gethostname()
 
 
