@@ -229,7 +229,7 @@ def test_the_registered_op_calls_the_kernel_straight_only_on_plain_tensors(monke
     assert type(fake) is torch._subclasses.FakeTensor and fake.shape == x.shape
     assert below == [1]
     y = OP(x, w, 3)
-    assert type(y.grad_fn).__name__ == OpFunction.__name__ + "Backward"
+    assert issubclass(type(y.grad_fn)._forward_cls, OpFunction)
     first = torch.autograd.grad(y.sum(), (x, w), retain_graph=True)
     again = torch.autograd.grad(y.sum(), (x, w))
     for got, expected in zip(first, (w * 3, x * 3), strict=True):

@@ -56,8 +56,8 @@ from ._eager_frames import runs_eagerly
 from ._layout import converting_once
 from ._registration import as_registered_ops as _as_registered_ops
 from ._registration import forward_mode_active as _forward_mode_active
+from ._registration import function_named, register, writable
 from ._registration import ops_only as _ops_only
-from ._registration import register, writable
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
 
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
@@ -487,13 +487,10 @@ def _node_apply(ctx, *grads: Any) -> tuple:
 
 def _functions(name: str) -> tuple[type[EagerFunction], type[BoundFunction]]:
     """Primitive ``name``'s own :class:`EagerFunction` and :class:`BoundFunction`, both named
-    after it — ``conv_fwd``: ``Conv``, ``conv_bwd_input``: ``ConvBwdInput`` — so that its nodes
-    in an autograd graph say which op made them, as torch's do (``grad_fn``, anomaly mode's
-    messages, graph drawings: ``ConvBackward``)."""
-    title = "".join(part.title() for part in name.removesuffix("_fwd").split("_"))
+    after it (``_registration.function_named``)."""
     functions = []
     for base in (EagerFunction, BoundFunction):
-        function = type(title, (base,), {"__module__": __name__, "__qualname__": title})
+        function = function_named(base, name)
         function._backward_cls.apply = _node_apply  # type: ignore[attr-defined]
         functions.append(function)
     return functions[0], functions[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch._functorch.utils import enable_single_level_autograd_function
@@ -21,6 +21,8 @@ from ._layout import converting_once
 
 if TYPE_CHECKING:
     from ._primitive import Primitive
+
+_Function = TypeVar("_Function", bound=type)
 
 _LIBRARY = torch.library.Library("torchconv_ext", "FRAGMENT")
 #: The dispatch keys of a registered op's call on plain CPU or CUDA tensors, as its autograd
@@ -99,10 +101,20 @@ def forward_mode_active() -> bool:
     return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
+def function_named(base: _Function, name: str) -> _Function:
+    """``base``, an ``autograd.Function``, subclassed under the name of op ``name`` —
+    ``conv_fwd``: ``Conv``, ``conv_bwd_input``: ``ConvBwdInput`` — so that the nodes it makes in
+    an autograd graph say which op made them, as torch's do (``grad_fn``, anomaly mode's
+    messages, graph drawings: ``ConvBackward``)."""
+    title = "".join(part.title() for part in name.removesuffix("_fwd").split("_"))
+    return type(title, (base,), {"__module__": base.__module__, "__qualname__": title})
+
+
 def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverload:
     """``torch.ops.torchconv_ext.<name>`` for ``prim``: the schema from ``impl``'s annotations,
     the fake, the kernel on CPU and CUDA tensors (``prim.run_unnamed``: a compiled graph's call
-    replays as an eager call does), autograd (:class:`OpFunction`) and the batching rule
+    replays as an eager call does), autograd (:class:`OpFunction`, named after the op) and the
+    batching rule
     ``vmap``.
 
     A call without gradient on plain tensors — a compiled graph's — runs ``prim.run_unnamed``
@@ -110,6 +122,7 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
     layers (its autograd kernel, a redispatch, its device kernel's wrapper) that cost a
     compiled graph about as much as the call itself."""
     name = prim.name
+    function = function_named(OpFunction, name)
     schema = torch.library.infer_schema(prim.impl, mutates_args=())
     _LIBRARY.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
     op = getattr(torch.ops.torchconv_ext, name).default
@@ -125,7 +138,7 @@ def register(prim: Primitive, vmap: Callable[..., tuple]) -> torch._ops.OpOverlo
         if (
             torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args)
         ) or forward_mode_active():
-            return OpFunction.apply(prim, keys & after_autograd, *args)
+            return function.apply(prim, keys & after_autograd, *args)
         if keys.raw_repr() in _PLAIN_KEYS:
             return prim.run_unnamed(*args)
         with torch._C._AutoDispatchBelowAutograd():  # fake tensors, modes, subclasses
