@@ -23,6 +23,7 @@ import torchconv_ext.init
 from ._checks import RecipeValueError
 from .conversion import ConversionSummary, convert_with_report
 from .flops import count_flops
+from .memory_check import check_network_fits
 from .models import ARCHS, ArchName, BackendName, build_imported, build_model
 
 #: How the network's convolutions start: ``default`` (the network's own initialisation), ``kaiming``
@@ -167,7 +168,8 @@ class ImageClassifier(L.LightningModule):
                 raise RecipeValueError(
                     f"{', '.join(sorted(clash))} given both as model options and in arch_kwargs"
                 )
-            net = build_model(
+            build = functools.partial(
+                build_model,
                 arch,
                 num_classes,
                 in_channels=in_channels,
@@ -175,6 +177,9 @@ class ImageClassifier(L.LightningModule):
                 **shipped,
                 **(arch_kwargs or {}),
             )
+            sizing = [f"--model.{k} {shipped[k]}" for k in ("width", "hidden") if shipped.get(k)]
+            check_network_fits(build, ", ".join(sizing) or f"--model.arch {arch}")
+            net = build()
         else:
             if shipped:
                 rank_zero_warn(

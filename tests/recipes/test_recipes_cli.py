@@ -416,6 +416,11 @@ def test_missing_data_is_one_short_error(tmp_path, capsys):
             "unknown --trainer.accelerator 'gpus': expected one of 'auto', 'gpu', 'cpu', ",
         ),
         (["--trainer.strategy", "dpp"], "unknown --trainer.strategy 'dpp': expected 'auto' or"),
+        (  # (built on the meta device first: this machine would end the process mid-build)
+            ["--model.width", "1000"],
+            "--model.width 1000.0: the network has 9,216,011,200,010 parameters (34,332.3 GiB), "
+            "more than this machine's",
+        ),
     ],
 )
 def test_bad_values_are_one_short_error_before_training(args, message, tmp_path, capsys):
