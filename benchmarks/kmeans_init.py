@@ -1,7 +1,7 @@
 """k-means versus Kaiming initialisation on the handwritten digits: steps to a validation accuracy.
 
 A small CNN of torchconv_ext layers (conv 3×3 → ReLU → max pool 2, twice, then a linear layer)
-is trained with plain SGD from three initialisations of its two convolutions:
+is trained with plain SGD from four initialisations of its two convolutions:
 
 * ``kaiming`` — ``torch.nn.init.kaiming_normal_`` (fan-in, ReLU gain), zero bias;
 * ``kmeans`` — :func:`torchconv_ext.init.kmeans_` layer by layer (the first convolution on the
@@ -12,7 +12,7 @@ is trained with plain SGD from three initialisations of its two convolutions:
   centroids bring from what the data-dependent scale brings.
 
 The linear layer keeps torch's default initialisation, drawn from the same seed for every
-initialisation; the data order is fixed per seed and shared by the three. After every step the
+initialisation; the data order is fixed per seed and shared by the four. After every step the
 whole validation split is evaluated; the result is the first step reaching each target accuracy.
 Run from the repository root::
 

@@ -251,7 +251,7 @@ BAD_KERNEL_CALLS = [
     (lambda: init.average_(nn.Conv1d(2, 2, 3, groups=2), groups=1), ValueError, "groups"),
     (lambda: init.average_(nn.Conv1d(1, 1, 3), channels="all"), ValueError, "channels"),
     (lambda: init.difference_(nn.Conv2d(1, 1, 3), dim=2), ValueError, "dim"),
-    (lambda: init.difference_(nn.Conv2d(1, 1, 3), dim=1.0), ValueError, "dim"),
+    (lambda: init.difference_(nn.Conv2d(1, 1, 3), dim=1.0), TypeError, "dim"),
     (lambda: init.difference_(nn.Conv1d(1, 1, 4)), ValueError, "odd kernel size"),
     (lambda: init.difference_(nn.Conv1d(1, 1, 1)), ValueError, "3 taps"),
     (lambda: init.second_difference_(nn.Conv2d(1, 1, (3, 2)), dim=None), ValueError, "odd"),
@@ -521,3 +521,127 @@ def test_kmeans_init_lowers_the_loss_sooner(digits):
     labels = torch.tensor(load_digits().target)
     kmeans, kaiming = loss_after(15, True, images, labels), loss_after(15, False, images, labels)
     assert kmeans < 0.5 * kaiming, (kmeans, kaiming)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parametrized layers, our multi-kernel layers, argument types
+# ---------------------------------------------------------------------------------------------
+
+SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def test_weight_norm_layer_is_written_through_its_parametrization():
+    layer = nn.utils.parametrizations.weight_norm(nn.Conv2d(1, 2, 3))
+    init.sobel_(layer)
+    torch.testing.assert_close(layer.weight.detach(), SOBEL.expand(2, 1, 3, 3))
+    assert torch.equal(layer.bias.detach(), torch.zeros(2))
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    plain = nn.Conv2d(1, 2, 3)
+    init.kmeans_(layer, x)
+    init.kmeans_(plain, x)
+    torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())
+    torch.testing.assert_close(layer.bias.detach(), plain.bias.detach())
+
+
+@pytest.mark.parametrize(
+    ("parametrize", "kmeans_too"),
+    [
+        (nn.utils.parametrizations.spectral_norm, True),  # the layer would compute weight/σ
+        (lambda c: nn.utils.weight_norm(c), True),  # the deprecated hook recomputes the weight
+        # Sobel leaves input channel 1 unused: a zero slice has no direction. Centroids do not.
+        (lambda c: nn.utils.parametrizations.weight_norm(c, dim=1), False),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_parametrized_weight_that_cannot_be_written_is_refused_before_any_write(
+    parametrize, kmeans_too
+):
+    layer = parametrize(nn.Conv2d(2, 1, 3))
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    with pytest.raises(ValueError, match="Conv2d's weight"):
+        init.sobel_(layer)
+    if kmeans_too:
+        x = torch.rand(4, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+        with pytest.raises(ValueError, match="Conv2d's weight"):
+            init.kmeans_(layer, x)
+    assert torch.equal(layer.weight.detach(), weight)
+    assert torch.equal(layer.bias.detach(), bias)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        tnn.TiledConv2d(2, 2, 3, tiles=(2, 1)),
+        tnn.LocallyConnected2d(2, 2, 3, input_size=5),
+        tnn.MaxoutConv2d(2, 2, 3, pieces=3),
+    ],
+    ids=["tiled", "local", "maxout"],
+)
+def test_our_layers_compute_the_kernel_of_a_conv(layer):
+    conv = nn.Conv2d(2, 2, 3)
+    init.sobel_(conv)
+    init.sobel_(layer)
+    x = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(layer(x), conv(x))
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: tnn.TiledConv2d(1, 2, 3, tiles=2), lambda: tnn.LocallyConnected2d(1, 2, 3, 6)]
+)
+def test_kmeans_repeats_the_centroids_in_every_tile_or_position(make):
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    layer, conv = make(), nn.Conv2d(1, 2, 3)
+    init.kmeans_(layer, x)
+    init.kmeans_(conv, x)
+    torch.testing.assert_close(layer(x), conv(x))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3).weight, x), TypeError, "not a weight tensor"),
+        (lambda x: init.kmeans_(tnn.MaxoutConv2d(1, 2, 3, pieces=2), x), TypeError, "conv"),
+        (lambda x: init.kmeans_(nn.LazyConv2d(2, 3), x), ValueError, "dry forward"),
+        (lambda x: init.sobel_(tnn.LazyConv2d(2, 3)), ValueError, "dry forward"),
+        (lambda x: init.sobel_(tnn.TiledConv2d(1, 1, 3, 2).weight), ValueError, "pass the layer"),
+    ],
+)
+def test_layers_that_cannot_be_initialised_say_why(call, error, match):
+    with pytest.raises(error, match=match):
+        call(torch.rand(4, 1, 6, 6))
+
+
+@pytest.mark.parametrize("sigma", [np.float32(1.5), torch.tensor(1.5), np.array(1.5)])
+def test_gaussian_takes_numpy_and_tensor_scalars(sigma):
+    want = init.gaussian_(torch.empty(1, 1, 3, 3), sigma=1.5)
+    torch.testing.assert_close(init.gaussian_(torch.empty(1, 1, 3, 3), sigma=sigma), want)
+    per_axis = init.gaussian_(torch.empty(1, 1, 3, 3), sigma=np.array([1.5, 1.5]))
+    torch.testing.assert_close(per_axis, want)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: init.gaussian_(torch.empty(1, 1, 3), sigma="1"), TypeError, "sigma"),
+        (lambda: init.gaussian_(torch.empty(1, 1, 3), sigma=True), TypeError, "sigma"),
+        (
+            lambda: init.gaussian_(torch.empty(1, 1, 3), sigma=torch.tensor(0.0)),
+            ValueError,
+            "sigma",
+        ),
+        (lambda: init.gaussian_(torch.empty(1, 1, 3), sigma=float("inf")), ValueError, "sigma"),
+        (lambda: init.average_(torch.empty(4, 2, 3), groups="2"), TypeError, "groups"),
+        (lambda: init.average_(torch.empty(4, 2, 3), groups=2.0), TypeError, "groups"),
+        (lambda: init.sobel_(torch.empty(1, 1, 3, 3), dim=True), TypeError, "dim"),
+        (lambda: init.average_(torch.empty(1, 1, 3), channels=1), TypeError, "channels"),
+        (lambda: init.decaying_average_(torch.empty(1, 1, 3), ratio="a"), TypeError, "ratio"),
+    ],
+)
+def test_argument_types_and_values(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_numpy_integers_are_ints():
+    w = init.sobel_(torch.empty(2, 1, 3, 3), dim=np.int64(0), groups=np.int64(2))
+    assert torch.equal(w[0, 0], SOBEL.T)

@@ -1,7 +1,12 @@
 """Kernel initialisers for convolution layers, in place like ``torch.nn.init``.
 
-Each function takes a convolution layer (1D/2D/3D, torch's or ours, transposed or not) or a
-weight tensor, writes the weight in place and returns it:
+Each function takes a convolution layer — 1D/2D/3D, torch's or ours, transposed or not, tiled,
+locally connected or maxout (see each function for the exceptions) — and the hand-designed
+kernels also a bare weight tensor ``(C_out, C_in/groups, *kernel)``; it writes the weight in
+place and returns it. A layer whose weight is parametrized (``torch.nn.utils.parametrize``) is
+written through the parametrization when the layer then computes exactly the values asked for
+(``weight_norm``); otherwise (``spectral_norm``, the hook-based ``torch.nn.utils.weight_norm``)
+it is refused with an error before anything is written:
 
 * the lecture notes' hand-designed kernels — :func:`average_`, :func:`decaying_average_`,
   :func:`difference_`, :func:`second_difference_`, :func:`sobel_`, :func:`prewitt_`,

@@ -12,6 +12,8 @@ into every ``(output channel, input channel)`` slot of the weight by the rule ``
 
 Given a layer, its bias (if any) is zeroed, so the layer computes exactly the filter; given a
 weight tensor, only the tensor is written (``groups`` says how it is grouped, default 1).
+A tiled or locally connected layer gets ``K`` in every tile or position, and each unit of a
+maxout convolution in all its pieces, so these layers too compute exactly the filter.
 For a transposed convolution the same ``K`` is stored; the layer scatters it onto the output,
 which correlates with ``K`` flipped: symmetric kernels (averages, Gaussian, second difference,
 Dirac) act the same, antisymmetric ones (difference, Sobel, Prewitt) change sign.
@@ -27,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._target import Target, resolve
+from ._target import Target, check_int, check_real, resolve
 
 CHANNELS: tuple[str, ...] = ("each", "mean")
 
@@ -43,25 +45,26 @@ def _fill(
 ) -> Tensor:
     """Build ``K`` for the target's kernel size and write it by the ``channels`` rule."""
     conv = resolve(target, groups, name)
+    if not isinstance(channels, str):
+        raise TypeError(f"{name}: channels must be a str, but got channels={channels!r}")
     if channels not in CHANNELS:
         raise ValueError(f"{name}: channels must be one of {CHANNELS}, but got {channels!r}")
     kernel = build(conv.kernel_size)
     c_out, c_in = conv.out_per_group, conv.in_per_group
     if channels == "each":
-        mix = (torch.arange(c_out)[:, None] % c_in == torch.arange(c_in)[None, :]).to(_F64)
+        # A maxout unit's pieces all get its kernel: the max of equal pieces is the filter.
+        unit = torch.arange(c_out) // conv.pieces
+        mix = (unit[:, None] % c_in == torch.arange(c_in)[None, :]).to(_F64)
     else:
         mix = torch.full((c_out, c_in), 1.0 / c_in, dtype=_F64)
     per_group = mix.reshape(c_out, c_in, *(1,) * kernel.dim()) * kernel
-    weight = conv.write(per_group.expand(conv.groups, *per_group.shape))
-    if conv.bias is not None:  # only a layer brings its bias
-        with torch.no_grad():
-            conv.bias.zero_()
-    return weight
+    return conv.write(per_group.expand(conv.groups, *per_group.shape))  # a layer's bias: 0
 
 
 def _axis(name: str, dim: int, ndim: int) -> int:
     """A spatial axis ``dim`` (``-1`` = the last, e.g. width) as an index in ``range(ndim)``."""
-    if not isinstance(dim, int) or isinstance(dim, bool) or not -ndim <= dim < ndim:
+    dim = check_int(name, "dim", dim)
+    if not -ndim <= dim < ndim:
         raise ValueError(
             f"{name}: dim must be a spatial axis in [{-ndim}, {ndim - 1}] for a {ndim}D kernel, "
             f"but got dim={dim!r}"
@@ -126,7 +129,8 @@ def decaying_average_(
 
     ``ratio=0.5`` on 5 taps gives the notes' ``K = (0.1, 0.2, 0.4, 0.2, 0.1)``.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+    ratio = check_real("decaying_average_", "ratio", ratio)
+    if not 0 < ratio <= 1:
         raise ValueError(f"decaying_average_: ratio must be in (0, 1], but got ratio={ratio!r}")
 
     def profile(n: int) -> Tensor:
@@ -153,7 +157,8 @@ def gaussian_(
     """
 
     def build(size):
-        sigmas = sigma if isinstance(sigma, Sequence) else [sigma] * len(size)
+        sigmas = sigma.tolist() if getattr(sigma, "ndim", 0) == 1 else sigma  # a 1-D array
+        sigmas = sigmas if isinstance(sigmas, Sequence) else [sigmas] * len(size)
         if len(sigmas) != len(size):
             raise ValueError(
                 f"gaussian_: sigma needs one value or {len(size)} (one per spatial axis), but "
@@ -161,9 +166,11 @@ def gaussian_(
             )
         factors = []
         for n, s in zip(size, sigmas):
-            s = 0.3 * ((n - 1) / 2 - 1) + 0.8 if s is None else s
-            if isinstance(s, bool) or not isinstance(s, int | float) or not s > 0:
-                raise ValueError(f"gaussian_: sigma must be positive, but got sigma={sigma!r}")
+            s = 0.3 * ((n - 1) / 2 - 1) + 0.8 if s is None else check_real("gaussian_", "sigma", s)
+            if not 0 < s < math.inf:
+                raise ValueError(
+                    f"gaussian_: sigma must be positive and finite, but got sigma={sigma!r}"
+                )
             p = torch.exp(-((torch.arange(n, dtype=_F64) - (n - 1) / 2) ** 2) / (2 * s * s))
             factors.append(p / p.sum())
         return _outer(factors)

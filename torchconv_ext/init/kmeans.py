@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.conv import _ConvNd
+
+from ..nn.maxout import _MaxoutConvNd
+from ._target import Conv, resolve
 
 INITS: tuple[str, ...] = ("k-means++", "random")
 
@@ -65,9 +67,14 @@ def kmeans_(
     the centroids of the patches of its own input channels (the same sampled positions).
 
     Args:
-        conv: a ``Conv1d``/``Conv2d``/``Conv3d`` (torch's or ``torchconv_ext.nn``'s); not a
+        conv: a ``Conv1d``/``Conv2d``/``Conv3d`` (torch's or ``torchconv_ext.nn``'s), or a
+            ``TiledConv*d``/``LocallyConnected*d``, whose every tile or position gets the same
+            centroids (it then computes what the convolution would); not a weight tensor (the
+            filters need the layer's dilation and groups, the centring its bias), not a
             transposed convolution (its kernels are scattered onto the output, not matched
-            against input patches).
+            against input patches), and not a ``MaxoutConv*d`` (pass its ``conv``). A
+            parametrized weight is written through its parametrization when that can hold the
+            centroids exactly (``weight_norm``), and refused otherwise (``spectral_norm``).
         data: a tensor ``(N, C_in, *spatial)``, or an iterable of batches: tensors or
             ``(x, y, ...)`` tuples/lists whose first element is the input (a ``DataLoader``).
             Batches are moved to the first batch's device, where the work runs.
@@ -75,12 +82,13 @@ def kmeans_(
             (then ``seed=0``). A generator must be on the data's device.
     """
     name = "kmeans_"
-    _check_conv(name, conv)
+    layer = _check_conv(name, conv)
     _check_options(name, max_patches, iterations, whiten_eps, init, seed, generator)
-    k_per_group = conv.out_channels // conv.groups
+    k_per_group, c_in = layer.out_per_group, layer.in_per_group
+    kernel_size, dilation = layer.kernel_size, tuple(layer.layer.dilation)
 
     sample: _Reservoir | None = None
-    for x in _batches(name, data, conv):
+    for x in _batches(name, data, c_in * layer.groups, kernel_size, dilation):
         if sample is None:
             device = x.device
             if generator is None:
@@ -91,7 +99,7 @@ def kmeans_(
                     "the work runs on the data's device"
                 )
             sample = _Reservoir(max_patches, generator)
-        sample.add(_windows(x.to(device), conv.kernel_size, conv.dilation))
+        sample.add(_windows(x.to(device), kernel_size, dilation))
     if sample is None:
         raise ValueError(f"{name}: data yielded no batches")
     patches = sample.patches  # (M, C_in, taps)
@@ -104,8 +112,7 @@ def kmeans_(
         )
 
     weights, biases = [], []
-    c_in = conv.in_channels // conv.groups
-    for g in range(conv.groups):
+    for g in range(layer.groups):
         group = patches[:, g * c_in : (g + 1) * c_in].flatten(1)
         z, mean, zca = _centre_and_whiten(name, group, whiten, whiten_eps)
         centroids = _kmeans(z, k_per_group, iterations, init, generator)
@@ -113,12 +120,8 @@ def kmeans_(
         weights.append(w)
         biases.append(b)
 
-    with torch.no_grad():
-        shape = (conv.out_channels, c_in, *conv.kernel_size)
-        conv.weight.copy_(torch.cat(weights).reshape(shape))
-        if center and conv.bias is not None:
-            conv.bias.copy_(torch.cat(biases))
-    return conv.weight
+    grouped = torch.cat(weights).reshape(layer.groups, k_per_group, c_in, *kernel_size)
+    return layer.write(grouped, torch.cat(biases), write_bias=center)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,16 +129,28 @@ def kmeans_(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_conv(name: str, conv: nn.Module) -> None:
-    if not isinstance(conv, _ConvNd):
+def _check_conv(name: str, conv: nn.Module) -> Conv:
+    """``conv`` as a :class:`Conv`, or an error saying why it cannot take centroids."""
+    if isinstance(conv, Tensor):
         raise TypeError(
-            f"{name}: conv must be a Conv1d/Conv2d/Conv3d layer, but got {type(conv).__name__}"
+            f"{name}: conv must be a layer, not a weight tensor: the filters depend on its "
+            "dilation and groups, and the centring on its bias"
         )
-    if conv.transposed:
+    if isinstance(conv, _MaxoutConvNd):
+        # The max over several centred features is no longer centred: say what is meant.
+        raise TypeError(
+            f"{name}: a {type(conv).__name__}'s outputs are maxima of its convolution's; pass "
+            "its child layer.conv to make its out_channels·pieces kernels centroids"
+        )
+    if not isinstance(conv, nn.Module):
+        raise TypeError(f"{name}: conv must be a convolution layer, but got {type(conv).__name__}")
+    layer = resolve(conv, None, name)
+    if layer.transposed:
         raise ValueError(
             f"{name}: conv is a transposed convolution ({type(conv).__name__}); its kernels are "
             "scattered onto the output, not matched against input patches"
         )
+    return layer
 
 
 def _is_int(v: object) -> bool:
@@ -161,7 +176,13 @@ def _check_options(name, max_patches, iterations, whiten_eps, init, seed, genera
         raise TypeError(f"{name}: generator must be a torch.Generator, but got {generator!r}")
 
 
-def _batches(name: str, data: Tensor | Iterable, conv: _ConvNd) -> Iterator[Tensor]:
+def _batches(
+    name: str,
+    data: Tensor | Iterable,
+    in_channels: int,
+    kernel_size: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> Iterator[Tensor]:
     """The input tensors of ``data``, each checked against the layer."""
     if isinstance(data, Tensor):
         items: Iterable = [data]
@@ -172,8 +193,8 @@ def _batches(name: str, data: Tensor | Iterable, conv: _ConvNd) -> Iterator[Tens
             f"{name}: data must be a tensor (N, C, *spatial) or an iterable of batches, but got "
             f"{type(data).__name__}"
         )
-    nd = len(conv.kernel_size)
-    span = [d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation)]
+    nd = len(kernel_size)
+    span = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
     for item in items:
         x = item[0] if isinstance(item, tuple | list) and item else item
         if not isinstance(x, Tensor):
@@ -181,9 +202,9 @@ def _batches(name: str, data: Tensor | Iterable, conv: _ConvNd) -> Iterator[Tens
                 f"{name}: each batch of data must be a tensor or a tuple/list starting with one, "
                 f"but got {type(x).__name__}"
             )
-        if x.dim() != nd + 2 or x.shape[1] != conv.in_channels:
+        if x.dim() != nd + 2 or x.shape[1] != in_channels:
             raise ValueError(
-                f"{name}: data batches must be (N, {conv.in_channels}, *{nd} spatial sizes) for "
+                f"{name}: data batches must be (N, {in_channels}, *{nd} spatial sizes) for "
                 f"this layer, but got a batch of size {list(x.shape)}"
             )
         if any(s < k for s, k in zip(x.shape[2:], span)):
