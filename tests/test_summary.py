@@ -588,7 +588,13 @@ def test_prints_the_table(capsys):
     [
         ({"input_size": (3,)}, ValueError, "input_size"),
         ({"input_size": (1, 3, 0)}, ValueError, "input_size"),
-        ({"input_size": "abc"}, ValueError, "input_size"),
+        ({"input_size": "abc"}, TypeError, "input_size"),
+        ({"input_size": None}, TypeError, "input_size"),
+        ({"input_size": 8}, TypeError, "input_size"),
+        ({"input_size": (1, 3, 8.0, 8)}, TypeError, "input_size"),
+        ({"depth": "1"}, TypeError, "depth"),
+        ({"threshold": "a"}, TypeError, "threshold"),
+        ({"seed": 1.5}, TypeError, "seed"),
         ({"input_size": torch.zeros(1, 3, 8, 8)}, TypeError, r"not a tensor; .*\(1, 3, 8, 8\)$"),
         ({"dtype": torch.int32}, TypeError, "dtype"),
         ({"depth": -1}, ValueError, "depth"),
@@ -599,6 +605,29 @@ def test_bad_arguments(kwargs, error, match):
     args = {"input_size": (1, 3, 32, 32), **kwargs}
     with pytest.raises(error, match=match):
         run(vgg_like(), args.pop("input_size"), **args)
+
+
+def test_numpy_sizes_and_a_model_that_is_not_a_module():
+    np = pytest.importorskip("numpy")
+    assert run(nn.Conv2d(3, 3, 3), (1, 3, np.int64(8), 8)).output_shape == (1, 3, 6, 6)
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
+        run(lambda x: x, (1, 3, 8, 8))
+
+
+def test_a_model_error_on_meta_is_the_models_own():
+    class Two(nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    with pytest.raises(TypeError, match="missing 1 required") as meta:
+        run(Two(), (1, 3, 8, 8))
+    assert not getattr(meta.value, "__notes__", None)  # not a meta-only failure: no hint
+    for size in ((1, 3, 8, 8, 8), (1, 3, 2, 2)):  # wrong rank, smaller than the kernel
+        with pytest.raises(RuntimeError) as cpu:
+            run(nn.Conv2d(3, 8, 3), size, device="cpu")
+        with pytest.raises(RuntimeError) as meta:
+            run(nn.Conv2d(3, 8, 3), size)
+        assert str(meta.value) == str(cpu.value)
 
 
 def test_a_lazy_model_is_run_first():
@@ -614,8 +643,9 @@ def test_model_that_fails_on_meta_says_so():
         def forward(self, x):
             return x * x.sum().item()
 
-    with pytest.raises(RuntimeError, match="device='cpu'"):
+    with pytest.raises(RuntimeError, match="meta tensors") as error:
         run(Item(), (1, 1, 4))
+    assert "device='cpu'" in error.value.__notes__[0]
     assert run(Item(), (1, 1, 4), device="cpu").output_shape == (1, 1, 4)
 
 
@@ -632,3 +662,160 @@ def test_locally_connected_tiled_and_maxout_layers_have_convolution_fields():
     fields = [layer.field for layer in s.layers]
     assert [f.size for f in fields] == [(3.0, 3.0), (3.0, 3.0), (5.0, 5.0), (5.0, 5.0)]
     assert fields[-1].jump == (2.0, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers the rules do not describe, functional operations, padding, memory
+# ---------------------------------------------------------------------------------------------
+
+
+class CausalConv1d(nn.Conv1d):
+    """Pads both ends and crops the end in its own forward (TCN / WaveNet)."""
+
+    def forward(self, x):
+        return super().forward(x)[..., : -self.padding[0]]
+
+
+class Conv2dSame(nn.Conv2d):
+    """Pads in its own forward, TensorFlow's 'same' (timm's ``Conv2dSame``)."""
+
+    def forward(self, x):
+        pads = [same_padding(s, 3, 2, 1) for s in reversed(x.shape[-2:])]
+        x = torch.nn.functional.pad(x, [p for pair in pads for p in pair])
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride)
+
+
+class ScaledConv2d(nn.Conv2d):
+    """Its own forward, the size the layer's rule predicts."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_conv_subclasses_that_pad_or_crop_get_unknown_fields():
+    tcn = nn.Sequential(CausalConv1d(1, 2, 3, padding=2), nn.ReLU(), nn.Conv1d(2, 2, 3))
+    for device in ("meta", "cpu"):
+        result = run(tcn, (1, 1, 16), device=device)
+        assert result.output_shape == (1, 2, 14) and result.field is None
+        assert by_name(result, "0").field is None
+    same = run(nn.Sequential(Conv2dSame(3, 4, 3, stride=2)), (1, 3, 9, 9))
+    assert same.output_shape == (1, 4, 5, 5) and same.field is None
+    scaled = run(nn.Sequential(ScaledConv2d(1, 1, 3)), (1, 1, 8, 8))
+    assert scaled.field.size == (3, 3)
+
+
+def test_functional_ops_that_change_the_map_make_the_field_unknown():
+    F = torch.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.conv1, self.conv2, self.op = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1), op
+
+        def forward(self, x):
+            return self.conv2(self.op(self.conv1(x)))
+
+    for op in (
+        lambda x: F.max_pool2d(x, 2),
+        lambda x: F.interpolate(x, scale_factor=2),
+        lambda x: x.mean(-1, keepdim=True),
+        lambda x: x.view(1, 2, 5, 20),
+        lambda x: x[..., 1:, :],
+        lambda x: F.avg_pool2d(x, 3, 1, 1),  # keeps the shape but mixes neighbours
+        lambda x: x.transpose(-1, -2),
+        lambda x: torch.roll(x, 1, -1),
+        lambda x: x.softmax(-1),
+    ):
+        result = run(Net(op), (1, 1, 12, 12))
+        assert by_name(result, "conv1").field is not None
+        assert by_name(result, "conv2").field is None and result.field is None
+    # What keeps each pixel where it was passes the field.
+    for op in (torch.relu, lambda x: x.softmax(1), lambda x: torch.cat([x, x], 0)):
+        assert run(Net(op), (1, 1, 12, 12)).field.size == (3, 3)
+
+
+def test_functional_global_pooling_and_flattening_see_the_whole_map():
+    class Net(nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.conv, self.fc, self.pool = nn.Conv2d(1, 4, 3), nn.Linear(4 * 36, 2), pool
+
+        def forward(self, x):
+            x = torch.flatten(self.pool(self.conv(x)), 1)
+            return x if x.shape[1] == 4 else self.fc(x)
+
+    for pool in (
+        lambda x: x.mean((2, 3)),
+        lambda x: x.amax(dim=(-1, -2), keepdim=True),
+        lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 1),
+        torchconv_ext.functional.global_max_pool,
+        lambda x: x,  # flattened, then a fully-connected layer
+    ):
+        assert run(Net(pool), (1, 1, 8, 8)).field.size == (8, 8)
+    assert run(Net(lambda x: x[:, :, :1, :1]), (1, 1, 8, 8)).field is None
+
+
+def test_linear_and_flatten_on_maps():
+    assert run(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Linear(10, 5)), (1, 1, 12, 12)).field is None
+    assert run(nn.Sequential(nn.Flatten(2), nn.Linear(144, 5)), (1, 1, 12, 12)).field is None
+    flat = run(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.ReLU()), (1, 1, 12, 12))
+    assert flat.field.size == (3, 3)
+
+
+def test_align_corners_adaptive_spacing_and_transposed_output_size():
+    model = positive(
+        nn.Sequential(
+            nn.Conv1d(1, 1, 3), nn.Upsample(scale_factor=3, mode="linear", align_corners=True)
+        )
+    )
+    f = run(model, (1, 1, 6)).field  # 4 → 12: output o at input o·3/11
+    assert f.jump == (3 / 11,) and f.start == (1,) and f.size == (4,)
+    assert reach(model, (1, 1, 6), (11,)) == [(3, 5)]  # exactly on pixel 3: its 3 inputs
+    model = positive(nn.Sequential(nn.Conv1d(1, 1, 3), nn.AdaptiveAvgPool1d(3)))
+    f = run(model, (1, 1, 12)).field  # windows [0, 4), [3, 7), [6, 10) of the 10 units
+    for u in range(3):
+        first, last = reach(model, (1, 1, 12), (u,))[0]
+        assert f.start[0] + u * f.jump[0] == (first + last) / 2
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose1d(1, 1, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.up(x, output_size=[16])
+
+    up = by_name(run(Up(), (1, 1, 8)), "up")
+    assert up.output_shape == (1, 1, 16) and up.field.extent == (16,)
+
+
+@pytest.mark.parametrize(
+    "pad",
+    [nn.ZeroPad2d(2), nn.ReflectionPad2d(2), nn.ReplicationPad2d(2), nn.CircularPad2d(2)],
+    ids=lambda m: type(m).__name__,
+)
+def test_padding_layers_shift_the_start(pad):
+    conv = nn.Sequential(nn.Conv2d(1, 1, 5, padding=2), nn.Conv2d(1, 1, 3, stride=2))
+    want = run(conv, (1, 1, 16, 16)).field
+    padded = run(
+        nn.Sequential(pad, nn.Conv2d(1, 1, 5), nn.Conv2d(1, 1, 3, stride=2)), (1, 1, 16, 16)
+    )
+    assert padded.field == want
+
+
+def test_padding_layers_of_other_ranks():
+    one = run(nn.Sequential(nn.ConstantPad1d((1, -2), 0.0), nn.Conv2d(1, 1, 3)), (1, 1, 8, 8))
+    assert by_name(one, "0").output_shape == (1, 1, 8, 7)
+    assert one.field.start == (1, 0) and one.field.extent == (6, 5)
+    three = run(nn.Sequential(nn.ReplicationPad3d((0, 0, 1, 1, 2, 0))), (1, 1, 4, 4, 4))
+    assert three.field.start == (-2, -1, 0) and three.field.extent == (6, 6, 4)
+
+
+def test_a_real_run_frees_the_intermediate_activations():
+    import weakref
+
+    seen = []
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3))
+    model[0].register_forward_hook(lambda m, a, out: seen.append(weakref.ref(out)))
+    result = run(model, (1, 1, 8, 8), device="cpu")
+    assert result.field.size == (5, 5) and seen[0]() is None

@@ -7,6 +7,8 @@ forward hooks on every module. See :func:`summary`.
 from __future__ import annotations
 
 import contextlib
+import operator
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -112,15 +114,18 @@ def summary(
     For convolution, transposed convolution, pooling and interpolation layers the output size is
     also computed from the notes' formula ``(W − F + 2P)/S + 1`` (with dilation, ``ceil_mode``,
     TensorFlow-style ``'same'`` and the transposed form) and checked against the size the layer
-    returned: a mismatch raises ``RuntimeError``.
+    returned: a mismatch raises ``RuntimeError``. A subclass with its own ``forward`` that pads
+    or crops (a causal or TensorFlow-'same' convolution) returns another size: its field is
+    unknown instead.
 
-    Receptive fields follow the tensors through the forward, so any model works: layers that
-    keep their input's shape (ReLU, batch norm, dropout…) pass the field through; a tensor
-    computed from several (a residual sum, a concatenation) gets the union of their fields;
-    global pooling and a fully-connected layer on a flattened map cover the whole map; any other
-    layer that changes the shape makes the field unknown (shown ``?``). Convolutions called
-    through ``torch.nn.functional`` inside a ``forward`` (not as layers) are not seen: the field
-    passes through them.
+    Receptive fields follow the tensors through the forward, so any model works: layers and
+    functions that keep each pixel where it was (ReLU, batch norm, dropout, a change of
+    channels…) pass the field through; a tensor computed from several (a residual sum, a
+    concatenation) gets the union of their fields; padding layers shift it; global pooling
+    (layers, our functions, a mean over the spatial axes) and a fully-connected layer on a
+    flattened map cover the whole map; any other layer or function that changes the spatial
+    size or moves pixels (functional convolution, pooling or interpolation, a crop, a
+    transposition, ``nn.Linear`` on a map's last axis) makes the field unknown (shown ``?``).
 
     Args:
         model: any ``nn.Module`` taking one tensor (torch's layers and ``torchconv_ext.nn``'s).
@@ -143,17 +148,21 @@ def summary(
         seed: of the random inputs of real runs.
         verbose: print the table.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"summary: model must be an nn.Module, but got {type(model).__name__}")
     shape = _check_input_size(input_size)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"summary: dtype must be a floating-point torch.dtype, but got {dtype!r}")
-    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
-        raise ValueError(f"summary: depth must be a non-negative int or None, but got {depth!r}")
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, int | float)
-        or not 0 < threshold <= 1
-    ):
+    if depth is not None and not _is_int(depth):
+        raise TypeError(f"summary: depth must be an int or None, but got {depth!r}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"summary: depth must be non-negative, but got {depth!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise TypeError(f"summary: threshold must be a number, but got {threshold!r}")
+    if not 0 < threshold <= 1:
         raise ValueError(f"summary: threshold must be in (0, 1], but got {threshold!r}")
+    if not _is_int(seed):
+        raise TypeError(f"summary: seed must be an int, but got {seed!r}")
     device = torch.device(device)
     lazy = [name for name, p in model.named_parameters() if nn.parameter.is_lazy(p)]
     if lazy:
@@ -174,12 +183,15 @@ def summary(
         with torch.no_grad(), _state_on(model, device, dtype), tracer.hooks(), counter, tracer.mode:
             output = model(x)
     except Exception as error:
-        if device.type != "meta" or (isinstance(error, RuntimeError) and "summary:" in str(error)):
-            raise
-        raise RuntimeError(
-            f"summary: running the model on the meta device failed ({error}); pass "
-            "device='cpu' to run it for real"
-        ) from error
+        # The model's own error, as is; the hint only where the meta device may be the cause
+        # (it has shapes but no values, and some operations have no meta implementation).
+        meta_only = isinstance(error, NotImplementedError) or re.search(r"\bmeta\b", str(error))
+        if device.type == "meta" and meta_only:
+            error.add_note(
+                "summary: the model failed on the meta device (shapes only, no values); pass "
+                "device='cpu' to run it for real"
+            )
+        raise
 
     outputs = tensors(output)
     result = ModelSummary(
@@ -204,14 +216,32 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
             "summary: input_size must be the full input shape (N, C, *spatial), not a tensor; "
             f"pass its shape: input_size={tuple(input_size.shape)}"
         )
-    ok = isinstance(input_size, Sequence | torch.Size) and len(input_size) >= 2
-    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
-    if not ok:
+    # Any integer type torch takes for a size (NumPy's too), not bools, floats or strings.
+    if isinstance(input_size, str) or not isinstance(input_size, Sequence):
+        raise TypeError(
+            "summary: input_size must be a sequence of ints, the full input shape "
+            f"(N, C, *spatial), but got {input_size!r}"
+        )
+    if not all(_is_int(s) for s in input_size):
+        raise TypeError(f"summary: input_size must hold ints, but got {input_size!r}")
+    shape = tuple(operator.index(s) for s in input_size)
+    if len(shape) < 2 or any(s <= 0 for s in shape):
         raise ValueError(
             "summary: input_size must be the full input shape (N, C, *spatial) of positive ints, "
             f"but got {input_size!r}"
         )
-    return tuple(input_size)
+    return shape
+
+
+def _is_int(value: object) -> bool:
+    """An integer (Python's or NumPy's: what ``operator.index`` takes), not a bool."""
+    if isinstance(value, bool | torch.Tensor):  # (a one-element tensor has __index__)
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

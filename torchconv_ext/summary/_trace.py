@@ -2,24 +2,27 @@
 
 Receptive fields follow tensors. The input gets the identity field; every torch function the
 forward calls (seen through a ``TorchFunctionMode``) gives its outputs the union of its traced
-inputs' fields; then, when a leaf layer returns, its own rule (:mod:`.layers`) replaces that
-with the exact field. So a residual ``x + f(x)`` gets the union of both paths' fields and a
-``torch.cat`` of branches the union of the branches'.
+inputs' fields when it keeps their spatial layout, else an unknown field; then, when a leaf
+layer returns, its own rule (:mod:`.layers`) replaces that with the exact field. So a residual
+``x + f(x)`` gets the union of both paths' fields and a ``torch.cat`` of branches the union of
+the branches', while a functional ``F.max_pool2d`` or ``F.interpolate`` makes it unknown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from .fields import Field, union
+from .fields import Field, union, whole_field
 from .layers import Step, generic_step, layer_step
 
 
@@ -62,21 +65,26 @@ class FieldMode(TorchFunctionMode):
     """Carries receptive fields through every torch function the forward calls.
 
     A traced tensor maps to its field (``None``: unknown); untraced tensors (weights, constants)
-    have no field and are ignored.
+    have no field and are ignored. Tensors are held by weak references, so a real run frees
+    its intermediate activations as a plain forward does.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._fields: dict[int, tuple[Tensor, Field | None]] = {}
+        self._fields: dict[int, tuple[weakref.ref[Tensor], Field | None]] = {}
 
     def traced(self, items: Sequence[Tensor]) -> list[Field | None]:
         """The fields of the traced tensors among ``items``."""
+        return [field for _, field in self._traced(items)]
+
+    def _traced(self, items: Sequence[Tensor]) -> list[tuple[Tensor, Field | None]]:
         found = (self._fields.get(id(t)) for t in items)
-        return [entry[1] for t, entry in zip(items, found) if entry is not None and entry[0] is t]
+        # (an id whose tensor has died may be reused by another: the reference tells them apart)
+        return [(t, e[1]) for t, e in zip(items, found) if e is not None and e[0]() is t]
 
     def assign(self, items: Sequence[Tensor], field: Field | None) -> None:
         for t in items:
-            self._fields[id(t)] = (t, field)  # the tensor is kept, so its id is not reused
+            self._fields[id(t)] = (weakref.ref(t), field)
 
     def field(self, t: Tensor) -> Field | None:
         fields = self.traced([t])
@@ -85,10 +93,87 @@ class FieldMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        fields = self.traced(tensors((args, kwargs)))
-        if fields:
-            self.assign(tensors(out), merge(fields))
+        sources = self._traced(tensors((args, kwargs)))
+        if sources:
+            field = merge([f for _, f in sources])
+            whole = field is not None and _pools_the_whole_map(func, args, kwargs, field.ndim)
+            if whole:  # global pooling: every output sees the whole map
+                covered = whole_field(replace(field, extent=tuple(args[0].shape[2:])))
+                self.assign(tensors(out), replace(covered, extent=(1,) * field.ndim))
+                return out
+            if field is not None and _moves_pixels(func, args, kwargs, field.ndim):
+                field = None
+            for t in tensors(out):
+                keeps = field is not None and all(
+                    keeps_layout(s, t, field.ndim) for s, _ in sources
+                )
+                self.assign([t], field if keeps else None)
         return out
+
+
+#: Functions that move or mix pixels while they may keep the shape (functional convolutions
+#: and pooling with 'same' padding, flips, rolls, transpositions of the axes).
+_PIXEL_MOVERS = re.compile(
+    r"conv|pool|fold|roll|flip|rot90|transpose|permute|swap|movedim|moveaxis|interpolate|"
+    r"upsample|grid_sample|shuffle|fft|^t_?$"
+)
+
+#: Functions that combine values along their ``dim`` argument without changing the shape.
+_ALONG_DIM = {"softmax", "log_softmax", "softmin", "cumsum", "cumprod", "cummax", "cummin"}
+_ALONG_DIM |= {"logcumsumexp", "sort", "argsort", "normalize", "glu"}
+
+
+#: Reductions that pool a map globally when their ``dim`` holds all its spatial axes.
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "logsumexp", "nansum", "nanmean", "std", "var"}
+
+
+def _pools_the_whole_map(func, args, kwargs, ndim: int) -> bool:
+    """Whether ``func`` reduces its map argument (``(N, C, *spatial)``, ``ndim`` spatial axes)
+    over all its spatial axes: our global pooling, adaptive pooling to 1, a mean over them."""
+    x = args[0] if args else None
+    if not isinstance(x, Tensor) or x.dim() != ndim + 2 or ndim == 0:
+        return False
+    name = getattr(func, "__name__", "")
+    if name in {"global_avg_pool", "global_max_pool"}:
+        return True
+    if name.startswith("adaptive_") and "pool" in name:
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+        return size == 1 or (isinstance(size, Sequence) and all(s == 1 for s in size))
+    if name in _REDUCTIONS:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        dims = dim if isinstance(dim, Sequence) else [dim]
+        if not all(isinstance(d, int) for d in dims):
+            return False
+        return set(range(2, ndim + 2)) <= {d % x.dim() for d in dims}
+    return False
+
+
+def _moves_pixels(func, args, kwargs, ndim: int) -> bool:
+    """Whether ``func`` may move a pixel's value to another position of a map with ``ndim``
+    spatial axes, or mix it with its neighbours, without changing the map's shape."""
+    name = getattr(func, "__name__", "")
+    if name == "__get__":  # a property: x.T, x.mT, x.H and x.mH transpose
+        return getattr(getattr(func, "__self__", None), "__name__", "") in {"T", "mT", "H", "mH"}
+    if _PIXEL_MOVERS.search(name):
+        return True
+    if name in _ALONG_DIM:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
+        rank = args[0].dim() if args and isinstance(args[0], Tensor) else 0
+        return not isinstance(dim, int) or rank != ndim + 2 or dim % rank >= 2
+    return False
+
+
+def keeps_layout(source: Tensor, out: Tensor, ndim: int) -> bool:
+    """Whether ``out``, computed from ``source`` whose field has ``ndim`` spatial axes, has the
+    same spatial layout: the same rank and spatial sizes (a map, ``(N, C, *spatial)``: batch
+    and channels may change), the same features (a flattened map), or ``source`` flattened."""
+    if source.dim() == ndim + 2 and out.dim() == 2 and ndim > 0:  # flattened (N, C·H·W)
+        return out.shape[0] == source.shape[0] and out.numel() == source.numel()
+    if out.dim() != source.dim():
+        return False
+    if source.dim() == ndim + 2:
+        return out.shape[2:] == source.shape[2:]
+    return out.shape[1:] == source.shape[1:]
 
 
 def merge(fields: Sequence[Field | None]) -> Field | None:
@@ -167,19 +252,32 @@ class Tracer:
         if not fields:
             return  # not computed from the model's input
         x, first = inputs[0], self.mode.field(inputs[0])
-        explicit_size = len(args) > 1 or "output_size" in kwargs
-        step: Step | None = layer_step(module, x, first, explicit_size)
+        # A transposed convolution given its output size: the size it returned.
+        returned = tuple(outputs[0].shape) if len(args) > 1 or "output_size" in kwargs else None
+        step: Step | None = layer_step(module, x, first, returned)
         if step is None:
             step = generic_step(x, outputs[0], fields)
         if step.expected is not None:
             got = tuple(outputs[0].shape[-len(step.expected) :])
             if got != step.expected:
-                raise RuntimeError(
-                    f"summary: layer {name or '(model)'} ({type(module).__name__}) returned "
-                    f"spatial size {list(got)} for input {list(x.shape)}, but the output-size "
-                    f"formula gives {list(step.expected)}: the formula is wrong for this layer"
-                )
+                if not _runs_its_class_forward(module):
+                    # A subclass whose own forward pads or crops (a causal or TF-'same'
+                    # convolution): the layer's rule does not describe it.
+                    step = Step(None, None)
+                else:
+                    raise RuntimeError(
+                        f"summary: layer {name or '(model)'} ({type(module).__name__}) returned "
+                        f"spatial size {list(got)} for input {list(x.shape)}, but the "
+                        f"output-size formula gives {list(step.expected)}: the formula is "
+                        "wrong for this layer"
+                    )
         self.mode.assign(outputs, step.field)
+
+
+def _runs_its_class_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s forward is torch's or ours, the one its layer rule describes."""
+    forward = getattr(module.forward, "__func__", module.forward)
+    return getattr(forward, "__module__", "").startswith(("torch.", "torchconv_ext."))
 
 
 def _bytes(items: Sequence[Tensor]) -> int:

@@ -148,13 +148,16 @@ def transposed_field(
 
 
 def adaptive_field(field: Field, in_size: Sequence[int], out_size: Sequence[int]) -> Field:
-    """Through adaptive pooling: the widest window, the mean stride, the first window's centre."""
+    """Through adaptive pooling: the widest window, the first window's centre and the mean
+    spacing of the windows' centres, ``(last − first) / (O − 1)`` (the first and last windows
+    touch the borders, so this is not ``W/O``)."""
 
     def step(a, r, j, s):
         windows = adaptive_windows(in_size[a], out_size[a])
         widest = max(e - b for b, e in windows)
-        first_centre = (windows[0][0] + windows[0][1] - 1) / 2
-        return r + (widest - 1) * j, j * in_size[a] / out_size[a], s + first_centre * j
+        centres = [(b + e - 1) / 2 for b, e in windows]
+        spacing = (centres[-1] - centres[0]) / (len(centres) - 1) if len(centres) > 1 else 1
+        return r + (widest - 1) * j, j * spacing, s + centres[0] * j
 
     return _per_axis(field, out_size, step)
 
@@ -175,6 +178,27 @@ def resize_field(field: Field, in_size: Sequence[int], out_size: Sequence[int], 
         return r + (taps - 1) * j, j * scale, s + (scale - 1) / 2 * j
 
     return _per_axis(field, out_size, step)
+
+
+def aligned_resize_field(
+    field: Field, in_size: Sequence[int], out_size: Sequence[int], taps: int
+) -> Field:
+    """Through an interpolation with ``align_corners=True``: output ``o`` reads around input
+    position ``o·(W − 1)/(O − 1)``, so the corner pixels' centres coincide:
+    ``j_out = j_in · (W − 1)/(O − 1)``, ``start_out = start_in``."""
+
+    def step(a, r, j, s):
+        scale = (in_size[a] - 1) / (out_size[a] - 1) if out_size[a] > 1 else 0
+        return r + (taps - 1) * j, j * scale, s
+
+    return _per_axis(field, out_size, step)
+
+
+def pad_field(field: Field, before: Sequence[int], extent: Sequence[int]) -> Field:
+    """Through a padding layer adding ``before`` units at the start of each axis (a negative
+    number crops): the first unit is ``before`` units earlier, ``start_out = start_in −
+    before · j_in``, as a convolution's padding shifts it."""
+    return _per_axis(field, extent, lambda a, r, j, s: (r, j, s - before[a] * j))
 
 
 def union(fields: Sequence[Field]) -> Field:

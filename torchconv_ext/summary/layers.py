@@ -1,10 +1,10 @@
 """What each kind of layer does to the spatial size and to the receptive field.
 
 :func:`layer_step` knows torch's convolution, transposed convolution, pooling (fixed, adaptive,
-global, pyramid), interpolation, ``Flatten`` and ``Linear`` layers (and so ours, which subclass
-them or are ours), our locally connected and tiled convolutions and maxout; it returns ``None`` for any other layer, which :func:`generic_step` treats
-as leaving the field alone when it keeps its input's shape (activations, normalisation,
-dropout) and as unknown otherwise.
+global, pyramid), interpolation, padding, ``Flatten`` and ``Linear`` layers (and so ours, which
+subclass them or are ours), our locally connected and tiled convolutions and maxout; it returns
+``None`` for any other layer, which :func:`generic_step` treats as leaving the field alone when
+it keeps its input's shape (activations, normalisation, dropout) and as unknown otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from ..nn.local import _MultiKernelConv
 from .fields import (
     Field,
     adaptive_field,
+    aligned_resize_field,
+    pad_field,
     resize_field,
     transposed_field,
     transposed_output,
@@ -112,7 +114,7 @@ def _window(
     return Step(out, window_field(field, kernel, stride, before, dilation, out))
 
 
-def _conv(m: _ConvNd, x: Tensor, field: Field | None, explicit_size: bool) -> Step:
+def _conv(m: _ConvNd, x: Tensor, field: Field | None, returned: Sequence[int] | None) -> Step:
     n = len(m.kernel_size)
     sizes = tuple(x.shape[-n:])
     if not m.transposed:
@@ -128,7 +130,9 @@ def _conv(m: _ConvNd, x: Tensor, field: Field | None, explicit_size: bool) -> St
     out = tuple(
         transposed_output(*a) for a in zip(sizes, m.kernel_size, m.stride, before, end, m.dilation)
     )
-    expected = None if explicit_size else out
+    expected = out
+    if returned is not None:  # given an output size, torch adds the difference at the end
+        expected, out = None, tuple(returned[-n:])
     if not _fits(field, n):
         return Step(expected, None)
     return Step(expected, transposed_field(field, m.kernel_size, m.stride, before, m.dilation, out))
@@ -163,7 +167,29 @@ def _interpolation(m: nn.Upsample, x: Tensor, field: Field | None) -> Step:
     taps = _INTERPOLATION_TAPS.get(m.mode)
     if not _fits(field, n) or taps is None:
         return Step(out, None)
+    if m.align_corners:
+        return Step(out, aligned_resize_field(field, sizes, out, taps))
     return Step(out, resize_field(field, sizes, out, taps))
+
+
+_PADDING_LAYERS = (
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._CircularPadNd,
+)
+
+
+def _padding(m: nn.Module, x: Tensor, field: Field | None) -> Step:
+    """A padding layer: ``m.padding`` is ``F.pad``'s ``(before, after)`` pairs, last axis first;
+    it pads the last ``len(m.padding) // 2`` axes (a negative entry crops)."""
+    n = len(m.padding) // 2
+    pairs = [tuple(m.padding[2 * i : 2 * i + 2]) for i in reversed(range(n))]
+    out = tuple(s + b + a for s, (b, a) in zip(x.shape[x.dim() - n :], pairs))
+    if field is None or n > field.ndim or x.dim() != field.ndim + 2:
+        return Step(out, None)
+    before = [0] * (field.ndim - n) + [b for b, _ in pairs]
+    return Step(out, pad_field(field, before, tuple(x.shape[2 : x.dim() - n]) + out))
 
 
 def _whole(field: Field | None) -> Step:
@@ -174,15 +200,15 @@ def _whole(field: Field | None) -> Step:
 
 
 def layer_step(
-    module: nn.Module, x: Tensor, field: Field | None, explicit_size: bool = False
+    module: nn.Module, x: Tensor, field: Field | None, returned: Sequence[int] | None = None
 ) -> Step | None:
     """``module``'s effect on its input ``x`` whose field is ``field``; ``None`` if unknown.
 
-    ``explicit_size``: the call passed an output size (a transposed convolution's
-    ``output_size``), so its size is not predicted.
+    ``returned``: the shape the layer returned, when the call passed an output size (a
+    transposed convolution's ``output_size``), so that its size is not predicted.
     """
     if isinstance(module, _ConvNd):
-        return _conv(module, x, field, explicit_size)
+        return _conv(module, x, field, returned)
     if isinstance(module, _MultiKernelConv):  # locally connected / tiled: a convolution's window
         n = len(module.kernel_size)
         sizes = tuple(x.shape[-n:])
@@ -197,14 +223,22 @@ def layer_step(
         return _adaptive(module, x, field)
     if isinstance(module, nn.Upsample):
         return _interpolation(module, x, field)
+    if isinstance(module, _PADDING_LAYERS):
+        return _padding(module, x, field)
     if isinstance(module, _WHOLE_INPUT):
         return _whole(field)
     if isinstance(module, our_nn.Maxout) and module.dim in (1, 1 - x.dim()):
         return Step(None, field)  # a max across channels: each output sees what its inputs saw
-    if isinstance(module, nn.Linear) and x.dim() == 2:
-        return _whole(field)  # a fully-connected layer on a flattened map sees all of it
-    if isinstance(module, nn.Flatten | nn.Linear):
-        return Step(None, field)
+    if isinstance(module, nn.Linear):
+        # On a flattened map it sees all of it; on a map it mixes the last spatial axis.
+        return _whole(field) if x.dim() == 2 else Step(None, None)
+    if isinstance(module, nn.Flatten):
+        # Into (N, features) each feature keeps its pixel's field; other flattenings mix axes.
+        keeps = field is not None and x.dim() == field.ndim + 2
+        flat = (
+            keeps and module.start_dim in (1, 1 - x.dim()) and module.end_dim in (-1, x.dim() - 1)
+        )
+        return Step(None, field if flat else None)
     return None
 
 
