@@ -8,6 +8,8 @@ from scikit-learn's ``extract_patches_2d`` and ``torch.nn.functional.unfold``, s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -449,6 +451,10 @@ BAD_KMEANS_CALLS = [
     (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, iterations=0), ValueError, "iterations"),
     (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, init="kmeans"), ValueError, "init"),
     (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, whiten_eps=0), ValueError, "whiten_eps"),
+    (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, whiten_eps=math.inf), ValueError, "finite"),
+    (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, whiten_eps="0.1"), TypeError, "whiten_eps"),
+    (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, iterations=2.0), TypeError, "iterations"),
+    (lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, max_patches="all"), TypeError, "max_patches"),
     (
         lambda x: init.kmeans_(nn.Conv2d(1, 2, 3), x, seed=1, generator=torch.Generator()),
         ValueError,

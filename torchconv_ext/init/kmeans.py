@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.maxout import _MaxoutConvNd
-from ._target import Conv, resolve
+from ._target import Conv, check_int, check_real, resolve
 
 INITS: tuple[str, ...] = ("k-means++", "random")
 
@@ -83,7 +83,9 @@ def kmeans_(
     """
     name = "kmeans_"
     layer = _check_conv(name, conv)
-    _check_options(name, max_patches, iterations, whiten_eps, init, seed, generator)
+    max_patches, iterations, whiten_eps = _check_options(
+        name, max_patches, iterations, whiten_eps, init, seed, generator
+    )
     k_per_group, c_in = layer.out_per_group, layer.in_per_group
     kernel_size, dilation = layer.kernel_size, tuple(layer.layer.dilation)
 
@@ -157,15 +159,22 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_options(name, max_patches, iterations, whiten_eps, init, seed, generator) -> None:
-    if max_patches is not None and (not _is_int(max_patches) or max_patches <= 0):
-        raise ValueError(
-            f"{name}: max_patches must be a positive int or None, but got {max_patches!r}"
-        )
-    if not _is_int(iterations) or iterations <= 0:
-        raise ValueError(f"{name}: iterations must be a positive int, but got {iterations!r}")
-    if isinstance(whiten_eps, bool) or not isinstance(whiten_eps, int | float) or whiten_eps <= 0:
-        raise ValueError(f"{name}: whiten_eps must be positive, but got {whiten_eps!r}")
+def _check_options(
+    name, max_patches, iterations, whiten_eps, init, seed, generator
+) -> tuple[int | None, int, float]:
+    """The checked ``max_patches``, ``iterations`` and ``whiten_eps`` as Python numbers (NumPy
+    and 0-d tensor scalars too): a wrong type is a ``TypeError``, a value out of range a
+    ``ValueError``, each naming the argument."""
+    if max_patches is not None:
+        max_patches = check_int(name, "max_patches", max_patches)
+        if max_patches <= 0:
+            raise ValueError(f"{name}: max_patches must be positive or None, but got {max_patches}")
+    iterations = check_int(name, "iterations", iterations)
+    if iterations <= 0:
+        raise ValueError(f"{name}: iterations must be positive, but got {iterations}")
+    whiten_eps = check_real(name, "whiten_eps", whiten_eps)
+    if not 0 < whiten_eps < math.inf:
+        raise ValueError(f"{name}: whiten_eps must be positive and finite, but got {whiten_eps}")
     if init not in INITS:
         raise ValueError(f"{name}: init must be one of {INITS}, but got {init!r}")
     if seed is not None and generator is not None:
@@ -174,6 +183,7 @@ def _check_options(name, max_patches, iterations, whiten_eps, init, seed, genera
         raise TypeError(f"{name}: seed must be an int, but got {seed!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{name}: generator must be a torch.Generator, but got {generator!r}")
+    return max_patches, iterations, whiten_eps
 
 
 def _batches(
