@@ -186,7 +186,9 @@ def summary(
         # The model's own error, as is; the hint only where the meta device may be the cause
         # (it has shapes but no values, and some operations have no meta implementation).
         meta_only = isinstance(error, NotImplementedError) or re.search(r"\bmeta\b", str(error))
-        if device.type == "meta" and meta_only:
+        # (a heuristic for a hint only: the error itself is raised unchanged either way;
+        # notes exist from Python 3.11)
+        if device.type == "meta" and meta_only and hasattr(error, "add_note"):
             error.add_note(
                 "summary: the model failed on the meta device (shapes only, no values); pass "
                 "device='cpu' to run it for real"
