@@ -28,7 +28,9 @@ The backward is a gather: every input element sums, over the outputs whose windo
 (for max: whose index points at it), in output order — deterministic, no atomics.
 
 Global pooling (adaptive pooling to one element per plane) is a single-pass reduction with its
-own kernel that vectorises along the window instead of across outputs.
+own kernel that vectorises along the window instead of across outputs. Its gradient, where the
+input gradient is dense (contiguous or channels-last), is written in memory order: each
+element its plane's share of the gradient, stored as whole vectors whatever the plane's size.
 
 Row segments: on NCHW-like inputs the generic tile walks outputs, so each tap is a strided
 gather (one scalar load per element). When the windows tile the input rows exactly along
@@ -69,6 +71,7 @@ from ._common import (
     cdiv,
     channels_inner,
     check_device,
+    fast_divisor,
     needs_int64,
     next_power_of_2,
     pack_geometry,
@@ -78,6 +81,7 @@ from ._common import (
 from ._plan import launch
 from ._rows import row_tiles
 from .pool_kernels import (
+    _global_pool_bwd_kernel,
     _global_pool_fwd_kernel,
     _pool_bwd_input_kernel,
     _pool_fwd_kernel,
@@ -425,6 +429,44 @@ def _global_forward(
     ))  # fmt: skip
 
 
+#: Elements of the input gradient each program of the global backward writes.
+GLOBAL_BACKWARD_BLOCK = 64 if INTERPRET else 2048
+
+
+def _global_backward(
+    grad_out: torch.Tensor, indices: torch.Tensor | None, grad_in: torch.Tensor, mode: str
+) -> bool:
+    """grad_in = each plane's ``grad_out`` (N, C) spread over the plane (avg: divided by its
+    size) or put at its argmax ``indices`` (N, C) (max), in one pass over ``grad_in``'s memory
+    when it is dense (contiguous, or channels-last); ``False`` (nothing launched) otherwise."""
+    n, c = grad_in.shape[:2]
+    r = grad_in[0, 0].numel()
+    try:
+        flat = grad_in.view(n, c, r)
+    except RuntimeError:  # (spatial dims that do not collapse: not dense either way)
+        return False
+    if flat.is_contiguous():
+        c_inner = False
+    elif flat.transpose(1, 2).is_contiguous():
+        c_inner = True
+    else:
+        return False
+    block = GLOBAL_BACKWARD_BLOCK
+    total = grad_in.numel()
+    is_max = POOL_MODES[mode] == MAX.value
+    idx = indices if is_max else grad_out
+    use_int64 = _use_int64(grad_out, indices, grad_in, products=[total + block])
+    launch(_global_pool_bwd_kernel, (cdiv(total, block),), (
+        grad_out, idx, grad_in,
+        total, c, r, fast_divisor(c), fast_divisor(r),
+        *grad_out.stride(), *idx.stride(),
+    ), dict(
+        MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, USE_INT64=use_int64,
+        ACC_DTYPE=acc_dtype(grad_in.dtype), BLOCK=block, num_warps=4,
+    ))  # fmt: skip
+    return True
+
+
 def _flat_spatial(x5: torch.Tensor) -> torch.Tensor | None:
     """``x5`` as ``(N, C, 1, 1, D·H·W)`` when the spatial dims collapse to one stride."""
     n, c, d, h, w = x5.shape
@@ -576,6 +618,13 @@ def adaptive_pool_backward(
         return
     if grad_out.numel() == 0:
         grad_in.zero_()
+        return
+    if all(s == 1 for s in grad_out.shape[2:]) and _global_backward(
+        grad_out.flatten(2)[..., 0],
+        indices.flatten(2)[..., 0] if indices is not None else None,
+        grad_in,
+        mode,
+    ):
         return
     go5 = as_5d(grad_out)
     _launch_backward(

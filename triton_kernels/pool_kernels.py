@@ -8,7 +8,8 @@ read as whole row segments; ``_pool_rows_taps_fwd_kernel``: other windows at str
 ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the input,
 ``_pool_rows_bwd_input_kernel`` its row-segment form for the windows that tile rows and
 ``_pool_rows_taps_bwd_input_kernel`` for the other windows of the row-taps forward;
-``_global_pool_fwd_kernel``: the single-pass reduction of whole planes. See
+``_global_pool_fwd_kernel``: the single-pass reduction of whole planes, and
+``_global_pool_bwd_kernel`` its gradient, written in the input gradient's memory order. See
 :mod:`triton_kernels.pool` for the design.
 """
 
@@ -18,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
-from ._indexing import full_tile, tile_indices, unflatten, wide
+from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
 from ._rows import adjoint_view, source_phases, tap_view, vector_tile
 
 # --------------------------------------------------------------------------------------------
@@ -765,3 +766,40 @@ def _global_pool_fwd_kernel(
     else:
         mean = tl.sum(acc, axis=AX) / R
         tl.store(y_ptr + (n * sy_n + c1 * sy_c), mean.to(y_ptr.dtype.element_ty), mask=c1 < C)
+
+
+@triton.jit(do_not_specialize=["Q_C", "Q_R"])
+def _global_pool_bwd_kernel(
+    go_ptr, idx_ptr, gi_ptr,
+    TOTAL, C, R, Q_C, Q_R,
+    sgo_n, sgo_c, sidx_n, sidx_c,
+    MODE: tl.constexpr, CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # The input gradient is dense, as (N, C, R) or, channels inner, as (N, R, C): a program
+    # writes BLOCK consecutive elements of its memory (vector stores whatever R is), each the
+    # plane's gradient — divided by R (avg, as ATen's mean: a division, not a product by 1/R),
+    # or where the plane's argmax is this position (max). Q_C, Q_R: C and R as fast divisors.
+    i = wide(tl.program_id(0), USE_INT64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < TOTAL
+    if CHANNELS_INNER:  # i = (n·R + r)·C + c
+        inner, outer, q_inner, q_outer = C, R, Q_C, Q_R
+    else:  # i = (n·C + c)·R + r
+        inner, outer, q_inner, q_outer = R, C, Q_R, Q_C
+    if USE_INT64:
+        t = i // inner
+        n = t // outer
+    else:
+        t = quotient(i, q_inner)
+        n = quotient(t, q_outer)
+    if CHANNELS_INNER:
+        c, r = i - t * inner, t - n * outer
+    else:
+        c, r = t - n * outer, i - t * inner
+    g = tl.load(go_ptr + (n * sgo_n + c * sgo_c), mask=ok, other=0.0).to(ACC_DTYPE)
+    if MODE == MAX:
+        arg = tl.load(idx_ptr + (n * sidx_n + c * sidx_c), mask=ok, other=-1)
+        v = tl.where(arg == r, g, 0.0)
+    else:
+        v = g / R
+    tl.store(gi_ptr + i, v.to(gi_ptr.dtype.element_ty), mask=ok)

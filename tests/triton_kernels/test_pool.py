@@ -376,3 +376,106 @@ def test_an_input_gradient_of_2_31_positions_is_bounded_in_64_bits(mode, monkeyp
     grad_in = torch.full_like(x, float("nan")).detach()
     kernels.adaptive_pool_backward(grad_out, indices, grad_in, mode=mode)
     torch.testing.assert_close(grad_in, expected, atol=1e-12, rtol=1e-12)
+
+
+GLOBAL_BACKWARD = "_global_pool_bwd_kernel"
+
+
+def _laid_out(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """``x`` contiguous, channels-last (channels innermost, any rank) or with strided planes."""
+    if layout == "channels_last":
+        return x.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided":
+        return torch.cat([x, x], dim=-1)[..., ::2]
+    return x
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_global_pooling_gradient_matches_torch(monkeypatch, rank, mode, layout):
+    """The gradient of adaptive pooling to one element per plane is written in the input
+    gradient's memory order by its own kernel: equal to torch's in float64 (max: ties, NaNs and
+    an all -inf plane pick the forward's index), in torch's layout, whatever the input's."""
+    shape = {1: (2, 3, 7), 2: (2, 3, 5, 7), 3: (2, 3, 3, 4, 5)}[rank]
+    x = _laid_out(_awkward(*shape), layout)
+    if mode == "avg":
+        x = torch.where(x.isfinite(), x, 0.0)
+    pool = f"adaptive_{mode}_pool{rank}d"
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        _, grad = _forward_backward(getattr(TF, pool), x, 1)
+    assert names[1:] == [GLOBAL_BACKWARD]
+    _, expected = _forward_backward(getattr(torch.nn.functional, pool), x, 1)
+    assert torch.equal(grad, expected) and grad.stride() == expected.stride()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_global_pooling_gradient_equals_generic_kernel_bitwise(monkeypatch, mode, dtype):
+    """The global kernel divides each plane's gradient by the plane's size as the generic
+    gather does (a division, not a product by the reciprocal): the same bits in every dtype."""
+    import triton_kernels.pool as kernels
+
+    x = torch.randn(2, 5, 7, 7, dtype=dtype).to(memory_format=torch.channels_last)
+    pool = getattr(TF, f"adaptive_{mode}_pool2d")
+    with torchconv_ext.use_backend("triton"):
+        _, grad = _forward_backward(pool, x, 1)
+        monkeypatch.setattr(kernels, "_global_backward", lambda *args: False)
+        names = _launched(monkeypatch)
+        _, generic = _forward_backward(pool, x, 1)
+    assert names[1:] == ["_pool_bwd_input_kernel"]
+    assert torch.equal(grad, generic)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_global_pooling_gradient_into_other_strides(monkeypatch, mode):
+    """The launcher writes any ``grad_in`` it is given: the global kernel where that is dense
+    in either order, else the generic gather (planes with gaps between their rows)."""
+    import triton_kernels.pool as kernels
+
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    pool = getattr(torch.nn.functional, f"adaptive_{mode}_pool2d")
+    y, indices = pool(x, 1, return_indices=True) if mode == "max" else (pool(x, 1), None)
+    grad_out = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(pool(x.requires_grad_(), 1), x, grad_out)
+    for grad_in, kernel in [
+        (torch.full_like(x, float("nan")), GLOBAL_BACKWARD),
+        (torch.full_like(x, float("nan")).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1),
+         "_pool_bwd_input_kernel"),  # (positions innermost by width: w, then c, then h)
+        (torch.full((2, 3, 4, 12), float("nan"), dtype=x.dtype)[..., ::2],
+         "_pool_bwd_input_kernel"),
+    ]:  # fmt: skip
+        names = _launched(monkeypatch)
+        kernels.adaptive_pool_backward(grad_out, indices, grad_in, mode=mode)
+        assert names == [kernel]
+        torch.testing.assert_close(grad_in, expected, atol=0, rtol=0)
+        monkeypatch.undo()
+
+
+def test_global_pooling_gradient_in_64_bits(monkeypatch):
+    """Past 2**31 elements of the input gradient (less one program's block), the global
+    kernel's flat indices are int64; the int64 path computes the same gradient."""
+    import triton_kernels.pool as kernels
+
+    chosen = []
+    monkeypatch.setattr(kernels, "launch", lambda kernel, grid, args, kw: chosen.append(kw))
+    block = kernels.GLOBAL_BACKWARD_BLOCK
+    for elements in (2**31 - block, 2**31 - block - 1):
+        grad_in = torch.empty(elements, 1, 1, device="meta")
+        grad_out = torch.empty(elements, 1, 1, device="meta")
+        assert kernels._global_backward(grad_out[..., 0], None, grad_in, "avg")
+    assert [kw["USE_INT64"] for kw in chosen] == [True, False]
+    monkeypatch.undo()
+
+    real_launch = kernels.launch
+    monkeypatch.setattr(
+        kernels, "launch", lambda k, grid, a, kw: real_launch(k, grid, a, {**kw, "USE_INT64": True})
+    )
+    for mode in ("max", "avg"):
+        x = _laid_out(torch.randn(2, 3, 5, 7, dtype=torch.float64), "channels_last")
+        pool = getattr(TF, f"adaptive_{mode}_pool2d")
+        with torchconv_ext.use_backend("triton"):
+            _, grad = _forward_backward(pool, x, 1)
+        _, expected = _forward_backward(getattr(torch.nn.functional, pool.__name__), x, 1)
+        assert torch.equal(grad, expected)
