@@ -35,12 +35,15 @@ once and written as ``k_d × k_h × k_w`` blocks — along ``w`` by interleaving
 itself (full-width, vectorised stores), along the other dims by repeated stores. The backward
 sums each block in the generic kernel's order; along ``w`` (factor 2 or 4, NCHW-like tiles) it
 loads the block's output row segment whole (contiguous, vectorised loads instead of strided
-ones) and splits it in registers.
+ones) and splits it in registers. Both take the tile's inner size and the row dims' strides
+in units of the largest power of two (up to 16 bytes) dividing them (``_in_units``), so rows
+whose length is no multiple of 16 elements are still read and written as aligned vectors.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -98,6 +101,16 @@ def _tile_coords(r, k, C, S0, S1, S2, CHANNELS_INNER: tl.constexpr):
         n, c, i0, i1 = unflatten(r, C, S0, S1)
         i2 = k
     return n, c, i0, i1, i2
+
+
+@triton.jit
+def _in_elements(s_n, s_c, s_d, s_h, s_w, UNIT: tl.constexpr, CHANNELS_INNER: tl.constexpr):
+    """A tensor's strides as the integer fast path passes them — its row dims' (all but the
+    inner one) in units of ``UNIT`` elements (``_in_units``) — back in elements."""
+    if CHANNELS_INNER:
+        return s_n * UNIT, s_c, s_d * UNIT, s_h * UNIT, s_w * UNIT
+    else:
+        return s_n * UNIT, s_c * UNIT, s_d * UNIT, s_h * UNIT, s_w
 
 
 @triton.jit
@@ -181,10 +194,18 @@ def _upsample_int_fwd_kernel(
     sy_n, sy_c, sy_d, sy_h, sy_w,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
     CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr,
+    UNIT_X: tl.constexpr, UNIT_Y: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     # Tile over the *input*: each element is read once and written as a KD×KH×KW block (the
-    # integer factors per dim).
+    # integer factors per dim). INNER and the row strides arrive in units (``_in_units``).
+    INNER = INNER * UNIT_X
+    sx_n, sx_c, sx_d, sx_h, sx_w = _in_elements(
+        sx_n, sx_c, sx_d, sx_h, sx_w, UNIT_X, CHANNELS_INNER
+    )
+    sy_n, sy_c, sy_d, sy_h, sy_w = _in_elements(
+        sy_n, sy_c, sy_d, sy_h, sy_w, UNIT_Y, CHANNELS_INNER
+    )
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     row_ok = r < R
     mask = row_ok & (k < INNER)
@@ -289,11 +310,20 @@ def _upsample_int_bwd_kernel(
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
     CHANNELS_INNER: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    UNIT_GO: tl.constexpr, UNIT_GI: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     # Integer factors: each grad_input element sums its KD×KH×KW block of grad_out in (d, h, w)
     # order, as the generic kernel does. Along w (NCHW-like tiles, KW 2 or 4) the block's row
-    # segment is loaded whole (contiguous, vectorised) and taken apart in registers.
+    # segment is loaded whole (contiguous, vectorised) and taken apart in registers. INNER and
+    # the row strides arrive in units (``_in_units``).
+    INNER = INNER * UNIT_GI
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w = _in_elements(
+        sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, UNIT_GO, CHANNELS_INNER
+    )
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w = _in_elements(
+        sgi_n, sgi_c, sgi_d, sgi_h, sgi_w, UNIT_GI, CHANNELS_INNER
+    )
     r, k = _program_tile(BLOCK_R, BLOCK_I, USE_INT64)
     row_ok = r < R
     mask = row_ok & (k < INNER)
@@ -337,6 +367,22 @@ def _blocks(rows: int, inner: int, tile: int, max_inner: int | None = None) -> t
     block_i = min(next_power_of_2(inner), max_inner or _MAX_INNER)
     block_r = max(1, min(next_power_of_2(rows), tile // block_i))
     return block_r, block_i
+
+
+def _in_units(t5: torch.Tensor, ch_inner: bool, inner: int) -> tuple[int, list[int]]:
+    """``(unit, strides)`` for the integer fast path: the largest power of two, at most 16
+    bytes of ``t5``'s elements, dividing ``inner`` (the tile's inner size, in ``t5``'s
+    elements) and the strides of ``t5``'s row dims (all but the inner one: ``w``, or ``c``
+    with ``ch_inner``), and ``t5``'s strides with the row dims' divided by it (a unit dim's,
+    whose index is always 0, as 0). The kernels multiply them back by the constexpr unit,
+    which shows the compiler rows aligned to vectors: Triton itself marks integer arguments
+    divisible by 16 only, so rows of 34 or 68 elements would be stored element by element."""
+    inner_dim = 1 if ch_inner else 4
+    rows = [s if n > 1 else 0 for d, (s, n) in enumerate(zip(t5.stride(), t5.shape))]
+    unit = math.gcd(inner, *(s for d, s in enumerate(rows) if d != inner_dim),
+                    16 // t5.element_size())  # fmt: skip
+    strides = [t5.stride(d) if d == inner_dim else s // unit for d, s in enumerate(rows)]
+    return unit, strides
 
 
 def fast_factors(
@@ -405,12 +451,14 @@ def upsample_nearest_forward(
         widen = 1 if ch_inner else kw
         block_r, block_i = _blocks(rows, inner, _FWD_TILE // widen, max(1, _MAX_INNER // widen))
         grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+        unit_x, x_strides = _in_units(x5, ch_inner, inner)
+        unit_y, y_strides = _in_units(y5, ch_inner, inner * widen)
         launch(_upsample_int_fwd_kernel, grid, (
-            x5, y5, rows, inner, x5.shape[1], *in3,
-            *x5.stride(), *y5.stride(),
+            x5, y5, rows, inner // unit_x, x5.shape[1], *in3,
+            *x_strides, *y_strides,
         ), dict(
             KD=kd, KH=kh, KW=kw,
-            CHANNELS_INNER=ch_inner, USE_INT64=use_int64,
+            CHANNELS_INNER=ch_inner, USE_INT64=use_int64, UNIT_X=unit_x, UNIT_Y=unit_y,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
         ))  # fmt: skip
         return
@@ -452,12 +500,15 @@ def upsample_nearest_backward(
         widen = kw if not ch_inner and kw in (2, 4) else 1
         block_r, block_i = _blocks(rows, inner, _BWD_TILE // widen, max(1, _MAX_INNER // widen))
         grid = (cdiv(rows, block_r), cdiv(inner, block_i))
+        unit_go, go_strides = _in_units(go5, ch_inner, inner * (1 if ch_inner else kw))
+        unit_gi, gi_strides = _in_units(gi5, ch_inner, inner)
         launch(_upsample_int_bwd_kernel, grid, (
-            go5, gi5, rows, inner, gi5.shape[1], *in3,
-            *go5.stride(), *gi5.stride(),
+            go5, gi5, rows, inner // unit_gi, gi5.shape[1], *in3,
+            *go_strides, *gi_strides,
         ), dict(
             KD=kd, KH=kh, KW=kw,
             CHANNELS_INNER=ch_inner, USE_INT64=use_int64, ACC_DTYPE=acc_dtype(grad_in.dtype),
+            UNIT_GO=unit_go, UNIT_GI=unit_gi,
             BLOCK_R=block_r, BLOCK_I=block_i, num_warps=_WARPS,
         ))  # fmt: skip
         return

@@ -118,3 +118,44 @@ def test_backward_tiles_follow_the_larger_grad_out(monkeypatch, size):
     assert ours.stride() == ref.stride() and ours.is_contiguous()
     backward = [inner for name, inner in orders if "bwd" in name]
     assert backward == [True], orders
+
+
+@pytest.mark.parametrize(
+    "width, memory, dtype, units",
+    [
+        (34, "contiguous", torch.bfloat16, (2, 4, 4, 2)),  # FPN's 25×34 map: 68-wide rows
+        (68, "contiguous", torch.bfloat16, (4, 8, 8, 4)),
+        (68, "contiguous", torch.float32, (4, 4, 4, 4)),  # (16 bytes: 4 fp32 elements)
+        (7, "contiguous", torch.float64, (1, 2, 2, 1)),
+        (34, "strided", torch.bfloat16, (2, 4, 2, 1)),  # (what divides views' odd strides)
+        (34, "channels_last", torch.bfloat16, (4, 4, 4, 4)),  # 12 channels innermost
+    ],
+)
+def test_integer_path_passes_rows_in_aligned_units(monkeypatch, width, memory, dtype, units):
+    """The integer fast path passes the tile's inner size and the row dims' strides in units of
+    the largest power of two (up to 16 bytes) dividing them, so that rows whose length is no
+    multiple of 16 elements are still stored (forward) and read (backward) as vectors. The
+    results are those of element units, bitwise: torch's forward, and the same gradient."""
+    chosen = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        chosen.extend(v for k, v in constexprs.items() if k.startswith("UNIT"))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    torch.manual_seed(0)
+    x = layout(torch.randn(2, 12, 3, width).to(dtype), memory)
+    go = layout(torch.randn(2, 12, 6, 2 * width).to(dtype), memory)
+    results = []
+    for in_units in (True, False):
+        if not in_units:  # every unit one element: the strides as they are
+            monkeypatch.setattr(kernels, "_in_units", lambda t5, *args: (1, list(t5.stride())))
+        xi = x.detach().requires_grad_()
+        with torchconv_ext.use_backend("triton"):
+            y = TF.interpolate(xi, scale_factor=2)
+            results.append((y, torch.autograd.grad(y, xi, go)[0]))
+    assert tuple(chosen[:4]) == units  # (forward: input, output; backward: grad_out, grad_in)
+    (y, grad), (y_elements, grad_elements) = results
+    assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=2))
+    assert torch.equal(y, y_elements) and torch.equal(grad, grad_elements)
