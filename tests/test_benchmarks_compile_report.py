@@ -28,6 +28,8 @@ KEY_LAYERS = (
     "depthwise:mobilenetv2.features.3.dw",
     "pool:resnet50.maxpool",
     "upsample:unet.up3",
+    "pool:resnet50.avgpool",
+    "upsample:fpn.p4_p3",
     "conv:resnet50.conv1",
 )
 #: The RGB stem: its forward and grad-weight run the tap loop over windows of a padded copy
@@ -39,6 +41,16 @@ _STEM_GEMMS = {"_conv_fwd_kernel", "_conv_bwd_weight_kernel"}
 CONVOLUTIONS = {
     KEY_LAYERS[0]: {"_conv_fwd_kernel", "_conv_bwd_input_kernel", "_conv_bwd_weight_kernel"},
     KEY_LAYERS[1]: {"_conv1x1_kernel", "_conv1x1_bwd_weight_kernel"},
+}
+
+#: Memory-bound kernels whose widest accesses must stay 16-byte vectors in every layout:
+#: (layer, kernel) -> which accesses. ResNet's global average pooling writes its input gradient
+#: in memory order (planes of 49 elements); an FPN's ×2 upsampling of 50×68 maps reads and writes
+#: rows of 68 and 136 elements, whose alignment Triton sees only as they are passed in units.
+_VECTOR_ACCESSES = {
+    ("pool:resnet50.avgpool", "_global_pool_bwd_kernel"): "st_global_bytes",
+    ("upsample:fpn.p4_p3", "_upsample_int_fwd_kernel"): "st_global_bytes",
+    ("upsample:fpn.p4_p3", "_upsample_int_bwd_kernel"): "ld_global_bytes",
 }
 
 #: The kernels that store activations (the forward, the input gradient).
@@ -244,7 +256,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
     of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
     channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
-    ones (its windows), with no element-wise loads."""
+    ones (its windows), with no element-wise loads; the global pooling's input gradient and an
+    FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors."""
     out, doc = _compile_report(
         tmp_path,
         *("--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS),
@@ -292,6 +305,11 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
                     f"{what}: wgmma {r['wgmma']}, cp.async {sorted(sizes)} B, "
                     f"plain loads {r['ld_global_bytes']}: not the windows' vector loads"
                 )
+        for (case, kernel), accesses in _VECTOR_ACCESSES.items():
+            if case in r["cases"] and r["kernel"] == kernel and max(map(int, r[accesses])) < 16:
+                failures.append(f"{what}: {accesses} {r[accesses]}: no 16-byte vectors")
+    for case, kernel in _VECTOR_ACCESSES:
+        assert any(case in r["cases"] and r["kernel"] == kernel for r in rows), (case, kernel)
     stem_kernels = {r["kernel"] for r in rows if STEM in r["cases"]}
     assert {"_window_pack_kernel", *_STEM_GEMMS} <= stem_kernels, stem_kernels
     assert not failures, "\n".join(failures)
