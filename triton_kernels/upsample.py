@@ -496,9 +496,10 @@ def upsample_nearest_backward(
     if factors is not None:
         rows, inner = _rows_inner(gi5.shape, ch_inner)
         kd, kh, kw = factors
-        # Along w each loaded row segment is kw times wider than the tile.
+        # Along w each loaded row segment is kw times wider than the tile, which still holds
+        # _BWD_TILE elements of grad_in: 8 a thread, stored as 16-byte vectors in bf16.
         widen = kw if not ch_inner and kw in (2, 4) else 1
-        block_r, block_i = _blocks(rows, inner, _BWD_TILE // widen, max(1, _MAX_INNER // widen))
+        block_r, block_i = _blocks(rows, inner, _BWD_TILE, max(1, _MAX_INNER // widen))
         grid = (cdiv(rows, block_r), cdiv(inner, block_i))
         unit_go, go_strides = _in_units(go5, ch_inner, inner * (1 if ch_inner else kw))
         unit_gi, gi_strides = _in_units(gi5, ch_inner, inner)
