@@ -456,9 +456,11 @@ def _global_backward(
     is_max = POOL_MODES[mode] == MAX.value
     idx = indices if is_max else grad_out
     use_int64 = _use_int64(grad_out, indices, grad_in, products=[total + block])
+    # (64-bit indices divide as they are; a plane may then be too large for a fast divisor)
+    q_c, q_r = (0, 0) if use_int64 else (fast_divisor(c), fast_divisor(r))
     launch(_global_pool_bwd_kernel, (cdiv(total, block),), (
         grad_out, idx, grad_in,
-        total, c, r, fast_divisor(c), fast_divisor(r),
+        total, c, r, q_c, q_r,
         *grad_out.stride(), *idx.stride(),
     ), dict(
         MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, USE_INT64=use_int64,

@@ -465,7 +465,10 @@ def test_global_pooling_gradient_in_64_bits(monkeypatch):
         grad_in = torch.empty(elements, 1, 1, device="meta")
         grad_out = torch.empty(elements, 1, 1, device="meta")
         assert kernels._global_backward(grad_out[..., 0], None, grad_in, "avg")
-    assert [kw["USE_INT64"] for kw in chosen] == [True, False]
+    # one plane of 2**31 positions: past what a fast divisor divides (int64 needs none)
+    grad_in = torch.empty(1, 1, 2**31, device="meta")
+    assert kernels._global_backward(torch.empty(1, 1, device="meta"), None, grad_in, "avg")
+    assert [kw["USE_INT64"] for kw in chosen] == [True, False, True]
     monkeypatch.undo()
 
     real_launch = kernels.launch
