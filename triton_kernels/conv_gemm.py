@@ -354,6 +354,7 @@ def _conv_fwd_kernel(
     ACT: tl.constexpr, PIECES: tl.constexpr, FLAT_Y: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr, C_ALIGN: tl.constexpr,
     IN_BOUNDS: tl.constexpr, OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr,
+    OUT_ALIGN: tl.constexpr,
 ):  # fmt: skip
     """y[n, group·C_OUT + co, o] = act(bias[co] +
     Σ_{tap, ci} x[n, group·C_IN + ci, o·stride - padding + tap·dilation] · w[co, ci, tap]).
@@ -364,7 +365,9 @@ def _conv_fwd_kernel(
     of two) divides ``M``, ``P``, ``sy_n`` and ``sy_c``: the width of the vector stores.
     ``FLAT_K``: ``FLAT_C``, ``FLAT_KH`` and ``FLAT_KW`` are C_IN, KH and KW as constants.
     ``C_ALIGN`` divides C_IN and the position strides of ``x`` and ``w``: the width of their
-    channel runs (``channel_alignment``). ``IN_BOUNDS``: every tap of every output position
+    channel runs (``channel_alignment``); ``OUT_ALIGN`` divides C_OUT and the position
+    strides of a channels-inner ``y``: the width of the stored channel runs (8 channels a group
+    in ResNeXt's second stage). ``IN_BOUNDS``: every tap of every output position
     lies inside ``x`` (no padding: ``in_bounds``), so no load checks its coordinates.
     ``OWN_IN``, ``OWN_OUT`` > 0: each group of the launch is several groups of the convolution
     (``merged_groups``) of that many channels each, ``w`` their block-diagonal weight
@@ -382,6 +385,9 @@ def _conv_fwd_kernel(
     sx_n, sx_d, sx_h = aligned(sx_n, C_ALIGN), aligned(sx_d, C_ALIGN), aligned(sx_h, C_ALIGN)
     sx_w, sw_o, sw_d = aligned(sx_w, C_ALIGN), aligned(sw_o, C_ALIGN), aligned(sw_d, C_ALIGN)
     sw_h, sw_w = aligned(sw_h, C_ALIGN), aligned(sw_w, C_ALIGN)
+    C_OUT, sy_n = aligned(C_OUT, OUT_ALIGN), aligned(sy_n, OUT_ALIGN)
+    sy_d, sy_h = aligned(sy_d, OUT_ALIGN), aligned(sy_h, OUT_ALIGN)
+    sy_w = aligned(sy_w, OUT_ALIGN)
     group, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_OUT, BLOCK_N), GROUP_M
     )
@@ -1078,7 +1084,7 @@ def gemm_conv_forward(
             GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation], PIECES=pieces,
             FLAT_Y=flat_alignment(y5), **_flat_shape(flat, cg_in, w5),
             C_ALIGN=channel_alignment(cg_in, x5, w5), IN_BOUNDS=in_bounds(x5, y5, w5, geometry),
-            **own,
+            OUT_ALIGN=channel_alignment(cg_out, y5), **own,
         ),
     )  # fmt: skip
 

@@ -117,6 +117,9 @@ CONV_CASES = [
                  (2, 1, 1), 1, "zeros", False, "contig", id="3d-c20-in-bounds"),
     pytest.param((2, 24, 5, 4), 24, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, "zeros", True,
                  "channels_last", id="2d-c24-tap"),
+    # Groups of 8 output channels, channels-last: stored as runs of 8 (OUT_ALIGN).
+    pytest.param((2, 16, 5, 4), 16, (3, 3), (2, 1), ((1, 1), (1, 0)), (1, 1), 2, "zeros", True,
+                 "channels_last", id="2d-groups2-out8"),
 ]  # fmt: skip
 
 
@@ -392,3 +395,32 @@ def test_a_strided_input_gradient_of_2_31_positions_bounds_its_rows_in_64_bits(m
         grad_in[:, :columns, ::2, ::2].flatten(2)[..., :rows],
         expected[:, :columns, ::2, ::2].flatten(2)[..., :rows],
     )
+
+
+@pytest.mark.parametrize("c_out, out_align", [(16, 8), (12, 2), (10, 1)])
+def test_forward_stores_channel_runs_of_a_group(triton_device, monkeypatch, c_out, out_align):
+    """The forward stores a channels-last output's channels of a group as runs of
+    ``OUT_ALIGN`` — the largest power of two up to 16 dividing the channels per group and the
+    output's position strides — which it rebuilds those values with, so that Triton sees them
+    aligned (ResNeXt's 8 channels a group, else stored element by element): the results are
+    the convolution's either way."""
+    from triton_kernels._tuning import Tuner
+
+    chosen = []
+    launch = Tuner.launch
+
+    def spy(self, key, grid, args, constexprs):
+        chosen.append(constexprs["OUT_ALIGN"])
+        return launch(self, key, grid, args, constexprs)
+
+    monkeypatch.setattr(Tuner, "launch", spy)
+    x, w, b = _make((2, 16, 5, 4), c_out, (3, 3), 2, torch.float64, bias=True)
+    geometry = dict(stride=(1, 2), pads=((1, 1), (0, 1)), dilation=(1, 1), groups=2)
+    ref = _reference(x, w, b, pad_mode="zeros", **geometry)
+    out = _poisoned(ref.shape, torch.float64, triton_device, "channels_last")
+    gemm_conv_forward(
+        _layout(x.to(triton_device), "channels_last"), w.to(triton_device), b.to(triton_device),
+        out, **_geometry(**geometry), pad_mode="zeros", allow_tf32=False,
+    )  # fmt: skip
+    assert chosen == [out_align]
+    _check(out, ref)
