@@ -424,3 +424,28 @@ def test_forward_stores_channel_runs_of_a_group(triton_device, monkeypatch, c_ou
     )  # fmt: skip
     assert chosen == [out_align]
     _check(out, ref)
+
+
+def test_grouped_channel_runs_to_second_order(monkeypatch):
+    """gradcheck and gradgradcheck (float64) of a channels-last convolution with 8 channels a
+    group, whose forward stores runs of 8 (``OUT_ALIGN``) wherever its derivatives call it."""
+    import torchconv_ext
+    from torchconv_ext import functional as TF
+    from triton_kernels._tuning import Tuner
+
+    chosen = set()
+    launch = Tuner.launch
+
+    def spy(self, key, grid, args, constexprs):
+        chosen.add(constexprs.get("OUT_ALIGN"))
+        return launch(self, key, grid, args, constexprs)
+
+    monkeypatch.setattr(Tuner, "launch", spy)
+    cl = torch.channels_last
+    x = torch.randn(1, 16, 4, 4, dtype=torch.float64).to(memory_format=cl).requires_grad_()
+    w = torch.randn(16, 8, 3, 3, dtype=torch.float64).to(memory_format=cl).requires_grad_()
+    conv = lambda x, w: TF.conv2d(x, w, None, padding=1, groups=2)
+    with torchconv_ext.use_backend("triton"):
+        assert torch.autograd.gradcheck(conv, (x, w), fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, (x, w), fast_mode=True)
+    assert 8 in chosen
