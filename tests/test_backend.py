@@ -156,15 +156,15 @@ def test_an_interpreter_numpy_cannot_serve_is_a_clear_error(
     from importlib import metadata
 
     triton = pytest.importorskip("triton")
-    from triton_kernels import _common
+    from triton_kernels import _interpreter
 
     monkeypatch.setattr(triton, "__version__", triton_version)
     monkeypatch.setattr(metadata, "version", {"numpy": numpy_version}.__getitem__)
     if refused:
         with pytest.raises(ImportError, match=r"numpy<2\.4.*Triton 3\.9"):
-            _common._refuse_numpy_the_interpreter_cannot_use()
+            _interpreter._refuse_numpy_the_interpreter_cannot_use()
     else:
-        _common._refuse_numpy_the_interpreter_cannot_use()
+        _interpreter._refuse_numpy_the_interpreter_cannot_use()
 
 
 @pytest.mark.parametrize("backend", ["auto", "triton", "torch"])

@@ -677,19 +677,6 @@ def test_interpreter_holds_one_small_config_per_tuner():
         assert len(tuner.configs) == 1
 
 
-@pytest.mark.interpret
-def test_interpreter_skips_the_overflow_sanitizer_it_would_discard():
-    """Triton's interpreter redoes every int32 add, sub and mul in int64 to check overflow and
-    drops the check unless ``debug`` is set, which it never is there: the kernels turn it off
-    (half the interpreted kernels' time)."""
-    if not _tuning_interpreted():
-        pytest.skip("only under TRITON_INTERPRET=1")
-    from triton.runtime import interpreter
-
-    options = interpreter.interpreter_builder.options
-    assert not options.debug and not options.sanitize_overflow
-
-
 def test_bucket_is_the_next_power_of_two():
     assert [bucket(n) for n in (1, 2, 3, 100, 128, 129, 12544)] == [1, 2, 4, 128, 128, 256, 16384]
 
@@ -732,30 +719,6 @@ def test_keys_carry_layout_and_geometry_and_bucket_the_rows(monkeypatch, directi
     assert keys_for(9, False, stride=2) != base  # geometry
     assert keys_for(9, False, kernel=1) != base
     assert keys_for(40, False) != base  # another bucket
-
-
-@pytest.mark.interpret
-def test_interpreter_patches_the_language_once_per_launch():
-    """A launch points ``triton.language`` at interpreted functions until it ends; the
-    helpers it calls would patch again each time (a third of the interpreted kernels' time):
-    they do not, and the language is restored after the launch, helpers and all."""
-    if not _tuning_interpreted():
-        pytest.skip("only under TRITON_INTERPRET=1")
-    import triton.language as tl
-    from triton.runtime import interpreter
-
-    import triton_kernels as K
-
-    assert interpreter._patch_lang.repeats_skipped
-    load = tl.load
-    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
-    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
-    out = torch.full((2, 4, 5, 6), float("nan"), dtype=torch.float64)
-    geo = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, allow_tf32=False)
-    K.conv_forward(x, w, None, out, pad_mode="reflect", **geo)  # (its loads call helpers)
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-    torch.testing.assert_close(out, torch.nn.functional.conv2d(padded, w))
-    assert tl.load is load
 
 
 def test_a_failed_compile_leaves_no_async_compile_mode_behind(monkeypatch):

@@ -35,11 +35,8 @@ preallocated and every element is written.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 import os
-import threading
 from collections.abc import Sequence
 
 import torch
@@ -72,122 +69,10 @@ def env_flag(name: str, default: bool) -> bool:
     return flag
 
 
-def _interpret_without_overflow_sanitizer() -> None:
-    """Under the interpreter, Triton redoes every int32 add, sub and mul in int64 to check for
-    overflow, then drops the check unless its ``debug`` option is set, which the interpreter's
-    options never are: half the interpreter's time on our kernels, for nothing. Turn it off."""
-    from triton.runtime import interpreter
-
-    builder = getattr(interpreter, "interpreter_builder", None)
-    options = getattr(builder, "options", None)
-    if options is not None and not options.debug and hasattr(options, "sanitize_overflow"):
-        builder.options = dataclasses.replace(options, sanitize_overflow=False)
-
-
-def _interpret_device_calls_without_repatching() -> None:
-    """Under the interpreter, a launch points ``triton.language``'s functions at interpreted
-    ones for its duration (``_patch_lang``, undone at its end) — and so does every call of a
-    ``@triton.jit`` helper inside it, again, through ``inspect.getmembers`` of four modules,
-    never undone: a third of the interpreter's time on our kernels, which call helpers in
-    their loops, for nothing while the launch's patch stands. Skip the repeat: a patch asked
-    for while one stands that covers the same language modules does nothing. A launch patches
-    both modules (``triton.language`` and ``triton.language.core``), whichever its kernel sees:
-    Triton's own helpers (``tl.cdiv``, ``tl.zeros``) see ``core`` only, and would otherwise
-    patch it anew at every call inside a kernel that sees ``tl``."""
-    import inspect
-    import types
-
-    from triton.runtime import interpreter
-
-    patch = getattr(interpreter, "_patch_lang", None)
-    if patch is None or getattr(patch, "repeats_skipped", False):
-        return
-    languages = (tl, tl.core)
-    standing: list[frozenset[int]] = []  # the launches' patches not yet undone
-
-    class _Nothing:
-        def restore(self) -> None:
-            pass
-
-    def modules(fn) -> frozenset[int]:
-        return frozenset(
-            id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in languages
-        )
-
-    # What a launch's patch reads of its kernel: the language modules it sees (both, here).
-    both = types.SimpleNamespace(__globals__={"tl": tl, "core": tl.core})
-
-    def patch_once(fn):
-        wanted = modules(fn)
-        if standing:  # a helper called inside a launch
-            return _Nothing() if wanted <= standing[-1] else patch(fn)
-        scope = patch(both)
-        undo = scope.restore
-        standing.append(modules(both))
-
-        def restore() -> None:
-            standing.pop()
-            undo()
-
-        scope.restore = restore
-        return scope
-
-    patch_once.repeats_skipped = True
-    interpreter._patch_lang = patch_once
-
-
-def _interpret_one_launch_at_a_time() -> None:
-    """The interpreter runs a launch on module-level state (the grid, the patched language
-    functions, and ours above), which two threads launching at once overwrite for each other:
-    their kernels fail inside it or compute with the other's grid. Launches from several
-    threads take turns (a GPU's launches need no such lock)."""
-    from triton.runtime import interpreter
-
-    executor = getattr(interpreter, "GridExecutor", None)
-    if executor is None or getattr(executor.__call__, "one_at_a_time", False):
-        return
-    launch = executor.__call__
-    lock = threading.RLock()
-
-    @functools.wraps(launch)
-    def one_at_a_time(self, *args, **kwargs):
-        with lock:
-            return launch(self, *args, **kwargs)
-
-    one_at_a_time.one_at_a_time = True
-    executor.__call__ = one_at_a_time
-
-
-def _release(version: str) -> tuple[int, int]:
-    major, minor = version.split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
-
-
-def _refuse_numpy_the_interpreter_cannot_use() -> None:
-    """Triton 3.6's interpreter reads a loop bound with ``int(array)``, which NumPy 2.4 refuses
-    for its 1-element arrays (later Triton reads the element): every kernel with a runtime loop
-    would fail inside the interpreter with NumPy's message. Say what to change instead."""
-    from importlib import metadata
-
-    import triton
-
-    try:  # (its version only: the library itself never imports NumPy)
-        numpy_version = metadata.version("numpy")
-    except metadata.PackageNotFoundError:
-        return
-    if _release(triton.__version__) < (3, 7) and _release(numpy_version) >= (2, 4):
-        raise ImportError(
-            f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run kernels "
-            f"with NumPy {numpy_version}: it converts 1-element arrays to integers, which "
-            "NumPy 2.4 refuses. Install 'numpy<2.4', or Triton 3.9 or later"
-        )
-
-
 if INTERPRET:
-    _refuse_numpy_the_interpreter_cannot_use()
-    _interpret_without_overflow_sanitizer()
-    _interpret_device_calls_without_repatching()
-    _interpret_one_launch_at_a_time()
+    from ._interpreter import adapt_the_interpreter
+
+    adapt_the_interpreter()
 
 #: Offsets at or past this many elements need 64-bit arithmetic.
 INT32_LIMIT = 2**31
