@@ -8,8 +8,9 @@ several threads, refuse a NumPy it cannot use, and drop work whose outcome is al
 * the integer-overflow sanitizer, whose checks the interpreter discards;
 * the language's patching at every call of a ``@triton.jit`` helper, inside a launch that has
   already patched it;
-* the shape of every block type and tensor rebuilt from scratch: a kernel makes a few shapes,
-  millions of times.
+* the shape of every block type and tensor rebuilt from scratch, and the same type rules
+  looked up again (the type of a binary operation's operands, the NumPy dtype of a Triton one):
+  a kernel makes a few shapes and types, millions of times.
 
 :func:`adapt_the_interpreter` applies them all, once, when the kernels are imported under the
 interpreter (``_common``).
@@ -35,6 +36,7 @@ def adapt_the_interpreter() -> None:
     _interpret_device_calls_without_repatching()
     _interpret_one_launch_at_a_time()
     _interpret_shapes_once()
+    _interpret_type_rules_once()
 
 
 def _interpret_without_overflow_sanitizer() -> None:
@@ -221,6 +223,59 @@ def _same_objects(build_block, init_block, build_tensor, init_tensor) -> bool:
         if made(core.tensor, build_tensor, None, ty) != made(core.tensor, init_tensor, None, ty):
             return False
     return True
+
+
+def _interpret_type_rules_once() -> None:
+    """Two pure functions of types run for nearly every interpreted operation: the type both
+    operands of a binary operation are cast to (``computation_type_impl``: of the two types,
+    whether each is a scalar, and whether it divides; per rules class) and the NumPy dtype holding a Triton
+    type's values (``_get_np_dtype``, which builds its whole table at each call, and reads a
+    block type's element type). Remember each answer. (Pointer types have no hash: asked
+    anew.)"""
+    from triton.language import semantic
+    from triton.runtime import interpreter
+
+    rules = getattr(semantic, "TritonSemantic", None)
+    computation_type = getattr(rules, "computation_type_impl", None)
+    if computation_type is not None and not getattr(computation_type, "remembered", False):
+        types: dict[tuple, Any] = {}
+
+        def computation_type_remembered(self, *operands):
+            question = (type(self), *operands)  # (a subclass may promote otherwise)
+            try:
+                return types[question]
+            except KeyError:
+                types[question] = answer = computation_type(self, *operands)
+                return answer
+            except TypeError:  # an unhashable type
+                return computation_type(self, *operands)
+
+        computation_type_remembered.remembered = True
+        rules.computation_type_impl = functools.update_wrapper(
+            computation_type_remembered, computation_type
+        )
+
+    np_dtype = getattr(interpreter, "_get_np_dtype", None)
+    if np_dtype is None or getattr(np_dtype, "remembered", False):
+        return
+    block_type, pointer_type = tl.core.block_type, tl.core.pointer_type
+    dtypes: dict[Any, Any] = {}
+
+    def np_dtype_remembered(ty):
+        scalar = ty.element_ty if isinstance(ty, block_type) else ty
+        if isinstance(scalar, pointer_type):
+            return np_dtype(ty)
+        try:
+            return dtypes[scalar]
+        except KeyError:
+            dtypes[scalar] = answer = np_dtype(scalar)
+            return answer
+
+    # A block type's values are held as its element type's are (as Triton's table says).
+    if np_dtype(block_type(tl.bfloat16, [2])) != np_dtype(tl.bfloat16):
+        return
+    np_dtype_remembered.remembered = True
+    interpreter._get_np_dtype = functools.update_wrapper(np_dtype_remembered, np_dtype)
 
 
 def _release(version: str) -> tuple[int, int]:

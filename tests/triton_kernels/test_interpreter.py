@@ -107,3 +107,36 @@ def test_the_adaptation_steps_aside_for_objects_it_does_not_know():
 
     assert _interpreter._same_objects(triton_block, block, triton_tensor, tensor)
     assert not _interpreter._same_objects(triton_block, block, richer_tensor, tensor)
+
+
+def test_type_rules_are_remembered_with_triton_s_answers():
+    """The computation type of a binary operation and the NumPy dtype of a Triton type are
+    remembered per question, with Triton's answers (pointers, which have no hash, asked anew),
+    and Triton's errors for operands it refuses."""
+    import triton.language as tl
+    from triton.language import semantic
+    from triton.runtime import interpreter
+
+    rules = semantic.TritonSemantic
+    remembered, computed = rules.computation_type_impl, rules.computation_type_impl.__wrapped__
+    assert remembered.remembered
+    for a, b in [(tl.int32, tl.float16), (tl.bfloat16, tl.float32), (tl.int32, tl.int64)]:
+        for flags in [(False, False), (True, False), (False, True)]:
+            for div in (False, True):
+                args = (a, flags[0], b, flags[1], div)
+                assert remembered(rules(None), *args) == computed(rules(None), *args)
+                assert remembered(rules(None), *args) == computed(
+                    rules(None), *args
+                )  # (now remembered)
+    for _ in range(2):
+        with pytest.raises(TypeError, match="different signedness"):
+            remembered(rules(None), tl.int32, False, tl.uint32, False, True)
+        with pytest.raises(TypeError, match="unexpected type pointer"):
+            remembered(rules(None), tl.pointer_type(tl.float32), False, tl.int32, False, False)
+
+    np_dtype = interpreter._get_np_dtype
+    assert np_dtype.remembered
+    for ty in [tl.float64, tl.bfloat16, tl.int1, tl.pointer_type(tl.float16)]:
+        for asked in (ty, tl.core.block_type(ty, [4, 2])):
+            assert np_dtype(asked) == np_dtype.__wrapped__(asked)
+            assert np_dtype(asked) == np_dtype.__wrapped__(asked)
