@@ -169,15 +169,24 @@ def _interpret_shapes_once() -> None:
     scalar_numel, scalar_dims_type = core.constexpr(1), core.tuple([]).type
 
     def init_block(self, element_ty, shape) -> None:
-        dims = _dims(shape)
-        known = shapes.get(dims) if dims is not None else None
+        # Triton's own operations pass a list of ints or a Triton tuple of them: looked up as
+        # they are; anything else (ints as constexprs) after unwrapping.
+        kind = type(shape)
+        plain = shape if kind is list else shape.values if kind is core.tuple else ()
+        try:
+            known = shapes.get(builtins.tuple(plain))
+        except TypeError:  # (an unhashable dim: Triton refuses it below)
+            known = None
         if known is None:
-            build_block(self, element_ty, shape)
-            if dims is not None:
-                shapes[dims] = _Shape.of(self)
-            return
+            dims = _dims(shape)
+            known = shapes.get(dims) if dims is not None else None
+            if known is None:
+                build_block(self, element_ty, shape)
+                if dims is not None:
+                    shapes[dims] = _Shape.of(self)
+                return
         self.element_ty = element_ty
-        self.shape = core.tuple(list(known.dims), known.dims_type)
+        self.shape = core.tuple(known.dims, known.dims_type)  # (a list of its own)
         self.numel = known.numel
         self.name = f"<{known.text}, {element_ty}>"
 
@@ -186,15 +195,15 @@ def _interpret_shapes_once() -> None:
         self.type = type
         self.dtype = type.scalar
         if type.is_block():
-            dims = builtins.tuple(type.shape)
+            dims = builtins.tuple(type.shape.values)
             known = shapes.get(dims)
             if known is None:
                 shapes[dims] = known = _Shape.of(type)
             self.numel = known.tensor_numel
-            self.shape = core.tuple(list(known.tensor_dims), known.tensor_dims_type)
+            self.shape = core.tuple(known.tensor_dims, known.tensor_dims_type)
         else:
             self.numel = scalar_numel
-            self.shape = core.tuple([], scalar_dims_type)
+            self.shape = core.tuple((), scalar_dims_type)
 
     if not _same_objects(build_block, init_block, build_tensor, init_tensor):
         return
@@ -215,9 +224,10 @@ def _same_objects(build_block, init_block, build_tensor, init_tensor) -> bool:
         return {name: f"{type(v).__name__}:{v}" for name, v in vars(obj).items()}
 
     made(core.block_type, init_block, tl.float32, [4, 8])  # derives the shape
-    ours = made(core.block_type, init_block, tl.float32, [4, core.constexpr(8)])  # from that
-    if ours != made(core.block_type, build_block, tl.float32, [4, 8]):
-        return False
+    triton_made = made(core.block_type, build_block, tl.float32, [4, 8])
+    for shape in ([4, 8], [4, core.constexpr(8)], core.tuple([4, 8])):  # from what it derived
+        if made(core.block_type, init_block, tl.float32, shape) != triton_made:
+            return False
     typed = core.block_type(tl.float32, [4, 8])
     for ty in (typed, tl.int32):
         if made(core.tensor, build_tensor, None, ty) != made(core.tensor, init_tensor, None, ty):
