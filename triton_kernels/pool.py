@@ -53,7 +53,6 @@ half the width interleaved with zeros — summed in the generic kernel's order (
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -552,20 +551,22 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
     is_max = POOL_MODES[mode] == MAX.value
     idx5 = idx5 if is_max else go5
-    # One alignment for the three tensors' rows (in grad_in's elements).
-    align = row_alignment(math.gcd(w, ow), gi5, go5, idx5)
+    # Each tensor's rows in units of its own alignment (grad_out and the indices share one).
+    align_gi, align_go = row_alignment(w, gi5), row_alignment(ow, go5, idx5)
     br, bo, warps = _split_row_tiles(ow, kw)
     rows = n * c * d * h
     products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
     launch(_pool_rows_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo * kw),), (
         go5, idx5, gi5,
-        rows, c, d, h, w // align, od, oh, ow // align,
+        rows, c, d, h, w // align_gi, od, oh, ow // align_go,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
-        *(s // align for t in (go5, idx5, gi5) for s in row_strides(t)),
+        *(s // align_go for t in (go5, idx5) for s in row_strides(t)),
+        *(s // align_gi for s in row_strides(gi5)),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=_use_int64(go5, idx5, gi5, products=products),
-        ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN_GO=align_go, ALIGN_GI=align_gi, BLOCK_R=br,
+        BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

@@ -570,7 +570,8 @@ def _pool_rows_bwd_input_kernel(
     sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units,
     sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units,
     KW: tl.constexpr, MODE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN: tl.constexpr,
+    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN_GO: tl.constexpr,
+    ALIGN_GI: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # The gradient of _pool_rows_fwd_kernel's windows (KW == STRIDE_W, unit w strides): program
@@ -578,9 +579,11 @@ def _pool_rows_bwd_input_kernel(
     # output columns. Each input column has exactly one covering output column, so per covering
     # (od, oh) the grad_out (and index) row segment is loaded whole, spread over its windows in
     # registers and added — in _pool_bwd_input_kernel's order (same bits).
-    # Sizes and strides arrive in units of ALIGN elements, as in the forward.
-    W = W_UNITS * ALIGN
-    OW = OW_UNITS * ALIGN
+    # Sizes and strides arrive in units, as in the forward: grad_in's (W, sgi_*) of ALIGN_GI
+    # elements, grad_out's and the indices' (OW, sgo_*, sidx_*) of ALIGN_GO — each tensor's
+    # own, so that the stores of grad_in rows twice as long as grad_out's are twice as wide.
+    W = W_UNITS * ALIGN_GI
+    OW = OW_UNITS * ALIGN_GO
     # Column blocks cover every input column, under an output or not.
     r, ow, col_block = _row_tile(tl.cdiv(W, BLOCK_O * KW), BLOCK_R, BLOCK_O, USE_INT64)
     i_w = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
@@ -589,8 +592,8 @@ def _pool_rows_bwd_input_kernel(
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
     lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
     _start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, KW, 0, PAD_END_W, FIXED, INCLUDE_PAD)
-    go_nc = n * (sgo_n_units * ALIGN) + c * (sgo_c_units * ALIGN) + ow
-    idx_nc = n * (sidx_n_units * ALIGN) + c * (sidx_c_units * ALIGN) + ow
+    go_nc = n * (sgo_n_units * ALIGN_GO) + c * (sgo_c_units * ALIGN_GO) + ow
+    idx_nc = n * (sidx_n_units * ALIGN_GO) + c * (sidx_c_units * ALIGN_GO) + ow
     pos = (i_d * H + i_h) * W + ow * KW
     acc = tl.zeros([BLOCK_R, BLOCK_O * KW], ACC_DTYPE)
     for td in range(_covering_bound(D, OD, KD, STRIDE_D, DIL_D, FIXED)):
@@ -604,10 +607,10 @@ def _pool_rows_bwd_input_kernel(
             )
             ok = ok_d & ok_h
             ok = ok & (ow < OW)
-            g_off = go_nc + od * (sgo_d_units * ALIGN) + oh * (sgo_h_units * ALIGN)
+            g_off = go_nc + od * (sgo_d_units * ALIGN_GO) + oh * (sgo_h_units * ALIGN_GO)
             g = tl.load(go_ptr + g_off, mask=ok, other=0.0).to(ACC_DTYPE)
             if MODE == MAX:
-                j_off = idx_nc + od * (sidx_d_units * ALIGN) + oh * (sidx_h_units * ALIGN)
+                j_off = idx_nc + od * (sidx_d_units * ALIGN_GO) + oh * (sidx_h_units * ALIGN_GO)
                 j = tl.load(idx_ptr + j_off, mask=ok, other=-1)
             else:
                 j = pos  # unused
@@ -615,10 +618,10 @@ def _pool_rows_bwd_input_kernel(
             acc += _spread_row(g, j, pos, ok, KW, MODE)
 
     gi_off = (
-        n * (sgi_n_units * ALIGN)
-        + c * (sgi_c_units * ALIGN)
-        + i_d * (sgi_d_units * ALIGN)
-        + i_h * (sgi_h_units * ALIGN)
+        n * (sgi_n_units * ALIGN_GI)
+        + c * (sgi_c_units * ALIGN_GI)
+        + i_d * (sgi_d_units * ALIGN_GI)
+        + i_h * (sgi_h_units * ALIGN_GI)
         + i_w
     )
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))

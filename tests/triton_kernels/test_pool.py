@@ -289,6 +289,43 @@ def test_row_taps_equal_generic_kernel_bitwise(monkeypatch, dtype):
     assert torch.equal(rows[1], generic[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_segments_backward_takes_each_tensor_s_own_alignment(monkeypatch, dtype):
+    """The row-segment backward passes grad_in's rows in units of their own alignment and
+    grad_out's and the indices' in theirs (12-element input rows, 6-element output rows: 4 and
+    2 fp32 elements), so that grad_in's stores are as wide as its rows allow. The gradients are
+    those of element units, bitwise, and torch's."""
+    import triton_kernels.pool as kernels
+
+    chosen = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        if kernel is kernels._pool_rows_bwd_input_kernel:
+            chosen.append((constexprs["ALIGN_GI"], constexprs["ALIGN_GO"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    x = _awkward(2, 3, 4, 12, dtype=dtype)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    grads = []
+    for in_units in (True, False):
+        if not in_units:  # every unit one element
+            monkeypatch.setattr(kernels, "row_alignment", lambda *args: 1)
+        with torchconv_ext.use_backend("triton"):
+            grads.append([
+                _forward_backward(TF.max_pool2d, x, 2, return_indices=True)[1],
+                _forward_backward(TF.avg_pool2d, finite, 2)[1],
+            ])  # fmt: skip
+    assert chosen == [(4 if dtype == torch.float32 else 2, 2)] * 2 + [(1, 1)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    expected = [
+        _forward_backward(torch.nn.functional.max_pool2d, x, 2, return_indices=True)[1],
+        _forward_backward(torch.nn.functional.avg_pool2d, finite, 2)[1],
+    ]
+    torch.testing.assert_close(grads[0], expected, rtol=1e-6, atol=0)
+
+
 def test_row_segments_with_unaligned_rows(monkeypatch):
     """Strides that no power of two above 1 divides (a channel slice of odd-sized planes)."""
     x = _awkward(2, 5, 7, 10)[:, 1:4]
