@@ -303,18 +303,21 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
     _, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, _, pd, ph, _, ped, peh, pew, dd, dh, _ = geometry
-    align = row_alignment(w, x5)
+    # The input's rows in units of their alignment (the loads), the output's and the indices'
+    # in units of theirs (the stores).
+    align, align_out = row_alignment(w, x5), row_alignment(ow, y5, indices)
     br, bo, warps = _split_row_tiles(ow, kw)
     launch(_pool_rows_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
         x5, y5, indices,
-        rows, c, d, h, w // align, od, oh, ow,
+        rows, c, d, h, w // align, od, oh, ow // align_out,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // align for s in row_strides(x5)),
-        *y5.stride(), *indices.stride(),
+        *(s // align_out for s in row_strides(y5)), y5.stride(4),
+        *(s // align_out for s in row_strides(indices)), indices.stride(4),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
-        ALIGN=align, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        ALIGN=align, ALIGN_OUT=align_out, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

@@ -295,14 +295,15 @@ def _fold_row(acc, arg, v, ok, row_pos, ow, W, KW: tl.constexpr, MODE: tl.conste
 @triton.jit
 def _pool_rows_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
-    R, C, D, H, W_UNITS, OD, OH, OW,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
-    sy_n, sy_c, sy_d, sy_h, sy_w,
-    sidx_n, sidx_c, sidx_d, sidx_h, sidx_w,
+    sy_n_units, sy_c_units, sy_d_units, sy_h_units, sy_w,
+    sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, sidx_w,
     KW: tl.constexpr, MODE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
     USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN: tl.constexpr,
+    ALIGN_OUT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # Fixed windows with KW == STRIDE_W (2 or 4), no padding or dilation along w, unit w stride:
@@ -313,7 +314,9 @@ def _pool_rows_fwd_kernel(
     # W and the input's strides arrive in units of ALIGN elements (a power of two dividing them
     # all): scaled back here, they show the compiler aligned row segments, so the loads
     # vectorise even where W is not a multiple of 16 (which is all Triton detects by itself).
+    # Likewise OW and the output's and indices' row strides, in units of ALIGN_OUT: the stores.
     W = W_UNITS * ALIGN
+    OW = OW_UNITS * ALIGN_OUT
     sx_n = sx_n_units * ALIGN
     sx_c = sx_c_units * ALIGN
     sx_d = sx_d_units * ALIGN
@@ -349,10 +352,22 @@ def _pool_rows_fwd_kernel(
             acc, arg = _fold_row(acc, arg, v, ok, (i_d * H + i_h) * W, ow, W, KW, MODE)
 
     out_ok = row_ok & (ow < OW)
-    y_off = n * sy_n + c * sy_c + od * sy_d + oh * sy_h + ow * sy_w
+    y_off = (
+        n * (sy_n_units * ALIGN_OUT)
+        + c * (sy_c_units * ALIGN_OUT)
+        + od * (sy_d_units * ALIGN_OUT)
+        + oh * (sy_h_units * ALIGN_OUT)
+        + ow * sy_w
+    )
     if MODE == MAX:
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
-        idx_off = n * sidx_n + c * sidx_c + od * sidx_d + oh * sidx_h + ow * sidx_w
+        idx_off = (
+            n * (sidx_n_units * ALIGN_OUT)
+            + c * (sidx_c_units * ALIGN_OUT)
+            + od * (sidx_d_units * ALIGN_OUT)
+            + oh * (sidx_h_units * ALIGN_OUT)
+            + ow * sidx_w
+        )
         tl.store(idx_ptr + idx_off, arg, mask=out_ok)
     else:
         res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)

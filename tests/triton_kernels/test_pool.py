@@ -290,40 +290,48 @@ def test_row_taps_equal_generic_kernel_bitwise(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_row_segments_backward_takes_each_tensor_s_own_alignment(monkeypatch, dtype):
-    """The row-segment backward passes grad_in's rows in units of their own alignment and
-    grad_out's and the indices' in theirs (12-element input rows, 6-element output rows: 4 and
-    2 fp32 elements), so that grad_in's stores are as wide as its rows allow. The gradients are
-    those of element units, bitwise, and torch's."""
+def test_row_segments_take_each_tensor_s_rows_in_its_own_units(monkeypatch, dtype):
+    """The row-segment kernels pass each tensor's rows in units of its own alignment: the
+    forward the input's (its loads) and the output's and indices' (its stores), the backward
+    grad_in's (its stores) and grad_out's and the indices' (its loads). 12-element input rows
+    and 6-element output rows are 4 and 2 fp32 elements (2 and 2 in fp64), and the stores are as
+    wide as the rows allow. Results are those of element units, bitwise, and torch's."""
     import triton_kernels.pool as kernels
 
     chosen = []
     launch = kernels.launch
+    aligns = {
+        kernels._pool_rows_fwd_kernel: ("ALIGN", "ALIGN_OUT"),
+        kernels._pool_rows_bwd_input_kernel: ("ALIGN_GI", "ALIGN_GO"),
+    }
 
     def spy(kernel, grid, args, constexprs):
-        if kernel is kernels._pool_rows_bwd_input_kernel:
-            chosen.append((constexprs["ALIGN_GI"], constexprs["ALIGN_GO"]))
+        chosen.append(tuple(constexprs[k] for k in aligns[kernel]))
         return launch(kernel, grid, args, constexprs)
 
     monkeypatch.setattr(kernels, "launch", spy)
     x = _awkward(2, 3, 4, 12, dtype=dtype)
     finite = torch.where(x.isfinite(), x, 0.0)
-    grads = []
+
+    def pools(module):
+        (y, idx), grad = _forward_backward(module.max_pool2d, x, 2, return_indices=True)
+        average, average_grad = _forward_backward(module.avg_pool2d, finite, 2)
+        return [((y, idx), grad), ((average,), average_grad)]
+
+    results = []
     for in_units in (True, False):
         if not in_units:  # every unit one element
             monkeypatch.setattr(kernels, "row_alignment", lambda *args: 1)
         with torchconv_ext.use_backend("triton"):
-            grads.append([
-                _forward_backward(TF.max_pool2d, x, 2, return_indices=True)[1],
-                _forward_backward(TF.avg_pool2d, finite, 2)[1],
-            ])  # fmt: skip
-    assert chosen == [(4 if dtype == torch.float32 else 2, 2)] * 2 + [(1, 1)] * 2
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
-    expected = [
-        _forward_backward(torch.nn.functional.max_pool2d, x, 2, return_indices=True)[1],
-        _forward_backward(torch.nn.functional.avg_pool2d, finite, 2)[1],
-    ]
-    torch.testing.assert_close(grads[0], expected, rtol=1e-6, atol=0)
+            results.append(pools(TF))
+    rows = 4 if dtype == torch.float32 else 2
+    assert chosen == [(rows, 2)] * 4 + [(1, 1)] * 4  # (forward, backward; twice)
+    ours, elements = results
+    for ((y, *idx), grad), ((y1, *idx1), grad1) in zip(ours, elements):
+        assert _equal(y, y1) and all(map(torch.equal, idx, idx1)) and torch.equal(grad, grad1)
+    for ((y, *idx), grad), ((ref_y, *ref_idx), ref_grad) in zip(ours, pools(torch.nn.functional)):
+        assert _equal(y, ref_y) and all(map(torch.equal, idx, ref_idx))
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=0)
 
 
 def test_row_segments_with_unaligned_rows(monkeypatch):
