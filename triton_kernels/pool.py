@@ -338,14 +338,16 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     _, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
-    out_vector = row_alignment(ow, y5) if y5.stride(4) == 1 else 1
+    unit_w = y5.stride(4) == 1 and indices.stride(4) == 1
+    out_vector = row_alignment(ow, y5, indices) if unit_w else 1  # (the output's and indices')
     br, bo, warps = row_tiles(ow, vector)
     launch(_pool_rows_taps_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
         x5, y5, indices,
         rows, c, d, h, w // vector, od, oh, ow // out_vector,
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // vector for s in row_strides(x5)),
-        *(s // out_vector for s in row_strides(y5)), y5.stride(4), *indices.stride(),
+        *(s // out_vector for s in row_strides(y5)), y5.stride(4),
+        *(s // out_vector for s in row_strides(indices)), indices.stride(4),
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),

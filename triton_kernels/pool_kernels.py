@@ -487,7 +487,7 @@ def _pool_rows_taps_fwd_kernel(
     DIVISOR,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
     sy_n_units, sy_c_units, sy_d_units, sy_h_units, sy_w,
-    sidx_n, sidx_c, sidx_d, sidx_h, sidx_w,
+    sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, sidx_w,
     KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     V: tl.constexpr, V_OUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
@@ -498,7 +498,8 @@ def _pool_rows_taps_fwd_kernel(
     # every tap's view built from them (_rows). Taps outside the input are never read into the
     # result (max: masked out of the comparison; average: loaded as 0). Taps in ATen's order,
     # so results equal _pool_fwd_kernel's bit for bit. W and the input strides arrive in units
-    # of V, OW and the output strides in units of V_OUT (as in the depthwise row segments).
+    # of V, OW and the output's and indices' strides in units of V_OUT (as in the depthwise row
+    # segments).
     G: tl.constexpr = BLOCK_O // V
     W = W_UNITS * V
     OW = OW_UNITS * V_OUT
@@ -545,7 +546,13 @@ def _pool_rows_taps_fwd_kernel(
     )
     if MODE == MAX:
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
-        idx_off = n * sidx_n + c * sidx_c + od * sidx_d + oh * sidx_h + ow * sidx_w
+        idx_off = (
+            n * (sidx_n_units * V_OUT)
+            + c * (sidx_c_units * V_OUT)
+            + od * (sidx_d_units * V_OUT)
+            + oh * (sidx_h_units * V_OUT)
+            + ow * sidx_w
+        )
         tl.store(idx_ptr + idx_off, arg, mask=out_ok)
     else:
         res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)
