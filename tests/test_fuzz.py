@@ -40,6 +40,23 @@ def test_second_order_gradients_of_seeded_cases_agree_with_torch(monkeypatch):
     assert lines == ["6 cases, 0 failed (seed 6)"]
 
 
+def test_large_cases_compare_first_order_only(monkeypatch):
+    """Cases whose operands hold more than ``SECOND_ORDER_MAX_ELEMENTS`` compare first-order
+    gradients only; the bound is applied after the draw, so a seed draws the same cases."""
+    monkeypatch.setattr(fuzz, "SECOND_ORDER_SHARE", 1.0)
+
+    def drawn(bound):
+        monkeypatch.setattr(fuzz, "SECOND_ORDER_MAX_ELEMENTS", bound)
+        cases = []
+        monkeypatch.setattr(fuzz, "check", lambda case, backend: cases.append(case))
+        fuzz.run(3, cases=12, report=lambda line: None)
+        return [({**c.config, "second_order": None}, c.second_order) for c in cases]
+
+    everything, nothing = drawn(10**9), drawn(0)
+    assert [config for config, _ in everything] == [config for config, _ in nothing]
+    assert any(second for _, second in everything) and not any(s for _, s in nothing)
+
+
 def test_a_second_order_difference_is_found():
     case = fuzz.interpolate_case(random.Random(0))
     case.operands = [t.detach().double().requires_grad_() for t in case.operands]
