@@ -52,6 +52,19 @@ def shifted(before, own, after, SHIFT: tl.constexpr, V: tl.constexpr):
 
 
 @triton.jit
+def row_offset(n, c, d, h, s_n_units, s_c_units, s_d_units, s_h_units, UNIT: tl.constexpr):
+    """The offset of row ``(n, c, d, h)`` of a tensor whose row strides arrive in units of
+    ``UNIT`` elements (a power of two dividing them all, ``_common.row_alignment``): multiplied
+    back here, they show the compiler rows that start aligned to ``UNIT`` elements."""
+    return (
+        n * (s_n_units * UNIT)
+        + c * (s_c_units * UNIT)
+        + d * (s_d_units * UNIT)
+        + h * (s_h_units * UNIT)
+    )
+
+
+@triton.jit
 def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
                 USE_INT64: tl.constexpr):  # fmt: skip
     """This program's tile: ``r``, its ``BLOCK_R`` rows (``[BLOCK_R, 1, 1]``), ``first``, its

@@ -61,7 +61,7 @@ from ._common import (
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
-from ._rows import adjoint_view, row_tiles, source_phases, tap_view, vector_tile
+from ._rows import adjoint_view, row_offset, row_tiles, source_phases, tap_view, vector_tile
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -348,10 +348,7 @@ def _conv_depthwise_rows_kernel(
     acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
 
     dst_off = (
-        n * (sdst_n_units * V_OUT)
-        + c * (sdst_c_units * V_OUT)
-        + a_d * (sdst_d_units * V_OUT)
-        + a_h * (sdst_h_units * V_OUT)
+        row_offset(n, c, a_d, a_h, sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, V_OUT)
         + col * sdst_w
     )
     tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))

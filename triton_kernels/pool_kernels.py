@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
-from ._rows import adjoint_view, source_phases, tap_view, vector_tile
+from ._rows import adjoint_view, row_offset, source_phases, tap_view, vector_tile
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -353,19 +353,15 @@ def _pool_rows_fwd_kernel(
 
     out_ok = row_ok & (ow < OW)
     y_off = (
-        n * (sy_n_units * ALIGN_OUT)
-        + c * (sy_c_units * ALIGN_OUT)
-        + od * (sy_d_units * ALIGN_OUT)
-        + oh * (sy_h_units * ALIGN_OUT)
+        row_offset(n, c, od, oh, sy_n_units, sy_c_units, sy_d_units, sy_h_units, ALIGN_OUT)
         + ow * sy_w
     )
     if MODE == MAX:
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
         idx_off = (
-            n * (sidx_n_units * ALIGN_OUT)
-            + c * (sidx_c_units * ALIGN_OUT)
-            + od * (sidx_d_units * ALIGN_OUT)
-            + oh * (sidx_h_units * ALIGN_OUT)
+            row_offset(
+                n, c, od, oh, sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, ALIGN_OUT
+            )
             + ow * sidx_w
         )
         tl.store(idx_ptr + idx_off, arg, mask=out_ok)
@@ -538,19 +534,12 @@ def _pool_rows_taps_fwd_kernel(
 
     out_ok = row_ok & (ow < OW)
     y_off = (
-        n * (sy_n_units * V_OUT)
-        + c * (sy_c_units * V_OUT)
-        + od * (sy_d_units * V_OUT)
-        + oh * (sy_h_units * V_OUT)
-        + ow * sy_w
+        row_offset(n, c, od, oh, sy_n_units, sy_c_units, sy_d_units, sy_h_units, V_OUT) + ow * sy_w
     )
     if MODE == MAX:
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
         idx_off = (
-            n * (sidx_n_units * V_OUT)
-            + c * (sidx_c_units * V_OUT)
-            + od * (sidx_d_units * V_OUT)
-            + oh * (sidx_h_units * V_OUT)
+            row_offset(n, c, od, oh, sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, V_OUT)
             + ow * sidx_w
         )
         tl.store(idx_ptr + idx_off, arg, mask=out_ok)
@@ -640,10 +629,7 @@ def _pool_rows_bwd_input_kernel(
             acc += _spread_row(g, j, pos, ok, KW, MODE)
 
     gi_off = (
-        n * (sgi_n_units * ALIGN_GI)
-        + c * (sgi_c_units * ALIGN_GI)
-        + i_d * (sgi_d_units * ALIGN_GI)
-        + i_h * (sgi_h_units * ALIGN_GI)
+        row_offset(n, c, i_d, i_h, sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units, ALIGN_GI)
         + i_w
     )
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
@@ -715,13 +701,7 @@ def _pool_rows_taps_bwd_input_kernel(
                     )
                     acc += tl.where(tap_ok, _average(g, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED), 0.0)
 
-    gi_off = (
-        n * (sgi_n_units * V)
-        + c * (sgi_c_units * V)
-        + i_d * (sgi_d_units * V)
-        + i_h * (sgi_h_units * V)
-        + i_w
-    )
+    gi_off = row_offset(n, c, i_d, i_h, sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units, V) + i_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
 
 
