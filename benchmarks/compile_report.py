@@ -222,19 +222,30 @@ _SASS_BRANCH = re.compile(r"\bBRA\b[^`]*`\((\.L_x_\d+)\)")
 _SASS_EXIT = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?EXIT\b")
 
 
-def main_loop_instructions(cubin: bytes) -> int | None:
-    """SASS instructions per thread in the innermost loop around the kernel's tensor-core
-    instructions (``HGMMA``/``HMMA``): one step of a GEMM's main loop — its address arithmetic,
-    masks and loads besides the matrix instructions. ``None`` for a kernel without such a loop
-    (or without ``nvdisasm``)."""
+def disassemble(cubin: bytes) -> str | None:
+    """A cubin's SASS (``nvdisasm -c``), ``None`` without ``nvdisasm``."""
     tool = _tool("nvdisasm")
     if tool is None:
         return None
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run([tool, "-c", f.name], capture_output=True, text=True).stdout
-    return loop_instructions(sass)
+        return subprocess.run([tool, "-c", f.name], capture_output=True, text=True).stdout
+
+
+def main_loop_instructions(cubin: bytes) -> int | None:
+    """SASS instructions per thread in the innermost loop around the kernel's tensor-core
+    instructions (``HGMMA``/``HMMA``): one step of a GEMM's main loop — its address arithmetic,
+    masks and loads besides the matrix instructions. ``None`` for a kernel without such a loop
+    (or without ``nvdisasm``)."""
+    sass = disassemble(cubin)
+    return None if sass is None else loop_instructions(sass)
+
+
+def sass_instructions(sass: str) -> int:
+    """The SASS instructions of a disassembly, counted statically (each once, loops or not):
+    for a kernel without loops, what each thread executes for its share of the tile."""
+    return sum(1 for line in sass.splitlines() if _SASS_INSTRUCTION.match(line))
 
 
 def loop_instructions(sass: str) -> int | None:
@@ -368,8 +379,11 @@ def compile_job(index: int) -> dict[str, Any]:
             "shared": meta.shared,
             **resource_usage(compiled.asm["cubin"]),
             **ptx_features(compiled.asm["ptx"]),
-            "loop_instructions": main_loop_instructions(compiled.asm["cubin"]),
         }
+        sass = disassemble(compiled.asm["cubin"])
+        if sass is not None:
+            out["loop_instructions"] = loop_instructions(sass)
+            out["sass_instructions"] = sass_instructions(sass)
         if out.get("stack", 0) or out.get("local", 0) or "stack" not in out:
             out.update(ptxas_spills(compiled))
         else:  # nothing on the stack or in local memory: nothing spilled
@@ -467,10 +481,9 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
                 row[k] = max(row.get(k, 0), res[k])
         for k in ("wgmma", "mma_sync", "tma"):
             row[k] = max(row.get(k, 0), res.get(k, 0))
-        if res.get("loop_instructions") is not None:
-            row["loop_instructions"] = max(
-                row.get("loop_instructions", 0), res["loop_instructions"]
-            )
+        for k in ("loop_instructions", "sass_instructions"):
+            if res.get(k) is not None:
+                row[k] = max(row.get(k, 0), res[k])
         for k in ("cp_async_bytes", "ld_global_bytes", "st_global_bytes"):
             merged = row.setdefault(k, {})
             for size, n in res.get(k, {}).items():

@@ -102,6 +102,10 @@ def test_main_loop_is_the_innermost_loop_around_the_matrix_instructions():
     assert cr.loop_instructions(SASS.replace("HGMMA", "FFMA")) is None
 
 
+def test_every_instruction_counts_once():
+    assert cr.sass_instructions(SASS) == 7
+
+
 def test_main_loop_is_the_inner_loop_with_the_most_matrix_instructions():
     """A merged groups' kernel has a second, narrower matrix loop after its main loop (the
     tile summed again one group at a time): shorter, but not the main loop."""
