@@ -44,10 +44,12 @@ CONVOLUTIONS = {
 }
 
 #: Memory-bound kernels whose widest accesses must stay 16-byte vectors in every layout:
-#: (layer, kernel) -> which accesses. ResNet's global average pooling writes its input gradient
-#: in memory order (planes of 49 elements); an FPN's ×2 upsampling of 50×68 maps reads and writes
+#: (layer, kernel) -> which accesses. ResNet's global average pooling reads its planes of 49
+#: elements from the aligned boundary before each and writes its input gradient in memory
+#: order; an FPN's ×2 upsampling of 50×68 maps reads and writes
 #: rows of 68 and 136 elements, whose alignment Triton sees only as they are passed in units.
 _VECTOR_ACCESSES = {
+    ("pool:resnet50.avgpool", "_global_pool_fwd_kernel"): "ld_global_bytes",
     ("pool:resnet50.avgpool", "_global_pool_bwd_kernel"): "st_global_bytes",
     ("upsample:fpn.p4_p3", "_upsample_int_fwd_kernel"): "st_global_bytes",
     ("upsample:fpn.p4_p3", "_upsample_int_bwd_kernel"): "ld_global_bytes",
@@ -263,8 +265,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     and the bf16 convolutions use wgmma fed by 16-byte cp.async (8-byte ones too for NCHW rows
     of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
     channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
-    ones (its windows), with no element-wise loads; the global pooling's input gradient and an
-    FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the max pooling's
+    ones (its windows), with no element-wise loads; the global pooling's forward and input
+    gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the max pooling's
     NCHW forward by 16-byte stores only."""
     out, doc = _compile_report(
         tmp_path,

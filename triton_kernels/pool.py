@@ -28,7 +28,9 @@ The backward is a gather: every input element sums, over the outputs whose windo
 (for max: whose index points at it), in output order — deterministic, no atomics.
 
 Global pooling (adaptive pooling to one element per plane) is a single-pass reduction with its
-own kernel that vectorises along the window instead of across outputs. Its gradient, where the
+own kernel that vectorises along the window instead of across outputs; dense NCHW planes whose
+size is no multiple of 16 (ResNet's 7×7) are read from the aligned boundary at or before each, as
+whole vectors, the elements outside the plane left out. Its gradient, where the
 input gradient is dense (contiguous or channels-last), is written in memory order: each
 element its plane's share of the gradient, stored as whole vectors whatever the plane's size.
 
@@ -419,16 +421,22 @@ def _global_forward(
     if flat is not None:  # collapsing the spatial dims saves the per-element index split
         x5, (d, h, w) = flat, (1, 1, d * h * w)
     c_inner = channels_inner(x5)
-    br, bc, warps = _global_tiles(c_inner, c, d * h * w)
+    r = d * h * w
+    # Dense planes of 16 or more elements that are not a multiple of 16 (and so not aligned
+    # for the compiler) are read from the aligned boundary before each, at most 15 more.
+    align_down = x.is_contiguous() and not c_inner and r >= 16 and r % 16 != 0
+    br, bc, warps = _global_tiles(c_inner, c, r + 15 if align_down else r)
+    # (reading past the planes, offsets reach a tile beyond the last element)
+    use_int64 = _use_int64(x, out, indices, products=[x.numel() + 15 + br if align_down else 0])
     is_max = POOL_MODES[mode] == MAX.value
     idx = indices if is_max else out
     launch(_global_pool_fwd_kernel, (n * cdiv(c, bc),), (
         x5, out, idx,
-        c, d * h * w, h, w,
+        c, r, h, w, x.numel(),
         *x5.stride(), *out.stride(), *idx.stride(),
     ), dict(
         MODE=POOL_MODES[mode], CHANNELS_INNER=c_inner, FLAT=flat is not None,
-        USE_INT64=_use_int64(x, out, indices), ACC_DTYPE=acc_dtype(x.dtype),
+        ALIGN_DOWN=align_down, USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
         BLOCK_R=br, BLOCK_C=bc, num_warps=warps,
     ))  # fmt: skip
 

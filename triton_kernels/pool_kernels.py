@@ -708,11 +708,11 @@ def _pool_rows_taps_bwd_input_kernel(
 @triton.jit
 def _global_pool_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
-    C, R, H, W,
+    C, R, H, W, TOTAL,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sy_n, sy_c, sidx_n, sidx_c,
     MODE: tl.constexpr, CHANNELS_INNER: tl.constexpr, FLAT: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    ALIGN_DOWN: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Program = (image, channel block); tile = BLOCK_R window positions × BLOCK_C channels,
@@ -720,6 +720,10 @@ def _global_pool_fwd_kernel(
     # order (r, r + BLOCK_R, ...); the lanes are then combined with ATen's sequential rule.
     # FLAT: the spatial dims collapse into one stride (sx_w), so a position's offset is r·sx_w
     # and loads along positions stay visibly contiguous (vectorised where planes are aligned).
+    # ALIGN_DOWN (a dense input of TOTAL elements, planes of R not a multiple of 16, as
+    # ResNet's 7×7): each plane is read from the 16-element boundary at or before its start,
+    # so that every load is a whole aligned vector; the LEAD elements before the plane (the
+    # previous plane's tail) and those past its end are loaded but left out.
     n_cb = tl.cdiv(C, BLOCK_C)
     pid = tl.program_id(0)
     n = pid // n_cb
@@ -728,29 +732,48 @@ def _global_pool_fwd_kernel(
     c_ok = c < C
     n = wide(n, USE_INT64)
     x_nc = n * sx_n + c * sx_c
+    if ALIGN_DOWN:  # (a product by 16 shows the compiler the alignment)
+        aligned = (x_nc // 16) * 16
+        lead = x_nc - aligned
+        x_nc = aligned
+        LEAD_MAX: tl.constexpr = 15
+    else:
+        LEAD_MAX: tl.constexpr = 0
 
     if MODE == MAX:
         best = full_tile(float("-inf"), ACC_DTYPE, BLOCK_R, BLOCK_C, CHANNELS_INNER)
+        # (a plane of -inf, where no lane wins, points at lane 0's first position: 0)
         arg = full_tile(0, tl.int64, BLOCK_R, BLOCK_C, CHANNELS_INNER) + r0.to(tl.int64)
     else:
         acc = full_tile(0.0, ACC_DTYPE, BLOCK_R, BLOCK_C, CHANNELS_INNER)
-    for start in range(0, R, BLOCK_R):
-        r = r0 + start
-        ok = (r < R) & c_ok
-        if FLAT:
-            ptrs = x_ptr + (x_nc + r * sx_w)
+    for start in range(0, R + LEAD_MAX, BLOCK_R):
+        if ALIGN_DOWN:  # loads under a mask constant over each vector, then the plane's part
+            q = r0 + start
+            r = q - lead
+            ok = (r >= 0) & (r < R) & c_ok
+            ptrs = x_ptr + (x_nc + q)
+            load_ok = c_ok & (x_nc + q < TOTAL)
         else:
-            i_w = r % W
-            i_h = (r // W) % H
-            i_d = r // (W * H)
-            ptrs = x_ptr + (x_nc + i_d * sx_d + i_h * sx_h + i_w * sx_w)
+            r = r0 + start
+            ok = (r < R) & c_ok
+            load_ok = ok
+            if FLAT:
+                ptrs = x_ptr + (x_nc + r * sx_w)
+            else:
+                i_w = r % W
+                i_h = (r // W) % H
+                i_d = r // (W * H)
+                ptrs = x_ptr + (x_nc + i_d * sx_d + i_h * sx_h + i_w * sx_w)
         if MODE == MAX:
-            v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC_DTYPE)
+            v = tl.load(ptrs, mask=load_ok, other=float("-inf")).to(ACC_DTYPE)
             win = ok & ((v > best) | (v != v))
             best = tl.where(win, v, best)
             arg = tl.where(win, r.to(tl.int64), arg)
         else:
-            acc += tl.load(ptrs, mask=ok, other=0.0).to(ACC_DTYPE)
+            v = tl.load(ptrs, mask=load_ok, other=0.0).to(ACC_DTYPE)
+            if ALIGN_DOWN:
+                v = tl.where(ok, v, 0.0)
+            acc += v
 
     AX: tl.constexpr = 0 if CHANNELS_INNER else 1
     c1 = wide(c_start + tl.arange(0, BLOCK_C), USE_INT64)

@@ -527,3 +527,92 @@ def test_global_pooling_gradient_in_64_bits(monkeypatch):
             _, grad = _forward_backward(pool, x, 1)
         _, expected = _forward_backward(getattr(torch.nn.functional, pool.__name__), x, 1)
         assert torch.equal(grad, expected)
+
+
+def _global_launches(monkeypatch) -> list[dict]:
+    """The keyword arguments of every global forward launched from now on (and run)."""
+    import triton_kernels.pool as kernels
+
+    real_launch, launches = kernels.launch, []
+
+    def recording(kernel, grid, args, kwargs):
+        if kernel is kernels._global_pool_fwd_kernel:
+            launches.append(kwargs)
+        real_launch(kernel, grid, args, kwargs)
+
+    monkeypatch.setattr(kernels, "launch", recording)
+    return launches
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("sizes", [(17,), (7, 7), (3, 3, 3)])
+def test_global_pooling_reads_unaligned_planes_from_aligned_boundaries(
+    monkeypatch, sizes, mode, dtype
+):
+    """Dense planes of 16 or more elements, not a multiple of 16, are read from the aligned
+    boundary at or before each (the previous plane's tail loaded and left out): values equal to
+    torch's (max: its indices too, over ties, NaNs and an all -inf plane; avg: to rounding)."""
+    x = _awkward(3, 5, *sizes, dtype=dtype)
+    if mode == "avg":
+        x = torch.where(x.isfinite(), x, 0.0)
+    rank = len(sizes)
+    ours = getattr(TF, f"adaptive_{mode}_pool{rank}d")
+    theirs = getattr(torch.nn.functional, ours.__name__)
+    kwargs = {"return_indices": True} if mode == "max" else {}
+    launches = _global_launches(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        got = ours(x, 1, **kwargs)
+    assert [kw["ALIGN_DOWN"] for kw in launches] == [True]
+    want = theirs(x, 1, **kwargs)
+    if mode == "max":
+        assert _equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    else:
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "shape, layout",
+    [((2, 3, 4, 4), "contiguous"), ((2, 3, 3, 5), "contiguous"), ((2, 3, 7, 7), "channels_last"),
+     ((2, 3, 7, 7), "strided")],
+)  # fmt: skip
+def test_global_pooling_reads_other_planes_in_place(monkeypatch, shape, layout):
+    """Planes already aligned (16 elements), too small to gain (15) or not dense are read as
+    they are."""
+    x = _laid_out(torch.randn(*shape, dtype=torch.float64), layout)
+    launches = _global_launches(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        got = TF.global_avg_pool(x)
+    assert [kw["ALIGN_DOWN"] for kw in launches] == [False]
+    torch.testing.assert_close(got, x.mean((2, 3)))
+
+
+def test_global_pooling_past_the_planes_in_64_bits(monkeypatch):
+    """Read from aligned boundaries, offsets reach past the last element by up to a tile: an
+    input within that of 2**31 elements takes 64-bit offsets; the 64-bit path computes the same
+    values."""
+    import triton_kernels.pool as kernels
+
+    chosen = []
+    monkeypatch.setattr(kernels, "launch", lambda kernel, grid, args, kw: chosen.append(kw))
+    tile = kernels._global_tiles(False, 1, 49 + 15)[0]  # (positions, for planes of 49)
+    reach = 15 + tile
+    for planes in (-(-(2**31 - reach) // 49), (2**31 - reach) // 49):
+        x = torch.empty(planes, 1, 7, 7, device="meta")
+        kernels._global_forward(x, torch.empty(planes, 1, device="meta"), None, "avg")
+    assert [(kw["ALIGN_DOWN"], kw["BLOCK_R"], kw["USE_INT64"]) for kw in chosen] == [
+        (True, tile, True), (True, tile, False)
+    ]  # fmt: skip
+    monkeypatch.undo()
+
+    real_launch = kernels.launch
+    monkeypatch.setattr(
+        kernels, "launch", lambda k, grid, a, kw: real_launch(k, grid, a, {**kw, "USE_INT64": True})
+    )
+    x = _awkward(3, 5, 7, 7)
+    with torchconv_ext.use_backend("triton"):
+        got_max, got_idx = TF.adaptive_max_pool2d(x, 1, return_indices=True)
+        got_avg = TF.global_avg_pool(torch.where(x.isfinite(), x, 0.0))
+    want_max, want_idx = torch.nn.functional.adaptive_max_pool2d(x, 1, return_indices=True)
+    assert _equal(got_max, want_max) and torch.equal(got_idx, want_idx)
+    torch.testing.assert_close(got_avg, torch.where(x.isfinite(), x, 0.0).mean((2, 3)))
