@@ -29,6 +29,8 @@ if not torch.cuda.is_available():
 
 # Every output a kernel writes is NaN-filled first, so an unwritten element fails the comparison.
 os.environ.setdefault("TORCHCONV_EXT_POISON", "1")
+# Every interpreted load and store must stay inside the launch's tensors (``_bounds``).
+os.environ.setdefault("TORCHCONV_EXT_BOUNDS_CHECK", "1")
 
 # Tuned launch configs persist in a per-user cache: tests write theirs to a fresh directory,
 # never to the user's (``triton_kernels._tuning``), and remove it when the run ends.

@@ -52,6 +52,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
+os.environ.setdefault("TORCHCONV_EXT_BOUNDS_CHECK", "1")  # (loads and stores inside the tensors)
 
 import argparse
 import contextlib

@@ -73,6 +73,10 @@ if INTERPRET:
     from ._interpreter import adapt_the_interpreter
 
     adapt_the_interpreter()
+    if env_flag("TORCHCONV_EXT_BOUNDS_CHECK", False):
+        from ._bounds import check_bounds
+
+        check_bounds()
 
 #: Offsets at or past this many elements need 64-bit arithmetic.
 INT32_LIMIT = 2**31
