@@ -248,10 +248,17 @@ def sass_instructions(sass: str) -> int:
     return sum(1 for line in sass.splitlines() if _SASS_INSTRUCTION.match(line))
 
 
-def loop_instructions(sass: str) -> int | None:
+#: SASS opcodes of tensor-core instructions, and of global loads.
+MATRIX_OPCODES = ("HGMMA", "HMMA")
+LOAD_OPCODES = ("LDG",)
+
+
+def loop_instructions(sass: str, opcodes: Sequence[str] = MATRIX_OPCODES) -> int | None:
     """:func:`main_loop_instructions` of a disassembly (``nvdisasm -c``): of the innermost loops
     — a label and a later branch back to it, holding no other such loop — that hold matrix
-    instructions, the one holding the most, and of equals the longest. A kernel's other matrix
+    instructions (``opcodes``), the one holding the most, and of equals the longest. With
+    :data:`LOAD_OPCODES`, the same of the loops holding global loads: one step of a
+    memory-bound kernel's loop (a gather's step over the windows covering an element). A kernel's other matrix
     loops are narrower — the merged groups' loop that sums a tile again one group at a time
     (``conv_gemm._unmerged``), rarely taken — or as wide but shorter: the weight gradient's bias
     column tile (one tile beside the weight's, summing the output gradient alone). A branch back
@@ -259,7 +266,7 @@ def loop_instructions(sass: str) -> int | None:
     kernels fed by TMA) makes no loop."""
     lines = sass.splitlines()
     labels = {line.split(":")[0]: i for i, line in enumerate(lines) if line.startswith(".L_x_")}
-    mma = [i for i, line in enumerate(lines) if "HGMMA" in line or "HMMA" in line]
+    mma = [i for i, line in enumerate(lines) if any(op in line for op in opcodes)]
     exits = [i for i, line in enumerate(lines) if _SASS_EXIT.search(line)]
     loops = []
     for end, line in enumerate(lines):
@@ -383,6 +390,7 @@ def compile_job(index: int) -> dict[str, Any]:
         sass = disassemble(compiled.asm["cubin"])
         if sass is not None:
             out["loop_instructions"] = loop_instructions(sass)
+            out["load_loop_instructions"] = loop_instructions(sass, LOAD_OPCODES)
             out["sass_instructions"] = sass_instructions(sass)
         if out.get("stack", 0) or out.get("local", 0) or "stack" not in out:
             out.update(ptxas_spills(compiled))
@@ -481,7 +489,7 @@ def rows(jobs: list[Job], results: list[dict], limit: int) -> list[dict[str, Any
                 row[k] = max(row.get(k, 0), res[k])
         for k in ("wgmma", "mma_sync", "tma"):
             row[k] = max(row.get(k, 0), res.get(k, 0))
-        for k in ("loop_instructions", "sass_instructions"):
+        for k in ("loop_instructions", "load_loop_instructions", "sass_instructions"):
             if res.get(k) is not None:
                 row[k] = max(row.get(k, 0), res[k])
         for k in ("cp_async_bytes", "ld_global_bytes", "st_global_bytes"):

@@ -108,6 +108,11 @@ def test_every_instruction_counts_once():
     assert cr.sass_instructions(SASS) == 7
 
 
+def test_a_load_loop_is_the_innermost_loop_around_global_loads():
+    assert cr.loop_instructions(SASS, cr.LOAD_OPCODES) == 3
+    assert cr.loop_instructions(SASS.replace("LDG", "LDS"), cr.LOAD_OPCODES) is None
+
+
 def test_main_loop_is_the_inner_loop_with_the_most_matrix_instructions():
     """A merged groups' kernel has a second, narrower matrix loop after its main loop (the
     tile summed again one group at a time): shorter, but not the main loop."""
