@@ -461,7 +461,14 @@ def _pool_bwd_input_kernel(
                             mask=ok,
                             other=-1,
                         )
-                        acc += tl.load(go_ptrs, mask=ok & (j == here), other=0.0).to(ACC_DTYPE)
+                        if CHANNELS_INNER and WINDOW != PYRAMID:
+                            # Channels-last grad_out: loaded as whole vectors under the window's
+                            # mask (an index mask differs per channel), then picked by index.
+                            grad = tl.load(go_ptrs, mask=ok, other=0.0).to(ACC_DTYPE)
+                            acc += tl.where(j == here, grad, 0.0)
+                        else:  # (an element-wise gather: loads only where the index points)
+                            grad = tl.load(go_ptrs, mask=ok & (j == here), other=0.0)
+                            acc += grad.to(ACC_DTYPE)
                     else:
                         grad = tl.load(go_ptrs, mask=ok, other=0.0).to(ACC_DTYPE)
                         _, _, cnt_w = _window(
