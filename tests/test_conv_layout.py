@@ -31,6 +31,7 @@ class Launch(NamedTuple):
     channels_last: tuple[bool, bool]  # the two operands'
     pointers: tuple[int, int]  # the two operands' data pointers
     result: torch.Tensor  # the tensor the kernels write
+    weight: torch.Tensor | None  # the weight it reads (forward and input gradient)
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ def launches(spy_launchers):
                 tuple(_layout.is_channels_last(a) for a in operands),
                 tuple(a.data_ptr() for a in operands),
                 args[3] if name == "conv_forward" else args[2],
+                args[1] if name != "conv_backward_weight" else None,
             )
         )
 
@@ -209,6 +211,42 @@ def test_depthwise_operands_are_read_as_given(launches):
     assert ptrs["conv_forward"] == (x.data_ptr(), w.data_ptr())  # read in place, not copied
     assert ptrs["conv_backward_input"][1] == w.data_ptr()
     assert ptrs["conv_backward_weight"][0] == x.data_ptr()
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+def test_depthwise_weights_over_channels_last_are_read_channels_inner(launches, transposed):
+    """Over channels-last activations the depthwise kernels load each tap's weights for a
+    vector of channels: the forward and the input gradient get the weight with its channels
+    innermost, made once per version of a parameter (again after an in-place update) and
+    shared by both; float64 results equal torch's. Over NCHW the weight goes as it is."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 1, 3, 3, dtype=torch.float64))
+    ours_fn, torch_fn = (TF.conv_transpose2d, F.conv_transpose2d) if transposed else (
+        TF.conv2d, F.conv2d
+    )  # fmt: skip
+    with torchconv_ext.use_backend("triton"):
+        for step in range(3):
+            x = _cl(torch.randn(2, 8, 5, 6, dtype=torch.float64)).requires_grad_()
+            y = ours_fn(x, w, padding=1, groups=8)
+            gy = torch.randn_like(y)
+            ours = (y, *torch.autograd.grad(y, (x, w), gy))
+            ref = torch_fn(x, w, padding=1, groups=8)
+            for a, b in zip(ours, (ref, *torch.autograd.grad(ref, (x, w), gy)), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+            if step == 1:
+                with torch.no_grad():
+                    w.mul_(0.5)
+    reads = [launch for launch in launches if launch.name != "conv_backward_weight"]
+    # (the third call replays its tape: no launcher runs)
+    assert len(reads) == 4
+    assert all(launch.weight.stride(0) == 1 for launch in reads)
+    assert len({launch.weight.data_ptr() for launch in reads} - {w.data_ptr()}) == 1
+    assert _layout.weight_cache_info()["packs"] == 2
+
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)  # NCHW: the weight as it is
+    with torchconv_ext.use_backend("triton"), torch.no_grad():
+        ours_fn(x, w, padding=1, groups=8)
+    assert launches[-1].weight is w or launches[-1].weight.data_ptr() == w.data_ptr()
 
 
 @pytest.mark.parametrize("kernel", [3, 1])

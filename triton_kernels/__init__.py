@@ -24,7 +24,7 @@ The launcher contract, for every launcher exported here:
   (``torchconv_ext._padding.fold_padding_grad``).
 
 Besides the launchers: the layout rules callers follow (``prefers_channels_last``,
-``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
+``reads_channels_inner_weight``, ``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
 ``windows``), ``window_weight`` and ``merged_weight`` (a weight in the windows' layout, or the
 block-diagonal weight of merged groups, which a caller may keep while the weight does not
 change and pass back as ``windowed_weight`` or ``merged_weight``), the tape helpers
@@ -65,6 +65,7 @@ from .conv import (
     conv_backward_weight,
     conv_forward,
     prefers_channels_last,
+    reads_channels_inner_weight,
     reads_merged,
     reads_nchw,
     reads_windows,
@@ -122,7 +123,7 @@ __all__ = ["INTERPRET", "IS_TORCHCONV_EXT_KERNELS", "current_stream", "recording
 __all__ += ["taped"]
 __all__ += ["conv_backward_input", "conv_backward_weight", "conv_forward", "prefers_channels_last"]
 __all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_weight", "windows"]
-__all__ += ["merged_weight", "reads_merged"]
+__all__ += ["merged_weight", "reads_channels_inner_weight", "reads_merged"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]

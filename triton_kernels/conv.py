@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ._common import as_5d, channels_inner
 from ._gemm_common import sums_bias as _gemm_sums_bias
 from .conv_1x1 import conv1x1_backward_input, conv1x1_backward_weight, conv1x1_forward, is_pointwise
 from .conv_depthwise import (
@@ -40,6 +41,16 @@ def prefers_channels_last(c_in: int, groups: int) -> bool:
     channel innermost) as 16-byte vectors and any other layout element by element. Callers that
     own a layout convert to it; the depthwise kernels read either layout at full width."""
     return not _is_depthwise(c_in, groups)
+
+
+def reads_channels_inner_weight(c_in: int, groups: int, activation: torch.Tensor) -> bool:
+    """Whether a convolution with ``c_in`` input channels in ``groups`` over ``activation``
+    (its input; for its input gradient, the output's gradient) reads its weight fastest with
+    the channels innermost (``(C·mult, 1, *K)``, unit stride along dim 0): a depthwise
+    convolution on channels-last activations tiles channels innermost and loads each tap's
+    weights for a vector of channels — 16-byte vectors from that layout, one element at a time
+    from torch's. Callers may repack a weight so once and pass it while it does not change."""
+    return _is_depthwise(c_in, groups) and channels_inner(as_5d(activation))
 
 
 def _positions_divisible(sizes: Sequence[int], by: int) -> bool:

@@ -15,7 +15,10 @@ one scalar load per element. So, on the Triton path:
   the block-diagonal weight of the merged groups (``triton_kernels.merged_weight``: ``form``
   ``"merged_groups"``, which the forward and the input gradient read), or for a locally
   connected or tiled convolution's weight ``(*tiles, C_out, C_in/groups, *kernel)`` with its
-  input channels innermost (``form`` ``"local_channels_inner"``) — and a module's
+  input channels innermost (``form`` ``"local_channels_inner"``), or for a depthwise
+  convolution over channels-last activations its weight ``(C·mult, 1, *kernel)`` with the
+  channels innermost (``form`` ``"depthwise_channels_inner"``: each tap's weights for a vector
+  of channels, ``triton_kernels.reads_channels_inner_weight``) — and a module's
   weights — its ``nn.Parameter`` objects — once per version and form: the repacked copy is
   cached by form, data pointer, shape, strides, dtype and device, valid while the same storage
   is alive and its version counter
@@ -127,13 +130,20 @@ ENABLED: bool = env_flag("TORCHCONV_EXT_WEIGHT_CACHE", True)
 
 #: The forms a weight is repacked into (module doc).
 FORMS = ("channels_last", "windows", "windows_input_gradient", "merged_groups",
-         "local_channels_inner")  # fmt: skip
+         "local_channels_inner", "depthwise_channels_inner")  # fmt: skip
 
 
 def _local_input_channels(w: torch.Tensor) -> int:
     """The dim of a locally connected or tiled weight's input channels: ``(*tiles, C_out,
     C_in/groups, *kernel)`` has as many tile dims as kernel dims."""
     return w.dim() // 2
+
+
+#: The forms that move one channel dim innermost, and which dim.
+_CHANNEL_INNER_DIM: dict[str, Callable[[torch.Tensor], int]] = {
+    "local_channels_inner": _local_input_channels,
+    "depthwise_channels_inner": lambda w: 0,  # (C·mult, 1, *kernel)
+}
 
 
 def _pack(w: torch.Tensor, form: str, groups: int) -> torch.Tensor:
@@ -143,8 +153,8 @@ def _pack(w: torch.Tensor, form: str, groups: int) -> torch.Tensor:
             return to_layout(w, True)
         if form == "merged_groups":
             return kernels().merged_weight(w, groups)
-        if form == "local_channels_inner":
-            dim = _local_input_channels(w)
+        if form in _CHANNEL_INNER_DIM:
+            dim = _CHANNEL_INNER_DIM[form](w)
             return w.movedim(dim, -1).contiguous().movedim(-1, dim)
         return kernels().window_weight(w, input_gradient=form == "windows_input_gradient")
 
@@ -153,8 +163,9 @@ def _is_packed(w: torch.Tensor, form: str) -> bool:
     """Whether ``w`` is already in ``form`` (the forms a tensor can simply have)."""
     if form == "channels_last":
         return is_channels_last(w)
-    if form == "local_channels_inner":
-        return w.stride(_local_input_channels(w)) == 1 or w.shape[_local_input_channels(w)] == 1
+    if form in _CHANNEL_INNER_DIM:
+        dim = _CHANNEL_INNER_DIM[form](w)
+        return w.stride(dim) == 1 or w.shape[dim] == 1
     return False
 
 

@@ -157,6 +157,8 @@ def triton_forward(
         weight_form = {}
         if gemm:
             input, weight, weight_form = gemm_operands(input, weight, g)
+        else:
+            weight = depthwise_weight(weight, input, input.shape[1], g)
         k.conv_forward(
             input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **weight_form,
             **kernel_args(g),
@@ -214,6 +216,18 @@ def gemm_operands(
     if not fused_maxout and _merged(input.shape[1], weight, g, g.padding):
         return activation, weight, merged_weight_args(weight, g)
     return activation, k.replayed_whole(packed_weight, weight), {}
+
+
+def depthwise_weight(weight: Tensor, activation: Tensor, c_in: int, g: ConvGeometry) -> Tensor:
+    """The weight of a convolution that does not run on the tensor-core kernels (a depthwise
+    one, of ``c_in`` input channels) as its kernels read it fastest over ``activation`` (the
+    input, or the output's gradient): with the channels innermost on channels-last activations
+    (``triton_kernels.reads_channels_inner_weight``), else as it is — repacked once per version
+    for a parameter."""
+    k = kernels()
+    if k.reads_channels_inner_weight(c_in, g.groups, activation):
+        return k.replayed_whole(packed_weight, weight, "depthwise_channels_inner")
+    return weight
 
 
 def _merged(c_in: int, weight: Tensor, g: ConvGeometry, padding) -> bool:
@@ -339,6 +353,8 @@ def _input_gradient_operands(grad_output: Tensor, weight: Tensor, shape: list, g
             weight_form = merged_weight_args(weight, g)
         else:
             weight = k.replayed_whole(packed_weight, weight)
+    else:
+        weight = depthwise_weight(weight, grad_output, shape[1], g)
     return grad_output, weight, gemm, weight_form
 
 
