@@ -249,7 +249,8 @@ def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def channels_inner(t5: torch.Tensor) -> bool:
     """Whether channels are the fastest-varying dim of a 5-d view (channels-last-like): then
-    kernels tile channels innermost, so loads along channels are contiguous."""
+    kernels tile channels innermost, so loads along channels are contiguous. (The same for the
+    ``(N, C, *spatial)`` tensor the view is of: size-1 dims do not count.)"""
     if t5.shape[1] <= 1:
         return False
     spatial = [st for s, st in zip(t5.shape[2:], t5.stride()[2:]) if s > 1]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._common import as_5d, channels_inner
+from ._common import channels_inner
 from ._gemm_common import sums_bias as _gemm_sums_bias
 from .conv_1x1 import conv1x1_backward_input, conv1x1_backward_weight, conv1x1_forward, is_pointwise
 from .conv_depthwise import (
@@ -50,7 +50,7 @@ def reads_channels_inner_weight(c_in: int, groups: int, activation: torch.Tensor
     convolution on channels-last activations tiles channels innermost and loads each tap's
     weights for a vector of channels — 16-byte vectors from that layout, one element at a time
     from torch's. Callers may repack a weight so once and pass it while it does not change."""
-    return _is_depthwise(c_in, groups) and channels_inner(as_5d(activation))
+    return _is_depthwise(c_in, groups) and channels_inner(activation)  # (any rank)
 
 
 def _positions_divisible(sizes: Sequence[int], by: int) -> bool:
