@@ -69,6 +69,20 @@ def env_flag(name: str, default: bool) -> bool:
     return flag
 
 
+#: Whether the workspaces kernels share are NaN-filled when made (``TORCHCONV_EXT_POISON=1``,
+#: read at import; the tests set it), as the library's outputs are: a kernel that reads what no
+#: kernel wrote then reads NaN, not whatever the memory held (fresh memory is often zeros,
+#: which a padding or a sum would take without a trace).
+POISON: bool = env_flag("TORCHCONV_EXT_POISON", False)
+
+
+def workspace(t: torch.Tensor) -> torch.Tensor:
+    """``t``, a workspace just made uninitialised, NaN-filled under :data:`POISON`."""
+    if POISON:
+        t.fill_(float("nan"))
+    return t
+
+
 if INTERPRET:
     from ._interpreter import adapt_the_interpreter
 

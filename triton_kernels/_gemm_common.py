@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, acc_torch_dtype, cdiv
+from ._common import INTERPRET, acc_torch_dtype, cdiv, workspace
 from ._tuning import Config
 
 #: Row tiles that sweep the column tiles together (``_indexing.grouped_tile``).
@@ -244,7 +244,7 @@ def split_workspace(grad_w: torch.Tensor, n_split: int) -> torch.Tensor:
     partials is copied into it)."""
     dtype = acc_torch_dtype(grad_w.dtype)
     inner = (n_split, grad_w.shape[0], *grad_w.shape[2:], grad_w.shape[1])
-    return torch.empty(inner, dtype=dtype, device=grad_w.device).movedim(-1, 2)
+    return workspace(torch.empty(inner, dtype=dtype, device=grad_w.device)).movedim(-1, 2)
 
 
 def sums_bias(dtype: torch.dtype) -> bool:
@@ -269,7 +269,9 @@ def bias_target(grad_bias: torch.Tensor | None, n_split: int) -> torch.Tensor | 
     if n_split == 1:
         return grad_bias.view(1, -1)
     dtype = acc_torch_dtype(grad_bias.dtype)
-    return torch.empty((n_split, grad_bias.shape[0]), dtype=dtype, device=grad_bias.device)
+    return workspace(
+        torch.empty((n_split, grad_bias.shape[0]), dtype=dtype, device=grad_bias.device)
+    )
 
 
 def position_strides(t5: torch.Tensor) -> tuple[int, int] | None:

@@ -58,6 +58,7 @@ from ._common import (
     pack_geometry,
     row_alignment,
     row_strides,
+    workspace,
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
@@ -688,7 +689,9 @@ def _grad_weight_workspace(gw5: torch.Tensor, split: int) -> tuple[torch.Tensor,
     if split == 1:
         return gw5, (0, gw5.stride(0), *gw5.stride()[2:])
     co, _, kd, kh, kw = gw5.shape
-    ws = torch.empty((split, co, kd, kh, kw), device=gw5.device, dtype=acc_torch_dtype(gw5.dtype))
+    ws = workspace(
+        torch.empty((split, co, kd, kh, kw), device=gw5.device, dtype=acc_torch_dtype(gw5.dtype))
+    )
     return ws, ws.stride()
 
 

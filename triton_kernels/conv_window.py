@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import PAD_MODES, as_5d, cdiv, needs_int64, next_power_of_2, spatial3
+from ._common import PAD_MODES, as_5d, cdiv, needs_int64, next_power_of_2, spatial3, workspace
 from ._indexing import map_padded, wide
 from ._plan import launch
 from .conv_gemm import FLAT_BELOW, gemm_conv_backward_weight, gemm_conv_forward
@@ -125,7 +125,7 @@ def _pack(
     ``C…Cp-1`` and in the columns from ``width_used`` on (one pass)."""
     n = t5.shape[0]
     dp, hp, wp = extents
-    buffer = t5.new_empty((n, dp, hp, wp, cp))
+    buffer = workspace(t5.new_empty((n, dp, hp, wp, cp)))
     block_w = min(next_power_of_2(wp), _PACK_BLOCK // cp)
     launch(
         _window_pack_kernel,
@@ -262,7 +262,7 @@ def window_conv_backward_weight(
     if go5.numel() == 0 or x5.numel() == 0:
         gw5.zero_()
         return
-    windowed = gw5.new_empty((c_out, kd, kh, kw * cp, 1))
+    windowed = workspace(gw5.new_empty((c_out, kd, kh, kw * cp, 1)))
     gemm_conv_backward_weight(
         _windowed_input(x5, go5.shape[2:], cp, geometry, pad_mode),
         go5,
