@@ -18,7 +18,10 @@ channels-last with size-1 dims stepping as ``unsqueeze`` gives), runs it on our 
   a quarter of the float64 cases second-order gradients too (of every input and of the
   incoming gradient, through the first-order gradients);
 * results and first-order gradients have torch's memory format (ATen's double backward
-  layouts differ between devices: its values are compared only).
+  layouts differ between devices: its values are compared only);
+* no kernel reads or writes outside its launch's tensors (``TORCHCONV_EXT_BOUNDS_CHECK``), and
+  none reads an output or workspace element no kernel wrote (``TORCHCONV_EXT_POISON``: NaN
+  until written), as in the test suite.
 
 About half the cases are called another way (``tests.fuzz_modes``): a third time, replaying
 what the first two recorded, under ``torch.func.vmap``, in forward mode (``torch.func.jvp``),
@@ -53,6 +56,7 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
 os.environ.setdefault("TORCHCONV_EXT_BOUNDS_CHECK", "1")  # (loads and stores inside the tensors)
+os.environ.setdefault("TORCHCONV_EXT_POISON", "1")  # (outputs and workspaces NaN until written)
 
 import argparse
 import contextlib
