@@ -57,6 +57,13 @@ _VECTOR_ACCESSES = {
 #: ... and those all of whose stores must be: ResNet's max pooling on NCHW rows (the row-taps
 #: forward) stores its values and int64 indices in units of their rows' alignment.
 _VECTOR_STORES_ONLY = {("pool:resnet50.maxpool", "_pool_rows_taps_fwd_kernel")}
+#: ... and those all of whose loads must be: the depthwise kernels over channels-last
+#: activations (the NCHW rows take the row kernels), which read the weight repacked with its
+#: channels innermost, so a tap's weights for a vector of channels are one vector too.
+_VECTOR_LOADS_ONLY = {
+    ("depthwise:mobilenetv2.features.3.dw", "_conv_depthwise_fwd_kernel"),
+    ("depthwise:mobilenetv2.features.3.dw", "_conv_depthwise_bwd_input_kernel"),
+}
 
 #: The kernels that store activations (the forward, the input gradient).
 _ACTIVATION_STORES = {"_conv_fwd_kernel", "_conv_bwd_input_kernel", "_conv1x1_kernel"}
@@ -271,8 +278,9 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     of 14×14 maps read in place), whatever the caller's layout: channels-last, NCHW, or a
     channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
     ones (its windows), with no element-wise loads; the global pooling's forward and input
-    gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the max pooling's
-    NCHW forward by 16-byte stores only."""
+    gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the
+    max pooling's NCHW forward by 16-byte stores only; the depthwise kernels over channels-last
+    by 16-byte loads only."""
     out, doc = _compile_report(
         tmp_path,
         *("--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS),
@@ -323,11 +331,13 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
         for (case, kernel), accesses in _VECTOR_ACCESSES.items():
             if case in r["cases"] and r["kernel"] == kernel and max(map(int, r[accesses])) < 16:
                 failures.append(f"{what}: {accesses} {r[accesses]}: no 16-byte vectors")
-        for case, kernel in _VECTOR_STORES_ONLY:
-            stores = r["st_global_bytes"]
-            if case in r["cases"] and r["kernel"] == kernel and min(map(int, stores)) < 16:
-                failures.append(f"{what}: st_global_bytes {stores}: not all 16-byte vectors")
-    for case, kernel in [*_VECTOR_ACCESSES, *_VECTOR_STORES_ONLY]:
+        for only, accesses in ((_VECTOR_STORES_ONLY, "st_global_bytes"),
+                               (_VECTOR_LOADS_ONLY, "ld_global_bytes")):  # fmt: skip
+            for case, kernel in only:
+                sizes = r[accesses]
+                if case in r["cases"] and r["kernel"] == kernel and min(map(int, sizes)) < 16:
+                    failures.append(f"{what}: {accesses} {sizes}: not all 16-byte vectors")
+    for case, kernel in [*_VECTOR_ACCESSES, *_VECTOR_STORES_ONLY, *_VECTOR_LOADS_ONLY]:
         assert any(case in r["cases"] and r["kernel"] == kernel for r in rows), (case, kernel)
     stem_kernels = {r["kernel"] for r in rows if STEM in r["cases"]}
     assert {"_window_pack_kernel", *_STEM_GEMMS} <= stem_kernels, stem_kernels
