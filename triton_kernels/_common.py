@@ -72,7 +72,8 @@ def env_flag(name: str, default: bool) -> bool:
 #: Whether the workspaces kernels share are NaN-filled when made (``TORCHCONV_EXT_POISON=1``,
 #: read at import; the tests set it), as the library's outputs are: a kernel that reads what no
 #: kernel wrote then reads NaN, not whatever the memory held (fresh memory is often zeros,
-#: which a padding or a sum would take without a trace).
+#: which a padding or a sum would take without a trace). (Read as ``torchconv_ext._memory``
+#: reads it for outputs: that package may run without this one, so neither imports the other's.)
 POISON: bool = env_flag("TORCHCONV_EXT_POISON", False)
 
 
