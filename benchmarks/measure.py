@@ -91,7 +91,12 @@ def time_provider(
         working_set = wl.layer.bytes(direction, wl.operands[0].element_size())
         k = rotation_count(working_set, options.device)
         calls = [
-            make_call(fn, *prepared(wl, provider.channels_last, copy=i > 0), direction)
+            make_call(
+                fn,
+                *prepared(wl, provider.channels_last, copy=i > 0),
+                direction,
+                ours=provider.ours,
+            )
             for i in range(k)
         ]
         call = rotating(calls)
@@ -207,7 +212,7 @@ def profile_calls(
     ``record_function`` range (``<provider>.fwd`` / ``<provider>.bwd``), for the profiler."""
     from torch.profiler import record_function
 
-    from .workload import grad_operands
+    from .workload import TRAINING_STEP_DIRECTIONS, after_optimizer_step, grad_operands
 
     layer = Layer.from_dict(case)
     wl = make_workload(layer, DTYPES[dtype], options.device)
@@ -224,9 +229,14 @@ def profile_calls(
         inputs = grad_operands(operands)
         y_kept = fn(*operands) if direction == "bwd" else None
 
-        def call(fn=fn, operands=operands, gy=gy, inputs=inputs, y_kept=y_kept, name=name):
+        step = after_optimizer_step if provider.ours else None
+
+        def call(fn=fn, operands=operands, gy=gy, inputs=inputs, y_kept=y_kept, name=name,
+                 step=step):  # fmt: skip
             y = y_kept
-            if direction in ("fwd", "both"):
+            if direction in TRAINING_STEP_DIRECTIONS:
+                if step is not None:
+                    step()
                 with record_function(f"{name}.fwd"):
                     y = fn(*operands)
             if direction in ("bwd", "both"):

@@ -159,46 +159,78 @@ def prepared(
     wl: Workload, channels_last: bool, *, copy: bool = False, dtype: torch.dtype | None = None
 ) -> tuple[Operands, torch.Tensor]:
     """Leaf operands and grad_output for one provider: its layout, ``requires_grad`` as in
-    training; ``copy`` gives fresh storage (distinct inputs), ``dtype`` a cast (the reference)."""
+    training, the weight and bias as ``nn.Parameter`` objects (what a model's layer passes:
+    torchconv_ext repacks a parameter once per version, a plain tensor at every call);
+    ``copy`` gives fresh storage (distinct inputs), ``dtype`` a cast (the reference)."""
     layer = wl.layer
     fmt = (memory_format(layer.dims) if channels_last else None) or torch.contiguous_format
 
-    def leaf(t: torch.Tensor | None, grad: bool) -> torch.Tensor | None:
+    def leaf(t: torch.Tensor | None, grad: bool, parameter: bool = False) -> torch.Tensor | None:
         if t is None:
             return None
         if dtype is not None:
             t = t.to(dtype)
         f = fmt if t.dim() == layer.dims + 2 else torch.contiguous_format  # not a bias
         t = t.clone(memory_format=f) if copy else t.contiguous(memory_format=f)
+        if parameter:
+            return torch.nn.Parameter(t.detach(), requires_grad=grad)
         return t.detach().requires_grad_(grad)
 
     grads = needs_grad(layer, wl.operands)
-    operands = tuple(leaf(t, g) for t, g in zip(wl.operands, grads))
+    operands = tuple(leaf(t, g, i > 0) for i, (t, g) in enumerate(zip(wl.operands, grads)))
     return operands, leaf(wl.grad_output, False)
+
+
+#: The directions that stand for part of a training step, whose optimizer step changes the
+#: weights: each call of ours repacks the weights it reads in another layout, once, as the first
+#: forward after an optimizer step does (``bwd`` reuses the copies of its step's forward,
+#: ``infer`` never repacks).
+TRAINING_STEP_DIRECTIONS = ("fwd", "both")
+
+
+def after_optimizer_step() -> None:
+    """What an optimizer step leaves for ours: no repacked weight (it forgets those of the
+    parameters it steps) — one repack per weight in the next forward."""
+    from torchconv_ext import clear_weight_cache
+
+    clear_weight_cache()
 
 
 def grad_operands(operands: Operands) -> tuple[torch.Tensor, ...]:
     return tuple(t for t in operands if t is not None and t.requires_grad)
 
 
-def make_call(fn: Op, operands: Operands, gy: torch.Tensor, direction: str) -> Callable[[], Any]:
+def make_call(
+    fn: Op, operands: Operands, gy: torch.Tensor, direction: str, *, ours: bool = False
+) -> Callable[[], Any]:
     """A zero-argument callable running ``direction`` of ``fn`` on ``operands``.
 
     ``infer`` runs the forward without gradients; ``fwd`` with autograd recording, as a
     training forward does; ``bwd`` differentiates a graph built once (``retain_graph``);
-    ``both`` does forward and backward in each call.
+    ``both`` does forward and backward in each call. ``ours``: ``fn`` is torchconv_ext's, and
+    ``fwd`` and ``both`` begin where an optimizer step leaves it (:func:`after_optimizer_step`).
     """
     inputs = grad_operands(operands)
     if direction == "infer":
         return torch.no_grad()(lambda: fn(*operands))
-    if direction == "fwd":
-        return lambda: fn(*operands)
     if direction == "bwd":
         y = fn(*operands)
         return lambda: torch.autograd.grad(y, inputs, gy, retain_graph=True)
-    if direction == "both":
-        return lambda: torch.autograd.grad(fn(*operands), inputs, gy)
-    raise ValueError(f"direction must be 'infer', 'fwd', 'bwd' or 'both', got {direction!r}")
+    if direction not in TRAINING_STEP_DIRECTIONS:
+        raise ValueError(f"direction must be 'infer', 'fwd', 'bwd' or 'both', got {direction!r}")
+    step = after_optimizer_step if ours else _no_step
+
+    def forward() -> Any:
+        step()
+        return fn(*operands)
+
+    if direction == "fwd":
+        return forward
+    return lambda: torch.autograd.grad(forward(), inputs, gy)
+
+
+def _no_step() -> None:
+    pass
 
 
 def run_once(fn: Op, operands: Operands, gy: torch.Tensor, grads: bool) -> list:

@@ -262,6 +262,49 @@ def test_the_fused_suite_also_times_and_checks_its_forward_without_gradients(mon
     assert recs["infer"]["status"] == "mismatch" and recs["fwd"]["status"] == "ok"
 
 
+def test_weights_and_biases_are_passed_as_parameters_as_a_layer_passes_them():
+    layer = shapes.scaled(next(x for x in CONV_LAYERS if x.bias and x.dims == 2), 1, 1e6)
+    wl = workload.make_workload(layer, torch.float32, "cpu", random=False)
+    for channels_last in (False, True):
+        (x, w, b), _ = workload.prepared(wl, channels_last)
+        assert not isinstance(x, torch.nn.Parameter)
+        assert isinstance(w, torch.nn.Parameter) and w.requires_grad
+        assert isinstance(b, torch.nn.Parameter) and b.requires_grad
+        assert w.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    ("direction", "packs", "hits"),
+    # what the weight cache counts from the last optimizer step (or the first call) on: a
+    # training step repacks each NCHW weight once, and its backward reads that copy
+    [("infer", 1, 2), ("bwd", 1, 3), ("fwd", 1, 0), ("both", 1, 1)],
+)
+def test_our_timed_calls_repack_weights_as_training_and_inference_do(direction, packs, hits):
+    """Our ``fwd`` and ``both`` calls begin where an optimizer step leaves torchconv_ext (its
+    repacked weights forgotten), so each pays one repack as a training step does; ``infer``
+    and ``bwd`` reuse the copy of a parameter, as inference and a step's backward do."""
+    x = torch.randn(1, 32, 3, 3, requires_grad=True)
+    w = torch.nn.Parameter(torch.randn(32, 32, 3, 3))  # NCHW: the tensor-core GEMMs repack it
+    gy = torch.randn(1, 32, 3, 3)
+
+    def conv(x, w):
+        return torchconv_ext.functional.conv2d(x, w, padding=1)
+
+    with torchconv_ext.use_backend("triton"):
+        torchconv_ext.clear_weight_cache()
+        call = workload.make_call(conv, (x, w), gy, direction, ours=True)
+        for _ in range(3):
+            call()
+        info = torchconv_ext.weight_cache_info()
+        assert (info["packs"], info["hits"]) == (packs, hits)
+        torchconv_ext.clear_weight_cache()
+        theirs = workload.make_call(conv, (x, w), gy, direction)  # (torch's: no step)
+        for _ in range(3):
+            theirs()
+        assert torchconv_ext.weight_cache_info()["packs"] == 1
+
+
 @pytest.mark.parametrize("suite", ["conv", "conv3d", "pool", "upsample"])
 def test_channels_last_providers_are_checked_and_timed(suite):
     options = RunOptions(
