@@ -90,7 +90,8 @@ def _check(ptrs: Any, mask: Any, access: str) -> None:
     size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
     # (The interpreter's NumPy arrays, through their methods: the library imports no NumPy.)
     addresses = ptrs.data
-    active = True if mask is None else mask.data
+    # (a mask of scalar comparisons can come as int32, whose reductions' `where` refuses)
+    active = True if mask is None else mask.data.astype(bool, copy=False)
     lowest = int(addresses.min(initial=2**64 - 1, where=active))
     highest = int(addresses.max(initial=0, where=active))
     if lowest > highest or any(s <= lowest and highest + size <= e for s, e in spans):

@@ -12,6 +12,9 @@ several threads, refuse a NumPy it cannot use, and drop work whose outcome is al
   looked up again (the type of a binary operation's operands, the NumPy dtype of a Triton one):
   a kernel makes a few shapes and types, millions of times.
 
+And one fault is mended, where a kernel that compiles fails here: a scalar condition combined
+with a block of them (``row_ok & (i_h >= 0)``) came out as integers, which a load's mask refuses.
+
 :func:`adapt_the_interpreter` applies them all, once, when the kernels are imported under the
 interpreter (``_common``).
 """
@@ -37,6 +40,7 @@ def adapt_the_interpreter() -> None:
     _interpret_one_launch_at_a_time()
     _interpret_shapes_once()
     _interpret_type_rules_once()
+    _interpret_scalar_conditions_over_blocks()
 
 
 def _interpret_without_overflow_sanitizer() -> None:
@@ -286,6 +290,28 @@ def _interpret_type_rules_once() -> None:
         return
     np_dtype_remembered.remembered = True
     interpreter._get_np_dtype = functools.update_wrapper(np_dtype_remembered, np_dtype)
+
+
+def _interpret_scalar_conditions_over_blocks() -> None:
+    """The interpreter holds a comparison's values as bools but labels them with its operands'
+    type, and splats a scalar over a block in the dtype of that label: a scalar condition
+    ``&`` a block of conditions became a block of int32, which a load's or store's mask
+    refuses (``mask has unsupported dtype``). Splat bools as bools."""
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    splat = getattr(builder, "create_splat", None)
+    if splat is None or getattr(splat, "keeps_bools", False):
+        return
+
+    def create_splat_keeping_bools(self, ret_ty, arg):
+        out = splat(self, ret_ty, arg)
+        if arg.data.dtype == bool and out.data.dtype != bool:
+            out.data = out.data.astype(bool)
+        return out
+
+    create_splat_keeping_bools.keeps_bools = True
+    builder.create_splat = functools.update_wrapper(create_splat_keeping_bools, splat)
 
 
 def _release(version: str) -> tuple[int, int]:

@@ -140,3 +140,24 @@ def test_type_rules_are_remembered_with_triton_s_answers():
         for asked in (ty, tl.core.block_type(ty, [4, 2])):
             assert np_dtype(asked) == np_dtype.__wrapped__(asked)
             assert np_dtype(asked) == np_dtype.__wrapped__(asked)
+
+
+def test_a_scalar_condition_masks_a_block_as_compiled_code_does():
+    """A scalar condition combined with a block of them masks a load and a store: the
+    interpreter's splat of the scalar (labelled with its operands' type) no longer turns the
+    mask into int32, which its loads refuse."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def masked_copy(x_ptr, y_ptr, N, LIMIT):
+        row = tl.program_id(0)
+        offsets = tl.arange(0, 4)
+        ok = (offsets < N) & (row < LIMIT)  # (a block, then a scalar)
+        v = tl.load(x_ptr + row * 4 + offsets, mask=(row >= 0) & ok, other=0.0)
+        tl.store(y_ptr + row * 4 + offsets, v, mask=ok)
+
+    x = torch.arange(12, dtype=torch.float32)
+    y = torch.full((12,), -1.0)
+    masked_copy[(3,)](x, y, 3, 2)
+    assert y.tolist() == [0, 1, 2, -1, 4, 5, 6, -1, -1, -1, -1, -1]
