@@ -10,6 +10,12 @@ shuffles). At stride 2 a group's source spans ``2·V`` columns, split into its e
 phases, and each tap reads one phase (:func:`tap_view`). Gradients go the other way
 (:func:`adjoint_view`): at stride 2 each destination column of one parity takes a source column
 of a group of half the width.
+
+Rows that start off the vectors' boundaries (a contiguous input's rows of odd widths) are read
+from the boundary before them (:func:`aligned_down`, :func:`lead_phases`: masked by the tensor's
+bounds only, so every load is still a whole aligned vector), and each tap's view is shifted by
+the row's lead as well: a constexpr, so the caller gives each possible lead its own copy of the
+taps and runs the one of its rows, which must share their lead.
 """
 
 from __future__ import annotations
@@ -94,6 +100,33 @@ def source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
     before = tl.load(row + (c - span), mask=ok & (c >= span) & (c - span < SRC_W), other=0.0)
     own = tl.load(row + c, mask=ok & (c < SRC_W), other=0.0)
     after = tl.load(row + (c + span), mask=ok & (c + span < SRC_W), other=0.0)
+    return _phases(before, own, after, G, V, STRIDE_W)
+
+
+@triton.jit
+def lead_phases(base, first, ok, LO, HI, G: tl.constexpr, V: tl.constexpr,
+                STRIDE_W: tl.constexpr):  # fmt: skip
+    """:func:`source_phases` of a row that starts some elements past the aligned ``base``
+    (:func:`aligned_down`): the columns from ``base``, each read where its offset from ``base``
+    lies in ``[LO, HI)`` — the tensor's bounds, constant over each aligned vector — so the
+    neighbouring rows' elements come with the row's, for the caller to leave out."""
+    span: tl.constexpr = STRIDE_W * V
+    c = first * STRIDE_W + tl.arange(0, G)[None, :, None] * span + tl.arange(0, span)[None, None, :]
+    before = tl.load(base + (c - span), mask=ok & (c - span >= LO) & (c - span < HI), other=0.0)
+    own = tl.load(base + c, mask=ok & (c >= LO) & (c < HI), other=0.0)
+    after = tl.load(base + (c + span), mask=ok & (c + span >= LO) & (c + span < HI), other=0.0)
+    return _phases(before, own, after, G, V, STRIDE_W)
+
+
+@triton.jit
+def aligned_down(offset, V: tl.constexpr):
+    """The ``V``-element boundary at or before ``offset``, as a product by ``V`` (which shows
+    the compiler the alignment)."""
+    return (offset // V) * V
+
+
+@triton.jit
+def _phases(before, own, after, G: tl.constexpr, V: tl.constexpr, STRIDE_W: tl.constexpr):
     if STRIDE_W == 1:
         before_even, own_even, after_even = before, own, after
         before_odd, own_odd, after_odd = before, own, after
@@ -138,10 +171,10 @@ def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
     return r
 
 
-def row_tiles(dst_w: int, vector: int) -> tuple[int, int, int]:
+def row_tiles(dst_w: int, vector: int, outputs: int = 2048) -> tuple[int, int, int]:
     """``(BLOCK_R, BLOCK_O, num_warps)`` of a row-segment kernel: rows of up to 128 columns,
-    2048 outputs per tile (a memory-bound stencil: fixed tiles, no tuning)."""
+    ``outputs`` per tile (a memory-bound stencil: fixed tiles, no tuning)."""
     if INTERPRET:  # the interpreter's time goes by programs and ops: few, still several tiles
         return 8, 4 * vector, 1
     bo = max(vector, min(next_power_of_2(dst_w), 128))
-    return max(1, 2048 // bo), bo, 4
+    return max(1, outputs // bo), bo, 4

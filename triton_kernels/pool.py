@@ -46,7 +46,12 @@ strides reach both in units of the largest power of two (up to 16 bytes) dividin
 which shows the compiler the alignment Triton detects by itself only for multiples of 16.
 Windows that overlap or are padded along ``w`` at stride 1 or 2 (ResNet's 3×3/2 max pool) take
 ``_pool_rows_taps_fwd_kernel``: aligned row vectors and each tap's view built from them in
-registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution). Their backward,
+registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution). The rows of a
+contiguous input that start off the 16-byte boundaries (AlexNet's 55 and 27 columns) are read
+from the boundary before each, as 16-byte vectors whatever their alignment, and each tap's view
+is shifted by the row's lead; the lead decides the shifts, which are built at compile time, so
+a program takes the rows of one output row in planes that start equally far past a boundary,
+and each possible lead has its copy of the taps (``_taps_vectors``). Their backward,
 ``_pool_rows_taps_bwd_input_kernel``, reads each covering grad_out (and index) row as aligned
 vectors of ``V / stride`` outputs under ``V`` input columns; tap ``tw`` hands input ``i`` the
 output ``(i + pad - tw) / stride`` — a shifted view at stride 1, at stride 2 a shifted view of
@@ -55,6 +60,7 @@ half the width interleaved with zeros — summed in the generic kernel's order (
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -264,10 +270,10 @@ def pool_forward(
             x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad)
         )
         return
-    vector = _taps_vector(as_5d(x), geometry)
-    if vector:
+    vectors = _taps_vectors(as_5d(x), geometry)
+    if vectors:
         _launch_taps_forward(
-            x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad), vector
+            x, y5, idx5, mode, geometry, int(divisor_override), bool(count_include_pad), *vectors
         )
         return
     _launch_forward(
@@ -323,37 +329,63 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
     ))  # fmt: skip
 
 
-def _taps_vector(x5: torch.Tensor, geometry: Sequence[int]) -> int:
-    """The vector width of the row-taps forward for ``x5`` (windows that do not tile the rows),
-    or 0 when it does not apply: NCHW-like rows with unit stride, stride 1 or 2 and unit
-    dilation along ``w``, and every tap within one vector of its output."""
+def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] | None:
+    """``(V, LEAD_STEP)`` of the row-taps forward for ``x5`` (windows that do not tile the
+    rows), or ``None`` when it does not apply: NCHW-like rows with unit stride, stride 1 or 2
+    and unit dilation along ``w``, and every tap within one vector of its output.
+
+    ``V``: the vector width in outputs, as wide as the rows' alignment allows (``LEAD_STEP``
+    0) — or, for a contiguous input whose rows start off the 16-byte boundaries (rows of 55,
+    27 or 13, as AlexNet's), 16 bytes of source columns (``V`` times the stride), each row read
+    from the boundary before it and its taps shifted by its lead, a multiple of ``LEAD_STEP``
+    (the rows' alignment), which the taps must reach too."""
     kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
     if sw not in (1, 2) or dw != 1 or x5.stride(4) != 1 or channels_inner(x5):
-        return 0
-    vector = row_alignment(x5.shape[4], x5)
-    reach = max(-(-pw // sw), (kw - 1 - pw) // sw)
-    return vector if vector >= 2 and reach <= vector else 0
+        return None
+    aligned = row_alignment(x5.shape[4], x5)
+    whole = 16 // x5.element_size()
+    leads = whole // sw
+    if aligned < whole and x5.is_contiguous() and _taps_reach(kw, sw, pw, leads, whole - aligned):
+        return leads, aligned
+    return (aligned, 0) if aligned >= 2 and _taps_reach(kw, sw, pw, aligned, 0) else None
 
 
-def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector):  # fmt: skip
+def _taps_reach(kw: int, sw: int, pw: int, vector: int, lead: int) -> bool:
+    """Whether every tap of a row read ``lead`` columns past its vectors' boundary lies within
+    one vector (of ``vector`` outputs) of its output's: ``_rows.tap_view``'s shifts."""
+    return -(-pw // sw) <= vector and (kw - 1 - pw + lead) // sw <= vector
+
+
+def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector, lead_step):  # fmt: skip
     x5, rows, indices, use_int64 = _row_forward(x, y5, idx5, mode)
-    _, c, d, h, w = x5.shape
+    n, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
     kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
     unit_w = y5.stride(4) == 1 and indices.stride(4) == 1
     out_vector = row_alignment(ow, y5, indices) if unit_w else 1  # (the output's and indices')
-    br, bo, warps = row_tiles(ow, vector)
-    launch(_pool_rows_taps_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
+    # (a max keeps an int64 index beside each output: half the tile, without spills)
+    br, bo, warps = row_tiles(ow, vector, 1024 if POOL_MODES[mode] == MAX.value else 2048)
+    if not lead_step:  # rows aligned: rows of outputs, sizes and strides in vectors
+        lead_classes, unit = 1, vector
+        grid = cdiv(rows, br) * cdiv(ow, bo)
+    else:  # planes that start equally far past a boundary, a program's rows in one of them
+        span = sw * vector
+        lead_classes, unit = span // math.gcd(d * h * w, span), 1
+        rows = n * c
+        grid = cdiv(rows, br * lead_classes) * lead_classes * od * oh * cdiv(ow, bo)
+        # (a row's reads reach a column block and two vectors past its start, masked)
+        use_int64 = use_int64 or x.numel() + sw * bo + 2 * span >= INT32_LIMIT
+    launch(_pool_rows_taps_fwd_kernel, (grid,), (
         x5, y5, indices,
-        rows, c, d, h, w // vector, od, oh, ow // out_vector,
+        rows, c, d, h, w // unit, od, oh, ow // out_vector, x.numel(),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
-        *(s // vector for s in row_strides(x5)),
+        *(s // unit for s in row_strides(x5)),
         *(s // out_vector for s in row_strides(y5)), y5.stride(4),
         *(s // out_vector for s in row_strides(indices)), indices.stride(4),
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
-        V=vector, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype), V=vector, LEAD_STEP=lead_step,
+        LEAD_CLASSES=lead_classes, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

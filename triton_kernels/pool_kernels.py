@@ -4,7 +4,9 @@
 windows; ``_pool_rows_fwd_kernel``: the same reduction for fixed windows that tile rows of
 contiguous input (``kernel_size == stride`` of 2 or 4 along ``w``, no padding or dilation there),
 read as whole row segments; ``_pool_rows_taps_fwd_kernel``: other windows at stride 1 or 2 along
-``w`` (ResNet's 3×3/2), each tap's view built from aligned row vectors (:mod:`._rows`);
+``w`` (ResNet's 3×3/2), each tap's view built from aligned row vectors (:mod:`._rows`) — or,
+for rows that start off the vectors' boundaries, from vectors read from the boundary before
+them, shifted by the row's lead;
 ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the input,
 ``_pool_rows_bwd_input_kernel`` its row-segment form for the windows that tile rows and
 ``_pool_rows_taps_bwd_input_kernel`` for the other windows of the row-taps forward;
@@ -20,7 +22,15 @@ import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
 from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
-from ._rows import adjoint_view, row_offset, source_phases, tap_view, vector_tile
+from ._rows import (
+    adjoint_view,
+    aligned_down,
+    lead_phases,
+    row_offset,
+    source_phases,
+    tap_view,
+    vector_tile,
+)
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -485,7 +495,7 @@ def _pool_bwd_input_kernel(
 @triton.jit
 def _pool_rows_taps_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
-    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS, TOTAL,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
@@ -493,26 +503,47 @@ def _pool_rows_taps_fwd_kernel(
     sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, sidx_w,
     KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    V: tl.constexpr, V_OUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    V: tl.constexpr, LEAD_STEP: tl.constexpr, LEAD_CLASSES: tl.constexpr, V_OUT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # Fixed windows at stride 1 or 2 along w, unit dilation there, unit w stride: program =
-    # BLOCK_R output rows (flattened n, c, od, oh) × BLOCK_O output columns as
-    # [BLOCK_R, BLOCK_O // V, V]; per (td, th) input row, three aligned vectors per group and
-    # every tap's view built from them (_rows). Taps outside the input are never read into the
-    # result (max: masked out of the comparison; average: loaded as 0). Taps in ATen's order,
-    # so results equal _pool_fwd_kernel's bit for bit. W and the input strides arrive in units
-    # of V, OW and the output's and indices' strides in units of V_OUT (as in the depthwise row
-    # segments).
+    # BLOCK_R output rows × BLOCK_O output columns as [BLOCK_R, BLOCK_O // V, V]; per (td, th)
+    # input row, three aligned vectors per group and every tap's view built from them (_rows).
+    # Taps outside the input are never read into the result (max: masked out of the
+    # comparison; average: 0). Taps in ATen's order, so results equal _pool_fwd_kernel's bit
+    # for bit. OW and the output's and indices' strides arrive in units of V_OUT.
+    #
+    # Rows aligned to V (LEAD_STEP == 0): rows are the flattened (n, c, od, oh); W and the
+    # input strides arrive in units of V. Other rows of a contiguous input (AlexNet's 55 and
+    # 27 columns): each is read from the SPAN-element boundary (16 bytes) before its start,
+    # and a tap's view shifted by the row's lead, the elements it starts past that boundary. The lead must be
+    # the same for the whole program (the shift is built in registers: a constexpr): so a
+    # program's rows are those of one (od, oh) in BLOCK_R planes (n, c) that lie a multiple
+    # of LEAD_CLASSES planes apart, where planes that far apart start equally far past a
+    # boundary; every lead is a multiple of LEAD_STEP, and each has its own copy of the taps.
+    # R is then the number of planes and the strides arrive in elements.
     G: tl.constexpr = BLOCK_O // V
-    W = W_UNITS * V
+    ALIGNED: tl.constexpr = LEAD_STEP == 0
+    SPAN: tl.constexpr = STRIDE_W * V  # (source columns under a vector of outputs)
+    UNIT: tl.constexpr = V if ALIGNED else 1
+    W = W_UNITS * UNIT
     OW = OW_UNITS * V_OUT
-    r, first, ow = vector_tile(OW, BLOCK_R, BLOCK_O, V, USE_INT64)
-    row_ok = r < R
-    n, c, od, oh = unflatten(r, C, OD, OH)
+    if ALIGNED:
+        r, first, ow = vector_tile(OW, BLOCK_R, BLOCK_O, V, USE_INT64)
+        row_ok = r < R
+        n, c, od, oh = unflatten(r, C, OD, OH)
+        lead_class = 0
+    else:
+        r, first, ow, lead_class, od, oh = _lead_class_tile(
+            OW, OD, OH, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        row_ok = r < R
+        n = r // C
+        c = r % C
     start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
     start_h, _taps_h, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
     start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD)
-    x_c = x_ptr + (n * (sx_n_units * V) + c * (sx_c_units * V))
+    x_c = n * (sx_n_units * UNIT) + c * (sx_c_units * UNIT)
     if MODE == MAX:
         acc = tl.full([BLOCK_R, G, V], float("-inf"), ACC_DTYPE)
         first_tap = (
@@ -528,16 +559,28 @@ def _pool_rows_taps_fwd_kernel(
         for th in range(KH):
             i_h = start_h + th * DIL_H
             ok = ok_d & (i_h >= 0) & (i_h < H)
-            row = x_c + (i_d * (sx_d_units * V) + i_h * (sx_h_units * V))
-            be, oe, ae, bo, oo, ao = source_phases(row, first, ok, W, G, V, STRIDE_W)
-            for tw in tl.static_range(KW):
-                v = tap_view(be, oe, ae, bo, oo, ao, tw - PAD_W, V, STRIDE_W).to(ACC_DTYPE)
-                if MODE == MAX:
-                    i_w = start_w + tw
-                    tap_ok = ok & (i_w >= 0) & (i_w < W)
-                    acc, arg = _max_tap(acc, arg, v, tap_ok, (i_d * H + i_h) * W + i_w)
-                else:
-                    acc += v
+            row = x_c + (i_d * (sx_d_units * UNIT) + i_h * (sx_h_units * UNIT))
+            pos = (i_d * H + i_h) * W
+            if ALIGNED:
+                be, oe, ae, bo, oo, ao = source_phases(x_ptr + row, first, ok, W, G, V, STRIDE_W)
+                acc, arg = _fold_taps(
+                    acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos,
+                    0, True, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
+                )  # fmt: skip
+            else:
+                base = aligned_down(row, SPAN)
+                be, oe, ae, bo, oo, ao = lead_phases(
+                    x_ptr + base, first, ok, -base, TOTAL - base, G, V, STRIDE_W
+                )
+                # (the row's lead: that of its plane class's first plane, the same for all)
+                lead = (lead_class * (sx_c_units * UNIT) + i_d * (sx_d_units * UNIT)
+                        + i_h * (sx_h_units * UNIT)) % SPAN  # fmt: skip
+                for step in tl.static_range(SPAN // LEAD_STEP):
+                    if lead == step * LEAD_STEP:
+                        acc, arg = _fold_taps(
+                            acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos,
+                            step * LEAD_STEP, False, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
+                        )  # fmt: skip
 
     out_ok = row_ok & (ow < OW)
     y_off = (
@@ -553,6 +596,50 @@ def _pool_rows_taps_fwd_kernel(
     else:
         res = _average(acc, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED)
         tl.store(y_ptr + y_off, res.to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+@triton.jit
+def _lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexpr,
+                     BLOCK_O: tl.constexpr, V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+    """A row-taps program's tile over rows that start off the vectors' boundaries: ``r``, its
+    ``BLOCK_R`` planes of one lead class, ``LEAD_CLASSES`` apart (``[BLOCK_R, 1, 1]``);
+    ``first`` and ``col`` as in :func:`_rows.vector_tile`; the class; and the output row
+    ``(od, oh)`` (programs walk column blocks, then output rows, then classes, then planes)."""
+    G: tl.constexpr = BLOCK_O // V
+    col_blocks = tl.cdiv(OW, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    first = (pid % col_blocks) * BLOCK_O
+    t = pid // col_blocks
+    oh = t % OH
+    t = t // OH
+    od = t % OD
+    t = t // OD
+    lead_class = t % LEAD_CLASSES
+    block = t // LEAD_CLASSES
+    r = lead_class + LEAD_CLASSES * (block * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None])
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return r, first, col, lead_class, od, oh
+
+
+@triton.jit
+def _fold_taps(acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos, LEAD: tl.constexpr,
+               ROW_ONLY: tl.constexpr, KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr,
+               MODE: tl.constexpr, V: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """Fold one input row's ``KW`` taps into the windows' running max (with its flat argmax)
+    or sum: tap ``tw`` of output column ``ow`` is source column ``STRIDE_W·ow + tw - PAD_W``,
+    read ``LEAD`` columns on where the row starts past its vectors' boundary. ``ROW_ONLY``:
+    the row was loaded alone (zero outside it); else a tap outside it reads a neighbour's
+    element, left out."""
+    for tw in tl.static_range(KW):
+        v = tap_view(be, oe, ae, bo, oo, ao, tw - PAD_W + LEAD, V, STRIDE_W).to(ACC_DTYPE)
+        i_w = start_w + tw
+        if MODE == MAX:
+            acc, arg = _max_tap(acc, arg, v, ok & (i_w >= 0) & (i_w < W), pos + i_w)
+        elif ROW_ONLY:
+            acc += v
+        else:
+            acc += tl.where(ok & (i_w >= 0) & (i_w < W), v, 0.0)
+    return acc, arg
 
 
 @triton.jit

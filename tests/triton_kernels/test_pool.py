@@ -3,6 +3,8 @@ backward."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -211,6 +213,74 @@ def test_row_taps_match_torch(monkeypatch, rank, kernel_size, stride, padding, c
     args = (kernel_size, stride, padding)
     kernels = [TAPS, TAPS_BACKWARD]
     _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, kernels, backward=True)
+
+
+# (shape, kernel_size, stride, padding, ceil_mode): contiguous rows of odd widths, which start
+# off every vector boundary, read from the boundary before each (float64: 2-element vectors)
+LEAD_CASES = [
+    ((2, 3, 7, 9), 3, 2, 0, False),  # AlexNet's windows: planes of odd size, two lead classes
+    ((1, 5, 6, 11), 3, 2, 1, True),  # planes of even size: one lead class, rows still odd
+    ((3, 2, 5, 13), 3, 1, 1, False),  # stride 1
+    ((2, 3, 15), 3, 2, 1, True),
+    ((1, 2, 3, 4, 7), (2, 3, 3), (1, 2, 2), (1, 1, 1), False),
+]
+
+
+@pytest.mark.parametrize("shape, kernel_size, stride, padding, ceil_mode", LEAD_CASES)
+def test_rows_off_the_vector_boundaries_match_torch(
+    monkeypatch, shape, kernel_size, stride, padding, ceil_mode
+):
+    """Rows of a contiguous input that start off the vectors' boundaries take the row-taps
+    forward, each read from the boundary before it with its taps shifted by its lead: values,
+    max indices and every divisor rule equal torch's in float64, with ties, NaNs and all -inf
+    windows (the neighbouring rows' elements read with a row never reach a result)."""
+    args = (kernel_size, stride, padding)
+    kernels = [TAPS, GENERIC_BACKWARD]
+    _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, kernels, backward=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("width", [9, 10])
+def test_rows_off_the_vector_boundaries_equal_generic_kernel_bitwise(monkeypatch, dtype, width):
+    """The taps of rows read from the boundary before them, in the same order: the same bits
+    as the generic kernel's (which a channels-last copy takes), 16-byte reads whatever the rows'
+    alignment (rows of 10 half-precision elements: every lead even), every lead class."""
+    import triton_kernels.pool as kernels
+
+    x = _awkward(2, 9, 5, width, dtype=dtype)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    leads = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        if kernel is kernels._pool_rows_taps_fwd_kernel:
+            leads.append((constexprs["V"] * constexprs["STRIDE_W"], constexprs["LEAD_STEP"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        rows = TF.max_pool2d(x, 3, 2, return_indices=True), TF.avg_pool2d(finite, 3, 1, 1)
+        cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
+        generic = TF.max_pool2d(cl, 3, 2, return_indices=True), TF.avg_pool2d(finite_cl, 3, 1, 1)
+    assert names == [TAPS] * 2 + [GENERIC] * 2
+    assert leads == [(16 // x.element_size(), math.gcd(width, 16 // x.element_size()))] * 2
+    assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
+    assert torch.equal(rows[1], generic[1])
+
+
+def test_rows_off_the_vector_boundaries_gradients(monkeypatch):
+    """gradcheck and gradgradcheck through the forward that reads rows from the boundary
+    before them (odd widths), max and average."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 2, 5, dtype=torch.float64, requires_grad=True)  # (both lead classes)
+    names = _launched(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        max_pool = lambda t: TF.max_pool2d(t, 3, 2, 1)
+        assert torch.autograd.gradcheck(max_pool, (x,))
+        assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, 3, 1, 1), (x,))
+        assert torch.autograd.gradgradcheck(max_pool, (x,), fast_mode=True)
+    assert TAPS in names
 
 
 @pytest.mark.parametrize(

@@ -239,6 +239,11 @@ POOL_OPS = [
           quick=True, kernel_size=2, stride=2),
     _pool("avg_pool2d 2x2 s2 on 28x28 rows", "avg_pool2d", (16, 256, 28, 28), (1, 4, 6, 12),
           kernel_size=2, stride=2),
+    # rows of odd widths, read from the vector boundary before each (every lead in bf16)
+    _pool("alexnet.pool1 max_pool2d 3x3 s2 on 55x55 rows", "max_pool2d", (16, 64, 55, 55),
+          (1, 9, 5, 9), kernel_size=3, stride=2),
+    _pool("inception avg_pool2d 3x3 s1 p1 on 35x35 rows", "avg_pool2d", (16, 192, 35, 35),
+          (1, 9, 3, 7), kernel_size=3, stride=1, padding=1),
     _pool("avg_pool2d 3x3 s2 p1 ceil count_include_pad=False", "avg_pool2d", (8, 64, 56, 56),
           (1, 4, 6, 6), quick=True, kernel_size=3, stride=2, padding=1, ceil_mode=True,
           count_include_pad=False),
