@@ -31,6 +31,7 @@ KEY_LAYERS = (
     "pool:resnet50.avgpool",
     "upsample:fpn.p4_p3",
     "pool:alexnet.pool1",
+    "depthwise:mobilenetv2.features.15.dw",
     "conv:resnet50.conv1",
 )
 #: The RGB stem: its forward and grad-weight run the tap loop over windows of a padded copy
@@ -48,8 +49,11 @@ CONVOLUTIONS = {
 #: (layer, kernel) -> which accesses. ResNet's global average pooling reads its planes of 49
 #: elements from the aligned boundary before each and writes its input gradient in memory
 #: order; an FPN's ×2 upsampling of 50×68 maps reads and writes
-#: rows of 68 and 136 elements, whose alignment Triton sees only as they are passed in units.
+#: rows of 68 and 136 elements, whose alignment Triton sees only as they are passed in units;
+#: MobileNetV2's depthwise layers on 7×7 maps read their NCHW rows of 7 from the 16-byte
+#: boundary before each (the weight's taps stay scalar loads, one a row).
 _VECTOR_ACCESSES = {
+    ("depthwise:mobilenetv2.features.15.dw", "_conv_depthwise_rows_kernel"): "ld_global_bytes",
     ("pool:resnet50.avgpool", "_global_pool_fwd_kernel"): "ld_global_bytes",
     ("pool:resnet50.avgpool", "_global_pool_bwd_kernel"): "st_global_bytes",
     ("upsample:fpn.p4_p3", "_upsample_int_fwd_kernel"): "st_global_bytes",
@@ -283,7 +287,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     ones (its windows), with no element-wise loads; the global pooling's forward and input
     gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the
     max pooling's NCHW forward by 16-byte stores only; the depthwise kernels over channels-last,
-    and AlexNet's max pooling over NCHW rows of 55, by 16-byte loads only."""
+    and AlexNet's max pooling over NCHW rows of 55, by 16-byte loads only; MobileNetV2's
+    depthwise layers over NCHW rows of 7 by 16-byte row loads."""
     out, doc = _compile_report(
         tmp_path,
         *("--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS),

@@ -20,10 +20,13 @@ taps and runs the one of its rows, which must share their lead.
 
 from __future__ import annotations
 
+import math
+
+import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, next_power_of_2
+from ._common import INTERPRET, cdiv, next_power_of_2, row_alignment
 from ._indexing import wide
 
 
@@ -88,6 +91,31 @@ def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.const
 
 
 @triton.jit
+def lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexpr,
+                    BLOCK_O: tl.constexpr, V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+    """:func:`vector_tile` over rows that start off the vectors' boundaries, whose lead a
+    program's rows must share: ``r``, its ``BLOCK_R`` planes of one lead class (planes
+    ``LEAD_CLASSES`` apart: :func:`lead_classes`) as ``[BLOCK_R, 1, 1]``; ``first`` and ``col``
+    as in :func:`vector_tile`; the class; and the destination row ``(od, oh)``, the same for
+    all (programs walk column blocks, then rows, then classes, then planes:
+    :func:`lead_grid`)."""
+    G: tl.constexpr = BLOCK_O // V
+    col_blocks = tl.cdiv(OW, BLOCK_O)
+    pid = wide(tl.program_id(0), USE_INT64)
+    first = (pid % col_blocks) * BLOCK_O
+    t = pid // col_blocks
+    oh = t % OH
+    t = t // OH
+    od = t % OD
+    t = t // OD
+    lead_class = t % LEAD_CLASSES
+    block = t // LEAD_CLASSES
+    r = lead_class + LEAD_CLASSES * (block * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None])
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return r, first, col, lead_class, od, oh
+
+
+@triton.jit
 def source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
                    STRIDE_W: tl.constexpr):  # fmt: skip
     """The source row under ``G`` groups of ``V`` output columns from column ``first`` (and
@@ -104,17 +132,25 @@ def source_phases(row, first, ok, SRC_W, G: tl.constexpr, V: tl.constexpr,
 
 
 @triton.jit
-def lead_phases(base, first, ok, LO, HI, G: tl.constexpr, V: tl.constexpr,
-                STRIDE_W: tl.constexpr):  # fmt: skip
-    """:func:`source_phases` of a row that starts some elements past the aligned ``base``
-    (:func:`aligned_down`): the columns from ``base``, each read where its offset from ``base``
-    lies in ``[LO, HI)`` — the tensor's bounds, constant over each aligned vector — so the
-    neighbouring rows' elements come with the row's, for the caller to leave out."""
+def lead_phases(base, first, ok, LO, HI, START, END, G: tl.constexpr, V: tl.constexpr,
+                STRIDE_W: tl.constexpr, ZEROS: tl.constexpr):  # fmt: skip
+    """:func:`source_phases` of a row at ``[START, END)`` from the aligned ``base``
+    (:func:`aligned_down`): the columns from ``base``, each loaded where its offset from
+    ``base`` lies in ``[LO, HI)`` — the tensor's bounds, constant over each aligned vector —
+    and, with ``ZEROS``, kept where it lies in the row (zero elsewhere: zero padding, as
+    :func:`source_phases`; without, the neighbouring rows' elements stay, for a caller that
+    masks every tap)."""
     span: tl.constexpr = STRIDE_W * V
     c = first * STRIDE_W + tl.arange(0, G)[None, :, None] * span + tl.arange(0, span)[None, None, :]
-    before = tl.load(base + (c - span), mask=ok & (c - span >= LO) & (c - span < HI), other=0.0)
+    b = c - span
+    a = c + span
+    before = tl.load(base + b, mask=ok & (b >= LO) & (b < HI), other=0.0)
     own = tl.load(base + c, mask=ok & (c >= LO) & (c < HI), other=0.0)
-    after = tl.load(base + (c + span), mask=ok & (c + span >= LO) & (c + span < HI), other=0.0)
+    after = tl.load(base + a, mask=ok & (a >= LO) & (a < HI), other=0.0)
+    if ZEROS:
+        before = tl.where((b >= START) & (b < END), before, 0.0)
+        own = tl.where((c >= START) & (c < END), own, 0.0)
+        after = tl.where((a >= START) & (a < END), after, 0.0)
     return _phases(before, own, after, G, V, STRIDE_W)
 
 
@@ -169,6 +205,50 @@ def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
         else:
             r = tl.interleave(tl.zeros_like(half), half)
     return r
+
+
+def lead_vectors(src5: torch.Tensor, stride: int) -> tuple[int, int] | None:
+    """``(V, LEAD_STEP)`` for a contiguous ``src5`` whose rows start off the 16-byte boundaries
+    (widths such as 55, 27, 14 or 7): ``V`` destination columns over 16 bytes of source
+    columns at ``stride``, every lead a multiple of ``LEAD_STEP`` (the rows' alignment); else
+    ``None``."""
+    aligned = row_alignment(src5.shape[4], src5)
+    whole = 16 // src5.element_size()
+    if aligned >= whole or not src5.is_contiguous():
+        return None
+    return whole // stride, aligned
+
+
+def taps_reach(first: int, last: int, stride: int, vector: int, lead_step: int = 0) -> bool:
+    """Whether source columns ``stride·col + first .. stride·col + last`` of every destination
+    column ``col`` lie within one vector (``vector`` destination columns) of its own — a
+    row's lead (below ``stride·vector``, a multiple of ``lead_step``; none for 0) added:
+    :func:`tap_view`'s shifts."""
+    lead = stride * vector - lead_step if lead_step else 0
+    return -(first // stride) <= vector and (last + lead) // stride <= vector
+
+
+def lead_classes(src5: torch.Tensor, span: int) -> int:
+    """How many planes apart (``LEAD_CLASSES``) the planes of a contiguous ``src5`` start
+    equally far past a ``span``-element boundary."""
+    return span // math.gcd(src5.shape[2] * src5.shape[3] * src5.shape[4], span)
+
+
+def lead_grid(planes: int, dst_rows: int, dst_w: int, tiles: tuple[int, int], classes: int) -> int:
+    """The programs of :func:`lead_class_tile`: ``dst_rows`` destination rows per plane,
+    ``tiles`` its ``(BLOCK_R, BLOCK_O)``."""
+    block_r, block_o = tiles
+    return cdiv(planes, block_r * classes) * classes * dst_rows * cdiv(dst_w, block_o)
+
+
+def lead_tiles(vector: int, outputs: int = 2048) -> tuple[int, int, int]:
+    """:func:`row_tiles` of rows read from the boundary before them: one vector of columns
+    (``BLOCK_O = V``) in ``outputs // V`` rows. With several vectors a row, Triton 3.9 moves
+    the views of some leads through shared memory (a barrier each: MobileNetV2's 14-wide
+    rows); with one it never does."""
+    if INTERPRET:
+        return 8, 4 * vector, 1
+    return outputs // vector, vector, 4
 
 
 def row_tiles(dst_w: int, vector: int, outputs: int = 2048) -> tuple[int, int, int]:

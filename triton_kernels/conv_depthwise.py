@@ -33,6 +33,13 @@ and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
 rows, the flipped taps); at stride 2 it reads grad_out as vectors of ``V / 2`` under groups of
 ``V`` input columns, each tap landing on the columns of one parity (``_rows.adjoint_view``), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
 (channel, tap), building the tap's view the same way.
+
+Rows that start off the 16-byte boundaries (a contiguous input's rows of 7, 14 or 28 elements:
+MobileNetV2's last stages) are read, for the forward and the stride-1 input gradient of one
+output channel per input channel, from the boundary before each row as whole 16-byte vectors,
+each tap's view shifted by the row's lead (``_lead_rows``; :mod:`._rows`): a program takes one
+output row in planes that share their lead, each possible lead has its copy of the taps, and
+a tile is one vector of columns wide.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import triton.language as tl
 
 from ._activation import ACTIVATIONS, activate, epilogue_args
 from ._common import (
+    INT32_LIMIT,
     INTERPRET,
     PAD_MODES,
     PAD_ZEROS,
@@ -62,7 +70,22 @@ from ._common import (
 )
 from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
 from ._plan import launch
-from ._rows import adjoint_view, row_offset, row_tiles, source_phases, tap_view, vector_tile
+from ._rows import (
+    adjoint_view,
+    aligned_down,
+    lead_class_tile,
+    lead_classes,
+    lead_grid,
+    lead_phases,
+    lead_tiles,
+    lead_vectors,
+    row_offset,
+    row_tiles,
+    source_phases,
+    tap_view,
+    taps_reach,
+    vector_tile,
+)
 from ._tuning import Config, Tuner, bucket
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +312,7 @@ def _source_coord(o, k, size, stride, pad, dil, ADJOINT: tl.constexpr):
 def _conv_depthwise_rows_kernel(
     src_ptr, w_ptr, b_ptr, dst_ptr,
     R, C_DST, MULT,
-    SRC_D, SRC_H, SRC_W_UNITS, DST_D, DST_H, DST_W_UNITS, KD, KH,
+    SRC_D, SRC_H, SRC_W_UNITS, DST_D, DST_H, DST_W_UNITS, KD, KH, TOTAL,
     STRIDE_D, STRIDE_H, PAD_D, PAD_H, DIL_D, DIL_H,
     ssrc_n_units, ssrc_c_units, ssrc_d_units, ssrc_h_units,
     sw_o, sw_d, sw_h, sw_w,
@@ -297,9 +320,9 @@ def _conv_depthwise_rows_kernel(
     sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    V: tl.constexpr, V_OUT: tl.constexpr, ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
-    ACT: tl.constexpr,
+    V: tl.constexpr, V_OUT: tl.constexpr, LEAD_STEP: tl.constexpr, LEAD_CLASSES: tl.constexpr,
+    ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
 ):  # fmt: skip
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
@@ -309,41 +332,76 @@ def _conv_depthwise_rows_kernel(
     # arrive in units of VS elements, the dst's in units of V_OUT (powers of two dividing them):
     # scaled back here, they show the compiler aligned vectors. Summation order: the positions
     # tile's (multiplier, kd, kh, kw).
+    #
+    # With LEAD_STEP > 0 the src rows (of a contiguous src, MULT 1, the adjoint at stride 1
+    # only) start off the vectors' boundaries, as in _pool_rows_taps_fwd_kernel: each is read
+    # from the SPAN-element boundary before it, its taps shifted by its lead, a program's rows
+    # are one dst row (d, h) in planes LEAD_CLASSES apart (which share their leads), R is the
+    # number of planes, and the src strides arrive in elements.
     G: tl.constexpr = BLOCK_O // V
+    ALIGNED: tl.constexpr = LEAD_STEP == 0
+    SPAN: tl.constexpr = STRIDE_W * V
     # The src's vectors: V columns, except for the adjoint at stride 2 (V / 2 grad_out columns
     # under V input columns).
     VS: tl.constexpr = V // STRIDE_W if ADJOINT else V
-    SRC_W = SRC_W_UNITS * VS
+    UNIT: tl.constexpr = VS if ALIGNED else 1
+    SRC_W = SRC_W_UNITS * UNIT
     DST_W = DST_W_UNITS * V_OUT
-    r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
+    if ALIGNED:
+        r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
+        n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
+        lead_class = 0
+    else:
+        r, first, col, lead_class, a_d, a_h = lead_class_tile(
+            DST_W, DST_D, DST_H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        n = r // C_DST
+        c = r % C_DST
     first_src = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W) if ADJOINT else first
     row_ok = r < R
-    n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
 
     acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
     for j in range(MULT if ADJOINT else 1):
         c_w = c * MULT + j if ADJOINT else c  # the weight's (and grad_out's) channel
         c_src = c_w if ADJOINT else c // MULT
-        src_c = src_ptr + (n * (ssrc_n_units * VS) + c_src * (ssrc_c_units * VS))
+        src_c = n * (ssrc_n_units * UNIT) + c_src * (ssrc_c_units * UNIT)
         for kd in range(KD):
             b_d, ok_d = _source_coord(a_d, kd, SRC_D, STRIDE_D, PAD_D, DIL_D, ADJOINT)
             ok_d = row_ok & ok_d
             for kh in range(KH):
                 b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
                 ok = ok_d & ok_h
-                row = src_c + (b_d * (ssrc_d_units * VS) + b_h * (ssrc_h_units * VS))
-                if ADJOINT:
-                    be, oe, ae, bo, oo, ao = source_phases(row, first_src, ok, SRC_W, G, VS, 1)
-                else:
-                    be, oe, ae, bo, oo, ao = source_phases(row, first, ok, SRC_W, G, V, STRIDE_W)
+                row = src_c + (b_d * (ssrc_d_units * UNIT) + b_h * (ssrc_h_units * UNIT))
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
-                for kw in tl.static_range(KW):
-                    if ADJOINT:  # grad_out column (col + PAD_W - kw·DIL_W) / STRIDE_W
-                        v = adjoint_view(be, oe, ae, PAD_W - kw * DIL_W, VS, STRIDE_W)
-                    else:  # input column STRIDE_W·col + kw·DIL_W - PAD_W
-                        v = tap_view(be, oe, ae, bo, oo, ao, kw * DIL_W - PAD_W, V, STRIDE_W)
-                    wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
-                    acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
+                if ALIGNED:
+                    if ADJOINT:
+                        be, oe, ae, bo, oo, ao = source_phases(
+                            src_ptr + row, first_src, ok, SRC_W, G, VS, 1
+                        )
+                    else:
+                        be, oe, ae, bo, oo, ao = source_phases(
+                            src_ptr + row, first, ok, SRC_W, G, V, STRIDE_W
+                        )
+                    acc = _row_taps(
+                        acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok,
+                        0, KW, PAD_W, STRIDE_W, DIL_W, V, VS, ADJOINT, ACC_DTYPE,
+                    )  # fmt: skip
+                else:
+                    base = aligned_down(row, SPAN)
+                    # (the row's lead: that of its plane class's first plane, the same for all)
+                    lead = (lead_class * (ssrc_c_units * UNIT) + b_d * (ssrc_d_units * UNIT)
+                            + b_h * (ssrc_h_units * UNIT)) % SPAN  # fmt: skip
+                    be, oe, ae, bo, oo, ao = lead_phases(
+                        src_ptr + base, first, ok, -base, TOTAL - base, lead, lead + SRC_W, G, V,
+                        STRIDE_W, True,
+                    )  # fmt: skip
+                    for step in tl.static_range(SPAN // LEAD_STEP):
+                        if lead == step * LEAD_STEP:
+                            acc = _row_taps(
+                                acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok,
+                                step * LEAD_STEP, KW, PAD_W, STRIDE_W, DIL_W, V, VS, ADJOINT,
+                                ACC_DTYPE,
+                            )  # fmt: skip
     if HAS_BIAS:
         acc += tl.load(b_ptr + c * sb, mask=row_ok, other=0.0).to(ACC_DTYPE)
     acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
@@ -353,6 +411,23 @@ def _conv_depthwise_rows_kernel(
         + col * sdst_w
     )
     tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))
+
+
+@triton.jit
+def _row_taps(acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok, LEAD: tl.constexpr,
+              KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
+              V: tl.constexpr, VS: tl.constexpr, ADJOINT: tl.constexpr,
+              ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """Add one src row's ``KW`` taps, each weighted, to ``acc``: the src (zero outside the row)
+    read ``LEAD`` columns on where the row starts past its vectors' boundary."""
+    for kw in tl.static_range(KW):
+        if ADJOINT:  # grad_out column (col + PAD_W - kw·DIL_W) / STRIDE_W
+            v = adjoint_view(be, oe, ae, PAD_W - kw * DIL_W + LEAD, VS, STRIDE_W)
+        else:  # input column STRIDE_W·col + kw·DIL_W - PAD_W
+            v = tap_view(be, oe, ae, bo, oo, ao, kw * DIL_W - PAD_W + LEAD, V, STRIDE_W)
+        wv = tl.load(w_row + kw * sw_w, mask=row_ok, other=0.0)
+        acc += v.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
+    return acc
 
 
 @triton.jit
@@ -466,9 +541,14 @@ def depthwise_conv_forward(
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     epilogue = epilogue_args(activation, alpha, act_weight, w5)
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
+    lead = _lead_rows(x5, w5, x5.shape[1], stride[-1], padding[-1], dilation[-1], pad_mode, False)
     vector = _row_vector(x5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], pad_mode)
-    if vector:
-        _launch_rows(x5, w5, bias, y5, geometry, padding[-1], vector, epilogue, activation, False)
+    if lead or vector:
+        vector, lead_step = lead or (vector, 0)
+        _launch_rows(
+            x5, w5, bias, y5, geometry, padding[-1], vector, epilogue, activation, False,
+            lead_step,
+        )  # fmt: skip
         return
     n, c = x5.shape[:2]
     co = w5.shape[0]
@@ -512,24 +592,56 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
     return vector if vector >= 2 and reach <= vector else 0
 
 
+def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pad_mode: str,
+               adjoint: bool) -> tuple[int, int] | None:  # fmt: skip
+    """``(V, LEAD_STEP)`` of the row-segment kernel over a contiguous ``src5`` whose rows start
+    off the 16-byte boundaries (MobileNetV2's 7×7 and 14×14 maps: ``_rows.lead_vectors``), or
+    ``None``: one output channel per input channel (of ``channels``), zero padding, stride 1 or
+    2 (the input gradient: 1), and every tap within one vector of its output, a row's lead
+    added."""
+    kw = w5.shape[4]
+    if (
+        stride not in ((1,) if adjoint else (1, 2))
+        or pad_mode != "zeros"
+        or w5.shape[0] != channels
+        or src5.stride(4) != 1
+        or channels_inner(src5)
+    ):
+        return None
+    lead = lead_vectors(src5, stride)
+    # the src columns a dst column reads: col - pad + kw·dil forward, col + pad - kw·dil back
+    first, last = (pad - (kw - 1) * dilation, pad) if adjoint else (-pad, (kw - 1) * dilation - pad)
+    return lead if lead and taps_reach(first, last, stride, *lead) else None
+
+
 def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation,
-                 adjoint):  # fmt: skip
+                 adjoint, lead_step=0):  # fmt: skip
     """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
     gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it.
     ``vector``: the tile's groups of dst columns (the src's vectors for the forward, ``stride``
-    src vectors for the adjoint)."""
+    src vectors for the adjoint); ``lead_step``: 0, or the src rows start off the vectors'
+    boundaries (:func:`_lead_rows`)."""
     src_vector = vector // geometry[2] if adjoint else vector
     n, c_dst = dst5.shape[:2]
     mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
     dst_d, dst_h, dst_w = dst5.shape[2:]
-    br, bo, warps = row_tiles(dst_w, vector)
+    # (rows read from a boundary: one vector of columns a tile, see _rows.lead_tiles)
+    br, bo, warps = lead_tiles(vector) if lead_step else row_tiles(dst_w, vector)
     rows = n * c_dst * dst_d * dst_h
+    grid = cdiv(rows, br) * cdiv(dst_w, bo)
+    classes, use_int64 = 1, needs_int64(src5, w5, bias, dst5)
+    if lead_step:  # planes of one lead class a program, strides in elements
+        src_vector, rows = 1, n * c_dst
+        classes = lead_classes(src5, geometry[2] * vector)
+        grid = lead_grid(rows, dst_d * dst_h, dst_w, (br, bo), classes)
+        # (a row's reads reach a column block and two vectors past its start, masked)
+        use_int64 |= src5.numel() + geometry[2] * (bo + 2 * vector) >= INT32_LIMIT
     dst_vector = row_alignment(dst_w, dst5) if dst5.stride(4) == 1 else 1
-    launch(_conv_depthwise_rows_kernel, (cdiv(rows, br) * cdiv(dst_w, bo),), (
+    launch(_conv_depthwise_rows_kernel, (grid,), (
         src5, w5, w5 if bias is None else bias, dst5,
         rows, c_dst, mult,
         *src5.shape[2:4], src5.shape[4] // src_vector, dst_d, dst_h, dst_w // dst_vector,
-        *w5.shape[2:4],
+        *w5.shape[2:4], src5.numel(),
         *geometry[:2], *geometry[3:5], *geometry[6:8],
         *(s // src_vector for s in row_strides(src5)),
         w5.stride(0), *w5.stride()[2:],
@@ -538,9 +650,9 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         *epilogue,
     ), dict(
         KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector,
-        V_OUT=dst_vector,
+        V_OUT=dst_vector, LEAD_STEP=lead_step, LEAD_CLASSES=classes,
         ADJOINT=adjoint,
-        HAS_BIAS=bias is not None, USE_INT64=needs_int64(src5, w5, bias, dst5),
+        HAS_BIAS=bias is not None, USE_INT64=use_int64,
         ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
         ACT=ACTIVATIONS[activation],
     ))  # fmt: skip
@@ -580,11 +692,13 @@ def depthwise_conv_backward_input(
     epilogue = epilogue_args(activation, alpha, act_weight, w5)
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     # grad_out's vectors; at stride 2 they lie under input groups twice as wide
+    lead = _lead_rows(go5, w5, gi5.shape[1], stride[-1], padding[-1], dilation[-1], "zeros", True)
     vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
-    if vector:
+    if lead or vector:
+        vector, lead_step = lead or (vector * stride[-1], 0)
         _launch_rows(
-            go5, w5, bias, gi5, geometry, padding[-1], vector * stride[-1], epilogue, activation,
-            True,
+            go5, w5, bias, gi5, geometry, padding[-1], vector, epilogue, activation, True,
+            lead_step,
         )  # fmt: skip
         return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)

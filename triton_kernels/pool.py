@@ -60,7 +60,6 @@ half the width interleaved with zeros — summed in the generic kernel's order (
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -86,7 +85,7 @@ from ._common import (
     row_strides,
 )
 from ._plan import launch
-from ._rows import row_tiles
+from ._rows import lead_classes, lead_grid, lead_tiles, lead_vectors, row_tiles, taps_reach
 from .pool_kernels import (
     _global_pool_bwd_kernel,
     _global_pool_fwd_kernel,
@@ -342,18 +341,11 @@ def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] 
     kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
     if sw not in (1, 2) or dw != 1 or x5.stride(4) != 1 or channels_inner(x5):
         return None
+    lead = lead_vectors(x5, sw)
+    if lead and taps_reach(-pw, kw - 1 - pw, sw, *lead):
+        return lead
     aligned = row_alignment(x5.shape[4], x5)
-    whole = 16 // x5.element_size()
-    leads = whole // sw
-    if aligned < whole and x5.is_contiguous() and _taps_reach(kw, sw, pw, leads, whole - aligned):
-        return leads, aligned
-    return (aligned, 0) if aligned >= 2 and _taps_reach(kw, sw, pw, aligned, 0) else None
-
-
-def _taps_reach(kw: int, sw: int, pw: int, vector: int, lead: int) -> bool:
-    """Whether every tap of a row read ``lead`` columns past its vectors' boundary lies within
-    one vector (of ``vector`` outputs) of its output's: ``_rows.tap_view``'s shifts."""
-    return -(-pw // sw) <= vector and (kw - 1 - pw + lead) // sw <= vector
+    return (aligned, 0) if aligned >= 2 and taps_reach(-pw, kw - 1 - pw, sw, aligned) else None
 
 
 def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector, lead_step):  # fmt: skip
@@ -364,17 +356,16 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     unit_w = y5.stride(4) == 1 and indices.stride(4) == 1
     out_vector = row_alignment(ow, y5, indices) if unit_w else 1  # (the output's and indices')
     # (a max keeps an int64 index beside each output: half the tile, without spills)
-    br, bo, warps = row_tiles(ow, vector, 1024 if POOL_MODES[mode] == MAX.value else 2048)
+    outputs = 1024 if POOL_MODES[mode] == MAX.value else 2048
+    br, bo, warps = lead_tiles(vector, outputs) if lead_step else row_tiles(ow, vector, outputs)
     if not lead_step:  # rows aligned: rows of outputs, sizes and strides in vectors
-        lead_classes, unit = 1, vector
+        classes, unit = 1, vector
         grid = cdiv(rows, br) * cdiv(ow, bo)
     else:  # planes that start equally far past a boundary, a program's rows in one of them
-        span = sw * vector
-        lead_classes, unit = span // math.gcd(d * h * w, span), 1
-        rows = n * c
-        grid = cdiv(rows, br * lead_classes) * lead_classes * od * oh * cdiv(ow, bo)
+        classes, unit, rows = lead_classes(x5, sw * vector), 1, n * c
+        grid = lead_grid(rows, od * oh, ow, (br, bo), classes)
         # (a row's reads reach a column block and two vectors past its start, masked)
-        use_int64 = use_int64 or x.numel() + sw * bo + 2 * span >= INT32_LIMIT
+        use_int64 = use_int64 or x.numel() + sw * (bo + 2 * vector) >= INT32_LIMIT
     launch(_pool_rows_taps_fwd_kernel, (grid,), (
         x5, y5, indices,
         rows, c, d, h, w // unit, od, oh, ow // out_vector, x.numel(),
@@ -385,7 +376,7 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype), V=vector, LEAD_STEP=lead_step,
-        LEAD_CLASSES=lead_classes, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        LEAD_CLASSES=classes, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
 from ._rows import (
     adjoint_view,
     aligned_down,
+    lead_class_tile,
     lead_phases,
     row_offset,
     source_phases,
@@ -534,7 +535,7 @@ def _pool_rows_taps_fwd_kernel(
         n, c, od, oh = unflatten(r, C, OD, OH)
         lead_class = 0
     else:
-        r, first, ow, lead_class, od, oh = _lead_class_tile(
+        r, first, ow, lead_class, od, oh = lead_class_tile(
             OW, OD, OH, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
         )
         row_ok = r < R
@@ -565,21 +566,23 @@ def _pool_rows_taps_fwd_kernel(
                 be, oe, ae, bo, oo, ao = source_phases(x_ptr + row, first, ok, W, G, V, STRIDE_W)
                 acc, arg = _fold_taps(
                     acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos,
-                    0, True, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
+                    0, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
                 )  # fmt: skip
             else:
                 base = aligned_down(row, SPAN)
-                be, oe, ae, bo, oo, ao = lead_phases(
-                    x_ptr + base, first, ok, -base, TOTAL - base, G, V, STRIDE_W
-                )
                 # (the row's lead: that of its plane class's first plane, the same for all)
                 lead = (lead_class * (sx_c_units * UNIT) + i_d * (sx_d_units * UNIT)
                         + i_h * (sx_h_units * UNIT)) % SPAN  # fmt: skip
+                # (a max masks every tap outside the row; an average adds the row's zeros)
+                be, oe, ae, bo, oo, ao = lead_phases(
+                    x_ptr + base, first, ok, -base, TOTAL - base, lead, lead + W, G, V, STRIDE_W,
+                    MODE != MAX,
+                )  # fmt: skip
                 for step in tl.static_range(SPAN // LEAD_STEP):
                     if lead == step * LEAD_STEP:
                         acc, arg = _fold_taps(
                             acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos,
-                            step * LEAD_STEP, False, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
+                            step * LEAD_STEP, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
                         )  # fmt: skip
 
     out_ok = row_ok & (ow < OW)
@@ -599,46 +602,20 @@ def _pool_rows_taps_fwd_kernel(
 
 
 @triton.jit
-def _lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexpr,
-                     BLOCK_O: tl.constexpr, V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
-    """A row-taps program's tile over rows that start off the vectors' boundaries: ``r``, its
-    ``BLOCK_R`` planes of one lead class, ``LEAD_CLASSES`` apart (``[BLOCK_R, 1, 1]``);
-    ``first`` and ``col`` as in :func:`_rows.vector_tile`; the class; and the output row
-    ``(od, oh)`` (programs walk column blocks, then output rows, then classes, then planes)."""
-    G: tl.constexpr = BLOCK_O // V
-    col_blocks = tl.cdiv(OW, BLOCK_O)
-    pid = wide(tl.program_id(0), USE_INT64)
-    first = (pid % col_blocks) * BLOCK_O
-    t = pid // col_blocks
-    oh = t % OH
-    t = t // OH
-    od = t % OD
-    t = t // OD
-    lead_class = t % LEAD_CLASSES
-    block = t // LEAD_CLASSES
-    r = lead_class + LEAD_CLASSES * (block * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None])
-    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
-    return r, first, col, lead_class, od, oh
-
-
-@triton.jit
 def _fold_taps(acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos, LEAD: tl.constexpr,
-               ROW_ONLY: tl.constexpr, KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr,
+               KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr,
                MODE: tl.constexpr, V: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
     """Fold one input row's ``KW`` taps into the windows' running max (with its flat argmax)
     or sum: tap ``tw`` of output column ``ow`` is source column ``STRIDE_W·ow + tw - PAD_W``,
-    read ``LEAD`` columns on where the row starts past its vectors' boundary. ``ROW_ONLY``:
-    the row was loaded alone (zero outside it); else a tap outside it reads a neighbour's
-    element, left out."""
+    read ``LEAD`` columns on where the row starts past its vectors' boundary (an average's row
+    is zero outside it; a max masks the taps outside it)."""
     for tw in tl.static_range(KW):
         v = tap_view(be, oe, ae, bo, oo, ao, tw - PAD_W + LEAD, V, STRIDE_W).to(ACC_DTYPE)
-        i_w = start_w + tw
         if MODE == MAX:
+            i_w = start_w + tw
             acc, arg = _max_tap(acc, arg, v, ok & (i_w >= 0) & (i_w < W), pos + i_w)
-        elif ROW_ONLY:
-            acc += v
         else:
-            acc += tl.where(ok & (i_w >= 0) & (i_w < W), v, 0.0)
+            acc += v
     return acc, arg
 
 

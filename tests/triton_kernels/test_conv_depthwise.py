@@ -7,6 +7,7 @@ Shapes are tiny on purpose: the interpreter is slow.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import pytest
@@ -451,6 +452,112 @@ def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_d
     assert torch.equal(first, again)
 
 
+# Rows that start off the vector boundaries (odd widths, MobileNetV2's 7×7 and 14×14 maps) of
+# contiguous tensors, one output channel per input channel: read from the boundary before each
+# row, its taps shifted by its lead. fp64 vectors of 2, fp16 of 8 elements; stride 2 in the
+# forward only (the input gradient's stride-2 rows take the positions tiles).
+LEAD_ROW_CASES = {
+    "2d_7x7": Case((7, 7), 3, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+    "2d_14_wide": Case((3, 14), 2, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 3),
+    "2d_s2_9_wide": Case((5, 9), 3, 1, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),
+    "1d_valid_13": Case((13,), 3, 1, (2,), (1,), (0,), (0,), (1,)),
+    "3d_5_wide": Case((2, 3, 5), 2, 1, (2, 3, 3), (1, 1, 1), (1, 1, 1), (0, 1, 1), (1, 1, 1)),
+}
+
+
+def _lead_steps(monkeypatch) -> list[tuple[bool, int]]:
+    """``(ADJOINT, LEAD_STEP)`` of each row-segment launch from now on."""
+    steps = []
+    launch = dw.launch
+
+    def spy(kernel, grid, args, constexprs):
+        if kernel is dw._conv_depthwise_rows_kernel:
+            steps.append((constexprs["ADJOINT"], constexprs["LEAD_STEP"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(dw, "launch", spy)
+    return steps
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float16))
+@pytest.mark.parametrize("name", LEAD_ROW_CASES)
+def test_rows_off_the_vector_boundaries_match_torch(name, dtype, monkeypatch, triton_device):
+    """The forward and (at stride 1) the input gradient, with a transposed convolution's bias,
+    read rows that start off the vectors' boundaries from the boundary before each, and match
+    torch (the neighbouring rows' elements read with a row never reach a result)."""
+    case = LEAD_ROW_CASES[name]
+    steps = _lead_steps(monkeypatch)
+    _run_forward(case, "zeros", dtype, triton_device)
+    _run_backward_input(case, dtype, triton_device)
+    x, w, b, go = _inputs(case, dtype, triton_device)
+    gi, _ = _poisoned(x.shape, dtype, triton_device)
+    dw.depthwise_conv_backward_input(go, w, gi, bias=b, **case.conv_kwargs())
+    ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
+    _assert_close(gi, ref, dtype)
+    whole = 16 // x.element_size()  # (a row aligned to 16 bytes takes no lead: fp64's 14)
+
+    def lead_step(width: int) -> int:
+        return math.gcd(width, whole) if width % whole else 0
+
+    assert steps[0] == (False, lead_step(case.spatial[-1]))  # (the forward's src: x)
+    if case.stride[-1] == 1:  # (the input gradient's: grad_out)
+        assert steps[1:] == [(True, lead_step(case.out_spatial[-1]))] * 2
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
+def test_rows_off_the_vector_boundaries_equal_positions_tiles_bitwise(
+    dtype, monkeypatch, triton_device
+):
+    """Same taps in the same order, a row's lead whatever: the bits of the positions tiles
+    (which channels-last operands take), forward and input gradient."""
+    case = Case((5, 11), 9, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))  # (every fp16 lead)
+    x, w, b, go = _inputs(case, dtype, triton_device)
+    names = _launches(monkeypatch)
+    results = []
+    for layout in ("contiguous", "channels_last"):
+        x_in, go_in = _relayout(x, layout)[0], _relayout(go, layout)[0]
+        y = torch.empty(go.shape, dtype=dtype, device=triton_device)
+        dw.depthwise_conv_forward(x_in, w, b, y, pad_mode="zeros", **case.conv_kwargs())
+        gi = torch.empty(x.shape, dtype=dtype, device=triton_device)
+        dw.depthwise_conv_backward_input(go_in, w, gi, **case.conv_kwargs())
+        results.append((y, gi))
+    assert names == ["_conv_depthwise_rows_kernel"] * 2 + [
+        "_conv_depthwise_fwd_kernel",
+        "_conv_depthwise_bwd_input_kernel",
+    ]
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_rows_off_the_vector_boundaries_with_channel_multipliers_read_no_leads(
+    monkeypatch, triton_device
+):
+    """Two output channels per input channel: a program's planes would not share their
+    leads, so such rows are never read from the boundary before them (forward and input
+    gradient), and the results still match torch."""
+    case = Case((3, 7), 2, 2, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
+    steps = _lead_steps(monkeypatch)
+    _run_forward(case, "zeros", torch.float16, triton_device)
+    _run_backward_input(case, torch.float16, triton_device)
+    assert all(step == 0 for _, step in steps)
+
+
+def test_rows_off_the_vector_boundaries_second_order(monkeypatch):
+    """gradcheck and gradgradcheck (random projections) through rows of 5 elements read from
+    the boundary before each."""
+    import torchconv_ext
+    import torchconv_ext.functional as TF
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 1, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    steps = _lead_steps(monkeypatch)
+    with torchconv_ext.use_backend("triton"):
+        conv = lambda a, b: TF.conv2d(a, b, padding=(0, 1), groups=2)
+        assert torch.autograd.gradcheck(conv, (x, w))
+        assert torch.autograd.gradgradcheck(conv, (x, w), fast_mode=True)
+    assert {step for _, step in steps} == {1}
+
+
 @pytest.mark.parametrize(
     "case, pad_mode, layout",
     [
@@ -458,7 +565,8 @@ def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_d
         (ROW_CASES["1d"]._replace(dilation=(3,)), "zeros", "contiguous"),  # fp64: 3 > 2
         (ROW_CASES["1d"], "reflect", "contiguous"),  # padding that is not zeros
         (ROW_CASES["1d"], "zeros", "channels_last"),  # channels innermost
-        (ROW_CASES["1d"]._replace(spatial=(15,)), "zeros", "contiguous"),  # unaligned rows
+        (ROW_CASES["1d"]._replace(spatial=(15,)), "zeros", "strided"),  # rows off vectors, not
+        # contiguous (read from the boundary before them only where the tensor is contiguous)
         (Case((16,), 2, 1, (7,), (1,), (3,), (3,), (1,)), "zeros", "contiguous"),  # fp64: 3 > 2
     ],
 )
