@@ -208,15 +208,18 @@ def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
 
 
 def lead_vectors(src5: torch.Tensor, stride: int) -> tuple[int, int] | None:
-    """``(V, LEAD_STEP)`` for a contiguous ``src5`` whose rows start off the 16-byte boundaries
-    (widths such as 55, 27, 14 or 7): ``V`` destination columns over 16 bytes of source
-    columns at ``stride``, every lead a multiple of ``LEAD_STEP`` (the rows' alignment); else
-    ``None``."""
+    """``(V, LEAD_STEP)`` for a contiguous ``src5`` whose rows no vector divides (odd widths,
+    such as 55, 27 or 7): ``V`` destination columns over 16 bytes of source columns at
+    ``stride``, every lead a multiple of ``LEAD_STEP`` (the rows' alignment); else ``None``.
+
+    Rows aligned to 2 or 4 elements (bf16 rows of 14 or 28) keep the aligned kernels' narrower
+    vectors: read from the boundary instead, their compiled steps run fewer instructions with
+    Triton 3.9 but 1.3–1.7 times as many with 3.6
+    (``benchmarks/results/compile-report/depthwise-rows-off-boundaries-sm_90.md``)."""
     aligned = row_alignment(src5.shape[4], src5)
-    whole = 16 // src5.element_size()
-    if aligned >= whole or not src5.is_contiguous():
+    if aligned != 1 or not src5.is_contiguous():
         return None
-    return whole // stride, aligned
+    return 16 // src5.element_size() // stride, aligned
 
 
 def taps_reach(first: int, last: int, stride: int, vector: int, lead_step: int = 0) -> bool:

@@ -34,9 +34,9 @@ rows, the flipped taps); at stride 2 it reads grad_out as vectors of ``V / 2`` u
 ``V`` input columns, each tap landing on the columns of one parity (``_rows.adjoint_view``), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
 (channel, tap), building the tap's view the same way.
 
-Rows that start off the 16-byte boundaries (a contiguous input's rows of 7, 14 or 28 elements:
-MobileNetV2's last stages) are read, for the forward and the stride-1 input gradient of one
-output channel per input channel, from the boundary before each row as whole 16-byte vectors,
+Rows that no vector divides (a contiguous input's rows of odd widths: MobileNetV2's 7×7 maps)
+are read, for the forward and the stride-1 input gradient of one output channel per input
+channel, from the 16-byte boundary before each row as whole 16-byte vectors,
 each tap's view shifted by the row's lead (``_lead_rows``; :mod:`._rows`): a program takes one
 output row in planes that share their lead, each possible lead has its copy of the taps, and
 a tile is one vector of columns wide.
@@ -594,11 +594,10 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
 
 def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pad_mode: str,
                adjoint: bool) -> tuple[int, int] | None:  # fmt: skip
-    """``(V, LEAD_STEP)`` of the row-segment kernel over a contiguous ``src5`` whose rows start
-    off the 16-byte boundaries (MobileNetV2's 7×7 and 14×14 maps: ``_rows.lead_vectors``), or
-    ``None``: one output channel per input channel (of ``channels``), zero padding, stride 1 or
-    2 (the input gradient: 1), and every tap within one vector of its output, a row's lead
-    added."""
+    """``(V, LEAD_STEP)`` of the row-segment kernel over a contiguous ``src5`` whose rows no
+    vector divides (MobileNetV2's 7×7 maps: ``_rows.lead_vectors``), or ``None``: one output
+    channel per input channel (of ``channels``), zero padding, stride 1 or 2 (the input
+    gradient: 1), and every tap within one vector of its output, a row's lead added."""
     kw = w5.shape[4]
     if (
         stride not in ((1,) if adjoint else (1, 2))

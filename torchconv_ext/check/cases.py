@@ -125,6 +125,11 @@ DEPTHWISE_LAYERS = [
           padding=1, groups=144, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
     _conv("mobilenetv2.features.2 dw 3x3 96 56x56 +bias+relu6", 2, 8, 96, 56, 96, 3, padding=1,
           groups=96, bias=True, activation="relu6", tiny=dict(c_in=8, c_out=8, size=5, groups=8)),
+    # NCHW rows of 7 and 14 elements, read from the vector boundary before each
+    _conv("mobilenetv2.features.15 dw 3x3 960 7x7", 2, 8, 960, 7, 960, 3, padding=1,
+          groups=960, tiny=dict(c_in=9, c_out=9, size=7, groups=9)),
+    _conv("mobilenetv2.features.14 dw 3x3 s2 576 14x14", 2, 8, 576, 14, 576, 3, stride=2,
+          padding=1, groups=576, tiny=dict(c_in=9, c_out=9, size=9, groups=9)),
     # Keras' "same" padding before a strided depthwise convolution: (1, 2) per side
     _conv("efficientnet dw 5x5 s2 (1,2) 240 28x28", 2, 8, 240, 28, 240, 5, stride=2,
           padding=((1, 2), (1, 2)), groups=240, tiny=dict(c_in=8, c_out=8, size=6, groups=8)),
