@@ -388,8 +388,9 @@ def _conv_depthwise_rows_kernel(
                     )  # fmt: skip
                 else:
                     base = aligned_down(row, SPAN)
-                    # (the row's lead: that of its plane class's first plane, the same for all)
-                    lead = (lead_class * (ssrc_c_units * UNIT) + b_d * (ssrc_d_units * UNIT)
+                    # (the row's lead: that of its plane class's first plane, the same for
+                    # all; planes D·H·W apart, as a unit dim's stride may be anything)
+                    lead = (lead_class * (SRC_D * SRC_H * SRC_W) + b_d * (ssrc_d_units * UNIT)
                             + b_h * (ssrc_h_units * UNIT)) % SPAN  # fmt: skip
                     be, oe, ae, bo, oo, ao = lead_phases(
                         src_ptr + base, first, ok, -base, TOTAL - base, lead, lead + SRC_W, G, V,

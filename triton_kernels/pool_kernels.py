@@ -570,8 +570,9 @@ def _pool_rows_taps_fwd_kernel(
                 )  # fmt: skip
             else:
                 base = aligned_down(row, SPAN)
-                # (the row's lead: that of its plane class's first plane, the same for all)
-                lead = (lead_class * (sx_c_units * UNIT) + i_d * (sx_d_units * UNIT)
+                # (the row's lead: that of its plane class's first plane, the same for all;
+                # planes D·H·W apart, as a unit dim's stride may be anything)
+                lead = (lead_class * (D * H * W) + i_d * (sx_d_units * UNIT)
                         + i_h * (sx_h_units * UNIT)) % SPAN  # fmt: skip
                 # (a max masks every tap outside the row; an average adds the row's zeros)
                 be, oe, ae, bo, oo, ao = lead_phases(

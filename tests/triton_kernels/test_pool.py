@@ -220,6 +220,7 @@ LEAD_CASES = [
     ((1, 5, 6, 11), 3, 2, 1, True),  # planes of even size: one lead class, rows still odd
     ((3, 2, 5, 13), 3, 1, 1, False),  # stride 1
     ((2, 3, 15), 3, 2, 1, True),
+    ((3, 1, 3, 9), 3, 2, 1, False),  # one channel: planes a batch apart (a unit dim's stride)
     ((1, 2, 3, 4, 7), (2, 3, 3), (1, 2, 2), (1, 1, 1), False),
 ]
 
