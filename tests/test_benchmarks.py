@@ -633,7 +633,8 @@ def test_profile_rejects_unknown_case():
 def test_autotune_choice_visible_after_a_triton_launch():
     import torchconv_ext
 
-    x = torch.randn(1, 4, 5, 5)
+    # (channels-last: the tuned positions tiles; NCHW rows take the fixed row tiles)
+    x = torch.randn(1, 4, 5, 5).to(memory_format=torch.channels_last)
     w = torch.randn(4, 1, 3, 3)
     with torchconv_ext.use_backend("triton"):
         torchconv_ext.functional.conv2d(x, w, padding=1, groups=4)
