@@ -365,29 +365,30 @@ def _conv_depthwise_rows_kernel(
         c_w = c * MULT + j if ADJOINT else c  # the weight's (and grad_out's) channel
         c_src = c_w if ADJOINT else c // MULT
         src_c = n * (ssrc_n_units * UNIT) + c_src * (ssrc_c_units * UNIT)
+        src_plane = src_ptr + src_c
         for kd in range(KD):
             b_d, ok_d = _source_coord(a_d, kd, SRC_D, STRIDE_D, PAD_D, DIL_D, ADJOINT)
             ok_d = row_ok & ok_d
             for kh in range(KH):
                 b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
                 ok = ok_d & ok_h
-                row = src_c + (b_d * (ssrc_d_units * UNIT) + b_h * (ssrc_h_units * UNIT))
+                in_plane = b_d * (ssrc_d_units * UNIT) + b_h * (ssrc_h_units * UNIT)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 if ALIGNED:
                     if ADJOINT:
                         be, oe, ae, bo, oo, ao = source_phases(
-                            src_ptr + row, first_src, ok, SRC_W, G, VS, 1
+                            src_plane + in_plane, first_src, ok, SRC_W, G, VS, 1
                         )
                     else:
                         be, oe, ae, bo, oo, ao = source_phases(
-                            src_ptr + row, first, ok, SRC_W, G, V, STRIDE_W
+                            src_plane + in_plane, first, ok, SRC_W, G, V, STRIDE_W
                         )
                     acc = _row_taps(
                         acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok,
                         0, KW, PAD_W, STRIDE_W, DIL_W, V, VS, ADJOINT, ACC_DTYPE,
                     )  # fmt: skip
                 else:
-                    base = aligned_down(row, SPAN)
+                    base = aligned_down(src_c + in_plane, SPAN)
                     # (the row's lead: that of its plane class's first plane, the same for
                     # all; planes D·H·W apart, as a unit dim's stride may be anything)
                     lead = (lead_class * (SRC_D * SRC_H * SRC_W) + b_d * (ssrc_d_units * UNIT)
