@@ -407,11 +407,18 @@ def test_stride2_input_gradient_equals_positions_tiles_bitwise(dtype, monkeypatc
     assert torch.equal(results[0], results[1])
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        ROW_CASES["2d_mult2"],
+        Case((5, 11), 9, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),  # (every fp16 lead)
+    ],
+    ids=["aligned rows", "rows read from the boundary before them"],
+)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
-def test_row_segments_equal_positions_tiles_bitwise(dtype, monkeypatch, triton_device):
-    """Same taps in the same order: the row-segment kernel's bits equal the positions tiles'
-    (which channels-last operands take)."""
-    case = ROW_CASES["2d_mult2"]
+def test_row_segments_equal_positions_tiles_bitwise(case, dtype, monkeypatch, triton_device):
+    """Same taps in the same order, a row's lead whatever: the row-segment kernel's bits equal
+    the positions tiles' (which channels-last operands take), forward and input gradient."""
     x, w, b, go = _inputs(case, dtype, triton_device)
     names = _launches(monkeypatch)
     results = []
@@ -501,30 +508,6 @@ def test_rows_off_the_vector_boundaries_match_torch(name, dtype, monkeypatch, tr
     assert steps[0] == (False, lead_step(case.spatial[-1]))  # (the forward's src: x)
     if case.stride[-1] == 1:  # (the input gradient's: grad_out)
         assert steps[1:] == [(True, lead_step(case.out_spatial[-1]))] * 2
-
-
-@pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
-def test_rows_off_the_vector_boundaries_equal_positions_tiles_bitwise(
-    dtype, monkeypatch, triton_device
-):
-    """Same taps in the same order, a row's lead whatever: the bits of the positions tiles
-    (which channels-last operands take), forward and input gradient."""
-    case = Case((5, 11), 9, 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))  # (every fp16 lead)
-    x, w, b, go = _inputs(case, dtype, triton_device)
-    names = _launches(monkeypatch)
-    results = []
-    for layout in ("contiguous", "channels_last"):
-        x_in, go_in = _relayout(x, layout)[0], _relayout(go, layout)[0]
-        y = torch.empty(go.shape, dtype=dtype, device=triton_device)
-        dw.depthwise_conv_forward(x_in, w, b, y, pad_mode="zeros", **case.conv_kwargs())
-        gi = torch.empty(x.shape, dtype=dtype, device=triton_device)
-        dw.depthwise_conv_backward_input(go_in, w, gi, **case.conv_kwargs())
-        results.append((y, gi))
-    assert names == ["_conv_depthwise_rows_kernel"] * 2 + [
-        "_conv_depthwise_fwd_kernel",
-        "_conv_depthwise_bwd_input_kernel",
-    ]
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 def test_rows_off_the_vector_boundaries_with_channel_multipliers_read_no_leads(
