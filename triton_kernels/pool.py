@@ -334,10 +334,10 @@ def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] 
     and unit dilation along ``w``, and every tap within one vector of its output.
 
     ``V``: the vector width in outputs, as wide as the rows' alignment allows (``LEAD_STEP``
-    0) — or, for a contiguous input whose rows start off the 16-byte boundaries (rows of 55,
-    27 or 13, as AlexNet's), 16 bytes of source columns (``V`` times the stride), each row read
-    from the boundary before it and its taps shifted by its lead, a multiple of ``LEAD_STEP``
-    (the rows' alignment), which the taps must reach too."""
+    0) — or, for a contiguous input whose rows no vector divides (rows of 55, 27 or 13, as
+    AlexNet's: ``_rows.lead_vectors``), 16 bytes of source columns (``V`` times the stride),
+    each row read from the boundary before it and its taps shifted by its lead, a multiple of
+    ``LEAD_STEP``, which the taps must reach too."""
     kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
     if sw not in (1, 2) or dw != 1 or x5.stride(4) != 1 or channels_inner(x5):
         return None
