@@ -46,16 +46,17 @@ strides reach both in units of the largest power of two (up to 16 bytes) dividin
 which shows the compiler the alignment Triton detects by itself only for multiples of 16.
 Windows that overlap or are padded along ``w`` at stride 1 or 2 (ResNet's 3×3/2 max pool) take
 ``_pool_rows_taps_fwd_kernel``: aligned row vectors and each tap's view built from them in
-registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution). The rows of a
-contiguous input that start off the 16-byte boundaries (AlexNet's 55 and 27 columns) are read
-from the boundary before each, as 16-byte vectors whatever their alignment, and each tap's view
-is shifted by the row's lead; the lead decides the shifts, which are built at compile time, so
-a program takes the rows of one output row in planes that start equally far past a boundary,
-and each possible lead has its copy of the taps (``_taps_vectors``). Their backward,
+registers (:mod:`triton_kernels._rows`, shared with the depthwise convolution). Their backward,
 ``_pool_rows_taps_bwd_input_kernel``, reads each covering grad_out (and index) row as aligned
 vectors of ``V / stride`` outputs under ``V`` input columns; tap ``tw`` hands input ``i`` the
 output ``(i + pad - tw) / stride`` — a shifted view at stride 1, at stride 2 a shifted view of
 half the width interleaved with zeros — summed in the generic kernel's order (same bits).
+The forward reads the rows of a contiguous input that no vector divides (AlexNet's 55 and 27
+columns) from the 16-byte boundary before each, as 16-byte vectors, and shifts each tap's view
+by the row's lead; the lead decides the shifts, which are built at compile time, so a program
+takes the rows of one output row in planes that start equally far past a boundary, and each
+possible lead has its copy of the taps (``_taps_vectors``); their backward is the generic
+kernel's.
 """
 
 from __future__ import annotations
