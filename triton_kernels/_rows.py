@@ -207,28 +207,26 @@ def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
     return r
 
 
-def lead_vectors(src5: torch.Tensor, stride: int) -> tuple[int, int] | None:
-    """``(V, LEAD_STEP)`` for a contiguous ``src5`` whose rows no vector divides (odd widths,
-    such as 55, 27 or 7): ``V`` destination columns over 16 bytes of source columns at
-    ``stride``, every lead a multiple of ``LEAD_STEP`` (the rows' alignment); else ``None``.
+def lead_vectors(src5: torch.Tensor, stride: int) -> int | None:
+    """``V`` for a contiguous ``src5`` whose rows no vector divides (odd widths, such as 55, 27
+    or 7), read from the 16-byte boundary before each: ``V`` destination columns over 16
+    bytes of source columns at ``stride``, a row's lead any of them; else ``None``.
 
     Rows aligned to 2 or 4 elements (bf16 rows of 14 or 28) keep the aligned kernels' narrower
     vectors: read from the boundary instead, their compiled steps run fewer instructions with
     Triton 3.9 but 1.3–1.7 times as many with 3.6
     (``benchmarks/results/compile-report/depthwise-rows-off-boundaries-sm_90.md``)."""
-    aligned = row_alignment(src5.shape[4], src5)
-    if aligned != 1 or not src5.is_contiguous():
+    if row_alignment(src5.shape[4], src5) != 1 or not src5.is_contiguous():
         return None
-    return 16 // src5.element_size() // stride, aligned
+    return 16 // src5.element_size() // stride
 
 
-def taps_reach(first: int, last: int, stride: int, vector: int, lead_step: int = 0) -> bool:
+def taps_reach(first: int, last: int, stride: int, vector: int, lead: bool = False) -> bool:
     """Whether source columns ``stride·col + first .. stride·col + last`` of every destination
-    column ``col`` lie within one vector (``vector`` destination columns) of its own — a
-    row's lead (below ``stride·vector``, a multiple of ``lead_step``; none for 0) added:
-    :func:`tap_view`'s shifts."""
-    lead = stride * vector - lead_step if lead_step else 0
-    return -(first // stride) <= vector and (last + lead) // stride <= vector
+    column ``col`` lie within one vector (``vector`` destination columns) of its own — with
+    ``lead``, a row's lead (below ``stride·vector``) added: :func:`tap_view`'s shifts."""
+    most = stride * vector - 1 if lead else 0
+    return -(first // stride) <= vector and (last + most) // stride <= vector
 
 
 def lead_classes(src5: torch.Tensor, span: int) -> int:

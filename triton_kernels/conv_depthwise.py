@@ -320,7 +320,7 @@ def _conv_depthwise_rows_kernel(
     sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
     KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    V: tl.constexpr, V_OUT: tl.constexpr, LEAD_STEP: tl.constexpr, LEAD_CLASSES: tl.constexpr,
+    V: tl.constexpr, V_OUT: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
     ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
 ):  # fmt: skip
@@ -333,13 +333,13 @@ def _conv_depthwise_rows_kernel(
     # scaled back here, they show the compiler aligned vectors. Summation order: the positions
     # tile's (multiplier, kd, kh, kw).
     #
-    # With LEAD_STEP > 0 the src rows (of a contiguous src, MULT 1, the adjoint at stride 1
+    # With LEAD_ROWS the src rows (of a contiguous src, MULT 1, the adjoint at stride 1
     # only) start off the vectors' boundaries, as in _pool_rows_taps_fwd_kernel: each is read
     # from the SPAN-element boundary before it, its taps shifted by its lead, a program's rows
     # are one dst row (d, h) in planes LEAD_CLASSES apart (which share their leads), R is the
     # number of planes, and the src strides arrive in elements.
     G: tl.constexpr = BLOCK_O // V
-    ALIGNED: tl.constexpr = LEAD_STEP == 0
+    ALIGNED: tl.constexpr = not LEAD_ROWS
     SPAN: tl.constexpr = STRIDE_W * V
     # The src's vectors: V columns, except for the adjoint at stride 2 (V / 2 grad_out columns
     # under V input columns).
@@ -397,11 +397,11 @@ def _conv_depthwise_rows_kernel(
                         src_ptr + base, first, ok, -base, TOTAL - base, lead, lead + SRC_W, G, V,
                         STRIDE_W, True,
                     )  # fmt: skip
-                    for step in tl.static_range(SPAN // LEAD_STEP):
-                        if lead == step * LEAD_STEP:
+                    for LEAD in tl.static_range(SPAN):
+                        if lead == LEAD:
                             acc = _row_taps(
                                 acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok,
-                                step * LEAD_STEP, KW, PAD_W, STRIDE_W, DIL_W, V, VS, ADJOINT,
+                                LEAD, KW, PAD_W, STRIDE_W, DIL_W, V, VS, ADJOINT,
                                 ACC_DTYPE,
                             )  # fmt: skip
     if HAS_BIAS:
@@ -546,10 +546,10 @@ def depthwise_conv_forward(
     lead = _lead_rows(x5, w5, x5.shape[1], stride[-1], padding[-1], dilation[-1], pad_mode, False)
     vector = _row_vector(x5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], pad_mode)
     if lead or vector:
-        vector, lead_step = lead or (vector, 0)
+        vector, lead_rows = (lead, True) if lead else (vector, False)
         _launch_rows(
             x5, w5, bias, y5, geometry, padding[-1], vector, epilogue, activation, False,
-            lead_step,
+            lead_rows,
         )  # fmt: skip
         return
     n, c = x5.shape[:2]
@@ -595,8 +595,8 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
 
 
 def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pad_mode: str,
-               adjoint: bool) -> tuple[int, int] | None:  # fmt: skip
-    """``(V, LEAD_STEP)`` of the row-segment kernel over a contiguous ``src5`` whose rows no
+               adjoint: bool) -> int | None:  # fmt: skip
+    """``V`` of the row-segment kernel over a contiguous ``src5`` whose rows no
     vector divides (MobileNetV2's 7×7 maps: ``_rows.lead_vectors``), or ``None``: one output
     channel per input channel (of ``channels``), zero padding, stride 1 or 2 (the input
     gradient: 1), and every tap within one vector of its output, a row's lead added."""
@@ -612,26 +612,26 @@ def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pa
     lead = lead_vectors(src5, stride)
     # the src columns a dst column reads: col - pad + kw·dil forward, col + pad - kw·dil back
     first, last = (pad - (kw - 1) * dilation, pad) if adjoint else (-pad, (kw - 1) * dilation - pad)
-    return lead if lead and taps_reach(first, last, stride, *lead) else None
+    return lead if lead and taps_reach(first, last, stride, lead, lead=True) else None
 
 
 def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation,
-                 adjoint, lead_step=0):  # fmt: skip
+                 adjoint, lead_rows=False):  # fmt: skip
     """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
     gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it.
     ``vector``: the tile's groups of dst columns (the src's vectors for the forward, ``stride``
-    src vectors for the adjoint); ``lead_step``: 0, or the src rows start off the vectors'
+    src vectors for the adjoint); ``lead_rows``: the src rows start off the vectors'
     boundaries (:func:`_lead_rows`)."""
     src_vector = vector // geometry[2] if adjoint else vector
     n, c_dst = dst5.shape[:2]
     mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
     dst_d, dst_h, dst_w = dst5.shape[2:]
     # (rows read from a boundary: one vector of columns a tile, see _rows.lead_tiles)
-    br, bo, warps = lead_tiles(vector) if lead_step else row_tiles(dst_w, vector)
+    br, bo, warps = lead_tiles(vector) if lead_rows else row_tiles(dst_w, vector)
     rows = n * c_dst * dst_d * dst_h
     grid = cdiv(rows, br) * cdiv(dst_w, bo)
     classes, use_int64 = 1, needs_int64(src5, w5, bias, dst5)
-    if lead_step:  # planes of one lead class a program, strides in elements
+    if lead_rows:  # planes of one lead class a program, strides in elements
         src_vector, rows = 1, n * c_dst
         classes = lead_classes(src5, geometry[2] * vector)
         grid = lead_grid(rows, dst_d * dst_h, dst_w, (br, bo), classes)
@@ -651,7 +651,7 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         *epilogue,
     ), dict(
         KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector,
-        V_OUT=dst_vector, LEAD_STEP=lead_step, LEAD_CLASSES=classes,
+        V_OUT=dst_vector, LEAD_ROWS=lead_rows, LEAD_CLASSES=classes,
         ADJOINT=adjoint,
         HAS_BIAS=bias is not None, USE_INT64=use_int64,
         ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
@@ -696,10 +696,10 @@ def depthwise_conv_backward_input(
     lead = _lead_rows(go5, w5, gi5.shape[1], stride[-1], padding[-1], dilation[-1], "zeros", True)
     vector = _row_vector(go5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], "zeros")
     if lead or vector:
-        vector, lead_step = lead or (vector * stride[-1], 0)
+        vector, lead_rows = (lead, True) if lead else (vector * stride[-1], False)
         _launch_rows(
             go5, w5, bias, gi5, geometry, padding[-1], vector, epilogue, activation, True,
-            lead_step,
+            lead_rows,
         )  # fmt: skip
         return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)

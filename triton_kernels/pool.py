@@ -330,26 +330,28 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
 
 
 def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] | None:
-    """``(V, LEAD_STEP)`` of the row-taps forward for ``x5`` (windows that do not tile the
+    """``(V, LEAD_ROWS)`` of the row-taps forward for ``x5`` (windows that do not tile the
     rows), or ``None`` when it does not apply: NCHW-like rows with unit stride, stride 1 or 2
     and unit dilation along ``w``, and every tap within one vector of its output.
 
-    ``V``: the vector width in outputs, as wide as the rows' alignment allows (``LEAD_STEP``
-    0) — or, for a contiguous input whose rows no vector divides (rows of 55, 27 or 13, as
-    AlexNet's: ``_rows.lead_vectors``), 16 bytes of source columns (``V`` times the stride),
-    each row read from the boundary before it and its taps shifted by its lead, a multiple of
-    ``LEAD_STEP``, which the taps must reach too."""
+    ``V``: the vector width in outputs, as wide as the rows' alignment allows — or, for a
+    contiguous input whose rows no vector divides (rows of 55, 27 or 13, as AlexNet's:
+    ``_rows.lead_vectors``; ``LEAD_ROWS``), 16 bytes of source columns (``V`` times the
+    stride), each row read from the boundary before it and its taps shifted by its lead, which
+    the taps must reach too."""
     kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
     if sw not in (1, 2) or dw != 1 or x5.stride(4) != 1 or channels_inner(x5):
         return None
     lead = lead_vectors(x5, sw)
-    if lead and taps_reach(-pw, kw - 1 - pw, sw, *lead):
-        return lead
+    if lead and taps_reach(-pw, kw - 1 - pw, sw, lead, lead=True):
+        return lead, True
     aligned = row_alignment(x5.shape[4], x5)
-    return (aligned, 0) if aligned >= 2 and taps_reach(-pw, kw - 1 - pw, sw, aligned) else None
+    if aligned >= 2 and taps_reach(-pw, kw - 1 - pw, sw, aligned):
+        return aligned, False
+    return None
 
 
-def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector, lead_step):  # fmt: skip
+def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vector, lead_rows):  # fmt: skip
     x5, rows, indices, use_int64 = _row_forward(x, y5, idx5, mode)
     n, c, d, h, w = x5.shape
     od, oh, ow = y5.shape[2:]
@@ -358,8 +360,8 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     out_vector = row_alignment(ow, y5, indices) if unit_w else 1  # (the output's and indices')
     # (a max keeps an int64 index beside each output: half the tile, without spills)
     outputs = 1024 if POOL_MODES[mode] == MAX.value else 2048
-    br, bo, warps = lead_tiles(vector, outputs) if lead_step else row_tiles(ow, vector, outputs)
-    if not lead_step:  # rows aligned: rows of outputs, sizes and strides in vectors
+    br, bo, warps = lead_tiles(vector, outputs) if lead_rows else row_tiles(ow, vector, outputs)
+    if not lead_rows:  # rows aligned: rows of outputs, sizes and strides in vectors
         classes, unit = 1, vector
         grid = cdiv(rows, br) * cdiv(ow, bo)
     else:  # planes that start equally far past a boundary, a program's rows in one of them
@@ -376,7 +378,7 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
         *(s // out_vector for s in row_strides(indices)), indices.stride(4),
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype), V=vector, LEAD_STEP=lead_step,
+        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype), V=vector, LEAD_ROWS=lead_rows,
         LEAD_CLASSES=classes, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 

@@ -504,7 +504,7 @@ def _pool_rows_taps_fwd_kernel(
     sidx_n_units, sidx_c_units, sidx_d_units, sidx_h_units, sidx_w,
     KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    V: tl.constexpr, LEAD_STEP: tl.constexpr, LEAD_CLASSES: tl.constexpr, V_OUT: tl.constexpr,
+    V: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr, V_OUT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # Fixed windows at stride 1 or 2 along w, unit dilation there, unit w stride: program =
@@ -514,17 +514,17 @@ def _pool_rows_taps_fwd_kernel(
     # comparison; average: 0). Taps in ATen's order, so results equal _pool_fwd_kernel's bit
     # for bit. OW and the output's and indices' strides arrive in units of V_OUT.
     #
-    # Rows aligned to V (LEAD_STEP == 0): rows are the flattened (n, c, od, oh); W and the
+    # Rows aligned to V (not LEAD_ROWS): rows are the flattened (n, c, od, oh); W and the
     # input strides arrive in units of V. Other rows of a contiguous input (AlexNet's 55 and
     # 27 columns): each is read from the SPAN-element boundary (16 bytes) before its start,
     # and a tap's view shifted by the row's lead, the elements it starts past that boundary. The lead must be
     # the same for the whole program (the shift is built in registers: a constexpr): so a
     # program's rows are those of one (od, oh) in BLOCK_R planes (n, c) that lie a multiple
     # of LEAD_CLASSES planes apart, where planes that far apart start equally far past a
-    # boundary; every lead is a multiple of LEAD_STEP, and each has its own copy of the taps.
+    # boundary; each of the SPAN leads has its own copy of the taps.
     # R is then the number of planes and the strides arrive in elements.
     G: tl.constexpr = BLOCK_O // V
-    ALIGNED: tl.constexpr = LEAD_STEP == 0
+    ALIGNED: tl.constexpr = not LEAD_ROWS
     SPAN: tl.constexpr = STRIDE_W * V  # (source columns under a vector of outputs)
     UNIT: tl.constexpr = V if ALIGNED else 1
     W = W_UNITS * UNIT
@@ -579,11 +579,11 @@ def _pool_rows_taps_fwd_kernel(
                     x_ptr + base, first, ok, -base, TOTAL - base, lead, lead + W, G, V, STRIDE_W,
                     MODE != MAX,
                 )  # fmt: skip
-                for step in tl.static_range(SPAN // LEAD_STEP):
-                    if lead == step * LEAD_STEP:
+                for LEAD in tl.static_range(SPAN):
+                    if lead == LEAD:
                         acc, arg = _fold_taps(
                             acc, arg, be, oe, ae, bo, oo, ao, ok, start_w, W, pos,
-                            step * LEAD_STEP, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
+                            LEAD, KW, STRIDE_W, PAD_W, MODE, V, ACC_DTYPE,
                         )  # fmt: skip
 
     out_ok = row_ok & (ow < OW)

@@ -472,14 +472,14 @@ LEAD_ROW_CASES = {
 }
 
 
-def _lead_steps(monkeypatch) -> list[tuple[bool, int]]:
-    """``(ADJOINT, LEAD_STEP)`` of each row-segment launch from now on."""
+def _lead_rows(monkeypatch) -> list[tuple[bool, bool]]:
+    """``(ADJOINT, LEAD_ROWS)`` of each row-segment launch from now on."""
     steps = []
     launch = dw.launch
 
     def spy(kernel, grid, args, constexprs):
         if kernel is dw._conv_depthwise_rows_kernel:
-            steps.append((constexprs["ADJOINT"], constexprs["LEAD_STEP"]))
+            steps.append((constexprs["ADJOINT"], constexprs["LEAD_ROWS"]))
         return launch(kernel, grid, args, constexprs)
 
     monkeypatch.setattr(dw, "launch", spy)
@@ -493,7 +493,7 @@ def test_rows_off_the_vector_boundaries_match_torch(name, dtype, monkeypatch, tr
     read rows that start off the vectors' boundaries from the boundary before each, and match
     torch (the neighbouring rows' elements read with a row never reach a result)."""
     case = LEAD_ROW_CASES[name]
-    steps = _lead_steps(monkeypatch)
+    steps = _lead_rows(monkeypatch)
     _run_forward(case, "zeros", dtype, triton_device)
     _run_backward_input(case, dtype, triton_device)
     x, w, b, go = _inputs(case, dtype, triton_device)
@@ -502,12 +502,10 @@ def test_rows_off_the_vector_boundaries_match_torch(name, dtype, monkeypatch, tr
     ref = _grads_ref(x, w, go, case, "zeros")[0] + b.double().view(-1, *[1] * len(case.spatial))
     _assert_close(gi, ref, dtype)
 
-    def lead_step(width: int) -> int:  # (rows aligned to 2 elements or more take none)
-        return 1 if width % 2 else 0
-
-    assert steps[0] == (False, lead_step(case.spatial[-1]))  # (the forward's src: x)
+    # (rows aligned to 2 elements or more keep the aligned kernel)
+    assert steps[0] == (False, case.spatial[-1] % 2 == 1)  # (the forward's src: x)
     if case.stride[-1] == 1:  # (the input gradient's: grad_out)
-        assert steps[1:] == [(True, lead_step(case.out_spatial[-1]))] * 2
+        assert steps[1:] == [(True, case.out_spatial[-1] % 2 == 1)] * 2
 
 
 def test_rows_off_the_vector_boundaries_with_channel_multipliers_read_no_leads(
@@ -517,10 +515,10 @@ def test_rows_off_the_vector_boundaries_with_channel_multipliers_read_no_leads(
     leads, so such rows are never read from the boundary before them (forward and input
     gradient), and the results still match torch."""
     case = Case((3, 7), 2, 2, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
-    steps = _lead_steps(monkeypatch)
+    steps = _lead_rows(monkeypatch)
     _run_forward(case, "zeros", torch.float16, triton_device)
     _run_backward_input(case, torch.float16, triton_device)
-    assert all(step == 0 for _, step in steps)
+    assert not any(lead_rows for _, lead_rows in steps)
 
 
 def test_rows_off_the_vector_boundaries_second_order(monkeypatch):
@@ -532,12 +530,12 @@ def test_rows_off_the_vector_boundaries_second_order(monkeypatch):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2, 2, 5, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 1, 1, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    steps = _lead_steps(monkeypatch)
+    steps = _lead_rows(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         conv = lambda a, b: TF.conv2d(a, b, padding=(0, 1), groups=2)
         assert torch.autograd.gradcheck(conv, (x, w))
         assert torch.autograd.gradgradcheck(conv, (x, w), fast_mode=True)
-    assert {step for _, step in steps} == {1}
+    assert {lead_rows for _, lead_rows in steps} == {True}
 
 
 @pytest.mark.parametrize(

@@ -253,7 +253,7 @@ def test_rows_off_the_vector_boundaries_equal_generic_kernel_bitwise(monkeypatch
 
     def spy(kernel, grid, args, constexprs):
         if kernel is kernels._pool_rows_taps_fwd_kernel:
-            leads.append((constexprs["V"] * constexprs["STRIDE_W"], constexprs["LEAD_STEP"]))
+            leads.append((constexprs["V"] * constexprs["STRIDE_W"], constexprs["LEAD_ROWS"]))
         return launch(kernel, grid, args, constexprs)
 
     monkeypatch.setattr(kernels, "launch", spy)
@@ -263,7 +263,7 @@ def test_rows_off_the_vector_boundaries_equal_generic_kernel_bitwise(monkeypatch
         cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
         generic = TF.max_pool2d(cl, 3, 2, return_indices=True), TF.avg_pool2d(finite_cl, 3, 1, 1)
     assert names == [TAPS] * 2 + [GENERIC] * 2
-    assert leads == [(16 // x.element_size(), 1)] * 2
+    assert leads == [(16 // x.element_size(), True)] * 2
     assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
     assert torch.equal(rows[1], generic[1])
 
