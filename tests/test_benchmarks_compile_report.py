@@ -65,11 +65,13 @@ _VECTOR_STORES_ONLY = {("pool:resnet50.maxpool", "_pool_rows_taps_fwd_kernel")}
 #: ... and those all of whose loads must be: the depthwise kernels over channels-last
 #: activations (the NCHW rows take the row kernels), which read the weight repacked with its
 #: channels innermost, so a tap's weights for a vector of channels are one vector too; and
-#: AlexNet's max pooling on NCHW rows of 55, read from the 16-byte boundary before each row.
+#: AlexNet's max pooling on NCHW rows of 55, read from the 16-byte boundary before each row,
+#: and its input gradient, which reads the grad_out and index rows of 27 so.
 _VECTOR_LOADS_ONLY = {
     ("depthwise:mobilenetv2.features.3.dw", "_conv_depthwise_fwd_kernel"),
     ("depthwise:mobilenetv2.features.3.dw", "_conv_depthwise_bwd_input_kernel"),
     ("pool:alexnet.pool1", "_pool_rows_taps_fwd_kernel"),
+    ("pool:alexnet.pool1", "_pool_rows_taps_bwd_input_kernel"),
 }
 
 #: The kernels that store activations (the forward, the input gradient).
@@ -287,7 +289,8 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     ones (its windows), with no element-wise loads; the global pooling's forward and input
     gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the
     max pooling's NCHW forward by 16-byte stores only; the depthwise kernels over channels-last,
-    and AlexNet's max pooling over NCHW rows of 55, by 16-byte loads only; MobileNetV2's
+    and AlexNet's max pooling over NCHW rows of 55 (forward and input gradient), by 16-byte
+    loads only; MobileNetV2's
     depthwise layers over NCHW rows of 7 by 16-byte row loads."""
     out, doc = _compile_report(
         tmp_path,

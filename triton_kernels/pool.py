@@ -55,8 +55,10 @@ The forward reads the rows of a contiguous input that no vector divides (AlexNet
 columns) from the 16-byte boundary before each, as 16-byte vectors, and shifts each tap's view
 by the row's lead; the lead decides the shifts, which are built at compile time, so a program
 takes the rows of one output row in planes that start equally far past a boundary, and each
-possible lead has its copy of the taps (``_taps_vectors``); their backward is the generic
-kernel's.
+possible lead has its copy of the taps (``_taps_vectors``). Their backward reads the grad_out
+(and index) rows so, 16 bytes of grad_out a vector, where the input's or grad_out's rows no
+vector divides (``_taps_backward_vectors``), and stores each input gradient row from its own
+start. Both compute their rows' offsets from planes numbered across ``N·C`` (``_planes``).
 """
 
 from __future__ import annotations
@@ -306,6 +308,18 @@ def _row_forward(x, y5, idx5, mode):  # fmt: skip
     return x5, rows, indices, _use_int64(x, y5, idx5, products=products)
 
 
+def _planes(*tensors5: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The 5-d tensors viewed as ``(N·C, 1, D, H, W)`` where every one's planes lie evenly
+    spaced (a contiguous tensor's do), else as they are. A kernel whose program holds rows of
+    many planes then finds each row's offset without dividing its plane's number by ``C``
+    (which Triton specialises when it is 1): the rows read from the boundary before them
+    store their results through shared memory, the offsets computed anew for every element."""
+    n, c = tensors5[0].shape[:2]
+    if not all(n == 1 or c == 1 or t.stride(0) == c * t.stride(1) for t in tensors5):
+        return tensors5
+    return tuple(t.view(n * c, 1, *t.shape[2:]) for t in tensors5)
+
+
 def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # fmt: skip
     x5, rows, indices, use_int64 = _row_forward(x, y5, idx5, mode)
     _, c, d, h, w = x5.shape
@@ -365,7 +379,9 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
         classes, unit = 1, vector
         grid = cdiv(rows, br) * cdiv(ow, bo)
     else:  # planes that start equally far past a boundary, a program's rows in one of them
-        classes, unit, rows = lead_classes(x5, sw * vector), 1, n * c
+        rows = n * c
+        x5, y5, indices = _planes(x5, y5, indices)
+        classes, unit, c = lead_classes(x5, sw * vector), 1, x5.shape[1]
         grid = lead_grid(rows, od * oh, ow, (br, bo), classes)
         # (a row's reads reach a column block and two vectors past its start, masked)
         use_int64 = use_int64 or x.numel() + sw * (bo + 2 * vector) >= INT32_LIMIT
@@ -572,11 +588,12 @@ def pool_backward(
             go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad)
         )
         return
-    vector = _taps_backward_vector(go5, idx5, gi5, geometry) if unit_w else 0
-    if vector:
+    vectors = _taps_backward_vectors(go5, idx5, gi5, geometry) if unit_w else None
+    if vectors:
         _launch_taps_backward(
-            go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad), vector
-        )
+            go5, idx5, gi5, mode, geometry, int(divisor_override), bool(count_include_pad),
+            *vectors,
+        )  # fmt: skip
         return
     _launch_backward(
         go5, idx5, grad_in, mode, FIXED.value, tuple(go5.shape[2:]), go5.stride(),
@@ -609,44 +626,66 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
     ))  # fmt: skip
 
 
-def _taps_backward_vector(go5, idx5, gi5, geometry: Sequence[int]) -> int:
-    """The vector width (in input columns) of the row-taps backward, or 0 when it does not
-    apply: NCHW-like rows with unit stride along ``w``, stride 1 or 2 and unit dilation there,
-    grad_out and index rows (and their width) aligned to ``vector / stride`` elements, and every
-    tap within one such vector of its input."""
+def _taps_backward_vectors(go5, idx5, gi5, geometry: Sequence[int]) -> tuple[int, bool] | None:
+    """``(V, LEAD_ROWS)`` of the row-taps backward (``V`` input columns over ``V / stride``
+    grad_out columns), or ``None`` when it does not apply: NCHW-like rows with unit stride
+    along ``w``, stride 1 or 2 and unit dilation there, and every tap's output within one
+    grad_out vector of its input's.
+
+    ``V``: as wide as the input gradient's and grad_out's rows (and the indices') allow — or,
+    where either's rows no vector divides (AlexNet's 55 and 27 columns) and grad_out is
+    contiguous (``LEAD_ROWS``), 16 bytes of grad_out columns: each grad_out (and index) row
+    read from the boundary before it and the taps shifted by its lead, which the taps must
+    reach too, and the input gradient's rows stored from their own start."""
     kw, sw, pw, dw = geometry[2], geometry[5], geometry[8], geometry[14]
     if sw not in (1, 2) or dw != 1 or gi5.stride(4) != 1 or channels_inner(gi5):
-        return 0
+        return None
     sources = [t for t in (go5, idx5) if t is not None]
+    # the grad_out column each tap reads, less its input's (i / stride), per tap
+    shifts = [(e % sw + e) // sw for e in range(pw - kw + 1, pw + 1)]
     # grad_out's rows and width (the index rows: the same strides in elements)
     source_vector = row_alignment(go5.shape[4], *sources)
     vector = min(row_alignment(gi5.shape[4], gi5), sw * source_vector)
-    shifts = [(e % sw + e) // sw for e in range(pw - kw + 1, pw + 1)]
+    if vector == 1 and all(t.is_contiguous() and t.stride() == go5.stride() for t in sources):
+        lead = 16 // go5.element_size()
+        if min(shifts) >= -lead and max(shifts) <= 1:  # (a lead shifts them up to lead - 1)
+            return sw * lead, True
     if vector < 2 or max(map(abs, shifts)) > vector // sw:
-        return 0
-    return vector
+        return None
+    return vector, False
 
 
-def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, vector):  # fmt: skip
+def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, vector, lead_rows):  # fmt: skip
     n, c, d, h, w = gi5.shape
     od, oh, ow = go5.shape[2:]
     kd, kh, kw, sd, sh, sw, pd, ph, pw, ped, peh, pew, dd, dh, _ = geometry
     is_max = POOL_MODES[mode] == MAX.value
     idx5 = idx5 if is_max else go5
     source_vector = vector // sw
-    br, bo, warps = row_tiles(w, vector)
-    rows = n * c * d * h
     products = [s * o for s, o in zip(gi5.shape[2:], (od, oh, ow))]
-    launch(_pool_rows_taps_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo),), (
+    use_int64 = _use_int64(go5, idx5, gi5, products=products)
+    if not lead_rows:  # rows aligned: input rows, sizes and strides in vectors
+        unit, unit_source, classes, rows = vector, source_vector, 1, n * c * d * h
+        br, bo, warps = row_tiles(w, vector)
+        grid = cdiv(rows, br) * cdiv(w, bo)
+    else:  # grad_out planes that start equally far past a boundary, a program's in one of them
+        go5, idx5, gi5 = _planes(go5, idx5, gi5)
+        unit, unit_source, rows, c = 1, 1, n * c, gi5.shape[1]
+        classes = lead_classes(go5, source_vector)
+        br, bo, warps = lead_tiles(vector)
+        grid = lead_grid(rows, d * h, w, (br, bo), classes)
+        # (a row's reads reach a column block and two vectors past its start, masked)
+        use_int64 = use_int64 or go5.numel() + bo // sw + 2 * source_vector >= INT32_LIMIT
+    launch(_pool_rows_taps_bwd_input_kernel, (grid,), (
         go5, idx5, gi5,
-        rows, c, d, h, w // vector, od, oh, ow // source_vector,
+        rows, c, d, h, w // unit, od, oh, ow // unit_source, go5.numel(),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
-        *(s // source_vector for t in (go5, idx5) for s in row_strides(t)),
-        *(s // vector for s in row_strides(gi5)),
+        *(s // unit_source for t in (go5, idx5) for s in row_strides(t)),
+        *(s // unit for s in row_strides(gi5)),
     ), dict(
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=_use_int64(go5, idx5, gi5, products=products),
-        ACC_DTYPE=acc_dtype(gi5.dtype), V=vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(gi5.dtype), V=vector, LEAD_ROWS=lead_rows,
+        LEAD_CLASSES=classes, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
 

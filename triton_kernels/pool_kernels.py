@@ -9,7 +9,8 @@ for rows that start off the vectors' boundaries, from vectors read from the boun
 them, shifted by the row's lead;
 ``_pool_bwd_input_kernel``: the gather-form gradient w.r.t. the input,
 ``_pool_rows_bwd_input_kernel`` its row-segment form for the windows that tile rows and
-``_pool_rows_taps_bwd_input_kernel`` for the other windows of the row-taps forward;
+``_pool_rows_taps_bwd_input_kernel`` for the other windows of the row-taps forward (grad_out
+rows that start off the vectors' boundaries read as the forward reads its input's);
 ``_global_pool_fwd_kernel``: the single-pass reduction of whole planes, and
 ``_global_pool_bwd_kernel`` its gradient, written in the input gradient's memory order. See
 :mod:`triton_kernels.pool` for the design.
@@ -708,9 +709,34 @@ def _pool_rows_bwd_input_kernel(
 
 
 @triton.jit
+def _spread_taps(acc, gb, g_own, ga, jb, j_own, ja, ok, i_w, pos, W, OW, cnt_d, cnt_h, DIVISOR,
+                 PAD_END_W, LEAD: tl.constexpr, KW: tl.constexpr, STRIDE_W: tl.constexpr,
+                 PAD_W: tl.constexpr, MODE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
+                 VS: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """Add what one grad_out row (and its index row) hands back to input columns ``i_w``: tap
+    ``tw`` hands input ``i`` the output ``(i + PAD_W - tw) / STRIDE_W``, read ``LEAD`` columns
+    on where the row starts past its vectors' boundary; taps in decreasing ``tw`` (increasing
+    ``ow``, the generic kernel's order). Every tap outside the row is masked."""
+    # (the shift as the loop's constexpr: under the interpreter an assigned one is a tensor)
+    for SHIFT in tl.static_range(PAD_W - KW + 1, PAD_W + 1):  # tap PAD_W - SHIFT
+        g = adjoint_view(gb, g_own, ga, SHIFT + STRIDE_W * LEAD, VS, STRIDE_W).to(ACC_DTYPE)
+        o_w = (i_w + SHIFT) // STRIDE_W
+        tap_ok = ok & ((i_w + SHIFT) % STRIDE_W == 0) & (o_w >= 0) & (o_w < OW)
+        if MODE == MAX:
+            j = adjoint_view(jb, j_own, ja, SHIFT + STRIDE_W * LEAD, VS, STRIDE_W)
+            acc += tl.where(tap_ok & (j == pos), g, 0.0)
+        else:
+            _start_w, _taps_w, cnt_w = _window(
+                o_w, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD
+            )
+            acc += tl.where(tap_ok, _average(g, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED), 0.0)
+    return acc
+
+
+@triton.jit
 def _pool_rows_taps_bwd_input_kernel(
     go_ptr, idx_ptr, gi_ptr,
-    R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    R, C, D, H, W_UNITS, OD, OH, OW_UNITS, TOTAL,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
@@ -718,28 +744,49 @@ def _pool_rows_taps_bwd_input_kernel(
     sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units,
     KW: tl.constexpr, STRIDE_W: tl.constexpr, PAD_W: tl.constexpr, MODE: tl.constexpr,
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    V: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     # The gradient of _pool_rows_taps_fwd_kernel's windows (stride 1 or 2 along w, unit
-    # dilation there, unit w strides): program = BLOCK_R input rows (flattened n, c, d, h) ×
-    # BLOCK_O input columns as [BLOCK_R, BLOCK_O // V, V]. Per covering (od, oh), the grad_out
-    # (and index) row under the tile is read as aligned vectors of VS = V / STRIDE_W outputs
-    # (_rows), and tap tw hands input column i the output o = (i + PAD_W - tw) / STRIDE_W: at
-    # stride 1 a shifted view, at stride 2 a shifted view of half the width interleaved with
-    # zeros (the other parity's inputs are no tap tw of any window). Outputs in increasing
-    # (od, oh, ow), as _pool_bwd_input_kernel sums them. Input sizes and strides arrive in units
-    # of V, grad_out's and the indices' width and strides in units of VS.
+    # dilation there, unit w strides): program = BLOCK_R input rows × BLOCK_O input columns as
+    # [BLOCK_R, BLOCK_O // V, V]. Per covering (od, oh), the grad_out (and index) row under the
+    # tile is read as vectors of VS = V / STRIDE_W outputs (_rows), and tap tw hands input
+    # column i the output o = (i + PAD_W - tw) / STRIDE_W: at stride 1 a shifted view, at
+    # stride 2 a shifted view of half the width interleaved with zeros (the other parity's
+    # inputs are no tap tw of any window). Outputs in increasing (od, oh, ow), as
+    # _pool_bwd_input_kernel sums them.
+    #
+    # Aligned rows (not LEAD_ROWS): rows are the flattened (n, c, d, h); input sizes and
+    # strides arrive in units of V, grad_out's and the indices' width and strides in units of
+    # VS. Contiguous grad_out rows that no vector divides (AlexNet's 27 columns; the indices
+    # share their offsets): each is read from the VS-element boundary (16 bytes) before its
+    # start and the taps' views shifted by its lead, as in the forward; a program's rows are
+    # those of one input row (d, h) in BLOCK_R planes LEAD_CLASSES apart, whose grad_out rows
+    # share their leads; R is the number of planes, sizes and strides arrive in elements, and
+    # the input rows are stored from their own start (any alignment).
     VS: tl.constexpr = V // STRIDE_W
     G: tl.constexpr = BLOCK_O // V
-    W = W_UNITS * V
-    OW = OW_UNITS * VS
-    r, first, i_w = vector_tile(W, BLOCK_R, BLOCK_O, V, USE_INT64)
-    row_ok = r < R
-    n, c, i_d, i_h = unflatten(r, C, D, H)
+    ALIGNED: tl.constexpr = not LEAD_ROWS
+    UNIT: tl.constexpr = V if ALIGNED else 1
+    UNIT_S: tl.constexpr = VS if ALIGNED else 1
+    W = W_UNITS * UNIT
+    OW = OW_UNITS * UNIT_S
+    if ALIGNED:
+        r, first, i_w = vector_tile(W, BLOCK_R, BLOCK_O, V, USE_INT64)
+        row_ok = r < R
+        n, c, i_d, i_h = unflatten(r, C, D, H)
+        lead_class = 0
+    else:
+        r, first, i_w, lead_class, i_d, i_h = lead_class_tile(
+            W, D, H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        row_ok = r < R
+        n = r // C
+        c = r % C
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
     lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
-    go_nc = go_ptr + (n * (sgo_n_units * VS) + c * (sgo_c_units * VS))
-    idx_nc = idx_ptr + (n * (sidx_n_units * VS) + c * (sidx_c_units * VS))
+    go_nc = n * (sgo_n_units * UNIT_S) + c * (sgo_c_units * UNIT_S)
+    idx_nc = n * (sidx_n_units * UNIT_S) + c * (sidx_c_units * UNIT_S)
     pos = ((i_d * H + i_h) * W + i_w).to(tl.int64)
     # The tile's first own output column (the compiler cannot see through the division).
     first_o = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W)
@@ -754,26 +801,44 @@ def _pool_rows_taps_bwd_input_kernel(
                 lo_h, th, n_h, i_h, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, DIL_H, INCLUDE_PAD
             )
             ok = ok_d & ok_h
-            go_row = go_nc + (od * (sgo_d_units * VS) + oh * (sgo_h_units * VS))
-            gb, g_own, ga, _, _, _ = source_phases(go_row, first_o, ok, OW, G, VS, 1)
-            if MODE == MAX:
-                idx_row = idx_nc + (od * (sidx_d_units * VS) + oh * (sidx_h_units * VS))
-                jb, j_own, ja, _, _, _ = source_phases(idx_row, first_o, ok, OW, G, VS, 1)
-            for t in tl.static_range(KW):  # tap KW - 1 - t: increasing ow
-                g = adjoint_view(gb, g_own, ga, PAD_W - KW + 1 + t, VS, STRIDE_W).to(ACC_DTYPE)
-                o_w = (i_w + (PAD_W - KW + 1 + t)) // STRIDE_W
-                tap_ok = ok & ((i_w + (PAD_W - KW + 1 + t)) % STRIDE_W == 0)
-                tap_ok = tap_ok & (o_w >= 0) & (o_w < OW)
+            go_row = go_nc + (od * (sgo_d_units * UNIT_S) + oh * (sgo_h_units * UNIT_S))
+            if ALIGNED:
+                gb, g_own, ga, _, _, _ = source_phases(go_ptr + go_row, first_o, ok, OW, G, VS, 1)
+                jb, j_own, ja = gb, g_own, ga  # (average: unused)
                 if MODE == MAX:
-                    j = adjoint_view(jb, j_own, ja, PAD_W - KW + 1 + t, VS, STRIDE_W)
-                    acc += tl.where(tap_ok & (j == pos), g, 0.0)
-                else:
-                    _start_w, _taps_w, cnt_w = _window(
-                        o_w, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD
+                    idx_row = idx_nc + (od * (sidx_d_units * UNIT_S) + oh * (sidx_h_units * UNIT_S))
+                    jb, j_own, ja, _, _, _ = source_phases(
+                        idx_ptr + idx_row, first_o, ok, OW, G, VS, 1
                     )
-                    acc += tl.where(tap_ok, _average(g, cnt_d, cnt_h, cnt_w, DIVISOR, FIXED), 0.0)
+                acc = _spread_taps(
+                    acc, gb, g_own, ga, jb, j_own, ja, ok, i_w, pos, W, OW, cnt_d, cnt_h,
+                    DIVISOR, PAD_END_W, 0, KW, STRIDE_W, PAD_W, MODE, INCLUDE_PAD, VS, ACC_DTYPE,
+                )  # fmt: skip
+            else:
+                base = aligned_down(go_row, VS)
+                # (the row's lead: that of its plane class's first plane, the same for all)
+                lead = (lead_class * (OD * OH * OW) + od * sgo_d_units + oh * sgo_h_units) % VS
+                gb, g_own, ga, _, _, _ = lead_phases(
+                    go_ptr + base, first_o, ok, -base, TOTAL - base, lead, lead + OW, G, VS, 1,
+                    False,
+                )  # fmt: skip
+                jb, j_own, ja = gb, g_own, ga  # (average: unused)
+                if MODE == MAX:
+                    jb, j_own, ja, _, _, _ = lead_phases(
+                        idx_ptr + base, first_o, ok, -base, TOTAL - base, lead, lead + OW, G,
+                        VS, 1, False,
+                    )  # fmt: skip
+                for LEAD in tl.static_range(VS):
+                    if lead == LEAD:
+                        acc = _spread_taps(
+                            acc, gb, g_own, ga, jb, j_own, ja, ok, i_w, pos, W, OW, cnt_d,
+                            cnt_h, DIVISOR, PAD_END_W, LEAD, KW, STRIDE_W, PAD_W, MODE,
+                            INCLUDE_PAD, VS, ACC_DTYPE,
+                        )  # fmt: skip
 
-    gi_off = row_offset(n, c, i_d, i_h, sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units, V) + i_w
+    gi_off = (
+        row_offset(n, c, i_d, i_h, sgi_n_units, sgi_c_units, sgi_d_units, sgi_h_units, UNIT) + i_w
+    )
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=row_ok & (i_w < W))
 
 

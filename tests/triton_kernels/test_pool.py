@@ -221,6 +221,7 @@ LEAD_CASES = [
     ((3, 2, 5, 13), 3, 1, 1, False),  # stride 1
     ((2, 3, 15), 3, 2, 1, True),
     ((3, 1, 3, 9), 3, 2, 1, False),  # one channel: planes a batch apart (a unit dim's stride)
+    ((3, 1, 7, 11), 3, 2, 0, False),  # and grad_out planes of odd size: two lead classes
     ((1, 2, 3, 4, 7), (2, 3, 3), (1, 2, 2), (1, 1, 1), False),
 ]
 
@@ -230,11 +231,12 @@ def test_rows_off_the_vector_boundaries_match_torch(
     monkeypatch, shape, kernel_size, stride, padding, ceil_mode
 ):
     """Rows of a contiguous input that start off the vectors' boundaries take the row-taps
-    forward, each read from the boundary before it with its taps shifted by its lead: values,
-    max indices and every divisor rule equal torch's in float64, with ties, NaNs and all -inf
+    forward, each read from the boundary before it with its taps shifted by its lead, and the
+    row-taps backward, which reads grad_out (and index) rows so: values, max indices, input
+    gradients and every divisor rule equal torch's in float64, with ties, NaNs and all -inf
     windows (the neighbouring rows' elements read with a row never reach a result)."""
     args = (kernel_size, stride, padding)
-    kernels = [TAPS, GENERIC_BACKWARD]
+    kernels = [TAPS, TAPS_BACKWARD]
     _pools_match_torch(monkeypatch, _awkward(*shape), args, ceil_mode, kernels, backward=True)
 
 
@@ -279,7 +281,46 @@ def test_rows_off_the_vector_boundaries_gradients(monkeypatch):
         assert torch.autograd.gradcheck(max_pool, (x,))
         assert torch.autograd.gradcheck(lambda t: TF.avg_pool2d(t, 3, 1, 1), (x,))
         assert torch.autograd.gradgradcheck(max_pool, (x,), fast_mode=True)
-    assert TAPS in names
+    assert {TAPS, TAPS_BACKWARD} <= set(names)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("width", [9, 11])
+def test_backward_of_rows_off_the_vector_boundaries_equals_generic_kernel_bitwise(
+    monkeypatch, dtype, width
+):
+    """Input rows or grad_out rows of odd widths: the row-taps backward reads each grad_out
+    (and index) row from the boundary before it as 16-byte vectors and sums each input's
+    outputs in the generic kernel's order (which a channels-last copy takes): the same bits,
+    every lead class; a grad_out that is not contiguous takes the generic kernel."""
+    import triton_kernels.pool as kernels
+
+    x = _awkward(2, 9, 5, width, dtype=dtype)
+    finite = torch.where(x.isfinite(), x, 0.0)
+    vectors = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        if kernel is kernels._pool_rows_taps_bwd_input_kernel:
+            vectors.append((constexprs["V"] // constexprs["STRIDE_W"], constexprs["LEAD_ROWS"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    names = _launched(monkeypatch)
+    calls = [(TF.max_pool2d, x, 3, 2), (TF.avg_pool2d, finite, 3, 1, 1)]
+    with torchconv_ext.use_backend("triton"):
+        rows = [_forward_backward(pool, t, *args) for pool, t, *args in calls]
+        generic = [
+            _forward_backward(pool, t.to(memory_format=torch.channels_last), *args)
+            for pool, t, *args in calls
+        ]
+        y = TF.max_pool2d(x.detach().requires_grad_(), 3, 2)
+        names.clear()
+        y.sum().backward()  # (grad_out expanded from one element)
+    assert names == [GENERIC_BACKWARD]
+    assert vectors == [(16 // x.element_size(), True)] * 2
+    for (_, grad), (_, grad_cl) in zip(rows, generic):
+        assert torch.equal(grad, grad_cl)
 
 
 @pytest.mark.parametrize(
