@@ -62,13 +62,14 @@ from ._common import (
     cdiv,
     channels_inner,
     check_device,
+    fast_divisor,
     needs_int64,
     pack_geometry,
     row_alignment,
     row_strides,
     workspace,
 )
-from ._indexing import full_tile, map_padded, tile_indices, unflatten, wide
+from ._indexing import full_tile, map_padded, tile_indices, unflatten, unflatten_fast, wide
 from ._plan import launch
 from ._rows import (
     adjoint_view,
@@ -252,11 +253,11 @@ def _conv_depthwise_bwd_input_kernel(
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_OD", "Q_OH", "Q_OW"])
 def _conv_depthwise_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
     M, C_OUT, MULT, CHUNK,
-    D, H, W, OD, OH, OW, KH, KW,
+    D, H, W, OD, OH, OW, Q_OD, Q_OH, Q_OW, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
@@ -265,7 +266,8 @@ def _conv_depthwise_bwd_weight_kernel(
     ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Program (channel block, tap, split): reduces grad_out · x over the split's CHUNK of the
-    # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics).
+    # flattened N·OD·OH·OW axis and writes one partial per channel (no atomics). Each step
+    # splits its positions into coordinates by Q_OD, Q_OH, Q_OW (fast_divisor).
     tap = tl.program_id(0)  # (axis 0: a long kernel's taps may pass 65535)
     pid_c = tl.program_id(1)
     split = wide(tl.program_id(2), USE_INT64)
@@ -282,7 +284,7 @@ def _conv_depthwise_bwd_weight_kernel(
         )
         p_ok = p < M
         c_ok = co < C_OUT
-        n, od, oh, ow = unflatten(p, OD, OH, OW)
+        n, od, oh, ow = unflatten_fast(p, OD, OH, OW, Q_OD, Q_OH, Q_OW, USE_INT64)
         idx_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_MODE)
         idx_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_MODE)
         idx_w, ok_w = _input_coord(ow, kw, W, STRIDE_W, PAD_W, DIL_W, PAD_MODE)
@@ -783,14 +785,16 @@ def depthwise_conv_backward_weight(
     launch(_conv_depthwise_bwd_weight_kernel, (kd * kh * kw, cdiv(co, _BW_BLOCK_C), split), (
         x5, go5, ws,
         m, co, co // c, chunk,
-        *x5.shape[2:], *go5.shape[2:], kh, kw,
+        *x5.shape[2:], *go5.shape[2:], *map(fast_divisor, go5.shape[2:]), kh, kw,
         *geometry,
         *x5.stride(),
         *go5.stride(),
         *ws_strides,
     ), dict(
         PAD_MODE=PAD_MODES[pad_mode], CHANNELS_INNER=channels_inner(x5),
-        USE_INT64=needs_int64(x, grad_out, grad_w, ws), ACC_DTYPE=acc_dtype(grad_w.dtype),
+        # (positions split by fast divisors stay below 2**31, the tile past the last too)
+        USE_INT64=needs_int64(x, grad_out, grad_w, ws) or m + _BW_BLOCK_P >= INT32_LIMIT,
+        ACC_DTYPE=acc_dtype(grad_w.dtype),
         BLOCK_P=_BW_BLOCK_P, BLOCK_C=_BW_BLOCK_C, num_warps=_BW_WARPS,
     ))  # fmt: skip
     if split > 1:
