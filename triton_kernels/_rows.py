@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, cdiv, next_power_of_2, row_alignment
-from ._indexing import wide
+from ._indexing import unflatten, wide
 
 
 @triton.jit
@@ -113,6 +113,27 @@ def lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexp
     r = lead_class + LEAD_CLASSES * (block * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None])
     col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
     return r, first, col, lead_class, od, oh
+
+
+@triton.jit
+def row_tile(DST_W, C, DST_D, DST_H, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
+             BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
+             USE_INT64: tl.constexpr):  # fmt: skip
+    """A row kernel's tile, ``(r, first, col, lead_class, n, c, d, h)``: rows aligned to the
+    vectors (:func:`vector_tile`: ``r`` the flattened ``(n, c, d, h)``, lead class 0) or, with
+    ``LEAD_ROWS``, read from the boundary before them (:func:`lead_class_tile`: ``r`` the
+    planes ``(n, c)`` of one lead class, ``(d, h)`` the destination row, the same for all)."""
+    if LEAD_ROWS:
+        r, first, col, lead_class, d, h = lead_class_tile(
+            DST_W, DST_D, DST_H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        n = r // C
+        c = r % C
+    else:
+        r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
+        n, c, d, h = unflatten(r, C, DST_D, DST_H)
+        lead_class = 0
+    return r, first, col, lead_class, n, c, d, h
 
 
 @triton.jit

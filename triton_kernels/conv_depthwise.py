@@ -74,18 +74,17 @@ from ._plan import launch
 from ._rows import (
     adjoint_view,
     aligned_down,
-    lead_class_tile,
     lead_classes,
     lead_grid,
     lead_phases,
     lead_tiles,
     lead_vectors,
     row_offset,
+    row_tile,
     row_tiles,
     source_phases,
     tap_view,
     taps_reach,
-    vector_tile,
 )
 from ._tuning import Config, Tuner, bucket
 
@@ -349,16 +348,9 @@ def _conv_depthwise_rows_kernel(
     UNIT: tl.constexpr = VS if ALIGNED else 1
     SRC_W = SRC_W_UNITS * UNIT
     DST_W = DST_W_UNITS * V_OUT
-    if ALIGNED:
-        r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
-        n, c, a_d, a_h = unflatten(r, C_DST, DST_D, DST_H)
-        lead_class = 0
-    else:
-        r, first, col, lead_class, a_d, a_h = lead_class_tile(
-            DST_W, DST_D, DST_H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-        )
-        n = r // C_DST
-        c = r % C_DST
+    r, first, col, lead_class, n, c, a_d, a_h = row_tile(
+        DST_W, C_DST, DST_D, DST_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+    )
     first_src = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W) if ADJOINT else first
     row_ok = r < R
 

@@ -26,12 +26,11 @@ from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
 from ._rows import (
     adjoint_view,
     aligned_down,
-    lead_class_tile,
     lead_phases,
     row_offset,
+    row_tile,
     source_phases,
     tap_view,
-    vector_tile,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -530,18 +529,10 @@ def _pool_rows_taps_fwd_kernel(
     UNIT: tl.constexpr = V if ALIGNED else 1
     W = W_UNITS * UNIT
     OW = OW_UNITS * V_OUT
-    if ALIGNED:
-        r, first, ow = vector_tile(OW, BLOCK_R, BLOCK_O, V, USE_INT64)
-        row_ok = r < R
-        n, c, od, oh = unflatten(r, C, OD, OH)
-        lead_class = 0
-    else:
-        r, first, ow, lead_class, od, oh = lead_class_tile(
-            OW, OD, OH, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-        )
-        row_ok = r < R
-        n = r // C
-        c = r % C
+    r, first, ow, lead_class, n, c, od, oh = row_tile(
+        OW, C, OD, OH, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+    )
+    row_ok = r < R
     start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
     start_h, _taps_h, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
     start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, STRIDE_W, PAD_W, PAD_END_W, FIXED, INCLUDE_PAD)
@@ -771,18 +762,10 @@ def _pool_rows_taps_bwd_input_kernel(
     UNIT_S: tl.constexpr = VS if ALIGNED else 1
     W = W_UNITS * UNIT
     OW = OW_UNITS * UNIT_S
-    if ALIGNED:
-        r, first, i_w = vector_tile(W, BLOCK_R, BLOCK_O, V, USE_INT64)
-        row_ok = r < R
-        n, c, i_d, i_h = unflatten(r, C, D, H)
-        lead_class = 0
-    else:
-        r, first, i_w, lead_class, i_d, i_h = lead_class_tile(
-            W, D, H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-        )
-        row_ok = r < R
-        n = r // C
-        c = r % C
+    r, first, i_w, lead_class, n, c, i_d, i_h = row_tile(
+        W, C, D, H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+    )
+    row_ok = r < R
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
     lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
     go_nc = n * (sgo_n_units * UNIT_S) + c * (sgo_c_units * UNIT_S)
