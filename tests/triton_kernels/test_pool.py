@@ -45,6 +45,27 @@ def _launched(monkeypatch) -> list[str]:
     return launched_kernels(monkeypatch, kernels)
 
 
+def _source_vectors(monkeypatch) -> list[tuple[str, int, bool]]:
+    """``(kernel, source elements a vector reads, LEAD_ROWS)`` of each row-taps launch from
+    now on: the forward's ``V`` outputs read ``V·stride`` input columns, the backward's ``V``
+    inputs ``V / stride`` grad_out columns."""
+    import triton_kernels.pool as kernels
+
+    seen = []
+    launch = kernels.launch
+
+    def spy(kernel, grid, args, constexprs):
+        v, stride = constexprs.get("V"), constexprs.get("STRIDE_W")
+        if kernel is kernels._pool_rows_taps_fwd_kernel:
+            seen.append((TAPS, v * stride, constexprs["LEAD_ROWS"]))
+        elif kernel is kernels._pool_rows_taps_bwd_input_kernel:
+            seen.append((TAPS_BACKWARD, v // stride, constexprs["LEAD_ROWS"]))
+        return launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", spy)
+    return seen
+
+
 def _equal(ours: torch.Tensor, ref: torch.Tensor) -> bool:
     return torch.equal(ours.isnan(), ref.isnan()) and torch.equal(
         ours.nan_to_num(), ref.nan_to_num()
@@ -246,26 +267,16 @@ def test_rows_off_the_vector_boundaries_equal_generic_kernel_bitwise(monkeypatch
     """The taps of rows read from the boundary before them, in the same order: the same bits
     as the generic kernel's (which a channels-last copy takes), 16-byte reads, every lead
     class."""
-    import triton_kernels.pool as kernels
-
     x = _awkward(2, 9, 5, width, dtype=dtype)
     finite = torch.where(x.isfinite(), x, 0.0)
-    leads = []
-    launch = kernels.launch
-
-    def spy(kernel, grid, args, constexprs):
-        if kernel is kernels._pool_rows_taps_fwd_kernel:
-            leads.append((constexprs["V"] * constexprs["STRIDE_W"], constexprs["LEAD_ROWS"]))
-        return launch(kernel, grid, args, constexprs)
-
-    monkeypatch.setattr(kernels, "launch", spy)
+    leads = _source_vectors(monkeypatch)
     names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         rows = TF.max_pool2d(x, 3, 2, return_indices=True), TF.avg_pool2d(finite, 3, 1, 1)
         cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
         generic = TF.max_pool2d(cl, 3, 2, return_indices=True), TF.avg_pool2d(finite_cl, 3, 1, 1)
     assert names == [TAPS] * 2 + [GENERIC] * 2
-    assert leads == [(16 // x.element_size(), True)] * 2
+    assert leads == [(TAPS, 16 // x.element_size(), True)] * 2
     assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
     assert torch.equal(rows[1], generic[1])
 
@@ -293,19 +304,9 @@ def test_backward_of_rows_off_the_vector_boundaries_equals_generic_kernel_bitwis
     (and index) row from the boundary before it as 16-byte vectors and sums each input's
     outputs in the generic kernel's order (which a channels-last copy takes): the same bits,
     every lead class; a grad_out that is not contiguous takes the generic kernel."""
-    import triton_kernels.pool as kernels
-
     x = _awkward(2, 9, 5, width, dtype=dtype)
     finite = torch.where(x.isfinite(), x, 0.0)
-    vectors = []
-    launch = kernels.launch
-
-    def spy(kernel, grid, args, constexprs):
-        if kernel is kernels._pool_rows_taps_bwd_input_kernel:
-            vectors.append((constexprs["V"] // constexprs["STRIDE_W"], constexprs["LEAD_ROWS"]))
-        return launch(kernel, grid, args, constexprs)
-
-    monkeypatch.setattr(kernels, "launch", spy)
+    launches = _source_vectors(monkeypatch)
     names = _launched(monkeypatch)
     calls = [(TF.max_pool2d, x, 3, 2), (TF.avg_pool2d, finite, 3, 1, 1)]
     with torchconv_ext.use_backend("triton"):
@@ -318,7 +319,8 @@ def test_backward_of_rows_off_the_vector_boundaries_equals_generic_kernel_bitwis
         names.clear()
         y.sum().backward()  # (grad_out expanded from one element)
     assert names == [GENERIC_BACKWARD]
-    assert vectors == [(16 // x.element_size(), True)] * 2
+    backward = [launch for launch in launches if launch[0] == TAPS_BACKWARD]
+    assert backward == [(TAPS_BACKWARD, 16 // x.element_size(), True)] * 2
     for (_, grad), (_, grad_cl) in zip(rows, generic):
         assert torch.equal(grad, grad_cl)
 
