@@ -295,6 +295,28 @@ def test_rows_off_the_vector_boundaries_gradients(monkeypatch):
     assert {TAPS, TAPS_BACKWARD} <= set(names)
 
 
+@pytest.mark.parametrize("width", [9, 16])  # (rows read from the boundary; aligned rows)
+def test_row_taps_in_64_bits(monkeypatch, width):
+    """The row-taps kernels' int64 variants (tensors past 2**31 elements), forward and input
+    gradient, of rows read from the boundary before them and of aligned rows: torch's values,
+    indices and gradients in float64."""
+    import triton_kernels.pool as kernels
+
+    real_launch = kernels.launch
+    variants = []
+
+    def in_64_bits(kernel, grid, args, constexprs):
+        if "USE_INT64" in constexprs:
+            constexprs = {**constexprs, "USE_INT64": True}
+            variants.append((kernel.__name__, constexprs.get("LEAD_ROWS")))
+        return real_launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(kernels, "launch", in_64_bits)
+    x = _awkward(2, 3, 7, width)
+    _pools_match_torch(monkeypatch, x, (3, 2, 1), False, [TAPS, TAPS_BACKWARD], backward=True)
+    assert set(variants) == {(TAPS, width % 2 == 1), (TAPS_BACKWARD, width % 2 == 1)}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("width", [9, 11])
 def test_backward_of_rows_off_the_vector_boundaries_equals_generic_kernel_bitwise(
