@@ -345,7 +345,8 @@ def _conv_depthwise_rows_kernel(
     # The src's vectors: V columns, except for the adjoint at stride 2 (V / 2 grad_out columns
     # under V input columns).
     VS: tl.constexpr = V // STRIDE_W if ADJOINT else V
-    UNIT: tl.constexpr = VS if ALIGNED else 1
+    # (the src's units: the adjoint's vectors, the forward's spans of STRIDE_W vectors)
+    UNIT: tl.constexpr = (VS if ADJOINT else SPAN) if ALIGNED else 1
     SRC_W = SRC_W_UNITS * UNIT
     DST_W = DST_W_UNITS * V_OUT
     r, first, col, lead_class, n, c, a_d, a_h = row_tile(
@@ -444,18 +445,20 @@ def _conv_depthwise_rows_bwd_weight_kernel(
     # as [BLOCK_R, BLOCK_O // V, V]; x's row is read as three aligned vectors per group and the
     # tap's shifted view built in registers, as in _conv_depthwise_rows_kernel. One partial per
     # program (no atomics); the order depends on the shapes only. x's width and strides arrive
-    # in units of V elements, grad_out's in units of V_GO.
+    # in units of SPAN = STRIDE_W·V elements (the x columns under a vector of outputs),
+    # grad_out's in units of V_GO.
     G: tl.constexpr = BLOCK_O // V
+    SPAN: tl.constexpr = STRIDE_W * V
     co = tl.program_id(0)
     tap = tl.program_id(1)
     split = wide(tl.program_id(2), USE_INT64)
     kw_tap = tap % KW
     kh = (tap // KW) % KH
     kd = tap // (KW * KH)
-    W = W_UNITS * V
+    W = W_UNITS * SPAN
     OW = OW_UNITS * V_GO
     col = tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
-    x_c = x_ptr + (co // MULT) * (sx_c_units * V)
+    x_c = x_ptr + (co // MULT) * (sx_c_units * SPAN)
     go_c = go_ptr + co * (sgo_c_units * V_GO)
 
     acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
@@ -467,7 +470,9 @@ def _conv_depthwise_rows_bwd_weight_kernel(
         i_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_ZEROS)
         i_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_ZEROS)
         ok = row_ok & ok_d & ok_h
-        x_row = x_c + (n * (sx_n_units * V) + i_d * (sx_d_units * V) + i_h * (sx_h_units * V))
+        x_row = x_c + (
+            n * (sx_n_units * SPAN) + i_d * (sx_d_units * SPAN) + i_h * (sx_h_units * SPAN)
+        )
         go_row = go_c + (
             n * (sgo_n_units * V_GO) + od * (sgo_d_units * V_GO) + oh * (sgo_h_units * V_GO)
         )
@@ -538,7 +543,7 @@ def depthwise_conv_forward(
     epilogue = epilogue_args(activation, alpha, act_weight, w5)
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     lead = _lead_rows(x5, w5, x5.shape[1], stride[-1], padding[-1], dilation[-1], pad_mode, False)
-    vector = _row_vector(x5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], pad_mode)
+    vector = _row_vector(x5, w5.shape[-1], stride[-1], padding[-1], dilation[-1], pad_mode, True)
     if lead or vector:
         vector, lead_rows = (lead, True) if lead else (vector, False)
         _launch_rows(
@@ -575,17 +580,24 @@ def depthwise_conv_forward(
     )  # fmt: skip
 
 
-def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str) -> int:
+def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: str,
+                spans: bool = False) -> int:  # fmt: skip
     """The vector width (elements) of the row-segment kernels reading ``src5``, or 0 when they
     do not apply: NCHW-like rows with unit stride, stride 1 or 2 along ``w``, zero padding, and
     every tap within one vector of its output (``_rows.shifted``'s reach; at stride 2, within
-    its phase) — dilation along ``w`` only moves the taps further out."""
+    its phase) — dilation along ``w`` only moves the taps further out.
+
+    ``spans`` (the forward and the weight gradient, which read ``src5`` at the stride): the
+    width in output columns whose ``stride`` times as many source columns are one aligned
+    vector (of at most 16 bytes), which one thread holds whole; Triton 3.6 moves a span split
+    over two threads through shared memory at every step of the taps' loop."""
     if stride not in (1, 2) or pad_mode != "zeros" or src5.stride(4) != 1 or channels_inner(src5):
         return 0
-    vector = row_alignment(src5.shape[4], src5)
-    # One-element "vectors" would only waste the tile's unused columns.
+    span = row_alignment(src5.shape[4], src5)
+    vector = span // stride if spans else span
+    # One-element spans would only waste the tile's unused columns.
     reach = max(-(-pad // stride), ((kw - 1) * dilation - pad) // stride)
-    return vector if vector >= 2 and reach <= vector else 0
+    return vector if span >= 2 and vector >= 1 and reach <= vector else 0
 
 
 def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pad_mode: str,
@@ -616,7 +628,7 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
     ``vector``: the tile's groups of dst columns (the src's vectors for the forward, ``stride``
     src vectors for the adjoint); ``lead_rows``: the src rows start off the vectors'
     boundaries (:func:`_lead_rows`)."""
-    src_vector = vector // geometry[2] if adjoint else vector
+    src_vector = vector // geometry[2] if adjoint else vector * geometry[2]
     n, c_dst = dst5.shape[:2]
     mult = w5.shape[0] // (c_dst if adjoint else src5.shape[1])
     dst_d, dst_h, dst_w = dst5.shape[2:]
@@ -768,7 +780,7 @@ def depthwise_conv_backward_weight(
         grad_w.zero_()
         return
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
-    vector = _row_vector(x5, kw, stride[-1], padding[-1], dilation[-1], pad_mode)
+    vector = _row_vector(x5, kw, stride[-1], padding[-1], dilation[-1], pad_mode, True)
     if vector and go5.stride(4) == 1 and not channels_inner(go5):
         _launch_rows_backward_weight(x5, go5, gw5, geometry, padding[-1], vector)
         return
@@ -811,6 +823,7 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
     co, _, kd, kh, kw = gw5.shape
     od, oh, ow = go5.shape[2:]
     go_vector = row_alignment(ow, go5)
+    span = geometry[2] * vector  # (the x columns under a vector of outputs)
     rows = n * od * oh
     br, bo, warps = row_tiles(ow, vector)
     split, chunk = _reduction_split(rows, br, co * kd * kh * kw)
@@ -818,9 +831,9 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
     launch(_conv_depthwise_rows_bwd_weight_kernel, (co, kd * kh * kw, split), (
         x5, go5, ws,
         rows, co // c, chunk,
-        *x5.shape[2:4], x5.shape[4] // vector, od, oh, ow // go_vector, kh,
+        *x5.shape[2:4], x5.shape[4] // span, od, oh, ow // go_vector, kh,
         *geometry[:2], *geometry[3:5], *geometry[6:8],
-        *(s // vector for s in row_strides(x5)),
+        *(s // span for s in row_strides(x5)),
         *(s // go_vector for s in row_strides(go5)),
         *ws_strides,
     ), dict(

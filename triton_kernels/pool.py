@@ -359,9 +359,9 @@ def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] 
     lead = lead_vectors(x5, sw)
     if lead and taps_reach(-pw, kw - 1 - pw, sw, lead, lead=True):
         return lead, True
-    aligned = row_alignment(x5.shape[4], x5)
-    if aligned >= 2 and taps_reach(-pw, kw - 1 - pw, sw, aligned):
-        return aligned, False
+    vector = row_alignment(x5.shape[4], x5) // sw
+    if vector >= 1 and vector * sw >= 2 and taps_reach(-pw, kw - 1 - pw, sw, vector):
+        return vector, False
     return None
 
 
@@ -375,8 +375,8 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     # (a max keeps an int64 index beside each output: half the tile, without spills)
     outputs = 1024 if POOL_MODES[mode] == MAX.value else 2048
     br, bo, warps = lead_tiles(vector, outputs) if lead_rows else row_tiles(ow, vector, outputs)
-    if not lead_rows:  # rows aligned: rows of outputs, sizes and strides in vectors
-        classes, unit = 1, vector
+    if not lead_rows:  # rows aligned: rows of outputs, sizes and strides in spans
+        classes, unit = 1, sw * vector
         grid = cdiv(rows, br) * cdiv(ow, bo)
     else:  # planes that start equally far past a boundary, a program's rows in one of them
         rows = n * c

@@ -526,7 +526,7 @@ def _pool_rows_taps_fwd_kernel(
     G: tl.constexpr = BLOCK_O // V
     ALIGNED: tl.constexpr = not LEAD_ROWS
     SPAN: tl.constexpr = STRIDE_W * V  # (source columns under a vector of outputs)
-    UNIT: tl.constexpr = V if ALIGNED else 1
+    UNIT: tl.constexpr = SPAN if ALIGNED else 1
     W = W_UNITS * UNIT
     OW = OW_UNITS * V_OUT
     r, first, ow, lead_class, n, c, od, oh = row_tile(

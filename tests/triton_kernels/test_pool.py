@@ -409,16 +409,20 @@ def test_row_taps_backward_equals_generic_kernel_bitwise(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_row_taps_equal_generic_kernel_bitwise(monkeypatch, dtype):
-    """Same taps in the same order: the row-taps kernel's bits (8- and 4-element vectors here)
-    equal the generic kernel's, which a channels-last copy takes."""
+    """Same taps in the same order: the row-taps kernel's bits equal the generic kernel's,
+    which a channels-last copy takes. At stride 2 a vector of outputs reads one aligned
+    16-byte span of source columns (4 float16 outputs over 8 columns here, 2 float32 over 4),
+    which one thread holds whole."""
     x = _awkward(2, 3, 8, 16, dtype=dtype)
     finite = torch.where(x.isfinite(), x, 0.0)
+    spans = _source_vectors(monkeypatch)
     names = _launched(monkeypatch)
     with torchconv_ext.use_backend("triton"):
         rows = TF.max_pool2d(x, 3, 2, 1, return_indices=True), TF.avg_pool2d(finite, 3, 2, 1)
         cl, finite_cl = (t.to(memory_format=torch.channels_last) for t in (x, finite))
         generic = TF.max_pool2d(cl, 3, 2, 1, return_indices=True), TF.avg_pool2d(finite_cl, 3, 2, 1)
     assert names == [TAPS] * 2 + [GENERIC] * 2
+    assert spans == [(TAPS, 16 // x.element_size(), False)] * 2
     assert _equal(rows[0][0], generic[0][0]) and torch.equal(rows[0][1], generic[0][1])
     assert torch.equal(rows[1], generic[1])
 
