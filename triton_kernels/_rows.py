@@ -7,7 +7,10 @@ vectors per group — the group's own columns and its neighbours' on either side
 (:func:`source_phases`) — and builds the view of every tap, shifted by up to ``V`` columns,
 from them (:func:`shifted`, :func:`funnel`: register selects only, no shared memory, no
 shuffles). At stride 2 a group's source spans ``2·V`` columns, split into its even and odd
-phases, and each tap reads one phase (:func:`tap_view`). Gradients go the other way
+phases, and each tap reads one phase (:func:`tap_view`); there ``V`` is half the rows'
+alignment, so that a span is one aligned vector of at most 16 bytes, which one thread holds
+whole (split over two threads, Triton 3.6 moves it through shared memory at every step).
+Gradients go the other way
 (:func:`adjoint_view`): at stride 2 each destination column of one parity takes a source column
 of a group of half the width.
 

@@ -27,7 +27,8 @@ registers (``_rows.funnel``: no shared memory, no shuffles), so a row costs thre
 instead of ``KW·V`` scalar ones. Taps shifted by at most ``V`` either way qualify (3×3 to 17×17
 kernels with "same" padding in bf16, dilated ones as far as their taps reach); the taps are
 summed in the positions tile's order. At
-stride 2 a group's source spans ``2·V`` columns: loaded the same way and split into its even
+stride 2 a group's source spans ``2·V`` columns, one aligned vector (``V`` half the rows'
+alignment): loaded the same way and split into its even
 and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
 (``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient (grad_out
 rows, the flipped taps); at stride 2 it reads grad_out as vectors of ``V / 2`` under groups of

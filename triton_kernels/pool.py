@@ -348,7 +348,8 @@ def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] 
     rows), or ``None`` when it does not apply: NCHW-like rows with unit stride, stride 1 or 2
     and unit dilation along ``w``, and every tap within one vector of its output.
 
-    ``V``: the vector width in outputs, as wide as the rows' alignment allows — or, for a
+    ``V``: the vector width in outputs, the rows' alignment over the stride (a vector's
+    source columns one aligned span of at most 16 bytes: ``_rows``) — or, for a
     contiguous input whose rows no vector divides (rows of 55, 27 or 13, as AlexNet's:
     ``_rows.lead_vectors``; ``LEAD_ROWS``), 16 bytes of source columns (``V`` times the
     stride), each row read from the boundary before it and its taps shifted by its lead, which
