@@ -98,6 +98,20 @@ def unflatten_fast(p, S0, S1, S2, Q0, Q1, Q2, USE_INT64: tl.constexpr):
 
 
 @triton.jit
+def unflatten_rows(r, S0, S1, Q0, Q1, USE_INT64: tl.constexpr):
+    """A flat row index over sizes ``(·, S0, S1)`` split into ``(n, i0, i1)`` as
+    :func:`unflatten_fast` splits one over three sizes."""
+    if USE_INT64:
+        t = r // S1
+        n, i0, i1 = t // S0, t % S0, r % S1
+    else:
+        t = quotient(r, Q1)
+        n = quotient(t, Q0)
+        i0, i1 = t - n * S0, r - t * S1
+    return n, i0, i1
+
+
+@triton.jit
 def in_range(i, size):
     """``0 <= i < size`` as one comparison: ``i`` reinterpreted as unsigned, so that a negative
     one lies far past any size (Triton compares unsigned with signed as unsigned). The implicit

@@ -70,7 +70,15 @@ from ._common import (
     row_strides,
     workspace,
 )
-from ._indexing import full_tile, map_padded, tile_indices, unflatten, unflatten_fast, wide
+from ._indexing import (
+    full_tile,
+    map_padded,
+    tile_indices,
+    unflatten,
+    unflatten_fast,
+    unflatten_rows,
+    wide,
+)
 from ._plan import launch
 from ._rows import (
     adjoint_view,
@@ -431,11 +439,11 @@ def _row_taps(acc, be, oe, ae, bo, oo, ao, w_row, sw_w, row_ok, LEAD: tl.constex
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_OD", "Q_OH"])
 def _conv_depthwise_rows_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
     M_ROWS, MULT, CHUNK,
-    D, H, W_UNITS, OD, OH, OW_UNITS, KH,
+    D, H, W_UNITS, OD, OH, OW_UNITS, Q_OD, Q_OH, KH,
     STRIDE_D, STRIDE_H, PAD_D, PAD_H, DIL_D, DIL_H,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
@@ -450,7 +458,7 @@ def _conv_depthwise_rows_bwd_weight_kernel(
     # tap's shifted view built in registers, as in _conv_depthwise_rows_kernel. One partial per
     # program (no atomics); the order depends on the shapes only. x's width and strides arrive
     # in units of SPAN = STRIDE_W·V elements (the x columns under a vector of outputs),
-    # grad_out's in units of V_GO.
+    # grad_out's in units of V_GO. Each step splits its rows by Q_OD, Q_OH (fast_divisor).
     G: tl.constexpr = BLOCK_O // V
     SPAN: tl.constexpr = STRIDE_W * V
     co = tl.program_id(0)
@@ -469,7 +477,7 @@ def _conv_depthwise_rows_bwd_weight_kernel(
     for r0 in range(0, CHUNK, BLOCK_R):
         in_chunk = r0 + tl.arange(0, BLOCK_R)[:, None, None]
         r = split * CHUNK + in_chunk
-        n, _d, od, oh = unflatten(r, 1, OD, OH)
+        n, od, oh = unflatten_rows(r, OD, OH, Q_OD, Q_OH, USE_INT64)
         row_ok = (in_chunk < CHUNK) & (r < M_ROWS)
         i_d, ok_d = _input_coord(od, kd, D, STRIDE_D, PAD_D, DIL_D, PAD_ZEROS)
         i_h, ok_h = _input_coord(oh, kh, H, STRIDE_H, PAD_H, DIL_H, PAD_ZEROS)
@@ -836,14 +844,16 @@ def _launch_rows_backward_weight(x5, go5, gw5, geometry, pad_w, vector):  # fmt:
     launch(_conv_depthwise_rows_bwd_weight_kernel, (co, kd * kh * kw, split), (
         x5, go5, ws,
         rows, co // c, chunk,
-        *x5.shape[2:4], x5.shape[4] // span, od, oh, ow // go_vector, kh,
+        *x5.shape[2:4], x5.shape[4] // span, od, oh, ow // go_vector,
+        fast_divisor(od), fast_divisor(oh), kh,
         *geometry[:2], *geometry[3:5], *geometry[6:8],
         *(s // span for s in row_strides(x5)),
         *(s // go_vector for s in row_strides(go5)),
         *ws_strides,
     ), dict(
         KW=kw, PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector, V_GO=go_vector,
-        USE_INT64=needs_int64(x5, go5, gw5, ws),
+        # (a step's rows reach a row tile past the last: quotient's operands stay below 2**31)
+        USE_INT64=needs_int64(x5, go5, gw5, ws) or rows + br >= INT32_LIMIT,
         ACC_DTYPE=acc_dtype(gw5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
     if split > 1:
