@@ -37,17 +37,19 @@ import triton
 import triton.language as tl
 
 from ._common import (
+    INT32_LIMIT,
     PAD_MODES,
     acc_dtype,
     as_5d,
     check_device,
     dot_precision,
+    fast_divisor,
     needs_int64,
     pack_geometry,
     phase_steps,
 )
 from ._gemm_common import GROUP_M, configs, flat_grid, shared_estimate
-from ._indexing import grouped_tile, map_padded, phase_taps, unflatten, wide
+from ._indexing import grouped_tile, map_padded, phase_taps, unflatten, unflatten_fast, wide
 from ._tuning import Config, Tuner, bucket
 
 __all__ = ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
@@ -56,13 +58,14 @@ __all__ = ["local_conv_backward_input", "local_conv_backward_weight", "local_con
 # layers, whose GEMM rows are the batch. 4 warps only: the tap loop's shape, which Triton has
 # miscompiled at 8 (``_gemm_common``). BLOCK_K stays 32: it is grad-weight's reduction chunk, so
 # every config sums in the same order (results bitwise equal whichever config is chosen).
+_BLOCK_K = 32
 _TABLE = [
-    (16, 64, 32, 4, 4),
-    (32, 64, 32, 4, 4),
-    (64, 64, 32, 4, 4),
-    (128, 64, 32, 3, 4),
-    (64, 128, 32, 3, 4),
-    (128, 128, 32, 3, 4),
+    (16, 64, _BLOCK_K, 4, 4),
+    (32, 64, _BLOCK_K, 4, 4),
+    (64, 64, _BLOCK_K, 4, 4),
+    (128, 64, _BLOCK_K, 3, 4),
+    (64, 128, _BLOCK_K, 3, 4),
+    (128, 128, _BLOCK_K, 3, 4),
 ]
 
 
@@ -266,11 +269,11 @@ def _local_conv_bwd_input_kernel(
     )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_QD", "Q_QH", "Q_QW"])
 def _local_conv_bwd_weight_kernel(
     x_ptr, go_ptr, gw_ptr,
     R, C_IN, C_OUT, GROUPS,
-    D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, QD, QH, QW,
+    D, H, W, OD, OH, OW, KD, KH, KW, TD, TH, TW, QD, QH, QW, Q_QD, Q_QH, Q_QW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
@@ -285,7 +288,8 @@ def _local_conv_bwd_weight_kernel(
 
     Rows = C_OUT, cols = (taps, C_IN), reduction over (n, q) in a fixed order. A tile no output
     position uses gets zeros. Programs (``_program``): tiles × groups GEMMs of C_OUT row tiles
-    and column tiles.
+    and column tiles. Each step splits its positions by ``Q_QD``, ``Q_QH``, ``Q_QW``
+    (``fast_divisor``).
     """
     tile, group, tile_m, tile_n = _program(
         tl.cdiv(C_OUT, BLOCK_M), tl.cdiv(KD * KH * KW * C_IN, BLOCK_N), GROUPS, GROUP_M
@@ -303,7 +307,7 @@ def _local_conv_bwd_weight_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for p0 in range(0, R, BLOCK_K):
         pos = wide(p0 + tl.arange(0, BLOCK_K), USE_INT64)
-        n, qd, qh, qw = unflatten(pos, QD, QH, QW)
+        n, qd, qh, qw = unflatten_fast(pos, QD, QH, QW, Q_QD, Q_QH, Q_QW, USE_INT64)
         od, oh, ow = qd * TD + rd, qh * TH + rh, qw * TW + rw
         pos_ok = (pos < R) & (od < OD) & (oh < OH) & (ow < OW)
         go_col = n * sgo_n + od * sgo_d + oh * sgo_h + ow * sgo_w
@@ -493,7 +497,8 @@ def local_conv_backward_weight(
     cols = _count(gw8.shape[5:]) * cg_in
 
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
-    use_int64 = needs_int64(x, grad_out, grad_w)
+    # (a step's positions reach a chunk past the last: quotient's operands stay below 2**31)
+    use_int64 = needs_int64(x, grad_out, grad_w) or reduction + _BLOCK_K >= INT32_LIMIT
     precision = dot_precision(x.dtype, allow_tf32)
     key = (x.dtype, _layout_class(x5, go5, gw8), tuple(tiles), tuple(gw8.shape[5:]), geometry,
            pad_mode, groups, cg_in, cg_out, bucket(reduction), use_int64, precision)  # fmt: skip
@@ -504,7 +509,8 @@ def local_conv_backward_weight(
         (
             x5, go5, gw8,
             reduction, cg_in, cg_out, groups,
-            *x5.shape[2:], *go5.shape[2:], *gw8.shape[5:], *tiles, *per_tile, *geometry,
+            *x5.shape[2:], *go5.shape[2:], *gw8.shape[5:], *tiles, *per_tile,
+            *map(fast_divisor, per_tile), *geometry,
             *x5.stride(), *go5.stride(), *gw8.stride(),
         ),
         dict(
