@@ -1,5 +1,5 @@
-"""Division by invariant integers (``_common.fast_divisor``, ``_indexing.quotient`` and
-``unflatten_fast``): exact against ``//`` and ``%`` over the whole int32 range of dividends; and
+"""Division by invariant integers (``_common.fast_divisor``, ``_indexing.quotient``,
+``unflatten_fast`` and ``unflatten_rows``): exact against ``//`` and ``%`` over the whole int32 range of dividends; and
 the one-comparison range test of the gathers (``_indexing.in_range``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels._common import fast_divisor
-from triton_kernels._indexing import in_range, quotient, unflatten, unflatten_fast
+from triton_kernels._indexing import in_range, quotient, unflatten, unflatten_fast, unflatten_rows
 
 pytestmark = pytest.mark.interpret
 
@@ -76,6 +76,31 @@ def test_unflatten_fast_matches_unflatten(triton_device, sizes, fast, use_int64)
     s0, s1, s2 = sizes
     pc = p.cpu()
     want = torch.stack([pc // (s0 * s1 * s2), pc // (s1 * s2) % s0, pc // s2 % s1, pc % s2], 1)
+    torch.testing.assert_close(out.cpu(), want, rtol=0, atol=0)
+
+
+@triton.jit
+def _unflatten_rows_kernel(r_ptr, out_ptr, N, S0, S1, Q0, Q1, USE_INT64: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    r = tl.load(r_ptr + i, mask=i < N, other=0)
+    n, i0, i1 = unflatten_rows(r, S0, S1, Q0, Q1, USE_INT64)
+    tl.store(out_ptr + i * 3, n, mask=i < N)
+    tl.store(out_ptr + i * 3 + 1, i0, mask=i < N)
+    tl.store(out_ptr + i * 3 + 2, i1, mask=i < N)
+
+
+@pytest.mark.parametrize("use_int64", [False, True], ids=["fast", "int64"])
+@pytest.mark.parametrize("sizes", [(56, 56), (7, 7), (1, 14), (3, 1000)])
+def test_unflatten_rows_matches_division(triton_device, sizes, use_int64):
+    """The row-segment kernels' split of a row index over ``(n, d, h)``: exact, with room for
+    a step's rows past the last (the dividends reach past every valid row)."""
+    s0, s1 = sizes
+    r = torch.randint(0, 5 * s0 * s1 + 64, (BLOCK,), generator=torch.Generator().manual_seed(0))
+    r = r.to(torch.int32).to(triton_device)
+    out = torch.full((BLOCK, 3), -1, dtype=torch.int32, device=triton_device)
+    _unflatten_rows_kernel[(1,)](r, out, BLOCK, s0, s1, *map(fast_divisor, sizes), use_int64)
+    rc = r.cpu()
+    want = torch.stack([rc // (s0 * s1), rc // s1 % s0, rc % s1], 1)
     torch.testing.assert_close(out.cpu(), want, rtol=0, atol=0)
 
 
