@@ -231,6 +231,16 @@ def adjoint_view(before, own, after, SHIFT: tl.constexpr, VS: tl.constexpr,
     return r
 
 
+def aligned_vectors(src5: torch.Tensor, stride: int) -> int:
+    """``V`` of the aligned row kernels reading ``src5``'s rows at ``stride``: the rows'
+    alignment over the stride, so that a vector of destination columns reads one aligned span
+    of at most 16 bytes, which one thread holds whole (Triton 3.6 moves a span split over two
+    threads through shared memory at every step of the taps' loop); 0 for rows aligned to one
+    element, whose one-element vectors would only waste the tile's unused columns."""
+    span = row_alignment(src5.shape[4], src5)
+    return span // stride if span >= 2 else 0
+
+
 def lead_vectors(src5: torch.Tensor, stride: int) -> int | None:
     """``V`` for a contiguous ``src5`` whose rows no vector divides (odd widths, such as 55, 27
     or 7), read from the 16-byte boundary before each: ``V`` destination columns over 16

@@ -83,6 +83,7 @@ from ._plan import launch
 from ._rows import (
     adjoint_view,
     aligned_down,
+    aligned_vectors,
     lead_classes,
     lead_grid,
     lead_phases,
@@ -600,16 +601,14 @@ def _row_vector(src5, kw: int, stride: int, pad: int, dilation: int, pad_mode: s
     its phase) — dilation along ``w`` only moves the taps further out.
 
     ``spans`` (the forward and the weight gradient, which read ``src5`` at the stride): the
-    width in output columns whose ``stride`` times as many source columns are one aligned
-    vector (of at most 16 bytes), which one thread holds whole; Triton 3.6 moves a span split
-    over two threads through shared memory at every step of the taps' loop."""
+    width in output columns whose ``stride`` times as many source columns are one aligned span
+    (``_rows.aligned_vectors``); else (the input gradient, reading grad_out) in ``src5``'s
+    columns."""
     if stride not in (1, 2) or pad_mode != "zeros" or src5.stride(4) != 1 or channels_inner(src5):
         return 0
-    span = row_alignment(src5.shape[4], src5)
-    vector = span // stride if spans else span
-    # One-element spans would only waste the tile's unused columns.
-    reach = max(-(-pad // stride), ((kw - 1) * dilation - pad) // stride)
-    return vector if span >= 2 and vector >= 1 and reach <= vector else 0
+    vector = aligned_vectors(src5, stride if spans else 1)
+    reaches = taps_reach(-pad, (kw - 1) * dilation - pad, stride, vector)
+    return vector if vector and reaches else 0
 
 
 def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pad_mode: str,

@@ -88,7 +88,15 @@ from ._common import (
     row_strides,
 )
 from ._plan import launch
-from ._rows import lead_classes, lead_grid, lead_tiles, lead_vectors, row_tiles, taps_reach
+from ._rows import (
+    aligned_vectors,
+    lead_classes,
+    lead_grid,
+    lead_tiles,
+    lead_vectors,
+    row_tiles,
+    taps_reach,
+)
 from .pool_kernels import (
     _global_pool_bwd_kernel,
     _global_pool_fwd_kernel,
@@ -360,8 +368,8 @@ def _taps_vectors(x5: torch.Tensor, geometry: Sequence[int]) -> tuple[int, int] 
     lead = lead_vectors(x5, sw)
     if lead and taps_reach(-pw, kw - 1 - pw, sw, lead, lead=True):
         return lead, True
-    vector = row_alignment(x5.shape[4], x5) // sw
-    if vector >= 1 and vector * sw >= 2 and taps_reach(-pw, kw - 1 - pw, sw, vector):
+    vector = aligned_vectors(x5, sw)
+    if vector and taps_reach(-pw, kw - 1 - pw, sw, vector):
         return vector, False
     return None
 
