@@ -6,8 +6,10 @@ all of each tensor-core tile. These kernels are direct instead: every program ow
 with fp32 accumulation (fp64 for fp64 tensors).
 
 One code path serves 1-, 2- and 3-d convolutions: tensors are viewed as ``(N, C, D, H, W)``
-(``as_5d``) and every size and stride is a runtime argument. Padding modes are index arithmetic
-in the loads (``map_padded``), never a padded copy.
+(``as_5d``) and every size and stride is a runtime argument (but the input gradient's strides:
+constexprs). Padding modes are index arithmetic in the loads (``map_padded``), never a padded
+copy. The input gradient's tiles take one phase of the input positions modulo the stride each,
+whose taps are known per program (``_indexing.phase_taps``), as the implicit GEMM's do.
 
 Tile orientation. The 2-d tile is ``[BLOCK_P, BLOCK_C]`` when channels are the fastest-varying
 dim of the main input (channels_last, ``CHANNELS_INNER``) and ``[BLOCK_C, BLOCK_P]`` otherwise,
@@ -45,6 +47,7 @@ a tile is one vector of columns wide.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -66,13 +69,16 @@ from ._common import (
     fast_divisor,
     needs_int64,
     pack_geometry,
+    phase_steps,
     row_alignment,
     row_strides,
     workspace,
 )
 from ._indexing import (
     full_tile,
+    in_range,
     map_padded,
+    phase_taps,
     tile_indices,
     unflatten,
     unflatten_fast,
@@ -208,9 +214,10 @@ def _conv_depthwise_fwd_kernel(
 @triton.jit
 def _conv_depthwise_bwd_input_kernel(
     go_ptr, w_ptr, b_ptr, gi_ptr,
-    M, C, MULT,
+    N, M, C, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w,
     sw_o, sw_d, sw_h, sw_w,
     sgi_n, sgi_c, sgi_d, sgi_h, sgi_w,
@@ -221,46 +228,69 @@ def _conv_depthwise_bwd_input_kernel(
     ACC_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
     ACT: tl.constexpr,
 ):  # fmt: skip
-    # Gather form (deterministic, no atomics): tile = BLOCK_P flattened input positions (over
-    # N·D·H·W) × BLOCK_C input channels; each element sums, over the multiplier and the taps,
-    # the grad_out elements whose window covered it. Zero padding only. With HAS_BIAS, plus a
-    # transposed convolution's bias per input channel, and then its activation (ACT: the
-    # forward's epilogue, the PReLU weight per input channel). The strides are constexprs:
-    # every element divides by them at every tap, a division that then folds away (stride 1)
-    # or into a shift (stride 2) instead of an integer division's dozen instructions.
-    p_start = wide(tl.program_id(0), USE_INT64) * BLOCK_P
+    # Gather form (deterministic, no atomics), one phase of the input positions per program
+    # (per dim i = ph + j·stride, as the implicit GEMM's input gradient): the taps that reach a
+    # phase are every TSTEP-th from its first (phase_taps), once per program, so a stride-s
+    # layer visits about 1/s of the taps per dim, none of them masked, and no element divides
+    # by the stride. Tile = BLOCK_P flattened positions of the phase (over N and its J_D·J_H·J_W
+    # positions; M: those of phase 0, the largest) × BLOCK_C input channels, programs phases ×
+    # position tiles along axis 0; each element sums, over the multiplier and the taps, the
+    # grad_out elements whose window covered it, in the taps' order. Zero padding only. With
+    # HAS_BIAS, plus a transposed convolution's bias per input channel, and then its activation
+    # (ACT: the forward's epilogue, the PReLU weight per input channel). The strides are
+    # constexprs: a phase's coordinates divide by them, which folds away at stride 1.
+    tiles = tl.cdiv(M, BLOCK_P)
+    phase = tl.program_id(0) // tiles
+    tile = tl.program_id(0) - phase * tiles
+    ph_w = phase % STRIDE_W
+    ph_h = (phase // STRIDE_W) % STRIDE_H
+    ph_d = phase // (STRIDE_W * STRIDE_H)
+    k0_d, nt_d, q0_d = phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h = phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w = phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
+    # Input positions of this phase: i = ph + j·stride, j < J.
+    J_D = (D - ph_d + STRIDE_D - 1) // STRIDE_D
+    J_H = (H - ph_h + STRIDE_H - 1) // STRIDE_H
+    J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
     p, ci = tile_indices(
-        p_start, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C, CHANNELS_INNER, USE_INT64
-    )
-    p_ok = p < M
+        wide(tile, USE_INT64) * BLOCK_P, tl.program_id(1) * BLOCK_C, BLOCK_P, BLOCK_C,
+        CHANNELS_INNER, USE_INT64,
+    )  # fmt: skip
+    p_ok = p < wide(N, USE_INT64) * J_D * J_H * J_W
     c_ok = ci < C
-    n, i_d, i_h, i_w = unflatten(p, D, H, W)
+    # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
+    n, j_d, j_h, j_w = unflatten(p, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
 
     acc = full_tile(0, ACC_DTYPE, BLOCK_P, BLOCK_C, CHANNELS_INNER)
     for j in range(MULT):
         co = ci * MULT + j
         go_base = n * sgo_n + co * sgo_c
         w_base = co * sw_o
-        for kd in range(KD):
-            o_d, ok_d = _output_coord(i_d, kd, OD, STRIDE_D, PAD_D, DIL_D)
+        for td in range(nt_d):
+            o_d = j_d + (q0_d - td * OSTEP_D)
             go_d = go_base + o_d * sgo_d
-            for kh in range(KH):
-                o_h, ok_h = _output_coord(i_h, kh, OH, STRIDE_H, PAD_H, DIL_H)
+            w_d = w_base + (k0_d + td * TSTEP_D) * sw_d
+            for th in range(nt_h):
+                o_h = j_h + (q0_h - th * OSTEP_H)
                 go_dh = go_d + o_h * sgo_h
-                ok_dh = p_ok & ok_d & ok_h
-                for kw in range(KW):
-                    o_w, ok_w = _output_coord(i_w, kw, OW, STRIDE_W, PAD_W, DIL_W)
+                w_dh = w_d + (k0_h + th * TSTEP_H) * sw_h
+                ok_dh = p_ok & in_range(o_d, OD) & in_range(o_h, OH)
+                for tw in range(nt_w):
+                    o_w = j_w + (q0_w - tw * OSTEP_W)
                     gv = tl.load(
-                        go_ptr + (go_dh + o_w * sgo_w), mask=(ok_dh & ok_w) & c_ok, other=0.0
+                        go_ptr + (go_dh + o_w * sgo_w),
+                        mask=(ok_dh & in_range(o_w, OW)) & c_ok,
+                        other=0.0,
                     )
                     wv = tl.load(
-                        w_ptr + (w_base + kd * sw_d + kh * sw_h + kw * sw_w), mask=c_ok, other=0.0
+                        w_ptr + (w_dh + (k0_w + tw * TSTEP_W) * sw_w), mask=c_ok, other=0.0
                     )
                     acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + ci * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
     acc = activate(acc, aw_ptr, ci * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
 
+    i_d, i_h, i_w = ph_d + j_d * STRIDE_D, ph_h + j_h * STRIDE_H, ph_w + j_w * STRIDE_W
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
@@ -722,14 +752,17 @@ def depthwise_conv_backward_input(
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
     key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], c, co // c, bucket(m), use_int64, activation)  # fmt: skip
+    # (positions of phase 0, the largest: per dim ceil(size / stride))
+    m0 = n * math.prod(cdiv(size, s) for size, s in zip(gi5.shape[2:], geometry[:3]))
+    phases = math.prod(geometry[:3])
     _BWD_INPUT.launch(
         key,
-        lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
+        lambda cfg: (phases * cdiv(m0, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
         (
             go5, w5, w5 if bias is None else bias, gi5,
-            m, c, co // c,
+            n, m0, c, co // c,
             *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
-            *geometry[3:],
+            *geometry[3:], *phase_steps(stride, dilation),
             *go5.stride(),
             w5.stride(0), *w5.stride()[2:],
             *gi5.stride(),

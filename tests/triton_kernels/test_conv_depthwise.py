@@ -72,6 +72,8 @@ CASES = {
 GAP_CASES = {
     "1d_gap": Case((11,), 2, 1, (2,), (3,), (1,), (0,), (1,)),
     "2d_gap_mult2": Case((7, 8), 2, 2, (2, 1), (3, 4), (0, 1), (1, 0), (1, 1)),
+    # 2 rows at stride 3: the input gradient's third phase along h holds no position
+    "2d_gap_empty_phase": Case((2, 9), 2, 1, (1, 3), (3, 2), (0, 1), (0, 1), (1, 1)),
 }
 LAYOUTS = ("channels_last", "strided")
 
