@@ -187,3 +187,18 @@ def phase_taps(phase, STRIDE, PAD, DIL, K, TAP_STEP):
     count = (K - k0 + TAP_STEP - 1) // TAP_STEP  # 0 when k0 ≥ K (then K - k0 > -TAP_STEP)
     q0 = (phase + PAD - k0 * DIL) // STRIDE  # exact division whenever count > 0
     return k0, count, q0
+
+
+@triton.jit
+def split_phase(phase, STRIDE_H, STRIDE_W):
+    """A phase number of an input gradient split into phases modulo the stride (w fastest):
+    ``(ph_d, ph_h, ph_w)``."""
+    return phase // (STRIDE_W * STRIDE_H), (phase // STRIDE_W) % STRIDE_H, phase % STRIDE_W
+
+
+@triton.jit
+def phase_dim(ph, SIZE, STRIDE, PAD, DIL, K, TAP_STEP):
+    """One dim of a phase: :func:`phase_taps`' ``(k0, count, q0)`` and ``J``, how many input
+    positions ``i = ph + j·STRIDE`` lie below ``SIZE`` (0 for a phase past the size)."""
+    k0, count, q0 = phase_taps(ph, STRIDE, PAD, DIL, K, TAP_STEP)
+    return k0, count, q0, (SIZE - ph + STRIDE - 1) // STRIDE

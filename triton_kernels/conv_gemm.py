@@ -89,7 +89,8 @@ from ._indexing import (
     grouped_tile,
     in_range,
     map_padded,
-    phase_taps,
+    phase_dim,
+    split_phase,
     unflatten,
     unflatten_fast,
     wide,
@@ -560,17 +561,11 @@ def _conv_bwd_input_kernel(
     )
     group = batch // n_phases
     phase = batch % n_phases
-    ph_w = phase % STRIDE_W
-    ph_h = (phase // STRIDE_W) % STRIDE_H
-    ph_d = phase // (STRIDE_W * STRIDE_H)
-    k0_d, nt_d, q0_d = phase_taps(ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
-    k0_h, nt_h, q0_h = phase_taps(ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
-    k0_w, nt_w, q0_w = phase_taps(ph_w, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
-
     # Input positions of this phase: i = ph + j·stride, j < J.
-    J_D = (D - ph_d + STRIDE_D - 1) // STRIDE_D
-    J_H = (H - ph_h + STRIDE_H - 1) // STRIDE_H
-    J_W = (W - ph_w + STRIDE_W - 1) // STRIDE_W
+    ph_d, ph_h, ph_w = split_phase(phase, STRIDE_H, STRIDE_W)
+    k0_d, nt_d, q0_d, J_D = phase_dim(ph_d, D, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+    k0_h, nt_h, q0_h, J_H = phase_dim(ph_h, H, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+    k0_w, nt_w, q0_w, J_W = phase_dim(ph_w, W, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
     rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
     # (With FLAT_Y the one phase has M_MAX rows: an argument, so Triton knows its divisibility.)
     row_ok = rows < (M_MAX if FLAT_Y else wide(N, USE_INT64) * J_D * J_H * J_W)
