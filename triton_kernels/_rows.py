@@ -29,8 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv, next_power_of_2, row_alignment
-from ._indexing import unflatten, wide
+from ._common import INTERPRET, cdiv, fast_divisor, next_power_of_2, row_alignment
+from ._indexing import quotient, unflatten, wide
 
 
 @triton.jit
@@ -91,6 +91,27 @@ def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.const
     first = (pid % col_blocks) * BLOCK_O
     col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
     return r, first, col
+
+
+@triton.jit
+def phase_tile(DST_W, ROWS, Q_COLS, Q_BANDS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+               V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+    """:func:`vector_tile` over rows in phases (an input gradient's rows split modulo the
+    strides, ``ROWS`` rows a phase), the program number split by multiply-shift (``Q_COLS``
+    and ``Q_BANDS``: ``fast_divisor`` of the column blocks and of a phase's row bands):
+    ``(phase, r, first, col)``, ``r`` the rows within the phase (programs walk a row band's
+    column blocks, then a phase's bands, then the phases: :func:`phase_grid`)."""
+    G: tl.constexpr = BLOCK_O // V
+    col_blocks = tl.cdiv(DST_W, BLOCK_O)
+    pid = tl.program_id(0)
+    band = quotient(pid, Q_COLS)  # (bands numbered across phases)
+    phase = quotient(band, Q_BANDS)
+    r = (band - phase * tl.cdiv(ROWS, BLOCK_R)) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
+    if USE_INT64:
+        r = r.to(tl.int64)
+    first = (pid - band * col_blocks) * BLOCK_O
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return phase, r, first, col
 
 
 @triton.jit
@@ -274,6 +295,14 @@ def lead_grid(planes: int, dst_rows: int, dst_w: int, tiles: tuple[int, int], cl
     ``tiles`` its ``(BLOCK_R, BLOCK_O)``."""
     block_r, block_o = tiles
     return cdiv(planes, block_r * classes) * classes * dst_rows * cdiv(dst_w, block_o)
+
+
+def phase_grid(rows: int, phases: int, dst_w: int, tiles: tuple[int, int]) -> tuple[int, ...]:
+    """``(programs, Q_COLS, Q_BANDS)`` of :func:`phase_tile`: ``phases`` phases of ``rows``
+    rows, ``tiles`` its ``(BLOCK_R, BLOCK_O)``."""
+    block_r, block_o = tiles
+    bands, col_blocks = cdiv(rows, block_r), cdiv(dst_w, block_o)
+    return phases * bands * col_blocks, fast_divisor(col_blocks), fast_divisor(bands)
 
 
 def lead_tiles(vector: int, outputs: int = 2048) -> tuple[int, int, int]:

@@ -34,7 +34,10 @@ alignment): loaded the same way and split into its even
 and odd columns (``_rows.source_phases``), each tap reads one phase, shifted
 (``_rows.tap_view``). The same kernel with ``ADJOINT`` computes the input gradient (grad_out
 rows, the flipped taps); at stride 2 it reads grad_out as vectors of ``V / 2`` under groups of
-``V`` input columns, each tap landing on the columns of one parity (``_rows.adjoint_view``), and ``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
+``V`` input columns, each tap landing on the columns of one parity (``_rows.adjoint_view``),
+and along depth and height a program takes the rows of one phase modulo the strides
+(``_rows.phase_tile``), visiting only the taps that reach it.
+``_conv_depthwise_rows_bwd_weight_kernel`` reduces grad_out · x over row segments per
 (channel, tap), building the tap's view the same way.
 
 Rows that no vector divides (a contiguous input's rows of odd widths: MobileNetV2's 7×7 maps)
@@ -79,6 +82,7 @@ from ._indexing import (
     in_range,
     map_padded,
     phase_dim,
+    phase_taps,
     split_phase,
     tile_indices,
     unflatten,
@@ -96,6 +100,8 @@ from ._rows import (
     lead_phases,
     lead_tiles,
     lead_vectors,
+    phase_grid,
+    phase_tile,
     row_offset,
     row_tile,
     row_tiles,
@@ -143,17 +149,6 @@ def _input_coord(o, k, size, stride, pad, dil, PAD_MODE: tl.constexpr):
     Returns ``(index, in_bounds)``; for zero padding, out-of-range reads must be masked.
     """
     return map_padded(o * stride - pad + k * dil, size, PAD_MODE)
-
-
-@triton.jit
-def _output_coord(i, k, osize, stride, pad, dil):
-    """Output coordinate whose tap ``k`` reads input ``i`` (zero padding): ``(o, valid)``.
-
-    ``o = (i + pad - k·dil) / stride`` when that is a non-negative integer below ``osize``.
-    """
-    t = i + pad - k * dil
-    o = t // stride
-    return o, (t >= 0) & (o * stride == t) & (o < osize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,28 +333,45 @@ def _conv_depthwise_bwd_weight_kernel(
 
 
 @triton.jit
-def _source_coord(o, k, size, stride, pad, dil, ADJOINT: tl.constexpr):
-    """Source coordinate that output ``o`` reads at tap ``k``: the forward's input coordinate
-    (zero padding), or the adjoint's grad_out coordinate. Returns ``(index, in_bounds)``."""
-    if ADJOINT:
-        src, ok = _output_coord(o, k, size, stride, pad, dil)
+def _tap_walk(a, ph, STRIDE: tl.constexpr, PAD, DIL, K, TSTEP, OSTEP, ADJOINT: tl.constexpr):
+    """How a dst row's taps along one dim walk the src rows: ``(k0, count, kstep, b0, bstep)``,
+    tap ``t < count`` being ``k0 + t·kstep`` and reading src row ``b0 + t·bstep``. The
+    forward: every tap, input row ``a·STRIDE − PAD + k·DIL``. The adjoint (``a`` the row's
+    index in its phase ``ph``, input row ``ph + a·STRIDE``): only the taps that reach the phase
+    (``phase_taps``), grad_out row ``a + q0 − t·OSTEP``."""
+    if ADJOINT and STRIDE > 1:
+        k0, count, q0 = phase_taps(ph, STRIDE, PAD, DIL, K, TSTEP)
+        kstep = TSTEP
+        b0 = a + q0
+        bstep = -OSTEP
+    elif ADJOINT:  # (one phase: every tap)
+        k0 = 0
+        count = K
+        kstep = 1
+        b0 = a + PAD
+        bstep = -DIL
     else:
-        src, ok = _input_coord(o, k, size, stride, pad, dil, PAD_ZEROS)
-    return src, ok
+        k0 = 0
+        count = K
+        kstep = 1
+        b0 = a * STRIDE - PAD
+        bstep = DIL
+    return k0, count, kstep, b0, bstep
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_COLS", "Q_BANDS", "Q_C", "Q_RD", "Q_RH"])
 def _conv_depthwise_rows_kernel(
     src_ptr, w_ptr, b_ptr, dst_ptr,
-    R, C_DST, MULT,
+    PLANES, C_DST, MULT, Q_COLS, Q_BANDS, Q_C, Q_RD, Q_RH,
     SRC_D, SRC_H, SRC_W_UNITS, DST_D, DST_H, DST_W_UNITS, KD, KH, TOTAL,
-    PAD_D, PAD_H, DIL_D, DIL_H,
+    PAD_D, PAD_H, DIL_D, DIL_H, OSTEP_D, OSTEP_H,
     ssrc_n_units, ssrc_c_units, ssrc_d_units, ssrc_h_units,
     sw_o, sw_d, sw_h, sw_w,
     sb,
     sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, sdst_w,
     aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, TSTEP_D: tl.constexpr,
+    TSTEP_H: tl.constexpr,
     KW: tl.constexpr, PAD_W: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
     V: tl.constexpr, V_OUT: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
     ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
@@ -368,17 +380,19 @@ def _conv_depthwise_rows_kernel(
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
     # channels, tap kw of the flipped kernel). Either adds the bias and applies the activation
-    # (ACT) per dst channel. Tile: BLOCK_R dst rows (flattened n, c, d, h)
-    # × BLOCK_O dst columns, as [BLOCK_R, BLOCK_O // V, V]. The src row width and strides
+    # (ACT) per dst channel. Tile: BLOCK_R dst rows (flattened n, c, d, h of PLANES planes
+    # n, c) × BLOCK_O dst columns, as [BLOCK_R, BLOCK_O // V, V]; the adjoint's rows are
+    # those of one phase modulo the strides along d and h (rows ph + a·STRIDE), whose taps
+    # are known per program (_tap_walk): only those are visited. The src row width and strides
     # arrive in units of VS elements, the dst's in units of V_OUT (powers of two dividing them):
     # scaled back here, they show the compiler aligned vectors. Summation order: the positions
     # tile's (multiplier, kd, kh, kw).
     #
-    # With LEAD_ROWS the src rows (of a contiguous src, MULT 1, the adjoint at stride 1
-    # only) start off the vectors' boundaries, as in _pool_rows_taps_fwd_kernel: each is read
+    # With LEAD_ROWS the src rows (of a contiguous src, MULT 1, the adjoint at stride 1 along
+    # w only) start off the vectors' boundaries, as in _pool_rows_taps_fwd_kernel: each is read
     # from the SPAN-element boundary before it, its taps shifted by its lead, a program's rows
-    # are one dst row (d, h) in planes LEAD_CLASSES apart (which share their leads), R is the
-    # number of planes, and the src strides arrive in elements.
+    # are one dst row (d, h) in planes LEAD_CLASSES apart (which share their leads), and the
+    # src strides arrive in elements.
     G: tl.constexpr = BLOCK_O // V
     ALIGNED: tl.constexpr = not LEAD_ROWS
     SPAN: tl.constexpr = STRIDE_W * V
@@ -389,11 +403,37 @@ def _conv_depthwise_rows_kernel(
     UNIT: tl.constexpr = (VS if ADJOINT else SPAN) if ALIGNED else 1
     SRC_W = SRC_W_UNITS * UNIT
     DST_W = DST_W_UNITS * V_OUT
-    r, first, col, lead_class, n, c, a_d, a_h = row_tile(
-        DST_W, C_DST, DST_D, DST_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+    if ALIGNED:
+        # The adjoint's rows in phases modulo the strides along d and h (one otherwise): rows
+        # ph + a·STRIDE; each phase split as phase 0, the largest, whose sizes rows_d, rows_h
+        # the launcher's divisors Q_RD, Q_RH split (Q_C: C_DST's).
+        PHASED: tl.constexpr = ADJOINT and STRIDE_D * STRIDE_H > 1
+        rows_d = tl.cdiv(DST_D, STRIDE_D) if PHASED else DST_D
+        rows_h = tl.cdiv(DST_H, STRIDE_H) if PHASED else DST_H
+        phase, r, first, col = phase_tile(
+            DST_W, PLANES * rows_d * rows_h, Q_COLS, Q_BANDS, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        n, c, a_d, a_h = unflatten_fast(r, C_DST, rows_d, rows_h, Q_C, Q_RD, Q_RH, USE_INT64)
+        row_ok = r < PLANES * rows_d * rows_h
+        ph_d = phase // STRIDE_H if PHASED else 0
+        ph_h = phase % STRIDE_H if PHASED else 0
+        if PHASED:  # (a later phase may end a row earlier)
+            row_ok &= (ph_d + a_d * STRIDE_D < DST_D) & (ph_h + a_h * STRIDE_H < DST_H)
+        lead_class = 0
+    else:  # one dst row a program, hence one phase
+        r, first, col, lead_class, n, c, d, h = row_tile(
+            DST_W, C_DST, DST_D, DST_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
+        )
+        row_ok = r < PLANES
+        ph_d, a_d = (d % STRIDE_D, d // STRIDE_D) if ADJOINT else (0, d)
+        ph_h, a_h = (h % STRIDE_H, h // STRIDE_H) if ADJOINT else (0, h)
+    k0_d, taps_d, kstep_d, b0_d, bstep_d = _tap_walk(
+        a_d, ph_d, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D, OSTEP_D, ADJOINT
+    )
+    k0_h, taps_h, kstep_h, b0_h, bstep_h = _tap_walk(
+        a_h, ph_h, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H, OSTEP_H, ADJOINT
     )
     first_src = tl.multiple_of(first // STRIDE_W, BLOCK_O // STRIDE_W) if ADJOINT else first
-    row_ok = r < R
 
     acc = tl.zeros([BLOCK_R, G, V], ACC_DTYPE)
     for j in range(MULT if ADJOINT else 1):
@@ -401,12 +441,14 @@ def _conv_depthwise_rows_kernel(
         c_src = c_w if ADJOINT else c // MULT
         src_c = n * (ssrc_n_units * UNIT) + c_src * (ssrc_c_units * UNIT)
         src_plane = src_ptr + src_c
-        for kd in range(KD):
-            b_d, ok_d = _source_coord(a_d, kd, SRC_D, STRIDE_D, PAD_D, DIL_D, ADJOINT)
-            ok_d = row_ok & ok_d
-            for kh in range(KH):
-                b_h, ok_h = _source_coord(a_h, kh, SRC_H, STRIDE_H, PAD_H, DIL_H, ADJOINT)
-                ok = ok_d & ok_h
+        for td in range(taps_d):
+            kd = k0_d + td * kstep_d
+            b_d = b0_d + td * bstep_d
+            ok_d = row_ok & in_range(b_d, SRC_D)
+            for th in range(taps_h):
+                kh = k0_h + th * kstep_h
+                b_h = b0_h + th * bstep_h
+                ok = ok_d & in_range(b_h, SRC_H)
                 in_plane = b_d * (ssrc_d_units * UNIT) + b_h * (ssrc_h_units * UNIT)
                 w_row = w_ptr + (c_w * sw_o + kd * sw_d + kh * sw_h)
                 if ALIGNED:
@@ -443,8 +485,9 @@ def _conv_depthwise_rows_kernel(
         acc += tl.load(b_ptr + c * sb, mask=row_ok, other=0.0).to(ACC_DTYPE)
     acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
 
+    d, h = (ph_d + a_d * STRIDE_D, ph_h + a_h * STRIDE_H) if ADJOINT else (a_d, a_h)
     dst_off = (
-        row_offset(n, c, a_d, a_h, sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, V_OUT)
+        row_offset(n, c, d, h, sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, V_OUT)
         + col * sdst_w
     )
     tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))
@@ -672,29 +715,37 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
     dst_d, dst_h, dst_w = dst5.shape[2:]
     # (rows read from a boundary: one vector of columns a tile, see _rows.lead_tiles)
     br, bo, warps = lead_tiles(vector) if lead_rows else row_tiles(dst_w, vector)
-    rows = n * c_dst * dst_d * dst_h
-    grid = cdiv(rows, br) * cdiv(dst_w, bo)
-    classes, use_int64 = 1, needs_int64(src5, w5, bias, dst5)
+    planes, strides = n * c_dst, geometry[:3]
+    # The adjoint's rows in phases modulo the strides along d and h, each split as phase 0's
+    # (the kernel's PHASED), and its tap steps (the forward's: 1, one variant).
+    phases = strides[0] * strides[1] if adjoint else 1
+    steps = phase_steps(strides, geometry[6:]) if adjoint else (1,) * 6
+    rows_d, rows_h = (cdiv(dst_d, strides[0]), cdiv(dst_h, strides[1])) if phases > 1 else (
+        dst_d, dst_h)  # fmt: skip
+    rows = planes * rows_d * rows_h
+    grid, q_cols, q_bands = phase_grid(rows, phases, dst_w, (br, bo))
+    # (a band's rows reach a row tile past the last: quotient's operands stay below 2**31)
+    classes, use_int64 = 1, needs_int64(src5, w5, bias, dst5) or rows + br >= INT32_LIMIT
     if lead_rows:  # planes of one lead class a program, strides in elements
-        src_vector, rows = 1, n * c_dst
+        src_vector = 1
         classes = lead_classes(src5, geometry[2] * vector)
-        grid = lead_grid(rows, dst_d * dst_h, dst_w, (br, bo), classes)
+        grid = lead_grid(planes, dst_d * dst_h, dst_w, (br, bo), classes)
         # (a row's reads reach a column block and two vectors past its start, masked)
         use_int64 |= src5.numel() + geometry[2] * (bo + 2 * vector) >= INT32_LIMIT
     dst_vector = row_alignment(dst_w, dst5) if dst5.stride(4) == 1 else 1
     launch(_conv_depthwise_rows_kernel, (grid,), (
         src5, w5, w5 if bias is None else bias, dst5,
-        rows, c_dst, mult,
+        planes, c_dst, mult, q_cols, q_bands, *map(fast_divisor, (c_dst, rows_d, rows_h)),
         *src5.shape[2:4], src5.shape[4] // src_vector, dst_d, dst_h, dst_w // dst_vector,
         *w5.shape[2:4], src5.numel(),
-        *geometry[3:5], *geometry[6:8],
+        *geometry[3:5], *geometry[6:8], *steps[3:5],
         *(s // src_vector for s in row_strides(src5)),
         w5.stride(0), *w5.stride()[2:],
         0 if bias is None else bias.stride(0),
         *(s // dst_vector for s in row_strides(dst5)), dst5.stride(4),
         *epilogue,
     ), dict(
-        STRIDE_D=geometry[0], STRIDE_H=geometry[1],
+        STRIDE_D=geometry[0], STRIDE_H=geometry[1], TSTEP_D=steps[0], TSTEP_H=steps[1],
         KW=w5.shape[4], PAD_W=pad_w, STRIDE_W=geometry[2], DIL_W=geometry[8], V=vector,
         V_OUT=dst_vector, LEAD_ROWS=lead_rows, LEAD_CLASSES=classes,
         ADJOINT=adjoint,

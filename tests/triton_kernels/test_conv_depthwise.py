@@ -296,6 +296,8 @@ ROW_CASES = {
     "2d_mult2": Case((5, 12), 2, 2, (3, 5), (2, 1), (1, 2), (2, 2), (2, 1)),
     "2d_asym_w": Case((4, 16), 3, 1, (2, 4), (1, 1), (0, 1), (1, 2), (1, 1)),
     "3d_5taps": Case((3, 4, 16), 2, 1, (1, 3, 5), (1, 2, 1), (0, 1, 2), (0, 1, 2), (1, 1, 1), 1),
+    # 2 rows at stride 3: the input gradient's third phase along h holds no row
+    "2d_empty_phase": Case((2, 16), 2, 1, (2, 3), (3, 1), (1, 1), (0, 1), (1, 1)),
 }
 # Dilation along w: taps further apart, the same shifted views.
 DILATED_ROW_CASES = {
