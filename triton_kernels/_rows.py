@@ -19,6 +19,12 @@ from the boundary before them (:func:`aligned_down`, :func:`lead_phases`: masked
 bounds only, so every load is still a whole aligned vector), and each tap's view is shifted by
 the row's lead as well: a constexpr, so the caller gives each possible lead its own copy of the
 taps and runs the one of its rows, which must share their lead.
+
+A program's tile of aligned rows (:func:`row_tile`, :func:`phase_tile`) splits its program
+number and its rows' indices by multiply-shift, by divisors its launcher computes
+(:func:`row_divisors`, :func:`phase_grid`): a runtime ``//`` is a long instruction sequence,
+which the compiler also redoes after the taps' loop, and a row kernel's program holds only a
+few outputs a thread.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, cdiv, fast_divisor, next_power_of_2, row_alignment
-from ._indexing import quotient, unflatten, wide
+from ._indexing import quotient, unflatten_fast, wide
 
 
 @triton.jit
@@ -77,19 +83,25 @@ def row_offset(n, c, d, h, s_n_units, s_c_units, s_d_units, s_h_units, UNIT: tl.
 
 
 @triton.jit
-def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
-                USE_INT64: tl.constexpr):  # fmt: skip
-    """This program's tile: ``r``, its ``BLOCK_R`` rows (``[BLOCK_R, 1, 1]``), ``first``, its
-    first destination column, and ``col``, its ``BLOCK_O`` columns as ``[1, G, V]`` vectors
-    (programs walk a row band's column blocks first)."""
+def _band(DST_W, Q_COLS, BLOCK_O: tl.constexpr, V: tl.constexpr):
+    """This program's row band (programs walk a band's column blocks first; ``Q_COLS``:
+    ``fast_divisor`` of the column blocks), ``first``, its first destination column, and
+    ``col``, its ``BLOCK_O`` columns as ``[1, G, V]`` vectors."""
     G: tl.constexpr = BLOCK_O // V
-    col_blocks = tl.cdiv(DST_W, BLOCK_O)
-    pid = wide(tl.program_id(0), USE_INT64)
-    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
-    if USE_INT64:
-        r = r.to(tl.int64)
-    first = (pid % col_blocks) * BLOCK_O
+    pid = tl.program_id(0)
+    band = quotient(pid, Q_COLS)
+    first = (pid - band * tl.cdiv(DST_W, BLOCK_O)) * BLOCK_O
     col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return band, first, col
+
+
+@triton.jit
+def vector_tile(DST_W, Q_COLS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
+                USE_INT64: tl.constexpr):  # fmt: skip
+    """This program's tile: ``r``, its ``BLOCK_R`` rows (``[BLOCK_R, 1, 1]``), and
+    :func:`_band`'s ``first`` and ``col``."""
+    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V)
+    r = wide(band, USE_INT64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
     return r, first, col
 
 
@@ -97,20 +109,13 @@ def vector_tile(DST_W, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.const
 def phase_tile(DST_W, ROWS, Q_COLS, Q_BANDS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
                V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
     """:func:`vector_tile` over rows in phases (an input gradient's rows split modulo the
-    strides, ``ROWS`` rows a phase), the program number split by multiply-shift (``Q_COLS``
-    and ``Q_BANDS``: ``fast_divisor`` of the column blocks and of a phase's row bands):
+    strides, ``ROWS`` rows a phase; ``Q_BANDS``: ``fast_divisor`` of a phase's row bands):
     ``(phase, r, first, col)``, ``r`` the rows within the phase (programs walk a row band's
     column blocks, then a phase's bands, then the phases: :func:`phase_grid`)."""
-    G: tl.constexpr = BLOCK_O // V
-    col_blocks = tl.cdiv(DST_W, BLOCK_O)
-    pid = tl.program_id(0)
-    band = quotient(pid, Q_COLS)  # (bands numbered across phases)
+    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V)  # (bands numbered across phases)
     phase = quotient(band, Q_BANDS)
-    r = (band - phase * tl.cdiv(ROWS, BLOCK_R)) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
-    if USE_INT64:
-        r = r.to(tl.int64)
-    first = (pid - band * col_blocks) * BLOCK_O
-    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    band = wide(band - phase * tl.cdiv(ROWS, BLOCK_R), USE_INT64)
+    r = band * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
     return phase, r, first, col
 
 
@@ -122,7 +127,9 @@ def lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexp
     ``LEAD_CLASSES`` apart: :func:`lead_classes`) as ``[BLOCK_R, 1, 1]``; ``first`` and ``col``
     as in :func:`vector_tile`; the class; and the destination row ``(od, oh)``, the same for
     all (programs walk column blocks, then rows, then classes, then planes:
-    :func:`lead_grid`)."""
+    :func:`lead_grid`). Split by division: with multiply-shift the compiler let these
+    kernels' loops grow more than their prologues shrank (pooling's input gradient of AlexNet's
+    rows: `benchmarks/results/compile-report/row-tile-divisors-sm_90.md`)."""
     G: tl.constexpr = BLOCK_O // V
     col_blocks = tl.cdiv(OW, BLOCK_O)
     pid = wide(tl.program_id(0), USE_INT64)
@@ -140,13 +147,15 @@ def lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexp
 
 
 @triton.jit
-def row_tile(DST_W, C, DST_D, DST_H, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
-             BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
-             USE_INT64: tl.constexpr):  # fmt: skip
+def row_tile(DST_W, C, DST_D, DST_H, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS: tl.constexpr,
+             LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+             V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
     """A row kernel's tile, ``(r, first, col, lead_class, n, c, d, h)``: rows aligned to the
-    vectors (:func:`vector_tile`: ``r`` the flattened ``(n, c, d, h)``, lead class 0) or, with
-    ``LEAD_ROWS``, read from the boundary before them (:func:`lead_class_tile`: ``r`` the
-    planes ``(n, c)`` of one lead class, ``(d, h)`` the destination row, the same for all)."""
+    vectors (:func:`vector_tile`: ``r`` the flattened ``(n, c, d, h)``, lead class 0, every
+    index split by multiply-shift, :func:`row_divisors`' ``Q_COLS``, ``Q_C``, ``Q_D``, ``Q_H``;
+    int64 rows by division) or, with ``LEAD_ROWS``, read from the boundary before them
+    (:func:`lead_class_tile`: ``r`` the planes ``(n, c)`` of one lead class, ``(d, h)`` the
+    destination row, the same for all)."""
     if LEAD_ROWS:
         r, first, col, lead_class, d, h = lead_class_tile(
             DST_W, DST_D, DST_H, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
@@ -154,8 +163,8 @@ def row_tile(DST_W, C, DST_D, DST_H, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.c
         n = r // C
         c = r % C
     else:
-        r, first, col = vector_tile(DST_W, BLOCK_R, BLOCK_O, V, USE_INT64)
-        n, c, d, h = unflatten(r, C, DST_D, DST_H)
+        r, first, col = vector_tile(DST_W, Q_COLS, BLOCK_R, BLOCK_O, V, USE_INT64)
+        n, c, d, h = unflatten_fast(r, C, DST_D, DST_H, Q_C, Q_D, Q_H, USE_INT64)
         lead_class = 0
     return r, first, col, lead_class, n, c, d, h
 
@@ -295,6 +304,12 @@ def lead_grid(planes: int, dst_rows: int, dst_w: int, tiles: tuple[int, int], cl
     ``tiles`` its ``(BLOCK_R, BLOCK_O)``."""
     block_r, block_o = tiles
     return cdiv(planes, block_r * classes) * classes * dst_rows * cdiv(dst_w, block_o)
+
+
+def row_divisors(dst_w: int, block_o: int, c: int, d: int, h: int) -> tuple[int, ...]:
+    """``(Q_COLS, Q_C, Q_D, Q_H)`` of :func:`row_tile`: ``fast_divisor`` of the column blocks
+    of rows ``dst_w`` wide and of the rows' channels, depth and height."""
+    return tuple(map(fast_divisor, (cdiv(dst_w, block_o), c, d, h)))
 
 
 def phase_grid(rows: int, phases: int, dst_w: int, tiles: tuple[int, int]) -> tuple[int, ...]:

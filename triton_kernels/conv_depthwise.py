@@ -422,8 +422,9 @@ def _conv_depthwise_rows_kernel(
         lead_class = 0
     else:  # one dst row a program, hence one phase
         r, first, col, lead_class, n, c, d, h = row_tile(
-            DST_W, C_DST, DST_D, DST_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-        )
+            DST_W, C_DST, DST_D, DST_H, Q_COLS, Q_C, Q_RD, Q_RH, LEAD_ROWS, LEAD_CLASSES,
+            BLOCK_R, BLOCK_O, V, USE_INT64,
+        )  # fmt: skip
         row_ok = r < PLANES
         ph_d, a_d = (d % STRIDE_D, d // STRIDE_D) if ADJOINT else (0, d)
         ph_h, a_h = (h % STRIDE_H, h // STRIDE_H) if ADJOINT else (0, h)
@@ -718,7 +719,7 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
     planes, strides = n * c_dst, geometry[:3]
     # The adjoint's rows in phases modulo the strides along d and h, each split as phase 0's
     # (the kernel's PHASED), and its tap steps (the forward's: 1, one variant).
-    phases = strides[0] * strides[1] if adjoint else 1
+    phases = strides[0] * strides[1] if adjoint and not lead_rows else 1
     steps = phase_steps(strides, geometry[6:]) if adjoint else (1,) * 6
     rows_d, rows_h = (cdiv(dst_d, strides[0]), cdiv(dst_h, strides[1])) if phases > 1 else (
         dst_d, dst_h)  # fmt: skip

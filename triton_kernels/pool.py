@@ -94,6 +94,7 @@ from ._rows import (
     lead_grid,
     lead_tiles,
     lead_vectors,
+    row_divisors,
     row_tiles,
     taps_reach,
 )
@@ -340,13 +341,14 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
     launch(_pool_rows_fwd_kernel, (cdiv(rows, br) * cdiv(ow, bo),), (
         x5, y5, indices,
         rows, c, d, h, w // align, od, oh, ow // align_out,
+        *row_divisors(ow, bo, c, od, oh),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // align for s in row_strides(x5)),
         *(s // align_out for s in row_strides(y5)), y5.stride(4),
         *(s // align_out for s in row_strides(indices)), indices.stride(4),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype),
+        USE_INT64=use_int64 or rows + br >= INT32_LIMIT, ACC_DTYPE=acc_dtype(x.dtype),
         ALIGN=align, ALIGN_OUT=align_out, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
 
@@ -387,6 +389,8 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     if not lead_rows:  # rows aligned: rows of outputs, sizes and strides in spans
         classes, unit = 1, sw * vector
         grid = cdiv(rows, br) * cdiv(ow, bo)
+        # (a program's rows reach a row tile past the last: quotients below 2**31)
+        use_int64 = use_int64 or rows + br >= INT32_LIMIT
     else:  # planes that start equally far past a boundary, a program's rows in one of them
         rows = n * c
         x5, y5, indices = _planes(x5, y5, indices)
@@ -397,6 +401,7 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
     launch(_pool_rows_taps_fwd_kernel, (grid,), (
         x5, y5, indices,
         rows, c, d, h, w // unit, od, oh, ow // out_vector, x.numel(),
+        *row_divisors(ow, bo, c, od, oh),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // unit for s in row_strides(x5)),
         *(s // out_vector for s in row_strides(y5)), y5.stride(4),
@@ -624,12 +629,13 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
     launch(_pool_rows_bwd_input_kernel, (cdiv(rows, br) * cdiv(w, bo * kw),), (
         go5, idx5, gi5,
         rows, c, d, h, w // align_gi, od, oh, ow // align_go,
+        *row_divisors(w, bo * kw, c, d, h),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // align_go for t in (go5, idx5) for s in row_strides(t)),
         *(s // align_gi for s in row_strides(gi5)),
     ), dict(
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
-        USE_INT64=_use_int64(go5, idx5, gi5, products=products),
+        USE_INT64=_use_int64(go5, idx5, gi5, products=products) or rows + br >= INT32_LIMIT,
         ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN_GO=align_go, ALIGN_GI=align_gi, BLOCK_R=br,
         BLOCK_O=bo, num_warps=warps,
     ))  # fmt: skip
@@ -677,6 +683,8 @@ def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, 
         unit, unit_source, classes, rows = vector, source_vector, 1, n * c * d * h
         br, bo, warps = row_tiles(w, vector)
         grid = cdiv(rows, br) * cdiv(w, bo)
+        # (a program's rows reach a row tile past the last: quotients below 2**31)
+        use_int64 = use_int64 or rows + br >= INT32_LIMIT
     else:  # grad_out planes that start equally far past a boundary, a program's in one of them
         go5, idx5, gi5 = _planes(go5, idx5, gi5)
         unit, unit_source, rows, c = 1, 1, n * c, gi5.shape[1]
@@ -688,6 +696,7 @@ def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, 
     launch(_pool_rows_taps_bwd_input_kernel, (grid,), (
         go5, idx5, gi5,
         rows, c, d, h, w // unit, od, oh, ow // unit_source, go5.numel(),
+        *row_divisors(w, bo, c, d, h),
         kd, kh, sd, sh, pd, ph, ped, peh, pew, dd, dh, divisor,
         *(s // unit_source for t in (go5, idx5) for s in row_strides(t)),
         *(s // unit for s in row_strides(gi5)),

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._common import AVG, FIXED, MAX, PYRAMID
-from ._indexing import full_tile, quotient, tile_indices, unflatten, wide
+from ._indexing import full_tile, quotient, tile_indices, unflatten, unflatten_fast, wide
 from ._rows import (
     adjoint_view,
     aligned_down,
@@ -265,14 +265,16 @@ def _pool_fwd_kernel(
 
 
 @triton.jit
-def _row_tile(col_blocks, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, USE_INT64: tl.constexpr):
+def _row_tile(col_blocks, Q_COLS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+              USE_INT64: tl.constexpr):  # fmt: skip
     """This program's rows ``[BLOCK_R, 1]``, output columns ``[1, BLOCK_O]`` and column block:
     ``program_id(0)`` enumerates row blocks × ``col_blocks`` column blocks (one grid axis, so
-    no 65535 limit binds)."""
-    pid = wide(tl.program_id(0), USE_INT64)
-    col_block = pid % col_blocks
+    no 65535 limit binds), split by multiply-shift (``Q_COLS``: ``fast_divisor(col_blocks)``)."""
+    pid = tl.program_id(0)
+    band = quotient(pid, Q_COLS)
+    col_block = pid - band * col_blocks
     r, ow = tile_indices(
-        (pid // col_blocks) * BLOCK_R, col_block * BLOCK_O, BLOCK_R, BLOCK_O, True, USE_INT64
+        wide(band, USE_INT64) * BLOCK_R, col_block * BLOCK_O, BLOCK_R, BLOCK_O, True, USE_INT64
     )
     return r, ow, col_block
 
@@ -303,10 +305,11 @@ def _fold_row(acc, arg, v, ok, row_pos, ow, W, KW: tl.constexpr, MODE: tl.conste
     return acc, arg
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_COLS", "Q_C", "Q_D", "Q_H"])
 def _pool_rows_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
     R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    Q_COLS, Q_C, Q_D, Q_H,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
@@ -332,10 +335,10 @@ def _pool_rows_fwd_kernel(
     sx_c = sx_c_units * ALIGN
     sx_d = sx_d_units * ALIGN
     sx_h = sx_h_units * ALIGN
-    r, ow, col_block = _row_tile(tl.cdiv(OW, BLOCK_O), BLOCK_R, BLOCK_O, USE_INT64)
+    r, ow, col_block = _row_tile(tl.cdiv(OW, BLOCK_O), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64)
     j = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
-    n, c, od, oh = unflatten(r, C, OD, OH)
+    n, c, od, oh = unflatten_fast(r, C, OD, OH, Q_C, Q_D, Q_H, USE_INT64)
     start_d, _, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
     start_h, _, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
     start_w, _, cnt_w = _window(ow, W, OW, KW, KW, 0, PAD_END_W, FIXED, INCLUDE_PAD)
@@ -493,10 +496,11 @@ def _pool_bwd_input_kernel(
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=ok_pc)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_COLS", "Q_C", "Q_D", "Q_H"])
 def _pool_rows_taps_fwd_kernel(
     x_ptr, y_ptr, idx_ptr,
     R, C, D, H, W_UNITS, OD, OH, OW_UNITS, TOTAL,
+    Q_COLS, Q_C, Q_D, Q_H,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sx_n_units, sx_c_units, sx_d_units, sx_h_units,
@@ -530,8 +534,9 @@ def _pool_rows_taps_fwd_kernel(
     W = W_UNITS * UNIT
     OW = OW_UNITS * V_OUT
     r, first, ow, lead_class, n, c, od, oh = row_tile(
-        OW, C, OD, OH, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-    )
+        OW, C, OD, OH, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V,
+        USE_INT64,
+    )  # fmt: skip
     row_ok = r < R
     start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
     start_h, _taps_h, cnt_h = _window(oh, H, OH, KH, STRIDE_H, PAD_H, PAD_END_H, FIXED, INCLUDE_PAD)
@@ -635,10 +640,11 @@ def _spread_row(g, j, pos, ok, KW: tl.constexpr, MODE: tl.constexpr):
     return row
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_COLS", "Q_C", "Q_D", "Q_H"])
 def _pool_rows_bwd_input_kernel(
     go_ptr, idx_ptr, gi_ptr,
     R, C, D, H, W_UNITS, OD, OH, OW_UNITS,
+    Q_COLS, Q_C, Q_D, Q_H,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
@@ -660,10 +666,10 @@ def _pool_rows_bwd_input_kernel(
     W = W_UNITS * ALIGN_GI
     OW = OW_UNITS * ALIGN_GO
     # Column blocks cover every input column, under an output or not.
-    r, ow, col_block = _row_tile(tl.cdiv(W, BLOCK_O * KW), BLOCK_R, BLOCK_O, USE_INT64)
+    r, ow, col_block = _row_tile(tl.cdiv(W, BLOCK_O * KW), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64)
     i_w = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
-    n, c, i_d, i_h = unflatten(r, C, D, H)
+    n, c, i_d, i_h = unflatten_fast(r, C, D, H, Q_C, Q_D, Q_H, USE_INT64)
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
     lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
     _start_w, _taps_w, cnt_w = _window(ow, W, OW, KW, KW, 0, PAD_END_W, FIXED, INCLUDE_PAD)
@@ -724,10 +730,11 @@ def _spread_taps(acc, gb, g_own, ga, jb, j_own, ja, ok, i_w, pos, W, OW, cnt_d, 
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q_COLS", "Q_C", "Q_D", "Q_H"])
 def _pool_rows_taps_bwd_input_kernel(
     go_ptr, idx_ptr, gi_ptr,
     R, C, D, H, W_UNITS, OD, OH, OW_UNITS, TOTAL,
+    Q_COLS, Q_C, Q_D, Q_H,
     KD, KH, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_END_D, PAD_END_H, PAD_END_W, DIL_D, DIL_H,
     DIVISOR,
     sgo_n_units, sgo_c_units, sgo_d_units, sgo_h_units,
@@ -763,8 +770,9 @@ def _pool_rows_taps_bwd_input_kernel(
     W = W_UNITS * UNIT
     OW = OW_UNITS * UNIT_S
     r, first, i_w, lead_class, n, c, i_d, i_h = row_tile(
-        W, C, D, H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V, USE_INT64
-    )
+        W, C, D, H, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V,
+        USE_INT64,
+    )  # fmt: skip
     row_ok = r < R
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
     lo_h, n_h = _covering(i_h, H, OH, KH, STRIDE_H, PAD_H, DIL_H, FIXED)
