@@ -179,6 +179,8 @@ def _conv_depthwise_fwd_kernel(
     )
     p_ok = p < M
     c_ok = co < C_OUT
+    # (by division: split by multiply-shift, the compiler redid the split in the taps' loop,
+    # which grew severalfold: depthwise-forward-divisors-experiment-sm_90.md)
     n, od, oh, ow = unflatten(p, OD, OH, OW)
     x_base = n * sx_n + (co // MULT) * sx_c
     w_base = co * sw_o
