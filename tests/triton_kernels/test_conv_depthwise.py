@@ -450,6 +450,26 @@ def test_row_segments_int64_offsets(monkeypatch, triton_device):
     assert set(names) == {"_conv_depthwise_rows_kernel", "_conv_depthwise_rows_bwd_weight_kernel"}
 
 
+def test_row_segments_take_int64_where_a_row_tile_reaches_two_to_the_31(monkeypatch, triton_device):
+    """The row kernel splits its rows by multiply-shift, which holds below 2**31: where a
+    phase's rows plus a row tile reach that (the limit lowered here to a small problem's), it
+    takes its int64 variant, which divides, and still matches torch; below, it does not."""
+    case = ROW_CASES["2d_mult2"]  # (stride 2 along h: the input gradient's phases)
+    real_launch, variants = dw.launch, []
+
+    def spy(kernel, grid, args, constexprs):
+        variants.append(constexprs["USE_INT64"])
+        return real_launch(kernel, grid, args, constexprs)
+
+    monkeypatch.setattr(dw, "launch", spy)
+    _run_backward_input(case, torch.float64, triton_device)
+    rows = case.batch * case.channels * -(-case.spatial[0] // case.stride[0])  # phase 0's
+    monkeypatch.setattr(dw, "INT32_LIMIT", rows + dw.row_tiles(case.spatial[1], 2)[0])
+    _run_backward_input(case, torch.float64, triton_device)
+    _run_forward(case, "zeros", torch.float64, triton_device)
+    assert variants == [False, True, True]
+
+
 def test_row_segments_weight_gradient_split_and_repeatable(monkeypatch, triton_device):
     """Rows split over several programs per (channel, tap) go through the workspace, in a
     fixed order: two runs agree bit for bit."""
