@@ -24,7 +24,8 @@ A program's tile of aligned rows (:func:`row_tile`, :func:`phase_tile`) splits i
 number and its rows' indices by multiply-shift, by divisors its launcher computes
 (:func:`row_divisors`, :func:`phase_grid`): a runtime ``//`` is a long instruction sequence,
 which the compiler also redoes after the taps' loop, and a row kernel's program holds only a
-few outputs a thread.
+few outputs a thread. Where one column block covers the rows (:func:`whole_rows`: most
+layers'), the programs are the row bands and the columns constants.
 """
 
 from __future__ import annotations
@@ -83,36 +84,42 @@ def row_offset(n, c, d, h, s_n_units, s_c_units, s_d_units, s_h_units, UNIT: tl.
 
 
 @triton.jit
-def _band(DST_W, Q_COLS, BLOCK_O: tl.constexpr, V: tl.constexpr):
+def _band(DST_W, Q_COLS, BLOCK_O: tl.constexpr, V: tl.constexpr, WHOLE_ROWS: tl.constexpr):
     """This program's row band (programs walk a band's column blocks first; ``Q_COLS``:
     ``fast_divisor`` of the column blocks), ``first``, its first destination column, and
-    ``col``, its ``BLOCK_O`` columns as ``[1, G, V]`` vectors."""
+    ``col``, its ``BLOCK_O`` columns as ``[1, G, V]`` vectors. ``WHOLE_ROWS``: one column
+    block covers a row (rows of up to 128 columns: most layers'), so the programs are the bands
+    and the columns constants, which spares the taps' loop a few instructions too."""
     G: tl.constexpr = BLOCK_O // V
     pid = tl.program_id(0)
-    band = quotient(pid, Q_COLS)
-    first = (pid - band * tl.cdiv(DST_W, BLOCK_O)) * BLOCK_O
+    if WHOLE_ROWS:
+        band = pid
+        first = 0
+    else:
+        band = quotient(pid, Q_COLS)
+        first = (pid - band * tl.cdiv(DST_W, BLOCK_O)) * BLOCK_O
     col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
     return band, first, col
 
 
 @triton.jit
 def vector_tile(DST_W, Q_COLS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, V: tl.constexpr,
-                USE_INT64: tl.constexpr):  # fmt: skip
+                USE_INT64: tl.constexpr, WHOLE_ROWS: tl.constexpr):  # fmt: skip
     """This program's tile: ``r``, its ``BLOCK_R`` rows (``[BLOCK_R, 1, 1]``), and
     :func:`_band`'s ``first`` and ``col``."""
-    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V)
+    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V, WHOLE_ROWS)
     r = wide(band, USE_INT64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
     return r, first, col
 
 
 @triton.jit
 def phase_tile(DST_W, ROWS, Q_COLS, Q_BANDS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
-               V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+               V: tl.constexpr, USE_INT64: tl.constexpr, WHOLE_ROWS: tl.constexpr):  # fmt: skip
     """:func:`vector_tile` over rows in phases (an input gradient's rows split modulo the
     strides, ``ROWS`` rows a phase; ``Q_BANDS``: ``fast_divisor`` of a phase's row bands):
     ``(phase, r, first, col)``, ``r`` the rows within the phase (programs walk a row band's
     column blocks, then a phase's bands, then the phases: :func:`phase_grid`)."""
-    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V)  # (bands numbered across phases)
+    band, first, col = _band(DST_W, Q_COLS, BLOCK_O, V, WHOLE_ROWS)  # (across phases)
     phase = quotient(band, Q_BANDS)
     band = wide(band - phase * tl.cdiv(ROWS, BLOCK_R), USE_INT64)
     r = band * BLOCK_R + tl.arange(0, BLOCK_R)[:, None, None]
@@ -149,7 +156,7 @@ def lead_class_tile(OW, OD, OH, LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexp
 @triton.jit
 def row_tile(DST_W, C, DST_D, DST_H, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS: tl.constexpr,
              LEAD_CLASSES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
-             V: tl.constexpr, USE_INT64: tl.constexpr):  # fmt: skip
+             V: tl.constexpr, USE_INT64: tl.constexpr, WHOLE_ROWS: tl.constexpr):  # fmt: skip
     """A row kernel's tile, ``(r, first, col, lead_class, n, c, d, h)``: rows aligned to the
     vectors (:func:`vector_tile`: ``r`` the flattened ``(n, c, d, h)``, lead class 0, every
     index split by multiply-shift, :func:`row_divisors`' ``Q_COLS``, ``Q_C``, ``Q_D``, ``Q_H``;
@@ -163,7 +170,7 @@ def row_tile(DST_W, C, DST_D, DST_H, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS: tl.conste
         n = r // C
         c = r % C
     else:
-        r, first, col = vector_tile(DST_W, Q_COLS, BLOCK_R, BLOCK_O, V, USE_INT64)
+        r, first, col = vector_tile(DST_W, Q_COLS, BLOCK_R, BLOCK_O, V, USE_INT64, WHOLE_ROWS)
         n, c, d, h = unflatten_fast(r, C, DST_D, DST_H, Q_C, Q_D, Q_H, USE_INT64)
         lead_class = 0
     return r, first, col, lead_class, n, c, d, h
@@ -304,6 +311,11 @@ def lead_grid(planes: int, dst_rows: int, dst_w: int, tiles: tuple[int, int], cl
     ``tiles`` its ``(BLOCK_R, BLOCK_O)``."""
     block_r, block_o = tiles
     return cdiv(planes, block_r * classes) * classes * dst_rows * cdiv(dst_w, block_o)
+
+
+def whole_rows(dst_w: int, block_o: int) -> bool:
+    """``WHOLE_ROWS`` of a row kernel's tile (:func:`_band`): one column block covers a row."""
+    return dst_w <= block_o
 
 
 def row_divisors(dst_w: int, block_o: int, c: int, d: int, h: int) -> tuple[int, ...]:

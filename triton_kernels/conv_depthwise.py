@@ -108,6 +108,7 @@ from ._rows import (
     source_phases,
     tap_view,
     taps_reach,
+    whole_rows,
 )
 from ._tuning import Config, Tuner, bucket
 
@@ -378,6 +379,7 @@ def _conv_depthwise_rows_kernel(
     V: tl.constexpr, V_OUT: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
     ADJOINT: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INT64: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr, ACT: tl.constexpr,
+    WHOLE_ROWS: tl.constexpr,
 ):  # fmt: skip
     # The row-segment form of the forward (src = x, dst = y) and, with ADJOINT, of the input
     # gradient (src = grad_out, dst = grad_in: each input channel sums its MULT output
@@ -413,8 +415,9 @@ def _conv_depthwise_rows_kernel(
         rows_d = tl.cdiv(DST_D, STRIDE_D) if PHASED else DST_D
         rows_h = tl.cdiv(DST_H, STRIDE_H) if PHASED else DST_H
         phase, r, first, col = phase_tile(
-            DST_W, PLANES * rows_d * rows_h, Q_COLS, Q_BANDS, BLOCK_R, BLOCK_O, V, USE_INT64
-        )
+            DST_W, PLANES * rows_d * rows_h, Q_COLS, Q_BANDS, BLOCK_R, BLOCK_O, V, USE_INT64,
+            WHOLE_ROWS,
+        )  # fmt: skip
         n, c, a_d, a_h = unflatten_fast(r, C_DST, rows_d, rows_h, Q_C, Q_RD, Q_RH, USE_INT64)
         row_ok = r < PLANES * rows_d * rows_h
         ph_d = phase // STRIDE_H if PHASED else 0
@@ -425,7 +428,7 @@ def _conv_depthwise_rows_kernel(
     else:  # one dst row a program, hence one phase
         r, first, col, lead_class, n, c, d, h = row_tile(
             DST_W, C_DST, DST_D, DST_H, Q_COLS, Q_C, Q_RD, Q_RH, LEAD_ROWS, LEAD_CLASSES,
-            BLOCK_R, BLOCK_O, V, USE_INT64,
+            BLOCK_R, BLOCK_O, V, USE_INT64, False,
         )  # fmt: skip
         row_ok = r < PLANES
         ph_d, a_d = (d % STRIDE_D, d // STRIDE_D) if ADJOINT else (0, d)
@@ -754,7 +757,7 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         ADJOINT=adjoint,
         HAS_BIAS=bias is not None, USE_INT64=use_int64,
         ACC_DTYPE=acc_dtype(dst5.dtype), BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
-        ACT=ACTIVATIONS[activation],
+        ACT=ACTIVATIONS[activation], WHOLE_ROWS=not lead_rows and whole_rows(dst_w, bo),
     ))  # fmt: skip
 
 

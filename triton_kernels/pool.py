@@ -97,6 +97,7 @@ from ._rows import (
     row_divisors,
     row_tiles,
     taps_reach,
+    whole_rows,
 )
 from .pool_kernels import (
     _global_pool_bwd_kernel,
@@ -350,6 +351,7 @@ def _launch_rows_forward(x, y5, idx5, mode, geometry, divisor, include_pad):  # 
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64 or rows + br >= INT32_LIMIT, ACC_DTYPE=acc_dtype(x.dtype),
         ALIGN=align, ALIGN_OUT=align_out, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        WHOLE_ROWS=whole_rows(ow, bo),
     ))  # fmt: skip
 
 
@@ -410,6 +412,7 @@ def _launch_taps_forward(x, y5, idx5, mode, geometry, divisor, include_pad, vect
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64, ACC_DTYPE=acc_dtype(x.dtype), V=vector, LEAD_ROWS=lead_rows,
         LEAD_CLASSES=classes, V_OUT=out_vector, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        WHOLE_ROWS=not lead_rows and whole_rows(ow, bo),
     ))  # fmt: skip
 
 
@@ -637,7 +640,7 @@ def _launch_rows_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad):
         KW=kw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=_use_int64(go5, idx5, gi5, products=products) or rows + br >= INT32_LIMIT,
         ACC_DTYPE=acc_dtype(gi5.dtype), ALIGN_GO=align_go, ALIGN_GI=align_gi, BLOCK_R=br,
-        BLOCK_O=bo, num_warps=warps,
+        BLOCK_O=bo, num_warps=warps, WHOLE_ROWS=whole_rows(w, bo * kw),
     ))  # fmt: skip
 
 
@@ -704,6 +707,7 @@ def _launch_taps_backward(go5, idx5, gi5, mode, geometry, divisor, include_pad, 
         KW=kw, STRIDE_W=sw, PAD_W=pw, MODE=POOL_MODES[mode], INCLUDE_PAD=include_pad,
         USE_INT64=use_int64, ACC_DTYPE=acc_dtype(gi5.dtype), V=vector, LEAD_ROWS=lead_rows,
         LEAD_CLASSES=classes, BLOCK_R=br, BLOCK_O=bo, num_warps=warps,
+        WHOLE_ROWS=not lead_rows and whole_rows(w, bo),
     ))  # fmt: skip
 
 

@@ -266,13 +266,18 @@ def _pool_fwd_kernel(
 
 @triton.jit
 def _row_tile(col_blocks, Q_COLS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
-              USE_INT64: tl.constexpr):  # fmt: skip
+              USE_INT64: tl.constexpr, WHOLE_ROWS: tl.constexpr):  # fmt: skip
     """This program's rows ``[BLOCK_R, 1]``, output columns ``[1, BLOCK_O]`` and column block:
     ``program_id(0)`` enumerates row blocks × ``col_blocks`` column blocks (one grid axis, so
-    no 65535 limit binds), split by multiply-shift (``Q_COLS``: ``fast_divisor(col_blocks)``)."""
+    no 65535 limit binds), split by multiply-shift (``Q_COLS``: ``fast_divisor(col_blocks)``),
+    or, with ``WHOLE_ROWS`` (one column block), row blocks only (``_rows._band``)."""
     pid = tl.program_id(0)
-    band = quotient(pid, Q_COLS)
-    col_block = pid - band * col_blocks
+    if WHOLE_ROWS:
+        band = pid
+        col_block = 0
+    else:
+        band = quotient(pid, Q_COLS)
+        col_block = pid - band * col_blocks
     r, ow = tile_indices(
         wide(band, USE_INT64) * BLOCK_R, col_block * BLOCK_O, BLOCK_R, BLOCK_O, True, USE_INT64
     )
@@ -319,6 +324,7 @@ def _pool_rows_fwd_kernel(
     USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN: tl.constexpr,
     ALIGN_OUT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    WHOLE_ROWS: tl.constexpr,
 ):  # fmt: skip
     # Fixed windows with KW == STRIDE_W (2 or 4), no padding or dilation along w, unit w stride:
     # the windows of BLOCK_O adjacent outputs tile one contiguous input row segment of
@@ -335,7 +341,9 @@ def _pool_rows_fwd_kernel(
     sx_c = sx_c_units * ALIGN
     sx_d = sx_d_units * ALIGN
     sx_h = sx_h_units * ALIGN
-    r, ow, col_block = _row_tile(tl.cdiv(OW, BLOCK_O), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64)
+    r, ow, col_block = _row_tile(
+        tl.cdiv(OW, BLOCK_O), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64, WHOLE_ROWS
+    )
     j = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
     n, c, od, oh = unflatten_fast(r, C, OD, OH, Q_C, Q_D, Q_H, USE_INT64)
@@ -510,6 +518,7 @@ def _pool_rows_taps_fwd_kernel(
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     V: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr, V_OUT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    WHOLE_ROWS: tl.constexpr,
 ):  # fmt: skip
     # Fixed windows at stride 1 or 2 along w, unit dilation there, unit w stride: program =
     # BLOCK_R output rows × BLOCK_O output columns as [BLOCK_R, BLOCK_O // V, V]; per (td, th)
@@ -535,7 +544,7 @@ def _pool_rows_taps_fwd_kernel(
     OW = OW_UNITS * V_OUT
     r, first, ow, lead_class, n, c, od, oh = row_tile(
         OW, C, OD, OH, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V,
-        USE_INT64,
+        USE_INT64, WHOLE_ROWS,
     )  # fmt: skip
     row_ok = r < R
     start_d, _taps_d, cnt_d = _window(od, D, OD, KD, STRIDE_D, PAD_D, PAD_END_D, FIXED, INCLUDE_PAD)
@@ -654,6 +663,7 @@ def _pool_rows_bwd_input_kernel(
     USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr, ALIGN_GO: tl.constexpr,
     ALIGN_GI: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    WHOLE_ROWS: tl.constexpr,
 ):  # fmt: skip
     # The gradient of _pool_rows_fwd_kernel's windows (KW == STRIDE_W, unit w strides): program
     # = BLOCK_R input rows (flattened n, c, d, h) × the BLOCK_O·KW input columns under BLOCK_O
@@ -666,7 +676,9 @@ def _pool_rows_bwd_input_kernel(
     W = W_UNITS * ALIGN_GI
     OW = OW_UNITS * ALIGN_GO
     # Column blocks cover every input column, under an output or not.
-    r, ow, col_block = _row_tile(tl.cdiv(W, BLOCK_O * KW), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64)
+    r, ow, col_block = _row_tile(
+        tl.cdiv(W, BLOCK_O * KW), Q_COLS, BLOCK_R, BLOCK_O, USE_INT64, WHOLE_ROWS
+    )
     i_w = col_block * (BLOCK_O * KW) + tl.arange(0, BLOCK_O * KW)[None, :]
     row_ok = r < R
     n, c, i_d, i_h = unflatten_fast(r, C, D, H, Q_C, Q_D, Q_H, USE_INT64)
@@ -744,6 +756,7 @@ def _pool_rows_taps_bwd_input_kernel(
     INCLUDE_PAD: tl.constexpr, USE_INT64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     V: tl.constexpr, LEAD_ROWS: tl.constexpr, LEAD_CLASSES: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
+    WHOLE_ROWS: tl.constexpr,
 ):  # fmt: skip
     # The gradient of _pool_rows_taps_fwd_kernel's windows (stride 1 or 2 along w, unit
     # dilation there, unit w strides): program = BLOCK_R input rows × BLOCK_O input columns as
@@ -771,7 +784,7 @@ def _pool_rows_taps_bwd_input_kernel(
     OW = OW_UNITS * UNIT_S
     r, first, i_w, lead_class, n, c, i_d, i_h = row_tile(
         W, C, D, H, Q_COLS, Q_C, Q_D, Q_H, LEAD_ROWS, LEAD_CLASSES, BLOCK_R, BLOCK_O, V,
-        USE_INT64,
+        USE_INT64, WHOLE_ROWS,
     )  # fmt: skip
     row_ok = r < R
     lo_d, n_d = _covering(i_d, D, OD, KD, STRIDE_D, PAD_D, DIL_D, FIXED)
