@@ -91,15 +91,25 @@ def _band(DST_W, Q_COLS, BLOCK_O: tl.constexpr, V: tl.constexpr, WHOLE_ROWS: tl.
     block covers a row (rows of up to 128 columns: most layers'), so the programs are the bands
     and the columns constants, which spares the taps' loop a few instructions too."""
     G: tl.constexpr = BLOCK_O // V
+    band, col_block = band_split(Q_COLS, tl.cdiv(DST_W, BLOCK_O), WHOLE_ROWS)
+    first = col_block * BLOCK_O
+    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
+    return band, first, col
+
+
+@triton.jit
+def band_split(Q_COLS, COL_BLOCKS, WHOLE_ROWS: tl.constexpr):
+    """This program's ``(row band, column block)``: programs walk a band's ``COL_BLOCKS``
+    column blocks first (``Q_COLS``: their ``fast_divisor``), or, with ``WHOLE_ROWS`` (one
+    column block), the programs are the bands."""
     pid = tl.program_id(0)
     if WHOLE_ROWS:
         band = pid
-        first = 0
+        col_block = 0
     else:
         band = quotient(pid, Q_COLS)
-        first = (pid - band * tl.cdiv(DST_W, BLOCK_O)) * BLOCK_O
-    col = first + tl.arange(0, G)[None, :, None] * V + tl.arange(0, V)[None, None, :]
-    return band, first, col
+        col_block = pid - band * COL_BLOCKS
+    return band, col_block
 
 
 @triton.jit

@@ -26,6 +26,7 @@ from ._indexing import full_tile, quotient, tile_indices, unflatten, unflatten_f
 from ._rows import (
     adjoint_view,
     aligned_down,
+    band_split,
     lead_phases,
     row_offset,
     row_tile,
@@ -270,14 +271,8 @@ def _row_tile(col_blocks, Q_COLS, BLOCK_R: tl.constexpr, BLOCK_O: tl.constexpr,
     """This program's rows ``[BLOCK_R, 1]``, output columns ``[1, BLOCK_O]`` and column block:
     ``program_id(0)`` enumerates row blocks × ``col_blocks`` column blocks (one grid axis, so
     no 65535 limit binds), split by multiply-shift (``Q_COLS``: ``fast_divisor(col_blocks)``),
-    or, with ``WHOLE_ROWS`` (one column block), row blocks only (``_rows._band``)."""
-    pid = tl.program_id(0)
-    if WHOLE_ROWS:
-        band = pid
-        col_block = 0
-    else:
-        band = quotient(pid, Q_COLS)
-        col_block = pid - band * col_blocks
+    or, with ``WHOLE_ROWS`` (one column block), row blocks only (``_rows.band_split``)."""
+    band, col_block = band_split(Q_COLS, col_blocks, WHOLE_ROWS)
     r, ow = tile_indices(
         wide(band, USE_INT64) * BLOCK_R, col_block * BLOCK_O, BLOCK_R, BLOCK_O, True, USE_INT64
     )
