@@ -306,11 +306,24 @@ def captured_replays(fn: Callable[[], Any]) -> list[tuple[Callable, list]]:
         seen.append((tape.replay_steps, list(tensors)))
         return replay(tape, tensors)
 
+    def watching(steps: Callable) -> Callable:
+        def watched_steps(*tensors: Any) -> Any:
+            seen.append((steps, list(tensors)))
+            return steps(*tensors)
+
+        return watched_steps
+
+    # A full key's tape replays through ``Tape.replay``; a shortcut calls the replay itself.
+    shortcuts = dict(_tape._shortcuts)
+    _tape._shortcuts.update({short: watching(steps) for short, steps in shortcuts.items()})
     _tape.Tape.replay = watched
     try:
         fn()
     finally:
         _tape.Tape.replay = replay
+        for short, steps in shortcuts.items():
+            if short in _tape._shortcuts:
+                _tape._shortcuts[short] = steps
     return seen
 
 

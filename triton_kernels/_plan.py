@@ -120,8 +120,13 @@ def hooked(hook: Any) -> bool:
 
 
 def hooks_set() -> bool:
-    """Whether a launch enter or exit hook is set (one call: tapes ask on every call)."""
-    return hooked(knobs.runtime.launch_enter_hook) or hooked(knobs.runtime.launch_exit_hook)
+    """Whether a launch enter or exit hook is set (:func:`hooked` inline: tapes ask on every
+    call)."""
+    runtime = knobs.runtime
+    enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return (enter is not None and bool(getattr(enter, "calls", True))) or (
+        exit_ is not None and bool(getattr(exit_, "calls", True))
+    )
 
 
 class Unplanned(Exception):

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import keyword
 import operator
 import threading
@@ -99,8 +100,11 @@ _recording: _Recorder | None = None
 #: The plans' generation the tapes were made in (tapes hold plans: cleared with them).
 _generation = -1
 _stats = {"replayed": 0, "recorded": 0, "untapeable": 0}
-#: Per shortened key (``taped``'s ``vouched``): the tape its full key found.
-_shortcuts: dict[tuple, Tape] = {}
+#: Per shortened key (``taped``'s ``vouched``): the replay of the tape its full key found.
+_shortcuts: dict[tuple, Callable[..., Any]] = {}
+_strides = torch.Tensor.stride
+_address = torch.Tensor.data_ptr
+_FIFTEENS = itertools.repeat(15)
 
 
 class Untapeable(Exception):
@@ -528,15 +532,22 @@ def _capturing(tensors: list[torch.Tensor]) -> bool:
     )
 
 
+#: torch's state queries that every call asks (bound once: module globals, one lookup each).
+_transforms_active = torch._C._are_functorch_transforms_active
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_autocasting = torch._C._is_any_autocast_enabled
+
+
 def _standing_aside() -> bool:
     """Whether tapes stand aside for the call being made (module doc): they are off, this
     thread records one, or a transform, a mode or a launch hook is active."""
     return (
         not ENABLED
         or _recording is not None
-        or torch._C._are_functorch_transforms_active()  # wrapped tensors look plain
-        or torch._C._len_torch_dispatch_stack()  # a mode may want to see every op
-        or torch._C._is_torch_function_mode_enabled()  # (a device context, too)
+        or _transforms_active()  # wrapped tensors look plain
+        or _dispatch_modes()  # a mode may want to see every op
+        or _function_modes()  # (a device context, too)
         or _plan.hooks_set()
     )
 
@@ -588,23 +599,26 @@ def taped(
         return _run(key, tape, fn, returns, args, kwargs, tensors)
 
     def vouched(claim: Any, tensors: list[torch.Tensor], *args: Any) -> Any:
-        if _standing_aside() or torch._C._is_any_autocast_enabled():
+        if _standing_aside() or _autocasting():
             return run(*args)  # (autocast's state is in the full key only)
-        if _generation != _plan.generation():
+        if _generation != _plan._generation:
             _check_generation()
         try:
+            # (C-level maps: each tensor's strides, then each one's address modulo 16 — the
+            # alignment Triton specialises on)
             short = (
                 fn,
                 claim,
                 _context_key(context),
-                *[(t.stride(), not t.data_ptr() & 15) for t in tensors],
+                *map(_strides, tensors),
+                *map(operator.and_, map(_address, tensors), _FIFTEENS),
             )
-            tape = _shortcuts.get(short)
+            replay = _shortcuts.get(short)
         except RuntimeError:  # a tensor without strides or storage: never taped
             return fn(*args)
-        if tape is not None:
+        if replay is not None:
             try:
-                result = tape.replay(tensors)
+                result = replay(*tensors)
             except _plan.Unplanned:
                 _shortcuts.pop(short, None)
                 return run(*args)  # (which finds the tape unplanned and runs ``fn``)
@@ -621,7 +635,7 @@ def taped(
         if type(tape) is Tape and _same_tensors(found, tensors):
             if len(_shortcuts) >= CAPACITY:
                 _shortcuts.clear()
-            _shortcuts[short] = tape
+            _shortcuts[short] = tape.replay_steps
         return result
 
     run.launcher = fn  # type: ignore[attr-defined]
@@ -631,11 +645,12 @@ def taped(
 
 def _context_key(context: Callable[[], Any] | None) -> tuple:
     """The part of a tape key that is not the call's arguments (see :func:`_key`)."""
+    compilation = knobs.compilation
     return (
         -1 if INTERPRET else driver.active.get_current_device(),  # (``_current_device()``)
         knobs.runtime.debug,
-        knobs.compilation.instrumentation_mode,
-        knobs.compilation.fpsan_homomorphic_casts if _FPSAN else None,
+        compilation.instrumentation_mode,
+        compilation.fpsan_homomorphic_casts if _FPSAN else None,
         context() if context is not None else None,
     )
 

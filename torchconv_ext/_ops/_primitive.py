@@ -464,7 +464,10 @@ class BoundFunction(EagerFunction):
 
     @staticmethod
     def forward(bound: Bound, *leading: Any) -> Any:
-        return writable(bound.prim.run_bound(bound, leading), leading)
+        prim = bound.prim
+        if _profiling():
+            return writable(prim.run_bound(bound, leading), leading)
+        return writable(prim._run_bound(bound, leading), leading)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:
@@ -481,8 +484,11 @@ class BoundFunction(EagerFunction):
 def _node_apply(ctx, *grads: Any) -> tuple:
     """What autograd's engine calls to run the backward of one of our nodes: the backward
     itself (torch's ``BackwardCFunction.apply`` first chooses between ``backward`` and ``vjp``
-    in Python frames of its own on every call; ours define ``backward`` only)."""
-    return EagerFunction.backward(ctx, *grads)
+    in Python frames of its own on every call; ours define ``backward`` only), named in a
+    profile."""
+    if _profiling():
+        return EagerFunction.backward(ctx, *grads)
+    return EagerFunction._backward(ctx, grads)
 
 
 def _functions(name: str) -> tuple[type[EagerFunction], type[BoundFunction]]:

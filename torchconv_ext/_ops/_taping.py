@@ -7,7 +7,9 @@ gradients.
 
 from __future__ import annotations
 
+import functools
 import marshal
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,8 @@ from ._layout import converting_once
 
 #: The tensor types a tape takes as plain tensors (subclasses never are).
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+#: ``t is not None``, called from C (a filter over a ctx's tensors without a Python frame each).
+_is_tensor = functools.partial(operator.is_not, None)
 
 
 def impl_context() -> tuple:
@@ -111,8 +115,8 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
         layout = bound.backward_layouts.get(needs)
         if layout is not None:
             extras, named, n_saved, n_tensors = layout
-            tensors = [*ctx.saved_tensors, *[getattr(ctx, name) for name in extras]]
-            present = [t for t in tensors if t is not None]
+            tensors = [*ctx.saved_tensors, *map(ctx.__getattribute__, extras)]
+            present = [*filter(_is_tensor, tensors)]
             for g in grads:
                 # (incoming gradients have the outputs' dtype, shape and device, but may be
                 # subclasses, or None)

@@ -11,7 +11,7 @@ import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
 from .._args import check_tensor, plain_key
-from .._backend import exporting, get_backend, jit_tracing, use_triton
+from .._backend import exporting, get_backend, use_triton
 from . import _autocast
 
 FLOATS: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -149,7 +149,9 @@ class Openings:
         if (
             torch._C._is_any_autocast_enabled()
             or torch.compiler.is_compiling()
-            or jit_tracing()  # (a trace records the opening's every step, the same each time)
+            # (``jit_tracing()`` inline: a trace records the opening's every step, the same
+            # each time)
+            or torch._C._get_tracing_state() is not None
         ):
             return None
         key = plain_key(args)
