@@ -10,7 +10,11 @@ compare versions of our path and our path with ATen's, not µs with µs.
 
 The calls are the overhead suite's (``overhead.CALLS``, each direction), ours on the stand-in
 GPU exactly as that suite runs them (backend ``"triton"``, the final launcher a counting stub,
-tapes recorded) and ATen's on the same CPU tensors. One child process runs them all under
+tapes recorded) and ATen's on the same CPU tensors; beside them, for each eager call, the overhead
+suite's two cuts of ours: its ``Function`` floor (an ``autograd.Function`` that only allocates)
+and its tape replays alone (the torch calls and planned launches the call cannot do without),
+so that ours minus both is about what our own Python executes (both allocate the outputs: a
+little less). One child process runs them all under
 ``valgrind --tool=callgrind --instr-atstart=no``: it warms each call up uncounted (compiling,
 tuning, recording its tapes), then counts ``n`` calls and ``2n`` calls, switching counting on
 and off around each with ``callgrind_control`` and dumping the counts after each (garbage collection off, a fixed hash
@@ -68,7 +72,7 @@ def child(only: Sequence[str] | None, n: int, labels: Path) -> None:
 
     import torchconv_ext
 
-    from .overhead import CALLS, DIRECTIONS, _call_fns
+    from .overhead import CALLS, DIRECTIONS, _call_fns, captured_replays, function_floor
     from .standin import stand_in_gpu
 
     torch.set_num_threads(1)
@@ -78,9 +82,19 @@ def child(only: Sequence[str] | None, n: int, labels: Path) -> None:
             if only and call.name not in only:
                 continue
             for direction in DIRECTIONS:
-                for which in ("ours", "aten"):
-                    _, run = _call_fns(call, direction, ours=which == "ours")
-                    with plain_tensors() if which == "aten" else contextlib.nullcontext():
+                _, ours = _call_fns(call, direction, ours=True)
+                _, aten = _call_fns(call, direction, ours=False)
+                runs = {"ours": ours, "aten": aten}
+                if not call.compiled:  # the cuts (module doc), of a call whose tapes exist
+                    for _ in range(5):
+                        ours()
+                    replays = captured_replays(ours)
+                    runs["floor"] = function_floor(call, direction)
+                    runs["replays"] = lambda r=replays: [f(*t) for f, t in r]
+                for which, run in runs.items():
+                    # (ATen's and the floor on plain CPU tensors, as the overhead suite runs them)
+                    plain = which in ("aten", "floor")
+                    with plain_tensors() if plain else contextlib.nullcontext():
                         for _ in range(5):  # compile, tune, record the tapes, replay once
                             run()
                         for calls in (n, 2 * n):
@@ -115,6 +129,8 @@ def per_call(labels: list[list], counts: list[int]) -> list[dict[str, Any]]:
         row[which] = (by_calls[twice] - by_calls[n]) / (twice - n)
     for row in rows.values():
         row["ratio"] = row["ours"] / row["aten"] if row["aten"] > 0 else None
+        if "floor" in row and "replays" in row:
+            row["python"] = row["ours"] - row["floor"] - row["replays"]
     return list(rows.values())
 
 
@@ -128,13 +144,20 @@ def markdown(doc: dict[str, Any]) -> str:
         f"`{m['git_sha']}`{' (dirty)' if m['git_dirty'] else ''}, {m['date']}",
         f"- method: {doc['method']}",
         "",
-        "| call | ours instructions | ATen instructions | ours/ATen |",
-        "|---|---|---|---|",
+        "| call | ours instructions | ATen instructions | ours/ATen | Function floor | replays "
+        "| ours − floor − replays |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def count(r: dict[str, Any], which: str) -> str:
+        return f"{r[which]:,.0f}" if which in r else "–"
+
     for r in doc["rows"]:
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.1f}×"
+        cuts = " | ".join(count(r, which) for which in ("floor", "replays", "python"))
         lines.append(
-            f"| {r['call']} {r['direction']} | {r['ours']:,.0f} | {r['aten']:,.0f} | {ratio} |"
+            f"| {r['call']} {r['direction']} | {r['ours']:,.0f} | {r['aten']:,.0f} | {ratio} "
+            f"| {cuts} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -198,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "method": f"callgrind instruction counts (Ir) of {args.calls} and {2 * args.calls} "
         "calls after 5 uncounted ones, per call = the difference / "
         f"{args.calls}; ours on the stand-in sm_90 GPU as the overhead suite runs it, "
-        "ATen's on the same CPU tensors",
+        "ATen's on the same CPU tensors; Function floor and replays: the overhead suite's cuts "
+        "(an autograd.Function that only allocates; our call's tape replays alone), so ours "
+        "minus both is about what our own Python executes",
         "rows": rows,
     }
     text = markdown(doc)

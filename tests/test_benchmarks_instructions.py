@@ -60,6 +60,25 @@ def test_the_child_warms_up_and_labels_every_counted_segment(tmp_path):
     assert json.loads(labels.read_text()) == [
         ["interpolate", direction, which, calls]
         for direction in ("fwd", "fwd+bwd")
-        for which in ("ours", "aten")
+        for which in ("ours", "aten", "floor", "replays")
         for calls in (2, 4)
     ]
+
+
+def test_our_python_is_ours_less_the_floor_and_the_replays():
+    labels = [
+        ["conv2d", "fwd", which, calls]
+        for which in ("ours", "aten", "floor", "replays")
+        for calls in (10, 20)
+    ]
+    per_call = {"ours": 300, "aten": 100, "floor": 40, "replays": 60}
+    counts = [5_000 + calls * per_call[which] for _, _, which, calls in labels]
+    (row,) = instructions.per_call(labels, counts)
+    assert row["python"] == 200 and row["ratio"] == 3
+    doc = {"tag": "t", "method": "m", "rows": [row, {**row, "call": "c"}]}
+    doc["rows"][1].pop("floor")
+    doc["machine"] = dict.fromkeys(("cpu", "cores", "torch", "triton", "python", "date"), "x")
+    doc["machine"].update(git_sha="0" * 40, git_dirty=False)
+    text = instructions.markdown(doc)
+    assert "| conv2d fwd | 300 | 100 | 3.0× | 40 | 60 | 200 |" in text
+    assert "| c fwd | 300 | 100 | 3.0× | – | 60 | 200 |" in text
