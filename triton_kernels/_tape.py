@@ -102,6 +102,7 @@ _generation = -1
 _stats = {"replayed": 0, "recorded": 0, "untapeable": 0}
 #: Per shortened key (``taped``'s ``vouched``): the replay of the tape its full key found.
 _shortcuts: dict[tuple, Callable[..., Any]] = {}
+#: What a short key maps over its tensors, all C: strides, and addresses ``& 15`` (alignment).
 _strides = torch.Tensor.stride
 _address = torch.Tensor.data_ptr
 _FIFTEENS = itertools.repeat(15)
