@@ -730,8 +730,8 @@ def test_a_copy_read_on_another_stream_is_recorded_there(monkeypatch):
     monkeypatch.setattr(_layout, "_raw_stream", lambda index: current["raw"])
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device: f"stream {current['raw']}")
     copy = Copy()
-    _layout._mark_use_on_stream(copy, packed_on=7)
+    _layout._mark_use_on_stream(copy, packed_on=7, device_index=0)
     assert copy.recorded == []
     current["raw"] = 9
-    _layout._mark_use_on_stream(copy, packed_on=7)
+    _layout._mark_use_on_stream(copy, packed_on=7, device_index=0)
     assert copy.recorded == ["stream 9"]

@@ -188,7 +188,7 @@ def test_a_packed_weight_read_on_a_side_stream_outlives_its_kernels():
     with torchconv_ext.use_backend("triton"), torch.no_grad():
         torchconv_ext.clear_weight_cache()
         conv(x)  # packed on the default stream
-        ((_, _, packed, _),) = _layout._entries.values()
+        ((_, _, packed, *_),) = _layout._entries.values()
         old = (packed.data_ptr(), packed.untyped_storage().nbytes())
         del packed
         side.wait_stream(torch.cuda.current_stream())

@@ -246,7 +246,7 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
         except KeyError:  # another thread evicted it meanwhile
             pass
         if entry[3] is not None:
-            _mark_use_on_stream(entry[2], entry[3])
+            _mark_use_on_stream(entry[2], entry[3], entry[4])
         return entry[2]
     packed = _pack(w, form, groups)
     # The entry dies with the weight's storage (so a new tensor at the same address never
@@ -254,9 +254,12 @@ def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
     ref = weakref.ref(storage, functools.partial(_forget, key))
     if not _watching_optimizers:
         _watch_optimizers()
-    stream = _raw_stream(packed.device.index) if packed.is_cuda else None
+    # (the stream it is packed on, and its device's index: a hit compares streams without
+    # asking the copy for its device, a new object each time)
+    index = packed.device.index if packed.is_cuda else None
+    stream = _raw_stream(index) if index is not None else None
     with _lock:
-        _entries[key] = (ref, version, packed, stream)
+        _entries[key] = (ref, version, packed, stream, index)
         _entries.move_to_end(key)
         while len(_entries) > CAPACITY:
             _entries.popitem(last=False)
@@ -275,11 +278,12 @@ def _raw_stream(device_index: int) -> int:
     return kernels().current_stream(device_index)
 
 
-def _mark_use_on_stream(packed: torch.Tensor, packed_on: int) -> None:
-    """Tell the allocator that ``packed`` is read on the current stream when that is not the
-    stream it was packed on: when the cache drops it (a new version, an eviction) its memory
-    is reused on the packing stream, and must wait for the kernels that read it here."""
-    if _raw_stream(packed.device.index) != packed_on:
+def _mark_use_on_stream(packed: torch.Tensor, packed_on: int, device_index: int) -> None:
+    """Tell the allocator that ``packed`` (on CUDA device ``device_index``) is read on the
+    current stream when that is not the stream it was packed on: when the cache drops it (a
+    new version, an eviction) its memory is reused on the packing stream, and must wait for the
+    kernels that read it here."""
+    if _raw_stream(device_index) != packed_on:
         packed.record_stream(torch.cuda.current_stream(packed.device))
 
 
