@@ -530,6 +530,21 @@ def test_in_training_an_activation_needing_the_pre_activation_runs_after_the_con
         assert training.get_total_flops() == 3 * forward.get_total_flops() > 0
 
 
+@pytest.mark.parametrize("name", [n for n in ACTIVATIONS if not n.startswith("prelu")])
+def test_each_activation_function_is_torchs_own(name):
+    """What a bound decomposition calls on every training step (``_activation.function``:
+    torch's C functions, their argument bound) computes what ``torch.nn.functional`` computes,
+    bit for bit, at special values too."""
+    from torchconv_ext import _activation
+
+    activation, args, reference = ACTIVATIONS[name]
+    act = _activation.parse_activation(activation, args(3))
+    z = torch.tensor([-7.0, -3.0, -1e-3, -0.0, 0.0, 1e-3, 3.0, 6.0, 7.0, float("inf"),
+                      float("-inf"), float("nan")], dtype=torch.float64)  # fmt: skip
+    got = _activation.function(act.kind, act.alpha)(z)
+    torch.testing.assert_close(got, reference(z, None), rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_and_default_activation_unchanged(backend):
     """fp32 matches torch; ``activation=None`` is today's convolution, bit for bit."""

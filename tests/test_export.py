@@ -158,6 +158,26 @@ def test_compile_dynamic_does_not_recompile_per_shape(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_eager_calls_opening_other_signatures_recompile_no_compiled_caller(backend):
+    """Eager calls remember their openings (``functional._common.Openings``) in tables that a
+    traced call never reads: a guard on one would recompile every compiled caller whenever an
+    eager call met a new signature."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 2, 3, 3)
+    counter = CompileCounterWithBackend("eager")
+    compiled = torch.compile(lambda x: TF.conv2d(x, w, padding=1), backend=counter, fullgraph=True)
+    x = torch.randn(1, 2, 4, 4)
+    with torchconv_ext.use_backend(backend):
+        compiled(x)
+        for size in (5, 6):
+            TF.conv2d(torch.randn(1, 2, size, size), w, padding=1)
+            TF.max_pool2d(torch.randn(1, 2, size, size), 2)
+        got = compiled(x)
+    assert counter.frame_count == 1
+    torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_compiled_same_padding_with_a_stride_longer_than_the_kernel(dynamic, backend):
     """'same' with a stride longer than the kernel's span pads max(total, 0): on plain ints

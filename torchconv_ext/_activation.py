@@ -11,8 +11,9 @@ in turn (so the fused convolution has derivatives of any order).
 
 from __future__ import annotations
 
+import functools
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -145,29 +146,38 @@ def per_channel(weight: Tensor, z: Tensor) -> Tensor:
 
 def apply(z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
     """``act(z)`` with torch's functional ops."""
-    if kind == "relu":
-        return F.relu(z)
-    if kind == "leaky_relu":
-        return F.leaky_relu(z, alpha)
     if kind == "prelu":
         return F.prelu(z, weight.to(z.dtype))
+    return function(kind, alpha)(z)
+
+
+def function(kind: str, alpha: float) -> Callable[[Tensor], Tensor]:
+    """``act`` of every kind but PReLU as one callable of ``z``: the C function that
+    ``torch.nn.functional``'s calls (whose Python adds only ``inplace`` and a
+    ``__torch_function__`` check the C function makes itself), ``alpha`` bound — a
+    decomposition made once calls it on every step."""
+    if kind in _FUNCTIONS:
+        return _FUNCTIONS[kind]
+    if kind == "leaky_relu":
+        return functools.partial(torch._C._nn.leaky_relu, negative_slope=alpha)
     if kind == "elu":
-        return F.elu(z, alpha)
+        return functools.partial(torch._C._nn.elu, alpha=alpha)
     if kind in ("gelu", "gelu_tanh"):
-        return F.gelu(z, approximate="none" if kind == "gelu" else "tanh")
-    if kind == "silu":
-        return F.silu(z)
-    if kind == "relu6":
-        return F.relu6(z)
-    if kind == "hardswish":
-        return F.hardswish(z)
-    if kind == "hardsigmoid":
-        return F.hardsigmoid(z)
-    if kind == "mish":
-        return F.mish(z)
-    if kind == "sigmoid":
-        return torch.sigmoid(z)
+        approximate = "none" if kind == "gelu" else "tanh"
+        return functools.partial(torch._C._nn.gelu, approximate=approximate)
     raise ValueError(f"unknown activation kind {kind!r}")
+
+
+#: The kinds without an argument, as ``torch.nn.functional`` computes them.
+_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu,
+    "silu": torch._C._nn.silu,
+    "relu6": torch._C._nn.relu6,
+    "hardswish": torch._C._nn.hardswish,
+    "hardsigmoid": torch._C._nn.hardsigmoid,
+    "mish": torch._C._nn.mish,
+    "sigmoid": torch.sigmoid,
+}
 
 
 def backward(grad: Tensor, z: Tensor, kind: str, alpha: float, weight: Tensor | None) -> Tensor:
@@ -223,6 +233,7 @@ def prelu_backward(grad: Tensor, z: Tensor, weight: Tensor) -> tuple[Tensor, Ten
     return grad_z, total.reshape(weight.shape).to(weight.dtype)
 
 
+@functools.lru_cache(maxsize=256)  # (a C call: every recorded call's set-up asks)
 def from_output(kind: str, alpha: float) -> bool:
     """Whether ``act'`` can be read off the activation's output, as torch's backward ops read
     it: ReLU and leaky ReLU with a slope ≥ 0 (the output's sign is ``z``'s and the derivative

@@ -100,8 +100,8 @@ class Plan:
         set (tapes replay only then): Triton's launcher, then what it takes before the stream
         (the grid's three sizes), between the stream and the arguments (the function, its
         metadata, no launch metadata, the hooks as they are) and after them (the constant
-        tail). The replay checks :attr:`globals` first and reads the stream with
-        :func:`current_stream`, as :meth:`run` does at each launch."""
+        tail). The replay checks :attr:`globals` first and reads the stream as
+        :func:`current_stream` does, as :meth:`run` does at each launch."""
         kernel, n = self.compiled, len(grid)
         sizes = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
         hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
@@ -117,16 +117,6 @@ def hooked(hook: Any) -> bool:
     """Whether a launch hook is set: Triton >= 3.9 holds hooks in a ``HookChain`` (empty: none
     set), earlier versions a callable or ``None``."""
     return hook is not None and bool(getattr(hook, "calls", True))
-
-
-def hooks_set() -> bool:
-    """Whether a launch enter or exit hook is set (:func:`hooked` inline: tapes ask on every
-    call)."""
-    runtime = knobs.runtime
-    enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
-    return (enter is not None and bool(getattr(enter, "calls", True))) or (
-        exit_ is not None and bool(getattr(exit_, "calls", True))
-    )
 
 
 class Unplanned(Exception):

@@ -192,7 +192,9 @@ def _replay_source(
         if kind == "launch" and type(step.run) is _plan.Plan:
             if not prologue:
                 namespace["Unplanned"] = _plan.Unplanned
-                prologue.append(f"stream = {name(_plan.current_stream)}({device!r})")
+                # (``_plan.current_stream(device)`` inline: one Python frame less per replay)
+                active = f"({name(driver)}._active or {name(driver)}.active)"
+                prologue.append(f"stream = {active}.get_current_stream({device!r})")
             for global_name, space, v in step.run.globals:
                 used.setdefault(id(space), (space, {}))[1].setdefault(global_name, v)
             launcher, sizes, middle, tail = step.run.launch_parts(grid)
@@ -400,13 +402,14 @@ class _Recorder(TorchFunctionMode):
         """A call replayed whole: ``fn`` called again on the slots of ``args``."""
         if self.failed is not None:
             return
+        name = getattr(fn, "__name__", None) or repr(fn)  # (a partial has no name)
         if not isinstance(result, torch.Tensor):
-            self.fail(f"{fn.__name__} returned something other than a tensor")
+            self.fail(f"{name} returned something other than a tensor")
             return
         try:
             step = _Step(fn, self._slots(list(args)))
         except Untapeable as e:
-            self.fail(f"{fn.__name__}: {e}")
+            self.fail(f"{name}: {e}")
             return
         step.outs = (self._new_slot(result),)
         self.steps.append(["call", step, None])
@@ -543,13 +546,16 @@ _autocasting = torch._C._is_any_autocast_enabled
 def _standing_aside() -> bool:
     """Whether tapes stand aside for the call being made (module doc): they are off, this
     thread records one, or a transform, a mode or a launch hook is active."""
+    runtime = knobs.runtime  # (a launch hook set: ``_plan.hooked`` of each, inline)
+    enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
     return (
         not ENABLED
         or _recording is not None
         or _transforms_active()  # wrapped tensors look plain
         or _dispatch_modes()  # a mode may want to see every op
         or _function_modes()  # (a device context, too)
-        or _plan.hooks_set()
+        or (enter is not None and bool(getattr(enter, "calls", True)))
+        or (exit_ is not None and bool(getattr(exit_, "calls", True)))
     )
 
 
@@ -648,7 +654,8 @@ def _context_key(context: Callable[[], Any] | None) -> tuple:
     """The part of a tape key that is not the call's arguments (see :func:`_key`)."""
     compilation = knobs.compilation
     return (
-        -1 if INTERPRET else driver.active.get_current_device(),  # (``_current_device()``)
+        # (``_current_device()``; the driver as ``driver.active`` caches it: no property call)
+        -1 if INTERPRET else (driver._active or driver.active).get_current_device(),
         knobs.runtime.debug,
         compilation.instrumentation_mode,
         compilation.fpsan_homomorphic_casts if _FPSAN else None,

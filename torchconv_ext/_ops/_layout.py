@@ -178,7 +178,8 @@ def packed_weight(w: torch.Tensor, form: str = "channels_last", groups: int = 1)
     device = w.device
     if not isinstance(w, torch.nn.Parameter) or (device.type == "cuda" and _capturing()):
         return _pack(w, form, groups)
-    return _cached(w, form, groups, _kind(form, groups, w.shape, w.stride(), w.dtype, device))
+    kind = _kind(form, groups, w.shape, w.stride(), w.dtype, device)
+    return _cached(w, form=form, groups=groups, kind=kind)
 
 
 def _packed_weight_for_replays(
@@ -192,14 +193,9 @@ def _packed_weight_for_replays(
     if not isinstance(w, torch.nn.Parameter):
         return packed_weight  # (never cached)
     kind = _kind(form, groups, w.shape, w.stride(), w.dtype, w.device)
-    on_cuda = w.device.type == "cuda"
-
-    def packed_weight_replayed(w: torch.Tensor, *_: Any) -> torch.Tensor:
-        if on_cuda and _capturing():
-            return _pack(w, form, groups)
-        return _cached(w, form, groups, kind)
-
-    return packed_weight_replayed
+    # (a partial, called from C: a replay's lookup runs one Python frame, the cache's)
+    capturable = w.device.type == "cuda"
+    return functools.partial(_cached, form=form, groups=groups, kind=kind, capturable=capturable)
 
 
 packed_weight.for_replays = _packed_weight_for_replays  # type: ignore[attr-defined]
@@ -227,9 +223,15 @@ def _kind(*form_and_metadata: Any) -> int:
     return number
 
 
-def _cached(w: torch.Tensor, form: str, groups: int, kind: int) -> torch.Tensor:
+def _cached(
+    w: torch.Tensor, *_: Any, form: str, groups: int, kind: int, capturable: bool = False
+) -> torch.Tensor:
     """The parameter ``w`` in ``form``, from the cache while its storage and version are those
-    it was packed from; ``kind``: the number of its form and metadata (:func:`_kind`)."""
+    it was packed from; ``kind``: the number of its form and metadata (:func:`_kind`). With
+    ``capturable`` (a weight on CUDA), repacked while a CUDA graph is captured. A replay passes
+    the recorded call's other arguments too (``_``: what ``kind`` holds already)."""
+    if capturable and _capturing():
+        return _pack(w, form, groups)
     try:
         version = w._version
     except RuntimeError:  # an inference tensor (made under torch.inference_mode): no version

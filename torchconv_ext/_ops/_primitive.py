@@ -59,6 +59,7 @@ from ._registration import forward_mode_active as _forward_mode_active
 from ._registration import function_named, register, writable
 from ._registration import ops_only as _ops_only
 from ._taping import PLAIN_TENSORS, Attributes, backward_on_tape, impl_context
+from ._taping import is_tensor as _is_tensor
 
 _is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 _profiling = torch.autograd._profiler_enabled
@@ -310,7 +311,7 @@ class Primitive:
             self._taped_bound = taped
         # (the bound object fixes its operands' types, shapes, dtypes and devices: its
         # opening's key holds them)
-        tensors = [t for t in leading if t is not None]
+        tensors = [*filter(_is_tensor, leading)]  # (C-level: no comprehension's frame)
         return taped.vouched(bound, tensors, bound, *leading)
 
     def _op_vmap(self, info, in_dims: tuple, *args: Any) -> tuple:
@@ -362,9 +363,15 @@ class EagerFunction(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grads: tuple) -> tuple:
-        if _any_legacy_batched(grads):
+        # (``_any_legacy_batched`` and ``_forward_mode_active`` inline: every eager backward
+        # asks, and each call is a Python frame)
+        if any(map(_is_legacy_batched, filter(_is_tensor, grads))):
             return (None, *_as_registered_ops(converting_once, ctx.prim.backward, ctx, *grads))
-        if torch.is_grad_enabled() or _forward_mode_active():  # a graph of the backward
+        if (
+            torch.is_grad_enabled()  # a graph of the backward
+            or forward_ad._current_level >= 0
+            or torch._C._are_functorch_transforms_active()
+        ):
             return (None, *converting_once(ctx.prim.backward, ctx, *grads))
         return (None, *backward_on_tape(ctx, grads))
 
@@ -433,7 +440,8 @@ class Bound:
             torch.compiler.is_compiling()
             or torch._C._len_torch_dispatch_stack()
             or _ops_only.active
-            or _forward_mode_active()
+            or forward_ad._current_level >= 0  # (``_forward_mode_active()``, inline)
+            or torch._C._are_functorch_transforms_active()
             or torch._C._get_tracing_state() is not None  # (jit_tracing(), inline)
         ):
             return self.prim(*leading, *self.static)
@@ -454,7 +462,9 @@ class Bound:
                     if self.decomposition is not None:
                         return self.decomposition(*leading)
             return self.prim.apply_bound(self, *leading)
-        return self.prim.run_bound(self, leading)
+        if _profiling():
+            return self.prim.run_bound(self, leading)
+        return self.prim._run_bound(self, leading)  # (unnamed in no profile: no frame for it)
 
 
 class BoundFunction(EagerFunction):
@@ -467,7 +477,9 @@ class BoundFunction(EagerFunction):
         prim = bound.prim
         if _profiling():
             return writable(prim.run_bound(bound, leading), leading)
-        return writable(prim._run_bound(bound, leading), leading)
+        out = prim._run_bound(bound, leading)
+        # (``writable``'s test for one tensor, inline: a view is rare, this call is not)
+        return writable(out, leading) if type(out) is tuple or out._is_view() else out
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Any) -> None:

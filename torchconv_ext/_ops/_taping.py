@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .. import _backend
 from .._backend import get_backend, loaded_kernels
 from ._eager_frames import runs_eagerly
 from ._layout import converting_once
@@ -22,13 +23,15 @@ from ._layout import converting_once
 #: The tensor types a tape takes as plain tensors (subclasses never are).
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 #: ``t is not None``, called from C (a filter over a ctx's tensors without a Python frame each).
-_is_tensor = functools.partial(operator.is_not, None)
+is_tensor = functools.partial(operator.is_not, None)
 
 
 def impl_context() -> tuple:
     """What implementations read besides their arguments: the backend and whether fp32
     convolutions may use TF32 (part of their tapes' keys)."""
-    return get_backend(), torch._C._get_cudnn_allow_tf32()  # = torch.backends.cudnn.allow_tf32
+    # (``get_backend()`` once chosen, read inline: tapes ask on every call)
+    backend = _backend._current or get_backend()
+    return backend, torch._C._get_cudnn_allow_tf32()  # = torch.backends.cudnn.allow_tf32
 
 
 #: ``backward_from_saved`` on a tape, once our kernels are loaded.
@@ -116,7 +119,7 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
         if layout is not None:
             extras, named, n_saved, n_tensors = layout
             tensors = [*ctx.saved_tensors, *map(ctx.__getattribute__, extras)]
-            present = [*filter(_is_tensor, tensors)]
+            present = [*filter(is_tensor, tensors)]
             for g in grads:
                 # (incoming gradients have the outputs' dtype, shape and device, but may be
                 # subclasses, or None)

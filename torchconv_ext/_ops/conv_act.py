@@ -23,6 +23,7 @@ differentiably, so derivatives of any order come out right.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -196,9 +197,18 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         if not act.decomposes(kind, alpha):
             return None
         op = linear.op.bind(*static)  # (called with the operands of one opening: see Bound)
+        # ``op.recorded`` and the activation as C calls: this runs on every training step.
+        recorded = functools.partial(op.prim.apply_bound, op)
+        if kind == "prelu":  # (its weight is an operand; a PReLU call is not bound, though)
+
+            def call(input, weight, bias, act_weight):
+                return act.apply(recorded(input, weight, bias), kind, alpha, act_weight)
+
+            return call
+        activation = act.function(kind, alpha)
 
         def call(input, weight, bias, act_weight):
-            return act.apply(op.recorded(input, weight, bias), kind, alpha, act_weight)
+            return activation(recorded(input, weight, bias))
 
         return call
 

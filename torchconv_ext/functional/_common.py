@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
+from .. import _backend
 from .._args import check_tensor, plain_key
 from .._backend import exporting, get_backend, use_triton
 from . import _autocast
@@ -155,7 +156,8 @@ class Openings:
         ):
             return None
         key = plain_key(args)
-        return None if key is None else (get_backend(), key)
+        # (``get_backend()`` once chosen, read inline: every call asks)
+        return None if key is None else (_backend._current or get_backend(), key)
 
     def get(self, key: tuple | None) -> object | None:
         return None if key is None else self._table.get(key)

@@ -245,7 +245,9 @@ def plain_activation(activation: object, activation_args: object) -> tuple | Non
     operand, reshaped on every call) or arguments other than a dict."""
     if activation == "prelu" or not (activation_args is None or type(activation_args) is dict):
         return None
-    return (activation, *(v for item in (activation_args or {}).items() for v in item))
+    if not activation_args:  # (the common call: no generator to run)
+        return (activation,)
+    return (activation, *(v for item in activation_args.items() for v in item))
 
 
 ACTIVATION_DOC = """
