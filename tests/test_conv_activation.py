@@ -242,10 +242,13 @@ _SPECIAL = [0.0, -0.0, -3.0, 3.0, 6.0, 7.0, -1.5, 2.5, 20.0, 25.0, -30.0, 100.0,
             float("nan"), float("inf"), float("-inf")]  # fmt: skip
 
 
+#: The activations tried at :data:`_SPECIAL` (each formula's turns; a slope times ±inf).
+_AT_SPECIAL_VALUES = ["relu6", "hardswish", "hardsigmoid", "mish", "sigmoid", "silu", "gelu", "elu"]
+_AT_SPECIAL_VALUES += ["leaky_relu", "leaky_relu-negative"]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "activation", ["relu6", "hardswish", "hardsigmoid", "mish", "sigmoid", "silu", "gelu", "elu"]
-)
+@pytest.mark.parametrize("activation", _AT_SPECIAL_VALUES)
 @pytest.mark.parametrize("backend", TRITON)
 def test_the_epilogue_at_special_values(activation, dtype, backend):
     """Each epilogue formula where torch's turns, NaN and ±inf included: a 1×1 convolution

@@ -24,12 +24,13 @@ The launcher contract, for every launcher exported here:
   (``torchconv_ext._padding.fold_padding_grad``).
 
 Besides the launchers: the layout rules callers follow (``prefers_channels_last``,
-``reads_channels_inner_weight``, ``reads_merged``, ``reads_nchw``, ``reads_windows``, ``stores_nchw``, ``sums_bias``,
-``windows``), ``window_weight`` and ``merged_weight`` (a weight in the windows' layout, or the
-block-diagonal weight of merged groups, which a caller may keep while the weight does not
-change and pass back as ``windowed_weight`` or ``merged_weight``), the tape helpers
-(``taped``, ``recording``, ``replayed_whole``), and ``current_stream`` (the stream launches go
-to now, as Triton reads it).
+``reads_channels_inner_weight``, ``reads_merged``, ``reads_nchw``, ``reads_windows``,
+``stores_nchw``, ``sums_bias``, ``windows``; ``activation_grad_launchable``: the layouts
+``activation_grad_from_output`` takes), ``window_weight`` and ``merged_weight`` (a weight in
+the windows' layout, or the block-diagonal weight of merged groups, which a caller may keep
+while the weight does not change and pass back as ``windowed_weight`` or ``merged_weight``),
+the tape helpers (``taped``, ``recording``, ``replayed_whole``), and ``current_stream`` (the
+stream launches go to now, as Triton reads it).
 
 The name ``triton_kernels`` is also used by Triton's own ``triton-kernels`` distribution (used by
 vLLM); the two cannot be installed side by side, and importing either one when the other is
@@ -60,6 +61,8 @@ _refuse_if_shadowed()
 from ._common import INTERPRET
 from ._plan import current_stream
 from ._tape import recording, replayed_whole, taped
+from .activation_grad import activation_grad_from_output
+from .activation_grad import launchable as activation_grad_launchable
 from .conv import (
     conv_backward_input,
     conv_backward_weight,
@@ -88,6 +91,7 @@ from .pool import (
 from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
 # Every launcher replays its recorded work for a problem it has seen (``_tape``).
+activation_grad_from_output = taped(activation_grad_from_output)
 conv_forward = taped(conv_forward)
 conv_backward_input = taped(conv_backward_input)
 conv_backward_weight = taped(conv_backward_weight)
@@ -126,6 +130,7 @@ __all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_w
 __all__ += ["merged_weight", "reads_channels_inner_weight", "reads_merged"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
+__all__ += ["activation_grad_from_output", "activation_grad_launchable"]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]
 __all__ += [
     "adaptive_pool_backward",

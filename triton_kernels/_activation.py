@@ -42,8 +42,9 @@ _SQRT_2_OVER_PI: tl.constexpr = tl.constexpr(0.7978845608028654)
 
 @triton.jit
 def _times_alpha(v, ACT_ALPHA, ACT_ALPHA_LO):
-    # Two products, so each fp32 half promotes to v's dtype before they are summed.
-    return v * ACT_ALPHA + v * ACT_ALPHA_LO
+    # The slope in v's dtype (its fp32 halves summed there: fp64 gets the fp64 value), then one
+    # product, as torch's: two products summed made inf · slope NaN (inf - inf, or inf · 0).
+    return v * (tl.cast(ACT_ALPHA, v.dtype) + tl.cast(ACT_ALPHA_LO, v.dtype))
 
 
 @triton.jit

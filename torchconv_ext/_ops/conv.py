@@ -247,6 +247,26 @@ def merged_weight_args(weight: Tensor, g: ConvGeometry) -> dict:
     return {"merged_weight": kernels().replayed_whole(packed_weight, weight, form, g.groups)}
 
 
+def forward_grads_read_channels_last(grad: Tensor, input: Tensor, weight: Tensor, geometry) -> bool:
+    """Whether :func:`forward_grads` reads the gradient ``grad`` of ``conv_fwd``'s result
+    through a channels-last copy (:func:`gemm_activation`): where its tensor-core kernels
+    convert it. A caller that computes ``grad`` may write it so in the first place."""
+    g = ConvGeometry.from_args(*geometry)
+    channels_last = kernels().prefers_channels_last(input.shape[1], g.groups)
+    return channels_last and not _reads_as_is(grad, weight.shape[2:], g)
+
+
+def transposed_grads_read_channels_last(grad: Tensor, weight: Tensor, static: list) -> bool:
+    """:func:`forward_grads_read_channels_last` for :func:`transposed_grads`, whose input and
+    weight gradients are a convolution and a weight gradient over ``grad`` as their input
+    (``static`` as there)."""
+    g = ConvGeometry.from_args(*static[2:])
+    kernel_size = weight.shape[2:]
+    if not kernels().prefers_channels_last(grad.shape[1], g.groups):
+        return False
+    return not _windowed(grad, kernel_size, g) and not _reads_as_is(grad, kernel_size, g)
+
+
 def _reads_as_is(t: Tensor, kernel_size, g: ConvGeometry) -> bool:
     return t.is_contiguous() and kernels().reads_nchw(
         kernel_size, *stride_and_padding(g), t.shape[2:]

@@ -11,7 +11,9 @@ geometry — a transposed convolution is the input gradient of its adjoint convo
 Derivatives go through that convolution's own primitives: with ``z`` the pre-activation,
 ``∂y = act'(z) · ∂z``, and ``z``'s gradients are the convolution's. ReLU, leaky ReLU with a
 slope ≥ 0, ReLU6 and sigmoid need no ``z``: their derivative is read off the saved output, so
-the fused op serves training as it serves inference. The other kinds need ``z``. While autograd
+the fused op serves training as it serves inference — an eager backward in one pass of our
+kernel (``triton_kernels.activation_grad``), which writes ``∂z`` in the layout the gradient
+GEMMs read (torch's backward op, then their conversion, would take two). The other kinds need ``z``. While autograd
 records such a call, it runs **decomposed** (``_activation.decomposes``): the convolution, then
 torch's activation, which saves ``z`` as the two layers unfused do. Recomputing ``z`` in the
 backward instead would cost a whole convolution where the unfused pair costs one more read of
@@ -33,18 +35,21 @@ from torch import Tensor
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 from .. import _activation as act
-from .._backend import use_triton
+from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry
 from .._fallback import conv as fallback
-from .._memory import to_layout
+from .._memory import empty_in_layout, to_layout
 from ._primitive import Primitive
+from ._taping import PLAIN_TENSORS
 from .conv import (
     conv_bwd_input,
     conv_fwd,
     fold_batch,
     forward_channels_last,
     forward_grads,
+    forward_grads_read_channels_last,
     transposed_grads,
+    transposed_grads_read_channels_last,
     triton_forward,
     triton_transposed,
     unfold_batch,
@@ -121,16 +126,54 @@ def _as_activations_result(out: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Linear:
-    """The convolution under an activation: ``z = op(input, weight, bias, *static)``, and
+    """The convolution under an activation: ``z = op(input, weight, bias, *static)``;
     ``grads(input, weight, needs, static, grad_z)``, the gradients of its input, weight and bias
-    (``None`` where ``needs`` says no)."""
+    (``None`` where ``needs`` says no); ``reads_channels_last(grad_z, input, weight, static)``,
+    whether those read ``grad_z`` through a channels-last copy."""
 
     op: Primitive
     grads: Callable[..., tuple]
+    reads_channels_last: Callable[..., bool]
 
 
-_CONV = Linear(conv_fwd, lambda *args: forward_grads(*args)[:3])
-_TRANSPOSED = Linear(conv_bwd_input, transposed_grads)
+_CONV = Linear(
+    conv_fwd,
+    lambda *args: forward_grads(*args)[:3],
+    lambda grad, input, weight, static: forward_grads_read_channels_last(
+        grad, input, weight, static
+    ),
+)
+_TRANSPOSED = Linear(
+    conv_bwd_input,
+    transposed_grads,
+    lambda grad, input, weight, static: transposed_grads_read_channels_last(grad, weight, static),
+)
+
+
+def _grad_from_output(
+    grad: Tensor, output: Tensor, kind: str, alpha: float, channels_last: Callable[[], bool]
+) -> Tensor:
+    """``grad · act'(z)`` read off the activation's ``output``. A backward autograd runs
+    without recording, on plain tensors on the Triton path (its tape's), takes one pass of our
+    kernel, which writes it channels-last where the gradient kernels read it so
+    (``channels_last()``) — torch's backward op and their conversion would take two; anywhere
+    else (a graph of the backward, transforms, modes, tracing) torch's backward op, which is
+    differentiable."""
+    if (
+        torch.is_grad_enabled()
+        or type(grad) not in PLAIN_TENSORS
+        or type(output) not in PLAIN_TENSORS
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._functorch.is_legacy_batchedtensor(grad)
+        or not use_triton(grad)
+        # (a mode, but for the op guard of a tape that records this backward)
+        or (torch._C._len_torch_dispatch_stack() and not kernels().recording())
+        or not kernels().activation_grad_launchable(grad, output)
+    ):
+        return act.backward_from_output(grad, output, kind, alpha)
+    grad_z = empty_in_layout(grad.shape, grad, channels_last(), poison=True)
+    kernels().activation_grad_from_output(grad, output, grad_z, activation=kind, alpha=alpha)
+    return grad_z
 
 
 def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primitive:
@@ -152,7 +195,10 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         grad_act_weight = None
         if act.from_output(ctx.kind, ctx.alpha):
             input, weight, output = ctx.saved_tensors
-            grad_z = act.backward_from_output(grad, output, ctx.kind, ctx.alpha)
+            grad_z = _grad_from_output(
+                grad, output, ctx.kind, ctx.alpha,
+                lambda: linear.reads_channels_last(grad, input, weight, ctx.static),
+            )  # fmt: skip
         else:
             input, weight, bias, act_weight = ctx.saved_tensors
             z = linear.op(input, weight, bias, *ctx.static)  # recomputed: see the module doc
