@@ -108,12 +108,13 @@ def test_refusals_name_the_argument():
 
 
 def _spied(monkeypatch):
-    """The calls of the launcher the eager backward reaches, and of torch's ReLU backward op."""
-    calls = {"kernel": 0}
+    """The calls of the launcher the eager backward reaches, and the gradients it wrote."""
+    calls = {"kernel": 0, "written": []}
     original = triton_kernels.activation_grad_from_output
 
     def kernel(*args, **kwargs):
         calls["kernel"] += 1
+        calls["written"].append(args[2])
         return original(*args, **kwargs)
 
     monkeypatch.setattr(triton_kernels, "activation_grad_from_output", kernel)
@@ -152,3 +153,27 @@ def test_the_eager_backward_takes_one_pass_and_matches_torch(
         (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
         assert calls["kernel"] == 2 and gx.requires_grad
         torch.testing.assert_close(gx, expected[0])
+
+
+@pytest.mark.parametrize(
+    ("groups", "channels_last", "written_channels_last"),
+    [(1, False, True), (1, True, True), (4, False, False), (4, True, True)],
+    ids=["dense-nchw", "dense-cl", "depthwise-nchw", "depthwise-cl"],
+)
+def test_the_gradient_is_written_in_the_layout_its_readers_take(
+    monkeypatch, groups, channels_last, written_channels_last
+):
+    """Channels-last for the tensor-core GEMMs (which would copy an NCHW one so); for the
+    depthwise kernels, which read either, the incoming gradient's own layout (no transposition)."""
+    torch.manual_seed(0)
+    calls = _spied(monkeypatch)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    with torchconv_ext.use_backend("triton"):
+        y = TF.conv2d(x.requires_grad_(), w, padding=1, groups=groups, activation="relu")
+        torch.autograd.grad(y, (x, w), torch.ones_like(y))
+    (written,) = calls["written"]
+    assert written.is_contiguous(memory_format=torch.channels_last) == written_channels_last
+    assert written.is_contiguous() != written_channels_last

@@ -38,7 +38,7 @@ from .. import _activation as act
 from .._backend import kernels, use_triton
 from .._conv_args import ConvGeometry
 from .._fallback import conv as fallback
-from .._memory import empty_in_layout, to_layout
+from .._memory import empty_in_layout, is_channels_last, to_layout
 from ._primitive import Primitive
 from ._taping import PLAIN_TENSORS
 from .conv import (
@@ -155,7 +155,7 @@ def _grad_from_output(
 ) -> Tensor:
     """``grad · act'(z)`` read off the activation's ``output``. A backward autograd runs
     without recording, on plain tensors on the Triton path (its tape's), takes one pass of our
-    kernel, which writes it channels-last where the gradient kernels read it so
+    kernel, which writes it channels-last where ``grad`` is or the gradient kernels read it so
     (``channels_last()``) — torch's backward op and their conversion would take two; anywhere
     else (a graph of the backward, transforms, modes, tracing) torch's backward op, which is
     differentiable."""
@@ -171,7 +171,9 @@ def _grad_from_output(
         or not kernels().activation_grad_launchable(grad, output)
     ):
         return act.backward_from_output(grad, output, kind, alpha)
-    grad_z = empty_in_layout(grad.shape, grad, channels_last(), poison=True)
+    # (else in the incoming gradient's layout: the kernels that read either take it as it is)
+    layout = is_channels_last(grad) or channels_last()
+    grad_z = empty_in_layout(grad.shape, grad, layout, poison=True)
     kernels().activation_grad_from_output(grad, output, grad_z, activation=kind, alpha=alpha)
     return grad_z
 
