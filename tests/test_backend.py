@@ -59,6 +59,22 @@ def test_env_var_selects_backend():
     assert r.stdout.strip() == "triton", r.stderr
 
 
+def test_a_graph_traced_before_any_eager_call_does_not_recompile_at_the_first():
+    """The backend is chosen at import: a graph traced first reads it, not a backend still to be
+    chosen, which the first eager call would choose — failing the graph's guard."""
+    code = (
+        "import torch, torchconv_ext.functional as TF\n"
+        "from torch._dynamo.testing import CompileCounter\n"
+        "counter, w = CompileCounter(), torch.randn(2, 2, 3, 3)\n"
+        "f = torch.compile(lambda x: TF.conv2d(x, w, padding=1), backend=counter, fullgraph=True)\n"
+        "x = torch.randn(1, 2, 4, 4)\n"
+        "f(x); TF.conv2d(x, w, padding=1); f(x)\n"
+        "print(counter.frame_count)\n"
+    )
+    r = _run(code)
+    assert r.stdout.strip() == "1", r.stderr
+
+
 def test_bad_env_var_is_reported_at_first_use_not_at_import():
     code = (
         "import torch, torchconv_ext\n"

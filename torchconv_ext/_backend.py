@@ -58,7 +58,18 @@ def _validated(name: str) -> str:
     return normal
 
 
-_current: str | None = None  # None: not chosen yet, the environment variable decides
+def _from_environment() -> str | None:
+    """The backend the environment variable names (unset: ``"auto"``), or ``None`` for a name
+    that is none (:func:`get_backend` reports it at the first use, not at import)."""
+    try:
+        return _validated(os.environ.get(_ENV_VAR, "").strip() or "auto")
+    except ValueError:
+        return None
+
+
+# Chosen at import: a graph traced before any eager call reads the backend in force — a guard
+# on a backend not chosen yet would fail, and the graph recompile, at the first eager call.
+_current: str | None = _from_environment()  # None: the environment variable's name is bad
 
 
 def get_backend() -> str:
