@@ -290,17 +290,26 @@ def test_nchw_results_are_stored_straight_where_rows_allow(launches, kernel, siz
     assert (by_name["conv_backward_weight"].pointers[0] == x.data_ptr()) == read_as_is
 
 
-def test_strided_input_gradient_is_stored_channels_last(launches):
-    """Stride 2: the input gradient's rows are strided phases, so it is stored channels-last
-    and converted, while the forward's NCHW result (16 positions per image) is stored
-    straight."""
+@pytest.mark.parametrize(
+    ("size", "stride", "straight"),
+    [((8, 8), 2, True), ((8, 6), 2, False), ((8, 8), (2, 1), False)],
+    ids=["width-8", "width-6", "stride-1-along-w"],
+)
+def test_strided_input_gradient_is_stored_in_nchw_rows_or_channels_last(
+    launches, size, stride, straight
+):
+    """Stride 2 along the width: a program computes both column phases of its rows and stores
+    them interleaved, whole NCHW rows, where the width is a multiple of 4; other strided input
+    gradients (phases of strided rows) are stored channels-last and converted. The forward's
+    NCHW result is stored straight either way (16 positions per image)."""
     torch.manual_seed(0)
-    x = torch.randn(1, 6, 8, 8, dtype=torch.float64)
+    x = torch.randn(1, 6, *size, dtype=torch.float64)
     w = torch.randn(4, 6, 3, 3, dtype=torch.float64)
-    _conv_matching_torch(x, w, None, stride=2, padding=1)
+    _conv_matching_torch(x, w, None, stride=stride, padding=1)
     by_name = {launch.name: launch for launch in launches}
     assert by_name["conv_forward"].result.is_contiguous()
-    assert _layout.is_channels_last(by_name["conv_backward_input"].result)
+    assert by_name["conv_backward_input"].result.is_contiguous() == straight
+    assert _layout.is_channels_last(by_name["conv_backward_input"].result) != straight
 
 
 def test_a_backward_converts_its_incoming_gradient_once(launches):

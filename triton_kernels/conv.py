@@ -58,17 +58,23 @@ def _positions_divisible(sizes: Sequence[int], by: int) -> bool:
 
 
 def stores_nchw(
-    sizes: Sequence[int], stride: Sequence[int], *, input_gradient: bool = False
+    sizes: Sequence[int],
+    stride: Sequence[int],
+    *,
+    input_gradient: bool = False,
+    merged: bool = False,
 ) -> bool:
     """Whether a tensor-core convolution of that ``stride`` stores an NCHW result — its output,
     or with ``input_gradient`` its input gradient — of spatial ``sizes`` straight from its tiles
     as vectors of at least 8 bytes. A tile's rows are flat positions: the GEMMs store runs of 4,
     8 or 16 of them in one image when that divides the positions per image
-    (``_gemm_common.flat_alignment``); an input gradient at another stride than 1 has strided
-    rows. Otherwise callers that return NCHW store channels-last and convert: the NCHW stores
-    would be one per element."""
+    (``_gemm_common.flat_alignment``). An input gradient at another stride than 1 has strided
+    rows, but at stride 2 along w a program computes both w phases of its rows and stores them
+    interleaved as whole rows (``conv_gemm.paired_width``): runs of 4 or more where that divides
+    the width, unless groups merge (``merged``: ``reads_merged``). Otherwise callers that return
+    NCHW store channels-last and convert: the NCHW stores would be one per element."""
     if input_gradient and any(s != 1 for s in stride):
-        return False
+        return stride[-1] == 2 and sizes[-1] % 4 == 0 and not merged
     return _positions_divisible(sizes, 4)
 
 

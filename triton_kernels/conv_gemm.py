@@ -524,7 +524,7 @@ def _conv_bwd_input_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, ACT: tl.constexpr, FLAT_Y: tl.constexpr, GO_ALIGN: tl.constexpr,
     W_ALIGN: tl.constexpr, FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr,
-    OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr,
+    OWN_IN: tl.constexpr, OWN_OUT: tl.constexpr, PAIR_W: tl.constexpr,
 ):  # fmt: skip
     """gi[n, group·C_IN + ci, i] = act(bias[group·C_IN + ci] + Σ_{tap, co}
     go[n, group·C_OUT + co, o] · w[group·C_OUT + co, ci, tap]) over the (tap, o) with
@@ -545,8 +545,113 @@ def _conv_bwd_input_kernel(
     ``FLAT_K``: ``FLAT_C`` is C_OUT as a constant, and at stride 1 (one phase, every tap)
     ``FLAT_KH`` and ``FLAT_KW`` are KH and KW (else 0: each phase's tap counts, at run time).
     ``OWN_IN``, ``OWN_OUT`` > 0: merged groups, as in the forward.
+    ``PAIR_W`` > 0 (stride 2 along w, W even, no merged groups): a program computes both w
+    phases of its rows and stores them interleaved, as whole rows of ``grad_in`` — runs of
+    ``PAIR_W`` positions dividing W, stored as vectors into NCHW (:func:`_paired_bwd_input`);
+    the grid has half the phases.
     """
-    M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
+    tl.static_assert(not (PAIR_W and (OWN_IN or FLAT_Y)))
+    if PAIR_W:
+        _paired_bwd_input(
+            go_ptr, w_ptr, b_ptr, gi_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
+            STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+            TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
+            sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_i, sw_d, sw_h, sw_w,
+            sgi_n, sgi_c, sgi_d, sgi_h, sgi_w, sb, aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+            HAS_BIAS, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
+            GROUP_M, ACT, GO_ALIGN, W_ALIGN, FLAT_C, FLAT_KH, FLAT_KW, PAIR_W,
+        )  # fmt: skip
+    else:  # (no early return: Triton would compile on past it)
+        M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
+        C_OUT, sgo_n, sgo_d = (
+            aligned(C_OUT, GO_ALIGN),
+            aligned(sgo_n, GO_ALIGN),
+            aligned(sgo_d, GO_ALIGN),
+        )
+        sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
+        C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
+        sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
+        n_phases = STRIDE_D * STRIDE_H * STRIDE_W
+        batch, tile_m, tile_n = grouped_tile(
+            tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
+        )
+        group = batch // n_phases
+        phase = batch % n_phases
+        # Input positions of this phase: i = ph + j·stride, j < J.
+        ph_d, ph_h, ph_w = split_phase(phase, STRIDE_H, STRIDE_W)
+        k0_d, nt_d, q0_d, J_D = phase_dim(ph_d, D, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
+        k0_h, nt_h, q0_h, J_H = phase_dim(ph_h, H, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
+        k0_w, nt_w, q0_w, J_W = phase_dim(ph_w, W, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
+        rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        # (With FLAT_Y the one phase has M_MAX rows: an argument, so Triton knows its divisibility.)
+        row_ok = rows < (M_MAX if FLAT_Y else wide(N, USE_INT64) * J_D * J_H * J_W)
+        # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
+        n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
+        ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ci_ok = ci < C_IN
+        ci_off = wide(group * C_IN + ci, USE_INT64)
+
+        n_r = n[:, None]
+        zd = (jd + q0_d)[:, None]
+        zh = (jh + q0_h)[:, None]
+        zw = (jw + q0_w)[:, None]
+        row_mask = row_ok[:, None]
+        w_col = wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
+
+        acc = _bwd_input_sum(
+            go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD, OH, OW,
+            nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H,
+            OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, 0,
+            FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH,
+            FLAT_KW, 0,
+        )  # fmt: skip
+        if FLAT_Y:
+            gi_row = _flat_row(rows, P, sgi_n)
+        else:
+            gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
+            gi_row += (ph_w + jw * STRIDE_W) * sgi_w
+        mask = row_mask & ci_ok[None, :]
+        if OWN_IN == 0:
+            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
+                             saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
+        else:
+            own = ci // OWN_IN
+            redo, first, last = _unmerged(acc, tl.where(ci_ok, own, 0))
+            if redo:  # (each group's columns stored as they are summed: one accumulator)
+                for j in range(first, last + 1):
+                    acc = _bwd_input_sum(
+                        go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD,
+                        OH, OW, nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W,
+                        OSTEP_D, OSTEP_H, OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d,
+                        sw_h, sw_w, j, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N,
+                        ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, OWN_OUT,
+                    )  # fmt: skip
+                    _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok,
+                                     mask & (own == j)[None, :], b_ptr, sb, aw_ptr, saw, ACT_ALPHA,
+                                     ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
+            else:
+                _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
+                                 aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE,
+                                 ACT)  # fmt: skip
+
+
+@triton.jit
+def _paired_bwd_input(
+    go_ptr, w_ptr, b_ptr, gi_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
+    STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+    TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
+    sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_i, sw_d, sw_h, sw_w,
+    sgi_n, sgi_c, sgi_d, sgi_h, sgi_w, sb, aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
+    HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, ACT: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
+    FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr, PAIR_W: tl.constexpr,
+):  # fmt: skip
+    """:func:`_conv_bwd_input_kernel` with ``PAIR_W``: the program's rows are ``BLOCK_M``
+    positions ``j`` of one (d, h) phase at half the width, W/2 per image row; it sums both w
+    phases of them (``w = 2j`` and ``2j + 1``: their taps differ) and stores the two tiles
+    interleaved, ``2·BLOCK_M`` consecutive positions of whole rows of ``grad_in``."""
     C_OUT, sgo_n, sgo_d = (
         aligned(C_OUT, GO_ALIGN),
         aligned(sgo_n, GO_ALIGN),
@@ -555,67 +660,57 @@ def _conv_bwd_input_kernel(
     sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
     C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
     sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
-    n_phases = STRIDE_D * STRIDE_H * STRIDE_W
+    # (runs of PAIR_W positions: it divides W and grad_in's other strides, ``paired_width``)
+    W, sgi_n, sgi_c = aligned(W, PAIR_W), aligned(sgi_n, PAIR_W), aligned(sgi_c, PAIR_W)
+    sgi_d, sgi_h = aligned(sgi_d, PAIR_W), aligned(sgi_h, PAIR_W)
+    n_phases = STRIDE_D * STRIDE_H  # (the w phases are this program's)
     batch, tile_m, tile_n = grouped_tile(
         tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
     )
     group = batch // n_phases
     phase = batch % n_phases
-    # Input positions of this phase: i = ph + j·stride, j < J.
-    ph_d, ph_h, ph_w = split_phase(phase, STRIDE_H, STRIDE_W)
+    ph_d, ph_h = phase // STRIDE_H, phase % STRIDE_H
     k0_d, nt_d, q0_d, J_D = phase_dim(ph_d, D, STRIDE_D, PAD_D, DIL_D, KD, TSTEP_D)
     k0_h, nt_h, q0_h, J_H = phase_dim(ph_h, H, STRIDE_H, PAD_H, DIL_H, KH, TSTEP_H)
-    k0_w, nt_w, q0_w, J_W = phase_dim(ph_w, W, STRIDE_W, PAD_W, DIL_W, KW, TSTEP_W)
+    k0_w0, nt_w0, q0_w0, J_W = phase_dim(0, W, 2, PAD_W, DIL_W, KW, TSTEP_W)
+    k0_w1, nt_w1, q0_w1, _ = phase_dim(1, W, 2, PAD_W, DIL_W, KW, TSTEP_W)
     rows = wide(tile_m, USE_INT64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    # (With FLAT_Y the one phase has M_MAX rows: an argument, so Triton knows its divisibility.)
-    row_ok = rows < (M_MAX if FLAT_Y else wide(N, USE_INT64) * J_D * J_H * J_W)
-    # max(·, 1): an empty phase (size < stride) must not divide by zero; its rows are masked.
+    m_phase = wide(N, USE_INT64) * J_D * J_H * J_W
+    row_ok = rows < m_phase
     n, jd, jh, jw = unflatten(rows, tl.maximum(J_D, 1), tl.maximum(J_H, 1), tl.maximum(J_W, 1))
     ci = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN
     ci_off = wide(group * C_IN + ci, USE_INT64)
-
     n_r = n[:, None]
     zd = (jd + q0_d)[:, None]
     zh = (jh + q0_h)[:, None]
-    zw = (jw + q0_w)[:, None]
     row_mask = row_ok[:, None]
-    w_col = wide(ci, USE_INT64) * sw_i  # the weight's in-channel index is per group
-
-    acc = _bwd_input_sum(
-        go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD, OH, OW,
-        nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
-        sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, 0,
+    w_col = wide(ci, USE_INT64) * sw_i
+    acc0 = _bwd_input_sum(
+        go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, (jw + q0_w0)[:, None], row_mask, C_OUT,
+        OD, OH, OW, nt_d, nt_h, nt_w0, k0_d, k0_h, k0_w0, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D,
+        OSTEP_H, OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, 0,
         FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH,
         FLAT_KW, 0,
     )  # fmt: skip
-    if FLAT_Y:
-        gi_row = _flat_row(rows, P, sgi_n)
-    else:
-        gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
-        gi_row += (ph_w + jw * STRIDE_W) * sgi_w
-    mask = row_mask & ci_ok[None, :]
-    if OWN_IN == 0:
-        _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
-                         ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
-    else:
-        own = ci // OWN_IN
-        redo, first, last = _unmerged(acc, tl.where(ci_ok, own, 0))
-        if redo:  # (each group's columns stored as they are summed: one accumulator)
-            for j in range(first, last + 1):
-                acc = _bwd_input_sum(
-                    go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, zw, row_mask, C_OUT, OD,
-                    OH, OW, nt_d, nt_h, nt_w, k0_d, k0_h, k0_w, TSTEP_D, TSTEP_H, TSTEP_W,
-                    OSTEP_D, OSTEP_H, OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d,
-                    sw_h, sw_w, j, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N,
-                    ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, OWN_OUT,
-                )  # fmt: skip
-                _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok,
-                                 mask & (own == j)[None, :], b_ptr, sb, aw_ptr, saw, ACT_ALPHA,
-                                 ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
-        else:
-            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
-                             saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
+    acc1 = _bwd_input_sum(
+        go_ptr, w_ptr, w_col, ci_ok, n_r, group, zd, zh, (jw + q0_w1)[:, None], row_mask, C_OUT,
+        OD, OH, OW, nt_d, nt_h, nt_w1, k0_d, k0_h, k0_w1, TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D,
+        OSTEP_H, OSTEP_W, sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_d, sw_h, sw_w, 0,
+        FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH,
+        FLAT_KW, 0,
+    )  # fmt: skip
+    # Interleaved: row 2·m + p is position w = 2·j + p of row m's image row.
+    acc = tl.reshape(tl.permute(tl.join(acc0, acc1), (0, 2, 1)), (2 * BLOCK_M, BLOCK_N))
+    # The same rows counted over whole image rows (W of them per (n, d, h)): 2·m + p.
+    q = wide(tile_m, USE_INT64) * (2 * BLOCK_M) + tl.arange(0, 2 * BLOCK_M)
+    q_ok = q < 2 * m_phase
+    n, jd, jh, w = unflatten(q, tl.maximum(J_D, 1), tl.maximum(J_H, 1), W)
+    gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
+    gi_row += w * sgi_w
+    mask = q_ok[:, None] & ci_ok[None, :]
+    _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
+                     ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
 
 
 @triton.jit
@@ -1131,10 +1226,12 @@ def gemm_conv_backward_input(
     geometry = pack_geometry((stride, 1), (padding, 0), (dilation, 1))
     use_int64 = needs_int64(grad_out, w, grad_in)
     precision = dot_precision(grad_out.dtype, allow_tf32)
-    batches = groups * math.prod(strides)
+    pair = paired_width(gi5, strides, own["OWN_IN"] > 0)
+    # (paired: a program computes both w phases)
+    batches = groups * math.prod(strides) // (2 if pair else 1)
     key = (grad_out.dtype, _layout_class(go5, w5, gi5), tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, merge, bucket(m_max), use_int64, precision,
-           activation)  # fmt: skip
+           activation, pair)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
@@ -1156,9 +1253,20 @@ def gemm_conv_backward_input(
             ACC_DTYPE=acc_dtype(grad_out.dtype), GROUP_M=GROUP_M, ACT=ACTIVATIONS[activation],
             FLAT_Y=flat_alignment(gi5) if one_phase else 0,
             GO_ALIGN=channel_alignment(cg_out, go5), W_ALIGN=channel_alignment(cg_in, w5),
-            **flat_shape, **own,
+            PAIR_W=pair, **flat_shape, **own,
         ),
     )  # fmt: skip
+
+
+def paired_width(gi5: torch.Tensor, strides: tuple[int, int, int], merged: bool) -> int:
+    """``PAIR_W`` of an input-gradient launch into the 5-d ``gi5``: 0 (each program one phase)
+    unless the stride along w is 2, the width even, no groups merge and ``gi5`` has unit stride
+    along w (NCHW); else the largest power of two up to 16 dividing the width and ``gi5``'s
+    other strides — the runs of positions its interleaved rows store as vectors."""
+    width = gi5.shape[4]
+    if strides[2] != 2 or width % 2 or merged or gi5.stride(4) != 1:
+        return 0
+    return math.gcd(width, *gi5.stride()[:4], 16)
 
 
 def gemm_conv_backward_weight(

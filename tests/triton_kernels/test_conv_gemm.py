@@ -449,3 +449,71 @@ def test_grouped_channel_runs_to_second_order(monkeypatch):
         assert torch.autograd.gradcheck(conv, (x, w), fast_mode=True)
         assert torch.autograd.gradgradcheck(conv, (x, w), fast_mode=True)
     assert 8 in chosen
+
+
+# --- stride 2 along w into NCHW: both w phases of a row in one program ------------------------
+
+# (x shape, C_out, kernel, stride, pads, dilation, groups): even widths, so the rows pair.
+_PAIRED_CASES = {
+    "3x3-s2": ((2, 5, 6, 8), 6, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+    "k2-s2": ((1, 4, 4, 8), 3, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), 1),  # one tap a phase
+    "k4-s2-groups": ((2, 4, 6, 4), 6, (4, 4), (2, 2), ((1, 1), (1, 1)), (1, 1), 2),
+    "1x1-s2": ((1, 3, 4, 8), 5, (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1),  # w phase 1: none
+    "h1-w2-dilated": ((1, 3, 5, 12), 4, (2, 3), (1, 2), ((1, 0), (2, 1)), (1, 2), 1),
+    "1d": ((2, 3, 16), 4, (3,), (2,), ((1, 1),), (1,), 1),
+    "3d": ((1, 3, 3, 4, 8), 4, (2, 3, 3), (2, 2, 2), ((0, 1), (1, 1), (1, 1)), (1, 1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PAIRED_CASES))
+def test_paired_w_phases_store_whole_nchw_rows(triton_device, monkeypatch, case):
+    """At stride 2 along an even width, an NCHW input gradient is stored by programs that sum
+    both w phases of their rows (``PAIR_W``) and interleave them: torch's values in float64, with
+    a bias, and the same bits in float32 as the channels-last launch, whose programs take one
+    phase each."""
+    x_shape, c_out, kernel, stride, pads, dilation, groups = _PAIRED_CASES[case]
+    paired = []
+    real_launch = conv_gemm.Tuner.launch
+
+    def spy(self, key, grid, args, kwargs):
+        paired.append(kwargs.get("PAIR_W", 0))
+        return real_launch(self, key, grid, args, kwargs)
+
+    monkeypatch.setattr(conv_gemm.Tuner, "launch", spy)
+    x, w, _ = _make(x_shape, c_out, kernel, groups, torch.float64)
+    x.requires_grad_()
+    ref_out = _reference(x, w, None, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                         pad_mode="zeros")  # fmt: skip
+    grad_out = torch.randn_like(ref_out)
+    (ref,) = torch.autograd.grad(ref_out, x, grad_out)
+    bias = torch.randn(x_shape[1], dtype=torch.float64)
+    geometry = _geometry(stride, pads, dilation, groups)
+    grad_in = _poisoned(x.shape, torch.float64, triton_device, "contig")
+    gemm_conv_backward_input(grad_out, w, grad_in, **geometry, allow_tf32=False, bias=bias)
+    _check(grad_in, ref + bias.view(-1, *[1] * (x.dim() - 2)))
+    assert paired[0] > 0
+    results = []
+    for layout in ("contig", "channels_last"):
+        out = _poisoned(x.shape, torch.float32, triton_device, layout)
+        gemm_conv_backward_input(grad_out.float(), w.float(), out, **geometry, allow_tf32=False)
+        results.append(out)
+    assert paired[1:] == [paired[0], 0]
+    assert torch.equal(*results)
+
+
+def test_which_input_gradients_pair_their_w_phases():
+    nchw = torch.empty(2, 3, 1, 6, 8)
+    assert conv_gemm.paired_width(nchw, (1, 2, 2), False) == 8
+    assert conv_gemm.paired_width(torch.empty(2, 3, 1, 6, 12), (1, 1, 2), False) == 4
+    assert conv_gemm.paired_width(nchw, (1, 2, 1), False) == 0  # stride 1 along w
+    assert conv_gemm.paired_width(nchw, (1, 2, 3), False) == 0
+    assert conv_gemm.paired_width(torch.empty(2, 3, 1, 6, 7), (1, 2, 2), False) == 0  # odd width
+    assert conv_gemm.paired_width(nchw, (1, 2, 2), True) == 0  # merged groups
+    assert conv_gemm.paired_width(nchw.movedim(1, -1).contiguous().movedim(-1, 1), (1, 2, 2),
+                                  False) == 0  # channels-last  # fmt: skip
+    from triton_kernels import stores_nchw
+
+    assert stores_nchw((6, 8), (2, 2), input_gradient=True)
+    assert not stores_nchw((6, 6), (2, 2), input_gradient=True)  # runs of 2: channels-last
+    assert not stores_nchw((6, 8), (2, 2), input_gradient=True, merged=True)
+    assert not stores_nchw((6, 8), (1, 3), input_gradient=True)

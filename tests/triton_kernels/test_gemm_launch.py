@@ -253,8 +253,9 @@ def test_launchers_fold_groups_and_phases_past_65535_into_one_axis(monkeypatch):
         monkeypatch, lambda: K.conv_forward(x, w1, None, x[:, :groups], pad_mode="zeros", **geo)
     )
     phases = dict(geo, stride=(2, 2), groups=20_000)
-    xp, wp = torch.empty(1, 40_000, 2, 2), torch.empty(9 * 20_000, 2, 1, 1)
-    yp = torch.empty(1, 9 * 20_000, 1, 1)
+    # (an odd width: each program one phase, ``conv_gemm.paired_width``)
+    xp, wp = torch.empty(1, 40_000, 2, 3), torch.empty(9 * 20_000, 2, 1, 1)
+    yp = torch.empty(1, 9 * 20_000, 1, 2)
     grids += _grids(monkeypatch, lambda: K.conv_backward_input(yp, wp, xp, **phases))
     names = [name for name, _ in grids]
     assert names == ["conv_fwd_flat_narrow", "conv_bwd_input_flat_narrow",

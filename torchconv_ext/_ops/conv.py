@@ -344,7 +344,8 @@ def triton_transposed(
     shape = _input_shape(grad_output, weight, input_size, g.groups)
     grad_output, weight, gemm, weight_form = _input_gradient_operands(grad_output, weight, shape, g)
     # Stored NCHW or channels-last as the forward's result is (``triton_forward``).
-    nchw = k.stores_nchw(input_size, g.stride, input_gradient=True)
+    merged = "merged_weight" in weight_form
+    nchw = k.stores_nchw(input_size, g.stride, input_gradient=True, merged=merged)
     stored = channels_last or (gemm and not nchw)
     grad = empty_in_layout(shape, grad_output, stored, poison=True)
     if grad.numel():
