@@ -32,6 +32,7 @@ KEY_LAYERS = (
     "upsample:fpn.p4_p3",
     "pool:alexnet.pool1",
     "depthwise:mobilenetv2.features.15.dw",
+    "transposed:unet.up1",
     "conv:resnet50.conv1",
 )
 #: The RGB stem: its forward and grad-weight run the tap loop over windows of a padded copy
@@ -62,7 +63,13 @@ _VECTOR_ACCESSES = {
 #: ... and those all of whose stores must be vectors of at least so many bytes: ResNet's max
 #: pooling on NCHW rows (the row-taps forward) stores a vector's outputs whole — at stride 2
 #: the 4 bf16 values whose source columns are one 16-byte span, and their int64 indices.
-_VECTOR_STORES_ONLY = {("pool:resnet50.maxpool", "_pool_rows_taps_fwd_kernel"): 8}
+_VECTOR_STORES_ONLY = {
+    ("pool:resnet50.maxpool", "_pool_rows_taps_fwd_kernel"): 8,
+    # U-Net's 2×2 up-convolution at stride 2 into NCHW: both column phases of a row stored
+    # interleaved, whole rows (``conv_gemm.paired_width``) — at batch 8, whose rows Triton
+    # sees divided by 16 only through the width.
+    ("transposed:unet.up1", "_conv_bwd_input_kernel"): 16,
+}
 #: ... and those all of whose loads must be: the depthwise kernels over channels-last
 #: activations (the NCHW rows take the row kernels), which read the weight repacked with its
 #: channels innermost, so a tap's weights for a vector of channels are one vector too; and
@@ -289,13 +296,15 @@ def test_key_variants_compile_for_sm90_without_spills_and_use_wgmma(tmp_path):
     channels-last input with an NCHW weight; the RGB stem's forward and grad-weight by 8-byte
     ones (its windows), with no element-wise loads; the global pooling's forward and input
     gradient and an FPN's upsampling of rows no multiple of 16 elements by 16-byte vectors; the
-    max pooling's NCHW forward by vector stores only (8-byte values, 16-byte indices); the depthwise kernels over channels-last,
+    max pooling's NCHW forward by vector stores only (8-byte values, 16-byte indices), and so
+    U-Net's stride-2 transposed convolution (16-byte rows); the depthwise kernels over channels-last,
     and AlexNet's max pooling over NCHW rows of 55 (forward and input gradient), by 16-byte
     loads only; MobileNetV2's
     depthwise layers over NCHW rows of 7 by 16-byte row loads."""
     out, doc = _compile_report(
         tmp_path,
-        *("--suite", "conv", "depthwise", "pool", "upsample", "--layers", *KEY_LAYERS),
+        *("--suite", "conv", "depthwise", "pool", "upsample", "transposed"),
+        *("--layers", *KEY_LAYERS),
         *("--dtype", "bf16", "--layout", "cl", "nchw", "cl-input", "--configs", "first"),
     )
     rows = doc["rows"]

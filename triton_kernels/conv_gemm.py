@@ -704,7 +704,9 @@ def _paired_bwd_input(
     acc = tl.reshape(tl.permute(tl.join(acc0, acc1), (0, 2, 1)), (2 * BLOCK_M, BLOCK_N))
     # The same rows counted over whole image rows (W of them per (n, d, h)): 2·m + p.
     q = wide(tile_m, USE_INT64) * (2 * BLOCK_M) + tl.arange(0, 2 * BLOCK_M)
-    q_ok = q < 2 * m_phase
+    # (2·m_phase, written so that Triton sees PAIR_W divide it, through W: a bound it could not
+    # see divided — a batch size not a multiple of 16 — made the mask, and so the stores, pairs)
+    q_ok = q < wide(N, USE_INT64) * J_D * J_H * W
     n, jd, jh, w = unflatten(q, tl.maximum(J_D, 1), tl.maximum(J_H, 1), W)
     gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
     gi_row += w * sgi_w
