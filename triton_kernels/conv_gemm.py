@@ -551,6 +551,14 @@ def _conv_bwd_input_kernel(
     the grid has half the phases.
     """
     tl.static_assert(not (PAIR_W and (OWN_IN or FLAT_Y)))
+    C_OUT, sgo_n, sgo_d = (
+        aligned(C_OUT, GO_ALIGN),
+        aligned(sgo_n, GO_ALIGN),
+        aligned(sgo_d, GO_ALIGN),
+    )
+    sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
+    C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
+    sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
     if PAIR_W:
         _paired_bwd_input(
             go_ptr, w_ptr, b_ptr, gi_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
@@ -559,18 +567,10 @@ def _conv_bwd_input_kernel(
             sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_i, sw_d, sw_h, sw_w,
             sgi_n, sgi_c, sgi_d, sgi_h, sgi_w, sb, aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
             HAS_BIAS, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K,
-            GROUP_M, ACT, GO_ALIGN, W_ALIGN, FLAT_C, FLAT_KH, FLAT_KW, PAIR_W,
+            GROUP_M, ACT, FLAT_C, FLAT_KH, FLAT_KW, PAIR_W,
         )  # fmt: skip
     else:  # (no early return: Triton would compile on past it)
         M_MAX, P, sgi_n, sgi_c = aligned_rows(M_MAX, P, sgi_n, sgi_c, FLAT_Y)
-        C_OUT, sgo_n, sgo_d = (
-            aligned(C_OUT, GO_ALIGN),
-            aligned(sgo_n, GO_ALIGN),
-            aligned(sgo_d, GO_ALIGN),
-        )
-        sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
-        C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
-        sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
         n_phases = STRIDE_D * STRIDE_H * STRIDE_W
         batch, tile_m, tile_n = grouped_tile(
             tl.program_id(0), tl.cdiv(M_MAX, BLOCK_M), tl.cdiv(C_IN, BLOCK_N), GROUP_M
@@ -645,22 +645,16 @@ def _paired_bwd_input(
     HAS_BIAS: tl.constexpr, FLAT_K: tl.constexpr, USE_INT64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, ACT: tl.constexpr, GO_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
+    GROUP_M: tl.constexpr, ACT: tl.constexpr,
     FLAT_C: tl.constexpr, FLAT_KH: tl.constexpr, FLAT_KW: tl.constexpr, PAIR_W: tl.constexpr,
 ):  # fmt: skip
     """:func:`_conv_bwd_input_kernel` with ``PAIR_W``: the program's rows are ``BLOCK_M``
     positions ``j`` of one (d, h) phase at half the width, W/2 per image row; it sums both w
     phases of them (``w = 2j`` and ``2j + 1``: their taps differ) and stores the two tiles
     interleaved, ``2·BLOCK_M`` consecutive positions of whole rows of ``grad_in``."""
-    C_OUT, sgo_n, sgo_d = (
-        aligned(C_OUT, GO_ALIGN),
-        aligned(sgo_n, GO_ALIGN),
-        aligned(sgo_d, GO_ALIGN),
-    )
-    sgo_h, sgo_w = aligned(sgo_h, GO_ALIGN), aligned(sgo_w, GO_ALIGN)
-    C_IN, sw_o, sw_d = aligned(C_IN, W_ALIGN), aligned(sw_o, W_ALIGN), aligned(sw_d, W_ALIGN)
-    sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
-    # (runs of PAIR_W positions: it divides W and grad_in's other strides, ``paired_width``)
+    # (C_OUT, C_IN and grad_out's and w's strides come rebuilt by the kernel's GO_ALIGN and
+    # W_ALIGN; runs of PAIR_W positions: it divides W and grad_in's other strides,
+    # ``paired_width``)
     W, sgi_n, sgi_c = aligned(W, PAIR_W), aligned(sgi_n, PAIR_W), aligned(sgi_c, PAIR_W)
     sgi_d, sgi_h = aligned(sgi_d, PAIR_W), aligned(sgi_h, PAIR_W)
     n_phases = STRIDE_D * STRIDE_H  # (the w phases are this program's)
