@@ -179,3 +179,22 @@ def test_biased_convolution_twice_differentiable_on_the_kernels():
 
         assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=True)
         assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=True)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+def test_stride_2_nchw_rows_twice_differentiable_on_the_kernels(transposed):
+    """At stride 2 along a width of 4 or 8, NCHW: the input gradient (a transposed
+    convolution's result) is stored as whole rows, both column phases of a row from one program
+    (``conv_gemm.paired_width``); every derivative through it, to second order, against finite
+    differences in float64."""
+    torch.manual_seed(5)
+    if transposed:
+        x, w, b = _leaf(1, 3, 3, 2), _leaf(3, 2, 3, 3), _leaf(2)
+        conv = lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)
+    else:
+        x, w, b = _leaf(1, 3, 4, 8), _leaf(2, 3, 3, 3), _leaf(2)
+        conv = lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1)
+    with torchconv_ext.use_backend("triton"):
+        assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=True)

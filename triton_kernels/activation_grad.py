@@ -24,10 +24,12 @@ from ._common import (
     ACT_RELU6,
     ACTIVATIONS,
     acc_dtype,
+    as_5d,
     cdiv,
     check_device,
     needs_int64,
 )
+from ._gemm_common import position_strides
 from ._indexing import wide
 from ._plan import launch
 
@@ -76,31 +78,22 @@ def _act_grad_from_output_kernel(
     tl.store(gz_ptr + n * sgz_n + c * sgz_c + p * sgz_p, gz.to(gz_ptr.dtype.element_ty), mask=mask)
 
 
-def positions_stride(t: torch.Tensor) -> int | None:
+def _position_stride(t: torch.Tensor) -> int | None:
     """The stride between consecutive flat positions of ``t`` (``(N, C, *spatial)``): 1 for a
     contiguous tensor, C for a channels-last one; ``None`` where its spatial dims are not one
-    run of one stride (size-1 dims aside), which :func:`activation_grad_from_output` refuses."""
-    run = None
-    for size, stride in zip(reversed(t.shape[2:]), reversed(t.stride()[2:])):
-        if size == 1:
-            continue
-        if run is None:
-            run, span = stride, stride * size
-        elif stride != span:
-            return None
-        else:
-            span *= size
-    return 1 if run is None else run
+    run of one stride (``_gemm_common.position_strides``)."""
+    strides = position_strides(as_5d(t))
+    return None if strides is None else strides[1]
 
 
 def launchable(*tensors: torch.Tensor) -> bool:
     """Whether :func:`activation_grad_from_output` takes these tensors: spatial dims that are
-    one run each (:func:`positions_stride`), and a batch and channel tiles within a grid axis."""
+    one run each (``_gemm_common.position_strides``), and a batch and channel tiles within a grid axis."""
     n, c = tensors[0].shape[:2]
     return (
         n <= _GRID_LIMIT
         and cdiv(c, _BLOCK_C) <= _GRID_LIMIT
-        and all(positions_stride(t) is not None for t in tensors)
+        and all(_position_stride(t) is not None for t in tensors)
     )
 
 
@@ -141,7 +134,7 @@ def activation_grad_from_output(
     positions = grad_z.numel() // (n * c)
     strides = []
     for t in (grad_out, y, grad_z):
-        strides += [t.stride(0), t.stride(1), positions_stride(t)]
+        strides += [t.stride(0), t.stride(1), _position_stride(t)]
     grid = (cdiv(positions, _BLOCK_P), cdiv(c, _BLOCK_C), n)
     launch(_act_grad_from_output_kernel, grid, (
         grad_out, y, grad_z, c, positions, *strides, *_split_float(float(alpha)),
@@ -152,4 +145,4 @@ def activation_grad_from_output(
     ))  # fmt: skip
 
 
-__all__ = ["FROM_OUTPUT", "activation_grad_from_output", "launchable", "positions_stride"]
+__all__ = ["FROM_OUTPUT", "activation_grad_from_output", "launchable"]

@@ -12,11 +12,7 @@ import torch.nn.functional as F
 import torchconv_ext
 import triton_kernels
 from torchconv_ext import functional as TF
-from triton_kernels.activation_grad import (
-    activation_grad_from_output,
-    launchable,
-    positions_stride,
-)
+from triton_kernels.activation_grad import activation_grad_from_output, launchable
 
 pytestmark = pytest.mark.interpret
 
@@ -84,15 +80,13 @@ def test_matches_torchs_backward_op_bit_for_bit(activation, dtype, shape, layout
     assert torch.equal(out.isnan(), expected.isnan())  # (every element written: poisoned first)
 
 
-def test_positions_stride_and_what_it_refuses():
+def test_the_layouts_it_takes():
     x = torch.empty(2, 3, 4, 5)
-    assert positions_stride(x) == 1
-    assert positions_stride(x.contiguous(memory_format=torch.channels_last)) == 3
-    assert positions_stride(torch.empty(2, 3, 1, 1)) == 1  # (one position)
-    assert positions_stride(x[..., ::2]) is None  # rows with gaps between them
-    assert positions_stride(x.transpose(2, 3)) is None
     assert launchable(x, x.contiguous(memory_format=torch.channels_last))
+    assert launchable(x, torch.empty(2, 3, 1, 1))  # (one position)
+    assert launchable(x, torch.empty(2, 3, 4, 10)[..., ::2])  # positions two apart
     assert not launchable(x, x.transpose(2, 3).contiguous().transpose(2, 3))
+    assert not launchable(x, torch.empty(2, 3, 4, 6)[..., :5])  # rows with gaps between them
 
 
 def test_refusals_name_the_argument():
