@@ -18,7 +18,12 @@ from torchconv_ext import functional as TF
 from torchconv_ext._ops._primitive import PRIMITIVES, Bound
 from torchconv_ext._ops._taping import Attributes
 from torchconv_ext._ops.conv import conv_bwd_input, conv_fwd
-from torchconv_ext._ops.conv_act import conv_act_fwd, conv_transpose_act
+from torchconv_ext._ops.conv_act import (
+    conv_act_fwd,
+    conv_act_z,
+    conv_transpose_act,
+    conv_transpose_act_z,
+)
 from torchconv_ext._ops.local import local_conv_fwd
 from torchconv_ext._ops.pool import adaptive_pool_fwd, pool_fwd, pyramid_pool_fwd
 from torchconv_ext._ops.upsample import upsample_nearest_fwd
@@ -28,19 +33,24 @@ BACKENDS = [pytest.param("triton", marks=pytest.mark.interpret), "torch"]
 _GEOMETRY = ([2, 2], [1, 1], [1, 1], [1, 1], 1, "zeros")  # stride 2, padding 1
 #: ``(primitive, leading operand shapes, static arguments)``: a biased convolution, the same
 #: with a fused ReLU, a biased transposed convolution (the input gradient of the first), the
-#: same with a fused hard sigmoid (in training the one activation needing the pre-activation
-#: that stays fused: its backward recomputes it), a
-#: max pooling (3×3 windows, stride 2, padding 1), an adaptive average pooling to 2×2 and a
-#: spatial pyramid pooling (levels 1 and 2), a locally connected convolution (3×3 kernels,
-#: one per output position) and a nearest upsampling by 2.
+#: same with a fused sigmoid, the training forms of a convolution with SiLU and of a
+#: transposed one with hard sigmoid (``act(z)`` and ``z``), a max pooling (3×3 windows,
+#: stride 2, padding 1), an adaptive average pooling to 2×2 and a spatial pyramid pooling
+#: (levels 1 and 2), a locally connected convolution (3×3 kernels, one per output position)
+#: and a nearest upsampling by 2.
 CASES = {
     "conv": (conv_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,)), _GEOMETRY),
     "conv_relu": (conv_act_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,), None),
                   ("relu", 0.0, *_GEOMETRY)),
     "conv_transpose": (conv_bwd_input, ((2, 4, 3, 3), (4, 3, 3, 3), (3,)),
                        ([5, 5], False, *_GEOMETRY)),
-    "conv_transpose_hardsigmoid": (conv_transpose_act, ((2, 4, 3, 3), (4, 3, 3, 3), (3,), None),
-                                   ("hardsigmoid", 0.0, [5, 5], False, *_GEOMETRY)),
+    "conv_transpose_sigmoid": (conv_transpose_act, ((2, 4, 3, 3), (4, 3, 3, 3), (3,), None),
+                               ("sigmoid", 0.0, [5, 5], False, *_GEOMETRY)),
+    "conv_silu_z": (conv_act_z, ((2, 3, 5, 5), (4, 3, 3, 3), (4,), None),
+                    ("silu", 0.0, *_GEOMETRY)),
+    "conv_transpose_hardsigmoid_z": (conv_transpose_act_z,
+                                     ((2, 4, 3, 3), (4, 3, 3, 3), (3,), None),
+                                     ("hardsigmoid", 0.0, [5, 5], False, *_GEOMETRY)),
     "max_pool": (pool_fwd, ((2, 3, 5, 5),),
                  ("max", [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], False, True, 0)),
     "adaptive_pool": (adaptive_pool_fwd, ((2, 3, 5, 5),), ("avg", [2, 2])),
@@ -100,7 +110,7 @@ def test_a_bound_primitive_computes_what_the_primitive_computes(backend, case):
 
 
 #: Activated convolutions that run decomposed while autograd records (the activation's
-#: derivative needs the pre-activation): the convolution, then torch's activation.
+#: derivative needs the pre-activation): their training form, which stores ``z`` too.
 DECOMPOSED = {
     "conv_silu": (conv_act_fwd, ((2, 3, 5, 5), (4, 3, 3, 3), (4,), None),
                   ("silu", 0.0, *_GEOMETRY)),
@@ -112,8 +122,8 @@ DECOMPOSED = {
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(DECOMPOSED))
 def test_a_bound_decomposition_computes_what_the_primitive_decomposes(backend, case):
-    """Recorded by autograd, a bound activated convolution runs its decomposition on a bound
-    convolution (made once per bound object): the same result, gradients and second
+    """Recorded by autograd, a bound activated convolution runs its decomposition on its bound
+    training form (made once per bound object): the same result, gradients and second
     derivatives as the primitive's own decomposition, on repeated calls (replayed tapes)."""
     prim, shapes, static = DECOMPOSED[case]
     bound = prim.bind(*static)
@@ -123,8 +133,9 @@ def test_a_bound_decomposition_computes_what_the_primitive_decomposes(backend, c
             got, want = bound(*leading), prim(*leading, *static)
             torch.testing.assert_close(got, want, rtol=0, atol=0)
             assert got.stride() == want.stride()
-            assert entry(got.grad_fn.next_functions[0][0]) == "bound"
-            assert entry(want.grad_fn.next_functions[0][0]) == "eager"
+            assert entry(got.grad_fn) == "bound"
+            assert entry(want.grad_fn) == "eager"
+            assert type(got.grad_fn).__name__.endswith("ActZBackward")
             if seed == 0:
                 decomposition = bound.decomposition
                 assert callable(decomposition)

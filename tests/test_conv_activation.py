@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import torchconv_ext
 from tests.references.nodes import entry
 from torchconv_ext import functional as TF
+from torchconv_ext._ops.conv_act import conv_act_z
 
 OPS = torch.ops.torchconv_ext
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.interpret)]
@@ -457,8 +458,7 @@ def test_a_repeated_fused_call_takes_its_remembered_opening(backend):
         torch.testing.assert_close(other, F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.5))
         for _ in range(2):
             y = TF.conv2d(x, w, b, activation="prelu", activation_args={"weight": slope})
-            conv = y.grad_fn.next_functions[0][0]  # (in training: decomposed)
-            assert (entry(conv) == "eager") == ours
+            assert (entry(y.grad_fn) == "eager") == ours  # (in training: its training form)
         torch.testing.assert_close(y, F.prelu(F.conv2d(x, w, b), slope))
 
 
@@ -472,16 +472,14 @@ def _graph_nodes(y: torch.Tensor) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", TRITON)
-def test_the_decomposition_runs_where_derivatives_may_be_taken_not_under_vmap_alone(
+def test_the_training_form_runs_where_derivatives_may_be_taken_not_under_vmap_alone(
     backend, monkeypatch
 ):
-    """``torch.func.grad`` and ``jvp`` take derivatives: the convolution, then torch's SiLU;
-    ``vmap`` alone takes none: the fused op's batching rule, the activation in the kernel."""
-    from torchconv_ext import _activation
-
+    """``torch.func.grad`` and ``jvp`` take derivatives: SiLU's training form, which stores
+    ``z``; ``vmap`` alone takes none: the fused op's batching rule, no ``z``."""
     calls = []
-    real = _activation.apply
-    monkeypatch.setattr(_activation, "apply", lambda *a: calls.append(a[1]) or real(*a))
+    real = conv_act_z.impl
+    monkeypatch.setattr(conv_act_z, "impl", lambda *a: calls.append(a[4]) or real(*a))
     torch.manual_seed(0)
     x, w = torch.randn(3, 2, 4, 5, 4, dtype=torch.float64), torch.randn(4, 4, 3, 3).double()
 
@@ -494,36 +492,45 @@ def test_the_decomposition_runs_where_derivatives_may_be_taken_not_under_vmap_al
         torch.testing.assert_close(
             batched, F.silu(F.conv2d(x.flatten(0, 1), w, padding=1)).view_as(batched)
         )
-        torch.func.grad(lambda x: f(x).sum())(x[0])
+        grad = torch.func.grad(lambda x: f(x).sum())(x[0])
         assert calls == ["silu"]
-        torch.func.jvp(f, (x[0],), (torch.ones_like(x[0]),))
+        xr = x[0].clone().requires_grad_()
+        (want,) = torch.autograd.grad(F.silu(F.conv2d(xr, w, padding=1)).sum(), xr)
+        torch.testing.assert_close(grad, want)
+        _, tangent = torch.func.jvp(f, (x[0],), (torch.ones_like(x[0]),))
         assert calls == ["silu"] * 2
+        _, want = torch.func.jvp(
+            lambda x: F.silu(F.conv2d(x, w, padding=1)), (x[0],), (torch.ones_like(x[0]),)
+        )
+        torch.testing.assert_close(tangent, want)
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
 @pytest.mark.parametrize("backend", TRITON)
-def test_in_training_an_activation_needing_the_pre_activation_runs_after_the_convolution(
+def test_in_training_an_activation_needing_the_pre_activation_stores_it_beside_its_output(
     backend, transposed
 ):
-    """While autograd records, SiLU (its derivative needs ``z``) runs as torch's activation after
-    our convolution, which saves ``z``: the backward convolves twice, not three times (a
-    recomputed ``z``). Without gradients, and for activations read off the output, the fused op
-    runs; hard sigmoid keeps it in training too (torch's has no second derivative)."""
+    """While autograd records, SiLU (its derivative needs ``z``) runs its training form: one
+    node whose kernel stores ``act(z)`` and ``z``, and whose backward convolves twice, not
+    three times (a recomputed ``z``); hard sigmoid too. Without gradients, and for activations
+    read off the output, the fused op runs."""
     torch.manual_seed(0)
     conv = TF.conv_transpose2d if transposed else TF.conv2d
     x, w, b = _leaf(2, 4, 5, 4), _leaf(4, 4, 3, 3), _leaf(4)
     with torchconv_ext.use_backend(backend):
-        y = conv(x, w, b, padding=1, activation="silu")
-        # (the convolution bound to the call's arguments, as the unfused layer's is)
-        assert _graph_nodes(y)[:2] == [
-            "SiluBackward0",
-            "ConvBwdInputBackward" if transposed else "ConvBackward",
+        for kind in ("silu", "hardsigmoid"):
+            y = conv(x, w, b, padding=1, activation=kind)
+            # (bound to the call's arguments, as the unfused layer's convolution is)
+            assert _graph_nodes(y) == [
+                "ConvTransposeActZBackward" if transposed else "ConvActZBackward"
+            ]
+            assert entry(y.grad_fn) == "bound"
+            with torch.no_grad():
+                torch.testing.assert_close(conv(x, w, b, padding=1, activation=kind), y)
+        fused = conv(x, w, b, padding=1, activation="relu")
+        assert _graph_nodes(fused) == [
+            "ConvTransposeActBackward" if transposed else "ConvActBackward"
         ]
-        assert entry(y.grad_fn.next_functions[0][0]) == "bound"
-        with torch.no_grad():
-            torch.testing.assert_close(conv(x, w, b, padding=1, activation="silu"), y)
-        for fused in ("relu", "hardsigmoid"):
-            assert entry(conv(x, w, b, padding=1, activation=fused).grad_fn) == "bound"
         # Under a dispatch mode (the traced path) too: the forward, then two gradients.
         with FlopCounterMode(display=False) as forward:
             conv(x.detach(), w.detach(), b.detach(), padding=1, activation="silu")

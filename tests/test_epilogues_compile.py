@@ -1,6 +1,6 @@
 """Every epilogue activation compiles for sm_90 (no GPU: the stand-in driver of
 ``benchmarks.standin``), in a forward kernel and in the input-gradient kernels that compute
-transposed convolutions. Triton's interpreter runs any Python; only compiling shows what a GPU
+transposed convolutions, and so does the epilogue that stores the pre-activation too. Triton's interpreter runs any Python; only compiling shows what a GPU
 would refuse (a GELU constant read as a plain global failed so)."""
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
     for name, args in activations():  # transposed: the implicit GEMM's input gradient
         TF.conv_transpose2d(x, weight, stride=2, activation=name, activation_args=args)
         print("transposed", name, args and args.get("approximate", ""))
+    # In training, SiLU's kernels store the pre-activation too (the epilogue's second store).
+    trained = x.detach().requires_grad_()
+    TF.conv2d(trained, depthwise, padding=1, groups=16, activation="silu")
+    print("training depthwise")
+    TF.conv2d(trained, weight, padding=1, activation="silu")
+    print("training gemm")
+    TF.conv_transpose2d(trained, weight, stride=2, activation="silu")
+    print("training transposed")
 """
 
 
@@ -58,3 +66,4 @@ def test_every_epilogue_activation_compiles_for_sm90(tmp_path):
     count = len(ACTIVATION_ARGS) + 1  # (GELU twice: exact and tanh)
     assert sum(line.startswith("forward") for line in compiled) == count
     assert sum(line.startswith("transposed") for line in compiled) == count
+    assert sum(line.startswith("training") for line in compiled) == 3

@@ -479,8 +479,9 @@ def test_gemm_tuners_name_the_outputs_their_kernels_write():
     tuners += [*conv_gemm._BWD_INPUT.values(), *conv_gemm._BWD_WEIGHT.values()]
     for tuner in tuners:
         assert tuner.outputs and set(tuner.outputs) <= set(tuner.kernel.arg_names), tuner.name
-    assert conv_gemm._FWD[False, False].outputs == ("y_ptr",)
-    assert conv_gemm._BWD_INPUT[False, False].outputs == ("gi_ptr",)
+    # (and the pre-activation the epilogue stores beside its output in training)
+    assert conv_gemm._FWD[False, False].outputs == ("y_ptr", "z_ptr")
+    assert conv_gemm._BWD_INPUT[False, False].outputs == ("gi_ptr", "z_ptr")
     assert conv_gemm._BWD_WEIGHT[False, False].outputs == ("gw_ptr", "gb_ptr")
 
 

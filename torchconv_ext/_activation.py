@@ -242,14 +242,6 @@ def from_output(kind: str, alpha: float) -> bool:
     return kind in ("relu", "relu6", "sigmoid") or (kind == "leaky_relu" and alpha >= 0)
 
 
-def decomposes(kind: str, alpha: float) -> bool:
-    """Whether a fused convolution whose gradient autograd records runs as the convolution, then
-    torch's activation (``_ops.conv_act``): every kind whose derivative needs the
-    pre-activation (not :func:`from_output`), but hard sigmoid, whose torch op has no second
-    derivative (the fused op's backward formula has one)."""
-    return not from_output(kind, alpha) and kind != "hardsigmoid"
-
-
 def backward_from_output(grad: Tensor, y: Tensor, kind: str, alpha: float) -> Tensor:
     """``grad · act'(z)`` read off ``y = act(z)``, for the kinds :func:`from_output` accepts:
     torch's own ReLU and leaky-ReLU backward ops, so one pass (on a GPU, one kernel instead of

@@ -3,7 +3,10 @@
 Kernels that take one call :func:`activate` on the finished accumulator just before the store,
 with ``ACT`` one of the ``ACT_*`` codes of ``_common`` (``ACT_NONE`` compiles to nothing, so an
 unactivated convolution runs exactly the code it ran before). Launchers pass the activation's
-runtime arguments with :func:`epilogue_args`. The formulas are torch's (``torch.nn.functional``),
+runtime arguments with :func:`epilogue_args`. Where a training step needs the pre-activation
+``z`` too (the derivatives of SiLU and its kin read it), the epilogue stores it beside the
+activation, at the same offsets: ``z_ptr`` is the tensor :func:`pre_activation_target` checks,
+or None — a constant to Triton, so that the store compiles away. The formulas are torch's (``torch.nn.functional``),
 evaluated in the accumulator's dtype; ELU's ``expm1`` (which Triton's language lacks, and its
 interpreter has no ``libdevice`` for) is Kahan's: accurate near 0, where ``exp(z) - 1`` would
 cancel (fp32's ELU of -1e-8 came out 0).
@@ -31,9 +34,10 @@ from ._common import (
     ACT_SIGMOID,
     ACT_SILU,
     ACTIVATIONS,
+    as_5d,
 )
 
-__all__ = ["ACTIVATIONS", "activate", "epilogue_args"]
+__all__ = ["ACTIVATIONS", "activate", "epilogue_args", "pre_activation_target"]
 
 # (constexpr: compiled kernels may read no other globals)
 _SQRT1_2: tl.constexpr = tl.constexpr(0.7071067811865476)
@@ -126,3 +130,22 @@ def epilogue_args(
     if weight is None:
         return dummy, 0, hi, lo
     return weight, (0 if weight.numel() == 1 else weight.stride(0)), hi, lo
+
+
+def pre_activation_target(
+    launcher: str, z: torch.Tensor | None, out: torch.Tensor, activation: str | None
+) -> torch.Tensor | None:
+    """The 5-d tensor an epilogue stores the pre-activation to (``z_ptr``), ``None`` for none:
+    ``z`` must have the output's shape, dtype, strides and device (the kernels store it at the
+    output's offsets) and an activation must be given (else it would be the output again)."""
+    if z is None:
+        return None
+    if activation is None:
+        raise ValueError(f"{launcher}: pre_activation is given without an activation")
+    if (z.shape, z.stride(), z.dtype, z.device) != (out.shape, out.stride(), out.dtype, out.device):
+        raise ValueError(
+            f"{launcher}: pre_activation must have the output's shape, strides, dtype and device "
+            f"{list(out.shape)}, {list(out.stride())}, {out.dtype}, {out.device}; got "
+            f"{list(z.shape)}, {list(z.stride())}, {z.dtype}, {z.device}"
+        )
+    return as_5d(z)

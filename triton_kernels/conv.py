@@ -171,6 +171,7 @@ def conv_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     pieces: int = 1,
     winner: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
@@ -183,6 +184,8 @@ def conv_forward(
     ``'hardswish'``, ``'hardsigmoid'``, ``'mish'``, ``'sigmoid'``) runs in every kernel's
     epilogue; ``alpha`` is the leaky slope or
     ELU alpha, ``act_weight`` the PReLU weight (one per output channel, or one).
+    ``pre_activation`` (``out``'s shape, dtype and strides; with an activation), where given,
+    gets ``conv(x, w) + bias`` from the same epilogue: what a training step's derivative reads.
 
     ``pieces`` > 1 fuses a maxout into the GEMM kernels' epilogue: ``w`` has ``C_out·pieces``
     rows, ``out`` (C_out channels) gets the max over rows ``c·pieces + k`` and ``winner`` (int64,
@@ -203,7 +206,9 @@ def conv_forward(
         "conv_forward", merged_weight, x.shape[1], w.shape[0], groups, w.shape[2:], stride,
         padding, x.dtype, allow_tf32,
     )  # fmt: skip
-    epilogue = dict(activation=activation, alpha=alpha, act_weight=act_weight)
+    epilogue = dict(
+        activation=activation, alpha=alpha, act_weight=act_weight, pre_activation=pre_activation
+    )
     if pieces != 1:
         if _is_depthwise(x.shape[1], groups):
             raise ValueError(
@@ -257,14 +262,16 @@ def conv_backward_input(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
     merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution with respect to its input, written to ``grad_in``,
     plus ``bias`` per channel when given, then ``activation``: a transposed convolution's
     ``grad_in = act(conv_transpose(grad_out, w) + bias)``, bias and activation in every
-    kernel's epilogue, as :func:`conv_forward`'s (``activation``, ``alpha`` as there;
-    ``act_weight``: the PReLU weight, one per channel of ``grad_in`` or one).
+    kernel's epilogue, as :func:`conv_forward`'s (``activation``, ``alpha``,
+    ``pre_activation`` as there; ``act_weight``: the PReLU weight, one per channel of
+    ``grad_in`` or one).
     ``windowed_weight``: ``window_weight(w, input_gradient=True)``, made earlier, for a
     convolution whose input gradient :func:`reads_windows`; ``merged_weight``:
     ``merged_weight(w, groups)`` for one that :func:`reads_merged`."""
@@ -277,7 +284,10 @@ def conv_backward_input(
         "conv_backward_input", merged_weight, grad_in.shape[1], w.shape[0], groups, w.shape[2:],
         stride, padding, grad_out.dtype, allow_tf32,
     )  # fmt: skip
-    epilogue = dict(bias=bias, activation=activation, alpha=alpha, act_weight=act_weight)
+    epilogue = dict(
+        bias=bias, activation=activation, alpha=alpha, act_weight=act_weight,
+        pre_activation=pre_activation,
+    )  # fmt: skip
     if _is_depthwise(grad_in.shape[1], groups):
         depthwise_conv_backward_input(
             grad_out, w, grad_in, stride=stride, padding=padding, dilation=dilation, **epilogue

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args
+from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
 from ._common import acc_dtype, as_5d, cdiv, check_device, dot_precision, needs_int64
 from ._gemm_common import (
     GEMM_TABLE,
@@ -81,7 +81,7 @@ def _position_offset(i, P, s_n, s_p, FLAT_ROWS: tl.constexpr):
 
 @triton.jit
 def _conv1x1_kernel(
-    a_ptr, b_ptr, bias_ptr, c_ptr,
+    a_ptr, b_ptr, bias_ptr, c_ptr, z_ptr,
     M, N, K, P,
     sa_n, sa_p, sa_k, sb_k, sb_n, sc_n, sc_p, sc_c, sbias,
     ga, gb,
@@ -95,7 +95,8 @@ def _conv1x1_kernel(
 ):  # fmt: skip
     """c[m, group·N + j] = act(Σ_k a[m, group·K + k] · b[group·gb + k, j] (+ bias[group·N + j]))
     (``act``: the epilogue activation of the forward or of a transposed convolution, its PReLU
-    weight indexed by the column's channel ``group·N + j``).
+    weight indexed by the column's channel ``group·N + j``), and what ``act`` is applied to
+    into ``z`` (``c``'s offsets) unless ``z_ptr`` is None.
 
     Rows ``m`` run over ``M = batch·P`` positions; ``a`` and ``c`` columns are channels (strides
     ``sa_k``, ``sc_c``); ``b`` is the weight as a (K × N) matrix per group (offset ``ga`` /
@@ -144,12 +145,14 @@ def _conv1x1_kernel(
             # convolution compares: ties there keep the first piece here too.
             z = z.to(c_ptr.dtype.element_ty).to(ACC_DTYPE)
             acc, won = running_max(acc, won, z, k)
-    acc = activate(
-        acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
-    )
     c_rows = _position_offset(rows, P, sc_n, sc_p, FLAT_ROWS)
     c_offs = c_rows[:, None] + (c_cols * sc_c)[None, :]
     c_mask = row_ok[:, None] & col_ok[None, :]
+    if z_ptr is not None:
+        tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
+    acc = activate(
+        acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
+    )
     tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
     if PIECES > 1:
         tl.store(win_ptr + c_offs, won.to(tl.int64), mask=c_mask)
@@ -297,8 +300,9 @@ def _rows(*tensors: torch.Tensor) -> tuple[list[tuple[int, int]], bool] | None:
     return found, all(s_n == p * s_p for s_n, s_p in found)
 
 
-# An epilogue, ``(activation, alpha, act_weight)`` (see ``_activation``): none.
-_NO_EPILOGUE = (None, 0.0, None)
+# An epilogue, ``(activation, alpha, act_weight, z5)`` (see ``_activation``; ``z5``: the
+# 5-d pre-activation target or None): none.
+_NO_EPILOGUE = (None, 0.0, None, None)
 
 
 def _launch_gemm(
@@ -319,7 +323,8 @@ def _launch_gemm(
     precision = dot_precision(a5.dtype, allow_tf32)
     alignments = flat_alignment(a5), flat_alignment(c5)
     key = (a5.dtype, (a5.stride(1) == 1, sb_n == 1, c5.stride(1) == 1), transpose_w, groups, k,
-           n, bucket(m), flat_rows, alignments, use_int64, precision, epilogue[0], pieces)  # fmt: skip
+           n, bucket(m), flat_rows, alignments, use_int64, precision, epilogue[0],
+           epilogue[3] is not None, pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(n, c["BLOCK_N"]), groups)
@@ -328,12 +333,12 @@ def _launch_gemm(
         key,
         grid,
         (
-            a5, w5, w5 if bias is None else bias, c5,
+            a5, w5, w5 if bias is None else bias, c5, epilogue[3],
             m, n, k, p,
             sa_n, sa_p, a5.stride(1), sb_k, sb_n, sc_n, sc_p, c5.stride(1),
             0 if bias is None else bias.stride(0),
             k * a5.stride(1), g_rows,
-            *epilogue_args(*epilogue, w5),
+            *epilogue_args(*epilogue[:3], w5),
             c5 if win5 is None else win5,
         ),
         dict(
@@ -357,22 +362,25 @@ def conv1x1_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     pieces: int = 1,
     winner: torch.Tensor | None = None,
 ) -> bool:
     """``out = act(conv1x1(x, w) + bias)`` for a pointwise convolution (:func:`is_pointwise`;
-    ``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``). With
+    ``activation``, ``alpha``, ``act_weight``, ``pre_activation``: the epilogue's, see
+    ``conv_gemm.gemm_conv_forward``). With
     ``pieces`` > 1, a fused maxout as in ``conv_gemm.gemm_conv_forward`` (``winner``: int64,
     ``out``'s shape and strides).
 
     Returns ``False``, launching nothing, when an operand's spatial dims do not collapse into
     one stride (then the implicit GEMM serves it)."""
-    check_device(x, w, bias, out, act_weight, winner)
+    check_device(x, w, bias, out, act_weight, winner, pre_activation)
     win = maxout_epilogue(pieces, winner, out, activation)
+    z = pre_activation_target("conv1x1_forward", pre_activation, out, activation)
     return _launch_gemm(
         as_5d(x), as_5d(w), bias, as_5d(out),
         transpose_w=False, groups=groups, allow_tf32=allow_tf32,
-        epilogue=(activation, alpha, act_weight), pieces=pieces, win5=as_5d(win),
+        epilogue=(activation, alpha, act_weight, z), pieces=pieces, win5=as_5d(win),
     )  # fmt: skip
 
 
@@ -387,15 +395,18 @@ def conv1x1_backward_input(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
 ) -> bool:
     """``grad_in = act(conv1x1ᵀ(grad_out, w) + bias)`` (a pointwise transposed convolution;
-    ``activation``, ``alpha``, ``act_weight``: the epilogue's, as the forward's, the PReLU
-    weight per channel of ``grad_in`` or one); ``False`` as in :func:`conv1x1_forward`."""
-    check_device(grad_out, w, grad_in, bias, act_weight)
+    ``activation``, ``alpha``, ``act_weight``, ``pre_activation``: the epilogue's, as the
+    forward's, the PReLU weight per channel of ``grad_in`` or one); ``False`` as in
+    :func:`conv1x1_forward`."""
+    check_device(grad_out, w, grad_in, bias, act_weight, pre_activation)
+    z = pre_activation_target("conv1x1_backward_input", pre_activation, grad_in, activation)
     return _launch_gemm(
         as_5d(grad_out), as_5d(w), bias, as_5d(grad_in),
         transpose_w=True, groups=groups, allow_tf32=allow_tf32,
-        epilogue=(activation, alpha, act_weight),
+        epilogue=(activation, alpha, act_weight, z),
     )  # fmt: skip
 
 

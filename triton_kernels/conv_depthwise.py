@@ -57,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args
+from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
 from ._common import (
     INT32_LIMIT,
     INTERPRET,
@@ -159,7 +159,7 @@ def _input_coord(o, k, size, stride, pad, dil, PAD_MODE: tl.constexpr):
 
 @triton.jit
 def _conv_depthwise_fwd_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, z_ptr,
     M, C_OUT, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
@@ -204,15 +204,16 @@ def _conv_depthwise_fwd_kernel(
                 acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
-    acc = activate(acc, aw_ptr, co * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
-
     y_off = n * sy_n + co * sy_c + od * sy_d + oh * sy_h + ow * sy_w
+    if z_ptr is not None:  # (the pre-activation, at y's offsets)
+        tl.store(z_ptr + y_off, acc.to(z_ptr.dtype.element_ty), mask=p_ok & c_ok)
+    acc = activate(acc, aw_ptr, co * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
 @triton.jit
 def _conv_depthwise_bwd_input_kernel(
-    go_ptr, w_ptr, b_ptr, gi_ptr,
+    go_ptr, w_ptr, b_ptr, gi_ptr, z_ptr,
     N, M, C, MULT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
@@ -282,10 +283,11 @@ def _conv_depthwise_bwd_input_kernel(
                     acc += gv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + ci * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
-    acc = activate(acc, aw_ptr, ci * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
-
     i_d, i_h, i_w = ph_d + j_d * STRIDE_D, ph_h + j_h * STRIDE_H, ph_w + j_w * STRIDE_W
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
+    if z_ptr is not None:  # (the pre-activation, at grad_in's offsets)
+        tl.store(z_ptr + gi_off, acc.to(z_ptr.dtype.element_ty), mask=p_ok & c_ok)
+    acc = activate(acc, aw_ptr, ci * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
 
@@ -364,7 +366,7 @@ def _tap_walk(a, ph, STRIDE: tl.constexpr, PAD, DIL, K, TSTEP, OSTEP, ADJOINT: t
 
 @triton.jit(do_not_specialize=["Q_COLS", "Q_BANDS", "Q_C", "Q_RD", "Q_RH"])
 def _conv_depthwise_rows_kernel(
-    src_ptr, w_ptr, b_ptr, dst_ptr,
+    src_ptr, w_ptr, b_ptr, dst_ptr, z_ptr,
     PLANES, C_DST, MULT, Q_COLS, Q_BANDS, Q_C, Q_RD, Q_RH,
     SRC_D, SRC_H, SRC_W_UNITS, DST_D, DST_H, DST_W_UNITS, KD, KH, TOTAL,
     PAD_D, PAD_H, DIL_D, DIL_H, OSTEP_D, OSTEP_H,
@@ -489,14 +491,16 @@ def _conv_depthwise_rows_kernel(
                             )  # fmt: skip
     if HAS_BIAS:
         acc += tl.load(b_ptr + c * sb, mask=row_ok, other=0.0).to(ACC_DTYPE)
-    acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
-
     d, h = (ph_d + a_d * STRIDE_D, ph_h + a_h * STRIDE_H) if ADJOINT else (a_d, a_h)
     dst_off = (
         row_offset(n, c, d, h, sdst_n_units, sdst_c_units, sdst_d_units, sdst_h_units, V_OUT)
         + col * sdst_w
     )
-    tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=row_ok & (col < DST_W))
+    dst_ok = row_ok & (col < DST_W)
+    if z_ptr is not None:  # (the pre-activation, at dst's offsets)
+        tl.store(z_ptr + dst_off, acc.to(z_ptr.dtype.element_ty), mask=dst_ok)
+    acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
+    tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=dst_ok)
 
 
 @triton.jit
@@ -615,17 +619,20 @@ def depthwise_conv_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
 ) -> None:
     """Depthwise convolution ``out = act(conv(x, w, groups=C) + bias)``, written into ``out``
-    (``activation``, ``alpha``, ``act_weight``: the epilogue's, see ``_activation``).
+    (``activation``, ``alpha``, ``act_weight``, ``pre_activation``: the epilogue's, see
+    ``conv_gemm.gemm_conv_forward``).
 
     x: (N, C, *S) with 1–3 spatial dims; w: (C·mult, 1, *K); bias: (C·mult,) or None;
     out: (N, C·mult, *O), preallocated, every element written. Any strides everywhere.
     ``padding`` is the padding before each spatial dim; the padding after is whatever ``O``
     implies, so asymmetric padding works. ``pad_mode``: zeros | reflect | replicate | circular.
     """
-    check_device(x, w, bias, out, act_weight)
+    check_device(x, w, bias, out, act_weight, pre_activation)
     _check(x, w, out, (stride, padding, dilation))
+    z = pre_activation_target("depthwise_conv_forward", pre_activation, out, activation)
     if out.numel() == 0:
         return
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
@@ -636,7 +643,7 @@ def depthwise_conv_forward(
     if lead or vector:
         vector, lead_rows = (lead, True) if lead else (vector, False)
         _launch_rows(
-            x5, w5, bias, y5, geometry, padding[-1], vector, epilogue, activation, False,
+            x5, w5, bias, y5, z, geometry, padding[-1], vector, epilogue, activation, False,
             lead_rows,
         )  # fmt: skip
         return
@@ -647,12 +654,12 @@ def depthwise_conv_forward(
     b = bias if has_bias else w5  # dummy pointer, never read
     c_inner, use_int64 = channels_inner(x5), needs_int64(x, w, bias, out)
     key = (x.dtype, (c_inner, y5.stride(1) == 1), pad_mode, tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], co, co // c, bucket(m), use_int64, activation)  # fmt: skip
+           geometry[6:], co, co // c, bucket(m), use_int64, activation, z is not None)  # fmt: skip
     _FWD.launch(
         key,
         lambda cfg: (cdiv(m, cfg["BLOCK_P"]), cdiv(co, cfg["BLOCK_C"])),
         (
-            x5, w5, b, y5,
+            x5, w5, b, y5, z,
             m, co, co // c,
             *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
             *geometry,
@@ -708,10 +715,11 @@ def _lead_rows(src5, w5, channels: int, stride: int, pad: int, dilation: int, pa
     return lead if lead and taps_reach(first, last, stride, lead, lead=True) else None
 
 
-def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activation,
+def _launch_rows(src5, w5, bias, dst5, z5, geometry, pad_w, vector, epilogue, activation,
                  adjoint, lead_rows=False):  # fmt: skip
     """The row-segment kernel: the forward ``dst5 = conv(src5, w5)`` or, ``adjoint``, the input
-    gradient ``dst5`` of grad_out ``src5``; ``geometry`` as ``pack_geometry`` packs it.
+    gradient ``dst5`` of grad_out ``src5`` (``z5``: the pre-activation's target or None);
+    ``geometry`` as ``pack_geometry`` packs it.
     ``vector``: the tile's groups of dst columns (the src's vectors for the forward, ``stride``
     src vectors for the adjoint); ``lead_rows``: the src rows start off the vectors'
     boundaries (:func:`_lead_rows`)."""
@@ -740,7 +748,7 @@ def _launch_rows(src5, w5, bias, dst5, geometry, pad_w, vector, epilogue, activa
         use_int64 |= src5.numel() + geometry[2] * (bo + 2 * vector) >= INT32_LIMIT
     dst_vector = row_alignment(dst_w, dst5) if dst5.stride(4) == 1 else 1
     launch(_conv_depthwise_rows_kernel, (grid,), (
-        src5, w5, w5 if bias is None else bias, dst5,
+        src5, w5, w5 if bias is None else bias, dst5, z5,
         planes, c_dst, mult, q_cols, q_bands, *map(fast_divisor, (c_dst, rows_d, rows_h)),
         *src5.shape[2:4], src5.shape[4] // src_vector, dst_d, dst_h, dst_w // dst_vector,
         *w5.shape[2:4], src5.numel(),
@@ -773,19 +781,22 @@ def depthwise_conv_backward_input(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded depthwise convolution w.r.t. its input, written to ``grad_in``,
     plus ``bias`` (C,) per channel when given, then ``activation`` (``alpha``, ``act_weight``:
-    its parameters, a PReLU weight per channel of ``grad_in`` or one; see ``_activation``): a
-    transposed convolution's ``grad_in = act(conv_transpose(grad_out, w) + bias)``.
+    its parameters, a PReLU weight per channel of ``grad_in`` or one; ``pre_activation``: see
+    ``conv_gemm.gemm_conv_forward``): a transposed convolution's ``grad_in =
+    act(conv_transpose(grad_out, w) + bias)``.
 
     grad_out: (N, C·mult, *O); w: (C·mult, 1, *K); grad_in: (N, C, *I), preallocated, every
     element written (``act(bias)``, or ``act(0)``, where no window reaches). Any strides.
     Deterministic gather: each input element sums the grad_out elements whose windows covered
     it; no atomics.
     """
-    check_device(grad_out, w, grad_in, bias, act_weight)
+    check_device(grad_out, w, grad_in, bias, act_weight, pre_activation)
     _check(grad_in, w, grad_out, (stride, padding, dilation))
+    z = pre_activation_target("depthwise_conv_backward_input", pre_activation, grad_in, activation)
     if grad_in.numel() == 0:
         return
     go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
@@ -800,13 +811,13 @@ def depthwise_conv_backward_input(
     if lead or vector:
         vector, lead_rows = (lead, True) if lead else (vector * stride[-1], False)
         _launch_rows(
-            go5, w5, bias, gi5, geometry, padding[-1], vector, epilogue, activation, True,
+            go5, w5, bias, gi5, z, geometry, padding[-1], vector, epilogue, activation, True,
             lead_rows,
         )  # fmt: skip
         return
     c_inner, use_int64 = channels_inner(go5), needs_int64(grad_out, w, grad_in)
     key = (grad_out.dtype, (c_inner, gi5.stride(1) == 1), tuple(w5.shape[2:]), geometry[:3],
-           geometry[6:], c, co // c, bucket(m), use_int64, activation)  # fmt: skip
+           geometry[6:], c, co // c, bucket(m), use_int64, activation, z is not None)  # fmt: skip
     # (positions of phase 0, the largest: per dim ceil(size / stride))
     m0 = n * math.prod(cdiv(size, s) for size, s in zip(gi5.shape[2:], geometry[:3]))
     phases = math.prod(geometry[:3])
@@ -814,7 +825,7 @@ def depthwise_conv_backward_input(
         key,
         lambda cfg: (phases * cdiv(m0, cfg["BLOCK_P"]), cdiv(c, cfg["BLOCK_C"])),
         (
-            go5, w5, w5 if bias is None else bias, gi5,
+            go5, w5, w5 if bias is None else bias, gi5, z,
             n, m0, c, co // c,
             *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
             *geometry[3:], *phase_steps(stride, dilation),

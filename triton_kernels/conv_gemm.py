@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args
+from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
 from ._common import (
     INTERPRET,
     PAD_MODES,
@@ -319,15 +319,18 @@ def _fwd_tile(
 
 
 @triton.jit
-def _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+def _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
                ACT_ALPHA_LO, ACT: tl.constexpr):  # fmt: skip
     """The epilogue of the forward and of the input gradient (:func:`_bwd_input_store`):
     ``act(acc)`` stored to ``y`` (rows at ``y_row``, columns the channels ``co_off``, which also
-    index the PReLU weight) where ``mask``."""
+    index the PReLU weight) where ``mask``, and ``acc`` itself to ``z`` (``y``'s strides) unless
+    ``z_ptr`` is None."""
+    y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
+    if z_ptr is not None:
+        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask)
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )
-    y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -338,7 +341,7 @@ def _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_AL
 
 @triton.jit
 def _conv_fwd_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, z_ptr,
     M, P, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
@@ -417,7 +420,7 @@ def _conv_fwd_kernel(
             BLOCK_M, BLOCK_N, BLOCK_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS, 0,
         )  # fmt: skip
         if OWN_IN == 0:
-            _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+            _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
                        ACT_ALPHA_LO, ACT)  # fmt: skip
         else:
             own = (co_off // OWN_OUT - group * (C_IN // OWN_IN)).to(tl.int32)
@@ -432,12 +435,12 @@ def _conv_fwd_kernel(
                         BLOCK_M, BLOCK_N, ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, IN_BOUNDS,
                         OWN_IN,
                     )  # fmt: skip
-                    _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok,
+                    _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok,
                                mask & (own == j)[None, :], aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
                                ACT)  # fmt: skip
             else:
-                _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
-                           ACT_ALPHA_LO, ACT)  # fmt: skip
+                _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw,
+                           ACT_ALPHA, ACT_ALPHA_LO, ACT)  # fmt: skip
     else:
         acc = tl.full((BLOCK_M, BLOCK_N), float("-inf"), ACC_DTYPE)
         won = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
@@ -453,7 +456,7 @@ def _conv_fwd_kernel(
             # convolution compares: ties there keep the first piece here too.
             z = z.to(y_ptr.dtype.element_ty).to(ACC_DTYPE)
             acc, won = running_max(acc, won, z, k)
-        _fwd_store(acc, y_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
+        _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw, ACT_ALPHA,
                    ACT_ALPHA_LO, ACT)  # fmt: skip
         tl.store(win_ptr + y_row[:, None] + (co_off * sy_c)[None, :], won.to(tl.int64), mask=mask)
 
@@ -509,7 +512,7 @@ def _bwd_input_sum(
 
 @triton.jit
 def _conv_bwd_input_kernel(
-    go_ptr, w_ptr, b_ptr, gi_ptr,
+    go_ptr, w_ptr, b_ptr, gi_ptr, z_ptr,
     N, M_MAX, P, C_IN, C_OUT,
     D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, STRIDE_W, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
@@ -561,8 +564,8 @@ def _conv_bwd_input_kernel(
     sw_h, sw_w = aligned(sw_h, W_ALIGN), aligned(sw_w, W_ALIGN)
     if PAIR_W:
         _paired_bwd_input(
-            go_ptr, w_ptr, b_ptr, gi_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
-            STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
+            go_ptr, w_ptr, b_ptr, gi_ptr, z_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW,
+            KD, KH, KW, STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
             TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
             sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_i, sw_d, sw_h, sw_w,
             sgi_n, sgi_c, sgi_d, sgi_h, sgi_w, sb, aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO,
@@ -612,8 +615,9 @@ def _conv_bwd_input_kernel(
             gi_row += (ph_w + jw * STRIDE_W) * sgi_w
         mask = row_mask & ci_ok[None, :]
         if OWN_IN == 0:
-            _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
-                             saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
+            _bwd_input_store(acc, gi_ptr, z_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
+                             aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE,
+                             ACT)  # fmt: skip
         else:
             own = ci // OWN_IN
             redo, first, last = _unmerged(acc, tl.where(ci_ok, own, 0))
@@ -626,18 +630,18 @@ def _conv_bwd_input_kernel(
                         sw_h, sw_w, j, FLAT_K, USE_INT64, PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N,
                         ONE_GROUP_K, FLAT_C, FLAT_KH, FLAT_KW, OWN_OUT,
                     )  # fmt: skip
-                    _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok,
+                    _bwd_input_store(acc, gi_ptr, z_ptr, gi_row, ci_off, sgi_c, ci_ok,
                                      mask & (own == j)[None, :], b_ptr, sb, aw_ptr, saw, ACT_ALPHA,
                                      ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
             else:
-                _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
+                _bwd_input_store(acc, gi_ptr, z_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb,
                                  aw_ptr, saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE,
                                  ACT)  # fmt: skip
 
 
 @triton.jit
 def _paired_bwd_input(
-    go_ptr, w_ptr, b_ptr, gi_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
+    go_ptr, w_ptr, b_ptr, gi_ptr, z_ptr, N, M_MAX, C_IN, C_OUT, D, H, W, OD, OH, OW, KD, KH, KW,
     STRIDE_D, STRIDE_H, PAD_D, PAD_H, PAD_W, DIL_D, DIL_H, DIL_W,
     TSTEP_D, TSTEP_H, TSTEP_W, OSTEP_D, OSTEP_H, OSTEP_W,
     sgo_n, sgo_c, sgo_d, sgo_h, sgo_w, sw_o, sw_i, sw_d, sw_h, sw_w,
@@ -705,20 +709,21 @@ def _paired_bwd_input(
     gi_row = n * sgi_n + (ph_d + jd * STRIDE_D) * sgi_d + (ph_h + jh * STRIDE_H) * sgi_h
     gi_row += w * sgi_w
     mask = q_ok[:, None] & ci_ok[None, :]
-    _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
-                     ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
+    _bwd_input_store(acc, gi_ptr, z_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
+                     saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS, ACC_DTYPE, ACT)  # fmt: skip
 
 
 @triton.jit
-def _bwd_input_store(acc, gi_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr, saw,
-                     ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                     ACT: tl.constexpr):  # fmt: skip
+def _bwd_input_store(acc, gi_ptr, z_ptr, gi_row, ci_off, sgi_c, ci_ok, mask, b_ptr, sb, aw_ptr,
+                     saw, ACT_ALPHA, ACT_ALPHA_LO, HAS_BIAS: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr, ACT: tl.constexpr):  # fmt: skip
     """grad-input's epilogue: ``act(acc + bias)`` stored where ``mask`` (the forward's
-    :func:`_fwd_store`, the columns ``ci_off`` the channels of ``grad_in``)."""
+    :func:`_fwd_store`, the columns ``ci_off`` the channels of ``grad_in``; ``acc + bias`` to
+    ``z`` unless ``z_ptr`` is None)."""
     if HAS_BIAS:
         bias = tl.load(b_ptr + ci_off * sb, mask=ci_ok, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
-    _fwd_store(acc, gi_ptr, gi_row, sgi_c, ci_off, ci_ok, mask, aw_ptr, saw, ACT_ALPHA,
+    _fwd_store(acc, gi_ptr, z_ptr, gi_row, sgi_c, ci_off, ci_ok, mask, aw_ptr, saw, ACT_ALPHA,
                ACT_ALPHA_LO, ACT)  # fmt: skip
 
 
@@ -900,7 +905,7 @@ _TABLES = {
     (False, True): NARROW_TAP_TABLE,
     (True, True): NARROW_FLAT_TABLE,
 }
-_FWD = _tuners("conv_fwd", _conv_fwd_kernel, _TABLES, ("y_ptr",))
+_FWD = _tuners("conv_fwd", _conv_fwd_kernel, _TABLES, ("y_ptr", "z_ptr"))
 # The forward with a fused maxout: smaller tiles (see ``_gemm_common``), keyed by ``flat``.
 _FWD_MAXOUT = _tuners(
     "conv_fwd_maxout",
@@ -908,7 +913,7 @@ _FWD_MAXOUT = _tuners(
     {False: MAXOUT_TAP_TABLE, True: MAXOUT_FLAT_TABLE},
     ("y_ptr", "win_ptr"),
 )
-_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel, _TABLES, ("gi_ptr",))
+_BWD_INPUT = _tuners("conv_bwd_input", _conv_bwd_input_kernel, _TABLES, ("gi_ptr", "z_ptr"))
 # Grad-weight: BLOCK_K is its reduction chunk, so it is fixed; the tuner picks among tilings
 # that keep the summation order.
 _BWD_WEIGHT = _tuners(
@@ -1106,6 +1111,7 @@ def gemm_conv_forward(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     pieces: int = 1,
     winner: torch.Tensor | None = None,
     merged_weight: torch.Tensor | None = None,
@@ -1117,7 +1123,9 @@ def gemm_conv_forward(
     the padding before each spatial dim; the padding after is implied by ``out``'s size.
     Out-of-range input coordinates follow ``pad_mode`` ('zeros', 'reflect', 'replicate',
     'circular'), applied inside the loads. ``activation`` (an ``ACTIVATIONS`` name; ``alpha``,
-    ``act_weight``: its parameters, see ``_activation``) is applied after the bias, in the epilogue.
+    ``act_weight``: its parameters, see ``_activation``) is applied after the bias, in the epilogue;
+    ``pre_activation`` (``out``'s shape, dtype and strides), where given, gets what it is applied
+    to.
 
     Fused maxout (``pieces`` > 1): ``w`` has ``C_out·pieces`` rows, ``out`` gets the max over
     each unit's pieces (rows ``c·pieces + k``) and ``winner`` (int64, ``out``'s shape and
@@ -1127,8 +1135,9 @@ def gemm_conv_forward(
     :func:`merged_sums` at a time, reading the block-diagonal weight ``merged_weight``
     (:func:`merged_weight`'s, made earlier; else built here).
     """
-    check_device(x, w, bias, out, act_weight, winner, merged_weight)
+    check_device(x, w, bias, out, act_weight, winner, merged_weight, pre_activation)
     win = maxout_epilogue(pieces, winner, out, activation)
+    z = pre_activation_target("gemm_conv_forward", pre_activation, out, activation)
     x5, w5, y5 = as_5d(x), as_5d(w), as_5d(out)
     n_batch, c_out = y5.shape[0], y5.shape[1]
     m = n_batch * y5.shape[2] * y5.shape[3] * y5.shape[4]
@@ -1145,7 +1154,7 @@ def gemm_conv_forward(
     precision = dot_precision(x.dtype, allow_tf32)
     key = (x.dtype, _layout_class(x5, w5, y5), pad_mode, tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, merge, bucket(m), use_int64, precision,
-           activation, pieces)  # fmt: skip
+           activation, z is not None, pieces)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m, c["BLOCK_M"]), cdiv(cg_out, c["BLOCK_N"]), groups)
@@ -1155,7 +1164,7 @@ def gemm_conv_forward(
         key,
         grid,
         (
-            x5, w5, w5 if bias is None else bias, y5,
+            x5, w5, w5 if bias is None else bias, y5, z,
             m, m // n_batch, cg_in, cg_out,
             *x5.shape[2:], *y5.shape[2:], *w5.shape[2:],
             *geometry,
@@ -1189,6 +1198,7 @@ def gemm_conv_backward_input(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     merged_weight: torch.Tensor | None = None,
 ) -> None:
     """Gradient of a zero-padded convolution w.r.t. its input, into ``grad_in`` (N, C_in, *I),
@@ -1201,7 +1211,8 @@ def gemm_conv_backward_input(
     into prod(stride) phases; each is a dense implicit GEMM over only the taps that reach it.
     Groups merge as in the forward (``merged_weight``: :func:`merged_weight`'s).
     """
-    check_device(grad_out, w, grad_in, bias, act_weight, merged_weight)
+    check_device(grad_out, w, grad_in, bias, act_weight, merged_weight, pre_activation)
+    z = pre_activation_target("gemm_conv_backward_input", pre_activation, grad_in, activation)
     go5, w5, gi5 = as_5d(grad_out), as_5d(w), as_5d(grad_in)
     n_batch = gi5.shape[0]
     if gi5.numel() == 0:
@@ -1227,7 +1238,7 @@ def gemm_conv_backward_input(
     batches = groups * math.prod(strides) // (2 if pair else 1)
     key = (grad_out.dtype, _layout_class(go5, w5, gi5), tuple(w5.shape[2:]), geometry[:3],
            geometry[6:], groups, cg_in, cg_out, merge, bucket(m_max), use_int64, precision,
-           activation, pair)  # fmt: skip
+           activation, z is not None, pair)  # fmt: skip
 
     def grid(c: Config) -> tuple[int]:
         return flat_grid(cdiv(m_max, c["BLOCK_M"]), cdiv(cg_in, c["BLOCK_N"]), batches)
@@ -1236,7 +1247,7 @@ def gemm_conv_backward_input(
         key,
         grid,
         (
-            go5, w5, w5 if bias is None else bias, gi5,
+            go5, w5, w5 if bias is None else bias, gi5, z,
             n_batch, m_max, math.prod(gi5.shape[2:]), cg_in, cg_out,
             *gi5.shape[2:], *go5.shape[2:], *w5.shape[2:],
             *geometry, *phase_steps(stride, dilation),

@@ -288,6 +288,7 @@ def window_conv_backward_input(
     activation: str | None = None,
     alpha: float = 0.0,
     act_weight: torch.Tensor | None = None,
+    pre_activation: torch.Tensor | None = None,
     windowed_weight: torch.Tensor | None = None,
 ) -> None:
     """``gemm_conv_backward_input`` of a stride-1 convolution whose output has few channels
@@ -295,8 +296,8 @@ def window_conv_backward_input(
     of ``grad_out`` with the weight flipped and transposed (``windowed_weight``:
     ``window_weight(w, input_gradient=True)`` made earlier, else made here), padded by
     ``dilation·(kernel - 1) - padding`` before each dim (the size of ``grad_in`` sets the rest),
-    plus ``bias``, then ``activation`` (``alpha``, ``act_weight``: the forward's epilogue, whose
-    output channels are those of ``grad_in``)."""
+    plus ``bias``, then ``activation`` (``alpha``, ``act_weight``, ``pre_activation``: the
+    forward's epilogue, whose output channels are those of ``grad_in``)."""
     w5 = as_5d(w)
     kernel, padding, dilation = w5.shape[2:], spatial3(padding, 0), spatial3(dilation, 1)
     if windowed_weight is None:
@@ -315,4 +316,5 @@ def window_conv_backward_input(
         activation=activation,
         alpha=alpha,
         act_weight=act_weight,
+        pre_activation=pre_activation,
     )

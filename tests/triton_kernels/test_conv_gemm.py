@@ -378,7 +378,8 @@ def test_a_strided_input_gradient_of_2_31_positions_bounds_its_rows_in_64_bits(m
     def first_program_of_a_huge_batch(kernel, grid, args, kwargs):
         tile.update(rows=kwargs["BLOCK_M"], columns=kwargs["BLOCK_N"])
         assert tile["rows"] <= positions and kwargs["FLAT_Y"] == 0
-        args = (*args[:4], 2**31 // positions + 1, *args[5:])
+        i = kernel.arg_names.index("N")
+        args = (*args[:i], 2**31 // positions + 1, *args[i + 1 :])
         real_launch(kernel, (1,), args, {**kwargs, "USE_INT64": True})
 
     monkeypatch.setattr(_tuning, "launch", first_program_of_a_huge_batch)

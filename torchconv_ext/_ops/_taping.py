@@ -24,6 +24,7 @@ from ._layout import converting_once
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 #: ``t is not None``, called from C (a filter over a ctx's tensors without a Python frame each).
 is_tensor = functools.partial(operator.is_not, None)
+_is_none = functools.partial(operator.is_, None)
 
 
 def impl_context() -> tuple:
@@ -120,16 +121,23 @@ def backward_on_tape(ctx, grads: tuple) -> tuple:
             extras, named, n_saved, n_tensors = layout
             tensors = [*ctx.saved_tensors, *map(ctx.__getattribute__, extras)]
             present = [*filter(is_tensor, tensors)]
+            missing = False
             for g in grads:
                 # (incoming gradients have the outputs' dtype, shape and device, but may be
-                # subclasses, or None)
-                if type(g) not in PLAIN_TENSORS:
+                # subclasses, or None: an output nothing read, where its primitive leaves them
+                # unmaterialised)
+                if type(g) in PLAIN_TENSORS:
+                    present.append(g)
+                elif g is None:
+                    missing = True
+                else:
                     break
-                present.append(g)
             else:
+                # (which gradients are None is part of the claim: the tape's tensors are others)
+                claim = (bound, needs, *map(_is_none, grads)) if missing else (bound, needs)
                 return _taped_backward.vouched(
-                    (bound, needs), present, backward, needs, bound.attributes, named, n_saved,
-                    n_tensors, *tensors, *grads,
+                    claim, present, backward, needs, bound.attributes, named, n_saved, n_tensors,
+                    *tensors, *grads,
                 )  # fmt: skip
     saved = ctx.saved_tensors
     tensors, named, plain, extras = list(saved), [], {}, []

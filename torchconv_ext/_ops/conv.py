@@ -48,6 +48,8 @@ channels-last rows and the result is converted, in one pass, to the layout torch
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch._C._functorch import is_batchedtensor
@@ -142,10 +144,17 @@ def _fwd_impl(
 
 
 def triton_forward(
-    input: Tensor, weight: Tensor, bias: Tensor | None, g: ConvGeometry, layout: bool, **epilogue
-) -> Tensor:
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    g: ConvGeometry,
+    layout: bool,
+    with_z: bool = False,
+    **epilogue,
+) -> Any:
     """The Triton path of the forward, result in ``layout`` (channels-last or not); ``epilogue``
-    goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``)."""
+    goes to the kernels (a fused activation: ``activation``, ``alpha``, ``act_weight``). With
+    ``with_z``, ``(result, z)``: the activation's input too, from the same epilogue."""
     k = kernels()
     gemm = k.prefers_channels_last(input.shape[1], g.groups)
     shape = conv_output_shape(input, weight, g)
@@ -153,6 +162,7 @@ def triton_forward(
     # channels-last one, converted once at the end when torch's would be contiguous.
     stored = layout or (gemm and not k.stores_nchw(shape[2:], g.stride))
     out = empty_in_layout(shape, input, stored, poison=True)
+    z = empty_in_layout(shape, input, stored, poison=True) if with_z else None
     if out.numel():
         weight_form = {}
         if gemm:
@@ -160,10 +170,19 @@ def triton_forward(
         else:
             weight = depthwise_weight(weight, input, input.shape[1], g)
         k.conv_forward(
-            input, weight, bias, out, pad_mode=g.padding_mode, **epilogue, **weight_form,
-            **kernel_args(g),
+            input, weight, bias, out, pad_mode=g.padding_mode, pre_activation=z, **epilogue,
+            **weight_form, **kernel_args(g),
         )  # fmt: skip
-    return out if stored == layout else to_layout(out, False, exact=True)
+    return _in_layout(out, z, stored, layout)
+
+
+def _in_layout(out: Tensor, z: Tensor | None, stored: bool, layout: bool) -> Any:
+    """A Triton path's result ``out`` (and ``z``, where there is one: ``(out, z)``), stored
+    channels-last or not (``stored``), in ``layout``."""
+    if stored != layout:
+        out = to_layout(out, False, exact=True)
+        z = None if z is None else to_layout(z, False, exact=True)
+    return out if z is None else (out, z)
 
 
 def gemm_activation(t: Tensor, kernel_size, g: ConvGeometry) -> Tensor:
@@ -334,12 +353,13 @@ def triton_transposed(
     input_size: list[int],
     channels_last: bool,
     g: ConvGeometry,
+    with_z: bool = False,
     **epilogue,
-) -> Tensor:
+) -> Any:
     """The Triton path of a transposed convolution — the input gradient of the zero-padded
     convolution ``g`` — with its bias added in the kernel, result in ``channels_last`` or not;
     ``epilogue`` goes to the kernels (a fused activation: ``activation``, ``alpha``,
-    ``act_weight``)."""
+    ``act_weight``), ``with_z`` as :func:`triton_forward`'s."""
     k = kernels()
     shape = _input_shape(grad_output, weight, input_size, g.groups)
     grad_output, weight, gemm, weight_form = _input_gradient_operands(grad_output, weight, shape, g)
@@ -348,11 +368,13 @@ def triton_transposed(
     nchw = k.stores_nchw(input_size, g.stride, input_gradient=True, merged=merged)
     stored = channels_last or (gemm and not nchw)
     grad = empty_in_layout(shape, grad_output, stored, poison=True)
+    z = empty_in_layout(shape, grad_output, stored, poison=True) if with_z else None
     if grad.numel():
         k.conv_backward_input(
-            grad_output, weight, grad, bias=bias, **epilogue, **weight_form, **kernel_args(g)
-        )
-    return grad if stored == channels_last else to_layout(grad, False, exact=True)
+            grad_output, weight, grad, bias=bias, pre_activation=z, **epilogue, **weight_form,
+            **kernel_args(g),
+        )  # fmt: skip
+    return _in_layout(grad, z, stored, channels_last)
 
 
 def _input_gradient_operands(grad_output: Tensor, weight: Tensor, shape: list, g: ConvGeometry):

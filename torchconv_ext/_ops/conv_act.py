@@ -1,5 +1,6 @@
 """The activated convolutions: ``torchconv_ext::conv_act_fwd``, ``act(conv(x, w) + b)``, and
-``torchconv_ext::conv_transpose_act``, ``act(conv_transpose(x, w) + b)``.
+``torchconv_ext::conv_transpose_act``, ``act(conv_transpose(x, w) + b)``; and their training
+forms ``conv_act_z`` and ``conv_transpose_act_z``, which return ``(act(z), z)``.
 
 On the Triton path the activation runs in the kernels' epilogue (one pass over the output, no
 pre-activation tensor); the fallback is ATen's convolution, then torch's activation. ``kind``
@@ -13,14 +14,17 @@ Derivatives go through that convolution's own primitives: with ``z`` the pre-act
 slope ≥ 0, ReLU6 and sigmoid need no ``z``: their derivative is read off the saved output, so
 the fused op serves training as it serves inference — an eager backward in one pass of our
 kernel (``triton_kernels.activation_grad``), which writes ``∂z`` in the layout the gradient
-GEMMs read (torch's backward op, then their conversion, would take two). The other kinds need ``z``. While autograd
-records such a call, it runs **decomposed** (``_activation.decomposes``): the convolution, then
-torch's activation, which saves ``z`` as the two layers unfused do. Recomputing ``z`` in the
-backward instead would cost a whole convolution where the unfused pair costs one more read of
-``z`` (reading the input again alone costs as much for a depthwise convolution), and the pair
-is what torch computes. Hard sigmoid keeps the fused op in training (torch's op has no second
-derivative), as does a direct call of the registered op: their backward **recomputes** ``z``,
-differentiably, so derivatives of any order come out right.
+GEMMs read (torch's backward op, then their conversion, would take two). The other kinds
+(SiLU, GELU, Mish, ELU, hard swish, hard sigmoid, PReLU, leaky ReLU with a negative slope)
+need ``z``: where derivatives may be taken (autograd records the call, forward mode, a
+``grad`` or ``jvp`` transform) such a call runs the training form instead, whose epilogue
+stores ``z`` beside ``act(z)`` — one kernel and one autograd node, where the convolution and
+then torch's activation took two of each and read ``z`` once more; recomputing ``z`` in the
+backward would cost a whole convolution. Its backward is torch's backward op of the
+activation (one pass), then the convolution's gradients; ``z`` is an output of its own, so
+that a graph of the backward, which reads ``z``, is differentiated through it again. A direct
+call of the registered ``conv_act_fwd`` with gradients still **recomputes** ``z`` in its
+backward, differentiably, so derivatives of any order come out right.
 """
 
 from __future__ import annotations
@@ -119,6 +123,70 @@ def _as_activations_result(out: Tensor) -> Tensor:
     return to_layout(out, False, exact=True) if out.shape[1] == 1 else out
 
 
+def _impl_z(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act_weight: Tensor | None,
+    kind: str,
+    alpha: float,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> tuple[Tensor, Tensor]:
+    """``(act(z), z)`` with ``z = conv_fwd(input, weight, bias, ...)``, each in the layout
+    torch's convolution, then its activation, give: on the Triton path both stored by the
+    kernels' epilogue, on the fallback ATen's convolution, then torch's activation."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    if not use_triton(input):
+        return _unfused_pair(_CONV, input, weight, bias, act_weight, kind, alpha, g.as_args())
+    out, z = triton_forward(
+        input, weight, bias, g, forward_channels_last(input, weight, padding_mode), with_z=True,
+        activation=kind, alpha=alpha, act_weight=act_weight,
+    )  # fmt: skip
+    return _as_activations_result(out), z
+
+
+def _transpose_impl_z(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act_weight: Tensor | None,
+    kind: str,
+    alpha: float,
+    output_size: list[int],
+    channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> tuple[Tensor, Tensor]:
+    """``(act(z), z)`` with ``z`` the transposed convolution ``conv_bwd_input(input, weight,
+    bias, output_size, channels_last, ...)``, as :func:`_impl_z` computes them."""
+    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    if not use_triton(input):
+        static = (output_size, channels_last, *g.as_args())
+        return _unfused_pair(_TRANSPOSED, input, weight, bias, act_weight, kind, alpha, static)
+    out, z = triton_transposed(
+        input, weight, bias, output_size, channels_last, g, with_z=True, activation=kind,
+        alpha=alpha, act_weight=act_weight,
+    )  # fmt: skip
+    return _as_activations_result(out), z
+
+
+def _unfused_pair(
+    linear: Linear, input, weight, bias, act_weight, kind: str, alpha: float, static: tuple
+) -> tuple[Tensor, Tensor]:
+    """``(act(z), z)``: ``z`` the convolution ``linear.op`` computes, then torch's activation."""
+    z = linear.op.impl(input, weight, bias, *static)
+    return act.apply(z, kind, alpha, act_weight), z
+
+
 # --------------------------------------------------------------------------------------------
 # Derivatives, for either convolution underneath
 # --------------------------------------------------------------------------------------------
@@ -178,8 +246,76 @@ def _grad_from_output(
     return grad_z
 
 
-def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primitive:
-    """The primitive ``name``: ``impl``, ``act(linear.op(...))``, and its derivatives."""
+def _with_z(name: str, impl: Callable[..., tuple], linear: Linear) -> Primitive:
+    """The primitive ``name``: ``impl``, ``(act(z), z)`` with ``z = linear.op(...)``, and its
+    derivatives — what an activated convolution whose derivative needs ``z`` computes while
+    its derivatives may be taken (the module doc). ``z`` is an output of its own, so that a
+    graph of the backward, which reads ``z``, differentiates through it (its gradient, ``None``
+    unless such a graph is differentiated, adds to ``act'(z) · ∂y``)."""
+
+    def fake(input, weight, bias, act_weight, kind, alpha, *static):
+        z = linear.op.fake(input, weight, bias, *static)
+        return _as_activations_result(torch.empty_like(z)), z
+
+    def setup(ctx, inputs, output):
+        input, weight, _bias, act_weight, kind, alpha, *static = inputs
+        ctx.kind, ctx.alpha, ctx.static = kind, alpha, static
+        ctx.save_for_backward(input, weight, output[1], act_weight)
+        # (``z``'s gradient is None, not a tensor of zeros, when nothing reads ``z``)
+        ctx.set_materialize_grads(False)
+
+    def backward(ctx, grad, grad_z):
+        needs = ctx.needs_input_grad
+        input, weight, z, act_weight = ctx.saved_tensors
+        grad_act_weight = None
+        if grad is not None:
+            if needs[3]:  # PReLU's weight: both of its gradients in one pass
+                grad, grad_act_weight = act.prelu_backward(grad, z, act_weight)
+            else:
+                grad = act.backward(grad, z, ctx.kind, ctx.alpha, act_weight)
+            grad_z = grad if grad_z is None else grad + grad_z
+        grads = (None, None, None)
+        if grad_z is not None and any(needs[:3]):
+            grads = linear.grads(input, weight, needs[:3], ctx.static, grad_z)
+        return *grads, grad_act_weight, None, None, *[None] * len(ctx.static)
+
+    def jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
+        input, weight, bias, act_weight, kind, alpha, *static = ctx.primals
+        z = linear.op(input, weight, bias, *static)
+        t_z = linear.op.jvp(SimpleNamespace(primals=(input, weight, bias, *static)),
+                            t_input, t_weight, t_bias)  # fmt: skip
+        t_z = torch.zeros_like(z) if t_z is None else t_z
+        t_y = act.backward(t_z, z, kind, alpha, act_weight)
+        if t_act_weight is not None:
+            t_y = t_y + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
+        return t_y, t_z
+
+    def vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *static):
+        tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
+        if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
+            folded = fold_batch(input, dims[0], 0)
+            pair = primitive(folded, weight, bias, act_weight, kind, alpha, *static)
+            return tuple(unfold_batch(t, 0, info.batch_size) for t in pair), (0, 0)
+        # Batched parameters: one call per batch element (the rest is never batched).
+        pairs = []
+        for i in range(info.batch_size):
+            sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
+            pairs.append(primitive(*sliced, kind, alpha, *static))
+        return tuple(torch.stack(parts) for parts in zip(*pairs)), (0, 0)
+
+    primitive = Primitive(
+        name, impl, fake=fake, setup_context=setup, backward=backward, jvp=jvp, vmap=vmap,
+        static_attributes=True,
+    )  # fmt: skip
+    return primitive
+
+
+def _activated(
+    name: str, impl: Callable[..., Tensor], linear: Linear, with_z: Primitive
+) -> Primitive:
+    """The primitive ``name``: ``impl``, ``act(linear.op(...))``, and its derivatives; where
+    they need ``z``, calls whose derivatives may be taken run ``with_z`` instead
+    (:func:`_with_z`: ``z`` saved, not recomputed)."""
 
     def fake(input, weight, bias, act_weight, kind, alpha, *static):
         return _as_activations_result(linear.op.fake(input, weight, bias, *static))
@@ -237,26 +373,18 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
         return torch.stack(results), 0
 
     def decomposed(input, weight, bias, act_weight, kind, alpha, *static):
-        if not act.decomposes(kind, alpha):
+        if act.from_output(kind, alpha):
             return None
-        return act.apply(linear.op(input, weight, bias, *static), kind, alpha, act_weight)
+        return with_z(input, weight, bias, act_weight, kind, alpha, *static)[0]
 
     def bound_decomposition(kind, alpha, *static):
-        if not act.decomposes(kind, alpha):
+        if act.from_output(kind, alpha):
             return None
-        op = linear.op.bind(*static)  # (called with the operands of one opening: see Bound)
-        # ``op.recorded`` and the activation as C calls: this runs on every training step.
-        recorded = functools.partial(op.prim.apply_bound, op)
-        if kind == "prelu":  # (its weight is an operand; a PReLU call is not bound, though)
-
-            def call(input, weight, bias, act_weight):
-                return act.apply(recorded(input, weight, bias), kind, alpha, act_weight)
-
-            return call
-        activation = act.function(kind, alpha)
+        pair = with_z.bind(kind, alpha, *static)  # (called with the operands of one opening)
+        recorded = functools.partial(with_z.apply_bound, pair)  # (``pair.recorded``, a C call)
 
         def call(input, weight, bias, act_weight):
-            return activation(recorded(input, weight, bias))
+            return recorded(input, weight, bias, act_weight)[0]
 
         return call
 
@@ -275,8 +403,11 @@ def _activated(name: str, impl: Callable[..., Tensor], linear: Linear) -> Primit
     return primitive
 
 
-conv_act_fwd = _activated("conv_act_fwd", _impl, _CONV)
-conv_transpose_act = _activated("conv_transpose_act", _transpose_impl, _TRANSPOSED)
+conv_act_z = _with_z("conv_act_z", _impl_z, _CONV)
+conv_transpose_act_z = _with_z("conv_transpose_act_z", _transpose_impl_z, _TRANSPOSED)
+conv_act_fwd = _activated("conv_act_fwd", _impl, _CONV, conv_act_z)
+conv_transpose_act = _activated("conv_transpose_act", _transpose_impl, _TRANSPOSED,
+                                conv_transpose_act_z)  # fmt: skip
 
 
 @register_flop_formula(torch.ops.torchconv_ext.conv_act_fwd)
@@ -288,3 +419,14 @@ def _flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
 @register_flop_formula(torch.ops.torchconv_ext.conv_transpose_act)
 def _transpose_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
     return conv_flop_count(input_shape, weight_shape, out_shape, transposed=True)
+
+
+@register_flop_formula(torch.ops.torchconv_ext.conv_act_z)
+def _flop_z(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    # (``out_shape``: the shapes of ``act(z)`` and ``z``)
+    return conv_flop_count(input_shape, weight_shape, out_shape[1], transposed=False)
+
+
+@register_flop_formula(torch.ops.torchconv_ext.conv_transpose_act_z)
+def _transpose_flop_z(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(input_shape, weight_shape, out_shape[1], transposed=True)
