@@ -1,6 +1,7 @@
 """Every epilogue activation compiles for sm_90 (no GPU: the stand-in driver of
 ``benchmarks.standin``), in a forward kernel and in the input-gradient kernels that compute
-transposed convolutions, and so does the epilogue that stores the pre-activation too. Triton's interpreter runs any Python; only compiling shows what a GPU
+transposed convolutions, and so does the epilogue that stores the pre-activation too, and the
+kernel of the gradient through each activation. Triton's interpreter runs any Python; only compiling shows what a GPU
 would refuse (a GELU constant read as a plain global failed so)."""
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ with stand_in_gpu("sm_90", mode="launch"), torchconv_ext.use_backend("triton"):
     print("training gemm")
     TF.conv_transpose2d(trained, weight, stride=2, activation="silu")
     print("training transposed")
+    # The gradient through each activation, off its output or off the pre-activation.
+    import triton_kernels as K
+    from triton_kernels.activation_grad import FROM_INPUT, FROM_OUTPUT
+    grad, nchw = x.detach(), x.detach().contiguous()
+    for launcher, kinds in ((K.activation_grad_from_output, FROM_OUTPUT),
+                            (K.activation_grad_from_input, FROM_INPUT)):
+        for kind in kinds:
+            launcher(nchw, grad, torch.empty_like(grad), activation=kind, alpha=0.5)
+            print("gradient", kind)
 """
 
 
@@ -67,3 +77,4 @@ def test_every_epilogue_activation_compiles_for_sm90(tmp_path):
     assert sum(line.startswith("forward") for line in compiled) == count
     assert sum(line.startswith("transposed") for line in compiled) == count
     assert sum(line.startswith("training") for line in compiled) == 3
+    assert sum(line.startswith("gradient") for line in compiled) == 12

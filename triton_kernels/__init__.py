@@ -61,7 +61,7 @@ _refuse_if_shadowed()
 from ._common import INTERPRET
 from ._plan import current_stream
 from ._tape import recording, replayed_whole, taped
-from .activation_grad import activation_grad_from_output
+from .activation_grad import activation_grad_from_input, activation_grad_from_output
 from .activation_grad import launchable as activation_grad_launchable
 from .conv import (
     conv_backward_input,
@@ -92,6 +92,7 @@ from .upsample import upsample_nearest_backward, upsample_nearest_forward
 
 # Every launcher replays its recorded work for a problem it has seen (``_tape``).
 activation_grad_from_output = taped(activation_grad_from_output)
+activation_grad_from_input = taped(activation_grad_from_input)
 conv_forward = taped(conv_forward)
 conv_backward_input = taped(conv_backward_input)
 conv_backward_weight = taped(conv_backward_weight)
@@ -130,7 +131,11 @@ __all__ += ["reads_nchw", "reads_windows", "stores_nchw", "sums_bias", "window_w
 __all__ += ["merged_weight", "reads_channels_inner_weight", "reads_merged"]
 __all__ += ["local_conv_backward_input", "local_conv_backward_weight", "local_conv_forward"]
 __all__ += ["maxout_backward", "maxout_forward"]
-__all__ += ["activation_grad_from_output", "activation_grad_launchable"]
+__all__ += [
+    "activation_grad_from_input",
+    "activation_grad_from_output",
+    "activation_grad_launchable",
+]
 __all__ += ["upsample_nearest_backward", "upsample_nearest_forward"]
 __all__ += [
     "adaptive_pool_backward",

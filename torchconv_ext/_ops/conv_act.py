@@ -218,31 +218,43 @@ _TRANSPOSED = Linear(
 )
 
 
-def _grad_from_output(
-    grad: Tensor, output: Tensor, kind: str, alpha: float, channels_last: Callable[[], bool]
+def _activation_grad(
+    grad: Tensor,
+    source: Tensor,
+    kind: str,
+    alpha: float,
+    channels_last: Callable[[], bool],
+    of_output: bool,
+    act_weight: Tensor | None = None,
 ) -> Tensor:
-    """``grad · act'(z)`` read off the activation's ``output``. A backward autograd runs
-    without recording, on plain tensors on the Triton path (its tape's), takes one pass of our
-    kernel, which writes it channels-last where ``grad`` is or the gradient kernels read it so
+    """``grad · act'(z)`` read off ``source``: the activation's output where ``of_output``, else
+    ``z`` itself (``act_weight``: PReLU's weight). A backward autograd runs without recording,
+    on plain tensors on the Triton path (its tape's), takes one pass of our kernel, which
+    writes it channels-last where ``grad`` is or the gradient kernels read it so
     (``channels_last()``) — torch's backward op and their conversion would take two; anywhere
-    else (a graph of the backward, transforms, modes, tracing) torch's backward op, which is
-    differentiable."""
+    else (a graph of the backward, transforms, modes, tracing), and for PReLU, torch's backward
+    op, which is differentiable."""
     if (
         torch.is_grad_enabled()
+        or kind == "prelu"
         or type(grad) not in PLAIN_TENSORS
-        or type(output) not in PLAIN_TENSORS
+        or type(source) not in PLAIN_TENSORS
         or torch._C._are_functorch_transforms_active()
         or torch._C._functorch.is_legacy_batchedtensor(grad)
         or not use_triton(grad)
         # (a mode, but for the op guard of a tape that records this backward)
         or (torch._C._len_torch_dispatch_stack() and not kernels().recording())
-        or not kernels().activation_grad_launchable(grad, output)
+        or not kernels().activation_grad_launchable(grad, source)
     ):
-        return act.backward_from_output(grad, output, kind, alpha)
+        if of_output:
+            return act.backward_from_output(grad, source, kind, alpha)
+        return act.backward(grad, source, kind, alpha, act_weight)
     # (else in the incoming gradient's layout: the kernels that read either take it as it is)
     layout = is_channels_last(grad) or channels_last()
     grad_z = empty_in_layout(grad.shape, grad, layout, poison=True)
-    kernels().activation_grad_from_output(grad, output, grad_z, activation=kind, alpha=alpha)
+    k = kernels()
+    launch = k.activation_grad_from_output if of_output else k.activation_grad_from_input
+    launch(grad, source, grad_z, activation=kind, alpha=alpha)
     return grad_z
 
 
@@ -272,7 +284,11 @@ def _with_z(name: str, impl: Callable[..., tuple], linear: Linear) -> Primitive:
             if needs[3]:  # PReLU's weight: both of its gradients in one pass
                 grad, grad_act_weight = act.prelu_backward(grad, z, act_weight)
             else:
-                grad = act.backward(grad, z, ctx.kind, ctx.alpha, act_weight)
+                grad = _activation_grad(
+                    grad, z, ctx.kind, ctx.alpha,
+                    lambda: linear.reads_channels_last(grad, input, weight, ctx.static), False,
+                    act_weight,
+                )  # fmt: skip
             grad_z = grad if grad_z is None else grad + grad_z
         grads = (None, None, None)
         if grad_z is not None and any(needs[:3]):
@@ -333,9 +349,9 @@ def _activated(
         grad_act_weight = None
         if act.from_output(ctx.kind, ctx.alpha):
             input, weight, output = ctx.saved_tensors
-            grad_z = _grad_from_output(
+            grad_z = _activation_grad(
                 grad, output, ctx.kind, ctx.alpha,
-                lambda: linear.reads_channels_last(grad, input, weight, ctx.static),
+                lambda: linear.reads_channels_last(grad, input, weight, ctx.static), True,
             )  # fmt: skip
         else:
             input, weight, bias, act_weight = ctx.saved_tensors
