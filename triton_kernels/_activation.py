@@ -37,7 +37,13 @@ from ._common import (
     as_5d,
 )
 
-__all__ = ["ACTIVATIONS", "activate", "epilogue_args", "pre_activation_target"]
+__all__ = [
+    "ACTIVATIONS",
+    "activate",
+    "epilogue_args",
+    "pre_activation_target",
+    "stored_pre_activation",
+]
 
 # (constexpr: compiled kernels may read no other globals)
 _SQRT1_2: tl.constexpr = tl.constexpr(0.7071067811865476)
@@ -89,6 +95,17 @@ def activate(z, aw_ptr, aw_offs, aw_mask, ACT_ALPHA, ACT_ALPHA_LO, ACT: tl.const
     elif ACT == ACT_SIGMOID:
         z = tl.sigmoid(z)
     return z
+
+
+@triton.jit
+def stored_pre_activation(acc, z_ptrs, mask):
+    """Store ``acc`` at ``z_ptrs`` in their dtype and return what was stored, back in ``acc``'s
+    dtype: the training form's activation is then that of the ``z`` its backward reads, as
+    torch's activation of a stored convolution is (and the full-precision accumulator need not
+    live on beside the stored values: the largest 1×1 tiles spilled so)."""
+    z = acc.to(z_ptrs.dtype.element_ty)
+    tl.store(z_ptrs, z, mask=mask)
+    return z.to(acc.dtype)
 
 
 @triton.jit

@@ -31,7 +31,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
+from ._activation import (
+    ACTIVATIONS,
+    activate,
+    epilogue_args,
+    pre_activation_target,
+    stored_pre_activation,
+)
 from ._common import acc_dtype, as_5d, cdiv, check_device, dot_precision, needs_int64
 from ._gemm_common import (
     GEMM_TABLE,
@@ -149,7 +155,7 @@ def _conv1x1_kernel(
     c_offs = c_rows[:, None] + (c_cols * sc_c)[None, :]
     c_mask = row_ok[:, None] & col_ok[None, :]
     if z_ptr is not None:
-        tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
+        acc = stored_pre_activation(acc, z_ptr + c_offs, c_mask)
     acc = activate(
         acc, aw_ptr, (c_cols * saw)[None, :], col_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )

@@ -57,7 +57,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
+from ._activation import (
+    ACTIVATIONS,
+    activate,
+    epilogue_args,
+    pre_activation_target,
+    stored_pre_activation,
+)
 from ._common import (
     INT32_LIMIT,
     INTERPRET,
@@ -206,7 +212,7 @@ def _conv_depthwise_fwd_kernel(
         acc += tl.load(b_ptr + co * sb, mask=c_ok, other=0.0).to(ACC_DTYPE)
     y_off = n * sy_n + co * sy_c + od * sy_d + oh * sy_h + ow * sy_w
     if z_ptr is not None:  # (the pre-activation, at y's offsets)
-        tl.store(z_ptr + y_off, acc.to(z_ptr.dtype.element_ty), mask=p_ok & c_ok)
+        acc = stored_pre_activation(acc, z_ptr + y_off, p_ok & c_ok)
     acc = activate(acc, aw_ptr, co * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
@@ -286,7 +292,7 @@ def _conv_depthwise_bwd_input_kernel(
     i_d, i_h, i_w = ph_d + j_d * STRIDE_D, ph_h + j_h * STRIDE_H, ph_w + j_w * STRIDE_W
     gi_off = n * sgi_n + ci * sgi_c + i_d * sgi_d + i_h * sgi_h + i_w * sgi_w
     if z_ptr is not None:  # (the pre-activation, at grad_in's offsets)
-        tl.store(z_ptr + gi_off, acc.to(z_ptr.dtype.element_ty), mask=p_ok & c_ok)
+        acc = stored_pre_activation(acc, z_ptr + gi_off, p_ok & c_ok)
     acc = activate(acc, aw_ptr, ci * saw, c_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=p_ok & c_ok)
 
@@ -498,7 +504,7 @@ def _conv_depthwise_rows_kernel(
     )
     dst_ok = row_ok & (col < DST_W)
     if z_ptr is not None:  # (the pre-activation, at dst's offsets)
-        tl.store(z_ptr + dst_off, acc.to(z_ptr.dtype.element_ty), mask=dst_ok)
+        acc = stored_pre_activation(acc, z_ptr + dst_off, dst_ok)
     acc = activate(acc, aw_ptr, c * saw, row_ok, ACT_ALPHA, ACT_ALPHA_LO, ACT)
     tl.store(dst_ptr + dst_off, acc.to(dst_ptr.dtype.element_ty), mask=dst_ok)
 

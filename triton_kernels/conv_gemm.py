@@ -41,7 +41,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._activation import ACTIVATIONS, activate, epilogue_args, pre_activation_target
+from ._activation import (
+    ACTIVATIONS,
+    activate,
+    epilogue_args,
+    pre_activation_target,
+    stored_pre_activation,
+)
 from ._common import (
     INTERPRET,
     PAD_MODES,
@@ -327,7 +333,7 @@ def _fwd_store(acc, y_ptr, z_ptr, y_row, sy_c, co_off, co_ok, mask, aw_ptr, saw,
     ``z_ptr`` is None."""
     y_offs = y_row[:, None] + (co_off * sy_c)[None, :]
     if z_ptr is not None:
-        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask)
+        acc = stored_pre_activation(acc, z_ptr + y_offs, mask)
     acc = activate(
         acc, aw_ptr, (co_off * saw)[None, :], co_ok[None, :], ACT_ALPHA, ACT_ALPHA_LO, ACT
     )

@@ -153,3 +153,19 @@ def test_a_pre_activation_needs_an_activation_and_the_outputs_strides():
         launch(torch.empty_like(y, memory_format=torch.channels_last))
     with pytest.raises(ValueError, match="pre_activation must have the output's shape, strides"):
         launch(torch.empty_like(y, dtype=torch.float64))
+
+
+def test_a_16_bit_activation_is_taken_of_the_stored_pre_activation():
+    """In 16 bits the training form's output is the activation of the ``z`` it stored (rounded
+    once to float16, then activated in float32), as torch's activation of a stored convolution
+    is — the ``z`` its backward reads."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 5, 4, generator=g).half()
+    w = (torch.randn(16, 16, 3, 3, generator=g) / 4).half()
+    geometry = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    y, z = torch.full((2, 2, 16, 5, 4), float("nan"), dtype=torch.float16)
+    K.conv_forward(x, w, None, y, **geometry, pad_mode="zeros", allow_tf32=False,
+                   activation="silu", pre_activation=z)  # fmt: skip
+    torch.testing.assert_close(z.float(), F.conv2d(x.float(), w.float(), padding=1),
+                               rtol=2e-3, atol=2e-3)  # fmt: skip
+    torch.testing.assert_close(y, F.silu(z.float()).half())
