@@ -365,6 +365,29 @@ def test_torch_compile_fullgraph_matches_eager():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_compile_fullgraph_trains_the_training_form(backend, recwarn):
+    """A compiled training step of a SiLU-fused convolution: its training form in the graph
+    (torch's ops on the fallback), the gradients eager torch's, and no warning from Dynamo
+    about what it traced."""
+    torch.manual_seed(0)
+    x, w, b = _leaf(2, 3, 6, 5), _leaf(4, 3, 3, 3), _leaf(4)
+
+    def fn(x, w, b):
+        return TF.conv2d(x, w, b, padding=1, activation="silu")
+
+    with torchconv_ext.use_backend(backend):
+        torch._dynamo.reset()
+        y = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b)
+        want = F.silu(F.conv2d(x, w, b, padding=1))
+        torch.testing.assert_close(y, want)
+        gy = torch.randn_like(y)
+        got = torch.autograd.grad(y, (x, w, b), gy)
+        for a, e in zip(got, torch.autograd.grad(want, (x, w, b), gy), strict=True):
+            torch.testing.assert_close(a, e)
+    assert not [str(r.message) for r in recwarn if "dynamo" in str(r.filename).lower()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_flop_counter_counts_the_convolution(backend):
     from torch.utils.flop_counter import FlopCounterMode
 

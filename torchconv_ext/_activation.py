@@ -233,7 +233,6 @@ def prelu_backward(grad: Tensor, z: Tensor, weight: Tensor) -> tuple[Tensor, Ten
     return grad_z, total.reshape(weight.shape).to(weight.dtype)
 
 
-@functools.lru_cache(maxsize=256)  # (a C call: every recorded call's set-up asks)
 def from_output(kind: str, alpha: float) -> bool:
     """Whether ``act'`` can be read off the activation's output, as torch's backward ops read
     it: ReLU and leaky ReLU with a slope ≥ 0 (the output's sign is ``z``'s and the derivative
