@@ -33,6 +33,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,6 +60,9 @@ from .conv import (
     unfold_batch,
 )
 
+# (Each primitive's implementation spells its arguments out: the registered op's schema is
+# read from its annotations.)
+
 
 def _impl(
     input: Tensor,
@@ -75,15 +79,44 @@ def _impl(
     padding_mode: str,
 ) -> Tensor:
     """``act(conv_fwd(input, weight, bias, ...))`` in ATen's layout."""
-    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    layout = forward_channels_last(input, weight, padding_mode)
+    static = (stride, padding, padding_end, dilation, groups, padding_mode)
+    return _activated_conv(input, weight, bias, act_weight, kind, alpha, static, False)
+
+
+def _impl_z(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act_weight: Tensor | None,
+    kind: str,
+    alpha: float,
+    stride: list[int],
+    padding: list[int],
+    padding_end: list[int],
+    dilation: list[int],
+    groups: int,
+    padding_mode: str,
+) -> tuple[Tensor, Tensor]:
+    """``(act(z), z)`` with ``z = conv_fwd(input, weight, bias, ...)``, each in the layout
+    torch's convolution, then its activation, give."""
+    static = (stride, padding, padding_end, dilation, groups, padding_mode)
+    return _activated_conv(input, weight, bias, act_weight, kind, alpha, static, True)
+
+
+def _activated_conv(input, weight, bias, act_weight, kind, alpha, static, with_z: bool) -> Any:
+    """``act(z)``, ``z = conv_fwd(input, weight, bias, *static)``, or with ``with_z`` ``(act(z),
+    z)``: on the Triton path stored by the kernels' epilogue, on the fallback ATen's
+    convolution, then torch's activation."""
+    g = ConvGeometry.from_args(*static)
+    layout = forward_channels_last(input, weight, g.padding_mode)
     if not use_triton(input):
-        z = fallback.conv_forward(input, weight, bias, g)
-        return to_layout(act.apply(z, kind, alpha, act_weight), layout)
+        z = to_layout(fallback.conv_forward(input, weight, bias, g), layout)
+        return _unfused(z, kind, alpha, act_weight, with_z)
     out = triton_forward(
-        input, weight, bias, g, layout, activation=kind, alpha=alpha, act_weight=act_weight
-    )
-    return _as_activations_result(out)
+        input, weight, bias, g, layout, with_z, activation=kind, alpha=alpha,
+        act_weight=act_weight,
+    )  # fmt: skip
+    return (_as_activations_result(out[0]), out[1]) if with_z else _as_activations_result(out)
 
 
 def _transpose_impl(
@@ -104,50 +137,10 @@ def _transpose_impl(
 ) -> Tensor:
     """``act(conv_bwd_input(input, weight, bias, output_size, channels_last, ...))``: a
     transposed convolution of ``input``, activated."""
-    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    if not use_triton(input):
-        z = conv_bwd_input.impl(input, weight, bias, output_size, channels_last, *g.as_args())
-        return to_layout(act.apply(z, kind, alpha, act_weight), channels_last)
-    out = triton_transposed(
-        input, weight, bias, output_size, channels_last, g, activation=kind, alpha=alpha,
-        act_weight=act_weight,
-    )  # fmt: skip
-    return _as_activations_result(out)
-
-
-def _as_activations_result(out: Tensor) -> Tensor:
-    """``out`` with the strides torch's activation gives the convolution's result: a channels-
-    last result of one channel is contiguous too, and torch's elementwise ops read its size-1
-    channel dim as in no order, so theirs has contiguous strides (ATen's layout rule reads the
-    difference in the next op). The implementations and the fake both give it."""
-    return to_layout(out, False, exact=True) if out.shape[1] == 1 else out
-
-
-def _impl_z(
-    input: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    act_weight: Tensor | None,
-    kind: str,
-    alpha: float,
-    stride: list[int],
-    padding: list[int],
-    padding_end: list[int],
-    dilation: list[int],
-    groups: int,
-    padding_mode: str,
-) -> tuple[Tensor, Tensor]:
-    """``(act(z), z)`` with ``z = conv_fwd(input, weight, bias, ...)``, each in the layout
-    torch's convolution, then its activation, give: on the Triton path both stored by the
-    kernels' epilogue, on the fallback ATen's convolution, then torch's activation."""
-    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
-    if not use_triton(input):
-        return _unfused_pair(_CONV, input, weight, bias, act_weight, kind, alpha, g.as_args())
-    out, z = triton_forward(
-        input, weight, bias, g, forward_channels_last(input, weight, padding_mode), with_z=True,
-        activation=kind, alpha=alpha, act_weight=act_weight,
-    )  # fmt: skip
-    return _as_activations_result(out), z
+    static = (stride, padding, padding_end, dilation, groups, padding_mode)
+    return _activated_transposed(
+        input, weight, bias, act_weight, kind, alpha, output_size, channels_last, static, False
+    )
 
 
 def _transpose_impl_z(
@@ -167,24 +160,42 @@ def _transpose_impl_z(
     padding_mode: str,
 ) -> tuple[Tensor, Tensor]:
     """``(act(z), z)`` with ``z`` the transposed convolution ``conv_bwd_input(input, weight,
-    bias, output_size, channels_last, ...)``, as :func:`_impl_z` computes them."""
-    g = ConvGeometry.from_args(stride, padding, padding_end, dilation, groups, padding_mode)
+    bias, output_size, channels_last, ...)``."""
+    static = (stride, padding, padding_end, dilation, groups, padding_mode)
+    return _activated_transposed(
+        input, weight, bias, act_weight, kind, alpha, output_size, channels_last, static, True
+    )
+
+
+def _activated_transposed(
+    input, weight, bias, act_weight, kind, alpha, output_size, channels_last, static,
+    with_z: bool,
+) -> Any:  # fmt: skip
+    """:func:`_activated_conv` of the transposed convolution ``conv_bwd_input``."""
+    g = ConvGeometry.from_args(*static)
     if not use_triton(input):
-        static = (output_size, channels_last, *g.as_args())
-        return _unfused_pair(_TRANSPOSED, input, weight, bias, act_weight, kind, alpha, static)
-    out, z = triton_transposed(
-        input, weight, bias, output_size, channels_last, g, with_z=True, activation=kind,
+        z = conv_bwd_input.impl(input, weight, bias, output_size, channels_last, *g.as_args())
+        return _unfused(z, kind, alpha, act_weight, with_z)
+    out = triton_transposed(
+        input, weight, bias, output_size, channels_last, g, with_z, activation=kind,
         alpha=alpha, act_weight=act_weight,
     )  # fmt: skip
-    return _as_activations_result(out), z
+    return (_as_activations_result(out[0]), out[1]) if with_z else _as_activations_result(out)
 
 
-def _unfused_pair(
-    linear: Linear, input, weight, bias, act_weight, kind: str, alpha: float, static: tuple
-) -> tuple[Tensor, Tensor]:
-    """``(act(z), z)``: ``z`` the convolution ``linear.op`` computes, then torch's activation."""
-    z = linear.op.impl(input, weight, bias, *static)
-    return act.apply(z, kind, alpha, act_weight), z
+def _unfused(z: Tensor, kind: str, alpha: float, act_weight, with_z: bool) -> Any:
+    """The fallback's ``act(z)`` (with ``with_z``, ``(act(z), z)``): torch's activation of
+    the convolution's result ``z``, which keeps its layout."""
+    y = act.apply(z, kind, alpha, act_weight)
+    return (y, z) if with_z else y
+
+
+def _as_activations_result(out: Tensor) -> Tensor:
+    """``out`` with the strides torch's activation gives the convolution's result: a channels-
+    last result of one channel is contiguous too, and torch's elementwise ops read its size-1
+    channel dim as in no order, so theirs has contiguous strides (ATen's layout rule reads the
+    difference in the next op). The implementations and the fake both give it."""
+    return to_layout(out, False, exact=True) if out.shape[1] == 1 else out
 
 
 # --------------------------------------------------------------------------------------------
