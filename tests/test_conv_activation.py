@@ -696,3 +696,35 @@ def test_reset_parameters_gives_a_fused_prelu_its_weight_again():
         unknown.reset_parameters()
     plain = torchconv_ext.nn.Conv2d(3, 4, 3, activation="relu")
     plain.reset_parameters()  # (nothing of its own to reset)
+
+
+@pytest.mark.parametrize("backend", TRITON)
+def test_the_training_forms_jvp_and_batching_rule_give_both_outputs(backend):
+    """``conv_act_z`` itself under ``torch.func``: the tangents of ``act(z)`` and ``z``, and
+    both outputs batched over inputs (folded into N) and over weights (one call each)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 4, 5, 4, dtype=torch.float64), torch.randn(4, 4, 3, 3).double()
+    b = torch.randn(4, dtype=torch.float64)
+    geometry = ([1, 1], [1, 1], [1, 1], [1, 1], 1, "zeros")
+
+    def ours(x, w):
+        return conv_act_z(x, w, b, None, "gelu", 0.0, *geometry)
+
+    def theirs(x, w):
+        z = F.conv2d(x, w, b, padding=1)
+        return F.gelu(z), z
+
+    with torchconv_ext.use_backend(backend):
+        primals, tangents = (x, w), (torch.randn_like(x), torch.zeros_like(w))
+        got, want = (
+            torch.func.jvp(ours, primals, tangents),
+            torch.func.jvp(theirs, primals, tangents),
+        )
+        torch.testing.assert_close(got, want)
+        xs, ws = torch.randn(3, *x.shape, dtype=torch.float64), torch.stack([w, 2 * w])
+        torch.testing.assert_close(
+            torch.vmap(ours, (0, None))(xs, w), torch.vmap(theirs, (0, None))(xs, w)
+        )
+        torch.testing.assert_close(
+            torch.vmap(ours, (None, 0))(x, ws), torch.vmap(theirs, (None, 0))(x, ws)
+        )

@@ -306,35 +306,54 @@ def _with_z(name: str, impl: Callable[..., tuple], linear: Linear) -> Primitive:
             grads = linear.grads(input, weight, needs[:3], ctx.static, grad_z)
         return *grads, grad_act_weight, None, None, *[None] * len(ctx.static)
 
-    def jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
-        input, weight, bias, act_weight, kind, alpha, *static = ctx.primals
-        z = linear.op(input, weight, bias, *static)
-        t_z = linear.op.jvp(SimpleNamespace(primals=(input, weight, bias, *static)),
-                            t_input, t_weight, t_bias)  # fmt: skip
-        t_z = torch.zeros_like(z) if t_z is None else t_z
-        t_y = act.backward(t_z, z, kind, alpha, act_weight)
-        if t_act_weight is not None:
-            t_y = t_y + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
-        return t_y, t_z
+    def jvp(ctx, *tangents):
+        return _tangents(linear, ctx.primals, *tangents[:4])
 
-    def vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *static):
-        tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
-        if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
-            folded = fold_batch(input, dims[0], 0)
-            pair = primitive(folded, weight, bias, act_weight, kind, alpha, *static)
-            return tuple(unfold_batch(t, 0, info.batch_size) for t in pair), (0, 0)
-        # Batched parameters: one call per batch element (the rest is never batched).
-        pairs = []
-        for i in range(info.batch_size):
-            sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
-            pairs.append(primitive(*sliced, kind, alpha, *static))
-        return tuple(torch.stack(parts) for parts in zip(*pairs)), (0, 0)
+    def vmap(info, in_dims, *args):
+        return _batched(primitive, info, in_dims, args)
 
     primitive = Primitive(
         name, impl, fake=fake, setup_context=setup, backward=backward, jvp=jvp, vmap=vmap,
         static_attributes=True,
     )  # fmt: skip
     return primitive
+
+
+def _tangents(linear: Linear, primals: tuple, t_input, t_weight, t_bias, t_act_weight) -> tuple:
+    """``(ẏ, ż)`` of ``y = act(z)``, ``z = linear.op(input, weight, bias, *static)`` at
+    ``primals`` (``z`` recomputed: forward mode saves nothing)."""
+    input, weight, bias, act_weight, kind, alpha, *static = primals
+    z = linear.op(input, weight, bias, *static)
+    t_z = linear.op.jvp(SimpleNamespace(primals=(input, weight, bias, *static)),
+                        t_input, t_weight, t_bias)  # fmt: skip
+    if t_z is None:  # (zeros, not act'(z) · 0: that is NaN where act'(z) is not finite)
+        t_z, t_y = torch.zeros_like(z), torch.zeros_like(z)
+    else:
+        t_y = act.backward(t_z, z, kind, alpha, act_weight)
+    if t_act_weight is not None:
+        t_y = t_y + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
+    return t_y, t_z
+
+
+def _batched(primitive: Primitive, info, in_dims: tuple, args: tuple) -> tuple:
+    """The batching rule of an activated convolution (its result one tensor, or the training
+    form's pair): a batch of inputs folded into N, batched parameters one call per element
+    (the rest is never batched)."""
+    input, weight, bias, act_weight, kind, alpha, *static = args
+    tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
+    if all(d is None for d in dims[1:]):
+        out = primitive(fold_batch(input, dims[0], 0), weight, bias, act_weight, kind, alpha,
+                        *static)  # fmt: skip
+        if type(out) is tuple:
+            return tuple(unfold_batch(t, 0, info.batch_size) for t in out), (0,) * len(out)
+        return unfold_batch(out, 0, info.batch_size), 0
+    results = []
+    for i in range(info.batch_size):
+        sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
+        results.append(primitive(*sliced, kind, alpha, *static))
+    if type(results[0]) is tuple:
+        return tuple(torch.stack(parts) for parts in zip(*results)), (0,) * len(results[0])
+    return torch.stack(results), 0
 
 
 def _activated(
@@ -376,28 +395,11 @@ def _activated(
             grads = linear.grads(input, weight, needs[:3], ctx.static, grad_z)
         return *grads, grad_act_weight, None, None, *[None] * len(ctx.static)
 
-    def jvp(ctx, t_input, t_weight, t_bias, t_act_weight, *_):
-        input, weight, bias, act_weight, kind, alpha, *static = ctx.primals
-        z = linear.op(input, weight, bias, *static)
-        primals = SimpleNamespace(primals=(input, weight, bias, *static))
-        t_z = linear.op.jvp(primals, t_input, t_weight, t_bias)
-        out = torch.zeros_like(z) if t_z is None else act.backward(t_z, z, kind, alpha, act_weight)
-        if t_act_weight is not None:
-            out = out + torch.where(z > 0, z.new_zeros(()), z) * act.per_channel(t_act_weight, z)
-        return out
+    def jvp(ctx, *tangents):
+        return _tangents(linear, ctx.primals, *tangents[:4])[0]
 
-    def vmap(info, in_dims, input, weight, bias, act_weight, kind, alpha, *static):
-        tensors, dims = (input, weight, bias, act_weight), in_dims[:4]
-        if all(d is None for d in dims[1:]):  # a batch of inputs: fold it into N
-            folded = fold_batch(input, dims[0], 0)
-            out = primitive(folded, weight, bias, act_weight, kind, alpha, *static)
-            return unfold_batch(out, 0, info.batch_size), 0
-        # Batched parameters: one call per batch element (the rest is never batched).
-        results = []
-        for i in range(info.batch_size):
-            sliced = [t if d is None else t.select(d, i) for t, d in zip(tensors, dims)]
-            results.append(primitive(*sliced, kind, alpha, *static))
-        return torch.stack(results), 0
+    def vmap(info, in_dims, *args):
+        return _batched(primitive, info, in_dims, args)
 
     def decomposed(input, weight, bias, act_weight, kind, alpha, *static):
         if act.from_output(kind, alpha):
